@@ -1,0 +1,236 @@
+// Package grants owns what a person is entitled to: users and their upstream
+// identities, invitations (mint, redeem, revoke, resend), the grants that
+// redeemed invitations leave on a user, and the durable job queue that mail,
+// webhooks and the Auth0 mirror drain.
+//
+// It defines the records and the Store interface; backends live under store/.
+package grants
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"time"
+)
+
+var (
+	ErrNotFound = errors.New("not found")
+	ErrConflict = errors.New("already exists")
+	// Redemption outcomes. RedeemInvitation returns exactly one of these (or
+	// nil) so the caller can tell the person which.
+	ErrInvitationRedeemed = errors.New("invitation already used")
+	ErrInvitationRevoked  = errors.New("invitation revoked")
+	ErrInvitationExpired  = errors.New("invitation expired")
+	// ErrIdempotencyMismatch: the Idempotency-Key was used with another body.
+	ErrIdempotencyMismatch = errors.New("idempotency key reused with a different request")
+	// ErrIdempotencyInProgress: the first request with that key has not finished.
+	ErrIdempotencyInProgress = errors.New("a request with this idempotency key is in progress")
+)
+
+// User is an usher user; ID is the `sub` usher issues and never changes.
+type User struct {
+	ID            string    `json:"id"`
+	Email         string    `json:"email,omitempty"`
+	EmailVerified bool      `json:"email_verified"`
+	Name          string    `json:"name,omitempty"`
+	Picture       string    `json:"picture,omitempty"`
+	CreatedAt     time.Time `json:"created_at"`
+	UpdatedAt     time.Time `json:"updated_at"`
+	LastLoginAt   time.Time `json:"last_login_at,omitempty"`
+}
+
+// Identity is one upstream account (issuer + subject) linked to a user.
+type Identity struct {
+	Issuer        string    `json:"iss"`
+	Subject       string    `json:"sub"`
+	UserID        string    `json:"user_id"`
+	Connection    string    `json:"connection,omitempty"`
+	Email         string    `json:"email,omitempty"`
+	EmailVerified bool      `json:"email_verified"`
+	CreatedAt     time.Time `json:"created_at"`
+}
+
+// Profile is what the upstream said about the person at this sign-in.
+type Profile struct {
+	Email         string
+	EmailVerified bool
+	Name          string
+	Picture       string
+}
+
+// Grant is what a user holds: the union of the roles of every invitation they
+// redeemed (plus default roles) and their claims merged key by key, later wins.
+type Grant struct {
+	UserID      string         `json:"user_id"`
+	Roles       []string       `json:"roles"`
+	Claims      map[string]any `json:"claims"`
+	Invitations []string       `json:"invitations"`
+	UpdatedAt   time.Time      `json:"updated_at"`
+}
+
+// Status of an invitation as stored. "expired" is derived at read time from
+// ExpiresAt (see Invitation.EffectiveStatus); it is never written.
+type Status string
+
+const (
+	StatusPending  Status = "pending"
+	StatusRedeemed Status = "redeemed"
+	StatusRevoked  Status = "revoked"
+	StatusExpired  Status = "expired"
+)
+
+// Event is one line of an invitation's timeline.
+type Event struct {
+	Type   string            `json:"type"` // created, mailed, mail_failed, opened, redeemed, redemption_failed, revoked, resent
+	At     time.Time         `json:"at"`
+	Detail map[string]string `json:"detail,omitempty"`
+}
+
+// Invitation binds roles and claims to whoever redeems its token.
+type Invitation struct {
+	ID string `json:"id"`
+	// TokenHash is the SHA-256 (hex) of the current token; the token itself is
+	// never stored.
+	TokenHash  string         `json:"token_hash"`
+	Email      string         `json:"email"`
+	Roles      []string       `json:"roles"`
+	Claims     map[string]any `json:"claims"`
+	Metadata   map[string]any `json:"metadata"`
+	ExternalID string         `json:"external_id,omitempty"`
+	ClientID   string         `json:"client_id,omitempty"`
+	EmailMatch string         `json:"email_match"` // any, exact, domain
+	Inviter    string         `json:"inviter,omitempty"`
+	Status     Status         `json:"status"`
+	CreatedAt  time.Time      `json:"created_at"`
+	ExpiresAt  time.Time      `json:"expires_at"`
+	SendEmail  bool           `json:"send_email"`
+	// EmailStatus: "", queued, sent, failed.
+	EmailStatus string `json:"email_status,omitempty"`
+	EmailError  string `json:"email_error,omitempty"`
+
+	RedeemedAt         *time.Time `json:"redeemed_at,omitempty"`
+	RedeemedBy         string     `json:"redeemed_by,omitempty"`
+	RedeemedIdentity   string     `json:"redeemed_identity,omitempty"` // iss|sub
+	RedeemedConnection string     `json:"redeemed_connection,omitempty"`
+	RevokedAt          *time.Time `json:"revoked_at,omitempty"`
+
+	Events []Event `json:"events,omitempty"`
+}
+
+// EffectiveStatus is Status with "expired" derived from the clock.
+func (inv *Invitation) EffectiveStatus(now time.Time) Status {
+	if inv.Status == StatusPending && !now.Before(inv.ExpiresAt) {
+		return StatusExpired
+	}
+	return inv.Status
+}
+
+// Redemption records who redeemed an invitation.
+type Redemption struct {
+	UserID     string
+	Identity   string // iss|sub
+	Connection string
+	At         time.Time
+}
+
+// InvitationFilter selects invitations for listing. Status "expired" matches
+// pending invitations past their expiry; "pending" only unexpired ones.
+type InvitationFilter struct {
+	Status     Status
+	Email      string // exact, case-insensitive
+	ClientID   string
+	ExternalID string
+	// Limit is the page size (the backend caps it at 1000); Cursor is the
+	// opaque value NextCursor returned for the previous page.
+	Limit  int
+	Cursor string
+}
+
+// IdempotencyRecord remembers the first request made with an Idempotency-Key.
+type IdempotencyRecord struct {
+	Key         string          `json:"key"`
+	RequestHash string          `json:"request_hash"`
+	Status      int             `json:"status,omitempty"`   // HTTP status of the first answer; 0 while in progress
+	Response    json.RawMessage `json:"response,omitempty"` // body of the first answer
+	CreatedAt   time.Time       `json:"created_at"`
+	ExpiresAt   time.Time       `json:"expires_at"`
+}
+
+// Job is a unit of durable background work (mail, webhook delivery, Auth0 mirror).
+type Job struct {
+	ID        string          `json:"id"`
+	Kind      string          `json:"kind"`
+	Payload   json.RawMessage `json:"payload"`
+	RunAt     time.Time       `json:"run_at"`
+	Attempts  int             `json:"attempts"`
+	LastError string          `json:"last_error,omitempty"`
+	CreatedAt time.Time       `json:"created_at"`
+	// LeaseUntil: a claimed job is invisible to other workers until then, so a
+	// worker that dies mid-job does not lose it.
+	LeaseUntil time.Time `json:"lease_until,omitempty"`
+}
+
+// Store keeps users, invitations, grants and jobs. Implementations must be safe
+// for concurrent use by several processes sharing the backend.
+type Store interface {
+	// ResolveIdentity returns the user linked to (id.Issuer, id.Subject),
+	// creating the user (with newUserID) and the link when there is none, and
+	// refreshing the user's profile from p. created reports a new user.
+	ResolveIdentity(ctx context.Context, id Identity, p Profile, newUserID string, now time.Time) (u *User, created bool, err error)
+	// LinkIdentity links an identity to an existing user (account linking).
+	LinkIdentity(ctx context.Context, id Identity) error
+	GetUser(ctx context.Context, id string) (*User, error)
+	// UsersByEmail matches case-insensitively.
+	UsersByEmail(ctx context.Context, email string) ([]User, error)
+	Identities(ctx context.Context, userID string) ([]Identity, error)
+
+	// GetGrant returns an empty grant (not ErrNotFound) for a user with none.
+	GetGrant(ctx context.Context, userID string) (*Grant, error)
+	// AddRoles adds roles to a user's grant (default roles at sign-up).
+	AddRoles(ctx context.Context, userID string, roles []string, now time.Time) (*Grant, error)
+	RemoveGrantRole(ctx context.Context, userID, role string, now time.Time) (*Grant, error)
+	RemoveGrantClaim(ctx context.Context, userID, key string, now time.Time) (*Grant, error)
+
+	// CreateInvitation stores inv. If inv.ExternalID is set and a pending,
+	// unexpired invitation with that ExternalID exists, it stores nothing and
+	// returns that one with ErrConflict.
+	CreateInvitation(ctx context.Context, inv *Invitation) (*Invitation, error)
+	GetInvitation(ctx context.Context, id string) (*Invitation, error)
+	GetInvitationByTokenHash(ctx context.Context, hash string) (*Invitation, error)
+	// ListInvitations returns newest first and the cursor of the next page ("" at the end).
+	ListInvitations(ctx context.Context, f InvitationFilter, now time.Time) ([]Invitation, string, error)
+	// RedeemInvitation atomically moves the invitation with this token hash
+	// from pending to redeemed and merges its roles and claims into the
+	// redeemer's grant, in one step: of N concurrent calls exactly one
+	// succeeds. The others get ErrInvitationRedeemed; a revoked one
+	// ErrInvitationRevoked; one past ExpiresAt at r.At ErrInvitationExpired.
+	RedeemInvitation(ctx context.Context, tokenHash string, r Redemption) (*Invitation, *Grant, error)
+	// RevokeInvitation: ErrInvitationRedeemed once redeemed; revoking twice is not an error.
+	RevokeInvitation(ctx context.Context, id string, at time.Time) (*Invitation, error)
+	// ReplaceInvitationToken gives a pending (possibly expired) invitation a new
+	// token hash and expiry; the old token stops working at once.
+	// ErrInvitationRedeemed / ErrInvitationRevoked otherwise.
+	ReplaceInvitationToken(ctx context.Context, id, newHash string, expiresAt, at time.Time) (*Invitation, error)
+	// UpdateInvitation applies fn to the stored invitation atomically (email
+	// status, timeline events); fn must not change ID, TokenHash or Status.
+	UpdateInvitation(ctx context.Context, id string, fn func(*Invitation) error) (*Invitation, error)
+
+	// ReserveIdempotencyKey stores rec if the key is new (returns nil, nil).
+	// Otherwise it returns the existing record and: ErrIdempotencyMismatch if
+	// its RequestHash differs, ErrIdempotencyInProgress if it has no Status
+	// yet, nil if it is complete (replay its Response).
+	ReserveIdempotencyKey(ctx context.Context, rec *IdempotencyRecord) (*IdempotencyRecord, error)
+	CompleteIdempotencyKey(ctx context.Context, key string, status int, response json.RawMessage) error
+	// ReleaseIdempotencyKey forgets a reservation whose request failed, so a retry can run.
+	ReleaseIdempotencyKey(ctx context.Context, key string) error
+
+	EnqueueJob(ctx context.Context, j *Job) error
+	// ClaimJobs leases up to limit jobs of kind whose RunAt <= now and whose
+	// lease has lapsed, setting LeaseUntil = now+lease and Attempts++.
+	ClaimJobs(ctx context.Context, kind string, now time.Time, limit int, lease time.Duration) ([]Job, error)
+	CompleteJob(ctx context.Context, id string) error
+	// RetryJob clears the lease and schedules the job again at runAt.
+	RetryJob(ctx context.Context, id string, runAt time.Time, lastErr string) error
+	// JobCount counts queued jobs of kind (for queue-depth metrics).
+	JobCount(ctx context.Context, kind string) (int, error)
+}

@@ -1,0 +1,161 @@
+// Package sessions owns the short-lived state of a sign-in: browser sessions,
+// authorization requests, authorization codes, refresh-token families, revoked
+// access tokens and the signing keys that sign what the broker issues.
+//
+// It defines the records and the Store interface; backends (bbolt, Redis) live
+// under store/ and all pass store/conformance.
+package sessions
+
+import (
+	"context"
+	"errors"
+	"time"
+)
+
+// Errors every Store returns (wrapped or not) so callers can branch with errors.Is.
+var (
+	ErrNotFound = errors.New("not found")
+	// ErrCodeReplayed: the authorization code was already exchanged once.
+	ErrCodeReplayed = errors.New("authorization code already used")
+	// ErrRefreshReused: a rotated refresh token was presented again; its whole
+	// family has been revoked by the store.
+	ErrRefreshReused = errors.New("refresh token reused")
+	// ErrRevoked: the refresh token's family was revoked.
+	ErrRevoked = errors.New("revoked")
+	// ErrConflict: a create found a record already there.
+	ErrConflict = errors.New("already exists")
+)
+
+// AuthRequest is one OIDC authorization request from a relying party (the SPA),
+// from /authorize until its code is exchanged.
+type AuthRequest struct {
+	ID                  string   `json:"id"`
+	ClientID            string   `json:"client_id"`
+	RedirectURI         string   `json:"redirect_uri"`
+	Scopes              []string `json:"scopes"`
+	State               string   `json:"state,omitempty"`
+	Nonce               string   `json:"nonce,omitempty"`
+	ResponseType        string   `json:"response_type"`
+	ResponseMode        string   `json:"response_mode,omitempty"`
+	CodeChallenge       string   `json:"code_challenge,omitempty"`
+	CodeChallengeMethod string   `json:"code_challenge_method,omitempty"`
+	Prompt              []string `json:"prompt,omitempty"`
+	MaxAge              *uint    `json:"max_age,omitempty"`
+	LoginHint           string   `json:"login_hint,omitempty"`
+	UILocales           string   `json:"ui_locales,omitempty"`
+	Connection          string   `json:"connection,omitempty"`
+	ScreenHint          string   `json:"screen_hint,omitempty"`
+	// InvitationHash is the SHA-256 (hex) of the invitation token that came with
+	// this request, if any. The token itself is never stored.
+	InvitationHash string    `json:"invitation_hash,omitempty"`
+	CreatedAt      time.Time `json:"created_at"`
+	ExpiresAt      time.Time `json:"expires_at"`
+
+	// Set when the upstream sign-in completes.
+	Done     bool      `json:"done,omitempty"`
+	Subject  string    `json:"subject,omitempty"`
+	AuthTime time.Time `json:"auth_time,omitempty"`
+	AMR      []string  `json:"amr,omitempty"`
+}
+
+// Code is an authorization code, stored by the SHA-256 (hex) of its value.
+type Code struct {
+	Hash          string    `json:"hash"`
+	AuthRequestID string    `json:"auth_request_id"`
+	ExpiresAt     time.Time `json:"expires_at"`
+	// Used is set by ConsumeCode; the record is kept until ExpiresAt so a replay
+	// is recognised (and the tokens issued from it revoked) instead of looking
+	// like an unknown code.
+	Used bool `json:"used,omitempty"`
+}
+
+// RefreshToken is one link of a refresh-token family. Every token issued from
+// one authorization shares FamilyID; rotation creates the next link.
+type RefreshToken struct {
+	// Hash is the SHA-256 (hex) of the token value.
+	Hash      string    `json:"hash"`
+	FamilyID  string    `json:"family_id"`
+	ClientID  string    `json:"client_id"`
+	Subject   string    `json:"subject"`
+	Scopes    []string  `json:"scopes"`
+	Audience  []string  `json:"audience"`
+	AMR       []string  `json:"amr,omitempty"`
+	AuthTime  time.Time `json:"auth_time"`
+	CreatedAt time.Time `json:"created_at"`
+	// ExpiresAt is this link's idle expiry; FamilyExpiresAt the absolute
+	// lifetime of the family, never extended by rotation.
+	ExpiresAt       time.Time `json:"expires_at"`
+	FamilyExpiresAt time.Time `json:"family_expires_at"`
+	// RotatedAt is set when the token was exchanged for its successor.
+	RotatedAt *time.Time `json:"rotated_at,omitempty"`
+}
+
+// SigningKey is a private key the broker signs tokens with.
+type SigningKey struct {
+	ID        string `json:"id"`
+	Algorithm string `json:"alg"`
+	// PrivateKeyPEM is PKCS#8 PEM. Backends store it as given (callers encrypt
+	// it first when a key-encryption key is configured).
+	PrivateKeyPEM []byte    `json:"private_key_pem"`
+	CreatedAt     time.Time `json:"created_at"`
+	// NotBefore: the key is published from CreatedAt but signs only from NotBefore,
+	// so every replica's JWKS lists it before any token carries its kid.
+	NotBefore time.Time `json:"not_before"`
+}
+
+// BrowserSession is the server side of a browser's session cookie; the cookie
+// carries only the opaque ID.
+type BrowserSession struct {
+	ID        string            `json:"id"`
+	Values    map[string]string `json:"values"`
+	CreatedAt time.Time         `json:"created_at"`
+	ExpiresAt time.Time         `json:"expires_at"`
+}
+
+// Store is what the broker needs to keep sign-in state. Implementations must be
+// safe for concurrent use by several processes sharing the same backend, and
+// must treat a record whose ExpiresAt has passed as absent.
+type Store interface {
+	CreateAuthRequest(ctx context.Context, ar *AuthRequest) error
+	GetAuthRequest(ctx context.Context, id string) (*AuthRequest, error)
+	// UpdateAuthRequest replaces an existing auth request (ErrNotFound if gone).
+	UpdateAuthRequest(ctx context.Context, ar *AuthRequest) error
+	DeleteAuthRequest(ctx context.Context, id string) error
+
+	SaveCode(ctx context.Context, c *Code) error
+	// ConsumeCode atomically marks the code used and returns it. A second call
+	// returns the record and ErrCodeReplayed; an unknown or expired code ErrNotFound.
+	ConsumeCode(ctx context.Context, hash string) (*Code, error)
+
+	CreateRefreshToken(ctx context.Context, rt *RefreshToken) error
+	// GetRefreshToken returns ErrNotFound for unknown or expired tokens,
+	// ErrRevoked if the family was revoked. A rotated token is returned with
+	// RotatedAt set.
+	GetRefreshToken(ctx context.Context, hash string) (*RefreshToken, error)
+	// RotateRefreshToken atomically marks oldHash rotated and stores next. If
+	// oldHash was already rotated, it revokes the family and returns
+	// ErrRefreshReused; ErrRevoked if the family is revoked; ErrNotFound if gone.
+	RotateRefreshToken(ctx context.Context, oldHash string, next *RefreshToken) error
+	// RevokeFamily revokes every refresh and access token of a family until `until`.
+	RevokeFamily(ctx context.Context, familyID string, until time.Time) error
+	// RevokeAccessToken marks one access token (by jti) revoked until its expiry.
+	RevokeAccessToken(ctx context.Context, jti string, until time.Time) error
+	// TokenRevoked reports whether the access token jti, or its family, is revoked.
+	TokenRevoked(ctx context.Context, familyID, jti string) (bool, error)
+
+	GetBrowserSession(ctx context.Context, id string) (*BrowserSession, error)
+	SaveBrowserSession(ctx context.Context, s *BrowserSession) error
+	DeleteBrowserSession(ctx context.Context, id string) error
+
+	// SigningKeys lists all stored keys, oldest first.
+	SigningKeys(ctx context.Context) ([]SigningKey, error)
+	// AddSigningKey stores a key; ErrConflict if its ID exists. With
+	// onlyIfNone, it stores nothing and returns ErrConflict when any key
+	// exists, so the first of several replicas wins the initial generation.
+	AddSigningKey(ctx context.Context, k *SigningKey, onlyIfNone bool) error
+	// DeleteSigningKey removes a retired key.
+	DeleteSigningKey(ctx context.Context, id string) error
+
+	// Ping reports whether the backend is reachable.
+	Ping(ctx context.Context) error
+}

@@ -1,0 +1,554 @@
+// Package broker is usher's OpenID Provider: it serves the SPA with the
+// zitadel/oidc op library, delegates every sign-in to the upstream (Auth0 or
+// any OIDC issuer), and adds the roles and claims a user holds to the tokens.
+package broker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/url"
+	"strings"
+	"time"
+
+	"github.com/rs/cors"
+	"github.com/zitadel/oidc/v3/pkg/oidc"
+	"github.com/zitadel/oidc/v3/pkg/op"
+
+	"github.com/usher-oidc/usher/grants"
+	"github.com/usher-oidc/usher/sessions"
+)
+
+// TokenLifetimes of everything the broker issues.
+type TokenLifetimes struct {
+	Access            time.Duration
+	IDToken           time.Duration
+	RefreshIdle       time.Duration
+	RefreshAbsolute   time.Duration
+	AuthRequest       time.Duration
+	Code              time.Duration
+	ClientCredentials time.Duration
+}
+
+// Options configure a Broker. main.go fills them from config.
+type Options struct {
+	// Issuer is usher's own issuer URL, exactly as tokens carry it.
+	Issuer   string
+	Clients  []Client
+	Upstream Upstream
+	Sessions sessions.Store
+	Grants   grants.Store
+
+	// SigningAlgorithm: ES256 (default), RS256 or EdDSA. SigningKeyPEMs, when
+	// given, are used instead of keys generated and kept in the store; the
+	// first one signs.
+	SigningAlgorithm string
+	SigningKeyPEMs   [][]byte
+	Tokens           TokenLifetimes
+
+	// SessionSecret keys the browser-session cookie (≥ 32 bytes).
+	SessionSecret   []byte
+	SessionIdle     time.Duration
+	SessionAbsolute time.Duration
+	CookieName      string
+
+	// ClaimsNamespace prefixes invitation claims in tokens ("" = none).
+	ClaimsNamespace string
+	// DefaultRoles are given to every new user.
+	DefaultRoles []string
+
+	Now    func() time.Time
+	Logger *slog.Logger
+}
+
+// Broker is the OpenID Provider plus the upstream client.
+type Broker struct {
+	opts     Options
+	clients  map[string]*Client
+	sessions sessions.Store
+	grants   grants.Store
+	keys     *keyring
+	storage  opStorage
+	provider *op.Provider
+	opServer http.Handler
+	upstream *upstreamClient
+	browser  *browserStore
+	cookie   string
+	log      *slog.Logger
+	now      func() time.Time
+	insecure bool
+}
+
+// New builds the broker. It loads (or, the first time, generates and stores)
+// the signing keys; it does not contact the upstream until the first sign-in.
+func New(ctx context.Context, o Options) (*Broker, error) {
+	if o.Sessions == nil || o.Grants == nil {
+		return nil, errors.New("broker: Sessions and Grants stores are required")
+	}
+	iss, err := url.Parse(o.Issuer)
+	if err != nil || iss.Host == "" {
+		return nil, fmt.Errorf("broker: issuer %q is not an absolute URL", o.Issuer)
+	}
+	insecure := iss.Scheme == "http"
+	if insecure && !isLoopback(iss.Hostname()) {
+		return nil, fmt.Errorf("broker: issuer %q: plain http is only allowed on loopback", o.Issuer)
+	}
+	if len(o.SessionSecret) < 32 {
+		return nil, errors.New("broker: session secret must be at least 32 bytes")
+	}
+	applyDefaults(&o)
+	b := &Broker{
+		opts: o, clients: map[string]*Client{}, sessions: o.Sessions, grants: o.Grants,
+		log: o.Logger, now: o.Now, insecure: insecure,
+	}
+	b.storage = opStorage{b}
+	for i := range o.Clients {
+		c := &o.Clients[i]
+		if _, dup := b.clients[c.ID]; dup {
+			return nil, fmt.Errorf("broker: client %q registered twice", c.ID)
+		}
+		b.clients[c.ID] = c
+	}
+	b.keys, err = newKeyring(ctx, o.Sessions, o.SigningAlgorithm, o.SigningKeyPEMs, o.Now)
+	if err != nil {
+		return nil, fmt.Errorf("broker: %w", err)
+	}
+	// __Host- pins the cookie to this exact host and path over https
+	// (RFC 6265bis); browsers refuse the prefix on plain http.
+	b.cookie = o.CookieName
+	if !insecure && iss.Path == "" || !insecure && iss.Path == "/" {
+		b.cookie = "__Host-" + o.CookieName
+	}
+	b.browser = newBrowserStore(o.Sessions, o.SessionSecret, !insecure, o.SessionIdle, o.SessionAbsolute, o.Now)
+	b.upstream = &upstreamClient{cfg: o.Upstream, redirectURL: b.url("/callback")}
+	if b.upstream.cfg.HTTPClient == nil {
+		b.upstream.cfg.HTTPClient = &http.Client{Timeout: 15 * time.Second}
+	}
+	if err := b.buildProvider(); err != nil {
+		return nil, err
+	}
+	return b, nil
+}
+
+func applyDefaults(o *Options) {
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	if o.Logger == nil {
+		o.Logger = slog.Default()
+	}
+	if o.SigningAlgorithm == "" {
+		o.SigningAlgorithm = "ES256"
+	}
+	def := func(d *time.Duration, v time.Duration) {
+		if *d <= 0 {
+			*d = v
+		}
+	}
+	t := &o.Tokens
+	def(&t.Access, 10*time.Minute)
+	def(&t.IDToken, time.Hour)
+	def(&t.RefreshIdle, 30*24*time.Hour)
+	def(&t.RefreshAbsolute, 90*24*time.Hour)
+	def(&t.AuthRequest, 10*time.Minute)
+	def(&t.Code, time.Minute)
+	def(&t.ClientCredentials, time.Hour)
+	def(&o.SessionIdle, 30*time.Minute)
+	def(&o.SessionAbsolute, 24*time.Hour)
+	if o.CookieName == "" {
+		o.CookieName = "usher_session"
+	}
+}
+
+// Paths usher answers at. They are Auth0's, so an app written for Auth0's SPA
+// SDK can point its `domain` at usher unchanged.
+const (
+	pathAuthorize  = "/authorize"
+	pathToken      = "/oauth/token"
+	pathUserinfo   = "/userinfo"
+	pathIntrospect = "/oauth/introspect"
+	pathRevoke     = "/oauth/revoke"
+	pathEndSession = "/oidc/logout"
+	pathJWKS       = "/.well-known/jwks.json"
+)
+
+func (b *Broker) buildProvider() error {
+	var key [32]byte
+	copy(key[:], deriveKey(b.opts.SessionSecret, "usher op crypto"))
+	cfg := &op.Config{
+		CryptoKey:             key,
+		CodeMethodS256:        true,
+		AuthMethodPost:        true,
+		GrantTypeRefreshToken: true,
+		SupportedScopes:       []string{oidc.ScopeOpenID, oidc.ScopeProfile, oidc.ScopeEmail, oidc.ScopeOfflineAccess},
+		SupportedClaims: []string{"sub", "aud", "exp", "iat", "iss", "auth_time", "nonce", "azp", "at_hash",
+			"email", "email_verified", "name", "picture", "updated_at", "roles"},
+	}
+	alg := string(b.keys.alg)
+	opts := []op.Option{
+		op.WithAccessTokenVerifierOpts(op.WithSupportedAccessTokenSigningAlgorithms(alg)),
+		op.WithIDTokenHintVerifierOpts(op.WithSupportedIDTokenHintSigningAlgorithms(alg)),
+	}
+	if b.insecure {
+		opts = append(opts, op.WithAllowInsecure())
+	}
+	p, err := op.NewProvider(cfg, b.storage, op.StaticIssuer(b.opts.Issuer), opts...)
+	if err != nil {
+		return fmt.Errorf("broker: building the OpenID Provider: %w", err)
+	}
+	b.provider = p
+	endpoints := op.Endpoints{
+		Authorization: op.NewEndpoint(pathAuthorize),
+		Token:         op.NewEndpoint(pathToken),
+		Introspection: op.NewEndpoint(pathIntrospect),
+		Userinfo:      op.NewEndpoint(pathUserinfo),
+		Revocation:    op.NewEndpoint(pathRevoke),
+		EndSession:    op.NewEndpoint(pathEndSession),
+		JwksURI:       op.NewEndpoint(pathJWKS),
+	}
+	srv := &server{LegacyServer: op.NewLegacyServer(p, endpoints), b: b}
+	b.opServer = op.RegisterLegacyServer(srv, http.NotFound, // the library's /authorize/callback?id= would let anyone holding an ID finish a login: disabled
+		op.WithServerCORSOptions(&cors.Options{
+			AllowOriginFunc:  b.corsAllowed,
+			AllowedMethods:   []string{http.MethodGet, http.MethodPost},
+			AllowedHeaders:   []string{"Authorization", "Content-Type", "Auth0-Client"},
+			AllowCredentials: false,
+		}))
+	return nil
+}
+
+// corsAllowed: only origins of registered clients may call the token,
+// userinfo and discovery endpoints from a browser.
+func (b *Broker) corsAllowed(origin string) bool {
+	origin = strings.ToLower(origin)
+	for _, c := range b.clients {
+		for _, o := range c.origins() {
+			if strings.EqualFold(o, origin) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+func (b *Broker) opClient(c *Client) *opClient {
+	return &opClient{c: c, idTTL: b.opts.Tokens.IDToken, loginURL: func(id string) string {
+		return b.url("/login?id=" + url.QueryEscape(id))
+	}}
+}
+
+// url joins a path to the issuer without a double slash.
+func (b *Broker) url(path string) string {
+	return strings.TrimSuffix(b.opts.Issuer, "/") + path
+}
+
+// Issuer returns the issuer URL.
+func (b *Broker) Issuer() string { return b.opts.Issuer }
+
+// Handler serves every usher endpoint.
+func (b *Broker) Handler() http.Handler {
+	mux := http.NewServeMux()
+	withIssuer := op.NewIssuerInterceptor(b.provider.IssuerFromRequest).Handler
+	mux.Handle("GET /login", pageHeaders(http.HandlerFunc(b.handleLogin)))
+	mux.Handle("GET /callback", pageHeaders(withIssuer(http.HandlerFunc(b.handleCallback))))
+	mux.Handle("GET /logout/done", pageHeaders(http.HandlerFunc(b.handleLogoutDone)))
+	mux.Handle("GET /v2/logout", pageHeaders(http.HandlerFunc(b.handleAuth0Logout)))
+	mux.Handle(pathAuthorize, pageHeaders(http.HandlerFunc(b.handleAuthorize)))
+	mux.Handle(pathEndSession, pageHeaders(http.HandlerFunc(b.handleEndSession)))
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { w.Write([]byte("ok\n")) })
+	mux.HandleFunc("GET /readyz", b.handleReady)
+	mux.Handle("/", b.opServer)
+	return mux
+}
+
+func (b *Broker) handleReady(w http.ResponseWriter, r *http.Request) {
+	ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
+	defer cancel()
+	if err := b.sessions.Ping(ctx); err != nil {
+		http.Error(w, "store unreachable", http.StatusServiceUnavailable)
+		return
+	}
+	if _, err := b.keys.active(); err != nil {
+		http.Error(w, "no signing key", http.StatusServiceUnavailable)
+		return
+	}
+	w.Write([]byte("ready\n"))
+}
+
+// handleAuthorize reads the parameters the op decoder drops (Auth0's
+// connection and screen_hint) into the context CreateAuthRequest sees.
+func (b *Broker) handleAuthorize(w http.ResponseWriter, r *http.Request) {
+	if err := r.ParseForm(); err != nil {
+		http.Error(w, "malformed request", http.StatusBadRequest)
+		return
+	}
+	ex := authorizeExtras{
+		connection: clip(r.Form.Get("connection"), 100),
+		screenHint: clip(r.Form.Get("screen_hint"), 20),
+	}
+	ctx := context.WithValue(r.Context(), ctxAuthorizeExtras, ex)
+	b.opServer.ServeHTTP(w, r.WithContext(ctx))
+}
+
+func clip(s string, n int) string {
+	if len(s) > n {
+		return s[:n]
+	}
+	return s
+}
+
+type httpPair struct {
+	w http.ResponseWriter
+	r *http.Request
+}
+
+func (b *Broker) handleEndSession(w http.ResponseWriter, r *http.Request) {
+	ctx := context.WithValue(r.Context(), ctxHTTP, httpPair{w, r})
+	b.opServer.ServeHTTP(w, r.WithContext(ctx))
+}
+
+// handleAuth0Logout is Auth0's /v2/logout (client_id, returnTo), which
+// Auth0's SPA SDK calls, mapped onto RP-initiated logout.
+func (b *Broker) handleAuth0Logout(w http.ResponseWriter, r *http.Request) {
+	q := url.Values{}
+	q.Set("client_id", r.URL.Query().Get("client_id"))
+	if rt := r.URL.Query().Get("returnTo"); rt != "" {
+		q.Set("post_logout_redirect_uri", rt)
+	}
+	r2 := r.Clone(r.Context())
+	r2.URL.Path = pathEndSession
+	r2.URL.RawQuery = q.Encode()
+	r2.RequestURI = r2.URL.RequestURI()
+	b.handleEndSession(w, r2)
+}
+
+// endSession clears usher's browser session and sends the browser through the
+// upstream's logout (when it has one) before returning to the client.
+func (b *Broker) endSession(ctx context.Context, req *op.EndSessionRequest) (string, error) {
+	final := req.RedirectURI
+	if hp, ok := ctx.Value(ctxHTTP).(httpPair); ok {
+		if sess, err := b.browser.Get(hp.r, b.cookie); err == nil {
+			sess.Options.MaxAge = -1
+			if err := sess.Save(hp.r, hp.w); err != nil {
+				b.log.ErrorContext(ctx, "ending browser session", "err", err)
+			}
+		}
+	}
+	token, err := b.browser.codec.Encode("logout", final)
+	if err != nil {
+		return "", oidc.ErrServerError().WithParent(err)
+	}
+	done := b.url("/logout/done?s=" + url.QueryEscape(token))
+	if up := b.upstream.logoutURL(ctx, done, ""); up != "" {
+		return up, nil
+	}
+	return done, nil
+}
+
+func (b *Broker) handleLogoutDone(w http.ResponseWriter, r *http.Request) {
+	var final string
+	if err := b.browser.codec.Decode("logout", r.URL.Query().Get("s"), &final); err == nil && final != "" {
+		// final was validated against the client's registered post-logout URIs.
+		http.Redirect(w, r, final, http.StatusFound)
+		return
+	}
+	renderPage(w, http.StatusOK, page{Title: "Signed out", Message: "You are signed out."})
+}
+
+// handleLogin starts the upstream leg of the authorization request `id`.
+func (b *Broker) handleLogin(w http.ResponseWriter, r *http.Request) {
+	ctx := r.Context()
+	ar, err := b.sessions.GetAuthRequest(ctx, r.URL.Query().Get("id"))
+	if err != nil {
+		if errors.Is(err, sessions.ErrNotFound) {
+			renderPage(w, http.StatusBadRequest, page{Title: "Sign-in expired",
+				Message: "This sign-in took too long or was already completed. Go back to the application and sign in again."})
+			return
+		}
+		b.unavailable(w, r, "loading the authorization request", err)
+		return
+	}
+	if ar.Done {
+		renderPage(w, http.StatusBadRequest, page{Title: "Sign-in already completed",
+			Message: "Go back to the application and sign in again."})
+		return
+	}
+	if err := b.upstream.ensure(ctx); err != nil {
+		b.log.ErrorContext(ctx, "upstream discovery failed", "err", err)
+		op.AuthRequestError(w, r, authRequest{ar}, oidc.ErrServerError().WithDescription("the sign-in service is unreachable; try again shortly"), b.provider)
+		return
+	}
+	sess, err := b.browser.Get(r, b.cookie)
+	if err != nil {
+		b.unavailable(w, r, "loading the browser session", err)
+		return
+	}
+	prunePending(sess.Values, b.now())
+	state, nonce, verifier := randomToken(24), randomToken(24), randomToken(32)
+	p := pendingLogin{AuthRequestID: ar.ID, Nonce: nonce, Verifier: verifier, Expires: ar.ExpiresAt}
+	enc, _ := jsonString(p)
+	sess.Values[pendingPrefix+state] = enc
+	if err := sess.Save(r, w); err != nil {
+		b.unavailable(w, r, "saving the browser session", err)
+		return
+	}
+	extra := b.upstreamExtras(ctx, ar)
+	http.Redirect(w, r, b.upstream.authURL(ar, state, nonce, verifier, extra), http.StatusFound)
+}
+
+// upstreamExtras is the hook where invitations add login_hint/screen_hint.
+func (b *Broker) upstreamExtras(context.Context, *sessions.AuthRequest) map[string]string {
+	return nil
+}
+
+// handleCallback is the upstream's redirect back to usher.
+func (b *Broker) handleCallback(w http.ResponseWriter, r *http.Request) {
+	ctx := r.Context()
+	q := r.URL.Query()
+	sess, err := b.browser.Get(r, b.cookie)
+	if err != nil {
+		b.unavailable(w, r, "loading the browser session", err)
+		return
+	}
+	key := pendingPrefix + q.Get("state")
+	raw, _ := sess.Values[key].(string)
+	var p pendingLogin
+	if q.Get("state") == "" || raw == "" || jsonParse(raw, &p) != nil || b.now().After(p.Expires) {
+		// State not issued to this browser: a forged, replayed or foreign response.
+		b.log.WarnContext(ctx, "upstream callback with a state this browser did not start")
+		renderPage(w, http.StatusBadRequest, page{Title: "Sign-in could not be completed",
+			Message: "This sign-in response does not belong to this browser session, or it expired. Go back to the application and sign in again."})
+		return
+	}
+	delete(sess.Values, key) // single use
+	if err := sess.Save(r, w); err != nil {
+		b.unavailable(w, r, "saving the browser session", err)
+		return
+	}
+	ar, err := b.sessions.GetAuthRequest(ctx, p.AuthRequestID)
+	if err != nil {
+		renderPage(w, http.StatusBadRequest, page{Title: "Sign-in expired",
+			Message: "This sign-in took too long. Go back to the application and sign in again."})
+		return
+	}
+	fail := func(e *oidc.Error) {
+		_ = b.sessions.DeleteAuthRequest(ctx, ar.ID)
+		op.AuthRequestError(w, r, authRequest{ar}, e, b.provider)
+	}
+	if upErr := q.Get("error"); upErr != "" {
+		// e.g. login_required after prompt=none: the SPA gets the same OIDC error.
+		fail(upstreamError(upErr, q.Get("error_description")))
+		return
+	}
+	if err := b.upstream.ensure(ctx); err != nil {
+		b.log.ErrorContext(ctx, "upstream discovery failed", "err", err)
+		fail(oidc.ErrServerError().WithDescription("the sign-in service is unreachable"))
+		return
+	}
+	// RFC 9207: when the upstream names itself, it must be the one we asked.
+	if iss := q.Get("iss"); iss != "" && iss != b.upstream.cfg.Issuer {
+		b.log.WarnContext(ctx, "upstream callback from an unexpected issuer", "iss", iss)
+		fail(oidc.ErrAccessDenied().WithDescription("the sign-in response came from an unexpected issuer"))
+		return
+	}
+	id, err := b.upstream.exchange(ctx, q.Get("code"), p)
+	if err != nil {
+		b.log.WarnContext(ctx, "upstream sign-in rejected", "err", err)
+		fail(oidc.ErrAccessDenied().WithDescription("the sign-in could not be verified"))
+		return
+	}
+	u, created, err := b.grants.ResolveIdentity(ctx, grants.Identity{
+		Issuer: id.Issuer, Subject: id.Subject, Connection: id.Connection,
+		Email: id.Email, EmailVerified: id.EmailVerified,
+	}, grants.Profile{Email: id.Email, EmailVerified: id.EmailVerified, Name: id.Name, Picture: id.Picture},
+		newUserID(), b.now())
+	if err != nil {
+		b.log.ErrorContext(ctx, "resolving the user", "err", err)
+		fail(oidc.ErrServerError().WithDescription("temporarily unavailable: resolving the user"))
+		return
+	}
+	if created && len(b.opts.DefaultRoles) > 0 {
+		if _, err := b.grants.AddRoles(ctx, u.ID, b.opts.DefaultRoles, b.now()); err != nil {
+			b.log.ErrorContext(ctx, "adding default roles", "err", err)
+		}
+	}
+	b.log.InfoContext(ctx, "sign-in", "user_id", u.ID, "new_user", created, "connection", id.Connection, "client_id", ar.ClientID)
+
+	ar.Done = true
+	ar.Subject = u.ID
+	ar.AuthTime = id.AuthTime
+	if ar.AuthTime.IsZero() {
+		ar.AuthTime = b.now()
+	}
+	ar.AMR = id.AMR
+	if err := b.sessions.UpdateAuthRequest(ctx, ar); err != nil {
+		b.unavailable(w, r, "completing the authorization request", err)
+		return
+	}
+	// New session ID after sign-in (session fixation), then remember the user.
+	b.browser.renew(ctx, sess)
+	sess.Values["uid"] = u.ID
+	if err := sess.Save(r, w); err != nil {
+		b.unavailable(w, r, "saving the browser session", err)
+		return
+	}
+	op.AuthResponse(authRequest{ar}, b.provider, w, r)
+}
+
+// upstreamError forwards the upstream's OIDC error code when it is one the
+// SPA should see as such; anything else becomes access_denied.
+func upstreamError(code, desc string) *oidc.Error {
+	desc = clip(desc, 300)
+	switch code {
+	case "login_required":
+		return oidc.ErrLoginRequired().WithDescription("%s", desc)
+	case "interaction_required", "consent_required", "account_selection_required":
+		return oidc.ErrInteractionRequired().WithDescription("%s: %s", code, desc)
+	case "access_denied":
+		return oidc.ErrAccessDenied().WithDescription("%s", desc)
+	}
+	return oidc.ErrAccessDenied().WithDescription("the sign-in service refused the request")
+}
+
+func (b *Broker) unavailable(w http.ResponseWriter, r *http.Request, what string, err error) {
+	b.log.ErrorContext(r.Context(), "request failed", "what", what, "err", err)
+	renderPage(w, http.StatusServiceUnavailable, page{Title: "Temporarily unavailable",
+		Message: "usher could not reach its store. Try again in a moment."})
+}
+
+func prunePending(values map[any]any, now time.Time) {
+	n := 0
+	for k, v := range values {
+		ks, _ := k.(string)
+		if !strings.HasPrefix(ks, pendingPrefix) {
+			continue
+		}
+		var p pendingLogin
+		if s, _ := v.(string); jsonParse(s, &p) != nil || now.After(p.Expires) {
+			delete(values, k)
+			continue
+		}
+		n++
+	}
+	// Bound the session size: at most 10 sign-ins in flight per browser.
+	if n >= 10 {
+		for k := range values {
+			if ks, _ := k.(string); strings.HasPrefix(ks, pendingPrefix) {
+				delete(values, k)
+			}
+		}
+	}
+}
+
+func newUserID() string { return "usr_" + randomToken(16) }
+
+func isLoopback(host string) bool {
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}

@@ -1,0 +1,145 @@
+package broker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"time"
+
+	"github.com/gorilla/securecookie"
+	gsessions "github.com/gorilla/sessions"
+
+	"github.com/usher-oidc/usher/sessions"
+)
+
+// browserStore is a gorilla/sessions Store that keeps every value server-side
+// in sessions.Store; the cookie carries only the session ID, signed and
+// encrypted with securecookie. Sessions expire after an idle period and,
+// whatever the activity, after an absolute lifetime.
+type browserStore struct {
+	st       sessions.Store
+	codec    securecookie.Codec
+	options  gsessions.Options
+	idle     time.Duration
+	absolute time.Duration
+	now      func() time.Time
+}
+
+var _ gsessions.Store = (*browserStore)(nil)
+
+func newBrowserStore(st sessions.Store, secret []byte, secure bool, idle, absolute time.Duration, now func() time.Time) *browserStore {
+	// Derive separate hash and block keys so one secret configures both.
+	hashKey := deriveKey(secret, "usher session cookie hmac")
+	blockKey := deriveKey(secret, "usher session cookie aes")
+	codec := securecookie.New(hashKey, blockKey)
+	codec.MaxAge(int(absolute.Seconds()))
+	return &browserStore{
+		st:    st,
+		codec: codec,
+		options: gsessions.Options{
+			Path:     "/",
+			MaxAge:   int(absolute.Seconds()),
+			Secure:   secure,
+			HttpOnly: true,
+			SameSite: http.SameSiteLaxMode,
+		},
+		idle: idle, absolute: absolute, now: now,
+	}
+}
+
+func (s *browserStore) Get(r *http.Request, name string) (*gsessions.Session, error) {
+	return gsessions.GetRegistry(r).Get(s, name)
+}
+
+// New loads the session named by the cookie, or starts an empty one. A bad,
+// expired or unknown cookie is not an error for the caller: it just gets a
+// fresh session.
+func (s *browserStore) New(r *http.Request, name string) (*gsessions.Session, error) {
+	sess := gsessions.NewSession(s, name)
+	opts := s.options
+	sess.Options = &opts
+	sess.IsNew = true
+	c, err := r.Cookie(name)
+	if err != nil {
+		return sess, nil
+	}
+	var id string
+	if err := s.codec.Decode(name, c.Value, &id); err != nil {
+		return sess, nil
+	}
+	rec, err := s.st.GetBrowserSession(r.Context(), id)
+	if errors.Is(err, sessions.ErrNotFound) {
+		return sess, nil
+	}
+	if err != nil {
+		return sess, fmt.Errorf("loading browser session: %w", err)
+	}
+	now := s.now()
+	if now.After(rec.CreatedAt.Add(s.absolute)) {
+		_ = s.st.DeleteBrowserSession(r.Context(), id)
+		return sess, nil
+	}
+	sess.ID = id
+	sess.IsNew = false
+	for k, v := range rec.Values {
+		sess.Values[k] = v
+	}
+	sess.Values[createdKey] = rec.CreatedAt.Format(time.RFC3339Nano)
+	return sess, nil
+}
+
+const createdKey = "\x00created"
+
+// Save writes the session server-side and (re)sets the cookie. MaxAge < 0
+// deletes it.
+func (s *browserStore) Save(r *http.Request, w http.ResponseWriter, sess *gsessions.Session) error {
+	ctx := r.Context()
+	if sess.Options.MaxAge < 0 {
+		if sess.ID != "" {
+			if err := s.st.DeleteBrowserSession(ctx, sess.ID); err != nil && !errors.Is(err, sessions.ErrNotFound) {
+				return fmt.Errorf("deleting browser session: %w", err)
+			}
+		}
+		http.SetCookie(w, gsessions.NewCookie(sess.Name(), "", sess.Options))
+		return nil
+	}
+	now := s.now()
+	created := now
+	if v, ok := sess.Values[createdKey].(string); ok {
+		if t, err := time.Parse(time.RFC3339Nano, v); err == nil {
+			created = t
+		}
+	}
+	if sess.ID == "" {
+		sess.ID = randomToken(32)
+	}
+	rec := &sessions.BrowserSession{ID: sess.ID, Values: map[string]string{}, CreatedAt: created,
+		ExpiresAt: minTime(now.Add(s.idle), created.Add(s.absolute))}
+	for k, v := range sess.Values {
+		ks, ok1 := k.(string)
+		vs, ok2 := v.(string)
+		if ok1 && ok2 && ks != createdKey {
+			rec.Values[ks] = vs
+		}
+	}
+	if err := s.st.SaveBrowserSession(ctx, rec); err != nil {
+		return fmt.Errorf("saving browser session: %w", err)
+	}
+	encoded, err := s.codec.Encode(sess.Name(), sess.ID)
+	if err != nil {
+		return fmt.Errorf("encoding session cookie: %w", err)
+	}
+	http.SetCookie(w, gsessions.NewCookie(sess.Name(), encoded, sess.Options))
+	return nil
+}
+
+// renew gives the session a new ID (after sign-in), dropping the old record,
+// so a session ID fixed before sign-in is worthless after it.
+func (s *browserStore) renew(ctx context.Context, sess *gsessions.Session) {
+	if sess.ID != "" {
+		_ = s.st.DeleteBrowserSession(ctx, sess.ID)
+	}
+	sess.ID = ""
+	delete(sess.Values, createdKey)
+}

@@ -1,0 +1,104 @@
+package broker
+
+import (
+	"context"
+	"errors"
+	"slices"
+
+	"github.com/zitadel/oidc/v3/pkg/oidc"
+
+	"github.com/usher-oidc/usher/grants"
+)
+
+// RegisteredClaims may never be set by an invitation: they carry the token's
+// own meaning, and letting an inviter set them would let them forge identity.
+var RegisteredClaims = []string{
+	"iss", "sub", "aud", "exp", "nbf", "iat", "jti", "nonce", "azp", "at_hash",
+	"c_hash", "auth_time", "acr", "amr", "sid", "roles", "email", "email_verified",
+	"scope", "client_id", "typ", "cnf", "act", "may_act", "name", "picture", "updated_at",
+}
+
+// privateClaims are what usher adds to every token of a user: roles and the
+// grant's claims (under the configured namespace).
+func (b *Broker) privateClaims(ctx context.Context, subject, _ string) (map[string]any, error) {
+	g, err := b.grants.GetGrant(ctx, subject)
+	if err != nil {
+		if errors.Is(err, grants.ErrNotFound) {
+			return map[string]any{"roles": []string{}}, nil
+		}
+		return nil, storeError("loading the user's grant", err)
+	}
+	out := make(map[string]any, len(g.Claims)+1)
+	for k, v := range g.Claims {
+		name := b.opts.ClaimsNamespace + k
+		if slices.Contains(RegisteredClaims, name) {
+			continue // defence in depth: refused at invitation time already
+		}
+		out[name] = v
+	}
+	roles := g.Roles
+	if roles == nil {
+		roles = []string{}
+	}
+	out["roles"] = roles
+	return out, nil
+}
+
+// fillUserinfo sets sub always (the library ships an ID token without sub
+// otherwise), profile and email by scope, and usher's private claims.
+func (b *Broker) fillUserinfo(ctx context.Context, ui *oidc.UserInfo, subject string, scopes []string) error {
+	ui.Subject = subject
+	u, err := b.grants.GetUser(ctx, subject)
+	if err != nil {
+		if errors.Is(err, grants.ErrNotFound) {
+			return oidc.ErrInvalidRequest().WithDescription("user no longer exists")
+		}
+		return storeError("loading the user", err)
+	}
+	for _, sc := range scopes {
+		switch sc {
+		case oidc.ScopeProfile:
+			ui.Name = u.Name
+			ui.Picture = u.Picture
+			ui.UpdatedAt = oidc.FromTime(u.UpdatedAt)
+		case oidc.ScopeEmail:
+			ui.Email = u.Email
+			ui.EmailVerified = oidc.Bool(u.EmailVerified)
+		}
+	}
+	claims, err := b.privateClaims(ctx, subject, "")
+	if err != nil {
+		return err
+	}
+	for k, v := range claims {
+		ui.AppendClaims(k, v)
+	}
+	return nil
+}
+
+func (b *Broker) fillIntrospection(ctx context.Context, resp *oidc.IntrospectionResponse, tokenID, subject, clientID string) error {
+	revoked, err := b.sessions.TokenRevoked(ctx, familyFromJTI(tokenID), tokenID)
+	if err != nil {
+		return storeError("checking token revocation", err)
+	}
+	if revoked {
+		return errors.New("token revoked")
+	}
+	resp.Active = true
+	resp.Subject = subject
+	resp.ClientID = clientID
+	if _, isClient := b.clients[subject]; isClient {
+		return nil
+	}
+	claims, err := b.privateClaims(ctx, subject, "")
+	if err != nil {
+		return err
+	}
+	if resp.Claims == nil {
+		resp.Claims = map[string]any{}
+	}
+	for k, v := range claims {
+		resp.Claims[k] = v
+	}
+	return nil
+}

@@ -1,0 +1,400 @@
+package broker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+
+	jose "github.com/go-jose/go-jose/v4"
+	"github.com/zitadel/oidc/v3/pkg/oidc"
+	"github.com/zitadel/oidc/v3/pkg/op"
+
+	"github.com/usher-oidc/usher/sessions"
+)
+
+// opStorage is the op.Storage the zitadel provider calls. It holds no state
+// of its own: everything lives in the sessions and grants stores so several
+// replicas can share it.
+type opStorage struct{ b *Broker }
+
+var (
+	_ op.Storage                        = opStorage{}
+	_ op.ClientCredentialsStorage       = opStorage{}
+	_ op.CanSetUserinfoFromRequest      = opStorage{}
+	_ op.CanGetPrivateClaimsFromRequest = opStorage{}
+	_ op.CanTerminateSessionFromRequest = opStorage{}
+)
+
+type ctxKey int
+
+const (
+	ctxAuthorizeExtras ctxKey = iota
+	ctxHTTP
+)
+
+// authorizeExtras are the /authorize parameters the op decoder drops.
+type authorizeExtras struct {
+	connection, screenHint, invitationHash string
+}
+
+func (s opStorage) CreateAuthRequest(ctx context.Context, req *oidc.AuthRequest, _ string) (op.AuthRequest, error) {
+	b := s.b
+	client, ok := b.clients[req.ClientID]
+	if !ok {
+		return nil, oidc.ErrInvalidClient().WithDescription("unknown client")
+	}
+	// The library accepts PKCE "plain"; RFC 9700 §2.1.1 says S256 only.
+	if req.CodeChallenge != "" && req.CodeChallengeMethod != oidc.CodeChallengeMethodS256 {
+		return nil, oidc.ErrInvalidRequest().WithDescription("code_challenge_method must be S256")
+	}
+	if client.Public && req.CodeChallenge == "" {
+		return nil, oidc.ErrInvalidRequest().WithDescription("PKCE is required: send code_challenge with code_challenge_method=S256")
+	}
+	if !hasGrant(client, "authorization_code") {
+		return nil, oidc.ErrUnauthorizedClient().WithDescription("this client may not use the authorization code flow")
+	}
+	switch req.ResponseMode {
+	case "", oidc.ResponseModeQuery, oidc.ResponseModeFormPost:
+	default:
+		return nil, oidc.ErrInvalidRequest().WithDescription("response_mode must be query or form_post")
+	}
+	now := b.now()
+	ar := &sessions.AuthRequest{
+		ID:                  randomToken(16),
+		ClientID:            req.ClientID,
+		RedirectURI:         req.RedirectURI,
+		Scopes:              req.Scopes,
+		State:               req.State,
+		Nonce:               req.Nonce,
+		ResponseType:        string(req.ResponseType),
+		ResponseMode:        string(req.ResponseMode),
+		CodeChallenge:       req.CodeChallenge,
+		CodeChallengeMethod: string(req.CodeChallengeMethod),
+		Prompt:              req.Prompt,
+		MaxAge:              req.MaxAge,
+		LoginHint:           req.LoginHint,
+		UILocales:           strings.Join(localeStrings(req.UILocales), " "),
+		CreatedAt:           now,
+		ExpiresAt:           now.Add(b.opts.Tokens.AuthRequest),
+	}
+	if ex, ok := ctx.Value(ctxAuthorizeExtras).(authorizeExtras); ok {
+		ar.Connection, ar.ScreenHint, ar.InvitationHash = ex.connection, ex.screenHint, ex.invitationHash
+	}
+	if err := b.sessions.CreateAuthRequest(ctx, ar); err != nil {
+		return nil, storeError("saving the authorization request", err)
+	}
+	return authRequest{ar}, nil
+}
+
+func localeStrings(l oidc.Locales) []string {
+	out := make([]string, 0, len(l))
+	for _, t := range l {
+		out = append(out, t.String())
+	}
+	return out
+}
+
+func (s opStorage) AuthRequestByID(ctx context.Context, id string) (op.AuthRequest, error) {
+	ar, err := s.b.sessions.GetAuthRequest(ctx, id)
+	if err != nil {
+		return nil, storeError("loading the authorization request", err)
+	}
+	return authRequest{ar}, nil
+}
+
+// AuthRequestByCode consumes the code: single use is enforced here, by the
+// store, atomically. A replayed code revokes everything issued from it
+// (RFC 9700 §4.5.3.1 / RFC 6749 §4.1.2).
+func (s opStorage) AuthRequestByCode(ctx context.Context, code string) (op.AuthRequest, error) {
+	b := s.b
+	c, err := b.sessions.ConsumeCode(ctx, hashToken(code))
+	switch {
+	case errors.Is(err, sessions.ErrCodeReplayed):
+		if rerr := b.sessions.RevokeFamily(ctx, c.AuthRequestID, b.now().Add(b.opts.Tokens.RefreshAbsolute)); rerr != nil {
+			b.log.ErrorContext(ctx, "revoking tokens of a replayed code", "err", rerr)
+		}
+		b.log.WarnContext(ctx, "authorization code replayed; tokens issued from it revoked", "family", c.AuthRequestID)
+		return nil, oidc.ErrInvalidGrant().WithDescription("authorization code already used")
+	case errors.Is(err, sessions.ErrNotFound):
+		return nil, oidc.ErrInvalidGrant().WithDescription("authorization code invalid or expired")
+	case err != nil:
+		return nil, storeError("consuming the authorization code", err)
+	}
+	ar, err := b.sessions.GetAuthRequest(ctx, c.AuthRequestID)
+	if err != nil {
+		if errors.Is(err, sessions.ErrNotFound) {
+			return nil, oidc.ErrInvalidGrant().WithDescription("authorization code invalid or expired")
+		}
+		return nil, storeError("loading the authorization request", err)
+	}
+	if !ar.Done {
+		return nil, oidc.ErrInvalidGrant()
+	}
+	return authRequest{ar}, nil
+}
+
+func (s opStorage) SaveAuthCode(ctx context.Context, id, code string) error {
+	b := s.b
+	err := b.sessions.SaveCode(ctx, &sessions.Code{Hash: hashToken(code), AuthRequestID: id, ExpiresAt: b.now().Add(b.opts.Tokens.Code)})
+	return storeError("saving the authorization code", err)
+}
+
+func (s opStorage) DeleteAuthRequest(ctx context.Context, id string) error {
+	err := s.b.sessions.DeleteAuthRequest(ctx, id)
+	if errors.Is(err, sessions.ErrNotFound) {
+		return nil
+	}
+	return storeError("deleting the authorization request", err)
+}
+
+// familyOf: every token issued from one authorization shares a family, so a
+// replayed code or a reused refresh token revokes them all at once.
+func familyOf(req op.TokenRequest) string {
+	switch r := req.(type) {
+	case authRequest:
+		return r.ID
+	case *refreshRequest:
+		return r.rt.FamilyID
+	default:
+		return "cc"
+	}
+}
+
+// accessTokenID is the jti; it names the family so /userinfo and introspection
+// can check revocation with one read.
+func accessTokenID(family string) string { return family + "." + randomToken(12) }
+
+func familyFromJTI(jti string) string {
+	f, _, _ := strings.Cut(jti, ".")
+	return f
+}
+
+func (s opStorage) CreateAccessToken(ctx context.Context, req op.TokenRequest) (string, time.Time, error) {
+	ttl := s.b.opts.Tokens.Access
+	if _, ok := req.(*clientCredentialsRequest); ok {
+		ttl = s.b.opts.Tokens.ClientCredentials
+	}
+	return accessTokenID(familyOf(req)), s.b.now().Add(ttl), nil
+}
+
+func (s opStorage) CreateAccessAndRefreshTokens(ctx context.Context, req op.TokenRequest, current string) (string, string, time.Time, error) {
+	b := s.b
+	now := b.now()
+	family := familyOf(req)
+	token := "rt_" + family + "." + randomToken(32)
+	next := &sessions.RefreshToken{
+		Hash:      hashToken(token),
+		FamilyID:  family,
+		Subject:   req.GetSubject(),
+		Scopes:    req.GetScopes(),
+		Audience:  req.GetAudience(),
+		CreatedAt: now,
+	}
+	switch r := req.(type) {
+	case authRequest:
+		next.ClientID, next.AMR, next.AuthTime = r.ClientID, r.AMR, r.AuthTime
+		next.FamilyExpiresAt = now.Add(b.opts.Tokens.RefreshAbsolute)
+		next.ExpiresAt = minTime(now.Add(b.opts.Tokens.RefreshIdle), next.FamilyExpiresAt)
+		if err := b.sessions.CreateRefreshToken(ctx, next); err != nil {
+			return "", "", time.Time{}, storeError("saving the refresh token", err)
+		}
+	case *refreshRequest:
+		next.ClientID, next.AMR, next.AuthTime = r.rt.ClientID, r.rt.AMR, r.rt.AuthTime
+		// Rotation never extends the family's absolute lifetime.
+		next.FamilyExpiresAt = r.rt.FamilyExpiresAt
+		next.ExpiresAt = minTime(now.Add(b.opts.Tokens.RefreshIdle), next.FamilyExpiresAt)
+		err := b.sessions.RotateRefreshToken(ctx, r.rt.Hash, next)
+		switch {
+		case errors.Is(err, sessions.ErrRefreshReused):
+			b.log.WarnContext(ctx, "rotated refresh token reused; family revoked", "family", family, "client_id", next.ClientID)
+			return "", "", time.Time{}, oidc.ErrInvalidGrant().WithDescription("refresh token already used; every token of this sign-in is revoked")
+		case errors.Is(err, sessions.ErrRevoked), errors.Is(err, sessions.ErrNotFound):
+			return "", "", time.Time{}, oidc.ErrInvalidGrant().WithDescription("refresh token invalid, expired or revoked")
+		case err != nil:
+			return "", "", time.Time{}, storeError("rotating the refresh token", err)
+		}
+	default:
+		return "", "", time.Time{}, oidc.ErrInvalidRequest().WithDescription("refresh tokens are not issued for this grant")
+	}
+	return accessTokenID(family), token, now.Add(b.opts.Tokens.Access), nil
+}
+
+func (s opStorage) TokenRequestByRefreshToken(ctx context.Context, token string) (op.RefreshTokenRequest, error) {
+	b := s.b
+	rt, err := b.sessions.GetRefreshToken(ctx, hashToken(token))
+	switch {
+	case errors.Is(err, sessions.ErrNotFound), errors.Is(err, sessions.ErrRevoked):
+		return nil, oidc.ErrInvalidGrant().WithDescription("refresh token invalid, expired or revoked")
+	case err != nil:
+		return nil, storeError("loading the refresh token", err)
+	}
+	if rt.RotatedAt != nil {
+		// Reuse of a rotated token: someone holds a copy. Revoke the family.
+		if rerr := b.sessions.RevokeFamily(ctx, rt.FamilyID, rt.FamilyExpiresAt); rerr != nil {
+			b.log.ErrorContext(ctx, "revoking a refresh family", "err", rerr)
+		}
+		b.log.WarnContext(ctx, "rotated refresh token reused; family revoked", "family", rt.FamilyID, "client_id", rt.ClientID)
+		return nil, oidc.ErrInvalidGrant().WithDescription("refresh token already used; every token of this sign-in is revoked")
+	}
+	return &refreshRequest{rt: rt, scopes: rt.Scopes}, nil
+}
+
+func (s opStorage) TerminateSession(context.Context, string, string) error { return nil }
+
+// TerminateSessionFromRequest ends usher's browser session (and, when the
+// upstream supports it, the upstream's) before returning to the client.
+func (s opStorage) TerminateSessionFromRequest(ctx context.Context, req *op.EndSessionRequest) (string, error) {
+	return s.b.endSession(ctx, req)
+}
+
+func (s opStorage) RevokeToken(ctx context.Context, tokenOrID, userID, clientID string) *oidc.Error {
+	b := s.b
+	if userID != "" { // an access token: tokenOrID is its jti
+		if err := b.sessions.RevokeAccessToken(ctx, tokenOrID, b.now().Add(b.opts.Tokens.Access)); err != nil {
+			return oidc.ErrServerError().WithParent(err)
+		}
+		return nil
+	}
+	rt, err := b.sessions.GetRefreshToken(ctx, hashToken(tokenOrID))
+	if err != nil {
+		// RFC 7009 §2.2: an invalid token is not an error.
+		if errors.Is(err, sessions.ErrNotFound) || errors.Is(err, sessions.ErrRevoked) {
+			return nil
+		}
+		return oidc.ErrServerError().WithParent(err)
+	}
+	if rt.ClientID != clientID {
+		return oidc.ErrInvalidClient().WithDescription("token was issued to another client")
+	}
+	if err := b.sessions.RevokeFamily(ctx, rt.FamilyID, rt.FamilyExpiresAt); err != nil {
+		return oidc.ErrServerError().WithParent(err)
+	}
+	return nil
+}
+
+func (s opStorage) GetRefreshTokenInfo(ctx context.Context, clientID, token string) (string, string, error) {
+	rt, err := s.b.sessions.GetRefreshToken(ctx, hashToken(token))
+	if err != nil || rt.ClientID != clientID {
+		return "", "", op.ErrInvalidRefreshToken
+	}
+	return rt.Subject, rt.Hash, nil
+}
+
+func (s opStorage) SigningKey(context.Context) (op.SigningKey, error) {
+	return s.b.keys.active()
+}
+
+func (s opStorage) SignatureAlgorithms(context.Context) ([]jose.SignatureAlgorithm, error) {
+	k, err := s.b.keys.active()
+	if err != nil {
+		return nil, err
+	}
+	return []jose.SignatureAlgorithm{k.alg}, nil
+}
+
+func (s opStorage) KeySet(context.Context) ([]op.Key, error) {
+	return s.b.keys.published(), nil
+}
+
+func (s opStorage) GetClientByClientID(_ context.Context, id string) (op.Client, error) {
+	c, ok := s.b.clients[id]
+	if !ok {
+		return nil, fmt.Errorf("client %q is not registered", id)
+	}
+	return s.b.opClient(c), nil
+}
+
+func (s opStorage) AuthorizeClientIDSecret(_ context.Context, id, secret string) error {
+	c, ok := s.b.clients[id]
+	if !ok || !c.checkSecret(secret) {
+		return errors.New("invalid client credentials")
+	}
+	return nil
+}
+
+func (s opStorage) ClientCredentials(ctx context.Context, id, secret string) (op.Client, error) {
+	if err := s.AuthorizeClientIDSecret(ctx, id, secret); err != nil {
+		return nil, err
+	}
+	return s.b.opClient(s.b.clients[id]), nil
+}
+
+func (s opStorage) ClientCredentialsTokenRequest(_ context.Context, id string, scopes []string) (op.TokenRequest, error) {
+	c, ok := s.b.clients[id]
+	if !ok || !hasGrant(c, "client_credentials") {
+		return nil, oidc.ErrUnauthorizedClient().WithDescription("this client may not use client_credentials")
+	}
+	if len(scopes) == 0 {
+		scopes = c.Scopes
+	}
+	for _, sc := range scopes {
+		if !slices.Contains(c.Scopes, sc) {
+			return nil, oidc.ErrInvalidScope().WithDescription("scope %q is not allowed for this client", sc)
+		}
+	}
+	return &clientCredentialsRequest{clientID: id, scopes: scopes, audience: []string{s.b.opts.Issuer}}, nil
+}
+
+// SetUserinfoFromScopes is deprecated by the library; SetUserinfoFromRequest does the work.
+func (s opStorage) SetUserinfoFromScopes(context.Context, *oidc.UserInfo, string, string, []string) error {
+	return nil
+}
+
+func (s opStorage) SetUserinfoFromRequest(ctx context.Context, ui *oidc.UserInfo, req op.IDTokenRequest, scopes []string) error {
+	return s.b.fillUserinfo(ctx, ui, req.GetSubject(), scopes)
+}
+
+func (s opStorage) SetUserinfoFromToken(ctx context.Context, ui *oidc.UserInfo, tokenID, subject, _ string) error {
+	revoked, err := s.b.sessions.TokenRevoked(ctx, familyFromJTI(tokenID), tokenID)
+	if err != nil {
+		return storeError("checking token revocation", err)
+	}
+	if revoked {
+		return oidc.ErrInvalidRequest().WithDescription("access token revoked")
+	}
+	return s.b.fillUserinfo(ctx, ui, subject, []string{oidc.ScopeOpenID, oidc.ScopeProfile, oidc.ScopeEmail})
+}
+
+func (s opStorage) SetIntrospectionFromToken(ctx context.Context, resp *oidc.IntrospectionResponse, tokenID, subject, clientID string) error {
+	return s.b.fillIntrospection(ctx, resp, tokenID, subject, clientID)
+}
+
+func (s opStorage) GetPrivateClaimsFromScopes(ctx context.Context, subject, clientID string, scopes []string) (map[string]any, error) {
+	return s.b.privateClaims(ctx, subject, clientID)
+}
+
+func (s opStorage) GetPrivateClaimsFromRequest(ctx context.Context, req op.TokenRequest, _ []string) (map[string]any, error) {
+	if _, ok := req.(*clientCredentialsRequest); ok {
+		return nil, nil
+	}
+	return s.b.privateClaims(ctx, req.GetSubject(), "")
+}
+
+func (s opStorage) GetKeyByIDAndClientID(context.Context, string, string) (*jose.JSONWebKey, error) {
+	return nil, errors.New("JWT client authentication is not supported")
+}
+
+func (s opStorage) ValidateJWTProfileScopes(context.Context, string, []string) ([]string, error) {
+	return nil, errors.New("the JWT profile grant is not supported")
+}
+
+func (s opStorage) Health(ctx context.Context) error { return s.b.sessions.Ping(ctx) }
+
+// storeError turns a backend failure into an OIDC server error whose message
+// says what failed, without leaking internals to the client.
+func storeError(what string, err error) error {
+	if err == nil {
+		return nil
+	}
+	return oidc.ErrServerError().WithDescription("temporarily unavailable: %s", what).WithParent(err)
+}
+
+func minTime(a, b time.Time) time.Time {
+	if a.Before(b) {
+		return a
+	}
+	return b
+}

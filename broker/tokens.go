@@ -1,0 +1,214 @@
+package broker
+
+import (
+	"context"
+	"errors"
+	"slices"
+	"time"
+
+	jose "github.com/go-jose/go-jose/v4"
+	"github.com/zitadel/oidc/v3/pkg/crypto"
+	"github.com/zitadel/oidc/v3/pkg/oidc"
+	"github.com/zitadel/oidc/v3/pkg/op"
+)
+
+// server overrides the token and userinfo endpoints of the library's
+// LegacyServer for one reason: access tokens must be RFC 9068 JWTs with
+// `typ: at+jwt`, and the library signs every JWT as `typ: JWT`. Everything
+// else (parsing, client authentication, PKCE, ID tokens) stays the library's.
+type server struct {
+	*op.LegacyServer
+	b *Broker
+}
+
+func (s *server) CodeExchange(ctx context.Context, r *op.ClientRequest[oidc.AccessTokenRequest]) (*op.Response, error) {
+	storage := s.b.storage
+	authReq, err := storage.AuthRequestByCode(ctx, r.Data.Code)
+	if err != nil {
+		return nil, err
+	}
+	// The library's rule: public clients always prove PKCE; anyone who sends a
+	// verifier must match a challenge (a verifier without challenge = downgrade).
+	if r.Client.AuthMethod() == oidc.AuthMethodNone || r.Data.CodeVerifier != "" || authReq.GetCodeChallenge() != nil {
+		if err := op.AuthorizeCodeChallenge(r.Data.CodeVerifier, authReq.GetCodeChallenge()); err != nil {
+			return nil, err
+		}
+	}
+	if r.Client.GetID() != authReq.GetClientID() {
+		return nil, oidc.ErrInvalidGrant().WithDescription("code was issued to another client")
+	}
+	if r.Data.RedirectURI != authReq.GetRedirectURI() {
+		return nil, oidc.ErrInvalidGrant().WithDescription("redirect_uri does not match the authorization request")
+	}
+	resp, err := s.b.tokenResponse(ctx, authReq, r.Client, r.Data.Code, "")
+	if err != nil {
+		return nil, err
+	}
+	return op.NewResponse(resp), nil
+}
+
+func (s *server) RefreshToken(ctx context.Context, r *op.ClientRequest[oidc.RefreshTokenRequest]) (*op.Response, error) {
+	if !slices.Contains(r.Client.GrantTypes(), oidc.GrantTypeRefreshToken) {
+		return nil, oidc.ErrUnauthorizedClient().WithDescription("this client may not use refresh tokens")
+	}
+	req, err := s.b.storage.TokenRequestByRefreshToken(ctx, r.Data.RefreshToken)
+	if err != nil {
+		return nil, err
+	}
+	if r.Client.GetID() != req.GetClientID() {
+		return nil, oidc.ErrInvalidGrant().WithDescription("refresh token was issued to another client")
+	}
+	if err := op.ValidateRefreshTokenScopes(r.Data.Scopes, req); err != nil {
+		return nil, err
+	}
+	resp, err := s.b.tokenResponse(ctx, req, r.Client, "", r.Data.RefreshToken)
+	if err != nil {
+		return nil, err
+	}
+	return op.NewResponse(resp), nil
+}
+
+func (s *server) ClientCredentialsExchange(ctx context.Context, r *op.ClientRequest[oidc.ClientCredentialsRequest]) (*op.Response, error) {
+	req, err := s.b.storage.ClientCredentialsTokenRequest(ctx, r.Client.GetID(), r.Data.Scope)
+	if err != nil {
+		return nil, err
+	}
+	jti, exp, err := s.b.storage.CreateAccessToken(ctx, req)
+	if err != nil {
+		return nil, err
+	}
+	at, err := s.b.signAccessToken(ctx, req, r.Client.GetID(), jti, exp, time.Time{})
+	if err != nil {
+		return nil, err
+	}
+	return op.NewResponse(&oidc.AccessTokenResponse{
+		AccessToken: at,
+		TokenType:   oidc.BearerToken,
+		ExpiresIn:   uint64(time.Until(exp).Round(time.Second).Seconds()),
+		Scope:       req.GetScopes(),
+	}), nil
+}
+
+// JWTProfile, TokenExchange and DeviceToken stay unimplemented (the embedded
+// UnimplementedServer answers unsupported_grant_type).
+
+// UserInfo verifies the access token itself so it can honour the token's
+// scopes (the library passes only its jti and subject to storage).
+func (s *server) UserInfo(ctx context.Context, r *op.Request[oidc.UserInfoRequest]) (*op.Response, error) {
+	claims, err := s.b.verifyAccessToken(ctx, r.Data.AccessToken)
+	if err != nil {
+		return nil, err
+	}
+	if _, isClient := s.b.clients[claims.Subject]; isClient {
+		return nil, oidc.ErrInvalidRequest().WithDescription("a client_credentials token has no user")
+	}
+	ui := new(oidc.UserInfo)
+	if err := s.b.fillUserinfo(ctx, ui, claims.Subject, claims.Scopes); err != nil {
+		return nil, err
+	}
+	return op.NewResponse(ui), nil
+}
+
+// verifyAccessToken checks signature (usher's own keys only), issuer, expiry,
+// the RFC 9068 typ and revocation.
+func (b *Broker) verifyAccessToken(ctx context.Context, token string) (*oidc.AccessTokenClaims, error) {
+	if token == "" {
+		return nil, oidc.ErrInvalidRequest().WithDescription("access token missing")
+	}
+	if typ, err := jwtType(token); err != nil || typ != "at+jwt" {
+		return nil, oidc.ErrInvalidRequest().WithDescription("not an usher access token")
+	}
+	claims, err := op.VerifyAccessToken[*oidc.AccessTokenClaims](ctx, token, b.provider.AccessTokenVerifier(ctx))
+	if err != nil {
+		return nil, oidc.ErrInvalidRequest().WithDescription("access token invalid or expired")
+	}
+	revoked, err := b.sessions.TokenRevoked(ctx, familyFromJTI(claims.JWTID), claims.JWTID)
+	if err != nil {
+		return nil, storeError("checking token revocation", err)
+	}
+	if revoked {
+		return nil, oidc.ErrInvalidRequest().WithDescription("access token revoked")
+	}
+	return claims, nil
+}
+
+// tokenResponse is the library's CreateTokenResponse with an RFC 9068 access token.
+func (b *Broker) tokenResponse(ctx context.Context, req op.IDTokenRequest, client op.Client, code, currentRefresh string) (*oidc.AccessTokenResponse, error) {
+	tr, ok := req.(op.TokenRequest)
+	if !ok {
+		return nil, oidc.ErrServerError()
+	}
+	var (
+		jti, refresh string
+		exp          time.Time
+		err          error
+	)
+	wantsRefresh := false
+	switch r := req.(type) {
+	case authRequest:
+		wantsRefresh = slices.Contains(r.Scopes, oidc.ScopeOfflineAccess) && slices.Contains(client.GrantTypes(), oidc.GrantTypeRefreshToken)
+	case *refreshRequest:
+		wantsRefresh = true
+	}
+	if wantsRefresh {
+		jti, refresh, exp, err = b.storage.CreateAccessAndRefreshTokens(ctx, tr, currentRefresh)
+	} else {
+		jti, exp, err = b.storage.CreateAccessToken(ctx, tr)
+	}
+	if err != nil {
+		return nil, err
+	}
+	at, err := b.signAccessToken(ctx, tr, client.GetID(), jti, exp, req.GetAuthTime())
+	if err != nil {
+		return nil, err
+	}
+	idToken, err := op.CreateIDToken(ctx, op.IssuerFromContext(ctx), req, client.IDTokenLifetime(), at, code, b.storage, client)
+	if err != nil {
+		return nil, err
+	}
+	if ar, ok := req.(authRequest); ok {
+		if err := b.storage.DeleteAuthRequest(ctx, ar.ID); err != nil {
+			return nil, err
+		}
+	}
+	return &oidc.AccessTokenResponse{
+		AccessToken:  at,
+		IDToken:      idToken,
+		RefreshToken: refresh,
+		TokenType:    oidc.BearerToken,
+		ExpiresIn:    uint64(exp.Sub(b.now()).Round(time.Second).Seconds()),
+		Scope:        req.GetScopes(),
+	}, nil
+}
+
+func (b *Broker) signAccessToken(ctx context.Context, req op.TokenRequest, clientID, jti string, exp, authTime time.Time) (string, error) {
+	key, err := b.keys.active()
+	if err != nil {
+		return "", oidc.ErrServerError().WithParent(err)
+	}
+	claims := oidc.NewAccessTokenClaims(b.opts.Issuer, req.GetSubject(), req.GetAudience(), exp, jti, clientID, 0)
+	claims.Scopes = req.GetScopes()
+	if !authTime.IsZero() {
+		claims.AuthTime = oidc.FromTime(authTime)
+	}
+	claims.Claims, err = b.storage.GetPrivateClaimsFromRequest(ctx, req, nil)
+	if err != nil {
+		return "", err
+	}
+	signed, err := crypto.Sign(claims, key.atSigner)
+	if err != nil {
+		return "", oidc.ErrServerError().WithParent(errors.Join(errors.New("signing the access token"), err))
+	}
+	return signed, nil
+}
+
+// jwtType reads the JOSE `typ` header (RFC 8725 §3.11: tokens of one kind must
+// not be accepted as another).
+func jwtType(token string) (string, error) {
+	jws, err := jose.ParseSigned(token, []jose.SignatureAlgorithm{jose.ES256, jose.RS256, jose.EdDSA})
+	if err != nil || len(jws.Signatures) != 1 {
+		return "", errors.New("not a signed JWT")
+	}
+	typ, _ := jws.Signatures[0].Protected.ExtraHeaders[jose.HeaderType].(string)
+	return typ, nil
+}

@@ -1,0 +1,222 @@
+package broker
+
+import (
+	"context"
+	"crypto/subtle"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/coreos/go-oidc/v3/oidc"
+	"golang.org/x/oauth2"
+
+	"github.com/usher-oidc/usher/sessions"
+)
+
+// Upstream describes the identity provider usher delegates sign-in to.
+type Upstream struct {
+	// Issuer must equal the upstream's discovery `issuer` exactly, trailing
+	// slash included (Auth0's is https://TENANT/).
+	Issuer       string
+	ClientID     string
+	ClientSecret string
+	Scopes       []string
+	// Auth0 turns on Auth0 conventions: connection names from the `sub`
+	// prefix, and /v2/logout when the tenant advertises no end_session_endpoint.
+	Auth0 bool
+	// HTTPClient for discovery, JWKS and the code exchange (nil: a default
+	// client with a timeout).
+	HTTPClient *http.Client
+}
+
+// upstreamClient is usher as an OIDC client of the upstream. Discovery is
+// lazy and retried, so usher starts even while the upstream is unreachable.
+type upstreamClient struct {
+	cfg         Upstream
+	redirectURL string
+
+	mu         sync.Mutex
+	provider   *oidc.Provider
+	verifier   *oidc.IDTokenVerifier
+	oauth      oauth2.Config
+	endSession string
+}
+
+func (u *upstreamClient) ctx(ctx context.Context) context.Context {
+	return oidc.ClientContext(ctx, u.cfg.HTTPClient)
+}
+
+func (u *upstreamClient) ensure(ctx context.Context) error {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	if u.provider != nil {
+		return nil
+	}
+	p, err := oidc.NewProvider(u.ctx(ctx), u.cfg.Issuer)
+	if err != nil {
+		return fmt.Errorf("discovering upstream %s: %w", u.cfg.Issuer, err)
+	}
+	var extra struct {
+		EndSession string `json:"end_session_endpoint"`
+	}
+	_ = p.Claims(&extra)
+	scopes := u.cfg.Scopes
+	if len(scopes) == 0 {
+		scopes = []string{oidc.ScopeOpenID, "profile", "email"}
+	}
+	u.provider = p
+	u.verifier = p.Verifier(&oidc.Config{ClientID: u.cfg.ClientID})
+	u.oauth = oauth2.Config{ClientID: u.cfg.ClientID, ClientSecret: u.cfg.ClientSecret,
+		Endpoint: p.Endpoint(), RedirectURL: u.redirectURL, Scopes: scopes}
+	u.endSession = extra.EndSession
+	if u.endSession == "" && u.cfg.Auth0 {
+		u.endSession = strings.TrimSuffix(u.cfg.Issuer, "/") + "/v2/logout"
+	}
+	return nil
+}
+
+// pendingLogin is what the browser session remembers about one upstream
+// round trip, keyed by its state: state is bound to this browser.
+type pendingLogin struct {
+	AuthRequestID string    `json:"ar"`
+	Nonce         string    `json:"n"`
+	Verifier      string    `json:"v"`
+	Expires       time.Time `json:"e"`
+}
+
+const pendingPrefix = "up:"
+
+// authURL builds the upstream authorize URL for ar with fresh state, nonce and
+// PKCE, and the pass-through parameters.
+func (u *upstreamClient) authURL(ar *sessions.AuthRequest, state, nonce, verifier string, extra map[string]string) string {
+	opts := []oauth2.AuthCodeOption{oidc.Nonce(nonce), oauth2.S256ChallengeOption(verifier)}
+	set := func(k, v string) {
+		if v != "" {
+			opts = append(opts, oauth2.SetAuthURLParam(k, v))
+		}
+	}
+	set("connection", ar.Connection)
+	set("screen_hint", ar.ScreenHint)
+	set("login_hint", ar.LoginHint)
+	set("prompt", strings.Join(ar.Prompt, " "))
+	set("ui_locales", ar.UILocales)
+	if ar.MaxAge != nil {
+		set("max_age", strconv.FormatUint(uint64(*ar.MaxAge), 10))
+	}
+	for k, v := range extra {
+		set(k, v)
+	}
+	return u.oauth.AuthCodeURL(state, opts...)
+}
+
+// upstreamIdentity is what a verified upstream ID token says.
+type upstreamIdentity struct {
+	Issuer        string
+	Subject       string
+	Email         string
+	EmailVerified bool
+	Name          string
+	Picture       string
+	Connection    string
+	AuthTime      time.Time
+	AMR           []string
+	IDToken       string
+}
+
+var errNonceMismatch = errors.New("upstream ID token nonce does not match")
+
+// exchange redeems the upstream code and verifies the ID token: signature,
+// iss, aud, exp by go-oidc; nonce here (go-oidc leaves it to the caller).
+func (u *upstreamClient) exchange(ctx context.Context, code string, p pendingLogin) (*upstreamIdentity, error) {
+	tok, err := u.oauth.Exchange(u.ctx(ctx), code, oauth2.VerifierOption(p.Verifier))
+	if err != nil {
+		return nil, fmt.Errorf("exchanging the upstream code: %w", err)
+	}
+	raw, _ := tok.Extra("id_token").(string)
+	if raw == "" {
+		return nil, errors.New("upstream returned no ID token")
+	}
+	idt, err := u.verifier.Verify(u.ctx(ctx), raw)
+	if err != nil {
+		return nil, fmt.Errorf("verifying the upstream ID token: %w", err)
+	}
+	if subtle.ConstantTimeCompare([]byte(idt.Nonce), []byte(p.Nonce)) != 1 {
+		return nil, errNonceMismatch
+	}
+	var c struct {
+		Email         string          `json:"email"`
+		EmailVerified json.RawMessage `json:"email_verified"`
+		Name          string          `json:"name"`
+		Picture       string          `json:"picture"`
+		AuthTime      int64           `json:"auth_time"`
+		AMR           []string        `json:"amr"`
+	}
+	if err := idt.Claims(&c); err != nil {
+		return nil, fmt.Errorf("reading upstream claims: %w", err)
+	}
+	id := &upstreamIdentity{
+		Issuer: idt.Issuer, Subject: idt.Subject, Email: c.Email, Name: c.Name, Picture: c.Picture,
+		EmailVerified: parseLooseBool(c.EmailVerified), AMR: c.AMR, IDToken: raw,
+	}
+	if c.AuthTime > 0 {
+		id.AuthTime = time.Unix(c.AuthTime, 0)
+	}
+	if u.cfg.Auth0 || strings.Contains(idt.Subject, "|") {
+		id.Connection = auth0Connection(idt.Subject)
+	}
+	return id, nil
+}
+
+// parseLooseBool accepts true and "true": some providers send email_verified as a string.
+func parseLooseBool(raw json.RawMessage) bool {
+	var b bool
+	if json.Unmarshal(raw, &b) == nil {
+		return b
+	}
+	var s string
+	if json.Unmarshal(raw, &s) == nil {
+		return strings.EqualFold(s, "true")
+	}
+	return false
+}
+
+// auth0Connection maps Auth0's `sub` prefix to its connection name.
+func auth0Connection(sub string) string {
+	prefix, _, ok := strings.Cut(sub, "|")
+	if !ok {
+		return ""
+	}
+	if prefix == "auth0" {
+		return "Username-Password-Authentication"
+	}
+	return prefix
+}
+
+// logoutURL is the upstream's end-session URL returning to returnTo.
+func (u *upstreamClient) logoutURL(ctx context.Context, returnTo, idTokenHint string) string {
+	if err := u.ensure(ctx); err != nil || u.endSession == "" {
+		return ""
+	}
+	q := url.Values{}
+	if strings.HasSuffix(u.endSession, "/v2/logout") {
+		q.Set("client_id", u.cfg.ClientID)
+		q.Set("returnTo", returnTo)
+	} else {
+		q.Set("client_id", u.cfg.ClientID)
+		q.Set("post_logout_redirect_uri", returnTo)
+		if idTokenHint != "" {
+			q.Set("id_token_hint", idTokenHint)
+		}
+	}
+	sep := "?"
+	if strings.Contains(u.endSession, "?") {
+		sep = "&"
+	}
+	return u.endSession + sep + q.Encode()
+}

@@ -341,16 +341,15 @@ func (b *Broker) endSession(ctx context.Context, req *op.EndSessionRequest) (str
 	if err != nil {
 		return "", oidc.ErrServerError().WithParent(err)
 	}
-	done := b.url("/logout/done?s=" + url.QueryEscape(token))
-	if up := b.upstream.logoutURL(ctx, done, ""); up != "" {
+	if up := b.upstream.logoutURL(ctx, b.url("/logout/done"), token); up != "" {
 		return up, nil
 	}
-	return done, nil
+	return b.url("/logout/done?state=" + url.QueryEscape(token)), nil
 }
 
 func (b *Broker) handleLogoutDone(w http.ResponseWriter, r *http.Request) {
 	var final string
-	if err := b.browser.codec.Decode("logout", r.URL.Query().Get("s"), &final); err == nil && final != "" {
+	if err := b.browser.codec.Decode("logout", r.URL.Query().Get("state"), &final); err == nil && final != "" {
 		// final was validated against the client's registered post-logout URIs.
 		http.Redirect(w, r, final, http.StatusFound)
 		return

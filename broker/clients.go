@@ -79,8 +79,18 @@ func (o *opClient) LoginURL(id string) string           { return o.loginURL(id) 
 func (o *opClient) AccessTokenType() op.AccessTokenType { return op.AccessTokenTypeJWT }
 func (o *opClient) IDTokenLifetime() time.Duration      { return o.idTTL }
 
-// DevMode stays false even in `usher dev`: it would relax redirect-URI checks.
-func (o *opClient) DevMode() bool            { return false }
+// DevMode is the library's only switch for http redirect URIs on a browser
+// client. It is consulted only after the exact-match check, and config allows
+// http solely on loopback hosts, so turning it on for a loopback client admits
+// nothing but its registered loopback URIs.
+func (o *opClient) DevMode() bool {
+	for _, u := range o.c.RedirectURIs {
+		if p, err := url.Parse(u); err == nil && p.Scheme == "http" && isLoopback(p.Hostname()) {
+			return true
+		}
+	}
+	return false
+}
 func (o *opClient) ClockSkew() time.Duration { return 0 }
 
 func (o *opClient) ApplicationType() op.ApplicationType {

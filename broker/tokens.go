@@ -212,3 +212,20 @@ func jwtType(token string) (string, error) {
 	typ, _ := jws.Signatures[0].Protected.ExtraHeaders[jose.HeaderType].(string)
 	return typ, nil
 }
+
+// Discovery advertises only what usher does: the library lists implicit and
+// JWT-bearer support whenever its storage could, which usher refuses.
+func (s *server) Discovery(ctx context.Context, r *op.Request[struct{}]) (*op.Response, error) {
+	resp, err := s.LegacyServer.Discovery(ctx, r)
+	if err != nil {
+		return nil, err
+	}
+	if cfg, ok := resp.Data.(*oidc.DiscoveryConfiguration); ok {
+		cfg.ResponseTypesSupported = []string{string(oidc.ResponseTypeCode)}
+		cfg.ResponseModesSupported = []string{string(oidc.ResponseModeQuery), string(oidc.ResponseModeFormPost)}
+		cfg.GrantTypesSupported = []oidc.GrantType{oidc.GrantTypeCode, oidc.GrantTypeRefreshToken, oidc.GrantTypeClientCredentials}
+		cfg.RevocationEndpointAuthSigningAlgValuesSupported = nil
+		cfg.IntrospectionEndpointAuthSigningAlgValuesSupported = nil
+	}
+	return resp, nil
+}

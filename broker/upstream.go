@@ -198,21 +198,22 @@ func auth0Connection(sub string) string {
 	return prefix
 }
 
-// logoutURL is the upstream's end-session URL returning to returnTo.
-func (u *upstreamClient) logoutURL(ctx context.Context, returnTo, idTokenHint string) string {
+// logoutURL is the upstream's end-session URL that returns to usher's
+// /logout/done carrying state. OIDC RP-initiated logout echoes `state` back
+// and matches post_logout_redirect_uri exactly; Auth0's /v2/logout has no
+// state, so it goes in returnTo's query (Auth0 ignores the query when
+// matching Allowed Logout URLs).
+func (u *upstreamClient) logoutURL(ctx context.Context, done, state string) string {
 	if err := u.ensure(ctx); err != nil || u.endSession == "" {
 		return ""
 	}
 	q := url.Values{}
+	q.Set("client_id", u.cfg.ClientID)
 	if strings.HasSuffix(u.endSession, "/v2/logout") {
-		q.Set("client_id", u.cfg.ClientID)
-		q.Set("returnTo", returnTo)
+		q.Set("returnTo", done+"?state="+url.QueryEscape(state))
 	} else {
-		q.Set("client_id", u.cfg.ClientID)
-		q.Set("post_logout_redirect_uri", returnTo)
-		if idTokenHint != "" {
-			q.Set("id_token_hint", idTokenHint)
-		}
+		q.Set("post_logout_redirect_uri", done)
+		q.Set("state", state)
 	}
 	sep := "?"
 	if strings.Contains(u.endSession, "?") {

@@ -1,0 +1,25 @@
+# usher — `make test` is the one command CI and newcomers run.
+GO ?= go
+FUZZTIME ?= 10m
+
+.PHONY: test deps vet unit bench fuzz build
+
+test: deps vet unit
+
+# Installs what the tests need when it is missing (Chromium for the browser
+# end-to-end tests, redis-server for the Redis backend tests).
+deps:
+	@./scripts/install-test-deps.sh
+
+vet:
+	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { echo "gofmt needed:"; gofmt -l $$(git ls-files '*.go'); exit 1; }
+	$(GO) vet ./...
+
+unit:
+	$(GO) test -race -timeout 45m ./...
+
+build:
+	$(GO) build -o bin/usher .
+
+bench:
+	$(GO) test -run '^$$' -bench . -benchtime 3s ./broker/ ./store/...

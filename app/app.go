@@ -1,0 +1,176 @@
+// Package app assembles usher from its configuration: it opens the store,
+// builds the broker and serves it. main.go and the end-to-end tests share it,
+// so the tests run exactly what `usher serve` and `usher dev` run.
+package app
+
+import (
+	"context"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"os"
+	"time"
+
+	"github.com/usher-oidc/usher/broker"
+	"github.com/usher-oidc/usher/config"
+	"github.com/usher-oidc/usher/grants"
+	"github.com/usher-oidc/usher/sessions"
+	boltstore "github.com/usher-oidc/usher/store/bolt"
+)
+
+// Store is what a backend provides: both state interfaces and a Close.
+type Store interface {
+	sessions.Store
+	grants.Store
+	Close() error
+}
+
+// Options that tests (and `usher dev`) set beyond the config file.
+type Options struct {
+	Logger *slog.Logger
+	Now    func() time.Time
+	// UpstreamHTTPClient overrides the client used to reach the upstream.
+	UpstreamHTTPClient *http.Client
+	// Store, when set, is used instead of opening the configured one.
+	Store Store
+}
+
+// App is a running usher.
+type App struct {
+	Config *config.Config
+	Broker *broker.Broker
+	Store  Store
+	log    *slog.Logger
+	owned  bool
+}
+
+// New builds usher from a validated config.
+func New(ctx context.Context, cfg *config.Config, o Options) (*App, error) {
+	if o.Logger == nil {
+		o.Logger = slog.Default()
+	}
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	a := &App{Config: cfg, log: o.Logger, Store: o.Store}
+	if a.Store == nil {
+		st, err := OpenStore(cfg, o.Now, o.Logger)
+		if err != nil {
+			return nil, err
+		}
+		a.Store, a.owned = st, true
+	}
+	bo, err := BrokerOptions(cfg)
+	if err != nil {
+		a.Close()
+		return nil, err
+	}
+	bo.Sessions, bo.Grants = a.Store, a.Store
+	bo.Now, bo.Logger = o.Now, o.Logger
+	bo.Upstream.HTTPClient = o.UpstreamHTTPClient
+	a.Broker, err = broker.New(ctx, bo)
+	if err != nil {
+		a.Close()
+		return nil, err
+	}
+	return a, nil
+}
+
+// OpenStore opens the configured backend.
+func OpenStore(cfg *config.Config, now func() time.Time, log *slog.Logger) (Store, error) {
+	switch cfg.Store.Driver {
+	case "", "bolt":
+		st, err := boltstore.Open(cfg.Store.Path, boltstore.Options{Now: now, Logger: log})
+		if err != nil {
+			return nil, fmt.Errorf("opening store %s: %w", cfg.Store.Path, err)
+		}
+		return st, nil
+	default:
+		return nil, fmt.Errorf("store.driver %q is not available in this build", cfg.Store.Driver)
+	}
+}
+
+// BrokerOptions maps the config onto broker.Options (stores, clock and logger
+// are the caller's).
+func BrokerOptions(cfg *config.Config) (broker.Options, error) {
+	secret, err := cfg.Sessions.SecretBytes()
+	if err != nil {
+		return broker.Options{}, fmt.Errorf("sessions.secret: %w", err)
+	}
+	if len(secret) == 0 && cfg.Dev {
+		secret = make([]byte, 32)
+		_, _ = rand.Read(secret)
+	}
+	var pems [][]byte
+	for _, f := range cfg.Signing.KeyFiles {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			return broker.Options{}, fmt.Errorf("signing.key_files: %w", err)
+		}
+		pems = append(pems, b)
+	}
+	clients := make([]broker.Client, 0, len(cfg.Clients))
+	for _, c := range cfg.Clients {
+		clients = append(clients, broker.Client{
+			ID: c.ID, Name: c.Name, Public: c.IsPublic(), SecretSHA256: c.SecretSHA256,
+			RedirectURIs: c.RedirectURIs, PostLogoutRedirectURIs: c.PostLogoutRedirectURIs,
+			InitiateLoginURI: c.InitiateLoginURI, AllowedOrigins: c.Origins(),
+			GrantTypes: c.GrantTypes, Scopes: c.Scopes,
+		})
+	}
+	t := cfg.Tokens
+	return broker.Options{
+		Issuer:  cfg.Issuer,
+		Clients: clients,
+		Upstream: broker.Upstream{
+			Issuer: cfg.Upstream.EffectiveIssuer(), ClientID: cfg.Upstream.EffectiveClientID(),
+			ClientSecret: cfg.Upstream.EffectiveClientSecret(), Scopes: cfg.Upstream.Scopes,
+			Auth0: cfg.Upstream.IsAuth0(),
+		},
+		SigningAlgorithm: cfg.Signing.Algorithm,
+		SigningKeyPEMs:   pems,
+		Tokens: broker.TokenLifetimes{
+			Access: time.Duration(t.AccessTokenTTL), IDToken: time.Duration(t.IDTokenTTL),
+			RefreshIdle: time.Duration(t.RefreshTokenIdleTTL), RefreshAbsolute: time.Duration(t.RefreshTokenAbsoluteTTL),
+			AuthRequest: time.Duration(t.AuthRequestTTL), Code: time.Duration(t.CodeTTL),
+			ClientCredentials: time.Duration(t.ClientCredentialsTTL),
+		},
+		SessionSecret:   secret,
+		SessionIdle:     time.Duration(cfg.Sessions.IdleTimeout),
+		SessionAbsolute: time.Duration(cfg.Sessions.AbsoluteTimeout),
+		CookieName:      cfg.Sessions.CookieName,
+		ClaimsNamespace: cfg.Invitations.ClaimsNamespace,
+		DefaultRoles:    cfg.Invitations.DefaultRoles,
+	}, nil
+}
+
+// Handler serves every usher endpoint.
+func (a *App) Handler() http.Handler { return a.Broker.Handler() }
+
+// Close releases the store if New opened it.
+func (a *App) Close() error {
+	if a.owned && a.Store != nil {
+		return a.Store.Close()
+	}
+	return nil
+}
+
+// Serve runs the HTTP server until ctx ends, then shuts down gracefully.
+func Serve(ctx context.Context, srv *http.Server, serve func() error, log *slog.Logger) error {
+	errc := make(chan error, 1)
+	go func() { errc <- serve() }()
+	select {
+	case err := <-errc:
+		if errors.Is(err, http.ErrServerClosed) {
+			return nil
+		}
+		return err
+	case <-ctx.Done():
+		log.Info("shutting down")
+		sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		return srv.Shutdown(sctx)
+	}
+}

@@ -1,0 +1,176 @@
+package app
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/usher-oidc/usher/config"
+	"github.com/usher-oidc/usher/demo"
+	"github.com/usher-oidc/usher/devidp"
+)
+
+// Dev fixtures, printed by `usher dev` and used by the README's examples.
+const (
+	DevSPAClientID    = "demo"
+	DevFunnelClientID = "funnel"
+	DevFunnelSecret   = "funnel-dev-secret"
+	DevUserEmail      = "ada@example.com"
+	DevUserPassword   = "dev-password"
+	devUpstreamClient = "usher"
+	devUpstreamSecret = "usher-upstream-dev-secret"
+)
+
+// DevOptions place the three loopback servers of `usher dev`. Empty addresses
+// take a free port.
+type DevOptions struct {
+	Addr       string // usher, default 127.0.0.1:8080
+	Issuer     string // default http://<Addr>
+	DevIDPAddr string
+	SPAAddr    string
+	// StorePath: the bolt file; "" = a fresh temporary file removed on Close.
+	StorePath string
+	Logger    *slog.Logger
+	Now       func() time.Time
+	// Configure lets tests adjust the config before usher starts.
+	Configure func(*config.Config)
+}
+
+// Dev is a running `usher dev`: usher, devidp and the demo SPA.
+type Dev struct {
+	App       *App
+	IDP       *devidp.Server
+	Config    *config.Config
+	IssuerURL string
+	IDPURL    string
+	SPAURL    string
+	servers   []*http.Server
+	tmpDir    string
+}
+
+func listen(addr string) (net.Listener, error) {
+	if addr == "" {
+		addr = "127.0.0.1:0"
+	}
+	return net.Listen("tcp", addr)
+}
+
+// StartDev starts usher, devidp and the demo SPA on loopback.
+func StartDev(ctx context.Context, o DevOptions) (*Dev, error) {
+	if o.Logger == nil {
+		o.Logger = slog.Default()
+	}
+	d := &Dev{}
+	ok := false
+	defer func() {
+		if !ok {
+			d.Close()
+		}
+	}()
+	usherLn, err := listen(o.Addr)
+	if err != nil {
+		return nil, fmt.Errorf("usher listener: %w", err)
+	}
+	idpLn, err := listen(o.DevIDPAddr)
+	if err != nil {
+		usherLn.Close()
+		return nil, fmt.Errorf("devidp listener: %w", err)
+	}
+	spaLn, err := listen(o.SPAAddr)
+	if err != nil {
+		usherLn.Close()
+		idpLn.Close()
+		return nil, fmt.Errorf("demo SPA listener: %w", err)
+	}
+	d.IssuerURL = o.Issuer
+	if d.IssuerURL == "" {
+		d.IssuerURL = "http://" + usherLn.Addr().String()
+	}
+	d.IDPURL = "http://" + idpLn.Addr().String() + "/"
+	d.SPAURL = "http://" + spaLn.Addr().String()
+	usherBase := strings.TrimSuffix(d.IssuerURL, "/")
+
+	d.IDP, err = devidp.New(devidp.Config{
+		Issuer: d.IDPURL,
+		Clients: []devidp.Client{{
+			ID: devUpstreamClient, Secret: devUpstreamSecret,
+			RedirectURIs:           []string{usherBase + "/callback"},
+			PostLogoutRedirectURIs: []string{usherBase + "/logout/done"},
+		}},
+		Users:  []devidp.User{{Email: DevUserEmail, Password: DevUserPassword, Name: "Ada Lovelace", EmailVerified: true}},
+		Logger: o.Logger.With("component", "devidp"),
+	})
+	if err != nil {
+		return nil, fmt.Errorf("devidp: %w", err)
+	}
+
+	cfg := config.Default()
+	cfg.Dev = true
+	cfg.Issuer = d.IssuerURL
+	cfg.Listen = usherLn.Addr().String()
+	cfg.Store.Path = o.StorePath
+	if cfg.Store.Path == "" {
+		d.tmpDir, err = os.MkdirTemp("", "usher-dev-")
+		if err != nil {
+			return nil, err
+		}
+		cfg.Store.Path = filepath.Join(d.tmpDir, "usher.db")
+	}
+	cfg.Upstream.Issuer = d.IDPURL
+	cfg.Upstream.ClientID = devUpstreamClient
+	cfg.Upstream.ClientSecret = devUpstreamSecret
+	cfg.Clients = []config.Client{
+		{
+			ID: DevSPAClientID, Name: "Demo SPA", Type: config.ClientPublic,
+			RedirectURIs:           []string{d.SPAURL + "/callback"},
+			PostLogoutRedirectURIs: []string{d.SPAURL + "/"},
+			InitiateLoginURI:       d.SPAURL + "/login",
+		},
+		{
+			ID: DevFunnelClientID, Name: "Conversion funnel (dev)", Type: config.ClientConfidential,
+			Secret: DevFunnelSecret, GrantTypes: []string{config.GrantClientCredentials},
+			Scopes: []string{"invitations:write", "invitations:read"},
+		},
+	}
+	if o.Configure != nil {
+		o.Configure(cfg)
+	}
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("dev config: %w", err)
+	}
+	d.Config = cfg
+	d.App, err = New(ctx, cfg, Options{Logger: o.Logger, Now: o.Now})
+	if err != nil {
+		return nil, err
+	}
+	spa := demo.Handler(demo.Config{Issuer: d.IssuerURL, ClientID: DevSPAClientID})
+	for _, s := range []struct {
+		ln net.Listener
+		h  http.Handler
+	}{{usherLn, d.App.Handler()}, {idpLn, d.IDP}, {spaLn, spa}} {
+		srv := &http.Server{Handler: s.h, ReadHeaderTimeout: 10 * time.Second}
+		d.servers = append(d.servers, srv)
+		go srv.Serve(s.ln)
+	}
+	ok = true
+	return d, nil
+}
+
+// Close stops the servers and removes the temporary store.
+func (d *Dev) Close() {
+	for _, s := range d.servers {
+		s.Close()
+	}
+	if d.App != nil {
+		d.App.Close()
+	}
+	if d.tmpDir != "" {
+		os.RemoveAll(d.tmpDir)
+	}
+}

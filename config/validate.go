@@ -1,0 +1,613 @@
+package config
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"net"
+	"net/mail"
+	"net/url"
+	"os"
+	"regexp"
+	"strconv"
+	"strings"
+)
+
+// FieldError is one validation problem, named by its YAML path.
+type FieldError struct {
+	Path string // e.g. "clients[1].redirect_uris[0]"
+	Msg  string
+}
+
+func (e *FieldError) Error() string { return e.Path + ": " + e.Msg }
+
+func fieldErr(path, msg string) error { return &FieldError{Path: path, Msg: msg} }
+
+type problems []error
+
+func (p *problems) add(path, format string, args ...any) {
+	*p = append(*p, fieldErr(path, fmt.Sprintf(format, args...)))
+}
+
+var (
+	clientIDRe   = regexp.MustCompile(`^[A-Za-z0-9._-]+$`)
+	cookieNameRe = regexp.MustCompile("^[!#$%&'*+\\-.^_`|~0-9A-Za-z]+$")
+	// RFC 6749 §3.3 scope-token.
+	scopeRe = regexp.MustCompile(`^[\x21\x23-\x5B\x5D-\x7E]+$`)
+)
+
+// Validate normalizes the configuration and checks it, returning every
+// problem (errors.Join of *FieldError), each naming its YAML path.
+//
+// Normalization: a client's plain secret is hashed into secret_sha256 and
+// cleared; empty client grant_types get their per-type default; empty
+// upstream.scopes get the default scopes.
+func (c *Config) Validate() error {
+	var p problems
+	c.normalize(&p)
+
+	c.checkTop(&p)
+	c.checkStore(&p)
+	c.checkSigning(&p)
+	c.checkTokens(&p)
+	c.checkSessions(&p)
+	c.checkUpstream(&p)
+	c.checkClients(&p)
+	c.checkInvitations(&p)
+	c.checkMail(&p)
+	return errors.Join(p...)
+}
+
+func (c *Config) normalize(p *problems) {
+	if len(c.Upstream.Scopes) == 0 {
+		c.Upstream.Scopes = defaultUpstreamScopes()
+	}
+	for i := range c.Clients {
+		cl := &c.Clients[i]
+		path := fmt.Sprintf("clients[%d]", i)
+		if len(cl.GrantTypes) == 0 {
+			switch cl.Type {
+			case ClientPublic:
+				cl.GrantTypes = []string{GrantAuthorizationCode, GrantRefreshToken}
+			case ClientConfidential:
+				cl.GrantTypes = []string{GrantClientCredentials}
+			}
+		}
+		if cl.Secret == "" {
+			cl.SecretSHA256 = strings.ToLower(strings.TrimSpace(cl.SecretSHA256))
+			continue
+		}
+		if cl.SecretSHA256 != "" {
+			p.add(path+".secret", "set either secret or secret_sha256, not both")
+		}
+		if cl.Type == ClientPublic {
+			p.add(path+".secret", "a public client must not have a secret")
+		}
+		sum := sha256.Sum256([]byte(cl.Secret))
+		cl.SecretSHA256 = hex.EncodeToString(sum[:])
+		cl.secretLen = len(cl.Secret)
+		cl.Secret = ""
+	}
+}
+
+func (c *Config) checkTop(p *problems) {
+	if c.Issuer == "" {
+		p.add("issuer", "required: the public URL of usher, e.g. https://login.example.com/ (or set USHER_ISSUER)")
+	} else {
+		checkBaseURL(p, "issuer", c.Issuer)
+	}
+	if c.Listen == "" {
+		p.add("listen", "required: host:port to listen on, e.g. 127.0.0.1:8080")
+	} else if msg := checkHostPort(c.Listen, true); msg != "" {
+		p.add("listen", "%q %s", c.Listen, msg)
+	}
+	switch c.Log.Level {
+	case "debug", "info", "warn", "error":
+	default:
+		p.add("log.level", "%q must be one of debug, info, warn, error", c.Log.Level)
+	}
+	switch c.Log.Format {
+	case "json", "text":
+	default:
+		p.add("log.format", "%q must be one of json, text", c.Log.Format)
+	}
+}
+
+func (c *Config) checkStore(p *problems) {
+	s := c.Store
+	switch s.Driver {
+	case StoreBolt:
+		if s.Path == "" {
+			p.add("store.path", "required when store.driver is bolt")
+		}
+	case StoreRedis:
+		r := s.Redis
+		switch {
+		case r.URL == "" && len(r.Addrs) == 0:
+			p.add("store.redis.url", "required when store.driver is redis (or set store.redis.addrs)")
+		case r.URL != "" && len(r.Addrs) > 0:
+			p.add("store.redis.url", "set either store.redis.url or store.redis.addrs, not both")
+		case r.URL != "":
+			u, err := url.Parse(r.URL)
+			if err != nil || (u.Scheme != "redis" && u.Scheme != "rediss" && u.Scheme != "unix") {
+				p.add("store.redis.url", "must be a redis://, rediss:// or unix:// URL")
+			}
+			if r.MasterName != "" {
+				p.add("store.redis.master_name", "use with store.redis.addrs (Sentinel), not with store.redis.url")
+			}
+		}
+		for i, a := range r.Addrs {
+			if msg := checkHostPort(a, false); msg != "" {
+				p.add(fmt.Sprintf("store.redis.addrs[%d]", i), "%q %s", a, msg)
+			}
+		}
+		if r.DB < 0 {
+			p.add("store.redis.db", "must not be negative")
+		}
+	default:
+		p.add("store.driver", "%q must be one of bolt, redis", s.Driver)
+	}
+	if s.KeyEncryptionKey != "" {
+		if _, err := s.KeyEncryptionKeyBytes(); err != nil {
+			p.add("store.key_encryption_key", "%v: must be base64 of exactly 32 random bytes (`openssl rand -base64 32`; set USHER_STORE_KEY_ENCRYPTION_KEY)", err)
+		}
+	}
+}
+
+func (c *Config) checkSigning(p *problems) {
+	s := c.Signing
+	switch s.Algorithm {
+	case "ES256", "RS256", "EdDSA":
+	default:
+		p.add("signing.algorithm", "%q must be one of ES256, RS256, EdDSA", s.Algorithm)
+	}
+	for i, f := range s.KeyFiles {
+		path := fmt.Sprintf("signing.key_files[%d]", i)
+		if f == "" {
+			p.add(path, "must not be empty")
+			continue
+		}
+		b, err := readKeyFile(f)
+		if err != nil {
+			p.add(path, "cannot read %q: %v", f, unwrapPathErr(err))
+			continue
+		}
+		blk, _ := pem.Decode(b)
+		if blk == nil || !strings.Contains(blk.Type, "PRIVATE KEY") {
+			p.add(path, "%q is not a PEM private key", f)
+		}
+	}
+	if s.RotationPeriod < 0 {
+		p.add("signing.rotation_period", "must not be negative (0 turns rotation off)")
+	}
+}
+
+// readKeyFile reads a regular file of at most 1 MiB (never blocks on a
+// device or a FIFO).
+func readKeyFile(name string) ([]byte, error) {
+	st, err := os.Stat(name)
+	if err != nil {
+		return nil, err
+	}
+	if !st.Mode().IsRegular() {
+		return nil, errors.New("not a regular file")
+	}
+	if st.Size() > 1<<20 {
+		return nil, errors.New("larger than 1 MiB")
+	}
+	return os.ReadFile(name)
+}
+
+func unwrapPathErr(err error) error {
+	var pe *os.PathError
+	if errors.As(err, &pe) {
+		return pe.Err
+	}
+	return err
+}
+
+func (c *Config) checkTokens(p *problems) {
+	t := c.Tokens
+	for _, d := range []struct {
+		path string
+		v    Duration
+	}{
+		{"tokens.access_token_ttl", t.AccessTokenTTL},
+		{"tokens.id_token_ttl", t.IDTokenTTL},
+		{"tokens.refresh_token_idle_ttl", t.RefreshTokenIdleTTL},
+		{"tokens.refresh_token_absolute_ttl", t.RefreshTokenAbsoluteTTL},
+		{"tokens.auth_request_ttl", t.AuthRequestTTL},
+		{"tokens.code_ttl", t.CodeTTL},
+		{"tokens.client_credentials_ttl", t.ClientCredentialsTTL},
+	} {
+		if d.v <= 0 {
+			p.add(d.path, "must be a positive duration, got %s", d.v)
+		}
+	}
+	if t.CodeTTL > Duration(MaxCodeTTL) {
+		p.add("tokens.code_ttl", "%s exceeds the maximum of %s", t.CodeTTL, Duration(MaxCodeTTL))
+	}
+	if t.RefreshTokenIdleTTL > 0 && t.RefreshTokenAbsoluteTTL > 0 && t.RefreshTokenIdleTTL > t.RefreshTokenAbsoluteTTL {
+		p.add("tokens.refresh_token_idle_ttl", "%s must not exceed tokens.refresh_token_absolute_ttl (%s)", t.RefreshTokenIdleTTL, t.RefreshTokenAbsoluteTTL)
+	}
+}
+
+func (c *Config) checkSessions(p *problems) {
+	s := c.Sessions
+	if s.Secret == "" {
+		if !c.Dev {
+			p.add("sessions.secret", "required: base64 of at least 32 random bytes (`openssl rand -base64 32`); set USHER_SESSIONS_SECRET in the environment")
+		}
+	} else if b, err := s.SecretBytes(); err != nil {
+		p.add("sessions.secret", "%v: must be base64 of at least 32 random bytes (`openssl rand -base64 32`)", err)
+	} else if len(b) < 32 {
+		p.add("sessions.secret", "decodes to %d bytes, need at least 32 (`openssl rand -base64 32`)", len(b))
+	}
+	if s.IdleTimeout <= 0 {
+		p.add("sessions.idle_timeout", "must be a positive duration, got %s", s.IdleTimeout)
+	}
+	if s.AbsoluteTimeout <= 0 {
+		p.add("sessions.absolute_timeout", "must be a positive duration, got %s", s.AbsoluteTimeout)
+	}
+	if s.IdleTimeout > 0 && s.AbsoluteTimeout > 0 && s.IdleTimeout > s.AbsoluteTimeout {
+		p.add("sessions.idle_timeout", "%s must not exceed sessions.absolute_timeout (%s)", s.IdleTimeout, s.AbsoluteTimeout)
+	}
+	if !cookieNameRe.MatchString(s.CookieName) {
+		p.add("sessions.cookie_name", "%q is not a valid cookie name", s.CookieName)
+	}
+}
+
+func (c *Config) checkUpstream(p *problems) {
+	u := c.Upstream
+	a := u.Auth0
+	generic := u.Issuer != ""
+	auth0 := a.Domain != ""
+	switch {
+	case !generic && !auth0:
+		p.add("upstream", "required: set either upstream.issuer and upstream.client_id (any OIDC provider) or upstream.auth0.domain and upstream.auth0.client_id (Auth0)")
+	case generic && auth0:
+		p.add("upstream.auth0.domain", "set either upstream.issuer or upstream.auth0.domain, not both")
+	case generic:
+		checkBaseURL(p, "upstream.issuer", u.Issuer)
+		if u.ClientID == "" {
+			p.add("upstream.client_id", "required when upstream.issuer is set")
+		}
+		for _, f := range []struct {
+			path string
+			set  bool
+		}{
+			{"upstream.auth0.client_id", a.ClientID != ""},
+			{"upstream.auth0.client_secret", a.ClientSecret != ""},
+			{"upstream.auth0.connections", len(a.Connections) > 0},
+		} {
+			if f.set {
+				p.add(f.path, "only applies with upstream.auth0.domain")
+			}
+		}
+	case auth0:
+		checkAuth0Domain(p, a.Domain)
+		if a.ClientID == "" {
+			p.add("upstream.auth0.client_id", "required when upstream.auth0.domain is set")
+		}
+		if u.ClientID != "" {
+			p.add("upstream.client_id", "only applies with upstream.issuer; for Auth0 use upstream.auth0.client_id")
+		}
+		if u.ClientSecret != "" {
+			p.add("upstream.client_secret", "only applies with upstream.issuer; for Auth0 use upstream.auth0.client_secret (USHER_UPSTREAM_AUTH0_CLIENT_SECRET)")
+		}
+	}
+	for i, conn := range a.Connections {
+		if strings.TrimSpace(conn) == "" {
+			p.add(fmt.Sprintf("upstream.auth0.connections[%d]", i), "must not be empty")
+		}
+	}
+	m := a.Management
+	if (m.ClientID != "" || m.ClientSecret != "" || m.CreateRoles) && !auth0 {
+		p.add("upstream.auth0.management", "the Management API mirror requires upstream.auth0.domain")
+	} else {
+		if m.ClientID != "" && m.ClientSecret == "" {
+			p.add("upstream.auth0.management.client_secret", "required when upstream.auth0.management.client_id is set (set USHER_UPSTREAM_AUTH0_MANAGEMENT_CLIENT_SECRET)")
+		}
+		if m.ClientID == "" && m.ClientSecret != "" {
+			p.add("upstream.auth0.management.client_id", "required when upstream.auth0.management.client_secret is set")
+		}
+		if m.CreateRoles && m.ClientID == "" {
+			p.add("upstream.auth0.management.create_roles", "requires upstream.auth0.management.client_id")
+		}
+	}
+	hasOpenID := false
+	for i, s := range u.Scopes {
+		if !scopeRe.MatchString(s) {
+			p.add(fmt.Sprintf("upstream.scopes[%d]", i), "%q is not a valid scope", s)
+		}
+		if s == "openid" {
+			hasOpenID = true
+		}
+	}
+	if !hasOpenID {
+		p.add("upstream.scopes", "must include openid")
+	}
+}
+
+func checkAuth0Domain(p *problems, d string) {
+	const path = "upstream.auth0.domain"
+	raw := strings.TrimSpace(d)
+	if strings.Contains(raw, "*") {
+		p.add(path, "%q must not contain wildcards", d)
+		return
+	}
+	full := raw
+	if !hasHTTPScheme(raw) {
+		if strings.Contains(raw, "://") {
+			p.add(path, "%q: give the tenant host (tenant.eu.auth0.com), or an http(s):// URL", d)
+			return
+		}
+		full = "https://" + raw
+	}
+	u, err := url.Parse(full)
+	if err != nil || u.Host == "" || u.Hostname() == "" || (u.Path != "" && u.Path != "/") ||
+		u.RawQuery != "" || strings.ContainsAny(full, "?#") || u.User != nil {
+		p.add(path, "%q must be a tenant host such as tenant.eu.auth0.com (no path)", d)
+		return
+	}
+	if strings.EqualFold(u.Scheme, "http") && !isLoopback(u.Hostname()) {
+		p.add(path, "%q: plain http is allowed only for loopback hosts (127.0.0.1, ::1, localhost)", d)
+	}
+}
+
+func (c *Config) checkClients(p *problems) {
+	seen := map[string]int{}
+	for i := range c.Clients {
+		cl := &c.Clients[i]
+		path := fmt.Sprintf("clients[%d]", i)
+		switch {
+		case cl.ID == "":
+			p.add(path+".id", "required")
+		case !clientIDRe.MatchString(cl.ID):
+			p.add(path+".id", "%q may contain only letters, digits, '.', '_' and '-'", cl.ID)
+		default:
+			if j, dup := seen[cl.ID]; dup {
+				p.add(path+".id", "%q duplicates clients[%d].id", cl.ID, j)
+			} else {
+				seen[cl.ID] = i
+			}
+		}
+		validGrants := true
+		for j, g := range cl.GrantTypes {
+			switch g {
+			case GrantAuthorizationCode, GrantRefreshToken, GrantClientCredentials:
+			default:
+				validGrants = false
+				p.add(fmt.Sprintf("%s.grant_types[%d]", path, j), "%q must be one of authorization_code, refresh_token, client_credentials", g)
+			}
+		}
+		switch cl.Type {
+		case ClientPublic:
+			if cl.SecretSHA256 != "" && cl.secretLen == 0 {
+				p.add(path+".secret_sha256", "a public client must not have a secret")
+			}
+			if len(cl.RedirectURIs) == 0 {
+				p.add(path+".redirect_uris", "a public client needs at least one redirect URI")
+			}
+			if cl.HasGrant(GrantClientCredentials) {
+				p.add(path+".grant_types", "a public client cannot use client_credentials")
+			}
+		case ClientConfidential:
+			if cl.SecretSHA256 == "" {
+				p.add(path+".secret", "required for a confidential client (or secret_sha256); set %s in the environment; generate one with `openssl rand -base64 32`", ClientSecretEnv(cl.ID))
+			} else if cl.secretLen == 0 {
+				if b, err := hex.DecodeString(cl.SecretSHA256); err != nil || len(b) != sha256.Size {
+					p.add(path+".secret_sha256", "must be the 64-character hex SHA-256 of the secret")
+				}
+			}
+			if cl.secretLen > 0 && cl.secretLen < MinClientSecretLen && !c.Dev {
+				p.add(path+".secret", "too short (%d characters, need at least %d, about 128 bits): generate one with `openssl rand -base64 32`", cl.secretLen, MinClientSecretLen)
+			}
+			if validGrants && cl.HasGrant(GrantAuthorizationCode) && len(cl.RedirectURIs) == 0 {
+				p.add(path+".redirect_uris", "a client with the authorization_code grant needs at least one redirect URI")
+			}
+		case "":
+			p.add(path+".type", "required: public or confidential")
+		default:
+			p.add(path+".type", "%q must be public or confidential", cl.Type)
+		}
+		if cl.HasGrant(GrantRefreshToken) && !cl.HasGrant(GrantAuthorizationCode) {
+			p.add(path+".grant_types", "refresh_token requires authorization_code")
+		}
+		for j, r := range cl.RedirectURIs {
+			checkClientURL(p, fmt.Sprintf("%s.redirect_uris[%d]", path, j), r)
+		}
+		for j, r := range cl.PostLogoutRedirectURIs {
+			checkClientURL(p, fmt.Sprintf("%s.post_logout_redirect_uris[%d]", path, j), r)
+		}
+		if cl.InitiateLoginURI != "" {
+			checkClientURL(p, path+".initiate_login_uri", cl.InitiateLoginURI)
+		}
+		for j, o := range cl.AllowedOrigins {
+			checkOrigin(p, fmt.Sprintf("%s.allowed_origins[%d]", path, j), o)
+		}
+		for j, s := range cl.Scopes {
+			if !scopeRe.MatchString(s) {
+				p.add(fmt.Sprintf("%s.scopes[%d]", path, j), "%q is not a valid scope", s)
+			}
+		}
+	}
+}
+
+func (c *Config) checkInvitations(p *problems) {
+	inv := c.Invitations
+	if inv.DefaultTTL <= 0 {
+		p.add("invitations.default_ttl", "must be a positive duration, got %s", inv.DefaultTTL)
+	}
+	if inv.MaxTTL <= 0 {
+		p.add("invitations.max_ttl", "must be a positive duration, got %s", inv.MaxTTL)
+	}
+	if inv.DefaultTTL > 0 && inv.MaxTTL > 0 && inv.DefaultTTL > inv.MaxTTL {
+		p.add("invitations.default_ttl", "%s must not exceed invitations.max_ttl (%s)", inv.DefaultTTL, inv.MaxTTL)
+	}
+	switch inv.EmailMatch {
+	case EmailMatchAny, EmailMatchExact, EmailMatchDomain:
+	default:
+		p.add("invitations.email_match", "%q must be one of any, exact, domain", inv.EmailMatch)
+	}
+	catalog := map[string]bool{}
+	for i, r := range inv.Roles {
+		path := fmt.Sprintf("invitations.roles[%d]", i)
+		switch {
+		case strings.TrimSpace(r) == "":
+			p.add(path, "must not be empty")
+		case catalog[r]:
+			p.add(path, "%q is listed twice", r)
+		}
+		catalog[r] = true
+	}
+	for i, r := range inv.DefaultRoles {
+		path := fmt.Sprintf("invitations.default_roles[%d]", i)
+		if strings.TrimSpace(r) == "" {
+			p.add(path, "must not be empty")
+		} else if len(inv.Roles) > 0 && !catalog[r] {
+			p.add(path, "%q is not in invitations.roles", r)
+		}
+	}
+	if strings.TrimSpace(inv.AppName) == "" {
+		p.add("invitations.app_name", "must not be empty")
+	}
+	if inv.BaseURL != "" {
+		checkBaseURL(p, "invitations.base_url", inv.BaseURL)
+	}
+}
+
+func (c *Config) checkMail(p *problems) {
+	m := c.Mail
+	if m.SMTP.Host != "" {
+		if m.From == "" {
+			p.add("mail.from", "required when mail.smtp.host is set")
+		}
+		if m.SMTP.Port < 1 || m.SMTP.Port > 65535 {
+			p.add("mail.smtp.port", "%d must be between 1 and 65535", m.SMTP.Port)
+		}
+	}
+	if m.From != "" {
+		if _, err := mail.ParseAddress(m.From); err != nil {
+			p.add("mail.from", "%q is not a valid address (e.g. \"Example <no-reply@example.com>\")", m.From)
+		}
+	}
+	switch m.SMTP.TLS {
+	case TLSStartTLS, TLSImplicit, TLSNone:
+	default:
+		p.add("mail.smtp.tls", "%q must be one of starttls, tls, none", m.SMTP.TLS)
+	}
+	if m.TemplatesDir != "" {
+		if st, err := os.Stat(m.TemplatesDir); err != nil {
+			p.add("mail.templates_dir", "cannot read %q: %v", m.TemplatesDir, unwrapPathErr(err))
+		} else if !st.IsDir() {
+			p.add("mail.templates_dir", "%q is not a directory", m.TemplatesDir)
+		}
+	}
+}
+
+// isLoopback reports whether host is localhost or a loopback IP address.
+func isLoopback(host string) bool {
+	if strings.EqualFold(host, "localhost") {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}
+
+const loopbackNote = "plain http is allowed only for loopback hosts (127.0.0.1, ::1, localhost)"
+
+// checkBaseURL checks an issuer-like URL: absolute http(s), no query, no
+// fragment, no credentials, https unless the host is loopback.
+func checkBaseURL(p *problems, path, raw string) {
+	u, err := url.Parse(raw)
+	if err != nil || !u.IsAbs() || u.Host == "" || u.Hostname() == "" || u.Opaque != "" {
+		p.add(path, "%q must be an absolute http(s) URL without query or fragment", raw)
+		return
+	}
+	if strings.ContainsAny(raw, "?#") {
+		p.add(path, "%q must be an absolute http(s) URL without query or fragment", raw)
+		return
+	}
+	if strings.Contains(raw, "*") {
+		p.add(path, "%q must not contain wildcards", raw)
+		return
+	}
+	if u.User != nil {
+		p.add(path, "%q must not contain credentials", raw)
+		return
+	}
+	switch strings.ToLower(u.Scheme) {
+	case "https":
+	case "http":
+		if !isLoopback(u.Hostname()) {
+			p.add(path, "%q must use https: %s", raw, loopbackNote)
+		}
+	default:
+		p.add(path, "%q must be an absolute http(s) URL without query or fragment", raw)
+	}
+}
+
+// checkClientURL checks a redirect-like URI: absolute, no fragment, no
+// wildcard, https unless the host is loopback.
+func checkClientURL(p *problems, path, raw string) {
+	u, err := url.Parse(raw)
+	if err != nil || !u.IsAbs() || u.Host == "" || u.Hostname() == "" || strings.Contains(raw, "#") {
+		p.add(path, "%q must be an absolute URL without a fragment", raw)
+		return
+	}
+	if strings.Contains(raw, "*") {
+		p.add(path, "%q must not contain wildcards (\"*\"): redirect URIs are matched exactly", raw)
+		return
+	}
+	if u.User != nil {
+		p.add(path, "%q must not contain credentials", raw)
+		return
+	}
+	switch strings.ToLower(u.Scheme) {
+	case "https":
+	case "http":
+		if !isLoopback(u.Hostname()) {
+			p.add(path, "%q must use https: %s", raw, loopbackNote)
+		}
+	default:
+		p.add(path, "%q must use https (or http on a loopback host)", raw)
+	}
+}
+
+// checkOrigin checks a CORS origin: scheme://host[:port] and nothing else.
+func checkOrigin(p *problems, path, raw string) {
+	u, err := url.Parse(raw)
+	if err != nil || !u.IsAbs() || u.Host == "" || u.Hostname() == "" || u.User != nil ||
+		(u.Path != "" && u.Path != "/") || strings.ContainsAny(raw, "?#*") {
+		p.add(path, "%q must be an origin such as https://app.example.com (scheme, host and optional port only)", raw)
+		return
+	}
+	switch strings.ToLower(u.Scheme) {
+	case "https":
+	case "http":
+		if !isLoopback(u.Hostname()) {
+			p.add(path, "%q must use https: %s", raw, loopbackNote)
+		}
+	default:
+		p.add(path, "%q must be an http(s) origin", raw)
+	}
+}
+
+// checkHostPort checks host:port; the host may be empty when allowEmptyHost.
+func checkHostPort(s string, allowEmptyHost bool) string {
+	host, port, err := net.SplitHostPort(s)
+	if err != nil {
+		return "must be host:port"
+	}
+	if host == "" && !allowEmptyHost {
+		return "must be host:port"
+	}
+	n, err := strconv.Atoi(port)
+	if err != nil || n < 0 || n > 65535 {
+		return "has an invalid port"
+	}
+	return ""
+}

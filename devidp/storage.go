@@ -1,0 +1,667 @@
+package devidp
+
+import (
+	"context"
+	"crypto/md5"
+	"crypto/rand"
+	"crypto/rsa"
+	"crypto/sha256"
+	"crypto/subtle"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"math/big"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	jose "github.com/go-jose/go-jose/v4"
+
+	"github.com/zitadel/oidc/v3/pkg/oidc"
+	"github.com/zitadel/oidc/v3/pkg/op"
+)
+
+// Connection names, as Auth0 spells them. They are the prefix of the
+// identities' subjects too ("auth0|…" for the database connection).
+const (
+	ConnectionPassword = "Username-Password-Authentication"
+	ConnectionGoogle   = "google-oauth2"
+	ConnectionFacebook = "facebook"
+)
+
+const (
+	authRequestLifetime = time.Hour
+	accessTokenLifetime = 24 * time.Hour // Auth0's default for an API-less access token
+	sessionLifetime     = 7 * 24 * time.Hour
+	idTokenLifetime     = 10 * time.Hour // Auth0's default
+)
+
+var (
+	errUserExists     = errors.New("user already exists")
+	errWrongPassword  = errors.New("wrong email or password")
+	errUnknownRequest = errors.New("unknown or expired login request")
+)
+
+// identity is one account of one connection, as Auth0 keeps them: the same
+// email under two connections is two identities with two subjects.
+type identity struct {
+	sub           string
+	connection    string
+	email         string // lower case
+	password      string // database connection only; plain text is fine for a dev stand-in
+	name          string
+	emailVerified bool
+}
+
+func (u *identity) nickname() string {
+	local, _, _ := strings.Cut(u.email, "@")
+	return local
+}
+
+// picture mimics Auth0's gravatar URL: any stable URL will do.
+func (u *identity) picture() string {
+	sum := md5.Sum([]byte(u.email))
+	return "https://s.gravatar.com/avatar/" + hex.EncodeToString(sum[:]) + "?s=480&r=pg&d=identicon"
+}
+
+// browserSession is what the devidp session cookie points at.
+type browserSession struct {
+	sub        string
+	connection string
+	authTime   time.Time
+	amr        []string
+	expires    time.Time
+}
+
+type accessToken struct {
+	clientID string
+	sub      string
+	scopes   []string
+	expires  time.Time
+}
+
+// store implements op.Storage in memory, plus the users and browser
+// sessions of the login UI. One mutex guards everything: a dev stand-in
+// does not need finer locking.
+type store struct {
+	mu           sync.Mutex
+	clients      map[string]*client
+	users        map[string]*identity // by sub
+	logins       map[string]string    // connection + "\x00" + email → sub
+	authRequests map[string]*authRequest
+	codes        map[string]string // code → auth request ID
+	tokens       map[string]*accessToken
+	sessions     map[string]*browserSession
+	lastPurge    time.Time
+	misbehavior  Misbehavior
+
+	keyID string
+	key   *rsa.PrivateKey
+	// rogueKey signs ID tokens under Misbehavior.BadSignature: same key ID
+	// as the published key, different key material, so verifiers find "the"
+	// key and the signature check itself fails. Generated on first use.
+	rogueOnce sync.Once
+	rogueKey  *rsa.PrivateKey
+	rogueErr  error
+}
+
+var (
+	_ op.Storage                   = (*store)(nil)
+	_ op.CanSetUserinfoFromRequest = (*store)(nil)
+)
+
+func newStore(clients []Client) (*store, error) {
+	key, err := rsa.GenerateKey(rand.Reader, 2048)
+	if err != nil {
+		return nil, fmt.Errorf("devidp: generate signing key: %w", err)
+	}
+	s := &store{
+		clients:      make(map[string]*client, len(clients)),
+		users:        make(map[string]*identity),
+		logins:       make(map[string]string),
+		authRequests: make(map[string]*authRequest),
+		codes:        make(map[string]string),
+		tokens:       make(map[string]*accessToken),
+		sessions:     make(map[string]*browserSession),
+		keyID:        rand.Text(),
+		key:          key,
+	}
+	for i, c := range clients {
+		switch {
+		case c.ID == "":
+			return nil, fmt.Errorf("devidp: Clients[%d].ID is empty", i)
+		case c.Secret == "":
+			return nil, fmt.Errorf("devidp: Clients[%d].Secret is empty (clients are confidential)", i)
+		case len(c.RedirectURIs) == 0:
+			return nil, fmt.Errorf("devidp: Clients[%d].RedirectURIs is empty", i)
+		}
+		if _, dup := s.clients[c.ID]; dup {
+			return nil, fmt.Errorf("devidp: Clients[%d].ID %q is a duplicate", i, c.ID)
+		}
+		s.clients[c.ID] = &client{
+			id:                     c.ID,
+			secret:                 c.Secret,
+			redirectURIs:           slices.Clone(c.RedirectURIs),
+			postLogoutRedirectURIs: slices.Clone(c.PostLogoutRedirectURIs),
+		}
+	}
+	return s, nil
+}
+
+func normalizeEmail(email string) string {
+	return strings.ToLower(strings.TrimSpace(email))
+}
+
+func loginKey(connection, email string) string {
+	return connection + "\x00" + email
+}
+
+func validEmail(email string) bool {
+	local, domain, ok := strings.Cut(email, "@")
+	return ok && local != "" && domain != "" && !strings.ContainsAny(email, " \t\r\n")
+}
+
+// socialSub derives a subject from the email so the same email gets the same
+// subject on every sign-in (and in every devidp instance), like a real
+// Google or Facebook account ID would.
+func socialSub(connection, email string, digits int) string {
+	sum := sha256.Sum256([]byte(connection + "|" + email))
+	n := new(big.Int).SetBytes(sum[:])
+	n.Mod(n, new(big.Int).Exp(big.NewInt(10), big.NewInt(int64(digits-1)), nil))
+	// A leading 1 keeps the width fixed, as real IDs have no leading zero.
+	return fmt.Sprintf("%s|1%0*s", connection, digits-1, n.String())
+}
+
+// addPasswordUser creates a database-connection identity.
+func (s *store) addPasswordUser(u User) (string, error) {
+	email := normalizeEmail(u.Email)
+	if !validEmail(email) {
+		return "", fmt.Errorf("devidp: invalid email %q", u.Email)
+	}
+	if u.Password == "" {
+		return "", errors.New("devidp: password is required")
+	}
+	name := strings.TrimSpace(u.Name)
+	if name == "" {
+		name = email // Auth0 defaults a database user's name to the email
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if _, ok := s.logins[loginKey(ConnectionPassword, email)]; ok {
+		return "", errUserExists
+	}
+	b := make([]byte, 12)
+	rand.Read(b)
+	id := &identity{
+		sub:           "auth0|" + hex.EncodeToString(b),
+		connection:    ConnectionPassword,
+		email:         email,
+		password:      u.Password,
+		name:          name,
+		emailVerified: u.EmailVerified,
+	}
+	s.users[id.sub] = id
+	s.logins[loginKey(ConnectionPassword, email)] = id.sub
+	return id.sub, nil
+}
+
+// checkPassword returns the subject of the database user with that email and password.
+func (s *store) checkPassword(email, password string) (string, error) {
+	email = normalizeEmail(email)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	sub, ok := s.logins[loginKey(ConnectionPassword, email)]
+	if !ok {
+		return "", errWrongPassword
+	}
+	if subtle.ConstantTimeCompare([]byte(s.users[sub].password), []byte(password)) != 1 {
+		return "", errWrongPassword
+	}
+	return sub, nil
+}
+
+// socialSignIn creates or refreshes a simulated social identity. The
+// verified flag belongs to this sign-in (some Facebook accounts have an
+// unverified email), so it overwrites what an earlier sign-in said.
+func (s *store) socialSignIn(connection, email, name string, verified bool) (string, error) {
+	email = normalizeEmail(email)
+	if !validEmail(email) {
+		return "", fmt.Errorf("invalid email %q", email)
+	}
+	var sub string
+	switch connection {
+	case ConnectionGoogle:
+		sub = socialSub(connection, email, 21)
+	case ConnectionFacebook:
+		sub = socialSub(connection, email, 16)
+	default:
+		return "", fmt.Errorf("unknown connection %q", connection)
+	}
+	name = strings.TrimSpace(name)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	id, ok := s.users[sub]
+	if !ok {
+		id = &identity{sub: sub, connection: connection, email: email, name: email}
+		s.users[sub] = id
+		s.logins[loginKey(connection, email)] = sub
+	}
+	if name != "" {
+		id.name = name
+	}
+	id.emailVerified = verified
+	return sub, nil
+}
+
+func (s *store) userSub(connection, email string) (string, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	sub, ok := s.logins[loginKey(connection, normalizeEmail(email))]
+	return sub, ok
+}
+
+func (s *store) user(sub string) (identity, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	u, ok := s.users[sub]
+	if !ok {
+		return identity{}, false
+	}
+	return *u, true
+}
+
+func (s *store) setMisbehavior(m Misbehavior) {
+	s.mu.Lock()
+	s.misbehavior = m
+	s.mu.Unlock()
+}
+
+func (s *store) getMisbehavior() Misbehavior {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.misbehavior
+}
+
+// --- browser sessions ---
+
+func (s *store) newSession(sess browserSession) string {
+	id := rand.Text()
+	sess.expires = time.Now().Add(sessionLifetime)
+	s.mu.Lock()
+	s.sessions[id] = &sess
+	s.mu.Unlock()
+	return id
+}
+
+// session returns a live session whose identity still exists.
+func (s *store) session(id string) (browserSession, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	sess, ok := s.sessions[id]
+	if !ok {
+		return browserSession{}, false
+	}
+	if time.Now().After(sess.expires) {
+		delete(s.sessions, id)
+		return browserSession{}, false
+	}
+	if _, ok := s.users[sess.sub]; !ok {
+		return browserSession{}, false
+	}
+	return *sess, true
+}
+
+func (s *store) deleteSession(id string) {
+	s.mu.Lock()
+	delete(s.sessions, id)
+	s.mu.Unlock()
+}
+
+// --- auth requests ---
+
+// purgeLocked drops expired state at most once a minute, so an
+// always-running `usher dev` does not grow without bound.
+func (s *store) purgeLocked(now time.Time) {
+	if now.Sub(s.lastPurge) < time.Minute {
+		return
+	}
+	s.lastPurge = now
+	for id, r := range s.authRequests {
+		if now.Sub(r.created) > authRequestLifetime {
+			delete(s.authRequests, id)
+		}
+	}
+	for code, id := range s.codes {
+		if _, ok := s.authRequests[id]; !ok {
+			delete(s.codes, code)
+		}
+	}
+	for id, t := range s.tokens {
+		if now.After(t.expires) {
+			delete(s.tokens, id)
+		}
+	}
+	for id, sess := range s.sessions {
+		if now.After(sess.expires) {
+			delete(s.sessions, id)
+		}
+	}
+}
+
+// authorizeExtras carries the Auth0 parameters that oidc.AuthRequest does
+// not decode, from the /authorize handler to CreateAuthRequest.
+type authorizeExtras struct {
+	connection string
+	screenHint string
+}
+
+type authorizeExtrasKey struct{}
+
+func (s *store) CreateAuthRequest(ctx context.Context, req *oidc.AuthRequest, _ string) (op.AuthRequest, error) {
+	// The library accepts PKCE "plain"; Auth0 (and usher) only use S256.
+	if req.CodeChallenge != "" && req.CodeChallengeMethod != oidc.CodeChallengeMethodS256 {
+		return nil, oidc.ErrInvalidRequest().WithDescription("code_challenge_method must be S256")
+	}
+	extras, _ := ctx.Value(authorizeExtrasKey{}).(authorizeExtras)
+	ar := &authRequest{
+		id:           rand.Text(),
+		created:      time.Now(),
+		clientID:     req.ClientID,
+		redirectURI:  req.RedirectURI,
+		state:        req.State,
+		nonce:        req.Nonce,
+		scopes:       slices.Clone([]string(req.Scopes)),
+		responseType: req.ResponseType,
+		responseMode: req.ResponseMode,
+		prompt:       slices.Clone([]string(req.Prompt)),
+		loginHint:    req.LoginHint,
+		uiLocales:    req.UILocales,
+		connection:   extras.connection,
+		screenHint:   extras.screenHint,
+	}
+	if req.CodeChallenge != "" {
+		ar.codeChallenge = &oidc.CodeChallenge{Challenge: req.CodeChallenge, Method: req.CodeChallengeMethod}
+	}
+	if req.MaxAge != nil {
+		d := time.Duration(*req.MaxAge) * time.Second
+		ar.maxAge = &d
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.purgeLocked(ar.created)
+	s.authRequests[ar.id] = ar
+	return ar.snapshot(), nil
+}
+
+// authRequest returns a copy: the library reads requests without our lock,
+// so it never gets a pointer that the login UI might write to.
+func (s *store) authRequest(id string) (*authRequest, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	ar, ok := s.authRequests[id]
+	if !ok || time.Since(ar.created) > authRequestLifetime {
+		return nil, errUnknownRequest
+	}
+	return ar.snapshot(), nil
+}
+
+// finishAuthRequest records who signed in; the library issues the code.
+func (s *store) finishAuthRequest(id string, sess browserSession) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	ar, ok := s.authRequests[id]
+	if !ok || time.Since(ar.created) > authRequestLifetime {
+		return errUnknownRequest
+	}
+	ar.sub = sess.sub
+	ar.authTime = sess.authTime
+	ar.amr = slices.Clone(sess.amr)
+	ar.done = true
+	return nil
+}
+
+func (s *store) AuthRequestByID(_ context.Context, id string) (op.AuthRequest, error) {
+	return s.authRequest(id)
+}
+
+func (s *store) AuthRequestByCode(_ context.Context, code string) (op.AuthRequest, error) {
+	s.mu.Lock()
+	id, ok := s.codes[code]
+	s.mu.Unlock()
+	if !ok {
+		return nil, errors.New("code invalid or expired")
+	}
+	return s.authRequest(id)
+}
+
+func (s *store) SaveAuthCode(_ context.Context, id, code string) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if _, ok := s.authRequests[id]; !ok {
+		return errUnknownRequest
+	}
+	s.codes[code] = id
+	return nil
+}
+
+func (s *store) DeleteAuthRequest(_ context.Context, id string) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	delete(s.authRequests, id)
+	for code, reqID := range s.codes {
+		if reqID == id {
+			delete(s.codes, code)
+		}
+	}
+	return nil
+}
+
+// --- tokens ---
+
+func (s *store) CreateAccessToken(_ context.Context, req op.TokenRequest) (string, time.Time, error) {
+	var clientID string
+	if c, ok := req.(interface{ GetClientID() string }); ok {
+		clientID = c.GetClientID()
+	}
+	id := rand.Text()
+	exp := time.Now().Add(accessTokenLifetime)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.tokens[id] = &accessToken{clientID: clientID, sub: req.GetSubject(), scopes: slices.Clone(req.GetScopes()), expires: exp}
+	return id, exp, nil
+}
+
+// Refresh tokens are not offered (clients are not given the grant type), so
+// the library never calls these two for a code flow.
+func (s *store) CreateAccessAndRefreshTokens(context.Context, op.TokenRequest, string) (string, string, time.Time, error) {
+	return "", "", time.Time{}, oidc.ErrUnsupportedGrantType().WithDescription("devidp does not issue refresh tokens")
+}
+
+func (s *store) TokenRequestByRefreshToken(context.Context, string) (op.RefreshTokenRequest, error) {
+	return nil, op.ErrInvalidRefreshToken
+}
+
+func (s *store) GetRefreshTokenInfo(context.Context, string, string) (string, string, error) {
+	return "", "", op.ErrInvalidRefreshToken
+}
+
+func (s *store) TerminateSession(_ context.Context, userID, clientID string) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for id, t := range s.tokens {
+		if t.sub == userID && t.clientID == clientID {
+			delete(s.tokens, id)
+		}
+	}
+	return nil
+}
+
+func (s *store) RevokeToken(_ context.Context, tokenID, _, clientID string) *oidc.Error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	t, ok := s.tokens[tokenID]
+	if !ok {
+		return nil // unknown tokens count as revoked (RFC 7009)
+	}
+	if t.clientID != clientID {
+		return oidc.ErrInvalidClient().WithDescription("token was not issued to this client")
+	}
+	delete(s.tokens, tokenID)
+	return nil
+}
+
+// --- keys ---
+
+type signingKey struct {
+	id  string
+	key *rsa.PrivateKey
+}
+
+func (k signingKey) SignatureAlgorithm() jose.SignatureAlgorithm { return jose.RS256 }
+func (k signingKey) Key() any                                    { return k.key }
+func (k signingKey) ID() string                                  { return k.id }
+
+type publicKey struct {
+	id  string
+	key *rsa.PublicKey
+}
+
+func (k publicKey) ID() string                         { return k.id }
+func (k publicKey) Algorithm() jose.SignatureAlgorithm { return jose.RS256 }
+func (k publicKey) Use() string                        { return "sig" }
+func (k publicKey) Key() any                           { return k.key }
+
+// SigningKey is what the library signs with; KeySet is what it publishes.
+// Under Misbehavior.BadSignature the two differ.
+func (s *store) SigningKey(context.Context) (op.SigningKey, error) {
+	if !s.getMisbehavior().BadSignature {
+		return signingKey{id: s.keyID, key: s.key}, nil
+	}
+	s.rogueOnce.Do(func() {
+		s.rogueKey, s.rogueErr = rsa.GenerateKey(rand.Reader, 2048)
+	})
+	if s.rogueErr != nil {
+		return nil, s.rogueErr
+	}
+	return signingKey{id: s.keyID, key: s.rogueKey}, nil
+}
+
+func (s *store) SignatureAlgorithms(context.Context) ([]jose.SignatureAlgorithm, error) {
+	return []jose.SignatureAlgorithm{jose.RS256}, nil
+}
+
+func (s *store) KeySet(context.Context) ([]op.Key, error) {
+	return []op.Key{publicKey{id: s.keyID, key: &s.key.PublicKey}}, nil
+}
+
+// --- clients ---
+
+func (s *store) GetClientByClientID(_ context.Context, clientID string) (op.Client, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	c, ok := s.clients[clientID]
+	if !ok {
+		return nil, fmt.Errorf("unknown client %q", clientID)
+	}
+	return c, nil
+}
+
+func (s *store) AuthorizeClientIDSecret(_ context.Context, clientID, secret string) error {
+	s.mu.Lock()
+	c, ok := s.clients[clientID]
+	s.mu.Unlock()
+	if !ok || subtle.ConstantTimeCompare([]byte(c.secret), []byte(secret)) != 1 {
+		return errors.New("invalid client credentials")
+	}
+	return nil
+}
+
+// --- claims ---
+
+// SetUserinfoFromScopes is deprecated in the library; SetUserinfoFromRequest does the work.
+func (s *store) SetUserinfoFromScopes(context.Context, *oidc.UserInfo, string, string, []string) error {
+	return nil
+}
+
+// SetUserinfoFromRequest fills the ID token's claims. It must set the
+// subject: the library copies the whole userinfo over the token's claims, so
+// an empty Subject would ship an ID token without sub.
+func (s *store) SetUserinfoFromRequest(_ context.Context, info *oidc.UserInfo, req op.IDTokenRequest, scopes []string) error {
+	return s.fillUserinfo(info, req.GetSubject(), scopes)
+}
+
+func (s *store) SetUserinfoFromToken(_ context.Context, info *oidc.UserInfo, tokenID, subject, _ string) error {
+	s.mu.Lock()
+	t, ok := s.tokens[tokenID]
+	var scopes []string
+	if ok {
+		ok = t.sub == subject && time.Now().Before(t.expires)
+		scopes = t.scopes
+	}
+	s.mu.Unlock()
+	if !ok {
+		return errors.New("access token invalid or expired")
+	}
+	return s.fillUserinfo(info, subject, scopes)
+}
+
+func (s *store) SetIntrospectionFromToken(_ context.Context, resp *oidc.IntrospectionResponse, tokenID, subject, clientID string) error {
+	s.mu.Lock()
+	t, ok := s.tokens[tokenID]
+	var tok accessToken
+	if ok {
+		tok = *t
+	}
+	s.mu.Unlock()
+	if !ok || tok.sub != subject || tok.clientID != clientID || time.Now().After(tok.expires) {
+		return errors.New("token is not active for this client")
+	}
+	info := new(oidc.UserInfo)
+	if err := s.fillUserinfo(info, subject, tok.scopes); err != nil {
+		return err
+	}
+	resp.SetUserInfo(info)
+	resp.Scope = tok.scopes
+	resp.ClientID = tok.clientID
+	resp.Expiration = oidc.FromTime(tok.expires)
+	return nil
+}
+
+// fillUserinfo sets the claims Auth0 sets for these scopes.
+func (s *store) fillUserinfo(info *oidc.UserInfo, sub string, scopes []string) error {
+	u, ok := s.user(sub)
+	if !ok {
+		return fmt.Errorf("unknown user %q", sub)
+	}
+	info.Subject = u.sub
+	for _, scope := range scopes {
+		switch scope {
+		case oidc.ScopeProfile:
+			info.Name = u.name
+			info.Nickname = u.nickname()
+			info.Picture = u.picture()
+		case oidc.ScopeEmail:
+			info.Email = u.email
+			info.EmailVerified = oidc.Bool(u.emailVerified)
+			// The typed field is omitempty, which would drop a false value;
+			// Auth0 sends email_verified:false explicitly, and so do we.
+			info.AppendClaims("email_verified", u.emailVerified)
+		}
+	}
+	return nil
+}
+
+func (s *store) GetPrivateClaimsFromScopes(context.Context, string, string, []string) (map[string]any, error) {
+	return nil, nil
+}
+
+func (s *store) GetKeyByIDAndClientID(context.Context, string, string) (*jose.JSONWebKey, error) {
+	return nil, errors.New("devidp: private_key_jwt is not supported")
+}
+
+func (s *store) ValidateJWTProfileScopes(context.Context, string, []string) ([]string, error) {
+	return nil, errors.New("devidp: JWT profile grant is not supported")
+}
+
+func (s *store) Health(context.Context) error { return nil }

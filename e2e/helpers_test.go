@@ -1,0 +1,164 @@
+// Package e2e drives usher end to end: a real Chromium (chromedp) against
+// usher, the devidp stand-in for Auth0 and the demo SPA, all on loopback.
+package e2e
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/chromedp/chromedp"
+
+	"github.com/usher-oidc/usher/app"
+)
+
+func startDev(t *testing.T, opts app.DevOptions) *app.Dev {
+	t.Helper()
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	}
+	d, err := app.StartDev(context.Background(), opts)
+	if err != nil {
+		t.Fatalf("starting usher dev: %v", err)
+	}
+	t.Cleanup(d.Close)
+	return d
+}
+
+type testWriter struct{ t *testing.T }
+
+func (w testWriter) Write(p []byte) (int, error) {
+	w.t.Log(strings.TrimRight(string(p), "\n"))
+	return len(p), nil
+}
+
+// newBrowser starts a fresh headless Chromium with its own profile.
+func newBrowser(t *testing.T) context.Context {
+	t.Helper()
+	path, err := exec.LookPath("chromium")
+	if err != nil {
+		t.Fatalf("chromium is not installed (make test installs it): %v", err)
+	}
+	opts := []chromedp.ExecAllocatorOption{
+		chromedp.ExecPath(path),
+		chromedp.Headless,
+		chromedp.NoSandbox,
+		chromedp.DisableGPU,
+		chromedp.UserDataDir(t.TempDir()),
+		chromedp.Flag("disable-background-networking", true),
+		chromedp.Flag("disable-component-update", true),
+		chromedp.Flag("disable-sync", true),
+		chromedp.Flag("no-first-run", true),
+		chromedp.Flag("disable-quic", true),
+	}
+	allocCtx, cancelAlloc := chromedp.NewExecAllocator(context.Background(), opts...)
+	ctx, cancelCtx := chromedp.NewContext(allocCtx)
+	ctx, cancelTimeout := context.WithTimeout(ctx, 3*time.Minute)
+	t.Cleanup(func() {
+		cancelTimeout()
+		cancelCtx()
+		cancelAlloc()
+	})
+	return ctx
+}
+
+// demoState is what the demo SPA exposes to tests after each render.
+type demoState struct {
+	IDClaims     map[string]any `json:"idClaims"`
+	ATClaims     any            `json:"atClaims"`
+	Userinfo     map[string]any `json:"userinfo"`
+	RefreshToken bool           `json:"refreshToken"`
+}
+
+// waitSignedIn waits until the SPA shows a signed-in state and returns it.
+func waitSignedIn(t *testing.T, ctx context.Context) demoState {
+	t.Helper()
+	raw := pollJS(t, ctx, "waiting for the SPA to be signed in", 30*time.Second,
+		`document.body && document.body.dataset.ready === "1" && window.demoState && window.demoState.idClaims && window.demoState.userinfo ? JSON.stringify(window.demoState) : ""`)
+	var s demoState
+	if err := json.Unmarshal([]byte(raw), &s); err != nil {
+		t.Fatalf("decoding demo state: %v", err)
+	}
+	return s
+}
+
+// pollJS evaluates expr until it is truthy, across page navigations (a poll
+// in a page that navigates away fails; the next one runs in the new page).
+func pollJS(t *testing.T, ctx context.Context, what string, timeout time.Duration, expr string) string {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	var last error
+	for time.Now().Before(deadline) {
+		v, err := chromedp.Run(ctx, chromedp.Evaluate[any](expr))
+		if err == nil {
+			switch x := v.(type) {
+			case string:
+				if x != "" {
+					return x
+				}
+			case bool:
+				if x {
+					return "true"
+				}
+			}
+		} else {
+			last = err
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	failWithPage(t, ctx, what, fmt.Errorf("timed out after %s (last error: %v)", timeout, last))
+	return ""
+}
+
+// failWithPage reports where the browser is and what it shows, and saves a screenshot.
+func failWithPage(t *testing.T, ctx context.Context, what string, err error) {
+	t.Helper()
+	loc, _ := chromedp.Run(ctx, chromedp.Location())
+	text, _ := chromedp.Run(ctx, chromedp.Evaluate[string](`document.body ? document.body.innerText.slice(0, 2000) : ""`))
+	if png, serr := chromedp.Run(ctx, chromedp.FullScreenshot(80)); serr == nil {
+		p := filepath.Join(t.TempDir(), "failure.png")
+		_ = os.WriteFile(p, png, 0o644)
+	}
+	t.Fatalf("%s: %v\nlocation: %s\npage text:\n%s", what, err, loc, text)
+}
+
+func do(t *testing.T, ctx context.Context, what string, steps ...chromedp.Action[chromedp.Void]) {
+	t.Helper()
+	if err := chromedp.Do(ctx, steps...); err != nil {
+		failWithPage(t, ctx, what, err)
+	}
+}
+
+// devidp form helpers.
+func signUpAtDevIDP(t *testing.T, ctx context.Context, email, password, name string) {
+	t.Helper()
+	do(t, ctx, "filling the devidp sign-up form",
+		chromedp.WaitVisible(chromedp.CSS(`form[action="/u/signup"] input[name=email]`)),
+		chromedp.SetValue(chromedp.CSS(`form[action="/u/signup"] input[name=email]`), email),
+		chromedp.SetValue(chromedp.CSS(`form[action="/u/signup"] input[name=password]`), password),
+		chromedp.SetValue(chromedp.CSS(`form[action="/u/signup"] input[name=name]`), name),
+		chromedp.Click(chromedp.CSS(`form[action="/u/signup"] button[type=submit]`)),
+	)
+}
+
+func signInAtDevIDP(t *testing.T, ctx context.Context, email, password string) {
+	t.Helper()
+	do(t, ctx, "filling the devidp login form",
+		chromedp.WaitVisible(chromedp.CSS(`form[action="/u/login"] input[name=email]`)),
+		chromedp.SetValue(chromedp.CSS(`form[action="/u/login"] input[name=email]`), email),
+		chromedp.SetValue(chromedp.CSS(`form[action="/u/login"] input[name=password]`), password),
+		chromedp.Click(chromedp.CSS(`form[action="/u/login"] button[type=submit]`)),
+	)
+}
+
+func claimString(m map[string]any, k string) string {
+	s, _ := m[k].(string)
+	return s
+}

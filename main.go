@@ -1,0 +1,167 @@
+// Command usher is an OpenID Connect broker that adds invitations to Auth0.
+//
+//	usher serve --config usher.yaml   run in production
+//	usher dev                         usher + a stand-in Auth0 + a demo SPA on loopback
+//	usher config check --config F     validate a config file and print it, secrets redacted
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"gopkg.in/yaml.v3"
+
+	"github.com/usher-oidc/usher/app"
+	"github.com/usher-oidc/usher/config"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	os.Exit(run(ctx, os.Args[1:], os.Stdout, os.Stderr))
+}
+
+const usage = `usher — an OpenID Connect broker with invitations, in front of Auth0
+
+Usage:
+  usher serve --config usher.yaml     run usher
+  usher dev [--addr 127.0.0.1:8080]   run usher, a stand-in Auth0 and a demo SPA on loopback
+  usher config check --config FILE    validate a configuration file
+`
+
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, usage)
+		return 2
+	}
+	var err error
+	switch args[0] {
+	case "serve":
+		err = cmdServe(ctx, args[1:], stderr)
+	case "dev":
+		err = cmdDev(ctx, args[1:], stdout, stderr)
+	case "config":
+		if len(args) < 2 || args[1] != "check" {
+			fmt.Fprint(stderr, usage)
+			return 2
+		}
+		err = cmdConfigCheck(args[2:], stdout)
+	case "help", "-h", "--help":
+		fmt.Fprint(stdout, usage)
+		return 0
+	default:
+		fmt.Fprintf(stderr, "unknown command %q\n\n%s", args[0], usage)
+		return 2
+	}
+	if err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return 2
+		}
+		fmt.Fprintf(stderr, "usher: %v\n", err)
+		return 1
+	}
+	return 0
+}
+
+func newLogger(w io.Writer, format, level string) *slog.Logger {
+	var lv slog.Level
+	_ = lv.UnmarshalText([]byte(level))
+	opts := &slog.HandlerOptions{Level: lv}
+	if format == "text" {
+		return slog.New(slog.NewTextHandler(w, opts))
+	}
+	return slog.New(slog.NewJSONHandler(w, opts))
+}
+
+func cmdServe(ctx context.Context, args []string, stderr io.Writer) error {
+	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
+	path := fs.String("config", os.Getenv("USHER_CONFIG"), "path to the YAML config file")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	cfg, err := config.Load(*path, os.LookupEnv)
+	if err != nil {
+		return fmt.Errorf("invalid configuration:\n%w", err)
+	}
+	log := newLogger(stderr, cfg.Log.Format, cfg.Log.Level)
+	slog.SetDefault(log)
+	a, err := app.New(ctx, cfg, app.Options{Logger: log})
+	if err != nil {
+		return err
+	}
+	defer a.Close()
+	srv := &http.Server{Addr: cfg.Listen, Handler: a.Handler(), ReadHeaderTimeout: 10 * time.Second}
+	log.Info("usher listening", "addr", cfg.Listen, "issuer", cfg.Issuer)
+	return app.Serve(ctx, srv, srv.ListenAndServe, log)
+}
+
+func cmdDev(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("dev", flag.ContinueOnError)
+	addr := fs.String("addr", "127.0.0.1:8080", "usher's address")
+	issuer := fs.String("issuer", "", "usher's issuer URL (default http://<addr>)")
+	idpAddr := fs.String("devidp-addr", "127.0.0.1:8081", "the stand-in Auth0's address")
+	spaAddr := fs.String("spa-addr", "127.0.0.1:8082", "the demo SPA's address")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	log := newLogger(stderr, "text", "info")
+	slog.SetDefault(log)
+	d, err := app.StartDev(ctx, app.DevOptions{Addr: *addr, Issuer: *issuer, DevIDPAddr: *idpAddr, SPAAddr: *spaAddr, Logger: log})
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	fmt.Fprintf(stdout, `usher dev is running (development only: nothing here is safe for production)
+
+  demo SPA        %s
+  usher issuer    %s   (discovery: %s/.well-known/openid-configuration)
+  stand-in Auth0  %s
+
+Fixtures:
+  user            %s / %s  (or sign up with any email)
+  SPA client      %s (public, PKCE)
+  funnel client   %s / %s (client_credentials; scopes invitations:write invitations:read)
+
+Press Ctrl-C to stop.
+`, d.SPAURL, d.IssuerURL, trimSlash(d.IssuerURL), d.IDPURL,
+		app.DevUserEmail, app.DevUserPassword, app.DevSPAClientID, app.DevFunnelClientID, app.DevFunnelSecret)
+	<-ctx.Done()
+	return nil
+}
+
+func trimSlash(s string) string {
+	if len(s) > 0 && s[len(s)-1] == '/' {
+		return s[:len(s)-1]
+	}
+	return s
+}
+
+func cmdConfigCheck(args []string, stdout io.Writer) error {
+	fs := flag.NewFlagSet("config check", flag.ContinueOnError)
+	path := fs.String("config", os.Getenv("USHER_CONFIG"), "path to the YAML config file")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if *path == "" && fs.NArg() > 0 {
+		*path = fs.Arg(0)
+	}
+	cfg, err := config.Load(*path, os.LookupEnv)
+	if err != nil {
+		return fmt.Errorf("invalid configuration:\n%w", err)
+	}
+	out, err := yaml.Marshal(cfg.Redacted())
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "configuration is valid\n---\n%s", out)
+	return nil
+}

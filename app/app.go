@@ -35,6 +35,8 @@ type Options struct {
 	UpstreamHTTPClient *http.Client
 	// Store, when set, is used instead of opening the configured one.
 	Store Store
+	// WrapStore, when set, decorates the store (tests count writes with it).
+	WrapStore func(Store) Store
 }
 
 // App is a running usher.
@@ -61,6 +63,9 @@ func New(ctx context.Context, cfg *config.Config, o Options) (*App, error) {
 			return nil, err
 		}
 		a.Store, a.owned = st, true
+	}
+	if o.WrapStore != nil {
+		a.Store = o.WrapStore(a.Store)
 	}
 	bo, err := BrokerOptions(cfg)
 	if err != nil {

@@ -40,6 +40,8 @@ type DevOptions struct {
 	Now       func() time.Time
 	// Configure lets tests adjust the config before usher starts.
 	Configure func(*config.Config)
+	// WrapStore decorates usher's store (see Options.WrapStore).
+	WrapStore func(Store) Store
 }
 
 // Dev is a running `usher dev`: usher, devidp and the demo SPA.
@@ -145,7 +147,7 @@ func StartDev(ctx context.Context, o DevOptions) (*Dev, error) {
 		return nil, fmt.Errorf("dev config: %w", err)
 	}
 	d.Config = cfg
-	d.App, err = New(ctx, cfg, Options{Logger: o.Logger, Now: o.Now})
+	d.App, err = New(ctx, cfg, Options{Logger: o.Logger, Now: o.Now, WrapStore: o.WrapStore})
 	if err != nil {
 		return nil, err
 	}

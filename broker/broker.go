@@ -285,6 +285,12 @@ func (b *Broker) handleAuthorize(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "malformed request", http.StatusBadRequest)
 		return
 	}
+	// An unknown client has no redirect URI to trust: answer on a page.
+	if _, ok := b.clients[r.Form.Get("client_id")]; !ok {
+		renderPage(w, http.StatusBadRequest, page{Title: "Unknown application",
+			Message: "This sign-in link names an application usher does not know (client_id). Check the application's configuration."})
+		return
+	}
 	ex := authorizeExtras{
 		connection: clip(r.Form.Get("connection"), 100),
 		screenHint: clip(r.Form.Get("screen_hint"), 20),

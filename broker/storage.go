@@ -3,7 +3,6 @@ package broker
 import (
 	"context"
 	"errors"
-	"fmt"
 	"slices"
 	"strings"
 	"time"
@@ -302,7 +301,7 @@ func (s opStorage) KeySet(context.Context) ([]op.Key, error) {
 func (s opStorage) GetClientByClientID(_ context.Context, id string) (op.Client, error) {
 	c, ok := s.b.clients[id]
 	if !ok {
-		return nil, fmt.Errorf("client %q is not registered", id)
+		return nil, oidc.ErrInvalidClient().WithDescription("client %q is not registered", id)
 	}
 	return s.b.opClient(c), nil
 }

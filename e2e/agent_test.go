@@ -1,0 +1,232 @@
+package e2e
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/cookiejar"
+	"net/url"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/usher-oidc/usher/app"
+	"github.com/usher-oidc/usher/grants"
+	"github.com/usher-oidc/usher/sessions"
+)
+
+// agent is a scripted browser without JavaScript: it follows redirects with
+// a cookie jar and fills devidp's forms, stopping when usher redirects to the
+// client's redirect URI. Fast enough for tests that run many sign-ins.
+type agent struct {
+	t      *testing.T
+	client *http.Client
+	stopAt string // origin of the client's redirect URI
+}
+
+func newAgent(t *testing.T, stopAt string) *agent {
+	jar, _ := cookiejar.New(nil)
+	a := &agent{t: t, stopAt: stopAt}
+	a.client = &http.Client{Jar: jar, Timeout: 20 * time.Second,
+		CheckRedirect: func(req *http.Request, via []*http.Request) error {
+			if strings.HasPrefix(req.URL.String(), a.stopAt) {
+				return http.ErrUseLastResponse
+			}
+			if len(via) > 20 {
+				return fmt.Errorf("too many redirects")
+			}
+			return nil
+		}}
+	return a
+}
+
+// pkce returns a verifier and its S256 challenge.
+func pkce() (verifier, challenge string) {
+	b := make([]byte, 32)
+	rand.Read(b)
+	verifier = base64.RawURLEncoding.EncodeToString(b)
+	sum := sha256.Sum256([]byte(verifier))
+	return verifier, base64.RawURLEncoding.EncodeToString(sum[:])
+}
+
+func randomString() string {
+	b := make([]byte, 12)
+	rand.Read(b)
+	return base64.RawURLEncoding.EncodeToString(b)
+}
+
+// get follows redirects from u and returns the last response (body read).
+func (a *agent) get(u string) (*http.Response, string) {
+	a.t.Helper()
+	resp, err := a.client.Get(u)
+	if err != nil {
+		a.t.Fatalf("GET %s: %v", u, err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	return resp, string(body)
+}
+
+func (a *agent) postForm(u string, v url.Values) (*http.Response, string) {
+	a.t.Helper()
+	resp, err := a.client.PostForm(u, v)
+	if err != nil {
+		a.t.Fatalf("POST %s: %v", u, err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	return resp, string(body)
+}
+
+// callbackOf returns the redirect to the client's redirect URI, or fails.
+func (a *agent) callbackOf(resp *http.Response, body string) url.Values {
+	a.t.Helper()
+	loc := resp.Header.Get("Location")
+	if !strings.HasPrefix(loc, a.stopAt) {
+		a.t.Fatalf("expected a redirect to %s, got %d %s\n%s", a.stopAt, resp.StatusCode, loc, clipText(body))
+	}
+	u, _ := url.Parse(loc)
+	return u.Query()
+}
+
+// devidpLogin submits the devidp page the last response shows (login or
+// sign-up) and returns the final redirect to the client.
+func (a *agent) devidpForm(resp *http.Response, body, form string, values url.Values) (*http.Response, string) {
+	a.t.Helper()
+	if resp.StatusCode != http.StatusOK || !strings.Contains(body, `action="/u/`+form+`"`) {
+		a.t.Fatalf("expected the devidp %s page, got %d at %s\n%s", form, resp.StatusCode, resp.Request.URL, clipText(body))
+	}
+	values.Set("state", resp.Request.URL.Query().Get("state"))
+	u := *resp.Request.URL
+	u.Path, u.RawQuery = "/u/"+form, ""
+	return a.postForm(u.String(), values)
+}
+
+func clipText(s string) string {
+	if len(s) > 1500 {
+		return s[:1500] + "…"
+	}
+	return s
+}
+
+// authorizeURL builds an authorization request for the dev SPA client.
+func authorizeURL(d *app.Dev, extra url.Values) (string, string, string) {
+	verifier, challenge := pkce()
+	state := randomString()
+	q := url.Values{
+		"client_id":             {app.DevSPAClientID},
+		"redirect_uri":          {d.SPAURL + "/callback"},
+		"response_type":         {"code"},
+		"scope":                 {"openid profile email offline_access"},
+		"state":                 {state},
+		"nonce":                 {randomString()},
+		"code_challenge":        {challenge},
+		"code_challenge_method": {"S256"},
+	}
+	for k, v := range extra {
+		q[k] = v
+	}
+	return strings.TrimSuffix(d.IssuerURL, "/") + "/authorize?" + q.Encode(), verifier, state
+}
+
+// signIn runs a full sign-in of the dev SPA client as email/password (signing
+// up first when signup is true) and returns the code and PKCE verifier.
+func (a *agent) signIn(d *app.Dev, email, password string, signup bool) (code, verifier string) {
+	a.t.Helper()
+	extra := url.Values{}
+	if signup {
+		extra.Set("screen_hint", "signup")
+	}
+	u, verifier, state := authorizeURL(d, extra)
+	resp, body := a.get(u)
+	form, vals := "login", url.Values{"email": {email}, "password": {password}}
+	if signup {
+		form = "signup"
+		vals.Set("name", "Test User")
+	}
+	// With a live upstream session devidp completes without a form.
+	if !strings.HasPrefix(resp.Header.Get("Location"), a.stopAt) {
+		resp, body = a.devidpForm(resp, body, form, vals)
+	}
+	q := a.callbackOf(resp, body)
+	if q.Get("error") != "" {
+		a.t.Fatalf("sign-in failed: %s: %s", q.Get("error"), q.Get("error_description"))
+	}
+	if q.Get("state") != state {
+		a.t.Fatalf("state = %q, want %q", q.Get("state"), state)
+	}
+	return q.Get("code"), verifier
+}
+
+// tokenResponse is the token endpoint's answer (success or error).
+type tokenResponse struct {
+	AccessToken  string `json:"access_token"`
+	IDToken      string `json:"id_token"`
+	RefreshToken string `json:"refresh_token"`
+	Error        string `json:"error"`
+	Description  string `json:"error_description"`
+	status       int
+}
+
+func postToken(t *testing.T, d *app.Dev, form url.Values) tokenResponse {
+	t.Helper()
+	resp, err := http.PostForm(strings.TrimSuffix(d.IssuerURL, "/")+"/oauth/token", form)
+	if err != nil {
+		t.Fatalf("token endpoint: %v", err)
+	}
+	defer resp.Body.Close()
+	var tr tokenResponse
+	if err := json.NewDecoder(resp.Body).Decode(&tr); err != nil {
+		t.Fatalf("decoding token response (%d): %v", resp.StatusCode, err)
+	}
+	tr.status = resp.StatusCode
+	return tr
+}
+
+func exchangeCode(t *testing.T, d *app.Dev, code, verifier string) tokenResponse {
+	t.Helper()
+	return postToken(t, d, url.Values{
+		"grant_type": {"authorization_code"}, "code": {code}, "code_verifier": {verifier},
+		"client_id": {app.DevSPAClientID}, "redirect_uri": {d.SPAURL + "/callback"},
+	})
+}
+
+func refresh(t *testing.T, d *app.Dev, rt string) tokenResponse {
+	t.Helper()
+	return postToken(t, d, url.Values{"grant_type": {"refresh_token"}, "refresh_token": {rt}, "client_id": {app.DevSPAClientID}})
+}
+
+// userinfoStatus calls /userinfo with the access token.
+func userinfoStatus(t *testing.T, d *app.Dev, at string) int {
+	t.Helper()
+	req, _ := http.NewRequest(http.MethodGet, strings.TrimSuffix(d.IssuerURL, "/")+"/userinfo", nil)
+	req.Header.Set("Authorization", "Bearer "+at)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	return resp.StatusCode
+}
+
+// countingStore counts writes, so tests can prove a rejection stored nothing.
+type countingStore struct {
+	app.Store
+	authRequests, identities atomic.Int64
+}
+
+func (c *countingStore) CreateAuthRequest(ctx context.Context, ar *sessions.AuthRequest) error {
+	c.authRequests.Add(1)
+	return c.Store.CreateAuthRequest(ctx, ar)
+}
+
+func (c *countingStore) ResolveIdentity(ctx context.Context, id grants.Identity, p grants.Profile, newID string, now time.Time) (*grants.User, bool, error) {
+	c.identities.Add(1)
+	return c.Store.ResolveIdentity(ctx, id, p, newID, now)
+}

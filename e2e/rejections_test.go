@@ -1,0 +1,248 @@
+package e2e
+
+import (
+	"net/http"
+	"net/url"
+	"strings"
+	"testing"
+
+	"github.com/usher-oidc/usher/app"
+	"github.com/usher-oidc/usher/devidp"
+)
+
+func startCountingDev(t *testing.T) (*app.Dev, *countingStore) {
+	cs := &countingStore{}
+	d := startDev(t, app.DevOptions{WrapStore: func(s app.Store) app.Store { cs.Store = s; return cs }})
+	return d, cs
+}
+
+// Every malformed or hostile authorization request is refused with a clear
+// OIDC error, and stores nothing.
+func TestAuthorizeRejections(t *testing.T) {
+	t.Parallel()
+	d, cs := startCountingDev(t)
+	good, _, _ := authorizeURL(d, nil)
+	base, _ := url.Parse(good)
+	tests := []struct {
+		name string
+		edit func(q url.Values)
+		// redirected: the error goes back to the (valid) redirect URI;
+		// otherwise it is shown on a page and the browser goes nowhere.
+		redirected bool
+		wantError  string
+	}{
+		{"wrong redirect_uri", func(q url.Values) { q.Set("redirect_uri", "https://evil.example/callback") }, false, ""},
+		{"redirect_uri prefix", func(q url.Values) { q.Set("redirect_uri", d.SPAURL+"/callback/../x") }, false, ""},
+		{"unknown client", func(q url.Values) { q.Set("client_id", "nobody") }, false, ""},
+		{"missing PKCE", func(q url.Values) { q.Del("code_challenge"); q.Del("code_challenge_method") }, true, "invalid_request"},
+		{"PKCE plain", func(q url.Values) { q.Set("code_challenge_method", "plain") }, true, "invalid_request"},
+		{"implicit flow", func(q url.Values) { q.Set("response_type", "token") }, true, "unauthorized_client"},
+		{"hybrid flow", func(q url.Values) { q.Set("response_type", "code id_token") }, true, "unauthorized_client"},
+		{"response_mode fragment", func(q url.Values) { q.Set("response_mode", "fragment") }, true, "invalid_request"},
+		{"no scope", func(q url.Values) { q.Del("scope") }, true, "invalid_request"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			before := cs.authRequests.Load()
+			q := base.Query()
+			tc.edit(q)
+			u := *base
+			u.RawQuery = q.Encode()
+			resp, err := (&http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}).Get(u.String())
+			if err != nil {
+				t.Fatal(err)
+			}
+			resp.Body.Close()
+			loc := resp.Header.Get("Location")
+			if tc.redirected {
+				if !strings.HasPrefix(loc, d.SPAURL+"/callback") {
+					t.Fatalf("status %d, Location %q: want an error redirect to the client", resp.StatusCode, loc)
+				}
+				lu, _ := url.Parse(loc)
+				params := lu.Query()
+				if lu.Fragment != "" { // response_mode=fragment puts the error there
+					params, _ = url.ParseQuery(lu.Fragment)
+				}
+				if got := params.Get("error"); got != tc.wantError {
+					t.Errorf("error = %q (%s), want %q", got, params.Get("error_description"), tc.wantError)
+				}
+				if params.Get("code") != "" {
+					t.Errorf("a code was issued: %s", loc)
+				}
+			} else if resp.StatusCode != http.StatusBadRequest || loc != "" {
+				t.Fatalf("status %d, Location %q: want 400 and no redirect", resp.StatusCode, loc)
+			}
+			if n := cs.authRequests.Load() - before; n != 0 {
+				t.Errorf("%d authorization requests stored for a rejected request", n)
+			}
+		})
+	}
+}
+
+// A code works once; its replay fails and revokes what the first exchange issued.
+func TestCodeReplayRevokesTokens(t *testing.T) {
+	t.Parallel()
+	d := startDev(t, app.DevOptions{})
+	a := newAgent(t, d.SPAURL)
+	code, verifier := a.signIn(d, app.DevUserEmail, app.DevUserPassword, false)
+
+	first := exchangeCode(t, d, code, verifier)
+	if first.status != http.StatusOK || first.AccessToken == "" || first.RefreshToken == "" {
+		t.Fatalf("first exchange: %+v", first)
+	}
+	if s := userinfoStatus(t, d, first.AccessToken); s != http.StatusOK {
+		t.Fatalf("userinfo before replay: %d", s)
+	}
+	replay := exchangeCode(t, d, code, verifier)
+	if replay.status != http.StatusBadRequest || replay.Error != "invalid_grant" {
+		t.Fatalf("replayed code: %+v, want invalid_grant", replay)
+	}
+	if s := userinfoStatus(t, d, first.AccessToken); s == http.StatusOK {
+		t.Errorf("access token from a replayed code still accepted by /userinfo")
+	}
+	if r := refresh(t, d, first.RefreshToken); r.Error != "invalid_grant" {
+		t.Errorf("refresh token from a replayed code still works: %+v", r)
+	}
+}
+
+// Wrong verifier, wrong client, wrong redirect_uri, downgrade: all invalid.
+func TestCodeExchangeRejections(t *testing.T) {
+	t.Parallel()
+	d := startDev(t, app.DevOptions{})
+	a := newAgent(t, d.SPAURL)
+	tests := []struct {
+		name string
+		edit func(v url.Values)
+		want string
+	}{
+		{"wrong verifier", func(v url.Values) { v.Set("code_verifier", strings.Repeat("a", 43)) }, "invalid_grant"},
+		{"no verifier", func(v url.Values) { v.Del("code_verifier") }, "invalid_request"},
+		{"other redirect_uri", func(v url.Values) { v.Set("redirect_uri", d.SPAURL+"/other") }, "invalid_grant"},
+		{"password grant", func(v url.Values) { v.Set("grant_type", "password"); v.Set("username", "x"); v.Set("password", "y") }, "unsupported_grant_type"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			code, verifier := a.signIn(d, app.DevUserEmail, app.DevUserPassword, false)
+			v := url.Values{"grant_type": {"authorization_code"}, "code": {code}, "code_verifier": {verifier},
+				"client_id": {app.DevSPAClientID}, "redirect_uri": {d.SPAURL + "/callback"}}
+			tc.edit(v)
+			tr := postToken(t, d, v)
+			if tr.Error != tc.want || tr.AccessToken != "" {
+				t.Fatalf("got %+v, want error %s", tr, tc.want)
+			}
+		})
+	}
+}
+
+// Refresh tokens rotate; presenting a rotated one revokes the whole family.
+func TestRefreshReuseRevokesFamily(t *testing.T) {
+	t.Parallel()
+	d := startDev(t, app.DevOptions{})
+	a := newAgent(t, d.SPAURL)
+	code, verifier := a.signIn(d, app.DevUserEmail, app.DevUserPassword, false)
+	t0 := exchangeCode(t, d, code, verifier)
+	t1 := refresh(t, d, t0.RefreshToken)
+	if t1.status != http.StatusOK || t1.RefreshToken == "" || t1.RefreshToken == t0.RefreshToken {
+		t.Fatalf("rotation: %+v", t1)
+	}
+	t2 := refresh(t, d, t1.RefreshToken)
+	if t2.status != http.StatusOK {
+		t.Fatalf("second rotation: %+v", t2)
+	}
+	// An attacker replays the first token.
+	if r := refresh(t, d, t0.RefreshToken); r.Error != "invalid_grant" {
+		t.Fatalf("reused rotated token: %+v, want invalid_grant", r)
+	}
+	// The legitimate holder's current token is dead too: the family is revoked.
+	if r := refresh(t, d, t2.RefreshToken); r.Error != "invalid_grant" {
+		t.Fatalf("newest token after reuse: %+v, want invalid_grant", r)
+	}
+	if s := userinfoStatus(t, d, t2.AccessToken); s == http.StatusOK {
+		t.Errorf("access token of a revoked family still accepted")
+	}
+}
+
+// A callback whose state this browser never issued is refused on a page.
+func TestCallbackForeignState(t *testing.T) {
+	t.Parallel()
+	d, cs := startCountingDev(t)
+	victim := newAgent(t, d.SPAURL)
+	attacker := newAgent(t, d.SPAURL)
+
+	// The attacker starts a login and captures usher's callback URL.
+	u, _, _ := authorizeURL(d, nil)
+	resp, body := attacker.get(u)
+	attacker.client.CheckRedirect = func(req *http.Request, _ []*http.Request) error {
+		if strings.HasSuffix(req.URL.Path, "/callback") && strings.HasPrefix(req.URL.String(), d.IssuerURL) {
+			return http.ErrUseLastResponse
+		}
+		return nil
+	}
+	resp, body = attacker.devidpForm(resp, body, "login", url.Values{"email": {app.DevUserEmail}, "password": {app.DevUserPassword}})
+	cb := resp.Header.Get("Location")
+	if !strings.HasPrefix(cb, strings.TrimSuffix(d.IssuerURL, "/")+"/callback") {
+		t.Fatalf("no usher callback captured: %d %s", resp.StatusCode, cb)
+	}
+	before := cs.identities.Load()
+	// …and makes the victim's browser load it (login CSRF).
+	resp, body = victim.get(cb)
+	if resp.StatusCode != http.StatusBadRequest || !strings.Contains(body, "does not belong to this browser") {
+		t.Fatalf("foreign state: %d\n%s", resp.StatusCode, clipText(body))
+	}
+	if cs.identities.Load() != before {
+		t.Errorf("a user was resolved from a foreign callback")
+	}
+}
+
+// An upstream ID token that fails verification ends the sign-in with an
+// OIDC error to the client, and creates no user.
+func TestUpstreamTokenRejected(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name string
+		m    devidp.Misbehavior
+	}{
+		{"bad signature", devidp.Misbehavior{BadSignature: true}},
+		{"wrong nonce", devidp.Misbehavior{WrongNonce: true}},
+		{"wrong audience", devidp.Misbehavior{WrongAudience: true}},
+		{"wrong issuer", devidp.Misbehavior{WrongIssuer: true}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			d, cs := startCountingDev(t)
+			d.IDP.Misbehave(tc.m)
+			a := newAgent(t, d.SPAURL)
+			u, _, _ := authorizeURL(d, nil)
+			resp, body := a.get(u)
+			resp, body = a.devidpForm(resp, body, "login", url.Values{"email": {app.DevUserEmail}, "password": {app.DevUserPassword}})
+			q := a.callbackOf(resp, body)
+			if q.Get("error") != "access_denied" || q.Get("code") != "" {
+				t.Fatalf("callback to client: %v, want error=access_denied and no code", q)
+			}
+			if n := cs.identities.Load(); n != 0 {
+				t.Errorf("%d users resolved from a rejected upstream token", n)
+			}
+		})
+	}
+}
+
+// prompt=none without an upstream session comes back to the client as
+// login_required, not as a broken page.
+func TestPromptNoneLoginRequired(t *testing.T) {
+	t.Parallel()
+	d := startDev(t, app.DevOptions{})
+	a := newAgent(t, d.SPAURL)
+	u, _, state := authorizeURL(d, url.Values{"prompt": {"none"}})
+	resp, body := a.get(u)
+	q := a.callbackOf(resp, body)
+	if q.Get("error") != "login_required" || q.Get("state") != state {
+		t.Fatalf("prompt=none: %v, want error=login_required with the client's state", q)
+	}
+	// After a sign-in, prompt=none succeeds silently.
+	a.signIn(d, app.DevUserEmail, app.DevUserPassword, false)
+	u, _, _ = authorizeURL(d, url.Values{"prompt": {"none"}})
+	resp, body = a.get(u)
+	if q := a.callbackOf(resp, body); q.Get("code") == "" {
+		t.Fatalf("prompt=none with a session: %v", q)
+	}
+}

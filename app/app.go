@@ -148,6 +148,12 @@ func BrokerOptions(cfg *config.Config) (broker.Options, error) {
 		CookieName:      cfg.Sessions.CookieName,
 		ClaimsNamespace: cfg.Invitations.ClaimsNamespace,
 		DefaultRoles:    cfg.Invitations.DefaultRoles,
+
+		InvitationDefaultTTL: time.Duration(cfg.Invitations.DefaultTTL),
+		InvitationMaxTTL:     time.Duration(cfg.Invitations.MaxTTL),
+		InvitationEmailMatch: cfg.Invitations.EmailMatch,
+		RoleCatalog:          cfg.Invitations.Roles,
+		InvitationBaseURL:    cfg.InvitationBaseURL(),
 	}, nil
 }
 

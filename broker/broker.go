@@ -60,26 +60,44 @@ type Options struct {
 	// DefaultRoles are given to every new user.
 	DefaultRoles []string
 
+	// Invitations.
+	InvitationDefaultTTL time.Duration
+	InvitationMaxTTL     time.Duration
+	// InvitationEmailMatch is the default policy: any, exact or domain.
+	InvitationEmailMatch string
+	// RoleCatalog, when not empty, limits the roles an invitation may grant.
+	RoleCatalog []string
+	// InvitationBaseURL prefixes /invite/<token> links (default: the issuer).
+	InvitationBaseURL string
+	// Mailer queues invitation mails; nil = mail not configured.
+	Mailer InvitationMailer
+
 	Now    func() time.Time
 	Logger *slog.Logger
 }
 
+// InvitationMailer sends invitation links (grants.Mailer in production).
+type InvitationMailer interface {
+	EnqueueInvitation(ctx context.Context, inv *grants.Invitation, link string) error
+}
+
 // Broker is the OpenID Provider plus the upstream client.
 type Broker struct {
-	opts     Options
-	clients  map[string]*Client
-	sessions sessions.Store
-	grants   grants.Store
-	keys     *keyring
-	storage  opStorage
-	provider *op.Provider
-	opServer http.Handler
-	upstream *upstreamClient
-	browser  *browserStore
-	cookie   string
-	log      *slog.Logger
-	now      func() time.Time
-	insecure bool
+	invitations *grants.Invitations
+	opts        Options
+	clients     map[string]*Client
+	sessions    sessions.Store
+	grants      grants.Store
+	keys        *keyring
+	storage     opStorage
+	provider    *op.Provider
+	opServer    http.Handler
+	upstream    *upstreamClient
+	browser     *browserStore
+	cookie      string
+	log         *slog.Logger
+	now         func() time.Time
+	insecure    bool
 }
 
 // New builds the broker. It loads (or, the first time, generates and stores)
@@ -105,6 +123,12 @@ func New(ctx context.Context, o Options) (*Broker, error) {
 		log: o.Logger, now: o.Now, insecure: insecure,
 	}
 	b.storage = opStorage{b}
+	b.invitations = grants.NewInvitations(grants.InvitationsOptions{
+		Store: o.Grants, DefaultTTL: o.InvitationDefaultTTL, MaxTTL: o.InvitationMaxTTL,
+		DefaultEmailMatch: o.InvitationEmailMatch, RoleCatalog: o.RoleCatalog,
+		ReservedClaims: RegisteredClaims, Now: o.Now,
+		KnownClient: func(id string) bool { _, ok := b.clients[id]; return ok },
+	})
 	for i := range o.Clients {
 		c := &o.Clients[i]
 		if _, dup := b.clients[c.ID]; dup {
@@ -160,6 +184,9 @@ func applyDefaults(o *Options) {
 	def(&o.SessionAbsolute, 24*time.Hour)
 	if o.CookieName == "" {
 		o.CookieName = "usher_session"
+	}
+	if o.InvitationBaseURL == "" {
+		o.InvitationBaseURL = o.Issuer
 	}
 }
 
@@ -258,6 +285,9 @@ func (b *Broker) Handler() http.Handler {
 	mux.Handle("GET /v2/logout", pageHeaders(http.HandlerFunc(b.handleAuth0Logout)))
 	mux.Handle(pathAuthorize, pageHeaders(http.HandlerFunc(b.handleAuthorize)))
 	mux.Handle(pathEndSession, pageHeaders(http.HandlerFunc(b.handleEndSession)))
+	mux.Handle("GET /invite/{token}", pageHeaders(http.HandlerFunc(b.handleInvite)))
+	mux.Handle("GET /login/continue", pageHeaders(http.HandlerFunc(b.handleContinue)))
+	b.apiRoutes(mux)
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { w.Write([]byte("ok\n")) })
 	mux.HandleFunc("GET /readyz", b.handleReady)
 	mux.Handle("/", b.opServer)
@@ -291,9 +321,15 @@ func (b *Broker) handleAuthorize(w http.ResponseWriter, r *http.Request) {
 			Message: "This sign-in link names an application usher does not know (client_id). Check the application's configuration."})
 		return
 	}
+	// {issuer}/authorize?client_id=…&invitation=… alone is an invitation link.
+	if r.Form.Get("invitation") != "" && r.Form.Get("response_type") == "" && r.Form.Get("redirect_uri") == "" {
+		b.serveInvitation(w, r, r.Form.Get("invitation"), r.Form.Get("client_id"))
+		return
+	}
 	ex := authorizeExtras{
-		connection: clip(r.Form.Get("connection"), 100),
-		screenHint: clip(r.Form.Get("screen_hint"), 20),
+		connection:     clip(r.Form.Get("connection"), 100),
+		screenHint:     clip(r.Form.Get("screen_hint"), 20),
+		invitationHash: b.invitationFromRequest(r),
 	}
 	ctx := context.WithValue(r.Context(), ctxAuthorizeExtras, ex)
 	b.opServer.ServeHTTP(w, r.WithContext(ctx))
@@ -400,13 +436,8 @@ func (b *Broker) handleLogin(w http.ResponseWriter, r *http.Request) {
 		b.unavailable(w, r, "saving the browser session", err)
 		return
 	}
-	extra := b.upstreamExtras(ctx, ar)
+	extra := b.invitationHints(ctx, ar)
 	http.Redirect(w, r, b.upstream.authURL(ar, state, nonce, verifier, extra), http.StatusFound)
-}
-
-// upstreamExtras is the hook where invitations add login_hint/screen_hint.
-func (b *Broker) upstreamExtras(context.Context, *sessions.AuthRequest) map[string]string {
-	return nil
 }
 
 // handleCallback is the upstream's redirect back to usher.
@@ -481,6 +512,11 @@ func (b *Broker) handleCallback(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	b.log.InfoContext(ctx, "sign-in", "user_id", u.ID, "new_user", created, "connection", id.Connection, "client_id", ar.ClientID)
+	var redeemErr error
+	if ar.InvitationHash != "" {
+		redeemErr = b.redeem(ctx, ar, u, id)
+		b.clearInvitationCookie(w)
+	}
 
 	ar.Done = true
 	ar.Subject = u.ID
@@ -496,8 +532,16 @@ func (b *Broker) handleCallback(w http.ResponseWriter, r *http.Request) {
 	// New session ID after sign-in (session fixation), then remember the user.
 	b.browser.renew(ctx, sess)
 	sess.Values["uid"] = u.ID
+	if redeemErr != nil {
+		// The person may continue without the invitation, from this browser only.
+		sess.Values[continuePrefix+ar.ID] = "1"
+	}
 	if err := sess.Save(r, w); err != nil {
 		b.unavailable(w, r, "saving the browser session", err)
+		return
+	}
+	if redeemErr != nil {
+		b.renderRedeemFailure(w, ar, redeemErr)
 		return
 	}
 	op.AuthResponse(authRequest{ar}, b.provider, w, r)

@@ -118,6 +118,8 @@ func (b *Broker) verifyAccessToken(ctx context.Context, token string) (*oidc.Acc
 	if typ, err := jwtType(token); err != nil || typ != "at+jwt" {
 		return nil, oidc.ErrInvalidRequest().WithDescription("not an usher access token")
 	}
+	// The verifier takes the issuer from the context, which only the op router sets.
+	ctx = op.ContextWithIssuer(ctx, b.opts.Issuer)
 	claims, err := op.VerifyAccessToken[*oidc.AccessTokenClaims](ctx, token, b.provider.AccessTokenVerifier(ctx))
 	if err != nil {
 		return nil, oidc.ErrInvalidRequest().WithDescription("access token invalid or expired")

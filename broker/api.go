@@ -1,0 +1,474 @@
+package broker
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/usher-oidc/usher/grants"
+)
+
+// The admin API: JSON in and out, errors as RFC 9457 problem details. Callers
+// authenticate with an access token usher issued (client_credentials) that
+// carries the scope the operation needs.
+const (
+	scopeWrite  = "invitations:write"
+	scopeRead   = "invitations:read"
+	maxAPIBody  = 64 << 10
+	idemKeyTTL  = 24 * time.Hour
+	problemType = "https://usher.dev/problems/"
+)
+
+// problem is an RFC 9457 problem details object.
+type problem struct {
+	Type   string              `json:"type"`
+	Title  string              `json:"title"`
+	Status int                 `json:"status"`
+	Detail string              `json:"detail,omitempty"`
+	Errors []grants.FieldError `json:"errors,omitempty"`
+}
+
+func writeProblem(w http.ResponseWriter, status int, slug, title, detail string, errs ...grants.FieldError) {
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(problem{Type: problemType + slug, Title: title, Status: status, Detail: detail, Errors: errs})
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(v)
+}
+
+// caller is who called the admin API.
+type caller struct {
+	ClientID string
+	Subject  string
+}
+
+type apiHandler func(w http.ResponseWriter, r *http.Request, c caller)
+
+// api checks the bearer token and its scope before h runs.
+func (b *Broker) api(scope string, h apiHandler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		auth := r.Header.Get("Authorization")
+		token, ok := strings.CutPrefix(auth, "Bearer ")
+		if !ok || token == "" {
+			w.Header().Set("WWW-Authenticate", `Bearer realm="usher"`)
+			writeProblem(w, http.StatusUnauthorized, "unauthorized", "Authentication required",
+				"Send an access token from usher's token endpoint (client_credentials grant) as 'Authorization: Bearer <token>'.")
+			return
+		}
+		claims, err := b.verifyAccessToken(r.Context(), token)
+		if err != nil {
+			w.Header().Set("WWW-Authenticate", `Bearer realm="usher", error="invalid_token"`)
+			writeProblem(w, http.StatusUnauthorized, "invalid-token", "Invalid access token",
+				"The access token is invalid, expired or revoked; request a new one.")
+			return
+		}
+		if !slices.Contains(claims.Scopes, scope) {
+			w.Header().Set("WWW-Authenticate", fmt.Sprintf(`Bearer realm="usher", error="insufficient_scope", scope=%q`, scope))
+			writeProblem(w, http.StatusForbidden, "insufficient-scope", "Insufficient scope",
+				fmt.Sprintf("This operation needs the scope %q; ask for it in the token request (the client must be allowed it in usher's config).", scope))
+			return
+		}
+		h(w, r, caller{ClientID: claims.ClientID, Subject: claims.Subject})
+	})
+}
+
+func (b *Broker) apiRoutes(mux *http.ServeMux) {
+	mux.Handle("POST /api/invitations", b.api(scopeWrite, b.apiCreateInvitation))
+	mux.Handle("GET /api/invitations", b.api(scopeRead, b.apiListInvitations))
+	mux.Handle("GET /api/invitations/{id}", b.api(scopeRead, b.apiGetInvitation))
+	mux.Handle("DELETE /api/invitations/{id}", b.api(scopeWrite, b.apiRevokeInvitation))
+	mux.Handle("POST /api/invitations/{id}/resend", b.api(scopeWrite, b.apiResendInvitation))
+	mux.Handle("GET /api/users", b.api(scopeRead, b.apiFindUsers))
+	mux.Handle("GET /api/users/{id}/grants", b.api(scopeRead, b.apiGetGrant))
+	mux.Handle("DELETE /api/users/{id}/grants/roles/{role}", b.api(scopeWrite, b.apiRemoveRole))
+	mux.Handle("DELETE /api/users/{id}/grants/claims/{key}", b.api(scopeWrite, b.apiRemoveClaim))
+	mux.Handle("/api/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		writeProblem(w, http.StatusNotFound, "not-found", "Not found", "No API operation at "+r.Method+" "+r.URL.Path+".")
+	}))
+}
+
+// invitationView is an invitation as the API shows it. URL is set only when
+// a token was just minted (create, resend): it is never stored in clear.
+type invitationView struct {
+	ID                 string         `json:"id"`
+	Status             grants.Status  `json:"status"`
+	Email              string         `json:"email"`
+	Roles              []string       `json:"roles"`
+	Claims             map[string]any `json:"claims"`
+	Metadata           map[string]any `json:"metadata"`
+	ExternalID         string         `json:"external_id,omitempty"`
+	ClientID           string         `json:"client_id,omitempty"`
+	EmailMatch         string         `json:"email_match"`
+	Inviter            string         `json:"inviter,omitempty"`
+	CreatedAt          time.Time      `json:"created_at"`
+	ExpiresAt          time.Time      `json:"expires_at"`
+	EmailStatus        string         `json:"email_status"`
+	EmailError         string         `json:"email_error,omitempty"`
+	RedeemedAt         *time.Time     `json:"redeemed_at,omitempty"`
+	RedeemedBy         string         `json:"redeemed_by,omitempty"`
+	RedeemedConnection string         `json:"redeemed_connection,omitempty"`
+	RevokedAt          *time.Time     `json:"revoked_at,omitempty"`
+	Events             []grants.Event `json:"events"`
+	URL                string         `json:"url,omitempty"`
+}
+
+func (b *Broker) view(inv *grants.Invitation, token string) invitationView {
+	v := invitationView{
+		ID: inv.ID, Status: inv.EffectiveStatus(b.now()), Email: inv.Email, Roles: inv.Roles,
+		Claims: inv.Claims, Metadata: inv.Metadata, ExternalID: inv.ExternalID, ClientID: inv.ClientID,
+		EmailMatch: inv.EmailMatch, Inviter: inv.Inviter, CreatedAt: inv.CreatedAt, ExpiresAt: inv.ExpiresAt,
+		EmailStatus: inv.EmailStatus, EmailError: inv.EmailError, RedeemedAt: inv.RedeemedAt,
+		RedeemedBy: inv.RedeemedBy, RedeemedConnection: inv.RedeemedConnection, RevokedAt: inv.RevokedAt,
+		Events: inv.Events,
+	}
+	if v.Roles == nil {
+		v.Roles = []string{}
+	}
+	if v.Claims == nil {
+		v.Claims = map[string]any{}
+	}
+	if v.Metadata == nil {
+		v.Metadata = map[string]any{}
+	}
+	if v.Events == nil {
+		v.Events = []grants.Event{}
+	}
+	if token != "" {
+		v.URL = b.inviteLink(token)
+	}
+	return v
+}
+
+func (b *Broker) inviteLink(token string) string {
+	return strings.TrimSuffix(b.opts.InvitationBaseURL, "/") + "/invite/" + token
+}
+
+// idemResponse is what an Idempotency-Key replays. It may hold a link with
+// a token, so it is stored sealed (encrypted and authenticated).
+type idemResponse struct {
+	Status int             `json:"status"`
+	Body   json.RawMessage `json:"body"`
+}
+
+func (b *Broker) apiCreateInvitation(w http.ResponseWriter, r *http.Request, c caller) {
+	ctx := r.Context()
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxAPIBody))
+	if err != nil {
+		writeProblem(w, http.StatusRequestEntityTooLarge, "too-large", "Request body too large",
+			fmt.Sprintf("The request body must be at most %d bytes.", maxAPIBody))
+		return
+	}
+	key := r.Header.Get("Idempotency-Key")
+	if key != "" {
+		if len(key) > 255 {
+			writeProblem(w, http.StatusBadRequest, "invalid-request", "Invalid Idempotency-Key", "The Idempotency-Key header must be at most 255 characters.",
+				grants.FieldError{Field: "Idempotency-Key", Message: "too long"})
+			return
+		}
+		sum := sha256.Sum256(body)
+		scoped := c.ClientID + "\x00" + key
+		now := b.now()
+		prev, err := b.grants.ReserveIdempotencyKey(ctx, &grants.IdempotencyRecord{Key: scoped, RequestHash: hex.EncodeToString(sum[:]), CreatedAt: now, ExpiresAt: now.Add(idemKeyTTL)})
+		switch {
+		case errors.Is(err, grants.ErrIdempotencyMismatch):
+			writeProblem(w, http.StatusConflict, "idempotency-mismatch", "Idempotency-Key reused",
+				"This Idempotency-Key was already used with a different request body. Use a new key for a new request.")
+			return
+		case errors.Is(err, grants.ErrIdempotencyInProgress):
+			w.Header().Set("Retry-After", "1")
+			writeProblem(w, http.StatusConflict, "idempotency-in-progress", "Request in progress",
+				"The first request with this Idempotency-Key has not finished yet; retry shortly.")
+			return
+		case err != nil:
+			b.storeProblem(w, r, "reserving the idempotency key", err)
+			return
+		case prev != nil:
+			var sealed string
+			var resp idemResponse
+			if json.Unmarshal(prev.Response, &sealed) == nil && b.browser.codec.Decode("idempotency", sealed, &resp) == nil {
+				w.Header().Set("Idempotent-Replayed", "true")
+				w.Header().Set("Content-Type", "application/json")
+				w.WriteHeader(resp.Status)
+				w.Write(resp.Body)
+				return
+			}
+			writeProblem(w, http.StatusConflict, "idempotency-unreadable", "Idempotency-Key unusable",
+				"The stored result for this Idempotency-Key cannot be read back; use a new key.")
+			return
+		}
+		rec := &recorder{ResponseWriter: w, status: http.StatusOK}
+		b.createInvitation(rec, r, c, body)
+		if rec.status >= 400 {
+			_ = b.grants.ReleaseIdempotencyKey(ctx, scoped) // a failed request may be retried with the same key
+			return
+		}
+		sealed, err := b.browser.codec.Encode("idempotency", idemResponse{Status: rec.status, Body: rec.body})
+		if err == nil {
+			raw, _ := json.Marshal(sealed)
+			err = b.grants.CompleteIdempotencyKey(ctx, scoped, rec.status, raw)
+		}
+		if err != nil {
+			b.log.ErrorContext(ctx, "completing idempotency key", "err", err)
+		}
+		return
+	}
+	b.createInvitation(w, r, c, body)
+}
+
+func (b *Broker) createInvitation(w http.ResponseWriter, r *http.Request, c caller, body []byte) {
+	ctx := r.Context()
+	var req grants.CreateRequest
+	dec := json.NewDecoder(strings.NewReader(string(body)))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&req); err != nil {
+		writeProblem(w, http.StatusBadRequest, "invalid-json", "Invalid JSON body", jsonErrorDetail(err))
+		return
+	}
+	if req.Inviter == "" {
+		req.Inviter = c.ClientID
+	}
+	inv, token, existed, err := b.invitations.Create(ctx, req)
+	var ve *grants.ValidationError
+	switch {
+	case errors.As(err, &ve):
+		writeProblem(w, http.StatusBadRequest, "invalid-invitation", "Invalid invitation",
+			"Fix the fields listed in errors; nothing was stored.", ve.Errors...)
+		return
+	case err != nil:
+		b.storeProblem(w, r, "storing the invitation", err)
+		return
+	case existed:
+		writeJSON(w, http.StatusOK, b.view(inv, ""))
+		return
+	}
+	b.log.InfoContext(ctx, "invitation created", "invitation_id", inv.ID, "client_id", c.ClientID, "send_email", inv.SendEmail)
+	if inv.SendEmail {
+		inv = b.mailInvitation(ctx, inv, token)
+	}
+	writeJSON(w, http.StatusCreated, b.view(inv, token))
+}
+
+// mailInvitation queues the invitation mail; failures show in email_status.
+func (b *Broker) mailInvitation(ctx context.Context, inv *grants.Invitation, token string) *grants.Invitation {
+	if b.opts.Mailer == nil {
+		updated, err := b.grants.UpdateInvitation(ctx, inv.ID, func(i *grants.Invitation) error {
+			i.EmailStatus, i.EmailError = "failed", "mail is not configured on this usher (mail.smtp.host)"
+			return nil
+		})
+		if err == nil {
+			return updated
+		}
+		return inv
+	}
+	if err := b.opts.Mailer.EnqueueInvitation(ctx, inv, b.inviteLink(token)); err != nil {
+		b.log.ErrorContext(ctx, "queueing invitation mail", "invitation_id", inv.ID, "err", err)
+		return inv
+	}
+	if fresh, err := b.grants.GetInvitation(ctx, inv.ID); err == nil {
+		return fresh
+	}
+	return inv
+}
+
+func jsonErrorDetail(err error) string {
+	var se *json.SyntaxError
+	var te *json.UnmarshalTypeError
+	switch {
+	case errors.As(err, &se):
+		return fmt.Sprintf("The body is not valid JSON (at byte %d).", se.Offset)
+	case errors.As(err, &te):
+		return fmt.Sprintf("Field %q must be a JSON %s.", te.Field, te.Type.Kind())
+	case strings.HasPrefix(err.Error(), "json: unknown field"):
+		return "Unknown " + strings.TrimPrefix(err.Error(), "json: unknown ") + "; see the API reference for the accepted fields."
+	case errors.Is(err, io.EOF):
+		return "The body is empty; send a JSON object."
+	}
+	return "The body could not be read as an invitation: " + err.Error()
+}
+
+func (b *Broker) storeProblem(w http.ResponseWriter, r *http.Request, what string, err error) {
+	b.log.ErrorContext(r.Context(), "admin API store failure", "what", what, "err", err)
+	w.Header().Set("Retry-After", "5")
+	writeProblem(w, http.StatusServiceUnavailable, "unavailable", "Temporarily unavailable",
+		"usher could not reach its store while "+what+"; nothing was changed. Retry shortly.")
+}
+
+func (b *Broker) invitationProblem(w http.ResponseWriter, r *http.Request, id string, err error) {
+	switch {
+	case errors.Is(err, grants.ErrNotFound):
+		writeProblem(w, http.StatusNotFound, "not-found", "Invitation not found", fmt.Sprintf("No invitation has the id %q.", clip(id, 100)))
+	case errors.Is(err, grants.ErrInvitationRedeemed):
+		writeProblem(w, http.StatusConflict, "already-redeemed", "Invitation already redeemed",
+			"This invitation was redeemed; to take back what it granted, remove the roles or claims from the user's grant.")
+	case errors.Is(err, grants.ErrInvitationRevoked):
+		writeProblem(w, http.StatusConflict, "revoked", "Invitation revoked", "This invitation was revoked; create a new one.")
+	default:
+		b.storeProblem(w, r, "updating the invitation", err)
+	}
+}
+
+func (b *Broker) apiGetInvitation(w http.ResponseWriter, r *http.Request, _ caller) {
+	id := r.PathValue("id")
+	inv, err := b.grants.GetInvitation(r.Context(), id)
+	if err != nil {
+		b.invitationProblem(w, r, id, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, b.view(inv, ""))
+}
+
+func (b *Broker) apiRevokeInvitation(w http.ResponseWriter, r *http.Request, c caller) {
+	id := r.PathValue("id")
+	inv, err := b.invitations.Revoke(r.Context(), id)
+	if err != nil {
+		b.invitationProblem(w, r, id, err)
+		return
+	}
+	b.log.InfoContext(r.Context(), "invitation revoked", "invitation_id", id, "client_id", c.ClientID)
+	writeJSON(w, http.StatusOK, b.view(inv, ""))
+}
+
+func (b *Broker) apiResendInvitation(w http.ResponseWriter, r *http.Request, c caller) {
+	ctx := r.Context()
+	id := r.PathValue("id")
+	inv, token, err := b.invitations.Resend(ctx, id)
+	if err != nil {
+		b.invitationProblem(w, r, id, err)
+		return
+	}
+	b.log.InfoContext(ctx, "invitation resent", "invitation_id", id, "client_id", c.ClientID)
+	if inv.SendEmail {
+		inv = b.mailInvitation(ctx, inv, token)
+	}
+	writeJSON(w, http.StatusOK, b.view(inv, token))
+}
+
+func (b *Broker) apiListInvitations(w http.ResponseWriter, r *http.Request, _ caller) {
+	q := r.URL.Query()
+	f := grants.InvitationFilter{Status: grants.Status(q.Get("status")), Email: q.Get("email"),
+		ClientID: q.Get("client_id"), ExternalID: q.Get("external_id"), Cursor: q.Get("cursor"), Limit: 50}
+	switch f.Status {
+	case "", grants.StatusPending, grants.StatusRedeemed, grants.StatusRevoked, grants.StatusExpired:
+	default:
+		writeProblem(w, http.StatusBadRequest, "invalid-query", "Invalid status filter", "status must be one of pending, redeemed, revoked, expired.",
+			grants.FieldError{Field: "status", Message: "unknown status"})
+		return
+	}
+	if s := q.Get("limit"); s != "" {
+		n, err := strconv.Atoi(s)
+		if err != nil || n < 1 || n > 1000 {
+			writeProblem(w, http.StatusBadRequest, "invalid-query", "Invalid limit", "limit must be a number from 1 to 1000.",
+				grants.FieldError{Field: "limit", Message: "must be 1..1000"})
+			return
+		}
+		f.Limit = n
+	}
+	list, next, err := b.grants.ListInvitations(r.Context(), f, b.now())
+	if err != nil {
+		if strings.Contains(err.Error(), "cursor") {
+			writeProblem(w, http.StatusBadRequest, "invalid-query", "Invalid cursor", "cursor must be a value returned as next_cursor.",
+				grants.FieldError{Field: "cursor", Message: "not a cursor usher issued"})
+			return
+		}
+		b.storeProblem(w, r, "listing invitations", err)
+		return
+	}
+	out := struct {
+		Invitations []invitationView `json:"invitations"`
+		NextCursor  string           `json:"next_cursor,omitempty"`
+	}{Invitations: make([]invitationView, 0, len(list)), NextCursor: next}
+	for i := range list {
+		out.Invitations = append(out.Invitations, b.view(&list[i], ""))
+	}
+	writeJSON(w, http.StatusOK, out)
+}
+
+func (b *Broker) apiFindUsers(w http.ResponseWriter, r *http.Request, _ caller) {
+	email := r.URL.Query().Get("email")
+	if email == "" {
+		writeProblem(w, http.StatusBadRequest, "invalid-query", "email is required", "Search users by email: /api/users?email=name@example.com.",
+			grants.FieldError{Field: "email", Message: "is required"})
+		return
+	}
+	users, err := b.grants.UsersByEmail(r.Context(), email)
+	if err != nil {
+		b.storeProblem(w, r, "searching users", err)
+		return
+	}
+	if users == nil {
+		users = []grants.User{}
+	}
+	writeJSON(w, http.StatusOK, struct {
+		Users []grants.User `json:"users"`
+	}{users})
+}
+
+func (b *Broker) userGrant(w http.ResponseWriter, r *http.Request, change func(ctx context.Context, id string) (*grants.Grant, error)) {
+	id := r.PathValue("id")
+	if _, err := b.grants.GetUser(r.Context(), id); err != nil {
+		if errors.Is(err, grants.ErrNotFound) {
+			writeProblem(w, http.StatusNotFound, "not-found", "User not found", fmt.Sprintf("No user has the id %q.", clip(id, 100)))
+			return
+		}
+		b.storeProblem(w, r, "loading the user", err)
+		return
+	}
+	g, err := change(r.Context(), id)
+	if err != nil {
+		b.storeProblem(w, r, "updating the grant", err)
+		return
+	}
+	if g.Roles == nil {
+		g.Roles = []string{}
+	}
+	if g.Claims == nil {
+		g.Claims = map[string]any{}
+	}
+	writeJSON(w, http.StatusOK, g)
+}
+
+func (b *Broker) apiGetGrant(w http.ResponseWriter, r *http.Request, _ caller) {
+	b.userGrant(w, r, b.grants.GetGrant)
+}
+
+func (b *Broker) apiRemoveRole(w http.ResponseWriter, r *http.Request, c caller) {
+	b.userGrant(w, r, func(ctx context.Context, id string) (*grants.Grant, error) {
+		b.log.InfoContext(ctx, "grant role removed", "user_id", id, "role", r.PathValue("role"), "client_id", c.ClientID)
+		return b.grants.RemoveGrantRole(ctx, id, r.PathValue("role"), b.now())
+	})
+}
+
+func (b *Broker) apiRemoveClaim(w http.ResponseWriter, r *http.Request, c caller) {
+	b.userGrant(w, r, func(ctx context.Context, id string) (*grants.Grant, error) {
+		b.log.InfoContext(ctx, "grant claim removed", "user_id", id, "claim", r.PathValue("key"), "client_id", c.ClientID)
+		return b.grants.RemoveGrantClaim(ctx, id, r.PathValue("key"), b.now())
+	})
+}
+
+// recorder keeps a copy of a response so Idempotency-Key can replay it.
+type recorder struct {
+	http.ResponseWriter
+	status int
+	body   []byte
+}
+
+func (r *recorder) WriteHeader(s int) { r.status = s; r.ResponseWriter.WriteHeader(s) }
+func (r *recorder) Write(p []byte) (int, error) {
+	r.body = append(r.body, p...)
+	return r.ResponseWriter.Write(p)
+}

@@ -1,0 +1,269 @@
+package broker
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"net/url"
+	"strings"
+	"time"
+
+	"github.com/zitadel/oidc/v3/pkg/op"
+
+	"github.com/usher-oidc/usher/grants"
+	"github.com/usher-oidc/usher/sessions"
+)
+
+const (
+	invitationCookie = "usher_invitation"
+	invitationTTL    = time.Hour
+	continuePrefix   = "continue:"
+)
+
+// handleInvite is the link in the invitation mail. It checks the token
+// without consuming it (mail scanners and link previews follow links too),
+// remembers it in a short-lived encrypted cookie, and sends the browser to
+// the app's initiate_login_uri (OIDC Core §4).
+func (b *Broker) handleInvite(w http.ResponseWriter, r *http.Request) {
+	b.serveInvitation(w, r, r.PathValue("token"), "")
+}
+
+func (b *Broker) serveInvitation(w http.ResponseWriter, r *http.Request, token, clientID string) {
+	ctx := r.Context()
+	inv, err := b.invitations.Check(ctx, token)
+	if err != nil {
+		b.renderInvitationProblem(w, r, inv, clientID, err)
+		return
+	}
+	client := b.invitationClient(inv, clientID)
+	if client == nil {
+		renderPage(w, http.StatusBadRequest, page{Title: "No application to sign in to",
+			Message: "This invitation is valid, but usher has no application configured to sign in to. Ask the sender to check usher's clients."})
+		return
+	}
+	name := b.cookieName(invitationCookie)
+	enc, err := b.browser.codec.Encode(name, token)
+	if err != nil {
+		b.unavailable(w, r, "sealing the invitation cookie", err)
+		return
+	}
+	http.SetCookie(w, &http.Cookie{Name: name, Value: enc, Path: "/", MaxAge: int(invitationTTL.Seconds()),
+		HttpOnly: true, Secure: !b.insecure, SameSite: http.SameSiteLaxMode})
+	if _, err := b.grants.UpdateInvitation(ctx, inv.ID, func(i *grants.Invitation) error {
+		i.Events = append(i.Events, grants.Event{Type: "opened", At: b.now()})
+		return nil
+	}); err != nil {
+		b.log.WarnContext(ctx, "recording invitation opened", "invitation_id", inv.ID, "err", err)
+	}
+	b.log.InfoContext(ctx, "invitation opened", "invitation_id", inv.ID, "client_id", client.ID)
+	http.Redirect(w, r, b.initiateLoginURL(client, inv.Email, token), http.StatusSeeOther)
+}
+
+// invitationClient: the invitation's client, the one in the link, or the
+// only public client.
+func (b *Broker) invitationClient(inv *grants.Invitation, fromLink string) *Client {
+	for _, id := range []string{inv.ClientID, fromLink} {
+		if c, ok := b.clients[id]; ok && id != "" {
+			return c
+		}
+	}
+	var only *Client
+	for _, c := range b.clients {
+		if c.Public && len(c.RedirectURIs) > 0 {
+			if only != nil {
+				return nil
+			}
+			only = c
+		}
+	}
+	return only
+}
+
+// initiateLoginURL is the client's initiate_login_uri with iss, login_hint
+// and invitation; a client without one goes to its first redirect origin.
+func (b *Broker) initiateLoginURL(c *Client, email, token string) string {
+	target := c.InitiateLoginURI
+	if target == "" {
+		if len(c.RedirectURIs) == 0 {
+			return b.url("/")
+		}
+		return originOf(c.RedirectURIs[0]) + "/"
+	}
+	u, err := url.Parse(target)
+	if err != nil {
+		return originOf(c.RedirectURIs[0]) + "/"
+	}
+	q := u.Query()
+	q.Set("iss", b.opts.Issuer)
+	if email != "" {
+		q.Set("login_hint", email)
+	}
+	if token != "" {
+		q.Set("invitation", token)
+	}
+	u.RawQuery = q.Encode()
+	return u.String()
+}
+
+// renderInvitationProblem says plainly why a link cannot be used, with the
+// right status (404 unknown, 410 gone), and offers to sign in anyway.
+func (b *Broker) renderInvitationProblem(w http.ResponseWriter, r *http.Request, inv *grants.Invitation, clientID string, err error) {
+	status, title, msg := http.StatusGone, "", ""
+	switch {
+	case errors.Is(err, grants.ErrNotFound):
+		status, title, msg = http.StatusNotFound, "Invitation not found",
+			"This invitation link is not valid. It may have been mistyped, or replaced by a newer invitation email."
+	case errors.Is(err, grants.ErrInvitationRedeemed):
+		title, msg = "Invitation already used", "This invitation has already been used. If it was you, just sign in."
+	case errors.Is(err, grants.ErrInvitationRevoked):
+		title, msg = "Invitation withdrawn", "This invitation was withdrawn by the sender. You can still sign in or sign up."
+	case errors.Is(err, grants.ErrInvitationExpired):
+		title, msg = "Invitation expired", "This invitation has expired. Ask the sender for a new one, or sign in anyway."
+	default:
+		b.unavailable(w, r, "checking the invitation", err)
+		return
+	}
+	p := page{Title: title, Message: msg}
+	var c *Client
+	if inv != nil {
+		c = b.invitationClient(inv, clientID)
+	} else if cc, ok := b.clients[clientID]; ok {
+		c = cc
+	} else {
+		c = b.invitationClient(&grants.Invitation{}, "")
+	}
+	if c != nil {
+		p.LinkURL, p.LinkText = b.initiateLoginURL(c, "", ""), "Sign in without the invitation"
+	}
+	renderPage(w, status, p)
+}
+
+// invitationFromRequest returns the hash of the invitation this authorization
+// carries: the `invitation` parameter, else the invitation cookie.
+func (b *Broker) invitationFromRequest(r *http.Request) string {
+	if tok := r.Form.Get("invitation"); tok != "" {
+		if h, ok := grants.ParseToken(tok); ok {
+			return h
+		}
+		return ""
+	}
+	c, err := r.Cookie(b.cookieName(invitationCookie))
+	if err != nil {
+		return ""
+	}
+	var tok string
+	if b.browser.codec.Decode(c.Name, c.Value, &tok) != nil {
+		return ""
+	}
+	h, _ := grants.ParseToken(tok)
+	return h
+}
+
+func (b *Broker) clearInvitationCookie(w http.ResponseWriter) {
+	http.SetCookie(w, &http.Cookie{Name: b.cookieName(invitationCookie), Value: "", Path: "/", MaxAge: -1,
+		HttpOnly: true, Secure: !b.insecure, SameSite: http.SameSiteLaxMode})
+}
+
+// cookieName adds the __Host- prefix where the browser allows it.
+func (b *Broker) cookieName(base string) string {
+	if strings.HasPrefix(b.cookie, "__Host-") {
+		return "__Host-" + base
+	}
+	return base
+}
+
+// invitationHints steer the upstream for an invitee: their email as
+// login_hint, and the sign-up screen when usher knows no one with it.
+func (b *Broker) invitationHints(ctx context.Context, ar *sessions.AuthRequest) map[string]string {
+	if ar.InvitationHash == "" {
+		return nil
+	}
+	inv, err := b.invitations.CheckHash(ctx, ar.InvitationHash)
+	if err != nil {
+		return nil // the callback will say what is wrong with it
+	}
+	extra := map[string]string{}
+	if ar.LoginHint == "" {
+		extra["login_hint"] = inv.Email
+	}
+	if ar.ScreenHint == "" {
+		users, err := b.grants.UsersByEmail(ctx, inv.Email)
+		if err == nil && len(users) == 0 {
+			extra["screen_hint"] = "signup"
+		}
+	}
+	return extra
+}
+
+// redeem binds the invitation to the user who just signed in.
+func (b *Broker) redeem(ctx context.Context, ar *sessions.AuthRequest, u *grants.User, id *upstreamIdentity) error {
+	inv, _, err := b.invitations.Redeem(ctx, ar.InvitationHash, grants.Redeemer{
+		UserID: u.ID, Identity: id.Issuer + "|" + id.Subject, Connection: id.Connection,
+		Email: id.Email, EmailVerified: id.EmailVerified,
+	})
+	if err != nil {
+		invID := ""
+		if inv != nil {
+			invID = inv.ID
+			reason := err.Error()
+			_, _ = b.grants.UpdateInvitation(ctx, inv.ID, func(i *grants.Invitation) error {
+				i.Events = append(i.Events, grants.Event{Type: "redemption_failed", At: b.now(),
+					Detail: map[string]string{"user_id": u.ID, "reason": reason}})
+				return nil
+			})
+		}
+		b.log.WarnContext(ctx, "invitation not redeemed", "invitation_id", invID, "user_id", u.ID, "reason", err)
+		return err
+	}
+	b.log.InfoContext(ctx, "invitation redeemed", "invitation_id", inv.ID, "user_id", u.ID, "connection", id.Connection)
+	return nil
+}
+
+// renderRedeemFailure is the interstitial: it says why, and offers to
+// continue signing in without the invitation. Never silent, never blocking.
+func (b *Broker) renderRedeemFailure(w http.ResponseWriter, ar *sessions.AuthRequest, err error) {
+	msg := ""
+	switch {
+	case errors.Is(err, grants.ErrEmailMismatch):
+		msg = "This invitation was sent to another email address than the account you signed in with. Sign in with the invited address to use it, or continue without it."
+	case errors.Is(err, grants.ErrInvitationRedeemed):
+		msg = "This invitation has already been used."
+	case errors.Is(err, grants.ErrInvitationRevoked):
+		msg = "This invitation was withdrawn by the sender."
+	case errors.Is(err, grants.ErrInvitationExpired):
+		msg = "This invitation has expired. Ask the sender for a new one."
+	case errors.Is(err, grants.ErrNotFound):
+		msg = "This invitation is not valid (it may have been replaced by a newer invitation email)."
+	default:
+		msg = "The invitation could not be applied right now."
+	}
+	renderPage(w, http.StatusOK, page{Title: "Your invitation could not be used", Message: msg + " You are signed in; you can continue without the invitation.",
+		LinkURL: b.url("/login/continue?id=" + url.QueryEscape(ar.ID)), LinkText: "Continue without the invitation"})
+}
+
+// handleContinue finishes a sign-in whose invitation failed, for the browser
+// that saw the interstitial only.
+func (b *Broker) handleContinue(w http.ResponseWriter, r *http.Request) {
+	ctx := r.Context()
+	id := r.URL.Query().Get("id")
+	sess, err := b.browser.Get(r, b.cookie)
+	if err != nil {
+		b.unavailable(w, r, "loading the browser session", err)
+		return
+	}
+	if id == "" || sess.Values[continuePrefix+id] != "1" {
+		renderPage(w, http.StatusBadRequest, page{Title: "Sign-in expired", Message: "Go back to the application and sign in again."})
+		return
+	}
+	delete(sess.Values, continuePrefix+id)
+	if err := sess.Save(r, w); err != nil {
+		b.unavailable(w, r, "saving the browser session", err)
+		return
+	}
+	ar, err := b.sessions.GetAuthRequest(ctx, id)
+	if err != nil || !ar.Done {
+		renderPage(w, http.StatusBadRequest, page{Title: "Sign-in expired", Message: "Go back to the application and sign in again."})
+		return
+	}
+	op.AuthResponse(authRequest{ar}, b.provider, w, r.WithContext(op.ContextWithIssuer(ctx, b.opts.Issuer)))
+}

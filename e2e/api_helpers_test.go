@@ -1,0 +1,112 @@
+package e2e
+
+import (
+	"bytes"
+	"encoding/base64"
+	"encoding/json"
+	"io"
+	"net/http"
+	"net/url"
+	"strings"
+	"testing"
+
+	"github.com/usher-oidc/usher/app"
+)
+
+// funnelToken gets a client_credentials token for the dev funnel client.
+func funnelToken(t *testing.T, d *app.Dev, scope string) string {
+	t.Helper()
+	req, _ := http.NewRequest(http.MethodPost, strings.TrimSuffix(d.IssuerURL, "/")+"/oauth/token",
+		strings.NewReader(url.Values{"grant_type": {"client_credentials"}, "scope": {scope}}.Encode()))
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	req.SetBasicAuth(app.DevFunnelClientID, app.DevFunnelSecret)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var tr tokenResponse
+	json.NewDecoder(resp.Body).Decode(&tr)
+	if tr.AccessToken == "" {
+		t.Fatalf("client_credentials: %d %+v", resp.StatusCode, tr)
+	}
+	return tr.AccessToken
+}
+
+type apiResult struct {
+	status int
+	header http.Header
+	body   map[string]any
+	raw    string
+}
+
+func apiCall(t *testing.T, d *app.Dev, method, path, token string, body any, headers ...string) apiResult {
+	t.Helper()
+	var rd io.Reader
+	switch b := body.(type) {
+	case nil:
+	case string:
+		rd = strings.NewReader(b)
+	default:
+		js, _ := json.Marshal(b)
+		rd = bytes.NewReader(js)
+	}
+	req, _ := http.NewRequest(method, strings.TrimSuffix(d.IssuerURL, "/")+path, rd)
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	if rd != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	for i := 0; i+1 < len(headers); i += 2 {
+		req.Header.Set(headers[i], headers[i+1])
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatalf("%s %s: %v", method, path, err)
+	}
+	defer resp.Body.Close()
+	raw, _ := io.ReadAll(resp.Body)
+	res := apiResult{status: resp.StatusCode, header: resp.Header, raw: string(raw)}
+	_ = json.Unmarshal(raw, &res.body)
+	return res
+}
+
+// invite creates an invitation through the API and returns the response body.
+func invite(t *testing.T, d *app.Dev, token string, body map[string]any) map[string]any {
+	t.Helper()
+	res := apiCall(t, d, http.MethodPost, "/api/invitations", token, body)
+	if res.status != http.StatusCreated {
+		t.Fatalf("create invitation: %d %s", res.status, res.raw)
+	}
+	return res.body
+}
+
+// jwtClaims decodes a JWT's payload without verifying it (the tests verify
+// tokens elsewhere; here they read what usher put in).
+func jwtClaims(t *testing.T, jwt string) map[string]any {
+	t.Helper()
+	parts := strings.Split(jwt, ".")
+	if len(parts) != 3 {
+		t.Fatalf("not a JWT: %q", jwt)
+	}
+	raw, err := base64.RawURLEncoding.DecodeString(parts[1])
+	if err != nil {
+		t.Fatal(err)
+	}
+	var m map[string]any
+	if err := json.Unmarshal(raw, &m); err != nil {
+		t.Fatal(err)
+	}
+	return m
+}
+
+func rolesOf(m map[string]any) []string {
+	var out []string
+	rs, _ := m["roles"].([]any)
+	for _, r := range rs {
+		s, _ := r.(string)
+		out = append(out, s)
+	}
+	return out
+}

@@ -181,7 +181,7 @@ func (b *Broker) apiCreateInvitation(w http.ResponseWriter, r *http.Request, c c
 			return
 		}
 		sum := sha256.Sum256(body)
-		scoped := c.ClientID + "\x00" + key
+		scoped := c.ClientID + " " + key // the client scopes the key: one client cannot replay another's
 		now := b.now()
 		prev, err := b.grants.ReserveIdempotencyKey(ctx, &grants.IdempotencyRecord{Key: scoped, RequestHash: hex.EncodeToString(sum[:]), CreatedAt: now, ExpiresAt: now.Add(idemKeyTTL)})
 		switch {

@@ -25,12 +25,12 @@ import (
 // a cookie jar and fills devidp's forms, stopping when usher redirects to the
 // client's redirect URI. Fast enough for tests that run many sign-ins.
 type agent struct {
-	t      *testing.T
+	t      testing.TB
 	client *http.Client
 	stopAt string // origin of the client's redirect URI
 }
 
-func newAgent(t *testing.T, stopAt string) *agent {
+func newAgent(t testing.TB, stopAt string) *agent {
 	jar, _ := cookiejar.New(nil)
 	a := &agent{t: t, stopAt: stopAt}
 	a.client = &http.Client{Jar: jar, Timeout: 20 * time.Second,
@@ -174,7 +174,7 @@ type tokenResponse struct {
 	status       int
 }
 
-func postToken(t *testing.T, d *app.Dev, form url.Values) tokenResponse {
+func postToken(t testing.TB, d *app.Dev, form url.Values) tokenResponse {
 	t.Helper()
 	resp, err := http.PostForm(strings.TrimSuffix(d.IssuerURL, "/")+"/oauth/token", form)
 	if err != nil {
@@ -189,7 +189,7 @@ func postToken(t *testing.T, d *app.Dev, form url.Values) tokenResponse {
 	return tr
 }
 
-func exchangeCode(t *testing.T, d *app.Dev, code, verifier string) tokenResponse {
+func exchangeCode(t testing.TB, d *app.Dev, code, verifier string) tokenResponse {
 	t.Helper()
 	return postToken(t, d, url.Values{
 		"grant_type": {"authorization_code"}, "code": {code}, "code_verifier": {verifier},
@@ -197,7 +197,7 @@ func exchangeCode(t *testing.T, d *app.Dev, code, verifier string) tokenResponse
 	})
 }
 
-func refresh(t *testing.T, d *app.Dev, rt string) tokenResponse {
+func refresh(t testing.TB, d *app.Dev, rt string) tokenResponse {
 	t.Helper()
 	return postToken(t, d, url.Values{"grant_type": {"refresh_token"}, "refresh_token": {rt}, "client_id": {app.DevSPAClientID}})
 }

@@ -110,3 +110,14 @@ func rolesOf(m map[string]any) []string {
 	}
 	return out
 }
+
+func jwtHeader(t *testing.T, jwt string) map[string]any {
+	t.Helper()
+	raw, err := base64.RawURLEncoding.DecodeString(strings.Split(jwt, ".")[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	var m map[string]any
+	json.Unmarshal(raw, &m)
+	return m
+}

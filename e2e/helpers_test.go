@@ -19,7 +19,7 @@ import (
 	"github.com/usher-oidc/usher/app"
 )
 
-func startDev(t *testing.T, opts app.DevOptions) *app.Dev {
+func startDev(t testing.TB, opts app.DevOptions) *app.Dev {
 	t.Helper()
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelWarn}))
@@ -32,7 +32,7 @@ func startDev(t *testing.T, opts app.DevOptions) *app.Dev {
 	return d
 }
 
-type testWriter struct{ t *testing.T }
+type testWriter struct{ t testing.TB }
 
 func (w testWriter) Write(p []byte) (int, error) {
 	w.t.Log(strings.TrimRight(string(p), "\n"))

@@ -1,0 +1,97 @@
+package e2e
+
+import (
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"encoding/json"
+	"net/http"
+	"net/url"
+	"runtime"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	jose "github.com/go-jose/go-jose/v4"
+
+	"github.com/usher-oidc/usher/app"
+)
+
+// es256SignsPerSecond measures go-jose ES256 signing of a token-sized payload
+// on one goroutine: the per-core ceiling every token response is bound by
+// (a refresh response signs twice: ID token and access token).
+func es256SignsPerSecond(b *testing.B) float64 {
+	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	signer, err := jose.NewSigner(jose.SigningKey{Algorithm: jose.ES256, Key: key}, nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	payload := []byte(`{"iss":"http://127.0.0.1:8080","sub":"usr_0123456789abcdef0123","aud":["demo"],"exp":1795700029,"iat":1795696429,"scope":"openid profile email offline_access","roles":["customer"],"crm_id":"C-42"}`)
+	const n = 3000
+	start := time.Now()
+	for range n {
+		if _, err := signer.Sign(payload); err != nil {
+			b.Fatal(err)
+		}
+	}
+	return n / time.Since(start).Seconds()
+}
+
+// BenchmarkTokenRefresh measures the refresh_token grant through usher's real
+// HTTP stack on loopback (bolt store, ES256), next to the ES256 signing rate
+// measured in the same run, so the distance to the signing ceiling shows.
+func BenchmarkTokenRefresh(b *testing.B) {
+	d := startDev(b, app.DevOptions{})
+	tokenURL := strings.TrimSuffix(d.IssuerURL, "/") + "/oauth/token"
+	// One refresh family per parallel worker: a family is a chain.
+	workers := runtime.GOMAXPROCS(0) * 32
+	families := make(chan string, workers)
+	for range workers {
+		a := newAgent(b, d.SPAURL)
+		code, verifier := a.signIn(d, app.DevUserEmail, app.DevUserPassword, false)
+		tr := exchangeCode(b, d, code, verifier)
+		families <- tr.RefreshToken
+	}
+	signRate := es256SignsPerSecond(b)
+	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: workers}}
+	var failures atomic.Int64
+	var mu sync.Mutex
+	b.SetParallelism(32) // many clients in flight, as under real load: bolt batches their writes into one fsync
+	b.ResetTimer()
+	start := time.Now()
+	b.RunParallel(func(pb *testing.PB) {
+		mu.Lock()
+		rt := <-families
+		mu.Unlock()
+		for pb.Next() {
+			resp, err := client.PostForm(tokenURL, url.Values{"grant_type": {"refresh_token"}, "refresh_token": {rt}, "client_id": {app.DevSPAClientID}})
+			if err != nil {
+				failures.Add(1)
+				continue
+			}
+			var tr tokenResponse
+			_ = json.NewDecoder(resp.Body).Decode(&tr)
+			resp.Body.Close()
+			if tr.RefreshToken == "" {
+				failures.Add(1)
+				b.Errorf("refresh failed: %d %s %s", resp.StatusCode, tr.Error, tr.Description)
+				return
+			}
+			rt = tr.RefreshToken
+		}
+		families <- rt
+	})
+	elapsed := time.Since(start)
+	b.StopTimer()
+	perSec := float64(b.N) / elapsed.Seconds()
+	ceiling := signRate * float64(runtime.GOMAXPROCS(0)) / 2
+	b.ReportMetric(perSec, "responses/s")
+	b.ReportMetric(signRate, "es256_signs/s/core")
+	b.ReportMetric(ceiling, "ceiling_responses/s")
+	b.ReportMetric(100*perSec/ceiling, "%_of_ceiling")
+	if n := failures.Load(); n > 0 {
+		b.Fatalf("%d failed refreshes", n)
+	}
+}

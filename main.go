@@ -36,6 +36,8 @@ Usage:
   usher serve --config usher.yaml     run usher
   usher dev [--addr 127.0.0.1:8080]   run usher, a stand-in Auth0 and a demo SPA on loopback
   usher config check --config FILE    validate a configuration file
+  usher invite create|list|revoke|resend|import ...
+                                      manage invitations through the admin API (usher invite help)
 `
 
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
@@ -55,6 +57,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 			return 2
 		}
 		err = cmdConfigCheck(args[2:], stdout)
+	case "invite":
+		err = cmdInvite(ctx, args[1:], stdout, stderr)
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, usage)
 		return 0
@@ -125,6 +129,7 @@ func cmdDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
   demo SPA        %s
   usher issuer    %s   (discovery: %s/.well-known/openid-configuration)
   stand-in Auth0  %s
+  mail outbox     %s
 
 Fixtures:
   user            %s / %s  (or sign up with any email)
@@ -132,7 +137,7 @@ Fixtures:
   funnel client   %s / %s (client_credentials; scopes invitations:write invitations:read)
 
 Press Ctrl-C to stop.
-`, d.SPAURL, d.IssuerURL, trimSlash(d.IssuerURL), d.IDPURL,
+`, d.SPAURL, d.IssuerURL, trimSlash(d.IssuerURL), d.IDPURL, d.OutboxURL,
 		app.DevUserEmail, app.DevUserPassword, app.DevSPAClientID, app.DevFunnelClientID, app.DevFunnelSecret)
 	<-ctx.Done()
 	return nil

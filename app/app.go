@@ -5,13 +5,17 @@ package app
 
 import (
 	"context"
+	"crypto/hkdf"
 	"crypto/rand"
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net/http"
 	"os"
 	"time"
+
+	"github.com/gorilla/securecookie"
 
 	"github.com/usher-oidc/usher/broker"
 	"github.com/usher-oidc/usher/config"
@@ -37,6 +41,11 @@ type Options struct {
 	Store Store
 	// WrapStore, when set, decorates the store (tests count writes with it).
 	WrapStore func(Store) Store
+	// MailSender, when set, delivers mail instead of the configured SMTP
+	// server (`usher dev` uses an in-memory outbox).
+	MailSender grants.Sender
+	// MailBackoff overrides the mail retry backoff (tests).
+	MailBackoff time.Duration
 }
 
 // App is a running usher.
@@ -44,8 +53,10 @@ type App struct {
 	Config *config.Config
 	Broker *broker.Broker
 	Store  Store
+	Mailer *grants.Mailer
 	log    *slog.Logger
 	owned  bool
+	stop   context.CancelFunc
 }
 
 // New builds usher from a validated config.
@@ -75,12 +86,57 @@ func New(ctx context.Context, cfg *config.Config, o Options) (*App, error) {
 	bo.Sessions, bo.Grants = a.Store, a.Store
 	bo.Now, bo.Logger = o.Now, o.Logger
 	bo.Upstream.HTTPClient = o.UpstreamHTTPClient
+	if err := a.startMailer(cfg, o, bo.SessionSecret); err != nil {
+		a.Close()
+		return nil, err
+	}
+	if a.Mailer != nil {
+		bo.Mailer = a.Mailer
+	}
 	a.Broker, err = broker.New(ctx, bo)
 	if err != nil {
 		a.Close()
 		return nil, err
 	}
 	return a, nil
+}
+
+// startMailer starts the background mail worker when mail is configured (or
+// a sender is given). The job payload holds the invitation link, so it is
+// sealed with keys derived from the session secret all replicas share.
+func (a *App) startMailer(cfg *config.Config, o Options, secret []byte) error {
+	sender := o.MailSender
+	if sender == nil && cfg.Mail.Enabled() {
+		s, err := grants.NewSMTPSender(grants.SMTPConfig{Host: cfg.Mail.SMTP.Host, Port: cfg.Mail.SMTP.Port,
+			TLS: cfg.Mail.SMTP.TLS, Username: cfg.Mail.SMTP.Username, Password: cfg.Mail.SMTP.Password, From: cfg.Mail.From})
+		if err != nil {
+			return fmt.Errorf("mail.smtp: %w", err)
+		}
+		sender = s
+	}
+	if sender == nil {
+		return nil
+	}
+	tpl, err := grants.LoadTemplates(cfg.Mail.TemplatesDir)
+	if err != nil {
+		return fmt.Errorf("mail.templates_dir: %w", err)
+	}
+	hashKey, err := hkdf.Key(sha256.New, secret, nil, "usher mail job hmac", 32)
+	if err != nil {
+		return err
+	}
+	blockKey, err := hkdf.Key(sha256.New, secret, nil, "usher mail job aes", 32)
+	if err != nil {
+		return err
+	}
+	sealer := securecookie.New(hashKey, blockKey)
+	sealer.MaxAge(int((7 * 24 * time.Hour).Seconds()))
+	a.Mailer = grants.NewMailer(grants.MailerOptions{Store: a.Store, Sender: sender, Templates: tpl, Sealer: sealer,
+		AppName: cfg.Invitations.AppName, Now: o.Now, Logger: a.log.With("component", "mailer"), BaseBackoff: o.MailBackoff})
+	ctx, cancel := context.WithCancel(context.Background())
+	a.stop = cancel
+	go a.Mailer.Run(ctx)
+	return nil
 }
 
 // OpenStore opens the configured backend.
@@ -160,8 +216,11 @@ func BrokerOptions(cfg *config.Config) (broker.Options, error) {
 // Handler serves every usher endpoint.
 func (a *App) Handler() http.Handler { return a.Broker.Handler() }
 
-// Close releases the store if New opened it.
+// Close stops background work and releases the store if New opened it.
 func (a *App) Close() error {
+	if a.stop != nil {
+		a.stop()
+	}
 	if a.owned && a.Store != nil {
 		return a.Store.Close()
 	}

@@ -14,6 +14,7 @@ import (
 	"github.com/usher-oidc/usher/config"
 	"github.com/usher-oidc/usher/demo"
 	"github.com/usher-oidc/usher/devidp"
+	"github.com/usher-oidc/usher/grants"
 )
 
 // Dev fixtures, printed by `usher dev` and used by the README's examples.
@@ -42,12 +43,17 @@ type DevOptions struct {
 	Configure func(*config.Config)
 	// WrapStore decorates usher's store (see Options.WrapStore).
 	WrapStore func(Store) Store
+	// MailSender replaces the dev outbox (tests send over real SMTP).
+	MailSender  grants.Sender
+	MailBackoff time.Duration
 }
 
 // Dev is a running `usher dev`: usher, devidp and the demo SPA.
 type Dev struct {
 	App       *App
 	IDP       *devidp.Server
+	Outbox    *grants.Outbox
+	OutboxURL string
 	Config    *config.Config
 	IssuerURL string
 	IDPURL    string
@@ -147,15 +153,28 @@ func StartDev(ctx context.Context, o DevOptions) (*Dev, error) {
 		return nil, fmt.Errorf("dev config: %w", err)
 	}
 	d.Config = cfg
-	d.App, err = New(ctx, cfg, Options{Logger: o.Logger, Now: o.Now, WrapStore: o.WrapStore})
+	d.Outbox = grants.NewOutbox()
+	// Mail goes to the outbox page unless a test configured an SMTP server.
+	var sender grants.Sender
+	switch {
+	case o.MailSender != nil:
+		sender = o.MailSender
+	case !cfg.Mail.Enabled():
+		sender = d.Outbox
+	}
+	d.App, err = New(ctx, cfg, Options{Logger: o.Logger, Now: o.Now, WrapStore: o.WrapStore, MailSender: sender, MailBackoff: o.MailBackoff})
 	if err != nil {
 		return nil, err
 	}
+	d.OutboxURL = usherBase + "/dev/outbox/"
+	usherMux := http.NewServeMux()
+	usherMux.Handle("/dev/outbox/", http.StripPrefix("/dev/outbox", d.Outbox.Handler()))
+	usherMux.Handle("/", d.App.Handler())
 	spa := demo.Handler(demo.Config{Issuer: d.IssuerURL, ClientID: DevSPAClientID})
 	for _, s := range []struct {
 		ln net.Listener
 		h  http.Handler
-	}{{usherLn, d.App.Handler()}, {idpLn, d.IDP}, {spaLn, spa}} {
+	}{{usherLn, usherMux}, {idpLn, d.IDP}, {spaLn, spa}} {
 		srv := &http.Server{Handler: s.h, ReadHeaderTimeout: 10 * time.Second}
 		d.servers = append(d.servers, srv)
 		go srv.Serve(s.ln)

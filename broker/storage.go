@@ -309,7 +309,7 @@ func (s opStorage) GetClientByClientID(_ context.Context, id string) (op.Client,
 func (s opStorage) AuthorizeClientIDSecret(_ context.Context, id, secret string) error {
 	c, ok := s.b.clients[id]
 	if !ok || !c.checkSecret(secret) {
-		return errors.New("invalid client credentials")
+		return oidc.ErrInvalidClient().WithDescription("invalid client credentials")
 	}
 	return nil
 }

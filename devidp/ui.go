@@ -92,6 +92,8 @@ func (s *Server) renderSignup(w http.ResponseWriter, ar *authRequest, email, nam
 	d.Email = email
 	d.Name = name
 	d.Error = errMsg
+	// Auth0's sign-up screen offers the social connections too.
+	d.Social = ar.connection != ConnectionPassword
 	s.render(w, http.StatusOK, "signup", d)
 }
 
@@ -352,10 +354,7 @@ button{width:100%;padding:.6em;margin:.4em 0;cursor:pointer}
 <button type="submit" name="action" value="login">Continue</button>
 </form>
 <p>Don't have an account? <a href="/u/signup?state={{.State}}">Sign up</a></p>
-{{if .Social}}<div class="social">
-<form method="get" action="/u/social"><input type="hidden" name="state" value="{{.State}}"><input type="hidden" name="connection" value="google-oauth2"><button type="submit">Continue with Google</button></form>
-<form method="get" action="/u/social"><input type="hidden" name="state" value="{{.State}}"><input type="hidden" name="connection" value="facebook"><button type="submit">Continue with Facebook</button></form>
-</div>{{end}}
+{{template "socialbuttons" .}}
 {{template "bottom" .}}{{end}}
 
 {{define "signup"}}{{template "top" .}}
@@ -369,7 +368,13 @@ button{width:100%;padding:.6em;margin:.4em 0;cursor:pointer}
 <button type="submit" name="action" value="signup">Continue</button>
 </form>
 <p>Already have an account? <a href="/u/login?state={{.State}}&amp;screen=login">Log in</a></p>
+{{template "socialbuttons" .}}
 {{template "bottom" .}}{{end}}
+
+{{define "socialbuttons"}}{{if .Social}}<div class="social">
+<form method="get" action="/u/social"><input type="hidden" name="state" value="{{.State}}"><input type="hidden" name="connection" value="google-oauth2"><button type="submit">Continue with Google</button></form>
+<form method="get" action="/u/social"><input type="hidden" name="state" value="{{.State}}"><input type="hidden" name="connection" value="facebook"><button type="submit">Continue with Facebook</button></form>
+</div>{{end}}{{end}}
 
 {{define "social"}}{{template "top" .}}
 <h1>{{.Title}}</h1>

@@ -1,0 +1,189 @@
+package grants
+
+import (
+	"bytes"
+	"context"
+	"embed"
+	"errors"
+	"fmt"
+	htmltemplate "html/template"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strings"
+	texttemplate "text/template"
+	"time"
+)
+
+// Message is one email.
+type Message struct {
+	To      string `json:"to"`
+	Subject string `json:"subject"`
+	Text    string `json:"text"`
+	HTML    string `json:"html,omitempty"`
+}
+
+// Sender delivers a message (SMTP in production, the Outbox in `usher dev`).
+type Sender interface {
+	Send(ctx context.Context, m Message) error
+}
+
+// InvitationMail is what the invitation templates are rendered from.
+type InvitationMail struct {
+	AppName string
+	Inviter string
+	Email   string
+	Link    string
+	// ExpiresAt is shown in UTC; the zero time leaves the expiry sentence out.
+	ExpiresAt time.Time
+	Roles     []string
+}
+
+// invitationView is the data the templates see: every InvitationMail field
+// plus Expires, the expiry in words ("Monday 2 March 2026 at 14:00 UTC").
+type invitationView struct {
+	InvitationMail
+	Expires string
+}
+
+// ExpiryWords formats t as the templates show it: "Monday 2 March 2026 at 14:00 UTC".
+func ExpiryWords(t time.Time) string {
+	if t.IsZero() {
+		return ""
+	}
+	return t.UTC().Format("Monday 2 January 2006 at 15:04 UTC")
+}
+
+//go:embed templates/*
+var defaultTemplates embed.FS
+
+// Template file names, in the embedded defaults and in an override directory.
+const (
+	InvitationSubjectFile = "invitation.subject.txt"
+	InvitationTextFile    = "invitation.txt"
+	InvitationHTMLFile    = "invitation.html"
+)
+
+// Templates render the invitation mail.
+type Templates struct {
+	subject *texttemplate.Template
+	text    *texttemplate.Template
+	html    *htmltemplate.Template
+}
+
+var templateFuncs = map[string]any{
+	"join":  strings.Join,
+	"upper": strings.ToUpper,
+	"lower": strings.ToLower,
+}
+
+// LoadTemplates loads the invitation templates. Each of invitation.subject.txt,
+// invitation.txt and invitation.html is read from dir when a file of that name
+// exists there and from the embedded defaults otherwise; dir "" means the
+// defaults only. Templates see the InvitationMail fields and Expires, plus
+// the functions join, upper and lower. A template that does not parse, or
+// fails on sample data, is an error naming its file.
+func LoadTemplates(dir string) (*Templates, error) {
+	if dir != "" {
+		st, err := os.Stat(dir)
+		if err != nil {
+			return nil, fmt.Errorf("mail templates: %w", err)
+		}
+		if !st.IsDir() {
+			return nil, fmt.Errorf("mail templates: %s is not a directory", dir)
+		}
+	}
+	read := func(name string) (src, origin string, err error) {
+		if dir != "" {
+			p := filepath.Join(dir, name)
+			b, err := os.ReadFile(p)
+			if err == nil {
+				return string(b), p, nil
+			}
+			if !errors.Is(err, fs.ErrNotExist) {
+				return "", p, fmt.Errorf("mail template %s: %w", p, err)
+			}
+		}
+		b, err := defaultTemplates.ReadFile("templates/" + name)
+		if err != nil {
+			return "", "", fmt.Errorf("mail template %s (embedded): %w", name, err)
+		}
+		return string(b), "embedded " + name, nil
+	}
+
+	t := &Templates{}
+	src, origin, err := read(InvitationSubjectFile)
+	if err != nil {
+		return nil, err
+	}
+	if t.subject, err = texttemplate.New(InvitationSubjectFile).Funcs(templateFuncs).Option("missingkey=error").Parse(src); err != nil {
+		return nil, fmt.Errorf("mail template %s: %w", origin, err)
+	}
+	subjectOrigin := origin
+	if src, origin, err = read(InvitationTextFile); err != nil {
+		return nil, err
+	}
+	if t.text, err = texttemplate.New(InvitationTextFile).Funcs(templateFuncs).Option("missingkey=error").Parse(src); err != nil {
+		return nil, fmt.Errorf("mail template %s: %w", origin, err)
+	}
+	textOrigin := origin
+	if src, origin, err = read(InvitationHTMLFile); err != nil {
+		return nil, err
+	}
+	if t.html, err = htmltemplate.New(InvitationHTMLFile).Funcs(templateFuncs).Option("missingkey=error").Parse(src); err != nil {
+		return nil, fmt.Errorf("mail template %s: %w", origin, err)
+	}
+	htmlOrigin := origin
+
+	// Execution errors (an unknown field, a bad pipeline) would otherwise only
+	// show when the first invitation is mailed: try every template now.
+	sample := invitationView{
+		InvitationMail: InvitationMail{
+			AppName: "App", Inviter: "Inviter", Email: "invitee@example.com",
+			Link: "https://usher.example.com/invite/sample", ExpiresAt: time.Unix(0, 0),
+			Roles: []string{"member"},
+		},
+		Expires: ExpiryWords(time.Unix(0, 0)),
+	}
+	var buf bytes.Buffer
+	if err := t.subject.Execute(&buf, sample); err != nil {
+		return nil, fmt.Errorf("mail template %s: %w", subjectOrigin, err)
+	}
+	buf.Reset()
+	if err := t.text.Execute(&buf, sample); err != nil {
+		return nil, fmt.Errorf("mail template %s: %w", textOrigin, err)
+	}
+	buf.Reset()
+	if err := t.html.Execute(&buf, sample); err != nil {
+		return nil, fmt.Errorf("mail template %s: %w", htmlOrigin, err)
+	}
+	return t, nil
+}
+
+// Invitation renders the invitation mail for d: text/template for the
+// subject and the plain text, html/template (context-aware escaping) for the
+// HTML part. The subject is folded onto one line.
+func (t *Templates) Invitation(d InvitationMail) (Message, error) {
+	if t == nil {
+		return Message{}, errors.New("mail templates: not loaded")
+	}
+	view := invitationView{InvitationMail: d, Expires: ExpiryWords(d.ExpiresAt)}
+	var subject, text, html bytes.Buffer
+	if err := t.subject.Execute(&subject, view); err != nil {
+		return Message{}, fmt.Errorf("render %s: %w", InvitationSubjectFile, err)
+	}
+	if err := t.text.Execute(&text, view); err != nil {
+		return Message{}, fmt.Errorf("render %s: %w", InvitationTextFile, err)
+	}
+	if err := t.html.Execute(&html, view); err != nil {
+		return Message{}, fmt.Errorf("render %s: %w", InvitationHTMLFile, err)
+	}
+	return Message{
+		To: d.Email,
+		// One line: no header folding surprises, no CR/LF from an Inviter
+		// name ending up in the header.
+		Subject: strings.Join(strings.Fields(subject.String()), " "),
+		Text:    text.String(),
+		HTML:    html.String(),
+	}, nil
+}

@@ -1,0 +1,388 @@
+package grants
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+)
+
+// JobKindMail is the job kind of queued invitation mails.
+const JobKindMail = "mail"
+
+// Sealer encrypts and authenticates a value for storage and opens it again.
+// *securecookie.SecureCookie satisfies it; it must be built with a block
+// (encryption) key, or the link would only be signed, not hidden.
+type Sealer interface {
+	Encode(name string, value any) (string, error)
+	Decode(name, value string, dst any) error
+}
+
+// MailerOptions configures NewMailer.
+type MailerOptions struct {
+	Store     Store
+	Sender    Sender
+	Templates *Templates
+	Sealer    Sealer
+	// AppName is shown in the mail ("… invited you to AppName").
+	AppName string
+	Now     func() time.Time
+	Logger  *slog.Logger
+	// PollInterval is how often the worker looks for due jobs when nothing
+	// wakes it (another replica's jobs, retries); default 1s.
+	PollInterval time.Duration
+	// MaxAttempts is how many deliveries are tried before giving up; default 10.
+	MaxAttempts int
+	// BaseBackoff is the wait after the first failure, doubled per attempt
+	// and capped at an hour; default 15s.
+	BaseBackoff time.Duration
+}
+
+// Mailer queues invitation mails durably in the store and sends them in the
+// background with retries.
+type Mailer struct {
+	o    MailerOptions
+	log  *slog.Logger
+	wake chan struct{}
+
+	mu        sync.Mutex
+	nextRetry time.Time // earliest retry this process scheduled, to wake for it
+}
+
+const (
+	mailBatch      = 10
+	mailLease      = 2 * time.Minute
+	mailSendBudget = time.Minute // < mailLease, so no other worker takes a job mid-send
+	maxBackoff     = time.Hour
+	maxReasonLen   = 200
+)
+
+// NewMailer fills in defaults; Store, Sender, Templates and Sealer are required.
+func NewMailer(o MailerOptions) *Mailer {
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	if o.Logger == nil {
+		o.Logger = slog.Default()
+	}
+	if o.PollInterval <= 0 {
+		o.PollInterval = time.Second
+	}
+	if o.MaxAttempts <= 0 {
+		o.MaxAttempts = 10
+	}
+	if o.BaseBackoff <= 0 {
+		o.BaseBackoff = 15 * time.Second
+	}
+	return &Mailer{o: o, log: o.Logger.With("component", "mailer"), wake: make(chan struct{}, 1)}
+}
+
+// mailPayload is the stored job. Link is sealed: it holds the invitation
+// token, which usher never stores in clear. TokenHash is the invitation's
+// hash when the mail was queued: a resend replaces it and so orphans the job.
+type mailPayload struct {
+	InvitationID string `json:"invitation_id"`
+	TokenHash    string `json:"token_hash"`
+	SealedLink   string `json:"sealed_link"`
+}
+
+// sealName binds a sealed link to its invitation: a sealed value copied into
+// another invitation's job does not open.
+func sealName(invitationID string) string { return "usher-mail-link:" + invitationID }
+
+// EnqueueInvitation stores a job to mail invitation inv with its link, sets
+// the invitation's EmailStatus to "queued" and wakes the worker.
+func (m *Mailer) EnqueueInvitation(ctx context.Context, inv *Invitation, link string) error {
+	if inv == nil || inv.ID == "" || inv.TokenHash == "" {
+		return errors.New("mailer: enqueue: invitation without id or token hash")
+	}
+	if link == "" {
+		return fmt.Errorf("mailer: enqueue invitation %s: empty link", inv.ID)
+	}
+	if m.o.Sealer == nil || m.o.Store == nil {
+		return errors.New("mailer: enqueue: no sealer or store configured")
+	}
+	sealed, err := m.o.Sealer.Encode(sealName(inv.ID), link)
+	if err != nil {
+		return fmt.Errorf("mailer: enqueue invitation %s: seal link: %w", inv.ID, err)
+	}
+	payload, err := json.Marshal(mailPayload{InvitationID: inv.ID, TokenHash: inv.TokenHash, SealedLink: sealed})
+	if err != nil {
+		return fmt.Errorf("mailer: enqueue invitation %s: %w", inv.ID, err)
+	}
+	// Queued before the job exists: a worker of another replica may send it
+	// the moment it is stored, and its "sent" must not be overwritten.
+	if _, err := m.o.Store.UpdateInvitation(ctx, inv.ID, func(i *Invitation) error {
+		i.EmailStatus, i.EmailError = "queued", ""
+		return nil
+	}); err != nil {
+		return fmt.Errorf("mailer: enqueue invitation %s: %w", inv.ID, err)
+	}
+	now := m.o.Now()
+	job := &Job{ID: "mail_" + randomHex(16), Kind: JobKindMail, Payload: payload, RunAt: now, CreatedAt: now}
+	if err := m.o.Store.EnqueueJob(ctx, job); err != nil {
+		reason := shortReason("could not queue the mail: " + err.Error())
+		if _, uerr := m.o.Store.UpdateInvitation(context.WithoutCancel(ctx), inv.ID, func(i *Invitation) error {
+			if i.TokenHash != inv.TokenHash {
+				return errSkipUpdate
+			}
+			i.EmailStatus, i.EmailError = "failed", reason
+			return nil
+		}); uerr != nil && !errors.Is(uerr, errSkipUpdate) {
+			m.log.Error("mail status not updated", "invitation_id", inv.ID, "error", uerr)
+		}
+		return fmt.Errorf("mailer: enqueue invitation %s: %w", inv.ID, err)
+	}
+	m.log.Info("invitation mail queued", "invitation_id", inv.ID, "job_id", job.ID)
+	select {
+	case m.wake <- struct{}{}:
+	default:
+	}
+	return nil
+}
+
+// QueueDepth counts queued mail jobs, for metrics.
+func (m *Mailer) QueueDepth(ctx context.Context) (int, error) {
+	return m.o.Store.JobCount(ctx, JobKindMail)
+}
+
+// Run drains the queue until ctx ends. It wakes on EnqueueInvitation at once,
+// for its own retries when they fall due, and otherwise every PollInterval.
+func (m *Mailer) Run(ctx context.Context) {
+	m.log.Info("mail worker started")
+	defer m.log.Info("mail worker stopped")
+	timer := time.NewTimer(0)
+	defer timer.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-m.wake:
+		case <-timer.C:
+		}
+		m.drain(ctx)
+		if ctx.Err() != nil {
+			return
+		}
+		timer.Reset(m.nextWait())
+	}
+}
+
+// nextWait is PollInterval, shortened to the earliest retry this process
+// scheduled so a short backoff is honoured without polling fast.
+func (m *Mailer) nextWait() time.Duration {
+	wait := m.o.PollInterval
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if !m.nextRetry.IsZero() {
+		d := m.nextRetry.Sub(m.o.Now())
+		if d < wait {
+			wait = max(d, 0)
+		}
+		if d <= m.o.PollInterval {
+			m.nextRetry = time.Time{} // this wait covers it
+		}
+	}
+	return wait
+}
+
+func (m *Mailer) noteRetry(at time.Time) {
+	m.mu.Lock()
+	if m.nextRetry.IsZero() || at.Before(m.nextRetry) {
+		m.nextRetry = at
+	}
+	m.mu.Unlock()
+}
+
+// drain claims and processes due jobs until fewer than a full batch are due.
+func (m *Mailer) drain(ctx context.Context) {
+	for ctx.Err() == nil {
+		jobs, err := m.o.Store.ClaimJobs(ctx, JobKindMail, m.o.Now(), mailBatch, mailLease)
+		if err != nil {
+			if ctx.Err() == nil {
+				m.log.Error("claim mail jobs", "error", err)
+			}
+			return
+		}
+		var wg sync.WaitGroup
+		for i := range jobs {
+			wg.Go(func() { m.process(ctx, &jobs[i]) })
+		}
+		wg.Wait()
+		if len(jobs) < mailBatch {
+			return
+		}
+	}
+}
+
+// errSkipUpdate aborts an UpdateInvitation whose invitation has moved on.
+var errSkipUpdate = errors.New("invitation changed; update skipped")
+
+// process handles one claimed job.
+func (m *Mailer) process(ctx context.Context, job *Job) {
+	log := m.log.With("job_id", job.ID, "attempt", job.Attempts)
+	// Store writes about the outcome must happen even if ctx ends now.
+	bg := context.WithoutCancel(ctx)
+
+	var p mailPayload
+	if err := json.Unmarshal(job.Payload, &p); err != nil || p.InvitationID == "" {
+		log.Error("dropping malformed mail job", "error", err)
+		m.complete(bg, log, job)
+		return
+	}
+	log = log.With("invitation_id", p.InvitationID)
+
+	inv, err := m.o.Store.GetInvitation(ctx, p.InvitationID)
+	if errors.Is(err, ErrNotFound) {
+		log.Warn("dropping mail job: invitation not found")
+		m.complete(bg, log, job)
+		return
+	}
+	if err != nil {
+		if ctx.Err() != nil {
+			m.release(bg, log, job)
+			return
+		}
+		m.retry(bg, log, job, p, fmt.Errorf("load invitation: %w", err))
+		return
+	}
+	if inv.TokenHash != p.TokenHash {
+		// A resend gave the invitation a new token (and its own job).
+		log.Info("dropping mail job: invitation token was replaced")
+		m.complete(bg, log, job)
+		return
+	}
+	if st := inv.EffectiveStatus(m.o.Now()); st != StatusPending {
+		log.Info("dropping mail job: invitation is no longer pending", "status", string(st))
+		m.update(bg, log, p, func(i *Invitation) {
+			if i.EmailStatus == "queued" {
+				i.EmailStatus, i.EmailError = "failed", "not sent: invitation "+string(st)
+			}
+		})
+		m.complete(bg, log, job)
+		return
+	}
+
+	var link string
+	if err := m.o.Sealer.Decode(sealName(p.InvitationID), p.SealedLink, &link); err != nil {
+		// Permanent: the sealing keys changed (or the payload was altered).
+		m.giveUp(bg, log, job, p, "the queued link could not be unsealed (were the keys changed?)", err)
+		return
+	}
+	msg, err := m.o.Templates.Invitation(InvitationMail{
+		AppName: m.o.AppName, Inviter: inv.Inviter, Email: inv.Email, Link: link,
+		ExpiresAt: inv.ExpiresAt, Roles: inv.Roles,
+	})
+	if err != nil {
+		m.giveUp(bg, log, job, p, shortReason(err.Error()), err)
+		return
+	}
+
+	sendCtx, cancel := context.WithTimeout(ctx, mailSendBudget)
+	err = m.o.Sender.Send(sendCtx, msg)
+	cancel()
+	if err != nil {
+		if ctx.Err() != nil {
+			m.release(bg, log, job)
+			return
+		}
+		m.retry(bg, log, job, p, err)
+		return
+	}
+
+	// Status first, job last: once the queue is empty the invitation tells
+	// the outcome, and a crash in between at worst sends the mail twice.
+	now := m.o.Now()
+	m.update(bg, log, p, func(i *Invitation) {
+		i.EmailStatus, i.EmailError = "sent", ""
+		i.Events = append(i.Events, Event{Type: "mailed", At: now})
+	})
+	if err := m.o.Store.CompleteJob(bg, job.ID); err != nil {
+		// The lease will lapse and the mail go out again: at least once.
+		log.Error("complete mail job", "error", err)
+	}
+	log.Info("invitation mail sent")
+}
+
+// retry schedules the job again with exponential backoff and records the
+// error, or gives up once MaxAttempts deliveries have failed.
+func (m *Mailer) retry(ctx context.Context, log *slog.Logger, job *Job, p mailPayload, cause error) {
+	reason := shortReason(cause.Error())
+	if job.Attempts >= m.o.MaxAttempts {
+		m.giveUp(ctx, log, job, p, reason, cause)
+		return
+	}
+	at := m.o.Now().Add(m.backoff(job.Attempts))
+	if err := m.o.Store.RetryJob(ctx, job.ID, at, reason); err != nil {
+		log.Error("reschedule mail job", "error", err)
+		return
+	}
+	m.noteRetry(at)
+	log.Warn("invitation mail failed; will retry", "error", cause, "retry_at", at)
+	m.update(ctx, log, p, func(i *Invitation) {
+		i.EmailStatus, i.EmailError = "queued", reason
+	})
+}
+
+// giveUp deletes the job and marks the invitation's mail as failed.
+func (m *Mailer) giveUp(ctx context.Context, log *slog.Logger, job *Job, p mailPayload, reason string, cause error) {
+	now := m.o.Now()
+	m.update(ctx, log, p, func(i *Invitation) {
+		i.EmailStatus, i.EmailError = "failed", reason
+		i.Events = append(i.Events, Event{Type: "mail_failed", At: now, Detail: map[string]string{"reason": reason}})
+	})
+	m.complete(ctx, log, job)
+	log.Error("invitation mail given up", "error", cause)
+}
+
+// release hands a job back at shutdown, due now rather than after its lease.
+func (m *Mailer) release(ctx context.Context, log *slog.Logger, job *Job) {
+	if err := m.o.Store.RetryJob(ctx, job.ID, m.o.Now(), "interrupted by shutdown"); err != nil {
+		log.Error("release mail job", "error", err)
+	}
+}
+
+func (m *Mailer) complete(ctx context.Context, log *slog.Logger, job *Job) {
+	if err := m.o.Store.CompleteJob(ctx, job.ID); err != nil && !errors.Is(err, ErrNotFound) {
+		log.Error("delete mail job", "error", err)
+	}
+}
+
+// update applies fn to the invitation unless a resend replaced its token in
+// the meantime (the new token's job owns the mail status then).
+func (m *Mailer) update(ctx context.Context, log *slog.Logger, p mailPayload, fn func(*Invitation)) {
+	_, err := m.o.Store.UpdateInvitation(ctx, p.InvitationID, func(i *Invitation) error {
+		if i.TokenHash != p.TokenHash {
+			return errSkipUpdate
+		}
+		fn(i)
+		return nil
+	})
+	if err != nil && !errors.Is(err, errSkipUpdate) && !errors.Is(err, ErrNotFound) {
+		log.Error("update invitation mail status", "error", err)
+	}
+}
+
+// backoff is BaseBackoff doubled per attempt after the first, capped at an hour.
+func (m *Mailer) backoff(attempt int) time.Duration {
+	d := m.o.BaseBackoff
+	for i := 1; i < attempt && d < maxBackoff; i++ {
+		d *= 2
+	}
+	return min(d, maxBackoff)
+}
+
+// shortReason keeps an error message fit for an admin list column.
+func shortReason(s string) string {
+	if len(s) <= maxReasonLen {
+		return s
+	}
+	cut := maxReasonLen
+	for cut > 0 && s[cut]&0xC0 == 0x80 { // do not split a UTF-8 sequence
+		cut--
+	}
+	return s[:cut] + "…"
+}

@@ -1,0 +1,985 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/csv"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"os"
+	"slices"
+	"strconv"
+	"strings"
+	"text/tabwriter"
+	"time"
+	"unicode"
+)
+
+// `usher invite` is a thin client of the admin API: it gets a
+// client_credentials token from usher's token endpoint and calls
+// /api/invitations. It never touches the store.
+
+const inviteUsage = `Usage:
+  usher invite create --email ADDR [--role R]... [--claims JSON] [--metadata JSON]
+                      [--external-id X] [--client-id-for CLIENT] [--expires-in 72h]
+                      [--no-email] [--email-match any|exact|domain] [--inviter NAME]
+                      [--idempotency-key K] [--json]
+  usher invite list   [--status pending|redeemed|revoked|expired] [--email ADDR]
+                      [--external-id X] [--limit N] [--all] [--json]
+  usher invite revoke ID [--json]
+  usher invite resend ID [--json]
+  usher invite import people.csv [--no-email] [--role R]... [--client-id-for CLIENT]
+                      [--expires-in D] [--email-match M] [--inviter NAME]
+
+Connection (every subcommand):
+  --issuer URL            usher's issuer (env USHER_ISSUER, default http://127.0.0.1:8080)
+  --client-id ID          a client allowed client_credentials (env USHER_CLIENT_ID)
+  --client-secret SECRET  its secret (env USHER_CLIENT_SECRET; prefer the environment)
+
+Notes:
+  The invitation link (url) is shown only by create and resend: usher stores a
+  hash of its token, never the token. resend issues a new link and kills the old one.
+  --claims and --metadata take a JSON object, or @FILE to read one from a file.
+  --expires-in takes a Go duration (90m, 72h) or whole days (7d).
+  import reads a CSV whose header names the columns email (required), roles
+  (separated by spaces or ';'), claims (a JSON object), external_id, metadata.
+  Each row carries an Idempotency-Key derived from the file's contents and the
+  line, so running the same file again within 24 hours creates nothing new.
+`
+
+const (
+	defaultIssuer = "http://127.0.0.1:8080"
+	scopeRead     = "invitations:read"
+	scopeWrite    = "invitations:write"
+)
+
+func cmdInvite(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	return runInvite(ctx, args, stdout, stderr, os.Getenv)
+}
+
+// inviteCmd is one invocation of `usher invite SUB`.
+type inviteCmd struct {
+	sub            string
+	stdout, stderr io.Writer
+	getenv         func(string) string
+	fs             *flag.FlagSet
+	issuer         string
+	clientID       string
+	clientSecret   string
+	jsonOut        bool
+}
+
+func runInvite(ctx context.Context, args []string, stdout, stderr io.Writer, getenv func(string) string) error {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, inviteUsage)
+		return flag.ErrHelp
+	}
+	c := &inviteCmd{sub: args[0], stdout: stdout, stderr: stderr, getenv: getenv}
+	switch c.sub {
+	case "create":
+		return c.create(ctx, args[1:])
+	case "list":
+		return c.list(ctx, args[1:])
+	case "revoke":
+		return c.revoke(ctx, args[1:])
+	case "resend":
+		return c.resend(ctx, args[1:])
+	case "import":
+		return c.importCSV(ctx, args[1:])
+	case "help", "-h", "--help", "-help":
+		fmt.Fprint(stdout, inviteUsage)
+		return nil
+	}
+	fmt.Fprintf(stderr, "usher invite: unknown subcommand %q\n\n%s", c.sub, inviteUsage)
+	return flag.ErrHelp
+}
+
+// flags starts the subcommand's flag set with the connection flags. The
+// secret's flag has no default, so that no usage text can ever show it.
+func (c *inviteCmd) flags() *flag.FlagSet {
+	fs := flag.NewFlagSet("invite "+c.sub, flag.ContinueOnError)
+	fs.SetOutput(c.stderr)
+	fs.Usage = func() { fmt.Fprint(c.stderr, inviteUsage) }
+	fs.StringVar(&c.issuer, "issuer", "", "usher's issuer URL (env USHER_ISSUER)")
+	fs.StringVar(&c.clientID, "client-id", "", "client ID (env USHER_CLIENT_ID)")
+	fs.StringVar(&c.clientSecret, "client-secret", "", "client secret (env USHER_CLIENT_SECRET)")
+	c.fs = fs
+	return fs
+}
+
+// parse parses flags anywhere among the arguments (`revoke ID --json` as
+// well as `revoke --json ID`) and returns the positional arguments.
+func (c *inviteCmd) parse(args []string) ([]string, error) {
+	var pos []string
+	for {
+		if err := c.fs.Parse(args); err != nil {
+			return nil, fmt.Errorf("%w (%v)", flag.ErrHelp, err) // flag printed the error and the usage
+		}
+		rest := c.fs.Args()
+		if consumed := len(args) - len(rest); consumed > 0 && args[consumed-1] == "--" {
+			return append(pos, rest...), nil
+		}
+		if len(rest) == 0 {
+			return pos, nil
+		}
+		pos = append(pos, rest[0])
+		args = rest[1:]
+	}
+}
+
+// usagef reports a usage error: exit code 2.
+func (c *inviteCmd) usagef(format string, args ...any) error {
+	fmt.Fprintf(c.stderr, "usher invite %s: %s\nRun 'usher invite help' for usage.\n", c.sub, fmt.Sprintf(format, args...))
+	return flag.ErrHelp
+}
+
+// client builds the API client from flags, then the environment.
+func (c *inviteCmd) client(scope string) (*adminClient, error) {
+	pick := func(flagVal, env, def string) string {
+		if flagVal != "" {
+			return flagVal
+		}
+		if v := c.getenv(env); v != "" {
+			return v
+		}
+		return def
+	}
+	issuer := pick(c.issuer, "USHER_ISSUER", defaultIssuer)
+	u, err := url.Parse(issuer)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return nil, c.usagef("--issuer %q is not an http(s) URL", issuer)
+	}
+	id := pick(c.clientID, "USHER_CLIENT_ID", "")
+	secret := pick(c.clientSecret, "USHER_CLIENT_SECRET", "")
+	if id == "" || secret == "" {
+		return nil, c.usagef("a client is required: set --client-id and --client-secret (or USHER_CLIENT_ID and USHER_CLIENT_SECRET) to a client allowed the client_credentials grant and the scope %s", scope)
+	}
+	return &adminClient{
+		base: strings.TrimRight(issuer, "/"), clientID: id, clientSecret: secret, scope: scope,
+		http: &http.Client{Timeout: time.Minute},
+	}, nil
+}
+
+// ---- create ----
+
+// createFlags are the invitation fields shared by create and import.
+type createFlags struct {
+	roles       stringList
+	clientFor   string
+	expiresIn   string
+	noEmail     bool
+	emailMatch  string
+	inviter     string
+	expiresSecs *int64
+}
+
+func (f *createFlags) register(fs *flag.FlagSet) {
+	fs.Var(&f.roles, "role", "a role to grant (repeatable)")
+	fs.StringVar(&f.clientFor, "client-id-for", "", "the client (app) the invitation is for")
+	fs.StringVar(&f.expiresIn, "expires-in", "", "lifetime, e.g. 72h or 7d (default: usher's configured default)")
+	fs.BoolVar(&f.noEmail, "no-email", false, "do not mail the invitation; only return its link")
+	fs.StringVar(&f.emailMatch, "email-match", "", "who may redeem it: any, exact or domain")
+	fs.StringVar(&f.inviter, "inviter", "", "who invites (shown in the mail; default: the client ID)")
+}
+
+func (c *inviteCmd) checkCreateFlags(f *createFlags) error {
+	if f.expiresIn != "" {
+		d, err := parseLifetime(f.expiresIn)
+		if err != nil {
+			return c.usagef("--expires-in: %v", err)
+		}
+		secs := int64(d / time.Second)
+		f.expiresSecs = &secs
+	}
+	switch f.emailMatch {
+	case "", "any", "exact", "domain":
+	default:
+		return c.usagef("--email-match must be any, exact or domain, not %q", f.emailMatch)
+	}
+	for _, r := range f.roles {
+		if strings.TrimSpace(r) == "" {
+			return c.usagef("--role must not be empty")
+		}
+	}
+	return nil
+}
+
+// parseLifetime reads a Go duration, or whole days ("7d").
+func parseLifetime(s string) (time.Duration, error) {
+	var d time.Duration
+	if n, ok := strings.CutSuffix(s, "d"); ok {
+		days, err := strconv.Atoi(n)
+		if err != nil {
+			return 0, fmt.Errorf("%q is not a duration (examples: 90m, 72h, 7d)", s)
+		}
+		d = time.Duration(days) * 24 * time.Hour
+	} else {
+		var err error
+		if d, err = time.ParseDuration(s); err != nil {
+			return 0, fmt.Errorf("%q is not a duration (examples: 90m, 72h, 7d)", s)
+		}
+	}
+	if d < time.Second {
+		return 0, fmt.Errorf("%q must be at least one second", s)
+	}
+	return d, nil
+}
+
+// createBody is the JSON of POST /api/invitations (grants.CreateRequest).
+type createBody struct {
+	Email      string         `json:"email"`
+	Roles      []string       `json:"roles,omitempty"`
+	Claims     map[string]any `json:"claims,omitempty"`
+	Metadata   map[string]any `json:"metadata,omitempty"`
+	ExternalID string         `json:"external_id,omitempty"`
+	ClientID   string         `json:"client_id,omitempty"`
+	ExpiresIn  *int64         `json:"expires_in,omitempty"`
+	SendEmail  *bool          `json:"send_email,omitempty"`
+	EmailMatch string         `json:"email_match,omitempty"`
+	Inviter    string         `json:"inviter,omitempty"`
+}
+
+func (f *createFlags) body(email string, roles []string) createBody {
+	b := createBody{
+		Email: email, ClientID: f.clientFor, ExpiresIn: f.expiresSecs,
+		EmailMatch: f.emailMatch, Inviter: f.inviter,
+	}
+	for _, r := range append(slices.Clone(roles), f.roles...) {
+		if !slices.Contains(b.Roles, r) {
+			b.Roles = append(b.Roles, r)
+		}
+	}
+	if f.noEmail {
+		no := false
+		b.SendEmail = &no
+	}
+	return b
+}
+
+func (c *inviteCmd) create(ctx context.Context, args []string) error {
+	fs := c.flags()
+	var cf createFlags
+	cf.register(fs)
+	email := fs.String("email", "", "the invitee's email address (required)")
+	claims := fs.String("claims", "", "claims for the invitee's tokens: a JSON object or @FILE")
+	metadata := fs.String("metadata", "", "data kept with the invitation (not in tokens): a JSON object or @FILE")
+	externalID := fs.String("external-id", "", "your reference; a pending invitation with the same one is returned instead of a new one")
+	idemKey := fs.String("idempotency-key", "", "makes a retried create safe: the same key replays the first answer (24h)")
+	fs.BoolVar(&c.jsonOut, "json", false, "print the API's JSON")
+	pos, err := c.parse(args)
+	if err != nil {
+		return err
+	}
+	if len(pos) > 0 {
+		return c.usagef("unexpected argument %q", pos[0])
+	}
+	if strings.TrimSpace(*email) == "" {
+		return c.usagef("--email is required")
+	}
+	if err := c.checkCreateFlags(&cf); err != nil {
+		return err
+	}
+	body := cf.body(*email, nil)
+	body.ExternalID = *externalID
+	if body.Claims, err = jsonObjectArg(*claims); err != nil {
+		return c.usagef("--claims: %v", err)
+	}
+	if body.Metadata, err = jsonObjectArg(*metadata); err != nil {
+		return c.usagef("--metadata: %v", err)
+	}
+	ac, err := c.client(scopeWrite)
+	if err != nil {
+		return err
+	}
+	hdr := http.Header{}
+	if *idemKey != "" {
+		hdr.Set("Idempotency-Key", *idemKey)
+	}
+	rep, err := ac.do(ctx, http.MethodPost, "/api/invitations", body, hdr)
+	if err != nil {
+		return err
+	}
+	if c.jsonOut {
+		return c.printJSON(rep.body)
+	}
+	var inv invitationJSON
+	if err := json.Unmarshal(rep.body, &inv); err != nil {
+		return fmt.Errorf("unreadable answer from usher: %v", err)
+	}
+	switch {
+	case rep.status == http.StatusOK && inv.URL == "":
+		fmt.Fprintf(c.stdout, "already invited: invitation %s with external_id %q is still pending; nothing new was created.\n", inv.ID, inv.ExternalID)
+		c.printInvitation(&inv)
+		fmt.Fprintf(c.stdout, "Its link was shown when it was created; 'usher invite resend %s' issues a new one.\n", inv.ID)
+	default:
+		if rep.replayed {
+			fmt.Fprintln(c.stdout, "replayed: this Idempotency-Key was already used; this is the first answer, nothing new was created.")
+		} else {
+			fmt.Fprintln(c.stdout, "created invitation")
+		}
+		c.printInvitation(&inv)
+		c.printLinkNote(&inv)
+	}
+	return nil
+}
+
+// jsonObjectArg reads a JSON object from a flag value or, with @FILE, a file.
+func jsonObjectArg(v string) (map[string]any, error) {
+	if v == "" {
+		return nil, nil
+	}
+	if name, ok := strings.CutPrefix(v, "@"); ok {
+		b, err := os.ReadFile(name)
+		if err != nil {
+			return nil, err
+		}
+		v = string(b)
+	}
+	return parseJSONObject(v)
+}
+
+func parseJSONObject(s string) (map[string]any, error) {
+	var raw any
+	dec := json.NewDecoder(strings.NewReader(s))
+	dec.UseNumber()
+	if err := dec.Decode(&raw); err != nil {
+		return nil, fmt.Errorf("not valid JSON: %v", err)
+	}
+	if dec.More() {
+		return nil, errors.New("not valid JSON: unexpected data after the object")
+	}
+	m, ok := raw.(map[string]any)
+	if !ok {
+		return nil, fmt.Errorf("must be a JSON object like {\"key\": \"value\"}, not %s", jsonKind(raw))
+	}
+	return m, nil
+}
+
+func jsonKind(v any) string {
+	switch v.(type) {
+	case []any:
+		return "an array"
+	case string:
+		return "a string"
+	case json.Number:
+		return "a number"
+	case bool:
+		return "a boolean"
+	case nil:
+		return "null"
+	}
+	return fmt.Sprintf("%T", v)
+}
+
+// invitationJSON is the part of the API's invitation view the CLI shows.
+type invitationJSON struct {
+	ID          string         `json:"id"`
+	Status      string         `json:"status"`
+	Email       string         `json:"email"`
+	Roles       []string       `json:"roles"`
+	Claims      map[string]any `json:"claims"`
+	ExternalID  string         `json:"external_id"`
+	ClientID    string         `json:"client_id"`
+	EmailMatch  string         `json:"email_match"`
+	CreatedAt   time.Time      `json:"created_at"`
+	ExpiresAt   time.Time      `json:"expires_at"`
+	EmailStatus string         `json:"email_status"`
+	EmailError  string         `json:"email_error"`
+	URL         string         `json:"url"`
+}
+
+func (c *inviteCmd) printInvitation(inv *invitationJSON) {
+	tw := tabwriter.NewWriter(c.stdout, 0, 0, 2, ' ', 0)
+	row := func(k, v string) {
+		if v != "" {
+			fmt.Fprintf(tw, "  %s\t%s\n", k, v)
+		}
+	}
+	row("id", inv.ID)
+	row("status", inv.Status)
+	row("email", inv.Email)
+	row("roles", strings.Join(inv.Roles, " "))
+	if len(inv.Claims) > 0 {
+		b, _ := json.Marshal(inv.Claims)
+		row("claims", string(b))
+	}
+	row("external_id", inv.ExternalID)
+	row("client_id", inv.ClientID)
+	row("email_match", inv.EmailMatch)
+	if !inv.ExpiresAt.IsZero() {
+		row("expires_at", inv.ExpiresAt.Format(time.RFC3339))
+	}
+	es := inv.EmailStatus
+	if inv.EmailError != "" {
+		es += " (" + inv.EmailError + ")"
+	}
+	row("email_status", es)
+	row("url", inv.URL)
+	tw.Flush()
+}
+
+func (c *inviteCmd) printLinkNote(inv *invitationJSON) {
+	if inv.URL != "" {
+		fmt.Fprintln(c.stdout, "The url is shown only now (usher keeps only a hash of its token); keep it if you send it yourself.")
+	}
+}
+
+func (c *inviteCmd) printJSON(raw []byte) error {
+	var buf bytes.Buffer
+	if err := json.Indent(&buf, bytes.TrimSpace(raw), "", "  "); err != nil {
+		buf.Reset()
+		buf.Write(bytes.TrimSpace(raw))
+	}
+	buf.WriteByte('\n')
+	_, err := c.stdout.Write(buf.Bytes())
+	return err
+}
+
+// ---- list ----
+
+func (c *inviteCmd) list(ctx context.Context, args []string) error {
+	fs := c.flags()
+	status := fs.String("status", "", "only invitations in this status: pending, redeemed, revoked, expired")
+	email := fs.String("email", "", "only invitations for this email address")
+	externalID := fs.String("external-id", "", "only invitations with this external_id")
+	limit := fs.Int("limit", 50, "page size, 1 to 1000")
+	all := fs.Bool("all", false, "fetch every page")
+	fs.BoolVar(&c.jsonOut, "json", false, "print the API's JSON")
+	pos, err := c.parse(args)
+	if err != nil {
+		return err
+	}
+	if len(pos) > 0 {
+		return c.usagef("unexpected argument %q", pos[0])
+	}
+	switch *status {
+	case "", "pending", "redeemed", "revoked", "expired":
+	default:
+		return c.usagef("--status must be pending, redeemed, revoked or expired, not %q", *status)
+	}
+	if *limit < 1 || *limit > 1000 {
+		return c.usagef("--limit must be from 1 to 1000")
+	}
+	ac, err := c.client(scopeRead)
+	if err != nil {
+		return err
+	}
+	q := url.Values{"limit": {strconv.Itoa(*limit)}}
+	for k, v := range map[string]string{"status": *status, "email": *email, "external_id": *externalID} {
+		if v != "" {
+			q.Set(k, v)
+		}
+	}
+	type page struct {
+		Invitations []json.RawMessage `json:"invitations"`
+		NextCursor  string            `json:"next_cursor,omitempty"`
+	}
+	var out page
+	for {
+		rep, err := ac.do(ctx, http.MethodGet, "/api/invitations?"+q.Encode(), nil, nil)
+		if err != nil {
+			return err
+		}
+		if c.jsonOut && !*all {
+			return c.printJSON(rep.body)
+		}
+		var p page
+		if err := json.Unmarshal(rep.body, &p); err != nil {
+			return fmt.Errorf("unreadable answer from usher: %v", err)
+		}
+		out.Invitations = append(out.Invitations, p.Invitations...)
+		out.NextCursor = p.NextCursor
+		if !*all || p.NextCursor == "" {
+			break
+		}
+		q.Set("cursor", p.NextCursor)
+	}
+	if out.Invitations == nil {
+		out.Invitations = []json.RawMessage{}
+	}
+	if c.jsonOut {
+		b, _ := json.Marshal(out)
+		return c.printJSON(b)
+	}
+	if len(out.Invitations) == 0 {
+		fmt.Fprintln(c.stdout, "no invitations")
+		return nil
+	}
+	tw := tabwriter.NewWriter(c.stdout, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "ID\tSTATUS\tEMAIL\tROLES\tEXTERNAL_ID\tEXPIRES_AT\tEMAIL_STATUS")
+	for _, raw := range out.Invitations {
+		var inv invitationJSON
+		if err := json.Unmarshal(raw, &inv); err != nil {
+			return fmt.Errorf("unreadable answer from usher: %v", err)
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", inv.ID, inv.Status, inv.Email, dash(strings.Join(inv.Roles, " ")),
+			dash(inv.ExternalID), inv.ExpiresAt.Format(time.RFC3339), dash(inv.EmailStatus))
+	}
+	tw.Flush()
+	if out.NextCursor != "" {
+		fmt.Fprintf(c.stdout, "(more invitations: use --all, or a larger --limit)\n")
+	}
+	return nil
+}
+
+func dash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}
+
+// ---- revoke, resend ----
+
+func (c *inviteCmd) oneID(args []string) (string, error) {
+	c.flags()
+	c.fs.BoolVar(&c.jsonOut, "json", false, "print the API's JSON")
+	pos, err := c.parse(args)
+	if err != nil {
+		return "", err
+	}
+	switch {
+	case len(pos) == 0 || strings.TrimSpace(pos[0]) == "":
+		return "", c.usagef("the invitation ID is required: usher invite %s ID", c.sub)
+	case len(pos) > 1:
+		return "", c.usagef("one invitation ID at a time (got %d arguments)", len(pos))
+	}
+	return pos[0], nil
+}
+
+func (c *inviteCmd) revoke(ctx context.Context, args []string) error {
+	id, err := c.oneID(args)
+	if err != nil {
+		return err
+	}
+	ac, err := c.client(scopeWrite)
+	if err != nil {
+		return err
+	}
+	rep, err := ac.do(ctx, http.MethodDelete, "/api/invitations/"+url.PathEscape(id), nil, nil)
+	if err != nil {
+		return err
+	}
+	if c.jsonOut {
+		return c.printJSON(rep.body)
+	}
+	var inv invitationJSON
+	if err := json.Unmarshal(rep.body, &inv); err != nil {
+		return fmt.Errorf("unreadable answer from usher: %v", err)
+	}
+	fmt.Fprintf(c.stdout, "revoked invitation %s (%s); its link no longer works\n", inv.ID, inv.Email)
+	return nil
+}
+
+func (c *inviteCmd) resend(ctx context.Context, args []string) error {
+	id, err := c.oneID(args)
+	if err != nil {
+		return err
+	}
+	ac, err := c.client(scopeWrite)
+	if err != nil {
+		return err
+	}
+	rep, err := ac.do(ctx, http.MethodPost, "/api/invitations/"+url.PathEscape(id)+"/resend", nil, nil)
+	if err != nil {
+		return err
+	}
+	if c.jsonOut {
+		return c.printJSON(rep.body)
+	}
+	var inv invitationJSON
+	if err := json.Unmarshal(rep.body, &inv); err != nil {
+		return fmt.Errorf("unreadable answer from usher: %v", err)
+	}
+	fmt.Fprintln(c.stdout, "resent invitation: a new link; the previous one no longer works")
+	c.printInvitation(&inv)
+	c.printLinkNote(&inv)
+	return nil
+}
+
+// ---- import ----
+
+var importColumns = []string{"email", "roles", "claims", "external_id", "metadata"}
+
+func (c *inviteCmd) importCSV(ctx context.Context, args []string) error {
+	fs := c.flags()
+	var cf createFlags
+	cf.register(fs)
+	pos, err := c.parse(args)
+	if err != nil {
+		return err
+	}
+	if len(pos) != 1 {
+		return c.usagef("import takes one CSV file: usher invite import people.csv")
+	}
+	if err := c.checkCreateFlags(&cf); err != nil {
+		return err
+	}
+	data, err := os.ReadFile(pos[0])
+	if err != nil {
+		return err
+	}
+	sum := sha256.Sum256(data)
+	fileKey := hex.EncodeToString(sum[:])
+
+	r := csv.NewReader(bytes.NewReader(bytes.TrimPrefix(data, []byte("\xef\xbb\xbf")))) // spreadsheets write a BOM
+	r.FieldsPerRecord = -1
+	r.TrimLeadingSpace = true
+	header, err := r.Read()
+	if err == io.EOF {
+		return fmt.Errorf("%s is empty: the first line must be a header naming the columns (%s)", pos[0], strings.Join(importColumns, ", "))
+	}
+	if err != nil {
+		return fmt.Errorf("%s: header: %v", pos[0], err)
+	}
+	col := map[string]int{}
+	for i, h := range header {
+		name := strings.ToLower(strings.TrimSpace(h))
+		switch {
+		case name == "" && i == len(header)-1:
+			continue // a trailing separator
+		case !slices.Contains(importColumns, name):
+			return fmt.Errorf("%s line 1: unknown column %q; the columns are %s", pos[0], h, strings.Join(importColumns, ", "))
+		}
+		if _, dup := col[name]; dup {
+			return fmt.Errorf("%s line 1: column %q appears twice", pos[0], name)
+		}
+		col[name] = i
+	}
+	if _, ok := col["email"]; !ok {
+		return fmt.Errorf("%s line 1: no email column; the header must name the columns (%s), email is required", pos[0], strings.Join(importColumns, ", "))
+	}
+
+	// Get the token first: bad credentials fail once, not on every row.
+	ac, err := c.client(scopeWrite)
+	if err != nil {
+		return err
+	}
+	if _, err := ac.token(ctx); err != nil {
+		return err
+	}
+
+	var total, ok, failed, existing, replayed int
+	fail := func(line int, format string, args ...any) {
+		failed++
+		fmt.Fprintf(c.stdout, "line %d: %s\n", line, fmt.Sprintf(format, args...))
+	}
+	for {
+		rec, err := r.Read()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			var pe *csv.ParseError
+			if !errors.As(err, &pe) {
+				return err
+			}
+			total++
+			fail(pe.StartLine, "not valid CSV: %v", pe.Err)
+			continue
+		}
+		if allBlank(rec) {
+			continue
+		}
+		line, _ := r.FieldPos(0)
+		total++
+		cell := func(name string) string {
+			if i, ok := col[name]; ok && i < len(rec) {
+				return strings.TrimSpace(rec[i])
+			}
+			return ""
+		}
+		if len(rec) > len(header) && !allBlank(rec[len(header):]) {
+			fail(line, "%d cells, but the header names %d columns", len(rec), len(header))
+			continue
+		}
+		email := cell("email")
+		if email == "" {
+			fail(line, "email: is empty")
+			continue
+		}
+		roles := strings.FieldsFunc(cell("roles"), func(r rune) bool { return r == ';' || r == ',' || unicode.IsSpace(r) })
+		body := cf.body(email, roles)
+		body.ExternalID = cell("external_id")
+		if body.Claims, err = parseJSONObjectCell(cell("claims")); err != nil {
+			fail(line, "claims: %v", err)
+			continue
+		}
+		if body.Metadata, err = parseJSONObjectCell(cell("metadata")); err != nil {
+			fail(line, "metadata: %v", err)
+			continue
+		}
+		hdr := http.Header{"Idempotency-Key": {"usher-import-" + fileKey + "-" + strconv.Itoa(line)}}
+		rep, err := ac.do(ctx, http.MethodPost, "/api/invitations", body, hdr)
+		if err != nil {
+			var pe *problemError
+			switch {
+			case errors.As(err, &pe) && pe.slug() == "idempotency-mismatch":
+				fail(line, "this line of this file was already imported with other options (--role, --no-email, ...) in the last 24 hours; nothing was created")
+			case errors.As(err, &pe):
+				fail(line, "%s", pe.oneLine())
+			default:
+				fail(line, "%v", err)
+			}
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			continue
+		}
+		var inv invitationJSON
+		if err := json.Unmarshal(rep.body, &inv); err != nil {
+			fail(line, "unreadable answer from usher: %v", err)
+			continue
+		}
+		ok++
+		switch {
+		case rep.status == http.StatusOK && inv.URL == "":
+			existing++
+			fmt.Fprintf(c.stdout, "line %d: %s %s already invited (pending invitation with external_id %q; nothing new created)\n", line, inv.Email, inv.ID, inv.ExternalID)
+		case rep.replayed:
+			replayed++
+			fmt.Fprintf(c.stdout, "line %d: %s %s already imported from this file (nothing new created) %s\n", line, inv.Email, inv.ID, inv.URL)
+		default:
+			fmt.Fprintf(c.stdout, "line %d: %s %s %s\n", line, inv.Email, inv.ID, inv.URL)
+		}
+	}
+	summary := fmt.Sprintf("imported %d of %d; %d failed", ok, total, failed)
+	if existing > 0 {
+		summary += fmt.Sprintf("; %d already invited", existing)
+	}
+	if replayed > 0 {
+		summary += fmt.Sprintf("; %d already imported by an earlier run", replayed)
+	}
+	fmt.Fprintln(c.stdout, summary)
+	if total == 0 {
+		fmt.Fprintln(c.stdout, "(the file has a header but no rows)")
+	}
+	if failed > 0 {
+		return fmt.Errorf("%d of %d rows failed (see the lines above); fix them and run the same command again: rows already imported are not created twice", failed, total)
+	}
+	return nil
+}
+
+func parseJSONObjectCell(s string) (map[string]any, error) {
+	if s == "" {
+		return nil, nil
+	}
+	return parseJSONObject(s)
+}
+
+func allBlank(cells []string) bool {
+	for _, s := range cells {
+		if strings.TrimSpace(s) != "" {
+			return false
+		}
+	}
+	return true
+}
+
+// stringList is a repeatable string flag.
+type stringList []string
+
+func (l *stringList) String() string     { return strings.Join(*l, " ") }
+func (l *stringList) Set(v string) error { *l = append(*l, strings.TrimSpace(v)); return nil }
+
+// ---- the admin API client ----
+
+// adminClient calls usher's admin API with a client_credentials token.
+type adminClient struct {
+	base         string // the issuer, without a trailing slash
+	clientID     string
+	clientSecret string
+	scope        string
+	http         *http.Client
+	accessToken  string
+}
+
+// reply is an API answer with a 2xx status.
+type reply struct {
+	status   int
+	body     []byte
+	replayed bool // Idempotent-Replayed: the first answer to this Idempotency-Key
+}
+
+// token returns an access token, asking usher's token endpoint the first time.
+func (a *adminClient) token(ctx context.Context) (string, error) {
+	if a.accessToken != "" {
+		return a.accessToken, nil
+	}
+	endpoint := a.base + "/oauth/token"
+	form := url.Values{"grant_type": {"client_credentials"}, "scope": {a.scope}}
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, endpoint, strings.NewReader(form.Encode()))
+	if err != nil {
+		return "", err
+	}
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	req.Header.Set("Accept", "application/json")
+	// RFC 6749 §2.3.1: the credentials are form-encoded before Basic encoding.
+	req.SetBasicAuth(url.QueryEscape(a.clientID), url.QueryEscape(a.clientSecret))
+	resp, err := a.http.Do(req)
+	if err != nil {
+		return "", fmt.Errorf("cannot reach usher at %s: %v", a.base, unwrapURLError(err))
+	}
+	defer resp.Body.Close()
+	raw, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+	var tr struct {
+		AccessToken string `json:"access_token"`
+		Error       string `json:"error"`
+		Description string `json:"error_description"`
+	}
+	jsonErr := json.Unmarshal(raw, &tr)
+	switch {
+	case resp.StatusCode == http.StatusOK && tr.AccessToken != "":
+		a.accessToken = tr.AccessToken
+		return tr.AccessToken, nil
+	case tr.Error == "invalid_client" || (tr.Error == "" && resp.StatusCode == http.StatusUnauthorized) ||
+		strings.Contains(strings.ToLower(tr.Description), "client credentials"): // some servers answer server_error
+		return "", fmt.Errorf("usher refused the client credentials of %q (%s): check --client-id and --client-secret (or USHER_CLIENT_ID and USHER_CLIENT_SECRET)",
+			a.clientID, joinNonEmpty(": ", tr.Error, tr.Description))
+	case tr.Error == "unauthorized_client" || tr.Error == "invalid_scope":
+		return "", fmt.Errorf("client %q may not manage invitations (%s): in usher's config, allow it the client_credentials grant and the scope %s",
+			a.clientID, joinNonEmpty(": ", tr.Error, tr.Description), a.scope)
+	case tr.Error != "":
+		return "", fmt.Errorf("getting an access token from %s failed: %s", endpoint, joinNonEmpty(": ", tr.Error, tr.Description))
+	case jsonErr != nil:
+		return "", fmt.Errorf("%s answered %s with something that is not a token response; is --issuer (%s) usher's issuer URL?", endpoint, resp.Status, a.base)
+	}
+	return "", fmt.Errorf("%s answered %s without an access token", endpoint, resp.Status)
+}
+
+// do calls the API. body, when not nil, is sent as JSON. A 4xx/5xx answer
+// is returned as a *problemError.
+func (a *adminClient) do(ctx context.Context, method, path string, body any, hdr http.Header) (*reply, error) {
+	var payload []byte
+	if body != nil {
+		var err error
+		if payload, err = json.Marshal(body); err != nil {
+			return nil, err
+		}
+	}
+	for attempt := 0; ; attempt++ {
+		tok, err := a.token(ctx)
+		if err != nil {
+			return nil, err
+		}
+		var rd io.Reader
+		if payload != nil {
+			rd = bytes.NewReader(payload)
+		}
+		req, err := http.NewRequestWithContext(ctx, method, a.base+path, rd)
+		if err != nil {
+			return nil, err
+		}
+		for k, v := range hdr {
+			req.Header[k] = v
+		}
+		req.Header.Set("Authorization", "Bearer "+tok)
+		req.Header.Set("Accept", "application/json, application/problem+json")
+		if payload != nil {
+			req.Header.Set("Content-Type", "application/json")
+		}
+		resp, err := a.http.Do(req)
+		if err != nil {
+			return nil, fmt.Errorf("cannot reach usher at %s: %v", a.base, unwrapURLError(err))
+		}
+		raw, err := io.ReadAll(io.LimitReader(resp.Body, 32<<20))
+		resp.Body.Close()
+		if err != nil {
+			return nil, fmt.Errorf("reading usher's answer to %s %s: %v", method, path, err)
+		}
+		if resp.StatusCode == http.StatusUnauthorized && attempt == 0 {
+			a.accessToken = "" // expired during a long import: get a new one, once
+			continue
+		}
+		if resp.StatusCode >= 400 {
+			return nil, newProblemError(resp, raw)
+		}
+		return &reply{status: resp.StatusCode, body: raw, replayed: resp.Header.Get("Idempotent-Replayed") == "true"}, nil
+	}
+}
+
+func unwrapURLError(err error) error {
+	var ue *url.Error
+	if errors.As(err, &ue) {
+		return ue.Err
+	}
+	return err
+}
+
+func joinNonEmpty(sep string, parts ...string) string {
+	var out []string
+	for _, p := range parts {
+		if p != "" {
+			out = append(out, p)
+		}
+	}
+	return strings.Join(out, sep)
+}
+
+// problemError is an RFC 9457 problem the API answered.
+type problemError struct {
+	Status int    `json:"status"`
+	Type   string `json:"type"`
+	Title  string `json:"title"`
+	Detail string `json:"detail"`
+	Errors []struct {
+		Field   string `json:"field"`
+		Message string `json:"message"`
+	} `json:"errors"`
+}
+
+func newProblemError(resp *http.Response, raw []byte) *problemError {
+	p := &problemError{}
+	if json.Unmarshal(raw, p) != nil || p.Title == "" {
+		// Not a problem document (a proxy's error page, say): show what came.
+		p = &problemError{Title: http.StatusText(resp.StatusCode)}
+		if text := strings.TrimSpace(string(raw)); text != "" {
+			if len(text) > 300 {
+				text = text[:300] + "…"
+			}
+			p.Detail = text
+		}
+		if p.Title == "" {
+			p.Title = "HTTP error"
+		}
+	}
+	p.Status = resp.StatusCode
+	return p
+}
+
+func (p *problemError) slug() string {
+	return p.Type[strings.LastIndexByte(p.Type, '/')+1:]
+}
+
+// Error is the title, the detail, then one line per field error.
+func (p *problemError) Error() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "%s (HTTP %d)", p.Title, p.Status)
+	if p.Detail != "" {
+		b.WriteString(": " + p.Detail)
+	}
+	for _, e := range p.Errors {
+		fmt.Fprintf(&b, "\n  %s: %s", e.Field, e.Message)
+	}
+	return b.String()
+}
+
+// oneLine is the problem for a per-row report: the field errors when there
+// are any (they say what to fix), else the title and detail.
+func (p *problemError) oneLine() string {
+	if len(p.Errors) == 0 {
+		return joinNonEmpty(": ", p.Title, p.Detail)
+	}
+	parts := make([]string, 0, len(p.Errors))
+	for _, e := range p.Errors {
+		parts = append(parts, e.Field+": "+e.Message)
+	}
+	return strings.Join(parts, "; ")
+}

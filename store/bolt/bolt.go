@@ -1,0 +1,378 @@
+// Package boltstore is the embedded backend: sessions.Store and grants.Store in
+// one bbolt file. Records are JSON in buckets; secondary indexes are buckets of
+// composite keys kept in step with the records inside the same transaction.
+package boltstore
+
+import (
+	"bytes"
+	"context"
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"sync"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+
+	"github.com/usher-oidc/usher/grants"
+	"github.com/usher-oidc/usher/sessions"
+)
+
+var (
+	_ sessions.Store = (*Store)(nil)
+	_ grants.Store   = (*Store)(nil)
+)
+
+// ErrInvalid is wrapped by every error about bad input (empty IDs, missing
+// expiry), so callers can tell a bug in the request from a storage failure.
+var ErrInvalid = errors.New("invalid input")
+
+// Options tunes Open.
+type Options struct {
+	// Now is the clock used for expiry; nil means time.Now.
+	Now func() time.Time
+	// SweepInterval is how often expired ephemeral records are deleted:
+	// 0 means one minute, a negative value disables the sweeper.
+	SweepInterval time.Duration
+	// Logger receives sweep results and failures; nil means slog.Default().
+	Logger *slog.Logger
+}
+
+// Store implements sessions.Store and grants.Store on one bbolt database.
+type Store struct {
+	db     *bolt.DB
+	now    func() time.Time
+	log    *slog.Logger
+	stop   chan struct{}
+	done   chan struct{}
+	closed sync.Once
+	err    error
+}
+
+// Bucket names. Index buckets hold composite keys (parts joined by sep) and
+// either no value or the primary key of the record.
+var (
+	bAuthReqs     = []byte("auth_requests")
+	bCodes        = []byte("codes")
+	bRefresh      = []byte("refresh_tokens")
+	bRevFamily    = []byte("revoked_families")
+	bRevJTI       = []byte("revoked_jtis")
+	bBrowser      = []byte("browser_sessions")
+	bSigningKeys  = []byte("signing_keys")
+	bUsers        = []byte("users")
+	bUsersByEmail = []byte("users_by_email")     // lower(email) sep userID
+	bIdentities   = []byte("identities")         // iss sep sub -> Identity
+	bIdentsByUser = []byte("identities_by_user") // userID sep iss sep sub -> iss sep sub
+	bGrants       = []byte("grants")
+	bInvitations  = []byte("invitations")
+	bInvByToken   = []byte("invitations_by_token")       // hash -> id
+	bInvByExt     = []byte("invitations_by_external_id") // ext sep id
+	bInvByEmail   = []byte("invitations_by_email")       // lower(email) sep id
+	bInvByTime    = []byte("invitations_by_time")        // timeKey(created) id
+	bIdempotency  = []byte("idempotency")
+	bJobs         = []byte("jobs")
+	bJobsDue      = []byte("jobs_due") // kind sep timeKey(visible from) id -> id
+
+	allBuckets = [][]byte{
+		bAuthReqs, bCodes, bRefresh, bRevFamily, bRevJTI, bBrowser, bSigningKeys,
+		bUsers, bUsersByEmail, bIdentities, bIdentsByUser, bGrants,
+		bInvitations, bInvByToken, bInvByExt, bInvByEmail, bInvByTime,
+		bIdempotency, bJobs, bJobsDue,
+	}
+)
+
+// sep joins the parts of composite index keys; keyPart refuses it inside a part
+// so one key can never be read as another.
+const sep = 0
+
+// Open opens (creating if needed) the database at path and starts the sweeper.
+func Open(path string, opts Options) (*Store, error) {
+	// Without a timeout a second usher on the same file would hang forever on
+	// bbolt's file lock instead of saying why it cannot start.
+	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: 5 * time.Second})
+	if err != nil {
+		return nil, fmt.Errorf("boltstore: open %s (is another process using it?): %w", path, err)
+	}
+	// bbolt's default 10 ms batch delay is what a lone writer waits for company
+	// before committing: it capped a single caller at ~90 rotations/s. Writers
+	// arriving while a commit (two fsyncs, ~1 ms) is in flight queue into the
+	// next batch anyway, so a short delay loses nothing under load.
+	db.MaxBatchDelay = 250 * time.Microsecond
+	if err := db.Update(func(tx *bolt.Tx) error {
+		for _, name := range allBuckets {
+			if _, err := tx.CreateBucketIfNotExists(name); err != nil {
+				return fmt.Errorf("create bucket %s: %w", name, err)
+			}
+		}
+		return nil
+	}); err != nil {
+		_ = db.Close()
+		return nil, fmt.Errorf("boltstore: init %s: %w", path, err)
+	}
+	s := &Store{db: db, now: opts.Now, log: opts.Logger, stop: make(chan struct{}), done: make(chan struct{})}
+	if s.now == nil {
+		s.now = time.Now
+	}
+	if s.log == nil {
+		s.log = slog.Default()
+	}
+	interval := opts.SweepInterval
+	if interval == 0 {
+		interval = time.Minute
+	}
+	if interval > 0 {
+		go s.sweeper(interval)
+	} else {
+		close(s.done)
+	}
+	return s, nil
+}
+
+// Close stops the sweeper and closes the database. Calling it again is a no-op.
+func (s *Store) Close() error {
+	s.closed.Do(func() {
+		close(s.stop)
+		<-s.done
+		if err := s.db.Close(); err != nil {
+			s.err = fmt.Errorf("boltstore: close: %w", err)
+		}
+	})
+	return s.err
+}
+
+// Ping reports whether the database is open.
+func (s *Store) Ping(ctx context.Context) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	if err := s.db.View(func(*bolt.Tx) error { return nil }); err != nil {
+		return fmt.Errorf("boltstore: ping: %w", err)
+	}
+	return nil
+}
+
+// batch runs fn in a write transaction that concurrent callers share, so N
+// writers pay for one fsync instead of N: that is what lets refresh rotation
+// keep up with the token endpoint. bbolt may run fn more than once (the whole
+// batch re-runs when one member fails, and the failing member re-runs alone),
+// so every fn given here
+//   - resets whatever it reports at its start, so the caller sees the final run;
+//   - reports refusals (not found, replayed, conflict…) through a variable and
+//     returns nil, so one refusal does not roll back and replay its neighbours;
+//     it must not have written anything before deciding to refuse, unless the
+//     write is part of the outcome (reuse detection revokes the family);
+//   - returns an error only for a failure that must roll back.
+//
+// Because members run one after another in the same transaction, each sees
+// the writes of those before it: single-use checks stay exact.
+func (s *Store) batch(fn func(tx *bolt.Tx) error) error {
+	return s.db.Batch(fn)
+}
+
+// getJSON loads key from bucket into v; false when absent.
+func getJSON(b *bolt.Bucket, key []byte, v any) (bool, error) {
+	raw := b.Get(key)
+	if raw == nil {
+		return false, nil
+	}
+	if err := json.Unmarshal(raw, v); err != nil {
+		return false, fmt.Errorf("decode %q: %w", key, err)
+	}
+	return true, nil
+}
+
+func putJSON(b *bolt.Bucket, key []byte, v any) error {
+	raw, err := json.Marshal(v)
+	if err != nil {
+		return fmt.Errorf("encode %q: %w", key, err)
+	}
+	if err := b.Put(key, raw); err != nil {
+		return fmt.Errorf("put %q: %w", key, err)
+	}
+	return nil
+}
+
+// checkKeys returns an ErrInvalid error if a key part is empty or contains sep.
+func checkKeys(what string, parts ...string) error {
+	for _, p := range parts {
+		if p == "" {
+			return fmt.Errorf("%s: empty key: %w", what, ErrInvalid)
+		}
+		if strings.IndexByte(p, sep) >= 0 {
+			return fmt.Errorf("%s: key contains NUL: %w", what, ErrInvalid)
+		}
+	}
+	return nil
+}
+
+// checkNoNUL is checkKeys for optional parts: empty is fine, sep is not.
+func checkNoNUL(what string, parts ...string) error {
+	for _, p := range parts {
+		if strings.IndexByte(p, sep) >= 0 {
+			return fmt.Errorf("%s: key contains NUL: %w", what, ErrInvalid)
+		}
+	}
+	return nil
+}
+
+// compositeKey joins parts with sep.
+func compositeKey(parts ...string) []byte {
+	n := len(parts)
+	for _, p := range parts {
+		n += len(p)
+	}
+	k := make([]byte, 0, n)
+	for i, p := range parts {
+		if i > 0 {
+			k = append(k, sep)
+		}
+		k = append(k, p...)
+	}
+	return k
+}
+
+// prefixKeys returns the keys of b that start with prefix.
+func prefixKeys(b *bolt.Bucket, prefix []byte) [][]byte {
+	var out [][]byte
+	c := b.Cursor()
+	for k, _ := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, _ = c.Next() {
+		out = append(out, bytes.Clone(k))
+	}
+	return out
+}
+
+// timeKey encodes t so that byte order is time order, for any t including the
+// zero time (UnixNano would overflow there).
+func timeKey(t time.Time) []byte {
+	k := make([]byte, 12)
+	binary.BigEndian.PutUint64(k, uint64(t.Unix())^(1<<63))
+	binary.BigEndian.PutUint32(k[8:], uint32(t.Nanosecond()))
+	return k
+}
+
+func decodeTimeKey(k []byte) time.Time {
+	sec := int64(binary.BigEndian.Uint64(k) ^ (1 << 63))
+	return time.Unix(sec, int64(binary.BigEndian.Uint32(k[8:]))).UTC()
+}
+
+// expired is the one rule for "past ExpiresAt": expired from that instant on.
+func expired(expiresAt, now time.Time) bool {
+	return !now.Before(expiresAt)
+}
+
+func lower(email string) string { return strings.ToLower(strings.TrimSpace(email)) }
+
+// sweeper runs Sweep every interval until Close.
+func (s *Store) sweeper(interval time.Duration) {
+	defer close(s.done)
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-s.stop:
+			return
+		case <-t.C:
+			ctx, cancel := context.WithCancel(context.Background())
+			go func() {
+				select {
+				case <-s.stop:
+				case <-ctx.Done():
+				}
+				cancel()
+			}()
+			n, err := s.Sweep(ctx)
+			cancel()
+			if err != nil && !errors.Is(err, context.Canceled) {
+				s.log.Error("boltstore: sweep failed", "err", err)
+			} else if n > 0 {
+				s.log.Debug("boltstore: swept expired records", "removed", n)
+			}
+		}
+	}
+}
+
+// sweepChunk bounds how many records one sweep transaction looks at, so the
+// sweeper never holds the single writer lock for long.
+const sweepChunk = 2000
+
+// Sweep deletes expired ephemeral records (auth requests, codes, refresh
+// tokens, revocation markers, browser sessions, idempotency records). Reads
+// already treat them as absent; this only reclaims space.
+func (s *Store) Sweep(ctx context.Context) (int, error) {
+	type expiring struct {
+		ExpiresAt       time.Time `json:"expires_at"`
+		FamilyExpiresAt time.Time `json:"family_expires_at"`
+		Until           time.Time `json:"until"`
+	}
+	isExpired := map[string]func(e *expiring, now time.Time) bool{
+		string(bAuthReqs):    func(e *expiring, now time.Time) bool { return expired(e.ExpiresAt, now) },
+		string(bCodes):       func(e *expiring, now time.Time) bool { return expired(e.ExpiresAt, now) },
+		string(bBrowser):     func(e *expiring, now time.Time) bool { return expired(e.ExpiresAt, now) },
+		string(bIdempotency): func(e *expiring, now time.Time) bool { return expired(e.ExpiresAt, now) },
+		string(bRefresh): func(e *expiring, now time.Time) bool {
+			return refreshExpired(e.ExpiresAt, e.FamilyExpiresAt, now)
+		},
+		string(bRevFamily): func(e *expiring, now time.Time) bool { return expired(e.Until, now) },
+		string(bRevJTI):    func(e *expiring, now time.Time) bool { return expired(e.Until, now) },
+	}
+	total := 0
+	for _, name := range [][]byte{bAuthReqs, bCodes, bRefresh, bRevFamily, bRevJTI, bBrowser, bIdempotency} {
+		check := isExpired[string(name)]
+		var from []byte
+		for {
+			if err := ctx.Err(); err != nil {
+				return total, err
+			}
+			var next []byte
+			removed := 0
+			err := s.db.Update(func(tx *bolt.Tx) error {
+				next, removed = nil, 0
+				now := s.now()
+				b := tx.Bucket(name)
+				c := b.Cursor()
+				var doomed [][]byte
+				k, v := c.First()
+				if from != nil {
+					k, v = c.Seek(from)
+				}
+				for seen := 0; k != nil; k, v = c.Next() {
+					if seen == sweepChunk {
+						next = bytes.Clone(k)
+						break
+					}
+					seen++
+					var e expiring
+					if err := json.Unmarshal(v, &e); err != nil {
+						// A record we cannot read is useless to every reader too.
+						doomed = append(doomed, bytes.Clone(k))
+						continue
+					}
+					if check(&e, now) {
+						doomed = append(doomed, bytes.Clone(k))
+					}
+				}
+				// Deleting after the scan: bbolt cursors may skip a key when
+				// the bucket changes under them.
+				for _, k := range doomed {
+					if err := b.Delete(k); err != nil {
+						return err
+					}
+				}
+				removed = len(doomed)
+				return nil
+			})
+			if err != nil {
+				return total, fmt.Errorf("boltstore: sweep %s: %w", name, err)
+			}
+			total += removed
+			if next == nil {
+				break
+			}
+			from = next
+		}
+	}
+	return total, nil
+}

@@ -1,0 +1,472 @@
+package boltstore
+
+import (
+	"bytes"
+	"context"
+	"encoding/base64"
+	"fmt"
+	"slices"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+
+	"github.com/usher-oidc/usher/grants"
+)
+
+const (
+	defaultListLimit = 50
+	maxListLimit     = 1000
+)
+
+// invTimeKey orders invitations by creation, ties broken by ID; it is also
+// the opaque list cursor.
+func invTimeKey(inv *grants.Invitation) []byte {
+	return append(timeKey(inv.CreatedAt), inv.ID...)
+}
+
+// putInvitation stores inv and brings every index in line with it, removing
+// the entries of old (nil on create) that no longer apply.
+func putInvitation(tx *bolt.Tx, old, inv *grants.Invitation) error {
+	type entry struct {
+		bucket     []byte
+		key, value []byte
+	}
+	entries := func(i *grants.Invitation) []entry {
+		es := []entry{
+			{bInvByToken, []byte(i.TokenHash), []byte(i.ID)},
+			{bInvByTime, invTimeKey(i), nil},
+		}
+		if i.ExternalID != "" {
+			es = append(es, entry{bInvByExt, compositeKey(i.ExternalID, i.ID), nil})
+		}
+		if e := lower(i.Email); e != "" {
+			es = append(es, entry{bInvByEmail, compositeKey(e, i.ID), nil})
+		}
+		return es
+	}
+	next := entries(inv)
+	if old != nil {
+		for _, o := range entries(old) {
+			if !slices.ContainsFunc(next, func(n entry) bool {
+				return bytes.Equal(n.bucket, o.bucket) && bytes.Equal(n.key, o.key)
+			}) {
+				if err := tx.Bucket(o.bucket).Delete(o.key); err != nil {
+					return err
+				}
+			}
+		}
+	}
+	for _, n := range next {
+		if err := tx.Bucket(n.bucket).Put(n.key, n.value); err != nil {
+			return err
+		}
+	}
+	return putJSON(tx.Bucket(bInvitations), []byte(inv.ID), inv)
+}
+
+func loadInvitation(tx *bolt.Tx, id []byte) (*grants.Invitation, error) {
+	inv := &grants.Invitation{}
+	found, err := getJSON(tx.Bucket(bInvitations), id, inv)
+	if err != nil || !found {
+		return nil, err
+	}
+	return inv, nil
+}
+
+// CreateInvitation stores a copy of inv (Status defaults to pending). It
+// returns ErrConflict with nil for a taken ID or token hash, and ErrConflict
+// with the existing invitation for a live duplicate ExternalID.
+func (s *Store) CreateInvitation(ctx context.Context, inv *grants.Invitation) (*grants.Invitation, error) {
+	if inv == nil {
+		return nil, fmt.Errorf("boltstore: create invitation: nil: %w", ErrInvalid)
+	}
+	if err := checkKeys("boltstore: create invitation", inv.ID, inv.TokenHash); err != nil {
+		return nil, err
+	}
+	if err := checkNoNUL("boltstore: create invitation", inv.ExternalID, inv.Email); err != nil {
+		return nil, err
+	}
+	stored := *inv
+	if stored.Status == "" {
+		stored.Status = grants.StatusPending
+	}
+	var (
+		existing *grants.Invitation
+		outcome  error
+	)
+	err := s.batch(func(tx *bolt.Tx) error {
+		existing, outcome = nil, nil
+		if tx.Bucket(bInvitations).Get([]byte(stored.ID)) != nil {
+			outcome = fmt.Errorf("id %s: %w", stored.ID, grants.ErrConflict)
+			return nil
+		}
+		if tx.Bucket(bInvByToken).Get([]byte(stored.TokenHash)) != nil {
+			outcome = fmt.Errorf("token hash: %w", grants.ErrConflict)
+			return nil
+		}
+		if stored.ExternalID != "" {
+			now := s.now()
+			prefix := append([]byte(stored.ExternalID), sep)
+			for _, k := range prefixKeys(tx.Bucket(bInvByExt), prefix) {
+				other, err := loadInvitation(tx, k[len(prefix):])
+				if err != nil {
+					return err
+				}
+				if other != nil && other.EffectiveStatus(now) == grants.StatusPending {
+					existing = other
+					outcome = fmt.Errorf("external_id %s: %w", stored.ExternalID, grants.ErrConflict)
+					return nil
+				}
+			}
+		}
+		return putInvitation(tx, nil, &stored)
+	})
+	if err == nil {
+		err = outcome
+	}
+	if err != nil {
+		return existing, fmt.Errorf("boltstore: create invitation: %w", err)
+	}
+	return &stored, nil
+}
+
+func (s *Store) GetInvitation(ctx context.Context, id string) (*grants.Invitation, error) {
+	if err := checkKeys("boltstore: get invitation", id); err != nil {
+		return nil, err
+	}
+	var inv *grants.Invitation
+	err := s.db.View(func(tx *bolt.Tx) error {
+		var err error
+		inv, err = loadInvitation(tx, []byte(id))
+		return err
+	})
+	if err == nil && inv == nil {
+		err = grants.ErrNotFound
+	}
+	if err != nil {
+		return nil, fmt.Errorf("boltstore: get invitation %s: %w", id, err)
+	}
+	return inv, nil
+}
+
+// invitationByHash follows the token index; nil when the hash is unknown.
+func invitationByHash(tx *bolt.Tx, hash string) (*grants.Invitation, error) {
+	id := tx.Bucket(bInvByToken).Get([]byte(hash))
+	if id == nil {
+		return nil, nil
+	}
+	inv, err := loadInvitation(tx, id)
+	if err != nil || inv == nil || inv.TokenHash != hash {
+		return nil, err
+	}
+	return inv, nil
+}
+
+// GetInvitationByTokenHash returns the invitation whatever its status, so the
+// caller can say why it cannot be used.
+func (s *Store) GetInvitationByTokenHash(ctx context.Context, hash string) (*grants.Invitation, error) {
+	if err := checkKeys("boltstore: get invitation by token", hash); err != nil {
+		return nil, err
+	}
+	var inv *grants.Invitation
+	err := s.db.View(func(tx *bolt.Tx) error {
+		var err error
+		inv, err = invitationByHash(tx, hash)
+		return err
+	})
+	if err == nil && inv == nil {
+		err = grants.ErrNotFound
+	}
+	if err != nil {
+		return nil, fmt.Errorf("boltstore: get invitation by token: %w", err)
+	}
+	return inv, nil
+}
+
+func matchesFilter(inv *grants.Invitation, f *grants.InvitationFilter, now time.Time) bool {
+	if f.Status != "" && inv.EffectiveStatus(now) != f.Status {
+		return false
+	}
+	if f.Email != "" && lower(inv.Email) != lower(f.Email) {
+		return false
+	}
+	if f.ClientID != "" && inv.ClientID != f.ClientID {
+		return false
+	}
+	if f.ExternalID != "" && inv.ExternalID != f.ExternalID {
+		return false
+	}
+	return true
+}
+
+// ListInvitations walks the time index backwards from the cursor, or, when
+// filtering by email or external_id, reads that (small) index and sorts.
+func (s *Store) ListInvitations(ctx context.Context, f grants.InvitationFilter, now time.Time) ([]grants.Invitation, string, error) {
+	limit := f.Limit
+	if limit <= 0 {
+		limit = defaultListLimit
+	}
+	limit = min(limit, maxListLimit)
+	var before []byte // results have time keys strictly below this
+	if f.Cursor != "" {
+		c, err := base64.RawURLEncoding.DecodeString(f.Cursor)
+		if err != nil || len(c) <= 12 {
+			return nil, "", fmt.Errorf("boltstore: list invitations: bad cursor: %w", ErrInvalid)
+		}
+		before = c
+	}
+	type item struct {
+		key []byte
+		inv *grants.Invitation
+	}
+	var page []item
+	err := s.db.View(func(tx *bolt.Tx) error {
+		var (
+			idx    []byte
+			prefix []byte
+		)
+		switch {
+		case f.Email != "":
+			idx, prefix = bInvByEmail, append([]byte(lower(f.Email)), sep)
+		case f.ExternalID != "":
+			idx, prefix = bInvByExt, append([]byte(f.ExternalID), sep)
+		}
+		if idx != nil {
+			for _, k := range prefixKeys(tx.Bucket(idx), prefix) {
+				inv, err := loadInvitation(tx, k[len(prefix):])
+				if err != nil {
+					return err
+				}
+				if inv == nil || !matchesFilter(inv, &f, now) {
+					continue
+				}
+				key := invTimeKey(inv)
+				if before != nil && bytes.Compare(key, before) >= 0 {
+					continue
+				}
+				page = append(page, item{key, inv})
+			}
+			slices.SortFunc(page, func(a, b item) int { return bytes.Compare(b.key, a.key) })
+			page = page[:min(len(page), limit+1)]
+			return nil
+		}
+		c := tx.Bucket(bInvByTime).Cursor()
+		var k []byte
+		if before == nil {
+			k, _ = c.Last()
+		} else if k, _ = c.Seek(before); k == nil {
+			k, _ = c.Last()
+		} else {
+			k, _ = c.Prev()
+		}
+		for ; k != nil && len(page) <= limit; k, _ = c.Prev() {
+			if before != nil && bytes.Compare(k, before) >= 0 {
+				continue
+			}
+			inv, err := loadInvitation(tx, k[12:])
+			if err != nil {
+				return err
+			}
+			if inv == nil || !matchesFilter(inv, &f, now) {
+				continue
+			}
+			page = append(page, item{bytes.Clone(k), inv})
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, "", fmt.Errorf("boltstore: list invitations: %w", err)
+	}
+	next := ""
+	if len(page) > limit {
+		page = page[:limit]
+		next = base64.RawURLEncoding.EncodeToString(page[limit-1].key)
+	}
+	out := make([]grants.Invitation, len(page))
+	for i, it := range page {
+		out[i] = *it.inv
+	}
+	return out, next, nil
+}
+
+func (s *Store) RedeemInvitation(ctx context.Context, tokenHash string, r grants.Redemption) (*grants.Invitation, *grants.Grant, error) {
+	if err := checkKeys("boltstore: redeem invitation", tokenHash, r.UserID); err != nil {
+		return nil, nil, err
+	}
+	if r.At.IsZero() {
+		r.At = s.now()
+	}
+	var (
+		inv     *grants.Invitation
+		g       *grants.Grant
+		outcome error
+	)
+	err := s.batch(func(tx *bolt.Tx) error {
+		inv, g, outcome = nil, nil, nil
+		var err error
+		if inv, err = invitationByHash(tx, tokenHash); err != nil {
+			return err
+		}
+		if inv == nil {
+			outcome = grants.ErrNotFound
+			return nil
+		}
+		switch inv.EffectiveStatus(r.At) {
+		case grants.StatusPending:
+		case grants.StatusRedeemed:
+			outcome = grants.ErrInvitationRedeemed
+			return nil
+		case grants.StatusRevoked:
+			outcome = grants.ErrInvitationRevoked
+			return nil
+		case grants.StatusExpired:
+			outcome = grants.ErrInvitationExpired
+			return nil
+		default:
+			return fmt.Errorf("invitation %s has unknown status %q", inv.ID, inv.Status)
+		}
+		old := *inv
+		at := r.At
+		inv.Status = grants.StatusRedeemed
+		inv.RedeemedAt = &at
+		inv.RedeemedBy = r.UserID
+		inv.RedeemedIdentity = r.Identity
+		inv.RedeemedConnection = r.Connection
+		inv.Events = append(inv.Events, grants.Event{Type: "redeemed", At: at, Detail: map[string]string{"user_id": r.UserID}})
+		if g, err = loadGrant(tx, r.UserID); err != nil {
+			return err
+		}
+		mergeInto(g, inv, at)
+		if err := putJSON(tx.Bucket(bGrants), []byte(r.UserID), g); err != nil {
+			return err
+		}
+		return putInvitation(tx, &old, inv)
+	})
+	if err == nil {
+		err = outcome
+	}
+	if err != nil {
+		// The invitation comes back with refusals so the caller can explain them.
+		return inv, nil, fmt.Errorf("boltstore: redeem invitation: %w", err)
+	}
+	return inv, g, nil
+}
+
+// RevokeInvitation keeps the token index entry, so presenting the token later
+// says "revoked" rather than "unknown".
+func (s *Store) RevokeInvitation(ctx context.Context, id string, at time.Time) (*grants.Invitation, error) {
+	return s.transition("revoke invitation", id, func(inv *grants.Invitation) (bool, error) {
+		switch inv.Status {
+		case grants.StatusRedeemed:
+			return false, grants.ErrInvitationRedeemed
+		case grants.StatusRevoked:
+			return false, nil
+		}
+		inv.Status = grants.StatusRevoked
+		inv.RevokedAt = &at
+		inv.Events = append(inv.Events, grants.Event{Type: "revoked", At: at})
+		return true, nil
+	})
+}
+
+func (s *Store) ReplaceInvitationToken(ctx context.Context, id, newHash string, expiresAt, at time.Time) (*grants.Invitation, error) {
+	if err := checkKeys("boltstore: replace invitation token", newHash); err != nil {
+		return nil, err
+	}
+	return s.transition("replace invitation token", id, func(inv *grants.Invitation) (bool, error) {
+		switch inv.Status {
+		case grants.StatusRedeemed:
+			return false, grants.ErrInvitationRedeemed
+		case grants.StatusRevoked:
+			return false, grants.ErrInvitationRevoked
+		}
+		// putInvitation drops the old hash from the index: the old link dies.
+		inv.TokenHash = newHash
+		inv.ExpiresAt = expiresAt
+		inv.Events = append(inv.Events, grants.Event{Type: "resent", At: at})
+		return true, nil
+	})
+}
+
+// transition runs change on the stored invitation in a batch; change returns
+// whether to store it and a refusal, which is returned with the invitation.
+func (s *Store) transition(what, id string, change func(inv *grants.Invitation) (bool, error)) (*grants.Invitation, error) {
+	if err := checkKeys("boltstore: "+what, id); err != nil {
+		return nil, err
+	}
+	var (
+		inv     *grants.Invitation
+		outcome error
+	)
+	err := s.batch(func(tx *bolt.Tx) error {
+		inv, outcome = nil, nil
+		var err error
+		if inv, err = loadInvitation(tx, []byte(id)); err != nil {
+			return err
+		}
+		if inv == nil {
+			outcome = grants.ErrNotFound
+			return nil
+		}
+		old := *inv
+		write, refusal := change(inv)
+		if refusal != nil {
+			outcome = refusal
+			return nil
+		}
+		if !write {
+			return nil
+		}
+		if old.TokenHash != inv.TokenHash {
+			if owner := tx.Bucket(bInvByToken).Get([]byte(inv.TokenHash)); owner != nil && string(owner) != inv.ID {
+				outcome = fmt.Errorf("token hash: %w", grants.ErrConflict)
+				*inv = old
+				return nil
+			}
+		}
+		return putInvitation(tx, &old, inv)
+	})
+	if err == nil {
+		err = outcome
+	}
+	if err != nil {
+		return inv, fmt.Errorf("boltstore: %s %s: %w", what, id, err)
+	}
+	return inv, nil
+}
+
+// UpdateInvitation uses a plain Update, not a batch: fn is the caller's code
+// and may have side effects that must not run twice.
+func (s *Store) UpdateInvitation(ctx context.Context, id string, fn func(*grants.Invitation) error) (*grants.Invitation, error) {
+	if err := checkKeys("boltstore: update invitation", id); err != nil {
+		return nil, err
+	}
+	if fn == nil {
+		return nil, fmt.Errorf("boltstore: update invitation %s: nil fn: %w", id, ErrInvalid)
+	}
+	var inv *grants.Invitation
+	err := s.db.Update(func(tx *bolt.Tx) error {
+		var err error
+		if inv, err = loadInvitation(tx, []byte(id)); err != nil {
+			return err
+		}
+		if inv == nil {
+			return grants.ErrNotFound
+		}
+		old := *inv
+		if err := fn(inv); err != nil {
+			return err
+		}
+		if inv.ID != old.ID || inv.TokenHash != old.TokenHash || inv.Status != old.Status {
+			return fmt.Errorf("fn changed id, token hash or status: %w", ErrInvalid)
+		}
+		if err := checkNoNUL("fn result", inv.ExternalID, inv.Email); err != nil {
+			return err
+		}
+		return putInvitation(tx, &old, inv)
+	})
+	if err != nil {
+		return nil, fmt.Errorf("boltstore: update invitation %s: %w", id, err)
+	}
+	return inv, nil
+}

@@ -1,0 +1,551 @@
+package boltstore
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+
+	"github.com/usher-oidc/usher/sessions"
+)
+
+// revocation is the value of a revoked family or access-token marker.
+type revocation struct {
+	Until time.Time `json:"until"`
+}
+
+// reuseRevocationMargin extends a family revocation caused by refresh-token
+// reuse past the family's own expiry: access tokens minted by the last
+// rotation outlive the refresh token by up to their lifetime, which the store
+// does not know. Access tokens are expected to live well under a day.
+const reuseRevocationMargin = 24 * time.Hour
+
+func (s *Store) CreateAuthRequest(ctx context.Context, ar *sessions.AuthRequest) error {
+	if ar == nil {
+		return fmt.Errorf("boltstore: create auth request: nil: %w", ErrInvalid)
+	}
+	if err := checkKeys("boltstore: create auth request", ar.ID); err != nil {
+		return err
+	}
+	if ar.ExpiresAt.IsZero() {
+		return fmt.Errorf("boltstore: create auth request %s: no expiry: %w", ar.ID, ErrInvalid)
+	}
+	var outcome error
+	err := s.batch(func(tx *bolt.Tx) error {
+		outcome = nil
+		b := tx.Bucket(bAuthReqs)
+		var old sessions.AuthRequest
+		found, err := getJSON(b, []byte(ar.ID), &old)
+		if err != nil {
+			return err
+		}
+		if found && !expired(old.ExpiresAt, s.now()) {
+			outcome = sessions.ErrConflict
+			return nil
+		}
+		return putJSON(b, []byte(ar.ID), ar)
+	})
+	if err == nil {
+		err = outcome
+	}
+	if err != nil {
+		return fmt.Errorf("boltstore: create auth request %s: %w", ar.ID, err)
+	}
+	return nil
+}
+
+func (s *Store) GetAuthRequest(ctx context.Context, id string) (*sessions.AuthRequest, error) {
+	if err := checkKeys("boltstore: get auth request", id); err != nil {
+		return nil, err
+	}
+	var ar sessions.AuthRequest
+	found := false
+	err := s.db.View(func(tx *bolt.Tx) error {
+		var err error
+		found, err = getJSON(tx.Bucket(bAuthReqs), []byte(id), &ar)
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("boltstore: get auth request %s: %w", id, err)
+	}
+	if !found || expired(ar.ExpiresAt, s.now()) {
+		return nil, fmt.Errorf("boltstore: get auth request %s: %w", id, sessions.ErrNotFound)
+	}
+	return &ar, nil
+}
+
+func (s *Store) UpdateAuthRequest(ctx context.Context, ar *sessions.AuthRequest) error {
+	if ar == nil {
+		return fmt.Errorf("boltstore: update auth request: nil: %w", ErrInvalid)
+	}
+	if err := checkKeys("boltstore: update auth request", ar.ID); err != nil {
+		return err
+	}
+	if ar.ExpiresAt.IsZero() {
+		return fmt.Errorf("boltstore: update auth request %s: no expiry: %w", ar.ID, ErrInvalid)
+	}
+	var outcome error
+	err := s.batch(func(tx *bolt.Tx) error {
+		outcome = nil
+		b := tx.Bucket(bAuthReqs)
+		var old sessions.AuthRequest
+		found, err := getJSON(b, []byte(ar.ID), &old)
+		if err != nil {
+			return err
+		}
+		if !found || expired(old.ExpiresAt, s.now()) {
+			outcome = sessions.ErrNotFound
+			return nil
+		}
+		return putJSON(b, []byte(ar.ID), ar)
+	})
+	if err == nil {
+		err = outcome
+	}
+	if err != nil {
+		return fmt.Errorf("boltstore: update auth request %s: %w", ar.ID, err)
+	}
+	return nil
+}
+
+// DeleteAuthRequest is idempotent: deleting a missing request is not an error.
+func (s *Store) DeleteAuthRequest(ctx context.Context, id string) error {
+	if err := checkKeys("boltstore: delete auth request", id); err != nil {
+		return err
+	}
+	if err := s.batch(func(tx *bolt.Tx) error {
+		return tx.Bucket(bAuthReqs).Delete([]byte(id))
+	}); err != nil {
+		return fmt.Errorf("boltstore: delete auth request %s: %w", id, err)
+	}
+	return nil
+}
+
+// SaveCode refuses to overwrite a live code (ErrConflict): overwriting would
+// clear Used and let a spent code be exchanged again.
+func (s *Store) SaveCode(ctx context.Context, c *sessions.Code) error {
+	if c == nil {
+		return fmt.Errorf("boltstore: save code: nil: %w", ErrInvalid)
+	}
+	if err := checkKeys("boltstore: save code", c.Hash); err != nil {
+		return err
+	}
+	if c.ExpiresAt.IsZero() {
+		return fmt.Errorf("boltstore: save code: no expiry: %w", ErrInvalid)
+	}
+	var outcome error
+	err := s.batch(func(tx *bolt.Tx) error {
+		outcome = nil
+		b := tx.Bucket(bCodes)
+		var old sessions.Code
+		found, err := getJSON(b, []byte(c.Hash), &old)
+		if err != nil {
+			return err
+		}
+		if found && !expired(old.ExpiresAt, s.now()) {
+			outcome = sessions.ErrConflict
+			return nil
+		}
+		return putJSON(b, []byte(c.Hash), c)
+	})
+	if err == nil {
+		err = outcome
+	}
+	if err != nil {
+		return fmt.Errorf("boltstore: save code: %w", err)
+	}
+	return nil
+}
+
+func (s *Store) ConsumeCode(ctx context.Context, hash string) (*sessions.Code, error) {
+	if err := checkKeys("boltstore: consume code", hash); err != nil {
+		return nil, err
+	}
+	var (
+		code    sessions.Code
+		outcome error
+	)
+	err := s.batch(func(tx *bolt.Tx) error {
+		code, outcome = sessions.Code{}, nil
+		b := tx.Bucket(bCodes)
+		found, err := getJSON(b, []byte(hash), &code)
+		if err != nil {
+			return err
+		}
+		switch {
+		case !found || expired(code.ExpiresAt, s.now()):
+			outcome = sessions.ErrNotFound
+			return nil
+		case code.Used:
+			outcome = sessions.ErrCodeReplayed
+			return nil
+		}
+		code.Used = true
+		return putJSON(b, []byte(hash), &code)
+	})
+	if err != nil {
+		return nil, fmt.Errorf("boltstore: consume code: %w", err)
+	}
+	switch outcome {
+	case nil:
+		return &code, nil
+	case sessions.ErrCodeReplayed:
+		return &code, fmt.Errorf("boltstore: consume code: %w", outcome)
+	default:
+		return nil, fmt.Errorf("boltstore: consume code: %w", outcome)
+	}
+}
+
+// refreshExpired: a link is dead past its idle expiry or its family's absolute one.
+func refreshExpired(expiresAt, familyExpiresAt, now time.Time) bool {
+	return expired(expiresAt, now) || (!familyExpiresAt.IsZero() && expired(familyExpiresAt, now))
+}
+
+func latest(ts ...time.Time) time.Time {
+	var l time.Time
+	for _, t := range ts {
+		if t.After(l) {
+			l = t
+		}
+	}
+	return l
+}
+
+func checkRefresh(what string, rt *sessions.RefreshToken) error {
+	if rt == nil {
+		return fmt.Errorf("%s: nil: %w", what, ErrInvalid)
+	}
+	if err := checkKeys(what, rt.Hash, rt.FamilyID); err != nil {
+		return err
+	}
+	if rt.ExpiresAt.IsZero() {
+		return fmt.Errorf("%s: no expiry: %w", what, ErrInvalid)
+	}
+	return nil
+}
+
+// familyRevoked reports whether a live revocation marker exists for familyID.
+func familyRevoked(tx *bolt.Tx, familyID string, now time.Time) (bool, error) {
+	return markerLive(tx.Bucket(bRevFamily), familyID, now)
+}
+
+func markerLive(b *bolt.Bucket, key string, now time.Time) (bool, error) {
+	var r revocation
+	found, err := getJSON(b, []byte(key), &r)
+	if err != nil || !found {
+		return false, err
+	}
+	return !expired(r.Until, now), nil
+}
+
+// putMarker stores a revocation marker, never shortening an existing one.
+func putMarker(b *bolt.Bucket, key string, until time.Time) error {
+	var old revocation
+	found, err := getJSON(b, []byte(key), &old)
+	if err != nil {
+		return err
+	}
+	if found && old.Until.After(until) {
+		return nil
+	}
+	return putJSON(b, []byte(key), revocation{Until: until})
+}
+
+func (s *Store) CreateRefreshToken(ctx context.Context, rt *sessions.RefreshToken) error {
+	if err := checkRefresh("boltstore: create refresh token", rt); err != nil {
+		return err
+	}
+	var outcome error
+	err := s.batch(func(tx *bolt.Tx) error {
+		outcome = nil
+		b := tx.Bucket(bRefresh)
+		var old sessions.RefreshToken
+		found, err := getJSON(b, []byte(rt.Hash), &old)
+		if err != nil {
+			return err
+		}
+		if found && !refreshExpired(old.ExpiresAt, old.FamilyExpiresAt, s.now()) {
+			outcome = sessions.ErrConflict
+			return nil
+		}
+		return putJSON(b, []byte(rt.Hash), rt)
+	})
+	if err == nil {
+		err = outcome
+	}
+	if err != nil {
+		return fmt.Errorf("boltstore: create refresh token: %w", err)
+	}
+	return nil
+}
+
+// GetRefreshToken returns the record alongside ErrRevoked, for logging.
+func (s *Store) GetRefreshToken(ctx context.Context, hash string) (*sessions.RefreshToken, error) {
+	if err := checkKeys("boltstore: get refresh token", hash); err != nil {
+		return nil, err
+	}
+	var (
+		rt      sessions.RefreshToken
+		found   bool
+		revoked bool
+	)
+	now := s.now()
+	err := s.db.View(func(tx *bolt.Tx) error {
+		var err error
+		found, err = getJSON(tx.Bucket(bRefresh), []byte(hash), &rt)
+		if err != nil || !found {
+			return err
+		}
+		revoked, err = familyRevoked(tx, rt.FamilyID, now)
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("boltstore: get refresh token: %w", err)
+	}
+	if !found || refreshExpired(rt.ExpiresAt, rt.FamilyExpiresAt, now) {
+		return nil, fmt.Errorf("boltstore: get refresh token: %w", sessions.ErrNotFound)
+	}
+	if revoked {
+		return &rt, fmt.Errorf("boltstore: get refresh token: family %s: %w", rt.FamilyID, sessions.ErrRevoked)
+	}
+	return &rt, nil
+}
+
+func (s *Store) RotateRefreshToken(ctx context.Context, oldHash string, next *sessions.RefreshToken) error {
+	if err := checkKeys("boltstore: rotate refresh token", oldHash); err != nil {
+		return err
+	}
+	if err := checkRefresh("boltstore: rotate refresh token: next", next); err != nil {
+		return err
+	}
+	if next.Hash == oldHash {
+		return fmt.Errorf("boltstore: rotate refresh token: next has the old hash: %w", ErrInvalid)
+	}
+	var outcome error
+	err := s.batch(func(tx *bolt.Tx) error {
+		outcome = nil
+		now := s.now()
+		b := tx.Bucket(bRefresh)
+		var old sessions.RefreshToken
+		found, err := getJSON(b, []byte(oldHash), &old)
+		if err != nil {
+			return err
+		}
+		if !found || refreshExpired(old.ExpiresAt, old.FamilyExpiresAt, now) {
+			outcome = sessions.ErrNotFound
+			return nil
+		}
+		revoked, err := familyRevoked(tx, old.FamilyID, now)
+		if err != nil {
+			return err
+		}
+		if revoked {
+			outcome = sessions.ErrRevoked
+			return nil
+		}
+		if old.RotatedAt != nil {
+			// Reuse: someone holds a token that was already exchanged. The
+			// revocation must commit, so it is the outcome, not a rollback.
+			until := latest(old.ExpiresAt, old.FamilyExpiresAt, now).Add(reuseRevocationMargin)
+			if err := putMarker(tx.Bucket(bRevFamily), old.FamilyID, until); err != nil {
+				return err
+			}
+			outcome = sessions.ErrRefreshReused
+			return nil
+		}
+		if next.FamilyID != old.FamilyID {
+			outcome = fmt.Errorf("next token is in family %s, not %s: %w", next.FamilyID, old.FamilyID, ErrInvalid)
+			return nil
+		}
+		if b.Get([]byte(next.Hash)) != nil {
+			outcome = sessions.ErrConflict
+			return nil
+		}
+		old.RotatedAt = &now
+		if err := putJSON(b, []byte(oldHash), &old); err != nil {
+			return err
+		}
+		return putJSON(b, []byte(next.Hash), next)
+	})
+	if err == nil {
+		err = outcome
+	}
+	if err != nil {
+		return fmt.Errorf("boltstore: rotate refresh token: %w", err)
+	}
+	return nil
+}
+
+func (s *Store) RevokeFamily(ctx context.Context, familyID string, until time.Time) error {
+	if err := checkKeys("boltstore: revoke family", familyID); err != nil {
+		return err
+	}
+	if err := s.batch(func(tx *bolt.Tx) error {
+		return putMarker(tx.Bucket(bRevFamily), familyID, until)
+	}); err != nil {
+		return fmt.Errorf("boltstore: revoke family %s: %w", familyID, err)
+	}
+	return nil
+}
+
+func (s *Store) RevokeAccessToken(ctx context.Context, jti string, until time.Time) error {
+	if err := checkKeys("boltstore: revoke access token", jti); err != nil {
+		return err
+	}
+	if err := s.batch(func(tx *bolt.Tx) error {
+		return putMarker(tx.Bucket(bRevJTI), jti, until)
+	}); err != nil {
+		return fmt.Errorf("boltstore: revoke access token %s: %w", jti, err)
+	}
+	return nil
+}
+
+// TokenRevoked accepts an empty familyID or jti (not both) to check only the other.
+func (s *Store) TokenRevoked(ctx context.Context, familyID, jti string) (bool, error) {
+	if familyID == "" && jti == "" {
+		return false, fmt.Errorf("boltstore: token revoked: no family and no jti: %w", ErrInvalid)
+	}
+	now := s.now()
+	var revoked bool
+	err := s.db.View(func(tx *bolt.Tx) error {
+		var err error
+		if familyID != "" {
+			if revoked, err = markerLive(tx.Bucket(bRevFamily), familyID, now); err != nil || revoked {
+				return err
+			}
+		}
+		if jti != "" {
+			revoked, err = markerLive(tx.Bucket(bRevJTI), jti, now)
+		}
+		return err
+	})
+	if err != nil {
+		return false, fmt.Errorf("boltstore: token revoked: %w", err)
+	}
+	return revoked, nil
+}
+
+func (s *Store) GetBrowserSession(ctx context.Context, id string) (*sessions.BrowserSession, error) {
+	if err := checkKeys("boltstore: get browser session", id); err != nil {
+		return nil, err
+	}
+	var bs sessions.BrowserSession
+	found := false
+	err := s.db.View(func(tx *bolt.Tx) error {
+		var err error
+		found, err = getJSON(tx.Bucket(bBrowser), []byte(id), &bs)
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("boltstore: get browser session: %w", err)
+	}
+	if !found || expired(bs.ExpiresAt, s.now()) {
+		return nil, fmt.Errorf("boltstore: get browser session: %w", sessions.ErrNotFound)
+	}
+	return &bs, nil
+}
+
+// SaveBrowserSession creates or replaces the session.
+func (s *Store) SaveBrowserSession(ctx context.Context, bs *sessions.BrowserSession) error {
+	if bs == nil {
+		return fmt.Errorf("boltstore: save browser session: nil: %w", ErrInvalid)
+	}
+	if err := checkKeys("boltstore: save browser session", bs.ID); err != nil {
+		return err
+	}
+	if bs.ExpiresAt.IsZero() {
+		return fmt.Errorf("boltstore: save browser session: no expiry: %w", ErrInvalid)
+	}
+	if err := s.batch(func(tx *bolt.Tx) error {
+		return putJSON(tx.Bucket(bBrowser), []byte(bs.ID), bs)
+	}); err != nil {
+		return fmt.Errorf("boltstore: save browser session: %w", err)
+	}
+	return nil
+}
+
+// DeleteBrowserSession is idempotent.
+func (s *Store) DeleteBrowserSession(ctx context.Context, id string) error {
+	if err := checkKeys("boltstore: delete browser session", id); err != nil {
+		return err
+	}
+	if err := s.batch(func(tx *bolt.Tx) error {
+		return tx.Bucket(bBrowser).Delete([]byte(id))
+	}); err != nil {
+		return fmt.Errorf("boltstore: delete browser session: %w", err)
+	}
+	return nil
+}
+
+func (s *Store) SigningKeys(ctx context.Context) ([]sessions.SigningKey, error) {
+	var keys []sessions.SigningKey
+	err := s.db.View(func(tx *bolt.Tx) error {
+		return tx.Bucket(bSigningKeys).ForEach(func(k, v []byte) error {
+			var key sessions.SigningKey
+			if err := json.Unmarshal(v, &key); err != nil {
+				return fmt.Errorf("decode %q: %w", k, err)
+			}
+			keys = append(keys, key)
+			return nil
+		})
+	})
+	if err != nil {
+		return nil, fmt.Errorf("boltstore: signing keys: %w", err)
+	}
+	slices.SortStableFunc(keys, func(a, b sessions.SigningKey) int {
+		if c := a.CreatedAt.Compare(b.CreatedAt); c != 0 {
+			return c
+		}
+		return strings.Compare(a.ID, b.ID)
+	})
+	return keys, nil
+}
+
+func (s *Store) AddSigningKey(ctx context.Context, k *sessions.SigningKey, onlyIfNone bool) error {
+	if k == nil {
+		return fmt.Errorf("boltstore: add signing key: nil: %w", ErrInvalid)
+	}
+	if err := checkKeys("boltstore: add signing key", k.ID); err != nil {
+		return err
+	}
+	var outcome error
+	err := s.batch(func(tx *bolt.Tx) error {
+		outcome = nil
+		b := tx.Bucket(bSigningKeys)
+		if onlyIfNone {
+			if first, _ := b.Cursor().First(); first != nil {
+				outcome = sessions.ErrConflict
+				return nil
+			}
+		}
+		if b.Get([]byte(k.ID)) != nil {
+			outcome = sessions.ErrConflict
+			return nil
+		}
+		return putJSON(b, []byte(k.ID), k)
+	})
+	if err == nil {
+		err = outcome
+	}
+	if err != nil {
+		return fmt.Errorf("boltstore: add signing key %s: %w", k.ID, err)
+	}
+	return nil
+}
+
+// DeleteSigningKey is idempotent.
+func (s *Store) DeleteSigningKey(ctx context.Context, id string) error {
+	if err := checkKeys("boltstore: delete signing key", id); err != nil {
+		return err
+	}
+	if err := s.batch(func(tx *bolt.Tx) error {
+		return tx.Bucket(bSigningKeys).Delete([]byte(id))
+	}); err != nil {
+		return fmt.Errorf("boltstore: delete signing key %s: %w", id, err)
+	}
+	return nil
+}

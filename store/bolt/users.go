@@ -1,0 +1,344 @@
+package boltstore
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"maps"
+	"slices"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+
+	"github.com/usher-oidc/usher/grants"
+)
+
+func identityKey(iss, sub string) []byte { return compositeKey(iss, sub) }
+
+// putUser stores u and moves its email index entry if the email changed.
+func putUser(tx *bolt.Tx, old, u *grants.User) error {
+	idx := tx.Bucket(bUsersByEmail)
+	if old != nil && old.Email != "" && lower(old.Email) != lower(u.Email) {
+		if err := idx.Delete(compositeKey(lower(old.Email), old.ID)); err != nil {
+			return err
+		}
+	}
+	if u.Email != "" {
+		if err := idx.Put(compositeKey(lower(u.Email), u.ID), nil); err != nil {
+			return err
+		}
+	}
+	return putJSON(tx.Bucket(bUsers), []byte(u.ID), u)
+}
+
+// putIdentity stores the identity and its by-user index entry.
+func putIdentity(tx *bolt.Tx, id *grants.Identity) error {
+	key := identityKey(id.Issuer, id.Subject)
+	if err := tx.Bucket(bIdentsByUser).Put(compositeKey(id.UserID, id.Issuer, id.Subject), key); err != nil {
+		return err
+	}
+	return putJSON(tx.Bucket(bIdentities), key, id)
+}
+
+// ResolveIdentity refreshes the profile from the non-empty fields of p (the
+// email and its verified flag go together) and sets LastLoginAt.
+func (s *Store) ResolveIdentity(ctx context.Context, id grants.Identity, p grants.Profile, newUserID string, now time.Time) (*grants.User, bool, error) {
+	if err := checkKeys("boltstore: resolve identity", id.Issuer, id.Subject, newUserID); err != nil {
+		return nil, false, err
+	}
+	var (
+		user    grants.User
+		created bool
+		outcome error
+	)
+	err := s.batch(func(tx *bolt.Tx) error {
+		user, created, outcome = grants.User{}, false, nil
+		var ident grants.Identity
+		found, err := getJSON(tx.Bucket(bIdentities), identityKey(id.Issuer, id.Subject), &ident)
+		if err != nil {
+			return err
+		}
+		if !found {
+			if tx.Bucket(bUsers).Get([]byte(newUserID)) != nil {
+				outcome = fmt.Errorf("user %s exists: %w", newUserID, grants.ErrConflict)
+				return nil
+			}
+			user = grants.User{
+				ID: newUserID, Email: p.Email, EmailVerified: p.EmailVerified,
+				Name: p.Name, Picture: p.Picture,
+				CreatedAt: now, UpdatedAt: now, LastLoginAt: now,
+			}
+			ident = id
+			ident.UserID = newUserID
+			if ident.Email == "" {
+				ident.Email, ident.EmailVerified = p.Email, p.EmailVerified
+			}
+			if ident.CreatedAt.IsZero() {
+				ident.CreatedAt = now
+			}
+			if err := putUser(tx, nil, &user); err != nil {
+				return err
+			}
+			created = true
+			return putIdentity(tx, &ident)
+		}
+		found, err = getJSON(tx.Bucket(bUsers), []byte(ident.UserID), &user)
+		if err != nil {
+			return err
+		}
+		if !found {
+			outcome = fmt.Errorf("identity linked to missing user %s: %w", ident.UserID, grants.ErrNotFound)
+			return nil
+		}
+		old := user
+		if p.Email != "" {
+			user.Email, user.EmailVerified = p.Email, p.EmailVerified
+			if ident.Email != p.Email || ident.EmailVerified != p.EmailVerified {
+				ident.Email, ident.EmailVerified = p.Email, p.EmailVerified
+				if err := putIdentity(tx, &ident); err != nil {
+					return err
+				}
+			}
+		}
+		if p.Name != "" {
+			user.Name = p.Name
+		}
+		if p.Picture != "" {
+			user.Picture = p.Picture
+		}
+		user.UpdatedAt, user.LastLoginAt = now, now
+		return putUser(tx, &old, &user)
+	})
+	if err == nil {
+		err = outcome
+	}
+	if err != nil {
+		return nil, false, fmt.Errorf("boltstore: resolve identity: %w", err)
+	}
+	return &user, created, nil
+}
+
+// LinkIdentity is idempotent for the same user; ErrConflict if the identity
+// belongs to another user, ErrNotFound if the user does not exist.
+func (s *Store) LinkIdentity(ctx context.Context, id grants.Identity) error {
+	if err := checkKeys("boltstore: link identity", id.Issuer, id.Subject, id.UserID); err != nil {
+		return err
+	}
+	var outcome error
+	err := s.batch(func(tx *bolt.Tx) error {
+		outcome = nil
+		if tx.Bucket(bUsers).Get([]byte(id.UserID)) == nil {
+			outcome = fmt.Errorf("user %s: %w", id.UserID, grants.ErrNotFound)
+			return nil
+		}
+		var old grants.Identity
+		found, err := getJSON(tx.Bucket(bIdentities), identityKey(id.Issuer, id.Subject), &old)
+		if err != nil {
+			return err
+		}
+		if found {
+			if old.UserID != id.UserID {
+				outcome = fmt.Errorf("identity is linked to another user: %w", grants.ErrConflict)
+			}
+			return nil
+		}
+		ident := id
+		if ident.CreatedAt.IsZero() {
+			ident.CreatedAt = s.now()
+		}
+		return putIdentity(tx, &ident)
+	})
+	if err == nil {
+		err = outcome
+	}
+	if err != nil {
+		return fmt.Errorf("boltstore: link identity: %w", err)
+	}
+	return nil
+}
+
+func (s *Store) GetUser(ctx context.Context, id string) (*grants.User, error) {
+	if err := checkKeys("boltstore: get user", id); err != nil {
+		return nil, err
+	}
+	var u grants.User
+	found := false
+	err := s.db.View(func(tx *bolt.Tx) error {
+		var err error
+		found, err = getJSON(tx.Bucket(bUsers), []byte(id), &u)
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("boltstore: get user %s: %w", id, err)
+	}
+	if !found {
+		return nil, fmt.Errorf("boltstore: get user %s: %w", id, grants.ErrNotFound)
+	}
+	return &u, nil
+}
+
+// UsersByEmail returns every user with that email (several may share one),
+// oldest first; none is not an error.
+func (s *Store) UsersByEmail(ctx context.Context, email string) ([]grants.User, error) {
+	e := lower(email)
+	if err := checkKeys("boltstore: users by email", e); err != nil {
+		return nil, err
+	}
+	users := []grants.User{}
+	err := s.db.View(func(tx *bolt.Tx) error {
+		prefix := append([]byte(e), sep)
+		for _, k := range prefixKeys(tx.Bucket(bUsersByEmail), prefix) {
+			var u grants.User
+			found, err := getJSON(tx.Bucket(bUsers), k[len(prefix):], &u)
+			if err != nil {
+				return err
+			}
+			if found {
+				users = append(users, u)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("boltstore: users by email: %w", err)
+	}
+	slices.SortStableFunc(users, func(a, b grants.User) int { return a.CreatedAt.Compare(b.CreatedAt) })
+	return users, nil
+}
+
+// Identities returns the user's identities, oldest first; none is not an error.
+func (s *Store) Identities(ctx context.Context, userID string) ([]grants.Identity, error) {
+	if err := checkKeys("boltstore: identities", userID); err != nil {
+		return nil, err
+	}
+	ids := []grants.Identity{}
+	err := s.db.View(func(tx *bolt.Tx) error {
+		c := tx.Bucket(bIdentsByUser).Cursor()
+		prefix := append([]byte(userID), sep)
+		for k, v := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, v = c.Next() {
+			var id grants.Identity
+			found, err := getJSON(tx.Bucket(bIdentities), v, &id)
+			if err != nil {
+				return err
+			}
+			if found && id.UserID == userID {
+				ids = append(ids, id)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("boltstore: identities of %s: %w", userID, err)
+	}
+	slices.SortStableFunc(ids, func(a, b grants.Identity) int { return a.CreatedAt.Compare(b.CreatedAt) })
+	return ids, nil
+}
+
+// loadGrant returns the stored grant or an empty one, never nil slices/maps.
+func loadGrant(tx *bolt.Tx, userID string) (*grants.Grant, error) {
+	g := &grants.Grant{}
+	if _, err := getJSON(tx.Bucket(bGrants), []byte(userID), g); err != nil {
+		return nil, err
+	}
+	g.UserID = userID
+	if g.Roles == nil {
+		g.Roles = []string{}
+	}
+	if g.Claims == nil {
+		g.Claims = map[string]any{}
+	}
+	if g.Invitations == nil {
+		g.Invitations = []string{}
+	}
+	return g, nil
+}
+
+func addRoles(have, add []string) []string {
+	for _, r := range add {
+		if r != "" && !slices.Contains(have, r) {
+			have = append(have, r)
+		}
+	}
+	return have
+}
+
+// mergeInto folds an invitation's roles and claims into g: roles union in
+// order, claims key by key with the invitation winning.
+func mergeInto(g *grants.Grant, inv *grants.Invitation, at time.Time) {
+	g.Roles = addRoles(g.Roles, inv.Roles)
+	maps.Copy(g.Claims, inv.Claims)
+	if !slices.Contains(g.Invitations, inv.ID) {
+		g.Invitations = append(g.Invitations, inv.ID)
+	}
+	g.UpdatedAt = at
+}
+
+func (s *Store) GetGrant(ctx context.Context, userID string) (*grants.Grant, error) {
+	if err := checkKeys("boltstore: get grant", userID); err != nil {
+		return nil, err
+	}
+	var g *grants.Grant
+	err := s.db.View(func(tx *bolt.Tx) error {
+		var err error
+		g, err = loadGrant(tx, userID)
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("boltstore: get grant of %s: %w", userID, err)
+	}
+	return g, nil
+}
+
+// changeGrant applies change to the user's grant and stores it if change
+// reports a modification.
+func (s *Store) changeGrant(what, userID string, change func(g *grants.Grant) bool, now time.Time) (*grants.Grant, error) {
+	if err := checkKeys("boltstore: "+what, userID); err != nil {
+		return nil, err
+	}
+	var g *grants.Grant
+	err := s.batch(func(tx *bolt.Tx) error {
+		var err error
+		if g, err = loadGrant(tx, userID); err != nil {
+			return err
+		}
+		if !change(g) {
+			return nil
+		}
+		g.UpdatedAt = now
+		return putJSON(tx.Bucket(bGrants), []byte(userID), g)
+	})
+	if err != nil {
+		return nil, fmt.Errorf("boltstore: %s of %s: %w", what, userID, err)
+	}
+	return g, nil
+}
+
+func (s *Store) AddRoles(ctx context.Context, userID string, roles []string, now time.Time) (*grants.Grant, error) {
+	return s.changeGrant("add roles", userID, func(g *grants.Grant) bool {
+		n := len(g.Roles)
+		g.Roles = addRoles(g.Roles, roles)
+		return len(g.Roles) != n
+	}, now)
+}
+
+func (s *Store) RemoveGrantRole(ctx context.Context, userID, role string, now time.Time) (*grants.Grant, error) {
+	if role == "" {
+		return nil, fmt.Errorf("boltstore: remove grant role: empty role: %w", ErrInvalid)
+	}
+	return s.changeGrant("remove grant role", userID, func(g *grants.Grant) bool {
+		n := len(g.Roles)
+		g.Roles = slices.DeleteFunc(g.Roles, func(r string) bool { return r == role })
+		return len(g.Roles) != n
+	}, now)
+}
+
+func (s *Store) RemoveGrantClaim(ctx context.Context, userID, key string, now time.Time) (*grants.Grant, error) {
+	if key == "" {
+		return nil, fmt.Errorf("boltstore: remove grant claim: empty key: %w", ErrInvalid)
+	}
+	return s.changeGrant("remove grant claim", userID, func(g *grants.Grant) bool {
+		_, ok := g.Claims[key]
+		delete(g.Claims, key)
+		return ok
+	}, now)
+}

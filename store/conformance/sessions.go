@@ -1,0 +1,399 @@
+package conformance
+
+import (
+	"context"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/usher-oidc/usher/sessions"
+)
+
+// RunSessions runs the sessions.Store suite. newStore must return a fresh,
+// empty store whose notion of now is clock.Now, and clean it up with t.Cleanup.
+func RunSessions(t *testing.T, newStore func(t *testing.T, clock *Clock) sessions.Store) {
+	tests := []struct {
+		name string
+		fn   func(t *testing.T, ctx context.Context, s sessions.Store, clock *Clock)
+	}{
+		{"AuthRequest/RoundTrip", testAuthRequestRoundTrip},
+		{"AuthRequest/Expiry", testAuthRequestExpiry},
+		{"Code/ConsumeOnce", testCodeConsumeOnce},
+		{"Code/Expiry", testCodeExpiry},
+		{"Code/ConcurrentConsume", testCodeConcurrentConsume},
+		{"RefreshToken/RoundTrip", testRefreshRoundTrip},
+		{"RefreshToken/RotateAndReuse", testRefreshRotateAndReuse},
+		{"RefreshToken/RotateRefusals", testRefreshRotateRefusals},
+		{"RefreshToken/Expiry", testRefreshExpiry},
+		{"RefreshToken/ConcurrentRotate", testRefreshConcurrentRotate},
+		{"Revocation/Family", testRevokeFamily},
+		{"Revocation/AccessToken", testRevokeAccessToken},
+		{"BrowserSession", testBrowserSession},
+		{"SigningKeys", testSigningKeys},
+		{"SigningKeys/ConcurrentFirst", testSigningKeysConcurrentFirst},
+		{"Ping", func(t *testing.T, ctx context.Context, s sessions.Store, _ *Clock) { must(t, "ping", s.Ping(ctx)) }},
+		{"BadInput", testSessionsBadInput},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			clock := NewClock(start())
+			tc.fn(t, t.Context(), newStore(t, clock), clock)
+		})
+	}
+}
+
+func authRequest(id string, now time.Time) *sessions.AuthRequest {
+	maxAge := uint(300)
+	return &sessions.AuthRequest{
+		ID: id, ClientID: "spa", RedirectURI: "https://app.example/cb",
+		Scopes: []string{"openid", "profile", "offline_access"}, State: "st", Nonce: "n",
+		ResponseType: "code", CodeChallenge: "abc", CodeChallengeMethod: "S256",
+		Prompt: []string{"login"}, MaxAge: &maxAge, LoginHint: "ada@example.com",
+		Connection: "google-oauth2", ScreenHint: "signup", InvitationHash: "f00d",
+		CreatedAt: now, ExpiresAt: now.Add(10 * time.Minute),
+	}
+}
+
+func testAuthRequestRoundTrip(t *testing.T, ctx context.Context, s sessions.Store, clock *Clock) {
+	ar := authRequest("ar-1", clock.Now())
+	must(t, "create", s.CreateAuthRequest(ctx, ar))
+	got, err := s.GetAuthRequest(ctx, "ar-1")
+	must(t, "get", err)
+	same(t, "get after create", ar, got)
+	wantErr(t, "create twice", s.CreateAuthRequest(ctx, authRequest("ar-1", clock.Now())), sessions.ErrConflict)
+
+	ar.Done, ar.Subject, ar.AuthTime, ar.AMR = true, "user-1", clock.Now(), []string{"pwd"}
+	must(t, "update", s.UpdateAuthRequest(ctx, ar))
+	got, err = s.GetAuthRequest(ctx, "ar-1")
+	must(t, "get after update", err)
+	same(t, "get after update", ar, got)
+
+	must(t, "delete", s.DeleteAuthRequest(ctx, "ar-1"))
+	_, err = s.GetAuthRequest(ctx, "ar-1")
+	wantErr(t, "get after delete", err, sessions.ErrNotFound)
+	must(t, "delete again", s.DeleteAuthRequest(ctx, "ar-1"))
+	wantErr(t, "update after delete", s.UpdateAuthRequest(ctx, ar), sessions.ErrNotFound)
+	_, err = s.GetAuthRequest(ctx, "never")
+	wantErr(t, "get unknown", err, sessions.ErrNotFound)
+}
+
+func testAuthRequestExpiry(t *testing.T, ctx context.Context, s sessions.Store, clock *Clock) {
+	ar := authRequest("ar-exp", clock.Now())
+	must(t, "create", s.CreateAuthRequest(ctx, ar))
+	clock.Advance(10*time.Minute - time.Millisecond)
+	_, err := s.GetAuthRequest(ctx, ar.ID)
+	must(t, "get just before expiry", err)
+	clock.Advance(time.Millisecond)
+	_, err = s.GetAuthRequest(ctx, ar.ID)
+	wantErr(t, "get at expiry", err, sessions.ErrNotFound)
+	wantErr(t, "update expired", s.UpdateAuthRequest(ctx, ar), sessions.ErrNotFound)
+	// An expired request is absent, so its ID can be used again.
+	must(t, "create over expired", s.CreateAuthRequest(ctx, authRequest("ar-exp", clock.Now())))
+}
+
+func testCodeConsumeOnce(t *testing.T, ctx context.Context, s sessions.Store, clock *Clock) {
+	c := &sessions.Code{Hash: "code-1", AuthRequestID: "ar-1", ExpiresAt: clock.Now().Add(time.Minute)}
+	must(t, "save", s.SaveCode(ctx, c))
+	got, err := s.ConsumeCode(ctx, "code-1")
+	must(t, "consume", err)
+	if !got.Used || got.AuthRequestID != "ar-1" || got.Hash != "code-1" {
+		t.Fatalf("consume returned %+v", got)
+	}
+	got, err = s.ConsumeCode(ctx, "code-1")
+	wantErr(t, "consume twice", err, sessions.ErrCodeReplayed)
+	if got == nil || got.AuthRequestID != "ar-1" {
+		t.Fatalf("replayed consume must return the record (to revoke what it issued), got %+v", got)
+	}
+	_, err = s.ConsumeCode(ctx, "unknown")
+	wantErr(t, "consume unknown", err, sessions.ErrNotFound)
+}
+
+func testCodeExpiry(t *testing.T, ctx context.Context, s sessions.Store, clock *Clock) {
+	must(t, "save", s.SaveCode(ctx, &sessions.Code{Hash: "code-exp", AuthRequestID: "ar", ExpiresAt: clock.Now().Add(time.Minute)}))
+	clock.Advance(time.Minute + time.Second)
+	_, err := s.ConsumeCode(ctx, "code-exp")
+	wantErr(t, "consume expired", err, sessions.ErrNotFound)
+}
+
+func testCodeConcurrentConsume(t *testing.T, ctx context.Context, s sessions.Store, clock *Clock) {
+	must(t, "save", s.SaveCode(ctx, &sessions.Code{Hash: "code-race", AuthRequestID: "ar", ExpiresAt: clock.Now().Add(time.Minute)}))
+	errs := concurrently(50, func(int) error {
+		_, err := s.ConsumeCode(ctx, "code-race")
+		return err
+	})
+	if n := countNil(t, "concurrent consume", errs, sessions.ErrCodeReplayed); n != 1 {
+		t.Fatalf("%d of 50 concurrent ConsumeCode calls succeeded, want exactly 1", n)
+	}
+}
+
+func refreshToken(hash, family string, now time.Time) *sessions.RefreshToken {
+	return &sessions.RefreshToken{
+		Hash: hash, FamilyID: family, ClientID: "spa", Subject: "user-1",
+		Scopes: []string{"openid", "offline_access"}, Audience: []string{"spa", "api"},
+		AMR: []string{"pwd"}, AuthTime: now.Add(-time.Minute), CreatedAt: now,
+		ExpiresAt: now.Add(24 * time.Hour), FamilyExpiresAt: now.Add(30 * 24 * time.Hour),
+	}
+}
+
+func testRefreshRoundTrip(t *testing.T, ctx context.Context, s sessions.Store, clock *Clock) {
+	rt := refreshToken("rt-1", "fam-1", clock.Now())
+	must(t, "create", s.CreateRefreshToken(ctx, rt))
+	got, err := s.GetRefreshToken(ctx, "rt-1")
+	must(t, "get", err)
+	same(t, "get after create", rt, got)
+	if got.RotatedAt != nil {
+		t.Fatalf("fresh token has RotatedAt %v", got.RotatedAt)
+	}
+	wantErr(t, "create twice", s.CreateRefreshToken(ctx, refreshToken("rt-1", "fam-1", clock.Now())), sessions.ErrConflict)
+	_, err = s.GetRefreshToken(ctx, "unknown")
+	wantErr(t, "get unknown", err, sessions.ErrNotFound)
+}
+
+func testRefreshRotateAndReuse(t *testing.T, ctx context.Context, s sessions.Store, clock *Clock) {
+	must(t, "create a", s.CreateRefreshToken(ctx, refreshToken("rt-a", "fam", clock.Now())))
+	clock.Advance(time.Minute)
+	must(t, "rotate a→b", s.RotateRefreshToken(ctx, "rt-a", refreshToken("rt-b", "fam", clock.Now())))
+	a, err := s.GetRefreshToken(ctx, "rt-a")
+	must(t, "get rotated a", err)
+	if a.RotatedAt == nil || !a.RotatedAt.Equal(clock.Now()) {
+		t.Fatalf("rotated token: RotatedAt = %v, want %v", a.RotatedAt, clock.Now())
+	}
+	b, err := s.GetRefreshToken(ctx, "rt-b")
+	must(t, "get b", err)
+	if b.RotatedAt != nil || b.FamilyID != "fam" {
+		t.Fatalf("successor: %+v", b)
+	}
+	if ok, err := s.TokenRevoked(ctx, "fam", ""); err != nil || ok {
+		t.Fatalf("TokenRevoked after a clean rotation = %v, %v", ok, err)
+	}
+	must(t, "rotate b→c", s.RotateRefreshToken(ctx, "rt-b", refreshToken("rt-c", "fam", clock.Now())))
+
+	// Presenting a again is reuse: the family dies.
+	err = s.RotateRefreshToken(ctx, "rt-a", refreshToken("rt-d", "fam", clock.Now()))
+	wantErr(t, "reuse a", err, sessions.ErrRefreshReused)
+	for _, h := range []string{"rt-a", "rt-b", "rt-c"} {
+		_, err := s.GetRefreshToken(ctx, h)
+		wantErr(t, "get "+h+" after reuse", err, sessions.ErrRevoked)
+	}
+	_, err = s.GetRefreshToken(ctx, "rt-d")
+	wantErr(t, "successor offered with the reused token", err, sessions.ErrNotFound)
+	revoked, err := s.TokenRevoked(ctx, "fam", "")
+	must(t, "token revoked", err)
+	if !revoked {
+		t.Fatal("family not revoked after reuse")
+	}
+	if revoked, _ := s.TokenRevoked(ctx, "fam", "any-jti"); !revoked {
+		t.Fatal("access token of a revoked family not revoked")
+	}
+	wantErr(t, "rotate c after revocation", s.RotateRefreshToken(ctx, "rt-c", refreshToken("rt-e", "fam", clock.Now())), sessions.ErrRevoked)
+	// Other families are untouched.
+	must(t, "create other family", s.CreateRefreshToken(ctx, refreshToken("rt-x", "fam-other", clock.Now())))
+	_, err = s.GetRefreshToken(ctx, "rt-x")
+	must(t, "get other family", err)
+}
+
+func testRefreshRotateRefusals(t *testing.T, ctx context.Context, s sessions.Store, clock *Clock) {
+	wantErr(t, "rotate unknown", s.RotateRefreshToken(ctx, "nope", refreshToken("rt-n", "fam", clock.Now())), sessions.ErrNotFound)
+	must(t, "create", s.CreateRefreshToken(ctx, refreshToken("rt-1", "fam-r", clock.Now())))
+	must(t, "revoke family", s.RevokeFamily(ctx, "fam-r", clock.Now().Add(time.Hour)))
+	wantErr(t, "rotate in revoked family", s.RotateRefreshToken(ctx, "rt-1", refreshToken("rt-2", "fam-r", clock.Now())), sessions.ErrRevoked)
+	_, err := s.GetRefreshToken(ctx, "rt-2")
+	wantErr(t, "successor of a refused rotation", err, sessions.ErrNotFound)
+}
+
+func testRefreshExpiry(t *testing.T, ctx context.Context, s sessions.Store, clock *Clock) {
+	now := clock.Now()
+	idle := refreshToken("rt-idle", "fam-1", now)
+	idle.ExpiresAt, idle.FamilyExpiresAt = now.Add(time.Hour), now.Add(24*time.Hour)
+	absolute := refreshToken("rt-abs", "fam-2", now)
+	absolute.ExpiresAt, absolute.FamilyExpiresAt = now.Add(48*time.Hour), now.Add(time.Hour)
+	must(t, "create idle", s.CreateRefreshToken(ctx, idle))
+	must(t, "create absolute", s.CreateRefreshToken(ctx, absolute))
+	clock.Advance(time.Hour)
+	for _, rt := range []*sessions.RefreshToken{idle, absolute} {
+		_, err := s.GetRefreshToken(ctx, rt.Hash)
+		wantErr(t, "get expired "+rt.Hash, err, sessions.ErrNotFound)
+		next := refreshToken(rt.Hash+"-next", rt.FamilyID, clock.Now())
+		wantErr(t, "rotate expired "+rt.Hash, s.RotateRefreshToken(ctx, rt.Hash, next), sessions.ErrNotFound)
+	}
+}
+
+func testRefreshConcurrentRotate(t *testing.T, ctx context.Context, s sessions.Store, clock *Clock) {
+	must(t, "create", s.CreateRefreshToken(ctx, refreshToken("rt-race", "fam-race", clock.Now())))
+	errs := concurrently(50, func(i int) error {
+		return s.RotateRefreshToken(ctx, "rt-race", refreshToken(fmt.Sprintf("rt-next-%d", i), "fam-race", clock.Now()))
+	})
+	if n := countNil(t, "concurrent rotate", errs, sessions.ErrRefreshReused, sessions.ErrRevoked); n != 1 {
+		t.Fatalf("%d of 50 concurrent rotations succeeded, want exactly 1", n)
+	}
+	// The losers were reuse, so the family must be dead, winner included.
+	if ok, err := s.TokenRevoked(ctx, "fam-race", ""); err != nil || !ok {
+		t.Fatalf("TokenRevoked after concurrent reuse = %v, %v; want true", ok, err)
+	}
+}
+
+func testRevokeFamily(t *testing.T, ctx context.Context, s sessions.Store, clock *Clock) {
+	must(t, "create", s.CreateRefreshToken(ctx, refreshToken("rt-f", "fam-f", clock.Now())))
+	must(t, "revoke", s.RevokeFamily(ctx, "fam-f", clock.Now().Add(time.Hour)))
+	_, err := s.GetRefreshToken(ctx, "rt-f")
+	wantErr(t, "get revoked", err, sessions.ErrRevoked)
+	for _, c := range []struct {
+		family, jti string
+		want        bool
+	}{
+		{"fam-f", "", true},
+		{"fam-f", "jti-1", true},
+		{"fam-other", "", false},
+		{"", "jti-1", false},
+	} {
+		got, err := s.TokenRevoked(ctx, c.family, c.jti)
+		must(t, "token revoked", err)
+		if got != c.want {
+			t.Errorf("TokenRevoked(%q, %q) = %v, want %v", c.family, c.jti, got, c.want)
+		}
+	}
+	// Revoking again with an earlier until must not shorten the revocation.
+	must(t, "revoke again", s.RevokeFamily(ctx, "fam-f", clock.Now().Add(time.Minute)))
+	clock.Advance(30 * time.Minute)
+	if ok, _ := s.TokenRevoked(ctx, "fam-f", ""); !ok {
+		t.Fatal("second, shorter revocation shortened the first")
+	}
+	clock.Advance(31 * time.Minute)
+	if ok, err := s.TokenRevoked(ctx, "fam-f", ""); err != nil || ok {
+		t.Fatalf("TokenRevoked after until = %v, %v; want false", ok, err)
+	}
+}
+
+func testRevokeAccessToken(t *testing.T, ctx context.Context, s sessions.Store, clock *Clock) {
+	must(t, "revoke", s.RevokeAccessToken(ctx, "jti-1", clock.Now().Add(time.Hour)))
+	for _, c := range []struct {
+		family, jti string
+		want        bool
+	}{
+		{"", "jti-1", true},
+		{"fam-1", "jti-1", true},
+		{"", "jti-2", false},
+		{"fam-1", "", false},
+	} {
+		got, err := s.TokenRevoked(ctx, c.family, c.jti)
+		must(t, "token revoked", err)
+		if got != c.want {
+			t.Errorf("TokenRevoked(%q, %q) = %v, want %v", c.family, c.jti, got, c.want)
+		}
+	}
+	clock.Advance(time.Hour)
+	if ok, err := s.TokenRevoked(ctx, "", "jti-1"); err != nil || ok {
+		t.Fatalf("TokenRevoked after until = %v, %v; want false", ok, err)
+	}
+}
+
+func testBrowserSession(t *testing.T, ctx context.Context, s sessions.Store, clock *Clock) {
+	bs := &sessions.BrowserSession{ID: "bs-1", Values: map[string]string{"state": "xyz"}, CreatedAt: clock.Now(), ExpiresAt: clock.Now().Add(time.Hour)}
+	must(t, "save", s.SaveBrowserSession(ctx, bs))
+	got, err := s.GetBrowserSession(ctx, "bs-1")
+	must(t, "get", err)
+	same(t, "get after save", bs, got)
+	bs.Values = map[string]string{"state": "abc", "invitation": "h"}
+	must(t, "save again", s.SaveBrowserSession(ctx, bs))
+	got, err = s.GetBrowserSession(ctx, "bs-1")
+	must(t, "get after second save", err)
+	same(t, "get after second save", bs, got)
+	must(t, "delete", s.DeleteBrowserSession(ctx, "bs-1"))
+	_, err = s.GetBrowserSession(ctx, "bs-1")
+	wantErr(t, "get after delete", err, sessions.ErrNotFound)
+	must(t, "delete again", s.DeleteBrowserSession(ctx, "bs-1"))
+
+	must(t, "save short", s.SaveBrowserSession(ctx, &sessions.BrowserSession{ID: "bs-2", CreatedAt: clock.Now(), ExpiresAt: clock.Now().Add(time.Minute)}))
+	clock.Advance(time.Minute)
+	_, err = s.GetBrowserSession(ctx, "bs-2")
+	wantErr(t, "get expired", err, sessions.ErrNotFound)
+}
+
+func signingKey(id string, created time.Time) *sessions.SigningKey {
+	return &sessions.SigningKey{
+		ID: id, Algorithm: "ES256", CreatedAt: created, NotBefore: created.Add(time.Minute),
+		PrivateKeyPEM: []byte("-----BEGIN PRIVATE KEY-----\n" + id + "\n-----END PRIVATE KEY-----\n"),
+	}
+}
+
+func testSigningKeys(t *testing.T, ctx context.Context, s sessions.Store, clock *Clock) {
+	keys, err := s.SigningKeys(ctx)
+	must(t, "list empty", err)
+	if len(keys) != 0 {
+		t.Fatalf("fresh store has %d keys", len(keys))
+	}
+	now := clock.Now()
+	k1, k2, k3 := signingKey("k1", now), signingKey("k2", now.Add(-time.Hour)), signingKey("k3", now.Add(time.Hour))
+	must(t, "add k1 onlyIfNone", s.AddSigningKey(ctx, k1, true))
+	wantErr(t, "add k2 onlyIfNone", s.AddSigningKey(ctx, k2, true), sessions.ErrConflict)
+	must(t, "add k3", s.AddSigningKey(ctx, k3, false))
+	must(t, "add k2", s.AddSigningKey(ctx, k2, false))
+	wantErr(t, "add k1 again", s.AddSigningKey(ctx, signingKey("k1", now), false), sessions.ErrConflict)
+	keys, err = s.SigningKeys(ctx)
+	must(t, "list", err)
+	same(t, "keys oldest first", []sessions.SigningKey{*k2, *k1, *k3}, keys)
+	must(t, "delete k2", s.DeleteSigningKey(ctx, "k2"))
+	must(t, "delete k2 again", s.DeleteSigningKey(ctx, "k2"))
+	keys, err = s.SigningKeys(ctx)
+	must(t, "list after delete", err)
+	same(t, "keys after delete", []sessions.SigningKey{*k1, *k3}, keys)
+}
+
+func testSigningKeysConcurrentFirst(t *testing.T, ctx context.Context, s sessions.Store, clock *Clock) {
+	errs := concurrently(20, func(i int) error {
+		return s.AddSigningKey(ctx, signingKey(fmt.Sprintf("k-%d", i), clock.Now()), true)
+	})
+	if n := countNil(t, "concurrent first key", errs, sessions.ErrConflict); n != 1 {
+		t.Fatalf("%d of 20 onlyIfNone adds succeeded, want exactly 1", n)
+	}
+	keys, err := s.SigningKeys(ctx)
+	must(t, "list", err)
+	if len(keys) != 1 {
+		t.Fatalf("%d keys stored, want 1", len(keys))
+	}
+}
+
+func testSessionsBadInput(t *testing.T, ctx context.Context, s sessions.Store, clock *Clock) {
+	now := clock.Now()
+	valid := refreshToken("rt-valid", "fam", now)
+	must(t, "create valid", s.CreateRefreshToken(ctx, valid))
+	badInput(t, map[string]func() error{
+		"CreateAuthRequest(nil)":       func() error { return s.CreateAuthRequest(ctx, nil) },
+		"CreateAuthRequest(no id)":     func() error { return s.CreateAuthRequest(ctx, authRequest("", now)) },
+		"GetAuthRequest(\"\")":         func() error { _, err := s.GetAuthRequest(ctx, ""); return err },
+		"UpdateAuthRequest(nil)":       func() error { return s.UpdateAuthRequest(ctx, nil) },
+		"UpdateAuthRequest(no id)":     func() error { return s.UpdateAuthRequest(ctx, authRequest("", now)) },
+		"DeleteAuthRequest(\"\")":      func() error { return s.DeleteAuthRequest(ctx, "") },
+		"SaveCode(nil)":                func() error { return s.SaveCode(ctx, nil) },
+		"SaveCode(no hash)":            func() error { return s.SaveCode(ctx, &sessions.Code{ExpiresAt: now.Add(time.Minute)}) },
+		"ConsumeCode(\"\")":            func() error { _, err := s.ConsumeCode(ctx, ""); return err },
+		"CreateRefreshToken(nil)":      func() error { return s.CreateRefreshToken(ctx, nil) },
+		"CreateRefreshToken(no hash)":  func() error { return s.CreateRefreshToken(ctx, refreshToken("", "fam", now)) },
+		"CreateRefreshToken(no fam)":   func() error { return s.CreateRefreshToken(ctx, refreshToken("rt-nofam", "", now)) },
+		"GetRefreshToken(\"\")":        func() error { _, err := s.GetRefreshToken(ctx, ""); return err },
+		"RotateRefreshToken(\"\", ok)": func() error { return s.RotateRefreshToken(ctx, "", refreshToken("rt-n1", "fam", now)) },
+		"RotateRefreshToken(ok, nil)":  func() error { return s.RotateRefreshToken(ctx, "rt-valid", nil) },
+		"RotateRefreshToken(ok, no hash)": func() error {
+			return s.RotateRefreshToken(ctx, "rt-valid", refreshToken("", "fam", now))
+		},
+		"RevokeFamily(\"\")":       func() error { return s.RevokeFamily(ctx, "", now.Add(time.Hour)) },
+		"RevokeAccessToken(\"\")":  func() error { return s.RevokeAccessToken(ctx, "", now.Add(time.Hour)) },
+		"TokenRevoked(\"\", \"\")": func() error { _, err := s.TokenRevoked(ctx, "", ""); return err },
+		"GetBrowserSession(\"\")":  func() error { _, err := s.GetBrowserSession(ctx, ""); return err },
+		"SaveBrowserSession(nil)":  func() error { return s.SaveBrowserSession(ctx, nil) },
+		"SaveBrowserSession(no id)": func() error {
+			return s.SaveBrowserSession(ctx, &sessions.BrowserSession{ExpiresAt: now.Add(time.Hour)})
+		},
+		"DeleteBrowserSession(\"\")": func() error { return s.DeleteBrowserSession(ctx, "") },
+		"AddSigningKey(nil)":         func() error { return s.AddSigningKey(ctx, nil, false) },
+		"AddSigningKey(no id)":       func() error { return s.AddSigningKey(ctx, signingKey("", now), false) },
+		"DeleteSigningKey(\"\")":     func() error { return s.DeleteSigningKey(ctx, "") },
+	})
+	// The valid token survived the bad calls.
+	got, err := s.GetRefreshToken(ctx, "rt-valid")
+	must(t, "get valid after bad input", err)
+	if got.RotatedAt != nil {
+		t.Fatal("a refused rotation marked the token rotated")
+	}
+}

@@ -14,7 +14,7 @@ import (
 )
 
 // funnelToken gets a client_credentials token for the dev funnel client.
-func funnelToken(t *testing.T, d *app.Dev, scope string) string {
+func funnelToken(t testing.TB, d *app.Dev, scope string) string {
 	t.Helper()
 	req, _ := http.NewRequest(http.MethodPost, strings.TrimSuffix(d.IssuerURL, "/")+"/oauth/token",
 		strings.NewReader(url.Values{"grant_type": {"client_credentials"}, "scope": {scope}}.Encode()))

@@ -19,6 +19,7 @@ require (
 )
 
 require (
+	github.com/auth0/go-auth0 v1.10.0 // indirect
 	github.com/bmatcuk/doublestar/v4 v4.10.4 // indirect
 	github.com/cespare/xxhash/v2 v2.3.0 // indirect
 	github.com/chromedp/cdproto v0.159.0 // indirect

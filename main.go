@@ -36,6 +36,8 @@ Usage:
   usher serve --config usher.yaml     run usher
   usher dev [--addr 127.0.0.1:8080]   run usher, a stand-in Auth0 and a demo SPA on loopback
   usher config check --config FILE    validate a configuration file
+  usher keys list|rotate --config F   list or rotate the signing keys in the store
+  usher healthcheck [URL]             exit 0 when URL (default http://127.0.0.1:8080/readyz) answers 200
   usher invite create|list|revoke|resend|import ...
                                       manage invitations through the admin API (usher invite help)
 `
@@ -57,6 +59,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 			return 2
 		}
 		err = cmdConfigCheck(args[2:], stdout)
+	case "keys":
+		err = cmdKeys(ctx, args[1:], stdout)
+	case "healthcheck":
+		err = cmdHealthcheck(ctx, args[1:])
 	case "invite":
 		err = cmdInvite(ctx, args[1:], stdout, stderr)
 	case "help", "-h", "--help":

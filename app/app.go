@@ -68,6 +68,8 @@ func New(ctx context.Context, cfg *config.Config, o Options) (*App, error) {
 		o.Now = time.Now
 	}
 	a := &App{Config: cfg, log: o.Logger, Store: o.Store}
+	bg, cancel := context.WithCancel(context.Background())
+	a.stop = cancel
 	if a.Store == nil {
 		st, err := OpenStore(cfg, o.Now, o.Logger)
 		if err != nil {
@@ -86,7 +88,7 @@ func New(ctx context.Context, cfg *config.Config, o Options) (*App, error) {
 	bo.Sessions, bo.Grants = a.Store, a.Store
 	bo.Now, bo.Logger = o.Now, o.Logger
 	bo.Upstream.HTTPClient = o.UpstreamHTTPClient
-	if err := a.startMailer(cfg, o, bo.SessionSecret); err != nil {
+	if err := a.startMailer(bg, cfg, o, bo.SessionSecret); err != nil {
 		a.Close()
 		return nil, err
 	}
@@ -98,13 +100,14 @@ func New(ctx context.Context, cfg *config.Config, o Options) (*App, error) {
 		a.Close()
 		return nil, err
 	}
+	go a.Broker.Run(bg)
 	return a, nil
 }
 
 // startMailer starts the background mail worker when mail is configured (or
 // a sender is given). The job payload holds the invitation link, so it is
 // sealed with keys derived from the session secret all replicas share.
-func (a *App) startMailer(cfg *config.Config, o Options, secret []byte) error {
+func (a *App) startMailer(ctx context.Context, cfg *config.Config, o Options, secret []byte) error {
 	sender := o.MailSender
 	if sender == nil && cfg.Mail.Enabled() {
 		s, err := grants.NewSMTPSender(grants.SMTPConfig{Host: cfg.Mail.SMTP.Host, Port: cfg.Mail.SMTP.Port,
@@ -133,8 +136,6 @@ func (a *App) startMailer(cfg *config.Config, o Options, secret []byte) error {
 	sealer.MaxAge(int((7 * 24 * time.Hour).Seconds()))
 	a.Mailer = grants.NewMailer(grants.MailerOptions{Store: a.Store, Sender: sender, Templates: tpl, Sealer: sealer,
 		AppName: cfg.Invitations.AppName, Now: o.Now, Logger: a.log.With("component", "mailer"), BaseBackoff: o.MailBackoff})
-	ctx, cancel := context.WithCancel(context.Background())
-	a.stop = cancel
 	go a.Mailer.Run(ctx)
 	return nil
 }
@@ -172,6 +173,10 @@ func BrokerOptions(cfg *config.Config) (broker.Options, error) {
 		}
 		pems = append(pems, b)
 	}
+	kek, err := cfg.Store.KeyEncryptionKeyBytes()
+	if err != nil {
+		return broker.Options{}, fmt.Errorf("store.key_encryption_key: %w", err)
+	}
 	clients := make([]broker.Client, 0, len(cfg.Clients))
 	for _, c := range cfg.Clients {
 		clients = append(clients, broker.Client{
@@ -190,8 +195,10 @@ func BrokerOptions(cfg *config.Config) (broker.Options, error) {
 			ClientSecret: cfg.Upstream.EffectiveClientSecret(), Scopes: cfg.Upstream.Scopes,
 			Auth0: cfg.Upstream.IsAuth0(),
 		},
-		SigningAlgorithm: cfg.Signing.Algorithm,
-		SigningKeyPEMs:   pems,
+		SigningAlgorithm:  cfg.Signing.Algorithm,
+		SigningKeyPEMs:    pems,
+		KeyEncryptionKey:  kek,
+		KeyRotationPeriod: time.Duration(cfg.Signing.RotationPeriod),
 		Tokens: broker.TokenLifetimes{
 			Access: time.Duration(t.AccessTokenTTL), IDToken: time.Duration(t.IDTokenTTL),
 			RefreshIdle: time.Duration(t.RefreshTokenIdleTTL), RefreshAbsolute: time.Duration(t.RefreshTokenAbsoluteTTL),

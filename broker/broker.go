@@ -47,7 +47,11 @@ type Options struct {
 	// first one signs.
 	SigningAlgorithm string
 	SigningKeyPEMs   [][]byte
-	Tokens           TokenLifetimes
+	// KeyEncryptionKey (32 bytes), when set, encrypts generated signing keys at rest.
+	KeyEncryptionKey []byte
+	// KeyRotationPeriod > 0 rotates generated keys on that schedule.
+	KeyRotationPeriod time.Duration
+	Tokens            TokenLifetimes
 
 	// SessionSecret keys the browser-session cookie (≥ 32 bytes).
 	SessionSecret   []byte
@@ -136,7 +140,7 @@ func New(ctx context.Context, o Options) (*Broker, error) {
 		}
 		b.clients[c.ID] = c
 	}
-	b.keys, err = newKeyring(ctx, o.Sessions, o.SigningAlgorithm, o.SigningKeyPEMs, o.Now)
+	b.keys, err = newKeyring(ctx, o.Sessions, o.SigningAlgorithm, o.SigningKeyPEMs, o.KeyEncryptionKey, o.Now)
 	if err != nil {
 		return nil, fmt.Errorf("broker: %w", err)
 	}

@@ -48,7 +48,10 @@ func (p publicKey) Key() any                           { return p.k.priv.Public(
 // keyring holds the signing keys: the active one signs, JWKS lists the active
 // one, the previous one (tokens it signed are still valid) and any key that
 // will become active soon (so verifiers see it before tokens carry it).
+type joseAlg = jose.SignatureAlgorithm
+
 type keyring struct {
+	kek    []byte
 	mu     sync.RWMutex
 	keys   []*signingKey // oldest first
 	static bool          // keys from PEM files: never regenerated
@@ -57,8 +60,8 @@ type keyring struct {
 	now    func() time.Time
 }
 
-func newKeyring(ctx context.Context, st sessions.Store, alg string, pems [][]byte, now func() time.Time) (*keyring, error) {
-	kr := &keyring{store: st, alg: jose.SignatureAlgorithm(alg), now: now}
+func newKeyring(ctx context.Context, st sessions.Store, alg string, pems [][]byte, kek []byte, now func() time.Time) (*keyring, error) {
+	kr := &keyring{store: st, alg: jose.SignatureAlgorithm(alg), now: now, kek: kek}
 	switch kr.alg {
 	case jose.ES256, jose.RS256, jose.EdDSA:
 	default:
@@ -82,6 +85,9 @@ func newKeyring(ctx context.Context, st sessions.Store, alg string, pems [][]byt
 	if len(kr.keys) == 0 {
 		k, err := generateStoredKey(kr.alg, now(), now())
 		if err != nil {
+			return nil, err
+		}
+		if k.PrivateKeyPEM, err = sealKey(kek, k.ID, k.PrivateKeyPEM); err != nil {
 			return nil, err
 		}
 		// onlyIfNone: when several replicas start together exactly one key wins.
@@ -110,7 +116,11 @@ func (kr *keyring) load(ctx context.Context) error {
 	}
 	keys := make([]*signingKey, 0, len(stored))
 	for _, s := range stored {
-		k, err := parseSigningKey(s.PrivateKeyPEM, s.ID, jose.SignatureAlgorithm(s.Algorithm), s.NotBefore)
+		plain, err := openKey(kr.kek, s.ID, s.PrivateKeyPEM)
+		if err != nil {
+			return fmt.Errorf("signing key %s: %w", s.ID, err)
+		}
+		k, err := parseSigningKey(plain, s.ID, jose.SignatureAlgorithm(s.Algorithm), s.NotBefore)
 		if err != nil {
 			return fmt.Errorf("signing key %s: %w", s.ID, err)
 		}

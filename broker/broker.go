@@ -75,6 +75,10 @@ type Options struct {
 	InvitationBaseURL string
 	// Mailer queues invitation mails; nil = mail not configured.
 	Mailer InvitationMailer
+	// AdminRole is the role that opens the admin page (default usher:admin).
+	AdminRole string
+	// Audit, when set, records who did what (admin sign-ins, invitations, grants).
+	Audit func(ctx context.Context, e AuditEvent)
 
 	Now    func() time.Time
 	Logger *slog.Logger
@@ -88,6 +92,7 @@ type InvitationMailer interface {
 // Broker is the OpenID Provider plus the upstream client.
 type Broker struct {
 	invitations *grants.Invitations
+	audit       func(ctx context.Context, e AuditEvent)
 	opts        Options
 	clients     map[string]*Client
 	sessions    sessions.Store
@@ -124,7 +129,7 @@ func New(ctx context.Context, o Options) (*Broker, error) {
 	applyDefaults(&o)
 	b := &Broker{
 		opts: o, clients: map[string]*Client{}, sessions: o.Sessions, grants: o.Grants,
-		log: o.Logger, now: o.Now, insecure: insecure,
+		log: o.Logger, now: o.Now, insecure: insecure, audit: o.Audit,
 	}
 	b.storage = opStorage{b}
 	b.invitations = grants.NewInvitations(grants.InvitationsOptions{
@@ -191,6 +196,9 @@ func applyDefaults(o *Options) {
 	}
 	if o.InvitationBaseURL == "" {
 		o.InvitationBaseURL = o.Issuer
+	}
+	if o.AdminRole == "" {
+		o.AdminRole = DefaultAdminRole
 	}
 }
 
@@ -291,6 +299,7 @@ func (b *Broker) Handler() http.Handler {
 	mux.Handle(pathEndSession, pageHeaders(http.HandlerFunc(b.handleEndSession)))
 	mux.Handle("GET /invite/{token}", pageHeaders(http.HandlerFunc(b.handleInvite)))
 	mux.Handle("GET /login/continue", pageHeaders(http.HandlerFunc(b.handleContinue)))
+	mux.Handle("GET /admin/login", pageHeaders(http.HandlerFunc(b.handleAdminLogin)))
 	b.apiRoutes(mux)
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { w.Write([]byte("ok\n")) })
 	mux.HandleFunc("GET /readyz", b.handleReady)
@@ -468,6 +477,10 @@ func (b *Broker) handleCallback(w http.ResponseWriter, r *http.Request) {
 		b.unavailable(w, r, "saving the browser session", err)
 		return
 	}
+	if p.Purpose == purposeAdmin {
+		b.finishAdminLogin(w, r, sess, p)
+		return
+	}
 	ar, err := b.sessions.GetAuthRequest(ctx, p.AuthRequestID)
 	if err != nil {
 		renderPage(w, http.StatusBadRequest, page{Title: "Sign-in expired",
@@ -478,42 +491,15 @@ func (b *Broker) handleCallback(w http.ResponseWriter, r *http.Request) {
 		_ = b.sessions.DeleteAuthRequest(ctx, ar.ID)
 		op.AuthRequestError(w, r, authRequest{ar}, e, b.provider)
 	}
-	if upErr := q.Get("error"); upErr != "" {
-		// e.g. login_required after prompt=none: the SPA gets the same OIDC error.
-		fail(upstreamError(upErr, q.Get("error_description")))
+	id, oerr := b.verifyUpstream(ctx, q, p)
+	if oerr != nil {
+		fail(oerr)
 		return
 	}
-	if err := b.upstream.ensure(ctx); err != nil {
-		b.log.ErrorContext(ctx, "upstream discovery failed", "err", err)
-		fail(oidc.ErrServerError().WithDescription("the sign-in service is unreachable"))
-		return
-	}
-	// RFC 9207: when the upstream names itself, it must be the one we asked.
-	if iss := q.Get("iss"); iss != "" && iss != b.upstream.cfg.Issuer {
-		b.log.WarnContext(ctx, "upstream callback from an unexpected issuer", "iss", iss)
-		fail(oidc.ErrAccessDenied().WithDescription("the sign-in response came from an unexpected issuer"))
-		return
-	}
-	id, err := b.upstream.exchange(ctx, q.Get("code"), p)
+	u, created, err := b.resolveUser(ctx, id)
 	if err != nil {
-		b.log.WarnContext(ctx, "upstream sign-in rejected", "err", err)
-		fail(oidc.ErrAccessDenied().WithDescription("the sign-in could not be verified"))
-		return
-	}
-	u, created, err := b.grants.ResolveIdentity(ctx, grants.Identity{
-		Issuer: id.Issuer, Subject: id.Subject, Connection: id.Connection,
-		Email: id.Email, EmailVerified: id.EmailVerified,
-	}, grants.Profile{Email: id.Email, EmailVerified: id.EmailVerified, Name: id.Name, Picture: id.Picture},
-		newUserID(), b.now())
-	if err != nil {
-		b.log.ErrorContext(ctx, "resolving the user", "err", err)
 		fail(oidc.ErrServerError().WithDescription("temporarily unavailable: resolving the user"))
 		return
-	}
-	if created && len(b.opts.DefaultRoles) > 0 {
-		if _, err := b.grants.AddRoles(ctx, u.ID, b.opts.DefaultRoles, b.now()); err != nil {
-			b.log.ErrorContext(ctx, "adding default roles", "err", err)
-		}
 	}
 	b.log.InfoContext(ctx, "sign-in", "user_id", u.ID, "new_user", created, "connection", id.Connection, "client_id", ar.ClientID)
 	var redeemErr error
@@ -549,6 +535,49 @@ func (b *Broker) handleCallback(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	op.AuthResponse(authRequest{ar}, b.provider, w, r)
+}
+
+// verifyUpstream turns the upstream's answer into a verified identity, or the
+// OIDC error the client should get.
+func (b *Broker) verifyUpstream(ctx context.Context, q url.Values, p pendingLogin) (*upstreamIdentity, *oidc.Error) {
+	if upErr := q.Get("error"); upErr != "" {
+		// e.g. login_required after prompt=none: the SPA gets the same OIDC error.
+		return nil, upstreamError(upErr, q.Get("error_description"))
+	}
+	if err := b.upstream.ensure(ctx); err != nil {
+		b.log.ErrorContext(ctx, "upstream discovery failed", "err", err)
+		return nil, oidc.ErrServerError().WithDescription("the sign-in service is unreachable")
+	}
+	// RFC 9207: when the upstream names itself, it must be the one we asked.
+	if iss := q.Get("iss"); iss != "" && iss != b.upstream.cfg.Issuer {
+		b.log.WarnContext(ctx, "upstream callback from an unexpected issuer", "iss", iss)
+		return nil, oidc.ErrAccessDenied().WithDescription("the sign-in response came from an unexpected issuer")
+	}
+	id, err := b.upstream.exchange(ctx, q.Get("code"), p)
+	if err != nil {
+		b.log.WarnContext(ctx, "upstream sign-in rejected", "err", err)
+		return nil, oidc.ErrAccessDenied().WithDescription("the sign-in could not be verified")
+	}
+	return id, nil
+}
+
+// resolveUser finds or creates the usher user of an upstream identity.
+func (b *Broker) resolveUser(ctx context.Context, id *upstreamIdentity) (*grants.User, bool, error) {
+	u, created, err := b.grants.ResolveIdentity(ctx, grants.Identity{
+		Issuer: id.Issuer, Subject: id.Subject, Connection: id.Connection,
+		Email: id.Email, EmailVerified: id.EmailVerified,
+	}, grants.Profile{Email: id.Email, EmailVerified: id.EmailVerified, Name: id.Name, Picture: id.Picture},
+		newUserID(), b.now())
+	if err != nil {
+		b.log.ErrorContext(ctx, "resolving the user", "err", err)
+		return nil, false, err
+	}
+	if created && len(b.opts.DefaultRoles) > 0 {
+		if _, err := b.grants.AddRoles(ctx, u.ID, b.opts.DefaultRoles, b.now()); err != nil {
+			b.log.ErrorContext(ctx, "adding default roles", "err", err)
+		}
+	}
+	return u, created, nil
 }
 
 // upstreamError forwards the upstream's OIDC error code when it is one the

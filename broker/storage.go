@@ -3,6 +3,7 @@ package broker
 import (
 	"context"
 	"errors"
+	"net/http"
 	"slices"
 	"strings"
 	"time"
@@ -383,12 +384,13 @@ func (s opStorage) ValidateJWTProfileScopes(context.Context, string, []string) (
 func (s opStorage) Health(ctx context.Context) error { return s.b.sessions.Ping(ctx) }
 
 // storeError turns a backend failure into an OIDC server error whose message
-// says what failed, without leaking internals to the client.
+// says what failed, without leaking internals to the client, answered 503:
+// the store is unreachable, the request may be retried.
 func storeError(what string, err error) error {
 	if err == nil {
 		return nil
 	}
-	return oidc.ErrServerError().WithDescription("temporarily unavailable: %s", what).WithParent(err)
+	return op.NewStatusError(oidc.ErrServerError().WithDescription("temporarily unavailable: %s", what).WithParent(err), http.StatusServiceUnavailable)
 }
 
 func minTime(a, b time.Time) time.Time {

@@ -84,7 +84,8 @@ func (u *upstreamClient) ensure(ctx context.Context) error {
 // pendingLogin is what the browser session remembers about one upstream
 // round trip, keyed by its state: state is bound to this browser.
 type pendingLogin struct {
-	AuthRequestID string    `json:"ar"`
+	AuthRequestID string    `json:"ar,omitempty"`
+	Purpose       string    `json:"p,omitempty"` // "" (an SPA's authorization) or "admin"
 	Nonce         string    `json:"n"`
 	Verifier      string    `json:"v"`
 	Expires       time.Time `json:"e"`

@@ -1,0 +1,116 @@
+package broker
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"slices"
+	"strconv"
+	"time"
+
+	gsessions "github.com/gorilla/sessions"
+
+	"github.com/usher-oidc/usher/grants"
+	"github.com/usher-oidc/usher/sessions"
+)
+
+// The admin page signs in through usher itself: the same upstream round
+// trip as an SPA's sign-in, without an OIDC client in between; the browser
+// session then names the user, and admins are users whose grant holds the
+// admin role.
+const (
+	purposeAdmin     = "admin"
+	DefaultAdminRole = "usher:admin"
+	adminLoginTTL    = 10 * time.Minute
+	sessionAdminAt   = "admin_at"
+)
+
+// handleAdminLogin starts an upstream sign-in for the admin page.
+func (b *Broker) handleAdminLogin(w http.ResponseWriter, r *http.Request) {
+	ctx := r.Context()
+	if err := b.upstream.ensure(ctx); err != nil {
+		b.unavailable(w, r, "reaching the sign-in service", err)
+		return
+	}
+	sess, err := b.browser.Get(r, b.cookie)
+	if err != nil {
+		b.unavailable(w, r, "loading the browser session", err)
+		return
+	}
+	prunePending(sess.Values, b.now())
+	state, nonce, verifier := randomToken(24), randomToken(24), randomToken(32)
+	enc, _ := jsonString(pendingLogin{Purpose: purposeAdmin, Nonce: nonce, Verifier: verifier, Expires: b.now().Add(adminLoginTTL)})
+	sess.Values[pendingPrefix+state] = enc
+	if err := sess.Save(r, w); err != nil {
+		b.unavailable(w, r, "saving the browser session", err)
+		return
+	}
+	http.Redirect(w, r, b.upstream.authURL(&emptyAuthRequest, state, nonce, verifier, nil), http.StatusFound)
+}
+
+func (b *Broker) finishAdminLogin(w http.ResponseWriter, r *http.Request, sess *gsessions.Session, p pendingLogin) {
+	ctx := r.Context()
+	id, oerr := b.verifyUpstream(ctx, r.URL.Query(), p)
+	if oerr != nil {
+		renderPage(w, http.StatusForbidden, page{Title: "Sign-in failed", Message: "The sign-in could not be completed: " + oerr.Description,
+			LinkURL: b.url("/admin/login"), LinkText: "Try again"})
+		return
+	}
+	u, _, err := b.resolveUser(ctx, id)
+	if err != nil {
+		b.unavailable(w, r, "resolving the user", err)
+		return
+	}
+	b.browser.renew(ctx, sess)
+	sess.Values["uid"] = u.ID
+	sess.Values[sessionAdminAt] = strconv.FormatInt(b.now().Unix(), 10)
+	if err := sess.Save(r, w); err != nil {
+		b.unavailable(w, r, "saving the browser session", err)
+		return
+	}
+	b.log.InfoContext(ctx, "admin page sign-in", "user_id", u.ID)
+	if b.audit != nil {
+		b.audit(ctx, AuditEvent{Action: "admin.signed_in", Actor: u.ID, Target: u.ID})
+	}
+	http.Redirect(w, r, b.url("/admin"), http.StatusSeeOther)
+}
+
+// adminUser returns the signed-in user of this browser and whether they
+// hold the admin role. A nil user means nobody signed in to the admin page.
+func (b *Broker) adminUser(r *http.Request) (*grants.User, bool, error) {
+	sess, err := b.browser.Get(r, b.cookie)
+	if err != nil {
+		return nil, false, err
+	}
+	uid, _ := sess.Values["uid"].(string)
+	if uid == "" || sess.Values[sessionAdminAt] == nil {
+		return nil, false, nil
+	}
+	return b.isAdmin(r.Context(), uid)
+}
+
+func (b *Broker) isAdmin(ctx context.Context, uid string) (*grants.User, bool, error) {
+	u, err := b.grants.GetUser(ctx, uid)
+	if errors.Is(err, grants.ErrNotFound) {
+		return nil, false, nil
+	}
+	if err != nil {
+		return nil, false, err
+	}
+	g, err := b.grants.GetGrant(ctx, uid)
+	if err != nil {
+		return u, false, err
+	}
+	return u, slices.Contains(g.Roles, b.opts.AdminRole), nil
+}
+
+// AuditEvent is one line of the audit log.
+type AuditEvent struct {
+	Action string            `json:"action"` // invitation.created, invitation.redeemed, invitation.revoked, grant.changed, admin.signed_in…
+	Actor  string            `json:"actor"`  // client ID or user ID
+	Target string            `json:"target"` // invitation ID or user ID
+	Detail map[string]string `json:"detail,omitempty"`
+}
+
+// emptyAuthRequest: the admin sign-in has no SPA parameters to pass through.
+var emptyAuthRequest = sessions.AuthRequest{}

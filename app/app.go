@@ -16,6 +16,9 @@ import (
 	"time"
 
 	"github.com/gorilla/securecookie"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/usher-oidc/usher/broker"
 	"github.com/usher-oidc/usher/config"
@@ -50,13 +53,14 @@ type Options struct {
 
 // App is a running usher.
 type App struct {
-	Config *config.Config
-	Broker *broker.Broker
-	Store  Store
-	Mailer *grants.Mailer
-	log    *slog.Logger
-	owned  bool
-	stop   context.CancelFunc
+	Metrics *prometheus.Registry
+	Config  *config.Config
+	Broker  *broker.Broker
+	Store   Store
+	Mailer  *grants.Mailer
+	log     *slog.Logger
+	owned   bool
+	stop    context.CancelFunc
 }
 
 // New builds usher from a validated config.
@@ -87,6 +91,9 @@ func New(ctx context.Context, cfg *config.Config, o Options) (*App, error) {
 	}
 	bo.Sessions, bo.Grants = a.Store, a.Store
 	bo.Now, bo.Logger = o.Now, o.Logger
+	a.Metrics = prometheus.NewRegistry()
+	a.Metrics.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	bo.Metrics = a.Metrics
 	bo.Upstream.HTTPClient = o.UpstreamHTTPClient
 	if err := a.startMailer(bg, cfg, o, bo.SessionSecret); err != nil {
 		a.Close()
@@ -94,6 +101,8 @@ func New(ctx context.Context, cfg *config.Config, o Options) (*App, error) {
 	}
 	if a.Mailer != nil {
 		bo.Mailer = a.Mailer
+		a.Metrics.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "usher_mail_queue_depth",
+			Help: "Invitation mails waiting to be sent (including retries)."}, queueDepth(bg, a.Mailer.QueueDepth)))
 	}
 	a.Broker, err = broker.New(ctx, bo)
 	if err != nil {
@@ -220,8 +229,27 @@ func BrokerOptions(cfg *config.Config) (broker.Options, error) {
 	}, nil
 }
 
-// Handler serves every usher endpoint.
-func (a *App) Handler() http.Handler { return a.Broker.Handler() }
+// Handler serves every usher endpoint, /metrics included.
+func (a *App) Handler() http.Handler {
+	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", promhttp.HandlerFor(a.Metrics, promhttp.HandlerOpts{}))
+	mux.Handle("/", a.Broker.Handler())
+	return RequestID(mux)
+}
+
+// queueDepth adapts a queue's depth to a gauge; a store error reads as -1
+// so a dashboard shows the failure instead of an empty queue.
+func queueDepth(ctx context.Context, depth func(context.Context) (int, error)) func() float64 {
+	return func() float64 {
+		c, cancel := context.WithTimeout(ctx, 2*time.Second)
+		defer cancel()
+		n, err := depth(c)
+		if err != nil {
+			return -1
+		}
+		return float64(n)
+	}
+}
 
 // Close stops background work and releases the store if New opened it.
 func (a *App) Close() error {

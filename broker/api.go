@@ -257,6 +257,7 @@ func (b *Broker) createInvitation(w http.ResponseWriter, r *http.Request, c call
 		return
 	}
 	b.log.InfoContext(ctx, "invitation created", "invitation_id", inv.ID, "client_id", c.ClientID, "send_email", inv.SendEmail)
+	b.metrics.invitationsMade.Inc()
 	if inv.SendEmail {
 		inv = b.mailInvitation(ctx, inv, token)
 	}
@@ -302,6 +303,7 @@ func jsonErrorDetail(err error) string {
 }
 
 func (b *Broker) storeProblem(w http.ResponseWriter, r *http.Request, what string, err error) {
+	b.metrics.storeErrors.WithLabelValues(what).Inc()
 	b.log.ErrorContext(r.Context(), "admin API store failure", "what", what, "err", err)
 	w.Header().Set("Retry-After", "5")
 	writeProblem(w, http.StatusServiceUnavailable, "unavailable", "Temporarily unavailable",

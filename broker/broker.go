@@ -14,6 +14,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/cors"
 	"github.com/zitadel/oidc/v3/pkg/oidc"
 	"github.com/zitadel/oidc/v3/pkg/op"
@@ -79,6 +80,8 @@ type Options struct {
 	AdminRole string
 	// Audit, when set, records who did what (admin sign-ins, invitations, grants).
 	Audit func(ctx context.Context, e AuditEvent)
+	// Metrics registers usher's Prometheus series (nil: not registered).
+	Metrics prometheus.Registerer
 
 	Now    func() time.Time
 	Logger *slog.Logger
@@ -93,6 +96,7 @@ type InvitationMailer interface {
 type Broker struct {
 	invitations *grants.Invitations
 	audit       func(ctx context.Context, e AuditEvent)
+	metrics     *metrics
 	opts        Options
 	clients     map[string]*Client
 	sessions    sessions.Store
@@ -130,6 +134,7 @@ func New(ctx context.Context, o Options) (*Broker, error) {
 	b := &Broker{
 		opts: o, clients: map[string]*Client{}, sessions: o.Sessions, grants: o.Grants,
 		log: o.Logger, now: o.Now, insecure: insecure, audit: o.Audit,
+		metrics: newMetrics(o.Metrics),
 	}
 	b.storage = opStorage{b}
 	b.invitations = grants.NewInvitations(grants.InvitationsOptions{
@@ -301,6 +306,7 @@ func (b *Broker) Handler() http.Handler {
 	mux.Handle("GET /login/continue", pageHeaders(http.HandlerFunc(b.handleContinue)))
 	mux.Handle("GET /admin/login", pageHeaders(http.HandlerFunc(b.handleAdminLogin)))
 	b.apiRoutes(mux)
+	mux.Handle(pathToken, b.instrumentToken(b.opServer))
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { w.Write([]byte("ok\n")) })
 	mux.HandleFunc("GET /readyz", b.handleReady)
 	mux.Handle("/", b.opServer)
@@ -493,6 +499,7 @@ func (b *Broker) handleCallback(w http.ResponseWriter, r *http.Request) {
 	}
 	id, oerr := b.verifyUpstream(ctx, q, p)
 	if oerr != nil {
+		b.metrics.logins.WithLabelValues("rejected", "").Inc()
 		fail(oerr)
 		return
 	}
@@ -502,6 +509,11 @@ func (b *Broker) handleCallback(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	b.log.InfoContext(ctx, "sign-in", "user_id", u.ID, "new_user", created, "connection", id.Connection, "client_id", ar.ClientID)
+	outcome := "sign_in"
+	if created {
+		outcome = "sign_up"
+	}
+	b.metrics.logins.WithLabelValues(outcome, connectionLabel(id.Connection)).Inc()
 	var redeemErr error
 	if ar.InvitationHash != "" {
 		redeemErr = b.redeem(ctx, ar, u, id)
@@ -546,6 +558,7 @@ func (b *Broker) verifyUpstream(ctx context.Context, q url.Values, p pendingLogi
 	}
 	if err := b.upstream.ensure(ctx); err != nil {
 		b.log.ErrorContext(ctx, "upstream discovery failed", "err", err)
+		b.metrics.upstreamErrors.WithLabelValues("discovery").Inc()
 		return nil, oidc.ErrServerError().WithDescription("the sign-in service is unreachable")
 	}
 	// RFC 9207: when the upstream names itself, it must be the one we asked.
@@ -553,8 +566,11 @@ func (b *Broker) verifyUpstream(ctx context.Context, q url.Values, p pendingLogi
 		b.log.WarnContext(ctx, "upstream callback from an unexpected issuer", "iss", iss)
 		return nil, oidc.ErrAccessDenied().WithDescription("the sign-in response came from an unexpected issuer")
 	}
+	start := time.Now()
 	id, err := b.upstream.exchange(ctx, q.Get("code"), p)
+	b.metrics.upstreamSeconds.WithLabelValues("token").Observe(time.Since(start).Seconds())
 	if err != nil {
+		b.metrics.upstreamErrors.WithLabelValues("token").Inc()
 		b.log.WarnContext(ctx, "upstream sign-in rejected", "err", err)
 		return nil, oidc.ErrAccessDenied().WithDescription("the sign-in could not be verified")
 	}
@@ -596,6 +612,7 @@ func upstreamError(code, desc string) *oidc.Error {
 }
 
 func (b *Broker) unavailable(w http.ResponseWriter, r *http.Request, what string, err error) {
+	b.metrics.storeErrors.WithLabelValues(what).Inc()
 	b.log.ErrorContext(r.Context(), "request failed", "what", what, "err", err)
 	renderPage(w, http.StatusServiceUnavailable, page{Title: "Temporarily unavailable",
 		Message: "usher could not reach its store. Try again in a moment."})
@@ -633,4 +650,14 @@ func isLoopback(host string) bool {
 	}
 	ip := net.ParseIP(host)
 	return ip != nil && ip.IsLoopback()
+}
+
+// connectionLabel keeps the metric's label set bounded: Auth0's connection
+// names for the usual ones, "other" for the rest.
+func connectionLabel(c string) string {
+	switch c {
+	case "", "Username-Password-Authentication", "google-oauth2", "facebook", "apple", "github", "windowslive", "linkedin", "email", "sms":
+		return c
+	}
+	return "other"
 }

@@ -197,10 +197,13 @@ func (b *Broker) invitationHints(ctx context.Context, ar *sessions.AuthRequest) 
 
 // redeem binds the invitation to the user who just signed in.
 func (b *Broker) redeem(ctx context.Context, ar *sessions.AuthRequest, u *grants.User, id *upstreamIdentity) error {
+	start := time.Now()
 	inv, _, err := b.invitations.Redeem(ctx, ar.InvitationHash, grants.Redeemer{
 		UserID: u.ID, Identity: id.Issuer + "|" + id.Subject, Connection: id.Connection,
 		Email: id.Email, EmailVerified: id.EmailVerified,
 	})
+	b.metrics.redemptionSeconds.Observe(time.Since(start).Seconds())
+	b.metrics.redemptions.WithLabelValues(redemptionResult(err)).Inc()
 	if err != nil {
 		invID := ""
 		if inv != nil {
@@ -266,4 +269,22 @@ func (b *Broker) handleContinue(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	op.AuthResponse(authRequest{ar}, b.provider, w, r.WithContext(op.ContextWithIssuer(ctx, b.opts.Issuer)))
+}
+
+func redemptionResult(err error) string {
+	switch {
+	case err == nil:
+		return "redeemed"
+	case errors.Is(err, grants.ErrEmailMismatch):
+		return "email_mismatch"
+	case errors.Is(err, grants.ErrInvitationRedeemed):
+		return "already_used"
+	case errors.Is(err, grants.ErrInvitationRevoked):
+		return "revoked"
+	case errors.Is(err, grants.ErrInvitationExpired):
+		return "expired"
+	case errors.Is(err, grants.ErrNotFound):
+		return "not_found"
+	}
+	return "error"
 }

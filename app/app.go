@@ -226,6 +226,9 @@ func BrokerOptions(cfg *config.Config) (broker.Options, error) {
 		InvitationEmailMatch: cfg.Invitations.EmailMatch,
 		RoleCatalog:          cfg.Invitations.Roles,
 		InvitationBaseURL:    cfg.InvitationBaseURL(),
+		AdminRole:            cfg.Admin.Role,
+		RateLimits: broker.RateLimits{InvitePerMinute: cfg.RateLimits.InvitePerMinute,
+			FailedRedemptionsPerHour: cfg.RateLimits.FailedRedemptionsPerHour, APIPerMinute: cfg.RateLimits.APIPerMinute},
 	}, nil
 }
 

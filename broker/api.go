@@ -77,6 +77,10 @@ func (b *Broker) api(scope string, h apiHandler) http.Handler {
 				"The access token is invalid, expired or revoked; request a new one.")
 			return
 		}
+		if ok, wait := b.limits.api.allow("client:"+claims.ClientID, b.now()); !ok {
+			b.tooMany(w, "api", wait, true)
+			return
+		}
 		if !slices.Contains(claims.Scopes, scope) {
 			w.Header().Set("WWW-Authenticate", fmt.Sprintf(`Bearer realm="usher", error="insufficient_scope", scope=%q`, scope))
 			writeProblem(w, http.StatusForbidden, "insufficient-scope", "Insufficient scope",

@@ -82,6 +82,8 @@ type Options struct {
 	Audit func(ctx context.Context, e AuditEvent)
 	// Metrics registers usher's Prometheus series (nil: not registered).
 	Metrics prometheus.Registerer
+	// RateLimits bound abuse of invitation links and the admin API.
+	RateLimits RateLimits
 
 	Now    func() time.Time
 	Logger *slog.Logger
@@ -97,6 +99,7 @@ type Broker struct {
 	invitations *grants.Invitations
 	audit       func(ctx context.Context, e AuditEvent)
 	metrics     *metrics
+	limits      *limiters
 	opts        Options
 	clients     map[string]*Client
 	sessions    sessions.Store
@@ -134,7 +137,7 @@ func New(ctx context.Context, o Options) (*Broker, error) {
 	b := &Broker{
 		opts: o, clients: map[string]*Client{}, sessions: o.Sessions, grants: o.Grants,
 		log: o.Logger, now: o.Now, insecure: insecure, audit: o.Audit,
-		metrics: newMetrics(o.Metrics),
+		metrics: newMetrics(o.Metrics), limits: newLimiters(o.RateLimits),
 	}
 	b.storage = opStorage{b}
 	b.invitations = grants.NewInvitations(grants.InvitationsOptions{
@@ -302,7 +305,7 @@ func (b *Broker) Handler() http.Handler {
 	mux.Handle("GET /v2/logout", pageHeaders(http.HandlerFunc(b.handleAuth0Logout)))
 	mux.Handle(pathAuthorize, pageHeaders(http.HandlerFunc(b.handleAuthorize)))
 	mux.Handle(pathEndSession, pageHeaders(http.HandlerFunc(b.handleEndSession)))
-	mux.Handle("GET /invite/{token}", pageHeaders(http.HandlerFunc(b.handleInvite)))
+	mux.Handle("GET /invite/{token}", pageHeaders(b.limitInvites(http.HandlerFunc(b.handleInvite))))
 	mux.Handle("GET /login/continue", pageHeaders(http.HandlerFunc(b.handleContinue)))
 	mux.Handle("GET /admin/login", pageHeaders(http.HandlerFunc(b.handleAdminLogin)))
 	b.apiRoutes(mux)
@@ -342,7 +345,9 @@ func (b *Broker) handleAuthorize(w http.ResponseWriter, r *http.Request) {
 	}
 	// {issuer}/authorize?client_id=…&invitation=… alone is an invitation link.
 	if r.Form.Get("invitation") != "" && r.Form.Get("response_type") == "" && r.Form.Get("redirect_uri") == "" {
-		b.serveInvitation(w, r, r.Form.Get("invitation"), r.Form.Get("client_id"))
+		b.limitInvites(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			b.serveInvitation(w, r, r.Form.Get("invitation"), r.Form.Get("client_id"))
+		})).ServeHTTP(w, r)
 		return
 	}
 	ex := authorizeExtras{
@@ -543,6 +548,7 @@ func (b *Broker) handleCallback(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if redeemErr != nil {
+		b.limits.failedRedemption.allow(clientIP(r), b.now())
 		b.renderRedeemFailure(w, ar, redeemErr)
 		return
 	}

@@ -109,6 +109,13 @@ func (b *Broker) initiateLoginURL(c *Client, email, token string) string {
 // right status (404 unknown, 410 gone), and offers to sign in anyway.
 func (b *Broker) renderInvitationProblem(w http.ResponseWriter, r *http.Request, inv *grants.Invitation, clientID string, err error) {
 	status, title, msg := http.StatusGone, "", ""
+	// Unknown, used, expired or withdrawn links count as failed attempts:
+	// guessing tokens from one address soon stops.
+	defer func() {
+		if title != "" {
+			b.limits.failedRedemption.allow(clientIP(r), b.now())
+		}
+	}()
 	switch {
 	case errors.Is(err, grants.ErrNotFound):
 		status, title, msg = http.StatusNotFound, "Invitation not found",

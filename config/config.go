@@ -72,6 +72,20 @@ type Config struct {
 	Clients     []Client    `yaml:"clients"`
 	Invitations Invitations `yaml:"invitations"`
 	Mail        Mail        `yaml:"mail"`
+	RateLimits  RateLimits  `yaml:"rate_limits"`
+	Admin       Admin       `yaml:"admin"`
+}
+
+// RateLimits bound abuse per replica (each usher process counts on its own).
+type RateLimits struct {
+	InvitePerMinute          int `yaml:"invite_per_minute"`           // per client IP, on /invite/*
+	FailedRedemptionsPerHour int `yaml:"failed_redemptions_per_hour"` // per client IP
+	APIPerMinute             int `yaml:"api_per_minute"`              // per API client
+}
+
+// Admin configures the admin page.
+type Admin struct {
+	Role string `yaml:"role"` // the role that opens /admin
 }
 
 // Log configures logging.
@@ -396,7 +410,9 @@ func Default() *Config {
 			EmailMatch: EmailMatchAny,
 			AppName:    "usher",
 		},
-		Mail: Mail{SMTP: SMTP{Port: 587, TLS: TLSStartTLS}},
+		Mail:       Mail{SMTP: SMTP{Port: 587, TLS: TLSStartTLS}},
+		RateLimits: RateLimits{InvitePerMinute: 30, FailedRedemptionsPerHour: 20, APIPerMinute: 600},
+		Admin:      Admin{Role: "usher:admin"},
 	}
 }
 

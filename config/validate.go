@@ -57,7 +57,23 @@ func (c *Config) Validate() error {
 	c.checkClients(&p)
 	c.checkInvitations(&p)
 	c.checkMail(&p)
+	c.checkRateLimits(&p)
+	if strings.TrimSpace(c.Admin.Role) == "" {
+		p.add("admin.role", "must name the role that opens the admin page (default usher:admin)")
+	}
 	return errors.Join(p...)
+}
+
+func (c *Config) checkRateLimits(p *problems) {
+	for path, v := range map[string]int{
+		"rate_limits.invite_per_minute":           c.RateLimits.InvitePerMinute,
+		"rate_limits.failed_redemptions_per_hour": c.RateLimits.FailedRedemptionsPerHour,
+		"rate_limits.api_per_minute":              c.RateLimits.APIPerMinute,
+	} {
+		if v < 1 {
+			p.add(path, "must be at least 1, got %d", v)
+		}
+	}
 }
 
 func (c *Config) normalize(p *problems) {

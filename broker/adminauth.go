@@ -104,6 +104,15 @@ func (b *Broker) isAdmin(ctx context.Context, uid string) (*grants.User, bool, e
 	return u, slices.Contains(g.Roles, b.opts.AdminRole), nil
 }
 
+// recordAudit appends to the audit log in the store. A failure is logged,
+// not fatal: the action it records has already happened.
+func (b *Broker) recordAudit(ctx context.Context, e AuditEvent) {
+	rec := &grants.AuditRecord{ID: randomToken(12), At: b.now(), Action: e.Action, Actor: e.Actor, Target: e.Target, Detail: e.Detail}
+	if err := b.grants.AppendAudit(ctx, rec); err != nil {
+		b.log.ErrorContext(ctx, "writing the audit log", "action", e.Action, "err", err)
+	}
+}
+
 // AuditEvent is one line of the audit log.
 type AuditEvent struct {
 	Action string            `json:"action"` // invitation.created, invitation.redeemed, invitation.revoked, grant.changed, admin.signed_in…

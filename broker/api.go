@@ -59,6 +59,59 @@ type caller struct {
 
 type apiHandler func(w http.ResponseWriter, r *http.Request, c caller)
 
+// actor names the caller in the audit log.
+func (c caller) actor() string {
+	if c.ClientID != "" {
+		return "client:" + c.ClientID
+	}
+	return c.Subject
+}
+
+func (b *Broker) apiAudit(w http.ResponseWriter, r *http.Request, _ caller) {
+	q := r.URL.Query()
+	f := grants.AuditFilter{Action: q.Get("action"), Actor: q.Get("actor"), Target: q.Get("target"), Cursor: q.Get("cursor"), Limit: 50}
+	for _, p := range []struct {
+		name string
+		dst  *time.Time
+	}{{"since", &f.Since}, {"until", &f.Until}} {
+		if v := q.Get(p.name); v != "" {
+			t, err := time.Parse(time.RFC3339, v)
+			if err != nil {
+				writeProblem(w, http.StatusBadRequest, "invalid-query", "Invalid "+p.name, p.name+" must be an RFC 3339 time, e.g. 2026-11-26T12:00:00Z.",
+					grants.FieldError{Field: p.name, Message: "not an RFC 3339 time"})
+				return
+			}
+			*p.dst = t
+		}
+	}
+	if s := q.Get("limit"); s != "" {
+		n, err := strconv.Atoi(s)
+		if err != nil || n < 1 || n > 1000 {
+			writeProblem(w, http.StatusBadRequest, "invalid-query", "Invalid limit", "limit must be a number from 1 to 1000.",
+				grants.FieldError{Field: "limit", Message: "must be 1..1000"})
+			return
+		}
+		f.Limit = n
+	}
+	recs, next, err := b.grants.ListAudit(r.Context(), f)
+	if err != nil {
+		if strings.Contains(err.Error(), "cursor") {
+			writeProblem(w, http.StatusBadRequest, "invalid-query", "Invalid cursor", "cursor must be a value returned as next_cursor.",
+				grants.FieldError{Field: "cursor", Message: "not a cursor usher issued"})
+			return
+		}
+		b.storeProblem(w, r, "reading the audit log", err)
+		return
+	}
+	if recs == nil {
+		recs = []grants.AuditRecord{}
+	}
+	writeJSON(w, http.StatusOK, struct {
+		Records    []grants.AuditRecord `json:"records"`
+		NextCursor string               `json:"next_cursor,omitempty"`
+	}{recs, next})
+}
+
 // api checks the bearer token and its scope before h runs.
 func (b *Broker) api(scope string, h apiHandler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -98,6 +151,7 @@ func (b *Broker) apiRoutes(mux *http.ServeMux) {
 	mux.Handle("DELETE /api/invitations/{id}", b.api(scopeWrite, b.apiRevokeInvitation))
 	mux.Handle("POST /api/invitations/{id}/resend", b.api(scopeWrite, b.apiResendInvitation))
 	mux.Handle("GET /api/users", b.api(scopeRead, b.apiFindUsers))
+	mux.Handle("GET /api/audit", b.api(scopeRead, b.apiAudit))
 	mux.Handle("GET /api/users/{id}/grants", b.api(scopeRead, b.apiGetGrant))
 	mux.Handle("DELETE /api/users/{id}/grants/roles/{role}", b.api(scopeWrite, b.apiRemoveRole))
 	mux.Handle("DELETE /api/users/{id}/grants/claims/{key}", b.api(scopeWrite, b.apiRemoveClaim))
@@ -262,6 +316,8 @@ func (b *Broker) createInvitation(w http.ResponseWriter, r *http.Request, c call
 	}
 	b.log.InfoContext(ctx, "invitation created", "invitation_id", inv.ID, "client_id", c.ClientID, "send_email", inv.SendEmail)
 	b.metrics.invitationsMade.Inc()
+	b.audit(ctx, AuditEvent{Action: "invitation.created", Actor: c.actor(), Target: inv.ID,
+		Detail: map[string]string{"email": inv.Email, "roles": strings.Join(inv.Roles, " ")}})
 	if inv.SendEmail {
 		inv = b.mailInvitation(ctx, inv, token)
 	}
@@ -346,6 +402,7 @@ func (b *Broker) apiRevokeInvitation(w http.ResponseWriter, r *http.Request, c c
 		return
 	}
 	b.log.InfoContext(r.Context(), "invitation revoked", "invitation_id", id, "client_id", c.ClientID)
+	b.audit(r.Context(), AuditEvent{Action: "invitation.revoked", Actor: c.actor(), Target: id})
 	writeJSON(w, http.StatusOK, b.view(inv, ""))
 }
 
@@ -358,6 +415,7 @@ func (b *Broker) apiResendInvitation(w http.ResponseWriter, r *http.Request, c c
 		return
 	}
 	b.log.InfoContext(ctx, "invitation resent", "invitation_id", id, "client_id", c.ClientID)
+	b.audit(ctx, AuditEvent{Action: "invitation.resent", Actor: c.actor(), Target: id})
 	if inv.SendEmail {
 		inv = b.mailInvitation(ctx, inv, token)
 	}
@@ -455,6 +513,7 @@ func (b *Broker) apiGetGrant(w http.ResponseWriter, r *http.Request, _ caller) {
 func (b *Broker) apiRemoveRole(w http.ResponseWriter, r *http.Request, c caller) {
 	b.userGrant(w, r, func(ctx context.Context, id string) (*grants.Grant, error) {
 		b.log.InfoContext(ctx, "grant role removed", "user_id", id, "role", r.PathValue("role"), "client_id", c.ClientID)
+		b.audit(ctx, AuditEvent{Action: "grant.changed", Actor: c.actor(), Target: id, Detail: map[string]string{"removed_role": r.PathValue("role")}})
 		return b.grants.RemoveGrantRole(ctx, id, r.PathValue("role"), b.now())
 	})
 }
@@ -462,6 +521,7 @@ func (b *Broker) apiRemoveRole(w http.ResponseWriter, r *http.Request, c caller)
 func (b *Broker) apiRemoveClaim(w http.ResponseWriter, r *http.Request, c caller) {
 	b.userGrant(w, r, func(ctx context.Context, id string) (*grants.Grant, error) {
 		b.log.InfoContext(ctx, "grant claim removed", "user_id", id, "claim", r.PathValue("key"), "client_id", c.ClientID)
+		b.audit(ctx, AuditEvent{Action: "grant.changed", Actor: c.actor(), Target: id, Detail: map[string]string{"removed_claim": r.PathValue("key")}})
 		return b.grants.RemoveGrantClaim(ctx, id, r.PathValue("key"), b.now())
 	})
 }

@@ -140,6 +140,9 @@ func New(ctx context.Context, o Options) (*Broker, error) {
 		metrics: newMetrics(o.Metrics), limits: newLimiters(o.RateLimits),
 	}
 	b.storage = opStorage{b}
+	if b.audit == nil {
+		b.audit = b.recordAudit
+	}
 	b.invitations = grants.NewInvitations(grants.InvitationsOptions{
 		Store: o.Grants, DefaultTTL: o.InvitationDefaultTTL, MaxTTL: o.InvitationMaxTTL,
 		DefaultEmailMatch: o.InvitationEmailMatch, RoleCatalog: o.RoleCatalog,

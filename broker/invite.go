@@ -226,6 +226,7 @@ func (b *Broker) redeem(ctx context.Context, ar *sessions.AuthRequest, u *grants
 		return err
 	}
 	b.log.InfoContext(ctx, "invitation redeemed", "invitation_id", inv.ID, "user_id", u.ID, "connection", id.Connection)
+	b.audit(ctx, AuditEvent{Action: "invitation.redeemed", Actor: u.ID, Target: inv.ID, Detail: map[string]string{"connection": id.Connection}})
 	return nil
 }
 

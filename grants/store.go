@@ -131,6 +131,27 @@ type Redemption struct {
 	Identity   string // iss|sub
 	Connection string
 	At         time.Time
+	// Claims are merged into the grant after the invitation's own claims
+	// (later wins): what a redemption hook added or overrode.
+	Claims map[string]any
+}
+
+// AuditRecord is one line of the audit log: who did what to whom.
+type AuditRecord struct {
+	ID     string            `json:"id"`
+	At     time.Time         `json:"at"`
+	Action string            `json:"action"` // invitation.created, invitation.redeemed, invitation.revoked, invitation.resent, grant.changed, admin.signed_in…
+	Actor  string            `json:"actor"`  // client ID or user ID
+	Target string            `json:"target"` // invitation ID or user ID
+	Detail map[string]string `json:"detail,omitempty"`
+}
+
+// AuditFilter selects audit records; empty fields match everything.
+type AuditFilter struct {
+	Action, Actor, Target string
+	Since, Until          time.Time
+	Limit                 int // default 50, capped at 1000
+	Cursor                string
 }
 
 // InvitationFilter selects invitations for listing. Status "expired" matches
@@ -233,4 +254,9 @@ type Store interface {
 	RetryJob(ctx context.Context, id string, runAt time.Time, lastErr string) error
 	// JobCount counts queued jobs of kind (for queue-depth metrics).
 	JobCount(ctx context.Context, kind string) (int, error)
+
+	// AppendAudit stores an audit record (ID and At set by the caller).
+	AppendAudit(ctx context.Context, rec *AuditRecord) error
+	// ListAudit returns records newest first and the cursor of the next page.
+	ListAudit(ctx context.Context, f AuditFilter) ([]AuditRecord, string, error)
 }

@@ -75,12 +75,13 @@ var (
 	bIdempotency  = []byte("idempotency")
 	bJobs         = []byte("jobs")
 	bJobsDue      = []byte("jobs_due") // kind sep timeKey(visible from) id -> id
+	bAudit        = []byte("audit")    // timeKey(at) id -> AuditRecord
 
 	allBuckets = [][]byte{
 		bAuthReqs, bCodes, bRefresh, bRevFamily, bRevJTI, bBrowser, bSigningKeys,
 		bUsers, bUsersByEmail, bIdentities, bIdentsByUser, bGrants,
 		bInvitations, bInvByToken, bInvByExt, bInvByEmail, bInvByTime,
-		bIdempotency, bJobs, bJobsDue,
+		bIdempotency, bJobs, bJobsDue, bAudit,
 	}
 )
 

@@ -336,7 +336,7 @@ func (s *Store) RedeemInvitation(ctx context.Context, tokenHash string, r grants
 		if g, err = loadGrant(tx, r.UserID); err != nil {
 			return err
 		}
-		mergeInto(g, inv, at)
+		mergeInto(g, inv, r.Claims, at)
 		if err := putJSON(tx.Bucket(bGrants), []byte(r.UserID), g); err != nil {
 			return err
 		}

@@ -264,9 +264,10 @@ func addRoles(have, add []string) []string {
 
 // mergeInto folds an invitation's roles and claims into g: roles union in
 // order, claims key by key with the invitation winning.
-func mergeInto(g *grants.Grant, inv *grants.Invitation, at time.Time) {
+func mergeInto(g *grants.Grant, inv *grants.Invitation, extra map[string]any, at time.Time) {
 	g.Roles = addRoles(g.Roles, inv.Roles)
 	maps.Copy(g.Claims, inv.Claims)
+	maps.Copy(g.Claims, extra)
 	if !slices.Contains(g.Invitations, inv.ID) {
 		g.Invitations = append(g.Invitations, inv.ID)
 	}

@@ -42,6 +42,8 @@ func RunGrants(t *testing.T, newStore func(t *testing.T, clock *Clock) grants.St
 		{"Jobs/Order", testJobsOrder},
 		{"Jobs/ConcurrentClaim", testJobsConcurrentClaim},
 		{"BadInput", testGrantsBadInput},
+		{"Invitations/RedeemExtraClaims", testInvitationRedeemExtraClaims},
+		{"Audit", testAudit},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -948,5 +950,70 @@ func testGrantsBadInput(t *testing.T, ctx context.Context, s grants.Store, clock
 	must(t, "get valid after bad input", err)
 	if got.Status != grants.StatusPending || got.TokenHash != "hash-inv-ok" {
 		t.Fatalf("bad input changed a valid invitation: %+v", got)
+	}
+}
+
+// A redemption's own claims (a hook's) are merged after the invitation's.
+func testInvitationRedeemExtraClaims(t *testing.T, ctx context.Context, s grants.Store, clock *Clock) {
+	inv := invitation("inv-x", clock.Now())
+	inv.Claims = map[string]any{"plan": "pro", "org": "acme"}
+	_, err := s.CreateInvitation(ctx, inv)
+	must(t, "create", err)
+	_, g, err := s.RedeemInvitation(ctx, inv.TokenHash, grants.Redemption{UserID: "u-x", Identity: "i|x", At: clock.Now(),
+		Claims: map[string]any{"plan": "enterprise", "hooked": true}})
+	must(t, "redeem", err)
+	same(t, "claims", map[string]any{"plan": "enterprise", "org": "acme", "hooked": true}, g.Claims)
+}
+
+func testAudit(t *testing.T, ctx context.Context, s grants.Store, clock *Clock) {
+	base := clock.Now()
+	for i := range 25 {
+		action := "invitation.created"
+		if i%5 == 0 {
+			action = "invitation.revoked"
+		}
+		rec := &grants.AuditRecord{ID: fmt.Sprintf("a%02d", i), At: base.Add(time.Duration(i) * time.Second), Action: action,
+			Actor: "funnel", Target: fmt.Sprintf("inv-%d", i), Detail: map[string]string{"n": fmt.Sprint(i)}}
+		must(t, "append", s.AppendAudit(ctx, rec))
+	}
+	var seen []string
+	cursor := ""
+	for page := 0; ; page++ {
+		recs, next, err := s.ListAudit(ctx, grants.AuditFilter{Limit: 10, Cursor: cursor})
+		must(t, "list", err)
+		for _, r := range recs {
+			seen = append(seen, r.ID)
+		}
+		if next == "" {
+			break
+		}
+		cursor = next
+		if page > 5 {
+			t.Fatal("pagination does not end")
+		}
+	}
+	if len(seen) != 25 || seen[0] != "a24" || seen[24] != "a00" {
+		t.Fatalf("audit pages = %v, want a24…a00 once each", seen)
+	}
+	revoked, _, err := s.ListAudit(ctx, grants.AuditFilter{Action: "invitation.revoked"})
+	must(t, "filter action", err)
+	if len(revoked) != 5 {
+		t.Fatalf("%d revoked records, want 5", len(revoked))
+	}
+	one, _, err := s.ListAudit(ctx, grants.AuditFilter{Target: "inv-7"})
+	must(t, "filter target", err)
+	if len(one) != 1 || one[0].Detail["n"] != "7" {
+		t.Fatalf("target filter: %+v", one)
+	}
+	window, _, err := s.ListAudit(ctx, grants.AuditFilter{Since: base.Add(10 * time.Second), Until: base.Add(12 * time.Second)})
+	must(t, "time window", err)
+	if len(window) != 3 {
+		t.Fatalf("time window: %d records, want 3", len(window))
+	}
+	if err := s.AppendAudit(ctx, &grants.AuditRecord{}); err == nil {
+		t.Fatal("an empty audit record was accepted")
+	}
+	if _, _, err := s.ListAudit(ctx, grants.AuditFilter{Cursor: "!!"}); err == nil {
+		t.Fatal("a garbage cursor was accepted")
 	}
 }

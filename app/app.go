@@ -196,9 +196,14 @@ func BrokerOptions(cfg *config.Config) (broker.Options, error) {
 		})
 	}
 	t := cfg.Tokens
+	var hook *broker.RedemptionHook
+	if h := cfg.Invitations.RedemptionHook; h.URL != "" {
+		hook = &broker.RedemptionHook{URL: h.URL, Timeout: time.Duration(h.Timeout), FailOpen: h.Policy == "fail_open", Secret: []byte(h.Secret)}
+	}
 	return broker.Options{
-		Issuer:  cfg.Issuer,
-		Clients: clients,
+		RedemptionHook: hook,
+		Issuer:         cfg.Issuer,
+		Clients:        clients,
 		Upstream: broker.Upstream{
 			Issuer: cfg.Upstream.EffectiveIssuer(), ClientID: cfg.Upstream.EffectiveClientID(),
 			ClientSecret: cfg.Upstream.EffectiveClientSecret(), Scopes: cfg.Upstream.Scopes,

@@ -84,6 +84,8 @@ type Options struct {
 	Metrics prometheus.Registerer
 	// RateLimits bound abuse of invitation links and the admin API.
 	RateLimits RateLimits
+	// RedemptionHook, when set, approves each redemption before it commits.
+	RedemptionHook *RedemptionHook
 
 	Now    func() time.Time
 	Logger *slog.Logger
@@ -524,7 +526,7 @@ func (b *Broker) handleCallback(w http.ResponseWriter, r *http.Request) {
 	b.metrics.logins.WithLabelValues(outcome, connectionLabel(id.Connection)).Inc()
 	var redeemErr error
 	if ar.InvitationHash != "" {
-		redeemErr = b.redeem(ctx, ar, u, id)
+		redeemErr = b.redeem(ctx, ar, u, created, id)
 		b.clearInvitationCookie(w)
 	}
 

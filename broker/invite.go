@@ -203,11 +203,11 @@ func (b *Broker) invitationHints(ctx context.Context, ar *sessions.AuthRequest) 
 }
 
 // redeem binds the invitation to the user who just signed in.
-func (b *Broker) redeem(ctx context.Context, ar *sessions.AuthRequest, u *grants.User, id *upstreamIdentity) error {
+func (b *Broker) redeem(ctx context.Context, ar *sessions.AuthRequest, u *grants.User, created bool, id *upstreamIdentity) error {
 	start := time.Now()
 	inv, _, err := b.invitations.Redeem(ctx, ar.InvitationHash, grants.Redeemer{
 		UserID: u.ID, Identity: id.Issuer + "|" + id.Subject, Connection: id.Connection,
-		Email: id.Email, EmailVerified: id.EmailVerified,
+		Email: id.Email, EmailVerified: id.EmailVerified, Approve: b.approver(u, created, id),
 	})
 	b.metrics.redemptionSeconds.Observe(time.Since(start).Seconds())
 	b.metrics.redemptions.WithLabelValues(redemptionResult(err)).Inc()
@@ -234,7 +234,10 @@ func (b *Broker) redeem(ctx context.Context, ar *sessions.AuthRequest, u *grants
 // continue signing in without the invitation. Never silent, never blocking.
 func (b *Broker) renderRedeemFailure(w http.ResponseWriter, ar *sessions.AuthRequest, err error) {
 	msg := ""
+	var denied *grants.DeniedError
 	switch {
+	case errors.As(err, &denied):
+		msg = "This invitation was not accepted: " + denied.Reason + "."
 	case errors.Is(err, grants.ErrEmailMismatch):
 		msg = "This invitation was sent to another email address than the account you signed in with. Sign in with the invited address to use it, or continue without it."
 	case errors.Is(err, grants.ErrInvitationRedeemed):
@@ -293,6 +296,8 @@ func redemptionResult(err error) string {
 		return "expired"
 	case errors.Is(err, grants.ErrNotFound):
 		return "not_found"
+	case errors.As(err, new(*grants.DeniedError)):
+		return "denied_by_hook"
 	}
 	return "error"
 }

@@ -350,6 +350,16 @@ type Invitations struct {
 	ClaimsNamespace string   `yaml:"claims_namespace"`
 	AppName         string   `yaml:"app_name"`
 	BaseURL         string   `yaml:"base_url"` // default: issuer
+	// RedemptionHook, when URL is set, is called before each redemption commits.
+	RedemptionHook RedemptionHook `yaml:"redemption_hook"`
+}
+
+// RedemptionHook configures the synchronous redemption hook.
+type RedemptionHook struct {
+	URL     string   `yaml:"url"`
+	Timeout Duration `yaml:"timeout"`
+	Policy  string   `yaml:"policy"` // fail_closed | fail_open: what a timeout or error means
+	Secret  string   `yaml:"secret" usher:"secret"`
 }
 
 // InvitationBaseURL is invitations.base_url, or the issuer when unset.
@@ -405,10 +415,11 @@ func Default() *Config {
 		},
 		Upstream: Upstream{Scopes: defaultUpstreamScopes()},
 		Invitations: Invitations{
-			DefaultTTL: Duration(168 * time.Hour),
-			MaxTTL:     Duration(720 * time.Hour),
-			EmailMatch: EmailMatchAny,
-			AppName:    "usher",
+			DefaultTTL:     Duration(168 * time.Hour),
+			MaxTTL:         Duration(720 * time.Hour),
+			EmailMatch:     EmailMatchAny,
+			AppName:        "usher",
+			RedemptionHook: RedemptionHook{Timeout: Duration(3 * time.Second), Policy: "fail_closed"},
 		},
 		Mail:       Mail{SMTP: SMTP{Port: 587, TLS: TLSStartTLS}},
 		RateLimits: RateLimits{InvitePerMinute: 30, FailedRedemptionsPerHour: 20, APIPerMinute: 600},

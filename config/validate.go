@@ -13,6 +13,7 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"time"
 )
 
 // FieldError is one validation problem, named by its YAML path.
@@ -454,6 +455,21 @@ func (c *Config) checkClients(p *problems) {
 
 func (c *Config) checkInvitations(p *problems) {
 	inv := c.Invitations
+	if h := inv.RedemptionHook; h.URL != "" {
+		u, err := url.Parse(h.URL)
+		switch {
+		case err != nil || u.Host == "" || (u.Scheme != "https" && u.Scheme != "http"):
+			p.add("invitations.redemption_hook.url", "%q must be an absolute http(s) URL", h.URL)
+		case u.Scheme == "http" && !isLoopback(u.Hostname()):
+			p.add("invitations.redemption_hook.url", "%q: plain http is only allowed on loopback; use https", h.URL)
+		}
+		if h.Timeout <= 0 || time.Duration(h.Timeout) > 30*time.Second {
+			p.add("invitations.redemption_hook.timeout", "must be between 1ms and 30s (a person is waiting), got %s", h.Timeout)
+		}
+		if h.Policy != "fail_closed" && h.Policy != "fail_open" {
+			p.add("invitations.redemption_hook.policy", "must be fail_closed or fail_open, got %q", h.Policy)
+		}
+	}
 	if inv.DefaultTTL <= 0 {
 		p.add("invitations.default_ttl", "must be a positive duration, got %s", inv.DefaultTTL)
 	}

@@ -273,7 +273,15 @@ type Redeemer struct {
 	Connection    string
 	Email         string
 	EmailVerified bool
+	// Approve, when set, is asked last, before the redemption commits (the
+	// redemption hook): it may refuse (*DeniedError) or add claims.
+	Approve func(ctx context.Context, inv *Invitation) (map[string]any, error)
 }
+
+// DeniedError is a refusal by the redemption hook, with the reason to show.
+type DeniedError struct{ Reason string }
+
+func (e *DeniedError) Error() string { return "redemption denied: " + e.Reason }
 
 // Redeem applies the invitation's email policy, then redeems it atomically
 // (single use under concurrency is the store's guarantee).
@@ -285,7 +293,13 @@ func (s *Invitations) Redeem(ctx context.Context, hash string, who Redeemer) (*I
 	if err := EmailMatches(inv.EmailMatch, inv.Email, who.Email, who.EmailVerified); err != nil {
 		return inv, nil, err
 	}
-	return s.o.Store.RedeemInvitation(ctx, hash, Redemption{UserID: who.UserID, Identity: who.Identity, Connection: who.Connection, At: s.o.Now()})
+	var extra map[string]any
+	if who.Approve != nil {
+		if extra, err = who.Approve(ctx, inv); err != nil {
+			return inv, nil, err
+		}
+	}
+	return s.o.Store.RedeemInvitation(ctx, hash, Redemption{UserID: who.UserID, Identity: who.Identity, Connection: who.Connection, At: s.o.Now(), Claims: extra})
 }
 
 // EmailMatches applies an email_match policy. An account without a verified

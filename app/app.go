@@ -207,7 +207,7 @@ func BrokerOptions(cfg *config.Config) (broker.Options, error) {
 		Upstream: broker.Upstream{
 			Issuer: cfg.Upstream.EffectiveIssuer(), ClientID: cfg.Upstream.EffectiveClientID(),
 			ClientSecret: cfg.Upstream.EffectiveClientSecret(), Scopes: cfg.Upstream.Scopes,
-			Auth0: cfg.Upstream.IsAuth0(),
+			Auth0: cfg.Upstream.IsAuth0(), LinkByVerifiedEmail: cfg.Upstream.LinkByVerifiedEmail,
 		},
 		SigningAlgorithm:  cfg.Signing.Algorithm,
 		SigningKeyPEMs:    pems,

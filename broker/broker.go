@@ -590,10 +590,15 @@ func (b *Broker) verifyUpstream(ctx context.Context, q url.Values, p pendingLogi
 
 // resolveUser finds or creates the usher user of an upstream identity.
 func (b *Broker) resolveUser(ctx context.Context, id *upstreamIdentity) (*grants.User, bool, error) {
-	u, created, err := b.grants.ResolveIdentity(ctx, grants.Identity{
+	ident := grants.Identity{
 		Issuer: id.Issuer, Subject: id.Subject, Connection: id.Connection,
 		Email: id.Email, EmailVerified: id.EmailVerified,
-	}, grants.Profile{Email: id.Email, EmailVerified: id.EmailVerified, Name: id.Name, Picture: id.Picture},
+	}
+	if b.opts.Upstream.LinkByVerifiedEmail {
+		b.linkByVerifiedEmail(ctx, ident)
+	}
+	u, created, err := b.grants.ResolveIdentity(ctx, ident,
+		grants.Profile{Email: id.Email, EmailVerified: id.EmailVerified, Name: id.Name, Picture: id.Picture},
 		newUserID(), b.now())
 	if err != nil {
 		b.log.ErrorContext(ctx, "resolving the user", "err", err)
@@ -605,6 +610,42 @@ func (b *Broker) resolveUser(ctx context.Context, id *upstreamIdentity) (*grants
 		}
 	}
 	return u, created, nil
+}
+
+// linkByVerifiedEmail attaches a new identity to the existing user with the
+// same verified email, so grants follow the person across connections
+// (password, Google, Facebook). Only verified emails on both sides link: an
+// unverified email would let anyone claim someone else's account. Off by
+// default (upstream.link_by_verified_email): it trusts every connection's
+// email verification.
+func (b *Broker) linkByVerifiedEmail(ctx context.Context, ident grants.Identity) {
+	if !ident.EmailVerified || ident.Email == "" {
+		return
+	}
+	users, err := b.grants.UsersByEmail(ctx, ident.Email)
+	if err != nil {
+		b.log.WarnContext(ctx, "account linking: looking up the email", "err", err)
+		return
+	}
+	var target *grants.User
+	for i := range users {
+		if users[i].EmailVerified && (target == nil || users[i].CreatedAt.Before(target.CreatedAt)) {
+			target = &users[i]
+		}
+	}
+	if target == nil {
+		return
+	}
+	ident.UserID = target.ID
+	ident.CreatedAt = b.now()
+	switch err := b.grants.LinkIdentity(ctx, ident); {
+	case err == nil:
+		b.log.InfoContext(ctx, "identity linked by verified email", "user_id", target.ID, "connection", ident.Connection)
+	case errors.Is(err, grants.ErrConflict):
+		// Already linked to a user (maybe another): ResolveIdentity follows that link.
+	default:
+		b.log.WarnContext(ctx, "account linking failed", "err", err)
+	}
 }
 
 // upstreamError forwards the upstream's OIDC error code when it is one the

@@ -33,6 +33,8 @@ type Upstream struct {
 	// HTTPClient for discovery, JWKS and the code exchange (nil: a default
 	// client with a timeout).
 	HTTPClient *http.Client
+	// LinkByVerifiedEmail maps identities with the same verified email to one user.
+	LinkByVerifiedEmail bool
 }
 
 // upstreamClient is usher as an OIDC client of the upstream. Discovery is

@@ -84,7 +84,7 @@ func invite(t *testing.T, d *app.Dev, token string, body map[string]any) map[str
 
 // jwtClaims decodes a JWT's payload without verifying it (the tests verify
 // tokens elsewhere; here they read what usher put in).
-func jwtClaims(t *testing.T, jwt string) map[string]any {
+func jwtClaims(t testing.TB, jwt string) map[string]any {
 	t.Helper()
 	parts := strings.Split(jwt, ".")
 	if len(parts) != 3 {

@@ -21,5 +21,12 @@ unit:
 build:
 	$(GO) build -o bin/usher .
 
+# Runs every fuzz target for FUZZTIME each (make test runs their seed corpora).
+fuzz:
+	$(GO) test ./broker/ -run '^$$' -fuzz '^FuzzAuthorize$$' -fuzztime $(FUZZTIME)
+	$(GO) test ./broker/ -run '^$$' -fuzz '^FuzzInviteLink$$' -fuzztime $(FUZZTIME)
+	$(GO) test ./broker/ -run '^$$' -fuzz '^FuzzCreateInvitation$$' -fuzztime $(FUZZTIME)
+	$(GO) test ./config/ -run '^$$' -fuzz '^FuzzParse$$' -fuzztime $(FUZZTIME)
+
 bench:
 	$(GO) test -run '^$$' -bench . -benchtime 3s ./broker/ ./store/...

@@ -121,7 +121,9 @@ func (b *Broker) verifyAccessToken(ctx context.Context, token string) (*oidc.Acc
 	// The verifier takes the issuer from the context, which only the op router sets.
 	ctx = op.ContextWithIssuer(ctx, b.opts.Issuer)
 	claims, err := op.VerifyAccessToken[*oidc.AccessTokenClaims](ctx, token, b.provider.AccessTokenVerifier(ctx))
-	if err != nil {
+	// The library checks exp against the wall clock; usher's clock decides too
+	// (they are the same in production; tests move usher's).
+	if err != nil || !b.now().Before(claims.Expiration.AsTime()) {
 		return nil, oidc.ErrInvalidRequest().WithDescription("access token invalid or expired")
 	}
 	revoked, err := b.sessions.TokenRevoked(ctx, familyFromJTI(claims.JWTID), claims.JWTID)

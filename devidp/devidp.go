@@ -23,6 +23,10 @@
 // Successful posts answer 303 to /authorize/callback?id=ID, which the
 // library turns into the redirect (with code) to the client; that callback
 // only completes for the browser whose devidp session signed in.
+//
+// It also answers the Auth0 Management API subset that usher's mirror uses
+// (client-credentials token, users-by-email, get/patch user, roles, user
+// roles) for Config.ManagementClients: see management.go.
 package devidp
 
 import (
@@ -62,6 +66,10 @@ type Config struct {
 	Clients []Client
 	Users   []User       // seeded email/password users
 	Logger  *slog.Logger // may be nil
+	// ManagementClients are machine-to-machine applications allowed to get
+	// a Management API token (client_credentials, audience
+	// Issuer+"api/v2/"); only ID and Secret are used. See management.go.
+	ManagementClients []Client
 }
 
 // Misbehavior makes the ID tokens issued from now on bad, so tests can check
@@ -85,6 +93,7 @@ type Server struct {
 	cookieName string
 	secure     bool // Secure cookies when the issuer is https
 	pages      *template.Template
+	mgmt       *management // the Management API subset (management.go)
 }
 
 // New builds a Server. It generates a fresh RSA signing key.
@@ -113,10 +122,16 @@ func New(cfg Config) (*Server, error) {
 		}
 	}
 
+	mgmt, err := newManagement(cfg.ManagementClients)
+	if err != nil {
+		return nil, err
+	}
+
 	sum := sha256.Sum256([]byte(cfg.Issuer))
 	s := &Server{
 		issuer: cfg.Issuer,
 		store:  st,
+		mgmt:   mgmt,
 		log:    log,
 		// Cookies ignore ports: a per-issuer name keeps two devidp servers on
 		// 127.0.0.1 from overwriting each other's session in one browser.
@@ -159,7 +174,8 @@ func New(cfg Config) (*Server, error) {
 	mux.Handle("/authorize", s.captureAuthorizeExtras(s.provider))
 	mux.Handle("/authorize/callback", s.guardCallback(s.provider))
 	mux.Handle("/oidc/logout", s.endBrowserSession(s.provider))
-	mux.Handle("/oauth/token", s.tamperIDTokens(s.provider))
+	mux.Handle("/oauth/token", s.routeTokenRequest(s.tamperIDTokens(s.provider)))
+	mux.Handle("/api/v2/", s.managementAPI())
 	mux.Handle("/", s.provider)
 	s.mux = mux
 	return s, nil
@@ -188,6 +204,17 @@ func (s *Server) AddUser(u User) (string, error) {
 		return "", fmt.Errorf("devidp: %w: %s", err, normalizeEmail(u.Email))
 	}
 	return sub, err
+}
+
+// AddSocialUser creates (or refreshes, as a sign-in would) a simulated
+// Google or Facebook identity without going through the login UI, and
+// returns its subject. connection is "google-oauth2" or "facebook".
+func (s *Server) AddSocialUser(connection, email, name string, emailVerified bool) (string, error) {
+	sub, err := s.store.socialSignIn(connection, email, name, emailVerified)
+	if err != nil {
+		return "", fmt.Errorf("devidp: %w", err)
+	}
+	return sub, nil
 }
 
 // UserSub looks up the subject of an existing identity: connection is

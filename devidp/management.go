@@ -1,0 +1,822 @@
+package devidp
+
+// The Auth0 Management API subset that usher's mirror calls, answering as
+// Auth0 documents it so that github.com/auth0/go-auth0/management talks to
+// devidp over plain http on loopback exactly as to a tenant:
+//
+//	POST   /oauth/token  grant_type=client_credentials, audience=<issuer>api/v2/
+//	       (a configured ManagementClients entry; client_secret_basic or _post)
+//	GET    /api/v2/users-by-email?email=      case-insensitive, every connection
+//	GET    /api/v2/users/{id}
+//	PATCH  /api/v2/users/{id}                 app_metadata / user_metadata merge, name
+//	GET    /api/v2/roles?name_filter=&page=&per_page=&include_totals=
+//	POST   /api/v2/roles                      {"name","description"}
+//	GET    /api/v2/users/{id}/roles?page=&per_page=&include_totals=
+//	POST   /api/v2/users/{id}/roles           {"roles":[role IDs]}
+//	DELETE /api/v2/users/{id}/roles           {"roles":[role IDs]}
+//
+// Every /api/v2 call needs a bearer token from the client-credentials grant
+// above (401 otherwise). Errors have Auth0's shape:
+// {"statusCode":…, "error":…, "message":…, "errorCode":…}.
+
+import (
+	"bytes"
+	"crypto/rand"
+	"crypto/subtle"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"maps"
+	"math"
+	"mime"
+	"net/http"
+	"net/url"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+)
+
+const (
+	// managementTokenLifetime is Auth0's default for a Management API token.
+	managementTokenLifetime = 24 * time.Hour
+	// managementScopes are what usher's machine-to-machine application is
+	// granted (see the set-up guide); devidp grants them all.
+	managementScopes = "read:users update:users read:roles create:roles create:role_members delete:role_members"
+	// rateLimitLimit is the X-RateLimit-Limit devidp advertises.
+	rateLimitLimit = 50
+	// maxManagementCalls bounds the call log of a long-running `usher dev`.
+	maxManagementCalls = 1000
+	maxManagementBody  = 1 << 20
+)
+
+// ManagementCall is one request to the Management API (or to /oauth/token
+// for a Management API token) as devidp saw it, for test assertions.
+type ManagementCall struct {
+	At     time.Time
+	Method string
+	Path   string // as sent (escaped), e.g. "/api/v2/users/auth0%7C…/roles"
+	Status int
+	// RetryAfter is what a 429 answer told the client to wait.
+	RetryAfter time.Duration
+}
+
+type mgmtRole struct {
+	id, name, description string
+}
+
+type mgmtToken struct {
+	clientID string
+	expires  time.Time
+}
+
+// management is the Management API state. It has its own mutex; it reads
+// users from the OIDC store (under the store's mutex) but never holds both.
+type management struct {
+	mu           sync.Mutex
+	clients      map[string]string // client ID → secret
+	tokens       map[string]mgmtToken
+	roles        map[string]*mgmtRole // by ID
+	roleOrder    []string             // role IDs in creation order
+	userRoles    map[string]map[string]bool
+	appMetadata  map[string]map[string]any
+	userMetadata map[string]map[string]any
+	created      map[string]time.Time // first time the API saw the user
+	updated      map[string]time.Time
+	limitLeft    int
+	retryAfter   time.Duration
+	down         bool
+	calls        []ManagementCall
+}
+
+func newManagement(clients []Client) (*management, error) {
+	m := &management{
+		clients:      make(map[string]string, len(clients)),
+		tokens:       make(map[string]mgmtToken),
+		roles:        make(map[string]*mgmtRole),
+		userRoles:    make(map[string]map[string]bool),
+		appMetadata:  make(map[string]map[string]any),
+		userMetadata: make(map[string]map[string]any),
+		created:      make(map[string]time.Time),
+		updated:      make(map[string]time.Time),
+	}
+	for i, c := range clients {
+		switch {
+		case c.ID == "":
+			return nil, fmt.Errorf("devidp: ManagementClients[%d].ID is empty", i)
+		case c.Secret == "":
+			return nil, fmt.Errorf("devidp: ManagementClients[%d].Secret is empty", i)
+		}
+		if _, dup := m.clients[c.ID]; dup {
+			return nil, fmt.Errorf("devidp: ManagementClients[%d].ID %q is a duplicate", i, c.ID)
+		}
+		m.clients[c.ID] = c.Secret
+	}
+	return m, nil
+}
+
+// --- test knobs and assertions ---
+
+// ManagementRateLimit makes the next n Management API calls (/api/v2/…)
+// answer 429 Too Many Requests with Retry-After (whole seconds, rounded up)
+// and X-RateLimit-Limit/-Remaining/-Reset headers, as Auth0 does. n <= 0
+// lifts a pending limit.
+func (s *Server) ManagementRateLimit(n int, retryAfter time.Duration) {
+	s.mgmt.mu.Lock()
+	s.mgmt.limitLeft, s.mgmt.retryAfter = max(n, 0), max(retryAfter, 0)
+	s.mgmt.mu.Unlock()
+}
+
+// ManagementDown makes every Management API call, and every request for a
+// Management API token, answer 503 until ManagementDown(false).
+func (s *Server) ManagementDown(down bool) {
+	s.mgmt.mu.Lock()
+	s.mgmt.down = down
+	s.mgmt.mu.Unlock()
+}
+
+// ManagementCalls returns the calls seen so far, oldest first (the last
+// 1000 at most).
+func (s *Server) ManagementCalls() []ManagementCall {
+	s.mgmt.mu.Lock()
+	defer s.mgmt.mu.Unlock()
+	return slices.Clone(s.mgmt.calls)
+}
+
+// CreateRole creates a role, as POST /api/v2/roles would, and returns its ID
+// ("rol_" + 16 characters). A role name that exists is an error.
+func (s *Server) CreateRole(name, description string) (string, error) {
+	r, err := s.mgmt.createRole(name, description)
+	if err != nil {
+		return "", fmt.Errorf("devidp: create role %q: %w", name, err)
+	}
+	return r.id, nil
+}
+
+// AppMetadata returns a copy of a user's app_metadata (nil when it has none).
+func (s *Server) AppMetadata(userID string) map[string]any {
+	s.mgmt.mu.Lock()
+	defer s.mgmt.mu.Unlock()
+	return deepCopy(s.mgmt.appMetadata[userID])
+}
+
+// PatchAppMetadata applies patch to a user's app_metadata with the merge
+// semantics of PATCH /api/v2/users/{id}: top-level keys are merged, a key
+// set to nil is deleted, nested objects are replaced, an empty patch clears
+// everything.
+func (s *Server) PatchAppMetadata(userID string, patch map[string]any) error {
+	if _, ok := s.store.user(userID); !ok {
+		return fmt.Errorf("devidp: unknown user %q", userID)
+	}
+	s.mgmt.mu.Lock()
+	defer s.mgmt.mu.Unlock()
+	s.mgmt.seenLocked(userID, time.Now())
+	s.mgmt.appMetadata[userID] = mergeMetadata(s.mgmt.appMetadata[userID], deepCopy(patch))
+	s.mgmt.updated[userID] = time.Now()
+	return nil
+}
+
+// UserRoles returns the names of the roles assigned to a user, sorted.
+func (s *Server) UserRoles(userID string) []string {
+	s.mgmt.mu.Lock()
+	defer s.mgmt.mu.Unlock()
+	var names []string
+	for id := range s.mgmt.userRoles[userID] {
+		if r, ok := s.mgmt.roles[id]; ok {
+			names = append(names, r.name)
+		}
+	}
+	slices.Sort(names)
+	return names
+}
+
+// --- token endpoint ---
+
+// routeTokenRequest sends client-credentials requests for the Management
+// API audience (anything ending in /api/v2/) to managementToken and every
+// other token request to next (the OIDC provider). The body is read and put
+// back, so next sees the request unchanged.
+func (s *Server) routeTokenRequest(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method != http.MethodPost || r.Body == nil {
+			next.ServeHTTP(w, r)
+			return
+		}
+		body, err := io.ReadAll(io.LimitReader(r.Body, maxManagementBody))
+		r.Body.Close()
+		if err != nil {
+			writeOAuthError(w, http.StatusBadRequest, "invalid_request", "cannot read the request body")
+			return
+		}
+		r.Body = io.NopCloser(bytes.NewReader(body))
+		params := tokenParams(r.Header.Get("Content-Type"), body)
+		if params.Get("grant_type") == "client_credentials" && strings.HasSuffix(params.Get("audience"), "/api/v2/") {
+			s.managementToken(w, r, params)
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+// tokenParams reads a form or (as Auth0 also accepts) a JSON token request.
+func tokenParams(contentType string, body []byte) url.Values {
+	mt, _, _ := mime.ParseMediaType(contentType)
+	if mt == "application/json" {
+		var m map[string]any
+		if json.Unmarshal(body, &m) != nil {
+			return url.Values{}
+		}
+		v := url.Values{}
+		for k, val := range m {
+			if str, ok := val.(string); ok {
+				v.Set(k, str)
+			}
+		}
+		return v
+	}
+	v, err := url.ParseQuery(string(body))
+	if err != nil {
+		return url.Values{}
+	}
+	return v
+}
+
+func (s *Server) managementToken(w http.ResponseWriter, r *http.Request, params url.Values) {
+	rec := &statusRecorder{ResponseWriter: w}
+	defer func() { s.mgmt.record(r, rec.status, 0) }()
+	w = rec
+	w.Header().Set("Cache-Control", "no-store")
+	s.mgmt.mu.Lock()
+	down := s.mgmt.down
+	s.mgmt.mu.Unlock()
+	if down {
+		writeOAuthError(w, http.StatusServiceUnavailable, "temporarily_unavailable", "devidp: the Management API is down (ManagementDown)")
+		return
+	}
+	id, secret, basic := r.BasicAuth()
+	if basic {
+		// RFC 6749 §2.3.1: form-urlencoded before base64.
+		if u, err := url.QueryUnescape(id); err == nil {
+			id = u
+		}
+		if u, err := url.QueryUnescape(secret); err == nil {
+			secret = u
+		}
+	} else {
+		id, secret = params.Get("client_id"), params.Get("client_secret")
+	}
+	s.mgmt.mu.Lock()
+	want, known := s.mgmt.clients[id]
+	s.mgmt.mu.Unlock()
+	if !known || subtle.ConstantTimeCompare([]byte(want), []byte(secret)) != 1 {
+		writeOAuthError(w, http.StatusUnauthorized, "access_denied", "Unauthorized")
+		return
+	}
+	if aud := params.Get("audience"); aud != s.issuer+"api/v2/" {
+		writeOAuthError(w, http.StatusForbidden, "access_denied", "Service not enabled within domain: "+aud)
+		return
+	}
+	token := rand.Text() + rand.Text()
+	now := time.Now()
+	s.mgmt.mu.Lock()
+	for t, info := range s.mgmt.tokens {
+		if now.After(info.expires) {
+			delete(s.mgmt.tokens, t)
+		}
+	}
+	s.mgmt.tokens[token] = mgmtToken{clientID: id, expires: now.Add(managementTokenLifetime)}
+	s.mgmt.mu.Unlock()
+	writeJSON(w, http.StatusOK, map[string]any{
+		"access_token": token,
+		"token_type":   "Bearer",
+		"expires_in":   int(managementTokenLifetime.Seconds()),
+		"scope":        managementScopes,
+	})
+}
+
+func writeOAuthError(w http.ResponseWriter, status int, code, description string) {
+	writeJSON(w, status, map[string]string{"error": code, "error_description": description})
+}
+
+// --- /api/v2 ---
+
+// managementAPI serves /api/v2/: down → 503, no valid bearer token → 401,
+// rate limited → 429, then the route.
+func (s *Server) managementAPI() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /api/v2/users-by-email", s.apiUsersByEmail)
+	mux.HandleFunc("GET /api/v2/users/{id}", s.apiGetUser)
+	mux.HandleFunc("PATCH /api/v2/users/{id}", s.apiPatchUser)
+	mux.HandleFunc("GET /api/v2/users/{id}/roles", s.apiUserRoles)
+	mux.HandleFunc("POST /api/v2/users/{id}/roles", s.apiAssignRoles)
+	mux.HandleFunc("DELETE /api/v2/users/{id}/roles", s.apiRemoveRoles)
+	mux.HandleFunc("GET /api/v2/roles", s.apiListRoles)
+	mux.HandleFunc("POST /api/v2/roles", s.apiCreateRole)
+	mux.HandleFunc("/api/v2/", func(w http.ResponseWriter, r *http.Request) {
+		writeAPIError(w, http.StatusNotFound, "Not Found", "")
+	})
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		rec := &statusRecorder{ResponseWriter: w}
+		var retryAfter time.Duration
+		defer func() { s.mgmt.record(r, rec.status, retryAfter) }()
+		w = rec
+		now := time.Now()
+
+		s.mgmt.mu.Lock()
+		down := s.mgmt.down
+		s.mgmt.mu.Unlock()
+		if down {
+			writeAPIError(w, http.StatusServiceUnavailable, "devidp: the Management API is down (ManagementDown)", "")
+			return
+		}
+		if msg := s.mgmt.checkBearer(r, now); msg != "" {
+			w.Header().Set("WWW-Authenticate", `Bearer realm="`+s.issuer+`api/v2/"`)
+			writeAPIError(w, http.StatusUnauthorized, msg, "")
+			return
+		}
+		s.mgmt.mu.Lock()
+		limited := s.mgmt.limitLeft > 0
+		if limited {
+			s.mgmt.limitLeft--
+			retryAfter = s.mgmt.retryAfter
+		}
+		s.mgmt.mu.Unlock()
+		if limited {
+			secs := int64(math.Ceil(retryAfter.Seconds()))
+			retryAfter = time.Duration(secs) * time.Second
+			// The reset instant, in whole epoch seconds, is never earlier
+			// than Retry-After: a client honouring either waits long enough.
+			reset := now.Add(retryAfter)
+			resetUnix := reset.Unix()
+			if reset.Nanosecond() != 0 {
+				resetUnix++
+			}
+			h := w.Header()
+			h.Set("Retry-After", strconv.FormatInt(secs, 10))
+			h.Set("X-RateLimit-Limit", strconv.Itoa(rateLimitLimit))
+			h.Set("X-RateLimit-Remaining", "0")
+			h.Set("X-RateLimit-Reset", strconv.FormatInt(resetUnix, 10))
+			writeAPIError(w, http.StatusTooManyRequests, "Global limit has been reached", "too_many_requests")
+			return
+		}
+		h := w.Header()
+		h.Set("X-RateLimit-Limit", strconv.Itoa(rateLimitLimit))
+		h.Set("X-RateLimit-Remaining", strconv.Itoa(rateLimitLimit-1))
+		h.Set("X-RateLimit-Reset", strconv.FormatInt(now.Unix()+1, 10))
+		mux.ServeHTTP(w, r)
+	})
+}
+
+// checkBearer returns "" for a live Management API token, or Auth0's message.
+func (m *management) checkBearer(r *http.Request, now time.Time) string {
+	auth := r.Header.Get("Authorization")
+	if auth == "" {
+		return "Missing authentication"
+	}
+	scheme, token, ok := strings.Cut(auth, " ")
+	if !ok || !strings.EqualFold(scheme, "Bearer") || token == "" {
+		return "Bad HTTP authentication header format"
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	t, ok := m.tokens[token]
+	if !ok {
+		return "Invalid token"
+	}
+	if now.After(t.expires) {
+		return "Expired token received for JSON Web Token validation"
+	}
+	return ""
+}
+
+func (m *management) record(r *http.Request, status int, retryAfter time.Duration) {
+	if status == 0 {
+		status = http.StatusOK
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if len(m.calls) >= maxManagementCalls {
+		m.calls = slices.Delete(m.calls, 0, len(m.calls)-maxManagementCalls+1)
+	}
+	m.calls = append(m.calls, ManagementCall{
+		At: time.Now(), Method: r.Method, Path: r.URL.EscapedPath(), Status: status, RetryAfter: retryAfter,
+	})
+}
+
+type statusRecorder struct {
+	http.ResponseWriter
+	status int
+}
+
+func (s *statusRecorder) WriteHeader(status int) {
+	if s.status == 0 {
+		s.status = status
+	}
+	s.ResponseWriter.WriteHeader(status)
+}
+
+func (s *statusRecorder) Write(p []byte) (int, error) {
+	if s.status == 0 {
+		s.status = http.StatusOK
+	}
+	return s.ResponseWriter.Write(p)
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json; charset=utf-8")
+	w.WriteHeader(status)
+	json.NewEncoder(w).Encode(v)
+}
+
+// writeAPIError answers with Auth0's Management API error body.
+func writeAPIError(w http.ResponseWriter, status int, message, errorCode string) {
+	body := map[string]any{"statusCode": status, "error": http.StatusText(status), "message": message}
+	if errorCode != "" {
+		body["errorCode"] = errorCode
+	}
+	if status == http.StatusUnauthorized {
+		body["attributes"] = map[string]string{"error": message}
+	}
+	writeJSON(w, status, body)
+}
+
+// --- users ---
+
+type apiIdentity struct {
+	Provider   string `json:"provider"`
+	UserID     string `json:"user_id"`
+	Connection string `json:"connection"`
+	IsSocial   bool   `json:"isSocial"`
+}
+
+type apiUser struct {
+	UserID        string         `json:"user_id"`
+	Email         string         `json:"email"`
+	EmailVerified bool           `json:"email_verified"`
+	Name          string         `json:"name"`
+	Nickname      string         `json:"nickname"`
+	Picture       string         `json:"picture"`
+	Identities    []apiIdentity  `json:"identities"`
+	AppMetadata   map[string]any `json:"app_metadata,omitempty"`
+	UserMetadata  map[string]any `json:"user_metadata,omitempty"`
+	CreatedAt     string         `json:"created_at"`
+	UpdatedAt     string         `json:"updated_at"`
+}
+
+// auth0Time is how Auth0 writes instants: UTC, milliseconds, "Z".
+func auth0Time(t time.Time) string { return t.UTC().Format("2006-01-02T15:04:05.000Z") }
+
+// seenLocked records the first time the API saw a user, its created_at.
+func (m *management) seenLocked(sub string, now time.Time) {
+	if _, ok := m.created[sub]; !ok {
+		m.created[sub] = now
+		m.updated[sub] = now
+	}
+}
+
+func (m *management) userJSON(u identity) apiUser {
+	provider, userID, _ := strings.Cut(u.sub, "|")
+	now := time.Now()
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.seenLocked(u.sub, now)
+	return apiUser{
+		UserID:        u.sub,
+		Email:         u.email,
+		EmailVerified: u.emailVerified,
+		Name:          u.name,
+		Nickname:      u.nickname(),
+		Picture:       u.picture(),
+		Identities: []apiIdentity{{
+			Provider: provider, UserID: userID, Connection: u.connection,
+			IsSocial: u.connection != ConnectionPassword,
+		}},
+		AppMetadata:  deepCopy(m.appMetadata[u.sub]),
+		UserMetadata: deepCopy(m.userMetadata[u.sub]),
+		CreatedAt:    auth0Time(m.created[u.sub]),
+		UpdatedAt:    auth0Time(m.updated[u.sub]),
+	}
+}
+
+// usersByEmail returns every identity with that email, whatever its connection.
+func (s *store) usersByEmail(email string) []identity {
+	email = normalizeEmail(email)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var out []identity
+	for _, u := range s.users {
+		if u.email == email {
+			out = append(out, *u)
+		}
+	}
+	slices.SortFunc(out, func(a, b identity) int { return strings.Compare(a.sub, b.sub) })
+	return out
+}
+
+func (s *Server) apiUsersByEmail(w http.ResponseWriter, r *http.Request) {
+	email := r.URL.Query().Get("email")
+	if email == "" {
+		writeAPIError(w, http.StatusBadRequest, "Query validation error: 'Missing required property: email'", "invalid_query_string")
+		return
+	}
+	users := []apiUser{}
+	for _, u := range s.store.usersByEmail(email) {
+		users = append(users, s.mgmt.userJSON(u))
+	}
+	writeJSON(w, http.StatusOK, users)
+}
+
+// apiUser looks the path's user up, answering 404 itself when there is none.
+func (s *Server) apiUser(w http.ResponseWriter, r *http.Request) (identity, bool) {
+	u, ok := s.store.user(r.PathValue("id"))
+	if !ok {
+		writeAPIError(w, http.StatusNotFound, "The user does not exist.", "inexistent_user")
+	}
+	return u, ok
+}
+
+func (s *Server) apiGetUser(w http.ResponseWriter, r *http.Request) {
+	if u, ok := s.apiUser(w, r); ok {
+		writeJSON(w, http.StatusOK, s.mgmt.userJSON(u))
+	}
+}
+
+// apiPatchUser supports app_metadata and user_metadata (Auth0's merge:
+// top-level keys merged, null deletes a key, nested values replaced, {}
+// clears all) and name. Other properties are refused, as Auth0 refuses
+// unknown ones.
+func (s *Server) apiPatchUser(w http.ResponseWriter, r *http.Request) {
+	u, ok := s.apiUser(w, r)
+	if !ok {
+		return
+	}
+	var body map[string]json.RawMessage
+	if !decodeAPIBody(w, r, &body) {
+		return
+	}
+	var app, usr map[string]any
+	var name *string
+	for k, raw := range body {
+		var err error
+		switch k {
+		case "app_metadata":
+			err = decodeMetadata(raw, &app)
+		case "user_metadata":
+			err = decodeMetadata(raw, &usr)
+		case "name":
+			err = json.Unmarshal(raw, &name)
+			if err == nil && (name == nil || strings.TrimSpace(*name) == "") {
+				err = errors.New("must be a non-empty string")
+			}
+		default:
+			writeAPIError(w, http.StatusBadRequest, fmt.Sprintf("Payload validation error: 'Additional properties not allowed: %s' (devidp supports app_metadata, user_metadata, name).", k), "invalid_body")
+			return
+		}
+		if err != nil {
+			writeAPIError(w, http.StatusBadRequest, fmt.Sprintf("Payload validation error: %s: %v", k, err), "invalid_body")
+			return
+		}
+	}
+	if name != nil {
+		s.store.mu.Lock()
+		if id, ok := s.store.users[u.sub]; ok {
+			id.name = strings.TrimSpace(*name)
+		}
+		s.store.mu.Unlock()
+		u.name = strings.TrimSpace(*name)
+	}
+	now := time.Now()
+	s.mgmt.mu.Lock()
+	s.mgmt.seenLocked(u.sub, now)
+	if app != nil {
+		s.mgmt.appMetadata[u.sub] = mergeMetadata(s.mgmt.appMetadata[u.sub], app)
+	}
+	if usr != nil {
+		s.mgmt.userMetadata[u.sub] = mergeMetadata(s.mgmt.userMetadata[u.sub], usr)
+	}
+	s.mgmt.updated[u.sub] = now
+	s.mgmt.mu.Unlock()
+	writeJSON(w, http.StatusOK, s.mgmt.userJSON(u))
+}
+
+func decodeMetadata(raw json.RawMessage, dst *map[string]any) error {
+	if err := json.Unmarshal(raw, dst); err != nil || *dst == nil {
+		return errors.New("expected type object")
+	}
+	return nil
+}
+
+// mergeMetadata applies an Auth0 metadata patch: an empty patch clears the
+// metadata, top-level keys are merged, a nil value deletes its key, and
+// nested values replace what was there. It returns nil for empty metadata.
+func mergeMetadata(cur, patch map[string]any) map[string]any {
+	if len(patch) == 0 {
+		return nil
+	}
+	out := maps.Clone(cur)
+	if out == nil {
+		out = make(map[string]any, len(patch))
+	}
+	for k, v := range patch {
+		if v == nil {
+			delete(out, k)
+		} else {
+			out[k] = v
+		}
+	}
+	if len(out) == 0 {
+		return nil
+	}
+	return out
+}
+
+// deepCopy copies a JSON-shaped map through JSON, so callers cannot alias
+// devidp's state (numbers come back as float64, as from any JSON API).
+func deepCopy(m map[string]any) map[string]any {
+	if m == nil {
+		return nil
+	}
+	b, err := json.Marshal(m)
+	if err != nil {
+		return nil
+	}
+	var out map[string]any
+	if json.Unmarshal(b, &out) != nil {
+		return nil
+	}
+	return out
+}
+
+func decodeAPIBody(w http.ResponseWriter, r *http.Request, dst any) bool {
+	body, err := io.ReadAll(io.LimitReader(r.Body, maxManagementBody))
+	if err == nil {
+		err = json.Unmarshal(body, dst)
+	}
+	if err != nil {
+		writeAPIError(w, http.StatusBadRequest, "Payload validation error: 'Invalid JSON'", "invalid_body")
+		return false
+	}
+	return true
+}
+
+// --- roles ---
+
+type apiRole struct {
+	ID          string `json:"id"`
+	Name        string `json:"name"`
+	Description string `json:"description"`
+}
+
+var errRoleExists = errors.New("role name already exists")
+
+func (m *management) createRole(name, description string) (*mgmtRole, error) {
+	name = strings.TrimSpace(name)
+	if name == "" {
+		return nil, errors.New("name is required")
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for _, r := range m.roles {
+		if r.name == name {
+			return nil, errRoleExists
+		}
+	}
+	b := make([]byte, 8)
+	rand.Read(b)
+	r := &mgmtRole{id: "rol_" + hex.EncodeToString(b), name: name, description: description}
+	m.roles[r.id] = r
+	m.roleOrder = append(m.roleOrder, r.id)
+	return r, nil
+}
+
+func (s *Server) apiCreateRole(w http.ResponseWriter, r *http.Request) {
+	var body struct {
+		Name        string `json:"name"`
+		Description string `json:"description"`
+	}
+	if !decodeAPIBody(w, r, &body) {
+		return
+	}
+	if strings.TrimSpace(body.Name) == "" {
+		writeAPIError(w, http.StatusBadRequest, "Payload validation error: 'Missing required property: name'.", "invalid_body")
+		return
+	}
+	role, err := s.mgmt.createRole(body.Name, body.Description)
+	if errors.Is(err, errRoleExists) {
+		writeAPIError(w, http.StatusConflict, "Role name already exists", "role_already_exists")
+		return
+	}
+	if err != nil {
+		writeAPIError(w, http.StatusBadRequest, err.Error(), "invalid_body")
+		return
+	}
+	writeJSON(w, http.StatusOK, apiRole{ID: role.id, Name: role.name, Description: role.description})
+}
+
+// apiListRoles filters by name_filter, case-insensitively on a substring
+// (the caller compares names exactly itself).
+func (s *Server) apiListRoles(w http.ResponseWriter, r *http.Request) {
+	filter := strings.ToLower(r.URL.Query().Get("name_filter"))
+	s.mgmt.mu.Lock()
+	var roles []apiRole
+	for _, id := range s.mgmt.roleOrder {
+		role := s.mgmt.roles[id]
+		if filter == "" || strings.Contains(strings.ToLower(role.name), filter) {
+			roles = append(roles, apiRole{ID: role.id, Name: role.name, Description: role.description})
+		}
+	}
+	s.mgmt.mu.Unlock()
+	writeRoleList(w, r, roles)
+}
+
+func (s *Server) apiUserRoles(w http.ResponseWriter, r *http.Request) {
+	u, ok := s.apiUser(w, r)
+	if !ok {
+		return
+	}
+	s.mgmt.mu.Lock()
+	var roles []apiRole
+	for _, id := range s.mgmt.roleOrder {
+		if s.mgmt.userRoles[u.sub][id] {
+			role := s.mgmt.roles[id]
+			roles = append(roles, apiRole{ID: role.id, Name: role.name, Description: role.description})
+		}
+	}
+	s.mgmt.mu.Unlock()
+	writeRoleList(w, r, roles)
+}
+
+// writeRoleList pages a list as Auth0 does: page (from 0), per_page
+// (default 50, at most 100), and include_totals=true for the
+// {roles,start,limit,total} envelope instead of a bare array.
+func writeRoleList(w http.ResponseWriter, r *http.Request, roles []apiRole) {
+	q := r.URL.Query()
+	page, _ := strconv.Atoi(q.Get("page"))
+	perPage, err := strconv.Atoi(q.Get("per_page"))
+	if err != nil || perPage <= 0 {
+		perPage = 50
+	}
+	perPage = min(perPage, 100)
+	page = max(page, 0)
+	total := len(roles)
+	start := min(page*perPage, total)
+	end := min(start+perPage, total)
+	pageRoles := append([]apiRole{}, roles[start:end]...)
+	if q.Get("include_totals") == "true" {
+		writeJSON(w, http.StatusOK, map[string]any{
+			"roles": pageRoles, "start": start, "limit": perPage, "total": total,
+		})
+		return
+	}
+	writeJSON(w, http.StatusOK, pageRoles)
+}
+
+func (s *Server) apiAssignRoles(w http.ResponseWriter, r *http.Request) {
+	s.changeUserRoles(w, r, true)
+}
+
+func (s *Server) apiRemoveRoles(w http.ResponseWriter, r *http.Request) {
+	s.changeUserRoles(w, r, false)
+}
+
+func (s *Server) changeUserRoles(w http.ResponseWriter, r *http.Request, assign bool) {
+	u, ok := s.apiUser(w, r)
+	if !ok {
+		return
+	}
+	var body struct {
+		Roles []string `json:"roles"`
+	}
+	if !decodeAPIBody(w, r, &body) {
+		return
+	}
+	if len(body.Roles) == 0 {
+		writeAPIError(w, http.StatusBadRequest, "Payload validation error: 'Array is too short (0), minimum 1' on property roles.", "invalid_body")
+		return
+	}
+	s.mgmt.mu.Lock()
+	defer s.mgmt.mu.Unlock()
+	for _, id := range body.Roles {
+		if _, ok := s.mgmt.roles[id]; !ok {
+			writeAPIError(w, http.StatusNotFound, "One or more of the roles do not exist: "+id, "inexistent_role")
+			return
+		}
+	}
+	s.mgmt.seenLocked(u.sub, time.Now())
+	set := s.mgmt.userRoles[u.sub]
+	if set == nil {
+		set = make(map[string]bool)
+		s.mgmt.userRoles[u.sub] = set
+	}
+	for _, id := range body.Roles {
+		if assign {
+			set[id] = true
+		} else {
+			delete(set, id)
+		}
+	}
+	w.WriteHeader(http.StatusNoContent)
+}

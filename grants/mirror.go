@@ -1,0 +1,1030 @@
+package grants
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"maps"
+	"net/http"
+	"reflect"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/auth0/go-auth0/management"
+	"golang.org/x/oauth2"
+)
+
+// JobKindMirror is the job kind of queued Auth0 Management API updates.
+const JobKindMirror = "auth0-mirror"
+
+// Invitation timeline events written by the mirror. The latest of them is the
+// invitation's mirror status (see MirrorStateOf).
+const (
+	EventMirrorQueued = "mirror_queued" // Detail: upstream_user; while retrying also attempts, last_error, retry_at
+	EventMirrored     = "mirrored"      // Detail: upstream_user, attempts
+	EventMirrorFailed = "mirror_failed" // Detail: upstream_user, reason, attempts
+)
+
+// MirrorOptions configures NewMirror.
+type MirrorOptions struct {
+	Store Store
+	// Domain is the tenant's domain ("acme.eu.auth0.com", or host:port for a
+	// loopback stand-in); no scheme, no path.
+	Domain       string
+	ClientID     string
+	ClientSecret string
+	// CreateRoles creates roles that do not exist in Auth0 yet; without it a
+	// missing role is reported in the invitation's mirror status.
+	CreateRoles bool
+	// Insecure talks plain http (loopback tests and `usher dev` only).
+	Insecure bool
+	// HTTPClient carries the calls (its Transport and Timeout are used);
+	// default: a client with a 30s timeout.
+	HTTPClient *http.Client
+	Now        func() time.Time
+	Logger     *slog.Logger
+	// PollInterval is how often the worker looks for due jobs when nothing
+	// wakes it; default 1s.
+	PollInterval time.Duration
+	// BaseBackoff is the wait after the first failure, doubled per attempt
+	// and capped at an hour; default 10s. A 429 waits for its Retry-After
+	// instead.
+	BaseBackoff time.Duration
+	// MaxAge is how long a job is retried before the mirror gives up on it;
+	// default 72h.
+	MaxAge time.Duration
+}
+
+// Mirror copies what invitations grant into the Auth0 tenant through the
+// Management API: roles as Auth0 roles (RBAC) and app_metadata.usher =
+// {roles, claims, invitations}. Its work goes through the durable job queue,
+// so it never blocks nor fails a login; the only synchronous call,
+// HasAccount, has a short deadline and its errors mean "unknown".
+type Mirror struct {
+	o    MirrorOptions
+	api  *management.Management
+	log  *slog.Logger
+	wake chan struct{}
+
+	// lookup serves HasAccount: no go-auth0 retries (the login path does not
+	// wait for them) and so none of their racy jitter (see drain).
+	lookup *management.Management
+	work   sync.Mutex // one job at a time
+
+	mu         sync.Mutex
+	nextRetry  time.Time // earliest retry this process scheduled, to wake for it
+	pauseUntil time.Time // a 429 asked us not to call before then
+	roleIDs    map[string]string
+}
+
+const (
+	mirrorBatch        = 10
+	mirrorLease        = 5 * time.Minute
+	mirrorJobBudget    = 2 * time.Minute // < mirrorLease, so no other worker takes a job mid-run
+	mirrorLookupBudget = 3 * time.Second // HasAccount, on the login path
+	mirrorTokenTimeout = 10 * time.Second
+	mirrorRoleDesc     = "Granted through usher invitations"
+	mirrorMetadataKey  = "usher"
+)
+
+// NewMirror checks the options and builds the Management API client; it
+// does not contact Auth0. ctx carries values only (its cancellation is
+// ignored): the client fetches and renews its token in the background.
+func NewMirror(ctx context.Context, o MirrorOptions) (*Mirror, error) {
+	var missing []string
+	if o.Store == nil {
+		missing = append(missing, "Store")
+	}
+	if o.ClientID == "" {
+		missing = append(missing, "ClientID")
+	}
+	if o.ClientSecret == "" {
+		missing = append(missing, "ClientSecret")
+	}
+	domain := strings.TrimSpace(o.Domain)
+	if scheme, rest, ok := strings.Cut(domain, "://"); ok {
+		if scheme == "http" && !o.Insecure {
+			return nil, fmt.Errorf("auth0 mirror: Domain %q is plain http; only loopback tests may do that (Insecure)", o.Domain)
+		}
+		domain = rest
+	}
+	domain = strings.TrimSuffix(domain, "/")
+	if domain == "" {
+		missing = append(missing, "Domain")
+	} else if strings.ContainsAny(domain, "/?#") {
+		return nil, fmt.Errorf("auth0 mirror: Domain %q must be a host name (or host:port), without a path", o.Domain)
+	}
+	if len(missing) > 0 {
+		return nil, fmt.Errorf("auth0 mirror: missing %s", strings.Join(missing, ", "))
+	}
+	o.Domain = domain
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	if o.Logger == nil {
+		o.Logger = slog.Default()
+	}
+	if o.PollInterval <= 0 {
+		o.PollInterval = time.Second
+	}
+	if o.BaseBackoff <= 0 {
+		o.BaseBackoff = 10 * time.Second
+	}
+	if o.MaxAge <= 0 {
+		o.MaxAge = 72 * time.Hour
+	}
+	if o.HTTPClient == nil {
+		o.HTTPClient = &http.Client{Timeout: 30 * time.Second}
+	}
+	base := o.HTTPClient.Transport
+	if base == nil {
+		base = http.DefaultTransport
+	}
+	m := &Mirror{
+		o: o, log: o.Logger.With("component", "auth0-mirror"),
+		wake: make(chan struct{}, 1), roleIDs: make(map[string]string),
+	}
+	// The token request does not see the calls' contexts (oauth2 asks its
+	// TokenSource without one), so its own client bounds it.
+	tokenTimeout := mirrorTokenTimeout
+	if t := o.HTTPClient.Timeout; t > 0 && t < tokenTimeout {
+		tokenTimeout = t
+	}
+	tokenCtx := context.WithValue(context.WithoutCancel(ctx), oauth2.HTTPClient,
+		&http.Client{Transport: base, Timeout: tokenTimeout})
+	newAPI := func(extra ...management.Option) (*management.Management, error) {
+		var opts []management.Option
+		if o.Insecure {
+			opts = append(opts, management.WithInsecure()) // before the credentials: it sets a static token
+		}
+		opts = append(opts,
+			management.WithClientCredentials(tokenCtx, o.ClientID, o.ClientSecret),
+			management.WithClient(&http.Client{
+				Transport: &rateLimitNoter{base: base, now: o.Now}, Timeout: o.HTTPClient.Timeout,
+				CheckRedirect: o.HTTPClient.CheckRedirect,
+			}),
+		)
+		api, err := management.New(domain, append(opts, extra...)...)
+		if err != nil {
+			return nil, fmt.Errorf("auth0 mirror: %w", err)
+		}
+		return api, nil
+	}
+	var err error
+	if m.api, err = newAPI(); err != nil { // go-auth0's default: 429 retried twice
+		return nil, err
+	}
+	if m.lookup, err = newAPI(management.WithNoRetries()); err != nil {
+		return nil, err
+	}
+	return m, nil
+}
+
+// --- rate limits ---
+
+// rateNote receives what the last 429 of one logical call asked for.
+type rateNote struct {
+	mu    sync.Mutex
+	wait  time.Duration
+	until time.Time
+}
+
+type rateNoteKey struct{}
+
+// rateLimitNoter sits under go-auth0's own retries, so it sees every
+// attempt; it writes a 429's Retry-After / X-RateLimit-Reset into the
+// call's rateNote (go-auth0's error keeps only the status code).
+type rateLimitNoter struct {
+	base http.RoundTripper
+	now  func() time.Time
+}
+
+func (t *rateLimitNoter) RoundTrip(req *http.Request) (*http.Response, error) {
+	resp, err := t.base.RoundTrip(req)
+	if err == nil && resp.StatusCode == http.StatusTooManyRequests {
+		if n, ok := req.Context().Value(rateNoteKey{}).(*rateNote); ok {
+			now := t.now()
+			wait := retryAfter(resp.Header, now)
+			n.mu.Lock()
+			n.wait, n.until = wait, now.Add(wait)
+			n.mu.Unlock()
+		}
+	}
+	return resp, err
+}
+
+// retryAfter reads how long a 429 asks to wait: Retry-After (seconds or an
+// HTTP date) or X-RateLimit-Reset (epoch seconds), whichever is later.
+func retryAfter(h http.Header, now time.Time) time.Duration {
+	var wait time.Duration
+	if v := strings.TrimSpace(h.Get("Retry-After")); v != "" {
+		if secs, err := strconv.ParseInt(v, 10, 64); err == nil {
+			wait = time.Duration(secs) * time.Second
+		} else if at, err := http.ParseTime(v); err == nil {
+			wait = at.Sub(now)
+		}
+	}
+	if v := h.Get("X-RateLimit-Reset"); v != "" {
+		if epoch, err := strconv.ParseInt(v, 10, 64); err == nil {
+			wait = max(wait, time.Unix(epoch, 0).Sub(now))
+		}
+	}
+	return min(max(wait, 0), maxBackoff)
+}
+
+func (m *Mirror) pause(until time.Time) {
+	m.mu.Lock()
+	if until.After(m.pauseUntil) {
+		m.pauseUntil = until
+	}
+	m.mu.Unlock()
+}
+
+func (m *Mirror) pausedUntil() time.Time {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.pauseUntil
+}
+
+// --- lookups on the login path ---
+
+// ErrMirrorRateLimited: HasAccount did not ask because Auth0 asked us to wait.
+var ErrMirrorRateLimited = errors.New("auth0 mirror: rate limited by Auth0; not asking")
+
+// HasAccount reports whether Auth0 knows an account (any connection) with
+// this email, through users-by-email. It answers within a few seconds or
+// with an error, on which the caller should carry on without the answer.
+func (m *Mirror) HasAccount(ctx context.Context, email string) (bool, error) {
+	email = strings.ToLower(strings.TrimSpace(email))
+	if email == "" {
+		return false, errors.New("auth0 mirror: has account: empty email")
+	}
+	if m.o.Now().Before(m.pausedUntil()) {
+		return false, ErrMirrorRateLimited
+	}
+	ctx, cancel := context.WithTimeout(ctx, mirrorLookupBudget)
+	defer cancel()
+	note := &rateNote{}
+	callCtx := context.WithValue(ctx, rateNoteKey{}, note)
+	type result struct {
+		n   int
+		err error
+	}
+	// The token fetch ignores ctx; never wait for it longer than the budget.
+	ch := make(chan result, 1)
+	go func() {
+		users, err := m.lookup.User.ListByEmail(callCtx, email, management.IncludeFields("user_id"))
+		ch <- result{len(users), err}
+	}()
+	select {
+	case r := <-ch:
+		if r.err != nil {
+			if statusOf(r.err) == http.StatusTooManyRequests {
+				m.notePause(note)
+			}
+			return false, fmt.Errorf("auth0 mirror: users-by-email: %w", r.err)
+		}
+		return r.n > 0, nil
+	case <-ctx.Done():
+		return false, fmt.Errorf("auth0 mirror: users-by-email: %w", ctx.Err())
+	}
+}
+
+func (m *Mirror) notePause(n *rateNote) {
+	n.mu.Lock()
+	until := n.until
+	n.mu.Unlock()
+	if !until.IsZero() {
+		m.pause(until)
+	}
+}
+
+// --- enqueueing ---
+
+// mirrorPayload is a stored job.
+type mirrorPayload struct {
+	Op           string `json:"op"` // redeem, revoke
+	UpstreamUser string `json:"upstream_user"`
+	// redeem
+	InvitationID string         `json:"invitation_id,omitempty"`
+	UsherUser    string         `json:"usher_user,omitempty"`
+	Roles        []string       `json:"roles,omitempty"`
+	Claims       map[string]any `json:"claims,omitempty"`
+	// revoke
+	Role     string `json:"role,omitempty"`
+	ClaimKey string `json:"claim_key,omitempty"`
+}
+
+const (
+	opRedeem = "redeem"
+	opRevoke = "revoke"
+)
+
+// EnqueueRedemption queues the mirroring of a redeemed invitation onto the
+// Auth0 user upstreamUserID (the Auth0 sub of the identity that redeemed,
+// e.g. "auth0|…", "google-oauth2|…"): its roles become Auth0 roles of that
+// user and app_metadata.usher gets the union of roles, the merged claims
+// and the invitation ID. When inv.RedeemedBy names the usher user, the job
+// mirrors only what that user's grant still holds when it runs, so a grant
+// revoked while the job waited is not written back.
+func (m *Mirror) EnqueueRedemption(ctx context.Context, upstreamUserID string, inv *Invitation) error {
+	if inv == nil || inv.ID == "" {
+		return errors.New("auth0 mirror: enqueue redemption: invitation without id")
+	}
+	if upstreamUserID == "" {
+		return fmt.Errorf("auth0 mirror: enqueue redemption of %s: empty upstream user id", inv.ID)
+	}
+	p := mirrorPayload{
+		Op: opRedeem, UpstreamUser: upstreamUserID, InvitationID: inv.ID, UsherUser: inv.RedeemedBy,
+		Roles: slices.Clone(inv.Roles), Claims: inv.Claims,
+	}
+	now := m.o.Now()
+	// Queued before the job exists: another replica's worker may finish it
+	// the moment it is stored, and its "mirrored" must come last.
+	if _, err := m.o.Store.UpdateInvitation(ctx, inv.ID, func(i *Invitation) error {
+		i.Events = append(i.Events, Event{Type: EventMirrorQueued, At: now, Detail: map[string]string{"upstream_user": upstreamUserID}})
+		return nil
+	}); err != nil {
+		return fmt.Errorf("auth0 mirror: enqueue redemption of %s: %w", inv.ID, err)
+	}
+	if err := m.enqueue(ctx, p, now); err != nil {
+		reason := shortReason("could not queue the Auth0 update: " + err.Error())
+		m.finish(context.WithoutCancel(ctx), m.log, p, EventMirrorFailed, 0, reason)
+		return fmt.Errorf("auth0 mirror: enqueue redemption of %s: %w", inv.ID, err)
+	}
+	return nil
+}
+
+// EnqueueRevocation queues the removal of a role (Auth0 role and
+// app_metadata.usher.roles entry) and/or a claim key (from
+// app_metadata.usher.claims) from the Auth0 user upstreamUserID.
+func (m *Mirror) EnqueueRevocation(ctx context.Context, upstreamUserID string, role string, claimKey string) error {
+	if upstreamUserID == "" {
+		return errors.New("auth0 mirror: enqueue revocation: empty upstream user id")
+	}
+	if role == "" && claimKey == "" {
+		return errors.New("auth0 mirror: enqueue revocation: neither role nor claim key")
+	}
+	p := mirrorPayload{Op: opRevoke, UpstreamUser: upstreamUserID, Role: role, ClaimKey: claimKey}
+	if err := m.enqueue(ctx, p, m.o.Now()); err != nil {
+		return fmt.Errorf("auth0 mirror: enqueue revocation for %s: %w", upstreamUserID, err)
+	}
+	return nil
+}
+
+func (m *Mirror) enqueue(ctx context.Context, p mirrorPayload, now time.Time) error {
+	payload, err := json.Marshal(p)
+	if err != nil {
+		return err
+	}
+	job := &Job{ID: "auth0_" + randomHex(16), Kind: JobKindMirror, Payload: payload, RunAt: now, CreatedAt: now}
+	if err := m.o.Store.EnqueueJob(ctx, job); err != nil {
+		return err
+	}
+	m.log.Info("auth0 update queued", "job_id", job.ID, "op", p.Op, "upstream_user", p.UpstreamUser, "invitation_id", p.InvitationID)
+	select {
+	case m.wake <- struct{}{}:
+	default:
+	}
+	return nil
+}
+
+// QueueDepth counts queued mirror jobs, for metrics.
+func (m *Mirror) QueueDepth(ctx context.Context) (int, error) {
+	return m.o.Store.JobCount(ctx, JobKindMirror)
+}
+
+// --- status ---
+
+// MirrorState is an invitation's mirror status, derived from its timeline.
+type MirrorState struct {
+	// Status: "" (never mirrored), "pending", "synced" or "failed".
+	Status string
+	// Reason says why it failed.
+	Reason string
+	// LastError is the latest failed attempt while it is still pending.
+	LastError string
+	Attempts  int
+	At        time.Time // of the latest mirror event
+}
+
+// String is "", "pending", "synced" or "failed: reason" (mirror_status in the API).
+func (s MirrorState) String() string {
+	if s.Status == "failed" {
+		return "failed: " + s.Reason
+	}
+	return s.Status
+}
+
+// MirrorStateOf reads the latest mirror event of an invitation.
+func MirrorStateOf(inv *Invitation) MirrorState {
+	if inv == nil {
+		return MirrorState{}
+	}
+	for i := len(inv.Events) - 1; i >= 0; i-- {
+		e := inv.Events[i]
+		attempts, _ := strconv.Atoi(e.Detail["attempts"])
+		switch e.Type {
+		case EventMirrorQueued:
+			return MirrorState{Status: "pending", LastError: e.Detail["last_error"], Attempts: attempts, At: e.At}
+		case EventMirrored:
+			return MirrorState{Status: "synced", Attempts: attempts, At: e.At}
+		case EventMirrorFailed:
+			return MirrorState{Status: "failed", Reason: e.Detail["reason"], Attempts: attempts, At: e.At}
+		}
+	}
+	return MirrorState{}
+}
+
+// Status is the mirror status of an invitation: "" when it was never
+// queued, "pending", "synced" or "failed: reason".
+func (m *Mirror) Status(ctx context.Context, invitationID string) (string, error) {
+	inv, err := m.o.Store.GetInvitation(ctx, invitationID)
+	if err != nil {
+		return "", err
+	}
+	return MirrorStateOf(inv).String(), nil
+}
+
+// --- the worker ---
+
+// Run drains the queue until ctx ends. It wakes on an enqueue at once, for
+// its own retries when they fall due (never before a 429's Retry-After),
+// and otherwise every PollInterval.
+func (m *Mirror) Run(ctx context.Context) {
+	m.log.Info("auth0 mirror worker started")
+	defer m.log.Info("auth0 mirror worker stopped")
+	timer := time.NewTimer(0)
+	defer timer.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-m.wake:
+		case <-timer.C:
+		}
+		m.drain(ctx)
+		if ctx.Err() != nil {
+			return
+		}
+		timer.Reset(m.nextWait())
+	}
+}
+
+// nextWait is PollInterval, shortened to the earliest retry this process
+// scheduled and lengthened to the end of a rate-limit pause.
+func (m *Mirror) nextWait() time.Duration {
+	wait := m.o.PollInterval
+	now := m.o.Now()
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if !m.nextRetry.IsZero() {
+		d := m.nextRetry.Sub(now)
+		if d < wait {
+			wait = max(d, 0)
+		}
+		if d <= m.o.PollInterval {
+			m.nextRetry = time.Time{} // this wait covers it
+		}
+	}
+	if d := m.pauseUntil.Sub(now); d > wait {
+		wait = d
+	}
+	return wait
+}
+
+func (m *Mirror) noteRetry(at time.Time) {
+	m.mu.Lock()
+	if m.nextRetry.IsZero() || at.Before(m.nextRetry) {
+		m.nextRetry = at
+	}
+	m.mu.Unlock()
+}
+
+// drain claims and processes due jobs until fewer than a full batch are due.
+// Jobs run one at a time: app_metadata is read, merged and written back, and
+// go-auth0 v1.10.0's retry jitter is not safe for concurrent requests on one
+// client (auth0/go-auth0#780, fixed in v1.42.1).
+func (m *Mirror) drain(ctx context.Context) {
+	m.work.Lock() // a second Run on the same Mirror waits its turn
+	defer m.work.Unlock()
+	for ctx.Err() == nil {
+		if m.o.Now().Before(m.pausedUntil()) {
+			return
+		}
+		jobs, err := m.o.Store.ClaimJobs(ctx, JobKindMirror, m.o.Now(), mirrorBatch, mirrorLease)
+		if err != nil {
+			if ctx.Err() == nil {
+				m.log.Error("claim auth0 mirror jobs", "error", err)
+			}
+			return
+		}
+		for i := range jobs {
+			if ctx.Err() != nil {
+				m.release(context.WithoutCancel(ctx), m.log.With("job_id", jobs[i].ID), &jobs[i])
+				continue
+			}
+			m.process(ctx, &jobs[i])
+		}
+		if len(jobs) < mirrorBatch {
+			return
+		}
+	}
+}
+
+// process handles one claimed job.
+func (m *Mirror) process(ctx context.Context, job *Job) {
+	log := m.log.With("job_id", job.ID, "attempt", job.Attempts)
+	// Store writes about the outcome must happen even if ctx ends now.
+	bg := context.WithoutCancel(ctx)
+
+	var p mirrorPayload
+	if err := json.Unmarshal(job.Payload, &p); err != nil || p.UpstreamUser == "" || (p.Op != opRedeem && p.Op != opRevoke) {
+		log.Error("dropping malformed auth0 mirror job", "error", err)
+		m.complete(bg, log, job)
+		return
+	}
+	log = log.With("op", p.Op, "upstream_user", p.UpstreamUser)
+	if p.InvitationID != "" {
+		log = log.With("invitation_id", p.InvitationID)
+	}
+	if m.o.Now().Before(m.pausedUntil()) {
+		// Another job of this batch hit the rate limit: wait with it.
+		m.reschedule(bg, log, job, p, m.pausedUntil(), "waiting for the Auth0 rate limit to reset", false)
+		return
+	}
+
+	note := &rateNote{}
+	callCtx, cancel := context.WithTimeout(context.WithValue(ctx, rateNoteKey{}, note), mirrorJobBudget)
+	var missing []string
+	var err error
+	if p.Op == opRedeem {
+		missing, err = m.redeem(callCtx, p)
+	} else {
+		err = m.revoke(callCtx, p)
+	}
+	cancel()
+	if err != nil {
+		if ctx.Err() != nil {
+			m.release(bg, log, job)
+			return
+		}
+		m.failed(bg, log, job, p, note, err)
+		return
+	}
+
+	// Status first, job last: once the queue is empty the invitation tells
+	// the outcome; a crash in between repeats an idempotent update.
+	if p.Op == opRedeem {
+		if len(missing) > 0 {
+			reason := fmt.Sprintf("role(s) not found in Auth0: %s (create them there, or set create_roles: true); the other roles and app_metadata were synced",
+				strings.Join(missing, ", "))
+			m.finish(bg, log, p, EventMirrorFailed, job.Attempts, reason)
+			log.Warn("auth0 roles missing", "roles", missing)
+		} else {
+			m.finish(bg, log, p, EventMirrored, job.Attempts, "")
+		}
+	}
+	m.complete(bg, log, job)
+	log.Info("auth0 updated")
+}
+
+// failed decides between a retry and giving up.
+func (m *Mirror) failed(ctx context.Context, log *slog.Logger, job *Job, p mirrorPayload, note *rateNote, cause error) {
+	reason := shortReason(describeMirrorError(cause))
+	status := statusOf(cause)
+	if permanentStatus(status) {
+		m.giveUp(ctx, log, job, p, reason, cause)
+		return
+	}
+	now := m.o.Now()
+	if now.Sub(job.CreatedAt) >= m.o.MaxAge {
+		m.giveUp(ctx, log, job, p, shortReason(fmt.Sprintf("gave up after %s: %s", m.o.MaxAge, reason)), cause)
+		return
+	}
+	at := now.Add(m.backoff(job.Attempts))
+	if status == http.StatusTooManyRequests {
+		note.mu.Lock()
+		until := note.until
+		note.mu.Unlock()
+		if !until.IsZero() {
+			at = until // exactly what Auth0 asked for, not a guess
+			m.pause(until)
+		}
+	}
+	m.reschedule(ctx, log, job, p, at, reason, true)
+	log.Warn("auth0 update failed; will retry", "error", cause, "retry_at", at)
+}
+
+// reschedule puts the job back at `at`; noteErr also records the error on
+// the invitation's pending status.
+func (m *Mirror) reschedule(ctx context.Context, log *slog.Logger, job *Job, p mirrorPayload, at time.Time, reason string, noteErr bool) {
+	if err := m.o.Store.RetryJob(ctx, job.ID, at, reason); err != nil {
+		log.Error("reschedule auth0 mirror job", "error", err)
+		return
+	}
+	m.noteRetry(at)
+	if !noteErr || p.InvitationID == "" {
+		return
+	}
+	_, err := m.o.Store.UpdateInvitation(ctx, p.InvitationID, func(i *Invitation) error {
+		k := lastMirrorEvent(i)
+		if k < 0 || i.Events[k].Type != EventMirrorQueued {
+			return errSkipUpdate
+		}
+		d := maps.Clone(i.Events[k].Detail)
+		if d == nil {
+			d = make(map[string]string)
+		}
+		d["last_error"] = reason
+		d["attempts"] = strconv.Itoa(job.Attempts)
+		d["retry_at"] = at.UTC().Format(time.RFC3339)
+		i.Events[k].Detail = d
+		return nil
+	})
+	if err != nil && !errors.Is(err, errSkipUpdate) && !errors.Is(err, ErrNotFound) {
+		log.Error("update invitation mirror status", "error", err)
+	}
+}
+
+func lastMirrorEvent(inv *Invitation) int {
+	for k := len(inv.Events) - 1; k >= 0; k-- {
+		switch inv.Events[k].Type {
+		case EventMirrorQueued, EventMirrored, EventMirrorFailed:
+			return k
+		}
+	}
+	return -1
+}
+
+// giveUp deletes the job and marks the invitation's mirror as failed.
+func (m *Mirror) giveUp(ctx context.Context, log *slog.Logger, job *Job, p mirrorPayload, reason string, cause error) {
+	m.finish(ctx, log, p, EventMirrorFailed, job.Attempts, reason)
+	m.complete(ctx, log, job)
+	log.Error("auth0 update given up", "error", cause)
+}
+
+// finish appends the final mirror event to the job's invitation (if any).
+func (m *Mirror) finish(ctx context.Context, log *slog.Logger, p mirrorPayload, typ string, attempts int, reason string) {
+	if p.InvitationID == "" {
+		return
+	}
+	now := m.o.Now()
+	d := map[string]string{"upstream_user": p.UpstreamUser}
+	if attempts > 0 {
+		d["attempts"] = strconv.Itoa(attempts)
+	}
+	if reason != "" {
+		d["reason"] = reason
+	}
+	_, err := m.o.Store.UpdateInvitation(ctx, p.InvitationID, func(i *Invitation) error {
+		i.Events = append(i.Events, Event{Type: typ, At: now, Detail: d})
+		return nil
+	})
+	if err != nil && !errors.Is(err, ErrNotFound) {
+		log.Error("update invitation mirror status", "error", err)
+	}
+}
+
+// release hands a job back at shutdown, due now rather than after its
+// lease, keeping the error of its last real attempt.
+func (m *Mirror) release(ctx context.Context, log *slog.Logger, job *Job) {
+	reason := job.LastError
+	if reason == "" {
+		reason = "interrupted by shutdown"
+	}
+	if err := m.o.Store.RetryJob(ctx, job.ID, m.o.Now(), reason); err != nil {
+		log.Error("release auth0 mirror job", "error", err)
+	}
+}
+
+func (m *Mirror) complete(ctx context.Context, log *slog.Logger, job *Job) {
+	if err := m.o.Store.CompleteJob(ctx, job.ID); err != nil && !errors.Is(err, ErrNotFound) {
+		log.Error("delete auth0 mirror job", "error", err)
+	}
+}
+
+// backoff is BaseBackoff doubled per attempt after the first, capped at an hour.
+func (m *Mirror) backoff(attempt int) time.Duration {
+	d := m.o.BaseBackoff
+	for i := 1; i < attempt && d < maxBackoff; i++ {
+		d *= 2
+	}
+	return min(d, maxBackoff)
+}
+
+// --- errors ---
+
+// statusOf is the HTTP status behind a go-auth0 error (API or token
+// request), or 0 for a transport error.
+func statusOf(err error) int {
+	var merr management.Error
+	if errors.As(err, &merr) {
+		return merr.Status()
+	}
+	var rerr *oauth2.RetrieveError
+	if errors.As(err, &rerr) && rerr.Response != nil {
+		return rerr.Response.StatusCode
+	}
+	return 0
+}
+
+// permanentStatus: the request itself is wrong (or the user is gone);
+// repeating it cannot help. 401/403 are not permanent: credentials and
+// grants are fixed in the Auth0 dashboard while the job waits.
+func permanentStatus(status int) bool {
+	switch status {
+	case http.StatusBadRequest, http.StatusNotFound, http.StatusConflict, http.StatusUnprocessableEntity:
+		return true
+	}
+	return false
+}
+
+// errUserGone marks a 404 for the user itself.
+type errUserGone struct{ user string }
+
+func (e errUserGone) Error() string { return "user " + e.user + " not found in Auth0" }
+
+func describeMirrorError(err error) string {
+	var gone errUserGone
+	if errors.As(err, &gone) {
+		return gone.Error()
+	}
+	var rerr *oauth2.RetrieveError
+	if errors.As(err, &rerr) && rerr.Response != nil {
+		msg := "Management API token: " + rerr.Response.Status
+		if rerr.ErrorCode != "" {
+			msg += ": " + rerr.ErrorCode
+			if rerr.ErrorDescription != "" {
+				msg += " (" + rerr.ErrorDescription + ")"
+			}
+		}
+		return msg
+	}
+	return err.Error()
+}
+
+// --- the Auth0 side ---
+
+// redeem mirrors one redemption; it returns the roles it could not find
+// (CreateRoles off). Every step is idempotent, so a retry repeats them all.
+func (m *Mirror) redeem(ctx context.Context, p mirrorPayload) (missing []string, err error) {
+	roles, claims := p.Roles, p.Claims
+	if p.UsherUser != "" {
+		g, err := m.o.Store.GetGrant(ctx, p.UsherUser)
+		if err != nil {
+			return nil, fmt.Errorf("load the grant of %s: %w", p.UsherUser, err)
+		}
+		roles = slices.DeleteFunc(slices.Clone(roles), func(r string) bool { return !slices.Contains(g.Roles, r) })
+		kept := make(map[string]any, len(claims))
+		for k := range claims {
+			if v, ok := g.Claims[k]; ok {
+				kept[k] = v // the grant's value: later invitations win
+			}
+		}
+		claims = kept
+	}
+
+	user, err := m.readUser(ctx, p.UpstreamUser)
+	if err != nil {
+		return nil, err
+	}
+
+	var assign []*management.Role
+	for _, name := range roles {
+		id, err := m.roleID(ctx, name, m.o.CreateRoles)
+		if err != nil {
+			return nil, err
+		}
+		if id == "" {
+			missing = append(missing, name)
+			continue
+		}
+		assign = append(assign, &management.Role{ID: &id})
+	}
+	if len(assign) > 0 {
+		if err := m.api.User.AssignRoles(ctx, p.UpstreamUser, assign); err != nil {
+			if statusOf(err) == http.StatusNotFound {
+				// The user exists (just read), so a cached role was deleted.
+				m.forgetRoles()
+				return nil, fmt.Errorf("assign roles: a role changed in Auth0, retrying: %w", retryable{err})
+			}
+			return nil, fmt.Errorf("assign roles: %w", err)
+		}
+	}
+
+	old := usherMetadata(user.GetAppMetadata())
+	next := normalizeJSON(map[string]any{
+		"roles":       unionSorted(stringList(old["roles"]), roles),
+		"claims":      mergeClaims(old["claims"], claims),
+		"invitations": appendUnique(stringList(old["invitations"]), p.InvitationID),
+	})
+	if !reflect.DeepEqual(old, next) {
+		if err := m.writeUsherMetadata(ctx, p.UpstreamUser, next); err != nil {
+			return nil, err
+		}
+	}
+	return missing, nil
+}
+
+// revoke removes a role and/or a claim key from the Auth0 user. A user that
+// no longer exists has nothing left to remove.
+func (m *Mirror) revoke(ctx context.Context, p mirrorPayload) error {
+	user, err := m.readUser(ctx, p.UpstreamUser)
+	var gone errUserGone
+	if errors.As(err, &gone) {
+		m.log.Info("auth0 user gone; nothing to revoke", "upstream_user", p.UpstreamUser)
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	if p.Role != "" {
+		id, err := m.roleID(ctx, p.Role, false)
+		if err != nil {
+			return err
+		}
+		if id != "" {
+			if err := m.api.User.RemoveRoles(ctx, p.UpstreamUser, []*management.Role{{ID: &id}}); err != nil {
+				if statusOf(err) == http.StatusNotFound {
+					m.forgetRoles()
+					return fmt.Errorf("remove role: a role changed in Auth0, retrying: %w", retryable{err})
+				}
+				return fmt.Errorf("remove role %q: %w", p.Role, err)
+			}
+		}
+	}
+	old := usherMetadata(user.GetAppMetadata())
+	if old == nil {
+		return nil
+	}
+	next := normalizeJSON(old)
+	if p.Role != "" {
+		next["roles"] = slices.DeleteFunc(stringList(old["roles"]), func(r string) bool { return r == p.Role })
+	}
+	if p.ClaimKey != "" {
+		c, _ := next["claims"].(map[string]any)
+		delete(c, p.ClaimKey)
+	}
+	next = normalizeJSON(next)
+	if reflect.DeepEqual(old, next) {
+		return nil
+	}
+	return m.writeUsherMetadata(ctx, p.UpstreamUser, next)
+}
+
+// retryable hides a status that would otherwise count as permanent.
+type retryable struct{ err error }
+
+func (r retryable) Error() string { return r.err.Error() }
+
+func (m *Mirror) readUser(ctx context.Context, id string) (*management.User, error) {
+	u, err := m.api.User.Read(ctx, id, management.IncludeFields("user_id", "app_metadata"))
+	if err != nil {
+		if statusOf(err) == http.StatusNotFound {
+			return nil, fmt.Errorf("read user: %w", errUserGoneStatus{errUserGone{id}})
+		}
+		return nil, fmt.Errorf("read user: %w", err)
+	}
+	return u, nil
+}
+
+// errUserGoneStatus is errUserGone with a 404 status, so it is permanent.
+type errUserGoneStatus struct{ errUserGone }
+
+func (e errUserGoneStatus) Status() int   { return http.StatusNotFound }
+func (e errUserGoneStatus) Unwrap() error { return e.errUserGone }
+
+// writeUsherMetadata replaces app_metadata.usher; Auth0 merges top-level
+// app_metadata keys, so the tenant's other keys stay as they are.
+func (m *Mirror) writeUsherMetadata(ctx context.Context, id string, usher map[string]any) error {
+	md := map[string]any{mirrorMetadataKey: usher}
+	if err := m.api.User.Update(ctx, id, &management.User{AppMetadata: &md}); err != nil {
+		return fmt.Errorf("update app_metadata: %w", err)
+	}
+	return nil
+}
+
+// roleID finds a role by exact name (name_filter is a loose match), creating
+// it when create is set; "" when it does not exist.
+func (m *Mirror) roleID(ctx context.Context, name string, create bool) (string, error) {
+	m.mu.Lock()
+	id, ok := m.roleIDs[name]
+	m.mu.Unlock()
+	if ok {
+		return id, nil
+	}
+	id, err := m.findRole(ctx, name)
+	if err != nil || id != "" || !create {
+		return id, err
+	}
+	r := &management.Role{Name: &name, Description: ptr(mirrorRoleDesc)}
+	if err := m.api.Role.Create(ctx, r); err != nil {
+		if statusOf(err) != http.StatusConflict {
+			return "", fmt.Errorf("create role %q: %w", name, err)
+		}
+		// Created meanwhile (another replica): look again.
+		if id, err = m.findRole(ctx, name); err != nil || id == "" {
+			return "", fmt.Errorf("create role %q: conflict, then not found: %w", name, retryable{errors.Join(err, errors.New("role not found"))})
+		}
+	} else {
+		id = r.GetID()
+		m.log.Info("auth0 role created", "role", name, "role_id", id)
+	}
+	m.mu.Lock()
+	m.roleIDs[name] = id
+	m.mu.Unlock()
+	return id, nil
+}
+
+func (m *Mirror) findRole(ctx context.Context, name string) (string, error) {
+	for page := 0; ; page++ {
+		list, err := m.api.Role.List(ctx, management.Parameter("name_filter", name), management.PerPage(100), management.Page(page))
+		if err != nil {
+			return "", fmt.Errorf("look up role %q: %w", name, err)
+		}
+		for _, r := range list.Roles {
+			if r.GetName() == name {
+				m.mu.Lock()
+				m.roleIDs[name] = r.GetID()
+				m.mu.Unlock()
+				return r.GetID(), nil
+			}
+		}
+		if !list.HasNext() || len(list.Roles) == 0 {
+			return "", nil
+		}
+	}
+}
+
+func (m *Mirror) forgetRoles() {
+	m.mu.Lock()
+	clear(m.roleIDs)
+	m.mu.Unlock()
+}
+
+// --- app_metadata.usher ---
+
+// usherMetadata returns app_metadata.usher normalised through JSON (nil when absent).
+func usherMetadata(appMetadata map[string]any) map[string]any {
+	u, ok := appMetadata[mirrorMetadataKey].(map[string]any)
+	if !ok {
+		return nil
+	}
+	return normalizeJSON(u)
+}
+
+// normalizeJSON round-trips a value through JSON so that comparisons see
+// what Auth0 would store (numbers as float64, nil lists as absent…).
+func normalizeJSON(m map[string]any) map[string]any {
+	b, err := json.Marshal(m)
+	if err != nil {
+		return m
+	}
+	var out map[string]any
+	if json.Unmarshal(b, &out) != nil {
+		return m
+	}
+	return out
+}
+
+func stringList(v any) []string {
+	l, _ := v.([]any)
+	out := make([]string, 0, len(l))
+	for _, x := range l {
+		if s, ok := x.(string); ok {
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
+func unionSorted(a, b []string) []string {
+	out := append(slices.Clone(a), b...)
+	slices.Sort(out)
+	return slices.Compact(out)
+}
+
+func appendUnique(l []string, s string) []string {
+	if s == "" || slices.Contains(l, s) {
+		return l
+	}
+	return append(l, s)
+}
+
+func mergeClaims(old any, add map[string]any) map[string]any {
+	out, _ := old.(map[string]any)
+	out = maps.Clone(out)
+	if out == nil {
+		out = make(map[string]any, len(add))
+	}
+	maps.Copy(out, add)
+	return out
+}
+
+func ptr[T any](v T) *T { return &v }

@@ -13,6 +13,7 @@ import (
 	"log/slog"
 	"net/http"
 	"os"
+	"strings"
 	"time"
 
 	"github.com/gorilla/securecookie"
@@ -58,6 +59,7 @@ type App struct {
 	Broker  *broker.Broker
 	Store   Store
 	Mailer  *grants.Mailer
+	Mirror  *grants.Mirror
 	log     *slog.Logger
 	owned   bool
 	stop    context.CancelFunc
@@ -99,6 +101,15 @@ func New(ctx context.Context, cfg *config.Config, o Options) (*App, error) {
 		a.Close()
 		return nil, err
 	}
+	if err := a.startMirror(bg, cfg, o); err != nil {
+		a.Close()
+		return nil, err
+	}
+	if a.Mirror != nil {
+		bo.Mirror = a.Mirror
+		a.Metrics.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "usher_auth0_mirror_queue_depth",
+			Help: "Auth0 Management API updates waiting (including retries)."}, queueDepth(bg, a.Mirror.QueueDepth)))
+	}
 	if a.Mailer != nil {
 		bo.Mailer = a.Mailer
 		a.Metrics.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "usher_mail_queue_depth",
@@ -111,6 +122,26 @@ func New(ctx context.Context, cfg *config.Config, o Options) (*App, error) {
 	}
 	go a.Broker.Run(bg)
 	return a, nil
+}
+
+// startMirror starts the Auth0 Management API mirror when configured.
+func (a *App) startMirror(ctx context.Context, cfg *config.Config, o Options) error {
+	m := cfg.Upstream.Auth0.Management
+	if !cfg.Upstream.IsAuth0() || !m.Enabled() {
+		return nil
+	}
+	domain := strings.TrimRight(cfg.Upstream.Auth0.Domain, "/")
+	insecure := strings.HasPrefix(domain, "http://")
+	domain = strings.TrimPrefix(strings.TrimPrefix(domain, "https://"), "http://")
+	mirror, err := grants.NewMirror(ctx, grants.MirrorOptions{Store: a.Store, Domain: domain, ClientID: m.ClientID,
+		ClientSecret: m.ClientSecret, CreateRoles: m.CreateRoles, Insecure: insecure, HTTPClient: o.UpstreamHTTPClient,
+		Now: o.Now, Logger: a.log.With("component", "auth0-mirror")})
+	if err != nil {
+		return fmt.Errorf("upstream.auth0.management: %w", err)
+	}
+	a.Mirror = mirror
+	go mirror.Run(ctx)
+	return nil
 }
 
 // startMailer starts the background mail worker when mail is configured (or

@@ -19,13 +19,15 @@ import (
 
 // Dev fixtures, printed by `usher dev` and used by the README's examples.
 const (
-	DevSPAClientID    = "demo"
-	DevFunnelClientID = "funnel"
-	DevFunnelSecret   = "funnel-dev-secret"
-	DevUserEmail      = "ada@example.com"
-	DevUserPassword   = "dev-password"
-	devUpstreamClient = "usher"
-	devUpstreamSecret = "usher-upstream-dev-secret"
+	DevSPAClientID      = "demo"
+	DevFunnelClientID   = "funnel"
+	DevFunnelSecret     = "funnel-dev-secret"
+	DevUserEmail        = "ada@example.com"
+	DevUserPassword     = "dev-password"
+	devUpstreamClient   = "usher"
+	devUpstreamSecret   = "usher-upstream-dev-secret"
+	devManagementClient = "usher-management"
+	devManagementSecret = "usher-management-dev-secret"
 )
 
 // DevOptions place the three loopback servers of `usher dev`. Empty addresses
@@ -111,8 +113,9 @@ func StartDev(ctx context.Context, o DevOptions) (*Dev, error) {
 			RedirectURIs:           []string{usherBase + "/callback"},
 			PostLogoutRedirectURIs: []string{usherBase + "/logout/done"},
 		}},
-		Users:  []devidp.User{{Email: DevUserEmail, Password: DevUserPassword, Name: "Ada Lovelace", EmailVerified: true}},
-		Logger: o.Logger.With("component", "devidp"),
+		ManagementClients: []devidp.Client{{ID: devManagementClient, Secret: devManagementSecret}},
+		Users:             []devidp.User{{Email: DevUserEmail, Password: DevUserPassword, Name: "Ada Lovelace", EmailVerified: true}},
+		Logger:            o.Logger.With("component", "devidp"),
 	})
 	if err != nil {
 		return nil, fmt.Errorf("devidp: %w", err)
@@ -130,9 +133,13 @@ func StartDev(ctx context.Context, o DevOptions) (*Dev, error) {
 		}
 		cfg.Store.Path = filepath.Join(d.tmpDir, "usher.db")
 	}
-	cfg.Upstream.Issuer = d.IDPURL
-	cfg.Upstream.ClientID = devUpstreamClient
-	cfg.Upstream.ClientSecret = devUpstreamSecret
+	// devidp answers as an Auth0 tenant does, so dev runs the Auth0 preset,
+	// Management API mirror included.
+	cfg.Upstream.Auth0 = config.Auth0{
+		Domain: strings.TrimSuffix(d.IDPURL, "/"), ClientID: devUpstreamClient, ClientSecret: devUpstreamSecret,
+		Connections: []string{"Username-Password-Authentication", "google-oauth2", "facebook"},
+		Management:  config.Management{ClientID: devManagementClient, ClientSecret: devManagementSecret, CreateRoles: true},
+	}
 	cfg.Clients = []config.Client{
 		{
 			ID: DevSPAClientID, Name: "Demo SPA", Type: config.ClientPublic,

@@ -182,6 +182,7 @@ type invitationView struct {
 	RedeemedConnection string         `json:"redeemed_connection,omitempty"`
 	RevokedAt          *time.Time     `json:"revoked_at,omitempty"`
 	Events             []grants.Event `json:"events"`
+	MirrorStatus       string         `json:"mirror_status,omitempty"`
 	URL                string         `json:"url,omitempty"`
 }
 
@@ -192,7 +193,7 @@ func (b *Broker) view(inv *grants.Invitation, token string) invitationView {
 		EmailMatch: inv.EmailMatch, Inviter: inv.Inviter, CreatedAt: inv.CreatedAt, ExpiresAt: inv.ExpiresAt,
 		EmailStatus: inv.EmailStatus, EmailError: inv.EmailError, RedeemedAt: inv.RedeemedAt,
 		RedeemedBy: inv.RedeemedBy, RedeemedConnection: inv.RedeemedConnection, RevokedAt: inv.RevokedAt,
-		Events: inv.Events,
+		Events: inv.Events, MirrorStatus: grants.MirrorStateOf(inv).String(),
 	}
 	if v.Roles == nil {
 		v.Roles = []string{}
@@ -514,7 +515,11 @@ func (b *Broker) apiRemoveRole(w http.ResponseWriter, r *http.Request, c caller)
 	b.userGrant(w, r, func(ctx context.Context, id string) (*grants.Grant, error) {
 		b.log.InfoContext(ctx, "grant role removed", "user_id", id, "role", r.PathValue("role"), "client_id", c.ClientID)
 		b.audit(ctx, AuditEvent{Action: "grant.changed", Actor: c.actor(), Target: id, Detail: map[string]string{"removed_role": r.PathValue("role")}})
-		return b.grants.RemoveGrantRole(ctx, id, r.PathValue("role"), b.now())
+		g, err := b.grants.RemoveGrantRole(ctx, id, r.PathValue("role"), b.now())
+		if err == nil {
+			b.mirrorRevocation(ctx, id, r.PathValue("role"), "")
+		}
+		return g, err
 	})
 }
 
@@ -522,7 +527,11 @@ func (b *Broker) apiRemoveClaim(w http.ResponseWriter, r *http.Request, c caller
 	b.userGrant(w, r, func(ctx context.Context, id string) (*grants.Grant, error) {
 		b.log.InfoContext(ctx, "grant claim removed", "user_id", id, "claim", r.PathValue("key"), "client_id", c.ClientID)
 		b.audit(ctx, AuditEvent{Action: "grant.changed", Actor: c.actor(), Target: id, Detail: map[string]string{"removed_claim": r.PathValue("key")}})
-		return b.grants.RemoveGrantClaim(ctx, id, r.PathValue("key"), b.now())
+		g, err := b.grants.RemoveGrantClaim(ctx, id, r.PathValue("key"), b.now())
+		if err == nil {
+			b.mirrorRevocation(ctx, id, "", r.PathValue("key"))
+		}
+		return g, err
 	})
 }
 
@@ -537,4 +546,25 @@ func (r *recorder) WriteHeader(s int) { r.status = s; r.ResponseWriter.WriteHead
 func (r *recorder) Write(p []byte) (int, error) {
 	r.body = append(r.body, p...)
 	return r.ResponseWriter.Write(p)
+}
+
+// mirrorRevocation removes a revoked role or claim from the user's accounts
+// at the upstream tenant too.
+func (b *Broker) mirrorRevocation(ctx context.Context, userID, role, claim string) {
+	if b.opts.Mirror == nil {
+		return
+	}
+	ids, err := b.grants.Identities(ctx, userID)
+	if err != nil {
+		b.log.ErrorContext(ctx, "listing identities for the Auth0 mirror", "user_id", userID, "err", err)
+		return
+	}
+	for _, id := range ids {
+		if id.Issuer != b.upstream.cfg.Issuer {
+			continue
+		}
+		if err := b.opts.Mirror.EnqueueRevocation(ctx, id.Subject, role, claim); err != nil {
+			b.log.ErrorContext(ctx, "queueing the Auth0 mirror revocation", "user_id", userID, "err", err)
+		}
+	}
 }

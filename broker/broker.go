@@ -86,9 +86,20 @@ type Options struct {
 	RateLimits RateLimits
 	// RedemptionHook, when set, approves each redemption before it commits.
 	RedemptionHook *RedemptionHook
+	// Mirror, when set, mirrors grants to the Auth0 tenant and answers
+	// "does this email have an account" for invitees.
+	Mirror AccountMirror
 
 	Now    func() time.Time
 	Logger *slog.Logger
+}
+
+// AccountMirror is the optional Auth0 Management API mirror (grants.Mirror):
+// it tells whether an email has an upstream account, and copies grants there.
+type AccountMirror interface {
+	HasAccount(ctx context.Context, email string) (bool, error)
+	EnqueueRedemption(ctx context.Context, upstreamUserID string, inv *grants.Invitation) error
+	EnqueueRevocation(ctx context.Context, upstreamUserID, role, claimKey string) error
 }
 
 // InvitationMailer sends invitation links (grants.Mailer in production).

@@ -193,13 +193,26 @@ func (b *Broker) invitationHints(ctx context.Context, ar *sessions.AuthRequest) 
 	if ar.LoginHint == "" {
 		extra["login_hint"] = inv.Email
 	}
-	if ar.ScreenHint == "" {
-		users, err := b.grants.UsersByEmail(ctx, inv.Email)
-		if err == nil && len(users) == 0 {
-			extra["screen_hint"] = "signup"
-		}
+	if ar.ScreenHint == "" && !b.hasAccount(ctx, inv.Email) {
+		extra["screen_hint"] = "signup"
 	}
 	return extra
+}
+
+// hasAccount: does the invitee already have an account? The upstream knows
+// best (Auth0's users-by-email, when the Management API is configured); usher's
+// own users are the fallback. In doubt, answer yes: the login screen links
+// to sign-up, while a sign-up screen for an existing account is a dead end.
+func (b *Broker) hasAccount(ctx context.Context, email string) bool {
+	if b.opts.Mirror != nil {
+		ok, err := b.opts.Mirror.HasAccount(ctx, email)
+		if err == nil {
+			return ok
+		}
+		b.log.WarnContext(ctx, "upstream account lookup failed; using usher's users", "err", err)
+	}
+	users, err := b.grants.UsersByEmail(ctx, email)
+	return err != nil || len(users) > 0
 }
 
 // redeem binds the invitation to the user who just signed in.
@@ -227,6 +240,12 @@ func (b *Broker) redeem(ctx context.Context, ar *sessions.AuthRequest, u *grants
 	}
 	b.log.InfoContext(ctx, "invitation redeemed", "invitation_id", inv.ID, "user_id", u.ID, "connection", id.Connection)
 	b.audit(ctx, AuditEvent{Action: "invitation.redeemed", Actor: u.ID, Target: inv.ID, Detail: map[string]string{"connection": id.Connection}})
+	if b.opts.Mirror != nil && id.Issuer == b.upstream.cfg.Issuer {
+		// Never blocks the login: the mirror queues the work durably.
+		if err := b.opts.Mirror.EnqueueRedemption(ctx, id.Subject, inv); err != nil {
+			b.log.ErrorContext(ctx, "queueing the Auth0 mirror", "invitation_id", inv.ID, "err", err)
+		}
+	}
 	return nil
 }
 

@@ -26,6 +26,7 @@ import (
 	"github.com/usher-oidc/usher/grants"
 	"github.com/usher-oidc/usher/sessions"
 	boltstore "github.com/usher-oidc/usher/store/bolt"
+	redisstore "github.com/usher-oidc/usher/store/redis"
 )
 
 // Store is what a backend provides: both state interfaces and a Close.
@@ -189,8 +190,16 @@ func OpenStore(cfg *config.Config, now func() time.Time, log *slog.Logger) (Stor
 			return nil, fmt.Errorf("opening store %s: %w", cfg.Store.Path, err)
 		}
 		return st, nil
+	case "redis":
+		r := cfg.Store.Redis
+		st, err := redisstore.Open(redisstore.Config{URL: r.URL, Addrs: r.Addrs, MasterName: r.MasterName,
+			Username: r.Username, Password: r.Password, DB: r.DB}, redisstore.Options{Now: now, Logger: log})
+		if err != nil {
+			return nil, fmt.Errorf("opening the Redis store: %w", err)
+		}
+		return st, nil
 	default:
-		return nil, fmt.Errorf("store.driver %q is not available in this build", cfg.Store.Driver)
+		return nil, fmt.Errorf("store.driver %q is not supported (bolt or redis)", cfg.Store.Driver)
 	}
 }
 

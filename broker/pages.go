@@ -4,6 +4,9 @@ import (
 	"encoding/json"
 	"html/template"
 	"net/http"
+	"net/url"
+	"slices"
+	"strings"
 )
 
 // pageHeaders: usher's own pages cannot be framed (clickjacking), leak no
@@ -49,3 +52,46 @@ func jsonString(v any) (string, error) {
 }
 
 func jsonParse(s string, v any) error { return json.Unmarshal([]byte(s), v) }
+
+// issRedirects adds RFC 9207's `iss` to every authorization response (code
+// or error) redirected to a client's registered redirect URI, so a client
+// talking to several issuers can tell which one answered (mix-up defence).
+func (b *Broker) issRedirects(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		h.ServeHTTP(&issWriter{ResponseWriter: w, b: b}, r)
+	})
+}
+
+type issWriter struct {
+	http.ResponseWriter
+	b *Broker
+}
+
+func (w *issWriter) WriteHeader(code int) {
+	if code == http.StatusFound || code == http.StatusSeeOther {
+		if loc := w.Header().Get("Location"); loc != "" {
+			if u, err := url.Parse(loc); err == nil && u.Fragment == "" {
+				q := u.Query()
+				if (q.Has("code") || q.Has("error")) && !q.Has("iss") && w.b.isRedirectURI(loc) {
+					q.Set("iss", w.b.opts.Issuer)
+					u.RawQuery = q.Encode()
+					w.Header().Set("Location", u.String())
+				}
+			}
+		}
+	}
+	w.ResponseWriter.WriteHeader(code)
+}
+
+func (w *issWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+
+// isRedirectURI: loc is (a response to) a registered redirect URI of a client.
+func (b *Broker) isRedirectURI(loc string) bool {
+	base, _, _ := strings.Cut(loc, "?")
+	for _, c := range b.clients {
+		if slices.Contains(c.RedirectURIs, base) {
+			return true
+		}
+	}
+	return false
+}

@@ -2,6 +2,7 @@ package broker
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"slices"
 	"time"
@@ -230,6 +231,18 @@ func (s *server) Discovery(ctx context.Context, r *op.Request[struct{}]) (*op.Re
 		cfg.GrantTypesSupported = []oidc.GrantType{oidc.GrantTypeCode, oidc.GrantTypeRefreshToken, oidc.GrantTypeClientCredentials}
 		cfg.RevocationEndpointAuthSigningAlgValuesSupported = nil
 		cfg.IntrospectionEndpointAuthSigningAlgValuesSupported = nil
+		// RFC 9207: usher names itself in every authorization response
+		// (issRedirects); the library's struct has no field to say so.
+		raw, err := json.Marshal(cfg)
+		if err != nil {
+			return nil, err
+		}
+		var m map[string]any
+		if err := json.Unmarshal(raw, &m); err != nil {
+			return nil, err
+		}
+		m["authorization_response_iss_parameter_supported"] = true
+		resp.Data = m
 	}
 	return resp, nil
 }

@@ -170,10 +170,37 @@ func (u *upstreamClient) exchange(ctx context.Context, code string, p pendingLog
 	if c.AuthTime > 0 {
 		id.AuthTime = time.Unix(c.AuthTime, 0)
 	}
+	// Some providers put email and profile only in userinfo when they also
+	// issue an access token (OIDC Core §5.4): ask there when the ID token lacks them.
+	if id.Email == "" && u.hasUserinfo() {
+		ui, err := u.provider.UserInfo(u.ctx(ctx), oauth2.StaticTokenSource(tok))
+		if err != nil {
+			return nil, fmt.Errorf("reading upstream userinfo: %w", err)
+		}
+		if ui.Subject != idt.Subject { // OIDC Core §5.3.4
+			return nil, errors.New("upstream userinfo is about another subject")
+		}
+		var extra struct {
+			Name    string `json:"name"`
+			Picture string `json:"picture"`
+		}
+		_ = ui.Claims(&extra)
+		id.Email, id.EmailVerified = ui.Email, ui.EmailVerified
+		if id.Name == "" {
+			id.Name = extra.Name
+		}
+		if id.Picture == "" {
+			id.Picture = extra.Picture
+		}
+	}
 	if u.cfg.Auth0 || strings.Contains(idt.Subject, "|") {
 		id.Connection = auth0Connection(idt.Subject)
 	}
 	return id, nil
+}
+
+func (u *upstreamClient) hasUserinfo() bool {
+	return u.provider != nil && u.provider.UserInfoEndpoint() != ""
 }
 
 // parseLooseBool accepts true and "true": some providers send email_verified as a string.

@@ -13,3 +13,16 @@ if [ ${#need[@]} -gt 0 ]; then
   $SUDO apt-get update -qq
   $SUDO apt-get install -y -qq "${need[@]}" >/dev/null
 fi
+
+# The interop matrix runs real client libraries (oidc-client-ts,
+# @auth0/auth0-spa-js, openid-client) pinned in e2e/interop/package-lock.json.
+lock=e2e/interop/package-lock.json
+stamp=e2e/interop/node_modules/.usher-lock.sha256
+if [ -f "$lock" ]; then
+  sum=$(sha256sum "$lock" | cut -d' ' -f1)
+  if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$sum" ]; then
+    echo "installing the interop test clients (npm ci)"
+    npm ci --prefix e2e/interop --ignore-scripts --no-audit --no-fund >/dev/null
+    echo "$sum" > "$stamp"
+  fi
+fi

@@ -1,0 +1,62 @@
+// openid-client (a certified, strictly validating relying party) against
+// usher, driven by e2e/interop_openid_client_test.go over stdin/stdout:
+//
+//   node openid-client.mjs ISSUER CLIENT_ID REDIRECT_URI [INVITATION]
+//   → prints {"authorizationUrl": …}
+//   ← reads the callback URL (one line)
+//   → prints {"idClaims": …, "userinfo": …, "refreshed": {…}} or {"error": …}
+import * as client from "openid-client";
+import { createInterface } from "node:readline";
+
+const [issuer, clientId, redirectUri, invitation] = process.argv.slice(2);
+const lines = createInterface({ input: process.stdin })[Symbol.asyncIterator]();
+const say = (obj) => process.stdout.write(JSON.stringify(obj) + "\n");
+
+try {
+  // Plain http is allowed on loopback only, and only when asked for.
+  const config = await client.discovery(new URL(issuer), clientId, undefined, client.None(), {
+    execute: [client.allowInsecureRequests],
+  });
+  const verifier = client.randomPKCECodeVerifier();
+  const state = client.randomState();
+  const nonce = client.randomNonce();
+  const params = {
+    redirect_uri: redirectUri,
+    scope: "openid profile email offline_access",
+    code_challenge: await client.calculatePKCECodeChallenge(verifier),
+    code_challenge_method: "S256",
+    state,
+    nonce,
+  };
+  if (invitation) params.invitation = invitation;
+  say({ authorizationUrl: client.buildAuthorizationUrl(config, params).href });
+
+  const callback = (await lines.next()).value;
+  // Validates state, iss (RFC 9207, when advertised), the ID token (iss, aud,
+  // exp, iat, nonce, azp) and PKCE.
+  const tokens = await client.authorizationCodeGrant(config, new URL(callback), {
+    pkceCodeVerifier: verifier,
+    expectedState: state,
+    expectedNonce: nonce,
+    idTokenExpected: true,
+  });
+  const idClaims = tokens.claims();
+  const userinfo = await client.fetchUserInfo(config, tokens.access_token, idClaims.sub);
+  const refreshed = await client.refreshTokenGrant(config, tokens.refresh_token);
+  say({
+    idClaims,
+    userinfo,
+    accessToken: tokens.access_token,
+    refreshed: {
+      idClaims: refreshed.claims(),
+      accessToken: refreshed.access_token,
+      rotated: !!refreshed.refresh_token && refreshed.refresh_token !== tokens.refresh_token,
+    },
+    issuerMetadata: { authorization_response_iss_parameter_supported: config.serverMetadata().authorization_response_iss_parameter_supported ?? false },
+  });
+} catch (e) {
+  say({ error: `${e.name}: ${e.message}`, code: e.code, cause: e.cause ? String(e.cause.message || e.cause) : undefined });
+  process.exitCode = 1;
+} finally {
+  process.stdin.destroy();
+}

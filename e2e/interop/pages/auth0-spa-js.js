@@ -1,0 +1,60 @@
+// An SPA written for Auth0's SPA SDK, unmodified but for `domain`, which
+// names usher. This page is its redirect_uri, returnTo and initiate_login_uri.
+(async () => {
+  const cfg = window.interopConfig;
+  const self = location.origin + location.pathname;
+  const state = window.interopState;
+  let client;
+
+  window.doLogin = () => client.loginWithRedirect();
+  window.doRefresh = async () => {
+    try {
+      // cacheMode off: skip the in-memory cache, use the refresh token.
+      const r = await client.getTokenSilently({ cacheMode: "off", detailedResponse: true });
+      state.refreshed = { atClaims: jwtClaims(r.access_token), idClaims: { ...(await client.getIdTokenClaims()) } };
+      delete state.refreshed.idClaims.__raw;
+    } catch (e) {
+      return fail("getTokenSilently", e);
+    }
+    render();
+  };
+  window.doLogout = () => client.logout({ logoutParams: { returnTo: self } });
+
+  try {
+    client = await auth0.createAuth0Client({
+      domain: cfg.domain,
+      clientId: cfg.clientId,
+      authorizationParams: { redirect_uri: self },
+      useRefreshTokens: true,
+      cacheLocation: "memory",
+    });
+    const q = new URLSearchParams(location.search);
+    if (q.has("code") || q.has("error")) {
+      await client.handleRedirectCallback();
+      history.replaceState(null, "", self);
+      const idClaims = { ...(await client.getIdTokenClaims()) };
+      delete idClaims.__raw;
+      Object.assign(state, {
+        signedIn: await client.isAuthenticated(),
+        user: await client.getUser(),
+        idClaims,
+        atClaims: jwtClaims(await client.getTokenSilently()),
+      });
+    } else if (q.has("invitation")) {
+      // initiate_login_uri: forward the invitation as Auth0 apps forward
+      // their own `invitation` (organizations) parameter.
+      state.redirecting = true;
+      render();
+      const params = { invitation: q.get("invitation"), login_hint: q.get("login_hint") };
+      if (setting("screenHint")) params.screen_hint = setting("screenHint");
+      await client.loginWithRedirect({ authorizationParams: params });
+      return;
+    } else {
+      state.signedIn = await client.isAuthenticated();
+    }
+    state.loaded = true;
+    render();
+  } catch (e) {
+    fail("auth0-spa-js", e);
+  }
+})();

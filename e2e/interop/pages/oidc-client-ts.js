@@ -1,0 +1,61 @@
+// An SPA using oidc-client-ts unmodified, with usher as its authority. This
+// page is its redirect_uri, post_logout_redirect_uri and initiate_login_uri.
+(async () => {
+  const cfg = window.interopConfig;
+  const self = location.origin + location.pathname;
+  const state = window.interopState;
+  const mgr = new oidc.UserManager({
+    authority: cfg.issuer,
+    client_id: cfg.clientId,
+    redirect_uri: self,
+    post_logout_redirect_uri: self,
+    response_type: "code",
+    scope: "openid profile email offline_access",
+    loadUserInfo: true,
+    automaticSilentRenew: false,
+  });
+
+  const record = (user) => ({
+    profile: user.profile,
+    idClaims: jwtClaims(user.id_token),
+    atClaims: jwtClaims(user.access_token),
+    refreshToken: user.refresh_token || "",
+  });
+
+  // Refresh: with a refresh token, signinSilent uses the refresh_token grant.
+  window.doRefresh = async () => {
+    try {
+      state.refreshed = record(await mgr.signinSilent());
+    } catch (e) {
+      return fail("signinSilent", e);
+    }
+    render();
+  };
+
+  try {
+    const q = new URLSearchParams(location.search);
+    if (q.has("code") || q.has("error")) {
+      const user = await mgr.signinRedirectCallback();
+      history.replaceState(null, "", self);
+      Object.assign(state, { signedIn: true }, record(user));
+    } else if (q.has("invitation")) {
+      // initiate_login_uri (OIDC Core §4): usher sends iss, login_hint, invitation.
+      if (q.get("iss") !== cfg.issuer) throw new Error("initiate_login_uri with iss " + q.get("iss"));
+      state.redirecting = true;
+      render();
+      if (setting("forwardInvitation") === "0") {
+        // The cookie path: the app knows nothing about invitations.
+        await mgr.signinRedirect();
+      } else {
+        await mgr.signinRedirect({ login_hint: q.get("login_hint"), extraQueryParams: { invitation: q.get("invitation") } });
+      }
+      return;
+    } else {
+      state.signedIn = false;
+    }
+    state.loaded = true;
+    render();
+  } catch (e) {
+    fail("oidc-client-ts", e);
+  }
+})();

@@ -1,0 +1,340 @@
+package e2e
+
+import (
+	"bytes"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"net/http/httputil"
+	"net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/chromedp/chromedp"
+
+	"github.com/usher-oidc/usher/app"
+	"github.com/usher-oidc/usher/demo"
+	"github.com/usher-oidc/usher/devidp"
+)
+
+var (
+	buildOnce sync.Once
+	usherBin  string
+	buildErr  error
+)
+
+// usherBinary builds the usher command once per test run.
+func usherBinary(t *testing.T) string {
+	t.Helper()
+	buildOnce.Do(func() {
+		dir, err := os.MkdirTemp("", "usher-bin-")
+		if err != nil {
+			buildErr = err
+			return
+		}
+		usherBin = filepath.Join(dir, "usher")
+		out, err := exec.Command("go", "build", "-o", usherBin, "github.com/usher-oidc/usher").CombinedOutput()
+		if err != nil {
+			buildErr = fmt.Errorf("go build: %v\n%s", err, out)
+		}
+	})
+	if buildErr != nil {
+		t.Fatal(buildErr)
+	}
+	return usherBin
+}
+
+func freePort(t *testing.T) int {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().(*net.TCPAddr).Port
+}
+
+// startRedis runs a private redis-server for one test.
+func startRedis(t *testing.T, extra ...string) string {
+	t.Helper()
+	port := freePort(t)
+	args := append([]string{"--port", strconv.Itoa(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+		"--dir", t.TempDir()}, extra...)
+	cmd := exec.Command("redis-server", args...)
+	if err := cmd.Start(); err != nil {
+		t.Fatalf("redis-server: %v (make test installs it)", err)
+	}
+	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	addr := "127.0.0.1:" + strconv.Itoa(port)
+	waitTCP(t, addr)
+	return addr
+}
+
+func waitTCP(t *testing.T, addr string) {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for time.Now().Before(deadline) {
+		if c, err := net.DialTimeout("tcp", addr, 200*time.Millisecond); err == nil {
+			c.Close()
+			return
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	t.Fatalf("%s never accepted connections", addr)
+}
+
+// roundRobin is the load balancer in front of the replicas: consecutive
+// requests go to consecutive live backends; a dead one is skipped (idempotent
+// requests are retried on the next).
+type roundRobin struct {
+	backends []*url.URL
+	next     atomic.Int64
+	mu       sync.Mutex
+	served   []int // backend index per request
+}
+
+func (rr *roundRobin) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	// Buffer the (small) body so a request refused by a dead backend can be
+	// replayed on the next one: a refused connection never reached usher.
+	body, _ := io.ReadAll(io.LimitReader(r.Body, 1<<20))
+	start := int(rr.next.Add(1))
+	for i := range rr.backends {
+		idx := (start + i) % len(rr.backends)
+		target := rr.backends[idx]
+		var proxyErr error
+		proxy := &httputil.ReverseProxy{
+			Rewrite: func(pr *httputil.ProxyRequest) {
+				pr.SetURL(target)
+				pr.Out.Host = pr.In.Host // usher sees the public host
+			},
+			ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) { proxyErr = err },
+		}
+		r.Body = io.NopCloser(bytes.NewReader(body))
+		proxy.ServeHTTP(w, r)
+		if proxyErr == nil {
+			rr.mu.Lock()
+			rr.served = append(rr.served, idx)
+			rr.mu.Unlock()
+			return
+		}
+		if !errors.Is(proxyErr, syscall.ECONNREFUSED) {
+			http.Error(w, proxyErr.Error(), http.StatusBadGateway)
+			return
+		}
+	}
+	http.Error(w, "no live backend", http.StatusBadGateway)
+}
+
+type replicaSet struct {
+	proxyURL string
+	idp      *devidp.Server
+	spaURL   string
+	procs    []*exec.Cmd
+	rr       *roundRobin
+	mailbox  *mailbox
+}
+
+// startReplicas runs three `usher serve` processes sharing one Redis, behind
+// a round-robin proxy, with devidp as the upstream and a demo SPA.
+func startReplicas(t *testing.T, redisURL string) *replicaSet {
+	t.Helper()
+	bin := usherBinary(t)
+	rs := &replicaSet{rr: &roundRobin{}, mailbox: startMailbox(t)}
+	proxyLn, _ := net.Listen("tcp", "127.0.0.1:0")
+	rs.proxyURL = "http://" + proxyLn.Addr().String()
+	spa := httptest.NewServer(demo.Handler(demo.Config{Issuer: rs.proxyURL, ClientID: "demo"}))
+	t.Cleanup(spa.Close)
+	rs.spaURL = spa.URL
+	idpLn, _ := net.Listen("tcp", "127.0.0.1:0")
+	idpURL := "http://" + idpLn.Addr().String() + "/"
+	var err error
+	rs.idp, err = devidp.New(devidp.Config{Issuer: idpURL,
+		Clients: []devidp.Client{{ID: "usher", Secret: "replica-upstream-secret", RedirectURIs: []string{rs.proxyURL + "/callback"},
+			PostLogoutRedirectURIs: []string{rs.proxyURL + "/logout/done"}}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	idpSrv := &http.Server{Handler: rs.idp}
+	go idpSrv.Serve(idpLn)
+	t.Cleanup(func() { idpSrv.Close() })
+
+	mbHost, mbPort, _ := strings.Cut(rs.mailbox.addr, ":")
+	secret := base64.StdEncoding.EncodeToString([]byte("replicas-share-this-session-key!"))
+	dir := t.TempDir()
+	for i := range 3 {
+		port := freePort(t)
+		cfgPath := filepath.Join(dir, fmt.Sprintf("usher%d.yaml", i))
+		cfg := fmt.Sprintf(`issuer: %s
+listen: 127.0.0.1:%d
+log: {level: warn, format: json}
+store: {driver: redis, redis: {url: "%s"}}
+sessions: {secret: "%s"}
+upstream: {issuer: "%s", client_id: usher, client_secret: replica-upstream-secret}
+clients:
+  - {id: demo, type: public, redirect_uris: ["%s/callback"], post_logout_redirect_uris: ["%s/"], initiate_login_uri: "%s/login"}
+  - {id: funnel, type: confidential, secret: "replica-funnel-secret-0123456789", grant_types: [client_credentials], scopes: [invitations:write, invitations:read]}
+mail: {from: "usher <no-reply@example.com>", smtp: {host: "%s", port: %s, tls: none}}
+`, rs.proxyURL, port, redisURL, secret, idpURL, spa.URL, spa.URL, spa.URL, mbHost, mbPort)
+		if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		cmd := exec.Command(bin, "serve", "--config", cfgPath)
+		cmd.Stdout, cmd.Stderr = testWriter{t}, testWriter{t}
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		rs.procs = append(rs.procs, cmd)
+		t.Cleanup(func() { cmd.Process.Signal(syscall.SIGTERM); cmd.Wait() })
+		addr := fmt.Sprintf("127.0.0.1:%d", port)
+		u, _ := url.Parse("http://" + addr)
+		rs.rr.backends = append(rs.rr.backends, u)
+	}
+	for _, b := range rs.rr.backends {
+		waitReady(t, b.String()+"/readyz")
+	}
+	proxySrv := &http.Server{Handler: rs.rr}
+	go proxySrv.Serve(proxyLn)
+	t.Cleanup(func() { proxySrv.Close() })
+	return rs
+}
+
+func waitReady(t *testing.T, u string) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for time.Now().Before(deadline) {
+		if resp, err := http.Get(u); err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return
+			}
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	t.Fatalf("%s never became ready", u)
+}
+
+func (rs *replicaSet) funnelToken(t *testing.T) string {
+	t.Helper()
+	req, _ := http.NewRequest(http.MethodPost, rs.proxyURL+"/oauth/token", strings.NewReader("grant_type=client_credentials"))
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	req.SetBasicAuth("funnel", "replica-funnel-secret-0123456789")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var tr tokenResponse
+	jsonDecode(resp.Body, &tr)
+	if tr.AccessToken == "" {
+		t.Fatalf("funnel token via the proxy: %d %+v", resp.StatusCode, tr)
+	}
+	return tr.AccessToken
+}
+
+// Three replicas, one Redis, a round-robin proxy: the invite flow works in a
+// real browser while consecutive requests land on different replicas; a
+// replica killed in the middle of a login does not stop it; 50 concurrent
+// redemptions of one link through all replicas give exactly one grant.
+func TestReplicasShareRedis(t *testing.T) {
+	t.Parallel()
+	redisAddr := startRedis(t)
+	rs := startReplicas(t, "redis://"+redisAddr+"/0")
+	api := rs.funnelToken(t)
+	dev := rs.asDev()
+
+	t.Run("browser invite flow, a replica killed mid-login", func(t *testing.T) {
+		inv := invite(t, dev, api, map[string]any{"email": "replica@example.com", "roles": []string{"customer"}, "claims": map[string]any{"crm_id": "R-1"}})
+		msg := rs.mailbox.waitFor(t, "replica@example.com", 30*time.Second)
+		link := msg.inviteLink(t)
+		if link != inv["url"] {
+			t.Fatalf("mailed link differs from the API's")
+		}
+		ctx := newBrowser(t)
+		rs.rr.mu.Lock()
+		rs.rr.served = nil
+		rs.rr.mu.Unlock()
+		do(t, ctx, "following the invitation link", chromedp.Navigate(link))
+		pollJS(t, ctx, "waiting for the devidp sign-up form", 20*time.Second,
+			`!!document.querySelector('form[action="/u/signup"] input[name=email]')`)
+		// The login's state lives in Redis: kill one replica now.
+		if err := rs.procs[1].Process.Kill(); err != nil {
+			t.Fatal(err)
+		}
+		signUpAtDevIDP(t, ctx, "replica@example.com", "replica-password-1", "Rep Lica")
+		st := waitSignedIn(t, ctx)
+		if !slices.Equal(rolesOf(st.IDClaims), []string{"customer"}) || st.IDClaims["crm_id"] != "R-1" {
+			t.Fatalf("ID token through the replicas: %v", st.IDClaims)
+		}
+		rs.rr.mu.Lock()
+		served := slices.Clone(rs.rr.served)
+		rs.rr.mu.Unlock()
+		distinct := map[int]bool{}
+		for _, s := range served {
+			distinct[s] = true
+		}
+		if len(distinct) < 2 {
+			t.Fatalf("the flow was served by replicas %v only", served)
+		}
+	})
+
+	t.Run("50 concurrent redemptions", func(t *testing.T) {
+		inv := invite(t, dev, api, map[string]any{"email": "race@example.com", "roles": []string{"winner"}, "send_email": false})
+		tok := tokenOf(inv["url"].(string))
+		const n = 50
+		type pending struct {
+			a              *agent
+			resp           *http.Response
+			body, verifier string
+		}
+		ready := make([]pending, n)
+		for i := range n {
+			a := newAgent(t, rs.spaURL)
+			u, verifier, _ := authorizeURL(dev, url.Values{"invitation": {tok}})
+			resp, body := a.get(u)
+			ready[i] = pending{a, resp, body, verifier}
+		}
+		var wins atomic.Int64
+		var wg sync.WaitGroup
+		for i := range n {
+			wg.Add(1)
+			go func(i int) {
+				defer wg.Done()
+				p := ready[i]
+				resp, _ := p.a.devidpForm(p.resp, p.body, "signup", url.Values{"email": {fmt.Sprintf("r%d@example.com", i)}, "password": {"password-123456"}, "name": {"R"}})
+				if resp.StatusCode == http.StatusFound {
+					wins.Add(1)
+				}
+			}(i)
+		}
+		wg.Wait()
+		if wins.Load() != 1 {
+			t.Fatalf("%d redemptions won, want exactly 1", wins.Load())
+		}
+		got := apiCall(t, dev, http.MethodGet, "/api/invitations/"+inv["id"].(string), api, nil)
+		if got.body["status"] != "redeemed" {
+			t.Fatalf("invitation: %s", got.raw)
+		}
+	})
+}
+
+func jsonDecode(r io.Reader, v any) error { return json.NewDecoder(r).Decode(v) }
+
+// asDev lets the shared helpers (invite, apiCall, authorizeURL) address the
+// replica set through its proxy.
+func (rs *replicaSet) asDev() *app.Dev {
+	return &app.Dev{IssuerURL: rs.proxyURL, SPAURL: rs.spaURL}
+}

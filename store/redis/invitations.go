@@ -1,0 +1,765 @@
+package redisstore
+
+import (
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/usher-oidc/usher/grants"
+)
+
+// Invitations.
+//
+//	{prefix}{i:<id>}          "version|status|JSON" — no TTL: kept for audit
+//	{prefix}it:<token hash>   invitation ID (lookup; readers re-check the invitation's TokenHash)
+//	{prefix}{x:<external_id>} ID of the pending invitation holding the external_id (dedupe lock)
+//	{prefix}inv:t             sorted set of every invitation ID, scored by created_at µs
+//	{prefix}ie:<lower email>, ic:<client_id>, ix:<external_id>
+//	                          the same, per email / client / external_id
+//
+// Every change of an invitation is a compare-and-set on its version inside
+// Redis (invitationCAS), so it is atomic whatever Go computed in between.
+// Index entries live in other slots: they are added before the record that
+// needs them and removed after it stopped needing them, and every reader
+// re-checks the record, so a crash or a race leaves at worst a stale entry.
+//
+// Redemption spans two slots (invitation and grant) and cannot be one script
+// on a cluster unless grants and invitations shared a slot, which would put
+// every user's grant in one. It is three steps:
+//  1. a pending-merge entry for the invitation goes into the redeemer's grant
+//     slot ({g:user}:p);
+//  2. the CAS on the invitation moves it pending → redeemed (the single-winner
+//     step: the script refuses unless the status is still pending and the
+//     version is the one read);
+//  3. the merge script on the grant slot applies roles and claims once per
+//     invitation ID (the grant's invitation list is the idempotency record)
+//     and clears the pending entry.
+//
+// A crash between 2 and 3 leaves the pending entry: the next GetGrant of that
+// user (every token issuance reads it) or a retried redemption applies the
+// merge. Losers of step 2 clear their pending entries; a leftover entry of a
+// redemption that never happened is dropped once the invitation is no longer
+// pending or is older than pendingMergeAge.
+
+const (
+	defaultListLimit = 50
+	maxListLimit     = 1000
+)
+
+func (s *Store) invKey(id string) string { return s.tagged("i", id) }
+
+// decodeInvitation parses a stored invitation "version|status|JSON".
+func decodeInvitation(v string) (*grants.Invitation, string, error) {
+	parts := strings.SplitN(v, "|", 3)
+	if len(parts) != 3 {
+		return nil, "", errors.New("malformed invitation record")
+	}
+	inv := &grants.Invitation{}
+	if err := json.Unmarshal([]byte(parts[2]), inv); err != nil {
+		return nil, "", fmt.Errorf("decode invitation: %w", err)
+	}
+	return inv, parts[0], nil
+}
+
+// loadInvitation returns the invitation and its version; nil when absent.
+func (s *Store) loadInvitation(ctx context.Context, id string) (*grants.Invitation, string, error) {
+	v, err := s.rdb.Get(ctx, s.invKey(id)).Result()
+	if errors.Is(err, redis.Nil) {
+		return nil, "", nil
+	}
+	if err != nil {
+		return nil, "", err
+	}
+	return decodeInvitation(v)
+}
+
+// loadInvitations loads several invitations in one pipeline (the cluster
+// client splits it by node); missing ones come back nil.
+func (s *Store) loadInvitations(ctx context.Context, ids []string) ([]*grants.Invitation, error) {
+	cmds := make([]*redis.StringCmd, len(ids))
+	_, err := s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+		for i, id := range ids {
+			cmds[i] = p.Get(ctx, s.invKey(id))
+		}
+		return nil
+	})
+	if err != nil && !errors.Is(err, redis.Nil) {
+		return nil, err
+	}
+	out := make([]*grants.Invitation, len(ids))
+	for i, c := range cmds {
+		v, err := c.Result()
+		if errors.Is(err, redis.Nil) {
+			continue
+		}
+		if err != nil {
+			return nil, err
+		}
+		if out[i], _, err = decodeInvitation(v); err != nil {
+			return nil, fmt.Errorf("invitation %s: %w", ids[i], err)
+		}
+	}
+	return out, nil
+}
+
+// casInvitation writes inv if the stored version is still version (and, when
+// required is set, the stored status is required). It answers "ok", "retry",
+// "notfound" or "status".
+func (s *Store) casInvitation(ctx context.Context, inv *grants.Invitation, version string, required grants.Status) (string, error) {
+	raw, err := json.Marshal(inv)
+	if err != nil {
+		return "", err
+	}
+	res, err := s.runScript(ctx, invitationCAS, []string{s.invKey(inv.ID)}, "update", version, raw, string(inv.Status), string(required))
+	if err != nil {
+		return "", err
+	}
+	return str(res, 0), nil
+}
+
+// indexEntries are the listing sorted sets inv belongs to.
+func (s *Store) indexEntries(inv *grants.Invitation) []string {
+	keys := []string{s.prefix + "inv:t"}
+	if e := lower(inv.Email); e != "" {
+		keys = append(keys, s.key("ie", e))
+	}
+	if inv.ClientID != "" {
+		keys = append(keys, s.key("ic", inv.ClientID))
+	}
+	if inv.ExternalID != "" {
+		keys = append(keys, s.key("ix", inv.ExternalID))
+	}
+	return keys
+}
+
+// addIndexEntries adds inv to each key (never moving an existing member) and
+// returns the keys where it was new.
+func (s *Store) addIndexEntries(ctx context.Context, inv *grants.Invitation, keys []string) ([]string, error) {
+	score := float64(micros(inv.CreatedAt))
+	cmds := make([]*redis.IntCmd, len(keys))
+	_, err := s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+		for i, k := range keys {
+			cmds[i] = p.ZAddNX(ctx, k, redis.Z{Score: score, Member: inv.ID})
+		}
+		return nil
+	})
+	var added []string
+	for i, c := range cmds {
+		if c.Val() > 0 {
+			added = append(added, keys[i])
+		}
+	}
+	return added, err
+}
+
+func (s *Store) removeIndexEntries(ctx context.Context, id string, keys []string) {
+	if len(keys) == 0 {
+		return
+	}
+	ctx = context.WithoutCancel(ctx)
+	_, err := s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+		for _, k := range keys {
+			p.ZRem(ctx, k, id)
+		}
+		return nil
+	})
+	if err != nil {
+		s.log.Warn("redisstore: removing invitation index entries", "invitation_id", id, "err", err)
+	}
+}
+
+// claimToken points it:<hash> at id. It reports whether it created the
+// entry; ErrConflict when another invitation holds that hash.
+func (s *Store) claimToken(ctx context.Context, hash, id string) (bool, error) {
+	k := s.key("it", hash)
+	res, err := s.runScript(ctx, claimIndex, []string{k}, id, "0")
+	if err != nil {
+		return false, err
+	}
+	switch str(res, 0) {
+	case "created":
+		return true, nil
+	case "same":
+		return false, nil
+	}
+	other := str(res, 1)
+	inv, _, err := s.loadInvitation(ctx, other)
+	if err != nil {
+		return false, err
+	}
+	if inv != nil && inv.TokenHash == hash {
+		return false, fmt.Errorf("token hash: %w", grants.ErrConflict)
+	}
+	// A stale entry (the other invitation has another token now): take it.
+	res, err = s.runScript(ctx, claimIndex, []string{k}, id, "1")
+	if err != nil {
+		return false, err
+	}
+	return str(res, 0) == "created", nil
+}
+
+// claimExternalID makes id the pending holder of ext. If a live pending
+// invitation holds it, that one comes back with ErrConflict.
+func (s *Store) claimExternalID(ctx context.Context, ext, id string) (*grants.Invitation, error) {
+	k := s.tagged("x", ext)
+	expected := ""
+	for range casRetries {
+		res, err := s.runScript(ctx, claimHolder, []string{k}, id, expected)
+		if err != nil {
+			return nil, err
+		}
+		if str(res, 0) == "ok" {
+			return nil, nil
+		}
+		holder := str(res, 1)
+		if holder != "" {
+			other, _, err := s.loadInvitation(ctx, holder)
+			if err != nil {
+				return nil, err
+			}
+			if other != nil && other.ExternalID == ext && other.EffectiveStatus(s.now()) == grants.StatusPending {
+				return other, fmt.Errorf("external_id %s: %w", ext, grants.ErrConflict)
+			}
+		}
+		expected = holder // stale: replace it, unless it changes meanwhile
+	}
+	return nil, fmt.Errorf("external_id %s: contended: %w", ext, grants.ErrConflict)
+}
+
+// CreateInvitation stores a copy of inv (Status defaults to pending). It
+// returns ErrConflict with nil for a taken ID or token hash, and ErrConflict
+// with the existing invitation for a live duplicate ExternalID: the
+// external_id's holder key is claimed by a script first, so of concurrent
+// creates with one external_id exactly one succeeds.
+func (s *Store) CreateInvitation(ctx context.Context, inv *grants.Invitation) (*grants.Invitation, error) {
+	if inv == nil {
+		return nil, fmt.Errorf("redisstore: create invitation: nil: %w", ErrInvalid)
+	}
+	if err := checkKeys("redisstore: create invitation", inv.ID, inv.TokenHash); err != nil {
+		return nil, err
+	}
+	stored := *inv
+	if stored.Status == "" {
+		stored.Status = grants.StatusPending
+	}
+	existing, err := s.createInvitation(ctx, &stored)
+	if err != nil {
+		return existing, fmt.Errorf("redisstore: create invitation: %w", err)
+	}
+	return &stored, nil
+}
+
+func (s *Store) createInvitation(ctx context.Context, inv *grants.Invitation) (*grants.Invitation, error) {
+	raw, err := json.Marshal(inv)
+	if err != nil {
+		return nil, err
+	}
+	// A cheap early answer for a taken ID; the create script checks again.
+	if n, err := s.rdb.Exists(ctx, s.invKey(inv.ID)).Result(); err != nil {
+		return nil, err
+	} else if n > 0 {
+		return nil, fmt.Errorf("id %s: %w", inv.ID, grants.ErrConflict)
+	}
+	var undo []func()
+	rollback := func() {
+		for i := len(undo) - 1; i >= 0; i-- {
+			undo[i]()
+		}
+	}
+	if inv.ExternalID != "" {
+		if existing, err := s.claimExternalID(ctx, inv.ExternalID, inv.ID); err != nil {
+			return existing, err
+		}
+		undo = append(undo, func() { s.release(ctx, s.tagged("x", inv.ExternalID), inv.ID) })
+	}
+	created, err := s.claimToken(ctx, inv.TokenHash, inv.ID)
+	if err != nil {
+		rollback()
+		return nil, err
+	}
+	if created {
+		undo = append(undo, func() { s.release(ctx, s.key("it", inv.TokenHash), inv.ID) })
+	}
+	added, err := s.addIndexEntries(ctx, inv, s.indexEntries(inv))
+	undo = append(undo, func() { s.removeIndexEntries(ctx, inv.ID, added) })
+	if err != nil {
+		rollback()
+		return nil, err
+	}
+	res, err := s.runScript(ctx, invitationCAS, []string{s.invKey(inv.ID)}, "create", "", raw, string(inv.Status), "")
+	if err == nil && str(res, 0) == "conflict" {
+		err = fmt.Errorf("id %s: %w", inv.ID, grants.ErrConflict)
+	}
+	if err != nil {
+		rollback()
+		return nil, err
+	}
+	return nil, nil
+}
+
+func (s *Store) GetInvitation(ctx context.Context, id string) (*grants.Invitation, error) {
+	if err := checkKeys("redisstore: get invitation", id); err != nil {
+		return nil, err
+	}
+	inv, _, err := s.loadInvitation(ctx, id)
+	if err == nil && inv == nil {
+		err = grants.ErrNotFound
+	}
+	if err != nil {
+		return nil, fmt.Errorf("redisstore: get invitation %s: %w", id, err)
+	}
+	return inv, nil
+}
+
+// invitationByHash follows the token lookup; nil when the hash is unknown or
+// no longer the invitation's token.
+func (s *Store) invitationByHash(ctx context.Context, hash string) (*grants.Invitation, string, error) {
+	id, err := s.rdb.Get(ctx, s.key("it", hash)).Result()
+	if errors.Is(err, redis.Nil) {
+		return nil, "", nil
+	}
+	if err != nil {
+		return nil, "", err
+	}
+	inv, v, err := s.loadInvitation(ctx, id)
+	if err != nil || inv == nil || inv.TokenHash != hash {
+		return nil, "", err
+	}
+	return inv, v, nil
+}
+
+// GetInvitationByTokenHash returns the invitation whatever its status, so the
+// caller can say why it cannot be used.
+func (s *Store) GetInvitationByTokenHash(ctx context.Context, hash string) (*grants.Invitation, error) {
+	if err := checkKeys("redisstore: get invitation by token", hash); err != nil {
+		return nil, err
+	}
+	inv, _, err := s.invitationByHash(ctx, hash)
+	if err == nil && inv == nil {
+		err = grants.ErrNotFound
+	}
+	if err != nil {
+		return nil, fmt.Errorf("redisstore: get invitation by token: %w", err)
+	}
+	return inv, nil
+}
+
+func matchesFilter(inv *grants.Invitation, f *grants.InvitationFilter, now time.Time) bool {
+	if f.Status != "" && inv.EffectiveStatus(now) != f.Status {
+		return false
+	}
+	if f.Email != "" && lower(inv.Email) != lower(f.Email) {
+		return false
+	}
+	if f.ClientID != "" && inv.ClientID != f.ClientID {
+		return false
+	}
+	if f.ExternalID != "" && inv.ExternalID != f.ExternalID {
+		return false
+	}
+	return true
+}
+
+// listCursor is a position in an index: (score, id), exclusive.
+type listCursor struct {
+	score float64
+	id    string
+}
+
+func (c listCursor) encode() string {
+	return base64.RawURLEncoding.EncodeToString([]byte(strconv.FormatFloat(c.score, 'f', -1, 64) + "|" + c.id))
+}
+
+func decodeCursor(s string) (*listCursor, error) {
+	raw, err := base64.RawURLEncoding.DecodeString(s)
+	if err != nil {
+		return nil, err
+	}
+	score, id, ok := strings.Cut(string(raw), "|")
+	if !ok || id == "" {
+		return nil, errors.New("malformed")
+	}
+	f, err := strconv.ParseFloat(score, 64)
+	if err != nil {
+		return nil, err
+	}
+	return &listCursor{f, id}, nil
+}
+
+// ListInvitations walks the narrowest index newest first (ties by ID, as
+// bbolt orders them), loading invitations in batches and re-checking every
+// filter on the record, so stale index entries never show.
+func (s *Store) ListInvitations(ctx context.Context, f grants.InvitationFilter, now time.Time) ([]grants.Invitation, string, error) {
+	limit := f.Limit
+	if limit <= 0 {
+		limit = defaultListLimit
+	}
+	limit = min(limit, maxListLimit)
+	var after *listCursor
+	if f.Cursor != "" {
+		c, err := decodeCursor(f.Cursor)
+		if err != nil {
+			return nil, "", fmt.Errorf("redisstore: list invitations: bad cursor: %w", ErrInvalid)
+		}
+		after = c
+	}
+	key := s.prefix + "inv:t"
+	switch {
+	case f.Email != "":
+		key = s.key("ie", lower(f.Email))
+	case f.ExternalID != "":
+		key = s.key("ix", f.ExternalID)
+	case f.ClientID != "":
+		key = s.key("ic", f.ClientID)
+	}
+	type item struct {
+		pos listCursor
+		inv *grants.Invitation
+	}
+	var page []item
+	start := "+inf"
+	if after != nil {
+		start = strconv.FormatFloat(after.score, 'f', -1, 64)
+	}
+	batch := int64(min(2*(limit+1), 1000))
+	for offset := int64(0); len(page) <= limit; {
+		zs, err := s.rdb.ZRangeArgsWithScores(ctx, redis.ZRangeArgs{
+			Key: key, Start: start, Stop: "-inf", ByScore: true, Rev: true, Offset: offset, Count: batch,
+		}).Result()
+		if err != nil {
+			return nil, "", fmt.Errorf("redisstore: list invitations: %w", err)
+		}
+		if len(zs) == 0 {
+			break
+		}
+		offset += int64(len(zs))
+		var ids []string
+		var pos []listCursor
+		for _, z := range zs {
+			id, _ := z.Member.(string)
+			if after != nil && z.Score == after.score && id >= after.id {
+				continue
+			}
+			ids = append(ids, id)
+			pos = append(pos, listCursor{z.Score, id})
+		}
+		invs, err := s.loadInvitations(ctx, ids)
+		if err != nil {
+			return nil, "", fmt.Errorf("redisstore: list invitations: %w", err)
+		}
+		for i, inv := range invs {
+			if inv != nil && matchesFilter(inv, &f, now) && len(page) <= limit {
+				page = append(page, item{pos[i], inv})
+			}
+		}
+		if int64(len(zs)) < batch {
+			break
+		}
+	}
+	next := ""
+	if len(page) > limit {
+		page = page[:limit]
+		next = page[limit-1].pos.encode()
+	}
+	out := make([]grants.Invitation, len(page))
+	for i, it := range page {
+		out[i] = *it.inv
+	}
+	return out, next, nil
+}
+
+func (s *Store) RedeemInvitation(ctx context.Context, tokenHash string, r grants.Redemption) (*grants.Invitation, *grants.Grant, error) {
+	if err := checkKeys("redisstore: redeem invitation", tokenHash, r.UserID); err != nil {
+		return nil, nil, err
+	}
+	if r.At.IsZero() {
+		r.At = s.now()
+	}
+	inv, g, err := s.redeem(ctx, tokenHash, r)
+	if err != nil {
+		// The invitation comes back with refusals so the caller can explain them.
+		return inv, nil, fmt.Errorf("redisstore: redeem invitation: %w", err)
+	}
+	return inv, g, nil
+}
+
+func (s *Store) redeem(ctx context.Context, tokenHash string, r grants.Redemption) (*grants.Invitation, *grants.Grant, error) {
+	pendingKey := s.grantKeys(r.UserID)[3]
+	pending := "" // the invitation ID whose pending-merge entry we wrote
+	unpend := func() {
+		if pending != "" {
+			if _, _, err := s.grantOp(context.WithoutCancel(ctx), r.UserID, "unpend", "", pending, 0); err != nil {
+				s.log.Warn("redisstore: clearing pending merge", "invitation_id", pending, "err", err)
+			}
+		}
+	}
+	for range casRetries {
+		inv, version, err := s.invitationByHash(ctx, tokenHash)
+		if err != nil {
+			unpend()
+			return nil, nil, err
+		}
+		if inv == nil {
+			unpend()
+			return nil, nil, grants.ErrNotFound
+		}
+		var refusal error
+		switch inv.EffectiveStatus(r.At) {
+		case grants.StatusPending:
+		case grants.StatusRedeemed:
+			refusal = grants.ErrInvitationRedeemed
+			if inv.RedeemedBy == r.UserID {
+				// A retry by the winner: make sure its grant merge ran.
+				at := r.At
+				if inv.RedeemedAt != nil {
+					at = *inv.RedeemedAt
+				}
+				if args, err := mergeArgs(inv, r.Claims, at); err == nil {
+					_, _, _ = s.grantOp(ctx, r.UserID, args...)
+				}
+				pending = ""
+			}
+		case grants.StatusRevoked:
+			refusal = grants.ErrInvitationRevoked
+		case grants.StatusExpired:
+			refusal = grants.ErrInvitationExpired
+		default:
+			refusal = fmt.Errorf("invitation %s has unknown status %q", inv.ID, inv.Status)
+		}
+		if refusal != nil {
+			unpend()
+			return inv, nil, refusal
+		}
+		if pending == "" {
+			pv, err := pendingValue(s.now(), r.Claims)
+			if err != nil {
+				return nil, nil, err
+			}
+			if err := s.rdb.HSet(ctx, pendingKey, inv.ID, pv).Err(); err != nil {
+				return nil, nil, err
+			}
+			pending = inv.ID
+		}
+		at := r.At
+		inv.Status = grants.StatusRedeemed
+		inv.RedeemedAt = &at
+		inv.RedeemedBy = r.UserID
+		inv.RedeemedIdentity = r.Identity
+		inv.RedeemedConnection = r.Connection
+		inv.Events = append(inv.Events, grants.Event{Type: "redeemed", At: at, Detail: map[string]string{"user_id": r.UserID}})
+		res, err := s.casInvitation(ctx, inv, version, grants.StatusPending)
+		if err != nil {
+			// Unknown outcome: leave the pending entry, GetGrant resolves it.
+			return nil, nil, err
+		}
+		switch res {
+		case "ok":
+			args, err := mergeArgs(inv, r.Claims, at)
+			if err != nil {
+				return nil, nil, err
+			}
+			g, _, err := s.grantOp(ctx, r.UserID, args...)
+			if err != nil {
+				return nil, nil, fmt.Errorf("invitation %s redeemed, grant merge pending: %w", inv.ID, err)
+			}
+			return inv, g, nil
+		case "notfound":
+			unpend()
+			return nil, nil, grants.ErrNotFound
+		}
+		// "status" or "retry": someone else changed it; read it again.
+	}
+	unpend()
+	return nil, nil, fmt.Errorf("invitation contended, try again")
+}
+
+// RevokeInvitation keeps the token lookup, so presenting the token later says
+// "revoked" rather than "unknown".
+func (s *Store) RevokeInvitation(ctx context.Context, id string, at time.Time) (*grants.Invitation, error) {
+	return s.transition(ctx, "revoke invitation", id, func(inv *grants.Invitation) (bool, error) {
+		switch inv.Status {
+		case grants.StatusRedeemed:
+			return false, grants.ErrInvitationRedeemed
+		case grants.StatusRevoked:
+			return false, nil
+		}
+		inv.Status = grants.StatusRevoked
+		inv.RevokedAt = &at
+		inv.Events = append(inv.Events, grants.Event{Type: "revoked", At: at})
+		return true, nil
+	}, nil)
+}
+
+// ReplaceInvitationToken claims the new token's lookup first, then swaps the
+// hash with a CAS; the old lookup is removed after, and the new one again if
+// the swap was refused.
+func (s *Store) ReplaceInvitationToken(ctx context.Context, id, newHash string, expiresAt, at time.Time) (*grants.Invitation, error) {
+	if err := checkKeys("redisstore: replace invitation token", newHash); err != nil {
+		return nil, err
+	}
+	var oldHash string
+	return s.transition(ctx, "replace invitation token", id, func(inv *grants.Invitation) (bool, error) {
+		switch inv.Status {
+		case grants.StatusRedeemed:
+			return false, grants.ErrInvitationRedeemed
+		case grants.StatusRevoked:
+			return false, grants.ErrInvitationRevoked
+		}
+		oldHash = inv.TokenHash
+		inv.TokenHash = newHash
+		inv.ExpiresAt = expiresAt
+		inv.Events = append(inv.Events, grants.Event{Type: "resent", At: at})
+		return true, nil
+	}, &tokenSwap{newHash: newHash, oldHash: &oldHash})
+}
+
+type tokenSwap struct {
+	newHash string
+	oldHash *string
+}
+
+// transition applies change to the stored invitation with a CAS, retrying
+// from a fresh read when another writer got there first; change returns
+// whether to store it and a refusal, which is returned with the invitation.
+func (s *Store) transition(ctx context.Context, what, id string, change func(inv *grants.Invitation) (bool, error), swap *tokenSwap) (*grants.Invitation, error) {
+	if err := checkKeys("redisstore: "+what, id); err != nil {
+		return nil, err
+	}
+	inv, err := func() (*grants.Invitation, error) {
+		claimed := false
+		defer func() {
+			if claimed {
+				s.release(ctx, s.key("it", swap.newHash), id)
+			}
+		}()
+		for range casRetries {
+			inv, version, err := s.loadInvitation(ctx, id)
+			if err != nil {
+				return nil, err
+			}
+			if inv == nil {
+				return nil, grants.ErrNotFound
+			}
+			write, refusal := change(inv)
+			if refusal != nil {
+				return inv, refusal
+			}
+			if !write {
+				return inv, nil
+			}
+			if swap != nil && !claimed && *swap.oldHash != swap.newHash {
+				created, err := s.claimToken(ctx, swap.newHash, id)
+				if err != nil {
+					return nil, err
+				}
+				claimed = created
+			}
+			res, err := s.casInvitation(ctx, inv, version, "")
+			if err != nil {
+				return nil, err
+			}
+			switch res {
+			case "ok":
+				claimed = false // the new lookup is the invitation's now
+				if swap != nil && *swap.oldHash != swap.newHash {
+					s.release(ctx, s.key("it", *swap.oldHash), id)
+				}
+				return inv, nil
+			case "notfound":
+				return nil, grants.ErrNotFound
+			}
+		}
+		return nil, errors.New("invitation contended, try again")
+	}()
+	if err != nil {
+		return inv, fmt.Errorf("redisstore: %s %s: %w", what, id, err)
+	}
+	return inv, nil
+}
+
+// UpdateInvitation applies fn with a compare-and-set; when another writer
+// changed the invitation in between, fn runs again on the fresh copy, so fn
+// must only edit the invitation (the callers' functions do).
+func (s *Store) UpdateInvitation(ctx context.Context, id string, fn func(*grants.Invitation) error) (*grants.Invitation, error) {
+	if err := checkKeys("redisstore: update invitation", id); err != nil {
+		return nil, err
+	}
+	if fn == nil {
+		return nil, fmt.Errorf("redisstore: update invitation %s: nil fn: %w", id, ErrInvalid)
+	}
+	inv, err := func() (*grants.Invitation, error) {
+		for range casRetries {
+			inv, version, err := s.loadInvitation(ctx, id)
+			if err != nil {
+				return nil, err
+			}
+			if inv == nil {
+				return nil, grants.ErrNotFound
+			}
+			old, _, err := s.loadInvitationCopy(inv)
+			if err != nil {
+				return nil, err
+			}
+			if err := fn(inv); err != nil {
+				return nil, err
+			}
+			if inv.ID != old.ID || inv.TokenHash != old.TokenHash || inv.Status != old.Status {
+				return nil, fmt.Errorf("fn changed id, token hash or status: %w", ErrInvalid)
+			}
+			oldKeys, newKeys := s.indexEntries(old), s.indexEntries(inv)
+			if !old.CreatedAt.Equal(inv.CreatedAt) {
+				s.removeIndexEntries(ctx, id, oldKeys) // re-scored below
+				oldKeys = nil
+			}
+			added, err := s.addIndexEntries(ctx, inv, newKeys)
+			if err != nil {
+				return nil, err
+			}
+			res, err := s.casInvitation(ctx, inv, version, "")
+			if err != nil {
+				return nil, err
+			}
+			switch res {
+			case "ok":
+				var gone []string
+				for _, k := range oldKeys {
+					if !slices.Contains(newKeys, k) {
+						gone = append(gone, k)
+					}
+				}
+				s.removeIndexEntries(ctx, id, gone)
+				return inv, nil
+			case "notfound":
+				s.removeIndexEntries(ctx, id, added)
+				return nil, grants.ErrNotFound
+			}
+			s.removeIndexEntries(ctx, id, added)
+		}
+		return nil, errors.New("invitation contended, try again")
+	}()
+	if err != nil {
+		return nil, fmt.Errorf("redisstore: update invitation %s: %w", id, err)
+	}
+	return inv, nil
+}
+
+// loadInvitationCopy deep-copies inv through JSON (fn may alias its slices and maps).
+func (s *Store) loadInvitationCopy(inv *grants.Invitation) (*grants.Invitation, string, error) {
+	raw, err := json.Marshal(inv)
+	if err != nil {
+		return nil, "", err
+	}
+	cp := &grants.Invitation{}
+	if err := json.Unmarshal(raw, cp); err != nil {
+		return nil, "", err
+	}
+	return cp, "", nil
+}

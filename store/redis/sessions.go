@@ -1,0 +1,580 @@
+package redisstore
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/usher-oidc/usher/sessions"
+)
+
+// outcome maps a script's status reply to the sentinel error it stands for.
+func outcome(status string, m map[string]error) error {
+	if status == "ok" {
+		return nil
+	}
+	if err, ok := m[status]; ok {
+		return err
+	}
+	return fmt.Errorf("unexpected script reply %q", status)
+}
+
+// --- auth requests: {prefix}ar:<id> = {e, d} ---
+
+func (s *Store) putAuthRequest(ctx context.Context, what, mode string, ar *sessions.AuthRequest) error {
+	if ar == nil {
+		return fmt.Errorf("redisstore: %s: nil: %w", what, ErrInvalid)
+	}
+	if err := checkKeys("redisstore: "+what, ar.ID); err != nil {
+		return err
+	}
+	if ar.ExpiresAt.IsZero() {
+		return fmt.Errorf("redisstore: %s %s: no expiry: %w", what, ar.ID, ErrInvalid)
+	}
+	raw, err := json.Marshal(ar)
+	if err != nil {
+		return fmt.Errorf("redisstore: %s %s: %w", what, ar.ID, err)
+	}
+	res, err := s.runScript(ctx, putRecord, []string{s.key("ar", ar.ID)},
+		microsStr(s.now()), mode, microsStr(ar.ExpiresAt), expireAtMS(ar.ExpiresAt), raw)
+	if err == nil {
+		err = outcome(str(res, 0), map[string]error{"conflict": sessions.ErrConflict, "notfound": sessions.ErrNotFound})
+	}
+	if err != nil {
+		return fmt.Errorf("redisstore: %s %s: %w", what, ar.ID, err)
+	}
+	return nil
+}
+
+func (s *Store) CreateAuthRequest(ctx context.Context, ar *sessions.AuthRequest) error {
+	return s.putAuthRequest(ctx, "create auth request", "create", ar)
+}
+
+// UpdateAuthRequest replaces a live auth request (ErrNotFound if gone).
+func (s *Store) UpdateAuthRequest(ctx context.Context, ar *sessions.AuthRequest) error {
+	return s.putAuthRequest(ctx, "update auth request", "update", ar)
+}
+
+func (s *Store) GetAuthRequest(ctx context.Context, id string) (*sessions.AuthRequest, error) {
+	if err := checkKeys("redisstore: get auth request", id); err != nil {
+		return nil, err
+	}
+	raw, err := s.rdb.HGet(ctx, s.key("ar", id), "d").Result()
+	if errors.Is(err, redis.Nil) {
+		err = sessions.ErrNotFound
+	}
+	var ar sessions.AuthRequest
+	if err == nil {
+		err = json.Unmarshal([]byte(raw), &ar)
+	}
+	if err == nil && expired(ar.ExpiresAt, s.now()) {
+		err = sessions.ErrNotFound
+	}
+	if err != nil {
+		return nil, fmt.Errorf("redisstore: get auth request %s: %w", id, err)
+	}
+	return &ar, nil
+}
+
+// DeleteAuthRequest is idempotent.
+func (s *Store) DeleteAuthRequest(ctx context.Context, id string) error {
+	if err := checkKeys("redisstore: delete auth request", id); err != nil {
+		return err
+	}
+	if err := s.rdb.Del(ctx, s.key("ar", id)).Err(); err != nil {
+		return fmt.Errorf("redisstore: delete auth request %s: %w", id, err)
+	}
+	return nil
+}
+
+// --- codes: {prefix}c:<hash> = {e, u, d} ---
+
+// SaveCode refuses to overwrite a live code (ErrConflict): overwriting would
+// clear Used and let a spent code be exchanged again.
+func (s *Store) SaveCode(ctx context.Context, c *sessions.Code) error {
+	if c == nil {
+		return fmt.Errorf("redisstore: save code: nil: %w", ErrInvalid)
+	}
+	if err := checkKeys("redisstore: save code", c.Hash); err != nil {
+		return err
+	}
+	if c.ExpiresAt.IsZero() {
+		return fmt.Errorf("redisstore: save code: no expiry: %w", ErrInvalid)
+	}
+	stored := *c
+	stored.Used = false // Used lives in its own field, set by ConsumeCode
+	raw, err := json.Marshal(&stored)
+	if err != nil {
+		return fmt.Errorf("redisstore: save code: %w", err)
+	}
+	res, err := s.runScript(ctx, putRecord, []string{s.key("c", c.Hash)},
+		microsStr(s.now()), "create", microsStr(c.ExpiresAt), expireAtMS(c.ExpiresAt), raw)
+	if err == nil {
+		err = outcome(str(res, 0), map[string]error{"conflict": sessions.ErrConflict})
+	}
+	if err != nil {
+		return fmt.Errorf("redisstore: save code: %w", err)
+	}
+	return nil
+}
+
+func (s *Store) ConsumeCode(ctx context.Context, hash string) (*sessions.Code, error) {
+	if err := checkKeys("redisstore: consume code", hash); err != nil {
+		return nil, err
+	}
+	res, err := s.runScript(ctx, consumeCode, []string{s.key("c", hash)}, microsStr(s.now()))
+	if err != nil {
+		return nil, fmt.Errorf("redisstore: consume code: %w", err)
+	}
+	status := str(res, 0)
+	if status == "notfound" {
+		return nil, fmt.Errorf("redisstore: consume code: %w", sessions.ErrNotFound)
+	}
+	var c sessions.Code
+	if err := json.Unmarshal([]byte(str(res, 1)), &c); err != nil {
+		return nil, fmt.Errorf("redisstore: consume code: decode: %w", err)
+	}
+	c.Used = true
+	switch status {
+	case "ok":
+		return &c, nil
+	case "replayed":
+		return &c, fmt.Errorf("redisstore: consume code: %w", sessions.ErrCodeReplayed)
+	}
+	return nil, fmt.Errorf("redisstore: consume code: unexpected script reply %q", status)
+}
+
+// --- refresh tokens ---
+//
+// {prefix}{f:<family>}:t:<hash> = "e|fe|rotated_at|JSON": the token, in its family's
+// slot with the family's revocation marker {prefix}{f:<family>}:rev, so the
+// rotation script sees old token, next token and marker together.
+// {prefix}rth:<hash> = family: the lookup from the hash (all the broker
+// presents) to the family, in its own slot. It is written before the token
+// and re-checked by every reader (a token key that is missing means the token
+// is), so a crash between the two leaves only a dangling lookup.
+
+func (s *Store) refreshKey(family, hash string) string {
+	return s.tagged("f", family) + ":t:" + esc(hash)
+}
+
+func (s *Store) familyMarker(family string) string { return s.tagged("f", family) + ":rev" }
+
+// refreshDeadline is when a link is dead: its idle expiry or, if earlier, its
+// family's absolute one.
+func refreshDeadline(rt *sessions.RefreshToken) time.Time {
+	if !rt.FamilyExpiresAt.IsZero() && rt.FamilyExpiresAt.Before(rt.ExpiresAt) {
+		return rt.FamilyExpiresAt
+	}
+	return rt.ExpiresAt
+}
+
+func refreshExpired(expiresAt, familyExpiresAt, now time.Time) bool {
+	return expired(expiresAt, now) || (!familyExpiresAt.IsZero() && expired(familyExpiresAt, now))
+}
+
+func checkRefresh(what string, rt *sessions.RefreshToken) error {
+	if rt == nil {
+		return fmt.Errorf("%s: nil: %w", what, ErrInvalid)
+	}
+	if err := checkKeys(what, rt.Hash, rt.FamilyID); err != nil {
+		return err
+	}
+	if rt.ExpiresAt.IsZero() {
+		return fmt.Errorf("%s: no expiry: %w", what, ErrInvalid)
+	}
+	return nil
+}
+
+// refreshArgs returns the stored form of rt: e, fe, expire-at, JSON.
+func refreshArgs(rt *sessions.RefreshToken) (string, string, int64, []byte, error) {
+	stored := *rt
+	stored.RotatedAt = nil // lives in field r
+	raw, err := json.Marshal(&stored)
+	fe := ""
+	if !rt.FamilyExpiresAt.IsZero() {
+		fe = microsStr(rt.FamilyExpiresAt)
+	}
+	return microsStr(rt.ExpiresAt), fe, expireAtMS(refreshDeadline(rt)), raw, err
+}
+
+// claimRefreshIndex points rth:<hash> at family. It reports whether it
+// created the entry, and ErrConflict when a live token of another family has
+// this hash.
+func (s *Store) claimRefreshIndex(ctx context.Context, hash, family string, expireAt int64) (bool, error) {
+	k := s.key("rth", hash)
+	for range 3 {
+		res, err := s.runScript(ctx, claimIndex, []string{k}, family, "0", expireAt)
+		if err != nil {
+			return false, err
+		}
+		switch str(res, 0) {
+		case "created":
+			return true, nil
+		case "same":
+			return false, nil
+		}
+		other := str(res, 1)
+		_, live, err := s.loadRefresh(ctx, other, hash)
+		if err != nil {
+			return false, err
+		}
+		if live {
+			return false, sessions.ErrConflict
+		}
+		// The other family's token is gone or dead: take the hash over,
+		// unless the entry changed meanwhile (then look again).
+		if _, err := s.runScript(ctx, delIfEq, []string{k}, other); err != nil {
+			return false, err
+		}
+	}
+	return false, sessions.ErrConflict
+}
+
+// decodeRefresh parses a stored token "e|fe|r|JSON".
+func decodeRefresh(v string) (*sessions.RefreshToken, error) {
+	parts := strings.SplitN(v, "|", 4)
+	if len(parts) != 4 {
+		return nil, errors.New("malformed refresh token record")
+	}
+	var rt sessions.RefreshToken
+	if err := json.Unmarshal([]byte(parts[3]), &rt); err != nil {
+		return nil, fmt.Errorf("decode refresh token: %w", err)
+	}
+	if parts[2] != "" {
+		at, err := parseTime(parts[2])
+		if err != nil {
+			return nil, fmt.Errorf("decode rotated_at: %w", err)
+		}
+		rt.RotatedAt = &at
+	}
+	return &rt, nil
+}
+
+// loadRefresh reads a token of family; live reports whether it exists and is
+// unexpired at s.now() (revocation aside).
+func (s *Store) loadRefresh(ctx context.Context, family, hash string) (*sessions.RefreshToken, bool, error) {
+	v, err := s.rdb.Get(ctx, s.refreshKey(family, hash)).Result()
+	if errors.Is(err, redis.Nil) {
+		return nil, false, nil
+	}
+	if err != nil {
+		return nil, false, err
+	}
+	rt, err := decodeRefresh(v)
+	if err != nil {
+		return nil, false, err
+	}
+	return rt, !refreshExpired(rt.ExpiresAt, rt.FamilyExpiresAt, s.now()), nil
+}
+
+func (s *Store) CreateRefreshToken(ctx context.Context, rt *sessions.RefreshToken) error {
+	if err := checkRefresh("redisstore: create refresh token", rt); err != nil {
+		return err
+	}
+	e, fe, at, raw, err := refreshArgs(rt)
+	if err != nil {
+		return fmt.Errorf("redisstore: create refresh token: %w", err)
+	}
+	created, err := s.claimRefreshIndex(ctx, rt.Hash, rt.FamilyID, at)
+	if err != nil {
+		return fmt.Errorf("redisstore: create refresh token: %w", err)
+	}
+	res, err := s.runScript(ctx, createRefresh, []string{s.refreshKey(rt.FamilyID, rt.Hash)},
+		microsStr(s.now()), e, fe, at, raw)
+	if err == nil {
+		err = outcome(str(res, 0), map[string]error{"conflict": sessions.ErrConflict})
+	}
+	if err != nil {
+		if created && errors.Is(err, sessions.ErrConflict) {
+			s.release(ctx, s.key("rth", rt.Hash), rt.FamilyID)
+		}
+		return fmt.Errorf("redisstore: create refresh token: %w", err)
+	}
+	return nil
+}
+
+// release deletes an index entry or claim if it is still value; failures are
+// only logged: a dangling entry is re-checked by every reader.
+func (s *Store) release(ctx context.Context, key, value string) {
+	if err := delIfEq.Run(context.WithoutCancel(ctx), s.rdb, []string{key}, value).Err(); err != nil {
+		s.log.Warn("redisstore: releasing index entry", "key", key, "err", err)
+	}
+}
+
+// GetRefreshToken returns the record alongside ErrRevoked, for logging.
+func (s *Store) GetRefreshToken(ctx context.Context, hash string) (*sessions.RefreshToken, error) {
+	if err := checkKeys("redisstore: get refresh token", hash); err != nil {
+		return nil, err
+	}
+	family, err := s.rdb.Get(ctx, s.key("rth", hash)).Result()
+	if errors.Is(err, redis.Nil) {
+		return nil, fmt.Errorf("redisstore: get refresh token: %w", sessions.ErrNotFound)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("redisstore: get refresh token: %w", err)
+	}
+	// One round trip for the token and its family's marker (same slot).
+	var tok, mark *redis.StringCmd
+	_, err = s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+		tok = p.Get(ctx, s.refreshKey(family, hash))
+		mark = p.Get(ctx, s.familyMarker(family))
+		return nil
+	})
+	if err != nil && !errors.Is(err, redis.Nil) {
+		return nil, fmt.Errorf("redisstore: get refresh token: %w", err)
+	}
+	now := s.now()
+	if errors.Is(tok.Err(), redis.Nil) {
+		return nil, fmt.Errorf("redisstore: get refresh token: %w", sessions.ErrNotFound)
+	}
+	rt, err := decodeRefresh(tok.Val())
+	if err != nil {
+		return nil, fmt.Errorf("redisstore: get refresh token: %w", err)
+	}
+	if refreshExpired(rt.ExpiresAt, rt.FamilyExpiresAt, now) {
+		return nil, fmt.Errorf("redisstore: get refresh token: %w", sessions.ErrNotFound)
+	}
+	if markerLive(mark.Val(), now) {
+		return rt, fmt.Errorf("redisstore: get refresh token: family %s: %w", rt.FamilyID, sessions.ErrRevoked)
+	}
+	return rt, nil
+}
+
+func markerLive(v string, now time.Time) bool {
+	if v == "" {
+		return false
+	}
+	until, err := strconv.ParseInt(v, 10, 64)
+	return err == nil && until > micros(now)
+}
+
+// RotateRefreshToken: the hash → family lookup is read first (the store sees
+// only hashes; families are the slots), then the rotation script on the
+// family's slot re-validates everything atomically. The successor's lookup is
+// written before the script so a successor handed out is always findable; a
+// refused rotation removes it again.
+func (s *Store) RotateRefreshToken(ctx context.Context, oldHash string, next *sessions.RefreshToken) error {
+	if err := checkKeys("redisstore: rotate refresh token", oldHash); err != nil {
+		return err
+	}
+	if err := checkRefresh("redisstore: rotate refresh token: next", next); err != nil {
+		return err
+	}
+	if next.Hash == oldHash {
+		return fmt.Errorf("redisstore: rotate refresh token: next has the old hash: %w", ErrInvalid)
+	}
+	e, fe, at, raw, err := refreshArgs(next)
+	if err != nil {
+		return fmt.Errorf("redisstore: rotate refresh token: %w", err)
+	}
+	family, err := s.rdb.Get(ctx, s.key("rth", oldHash)).Result()
+	if errors.Is(err, redis.Nil) {
+		return fmt.Errorf("redisstore: rotate refresh token: %w", sessions.ErrNotFound)
+	}
+	if err != nil {
+		return fmt.Errorf("redisstore: rotate refresh token: %w", err)
+	}
+	created := false
+	if next.FamilyID == family {
+		if created, err = s.claimRefreshIndex(ctx, next.Hash, family, at); err != nil {
+			return fmt.Errorf("redisstore: rotate refresh token: %w", err)
+		}
+	}
+	now := s.now()
+	res, err := s.runScript(ctx, rotateRefresh,
+		[]string{s.refreshKey(family, oldHash), s.refreshKey(family, next.Hash), s.familyMarker(family)},
+		microsStr(now), fmtTime(now), next.FamilyID, family, e, fe, at, raw,
+		reuseRevocationMargin.Microseconds(), ttlMargin.Milliseconds())
+	if err == nil {
+		err = outcome(str(res, 0), map[string]error{
+			"notfound": sessions.ErrNotFound,
+			"revoked":  sessions.ErrRevoked,
+			"reused":   sessions.ErrRefreshReused,
+			"conflict": sessions.ErrConflict,
+			"invalid":  fmt.Errorf("next token is in family %s, not %s: %w", next.FamilyID, family, ErrInvalid),
+		})
+	}
+	if err != nil {
+		if created {
+			s.release(ctx, s.key("rth", next.Hash), family)
+		}
+		return fmt.Errorf("redisstore: rotate refresh token: %w", err)
+	}
+	return nil
+}
+
+func (s *Store) putMarker(ctx context.Context, what, key string, until time.Time) error {
+	if err := putMarker.Run(ctx, s.rdb, []string{key}, microsStr(until), expireAtMS(until)).Err(); err != nil {
+		return fmt.Errorf("redisstore: %s: %w", what, err)
+	}
+	return nil
+}
+
+func (s *Store) RevokeFamily(ctx context.Context, familyID string, until time.Time) error {
+	if err := checkKeys("redisstore: revoke family", familyID); err != nil {
+		return err
+	}
+	return s.putMarker(ctx, "revoke family "+familyID, s.familyMarker(familyID), until)
+}
+
+func (s *Store) RevokeAccessToken(ctx context.Context, jti string, until time.Time) error {
+	if err := checkKeys("redisstore: revoke access token", jti); err != nil {
+		return err
+	}
+	return s.putMarker(ctx, "revoke access token "+jti, s.key("jti", jti), until)
+}
+
+// TokenRevoked accepts an empty familyID or jti (not both) to check only the other.
+func (s *Store) TokenRevoked(ctx context.Context, familyID, jti string) (bool, error) {
+	if familyID == "" && jti == "" {
+		return false, fmt.Errorf("redisstore: token revoked: no family and no jti: %w", ErrInvalid)
+	}
+	var keys []string
+	if familyID != "" {
+		keys = append(keys, s.familyMarker(familyID))
+	}
+	if jti != "" {
+		keys = append(keys, s.key("jti", jti))
+	}
+	// Separate GETs, pipelined: the keys live in different slots.
+	cmds := make([]*redis.StringCmd, len(keys))
+	_, err := s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+		for i, k := range keys {
+			cmds[i] = p.Get(ctx, k)
+		}
+		return nil
+	})
+	if err != nil && !errors.Is(err, redis.Nil) {
+		return false, fmt.Errorf("redisstore: token revoked: %w", err)
+	}
+	now := s.now()
+	for _, c := range cmds {
+		if markerLive(c.Val(), now) {
+			return true, nil
+		}
+	}
+	return false, nil
+}
+
+// --- browser sessions: {prefix}bs:<id> = JSON ---
+
+func (s *Store) GetBrowserSession(ctx context.Context, id string) (*sessions.BrowserSession, error) {
+	if err := checkKeys("redisstore: get browser session", id); err != nil {
+		return nil, err
+	}
+	raw, err := s.rdb.Get(ctx, s.key("bs", id)).Bytes()
+	if errors.Is(err, redis.Nil) {
+		err = sessions.ErrNotFound
+	}
+	var bs sessions.BrowserSession
+	if err == nil {
+		err = json.Unmarshal(raw, &bs)
+	}
+	if err == nil && expired(bs.ExpiresAt, s.now()) {
+		err = sessions.ErrNotFound
+	}
+	if err != nil {
+		return nil, fmt.Errorf("redisstore: get browser session: %w", err)
+	}
+	return &bs, nil
+}
+
+// SaveBrowserSession creates or replaces the session.
+func (s *Store) SaveBrowserSession(ctx context.Context, bs *sessions.BrowserSession) error {
+	if bs == nil {
+		return fmt.Errorf("redisstore: save browser session: nil: %w", ErrInvalid)
+	}
+	if err := checkKeys("redisstore: save browser session", bs.ID); err != nil {
+		return err
+	}
+	if bs.ExpiresAt.IsZero() {
+		return fmt.Errorf("redisstore: save browser session: no expiry: %w", ErrInvalid)
+	}
+	raw, err := json.Marshal(bs)
+	if err == nil {
+		err = s.rdb.SetArgs(ctx, s.key("bs", bs.ID), raw, redis.SetArgs{ExpireAt: time.UnixMilli(expireAtMS(bs.ExpiresAt))}).Err()
+	}
+	if err != nil {
+		return fmt.Errorf("redisstore: save browser session: %w", err)
+	}
+	return nil
+}
+
+// DeleteBrowserSession is idempotent.
+func (s *Store) DeleteBrowserSession(ctx context.Context, id string) error {
+	if err := checkKeys("redisstore: delete browser session", id); err != nil {
+		return err
+	}
+	if err := s.rdb.Del(ctx, s.key("bs", id)).Err(); err != nil {
+		return fmt.Errorf("redisstore: delete browser session: %w", err)
+	}
+	return nil
+}
+
+// --- signing keys: {prefix}keys = hash id → JSON (one key: onlyIfNone is one script) ---
+
+func (s *Store) SigningKeys(ctx context.Context) ([]sessions.SigningKey, error) {
+	all, err := s.rdb.HGetAll(ctx, s.prefix+"keys").Result()
+	if err != nil {
+		return nil, fmt.Errorf("redisstore: signing keys: %w", err)
+	}
+	keys := make([]sessions.SigningKey, 0, len(all))
+	for id, raw := range all {
+		var k sessions.SigningKey
+		if err := json.Unmarshal([]byte(raw), &k); err != nil {
+			return nil, fmt.Errorf("redisstore: signing keys: decode %s: %w", id, err)
+		}
+		keys = append(keys, k)
+	}
+	slices.SortStableFunc(keys, func(a, b sessions.SigningKey) int {
+		if c := a.CreatedAt.Compare(b.CreatedAt); c != 0 {
+			return c
+		}
+		return strings.Compare(a.ID, b.ID)
+	})
+	return keys, nil
+}
+
+func (s *Store) AddSigningKey(ctx context.Context, k *sessions.SigningKey, onlyIfNone bool) error {
+	if k == nil {
+		return fmt.Errorf("redisstore: add signing key: nil: %w", ErrInvalid)
+	}
+	if err := checkKeys("redisstore: add signing key", k.ID); err != nil {
+		return err
+	}
+	raw, err := json.Marshal(k)
+	if err != nil {
+		return fmt.Errorf("redisstore: add signing key %s: %w", k.ID, err)
+	}
+	only := "0"
+	if onlyIfNone {
+		only = "1"
+	}
+	res, err := s.runScript(ctx, addSigningKey, []string{s.prefix + "keys"}, k.ID, raw, only)
+	if err == nil {
+		err = outcome(str(res, 0), map[string]error{"conflict": sessions.ErrConflict})
+	}
+	if err != nil {
+		return fmt.Errorf("redisstore: add signing key %s: %w", k.ID, err)
+	}
+	return nil
+}
+
+// DeleteSigningKey is idempotent.
+func (s *Store) DeleteSigningKey(ctx context.Context, id string) error {
+	if err := checkKeys("redisstore: delete signing key", id); err != nil {
+		return err
+	}
+	if err := s.rdb.HDel(ctx, s.prefix+"keys", id).Err(); err != nil {
+		return fmt.Errorf("redisstore: delete signing key %s: %w", id, err)
+	}
+	return nil
+}

@@ -49,21 +49,23 @@ type Options struct {
 	// MailSender, when set, delivers mail instead of the configured SMTP
 	// server (`usher dev` uses an in-memory outbox).
 	MailSender grants.Sender
-	// MailBackoff overrides the mail retry backoff (tests).
-	MailBackoff time.Duration
+	// MailBackoff and WebhookBackoff override retry backoffs (tests).
+	MailBackoff    time.Duration
+	WebhookBackoff time.Duration
 }
 
 // App is a running usher.
 type App struct {
-	Metrics *prometheus.Registry
-	Config  *config.Config
-	Broker  *broker.Broker
-	Store   Store
-	Mailer  *grants.Mailer
-	Mirror  *grants.Mirror
-	log     *slog.Logger
-	owned   bool
-	stop    context.CancelFunc
+	Metrics  *prometheus.Registry
+	Config   *config.Config
+	Broker   *broker.Broker
+	Store    Store
+	Mailer   *grants.Mailer
+	Mirror   *grants.Mirror
+	Webhooks *grants.Webhooks
+	log      *slog.Logger
+	owned    bool
+	stop     context.CancelFunc
 }
 
 // New builds usher from a validated config.
@@ -106,6 +108,21 @@ func New(ctx context.Context, cfg *config.Config, o Options) (*App, error) {
 		a.Close()
 		return nil, err
 	}
+	whEndpoints := make([]grants.WebhookEndpoint, 0, len(cfg.Webhooks))
+	for _, w := range cfg.Webhooks {
+		whEndpoints = append(whEndpoints, grants.WebhookEndpoint{ID: w.ID, URL: w.URL, Secrets: w.Secrets, Events: w.Events})
+	}
+	// Built even without endpoints: its sweep marks expired invitations.
+	a.Webhooks, err = grants.NewWebhooks(grants.WebhooksOptions{Store: a.Store, Endpoints: whEndpoints, Now: o.Now,
+		Logger: a.log.With("component", "webhooks"), BaseBackoff: o.WebhookBackoff})
+	if err != nil {
+		a.Close()
+		return nil, err
+	}
+	bo.Webhooks = a.Webhooks
+	go a.Webhooks.Run(bg)
+	a.Metrics.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "usher_webhook_queue_depth",
+		Help: "Webhook lanes (endpoint × invitation) with undelivered events."}, queueDepth(bg, a.Webhooks.QueueDepth)))
 	if a.Mirror != nil {
 		bo.Mirror = a.Mirror
 		a.Metrics.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "usher_auth0_mirror_queue_depth",

@@ -46,8 +46,9 @@ type DevOptions struct {
 	// WrapStore decorates usher's store (see Options.WrapStore).
 	WrapStore func(Store) Store
 	// MailSender replaces the dev outbox (tests send over real SMTP).
-	MailSender  grants.Sender
-	MailBackoff time.Duration
+	MailSender     grants.Sender
+	MailBackoff    time.Duration
+	WebhookBackoff time.Duration
 }
 
 // Dev is a running `usher dev`: usher, devidp and the demo SPA.
@@ -169,7 +170,7 @@ func StartDev(ctx context.Context, o DevOptions) (*Dev, error) {
 	case !cfg.Mail.Enabled():
 		sender = d.Outbox
 	}
-	d.App, err = New(ctx, cfg, Options{Logger: o.Logger, Now: o.Now, WrapStore: o.WrapStore, MailSender: sender, MailBackoff: o.MailBackoff})
+	d.App, err = New(ctx, cfg, Options{Logger: o.Logger, Now: o.Now, WrapStore: o.WrapStore, MailSender: sender, MailBackoff: o.MailBackoff, WebhookBackoff: o.WebhookBackoff})
 	if err != nil {
 		return nil, err
 	}

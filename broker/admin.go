@@ -407,6 +407,8 @@ func (b *Broker) adminCreate(w http.ResponseWriter, r *http.Request, a *adminReq
 	}
 	b.log.InfoContext(ctx, "invitation created", "invitation_id", inv.ID, "admin_user_id", a.user.ID, "send_email", inv.SendEmail)
 	b.auditAdmin(ctx, "invitation.created", a.user, inv.ID, map[string]string{"email": inv.Email, "via": "admin_page"})
+	b.metrics.invitationsMade.Inc()
+	b.emit(ctx, grants.InvitationCreatedEvent(inv))
 	fl := adminFlash{Invitation: inv.ID}
 	if inv.SendEmail {
 		b.mailInvitation(ctx, inv, token)
@@ -588,6 +590,7 @@ func (b *Broker) adminRevoke(w http.ResponseWriter, r *http.Request, a *adminReq
 	if !b.invitationActionFailed(w, r, a, id, err) {
 		b.log.InfoContext(ctx, "invitation revoked", "invitation_id", id, "admin_user_id", a.user.ID)
 		b.auditAdmin(ctx, "invitation.revoked", a.user, inv.ID, map[string]string{"email": inv.Email, "via": "admin_page"})
+		b.emit(ctx, grants.InvitationRevokedEvent(inv))
 		b.setFlash(a.sess, adminFlash{Invitation: id, Notice: "Invitation revoked: its link no longer works."})
 	}
 	b.saveAndRedirect(w, r, a.sess, "/admin/invitations/"+url.PathEscape(id))

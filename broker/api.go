@@ -152,6 +152,9 @@ func (b *Broker) apiRoutes(mux *http.ServeMux) {
 	mux.Handle("POST /api/invitations/{id}/resend", b.api(scopeWrite, b.apiResendInvitation))
 	mux.Handle("GET /api/users", b.api(scopeRead, b.apiFindUsers))
 	mux.Handle("GET /api/audit", b.api(scopeRead, b.apiAudit))
+	if b.opts.Webhooks != nil {
+		b.webhookRoutes(mux, b.opts.Webhooks)
+	}
 	mux.Handle("GET /api/users/{id}/grants", b.api(scopeRead, b.apiGetGrant))
 	mux.Handle("DELETE /api/users/{id}/grants/roles/{role}", b.api(scopeWrite, b.apiRemoveRole))
 	mux.Handle("DELETE /api/users/{id}/grants/claims/{key}", b.api(scopeWrite, b.apiRemoveClaim))
@@ -317,6 +320,7 @@ func (b *Broker) createInvitation(w http.ResponseWriter, r *http.Request, c call
 	}
 	b.log.InfoContext(ctx, "invitation created", "invitation_id", inv.ID, "client_id", c.ClientID, "send_email", inv.SendEmail)
 	b.metrics.invitationsMade.Inc()
+	b.emit(ctx, grants.InvitationCreatedEvent(inv))
 	b.audit(ctx, AuditEvent{Action: "invitation.created", Actor: c.actor(), Target: inv.ID,
 		Detail: map[string]string{"email": inv.Email, "roles": strings.Join(inv.Roles, " ")}})
 	if inv.SendEmail {
@@ -404,6 +408,7 @@ func (b *Broker) apiRevokeInvitation(w http.ResponseWriter, r *http.Request, c c
 	}
 	b.log.InfoContext(r.Context(), "invitation revoked", "invitation_id", id, "client_id", c.ClientID)
 	b.audit(r.Context(), AuditEvent{Action: "invitation.revoked", Actor: c.actor(), Target: id})
+	b.emit(r.Context(), grants.InvitationRevokedEvent(inv))
 	writeJSON(w, http.StatusOK, b.view(inv, ""))
 }
 
@@ -518,6 +523,7 @@ func (b *Broker) apiRemoveRole(w http.ResponseWriter, r *http.Request, c caller)
 		g, err := b.grants.RemoveGrantRole(ctx, id, r.PathValue("role"), b.now())
 		if err == nil {
 			b.mirrorRevocation(ctx, id, r.PathValue("role"), "")
+			b.emit(ctx, grants.GrantChangedEvent(g, "role_removed"))
 		}
 		return g, err
 	})
@@ -530,6 +536,7 @@ func (b *Broker) apiRemoveClaim(w http.ResponseWriter, r *http.Request, c caller
 		g, err := b.grants.RemoveGrantClaim(ctx, id, r.PathValue("key"), b.now())
 		if err == nil {
 			b.mirrorRevocation(ctx, id, "", r.PathValue("key"))
+			b.emit(ctx, grants.GrantChangedEvent(g, "claim_removed"))
 		}
 		return g, err
 	})

@@ -89,6 +89,8 @@ type Options struct {
 	// Mirror, when set, mirrors grants to the Auth0 tenant and answers
 	// "does this email have an account" for invitees.
 	Mirror AccountMirror
+	// Webhooks, when set, receives invitation and user events.
+	Webhooks WebhookSender
 
 	Now    func() time.Time
 	Logger *slog.Logger
@@ -100,6 +102,12 @@ type AccountMirror interface {
 	HasAccount(ctx context.Context, email string) (bool, error)
 	EnqueueRedemption(ctx context.Context, upstreamUserID string, inv *grants.Invitation) error
 	EnqueueRevocation(ctx context.Context, upstreamUserID, role, claimKey string) error
+}
+
+// WebhookSender emits events to the webhook outbox (grants.Webhooks).
+type WebhookSender interface {
+	WebhookAdmin
+	Emit(ctx context.Context, e grants.WebhookEvent) error
 }
 
 // InvitationMailer sends invitation links (grants.Mailer in production).
@@ -616,9 +624,15 @@ func (b *Broker) resolveUser(ctx context.Context, id *upstreamIdentity) (*grants
 		b.log.ErrorContext(ctx, "resolving the user", "err", err)
 		return nil, false, err
 	}
+	if created {
+		b.emit(ctx, grants.UserCreatedEvent(u, id.Connection))
+	}
 	if created && len(b.opts.DefaultRoles) > 0 {
-		if _, err := b.grants.AddRoles(ctx, u.ID, b.opts.DefaultRoles, b.now()); err != nil {
+		g, err := b.grants.AddRoles(ctx, u.ID, b.opts.DefaultRoles, b.now())
+		if err != nil {
 			b.log.ErrorContext(ctx, "adding default roles", "err", err)
+		} else {
+			b.emit(ctx, grants.GrantChangedEvent(g, "default_roles"))
 		}
 	}
 	return u, created, nil
@@ -657,6 +671,17 @@ func (b *Broker) linkByVerifiedEmail(ctx context.Context, ident grants.Identity)
 		// Already linked to a user (maybe another): ResolveIdentity follows that link.
 	default:
 		b.log.WarnContext(ctx, "account linking failed", "err", err)
+	}
+}
+
+// emit hands an event to the webhook outbox; it never fails the request
+// (the outbox is durable, a failure to queue is logged).
+func (b *Broker) emit(ctx context.Context, e grants.WebhookEvent) {
+	if b.opts.Webhooks == nil {
+		return
+	}
+	if err := b.opts.Webhooks.Emit(ctx, e); err != nil {
+		b.log.ErrorContext(ctx, "queueing a webhook event", "type", e.Type, "err", err)
 	}
 }
 

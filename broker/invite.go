@@ -218,7 +218,7 @@ func (b *Broker) hasAccount(ctx context.Context, email string) bool {
 // redeem binds the invitation to the user who just signed in.
 func (b *Broker) redeem(ctx context.Context, ar *sessions.AuthRequest, u *grants.User, created bool, id *upstreamIdentity) error {
 	start := time.Now()
-	inv, _, err := b.invitations.Redeem(ctx, ar.InvitationHash, grants.Redeemer{
+	inv, grant, err := b.invitations.Redeem(ctx, ar.InvitationHash, grants.Redeemer{
 		UserID: u.ID, Identity: id.Issuer + "|" + id.Subject, Connection: id.Connection,
 		Email: id.Email, EmailVerified: id.EmailVerified, Approve: b.approver(u, created, id),
 	})
@@ -240,6 +240,8 @@ func (b *Broker) redeem(ctx context.Context, ar *sessions.AuthRequest, u *grants
 	}
 	b.log.InfoContext(ctx, "invitation redeemed", "invitation_id", inv.ID, "user_id", u.ID, "connection", id.Connection)
 	b.audit(ctx, AuditEvent{Action: "invitation.redeemed", Actor: u.ID, Target: inv.ID, Detail: map[string]string{"connection": id.Connection}})
+	b.emit(ctx, grants.InvitationRedeemedEvent(inv, created, id.Email, id.EmailVerified))
+	b.emit(ctx, grants.GrantChangedEvent(grant, "invitation_redeemed"))
 	if b.opts.Mirror != nil && id.Issuer == b.upstream.cfg.Issuer {
 		// Never blocks the login: the mirror queues the work durably.
 		if err := b.opts.Mirror.EnqueueRedemption(ctx, id.Subject, inv); err != nil {

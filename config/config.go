@@ -74,6 +74,23 @@ type Config struct {
 	Mail        Mail        `yaml:"mail"`
 	RateLimits  RateLimits  `yaml:"rate_limits"`
 	Admin       Admin       `yaml:"admin"`
+	Webhooks    []Webhook   `yaml:"webhooks"`
+}
+
+// Webhook is one Standard Webhooks receiver.
+type Webhook struct {
+	ID  string `yaml:"id"`
+	URL string `yaml:"url"`
+	// Secrets are whsec_… keys; the first signs, a second one is for rotation.
+	// Set them in USHER_WEBHOOK_<ID>_SECRETS (comma-separated).
+	Secrets []string `yaml:"secrets" usher:"secret"`
+	Events  []string `yaml:"events"` // empty = every event
+}
+
+// WebhookSecretsEnv names the variable that holds a webhook's secrets.
+func WebhookSecretsEnv(id string) string {
+	mangled := strings.TrimSuffix(strings.TrimPrefix(ClientSecretEnv(id), "USHER_CLIENT_"), "_SECRET")
+	return "USHER_WEBHOOK_" + mangled + "_SECRETS"
 }
 
 // RateLimits bound abuse per replica (each usher process counts on its own).

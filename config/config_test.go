@@ -164,6 +164,7 @@ func exampleEnv() map[string]string {
 		"USHER_UPSTREAM_AUTH0_CLIENT_SECRET": "auth0-client-secret",
 		"USHER_CLIENT_FUNNEL_SECRET":         funnelSecret,
 		"USHER_MAIL_SMTP_PASSWORD":           "smtp-password",
+		"USHER_WEBHOOK_CRM_SECRETS":          "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
 	}
 }
 
@@ -755,7 +756,7 @@ func TestRedacted(t *testing.T) {
 				check(f.Type.Elem(), joinPath(path, name))
 				continue
 			}
-			looks := f.Type.Kind() == reflect.String &&
+			looks := (f.Type.Kind() == reflect.String || f.Type.Kind() == reflect.Slice && f.Type.Elem().Kind() == reflect.String) &&
 				(strings.Contains(name, "secret") || strings.Contains(name, "password") || strings.HasSuffix(name, "_key"))
 			if looks != (f.Tag.Get("usher") == "secret") {
 				t.Errorf("%s: secret tag = %q, name suggests secret = %v", joinPath(path, name), f.Tag.Get("usher"), looks)

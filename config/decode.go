@@ -220,6 +220,20 @@ func applyEnv(c *Config, env func(string) (string, bool)) error {
 		c.Clients[i].Secret = v
 		c.Clients[i].SecretSHA256 = ""
 	}
+	for i := range c.Webhooks {
+		if c.Webhooks[i].ID == "" {
+			continue
+		}
+		if v, ok := env(WebhookSecretsEnv(c.Webhooks[i].ID)); ok {
+			var secrets []string
+			for _, p := range strings.Split(v, ",") {
+				if p = strings.TrimSpace(p); p != "" {
+					secrets = append(secrets, p)
+				}
+			}
+			c.Webhooks[i].Secrets = secrets
+		}
+	}
 	return errors.Join(errs...)
 }
 

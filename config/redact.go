@@ -38,6 +38,12 @@ func redact(v reflect.Value) {
 				}
 				continue
 			}
+			if f.Tag.Get("usher") == "secret" && fv.Kind() == reflect.Slice && fv.Type().Elem().Kind() == reflect.String {
+				for j := 0; j < fv.Len(); j++ {
+					fv.Index(j).SetString(Redaction)
+				}
+				continue
+			}
 			redact(fv)
 		}
 	case reflect.Slice:

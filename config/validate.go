@@ -59,6 +59,7 @@ func (c *Config) Validate() error {
 	c.checkInvitations(&p)
 	c.checkMail(&p)
 	c.checkRateLimits(&p)
+	c.checkWebhooks(&p)
 	if strings.TrimSpace(c.Admin.Role) == "" {
 		p.add("admin.role", "must name the role that opens the admin page (default usher:admin)")
 	}
@@ -642,4 +643,34 @@ func checkHostPort(s string, allowEmptyHost bool) string {
 		return "has an invalid port"
 	}
 	return ""
+}
+
+// checkWebhooks checks what config can; grants.NewWebhooks checks the
+// secrets' encoding and the event names when usher starts.
+func (c *Config) checkWebhooks(p *problems) {
+	seen := map[string]bool{}
+	for i, w := range c.Webhooks {
+		path := fmt.Sprintf("webhooks[%d]", i)
+		if w.ID == "" {
+			p.add(path+".id", "is required")
+		} else if seen[w.ID] {
+			p.add(path+".id", "%q is used twice", w.ID)
+		}
+		seen[w.ID] = true
+		u, err := url.Parse(w.URL)
+		switch {
+		case err != nil || u.Host == "" || (u.Scheme != "https" && u.Scheme != "http"):
+			p.add(path+".url", "%q must be an absolute http(s) URL", w.URL)
+		case u.Scheme == "http" && !isLoopback(u.Hostname()):
+			p.add(path+".url", "%q: plain http is only allowed on loopback; use https", w.URL)
+		}
+		if len(w.Secrets) == 0 || len(w.Secrets) > 2 {
+			p.add(path+".secrets", "needs one whsec_ secret (two while rotating); set %s", WebhookSecretsEnv(w.ID))
+		}
+		for j, sec := range w.Secrets {
+			if !strings.HasPrefix(sec, "whsec_") {
+				p.add(fmt.Sprintf("%s.secrets[%d]", path, j), "must start with whsec_ (Standard Webhooks)")
+			}
+		}
+	}
 }

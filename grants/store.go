@@ -254,6 +254,9 @@ type Store interface {
 	RetryJob(ctx context.Context, id string, runAt time.Time, lastErr string) error
 	// JobCount counts queued jobs of kind (for queue-depth metrics).
 	JobCount(ctx context.Context, kind string) (int, error)
+	// PeekJobs reads up to limit queued jobs of kind in ID order, without
+	// claiming or changing them (delivery logs, ordered lanes).
+	PeekJobs(ctx context.Context, kind string, limit int) ([]Job, error)
 
 	// AppendAudit stores an audit record (ID and At set by the caller).
 	AppendAudit(ctx context.Context, rec *AuditRecord) error

@@ -44,6 +44,7 @@ func RunGrants(t *testing.T, newStore func(t *testing.T, clock *Clock) grants.St
 		{"BadInput", testGrantsBadInput},
 		{"Invitations/RedeemExtraClaims", testInvitationRedeemExtraClaims},
 		{"Audit", testAudit},
+		{"Jobs/Peek", testJobsPeek},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -1015,5 +1016,27 @@ func testAudit(t *testing.T, ctx context.Context, s grants.Store, clock *Clock) 
 	}
 	if _, _, err := s.ListAudit(ctx, grants.AuditFilter{Cursor: "!!"}); err == nil {
 		t.Fatal("a garbage cursor was accepted")
+	}
+}
+
+// PeekJobs reads without claiming: the jobs stay claimable, unchanged.
+func testJobsPeek(t *testing.T, ctx context.Context, s grants.Store, clock *Clock) {
+	now := clock.Now()
+	for _, id := range []string{"j-c", "j-a", "j-b"} {
+		must(t, "enqueue", s.EnqueueJob(ctx, &grants.Job{ID: id, Kind: "peek", Payload: []byte(`{"x":1}`), RunAt: now, LastError: "e-" + id}))
+	}
+	must(t, "other kind", s.EnqueueJob(ctx, &grants.Job{ID: "j-z", Kind: "other", Payload: []byte(`{}`), RunAt: now}))
+	got, err := s.PeekJobs(ctx, "peek", 2)
+	must(t, "peek", err)
+	if len(got) != 2 || got[0].ID != "j-a" || got[1].ID != "j-b" || got[0].LastError != "e-j-a" || got[0].Attempts != 0 || string(got[0].Payload) != `{"x":1}` {
+		t.Fatalf("peek = %+v", got)
+	}
+	claimed, err := s.ClaimJobs(ctx, "peek", now, 10, time.Minute)
+	must(t, "claim after peek", err)
+	if len(claimed) != 3 {
+		t.Fatalf("peeking consumed jobs: %d claimable, want 3", len(claimed))
+	}
+	if _, err := s.PeekJobs(ctx, "peek", 0); err == nil {
+		t.Fatal("limit 0 accepted")
 	}
 }

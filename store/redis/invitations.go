@@ -180,30 +180,32 @@ func (s *Store) removeIndexEntries(ctx context.Context, id string, keys []string
 // entry; ErrConflict when another invitation holds that hash.
 func (s *Store) claimToken(ctx context.Context, hash, id string) (bool, error) {
 	k := s.key("it", hash)
-	res, err := s.runScript(ctx, claimIndex, []string{k}, id, "0")
-	if err != nil {
-		return false, err
+	for range 3 {
+		res, err := s.runScript(ctx, claimIndex, []string{k}, id, "0")
+		if err != nil {
+			return false, err
+		}
+		switch str(res, 0) {
+		case "created":
+			return true, nil
+		case "same":
+			return false, nil
+		}
+		other := str(res, 1)
+		inv, _, err := s.loadInvitation(ctx, other)
+		if err != nil {
+			return false, err
+		}
+		if inv != nil && inv.TokenHash == hash {
+			return false, fmt.Errorf("token hash: %w", grants.ErrConflict)
+		}
+		// A stale entry (the other invitation has another token now): drop
+		// it unless it changed meanwhile, and try again.
+		if _, err := s.runScript(ctx, delIfEq, []string{k}, other); err != nil {
+			return false, err
+		}
 	}
-	switch str(res, 0) {
-	case "created":
-		return true, nil
-	case "same":
-		return false, nil
-	}
-	other := str(res, 1)
-	inv, _, err := s.loadInvitation(ctx, other)
-	if err != nil {
-		return false, err
-	}
-	if inv != nil && inv.TokenHash == hash {
-		return false, fmt.Errorf("token hash: %w", grants.ErrConflict)
-	}
-	// A stale entry (the other invitation has another token now): take it.
-	res, err = s.runScript(ctx, claimIndex, []string{k}, id, "1")
-	if err != nil {
-		return false, err
-	}
-	return str(res, 0) == "created", nil
+	return false, fmt.Errorf("token hash: contended: %w", grants.ErrConflict)
 }
 
 // claimExternalID makes id the pending holder of ext. If a live pending

@@ -161,7 +161,6 @@ func TestOutage(t *testing.T) {
 	}
 	for name, call := range calls {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		start := time.Now()
 		err := func() (err error) {
 			defer func() {
 				if p := recover(); p != nil {
@@ -176,9 +175,6 @@ func TestOutage(t *testing.T) {
 			t.Errorf("%s succeeded with Redis down", name)
 		} else if errors.Is(err, sessions.ErrNotFound) || errors.Is(err, grants.ErrNotFound) {
 			t.Errorf("%s: an outage reads as not found: %v", name, err)
-		}
-		if d := time.Since(start); d > 2*time.Second {
-			t.Errorf("%s took %v with Redis down", name, d)
 		}
 	}
 

@@ -1,0 +1,86 @@
+package broker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"strconv"
+
+	"github.com/usher-oidc/usher/grants"
+)
+
+// WebhookAdmin is what the admin API needs of the webhook sender
+// (*grants.Webhooks satisfies it).
+type WebhookAdmin interface {
+	Deliveries(ctx context.Context, endpointID string, limit int) ([]grants.WebhookDelivery, error)
+	Redeliver(ctx context.Context, id string) error
+}
+
+var _ WebhookAdmin = (*grants.Webhooks)(nil)
+
+// webhookRoutes mounts the delivery log and manual redelivery:
+//
+//	GET  /api/webhooks/{endpoint}/deliveries?limit=N   (invitations:read)  newest first, N 1..1000 (default 50)
+//	POST /api/webhooks/deliveries/{id}/redeliver       (invitations:write) 202; same webhook-id and body
+func (b *Broker) webhookRoutes(mux *http.ServeMux, wh WebhookAdmin) {
+	mux.Handle("GET /api/webhooks/{endpoint}/deliveries", b.api(scopeRead, func(w http.ResponseWriter, r *http.Request, _ caller) {
+		b.apiWebhookDeliveries(w, r, wh)
+	}))
+	mux.Handle("POST /api/webhooks/deliveries/{id}/redeliver", b.api(scopeWrite, func(w http.ResponseWriter, r *http.Request, c caller) {
+		b.apiWebhookRedeliver(w, r, c, wh)
+	}))
+}
+
+func (b *Broker) apiWebhookDeliveries(w http.ResponseWriter, r *http.Request, wh WebhookAdmin) {
+	endpoint := r.PathValue("endpoint")
+	limit := 50
+	if s := r.URL.Query().Get("limit"); s != "" {
+		n, err := strconv.Atoi(s)
+		if err != nil || n < 1 || n > 1000 {
+			writeProblem(w, http.StatusBadRequest, "invalid-query", "Invalid limit", "limit must be a number from 1 to 1000.",
+				grants.FieldError{Field: "limit", Message: "must be a number from 1 to 1000"})
+			return
+		}
+		limit = n
+	}
+	ds, err := wh.Deliveries(r.Context(), endpoint, limit)
+	switch {
+	case errors.Is(err, grants.ErrNotFound):
+		writeProblem(w, http.StatusNotFound, "not-found", "Webhook endpoint not found",
+			fmt.Sprintf("No webhook endpoint has the id %q; endpoints are configured under webhooks in usher's config.", clip(endpoint, 100)))
+		return
+	case err != nil:
+		b.storeProblem(w, r, "reading the webhook delivery log", err)
+		return
+	}
+	if ds == nil {
+		ds = []grants.WebhookDelivery{}
+	}
+	writeJSON(w, http.StatusOK, struct {
+		Deliveries []grants.WebhookDelivery `json:"deliveries"`
+	}{ds})
+}
+
+func (b *Broker) apiWebhookRedeliver(w http.ResponseWriter, r *http.Request, c caller, wh WebhookAdmin) {
+	id := r.PathValue("id")
+	err := wh.Redeliver(r.Context(), id)
+	switch {
+	case errors.Is(err, grants.ErrNotFound):
+		writeProblem(w, http.StatusNotFound, "not-found", "Delivery not found",
+			fmt.Sprintf("No delivery with the id %q is in the delivery log (it keeps the latest deliveries of each endpoint).", clip(id, 100)))
+		return
+	case errors.Is(err, grants.ErrDeliveryPending):
+		writeProblem(w, http.StatusConflict, "delivery-pending", "Delivery still pending",
+			"This delivery is still being tried; it can be redelivered once it is delivered or has failed.")
+		return
+	case err != nil:
+		b.storeProblem(w, r, "queueing the redelivery", err)
+		return
+	}
+	b.log.InfoContext(r.Context(), "webhook redelivery requested", "webhook_id", id, "client_id", c.ClientID)
+	writeJSON(w, http.StatusAccepted, struct {
+		ID     string `json:"id"`
+		Status string `json:"status"`
+	}{id, grants.DeliveryPending})
+}

@@ -1,0 +1,735 @@
+package grants_test
+
+import (
+	"bytes"
+	"context"
+	"crypto/hmac"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/usher-oidc/usher/grants"
+	boltstore "github.com/usher-oidc/usher/store/bolt"
+)
+
+// ---- an independent Standard Webhooks receiver ----
+
+var (
+	errReplay   = errors.New("replayed webhook-id")
+	errStale    = errors.New("timestamp outside the tolerance")
+	errBadSig   = errors.New("no valid signature")
+	errNoHeader = errors.New("missing webhook header")
+)
+
+// receiver verifies deliveries the way the spec tells a consumer to, with
+// nothing from usher: it decodes the whsec_ secrets itself, recomputes the
+// HMAC over "{id}.{timestamp}.{body}", compares in constant time, enforces a
+// 5-minute timestamp tolerance and remembers the webhook-ids it processed.
+type receiver struct {
+	t    *testing.T
+	keys [][]byte
+	now  func() time.Time
+	srv  *httptest.Server
+
+	mu        sync.Mutex
+	fail      int               // answer 500 to this many valid deliveries
+	failEvery int               // if > 0: answer 500 to every failEvery-th valid delivery
+	failAll   bool              // answer 500 to every valid delivery
+	hang      int               // answer this many valid deliveries only after 500ms
+	seen      map[string]bool   // webhook-ids processed
+	events    []receivedEvent   // processed, in arrival order
+	arrivals  []string          // webhook-id of every request, valid or not
+	rejects   map[string]int    // reason -> count
+	lastReq   *capturedDelivery // the last request, to replay
+	valid     int
+}
+
+type receivedEvent struct {
+	ID   string
+	Type string
+	Data map[string]any
+	Sigs int
+}
+
+type capturedDelivery struct {
+	Header http.Header
+	Body   []byte
+}
+
+func newReceiver(t *testing.T, secrets []string, now func() time.Time) *receiver {
+	t.Helper()
+	r := &receiver{t: t, now: now, seen: map[string]bool{}, rejects: map[string]int{}}
+	if r.now == nil {
+		r.now = time.Now
+	}
+	for _, s := range secrets {
+		b64, ok := strings.CutPrefix(s, "whsec_")
+		if !ok {
+			t.Fatalf("receiver: secret without whsec_ prefix")
+		}
+		key, err := base64.StdEncoding.DecodeString(b64)
+		if err != nil {
+			t.Fatalf("receiver: secret: %v", err)
+		}
+		r.keys = append(r.keys, key)
+	}
+	r.srv = httptest.NewServer(http.HandlerFunc(r.serve)) // loopback
+	t.Cleanup(r.srv.Close)
+	return r
+}
+
+// verify checks one delivery and, when it is new and authentic, marks its id seen.
+func (r *receiver) verify(h http.Header, body []byte) error {
+	id, ts, sig := h.Get("webhook-id"), h.Get("webhook-timestamp"), h.Get("webhook-signature")
+	if id == "" || ts == "" || sig == "" {
+		return errNoHeader
+	}
+	sec, err := strconv.ParseInt(ts, 10, 64)
+	if err != nil {
+		return errNoHeader
+	}
+	if d := r.now().Sub(time.Unix(sec, 0)); d > 5*time.Minute || d < -5*time.Minute {
+		return errStale
+	}
+	signed := []byte(id + "." + ts + "." + string(body))
+	match := false
+	for _, key := range r.keys {
+		m := hmac.New(sha256.New, key)
+		m.Write(signed)
+		want := m.Sum(nil)
+		for _, part := range strings.Fields(sig) {
+			version, b64, ok := strings.Cut(part, ",")
+			if !ok || version != "v1" {
+				continue
+			}
+			got, err := base64.StdEncoding.DecodeString(b64)
+			if err == nil && hmac.Equal(got, want) {
+				match = true
+			}
+		}
+	}
+	if !match {
+		return errBadSig
+	}
+	if r.seen[id] {
+		return errReplay
+	}
+	return nil
+}
+
+func (r *receiver) serve(w http.ResponseWriter, req *http.Request) {
+	body, _ := io.ReadAll(req.Body)
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.arrivals = append(r.arrivals, req.Header.Get("webhook-id"))
+	r.lastReq = &capturedDelivery{Header: req.Header.Clone(), Body: body}
+	if req.Method != http.MethodPost || req.Header.Get("Content-Type") != "application/json" {
+		r.rejects["method or content type"]++
+		http.Error(w, "bad request", http.StatusBadRequest)
+		return
+	}
+	if err := r.verify(req.Header, body); err != nil {
+		r.rejects[err.Error()]++
+		if errors.Is(err, errReplay) {
+			w.WriteHeader(http.StatusOK) // acknowledged, not processed again
+			return
+		}
+		http.Error(w, err.Error(), http.StatusUnauthorized)
+		return
+	}
+	r.valid++
+	if r.hang > 0 {
+		r.hang--
+		r.mu.Unlock()
+		time.Sleep(500 * time.Millisecond) // longer than the sender's timeout
+		r.mu.Lock()
+		http.Error(w, "too late", http.StatusInternalServerError)
+		return
+	}
+	if r.failAll || r.fail > 0 || (r.failEvery > 0 && r.valid%r.failEvery == 0) {
+		if r.fail > 0 {
+			r.fail--
+		}
+		http.Error(w, "try later", http.StatusInternalServerError)
+		return
+	}
+	var msg struct {
+		Type      string         `json:"type"`
+		Timestamp time.Time      `json:"timestamp"`
+		Data      map[string]any `json:"data"`
+	}
+	if err := json.Unmarshal(body, &msg); err != nil || msg.Type == "" || msg.Timestamp.IsZero() {
+		r.rejects["body"]++
+		http.Error(w, "bad body", http.StatusBadRequest)
+		return
+	}
+	id := req.Header.Get("webhook-id")
+	r.seen[id] = true
+	r.events = append(r.events, receivedEvent{ID: id, Type: msg.Type, Data: msg.Data, Sigs: len(strings.Fields(req.Header.Get("webhook-signature")))})
+	w.WriteHeader(http.StatusNoContent)
+}
+
+func (r *receiver) processed() []receivedEvent {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return append([]receivedEvent(nil), r.events...)
+}
+
+func (r *receiver) rejected(reason error) int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.rejects[reason.Error()]
+}
+
+func (r *receiver) set(fn func(r *receiver)) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	fn(r)
+}
+
+// post sends a raw delivery to the receiver, as an attacker replaying would.
+func (r *receiver) post(t *testing.T, h http.Header, body []byte) int {
+	t.Helper()
+	req, _ := http.NewRequest(http.MethodPost, r.srv.URL, bytes.NewReader(body))
+	for k, v := range h {
+		req.Header[k] = v
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = resp.Body.Close()
+	return resp.StatusCode
+}
+
+// ---- fixtures ----
+
+type testClock struct {
+	mu  sync.Mutex
+	now time.Time
+}
+
+func (c *testClock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.now
+}
+
+func (c *testClock) Advance(d time.Duration) {
+	c.mu.Lock()
+	c.now = c.now.Add(d)
+	c.mu.Unlock()
+}
+
+func newSecret(t *testing.T) string {
+	t.Helper()
+	b := make([]byte, 32)
+	_, _ = rand.Read(b)
+	return "whsec_" + base64.StdEncoding.EncodeToString(b)
+}
+
+func openStoreAt(t *testing.T, now func() time.Time) *boltstore.Store {
+	t.Helper()
+	s, err := boltstore.Open(filepath.Join(t.TempDir(), "usher.db"), boltstore.Options{Now: now, SweepInterval: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = s.Close() })
+	return s
+}
+
+func newWebhooks(t *testing.T, st grants.Store, eps []grants.WebhookEndpoint, mod func(*grants.WebhooksOptions)) *grants.Webhooks {
+	t.Helper()
+	o := grants.WebhooksOptions{
+		Store: st, Endpoints: eps, Logger: testLogger(t),
+		PollInterval: 20 * time.Millisecond, BaseBackoff: 5 * time.Millisecond, Timeout: 5 * time.Second,
+	}
+	if mod != nil {
+		mod(&o)
+	}
+	w, err := grants.NewWebhooks(o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return w
+}
+
+func runWebhooks(t *testing.T, w *grants.Webhooks) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); w.Run(ctx) }()
+	t.Cleanup(func() { cancel(); <-done })
+}
+
+func waitWebhooksIdle(t *testing.T, w *grants.Webhooks) {
+	t.Helper()
+	eventually(t, "the webhook queue to drain", func() bool {
+		n, err := w.QueueDepth(context.Background())
+		return err == nil && n == 0
+	})
+}
+
+func delivery(t *testing.T, w *grants.Webhooks, endpoint, id string) grants.WebhookDelivery {
+	t.Helper()
+	ds, err := w.Deliveries(context.Background(), endpoint, 1000)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, d := range ds {
+		if d.ID == id {
+			return d
+		}
+	}
+	t.Fatalf("delivery %s not in the log of %s (%d entries)", id, endpoint, len(ds))
+	return grants.WebhookDelivery{}
+}
+
+// ---- tests ----
+
+func TestWebhooksEveryEventOnceInOrder(t *testing.T) {
+	t.Parallel()
+	secret := newSecret(t)
+	rcv := newReceiver(t, []string{secret}, nil)
+	rcv.failEvery = 3 // every third valid delivery answers 500: retries must not reorder
+	st, _ := openStore(t)
+	eps := []grants.WebhookEndpoint{{ID: "crm", URL: rcv.srv.URL + "/hooks", Secrets: []string{secret}}}
+	// Two "replicas" share the store: each emits and each drains.
+	w1 := newWebhooks(t, st, eps, nil)
+	w2 := newWebhooks(t, st, eps, nil)
+	runWebhooks(t, w1)
+	runWebhooks(t, w2)
+
+	const invitations = 12
+	steps := []string{grants.WebhookInvitationCreated, grants.WebhookInvitationRedeemed, grants.WebhookGrantChanged, grants.WebhookInvitationRevoked}
+	var wg sync.WaitGroup
+	for i := range invitations {
+		wg.Go(func() {
+			w := w1
+			for n, typ := range steps {
+				if n%2 == 1 {
+					w = w2
+				}
+				data := map[string]any{"invitation_id": fmt.Sprintf("inv-%02d", i), "seq": n}
+				if err := w.Emit(context.Background(), grants.WebhookEvent{Type: typ, Data: data}); err != nil {
+					t.Error(err)
+				}
+			}
+		})
+	}
+	wg.Go(func() { // events of no invitation
+		for i := range 5 {
+			if err := w1.Emit(context.Background(), grants.WebhookEvent{Type: grants.WebhookUserCreated,
+				Data: map[string]any{"user_id": fmt.Sprintf("u%d", i)}}); err != nil {
+				t.Error(err)
+			}
+		}
+	})
+	wg.Wait()
+
+	want := invitations*len(steps) + 5
+	eventually(t, "every event delivered", func() bool { return len(rcv.processed()) >= want })
+	waitWebhooksIdle(t, w1)
+	got := rcv.processed()
+	if len(got) != want {
+		t.Fatalf("processed %d events, want %d", len(got), want)
+	}
+	ids := map[string]bool{}
+	next := map[string]int{}
+	for _, e := range got {
+		if ids[e.ID] {
+			t.Errorf("webhook-id %s processed twice", e.ID)
+		}
+		ids[e.ID] = true
+		inv, _ := e.Data["invitation_id"].(string)
+		if inv == "" {
+			continue
+		}
+		seq := int(e.Data["seq"].(float64))
+		if seq != next[inv] || e.Type != steps[seq] {
+			t.Errorf("invitation %s: got %s (seq %d), want seq %d", inv, e.Type, seq, next[inv])
+		}
+		next[inv] = seq + 1
+	}
+	if rcv.rejected(errReplay) != 0 || rcv.rejected(errBadSig) != 0 || rcv.rejected(errStale) != 0 {
+		t.Fatalf("receiver rejected deliveries: %v", rcv.rejects)
+	}
+	ds, err := w1.Deliveries(context.Background(), "crm", 1000)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(ds) != want {
+		t.Fatalf("delivery log has %d entries, want %d", len(ds), want)
+	}
+	for i, d := range ds {
+		if d.Status != grants.DeliveryDelivered || d.Attempts < 1 || !ids[d.ID] {
+			t.Fatalf("delivery %+v", d)
+		}
+		// Ordered by the event's ordering stamp: emit time, made unique by nanoseconds.
+		if i > 0 && d.CreatedAt.After(ds[i-1].CreatedAt.Add(time.Millisecond)) {
+			t.Fatalf("delivery log not newest first at %d: %s %v > %s %v", i, d.ID, d.CreatedAt, ds[i-1].ID, ds[i-1].CreatedAt)
+		}
+	}
+}
+
+func TestWebhooksSurviveFiveFailures(t *testing.T) {
+	t.Parallel()
+	secret := newSecret(t)
+	rcv := newReceiver(t, []string{secret}, nil)
+	rcv.fail = 5
+	st, _ := openStore(t)
+	w := newWebhooks(t, st, []grants.WebhookEndpoint{{ID: "crm", URL: rcv.srv.URL, Secrets: []string{secret}}}, nil)
+	runWebhooks(t, w)
+
+	if err := w.Emit(t.Context(), grants.WebhookEvent{Type: grants.WebhookInvitationCreated, Data: map[string]any{"invitation_id": "inv-1"}}); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "the delivery", func() bool { return len(rcv.processed()) == 1 })
+	waitWebhooksIdle(t, w)
+	id := rcv.processed()[0].ID
+	rcv.mu.Lock()
+	arrivals := append([]string(nil), rcv.arrivals...)
+	rcv.mu.Unlock()
+	if len(arrivals) != 6 {
+		t.Fatalf("%d requests, want 6 (5 failures, 1 success)", len(arrivals))
+	}
+	for _, a := range arrivals {
+		if a != id {
+			t.Fatalf("a retry changed the webhook-id: %v", arrivals)
+		}
+	}
+	d := delivery(t, w, "crm", id)
+	if d.Status != grants.DeliveryDelivered || d.Attempts != 6 || d.LastStatusCode != http.StatusNoContent || d.LastError != "" ||
+		d.EventType != grants.WebhookInvitationCreated || len(d.History) != 6 {
+		t.Fatalf("delivery log entry: %+v", d)
+	}
+	for i, a := range d.History[:5] {
+		if a.StatusCode != 500 || !strings.Contains(a.Error, "500") {
+			t.Fatalf("attempt %d: %+v", i+1, a)
+		}
+		if i > 0 && a.At.Before(d.History[i-1].At) {
+			t.Fatalf("attempts out of order: %+v", d.History)
+		}
+	}
+	var body map[string]any
+	if err := json.Unmarshal(d.Payload, &body); err != nil || body["type"] != grants.WebhookInvitationCreated {
+		t.Fatalf("payload %s: %v", d.Payload, err)
+	}
+}
+
+func TestWebhooksReceiverRejectsReplayAndStale(t *testing.T) {
+	t.Parallel()
+	secret := newSecret(t)
+	rcv := newReceiver(t, []string{secret}, nil)
+	st, _ := openStore(t)
+	w := newWebhooks(t, st, []grants.WebhookEndpoint{{ID: "crm", URL: rcv.srv.URL, Secrets: []string{secret}}}, nil)
+	runWebhooks(t, w)
+	if err := w.Emit(t.Context(), grants.WebhookEvent{Type: grants.WebhookUserCreated, Data: map[string]any{"user_id": "u1"}}); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "the delivery", func() bool { return len(rcv.processed()) == 1 })
+	rcv.mu.Lock()
+	genuine := *rcv.lastReq
+	rcv.mu.Unlock()
+
+	// A replay of the genuine request (valid signature, fresh timestamp) is refused.
+	rcv.post(t, genuine.Header, genuine.Body)
+	if rcv.rejected(errReplay) != 1 || len(rcv.processed()) != 1 {
+		t.Fatalf("replay: rejects %v, processed %d", rcv.rejects, len(rcv.processed()))
+	}
+
+	// A message signed by usher's signer 10 minutes ago is stale...
+	body := []byte(`{"type":"user.created","timestamp":"2024-01-01T00:00:00Z","data":{"user_id":"u2"}}`)
+	old := time.Now().Add(-10 * time.Minute)
+	sig, err := grants.SignWebhook([]string{secret}, "msg_stale", old, body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := http.Header{"Content-Type": {"application/json"}, "Webhook-Id": {"msg_stale"},
+		"Webhook-Timestamp": {strconv.FormatInt(old.Unix(), 10)}, "Webhook-Signature": {sig}}
+	if code := rcv.post(t, h, body); code != http.StatusUnauthorized || rcv.rejected(errStale) != 1 {
+		t.Fatalf("stale: %d, rejects %v", code, rcv.rejects)
+	}
+	// ...a tampered body does not verify...
+	now := time.Now()
+	sig, _ = grants.SignWebhook([]string{secret}, "msg_fresh", now, body)
+	h.Set("Webhook-Id", "msg_fresh")
+	h.Set("Webhook-Timestamp", strconv.FormatInt(now.Unix(), 10))
+	h.Set("Webhook-Signature", sig)
+	if code := rcv.post(t, h, append(bytes.Clone(body[:len(body)-2]), `3"}}`...)); code != http.StatusUnauthorized || rcv.rejected(errBadSig) != 1 {
+		t.Fatalf("tampered: %d, rejects %v", code, rcv.rejects)
+	}
+	// ...nor one signed with another secret...
+	other, _ := grants.SignWebhook([]string{newSecret(t)}, "msg_fresh", now, body)
+	h.Set("Webhook-Signature", other)
+	if code := rcv.post(t, h, body); code != http.StatusUnauthorized || rcv.rejected(errBadSig) != 2 {
+		t.Fatalf("other secret: %d, rejects %v", code, rcv.rejects)
+	}
+	// ...and the same message, fresh and intact, passes.
+	h.Set("Webhook-Signature", sig)
+	if code := rcv.post(t, h, body); code != http.StatusNoContent || len(rcv.processed()) != 2 {
+		t.Fatalf("fresh: %d, rejects %v", code, rcv.rejects)
+	}
+}
+
+func TestWebhooksSecretRotation(t *testing.T) {
+	t.Parallel()
+	oldSecret, newSecret := newSecret(t), newSecret(t)
+	knowsOld := newReceiver(t, []string{oldSecret}, nil)
+	knowsNew := newReceiver(t, []string{newSecret}, nil)
+	rotating := []string{newSecret, oldSecret}
+	st, _ := openStore(t)
+	w := newWebhooks(t, st, []grants.WebhookEndpoint{
+		{ID: "old", URL: knowsOld.srv.URL, Secrets: rotating},
+		{ID: "new", URL: knowsNew.srv.URL, Secrets: rotating, Events: []string{grants.WebhookUserCreated}},
+	}, nil)
+	runWebhooks(t, w)
+	if err := w.Emit(t.Context(), grants.WebhookEvent{Type: grants.WebhookUserCreated, Data: map[string]any{"user_id": "u1"}}); err != nil {
+		t.Fatal(err)
+	}
+	// Not subscribed by "new": goes to "old" only.
+	if err := w.Emit(t.Context(), grants.WebhookEvent{Type: grants.WebhookGrantChanged, Data: map[string]any{"user_id": "u1"}}); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "both receivers", func() bool { return len(knowsOld.processed()) == 2 && len(knowsNew.processed()) == 1 })
+	waitWebhooksIdle(t, w)
+	for _, r := range []*receiver{knowsOld, knowsNew} {
+		got := r.processed()
+		if got[0].Type != grants.WebhookUserCreated || got[0].Sigs != 2 {
+			t.Fatalf("got %+v, want user.created with two signatures", got[0])
+		}
+		if r.rejected(errBadSig) != 0 {
+			t.Fatalf("rejects: %v", r.rejects)
+		}
+	}
+	if knowsOld.processed()[0].ID == knowsNew.processed()[0].ID {
+		t.Fatal("two endpoints got the same webhook-id for one event")
+	}
+}
+
+func TestWebhooksGiveUpThenRedeliver(t *testing.T) {
+	t.Parallel()
+	clock := &testClock{now: time.Date(2030, 1, 1, 12, 0, 0, 0, time.UTC)}
+	secret := newSecret(t)
+	rcv := newReceiver(t, []string{secret}, clock.Now)
+	rcv.failAll = true
+	st := openStoreAt(t, clock.Now)
+	w := newWebhooks(t, st, []grants.WebhookEndpoint{{ID: "crm", URL: rcv.srv.URL, Secrets: []string{secret}}}, func(o *grants.WebhooksOptions) {
+		o.Now = clock.Now
+		o.MaxAge = 24 * time.Hour
+		o.BaseBackoff = time.Minute
+	})
+	runWebhooks(t, w)
+	if err := w.Emit(t.Context(), grants.WebhookEvent{Type: grants.WebhookInvitationRevoked, Data: map[string]any{"invitation_id": "inv-9"}}); err != nil {
+		t.Fatal(err)
+	}
+	attempts := func() int {
+		rcv.mu.Lock()
+		defer rcv.mu.Unlock()
+		return len(rcv.arrivals)
+	}
+	eventually(t, "the first attempt", func() bool { return attempts() == 1 })
+	rcv.mu.Lock()
+	id := rcv.arrivals[0]
+	rcv.mu.Unlock()
+	eventually(t, "the attempt logged", func() bool { return delivery(t, w, "crm", id).Attempts == 1 })
+	d := delivery(t, w, "crm", id)
+	if d.Status != grants.DeliveryPending || d.LastStatusCode != 500 {
+		t.Fatalf("after one failure: %+v", d)
+	}
+	if err := w.Redeliver(t.Context(), id); !errors.Is(err, grants.ErrDeliveryPending) {
+		t.Fatalf("redeliver while pending: %v", err)
+	}
+	time.Sleep(100 * time.Millisecond)
+	if n := attempts(); n != 1 {
+		t.Fatalf("%d attempts before the backoff elapsed", n)
+	}
+
+	// A minute later: the second attempt; a day later: a last one at the deadline, then give up.
+	clock.Advance(time.Minute)
+	eventually(t, "the second attempt", func() bool { return attempts() == 2 })
+	clock.Advance(25 * time.Hour)
+	eventually(t, "giving up", func() bool { return delivery(t, w, "crm", id).Status == grants.DeliveryFailed })
+	waitWebhooksIdle(t, w)
+	d = delivery(t, w, "crm", id)
+	if d.Attempts != 3 || attempts() != 3 || d.LastStatusCode != 500 {
+		t.Fatalf("given up: %+v after %d requests", d, attempts())
+	}
+	clock.Advance(time.Hour)
+	time.Sleep(100 * time.Millisecond)
+	if n := attempts(); n != 3 {
+		t.Fatalf("still trying after giving up: %d attempts", n)
+	}
+
+	// Manual redelivery: same webhook-id, same body.
+	rcv.set(func(r *receiver) { r.failAll = false })
+	if err := w.Redeliver(t.Context(), "msg_00000000000000000000000000000000"); !errors.Is(err, grants.ErrNotFound) {
+		t.Fatalf("redeliver unknown: %v", err)
+	}
+	if err := w.Redeliver(t.Context(), id); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "the redelivery", func() bool { return len(rcv.processed()) == 1 })
+	got := rcv.processed()[0]
+	if got.ID != id || got.Type != grants.WebhookInvitationRevoked || got.Data["invitation_id"] != "inv-9" {
+		t.Fatalf("redelivered %+v", got)
+	}
+	eventually(t, "delivered in the log", func() bool { return delivery(t, w, "crm", id).Status == grants.DeliveryDelivered })
+	if d := delivery(t, w, "crm", id); d.Attempts != 4 || len(d.History) != 4 {
+		t.Fatalf("after redelivery: %+v", d)
+	}
+	if ds, _ := w.Deliveries(t.Context(), "crm", 10); len(ds) != 1 {
+		t.Fatalf("redelivery added a log entry: %d", len(ds))
+	}
+	if _, err := w.Deliveries(t.Context(), "nope", 10); !errors.Is(err, grants.ErrNotFound) {
+		t.Fatalf("deliveries of an unknown endpoint: %v", err)
+	}
+}
+
+func TestWebhooksExpireSweepOnce(t *testing.T) {
+	t.Parallel()
+	clock := &testClock{now: time.Date(2030, 1, 1, 12, 0, 0, 0, time.UTC)}
+	secret := newSecret(t)
+	rcv := newReceiver(t, []string{secret}, clock.Now)
+	st := openStoreAt(t, clock.Now)
+	mk := func(id string, ttl time.Duration) {
+		_, hash := newToken(t)
+		now := clock.Now()
+		if _, err := st.CreateInvitation(t.Context(), &grants.Invitation{ID: id, TokenHash: hash, Email: id + "@example.com",
+			Roles: []string{"viewer"}, EmailMatch: "any", Status: grants.StatusPending, CreatedAt: now, ExpiresAt: now.Add(ttl)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	mk("inv-short", time.Hour)
+	mk("inv-long", 7*24*time.Hour)
+	eps := []grants.WebhookEndpoint{{ID: "crm", URL: rcv.srv.URL, Secrets: []string{secret}}}
+	opts := func(o *grants.WebhooksOptions) { o.Now = clock.Now }
+	w := newWebhooks(t, st, eps, opts)
+	other := newWebhooks(t, st, eps, opts) // a second replica sweeping too
+
+	if err := w.ExpireSweep(t.Context()); err != nil { // nothing expired yet
+		t.Fatal(err)
+	}
+	clock.Advance(2 * time.Hour)
+	var wg sync.WaitGroup
+	for _, x := range []*grants.Webhooks{w, other, w} {
+		wg.Go(func() {
+			if err := x.ExpireSweep(t.Context()); err != nil {
+				t.Error(err)
+			}
+		})
+	}
+	wg.Wait()
+	if err := w.ExpireSweep(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	runWebhooks(t, w) // sweeps once more as it starts
+	runWebhooks(t, other)
+	eventually(t, "the expired event", func() bool { return len(rcv.processed()) >= 1 })
+	waitWebhooksIdle(t, w)
+	time.Sleep(100 * time.Millisecond)
+	got := rcv.processed()
+	if len(got) != 1 || got[0].Type != grants.WebhookInvitationExpired || got[0].Data["invitation_id"] != "inv-short" {
+		t.Fatalf("processed %+v, want one invitation.expired for inv-short", got)
+	}
+	n := 0
+	for _, e := range getInv(t, st, "inv-short").Events {
+		if e.Type == "expired" {
+			n++
+		}
+	}
+	if n != 1 {
+		t.Fatalf("%d expired timeline events, want 1", n)
+	}
+	if hasEvent(getInv(t, st, "inv-long"), "expired") {
+		t.Fatal("an unexpired invitation got an expired event")
+	}
+}
+
+func TestWebhooksIdempotentEmit(t *testing.T) {
+	t.Parallel()
+	secret := newSecret(t)
+	rcv := newReceiver(t, []string{secret}, nil)
+	st, _ := openStore(t)
+	w := newWebhooks(t, st, []grants.WebhookEndpoint{{ID: "crm", URL: rcv.srv.URL, Secrets: []string{secret}}}, nil)
+	inv, _, _ := createInvitation(t, st, "ada@example.com")
+	for range 3 {
+		if err := w.Emit(t.Context(), grants.InvitationCreatedEvent(inv)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	runWebhooks(t, w)
+	eventually(t, "the delivery", func() bool { return len(rcv.processed()) == 1 })
+	waitWebhooksIdle(t, w)
+	time.Sleep(50 * time.Millisecond)
+	if got := rcv.processed(); len(got) != 1 || got[0].Data["email"] != "ada@example.com" {
+		t.Fatalf("processed %+v", got)
+	}
+}
+
+func TestNewWebhooksValidates(t *testing.T) {
+	t.Parallel()
+	st, _ := openStore(t)
+	good := newSecret(t)
+	short := "whsec_" + base64.StdEncoding.EncodeToString(make([]byte, 16))
+	for _, tc := range []struct {
+		ep   grants.WebhookEndpoint
+		want string
+	}{
+		{grants.WebhookEndpoint{ID: "crm", URL: "ftp://x", Secrets: []string{good}}, `endpoint "crm": url`},
+		{grants.WebhookEndpoint{ID: "crm", URL: "/relative", Secrets: []string{good}}, `endpoint "crm": url`},
+		{grants.WebhookEndpoint{ID: "crm", URL: "https://x.example/h"}, `endpoint "crm": secrets`},
+		{grants.WebhookEndpoint{ID: "crm", URL: "https://x.example/h", Secrets: []string{"secret123456789012345678901234"}}, `endpoint "crm": secrets[0]: must start with "whsec_"`},
+		{grants.WebhookEndpoint{ID: "crm", URL: "https://x.example/h", Secrets: []string{good, "whsec_!!!"}}, `endpoint "crm": secrets[1]: must be "whsec_" followed by base64`},
+		{grants.WebhookEndpoint{ID: "crm", URL: "https://x.example/h", Secrets: []string{short}}, `endpoint "crm": secrets[0]: must encode 24 to 64 bytes`},
+		{grants.WebhookEndpoint{ID: "crm", URL: "https://x.example/h", Secrets: []string{good, good, good}}, `endpoint "crm": secrets`},
+		{grants.WebhookEndpoint{ID: "crm", URL: "https://x.example/h", Secrets: []string{good}, Events: []string{"invitation.nope"}}, `endpoint "crm": events[0]: unknown event type`},
+		{grants.WebhookEndpoint{ID: "", URL: "https://x.example/h", Secrets: []string{good}}, `endpoint "#1": id`},
+	} {
+		_, err := grants.NewWebhooks(grants.WebhooksOptions{Store: st, Endpoints: []grants.WebhookEndpoint{tc.ep}})
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%+v: error %v, want it to contain %q", tc.ep.URL, err, tc.want)
+		}
+		if err != nil && strings.Contains(err.Error(), strings.TrimPrefix(good, "whsec_")) {
+			t.Errorf("error shows the secret: %v", err)
+		}
+	}
+	dup := []grants.WebhookEndpoint{{ID: "a", URL: "https://x.example", Secrets: []string{good}}, {ID: "a", URL: "https://y.example", Secrets: []string{good}}}
+	if _, err := grants.NewWebhooks(grants.WebhooksOptions{Store: st, Endpoints: dup}); err == nil || !strings.Contains(err.Error(), `endpoint "a": id`) {
+		t.Errorf("duplicate id: %v", err)
+	}
+}
+
+func TestWebhooksTimeoutIsRetried(t *testing.T) {
+	t.Parallel()
+	secret := newSecret(t)
+	rcv := newReceiver(t, []string{secret}, nil)
+	rcv.hang = 1
+	st, _ := openStore(t)
+	w := newWebhooks(t, st, []grants.WebhookEndpoint{{ID: "crm", URL: rcv.srv.URL, Secrets: []string{secret}}},
+		func(o *grants.WebhooksOptions) { o.Timeout = 100 * time.Millisecond })
+	runWebhooks(t, w)
+	if err := w.Emit(t.Context(), grants.WebhookEvent{Type: grants.WebhookUserCreated, Data: map[string]any{"user_id": "u1"}}); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "the delivery", func() bool { return len(rcv.processed()) == 1 })
+	eventually(t, "delivered in the log", func() bool {
+		return delivery(t, w, "crm", rcv.processed()[0].ID).Status == grants.DeliveryDelivered
+	})
+	d := delivery(t, w, "crm", rcv.processed()[0].ID)
+	if d.Attempts != 2 || !strings.Contains(d.History[0].Error, "no answer within 100ms") || d.History[0].StatusCode != 0 {
+		t.Fatalf("delivery %+v", d)
+	}
+}

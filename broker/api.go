@@ -14,6 +14,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/zitadel/oidc/v3/pkg/op"
+
 	"github.com/usher-oidc/usher/grants"
 )
 
@@ -124,6 +126,12 @@ func (b *Broker) api(scope string, h apiHandler) http.Handler {
 			return
 		}
 		claims, err := b.verifyAccessToken(r.Context(), token)
+		var unavailable op.StatusError
+		if errors.As(err, &unavailable) {
+			// The token may be fine: the revocation check could not be made.
+			b.storeProblem(w, r, "checking the access token", err)
+			return
+		}
 		if err != nil {
 			w.Header().Set("WWW-Authenticate", `Bearer realm="usher", error="invalid_token"`)
 			writeProblem(w, http.StatusUnauthorized, "invalid-token", "Invalid access token",

@@ -121,3 +121,11 @@ func jwtHeader(t *testing.T, jwt string) map[string]any {
 	json.Unmarshal(raw, &m)
 	return m
 }
+
+func urlValues(kv ...string) url.Values {
+	v := url.Values{}
+	for i := 0; i+1 < len(kv); i += 2 {
+		v.Set(kv[i], kv[i+1])
+	}
+	return v
+}

@@ -4,22 +4,27 @@ import (
 	"context"
 	"fmt"
 	"net/http"
-	"os"
 	"path/filepath"
 	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
 
-	"github.com/usher-oidc/usher/app"
 	"github.com/usher-oidc/usher/grants"
 	boltstore "github.com/usher-oidc/usher/store/bolt"
+	redisstore "github.com/usher-oidc/usher/store/redis"
 )
 
 // BenchmarkInvitationCreate: POST /api/invitations through the real HTTP
 // stack (token check, validation, bolt write), link only (no mail).
 func BenchmarkInvitationCreate(b *testing.B) {
-	d := startDev(b, app.DevOptions{})
+	for _, store := range []string{"bolt", "redis"} {
+		b.Run(store, func(b *testing.B) { benchmarkInvitationCreate(b, store) })
+	}
+}
+
+func benchmarkInvitationCreate(b *testing.B, store string) {
+	d := devOn(b, store)
 	api := funnelToken(b, d, "invitations:write")
 	url := strings.TrimSuffix(d.IssuerURL, "/") + "/api/invitations"
 	var n atomic.Int64
@@ -48,12 +53,28 @@ func BenchmarkInvitationCreate(b *testing.B) {
 // BenchmarkInvitationRedeem: the redemption step of a sign-in (token check,
 // email policy, atomic pending→redeemed with the grant merge) on bolt.
 func BenchmarkInvitationRedeem(b *testing.B) {
-	dir := b.TempDir()
-	st, err := boltstore.Open(filepath.Join(dir, "bench.db"), boltstore.Options{SweepInterval: -1})
-	if err != nil {
-		b.Fatal(err)
+	for _, store := range []string{"bolt", "redis"} {
+		b.Run(store, func(b *testing.B) { benchmarkInvitationRedeem(b, store) })
 	}
-	defer st.Close()
+}
+
+func benchmarkInvitationRedeem(b *testing.B, store string) {
+	var st grants.Store
+	if store == "bolt" {
+		bs, err := boltstore.Open(filepath.Join(b.TempDir(), "bench.db"), boltstore.Options{SweepInterval: -1})
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer bs.Close()
+		st = bs
+	} else {
+		rs, err := redisstore.Open(redisstore.Config{URL: "redis://" + startRedis(b) + "/0"}, redisstore.Options{})
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer rs.Close()
+		st = rs
+	}
 	svc := grants.NewInvitations(grants.InvitationsOptions{Store: st})
 	ctx := context.Background()
 	hashes := make([]string, b.N)
@@ -79,5 +100,4 @@ func BenchmarkInvitationRedeem(b *testing.B) {
 		}
 	})
 	b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "redemptions/s")
-	_ = os.Remove(filepath.Join(dir, "bench.db"))
 }

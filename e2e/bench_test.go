@@ -17,6 +17,7 @@ import (
 	jose "github.com/go-jose/go-jose/v4"
 
 	"github.com/usher-oidc/usher/app"
+	"github.com/usher-oidc/usher/config"
 )
 
 // es256SignsPerSecond measures go-jose ES256 signing of a token-sized payload
@@ -43,7 +44,28 @@ func es256SignsPerSecond(b *testing.B) float64 {
 // HTTP stack on loopback (bolt store, ES256), next to the ES256 signing rate
 // measured in the same run, so the distance to the signing ceiling shows.
 func BenchmarkTokenRefresh(b *testing.B) {
-	d := startDev(b, app.DevOptions{})
+	for _, store := range []string{"bolt", "redis"} {
+		b.Run(store, func(b *testing.B) { benchmarkTokenRefresh(b, store) })
+	}
+}
+
+// devOn starts usher dev on the named store (redis: a private redis-server).
+func devOn(b *testing.B, store string) *app.Dev {
+	var addr string
+	if store == "redis" {
+		addr = startRedis(b)
+	}
+	return startDev(b, app.DevOptions{Configure: func(c *config.Config) {
+		c.RateLimits.APIPerMinute = 1 << 30 // a benchmark is one very busy client
+		if addr != "" {
+			c.Store.Driver = "redis"
+			c.Store.Redis.URL = "redis://" + addr + "/0"
+		}
+	}})
+}
+
+func benchmarkTokenRefresh(b *testing.B, store string) {
+	d := devOn(b, store)
 	tokenURL := strings.TrimSuffix(d.IssuerURL, "/") + "/oauth/token"
 	// One refresh family per parallel worker: a family is a chain.
 	workers := runtime.GOMAXPROCS(0) * 32

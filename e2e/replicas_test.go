@@ -58,7 +58,7 @@ func usherBinary(t *testing.T) string {
 	return usherBin
 }
 
-func freePort(t *testing.T) int {
+func freePort(t testing.TB) int {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -69,7 +69,7 @@ func freePort(t *testing.T) int {
 }
 
 // startRedis runs a private redis-server for one test.
-func startRedis(t *testing.T, extra ...string) string {
+func startRedis(t testing.TB, extra ...string) string {
 	t.Helper()
 	port := freePort(t)
 	args := append([]string{"--port", strconv.Itoa(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
@@ -84,7 +84,7 @@ func startRedis(t *testing.T, extra ...string) string {
 	return addr
 }
 
-func waitTCP(t *testing.T, addr string) {
+func waitTCP(t testing.TB, addr string) {
 	t.Helper()
 	deadline := time.Now().Add(20 * time.Second)
 	for time.Now().Before(deadline) {

@@ -140,6 +140,14 @@ func New(client redis.UniversalClient, opts Options) *Store {
 }
 
 // Open builds a client from cfg, checks that Redis answers, and wraps it.
+// A person is waiting on every store call: when Redis is down, usher should
+// answer 503 within a couple of seconds, not after go-redis's default five
+// dial retries per call.
+const (
+	failFastDial    = 2 * time.Second
+	failFastRetries = 1
+)
+
 func Open(cfg Config, opts Options) (*Store, error) {
 	if strings.ContainsAny(opts.Prefix, "{}") {
 		return nil, fmt.Errorf("redisstore: prefix %q contains a brace: %w", opts.Prefix, ErrInvalid)
@@ -162,17 +170,20 @@ func Open(cfg Config, opts Options) (*Store, error) {
 		if cfg.DB != 0 {
 			o.DB = cfg.DB
 		}
+		o.DialTimeout, o.DialerRetries = failFastDial, failFastRetries
 		client = redis.NewClient(o)
 	case len(cfg.Addrs) > 0:
 		if cfg.DB != 0 && cfg.MasterName == "" && len(cfg.Addrs) > 1 {
 			return nil, fmt.Errorf("redisstore: a cluster has only database 0: %w", ErrInvalid)
 		}
 		client = redis.NewUniversalClient(&redis.UniversalOptions{
-			Addrs:      cfg.Addrs,
-			MasterName: cfg.MasterName,
-			Username:   cfg.Username,
-			Password:   cfg.Password,
-			DB:         cfg.DB,
+			Addrs:         cfg.Addrs,
+			MasterName:    cfg.MasterName,
+			Username:      cfg.Username,
+			Password:      cfg.Password,
+			DB:            cfg.DB,
+			DialTimeout:   failFastDial,
+			DialerRetries: failFastRetries,
 		})
 	default:
 		return nil, fmt.Errorf("redisstore: neither url nor addrs is set: %w", ErrInvalid)

@@ -35,7 +35,9 @@ type fuzzEnv struct {
 
 // newFuzzBroker is a real broker on a bolt file; the upstream is never
 // contacted by the handlers fuzzed here.
-func newFuzzBroker(t testing.TB) *fuzzEnv {
+func newFuzzBroker(t testing.TB) *fuzzEnv { return newTestBroker(t, fuzzIssuer) }
+
+func newTestBroker(t testing.TB, issuer string) *fuzzEnv {
 	t.Helper()
 	st, err := boltstore.Open(filepath.Join(t.TempDir(), "fuzz.db"), boltstore.Options{SweepInterval: -1})
 	if err != nil {
@@ -44,7 +46,7 @@ func newFuzzBroker(t testing.TB) *fuzzEnv {
 	t.Cleanup(func() { st.Close() })
 	sum := sha256.Sum256([]byte(fuzzSecret))
 	b, err := broker.New(context.Background(), broker.Options{
-		Issuer: fuzzIssuer,
+		Issuer: issuer,
 		Clients: []broker.Client{
 			{ID: "spa", Public: true, RedirectURIs: []string{fuzzSPA}, InitiateLoginURI: fuzzInitiate, GrantTypes: []string{"authorization_code", "refresh_token"}},
 			{ID: "funnel", SecretSHA256: hex.EncodeToString(sum[:]), GrantTypes: []string{"client_credentials"}, Scopes: []string{"invitations:write", "invitations:read"}},

@@ -46,17 +46,13 @@ type MailerOptions struct {
 type Mailer struct {
 	o    MailerOptions
 	log  *slog.Logger
-	wake chan struct{}
-
-	mu        sync.Mutex
-	nextRetry time.Time // earliest retry this process scheduled, to wake for it
+	loop *wakeLoop
 }
 
 const (
 	mailBatch      = 10
 	mailLease      = 2 * time.Minute
 	mailSendBudget = time.Minute // < mailLease, so no other worker takes a job mid-send
-	maxBackoff     = time.Hour
 	maxReasonLen   = 200
 )
 
@@ -77,7 +73,7 @@ func NewMailer(o MailerOptions) *Mailer {
 	if o.BaseBackoff <= 0 {
 		o.BaseBackoff = 15 * time.Second
 	}
-	return &Mailer{o: o, log: o.Logger.With("component", "mailer"), wake: make(chan struct{}, 1)}
+	return &Mailer{o: o, log: o.Logger.With("component", "mailer"), loop: newWakeLoop(o.PollInterval, o.Now)}
 }
 
 // mailPayload is the stored job. Link is sealed: it holds the invitation
@@ -137,10 +133,7 @@ func (m *Mailer) EnqueueInvitation(ctx context.Context, inv *Invitation, link st
 		return fmt.Errorf("mailer: enqueue invitation %s: %w", inv.ID, err)
 	}
 	m.log.Info("invitation mail queued", "invitation_id", inv.ID, "job_id", job.ID)
-	select {
-	case m.wake <- struct{}{}:
-	default:
-	}
+	m.loop.poke()
 	return nil
 }
 
@@ -154,47 +147,7 @@ func (m *Mailer) QueueDepth(ctx context.Context) (int, error) {
 func (m *Mailer) Run(ctx context.Context) {
 	m.log.Info("mail worker started")
 	defer m.log.Info("mail worker stopped")
-	timer := time.NewTimer(0)
-	defer timer.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-m.wake:
-		case <-timer.C:
-		}
-		m.drain(ctx)
-		if ctx.Err() != nil {
-			return
-		}
-		timer.Reset(m.nextWait())
-	}
-}
-
-// nextWait is PollInterval, shortened to the earliest retry this process
-// scheduled so a short backoff is honoured without polling fast.
-func (m *Mailer) nextWait() time.Duration {
-	wait := m.o.PollInterval
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	if !m.nextRetry.IsZero() {
-		d := m.nextRetry.Sub(m.o.Now())
-		if d < wait {
-			wait = max(d, 0)
-		}
-		if d <= m.o.PollInterval {
-			m.nextRetry = time.Time{} // this wait covers it
-		}
-	}
-	return wait
-}
-
-func (m *Mailer) noteRetry(at time.Time) {
-	m.mu.Lock()
-	if m.nextRetry.IsZero() || at.Before(m.nextRetry) {
-		m.nextRetry = at
-	}
-	m.mu.Unlock()
+	m.loop.run(ctx, m.drain)
 }
 
 // drain claims and processes due jobs until fewer than a full batch are due.
@@ -315,12 +268,12 @@ func (m *Mailer) retry(ctx context.Context, log *slog.Logger, job *Job, p mailPa
 		m.giveUp(ctx, log, job, p, reason, cause)
 		return
 	}
-	at := m.o.Now().Add(m.backoff(job.Attempts))
+	at := m.o.Now().Add(backoff(m.o.BaseBackoff, job.Attempts))
 	if err := m.o.Store.RetryJob(ctx, job.ID, at, reason); err != nil {
 		log.Error("reschedule mail job", "error", err)
 		return
 	}
-	m.noteRetry(at)
+	m.loop.noteRetry(at)
 	log.Warn("invitation mail failed; will retry", "error", cause, "retry_at", at)
 	m.update(ctx, log, p, func(i *Invitation) {
 		i.EmailStatus, i.EmailError = "queued", reason
@@ -364,15 +317,6 @@ func (m *Mailer) update(ctx context.Context, log *slog.Logger, p mailPayload, fn
 	if err != nil && !errors.Is(err, errSkipUpdate) && !errors.Is(err, ErrNotFound) {
 		log.Error("update invitation mail status", "error", err)
 	}
-}
-
-// backoff is BaseBackoff doubled per attempt after the first, capped at an hour.
-func (m *Mailer) backoff(attempt int) time.Duration {
-	d := m.o.BaseBackoff
-	for i := 1; i < attempt && d < maxBackoff; i++ {
-		d *= 2
-	}
-	return min(d, maxBackoff)
 }
 
 // shortReason keeps an error message fit for an admin list column.

@@ -69,7 +69,7 @@ type Mirror struct {
 	o    MirrorOptions
 	api  *management.Management
 	log  *slog.Logger
-	wake chan struct{}
+	loop *wakeLoop
 
 	// lookup serves HasAccount: no go-auth0 retries (the login path does not
 	// wait for them) and so none of their racy jitter (see drain).
@@ -77,7 +77,6 @@ type Mirror struct {
 	work   sync.Mutex // one job at a time
 
 	mu         sync.Mutex
-	nextRetry  time.Time // earliest retry this process scheduled, to wake for it
 	pauseUntil time.Time // a 429 asked us not to call before then
 	roleIDs    map[string]string
 }
@@ -147,8 +146,10 @@ func NewMirror(ctx context.Context, o MirrorOptions) (*Mirror, error) {
 	}
 	m := &Mirror{
 		o: o, log: o.Logger.With("component", "auth0-mirror"),
-		wake: make(chan struct{}, 1), roleIDs: make(map[string]string),
+		roleIDs: make(map[string]string),
 	}
+	m.loop = newWakeLoop(o.PollInterval, o.Now)
+	m.loop.notBefore = m.pausedUntil // never call before a 429's Retry-After
 	// The token request does not see the calls' contexts (oauth2 asks its
 	// TokenSource without one), so its own client bounds it.
 	tokenTimeout := mirrorTokenTimeout
@@ -387,10 +388,7 @@ func (m *Mirror) enqueue(ctx context.Context, p mirrorPayload, now time.Time) er
 		return err
 	}
 	m.log.Info("auth0 update queued", "job_id", job.ID, "op", p.Op, "upstream_user", p.UpstreamUser, "invitation_id", p.InvitationID)
-	select {
-	case m.wake <- struct{}{}:
-	default:
-	}
+	m.loop.poke()
 	return nil
 }
 
@@ -459,51 +457,7 @@ func (m *Mirror) Status(ctx context.Context, invitationID string) (string, error
 func (m *Mirror) Run(ctx context.Context) {
 	m.log.Info("auth0 mirror worker started")
 	defer m.log.Info("auth0 mirror worker stopped")
-	timer := time.NewTimer(0)
-	defer timer.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-m.wake:
-		case <-timer.C:
-		}
-		m.drain(ctx)
-		if ctx.Err() != nil {
-			return
-		}
-		timer.Reset(m.nextWait())
-	}
-}
-
-// nextWait is PollInterval, shortened to the earliest retry this process
-// scheduled and lengthened to the end of a rate-limit pause.
-func (m *Mirror) nextWait() time.Duration {
-	wait := m.o.PollInterval
-	now := m.o.Now()
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	if !m.nextRetry.IsZero() {
-		d := m.nextRetry.Sub(now)
-		if d < wait {
-			wait = max(d, 0)
-		}
-		if d <= m.o.PollInterval {
-			m.nextRetry = time.Time{} // this wait covers it
-		}
-	}
-	if d := m.pauseUntil.Sub(now); d > wait {
-		wait = d
-	}
-	return wait
-}
-
-func (m *Mirror) noteRetry(at time.Time) {
-	m.mu.Lock()
-	if m.nextRetry.IsZero() || at.Before(m.nextRetry) {
-		m.nextRetry = at
-	}
-	m.mu.Unlock()
+	m.loop.run(ctx, m.drain)
 }
 
 // drain claims and processes due jobs until fewer than a full batch are due.
@@ -607,7 +561,7 @@ func (m *Mirror) failed(ctx context.Context, log *slog.Logger, job *Job, p mirro
 		m.giveUp(ctx, log, job, p, shortReason(fmt.Sprintf("gave up after %s: %s", m.o.MaxAge, reason)), cause)
 		return
 	}
-	at := now.Add(m.backoff(job.Attempts))
+	at := now.Add(backoff(m.o.BaseBackoff, job.Attempts))
 	if status == http.StatusTooManyRequests {
 		note.mu.Lock()
 		until := note.until
@@ -628,7 +582,7 @@ func (m *Mirror) reschedule(ctx context.Context, log *slog.Logger, job *Job, p m
 		log.Error("reschedule auth0 mirror job", "error", err)
 		return
 	}
-	m.noteRetry(at)
+	m.loop.noteRetry(at)
 	if !noteErr || p.InvitationID == "" {
 		return
 	}
@@ -707,15 +661,6 @@ func (m *Mirror) complete(ctx context.Context, log *slog.Logger, job *Job) {
 	if err := m.o.Store.CompleteJob(ctx, job.ID); err != nil && !errors.Is(err, ErrNotFound) {
 		log.Error("delete auth0 mirror job", "error", err)
 	}
-}
-
-// backoff is BaseBackoff doubled per attempt after the first, capped at an hour.
-func (m *Mirror) backoff(attempt int) time.Duration {
-	d := m.o.BaseBackoff
-	for i := 1; i < attempt && d < maxBackoff; i++ {
-		d *= 2
-	}
-	return min(d, maxBackoff)
 }
 
 // --- errors ---

@@ -772,7 +772,7 @@ func (w *Webhooks) deliver(ctx context.Context, log *slog.Logger, job *Job) (ret
 	if err := w.o.Store.RetryJob(bg, job.ID, parkedAt, st.encode()); err != nil {
 		log.Error("record webhook attempt", "error", err)
 	}
-	at := now.Add(w.backoff(st.Attempts - ev.Prior.Attempts))
+	at := now.Add(backoff(w.o.BaseBackoff, st.Attempts-ev.Prior.Attempts))
 	if at.After(deadline) {
 		at = deadline // one last try at the deadline
 	}
@@ -822,15 +822,6 @@ func (w *Webhooks) send(ctx context.Context, ep *webhookEndpoint, ev *laneEvent)
 		return resp.StatusCode, fmt.Errorf("answered HTTP %d", resp.StatusCode)
 	}
 	return resp.StatusCode, nil
-}
-
-// backoff is BaseBackoff doubled per attempt after the first, capped at an hour.
-func (w *Webhooks) backoff(attempt int) time.Duration {
-	d := w.o.BaseBackoff
-	for i := 1; i < attempt && d < maxBackoff; i++ {
-		d *= 2
-	}
-	return min(d, maxBackoff)
 }
 
 // Deliveries lists an endpoint's deliveries, newest event first (limit:

@@ -272,21 +272,20 @@ func BenchmarkRotateRefreshToken(b *testing.B) {
 	b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "ops/s")
 }
 
-// TestMemoryUsage reports Redis memory per record (MEMORY USAGE summed over
-// every key the records create, shared index keys included, divided by the
-// record count) on a server of its own, plus the used_memory growth.
-func TestMemoryUsage(t *testing.T) {
-	t.Parallel()
-	if testing.Short() {
-		t.Skip("measurement")
-	}
+// BenchmarkMemoryPerRecord reports Redis memory per record (MEMORY USAGE
+// summed over every key the records create, shared index keys included,
+// divided by the record count) on a server of its own, plus the used_memory
+// growth. A measurement, so a benchmark: `make bench` runs it, `make test`
+// does not.
+func BenchmarkMemoryPerRecord(b *testing.B) {
+	t := b
 	srv := startServerT(t, 0)
 	rdb := redis.NewClient(&redis.Options{Addr: srv.addr()})
 	t.Cleanup(func() { _ = rdb.Close() })
 	ctx := ctxT(t)
 	const n = 2000
 	now := time.Now().UTC()
-	measure := func(name string, fill func(s *redisstore.Store, i int) error) float64 {
+	measure := func(name string, fill func(s *redisstore.Store, i int) error) {
 		prefix := "m" + name + ":"
 		s := redisstore.New(redis.NewClient(&redis.Options{Addr: srv.addr()}), redisstore.Options{Prefix: prefix})
 		defer s.Close()
@@ -308,7 +307,7 @@ func TestMemoryUsage(t *testing.T) {
 		per := float64(total) / n
 		t.Logf("%-18s %6.0f B/record by MEMORY USAGE (%d keys for %d records), %6.0f B/record by used_memory; 1M records ≈ %.0f MB",
 			name, per, keys, n, float64(after-before)/n, per*1e6/1e6)
-		return per
+		b.ReportMetric(per, strings.ReplaceAll(name, " ", "_")+"_B/record")
 	}
 	measure("invitation", func(s *redisstore.Store, i int) error {
 		_, err := s.CreateInvitation(ctx, pendingInvitation(fmt.Sprintf("inv_%022d", i), now))

@@ -133,9 +133,10 @@ func TestOpen(t *testing.T) {
 	}
 }
 
-// ctxT is a context for one step of a test.
+// ctxT is a context for one step of a test: a bound on a hang, generous
+// because CI runs every package at once under -race.
 func ctxT(t testing.TB) context.Context {
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	t.Cleanup(cancel)
 	return ctx
 }

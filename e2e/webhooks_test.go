@@ -132,10 +132,25 @@ func TestWebhooksFromUsher(t *testing.T) {
 		t.Errorf("the first delivery survived the failures? %v", first)
 	}
 	before := len(rc.types())
+	attempts := first["attempts"].(float64)
 	if r := apiCall(t, d, http.MethodPost, "/api/webhooks/deliveries/"+first["id"].(string)+"/redeliver", api, nil); r.status != http.StatusAccepted {
 		t.Fatalf("redeliver: %d %s", r.status, r.raw)
 	}
-	time.Sleep(300 * time.Millisecond)
+	// Wait until the log shows the redelivery made, then check the receiver
+	// recognised it by its webhook-id.
+	redelivered := false
+	for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline) && !redelivered; time.Sleep(50 * time.Millisecond) {
+		log := apiCall(t, d, http.MethodGet, "/api/webhooks/crm/deliveries?limit=50", api, nil)
+		for _, x := range log.body["deliveries"].([]any) {
+			dl := x.(map[string]any)
+			if dl["id"] == first["id"] && dl["status"] == "delivered" && dl["attempts"].(float64) > attempts {
+				redelivered = true
+			}
+		}
+	}
+	if !redelivered {
+		t.Fatal("the redelivery was never made")
+	}
 	if after := len(rc.types()); after != before {
 		t.Errorf("a redelivery with the same webhook-id was not deduplicated by the receiver")
 	}

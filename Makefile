@@ -2,7 +2,7 @@
 GO ?= go
 FUZZTIME ?= 10m
 
-.PHONY: test deps vet unit bench fuzz build
+.PHONY: test deps vet unit bench fuzz build test-artifacts
 
 test: deps vet unit
 
@@ -17,6 +17,12 @@ vet:
 
 unit:
 	$(GO) test -race -timeout 45m ./...
+
+# The same tests, keeping their artifacts (admin page screenshots, failure
+# screenshots) under test-artifacts/.
+test-artifacts: deps vet
+	mkdir -p test-artifacts
+	$(GO) test -race -timeout 45m -artifacts -outputdir $(CURDIR)/test-artifacts ./...
 
 build:
 	$(GO) build -o bin/usher .

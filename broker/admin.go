@@ -549,6 +549,10 @@ var eventLabels = map[string]string{
 	"redemption_failed": "Redemption failed",
 	"revoked":           "Revoked",
 	"resent":            "Resent with a new link",
+	"expired":           "Expired",
+	"mirror_queued":     "Queued for Auth0",
+	"mirrored":          "Copied to Auth0",
+	"mirror_failed":     "Copy to Auth0 failed",
 }
 
 func (b *Broker) timelineEntry(inv *grants.Invitation, e grants.Event) timelineEntry {

@@ -287,18 +287,12 @@ func adminLocation(t *testing.T, ctx context.Context) string {
 	return loc
 }
 
-// adminArtifactsDir is where screenshots go: $USHER_TEST_ARTIFACTS/<test>, else a temp dir.
+// adminArtifactsDir is the test's artifact directory (testing.T.ArtifactDir):
+// kept under -outputdir with `go test -artifacts` (make test-artifacts),
+// a temporary directory otherwise.
 func adminArtifactsDir(t *testing.T) string {
 	t.Helper()
-	base := os.Getenv("USHER_TEST_ARTIFACTS")
-	if base == "" {
-		return t.TempDir()
-	}
-	dir := filepath.Join(base, strings.ReplaceAll(t.Name(), "/", "_"))
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	return dir
+	return t.ArtifactDir()
 }
 
 // adminScreenshot saves a full-page PNG (quality 100; below it chromedp

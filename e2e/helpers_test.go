@@ -127,9 +127,11 @@ func failWithPage(t *testing.T, ctx context.Context, what string, err error) {
 	t.Helper()
 	loc, _ := chromedp.Run(ctx, chromedp.Location())
 	text, _ := chromedp.Run(ctx, chromedp.Evaluate[string](`document.body ? document.body.innerText.slice(0, 2000) : ""`))
-	if png, serr := chromedp.Run(ctx, chromedp.FullScreenshot(80)); serr == nil {
-		p := filepath.Join(t.TempDir(), "failure.png")
-		_ = os.WriteFile(p, png, 0o644)
+	if png, serr := chromedp.Run(ctx, chromedp.FullScreenshot(100)); serr == nil {
+		p := filepath.Join(t.ArtifactDir(), "failure.png")
+		if os.WriteFile(p, png, 0o644) == nil {
+			t.Logf("screenshot: %s", p)
+		}
 	}
 	t.Fatalf("%s: %v\nlocation: %s\npage text:\n%s", what, err, loc, text)
 }

@@ -289,6 +289,7 @@ func BrokerOptions(cfg *config.Config) (broker.Options, error) {
 		RoleCatalog:          cfg.Invitations.Roles,
 		InvitationBaseURL:    cfg.InvitationBaseURL(),
 		AdminRole:            cfg.Admin.Role,
+		AdminEmails:          cfg.Admin.Emails,
 		RateLimits: broker.RateLimits{InvitePerMinute: cfg.RateLimits.InvitePerMinute,
 			FailedRedemptionsPerHour: cfg.RateLimits.FailedRedemptionsPerHour, APIPerMinute: cfg.RateLimits.APIPerMinute},
 	}, nil

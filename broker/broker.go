@@ -11,6 +11,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"slices"
 	"strings"
 	"time"
 
@@ -78,6 +79,8 @@ type Options struct {
 	Mailer InvitationMailer
 	// AdminRole is the role that opens the admin page (default usher:admin).
 	AdminRole string
+	// AdminEmails get AdminRole when they sign in with that email verified.
+	AdminEmails []string
 	// Audit, when set, records who did what (admin sign-ins, invitations, grants).
 	Audit func(ctx context.Context, e AuditEvent)
 	// Metrics registers usher's Prometheus series (nil: not registered).
@@ -627,6 +630,7 @@ func (b *Broker) resolveUser(ctx context.Context, id *upstreamIdentity) (*grants
 	if created {
 		b.emit(ctx, grants.UserCreatedEvent(u, id.Connection))
 	}
+	b.bootstrapAdmin(ctx, u, id)
 	if created && len(b.opts.DefaultRoles) > 0 {
 		g, err := b.grants.AddRoles(ctx, u.ID, b.opts.DefaultRoles, b.now())
 		if err != nil {
@@ -672,6 +676,25 @@ func (b *Broker) linkByVerifiedEmail(ctx context.Context, ident grants.Identity)
 	default:
 		b.log.WarnContext(ctx, "account linking failed", "err", err)
 	}
+}
+
+// bootstrapAdmin gives the admin role to a configured admin email, verified
+// by the upstream (an unverified email could be anyone's).
+func (b *Broker) bootstrapAdmin(ctx context.Context, u *grants.User, id *upstreamIdentity) {
+	if !id.EmailVerified || !slices.ContainsFunc(b.opts.AdminEmails, func(e string) bool { return strings.EqualFold(e, id.Email) }) {
+		return
+	}
+	if g, err := b.grants.GetGrant(ctx, u.ID); err == nil && slices.Contains(g.Roles, b.opts.AdminRole) {
+		return
+	}
+	g, err := b.grants.AddRoles(ctx, u.ID, []string{b.opts.AdminRole}, b.now())
+	if err != nil {
+		b.log.ErrorContext(ctx, "granting the bootstrap admin role", "user_id", u.ID, "err", err)
+		return
+	}
+	b.log.InfoContext(ctx, "admin role granted from admin.emails", "user_id", u.ID)
+	b.audit(ctx, AuditEvent{Action: "grant.changed", Actor: "config:admin.emails", Target: u.ID, Detail: map[string]string{"added_role": b.opts.AdminRole}})
+	b.emit(ctx, grants.GrantChangedEvent(g, "admin_bootstrap"))
 }
 
 // emit hands an event to the webhook outbox; it never fails the request

@@ -103,6 +103,9 @@ type RateLimits struct {
 // Admin configures the admin page.
 type Admin struct {
 	Role string `yaml:"role"` // the role that opens /admin
+	// Emails bootstrap admins: a user who signs in with one of these emails,
+	// verified by the upstream, is given Role.
+	Emails []string `yaml:"emails"`
 }
 
 // Log configures logging.

@@ -130,6 +130,7 @@ func cmdDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
   usher issuer    %s   (discovery: %s/.well-known/openid-configuration)
   stand-in Auth0  %s
   mail outbox     %s
+  admin page      %s/admin   (users holding the role usher:admin)
 
 Fixtures:
   user            %s / %s  (or sign up with any email)
@@ -137,7 +138,7 @@ Fixtures:
   funnel client   %s / %s (client_credentials; scopes invitations:write invitations:read)
 
 Press Ctrl-C to stop.
-`, d.SPAURL, d.IssuerURL, trimSlash(d.IssuerURL), d.IDPURL, d.OutboxURL,
+`, d.SPAURL, d.IssuerURL, trimSlash(d.IssuerURL), d.IDPURL, d.OutboxURL, trimSlash(d.IssuerURL),
 		app.DevUserEmail, app.DevUserPassword, app.DevSPAClientID, app.DevFunnelClientID, app.DevFunnelSecret)
 	<-ctx.Done()
 	return nil

@@ -18,7 +18,7 @@ func TestAdminBootstrapFromConfig(t *testing.T) {
 	base := strings.TrimSuffix(d.IssuerURL, "/")
 	for _, tc := range []struct {
 		email, password, form string
-		status               int
+		status                int
 	}{
 		{app.DevUserEmail, app.DevUserPassword, "login", http.StatusOK},
 		{"someone@example.com", "password-123456", "signup", http.StatusForbidden},

@@ -110,6 +110,8 @@ func TestLogsHoldNoSecretsAndMetricsExposed(t *testing.T) {
 		`usher_token_requests_total{grant_type="authorization_code",status="4xx"} 1`,
 		`usher_upstream_request_seconds_count{call="token"}`,
 		`usher_mail_queue_depth 0`,
+		`usher_webhook_queue_depth`,
+		`usher_auth0_mirror_queue_depth`,
 	} {
 		if !strings.Contains(metrics, series) {
 			t.Errorf("/metrics lacks %s", series)

@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"io"
 	"net/http"
 	"strconv"
 	"strings"
@@ -49,5 +50,16 @@ func TestRateLimits(t *testing.T) {
 	}
 	if !got429 {
 		t.Fatal("an API client over its limit was not answered 429 problem with Retry-After")
+	}
+	resp, err := http.Get(base + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	raw, _ := io.ReadAll(resp.Body)
+	for _, series := range []string{`usher_rate_limited_total{limit="invite"}`, `usher_rate_limited_total{limit="api"}`} {
+		if !strings.Contains(string(raw), series) {
+			t.Errorf("/metrics lacks %s", series)
+		}
 	}
 }

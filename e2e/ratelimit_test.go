@@ -57,7 +57,7 @@ func TestRateLimits(t *testing.T) {
 	}
 	defer resp.Body.Close()
 	raw, _ := io.ReadAll(resp.Body)
-	for _, series := range []string{`usher_rate_limited_total{limit="invite"}`, `usher_rate_limited_total{limit="api"}`} {
+	for _, series := range []string{`usher_rate_limited_total{limit="failed_redemptions"}`, `usher_rate_limited_total{limit="api"}`} {
 		if !strings.Contains(string(raw), series) {
 			t.Errorf("/metrics lacks %s", series)
 		}

@@ -21,6 +21,26 @@ var RegisteredClaims = []string{
 // privateClaims are what usher adds to every token of a user: roles and the
 // grant's claims (under the configured namespace).
 func (b *Broker) privateClaims(ctx context.Context, subject, _ string) (map[string]any, error) {
+	// A token response builds the access token and the ID token from the
+	// same grant: read it once per response.
+	cache, _ := ctx.Value(ctxClaimsCache).(*claimsCache)
+	if cache != nil && cache.subject == subject && cache.claims != nil {
+		return cache.claims, nil
+	}
+	claims, err := b.loadClaims(ctx, subject)
+	if err == nil && cache != nil {
+		cache.subject, cache.claims = subject, claims
+	}
+	return claims, err
+}
+
+// claimsCache holds one subject's claims for the duration of a token response.
+type claimsCache struct {
+	subject string
+	claims  map[string]any
+}
+
+func (b *Broker) loadClaims(ctx context.Context, subject string) (map[string]any, error) {
 	g, err := b.grants.GetGrant(ctx, subject)
 	if err != nil {
 		if errors.Is(err, grants.ErrNotFound) {

@@ -33,6 +33,7 @@ type ctxKey int
 const (
 	ctxAuthorizeExtras ctxKey = iota
 	ctxHTTP
+	ctxClaimsCache
 )
 
 // authorizeExtras are the /authorize parameters the op decoder drops.

@@ -143,6 +143,7 @@ func (b *Broker) tokenResponse(ctx context.Context, req op.IDTokenRequest, clien
 	if !ok {
 		return nil, oidc.ErrServerError()
 	}
+	ctx = context.WithValue(ctx, ctxClaimsCache, &claimsCache{})
 	var (
 		jti, refresh string
 		exp          time.Time

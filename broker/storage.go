@@ -251,15 +251,24 @@ func (s opStorage) TerminateSessionFromRequest(ctx context.Context, req *op.EndS
 	return s.b.endSession(ctx, req)
 }
 
+// refreshTokenRef marks the token ID GetRefreshTokenInfo hands the library,
+// so RevokeToken can tell a refresh token's hash from an access token's jti
+// (the library passes both with a user ID).
+const refreshTokenRef = "rt:"
+
 func (s opStorage) RevokeToken(ctx context.Context, tokenOrID, userID, clientID string) *oidc.Error {
 	b := s.b
-	if userID != "" { // an access token: tokenOrID is its jti
+	hash, isRefresh := strings.CutPrefix(tokenOrID, refreshTokenRef)
+	if !isRefresh && userID != "" { // an access token: tokenOrID is its jti
 		if err := b.sessions.RevokeAccessToken(ctx, tokenOrID, b.now().Add(b.opts.Tokens.Access)); err != nil {
 			return oidc.ErrServerError().WithParent(err)
 		}
 		return nil
 	}
-	rt, err := b.sessions.GetRefreshToken(ctx, hashToken(tokenOrID))
+	if !isRefresh {
+		hash = hashToken(tokenOrID)
+	}
+	rt, err := b.sessions.GetRefreshToken(ctx, hash)
 	if err != nil {
 		// RFC 7009 §2.2: an invalid token is not an error.
 		if errors.Is(err, sessions.ErrNotFound) || errors.Is(err, sessions.ErrRevoked) {
@@ -270,6 +279,7 @@ func (s opStorage) RevokeToken(ctx context.Context, tokenOrID, userID, clientID 
 	if rt.ClientID != clientID {
 		return oidc.ErrInvalidClient().WithDescription("token was issued to another client")
 	}
+	// Revoking a refresh token ends its whole sign-in: every token of the family.
 	if err := b.sessions.RevokeFamily(ctx, rt.FamilyID, rt.FamilyExpiresAt); err != nil {
 		return oidc.ErrServerError().WithParent(err)
 	}
@@ -281,7 +291,7 @@ func (s opStorage) GetRefreshTokenInfo(ctx context.Context, clientID, token stri
 	if err != nil || rt.ClientID != clientID {
 		return "", "", op.ErrInvalidRefreshToken
 	}
-	return rt.Subject, rt.Hash, nil
+	return rt.Subject, refreshTokenRef + rt.Hash, nil
 }
 
 func (s opStorage) SigningKey(context.Context) (op.SigningKey, error) {

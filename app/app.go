@@ -114,7 +114,7 @@ func New(ctx context.Context, cfg *config.Config, o Options) (*App, error) {
 	}
 	// Built even without endpoints: its sweep marks expired invitations.
 	a.Webhooks, err = grants.NewWebhooks(grants.WebhooksOptions{Store: a.Store, Endpoints: whEndpoints, Now: o.Now,
-		Logger: a.log.With("component", "webhooks"), BaseBackoff: o.WebhookBackoff})
+		Logger: a.log, BaseBackoff: o.WebhookBackoff})
 	if err != nil {
 		a.Close()
 		return nil, err
@@ -153,7 +153,7 @@ func (a *App) startMirror(ctx context.Context, cfg *config.Config, o Options) er
 	domain = strings.TrimPrefix(strings.TrimPrefix(domain, "https://"), "http://")
 	mirror, err := grants.NewMirror(ctx, grants.MirrorOptions{Store: a.Store, Domain: domain, ClientID: m.ClientID,
 		ClientSecret: m.ClientSecret, CreateRoles: m.CreateRoles, Insecure: insecure, HTTPClient: o.UpstreamHTTPClient,
-		Now: o.Now, Logger: a.log.With("component", "auth0-mirror")})
+		Now: o.Now, Logger: a.log})
 	if err != nil {
 		return fmt.Errorf("upstream.auth0.management: %w", err)
 	}
@@ -193,7 +193,7 @@ func (a *App) startMailer(ctx context.Context, cfg *config.Config, o Options, se
 	sealer := securecookie.New(hashKey, blockKey)
 	sealer.MaxAge(int((7 * 24 * time.Hour).Seconds()))
 	a.Mailer = grants.NewMailer(grants.MailerOptions{Store: a.Store, Sender: sender, Templates: tpl, Sealer: sealer,
-		AppName: cfg.Invitations.AppName, Now: o.Now, Logger: a.log.With("component", "mailer"), BaseBackoff: o.MailBackoff})
+		AppName: cfg.Invitations.AppName, Now: o.Now, Logger: a.log, BaseBackoff: o.MailBackoff})
 	go a.Mailer.Run(ctx)
 	return nil
 }

@@ -162,7 +162,8 @@ func (s *Store) Ping(ctx context.Context) error {
 // so every fn given here
 //   - resets whatever it reports at its start, so the caller sees the final run;
 //   - reports refusals (not found, replayed, conflict…) through a variable and
-//     returns nil, so one refusal does not roll back and replay its neighbours;
+//     returns nil (batchRefusable does this), so one refusal does not roll
+//     back and replay its neighbours;
 //     it must not have written anything before deciding to refuse, unless the
 //     write is part of the outcome (reuse detection revokes the family);
 //   - returns an error only for a failure that must roll back.
@@ -171,6 +172,23 @@ func (s *Store) Ping(ctx context.Context) error {
 // the writes of those before it: single-use checks stay exact.
 func (s *Store) batch(fn func(tx *bolt.Tx) error) error {
 	return s.db.Batch(fn)
+}
+
+// batchRefusable runs fn in a shared write transaction (see batch). fn returns
+// a refusal (not found, conflict, replayed…) apart from a failure: a refusal
+// commits what fn wrote and leaves its batch neighbours alone; a failure rolls
+// back. The refusal of fn's final run is returned (bbolt may run fn more than
+// once); a failure takes precedence over it.
+func (s *Store) batchRefusable(fn func(tx *bolt.Tx) (refusal, err error)) error {
+	var refusal error
+	if err := s.batch(func(tx *bolt.Tx) error {
+		var err error
+		refusal, err = fn(tx)
+		return err
+	}); err != nil {
+		return err
+	}
+	return refusal
 }
 
 // getJSON loads key from bucket into v; false when absent.

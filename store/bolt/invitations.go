@@ -90,19 +90,14 @@ func (s *Store) CreateInvitation(ctx context.Context, inv *grants.Invitation) (*
 	if stored.Status == "" {
 		stored.Status = grants.StatusPending
 	}
-	var (
-		existing *grants.Invitation
-		outcome  error
-	)
-	err := s.batch(func(tx *bolt.Tx) error {
-		existing, outcome = nil, nil
+	var existing *grants.Invitation
+	err := s.batchRefusable(func(tx *bolt.Tx) (error, error) {
+		existing = nil
 		if tx.Bucket(bInvitations).Get([]byte(stored.ID)) != nil {
-			outcome = fmt.Errorf("id %s: %w", stored.ID, grants.ErrConflict)
-			return nil
+			return fmt.Errorf("id %s: %w", stored.ID, grants.ErrConflict), nil
 		}
 		if tx.Bucket(bInvByToken).Get([]byte(stored.TokenHash)) != nil {
-			outcome = fmt.Errorf("token hash: %w", grants.ErrConflict)
-			return nil
+			return fmt.Errorf("token hash: %w", grants.ErrConflict), nil
 		}
 		if stored.ExternalID != "" {
 			now := s.now()
@@ -110,20 +105,16 @@ func (s *Store) CreateInvitation(ctx context.Context, inv *grants.Invitation) (*
 			for _, k := range prefixKeys(tx.Bucket(bInvByExt), prefix) {
 				other, err := loadInvitation(tx, k[len(prefix):])
 				if err != nil {
-					return err
+					return nil, err
 				}
 				if other != nil && other.EffectiveStatus(now) == grants.StatusPending {
 					existing = other
-					outcome = fmt.Errorf("external_id %s: %w", stored.ExternalID, grants.ErrConflict)
-					return nil
+					return fmt.Errorf("external_id %s: %w", stored.ExternalID, grants.ErrConflict), nil
 				}
 			}
 		}
-		return putInvitation(tx, nil, &stored)
+		return nil, putInvitation(tx, nil, &stored)
 	})
-	if err == nil {
-		err = outcome
-	}
 	if err != nil {
 		return existing, fmt.Errorf("boltstore: create invitation: %w", err)
 	}
@@ -297,33 +288,28 @@ func (s *Store) RedeemInvitation(ctx context.Context, tokenHash string, r grants
 		r.At = s.now()
 	}
 	var (
-		inv     *grants.Invitation
-		g       *grants.Grant
-		outcome error
+		inv *grants.Invitation
+		g   *grants.Grant
 	)
-	err := s.batch(func(tx *bolt.Tx) error {
-		inv, g, outcome = nil, nil, nil
+	err := s.batchRefusable(func(tx *bolt.Tx) (error, error) {
+		inv, g = nil, nil
 		var err error
 		if inv, err = invitationByHash(tx, tokenHash); err != nil {
-			return err
+			return nil, err
 		}
 		if inv == nil {
-			outcome = grants.ErrNotFound
-			return nil
+			return grants.ErrNotFound, nil
 		}
 		switch inv.EffectiveStatus(r.At) {
 		case grants.StatusPending:
 		case grants.StatusRedeemed:
-			outcome = grants.ErrInvitationRedeemed
-			return nil
+			return grants.ErrInvitationRedeemed, nil
 		case grants.StatusRevoked:
-			outcome = grants.ErrInvitationRevoked
-			return nil
+			return grants.ErrInvitationRevoked, nil
 		case grants.StatusExpired:
-			outcome = grants.ErrInvitationExpired
-			return nil
+			return grants.ErrInvitationExpired, nil
 		default:
-			return fmt.Errorf("invitation %s has unknown status %q", inv.ID, inv.Status)
+			return nil, fmt.Errorf("invitation %s has unknown status %q", inv.ID, inv.Status)
 		}
 		old := *inv
 		at := r.At
@@ -334,17 +320,14 @@ func (s *Store) RedeemInvitation(ctx context.Context, tokenHash string, r grants
 		inv.RedeemedConnection = r.Connection
 		inv.Events = append(inv.Events, grants.Event{Type: "redeemed", At: at, Detail: map[string]string{"user_id": r.UserID}})
 		if g, err = loadGrant(tx, r.UserID); err != nil {
-			return err
+			return nil, err
 		}
 		mergeInto(g, inv, r.Claims, at)
 		if err := putJSON(tx.Bucket(bGrants), []byte(r.UserID), g); err != nil {
-			return err
+			return nil, err
 		}
-		return putInvitation(tx, &old, inv)
+		return nil, putInvitation(tx, &old, inv)
 	})
-	if err == nil {
-		err = outcome
-	}
 	if err != nil {
 		// The invitation comes back with refusals so the caller can explain them.
 		return inv, nil, fmt.Errorf("boltstore: redeem invitation: %w", err)
@@ -394,41 +377,32 @@ func (s *Store) transition(what, id string, change func(inv *grants.Invitation) 
 	if err := checkKeys("boltstore: "+what, id); err != nil {
 		return nil, err
 	}
-	var (
-		inv     *grants.Invitation
-		outcome error
-	)
-	err := s.batch(func(tx *bolt.Tx) error {
-		inv, outcome = nil, nil
+	var inv *grants.Invitation
+	err := s.batchRefusable(func(tx *bolt.Tx) (error, error) {
+		inv = nil
 		var err error
 		if inv, err = loadInvitation(tx, []byte(id)); err != nil {
-			return err
+			return nil, err
 		}
 		if inv == nil {
-			outcome = grants.ErrNotFound
-			return nil
+			return grants.ErrNotFound, nil
 		}
 		old := *inv
 		write, refusal := change(inv)
 		if refusal != nil {
-			outcome = refusal
-			return nil
+			return refusal, nil
 		}
 		if !write {
-			return nil
+			return nil, nil
 		}
 		if old.TokenHash != inv.TokenHash {
 			if owner := tx.Bucket(bInvByToken).Get([]byte(inv.TokenHash)); owner != nil && string(owner) != inv.ID {
-				outcome = fmt.Errorf("token hash: %w", grants.ErrConflict)
 				*inv = old
-				return nil
+				return fmt.Errorf("token hash: %w", grants.ErrConflict), nil
 			}
 		}
-		return putInvitation(tx, &old, inv)
+		return nil, putInvitation(tx, &old, inv)
 	})
-	if err == nil {
-		err = outcome
-	}
 	if err != nil {
 		return inv, fmt.Errorf("boltstore: %s %s: %w", what, id, err)
 	}

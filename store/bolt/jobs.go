@@ -36,21 +36,15 @@ func (s *Store) EnqueueJob(ctx context.Context, j *grants.Job) error {
 	if job.CreatedAt.IsZero() {
 		job.CreatedAt = s.now()
 	}
-	var outcome error
-	err := s.batch(func(tx *bolt.Tx) error {
-		outcome = nil
+	err := s.batchRefusable(func(tx *bolt.Tx) (error, error) {
 		if tx.Bucket(bJobs).Get([]byte(job.ID)) != nil {
-			outcome = grants.ErrConflict
-			return nil
+			return grants.ErrConflict, nil
 		}
 		if err := tx.Bucket(bJobsDue).Put(jobDueKey(&job), []byte(job.ID)); err != nil {
-			return err
+			return nil, err
 		}
-		return putJSON(tx.Bucket(bJobs), []byte(job.ID), &job)
+		return nil, putJSON(tx.Bucket(bJobs), []byte(job.ID), &job)
 	})
-	if err == nil {
-		err = outcome
-	}
 	if err != nil {
 		return fmt.Errorf("boltstore: enqueue job %s: %w", j.ID, err)
 	}
@@ -115,33 +109,27 @@ func (s *Store) changeJob(what, id string, change func(j *grants.Job) *grants.Jo
 	if err := checkKeys("boltstore: "+what, id); err != nil {
 		return err
 	}
-	var outcome error
-	err := s.batch(func(tx *bolt.Tx) error {
-		outcome = nil
+	err := s.batchRefusable(func(tx *bolt.Tx) (error, error) {
 		var j grants.Job
 		found, err := getJSON(tx.Bucket(bJobs), []byte(id), &j)
 		if err != nil {
-			return err
+			return nil, err
 		}
 		if !found {
-			outcome = grants.ErrNotFound
-			return nil
+			return grants.ErrNotFound, nil
 		}
 		if err := tx.Bucket(bJobsDue).Delete(jobDueKey(&j)); err != nil {
-			return err
+			return nil, err
 		}
 		next := change(&j)
 		if next == nil {
-			return tx.Bucket(bJobs).Delete([]byte(id))
+			return nil, tx.Bucket(bJobs).Delete([]byte(id))
 		}
 		if err := tx.Bucket(bJobsDue).Put(jobDueKey(next), []byte(id)); err != nil {
-			return err
+			return nil, err
 		}
-		return putJSON(tx.Bucket(bJobs), []byte(id), next)
+		return nil, putJSON(tx.Bucket(bJobs), []byte(id), next)
 	})
-	if err == nil {
-		err = outcome
-	}
 	if err != nil {
 		return fmt.Errorf("boltstore: %s %s: %w", what, id, err)
 	}
@@ -188,35 +176,29 @@ func (s *Store) ReserveIdempotencyKey(ctx context.Context, rec *grants.Idempoten
 	if rec.ExpiresAt.IsZero() {
 		return nil, fmt.Errorf("boltstore: reserve idempotency key: no expiry: %w", ErrInvalid)
 	}
-	var (
-		existing *grants.IdempotencyRecord
-		outcome  error
-	)
-	err := s.batch(func(tx *bolt.Tx) error {
-		existing, outcome = nil, nil
+	var existing *grants.IdempotencyRecord
+	err := s.batchRefusable(func(tx *bolt.Tx) (error, error) {
+		existing = nil
 		b := tx.Bucket(bIdempotency)
 		var old grants.IdempotencyRecord
 		found, err := getJSON(b, []byte(rec.Key), &old)
 		if err != nil {
-			return err
+			return nil, err
 		}
 		if found && !expired(old.ExpiresAt, s.now()) {
 			existing = &old
 			switch {
 			case old.RequestHash != rec.RequestHash:
-				outcome = grants.ErrIdempotencyMismatch
+				return grants.ErrIdempotencyMismatch, nil
 			case old.Status == 0:
-				outcome = grants.ErrIdempotencyInProgress
+				return grants.ErrIdempotencyInProgress, nil
 			}
-			return nil
+			return nil, nil
 		}
 		stored := *rec
 		stored.Status, stored.Response = 0, nil
-		return putJSON(b, []byte(rec.Key), &stored)
+		return nil, putJSON(b, []byte(rec.Key), &stored)
 	})
-	if err == nil {
-		err = outcome
-	}
 	if err != nil {
 		return existing, fmt.Errorf("boltstore: reserve idempotency key: %w", err)
 	}
@@ -230,25 +212,19 @@ func (s *Store) CompleteIdempotencyKey(ctx context.Context, key string, status i
 	if status <= 0 {
 		return fmt.Errorf("boltstore: complete idempotency key: status %d: %w", status, ErrInvalid)
 	}
-	var outcome error
-	err := s.batch(func(tx *bolt.Tx) error {
-		outcome = nil
+	err := s.batchRefusable(func(tx *bolt.Tx) (error, error) {
 		b := tx.Bucket(bIdempotency)
 		var rec grants.IdempotencyRecord
 		found, err := getJSON(b, []byte(key), &rec)
 		if err != nil {
-			return err
+			return nil, err
 		}
 		if !found || expired(rec.ExpiresAt, s.now()) {
-			outcome = grants.ErrNotFound
-			return nil
+			return grants.ErrNotFound, nil
 		}
 		rec.Status, rec.Response = status, response
-		return putJSON(b, []byte(key), &rec)
+		return nil, putJSON(b, []byte(key), &rec)
 	})
-	if err == nil {
-		err = outcome
-	}
 	if err != nil {
 		return fmt.Errorf("boltstore: complete idempotency key: %w", err)
 	}

@@ -34,24 +34,18 @@ func (s *Store) CreateAuthRequest(ctx context.Context, ar *sessions.AuthRequest)
 	if ar.ExpiresAt.IsZero() {
 		return fmt.Errorf("boltstore: create auth request %s: no expiry: %w", ar.ID, ErrInvalid)
 	}
-	var outcome error
-	err := s.batch(func(tx *bolt.Tx) error {
-		outcome = nil
+	err := s.batchRefusable(func(tx *bolt.Tx) (error, error) {
 		b := tx.Bucket(bAuthReqs)
 		var old sessions.AuthRequest
 		found, err := getJSON(b, []byte(ar.ID), &old)
 		if err != nil {
-			return err
+			return nil, err
 		}
 		if found && !expired(old.ExpiresAt, s.now()) {
-			outcome = sessions.ErrConflict
-			return nil
+			return sessions.ErrConflict, nil
 		}
-		return putJSON(b, []byte(ar.ID), ar)
+		return nil, putJSON(b, []byte(ar.ID), ar)
 	})
-	if err == nil {
-		err = outcome
-	}
 	if err != nil {
 		return fmt.Errorf("boltstore: create auth request %s: %w", ar.ID, err)
 	}
@@ -88,24 +82,18 @@ func (s *Store) UpdateAuthRequest(ctx context.Context, ar *sessions.AuthRequest)
 	if ar.ExpiresAt.IsZero() {
 		return fmt.Errorf("boltstore: update auth request %s: no expiry: %w", ar.ID, ErrInvalid)
 	}
-	var outcome error
-	err := s.batch(func(tx *bolt.Tx) error {
-		outcome = nil
+	err := s.batchRefusable(func(tx *bolt.Tx) (error, error) {
 		b := tx.Bucket(bAuthReqs)
 		var old sessions.AuthRequest
 		found, err := getJSON(b, []byte(ar.ID), &old)
 		if err != nil {
-			return err
+			return nil, err
 		}
 		if !found || expired(old.ExpiresAt, s.now()) {
-			outcome = sessions.ErrNotFound
-			return nil
+			return sessions.ErrNotFound, nil
 		}
-		return putJSON(b, []byte(ar.ID), ar)
+		return nil, putJSON(b, []byte(ar.ID), ar)
 	})
-	if err == nil {
-		err = outcome
-	}
 	if err != nil {
 		return fmt.Errorf("boltstore: update auth request %s: %w", ar.ID, err)
 	}
@@ -137,24 +125,18 @@ func (s *Store) SaveCode(ctx context.Context, c *sessions.Code) error {
 	if c.ExpiresAt.IsZero() {
 		return fmt.Errorf("boltstore: save code: no expiry: %w", ErrInvalid)
 	}
-	var outcome error
-	err := s.batch(func(tx *bolt.Tx) error {
-		outcome = nil
+	err := s.batchRefusable(func(tx *bolt.Tx) (error, error) {
 		b := tx.Bucket(bCodes)
 		var old sessions.Code
 		found, err := getJSON(b, []byte(c.Hash), &old)
 		if err != nil {
-			return err
+			return nil, err
 		}
 		if found && !expired(old.ExpiresAt, s.now()) {
-			outcome = sessions.ErrConflict
-			return nil
+			return sessions.ErrConflict, nil
 		}
-		return putJSON(b, []byte(c.Hash), c)
+		return nil, putJSON(b, []byte(c.Hash), c)
 	})
-	if err == nil {
-		err = outcome
-	}
 	if err != nil {
 		return fmt.Errorf("boltstore: save code: %w", err)
 	}
@@ -165,38 +147,31 @@ func (s *Store) ConsumeCode(ctx context.Context, hash string) (*sessions.Code, e
 	if err := checkKeys("boltstore: consume code", hash); err != nil {
 		return nil, err
 	}
-	var (
-		code    sessions.Code
-		outcome error
-	)
-	err := s.batch(func(tx *bolt.Tx) error {
-		code, outcome = sessions.Code{}, nil
+	var code sessions.Code
+	err := s.batchRefusable(func(tx *bolt.Tx) (error, error) {
+		code = sessions.Code{}
 		b := tx.Bucket(bCodes)
 		found, err := getJSON(b, []byte(hash), &code)
 		if err != nil {
-			return err
+			return nil, err
 		}
 		switch {
 		case !found || expired(code.ExpiresAt, s.now()):
-			outcome = sessions.ErrNotFound
-			return nil
+			return sessions.ErrNotFound, nil
 		case code.Used:
-			outcome = sessions.ErrCodeReplayed
-			return nil
+			return sessions.ErrCodeReplayed, nil
 		}
 		code.Used = true
-		return putJSON(b, []byte(hash), &code)
+		return nil, putJSON(b, []byte(hash), &code)
 	})
-	if err != nil {
-		return nil, fmt.Errorf("boltstore: consume code: %w", err)
-	}
-	switch outcome {
+	// A failure is never the bare sentinel: only a replay returns the code.
+	switch err {
 	case nil:
 		return &code, nil
 	case sessions.ErrCodeReplayed:
-		return &code, fmt.Errorf("boltstore: consume code: %w", outcome)
+		return &code, fmt.Errorf("boltstore: consume code: %w", err)
 	default:
-		return nil, fmt.Errorf("boltstore: consume code: %w", outcome)
+		return nil, fmt.Errorf("boltstore: consume code: %w", err)
 	}
 }
 
@@ -259,24 +234,18 @@ func (s *Store) CreateRefreshToken(ctx context.Context, rt *sessions.RefreshToke
 	if err := checkRefresh("boltstore: create refresh token", rt); err != nil {
 		return err
 	}
-	var outcome error
-	err := s.batch(func(tx *bolt.Tx) error {
-		outcome = nil
+	err := s.batchRefusable(func(tx *bolt.Tx) (error, error) {
 		b := tx.Bucket(bRefresh)
 		var old sessions.RefreshToken
 		found, err := getJSON(b, []byte(rt.Hash), &old)
 		if err != nil {
-			return err
+			return nil, err
 		}
 		if found && !refreshExpired(old.ExpiresAt, old.FamilyExpiresAt, s.now()) {
-			outcome = sessions.ErrConflict
-			return nil
+			return sessions.ErrConflict, nil
 		}
-		return putJSON(b, []byte(rt.Hash), rt)
+		return nil, putJSON(b, []byte(rt.Hash), rt)
 	})
-	if err == nil {
-		err = outcome
-	}
 	if err != nil {
 		return fmt.Errorf("boltstore: create refresh token: %w", err)
 	}
@@ -325,55 +294,45 @@ func (s *Store) RotateRefreshToken(ctx context.Context, oldHash string, next *se
 	if next.Hash == oldHash {
 		return fmt.Errorf("boltstore: rotate refresh token: next has the old hash: %w", ErrInvalid)
 	}
-	var outcome error
-	err := s.batch(func(tx *bolt.Tx) error {
-		outcome = nil
+	err := s.batchRefusable(func(tx *bolt.Tx) (error, error) {
 		now := s.now()
 		b := tx.Bucket(bRefresh)
 		var old sessions.RefreshToken
 		found, err := getJSON(b, []byte(oldHash), &old)
 		if err != nil {
-			return err
+			return nil, err
 		}
 		if !found || refreshExpired(old.ExpiresAt, old.FamilyExpiresAt, now) {
-			outcome = sessions.ErrNotFound
-			return nil
+			return sessions.ErrNotFound, nil
 		}
 		revoked, err := familyRevoked(tx, old.FamilyID, now)
 		if err != nil {
-			return err
+			return nil, err
 		}
 		if revoked {
-			outcome = sessions.ErrRevoked
-			return nil
+			return sessions.ErrRevoked, nil
 		}
 		if old.RotatedAt != nil {
 			// Reuse: someone holds a token that was already exchanged. The
-			// revocation must commit, so it is the outcome, not a rollback.
+			// revocation must commit, so this is a refusal, not a failure.
 			until := latest(old.ExpiresAt, old.FamilyExpiresAt, now).Add(reuseRevocationMargin)
 			if err := putMarker(tx.Bucket(bRevFamily), old.FamilyID, until); err != nil {
-				return err
+				return nil, err
 			}
-			outcome = sessions.ErrRefreshReused
-			return nil
+			return sessions.ErrRefreshReused, nil
 		}
 		if next.FamilyID != old.FamilyID {
-			outcome = fmt.Errorf("next token is in family %s, not %s: %w", next.FamilyID, old.FamilyID, ErrInvalid)
-			return nil
+			return fmt.Errorf("next token is in family %s, not %s: %w", next.FamilyID, old.FamilyID, ErrInvalid), nil
 		}
 		if b.Get([]byte(next.Hash)) != nil {
-			outcome = sessions.ErrConflict
-			return nil
+			return sessions.ErrConflict, nil
 		}
 		old.RotatedAt = &now
 		if err := putJSON(b, []byte(oldHash), &old); err != nil {
-			return err
+			return nil, err
 		}
-		return putJSON(b, []byte(next.Hash), next)
+		return nil, putJSON(b, []byte(next.Hash), next)
 	})
-	if err == nil {
-		err = outcome
-	}
 	if err != nil {
 		return fmt.Errorf("boltstore: rotate refresh token: %w", err)
 	}
@@ -512,25 +471,18 @@ func (s *Store) AddSigningKey(ctx context.Context, k *sessions.SigningKey, onlyI
 	if err := checkKeys("boltstore: add signing key", k.ID); err != nil {
 		return err
 	}
-	var outcome error
-	err := s.batch(func(tx *bolt.Tx) error {
-		outcome = nil
+	err := s.batchRefusable(func(tx *bolt.Tx) (error, error) {
 		b := tx.Bucket(bSigningKeys)
 		if onlyIfNone {
 			if first, _ := b.Cursor().First(); first != nil {
-				outcome = sessions.ErrConflict
-				return nil
+				return sessions.ErrConflict, nil
 			}
 		}
 		if b.Get([]byte(k.ID)) != nil {
-			outcome = sessions.ErrConflict
-			return nil
+			return sessions.ErrConflict, nil
 		}
-		return putJSON(b, []byte(k.ID), k)
+		return nil, putJSON(b, []byte(k.ID), k)
 	})
-	if err == nil {
-		err = outcome
-	}
 	if err != nil {
 		return fmt.Errorf("boltstore: add signing key %s: %w", k.ID, err)
 	}

@@ -49,19 +49,17 @@ func (s *Store) ResolveIdentity(ctx context.Context, id grants.Identity, p grant
 	var (
 		user    grants.User
 		created bool
-		outcome error
 	)
-	err := s.batch(func(tx *bolt.Tx) error {
-		user, created, outcome = grants.User{}, false, nil
+	err := s.batchRefusable(func(tx *bolt.Tx) (error, error) {
+		user, created = grants.User{}, false
 		var ident grants.Identity
 		found, err := getJSON(tx.Bucket(bIdentities), identityKey(id.Issuer, id.Subject), &ident)
 		if err != nil {
-			return err
+			return nil, err
 		}
 		if !found {
 			if tx.Bucket(bUsers).Get([]byte(newUserID)) != nil {
-				outcome = fmt.Errorf("user %s exists: %w", newUserID, grants.ErrConflict)
-				return nil
+				return fmt.Errorf("user %s exists: %w", newUserID, grants.ErrConflict), nil
 			}
 			user = grants.User{
 				ID: newUserID, Email: p.Email, EmailVerified: p.EmailVerified,
@@ -77,18 +75,17 @@ func (s *Store) ResolveIdentity(ctx context.Context, id grants.Identity, p grant
 				ident.CreatedAt = now
 			}
 			if err := putUser(tx, nil, &user); err != nil {
-				return err
+				return nil, err
 			}
 			created = true
-			return putIdentity(tx, &ident)
+			return nil, putIdentity(tx, &ident)
 		}
 		found, err = getJSON(tx.Bucket(bUsers), []byte(ident.UserID), &user)
 		if err != nil {
-			return err
+			return nil, err
 		}
 		if !found {
-			outcome = fmt.Errorf("identity linked to missing user %s: %w", ident.UserID, grants.ErrNotFound)
-			return nil
+			return fmt.Errorf("identity linked to missing user %s: %w", ident.UserID, grants.ErrNotFound), nil
 		}
 		old := user
 		if p.Email != "" {
@@ -96,7 +93,7 @@ func (s *Store) ResolveIdentity(ctx context.Context, id grants.Identity, p grant
 			if ident.Email != p.Email || ident.EmailVerified != p.EmailVerified {
 				ident.Email, ident.EmailVerified = p.Email, p.EmailVerified
 				if err := putIdentity(tx, &ident); err != nil {
-					return err
+					return nil, err
 				}
 			}
 		}
@@ -107,11 +104,8 @@ func (s *Store) ResolveIdentity(ctx context.Context, id grants.Identity, p grant
 			user.Picture = p.Picture
 		}
 		user.UpdatedAt, user.LastLoginAt = now, now
-		return putUser(tx, &old, &user)
+		return nil, putUser(tx, &old, &user)
 	})
-	if err == nil {
-		err = outcome
-	}
 	if err != nil {
 		return nil, false, fmt.Errorf("boltstore: resolve identity: %w", err)
 	}
@@ -124,33 +118,27 @@ func (s *Store) LinkIdentity(ctx context.Context, id grants.Identity) error {
 	if err := checkKeys("boltstore: link identity", id.Issuer, id.Subject, id.UserID); err != nil {
 		return err
 	}
-	var outcome error
-	err := s.batch(func(tx *bolt.Tx) error {
-		outcome = nil
+	err := s.batchRefusable(func(tx *bolt.Tx) (error, error) {
 		if tx.Bucket(bUsers).Get([]byte(id.UserID)) == nil {
-			outcome = fmt.Errorf("user %s: %w", id.UserID, grants.ErrNotFound)
-			return nil
+			return fmt.Errorf("user %s: %w", id.UserID, grants.ErrNotFound), nil
 		}
 		var old grants.Identity
 		found, err := getJSON(tx.Bucket(bIdentities), identityKey(id.Issuer, id.Subject), &old)
 		if err != nil {
-			return err
+			return nil, err
 		}
 		if found {
 			if old.UserID != id.UserID {
-				outcome = fmt.Errorf("identity is linked to another user: %w", grants.ErrConflict)
+				return fmt.Errorf("identity is linked to another user: %w", grants.ErrConflict), nil
 			}
-			return nil
+			return nil, nil
 		}
 		ident := id
 		if ident.CreatedAt.IsZero() {
 			ident.CreatedAt = s.now()
 		}
-		return putIdentity(tx, &ident)
+		return nil, putIdentity(tx, &ident)
 	})
-	if err == nil {
-		err = outcome
-	}
 	if err != nil {
 		return fmt.Errorf("boltstore: link identity: %w", err)
 	}

@@ -457,13 +457,7 @@ func (c *Config) checkClients(p *problems) {
 func (c *Config) checkInvitations(p *problems) {
 	inv := c.Invitations
 	if h := inv.RedemptionHook; h.URL != "" {
-		u, err := url.Parse(h.URL)
-		switch {
-		case err != nil || u.Host == "" || (u.Scheme != "https" && u.Scheme != "http"):
-			p.add("invitations.redemption_hook.url", "%q must be an absolute http(s) URL", h.URL)
-		case u.Scheme == "http" && !isLoopback(u.Hostname()):
-			p.add("invitations.redemption_hook.url", "%q: plain http is only allowed on loopback; use https", h.URL)
-		}
+		checkClientURL(p, "invitations.redemption_hook.url", h.URL)
 		if h.Timeout <= 0 || time.Duration(h.Timeout) > 30*time.Second {
 			p.add("invitations.redemption_hook.timeout", "must be between 1ms and 30s (a person is waiting), got %s", h.Timeout)
 		}
@@ -657,13 +651,7 @@ func (c *Config) checkWebhooks(p *problems) {
 			p.add(path+".id", "%q is used twice", w.ID)
 		}
 		seen[w.ID] = true
-		u, err := url.Parse(w.URL)
-		switch {
-		case err != nil || u.Host == "" || (u.Scheme != "https" && u.Scheme != "http"):
-			p.add(path+".url", "%q must be an absolute http(s) URL", w.URL)
-		case u.Scheme == "http" && !isLoopback(u.Hostname()):
-			p.add(path+".url", "%q: plain http is only allowed on loopback; use https", w.URL)
-		}
+		checkClientURL(p, path+".url", w.URL)
 		if len(w.Secrets) == 0 || len(w.Secrets) > 2 {
 			p.add(path+".secrets", "needs one whsec_ secret (two while rotating); set %s", WebhookSecretsEnv(w.ID))
 		}

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
 	"slices"
 	"strconv"
 	"strings"
@@ -71,7 +72,7 @@ func (c caller) actor() string {
 
 func (b *Broker) apiAudit(w http.ResponseWriter, r *http.Request, _ caller) {
 	q := r.URL.Query()
-	f := grants.AuditFilter{Action: q.Get("action"), Actor: q.Get("actor"), Target: q.Get("target"), Cursor: q.Get("cursor"), Limit: 50}
+	f := grants.AuditFilter{Action: q.Get("action"), Actor: q.Get("actor"), Target: q.Get("target"), Cursor: q.Get("cursor")}
 	for _, p := range []struct {
 		name string
 		dst  *time.Time
@@ -86,14 +87,9 @@ func (b *Broker) apiAudit(w http.ResponseWriter, r *http.Request, _ caller) {
 			*p.dst = t
 		}
 	}
-	if s := q.Get("limit"); s != "" {
-		n, err := strconv.Atoi(s)
-		if err != nil || n < 1 || n > 1000 {
-			writeProblem(w, http.StatusBadRequest, "invalid-query", "Invalid limit", "limit must be a number from 1 to 1000.",
-				grants.FieldError{Field: "limit", Message: "must be 1..1000"})
-			return
-		}
-		f.Limit = n
+	var ok bool
+	if f.Limit, ok = queryLimit(w, q, 50); !ok {
+		return
 	}
 	recs, next, err := b.grants.ListAudit(r.Context(), f)
 	if err != nil {
@@ -439,7 +435,7 @@ func (b *Broker) apiResendInvitation(w http.ResponseWriter, r *http.Request, c c
 func (b *Broker) apiListInvitations(w http.ResponseWriter, r *http.Request, _ caller) {
 	q := r.URL.Query()
 	f := grants.InvitationFilter{Status: grants.Status(q.Get("status")), Email: q.Get("email"),
-		ClientID: q.Get("client_id"), ExternalID: q.Get("external_id"), Cursor: q.Get("cursor"), Limit: 50}
+		ClientID: q.Get("client_id"), ExternalID: q.Get("external_id"), Cursor: q.Get("cursor")}
 	switch f.Status {
 	case "", grants.StatusPending, grants.StatusRedeemed, grants.StatusRevoked, grants.StatusExpired:
 	default:
@@ -447,14 +443,9 @@ func (b *Broker) apiListInvitations(w http.ResponseWriter, r *http.Request, _ ca
 			grants.FieldError{Field: "status", Message: "unknown status"})
 		return
 	}
-	if s := q.Get("limit"); s != "" {
-		n, err := strconv.Atoi(s)
-		if err != nil || n < 1 || n > 1000 {
-			writeProblem(w, http.StatusBadRequest, "invalid-query", "Invalid limit", "limit must be a number from 1 to 1000.",
-				grants.FieldError{Field: "limit", Message: "must be 1..1000"})
-			return
-		}
-		f.Limit = n
+	var ok bool
+	if f.Limit, ok = queryLimit(w, q, 50); !ok {
+		return
 	}
 	list, next, err := b.grants.ListInvitations(r.Context(), f, b.now())
 	if err != nil {
@@ -582,4 +573,20 @@ func (b *Broker) mirrorRevocation(ctx context.Context, userID, role, claim strin
 			b.log.ErrorContext(ctx, "queueing the Auth0 mirror revocation", "user_id", userID, "err", err)
 		}
 	}
+}
+
+// queryLimit reads ?limit= (1..1000, def when absent); a bad value has been
+// answered with a problem when ok is false.
+func queryLimit(w http.ResponseWriter, q url.Values, def int) (n int, ok bool) {
+	s := q.Get("limit")
+	if s == "" {
+		return def, true
+	}
+	n, err := strconv.Atoi(s)
+	if err != nil || n < 1 || n > 1000 {
+		writeProblem(w, http.StatusBadRequest, "invalid-query", "Invalid limit", "limit must be a number from 1 to 1000.",
+			grants.FieldError{Field: "limit", Message: "must be 1..1000"})
+		return 0, false
+	}
+	return n, true
 }

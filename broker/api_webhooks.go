@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
-	"strconv"
 
 	"github.com/usher-oidc/usher/grants"
 )
@@ -34,15 +33,9 @@ func (b *Broker) webhookRoutes(mux *http.ServeMux, wh WebhookAdmin) {
 
 func (b *Broker) apiWebhookDeliveries(w http.ResponseWriter, r *http.Request, wh WebhookAdmin) {
 	endpoint := r.PathValue("endpoint")
-	limit := 50
-	if s := r.URL.Query().Get("limit"); s != "" {
-		n, err := strconv.Atoi(s)
-		if err != nil || n < 1 || n > 1000 {
-			writeProblem(w, http.StatusBadRequest, "invalid-query", "Invalid limit", "limit must be a number from 1 to 1000.",
-				grants.FieldError{Field: "limit", Message: "must be a number from 1 to 1000"})
-			return
-		}
-		limit = n
+	limit, ok := queryLimit(w, r.URL.Query(), 50)
+	if !ok {
+		return
 	}
 	ds, err := wh.Deliveries(r.Context(), endpoint, limit)
 	switch {

@@ -10,6 +10,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"strings"
 	"time"
 )
 
@@ -165,6 +166,19 @@ type InvitationFilter struct {
 	// opaque value NextCursor returned for the previous page.
 	Limit  int
 	Cursor string
+}
+
+// Matches applies the filter to one invitation; every backend lists with it,
+// so the filters mean the same everywhere.
+func (f *InvitationFilter) Matches(inv *Invitation, now time.Time) bool {
+	switch {
+	case f.Status != "" && inv.EffectiveStatus(now) != f.Status,
+		f.Email != "" && !strings.EqualFold(strings.TrimSpace(inv.Email), strings.TrimSpace(f.Email)),
+		f.ClientID != "" && inv.ClientID != f.ClientID,
+		f.ExternalID != "" && inv.ExternalID != f.ExternalID:
+		return false
+	}
+	return true
 }
 
 // IdempotencyRecord remembers the first request made with an Idempotency-Key.

@@ -174,22 +174,6 @@ func (s *Store) GetInvitationByTokenHash(ctx context.Context, hash string) (*gra
 	return inv, nil
 }
 
-func matchesFilter(inv *grants.Invitation, f *grants.InvitationFilter, now time.Time) bool {
-	if f.Status != "" && inv.EffectiveStatus(now) != f.Status {
-		return false
-	}
-	if f.Email != "" && lower(inv.Email) != lower(f.Email) {
-		return false
-	}
-	if f.ClientID != "" && inv.ClientID != f.ClientID {
-		return false
-	}
-	if f.ExternalID != "" && inv.ExternalID != f.ExternalID {
-		return false
-	}
-	return true
-}
-
 // ListInvitations walks the time index backwards from the cursor, or, when
 // filtering by email or external_id, reads that (small) index and sorts.
 func (s *Store) ListInvitations(ctx context.Context, f grants.InvitationFilter, now time.Time) ([]grants.Invitation, string, error) {
@@ -228,7 +212,7 @@ func (s *Store) ListInvitations(ctx context.Context, f grants.InvitationFilter, 
 				if err != nil {
 					return err
 				}
-				if inv == nil || !matchesFilter(inv, &f, now) {
+				if inv == nil || !f.Matches(inv, now) {
 					continue
 				}
 				key := invTimeKey(inv)
@@ -258,7 +242,7 @@ func (s *Store) ListInvitations(ctx context.Context, f grants.InvitationFilter, 
 			if err != nil {
 				return err
 			}
-			if inv == nil || !matchesFilter(inv, &f, now) {
+			if inv == nil || !f.Matches(inv, now) {
 				continue
 			}
 			page = append(page, item{bytes.Clone(k), inv})

@@ -354,22 +354,6 @@ func (s *Store) GetInvitationByTokenHash(ctx context.Context, hash string) (*gra
 	return inv, nil
 }
 
-func matchesFilter(inv *grants.Invitation, f *grants.InvitationFilter, now time.Time) bool {
-	if f.Status != "" && inv.EffectiveStatus(now) != f.Status {
-		return false
-	}
-	if f.Email != "" && lower(inv.Email) != lower(f.Email) {
-		return false
-	}
-	if f.ClientID != "" && inv.ClientID != f.ClientID {
-		return false
-	}
-	if f.ExternalID != "" && inv.ExternalID != f.ExternalID {
-		return false
-	}
-	return true
-}
-
 // listCursor is a position in an index: (score, id), exclusive.
 type listCursor struct {
 	score float64
@@ -458,7 +442,7 @@ func (s *Store) ListInvitations(ctx context.Context, f grants.InvitationFilter, 
 			return nil, "", fmt.Errorf("redisstore: list invitations: %w", err)
 		}
 		for i, inv := range invs {
-			if inv != nil && matchesFilter(inv, &f, now) && len(page) <= limit {
+			if inv != nil && f.Matches(inv, now) && len(page) <= limit {
 				page = append(page, item{pos[i], inv})
 			}
 		}

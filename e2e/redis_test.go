@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net/http"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"slices"
@@ -177,3 +178,62 @@ func TestInviteFlowOnRedisCluster(t *testing.T) {
 		}
 	}
 }
+
+// startSentinel runs a Redis master and one Sentinel watching it as
+// "usher-master"; it returns the Sentinel's address.
+func startSentinel(t *testing.T) string {
+	t.Helper()
+	master := newRedisProc(t, "--appendonly", "no")
+	port := freePort(t)
+	dir := t.TempDir()
+	conf := filepath.Join(dir, "sentinel.conf")
+	content := fmt.Sprintf("port %d\nbind 127.0.0.1\ndir %s\nsentinel monitor usher-master 127.0.0.1 %d 1\nsentinel down-after-milliseconds usher-master 5000\n",
+		port, dir, master.port)
+	if err := writeFile(conf, content); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command("redis-server", conf, "--sentinel")
+	if err := cmd.Start(); err != nil {
+		t.Fatalf("redis sentinel: %v", err)
+	}
+	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	addr := "127.0.0.1:" + strconv.Itoa(port)
+	waitTCP(t, addr)
+	// Wait until the Sentinel names the master.
+	c := redis.NewSentinelClient(&redis.Options{Addr: addr})
+	defer c.Close()
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		if a, err := c.GetMasterAddrByName(context.Background(), "usher-master").Result(); err == nil && len(a) == 2 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("sentinel never reported the master")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	return addr
+}
+
+// usher configured with Sentinel addresses (store.redis.addrs + master_name)
+// finds the master through the Sentinel and runs the invite flow on it.
+func TestInviteFlowThroughRedisSentinel(t *testing.T) {
+	t.Parallel()
+	sentinel := startSentinel(t)
+	d := startDev(t, app.DevOptions{Configure: func(c *config.Config) {
+		c.Store.Driver = "redis"
+		c.Store.Redis.Addrs = []string{sentinel}
+		c.Store.Redis.MasterName = "usher-master"
+	}})
+	api := funnelToken(t, d, "invitations:write invitations:read")
+	inv := invite(t, d, api, map[string]any{"email": "sentinel@example.com", "roles": []string{"customer"}, "send_email": false})
+	a := newAgent(t, d.SPAURL)
+	resp, body, v := a.signInWithInvitation(d, tokenOf(inv["url"].(string)), "signup",
+		urlValues("email", "sentinel@example.com", "password", "password-123456", "name", "S"))
+	tr := exchangeCode(t, d, a.callbackOf(resp, body).Get("code"), v)
+	if c := jwtClaims(t, tr.IDToken); !slices.Equal(rolesOf(c), []string{"customer"}) {
+		t.Fatalf("redemption through Sentinel: %v", c)
+	}
+}
+
+func writeFile(path, content string) error { return os.WriteFile(path, []byte(content), 0o600) }

@@ -261,10 +261,10 @@ func (b *Broker) buildProvider() error {
 		SupportedClaims: []string{"sub", "aud", "exp", "iat", "iss", "auth_time", "nonce", "azp", "at_hash",
 			"email", "email_verified", "name", "picture", "updated_at", "roles"},
 	}
-	alg := string(b.keys.alg)
+	algs := b.keys.algorithms()
 	opts := []op.Option{
-		op.WithAccessTokenVerifierOpts(op.WithSupportedAccessTokenSigningAlgorithms(alg)),
-		op.WithIDTokenHintVerifierOpts(op.WithSupportedIDTokenHintSigningAlgorithms(alg)),
+		op.WithAccessTokenVerifierOpts(op.WithSupportedAccessTokenSigningAlgorithms(algs...)),
+		op.WithIDTokenHintVerifierOpts(op.WithSupportedIDTokenHintSigningAlgorithms(algs...)),
 	}
 	if b.insecure {
 		opts = append(opts, op.WithAllowInsecure())

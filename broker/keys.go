@@ -13,6 +13,7 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 	"time"
 
@@ -167,6 +168,20 @@ func (kr *keyring) published() []op.Key {
 		case previous == 0:
 			previous++
 			out = append(out, publicKey{k})
+		}
+	}
+	return out
+}
+
+// algorithms are every algorithm usher's tokens may carry: the configured
+// one and those of the keys it has (PEM files may mix RSA and EC keys).
+func (kr *keyring) algorithms() []string {
+	kr.mu.RLock()
+	defer kr.mu.RUnlock()
+	out := []string{string(kr.alg)}
+	for _, k := range kr.keys {
+		if !slices.Contains(out, string(k.alg)) {
+			out = append(out, string(k.alg))
 		}
 	}
 	return out

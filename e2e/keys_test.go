@@ -4,8 +4,11 @@ import (
 	"context"
 	"encoding/base64"
 	"encoding/json"
+	"fmt"
 	"net/http"
+	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -93,5 +96,38 @@ func TestKeyRotationAndEncryptionAtRest(t *testing.T) {
 	_, err = app.StartDev(ctx, app.DevOptions{StorePath: dbPath, Configure: func(c *config.Config) { c.Store.KeyEncryptionKey = wrong }})
 	if err == nil || !strings.Contains(err.Error(), "key_encryption_key") {
 		t.Fatalf("start with a wrong key-encryption key: %v", err)
+	}
+}
+
+// Keys from PEM files (signing.key_files): the first signs, all are published.
+func TestSigningKeysFromPEMFiles(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	var files []string
+	for i, alg := range []string{"RS256", "ES256"} {
+		k, err := broker.GenerateSigningKey(alg, time.Now(), time.Now())
+		if err != nil {
+			t.Fatal(err)
+		}
+		p := filepath.Join(dir, fmt.Sprintf("key%d.pem", i))
+		if err := os.WriteFile(p, k.PrivateKeyPEM, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		files = append(files, p)
+	}
+	d := startDev(t, app.DevOptions{Configure: func(c *config.Config) {
+		c.Signing.Algorithm = "ES256" // the files decide: the first is RSA
+		c.Signing.KeyFiles = files
+	}})
+	tok := funnelToken(t, d, "invitations:read")
+	h := jwtHeader(t, tok)
+	if h["alg"] != "RS256" {
+		t.Fatalf("token signed with %v, want the first file's RS256 key", h["alg"])
+	}
+	if kids := jwksKids(t, d); !slices.Contains(kids, h["kid"].(string)) {
+		t.Fatalf("JWKS %v lacks the signing kid %v", kids, h["kid"])
+	}
+	if r := apiCall(t, d, http.MethodGet, "/api/invitations", tok, nil); r.status != http.StatusOK {
+		t.Fatalf("a token signed by a file key: %d %s", r.status, r.raw)
 	}
 }

@@ -305,9 +305,8 @@ func (b *Broker) createInvitation(w http.ResponseWriter, r *http.Request, c call
 		writeProblem(w, http.StatusBadRequest, "invalid-json", "Invalid JSON body", jsonErrorDetail(err))
 		return
 	}
-	if req.Inviter == "" {
-		req.Inviter = c.ClientID
-	}
+	// No default inviter: a client ID is not a person to name in the mail
+	// ("funnel invited you"); the audit log records which client created it.
 	inv, token, existed, err := b.invitations.Create(ctx, req)
 	var ve *grants.ValidationError
 	switch {

@@ -28,6 +28,8 @@ type agent struct {
 	t      testing.TB
 	client *http.Client
 	stopAt string // origin of the client's redirect URI
+	// lastIDClaims: the ID token claims of the agent's last completed sign-in.
+	lastIDClaims map[string]any
 }
 
 func newAgent(t testing.TB, stopAt string) *agent {

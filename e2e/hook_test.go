@@ -72,6 +72,7 @@ func TestRedemptionHook(t *testing.T) {
 				c.Invitations.RedemptionHook = config.RedemptionHook{URL: hook.URL, Timeout: config.Duration(300 * time.Millisecond), Policy: policy, Secret: secret}
 			}})
 			api := funnelToken(t, d, "invitations:write invitations:read")
+			var lastToken map[string]any
 			run := func(t *testing.T, name string) (status int, body string, claims map[string]any) {
 				email := name + "-" + policy + "@example.com"
 				inv := invite(t, d, api, map[string]any{"email": email, "roles": []string{"customer"}, "claims": map[string]any{"crm_id": "C-1"},
@@ -81,6 +82,7 @@ func TestRedemptionHook(t *testing.T) {
 					url.Values{"email": {email}, "password": {"password-123456"}, "name": {"H"}})
 				status = resp.StatusCode
 				sub := subOf(t, d, a, resp, body, v)
+				lastToken = a.lastIDClaims
 				g := apiCall(t, d, http.MethodGet, "/api/users/"+sub+"/grants", api, nil)
 				return status, body, g.body
 			}
@@ -101,6 +103,9 @@ func TestRedemptionHook(t *testing.T) {
 				c, _ := g["claims"].(map[string]any)
 				if c["tier"] != "gold" || c["crm_id"] != "OVERRIDDEN" {
 					t.Fatalf("hook claims not applied: %v", g)
+				}
+				if lastToken["tier"] != "gold" || lastToken["crm_id"] != "OVERRIDDEN" || lastToken["sub"] == "forged" {
+					t.Fatalf("hook claims did not reach the ID token: %v", lastToken)
 				}
 				if _, forged := c["sub"]; forged {
 					t.Fatalf("the hook set a registered claim: %v", c)

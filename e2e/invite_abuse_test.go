@@ -68,7 +68,8 @@ func subOf(t *testing.T, d *app.Dev, a *agent, resp *http.Response, body, verifi
 	if tr.IDToken == "" {
 		t.Fatalf("no ID token: %+v", tr)
 	}
-	return claimString(jwtClaims(t, tr.IDToken), "sub")
+	a.lastIDClaims = jwtClaims(t, tr.IDToken)
+	return claimString(a.lastIDClaims, "sub")
 }
 
 // Used, expired, revoked and altered links each show their page with the

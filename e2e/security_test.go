@@ -222,3 +222,37 @@ func TestPageSecurityHeaders(t *testing.T) {
 		}
 	}
 }
+
+// The browser session ends at its absolute timeout even when kept busy:
+// activity every 20 minutes keeps it past the idle timeout, not past 24 h.
+func TestBrowserSessionAbsoluteTimeout(t *testing.T) {
+	t.Parallel()
+	clock := &testClock{}
+	d := startDev(t, app.DevOptions{Now: clock.Now, Configure: func(c *config.Config) {
+		c.Sessions.IdleTimeout = config.Duration(30 * time.Minute)
+		c.Sessions.AbsoluteTimeout = config.Duration(2 * time.Hour)
+	}})
+	a := newAgent(t, d.SPAURL)
+	usher, _ := url.Parse(d.IssuerURL)
+	u, _, _ := authorizeURL(d, nil)
+	a.get(u)
+	first := sessionCookie(a, usher)
+	var resp *http.Response
+	var body string
+	for i := range 7 { // 7 × 20 min = 2 h 20 min of activity
+		clock.Advance(20 * time.Minute)
+		u, _, _ = authorizeURL(d, nil)
+		resp, body = a.get(u)
+		if i == 4 && sessionCookie(a, usher) != first {
+			t.Fatalf("activity every 20 min did not keep the session alive past the 30 min idle timeout")
+		}
+	}
+	if sessionCookie(a, usher) == first {
+		t.Fatalf("the session outlived its absolute timeout (same ID after 2 h 20 min)")
+	}
+	// The sign-in started in the new session still completes.
+	resp, body = a.devidpForm(resp, body, "login", url.Values{"email": {app.DevUserEmail}, "password": {app.DevUserPassword}})
+	if q := a.callbackOf(resp, body); q.Get("code") == "" {
+		t.Fatalf("sign-in after the absolute timeout: %v", q)
+	}
+}

@@ -12,6 +12,7 @@ import (
 	"net/http/cookiejar"
 	"net/url"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -231,4 +232,33 @@ func (c *countingStore) CreateAuthRequest(ctx context.Context, ar *sessions.Auth
 func (c *countingStore) ResolveIdentity(ctx context.Context, id grants.Identity, p grants.Profile, newID string, now time.Time) (*grants.User, bool, error) {
 	c.identities.Add(1)
 	return c.Store.ResolveIdentity(ctx, id, p, newID, now)
+}
+
+// sessionRecorder remembers the browser-session IDs usher saves, so tests can
+// see renewal and expiry (the cookie value changes on every save: it is
+// encrypted with a fresh IV).
+type sessionRecorder struct {
+	app.Store
+	mu  sync.Mutex
+	ids []string
+}
+
+func (s *sessionRecorder) SaveBrowserSession(ctx context.Context, bs *sessions.BrowserSession) error {
+	s.mu.Lock()
+	if len(s.ids) == 0 || s.ids[len(s.ids)-1] != bs.ID {
+		s.ids = append(s.ids, bs.ID)
+	}
+	s.mu.Unlock()
+	return s.Store.SaveBrowserSession(ctx, bs)
+}
+
+// distinct counts the session IDs saved so far.
+func (s *sessionRecorder) distinct() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	seen := map[string]bool{}
+	for _, id := range s.ids {
+		seen[id] = true
+	}
+	return len(seen)
 }

@@ -249,7 +249,7 @@ func BrokerOptions(cfg *config.Config) (broker.Options, error) {
 			ID: c.ID, Name: c.Name, Public: c.IsPublic(), SecretSHA256: c.SecretSHA256,
 			RedirectURIs: c.RedirectURIs, PostLogoutRedirectURIs: c.PostLogoutRedirectURIs,
 			InitiateLoginURI: c.InitiateLoginURI, AllowedOrigins: c.Origins(),
-			GrantTypes: c.GrantTypes, Scopes: c.Scopes,
+			GrantTypes: c.GrantTypes, Scopes: c.Scopes, Audiences: c.Audiences,
 		})
 	}
 	t := cfg.Tokens

@@ -382,6 +382,7 @@ func (b *Broker) handleAuthorize(w http.ResponseWriter, r *http.Request) {
 		connection:     clip(r.Form.Get("connection"), 100),
 		screenHint:     clip(r.Form.Get("screen_hint"), 20),
 		invitationHash: b.invitationFromRequest(r),
+		audience:       r.Form.Get("audience"),
 	}
 	ctx := context.WithValue(r.Context(), ctxAuthorizeExtras, ex)
 	b.opServer.ServeHTTP(w, r.WithContext(ctx))

@@ -30,6 +30,9 @@ type Client struct {
 	GrantTypes     []string
 	// Scopes a confidential client may ask for in client_credentials.
 	Scopes []string
+	// Audiences are the APIs this client may ask access tokens for
+	// (`audience` on /authorize); without one, tokens are for the client.
+	Audiences []string
 }
 
 func (c *Client) checkSecret(secret string) bool {

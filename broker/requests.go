@@ -17,7 +17,6 @@ var _ op.AuthRequest = authRequest{}
 func (a authRequest) GetID() string          { return a.ID }
 func (a authRequest) GetACR() string         { return "" }
 func (a authRequest) GetAMR() []string       { return a.AMR }
-func (a authRequest) GetAudience() []string  { return []string{a.ClientID} }
 func (a authRequest) GetAuthTime() time.Time { return a.AuthTime }
 func (a authRequest) GetClientID() string    { return a.ClientID }
 func (a authRequest) GetNonce() string       { return a.Nonce }
@@ -66,3 +65,30 @@ type clientCredentialsRequest struct {
 func (c *clientCredentialsRequest) GetSubject() string    { return c.clientID }
 func (c *clientCredentialsRequest) GetAudience() []string { return c.audience }
 func (c *clientCredentialsRequest) GetScopes() []string   { return c.scopes }
+
+// GetAudience is the access token's audience: the requested API, else the client.
+func (a authRequest) GetAudience() []string {
+	if len(a.Audience) > 0 {
+		return a.Audience
+	}
+	return []string{a.ClientID}
+}
+
+// idTokenView presents a token request to the library's ID-token builder with
+// the client as the only audience: an ID token is for the client, even when
+// the access token is for an API. An authorization request keeps its type, so
+// the library still finds its nonce.
+func idTokenView(req op.IDTokenRequest) op.IDTokenRequest {
+	if ar, ok := req.(authRequest); ok {
+		return idAuthRequest{ar}
+	}
+	return idTokenRequest{req}
+}
+
+type idAuthRequest struct{ authRequest }
+
+func (r idAuthRequest) GetAudience() []string { return []string{r.ClientID} }
+
+type idTokenRequest struct{ op.IDTokenRequest }
+
+func (r idTokenRequest) GetAudience() []string { return []string{r.GetClientID()} }

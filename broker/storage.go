@@ -38,7 +38,7 @@ const (
 
 // authorizeExtras are the /authorize parameters the op decoder drops.
 type authorizeExtras struct {
-	connection, screenHint, invitationHash string
+	connection, screenHint, invitationHash, audience string
 }
 
 func (s opStorage) CreateAuthRequest(ctx context.Context, req *oidc.AuthRequest, _ string) (op.AuthRequest, error) {
@@ -56,6 +56,13 @@ func (s opStorage) CreateAuthRequest(ctx context.Context, req *oidc.AuthRequest,
 	}
 	if !hasGrant(client, "authorization_code") {
 		return nil, oidc.ErrUnauthorizedClient().WithDescription("this client may not use the authorization code flow")
+	}
+	var audience []string
+	if ex, ok := ctx.Value(ctxAuthorizeExtras).(authorizeExtras); ok && ex.audience != "" {
+		if !slices.Contains(client.Audiences, ex.audience) {
+			return nil, oidc.ErrInvalidRequest().WithDescription("audience %q is not an API this client may request tokens for", ex.audience)
+		}
+		audience = []string{ex.audience}
 	}
 	switch req.ResponseMode {
 	case "", oidc.ResponseModeQuery, oidc.ResponseModeFormPost:
@@ -78,6 +85,7 @@ func (s opStorage) CreateAuthRequest(ctx context.Context, req *oidc.AuthRequest,
 		MaxAge:              req.MaxAge,
 		LoginHint:           req.LoginHint,
 		UILocales:           strings.Join(localeStrings(req.UILocales), " "),
+		Audience:            audience,
 		CreatedAt:           now,
 		ExpiresAt:           now.Add(b.opts.Tokens.AuthRequest),
 	}

@@ -168,7 +168,7 @@ func (b *Broker) tokenResponse(ctx context.Context, req op.IDTokenRequest, clien
 	if err != nil {
 		return nil, err
 	}
-	idToken, err := op.CreateIDToken(ctx, op.IssuerFromContext(ctx), req, client.IDTokenLifetime(), at, code, b.storage, client)
+	idToken, err := op.CreateIDToken(ctx, op.IssuerFromContext(ctx), idTokenView(req), client.IDTokenLifetime(), at, code, b.storage, client)
 	if err != nil {
 		return nil, err
 	}

@@ -271,6 +271,8 @@ type Client struct {
 	InitiateLoginURI       string   `yaml:"initiate_login_uri"`
 	AllowedOrigins         []string `yaml:"allowed_origins"`
 	GrantTypes             []string `yaml:"grant_types"`
+	// Audiences: APIs this client may ask access tokens for (`audience`).
+	Audiences []string `yaml:"audiences"`
 	// Scopes a confidential client may request with client_credentials.
 	Scopes []string `yaml:"scopes"`
 

@@ -451,6 +451,11 @@ func (c *Config) checkClients(p *problems) {
 				p.add(fmt.Sprintf("%s.scopes[%d]", path, j), "%q is not a valid scope", s)
 			}
 		}
+		for j, a := range cl.Audiences {
+			if a == "" || strings.ContainsAny(a, " \t\n") || len(a) > 200 {
+				p.add(fmt.Sprintf("%s.audiences[%d]", path, j), "%q must be an API identifier such as https://api.example.com/ (no spaces)", a)
+			}
+		}
 	}
 }
 

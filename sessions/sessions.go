@@ -45,6 +45,9 @@ type AuthRequest struct {
 	UILocales           string   `json:"ui_locales,omitempty"`
 	Connection          string   `json:"connection,omitempty"`
 	ScreenHint          string   `json:"screen_hint,omitempty"`
+	// Audience is the API the access token is for (the `audience` parameter
+	// of Auth0's SDKs); empty means the client itself.
+	Audience []string `json:"audience,omitempty"`
 	// InvitationHash is the SHA-256 (hex) of the invitation token that came with
 	// this request, if any. The token itself is never stored.
 	InvitationHash string    `json:"invitation_hash,omitempty"`

@@ -560,6 +560,9 @@ func TestWebhooksGiveUpThenRedeliver(t *testing.T) {
 	// A minute later: the second attempt; a day later: a last one at the deadline, then give up.
 	clock.Advance(time.Minute)
 	eventually(t, "the second attempt", func() bool { return attempts() == 2 })
+	// Let the worker record it (and schedule the last retry) before the clock
+	// jumps: otherwise it schedules from the jumped clock, past the deadline.
+	eventually(t, "the second attempt logged", func() bool { return delivery(t, w, "crm", id).Attempts == 2 })
 	clock.Advance(25 * time.Hour)
 	eventually(t, "giving up", func() bool { return delivery(t, w, "crm", id).Status == grants.DeliveryFailed })
 	waitWebhooksIdle(t, w)

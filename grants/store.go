@@ -10,6 +10,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"strings"
 	"time"
 )
@@ -276,4 +277,68 @@ type Store interface {
 	AppendAudit(ctx context.Context, rec *AuditRecord) error
 	// ListAudit returns records newest first and the cursor of the next page.
 	ListAudit(ctx context.Context, f AuditFilter) ([]AuditRecord, string, error)
+}
+
+// The invitation state machine. Every backend applies these rules inside
+// its own atomic step, so "what may happen to an invitation" is written once.
+
+// redemptionRefusal says why inv cannot be redeemed at `at` (nil: it can).
+func (inv *Invitation) redemptionRefusal(at time.Time) error {
+	switch inv.EffectiveStatus(at) {
+	case StatusPending:
+		return nil
+	case StatusRedeemed:
+		return ErrInvitationRedeemed
+	case StatusRevoked:
+		return ErrInvitationRevoked
+	case StatusExpired:
+		return ErrInvitationExpired
+	}
+	return fmt.Errorf("invitation %s has unknown status %q", inv.ID, inv.Status)
+}
+
+// ApplyRedemption moves a pending, unexpired invitation to redeemed by r
+// (r.At must be set), or says why it cannot.
+func (inv *Invitation) ApplyRedemption(r Redemption) error {
+	if err := inv.redemptionRefusal(r.At); err != nil {
+		return err
+	}
+	at := r.At
+	inv.Status = StatusRedeemed
+	inv.RedeemedAt = &at
+	inv.RedeemedBy = r.UserID
+	inv.RedeemedIdentity = r.Identity
+	inv.RedeemedConnection = r.Connection
+	inv.Events = append(inv.Events, Event{Type: "redeemed", At: at, Detail: map[string]string{"user_id": r.UserID, "connection": r.Connection}})
+	return nil
+}
+
+// ApplyRevocation revokes inv; changed is false when it already was, and a
+// redeemed invitation cannot be revoked (its grant is taken back instead).
+func (inv *Invitation) ApplyRevocation(at time.Time) (changed bool, err error) {
+	switch inv.Status {
+	case StatusRedeemed:
+		return false, ErrInvitationRedeemed
+	case StatusRevoked:
+		return false, nil
+	}
+	inv.Status = StatusRevoked
+	inv.RevokedAt = &at
+	inv.Events = append(inv.Events, Event{Type: "revoked", At: at})
+	return true, nil
+}
+
+// ApplyNewToken gives a pending (possibly expired) invitation a new token
+// hash and expiry: the old link dies.
+func (inv *Invitation) ApplyNewToken(hash string, expiresAt, at time.Time) error {
+	switch inv.Status {
+	case StatusRedeemed:
+		return ErrInvitationRedeemed
+	case StatusRevoked:
+		return ErrInvitationRevoked
+	}
+	inv.TokenHash = hash
+	inv.ExpiresAt = expiresAt
+	inv.Events = append(inv.Events, Event{Type: "resent", At: at})
+	return nil
 }

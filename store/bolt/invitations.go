@@ -284,29 +284,14 @@ func (s *Store) RedeemInvitation(ctx context.Context, tokenHash string, r grants
 		if inv == nil {
 			return grants.ErrNotFound, nil
 		}
-		switch inv.EffectiveStatus(r.At) {
-		case grants.StatusPending:
-		case grants.StatusRedeemed:
-			return grants.ErrInvitationRedeemed, nil
-		case grants.StatusRevoked:
-			return grants.ErrInvitationRevoked, nil
-		case grants.StatusExpired:
-			return grants.ErrInvitationExpired, nil
-		default:
-			return nil, fmt.Errorf("invitation %s has unknown status %q", inv.ID, inv.Status)
-		}
 		old := *inv
-		at := r.At
-		inv.Status = grants.StatusRedeemed
-		inv.RedeemedAt = &at
-		inv.RedeemedBy = r.UserID
-		inv.RedeemedIdentity = r.Identity
-		inv.RedeemedConnection = r.Connection
-		inv.Events = append(inv.Events, grants.Event{Type: "redeemed", At: at, Detail: map[string]string{"user_id": r.UserID}})
+		if refusal := inv.ApplyRedemption(r); refusal != nil {
+			return refusal, nil
+		}
 		if g, err = loadGrant(tx, r.UserID); err != nil {
 			return nil, err
 		}
-		mergeInto(g, inv, r.Claims, at)
+		mergeInto(g, inv, r.Claims, r.At)
 		if err := putJSON(tx.Bucket(bGrants), []byte(r.UserID), g); err != nil {
 			return nil, err
 		}
@@ -323,16 +308,7 @@ func (s *Store) RedeemInvitation(ctx context.Context, tokenHash string, r grants
 // says "revoked" rather than "unknown".
 func (s *Store) RevokeInvitation(ctx context.Context, id string, at time.Time) (*grants.Invitation, error) {
 	return s.transition("revoke invitation", id, func(inv *grants.Invitation) (bool, error) {
-		switch inv.Status {
-		case grants.StatusRedeemed:
-			return false, grants.ErrInvitationRedeemed
-		case grants.StatusRevoked:
-			return false, nil
-		}
-		inv.Status = grants.StatusRevoked
-		inv.RevokedAt = &at
-		inv.Events = append(inv.Events, grants.Event{Type: "revoked", At: at})
-		return true, nil
+		return inv.ApplyRevocation(at)
 	})
 }
 
@@ -340,18 +316,9 @@ func (s *Store) ReplaceInvitationToken(ctx context.Context, id, newHash string, 
 	if err := checkKeys("boltstore: replace invitation token", newHash); err != nil {
 		return nil, err
 	}
+	// putInvitation drops the old hash from the index: the old link dies.
 	return s.transition("replace invitation token", id, func(inv *grants.Invitation) (bool, error) {
-		switch inv.Status {
-		case grants.StatusRedeemed:
-			return false, grants.ErrInvitationRedeemed
-		case grants.StatusRevoked:
-			return false, grants.ErrInvitationRevoked
-		}
-		// putInvitation drops the old hash from the index: the old link dies.
-		inv.TokenHash = newHash
-		inv.ExpiresAt = expiresAt
-		inv.Events = append(inv.Events, grants.Event{Type: "resent", At: at})
-		return true, nil
+		return true, inv.ApplyNewToken(newHash, expiresAt, at)
 	})
 }
 

@@ -497,11 +497,8 @@ func (s *Store) redeem(ctx context.Context, tokenHash string, r grants.Redemptio
 			unpend()
 			return nil, nil, grants.ErrNotFound
 		}
-		var refusal error
-		switch inv.EffectiveStatus(r.At) {
-		case grants.StatusPending:
-		case grants.StatusRedeemed:
-			refusal = grants.ErrInvitationRedeemed
+		refusal := inv.ApplyRedemption(r)
+		if errors.Is(refusal, grants.ErrInvitationRedeemed) {
 			if inv.RedeemedBy == r.UserID {
 				// A retry by the winner: make sure its grant merge ran.
 				at := r.At
@@ -513,12 +510,6 @@ func (s *Store) redeem(ctx context.Context, tokenHash string, r grants.Redemptio
 				}
 				pending = ""
 			}
-		case grants.StatusRevoked:
-			refusal = grants.ErrInvitationRevoked
-		case grants.StatusExpired:
-			refusal = grants.ErrInvitationExpired
-		default:
-			refusal = fmt.Errorf("invitation %s has unknown status %q", inv.ID, inv.Status)
 		}
 		if refusal != nil {
 			unpend()
@@ -535,12 +526,6 @@ func (s *Store) redeem(ctx context.Context, tokenHash string, r grants.Redemptio
 			pending = inv.ID
 		}
 		at := r.At
-		inv.Status = grants.StatusRedeemed
-		inv.RedeemedAt = &at
-		inv.RedeemedBy = r.UserID
-		inv.RedeemedIdentity = r.Identity
-		inv.RedeemedConnection = r.Connection
-		inv.Events = append(inv.Events, grants.Event{Type: "redeemed", At: at, Detail: map[string]string{"user_id": r.UserID}})
 		res, err := s.casInvitation(ctx, inv, version, grants.StatusPending)
 		if err != nil {
 			// Unknown outcome: leave the pending entry, GetGrant resolves it.
@@ -571,16 +556,7 @@ func (s *Store) redeem(ctx context.Context, tokenHash string, r grants.Redemptio
 // "revoked" rather than "unknown".
 func (s *Store) RevokeInvitation(ctx context.Context, id string, at time.Time) (*grants.Invitation, error) {
 	return s.transition(ctx, "revoke invitation", id, func(inv *grants.Invitation) (bool, error) {
-		switch inv.Status {
-		case grants.StatusRedeemed:
-			return false, grants.ErrInvitationRedeemed
-		case grants.StatusRevoked:
-			return false, nil
-		}
-		inv.Status = grants.StatusRevoked
-		inv.RevokedAt = &at
-		inv.Events = append(inv.Events, grants.Event{Type: "revoked", At: at})
-		return true, nil
+		return inv.ApplyRevocation(at)
 	}, nil)
 }
 
@@ -593,17 +569,8 @@ func (s *Store) ReplaceInvitationToken(ctx context.Context, id, newHash string, 
 	}
 	var oldHash string
 	return s.transition(ctx, "replace invitation token", id, func(inv *grants.Invitation) (bool, error) {
-		switch inv.Status {
-		case grants.StatusRedeemed:
-			return false, grants.ErrInvitationRedeemed
-		case grants.StatusRevoked:
-			return false, grants.ErrInvitationRevoked
-		}
 		oldHash = inv.TokenHash
-		inv.TokenHash = newHash
-		inv.ExpiresAt = expiresAt
-		inv.Events = append(inv.Events, grants.Event{Type: "resent", At: at})
-		return true, nil
+		return true, inv.ApplyNewToken(newHash, expiresAt, at)
 	}, &tokenSwap{newHash: newHash, oldHash: &oldHash})
 }
 

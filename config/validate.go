@@ -551,35 +551,14 @@ func isLoopback(host string) bool {
 
 const loopbackNote = "plain http is allowed only for loopback hosts (127.0.0.1, ::1, localhost)"
 
-// checkBaseURL checks an issuer-like URL: absolute http(s), no query, no
-// fragment, no credentials, https unless the host is loopback.
+// checkBaseURL checks an issuer-like URL: a client URL (below) that also
+// has no query.
 func checkBaseURL(p *problems, path, raw string) {
-	u, err := url.Parse(raw)
-	if err != nil || !u.IsAbs() || u.Host == "" || u.Hostname() == "" || u.Opaque != "" {
+	if u, err := url.Parse(raw); err != nil || !u.IsAbs() || u.Host == "" || u.Opaque != "" || strings.ContainsAny(raw, "?#") {
 		p.add(path, "%q must be an absolute http(s) URL without query or fragment", raw)
 		return
 	}
-	if strings.ContainsAny(raw, "?#") {
-		p.add(path, "%q must be an absolute http(s) URL without query or fragment", raw)
-		return
-	}
-	if strings.Contains(raw, "*") {
-		p.add(path, "%q must not contain wildcards", raw)
-		return
-	}
-	if u.User != nil {
-		p.add(path, "%q must not contain credentials", raw)
-		return
-	}
-	switch strings.ToLower(u.Scheme) {
-	case "https":
-	case "http":
-		if !isLoopback(u.Hostname()) {
-			p.add(path, "%q must use https: %s", raw, loopbackNote)
-		}
-	default:
-		p.add(path, "%q must be an absolute http(s) URL without query or fragment", raw)
-	}
+	checkClientURL(p, path, raw)
 }
 
 // checkClientURL checks a redirect-like URI: absolute, no fragment, no

@@ -169,6 +169,12 @@ type InvitationFilter struct {
 	Cursor string
 }
 
+// Matches applies the action, actor and target filters to one record (the
+// backends apply the time window through their time-ordered indexes).
+func (f *AuditFilter) Matches(rec *AuditRecord) bool {
+	return (f.Action == "" || rec.Action == f.Action) && (f.Actor == "" || rec.Actor == f.Actor) && (f.Target == "" || rec.Target == f.Target)
+}
+
 // Matches applies the filter to one invitation; every backend lists with it,
 // so the filters mean the same everywhere.
 func (f *InvitationFilter) Matches(inv *Invitation, now time.Time) bool {

@@ -68,7 +68,7 @@ func (s *Store) ListAudit(ctx context.Context, f grants.AuditFilter) ([]grants.A
 			if err := json.Unmarshal(v, &rec); err != nil {
 				return err
 			}
-			if (f.Action != "" && rec.Action != f.Action) || (f.Actor != "" && rec.Actor != f.Actor) || (f.Target != "" && rec.Target != f.Target) {
+			if !f.Matches(&rec) {
 				continue
 			}
 			out = append(out, rec)

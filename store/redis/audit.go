@@ -105,7 +105,7 @@ func (s *Store) ListAudit(ctx context.Context, f grants.AuditFilter) ([]grants.A
 				if err := json.Unmarshal([]byte(str(raws, i)), &rec); err != nil {
 					return nil, "", fmt.Errorf("redisstore: list audit: decode: %w", err)
 				}
-				if (f.Action != "" && rec.Action != f.Action) || (f.Actor != "" && rec.Actor != f.Actor) || (f.Target != "" && rec.Target != f.Target) {
+				if !f.Matches(&rec) {
 					continue
 				}
 				page = append(page, item{pos[i], rec})

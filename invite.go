@@ -306,17 +306,14 @@ func (c *inviteCmd) create(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	if c.jsonOut {
-		return c.printJSON(rep.body)
-	}
-	var inv invitationJSON
-	if err := json.Unmarshal(rep.body, &inv); err != nil {
-		return fmt.Errorf("unreadable answer from usher: %v", err)
+	inv, err := c.invitationAnswer(rep)
+	if err != nil || inv == nil {
+		return err // nil, nil: printed as JSON
 	}
 	switch {
 	case rep.status == http.StatusOK && inv.URL == "":
 		fmt.Fprintf(c.stdout, "already invited: invitation %s with external_id %q is still pending; nothing new was created.\n", inv.ID, inv.ExternalID)
-		c.printInvitation(&inv)
+		c.printInvitation(inv)
 		fmt.Fprintf(c.stdout, "Its link was shown when it was created; 'usher invite resend %s' issues a new one.\n", inv.ID)
 	default:
 		if rep.replayed {
@@ -324,8 +321,8 @@ func (c *inviteCmd) create(ctx context.Context, args []string) error {
 		} else {
 			fmt.Fprintln(c.stdout, "created invitation")
 		}
-		c.printInvitation(&inv)
-		c.printLinkNote(&inv)
+		c.printInvitation(inv)
+		c.printLinkNote(inv)
 	}
 	return nil
 }
@@ -567,12 +564,9 @@ func (c *inviteCmd) revoke(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	if c.jsonOut {
-		return c.printJSON(rep.body)
-	}
-	var inv invitationJSON
-	if err := json.Unmarshal(rep.body, &inv); err != nil {
-		return fmt.Errorf("unreadable answer from usher: %v", err)
+	inv, err := c.invitationAnswer(rep)
+	if err != nil || inv == nil {
+		return err // nil, nil: printed as JSON
 	}
 	fmt.Fprintf(c.stdout, "revoked invitation %s (%s); its link no longer works\n", inv.ID, inv.Email)
 	return nil
@@ -591,16 +585,13 @@ func (c *inviteCmd) resend(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	if c.jsonOut {
-		return c.printJSON(rep.body)
-	}
-	var inv invitationJSON
-	if err := json.Unmarshal(rep.body, &inv); err != nil {
-		return fmt.Errorf("unreadable answer from usher: %v", err)
+	inv, err := c.invitationAnswer(rep)
+	if err != nil || inv == nil {
+		return err // nil, nil: printed as JSON
 	}
 	fmt.Fprintln(c.stdout, "resent invitation: a new link; the previous one no longer works")
-	c.printInvitation(&inv)
-	c.printLinkNote(&inv)
+	c.printInvitation(inv)
+	c.printLinkNote(inv)
 	return nil
 }
 
@@ -982,4 +973,17 @@ func (p *problemError) oneLine() string {
 		parts = append(parts, e.Field+": "+e.Message)
 	}
 	return strings.Join(parts, "; ")
+}
+
+// invitationAnswer prints the API's answer as JSON under --json (and returns
+// nil, nil), or decodes it for the human-readable output.
+func (c *inviteCmd) invitationAnswer(rep *reply) (*invitationJSON, error) {
+	if c.jsonOut {
+		return nil, c.printJSON(rep.body)
+	}
+	var inv invitationJSON
+	if err := json.Unmarshal(rep.body, &inv); err != nil {
+		return nil, fmt.Errorf("unreadable answer from usher: %v", err)
+	}
+	return &inv, nil
 }

@@ -366,6 +366,7 @@ func (b *Broker) adminCreate(w http.ResponseWriter, r *http.Request, a *adminReq
 	req := grants.CreateRequest{
 		Email: f.Email, Roles: f.Roles, ExternalID: f.ExternalID, ClientID: f.ClientID,
 		EmailMatch: f.EmailMatch, SendEmail: &send, Inviter: clip(inviterName(a.user), 200),
+		MayGrantPrivileged: true, // an admin, signed in on the admin page
 	}
 	var err error
 	if req.Claims, err = parseJSONObject(f.Claims); err != nil {

@@ -56,13 +56,13 @@ func (b *Broker) finishAdminLogin(w http.ResponseWriter, r *http.Request, sess *
 			LinkURL: b.url("/admin/login"), LinkText: "Try again"})
 		return
 	}
-	u, _, err := b.resolveUser(ctx, id)
+	u, created, err := b.resolveUser(ctx, id)
 	if err != nil {
 		b.unavailable(w, r, "resolving the user", err)
 		return
 	}
 	b.browser.renew(ctx, sess)
-	sess.Values["uid"] = u.ID
+	rememberAccount(sess, accountOf(u.ID, created, id))
 	sess.Values[sessionAdminAt] = strconv.FormatInt(b.now().Unix(), 10)
 	if err := sess.Save(r, w); err != nil {
 		b.unavailable(w, r, "saving the browser session", err)

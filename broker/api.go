@@ -58,6 +58,7 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 type caller struct {
 	ClientID string
 	Subject  string
+	Scopes   []string
 }
 
 type apiHandler func(w http.ResponseWriter, r *http.Request, c caller)
@@ -144,7 +145,7 @@ func (b *Broker) api(scope string, h apiHandler) http.Handler {
 				fmt.Sprintf("This operation needs the scope %q; ask for it in the token request (the client must be allowed it in usher's config).", scope))
 			return
 		}
-		h(w, r, caller{ClientID: claims.ClientID, Subject: claims.Subject})
+		h(w, r, caller{ClientID: claims.ClientID, Subject: claims.Subject, Scopes: claims.Scopes})
 	})
 }
 
@@ -305,6 +306,7 @@ func (b *Broker) createInvitation(w http.ResponseWriter, r *http.Request, c call
 		writeProblem(w, http.StatusBadRequest, "invalid-json", "Invalid JSON body", jsonErrorDetail(err))
 		return
 	}
+	req.MayGrantPrivileged = slices.Contains(c.Scopes, grants.ScopeAdmin)
 	// No default inviter: a client ID is not a person to name in the mail
 	// ("funnel invited you"); the audit log records which client created it.
 	inv, token, existed, err := b.invitations.Create(ctx, req)

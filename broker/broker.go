@@ -15,6 +15,7 @@ import (
 	"strings"
 	"time"
 
+	gsessions "github.com/gorilla/sessions"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/cors"
 	"github.com/zitadel/oidc/v3/pkg/oidc"
@@ -73,6 +74,12 @@ type Options struct {
 	InvitationEmailMatch string
 	// RoleCatalog, when not empty, limits the roles an invitation may grant.
 	RoleCatalog []string
+	// PrivilegedRoles may be put on an invitation only by a client holding
+	// the scope invitations:admin, or by an admin on the admin page
+	// (default: AdminRole).
+	PrivilegedRoles []string
+	// AppName names the app on the accept page when the client has no name.
+	AppName string
 	// InvitationBaseURL prefixes /invite/<token> links (default: the issuer).
 	InvitationBaseURL string
 	// Mailer queues invitation mails; nil = mail not configured.
@@ -169,7 +176,7 @@ func New(ctx context.Context, o Options) (*Broker, error) {
 	}
 	b.invitations = grants.NewInvitations(grants.InvitationsOptions{
 		Store: o.Grants, DefaultTTL: o.InvitationDefaultTTL, MaxTTL: o.InvitationMaxTTL,
-		DefaultEmailMatch: o.InvitationEmailMatch, RoleCatalog: o.RoleCatalog,
+		DefaultEmailMatch: o.InvitationEmailMatch, RoleCatalog: o.RoleCatalog, PrivilegedRoles: o.PrivilegedRoles,
 		ReservedClaims: RegisteredClaims, Now: o.Now,
 		KnownClient: func(id string) bool { _, ok := b.clients[id]; return ok },
 	})
@@ -234,6 +241,9 @@ func applyDefaults(o *Options) {
 	}
 	if o.AdminRole == "" {
 		o.AdminRole = DefaultAdminRole
+	}
+	if o.PrivilegedRoles == nil {
+		o.PrivilegedRoles = []string{o.AdminRole}
 	}
 }
 
@@ -332,6 +342,7 @@ func (b *Broker) Handler() http.Handler {
 	mux.Handle(pathAuthorize, pageHeaders(b.issRedirects(http.HandlerFunc(b.handleAuthorize))))
 	mux.Handle(pathEndSession, pageHeaders(http.HandlerFunc(b.handleEndSession)))
 	mux.Handle("GET /invite/{token}", pageHeaders(b.limitInvites(http.HandlerFunc(b.handleInvite))))
+	mux.Handle("POST "+pathAccept, pageHeaders(b.issRedirects(http.HandlerFunc(b.handleAccept))))
 	mux.Handle("GET /login/continue", pageHeaders(b.issRedirects(http.HandlerFunc(b.handleContinue))))
 	mux.Handle("GET /login", pageHeaders(b.issRedirects(http.HandlerFunc(b.handleLogin))))
 	mux.Handle("GET /admin/login", pageHeaders(http.HandlerFunc(b.handleAdminLogin)))
@@ -379,11 +390,11 @@ func (b *Broker) handleAuthorize(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	ex := authorizeExtras{
-		connection:     clip(r.Form.Get("connection"), 100),
-		screenHint:     clip(r.Form.Get("screen_hint"), 20),
-		invitationHash: b.invitationFromRequest(r),
-		audience:       r.Form.Get("audience"),
+		connection: clip(r.Form.Get("connection"), 100),
+		screenHint: clip(r.Form.Get("screen_hint"), 20),
+		audience:   r.Form.Get("audience"),
 	}
+	b.authorizeInvitation(r, &ex)
 	ctx := context.WithValue(r.Context(), ctxAuthorizeExtras, ex)
 	b.opServer.ServeHTTP(w, r.WithContext(ctx))
 }
@@ -548,40 +559,36 @@ func (b *Broker) handleCallback(w http.ResponseWriter, r *http.Request) {
 		outcome = "sign_up"
 	}
 	b.metrics.logins.WithLabelValues(outcome, connectionLabel(id.Connection)).Inc()
-	var redeemErr error
-	if ar.InvitationHash != "" {
-		redeemErr = b.redeem(ctx, ar, u, created, id)
-		b.clearInvitationCookie(w)
-	}
-
-	ar.Done = true
 	ar.Subject = u.ID
 	ar.AuthTime = id.AuthTime
 	if ar.AuthTime.IsZero() {
 		ar.AuthTime = b.now()
 	}
 	ar.AMR = id.AMR
-	if err := b.sessions.UpdateAuthRequest(ctx, ar); err != nil {
-		b.unavailable(w, r, "completing the authorization request", err)
+	// New session ID after sign-in (session fixation), then remember the account.
+	b.browser.renew(ctx, sess)
+	acct := accountOf(u.ID, created, id)
+	rememberAccount(sess, acct)
+	if ar.InvitationHash != "" {
+		b.clearInvitationCookie(w) // the auth request carries it from here on
+		b.offerInvitation(w, r, sess, ar, acct)
 		return
 	}
-	// New session ID after sign-in (session fixation), then remember the user.
-	b.browser.renew(ctx, sess)
-	sess.Values["uid"] = u.ID
-	if redeemErr != nil {
-		// The person may continue without the invitation, from this browser only.
-		sess.Values[continuePrefix+ar.ID] = "1"
+	b.completeAuthorization(w, r, sess, ar)
+}
+
+// completeAuthorization marks the auth request done and answers the client.
+func (b *Broker) completeAuthorization(w http.ResponseWriter, r *http.Request, sess *gsessions.Session, ar *sessions.AuthRequest) {
+	ar.Done = true
+	if err := b.sessions.UpdateAuthRequest(r.Context(), ar); err != nil {
+		b.unavailable(w, r, "completing the authorization request", err)
+		return
 	}
 	if err := sess.Save(r, w); err != nil {
 		b.unavailable(w, r, "saving the browser session", err)
 		return
 	}
-	if redeemErr != nil {
-		b.limits.failedRedemption.allow(clientIP(r), b.now())
-		b.renderRedeemFailure(w, ar, redeemErr)
-		return
-	}
-	op.AuthResponse(authRequest{ar}, b.provider, w, r)
+	op.AuthResponse(authRequest{ar}, b.provider, w, r.WithContext(op.ContextWithIssuer(r.Context(), b.opts.Issuer)))
 }
 
 // verifyUpstream turns the upstream's answer into a verified identity, or the
@@ -682,7 +689,7 @@ func (b *Broker) linkByVerifiedEmail(ctx context.Context, ident grants.Identity)
 // bootstrapAdmin gives the admin role to a configured admin email, verified
 // by the upstream (an unverified email could be anyone's).
 func (b *Broker) bootstrapAdmin(ctx context.Context, u *grants.User, id *upstreamIdentity) {
-	if !id.EmailVerified || !slices.ContainsFunc(b.opts.AdminEmails, func(e string) bool { return strings.EqualFold(e, id.Email) }) {
+	if !id.EmailVerified || !slices.ContainsFunc(b.opts.AdminEmails, func(e string) bool { return grants.SameEmail(e, id.Email) }) {
 		return
 	}
 	if g, err := b.grants.GetGrant(ctx, u.ID); err == nil && slices.Contains(g.Roles, b.opts.AdminRole) {

@@ -68,7 +68,7 @@ type hookResponse struct {
 }
 
 // approver returns the Approve function of a redemption, or nil without a hook.
-func (b *Broker) approver(u *grants.User, created bool, id *upstreamIdentity) func(context.Context, *grants.Invitation) (map[string]any, error) {
+func (b *Broker) approver(userID string, created bool, id *upstreamIdentity) func(context.Context, *grants.Invitation) (map[string]any, error) {
 	h := b.opts.RedemptionHook
 	if h == nil || h.URL == "" {
 		return nil
@@ -77,7 +77,7 @@ func (b *Broker) approver(u *grants.User, created bool, id *upstreamIdentity) fu
 		claims, err := b.callHook(ctx, h, hookRequest{
 			Invitation: hookInvitation{ID: inv.ID, Email: inv.Email, Roles: inv.Roles, Claims: inv.Claims, Metadata: inv.Metadata,
 				ExternalID: inv.ExternalID, ClientID: inv.ClientID},
-			User:     hookUser{ID: u.ID, New: created},
+			User:     hookUser{ID: userID, New: created},
 			Identity: hookIdentity{Issuer: id.Issuer, Subject: id.Subject, Connection: id.Connection, Email: id.Email, EmailVerified: id.EmailVerified},
 		})
 		var denied *grants.DeniedError

@@ -5,9 +5,11 @@ import (
 	"errors"
 	"net/http"
 	"net/url"
+	"slices"
 	"strings"
 	"time"
 
+	"github.com/zitadel/oidc/v3/pkg/oidc"
 	"github.com/zitadel/oidc/v3/pkg/op"
 
 	"github.com/usher-oidc/usher/grants"
@@ -56,7 +58,39 @@ func (b *Broker) serveInvitation(w http.ResponseWriter, r *http.Request, token, 
 		b.log.WarnContext(ctx, "recording invitation opened", "invitation_id", inv.ID, "err", err)
 	}
 	b.log.InfoContext(ctx, "invitation opened", "invitation_id", inv.ID, "client_id", client.ID)
-	http.Redirect(w, r, b.initiateLoginURL(client, inv.Email, token), http.StatusSeeOther)
+	if b.offerToSession(w, r, inv, client) {
+		return
+	}
+	http.Redirect(w, r, b.initiateLoginURL(client, inv.Email, ""), http.StatusSeeOther)
+}
+
+// offerToSession shows the accept page at once when this browser is already
+// signed in to usher: the app may never send it to /authorize again. It
+// reports whether it answered.
+func (b *Broker) offerToSession(w http.ResponseWriter, r *http.Request, inv *grants.Invitation, client *Client) bool {
+	sess, err := b.browser.Get(r, b.cookie)
+	if err != nil {
+		return false
+	}
+	acct, ok := sessionAccount(sess)
+	if !ok {
+		return false
+	}
+	if _, err := b.acceptRefusal(r, inv.TokenHash, acct); err != nil {
+		// Not for this account (email policy): the normal sign-in lets the
+		// person choose the account; the callback explains a refusal.
+		return false
+	}
+	v, err := b.acceptViewOf(r.Context(), inv, acct, client.ID)
+	if err != nil {
+		b.unavailable(w, r, "loading the account's grant", err)
+		return true
+	}
+	v.Flow = flowLink
+	if err := b.showAcceptPage(w, r, sess, acceptLinkKey, acceptState{Hash: inv.TokenHash, ClientID: client.ID}, v); err != nil {
+		b.unavailable(w, r, "saving the browser session", err)
+	}
+	return true
 }
 
 // invitationClient: the invitation's client, the one in the link, or the
@@ -145,6 +179,24 @@ func (b *Broker) renderInvitationProblem(w http.ResponseWriter, r *http.Request,
 	renderPage(w, status, p)
 }
 
+// authorizeInvitation decides which invitation an authorization carries.
+// prompt=none never shows the accept page, so it never carries one: a
+// cookie-only invitation is ignored, an explicit `invitation` parameter is
+// answered interaction_required.
+func (b *Broker) authorizeInvitation(r *http.Request, ex *authorizeExtras) {
+	if slices.Contains(strings.Fields(r.Form.Get("prompt")), oidc.PromptNone) {
+		ex.invitationNeedsInteraction = r.Form.Get("invitation") != ""
+		return
+	}
+	ex.invitationHash = b.invitationFromRequest(r)
+	if ex.invitationHash == "" {
+		return
+	}
+	if sess, err := b.browser.Get(r, b.cookie); err == nil && sess.Values[reloginKey] == ex.invitationHash {
+		ex.freshLogin = true
+	}
+}
+
 // invitationFromRequest returns the hash of the invitation this authorization
 // carries: the `invitation` parameter, else the invitation cookie.
 func (b *Broker) invitationFromRequest(r *http.Request) string {
@@ -215,65 +267,59 @@ func (b *Broker) hasAccount(ctx context.Context, email string) bool {
 	return err != nil || len(users) > 0
 }
 
-// redeem binds the invitation to the user who just signed in.
-func (b *Broker) redeem(ctx context.Context, ar *sessions.AuthRequest, u *grants.User, created bool, id *upstreamIdentity) error {
+// redeem binds the invitation to acct, after the person pressed Accept.
+// Claims the account already holds are kept; each such conflict is put on
+// the invitation's timeline, in the audit log and in the webhook.
+func (b *Broker) redeem(r *http.Request, hash string, acct signedInAccount) (*grants.Invitation, error) {
+	ctx := r.Context()
 	start := time.Now()
-	inv, grant, err := b.invitations.Redeem(ctx, ar.InvitationHash, grants.Redeemer{
-		UserID: u.ID, Identity: id.Issuer + "|" + id.Subject, Connection: id.Connection,
-		Email: id.Email, EmailVerified: id.EmailVerified, Approve: b.approver(u, created, id),
+	id := acct.identity()
+	inv, grant, conflicts, err := b.invitations.Redeem(ctx, hash, grants.Redeemer{
+		UserID: acct.UserID, Identity: acct.Issuer + "|" + acct.Subject, Connection: acct.Connection,
+		Email: acct.Email, EmailVerified: acct.EmailVerified, Approve: b.approver(acct.UserID, acct.New, id),
 	})
 	b.metrics.redemptionSeconds.Observe(time.Since(start).Seconds())
-	b.metrics.redemptions.WithLabelValues(redemptionResult(err)).Inc()
 	if err != nil {
-		invID := ""
-		if inv != nil {
-			invID = inv.ID
-			reason := err.Error()
-			_, _ = b.grants.UpdateInvitation(ctx, inv.ID, func(i *grants.Invitation) error {
-				i.Events = append(i.Events, grants.Event{Type: "redemption_failed", At: b.now(),
-					Detail: map[string]string{"user_id": u.ID, "reason": reason}})
-				return nil
-			})
-		}
-		b.log.WarnContext(ctx, "invitation not redeemed", "invitation_id", invID, "user_id", u.ID, "reason", err)
-		return err
+		b.recordRefusal(r, inv, acct, err)
+		return inv, err
 	}
-	b.log.InfoContext(ctx, "invitation redeemed", "invitation_id", inv.ID, "user_id", u.ID, "connection", id.Connection)
-	b.audit(ctx, AuditEvent{Action: "invitation.redeemed", Actor: u.ID, Target: inv.ID, Detail: map[string]string{"connection": id.Connection}})
-	b.emit(ctx, grants.InvitationRedeemedEvent(inv, created, id.Email, id.EmailVerified))
+	b.metrics.redemptions.WithLabelValues(redemptionResult(nil)).Inc()
+	b.log.InfoContext(ctx, "invitation redeemed", "invitation_id", inv.ID, "user_id", acct.UserID, "connection", acct.Connection, "claims_kept", len(conflicts))
+	detail := map[string]string{"connection": acct.Connection}
+	if len(conflicts) > 0 {
+		kept := conflictNames(conflicts)
+		detail["claims_kept"] = kept
+		b.invitationNotice(r, inv, "claims_kept", map[string]string{"user_id": acct.UserID, "claims": kept})
+	}
+	b.audit(ctx, AuditEvent{Action: "invitation.redeemed", Actor: acct.UserID, Target: inv.ID, Detail: detail})
+	ev := grants.InvitationRedeemedEvent(inv, acct.New, acct.Email, acct.EmailVerified)
+	if len(conflicts) > 0 {
+		ev.Data["claim_conflicts"] = conflicts
+	}
+	b.emit(ctx, ev)
 	b.emit(ctx, grants.GrantChangedEvent(grant, "invitation_redeemed"))
-	if b.opts.Mirror != nil && id.Issuer == b.upstream.cfg.Issuer {
+	if b.opts.Mirror != nil && acct.Issuer == b.upstream.cfg.Issuer {
 		// Never blocks the login: the mirror queues the work durably.
-		if err := b.opts.Mirror.EnqueueRedemption(ctx, id.Subject, inv); err != nil {
+		if err := b.opts.Mirror.EnqueueRedemption(ctx, acct.Subject, inv); err != nil {
 			b.log.ErrorContext(ctx, "queueing the Auth0 mirror", "invitation_id", inv.ID, "err", err)
 		}
 	}
-	return nil
+	return inv, nil
 }
 
-// renderRedeemFailure is the interstitial: it says why, and offers to
-// continue signing in without the invitation. Never silent, never blocking.
-func (b *Broker) renderRedeemFailure(w http.ResponseWriter, ar *sessions.AuthRequest, err error) {
-	msg := ""
-	var denied *grants.DeniedError
-	switch {
-	case errors.As(err, &denied):
-		msg = "This invitation was not accepted: " + denied.Reason + "."
-	case errors.Is(err, grants.ErrEmailMismatch):
-		msg = "This invitation was sent to another email address than the account you signed in with. Sign in with the invited address to use it, or continue without it."
-	case errors.Is(err, grants.ErrInvitationRedeemed):
-		msg = "This invitation has already been used."
-	case errors.Is(err, grants.ErrInvitationRevoked):
-		msg = "This invitation was withdrawn by the sender."
-	case errors.Is(err, grants.ErrInvitationExpired):
-		msg = "This invitation has expired. Ask the sender for a new one."
-	case errors.Is(err, grants.ErrNotFound):
-		msg = "This invitation is not valid (it may have been replaced by a newer invitation email)."
-	default:
-		msg = "The invitation could not be applied right now."
+func conflictNames(cs []grants.ClaimConflict) string {
+	names := make([]string, len(cs))
+	for i, c := range cs {
+		names[i] = c.Claim
 	}
-	renderPage(w, http.StatusOK, page{Title: "Your invitation could not be used", Message: msg + " You are signed in; you can continue without the invitation.",
-		LinkURL: b.url("/login/continue?id=" + url.QueryEscape(ar.ID)), LinkText: "Continue without the invitation"})
+	return strings.Join(names, ",")
+}
+
+// renderRedeemFailure is the interstitial of an authorization whose
+// invitation could not be used: it says why, and offers to continue signing
+// in without it.
+func (b *Broker) renderRedeemFailure(w http.ResponseWriter, ar *sessions.AuthRequest, err error) {
+	b.renderRefusal(w, err, b.url("/login/continue?id="+url.QueryEscape(ar.ID)), "Continue without the invitation")
 }
 
 // handleContinue finishes a sign-in whose invitation failed, for the browser

@@ -39,6 +39,10 @@ const (
 // authorizeExtras are the /authorize parameters the op decoder drops.
 type authorizeExtras struct {
 	connection, screenHint, invitationHash, audience string
+	// invitationNeedsInteraction: prompt=none with an explicit invitation.
+	invitationNeedsInteraction bool
+	// freshLogin: the person chose "Use another account" for this invitation.
+	freshLogin bool
 }
 
 func (s opStorage) CreateAuthRequest(ctx context.Context, req *oidc.AuthRequest, _ string) (op.AuthRequest, error) {
@@ -90,7 +94,13 @@ func (s opStorage) CreateAuthRequest(ctx context.Context, req *oidc.AuthRequest,
 		ExpiresAt:           now.Add(b.opts.Tokens.AuthRequest),
 	}
 	if ex, ok := ctx.Value(ctxAuthorizeExtras).(authorizeExtras); ok {
+		if ex.invitationNeedsInteraction {
+			return nil, refuseInvitationWithoutInteraction()
+		}
 		ar.Connection, ar.ScreenHint, ar.InvitationHash = ex.connection, ex.screenHint, ex.invitationHash
+		if ex.freshLogin && !slices.Contains(ar.Prompt, oidc.PromptLogin) {
+			ar.Prompt = append(ar.Prompt, oidc.PromptLogin)
+		}
 	}
 	if err := b.sessions.CreateAuthRequest(ctx, ar); err != nil {
 		return nil, storeError("saving the authorization request", err)

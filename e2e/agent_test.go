@@ -7,10 +7,12 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
+	"html"
 	"io"
 	"net/http"
 	"net/http/cookiejar"
 	"net/url"
+	"regexp"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -261,4 +263,37 @@ func (s *sessionRecorder) distinct() int {
 		seen[id] = true
 	}
 	return len(seen)
+}
+
+var (
+	acceptFieldRE = regexp.MustCompile(`<input type="hidden" name="(flow|id|csrf)" value="([^"]*)">`)
+)
+
+// answerAccept expects usher's accept page in the last response and presses
+// one of its buttons (accept, other, later), as a person would.
+func (a *agent) answerAccept(resp *http.Response, body, action string) (*http.Response, string) {
+	a.t.Helper()
+	if !isAcceptPage(resp, body) {
+		a.t.Fatalf("expected usher's accept page, got %d at %s\n%s", resp.StatusCode, resp.Request.URL, clipText(body))
+	}
+	form := url.Values{"action": {action}}
+	for _, m := range acceptFieldRE.FindAllStringSubmatch(body, -1) {
+		form.Set(m[1], html.UnescapeString(m[2]))
+	}
+	u := *resp.Request.URL
+	u.Path, u.RawQuery = "/accept", ""
+	req, _ := http.NewRequest(http.MethodPost, u.String(), strings.NewReader(form.Encode()))
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	req.Header.Set("Origin", u.Scheme+"://"+u.Host)
+	r, err := a.client.Do(req)
+	if err != nil {
+		a.t.Fatalf("POST /accept: %v", err)
+	}
+	defer r.Body.Close()
+	b, _ := io.ReadAll(r.Body)
+	return r, string(b)
+}
+
+func isAcceptPage(resp *http.Response, body string) bool {
+	return resp.StatusCode == http.StatusOK && strings.Contains(body, `action="/accept"`)
 }

@@ -93,7 +93,7 @@ func benchmarkInvitationRedeem(b *testing.B, store string) {
 	b.RunParallel(func(pb *testing.PB) {
 		for pb.Next() {
 			i := next.Add(1) - 1
-			if _, _, err := svc.Redeem(ctx, hashes[i], grants.Redeemer{UserID: fmt.Sprintf("usr_%d", i), Identity: "iss|sub"}); err != nil {
+			if _, _, _, err := svc.Redeem(ctx, hashes[i], grants.Redeemer{UserID: fmt.Sprintf("usr_%d", i), Identity: "iss|sub"}); err != nil {
 				b.Errorf("redeem: %v", err)
 				return
 			}

@@ -34,9 +34,10 @@ func (c *testClock) Advance(d time.Duration) {
 
 func tokenOf(link string) string { return link[strings.LastIndex(link, "/")+1:] }
 
-// signInWithInvitation runs authorize with the invitation parameter and
-// submits the devidp form the upstream shows (login or signup); it returns
-// the final response: a redirect to the SPA, or usher's interstitial.
+// signInWithInvitation runs authorize with the invitation parameter,
+// submits the devidp form the upstream shows (login or signup) and, when
+// usher shows its accept page, presses Accept; it returns the final
+// response: a redirect to the SPA, or usher's interstitial.
 func (a *agent) signInWithInvitation(d *app.Dev, invToken, form string, vals url.Values) (*http.Response, string, string) {
 	a.t.Helper()
 	extra := url.Values{}
@@ -50,6 +51,9 @@ func (a *agent) signInWithInvitation(d *app.Dev, invToken, form string, vals url
 	resp, body := a.get(u)
 	if !strings.HasPrefix(resp.Header.Get("Location"), a.stopAt) {
 		resp, body = a.devidpForm(resp, body, form, vals)
+	}
+	if isAcceptPage(resp, body) {
+		resp, body = a.answerAccept(resp, body, "accept")
 	}
 	return resp, body, verifier
 }
@@ -162,18 +166,20 @@ func TestInvitationConcurrentRedemption(t *testing.T) {
 		granted bool
 	}
 	results := make([]result, n)
-	// Each person reaches the devidp form first, then all submit at once.
 	type pending struct {
 		a        *agent
 		resp     *http.Response
 		body     string
 		verifier string
 	}
+	// Each person signs up and reaches usher's accept page; then all press
+	// Accept at once.
 	ready := make([]pending, n)
 	for i := range n {
 		a := newAgent(t, d.SPAURL)
 		u, verifier, _ := authorizeURL(d, url.Values{"invitation": {tok}})
 		resp, body := a.get(u)
+		resp, body = a.devidpForm(resp, body, "signup", url.Values{"email": {fmt.Sprintf("racer%d@example.com", i)}, "password": {"password-123456"}, "name": {"R"}})
 		ready[i] = pending{a, resp, body, verifier}
 	}
 	var wg sync.WaitGroup
@@ -182,7 +188,7 @@ func TestInvitationConcurrentRedemption(t *testing.T) {
 		go func(i int) {
 			defer wg.Done()
 			p := ready[i]
-			resp, body := p.a.devidpForm(p.resp, p.body, "signup", url.Values{"email": {fmt.Sprintf("racer%d@example.com", i)}, "password": {"password-123456"}, "name": {"R"}})
+			resp, body := p.a.answerAccept(p.resp, p.body, "accept")
 			granted := resp.StatusCode == http.StatusFound
 			results[i] = result{sub: subOf(t, d, p.a, resp, body, p.verifier), granted: granted}
 		}(i)
@@ -246,6 +252,7 @@ func TestInvitationEmailMatchAndExistingUser(t *testing.T) {
 		t.Fatalf("an existing user should get the prefilled login screen:\n%s", clipText(body))
 	}
 	resp, body = fresh.devidpForm(resp, body, "login", url.Values{"email": {app.DevUserEmail}, "password": {app.DevUserPassword}})
+	resp, body = fresh.answerAccept(resp, body, "accept")
 	q := fresh.callbackOf(resp, body)
 	tr := exchangeCode(t, d, q.Get("code"), verifier)
 	c := jwtClaims(t, tr.IDToken)
@@ -275,6 +282,10 @@ func TestInvitationGoogleSignIn(t *testing.T) {
 	u, verifier, _ := authorizeURL(d, url.Values{"invitation": {tokenOf(inv["url"].(string))}, "connection": {"google-oauth2"}})
 	resp, body := a.get(u)
 	resp, body = a.devidpForm(resp, body, "social", url.Values{"connection": {"google-oauth2"}, "email": {"gina@gmail.example"}, "name": {"Gina"}})
+	if !strings.Contains(body, "gina@gmail.example</strong> (Google)") {
+		t.Fatalf("the accept page should name the Google account:\n%s", clipText(body))
+	}
+	resp, body = a.answerAccept(resp, body, "accept")
 	q := a.callbackOf(resp, body)
 	tr := exchangeCode(t, d, q.Get("code"), verifier)
 	if c := jwtClaims(t, tr.IDToken); !slices.Equal(rolesOf(c), []string{"customer"}) {

@@ -53,11 +53,12 @@ func TestLogsHoldNoSecretsAndMetricsExposed(t *testing.T) {
 		time.Sleep(20 * time.Millisecond)
 	}
 	a := newAgent(t, d.SPAURL)
-	q := a.followInvite(link)
-	u, verifier, _ := authorizeURL(d, url.Values{"invitation": {q.Get("invitation")}})
+	a.followInvite(link)
+	u, verifier, _ := authorizeURL(d, url.Values{"invitation": {tokenOf(link)}})
 	resp, body := a.get(u)
 	password := "a-very-secret-password-42"
 	resp, body = a.devidpForm(resp, body, "signup", url.Values{"email": {"quiet@example.com"}, "password": {password}, "name": {"Q"}})
+	resp, body = a.answerAccept(resp, body, "accept")
 	cb := a.callbackOf(resp, body)
 	tr := exchangeCode(t, d, cb.Get("code"), verifier)
 	tr2 := refresh(t, d, tr.RefreshToken)

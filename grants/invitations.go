@@ -30,6 +30,9 @@ const (
 	tokenPrefix      = "inv_"
 )
 
+// ScopeAdmin lets an admin API client put privileged roles on invitations.
+const ScopeAdmin = "invitations:admin"
+
 // ErrEmailMismatch: the person who signed in does not satisfy the
 // invitation's email_match policy.
 var ErrEmailMismatch = errors.New("the signed-in email does not match the invitation")
@@ -68,6 +71,10 @@ type CreateRequest struct {
 	SendEmail  *bool  `json:"send_email"`
 	EmailMatch string `json:"email_match"`
 	Inviter    string `json:"inviter"`
+	// MayGrantPrivileged: the caller may put PrivilegedRoles on the
+	// invitation (scope invitations:admin, or an admin on the admin page).
+	// Set by the server from who calls, never read from the request body.
+	MayGrantPrivileged bool `json:"-"`
 }
 
 // InvitationsOptions configure the invitation service.
@@ -78,6 +85,8 @@ type InvitationsOptions struct {
 	DefaultEmailMatch string
 	// RoleCatalog, when not empty, is the set of roles an invitation may grant.
 	RoleCatalog []string
+	// PrivilegedRoles need CreateRequest.MayGrantPrivileged.
+	PrivilegedRoles []string
 	// ReservedClaims may not be set by an invitation (registered JWT/OIDC claims).
 	ReservedClaims []string
 	// KnownClient reports whether client_id names a registered client.
@@ -147,6 +156,8 @@ func (s *Invitations) Validate(req CreateRequest) (*Invitation, bool, error) {
 		switch {
 		case strings.TrimSpace(r) == "" || len(r) > 100:
 			v.add(fmt.Sprintf("roles[%d]", i), "must be a non-empty name of at most 100 characters")
+		case !req.MayGrantPrivileged && slices.Contains(s.o.PrivilegedRoles, r):
+			v.add(fmt.Sprintf("roles[%d]", i), "role %q is privileged: only a client holding the scope %s (or an admin on the admin page) may invite to it", clipStr(r, 100), ScopeAdmin)
 		case len(s.o.RoleCatalog) > 0 && !slices.Contains(s.o.RoleCatalog, r):
 			v.add(fmt.Sprintf("roles[%d]", i), "role %q is not in the configured catalog (%s)", clipStr(r, 100), strings.Join(s.o.RoleCatalog, ", "))
 		case !slices.Contains(roles, r):
@@ -284,48 +295,45 @@ type DeniedError struct{ Reason string }
 func (e *DeniedError) Error() string { return "redemption denied: " + e.Reason }
 
 // Redeem applies the invitation's email policy, then redeems it atomically
-// (single use under concurrency is the store's guarantee).
-func (s *Invitations) Redeem(ctx context.Context, hash string, who Redeemer) (*Invitation, *Grant, error) {
-	inv, err := s.CheckHash(ctx, hash)
+// (single use under concurrency is the store's guarantee). conflicts are the
+// offered claims the user already held with another value: they were kept.
+func (s *Invitations) Redeem(ctx context.Context, hash string, who Redeemer) (inv *Invitation, g *Grant, conflicts []ClaimConflict, err error) {
+	inv, err = s.CheckHash(ctx, hash)
 	if err != nil {
-		return inv, nil, err
+		return inv, nil, nil, err
 	}
 	if err := EmailMatches(inv.EmailMatch, inv.Email, who.Email, who.EmailVerified); err != nil {
-		return inv, nil, err
+		return inv, nil, nil, err
 	}
 	var extra map[string]any
 	if who.Approve != nil {
 		if extra, err = who.Approve(ctx, inv); err != nil {
-			return inv, nil, err
+			return inv, nil, nil, err
 		}
 	}
-	return s.o.Store.RedeemInvitation(ctx, hash, Redemption{UserID: who.UserID, Identity: who.Identity, Connection: who.Connection, At: s.o.Now(), Claims: extra})
+	inv, g, err = s.o.Store.RedeemInvitation(ctx, hash, Redemption{UserID: who.UserID, Identity: who.Identity, Connection: who.Connection, At: s.o.Now(), Claims: extra})
+	if err != nil {
+		return inv, nil, nil, err
+	}
+	return inv, g, ClaimConflicts(g, RedemptionClaims(inv, extra)), nil
 }
 
 // EmailMatches applies an email_match policy. An account without a verified
-// email can only redeem "any".
+// email can only redeem "any". Emails compare by EmailKey (ASCII case only).
 func EmailMatches(policy, invited, got string, verified bool) error {
 	switch policy {
 	case MatchAny, "":
 		return nil
 	case MatchExact:
-		if verified && strings.EqualFold(strings.TrimSpace(invited), strings.TrimSpace(got)) {
+		if verified && SameEmail(invited, got) {
 			return nil
 		}
 	case MatchDomain:
-		if verified && strings.EqualFold(domainOf(invited), domainOf(got)) && domainOf(got) != "" {
+		if verified && emailDomain(got) != "" && emailDomain(invited) == emailDomain(got) {
 			return nil
 		}
 	}
 	return ErrEmailMismatch
-}
-
-func domainOf(email string) string {
-	i := strings.LastIndexByte(email, '@')
-	if i < 0 {
-		return ""
-	}
-	return strings.ToLower(strings.TrimSpace(email[i+1:]))
 }
 
 // Revoke revokes an invitation; ErrInvitationRedeemed once it was used.

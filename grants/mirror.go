@@ -261,7 +261,7 @@ var ErrMirrorRateLimited = errors.New("auth0 mirror: rate limited by Auth0; not 
 // this email, through users-by-email. It answers within a few seconds or
 // with an error, on which the caller should carry on without the answer.
 func (m *Mirror) HasAccount(ctx context.Context, email string) (bool, error) {
-	email = strings.ToLower(strings.TrimSpace(email))
+	email = EmailKey(email)
 	if email == "" {
 		return false, errors.New("auth0 mirror: has account: empty email")
 	}

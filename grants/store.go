@@ -11,7 +11,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"strings"
 	"time"
 )
 
@@ -180,7 +179,7 @@ func (f *AuditFilter) Matches(rec *AuditRecord) bool {
 func (f *InvitationFilter) Matches(inv *Invitation, now time.Time) bool {
 	switch {
 	case f.Status != "" && inv.EffectiveStatus(now) != f.Status,
-		f.Email != "" && !strings.EqualFold(strings.TrimSpace(inv.Email), strings.TrimSpace(f.Email)),
+		f.Email != "" && !SameEmail(inv.Email, f.Email),
 		f.ClientID != "" && inv.ClientID != f.ClientID,
 		f.ExternalID != "" && inv.ExternalID != f.ExternalID:
 		return false
@@ -232,6 +231,9 @@ type Store interface {
 	AddRoles(ctx context.Context, userID string, roles []string, now time.Time) (*Grant, error)
 	RemoveGrantRole(ctx context.Context, userID, role string, now time.Time) (*Grant, error)
 	RemoveGrantClaim(ctx context.Context, userID, key string, now time.Time) (*Grant, error)
+	// SetGrantClaim sets (adds or changes) one claim of a user's grant: the
+	// operator's way to change a held claim, which redemptions never do.
+	SetGrantClaim(ctx context.Context, userID, key string, value any, now time.Time) (*Grant, error)
 
 	// CreateInvitation stores inv. If inv.ExternalID is set and a pending,
 	// unexpired invitation with that ExternalID exists, it stores nothing and

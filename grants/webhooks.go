@@ -1041,9 +1041,9 @@ func InvitationRedeemedEvent(inv *Invitation, signup bool, email string, verifie
 	d["signup"] = signup
 	outcome := "none"
 	switch {
-	case verified && email != "" && strings.EqualFold(strings.TrimSpace(email), strings.TrimSpace(inv.Email)):
+	case verified && email != "" && SameEmail(email, inv.Email):
 		outcome = "exact"
-	case verified && domainOf(email) != "" && domainOf(email) == domainOf(inv.Email):
+	case verified && emailDomain(email) != "" && emailDomain(email) == emailDomain(inv.Email):
 		outcome = "domain"
 	}
 	d["email_match"] = map[string]any{"policy": inv.EmailMatch, "outcome": outcome}

@@ -282,7 +282,8 @@ func expired(expiresAt, now time.Time) bool {
 	return !now.Before(expiresAt)
 }
 
-func lower(email string) string { return strings.ToLower(strings.TrimSpace(email)) }
+// lower is the email index key: ASCII case only (grants.EmailKey).
+func lower(email string) string { return grants.EmailKey(email) }
 
 // sweeper runs Sweep every interval until Close.
 func (s *Store) sweeper(interval time.Duration) {

@@ -291,7 +291,7 @@ func (s *Store) RedeemInvitation(ctx context.Context, tokenHash string, r grants
 		if g, err = loadGrant(tx, r.UserID); err != nil {
 			return nil, err
 		}
-		mergeInto(g, inv, r.Claims, r.At)
+		g.MergeRedemption(inv, r.Claims, r.At)
 		if err := putJSON(tx.Bucket(bGrants), []byte(r.UserID), g); err != nil {
 			return nil, err
 		}

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"fmt"
-	"maps"
 	"slices"
 	"time"
 
@@ -250,18 +249,6 @@ func addRoles(have, add []string) []string {
 	return have
 }
 
-// mergeInto folds an invitation's roles and claims into g: roles union in
-// order, claims key by key with the invitation winning.
-func mergeInto(g *grants.Grant, inv *grants.Invitation, extra map[string]any, at time.Time) {
-	g.Roles = addRoles(g.Roles, inv.Roles)
-	maps.Copy(g.Claims, inv.Claims)
-	maps.Copy(g.Claims, extra)
-	if !slices.Contains(g.Invitations, inv.ID) {
-		g.Invitations = append(g.Invitations, inv.ID)
-	}
-	g.UpdatedAt = at
-}
-
 func (s *Store) GetGrant(ctx context.Context, userID string) (*grants.Grant, error) {
 	if err := checkKeys("boltstore: get grant", userID); err != nil {
 		return nil, err
@@ -329,5 +316,15 @@ func (s *Store) RemoveGrantClaim(ctx context.Context, userID, key string, now ti
 		_, ok := g.Claims[key]
 		delete(g.Claims, key)
 		return ok
+	}, now)
+}
+
+func (s *Store) SetGrantClaim(ctx context.Context, userID, key string, value any, now time.Time) (*grants.Grant, error) {
+	if key == "" {
+		return nil, fmt.Errorf("boltstore: set grant claim: empty key: %w", ErrInvalid)
+	}
+	return s.changeGrant("set grant claim", userID, func(g *grants.Grant) bool {
+		g.Claims[key] = value
+		return true
 	}, now)
 }

@@ -255,6 +255,12 @@ func testGrants(t *testing.T, ctx context.Context, s grants.Store, clock *Clock)
 	if !slices.Equal(g.Roles, []string{"member", "admin"}) || !slices.Equal(g.Invitations, []string{"inv-c"}) {
 		t.Fatalf("grant after redemption: %+v", g)
 	}
+	g, err = s.SetGrantClaim(ctx, "u-1", "plan", map[string]any{"tier": "enterprise"}, now)
+	must(t, "set claim", err)
+	same(t, "claims after set", map[string]any{"plan": map[string]any{"tier": "enterprise"}}, g.Claims)
+	g, err = s.GetGrant(ctx, "u-1")
+	must(t, "get grant after set", err)
+	same(t, "stored claims after set", map[string]any{"plan": map[string]any{"tier": "enterprise"}}, g.Claims)
 }
 
 func invitation(id string, now time.Time) *grants.Invitation {
@@ -371,7 +377,11 @@ func testInvitationRedeem(t *testing.T, ctx context.Context, s grants.Store, clo
 	if !slices.Equal(g.Roles, []string{"default", "a", "b", "c"}) {
 		t.Fatalf("roles after second redemption = %v", g.Roles)
 	}
-	same(t, "claims merged, later wins", map[string]any{"plan": "enterprise", "org": "acme", "seat": "7"}, g.Claims)
+	// A held claim is never overwritten by a later invitation (plan stays "pro").
+	same(t, "claims merged, held claims kept", map[string]any{"plan": "pro", "org": "acme", "seat": "7"}, g.Claims)
+	if c := grants.ClaimConflicts(g, inv2.Claims); len(c) != 1 || c[0].Claim != "plan" || c[0].Kept != "pro" {
+		t.Fatalf("conflicts after second redemption = %+v", c)
+	}
 	if !slices.Equal(g.Invitations, []string{"inv-1", "inv-2"}) || g.UserID != "u-1" || !g.UpdatedAt.Equal(at) {
 		t.Fatalf("grant after second redemption: %+v", g)
 	}
@@ -905,6 +915,8 @@ func testGrantsBadInput(t *testing.T, ctx context.Context, s grants.Store, clock
 		"AddRoles(\"\")":                 func() error { _, err := s.AddRoles(ctx, "", []string{"r"}, now); return err },
 		"RemoveGrantRole(\"\")":          func() error { _, err := s.RemoveGrantRole(ctx, "", "r", now); return err },
 		"RemoveGrantClaim(\"\")":         func() error { _, err := s.RemoveGrantClaim(ctx, "", "k", now); return err },
+		"SetGrantClaim(\"\")":            func() error { _, err := s.SetGrantClaim(ctx, "", "k", 1, now); return err },
+		"SetGrantClaim(key \"\")":        func() error { _, err := s.SetGrantClaim(ctx, "u-1", "", 1, now); return err },
 		"CreateInvitation(nil)":          func() error { _, err := s.CreateInvitation(ctx, nil); return err },
 		"CreateInvitation(no id)":        func() error { _, err := s.CreateInvitation(ctx, noInv); return err },
 		"CreateInvitation(no hash)":      func() error { _, err := s.CreateInvitation(ctx, noHash); return err },

@@ -277,7 +277,8 @@ func parseTime(s string) (time.Time, error) {
 // expired is the one rule for "past ExpiresAt": expired from that instant on.
 func expired(expiresAt, now time.Time) bool { return !now.Before(expiresAt) }
 
-func lower(email string) string { return strings.ToLower(strings.TrimSpace(email)) }
+// lower is the email index key: ASCII case only (grants.EmailKey).
+func lower(email string) string { return grants.EmailKey(email) }
 
 // checkKeys returns an ErrInvalid error if a key part is empty.
 func checkKeys(what string, parts ...string) error {

@@ -140,8 +140,8 @@ return {'ok'}
 
 // grantApply changes a grant and returns it: {claims hash, roles, invitation
 // IDs, pending merges}. Ops: 'get'; 'add' (roles, in order, no duplicates);
-// 'rmrole'; 'rmclaim'; 'merge' — an invitation's roles and claims (later
-// wins), applied once per invitation ID: applying it again changes nothing,
+// 'rmrole'; 'rmclaim'; 'setclaim' (ARGV[5] key, ARGV[6] raw JSON); 'merge' — an invitation's roles and the claims the
+// grant does not hold yet (a held claim is never overwritten), applied once per invitation ID: applying it again changes nothing,
 // which is what lets a redemption be re-applied after a crash. 'merge' also
 // clears the invitation's pending-merge entry.
 // KEYS[1] {g:u} claims ('c:'..key → raw JSON) + 'u' updated_at, KEYS[2] roles
@@ -163,7 +163,7 @@ if op == 'merge' then
   if not redis.call('LPOS', KEYS[3], ARGV[3]) then
     local n = tonumber(ARGV[4])
     addRoles(n)
-    for i = 5 + n, #ARGV, 2 do redis.call('HSET', KEYS[1], 'c:' .. ARGV[i], ARGV[i + 1]) end
+    for i = 5 + n, #ARGV, 2 do redis.call('HSETNX', KEYS[1], 'c:' .. ARGV[i], ARGV[i + 1]) end
     redis.call('RPUSH', KEYS[3], ARGV[3])
     changed = true
   end
@@ -174,6 +174,9 @@ elseif op == 'rmrole' then
   changed = redis.call('LREM', KEYS[2], 0, ARGV[3]) > 0
 elseif op == 'rmclaim' then
   changed = redis.call('HDEL', KEYS[1], 'c:' .. ARGV[3]) > 0
+elseif op == 'setclaim' then
+  redis.call('HSET', KEYS[1], 'c:' .. ARGV[5], ARGV[6])
+  changed = true
 elseif op == 'unpend' then
   redis.call('HDEL', KEYS[4], ARGV[3])
 end

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
 	"strconv"
 	"strings"
@@ -348,25 +349,21 @@ func (s *Store) grantOp(ctx context.Context, userID string, args ...any) (*grant
 }
 
 // mergeArgs are grantApply's arguments for merging inv into a grant: its
-// roles, its claims, then the redemption's own claims (later wins).
+// roles, then the claims the redemption offers (grants.RedemptionClaims);
+// the script adds a claim only when the grant does not hold it (HSETNX),
+// which is grants.Grant.MergeRedemption's rule.
 func mergeArgs(inv *grants.Invitation, extra map[string]any, at time.Time) ([]any, error) {
 	args := []any{"merge", fmtTime(at), inv.ID, len(inv.Roles)}
 	for _, r := range inv.Roles {
 		args = append(args, r)
 	}
-	for _, claims := range []map[string]any{inv.Claims, extra} {
-		keys := make([]string, 0, len(claims))
-		for k := range claims {
-			keys = append(keys, k)
+	claims := grants.RedemptionClaims(inv, extra)
+	for _, k := range slices.Sorted(maps.Keys(claims)) {
+		raw, err := json.Marshal(claims[k])
+		if err != nil {
+			return nil, fmt.Errorf("encode claim %s: %w", k, err)
 		}
-		slices.Sort(keys)
-		for _, k := range keys {
-			raw, err := json.Marshal(claims[k])
-			if err != nil {
-				return nil, fmt.Errorf("encode claim %s: %w", k, err)
-			}
-			args = append(args, k, raw)
-		}
+		args = append(args, k, raw)
 	}
 	return args, nil
 }
@@ -480,4 +477,15 @@ func (s *Store) RemoveGrantClaim(ctx context.Context, userID, key string, now ti
 		return nil, fmt.Errorf("redisstore: remove grant claim: empty key: %w", ErrInvalid)
 	}
 	return s.changeGrant(ctx, "remove grant claim", userID, "rmclaim", fmtTime(now), key, 0)
+}
+
+func (s *Store) SetGrantClaim(ctx context.Context, userID, key string, value any, now time.Time) (*grants.Grant, error) {
+	if key == "" {
+		return nil, fmt.Errorf("redisstore: set grant claim: empty key: %w", ErrInvalid)
+	}
+	raw, err := json.Marshal(value)
+	if err != nil {
+		return nil, fmt.Errorf("redisstore: set grant claim %s: %w", key, err)
+	}
+	return s.changeGrant(ctx, "set grant claim", userID, "setclaim", fmtTime(now), key, 0, key, raw)
 }

@@ -1,0 +1,236 @@
+package broker
+
+import (
+	"crypto/subtle"
+	"errors"
+	"net/http"
+	"net/url"
+	"time"
+
+	gsessions "github.com/gorilla/sessions"
+
+	"github.com/usher-oidc/usher/grants"
+)
+
+// The accept step: an invitation binds to an account only when a person, on
+// usher's own page, has seen which account receives it and what it grants,
+// and pressed Accept. A cookie or a query parameter alone never redeems.
+//
+// Two ways lead to the page:
+//   - flowAuthorize: the upstream callback of an authorization that carries
+//     an invitation (its `invitation` parameter or the browser's invitation
+//     cookie) shows it before the code goes to the client;
+//   - flowLink: opening /invite/<token> in a browser already signed in to
+//     usher shows it at once, for that session's account (an unmodified SPA
+//     may never send that browser to /authorize again).
+//
+// The page posts back to /accept (same origin, CSRF token bound to the
+// browser session) with one of three actions: accept, other (sign in with
+// another account: upstream again with prompt=login and the invited email as
+// login_hint), or later ("Not now": sign-in continues without the
+// invitation, which stays pending; the browser forgets it).
+const (
+	pathAccept    = "/accept"
+	flowAuthorize = "authorize"
+	flowLink      = "link"
+	acceptPrefix  = "accept:"      // + auth request ID → acceptState (flowAuthorize)
+	acceptLinkKey = "accept:link"  // acceptState of flowLink
+	reloginKey    = "invite:login" // token hash whose next sign-in must ask upstream for prompt=login
+	acceptTTL     = 15 * time.Minute
+	actionAccept  = "accept"
+	actionOther   = "other"
+	actionLater   = "later"
+)
+
+// acceptState is what the browser session remembers about a shown accept page.
+type acceptState struct {
+	CSRF     string    `json:"c"`
+	Hash     string    `json:"h,omitempty"`  // flowLink: the invitation's token hash
+	ClientID string    `json:"cl,omitempty"` // flowLink: the app to continue to
+	Expires  time.Time `json:"e"`
+}
+
+// showAcceptPage remembers the page in the session (which the caller saves)
+// and renders it.
+func (b *Broker) showAcceptPage(w http.ResponseWriter, r *http.Request, sess *gsessions.Session, key string, st acceptState, v acceptView) error {
+	st.CSRF, st.Expires = randomToken(24), b.now().Add(acceptTTL)
+	enc, err := jsonString(st)
+	if err != nil {
+		return err
+	}
+	sess.Values[key] = enc
+	if err := sess.Save(r, w); err != nil {
+		return err
+	}
+	v.CSRF = st.CSRF
+	renderAccept(w, v)
+	return nil
+}
+
+// handleAccept is the form the accept page posts.
+func (b *Broker) handleAccept(w http.ResponseWriter, r *http.Request) {
+	r.Body = http.MaxBytesReader(w, r.Body, 4<<10)
+	if err := r.ParseForm(); err != nil || !b.sameOrigin(r) {
+		renderPage(w, http.StatusForbidden, page{Title: "Request refused",
+			Message: "This answer to an invitation did not come from usher's own page. Open the invitation link again."})
+		return
+	}
+	sess, err := b.browser.Get(r, b.cookie)
+	if err != nil {
+		b.unavailable(w, r, "loading the browser session", err)
+		return
+	}
+	flow, id := r.PostForm.Get("flow"), r.PostForm.Get("id")
+	key := acceptLinkKey
+	if flow == flowAuthorize {
+		key = acceptPrefix + id
+	}
+	raw, _ := sess.Values[key].(string)
+	acct, signedIn := sessionAccount(sess)
+	var st acceptState
+	if raw == "" || !signedIn || jsonParse(raw, &st) != nil || b.now().After(st.Expires) ||
+		subtle.ConstantTimeCompare([]byte(st.CSRF), []byte(r.PostForm.Get("csrf"))) != 1 {
+		renderPage(w, http.StatusBadRequest, page{Title: "This page expired",
+			Message: "The invitation page expired or was opened in another browser. Open the invitation link again, or go back to the application and sign in."})
+		return
+	}
+	delete(sess.Values, key) // one answer per page
+	switch flow {
+	case flowAuthorize:
+		b.answerAuthorize(w, r, sess, id, acct, r.PostForm.Get("action"))
+	default:
+		b.answerLink(w, r, sess, st, acct, r.PostForm.Get("action"))
+	}
+}
+
+// sameOrigin refuses a cross-site post: the CSRF token already binds the
+// form to this browser; Origin and Fetch Metadata, when the browser sends
+// them, must say the post came from usher's own page.
+func (b *Broker) sameOrigin(r *http.Request) bool {
+	if site := r.Header.Get("Sec-Fetch-Site"); site != "" && site != "same-origin" {
+		return false
+	}
+	origin := r.Header.Get("Origin")
+	return origin == "" || origin == originOf(b.opts.Issuer)
+}
+
+// invitationNotice records a line on an invitation's timeline; the action it
+// records has happened, so a failure is only logged.
+func (b *Broker) invitationNotice(r *http.Request, inv *grants.Invitation, typ string, detail map[string]string) {
+	if inv == nil {
+		return
+	}
+	if _, err := b.grants.UpdateInvitation(r.Context(), inv.ID, func(i *grants.Invitation) error {
+		i.Events = append(i.Events, grants.Event{Type: typ, At: b.now(), Detail: detail})
+		return nil
+	}); err != nil {
+		b.log.WarnContext(r.Context(), "recording an invitation event", "invitation_id", inv.ID, "type", typ, "err", err)
+	}
+}
+
+// acceptRefusal is why an invitation cannot be offered to acct at all
+// (gone, or its email policy excludes the account): the person then sees
+// the refusal instead of the accept page.
+func (b *Broker) acceptRefusal(r *http.Request, hash string, acct signedInAccount) (*grants.Invitation, error) {
+	inv, err := b.invitations.CheckHash(r.Context(), hash)
+	if err != nil {
+		return inv, err
+	}
+	return inv, grants.EmailMatches(inv.EmailMatch, inv.Email, acct.Email, acct.EmailVerified)
+}
+
+// recordRefusal puts a refused redemption on the invitation's timeline, the
+// metrics and the log, and counts it against the client IP.
+func (b *Broker) recordRefusal(r *http.Request, inv *grants.Invitation, acct signedInAccount, err error) {
+	b.metrics.redemptions.WithLabelValues(redemptionResult(err)).Inc()
+	b.limits.failedRedemption.allow(clientIP(r), b.now())
+	invID := ""
+	if inv != nil {
+		invID = inv.ID
+		b.invitationNotice(r, inv, "redemption_failed", map[string]string{"user_id": acct.UserID, "reason": err.Error()})
+	}
+	b.log.WarnContext(r.Context(), "invitation not redeemed", "invitation_id", invID, "user_id", acct.UserID, "reason", err)
+}
+
+// continueURL is where a person goes from a flowLink page that did not
+// redeem: the app's sign-in, without any invitation.
+func (b *Broker) continueURL(clientID string, hint string) string {
+	c := b.invitationClient(&grants.Invitation{ClientID: clientID}, "")
+	if c == nil {
+		return b.url("/")
+	}
+	return b.initiateLoginURL(c, hint, "")
+}
+
+// answerLink applies the person's answer to a page shown from an invitation link.
+func (b *Broker) answerLink(w http.ResponseWriter, r *http.Request, sess *gsessions.Session, st acceptState, acct signedInAccount, action string) {
+	inv, _ := b.invitations.CheckHash(r.Context(), st.Hash)
+	switch action {
+	case actionAccept:
+		_, err := b.redeem(r, st.Hash, acct)
+		b.clearInvitationCookie(w)
+		if err := sess.Save(r, w); err != nil {
+			b.unavailable(w, r, "saving the browser session", err)
+			return
+		}
+		if err != nil {
+			b.renderRefusal(w, err, b.continueURL(st.ClientID, ""), "Continue without the invitation")
+			return
+		}
+		http.Redirect(w, r, b.continueURL(st.ClientID, acct.Email), http.StatusSeeOther)
+	case actionOther:
+		// The invitation cookie stays; the next sign-in of this browser asks
+		// the upstream for a fresh login with the invited email.
+		sess.Values[reloginKey] = st.Hash
+		delete(sess.Values, sessionAccountKey)
+		delete(sess.Values, "uid")
+		if err := sess.Save(r, w); err != nil {
+			b.unavailable(w, r, "saving the browser session", err)
+			return
+		}
+		email := ""
+		if inv != nil {
+			email = inv.Email
+		}
+		http.Redirect(w, r, b.continueURL(st.ClientID, email), http.StatusSeeOther)
+	default:
+		b.invitationNotice(r, inv, "deferred", map[string]string{"user_id": acct.UserID})
+		b.clearInvitationCookie(w)
+		if err := sess.Save(r, w); err != nil {
+			b.unavailable(w, r, "saving the browser session", err)
+			return
+		}
+		http.Redirect(w, r, b.continueURL(st.ClientID, ""), http.StatusSeeOther)
+	}
+}
+
+// renderRefusal says in plain words why an invitation was not applied and
+// offers to continue without it. Never silent, never blocking.
+func (b *Broker) renderRefusal(w http.ResponseWriter, err error, link, linkText string) {
+	renderPage(w, http.StatusOK, page{Title: "Your invitation could not be used",
+		Message: refusalMessage(err) + " You can continue without the invitation.", LinkURL: link, LinkText: linkText})
+}
+
+func refusalMessage(err error) string {
+	var denied *grants.DeniedError
+	switch {
+	case errors.As(err, &denied):
+		return "This invitation was not accepted: " + denied.Reason + "."
+	case errors.Is(err, grants.ErrEmailMismatch):
+		return "This invitation was sent to another email address than the account you signed in with (or that account's email is not verified). Sign in with the invited address to use it, or continue without it."
+	case errors.Is(err, grants.ErrInvitationRedeemed):
+		return "This invitation has already been used."
+	case errors.Is(err, grants.ErrInvitationRevoked):
+		return "This invitation was withdrawn by the sender."
+	case errors.Is(err, grants.ErrInvitationExpired):
+		return "This invitation has expired. Ask the sender for a new one."
+	case errors.Is(err, grants.ErrNotFound):
+		return "This invitation is not valid (it may have been replaced by a newer invitation email)."
+	}
+	return "The invitation could not be applied right now."
+}
+
+// loginWithHint is /login for an auth request (used after "other account").
+func (b *Broker) loginURL(arID string) string {
+	return b.url("/login?id=" + url.QueryEscape(arID))
+}

@@ -1,0 +1,108 @@
+package broker
+
+import (
+	"net/http"
+
+	gsessions "github.com/gorilla/sessions"
+	"github.com/zitadel/oidc/v3/pkg/oidc"
+
+	"github.com/usher-oidc/usher/sessions"
+)
+
+// offerInvitation is the callback's last step when the authorization carries
+// an invitation: the accept page for the account that just signed in, or,
+// when the invitation cannot go to that account, the refusal with a way to
+// continue without it.
+func (b *Broker) offerInvitation(w http.ResponseWriter, r *http.Request, sess *gsessions.Session, ar *sessions.AuthRequest, acct signedInAccount) {
+	ctx := r.Context()
+	inv, err := b.acceptRefusal(r, ar.InvitationHash, acct)
+	if err != nil {
+		b.recordRefusal(r, inv, acct, err)
+		ar.InvitationHash = ""
+		ar.Done = true
+		if err := b.sessions.UpdateAuthRequest(ctx, ar); err != nil {
+			b.unavailable(w, r, "completing the authorization request", err)
+			return
+		}
+		// The person may continue without the invitation, from this browser only.
+		sess.Values[continuePrefix+ar.ID] = "1"
+		if err := sess.Save(r, w); err != nil {
+			b.unavailable(w, r, "saving the browser session", err)
+			return
+		}
+		b.renderRedeemFailure(w, ar, err)
+		return
+	}
+	// Not done: no code can be issued for it until the person answers.
+	if err := b.sessions.UpdateAuthRequest(ctx, ar); err != nil {
+		b.unavailable(w, r, "saving the authorization request", err)
+		return
+	}
+	v, err := b.acceptViewOf(ctx, inv, acct, ar.ClientID)
+	if err != nil {
+		b.unavailable(w, r, "loading the account's grant", err)
+		return
+	}
+	v.Flow, v.ID = flowAuthorize, ar.ID
+	if err := b.showAcceptPage(w, r, sess, acceptPrefix+ar.ID, acceptState{}, v); err != nil {
+		b.unavailable(w, r, "saving the browser session", err)
+	}
+}
+
+// answerAuthorize applies the person's answer to the accept page of an
+// authorization, then finishes it (or, for another account, restarts its
+// upstream leg).
+func (b *Broker) answerAuthorize(w http.ResponseWriter, r *http.Request, sess *gsessions.Session, arID string, acct signedInAccount, action string) {
+	ctx := r.Context()
+	ar, err := b.sessions.GetAuthRequest(ctx, arID)
+	if err != nil || ar.Done || ar.Subject != acct.UserID || ar.InvitationHash == "" {
+		renderPage(w, http.StatusBadRequest, page{Title: "Sign-in expired",
+			Message: "This sign-in took too long or was already completed. Go back to the application and sign in again."})
+		return
+	}
+	inv, _ := b.invitations.CheckHash(ctx, ar.InvitationHash)
+	switch action {
+	case actionAccept:
+		if _, err := b.redeem(r, ar.InvitationHash, acct); err != nil {
+			ar.InvitationHash, ar.Done = "", true
+			if err := b.sessions.UpdateAuthRequest(ctx, ar); err != nil {
+				b.unavailable(w, r, "completing the authorization request", err)
+				return
+			}
+			sess.Values[continuePrefix+ar.ID] = "1"
+			if err := sess.Save(r, w); err != nil {
+				b.unavailable(w, r, "saving the browser session", err)
+				return
+			}
+			b.renderRedeemFailure(w, ar, err)
+			return
+		}
+		b.completeAuthorization(w, r, sess, ar)
+	case actionOther:
+		// Upstream again, asking for a fresh login with the invited email.
+		ar.Subject, ar.Prompt = "", []string{oidc.PromptLogin}
+		if inv != nil {
+			ar.LoginHint = inv.Email
+		}
+		if err := b.sessions.UpdateAuthRequest(ctx, ar); err != nil {
+			b.unavailable(w, r, "saving the authorization request", err)
+			return
+		}
+		if err := sess.Save(r, w); err != nil {
+			b.unavailable(w, r, "saving the browser session", err)
+			return
+		}
+		http.Redirect(w, r, b.loginURL(ar.ID), http.StatusSeeOther)
+	default:
+		b.invitationNotice(r, inv, "deferred", map[string]string{"user_id": acct.UserID})
+		ar.InvitationHash = ""
+		b.completeAuthorization(w, r, sess, ar)
+	}
+}
+
+// refuseInvitationWithoutInteraction: prompt=none cannot show the accept
+// page, so an authorization that itself carries an invitation is answered
+// interaction_required (a cookie-only invitation is ignored instead).
+func refuseInvitationWithoutInteraction() *oidc.Error {
+	return oidc.ErrInteractionRequired().WithDescription("this sign-in carries an invitation, which the person must accept on usher's page; retry without prompt=none")
+}

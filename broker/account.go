@@ -1,0 +1,49 @@
+package broker
+
+import (
+	gsessions "github.com/gorilla/sessions"
+)
+
+// sessionAccountKey holds, in the browser session, the account this browser
+// signed in with: the accept page names it, and a redemption needs it.
+const sessionAccountKey = "account"
+
+// signedInAccount is who signed in, as the upstream said at the callback.
+type signedInAccount struct {
+	UserID        string `json:"u"`
+	Issuer        string `json:"i"`
+	Subject       string `json:"s"`
+	Connection    string `json:"c,omitempty"`
+	Email         string `json:"e,omitempty"`
+	EmailVerified bool   `json:"v,omitempty"`
+	New           bool   `json:"n,omitempty"` // the usher user was created by that sign-in
+}
+
+func accountOf(userID string, created bool, id *upstreamIdentity) signedInAccount {
+	return signedInAccount{UserID: userID, Issuer: id.Issuer, Subject: id.Subject, Connection: id.Connection,
+		Email: id.Email, EmailVerified: id.EmailVerified, New: created}
+}
+
+// identity is the account as the redemption hook and the mirror see it.
+func (a signedInAccount) identity() *upstreamIdentity {
+	return &upstreamIdentity{Issuer: a.Issuer, Subject: a.Subject, Connection: a.Connection, Email: a.Email, EmailVerified: a.EmailVerified}
+}
+
+// rememberAccount writes the account into the session (the caller saves it).
+func rememberAccount(sess *gsessions.Session, a signedInAccount) {
+	enc, _ := jsonString(a)
+	sess.Values["uid"] = a.UserID
+	sess.Values[sessionAccountKey] = enc
+	delete(sess.Values, reloginKey) // that fresh login happened
+}
+
+// sessionAccount is the account of a signed-in browser session.
+func sessionAccount(sess *gsessions.Session) (signedInAccount, bool) {
+	var a signedInAccount
+	raw, _ := sess.Values[sessionAccountKey].(string)
+	uid, _ := sess.Values["uid"].(string)
+	if raw == "" || jsonParse(raw, &a) != nil || a.UserID == "" || a.UserID != uid {
+		return signedInAccount{}, false
+	}
+	return a, true
+}

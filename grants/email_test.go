@@ -1,0 +1,47 @@
+package grants
+
+import (
+	"errors"
+	"testing"
+)
+
+func TestEmailComparisonIsASCIIOnly(t *testing.T) {
+	cases := []struct {
+		a, b string
+		same bool
+	}{
+		{"Ada@Example.COM", "ada@example.com", true},
+		{" ada@example.com ", "ada@example.com", true},
+		{"boſs@example.com", "boss@example.com", false},          // U+017F long s folds to s
+		{"\u212Aate@example.com", "kate@example.com", false},     // Kelvin sign lowers to k
+		{"admin@\u212Aexample.com", "admin@kexample.com", false}, // in the domain too
+		{"\u0130nfo@example.com", "info@example.com", false},     // dotted capital I
+		{"ｂoss@example.com", "boss@example.com", false},          // fullwidth (NFKC)
+	}
+	for _, c := range cases {
+		if got := SameEmail(c.a, c.b); got != c.same {
+			t.Errorf("SameEmail(%q, %q) = %v, want %v", c.a, c.b, got, c.same)
+		}
+	}
+}
+
+func TestEmailMatchesPolicies(t *testing.T) {
+	cases := []struct {
+		name, policy, invited, got string
+		verified                   bool
+		ok                         bool
+	}{
+		{"any", MatchAny, "a@example.com", "b@other.org", false, true},
+		{"exact", MatchExact, "Ada@example.com", "ada@EXAMPLE.com", true, true},
+		{"exact unverified", MatchExact, "ada@example.com", "ada@example.com", false, false},
+		{"exact long s", MatchExact, "boss@example.com", "boſs@example.com", true, false},
+		{"domain", MatchDomain, "a@example.com", "b@Example.com", true, true},
+		{"domain kelvin", MatchDomain, "a@kexample.com", "b@\u212Aexample.com", true, false},
+	}
+	for _, c := range cases {
+		err := EmailMatches(c.policy, c.invited, c.got, c.verified)
+		if (err == nil) != c.ok || err != nil && !errors.Is(err, ErrEmailMismatch) {
+			t.Errorf("%s: EmailMatches = %v, want ok=%v", c.name, err, c.ok)
+		}
+	}
+}

@@ -30,4 +30,9 @@ func TestInvitationValidateRefusesFoldedClaimNames(t *testing.T) {
 			t.Errorf("claim %q refused: %v", name, err)
 		}
 	}
+	// With a namespace, the name as it appears in the token is what counts.
+	s := NewInvitations(InvitationsOptions{ClaimsNamespace: "https://app.example.com/"})
+	if _, _, err := s.Validate(CreateRequest{Email: "a@example.com", Claims: map[string]any{"sub": "x"}}); err != nil {
+		t.Errorf("namespaced sub refused: %v", err)
+	}
 }

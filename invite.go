@@ -32,7 +32,7 @@ const inviteUsage = `Usage:
                       [--no-email] [--email-match any|exact|domain] [--inviter NAME]
                       [--idempotency-key K] [--json]
   usher invite list   [--status pending|redeemed|revoked|expired] [--email ADDR]
-                      [--external-id X] [--limit N] [--all] [--json]
+                      [--external-id X] [--unsafe-claims] [--limit N] [--all] [--json]
   usher invite revoke ID [--json]
   usher invite resend ID [--json]
   usher invite import people.csv [--no-email] [--role R]... [--client-id-for CLIENT]
@@ -390,6 +390,8 @@ type invitationJSON struct {
 	EmailStatus string         `json:"email_status"`
 	EmailError  string         `json:"email_error"`
 	URL         string         `json:"url"`
+	// UnsafeClaims: stored claim names usher never puts in tokens.
+	UnsafeClaims []string `json:"unsafe_claims"`
 }
 
 func (c *inviteCmd) printInvitation(inv *invitationJSON) {
@@ -446,6 +448,7 @@ func (c *inviteCmd) list(ctx context.Context, args []string) error {
 	status := fs.String("status", "", "only invitations in this status: pending, redeemed, revoked, expired")
 	email := fs.String("email", "", "only invitations for this email address")
 	externalID := fs.String("external-id", "", "only invitations with this external_id")
+	unsafe := fs.Bool("unsafe-claims", false, "only invitations holding claim names that fold onto registered claims (never served)")
 	limit := fs.Int("limit", 50, "page size, 1 to 1000")
 	all := fs.Bool("all", false, "fetch every page")
 	fs.BoolVar(&c.jsonOut, "json", false, "print the API's JSON")
@@ -473,6 +476,9 @@ func (c *inviteCmd) list(ctx context.Context, args []string) error {
 		if v != "" {
 			q.Set(k, v)
 		}
+	}
+	if *unsafe {
+		q.Set("unsafe_claims", "true")
 	}
 	type page struct {
 		Invitations []json.RawMessage `json:"invitations"`
@@ -518,6 +524,9 @@ func (c *inviteCmd) list(ctx context.Context, args []string) error {
 		}
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", inv.ID, inv.Status, inv.Email, dash(strings.Join(inv.Roles, " ")),
 			dash(inv.ExternalID), inv.ExpiresAt.Format(time.RFC3339), dash(inv.EmailStatus))
+		if *unsafe {
+			fmt.Fprintf(tw, "\tunsafe claims (kept, never served): %s\n", strings.Join(inv.UnsafeClaims, " "))
+		}
 	}
 	tw.Flush()
 	if out.NextCursor != "" {

@@ -192,6 +192,8 @@ type invitationView struct {
 	Events             []grants.Event `json:"events"`
 	MirrorStatus       string         `json:"mirror_status,omitempty"`
 	URL                string         `json:"url,omitempty"`
+	// UnsafeClaims: stored claim names never served (grants.ValidateClaimName).
+	UnsafeClaims []string `json:"unsafe_claims,omitempty"`
 }
 
 func (b *Broker) view(inv *grants.Invitation, token string) invitationView {
@@ -202,6 +204,7 @@ func (b *Broker) view(inv *grants.Invitation, token string) invitationView {
 		EmailStatus: inv.EmailStatus, EmailError: inv.EmailError, RedeemedAt: inv.RedeemedAt,
 		RedeemedBy: inv.RedeemedBy, RedeemedConnection: inv.RedeemedConnection, RevokedAt: inv.RevokedAt,
 		Events: inv.Events, MirrorStatus: grants.MirrorStateOf(inv).String(),
+		UnsafeClaims: grants.UnsafeClaimNames(b.opts.ClaimsNamespace, inv.Claims),
 	}
 	if v.Roles == nil {
 		v.Roles = []string{}
@@ -436,7 +439,8 @@ func (b *Broker) apiResendInvitation(w http.ResponseWriter, r *http.Request, c c
 func (b *Broker) apiListInvitations(w http.ResponseWriter, r *http.Request, _ caller) {
 	q := r.URL.Query()
 	f := grants.InvitationFilter{Status: grants.Status(q.Get("status")), Email: q.Get("email"),
-		ClientID: q.Get("client_id"), ExternalID: q.Get("external_id"), Cursor: q.Get("cursor")}
+		ClientID: q.Get("client_id"), ExternalID: q.Get("external_id"), Cursor: q.Get("cursor"),
+		UnsafeClaims: q.Get("unsafe_claims") == "true", ClaimsNamespace: b.opts.ClaimsNamespace}
 	switch f.Status {
 	case "", grants.StatusPending, grants.StatusRedeemed, grants.StatusRevoked, grants.StatusExpired:
 	default:
@@ -509,7 +513,11 @@ func (b *Broker) userGrant(w http.ResponseWriter, r *http.Request, change func(c
 	if g.Claims == nil {
 		g.Claims = map[string]any{}
 	}
-	writeJSON(w, http.StatusOK, g)
+	writeJSON(w, http.StatusOK, struct {
+		*grants.Grant
+		// UnsafeClaims: claim names the grant holds but tokens never carry.
+		UnsafeClaims []string `json:"unsafe_claims,omitempty"`
+	}{g, grants.UnsafeClaimNames(b.opts.ClaimsNamespace, g.Claims)})
 }
 
 func (b *Broker) apiGetGrant(w http.ResponseWriter, r *http.Request, _ caller) {

@@ -177,7 +177,7 @@ func New(ctx context.Context, o Options) (*Broker, error) {
 	b.invitations = grants.NewInvitations(grants.InvitationsOptions{
 		Store: o.Grants, DefaultTTL: o.InvitationDefaultTTL, MaxTTL: o.InvitationMaxTTL,
 		DefaultEmailMatch: o.InvitationEmailMatch, RoleCatalog: o.RoleCatalog, PrivilegedRoles: o.PrivilegedRoles,
-		ReservedClaims: RegisteredClaims, Now: o.Now,
+		ClaimsNamespace: o.ClaimsNamespace, Now: o.Now,
 		KnownClient: func(id string) bool { _, ok := b.clients[id]; return ok },
 	})
 	for i := range o.Clients {

@@ -10,14 +10,6 @@ import (
 	"github.com/usher-oidc/usher/grants"
 )
 
-// RegisteredClaims may never be set by an invitation: they carry the token's
-// own meaning, and letting an inviter set them would let them forge identity.
-var RegisteredClaims = []string{
-	"iss", "sub", "aud", "exp", "nbf", "iat", "jti", "nonce", "azp", "at_hash",
-	"c_hash", "auth_time", "acr", "amr", "sid", "roles", "email", "email_verified",
-	"scope", "client_id", "typ", "cnf", "act", "may_act", "name", "picture", "updated_at",
-}
-
 // privateClaims are what usher adds to every token of a user: roles and the
 // grant's claims (under the configured namespace).
 func (b *Broker) privateClaims(ctx context.Context, subject, _ string) (map[string]any, error) {
@@ -49,12 +41,21 @@ func (b *Broker) loadClaims(ctx context.Context, subject string) (map[string]any
 		return nil, storeError("loading the user's grant", err)
 	}
 	out := make(map[string]any, len(g.Claims)+1)
+	var unsafe []string
 	for k, v := range g.Claims {
-		name := b.opts.ClaimsNamespace + k
-		if slices.Contains(RegisteredClaims, name) {
-			continue // defence in depth: refused at invitation time already
+		// The rule every entry point applies, again: a grant stored before it
+		// existed may hold "ſub". Such a claim stays in the store (the
+		// operator decides) but never reaches a token.
+		if grants.ValidateClaimName(b.opts.ClaimsNamespace, k) != nil {
+			unsafe = append(unsafe, k)
+			continue
 		}
-		out[name] = v
+		out[b.opts.ClaimsNamespace+k] = v
+	}
+	if len(unsafe) > 0 {
+		slices.Sort(unsafe)
+		b.log.WarnContext(ctx, "grant holds claim names that fold onto registered claims; not served (find them with GET /api/users/{id}/grants)",
+			"user_id", subject, "claims", unsafe)
 	}
 	roles := g.Roles
 	if roles == nil {
@@ -97,6 +98,12 @@ func (b *Broker) fillUserinfo(ctx context.Context, ui *oidc.UserInfo, subject st
 }
 
 func (b *Broker) fillIntrospection(ctx context.Context, resp *oidc.IntrospectionResponse, tokenID, subject, clientID string) error {
+	if tok, _ := ctx.Value(ctxIntrospectedToken{}).(string); tok != "" {
+		if err := tokenClaimKeysCheck(tok); err != nil {
+			b.log.WarnContext(ctx, "introspection: token inactive, its claims are ambiguous", "jti", tokenID, "err", err)
+			return err
+		}
+	}
 	revoked, err := b.sessions.TokenRevoked(ctx, familyFromJTI(tokenID), tokenID)
 	if err != nil {
 		return storeError("checking token revocation", err)

@@ -29,6 +29,7 @@ const (
 
 type fuzzEnv struct {
 	h     http.Handler
+	b     *broker.Broker
 	store *boltstore.Store
 	token string
 }
@@ -61,7 +62,7 @@ func newTestBroker(t testing.TB, issuer string) *fuzzEnv {
 	if err != nil {
 		t.Fatal(err)
 	}
-	env := &fuzzEnv{h: b.Handler(), store: st}
+	env := &fuzzEnv{h: b.Handler(), b: b, store: st}
 	req := httptest.NewRequest(http.MethodPost, "/oauth/token", strings.NewReader("grant_type=client_credentials"))
 	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
 	req.SetBasicAuth("funnel", fuzzSecret)

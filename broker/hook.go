@@ -11,7 +11,6 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"slices"
 	"strconv"
 	"time"
 
@@ -138,9 +137,12 @@ func (b *Broker) callHook(ctx context.Context, h *RedemptionHook, req hookReques
 		}
 		return nil, &grants.DeniedError{Reason: reason}
 	}
+	// The hook may not forge identity either: a name the claim-name rule
+	// refuses is dropped (the rest of the answer stands) and logged.
 	for k := range out.Claims {
-		if slices.Contains(RegisteredClaims, b.opts.ClaimsNamespace+k) || k == "" {
-			delete(out.Claims, k) // the hook may not forge identity either
+		if err := grants.ValidateClaimName(b.opts.ClaimsNamespace, k); err != nil {
+			delete(out.Claims, k)
+			b.log.WarnContext(ctx, "redemption hook returned a claim usher refuses; dropped", "invitation_id", req.Invitation.ID, "err", err)
 		}
 	}
 	return out.Claims, nil

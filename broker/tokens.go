@@ -127,6 +127,12 @@ func (b *Broker) verifyAccessToken(ctx context.Context, token string) (*oidc.Acc
 	if err != nil || !b.now().Before(claims.Expiration.AsTime()) {
 		return nil, oidc.ErrInvalidRequest().WithDescription("access token invalid or expired")
 	}
+	// Signed by usher, yet claims may have been decoded from the wrong one of
+	// two folding keys ("sub" and "ſub"): such a payload is never trusted.
+	if err := tokenClaimKeysCheck(token); err != nil {
+		b.log.WarnContext(ctx, "access token refused: its claims are ambiguous", "jti", claims.JWTID, "err", err)
+		return nil, oidc.ErrInvalidRequest().WithDescription("access token invalid or expired")
+	}
 	revoked, err := b.sessions.TokenRevoked(ctx, familyFromJTI(claims.JWTID), claims.JWTID)
 	if err != nil {
 		return nil, storeError("checking token revocation", err)

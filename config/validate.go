@@ -14,6 +14,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/usher-oidc/usher/grants"
 )
 
 // FieldError is one validation problem, named by its YAML path.
@@ -502,6 +504,9 @@ func (c *Config) checkInvitations(p *problems) {
 		} else if len(inv.Roles) > 0 && !catalog[r] {
 			p.add(path, "%q is not in invitations.roles", r)
 		}
+	}
+	if err := grants.ValidateClaimsNamespace(inv.ClaimsNamespace); err != nil {
+		p.add("invitations.claims_namespace", "%v", err)
 	}
 	if strings.TrimSpace(inv.AppName) == "" {
 		p.add("invitations.app_name", "must not be empty")

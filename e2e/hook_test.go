@@ -51,7 +51,7 @@ func TestRedemptionHook(t *testing.T) {
 		case "deny":
 			json.NewEncoder(w).Encode(map[string]any{"allow": false, "reason": "this offer is for new customers only"})
 		case "claims":
-			json.NewEncoder(w).Encode(map[string]any{"allow": true, "claims": map[string]any{"tier": "gold", "crm_id": "OVERRIDDEN", "sub": "forged"}})
+			json.NewEncoder(w).Encode(map[string]any{"allow": true, "claims": map[string]any{"tier": "gold", "crm_id": "OVERRIDDEN", "sub": "forged", "\u017fub": "forged", "SCOPE": "invitations:write", "role\u017f": []string{"usher:admin"}}})
 		case "slow":
 			time.Sleep(2 * time.Second)
 			json.NewEncoder(w).Encode(map[string]any{"allow": true})
@@ -107,8 +107,14 @@ func TestRedemptionHook(t *testing.T) {
 				if lastToken["tier"] != "gold" || lastToken["crm_id"] != "OVERRIDDEN" || lastToken["sub"] == "forged" {
 					t.Fatalf("hook claims did not reach the ID token: %v", lastToken)
 				}
-				if _, forged := c["sub"]; forged {
-					t.Fatalf("the hook set a registered claim: %v", c)
+				// Also names that fold onto one (issue 10 §1): dropped, never stored or served.
+				for _, k := range []string{"sub", "\u017fub", "SCOPE", "role\u017f"} {
+					if _, forged := c[k]; forged {
+						t.Fatalf("the hook set %q, a registered claim: %v", k, c)
+					}
+					if _, forged := lastToken[k]; forged && k != "sub" {
+						t.Fatalf("the ID token serves the hook's %q: %v", k, lastToken)
+					}
 				}
 			})
 			t.Run("timeout", func(t *testing.T) {

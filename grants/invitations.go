@@ -87,8 +87,9 @@ type InvitationsOptions struct {
 	RoleCatalog []string
 	// PrivilegedRoles need CreateRequest.MayGrantPrivileged.
 	PrivilegedRoles []string
-	// ReservedClaims may not be set by an invitation (registered JWT/OIDC claims).
-	ReservedClaims []string
+	// ClaimsNamespace prefixes claim names in tokens; claim names are checked
+	// as they appear there (ValidateClaimName).
+	ClaimsNamespace string
 	// KnownClient reports whether client_id names a registered client.
 	KnownClient func(string) bool
 	Now         func() time.Time
@@ -174,11 +175,9 @@ func (s *Invitations) Validate(req CreateRequest) (*Invitation, bool, error) {
 		}
 		slices.Sort(keys)
 		for _, k := range keys {
-			switch {
-			case k == "" || len(k) > 100:
-				v.add("claims", "claim names must be 1 to 100 characters")
-			case slices.Contains(s.o.ReservedClaims, k):
-				v.add("claims."+k, "%q is a registered claim and cannot be set by an invitation", k)
+			var ce *ClaimNameError
+			if errors.As(ValidateClaimName(s.o.ClaimsNamespace, k), &ce) {
+				v.add("claims."+k, "%s", ce.Error())
 			}
 		}
 	}

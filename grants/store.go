@@ -162,6 +162,10 @@ type InvitationFilter struct {
 	Email      string // exact, case-insensitive
 	ClientID   string
 	ExternalID string
+	// UnsafeClaims keeps only invitations holding a claim name that
+	// ValidateClaimName refuses under ClaimsNamespace (stored before the rule).
+	UnsafeClaims    bool
+	ClaimsNamespace string
 	// Limit is the page size (the backend caps it at 1000); Cursor is the
 	// opaque value NextCursor returned for the previous page.
 	Limit  int
@@ -181,7 +185,8 @@ func (f *InvitationFilter) Matches(inv *Invitation, now time.Time) bool {
 	case f.Status != "" && inv.EffectiveStatus(now) != f.Status,
 		f.Email != "" && !SameEmail(inv.Email, f.Email),
 		f.ClientID != "" && inv.ClientID != f.ClientID,
-		f.ExternalID != "" && inv.ExternalID != f.ExternalID:
+		f.ExternalID != "" && inv.ExternalID != f.ExternalID,
+		f.UnsafeClaims && len(UnsafeClaimNames(f.ClaimsNamespace, inv.Claims)) == 0:
 		return false
 	}
 	return true

@@ -16,6 +16,7 @@ var RegisteredClaims = []string{
 	"iss", "sub", "aud", "exp", "nbf", "iat", "jti", "nonce", "azp", "at_hash",
 	"c_hash", "auth_time", "acr", "amr", "sid", "roles", "email", "email_verified",
 	"scope", "client_id", "typ", "cnf", "act", "may_act", "name", "picture", "updated_at",
+	"gty", // marks admin API tokens (apitoken.go)
 }
 
 // privateClaims are what usher adds to every token of a user: roles and the

@@ -285,7 +285,7 @@ func (s opStorage) RevokeToken(ctx context.Context, tokenOrID, userID, clientID 
 		return oidc.ErrServerError().WithParent(err)
 	}
 	if rt.ClientID != clientID {
-		return oidc.ErrInvalidClient().WithDescription("token was issued to another client")
+		return nil // RFC 7009 §2.1: not this client's to revoke; answered as if done
 	}
 	// Revoking a refresh token ends its whole sign-in: every token of the family.
 	if err := b.sessions.RevokeFamily(ctx, rt.FamilyID, rt.FamilyExpiresAt); err != nil {
@@ -354,7 +354,7 @@ func (s opStorage) ClientCredentialsTokenRequest(_ context.Context, id string, s
 			return nil, oidc.ErrInvalidScope().WithDescription("scope %q is not allowed for this client", sc)
 		}
 	}
-	return &clientCredentialsRequest{clientID: id, scopes: scopes, audience: []string{s.b.opts.Issuer}}, nil
+	return &clientCredentialsRequest{clientID: id, scopes: scopes, audience: []string{s.b.apiAudience()}}, nil
 }
 
 // SetUserinfoFromScopes is deprecated by the library; SetUserinfoFromRequest does the work.
@@ -387,7 +387,7 @@ func (s opStorage) GetPrivateClaimsFromScopes(ctx context.Context, subject, clie
 
 func (s opStorage) GetPrivateClaimsFromRequest(ctx context.Context, req op.TokenRequest, _ []string) (map[string]any, error) {
 	if _, ok := req.(*clientCredentialsRequest); ok {
-		return nil, nil
+		return map[string]any{claimGrantType: gtyClientCredential}, nil
 	}
 	return s.b.privateClaims(ctx, req.GetSubject(), "")
 }

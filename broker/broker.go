@@ -426,6 +426,9 @@ func (b *Broker) endSession(ctx context.Context, req *op.EndSessionRequest) (str
 	final := req.RedirectURI
 	if hp, ok := ctx.Value(ctxHTTP).(httpPair); ok {
 		if sess, err := b.browser.Get(hp.r, b.cookie); err == nil {
+			if err := b.revokeSessionTokens(ctx, sess); err != nil {
+				return "", err
+			}
 			sess.Options.MaxAge = -1
 			if err := sess.Save(hp.r, hp.w); err != nil {
 				b.log.ErrorContext(ctx, "ending browser session", "err", err)
@@ -561,6 +564,7 @@ func (b *Broker) handleCallback(w http.ResponseWriter, r *http.Request) {
 		ar.AuthTime = b.now()
 	}
 	ar.AMR = id.AMR
+	b.bindSignIn(sess, ar)
 	if err := b.sessions.UpdateAuthRequest(ctx, ar); err != nil {
 		b.unavailable(w, r, "completing the authorization request", err)
 		return

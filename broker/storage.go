@@ -204,14 +204,14 @@ func (s opStorage) CreateAccessAndRefreshTokens(ctx context.Context, req op.Toke
 	}
 	switch r := req.(type) {
 	case authRequest:
-		next.ClientID, next.AMR, next.AuthTime = r.ClientID, r.AMR, r.AuthTime
+		next.ClientID, next.AMR, next.AuthTime, next.SessionID = r.ClientID, r.AMR, r.AuthTime, r.SessionID
 		next.FamilyExpiresAt = now.Add(b.opts.Tokens.RefreshAbsolute)
 		next.ExpiresAt = minTime(now.Add(b.opts.Tokens.RefreshIdle), next.FamilyExpiresAt)
 		if err := b.sessions.CreateRefreshToken(ctx, next); err != nil {
 			return "", "", time.Time{}, storeError("saving the refresh token", err)
 		}
 	case *refreshRequest:
-		next.ClientID, next.AMR, next.AuthTime = r.rt.ClientID, r.rt.AMR, r.rt.AuthTime
+		next.ClientID, next.AMR, next.AuthTime, next.SessionID = r.rt.ClientID, r.rt.AMR, r.rt.AuthTime, r.rt.SessionID
 		// Rotation never extends the family's absolute lifetime.
 		next.FamilyExpiresAt = r.rt.FamilyExpiresAt
 		next.ExpiresAt = minTime(now.Add(b.opts.Tokens.RefreshIdle), next.FamilyExpiresAt)

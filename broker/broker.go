@@ -535,6 +535,9 @@ func (b *Broker) handleCallback(w http.ResponseWriter, r *http.Request) {
 		op.AuthRequestError(w, r, authRequest{ar}, e, b.provider)
 	}
 	id, oerr := b.verifyUpstream(ctx, q, p)
+	if oerr == nil {
+		oerr = b.checkMaxAge(ar, id)
+	}
 	if oerr != nil {
 		b.metrics.logins.WithLabelValues("rejected", "").Inc()
 		fail(oerr)

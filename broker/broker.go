@@ -588,7 +588,7 @@ func (b *Broker) handleCallback(w http.ResponseWriter, r *http.Request) {
 		b.renderRedeemFailure(w, ar, redeemErr)
 		return
 	}
-	op.AuthResponse(authRequest{ar}, b.provider, w, r)
+	b.authResponse(w, r, ar)
 }
 
 // verifyUpstream turns the upstream's answer into a verified identity, or the

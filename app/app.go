@@ -250,6 +250,7 @@ func BrokerOptions(cfg *config.Config) (broker.Options, error) {
 			RedirectURIs: c.RedirectURIs, PostLogoutRedirectURIs: c.PostLogoutRedirectURIs,
 			InitiateLoginURI: c.InitiateLoginURI, AllowedOrigins: c.Origins(),
 			GrantTypes: c.GrantTypes, Scopes: c.Scopes, Audiences: c.Audiences,
+			ResourceServer: c.ResourceServer,
 		})
 	}
 	t := cfg.Tokens

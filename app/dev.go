@@ -43,6 +43,9 @@ type DevOptions struct {
 	Now       func() time.Time
 	// Configure lets tests adjust the config before usher starts.
 	Configure func(*config.Config)
+	// AfterValidate changes the config after validation: tests use it to run
+	// a config validation refuses (defence in depth of the broker itself).
+	AfterValidate func(*config.Config)
 	// WrapStore decorates usher's store (see Options.WrapStore).
 	WrapStore func(Store) Store
 	// MailSender replaces the dev outbox (tests send over real SMTP).
@@ -159,6 +162,9 @@ func StartDev(ctx context.Context, o DevOptions) (*Dev, error) {
 	}
 	if err := cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("dev config: %w", err)
+	}
+	if o.AfterValidate != nil {
+		o.AfterValidate(cfg)
 	}
 	d.Config = cfg
 	d.Outbox = grants.NewOutbox()

@@ -135,6 +135,12 @@ func (b *Broker) api(scope string, h apiHandler) http.Handler {
 				"The access token is invalid, expired or revoked; request a new one.")
 			return
 		}
+		if err := b.checkAPIToken(claims); err != nil {
+			w.Header().Set("WWW-Authenticate", `Bearer realm="usher", error="invalid_token"`)
+			writeProblem(w, http.StatusUnauthorized, "invalid-token", "Not an admin API token",
+				"The admin API takes only access tokens from the client_credentials grant; a token issued to a person is never accepted.")
+			return
+		}
 		if ok, wait := b.limits.api.allow("client:"+claims.ClientID, b.now()); !ok {
 			b.tooMany(w, "api", wait, true)
 			return

@@ -437,6 +437,9 @@ func (b *Broker) endSession(ctx context.Context, req *op.EndSessionRequest) (str
 	final := req.RedirectURI
 	if hp, ok := ctx.Value(ctxHTTP).(httpPair); ok {
 		if sess, err := b.browser.Get(hp.r, b.cookie); err == nil {
+			if err := b.revokeSessionTokens(ctx, sess); err != nil {
+				return "", err
+			}
 			sess.Options.MaxAge = -1
 			if err := sess.Save(hp.r, hp.w); err != nil {
 				b.log.ErrorContext(ctx, "ending browser session", "err", err)
@@ -543,6 +546,9 @@ func (b *Broker) handleCallback(w http.ResponseWriter, r *http.Request) {
 		op.AuthRequestError(w, r, authRequest{ar}, e, b.provider)
 	}
 	id, oerr := b.verifyUpstream(ctx, q, p)
+	if oerr == nil {
+		oerr = b.checkMaxAge(ar, id)
+	}
 	if oerr != nil {
 		b.metrics.logins.WithLabelValues("rejected", "").Inc()
 		fail(oerr)
@@ -569,6 +575,7 @@ func (b *Broker) handleCallback(w http.ResponseWriter, r *http.Request) {
 	b.browser.renew(ctx, sess)
 	acct := accountOf(u.ID, created, id)
 	rememberAccount(sess, acct)
+	b.bindSignIn(sess, ar)
 	if ar.InvitationHash != "" {
 		b.clearInvitationCookie(w) // the auth request carries it from here on
 		b.offerInvitation(w, r, sess, ar, acct)
@@ -588,7 +595,7 @@ func (b *Broker) completeAuthorization(w http.ResponseWriter, r *http.Request, s
 		b.unavailable(w, r, "saving the browser session", err)
 		return
 	}
-	op.AuthResponse(authRequest{ar}, b.provider, w, r.WithContext(op.ContextWithIssuer(r.Context(), b.opts.Issuer)))
+	b.authResponse(w, r.WithContext(op.ContextWithIssuer(r.Context(), b.opts.Issuer)), ar)
 }
 
 // verifyUpstream turns the upstream's answer into a verified identity, or the

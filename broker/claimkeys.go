@@ -2,14 +2,12 @@ package broker
 
 import (
 	"bytes"
-	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"strings"
 
 	jose "github.com/go-jose/go-jose/v4"
-	"github.com/zitadel/oidc/v3/pkg/op"
 )
 
 // ErrFoldingClaimKeys: a token's payload holds two top-level keys that
@@ -61,15 +59,4 @@ func tokenClaimKeysCheck(token string) error {
 		return nil
 	}
 	return foldingClaimKeys(jws.UnsafePayloadWithoutVerification())
-}
-
-// ctxIntrospectedToken carries the token of an introspection request to
-// fillIntrospection (the library passes only its jti and subject).
-type ctxIntrospectedToken struct{}
-
-// Introspect is the library's, with the token in the context so that
-// fillIntrospection can refuse a payload with folding duplicate claims
-// after the library has authenticated the caller and verified the token.
-func (s *server) Introspect(ctx context.Context, r *op.Request[op.IntrospectionRequest]) (*op.Response, error) {
-	return s.LegacyServer.Introspect(context.WithValue(ctx, ctxIntrospectedToken{}, r.Data.Token), r)
 }

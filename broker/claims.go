@@ -96,36 +96,3 @@ func (b *Broker) fillUserinfo(ctx context.Context, ui *oidc.UserInfo, subject st
 	}
 	return nil
 }
-
-func (b *Broker) fillIntrospection(ctx context.Context, resp *oidc.IntrospectionResponse, tokenID, subject, clientID string) error {
-	if tok, _ := ctx.Value(ctxIntrospectedToken{}).(string); tok != "" {
-		if err := tokenClaimKeysCheck(tok); err != nil {
-			b.log.WarnContext(ctx, "introspection: token inactive, its claims are ambiguous", "jti", tokenID, "err", err)
-			return err
-		}
-	}
-	revoked, err := b.sessions.TokenRevoked(ctx, familyFromJTI(tokenID), tokenID)
-	if err != nil {
-		return storeError("checking token revocation", err)
-	}
-	if revoked {
-		return errors.New("token revoked")
-	}
-	resp.Active = true
-	resp.Subject = subject
-	resp.ClientID = clientID
-	if _, isClient := b.clients[subject]; isClient {
-		return nil
-	}
-	claims, err := b.privateClaims(ctx, subject, "")
-	if err != nil {
-		return err
-	}
-	if resp.Claims == nil {
-		resp.Claims = map[string]any{}
-	}
-	for k, v := range claims {
-		resp.Claims[k] = v
-	}
-	return nil
-}

@@ -33,6 +33,9 @@ type Client struct {
 	// Audiences are the APIs this client may ask access tokens for
 	// (`audience` on /authorize); without one, tokens are for the client.
 	Audiences []string
+	// ResourceServer may introspect tokens issued to other clients (an API
+	// checking the tokens it receives); other clients only their own.
+	ResourceServer bool
 }
 
 func (c *Client) checkSecret(secret string) bool {

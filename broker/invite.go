@@ -346,7 +346,7 @@ func (b *Broker) handleContinue(w http.ResponseWriter, r *http.Request) {
 		renderPage(w, http.StatusBadRequest, page{Title: "Sign-in expired", Message: "Go back to the application and sign in again."})
 		return
 	}
-	op.AuthResponse(authRequest{ar}, b.provider, w, r.WithContext(op.ContextWithIssuer(ctx, b.opts.Issuer)))
+	b.authResponse(w, r.WithContext(op.ContextWithIssuer(ctx, b.opts.Issuer)), ar)
 }
 
 func redemptionResult(err error) string {

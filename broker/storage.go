@@ -214,14 +214,14 @@ func (s opStorage) CreateAccessAndRefreshTokens(ctx context.Context, req op.Toke
 	}
 	switch r := req.(type) {
 	case authRequest:
-		next.ClientID, next.AMR, next.AuthTime = r.ClientID, r.AMR, r.AuthTime
+		next.ClientID, next.AMR, next.AuthTime, next.SessionID = r.ClientID, r.AMR, r.AuthTime, r.SessionID
 		next.FamilyExpiresAt = now.Add(b.opts.Tokens.RefreshAbsolute)
 		next.ExpiresAt = minTime(now.Add(b.opts.Tokens.RefreshIdle), next.FamilyExpiresAt)
 		if err := b.sessions.CreateRefreshToken(ctx, next); err != nil {
 			return "", "", time.Time{}, storeError("saving the refresh token", err)
 		}
 	case *refreshRequest:
-		next.ClientID, next.AMR, next.AuthTime = r.rt.ClientID, r.rt.AMR, r.rt.AuthTime
+		next.ClientID, next.AMR, next.AuthTime, next.SessionID = r.rt.ClientID, r.rt.AMR, r.rt.AuthTime, r.rt.SessionID
 		// Rotation never extends the family's absolute lifetime.
 		next.FamilyExpiresAt = r.rt.FamilyExpiresAt
 		next.ExpiresAt = minTime(now.Add(b.opts.Tokens.RefreshIdle), next.FamilyExpiresAt)
@@ -295,7 +295,7 @@ func (s opStorage) RevokeToken(ctx context.Context, tokenOrID, userID, clientID 
 		return oidc.ErrServerError().WithParent(err)
 	}
 	if rt.ClientID != clientID {
-		return oidc.ErrInvalidClient().WithDescription("token was issued to another client")
+		return nil // RFC 7009 §2.1: not this client's to revoke; answered as if done
 	}
 	// Revoking a refresh token ends its whole sign-in: every token of the family.
 	if err := b.sessions.RevokeFamily(ctx, rt.FamilyID, rt.FamilyExpiresAt); err != nil {
@@ -364,7 +364,7 @@ func (s opStorage) ClientCredentialsTokenRequest(_ context.Context, id string, s
 			return nil, oidc.ErrInvalidScope().WithDescription("scope %q is not allowed for this client", sc)
 		}
 	}
-	return &clientCredentialsRequest{clientID: id, scopes: scopes, audience: []string{s.b.opts.Issuer}}, nil
+	return &clientCredentialsRequest{clientID: id, scopes: scopes, audience: []string{s.b.apiAudience()}}, nil
 }
 
 // SetUserinfoFromScopes is deprecated by the library; SetUserinfoFromRequest does the work.
@@ -387,8 +387,10 @@ func (s opStorage) SetUserinfoFromToken(ctx context.Context, ui *oidc.UserInfo, 
 	return s.b.fillUserinfo(ctx, ui, subject, []string{oidc.ScopeOpenID, oidc.ScopeProfile, oidc.ScopeEmail})
 }
 
-func (s opStorage) SetIntrospectionFromToken(ctx context.Context, resp *oidc.IntrospectionResponse, tokenID, subject, clientID string) error {
-	return s.b.fillIntrospection(ctx, resp, tokenID, subject, clientID)
+// SetIntrospectionFromToken is never reached: server.Introspect answers
+// introspection itself (the library would describe the caller, not the token).
+func (s opStorage) SetIntrospectionFromToken(context.Context, *oidc.IntrospectionResponse, string, string, string) error {
+	return errors.New("broker: introspection is answered by server.Introspect")
 }
 
 func (s opStorage) GetPrivateClaimsFromScopes(ctx context.Context, subject, clientID string, scopes []string) (map[string]any, error) {
@@ -397,7 +399,7 @@ func (s opStorage) GetPrivateClaimsFromScopes(ctx context.Context, subject, clie
 
 func (s opStorage) GetPrivateClaimsFromRequest(ctx context.Context, req op.TokenRequest, _ []string) (map[string]any, error) {
 	if _, ok := req.(*clientCredentialsRequest); ok {
-		return nil, nil
+		return map[string]any{claimGrantType: gtyClientCredential}, nil
 	}
 	return s.b.privateClaims(ctx, req.GetSubject(), "")
 }

@@ -275,6 +275,8 @@ type Client struct {
 	Audiences []string `yaml:"audiences"`
 	// Scopes a confidential client may request with client_credentials.
 	Scopes []string `yaml:"scopes"`
+	// ResourceServer: the client may introspect tokens issued to other clients.
+	ResourceServer bool `yaml:"resource_server"`
 
 	// secretLen is the length of the plain secret that was hashed, kept so
 	// that a later Validate still knows whether it was low-entropy.

@@ -453,6 +453,7 @@ func (c *Config) checkClients(p *problems) {
 				p.add(fmt.Sprintf("%s.scopes[%d]", path, j), "%q is not a valid scope", s)
 			}
 		}
+		checkAdminScopes(p, path, cl)
 		for j, a := range cl.Audiences {
 			if a == "" || strings.ContainsAny(a, " \t\n") || len(a) > 200 {
 				p.add(fmt.Sprintf("%s.audiences[%d]", path, j), "%q must be an API identifier such as https://api.example.com/ (no spaces)", a)
@@ -648,6 +649,21 @@ func (c *Config) checkWebhooks(p *problems) {
 			if !strings.HasPrefix(sec, "whsec_") {
 				p.add(fmt.Sprintf("%s.secrets[%d]", path, j), "must start with whsec_ (Standard Webhooks)")
 			}
+		}
+	}
+}
+
+// checkAdminScopes: the admin API's scopes belong to machine clients only. A
+// client that signs people in and may ask for them would hand a person a
+// token the admin API's scope check accepts (issue 10).
+func checkAdminScopes(p *problems, path string, cl *Client) {
+	interactive := cl.IsPublic() || cl.HasGrant(GrantAuthorizationCode) || cl.HasGrant(GrantRefreshToken)
+	if !interactive {
+		return
+	}
+	for j, s := range cl.Scopes {
+		if strings.HasPrefix(s, "invitations:") {
+			p.add(fmt.Sprintf("%s.scopes[%d]", path, j), "%q is for the admin API: give it to a separate confidential client with only the client_credentials grant, not to a client that signs people in", s)
 		}
 	}
 }

@@ -40,6 +40,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/url"
+	"time"
 
 	"github.com/zitadel/oidc/v3/pkg/op"
 )
@@ -79,6 +80,9 @@ type Misbehavior struct {
 	WrongNonce    bool // nonce claim altered
 	WrongAudience bool // aud claim altered
 	WrongIssuer   bool // iss claim altered
+	// StaleAuthTime reports every sign-in as this much older than it is
+	// (an upstream that ignores max_age).
+	StaleAuthTime time.Duration
 }
 
 // Server is a devidp instance. It is an http.Handler meant to be mounted at

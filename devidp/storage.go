@@ -415,7 +415,7 @@ func (s *store) finishAuthRequest(id string, sess browserSession) error {
 		return errUnknownRequest
 	}
 	ar.sub = sess.sub
-	ar.authTime = sess.authTime
+	ar.authTime = sess.authTime.Add(-s.misbehavior.StaleAuthTime)
 	ar.amr = slices.Clone(sess.amr)
 	ar.done = true
 	return nil

@@ -15,7 +15,7 @@ import (
 // family; CORS answers only the registered client origins.
 func TestIntrospectionRevocationCORS(t *testing.T) {
 	t.Parallel()
-	d := startDev(t, app.DevOptions{})
+	d := startDev(t, app.DevOptions{Configure: withResourceServer})
 	base := strings.TrimSuffix(d.IssuerURL, "/")
 	a := newAgent(t, d.SPAURL)
 	code, v := a.signIn(d, app.DevUserEmail, app.DevUserPassword, false)
@@ -24,7 +24,7 @@ func TestIntrospectionRevocationCORS(t *testing.T) {
 	introspect := func(token string) map[string]any {
 		req, _ := http.NewRequest(http.MethodPost, base+"/oauth/introspect", strings.NewReader(url.Values{"token": {token}}.Encode()))
 		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
-		req.SetBasicAuth(app.DevFunnelClientID, app.DevFunnelSecret)
+		req.SetBasicAuth(rsClientID, rsSecret) // only a resource server sees the SPA's tokens
 		resp, err := http.DefaultClient.Do(req)
 		if err != nil {
 			t.Fatal(err)

@@ -59,6 +59,10 @@ type AuthRequest struct {
 	Subject  string    `json:"subject,omitempty"`
 	AuthTime time.Time `json:"auth_time,omitempty"`
 	AMR      []string  `json:"amr,omitempty"`
+	// SessionID is the stable ID of the browser session that signed in (not
+	// the cookie's rotating storage ID); set for public clients, so sign-out
+	// can revoke their refresh tokens.
+	SessionID string `json:"session_id,omitempty"`
 }
 
 // Code is an authorization code, stored by the SHA-256 (hex) of its value.
@@ -91,6 +95,9 @@ type RefreshToken struct {
 	FamilyExpiresAt time.Time `json:"family_expires_at"`
 	// RotatedAt is set when the token was exchanged for its successor.
 	RotatedAt *time.Time `json:"rotated_at,omitempty"`
+	// SessionID: the browser session the family was issued through (see
+	// AuthRequest.SessionID); every link of a family carries the first's.
+	SessionID string `json:"session_id,omitempty"`
 }
 
 // SigningKey is a private key the broker signs tokens with.
@@ -141,6 +148,10 @@ type Store interface {
 	RotateRefreshToken(ctx context.Context, oldHash string, next *RefreshToken) error
 	// RevokeFamily revokes every refresh and access token of a family until `until`.
 	RevokeFamily(ctx context.Context, familyID string, until time.Time) error
+	// RevokeSessionFamilies revokes until `until` every family whose first
+	// token was created with this SessionID (sign-out). CreateRefreshToken
+	// records the link; unknown sessions are not an error.
+	RevokeSessionFamilies(ctx context.Context, sessionID string, until time.Time) error
 	// RevokeAccessToken marks one access token (by jti) revoked until its expiry.
 	RevokeAccessToken(ctx context.Context, jti string, until time.Time) error
 	// TokenRevoked reports whether the access token jti, or its family, is revoked.

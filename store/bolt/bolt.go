@@ -60,6 +60,7 @@ var (
 	bRefresh      = []byte("refresh_tokens")
 	bRevFamily    = []byte("revoked_families")
 	bRevJTI       = []byte("revoked_jtis")
+	bSessionFams  = []byte("session_families") // sessionID sep familyID -> revocation{family expiry}
 	bBrowser      = []byte("browser_sessions")
 	bSigningKeys  = []byte("signing_keys")
 	bUsers        = []byte("users")
@@ -78,7 +79,7 @@ var (
 	bAudit        = []byte("audit")    // timeKey(at) id -> AuditRecord
 
 	allBuckets = [][]byte{
-		bAuthReqs, bCodes, bRefresh, bRevFamily, bRevJTI, bBrowser, bSigningKeys,
+		bAuthReqs, bCodes, bRefresh, bRevFamily, bRevJTI, bSessionFams, bBrowser, bSigningKeys,
 		bUsers, bUsersByEmail, bIdentities, bIdentsByUser, bGrants,
 		bInvitations, bInvByToken, bInvByExt, bInvByEmail, bInvByTime,
 		bIdempotency, bJobs, bJobsDue, bAudit,
@@ -337,9 +338,11 @@ func (s *Store) Sweep(ctx context.Context) (int, error) {
 		},
 		string(bRevFamily): func(e *expiring, now time.Time) bool { return expired(e.Until, now) },
 		string(bRevJTI):    func(e *expiring, now time.Time) bool { return expired(e.Until, now) },
+		// A session's link to a family is useless once the family is dead.
+		string(bSessionFams): func(e *expiring, now time.Time) bool { return expired(e.Until, now) },
 	}
 	total := 0
-	for _, name := range [][]byte{bAuthReqs, bCodes, bRefresh, bRevFamily, bRevJTI, bBrowser, bIdempotency} {
+	for _, name := range [][]byte{bAuthReqs, bCodes, bRefresh, bRevFamily, bRevJTI, bSessionFams, bBrowser, bIdempotency} {
 		check := isExpired[string(name)]
 		var from []byte
 		for {

@@ -1,6 +1,7 @@
 package boltstore
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -197,6 +198,9 @@ func checkRefresh(what string, rt *sessions.RefreshToken) error {
 	if err := checkKeys(what, rt.Hash, rt.FamilyID); err != nil {
 		return err
 	}
+	if err := checkNoNUL(what, rt.SessionID); err != nil {
+		return err
+	}
 	if rt.ExpiresAt.IsZero() {
 		return fmt.Errorf("%s: no expiry: %w", what, ErrInvalid)
 	}
@@ -243,6 +247,13 @@ func (s *Store) CreateRefreshToken(ctx context.Context, rt *sessions.RefreshToke
 		}
 		if found && !refreshExpired(old.ExpiresAt, old.FamilyExpiresAt, s.now()) {
 			return sessions.ErrConflict, nil
+		}
+		if rt.SessionID != "" {
+			// The session→family link is written with the token, atomically.
+			link := revocation{Until: rt.FamilyExpiresAt}
+			if err := putJSON(tx.Bucket(bSessionFams), compositeKey(rt.SessionID, rt.FamilyID), link); err != nil {
+				return nil, err
+			}
 		}
 		return nil, putJSON(b, []byte(rt.Hash), rt)
 	})
@@ -347,6 +358,34 @@ func (s *Store) RevokeFamily(ctx context.Context, familyID string, until time.Ti
 		return putMarker(tx.Bucket(bRevFamily), familyID, until)
 	}); err != nil {
 		return fmt.Errorf("boltstore: revoke family %s: %w", familyID, err)
+	}
+	return nil
+}
+
+func (s *Store) RevokeSessionFamilies(ctx context.Context, sessionID string, until time.Time) error {
+	if err := checkKeys("boltstore: revoke session families", sessionID); err != nil {
+		return err
+	}
+	prefix := compositeKey(sessionID, "")
+	err := s.batch(func(tx *bolt.Tx) error {
+		links := tx.Bucket(bSessionFams)
+		var done [][]byte
+		c := links.Cursor()
+		for k, _ := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, _ = c.Next() {
+			if err := putMarker(tx.Bucket(bRevFamily), string(k[len(prefix):]), until); err != nil {
+				return err
+			}
+			done = append(done, bytes.Clone(k))
+		}
+		for _, k := range done {
+			if err := links.Delete(k); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("boltstore: revoke session families: %w", err)
 	}
 	return nil
 }

@@ -28,6 +28,7 @@ func RunSessions(t *testing.T, newStore func(t *testing.T, clock *Clock) session
 		{"RefreshToken/ConcurrentRotate", testRefreshConcurrentRotate},
 		{"Revocation/Family", testRevokeFamily},
 		{"Revocation/AccessToken", testRevokeAccessToken},
+		{"Revocation/SessionFamilies", testRevokeSessionFamilies},
 		{"BrowserSession", testBrowserSession},
 		{"SigningKeys", testSigningKeys},
 		{"SigningKeys/ConcurrentFirst", testSigningKeysConcurrentFirst},
@@ -265,6 +266,49 @@ func testRevokeFamily(t *testing.T, ctx context.Context, s sessions.Store, clock
 	}
 }
 
+// testRevokeSessionFamilies: sign-out revokes every family created through
+// the session, rotated links included, and nothing else.
+func testRevokeSessionFamilies(t *testing.T, ctx context.Context, s sessions.Store, clock *Clock) {
+	now := clock.Now()
+	mk := func(hash, family, session string) *sessions.RefreshToken {
+		rt := refreshToken(hash, family, now)
+		rt.SessionID = session
+		return rt
+	}
+	for _, rt := range []*sessions.RefreshToken{
+		mk("rt-a1", "fam-a1", "sess-a"), mk("rt-a2", "fam-a2", "sess-a"),
+		mk("rt-b", "fam-b", "sess-b"), mk("rt-none", "fam-none", ""),
+	} {
+		must(t, "create "+rt.Hash, s.CreateRefreshToken(ctx, rt))
+	}
+	got, err := s.GetRefreshToken(ctx, "rt-a1")
+	must(t, "get", err)
+	if got.SessionID != "sess-a" {
+		t.Fatalf("SessionID = %q, want sess-a", got.SessionID)
+	}
+	must(t, "rotate", s.RotateRefreshToken(ctx, "rt-a1", mk("rt-a1-next", "fam-a1", "sess-a")))
+	must(t, "revoke unknown session", s.RevokeSessionFamilies(ctx, "sess-unknown", now.Add(time.Hour)))
+	must(t, "revoke session", s.RevokeSessionFamilies(ctx, "sess-a", now.Add(time.Hour)))
+	for _, c := range []struct {
+		hash    string
+		revoked bool
+	}{{"rt-a1-next", true}, {"rt-a2", true}, {"rt-b", false}, {"rt-none", false}} {
+		_, err := s.GetRefreshToken(ctx, c.hash)
+		if c.revoked {
+			wantErr(t, "get "+c.hash+" after sign-out", err, sessions.ErrRevoked)
+		} else {
+			must(t, "get "+c.hash+" of another session", err)
+		}
+	}
+	if ok, err := s.TokenRevoked(ctx, "fam-a2", "jti"); err != nil || !ok {
+		t.Errorf("access tokens of a signed-out family: revoked %v, %v", ok, err)
+	}
+	// A family created through the session after sign-out is a new sign-in.
+	must(t, "create after sign-out", s.CreateRefreshToken(ctx, mk("rt-a3", "fam-a3", "sess-a")))
+	_, err = s.GetRefreshToken(ctx, "rt-a3")
+	must(t, "get family created after sign-out", err)
+}
+
 func testRevokeAccessToken(t *testing.T, ctx context.Context, s sessions.Store, clock *Clock) {
 	must(t, "revoke", s.RevokeAccessToken(ctx, "jti-1", clock.Now().Add(time.Hour)))
 	for _, c := range []struct {
@@ -377,8 +421,11 @@ func testSessionsBadInput(t *testing.T, ctx context.Context, s sessions.Store, c
 		"RotateRefreshToken(ok, no hash)": func() error {
 			return s.RotateRefreshToken(ctx, "rt-valid", refreshToken("", "fam", now))
 		},
-		"RevokeFamily(\"\")":       func() error { return s.RevokeFamily(ctx, "", now.Add(time.Hour)) },
-		"RevokeAccessToken(\"\")":  func() error { return s.RevokeAccessToken(ctx, "", now.Add(time.Hour)) },
+		"RevokeFamily(\"\")":      func() error { return s.RevokeFamily(ctx, "", now.Add(time.Hour)) },
+		"RevokeAccessToken(\"\")": func() error { return s.RevokeAccessToken(ctx, "", now.Add(time.Hour)) },
+		"RevokeSessionFamilies(\"\")": func() error {
+			return s.RevokeSessionFamilies(ctx, "", now.Add(time.Hour))
+		},
 		"TokenRevoked(\"\", \"\")": func() error { _, err := s.TokenRevoked(ctx, "", ""); return err },
 		"GetBrowserSession(\"\")":  func() error { _, err := s.GetBrowserSession(ctx, ""); return err },
 		"SaveBrowserSession(nil)":  func() error { return s.SaveBrowserSession(ctx, nil) },

@@ -283,6 +283,9 @@ func (s *Store) CreateRefreshToken(ctx context.Context, rt *sessions.RefreshToke
 	if err != nil {
 		return fmt.Errorf("redisstore: create refresh token: %w", err)
 	}
+	if err := s.linkSessionFamily(ctx, rt); err != nil {
+		return err
+	}
 	created, err := s.claimRefreshIndex(ctx, rt.Hash, rt.FamilyID, at)
 	if err != nil {
 		return fmt.Errorf("redisstore: create refresh token: %w", err)

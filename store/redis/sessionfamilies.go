@@ -1,0 +1,70 @@
+package redisstore
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/usher-oidc/usher/sessions"
+)
+
+// A browser session's refresh-token families, for sign-out, are a set under
+// {s:<session>}:fam. Each family's revocation marker lives in the family's
+// own slot ({f:<family>}), so revoking them is one command per family, never
+// a cross-slot script (Redis Cluster).
+
+func (s *Store) sessionFamilies(sessionID string) string { return s.tagged("s", sessionID) + ":fam" }
+
+// addSessionFamily adds a family to the set and makes the set live at least
+// until ARGV[2] (ms since the epoch), never shortening it.
+var addSessionFamily = redis.NewScript(`
+redis.call('SADD', KEYS[1], ARGV[1])
+local at = tonumber(ARGV[2])
+local pttl = redis.call('PTTL', KEYS[1])
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+if pttl < 0 or now + pttl < at then redis.call('PEXPIREAT', KEYS[1], at) end
+return 'ok'
+`)
+
+// linkSessionFamily records rt's family under its session. It runs before
+// the token is stored: a crash in between leaves a link to a family with
+// no token, which is harmless, never a token sign-out cannot reach.
+func (s *Store) linkSessionFamily(ctx context.Context, rt *sessions.RefreshToken) error {
+	if rt.SessionID == "" {
+		return nil
+	}
+	if err := checkKeys("redisstore: link session family", rt.SessionID); err != nil {
+		return err
+	}
+	err := addSessionFamily.Run(ctx, s.rdb, []string{s.sessionFamilies(rt.SessionID)}, rt.FamilyID, expireAtMS(rt.FamilyExpiresAt)).Err()
+	if err != nil {
+		return fmt.Errorf("redisstore: link session family: %w", err)
+	}
+	return nil
+}
+
+func (s *Store) RevokeSessionFamilies(ctx context.Context, sessionID string, until time.Time) error {
+	if err := checkKeys("redisstore: revoke session families", sessionID); err != nil {
+		return err
+	}
+	key := s.sessionFamilies(sessionID)
+	families, err := s.rdb.SMembers(ctx, key).Result()
+	if err != nil {
+		return fmt.Errorf("redisstore: revoke session families: %w", err)
+	}
+	for _, f := range families {
+		if err := s.putMarker(ctx, "revoke family "+f, s.familyMarker(f), until); err != nil {
+			return err
+		}
+	}
+	if len(families) > 0 {
+		// SREM, not DEL: a family linked meanwhile stays for the next sign-out.
+		if err := s.rdb.SRem(ctx, key, families).Err(); err != nil {
+			return fmt.Errorf("redisstore: revoke session families: %w", err)
+		}
+	}
+	return nil
+}

@@ -252,6 +252,10 @@ func BrokerOptions(cfg *config.Config) (broker.Options, error) {
 			GrantTypes: c.GrantTypes, Scopes: c.Scopes, Audiences: c.Audiences,
 		})
 	}
+	clientIP, err := clientIPOptions(cfg.Server)
+	if err != nil {
+		return broker.Options{}, err
+	}
 	t := cfg.Tokens
 	var hook *broker.RedemptionHook
 	if h := cfg.Invitations.RedemptionHook; h.URL != "" {
@@ -291,8 +295,23 @@ func BrokerOptions(cfg *config.Config) (broker.Options, error) {
 		AdminRole:            cfg.Admin.Role,
 		AdminEmails:          cfg.Admin.Emails,
 		RateLimits: broker.RateLimits{InvitePerMinute: cfg.RateLimits.InvitePerMinute,
-			FailedRedemptionsPerHour: cfg.RateLimits.FailedRedemptionsPerHour, APIPerMinute: cfg.RateLimits.APIPerMinute},
+			FailedRedemptionsPerHour: cfg.RateLimits.FailedRedemptionsPerHour, APIPerMinute: cfg.RateLimits.APIPerMinute,
+			AuthorizePerMinute: cfg.RateLimits.AuthorizePerMinute},
+		ClientIP: clientIP,
 	}, nil
+}
+
+// clientIPOptions maps server.trusted_proxies and server.client_ip_header.
+func clientIPOptions(s config.Server) (broker.ClientIP, error) {
+	out := broker.ClientIP{Header: s.ClientIPHeader}
+	for _, raw := range s.TrustedProxies {
+		p, err := config.ParseProxy(raw)
+		if err != nil {
+			return broker.ClientIP{}, fmt.Errorf("server.trusted_proxies: %w", err)
+		}
+		out.TrustedProxies = append(out.TrustedProxies, p)
+	}
+	return out, nil
 }
 
 // Handler serves every usher endpoint, /metrics included.

@@ -92,6 +92,9 @@ func (s opStorage) CreateAuthRequest(ctx context.Context, req *oidc.AuthRequest,
 	if ex, ok := ctx.Value(ctxAuthorizeExtras).(authorizeExtras); ok {
 		ar.Connection, ar.ScreenHint, ar.InvitationHash = ex.connection, ex.screenHint, ex.invitationHash
 	}
+	if err := b.allowAuthRequest(ctx); err != nil {
+		return nil, err
+	}
 	if err := b.sessions.CreateAuthRequest(ctx, ar); err != nil {
 		return nil, storeError("saving the authorization request", err)
 	}

@@ -526,7 +526,7 @@ func TestInvalid(t *testing.T) {
 		{"metrics on the public listener", doc{extra: "listen: 0.0.0.0:8080\nmetrics:\n  listen: 0.0.0.0:8080\n"}.String(), nil,
 			[]string{`metrics.listen: "0.0.0.0:8080" must differ from listen`}},
 		{"bad metrics listen", doc{extra: "metrics:\n  listen: ''\n"}.String(), nil, []string{"metrics.listen: required"}},
-		{"authorize limit zero", doc{extra: "rate_limits:\n  authorize_per_minute: 0\n"}.String(), nil,
+		{"negative authorize limit", doc{extra: "rate_limits:\n  authorize_per_minute: -1\n"}.String(), nil,
 			[]string{"rate_limits.authorize_per_minute: must be at least 1"}},
 		{"http redemption hook outside dev", doc{extra: "invitations:\n  redemption_hook:\n    url: http://127.0.0.1:9000/hook\n"}.String(), nil,
 			[]string{`invitations.redemption_hook.url: "http://127.0.0.1:9000/hook" must use https outside usher dev`}},

@@ -31,6 +31,10 @@ func (c *Config) checkEdge(p *problems) {
 	} else if c.Metrics.Listen == c.Listen {
 		p.add("metrics.listen", "%q must differ from listen: /metrics is not served on the public listener", c.Metrics.Listen)
 	}
+	// 0 is the default: configs written before this key existed keep working.
+	if c.RateLimits.AuthorizePerMinute == 0 {
+		c.RateLimits.AuthorizePerMinute = Default().RateLimits.AuthorizePerMinute
+	}
 	if v := c.RateLimits.AuthorizePerMinute; v < 1 {
 		p.add("rate_limits.authorize_per_minute", "must be at least 1, got %d", v)
 	}

@@ -283,11 +283,24 @@ func TestOversizedBodies(t *testing.T) {
 	}
 }
 
-// /metrics is not served on the public listener.
+// /metrics is not served on the public listener; the metrics listener
+// serves it.
 func TestMetricsNotPublic(t *testing.T) {
 	t.Parallel()
 	d := startDev(t, app.DevOptions{})
 	if resp := mustGet(t, strings.TrimSuffix(d.IssuerURL, "/")+"/metrics"); resp.StatusCode == http.StatusOK {
 		t.Errorf("/metrics on the public listener answered %d", resp.StatusCode)
+	}
+	resp, err := http.Get(d.MetricsURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK || !strings.Contains(string(raw), "usher_webhook_queue_depth") {
+		t.Errorf("metrics listener: %d %s", resp.StatusCode, clipText(string(raw)))
+	}
+	if strings.HasPrefix(d.MetricsURL, strings.TrimSuffix(d.IssuerURL, "/")) {
+		t.Errorf("metrics URL %s is on the public listener", d.MetricsURL)
 	}
 }

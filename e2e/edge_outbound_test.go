@@ -83,3 +83,50 @@ func TestWebhookNoRedirect(t *testing.T) {
 		t.Fatalf("the webhook's redirect was followed: the target received %d requests", n)
 	}
 }
+
+// inviter is a plain display name: no links, no control characters or line
+// breaks, at most 64 characters; refusals name the field.
+func TestInviterIsPlainName(t *testing.T) {
+	t.Parallel()
+	d := startDev(t, app.DevOptions{})
+	api := funnelToken(t, d, "invitations:write invitations:read")
+	refused := []string{
+		"http://evil.example/x", "Visit evil.example://now", "see www.evil.example", "WWW.EVIL.EXAMPLE",
+		"Ada\nLovelace", "Ada\r\nBcc: x@evil.example", "Ada\tLovelace", "Ada\u202eecalevoL", "Ada\u2028Lovelace",
+		strings.Repeat("a", 65),
+	}
+	for i, inviter := range refused {
+		r := apiCall(t, d, http.MethodPost, "/api/invitations", api,
+			map[string]any{"email": "inviter" + string(rune('a'+i)) + "@example.com", "inviter": inviter, "send_email": false})
+		errs, _ := r.body["errors"].([]any)
+		named := false
+		for _, e := range errs {
+			if m, _ := e.(map[string]any); m["field"] == "inviter" {
+				named = true
+			}
+		}
+		if r.status != http.StatusBadRequest || r.header.Get("Content-Type") != "application/problem+json" || !named {
+			t.Errorf("inviter %q: %d %s, want 400 problem naming inviter", inviter, r.status, clipText(r.raw))
+		}
+	}
+	// A real name is fine, and the outbox links to the invitation only.
+	inv := invite(t, d, api, map[string]any{"email": "named@example.com", "inviter": "Ada Lovelace (Sales)", "send_email": true})
+	var link string
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline) && link == ""; time.Sleep(50 * time.Millisecond) {
+		resp, err := http.Get(d.OutboxURL + "messages.json")
+		if err != nil {
+			t.Fatal(err)
+		}
+		var msgs []struct {
+			Link string `json:"link"`
+		}
+		json.NewDecoder(resp.Body).Decode(&msgs)
+		resp.Body.Close()
+		if len(msgs) > 0 {
+			link = msgs[0].Link
+		}
+	}
+	if link != inv["url"] {
+		t.Errorf("outbox link %q, want the invitation link %q", link, inv["url"])
+	}
+}

@@ -12,11 +12,9 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net/http"
 	"os"
 	"os/signal"
 	"syscall"
-	"time"
 
 	"gopkg.in/yaml.v3"
 
@@ -103,9 +101,8 @@ func cmdServe(ctx context.Context, args []string, stderr io.Writer) error {
 		return err
 	}
 	defer a.Close()
-	srv := &http.Server{Addr: cfg.Listen, Handler: a.Handler(), ReadHeaderTimeout: 10 * time.Second}
-	log.Info("usher listening", "addr", cfg.Listen, "issuer", cfg.Issuer)
-	return app.Serve(ctx, srv, srv.ListenAndServe, log)
+	log.Info("usher listening", "addr", cfg.Listen, "metrics_addr", cfg.Metrics.Listen, "issuer", cfg.Issuer)
+	return a.ServeAll(ctx, log)
 }
 
 func cmdDev(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -130,6 +127,7 @@ func cmdDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
   usher issuer    %s   (discovery: %s/.well-known/openid-configuration)
   stand-in Auth0  %s
   mail outbox     %s
+  metrics         %s
   admin page      %s/admin   (users holding the role usher:admin)
 
 Fixtures:
@@ -138,7 +136,7 @@ Fixtures:
   funnel client   %s / %s (client_credentials; scopes invitations:write invitations:read)
 
 Press Ctrl-C to stop.
-`, d.SPAURL, d.IssuerURL, trimSlash(d.IssuerURL), d.IDPURL, d.OutboxURL, trimSlash(d.IssuerURL),
+`, d.SPAURL, d.IssuerURL, trimSlash(d.IssuerURL), d.IDPURL, d.OutboxURL, d.MetricsURL, trimSlash(d.IssuerURL),
 		app.DevUserEmail, app.DevUserPassword, app.DevSPAClientID, app.DevFunnelClientID, app.DevFunnelSecret)
 	<-ctx.Done()
 	return nil

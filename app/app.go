@@ -11,9 +11,11 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"net/http"
 	"os"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/gorilla/securecookie"
@@ -253,6 +255,10 @@ func BrokerOptions(cfg *config.Config) (broker.Options, error) {
 			ResourceServer: c.ResourceServer,
 		})
 	}
+	clientIP, err := clientIPOptions(cfg.Server)
+	if err != nil {
+		return broker.Options{}, err
+	}
 	t := cfg.Tokens
 	var hook *broker.RedemptionHook
 	if h := cfg.Invitations.RedemptionHook; h.URL != "" {
@@ -292,30 +298,85 @@ func BrokerOptions(cfg *config.Config) (broker.Options, error) {
 		AdminRole:            cfg.Admin.Role,
 		AdminEmails:          cfg.Admin.Emails,
 		RateLimits: broker.RateLimits{InvitePerMinute: cfg.RateLimits.InvitePerMinute,
-			FailedRedemptionsPerHour: cfg.RateLimits.FailedRedemptionsPerHour, APIPerMinute: cfg.RateLimits.APIPerMinute},
+			FailedRedemptionsPerHour: cfg.RateLimits.FailedRedemptionsPerHour, APIPerMinute: cfg.RateLimits.APIPerMinute,
+			AuthorizePerMinute: cfg.RateLimits.AuthorizePerMinute},
+		ClientIP: clientIP,
 	}, nil
 }
 
-// Handler serves every usher endpoint, /metrics included.
-func (a *App) Handler() http.Handler {
-	mux := http.NewServeMux()
-	mux.Handle("GET /metrics", promhttp.HandlerFor(a.Metrics, promhttp.HandlerOpts{}))
-	mux.Handle("/", a.Broker.Handler())
-	return RequestID(mux)
+// clientIPOptions maps server.trusted_proxies and server.client_ip_header.
+func clientIPOptions(s config.Server) (broker.ClientIP, error) {
+	out := broker.ClientIP{Header: s.ClientIPHeader}
+	for _, raw := range s.TrustedProxies {
+		p, err := config.ParseProxy(raw)
+		if err != nil {
+			return broker.ClientIP{}, fmt.Errorf("server.trusted_proxies: %w", err)
+		}
+		out.TrustedProxies = append(out.TrustedProxies, p)
+	}
+	return out, nil
 }
 
-// queueDepth adapts a queue's depth to a gauge; a store error reads as -1
-// so a dashboard shows the failure instead of an empty queue.
+// Handler serves every public usher endpoint. /metrics is not among them:
+// it is MetricsHandler, on its own listener (metrics.listen).
+func (a *App) Handler() http.Handler {
+	return RequestID(a.Broker.Handler())
+}
+
+// MetricsHandler serves /metrics for the metrics listener.
+func (a *App) MetricsHandler() http.Handler {
+	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", promhttp.HandlerFor(a.Metrics, promhttp.HandlerOpts{}))
+	return mux
+}
+
+// Server timeouts: every request usher serves is small, so a client that
+// trickles its headers or body is cut off after a few seconds instead of
+// holding a connection (and a goroutine) for as long as it likes.
+const (
+	readHeaderTimeout = 5 * time.Second
+	readTimeout       = 8 * time.Second
+	idleTimeout       = 60 * time.Second
+	maxHeaderBytes    = 64 << 10
+)
+
+// NewServer is the http.Server every usher listener runs (serve and dev).
+func NewServer(h http.Handler) *http.Server {
+	return &http.Server{Handler: h, ReadHeaderTimeout: readHeaderTimeout, ReadTimeout: readTimeout,
+		IdleTimeout: idleTimeout, MaxHeaderBytes: maxHeaderBytes}
+}
+
+// queueDepthEvery is how often the queue-depth gauges ask the store: a
+// scrape reads the last value and never queries the store itself.
+const queueDepthEvery = 15 * time.Second
+
+// queueDepth adapts a queue's depth to a gauge refreshed on a timer; a store
+// error reads as -1 so a dashboard shows the failure instead of an empty queue.
 func queueDepth(ctx context.Context, depth func(context.Context) (int, error)) func() float64 {
-	return func() float64 {
+	var last atomic.Uint64
+	refresh := func() {
 		c, cancel := context.WithTimeout(ctx, 2*time.Second)
 		defer cancel()
-		n, err := depth(c)
-		if err != nil {
-			return -1
+		v := -1.0
+		if n, err := depth(c); err == nil {
+			v = float64(n)
 		}
-		return float64(n)
+		last.Store(math.Float64bits(v))
 	}
+	refresh()
+	go func() {
+		t := time.NewTicker(queueDepthEvery)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+				refresh()
+			}
+		}
+	}()
+	return func() float64 { return math.Float64frombits(last.Load()) }
 }
 
 // Close stops background work and releases the store if New opened it.
@@ -345,4 +406,22 @@ func Serve(ctx context.Context, srv *http.Server, serve func() error, log *slog.
 		defer cancel()
 		return srv.Shutdown(sctx)
 	}
+}
+
+// ServeAll runs the public listener (cfg.Listen) and the metrics listener
+// (cfg.Metrics.Listen) until ctx ends or one of them fails.
+func (a *App) ServeAll(ctx context.Context, log *slog.Logger) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	public, metrics := NewServer(a.Handler()), NewServer(a.MetricsHandler())
+	public.Addr, metrics.Addr = a.Config.Listen, a.Config.Metrics.Listen
+	errc := make(chan error, 2)
+	for _, srv := range []*http.Server{public, metrics} {
+		go func() {
+			err := Serve(ctx, srv, srv.ListenAndServe, log)
+			cancel() // one listener down stops the other
+			errc <- err
+		}()
+	}
+	return errors.Join(<-errc, <-errc)
 }

@@ -37,6 +37,8 @@ type DevOptions struct {
 	Issuer     string // default http://<Addr>
 	DevIDPAddr string
 	SPAAddr    string
+	// MetricsAddr is the metrics listener, default a free loopback port.
+	MetricsAddr string
 	// StorePath: the bolt file; "" = a fresh temporary file removed on Close.
 	StorePath string
 	Logger    *slog.Logger
@@ -64,8 +66,10 @@ type Dev struct {
 	IssuerURL string
 	IDPURL    string
 	SPAURL    string
-	servers   []*http.Server
-	tmpDir    string
+	// MetricsURL is /metrics on the metrics listener (not the public one).
+	MetricsURL string
+	servers    []*http.Server
+	tmpDir     string
 }
 
 func listen(addr string) (net.Listener, error) {
@@ -102,6 +106,13 @@ func StartDev(ctx context.Context, o DevOptions) (*Dev, error) {
 		idpLn.Close()
 		return nil, fmt.Errorf("demo SPA listener: %w", err)
 	}
+	metricsLn, err := listen(o.MetricsAddr)
+	if err != nil {
+		usherLn.Close()
+		idpLn.Close()
+		spaLn.Close()
+		return nil, fmt.Errorf("metrics listener: %w", err)
+	}
 	d.IssuerURL = o.Issuer
 	if d.IssuerURL == "" {
 		d.IssuerURL = "http://" + usherLn.Addr().String()
@@ -129,6 +140,7 @@ func StartDev(ctx context.Context, o DevOptions) (*Dev, error) {
 	cfg.Dev = true
 	cfg.Issuer = d.IssuerURL
 	cfg.Listen = usherLn.Addr().String()
+	cfg.Metrics.Listen = metricsLn.Addr().String()
 	cfg.Store.Path = o.StorePath
 	if cfg.Store.Path == "" {
 		d.tmpDir, err = os.MkdirTemp("", "usher-dev-")
@@ -181,6 +193,7 @@ func StartDev(ctx context.Context, o DevOptions) (*Dev, error) {
 		return nil, err
 	}
 	d.OutboxURL = usherBase + "/dev/outbox/"
+	d.MetricsURL = "http://" + metricsLn.Addr().String() + "/metrics"
 	usherMux := http.NewServeMux()
 	usherMux.Handle("/dev/outbox/", http.StripPrefix("/dev/outbox", d.Outbox.Handler()))
 	usherMux.Handle("/", d.App.Handler())
@@ -188,8 +201,8 @@ func StartDev(ctx context.Context, o DevOptions) (*Dev, error) {
 	for _, s := range []struct {
 		ln net.Listener
 		h  http.Handler
-	}{{usherLn, usherMux}, {idpLn, d.IDP}, {spaLn, spa}} {
-		srv := &http.Server{Handler: s.h, ReadHeaderTimeout: 10 * time.Second}
+	}{{usherLn, usherMux}, {idpLn, d.IDP}, {spaLn, spa}, {metricsLn, d.App.MetricsHandler()}} {
+		srv := NewServer(s.h)
 		d.servers = append(d.servers, srv)
 		go srv.Serve(s.ln)
 	}

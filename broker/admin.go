@@ -365,7 +365,7 @@ func (b *Broker) adminCreate(w http.ResponseWriter, r *http.Request, a *adminReq
 	send := f.Delivery == "email"
 	req := grants.CreateRequest{
 		Email: f.Email, Roles: f.Roles, ExternalID: f.ExternalID, ClientID: f.ClientID,
-		EmailMatch: f.EmailMatch, SendEmail: &send, Inviter: clip(inviterName(a.user), 200),
+		EmailMatch: f.EmailMatch, SendEmail: &send, Inviter: grants.DisplayName(inviterName(a.user)),
 		MayGrantPrivileged: true, // an admin, signed in on the admin page
 	}
 	var err error

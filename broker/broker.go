@@ -94,6 +94,8 @@ type Options struct {
 	Metrics prometheus.Registerer
 	// RateLimits bound abuse of invitation links and the admin API.
 	RateLimits RateLimits
+	// ClientIP names the reverse proxies whose forwarding header is believed.
+	ClientIP ClientIP
 	// RedemptionHook, when set, approves each redemption before it commits.
 	RedemptionHook *RedemptionHook
 	// Mirror, when set, mirrors grants to the Auth0 tenant and answers
@@ -352,7 +354,7 @@ func (b *Broker) Handler() http.Handler {
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { w.Write([]byte("ok\n")) })
 	mux.HandleFunc("GET /readyz", b.handleReady)
 	mux.Handle("/", b.opServer)
-	return mux
+	return b.edge(mux)
 }
 
 func (b *Broker) handleReady(w http.ResponseWriter, r *http.Request) {
@@ -374,6 +376,9 @@ func (b *Broker) handleReady(w http.ResponseWriter, r *http.Request) {
 func (b *Broker) handleAuthorize(w http.ResponseWriter, r *http.Request) {
 	if err := r.ParseForm(); err != nil {
 		http.Error(w, "malformed request", http.StatusBadRequest)
+		return
+	}
+	if !b.authorizeWithinLimits(w, r) {
 		return
 	}
 	// An unknown client has no redirect URI to trust: answer on a page.

@@ -31,6 +31,10 @@ type RedemptionHook struct {
 	Client *http.Client
 }
 
+// hookClient does not follow redirects: the signed body would go to a URL
+// nobody configured, and a 3xx is not an answer (see the status check).
+var hookClient = &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+
 type hookRequest struct {
 	Invitation hookInvitation `json:"invitation"`
 	User       hookUser       `json:"user"`
@@ -116,7 +120,7 @@ func (b *Broker) callHook(ctx context.Context, h *RedemptionHook, req hookReques
 	}
 	client := h.Client
 	if client == nil {
-		client = http.DefaultClient
+		client = hookClient
 	}
 	resp, err := client.Do(hr)
 	if err != nil {

@@ -16,6 +16,8 @@ type RateLimits struct {
 	InvitePerMinute          int
 	FailedRedemptionsPerHour int
 	APIPerMinute             int
+	// AuthorizePerMinute bounds the auth requests stored per client IP.
+	AuthorizePerMinute int
 }
 
 // keyedLimiter is a token bucket per key (client IP, API client). Idle
@@ -76,7 +78,7 @@ func (k *keyedLimiter) blocked(key string, now time.Time) (bool, time.Duration) 
 }
 
 type limiters struct {
-	invite, failedRedemption, api *keyedLimiter
+	invite, failedRedemption, api, authorize *keyedLimiter
 }
 
 func newLimiters(o RateLimits) *limiters {
@@ -90,12 +92,16 @@ func newLimiters(o RateLimits) *limiters {
 		invite:           newKeyedLimiter(def(o.InvitePerMinute, 30), time.Minute),
 		failedRedemption: newKeyedLimiter(def(o.FailedRedemptionsPerHour, 20), time.Hour),
 		api:              newKeyedLimiter(def(o.APIPerMinute, 600), time.Minute),
+		authorize:        newKeyedLimiter(def(o.AuthorizePerMinute, 60), time.Minute),
 	}
 }
 
-// clientIP is the TCP peer: usher does not trust X-Forwarded-For, which any
-// client can set. Behind a proxy the proxy's address is what is limited.
+// clientIP is the address withClientIP resolved (see ClientIP.resolve), or
+// the TCP peer: a forwarding header counts only from a trusted proxy.
 func clientIP(r *http.Request) string {
+	if ip := clientIPFrom(r.Context()); ip != "" {
+		return ip
+	}
 	host, _, err := net.SplitHostPort(r.RemoteAddr)
 	if err != nil {
 		return r.RemoteAddr
@@ -111,18 +117,25 @@ func retryAfter(d time.Duration) string {
 // an IP that has failed too many redemptions.
 func (b *Broker) limitInvites(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		ip := clientIP(r)
-		now := b.now()
-		if blocked, wait := b.limits.failedRedemption.blocked(ip, now); blocked {
-			b.tooMany(w, "failed_redemptions", wait, false)
-			return
+		if b.inviteAllowed(w, r) {
+			next.ServeHTTP(w, r)
 		}
-		if ok, wait := b.limits.invite.allow(ip, now); !ok {
-			b.tooMany(w, "invite", wait, false)
-			return
-		}
-		next.ServeHTTP(w, r)
 	})
+}
+
+// inviteAllowed takes one invitation attempt of the client IP, or answers 429.
+func (b *Broker) inviteAllowed(w http.ResponseWriter, r *http.Request) bool {
+	ip := clientIP(r)
+	now := b.now()
+	if blocked, wait := b.limits.failedRedemption.blocked(ip, now); blocked {
+		b.tooMany(w, "failed_redemptions", wait, false)
+		return false
+	}
+	if ok, wait := b.limits.invite.allow(ip, now); !ok {
+		b.tooMany(w, "invite", wait, false)
+		return false
+	}
+	return true
 }
 
 func (b *Broker) tooMany(w http.ResponseWriter, limit string, wait time.Duration, problem bool) {

@@ -102,6 +102,9 @@ func (s opStorage) CreateAuthRequest(ctx context.Context, req *oidc.AuthRequest,
 			ar.Prompt = append(ar.Prompt, oidc.PromptLogin)
 		}
 	}
+	if err := b.allowAuthRequest(ctx); err != nil {
+		return nil, err
+	}
 	if err := b.sessions.CreateAuthRequest(ctx, ar); err != nil {
 		return nil, storeError("saving the authorization request", err)
 	}

@@ -519,6 +519,23 @@ func TestInvalid(t *testing.T) {
 		{"bad cookie name", doc{extra: "sessions:\n  cookie_name: 'a b'\n"}.String(), nil, []string{"sessions.cookie_name: "}},
 		{"bad log level", doc{extra: "log:\n  level: loud\n"}.String(), nil, []string{"log.level: "}},
 		{"bad listen", doc{extra: "listen: 8080\n"}.String(), nil, []string{`listen: "8080" must be host:port`}},
+		{"bad trusted proxy", doc{extra: "server:\n  trusted_proxies: [10.0.0.0/33, proxy.local]\n  client_ip_header: X-Forwarded-For\n"}.String(), nil,
+			[]string{`server.trusted_proxies[0]: "10.0.0.0/33"`, `server.trusted_proxies[1]: "proxy.local"`}},
+		{"trusted proxies without header", doc{extra: "server:\n  trusted_proxies: [10.0.0.0/8]\n"}.String(), nil,
+			[]string{"server.client_ip_header: required with server.trusted_proxies"}},
+		{"two client IP headers", doc{extra: "server:\n  trusted_proxies: [10.0.0.0/8]\n  client_ip_header: X-Forwarded-For, Forwarded\n"}.String(), nil,
+			[]string{"server.client_ip_header: \"X-Forwarded-For, Forwarded\" must be X-Forwarded-For or Forwarded"}},
+		{"header without trusted proxies", doc{extra: "server:\n  client_ip_header: Forwarded\n"}.String(), nil,
+			[]string{"server.trusted_proxies: required with server.client_ip_header"}},
+		{"metrics on the public listener", doc{extra: "listen: 0.0.0.0:8080\nmetrics:\n  listen: 0.0.0.0:8080\n"}.String(), nil,
+			[]string{`metrics.listen: "0.0.0.0:8080" must differ from listen`}},
+		{"bad metrics listen", doc{extra: "metrics:\n  listen: ''\n"}.String(), nil, []string{"metrics.listen: required"}},
+		{"negative authorize limit", doc{extra: "rate_limits:\n  authorize_per_minute: -1\n"}.String(), nil,
+			[]string{"rate_limits.authorize_per_minute: must be at least 1"}},
+		{"http redemption hook outside dev", doc{extra: "invitations:\n  redemption_hook:\n    url: http://127.0.0.1:9000/hook\n"}.String(), nil,
+			[]string{`invitations.redemption_hook.url: "http://127.0.0.1:9000/hook" must use https outside usher dev`}},
+		{"http webhook outside dev", doc{extra: "webhooks:\n  - id: crm\n    url: http://localhost:9000/wh\n    secrets: [whsec_abc]\n"}.String(), nil,
+			[]string{`webhooks[0].url: "http://localhost:9000/wh" must use https outside usher dev`}},
 		{"bad algorithm", doc{extra: "signing:\n  algorithm: HS256\n"}.String(), nil, []string{"signing.algorithm: "}},
 		{"missing key file", doc{extra: "signing:\n  key_files: [/nonexistent/key.pem]\n"}.String(), nil,
 			[]string{`signing.key_files[0]: cannot read "/nonexistent/key.pem"`}},
@@ -608,6 +625,42 @@ func TestDevRelaxations(t *testing.T) {
 	d.Clients = []Client{{ID: "demo", Type: ClientPublic, RedirectURIs: []string{"http://localhost:8081/"}}}
 	if err := d.Validate(); err != nil {
 		t.Errorf("dev config: %v", err)
+	}
+	// usher dev may call loopback http hooks and webhooks; serve may not.
+	d.Invitations.RedemptionHook.URL = "http://127.0.0.1:9000/hook"
+	d.Webhooks = []Webhook{{ID: "crm", URL: "http://127.0.0.1:9000/wh", Secrets: []string{"whsec_abc"}}}
+	if err := d.Validate(); err != nil {
+		t.Errorf("dev config with loopback http hooks: %v", err)
+	}
+}
+
+func TestServerEdge(t *testing.T) {
+	t.Parallel()
+	y := doc{extra: "server:\n  trusted_proxies: [10.0.0.0/8, 192.168.1.7, 'fd00::/8']\n  client_ip_header: Forwarded\nmetrics:\n  listen: 0.0.0.0:9100\n"}.String()
+	c, err := Parse([]byte(y), envOf(baseEnv()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(c.Server.TrustedProxies, []string{"10.0.0.0/8", "192.168.1.7", "fd00::/8"}) ||
+		c.Server.ClientIPHeader != HeaderForwarded || c.Metrics.Listen != "0.0.0.0:9100" {
+		t.Errorf("server/metrics = %+v %+v", c.Server, c.Metrics)
+	}
+	env := baseEnv()
+	env["USHER_SERVER_TRUSTED_PROXIES"] = "10.1.0.0/16, 10.2.0.0/16"
+	env["USHER_SERVER_CLIENT_IP_HEADER"] = "X-Forwarded-For"
+	env["USHER_METRICS_LISTEN"] = "127.0.0.1:9191"
+	c, err = Parse([]byte(doc{}.String()), envOf(env))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(c.Server.TrustedProxies, []string{"10.1.0.0/16", "10.2.0.0/16"}) || c.Server.ClientIPHeader != HeaderXForwardedFor || c.Metrics.Listen != "127.0.0.1:9191" {
+		t.Errorf("env overrides: %+v %+v", c.Server, c.Metrics)
+	}
+	for _, tc := range []struct{ in, want string }{{"10.0.0.0/8", "10.0.0.0/8"}, {"10.1.2.3/8", "10.0.0.0/8"}, {"192.168.1.7", "192.168.1.7/32"}, {"::1", "::1/128"}} {
+		got, err := ParseProxy(tc.in)
+		if err != nil || got.String() != tc.want {
+			t.Errorf("ParseProxy(%q) = %v, %v; want %s", tc.in, got, err, tc.want)
+		}
 	}
 }
 

@@ -62,6 +62,7 @@ func (c *Config) Validate() error {
 	c.checkMail(&p)
 	c.checkRateLimits(&p)
 	c.checkWebhooks(&p)
+	c.checkEdge(&p)
 	if strings.TrimSpace(c.Admin.Role) == "" {
 		p.add("admin.role", "must name the role that opens the admin page (default usher:admin)")
 	}

@@ -785,6 +785,14 @@ func TestConfigMapConfigValidates(t *testing.T) {
 	if k, err := cfg.Store.KeyEncryptionKeyBytes(); err != nil || k == nil {
 		t.Errorf("%s: the key encryption key should be set (from the Secret): %v", cmObj, err)
 	}
+	// Behind the ingress every request comes from the controller: without a
+	// trusted proxy all clients share one rate-limit bucket.
+	if len(cfg.Server.TrustedProxies) == 0 || cfg.Server.ClientIPHeader == "" {
+		t.Errorf("%s: server.trusted_proxies / client_ip_header unset: %+v", cmObj, cfg.Server)
+	}
+	if p := portOf(t, cfg.Metrics.Listen); p == portOf(t, cfg.Listen) || s.resolvePort(strconv.Itoa(p)) == 0 {
+		t.Errorf("%s: metrics port %d must be its own container port (%v)", cmObj, p, s.ports)
+	}
 }
 
 // TestSecretsAgree keeps the Kubernetes Secret and the compose env file on
@@ -1115,11 +1123,22 @@ func TestCompose(t *testing.T) {
 				t.Errorf("listen %q is unreachable from outside the container", cfg.Listen)
 			}
 			listenPort := portOf(t, cfg.Listen)
+			metricsPort := portOf(t, cfg.Metrics.Listen)
 			for _, pm := range svc.Ports {
 				parts := strings.Split(pm, ":")
-				if cp, _ := strconv.Atoi(parts[len(parts)-1]); cp != listenPort {
+				cp, _ := strconv.Atoi(parts[len(parts)-1])
+				switch {
+				case cp == metricsPort && parts[0] != "127.0.0.1":
+					t.Errorf("metrics port %q must be published on loopback only", pm)
+				case cp != listenPort && cp != metricsPort:
 					t.Errorf("published port %q does not reach listen port %d", pm, listenPort)
 				}
+			}
+			// Behind the host's reverse proxy every request comes from the
+			// network gateway: without a trusted proxy all clients share one
+			// rate-limit bucket.
+			if len(cfg.Server.TrustedProxies) == 0 || cfg.Server.ClientIPHeader == "" {
+				t.Errorf("server.trusted_proxies / client_ip_header unset: %+v", cfg.Server)
 			}
 
 			// Healthcheck: the binary itself (distroless has no shell/curl).

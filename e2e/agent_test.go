@@ -224,10 +224,14 @@ func userinfoStatus(t *testing.T, d *app.Dev, at string) int {
 type countingStore struct {
 	app.Store
 	authRequests, identities atomic.Int64
+	authRequestBytes         atomic.Int64 // JSON size of the stored auth requests
 }
 
 func (c *countingStore) CreateAuthRequest(ctx context.Context, ar *sessions.AuthRequest) error {
 	c.authRequests.Add(1)
+	if js, err := json.Marshal(ar); err == nil {
+		c.authRequestBytes.Add(int64(len(js)))
+	}
 	return c.Store.CreateAuthRequest(ctx, ar)
 }
 

@@ -155,7 +155,8 @@ func TestInvitationLinkStates(t *testing.T) {
 // 50 people redeem one link at the same moment: exactly one gets the grant.
 func TestInvitationConcurrentRedemption(t *testing.T) {
 	t.Parallel()
-	d := startDev(t, app.DevOptions{})
+	// The 50 racers share one address: lift the per-IP invitation limit.
+	d := startDev(t, app.DevOptions{Configure: func(c *config.Config) { c.RateLimits.InvitePerMinute = 1000 }})
 	api := funnelToken(t, d, "invitations:write invitations:read")
 	inv := invite(t, d, api, map[string]any{"email": "shared@example.com", "roles": []string{"winner"}, "send_email": false})
 	tok := tokenOf(inv["url"].(string))

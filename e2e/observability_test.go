@@ -95,7 +95,7 @@ func TestLogsHoldNoSecretsAndMetricsExposed(t *testing.T) {
 		t.Errorf("log records carry no request_id")
 	}
 
-	resp2, err := http.Get(strings.TrimSuffix(d.IssuerURL, "/") + "/metrics")
+	resp2, err := http.Get(d.MetricsURL)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -51,7 +51,7 @@ func TestRateLimits(t *testing.T) {
 	if !got429 {
 		t.Fatal("an API client over its limit was not answered 429 problem with Retry-After")
 	}
-	resp, err := http.Get(base + "/metrics")
+	resp, err := http.Get(d.MetricsURL)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -180,6 +180,9 @@ func startReplicas(t *testing.T, redisURL string) *replicaSet {
 		cfgPath := filepath.Join(dir, fmt.Sprintf("usher%d.yaml", i))
 		cfg := fmt.Sprintf(`issuer: %s
 listen: 127.0.0.1:%d
+metrics: {listen: "127.0.0.1:0"}
+# Every racer of the concurrent redemption comes from the test's proxy.
+rate_limits: {invite_per_minute: 1000}
 log: {level: warn, format: json}
 store: {driver: redis, redis: {url: "%s"}}
 sessions: {secret: "%s"}

@@ -189,8 +189,8 @@ func (s *Invitations) Validate(req CreateRequest) (*Invitation, bool, error) {
 	if len(req.ExternalID) > maxShortField {
 		v.add("external_id", "must be at most %d characters", maxShortField)
 	}
-	if len(req.Inviter) > maxShortField {
-		v.add("inviter", "must be at most %d characters", maxShortField)
+	if msg := CheckDisplayName(req.Inviter); msg != "" {
+		v.add("inviter", "%s", msg)
 	}
 	if req.ClientID != "" && s.o.KnownClient != nil && !s.o.KnownClient(req.ClientID) {
 		v.add("client_id", "%q is not a registered client", clipStr(req.ClientID, 100))

@@ -21,6 +21,9 @@ type Message struct {
 	Subject string `json:"subject"`
 	Text    string `json:"text"`
 	HTML    string `json:"html,omitempty"`
+	// Link is the invitation link the message was rendered with (not sent
+	// as such): the dev outbox links to it and to nothing else.
+	Link string `json:"-"`
 }
 
 // Sender delivers a message (SMTP in production, the Outbox in `usher dev`).
@@ -185,5 +188,6 @@ func (t *Templates) Invitation(d InvitationMail) (Message, error) {
 		Subject: strings.Join(strings.Fields(subject.String()), " "),
 		Text:    text.String(),
 		HTML:    html.String(),
+		Link:    d.Link,
 	}, nil
 }

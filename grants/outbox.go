@@ -78,13 +78,19 @@ func FirstLink(s string) string {
 type OutboxMessage struct {
 	Message
 	At time.Time `json:"at"`
-	// Link is the first http(s) link of the text part (of the HTML when the
-	// text has none).
+	// Link is the invitation link of the message, or for a message not
+	// rendered from the templates the first http(s) link of the text part
+	// (of the HTML when the text has none).
 	Link string `json:"link,omitempty"`
 }
 
 func (e outboxEntry) view() OutboxMessage {
-	link := FirstLink(e.Text)
+	// The first URL of the text could be the inviter's name; a message
+	// rendered from the templates says which link is the invitation.
+	link := e.Message.Link
+	if link == "" {
+		link = FirstLink(e.Text)
+	}
 	if link == "" {
 		link = FirstLink(e.HTML)
 	}

@@ -1,11 +1,13 @@
 package grants_test
 
 import (
+	"context"
 	"encoding/json"
 	"net/http"
 	"net/http/httptest"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/usher-oidc/usher/grants"
 )
@@ -94,5 +96,32 @@ func TestOutboxEmptyPage(t *testing.T) {
 	grants.NewOutbox().Handler().ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/messages.json", nil))
 	if strings.TrimSpace(rec.Body.String()) != "[]" {
 		t.Fatalf("empty messages.json = %s", rec.Body.String())
+	}
+}
+
+// The outbox links to the invitation link the mail was rendered with, never
+// to a URL found elsewhere in the text (an inviter name stored before names
+// were checked could hold one).
+func TestOutboxLinksTheInvitationOnly(t *testing.T) {
+	t.Parallel()
+	tpl, err := grants.LoadTemplates("")
+	if err != nil {
+		t.Fatal(err)
+	}
+	const real = "https://login.example.com/invite/inv_real"
+	msg, err := tpl.Invitation(grants.InvitationMail{AppName: "App", Inviter: "https://evil.example/phish", Email: "a@example.com",
+		Link: real, ExpiresAt: time.Now().Add(time.Hour)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	o := grants.NewOutbox()
+	if err := o.Send(context.Background(), msg); err != nil {
+		t.Fatal(err)
+	}
+	rec := httptest.NewRecorder()
+	o.Handler().ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/", nil))
+	body := rec.Body.String()
+	if strings.Contains(body, `href="https://evil.example`) || !strings.Contains(body, `href="`+real+`"`) {
+		t.Errorf("outbox page links:\n%s", body)
 	}
 }

@@ -1,0 +1,100 @@
+package broker
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+
+	"github.com/zitadel/oidc/v3/pkg/oidc"
+)
+
+// Request size limits. Every body usher reads is a small form or JSON
+// document; the authorize parameters are stored with the auth request, so
+// each is bounded before it can reach the store.
+const (
+	maxRequestBody     = 64 << 10
+	maxAuthorizeTotal  = 8 << 10 // every parameter name and value together
+	maxAuthorizeParams = 40
+	maxAuthorizeParam  = 2048 // any parameter not listed below
+	maxStateNonce      = 512
+	maxLoginHint       = 254 // the longest email address (RFC 5321)
+)
+
+var authorizeParamLimits = map[string]int{"state": maxStateNonce, "nonce": maxStateNonce, "login_hint": maxLoginHint}
+
+// edge wraps every route: one client address per request, bounded bodies.
+func (b *Broker) edge(next http.Handler) http.Handler {
+	return b.withClientIP(limitBody(next))
+}
+
+// limitBody refuses a body announced as too large before reading it, and
+// cuts off one that grows too large while being read (chunked).
+func limitBody(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.ContentLength > maxRequestBody {
+			http.Error(w, "request body too large", http.StatusRequestEntityTooLarge)
+			return
+		}
+		if r.Body != nil && r.Body != http.NoBody {
+			r.Body = http.MaxBytesReader(w, r.Body, maxRequestBody)
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+// authorizeWithinLimits answers an /authorize request whose parameters are
+// too large (invalid_request, on a page: echoing an oversized state to the
+// client would only move the problem), and rate-limits a full authorize
+// request that carries an invitation as /invite/ is. r.Form must be parsed.
+func (b *Broker) authorizeWithinLimits(w http.ResponseWriter, r *http.Request) bool {
+	if msg := authorizeParamsProblem(r); msg != "" {
+		renderPage(w, http.StatusBadRequest, page{Title: "Invalid sign-in request",
+			Message: "The application sent a sign-in request usher cannot accept (invalid_request: " + msg + ")."})
+		return false
+	}
+	isLink := r.Form.Get("response_type") == "" && r.Form.Get("redirect_uri") == ""
+	if r.Form.Get("invitation") == "" || isLink {
+		return true // the invitation-link form is limited by limitInvites
+	}
+	return b.inviteAllowed(w, r)
+}
+
+func authorizeParamsProblem(r *http.Request) string {
+	if len(r.Form) > maxAuthorizeParams {
+		return fmt.Sprintf("more than %d parameters", maxAuthorizeParams)
+	}
+	total := 0
+	for k, vs := range r.Form {
+		limit, ok := authorizeParamLimits[k]
+		if !ok {
+			limit = maxAuthorizeParam
+		}
+		total += len(k)
+		for _, v := range vs {
+			total += len(v)
+			if len(v) > limit {
+				return fmt.Sprintf("parameter %q is longer than %d bytes", clip(k, 40), limit)
+			}
+		}
+	}
+	if total > maxAuthorizeTotal {
+		return fmt.Sprintf("the parameters exceed %d bytes", maxAuthorizeTotal)
+	}
+	return ""
+}
+
+// allowAuthRequest limits how many auth requests one client address may
+// store. It runs where a request is stored, so requests answered at once
+// (from usher's session) do not count.
+func (b *Broker) allowAuthRequest(ctx context.Context) error {
+	ip := clientIPFrom(ctx)
+	if ip == "" {
+		return nil
+	}
+	if ok, _ := b.limits.authorize.allow(ip, b.now()); ok {
+		return nil
+	}
+	b.metrics.rateLimited.WithLabelValues("authorize").Inc()
+	return &oidc.Error{ErrorType: "temporarily_unavailable",
+		Description: "too many sign-in requests from this network; try again in a minute"}
+}

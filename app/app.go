@@ -296,6 +296,8 @@ func BrokerOptions(cfg *config.Config) (broker.Options, error) {
 		RoleCatalog:          cfg.Invitations.Roles,
 		InvitationBaseURL:    cfg.InvitationBaseURL(),
 		AdminRole:            cfg.Admin.Role,
+		PrivilegedRoles:      cfg.Invitations.PrivilegedRoles,
+		AppName:              cfg.Invitations.AppName,
 		AdminEmails:          cfg.Admin.Emails,
 		RateLimits: broker.RateLimits{InvitePerMinute: cfg.RateLimits.InvitePerMinute,
 			FailedRedemptionsPerHour: cfg.RateLimits.FailedRedemptionsPerHour, APIPerMinute: cfg.RateLimits.APIPerMinute,

@@ -5,6 +5,8 @@ import (
 	"errors"
 	"net/http"
 	"net/url"
+	"slices"
+	"strings"
 	"time"
 
 	gsessions "github.com/gorilla/sessions"
@@ -63,8 +65,31 @@ func (b *Broker) showAcceptPage(w http.ResponseWriter, r *http.Request, sess *gs
 		return err
 	}
 	v.CSRF = st.CSRF
+	// Chromium applies form-action to the redirects that follow the post:
+	// to the app (its code or its sign-in page) and to the upstream.
+	w.Header().Set("Content-Security-Policy", "default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'none'; base-uri 'none'; form-action 'self' "+
+		strings.Join(b.acceptFormTargets(v.ClientID), " "))
 	renderAccept(w, v)
 	return nil
+}
+
+// acceptFormTargets are the origins an answer to the accept page may
+// redirect to: the app's redirect URIs and sign-in route, and the upstream.
+func (b *Broker) acceptFormTargets(clientID string) []string {
+	var out []string
+	add := func(u string) {
+		if o := originOf(u); o != "" && o != "://" && !slices.Contains(out, o) {
+			out = append(out, o)
+		}
+	}
+	if c, ok := b.clients[clientID]; ok {
+		for _, u := range c.RedirectURIs {
+			add(u)
+		}
+		add(c.InitiateLoginURI)
+	}
+	add(b.upstream.cfg.Issuer)
+	return out
 }
 
 // handleAccept is the form the accept page posts.
@@ -104,14 +129,15 @@ func (b *Broker) handleAccept(w http.ResponseWriter, r *http.Request) {
 }
 
 // sameOrigin refuses a cross-site post: the CSRF token already binds the
-// form to this browser; Origin and Fetch Metadata, when the browser sends
-// them, must say the post came from usher's own page.
+// form to this browser; Fetch Metadata, or else Origin, when the browser
+// sends them, must say the post came from usher's own page. (usher's pages
+// send no Referer, so browsers post them with "Origin: null".)
 func (b *Broker) sameOrigin(r *http.Request) bool {
-	if site := r.Header.Get("Sec-Fetch-Site"); site != "" && site != "same-origin" {
-		return false
+	if site := r.Header.Get("Sec-Fetch-Site"); site != "" {
+		return site == "same-origin"
 	}
 	origin := r.Header.Get("Origin")
-	return origin == "" || origin == originOf(b.opts.Issuer)
+	return origin == "" || origin == "null" || origin == originOf(b.opts.Issuer)
 }
 
 // invitationNotice records a line on an invitation's timeline; the action it

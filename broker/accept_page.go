@@ -23,6 +23,7 @@ type acceptView struct {
 	ClaimsKept   []claimConflictLine
 	Flow, ID     string
 	CSRF         string
+	ClientID     string // the app the page answers for (not shown)
 }
 
 type claimLine struct{ Name, Value string }
@@ -36,7 +37,8 @@ func (b *Broker) acceptViewOf(ctx context.Context, inv *grants.Invitation, acct 
 		return acceptView{}, err
 	}
 	v := acceptView{
-		AppName: b.appName(inv.ClientID, clientID), Inviter: inv.Inviter, InvitedEmail: inv.Email,
+		ClientID: b.invitationClientID(inv, clientID),
+		AppName:  b.appName(inv.ClientID, clientID), Inviter: inv.Inviter, InvitedEmail: inv.Email,
 		AccountEmail: acct.Email, Connection: connectionName(acct.Connection),
 		EmailDiffers: !grants.SameEmail(inv.Email, acct.Email),
 		RolesAdded:   grants.RolesAdded(g, inv.Roles),
@@ -48,6 +50,17 @@ func (b *Broker) acceptViewOf(ctx context.Context, inv *grants.Invitation, acct 
 		v.ClaimsKept = append(v.ClaimsKept, claimConflictLine{c.Claim, claimText(c.Kept), claimText(c.Offered)})
 	}
 	return v, nil
+}
+
+// invitationClientID is the client the person continues to.
+func (b *Broker) invitationClientID(inv *grants.Invitation, clientID string) string {
+	if clientID != "" {
+		return clientID
+	}
+	if c := b.invitationClient(inv, ""); c != nil {
+		return c.ID
+	}
+	return ""
 }
 
 // appName is the client's display name, else invitations.app_name.

@@ -403,6 +403,10 @@ type Invitations struct {
 	DefaultRoles    []string `yaml:"default_roles"`
 	ClaimsNamespace string   `yaml:"claims_namespace"`
 	AppName         string   `yaml:"app_name"`
+	// PrivilegedRoles may be put on an invitation only by a client holding
+	// the scope invitations:admin (or an admin on the admin page). Unset:
+	// the admin role (admin.role).
+	PrivilegedRoles []string `yaml:"privileged_roles"`
 	BaseURL         string   `yaml:"base_url"` // default: issuer
 	// RedemptionHook, when URL is set, is called before each redemption commits.
 	RedemptionHook RedemptionHook `yaml:"redemption_hook"`

@@ -14,8 +14,6 @@ import (
 	"strconv"
 	"strings"
 	"time"
-
-	"github.com/usher-oidc/usher/grants"
 )
 
 // FieldError is one validation problem, named by its YAML path.
@@ -507,8 +505,15 @@ func (c *Config) checkInvitations(p *problems) {
 			p.add(path, "%q is not in invitations.roles", r)
 		}
 	}
-	if err := grants.ValidateClaimsNamespace(inv.ClaimsNamespace); err != nil {
-		p.add("invitations.claims_namespace", "%v", err)
+	// Claim names in tokens are printable ASCII (grants.ValidateClaimName
+	// checks each one with the namespace in front); config stays a leaf.
+	if ns := inv.ClaimsNamespace; len(ns) > 200 || strings.IndexFunc(ns, func(r rune) bool { return r < 0x21 || r > 0x7E }) >= 0 {
+		p.add("invitations.claims_namespace", "%q must be at most 200 printable ASCII characters without spaces", ns)
+	}
+	for i, r := range inv.PrivilegedRoles {
+		if strings.TrimSpace(r) == "" {
+			p.add(fmt.Sprintf("invitations.privileged_roles[%d]", i), "must not be empty")
+		}
 	}
 	if strings.TrimSpace(inv.AppName) == "" {
 		p.add("invitations.app_name", "must not be empty")

@@ -11,6 +11,7 @@ import (
 	"testing"
 
 	"github.com/usher-oidc/usher/app"
+	"github.com/usher-oidc/usher/config"
 )
 
 // funnelToken gets a client_credentials token for the dev funnel client.
@@ -128,4 +129,38 @@ func urlValues(kv ...string) url.Values {
 		v.Set(kv[i], kv[i+1])
 	}
 	return v
+}
+
+// Provisioning client of the tests that bootstrap admins: the only one
+// allowed to put privileged roles (usher:admin) on invitations.
+const (
+	provisionerID     = "provisioner"
+	provisionerSecret = "provisioner-secret-0123456789abcdef"
+)
+
+// withProvisioner adds the provisioning client (scope invitations:admin)
+// to a dev config; usher dev's own funnel client does not hold that scope.
+func withProvisioner(c *config.Config) {
+	c.Clients = append(c.Clients, config.Client{ID: provisionerID, Type: config.ClientConfidential, Secret: provisionerSecret,
+		GrantTypes: []string{"client_credentials"}, Scopes: []string{"invitations:write", "invitations:read", "invitations:admin"}})
+}
+
+// provisionerToken is an admin API token of the provisioning client.
+func provisionerToken(t testing.TB, d *app.Dev) string {
+	t.Helper()
+	req, _ := http.NewRequest(http.MethodPost, strings.TrimSuffix(d.IssuerURL, "/")+"/oauth/token",
+		strings.NewReader(url.Values{"grant_type": {"client_credentials"}, "scope": {"invitations:write invitations:read invitations:admin"}}.Encode()))
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	req.SetBasicAuth(provisionerID, provisionerSecret)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var tr tokenResponse
+	json.NewDecoder(resp.Body).Decode(&tr)
+	if tr.AccessToken == "" {
+		t.Fatalf("client_credentials (provisioner): %d %+v", resp.StatusCode, tr)
+	}
+	return tr.AccessToken
 }

@@ -172,3 +172,16 @@ func claimString(m map[string]any, k string) string {
 	s, _ := m[k].(string)
 	return s
 }
+
+// acceptInBrowser waits for usher's accept page, checks that it names the
+// app and the invited email, and presses Accept.
+func acceptInBrowser(t *testing.T, ctx context.Context, app, invited string) {
+	t.Helper()
+	pollJS(t, ctx, "waiting for usher's accept page", 20*time.Second, `!!document.querySelector('form[action="/accept"] #accept')`)
+	title := pollJS(t, ctx, "reading the accept page", 5*time.Second, `document.querySelector('#title').textContent`)
+	invitedText := pollJS(t, ctx, "reading the accept page", 5*time.Second, `document.querySelector('#invited').textContent`)
+	if !strings.Contains(title, app) || !strings.Contains(invitedText, invited) {
+		t.Errorf("accept page: title %q, invited %q; want %q and %q", title, invitedText, app, invited)
+	}
+	do(t, ctx, "pressing Accept", chromedp.Click(chromedp.CSS(`#accept`)))
+}

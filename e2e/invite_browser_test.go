@@ -85,6 +85,7 @@ func TestBrowserInvitationFlows(t *testing.T) {
 			ctx := newBrowser(t)
 			do(t, ctx, "following the invitation link", chromedp.Navigate(link))
 			tc.act(t, ctx, tc.email)
+			acceptInBrowser(t, ctx, "Demo SPA", tc.email)
 			st := waitSignedIn(t, ctx)
 			if !slices.Equal(rolesOf(st.IDClaims), []string{"customer", "beta"}) || st.IDClaims["crm_id"] != "CRM-"+tc.name {
 				t.Errorf("ID token: roles %v crm_id %v", rolesOf(st.IDClaims), st.IDClaims["crm_id"])

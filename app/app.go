@@ -252,7 +252,7 @@ func BrokerOptions(cfg *config.Config) (broker.Options, error) {
 			RedirectURIs: c.RedirectURIs, PostLogoutRedirectURIs: c.PostLogoutRedirectURIs,
 			InitiateLoginURI: c.InitiateLoginURI, AllowedOrigins: c.Origins(),
 			GrantTypes: c.GrantTypes, Scopes: c.Scopes, Audiences: c.Audiences,
-			ResourceServer: c.ResourceServer,
+			ResourceServer: c.ResourceServer, ForwardInvitation: c.ForwardInvitation,
 		})
 	}
 	clientIP, err := clientIPOptions(cfg.Server)

@@ -169,6 +169,7 @@ func (b *Broker) apiRoutes(mux *http.ServeMux) {
 	mux.Handle("GET /api/users/{id}/grants", b.api(scopeRead, b.apiGetGrant))
 	mux.Handle("DELETE /api/users/{id}/grants/roles/{role}", b.api(scopeWrite, b.apiRemoveRole))
 	mux.Handle("DELETE /api/users/{id}/grants/claims/{key}", b.api(scopeWrite, b.apiRemoveClaim))
+	mux.Handle("PUT /api/users/{id}/grants/claims/{key}", b.api(scopeWrite, b.apiSetClaim))
 	mux.Handle("/api/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		writeProblem(w, http.StatusNotFound, "not-found", "Not found", "No API operation at "+r.Method+" "+r.URL.Path+".")
 	}))
@@ -551,6 +552,38 @@ func (b *Broker) apiRemoveClaim(w http.ResponseWriter, r *http.Request, c caller
 		if err == nil {
 			b.mirrorRevocation(ctx, id, "", r.PathValue("key"))
 			b.emit(ctx, grants.GrantChangedEvent(g, "claim_removed"))
+		}
+		return g, err
+	})
+}
+
+// apiSetClaim sets one claim of a user's grant: the operator's way to change
+// a claim the user holds, which an invitation never does. Body: {"value": …}.
+func (b *Broker) apiSetClaim(w http.ResponseWriter, r *http.Request, c caller) {
+	key := r.PathValue("key")
+	if err := grants.ValidateClaimName(b.opts.ClaimsNamespace, key); err != nil {
+		writeProblem(w, http.StatusBadRequest, "invalid-claim", "Invalid claim name", err.Error(),
+			grants.FieldError{Field: "key", Message: err.Error()})
+		return
+	}
+	var body struct {
+		Value *json.RawMessage `json:"value"`
+	}
+	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, grants.MaxClaimsBytes))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&body); err != nil || body.Value == nil || string(*body.Value) == "null" {
+		writeProblem(w, http.StatusBadRequest, "invalid-json", "Invalid JSON body",
+			`Send {"value": <any JSON value but null>} (at most 8 KiB); to take a claim back, use DELETE.`)
+		return
+	}
+	var value any
+	_ = json.Unmarshal(*body.Value, &value)
+	b.userGrant(w, r, func(ctx context.Context, id string) (*grants.Grant, error) {
+		g, err := b.grants.SetGrantClaim(ctx, id, key, value, b.now())
+		if err == nil {
+			b.log.InfoContext(ctx, "grant claim set", "user_id", id, "claim", key, "client_id", c.ClientID)
+			b.audit(ctx, AuditEvent{Action: "grant.changed", Actor: c.actor(), Target: id, Detail: map[string]string{"set_claim": key}})
+			b.emit(ctx, grants.GrantChangedEvent(g, "claim_set"))
 		}
 		return g, err
 	})

@@ -36,6 +36,9 @@ type Client struct {
 	// ResourceServer may introspect tokens issued to other clients (an API
 	// checking the tokens it receives); other clients only their own.
 	ResourceServer bool
+	// ForwardInvitation: initiate_login_uri receives a single-use invitation
+	// reference (see invitationReference), never the token.
+	ForwardInvitation bool
 }
 
 func (c *Client) checkSecret(secret string) bool {

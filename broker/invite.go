@@ -61,7 +61,14 @@ func (b *Broker) serveInvitation(w http.ResponseWriter, r *http.Request, token, 
 	if b.offerToSession(w, r, inv, client) {
 		return
 	}
-	http.Redirect(w, r, b.initiateLoginURL(client, inv.Email, ""), http.StatusSeeOther)
+	ref := ""
+	if client.ForwardInvitation {
+		if ref, err = b.invitationReference(ctx, inv.TokenHash); err != nil {
+			b.unavailable(w, r, "storing the invitation reference", err)
+			return
+		}
+	}
+	http.Redirect(w, r, b.initiateLoginURL(client, inv.Email, ref), http.StatusSeeOther)
 }
 
 // offerToSession shows the accept page at once when this browser is already
@@ -114,8 +121,9 @@ func (b *Broker) invitationClient(inv *grants.Invitation, fromLink string) *Clie
 }
 
 // initiateLoginURL is the client's initiate_login_uri with iss, login_hint
-// and invitation; a client without one goes to its first redirect origin.
-func (b *Broker) initiateLoginURL(c *Client, email, token string) string {
+// and, for a client with forward_invitation, an invitation reference (never
+// the token); a client without one goes to its first redirect origin.
+func (b *Broker) initiateLoginURL(c *Client, email, ref string) string {
 	target := c.InitiateLoginURI
 	if target == "" {
 		if len(c.RedirectURIs) == 0 {
@@ -132,8 +140,8 @@ func (b *Broker) initiateLoginURL(c *Client, email, token string) string {
 	if email != "" {
 		q.Set("login_hint", email)
 	}
-	if token != "" {
-		q.Set("invitation", token)
+	if ref != "" {
+		q.Set("invitation", ref)
 	}
 	u.RawQuery = q.Encode()
 	return u.String()
@@ -204,7 +212,7 @@ func (b *Broker) invitationFromRequest(r *http.Request) string {
 		if h, ok := grants.ParseToken(tok); ok {
 			return h
 		}
-		return ""
+		return b.redeemReference(r.Context(), tok)
 	}
 	c, err := r.Cookie(b.cookieName(invitationCookie))
 	if err != nil {

@@ -307,6 +307,11 @@ type Client struct {
 	Scopes []string `yaml:"scopes"`
 	// ResourceServer: the client may introspect tokens issued to other clients.
 	ResourceServer bool `yaml:"resource_server"`
+	// ForwardInvitation: the redirect to initiate_login_uri carries
+	// `invitation=<reference>` (short-lived, single use, never the token) for
+	// apps that forward it to /authorize. Off: the browser's encrypted cookie
+	// carries the invitation, and nothing lands in the app's URL.
+	ForwardInvitation bool `yaml:"forward_invitation"`
 
 	// secretLen is the length of the plain secret that was hashed, kept so
 	// that a later Validate still knows whether it was low-entropy.

@@ -69,6 +69,7 @@ func TestInteropAuth0SPA(t *testing.T) {
 			} else {
 				signInAtDevIDP(t, ctx, tc.email, password)
 			}
+			acceptInBrowser(t, ctx, "auth0-spa-js", tc.email)
 			st := pageState(t, ctx, "waiting for auth0-spa-js to sign in", "s.signedIn")
 			for what, claims := range map[string]map[string]any{"getUser": st.User, "getIdTokenClaims": st.IDClaims, "access token": st.ATClaims} {
 				if !slices.Equal(rolesOf(claims), roles) || claims["crm_id"] != "CRM-"+tc.email {

@@ -95,9 +95,12 @@ func (p *interopPages) configure(cfg map[string]string) {
 }
 
 // spaClient registers a page as a public client of usher: redirect URI,
-// post-logout redirect URI and initiate_login_uri are the page itself.
+// post-logout redirect URI and initiate_login_uri are the page itself. It
+// receives invitation references (forward_invitation) to pass to
+// /authorize, as Auth0 apps pass `invitation`; a page set not to forward
+// them exercises the cookie path.
 func spaClient(id, pageURL string) config.Client {
-	return config.Client{ID: id, Name: id, Type: config.ClientPublic,
+	return config.Client{ID: id, Name: id, Type: config.ClientPublic, ForwardInvitation: true,
 		RedirectURIs: []string{pageURL}, PostLogoutRedirectURIs: []string{pageURL}, InitiateLoginURI: pageURL}
 }
 

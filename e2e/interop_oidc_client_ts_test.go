@@ -62,6 +62,7 @@ func TestInteropOIDCClientTS(t *testing.T) {
 			} else {
 				signInAtDevIDP(t, ctx, tc.email, password)
 			}
+			acceptInBrowser(t, ctx, "oidc-client-ts", tc.email)
 			st := pageState(t, ctx, "waiting for oidc-client-ts to sign in", "s.signedIn")
 			for what, claims := range map[string]map[string]any{"profile": st.Profile, "ID token": st.IDClaims, "access token": st.ATClaims} {
 				if !slices.Equal(rolesOf(claims), roles) || claims["crm_id"] != "CRM-"+tc.email {

@@ -37,7 +37,7 @@ func TestInteropOpenIDClient(t *testing.T) {
 	redirect := rpOrigin + "/callback"
 	d := startDev(t, app.DevOptions{Configure: func(c *config.Config) {
 		c.Clients = append(c.Clients, config.Client{ID: "openid-client", Name: "openid-client", Type: config.ClientPublic,
-			RedirectURIs: []string{redirect}, InitiateLoginURI: rpOrigin + "/login"})
+			RedirectURIs: []string{redirect}, InitiateLoginURI: rpOrigin + "/login", ForwardInvitation: true})
 	}})
 	api := funnelToken(t, d, "invitations:write invitations:read")
 
@@ -64,7 +64,8 @@ func TestInteropOpenIDClient(t *testing.T) {
 			a := newAgent(t, rpOrigin+"/")
 			resp, body := a.get(inv["url"].(string))
 			initiate := a.callbackOf(resp, body) // the initiate_login_uri's query
-			if initiate.Get("iss") != d.IssuerURL || initiate.Get("login_hint") != tc.email || initiate.Get("invitation") == "" {
+			// forward_invitation: a single-use reference, never the token.
+			if initiate.Get("iss") != d.IssuerURL || initiate.Get("login_hint") != tc.email || !strings.HasPrefix(initiate.Get("invitation"), "invref_") {
 				t.Fatalf("initiate_login_uri query: %v", initiate)
 			}
 			args := []string{d.IssuerURL, "openid-client", redirect}
@@ -87,6 +88,7 @@ func TestInteropOpenIDClient(t *testing.T) {
 				vals.Set("name", "Interop User")
 			}
 			resp, body = a.devidpForm(resp, body, form, vals)
+			resp, body = a.answerAccept(resp, body, "accept")
 			callback := a.callbackOf(resp, body)
 			rp.write(resp.Header.Get("Location"))
 

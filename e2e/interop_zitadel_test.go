@@ -54,10 +54,11 @@ func TestInteropZitadelRP(t *testing.T) {
 	verifier, challenge := pkce()
 	state := randomString()
 	authURL := rp.AuthURL(state, party, rp.WithCodeChallenge(challenge), rp.AuthURLOpt(rp.WithURLParam("nonce", nonce)),
-		rp.AuthURLOpt(rp.WithURLParam("invitation", initiate.Get("invitation"))),
+		rp.AuthURLOpt(rp.WithURLParam("invitation", tokenOf(inv["url"].(string)))),
 		rp.AuthURLOpt(rp.WithURLParam("login_hint", initiate.Get("login_hint"))))
 	resp, body = a.get(authURL)
 	resp, body = a.devidpForm(resp, body, "signup", url.Values{"email": {email}, "password": {password}, "name": {"RP User"}})
+	resp, body = a.answerAccept(resp, body, "accept")
 	q := a.callbackOf(resp, body)
 	if q.Get("state") != state {
 		t.Fatalf("state %q, error %q", q.Get("state"), q.Get("error_description"))
@@ -94,6 +95,7 @@ func TestInteropZitadelUpstream(t *testing.T) {
 				"claims": map[string]any{"crm_id": "CRM-zitadel"}, "send_email": false})
 			ctx := newBrowser(t)
 			signInAtZitadelOP(t, ctx, inv["url"].(string), username)
+			acceptInBrowser(t, ctx, "Demo SPA", zitadelUserEmail)
 			st := waitSignedIn(t, ctx)
 			for _, r := range roles {
 				if !slices.Contains(rolesOf(st.IDClaims), r) {
@@ -132,6 +134,7 @@ func TestInteropZitadelUpstreamEmailFromUserinfo(t *testing.T) {
 		"email_match": "exact", "send_email": false})
 	ctx := newBrowser(t)
 	signInAtZitadelOP(t, ctx, inv["url"].(string), username)
+	acceptInBrowser(t, ctx, "Demo SPA", zitadelUserEmail)
 	where := pollJS(t, ctx, "waiting for the SPA or usher's invitation interstitial", 20*time.Second,
 		`document.body && document.body.dataset.ready === "1" && window.demoState && window.demoState.idClaims ? "spa" :
 		 document.body && document.body.innerText.includes("could not be used") ? "interstitial: " + document.body.innerText : ""`)

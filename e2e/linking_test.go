@@ -49,6 +49,7 @@ func TestAccountLinkingByVerifiedEmail(t *testing.T) {
 			u, verifier, _ := authorizeURL(d, url.Values{"invitation": {tokenOf(inv["url"].(string))}})
 			resp, body := a.get(u)
 			resp, body = a.devidpForm(resp, body, "login", url.Values{"email": {app.DevUserEmail}, "password": {app.DevUserPassword}})
+			resp, body = a.answerAccept(resp, body, "accept")
 			q := a.callbackOf(resp, body)
 			passwordSub := claimString(jwtClaims(t, exchangeCode(t, d, q.Get("code"), verifier).IDToken), "sub")
 

@@ -278,6 +278,7 @@ func TestReplicasShareRedis(t *testing.T) {
 			t.Fatal(err)
 		}
 		signUpAtDevIDP(t, ctx, "replica@example.com", "replica-password-1", "Rep Lica")
+		acceptInBrowser(t, ctx, "Demo SPA", "replica@example.com")
 		st := waitSignedIn(t, ctx)
 		if !slices.Equal(rolesOf(st.IDClaims), []string{"customer"}) || st.IDClaims["crm_id"] != "R-1" {
 			t.Fatalf("ID token through the replicas: %v", st.IDClaims)
@@ -308,8 +309,11 @@ func TestReplicasShareRedis(t *testing.T) {
 			a := newAgent(t, rs.spaURL)
 			u, verifier, _ := authorizeURL(dev, url.Values{"invitation": {tok}})
 			resp, body := a.get(u)
+			resp, body = a.devidpForm(resp, body, "signup", url.Values{"email": {fmt.Sprintf("r%d@example.com", i)}, "password": {"password-123456"}, "name": {"R"}})
 			ready[i] = pending{a, resp, body, verifier}
 		}
+		// Everyone is on the accept page; all press Accept at once, on
+		// whichever replica the balancer picks.
 		var wins atomic.Int64
 		var wg sync.WaitGroup
 		for i := range n {
@@ -317,7 +321,7 @@ func TestReplicasShareRedis(t *testing.T) {
 			go func(i int) {
 				defer wg.Done()
 				p := ready[i]
-				resp, _ := p.a.devidpForm(p.resp, p.body, "signup", url.Values{"email": {fmt.Sprintf("r%d@example.com", i)}, "password": {"password-123456"}, "name": {"R"}})
+				resp, _ := p.a.answerAccept(p.resp, p.body, "accept")
 				if resp.StatusCode == http.StatusFound {
 					wins.Add(1)
 				}

@@ -205,7 +205,8 @@ func TestMirrorRedemptionsAndRevocation(t *testing.T) {
 		t.Errorf("unrelated app_metadata key lost: %v", tenant.AppMetadata(sub))
 	}
 
-	// A second invitation: roles are united, claims merged (later wins).
+	// A second invitation: roles are united, claims merged; a claim the user
+	// already holds (tier) is kept, as in the grant.
 	inv2 := redeem(t, st, usr, sub, []string{"admin", "viewer"}, map[string]any{"tier": 2, "region": "eu"})
 	if err := m.EnqueueRedemption(ctx, sub, inv2); err != nil {
 		t.Fatal(err)
@@ -216,7 +217,7 @@ func TestMirrorRedemptionsAndRevocation(t *testing.T) {
 	}
 	want = map[string]any{
 		"roles":       []any{"admin", "editor", "viewer"},
-		"claims":      map[string]any{"tenant": "acme", "tier": float64(2), "region": "eu"},
+		"claims":      map[string]any{"tenant": "acme", "tier": float64(1), "region": "eu"},
 		"invitations": []any{inv1.ID, inv2.ID},
 	}
 	if got := usherMD(t, tenant, sub); !reflect.DeepEqual(got, want) {
@@ -242,7 +243,7 @@ func TestMirrorRedemptionsAndRevocation(t *testing.T) {
 	}
 	want = map[string]any{
 		"roles":       []any{"admin", "viewer"},
-		"claims":      map[string]any{"tenant": "acme", "tier": float64(2)},
+		"claims":      map[string]any{"tenant": "acme", "tier": float64(1)},
 		"invitations": []any{inv1.ID, inv2.ID},
 	}
 	if got := usherMD(t, tenant, sub); !reflect.DeepEqual(got, want) {

@@ -40,12 +40,14 @@
         idClaims,
         atClaims: jwtClaims(await client.getTokenSilently()),
       });
-    } else if (q.has("invitation")) {
-      // initiate_login_uri: forward the invitation as Auth0 apps forward
-      // their own `invitation` (organizations) parameter.
+    } else if (q.has("iss")) {
+      // initiate_login_uri: forward the invitation (a reference, when usher
+      // sends one) as Auth0 apps forward their own `invitation`
+      // (organizations) parameter.
       state.redirecting = true;
       render();
-      const params = { invitation: q.get("invitation"), login_hint: q.get("login_hint") };
+      const params = { login_hint: q.get("login_hint") };
+      if (q.has("invitation") && setting("forwardInvitation") !== "0") params.invitation = q.get("invitation");
       if (setting("screenHint")) params.screen_hint = setting("screenHint");
       await client.loginWithRedirect({ authorizationParams: params });
       return;

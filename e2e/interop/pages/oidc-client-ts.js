@@ -38,12 +38,13 @@
       const user = await mgr.signinRedirectCallback();
       history.replaceState(null, "", self);
       Object.assign(state, { signedIn: true }, record(user));
-    } else if (q.has("invitation")) {
-      // initiate_login_uri (OIDC Core §4): usher sends iss, login_hint, invitation.
+    } else if (q.has("iss")) {
+      // initiate_login_uri (OIDC Core §4): usher sends iss and login_hint,
+      // and an invitation reference to clients that forward it.
       if (q.get("iss") !== cfg.issuer) throw new Error("initiate_login_uri with iss " + q.get("iss"));
       state.redirecting = true;
       render();
-      if (setting("forwardInvitation") === "0") {
+      if (setting("forwardInvitation") === "0" || !q.has("invitation")) {
         // The cookie path: the app knows nothing about invitations.
         await mgr.signinRedirect();
       } else {

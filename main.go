@@ -128,7 +128,7 @@ func cmdDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
   stand-in Auth0  %s
   mail outbox     %s
   metrics         %s
-  admin page      %s/admin   (users holding the role usher:admin)
+  admin page      %s/admin   (sign in as %s / %s)
 
 Fixtures:
   user            %s / %s  (or sign up with any email)
@@ -137,7 +137,7 @@ Fixtures:
 
 Press Ctrl-C to stop.
 `, d.SPAURL, d.IssuerURL, trimSlash(d.IssuerURL), d.IDPURL, d.OutboxURL, d.MetricsURL, trimSlash(d.IssuerURL),
-		app.DevUserEmail, app.DevUserPassword, app.DevSPAClientID, app.DevFunnelClientID, app.DevFunnelSecret)
+		app.DevAdminEmail, app.DevAdminPassword, app.DevUserEmail, app.DevUserPassword, app.DevSPAClientID, app.DevFunnelClientID, app.DevFunnelSecret)
 	<-ctx.Done()
 	return nil
 }

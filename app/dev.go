@@ -19,11 +19,15 @@ import (
 
 // Dev fixtures, printed by `usher dev` and used by the README's examples.
 const (
-	DevSPAClientID      = "demo"
-	DevFunnelClientID   = "funnel"
-	DevFunnelSecret     = "funnel-dev-secret"
-	DevUserEmail        = "ada@example.com"
-	DevUserPassword     = "dev-password"
+	DevSPAClientID    = "demo"
+	DevFunnelClientID = "funnel"
+	DevFunnelSecret   = "funnel-dev-secret"
+	DevUserEmail      = "ada@example.com"
+	DevUserPassword   = "dev-password"
+	// DevAdminEmail is listed in admin.emails: signing in with it opens
+	// /admin (the admin bootstrap; no funnel may invite to the admin role).
+	DevAdminEmail       = "admin@example.com"
+	DevAdminPassword    = "dev-admin-password"
 	devUpstreamClient   = "usher"
 	devUpstreamSecret   = "usher-upstream-dev-secret"
 	devManagementClient = "usher-management"
@@ -129,8 +133,11 @@ func StartDev(ctx context.Context, o DevOptions) (*Dev, error) {
 			PostLogoutRedirectURIs: []string{usherBase + "/logout/done"},
 		}},
 		ManagementClients: []devidp.Client{{ID: devManagementClient, Secret: devManagementSecret}},
-		Users:             []devidp.User{{Email: DevUserEmail, Password: DevUserPassword, Name: "Ada Lovelace", EmailVerified: true}},
-		Logger:            o.Logger.With("component", "devidp"),
+		Users: []devidp.User{
+			{Email: DevUserEmail, Password: DevUserPassword, Name: "Ada Lovelace", EmailVerified: true},
+			{Email: DevAdminEmail, Password: DevAdminPassword, Name: "Dev Admin", EmailVerified: true},
+		},
+		Logger: o.Logger.With("component", "devidp"),
 	})
 	if err != nil {
 		return nil, fmt.Errorf("devidp: %w", err)
@@ -138,6 +145,7 @@ func StartDev(ctx context.Context, o DevOptions) (*Dev, error) {
 
 	cfg := config.Default()
 	cfg.Dev = true
+	cfg.Admin.Emails = []string{DevAdminEmail}
 	cfg.Issuer = d.IssuerURL
 	cfg.Listen = usherLn.Addr().String()
 	cfg.Metrics.Listen = metricsLn.Addr().String()

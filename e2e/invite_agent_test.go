@@ -90,4 +90,3 @@ func TestInvitationRedeemedOnSignUp(t *testing.T) {
 		})
 	}
 }
-

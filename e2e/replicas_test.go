@@ -278,7 +278,7 @@ func TestReplicasShareRedis(t *testing.T) {
 			t.Fatal(err)
 		}
 		signUpAtDevIDP(t, ctx, "replica@example.com", "replica-password-1", "Rep Lica")
-		acceptInBrowser(t, ctx, "Demo SPA", "replica@example.com")
+		acceptInBrowser(t, ctx, "usher", "replica@example.com") // the replicas' client has no name: invitations.app_name
 		st := waitSignedIn(t, ctx)
 		if !slices.Equal(rolesOf(st.IDClaims), []string{"customer"}) || st.IDClaims["crm_id"] != "R-1" {
 			t.Fatalf("ID token through the replicas: %v", st.IDClaims)

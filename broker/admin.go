@@ -59,6 +59,7 @@ func (b *Broker) adminRoutes(mux *http.ServeMux) {
 	mux.Handle("POST /admin/invitations", post(b.adminCreate))
 	mux.Handle("POST /admin/invitations/{id}/revoke", post(b.adminRevoke))
 	mux.Handle("POST /admin/invitations/{id}/resend", post(b.adminResend))
+	mux.Handle("POST /admin/users/{id}/claims", post(b.adminSetClaim))
 	mux.Handle("POST /admin/logout", adminHeaders(cop.Handler(http.HandlerFunc(b.adminLogout))))
 	mux.Handle("GET /admin/signed-out", adminHeaders(http.HandlerFunc(b.adminSignedOut)))
 	mux.Handle("/admin/", adminHeaders(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {

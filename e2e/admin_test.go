@@ -172,6 +172,15 @@ func TestAdminPage(t *testing.T) {
 	adminScreenshot(t, admin, shots, "05-detail-redeemed.png")
 	do(t, admin, "opening the redeemer", chromedp.Click(chromedp.CSS(`#timeline li[data-type="redeemed"] a.user`)))
 	pollJS(t, admin, "waiting for the user page", 20*time.Second, `(document.querySelector('#user-roles') || {}).textContent === "customer, beta"`)
+	// Changing a held claim is the operator's action (an invitation never does it).
+	do(t, admin, "setting crm_id on the user page",
+		chromedp.SetValue(chromedp.CSS(`#set-claim input[name=claim]`), "crm_id"),
+		chromedp.SetValue(chromedp.CSS(`#set-claim input[name=value]`), "CRM-43"),
+		chromedp.Click(chromedp.CSS(`#set-claim-submit`)))
+	pollJS(t, admin, "waiting for the changed claim", 20*time.Second, `(document.querySelector('#user-claims') || {}).textContent.includes('"CRM-43"')`)
+	if g := apiCall(t, d, http.MethodGet, "/api/users/"+sub+"/grants", api, nil); !strings.Contains(g.raw, `"crm_id":"CRM-43"`) {
+		t.Errorf("grant after the admin set crm_id: %s", g.raw)
+	}
 
 	// CSRF: a POST from the admin's own browser without the token is refused.
 	do(t, admin, "back to the dashboard", chromedp.Navigate(issuer+"/admin"))

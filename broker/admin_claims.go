@@ -1,0 +1,45 @@
+package broker
+
+import (
+	"encoding/json"
+	"net/http"
+	"net/url"
+	"strings"
+
+	"github.com/usher-oidc/usher/grants"
+)
+
+// adminSetClaim is the admin page's way to set or change one claim of a
+// user: the operator action that invitations never take (they keep a held
+// claim). The value is JSON; a bare word is taken as a string.
+func (b *Broker) adminSetClaim(w http.ResponseWriter, r *http.Request, a *adminRequest) {
+	ctx := r.Context()
+	id := r.PathValue("id")
+	key := strings.TrimSpace(r.PostFormValue("claim"))
+	if err := grants.ValidateClaimName(b.opts.ClaimsNamespace, key); err != nil {
+		b.adminError(w, r, a, http.StatusUnprocessableEntity, "Claim not set", err.Error())
+		return
+	}
+	raw := strings.TrimSpace(r.PostFormValue("value"))
+	var value any
+	if err := json.Unmarshal([]byte(raw), &value); err != nil {
+		value = raw
+	}
+	if value == nil || raw == "" || len(raw) > grants.MaxClaimsBytes {
+		b.adminError(w, r, a, http.StatusUnprocessableEntity, "Claim not set", "Give a value (JSON, or plain text for a string) of at most 8 KiB; to take a claim back, use the API's DELETE.")
+		return
+	}
+	if _, err := b.grants.GetUser(ctx, id); err != nil {
+		b.adminError(w, r, a, http.StatusNotFound, "User not found", "No user has this id.")
+		return
+	}
+	g, err := b.grants.SetGrantClaim(ctx, id, key, value, b.now())
+	if err != nil {
+		b.adminUnavailable(w, r, "setting the claim", err)
+		return
+	}
+	b.log.InfoContext(ctx, "grant claim set", "user_id", id, "claim", key, "admin_user_id", a.user.ID)
+	b.auditAdmin(ctx, "grant.changed", a.user, id, map[string]string{"set_claim": key, "via": "admin_page"})
+	b.emit(ctx, grants.GrantChangedEvent(g, "claim_set"))
+	b.saveAndRedirect(w, r, a.sess, "/admin/users/"+url.PathEscape(id))
+}

@@ -1,6 +1,8 @@
 package broker
 
 import (
+	"time"
+
 	gsessions "github.com/gorilla/sessions"
 )
 
@@ -17,11 +19,19 @@ type signedInAccount struct {
 	Email         string `json:"e,omitempty"`
 	EmailVerified bool   `json:"v,omitempty"`
 	New           bool   `json:"n,omitempty"` // the usher user was created by that sign-in
+	// AuthTime and AMR are the upstream's, for the ID tokens usher issues
+	// from this session without asking the upstream again.
+	AuthTime int64    `json:"t,omitempty"`
+	AMR      []string `json:"m,omitempty"`
+	// UpstreamSID is the upstream's session (its ID token's sid), sent as
+	// logout_hint when the session ends.
+	UpstreamSID string `json:"us,omitempty"`
 }
 
-func accountOf(userID string, created bool, id *upstreamIdentity) signedInAccount {
+func accountOf(userID string, created bool, id *upstreamIdentity, authTime time.Time) signedInAccount {
 	return signedInAccount{UserID: userID, Issuer: id.Issuer, Subject: id.Subject, Connection: id.Connection,
-		Email: id.Email, EmailVerified: id.EmailVerified, New: created}
+		Email: id.Email, EmailVerified: id.EmailVerified, New: created,
+		AuthTime: authTime.Unix(), AMR: id.AMR, UpstreamSID: id.SessionID}
 }
 
 // identity is the account as the redemption hook and the mirror see it.

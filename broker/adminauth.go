@@ -62,7 +62,11 @@ func (b *Broker) finishAdminLogin(w http.ResponseWriter, r *http.Request, sess *
 		return
 	}
 	b.browser.renew(ctx, sess)
-	rememberAccount(sess, accountOf(u.ID, created, id))
+	authTime := id.AuthTime
+	if authTime.IsZero() {
+		authTime = b.now()
+	}
+	rememberAccount(sess, accountOf(u.ID, created, id, authTime))
 	sess.Values[sessionAdminAt] = strconv.FormatInt(b.now().Unix(), 10)
 	if err := sess.Save(r, w); err != nil {
 		b.unavailable(w, r, "saving the browser session", err)

@@ -400,6 +400,9 @@ func (b *Broker) handleAuthorize(w http.ResponseWriter, r *http.Request) {
 		audience:   r.Form.Get("audience"),
 	}
 	b.authorizeInvitation(r, &ex)
+	if sess, err := b.browser.Get(r, b.cookie); err == nil {
+		_, ex.signedIn = sessionAccount(sess)
+	}
 	ctx := context.WithValue(r.Context(), ctxAuthorizeExtras, ex)
 	b.opServer.ServeHTTP(w, r.WithContext(ctx))
 }
@@ -440,8 +443,12 @@ func (b *Broker) handleAuth0Logout(w http.ResponseWriter, r *http.Request) {
 // upstream's logout (when it has one) before returning to the client.
 func (b *Broker) endSession(ctx context.Context, req *op.EndSessionRequest) (string, error) {
 	final := req.RedirectURI
+	upstreamSID := ""
 	if hp, ok := ctx.Value(ctxHTTP).(httpPair); ok {
 		if sess, err := b.browser.Get(hp.r, b.cookie); err == nil {
+			if acct, ok := sessionAccount(sess); ok {
+				upstreamSID = acct.UpstreamSID
+			}
 			if err := b.revokeSessionTokens(ctx, sess); err != nil {
 				return "", err
 			}
@@ -455,7 +462,7 @@ func (b *Broker) endSession(ctx context.Context, req *op.EndSessionRequest) (str
 	if err != nil {
 		return "", oidc.ErrServerError().WithParent(err)
 	}
-	if up := b.upstream.logoutURL(ctx, b.url("/logout/done"), token); up != "" {
+	if up := b.upstream.logoutURL(ctx, b.url("/logout/done"), token, upstreamSID); up != "" {
 		return up, nil
 	}
 	return b.url("/logout/done?state=" + url.QueryEscape(token)), nil
@@ -471,7 +478,8 @@ func (b *Broker) handleLogoutDone(w http.ResponseWriter, r *http.Request) {
 	renderPage(w, http.StatusOK, page{Title: "Signed out", Message: "You are signed out."})
 }
 
-// handleLogin starts the upstream leg of the authorization request `id`.
+// handleLogin is the login step of the authorization request `id`: answered
+// from usher's own session when it can (session.go), else the upstream leg.
 func (b *Broker) handleLogin(w http.ResponseWriter, r *http.Request) {
 	ctx := r.Context()
 	ar, err := b.sessions.GetAuthRequest(ctx, r.URL.Query().Get("id"))
@@ -489,14 +497,17 @@ func (b *Broker) handleLogin(w http.ResponseWriter, r *http.Request) {
 			Message: "Go back to the application and sign in again."})
 		return
 	}
-	if err := b.upstream.ensure(ctx); err != nil {
-		b.log.ErrorContext(ctx, "upstream discovery failed", "err", err)
-		op.AuthRequestError(w, r, authRequest{ar}, oidc.ErrServerError().WithDescription("the sign-in service is unreachable; try again shortly"), b.provider)
-		return
-	}
 	sess, err := b.browser.Get(r, b.cookie)
 	if err != nil {
 		b.unavailable(w, r, "loading the browser session", err)
+		return
+	}
+	if b.answerFromSession(w, r, sess, ar) {
+		return
+	}
+	if err := b.upstream.ensure(ctx); err != nil {
+		b.log.ErrorContext(ctx, "upstream discovery failed", "err", err)
+		b.authError(w, r, ar, oidc.ErrServerError().WithDescription("the sign-in service is unreachable; try again shortly"))
 		return
 	}
 	prunePending(sess.Values, b.now())
@@ -578,7 +589,7 @@ func (b *Broker) handleCallback(w http.ResponseWriter, r *http.Request) {
 	ar.AMR = id.AMR
 	// New session ID after sign-in (session fixation), then remember the account.
 	b.browser.renew(ctx, sess)
-	acct := accountOf(u.ID, created, id)
+	acct := accountOf(u.ID, created, id, ar.AuthTime)
 	rememberAccount(sess, acct)
 	b.bindSignIn(sess, ar)
 	if ar.InvitationHash != "" {

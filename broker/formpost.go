@@ -16,6 +16,10 @@ import (
 // inline onload handler, which usher's CSP (rightly) blocks, and carries no
 // `iss` (RFC 9207).
 func (b *Broker) authResponse(w http.ResponseWriter, r *http.Request, ar *sessions.AuthRequest) {
+	if ar.ResponseMode == responseModeWebMessage {
+		b.webMessageCode(w, r, ar)
+		return
+	}
 	if oidc.ResponseMode(ar.ResponseMode) != oidc.ResponseModeFormPost {
 		op.AuthResponse(authRequest{ar}, b.provider, w, r)
 		return

@@ -24,6 +24,7 @@ func (a authRequest) GetRedirectURI() string { return a.RedirectURI }
 func (a authRequest) GetScopes() []string    { return a.Scopes }
 func (a authRequest) GetState() string       { return a.State }
 func (a authRequest) GetSubject() string     { return a.Subject }
+func (a authRequest) sessionID() string      { return a.SessionID }
 func (a authRequest) Done() bool             { return a.AuthRequest.Done }
 func (a authRequest) GetResponseType() oidc.ResponseType {
 	return oidc.ResponseType(a.ResponseType)

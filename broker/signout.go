@@ -15,18 +15,15 @@ import (
 const sidKey = "sid"
 
 // bindSignIn records the browser session on a completed authorization
-// request, so refresh tokens issued from it end with the session. Only
-// public clients' tokens are bound: a confidential client's offline_access
-// is meant to outlive the person's browser session.
+// request: its ID token carries it as `sid`, and the refresh tokens of
+// public clients issued from it end with the session (CreateAccessAndRefreshTokens).
 func (b *Broker) bindSignIn(sess *gsessions.Session, ar *sessions.AuthRequest) {
 	sid, _ := sess.Values[sidKey].(string)
 	if sid == "" {
 		sid = randomToken(24)
 		sess.Values[sidKey] = sid
 	}
-	if c, ok := b.clients[ar.ClientID]; ok && c.Public {
-		ar.SessionID = sid
-	}
+	ar.SessionID = sid
 }
 
 // revokeSessionTokens revokes every refresh-token family (and so its access

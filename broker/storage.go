@@ -43,6 +43,9 @@ type authorizeExtras struct {
 	invitationNeedsInteraction bool
 	// freshLogin: the person chose "Use another account" for this invitation.
 	freshLogin bool
+	// signedIn: the browser has a usher session, which will most likely
+	// answer the request at once (session.go).
+	signedIn bool
 }
 
 func (s opStorage) CreateAuthRequest(ctx context.Context, req *oidc.AuthRequest, _ string) (op.AuthRequest, error) {
@@ -69,9 +72,9 @@ func (s opStorage) CreateAuthRequest(ctx context.Context, req *oidc.AuthRequest,
 		audience = []string{ex.audience}
 	}
 	switch req.ResponseMode {
-	case "", oidc.ResponseModeQuery, oidc.ResponseModeFormPost:
+	case "", oidc.ResponseModeQuery, oidc.ResponseModeFormPost, responseModeWebMessage:
 	default:
-		return nil, oidc.ErrInvalidRequest().WithDescription("response_mode must be query or form_post")
+		return nil, oidc.ErrInvalidRequest().WithDescription("response_mode must be query, form_post or web_message")
 	}
 	now := b.now()
 	ar := &sessions.AuthRequest{
@@ -102,8 +105,13 @@ func (s opStorage) CreateAuthRequest(ctx context.Context, req *oidc.AuthRequest,
 			ar.Prompt = append(ar.Prompt, oidc.PromptLogin)
 		}
 	}
-	if err := b.allowAuthRequest(ctx); err != nil {
-		return nil, err
+	// Requests a session answers at once are not limited: people behind one
+	// NAT renewing silently must not lock each other out.
+	ex, _ := ctx.Value(ctxAuthorizeExtras).(authorizeExtras)
+	if !ex.signedIn || slices.Contains(ar.Prompt, oidc.PromptLogin) {
+		if err := b.allowAuthRequest(ctx); err != nil {
+			return nil, err
+		}
 	}
 	if err := b.sessions.CreateAuthRequest(ctx, ar); err != nil {
 		return nil, storeError("saving the authorization request", err)
@@ -217,7 +225,12 @@ func (s opStorage) CreateAccessAndRefreshTokens(ctx context.Context, req op.Toke
 	}
 	switch r := req.(type) {
 	case authRequest:
-		next.ClientID, next.AMR, next.AuthTime, next.SessionID = r.ClientID, r.AMR, r.AuthTime, r.SessionID
+		next.ClientID, next.AMR, next.AuthTime = r.ClientID, r.AMR, r.AuthTime
+		if c, ok := b.clients[r.ClientID]; ok && c.Public {
+			// Only public clients' tokens end with the browser session: a
+			// confidential client's offline_access is meant to outlive it.
+			next.SessionID = r.SessionID
+		}
 		next.FamilyExpiresAt = now.Add(b.opts.Tokens.RefreshAbsolute)
 		next.ExpiresAt = minTime(now.Add(b.opts.Tokens.RefreshIdle), next.FamilyExpiresAt)
 		if err := b.sessions.CreateRefreshToken(ctx, next); err != nil {
@@ -376,7 +389,15 @@ func (s opStorage) SetUserinfoFromScopes(context.Context, *oidc.UserInfo, string
 }
 
 func (s opStorage) SetUserinfoFromRequest(ctx context.Context, ui *oidc.UserInfo, req op.IDTokenRequest, scopes []string) error {
-	return s.b.fillUserinfo(ctx, ui, req.GetSubject(), scopes)
+	if err := s.b.fillUserinfo(ctx, ui, req.GetSubject(), scopes); err != nil {
+		return err
+	}
+	// The ID token names the usher session it was issued in (OIDC
+	// front-/back-channel logout's sid), as the library has no field for it.
+	if a, ok := req.(interface{ sessionID() string }); ok && a.sessionID() != "" {
+		ui.AppendClaims("sid", a.sessionID())
+	}
+	return nil
 }
 
 func (s opStorage) SetUserinfoFromToken(ctx context.Context, ui *oidc.UserInfo, tokenID, subject, _ string) error {

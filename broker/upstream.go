@@ -130,6 +130,8 @@ type upstreamIdentity struct {
 	AuthTime      time.Time
 	AMR           []string
 	IDToken       string
+	// SessionID is the upstream's session (its ID token's sid), if it names one.
+	SessionID string
 }
 
 var errNonceMismatch = errors.New("upstream ID token nonce does not match")
@@ -159,13 +161,14 @@ func (u *upstreamClient) exchange(ctx context.Context, code string, p pendingLog
 		Picture       string          `json:"picture"`
 		AuthTime      int64           `json:"auth_time"`
 		AMR           []string        `json:"amr"`
+		SID           string          `json:"sid"`
 	}
 	if err := idt.Claims(&c); err != nil {
 		return nil, fmt.Errorf("reading upstream claims: %w", err)
 	}
 	id := &upstreamIdentity{
 		Issuer: idt.Issuer, Subject: idt.Subject, Email: c.Email, Name: c.Name, Picture: c.Picture,
-		EmailVerified: parseLooseBool(c.EmailVerified), AMR: c.AMR, IDToken: raw,
+		EmailVerified: parseLooseBool(c.EmailVerified), AMR: c.AMR, IDToken: raw, SessionID: c.SID,
 	}
 	if c.AuthTime > 0 {
 		id.AuthTime = time.Unix(c.AuthTime, 0)
@@ -233,7 +236,9 @@ func auth0Connection(sub string) string {
 // and matches post_logout_redirect_uri exactly; Auth0's /v2/logout has no
 // state, so it goes in returnTo's query (Auth0 ignores the query when
 // matching Allowed Logout URLs).
-func (u *upstreamClient) logoutURL(ctx context.Context, done, state string) string {
+// sid, the upstream's own session ID, goes along as logout_hint (OIDC
+// RP-Initiated Logout §2) so the upstream ends that session.
+func (u *upstreamClient) logoutURL(ctx context.Context, done, state, sid string) string {
 	if err := u.ensure(ctx); err != nil || u.endSession == "" {
 		return ""
 	}
@@ -244,6 +249,9 @@ func (u *upstreamClient) logoutURL(ctx context.Context, done, state string) stri
 	} else {
 		q.Set("post_logout_redirect_uri", done)
 		q.Set("state", state)
+		if sid != "" {
+			q.Set("logout_hint", sid)
+		}
 	}
 	sep := "?"
 	if strings.Contains(u.endSession, "?") {

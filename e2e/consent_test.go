@@ -248,7 +248,8 @@ func TestPrivilegedRolesNeedAdminScope(t *testing.T) {
 // request to the upstream's /authorize.
 func upstreamAuthorize(resp *http.Response) *url.URL {
 	for req := resp.Request; req != nil; {
-		if strings.HasSuffix(req.URL.Path, "/authorize") && req.URL.Query().Has("code_challenge") && req.URL.Query().Get("client_id") != app.DevSPAClientID {
+		// usher dev's client at devidp is "usher".
+		if strings.HasSuffix(req.URL.Path, "/authorize") && req.URL.Query().Get("client_id") == "usher" {
 			return req.URL
 		}
 		if req.Response == nil {

@@ -1,0 +1,87 @@
+package broker
+
+import (
+	"errors"
+	"net/http"
+	"slices"
+	"time"
+
+	gsessions "github.com/gorilla/sessions"
+	"github.com/zitadel/oidc/v3/pkg/oidc"
+
+	"github.com/usher-oidc/usher/grants"
+	"github.com/usher-oidc/usher/sessions"
+)
+
+// usher's own sign-in session (the OP session). After an upstream sign-in,
+// the browser session holds the account, the upstream's auth_time and amr,
+// and a session ID (sid). An authorization request is then answered from it,
+// without an upstream round trip, as any OP answers:
+//   - prompt=login, or max_age older than the session's auth_time: upstream
+//     again (prompt=none then gets login_required: it cannot interact);
+//   - an invitation on the request: the accept page, for the session's account;
+//   - otherwise a code at once (also for prompt=none, also in an iframe).
+// Without a session, prompt=none with response_mode=web_message (a hidden
+// iframe) is answered login_required at once: the upstream's own cookies
+// are third-party in that iframe, so asking it cannot succeed.
+
+// answerFromSession answers ar from the browser's usher session when it
+// may, and reports whether it answered.
+func (b *Broker) answerFromSession(w http.ResponseWriter, r *http.Request, sess *gsessions.Session, ar *sessions.AuthRequest) bool {
+	promptNone := slices.Contains(ar.Prompt, oidc.PromptNone)
+	acct, signedIn := sessionAccount(sess)
+	if signedIn && !b.userExists(r, acct.UserID) {
+		signedIn = false
+	}
+	switch {
+	case !signedIn:
+		if promptNone && ar.ResponseMode == responseModeWebMessage {
+			b.authError(w, r, ar, oidc.ErrLoginRequired().WithDescription("no usher session in this browser"))
+			return true
+		}
+		return false
+	case slices.Contains(ar.Prompt, oidc.PromptLogin) || slices.Contains(ar.Prompt, oidc.PromptSelectAccount):
+		return false
+	case b.sessionTooOld(ar, acct):
+		if promptNone {
+			b.authError(w, r, ar, oidc.ErrLoginRequired().WithDescription("the session is older than max_age"))
+			return true
+		}
+		ar.Prompt = append(ar.Prompt, oidc.PromptLogin) // upstream: a fresh login, as max_age asks
+		return false
+	}
+	ar.Subject, ar.AuthTime, ar.AMR = acct.UserID, time.Unix(acct.AuthTime, 0), acct.AMR
+	b.bindSignIn(sess, ar)
+	b.metrics.logins.WithLabelValues("session", connectionLabel(acct.Connection)).Inc()
+	if ar.InvitationHash != "" {
+		b.clearInvitationCookie(w)
+		b.offerInvitation(w, r, sess, ar, acct)
+		return true
+	}
+	b.completeAuthorization(w, r, sess, ar)
+	return true
+}
+
+// sessionTooOld: the request's max_age is shorter than the time since the
+// session's upstream sign-in.
+func (b *Broker) sessionTooOld(ar *sessions.AuthRequest, acct signedInAccount) bool {
+	if ar.MaxAge == nil {
+		return false
+	}
+	if *ar.MaxAge == 0 {
+		return true // max_age=0: the person must authenticate now (prompt=login)
+	}
+	age := b.now().Sub(time.Unix(acct.AuthTime, 0))
+	return acct.AuthTime == 0 || age > time.Duration(*ar.MaxAge)*time.Second+maxAgeSkew
+}
+
+// userExists: the session's user may have been removed since it signed in.
+func (b *Broker) userExists(r *http.Request, id string) bool {
+	_, err := b.grants.GetUser(r.Context(), id)
+	if err != nil && !isNotFound(err) {
+		b.log.WarnContext(r.Context(), "loading the session's user", "err", err)
+	}
+	return err == nil
+}
+
+func isNotFound(err error) bool { return errors.Is(err, grants.ErrNotFound) }

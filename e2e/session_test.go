@@ -1,0 +1,129 @@
+package e2e
+
+import (
+	"net/http"
+	"net/url"
+	"strings"
+	"testing"
+
+	"github.com/usher-oidc/usher/app"
+	"github.com/usher-oidc/usher/config"
+)
+
+// secondSPA is a second app on the same usher, on another loopback origin
+// (same site as usher, as the demo SPA).
+const secondSPA = "http://127.0.0.1:1/second"
+
+func withSecondSPA(c *config.Config) {
+	c.Clients = append(c.Clients, config.Client{ID: "second", Name: "Second app", Type: config.ClientPublic,
+		RedirectURIs: []string{secondSPA + "/callback"}})
+}
+
+// authorizeFor builds an authorization request of another client.
+func authorizeFor(d *app.Dev, clientID, redirectURI string, extra url.Values) (string, string) {
+	u, verifier, _ := authorizeURL(d, extra)
+	parsed, _ := url.Parse(u)
+	q := parsed.Query()
+	q.Set("client_id", clientID)
+	q.Set("redirect_uri", redirectURI)
+	parsed.RawQuery = q.Encode()
+	return parsed.String(), verifier
+}
+
+// usher's own session answers later authorizations, of any client, without
+// asking the upstream; prompt=login and max_age=0 go upstream again; sign-out
+// ends the session.
+func TestSessionAnswersAuthorize(t *testing.T) {
+	t.Parallel()
+	d := startDev(t, app.DevOptions{Configure: withSecondSPA})
+	a := newAgent(t, d.SPAURL)
+	code, v := a.signIn(d, "session@example.com", "password-123456", true)
+	first := jwtClaims(t, exchangeCode(t, d, code, v).IDToken)
+	sid := claimString(first, "sid")
+	if sid == "" || first["auth_time"] == nil {
+		t.Fatalf("the ID token should carry sid and auth_time: %v", first)
+	}
+
+	// The second app: a code at once, same person, same session, the
+	// upstream's auth_time.
+	second := newAgent(t, secondSPA)
+	second.client.Jar = a.client.Jar
+	u, verifier := authorizeFor(d, "second", secondSPA+"/callback", nil)
+	resp, body := second.get(u)
+	if up := upstreamAuthorize(resp); up != nil {
+		t.Fatalf("answered through the upstream (%s), want from usher's session", up)
+	}
+	q := second.callbackOf(resp, body)
+	tr := postToken(t, d, url.Values{"grant_type": {"authorization_code"}, "code": {q.Get("code")}, "code_verifier": {verifier},
+		"client_id": {"second"}, "redirect_uri": {secondSPA + "/callback"}})
+	c := jwtClaims(t, tr.IDToken)
+	if c["sub"] != first["sub"] || c["sid"] != sid || c["auth_time"] != first["auth_time"] || !audHas(c, "second") {
+		t.Fatalf("second app's ID token %v, first %v", c, first)
+	}
+
+	for _, tc := range []struct {
+		name  string
+		extra url.Values
+	}{
+		{"prompt=login", url.Values{"prompt": {"login"}}},
+		{"max_age=0", url.Values{"max_age": {"0"}}},
+	} {
+		u, _, _ := authorizeURL(d, tc.extra)
+		resp, body := a.get(u)
+		up := upstreamAuthorize(resp)
+		if up == nil || up.Query().Get("prompt") != "login" || !strings.Contains(body, `action="/u/login"`) {
+			t.Errorf("%s: want the upstream's login form with prompt=login, got %d at %s (upstream %v)", tc.name, resp.StatusCode, resp.Request.URL, up)
+		}
+	}
+
+	// Sign-out ends usher's session: the next authorization goes upstream.
+	resp, _ = a.get(strings.TrimSuffix(d.IssuerURL, "/") + "/oidc/logout?client_id=" + app.DevSPAClientID)
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("logout: %d", resp.StatusCode)
+	}
+	u, _, _ = authorizeURL(d, nil)
+	resp, _ = a.get(u)
+	if upstreamAuthorize(resp) == nil {
+		t.Fatalf("after sign-out, usher answered from a session it should have ended")
+	}
+}
+
+// response_mode=web_message, as auth0-spa-js's hidden iframe asks: without a
+// session login_required is posted at once (the upstream is not asked from
+// inside an iframe); with one, the code. Only that final page may be
+// framed, only by the client's origin, and its message goes only there.
+func TestWebMessageSilentAuthentication(t *testing.T) {
+	t.Parallel()
+	d := startDev(t, app.DevOptions{})
+	silent := url.Values{"prompt": {"none"}, "response_mode": {"web_message"}}
+	check := func(t *testing.T, resp *http.Response, body, want string) {
+		t.Helper()
+		h := resp.Header
+		if resp.StatusCode != http.StatusOK || h.Get("X-Frame-Options") != "" || !strings.Contains(h.Get("Content-Security-Policy"), "frame-ancestors "+d.SPAURL+";") ||
+			h.Get("Cache-Control") != "no-store" {
+			t.Fatalf("web_message page: %d, headers %v", resp.StatusCode, h)
+		}
+		if !strings.Contains(body, `"type":"authorization_response"`) || !strings.Contains(body, want) || !strings.Contains(body, `"`+d.SPAURL+`"`) || strings.Contains(body, `"*"`) {
+			t.Fatalf("web_message page does not post %s to the client's origin:\n%s", want, body)
+		}
+	}
+
+	a := newAgent(t, d.SPAURL)
+	u, _, _ := authorizeURL(d, silent)
+	resp, body := a.get(u)
+	if upstreamAuthorize(resp) != nil {
+		t.Fatalf("a silent iframe request without a session went upstream")
+	}
+	check(t, resp, body, `"error":"login_required"`)
+
+	a.signIn(d, "iframe@example.com", "password-123456", true)
+	u, _, _ = authorizeURL(d, silent)
+	resp, body = a.get(u)
+	check(t, resp, body, `"code":"`)
+
+	// The pages around it stay unframeable.
+	resp, _ = a.get(strings.TrimSuffix(d.IssuerURL, "/") + "/login?id=unknown")
+	if resp.Header.Get("X-Frame-Options") != "DENY" || !strings.Contains(resp.Header.Get("Content-Security-Policy"), "frame-ancestors 'none'") {
+		t.Fatalf("error page headers: %v", resp.Header)
+	}
+}

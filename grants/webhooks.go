@@ -167,6 +167,12 @@ type Webhooks struct {
 	wake      chan struct{}
 
 	inflight atomic.Int32 // lanes being worked by this process
+	// running names the lane jobs this process is working. A lease can lapse
+	// while its lane is still worked (a slow endpoint, a clock that jumps),
+	// and the store then hands the same lane out again: within this process
+	// that second claim is dropped, so one lane (and so one event) never has
+	// two attempts at once. Its runner reschedules or completes the lane.
+	running sync.Map
 
 	mu        sync.Mutex
 	nextRetry time.Time
@@ -628,10 +634,17 @@ func (w *Webhooks) drain(ctx context.Context, wg *sync.WaitGroup) {
 			return
 		}
 		for i := range lanes {
+			if _, busy := w.running.LoadOrStore(lanes[i].ID, true); busy {
+				continue
+			}
 			w.inflight.Add(1)
 			wg.Go(func() {
 				defer func() { w.inflight.Add(-1); w.poke() }()
-				w.runLane(ctx, &lanes[i])
+				handBack := w.runLane(ctx, &lanes[i])
+				// Not running any more before the lane is handed back: a
+				// claim after the hand-back is the lane's next turn.
+				w.running.Delete(lanes[i].ID)
+				handBack()
 			})
 		}
 		if len(lanes) < free {
@@ -640,27 +653,28 @@ func (w *Webhooks) drain(ctx context.Context, wg *sync.WaitGroup) {
 	}
 }
 
-// runLane delivers a lane's events in order while it holds the lane's lease.
-func (w *Webhooks) runLane(ctx context.Context, lane *Job) {
+// runLane delivers a lane's events in order while it holds the lane's
+// lease; it returns the hand-back (reschedule or complete the lane), which
+// the caller runs once the lane is no longer marked running.
+func (w *Webhooks) runLane(ctx context.Context, lane *Job) (handBack func()) {
 	bg := context.WithoutCancel(ctx)
 	var lp lanePayload
 	if err := json.Unmarshal(lane.Payload, &lp); err != nil || lp.Lane == "" {
 		w.log.Error("dropping malformed webhook lane", "job_id", lane.ID, "error", err)
-		w.completeJob(bg, lane.ID)
-		return
+		return func() { w.completeJob(bg, lane.ID) }
 	}
 	log := w.log.With("endpoint", lp.Endpoint, "lane", lp.Lane)
 	kind := laneKindPrefix + lp.Lane
+	retry := func(at time.Time, reason string) func() {
+		return func() { w.retryLane(bg, log, lane.ID, at, reason) }
+	}
 	started := time.Now()
 	for {
 		if ctx.Err() != nil {
-			w.retryLane(bg, log, lane.ID, w.o.Now(), "interrupted by shutdown")
-			return
+			return retry(w.o.Now(), "interrupted by shutdown")
 		}
 		if time.Since(started) > laneBudget {
-			w.retryLane(bg, log, lane.ID, w.o.Now(), "")
-			w.poke()
-			return
+			return func() { w.retryLane(bg, log, lane.ID, w.o.Now(), ""); w.poke() }
 		}
 		events, err := w.peek(ctx, kind, 1)
 		if err != nil {
@@ -668,32 +682,32 @@ func (w *Webhooks) runLane(ctx context.Context, lane *Job) {
 				log.Error("read webhook lane", "error", err)
 			}
 			at := w.o.Now().Add(w.o.BaseBackoff)
-			w.retryLane(bg, log, lane.ID, at, shortReason("read lane: "+err.Error()))
 			w.noteRetry(at)
-			return
+			return retry(at, shortReason("read lane: "+err.Error()))
 		}
 		if len(events) == 0 {
-			w.completeJob(bg, lane.ID)
-			// An Emit may have stored an event after the read above and
-			// found the lane job still there: look again.
-			if n, err := w.o.Store.JobCount(bg, kind); err != nil || n > 0 {
-				if err := w.enqueueLane(bg, lp.Lane, lp.Endpoint); err != nil {
-					log.Error("requeue webhook lane", "error", err)
-				}
-				w.poke()
-			}
-			return
+			return func() { w.finishLane(bg, log, lane.ID, lp) }
 		}
 		retryAt, done := w.deliver(ctx, log, &events[0])
 		if !done {
 			if ctx.Err() != nil {
-				w.retryLane(bg, log, lane.ID, w.o.Now(), "interrupted by shutdown")
-				return
+				return retry(w.o.Now(), "interrupted by shutdown")
 			}
-			w.retryLane(bg, log, lane.ID, retryAt, "")
 			w.noteRetry(retryAt)
-			return
+			return retry(retryAt, "")
 		}
+	}
+}
+
+// finishLane completes an empty lane. An Emit may have stored an event after
+// the lane was read empty and found the lane job still there: look again.
+func (w *Webhooks) finishLane(ctx context.Context, log *slog.Logger, id string, lp lanePayload) {
+	w.completeJob(ctx, id)
+	if n, err := w.o.Store.JobCount(ctx, laneKindPrefix+lp.Lane); err != nil || n > 0 {
+		if err := w.enqueueLane(ctx, lp.Lane, lp.Endpoint); err != nil {
+			log.Error("requeue webhook lane", "error", err)
+		}
+		w.poke()
 	}
 }
 

@@ -253,6 +253,7 @@ func BrokerOptions(cfg *config.Config) (broker.Options, error) {
 			InitiateLoginURI: c.InitiateLoginURI, AllowedOrigins: c.Origins(),
 			GrantTypes: c.GrantTypes, Scopes: c.Scopes, Audiences: c.Audiences,
 			ResourceServer: c.ResourceServer, ForwardInvitation: c.ForwardInvitation,
+			IDTokenSigningAlg: c.IDTokenSignedResponseAlg,
 		})
 	}
 	clientIP, err := clientIPOptions(cfg.Server)

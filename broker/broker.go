@@ -137,7 +137,7 @@ type Broker struct {
 	clients     map[string]*Client
 	sessions    sessions.Store
 	grants      grants.Store
-	keys        *keyring
+	keys        *keySet
 	storage     opStorage
 	provider    *op.Provider
 	opServer    http.Handler
@@ -189,7 +189,7 @@ func New(ctx context.Context, o Options) (*Broker, error) {
 		}
 		b.clients[c.ID] = c
 	}
-	b.keys, err = newKeyring(ctx, o.Sessions, o.SigningAlgorithm, o.SigningKeyPEMs, o.KeyEncryptionKey, o.Now)
+	b.keys, err = newKeySet(ctx, o.Sessions, o.SigningAlgorithm, clientIDTokenAlgs(o.Clients), o.SigningKeyPEMs, o.KeyEncryptionKey, o.Now)
 	if err != nil {
 		return nil, fmt.Errorf("broker: %w", err)
 	}
@@ -364,7 +364,7 @@ func (b *Broker) handleReady(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "store unreachable", http.StatusServiceUnavailable)
 		return
 	}
-	if _, err := b.keys.active(); err != nil {
+	if err := b.keys.ready(); err != nil {
 		http.Error(w, "no signing key", http.StatusServiceUnavailable)
 		return
 	}

@@ -13,6 +13,7 @@ import (
 	gooidc "github.com/coreos/go-oidc/v3/oidc"
 
 	"github.com/usher-oidc/usher/app"
+	"github.com/usher-oidc/usher/config"
 )
 
 // discovery fetches usher's OpenID configuration.
@@ -51,10 +52,23 @@ func TestDiscoveryIDTokenAlgorithms(t *testing.T) {
 // tokens (OpenID Connect Registration; auth0-spa-js throws on anything else),
 // verifiable by go-oidc's default verifier; access tokens stay ES256 and
 // usher's own endpoints accept them and the ID token as id_token_hint.
-func TestDefaultClientGetsRS256IDToken(t *testing.T) {
+// A client set to ES256 or EdDSA gets that algorithm instead.
+func TestIDTokenAlgorithmPerClient(t *testing.T) {
 	t.Parallel()
-	d := startDev(t, app.DevOptions{})
-	checkIDTokenAlg(t, d, "RS256")
+	tests := []struct{ setting, want string }{
+		{"", "RS256"}, // the demo client, as `usher dev` registers it
+		{"ES256", "ES256"},
+		{"EdDSA", "EdDSA"},
+	}
+	for _, tc := range tests {
+		t.Run("setting "+tc.setting+" gives "+tc.want, func(t *testing.T) {
+			t.Parallel()
+			d := startDev(t, app.DevOptions{Configure: func(c *config.Config) {
+				c.Clients[0].IDTokenSignedResponseAlg = tc.setting
+			}})
+			checkIDTokenAlg(t, d, tc.want)
+		})
+	}
 }
 
 // checkIDTokenAlg signs in the demo client and checks the algorithms of its

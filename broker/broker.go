@@ -52,6 +52,8 @@ type Options struct {
 	SigningKeyPEMs   [][]byte
 	// KeyEncryptionKey (32 bytes), when set, encrypts generated signing keys at rest.
 	KeyEncryptionKey []byte
+	// DemoURL, in usher dev, is the demo app the issuer root page links to.
+	DemoURL string
 	// KeyRotationPeriod > 0 rotates generated keys on that schedule.
 	KeyRotationPeriod time.Duration
 	Tokens            TokenLifetimes
@@ -350,10 +352,11 @@ func (b *Broker) Handler() http.Handler {
 	mux.Handle("GET /admin/login", pageHeaders(http.HandlerFunc(b.handleAdminLogin)))
 	b.apiRoutes(mux)
 	b.adminRoutes(mux)
-	mux.Handle(pathToken, b.instrumentToken(b.opServer))
+	mux.Handle(pathToken, b.instrumentToken(b.basicClientAuth(b.opServer)))
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { w.Write([]byte("ok\n")) })
 	mux.HandleFunc("GET /readyz", b.handleReady)
-	mux.Handle("/", b.opServer)
+	mux.Handle("GET /{$}", pageHeaders(http.HandlerFunc(b.handleRoot)))
+	mux.Handle("/", b.basicClientAuth(b.opServer))
 	return b.edge(mux)
 }
 

@@ -46,11 +46,18 @@ func cmdKeys(ctx context.Context, args []string, stdout io.Writer) error {
 		}
 		t := cfg.Tokens
 		maxTTL := max(time.Duration(t.AccessTokenTTL), time.Duration(t.IDTokenTTL), time.Duration(t.ClientCredentialsTTL))
-		k, err := broker.RotateSigningKey(ctx, st, cfg.Signing.Algorithm, kek, time.Now(), *after, maxTTL)
-		if err != nil {
-			return err
+		// Every algorithm usher signs with rotates: access tokens' and ID tokens'.
+		var idAlgs []string
+		for _, c := range cfg.Clients {
+			idAlgs = append(idAlgs, c.IDTokenSignedResponseAlg)
 		}
-		fmt.Fprintf(stdout, "added key %s (%s): published now, signs from %s\n", k.ID, k.Algorithm, k.NotBefore.UTC().Format(time.RFC3339))
+		for _, alg := range broker.SigningAlgorithms(cfg.Signing.Algorithm, idAlgs...) {
+			k, err := broker.RotateSigningKey(ctx, st, alg, kek, time.Now(), *after, maxTTL)
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(stdout, "added key %s (%s): published now, signs from %s\n", k.ID, k.Algorithm, k.NotBefore.UTC().Format(time.RFC3339))
+		}
 	}
 	keys, err := st.SigningKeys(ctx)
 	if err != nil {

@@ -54,6 +54,8 @@ type Options struct {
 	// MailBackoff and WebhookBackoff override retry backoffs (tests).
 	MailBackoff    time.Duration
 	WebhookBackoff time.Duration
+	// DemoURL: `usher dev`'s demo app, linked from the issuer root page.
+	DemoURL string
 }
 
 // App is a running usher.
@@ -98,6 +100,7 @@ func New(ctx context.Context, cfg *config.Config, o Options) (*App, error) {
 	}
 	bo.Sessions, bo.Grants = a.Store, a.Store
 	bo.Now, bo.Logger = o.Now, o.Logger
+	bo.DemoURL = o.DemoURL
 	a.Metrics = prometheus.NewRegistry()
 	a.Metrics.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	bo.Metrics = a.Metrics
@@ -253,6 +256,7 @@ func BrokerOptions(cfg *config.Config) (broker.Options, error) {
 			InitiateLoginURI: c.InitiateLoginURI, AllowedOrigins: c.Origins(),
 			GrantTypes: c.GrantTypes, Scopes: c.Scopes, Audiences: c.Audiences,
 			ResourceServer: c.ResourceServer, ForwardInvitation: c.ForwardInvitation,
+			IDTokenSigningAlg: c.IDTokenSignedResponseAlg,
 		})
 	}
 	clientIP, err := clientIPOptions(cfg.Server)

@@ -196,7 +196,7 @@ func StartDev(ctx context.Context, o DevOptions) (*Dev, error) {
 	case !cfg.Mail.Enabled():
 		sender = d.Outbox
 	}
-	d.App, err = New(ctx, cfg, Options{Logger: o.Logger, Now: o.Now, WrapStore: o.WrapStore, MailSender: sender, MailBackoff: o.MailBackoff, WebhookBackoff: o.WebhookBackoff})
+	d.App, err = New(ctx, cfg, Options{Logger: o.Logger, Now: o.Now, WrapStore: o.WrapStore, MailSender: sender, MailBackoff: o.MailBackoff, WebhookBackoff: o.WebhookBackoff, DemoURL: d.SPAURL})
 	if err != nil {
 		return nil, err
 	}

@@ -52,6 +52,8 @@ type Options struct {
 	SigningKeyPEMs   [][]byte
 	// KeyEncryptionKey (32 bytes), when set, encrypts generated signing keys at rest.
 	KeyEncryptionKey []byte
+	// DemoURL, in usher dev, is the demo app the issuer root page links to.
+	DemoURL string
 	// KeyRotationPeriod > 0 rotates generated keys on that schedule.
 	KeyRotationPeriod time.Duration
 	Tokens            TokenLifetimes
@@ -137,7 +139,7 @@ type Broker struct {
 	clients     map[string]*Client
 	sessions    sessions.Store
 	grants      grants.Store
-	keys        *keyring
+	keys        *keySet
 	storage     opStorage
 	provider    *op.Provider
 	opServer    http.Handler
@@ -189,7 +191,7 @@ func New(ctx context.Context, o Options) (*Broker, error) {
 		}
 		b.clients[c.ID] = c
 	}
-	b.keys, err = newKeyring(ctx, o.Sessions, o.SigningAlgorithm, o.SigningKeyPEMs, o.KeyEncryptionKey, o.Now)
+	b.keys, err = newKeySet(ctx, o.Sessions, o.SigningAlgorithm, clientIDTokenAlgs(o.Clients), o.SigningKeyPEMs, o.KeyEncryptionKey, o.Now)
 	if err != nil {
 		return nil, fmt.Errorf("broker: %w", err)
 	}
@@ -350,10 +352,11 @@ func (b *Broker) Handler() http.Handler {
 	mux.Handle("GET /admin/login", pageHeaders(http.HandlerFunc(b.handleAdminLogin)))
 	b.apiRoutes(mux)
 	b.adminRoutes(mux)
-	mux.Handle(pathToken, b.instrumentToken(b.opServer))
+	mux.Handle(pathToken, b.instrumentToken(b.basicClientAuth(b.opServer)))
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { w.Write([]byte("ok\n")) })
 	mux.HandleFunc("GET /readyz", b.handleReady)
-	mux.Handle("/", b.opServer)
+	mux.Handle("GET /{$}", pageHeaders(http.HandlerFunc(b.handleRoot)))
+	mux.Handle("/", b.basicClientAuth(b.opServer))
 	return b.edge(mux)
 }
 
@@ -364,7 +367,7 @@ func (b *Broker) handleReady(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "store unreachable", http.StatusServiceUnavailable)
 		return
 	}
-	if _, err := b.keys.active(); err != nil {
+	if err := b.keys.ready(); err != nil {
 		http.Error(w, "no signing key", http.StatusServiceUnavailable)
 		return
 	}

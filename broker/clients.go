@@ -39,6 +39,28 @@ type Client struct {
 	// ForwardInvitation: initiate_login_uri receives a single-use invitation
 	// reference (see invitationReference), never the token.
 	ForwardInvitation bool
+	// IDTokenSigningAlg is id_token_signed_response_alg: RS256 (default),
+	// ES256 or EdDSA.
+	IDTokenSigningAlg string
+}
+
+// clientIDTokenAlg is the algorithm of the client's ID tokens.
+func (b *Broker) clientIDTokenAlg(id string) string {
+	if c, ok := b.clients[id]; ok && c.IDTokenSigningAlg != "" {
+		return c.IDTokenSigningAlg
+	}
+	return DefaultIDTokenAlgorithm
+}
+
+// clientIDTokenAlgs: the algorithms usher needs ID token keys for.
+func clientIDTokenAlgs(clients []Client) []string {
+	var out []string
+	for _, c := range clients {
+		if c.IDTokenSigningAlg != "" {
+			out = append(out, c.IDTokenSigningAlg)
+		}
+	}
+	return out
 }
 
 func (c *Client) checkSecret(secret string) bool {

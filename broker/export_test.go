@@ -10,7 +10,7 @@ import (
 // access token (typ at+jwt, the active key): tests need payloads usher would
 // never produce itself, such as two keys that fold to the same name.
 func SignAccessTokenPayloadForTest(b *Broker, payload string) (string, error) {
-	key, err := b.keys.active()
+	key, err := b.keys.accessKey()
 	if err != nil {
 		return "", err
 	}

@@ -8,6 +8,7 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -80,11 +81,14 @@ func newGCM(kek []byte) (cipher.AEAD, error) {
 	return cipher.NewGCM(block)
 }
 
-// RotateSigningKey adds a new signing key that every replica publishes at
+// RotateSigningKey adds a new signing key of alg that every replica publishes at
 // once and signs with only after activateAfter, then removes keys no token
 // can still need (retired longer than maxTokenTTL ago). It is what
 // `usher keys rotate` runs.
 func RotateSigningKey(ctx context.Context, st sessions.Store, alg string, kek []byte, now time.Time, activateAfter, maxTokenTTL time.Duration) (*sessions.SigningKey, error) {
+	if err := checkAlgorithm(string(algOrDefault(alg))); err != nil {
+		return nil, err
+	}
 	k, err := generateStoredKey(algOrDefault(alg), now, now.Add(activateAfter))
 	if err != nil {
 		return nil, err
@@ -95,19 +99,20 @@ func RotateSigningKey(ctx context.Context, st sessions.Store, alg string, kek []
 	if err := st.AddSigningKey(ctx, k, false); err != nil {
 		return nil, fmt.Errorf("storing the new signing key: %w", err)
 	}
-	if err := pruneKeys(ctx, st, now, maxTokenTTL); err != nil {
+	if err := pruneKeys(ctx, st, algOrDefault(alg), now, maxTokenTTL); err != nil {
 		return k, err
 	}
 	return k, nil
 }
 
-// pruneKeys deletes a key once its successor has been signing for longer
-// than any token lives: nothing it signed can still be valid.
-func pruneKeys(ctx context.Context, st sessions.Store, now time.Time, maxTokenTTL time.Duration) error {
-	keys, err := st.SigningKeys(ctx)
+// pruneKeys deletes a key of alg once its successor has been signing for
+// longer than any token lives: nothing it signed can still be valid.
+func pruneKeys(ctx context.Context, st sessions.Store, alg joseAlg, now time.Time, maxTokenTTL time.Duration) error {
+	all, err := st.SigningKeys(ctx)
 	if err != nil {
 		return fmt.Errorf("listing signing keys: %w", err)
 	}
+	keys := slices.DeleteFunc(all, func(k sessions.SigningKey) bool { return joseAlg(k.Algorithm) != alg })
 	// keys are oldest first; a key is retired when a later one is active.
 	for i := 0; i+1 < len(keys); i++ {
 		successorActive := keys[i+1].NotBefore
@@ -162,7 +167,7 @@ func (kr *keyring) maybeRotate(ctx context.Context, period, maxTokenTTL time.Dur
 	if err := kr.store.AddSigningKey(ctx, k, false); err != nil && !errors.Is(err, sessions.ErrConflict) {
 		return fmt.Errorf("scheduled key rotation: %w", err)
 	}
-	return pruneKeys(ctx, kr.store, now, maxTokenTTL)
+	return pruneKeys(ctx, kr.store, kr.alg, now, maxTokenTTL)
 }
 
 // Run keeps the keys fresh until ctx ends: reloads them (a rotation done on
@@ -176,7 +181,7 @@ func (b *Broker) Run(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case <-t.C:
-			if err := b.keys.maybeRotate(ctx, b.opts.KeyRotationPeriod, b.maxTokenTTL(), b.opts.KeyEncryptionKey); err != nil {
+			if err := b.RotateKeysIfDue(ctx); err != nil {
 				b.log.ErrorContext(ctx, "key rotation", "err", err)
 			}
 			if err := b.keys.load(ctx); err != nil {
@@ -184,6 +189,12 @@ func (b *Broker) Run(ctx context.Context) {
 			}
 		}
 	}
+}
+
+// RotateKeysIfDue performs the scheduled rotation (signing.rotation_period)
+// of every algorithm's keys now if it is due; Run calls it periodically.
+func (b *Broker) RotateKeysIfDue(ctx context.Context) error {
+	return b.keys.maybeRotate(ctx, b.opts.KeyRotationPeriod, b.maxTokenTTL(), b.opts.KeyEncryptionKey)
 }
 
 func (b *Broker) maxTokenTTL() time.Duration {

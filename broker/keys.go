@@ -13,7 +13,6 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
-	"slices"
 	"sync"
 	"time"
 
@@ -46,9 +45,10 @@ func (p publicKey) Algorithm() jose.SignatureAlgorithm { return p.k.alg }
 func (p publicKey) Use() string                        { return "sig" }
 func (p publicKey) Key() any                           { return p.k.priv.Public() }
 
-// keyring holds the signing keys: the active one signs, JWKS lists the active
-// one, the previous one (tokens it signed are still valid) and any key that
-// will become active soon (so verifiers see it before tokens carry it).
+// keyring holds the signing keys of one algorithm: the active one signs,
+// JWKS lists the active one, the previous one (tokens it signed are still
+// valid) and any key that will become active soon (so verifiers see it
+// before tokens carry it). keySet holds one keyring per algorithm.
 type joseAlg = jose.SignatureAlgorithm
 
 type keyring struct {
@@ -61,25 +61,19 @@ type keyring struct {
 	now    func() time.Time
 }
 
-func newKeyring(ctx context.Context, st sessions.Store, alg string, pems [][]byte, kek []byte, now func() time.Time) (*keyring, error) {
-	kr := &keyring{store: st, alg: jose.SignatureAlgorithm(alg), now: now, kek: kek}
-	switch kr.alg {
-	case jose.ES256, jose.RS256, jose.EdDSA:
-	default:
-		return nil, fmt.Errorf("signing algorithm %q is not supported (use ES256, RS256 or EdDSA)", alg)
+// staticRing holds keys from PEM files, in file order: the first signs.
+func staticRing(alg jose.SignatureAlgorithm, fileKeys []*signingKey, now func() time.Time) *keyring {
+	kr := &keyring{alg: alg, static: true, now: now}
+	for _, k := range fileKeys {
+		kr.keys = append([]*signingKey{k}, kr.keys...) // the active key goes last
 	}
-	if len(pems) > 0 {
-		kr.static = true
-		for i, p := range pems {
-			k, err := parseSigningKey(p, "", kr.alg, time.Time{})
-			if err != nil {
-				return nil, fmt.Errorf("signing key file %d: %w", i+1, err)
-			}
-			// The first configured key is the active one: put it last.
-			kr.keys = append([]*signingKey{k}, kr.keys...)
-		}
-		return kr, nil
-	}
+	return kr
+}
+
+// storedRing loads alg's keys from the store, generating and storing the
+// first one when there is none.
+func storedRing(ctx context.Context, st sessions.Store, alg jose.SignatureAlgorithm, kek []byte, now func() time.Time) (*keyring, error) {
+	kr := &keyring{store: st, alg: alg, now: now, kek: kek}
 	if err := kr.load(ctx); err != nil {
 		return nil, err
 	}
@@ -91,16 +85,17 @@ func newKeyring(ctx context.Context, st sessions.Store, alg string, pems [][]byt
 		if k.PrivateKeyPEM, err = sealKey(kek, k.ID, k.PrivateKeyPEM); err != nil {
 			return nil, err
 		}
-		// onlyIfNone: when several replicas start together exactly one key wins.
+		// onlyIfNone (per algorithm): when several replicas start together
+		// exactly one key of each algorithm wins.
 		if err := st.AddSigningKey(ctx, k, true); err != nil && !errors.Is(err, sessions.ErrConflict) {
-			return nil, fmt.Errorf("storing the first signing key: %w", err)
+			return nil, fmt.Errorf("storing the first %s signing key: %w", alg, err)
 		}
 		if err := kr.load(ctx); err != nil {
 			return nil, err
 		}
 	}
 	if len(kr.keys) == 0 {
-		return nil, errors.New("no signing key could be loaded")
+		return nil, fmt.Errorf("no %s signing key could be loaded", alg)
 	}
 	return kr, nil
 }
@@ -117,6 +112,9 @@ func (kr *keyring) load(ctx context.Context) error {
 	}
 	keys := make([]*signingKey, 0, len(stored))
 	for _, s := range stored {
+		if jose.SignatureAlgorithm(s.Algorithm) != kr.alg {
+			continue // another keyring's
+		}
 		plain, err := openKey(kr.kek, s.ID, s.PrivateKeyPEM)
 		if err != nil {
 			return fmt.Errorf("signing key %s: %w", s.ID, err)
@@ -168,20 +166,6 @@ func (kr *keyring) published() []op.Key {
 		case previous == 0:
 			previous++
 			out = append(out, publicKey{k})
-		}
-	}
-	return out
-}
-
-// algorithms are every algorithm usher's tokens may carry: the configured
-// one and those of the keys it has (PEM files may mix RSA and EC keys).
-func (kr *keyring) algorithms() []string {
-	kr.mu.RLock()
-	defer kr.mu.RUnlock()
-	out := []string{string(kr.alg)}
-	for _, k := range kr.keys {
-		if !slices.Contains(out, string(k.alg)) {
-			out = append(out, string(k.alg))
 		}
 	}
 	return out

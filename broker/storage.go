@@ -328,16 +328,20 @@ func (s opStorage) GetRefreshTokenInfo(ctx context.Context, clientID, token stri
 	return rt.Subject, refreshTokenRef + rt.Hash, nil
 }
 
+// SigningKey is the access-token key; ID tokens are signed with the
+// client's key (see idTokenStorage).
 func (s opStorage) SigningKey(context.Context) (op.SigningKey, error) {
-	return s.b.keys.active()
+	return s.b.keys.accessKey()
 }
 
+// SignatureAlgorithms fills discovery's id_token_signing_alg_values_supported.
 func (s opStorage) SignatureAlgorithms(context.Context) ([]jose.SignatureAlgorithm, error) {
-	k, err := s.b.keys.active()
-	if err != nil {
-		return nil, err
+	algs := s.b.keys.algorithms()
+	out := make([]jose.SignatureAlgorithm, len(algs))
+	for i, a := range algs {
+		out[i] = jose.SignatureAlgorithm(a)
 	}
-	return []jose.SignatureAlgorithm{k.alg}, nil
+	return out, nil
 }
 
 func (s opStorage) KeySet(context.Context) ([]op.Key, error) {

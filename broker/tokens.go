@@ -174,7 +174,11 @@ func (b *Broker) tokenResponse(ctx context.Context, req op.IDTokenRequest, clien
 	if err != nil {
 		return nil, err
 	}
-	idToken, err := op.CreateIDToken(ctx, op.IssuerFromContext(ctx), idTokenView(req), client.IDTokenLifetime(), at, code, b.storage, client)
+	idKey, err := b.keys.idTokenKey(b.clientIDTokenAlg(client.GetID()))
+	if err != nil {
+		return nil, oidc.ErrServerError().WithParent(err)
+	}
+	idToken, err := op.CreateIDToken(ctx, op.IssuerFromContext(ctx), idTokenView(req), client.IDTokenLifetime(), at, code, idTokenStorage{b.storage, idKey}, client)
 	if err != nil {
 		return nil, err
 	}
@@ -194,7 +198,7 @@ func (b *Broker) tokenResponse(ctx context.Context, req op.IDTokenRequest, clien
 }
 
 func (b *Broker) signAccessToken(ctx context.Context, req op.TokenRequest, clientID, jti string, exp, authTime time.Time) (string, error) {
-	key, err := b.keys.active()
+	key, err := b.keys.accessKey()
 	if err != nil {
 		return "", oidc.ErrServerError().WithParent(err)
 	}
@@ -213,6 +217,17 @@ func (b *Broker) signAccessToken(ctx context.Context, req op.TokenRequest, clien
 	}
 	return signed, nil
 }
+
+// idTokenStorage is the storage op.CreateIDToken reads its signing key from:
+// the client's ID token key instead of the access-token key. Everything
+// else (claims, at_hash with the ID token's algorithm, nonce, auth_time)
+// stays the library's.
+type idTokenStorage struct {
+	opStorage
+	key *signingKey
+}
+
+func (s idTokenStorage) SigningKey(context.Context) (op.SigningKey, error) { return s.key, nil }
 
 // jwtType reads the JOSE `typ` header (RFC 8725 §3.11: tokens of one kind must
 // not be accepted as another).

@@ -180,6 +180,9 @@ type Redis struct {
 }
 
 // Signing configures token signing keys.
+// DefaultIDTokenAlg is a client's ID token algorithm unless it names one.
+const DefaultIDTokenAlg = "RS256"
+
 type Signing struct {
 	Algorithm      string   `yaml:"algorithm"` // ES256|RS256|EdDSA
 	KeyFiles       []string `yaml:"key_files"`
@@ -312,6 +315,10 @@ type Client struct {
 	// apps that forward it to /authorize. Off: the browser's encrypted cookie
 	// carries the invitation, and nothing lands in the app's URL.
 	ForwardInvitation bool `yaml:"forward_invitation"`
+	// IDTokenSignedResponseAlg signs this client's ID tokens (OpenID Connect
+	// Registration's id_token_signed_response_alg): RS256 by default, which
+	// every OIDC library accepts (auth0-spa-js accepts nothing else).
+	IDTokenSignedResponseAlg string `yaml:"id_token_signed_response_alg"`
 
 	// secretLen is the length of the plain secret that was hashed, kept so
 	// that a later Validate still knows whether it was low-entropy.

@@ -380,6 +380,10 @@ func TestValidBase(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// OpenID Connect Registration: without id_token_signed_response_alg, RS256.
+	if c.Clients[0].IDTokenSignedResponseAlg != "RS256" {
+		t.Errorf("default id_token_signed_response_alg = %q, want RS256", c.Clients[0].IDTokenSignedResponseAlg)
+	}
 	if !slices.Equal(c.Clients[0].GrantTypes, []string{"authorization_code", "refresh_token"}) ||
 		!slices.Equal(c.Clients[1].GrantTypes, []string{"client_credentials"}) {
 		t.Errorf("default grant types: %v %v", c.Clients[0].GrantTypes, c.Clients[1].GrantTypes)
@@ -537,6 +541,8 @@ func TestInvalid(t *testing.T) {
 		{"http webhook outside dev", doc{extra: "webhooks:\n  - id: crm\n    url: http://localhost:9000/wh\n    secrets: [whsec_abc]\n"}.String(), nil,
 			[]string{`webhooks[0].url: "http://localhost:9000/wh" must use https outside usher dev`}},
 		{"bad algorithm", doc{extra: "signing:\n  algorithm: HS256\n"}.String(), nil, []string{"signing.algorithm: "}},
+		{"bad client ID token algorithm", doc{clients: "clients:\n  - id: spa\n    type: public\n    redirect_uris: [https://app.example.com/cb]\n    id_token_signed_response_alg: HS256"}.String(), nil,
+			[]string{`clients[0].id_token_signed_response_alg: "HS256" must be one of RS256, ES256, EdDSA`}},
 		{"missing key file", doc{extra: "signing:\n  key_files: [/nonexistent/key.pem]\n"}.String(), nil,
 			[]string{`signing.key_files[0]: cannot read "/nonexistent/key.pem"`}},
 		{"key file is a directory", doc{extra: "signing:\n  key_files: [.]\n"}.String(), nil,

@@ -94,6 +94,9 @@ func (c *Config) normalize(p *problems) {
 				cl.GrantTypes = []string{GrantClientCredentials}
 			}
 		}
+		if cl.IDTokenSignedResponseAlg == "" {
+			cl.IDTokenSignedResponseAlg = DefaultIDTokenAlg
+		}
 		if cl.Secret == "" {
 			cl.SecretSHA256 = strings.ToLower(strings.TrimSpace(cl.SecretSHA256))
 			continue
@@ -392,6 +395,11 @@ func (c *Config) checkClients(p *problems) {
 			} else {
 				seen[cl.ID] = i
 			}
+		}
+		switch cl.IDTokenSignedResponseAlg {
+		case "RS256", "ES256", "EdDSA":
+		default:
+			p.add(path+".id_token_signed_response_alg", "%q must be one of RS256, ES256, EdDSA", cl.IDTokenSignedResponseAlg)
 		}
 		validGrants := true
 		for j, g := range cl.GrantTypes {

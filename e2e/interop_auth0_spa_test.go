@@ -18,7 +18,8 @@ import (
 //
 // The SDK also accepts only RS256 ID tokens ("Signature algorithm of "ES256"
 // is not supported. Expected the ID token to be signed with "RS256"."):
-// usher serving an Auth0 SPA needs signing.algorithm: RS256.
+// usher's clients get RS256 ID tokens unless they ask otherwise, so the
+// defaults serve it (access tokens stay ES256).
 func TestInteropAuth0SPA(t *testing.T) {
 	t.Parallel()
 	requireInteropModules(t, "@auth0/auth0-spa-js")
@@ -27,7 +28,6 @@ func TestInteropAuth0SPA(t *testing.T) {
 	addr := freeLoopbackAddr(t)
 	issuer := "http://" + addr + "/"
 	d := startDev(t, app.DevOptions{Addr: addr, Issuer: issuer, Configure: func(c *config.Config) {
-		c.Signing.Algorithm = "RS256"
 		c.Clients = append(c.Clients, spaClient("auth0-spa-js", pageURL))
 	}})
 	if d.IssuerURL != issuer {

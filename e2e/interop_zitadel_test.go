@@ -44,7 +44,7 @@ func TestInteropZitadelRP(t *testing.T) {
 	nonce := randomString()
 	party, err := rp.NewRelyingPartyOIDC(ctx, d.IssuerURL, "zitadel-rp", "", redirect,
 		[]string{oidc.ScopeOpenID, oidc.ScopeProfile, oidc.ScopeEmail, oidc.ScopeOfflineAccess},
-		rp.WithVerifierOpts(rp.WithSupportedSigningAlgorithms("ES256"), rp.WithNonce(func(ctx context.Context) string {
+		rp.WithVerifierOpts(rp.WithSupportedSigningAlgorithms("RS256"), rp.WithNonce(func(ctx context.Context) string {
 			n, _ := ctx.Value(nonceKey{}).(string) // the refreshed ID token carries no nonce
 			return n
 		})))

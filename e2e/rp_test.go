@@ -24,7 +24,7 @@ func TestThirdPartyClients(t *testing.T) {
 	redirect := d.SPAURL + "/callback"
 	party, err := rp.NewRelyingPartyOIDC(ctx, d.IssuerURL, app.DevSPAClientID, "", redirect,
 		[]string{oidc.ScopeOpenID, oidc.ScopeProfile, oidc.ScopeEmail, oidc.ScopeOfflineAccess},
-		rp.WithVerifierOpts(rp.WithSupportedSigningAlgorithms("ES256")))
+		rp.WithVerifierOpts(rp.WithSupportedSigningAlgorithms("RS256")))
 	if err != nil {
 		t.Fatalf("zitadel rp discovery: %v", err)
 	}
@@ -48,7 +48,7 @@ func TestThirdPartyClients(t *testing.T) {
 	nonceCtx := context.WithValue(ctx, nonceKey{}, nonce)
 	party2, _ := rp.NewRelyingPartyOIDC(ctx, d.IssuerURL, app.DevSPAClientID, "", redirect,
 		[]string{oidc.ScopeOpenID, oidc.ScopeProfile, oidc.ScopeEmail, oidc.ScopeOfflineAccess},
-		rp.WithVerifierOpts(rp.WithSupportedSigningAlgorithms("ES256"), rp.WithNonce(func(ctx context.Context) string {
+		rp.WithVerifierOpts(rp.WithSupportedSigningAlgorithms("RS256"), rp.WithNonce(func(ctx context.Context) string {
 			n, _ := ctx.Value(nonceKey{}).(string)
 			return n
 		})))

@@ -164,8 +164,9 @@ type Store interface {
 	// SigningKeys lists all stored keys, oldest first.
 	SigningKeys(ctx context.Context) ([]SigningKey, error)
 	// AddSigningKey stores a key; ErrConflict if its ID exists. With
-	// onlyIfNone, it stores nothing and returns ErrConflict when any key
-	// exists, so the first of several replicas wins the initial generation.
+	// onlyIfNone, it stores nothing and returns ErrConflict when a key of the
+	// same Algorithm exists, so the first of several replicas wins the initial
+	// generation of each algorithm's key.
 	AddSigningKey(ctx context.Context, k *SigningKey, onlyIfNone bool) error
 	// DeleteSigningKey removes a retired key.
 	DeleteSigningKey(ctx context.Context, id string) error

@@ -513,8 +513,8 @@ func (s *Store) AddSigningKey(ctx context.Context, k *sessions.SigningKey, onlyI
 	err := s.batchRefusable(func(tx *bolt.Tx) (error, error) {
 		b := tx.Bucket(bSigningKeys)
 		if onlyIfNone {
-			if first, _ := b.Cursor().First(); first != nil {
-				return sessions.ErrConflict, nil
+			if has, err := hasKeyOfAlg(b, k.Algorithm); err != nil || has {
+				return sessions.ErrConflict, err
 			}
 		}
 		if b.Get([]byte(k.ID)) != nil {
@@ -526,6 +526,21 @@ func (s *Store) AddSigningKey(ctx context.Context, k *sessions.SigningKey, onlyI
 		return fmt.Errorf("boltstore: add signing key %s: %w", k.ID, err)
 	}
 	return nil
+}
+
+// hasKeyOfAlg: onlyIfNone is per algorithm, so the first RS256 key can join
+// an existing ES256 one (a few keys: a scan is fine).
+func hasKeyOfAlg(b *bolt.Bucket, alg string) (bool, error) {
+	found := false
+	err := b.ForEach(func(k, v []byte) error {
+		var key sessions.SigningKey
+		if err := json.Unmarshal(v, &key); err != nil {
+			return fmt.Errorf("decode %q: %w", k, err)
+		}
+		found = found || key.Algorithm == alg
+		return nil
+	})
+	return found, err
 }
 
 // DeleteSigningKey is idempotent.

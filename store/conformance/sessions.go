@@ -371,6 +371,13 @@ func testSigningKeys(t *testing.T, ctx context.Context, s sessions.Store, clock 
 	k1, k2, k3 := signingKey("k1", now), signingKey("k2", now.Add(-time.Hour)), signingKey("k3", now.Add(time.Hour))
 	must(t, "add k1 onlyIfNone", s.AddSigningKey(ctx, k1, true))
 	wantErr(t, "add k2 onlyIfNone", s.AddSigningKey(ctx, k2, true), sessions.ErrConflict)
+	// onlyIfNone looks at keys of the same algorithm only: the first RS256
+	// key is added beside the ES256 one, the second is refused.
+	r1, r2 := signingKey("r1", now), signingKey("r2", now)
+	r1.Algorithm, r2.Algorithm = "RS256", "RS256"
+	must(t, "add r1 onlyIfNone beside ES256", s.AddSigningKey(ctx, r1, true))
+	wantErr(t, "add r2 onlyIfNone", s.AddSigningKey(ctx, r2, true), sessions.ErrConflict)
+	must(t, "delete r1", s.DeleteSigningKey(ctx, "r1"))
 	must(t, "add k3", s.AddSigningKey(ctx, k3, false))
 	must(t, "add k2", s.AddSigningKey(ctx, k2, false))
 	wantErr(t, "add k1 again", s.AddSigningKey(ctx, signingKey("k1", now), false), sessions.ErrConflict)
@@ -384,17 +391,22 @@ func testSigningKeys(t *testing.T, ctx context.Context, s sessions.Store, clock 
 	same(t, "keys after delete", []sessions.SigningKey{*k1, *k3}, keys)
 }
 
+// Replicas starting together each try to add the first key of every
+// algorithm: exactly one per algorithm wins.
 func testSigningKeysConcurrentFirst(t *testing.T, ctx context.Context, s sessions.Store, clock *Clock) {
+	algs := []string{"ES256", "RS256"}
 	errs := concurrently(20, func(i int) error {
-		return s.AddSigningKey(ctx, signingKey(fmt.Sprintf("k-%d", i), clock.Now()), true)
+		k := signingKey(fmt.Sprintf("k-%d", i), clock.Now())
+		k.Algorithm = algs[i%2]
+		return s.AddSigningKey(ctx, k, true)
 	})
-	if n := countNil(t, "concurrent first key", errs, sessions.ErrConflict); n != 1 {
-		t.Fatalf("%d of 20 onlyIfNone adds succeeded, want exactly 1", n)
+	if n := countNil(t, "concurrent first key", errs, sessions.ErrConflict); n != 2 {
+		t.Fatalf("%d of 20 onlyIfNone adds succeeded, want exactly 1 per algorithm (2)", n)
 	}
 	keys, err := s.SigningKeys(ctx)
 	must(t, "list", err)
-	if len(keys) != 1 {
-		t.Fatalf("%d keys stored, want 1", len(keys))
+	if len(keys) != 2 || keys[0].Algorithm == keys[1].Algorithm {
+		t.Fatalf("%d keys stored (%+v), want one ES256 and one RS256", len(keys), keys)
 	}
 }
 

@@ -102,9 +102,14 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) 
 return 0
 `)
 
-// addSigningKey: KEYS[1] hash id → JSON; ARGV: id, JSON, onlyIfNone ('1').
+// addSigningKey: KEYS[1] hash id → JSON; ARGV: id, JSON, onlyIfNone ('1'),
+// algorithm. onlyIfNone refuses when a key of the same algorithm exists.
 var addSigningKey = redis.NewScript(`
-if ARGV[3] == '1' and redis.call('HLEN', KEYS[1]) > 0 then return 'conflict' end
+if ARGV[3] == '1' then
+  for _, v in ipairs(redis.call('HVALS', KEYS[1])) do
+    if cjson.decode(v)['alg'] == ARGV[4] then return 'conflict' end
+  end
+end
 if redis.call('HSETNX', KEYS[1], ARGV[1], ARGV[2]) == 0 then return 'conflict' end
 return 'ok'
 `)

@@ -561,7 +561,7 @@ func (s *Store) AddSigningKey(ctx context.Context, k *sessions.SigningKey, onlyI
 	if onlyIfNone {
 		only = "1"
 	}
-	res, err := s.runScript(ctx, addSigningKey, []string{s.prefix + "keys"}, k.ID, raw, only)
+	res, err := s.runScript(ctx, addSigningKey, []string{s.prefix + "keys"}, k.ID, raw, only, k.Algorithm)
 	if err == nil {
 		err = outcome(str(res, 0), map[string]error{"conflict": sessions.ErrConflict})
 	}

@@ -135,11 +135,21 @@ Fixtures:
   SPA client      %s (public, PKCE)
   funnel client   %s / %s (client_credentials; scopes invitations:write invitations:read)
 
+To run 'usher invite' (and the README's examples) against this usher, in another shell:
+%s
 Press Ctrl-C to stop.
 `, d.SPAURL, d.IssuerURL, trimSlash(d.IssuerURL), d.IDPURL, d.OutboxURL, d.MetricsURL, trimSlash(d.IssuerURL),
-		app.DevAdminEmail, app.DevAdminPassword, app.DevUserEmail, app.DevUserPassword, app.DevSPAClientID, app.DevFunnelClientID, app.DevFunnelSecret)
+		app.DevAdminEmail, app.DevAdminPassword, app.DevUserEmail, app.DevUserPassword, app.DevSPAClientID, app.DevFunnelClientID, app.DevFunnelSecret,
+		devExports(d.IssuerURL))
 	<-ctx.Done()
 	return nil
+}
+
+// devExports are the shell lines that point `usher invite` at a dev usher:
+// with other ports than the defaults, the CLI's default issuer is wrong.
+func devExports(issuer string) string {
+	return fmt.Sprintf("  export USHER_ISSUER=%s\n  export USHER_CLIENT_ID=%s\n  export USHER_CLIENT_SECRET=%s\n",
+		trimSlash(issuer), app.DevFunnelClientID, app.DevFunnelSecret)
 }
 
 func trimSlash(s string) string {

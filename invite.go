@@ -30,13 +30,13 @@ const inviteUsage = `Usage:
   usher invite create --email ADDR [--role R]... [--claims JSON] [--metadata JSON]
                       [--external-id X] [--client-id-for CLIENT] [--expires-in 72h]
                       [--no-email] [--email-match any|exact|domain] [--inviter NAME]
-                      [--idempotency-key K] [--json]
+                      [--link invite|authorize] [--idempotency-key K] [--json]
   usher invite list   [--status pending|redeemed|revoked|expired] [--email ADDR]
                       [--external-id X] [--unsafe-claims] [--limit N] [--all] [--json]
   usher invite revoke ID [--json]
   usher invite resend ID [--json]
   usher invite import people.csv [--no-email] [--role R]... [--client-id-for CLIENT]
-                      [--expires-in D] [--email-match M] [--inviter NAME]
+                      [--expires-in D] [--email-match M] [--inviter NAME] [--link L]
 
 Connection (every subcommand):
   --issuer URL            usher's issuer (env USHER_ISSUER, default http://127.0.0.1:8080)
@@ -48,6 +48,8 @@ Notes:
   hash of its token, never the token. resend issues a new link and kills the old one.
   --claims and --metadata take a JSON object, or @FILE to read one from a file.
   --expires-in takes a Go duration (90m, 72h) or whole days (7d).
+  --link authorize makes the link {issuer}/authorize?client_id=APP&invitation=inv_…
+  instead of {issuer}/invite/inv_…; resend keeps the form.
   import reads a CSV whose header names the columns email (required), roles
   (separated by spaces or ';'), claims (a JSON object), external_id, metadata.
   Each row carries an Idempotency-Key derived from that row's own cells, so
@@ -178,6 +180,7 @@ type createFlags struct {
 	noEmail     bool
 	emailMatch  string
 	inviter     string
+	link        string
 	expiresSecs *int64
 }
 
@@ -188,6 +191,7 @@ func (f *createFlags) register(fs *flag.FlagSet) {
 	fs.BoolVar(&f.noEmail, "no-email", false, "do not mail the invitation; only return its link")
 	fs.StringVar(&f.emailMatch, "email-match", "", "who may redeem it: any, exact or domain")
 	fs.StringVar(&f.inviter, "inviter", "", "who invites (shown in the mail; default: the client ID)")
+	fs.StringVar(&f.link, "link", "", "the link's form: invite (/invite/<token>, default) or authorize (/authorize?client_id=…&invitation=<token>)")
 }
 
 func (c *inviteCmd) checkCreateFlags(f *createFlags) error {
@@ -203,6 +207,11 @@ func (c *inviteCmd) checkCreateFlags(f *createFlags) error {
 	case "", "any", "exact", "domain":
 	default:
 		return c.usagef("--email-match must be any, exact or domain, not %q", f.emailMatch)
+	}
+	switch f.link {
+	case "", "invite", "authorize":
+	default:
+		return c.usagef("--link must be invite or authorize, not %q", f.link)
 	}
 	for _, r := range f.roles {
 		if strings.TrimSpace(r) == "" {
@@ -245,12 +254,13 @@ type createBody struct {
 	SendEmail  *bool          `json:"send_email,omitempty"`
 	EmailMatch string         `json:"email_match,omitempty"`
 	Inviter    string         `json:"inviter,omitempty"`
+	Link       string         `json:"link,omitempty"`
 }
 
 func (f *createFlags) body(email string, roles []string) createBody {
 	b := createBody{
 		Email: email, ClientID: f.clientFor, ExpiresIn: f.expiresSecs,
-		EmailMatch: f.emailMatch, Inviter: f.inviter,
+		EmailMatch: f.emailMatch, Inviter: f.inviter, Link: f.link,
 	}
 	for _, r := range append(slices.Clone(roles), f.roles...) {
 		if !slices.Contains(b.Roles, r) {

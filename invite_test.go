@@ -455,3 +455,27 @@ func TestInviteImportFileErrors(t *testing.T) {
 		t.Errorf("missing file: %s", r)
 	}
 }
+
+func TestInviteLinkFlag(t *testing.T) {
+	t.Parallel()
+	d := startInviteDev(t)
+	tests := []struct {
+		name string
+		args []string
+		code int
+		want string
+	}{
+		{"authorize", []string{"--link", "authorize"}, 0, "/authorize?client_id=" + app.DevSPAClientID + "&invitation=inv_"},
+		{"default", nil, 0, "/invite/inv_"},
+		{"unknown", []string{"--link", "magic"}, 2, "--link must be invite or authorize"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			args := append([]string{"--email", tt.name + "@example.com", "--no-email", "--client-id-for", app.DevSPAClientID}, tt.args...)
+			r := usherInvite(t, d, "create", args...)
+			if r.code != tt.code || !strings.Contains(r.stdout+r.stderr, tt.want) {
+				t.Errorf("want exit %d and %q, got %s", tt.code, tt.want, r)
+			}
+		})
+	}
+}

@@ -170,6 +170,7 @@ func (b *Broker) apiRoutes(mux *http.ServeMux) {
 	mux.Handle("DELETE /api/users/{id}/grants/roles/{role}", b.api(scopeWrite, b.apiRemoveRole))
 	mux.Handle("DELETE /api/users/{id}/grants/claims/{key}", b.api(scopeWrite, b.apiRemoveClaim))
 	mux.Handle("PUT /api/users/{id}/grants/claims/{key}", b.api(scopeWrite, b.apiSetClaim))
+	mux.HandleFunc("GET /api/openapi.json", serveOpenAPI) // every route above is described there
 	mux.Handle("/api/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		writeProblem(w, http.StatusNotFound, "not-found", "Not found", "No API operation at "+r.Method+" "+r.URL.Path+".")
 	}))

@@ -45,7 +45,8 @@ Connection (every subcommand):
 
 Notes:
   The invitation link (url) is shown only by create and resend: usher stores a
-  hash of its token, never the token. resend issues a new link and kills the old one.
+  hash of its token, never the token. resend issues a new link and kills the old one;
+  it mails the new link only when the invitation was mailed (not --no-email).
   --claims and --metadata take a JSON object, or @FILE to read one from a file.
   --expires-in takes a Go duration (90m, 72h) or whole days (7d).
   --link authorize makes the link {issuer}/authorize?client_id=APP&invitation=inv_…

@@ -3,10 +3,13 @@ package e2e
 import (
 	"net/http"
 	"net/url"
+	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/usher-oidc/usher/app"
+	"github.com/usher-oidc/usher/grants"
 )
 
 // TestInvitationLinkForms: an invitation chooses its link's form, resend
@@ -47,6 +50,30 @@ func TestInvitationLinkForms(t *testing.T) {
 			}
 		})
 	}
+
+	t.Run("mailed in its form", func(t *testing.T) {
+		email := "link-mailed@example.com"
+		inv := invite(t, d, token, map[string]any{"email": email, "client_id": app.DevSPAClientID, "link": "authorize"})
+		link := inv["url"].(string)
+		if !strings.HasPrefix(link, authorizePrefix) {
+			t.Fatalf("url %q", link)
+		}
+		// The mailer runs in the background: wait for its message.
+		deadline := time.Now().Add(10 * time.Second)
+		for {
+			i := slices.IndexFunc(d.Outbox.Messages(), func(m grants.Message) bool { return m.To == email })
+			if i >= 0 {
+				if m := d.Outbox.Messages()[i]; m.Link != link || !strings.Contains(m.Text, link) {
+					t.Errorf("mailed link %q (text %q), want %q", m.Link, clipText(m.Text), link)
+				}
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("no mail to %s in the outbox", email)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	})
 
 	t.Run("token alias", func(t *testing.T) {
 		email := "link-alias@example.com"

@@ -30,13 +30,13 @@ const inviteUsage = `Usage:
   usher invite create --email ADDR [--role R]... [--claims JSON] [--metadata JSON]
                       [--external-id X] [--client-id-for CLIENT] [--expires-in 72h]
                       [--no-email] [--email-match any|exact|domain] [--inviter NAME]
-                      [--idempotency-key K] [--json]
+                      [--link invite|authorize] [--idempotency-key K] [--json]
   usher invite list   [--status pending|redeemed|revoked|expired] [--email ADDR]
                       [--external-id X] [--unsafe-claims] [--limit N] [--all] [--json]
   usher invite revoke ID [--json]
   usher invite resend ID [--json]
   usher invite import people.csv [--no-email] [--role R]... [--client-id-for CLIENT]
-                      [--expires-in D] [--email-match M] [--inviter NAME]
+                      [--expires-in D] [--email-match M] [--inviter NAME] [--link L]
 
 Connection (every subcommand):
   --issuer URL            usher's issuer (env USHER_ISSUER, default http://127.0.0.1:8080)
@@ -45,13 +45,17 @@ Connection (every subcommand):
 
 Notes:
   The invitation link (url) is shown only by create and resend: usher stores a
-  hash of its token, never the token. resend issues a new link and kills the old one.
+  hash of its token, never the token. resend issues a new link and kills the old one;
+  it mails the new link only when the invitation was mailed (not --no-email).
   --claims and --metadata take a JSON object, or @FILE to read one from a file.
   --expires-in takes a Go duration (90m, 72h) or whole days (7d).
+  --link authorize makes the link {issuer}/authorize?client_id=APP&invitation=inv_…
+  instead of {issuer}/invite/inv_…; resend keeps the form.
   import reads a CSV whose header names the columns email (required), roles
   (separated by spaces or ';'), claims (a JSON object), external_id, metadata.
-  Each row carries an Idempotency-Key derived from the file's contents and the
-  line, so running the same file again within 24 hours creates nothing new.
+  Each row carries an Idempotency-Key derived from that row's own cells, so
+  running a fixed file again within 24 hours creates only the rows that
+  failed before (or changed).
 `
 
 const (
@@ -177,6 +181,7 @@ type createFlags struct {
 	noEmail     bool
 	emailMatch  string
 	inviter     string
+	link        string
 	expiresSecs *int64
 }
 
@@ -187,6 +192,7 @@ func (f *createFlags) register(fs *flag.FlagSet) {
 	fs.BoolVar(&f.noEmail, "no-email", false, "do not mail the invitation; only return its link")
 	fs.StringVar(&f.emailMatch, "email-match", "", "who may redeem it: any, exact or domain")
 	fs.StringVar(&f.inviter, "inviter", "", "who invites (shown in the mail; default: the client ID)")
+	fs.StringVar(&f.link, "link", "", "the link's form: invite (/invite/<token>, default) or authorize (/authorize?client_id=…&invitation=<token>)")
 }
 
 func (c *inviteCmd) checkCreateFlags(f *createFlags) error {
@@ -202,6 +208,11 @@ func (c *inviteCmd) checkCreateFlags(f *createFlags) error {
 	case "", "any", "exact", "domain":
 	default:
 		return c.usagef("--email-match must be any, exact or domain, not %q", f.emailMatch)
+	}
+	switch f.link {
+	case "", "invite", "authorize":
+	default:
+		return c.usagef("--link must be invite or authorize, not %q", f.link)
 	}
 	for _, r := range f.roles {
 		if strings.TrimSpace(r) == "" {
@@ -244,12 +255,13 @@ type createBody struct {
 	SendEmail  *bool          `json:"send_email,omitempty"`
 	EmailMatch string         `json:"email_match,omitempty"`
 	Inviter    string         `json:"inviter,omitempty"`
+	Link       string         `json:"link,omitempty"`
 }
 
 func (f *createFlags) body(email string, roles []string) createBody {
 	b := createBody{
 		Email: email, ClientID: f.clientFor, ExpiresIn: f.expiresSecs,
-		EmailMatch: f.emailMatch, Inviter: f.inviter,
+		EmailMatch: f.emailMatch, Inviter: f.inviter, Link: f.link,
 	}
 	for _, r := range append(slices.Clone(roles), f.roles...) {
 		if !slices.Contains(b.Roles, r) {
@@ -626,9 +638,6 @@ func (c *inviteCmd) importCSV(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	sum := sha256.Sum256(data)
-	fileKey := hex.EncodeToString(sum[:])
-
 	r := csv.NewReader(bytes.NewReader(bytes.TrimPrefix(data, []byte("\xef\xbb\xbf")))) // spreadsheets write a BOM
 	r.FieldsPerRecord = -1
 	r.TrimLeadingSpace = true
@@ -716,13 +725,13 @@ func (c *inviteCmd) importCSV(ctx context.Context, args []string) error {
 			fail(line, "metadata: %v", err)
 			continue
 		}
-		hdr := http.Header{"Idempotency-Key": {"usher-import-" + fileKey + "-" + strconv.Itoa(line)}}
+		hdr := http.Header{"Idempotency-Key": {rowKey(body, roles)}}
 		rep, err := ac.do(ctx, http.MethodPost, "/api/invitations", body, hdr)
 		if err != nil {
 			var pe *problemError
 			switch {
 			case errors.As(err, &pe) && pe.slug() == "idempotency-mismatch":
-				fail(line, "this line of this file was already imported with other options (--role, --no-email, ...) in the last 24 hours; nothing was created")
+				fail(line, "this row was already imported with other options (--role, --no-email, ...) in the last 24 hours; nothing was created")
 			case errors.As(err, &pe):
 				fail(line, "%s", pe.oneLine())
 			default:
@@ -745,7 +754,7 @@ func (c *inviteCmd) importCSV(ctx context.Context, args []string) error {
 			fmt.Fprintf(c.stdout, "line %d: %s %s already invited (pending invitation with external_id %q; nothing new created)\n", line, inv.Email, inv.ID, inv.ExternalID)
 		case rep.replayed:
 			replayed++
-			fmt.Fprintf(c.stdout, "line %d: %s %s already imported from this file (nothing new created) %s\n", line, inv.Email, inv.ID, inv.URL)
+			fmt.Fprintf(c.stdout, "line %d: %s %s already imported (nothing new created) %s\n", line, inv.Email, inv.ID, inv.URL)
 		default:
 			fmt.Fprintf(c.stdout, "line %d: %s %s %s\n", line, inv.Email, inv.ID, inv.URL)
 		}
@@ -765,6 +774,24 @@ func (c *inviteCmd) importCSV(ctx context.Context, args []string) error {
 		return fmt.Errorf("%d of %d rows failed (see the lines above); fix them and run the same command again: rows already imported are not created twice", failed, total)
 	}
 	return nil
+}
+
+// rowKey is a row's Idempotency-Key. It depends on the row's own content,
+// never on its line or on the rest of the file: after fixing a failed row,
+// the same command again replays the rows imported before and creates only
+// the fixed ones. (Not the external_id alone: a changed row with a pending
+// external_id must reach the API, which answers "already invited".)
+func rowKey(b createBody, rowRoles []string) string {
+	// json.Marshal sorts map keys: the same claims give the same key.
+	content, _ := json.Marshal(struct {
+		Email      string         `json:"email"`
+		Roles      []string       `json:"roles"`
+		Claims     map[string]any `json:"claims"`
+		ExternalID string         `json:"external_id"`
+		Metadata   map[string]any `json:"metadata"`
+	}{b.Email, rowRoles, b.Claims, b.ExternalID, b.Metadata})
+	sum := sha256.Sum256(content)
+	return "usher-import-" + hex.EncodeToString(sum[:])
 }
 
 func parseJSONObjectCell(s string) (map[string]any, error) {
@@ -825,7 +852,7 @@ func (a *adminClient) token(ctx context.Context) (string, error) {
 	req.SetBasicAuth(url.QueryEscape(a.clientID), url.QueryEscape(a.clientSecret))
 	resp, err := a.http.Do(req)
 	if err != nil {
-		return "", fmt.Errorf("cannot reach usher at %s: %v", a.base, unwrapURLError(err))
+		return "", a.unreachable(err)
 	}
 	defer resp.Body.Close()
 	raw, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
@@ -887,7 +914,7 @@ func (a *adminClient) do(ctx context.Context, method, path string, body any, hdr
 		}
 		resp, err := a.http.Do(req)
 		if err != nil {
-			return nil, fmt.Errorf("cannot reach usher at %s: %v", a.base, unwrapURLError(err))
+			return nil, a.unreachable(err)
 		}
 		raw, err := io.ReadAll(io.LimitReader(resp.Body, 32<<20))
 		resp.Body.Close()
@@ -903,6 +930,13 @@ func (a *adminClient) do(ctx context.Context, method, path string, body any, hdr
 		}
 		return &reply{status: resp.StatusCode, body: raw, replayed: resp.Header.Get("Idempotent-Replayed") == "true"}, nil
 	}
+}
+
+// unreachable says which setting chose the address: the default issuer is
+// only right for `usher dev` on its default ports.
+func (a *adminClient) unreachable(err error) error {
+	return fmt.Errorf("cannot reach usher at %s (set --issuer or USHER_ISSUER to usher's issuer URL; default %s): %w",
+		a.base, defaultIssuer, unwrapURLError(err))
 }
 
 func unwrapURLError(err error) error {

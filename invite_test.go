@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -189,7 +190,7 @@ func TestInviteErrors(t *testing.T) {
 		{name: "issuer is not usher", args: []string{"list", "--issuer", d.SPAURL, "--client-id", "funnel", "--client-secret", "funnel-dev-secret"}, code: 1,
 			stderr: []string{"is --issuer"}, noSecret: true},
 		{name: "usher unreachable", args: []string{"list", "--issuer", "http://127.0.0.1:1", "--client-id", "funnel", "--client-secret", "funnel-dev-secret"}, code: 1,
-			stderr: []string{"cannot reach usher"}, noSecret: true},
+			stderr: []string{"cannot reach usher", "--issuer", "USHER_ISSUER"}, noSecret: true},
 		// usage errors: exit 2, nothing sent
 		{name: "missing email", args: append([]string{"create"}, conn...), code: 2, stderr: []string{"--email is required"}},
 		{name: "bad duration", args: append([]string{"create", "--email", "a@example.com", "--expires-in", "soon"}, conn...), code: 2, stderr: []string{"--expires-in", "not a duration"}},
@@ -332,6 +333,93 @@ func TestInviteImport(t *testing.T) {
 	}
 }
 
+// TestInviteImportFixedRowOnly: the error message promises that after fixing
+// the failed rows the same command creates only those. Keys depend on each
+// row's content, so a fixed file (whose hash changed) replays the others.
+func TestInviteImportFixedRowOnly(t *testing.T) {
+	t.Parallel()
+	d := startInviteDev(t)
+	csvPath := filepath.Join(t.TempDir(), "people.csv")
+	write := func(badEmail string) {
+		t.Helper()
+		content := "email,roles,claims,external_id\n" +
+			"ann@example.com,viewer,,\n" +
+			badEmail + ",viewer,,\n" +
+			`bob@example.com,viewer,"{""crm_id"":""C-3""}",` + "\n" +
+			"cy@example.com,,,C-4\n"
+		if err := os.WriteFile(csvPath, []byte(content), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write("dee-at-example.com")
+	r := usherInvite(t, d, "import", csvPath, "--no-email")
+	if r.code != 1 || !strings.Contains(r.stdout, "imported 3 of 4; 1 failed") {
+		t.Fatalf("import with a bad row: %s", r)
+	}
+	before := listJSON(t, d)
+	if len(before) != 3 {
+		t.Fatalf("after the first import: %d invitations, want 3", len(before))
+	}
+
+	write("dee@example.com") // the fix changes the file, not the other rows
+	r = usherInvite(t, d, "import", csvPath, "--no-email")
+	mustSucceed(t, r)
+	if !strings.Contains(r.stdout, "imported 4 of 4; 0 failed; 3 already imported") {
+		t.Errorf("import of the fixed file: %s", r)
+	}
+	after := listJSON(t, d)
+	if len(after) != 4 {
+		t.Fatalf("after the fixed import: %d invitations, want 4 (only the fixed row new)", len(after))
+	}
+	var created []string
+	for _, inv := range after {
+		if !slices.ContainsFunc(before, func(b invitationJSON) bool { return b.ID == inv.ID }) {
+			created = append(created, inv.Email)
+		}
+	}
+	if !slices.Equal(created, []string{"dee@example.com"}) {
+		t.Errorf("created by the second run: %v, want only dee@example.com", created)
+	}
+}
+
+func TestRowKey(t *testing.T) {
+	row := func(email string, roles []string, claims map[string]any, externalID string) string {
+		return rowKey(createBody{Email: email, Claims: claims, ExternalID: externalID, Roles: append(roles, "from-flag")}, roles)
+	}
+	claims := map[string]any{"k": "v", "j": 1}
+	base := row("a@example.com", []string{"x"}, claims, "")
+	tests := []struct {
+		name string
+		key  string
+		same bool
+	}{
+		{"claims in another order", row("a@example.com", []string{"x"}, map[string]any{"j": 1, "k": "v"}, ""), true},
+		{"other email", row("b@example.com", []string{"x"}, claims, ""), false},
+		{"other roles", row("a@example.com", []string{"y"}, claims, ""), false},
+		{"other claims", row("a@example.com", []string{"x"}, map[string]any{"k": "w"}, ""), false},
+		{"an external_id", row("a@example.com", []string{"x"}, claims, "C-1"), false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := tt.key == base; got != tt.same {
+				t.Errorf("same key = %v, want %v", got, tt.same)
+			}
+			if len(tt.key) > 255 {
+				t.Errorf("key too long for Idempotency-Key: %d", len(tt.key))
+			}
+		})
+	}
+}
+
+func TestDevExports(t *testing.T) {
+	got := devExports("http://127.0.0.1:9999/")
+	for _, want := range []string{"export USHER_ISSUER=http://127.0.0.1:9999\n", "export USHER_CLIENT_ID=" + app.DevFunnelClientID + "\n", "export USHER_CLIENT_SECRET=" + app.DevFunnelSecret + "\n"} {
+		if !strings.Contains(got, want) {
+			t.Errorf("devExports lacks %q:\n%s", want, got)
+		}
+	}
+}
+
 func TestInviteImportFileErrors(t *testing.T) {
 	t.Parallel()
 	d := startInviteDev(t)
@@ -365,5 +453,29 @@ func TestInviteImportFileErrors(t *testing.T) {
 	r := usherInvite(t, d, "import", filepath.Join(dir, "missing.csv"))
 	if r.code != 1 || !strings.Contains(r.stderr, "missing.csv") {
 		t.Errorf("missing file: %s", r)
+	}
+}
+
+func TestInviteLinkFlag(t *testing.T) {
+	t.Parallel()
+	d := startInviteDev(t)
+	tests := []struct {
+		name string
+		args []string
+		code int
+		want string
+	}{
+		{"authorize", []string{"--link", "authorize"}, 0, "/authorize?client_id=" + app.DevSPAClientID + "&invitation=inv_"},
+		{"default", nil, 0, "/invite/inv_"},
+		{"unknown", []string{"--link", "magic"}, 2, "--link must be invite or authorize"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			args := append([]string{"--email", tt.name + "@example.com", "--no-email", "--client-id-for", app.DevSPAClientID}, tt.args...)
+			r := usherInvite(t, d, "create", args...)
+			if r.code != tt.code || !strings.Contains(r.stdout+r.stderr, tt.want) {
+				t.Errorf("want exit %d and %q, got %s", tt.code, tt.want, r)
+			}
+		})
 	}
 }

@@ -11,7 +11,6 @@ import (
 
 	"github.com/usher-oidc/usher/app"
 	"github.com/usher-oidc/usher/broker"
-	"github.com/usher-oidc/usher/config"
 )
 
 // cmdKeys: `usher keys list|rotate --config FILE`. Rotation works on the
@@ -27,9 +26,9 @@ func cmdKeys(ctx context.Context, args []string, stdout io.Writer) error {
 	if err := fs.Parse(args[1:]); err != nil {
 		return err
 	}
-	cfg, err := config.Load(*path, os.LookupEnv)
+	cfg, err := loadConfig(*path, os.LookupEnv)
 	if err != nil {
-		return fmt.Errorf("invalid configuration:\n%w", err)
+		return err
 	}
 	if len(cfg.Signing.KeyFiles) > 0 {
 		return fmt.Errorf("signing.key_files is set: keys come from files, rotate them by changing the files")

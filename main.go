@@ -90,9 +90,9 @@ func cmdServe(ctx context.Context, args []string, stderr io.Writer) error {
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	cfg, err := config.Load(*path, os.LookupEnv)
+	cfg, err := loadConfig(*path, os.LookupEnv)
 	if err != nil {
-		return fmt.Errorf("invalid configuration:\n%w", err)
+		return err
 	}
 	log := newLogger(stderr, cfg.Log.Format, cfg.Log.Level)
 	slog.SetDefault(log)
@@ -135,11 +135,21 @@ Fixtures:
   SPA client      %s (public, PKCE)
   funnel client   %s / %s (client_credentials; scopes invitations:write invitations:read)
 
+To run 'usher invite' (and the README's examples) against this usher, in another shell:
+%s
 Press Ctrl-C to stop.
 `, d.SPAURL, d.IssuerURL, trimSlash(d.IssuerURL), d.IDPURL, d.OutboxURL, d.MetricsURL, trimSlash(d.IssuerURL),
-		app.DevAdminEmail, app.DevAdminPassword, app.DevUserEmail, app.DevUserPassword, app.DevSPAClientID, app.DevFunnelClientID, app.DevFunnelSecret)
+		app.DevAdminEmail, app.DevAdminPassword, app.DevUserEmail, app.DevUserPassword, app.DevSPAClientID, app.DevFunnelClientID, app.DevFunnelSecret,
+		devExports(d.IssuerURL))
 	<-ctx.Done()
 	return nil
+}
+
+// devExports are the shell lines that point `usher invite` at a dev usher:
+// with other ports than the defaults, the CLI's default issuer is wrong.
+func devExports(issuer string) string {
+	return fmt.Sprintf("  export USHER_ISSUER=%s\n  export USHER_CLIENT_ID=%s\n  export USHER_CLIENT_SECRET=%s\n",
+		trimSlash(issuer), app.DevFunnelClientID, app.DevFunnelSecret)
 }
 
 func trimSlash(s string) string {
@@ -147,6 +157,23 @@ func trimSlash(s string) string {
 		return s[:len(s)-1]
 	}
 	return s
+}
+
+// exampleConfig is where every key is documented, with its default.
+const exampleConfig = "deploy/usher.example.yaml"
+
+// loadConfig loads the config for serve, config check and keys. With no file
+// the defaults and USHER_* variables alone rarely make a valid config: the
+// error then says that no file was given and where to start from.
+func loadConfig(path string, env func(string) (string, bool)) (*config.Config, error) {
+	cfg, err := config.Load(path, env)
+	switch {
+	case err == nil:
+		return cfg, nil
+	case path == "":
+		return nil, fmt.Errorf("no configuration file was given (--config FILE or USHER_CONFIG), and the defaults with the USHER_* environment are not a valid configuration; start from %s (every key documented):\n%w", exampleConfig, err)
+	}
+	return nil, fmt.Errorf("invalid configuration:\n%w", err)
 }
 
 func cmdConfigCheck(args []string, stdout io.Writer) error {
@@ -158,13 +185,16 @@ func cmdConfigCheck(args []string, stdout io.Writer) error {
 	if *path == "" && fs.NArg() > 0 {
 		*path = fs.Arg(0)
 	}
-	cfg, err := config.Load(*path, os.LookupEnv)
+	cfg, err := loadConfig(*path, os.LookupEnv)
 	if err != nil {
-		return fmt.Errorf("invalid configuration:\n%w", err)
+		return err
 	}
 	out, err := yaml.Marshal(cfg.Redacted())
 	if err != nil {
 		return err
+	}
+	if *path == "" {
+		fmt.Fprintf(stdout, "no configuration file was given (--config FILE): checked the defaults and the USHER_* environment\n")
 	}
 	fmt.Fprintf(stdout, "configuration is valid\n---\n%s", out)
 	return nil

@@ -164,8 +164,8 @@ func (b *Broker) checkCSRF(w http.ResponseWriter, r *http.Request, sess *gsessio
 
 // inviteForm is the invite form as typed, kept on errors.
 type inviteForm struct {
-	Email, RolesText, Claims, Metadata, ExternalID, ClientID, EmailMatch, Days, Delivery string
-	Roles                                                                                []string
+	Email, RolesText, Claims, Metadata, ExternalID, ClientID, EmailMatch, Days, Delivery, Link string
+	Roles                                                                                      []string
 }
 
 type option struct {
@@ -185,6 +185,7 @@ type dashboardPage struct {
 	Catalog     []option
 	Clients     []option
 	Matches     []option
+	Links       []option
 	DefaultDays int
 	MaxDays     int
 
@@ -251,6 +252,12 @@ func (b *Broker) renderDashboard(w http.ResponseWriter, r *http.Request, a *admi
 	} {
 		sel := f.EmailMatch == m.v || f.EmailMatch == "" && m.v == def
 		p.Matches = append(p.Matches, option{Value: m.v, Label: m.l, Selected: sel})
+	}
+	for _, l := range []struct{ v, l string }{
+		{grants.LinkInvite, "/invite/… (usher's invitation page)"},
+		{grants.LinkAuthorize, "/authorize?client_id=…&invitation=… (the app's sign-in)"},
+	} {
+		p.Links = append(p.Links, option{Value: l.v, Label: l.l, Selected: f.Link == l.v || f.Link == "" && l.v == grants.LinkInvite})
 	}
 
 	// The list: filter, search, page.
@@ -353,6 +360,7 @@ func (b *Broker) adminCreate(w http.ResponseWriter, r *http.Request, a *adminReq
 		Email: strings.TrimSpace(pf.Get("email")), RolesText: pf.Get("roles_text"), Claims: pf.Get("claims"),
 		Metadata: pf.Get("metadata"), ExternalID: strings.TrimSpace(pf.Get("external_id")), ClientID: pf.Get("client_id"),
 		EmailMatch: pf.Get("email_match"), Days: strings.TrimSpace(pf.Get("expires_days")), Delivery: pf.Get("delivery"),
+		Link: pf.Get("link"),
 	}
 	if f.Delivery != "link" {
 		f.Delivery = "email"
@@ -366,7 +374,7 @@ func (b *Broker) adminCreate(w http.ResponseWriter, r *http.Request, a *adminReq
 	send := f.Delivery == "email"
 	req := grants.CreateRequest{
 		Email: f.Email, Roles: f.Roles, ExternalID: f.ExternalID, ClientID: f.ClientID,
-		EmailMatch: f.EmailMatch, SendEmail: &send, Inviter: grants.DisplayName(inviterName(a.user)),
+		EmailMatch: f.EmailMatch, SendEmail: &send, Inviter: grants.DisplayName(inviterName(a.user)), Link: f.Link,
 		MayGrantPrivileged: true, // an admin, signed in on the admin page
 	}
 	var err error
@@ -416,7 +424,7 @@ func (b *Broker) adminCreate(w http.ResponseWriter, r *http.Request, a *adminReq
 		b.mailInvitation(ctx, inv, token)
 		fl.Notice = "Invitation created; the email to " + inv.Email + " is on its way."
 	} else {
-		fl.Link = b.inviteLink(token)
+		fl.Link = b.inviteLink(inv, token)
 		fl.Notice = "Invitation created. Copy the link below now: usher keeps only a hash of it and cannot show it again."
 	}
 	b.setFlash(a.sess, fl)
@@ -614,7 +622,7 @@ func (b *Broker) adminResend(w http.ResponseWriter, r *http.Request, a *adminReq
 			b.mailInvitation(ctx, inv, token)
 			fl.Notice = "A new invitation email is on its way to " + inv.Email + "; the previous link no longer works."
 		} else {
-			fl.Link = b.inviteLink(token)
+			fl.Link = b.inviteLink(inv, token)
 			fl.Notice = "New link minted; the previous one no longer works. Copy it now: it cannot be shown again."
 		}
 		b.setFlash(a.sess, fl)

@@ -170,6 +170,7 @@ func (b *Broker) apiRoutes(mux *http.ServeMux) {
 	mux.Handle("DELETE /api/users/{id}/grants/roles/{role}", b.api(scopeWrite, b.apiRemoveRole))
 	mux.Handle("DELETE /api/users/{id}/grants/claims/{key}", b.api(scopeWrite, b.apiRemoveClaim))
 	mux.Handle("PUT /api/users/{id}/grants/claims/{key}", b.api(scopeWrite, b.apiSetClaim))
+	mux.HandleFunc("GET /api/openapi.json", serveOpenAPI) // every route above is described there
 	mux.Handle("/api/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		writeProblem(w, http.StatusNotFound, "not-found", "Not found", "No API operation at "+r.Method+" "+r.URL.Path+".")
 	}))
@@ -199,6 +200,8 @@ type invitationView struct {
 	Events             []grants.Event `json:"events"`
 	MirrorStatus       string         `json:"mirror_status,omitempty"`
 	URL                string         `json:"url,omitempty"`
+	// Link is the form of url: invite or authorize.
+	Link string `json:"link"`
 	// UnsafeClaims: stored claim names never served (grants.ValidateClaimName).
 	UnsafeClaims []string `json:"unsafe_claims,omitempty"`
 }
@@ -210,7 +213,7 @@ func (b *Broker) view(inv *grants.Invitation, token string) invitationView {
 		EmailMatch: inv.EmailMatch, Inviter: inv.Inviter, CreatedAt: inv.CreatedAt, ExpiresAt: inv.ExpiresAt,
 		EmailStatus: inv.EmailStatus, EmailError: inv.EmailError, RedeemedAt: inv.RedeemedAt,
 		RedeemedBy: inv.RedeemedBy, RedeemedConnection: inv.RedeemedConnection, RevokedAt: inv.RevokedAt,
-		Events: inv.Events, MirrorStatus: grants.MirrorStateOf(inv).String(),
+		Events: inv.Events, MirrorStatus: grants.MirrorStateOf(inv).String(), Link: linkOf(inv),
 		UnsafeClaims: grants.UnsafeClaimNames(b.opts.ClaimsNamespace, inv.Claims),
 	}
 	if v.Roles == nil {
@@ -226,13 +229,29 @@ func (b *Broker) view(inv *grants.Invitation, token string) invitationView {
 		v.Events = []grants.Event{}
 	}
 	if token != "" {
-		v.URL = b.inviteLink(token)
+		v.URL = b.inviteLink(inv, token)
 	}
 	return v
 }
 
-func (b *Broker) inviteLink(token string) string {
+// inviteLink is the invitation's link in the form it chose: /invite/<token>
+// (the default), or /authorize?client_id=…&invitation=<token> for apps whose
+// links must start at the authorization endpoint. The latter needs an app:
+// without one usher can name, the link falls back to /invite/.
+func (b *Broker) inviteLink(inv *grants.Invitation, token string) string {
+	if inv.Link == grants.LinkAuthorize {
+		if c := b.invitationClient(inv, ""); c != nil {
+			return b.url("/authorize?" + url.Values{"client_id": {c.ID}, "invitation": {token}}.Encode())
+		}
+	}
 	return strings.TrimSuffix(b.opts.InvitationBaseURL, "/") + "/invite/" + token
+}
+
+func linkOf(inv *grants.Invitation) string {
+	if inv.Link == "" {
+		return grants.LinkInvite
+	}
+	return inv.Link
 }
 
 // idemResponse is what an Idempotency-Key replays. It may hold a link with
@@ -356,7 +375,7 @@ func (b *Broker) mailInvitation(ctx context.Context, inv *grants.Invitation, tok
 		}
 		return inv
 	}
-	if err := b.opts.Mailer.EnqueueInvitation(ctx, inv, b.inviteLink(token)); err != nil {
+	if err := b.opts.Mailer.EnqueueInvitation(ctx, inv, b.inviteLink(inv, token)); err != nil {
 		b.log.ErrorContext(ctx, "queueing invitation mail", "invitation_id", inv.ID, "err", err)
 		return inv
 	}

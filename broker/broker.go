@@ -390,10 +390,10 @@ func (b *Broker) handleAuthorize(w http.ResponseWriter, r *http.Request) {
 			Message: "This sign-in link names an application usher does not know (client_id). Check the application's configuration."})
 		return
 	}
-	// {issuer}/authorize?client_id=…&invitation=… alone is an invitation link.
-	if r.Form.Get("invitation") != "" && r.Form.Get("response_type") == "" && r.Form.Get("redirect_uri") == "" {
+	// {issuer}/authorize?client_id=…&invitation=… (or token=inv_…) alone is an invitation link.
+	if tok := linkToken(r.Form); tok != "" && r.Form.Get("response_type") == "" && r.Form.Get("redirect_uri") == "" {
 		b.limitInvites(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			b.serveInvitation(w, r, r.Form.Get("invitation"), r.Form.Get("client_id"))
+			b.serveInvitation(w, r, tok, r.Form.Get("client_id"))
 		})).ServeHTTP(w, r)
 		return
 	}

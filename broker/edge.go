@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net/http"
+	"strings"
 
 	"github.com/zitadel/oidc/v3/pkg/oidc"
 )
@@ -32,6 +33,11 @@ func (b *Broker) edge(next http.Handler) http.Handler {
 func limitBody(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.ContentLength > maxRequestBody {
+			if strings.HasPrefix(r.URL.Path, "/api/") { // the admin API answers problems (broker/openapi.json)
+				writeProblem(w, http.StatusRequestEntityTooLarge, "too-large", "Request body too large",
+					fmt.Sprintf("The request body must be at most %d bytes.", maxRequestBody))
+				return
+			}
 			http.Error(w, "request body too large", http.StatusRequestEntityTooLarge)
 			return
 		}

@@ -522,14 +522,7 @@ func load(path string, env func(string) (string, bool), dev bool) (*Config, erro
 		data = b
 	}
 	c, err := decode(data, env, path)
-	if err != nil {
-		return nil, err
-	}
-	c.Dev = dev
-	if err := c.Validate(); err != nil {
-		return nil, err
-	}
-	return c, nil
+	return finish(c, err, dev)
 }
 
 // Parse is Load from YAML bytes.
@@ -544,77 +537,119 @@ func ParseDev(data []byte, env func(string) (string, bool)) (*Config, error) {
 
 func parse(data []byte, env func(string) (string, bool), dev bool) (*Config, error) {
 	c, err := decode(data, env, "")
-	if err != nil {
-		return nil, err
+	return finish(c, err, dev)
+}
+
+// finish validates what decode made of the file. Decode problems (unknown
+// keys, values of the wrong type) do not stop validation: the operator gets
+// every problem in one run. Validation problems under a path that already
+// failed to decode are left out (they would only repeat it).
+func finish(c *Config, decodeErr error, dev bool) (*Config, error) {
+	if c == nil {
+		return nil, decodeErr
 	}
 	c.Dev = dev
-	if err := c.Validate(); err != nil {
-		return nil, err
+	verr := c.Validate()
+	if decodeErr == nil {
+		if verr != nil {
+			return nil, verr
+		}
+		return c, nil
 	}
-	return c, nil
+	errs := []error{decodeErr}
+	for _, e := range unjoin(verr) {
+		if !underFailedPath(decodeErr, e) {
+			errs = append(errs, e)
+		}
+	}
+	return nil, errors.Join(errs...)
+}
+
+func unjoin(err error) []error {
+	if j, ok := err.(interface{ Unwrap() []error }); ok {
+		return j.Unwrap()
+	}
+	if err == nil {
+		return nil
+	}
+	return []error{err}
+}
+
+// underFailedPath reports whether e names a path at or under one of the
+// paths in decodeErr.
+func underFailedPath(decodeErr, e error) bool {
+	var fe *FieldError
+	if !errors.As(e, &fe) {
+		return false
+	}
+	for _, d := range unjoin(decodeErr) {
+		var df *FieldError
+		if errors.As(d, &df) && (fe.Path == df.Path || strings.HasPrefix(fe.Path, df.Path+".") || strings.HasPrefix(fe.Path, df.Path+"[")) {
+			return true
+		}
+	}
+	return false
 }
 
 // decode decodes YAML over the defaults and applies the environment.
-// source (the file name, or "") prefixes YAML syntax errors.
+// source (the file name, or "") prefixes YAML syntax errors. A config with
+// an error is the part that decoded (the error lists what did not); a nil
+// config means nothing could be read.
 func decode(data []byte, env func(string) (string, bool), source string) (*Config, error) {
 	c := Default()
+	var errs []error
 	if len(bytes.TrimSpace(data)) > 0 {
-		if err := decodeYAML(data, c); err != nil {
-			var fe *FieldError
-			if source != "" && !errors.As(err, &fe) {
+		fieldErrs, err := decodeYAML(data, c)
+		if err != nil {
+			if source != "" {
 				err = fmt.Errorf("%s: %w", source, err)
 			}
 			return nil, err
 		}
+		errs = append(errs, fieldErrs...)
 	}
 	if env == nil {
 		env = func(string) (string, bool) { return "", false }
 	}
 	if err := applyEnv(c, env); err != nil {
-		return nil, err
+		errs = append(errs, err)
 	}
-	return c, nil
+	return c, errors.Join(errs...)
 }
 
-func decodeYAML(data []byte, c *Config) error {
+// decodeYAML decodes data into c. fieldErrs are the keys and values left
+// out (each a *FieldError); err is a document usher cannot read at all.
+func decodeYAML(data []byte, c *Config) (fieldErrs []error, err error) {
 	// First pass: the node tree, to report unknown keys and type errors by
-	// their full YAML path.
+	// their full YAML path, and prune them.
 	dec := yaml.NewDecoder(bytes.NewReader(data))
-	dec.KnownFields(true)
 	var root yaml.Node
 	if err := dec.Decode(&root); err != nil {
 		if errors.Is(err, io.EOF) {
-			return nil
+			return nil, nil
 		}
-		return err
+		return nil, err
 	}
 	var extra yaml.Node
 	if err := dec.Decode(&extra); !errors.Is(err, io.EOF) {
 		if err != nil {
-			return err
+			return nil, err
 		}
-		return fmt.Errorf("yaml: line %d: only one YAML document is allowed", extra.Line)
+		return nil, fmt.Errorf("yaml: line %d: only one YAML document is allowed", extra.Line)
 	}
 	doc := &root
 	if doc.Kind == yaml.DocumentNode {
 		if len(doc.Content) == 0 {
-			return nil
+			return nil, nil
 		}
 		doc = doc.Content[0]
 	}
-	var errs []error
-	checkNode(doc, configType, "", 0, &errs)
-	if len(errs) > 0 {
-		return errors.Join(errs...)
+	if !checkNode(doc, configType, "", 0, &fieldErrs) || doc.ShortTag() == "!!null" {
+		return fieldErrs, nil
 	}
-	if doc.ShortTag() == "!!null" {
-		return nil
+	// Second pass: the real decode of what is left, over the defaults.
+	if err := doc.Decode(c); err != nil {
+		return fieldErrs, err
 	}
-	// Second pass: the real decode over the defaults.
-	dec = yaml.NewDecoder(bytes.NewReader(data))
-	dec.KnownFields(true)
-	if err := dec.Decode(c); err != nil {
-		return err
-	}
-	return nil
+	return fieldErrs, nil
 }

@@ -585,6 +585,79 @@ func TestAllProblemsReported(t *testing.T) {
 	}
 }
 
+// TestUnknownKeysDoNotHideOtherProblems: an unknown key or a badly typed
+// value used to stop the run before validation; now one run lists them all,
+// with a suggestion for a near miss, and nothing twice.
+func TestUnknownKeysDoNotHideOtherProblems(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name   string
+		yaml   string
+		want   []string
+		absent []string
+	}{
+		{
+			name: "unknown keys and validation problems together",
+			yaml: doc{issuer: "issuer: ftp://x", clients: "clients:\n  - {id: a, type: public, redirect_uri: [https://a.example/cb]}",
+				extra: "log:\n  levle: debug\ntokens:\n  code_ttl: 2m\n"}.String(),
+			want: []string{
+				`clients[0].redirect_uri: line 7: unknown key; did you mean "redirect_uris"?`,
+				`log.levle: line 9: unknown key; did you mean "level"?`,
+				"issuer: ", "tokens.code_ttl: 2m0s exceeds", "sessions.secret:",
+				"clients[0].redirect_uris: a public client needs",
+			},
+		},
+		{
+			name:   "a bad value is reported once, not again by validation",
+			yaml:   doc{extra: "tokens:\n  code_ttl: soon\ninvitations:\n  email_match: x\n"}.String(),
+			want:   []string{`tokens.code_ttl: line `, "invitations.email_match:"},
+			absent: []string{"tokens.code_ttl: must"},
+		},
+		{
+			name:   "no suggestion for a far-off key",
+			yaml:   doc{extra: "banana: 1\n"}.String(),
+			want:   []string{"banana: line "},
+			absent: []string{"did you mean"},
+		},
+		{
+			name: "a top-level near miss",
+			yaml: doc{extra: "webhook: []\n"}.String(),
+			want: []string{`did you mean "webhooks"?`},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := Parse([]byte(tt.yaml), nil)
+			if err == nil {
+				t.Fatal("want an error")
+			}
+			for _, w := range tt.want {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("error lacks %q:\n%v", w, err)
+				}
+			}
+			for _, a := range tt.absent {
+				if strings.Contains(err.Error(), a) {
+					t.Errorf("error has %q:\n%v", a, err)
+				}
+			}
+		})
+	}
+}
+
+func TestEditDistance(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		a, b string
+		want int
+	}{{"", "", 0}, {"abc", "", 3}, {"redirect_uri", "redirect_uris", 1}, {"levle", "level", 1}, {"abcd", "acbd", 1}, {"kitten", "sitting", 3}}
+	for _, tt := range tests {
+		if got := editDistance(tt.a, tt.b); got != tt.want {
+			t.Errorf("editDistance(%q, %q) = %d, want %d", tt.a, tt.b, got, tt.want)
+		}
+	}
+}
+
 func TestDevRelaxations(t *testing.T) {
 	t.Parallel()
 	y := []byte(doc{clients: "clients:\n  - {id: funnel, type: confidential, secret: dev}"}.String())

@@ -117,15 +117,17 @@ func pathOrRoot(p string) string {
 }
 
 // checkNode walks n against type t, reporting unknown keys and values that
-// do not decode into their field, each by its YAML path.
-func checkNode(n *yaml.Node, t reflect.Type, path string, depth int, errs *[]error) {
+// do not decode into their field, each by its YAML path. It prunes what it
+// reports from the tree (and returns false when n itself is unusable), so
+// that the rest still decodes and validates: one run reports every problem.
+func checkNode(n *yaml.Node, t reflect.Type, path string, depth int, errs *[]error) bool {
 	if depth > maxDepth {
 		*errs = append(*errs, fieldErr(pathOrRoot(path), "nested too deeply"))
-		return
+		return false
 	}
 	if n.Kind == yaml.AliasNode {
 		if n.Alias == nil {
-			return
+			return true
 		}
 		n = n.Alias
 	}
@@ -134,53 +136,118 @@ func checkNode(n *yaml.Node, t reflect.Type, path string, depth int, errs *[]err
 	if !isStruct && !isStructSlice {
 		if err := n.Decode(reflect.New(t).Interface()); err != nil {
 			*errs = append(*errs, fieldErr(pathOrRoot(path), cleanYAMLError(err)))
+			return false
 		}
-		return
+		return true
 	}
 	if n.ShortTag() == "!!null" {
-		return
+		return true
 	}
 	if isStructSlice {
 		if n.Kind != yaml.SequenceNode {
 			*errs = append(*errs, fieldErr(pathOrRoot(path), fmt.Sprintf("line %d: must be a list", n.Line)))
-			return
+			return false
 		}
+		ok := true
 		for i, el := range n.Content {
-			checkNode(el, t.Elem(), fmt.Sprintf("%s[%d]", path, i), depth+1, errs)
+			// A bad element drops the whole list: dropping one would shift
+			// the indexes the other messages name.
+			ok = checkNode(el, t.Elem(), fmt.Sprintf("%s[%d]", path, i), depth+1, errs) && ok
 		}
-		return
+		return ok
 	}
 	if n.Kind != yaml.MappingNode {
 		*errs = append(*errs, fieldErr(pathOrRoot(path), fmt.Sprintf("line %d: must be a mapping of keys to values", n.Line)))
-		return
+		return false
 	}
+	kept := n.Content[:0:0]
 	for i := 0; i+1 < len(n.Content); i += 2 {
 		k, v := n.Content[i], n.Content[i+1]
-		if k.Kind != yaml.ScalarNode {
-			*errs = append(*errs, fieldErr(pathOrRoot(path), fmt.Sprintf("line %d: keys must be plain strings", k.Line)))
-			continue
+		if checkPair(k, v, t, path, depth, errs) {
+			kept = append(kept, k, v)
 		}
-		if k.ShortTag() == "!!merge" {
-			mv := v
-			if mv.Kind == yaml.AliasNode && mv.Alias != nil {
-				mv = mv.Alias
-			}
-			if mv.Kind == yaml.SequenceNode {
-				for _, m := range mv.Content {
-					checkNode(m, t, path, depth+1, errs)
-				}
-			} else {
-				checkNode(mv, t, path, depth+1, errs)
-			}
-			continue
-		}
-		f, ok := fieldByYAML(t, k.Value)
-		if !ok {
-			*errs = append(*errs, fieldErr(joinPath(path, k.Value), fmt.Sprintf("line %d: unknown key", k.Line)))
-			continue
-		}
-		checkNode(v, f.Type, joinPath(path, k.Value), depth+1, errs)
 	}
+	n.Content = kept
+	return true
+}
+
+// checkPair checks one key: value of a mapping decoded into struct type t.
+func checkPair(k, v *yaml.Node, t reflect.Type, path string, depth int, errs *[]error) bool {
+	if k.Kind != yaml.ScalarNode {
+		*errs = append(*errs, fieldErr(pathOrRoot(path), fmt.Sprintf("line %d: keys must be plain strings", k.Line)))
+		return false
+	}
+	if k.ShortTag() == "!!merge" {
+		mv := v
+		if mv.Kind == yaml.AliasNode && mv.Alias != nil {
+			mv = mv.Alias
+		}
+		if mv.Kind != yaml.SequenceNode {
+			return checkNode(mv, t, path, depth+1, errs)
+		}
+		ok := true
+		for _, m := range mv.Content {
+			ok = checkNode(m, t, path, depth+1, errs) && ok
+		}
+		return ok
+	}
+	f, ok := fieldByYAML(t, k.Value)
+	if !ok {
+		msg := fmt.Sprintf("line %d: unknown key", k.Line)
+		if near := nearestKey(t, k.Value); near != "" {
+			msg += fmt.Sprintf("; did you mean %q?", near)
+		}
+		*errs = append(*errs, fieldErr(joinPath(path, k.Value), msg))
+		return false
+	}
+	return checkNode(v, f.Type, joinPath(path, k.Value), depth+1, errs)
+}
+
+// nearestKey is the key of t closest to a misspelt one, or "" when none is
+// close enough to be the likely intent.
+func nearestKey(t reflect.Type, key string) string {
+	best, bestDist := "", 0
+	for i := 0; i < t.NumField(); i++ {
+		name := yamlName(t.Field(i))
+		if name == "" {
+			continue
+		}
+		d := editDistance(strings.ToLower(key), name)
+		// A third of the name (at least 1, at most 3) keeps "log"/"tls"
+		// from suggesting each other.
+		limit := min(max(len(name)/3, 1), 3)
+		if d <= limit && (best == "" || d < bestDist) {
+			best, bestDist = name, d
+		}
+	}
+	return best
+}
+
+// editDistance is the optimal-string-alignment distance between a and b:
+// Levenshtein plus swapped neighbours ("levle"), the commonest typo. Bytes:
+// YAML keys are ASCII.
+func editDistance(a, b string) int {
+	d := make([][]int, len(a)+1)
+	for i := range d {
+		d[i] = make([]int, len(b)+1)
+		d[i][0] = i
+	}
+	for j := range d[0] {
+		d[0][j] = j
+	}
+	for i := 1; i <= len(a); i++ {
+		for j := 1; j <= len(b); j++ {
+			cost := 1
+			if a[i-1] == b[j-1] {
+				cost = 0
+			}
+			d[i][j] = min(d[i-1][j]+1, d[i][j-1]+1, d[i-1][j-1]+cost)
+			if i > 1 && j > 1 && a[i-1] == b[j-2] && a[i-2] == b[j-1] {
+				d[i][j] = min(d[i][j], d[i-2][j-2]+1)
+			}
+		}
+	}
+	return d[len(a)][len(b)]
 }
 
 func cleanYAMLError(err error) string {

@@ -182,6 +182,15 @@ func TestAdminPage(t *testing.T) {
 		t.Errorf("grant after the admin set crm_id: %s", g.raw)
 	}
 
+	// The link form: "authorize" gives an /authorize?…&invitation= link.
+	do(t, admin, "back to the dashboard", chromedp.Navigate(issuer+"/admin"))
+	fillInviteForm(t, admin, "link-form@example.com", "customer", "", "")
+	do(t, admin, "choosing the authorize link form", chromedp.Evaluate[chromedp.Void](`document.getElementById('link').value = 'authorize'`),
+		chromedp.Click(chromedp.CSS(`#create`)))
+	if link := pollJS(t, admin, "waiting for the authorize link", 20*time.Second, `(document.querySelector('#invite-link') || {}).value || ""`); !strings.HasPrefix(link, issuer+"/authorize?client_id=") || !strings.Contains(link, "invitation=inv_") {
+		t.Errorf("admin page, link form authorize: %q", link)
+	}
+
 	// CSRF: a POST from the admin's own browser without the token is refused.
 	do(t, admin, "back to the dashboard", chromedp.Navigate(issuer+"/admin"))
 	fillInviteForm(t, admin, "csrf-victim@example.com", "customer", "", "")

@@ -44,13 +44,15 @@ type apiResult struct {
 func apiCall(t *testing.T, d *app.Dev, method, path, token string, body any, headers ...string) apiResult {
 	t.Helper()
 	var rd io.Reader
+	var sent []byte
 	switch b := body.(type) {
 	case nil:
 	case string:
+		sent = []byte(b)
 		rd = strings.NewReader(b)
 	default:
-		js, _ := json.Marshal(b)
-		rd = bytes.NewReader(js)
+		sent, _ = json.Marshal(b)
+		rd = bytes.NewReader(sent)
 	}
 	req, _ := http.NewRequest(method, strings.TrimSuffix(d.IssuerURL, "/")+path, rd)
 	if token != "" {
@@ -68,6 +70,7 @@ func apiCall(t *testing.T, d *app.Dev, method, path, token string, body any, hea
 	}
 	defer resp.Body.Close()
 	raw, _ := io.ReadAll(resp.Body)
+	checkContract(t, req, sent, resp, raw)
 	res := apiResult{status: resp.StatusCode, header: resp.Header, raw: string(raw)}
 	_ = json.Unmarshal(raw, &res.body)
 	return res

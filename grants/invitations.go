@@ -71,6 +71,8 @@ type CreateRequest struct {
 	SendEmail  *bool  `json:"send_email"`
 	EmailMatch string `json:"email_match"`
 	Inviter    string `json:"inviter"`
+	// Link: "invite" (default) or "authorize", the link's form (Invitation.Link).
+	Link string `json:"link"`
 	// MayGrantPrivileged: the caller may put PrivilegedRoles on the
 	// invitation (scope invitations:admin, or an admin on the admin page).
 	// Set by the server from who calls, never read from the request body.
@@ -212,6 +214,9 @@ func (s *Invitations) Validate(req CreateRequest) (*Invitation, bool, error) {
 	if match != MatchAny && match != MatchExact && match != MatchDomain {
 		v.add("email_match", "must be one of any, exact, domain")
 	}
+	if req.Link != "" && req.Link != LinkInvite && req.Link != LinkAuthorize {
+		v.add("link", "must be invite (/invite/<token>, the default) or authorize (/authorize?client_id=…&invitation=<token>)")
+	}
 	if len(v.Errors) > 0 {
 		return nil, false, v
 	}
@@ -220,13 +225,27 @@ func (s *Invitations) Validate(req CreateRequest) (*Invitation, bool, error) {
 	inv := &Invitation{
 		ID: "inv-" + randomID(), Email: email, Roles: roles, Claims: req.Claims, Metadata: req.Metadata,
 		ExternalID: req.ExternalID, ClientID: req.ClientID, EmailMatch: match, Inviter: req.Inviter,
-		Status: StatusPending, CreatedAt: now, ExpiresAt: now.Add(ttl), SendEmail: send,
+		Link: linkForm(req.Link), Status: StatusPending, CreatedAt: now, ExpiresAt: now.Add(ttl), SendEmail: send,
 		Events: []Event{{Type: "created", At: now, Detail: map[string]string{"inviter": req.Inviter}}},
 	}
 	if !send {
 		inv.EmailStatus = "not_requested"
 	}
 	return inv, send, nil
+}
+
+// The forms of an invitation link.
+const (
+	LinkInvite    = "invite"    // {base}/invite/<token>
+	LinkAuthorize = "authorize" // {issuer}/authorize?client_id=…&invitation=<token>
+)
+
+// linkForm stores the default form as "" (records from before links had forms).
+func linkForm(s string) string {
+	if s == LinkInvite {
+		return ""
+	}
+	return s
 }
 
 // Create validates and stores an invitation. When a pending invitation with

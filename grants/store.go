@@ -101,10 +101,13 @@ type Invitation struct {
 	ClientID   string         `json:"client_id,omitempty"`
 	EmailMatch string         `json:"email_match"` // any, exact, domain
 	Inviter    string         `json:"inviter,omitempty"`
-	Status     Status         `json:"status"`
-	CreatedAt  time.Time      `json:"created_at"`
-	ExpiresAt  time.Time      `json:"expires_at"`
-	SendEmail  bool           `json:"send_email"`
+	// Link is the form of the link usher mails and shows: LinkInvite ("",
+	// /invite/<token>) or LinkAuthorize. Kept so that resend keeps it.
+	Link      string    `json:"link,omitempty"`
+	Status    Status    `json:"status"`
+	CreatedAt time.Time `json:"created_at"`
+	ExpiresAt time.Time `json:"expires_at"`
+	SendEmail bool      `json:"send_email"`
 	// EmailStatus: "", queued, sent, failed.
 	EmailStatus string `json:"email_status,omitempty"`
 	EmailError  string `json:"email_error,omitempty"`

@@ -1,0 +1,50 @@
+package main
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// TestConfigCheck runs `usher config check` and `usher serve` the way an
+// operator does: every problem in one run, a suggestion for a misspelt key,
+// and a pointer to the example config when no file was given.
+func TestConfigCheck(t *testing.T) {
+	t.Setenv("USHER_CONFIG", "") // the flag's default; the tests set --config
+	dir := t.TempDir()
+	typos := filepath.Join(dir, "typos.yaml")
+	if err := os.WriteFile(typos, []byte("issuer: ftp://x\nclients:\n  - id: spa\n    type: public\n    redirect_uri: [https://a.example/cb]\nlog:\n  levle: debug\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name   string
+		args   []string
+		code   int
+		stderr []string
+	}{
+		{"config check without a file", []string{"config", "check"}, 1,
+			[]string{"no configuration file was given", "--config", "deploy/usher.example.yaml", "issuer: required"}},
+		{"serve without a file", []string{"serve"}, 1,
+			[]string{"no configuration file was given", "deploy/usher.example.yaml"}},
+		{"every problem in one run", []string{"config", "check", "--config", typos}, 1,
+			[]string{"invalid configuration", `clients[0].redirect_uri: line 5: unknown key; did you mean "redirect_uris"?`,
+				`log.levle: line 7: unknown key; did you mean "level"?`, `issuer: "ftp://x" must use https`,
+				"clients[0].redirect_uris: a public client needs", "sessions.secret: required"}},
+		{"a missing file", []string{"config", "check", "--config", filepath.Join(dir, "nope.yaml")}, 1,
+			[]string{"nope.yaml", "no such file"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			r := runCLI(t, tt.args...)
+			if r.code != tt.code {
+				t.Fatalf("want exit %d, got %s", tt.code, r)
+			}
+			for _, w := range tt.stderr {
+				if !strings.Contains(r.stderr, w) {
+					t.Errorf("stderr lacks %q\n%s", w, r)
+				}
+			}
+		})
+	}
+}

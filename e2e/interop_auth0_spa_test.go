@@ -84,9 +84,19 @@ func TestInteropAuth0SPA(t *testing.T) {
 				t.Errorf("invitation after the flow: %s", r.raw)
 			}
 
-			// getTokenSilently with the cache off: the refresh_token grant.
+			// A reload: with the SDK's defaults (memory cache, no refresh
+			// token) the session comes back through its hidden iframe
+			// (prompt=none, response_mode=web_message), answered from usher's
+			// own session.
+			do(t, ctx, "reloading the app", chromedp.Reload())
+			st = pageState(t, ctx, "waiting for the reloaded app", "s.loaded")
+			if !st.SignedIn || st.User["email"] != tc.email {
+				t.Fatalf("after a reload the app is signed out (error %q): silent authentication failed", st.Error)
+			}
+
+			// getTokenSilently with the cache off: a new token through the iframe.
 			callPage(t, ctx, "doRefresh")
-			st = pageState(t, ctx, "waiting for getTokenSilently (refresh token)", "s.refreshed")
+			st = pageState(t, ctx, "waiting for getTokenSilently (hidden iframe)", "s.refreshed")
 			if st.Refreshed.ATClaims["jti"] == st.ATClaims["jti"] || !slices.Equal(rolesOf(st.Refreshed.ATClaims), roles) {
 				t.Errorf("refreshed access token %v (before: %v)", st.Refreshed.ATClaims, st.ATClaims)
 			}

@@ -9,7 +9,8 @@
   window.doLogin = () => client.loginWithRedirect();
   window.doRefresh = async () => {
     try {
-      // cacheMode off: skip the in-memory cache, use the refresh token.
+      // cacheMode off: skip the in-memory cache; with the SDK's defaults (no
+      // refresh tokens) a new token comes through the hidden iframe.
       const r = await client.getTokenSilently({ cacheMode: "off", detailedResponse: true });
       state.refreshed = { atClaims: jwtClaims(r.access_token), idClaims: { ...(await client.getIdTokenClaims()) } };
       delete state.refreshed.idClaims.__raw;
@@ -25,8 +26,9 @@
       domain: cfg.domain,
       clientId: cfg.clientId,
       authorizationParams: { redirect_uri: self },
-      useRefreshTokens: true,
-      cacheLocation: "memory",
+      // Every other option at its default: no refresh tokens, an in-memory
+      // cache, so a reload restores the session through the SDK's hidden
+      // iframe (prompt=none, response_mode=web_message) from usher's session.
     });
     const q = new URLSearchParams(location.search);
     if (q.has("code") || q.has("error")) {
@@ -53,6 +55,11 @@
       return;
     } else {
       state.signedIn = await client.isAuthenticated();
+      if (state.signedIn) {
+        state.user = await client.getUser();
+        state.idClaims = { ...(await client.getIdTokenClaims()) };
+        delete state.idClaims.__raw;
+      }
     }
     state.loaded = true;
     render();

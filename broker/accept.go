@@ -55,6 +55,7 @@ type acceptState struct {
 // showAcceptPage remembers the page in the session (which the caller saves)
 // and renders it.
 func (b *Broker) showAcceptPage(w http.ResponseWriter, r *http.Request, sess *gsessions.Session, key string, st acceptState, v acceptView) error {
+	pruneAcceptPages(sess.Values, b.now())
 	st.CSRF, st.Expires = randomToken(24), b.now().Add(acceptTTL)
 	enc, err := jsonString(st)
 	if err != nil {
@@ -90,6 +91,24 @@ func (b *Broker) acceptFormTargets(clientID string) []string {
 	}
 	add(b.upstream.cfg.Issuer)
 	return out
+}
+
+// pruneAcceptPages drops unanswered accept pages that expired, and all of
+// them beyond a few, so a browser cannot grow its session record without bound.
+func pruneAcceptPages(values map[any]any, now time.Time) {
+	n := 0
+	for k, v := range values {
+		ks, _ := k.(string)
+		if !strings.HasPrefix(ks, acceptPrefix) {
+			continue
+		}
+		var st acceptState
+		if raw, _ := v.(string); jsonParse(raw, &st) != nil || now.After(st.Expires) || n >= 10 {
+			delete(values, k)
+			continue
+		}
+		n++
+	}
 }
 
 // handleAccept is the form the accept page posts.

@@ -2,7 +2,7 @@ package devidp_test
 
 import (
 	"context"
-		"net"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/url"

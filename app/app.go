@@ -153,7 +153,8 @@ func (a *App) startMirror(ctx context.Context, cfg *config.Config, o Options) er
 	if !cfg.Upstream.IsAuth0() || !m.Enabled() {
 		return nil
 	}
-	domain := strings.TrimRight(cfg.Upstream.Auth0.Domain, "/")
+	// The Management API answers only for the canonical tenant domain.
+	domain := strings.TrimRight(cfg.Upstream.ManagementDomain(), "/")
 	insecure := strings.HasPrefix(domain, "http://")
 	domain = strings.TrimPrefix(strings.TrimPrefix(domain, "https://"), "http://")
 	mirror, err := grants.NewMirror(ctx, grants.MirrorOptions{Store: a.Store, Domain: domain, ClientID: m.ClientID,
@@ -276,6 +277,7 @@ func BrokerOptions(cfg *config.Config) (broker.Options, error) {
 			Issuer: cfg.Upstream.EffectiveIssuer(), ClientID: cfg.Upstream.EffectiveClientID(),
 			ClientSecret: cfg.Upstream.EffectiveClientSecret(), Scopes: cfg.Upstream.Scopes,
 			Auth0: cfg.Upstream.IsAuth0(), LinkByVerifiedEmail: cfg.Upstream.LinkByVerifiedEmail,
+			IdentityIssuer: cfg.Upstream.IdentityIssuer(),
 		},
 		SigningAlgorithm:  cfg.Signing.Algorithm,
 		SigningKeyPEMs:    pems,

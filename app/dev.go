@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"time"
 
@@ -58,6 +59,12 @@ type DevOptions struct {
 	MailSender     grants.Sender
 	MailBackoff    time.Duration
 	WebhookBackoff time.Duration
+	// CustomDomain makes devidp answer also as http://localhost:<port>/, an
+	// Auth0 custom domain in front of the canonical http://127.0.0.1:<port>/,
+	// and configures usher as for a tenant with a custom domain:
+	// upstream.auth0.domain is the custom domain, management.domain the
+	// canonical one.
+	CustomDomain bool
 }
 
 // Dev is a running `usher dev`: usher, devidp and the demo SPA.
@@ -69,11 +76,14 @@ type Dev struct {
 	Config    *config.Config
 	IssuerURL string
 	IDPURL    string
-	SPAURL    string
+	// IDPCustomURL is devidp's custom domain (DevOptions.CustomDomain), else "".
+	IDPCustomURL string
+	SPAURL       string
 	// MetricsURL is /metrics on the metrics listener (not the public one).
 	MetricsURL string
-	servers    []*http.Server
+	servers    []*http.Server // the first is usher's
 	tmpDir     string
+	appOpts    Options
 }
 
 func listen(addr string) (net.Listener, error) {
@@ -123,6 +133,9 @@ func StartDev(ctx context.Context, o DevOptions) (*Dev, error) {
 	}
 	d.IDPURL = "http://" + idpLn.Addr().String() + "/"
 	d.SPAURL = "http://" + spaLn.Addr().String()
+	if o.CustomDomain {
+		d.IDPCustomURL = "http://localhost:" + strconv.Itoa(idpLn.Addr().(*net.TCPAddr).Port) + "/"
+	}
 	usherBase := strings.TrimSuffix(d.IssuerURL, "/")
 
 	d.IDP, err = devidp.New(devidp.Config{
@@ -137,7 +150,8 @@ func StartDev(ctx context.Context, o DevOptions) (*Dev, error) {
 			{Email: DevUserEmail, Password: DevUserPassword, Name: "Ada Lovelace", EmailVerified: true},
 			{Email: DevAdminEmail, Password: DevAdminPassword, Name: "Dev Admin", EmailVerified: true},
 		},
-		Logger: o.Logger.With("component", "devidp"),
+		Logger:       o.Logger.With("component", "devidp"),
+		CustomDomain: d.IDPCustomURL,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("devidp: %w", err)
@@ -177,6 +191,10 @@ func StartDev(ctx context.Context, o DevOptions) (*Dev, error) {
 			Scopes: []string{"invitations:write", "invitations:read"},
 		},
 	}
+	if o.CustomDomain {
+		cfg.Upstream.Auth0.Management.Domain = cfg.Upstream.Auth0.Domain
+		cfg.Upstream.Auth0.Domain = strings.TrimSuffix(d.IDPCustomURL, "/")
+	}
 	if o.Configure != nil {
 		o.Configure(cfg)
 	}
@@ -196,15 +214,14 @@ func StartDev(ctx context.Context, o DevOptions) (*Dev, error) {
 	case !cfg.Mail.Enabled():
 		sender = d.Outbox
 	}
-	d.App, err = New(ctx, cfg, Options{Logger: o.Logger, Now: o.Now, WrapStore: o.WrapStore, MailSender: sender, MailBackoff: o.MailBackoff, WebhookBackoff: o.WebhookBackoff, DemoURL: d.SPAURL})
+	d.appOpts = Options{Logger: o.Logger, Now: o.Now, WrapStore: o.WrapStore, MailSender: sender, MailBackoff: o.MailBackoff, WebhookBackoff: o.WebhookBackoff, DemoURL: d.SPAURL}
+	d.App, err = New(ctx, cfg, d.appOpts)
 	if err != nil {
 		return nil, err
 	}
 	d.OutboxURL = usherBase + "/dev/outbox/"
 	d.MetricsURL = "http://" + metricsLn.Addr().String() + "/metrics"
-	usherMux := http.NewServeMux()
-	usherMux.Handle("/dev/outbox/", http.StripPrefix("/dev/outbox", d.Outbox.Handler()))
-	usherMux.Handle("/", d.App.Handler())
+	usherMux := d.usherMux()
 	spa := demo.Handler(demo.Config{Issuer: d.IssuerURL, ClientID: DevSPAClientID})
 	for _, s := range []struct {
 		ln net.Listener
@@ -216,6 +233,40 @@ func StartDev(ctx context.Context, o DevOptions) (*Dev, error) {
 	}
 	ok = true
 	return d, nil
+}
+
+func (d *Dev) usherMux() *http.ServeMux {
+	mux := http.NewServeMux()
+	mux.Handle("/dev/outbox/", http.StripPrefix("/dev/outbox", d.Outbox.Handler()))
+	mux.Handle("/", d.App.Handler())
+	return mux
+}
+
+// RestartUsher stops usher and starts it again on the same address and
+// store, with configure applied to a copy of its config; devidp and the demo
+// SPA keep running (and the metrics listener keeps the first App's metrics).
+func (d *Dev) RestartUsher(ctx context.Context, configure func(*config.Config)) error {
+	d.servers[0].Close()
+	d.App.Close()
+	cfg := *d.Config
+	if configure != nil {
+		configure(&cfg)
+	}
+	if err := cfg.Validate(); err != nil {
+		return fmt.Errorf("dev config: %w", err)
+	}
+	a, err := New(ctx, &cfg, d.appOpts)
+	if err != nil {
+		return err
+	}
+	d.App, d.Config = a, &cfg
+	ln, err := net.Listen("tcp", cfg.Listen)
+	if err != nil {
+		return fmt.Errorf("usher listener: %w", err)
+	}
+	d.servers[0] = NewServer(d.usherMux())
+	go d.servers[0].Serve(ln)
+	return nil
 }
 
 // Close stops the servers and removes the temporary store.

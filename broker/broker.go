@@ -648,7 +648,7 @@ func (b *Broker) verifyUpstream(ctx context.Context, q url.Values, p pendingLogi
 // resolveUser finds or creates the usher user of an upstream identity.
 func (b *Broker) resolveUser(ctx context.Context, id *upstreamIdentity) (*grants.User, bool, error) {
 	ident := grants.Identity{
-		Issuer: id.Issuer, Subject: id.Subject, Connection: id.Connection,
+		Issuer: b.opts.Upstream.identityIssuer(id.Issuer), Subject: id.Subject, Connection: id.Connection,
 		Email: id.Email, EmailVerified: id.EmailVerified,
 	}
 	if b.opts.Upstream.LinkByVerifiedEmail {

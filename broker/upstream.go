@@ -35,6 +35,9 @@ type Upstream struct {
 	HTTPClient *http.Client
 	// LinkByVerifiedEmail maps identities with the same verified email to one user.
 	LinkByVerifiedEmail bool
+	// IdentityIssuer is the issuer upstream identities are stored under when
+	// it differs from Issuer (see identity_issuer.go); empty = Issuer.
+	IdentityIssuer string
 }
 
 // upstreamClient is usher as an OIDC client of the upstream. Discovery is

@@ -226,7 +226,12 @@ type Upstream struct {
 	ClientSecret        string   `yaml:"client_secret" usher:"secret"`
 	Scopes              []string `yaml:"scopes"`
 	LinkByVerifiedEmail bool     `yaml:"link_by_verified_email"`
-	Auth0               Auth0    `yaml:"auth0"`
+	// IssuerAliases are earlier issuers of the same accounts (same subs),
+	// e.g. the tenant's canonical https://TENANT.REGION.auth0.com/ after a
+	// switch to a custom domain. usher keys upstream identities by the first
+	// alias, so the users stored under it stay the same users.
+	IssuerAliases []string `yaml:"issuer_aliases"`
+	Auth0         Auth0    `yaml:"auth0"`
 }
 
 // Auth0 configures an Auth0 tenant as the upstream.
@@ -242,6 +247,11 @@ type Auth0 struct {
 
 // Management configures the optional Auth0 Management API mirror.
 type Management struct {
+	// Domain is the tenant's canonical domain (tenant.eu.auth0.com), for the
+	// Management API's base URL and token audience; empty = auth0.domain.
+	// Set it when auth0.domain is a custom domain: Auth0 only issues
+	// Management API tokens for https://<canonical domain>/api/v2/.
+	Domain       string `yaml:"domain"`
 	ClientID     string `yaml:"client_id"`
 	ClientSecret string `yaml:"client_secret" usher:"secret"`
 	CreateRoles  bool   `yaml:"create_roles"`
@@ -260,12 +270,7 @@ func (u Upstream) EffectiveIssuer() string {
 	if !u.IsAuth0() {
 		return u.Issuer
 	}
-	d := strings.TrimSpace(u.Auth0.Domain)
-	d = strings.TrimRight(d, "/")
-	if !hasHTTPScheme(d) {
-		d = "https://" + d
-	}
-	return d + "/"
+	return domainIssuer(u.Auth0.Domain)
 }
 
 // EffectiveClientID is usher's client ID at the upstream.
@@ -282,6 +287,38 @@ func (u Upstream) EffectiveClientSecret() string {
 		return u.Auth0.ClientSecret
 	}
 	return u.ClientSecret
+}
+
+// ManagementDomain is the domain the Management API is called at:
+// auth0.management.domain, or auth0.domain when that is unset.
+func (u Upstream) ManagementDomain() string {
+	if d := strings.TrimSpace(u.Auth0.Management.Domain); d != "" {
+		return d
+	}
+	return u.Auth0.Domain
+}
+
+// IdentityIssuer is the issuer upstream identities are keyed by: the first
+// of upstream.issuer_aliases; for Auth0 with auth0.management.domain set,
+// the tenant's canonical issuer https://<management.domain>/ (the same
+// accounts answer at the canonical and the custom domain); otherwise the
+// effective issuer.
+func (u Upstream) IdentityIssuer() string {
+	switch {
+	case len(u.IssuerAliases) > 0:
+		return u.IssuerAliases[0]
+	case u.IsAuth0() && strings.TrimSpace(u.Auth0.Management.Domain) != "":
+		return domainIssuer(u.Auth0.Management.Domain)
+	}
+	return u.EffectiveIssuer()
+}
+
+func domainIssuer(domain string) string {
+	d := strings.TrimRight(strings.TrimSpace(domain), "/")
+	if !hasHTTPScheme(d) {
+		d = "https://" + d
+	}
+	return d + "/"
 }
 
 func hasHTTPScheme(s string) bool {

@@ -425,6 +425,12 @@ func TestInvalid(t *testing.T) {
 			[]string{"upstream.auth0.domain: "}},
 		{"upstream scopes without openid", doc{extra: ""}.String() + "", map[string]string{"USHER_UPSTREAM_SCOPES": "email"},
 			[]string{"upstream.scopes: must include openid"}},
+		{"management domain with path", doc{upstream: "upstream:\n  auth0:\n    domain: login.example.com\n    client_id: y\n    management:\n      domain: t.eu.auth0.com/api/v2"}.String(), nil,
+			[]string{"upstream.auth0.management.domain: "}},
+		{"management domain without auth0", doc{upstream: "upstream:\n  issuer: https://idp.example.com\n  client_id: x\n  auth0:\n    management:\n      domain: t.eu.auth0.com"}.String(), nil,
+			[]string{"upstream.auth0.management.domain: only applies"}},
+		{"issuer alias not a URL", doc{upstream: "upstream:\n  auth0:\n    domain: login.example.com\n    client_id: y\n  issuer_aliases: [old-tenant]"}.String(), nil,
+			[]string{"upstream.issuer_aliases[0]: "}},
 		{"management secret without id", doc{}.String(), map[string]string{"USHER_UPSTREAM_AUTH0_MANAGEMENT_CLIENT_SECRET": "x"},
 			[]string{"upstream.auth0.management.client_id: required"}},
 		{"duplicate client id", doc{clients: "clients:\n  - {id: a, type: public, redirect_uris: [https://a.example/cb]}\n  - {id: a, type: public, redirect_uris: [https://a.example/cb]}"}.String(), nil,
@@ -740,6 +746,36 @@ func TestServerEdge(t *testing.T) {
 		if err != nil || got.String() != tc.want {
 			t.Errorf("ParseProxy(%q) = %v, %v; want %s", tc.in, got, err, tc.want)
 		}
+	}
+}
+
+// With a custom domain, the Management API goes to the canonical domain and
+// identities stay keyed by the canonical issuer (or the first alias).
+func TestCustomDomainUpstream(t *testing.T) {
+	t.Parallel()
+	u := Upstream{Auth0: Auth0{Domain: "login.example.com"}}
+	if u.ManagementDomain() != "login.example.com" || u.IdentityIssuer() != "https://login.example.com/" {
+		t.Errorf("no management.domain: %q %q", u.ManagementDomain(), u.IdentityIssuer())
+	}
+	u.Auth0.Management.Domain = "tenant.eu.auth0.com"
+	if u.ManagementDomain() != "tenant.eu.auth0.com" || u.IdentityIssuer() != "https://tenant.eu.auth0.com/" ||
+		u.EffectiveIssuer() != "https://login.example.com/" {
+		t.Errorf("management.domain: %q %q %q", u.ManagementDomain(), u.IdentityIssuer(), u.EffectiveIssuer())
+	}
+	u.IssuerAliases = []string{"https://old.example.com/", "https://older.example.com/"}
+	if u.IdentityIssuer() != "https://old.example.com/" {
+		t.Errorf("issuer_aliases: %q", u.IdentityIssuer())
+	}
+	g := Upstream{Issuer: "https://idp.example.com/"}
+	if g.IdentityIssuer() != "https://idp.example.com/" {
+		t.Errorf("generic: %q", g.IdentityIssuer())
+	}
+	c, err := Parse([]byte(doc{upstream: "upstream:\n  auth0:\n    domain: login.example.com\n    client_id: y\n    management:\n      domain: tenant.eu.auth0.com\n  issuer_aliases: [https://tenant.eu.auth0.com/]"}.String()), envOf(baseEnv()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Upstream.Auth0.Management.Domain != "tenant.eu.auth0.com" || c.Upstream.IdentityIssuer() != "https://tenant.eu.auth0.com/" {
+		t.Errorf("parsed: %+v", c.Upstream)
 	}
 }
 

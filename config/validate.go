@@ -339,6 +339,7 @@ func (c *Config) checkUpstream(p *problems) {
 			p.add("upstream.auth0.management.create_roles", "requires upstream.auth0.management.client_id")
 		}
 	}
+	c.checkDomainsAndAliases(p)
 	hasOpenID := false
 	for i, s := range u.Scopes {
 		if !scopeRe.MatchString(s) {
@@ -353,8 +354,25 @@ func (c *Config) checkUpstream(p *problems) {
 	}
 }
 
-func checkAuth0Domain(p *problems, d string) {
-	const path = "upstream.auth0.domain"
+func checkAuth0Domain(p *problems, d string) { checkTenantHost(p, "upstream.auth0.domain", d) }
+
+// checkDomainsAndAliases checks upstream.auth0.management.domain and
+// upstream.issuer_aliases.
+func (c *Config) checkDomainsAndAliases(p *problems) {
+	u := c.Upstream
+	if d := u.Auth0.Management.Domain; d != "" {
+		if !u.IsAuth0() {
+			p.add("upstream.auth0.management.domain", "only applies with upstream.auth0.domain")
+		} else {
+			checkTenantHost(p, "upstream.auth0.management.domain", d)
+		}
+	}
+	for i, a := range u.IssuerAliases {
+		checkBaseURL(p, fmt.Sprintf("upstream.issuer_aliases[%d]", i), a)
+	}
+}
+
+func checkTenantHost(p *problems, path, d string) {
 	raw := strings.TrimSpace(d)
 	if strings.Contains(raw, "*") {
 		p.add(path, "%q must not contain wildcards", d)

@@ -71,6 +71,11 @@ type Config struct {
 	// a Management API token (client_credentials, audience
 	// Issuer+"api/v2/"); only ID and Secret are used. See management.go.
 	ManagementClients []Client
+	// CustomDomain is a second name of this server, e.g.
+	// "http://localhost:8081/" next to Issuer "http://127.0.0.1:8081/",
+	// standing in for an Auth0 custom domain (login.example.com) in front of
+	// the canonical tenant domain (Issuer). See customdomain.go.
+	CustomDomain string
 }
 
 // Misbehavior makes the ID tokens issued from now on bad, so tests can check
@@ -90,6 +95,7 @@ type Misbehavior struct {
 // Servers can live in one process.
 type Server struct {
 	issuer     string
+	custom     *url.URL // CustomDomain, nil when unset
 	store      *store
 	provider   *op.Provider
 	mux        *http.ServeMux
@@ -131,9 +137,14 @@ func New(cfg Config) (*Server, error) {
 		return nil, err
 	}
 
+	custom, err := parseCustomDomain(cfg.CustomDomain, u)
+	if err != nil {
+		return nil, err
+	}
 	sum := sha256.Sum256([]byte(cfg.Issuer))
 	s := &Server{
 		issuer: cfg.Issuer,
+		custom: custom,
 		store:  st,
 		mgmt:   mgmt,
 		log:    log,
@@ -150,7 +161,7 @@ func New(cfg Config) (*Server, error) {
 		CodeMethodS256:           true,
 		AuthMethodPost:           true,
 	}
-	s.provider, err = op.NewProvider(opConfig, st, op.StaticIssuer(cfg.Issuer),
+	s.provider, err = op.NewProvider(opConfig, st, s.issuerFromHost,
 		op.WithAllowInsecure(), // plain http on loopback
 		op.WithCustomEndpoints(
 			op.NewEndpoint("authorize"),

@@ -150,7 +150,7 @@ func TestInteropOpenIDClient(t *testing.T) {
 }
 
 // nodeRP is e2e/interop/openid-client.mjs running, spoken to one JSON line
-// at a time. idTokenAlg, when set, is passed as ID_TOKEN_ALG.
+// at a time.
 type nodeRP struct {
 	t      *testing.T
 	stdin  io.WriteCloser
@@ -158,6 +158,8 @@ type nodeRP struct {
 	stderr *strings.Builder
 }
 
+// startNodeRP runs the script with args; idTokenAlg, when set, becomes
+// ID_TOKEN_ALG (the library then accepts only that ID token algorithm).
 func startNodeRP(t *testing.T, idTokenAlg string, args ...string) *nodeRP {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)

@@ -115,6 +115,7 @@ type interopState struct {
 	ATClaims  map[string]any `json:"atClaims"`
 	RT        string         `json:"refreshToken"`
 	Refreshed *interopState  `json:"refreshed"`
+	Current   *interopState  `json:"current"` // oidc-client-ts: the user the SDK holds now
 }
 
 // pageState waits until the page has rendered a state matching the JS

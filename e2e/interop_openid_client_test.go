@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net/url"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"slices"
@@ -24,6 +25,11 @@ import (
 // iss, ID token, nonce), userinfo and a refresh. The browser-less agent plays
 // the person in between: it follows the invitation link, then the library's
 // authorization URL through usher and devidp.
+//
+// ID token algorithms: a client registered without one gets RS256, which the
+// library accepts with nothing configured; a client registered for ES256
+// gets ES256, with the library told so (id_token_signed_response_alg in its
+// client metadata, then it accepts nothing else).
 func TestInteropOpenIDClient(t *testing.T) {
 	t.Parallel()
 	requireInteropModules(t, "openid-client")
@@ -36,8 +42,11 @@ func TestInteropOpenIDClient(t *testing.T) {
 	rpOrigin := "http://" + freeLoopbackAddr(t)
 	redirect := rpOrigin + "/callback"
 	d := startDev(t, app.DevOptions{Configure: func(c *config.Config) {
-		c.Clients = append(c.Clients, config.Client{ID: "openid-client", Name: "openid-client", Type: config.ClientPublic,
-			RedirectURIs: []string{redirect}, InitiateLoginURI: rpOrigin + "/login", ForwardInvitation: true})
+		rp := config.Client{ID: "openid-client", Name: "openid-client", Type: config.ClientPublic,
+			RedirectURIs: []string{redirect}, InitiateLoginURI: rpOrigin + "/login", ForwardInvitation: true}
+		es := rp
+		es.ID, es.Name, es.IDTokenSignedResponseAlg = "openid-client-es256", "openid-client-es256", "ES256"
+		c.Clients = append(c.Clients, rp, es)
 	}})
 	api := funnelToken(t, d, "invitations:write invitations:read")
 
@@ -45,10 +54,14 @@ func TestInteropOpenIDClient(t *testing.T) {
 		name    string
 		email   string
 		signup  bool
-		forward bool // the script sends the invitation as an /authorize parameter
+		forward bool   // the script sends the invitation as an /authorize parameter
+		client  string // its registration sets no algorithm, or ES256
+		tell    string // ID_TOKEN_ALG for the script; "" leaves the library's default
+		wantAlg string
 	}{
-		{"sign-up, invitation parameter", "node-new@example.com", true, true},
-		{"sign-in, cookie", "node-old@example.com", false, false},
+		{"sign-up, invitation parameter", "node-new@example.com", true, true, "openid-client", "", "RS256"},
+		{"sign-in, cookie", "node-old@example.com", false, false, "openid-client", "", "RS256"},
+		{"sign-in, invitation parameter, ES256 client", "node-es256@example.com", false, true, "openid-client-es256", "ES256", "ES256"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -59,7 +72,7 @@ func TestInteropOpenIDClient(t *testing.T) {
 			}
 			roles := []string{"customer", "node"}
 			inv := invite(t, d, api, map[string]any{"email": tc.email, "roles": roles,
-				"claims": map[string]any{"crm_id": "CRM-" + tc.email}, "client_id": "openid-client", "send_email": false})
+				"claims": map[string]any{"crm_id": "CRM-" + tc.email}, "client_id": tc.client, "send_email": false})
 
 			a := newAgent(t, rpOrigin+"/")
 			resp, body := a.get(inv["url"].(string))
@@ -68,11 +81,11 @@ func TestInteropOpenIDClient(t *testing.T) {
 			if initiate.Get("iss") != d.IssuerURL || initiate.Get("login_hint") != tc.email || !strings.HasPrefix(initiate.Get("invitation"), "invref_") {
 				t.Fatalf("initiate_login_uri query: %v", initiate)
 			}
-			args := []string{d.IssuerURL, "openid-client", redirect}
+			args := []string{d.IssuerURL, tc.client, redirect}
 			if tc.forward {
 				args = append(args, initiate.Get("invitation"))
 			}
-			rp := startNodeRP(t, args...)
+			rp := startNodeRP(t, tc.tell, args...)
 			var start struct {
 				AuthorizationURL string `json:"authorizationUrl"`
 			}
@@ -94,10 +107,12 @@ func TestInteropOpenIDClient(t *testing.T) {
 
 			var res struct {
 				IDClaims    map[string]any `json:"idClaims"`
+				IDTokenAlg  string         `json:"idTokenAlg"`
 				Userinfo    map[string]any `json:"userinfo"`
 				AccessToken string         `json:"accessToken"`
 				Refreshed   struct {
 					IDClaims    map[string]any `json:"idClaims"`
+					IDTokenAlg  string         `json:"idTokenAlg"`
 					AccessToken string         `json:"accessToken"`
 					Rotated     bool           `json:"rotated"`
 				} `json:"refreshed"`
@@ -113,6 +128,9 @@ func TestInteropOpenIDClient(t *testing.T) {
 			}
 			if res.IDClaims["email"] != tc.email || res.IDClaims["iss"] != d.IssuerURL || res.Refreshed.IDClaims["sub"] != res.IDClaims["sub"] {
 				t.Errorf("ID tokens: %v, refreshed %v", res.IDClaims, res.Refreshed.IDClaims)
+			}
+			if res.IDTokenAlg != tc.wantAlg || res.Refreshed.IDTokenAlg != tc.wantAlg {
+				t.Errorf("ID token alg %q, after refresh %q; want %s", res.IDTokenAlg, res.Refreshed.IDTokenAlg, tc.wantAlg)
 			}
 			if !res.Refreshed.Rotated {
 				t.Errorf("the refresh token was not rotated")
@@ -140,10 +158,15 @@ type nodeRP struct {
 	stderr *strings.Builder
 }
 
-func startNodeRP(t *testing.T, args ...string) *nodeRP {
+// startNodeRP runs the script with args; idTokenAlg, when set, becomes
+// ID_TOKEN_ALG (the library then accepts only that ID token algorithm).
+func startNodeRP(t *testing.T, idTokenAlg string, args ...string) *nodeRP {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	cmd := exec.CommandContext(ctx, "node", append([]string{filepath.Join(interopDir, "openid-client.mjs")}, args...)...)
+	if idTokenAlg != "" {
+		cmd.Env = append(os.Environ(), "ID_TOKEN_ALG="+idTokenAlg)
+	}
 	rp := &nodeRP{t: t, stderr: &strings.Builder{}}
 	cmd.Stderr = rp.stderr
 	var err error

@@ -1,20 +1,26 @@
 // openid-client (a certified, strictly validating relying party) against
 // usher, driven by e2e/interop_openid_client_test.go over stdin/stdout:
 //
-//   node openid-client.mjs ISSUER CLIENT_ID REDIRECT_URI [INVITATION]
+//   [ID_TOKEN_ALG=ES256] node openid-client.mjs ISSUER CLIENT_ID REDIRECT_URI [INVITATION]
 //   → prints {"authorizationUrl": …}
 //   ← reads the callback URL (one line)
-//   → prints {"idClaims": …, "userinfo": …, "refreshed": {…}} or {"error": …}
+//   → prints {"idClaims": …, "idTokenAlg": …, "userinfo": …, "refreshed": {…}} or {"error": …}
+//
+// Without ID_TOKEN_ALG the client metadata names no
+// id_token_signed_response_alg: the library's default (RS256, or whatever
+// discovery lists) applies. With it, the library accepts only that algorithm.
 import * as client from "openid-client";
 import { createInterface } from "node:readline";
 
 const [issuer, clientId, redirectUri, invitation] = process.argv.slice(2);
 const lines = createInterface({ input: process.stdin })[Symbol.asyncIterator]();
 const say = (obj) => process.stdout.write(JSON.stringify(obj) + "\n");
+const headerAlg = (jwt) => JSON.parse(Buffer.from(jwt.split(".")[0], "base64url").toString()).alg;
+const metadata = process.env.ID_TOKEN_ALG ? { id_token_signed_response_alg: process.env.ID_TOKEN_ALG } : undefined;
 
 try {
   // Plain http is allowed on loopback only, and only when asked for.
-  const config = await client.discovery(new URL(issuer), clientId, undefined, client.None(), {
+  const config = await client.discovery(new URL(issuer), clientId, metadata, client.None(), {
     execute: [client.allowInsecureRequests],
   });
   const verifier = client.randomPKCECodeVerifier();
@@ -45,10 +51,12 @@ try {
   const refreshed = await client.refreshTokenGrant(config, tokens.refresh_token);
   say({
     idClaims,
+    idTokenAlg: headerAlg(tokens.id_token),
     userinfo,
     accessToken: tokens.access_token,
     refreshed: {
       idClaims: refreshed.claims(),
+      idTokenAlg: headerAlg(refreshed.id_token),
       accessToken: refreshed.access_token,
       rotated: !!refreshed.refresh_token && refreshed.refresh_token !== tokens.refresh_token,
     },

@@ -1,18 +1,19 @@
 // An SPA using oidc-client-ts unmodified, with usher as its authority. This
-// page is its redirect_uri, post_logout_redirect_uri and initiate_login_uri.
+// page is its redirect_uri, silent_redirect_uri, post_logout_redirect_uri and
+// initiate_login_uri.
 (async () => {
   const cfg = window.interopConfig;
   const self = location.origin + location.pathname;
   const state = window.interopState;
+  // The SDK's defaults otherwise: code flow with PKCE, scope "openid" (so no
+  // refresh token), no userinfo call, automaticSilentRenew through a hidden
+  // iframe (prompt=none) answered from usher's session.
   const mgr = new oidc.UserManager({
     authority: cfg.issuer,
     client_id: cfg.clientId,
     redirect_uri: self,
+    silent_redirect_uri: self,
     post_logout_redirect_uri: self,
-    response_type: "code",
-    scope: "openid profile email offline_access",
-    loadUserInfo: true,
-    automaticSilentRenew: false,
   });
 
   const record = (user) => ({
@@ -22,7 +23,27 @@
     refreshToken: user.refresh_token || "",
   });
 
-  // Refresh: with a refresh token, signinSilent uses the refresh_token grant.
+  const q = new URLSearchParams(location.search);
+  if (window.self !== window.top && (q.has("code") || q.has("error"))) {
+    // Inside the SDK's hidden iframe: hand the response to the parent.
+    try {
+      await mgr.signinSilentCallback();
+    } catch (e) {
+      fail("signinSilentCallback", e);
+    }
+    return;
+  }
+
+  // Every user the SDK stores (sign-in, signinSilent, automatic renewal):
+  // the test waits on state.current to see automatic renewals.
+  mgr.events.addUserLoaded((user) => {
+    state.current = record(user);
+    state.loads = (state.loads || 0) + 1;
+    render();
+  });
+  mgr.events.addSilentRenewError((e) => fail("automatic silent renew", e));
+
+  // signinSilent without a refresh token: the hidden iframe.
   window.doRefresh = async () => {
     try {
       state.refreshed = record(await mgr.signinSilent());
@@ -33,7 +54,6 @@
   };
 
   try {
-    const q = new URLSearchParams(location.search);
     if (q.has("code") || q.has("error")) {
       const user = await mgr.signinRedirectCallback();
       history.replaceState(null, "", self);

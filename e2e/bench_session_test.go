@@ -1,0 +1,153 @@
+package e2e
+
+import (
+	"encoding/base64"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/cookiejar"
+	"net/url"
+	"runtime"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/usher-oidc/usher/app"
+	"github.com/usher-oidc/usher/config"
+)
+
+// BenchmarkSessionLogin measures a login of a browser already signed in to
+// usher (its cookie jar holds a usher session) for the dev SPA client:
+// /authorize answered from the session (no upstream) → code → token
+// exchange, through the real HTTP stack on loopback (bolt). Per login usher
+// signs the ID token (the client's algorithm) and the access token (ES256);
+// the ceiling is those two signatures at go-jose's one-core rates measured
+// in the same run, times the cores.
+func BenchmarkSessionLogin(b *testing.B) {
+	for _, alg := range []string{"RS256", "ES256"} {
+		b.Run(alg, func(b *testing.B) { benchmarkSessionLogin(b, alg) })
+	}
+}
+
+func benchmarkSessionLogin(b *testing.B, alg string) {
+	d := startDev(b, app.DevOptions{Configure: func(c *config.Config) {
+		c.RateLimits.APIPerMinute = 1 << 30 // a benchmark is one very busy client
+		c.RateLimits.AuthorizePerMinute = 1 << 30
+		c.Clients[0].IDTokenSignedResponseAlg = alg
+	}})
+	const perProc = 4 // in flight per GOMAXPROCS: enough to keep the cores busy, few enough that p50 is not mostly queueing
+	workers := runtime.GOMAXPROCS(0) * perProc
+	jars := make(chan http.CookieJar, workers)
+	for range workers {
+		a := newAgent(b, d.SPAURL)
+		a.signIn(d, app.DevUserEmail, app.DevUserPassword, false)
+		jars <- a.client.Jar
+	}
+	// Once, untimed: the login is answered from the session and carries alg.
+	jar := <-jars
+	if got, err := sessionLogin(d, newSessionClient(d, jar, 1)); err != nil || got != alg {
+		b.Fatalf("session login: alg %q, %v", got, err)
+	}
+	jars <- jar
+
+	es256, rs256 := es256SignsPerSecond(b), rs256SignsPerSecond(b)
+	idRate := es256
+	if alg == "RS256" {
+		idRate = rs256
+	}
+	var failures atomic.Int64
+	var mu sync.Mutex
+	var latencies []time.Duration
+	b.SetParallelism(perProc)
+	b.ResetTimer()
+	start := time.Now()
+	b.RunParallel(func(pb *testing.PB) {
+		client := newSessionClient(d, <-jars, 1)
+		var mine []time.Duration
+		for pb.Next() {
+			t0 := time.Now()
+			if _, err := sessionLogin(d, client); err != nil {
+				if failures.Add(1) == 1 {
+					b.Errorf("session login: %v", err)
+				}
+				continue
+			}
+			mine = append(mine, time.Since(t0))
+		}
+		mu.Lock()
+		latencies = append(latencies, mine...)
+		mu.Unlock()
+	})
+	elapsed := time.Since(start)
+	b.StopTimer()
+	if n := failures.Load(); n > 0 {
+		b.Fatalf("%d failed logins", n)
+	}
+	slices.Sort(latencies)
+	perSec := float64(b.N) / elapsed.Seconds()
+	// Two signatures per login: the ID token (alg) and the access token (ES256).
+	ceiling := float64(runtime.GOMAXPROCS(0)) / (1/idRate + 1/es256)
+	b.ReportMetric(perSec, "logins/s")
+	b.ReportMetric(float64(latencies[len(latencies)/2].Microseconds())/1000, "p50_ms")
+	b.ReportMetric(es256, "es256_signs/s/core")
+	b.ReportMetric(rs256, "rs256_signs/s/core")
+	b.ReportMetric(ceiling, "ceiling_logins/s")
+	b.ReportMetric(100*perSec/ceiling, "%_of_ceiling")
+}
+
+// newSessionClient follows usher's redirects with the session's cookie jar
+// and stops at the client's redirect URI, as the browser would.
+func newSessionClient(d *app.Dev, jar http.CookieJar, conns int) *http.Client {
+	if jar == nil {
+		jar, _ = cookiejar.New(nil)
+	}
+	return &http.Client{Jar: jar, Timeout: 20 * time.Second,
+		Transport: &http.Transport{MaxIdleConnsPerHost: conns},
+		CheckRedirect: func(req *http.Request, via []*http.Request) error {
+			if strings.HasPrefix(req.URL.String(), d.SPAURL) || len(via) > 10 {
+				return http.ErrUseLastResponse
+			}
+			return nil
+		}}
+}
+
+// sessionLogin runs one login from the session and returns the ID token's
+// alg. Errors, not t.Fatal: it runs on RunParallel's goroutines.
+func sessionLogin(d *app.Dev, client *http.Client) (string, error) {
+	u, verifier, state := authorizeURL(d, nil)
+	resp, err := client.Get(u)
+	if err != nil {
+		return "", err
+	}
+	io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	if up := upstreamAuthorize(resp); up != nil {
+		return "", fmt.Errorf("authorize went upstream (%s), not answered from usher's session", up)
+	}
+	loc, _ := url.Parse(resp.Header.Get("Location"))
+	if loc == nil || !strings.HasPrefix(loc.String(), d.SPAURL) || loc.Query().Get("code") == "" || loc.Query().Get("state") != state {
+		return "", fmt.Errorf("authorize: %d at %s, Location %q", resp.StatusCode, resp.Request.URL, resp.Header.Get("Location"))
+	}
+	resp, err = client.PostForm(strings.TrimSuffix(d.IssuerURL, "/")+"/oauth/token", url.Values{
+		"grant_type": {"authorization_code"}, "code": {loc.Query().Get("code")}, "code_verifier": {verifier},
+		"client_id": {app.DevSPAClientID}, "redirect_uri": {d.SPAURL + "/callback"}})
+	if err != nil {
+		return "", err
+	}
+	var tr tokenResponse
+	err = json.NewDecoder(resp.Body).Decode(&tr)
+	resp.Body.Close()
+	if err != nil || tr.IDToken == "" || tr.AccessToken == "" {
+		return "", fmt.Errorf("token: %d %v %s %s", resp.StatusCode, err, tr.Error, tr.Description)
+	}
+	var h struct {
+		Alg string `json:"alg"`
+	}
+	raw, _ := base64.RawURLEncoding.DecodeString(strings.SplitN(tr.IDToken, ".", 2)[0])
+	json.Unmarshal(raw, &h)
+	return h.Alg, nil
+}

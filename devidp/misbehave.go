@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/http"
 	"strconv"
@@ -28,7 +29,7 @@ const (
 func (s *Server) tamperIDTokens(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		m := s.store.getMisbehavior()
-		if !m.WrongNonce && !m.WrongAudience && !m.WrongIssuer {
+		if !m.WrongNonce && !m.WrongAudience && !m.WrongIssuer && !m.HS256 && !m.IDTokenWithoutEmail {
 			next.ServeHTTP(w, r)
 			return
 		}
@@ -82,15 +83,15 @@ func (s *Server) tamperTokenResponse(ctx context.Context, body []byte, m Misbeha
 	if m.WrongIssuer {
 		claims["iss"] = wrongIssuer
 	}
+	if m.IDTokenWithoutEmail {
+		delete(claims, "email")
+		delete(claims, "email_verified")
+	}
 	payload, err := json.Marshal(claims)
 	if err != nil {
 		return nil, err
 	}
-	key, err := s.store.SigningKey(ctx)
-	if err != nil {
-		return nil, err
-	}
-	signer, err := op.SignerFromKey(key)
+	signer, err := s.idTokenSigner(ctx, claims, m)
 	if err != nil {
 		return nil, err
 	}
@@ -126,4 +127,39 @@ func (b *bufferedResponse) WriteHeader(status int) {
 func (b *bufferedResponse) Write(p []byte) (int, error) {
 	b.WriteHeader(http.StatusOK)
 	return b.body.Write(p)
+}
+
+// idTokenSigner is the library's key, or under Misbehavior.HS256 an HMAC
+// keyed by the client secret: "HS256 … the secret is created when you
+// register an application (client secret)"
+// (https://auth0.com/docs/get-started/applications/signing-algorithms).
+// Such tokens carry no kid and verify against nothing in the JWKS.
+func (s *Server) idTokenSigner(ctx context.Context, claims map[string]any, m Misbehavior) (jose.Signer, error) {
+	if m.HS256 {
+		secret := s.store.clientSecret(audienceOf(claims))
+		if secret == "" {
+			return nil, errors.New("HS256: unknown client")
+		}
+		return jose.NewSigner(jose.SigningKey{Algorithm: jose.HS256, Key: []byte(secret)},
+			(&jose.SignerOptions{}).WithType("JWT"))
+	}
+	key, err := s.store.SigningKey(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return op.SignerFromKey(key)
+}
+
+// audienceOf is the ID token's client: aud as a string or its first entry.
+func audienceOf(claims map[string]any) string {
+	switch a := claims["aud"].(type) {
+	case string:
+		return a
+	case []any:
+		if len(a) > 0 {
+			s, _ := a[0].(string)
+			return s
+		}
+	}
+	return ""
 }

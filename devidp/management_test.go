@@ -152,7 +152,7 @@ func TestManagementTokenAndAuth(t *testing.T) {
 		}
 	}
 
-	u := base + "/api/v2/users-by-email?email=" + url.QueryEscape(seeded.Email)
+	u := base + "/api/v2/users-by-email?email=" + url.QueryEscape(strings.ToLower(seeded.Email)) // stored lowercased
 	for _, tok := range []string{"", "not-a-token"} {
 		var body map[string]any
 		resp := call(t, http.MethodGet, u, tok, nil, &body)
@@ -351,7 +351,7 @@ func TestManagementRateLimitAndDown(t *testing.T) {
 	t.Parallel()
 	srv, domain := startTenant(t, seeded)
 	tok := goodToken(t, domain)
-	u := "http://" + domain + "/api/v2/users-by-email?email=" + url.QueryEscape(seeded.Email)
+	u := "http://" + domain + "/api/v2/users-by-email?email=" + url.QueryEscape(strings.ToLower(seeded.Email)) // stored lowercased
 
 	srv.ManagementRateLimit(2, 1500*time.Millisecond)
 	for range 2 {

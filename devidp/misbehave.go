@@ -3,6 +3,9 @@ package devidp
 import (
 	"bytes"
 	"context"
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -91,15 +94,7 @@ func (s *Server) tamperTokenResponse(ctx context.Context, body []byte, m Misbeha
 	if err != nil {
 		return nil, err
 	}
-	signer, err := s.idTokenSigner(ctx, claims, m)
-	if err != nil {
-		return nil, err
-	}
-	obj, err := signer.Sign(payload)
-	if err != nil {
-		return nil, err
-	}
-	token, err := obj.CompactSerialize()
+	token, err := s.signIDToken(ctx, payload, audienceOf(claims), m)
 	if err != nil {
 		return nil, err
 	}
@@ -129,25 +124,38 @@ func (b *bufferedResponse) Write(p []byte) (int, error) {
 	return b.body.Write(p)
 }
 
-// idTokenSigner is the library's key, or under Misbehavior.HS256 an HMAC
-// keyed by the client secret: "HS256 … the secret is created when you
-// register an application (client secret)"
+// signIDToken signs with the library's key or, under Misbehavior.HS256,
+// with HMAC-SHA256 keyed by the client secret: "HS256 … the secret is
+// created when you register an application (client secret)"
 // (https://auth0.com/docs/get-started/applications/signing-algorithms).
-// Such tokens carry no kid and verify against nothing in the JWKS.
-func (s *Server) idTokenSigner(ctx context.Context, claims map[string]any, m Misbehavior) (jose.Signer, error) {
+// Such tokens carry no kid and verify against nothing in the JWKS. The HMAC
+// is computed here: go-jose refuses secrets shorter than 32 bytes, Auth0 and
+// devidp clients do not.
+func (s *Server) signIDToken(ctx context.Context, payload []byte, clientID string, m Misbehavior) (string, error) {
 	if m.HS256 {
-		secret := s.store.clientSecret(audienceOf(claims))
+		secret := s.store.clientSecret(clientID)
 		if secret == "" {
-			return nil, errors.New("HS256: unknown client")
+			return "", errors.New("HS256: unknown client")
 		}
-		return jose.NewSigner(jose.SigningKey{Algorithm: jose.HS256, Key: []byte(secret)},
-			(&jose.SignerOptions{}).WithType("JWT"))
+		enc := base64.RawURLEncoding
+		input := enc.EncodeToString([]byte(`{"alg":"HS256","typ":"JWT"}`)) + "." + enc.EncodeToString(payload)
+		mac := hmac.New(sha256.New, []byte(secret))
+		mac.Write([]byte(input))
+		return input + "." + enc.EncodeToString(mac.Sum(nil)), nil
 	}
 	key, err := s.store.SigningKey(ctx)
 	if err != nil {
-		return nil, err
+		return "", err
 	}
-	return op.SignerFromKey(key)
+	signer, err := op.SignerFromKey(key)
+	if err != nil {
+		return "", err
+	}
+	obj, err := signer.Sign(payload)
+	if err != nil {
+		return "", err
+	}
+	return obj.CompactSerialize()
 }
 
 // audienceOf is the ID token's client: aud as a string or its first entry.

@@ -621,8 +621,12 @@ func (b *Broker) completeAuthorization(w http.ResponseWriter, r *http.Request, s
 // OIDC error the client should get.
 func (b *Broker) verifyUpstream(ctx context.Context, q url.Values, p pendingLogin) (*upstreamIdentity, *oidc.Error) {
 	if upErr := q.Get("error"); upErr != "" {
-		// e.g. login_required after prompt=none: the SPA gets the same OIDC error.
-		return nil, upstreamError(upErr, q.Get("error_description"))
+		// e.g. login_required after prompt=none, or an Auth0 Action or Rule
+		// denying access: the SPA gets the same OIDC error.
+		oerr := upstreamError(upErr, q.Get("error_description"))
+		b.log.InfoContext(ctx, "upstream answered with an error", "upstream_error", clip(upErr, 64),
+			"upstream_error_description", clip(q.Get("error_description"), 300), "error", oerr.ErrorType)
+		return nil, oerr
 	}
 	if err := b.upstream.ensure(ctx); err != nil {
 		b.log.ErrorContext(ctx, "upstream discovery failed", "err", err)
@@ -640,7 +644,14 @@ func (b *Broker) verifyUpstream(ctx context.Context, q url.Values, p pendingLogi
 	if err != nil {
 		b.metrics.upstreamErrors.WithLabelValues("token").Inc()
 		b.log.WarnContext(ctx, "upstream sign-in rejected", "err", err)
+		if errors.Is(err, errHS256) {
+			b.upstream.hs256Once.Do(func() { b.log.ErrorContext(ctx, hs256Advice) })
+			return nil, oidc.ErrServerError().WithDescription("the sign-in service is misconfigured: its ID tokens are signed with HS256, usher needs RS256")
+		}
 		return nil, oidc.ErrAccessDenied().WithDescription("the sign-in could not be verified")
+	}
+	if id.UserinfoErr != nil {
+		b.log.WarnContext(ctx, "upstream userinfo failed; signing in with the ID token's claims", "err", id.UserinfoErr)
 	}
 	return id, nil
 }
@@ -751,8 +762,14 @@ func upstreamError(code, desc string) *oidc.Error {
 		return oidc.ErrLoginRequired().WithDescription("%s", desc)
 	case "interaction_required", "consent_required", "account_selection_required":
 		return oidc.ErrInteractionRequired().WithDescription("%s: %s", code, desc)
-	case "access_denied":
+	case "access_denied", "unauthorized":
+		// Auth0 Rules' UnauthorizedError arrives as error=unauthorized, which
+		// is no OIDC code; its description is meant for the person.
 		return oidc.ErrAccessDenied().WithDescription("%s", desc)
+	case "server_error":
+		return oidc.ErrServerError().WithDescription("%s", desc)
+	case "temporarily_unavailable":
+		return &oidc.Error{ErrorType: "temporarily_unavailable", Description: desc}
 	}
 	return oidc.ErrAccessDenied().WithDescription("the sign-in service refused the request")
 }

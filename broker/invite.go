@@ -253,26 +253,26 @@ func (b *Broker) invitationHints(ctx context.Context, ar *sessions.AuthRequest) 
 	if ar.LoginHint == "" {
 		extra["login_hint"] = inv.Email
 	}
-	if ar.ScreenHint == "" && !b.hasAccount(ctx, inv.Email) {
+	if ar.ScreenHint == "" && b.knownWithoutAccount(ctx, inv.Email) {
 		extra["screen_hint"] = "signup"
 	}
 	return extra
 }
 
-// hasAccount: does the invitee already have an account? The upstream knows
-// best (Auth0's users-by-email, when the Management API is configured); usher's
-// own users are the fallback. In doubt, answer yes: the login screen links
-// to sign-up, while a sign-up screen for an existing account is a dead end.
-func (b *Broker) hasAccount(ctx context.Context, email string) bool {
-	if b.opts.Mirror != nil {
-		ok, err := b.opts.Mirror.HasAccount(ctx, email)
-		if err == nil {
-			return ok
-		}
-		b.log.WarnContext(ctx, "upstream account lookup failed; using usher's users", "err", err)
+// knownWithoutAccount: does the upstream say the invitee has no account?
+// Only the Management API knows; usher's own users say nothing about the
+// tenant. When nobody knows (no Management API, a failed or rate-limited
+// lookup) usher sends no screen_hint: Auth0's login page offers sign-up.
+func (b *Broker) knownWithoutAccount(ctx context.Context, email string) bool {
+	if b.opts.Mirror == nil {
+		return false
 	}
-	users, err := b.grants.UsersByEmail(ctx, email)
-	return err != nil || len(users) > 0
+	ok, err := b.opts.Mirror.HasAccount(ctx, email)
+	if err != nil {
+		b.log.WarnContext(ctx, "upstream account lookup failed; no screen_hint", "err", err)
+		return false
+	}
+	return !ok
 }
 
 // redeem binds the invitation to acct, after the person pressed Accept.

@@ -3,6 +3,7 @@ package broker
 import (
 	"context"
 	"crypto/subtle"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -51,6 +52,26 @@ type upstreamClient struct {
 	verifier   *oidc.IDTokenVerifier
 	oauth      oauth2.Config
 	endSession string
+	// hs256Once: the HS256 advice is logged once per process.
+	hs256Once sync.Once
+}
+
+// errHS256: the upstream signs ID tokens with its client secret (HS256).
+var errHS256 = errors.New("upstream ID token is signed with HS256")
+
+// hs256Advice names the Auth0 setting to change
+// (https://auth0.com/docs/get-started/applications/change-application-signing-algorithms).
+const hs256Advice = "the upstream signs ID tokens with HS256 (the client secret); usher accepts only asymmetric signatures, so every sign-in fails. " +
+	"In Auth0: Applications → <app> → Settings → Advanced → OAuth → JSON Web Token Signature Algorithm: RS256"
+
+// signedWithHS256 reads the alg of a compact JWS header.
+func signedWithHS256(raw string) bool {
+	head, _, _ := strings.Cut(raw, ".")
+	b, err := base64.RawURLEncoding.DecodeString(head)
+	var h struct {
+		Alg string `json:"alg"`
+	}
+	return err == nil && json.Unmarshal(b, &h) == nil && h.Alg == "HS256"
 }
 
 func (u *upstreamClient) ctx(ctx context.Context) context.Context {
@@ -135,6 +156,8 @@ type upstreamIdentity struct {
 	IDToken       string
 	// SessionID is the upstream's session (its ID token's sid), if it names one.
 	SessionID string
+	// UserinfoErr: userinfo was asked and failed; the ID token's claims stand.
+	UserinfoErr error
 }
 
 var errNonceMismatch = errors.New("upstream ID token nonce does not match")
@@ -152,6 +175,9 @@ func (u *upstreamClient) exchange(ctx context.Context, code string, p pendingLog
 	}
 	idt, err := u.verifier.Verify(u.ctx(ctx), raw)
 	if err != nil {
+		if signedWithHS256(raw) {
+			err = fmt.Errorf("%w: %w", errHS256, err)
+		}
 		return nil, fmt.Errorf("verifying the upstream ID token: %w", err)
 	}
 	if subtle.ConstantTimeCompare([]byte(idt.Nonce), []byte(p.Nonce)) != 1 {
@@ -177,32 +203,42 @@ func (u *upstreamClient) exchange(ctx context.Context, code string, p pendingLog
 		id.AuthTime = time.Unix(c.AuthTime, 0)
 	}
 	// Some providers put email and profile only in userinfo when they also
-	// issue an access token (OIDC Core §5.4): ask there when the ID token lacks them.
-	if id.Email == "" && u.hasUserinfo() {
-		ui, err := u.provider.UserInfo(u.ctx(ctx), oauth2.StaticTokenSource(tok))
-		if err != nil {
-			return nil, fmt.Errorf("reading upstream userinfo: %w", err)
-		}
-		if ui.Subject != idt.Subject { // OIDC Core §5.3.4
-			return nil, errors.New("upstream userinfo is about another subject")
-		}
-		var extra struct {
-			Name    string `json:"name"`
-			Picture string `json:"picture"`
-		}
-		_ = ui.Claims(&extra)
-		id.Email, id.EmailVerified = ui.Email, ui.EmailVerified
-		if id.Name == "" {
-			id.Name = extra.Name
-		}
-		if id.Picture == "" {
-			id.Picture = extra.Picture
-		}
+	// issue an access token (OIDC Core §5.4): ask there when the ID token
+	// lacks them. Not Auth0: it puts the scopes' claims in the ID token and
+	// rate-limits /userinfo per user, so asking adds nothing and can fail.
+	// A failed userinfo call does not fail the sign-in: the ID token, verified,
+	// is enough (UserinfoErr is logged).
+	if id.Email == "" && !u.cfg.Auth0 && u.hasUserinfo() {
+		id.UserinfoErr = u.addUserinfo(ctx, tok, id)
 	}
 	if u.cfg.Auth0 || strings.Contains(idt.Subject, "|") {
 		id.Connection = auth0Connection(idt.Subject)
 	}
 	return id, nil
+}
+
+// addUserinfo fills id's email and missing profile from userinfo.
+func (u *upstreamClient) addUserinfo(ctx context.Context, tok *oauth2.Token, id *upstreamIdentity) error {
+	ui, err := u.provider.UserInfo(u.ctx(ctx), oauth2.StaticTokenSource(tok))
+	if err != nil {
+		return fmt.Errorf("reading upstream userinfo: %w", err)
+	}
+	if ui.Subject != id.Subject { // OIDC Core §5.3.4
+		return errors.New("upstream userinfo is about another subject")
+	}
+	var extra struct {
+		Name    string `json:"name"`
+		Picture string `json:"picture"`
+	}
+	_ = ui.Claims(&extra)
+	id.Email, id.EmailVerified = ui.Email, ui.EmailVerified
+	if id.Name == "" {
+		id.Name = extra.Name
+	}
+	if id.Picture == "" {
+		id.Picture = extra.Picture
+	}
+	return nil
 }
 
 func (u *upstreamClient) hasUserinfo() bool {

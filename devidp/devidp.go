@@ -40,6 +40,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/url"
+	"sync/atomic"
 	"time"
 
 	"github.com/zitadel/oidc/v3/pkg/op"
@@ -88,6 +89,29 @@ type Misbehavior struct {
 	// StaleAuthTime reports every sign-in as this much older than it is
 	// (an upstream that ignores max_age).
 	StaleAuthTime time.Duration
+
+	// The rest is how a real Auth0 tenant can behave (see auth0ish.go).
+
+	// Deny answers the callback of a sign-in by this email (any case) with
+	// an error instead of a code, as an Action calling api.access.deny or a
+	// Rule returning UnauthorizedError does.
+	Deny *Denial
+	// HS256 signs ID tokens with HS256 keyed by the client secret, as Auth0
+	// does for an application whose JsonWebToken Signature Algorithm is HS256.
+	HS256 bool
+	// UserinfoRateLimited answers /userinfo with 429 Too Many Requests, as
+	// Auth0 does past its per-user limit.
+	UserinfoRateLimited bool
+	// IDTokenWithoutEmail leaves email and email_verified out of ID tokens
+	// (userinfo still has them): a provider that puts them only in userinfo.
+	IDTokenWithoutEmail bool
+}
+
+// Denial is the error a denying Action or Rule sends back to the application.
+type Denial struct {
+	Email       string
+	Error       string // "access_denied" when empty; Rules' UnauthorizedError gives "unauthorized"
+	Description string // for the person, as written in the Action or Rule
 }
 
 // Server is a devidp instance. It is an http.Handler meant to be mounted at
@@ -104,6 +128,8 @@ type Server struct {
 	secure     bool // Secure cookies when the issuer is https
 	pages      *template.Template
 	mgmt       *management // the Management API subset (management.go)
+	// userinfoCalls counts /userinfo requests (UserinfoCalls).
+	userinfoCalls atomic.Int64
 }
 
 // New builds a Server. It generates a fresh RSA signing key.
@@ -187,7 +213,8 @@ func New(cfg Config) (*Server, error) {
 	mux.HandleFunc("GET /v2/logout", s.legacyLogout)
 	mux.HandleFunc("GET /{$}", s.indexPage)
 	mux.Handle("/authorize", s.captureAuthorizeExtras(s.provider))
-	mux.Handle("/authorize/callback", s.guardCallback(s.provider))
+	mux.Handle("/authorize/callback", s.guardCallback(s.denyByRule(s.provider)))
+	mux.Handle("/userinfo", s.limitUserinfo(s.provider))
 	mux.Handle("/oidc/logout", s.endBrowserSession(s.provider))
 	mux.Handle("/oauth/token", s.routeTokenRequest(s.tamperIDTokens(s.provider)))
 	mux.Handle("/api/v2/", s.managementAPI())
@@ -243,7 +270,8 @@ func (s *Server) UserSub(connection, email string) (string, bool) {
 func (s *Server) Misbehave(m Misbehavior) {
 	s.store.setMisbehavior(m)
 	s.log.Info("devidp: misbehavior set", "bad_signature", m.BadSignature, "wrong_nonce", m.WrongNonce,
-		"wrong_audience", m.WrongAudience, "wrong_issuer", m.WrongIssuer)
+		"wrong_audience", m.WrongAudience, "wrong_issuer", m.WrongIssuer, "deny", m.Deny != nil, "hs256", m.HS256,
+		"userinfo_rate_limited", m.UserinfoRateLimited, "id_token_without_email", m.IDTokenWithoutEmail)
 }
 
 // captureAuthorizeExtras hands Auth0's connection and screen_hint, which the

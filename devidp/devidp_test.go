@@ -1,6 +1,8 @@
 package devidp_test
 
 import (
+	jose "github.com/go-jose/go-jose/v4"
+
 	"context"
 	"encoding/json"
 	"fmt"
@@ -671,5 +673,87 @@ func TestRevokeAccessToken(t *testing.T) {
 	}
 	if _, err := provider.UserInfo(context.Background(), oauth2.StaticTokenSource(tk.raw)); err == nil {
 		t.Error("userinfo accepted a revoked access token")
+	}
+}
+
+// A denying Action or Rule sends the browser back to the client with the
+// error and the person-facing description, and the state.
+func TestMisbehaveDeny(t *testing.T) {
+	t.Parallel()
+	for _, code := range []string{"", "unauthorized"} {
+		p := startIDP(t, true, seeded)
+		p.srv.Misbehave(devidp.Misbehavior{Deny: &devidp.Denial{Email: "alice@EXAMPLE.com", Error: code,
+			Description: "Your account is suspended."}})
+		b := newBrowser(t, p)
+		f, pg := b.authorize(nil)
+		res := b.post("/u/login", url.Values{"state": {requestID(t, pg)}, "email": {seeded.Email}, "password": {seeded.Password}})
+		q := callback(t, res)
+		want := code
+		if want == "" {
+			want = "access_denied"
+		}
+		if q.Get("error") != want || q.Get("error_description") != "Your account is suspended." ||
+			q.Get("state") != f.state || q.Get("code") != "" {
+			t.Errorf("denied callback = %v", q)
+		}
+		// Somebody else still signs in.
+		if _, err := p.srv.AddUser(devidp.User{Email: "bob@example.com", Password: "pw"}); err != nil {
+			t.Fatal(err)
+		}
+		f, tk := passwordLogin(t, p, newBrowser(t, p), "bob@example.com", "pw")
+		mustVerify(t, tk, f)
+	}
+}
+
+// HS256 ID tokens are signed with the client secret and fail go-oidc's
+// default RS256-only verification.
+func TestMisbehaveHS256(t *testing.T) {
+	t.Parallel()
+	p := startIDP(t, true, seeded)
+	p.srv.Misbehave(devidp.Misbehavior{HS256: true})
+	_, tk := passwordLogin(t, p, newBrowser(t, p), seeded.Email, seeded.Password)
+	if tk.err == nil || !strings.Contains(tk.err.Error(), "HS256") {
+		t.Fatalf("verification error %v, want one about HS256", tk.err)
+	}
+	jws, err := jose.ParseSigned(tk.rawID, []jose.SignatureAlgorithm{jose.HS256})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := jws.Verify([]byte(clientSecret)); err != nil {
+		t.Errorf("not signed with the client secret: %v", err)
+	}
+}
+
+// Under UserinfoRateLimited /userinfo answers 429 with Auth0's headers;
+// IDTokenWithoutEmail leaves the email to userinfo.
+func TestMisbehaveUserinfo(t *testing.T) {
+	t.Parallel()
+	p := startIDP(t, true, seeded)
+	p.srv.Misbehave(devidp.Misbehavior{IDTokenWithoutEmail: true})
+	f, tk := passwordLogin(t, p, newBrowser(t, p), seeded.Email, seeded.Password)
+	if c := mustVerify(t, tk, f); c.Email != "" || c.EmailVerified != nil || c.Name == "" {
+		t.Errorf("ID token claims %+v, want no email", c)
+	}
+	userinfo := func() *http.Response {
+		req, _ := http.NewRequest(http.MethodGet, p.base+"/userinfo", nil)
+		req.Header.Set("Authorization", "Bearer "+tk.raw.AccessToken)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp
+	}
+	if resp := userinfo(); resp.StatusCode != http.StatusOK {
+		t.Fatalf("userinfo %d", resp.StatusCode)
+	}
+	p.srv.Misbehave(devidp.Misbehavior{UserinfoRateLimited: true})
+	resp := userinfo()
+	if resp.StatusCode != http.StatusTooManyRequests || resp.Header.Get("X-RateLimit-Remaining") != "0" ||
+		resp.Header.Get("X-RateLimit-Reset") == "" {
+		t.Errorf("rate-limited userinfo: %d %v", resp.StatusCode, resp.Header)
+	}
+	if n := p.srv.UserinfoCalls(); n != 2 {
+		t.Errorf("UserinfoCalls = %d, want 2", n)
 	}
 }

@@ -6,7 +6,7 @@ package devidp
 //
 //	POST   /oauth/token  grant_type=client_credentials, audience=<issuer>api/v2/
 //	       (a configured ManagementClients entry; client_secret_basic or _post)
-//	GET    /api/v2/users-by-email?email=      case-insensitive, every connection
+//	GET    /api/v2/users-by-email?email=      case-sensitive (as Auth0), every connection
 //	GET    /api/v2/users/{id}
 //	PATCH  /api/v2/users/{id}                 app_metadata / user_metadata merge, name
 //	GET    /api/v2/roles?name_filter=&page=&per_page=&include_totals=
@@ -501,9 +501,13 @@ func (m *management) userJSON(u identity) apiUser {
 	}
 }
 
-// usersByEmail returns every identity with that email, whatever its connection.
+// usersByEmail returns every identity with exactly that email, whatever its
+// connection. Like Auth0's users-by-email it is case-sensitive: database
+// emails are stored lowercased, social ones as given, so "make sure that you
+// are searching for users via email addresses using the correct case"
+// (https://auth0.com/docs/api/management/v2/users-by-email/get-users-by-email).
 func (s *store) usersByEmail(email string) []identity {
-	email = normalizeEmail(email)
+	email = strings.TrimSpace(email)
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	var out []identity

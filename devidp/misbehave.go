@@ -3,7 +3,11 @@ package devidp
 import (
 	"bytes"
 	"context"
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/base64"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/http"
 	"strconv"
@@ -28,7 +32,7 @@ const (
 func (s *Server) tamperIDTokens(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		m := s.store.getMisbehavior()
-		if !m.WrongNonce && !m.WrongAudience && !m.WrongIssuer {
+		if !m.WrongNonce && !m.WrongAudience && !m.WrongIssuer && !m.HS256 && !m.IDTokenWithoutEmail {
 			next.ServeHTTP(w, r)
 			return
 		}
@@ -82,23 +86,15 @@ func (s *Server) tamperTokenResponse(ctx context.Context, body []byte, m Misbeha
 	if m.WrongIssuer {
 		claims["iss"] = wrongIssuer
 	}
+	if m.IDTokenWithoutEmail {
+		delete(claims, "email")
+		delete(claims, "email_verified")
+	}
 	payload, err := json.Marshal(claims)
 	if err != nil {
 		return nil, err
 	}
-	key, err := s.store.SigningKey(ctx)
-	if err != nil {
-		return nil, err
-	}
-	signer, err := op.SignerFromKey(key)
-	if err != nil {
-		return nil, err
-	}
-	obj, err := signer.Sign(payload)
-	if err != nil {
-		return nil, err
-	}
-	token, err := obj.CompactSerialize()
+	token, err := s.signIDToken(ctx, payload, audienceOf(claims), m)
 	if err != nil {
 		return nil, err
 	}
@@ -126,4 +122,52 @@ func (b *bufferedResponse) WriteHeader(status int) {
 func (b *bufferedResponse) Write(p []byte) (int, error) {
 	b.WriteHeader(http.StatusOK)
 	return b.body.Write(p)
+}
+
+// signIDToken signs with the library's key or, under Misbehavior.HS256,
+// with HMAC-SHA256 keyed by the client secret: "HS256 … the secret is
+// created when you register an application (client secret)"
+// (https://auth0.com/docs/get-started/applications/signing-algorithms).
+// Such tokens carry no kid and verify against nothing in the JWKS. The HMAC
+// is computed here: go-jose refuses secrets shorter than 32 bytes, Auth0 and
+// devidp clients do not.
+func (s *Server) signIDToken(ctx context.Context, payload []byte, clientID string, m Misbehavior) (string, error) {
+	if m.HS256 {
+		secret := s.store.clientSecret(clientID)
+		if secret == "" {
+			return "", errors.New("HS256: unknown client")
+		}
+		enc := base64.RawURLEncoding
+		input := enc.EncodeToString([]byte(`{"alg":"HS256","typ":"JWT"}`)) + "." + enc.EncodeToString(payload)
+		mac := hmac.New(sha256.New, []byte(secret))
+		mac.Write([]byte(input))
+		return input + "." + enc.EncodeToString(mac.Sum(nil)), nil
+	}
+	key, err := s.store.SigningKey(ctx)
+	if err != nil {
+		return "", err
+	}
+	signer, err := op.SignerFromKey(key)
+	if err != nil {
+		return "", err
+	}
+	obj, err := signer.Sign(payload)
+	if err != nil {
+		return "", err
+	}
+	return obj.CompactSerialize()
+}
+
+// audienceOf is the ID token's client: aud as a string or its first entry.
+func audienceOf(claims map[string]any) string {
+	switch a := claims["aud"].(type) {
+	case string:
+		return a
+	case []any:
+		if len(a) > 0 {
+			s, _ := a[0].(string)
+			return s
+		}
+	}
+	return ""
 }

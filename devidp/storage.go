@@ -48,7 +48,7 @@ var (
 type identity struct {
 	sub           string
 	connection    string
-	email         string // lower case
+	email         string // database connection: lower case; social: as the provider gave it
 	password      string // database connection only; plain text is fine for a dev stand-in
 	name          string
 	emailVerified bool
@@ -224,8 +224,14 @@ func (s *store) checkPassword(email, password string) (string, error) {
 // socialSignIn creates or refreshes a simulated social identity. The
 // verified flag belongs to this sign-in (some Facebook accounts have an
 // unverified email), so it overwrites what an earlier sign-in said.
-func (s *store) socialSignIn(connection, email, name string, verified bool) (string, error) {
-	email = normalizeEmail(email)
+//
+// Auth0 lowercases the emails of its database connection only; a social or
+// enterprise identity keeps its email as the provider gave it ("In cases
+// where Auth0 is not the idP, the email is stored based on the rules of
+// idP", https://auth0.com/docs/api/management/v2/users-by-email/get-users-by-email).
+func (s *store) socialSignIn(connection, given, name string, verified bool) (string, error) {
+	given = strings.TrimSpace(given)
+	email := normalizeEmail(given)
 	if !validEmail(email) {
 		return "", fmt.Errorf("invalid email %q", email)
 	}
@@ -243,7 +249,7 @@ func (s *store) socialSignIn(connection, email, name string, verified bool) (str
 	defer s.mu.Unlock()
 	id, ok := s.users[sub]
 	if !ok {
-		id = &identity{sub: sub, connection: connection, email: email, name: email}
+		id = &identity{sub: sub, connection: connection, email: given, name: given}
 		s.users[sub] = id
 		s.logins[loginKey(connection, email)] = sub
 	}

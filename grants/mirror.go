@@ -260,16 +260,30 @@ var ErrMirrorRateLimited = errors.New("auth0 mirror: rate limited by Auth0; not 
 // HasAccount reports whether Auth0 knows an account (any connection) with
 // this email, through users-by-email. It answers within a few seconds or
 // with an error, on which the caller should carry on without the answer.
+//
+// users-by-email is case-sensitive: Auth0 stores database-connection emails
+// lowercased and social or enterprise ones as the provider gave them
+// (https://auth0.com/docs/api/management/v2/users-by-email/get-users-by-email),
+// so it asks for the email as invited and, when that differs, lowercased.
 func (m *Mirror) HasAccount(ctx context.Context, email string) (bool, error) {
-	email = EmailKey(email)
+	email = strings.TrimSpace(email)
 	if email == "" {
 		return false, errors.New("auth0 mirror: has account: empty email")
 	}
+	ctx, cancel := context.WithTimeout(ctx, mirrorLookupBudget)
+	defer cancel()
+	found, err := m.usersByEmail(ctx, email)
+	if err != nil || found || EmailKey(email) == email {
+		return found, err
+	}
+	return m.usersByEmail(ctx, EmailKey(email))
+}
+
+// usersByEmail asks users-by-email for exactly this email.
+func (m *Mirror) usersByEmail(ctx context.Context, email string) (bool, error) {
 	if m.o.Now().Before(m.pausedUntil()) {
 		return false, ErrMirrorRateLimited
 	}
-	ctx, cancel := context.WithTimeout(ctx, mirrorLookupBudget)
-	defer cancel()
 	note := &rateNote{}
 	callCtx := context.WithValue(ctx, rateNoteKey{}, note)
 	type result struct {

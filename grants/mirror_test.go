@@ -153,8 +153,14 @@ func TestMirrorHasAccount(t *testing.T) {
 	if _, err := tenant.AddSocialUser(devidp.ConnectionGoogle, "gina@example.com", "Gina", true); err != nil {
 		t.Fatal(err)
 	}
+	// Auth0 keeps a social email as the provider gave it, and users-by-email
+	// is case-sensitive: the invited spelling must be asked for as well.
+	if _, err := tenant.AddSocialUser(devidp.ConnectionGoogle, "Mixed.Case@Example.com", "Mia", true); err != nil {
+		t.Fatal(err)
+	}
 	for email, want := range map[string]bool{
 		"bob@example.com": true, " BOB@Example.com ": true, "gina@example.com": true, "nobody@example.com": false,
+		"Mixed.Case@Example.com": true, " Mixed.Case@Example.com": true, "Nobody@Example.com": false,
 	} {
 		got, err := m.HasAccount(ctx, email)
 		if err != nil || got != want {

@@ -271,6 +271,12 @@ func TestReplicasShareRedis(t *testing.T) {
 		rs.rr.served = nil
 		rs.rr.mu.Unlock()
 		do(t, ctx, "following the invitation link", chromedp.Navigate(link))
+		// No Management API here: usher cannot know whether the invitee has
+		// an account, so the upstream shows its login page, which links to
+		// sign-up (as Auth0's does).
+		do(t, ctx, "choosing sign-up on the login page",
+			chromedp.WaitVisible(chromedp.CSS(`a[href^="/u/signup"]`)),
+			chromedp.Click(chromedp.CSS(`a[href^="/u/signup"]`)))
 		pollJS(t, ctx, "waiting for the devidp sign-up form", 20*time.Second,
 			`!!document.querySelector('form[action="/u/signup"] input[name=email]')`)
 		// The login's state lives in Redis: kill one replica now.
@@ -307,7 +313,7 @@ func TestReplicasShareRedis(t *testing.T) {
 		ready := make([]pending, n)
 		for i := range n {
 			a := newAgent(t, rs.spaURL)
-			u, verifier, _ := authorizeURL(dev, url.Values{"invitation": {tok}})
+			u, verifier, _ := authorizeURL(dev, url.Values{"invitation": {tok}, "screen_hint": {"signup"}})
 			resp, body := a.get(u)
 			resp, body = a.devidpForm(resp, body, "signup", url.Values{"email": {fmt.Sprintf("r%d@example.com", i)}, "password": {"password-123456"}, "name": {"R"}})
 			ready[i] = pending{a, resp, body, verifier}

@@ -1,0 +1,165 @@
+package broker
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"net/url"
+	"time"
+
+	gsessions "github.com/gorilla/sessions"
+	"github.com/usher-oidc/usher/sessions"
+	"github.com/zitadel/oidc/v3/pkg/oidc"
+	"github.com/zitadel/oidc/v3/pkg/op"
+)
+
+// handleCallback is the upstream's redirect back to usher.
+func (b *Broker) handleCallback(w http.ResponseWriter, r *http.Request) {
+	ctx := r.Context()
+	q := r.URL.Query()
+	sess, err := b.browser.Get(r, b.cookie)
+	if err != nil {
+		b.unavailable(w, r, "loading the browser session", err)
+		return
+	}
+	key := pendingPrefix + q.Get("state")
+	raw, _ := sess.Values[key].(string)
+	var p pendingLogin
+	if q.Get("state") == "" || raw == "" || jsonParse(raw, &p) != nil || b.now().After(p.Expires) {
+		// State not issued to this browser: a forged, replayed or foreign response.
+		b.log.WarnContext(ctx, "upstream callback with a state this browser did not start")
+		renderPage(w, http.StatusBadRequest, page{Title: "Sign-in could not be completed",
+			Message: "This sign-in response does not belong to this browser session, or it expired. Go back to the application and sign in again."})
+		return
+	}
+	delete(sess.Values, key) // single use
+	if err := sess.Save(r, w); err != nil {
+		b.unavailable(w, r, "saving the browser session", err)
+		return
+	}
+	if p.Purpose == purposeAdmin {
+		b.finishAdminLogin(w, r, sess, p)
+		return
+	}
+	ar, err := b.sessions.GetAuthRequest(ctx, p.AuthRequestID)
+	if err != nil {
+		renderPage(w, http.StatusBadRequest, page{Title: "Sign-in expired",
+			Message: "This sign-in took too long. Go back to the application and sign in again."})
+		return
+	}
+	fail := func(e *oidc.Error) {
+		_ = b.sessions.DeleteAuthRequest(ctx, ar.ID)
+		op.AuthRequestError(w, r, authRequest{ar}, e, b.provider)
+	}
+	id, oerr := b.verifyUpstream(ctx, q, p)
+	if oerr == nil {
+		oerr = b.checkMaxAge(ar, id)
+	}
+	if oerr != nil {
+		b.metrics.logins.WithLabelValues("rejected", "").Inc()
+		fail(oerr)
+		return
+	}
+	u, created, err := b.resolveUser(ctx, id)
+	if err != nil {
+		fail(oidc.ErrServerError().WithDescription("temporarily unavailable: resolving the user"))
+		return
+	}
+	b.log.InfoContext(ctx, "sign-in", "user_id", u.ID, "new_user", created, "connection", id.Connection, "client_id", ar.ClientID)
+	outcome := "sign_in"
+	if created {
+		outcome = "sign_up"
+	}
+	b.metrics.logins.WithLabelValues(outcome, connectionLabel(id.Connection)).Inc()
+	ar.Subject = u.ID
+	ar.AuthTime = id.AuthTime
+	if ar.AuthTime.IsZero() {
+		ar.AuthTime = b.now()
+	}
+	ar.AMR = id.AMR
+	// New session ID after sign-in (session fixation), then remember the account.
+	b.browser.renew(ctx, sess)
+	acct := accountOf(u.ID, created, id, ar.AuthTime)
+	rememberAccount(sess, acct)
+	b.bindSignIn(sess, ar)
+	if ar.InvitationHash != "" {
+		b.clearInvitationCookie(w) // the auth request carries it from here on
+		b.offerInvitation(w, r, sess, ar, acct)
+		return
+	}
+	b.completeAuthorization(w, r, sess, ar)
+}
+
+// completeAuthorization marks the auth request done and answers the client.
+func (b *Broker) completeAuthorization(w http.ResponseWriter, r *http.Request, sess *gsessions.Session, ar *sessions.AuthRequest) {
+	ar.Done = true
+	if err := b.sessions.UpdateAuthRequest(r.Context(), ar); err != nil {
+		b.unavailable(w, r, "completing the authorization request", err)
+		return
+	}
+	if err := sess.Save(r, w); err != nil {
+		b.unavailable(w, r, "saving the browser session", err)
+		return
+	}
+	b.authResponse(w, r.WithContext(op.ContextWithIssuer(r.Context(), b.opts.Issuer)), ar)
+}
+
+// verifyUpstream turns the upstream's answer into a verified identity, or the
+// OIDC error the client should get.
+func (b *Broker) verifyUpstream(ctx context.Context, q url.Values, p pendingLogin) (*upstreamIdentity, *oidc.Error) {
+	if upErr := q.Get("error"); upErr != "" {
+		// e.g. login_required after prompt=none, or an Auth0 Action or Rule
+		// denying access: the SPA gets the same OIDC error.
+		oerr := upstreamError(upErr, q.Get("error_description"))
+		b.log.InfoContext(ctx, "upstream answered with an error", "upstream_error", clip(upErr, 64),
+			"upstream_error_description", clip(q.Get("error_description"), 300), "error", oerr.ErrorType)
+		return nil, oerr
+	}
+	if err := b.upstream.ensure(ctx); err != nil {
+		b.log.ErrorContext(ctx, "upstream discovery failed", "err", err)
+		b.metrics.upstreamErrors.WithLabelValues("discovery").Inc()
+		return nil, oidc.ErrServerError().WithDescription("the sign-in service is unreachable")
+	}
+	// RFC 9207: when the upstream names itself, it must be the one we asked.
+	if iss := q.Get("iss"); iss != "" && iss != b.upstream.cfg.Issuer {
+		b.log.WarnContext(ctx, "upstream callback from an unexpected issuer", "iss", iss)
+		return nil, oidc.ErrAccessDenied().WithDescription("the sign-in response came from an unexpected issuer")
+	}
+	start := time.Now()
+	id, err := b.upstream.exchange(ctx, q.Get("code"), p)
+	b.metrics.upstreamSeconds.WithLabelValues("token").Observe(time.Since(start).Seconds())
+	if err != nil {
+		b.metrics.upstreamErrors.WithLabelValues("token").Inc()
+		b.log.WarnContext(ctx, "upstream sign-in rejected", "err", err)
+		if errors.Is(err, errHS256) {
+			b.upstream.hs256Once.Do(func() { b.log.ErrorContext(ctx, hs256Advice) })
+			return nil, oidc.ErrServerError().WithDescription("the sign-in service is misconfigured: its ID tokens are signed with HS256, usher needs RS256")
+		}
+		return nil, oidc.ErrAccessDenied().WithDescription("the sign-in could not be verified")
+	}
+	if id.UserinfoErr != nil {
+		b.log.WarnContext(ctx, "upstream userinfo failed; signing in with the ID token's claims", "err", id.UserinfoErr)
+	}
+	return id, nil
+}
+
+// upstreamError forwards the upstream's OIDC error code when it is one the
+// SPA should see as such; anything else becomes access_denied.
+func upstreamError(code, desc string) *oidc.Error {
+	desc = clip(desc, 300)
+	switch code {
+	case "login_required":
+		return oidc.ErrLoginRequired().WithDescription("%s", desc)
+	case "interaction_required", "consent_required", "account_selection_required":
+		return oidc.ErrInteractionRequired().WithDescription("%s: %s", code, desc)
+	case "access_denied", "unauthorized":
+		// Auth0 Rules' UnauthorizedError arrives as error=unauthorized, which
+		// is no OIDC code; its description is meant for the person.
+		return oidc.ErrAccessDenied().WithDescription("%s", desc)
+	case "server_error":
+		return oidc.ErrServerError().WithDescription("%s", desc)
+	case "temporarily_unavailable":
+		return &oidc.Error{ErrorType: "temporarily_unavailable", Description: desc}
+	}
+	return oidc.ErrAccessDenied().WithDescription("the sign-in service refused the request")
+}

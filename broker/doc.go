@@ -1,0 +1,24 @@
+// Package broker is usher's OpenID Provider: it serves the SPA with the
+// zitadel/oidc op library, delegates every sign-in to the upstream (Auth0 or
+// any OIDC issuer), and adds the roles and claims a user holds to the tokens.
+//
+// A sign-in, one file per step:
+//
+//   - authorize (broker.go handleAuthorize, storage.go CreateAuthRequest):
+//     the SPA's request is checked and stored, with the invitation it
+//     carries (invite.go authorizeInvitation);
+//   - login (login.go): answered from usher's own session when it can
+//     (session.go), else the upstream leg starts with state, nonce and PKCE;
+//   - callback (callback.go): the upstream's answer is verified, the usher
+//     user resolved (users.go), the account remembered in the session;
+//   - accept (accept.go, accept_authorize.go, accept_page.go): an invitation
+//     binds only when the person presses Accept on usher's page;
+//   - invite link (invite.go, invite_reference.go, invite_link.go): /invite/<token>
+//     and the authorize link form;
+//   - response: a code by redirect, form_post (formpost.go) or web_message
+//     (webmessage.go); tokens (tokens.go), claims (claims.go), keys (keyset.go);
+//   - sign-out (signout.go): the session ends, its refresh tokens are
+//     revoked, the upstream's logout follows.
+//
+// The admin API (api*.go) and the admin page (admin*.go) sit beside it.
+package broker

@@ -1,0 +1,80 @@
+package broker
+
+import (
+	"errors"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/usher-oidc/usher/sessions"
+	"github.com/zitadel/oidc/v3/pkg/oidc"
+)
+
+// handleLogin is the login step of the authorization request `id`: answered
+// from usher's own session when it can (session.go), else the upstream leg.
+func (b *Broker) handleLogin(w http.ResponseWriter, r *http.Request) {
+	ctx := r.Context()
+	ar, err := b.sessions.GetAuthRequest(ctx, r.URL.Query().Get("id"))
+	if err != nil {
+		if errors.Is(err, sessions.ErrNotFound) {
+			renderPage(w, http.StatusBadRequest, page{Title: "Sign-in expired",
+				Message: "This sign-in took too long or was already completed. Go back to the application and sign in again."})
+			return
+		}
+		b.unavailable(w, r, "loading the authorization request", err)
+		return
+	}
+	if ar.Done {
+		renderPage(w, http.StatusBadRequest, page{Title: "Sign-in already completed",
+			Message: "Go back to the application and sign in again."})
+		return
+	}
+	sess, err := b.browser.Get(r, b.cookie)
+	if err != nil {
+		b.unavailable(w, r, "loading the browser session", err)
+		return
+	}
+	if b.answerFromSession(w, r, sess, ar) {
+		return
+	}
+	if err := b.upstream.ensure(ctx); err != nil {
+		b.log.ErrorContext(ctx, "upstream discovery failed", "err", err)
+		b.authError(w, r, ar, oidc.ErrServerError().WithDescription("the sign-in service is unreachable; try again shortly"))
+		return
+	}
+	prunePending(sess.Values, b.now())
+	state, nonce, verifier := randomToken(24), randomToken(24), randomToken(32)
+	p := pendingLogin{AuthRequestID: ar.ID, Nonce: nonce, Verifier: verifier, Expires: ar.ExpiresAt}
+	enc, _ := jsonString(p)
+	sess.Values[pendingPrefix+state] = enc
+	if err := sess.Save(r, w); err != nil {
+		b.unavailable(w, r, "saving the browser session", err)
+		return
+	}
+	extra := b.invitationHints(ctx, ar)
+	http.Redirect(w, r, b.upstream.authURL(ar, state, nonce, verifier, extra), http.StatusFound)
+}
+
+func prunePending(values map[any]any, now time.Time) {
+	n := 0
+	for k, v := range values {
+		ks, _ := k.(string)
+		if !strings.HasPrefix(ks, pendingPrefix) {
+			continue
+		}
+		var p pendingLogin
+		if s, _ := v.(string); jsonParse(s, &p) != nil || now.After(p.Expires) {
+			delete(values, k)
+			continue
+		}
+		n++
+	}
+	// Bound the session size: at most 10 sign-ins in flight per browser.
+	if n >= 10 {
+		for k := range values {
+			if ks, _ := k.(string); strings.HasPrefix(ks, pendingPrefix) {
+				delete(values, k)
+			}
+		}
+	}
+}

@@ -1,0 +1,97 @@
+package broker
+
+import (
+	"context"
+	"errors"
+	"slices"
+
+	"github.com/usher-oidc/usher/grants"
+)
+
+// resolveUser finds or creates the usher user of an upstream identity.
+func (b *Broker) resolveUser(ctx context.Context, id *upstreamIdentity) (*grants.User, bool, error) {
+	ident := grants.Identity{
+		Issuer: b.opts.Upstream.identityIssuer(id.Issuer), Subject: id.Subject, Connection: id.Connection,
+		Email: id.Email, EmailVerified: id.EmailVerified,
+	}
+	if b.opts.Upstream.LinkByVerifiedEmail {
+		b.linkByVerifiedEmail(ctx, ident)
+	}
+	u, created, err := b.grants.ResolveIdentity(ctx, ident,
+		grants.Profile{Email: id.Email, EmailVerified: id.EmailVerified, Name: id.Name, Picture: id.Picture},
+		newUserID(), b.now())
+	if err != nil {
+		b.log.ErrorContext(ctx, "resolving the user", "err", err)
+		return nil, false, err
+	}
+	if created {
+		b.emit(ctx, grants.UserCreatedEvent(u, id.Connection))
+	}
+	b.bootstrapAdmin(ctx, u, id)
+	if created && len(b.opts.DefaultRoles) > 0 {
+		g, err := b.grants.AddRoles(ctx, u.ID, b.opts.DefaultRoles, b.now())
+		if err != nil {
+			b.log.ErrorContext(ctx, "adding default roles", "err", err)
+		} else {
+			b.emit(ctx, grants.GrantChangedEvent(g, "default_roles"))
+		}
+	}
+	return u, created, nil
+}
+
+// linkByVerifiedEmail attaches a new identity to the existing user with the
+// same verified email, so grants follow the person across connections
+// (password, Google, Facebook). Only verified emails on both sides link: an
+// unverified email would let anyone claim someone else's account. Off by
+// default (upstream.link_by_verified_email): it trusts every connection's
+// email verification.
+func (b *Broker) linkByVerifiedEmail(ctx context.Context, ident grants.Identity) {
+	if !ident.EmailVerified || ident.Email == "" {
+		return
+	}
+	users, err := b.grants.UsersByEmail(ctx, ident.Email)
+	if err != nil {
+		b.log.WarnContext(ctx, "account linking: looking up the email", "err", err)
+		return
+	}
+	var target *grants.User
+	for i := range users {
+		if users[i].EmailVerified && (target == nil || users[i].CreatedAt.Before(target.CreatedAt)) {
+			target = &users[i]
+		}
+	}
+	if target == nil {
+		return
+	}
+	ident.UserID = target.ID
+	ident.CreatedAt = b.now()
+	switch err := b.grants.LinkIdentity(ctx, ident); {
+	case err == nil:
+		b.log.InfoContext(ctx, "identity linked by verified email", "user_id", target.ID, "connection", ident.Connection)
+	case errors.Is(err, grants.ErrConflict):
+		// Already linked to a user (maybe another): ResolveIdentity follows that link.
+	default:
+		b.log.WarnContext(ctx, "account linking failed", "err", err)
+	}
+}
+
+// bootstrapAdmin gives the admin role to a configured admin email, verified
+// by the upstream (an unverified email could be anyone's).
+func (b *Broker) bootstrapAdmin(ctx context.Context, u *grants.User, id *upstreamIdentity) {
+	if !id.EmailVerified || !slices.ContainsFunc(b.opts.AdminEmails, func(e string) bool { return grants.SameEmail(e, id.Email) }) {
+		return
+	}
+	if g, err := b.grants.GetGrant(ctx, u.ID); err == nil && slices.Contains(g.Roles, b.opts.AdminRole) {
+		return
+	}
+	g, err := b.grants.AddRoles(ctx, u.ID, []string{b.opts.AdminRole}, b.now())
+	if err != nil {
+		b.log.ErrorContext(ctx, "granting the bootstrap admin role", "user_id", u.ID, "err", err)
+		return
+	}
+	b.log.InfoContext(ctx, "admin role granted from admin.emails", "user_id", u.ID)
+	b.audit(ctx, AuditEvent{Action: "grant.changed", Actor: "config:admin.emails", Target: u.ID, Detail: map[string]string{"added_role": b.opts.AdminRole}})
+	b.emit(ctx, grants.GrantChangedEvent(g, "admin_bootstrap"))
+}
+
+func newUserID() string { return "usr_" + randomToken(16) }

@@ -252,14 +252,16 @@ func (s *Store) CreateInvitation(ctx context.Context, inv *grants.Invitation) (*
 	if stored.Status == "" {
 		stored.Status = grants.StatusPending
 	}
-	existing, err := s.createInvitation(ctx, &stored)
+	existing, err := s.createInvitation(ctx, &stored, true)
 	if err != nil {
 		return existing, fmt.Errorf("redisstore: create invitation: %w", err)
 	}
 	return &stored, nil
 }
 
-func (s *Store) createInvitation(ctx context.Context, inv *grants.Invitation) (*grants.Invitation, error) {
+// createInvitation stores inv with its indexes; claimExt makes it the holder
+// of its external_id (import leaves that to the pending one).
+func (s *Store) createInvitation(ctx context.Context, inv *grants.Invitation, claimExt bool) (*grants.Invitation, error) {
 	raw, err := json.Marshal(inv)
 	if err != nil {
 		return nil, err
@@ -276,7 +278,7 @@ func (s *Store) createInvitation(ctx context.Context, inv *grants.Invitation) (*
 			undo[i]()
 		}
 	}
-	if inv.ExternalID != "" {
+	if inv.ExternalID != "" && claimExt {
 		if existing, err := s.claimExternalID(ctx, inv.ExternalID, inv.ID); err != nil {
 			return existing, err
 		}

@@ -35,6 +35,8 @@ Usage:
   usher dev [--addr 127.0.0.1:8080]   run usher, a stand-in Auth0 and a demo SPA on loopback
   usher config check --config FILE    validate a configuration file
   usher keys list|rotate --config F   list or rotate the signing keys in the store
+  usher store migrate --from bolt:PATH --to redis://HOST:PORT [--merge]
+                                      copy the state between backends (and back), then verify
   usher healthcheck [URL]             exit 0 when URL (default http://127.0.0.1:8080/readyz) answers 200
   usher invite create|list|revoke|resend|import ...
                                       manage invitations through the admin API (usher invite help)
@@ -61,6 +63,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		err = cmdKeys(ctx, args[1:], stdout)
 	case "healthcheck":
 		err = cmdHealthcheck(ctx, args[1:])
+	case "store":
+		err = cmdStore(ctx, args[1:], stdout)
 	case "invite":
 		err = cmdInvite(ctx, args[1:], stdout, stderr)
 	case "help", "-h", "--help":

@@ -38,9 +38,10 @@ var Kinds = []Kind{SigningKeys, Users, Identities, Grants, Invitations, Audit, I
 
 // Dropped are the kinds migrate does not copy, and why.
 var Dropped = map[string]string{
-	"auth_requests":       "live for minutes, between /authorize and the code exchange: a sign-in in flight starts again",
-	"authorization_codes": "single-use and live for a minute: the client restarts its sign-in",
-	"session_families":    "not copied as such: rebuilt from the refresh tokens' session IDs on import",
+	"auth_requests":        "live for minutes, between /authorize and the code exchange: a sign-in in flight starts again",
+	"authorization_codes":  "single-use and live for a minute: the client restarts its sign-in",
+	"session_families":     "not copied as such: rebuilt from the refresh tokens' session IDs on import",
+	"grant_pending_merges": "Redis only: a redemption whose grant merge a crash interrupted; the source's next GetGrant of that user applies it, so read such grants (sign the user in) before migrating",
 }
 
 // Revocation is the exported form of a revoked family or access token.

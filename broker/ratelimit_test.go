@@ -29,7 +29,9 @@ func (f fakeLimiter) Allow(context.Context, string) (bool, time.Duration, error)
 	return f.err == nil && f.wait == 0, f.wait, f.err
 }
 
-func (f fakeLimiter) Blocked(context.Context, string) (bool, time.Duration, error) { return false, 0, f.err }
+func (f fakeLimiter) Blocked(context.Context, string) (bool, time.Duration, error) {
+	return false, 0, f.err
+}
 
 func newLimitedBroker(t *testing.T, lim fakeLimiter) (http.Handler, *prometheus.Registry, *bytes.Buffer, map[string]string) {
 	t.Helper()

@@ -152,8 +152,9 @@ type replicaSet struct {
 // a round-robin proxy, with devidp as the upstream and a demo SPA.
 func startReplicas(t *testing.T, redisURL string) *replicaSet {
 	t.Helper()
-	// Every racer of the concurrent redemption comes from the test's proxy.
-	return startReplicasWith(t, redisURL, "{invite_per_minute: 1000}")
+	// Every racer of the concurrent redemption comes from the test's proxy,
+	// and the replicas share the limits: room for all 50 and their failures.
+	return startReplicasWith(t, redisURL, "{invite_per_minute: 1000, authorize_per_minute: 1000, failed_redemptions_per_hour: 1000}")
 }
 
 // startReplicasWith is startReplicas with the replicas' rate_limits (YAML flow mapping).

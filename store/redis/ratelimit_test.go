@@ -1,6 +1,7 @@
 package redisstore_test
 
 import (
+	"strconv"
 	"testing"
 	"time"
 
@@ -91,5 +92,27 @@ func TestRateLimiter(t *testing.T) {
 	_ = a.Close()
 	if ok, _, err := la.Allow(ctx, "client:203.0.113.9"); err == nil || ok {
 		t.Fatalf("closed store: ok=%v err=%v, want an error", ok, err)
+	}
+}
+
+// On Redis Cluster each limit key sits in its own slot; checks of keys on
+// different nodes all work (the client follows MOVED).
+func TestRateLimiterCluster(t *testing.T) {
+	t.Parallel()
+	ctx := ctxT(t)
+	c := redis.NewClusterClient(&redis.ClusterOptions{Addrs: startCluster(t)})
+	s := redisstore.New(c, redisstore.Options{Prefix: uniquePrefix()})
+	t.Cleanup(func() { _ = s.Close() })
+	l := s.RateLimiter("failed_redemptions", 2, time.Hour)
+	for i := range 20 {
+		key := "198.51.100." + strconv.Itoa(i)
+		for j := range 2 {
+			if ok, _, err := l.Allow(ctx, key); err != nil || !ok {
+				t.Fatalf("%s request %d: ok=%v err=%v", key, j+1, ok, err)
+			}
+		}
+		if blocked, wait, err := l.Blocked(ctx, key); err != nil || !blocked || wait <= 0 || wait > 30*time.Minute {
+			t.Fatalf("%s after its burst: blocked=%v wait=%v err=%v", key, blocked, wait, err)
+		}
 	}
 }

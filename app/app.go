@@ -90,6 +90,7 @@ func New(ctx context.Context, cfg *config.Config, o Options) (*App, error) {
 		}
 		a.Store, a.owned = st, true
 	}
+	newLimiter := sharedLimiter(a.Store) // before WrapStore hides the backend
 	if o.WrapStore != nil {
 		a.Store = o.WrapStore(a.Store)
 	}
@@ -98,6 +99,7 @@ func New(ctx context.Context, cfg *config.Config, o Options) (*App, error) {
 		a.Close()
 		return nil, err
 	}
+	bo.NewLimiter = newLimiter
 	bo.Sessions, bo.Grants = a.Store, a.Store
 	bo.Now, bo.Logger = o.Now, o.Logger
 	bo.DemoURL = o.DemoURL
@@ -223,6 +225,19 @@ func OpenStore(cfg *config.Config, now func() time.Time, log *slog.Logger) (Stor
 		return st, nil
 	default:
 		return nil, fmt.Errorf("store.driver %q is not supported (bolt or redis)", cfg.Store.Driver)
+	}
+}
+
+// sharedLimiter is how the broker's rate limits are built on st: on Redis
+// every replica shares them; elsewhere (bbolt, one process) nil keeps them in
+// memory.
+func sharedLimiter(st Store) broker.NewLimiter {
+	rs, ok := st.(*redisstore.Store)
+	if !ok {
+		return nil
+	}
+	return func(name string, perPeriod int, period time.Duration) broker.Limiter {
+		return rs.RateLimiter(name, perPeriod, period)
 	}
 }
 

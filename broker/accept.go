@@ -188,7 +188,7 @@ func (b *Broker) acceptRefusal(r *http.Request, hash string, acct signedInAccoun
 // metrics and the log, and counts it against the client IP.
 func (b *Broker) recordRefusal(r *http.Request, inv *grants.Invitation, acct signedInAccount, err error) {
 	b.metrics.redemptions.WithLabelValues(redemptionResult(err)).Inc()
-	b.limits.failedRedemption.allow(clientIP(r), b.now())
+	b.limits.failedRedemption.allow(r.Context(), clientIP(r))
 	invID := ""
 	if inv != nil {
 		invID = inv.ID

@@ -141,7 +141,7 @@ func (b *Broker) api(scope string, h apiHandler) http.Handler {
 				"The admin API takes only access tokens from the client_credentials grant; a token issued to a person is never accepted.")
 			return
 		}
-		if ok, wait := b.limits.api.allow("client:"+claims.ClientID, b.now()); !ok {
+		if ok, wait := b.limits.api.allow(r.Context(), "client:"+claims.ClientID); !ok {
 			b.tooMany(w, "api", wait, true)
 			return
 		}

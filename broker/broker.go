@@ -91,6 +91,9 @@ type Options struct {
 	Metrics prometheus.Registerer
 	// RateLimits bound abuse of invitation links and the admin API.
 	RateLimits RateLimits
+	// NewLimiter, when set, builds the rate limiters (a Redis store's are
+	// shared by every replica); nil counts in this process's memory.
+	NewLimiter NewLimiter
 	// ClientIP names the reverse proxies whose forwarding header is believed.
 	ClientIP ClientIP
 	// RedemptionHook, when set, approves each redemption before it commits.
@@ -167,8 +170,9 @@ func New(ctx context.Context, o Options) (*Broker, error) {
 	b := &Broker{
 		opts: o, clients: map[string]*Client{}, sessions: o.Sessions, grants: o.Grants,
 		log: o.Logger, now: o.Now, insecure: insecure, audit: o.Audit,
-		metrics: newMetrics(o.Metrics), limits: newLimiters(o.RateLimits),
+		metrics: newMetrics(o.Metrics),
 	}
+	b.limits = newLimiters(o.RateLimits, o.NewLimiter, o.Now, b.metrics, o.Logger)
 	b.storage = opStorage{b}
 	if b.audit == nil {
 		b.audit = b.recordAudit

@@ -97,7 +97,7 @@ func (b *Broker) allowAuthRequest(ctx context.Context) error {
 	if ip == "" {
 		return nil
 	}
-	if ok, _ := b.limits.authorize.allow(ip, b.now()); ok {
+	if ok, _ := b.limits.authorize.allow(ctx, ip); ok {
 		return nil
 	}
 	b.metrics.rateLimited.WithLabelValues("authorize").Inc()

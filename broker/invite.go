@@ -155,7 +155,7 @@ func (b *Broker) renderInvitationProblem(w http.ResponseWriter, r *http.Request,
 	// guessing tokens from one address soon stops.
 	defer func() {
 		if title != "" {
-			b.limits.failedRedemption.allow(clientIP(r), b.now())
+			b.limits.failedRedemption.allow(r.Context(), clientIP(r))
 		}
 	}()
 	switch {

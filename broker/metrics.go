@@ -21,6 +21,7 @@ type metrics struct {
 	upstreamErrors    *prometheus.CounterVec
 	storeErrors       *prometheus.CounterVec
 	rateLimited       *prometheus.CounterVec
+	rateLimitErrors   *prometheus.CounterVec
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -52,6 +53,8 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Help: "Store operations that failed, by what usher was doing."}, []string{"op"})).(*prometheus.CounterVec),
 		rateLimited: f(prometheus.NewCounterVec(prometheus.CounterOpts{Name: "usher_rate_limited_total",
 			Help: "Requests answered 429, by limit."}, []string{"limit"})).(*prometheus.CounterVec),
+		rateLimitErrors: f(prometheus.NewCounterVec(prometheus.CounterOpts{Name: "usher_rate_limit_errors_total",
+			Help: "Rate-limit checks that failed (shared limiter unreachable) and let the request through, by limit."}, []string{"limit"})).(*prometheus.CounterVec),
 	}
 }
 

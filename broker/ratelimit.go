@@ -1,17 +1,21 @@
 package broker
 
 import (
+	"context"
+	"log/slog"
 	"math"
 	"net"
 	"net/http"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/time/rate"
 )
 
-// RateLimits per replica. Zero values take the defaults.
+// RateLimits per key (client IP, API client). Zero values take the defaults.
+// They hold per process unless Options.NewLimiter shares them (Redis).
 type RateLimits struct {
 	InvitePerMinute          int
 	FailedRedemptionsPerHour int
@@ -20,10 +24,30 @@ type RateLimits struct {
 	AuthorizePerMinute int
 }
 
-// keyedLimiter is a token bucket per key (client IP, API client). Idle
-// buckets are dropped so the map cannot grow without bound.
+// Limiter is one rate limit, counted per key (a client IP, an API client):
+// at most perPeriod requests per period, all of them at once at most.
+type Limiter interface {
+	// Allow takes one request of key; refused, it says how long until the
+	// next one would be allowed.
+	Allow(ctx context.Context, key string) (ok bool, retryAfter time.Duration, err error)
+	// Blocked reports, without taking one, whether the next request of key
+	// would be refused, and for how long.
+	Blocked(ctx context.Context, key string) (blocked bool, retryAfter time.Duration, err error)
+}
+
+// NewLimiter builds the limit called name ("invite", "failed_redemptions",
+// "api", "authorize"): perPeriod requests per period per key.
+type NewLimiter func(name string, perPeriod int, period time.Duration) Limiter
+
+// limiterTimeout bounds one check of a shared limiter; past it the request
+// goes through (fail open) rather than wait on the limiter's backend.
+const limiterTimeout = time.Second
+
+// keyedLimiter is a token bucket per key (client IP, API client), in this
+// process's memory. Idle buckets are dropped so the map cannot grow without bound.
 type keyedLimiter struct {
 	mu      sync.Mutex
+	now     func() time.Time
 	every   rate.Limit
 	burst   int
 	buckets map[string]*bucket
@@ -35,12 +59,13 @@ type bucket struct {
 	seen time.Time
 }
 
-func newKeyedLimiter(perPeriod int, period time.Duration) *keyedLimiter {
-	return &keyedLimiter{every: rate.Limit(float64(perPeriod) / period.Seconds()), burst: perPeriod, buckets: map[string]*bucket{}}
+func newKeyedLimiter(perPeriod int, period time.Duration, now func() time.Time) *keyedLimiter {
+	return &keyedLimiter{now: now, every: rate.Limit(float64(perPeriod) / period.Seconds()), burst: perPeriod, buckets: map[string]*bucket{}}
 }
 
-// allow takes one token for key; when none is left it returns how long until one is.
-func (k *keyedLimiter) allow(key string, now time.Time) (bool, time.Duration) {
+// Allow takes one token for key; when none is left it returns how long until one is.
+func (k *keyedLimiter) Allow(_ context.Context, key string) (bool, time.Duration, error) {
+	now := k.now()
 	k.mu.Lock()
 	defer k.mu.Unlock()
 	if now.After(k.sweepAt) {
@@ -60,39 +85,94 @@ func (k *keyedLimiter) allow(key string, now time.Time) (bool, time.Duration) {
 	r := b.l.ReserveN(now, 1)
 	if d := r.DelayFrom(now); d > 0 {
 		r.CancelAt(now)
-		return false, d
+		return false, d, nil
 	}
-	return true, 0
+	return true, 0, nil
 }
 
-// blocked reports whether key has no token left, without taking one.
-func (k *keyedLimiter) blocked(key string, now time.Time) (bool, time.Duration) {
+// Blocked reports whether key has no token left, without taking one.
+func (k *keyedLimiter) Blocked(_ context.Context, key string) (bool, time.Duration, error) {
+	now := k.now()
 	k.mu.Lock()
 	defer k.mu.Unlock()
 	b, ok := k.buckets[key]
 	if !ok || b.l.TokensAt(now) >= 1 {
-		return false, 0
+		return false, 0, nil
 	}
 	need := 1 - b.l.TokensAt(now)
-	return true, time.Duration(need / float64(k.every) * float64(time.Second))
+	return true, time.Duration(need / float64(k.every) * float64(time.Second)), nil
+}
+
+// limit is one Limiter as the handlers use it: an error of the limiter (a
+// shared one whose Redis is unreachable) lets the request through, with a
+// warning in the log (at most one per limit every logEvery) and
+// usher_rate_limit_errors_total counting every one.
+type limit struct {
+	name    string
+	l       Limiter
+	metrics *metrics
+	log     *slog.Logger
+	logged  atomic.Int64 // unix ns of the last warning
+}
+
+const limitLogEvery = 10 * time.Second
+
+func (l *limit) allow(ctx context.Context, key string) (bool, time.Duration) {
+	ctx, cancel := context.WithTimeout(ctx, limiterTimeout)
+	defer cancel()
+	ok, wait, err := l.l.Allow(ctx, key)
+	if err != nil {
+		l.failOpen(err)
+		return true, 0
+	}
+	return ok, wait
+}
+
+func (l *limit) blocked(ctx context.Context, key string) (bool, time.Duration) {
+	ctx, cancel := context.WithTimeout(ctx, limiterTimeout)
+	defer cancel()
+	blocked, wait, err := l.l.Blocked(ctx, key)
+	if err != nil {
+		l.failOpen(err)
+		return false, 0
+	}
+	return blocked, wait
+}
+
+func (l *limit) failOpen(err error) {
+	l.metrics.rateLimitErrors.WithLabelValues(l.name).Inc()
+	now := time.Now().UnixNano()
+	last := l.logged.Load()
+	if now-last < int64(limitLogEvery) || !l.logged.CompareAndSwap(last, now) {
+		return
+	}
+	l.log.Warn("rate limit unavailable: letting requests through", "limit", l.name, "err", err)
 }
 
 type limiters struct {
-	invite, failedRedemption, api, authorize *keyedLimiter
+	invite, failedRedemption, api, authorize *limit
 }
 
-func newLimiters(o RateLimits) *limiters {
+func newLimiters(o RateLimits, build NewLimiter, now func() time.Time, m *metrics, log *slog.Logger) *limiters {
 	def := func(v, d int) int {
 		if v <= 0 {
 			return d
 		}
 		return v
 	}
+	if build == nil {
+		build = func(_ string, perPeriod int, period time.Duration) Limiter {
+			return newKeyedLimiter(perPeriod, period, now)
+		}
+	}
+	mk := func(name string, perPeriod int, period time.Duration) *limit {
+		return &limit{name: name, l: build(name, perPeriod, period), metrics: m, log: log}
+	}
 	return &limiters{
-		invite:           newKeyedLimiter(def(o.InvitePerMinute, 30), time.Minute),
-		failedRedemption: newKeyedLimiter(def(o.FailedRedemptionsPerHour, 20), time.Hour),
-		api:              newKeyedLimiter(def(o.APIPerMinute, 600), time.Minute),
-		authorize:        newKeyedLimiter(def(o.AuthorizePerMinute, 60), time.Minute),
+		invite:           mk("invite", def(o.InvitePerMinute, 30), time.Minute),
+		failedRedemption: mk("failed_redemptions", def(o.FailedRedemptionsPerHour, 20), time.Hour),
+		api:              mk("api", def(o.APIPerMinute, 600), time.Minute),
+		authorize:        mk("authorize", def(o.AuthorizePerMinute, 60), time.Minute),
 	}
 }
 
@@ -126,12 +206,11 @@ func (b *Broker) limitInvites(next http.Handler) http.Handler {
 // inviteAllowed takes one invitation attempt of the client IP, or answers 429.
 func (b *Broker) inviteAllowed(w http.ResponseWriter, r *http.Request) bool {
 	ip := clientIP(r)
-	now := b.now()
-	if blocked, wait := b.limits.failedRedemption.blocked(ip, now); blocked {
+	if blocked, wait := b.limits.failedRedemption.blocked(r.Context(), ip); blocked {
 		b.tooMany(w, "failed_redemptions", wait, false)
 		return false
 	}
-	if ok, wait := b.limits.invite.allow(ip, now); !ok {
+	if ok, wait := b.limits.invite.allow(r.Context(), ip); !ok {
 		b.tooMany(w, "invite", wait, false)
 		return false
 	}

@@ -121,7 +121,8 @@ type Metrics struct {
 	Listen string `yaml:"listen"` // host:port; default 127.0.0.1:9090
 }
 
-// RateLimits bound abuse per replica (each usher process counts on its own).
+// RateLimits bound abuse per client IP or API client: shared by every replica
+// on the Redis store, counted per process on bbolt.
 type RateLimits struct {
 	InvitePerMinute          int `yaml:"invite_per_minute"`           // per client IP, on /invite/*
 	FailedRedemptionsPerHour int `yaml:"failed_redemptions_per_hour"` // per client IP

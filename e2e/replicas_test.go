@@ -152,6 +152,14 @@ type replicaSet struct {
 // a round-robin proxy, with devidp as the upstream and a demo SPA.
 func startReplicas(t *testing.T, redisURL string) *replicaSet {
 	t.Helper()
+	// Every racer of the concurrent redemption comes from the test's proxy,
+	// and the replicas share the limits: room for all 50 and their failures.
+	return startReplicasWith(t, redisURL, "{invite_per_minute: 1000, authorize_per_minute: 1000, failed_redemptions_per_hour: 1000}")
+}
+
+// startReplicasWith is startReplicas with the replicas' rate_limits (YAML flow mapping).
+func startReplicasWith(t *testing.T, redisURL, rateLimits string) *replicaSet {
+	t.Helper()
 	bin := usherBinary(t)
 	rs := &replicaSet{rr: &roundRobin{}, mailbox: startMailbox(t)}
 	proxyLn, _ := net.Listen("tcp", "127.0.0.1:0")
@@ -181,8 +189,7 @@ func startReplicas(t *testing.T, redisURL string) *replicaSet {
 		cfg := fmt.Sprintf(`issuer: %s
 listen: 127.0.0.1:%d
 metrics: {listen: "127.0.0.1:0"}
-# Every racer of the concurrent redemption comes from the test's proxy.
-rate_limits: {invite_per_minute: 1000}
+rate_limits: %s
 log: {level: warn, format: json}
 store: {driver: redis, redis: {url: "%s"}}
 sessions: {secret: "%s"}
@@ -191,7 +198,7 @@ clients:
   - {id: demo, type: public, redirect_uris: ["%s/callback"], post_logout_redirect_uris: ["%s/"], initiate_login_uri: "%s/login"}
   - {id: funnel, type: confidential, secret: "replica-funnel-secret-0123456789", grant_types: [client_credentials], scopes: [invitations:write, invitations:read]}
 mail: {from: "usher <no-reply@example.com>", smtp: {host: "%s", port: %s, tls: none}}
-`, rs.proxyURL, port, redisURL, secret, idpURL, spa.URL, spa.URL, spa.URL, mbHost, mbPort)
+`, rs.proxyURL, port, rateLimits, redisURL, secret, idpURL, spa.URL, spa.URL, spa.URL, mbHost, mbPort)
 		if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
 			t.Fatal(err)
 		}

@@ -27,6 +27,7 @@
 //	{i:<id>}                invitation (CAS script)
 //	{x:<external_id>}       the pending invitation holding an external_id
 //	{jobs}:…                every job and every queue (claim script)
+//	{rl:<limit>:<key>}      a rate limit's GCRA arrival time (alone in its slot)
 //
 // Keys read or written alone carry no tag: codes, auth requests, browser
 // sessions, idempotency records, users, identities, signing keys, and the
@@ -43,7 +44,9 @@
 // idempotency records, revocation markers) get a Redis TTL at their own expiry
 // plus ttlMargin, and every read also compares their ExpiresAt with
 // Options.Now, exactly as bbolt does, so the store's clock decides and Redis
-// only reclaims memory. Users, identities, grants, invitations, signing keys
+// only reclaims memory. Rate-limit keys are the exception: they follow
+// Redis's own clock (TIME), which every replica then shares, and expire once
+// the limit is back to its full burst. Users, identities, grants, invitations, signing keys
 // and jobs have no TTL.
 package redisstore
 

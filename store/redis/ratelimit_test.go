@@ -1,0 +1,118 @@
+package redisstore_test
+
+import (
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	redisstore "github.com/usher-oidc/usher/store/redis"
+)
+
+// The shared limiter against a real redis-server: a burst of perPeriod, then
+// refusals with a retry-after of one interval at most; Blocked takes nothing;
+// a token comes back after retry-after; the key lives at most one period; two
+// stores (two replicas) count together.
+func TestRateLimiter(t *testing.T) {
+	t.Parallel()
+	ctx := ctxT(t)
+	prefix := uniquePrefix()
+	newStore := func() *redisstore.Store {
+		s := redisstore.New(redis.NewClient(&redis.Options{Addr: standalone.addr()}), redisstore.Options{Prefix: prefix})
+		t.Cleanup(func() { _ = s.Close() })
+		return s
+	}
+	a, b := newStore(), newStore()
+	const period, n = 2 * time.Second, 5 // one request every 400ms
+	interval := period / n
+	la, lb := a.RateLimiter("invite", n, period), b.RateLimiter("invite", n, period)
+
+	for i := range n {
+		l := la
+		if i%2 == 1 {
+			l = lb
+		}
+		if ok, _, err := l.Allow(ctx, "client:203.0.113.9"); err != nil || !ok {
+			t.Fatalf("request %d of the burst: ok=%v err=%v", i+1, ok, err)
+		}
+	}
+	ok, wait, err := lb.Allow(ctx, "client:203.0.113.9")
+	if err != nil || ok {
+		t.Fatalf("request %d: ok=%v err=%v, want refused", n+1, ok, err)
+	}
+	if wait <= 0 || wait > interval {
+		t.Fatalf("retry-after %v, want within (0, %v]", wait, interval)
+	}
+	for range 3 {
+		if blocked, bw, err := la.Blocked(ctx, "client:203.0.113.9"); err != nil || !blocked || bw <= 0 || bw > interval {
+			t.Fatalf("Blocked: %v %v %v", blocked, bw, err)
+		}
+	}
+	if blocked, _, err := la.Blocked(ctx, "client:198.51.100.1"); err != nil || blocked {
+		t.Fatalf("another key is blocked: %v %v", blocked, err)
+	}
+	if ok, _, _ := a.RateLimiter("api", n, period).Allow(ctx, "client:203.0.113.9"); !ok {
+		t.Fatal("another limit shares the key's count")
+	}
+
+	// One key per limit and key, in one slot, living at most one period.
+	rdb := a.Client()
+	key := prefix + "{rl:invite:client%3A203.0.113.9}"
+	ttl, err := rdb.PTTL(ctx, key).Result()
+	if err != nil || ttl <= 0 || ttl > period {
+		t.Fatalf("PTTL %s = %v %v, want within (0, %v]", key, ttl, err, period)
+	}
+
+	// Refill: one request after retry-after, not two.
+	time.Sleep(wait + 20*time.Millisecond)
+	if blocked, _, _ := la.Blocked(ctx, "client:203.0.113.9"); blocked {
+		t.Fatal("still blocked after retry-after")
+	}
+	if ok, _, err := lb.Allow(ctx, "client:203.0.113.9"); err != nil || !ok {
+		t.Fatalf("after retry-after: ok=%v err=%v", ok, err)
+	}
+	if ok, _, _ := la.Allow(ctx, "client:203.0.113.9"); ok {
+		t.Fatal("two requests allowed after one interval")
+	}
+
+	// Idle for a period: the key is gone and the full burst is back.
+	ttl, _ = rdb.PTTL(ctx, key).Result()
+	time.Sleep(ttl + 20*time.Millisecond)
+	if n, _ := rdb.Exists(ctx, key).Result(); n != 0 {
+		t.Fatalf("%s still exists after its TTL", key)
+	}
+	for i := range n {
+		if ok, _, err := la.Allow(ctx, "client:203.0.113.9"); err != nil || !ok {
+			t.Fatalf("request %d of the second burst: ok=%v err=%v", i+1, ok, err)
+		}
+	}
+
+	// An unreachable Redis is an error (the broker then fails open), never a refusal.
+	_ = a.Close()
+	if ok, _, err := la.Allow(ctx, "client:203.0.113.9"); err == nil || ok {
+		t.Fatalf("closed store: ok=%v err=%v, want an error", ok, err)
+	}
+}
+
+// On Redis Cluster each limit key sits in its own slot; checks of keys on
+// different nodes all work (the client follows MOVED).
+func TestRateLimiterCluster(t *testing.T) {
+	t.Parallel()
+	ctx := ctxT(t)
+	c := redis.NewClusterClient(&redis.ClusterOptions{Addrs: startCluster(t)})
+	s := redisstore.New(c, redisstore.Options{Prefix: uniquePrefix()})
+	t.Cleanup(func() { _ = s.Close() })
+	l := s.RateLimiter("failed_redemptions", 2, time.Hour)
+	for i := range 20 {
+		key := "198.51.100." + strconv.Itoa(i)
+		for j := range 2 {
+			if ok, _, err := l.Allow(ctx, key); err != nil || !ok {
+				t.Fatalf("%s request %d: ok=%v err=%v", key, j+1, ok, err)
+			}
+		}
+		if blocked, wait, err := l.Blocked(ctx, key); err != nil || !blocked || wait <= 0 || wait > 30*time.Minute {
+			t.Fatalf("%s after its burst: blocked=%v wait=%v err=%v", key, blocked, wait, err)
+		}
+	}
+}

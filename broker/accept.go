@@ -27,10 +27,11 @@ import (
 //     may never send that browser to /authorize again).
 //
 // The page posts back to /accept (same origin, CSRF token bound to the
-// browser session) with one of three actions: accept, other (sign in with
+// browser session) with one of four actions: accept, other (sign in with
 // another account: upstream again with prompt=login and the invited email as
-// login_hint), or later ("Not now": sign-in continues without the
-// invitation, which stays pending; the browser forgets it).
+// login_hint), later ("Not now": sign-in continues without the invitation,
+// which stays pending; the browser forgets it), or decline (the invitation
+// becomes declined for good, then sign-in continues as for "Not now").
 const (
 	pathAccept    = "/accept"
 	flowAuthorize = "authorize"
@@ -42,6 +43,7 @@ const (
 	actionAccept  = "accept"
 	actionOther   = "other"
 	actionLater   = "later"
+	actionDecline = "decline"
 )
 
 // acceptState is what the browser session remembers about a shown accept page.
@@ -238,6 +240,14 @@ func (b *Broker) answerLink(w http.ResponseWriter, r *http.Request, sess *gsessi
 			email = inv.Email
 		}
 		http.Redirect(w, r, b.continueURL(st.ClientID, email), http.StatusSeeOther)
+	case actionDecline:
+		b.decline(r, st.Hash, acct)
+		b.clearInvitationCookie(w)
+		if err := sess.Save(r, w); err != nil {
+			b.unavailable(w, r, "saving the browser session", err)
+			return
+		}
+		http.Redirect(w, r, b.continueURL(st.ClientID, ""), http.StatusSeeOther)
 	default:
 		b.invitationNotice(r, inv, "deferred", map[string]string{"user_id": acct.UserID})
 		b.clearInvitationCookie(w)
@@ -247,6 +257,24 @@ func (b *Broker) answerLink(w http.ResponseWriter, r *http.Request, sess *gsessi
 		}
 		http.Redirect(w, r, b.continueURL(st.ClientID, ""), http.StatusSeeOther)
 	}
+}
+
+// decline records the invitee's Decline: the invitation becomes declined
+// (final), with an audit record and an invitation.declined webhook. The
+// sign-in continues without it whatever happens here (the person said no),
+// so a failure — e.g. it was redeemed from another tab meanwhile — is only
+// logged.
+func (b *Broker) decline(r *http.Request, hash string, acct signedInAccount) {
+	ctx := r.Context()
+	inv, err := b.invitations.Decline(ctx, hash, acct.UserID)
+	if err != nil {
+		b.log.WarnContext(ctx, "invitation not declined", "user_id", acct.UserID, "err", err)
+		return
+	}
+	b.log.InfoContext(ctx, "invitation declined", "invitation_id", inv.ID, "user_id", acct.UserID)
+	b.audit(ctx, AuditEvent{Action: "invitation.declined", Actor: acct.UserID, Target: inv.ID,
+		Detail: map[string]string{"email": acct.Email, "connection": acct.Connection}})
+	b.emit(ctx, grants.InvitationDeclinedEvent(inv))
 }
 
 // renderRefusal says in plain words why an invitation was not applied and
@@ -267,6 +295,8 @@ func refusalMessage(err error) string {
 		return "This invitation has already been used."
 	case errors.Is(err, grants.ErrInvitationRevoked):
 		return "This invitation was withdrawn by the sender."
+	case errors.Is(err, grants.ErrInvitationDeclined):
+		return "This invitation was declined."
 	case errors.Is(err, grants.ErrInvitationExpired):
 		return "This invitation has expired. Ask the sender for a new one."
 	case errors.Is(err, grants.ErrNotFound):

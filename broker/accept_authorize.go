@@ -93,6 +93,11 @@ func (b *Broker) answerAuthorize(w http.ResponseWriter, r *http.Request, sess *g
 			return
 		}
 		http.Redirect(w, r, b.loginURL(ar.ID), http.StatusSeeOther)
+	case actionDecline:
+		b.decline(r, ar.InvitationHash, acct)
+		ar.InvitationHash = ""
+		b.clearInvitationCookie(w)
+		b.completeAuthorization(w, r, sess, ar)
 	default:
 		b.invitationNotice(r, inv, "deferred", map[string]string{"user_id": acct.UserID})
 		ar.InvitationHash = ""

@@ -166,6 +166,8 @@ func (b *Broker) renderInvitationProblem(w http.ResponseWriter, r *http.Request,
 		title, msg = "Invitation already used", "This invitation has already been used. If it was you, just sign in."
 	case errors.Is(err, grants.ErrInvitationRevoked):
 		title, msg = "Invitation withdrawn", "This invitation was withdrawn by the sender. You can still sign in or sign up."
+	case errors.Is(err, grants.ErrInvitationDeclined):
+		title, msg = "Invitation declined", "This invitation was declined. If that was a mistake, ask the sender for a new one. You can still sign in or sign up."
 	case errors.Is(err, grants.ErrInvitationExpired):
 		title, msg = "Invitation expired", "This invitation has expired. Ask the sender for a new one, or sign in anyway."
 	default:
@@ -367,6 +369,8 @@ func redemptionResult(err error) string {
 		return "already_used"
 	case errors.Is(err, grants.ErrInvitationRevoked):
 		return "revoked"
+	case errors.Is(err, grants.ErrInvitationDeclined):
+		return "declined"
 	case errors.Is(err, grants.ErrInvitationExpired):
 		return "expired"
 	case errors.Is(err, grants.ErrNotFound):

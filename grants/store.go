@@ -150,7 +150,7 @@ type Redemption struct {
 type AuditRecord struct {
 	ID     string            `json:"id"`
 	At     time.Time         `json:"at"`
-	Action string            `json:"action"` // invitation.created, invitation.redeemed, invitation.revoked, invitation.resent, grant.changed, admin.signed_in…
+	Action string            `json:"action"` // invitation.created, invitation.redeemed, invitation.revoked, invitation.declined, invitation.resent, grant.changed, admin.signed_in…
 	Actor  string            `json:"actor"`  // client ID or user ID
 	Target string            `json:"target"` // invitation ID or user ID
 	Detail map[string]string `json:"detail,omitempty"`

@@ -52,6 +52,11 @@ type acceptState struct {
 	Hash     string    `json:"h,omitempty"`  // flowLink: the invitation's token hash
 	ClientID string    `json:"cl,omitempty"` // flowLink: the app to continue to
 	Expires  time.Time `json:"e"`
+	// The problem page (accept_problem.go): what to say, to whom.
+	Message  string `json:"m,omitempty"`
+	Invited  string `json:"ie,omitempty"`
+	Account  string `json:"ae,omitempty"`
+	Mismatch bool   `json:"mm,omitempty"`
 }
 
 // showAcceptPage remembers the page in the session (which the caller saves)
@@ -290,7 +295,7 @@ func refusalMessage(err error) string {
 	case errors.As(err, &denied):
 		return "This invitation was not accepted: " + denied.Reason + "."
 	case errors.Is(err, grants.ErrEmailMismatch):
-		return "This invitation was sent to another email address than the account you signed in with (or that account's email is not verified). Sign in with the invited address to use it, or continue without it."
+		return "This invitation was sent to another email address than the account you signed in with (or that account's email is not verified)."
 	case errors.Is(err, grants.ErrInvitationRedeemed):
 		return "This invitation has already been used."
 	case errors.Is(err, grants.ErrInvitationRevoked):

@@ -342,6 +342,8 @@ func (b *Broker) Handler() http.Handler {
 	mux.Handle(pathEndSession, pageHeaders(http.HandlerFunc(b.handleEndSession)))
 	mux.Handle("GET /invite/{token}", pageHeaders(b.limitInvites(http.HandlerFunc(b.handleInvite))))
 	mux.Handle("POST "+pathAccept, pageHeaders(b.issRedirects(http.HandlerFunc(b.handleAccept))))
+	mux.Handle("GET "+pathProblem, pageHeaders(http.HandlerFunc(b.handleProblem)))
+	mux.Handle("POST "+pathProblem, pageHeaders(http.HandlerFunc(b.handleProblemAnswer)))
 	mux.Handle("GET /login/continue", pageHeaders(b.issRedirects(http.HandlerFunc(b.handleContinue))))
 	mux.Handle("GET /login", pageHeaders(b.issRedirects(http.HandlerFunc(b.handleLogin))))
 	mux.Handle("GET /admin/login", pageHeaders(http.HandlerFunc(b.handleAdminLogin)))

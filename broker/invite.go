@@ -325,13 +325,6 @@ func conflictNames(cs []grants.ClaimConflict) string {
 	return strings.Join(names, ",")
 }
 
-// renderRedeemFailure is the interstitial of an authorization whose
-// invitation could not be used: it says why, and offers to continue signing
-// in without it.
-func (b *Broker) renderRedeemFailure(w http.ResponseWriter, ar *sessions.AuthRequest, err error) {
-	b.renderRefusal(w, err, b.url("/login/continue?id="+url.QueryEscape(ar.ID)), "Continue without the invitation")
-}
-
 // handleContinue finishes a sign-in whose invitation failed, for the browser
 // that saw the interstitial only.
 func (b *Broker) handleContinue(w http.ResponseWriter, r *http.Request) {
@@ -347,6 +340,7 @@ func (b *Broker) handleContinue(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	delete(sess.Values, continuePrefix+id)
+	delete(sess.Values, problemPrefix+id)
 	if err := sess.Save(r, w); err != nil {
 		b.unavailable(w, r, "saving the browser session", err)
 		return

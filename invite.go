@@ -457,7 +457,7 @@ func (c *inviteCmd) printJSON(raw []byte) error {
 
 func (c *inviteCmd) list(ctx context.Context, args []string) error {
 	fs := c.flags()
-	status := fs.String("status", "", "only invitations in this status: pending, redeemed, revoked, expired")
+	status := fs.String("status", "", "only invitations in this status: pending, redeemed, revoked, declined, expired")
 	email := fs.String("email", "", "only invitations for this email address")
 	externalID := fs.String("external-id", "", "only invitations with this external_id")
 	unsafe := fs.Bool("unsafe-claims", false, "only invitations holding claim names that fold onto registered claims (never served)")
@@ -472,9 +472,9 @@ func (c *inviteCmd) list(ctx context.Context, args []string) error {
 		return c.usagef("unexpected argument %q", pos[0])
 	}
 	switch *status {
-	case "", "pending", "redeemed", "revoked", "expired":
+	case "", "pending", "redeemed", "revoked", "declined", "expired":
 	default:
-		return c.usagef("--status must be pending, redeemed, revoked or expired, not %q", *status)
+		return c.usagef("--status must be pending, redeemed, revoked, declined or expired, not %q", *status)
 	}
 	if *limit < 1 || *limit > 1000 {
 		return c.usagef("--limit must be from 1 to 1000")

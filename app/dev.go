@@ -222,7 +222,7 @@ func StartDev(ctx context.Context, o DevOptions) (*Dev, error) {
 	d.OutboxURL = usherBase + "/dev/outbox/"
 	d.MetricsURL = "http://" + metricsLn.Addr().String() + "/metrics"
 	usherMux := d.usherMux()
-	spa := demo.Handler(demo.Config{Issuer: d.IssuerURL, ClientID: DevSPAClientID})
+	spa := demo.Handler(demo.Config{Issuer: d.IssuerURL, ClientID: DevSPAClientID, Origin: d.SPAURL})
 	for _, s := range []struct {
 		ln net.Listener
 		h  http.Handler

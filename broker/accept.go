@@ -27,10 +27,11 @@ import (
 //     may never send that browser to /authorize again).
 //
 // The page posts back to /accept (same origin, CSRF token bound to the
-// browser session) with one of three actions: accept, other (sign in with
+// browser session) with one of four actions: accept, other (sign in with
 // another account: upstream again with prompt=login and the invited email as
-// login_hint), or later ("Not now": sign-in continues without the
-// invitation, which stays pending; the browser forgets it).
+// login_hint), later ("Not now": sign-in continues without the invitation,
+// which stays pending; the browser forgets it), or decline (the invitation
+// becomes declined for good, then sign-in continues as for "Not now").
 const (
 	pathAccept    = "/accept"
 	flowAuthorize = "authorize"
@@ -42,6 +43,7 @@ const (
 	actionAccept  = "accept"
 	actionOther   = "other"
 	actionLater   = "later"
+	actionDecline = "decline"
 )
 
 // acceptState is what the browser session remembers about a shown accept page.
@@ -50,6 +52,11 @@ type acceptState struct {
 	Hash     string    `json:"h,omitempty"`  // flowLink: the invitation's token hash
 	ClientID string    `json:"cl,omitempty"` // flowLink: the app to continue to
 	Expires  time.Time `json:"e"`
+	// The problem page (accept_problem.go): what to say, to whom.
+	Message  string `json:"m,omitempty"`
+	Invited  string `json:"ie,omitempty"`
+	Account  string `json:"ae,omitempty"`
+	Mismatch bool   `json:"mm,omitempty"`
 }
 
 // showAcceptPage remembers the page in the session (which the caller saves)
@@ -238,6 +245,14 @@ func (b *Broker) answerLink(w http.ResponseWriter, r *http.Request, sess *gsessi
 			email = inv.Email
 		}
 		http.Redirect(w, r, b.continueURL(st.ClientID, email), http.StatusSeeOther)
+	case actionDecline:
+		b.decline(r, st.Hash, acct)
+		b.clearInvitationCookie(w)
+		if err := sess.Save(r, w); err != nil {
+			b.unavailable(w, r, "saving the browser session", err)
+			return
+		}
+		http.Redirect(w, r, b.continueURL(st.ClientID, ""), http.StatusSeeOther)
 	default:
 		b.invitationNotice(r, inv, "deferred", map[string]string{"user_id": acct.UserID})
 		b.clearInvitationCookie(w)
@@ -247,6 +262,24 @@ func (b *Broker) answerLink(w http.ResponseWriter, r *http.Request, sess *gsessi
 		}
 		http.Redirect(w, r, b.continueURL(st.ClientID, ""), http.StatusSeeOther)
 	}
+}
+
+// decline records the invitee's Decline: the invitation becomes declined
+// (final), with an audit record and an invitation.declined webhook. The
+// sign-in continues without it whatever happens here (the person said no),
+// so a failure — e.g. it was redeemed from another tab meanwhile — is only
+// logged.
+func (b *Broker) decline(r *http.Request, hash string, acct signedInAccount) {
+	ctx := r.Context()
+	inv, err := b.invitations.Decline(ctx, hash, acct.UserID)
+	if err != nil {
+		b.log.WarnContext(ctx, "invitation not declined", "user_id", acct.UserID, "err", err)
+		return
+	}
+	b.log.InfoContext(ctx, "invitation declined", "invitation_id", inv.ID, "user_id", acct.UserID)
+	b.audit(ctx, AuditEvent{Action: "invitation.declined", Actor: acct.UserID, Target: inv.ID,
+		Detail: map[string]string{"email": acct.Email, "connection": acct.Connection}})
+	b.emit(ctx, grants.InvitationDeclinedEvent(inv))
 }
 
 // renderRefusal says in plain words why an invitation was not applied and
@@ -262,11 +295,13 @@ func refusalMessage(err error) string {
 	case errors.As(err, &denied):
 		return "This invitation was not accepted: " + denied.Reason + "."
 	case errors.Is(err, grants.ErrEmailMismatch):
-		return "This invitation was sent to another email address than the account you signed in with (or that account's email is not verified). Sign in with the invited address to use it, or continue without it."
+		return "This invitation was sent to another email address than the account you signed in with (or that account's email is not verified)."
 	case errors.Is(err, grants.ErrInvitationRedeemed):
 		return "This invitation has already been used."
 	case errors.Is(err, grants.ErrInvitationRevoked):
 		return "This invitation was withdrawn by the sender."
+	case errors.Is(err, grants.ErrInvitationDeclined):
+		return "This invitation was declined."
 	case errors.Is(err, grants.ErrInvitationExpired):
 		return "This invitation has expired. Ask the sender for a new one."
 	case errors.Is(err, grants.ErrNotFound):

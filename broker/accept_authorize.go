@@ -18,19 +18,7 @@ func (b *Broker) offerInvitation(w http.ResponseWriter, r *http.Request, sess *g
 	inv, err := b.acceptRefusal(r, ar.InvitationHash, acct)
 	if err != nil {
 		b.recordRefusal(r, inv, acct, err)
-		ar.InvitationHash = ""
-		ar.Done = true
-		if err := b.sessions.UpdateAuthRequest(ctx, ar); err != nil {
-			b.unavailable(w, r, "completing the authorization request", err)
-			return
-		}
-		// The person may continue without the invitation, from this browser only.
-		sess.Values[continuePrefix+ar.ID] = "1"
-		if err := sess.Save(r, w); err != nil {
-			b.unavailable(w, r, "saving the browser session", err)
-			return
-		}
-		b.renderRedeemFailure(w, ar, err)
+		b.showProblem(w, r, sess, ar, inv, acct, err)
 		return
 	}
 	// Not done: no code can be issued for it until the person answers.
@@ -64,35 +52,22 @@ func (b *Broker) answerAuthorize(w http.ResponseWriter, r *http.Request, sess *g
 	switch action {
 	case actionAccept:
 		if _, err := b.redeem(r, ar.InvitationHash, acct); err != nil {
-			ar.InvitationHash, ar.Done = "", true
-			if err := b.sessions.UpdateAuthRequest(ctx, ar); err != nil {
-				b.unavailable(w, r, "completing the authorization request", err)
-				return
-			}
-			sess.Values[continuePrefix+ar.ID] = "1"
-			if err := sess.Save(r, w); err != nil {
-				b.unavailable(w, r, "saving the browser session", err)
-				return
-			}
-			b.renderRedeemFailure(w, ar, err)
+			b.showProblem(w, r, sess, ar, inv, acct, err)
 			return
 		}
 		b.completeAuthorization(w, r, sess, ar)
 	case actionOther:
 		// Upstream again, asking for a fresh login with the invited email.
-		ar.Subject, ar.Prompt = "", []string{oidc.PromptLogin}
+		email := ""
 		if inv != nil {
-			ar.LoginHint = inv.Email
+			email = inv.Email
 		}
-		if err := b.sessions.UpdateAuthRequest(ctx, ar); err != nil {
-			b.unavailable(w, r, "saving the authorization request", err)
-			return
-		}
-		if err := sess.Save(r, w); err != nil {
-			b.unavailable(w, r, "saving the browser session", err)
-			return
-		}
-		http.Redirect(w, r, b.loginURL(ar.ID), http.StatusSeeOther)
+		b.signInAgain(w, r, sess, ar, email)
+	case actionDecline:
+		b.decline(r, ar.InvitationHash, acct)
+		ar.InvitationHash = ""
+		b.clearInvitationCookie(w)
+		b.completeAuthorization(w, r, sess, ar)
 	default:
 		b.invitationNotice(r, inv, "deferred", map[string]string{"user_id": acct.UserID})
 		ar.InvitationHash = ""

@@ -133,5 +133,6 @@ button.primary{background:#2d5be3;color:#fff}code{background:#f0f0f3;padding:0 .
 <button class="primary" id="accept" name="action" value="accept">Accept as {{if .AccountEmail}}{{.AccountEmail}}{{else}}this account{{end}}</button>
 <button id="other" name="action" value="other">Use another account</button>
 <button id="later" name="action" value="later">Not now</button>
+<button id="decline" name="action" value="decline">Decline</button>
 </form>
 </main></body></html>`))

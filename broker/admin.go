@@ -264,11 +264,11 @@ func (b *Broker) renderDashboard(w http.ResponseWriter, r *http.Request, a *admi
 	q := r.URL.Query()
 	p.Status = q.Get("status")
 	switch grants.Status(p.Status) {
-	case grants.StatusPending, grants.StatusRedeemed, grants.StatusRevoked, grants.StatusExpired:
+	case grants.StatusPending, grants.StatusRedeemed, grants.StatusRevoked, grants.StatusDeclined, grants.StatusExpired:
 	default:
 		p.Status = ""
 	}
-	for _, s := range []string{"", "pending", "redeemed", "revoked", "expired"} {
+	for _, s := range []string{"", "pending", "redeemed", "revoked", "declined", "expired"} {
 		label := s
 		if s == "" {
 			label = "all"
@@ -505,6 +505,7 @@ type detailPage struct {
 	Created, Expires  string
 	RedeemedAt        string
 	RevokedAt         string
+	DeclinedAt        string
 	EmailStatus       string
 	Actionable        bool
 	ClientName        string
@@ -536,6 +537,9 @@ func (b *Broker) adminInvitation(w http.ResponseWriter, r *http.Request, a *admi
 	if inv.RevokedAt != nil {
 		p.RevokedAt = fmtTime(*inv.RevokedAt)
 	}
+	if inv.DeclinedAt != nil {
+		p.DeclinedAt = fmtTime(*inv.DeclinedAt)
+	}
 	if c, ok := b.clients[inv.ClientID]; ok && c.Name != "" {
 		p.ClientName = c.Name
 	}
@@ -558,6 +562,8 @@ var eventLabels = map[string]string{
 	"redeemed":          "Redeemed",
 	"redemption_failed": "Redemption failed",
 	"revoked":           "Revoked",
+	"declined":          "Declined by the invitee",
+	"deferred":          "Put off (\"Not now\")",
 	"resent":            "Resent with a new link",
 	"expired":           "Expired",
 	"mirror_queued":     "Queued for Auth0",
@@ -642,6 +648,8 @@ func (b *Broker) invitationActionFailed(w http.ResponseWriter, r *http.Request, 
 		notice = "This invitation was already redeemed, so it cannot be revoked or resent. To take back what it granted, change the user's grant."
 	case errors.Is(err, grants.ErrInvitationRevoked):
 		notice = "This invitation was revoked; create a new one instead."
+	case errors.Is(err, grants.ErrInvitationDeclined):
+		notice = "The invitee declined this invitation; create a new one if they should still get it."
 	case errors.Is(err, grants.ErrNotFound):
 		notice = "No invitation has this id."
 	default:

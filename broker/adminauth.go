@@ -119,7 +119,7 @@ func (b *Broker) recordAudit(ctx context.Context, e AuditEvent) {
 
 // AuditEvent is one line of the audit log.
 type AuditEvent struct {
-	Action string            `json:"action"` // invitation.created, invitation.redeemed, invitation.revoked, grant.changed, admin.signed_in…
+	Action string            `json:"action"` // invitation.created, invitation.redeemed, invitation.revoked, invitation.declined, grant.changed, admin.signed_in…
 	Actor  string            `json:"actor"`  // client ID or user ID
 	Target string            `json:"target"` // invitation ID or user ID
 	Detail map[string]string `json:"detail,omitempty"`

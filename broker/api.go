@@ -197,6 +197,8 @@ type invitationView struct {
 	RedeemedBy         string         `json:"redeemed_by,omitempty"`
 	RedeemedConnection string         `json:"redeemed_connection,omitempty"`
 	RevokedAt          *time.Time     `json:"revoked_at,omitempty"`
+	DeclinedAt         *time.Time     `json:"declined_at,omitempty"`
+	DeclinedBy         string         `json:"declined_by,omitempty"`
 	Events             []grants.Event `json:"events"`
 	MirrorStatus       string         `json:"mirror_status,omitempty"`
 	URL                string         `json:"url,omitempty"`
@@ -213,6 +215,7 @@ func (b *Broker) view(inv *grants.Invitation, token string) invitationView {
 		EmailMatch: inv.EmailMatch, Inviter: inv.Inviter, CreatedAt: inv.CreatedAt, ExpiresAt: inv.ExpiresAt,
 		EmailStatus: inv.EmailStatus, EmailError: inv.EmailError, RedeemedAt: inv.RedeemedAt,
 		RedeemedBy: inv.RedeemedBy, RedeemedConnection: inv.RedeemedConnection, RevokedAt: inv.RevokedAt,
+		DeclinedAt: inv.DeclinedAt, DeclinedBy: inv.DeclinedBy,
 		Events: inv.Events, MirrorStatus: grants.MirrorStateOf(inv).String(), Link: linkOf(inv),
 		UnsafeClaims: grants.UnsafeClaimNames(b.opts.ClaimsNamespace, inv.Claims),
 	}
@@ -418,6 +421,8 @@ func (b *Broker) invitationProblem(w http.ResponseWriter, r *http.Request, id st
 			"This invitation was redeemed; to take back what it granted, remove the roles or claims from the user's grant.")
 	case errors.Is(err, grants.ErrInvitationRevoked):
 		writeProblem(w, http.StatusConflict, "revoked", "Invitation revoked", "This invitation was revoked; create a new one.")
+	case errors.Is(err, grants.ErrInvitationDeclined):
+		writeProblem(w, http.StatusConflict, "declined", "Invitation declined", "The invitee declined this invitation; create a new one if they should still get it.")
 	default:
 		b.storeProblem(w, r, "updating the invitation", err)
 	}
@@ -468,9 +473,9 @@ func (b *Broker) apiListInvitations(w http.ResponseWriter, r *http.Request, _ ca
 		ClientID: q.Get("client_id"), ExternalID: q.Get("external_id"), Cursor: q.Get("cursor"),
 		UnsafeClaims: q.Get("unsafe_claims") == "true", ClaimsNamespace: b.opts.ClaimsNamespace}
 	switch f.Status {
-	case "", grants.StatusPending, grants.StatusRedeemed, grants.StatusRevoked, grants.StatusExpired:
+	case "", grants.StatusPending, grants.StatusRedeemed, grants.StatusRevoked, grants.StatusDeclined, grants.StatusExpired:
 	default:
-		writeProblem(w, http.StatusBadRequest, "invalid-query", "Invalid status filter", "status must be one of pending, redeemed, revoked, expired.",
+		writeProblem(w, http.StatusBadRequest, "invalid-query", "Invalid status filter", "status must be one of pending, redeemed, revoked, declined, expired.",
 			grants.FieldError{Field: "status", Message: "unknown status"})
 		return
 	}

@@ -5,9 +5,11 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net"
 	"net/http"
 	"net/url"
+	"slices"
 	"strings"
 	"time"
 
@@ -346,6 +348,8 @@ func (b *Broker) Handler() http.Handler {
 	mux.Handle(pathEndSession, pageHeaders(http.HandlerFunc(b.handleEndSession)))
 	mux.Handle("GET /invite/{token}", pageHeaders(b.limitInvites(http.HandlerFunc(b.handleInvite))))
 	mux.Handle("POST "+pathAccept, pageHeaders(b.issRedirects(http.HandlerFunc(b.handleAccept))))
+	mux.Handle("GET "+pathProblem, pageHeaders(http.HandlerFunc(b.handleProblem)))
+	mux.Handle("POST "+pathProblem, pageHeaders(http.HandlerFunc(b.handleProblemAnswer)))
 	mux.Handle("GET /login/continue", pageHeaders(b.issRedirects(http.HandlerFunc(b.handleContinue))))
 	mux.Handle("GET /login", pageHeaders(b.issRedirects(http.HandlerFunc(b.handleLogin))))
 	mux.Handle("GET /admin/login", pageHeaders(http.HandlerFunc(b.handleAdminLogin)))
@@ -384,9 +388,25 @@ func (b *Broker) handleAuthorize(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	// An unknown client has no redirect URI to trust: answer on a page.
-	if _, ok := b.clients[r.Form.Get("client_id")]; !ok {
+	c, ok := b.clients[r.Form.Get("client_id")]
+	if !ok {
 		renderPage(w, http.StatusBadRequest, page{Title: "Unknown application",
-			Message: "This sign-in link names an application usher does not know (client_id). Check the application's configuration."})
+			Message: "This sign-in link names an application usher does not know (client_id). Check the application's configuration." +
+				b.loopbackHint(r.Form.Get("redirect_uri"))})
+		return
+	}
+	// A redirect URI the client did not register: the library would refuse
+	// it too, but in words only a developer reads. Say which origin is allowed
+	// (typically: the app was opened on localhost, configured on 127.0.0.1).
+	if ru := r.Form.Get("redirect_uri"); ru != "" && !slices.Contains(c.RedirectURIs, ru) {
+		msg := "This application asked usher to send the browser back to " + clip(ru, 200) +
+			", which is not one of its registered redirect URIs, so usher cannot sign you in there."
+		if hint := b.loopbackHint(ru); hint != "" {
+			msg += hint
+		} else if origins := clientOrigins(c); len(origins) > 0 {
+			msg += " This application is configured for " + strings.Join(origins, ", ") + "."
+		}
+		renderPage(w, http.StatusBadRequest, page{Title: "Application address not configured", Message: msg})
 		return
 	}
 	// {issuer}/authorize?client_id=…&invitation=… (or token=inv_…) alone is an invitation link.
@@ -407,6 +427,40 @@ func (b *Broker) handleAuthorize(w http.ResponseWriter, r *http.Request) {
 	}
 	ctx := context.WithValue(r.Context(), ctxAuthorizeExtras, ex)
 	b.opServer.ServeHTTP(w, r.WithContext(ctx))
+}
+
+// loopbackHint: when redirectURI is a registered redirect URI of some
+// client but for the other loopback name (localhost vs 127.0.0.1 vs [::1]),
+// the origin to open the app on instead. The two are different sites to a
+// browser (cookies, silent renewal), so usher accepts only the configured one.
+func (b *Broker) loopbackHint(redirectURI string) string {
+	u, err := url.Parse(redirectURI)
+	if err != nil || u.Scheme != "http" || !isLoopback(u.Hostname()) {
+		return ""
+	}
+	for _, id := range slices.Sorted(maps.Keys(b.clients)) {
+		for _, reg := range b.clients[id].RedirectURIs {
+			p, err := url.Parse(reg)
+			if err != nil || p.Scheme != "http" || !isLoopback(p.Hostname()) || p.Hostname() == u.Hostname() ||
+				p.Port() != u.Port() || p.Path != u.Path {
+				continue
+			}
+			return " Open the application at " + originOf(reg) + " instead of " + originOf(redirectURI) +
+				": usher is configured for that address only (to a browser the two are different sites)."
+		}
+	}
+	return ""
+}
+
+// clientOrigins are the origins of c's redirect URIs.
+func clientOrigins(c *Client) []string {
+	var out []string
+	for _, u := range c.RedirectURIs {
+		if o := originOf(u); o != "" && !slices.Contains(out, o) {
+			out = append(out, o)
+		}
+	}
+	return out
 }
 
 func clip(s string, n int) string {

@@ -166,6 +166,8 @@ func (b *Broker) renderInvitationProblem(w http.ResponseWriter, r *http.Request,
 		title, msg = "Invitation already used", "This invitation has already been used. If it was you, just sign in."
 	case errors.Is(err, grants.ErrInvitationRevoked):
 		title, msg = "Invitation withdrawn", "This invitation was withdrawn by the sender. You can still sign in or sign up."
+	case errors.Is(err, grants.ErrInvitationDeclined):
+		title, msg = "Invitation declined", "This invitation was declined. If that was a mistake, ask the sender for a new one. You can still sign in or sign up."
 	case errors.Is(err, grants.ErrInvitationExpired):
 		title, msg = "Invitation expired", "This invitation has expired. Ask the sender for a new one, or sign in anyway."
 	default:
@@ -323,13 +325,6 @@ func conflictNames(cs []grants.ClaimConflict) string {
 	return strings.Join(names, ",")
 }
 
-// renderRedeemFailure is the interstitial of an authorization whose
-// invitation could not be used: it says why, and offers to continue signing
-// in without it.
-func (b *Broker) renderRedeemFailure(w http.ResponseWriter, ar *sessions.AuthRequest, err error) {
-	b.renderRefusal(w, err, b.url("/login/continue?id="+url.QueryEscape(ar.ID)), "Continue without the invitation")
-}
-
 // handleContinue finishes a sign-in whose invitation failed, for the browser
 // that saw the interstitial only.
 func (b *Broker) handleContinue(w http.ResponseWriter, r *http.Request) {
@@ -345,6 +340,7 @@ func (b *Broker) handleContinue(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	delete(sess.Values, continuePrefix+id)
+	delete(sess.Values, problemPrefix+id)
 	if err := sess.Save(r, w); err != nil {
 		b.unavailable(w, r, "saving the browser session", err)
 		return
@@ -367,6 +363,8 @@ func redemptionResult(err error) string {
 		return "already_used"
 	case errors.Is(err, grants.ErrInvitationRevoked):
 		return "revoked"
+	case errors.Is(err, grants.ErrInvitationDeclined):
+		return "declined"
 	case errors.Is(err, grants.ErrInvitationExpired):
 		return "expired"
 	case errors.Is(err, grants.ErrNotFound):

@@ -11,6 +11,7 @@ package demo
 import (
 	"embed"
 	"encoding/json"
+	"net"
 	"net/http"
 	"net/url"
 	"strings"
@@ -27,6 +28,13 @@ type Config struct {
 	ClientID string
 	// Scope is the scope to request; DefaultScope when empty.
 	Scope string
+	// Origin, when set, is the one origin the app is registered with at usher
+	// (its redirect URIs). A request for the same port on another loopback
+	// name (localhost instead of 127.0.0.1, or the reverse) is redirected
+	// there: usher accepts only the registered redirect URIs, and accepting
+	// both names would not do either, since to a browser they are different
+	// sites (cookies, silent renewal).
+	Origin string
 }
 
 //go:embed static
@@ -81,6 +89,10 @@ func Handler(cfg Config) http.Handler {
 
 	csp := contentSecurityPolicy(cfg.Issuer)
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if to := otherLoopback(cfg.Origin, r); to != "" {
+			http.Redirect(w, r, to+r.URL.RequestURI(), http.StatusFound)
+			return
+		}
 		h := w.Header()
 		h.Set("Content-Security-Policy", csp)
 		h.Set("X-Content-Type-Options", "nosniff")
@@ -88,6 +100,28 @@ func Handler(cfg Config) http.Handler {
 		h.Set("X-Frame-Options", "DENY")
 		mux.ServeHTTP(w, r)
 	})
+}
+
+// otherLoopback is the configured origin when r came for the same port on
+// another loopback name; "" otherwise.
+func otherLoopback(origin string, r *http.Request) string {
+	o, err := url.Parse(origin)
+	if origin == "" || err != nil || o.Host == r.Host {
+		return ""
+	}
+	host, port, err := net.SplitHostPort(r.Host)
+	if err != nil || port != o.Port() || !loopback(host) || !loopback(o.Hostname()) {
+		return ""
+	}
+	return o.Scheme + "://" + o.Host
+}
+
+func loopback(host string) bool {
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(strings.Trim(host, "[]"))
+	return ip != nil && ip.IsLoopback()
 }
 
 // requestOrigin derives the app's origin from the request. The page itself uses

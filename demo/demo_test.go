@@ -208,3 +208,24 @@ func TestAppJSSyntax(t *testing.T) {
 		t.Fatalf("node --check app.js: %v\n%s", err, out)
 	}
 }
+
+// The configured origin is served; the other loopback names on its port are
+// redirected to it; anything else (another port, a real host) is served as is.
+func TestOtherLoopbackRedirect(t *testing.T) {
+	h := Handler(Config{Issuer: "http://127.0.0.1:8080", ClientID: "demo", Origin: "http://127.0.0.1:5173"})
+	for _, c := range []struct{ host, want string }{
+		{"127.0.0.1:5173", ""},
+		{"localhost:5173", "http://127.0.0.1:5173/login?a=1"},
+		{"[::1]:5173", "http://127.0.0.1:5173/login?a=1"},
+		{"localhost:9999", ""},
+		{"app.example.com:5173", ""},
+	} {
+		req := httptest.NewRequest(http.MethodGet, "/login?a=1", nil)
+		req.Host = c.host
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, req)
+		if got := rec.Header().Get("Location"); got != c.want || (c.want == "" && rec.Code != http.StatusOK) {
+			t.Errorf("Host %s: %d Location %q, want %q", c.host, rec.Code, got, c.want)
+		}
+	}
+}

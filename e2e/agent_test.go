@@ -274,11 +274,14 @@ var (
 )
 
 // answerAccept expects usher's accept page in the last response and presses
-// one of its buttons (accept, other, later), as a person would.
+// one of its buttons (accept, other, later, decline), as a person would.
 func (a *agent) answerAccept(resp *http.Response, body, action string) (*http.Response, string) {
 	a.t.Helper()
 	if !isAcceptPage(resp, body) {
 		a.t.Fatalf("expected usher's accept page, got %d at %s\n%s", resp.StatusCode, resp.Request.URL, clipText(body))
+	}
+	if !strings.Contains(body, `name="action" value="`+action+`"`) {
+		a.t.Fatalf("the accept page offers no %q button:\n%s", action, clipText(body))
 	}
 	form := url.Values{"action": {action}}
 	for _, m := range acceptFieldRE.FindAllStringSubmatch(body, -1) {

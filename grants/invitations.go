@@ -269,7 +269,8 @@ func (s *Invitations) Create(ctx context.Context, req CreateRequest) (inv *Invit
 
 // Check looks a token up without consuming it and says why it is unusable:
 // ErrNotFound (unknown, malformed, or replaced by a resend),
-// ErrInvitationRedeemed, ErrInvitationRevoked or ErrInvitationExpired.
+// ErrInvitationRedeemed, ErrInvitationRevoked, ErrInvitationDeclined or
+// ErrInvitationExpired.
 func (s *Invitations) Check(ctx context.Context, token string) (*Invitation, error) {
 	hash, ok := ParseToken(token)
 	if !ok {
@@ -289,6 +290,8 @@ func (s *Invitations) CheckHash(ctx context.Context, hash string) (*Invitation, 
 		return inv, ErrInvitationRedeemed
 	case StatusRevoked:
 		return inv, ErrInvitationRevoked
+	case StatusDeclined:
+		return inv, ErrInvitationDeclined
 	case StatusExpired:
 		return inv, ErrInvitationExpired
 	}
@@ -357,6 +360,16 @@ func EmailMatches(policy, invited, got string, verified bool) error {
 // Revoke revokes an invitation; ErrInvitationRedeemed once it was used.
 func (s *Invitations) Revoke(ctx context.Context, id string) (*Invitation, error) {
 	return s.o.Store.RevokeInvitation(ctx, id, s.o.Now())
+}
+
+// Decline records the invitee's Decline of the invitation with this token
+// hash (userID: the account signed in); it stays declined for good.
+func (s *Invitations) Decline(ctx context.Context, hash, userID string) (*Invitation, error) {
+	inv, err := s.o.Store.GetInvitationByTokenHash(ctx, hash)
+	if err != nil {
+		return nil, err
+	}
+	return s.o.Store.DeclineInvitation(ctx, inv.ID, userID, s.o.Now())
 }
 
 // Resend gives a pending (or expired) invitation a new token and a new

@@ -22,6 +22,8 @@ var (
 	ErrInvitationRedeemed = errors.New("invitation already used")
 	ErrInvitationRevoked  = errors.New("invitation revoked")
 	ErrInvitationExpired  = errors.New("invitation expired")
+	// ErrInvitationDeclined: the invitee pressed Decline on the accept page.
+	ErrInvitationDeclined = errors.New("invitation declined")
 	// ErrIdempotencyMismatch: the Idempotency-Key was used with another body.
 	ErrIdempotencyMismatch = errors.New("idempotency key reused with a different request")
 	// ErrIdempotencyInProgress: the first request with that key has not finished.
@@ -78,11 +80,13 @@ const (
 	StatusRedeemed Status = "redeemed"
 	StatusRevoked  Status = "revoked"
 	StatusExpired  Status = "expired"
+	// StatusDeclined is final, like revoked: the invitee said no.
+	StatusDeclined Status = "declined"
 )
 
 // Event is one line of an invitation's timeline.
 type Event struct {
-	Type   string            `json:"type"` // created, mailed, mail_failed, opened, redeemed, redemption_failed, revoked, resent
+	Type   string            `json:"type"` // created, mailed, mail_failed, opened, redeemed, redemption_failed, deferred, declined, revoked, resent
 	At     time.Time         `json:"at"`
 	Detail map[string]string `json:"detail,omitempty"`
 }
@@ -117,6 +121,8 @@ type Invitation struct {
 	RedeemedIdentity   string     `json:"redeemed_identity,omitempty"` // iss|sub
 	RedeemedConnection string     `json:"redeemed_connection,omitempty"`
 	RevokedAt          *time.Time `json:"revoked_at,omitempty"`
+	DeclinedAt         *time.Time `json:"declined_at,omitempty"`
+	DeclinedBy         string     `json:"declined_by,omitempty"` // the signed-in user who declined
 
 	Events []Event `json:"events,omitempty"`
 }
@@ -144,7 +150,7 @@ type Redemption struct {
 type AuditRecord struct {
 	ID     string            `json:"id"`
 	At     time.Time         `json:"at"`
-	Action string            `json:"action"` // invitation.created, invitation.redeemed, invitation.revoked, invitation.resent, grant.changed, admin.signed_in…
+	Action string            `json:"action"` // invitation.created, invitation.redeemed, invitation.revoked, invitation.declined, invitation.resent, grant.changed, admin.signed_in…
 	Actor  string            `json:"actor"`  // client ID or user ID
 	Target string            `json:"target"` // invitation ID or user ID
 	Detail map[string]string `json:"detail,omitempty"`
@@ -257,11 +263,15 @@ type Store interface {
 	// succeeds. The others get ErrInvitationRedeemed; a revoked one
 	// ErrInvitationRevoked; one past ExpiresAt at r.At ErrInvitationExpired.
 	RedeemInvitation(ctx context.Context, tokenHash string, r Redemption) (*Invitation, *Grant, error)
-	// RevokeInvitation: ErrInvitationRedeemed once redeemed; revoking twice is not an error.
+	// RevokeInvitation: ErrInvitationRedeemed once redeemed, ErrInvitationDeclined
+	// once declined; revoking twice is not an error.
 	RevokeInvitation(ctx context.Context, id string, at time.Time) (*Invitation, error)
+	// DeclineInvitation moves a pending, unexpired invitation to declined (the
+	// invitee's answer, userID the account signed in): see ApplyDecline.
+	DeclineInvitation(ctx context.Context, id, userID string, at time.Time) (*Invitation, error)
 	// ReplaceInvitationToken gives a pending (possibly expired) invitation a new
 	// token hash and expiry; the old token stops working at once.
-	// ErrInvitationRedeemed / ErrInvitationRevoked otherwise.
+	// ErrInvitationRedeemed / ErrInvitationRevoked / ErrInvitationDeclined otherwise.
 	ReplaceInvitationToken(ctx context.Context, id, newHash string, expiresAt, at time.Time) (*Invitation, error)
 	// UpdateInvitation applies fn to the stored invitation atomically (email
 	// status, timeline events); fn must not change ID, TokenHash or Status.
@@ -307,6 +317,8 @@ func (inv *Invitation) redemptionRefusal(at time.Time) error {
 		return ErrInvitationRedeemed
 	case StatusRevoked:
 		return ErrInvitationRevoked
+	case StatusDeclined:
+		return ErrInvitationDeclined
 	case StatusExpired:
 		return ErrInvitationExpired
 	}
@@ -337,10 +349,30 @@ func (inv *Invitation) ApplyRevocation(at time.Time) (changed bool, err error) {
 		return false, ErrInvitationRedeemed
 	case StatusRevoked:
 		return false, nil
+	case StatusDeclined:
+		return false, ErrInvitationDeclined
 	}
 	inv.Status = StatusRevoked
 	inv.RevokedAt = &at
 	inv.Events = append(inv.Events, Event{Type: "revoked", At: at})
+	return true, nil
+}
+
+// ApplyDecline records the invitee's Decline: a pending, unexpired
+// invitation becomes declined, a final status (it can no longer be redeemed,
+// revoked or resent). changed is false when it already was declined;
+// otherwise the refusal is the one a redemption would get.
+func (inv *Invitation) ApplyDecline(userID string, at time.Time) (changed bool, err error) {
+	if inv.Status == StatusDeclined {
+		return false, nil
+	}
+	if err := inv.redemptionRefusal(at); err != nil {
+		return false, err
+	}
+	inv.Status = StatusDeclined
+	inv.DeclinedAt = &at
+	inv.DeclinedBy = userID
+	inv.Events = append(inv.Events, Event{Type: "declined", At: at, Detail: map[string]string{"user_id": userID}})
 	return true, nil
 }
 
@@ -352,6 +384,8 @@ func (inv *Invitation) ApplyNewToken(hash string, expiresAt, at time.Time) error
 		return ErrInvitationRedeemed
 	case StatusRevoked:
 		return ErrInvitationRevoked
+	case StatusDeclined:
+		return ErrInvitationDeclined
 	}
 	inv.TokenHash = hash
 	inv.ExpiresAt = expiresAt

@@ -65,6 +65,7 @@ const (
 	WebhookInvitationCreated  = "invitation.created"
 	WebhookInvitationRedeemed = "invitation.redeemed"
 	WebhookInvitationRevoked  = "invitation.revoked"
+	WebhookInvitationDeclined = "invitation.declined"
 	WebhookInvitationExpired  = "invitation.expired"
 	WebhookUserCreated        = "user.created"
 	WebhookGrantChanged       = "grant.changed"
@@ -73,7 +74,7 @@ const (
 // WebhookEventTypes lists every event type usher emits.
 var WebhookEventTypes = []string{
 	WebhookInvitationCreated, WebhookInvitationRedeemed, WebhookInvitationRevoked,
-	WebhookInvitationExpired, WebhookUserCreated, WebhookGrantChanged,
+	WebhookInvitationDeclined, WebhookInvitationExpired, WebhookUserCreated, WebhookGrantChanged,
 }
 
 // Delivery statuses.
@@ -1075,6 +1076,20 @@ func InvitationRevokedEvent(inv *Invitation) WebhookEvent {
 		ts = *inv.RevokedAt
 	}
 	return idempotent(WebhookEvent{Type: WebhookInvitationRevoked, Timestamp: ts, Data: invitationData(inv)}, "invitation.revoked:"+inv.ID)
+}
+
+// InvitationDeclinedEvent is invitation.declined: the invitee pressed
+// Decline on the accept page; user_id is the account they were signed in with.
+func InvitationDeclinedEvent(inv *Invitation) WebhookEvent {
+	d := invitationData(inv)
+	ts := time.Time{}
+	if inv.DeclinedAt != nil {
+		ts = *inv.DeclinedAt
+	}
+	if inv.DeclinedBy != "" {
+		d["user_id"] = inv.DeclinedBy
+	}
+	return idempotent(WebhookEvent{Type: WebhookInvitationDeclined, Timestamp: ts, Data: d}, "invitation.declined:"+inv.ID)
 }
 
 // idempotent gives e the ID when it has the timestamp that must come with one.

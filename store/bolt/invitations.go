@@ -312,6 +312,14 @@ func (s *Store) RevokeInvitation(ctx context.Context, id string, at time.Time) (
 	})
 }
 
+// DeclineInvitation keeps the token lookup too, so the link later says
+// "declined".
+func (s *Store) DeclineInvitation(ctx context.Context, id, userID string, at time.Time) (*grants.Invitation, error) {
+	return s.transition("decline invitation", id, func(inv *grants.Invitation) (bool, error) {
+		return inv.ApplyDecline(userID, at)
+	})
+}
+
 func (s *Store) ReplaceInvitationToken(ctx context.Context, id, newHash string, expiresAt, at time.Time) (*grants.Invitation, error) {
 	if err := checkKeys("boltstore: replace invitation token", newHash); err != nil {
 		return nil, err

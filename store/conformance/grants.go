@@ -31,6 +31,8 @@ func RunGrants(t *testing.T, newStore func(t *testing.T, clock *Clock) grants.St
 		{"Invitations/RedeemRefusals", testInvitationRedeemRefusals},
 		{"Invitations/ConcurrentRedeem", testInvitationConcurrentRedeem},
 		{"Invitations/Revoke", testInvitationRevoke},
+		{"Invitations/Decline", testInvitationDecline},
+		{"Invitations/DeclineRacesRedeem", testInvitationDeclineRacesRedeem},
 		{"Invitations/ReplaceToken", testInvitationReplaceToken},
 		{"Invitations/Update", testInvitationUpdate},
 		{"Invitations/ListFilters", testInvitationListFilters},
@@ -492,6 +494,132 @@ func testInvitationRevoke(t *testing.T, ctx context.Context, s grants.Store, clo
 	}
 	_, err = s.RevokeInvitation(ctx, "nope", now)
 	wantErr(t, "revoke unknown", err, grants.ErrNotFound)
+}
+
+func testInvitationDecline(t *testing.T, ctx context.Context, s grants.Store, clock *Clock) {
+	now := clock.Now()
+	_, err := s.CreateInvitation(ctx, invitation("inv-1", now))
+	must(t, "create", err)
+	inv, err := s.DeclineInvitation(ctx, "inv-1", "u-1", now)
+	must(t, "decline", err)
+	if inv.Status != grants.StatusDeclined || inv.DeclinedAt == nil || !inv.DeclinedAt.Equal(now) || inv.DeclinedBy != "u-1" {
+		t.Fatalf("declined invitation: %+v", inv)
+	}
+	if n := len(inv.Events); n == 0 || inv.Events[n-1].Type != "declined" || inv.Events[n-1].Detail["user_id"] != "u-1" {
+		t.Fatalf("timeline of the declined invitation: %+v", inv.Events)
+	}
+	again, err := s.DeclineInvitation(ctx, "inv-1", "u-2", now.Add(time.Minute))
+	must(t, "decline twice", err)
+	if again.DeclinedBy != "u-1" || len(again.Events) != len(inv.Events) {
+		t.Fatalf("declining twice changed the invitation: %+v", again)
+	}
+	got, err := s.GetInvitationByTokenHash(ctx, "hash-inv-1")
+	must(t, "declined token still resolves", err)
+	if got.Status != grants.StatusDeclined {
+		t.Fatalf("status by token = %q", got.Status)
+	}
+	// Final: no redemption, revocation or new token afterwards.
+	_, _, err = s.RedeemInvitation(ctx, "hash-inv-1", grants.Redemption{UserID: "u-1", At: now})
+	wantErr(t, "redeem declined", err, grants.ErrInvitationDeclined)
+	_, err = s.RevokeInvitation(ctx, "inv-1", now)
+	wantErr(t, "revoke declined", err, grants.ErrInvitationDeclined)
+	_, err = s.ReplaceInvitationToken(ctx, "inv-1", "hash-new", now.Add(time.Hour), now)
+	wantErr(t, "resend declined", err, grants.ErrInvitationDeclined)
+	g, err := s.GetGrant(ctx, "u-1")
+	must(t, "grant", err)
+	if slices.Contains(g.Roles, "member") {
+		t.Fatalf("a declined invitation granted roles: %v", g.Roles)
+	}
+
+	// Only a pending, unexpired invitation can be declined.
+	_, err = s.CreateInvitation(ctx, invitation("inv-2", now))
+	must(t, "create 2", err)
+	_, _, err = s.RedeemInvitation(ctx, "hash-inv-2", grants.Redemption{UserID: "u-1", At: now})
+	must(t, "redeem 2", err)
+	_, err = s.DeclineInvitation(ctx, "inv-2", "u-1", now)
+	wantErr(t, "decline redeemed", err, grants.ErrInvitationRedeemed)
+	_, err = s.CreateInvitation(ctx, invitation("inv-3", now))
+	must(t, "create 3", err)
+	_, err = s.RevokeInvitation(ctx, "inv-3", now)
+	must(t, "revoke 3", err)
+	_, err = s.DeclineInvitation(ctx, "inv-3", "u-1", now)
+	wantErr(t, "decline revoked", err, grants.ErrInvitationRevoked)
+	exp := invitation("inv-4", now)
+	exp.ExpiresAt = now.Add(time.Minute)
+	_, err = s.CreateInvitation(ctx, exp)
+	must(t, "create 4", err)
+	_, err = s.DeclineInvitation(ctx, "inv-4", "u-1", now.Add(time.Hour))
+	wantErr(t, "decline expired", err, grants.ErrInvitationExpired)
+	got, err = s.GetInvitation(ctx, "inv-4")
+	must(t, "get 4", err)
+	if got.Status != grants.StatusPending {
+		t.Fatalf("refused decline changed status to %q", got.Status)
+	}
+	_, err = s.DeclineInvitation(ctx, "nope", "u-1", now)
+	wantErr(t, "decline unknown", err, grants.ErrNotFound)
+
+	list, _, err := s.ListInvitations(ctx, grants.InvitationFilter{Status: grants.StatusDeclined}, now)
+	must(t, "list declined", err)
+	if !slices.Equal(ids(list), []string{"inv-1"}) {
+		t.Fatalf("status=declined lists %v, want [inv-1]", ids(list))
+	}
+	list, _, err = s.ListInvitations(ctx, grants.InvitationFilter{Status: grants.StatusPending}, now)
+	must(t, "list pending", err)
+	if slices.Contains(ids(list), "inv-1") {
+		t.Fatalf("a declined invitation is listed as pending: %v", ids(list))
+	}
+}
+
+// testInvitationDeclineRacesRedeem: Decline and Accept pressed at once (two
+// tabs) — exactly one wins, and a declined invitation grants nothing.
+func testInvitationDeclineRacesRedeem(t *testing.T, ctx context.Context, s grants.Store, clock *Clock) {
+	for round := range 5 {
+		id := fmt.Sprintf("inv-%d", round)
+		inv := invitation(id, clock.Now())
+		inv.Roles = []string{"winner-" + id}
+		_, err := s.CreateInvitation(ctx, inv)
+		must(t, "create", err)
+		errs := concurrently(20, func(i int) error {
+			if i%2 == 0 {
+				_, err := s.DeclineInvitation(ctx, id, "u-decline", clock.Now())
+				return err
+			}
+			_, _, err := s.RedeemInvitation(ctx, inv.TokenHash, grants.Redemption{UserID: fmt.Sprintf("u-%d", i), At: clock.Now()})
+			return err
+		})
+		got, err := s.GetInvitation(ctx, id)
+		must(t, "get", err)
+		holders := 0
+		for i := 1; i < 20; i += 2 {
+			g, err := s.GetGrant(ctx, fmt.Sprintf("u-%d", i))
+			must(t, "grant", err)
+			if slices.Contains(g.Roles, "winner-"+id) {
+				holders++
+			}
+		}
+		switch got.Status {
+		case grants.StatusDeclined:
+			if holders != 0 {
+				t.Fatalf("round %d: declined, yet %d accounts hold its role", round, holders)
+			}
+			for i, err := range errs {
+				if i%2 == 1 && !errors.Is(err, grants.ErrInvitationDeclined) {
+					t.Fatalf("round %d: a redemption after the decline answered %v", round, err)
+				}
+			}
+		case grants.StatusRedeemed:
+			if holders != 1 {
+				t.Fatalf("round %d: redeemed, but %d accounts hold its role", round, holders)
+			}
+			for i, err := range errs {
+				if i%2 == 0 && !errors.Is(err, grants.ErrInvitationRedeemed) {
+					t.Fatalf("round %d: a decline after the redemption answered %v", round, err)
+				}
+			}
+		default:
+			t.Fatalf("round %d: status %q after the race", round, got.Status)
+		}
+	}
 }
 
 func testInvitationReplaceToken(t *testing.T, ctx context.Context, s grants.Store, clock *Clock) {

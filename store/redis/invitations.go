@@ -562,6 +562,14 @@ func (s *Store) RevokeInvitation(ctx context.Context, id string, at time.Time) (
 	}, nil)
 }
 
+// DeclineInvitation keeps the token lookup too, so the link later says
+// "declined".
+func (s *Store) DeclineInvitation(ctx context.Context, id, userID string, at time.Time) (*grants.Invitation, error) {
+	return s.transition(ctx, "decline invitation", id, func(inv *grants.Invitation) (bool, error) {
+		return inv.ApplyDecline(userID, at)
+	}, nil)
+}
+
 // ReplaceInvitationToken claims the new token's lookup first, then swaps the
 // hash with a CAS; the old lookup is removed after, and the new one again if
 // the swap was refused.

@@ -1,0 +1,204 @@
+package broker
+
+import (
+	"crypto/subtle"
+	"errors"
+	"html/template"
+	"net/http"
+	"net/url"
+	"strings"
+
+	gsessions "github.com/gorilla/sessions"
+	"github.com/zitadel/oidc/v3/pkg/oidc"
+
+	"github.com/usher-oidc/usher/grants"
+	"github.com/usher-oidc/usher/sessions"
+)
+
+// The invitation problem page: why an invitation carried by a sign-in could
+// not be applied (sent to another email, used, expired, withdrawn,
+// declined, refused by the redemption hook). The upstream callback (or the
+// accept page's answer) does not render it itself: it remembers it in the
+// browser session and redirects to /invitation/problem?id=<auth request>,
+// so a reload shows the page again instead of replaying /callback?code=…
+// (a dead end). The page offers:
+//   - "Use another account" (email mismatch only): the authorization goes
+//     upstream again with prompt=login and the invited email as login_hint,
+//     as the accept page's "other" answer does, carrying the invitation;
+//   - "Continue without the invitation": /login/continue finishes the
+//     sign-in with the account that signed in;
+//   - "Back to <app>": the app's initiate_login_uri (or first redirect
+//     origin), signed in nowhere.
+const (
+	pathProblem   = "/invitation/problem"
+	problemPrefix = acceptPrefix + "problem:" // + auth request ID → acceptState (pruned with the accept pages)
+)
+
+// showProblem finishes ar without its invitation (for /login/continue from
+// this browser only), remembers the problem in the session and redirects
+// the browser to the problem page.
+func (b *Broker) showProblem(w http.ResponseWriter, r *http.Request, sess *gsessions.Session, ar *sessions.AuthRequest, inv *grants.Invitation, acct signedInAccount, cause error) {
+	st := acceptState{Hash: ar.InvitationHash, ClientID: ar.ClientID, Message: refusalMessage(cause), Account: acct.Email}
+	if inv != nil {
+		st.Invited = inv.Email
+		if st.ClientID == "" {
+			st.ClientID = b.invitationClientID(inv, "")
+		}
+	}
+	if errors.Is(cause, grants.ErrEmailMismatch) && inv != nil {
+		st.Mismatch = true
+		st.Message = mismatchMessage(inv, acct)
+	}
+	ar.InvitationHash, ar.Done = "", true
+	if err := b.sessions.UpdateAuthRequest(r.Context(), ar); err != nil {
+		b.unavailable(w, r, "completing the authorization request", err)
+		return
+	}
+	pruneAcceptPages(sess.Values, b.now())
+	st.CSRF, st.Expires = randomToken(24), b.now().Add(acceptTTL)
+	enc, err := jsonString(st)
+	if err != nil {
+		b.unavailable(w, r, "saving the browser session", err)
+		return
+	}
+	sess.Values[problemPrefix+ar.ID] = enc
+	// The person may continue without the invitation, from this browser only.
+	sess.Values[continuePrefix+ar.ID] = "1"
+	if err := sess.Save(r, w); err != nil {
+		b.unavailable(w, r, "saving the browser session", err)
+		return
+	}
+	http.Redirect(w, r, b.url(pathProblem+"?id="+url.QueryEscape(ar.ID)), http.StatusSeeOther)
+}
+
+// mismatchMessage names both addresses and says, once, what would work.
+func mismatchMessage(inv *grants.Invitation, acct signedInAccount) string {
+	switch {
+	case acct.Email != "" && grants.SameEmail(inv.Email, acct.Email) && !acct.EmailVerified:
+		return "This account's email address is not verified yet, and this invitation can only go to a verified address. Verify it, or sign in with another account."
+	case inv.EmailMatch == grants.MatchDomain:
+		domain := inv.Email[strings.LastIndex(inv.Email, "@")+1:]
+		return "This invitation can only go to an account with a verified address at " + domain + "."
+	}
+	return "This invitation can only go to an account with that verified address."
+}
+
+// problemState reads the problem page of auth request id from the session.
+func (b *Broker) problemState(sess *gsessions.Session, id string) (acceptState, bool) {
+	raw, _ := sess.Values[problemPrefix+id].(string)
+	var st acceptState
+	if id == "" || raw == "" || jsonParse(raw, &st) != nil || b.now().After(st.Expires) {
+		return acceptState{}, false
+	}
+	return st, true
+}
+
+type problemView struct {
+	Message          string
+	Invited, Account string
+	Mismatch         bool
+	ID, CSRF         string
+	ContinueURL      string
+	AppName, BackURL string
+}
+
+// handleProblem shows the problem page remembered for this browser.
+func (b *Broker) handleProblem(w http.ResponseWriter, r *http.Request) {
+	sess, err := b.browser.Get(r, b.cookie)
+	if err != nil {
+		b.unavailable(w, r, "loading the browser session", err)
+		return
+	}
+	id := r.URL.Query().Get("id")
+	st, ok := b.problemState(sess, id)
+	if !ok || sess.Values[continuePrefix+id] != "1" {
+		renderPage(w, http.StatusBadRequest, page{Title: "Sign-in expired",
+			Message: "This sign-in took too long or was already completed. Go back to the application and sign in again."})
+		return
+	}
+	v := problemView{Message: st.Message, Invited: st.Invited, Account: st.Account, Mismatch: st.Mismatch,
+		ID: id, CSRF: st.CSRF, ContinueURL: b.url("/login/continue?id=" + url.QueryEscape(id)),
+		AppName: b.appName(st.ClientID), BackURL: b.continueURL(st.ClientID, "")}
+	// "Use another account" posts here and is redirected to the upstream.
+	w.Header().Set("Content-Security-Policy", "default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'none'; base-uri 'none'; form-action 'self' "+
+		strings.Join(b.acceptFormTargets(st.ClientID), " "))
+	w.Header().Set("Content-Type", "text/html; charset=utf-8")
+	w.WriteHeader(http.StatusOK)
+	_ = problemTmpl.Execute(w, v)
+}
+
+// handleProblemAnswer is "Use another account" on the problem page of an
+// email mismatch: the authorization goes upstream again with the invitation.
+func (b *Broker) handleProblemAnswer(w http.ResponseWriter, r *http.Request) {
+	r.Body = http.MaxBytesReader(w, r.Body, 4<<10)
+	if err := r.ParseForm(); err != nil || !b.sameOrigin(r) {
+		renderPage(w, http.StatusForbidden, page{Title: "Request refused",
+			Message: "This answer did not come from usher's own page. Go back to the application and sign in again."})
+		return
+	}
+	sess, err := b.browser.Get(r, b.cookie)
+	if err != nil {
+		b.unavailable(w, r, "loading the browser session", err)
+		return
+	}
+	id := r.PostForm.Get("id")
+	st, ok := b.problemState(sess, id)
+	acct, signedIn := sessionAccount(sess)
+	if !ok || !signedIn || !st.Mismatch || r.PostForm.Get("action") != actionOther ||
+		subtle.ConstantTimeCompare([]byte(st.CSRF), []byte(r.PostForm.Get("csrf"))) != 1 {
+		renderPage(w, http.StatusBadRequest, page{Title: "This page expired",
+			Message: "This page expired or was opened in another browser. Go back to the application and sign in again."})
+		return
+	}
+	ar, err := b.sessions.GetAuthRequest(r.Context(), id)
+	if err != nil || !ar.Done || ar.Subject != acct.UserID {
+		renderPage(w, http.StatusBadRequest, page{Title: "Sign-in expired",
+			Message: "This sign-in took too long or was already completed. Go back to the application and sign in again."})
+		return
+	}
+	delete(sess.Values, problemPrefix+id)
+	delete(sess.Values, continuePrefix+id)
+	ar.InvitationHash, ar.Done = st.Hash, false
+	b.signInAgain(w, r, sess, ar, st.Invited)
+}
+
+// signInAgain sends ar upstream again, asking for a fresh login with the
+// invited email (the accept page's and the problem page's "Use another
+// account").
+func (b *Broker) signInAgain(w http.ResponseWriter, r *http.Request, sess *gsessions.Session, ar *sessions.AuthRequest, invitedEmail string) {
+	// The app's screen_hint was for the first attempt; the upstream now
+	// picks its screen for the invited email (invitationHints).
+	ar.Subject, ar.Prompt, ar.ScreenHint = "", []string{oidc.PromptLogin}, ""
+	if invitedEmail != "" {
+		ar.LoginHint = invitedEmail
+	}
+	if err := b.sessions.UpdateAuthRequest(r.Context(), ar); err != nil {
+		b.unavailable(w, r, "saving the authorization request", err)
+		return
+	}
+	if err := sess.Save(r, w); err != nil {
+		b.unavailable(w, r, "saving the browser session", err)
+		return
+	}
+	http.Redirect(w, r, b.loginURL(ar.ID), http.StatusSeeOther)
+}
+
+var problemTmpl = template.Must(template.New("problem").Parse(`<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width,initial-scale=1">
+<title>Your invitation could not be used · usher</title>
+<style>body{font-family:system-ui,sans-serif;background:#f5f5f7;margin:0;display:flex;min-height:100vh;align-items:center;justify-content:center}
+main{background:#fff;max-width:34rem;padding:2rem;border-radius:12px;box-shadow:0 2px 12px rgba(0,0,0,.08)}
+h1{font-size:1.3rem;margin-top:0}form{display:inline}
+a.button,button{display:inline-block;font:inherit;margin:.8rem .4rem 0 0;padding:.6rem 1rem;border-radius:8px;border:1px solid #2d5be3;background:#fff;color:#2d5be3;cursor:pointer;text-decoration:none}
+.primary{background:#2d5be3!important;color:#fff!important}</style>
+</head><body><main>
+<h1 id="title">Your invitation could not be used</h1>
+{{if .Mismatch}}<p id="invited">This invitation was sent to <strong>{{.Invited}}</strong>.</p>
+<p id="account">You signed in as <strong>{{if .Account}}{{.Account}}{{else}}an account without an email{{end}}</strong>.</p>{{end}}
+<p id="message">{{.Message}}</p>
+{{if .Mismatch}}<form method="post" action="/invitation/problem">
+<input type="hidden" name="id" value="{{.ID}}"><input type="hidden" name="csrf" value="{{.CSRF}}">
+<button class="primary" id="other" name="action" value="other">Use another account</button></form>{{end}}
+<a class="button{{if not .Mismatch}} primary{{end}}" id="continue" href="{{.ContinueURL}}">Continue without the invitation</a>
+<a class="button" id="back" href="{{.BackURL}}">Back to {{.AppName}}</a>
+</main></body></html>`))

@@ -2,7 +2,6 @@ package broker
 
 import (
 	"crypto/subtle"
-	"errors"
 	"net/http"
 	"net/url"
 	"slices"
@@ -289,28 +288,7 @@ func (b *Broker) renderRefusal(w http.ResponseWriter, err error, link, linkText 
 		Message: refusalMessage(err) + " You can continue without the invitation.", LinkURL: link, LinkText: linkText})
 }
 
-func refusalMessage(err error) string {
-	var denied *grants.DeniedError
-	switch {
-	case errors.As(err, &denied):
-		return "This invitation was not accepted: " + denied.Reason + "."
-	case errors.Is(err, grants.ErrEmailMismatch):
-		return "This invitation was sent to another email address than the account you signed in with (or that account's email is not verified)."
-	case errors.Is(err, grants.ErrInvitationRedeemed):
-		return "This invitation has already been used."
-	case errors.Is(err, grants.ErrInvitationRevoked):
-		return "This invitation was withdrawn by the sender."
-	case errors.Is(err, grants.ErrInvitationDeclined):
-		return "This invitation was declined."
-	case errors.Is(err, grants.ErrInvitationExpired):
-		return "This invitation has expired. Ask the sender for a new one."
-	case errors.Is(err, grants.ErrNotFound):
-		return "This invitation is not valid (it may have been replaced by a newer invitation email)."
-	}
-	return "The invitation could not be applied right now."
-}
-
-// loginWithHint is /login for an auth request (used after "other account").
+// loginURL is the login step of an auth request (after "Use another account").
 func (b *Broker) loginURL(arID string) string {
 	return b.url("/login?id=" + url.QueryEscape(arID))
 }

@@ -352,25 +352,3 @@ func (b *Broker) handleContinue(w http.ResponseWriter, r *http.Request) {
 	}
 	b.authResponse(w, r.WithContext(op.ContextWithIssuer(ctx, b.opts.Issuer)), ar)
 }
-
-func redemptionResult(err error) string {
-	switch {
-	case err == nil:
-		return "redeemed"
-	case errors.Is(err, grants.ErrEmailMismatch):
-		return "email_mismatch"
-	case errors.Is(err, grants.ErrInvitationRedeemed):
-		return "already_used"
-	case errors.Is(err, grants.ErrInvitationRevoked):
-		return "revoked"
-	case errors.Is(err, grants.ErrInvitationDeclined):
-		return "declined"
-	case errors.Is(err, grants.ErrInvitationExpired):
-		return "expired"
-	case errors.Is(err, grants.ErrNotFound):
-		return "not_found"
-	case errors.As(err, new(*grants.DeniedError)):
-		return "denied_by_hook"
-	}
-	return "error"
-}

@@ -17,10 +17,16 @@ import (
 // funnelToken gets a client_credentials token for the dev funnel client.
 func funnelToken(t testing.TB, d *app.Dev, scope string) string {
 	t.Helper()
+	return clientToken(t, d, app.DevFunnelClientID, app.DevFunnelSecret, scope)
+}
+
+// clientToken is a client_credentials access token of a confidential client.
+func clientToken(t testing.TB, d *app.Dev, id, secret, scope string) string {
+	t.Helper()
 	req, _ := http.NewRequest(http.MethodPost, strings.TrimSuffix(d.IssuerURL, "/")+"/oauth/token",
 		strings.NewReader(url.Values{"grant_type": {"client_credentials"}, "scope": {scope}}.Encode()))
 	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
-	req.SetBasicAuth(app.DevFunnelClientID, app.DevFunnelSecret)
+	req.SetBasicAuth(id, secret)
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		t.Fatal(err)
@@ -29,7 +35,7 @@ func funnelToken(t testing.TB, d *app.Dev, scope string) string {
 	var tr tokenResponse
 	json.NewDecoder(resp.Body).Decode(&tr)
 	if tr.AccessToken == "" {
-		t.Fatalf("client_credentials: %d %+v", resp.StatusCode, tr)
+		t.Fatalf("client_credentials (%s): %d %+v", id, resp.StatusCode, tr)
 	}
 	return tr.AccessToken
 }
@@ -151,19 +157,5 @@ func withProvisioner(c *config.Config) {
 // provisionerToken is an admin API token of the provisioning client.
 func provisionerToken(t testing.TB, d *app.Dev) string {
 	t.Helper()
-	req, _ := http.NewRequest(http.MethodPost, strings.TrimSuffix(d.IssuerURL, "/")+"/oauth/token",
-		strings.NewReader(url.Values{"grant_type": {"client_credentials"}, "scope": {"invitations:write invitations:read invitations:admin"}}.Encode()))
-	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
-	req.SetBasicAuth(provisionerID, provisionerSecret)
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	var tr tokenResponse
-	json.NewDecoder(resp.Body).Decode(&tr)
-	if tr.AccessToken == "" {
-		t.Fatalf("client_credentials (provisioner): %d %+v", resp.StatusCode, tr)
-	}
-	return tr.AccessToken
+	return clientToken(t, d, provisionerID, provisionerSecret, "invitations:write invitations:read invitations:admin")
 }

@@ -69,8 +69,12 @@ func upstreamOf(req any) *sessions.Upstream {
 	switch r := req.(type) {
 	case authRequest:
 		return r.Upstream
+	case idAuthRequest:
+		return r.Upstream
 	case *refreshRequest:
 		return r.rt.Upstream
+	case idTokenRequest:
+		return upstreamOf(r.IDTokenRequest)
 	}
 	return nil
 }

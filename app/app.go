@@ -293,6 +293,7 @@ func BrokerOptions(cfg *config.Config) (broker.Options, error) {
 			ClientSecret: cfg.Upstream.EffectiveClientSecret(), Scopes: cfg.Upstream.Scopes,
 			Auth0: cfg.Upstream.IsAuth0(), LinkByVerifiedEmail: cfg.Upstream.LinkByVerifiedEmail,
 			IdentityIssuer: cfg.Upstream.IdentityIssuer(),
+			UserIDClaim:    cfg.Upstream.Auth0.UserIDClaim, PassThroughClaims: cfg.Upstream.PassThroughClaims,
 		},
 		SigningAlgorithm:  cfg.Signing.Algorithm,
 		SigningKeyPEMs:    pems,

@@ -65,6 +65,8 @@ type DevOptions struct {
 	// upstream.auth0.domain is the custom domain, management.domain the
 	// canonical one.
 	CustomDomain bool
+	// IDPOrganizations are devidp's Auth0 organizations (org_name in ID tokens too).
+	IDPOrganizations []devidp.Organization
 }
 
 // Dev is a running `usher dev`: usher, devidp and the demo SPA.
@@ -146,6 +148,7 @@ func StartDev(ctx context.Context, o DevOptions) (*Dev, error) {
 			PostLogoutRedirectURIs: []string{usherBase + "/logout/done"},
 		}},
 		ManagementClients: []devidp.Client{{ID: devManagementClient, Secret: devManagementSecret}},
+		Organizations:     o.IDPOrganizations, OrganizationNames: len(o.IDPOrganizations) > 0,
 		Users: []devidp.User{
 			{Email: DevUserEmail, Password: DevUserPassword, Name: "Ada Lovelace", EmailVerified: true},
 			{Email: DevAdminEmail, Password: DevAdminPassword, Name: "Dev Admin", EmailVerified: true},
@@ -177,6 +180,7 @@ func StartDev(ctx context.Context, o DevOptions) (*Dev, error) {
 		Domain: strings.TrimSuffix(d.IDPURL, "/"), ClientID: devUpstreamClient, ClientSecret: devUpstreamSecret,
 		Connections: []string{"Username-Password-Authentication", "google-oauth2", "facebook"},
 		Management:  config.Management{ClientID: devManagementClient, ClientSecret: devManagementSecret, CreateRoles: true},
+		UserIDClaim: config.DefaultUserIDClaim,
 	}
 	cfg.Clients = []config.Client{
 		{

@@ -4,6 +4,8 @@ import (
 	"time"
 
 	gsessions "github.com/gorilla/sessions"
+
+	"github.com/usher-oidc/usher/sessions"
 )
 
 // sessionAccountKey holds, in the browser session, the account this browser
@@ -26,12 +28,16 @@ type signedInAccount struct {
 	// UpstreamSID is the upstream's session (its ID token's sid), sent as
 	// logout_hint when the session ends.
 	UpstreamSID string `json:"us,omitempty"`
+	// Upstream: the upstream sub and copied claims, for the tokens issued
+	// from this session (see sessions.Upstream).
+	Upstream *sessions.Upstream `json:"up,omitempty"`
 }
 
 func accountOf(userID string, created bool, id *upstreamIdentity, authTime time.Time) signedInAccount {
 	return signedInAccount{UserID: userID, Issuer: id.Issuer, Subject: id.Subject, Connection: id.Connection,
 		Email: id.Email, EmailVerified: id.EmailVerified, New: created,
-		AuthTime: authTime.Unix(), AMR: id.AMR, UpstreamSID: id.SessionID}
+		AuthTime: authTime.Unix(), AMR: id.AMR, UpstreamSID: id.SessionID,
+		Upstream: &sessions.Upstream{Subject: id.Subject, Claims: id.Claims}}
 }
 
 // identity is the account as the redemption hook and the mirror see it.

@@ -417,9 +417,15 @@ func (b *Broker) handleAuthorize(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	ex := authorizeExtras{
-		connection: clip(r.Form.Get("connection"), 100),
-		screenHint: clip(r.Form.Get("screen_hint"), 20),
-		audience:   r.Form.Get("audience"),
+		connection:   clip(r.Form.Get("connection"), 100),
+		screenHint:   clip(r.Form.Get("screen_hint"), 20),
+		audience:     r.Form.Get("audience"),
+		organization: r.Form.Get("organization"),
+	}
+	if inv := r.Form.Get("invitation"); inv != "" && !isUsherInvitation(inv) && ex.organization != "" {
+		// An Auth0 organization invitation: the upstream's, not usher's.
+		ex.upstreamInvitation = inv
+		r.Form.Del("invitation")
 	}
 	b.authorizeInvitation(r, &ex)
 	if sess, err := b.browser.Get(r, b.cookie); err == nil {

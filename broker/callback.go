@@ -55,6 +55,9 @@ func (b *Broker) handleCallback(w http.ResponseWriter, r *http.Request) {
 	if oerr == nil {
 		oerr = b.checkMaxAge(ar, id)
 	}
+	if oerr == nil {
+		oerr = b.checkOrganization(ctx, ar, id)
+	}
 	if oerr != nil {
 		b.metrics.logins.WithLabelValues("rejected", "").Inc()
 		fail(oerr)
@@ -77,6 +80,7 @@ func (b *Broker) handleCallback(w http.ResponseWriter, r *http.Request) {
 		ar.AuthTime = b.now()
 	}
 	ar.AMR = id.AMR
+	ar.Upstream = &sessions.Upstream{Subject: id.Subject, Claims: id.Claims}
 	// New session ID after sign-in (session fixation), then remember the account.
 	b.browser.renew(ctx, sess)
 	acct := accountOf(u.ID, created, id, ar.AuthTime)

@@ -8,6 +8,7 @@ import (
 	"github.com/zitadel/oidc/v3/pkg/oidc"
 
 	"github.com/usher-oidc/usher/grants"
+	"github.com/usher-oidc/usher/sessions"
 )
 
 // privateClaims are what usher adds to every token of a user: roles and the
@@ -67,7 +68,8 @@ func (b *Broker) loadClaims(ctx context.Context, subject string) (map[string]any
 
 // fillUserinfo sets sub always (the library ships an ID token without sub
 // otherwise), profile and email by scope, and usher's private claims.
-func (b *Broker) fillUserinfo(ctx context.Context, ui *oidc.UserInfo, subject string, scopes []string) error {
+// up: the sign-in's upstream claims (upstream_claims.go), nil for none.
+func (b *Broker) fillUserinfo(ctx context.Context, ui *oidc.UserInfo, subject string, scopes []string, up *sessions.Upstream) error {
 	ui.Subject = subject
 	u, err := b.grants.GetUser(ctx, subject)
 	if err != nil {
@@ -91,7 +93,7 @@ func (b *Broker) fillUserinfo(ctx context.Context, ui *oidc.UserInfo, subject st
 	if err != nil {
 		return err
 	}
-	for k, v := range claims {
+	for k, v := range b.withUpstreamClaims(claims, up) {
 		ui.AppendClaims(k, v)
 	}
 	return nil

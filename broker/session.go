@@ -42,6 +42,10 @@ func (b *Broker) answerFromSession(w http.ResponseWriter, r *http.Request, sess 
 		return false
 	case slices.Contains(ar.Prompt, oidc.PromptLogin) || slices.Contains(ar.Prompt, oidc.PromptSelectAccount):
 		return false
+	case ar.UpstreamInvitation != "" || !sameOrganization(ar.Organization, acct.Upstream):
+		// An Auth0 organization invitation, or another organization than the
+		// session signed in to: only the upstream can answer.
+		return false
 	case b.sessionTooOld(ar, acct):
 		if promptNone {
 			b.authError(w, r, ar, oidc.ErrLoginRequired().WithDescription("the session is older than max_age"))
@@ -51,6 +55,7 @@ func (b *Broker) answerFromSession(w http.ResponseWriter, r *http.Request, sess 
 		return false
 	}
 	ar.Subject, ar.AuthTime, ar.AMR = acct.UserID, time.Unix(acct.AuthTime, 0), acct.AMR
+	ar.Upstream = acct.Upstream
 	b.bindSignIn(sess, ar)
 	b.metrics.logins.WithLabelValues("session", connectionLabel(acct.Connection)).Inc()
 	if ar.InvitationHash != "" {

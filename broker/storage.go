@@ -39,6 +39,8 @@ const (
 // authorizeExtras are the /authorize parameters the op decoder drops.
 type authorizeExtras struct {
 	connection, screenHint, invitationHash, audience string
+	// organization and upstreamInvitation: Auth0 Organizations, forwarded.
+	organization, upstreamInvitation string
 	// invitationNeedsInteraction: prompt=none with an explicit invitation.
 	invitationNeedsInteraction bool
 	// freshLogin: the person chose "Use another account" for this invitation.
@@ -101,6 +103,10 @@ func (s opStorage) CreateAuthRequest(ctx context.Context, req *oidc.AuthRequest,
 			return nil, refuseInvitationWithoutInteraction()
 		}
 		ar.Connection, ar.ScreenHint, ar.InvitationHash = ex.connection, ex.screenHint, ex.invitationHash
+		if oerr := b.checkOrganizationParam(ex.organization, ex.upstreamInvitation); oerr != nil {
+			return nil, oerr
+		}
+		ar.Organization, ar.UpstreamInvitation = ex.organization, ex.upstreamInvitation
 		if ex.freshLogin && !slices.Contains(ar.Prompt, oidc.PromptLogin) {
 			ar.Prompt = append(ar.Prompt, oidc.PromptLogin)
 		}
@@ -225,7 +231,7 @@ func (s opStorage) CreateAccessAndRefreshTokens(ctx context.Context, req op.Toke
 	}
 	switch r := req.(type) {
 	case authRequest:
-		next.ClientID, next.AMR, next.AuthTime = r.ClientID, r.AMR, r.AuthTime
+		next.ClientID, next.AMR, next.AuthTime, next.Upstream = r.ClientID, r.AMR, r.AuthTime, r.Upstream
 		if c, ok := b.clients[r.ClientID]; ok && c.Public {
 			// Only public clients' tokens end with the browser session: a
 			// confidential client's offline_access is meant to outlive it.
@@ -238,6 +244,7 @@ func (s opStorage) CreateAccessAndRefreshTokens(ctx context.Context, req op.Toke
 		}
 	case *refreshRequest:
 		next.ClientID, next.AMR, next.AuthTime, next.SessionID = r.rt.ClientID, r.rt.AMR, r.rt.AuthTime, r.rt.SessionID
+		next.Upstream = r.rt.Upstream
 		// Rotation never extends the family's absolute lifetime.
 		next.FamilyExpiresAt = r.rt.FamilyExpiresAt
 		next.ExpiresAt = minTime(now.Add(b.opts.Tokens.RefreshIdle), next.FamilyExpiresAt)
@@ -393,7 +400,7 @@ func (s opStorage) SetUserinfoFromScopes(context.Context, *oidc.UserInfo, string
 }
 
 func (s opStorage) SetUserinfoFromRequest(ctx context.Context, ui *oidc.UserInfo, req op.IDTokenRequest, scopes []string) error {
-	if err := s.b.fillUserinfo(ctx, ui, req.GetSubject(), scopes); err != nil {
+	if err := s.b.fillUserinfo(ctx, ui, req.GetSubject(), scopes, upstreamOf(req)); err != nil {
 		return err
 	}
 	// The ID token names the usher session it was issued in (OIDC
@@ -412,7 +419,7 @@ func (s opStorage) SetUserinfoFromToken(ctx context.Context, ui *oidc.UserInfo, 
 	if revoked {
 		return oidc.ErrInvalidRequest().WithDescription("access token revoked")
 	}
-	return s.b.fillUserinfo(ctx, ui, subject, []string{oidc.ScopeOpenID, oidc.ScopeProfile, oidc.ScopeEmail})
+	return s.b.fillUserinfo(ctx, ui, subject, []string{oidc.ScopeOpenID, oidc.ScopeProfile, oidc.ScopeEmail}, nil)
 }
 
 // SetIntrospectionFromToken is never reached: server.Introspect answers
@@ -429,7 +436,11 @@ func (s opStorage) GetPrivateClaimsFromRequest(ctx context.Context, req op.Token
 	if _, ok := req.(*clientCredentialsRequest); ok {
 		return map[string]any{claimGrantType: gtyClientCredential}, nil
 	}
-	return s.b.privateClaims(ctx, req.GetSubject(), "")
+	own, err := s.b.privateClaims(ctx, req.GetSubject(), "")
+	if err != nil {
+		return nil, err
+	}
+	return s.b.withUpstreamClaims(own, upstreamOf(req)), nil
 }
 
 func (s opStorage) GetKeyByIDAndClientID(context.Context, string, string) (*jose.JSONWebKey, error) {

@@ -104,7 +104,8 @@ func (s *server) UserInfo(ctx context.Context, r *op.Request[oidc.UserInfoReques
 		return nil, oidc.ErrInvalidRequest().WithDescription("a client_credentials token has no user")
 	}
 	ui := new(oidc.UserInfo)
-	if err := s.b.fillUserinfo(ctx, ui, claims.Subject, claims.Scopes); err != nil {
+	// The upstream claims are the ones this access token carries (its sign-in's).
+	if err := s.b.fillUserinfo(ctx, ui, claims.Subject, claims.Scopes, s.b.fromAccessToken(claims.Claims)); err != nil {
 		return nil, err
 	}
 	return op.NewResponse(ui), nil

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -39,6 +40,43 @@ type Upstream struct {
 	// IdentityIssuer is the issuer upstream identities are stored under when
 	// it differs from Issuer (see identity_issuer.go); empty = Issuer.
 	IdentityIssuer string
+	// UserIDClaim names the claim that carries the upstream `sub` of the
+	// identity that signed in (Auth0 only; "" = off).
+	UserIDClaim string
+	// PassThroughClaims are upstream ID token claims (e.g. an Action's
+	// https://example.com/plan) copied into usher's ID and access tokens and
+	// userinfo. Names are checked by config (grants.ValidateClaimName).
+	PassThroughClaims []string
+}
+
+// Auth0 Organizations claims (https://auth0.com/docs/manage-users/organizations/using-tokens):
+// org_id always when the sign-in went through an organization, org_name with
+// "Use Organization Names in Authentication API".
+const (
+	claimOrgID   = "org_id"
+	claimOrgName = "org_name"
+)
+
+// copiedClaims are the upstream ID token claims usher's tokens repeat.
+func (u Upstream) copiedClaims() []string {
+	names := slices.Clone(u.PassThroughClaims)
+	if u.Auth0 {
+		for _, n := range []string{claimOrgID, claimOrgName} {
+			if !slices.Contains(names, n) {
+				names = append(names, n)
+			}
+		}
+	}
+	return names
+}
+
+// tokenClaimNames are every claim name usher may add from the upstream.
+func (u Upstream) tokenClaimNames() []string {
+	names := u.copiedClaims()
+	if u.Auth0 && u.UserIDClaim != "" {
+		names = append(names, u.UserIDClaim)
+	}
+	return names
 }
 
 // upstreamClient is usher as an OIDC client of the upstream. Discovery is
@@ -133,6 +171,8 @@ func (u *upstreamClient) authURL(ar *sessions.AuthRequest, state, nonce, verifie
 	set("login_hint", ar.LoginHint)
 	set("prompt", strings.Join(ar.Prompt, " "))
 	set("ui_locales", ar.UILocales)
+	set("organization", ar.Organization)
+	set("invitation", ar.UpstreamInvitation)
 	if ar.MaxAge != nil {
 		set("max_age", strconv.FormatUint(uint64(*ar.MaxAge), 10))
 	}
@@ -156,6 +196,8 @@ type upstreamIdentity struct {
 	IDToken       string
 	// SessionID is the upstream's session (its ID token's sid), if it names one.
 	SessionID string
+	// Claims are the upstream ID token's claims named by copiedClaims.
+	Claims map[string]any
 	// UserinfoErr: userinfo was asked and failed; the ID token's claims stand.
 	UserinfoErr error
 }
@@ -195,7 +237,20 @@ func (u *upstreamClient) exchange(ctx context.Context, code string, p pendingLog
 	if err := idt.Claims(&c); err != nil {
 		return nil, fmt.Errorf("reading upstream claims: %w", err)
 	}
-	id := &upstreamIdentity{
+	var all map[string]any
+	if err := idt.Claims(&all); err != nil {
+		return nil, fmt.Errorf("reading upstream claims: %w", err)
+	}
+	var copied map[string]any
+	for _, n := range u.cfg.copiedClaims() {
+		if v, ok := all[n]; ok && v != nil {
+			if copied == nil {
+				copied = map[string]any{}
+			}
+			copied[n] = v
+		}
+	}
+	id := &upstreamIdentity{Claims: copied,
 		Issuer: idt.Issuer, Subject: idt.Subject, Email: c.Email, Name: c.Name, Picture: c.Picture,
 		EmailVerified: parseLooseBool(c.EmailVerified), AMR: c.AMR, IDToken: raw, SessionID: c.SID,
 	}

@@ -232,7 +232,11 @@ type Upstream struct {
 	// switch to a custom domain. usher keys upstream identities by the first
 	// alias, so the users stored under it stay the same users.
 	IssuerAliases []string `yaml:"issuer_aliases"`
-	Auth0         Auth0    `yaml:"auth0"`
+	// PassThroughClaims are upstream ID token claims (e.g. an Auth0 Action's
+	// https://example.com/plan) copied into usher's ID and access tokens and
+	// userinfo; usher's own claims of the same name win.
+	PassThroughClaims []string `yaml:"pass_through_claims"`
+	Auth0             Auth0    `yaml:"auth0"`
 }
 
 // Auth0 configures an Auth0 tenant as the upstream.
@@ -244,6 +248,10 @@ type Auth0 struct {
 	ClientSecret string     `yaml:"client_secret" usher:"secret"`
 	Connections  []string   `yaml:"connections"`
 	Management   Management `yaml:"management"`
+	// UserIDClaim names the claim carrying the Auth0 `sub` (user_id) of the
+	// identity that signed in, for apps migrating from Auth0's tokens.
+	// Default auth0_user_id; "" = off.
+	UserIDClaim string `yaml:"user_id_claim"`
 }
 
 // Management configures the optional Auth0 Management API mirror.
@@ -521,7 +529,7 @@ func Default() *Config {
 			AbsoluteTimeout: Duration(24 * time.Hour),
 			CookieName:      "usher_session",
 		},
-		Upstream: Upstream{Scopes: defaultUpstreamScopes()},
+		Upstream: Upstream{Scopes: defaultUpstreamScopes(), Auth0: Auth0{UserIDClaim: DefaultUserIDClaim}},
 		Invitations: Invitations{
 			DefaultTTL:     Duration(168 * time.Hour),
 			MaxTTL:         Duration(720 * time.Hour),
@@ -535,6 +543,9 @@ func Default() *Config {
 		Admin:      Admin{Role: "usher:admin"},
 	}
 }
+
+// DefaultUserIDClaim is upstream.auth0.user_id_claim's default.
+const DefaultUserIDClaim = "auth0_user_id"
 
 func defaultUpstreamScopes() []string { return []string{"openid", "profile", "email"} }
 

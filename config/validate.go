@@ -14,6 +14,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/usher-oidc/usher/grants"
 )
 
 // FieldError is one validation problem, named by its YAML path.
@@ -320,6 +322,7 @@ func (c *Config) checkUpstream(p *problems) {
 			p.add("upstream.client_secret", "only applies with upstream.issuer; for Auth0 use upstream.auth0.client_secret (USHER_UPSTREAM_AUTH0_CLIENT_SECRET)")
 		}
 	}
+	c.checkUpstreamClaims(p)
 	for i, conn := range a.Connections {
 		if strings.TrimSpace(conn) == "" {
 			p.add(fmt.Sprintf("upstream.auth0.connections[%d]", i), "must not be empty")
@@ -697,5 +700,31 @@ func checkAdminScopes(p *problems, path string, cl *Client) {
 		if strings.HasPrefix(s, "invitations:") {
 			p.add(fmt.Sprintf("%s.scopes[%d]", path, j), "%q is for the admin API: give it to a separate confidential client with only the client_credentials grant, not to a client that signs people in", s)
 		}
+	}
+}
+
+// checkUpstreamClaims: upstream-copied claim names follow the rule of every
+// claim usher puts in tokens (grants.ValidateClaimName, no namespace: they
+// keep their upstream names), and none is claimed twice.
+func (c *Config) checkUpstreamClaims(p *problems) {
+	u := c.Upstream
+	seen := map[string]string{}
+	if n := u.Auth0.UserIDClaim; n != "" {
+		if err := grants.ValidateClaimName("", n); err != nil {
+			p.add("upstream.auth0.user_id_claim", "%v", err)
+		}
+		seen[n] = "upstream.auth0.user_id_claim"
+	}
+	for i, n := range u.PassThroughClaims {
+		path := fmt.Sprintf("upstream.pass_through_claims[%d]", i)
+		if err := grants.ValidateClaimName("", n); err != nil {
+			p.add(path, "%v", err)
+			continue
+		}
+		if prev, dup := seen[n]; dup {
+			p.add(path, "claim %q is already set by %s", n, prev)
+			continue
+		}
+		seen[n] = path
 	}
 }

@@ -40,6 +40,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/url"
+	"slices"
 	"sync/atomic"
 	"time"
 
@@ -77,6 +78,11 @@ type Config struct {
 	// standing in for an Auth0 custom domain (login.example.com) in front of
 	// the canonical tenant domain (Issuer). See customdomain.go.
 	CustomDomain string
+	// Organizations are the tenant's Auth0 organizations (actions.go);
+	// OrganizationNames turns on "Use Organization Names in Authentication
+	// API": `organization` may be a name, and ID tokens carry org_name too.
+	Organizations     []Organization
+	OrganizationNames bool
 }
 
 // Misbehavior makes the ID tokens issued from now on bad, so tests can check
@@ -152,6 +158,10 @@ func New(cfg Config) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
+	if err := validateOrganizations(cfg.Organizations); err != nil {
+		return nil, err
+	}
+	st.orgs, st.orgNames = slices.Clone(cfg.Organizations), cfg.OrganizationNames
 	for i, usr := range cfg.Users {
 		if _, err := st.addPasswordUser(usr); err != nil {
 			return nil, fmt.Errorf("devidp: Users[%d]: %w", i, err)
@@ -283,8 +293,9 @@ func (s *Server) captureAuthorizeExtras(next http.Handler) http.Handler {
 			return
 		}
 		extras := authorizeExtras{
-			connection: r.Form.Get("connection"),
-			screenHint: r.Form.Get("screen_hint"),
+			connection:   r.Form.Get("connection"),
+			screenHint:   r.Form.Get("screen_hint"),
+			organization: r.Form.Get("organization"),
 		}
 		next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), authorizeExtrasKey{}, extras)))
 	})

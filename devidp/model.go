@@ -29,8 +29,9 @@ type authRequest struct {
 	maxAge        *time.Duration
 	loginHint     string
 	uiLocales     oidc.Locales
-	connection    string // Auth0's connection parameter
-	screenHint    string // Auth0's screen_hint parameter
+	connection    string        // Auth0's connection parameter
+	screenHint    string        // Auth0's screen_hint parameter
+	org           *Organization // Auth0's organization parameter, resolved
 
 	// Set once somebody has signed in.
 	sub      string

@@ -95,6 +95,9 @@ type store struct {
 	sessions     map[string]*browserSession
 	lastPurge    time.Time
 	misbehavior  Misbehavior
+	actionClaims map[string]any // SetIDTokenClaims
+	orgs         []Organization
+	orgNames     bool // Config.OrganizationNames
 
 	keyID string
 	key   *rsa.PrivateKey
@@ -358,8 +361,9 @@ func (s *store) purgeLocked(now time.Time) {
 // authorizeExtras carries the Auth0 parameters that oidc.AuthRequest does
 // not decode, from the /authorize handler to CreateAuthRequest.
 type authorizeExtras struct {
-	connection string
-	screenHint string
+	connection   string
+	screenHint   string
+	organization string
 }
 
 type authorizeExtrasKey struct{}
@@ -370,6 +374,14 @@ func (s *store) CreateAuthRequest(ctx context.Context, req *oidc.AuthRequest, _ 
 		return nil, oidc.ErrInvalidRequest().WithDescription("code_challenge_method must be S256")
 	}
 	extras, _ := ctx.Value(authorizeExtrasKey{}).(authorizeExtras)
+	var org *Organization
+	if extras.organization != "" {
+		o, err := s.findOrganization(extras.organization)
+		if err != nil {
+			return nil, err
+		}
+		org = o
+	}
 	ar := &authRequest{
 		id:           rand.Text(),
 		created:      time.Now(),
@@ -385,6 +397,7 @@ func (s *store) CreateAuthRequest(ctx context.Context, req *oidc.AuthRequest, _ 
 		uiLocales:    req.UILocales,
 		connection:   extras.connection,
 		screenHint:   extras.screenHint,
+		org:          org,
 	}
 	if req.CodeChallenge != "" {
 		ar.codeChallenge = &oidc.CodeChallenge{Challenge: req.CodeChallenge, Method: req.CodeChallengeMethod}
@@ -594,7 +607,15 @@ func (s *store) SetUserinfoFromScopes(context.Context, *oidc.UserInfo, string, s
 // subject: the library copies the whole userinfo over the token's claims, so
 // an empty Subject would ship an ID token without sub.
 func (s *store) SetUserinfoFromRequest(_ context.Context, info *oidc.UserInfo, req op.IDTokenRequest, scopes []string) error {
-	return s.fillUserinfo(info, req.GetSubject(), scopes)
+	if err := s.fillUserinfo(info, req.GetSubject(), scopes); err != nil {
+		return err
+	}
+	var org *Organization
+	if ar, ok := req.(*authRequest); ok {
+		org = ar.org
+	}
+	s.addIDTokenClaims(info, org)
+	return nil
 }
 
 func (s *store) SetUserinfoFromToken(_ context.Context, info *oidc.UserInfo, tokenID, subject, _ string) error {

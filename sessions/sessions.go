@@ -63,6 +63,24 @@ type AuthRequest struct {
 	// the cookie's rotating storage ID); set for public clients, so sign-out
 	// can revoke their refresh tokens.
 	SessionID string `json:"session_id,omitempty"`
+	// Organization is Auth0's `organization` parameter (an org_… ID or, with
+	// "Use Organization Names in Authentication API", a name), forwarded
+	// upstream with UpstreamInvitation (an Auth0 organization invitation).
+	Organization       string `json:"organization,omitempty"`
+	UpstreamInvitation string `json:"upstream_invitation,omitempty"`
+	// Upstream is what this sign-in's upstream ID token said that tokens
+	// carry on (see Upstream); set with Subject.
+	Upstream *Upstream `json:"upstream,omitempty"`
+}
+
+// Upstream is the part of one upstream sign-in that usher's tokens repeat:
+// the upstream `sub` and the allow-listed upstream claims (pass-through
+// claims, org_id, org_name). It travels with the sign-in (auth request,
+// browser session, refresh token family), so a refresh repeats the claims
+// of the sign-in it continues, whichever identity of the user that was.
+type Upstream struct {
+	Subject string         `json:"sub,omitempty"`
+	Claims  map[string]any `json:"claims,omitempty"`
 }
 
 // Code is an authorization code, stored by the SHA-256 (hex) of its value.
@@ -98,6 +116,9 @@ type RefreshToken struct {
 	// SessionID: the browser session the family was issued through (see
 	// AuthRequest.SessionID); every link of a family carries the first's.
 	SessionID string `json:"session_id,omitempty"`
+	// Upstream: the sign-in's upstream sub and claims (AuthRequest.Upstream),
+	// copied to every link of the family.
+	Upstream *Upstream `json:"upstream,omitempty"`
 }
 
 // SigningKey is a private key the broker signs tokens with.

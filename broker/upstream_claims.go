@@ -1,0 +1,170 @@
+package broker
+
+import (
+	"context"
+	"strings"
+
+	"github.com/zitadel/oidc/v3/pkg/oidc"
+
+	"github.com/usher-oidc/usher/sessions"
+)
+
+// Upstream claims in usher's tokens (migration from Auth0's tokens, and
+// Auth0 Organizations):
+//   - upstream.auth0.user_id_claim (default auth0_user_id) carries the Auth0
+//     `sub` of the identity that signed in;
+//   - upstream.pass_through_claims and, for Auth0, org_id and org_name are
+//     copied from the upstream ID token.
+// They are stored per sign-in (sessions.Upstream on the auth request, the
+// browser session and the refresh token family), not per user: a user with
+// several identities (linked accounts) gets the sub of the identity that
+// signed in, and a refresh repeats its own sign-in's values, never those of
+// a later sign-in with another identity or organization. /userinfo repeats
+// what the presented access token carries. usher's own claims (roles, the
+// grant's claims) win over an upstream claim of the same name.
+
+// upstreamTokenClaims are the claims up adds to a token whose usher claims
+// are own: a name own already has is left out (usher's grant wins).
+func (b *Broker) upstreamTokenClaims(up *sessions.Upstream, own map[string]any) map[string]any {
+	if up == nil {
+		return nil
+	}
+	cfg := b.opts.Upstream
+	out := map[string]any{}
+	add := func(k string, v any) {
+		if _, taken := own[k]; !taken && v != nil {
+			out[k] = v
+		}
+	}
+	// Only names configured now: a claim dropped from the config stops at once,
+	// also for sign-ins made before.
+	for _, n := range cfg.copiedClaims() {
+		add(n, up.Claims[n])
+	}
+	if cfg.Auth0 && cfg.UserIDClaim != "" && up.Subject != "" {
+		add(cfg.UserIDClaim, up.Subject)
+	}
+	return out
+}
+
+// withUpstreamClaims is own plus up's claims, as a new map (own may be the
+// response's shared claims cache).
+func (b *Broker) withUpstreamClaims(own map[string]any, up *sessions.Upstream) map[string]any {
+	extra := b.upstreamTokenClaims(up, own)
+	if len(extra) == 0 {
+		return own
+	}
+	out := make(map[string]any, len(own)+len(extra))
+	for k, v := range own {
+		out[k] = v
+	}
+	for k, v := range extra {
+		out[k] = v
+	}
+	return out
+}
+
+// upstreamOf is the sign-in a token request continues.
+func upstreamOf(req any) *sessions.Upstream {
+	switch r := req.(type) {
+	case authRequest:
+		return r.Upstream
+	case idAuthRequest:
+		return r.Upstream
+	case *refreshRequest:
+		return r.rt.Upstream
+	case idTokenRequest:
+		return upstreamOf(r.IDTokenRequest)
+	}
+	return nil
+}
+
+// fromAccessToken rebuilds, for /userinfo, the upstream claims an access
+// token carries: the same names, read back from the verified token.
+func (b *Broker) fromAccessToken(claims map[string]any) *sessions.Upstream {
+	up := &sessions.Upstream{Claims: map[string]any{}}
+	for _, n := range b.opts.Upstream.copiedClaims() {
+		if v, ok := claims[n]; ok {
+			up.Claims[n] = v
+		}
+	}
+	if n := b.opts.Upstream.UserIDClaim; n != "" {
+		up.Subject, _ = claims[n].(string)
+	}
+	return up
+}
+
+// Auth0 Organizations (https://auth0.com/docs/manage-users/organizations/using-tokens):
+// usher forwards `organization`, and an `invitation` that is not usher's own
+// (inv_…, invref_…), to Auth0 and copies org_id/org_name into its tokens.
+
+// isUsherInvitation: usher's invitation tokens and references.
+func isUsherInvitation(tok string) bool {
+	return strings.HasPrefix(tok, "inv_") || strings.HasPrefix(tok, referencePrefix)
+}
+
+// maxOrganizationLen bounds `organization` (Auth0's org IDs are org_ + 16
+// characters, its names at most 50).
+const maxOrganizationLen = 100
+
+// checkOrganizationParam refuses an `organization` usher cannot forward.
+func (b *Broker) checkOrganizationParam(org, upstreamInvitation string) *oidc.Error {
+	if org == "" && upstreamInvitation == "" {
+		return nil
+	}
+	if !b.opts.Upstream.Auth0 {
+		return oidc.ErrInvalidRequest().WithDescription("organization and Auth0 invitations need an Auth0 upstream; this usher's upstream is not Auth0")
+	}
+	if org == "" {
+		return oidc.ErrInvalidRequest().WithDescription("an Auth0 organization invitation needs its organization parameter")
+	}
+	if len(org) > maxOrganizationLen || !claimSafe(org) || len(upstreamInvitation) > 200 || !claimSafe(upstreamInvitation) {
+		return oidc.ErrInvalidRequest().WithDescription("organization or invitation is malformed")
+	}
+	return nil
+}
+
+func claimSafe(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] < 0x21 || s[i] > 0x7E {
+			return false
+		}
+	}
+	return true
+}
+
+// orgMatches: the upstream's org claims name the requested organization,
+// by ID (org_…) or, with organization names enabled, by name.
+func orgMatches(requested string, up *sessions.Upstream) bool {
+	var id, name string
+	if up != nil {
+		id, _ = up.Claims[claimOrgID].(string)
+		name, _ = up.Claims[claimOrgName].(string)
+	}
+	if strings.HasPrefix(requested, "org_") {
+		return id == requested
+	}
+	return name != "" && strings.EqualFold(name, requested)
+}
+
+// sameOrganization: the session may answer a request for org (both without
+// an organization, or the session's sign-in went through org).
+func sameOrganization(org string, up *sessions.Upstream) bool {
+	if org == "" {
+		return up == nil || up.Claims[claimOrgID] == nil
+	}
+	return orgMatches(org, up)
+}
+
+// checkOrganization: Auth0's advice for organization logins is to check
+// that the ID token's org_id is the organization asked for.
+func (b *Broker) checkOrganization(ctx context.Context, ar *sessions.AuthRequest, id *upstreamIdentity) *oidc.Error {
+	if ar.Organization == "" {
+		return nil
+	}
+	if !orgMatches(ar.Organization, &sessions.Upstream{Claims: id.Claims}) {
+		b.log.WarnContext(ctx, "upstream ID token is not for the requested organization", "organization", ar.Organization)
+		return oidc.ErrAccessDenied().WithDescription("the sign-in service did not sign in to the requested organization")
+	}
+	return nil
+}

@@ -59,6 +59,13 @@ func benchmarkSessionLogin(b *testing.B, alg string) {
 	if alg == "RS256" {
 		idRate = rs256
 	}
+	stats, _ := d.App.Store.(interface {
+		WriteStats() (writes, commits uint64)
+	})
+	var writes0, commits0 uint64
+	if stats != nil {
+		writes0, commits0 = stats.WriteStats()
+	}
 	var failures atomic.Int64
 	var mu sync.Mutex
 	var latencies []time.Duration
@@ -97,6 +104,12 @@ func benchmarkSessionLogin(b *testing.B, alg string) {
 	b.ReportMetric(rs256, "rs256_signs/s/core")
 	b.ReportMetric(ceiling, "ceiling_logins/s")
 	b.ReportMetric(100*perSec/ceiling, "%_of_ceiling")
+	if stats != nil {
+		// Store writes and durable bbolt commits per login (the sweeper may add a few).
+		writes, commits := stats.WriteStats()
+		b.ReportMetric(float64(writes-writes0)/float64(b.N), "store_writes/login")
+		b.ReportMetric(float64(commits-commits0)/float64(b.N), "durable_commits/login")
+	}
 }
 
 // newSessionClient follows usher's redirects with the session's cookie jar

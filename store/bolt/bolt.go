@@ -1,5 +1,6 @@
 // Package boltstore is the embedded backend: sessions.Store and grants.Store in
-// one bbolt file. Records are JSON in buckets; secondary indexes are buckets of
+// one bbolt file, plus a second file for the short-lived sign-in flow records
+// (see openFlow). Records are JSON in buckets; secondary indexes are buckets of
 // composite keys kept in step with the records inside the same transaction.
 package boltstore
 
@@ -10,9 +11,13 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -43,20 +48,45 @@ type Options struct {
 
 // Store implements sessions.Store and grants.Store on one bbolt database.
 type Store struct {
-	db     *bolt.DB
-	now    func() time.Time
-	log    *slog.Logger
-	stop   chan struct{}
-	done   chan struct{}
-	closed sync.Once
-	err    error
+	db *bolt.DB
+	// flow holds the sign-in flow records (auth requests, codes) with
+	// unsynced commits; flowPath is its file.
+	flow     *bolt.DB
+	flowPath string
+	now      func() time.Time
+	log      *slog.Logger
+	stop     chan struct{}
+	done     chan struct{}
+	closed   sync.Once
+	err      error
+	// writes counts write requests (batch calls), for WriteStats.
+	writes atomic.Uint64
+	// txid0 is the database's last committed transaction at Open, so that
+	// WriteStats can count commits as a txid difference.
+	txid0 uint64
+}
+
+// WriteStats reports, since Open, how many writes were asked of the store
+// and how many durable bbolt commits (each a data and a meta fdatasync) the
+// main file made for them. Concurrent writes share commits through db.Batch,
+// so commits ≤ writes under load; writes to the flow file commit without
+// fdatasync and are not counted as commits. For tests and benchmarks.
+func (s *Store) WriteStats() (writes, commits uint64) {
+	return s.writes.Load(), lastTxID(s.db) - s.txid0
+}
+
+// lastTxID is the ID of the last committed write transaction.
+func lastTxID(db *bolt.DB) uint64 {
+	var id uint64
+	_ = db.View(func(tx *bolt.Tx) error { id = uint64(tx.ID()); return nil })
+	return id
 }
 
 // Bucket names. Index buckets hold composite keys (parts joined by sep) and
 // either no value or the primary key of the record.
 var (
-	bAuthReqs     = []byte("auth_requests")
-	bCodes        = []byte("codes")
+	bAuthReqs     = []byte("auth_requests") // in the flow file
+	bCodes        = []byte("codes")         // in the flow file
 	bRefresh      = []byte("refresh_tokens")
 	bRevFamily    = []byte("revoked_families")
 	bRevJTI       = []byte("revoked_jtis")
@@ -78,8 +108,10 @@ var (
 	bJobsDue      = []byte("jobs_due") // kind sep timeKey(visible from) id -> id
 	bAudit        = []byte("audit")    // timeKey(at) id -> AuditRecord
 
-	allBuckets = [][]byte{
-		bAuthReqs, bCodes, bRefresh, bRevFamily, bRevJTI, bSessionFams, bBrowser, bSigningKeys,
+	// flowBuckets live in the flow file, allBuckets in the main one.
+	flowBuckets = [][]byte{bAuthReqs, bCodes}
+	allBuckets  = [][]byte{
+		bRefresh, bRevFamily, bRevJTI, bSessionFams, bBrowser, bSigningKeys,
 		bUsers, bUsersByEmail, bIdentities, bIdentsByUser, bGrants,
 		bInvitations, bInvByToken, bInvByExt, bInvByEmail, bInvByTime,
 		bIdempotency, bJobs, bJobsDue, bAudit,
@@ -109,12 +141,29 @@ func Open(path string, opts Options) (*Store, error) {
 				return fmt.Errorf("create bucket %s: %w", name, err)
 			}
 		}
+		// Files from before the flow file kept these in the main file: their
+		// records are minutes-lived, so dropping them costs at most the
+		// sign-ins in flight during the upgrade.
+		for _, name := range flowBuckets {
+			if err := tx.DeleteBucket(name); err != nil && !errors.Is(err, bolt.ErrBucketNotFound) {
+				return fmt.Errorf("drop bucket %s: %w", name, err)
+			}
+		}
 		return nil
 	}); err != nil {
 		_ = db.Close()
 		return nil, fmt.Errorf("boltstore: init %s: %w", path, err)
 	}
-	s := &Store{db: db, now: opts.Now, log: opts.Logger, stop: make(chan struct{}), done: make(chan struct{})}
+	// After the main file's lock is ours: a second usher must not touch the
+	// flow file of the first.
+	flowPath := path + ".flow"
+	flow, err := openFlow(flowPath)
+	if err != nil {
+		_ = db.Close()
+		return nil, fmt.Errorf("boltstore: open %s: %w", flowPath, err)
+	}
+	s := &Store{db: db, flow: flow, flowPath: flowPath, now: opts.Now, log: opts.Logger, stop: make(chan struct{}), done: make(chan struct{})}
+	s.txid0 = lastTxID(db)
 	if s.now == nil {
 		s.now = time.Now
 	}
@@ -133,16 +182,117 @@ func Open(path string, opts Options) (*Store, error) {
 	return s, nil
 }
 
-// Close stops the sweeper and closes the database. Calling it again is a no-op.
+// Close stops the sweeper and closes both files; the flow file is synced and
+// marked clean so that the next Open keeps its records. Calling it again is
+// a no-op.
 func (s *Store) Close() error {
 	s.closed.Do(func() {
 		close(s.stop)
 		<-s.done
+		ferr := closeFlow(s.flow, s.flowPath)
 		if err := s.db.Close(); err != nil {
 			s.err = fmt.Errorf("boltstore: close: %w", err)
+		} else if ferr != nil {
+			s.err = fmt.Errorf("boltstore: close %s: %w", s.flowPath, ferr)
 		}
 	})
 	return s.err
+}
+
+// openFlow opens the flow file: the short-lived records of sign-ins in
+// progress (auth requests, authorization codes). Its commits skip fdatasync
+// (NoSync), which makes a login's flow writes cost no disk wait, but after a
+// power loss such a file may be torn. So it is trusted only when the last
+// Close marked it clean (synced, then the path+".clean" marker written); any
+// other start (crash, kill -9, power loss) discards it and starts empty. The
+// cost of a crash is the sign-ins in flight: their auth requests and unused
+// codes are gone, and those people sign in again.
+//
+// Single use of codes survives that: a code and its consumption live in the
+// same file, which after a crash is discarded whole, so a consumed code can
+// never come back unconsumed; within a run ConsumeCode is one serialized bbolt
+// transaction. Everything whose loss would matter (refresh tokens and their
+// rotation, browser sessions and sign-outs, users, grants, invitations, keys)
+// stays in the main file with durable commits.
+func openFlow(path string) (*bolt.DB, error) {
+	marker := path + ".clean"
+	_, err := os.Stat(marker)
+	switch {
+	case err == nil:
+		// The marker goes, durably, before any unsynced write can follow.
+		if err := os.Remove(marker); err != nil {
+			return nil, err
+		}
+	case errors.Is(err, fs.ErrNotExist):
+		if err := os.Remove(path); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return nil, err
+		}
+	default:
+		return nil, err
+	}
+	if err := syncDir(filepath.Dir(path)); err != nil {
+		return nil, err
+	}
+	opts := &bolt.Options{Timeout: 5 * time.Second, NoSync: true, NoFreelistSync: true, NoGrowSync: true}
+	db, err := bolt.Open(path, 0o600, opts)
+	if err != nil {
+		// Marked clean yet unreadable: its records are not worth refusing
+		// to start over.
+		if err := os.Remove(path); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return nil, err
+		}
+		if db, err = bolt.Open(path, 0o600, opts); err != nil {
+			return nil, err
+		}
+	}
+	if err := db.Update(func(tx *bolt.Tx) error {
+		for _, name := range flowBuckets {
+			if _, err := tx.CreateBucketIfNotExists(name); err != nil {
+				return fmt.Errorf("create bucket %s: %w", name, err)
+			}
+		}
+		return nil
+	}); err != nil {
+		_ = db.Close()
+		return nil, err
+	}
+	return db, nil
+}
+
+// closeFlow syncs and closes the flow file, then marks it clean (see openFlow).
+func closeFlow(db *bolt.DB, path string) error {
+	if err := db.Sync(); err != nil {
+		_ = db.Close()
+		return err
+	}
+	if err := db.Close(); err != nil {
+		return err
+	}
+	f, err := os.OpenFile(path+".clean", os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
+	if err != nil {
+		return err
+	}
+	if err := f.Sync(); err != nil {
+		_ = f.Close()
+		return err
+	}
+	if err := f.Close(); err != nil {
+		return err
+	}
+	return syncDir(filepath.Dir(path))
+}
+
+// syncDir makes a file's creation or removal in dir durable.
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	err = d.Sync()
+	if cerr := d.Close(); err == nil {
+		err = cerr
+	}
+	return err
 }
 
 // Ping reports whether the database is open.
@@ -152,6 +302,9 @@ func (s *Store) Ping(ctx context.Context) error {
 	}
 	if err := s.db.View(func(*bolt.Tx) error { return nil }); err != nil {
 		return fmt.Errorf("boltstore: ping: %w", err)
+	}
+	if err := s.flow.View(func(*bolt.Tx) error { return nil }); err != nil {
+		return fmt.Errorf("boltstore: ping %s: %w", s.flowPath, err)
 	}
 	return nil
 }
@@ -172,6 +325,7 @@ func (s *Store) Ping(ctx context.Context) error {
 // Because members run one after another in the same transaction, each sees
 // the writes of those before it: single-use checks stay exact.
 func (s *Store) batch(fn func(tx *bolt.Tx) error) error {
+	s.writes.Add(1)
 	return s.db.Batch(fn)
 }
 
@@ -183,6 +337,22 @@ func (s *Store) batch(fn func(tx *bolt.Tx) error) error {
 func (s *Store) batchRefusable(fn func(tx *bolt.Tx) (refusal, err error)) error {
 	var refusal error
 	if err := s.batch(func(tx *bolt.Tx) error {
+		var err error
+		refusal, err = fn(tx)
+		return err
+	}); err != nil {
+		return err
+	}
+	return refusal
+}
+
+// flowUpdate is batchRefusable for the flow file. Its commits skip fdatasync
+// and cost little, so a plain Update (no batch delay) serves each writer
+// at once; fn runs exactly once.
+func (s *Store) flowUpdate(fn func(tx *bolt.Tx) (refusal, err error)) error {
+	s.writes.Add(1)
+	var refusal error
+	if err := s.flow.Update(func(tx *bolt.Tx) error {
 		var err error
 		refusal, err = fn(tx)
 		return err
@@ -344,6 +514,10 @@ func (s *Store) Sweep(ctx context.Context) (int, error) {
 	total := 0
 	for _, name := range [][]byte{bAuthReqs, bCodes, bRefresh, bRevFamily, bRevJTI, bSessionFams, bBrowser, bIdempotency} {
 		check := isExpired[string(name)]
+		db := s.db
+		if bytes.Equal(name, bAuthReqs) || bytes.Equal(name, bCodes) {
+			db = s.flow
+		}
 		var from []byte
 		for {
 			if err := ctx.Err(); err != nil {
@@ -351,7 +525,7 @@ func (s *Store) Sweep(ctx context.Context) (int, error) {
 			}
 			var next []byte
 			removed := 0
-			err := s.db.Update(func(tx *bolt.Tx) error {
+			err := db.Update(func(tx *bolt.Tx) error {
 				next, removed = nil, 0
 				now := s.now()
 				b := tx.Bucket(name)

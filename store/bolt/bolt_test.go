@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"path/filepath"
 	"sync/atomic"
 	"testing"
@@ -228,4 +229,54 @@ func BenchmarkRotateRefreshToken(b *testing.B) {
 		}
 	})
 	b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "ops/s")
+}
+
+// The flow file (auth requests, codes) survives a clean Close; after an
+// unclean end (no clean marker) it is discarded, consumed codes included, so
+// a code can never come back unconsumed.
+func TestFlowFileCleanAndUnclean(t *testing.T) {
+	ctx := t.Context()
+	clock := conformance.NewClock(time.Now())
+	path := filepath.Join(t.TempDir(), "usher.db")
+	s, err := boltstore.Open(path, boltstore.Options{Now: clock.Now, SweepInterval: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	exp := clock.Now().Add(time.Hour)
+	if err := s.CreateAuthRequest(ctx, &sessions.AuthRequest{ID: "ar", ExpiresAt: exp}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.SaveCode(ctx, &sessions.Code{Hash: "c", ExpiresAt: exp}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.ConsumeCode(ctx, "c"); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	s, err = boltstore.Open(path, boltstore.Options{Now: clock.Now, SweepInterval: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.GetAuthRequest(ctx, "ar"); err != nil {
+		t.Fatalf("after a clean close: %v", err)
+	}
+	if _, err := s.ConsumeCode(ctx, "c"); !errors.Is(err, sessions.ErrCodeReplayed) {
+		t.Fatalf("consumed code after a clean close: %v, want ErrCodeReplayed", err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	// As after a crash: the clean marker was never written.
+	if err := os.Remove(path + ".flow.clean"); err != nil {
+		t.Fatal(err)
+	}
+	s = open(t, path, clock.Now)
+	if _, err := s.GetAuthRequest(ctx, "ar"); !errors.Is(err, sessions.ErrNotFound) {
+		t.Fatalf("auth request after an unclean end: %v, want ErrNotFound", err)
+	}
+	if _, err := s.ConsumeCode(ctx, "c"); !errors.Is(err, sessions.ErrNotFound) {
+		t.Fatalf("code after an unclean end: %v, want ErrNotFound", err)
+	}
 }

@@ -35,7 +35,7 @@ func (s *Store) CreateAuthRequest(ctx context.Context, ar *sessions.AuthRequest)
 	if ar.ExpiresAt.IsZero() {
 		return fmt.Errorf("boltstore: create auth request %s: no expiry: %w", ar.ID, ErrInvalid)
 	}
-	err := s.batchRefusable(func(tx *bolt.Tx) (error, error) {
+	err := s.flowUpdate(func(tx *bolt.Tx) (error, error) {
 		b := tx.Bucket(bAuthReqs)
 		var old sessions.AuthRequest
 		found, err := getJSON(b, []byte(ar.ID), &old)
@@ -59,7 +59,7 @@ func (s *Store) GetAuthRequest(ctx context.Context, id string) (*sessions.AuthRe
 	}
 	var ar sessions.AuthRequest
 	found := false
-	err := s.db.View(func(tx *bolt.Tx) error {
+	err := s.flow.View(func(tx *bolt.Tx) error {
 		var err error
 		found, err = getJSON(tx.Bucket(bAuthReqs), []byte(id), &ar)
 		return err
@@ -83,7 +83,7 @@ func (s *Store) UpdateAuthRequest(ctx context.Context, ar *sessions.AuthRequest)
 	if ar.ExpiresAt.IsZero() {
 		return fmt.Errorf("boltstore: update auth request %s: no expiry: %w", ar.ID, ErrInvalid)
 	}
-	err := s.batchRefusable(func(tx *bolt.Tx) (error, error) {
+	err := s.flowUpdate(func(tx *bolt.Tx) (error, error) {
 		b := tx.Bucket(bAuthReqs)
 		var old sessions.AuthRequest
 		found, err := getJSON(b, []byte(ar.ID), &old)
@@ -106,8 +106,8 @@ func (s *Store) DeleteAuthRequest(ctx context.Context, id string) error {
 	if err := checkKeys("boltstore: delete auth request", id); err != nil {
 		return err
 	}
-	if err := s.batch(func(tx *bolt.Tx) error {
-		return tx.Bucket(bAuthReqs).Delete([]byte(id))
+	if err := s.flowUpdate(func(tx *bolt.Tx) (error, error) {
+		return nil, tx.Bucket(bAuthReqs).Delete([]byte(id))
 	}); err != nil {
 		return fmt.Errorf("boltstore: delete auth request %s: %w", id, err)
 	}
@@ -126,7 +126,7 @@ func (s *Store) SaveCode(ctx context.Context, c *sessions.Code) error {
 	if c.ExpiresAt.IsZero() {
 		return fmt.Errorf("boltstore: save code: no expiry: %w", ErrInvalid)
 	}
-	err := s.batchRefusable(func(tx *bolt.Tx) (error, error) {
+	err := s.flowUpdate(func(tx *bolt.Tx) (error, error) {
 		b := tx.Bucket(bCodes)
 		var old sessions.Code
 		found, err := getJSON(b, []byte(c.Hash), &old)
@@ -149,7 +149,7 @@ func (s *Store) ConsumeCode(ctx context.Context, hash string) (*sessions.Code, e
 		return nil, err
 	}
 	var code sessions.Code
-	err := s.batchRefusable(func(tx *bolt.Tx) (error, error) {
+	err := s.flowUpdate(func(tx *bolt.Tx) (error, error) {
 		code = sessions.Code{}
 		b := tx.Bucket(bCodes)
 		found, err := getJSON(b, []byte(hash), &code)

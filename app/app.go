@@ -15,6 +15,7 @@ import (
 	"net/http"
 	"os"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -70,6 +71,9 @@ type App struct {
 	log      *slog.Logger
 	owned    bool
 	stop     context.CancelFunc
+	// workers are the background loops (mail, mirror, webhooks, key
+	// rotation): Close waits for them before it closes the store they use.
+	workers sync.WaitGroup
 }
 
 // New builds usher from a validated config.
@@ -127,7 +131,7 @@ func New(ctx context.Context, cfg *config.Config, o Options) (*App, error) {
 		return nil, err
 	}
 	bo.Webhooks = a.Webhooks
-	go a.Webhooks.Run(bg)
+	a.workers.Go(func() { a.Webhooks.Run(bg) })
 	a.Metrics.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "usher_webhook_queue_depth",
 		Help: "Webhook lanes (endpoint × invitation) with undelivered events."}, queueDepth(bg, a.Webhooks.QueueDepth)))
 	if a.Mirror != nil {
@@ -145,7 +149,7 @@ func New(ctx context.Context, cfg *config.Config, o Options) (*App, error) {
 		a.Close()
 		return nil, err
 	}
-	go a.Broker.Run(bg)
+	a.workers.Go(func() { a.Broker.Run(bg) })
 	return a, nil
 }
 
@@ -166,7 +170,7 @@ func (a *App) startMirror(ctx context.Context, cfg *config.Config, o Options) er
 		return fmt.Errorf("upstream.auth0.management: %w", err)
 	}
 	a.Mirror = mirror
-	go mirror.Run(ctx)
+	a.workers.Go(func() { mirror.Run(ctx) })
 	return nil
 }
 
@@ -202,7 +206,7 @@ func (a *App) startMailer(ctx context.Context, cfg *config.Config, o Options, se
 	sealer.MaxAge(int((7 * 24 * time.Hour).Seconds()))
 	a.Mailer = grants.NewMailer(grants.MailerOptions{Store: a.Store, Sender: sender, Templates: tpl, Sealer: sealer,
 		AppName: cfg.Invitations.AppName, Now: o.Now, Logger: a.log, BaseBackoff: o.MailBackoff})
-	go a.Mailer.Run(ctx)
+	a.workers.Go(func() { a.Mailer.Run(ctx) })
 	return nil
 }
 
@@ -403,10 +407,23 @@ func queueDepth(ctx context.Context, depth func(context.Context) (int, error)) f
 	return func() float64 { return math.Float64frombits(last.Load()) }
 }
 
-// Close stops background work and releases the store if New opened it.
+// workersStopTimeout bounds how long Close waits for background loops to
+// notice the cancellation (an in-flight delivery ends with its context).
+const workersStopTimeout = 15 * time.Second
+
+// Close stops background work, waits for it (bounded), and releases the
+// store if New opened it: a worker still running would write to, and log
+// about, a closed store.
 func (a *App) Close() error {
 	if a.stop != nil {
 		a.stop()
+	}
+	done := make(chan struct{})
+	go func() { a.workers.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(workersStopTimeout):
+		a.log.Warn("background workers did not stop in time; closing the store anyway")
 	}
 	if a.owned && a.Store != nil {
 		return a.Store.Close()

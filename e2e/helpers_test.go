@@ -11,6 +11,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -22,7 +23,7 @@ import (
 func startDev(t testing.TB, opts app.DevOptions) *app.Dev {
 	t.Helper()
 	if opts.Logger == nil {
-		opts.Logger = slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelWarn}))
+		opts.Logger = slog.New(slog.NewTextHandler(newTestWriter(t), &slog.HandlerOptions{Level: slog.LevelWarn}))
 	}
 	d, err := app.StartDev(context.Background(), opts)
 	if err != nil {
@@ -32,10 +33,33 @@ func startDev(t testing.TB, opts app.DevOptions) *app.Dev {
 	return d
 }
 
-type testWriter struct{ t testing.TB }
+// testWriter collects what background goroutines log and hands it to the
+// test log from the test's own goroutine, at its end: a t.Log from another
+// goroutine while the test finishes is a data race in package testing.
+type testWriter struct {
+	mu  sync.Mutex
+	buf []string
+}
 
-func (w testWriter) Write(p []byte) (int, error) {
-	w.t.Log(strings.TrimRight(string(p), "\n"))
+// newTestWriter flushes into t's log after every cleanup registered later
+// (cleanups run last-in first-out), i.e. once usher has stopped.
+func newTestWriter(t testing.TB) *testWriter {
+	w := &testWriter{}
+	t.Cleanup(func() {
+		w.mu.Lock()
+		defer w.mu.Unlock()
+		for _, line := range w.buf {
+			t.Log(line)
+		}
+		w.buf = nil
+	})
+	return w
+}
+
+func (w *testWriter) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	w.buf = append(w.buf, strings.TrimRight(string(p), "\n"))
+	w.mu.Unlock()
 	return len(p), nil
 }
 

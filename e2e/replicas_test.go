@@ -203,7 +203,8 @@ mail: {from: "usher <no-reply@example.com>", smtp: {host: "%s", port: %s, tls: n
 			t.Fatal(err)
 		}
 		cmd := exec.Command(bin, "serve", "--config", cfgPath)
-		cmd.Stdout, cmd.Stderr = testWriter{t}, testWriter{t}
+		w := newTestWriter(t)
+		cmd.Stdout, cmd.Stderr = w, w
 		if err := cmd.Start(); err != nil {
 			t.Fatal(err)
 		}

@@ -269,14 +269,30 @@ func sealer() *securecookie.SecureCookie {
 	return securecookie.New(securecookie.GenerateRandomKey(32), securecookie.GenerateRandomKey(32))
 }
 
+// testLogger collects the workers' logs and hands them to t's log at the
+// test's end, from the test's goroutine (a t.Log from a worker while the
+// test finishes is a data race in package testing).
 func testLogger(t *testing.T) *slog.Logger {
-	return slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	w := &testWriter{}
+	t.Cleanup(func() {
+		w.mu.Lock()
+		defer w.mu.Unlock()
+		for _, line := range w.buf {
+			t.Log(line)
+		}
+	})
+	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: slog.LevelDebug}))
 }
 
-type testWriter struct{ t *testing.T }
+type testWriter struct {
+	mu  sync.Mutex
+	buf []string
+}
 
-func (w testWriter) Write(p []byte) (int, error) {
-	w.t.Log(strings.TrimRight(string(p), "\n"))
+func (w *testWriter) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	w.buf = append(w.buf, strings.TrimRight(string(p), "\n"))
+	w.mu.Unlock()
 	return len(p), nil
 }
 

@@ -3,7 +3,6 @@ package boltstore
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 
 	bolt "go.etcd.io/bbolt"
@@ -63,19 +62,14 @@ func (s *Store) Export(ctx context.Context, kind store.Kind, fn func(rec json.Ra
 // where they keep the record exactly, else by a raw put that keeps the
 // indexes in step (users, identities, grants, invitations).
 func (s *Store) Import(ctx context.Context, kind store.Kind, rec json.RawMessage) (bool, error) {
-	created, err := s.importRecord(ctx, kind, rec)
+	handled, created, err := store.ImportViaStore(ctx, s, kind, rec)
+	if !handled {
+		created, err = s.importRecord(ctx, kind, rec)
+	}
 	if err != nil {
 		return false, fmt.Errorf("boltstore: import %s: %w", kind, err)
 	}
 	return created, nil
-}
-
-// absent turns a create's ErrConflict into "already there".
-func absent(err error) (bool, error) {
-	if errors.Is(err, sessions.ErrConflict) || errors.Is(err, grants.ErrConflict) {
-		return false, nil
-	}
-	return err == nil, err
 }
 
 func (s *Store) importRecord(ctx context.Context, kind store.Kind, rec json.RawMessage) (bool, error) {
@@ -85,7 +79,7 @@ func (s *Store) importRecord(ctx context.Context, kind store.Kind, rec json.RawM
 		if err := json.Unmarshal(rec, &k); err != nil {
 			return false, err
 		}
-		return absent(s.AddSigningKey(ctx, &k, false))
+		return store.Absent(s.AddSigningKey(ctx, &k, false))
 	case store.Users:
 		var u grants.User
 		if err := json.Unmarshal(rec, &u); err != nil {
@@ -150,28 +144,6 @@ func (s *Store) importRecord(ctx context.Context, kind store.Kind, rec json.RawM
 			return false, err
 		}
 		return true, s.AppendAudit(ctx, &a)
-	case store.Idempotency:
-		var r grants.IdempotencyRecord
-		if err := json.Unmarshal(rec, &r); err != nil {
-			return false, err
-		}
-		existing, err := s.ReserveIdempotencyKey(ctx, &r)
-		if existing != nil {
-			return false, nil
-		}
-		if err != nil {
-			return false, err
-		}
-		if r.Status != 0 {
-			return true, s.CompleteIdempotencyKey(ctx, r.Key, r.Status, r.Response)
-		}
-		return true, nil
-	case store.Jobs:
-		var j grants.Job
-		if err := json.Unmarshal(rec, &j); err != nil {
-			return false, err
-		}
-		return absent(s.EnqueueJob(ctx, &j))
 	case store.RevokedFamilies, store.RevokedTokens:
 		var r store.Revocation
 		if err := json.Unmarshal(rec, &r); err != nil {
@@ -194,7 +166,7 @@ func (s *Store) importRecord(ctx context.Context, kind store.Kind, rec json.RawM
 		if err := json.Unmarshal(rec, &rt); err != nil {
 			return false, err
 		}
-		return absent(s.CreateRefreshToken(ctx, &rt))
+		return store.Absent(s.CreateRefreshToken(ctx, &rt))
 	case store.BrowserSessions:
 		var bs sessions.BrowserSession
 		if err := json.Unmarshal(rec, &bs); err != nil {

@@ -2,8 +2,11 @@ package broker
 
 import (
 	"encoding/json"
+	"errors"
+	"fmt"
 	"net/http"
 	"net/url"
+	"slices"
 	"strings"
 
 	"github.com/usher-oidc/usher/grants"
@@ -42,4 +45,45 @@ func (b *Broker) adminSetClaim(w http.ResponseWriter, r *http.Request, a *adminR
 	b.auditAdmin(ctx, "grant.changed", a.user, id, map[string]string{"set_claim": key, "via": "admin_page"})
 	b.emit(ctx, grants.GrantChangedEvent(g, "claim_set"))
 	b.saveAndRedirect(w, r, a.sess, "/admin/users/"+url.PathEscape(id))
+}
+
+type userPage struct {
+	U           *grants.User
+	Created     string
+	LastLogin   string
+	Identities  []grants.Identity
+	Roles       []string
+	Claims      string
+	Invitations []string
+	IsAdmin     bool
+}
+
+func (b *Broker) adminUserPage(w http.ResponseWriter, r *http.Request, a *adminRequest) {
+	ctx := r.Context()
+	id := r.PathValue("id")
+	u, err := b.grants.GetUser(ctx, id)
+	if errors.Is(err, grants.ErrNotFound) {
+		b.adminError(w, r, a, http.StatusNotFound, "User not found", fmt.Sprintf("No user has the id %q.", clip(id, 100)))
+		return
+	}
+	if err != nil {
+		b.adminUnavailable(w, r, "loading the user", err)
+		return
+	}
+	ids, err := b.grants.Identities(ctx, id)
+	if err != nil {
+		b.adminUnavailable(w, r, "loading the user's identities", err)
+		return
+	}
+	g, err := b.grants.GetGrant(ctx, id)
+	if err != nil {
+		b.adminUnavailable(w, r, "loading the user's grant", err)
+		return
+	}
+	p := userPage{U: u, Created: fmtTime(u.CreatedAt), Identities: ids, Roles: g.Roles, Claims: prettyJSON(g.Claims),
+		Invitations: g.Invitations, IsAdmin: slices.Contains(g.Roles, b.opts.AdminRole)}
+	if !u.LastLoginAt.IsZero() {
+		p.LastLogin = fmtTime(u.LastLoginAt)
+	}
+	b.render(w, r, http.StatusOK, "user", adminPage{Title: userLabel(u), User: a.user, CSRF: a.csrf, Page: p})
 }

@@ -10,12 +10,9 @@ import (
 	"net/mail"
 	"net/url"
 	"os"
-	"regexp"
 	"strconv"
 	"strings"
 	"time"
-
-	"github.com/usher-oidc/usher/grants"
 )
 
 // FieldError is one validation problem, named by its YAML path.
@@ -33,13 +30,6 @@ type problems []error
 func (p *problems) add(path, format string, args ...any) {
 	*p = append(*p, fieldErr(path, fmt.Sprintf(format, args...)))
 }
-
-var (
-	clientIDRe   = regexp.MustCompile(`^[A-Za-z0-9._-]+$`)
-	cookieNameRe = regexp.MustCompile("^[!#$%&'*+\\-.^_`|~0-9A-Za-z]+$")
-	// RFC 6749 §3.3 scope-token.
-	scopeRe = regexp.MustCompile(`^[\x21\x23-\x5B\x5D-\x7E]+$`)
-)
 
 // Validate normalizes the configuration and checks it, returning every
 // problem (errors.Join of *FieldError), each naming its YAML path.
@@ -283,213 +273,6 @@ func (c *Config) checkSessions(p *problems) {
 	}
 }
 
-func (c *Config) checkUpstream(p *problems) {
-	u := c.Upstream
-	a := u.Auth0
-	generic := u.Issuer != ""
-	auth0 := a.Domain != ""
-	switch {
-	case !generic && !auth0:
-		p.add("upstream", "required: set either upstream.issuer and upstream.client_id (any OIDC provider) or upstream.auth0.domain and upstream.auth0.client_id (Auth0)")
-	case generic && auth0:
-		p.add("upstream.auth0.domain", "set either upstream.issuer or upstream.auth0.domain, not both")
-	case generic:
-		checkBaseURL(p, "upstream.issuer", u.Issuer)
-		if u.ClientID == "" {
-			p.add("upstream.client_id", "required when upstream.issuer is set")
-		}
-		for _, f := range []struct {
-			path string
-			set  bool
-		}{
-			{"upstream.auth0.client_id", a.ClientID != ""},
-			{"upstream.auth0.client_secret", a.ClientSecret != ""},
-			{"upstream.auth0.connections", len(a.Connections) > 0},
-		} {
-			if f.set {
-				p.add(f.path, "only applies with upstream.auth0.domain")
-			}
-		}
-	case auth0:
-		checkAuth0Domain(p, a.Domain)
-		if a.ClientID == "" {
-			p.add("upstream.auth0.client_id", "required when upstream.auth0.domain is set")
-		}
-		if u.ClientID != "" {
-			p.add("upstream.client_id", "only applies with upstream.issuer; for Auth0 use upstream.auth0.client_id")
-		}
-		if u.ClientSecret != "" {
-			p.add("upstream.client_secret", "only applies with upstream.issuer; for Auth0 use upstream.auth0.client_secret (USHER_UPSTREAM_AUTH0_CLIENT_SECRET)")
-		}
-	}
-	c.checkUpstreamClaims(p)
-	for i, conn := range a.Connections {
-		if strings.TrimSpace(conn) == "" {
-			p.add(fmt.Sprintf("upstream.auth0.connections[%d]", i), "must not be empty")
-		}
-	}
-	m := a.Management
-	if (m.ClientID != "" || m.ClientSecret != "" || m.CreateRoles) && !auth0 {
-		p.add("upstream.auth0.management", "the Management API mirror requires upstream.auth0.domain")
-	} else {
-		if m.ClientID != "" && m.ClientSecret == "" {
-			p.add("upstream.auth0.management.client_secret", "required when upstream.auth0.management.client_id is set (set USHER_UPSTREAM_AUTH0_MANAGEMENT_CLIENT_SECRET)")
-		}
-		if m.ClientID == "" && m.ClientSecret != "" {
-			p.add("upstream.auth0.management.client_id", "required when upstream.auth0.management.client_secret is set")
-		}
-		if m.CreateRoles && m.ClientID == "" {
-			p.add("upstream.auth0.management.create_roles", "requires upstream.auth0.management.client_id")
-		}
-	}
-	c.checkDomainsAndAliases(p)
-	hasOpenID := false
-	for i, s := range u.Scopes {
-		if !scopeRe.MatchString(s) {
-			p.add(fmt.Sprintf("upstream.scopes[%d]", i), "%q is not a valid scope", s)
-		}
-		if s == "openid" {
-			hasOpenID = true
-		}
-	}
-	if !hasOpenID {
-		p.add("upstream.scopes", "must include openid")
-	}
-}
-
-func checkAuth0Domain(p *problems, d string) { checkTenantHost(p, "upstream.auth0.domain", d) }
-
-// checkDomainsAndAliases checks upstream.auth0.management.domain and
-// upstream.issuer_aliases.
-func (c *Config) checkDomainsAndAliases(p *problems) {
-	u := c.Upstream
-	if d := u.Auth0.Management.Domain; d != "" {
-		if !u.IsAuth0() {
-			p.add("upstream.auth0.management.domain", "only applies with upstream.auth0.domain")
-		} else {
-			checkTenantHost(p, "upstream.auth0.management.domain", d)
-		}
-	}
-	for i, a := range u.IssuerAliases {
-		checkBaseURL(p, fmt.Sprintf("upstream.issuer_aliases[%d]", i), a)
-	}
-}
-
-func checkTenantHost(p *problems, path, d string) {
-	raw := strings.TrimSpace(d)
-	if strings.Contains(raw, "*") {
-		p.add(path, "%q must not contain wildcards", d)
-		return
-	}
-	full := raw
-	if !hasHTTPScheme(raw) {
-		if strings.Contains(raw, "://") {
-			p.add(path, "%q: give the tenant host (tenant.eu.auth0.com), or an http(s):// URL", d)
-			return
-		}
-		full = "https://" + raw
-	}
-	u, err := url.Parse(full)
-	if err != nil || u.Host == "" || u.Hostname() == "" || (u.Path != "" && u.Path != "/") ||
-		u.RawQuery != "" || strings.ContainsAny(full, "?#") || u.User != nil {
-		p.add(path, "%q must be a tenant host such as tenant.eu.auth0.com (no path)", d)
-		return
-	}
-	if strings.EqualFold(u.Scheme, "http") && !isLoopback(u.Hostname()) {
-		p.add(path, "%q: plain http is allowed only for loopback hosts (127.0.0.1, ::1, localhost)", d)
-	}
-}
-
-func (c *Config) checkClients(p *problems) {
-	seen := map[string]int{}
-	for i := range c.Clients {
-		cl := &c.Clients[i]
-		path := fmt.Sprintf("clients[%d]", i)
-		switch {
-		case cl.ID == "":
-			p.add(path+".id", "required")
-		case !clientIDRe.MatchString(cl.ID):
-			p.add(path+".id", "%q may contain only letters, digits, '.', '_' and '-'", cl.ID)
-		default:
-			if j, dup := seen[cl.ID]; dup {
-				p.add(path+".id", "%q duplicates clients[%d].id", cl.ID, j)
-			} else {
-				seen[cl.ID] = i
-			}
-		}
-		switch cl.IDTokenSignedResponseAlg {
-		case "RS256", "ES256", "EdDSA":
-		default:
-			p.add(path+".id_token_signed_response_alg", "%q must be one of RS256, ES256, EdDSA", cl.IDTokenSignedResponseAlg)
-		}
-		validGrants := true
-		for j, g := range cl.GrantTypes {
-			switch g {
-			case GrantAuthorizationCode, GrantRefreshToken, GrantClientCredentials:
-			default:
-				validGrants = false
-				p.add(fmt.Sprintf("%s.grant_types[%d]", path, j), "%q must be one of authorization_code, refresh_token, client_credentials", g)
-			}
-		}
-		switch cl.Type {
-		case ClientPublic:
-			if cl.SecretSHA256 != "" && cl.secretLen == 0 {
-				p.add(path+".secret_sha256", "a public client must not have a secret")
-			}
-			if len(cl.RedirectURIs) == 0 {
-				p.add(path+".redirect_uris", "a public client needs at least one redirect URI")
-			}
-			if cl.HasGrant(GrantClientCredentials) {
-				p.add(path+".grant_types", "a public client cannot use client_credentials")
-			}
-		case ClientConfidential:
-			if cl.SecretSHA256 == "" {
-				p.add(path+".secret", "required for a confidential client (or secret_sha256); set %s in the environment; generate one with `openssl rand -base64 32`", ClientSecretEnv(cl.ID))
-			} else if cl.secretLen == 0 {
-				if b, err := hex.DecodeString(cl.SecretSHA256); err != nil || len(b) != sha256.Size {
-					p.add(path+".secret_sha256", "must be the 64-character hex SHA-256 of the secret")
-				}
-			}
-			if cl.secretLen > 0 && cl.secretLen < MinClientSecretLen && !c.Dev {
-				p.add(path+".secret", "too short (%d characters, need at least %d, about 128 bits): generate one with `openssl rand -base64 32`", cl.secretLen, MinClientSecretLen)
-			}
-			if validGrants && cl.HasGrant(GrantAuthorizationCode) && len(cl.RedirectURIs) == 0 {
-				p.add(path+".redirect_uris", "a client with the authorization_code grant needs at least one redirect URI")
-			}
-		case "":
-			p.add(path+".type", "required: public or confidential")
-		default:
-			p.add(path+".type", "%q must be public or confidential", cl.Type)
-		}
-		if cl.HasGrant(GrantRefreshToken) && !cl.HasGrant(GrantAuthorizationCode) {
-			p.add(path+".grant_types", "refresh_token requires authorization_code")
-		}
-		for j, r := range cl.RedirectURIs {
-			checkClientURL(p, fmt.Sprintf("%s.redirect_uris[%d]", path, j), r)
-		}
-		for j, r := range cl.PostLogoutRedirectURIs {
-			checkClientURL(p, fmt.Sprintf("%s.post_logout_redirect_uris[%d]", path, j), r)
-		}
-		if cl.InitiateLoginURI != "" {
-			checkClientURL(p, path+".initiate_login_uri", cl.InitiateLoginURI)
-		}
-		for j, o := range cl.AllowedOrigins {
-			checkOrigin(p, fmt.Sprintf("%s.allowed_origins[%d]", path, j), o)
-		}
-		for j, s := range cl.Scopes {
-			if !scopeRe.MatchString(s) {
-				p.add(fmt.Sprintf("%s.scopes[%d]", path, j), "%q is not a valid scope", s)
-			}
-		}
-		checkAdminScopes(p, path, cl)
-		for j, a := range cl.Audiences {
-			if a == "" || strings.ContainsAny(a, " \t\n") || len(a) > 200 {
-				p.add(fmt.Sprintf("%s.audiences[%d]", path, j), "%q must be an API identifier such as https://api.example.com/ (no spaces)", a)
-			}
-		}
-	}
-}
-
 func (c *Config) checkInvitations(p *problems) {
 	inv := c.Invitations
 	if h := inv.RedemptionHook; h.URL != "" {
@@ -602,52 +385,6 @@ func checkBaseURL(p *problems, path, raw string) {
 	checkClientURL(p, path, raw)
 }
 
-// checkClientURL checks a redirect-like URI: absolute, no fragment, no
-// wildcard, https unless the host is loopback.
-func checkClientURL(p *problems, path, raw string) {
-	u, err := url.Parse(raw)
-	if err != nil || !u.IsAbs() || u.Host == "" || u.Hostname() == "" || strings.Contains(raw, "#") {
-		p.add(path, "%q must be an absolute URL without a fragment", raw)
-		return
-	}
-	if strings.Contains(raw, "*") {
-		p.add(path, "%q must not contain wildcards (\"*\"): redirect URIs are matched exactly", raw)
-		return
-	}
-	if u.User != nil {
-		p.add(path, "%q must not contain credentials", raw)
-		return
-	}
-	switch strings.ToLower(u.Scheme) {
-	case "https":
-	case "http":
-		if !isLoopback(u.Hostname()) {
-			p.add(path, "%q must use https: %s", raw, loopbackNote)
-		}
-	default:
-		p.add(path, "%q must use https (or http on a loopback host)", raw)
-	}
-}
-
-// checkOrigin checks a CORS origin: scheme://host[:port] and nothing else.
-func checkOrigin(p *problems, path, raw string) {
-	u, err := url.Parse(raw)
-	if err != nil || !u.IsAbs() || u.Host == "" || u.Hostname() == "" || u.User != nil ||
-		(u.Path != "" && u.Path != "/") || strings.ContainsAny(raw, "?#*") {
-		p.add(path, "%q must be an origin such as https://app.example.com (scheme, host and optional port only)", raw)
-		return
-	}
-	switch strings.ToLower(u.Scheme) {
-	case "https":
-	case "http":
-		if !isLoopback(u.Hostname()) {
-			p.add(path, "%q must use https: %s", raw, loopbackNote)
-		}
-	default:
-		p.add(path, "%q must be an http(s) origin", raw)
-	}
-}
-
 // checkHostPort checks host:port; the host may be empty when allowEmptyHost.
 func checkHostPort(s string, allowEmptyHost bool) string {
 	host, port, err := net.SplitHostPort(s)
@@ -685,46 +422,5 @@ func (c *Config) checkWebhooks(p *problems) {
 				p.add(fmt.Sprintf("%s.secrets[%d]", path, j), "must start with whsec_ (Standard Webhooks)")
 			}
 		}
-	}
-}
-
-// checkAdminScopes: the admin API's scopes belong to machine clients only. A
-// client that signs people in and may ask for them would hand a person a
-// token the admin API's scope check accepts (issue 10).
-func checkAdminScopes(p *problems, path string, cl *Client) {
-	interactive := cl.IsPublic() || cl.HasGrant(GrantAuthorizationCode) || cl.HasGrant(GrantRefreshToken)
-	if !interactive {
-		return
-	}
-	for j, s := range cl.Scopes {
-		if strings.HasPrefix(s, "invitations:") {
-			p.add(fmt.Sprintf("%s.scopes[%d]", path, j), "%q is for the admin API: give it to a separate confidential client with only the client_credentials grant, not to a client that signs people in", s)
-		}
-	}
-}
-
-// checkUpstreamClaims: upstream-copied claim names follow the rule of every
-// claim usher puts in tokens (grants.ValidateClaimName, no namespace: they
-// keep their upstream names), and none is claimed twice.
-func (c *Config) checkUpstreamClaims(p *problems) {
-	u := c.Upstream
-	seen := map[string]string{}
-	if n := u.Auth0.UserIDClaim; n != "" {
-		if err := grants.ValidateClaimName("", n); err != nil {
-			p.add("upstream.auth0.user_id_claim", "%v", err)
-		}
-		seen[n] = "upstream.auth0.user_id_claim"
-	}
-	for i, n := range u.PassThroughClaims {
-		path := fmt.Sprintf("upstream.pass_through_claims[%d]", i)
-		if err := grants.ValidateClaimName("", n); err != nil {
-			p.add(path, "%v", err)
-			continue
-		}
-		if prev, dup := seen[n]; dup {
-			p.add(path, "claim %q is already set by %s", n, prev)
-			continue
-		}
-		seen[n] = path
 	}
 }

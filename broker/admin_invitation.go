@@ -1,0 +1,178 @@
+package broker
+
+import (
+	"errors"
+	"fmt"
+	"net/http"
+	"net/url"
+	"slices"
+	"strings"
+
+	"github.com/usher-oidc/usher/grants"
+)
+
+type timelineEntry struct {
+	Type, Label, At, UserID, Connection, Reason string
+	Details                                     []option // Value = key, Label = value
+}
+
+type detailPage struct {
+	Inv               invitationView
+	Link              string
+	Claims, Metadata  string
+	Timeline          []timelineEntry
+	Created, Expires  string
+	RedeemedAt        string
+	RevokedAt         string
+	DeclinedAt        string
+	EmailStatus       string
+	Actionable        bool
+	ClientName        string
+	RedeemedUserEmail string
+}
+
+func (b *Broker) adminInvitation(w http.ResponseWriter, r *http.Request, a *adminRequest) {
+	ctx := r.Context()
+	id := r.PathValue("id")
+	inv, err := b.grants.GetInvitation(ctx, id)
+	if errors.Is(err, grants.ErrNotFound) {
+		b.adminError(w, r, a, http.StatusNotFound, "Invitation not found", fmt.Sprintf("No invitation has the id %q.", clip(id, 100)))
+		return
+	}
+	if err != nil {
+		b.adminUnavailable(w, r, "loading the invitation", err)
+		return
+	}
+	fl := b.takeFlash(w, r, a.sess, inv.ID)
+	v := b.view(inv, "")
+	p := detailPage{
+		Inv: v, Link: fl.Link, Claims: prettyJSON(v.Claims), Metadata: prettyJSON(v.Metadata),
+		Created: fmtTime(inv.CreatedAt), Expires: fmtTime(inv.ExpiresAt), EmailStatus: emailStatusLabel(inv.EmailStatus),
+		Actionable: inv.Status == grants.StatusPending,
+	}
+	if inv.RedeemedAt != nil {
+		p.RedeemedAt = fmtTime(*inv.RedeemedAt)
+	}
+	if inv.RevokedAt != nil {
+		p.RevokedAt = fmtTime(*inv.RevokedAt)
+	}
+	if inv.DeclinedAt != nil {
+		p.DeclinedAt = fmtTime(*inv.DeclinedAt)
+	}
+	if c, ok := b.clients[inv.ClientID]; ok && c.Name != "" {
+		p.ClientName = c.Name
+	}
+	if inv.RedeemedBy != "" {
+		if u, err := b.grants.GetUser(ctx, inv.RedeemedBy); err == nil {
+			p.RedeemedUserEmail = u.Email
+		}
+	}
+	for _, e := range inv.Events {
+		p.Timeline = append(p.Timeline, b.timelineEntry(inv, e))
+	}
+	b.render(w, r, http.StatusOK, "invitation", adminPage{Title: inv.Email, User: a.user, CSRF: a.csrf, Notice: fl.Notice, Page: p})
+}
+
+var eventLabels = map[string]string{
+	"created":           "Created",
+	"mailed":            "Email sent",
+	"mail_failed":       "Email failed",
+	"opened":            "Link opened",
+	"redeemed":          "Redeemed",
+	"redemption_failed": "Redemption failed",
+	"revoked":           "Revoked",
+	"declined":          "Declined by the invitee",
+	"deferred":          "Put off (\"Not now\")",
+	"resent":            "Resent with a new link",
+	"expired":           "Expired",
+	"mirror_queued":     "Queued for Auth0",
+	"mirrored":          "Copied to Auth0",
+	"mirror_failed":     "Copy to Auth0 failed",
+}
+
+func (b *Broker) timelineEntry(inv *grants.Invitation, e grants.Event) timelineEntry {
+	t := timelineEntry{Type: e.Type, Label: eventLabels[e.Type], At: fmtTimeSeconds(e.At)}
+	if t.Label == "" {
+		t.Label = e.Type
+	}
+	d := e.Detail
+	t.UserID = d["user_id"]
+	t.Reason = d["reason"]
+	t.Connection = d["connection"]
+	if e.Type == "redeemed" {
+		if t.UserID == "" {
+			t.UserID = inv.RedeemedBy
+		}
+		if t.Connection == "" {
+			t.Connection = inv.RedeemedConnection
+		}
+	}
+	keys := make([]string, 0, len(d))
+	for k := range d {
+		if k != "user_id" && k != "reason" && k != "connection" && d[k] != "" {
+			keys = append(keys, k)
+		}
+	}
+	slices.Sort(keys)
+	for _, k := range keys {
+		t.Details = append(t.Details, option{Value: strings.ReplaceAll(k, "_", " "), Label: d[k]})
+	}
+	return t
+}
+
+func (b *Broker) adminRevoke(w http.ResponseWriter, r *http.Request, a *adminRequest) {
+	ctx := r.Context()
+	id := r.PathValue("id")
+	inv, err := b.invitations.Revoke(ctx, id)
+	if !b.invitationActionFailed(w, r, a, id, err) {
+		b.log.InfoContext(ctx, "invitation revoked", "invitation_id", id, "admin_user_id", a.user.ID)
+		b.auditAdmin(ctx, "invitation.revoked", a.user, inv.ID, map[string]string{"email": inv.Email, "via": "admin_page"})
+		b.emit(ctx, grants.InvitationRevokedEvent(inv))
+		b.setFlash(a.sess, adminFlash{Invitation: id, Notice: "Invitation revoked: its link no longer works."})
+	}
+	b.saveAndRedirect(w, r, a.sess, "/admin/invitations/"+url.PathEscape(id))
+}
+
+func (b *Broker) adminResend(w http.ResponseWriter, r *http.Request, a *adminRequest) {
+	ctx := r.Context()
+	id := r.PathValue("id")
+	inv, token, err := b.invitations.Resend(ctx, id)
+	if !b.invitationActionFailed(w, r, a, id, err) {
+		b.log.InfoContext(ctx, "invitation resent", "invitation_id", id, "admin_user_id", a.user.ID)
+		b.auditAdmin(ctx, "invitation.resent", a.user, inv.ID, map[string]string{"email": inv.Email, "via": "admin_page"})
+		fl := adminFlash{Invitation: id}
+		if inv.SendEmail {
+			b.mailInvitation(ctx, inv, token)
+			fl.Notice = "A new invitation email is on its way to " + inv.Email + "; the previous link no longer works."
+		} else {
+			fl.Link = b.inviteLink(inv, token)
+			fl.Notice = "New link minted; the previous one no longer works. Copy it now: it cannot be shown again."
+		}
+		b.setFlash(a.sess, fl)
+	}
+	b.saveAndRedirect(w, r, a.sess, "/admin/invitations/"+url.PathEscape(id))
+}
+
+// invitationActionFailed turns a revoke/resend refusal into a notice on the
+// detail page. It answers itself (and returns true) only when there is no
+// detail page to go back to or the store failed.
+func (b *Broker) invitationActionFailed(w http.ResponseWriter, r *http.Request, a *adminRequest, id string, err error) bool {
+	var notice string
+	switch {
+	case err == nil:
+		return false
+	case errors.Is(err, grants.ErrInvitationRedeemed):
+		notice = "This invitation was already redeemed, so it cannot be revoked or resent. To take back what it granted, change the user's grant."
+	case errors.Is(err, grants.ErrInvitationRevoked):
+		notice = "This invitation was revoked; create a new one instead."
+	case errors.Is(err, grants.ErrInvitationDeclined):
+		notice = "The invitee declined this invitation; create a new one if they should still get it."
+	case errors.Is(err, grants.ErrNotFound):
+		notice = "No invitation has this id."
+	default:
+		b.log.ErrorContext(r.Context(), "admin page: updating the invitation", "invitation_id", id, "err", err)
+		notice = "usher could not reach its store; nothing was changed. Try again in a moment."
+	}
+	b.setFlash(a.sess, adminFlash{Invitation: id, Notice: notice})
+	return true
+}

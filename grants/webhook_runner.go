@@ -1,0 +1,300 @@
+package grants
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/url"
+	"slices"
+	"strconv"
+	"sync"
+	"time"
+)
+
+// Run delivers until ctx ends. It wakes on Emit, for its own retries when they
+// fall due and otherwise every PollInterval; it runs ExpireSweep every minute
+// and trims the delivery log every hour.
+func (w *Webhooks) Run(ctx context.Context) {
+	w.log.Info("webhook worker started", "endpoints", len(w.order))
+	defer w.log.Info("webhook worker stopped")
+	var lanes sync.WaitGroup
+	defer lanes.Wait()
+	timer := time.NewTimer(0)
+	defer timer.Stop()
+	var lastSweep, lastPrune time.Time
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-w.wake:
+		case <-timer.C:
+		}
+		if now := time.Now(); now.Sub(lastSweep) >= expireSweepEvery {
+			lastSweep = now
+			if err := w.ExpireSweep(ctx); err != nil && ctx.Err() == nil {
+				w.log.Error("invitation expiry sweep", "error", err)
+			}
+		}
+		if now := time.Now(); now.Sub(lastPrune) >= logPruneEvery {
+			lastPrune = now
+			w.pruneLogs(ctx)
+		}
+		w.drain(ctx, &lanes)
+		if ctx.Err() != nil {
+			return
+		}
+		timer.Reset(w.nextWait())
+	}
+}
+
+func (w *Webhooks) nextWait() time.Duration {
+	wait := w.o.PollInterval
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if !w.nextRetry.IsZero() {
+		d := w.nextRetry.Sub(w.o.Now())
+		if d < wait {
+			wait = max(d, 0)
+		}
+		if d <= w.o.PollInterval {
+			w.nextRetry = time.Time{}
+		}
+	}
+	return wait
+}
+
+func (w *Webhooks) noteRetry(at time.Time) {
+	w.mu.Lock()
+	if w.nextRetry.IsZero() || at.Before(w.nextRetry) {
+		w.nextRetry = at
+	}
+	w.mu.Unlock()
+}
+
+func (w *Webhooks) lease() time.Duration { return laneBudget + w.o.Timeout + time.Minute }
+
+// drain claims due lanes while fewer than webhookWorkers are in flight and
+// works each in its own goroutine: a slow endpoint holds up its own lanes
+// only. A finished lane wakes Run to claim more.
+func (w *Webhooks) drain(ctx context.Context, wg *sync.WaitGroup) {
+	for ctx.Err() == nil {
+		free := webhookWorkers - int(w.inflight.Load())
+		if free <= 0 {
+			return
+		}
+		lanes, err := w.o.Store.ClaimJobs(ctx, JobKindWebhook, w.o.Now(), free, w.lease())
+		if err != nil {
+			if ctx.Err() == nil {
+				w.log.Error("claim webhook lanes", "error", err)
+			}
+			return
+		}
+		for i := range lanes {
+			if _, busy := w.running.LoadOrStore(lanes[i].ID, true); busy {
+				continue
+			}
+			w.inflight.Add(1)
+			wg.Go(func() {
+				defer func() { w.inflight.Add(-1); w.poke() }()
+				handBack := w.runLane(ctx, &lanes[i])
+				// Not running any more before the lane is handed back: a
+				// claim after the hand-back is the lane's next turn.
+				w.running.Delete(lanes[i].ID)
+				handBack()
+			})
+		}
+		if len(lanes) < free {
+			return
+		}
+	}
+}
+
+// runLane delivers a lane's events in order while it holds the lane's
+// lease; it returns the hand-back (reschedule or complete the lane), which
+// the caller runs once the lane is no longer marked running.
+func (w *Webhooks) runLane(ctx context.Context, lane *Job) (handBack func()) {
+	bg := context.WithoutCancel(ctx)
+	var lp lanePayload
+	if err := json.Unmarshal(lane.Payload, &lp); err != nil || lp.Lane == "" {
+		w.log.Error("dropping malformed webhook lane", "job_id", lane.ID, "error", err)
+		return func() { w.completeJob(bg, lane.ID) }
+	}
+	log := w.log.With("endpoint", lp.Endpoint, "lane", lp.Lane)
+	kind := laneKindPrefix + lp.Lane
+	retry := func(at time.Time, reason string) func() {
+		return func() { w.retryLane(bg, log, lane.ID, at, reason) }
+	}
+	started := time.Now()
+	for {
+		if ctx.Err() != nil {
+			return retry(w.o.Now(), "interrupted by shutdown")
+		}
+		if time.Since(started) > laneBudget {
+			return func() { w.retryLane(bg, log, lane.ID, w.o.Now(), ""); w.poke() }
+		}
+		events, err := w.peek(ctx, kind, 1)
+		if err != nil {
+			if ctx.Err() == nil {
+				log.Error("read webhook lane", "error", err)
+			}
+			at := w.o.Now().Add(w.o.BaseBackoff)
+			w.noteRetry(at)
+			return retry(at, shortReason("read lane: "+err.Error()))
+		}
+		if len(events) == 0 {
+			return func() { w.finishLane(bg, log, lane.ID, lp) }
+		}
+		retryAt, done := w.deliver(ctx, log, &events[0])
+		if !done {
+			if ctx.Err() != nil {
+				return retry(w.o.Now(), "interrupted by shutdown")
+			}
+			w.noteRetry(retryAt)
+			return retry(retryAt, "")
+		}
+	}
+}
+
+// finishLane completes an empty lane. An Emit may have stored an event after
+// the lane was read empty and found the lane job still there: look again.
+func (w *Webhooks) finishLane(ctx context.Context, log *slog.Logger, id string, lp lanePayload) {
+	w.completeJob(ctx, id)
+	if n, err := w.o.Store.JobCount(ctx, laneKindPrefix+lp.Lane); err != nil || n > 0 {
+		if err := w.enqueueLane(ctx, lp.Lane, lp.Endpoint); err != nil {
+			log.Error("requeue webhook lane", "error", err)
+		}
+		w.poke()
+	}
+}
+
+func (w *Webhooks) retryLane(ctx context.Context, log *slog.Logger, id string, at time.Time, reason string) {
+	if err := w.o.Store.RetryJob(ctx, id, at, reason); err != nil {
+		log.Error("reschedule webhook lane", "error", err)
+	}
+}
+
+func (w *Webhooks) completeJob(ctx context.Context, id string) {
+	if err := w.o.Store.CompleteJob(ctx, id); err != nil && !errors.Is(err, ErrNotFound) {
+		w.log.Error("complete webhook job", "job_id", id, "error", err)
+	}
+}
+
+// deliver makes one attempt at a lane's head event. done: the event is
+// finished (delivered or given up) and the next one may go; otherwise the
+// lane waits until retryAt.
+func (w *Webhooks) deliver(ctx context.Context, log *slog.Logger, job *Job) (retryAt time.Time, done bool) {
+	bg := context.WithoutCancel(ctx)
+	var ev laneEvent
+	if err := json.Unmarshal(job.Payload, &ev); err != nil || ev.WebhookID == "" {
+		log.Error("dropping malformed webhook event", "job_id", job.ID, "error", err)
+		w.completeJob(bg, job.ID)
+		return time.Time{}, true
+	}
+	log = log.With("webhook_id", ev.WebhookID, "event_type", ev.EventType)
+	st, ok := decodeState(job.LastError)
+	if !ok {
+		st = ev.Prior
+		st.Status = DeliveryPending
+	}
+	ep := w.endpoints[ev.Endpoint]
+	if ep == nil {
+		st.Status, st.LastError = DeliveryFailed, "endpoint no longer configured"
+		w.setLog(bg, log, ev.LogID, st)
+		w.completeJob(bg, job.ID)
+		log.Warn("webhook given up: endpoint no longer configured")
+		return time.Time{}, true
+	}
+
+	start := w.o.Now()
+	t0 := time.Now()
+	code, err := w.send(ctx, ep, &ev)
+	if err != nil && ctx.Err() != nil {
+		return time.Time{}, false // shutdown: not an attempt
+	}
+	now := w.o.Now()
+	att := WebhookAttempt{At: start, StatusCode: code, DurationMS: time.Since(t0).Milliseconds()}
+	if err != nil {
+		att.Error = shortReason(err.Error())
+	}
+	st.Attempts++
+	st.LastAttemptAt, st.LastStatusCode, st.LastError = start, code, att.Error
+	st.History = append(st.History, att)
+	if n := len(st.History) - webhookHistory; n > 0 {
+		st.History = slices.Clone(st.History[n:])
+	}
+	if err == nil {
+		st.Status = DeliveryDelivered
+		w.setLog(bg, log, ev.LogID, st)
+		w.completeJob(bg, job.ID)
+		log.Info("webhook delivered", "attempts", st.Attempts, "status_code", code)
+		return time.Time{}, true
+	}
+	deadline := ev.QueuedAt.Add(w.o.MaxAge)
+	if !now.Before(deadline) {
+		st.Status = DeliveryFailed
+		w.setLog(bg, log, ev.LogID, st)
+		w.completeJob(bg, job.ID)
+		log.Error("webhook given up", "attempts", st.Attempts, "error", err, "queued_at", ev.QueuedAt)
+		return time.Time{}, true
+	}
+	st.Status = DeliveryPending
+	w.setLog(bg, log, ev.LogID, st)
+	if err := w.o.Store.RetryJob(bg, job.ID, parkedAt, st.encode()); err != nil {
+		log.Error("record webhook attempt", "error", err)
+	}
+	at := now.Add(backoff(w.o.BaseBackoff, st.Attempts-ev.Prior.Attempts))
+	if at.After(deadline) {
+		at = deadline // one last try at the deadline
+	}
+	log.Warn("webhook failed; will retry", "attempts", st.Attempts, "error", err, "retry_at", at)
+	return at, false
+}
+
+// setLog rewrites a delivery log record's state.
+func (w *Webhooks) setLog(ctx context.Context, log *slog.Logger, logID string, st webhookState) {
+	if err := w.o.Store.RetryJob(ctx, logID, parkedAt, st.encode()); err != nil {
+		if errors.Is(err, ErrNotFound) {
+			log.Warn("webhook delivery log record is gone (trimmed?)", "log_id", logID)
+			return
+		}
+		log.Error("update webhook delivery log", "error", err)
+	}
+}
+
+// send POSTs the event once. A non-2xx answer is an error with its code.
+func (w *Webhooks) send(ctx context.Context, ep *webhookEndpoint, ev *laneEvent) (int, error) {
+	ctx, cancel := context.WithTimeout(ctx, w.o.Timeout)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, ep.URL, bytes.NewReader(ev.Body))
+	if err != nil {
+		return 0, err
+	}
+	ts := w.o.Now().Unix()
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("User-Agent", "usher-webhooks")
+	req.Header.Set("webhook-id", ev.WebhookID)
+	req.Header.Set("webhook-timestamp", strconv.FormatInt(ts, 10))
+	req.Header.Set("webhook-signature", signWebhook(ep.keys, ev.WebhookID, ts, ev.Body))
+	resp, err := w.o.HTTPClient.Do(req)
+	if err != nil {
+		if errors.Is(err, context.DeadlineExceeded) {
+			return 0, fmt.Errorf("no answer within %s", w.o.Timeout)
+		}
+		var ue *url.Error
+		if errors.As(err, &ue) { // its message repeats the URL
+			return 0, ue.Err
+		}
+		return 0, err
+	}
+	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
+	_ = resp.Body.Close()
+	if resp.StatusCode < 200 || resp.StatusCode > 299 {
+		return resp.StatusCode, fmt.Errorf("answered HTTP %d", resp.StatusCode)
+	}
+	return resp.StatusCode, nil
+}

@@ -19,6 +19,10 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/usher-oidc/usher/broker/upstream/auth0"
+	"github.com/usher-oidc/usher/notify/mail"
+	"github.com/usher-oidc/usher/notify/webhooks"
+
 	"github.com/gorilla/securecookie"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -51,7 +55,7 @@ type Options struct {
 	WrapStore func(Store) Store
 	// MailSender, when set, delivers mail instead of the configured SMTP
 	// server (`usher dev` uses an in-memory outbox).
-	MailSender grants.Sender
+	MailSender mail.Sender
 	// MailBackoff and WebhookBackoff override retry backoffs (tests).
 	MailBackoff    time.Duration
 	WebhookBackoff time.Duration
@@ -65,9 +69,9 @@ type App struct {
 	Config   *config.Config
 	Broker   *broker.Broker
 	Store    Store
-	Mailer   *grants.Mailer
-	Mirror   *grants.Mirror
-	Webhooks *grants.Webhooks
+	Mailer   *mail.Mailer
+	Mirror   *auth0.Mirror
+	Webhooks *webhooks.Webhooks
 	log      *slog.Logger
 	owned    bool
 	stop     context.CancelFunc
@@ -119,12 +123,12 @@ func New(ctx context.Context, cfg *config.Config, o Options) (*App, error) {
 		a.Close()
 		return nil, err
 	}
-	whEndpoints := make([]grants.WebhookEndpoint, 0, len(cfg.Webhooks))
+	whEndpoints := make([]webhooks.WebhookEndpoint, 0, len(cfg.Webhooks))
 	for _, w := range cfg.Webhooks {
-		whEndpoints = append(whEndpoints, grants.WebhookEndpoint{ID: w.ID, URL: w.URL, Secrets: w.Secrets, Events: w.Events})
+		whEndpoints = append(whEndpoints, webhooks.WebhookEndpoint{ID: w.ID, URL: w.URL, Secrets: w.Secrets, Events: w.Events})
 	}
 	// Built even without endpoints: its sweep marks expired invitations.
-	a.Webhooks, err = grants.NewWebhooks(grants.WebhooksOptions{Store: a.Store, Endpoints: whEndpoints, Now: o.Now,
+	a.Webhooks, err = webhooks.NewWebhooks(webhooks.WebhooksOptions{Store: a.Store, Endpoints: whEndpoints, Now: o.Now,
 		Logger: a.log, BaseBackoff: o.WebhookBackoff})
 	if err != nil {
 		a.Close()
@@ -163,7 +167,7 @@ func (a *App) startMirror(ctx context.Context, cfg *config.Config, o Options) er
 	domain := strings.TrimRight(cfg.Upstream.ManagementDomain(), "/")
 	insecure := strings.HasPrefix(domain, "http://")
 	domain = strings.TrimPrefix(strings.TrimPrefix(domain, "https://"), "http://")
-	mirror, err := grants.NewMirror(ctx, grants.MirrorOptions{Store: a.Store, Domain: domain, ClientID: m.ClientID,
+	mirror, err := auth0.NewMirror(ctx, auth0.MirrorOptions{Store: a.Store, Domain: domain, ClientID: m.ClientID,
 		ClientSecret: m.ClientSecret, CreateRoles: m.CreateRoles, Insecure: insecure, HTTPClient: o.UpstreamHTTPClient,
 		Now: o.Now, Logger: a.log})
 	if err != nil {
@@ -180,7 +184,7 @@ func (a *App) startMirror(ctx context.Context, cfg *config.Config, o Options) er
 func (a *App) startMailer(ctx context.Context, cfg *config.Config, o Options, secret []byte) error {
 	sender := o.MailSender
 	if sender == nil && cfg.Mail.Enabled() {
-		s, err := grants.NewSMTPSender(grants.SMTPConfig{Host: cfg.Mail.SMTP.Host, Port: cfg.Mail.SMTP.Port,
+		s, err := mail.NewSMTPSender(mail.SMTPConfig{Host: cfg.Mail.SMTP.Host, Port: cfg.Mail.SMTP.Port,
 			TLS: cfg.Mail.SMTP.TLS, Username: cfg.Mail.SMTP.Username, Password: cfg.Mail.SMTP.Password, From: cfg.Mail.From})
 		if err != nil {
 			return fmt.Errorf("mail.smtp: %w", err)
@@ -190,7 +194,7 @@ func (a *App) startMailer(ctx context.Context, cfg *config.Config, o Options, se
 	if sender == nil {
 		return nil
 	}
-	tpl, err := grants.LoadTemplates(cfg.Mail.TemplatesDir)
+	tpl, err := mail.LoadTemplates(cfg.Mail.TemplatesDir)
 	if err != nil {
 		return fmt.Errorf("mail.templates_dir: %w", err)
 	}
@@ -204,7 +208,7 @@ func (a *App) startMailer(ctx context.Context, cfg *config.Config, o Options, se
 	}
 	sealer := securecookie.New(hashKey, blockKey)
 	sealer.MaxAge(int((7 * 24 * time.Hour).Seconds()))
-	a.Mailer = grants.NewMailer(grants.MailerOptions{Store: a.Store, Sender: sender, Templates: tpl, Sealer: sealer,
+	a.Mailer = mail.NewMailer(mail.MailerOptions{Store: a.Store, Sender: sender, Templates: tpl, Sealer: sealer,
 		AppName: cfg.Invitations.AppName, Now: o.Now, Logger: a.log, BaseBackoff: o.MailBackoff})
 	a.workers.Go(func() { a.Mailer.Run(ctx) })
 	return nil

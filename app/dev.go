@@ -12,10 +12,11 @@ import (
 	"strings"
 	"time"
 
+	"github.com/usher-oidc/usher/notify/mail"
+
 	"github.com/usher-oidc/usher/config"
 	"github.com/usher-oidc/usher/demo"
 	"github.com/usher-oidc/usher/devidp"
-	"github.com/usher-oidc/usher/grants"
 )
 
 // Dev fixtures, printed by `usher dev` and used by the README's examples.
@@ -56,7 +57,7 @@ type DevOptions struct {
 	// WrapStore decorates usher's store (see Options.WrapStore).
 	WrapStore func(Store) Store
 	// MailSender replaces the dev outbox (tests send over real SMTP).
-	MailSender     grants.Sender
+	MailSender     mail.Sender
 	MailBackoff    time.Duration
 	WebhookBackoff time.Duration
 	// CustomDomain makes devidp answer also as http://localhost:<port>/, an
@@ -73,7 +74,7 @@ type DevOptions struct {
 type Dev struct {
 	App       *App
 	IDP       *devidp.Server
-	Outbox    *grants.Outbox
+	Outbox    *mail.Outbox
 	OutboxURL string
 	Config    *config.Config
 	IssuerURL string
@@ -209,9 +210,9 @@ func StartDev(ctx context.Context, o DevOptions) (*Dev, error) {
 		o.AfterValidate(cfg)
 	}
 	d.Config = cfg
-	d.Outbox = grants.NewOutbox()
+	d.Outbox = mail.NewOutbox()
 	// Mail goes to the outbox page unless a test configured an SMTP server.
-	var sender grants.Sender
+	var sender mail.Sender
 	switch {
 	case o.MailSender != nil:
 		sender = o.MailSender

@@ -8,6 +8,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/usher-oidc/usher/notify/webhooks"
+
 	gsessions "github.com/gorilla/sessions"
 
 	"github.com/usher-oidc/usher/grants"
@@ -278,7 +280,7 @@ func (b *Broker) decline(r *http.Request, hash string, acct signedInAccount) {
 	b.log.InfoContext(ctx, "invitation declined", "invitation_id", inv.ID, "user_id", acct.UserID)
 	b.audit(ctx, AuditEvent{Action: "invitation.declined", Actor: acct.UserID, Target: inv.ID,
 		Detail: map[string]string{"email": acct.Email, "connection": acct.Connection}})
-	b.emit(ctx, grants.InvitationDeclinedEvent(inv))
+	b.emit(ctx, webhooks.InvitationDeclinedEvent(inv))
 }
 
 // renderRefusal says in plain words why an invitation was not applied and

@@ -13,6 +13,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/usher-oidc/usher/notify/webhooks"
+
 	gsessions "github.com/gorilla/sessions"
 
 	"github.com/usher-oidc/usher/grants"
@@ -418,7 +420,7 @@ func (b *Broker) adminCreate(w http.ResponseWriter, r *http.Request, a *adminReq
 	b.log.InfoContext(ctx, "invitation created", "invitation_id", inv.ID, "admin_user_id", a.user.ID, "send_email", inv.SendEmail)
 	b.auditAdmin(ctx, "invitation.created", a.user, inv.ID, map[string]string{"email": inv.Email, "via": "admin_page"})
 	b.metrics.invitationsMade.Inc()
-	b.emit(ctx, grants.InvitationCreatedEvent(inv))
+	b.emit(ctx, webhooks.InvitationCreatedEvent(inv))
 	fl := adminFlash{Invitation: inv.ID}
 	if inv.SendEmail {
 		b.mailInvitation(ctx, inv, token)

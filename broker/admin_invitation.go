@@ -8,6 +8,8 @@ import (
 	"slices"
 	"strings"
 
+	"github.com/usher-oidc/usher/notify/webhooks"
+
 	"github.com/usher-oidc/usher/grants"
 )
 
@@ -127,7 +129,7 @@ func (b *Broker) adminRevoke(w http.ResponseWriter, r *http.Request, a *adminReq
 	if !b.invitationActionFailed(w, r, a, id, err) {
 		b.log.InfoContext(ctx, "invitation revoked", "invitation_id", id, "admin_user_id", a.user.ID)
 		b.auditAdmin(ctx, "invitation.revoked", a.user, inv.ID, map[string]string{"email": inv.Email, "via": "admin_page"})
-		b.emit(ctx, grants.InvitationRevokedEvent(inv))
+		b.emit(ctx, webhooks.InvitationRevokedEvent(inv))
 		b.setFlash(a.sess, adminFlash{Invitation: id, Notice: "Invitation revoked: its link no longer works."})
 	}
 	b.saveAndRedirect(w, r, a.sess, "/admin/invitations/"+url.PathEscape(id))

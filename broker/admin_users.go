@@ -9,6 +9,8 @@ import (
 	"slices"
 	"strings"
 
+	"github.com/usher-oidc/usher/notify/webhooks"
+
 	"github.com/usher-oidc/usher/grants"
 )
 
@@ -43,7 +45,7 @@ func (b *Broker) adminSetClaim(w http.ResponseWriter, r *http.Request, a *adminR
 	}
 	b.log.InfoContext(ctx, "grant claim set", "user_id", id, "claim", key, "admin_user_id", a.user.ID)
 	b.auditAdmin(ctx, "grant.changed", a.user, id, map[string]string{"set_claim": key, "via": "admin_page"})
-	b.emit(ctx, grants.GrantChangedEvent(g, "claim_set"))
+	b.emit(ctx, webhooks.GrantChangedEvent(g, "claim_set"))
 	b.saveAndRedirect(w, r, a.sess, "/admin/users/"+url.PathEscape(id))
 }
 

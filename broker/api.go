@@ -15,6 +15,9 @@ import (
 	"strings"
 	"time"
 
+	"github.com/usher-oidc/usher/broker/upstream/auth0"
+	"github.com/usher-oidc/usher/notify/webhooks"
+
 	"github.com/zitadel/oidc/v3/pkg/op"
 
 	"github.com/usher-oidc/usher/grants"
@@ -216,7 +219,7 @@ func (b *Broker) view(inv *grants.Invitation, token string) invitationView {
 		EmailStatus: inv.EmailStatus, EmailError: inv.EmailError, RedeemedAt: inv.RedeemedAt,
 		RedeemedBy: inv.RedeemedBy, RedeemedConnection: inv.RedeemedConnection, RevokedAt: inv.RevokedAt,
 		DeclinedAt: inv.DeclinedAt, DeclinedBy: inv.DeclinedBy,
-		Events: inv.Events, MirrorStatus: grants.MirrorStateOf(inv).String(), Link: linkOf(inv),
+		Events: inv.Events, MirrorStatus: auth0.MirrorStateOf(inv).String(), Link: linkOf(inv),
 		UnsafeClaims: grants.UnsafeClaimNames(b.opts.ClaimsNamespace, inv.Claims),
 	}
 	if v.Roles == nil {
@@ -357,7 +360,7 @@ func (b *Broker) createInvitation(w http.ResponseWriter, r *http.Request, c call
 	}
 	b.log.InfoContext(ctx, "invitation created", "invitation_id", inv.ID, "client_id", c.ClientID, "send_email", inv.SendEmail)
 	b.metrics.invitationsMade.Inc()
-	b.emit(ctx, grants.InvitationCreatedEvent(inv))
+	b.emit(ctx, webhooks.InvitationCreatedEvent(inv))
 	b.audit(ctx, AuditEvent{Action: "invitation.created", Actor: c.actor(), Target: inv.ID,
 		Detail: map[string]string{"email": inv.Email, "roles": strings.Join(inv.Roles, " ")}})
 	if inv.SendEmail {
@@ -447,7 +450,7 @@ func (b *Broker) apiRevokeInvitation(w http.ResponseWriter, r *http.Request, c c
 	}
 	b.log.InfoContext(r.Context(), "invitation revoked", "invitation_id", id, "client_id", c.ClientID)
 	b.audit(r.Context(), AuditEvent{Action: "invitation.revoked", Actor: c.actor(), Target: id})
-	b.emit(r.Context(), grants.InvitationRevokedEvent(inv))
+	b.emit(r.Context(), webhooks.InvitationRevokedEvent(inv))
 	writeJSON(w, http.StatusOK, b.view(inv, ""))
 }
 
@@ -562,7 +565,7 @@ func (b *Broker) apiRemoveRole(w http.ResponseWriter, r *http.Request, c caller)
 		g, err := b.grants.RemoveGrantRole(ctx, id, r.PathValue("role"), b.now())
 		if err == nil {
 			b.mirrorRevocation(ctx, id, r.PathValue("role"), "")
-			b.emit(ctx, grants.GrantChangedEvent(g, "role_removed"))
+			b.emit(ctx, webhooks.GrantChangedEvent(g, "role_removed"))
 		}
 		return g, err
 	})
@@ -575,7 +578,7 @@ func (b *Broker) apiRemoveClaim(w http.ResponseWriter, r *http.Request, c caller
 		g, err := b.grants.RemoveGrantClaim(ctx, id, r.PathValue("key"), b.now())
 		if err == nil {
 			b.mirrorRevocation(ctx, id, "", r.PathValue("key"))
-			b.emit(ctx, grants.GrantChangedEvent(g, "claim_removed"))
+			b.emit(ctx, webhooks.GrantChangedEvent(g, "claim_removed"))
 		}
 		return g, err
 	})
@@ -607,7 +610,7 @@ func (b *Broker) apiSetClaim(w http.ResponseWriter, r *http.Request, c caller) {
 		if err == nil {
 			b.log.InfoContext(ctx, "grant claim set", "user_id", id, "claim", key, "client_id", c.ClientID)
 			b.audit(ctx, AuditEvent{Action: "grant.changed", Actor: c.actor(), Target: id, Detail: map[string]string{"set_claim": key}})
-			b.emit(ctx, grants.GrantChangedEvent(g, "claim_set"))
+			b.emit(ctx, webhooks.GrantChangedEvent(g, "claim_set"))
 		}
 		return g, err
 	})

@@ -6,17 +6,19 @@ import (
 	"fmt"
 	"net/http"
 
+	"github.com/usher-oidc/usher/notify/webhooks"
+
 	"github.com/usher-oidc/usher/grants"
 )
 
 // WebhookAdmin is what the admin API needs of the webhook sender
-// (*grants.Webhooks satisfies it).
+// (*webhooks.Webhooks satisfies it).
 type WebhookAdmin interface {
-	Deliveries(ctx context.Context, endpointID string, limit int) ([]grants.WebhookDelivery, error)
+	Deliveries(ctx context.Context, endpointID string, limit int) ([]webhooks.WebhookDelivery, error)
 	Redeliver(ctx context.Context, id string) error
 }
 
-var _ WebhookAdmin = (*grants.Webhooks)(nil)
+var _ WebhookAdmin = (*webhooks.Webhooks)(nil)
 
 // webhookRoutes mounts the delivery log and manual redelivery:
 //
@@ -48,10 +50,10 @@ func (b *Broker) apiWebhookDeliveries(w http.ResponseWriter, r *http.Request, wh
 		return
 	}
 	if ds == nil {
-		ds = []grants.WebhookDelivery{}
+		ds = []webhooks.WebhookDelivery{}
 	}
 	writeJSON(w, http.StatusOK, struct {
-		Deliveries []grants.WebhookDelivery `json:"deliveries"`
+		Deliveries []webhooks.WebhookDelivery `json:"deliveries"`
 	}{ds})
 }
 
@@ -63,7 +65,7 @@ func (b *Broker) apiWebhookRedeliver(w http.ResponseWriter, r *http.Request, c c
 		writeProblem(w, http.StatusNotFound, "not-found", "Delivery not found",
 			fmt.Sprintf("No delivery with the id %q is in the delivery log (it keeps the latest deliveries of each endpoint).", clip(id, 100)))
 		return
-	case errors.Is(err, grants.ErrDeliveryPending):
+	case errors.Is(err, webhooks.ErrDeliveryPending):
 		writeProblem(w, http.StatusConflict, "delivery-pending", "Delivery still pending",
 			"This delivery is still being tried; it can be redelivered once it is delivered or has failed.")
 		return
@@ -75,5 +77,5 @@ func (b *Broker) apiWebhookRedeliver(w http.ResponseWriter, r *http.Request, c c
 	writeJSON(w, http.StatusAccepted, struct {
 		ID     string `json:"id"`
 		Status string `json:"status"`
-	}{id, grants.DeliveryPending})
+	}{id, webhooks.DeliveryPending})
 }

@@ -13,6 +13,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/usher-oidc/usher/notify/webhooks"
+
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/cors"
 	"github.com/zitadel/oidc/v3/pkg/oidc"
@@ -110,7 +112,7 @@ type Options struct {
 	Logger *slog.Logger
 }
 
-// AccountMirror is the optional Auth0 Management API mirror (grants.Mirror):
+// AccountMirror is the optional Auth0 Management API mirror (auth0.Mirror):
 // it tells whether an email has an upstream account, and copies grants there.
 type AccountMirror interface {
 	HasAccount(ctx context.Context, email string) (bool, error)
@@ -118,13 +120,13 @@ type AccountMirror interface {
 	EnqueueRevocation(ctx context.Context, upstreamUserID, role, claimKey string) error
 }
 
-// WebhookSender emits events to the webhook outbox (grants.Webhooks).
+// WebhookSender emits events to the webhook outbox (webhooks.Webhooks).
 type WebhookSender interface {
 	WebhookAdmin
-	Emit(ctx context.Context, e grants.WebhookEvent) error
+	Emit(ctx context.Context, e webhooks.WebhookEvent) error
 }
 
-// InvitationMailer sends invitation links (grants.Mailer in production).
+// InvitationMailer sends invitation links (mail.Mailer in production).
 type InvitationMailer interface {
 	EnqueueInvitation(ctx context.Context, inv *grants.Invitation, link string) error
 }
@@ -478,7 +480,7 @@ func clip(s string, n int) string {
 
 // emit hands an event to the webhook outbox; it never fails the request
 // (the outbox is durable, a failure to queue is logged).
-func (b *Broker) emit(ctx context.Context, e grants.WebhookEvent) {
+func (b *Broker) emit(ctx context.Context, e webhooks.WebhookEvent) {
 	if b.opts.Webhooks == nil {
 		return
 	}

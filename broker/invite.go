@@ -9,6 +9,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/usher-oidc/usher/notify/webhooks"
+
 	"github.com/zitadel/oidc/v3/pkg/oidc"
 	"github.com/zitadel/oidc/v3/pkg/op"
 
@@ -302,12 +304,12 @@ func (b *Broker) redeem(r *http.Request, hash string, acct signedInAccount) (*gr
 		b.invitationNotice(r, inv, "claims_kept", map[string]string{"user_id": acct.UserID, "claims": kept})
 	}
 	b.audit(ctx, AuditEvent{Action: "invitation.redeemed", Actor: acct.UserID, Target: inv.ID, Detail: detail})
-	ev := grants.InvitationRedeemedEvent(inv, acct.New, acct.Email, acct.EmailVerified)
+	ev := webhooks.InvitationRedeemedEvent(inv, acct.New, acct.Email, acct.EmailVerified)
 	if len(conflicts) > 0 {
 		ev.Data["claim_conflicts"] = conflicts
 	}
 	b.emit(ctx, ev)
-	b.emit(ctx, grants.GrantChangedEvent(grant, "invitation_redeemed"))
+	b.emit(ctx, webhooks.GrantChangedEvent(grant, "invitation_redeemed"))
 	if b.opts.Mirror != nil && acct.Issuer == b.upstream.cfg.Issuer {
 		// Never blocks the login: the mirror queues the work durably.
 		if err := b.opts.Mirror.EnqueueRedemption(ctx, acct.Subject, inv); err != nil {

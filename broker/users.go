@@ -5,6 +5,8 @@ import (
 	"errors"
 	"slices"
 
+	"github.com/usher-oidc/usher/notify/webhooks"
+
 	"github.com/usher-oidc/usher/grants"
 )
 
@@ -25,7 +27,7 @@ func (b *Broker) resolveUser(ctx context.Context, id *upstreamIdentity) (*grants
 		return nil, false, err
 	}
 	if created {
-		b.emit(ctx, grants.UserCreatedEvent(u, id.Connection))
+		b.emit(ctx, webhooks.UserCreatedEvent(u, id.Connection))
 	}
 	b.bootstrapAdmin(ctx, u, id)
 	if created && len(b.opts.DefaultRoles) > 0 {
@@ -33,7 +35,7 @@ func (b *Broker) resolveUser(ctx context.Context, id *upstreamIdentity) (*grants
 		if err != nil {
 			b.log.ErrorContext(ctx, "adding default roles", "err", err)
 		} else {
-			b.emit(ctx, grants.GrantChangedEvent(g, "default_roles"))
+			b.emit(ctx, webhooks.GrantChangedEvent(g, "default_roles"))
 		}
 	}
 	return u, created, nil
@@ -91,7 +93,7 @@ func (b *Broker) bootstrapAdmin(ctx context.Context, u *grants.User, id *upstrea
 	}
 	b.log.InfoContext(ctx, "admin role granted from admin.emails", "user_id", u.ID)
 	b.audit(ctx, AuditEvent{Action: "grant.changed", Actor: "config:admin.emails", Target: u.ID, Detail: map[string]string{"added_role": b.opts.AdminRole}})
-	b.emit(ctx, grants.GrantChangedEvent(g, "admin_bootstrap"))
+	b.emit(ctx, webhooks.GrantChangedEvent(g, "admin_bootstrap"))
 }
 
 func newUserID() string { return "usr_" + randomToken(16) }

@@ -401,7 +401,7 @@ func checkHostPort(s string, allowEmptyHost bool) string {
 	return ""
 }
 
-// checkWebhooks checks what config can; grants.NewWebhooks checks the
+// checkWebhooks checks what config can; webhooks.NewWebhooks checks the
 // secrets' encoding and the event names when usher starts.
 func (c *Config) checkWebhooks(p *problems) {
 	seen := map[string]bool{}

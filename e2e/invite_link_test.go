@@ -8,8 +8,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/usher-oidc/usher/notify/mail"
+
 	"github.com/usher-oidc/usher/app"
-	"github.com/usher-oidc/usher/grants"
 )
 
 // TestInvitationLinkForms: an invitation chooses its link's form, resend
@@ -61,7 +62,7 @@ func TestInvitationLinkForms(t *testing.T) {
 		// The mailer runs in the background: wait for its message.
 		deadline := time.Now().Add(10 * time.Second)
 		for {
-			i := slices.IndexFunc(d.Outbox.Messages(), func(m grants.Message) bool { return m.To == email })
+			i := slices.IndexFunc(d.Outbox.Messages(), func(m mail.Message) bool { return m.To == email })
 			if i >= 0 {
 				if m := d.Outbox.Messages()[i]; m.Link != link || !strings.Contains(m.Text, link) {
 					t.Errorf("mailed link %q (text %q), want %q", m.Link, clipText(m.Text), link)

@@ -21,8 +21,8 @@ func EmailKey(email string) string {
 // SameEmail compares two addresses ASCII-case-insensitively over the whole address.
 func SameEmail(a, b string) bool { return EmailKey(a) == EmailKey(b) }
 
-// emailDomain is the EmailKey of the part after the last '@' ("" without one).
-func emailDomain(email string) string {
+// EmailDomain is the EmailKey of the part after the last '@' ("" without one).
+func EmailDomain(email string) string {
 	i := strings.LastIndexByte(email, '@')
 	if i < 0 {
 		return ""

@@ -152,7 +152,7 @@ func (s *Invitations) Validate(req CreateRequest) (*Invitation, bool, error) {
 	if email == "" {
 		v.add("email", "is required")
 	} else if a, err := mail.ParseAddress(email); err != nil || a.Address != email || len(email) > 254 || !strings.Contains(email[strings.LastIndexByte(email, '@')+1:], ".") && !strings.HasSuffix(email, "@localhost") {
-		v.add("email", "%q is not a valid email address (expected name@domain, without a display name)", clipStr(req.Email, 80))
+		v.add("email", "%q is not a valid email address (expected name@domain, without a display name)", ClipStr(req.Email, 80))
 	}
 	roles := make([]string, 0, len(req.Roles))
 	for i, r := range req.Roles {
@@ -160,9 +160,9 @@ func (s *Invitations) Validate(req CreateRequest) (*Invitation, bool, error) {
 		case strings.TrimSpace(r) == "" || len(r) > 100:
 			v.add(fmt.Sprintf("roles[%d]", i), "must be a non-empty name of at most 100 characters")
 		case !req.MayGrantPrivileged && slices.Contains(s.o.PrivilegedRoles, r):
-			v.add(fmt.Sprintf("roles[%d]", i), "role %q is privileged: only a client holding the scope %s (or an admin on the admin page) may invite to it", clipStr(r, 100), ScopeAdmin)
+			v.add(fmt.Sprintf("roles[%d]", i), "role %q is privileged: only a client holding the scope %s (or an admin on the admin page) may invite to it", ClipStr(r, 100), ScopeAdmin)
 		case len(s.o.RoleCatalog) > 0 && !slices.Contains(s.o.RoleCatalog, r):
-			v.add(fmt.Sprintf("roles[%d]", i), "role %q is not in the configured catalog (%s)", clipStr(r, 100), strings.Join(s.o.RoleCatalog, ", "))
+			v.add(fmt.Sprintf("roles[%d]", i), "role %q is not in the configured catalog (%s)", ClipStr(r, 100), strings.Join(s.o.RoleCatalog, ", "))
 		case !slices.Contains(roles, r):
 			roles = append(roles, r)
 		}
@@ -195,7 +195,7 @@ func (s *Invitations) Validate(req CreateRequest) (*Invitation, bool, error) {
 		v.add("inviter", "%s", msg)
 	}
 	if req.ClientID != "" && s.o.KnownClient != nil && !s.o.KnownClient(req.ClientID) {
-		v.add("client_id", "%q is not a registered client", clipStr(req.ClientID, 100))
+		v.add("client_id", "%q is not a registered client", ClipStr(req.ClientID, 100))
 	}
 	ttl := s.o.DefaultTTL
 	if req.ExpiresIn != nil {
@@ -350,7 +350,7 @@ func EmailMatches(policy, invited, got string, verified bool) error {
 			return nil
 		}
 	case MatchDomain:
-		if verified && emailDomain(got) != "" && emailDomain(invited) == emailDomain(got) {
+		if verified && EmailDomain(got) != "" && EmailDomain(invited) == EmailDomain(got) {
 			return nil
 		}
 	}
@@ -398,7 +398,7 @@ func randomID() string {
 	return base64.RawURLEncoding.EncodeToString(b)
 }
 
-func clipStr(s string, n int) string {
+func ClipStr(s string, n int) string {
 	if len(s) > n {
 		return s[:n] + "…"
 	}

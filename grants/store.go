@@ -28,6 +28,9 @@ var (
 	ErrIdempotencyMismatch = errors.New("idempotency key reused with a different request")
 	// ErrIdempotencyInProgress: the first request with that key has not finished.
 	ErrIdempotencyInProgress = errors.New("a request with this idempotency key is in progress")
+	// ErrSkipUpdate: an UpdateInvitation callback returns it to store nothing
+	// because the invitation has moved on.
+	ErrSkipUpdate = errors.New("invitation changed; update skipped")
 )
 
 // User is an usher user; ID is the `sub` usher issues and never changes.
@@ -125,6 +128,9 @@ type Invitation struct {
 	DeclinedBy         string     `json:"declined_by,omitempty"` // the signed-in user who declined
 
 	Events []Event `json:"events,omitempty"`
+	// Outbox holds the events of this invitation's use cases that the
+	// outbox runner has not yet handed to every consumer (see events.go).
+	Outbox []OutboxEvent `json:"outbox,omitempty"`
 }
 
 // EffectiveStatus is Status with "expired" derived from the clock.
@@ -133,6 +139,16 @@ func (inv *Invitation) EffectiveStatus(now time.Time) Status {
 		return StatusExpired
 	}
 	return inv.Status
+}
+
+// HasEvent reports whether the timeline holds an event of type typ.
+func (inv *Invitation) HasEvent(typ string) bool {
+	for _, e := range inv.Events {
+		if e.Type == typ {
+			return true
+		}
+	}
+	return false
 }
 
 // Redemption records who redeemed an invitation.
@@ -144,6 +160,8 @@ type Redemption struct {
 	// Claims are merged into the grant after the invitation's own claims
 	// (later wins): what a redemption hook added or overrode.
 	Claims map[string]any
+	// Events are recorded with the redemption, in the same atomic write.
+	Events []OutboxEvent
 }
 
 // AuditRecord is one line of the audit log: who did what to whom.
@@ -265,14 +283,16 @@ type Store interface {
 	RedeemInvitation(ctx context.Context, tokenHash string, r Redemption) (*Invitation, *Grant, error)
 	// RevokeInvitation: ErrInvitationRedeemed once redeemed, ErrInvitationDeclined
 	// once declined; revoking twice is not an error.
-	RevokeInvitation(ctx context.Context, id string, at time.Time) (*Invitation, error)
+	// events are recorded with the change, in the same atomic write (not
+	// when the invitation already was revoked).
+	RevokeInvitation(ctx context.Context, id string, at time.Time, events ...OutboxEvent) (*Invitation, error)
 	// DeclineInvitation moves a pending, unexpired invitation to declined (the
 	// invitee's answer, userID the account signed in): see ApplyDecline.
-	DeclineInvitation(ctx context.Context, id, userID string, at time.Time) (*Invitation, error)
+	DeclineInvitation(ctx context.Context, id, userID string, at time.Time, events ...OutboxEvent) (*Invitation, error)
 	// ReplaceInvitationToken gives a pending (possibly expired) invitation a new
 	// token hash and expiry; the old token stops working at once.
 	// ErrInvitationRedeemed / ErrInvitationRevoked / ErrInvitationDeclined otherwise.
-	ReplaceInvitationToken(ctx context.Context, id, newHash string, expiresAt, at time.Time) (*Invitation, error)
+	ReplaceInvitationToken(ctx context.Context, id, newHash string, expiresAt, at time.Time, events ...OutboxEvent) (*Invitation, error)
 	// UpdateInvitation applies fn to the stored invitation atomically (email
 	// status, timeline events); fn must not change ID, TokenHash or Status.
 	UpdateInvitation(ctx context.Context, id string, fn func(*Invitation) error) (*Invitation, error)
@@ -299,7 +319,10 @@ type Store interface {
 	// claiming or changing them (delivery logs, ordered lanes).
 	PeekJobs(ctx context.Context, kind string, limit int) ([]Job, error)
 
-	// AppendAudit stores an audit record (ID and At set by the caller).
+	OutboxStore
+
+	// AppendAudit stores an audit record (ID and At set by the caller);
+	// appending a record with an ID already stored changes nothing.
 	AppendAudit(ctx context.Context, rec *AuditRecord) error
 	// ListAudit returns records newest first and the cursor of the next page.
 	ListAudit(ctx context.Context, f AuditFilter) ([]AuditRecord, string, error)
@@ -338,12 +361,13 @@ func (inv *Invitation) ApplyRedemption(r Redemption) error {
 	inv.RedeemedIdentity = r.Identity
 	inv.RedeemedConnection = r.Connection
 	inv.Events = append(inv.Events, Event{Type: "redeemed", At: at, Detail: map[string]string{"user_id": r.UserID, "connection": r.Connection}})
+	inv.record(r.Events)
 	return nil
 }
 
 // ApplyRevocation revokes inv; changed is false when it already was, and a
 // redeemed invitation cannot be revoked (its grant is taken back instead).
-func (inv *Invitation) ApplyRevocation(at time.Time) (changed bool, err error) {
+func (inv *Invitation) ApplyRevocation(at time.Time, events []OutboxEvent) (changed bool, err error) {
 	switch inv.Status {
 	case StatusRedeemed:
 		return false, ErrInvitationRedeemed
@@ -355,6 +379,7 @@ func (inv *Invitation) ApplyRevocation(at time.Time) (changed bool, err error) {
 	inv.Status = StatusRevoked
 	inv.RevokedAt = &at
 	inv.Events = append(inv.Events, Event{Type: "revoked", At: at})
+	inv.record(events)
 	return true, nil
 }
 
@@ -362,7 +387,7 @@ func (inv *Invitation) ApplyRevocation(at time.Time) (changed bool, err error) {
 // invitation becomes declined, a final status (it can no longer be redeemed,
 // revoked or resent). changed is false when it already was declined;
 // otherwise the refusal is the one a redemption would get.
-func (inv *Invitation) ApplyDecline(userID string, at time.Time) (changed bool, err error) {
+func (inv *Invitation) ApplyDecline(userID string, at time.Time, events []OutboxEvent) (changed bool, err error) {
 	if inv.Status == StatusDeclined {
 		return false, nil
 	}
@@ -373,12 +398,13 @@ func (inv *Invitation) ApplyDecline(userID string, at time.Time) (changed bool, 
 	inv.DeclinedAt = &at
 	inv.DeclinedBy = userID
 	inv.Events = append(inv.Events, Event{Type: "declined", At: at, Detail: map[string]string{"user_id": userID}})
+	inv.record(events)
 	return true, nil
 }
 
 // ApplyNewToken gives a pending (possibly expired) invitation a new token
 // hash and expiry: the old link dies.
-func (inv *Invitation) ApplyNewToken(hash string, expiresAt, at time.Time) error {
+func (inv *Invitation) ApplyNewToken(hash string, expiresAt, at time.Time, events []OutboxEvent) error {
 	switch inv.Status {
 	case StatusRedeemed:
 		return ErrInvitationRedeemed
@@ -390,5 +416,6 @@ func (inv *Invitation) ApplyNewToken(hash string, expiresAt, at time.Time) error
 	inv.TokenHash = hash
 	inv.ExpiresAt = expiresAt
 	inv.Events = append(inv.Events, Event{Type: "resent", At: at})
+	inv.record(events)
 	return nil
 }

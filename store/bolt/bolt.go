@@ -107,6 +107,7 @@ var (
 	bJobs         = []byte("jobs")
 	bJobsDue      = []byte("jobs_due") // kind sep timeKey(visible from) id -> id
 	bAudit        = []byte("audit")    // timeKey(at) id -> AuditRecord
+	bOutbox       = []byte("outbox")   // invitation id -> lease end (unix µs, 0: due now) of an invitation holding events
 
 	// flowBuckets live in the flow file, allBuckets in the main one.
 	flowBuckets = [][]byte{bAuthReqs, bCodes}
@@ -114,7 +115,7 @@ var (
 		bRefresh, bRevFamily, bRevJTI, bSessionFams, bBrowser, bSigningKeys,
 		bUsers, bUsersByEmail, bIdentities, bIdentsByUser, bGrants,
 		bInvitations, bInvByToken, bInvByExt, bInvByEmail, bInvByTime,
-		bIdempotency, bJobs, bJobsDue, bAudit,
+		bIdempotency, bJobs, bJobsDue, bAudit, bOutbox,
 	}
 )
 

@@ -61,6 +61,9 @@ func putInvitation(tx *bolt.Tx, old, inv *grants.Invitation) error {
 			return err
 		}
 	}
+	if err := indexOutbox(tx, inv); err != nil {
+		return err
+	}
 	return putJSON(tx.Bucket(bInvitations), []byte(inv.ID), inv)
 }
 
@@ -306,27 +309,27 @@ func (s *Store) RedeemInvitation(ctx context.Context, tokenHash string, r grants
 
 // RevokeInvitation keeps the token index entry, so presenting the token later
 // says "revoked" rather than "unknown".
-func (s *Store) RevokeInvitation(ctx context.Context, id string, at time.Time) (*grants.Invitation, error) {
+func (s *Store) RevokeInvitation(ctx context.Context, id string, at time.Time, events ...grants.OutboxEvent) (*grants.Invitation, error) {
 	return s.transition("revoke invitation", id, func(inv *grants.Invitation) (bool, error) {
-		return inv.ApplyRevocation(at)
+		return inv.ApplyRevocation(at, events)
 	})
 }
 
 // DeclineInvitation keeps the token lookup too, so the link later says
 // "declined".
-func (s *Store) DeclineInvitation(ctx context.Context, id, userID string, at time.Time) (*grants.Invitation, error) {
+func (s *Store) DeclineInvitation(ctx context.Context, id, userID string, at time.Time, events ...grants.OutboxEvent) (*grants.Invitation, error) {
 	return s.transition("decline invitation", id, func(inv *grants.Invitation) (bool, error) {
-		return inv.ApplyDecline(userID, at)
+		return inv.ApplyDecline(userID, at, events)
 	})
 }
 
-func (s *Store) ReplaceInvitationToken(ctx context.Context, id, newHash string, expiresAt, at time.Time) (*grants.Invitation, error) {
+func (s *Store) ReplaceInvitationToken(ctx context.Context, id, newHash string, expiresAt, at time.Time, events ...grants.OutboxEvent) (*grants.Invitation, error) {
 	if err := checkKeys("boltstore: replace invitation token", newHash); err != nil {
 		return nil, err
 	}
 	// putInvitation drops the old hash from the index: the old link dies.
 	return s.transition("replace invitation token", id, func(inv *grants.Invitation) (bool, error) {
-		return true, inv.ApplyNewToken(newHash, expiresAt, at)
+		return true, inv.ApplyNewToken(newHash, expiresAt, at, events)
 	})
 }
 

@@ -13,6 +13,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/usher-oidc/usher/notify/webhooks"
+
 	"github.com/redis/go-redis/v9"
 
 	"github.com/usher-oidc/usher/grants"
@@ -134,9 +136,9 @@ func seed(t *testing.T, ctx context.Context, st interface {
 		must(t, st.AppendAudit(ctx, &grants.AuditRecord{ID: "a" + strconv.Itoa(i), At: now.Add(time.Duration(i) * time.Second),
 			Action: "invitation.created", Actor: "client", Target: "inv_pending", Detail: map[string]string{"n": strconv.Itoa(i)}}))
 	}
-	must(t, st.EnqueueJob(ctx, &grants.Job{ID: "whlane_a", Kind: grants.JobKindWebhook, Payload: json.RawMessage(`{"lane":"a"}`), RunAt: now.Add(-time.Minute), CreatedAt: now}))
+	must(t, st.EnqueueJob(ctx, &grants.Job{ID: "whlane_a", Kind: webhooks.JobKindWebhook, Payload: json.RawMessage(`{"lane":"a"}`), RunAt: now.Add(-time.Minute), CreatedAt: now}))
 	must(t, st.EnqueueJob(ctx, &grants.Job{ID: "whlog_1", Kind: "whlog:ep1", Payload: json.RawMessage(`{"state":"failed"}`), RunAt: now.Add(time.Hour), CreatedAt: now}))
-	claimed, err := st.ClaimJobs(ctx, grants.JobKindWebhook, now, 10, time.Minute)
+	claimed, err := st.ClaimJobs(ctx, webhooks.JobKindWebhook, now, 10, time.Minute)
 	must(t, err)
 	if len(claimed) != 1 {
 		t.Fatalf("claimed %d jobs", len(claimed))
@@ -256,8 +258,8 @@ func TestRoundTripBoltRedisBolt(t *testing.T) {
 	audit, _, _ := rd.ListAudit(ctx, grants.AuditFilter{Target: "inv_pending"})
 	baudit, _, _ := src.ListAudit(ctx, grants.AuditFilter{Target: "inv_pending"})
 	jsonEq(t, "audit", baudit, audit)
-	jobs, _ := rd.PeekJobs(ctx, grants.JobKindWebhook, 10)
-	bjobs, _ := src.PeekJobs(ctx, grants.JobKindWebhook, 10)
+	jobs, _ := rd.PeekJobs(ctx, webhooks.JobKindWebhook, 10)
+	bjobs, _ := src.PeekJobs(ctx, webhooks.JobKindWebhook, 10)
 	jsonEq(t, "webhook lane jobs", bjobs, jobs)
 	if len(jobs) != 1 || jobs[0].Attempts != 1 || jobs[0].LastError == "" {
 		t.Errorf("job state: %+v", jobs)

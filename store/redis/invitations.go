@@ -118,6 +118,9 @@ func (s *Store) casInvitation(ctx context.Context, inv *grants.Invitation, versi
 	if err != nil {
 		return "", err
 	}
+	if err := s.markOutbox(ctx, inv); err != nil {
+		return "", err
+	}
 	res, err := s.runScript(ctx, invitationCAS, []string{s.invKey(inv.ID)}, "update", version, raw, string(inv.Status), string(required))
 	if err != nil {
 		return "", err
@@ -295,6 +298,10 @@ func (s *Store) createInvitation(ctx context.Context, inv *grants.Invitation, cl
 	added, err := s.addIndexEntries(ctx, inv, s.indexEntries(inv))
 	undo = append(undo, func() { s.removeIndexEntries(ctx, inv.ID, added) })
 	if err != nil {
+		rollback()
+		return nil, err
+	}
+	if err := s.markOutbox(ctx, inv); err != nil {
 		rollback()
 		return nil, err
 	}
@@ -556,31 +563,31 @@ func (s *Store) redeem(ctx context.Context, tokenHash string, r grants.Redemptio
 
 // RevokeInvitation keeps the token lookup, so presenting the token later says
 // "revoked" rather than "unknown".
-func (s *Store) RevokeInvitation(ctx context.Context, id string, at time.Time) (*grants.Invitation, error) {
+func (s *Store) RevokeInvitation(ctx context.Context, id string, at time.Time, events ...grants.OutboxEvent) (*grants.Invitation, error) {
 	return s.transition(ctx, "revoke invitation", id, func(inv *grants.Invitation) (bool, error) {
-		return inv.ApplyRevocation(at)
+		return inv.ApplyRevocation(at, events)
 	}, nil)
 }
 
 // DeclineInvitation keeps the token lookup too, so the link later says
 // "declined".
-func (s *Store) DeclineInvitation(ctx context.Context, id, userID string, at time.Time) (*grants.Invitation, error) {
+func (s *Store) DeclineInvitation(ctx context.Context, id, userID string, at time.Time, events ...grants.OutboxEvent) (*grants.Invitation, error) {
 	return s.transition(ctx, "decline invitation", id, func(inv *grants.Invitation) (bool, error) {
-		return inv.ApplyDecline(userID, at)
+		return inv.ApplyDecline(userID, at, events)
 	}, nil)
 }
 
 // ReplaceInvitationToken claims the new token's lookup first, then swaps the
 // hash with a CAS; the old lookup is removed after, and the new one again if
 // the swap was refused.
-func (s *Store) ReplaceInvitationToken(ctx context.Context, id, newHash string, expiresAt, at time.Time) (*grants.Invitation, error) {
+func (s *Store) ReplaceInvitationToken(ctx context.Context, id, newHash string, expiresAt, at time.Time, events ...grants.OutboxEvent) (*grants.Invitation, error) {
 	if err := checkKeys("redisstore: replace invitation token", newHash); err != nil {
 		return nil, err
 	}
 	var oldHash string
 	return s.transition(ctx, "replace invitation token", id, func(inv *grants.Invitation) (bool, error) {
 		oldHash = inv.TokenHash
-		return true, inv.ApplyNewToken(newHash, expiresAt, at)
+		return true, inv.ApplyNewToken(newHash, expiresAt, at, events)
 	}, &tokenSwap{newHash: newHash, oldHash: &oldHash})
 }
 

@@ -1,4 +1,4 @@
-package grants_test
+package mail_test
 
 import (
 	"context"
@@ -9,15 +9,15 @@ import (
 	"testing"
 	"time"
 
-	"github.com/usher-oidc/usher/grants"
+	"github.com/usher-oidc/usher/notify/mail"
 )
 
 func TestOutbox(t *testing.T) {
 	t.Parallel()
-	o := grants.NewOutbox()
+	o := mail.NewOutbox()
 	first := "https://usher.example.com/invite/inv_first"
 	latest := "https://usher.example.com/invite/inv_latest?a=1&b=2"
-	for _, m := range []grants.Message{
+	for _, m := range []mail.Message{
 		{To: "a@example.com", Subject: "first", Text: "Open " + first + "."},
 		{To: "b@example.com", Subject: "<b>latest</b>", Text: "Open " + latest + " now", HTML: "<p>hi</p>"},
 	} {
@@ -65,7 +65,7 @@ func TestOutbox(t *testing.T) {
 	if rec.Code != http.StatusOK || !strings.HasPrefix(rec.Header().Get("Content-Type"), "application/json") {
 		t.Fatalf("GET /messages.json = %d %s", rec.Code, rec.Header().Get("Content-Type"))
 	}
-	var list []grants.OutboxMessage
+	var list []mail.OutboxMessage
 	if err := json.Unmarshal(rec.Body.Bytes(), &list); err != nil {
 		t.Fatal(err)
 	}
@@ -88,12 +88,12 @@ func TestOutbox(t *testing.T) {
 func TestOutboxEmptyPage(t *testing.T) {
 	t.Parallel()
 	rec := httptest.NewRecorder()
-	grants.NewOutbox().Handler().ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/", nil))
+	mail.NewOutbox().Handler().ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/", nil))
 	if rec.Code != http.StatusOK || !strings.Contains(rec.Body.String(), "No mail sent yet") {
 		t.Fatalf("empty outbox: %d %s", rec.Code, rec.Body.String())
 	}
 	rec = httptest.NewRecorder()
-	grants.NewOutbox().Handler().ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/messages.json", nil))
+	mail.NewOutbox().Handler().ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/messages.json", nil))
 	if strings.TrimSpace(rec.Body.String()) != "[]" {
 		t.Fatalf("empty messages.json = %s", rec.Body.String())
 	}
@@ -104,17 +104,17 @@ func TestOutboxEmptyPage(t *testing.T) {
 // were checked could hold one).
 func TestOutboxLinksTheInvitationOnly(t *testing.T) {
 	t.Parallel()
-	tpl, err := grants.LoadTemplates("")
+	tpl, err := mail.LoadTemplates("")
 	if err != nil {
 		t.Fatal(err)
 	}
 	const real = "https://login.example.com/invite/inv_real"
-	msg, err := tpl.Invitation(grants.InvitationMail{AppName: "App", Inviter: "https://evil.example/phish", Email: "a@example.com",
+	msg, err := tpl.Invitation(mail.InvitationMail{AppName: "App", Inviter: "https://evil.example/phish", Email: "a@example.com",
 		Link: real, ExpiresAt: time.Now().Add(time.Hour)})
 	if err != nil {
 		t.Fatal(err)
 	}
-	o := grants.NewOutbox()
+	o := mail.NewOutbox()
 	if err := o.Send(context.Background(), msg); err != nil {
 		t.Fatal(err)
 	}

@@ -1,4 +1,4 @@
-package grants
+package auth0
 
 import (
 	"context"
@@ -13,6 +13,9 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/usher-oidc/usher/grants"
+	"github.com/usher-oidc/usher/grants/outbox"
 
 	"github.com/auth0/go-auth0/management"
 	"golang.org/x/oauth2"
@@ -31,7 +34,7 @@ const (
 
 // MirrorOptions configures NewMirror.
 type MirrorOptions struct {
-	Store Store
+	Store grants.Store
 	// Domain is the tenant's domain ("acme.eu.auth0.com", or host:port for a
 	// loopback stand-in); no scheme, no path.
 	Domain       string
@@ -68,7 +71,7 @@ type Mirror struct {
 	o    MirrorOptions
 	api  *management.Management
 	log  *slog.Logger
-	loop *wakeLoop
+	loop *outbox.WakeLoop
 
 	// lookup serves HasAccount: no go-auth0 retries (the login path does not
 	// wait for them) and so none of their racy jitter (see drain).
@@ -147,8 +150,8 @@ func NewMirror(ctx context.Context, o MirrorOptions) (*Mirror, error) {
 		o: o, log: o.Logger.With("component", "auth0-mirror"),
 		roleIDs: make(map[string]string),
 	}
-	m.loop = newWakeLoop(o.PollInterval, o.Now)
-	m.loop.notBefore = m.pausedUntil // never call before a 429's Retry-After
+	m.loop = outbox.NewWakeLoop(o.PollInterval, o.Now)
+	m.loop.NotBefore = m.pausedUntil // never call before a 429's Retry-After
 	// The token request does not see the calls' contexts (oauth2 asks its
 	// TokenSource without one), so its own client bounds it.
 	tokenTimeout := mirrorTokenTimeout
@@ -206,10 +209,10 @@ func (m *Mirror) HasAccount(ctx context.Context, email string) (bool, error) {
 	ctx, cancel := context.WithTimeout(ctx, mirrorLookupBudget)
 	defer cancel()
 	found, err := m.usersByEmail(ctx, email)
-	if err != nil || found || EmailKey(email) == email {
+	if err != nil || found || grants.EmailKey(email) == email {
 		return found, err
 	}
-	return m.usersByEmail(ctx, EmailKey(email))
+	return m.usersByEmail(ctx, grants.EmailKey(email))
 }
 
 // usersByEmail asks users-by-email for exactly this email.
@@ -271,7 +274,7 @@ const (
 // and the invitation ID. When inv.RedeemedBy names the usher user, the job
 // mirrors only what that user's grant still holds when it runs, so a grant
 // revoked while the job waited is not written back.
-func (m *Mirror) EnqueueRedemption(ctx context.Context, upstreamUserID string, inv *Invitation) error {
+func (m *Mirror) EnqueueRedemption(ctx context.Context, upstreamUserID string, inv *grants.Invitation) error {
 	if inv == nil || inv.ID == "" {
 		return errors.New("auth0 mirror: enqueue redemption: invitation without id")
 	}
@@ -285,14 +288,14 @@ func (m *Mirror) EnqueueRedemption(ctx context.Context, upstreamUserID string, i
 	now := m.o.Now()
 	// Queued before the job exists: another replica's worker may finish it
 	// the moment it is stored, and its "mirrored" must come last.
-	if _, err := m.o.Store.UpdateInvitation(ctx, inv.ID, func(i *Invitation) error {
-		i.Events = append(i.Events, Event{Type: EventMirrorQueued, At: now, Detail: map[string]string{"upstream_user": upstreamUserID}})
+	if _, err := m.o.Store.UpdateInvitation(ctx, inv.ID, func(i *grants.Invitation) error {
+		i.Events = append(i.Events, grants.Event{Type: EventMirrorQueued, At: now, Detail: map[string]string{"upstream_user": upstreamUserID}})
 		return nil
 	}); err != nil {
 		return fmt.Errorf("auth0 mirror: enqueue redemption of %s: %w", inv.ID, err)
 	}
 	if err := m.enqueue(ctx, p, now); err != nil {
-		reason := shortReason("could not queue the Auth0 update: " + err.Error())
+		reason := outbox.ShortReason("could not queue the Auth0 update: " + err.Error())
 		m.finish(context.WithoutCancel(ctx), m.log, p, EventMirrorFailed, 0, reason)
 		return fmt.Errorf("auth0 mirror: enqueue redemption of %s: %w", inv.ID, err)
 	}
@@ -321,12 +324,12 @@ func (m *Mirror) enqueue(ctx context.Context, p mirrorPayload, now time.Time) er
 	if err != nil {
 		return err
 	}
-	job := &Job{ID: "auth0_" + randomHex(16), Kind: JobKindMirror, Payload: payload, RunAt: now, CreatedAt: now}
+	job := &grants.Job{ID: "auth0_" + outbox.RandomHex(16), Kind: JobKindMirror, Payload: payload, RunAt: now, CreatedAt: now}
 	if err := m.o.Store.EnqueueJob(ctx, job); err != nil {
 		return err
 	}
 	m.log.Info("auth0 update queued", "job_id", job.ID, "op", p.Op, "upstream_user", p.UpstreamUser, "invitation_id", p.InvitationID)
-	m.loop.poke()
+	m.loop.Poke()
 	return nil
 }
 
@@ -358,7 +361,7 @@ func (s MirrorState) String() string {
 }
 
 // MirrorStateOf reads the latest mirror event of an invitation.
-func MirrorStateOf(inv *Invitation) MirrorState {
+func MirrorStateOf(inv *grants.Invitation) MirrorState {
 	if inv == nil {
 		return MirrorState{}
 	}
@@ -395,7 +398,7 @@ func (m *Mirror) Status(ctx context.Context, invitationID string) (string, error
 func (m *Mirror) Run(ctx context.Context) {
 	m.log.Info("auth0 mirror worker started")
 	defer m.log.Info("auth0 mirror worker stopped")
-	m.loop.run(ctx, m.drain)
+	m.loop.Run(ctx, m.drain)
 }
 
 // drain claims and processes due jobs until fewer than a full batch are due.
@@ -430,7 +433,7 @@ func (m *Mirror) drain(ctx context.Context) {
 }
 
 // process handles one claimed job.
-func (m *Mirror) process(ctx context.Context, job *Job) {
+func (m *Mirror) process(ctx context.Context, job *grants.Job) {
 	log := m.log.With("job_id", job.ID, "attempt", job.Attempts)
 	// Store writes about the outcome must happen even if ctx ends now.
 	bg := context.WithoutCancel(ctx)
@@ -487,8 +490,8 @@ func (m *Mirror) process(ctx context.Context, job *Job) {
 }
 
 // failed decides between a retry and giving up.
-func (m *Mirror) failed(ctx context.Context, log *slog.Logger, job *Job, p mirrorPayload, note *rateNote, cause error) {
-	reason := shortReason(describeMirrorError(cause))
+func (m *Mirror) failed(ctx context.Context, log *slog.Logger, job *grants.Job, p mirrorPayload, note *rateNote, cause error) {
+	reason := outbox.ShortReason(describeMirrorError(cause))
 	status := statusOf(cause)
 	if permanentStatus(status) {
 		m.giveUp(ctx, log, job, p, reason, cause)
@@ -496,10 +499,10 @@ func (m *Mirror) failed(ctx context.Context, log *slog.Logger, job *Job, p mirro
 	}
 	now := m.o.Now()
 	if now.Sub(job.CreatedAt) >= m.o.MaxAge {
-		m.giveUp(ctx, log, job, p, shortReason(fmt.Sprintf("gave up after %s: %s", m.o.MaxAge, reason)), cause)
+		m.giveUp(ctx, log, job, p, outbox.ShortReason(fmt.Sprintf("gave up after %s: %s", m.o.MaxAge, reason)), cause)
 		return
 	}
-	at := now.Add(backoff(m.o.BaseBackoff, job.Attempts))
+	at := now.Add(outbox.Backoff(m.o.BaseBackoff, job.Attempts))
 	if status == http.StatusTooManyRequests {
 		note.mu.Lock()
 		until := note.until
@@ -515,19 +518,19 @@ func (m *Mirror) failed(ctx context.Context, log *slog.Logger, job *Job, p mirro
 
 // reschedule puts the job back at `at`; noteErr also records the error on
 // the invitation's pending status.
-func (m *Mirror) reschedule(ctx context.Context, log *slog.Logger, job *Job, p mirrorPayload, at time.Time, reason string, noteErr bool) {
+func (m *Mirror) reschedule(ctx context.Context, log *slog.Logger, job *grants.Job, p mirrorPayload, at time.Time, reason string, noteErr bool) {
 	if err := m.o.Store.RetryJob(ctx, job.ID, at, reason); err != nil {
 		log.Error("reschedule auth0 mirror job", "error", err)
 		return
 	}
-	m.loop.noteRetry(at)
+	m.loop.NoteRetry(at)
 	if !noteErr || p.InvitationID == "" {
 		return
 	}
-	_, err := m.o.Store.UpdateInvitation(ctx, p.InvitationID, func(i *Invitation) error {
+	_, err := m.o.Store.UpdateInvitation(ctx, p.InvitationID, func(i *grants.Invitation) error {
 		k := lastMirrorEvent(i)
 		if k < 0 || i.Events[k].Type != EventMirrorQueued {
-			return errSkipUpdate
+			return grants.ErrSkipUpdate
 		}
 		d := maps.Clone(i.Events[k].Detail)
 		if d == nil {
@@ -539,12 +542,12 @@ func (m *Mirror) reschedule(ctx context.Context, log *slog.Logger, job *Job, p m
 		i.Events[k].Detail = d
 		return nil
 	})
-	if err != nil && !errors.Is(err, errSkipUpdate) && !errors.Is(err, ErrNotFound) {
+	if err != nil && !errors.Is(err, grants.ErrSkipUpdate) && !errors.Is(err, grants.ErrNotFound) {
 		log.Error("update invitation mirror status", "error", err)
 	}
 }
 
-func lastMirrorEvent(inv *Invitation) int {
+func lastMirrorEvent(inv *grants.Invitation) int {
 	for k := len(inv.Events) - 1; k >= 0; k-- {
 		switch inv.Events[k].Type {
 		case EventMirrorQueued, EventMirrored, EventMirrorFailed:
@@ -555,7 +558,7 @@ func lastMirrorEvent(inv *Invitation) int {
 }
 
 // giveUp deletes the job and marks the invitation's mirror as failed.
-func (m *Mirror) giveUp(ctx context.Context, log *slog.Logger, job *Job, p mirrorPayload, reason string, cause error) {
+func (m *Mirror) giveUp(ctx context.Context, log *slog.Logger, job *grants.Job, p mirrorPayload, reason string, cause error) {
 	m.finish(ctx, log, p, EventMirrorFailed, job.Attempts, reason)
 	m.complete(ctx, log, job)
 	log.Error("auth0 update given up", "error", cause)
@@ -574,18 +577,18 @@ func (m *Mirror) finish(ctx context.Context, log *slog.Logger, p mirrorPayload, 
 	if reason != "" {
 		d["reason"] = reason
 	}
-	_, err := m.o.Store.UpdateInvitation(ctx, p.InvitationID, func(i *Invitation) error {
-		i.Events = append(i.Events, Event{Type: typ, At: now, Detail: d})
+	_, err := m.o.Store.UpdateInvitation(ctx, p.InvitationID, func(i *grants.Invitation) error {
+		i.Events = append(i.Events, grants.Event{Type: typ, At: now, Detail: d})
 		return nil
 	})
-	if err != nil && !errors.Is(err, ErrNotFound) {
+	if err != nil && !errors.Is(err, grants.ErrNotFound) {
 		log.Error("update invitation mirror status", "error", err)
 	}
 }
 
 // release hands a job back at shutdown, due now rather than after its
 // lease, keeping the error of its last real attempt.
-func (m *Mirror) release(ctx context.Context, log *slog.Logger, job *Job) {
+func (m *Mirror) release(ctx context.Context, log *slog.Logger, job *grants.Job) {
 	reason := job.LastError
 	if reason == "" {
 		reason = "interrupted by shutdown"
@@ -595,8 +598,8 @@ func (m *Mirror) release(ctx context.Context, log *slog.Logger, job *Job) {
 	}
 }
 
-func (m *Mirror) complete(ctx context.Context, log *slog.Logger, job *Job) {
-	if err := m.o.Store.CompleteJob(ctx, job.ID); err != nil && !errors.Is(err, ErrNotFound) {
+func (m *Mirror) complete(ctx context.Context, log *slog.Logger, job *grants.Job) {
+	if err := m.o.Store.CompleteJob(ctx, job.ID); err != nil && !errors.Is(err, grants.ErrNotFound) {
 		log.Error("delete auth0 mirror job", "error", err)
 	}
 }

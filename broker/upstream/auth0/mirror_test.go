@@ -1,4 +1,4 @@
-package grants_test
+package auth0_test
 
 import (
 	"context"
@@ -10,6 +10,10 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/usher-oidc/usher/internal/testkit"
+
+	"github.com/usher-oidc/usher/broker/upstream/auth0"
 
 	"github.com/usher-oidc/usher/devidp"
 	"github.com/usher-oidc/usher/grants"
@@ -46,17 +50,17 @@ func startTenant(t *testing.T) (*devidp.Server, string) {
 	return srv, domain
 }
 
-func newTestMirror(t *testing.T, st grants.Store, domain string, mod func(*grants.MirrorOptions)) *grants.Mirror {
+func newTestMirror(t *testing.T, st grants.Store, domain string, mod func(*auth0.MirrorOptions)) *auth0.Mirror {
 	t.Helper()
-	o := grants.MirrorOptions{
+	o := auth0.MirrorOptions{
 		Store: st, Domain: domain, ClientID: mirrorClientID, ClientSecret: mirrorClientSecret,
-		CreateRoles: true, Insecure: true, Logger: testLogger(t),
+		CreateRoles: true, Insecure: true, Logger: testkit.Logger(t),
 		PollInterval: 20 * time.Millisecond, BaseBackoff: 20 * time.Millisecond,
 	}
 	if mod != nil {
 		mod(&o)
 	}
-	m, err := grants.NewMirror(context.Background(), o)
+	m, err := auth0.NewMirror(context.Background(), o)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -65,7 +69,7 @@ func newTestMirror(t *testing.T, st grants.Store, domain string, mod func(*grant
 
 // runMirror starts the worker; the returned stop (also run at cleanup) waits
 // until it has returned.
-func runMirror(t *testing.T, m *grants.Mirror) (stop func()) {
+func runMirror(t *testing.T, m *auth0.Mirror) (stop func()) {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
@@ -95,7 +99,7 @@ func signUp(t *testing.T, tenant *devidp.Server, st grants.Store, email string) 
 func redeem(t *testing.T, st grants.Store, usherUser, sub string, roles []string, claims map[string]any) *grants.Invitation {
 	t.Helper()
 	ctx := context.Background()
-	_, hash := newToken(t)
+	_, hash := testkit.InvitationToken(t)
 	now := time.Now()
 	if _, err := st.CreateInvitation(ctx, &grants.Invitation{
 		ID: "inv-" + hash[:12], TokenHash: hash, Email: "invitee@example.com", Roles: roles, Claims: claims,
@@ -112,24 +116,24 @@ func redeem(t *testing.T, st grants.Store, usherUser, sub string, roles []string
 	return inv
 }
 
-func mirrorState(t *testing.T, st grants.Store, invID string) grants.MirrorState {
+func mirrorState(t *testing.T, st grants.Store, invID string) auth0.MirrorState {
 	t.Helper()
-	return grants.MirrorStateOf(getInv(t, st, invID))
+	return auth0.MirrorStateOf(testkit.Invitation(t, st, invID))
 }
 
-func waitStatus(t *testing.T, m *grants.Mirror, invID, want string) {
+func waitStatus(t *testing.T, m *auth0.Mirror, invID, want string) {
 	t.Helper()
 	var got string
-	eventually(t, "mirror status "+want, func() bool {
+	testkit.Eventually(t, "mirror status "+want, func() bool {
 		var err error
 		got, err = m.Status(context.Background(), invID)
 		return err == nil && got == want
 	})
 }
 
-func waitQueueDrained(t *testing.T, m *grants.Mirror) {
+func waitQueueDrained(t *testing.T, m *auth0.Mirror) {
 	t.Helper()
-	eventually(t, "the mirror queue to drain", func() bool {
+	testkit.Eventually(t, "the mirror queue to drain", func() bool {
 		n, err := m.QueueDepth(context.Background())
 		return err == nil && n == 0
 	})
@@ -144,7 +148,7 @@ func usherMD(t *testing.T, tenant *devidp.Server, sub string) map[string]any {
 func TestMirrorHasAccount(t *testing.T) {
 	t.Parallel()
 	tenant, domain := startTenant(t)
-	st, _ := openStore(t)
+	st, _ := testkit.OpenBolt(t)
 	m := newTestMirror(t, st, domain, nil)
 	ctx := context.Background()
 	if _, err := tenant.AddUser(devidp.User{Email: "bob@example.com", Password: "pw"}); err != nil {
@@ -182,7 +186,7 @@ func TestMirrorHasAccount(t *testing.T) {
 func TestMirrorRedemptionsAndRevocation(t *testing.T) {
 	t.Parallel()
 	tenant, domain := startTenant(t)
-	st, _ := openStore(t)
+	st, _ := testkit.OpenBolt(t)
 	m := newTestMirror(t, st, domain, nil)
 	runMirror(t, m)
 	ctx := context.Background()
@@ -266,7 +270,7 @@ func TestMirrorRedemptionsAndRevocation(t *testing.T) {
 func TestMirrorHonoursRetryAfter(t *testing.T) {
 	t.Parallel()
 	tenant, domain := startTenant(t)
-	st, _ := openStore(t)
+	st, _ := testkit.OpenBolt(t)
 	m := newTestMirror(t, st, domain, nil)
 	runMirror(t, m)
 
@@ -318,7 +322,7 @@ func TestMirrorHonoursRetryAfter(t *testing.T) {
 func TestMirrorDeliversAfterOutage(t *testing.T) {
 	t.Parallel()
 	tenant, domain := startTenant(t)
-	st, _ := openStore(t)
+	st, _ := testkit.OpenBolt(t)
 	m := newTestMirror(t, st, domain, nil)
 	stop := runMirror(t, m)
 	ctx := context.Background()
@@ -331,8 +335,8 @@ func TestMirrorDeliversAfterOutage(t *testing.T) {
 		t.Fatal(err)
 	}
 	enqueueTook := time.Since(start)
-	var s grants.MirrorState
-	eventually(t, "a failed attempt recorded on the pending status", func() bool {
+	var s auth0.MirrorState
+	testkit.Eventually(t, "a failed attempt recorded on the pending status", func() bool {
 		s = mirrorState(t, st, inv.ID)
 		return s.Status == "pending" && s.LastError != "" && s.Attempts >= 2
 	})
@@ -351,7 +355,7 @@ func TestMirrorDeliversAfterOutage(t *testing.T) {
 
 	// The job itself carries the error.
 	stop()
-	jobs, err := st.ClaimJobs(ctx, grants.JobKindMirror, time.Now().Add(time.Hour), 10, time.Minute)
+	jobs, err := st.ClaimJobs(ctx, auth0.JobKindMirror, time.Now().Add(time.Hour), 10, time.Minute)
 	if err != nil || len(jobs) != 1 {
 		t.Fatalf("claim: %v %v", jobs, err)
 	}
@@ -382,8 +386,8 @@ func TestMirrorDeliversAfterOutage(t *testing.T) {
 func TestMirrorReportsMissingRoles(t *testing.T) {
 	t.Parallel()
 	tenant, domain := startTenant(t)
-	st, _ := openStore(t)
-	m := newTestMirror(t, st, domain, func(o *grants.MirrorOptions) { o.CreateRoles = false })
+	st, _ := testkit.OpenBolt(t)
+	m := newTestMirror(t, st, domain, func(o *auth0.MirrorOptions) { o.CreateRoles = false })
 	runMirror(t, m)
 	if _, err := tenant.CreateRole("viewer", ""); err != nil {
 		t.Fatal(err)
@@ -394,7 +398,7 @@ func TestMirrorReportsMissingRoles(t *testing.T) {
 		t.Fatal(err)
 	}
 	var status string
-	eventually(t, "a failed status", func() bool {
+	testkit.Eventually(t, "a failed status", func() bool {
 		status, _ = m.Status(context.Background(), inv.ID)
 		return strings.HasPrefix(status, "failed: ")
 	})
@@ -413,7 +417,7 @@ func TestMirrorReportsMissingRoles(t *testing.T) {
 func TestMirrorUnknownUserFails(t *testing.T) {
 	t.Parallel()
 	tenant, domain := startTenant(t)
-	st, _ := openStore(t)
+	st, _ := testkit.OpenBolt(t)
 	m := newTestMirror(t, st, domain, nil)
 	runMirror(t, m)
 	_, usr := signUp(t, tenant, st, "gail@example.com")
@@ -423,7 +427,7 @@ func TestMirrorUnknownUserFails(t *testing.T) {
 		t.Fatal(err)
 	}
 	var status string
-	eventually(t, "a failed status", func() bool {
+	testkit.Eventually(t, "a failed status", func() bool {
 		status, _ = m.Status(context.Background(), inv.ID)
 		return strings.HasPrefix(status, "failed: ")
 	})
@@ -435,22 +439,22 @@ func TestMirrorUnknownUserFails(t *testing.T) {
 
 func TestNewMirrorValidates(t *testing.T) {
 	t.Parallel()
-	st, _ := openStore(t)
-	ok := grants.MirrorOptions{Store: st, Domain: "acme.eu.auth0.com", ClientID: "id", ClientSecret: "secret"}
-	if _, err := grants.NewMirror(context.Background(), ok); err != nil {
+	st, _ := testkit.OpenBolt(t)
+	ok := auth0.MirrorOptions{Store: st, Domain: "acme.eu.auth0.com", ClientID: "id", ClientSecret: "secret"}
+	if _, err := auth0.NewMirror(context.Background(), ok); err != nil {
 		t.Fatalf("valid options: %v", err)
 	}
-	for name, mod := range map[string]func(*grants.MirrorOptions){
-		"no store":           func(o *grants.MirrorOptions) { o.Store = nil },
-		"no domain":          func(o *grants.MirrorOptions) { o.Domain = "" },
-		"no client id":       func(o *grants.MirrorOptions) { o.ClientID = "" },
-		"no secret":          func(o *grants.MirrorOptions) { o.ClientSecret = "" },
-		"a path":             func(o *grants.MirrorOptions) { o.Domain = "acme.eu.auth0.com/api" },
-		"http, not insecure": func(o *grants.MirrorOptions) { o.Domain = "http://acme.eu.auth0.com" },
+	for name, mod := range map[string]func(*auth0.MirrorOptions){
+		"no store":           func(o *auth0.MirrorOptions) { o.Store = nil },
+		"no domain":          func(o *auth0.MirrorOptions) { o.Domain = "" },
+		"no client id":       func(o *auth0.MirrorOptions) { o.ClientID = "" },
+		"no secret":          func(o *auth0.MirrorOptions) { o.ClientSecret = "" },
+		"a path":             func(o *auth0.MirrorOptions) { o.Domain = "acme.eu.auth0.com/api" },
+		"http, not insecure": func(o *auth0.MirrorOptions) { o.Domain = "http://acme.eu.auth0.com" },
 	} {
 		o := ok
 		mod(&o)
-		if _, err := grants.NewMirror(context.Background(), o); err == nil {
+		if _, err := auth0.NewMirror(context.Background(), o); err == nil {
 			t.Errorf("%s: accepted", name)
 		}
 	}

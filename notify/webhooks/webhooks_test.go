@@ -1,4 +1,4 @@
-package grants_test
+package webhooks_test
 
 import (
 	"bytes"
@@ -19,6 +19,10 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/usher-oidc/usher/internal/testkit"
+
+	"github.com/usher-oidc/usher/notify/webhooks"
 
 	"github.com/usher-oidc/usher/grants"
 	boltstore "github.com/usher-oidc/usher/store/bolt"
@@ -250,23 +254,23 @@ func openStoreAt(t *testing.T, now func() time.Time) *boltstore.Store {
 	return s
 }
 
-func newWebhooks(t *testing.T, st grants.Store, eps []grants.WebhookEndpoint, mod func(*grants.WebhooksOptions)) *grants.Webhooks {
+func newWebhooks(t *testing.T, st grants.Store, eps []webhooks.WebhookEndpoint, mod func(*webhooks.WebhooksOptions)) *webhooks.Webhooks {
 	t.Helper()
-	o := grants.WebhooksOptions{
-		Store: st, Endpoints: eps, Logger: testLogger(t),
+	o := webhooks.WebhooksOptions{
+		Store: st, Endpoints: eps, Logger: testkit.Logger(t),
 		PollInterval: 20 * time.Millisecond, BaseBackoff: 5 * time.Millisecond, Timeout: 5 * time.Second,
 	}
 	if mod != nil {
 		mod(&o)
 	}
-	w, err := grants.NewWebhooks(o)
+	w, err := webhooks.NewWebhooks(o)
 	if err != nil {
 		t.Fatal(err)
 	}
 	return w
 }
 
-func runWebhooks(t *testing.T, w *grants.Webhooks) {
+func runWebhooks(t *testing.T, w *webhooks.Webhooks) {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
@@ -274,15 +278,15 @@ func runWebhooks(t *testing.T, w *grants.Webhooks) {
 	t.Cleanup(func() { cancel(); <-done })
 }
 
-func waitWebhooksIdle(t *testing.T, w *grants.Webhooks) {
+func waitWebhooksIdle(t *testing.T, w *webhooks.Webhooks) {
 	t.Helper()
-	eventually(t, "the webhook queue to drain", func() bool {
+	testkit.Eventually(t, "the webhook queue to drain", func() bool {
 		n, err := w.QueueDepth(context.Background())
 		return err == nil && n == 0
 	})
 }
 
-func delivery(t *testing.T, w *grants.Webhooks, endpoint, id string) grants.WebhookDelivery {
+func delivery(t *testing.T, w *webhooks.Webhooks, endpoint, id string) webhooks.WebhookDelivery {
 	t.Helper()
 	ds, err := w.Deliveries(context.Background(), endpoint, 1000)
 	if err != nil {
@@ -294,7 +298,7 @@ func delivery(t *testing.T, w *grants.Webhooks, endpoint, id string) grants.Webh
 		}
 	}
 	t.Fatalf("delivery %s not in the log of %s (%d entries)", id, endpoint, len(ds))
-	return grants.WebhookDelivery{}
+	return webhooks.WebhookDelivery{}
 }
 
 // ---- tests ----
@@ -304,8 +308,8 @@ func TestWebhooksEveryEventOnceInOrder(t *testing.T) {
 	secret := newSecret(t)
 	rcv := newReceiver(t, []string{secret}, nil)
 	rcv.failEvery = 3 // every third valid delivery answers 500: retries must not reorder
-	st, _ := openStore(t)
-	eps := []grants.WebhookEndpoint{{ID: "crm", URL: rcv.srv.URL + "/hooks", Secrets: []string{secret}}}
+	st, _ := testkit.OpenBolt(t)
+	eps := []webhooks.WebhookEndpoint{{ID: "crm", URL: rcv.srv.URL + "/hooks", Secrets: []string{secret}}}
 	// Two "replicas" share the store: each emits and each drains.
 	w1 := newWebhooks(t, st, eps, nil)
 	w2 := newWebhooks(t, st, eps, nil)
@@ -313,7 +317,7 @@ func TestWebhooksEveryEventOnceInOrder(t *testing.T) {
 	runWebhooks(t, w2)
 
 	const invitations = 12
-	steps := []string{grants.WebhookInvitationCreated, grants.WebhookInvitationRedeemed, grants.WebhookGrantChanged, grants.WebhookInvitationRevoked}
+	steps := []string{webhooks.WebhookInvitationCreated, webhooks.WebhookInvitationRedeemed, webhooks.WebhookGrantChanged, webhooks.WebhookInvitationRevoked}
 	var wg sync.WaitGroup
 	for i := range invitations {
 		wg.Go(func() {
@@ -323,7 +327,7 @@ func TestWebhooksEveryEventOnceInOrder(t *testing.T) {
 					w = w2
 				}
 				data := map[string]any{"invitation_id": fmt.Sprintf("inv-%02d", i), "seq": n}
-				if err := w.Emit(context.Background(), grants.WebhookEvent{Type: typ, Data: data}); err != nil {
+				if err := w.Emit(context.Background(), webhooks.WebhookEvent{Type: typ, Data: data}); err != nil {
 					t.Error(err)
 				}
 			}
@@ -331,7 +335,7 @@ func TestWebhooksEveryEventOnceInOrder(t *testing.T) {
 	}
 	wg.Go(func() { // events of no invitation
 		for i := range 5 {
-			if err := w1.Emit(context.Background(), grants.WebhookEvent{Type: grants.WebhookUserCreated,
+			if err := w1.Emit(context.Background(), webhooks.WebhookEvent{Type: webhooks.WebhookUserCreated,
 				Data: map[string]any{"user_id": fmt.Sprintf("u%d", i)}}); err != nil {
 				t.Error(err)
 			}
@@ -340,7 +344,7 @@ func TestWebhooksEveryEventOnceInOrder(t *testing.T) {
 	wg.Wait()
 
 	want := invitations*len(steps) + 5
-	eventually(t, "every event delivered", func() bool { return len(rcv.processed()) >= want })
+	testkit.Eventually(t, "every event delivered", func() bool { return len(rcv.processed()) >= want })
 	waitWebhooksIdle(t, w1)
 	got := rcv.processed()
 	if len(got) != want {
@@ -374,7 +378,7 @@ func TestWebhooksEveryEventOnceInOrder(t *testing.T) {
 		t.Fatalf("delivery log has %d entries, want %d", len(ds), want)
 	}
 	for i, d := range ds {
-		if d.Status != grants.DeliveryDelivered || d.Attempts < 1 || !ids[d.ID] {
+		if d.Status != webhooks.DeliveryDelivered || d.Attempts < 1 || !ids[d.ID] {
 			t.Fatalf("delivery %+v", d)
 		}
 		// Ordered by the event's ordering stamp: emit time, made unique by nanoseconds.
@@ -389,14 +393,14 @@ func TestWebhooksSurviveFiveFailures(t *testing.T) {
 	secret := newSecret(t)
 	rcv := newReceiver(t, []string{secret}, nil)
 	rcv.fail = 5
-	st, _ := openStore(t)
-	w := newWebhooks(t, st, []grants.WebhookEndpoint{{ID: "crm", URL: rcv.srv.URL, Secrets: []string{secret}}}, nil)
+	st, _ := testkit.OpenBolt(t)
+	w := newWebhooks(t, st, []webhooks.WebhookEndpoint{{ID: "crm", URL: rcv.srv.URL, Secrets: []string{secret}}}, nil)
 	runWebhooks(t, w)
 
-	if err := w.Emit(t.Context(), grants.WebhookEvent{Type: grants.WebhookInvitationCreated, Data: map[string]any{"invitation_id": "inv-1"}}); err != nil {
+	if err := w.Emit(t.Context(), webhooks.WebhookEvent{Type: webhooks.WebhookInvitationCreated, Data: map[string]any{"invitation_id": "inv-1"}}); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, "the delivery", func() bool { return len(rcv.processed()) == 1 })
+	testkit.Eventually(t, "the delivery", func() bool { return len(rcv.processed()) == 1 })
 	waitWebhooksIdle(t, w)
 	id := rcv.processed()[0].ID
 	rcv.mu.Lock()
@@ -411,8 +415,8 @@ func TestWebhooksSurviveFiveFailures(t *testing.T) {
 		}
 	}
 	d := delivery(t, w, "crm", id)
-	if d.Status != grants.DeliveryDelivered || d.Attempts != 6 || d.LastStatusCode != http.StatusNoContent || d.LastError != "" ||
-		d.EventType != grants.WebhookInvitationCreated || len(d.History) != 6 {
+	if d.Status != webhooks.DeliveryDelivered || d.Attempts != 6 || d.LastStatusCode != http.StatusNoContent || d.LastError != "" ||
+		d.EventType != webhooks.WebhookInvitationCreated || len(d.History) != 6 {
 		t.Fatalf("delivery log entry: %+v", d)
 	}
 	for i, a := range d.History[:5] {
@@ -424,7 +428,7 @@ func TestWebhooksSurviveFiveFailures(t *testing.T) {
 		}
 	}
 	var body map[string]any
-	if err := json.Unmarshal(d.Payload, &body); err != nil || body["type"] != grants.WebhookInvitationCreated {
+	if err := json.Unmarshal(d.Payload, &body); err != nil || body["type"] != webhooks.WebhookInvitationCreated {
 		t.Fatalf("payload %s: %v", d.Payload, err)
 	}
 }
@@ -433,13 +437,13 @@ func TestWebhooksReceiverRejectsReplayAndStale(t *testing.T) {
 	t.Parallel()
 	secret := newSecret(t)
 	rcv := newReceiver(t, []string{secret}, nil)
-	st, _ := openStore(t)
-	w := newWebhooks(t, st, []grants.WebhookEndpoint{{ID: "crm", URL: rcv.srv.URL, Secrets: []string{secret}}}, nil)
+	st, _ := testkit.OpenBolt(t)
+	w := newWebhooks(t, st, []webhooks.WebhookEndpoint{{ID: "crm", URL: rcv.srv.URL, Secrets: []string{secret}}}, nil)
 	runWebhooks(t, w)
-	if err := w.Emit(t.Context(), grants.WebhookEvent{Type: grants.WebhookUserCreated, Data: map[string]any{"user_id": "u1"}}); err != nil {
+	if err := w.Emit(t.Context(), webhooks.WebhookEvent{Type: webhooks.WebhookUserCreated, Data: map[string]any{"user_id": "u1"}}); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, "the delivery", func() bool { return len(rcv.processed()) == 1 })
+	testkit.Eventually(t, "the delivery", func() bool { return len(rcv.processed()) == 1 })
 	rcv.mu.Lock()
 	genuine := *rcv.lastReq
 	rcv.mu.Unlock()
@@ -453,7 +457,7 @@ func TestWebhooksReceiverRejectsReplayAndStale(t *testing.T) {
 	// A message signed by usher's signer 10 minutes ago is stale...
 	body := []byte(`{"type":"user.created","timestamp":"2024-01-01T00:00:00Z","data":{"user_id":"u2"}}`)
 	old := time.Now().Add(-10 * time.Minute)
-	sig, err := grants.SignWebhook([]string{secret}, "msg_stale", old, body)
+	sig, err := webhooks.SignWebhook([]string{secret}, "msg_stale", old, body)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -464,7 +468,7 @@ func TestWebhooksReceiverRejectsReplayAndStale(t *testing.T) {
 	}
 	// ...a tampered body does not verify...
 	now := time.Now()
-	sig, _ = grants.SignWebhook([]string{secret}, "msg_fresh", now, body)
+	sig, _ = webhooks.SignWebhook([]string{secret}, "msg_fresh", now, body)
 	h.Set("Webhook-Id", "msg_fresh")
 	h.Set("Webhook-Timestamp", strconv.FormatInt(now.Unix(), 10))
 	h.Set("Webhook-Signature", sig)
@@ -472,7 +476,7 @@ func TestWebhooksReceiverRejectsReplayAndStale(t *testing.T) {
 		t.Fatalf("tampered: %d, rejects %v", code, rcv.rejects)
 	}
 	// ...nor one signed with another secret...
-	other, _ := grants.SignWebhook([]string{newSecret(t)}, "msg_fresh", now, body)
+	other, _ := webhooks.SignWebhook([]string{newSecret(t)}, "msg_fresh", now, body)
 	h.Set("Webhook-Signature", other)
 	if code := rcv.post(t, h, body); code != http.StatusUnauthorized || rcv.rejected(errBadSig) != 2 {
 		t.Fatalf("other secret: %d, rejects %v", code, rcv.rejects)
@@ -490,24 +494,24 @@ func TestWebhooksSecretRotation(t *testing.T) {
 	knowsOld := newReceiver(t, []string{oldSecret}, nil)
 	knowsNew := newReceiver(t, []string{newSecret}, nil)
 	rotating := []string{newSecret, oldSecret}
-	st, _ := openStore(t)
-	w := newWebhooks(t, st, []grants.WebhookEndpoint{
+	st, _ := testkit.OpenBolt(t)
+	w := newWebhooks(t, st, []webhooks.WebhookEndpoint{
 		{ID: "old", URL: knowsOld.srv.URL, Secrets: rotating},
-		{ID: "new", URL: knowsNew.srv.URL, Secrets: rotating, Events: []string{grants.WebhookUserCreated}},
+		{ID: "new", URL: knowsNew.srv.URL, Secrets: rotating, Events: []string{webhooks.WebhookUserCreated}},
 	}, nil)
 	runWebhooks(t, w)
-	if err := w.Emit(t.Context(), grants.WebhookEvent{Type: grants.WebhookUserCreated, Data: map[string]any{"user_id": "u1"}}); err != nil {
+	if err := w.Emit(t.Context(), webhooks.WebhookEvent{Type: webhooks.WebhookUserCreated, Data: map[string]any{"user_id": "u1"}}); err != nil {
 		t.Fatal(err)
 	}
 	// Not subscribed by "new": goes to "old" only.
-	if err := w.Emit(t.Context(), grants.WebhookEvent{Type: grants.WebhookGrantChanged, Data: map[string]any{"user_id": "u1"}}); err != nil {
+	if err := w.Emit(t.Context(), webhooks.WebhookEvent{Type: webhooks.WebhookGrantChanged, Data: map[string]any{"user_id": "u1"}}); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, "both receivers", func() bool { return len(knowsOld.processed()) == 2 && len(knowsNew.processed()) == 1 })
+	testkit.Eventually(t, "both receivers", func() bool { return len(knowsOld.processed()) == 2 && len(knowsNew.processed()) == 1 })
 	waitWebhooksIdle(t, w)
 	for _, r := range []*receiver{knowsOld, knowsNew} {
 		got := r.processed()
-		if got[0].Type != grants.WebhookUserCreated || got[0].Sigs != 2 {
+		if got[0].Type != webhooks.WebhookUserCreated || got[0].Sigs != 2 {
 			t.Fatalf("got %+v, want user.created with two signatures", got[0])
 		}
 		if r.rejected(errBadSig) != 0 {
@@ -526,13 +530,13 @@ func TestWebhooksGiveUpThenRedeliver(t *testing.T) {
 	rcv := newReceiver(t, []string{secret}, clock.Now)
 	rcv.failAll = true
 	st := openStoreAt(t, clock.Now)
-	w := newWebhooks(t, st, []grants.WebhookEndpoint{{ID: "crm", URL: rcv.srv.URL, Secrets: []string{secret}}}, func(o *grants.WebhooksOptions) {
+	w := newWebhooks(t, st, []webhooks.WebhookEndpoint{{ID: "crm", URL: rcv.srv.URL, Secrets: []string{secret}}}, func(o *webhooks.WebhooksOptions) {
 		o.Now = clock.Now
 		o.MaxAge = 24 * time.Hour
 		o.BaseBackoff = time.Minute
 	})
 	runWebhooks(t, w)
-	if err := w.Emit(t.Context(), grants.WebhookEvent{Type: grants.WebhookInvitationRevoked, Data: map[string]any{"invitation_id": "inv-9"}}); err != nil {
+	if err := w.Emit(t.Context(), webhooks.WebhookEvent{Type: webhooks.WebhookInvitationRevoked, Data: map[string]any{"invitation_id": "inv-9"}}); err != nil {
 		t.Fatal(err)
 	}
 	attempts := func() int {
@@ -540,16 +544,16 @@ func TestWebhooksGiveUpThenRedeliver(t *testing.T) {
 		defer rcv.mu.Unlock()
 		return len(rcv.arrivals)
 	}
-	eventually(t, "the first attempt", func() bool { return attempts() == 1 })
+	testkit.Eventually(t, "the first attempt", func() bool { return attempts() == 1 })
 	rcv.mu.Lock()
 	id := rcv.arrivals[0]
 	rcv.mu.Unlock()
-	eventually(t, "the attempt logged", func() bool { return delivery(t, w, "crm", id).Attempts == 1 })
+	testkit.Eventually(t, "the attempt logged", func() bool { return delivery(t, w, "crm", id).Attempts == 1 })
 	d := delivery(t, w, "crm", id)
-	if d.Status != grants.DeliveryPending || d.LastStatusCode != 500 {
+	if d.Status != webhooks.DeliveryPending || d.LastStatusCode != 500 {
 		t.Fatalf("after one failure: %+v", d)
 	}
-	if err := w.Redeliver(t.Context(), id); !errors.Is(err, grants.ErrDeliveryPending) {
+	if err := w.Redeliver(t.Context(), id); !errors.Is(err, webhooks.ErrDeliveryPending) {
 		t.Fatalf("redeliver while pending: %v", err)
 	}
 	time.Sleep(100 * time.Millisecond)
@@ -559,12 +563,12 @@ func TestWebhooksGiveUpThenRedeliver(t *testing.T) {
 
 	// A minute later: the second attempt; a day later: a last one at the deadline, then give up.
 	clock.Advance(time.Minute)
-	eventually(t, "the second attempt", func() bool { return attempts() == 2 })
+	testkit.Eventually(t, "the second attempt", func() bool { return attempts() == 2 })
 	// Let the worker record it (and schedule the last retry) before the clock
 	// jumps: otherwise it schedules from the jumped clock, past the deadline.
-	eventually(t, "the second attempt logged", func() bool { return delivery(t, w, "crm", id).Attempts == 2 })
+	testkit.Eventually(t, "the second attempt logged", func() bool { return delivery(t, w, "crm", id).Attempts == 2 })
 	clock.Advance(25 * time.Hour)
-	eventually(t, "giving up", func() bool { return delivery(t, w, "crm", id).Status == grants.DeliveryFailed })
+	testkit.Eventually(t, "giving up", func() bool { return delivery(t, w, "crm", id).Status == webhooks.DeliveryFailed })
 	waitWebhooksIdle(t, w)
 	d = delivery(t, w, "crm", id)
 	if d.Attempts != 3 || attempts() != 3 || d.LastStatusCode != 500 {
@@ -584,12 +588,12 @@ func TestWebhooksGiveUpThenRedeliver(t *testing.T) {
 	if err := w.Redeliver(t.Context(), id); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, "the redelivery", func() bool { return len(rcv.processed()) == 1 })
+	testkit.Eventually(t, "the redelivery", func() bool { return len(rcv.processed()) == 1 })
 	got := rcv.processed()[0]
-	if got.ID != id || got.Type != grants.WebhookInvitationRevoked || got.Data["invitation_id"] != "inv-9" {
+	if got.ID != id || got.Type != webhooks.WebhookInvitationRevoked || got.Data["invitation_id"] != "inv-9" {
 		t.Fatalf("redelivered %+v", got)
 	}
-	eventually(t, "delivered in the log", func() bool { return delivery(t, w, "crm", id).Status == grants.DeliveryDelivered })
+	testkit.Eventually(t, "delivered in the log", func() bool { return delivery(t, w, "crm", id).Status == webhooks.DeliveryDelivered })
 	if d := delivery(t, w, "crm", id); d.Attempts != 4 || len(d.History) != 4 {
 		t.Fatalf("after redelivery: %+v", d)
 	}
@@ -608,7 +612,7 @@ func TestWebhooksExpireSweepOnce(t *testing.T) {
 	rcv := newReceiver(t, []string{secret}, clock.Now)
 	st := openStoreAt(t, clock.Now)
 	mk := func(id string, ttl time.Duration) {
-		_, hash := newToken(t)
+		_, hash := testkit.InvitationToken(t)
 		now := clock.Now()
 		if _, err := st.CreateInvitation(t.Context(), &grants.Invitation{ID: id, TokenHash: hash, Email: id + "@example.com",
 			Roles: []string{"viewer"}, EmailMatch: "any", Status: grants.StatusPending, CreatedAt: now, ExpiresAt: now.Add(ttl)}); err != nil {
@@ -617,8 +621,8 @@ func TestWebhooksExpireSweepOnce(t *testing.T) {
 	}
 	mk("inv-short", time.Hour)
 	mk("inv-long", 7*24*time.Hour)
-	eps := []grants.WebhookEndpoint{{ID: "crm", URL: rcv.srv.URL, Secrets: []string{secret}}}
-	opts := func(o *grants.WebhooksOptions) { o.Now = clock.Now }
+	eps := []webhooks.WebhookEndpoint{{ID: "crm", URL: rcv.srv.URL, Secrets: []string{secret}}}
+	opts := func(o *webhooks.WebhooksOptions) { o.Now = clock.Now }
 	w := newWebhooks(t, st, eps, opts)
 	other := newWebhooks(t, st, eps, opts) // a second replica sweeping too
 
@@ -627,7 +631,7 @@ func TestWebhooksExpireSweepOnce(t *testing.T) {
 	}
 	clock.Advance(2 * time.Hour)
 	var wg sync.WaitGroup
-	for _, x := range []*grants.Webhooks{w, other, w} {
+	for _, x := range []*webhooks.Webhooks{w, other, w} {
 		wg.Go(func() {
 			if err := x.ExpireSweep(t.Context()); err != nil {
 				t.Error(err)
@@ -640,15 +644,15 @@ func TestWebhooksExpireSweepOnce(t *testing.T) {
 	}
 	runWebhooks(t, w) // sweeps once more as it starts
 	runWebhooks(t, other)
-	eventually(t, "the expired event", func() bool { return len(rcv.processed()) >= 1 })
+	testkit.Eventually(t, "the expired event", func() bool { return len(rcv.processed()) >= 1 })
 	waitWebhooksIdle(t, w)
 	time.Sleep(100 * time.Millisecond)
 	got := rcv.processed()
-	if len(got) != 1 || got[0].Type != grants.WebhookInvitationExpired || got[0].Data["invitation_id"] != "inv-short" {
+	if len(got) != 1 || got[0].Type != webhooks.WebhookInvitationExpired || got[0].Data["invitation_id"] != "inv-short" {
 		t.Fatalf("processed %+v, want one invitation.expired for inv-short", got)
 	}
 	n := 0
-	for _, e := range getInv(t, st, "inv-short").Events {
+	for _, e := range testkit.Invitation(t, st, "inv-short").Events {
 		if e.Type == "expired" {
 			n++
 		}
@@ -656,7 +660,7 @@ func TestWebhooksExpireSweepOnce(t *testing.T) {
 	if n != 1 {
 		t.Fatalf("%d expired timeline events, want 1", n)
 	}
-	if hasEvent(getInv(t, st, "inv-long"), "expired") {
+	if testkit.Invitation(t, st, "inv-long").HasEvent("expired") {
 		t.Fatal("an unexpired invitation got an expired event")
 	}
 }
@@ -665,16 +669,16 @@ func TestWebhooksIdempotentEmit(t *testing.T) {
 	t.Parallel()
 	secret := newSecret(t)
 	rcv := newReceiver(t, []string{secret}, nil)
-	st, _ := openStore(t)
-	w := newWebhooks(t, st, []grants.WebhookEndpoint{{ID: "crm", URL: rcv.srv.URL, Secrets: []string{secret}}}, nil)
-	inv, _, _ := createInvitation(t, st, "ada@example.com")
+	st, _ := testkit.OpenBolt(t)
+	w := newWebhooks(t, st, []webhooks.WebhookEndpoint{{ID: "crm", URL: rcv.srv.URL, Secrets: []string{secret}}}, nil)
+	inv, _, _ := testkit.PendingInvitation(t, st, "ada@example.com")
 	for range 3 {
-		if err := w.Emit(t.Context(), grants.InvitationCreatedEvent(inv)); err != nil {
+		if err := w.Emit(t.Context(), webhooks.InvitationCreatedEvent(inv)); err != nil {
 			t.Fatal(err)
 		}
 	}
 	runWebhooks(t, w)
-	eventually(t, "the delivery", func() bool { return len(rcv.processed()) == 1 })
+	testkit.Eventually(t, "the delivery", func() bool { return len(rcv.processed()) == 1 })
 	waitWebhooksIdle(t, w)
 	time.Sleep(50 * time.Millisecond)
 	if got := rcv.processed(); len(got) != 1 || got[0].Data["email"] != "ada@example.com" {
@@ -684,24 +688,24 @@ func TestWebhooksIdempotentEmit(t *testing.T) {
 
 func TestNewWebhooksValidates(t *testing.T) {
 	t.Parallel()
-	st, _ := openStore(t)
+	st, _ := testkit.OpenBolt(t)
 	good := newSecret(t)
 	short := "whsec_" + base64.StdEncoding.EncodeToString(make([]byte, 16))
 	for _, tc := range []struct {
-		ep   grants.WebhookEndpoint
+		ep   webhooks.WebhookEndpoint
 		want string
 	}{
-		{grants.WebhookEndpoint{ID: "crm", URL: "ftp://x", Secrets: []string{good}}, `endpoint "crm": url`},
-		{grants.WebhookEndpoint{ID: "crm", URL: "/relative", Secrets: []string{good}}, `endpoint "crm": url`},
-		{grants.WebhookEndpoint{ID: "crm", URL: "https://x.example/h"}, `endpoint "crm": secrets`},
-		{grants.WebhookEndpoint{ID: "crm", URL: "https://x.example/h", Secrets: []string{"secret123456789012345678901234"}}, `endpoint "crm": secrets[0]: must start with "whsec_"`},
-		{grants.WebhookEndpoint{ID: "crm", URL: "https://x.example/h", Secrets: []string{good, "whsec_!!!"}}, `endpoint "crm": secrets[1]: must be "whsec_" followed by base64`},
-		{grants.WebhookEndpoint{ID: "crm", URL: "https://x.example/h", Secrets: []string{short}}, `endpoint "crm": secrets[0]: must encode 24 to 64 bytes`},
-		{grants.WebhookEndpoint{ID: "crm", URL: "https://x.example/h", Secrets: []string{good, good, good}}, `endpoint "crm": secrets`},
-		{grants.WebhookEndpoint{ID: "crm", URL: "https://x.example/h", Secrets: []string{good}, Events: []string{"invitation.nope"}}, `endpoint "crm": events[0]: unknown event type`},
-		{grants.WebhookEndpoint{ID: "", URL: "https://x.example/h", Secrets: []string{good}}, `endpoint "#1": id`},
+		{webhooks.WebhookEndpoint{ID: "crm", URL: "ftp://x", Secrets: []string{good}}, `endpoint "crm": url`},
+		{webhooks.WebhookEndpoint{ID: "crm", URL: "/relative", Secrets: []string{good}}, `endpoint "crm": url`},
+		{webhooks.WebhookEndpoint{ID: "crm", URL: "https://x.example/h"}, `endpoint "crm": secrets`},
+		{webhooks.WebhookEndpoint{ID: "crm", URL: "https://x.example/h", Secrets: []string{"secret123456789012345678901234"}}, `endpoint "crm": secrets[0]: must start with "whsec_"`},
+		{webhooks.WebhookEndpoint{ID: "crm", URL: "https://x.example/h", Secrets: []string{good, "whsec_!!!"}}, `endpoint "crm": secrets[1]: must be "whsec_" followed by base64`},
+		{webhooks.WebhookEndpoint{ID: "crm", URL: "https://x.example/h", Secrets: []string{short}}, `endpoint "crm": secrets[0]: must encode 24 to 64 bytes`},
+		{webhooks.WebhookEndpoint{ID: "crm", URL: "https://x.example/h", Secrets: []string{good, good, good}}, `endpoint "crm": secrets`},
+		{webhooks.WebhookEndpoint{ID: "crm", URL: "https://x.example/h", Secrets: []string{good}, Events: []string{"invitation.nope"}}, `endpoint "crm": events[0]: unknown event type`},
+		{webhooks.WebhookEndpoint{ID: "", URL: "https://x.example/h", Secrets: []string{good}}, `endpoint "#1": id`},
 	} {
-		_, err := grants.NewWebhooks(grants.WebhooksOptions{Store: st, Endpoints: []grants.WebhookEndpoint{tc.ep}})
+		_, err := webhooks.NewWebhooks(webhooks.WebhooksOptions{Store: st, Endpoints: []webhooks.WebhookEndpoint{tc.ep}})
 		if err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("%+v: error %v, want it to contain %q", tc.ep.URL, err, tc.want)
 		}
@@ -709,8 +713,8 @@ func TestNewWebhooksValidates(t *testing.T) {
 			t.Errorf("error shows the secret: %v", err)
 		}
 	}
-	dup := []grants.WebhookEndpoint{{ID: "a", URL: "https://x.example", Secrets: []string{good}}, {ID: "a", URL: "https://y.example", Secrets: []string{good}}}
-	if _, err := grants.NewWebhooks(grants.WebhooksOptions{Store: st, Endpoints: dup}); err == nil || !strings.Contains(err.Error(), `endpoint "a": id`) {
+	dup := []webhooks.WebhookEndpoint{{ID: "a", URL: "https://x.example", Secrets: []string{good}}, {ID: "a", URL: "https://y.example", Secrets: []string{good}}}
+	if _, err := webhooks.NewWebhooks(webhooks.WebhooksOptions{Store: st, Endpoints: dup}); err == nil || !strings.Contains(err.Error(), `endpoint "a": id`) {
 		t.Errorf("duplicate id: %v", err)
 	}
 }
@@ -720,16 +724,16 @@ func TestWebhooksTimeoutIsRetried(t *testing.T) {
 	secret := newSecret(t)
 	rcv := newReceiver(t, []string{secret}, nil)
 	rcv.hang = 1
-	st, _ := openStore(t)
-	w := newWebhooks(t, st, []grants.WebhookEndpoint{{ID: "crm", URL: rcv.srv.URL, Secrets: []string{secret}}},
-		func(o *grants.WebhooksOptions) { o.Timeout = 100 * time.Millisecond })
+	st, _ := testkit.OpenBolt(t)
+	w := newWebhooks(t, st, []webhooks.WebhookEndpoint{{ID: "crm", URL: rcv.srv.URL, Secrets: []string{secret}}},
+		func(o *webhooks.WebhooksOptions) { o.Timeout = 100 * time.Millisecond })
 	runWebhooks(t, w)
-	if err := w.Emit(t.Context(), grants.WebhookEvent{Type: grants.WebhookUserCreated, Data: map[string]any{"user_id": "u1"}}); err != nil {
+	if err := w.Emit(t.Context(), webhooks.WebhookEvent{Type: webhooks.WebhookUserCreated, Data: map[string]any{"user_id": "u1"}}); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, "the delivery", func() bool { return len(rcv.processed()) == 1 })
-	eventually(t, "delivered in the log", func() bool {
-		return delivery(t, w, "crm", rcv.processed()[0].ID).Status == grants.DeliveryDelivered
+	testkit.Eventually(t, "the delivery", func() bool { return len(rcv.processed()) == 1 })
+	testkit.Eventually(t, "delivered in the log", func() bool {
+		return delivery(t, w, "crm", rcv.processed()[0].ID).Status == webhooks.DeliveryDelivered
 	})
 	d := delivery(t, w, "crm", rcv.processed()[0].ID)
 	if d.Attempts != 2 || !strings.Contains(d.History[0].Error, "no answer within 100ms") || d.History[0].StatusCode != 0 {

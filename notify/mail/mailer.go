@@ -1,4 +1,4 @@
-package grants
+package mail
 
 import (
 	"context"
@@ -8,6 +8,9 @@ import (
 	"log/slog"
 	"sync"
 	"time"
+
+	"github.com/usher-oidc/usher/grants"
+	"github.com/usher-oidc/usher/grants/outbox"
 )
 
 // JobKindMail is the job kind of queued invitation mails.
@@ -23,7 +26,7 @@ type Sealer interface {
 
 // MailerOptions configures NewMailer.
 type MailerOptions struct {
-	Store     Store
+	Store     grants.Store
 	Sender    Sender
 	Templates *Templates
 	Sealer    Sealer
@@ -46,14 +49,13 @@ type MailerOptions struct {
 type Mailer struct {
 	o    MailerOptions
 	log  *slog.Logger
-	loop *wakeLoop
+	loop *outbox.WakeLoop
 }
 
 const (
 	mailBatch      = 10
 	mailLease      = 2 * time.Minute
 	mailSendBudget = time.Minute // < mailLease, so no other worker takes a job mid-send
-	maxReasonLen   = 200
 )
 
 // NewMailer fills in defaults; Store, Sender, Templates and Sealer are required.
@@ -73,7 +75,7 @@ func NewMailer(o MailerOptions) *Mailer {
 	if o.BaseBackoff <= 0 {
 		o.BaseBackoff = 15 * time.Second
 	}
-	return &Mailer{o: o, log: o.Logger.With("component", "mailer"), loop: newWakeLoop(o.PollInterval, o.Now)}
+	return &Mailer{o: o, log: o.Logger.With("component", "mailer"), loop: outbox.NewWakeLoop(o.PollInterval, o.Now)}
 }
 
 // mailPayload is the stored job. Link is sealed: it holds the invitation
@@ -91,7 +93,7 @@ func sealName(invitationID string) string { return "usher-mail-link:" + invitati
 
 // EnqueueInvitation stores a job to mail invitation inv with its link, sets
 // the invitation's EmailStatus to "queued" and wakes the worker.
-func (m *Mailer) EnqueueInvitation(ctx context.Context, inv *Invitation, link string) error {
+func (m *Mailer) EnqueueInvitation(ctx context.Context, inv *grants.Invitation, link string) error {
 	if inv == nil || inv.ID == "" || inv.TokenHash == "" {
 		return errors.New("mailer: enqueue: invitation without id or token hash")
 	}
@@ -111,29 +113,29 @@ func (m *Mailer) EnqueueInvitation(ctx context.Context, inv *Invitation, link st
 	}
 	// Queued before the job exists: a worker of another replica may send it
 	// the moment it is stored, and its "sent" must not be overwritten.
-	if _, err := m.o.Store.UpdateInvitation(ctx, inv.ID, func(i *Invitation) error {
+	if _, err := m.o.Store.UpdateInvitation(ctx, inv.ID, func(i *grants.Invitation) error {
 		i.EmailStatus, i.EmailError = "queued", ""
 		return nil
 	}); err != nil {
 		return fmt.Errorf("mailer: enqueue invitation %s: %w", inv.ID, err)
 	}
 	now := m.o.Now()
-	job := &Job{ID: "mail_" + randomHex(16), Kind: JobKindMail, Payload: payload, RunAt: now, CreatedAt: now}
+	job := &grants.Job{ID: "mail_" + outbox.RandomHex(16), Kind: JobKindMail, Payload: payload, RunAt: now, CreatedAt: now}
 	if err := m.o.Store.EnqueueJob(ctx, job); err != nil {
-		reason := shortReason("could not queue the mail: " + err.Error())
-		if _, uerr := m.o.Store.UpdateInvitation(context.WithoutCancel(ctx), inv.ID, func(i *Invitation) error {
+		reason := outbox.ShortReason("could not queue the mail: " + err.Error())
+		if _, uerr := m.o.Store.UpdateInvitation(context.WithoutCancel(ctx), inv.ID, func(i *grants.Invitation) error {
 			if i.TokenHash != inv.TokenHash {
-				return errSkipUpdate
+				return grants.ErrSkipUpdate
 			}
 			i.EmailStatus, i.EmailError = "failed", reason
 			return nil
-		}); uerr != nil && !errors.Is(uerr, errSkipUpdate) {
+		}); uerr != nil && !errors.Is(uerr, grants.ErrSkipUpdate) {
 			m.log.Error("mail status not updated", "invitation_id", inv.ID, "error", uerr)
 		}
 		return fmt.Errorf("mailer: enqueue invitation %s: %w", inv.ID, err)
 	}
 	m.log.Info("invitation mail queued", "invitation_id", inv.ID, "job_id", job.ID)
-	m.loop.poke()
+	m.loop.Poke()
 	return nil
 }
 
@@ -147,7 +149,7 @@ func (m *Mailer) QueueDepth(ctx context.Context) (int, error) {
 func (m *Mailer) Run(ctx context.Context) {
 	m.log.Info("mail worker started")
 	defer m.log.Info("mail worker stopped")
-	m.loop.run(ctx, m.drain)
+	m.loop.Run(ctx, m.drain)
 }
 
 // drain claims and processes due jobs until fewer than a full batch are due.
@@ -171,11 +173,8 @@ func (m *Mailer) drain(ctx context.Context) {
 	}
 }
 
-// errSkipUpdate aborts an UpdateInvitation whose invitation has moved on.
-var errSkipUpdate = errors.New("invitation changed; update skipped")
-
 // process handles one claimed job.
-func (m *Mailer) process(ctx context.Context, job *Job) {
+func (m *Mailer) process(ctx context.Context, job *grants.Job) {
 	log := m.log.With("job_id", job.ID, "attempt", job.Attempts)
 	// Store writes about the outcome must happen even if ctx ends now.
 	bg := context.WithoutCancel(ctx)
@@ -189,7 +188,7 @@ func (m *Mailer) process(ctx context.Context, job *Job) {
 	log = log.With("invitation_id", p.InvitationID)
 
 	inv, err := m.o.Store.GetInvitation(ctx, p.InvitationID)
-	if errors.Is(err, ErrNotFound) {
+	if errors.Is(err, grants.ErrNotFound) {
 		log.Warn("dropping mail job: invitation not found")
 		m.complete(bg, log, job)
 		return
@@ -208,9 +207,9 @@ func (m *Mailer) process(ctx context.Context, job *Job) {
 		m.complete(bg, log, job)
 		return
 	}
-	if st := inv.EffectiveStatus(m.o.Now()); st != StatusPending {
+	if st := inv.EffectiveStatus(m.o.Now()); st != grants.StatusPending {
 		log.Info("dropping mail job: invitation is no longer pending", "status", string(st))
-		m.update(bg, log, p, func(i *Invitation) {
+		m.update(bg, log, p, func(i *grants.Invitation) {
 			if i.EmailStatus == "queued" {
 				i.EmailStatus, i.EmailError = "failed", "not sent: invitation "+string(st)
 			}
@@ -230,7 +229,7 @@ func (m *Mailer) process(ctx context.Context, job *Job) {
 		ExpiresAt: inv.ExpiresAt, Roles: inv.Roles,
 	})
 	if err != nil {
-		m.giveUp(bg, log, job, p, shortReason(err.Error()), err)
+		m.giveUp(bg, log, job, p, outbox.ShortReason(err.Error()), err)
 		return
 	}
 
@@ -249,9 +248,9 @@ func (m *Mailer) process(ctx context.Context, job *Job) {
 	// Status first, job last: once the queue is empty the invitation tells
 	// the outcome, and a crash in between at worst sends the mail twice.
 	now := m.o.Now()
-	m.update(bg, log, p, func(i *Invitation) {
+	m.update(bg, log, p, func(i *grants.Invitation) {
 		i.EmailStatus, i.EmailError = "sent", ""
-		i.Events = append(i.Events, Event{Type: "mailed", At: now})
+		i.Events = append(i.Events, grants.Event{Type: "mailed", At: now})
 	})
 	if err := m.o.Store.CompleteJob(bg, job.ID); err != nil {
 		// The lease will lapse and the mail go out again: at least once.
@@ -262,71 +261,59 @@ func (m *Mailer) process(ctx context.Context, job *Job) {
 
 // retry schedules the job again with exponential backoff and records the
 // error, or gives up once MaxAttempts deliveries have failed.
-func (m *Mailer) retry(ctx context.Context, log *slog.Logger, job *Job, p mailPayload, cause error) {
-	reason := shortReason(cause.Error())
+func (m *Mailer) retry(ctx context.Context, log *slog.Logger, job *grants.Job, p mailPayload, cause error) {
+	reason := outbox.ShortReason(cause.Error())
 	if job.Attempts >= m.o.MaxAttempts {
 		m.giveUp(ctx, log, job, p, reason, cause)
 		return
 	}
-	at := m.o.Now().Add(backoff(m.o.BaseBackoff, job.Attempts))
+	at := m.o.Now().Add(outbox.Backoff(m.o.BaseBackoff, job.Attempts))
 	if err := m.o.Store.RetryJob(ctx, job.ID, at, reason); err != nil {
 		log.Error("reschedule mail job", "error", err)
 		return
 	}
-	m.loop.noteRetry(at)
+	m.loop.NoteRetry(at)
 	log.Warn("invitation mail failed; will retry", "error", cause, "retry_at", at)
-	m.update(ctx, log, p, func(i *Invitation) {
+	m.update(ctx, log, p, func(i *grants.Invitation) {
 		i.EmailStatus, i.EmailError = "queued", reason
 	})
 }
 
 // giveUp deletes the job and marks the invitation's mail as failed.
-func (m *Mailer) giveUp(ctx context.Context, log *slog.Logger, job *Job, p mailPayload, reason string, cause error) {
+func (m *Mailer) giveUp(ctx context.Context, log *slog.Logger, job *grants.Job, p mailPayload, reason string, cause error) {
 	now := m.o.Now()
-	m.update(ctx, log, p, func(i *Invitation) {
+	m.update(ctx, log, p, func(i *grants.Invitation) {
 		i.EmailStatus, i.EmailError = "failed", reason
-		i.Events = append(i.Events, Event{Type: "mail_failed", At: now, Detail: map[string]string{"reason": reason}})
+		i.Events = append(i.Events, grants.Event{Type: "mail_failed", At: now, Detail: map[string]string{"reason": reason}})
 	})
 	m.complete(ctx, log, job)
 	log.Error("invitation mail given up", "error", cause)
 }
 
 // release hands a job back at shutdown, due now rather than after its lease.
-func (m *Mailer) release(ctx context.Context, log *slog.Logger, job *Job) {
+func (m *Mailer) release(ctx context.Context, log *slog.Logger, job *grants.Job) {
 	if err := m.o.Store.RetryJob(ctx, job.ID, m.o.Now(), "interrupted by shutdown"); err != nil {
 		log.Error("release mail job", "error", err)
 	}
 }
 
-func (m *Mailer) complete(ctx context.Context, log *slog.Logger, job *Job) {
-	if err := m.o.Store.CompleteJob(ctx, job.ID); err != nil && !errors.Is(err, ErrNotFound) {
+func (m *Mailer) complete(ctx context.Context, log *slog.Logger, job *grants.Job) {
+	if err := m.o.Store.CompleteJob(ctx, job.ID); err != nil && !errors.Is(err, grants.ErrNotFound) {
 		log.Error("delete mail job", "error", err)
 	}
 }
 
 // update applies fn to the invitation unless a resend replaced its token in
 // the meantime (the new token's job owns the mail status then).
-func (m *Mailer) update(ctx context.Context, log *slog.Logger, p mailPayload, fn func(*Invitation)) {
-	_, err := m.o.Store.UpdateInvitation(ctx, p.InvitationID, func(i *Invitation) error {
+func (m *Mailer) update(ctx context.Context, log *slog.Logger, p mailPayload, fn func(*grants.Invitation)) {
+	_, err := m.o.Store.UpdateInvitation(ctx, p.InvitationID, func(i *grants.Invitation) error {
 		if i.TokenHash != p.TokenHash {
-			return errSkipUpdate
+			return grants.ErrSkipUpdate
 		}
 		fn(i)
 		return nil
 	})
-	if err != nil && !errors.Is(err, errSkipUpdate) && !errors.Is(err, ErrNotFound) {
+	if err != nil && !errors.Is(err, grants.ErrSkipUpdate) && !errors.Is(err, grants.ErrNotFound) {
 		log.Error("update invitation mail status", "error", err)
 	}
-}
-
-// shortReason keeps an error message fit for an admin list column.
-func shortReason(s string) string {
-	if len(s) <= maxReasonLen {
-		return s
-	}
-	cut := maxReasonLen
-	for cut > 0 && s[cut]&0xC0 == 0x80 { // do not split a UTF-8 sequence
-		cut--
-	}
-	return s[:cut] + "…"
 }

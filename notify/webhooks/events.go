@@ -1,13 +1,15 @@
-package grants
+package webhooks
 
 // Event constructors, so every caller sends the same data for a type.
 
 import (
 	"strconv"
 	"time"
+
+	"github.com/usher-oidc/usher/grants"
 )
 
-func invitationData(inv *Invitation) map[string]any {
+func invitationData(inv *grants.Invitation) map[string]any {
 	d := map[string]any{
 		"invitation_id": inv.ID,
 		"email":         inv.Email,
@@ -37,7 +39,7 @@ func nonNil(s []string) []string {
 }
 
 // InvitationCreatedEvent is invitation.created.
-func InvitationCreatedEvent(inv *Invitation) WebhookEvent {
+func InvitationCreatedEvent(inv *grants.Invitation) WebhookEvent {
 	return idempotent(WebhookEvent{Type: WebhookInvitationCreated, Timestamp: inv.CreatedAt, Data: invitationData(inv)},
 		"invitation.created:"+inv.ID)
 }
@@ -47,16 +49,16 @@ func InvitationCreatedEvent(inv *Invitation) WebhookEvent {
 // by this sign-in. email and verified are what the upstream said about the
 // redeemer; the outcome sent is "exact" (same address, verified), "domain"
 // (same domain, verified) or "none" (allowed by the policy "any").
-func InvitationRedeemedEvent(inv *Invitation, signup bool, email string, verified bool) WebhookEvent {
+func InvitationRedeemedEvent(inv *grants.Invitation, signup bool, email string, verified bool) WebhookEvent {
 	d := invitationData(inv)
 	d["user_id"] = inv.RedeemedBy
 	d["connection"] = inv.RedeemedConnection
 	d["signup"] = signup
 	outcome := "none"
 	switch {
-	case verified && email != "" && SameEmail(email, inv.Email):
+	case verified && email != "" && grants.SameEmail(email, inv.Email):
 		outcome = "exact"
-	case verified && emailDomain(email) != "" && emailDomain(email) == emailDomain(inv.Email):
+	case verified && grants.EmailDomain(email) != "" && grants.EmailDomain(email) == grants.EmailDomain(inv.Email):
 		outcome = "domain"
 	}
 	d["email_match"] = map[string]any{"policy": inv.EmailMatch, "outcome": outcome}
@@ -68,7 +70,7 @@ func InvitationRedeemedEvent(inv *Invitation, signup bool, email string, verifie
 }
 
 // InvitationRevokedEvent is invitation.revoked.
-func InvitationRevokedEvent(inv *Invitation) WebhookEvent {
+func InvitationRevokedEvent(inv *grants.Invitation) WebhookEvent {
 	ts := time.Time{}
 	if inv.RevokedAt != nil {
 		ts = *inv.RevokedAt
@@ -78,7 +80,7 @@ func InvitationRevokedEvent(inv *Invitation) WebhookEvent {
 
 // InvitationDeclinedEvent is invitation.declined: the invitee pressed
 // Decline on the accept page; user_id is the account they were signed in with.
-func InvitationDeclinedEvent(inv *Invitation) WebhookEvent {
+func InvitationDeclinedEvent(inv *grants.Invitation) WebhookEvent {
 	d := invitationData(inv)
 	ts := time.Time{}
 	if inv.DeclinedAt != nil {
@@ -99,14 +101,14 @@ func idempotent(e WebhookEvent, id string) WebhookEvent {
 }
 
 // InvitationExpiredEvent is invitation.expired (ExpireSweep sends it).
-func InvitationExpiredEvent(inv *Invitation) WebhookEvent {
+func InvitationExpiredEvent(inv *grants.Invitation) WebhookEvent {
 	return WebhookEvent{Type: WebhookInvitationExpired, Timestamp: inv.ExpiresAt, Data: invitationData(inv),
 		ID: "invitation.expired:" + inv.ID + ":" + strconv.FormatInt(inv.ExpiresAt.UnixNano(), 10)}
 }
 
 // UserCreatedEvent is user.created; connection is the upstream connection
 // of the sign-up ("" if unknown).
-func UserCreatedEvent(u *User, connection string) WebhookEvent {
+func UserCreatedEvent(u *grants.User, connection string) WebhookEvent {
 	d := map[string]any{"user_id": u.ID, "email": u.Email, "email_verified": u.EmailVerified}
 	if u.Name != "" {
 		d["name"] = u.Name
@@ -120,7 +122,7 @@ func UserCreatedEvent(u *User, connection string) WebhookEvent {
 // GrantChangedEvent is grant.changed with the grant as it is now; reason
 // says why (e.g. "invitation_redeemed", "default_roles", "role_removed",
 // "claim_removed").
-func GrantChangedEvent(g *Grant, reason string) WebhookEvent {
+func GrantChangedEvent(g *grants.Grant, reason string) WebhookEvent {
 	claims := g.Claims
 	if claims == nil {
 		claims = map[string]any{}

@@ -1,4 +1,4 @@
-package grants
+package webhooks
 
 import (
 	"bytes"
@@ -14,6 +14,9 @@ import (
 	"strconv"
 	"sync"
 	"time"
+
+	"github.com/usher-oidc/usher/grants"
+	"github.com/usher-oidc/usher/grants/outbox"
 )
 
 // Run delivers until ctx ends. It wakes on Emit, for its own retries when they
@@ -117,7 +120,7 @@ func (w *Webhooks) drain(ctx context.Context, wg *sync.WaitGroup) {
 // runLane delivers a lane's events in order while it holds the lane's
 // lease; it returns the hand-back (reschedule or complete the lane), which
 // the caller runs once the lane is no longer marked running.
-func (w *Webhooks) runLane(ctx context.Context, lane *Job) (handBack func()) {
+func (w *Webhooks) runLane(ctx context.Context, lane *grants.Job) (handBack func()) {
 	bg := context.WithoutCancel(ctx)
 	var lp lanePayload
 	if err := json.Unmarshal(lane.Payload, &lp); err != nil || lp.Lane == "" {
@@ -144,7 +147,7 @@ func (w *Webhooks) runLane(ctx context.Context, lane *Job) (handBack func()) {
 			}
 			at := w.o.Now().Add(w.o.BaseBackoff)
 			w.noteRetry(at)
-			return retry(at, shortReason("read lane: "+err.Error()))
+			return retry(at, outbox.ShortReason("read lane: "+err.Error()))
 		}
 		if len(events) == 0 {
 			return func() { w.finishLane(bg, log, lane.ID, lp) }
@@ -179,7 +182,7 @@ func (w *Webhooks) retryLane(ctx context.Context, log *slog.Logger, id string, a
 }
 
 func (w *Webhooks) completeJob(ctx context.Context, id string) {
-	if err := w.o.Store.CompleteJob(ctx, id); err != nil && !errors.Is(err, ErrNotFound) {
+	if err := w.o.Store.CompleteJob(ctx, id); err != nil && !errors.Is(err, grants.ErrNotFound) {
 		w.log.Error("complete webhook job", "job_id", id, "error", err)
 	}
 }
@@ -187,7 +190,7 @@ func (w *Webhooks) completeJob(ctx context.Context, id string) {
 // deliver makes one attempt at a lane's head event. done: the event is
 // finished (delivered or given up) and the next one may go; otherwise the
 // lane waits until retryAt.
-func (w *Webhooks) deliver(ctx context.Context, log *slog.Logger, job *Job) (retryAt time.Time, done bool) {
+func (w *Webhooks) deliver(ctx context.Context, log *slog.Logger, job *grants.Job) (retryAt time.Time, done bool) {
 	bg := context.WithoutCancel(ctx)
 	var ev laneEvent
 	if err := json.Unmarshal(job.Payload, &ev); err != nil || ev.WebhookID == "" {
@@ -219,7 +222,7 @@ func (w *Webhooks) deliver(ctx context.Context, log *slog.Logger, job *Job) (ret
 	now := w.o.Now()
 	att := WebhookAttempt{At: start, StatusCode: code, DurationMS: time.Since(t0).Milliseconds()}
 	if err != nil {
-		att.Error = shortReason(err.Error())
+		att.Error = outbox.ShortReason(err.Error())
 	}
 	st.Attempts++
 	st.LastAttemptAt, st.LastStatusCode, st.LastError = start, code, att.Error
@@ -247,7 +250,7 @@ func (w *Webhooks) deliver(ctx context.Context, log *slog.Logger, job *Job) (ret
 	if err := w.o.Store.RetryJob(bg, job.ID, parkedAt, st.encode()); err != nil {
 		log.Error("record webhook attempt", "error", err)
 	}
-	at := now.Add(backoff(w.o.BaseBackoff, st.Attempts-ev.Prior.Attempts))
+	at := now.Add(outbox.Backoff(w.o.BaseBackoff, st.Attempts-ev.Prior.Attempts))
 	if at.After(deadline) {
 		at = deadline // one last try at the deadline
 	}
@@ -258,7 +261,7 @@ func (w *Webhooks) deliver(ctx context.Context, log *slog.Logger, job *Job) (ret
 // setLog rewrites a delivery log record's state.
 func (w *Webhooks) setLog(ctx context.Context, log *slog.Logger, logID string, st webhookState) {
 	if err := w.o.Store.RetryJob(ctx, logID, parkedAt, st.encode()); err != nil {
-		if errors.Is(err, ErrNotFound) {
+		if errors.Is(err, grants.ErrNotFound) {
 			log.Warn("webhook delivery log record is gone (trimmed?)", "log_id", logID)
 			return
 		}

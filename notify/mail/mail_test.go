@@ -1,19 +1,15 @@
-package grants_test
+package mail_test
 
 import (
 	"bytes"
 	"context"
-	"crypto/rand"
-	"crypto/sha256"
 	"encoding/base64"
-	"encoding/hex"
 	"errors"
 	"io"
-	"log/slog"
 	"mime"
 	"mime/multipart"
 	"net"
-	"net/mail"
+	netmail "net/mail"
 	"os"
 	"path/filepath"
 	"strings"
@@ -21,12 +17,15 @@ import (
 	"testing"
 	"time"
 
+	"github.com/usher-oidc/usher/internal/testkit"
+
+	"github.com/usher-oidc/usher/notify/mail"
+
 	"github.com/emersion/go-sasl"
 	"github.com/emersion/go-smtp"
 	"github.com/gorilla/securecookie"
 
 	"github.com/usher-oidc/usher/grants"
-	boltstore "github.com/usher-oidc/usher/store/bolt"
 )
 
 // ---- a recording SMTP server ----
@@ -148,9 +147,9 @@ type log4t struct{ t *testing.T }
 func (l log4t) Printf(format string, v ...any) { l.t.Logf("smtp server: "+format, v...) }
 func (l log4t) Println(v ...any)               { l.t.Log(append([]any{"smtp server:"}, v...)...) }
 
-func (s *smtpServer) sender(t *testing.T) *grants.SMTPSender {
+func (s *smtpServer) sender(t *testing.T) *mail.SMTPSender {
 	t.Helper()
-	snd, err := grants.NewSMTPSender(grants.SMTPConfig{
+	snd, err := mail.NewSMTPSender(mail.SMTPConfig{
 		Host: s.Host, Port: s.Port, TLS: "none", Username: s.user, Password: s.pass,
 		From: "Usher <no-reply@usher.example>", Timeout: 10 * time.Second,
 	})
@@ -163,14 +162,14 @@ func (s *smtpServer) sender(t *testing.T) *grants.SMTPSender {
 // ---- parsing what arrived ----
 
 type parsedMail struct {
-	Header     mail.Header
+	Header     netmail.Header
 	Subject    string
 	Text, HTML string
 }
 
 func parseMail(t *testing.T, data []byte) parsedMail {
 	t.Helper()
-	msg, err := mail.ReadMessage(bytes.NewReader(data))
+	msg, err := netmail.ReadMessage(bytes.NewReader(data))
 	if err != nil {
 		t.Fatalf("parse message: %v\n%s", err, data)
 	}
@@ -218,82 +217,8 @@ func parseMail(t *testing.T, data []byte) parsedMail {
 
 // ---- shared fixtures ----
 
-func eventually(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-}
-
-func openStore(t *testing.T) (*boltstore.Store, string) {
-	t.Helper()
-	path := filepath.Join(t.TempDir(), "usher.db")
-	s, err := boltstore.Open(path, boltstore.Options{SweepInterval: -1})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = s.Close() })
-	return s, path
-}
-
-func newToken(t *testing.T) (token, hash string) {
-	t.Helper()
-	b := make([]byte, 32)
-	_, _ = rand.Read(b)
-	token = "inv_" + base64.RawURLEncoding.EncodeToString(b)
-	sum := sha256.Sum256([]byte(token))
-	return token, hex.EncodeToString(sum[:])
-}
-
-// createInvitation stores a pending invitation and returns it with its link.
-func createInvitation(t *testing.T, s grants.Store, email string) (*grants.Invitation, string, string) {
-	t.Helper()
-	token, hash := newToken(t)
-	now := time.Now()
-	inv, err := s.CreateInvitation(t.Context(), &grants.Invitation{
-		ID: "inv-" + hash[:12], TokenHash: hash, Email: email, Roles: []string{"editor"},
-		EmailMatch: "any", Inviter: "Alice Admin", Status: grants.StatusPending,
-		CreatedAt: now, ExpiresAt: now.Add(7 * 24 * time.Hour), SendEmail: true,
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return inv, token, "https://usher.example.com/invite/" + token
-}
-
 func sealer() *securecookie.SecureCookie {
 	return securecookie.New(securecookie.GenerateRandomKey(32), securecookie.GenerateRandomKey(32))
-}
-
-// testLogger collects the workers' logs and hands them to t's log at the
-// test's end, from the test's goroutine (a t.Log from a worker while the
-// test finishes is a data race in package testing).
-func testLogger(t *testing.T) *slog.Logger {
-	w := &testWriter{}
-	t.Cleanup(func() {
-		w.mu.Lock()
-		defer w.mu.Unlock()
-		for _, line := range w.buf {
-			t.Log(line)
-		}
-	})
-	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: slog.LevelDebug}))
-}
-
-type testWriter struct {
-	mu  sync.Mutex
-	buf []string
-}
-
-func (w *testWriter) Write(p []byte) (int, error) {
-	w.mu.Lock()
-	w.buf = append(w.buf, strings.TrimRight(string(p), "\n"))
-	w.mu.Unlock()
-	return len(p), nil
 }
 
 // recordingStore remembers the mail status after every UpdateInvitation.
@@ -319,23 +244,23 @@ func (r *recordingStore) statuses() []string {
 	return append([]string(nil), r.history...)
 }
 
-func newMailer(t *testing.T, st grants.Store, snd grants.Sender, mod func(*grants.MailerOptions)) *grants.Mailer {
+func newMailer(t *testing.T, st grants.Store, snd mail.Sender, mod func(*mail.MailerOptions)) *mail.Mailer {
 	t.Helper()
-	tpl, err := grants.LoadTemplates("")
+	tpl, err := mail.LoadTemplates("")
 	if err != nil {
 		t.Fatal(err)
 	}
-	o := grants.MailerOptions{
+	o := mail.MailerOptions{
 		Store: st, Sender: snd, Templates: tpl, Sealer: sealer(), AppName: "Acme Portal",
-		Logger: testLogger(t), BaseBackoff: 10 * time.Millisecond,
+		Logger: testkit.Logger(t), BaseBackoff: 10 * time.Millisecond,
 	}
 	if mod != nil {
 		mod(&o)
 	}
-	return grants.NewMailer(o)
+	return mail.NewMailer(o)
 }
 
-func runMailer(t *testing.T, m *grants.Mailer) {
+func runMailer(t *testing.T, m *mail.Mailer) {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
@@ -343,30 +268,12 @@ func runMailer(t *testing.T, m *grants.Mailer) {
 	t.Cleanup(func() { cancel(); <-done })
 }
 
-func waitQueueEmpty(t *testing.T, m *grants.Mailer) {
+func waitQueueEmpty(t *testing.T, m *mail.Mailer) {
 	t.Helper()
-	eventually(t, "the mail queue to drain", func() bool {
+	testkit.Eventually(t, "the mail queue to drain", func() bool {
 		n, err := m.QueueDepth(context.Background())
 		return err == nil && n == 0
 	})
-}
-
-func getInv(t *testing.T, s grants.Store, id string) *grants.Invitation {
-	t.Helper()
-	inv, err := s.GetInvitation(context.Background(), id)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return inv
-}
-
-func hasEvent(inv *grants.Invitation, typ string) bool {
-	for _, e := range inv.Events {
-		if e.Type == typ {
-			return true
-		}
-	}
-	return false
 }
 
 // ---- SMTP sender ----
@@ -375,7 +282,7 @@ func TestSMTPSenderDeliversMultipartWithAuth(t *testing.T) {
 	t.Parallel()
 	srv := startSMTP(t, &smtpServer{user: "mailer", pass: "s3cret"})
 	link := "https://usher.example.com/invite/inv_abc?x=1&y=2"
-	err := srv.sender(t).Send(t.Context(), grants.Message{
+	err := srv.sender(t).Send(t.Context(), mail.Message{
 		To: "bob@example.com", Subject: "Alice invited you to Acme Portal",
 		Text: "Open " + link + " to join.", HTML: `<p><a href="` + strings.ReplaceAll(link, "&", "&amp;") + `">Join</a></p>`,
 	})
@@ -391,10 +298,10 @@ func TestSMTPSenderDeliversMultipartWithAuth(t *testing.T) {
 		t.Fatalf("envelope from %q to %q", got.From, got.To)
 	}
 	p := parseMail(t, got.Data)
-	if from, err := mail.ParseAddress(p.Header.Get("From")); err != nil || from.Address != "no-reply@usher.example" || from.Name != "Usher" {
+	if from, err := netmail.ParseAddress(p.Header.Get("From")); err != nil || from.Address != "no-reply@usher.example" || from.Name != "Usher" {
 		t.Errorf("From header %q (%v)", p.Header.Get("From"), err)
 	}
-	if to, err := mail.ParseAddress(p.Header.Get("To")); err != nil || to.Address != "bob@example.com" {
+	if to, err := netmail.ParseAddress(p.Header.Get("To")); err != nil || to.Address != "bob@example.com" {
 		t.Errorf("To header %q (%v)", p.Header.Get("To"), err)
 	}
 	if p.Subject != "Alice invited you to Acme Portal" {
@@ -417,11 +324,11 @@ func TestSMTPSenderDeliversMultipartWithAuth(t *testing.T) {
 func TestSMTPSenderWrongPassword(t *testing.T) {
 	t.Parallel()
 	srv := startSMTP(t, &smtpServer{user: "mailer", pass: "s3cret"})
-	snd, err := grants.NewSMTPSender(grants.SMTPConfig{Host: srv.Host, Port: srv.Port, TLS: "none", Username: "mailer", Password: "wrong", From: "no-reply@usher.example"})
+	snd, err := mail.NewSMTPSender(mail.SMTPConfig{Host: srv.Host, Port: srv.Port, TLS: "none", Username: "mailer", Password: "wrong", From: "no-reply@usher.example"})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := snd.Send(t.Context(), grants.Message{To: "bob@example.com", Subject: "s", Text: "t"}); err == nil {
+	if err := snd.Send(t.Context(), mail.Message{To: "bob@example.com", Subject: "s", Text: "t"}); err == nil {
 		t.Fatal("send with a wrong password succeeded")
 	}
 	if n := len(srv.delivered()); n != 0 {
@@ -431,7 +338,7 @@ func TestSMTPSenderWrongPassword(t *testing.T) {
 
 func TestNewSMTPSenderValidates(t *testing.T) {
 	t.Parallel()
-	for name, cfg := range map[string]grants.SMTPConfig{
+	for name, cfg := range map[string]mail.SMTPConfig{
 		"no host":                  {From: "a@example.com"},
 		"no from":                  {Host: "smtp.example.com"},
 		"bad from":                 {Host: "smtp.example.com", From: "not an address"},
@@ -439,16 +346,16 @@ func TestNewSMTPSenderValidates(t *testing.T) {
 		"password in clear remote": {Host: "smtp.example.com", From: "a@example.com", TLS: "none", Username: "u", Password: "p"},
 		"bad port":                 {Host: "smtp.example.com", From: "a@example.com", Port: 70000},
 	} {
-		if _, err := grants.NewSMTPSender(cfg); err == nil {
+		if _, err := mail.NewSMTPSender(cfg); err == nil {
 			t.Errorf("%s: accepted", name)
 		}
 	}
-	for _, cfg := range []grants.SMTPConfig{
+	for _, cfg := range []mail.SMTPConfig{
 		{Host: "smtp.example.com", From: "a@example.com", Username: "u", Password: "p"},
 		{Host: "smtp.example.com", From: "a@example.com", TLS: "tls"},
 		{Host: "localhost", From: "a@example.com", TLS: "none", Username: "u", Password: "p"},
 	} {
-		if _, err := grants.NewSMTPSender(cfg); err != nil {
+		if _, err := mail.NewSMTPSender(cfg); err != nil {
 			t.Errorf("%+v: %v", cfg, err)
 		}
 	}
@@ -459,22 +366,22 @@ func TestNewSMTPSenderValidates(t *testing.T) {
 func TestMailerEndToEnd(t *testing.T) {
 	t.Parallel()
 	ctx := t.Context()
-	st, dbPath := openStore(t)
+	st, dbPath := testkit.OpenBolt(t)
 	srv := startSMTP(t, &smtpServer{user: "mailer", pass: "s3cret"})
 	m := newMailer(t, st, srv.sender(t), nil)
-	inv, token, link := createInvitation(t, st, "bob@example.com")
+	inv, token, link := testkit.PendingInvitation(t, st, "bob@example.com")
 
 	// The worker is not running yet: the job stays queued for inspection.
 	if err := m.EnqueueInvitation(ctx, inv, link); err != nil {
 		t.Fatal(err)
 	}
-	if got := getInv(t, st, inv.ID).EmailStatus; got != "queued" {
+	if got := testkit.Invitation(t, st, inv.ID).EmailStatus; got != "queued" {
 		t.Fatalf("EmailStatus %q after enqueue, want queued", got)
 	}
 	if n, err := m.QueueDepth(ctx); err != nil || n != 1 {
 		t.Fatalf("QueueDepth = %d, %v; want 1", n, err)
 	}
-	jobs, err := st.ClaimJobs(ctx, grants.JobKindMail, time.Now(), 10, time.Minute)
+	jobs, err := st.ClaimJobs(ctx, mail.JobKindMail, time.Now(), 10, time.Minute)
 	if err != nil || len(jobs) != 1 {
 		t.Fatalf("claim: %d jobs, %v", len(jobs), err)
 	}
@@ -497,10 +404,10 @@ func TestMailerEndToEnd(t *testing.T) {
 	}
 
 	runMailer(t, m)
-	eventually(t, "the mail to arrive", func() bool { return len(srv.delivered()) == 1 })
-	eventually(t, "EmailStatus sent", func() bool { return getInv(t, st, inv.ID).EmailStatus == "sent" })
-	got := getInv(t, st, inv.ID)
-	if got.EmailError != "" || !hasEvent(got, "mailed") {
+	testkit.Eventually(t, "the mail to arrive", func() bool { return len(srv.delivered()) == 1 })
+	testkit.Eventually(t, "EmailStatus sent", func() bool { return testkit.Invitation(t, st, inv.ID).EmailStatus == "sent" })
+	got := testkit.Invitation(t, st, inv.ID)
+	if got.EmailError != "" || !got.HasEvent("mailed") {
 		t.Fatalf("invitation after sending: error %q, events %+v", got.EmailError, got.Events)
 	}
 	waitQueueEmpty(t, m)
@@ -524,25 +431,25 @@ func TestMailerEndToEnd(t *testing.T) {
 func TestMailerRetriesThenDelivers(t *testing.T) {
 	t.Parallel()
 	ctx := t.Context()
-	bolt, _ := openStore(t)
+	bolt, _ := testkit.OpenBolt(t)
 	st := &recordingStore{Store: bolt}
 	srv := startSMTP(t, &smtpServer{failFirst: 2})
 	m := newMailer(t, st, srv.sender(t), nil)
 	runMailer(t, m)
-	inv, _, link := createInvitation(t, st, "carol@example.com")
+	inv, _, link := testkit.PendingInvitation(t, st, "carol@example.com")
 	if err := m.EnqueueInvitation(ctx, inv, link); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, "the mail to arrive", func() bool { return len(srv.delivered()) == 1 })
-	eventually(t, "EmailStatus sent", func() bool {
+	testkit.Eventually(t, "the mail to arrive", func() bool { return len(srv.delivered()) == 1 })
+	testkit.Eventually(t, "EmailStatus sent", func() bool {
 		h := st.statuses()
 		return len(h) > 0 && strings.HasPrefix(h[len(h)-1], "sent|")
 	})
 	if n := srv.dataAttempts(); n != 3 {
 		t.Fatalf("%d delivery attempts, want 3", n)
 	}
-	got := getInv(t, st, inv.ID)
-	if got.EmailError != "" || !hasEvent(got, "mailed") || hasEvent(got, "mail_failed") {
+	got := testkit.Invitation(t, st, inv.ID)
+	if got.EmailError != "" || !got.HasEvent("mailed") || got.HasEvent("mail_failed") {
 		t.Fatalf("after delivery: error %q, events %+v", got.EmailError, got.Events)
 	}
 	// queued → queued with an error (twice) → sent.
@@ -569,17 +476,17 @@ func TestMailerRetriesThenDelivers(t *testing.T) {
 func TestMailerGivesUpAfterMaxAttempts(t *testing.T) {
 	t.Parallel()
 	ctx := t.Context()
-	st, _ := openStore(t)
+	st, _ := testkit.OpenBolt(t)
 	srv := startSMTP(t, &smtpServer{failAlways: true})
-	m := newMailer(t, st, srv.sender(t), func(o *grants.MailerOptions) { o.MaxAttempts = 3 })
+	m := newMailer(t, st, srv.sender(t), func(o *mail.MailerOptions) { o.MaxAttempts = 3 })
 	runMailer(t, m)
-	inv, _, link := createInvitation(t, st, "dave@example.com")
+	inv, _, link := testkit.PendingInvitation(t, st, "dave@example.com")
 	if err := m.EnqueueInvitation(ctx, inv, link); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, "EmailStatus failed", func() bool { return getInv(t, st, inv.ID).EmailStatus == "failed" })
-	got := getInv(t, st, inv.ID)
-	if got.EmailError == "" || !hasEvent(got, "mail_failed") || hasEvent(got, "mailed") {
+	testkit.Eventually(t, "EmailStatus failed", func() bool { return testkit.Invitation(t, st, inv.ID).EmailStatus == "failed" })
+	got := testkit.Invitation(t, st, inv.ID)
+	if got.EmailError == "" || !got.HasEvent("mail_failed") || got.HasEvent("mailed") {
 		t.Fatalf("after giving up: error %q, events %+v", got.EmailError, got.Events)
 	}
 	t.Logf("EmailError: %s", got.EmailError)
@@ -592,11 +499,11 @@ func TestMailerGivesUpAfterMaxAttempts(t *testing.T) {
 func TestMailerDropsJobsOfRevokedAndResentInvitations(t *testing.T) {
 	t.Parallel()
 	ctx := t.Context()
-	st, _ := openStore(t)
-	outbox := grants.NewOutbox()
+	st, _ := testkit.OpenBolt(t)
+	outbox := mail.NewOutbox()
 	m := newMailer(t, st, outbox, nil)
 
-	revoked, _, link1 := createInvitation(t, st, "erin@example.com")
+	revoked, _, link1 := testkit.PendingInvitation(t, st, "erin@example.com")
 	if err := m.EnqueueInvitation(ctx, revoked, link1); err != nil {
 		t.Fatal(err)
 	}
@@ -604,11 +511,11 @@ func TestMailerDropsJobsOfRevokedAndResentInvitations(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	resent, _, link2 := createInvitation(t, st, "frank@example.com")
+	resent, _, link2 := testkit.PendingInvitation(t, st, "frank@example.com")
 	if err := m.EnqueueInvitation(ctx, resent, link2); err != nil {
 		t.Fatal(err)
 	}
-	_, newHash := newToken(t)
+	_, newHash := testkit.InvitationToken(t)
 	if _, err := st.ReplaceInvitationToken(ctx, resent.ID, newHash, time.Now().Add(time.Hour), time.Now()); err != nil {
 		t.Fatal(err)
 	}
@@ -618,12 +525,12 @@ func TestMailerDropsJobsOfRevokedAndResentInvitations(t *testing.T) {
 	if msgs := outbox.Messages(); len(msgs) != 0 {
 		t.Fatalf("%d mails sent for dead invitations: %+v", len(msgs), msgs)
 	}
-	got := getInv(t, st, revoked.ID)
-	if got.EmailStatus != "failed" || !strings.Contains(got.EmailError, "revoked") || hasEvent(got, "mailed") {
+	got := testkit.Invitation(t, st, revoked.ID)
+	if got.EmailStatus != "failed" || !strings.Contains(got.EmailError, "revoked") || got.HasEvent("mailed") {
 		t.Errorf("revoked invitation: status %q error %q", got.EmailStatus, got.EmailError)
 	}
 	// The resend's own mail owns the status: the orphaned job leaves it alone.
-	if got := getInv(t, st, resent.ID); got.EmailStatus != "queued" || hasEvent(got, "mailed") {
+	if got := testkit.Invitation(t, st, resent.ID); got.EmailStatus != "queued" || got.HasEvent("mailed") {
 		t.Errorf("resent invitation: status %q", got.EmailStatus)
 	}
 }
@@ -631,16 +538,16 @@ func TestMailerDropsJobsOfRevokedAndResentInvitations(t *testing.T) {
 func TestMailerUndecodableLinkFails(t *testing.T) {
 	t.Parallel()
 	ctx := t.Context()
-	st, _ := openStore(t)
-	outbox := grants.NewOutbox()
-	inv, _, link := createInvitation(t, st, "gina@example.com")
+	st, _ := testkit.OpenBolt(t)
+	outbox := mail.NewOutbox()
+	inv, _, link := testkit.PendingInvitation(t, st, "gina@example.com")
 	// Queued under one key, worked under another (keys rotated, say).
 	if err := newMailer(t, st, outbox, nil).EnqueueInvitation(ctx, inv, link); err != nil {
 		t.Fatal(err)
 	}
 	m := newMailer(t, st, outbox, nil)
 	runMailer(t, m)
-	eventually(t, "EmailStatus failed", func() bool { return getInv(t, st, inv.ID).EmailStatus == "failed" })
+	testkit.Eventually(t, "EmailStatus failed", func() bool { return testkit.Invitation(t, st, inv.ID).EmailStatus == "failed" })
 	if len(outbox.Messages()) != 0 {
 		t.Fatal("sent a mail without its link")
 	}
@@ -650,33 +557,33 @@ func TestMailerUndecodableLinkFails(t *testing.T) {
 func TestMailerToOutbox(t *testing.T) {
 	t.Parallel()
 	ctx := t.Context()
-	st, _ := openStore(t)
-	outbox := grants.NewOutbox()
+	st, _ := testkit.OpenBolt(t)
+	outbox := mail.NewOutbox()
 	m := newMailer(t, st, outbox, nil)
 	runMailer(t, m)
-	inv, _, link := createInvitation(t, st, "hank@example.com")
+	inv, _, link := testkit.PendingInvitation(t, st, "hank@example.com")
 	if err := m.EnqueueInvitation(ctx, inv, link); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, "the outbox mail", func() bool { return len(outbox.Messages()) == 1 })
+	testkit.Eventually(t, "the outbox mail", func() bool { return len(outbox.Messages()) == 1 })
 	msg := outbox.Messages()[0]
-	if msg.To != "hank@example.com" || grants.FirstLink(msg.Text) != link {
+	if msg.To != "hank@example.com" || mail.FirstLink(msg.Text) != link {
 		t.Fatalf("outbox got %+v", msg)
 	}
-	eventually(t, "EmailStatus sent", func() bool { return getInv(t, st, inv.ID).EmailStatus == "sent" })
+	testkit.Eventually(t, "EmailStatus sent", func() bool { return testkit.Invitation(t, st, inv.ID).EmailStatus == "sent" })
 }
 
 // ---- Templates ----
 
 func TestTemplatesDefaults(t *testing.T) {
 	t.Parallel()
-	tpl, err := grants.LoadTemplates("")
+	tpl, err := mail.LoadTemplates("")
 	if err != nil {
 		t.Fatal(err)
 	}
 	link := "https://usher.example.com/invite/inv_abc?a=1&b=2"
 	exp := time.Date(2026, 3, 2, 15, 0, 0, 0, time.FixedZone("CET", 3600))
-	msg, err := tpl.Invitation(grants.InvitationMail{
+	msg, err := tpl.Invitation(mail.InvitationMail{
 		AppName: "Acme Portal", Inviter: "Alice", Email: "bob@example.com", Link: link,
 		ExpiresAt: exp, Roles: []string{"editor", "billing"},
 	})
@@ -697,7 +604,7 @@ func TestTemplatesDefaults(t *testing.T) {
 		}
 	}
 
-	anon, err := tpl.Invitation(grants.InvitationMail{AppName: "Acme Portal", Email: "bob@example.com", Link: link, ExpiresAt: exp})
+	anon, err := tpl.Invitation(mail.InvitationMail{AppName: "Acme Portal", Email: "bob@example.com", Link: link, ExpiresAt: exp})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -708,11 +615,11 @@ func TestTemplatesDefaults(t *testing.T) {
 
 func TestTemplatesEscapeHTML(t *testing.T) {
 	t.Parallel()
-	tpl, err := grants.LoadTemplates("")
+	tpl, err := mail.LoadTemplates("")
 	if err != nil {
 		t.Fatal(err)
 	}
-	msg, err := tpl.Invitation(grants.InvitationMail{
+	msg, err := tpl.Invitation(mail.InvitationMail{
 		AppName: "Acme", Inviter: "<script>alert(1)</script>\r\nBcc: evil@example.com", Email: "bob@example.com",
 		Link: "javascript:alert(1)", ExpiresAt: time.Now(),
 	})
@@ -736,11 +643,11 @@ func TestTemplatesOverride(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(dir, "invitation.subject.txt"), []byte("Join {{.AppName}} now, {{.Email}}\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	tpl, err := grants.LoadTemplates(dir)
+	tpl, err := mail.LoadTemplates(dir)
 	if err != nil {
 		t.Fatal(err)
 	}
-	msg, err := tpl.Invitation(grants.InvitationMail{AppName: "Acme", Email: "bob@example.com", Link: "https://x.example/invite/t", ExpiresAt: time.Now()})
+	msg, err := tpl.Invitation(mail.InvitationMail{AppName: "Acme", Email: "bob@example.com", Link: "https://x.example/invite/t", ExpiresAt: time.Now()})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -763,7 +670,7 @@ func TestTemplatesBrokenFileNamed(t *testing.T) {
 		if err := os.WriteFile(filepath.Join(dir, name), []byte(src), 0o600); err != nil {
 			t.Fatal(err)
 		}
-		_, err := grants.LoadTemplates(dir)
+		_, err := mail.LoadTemplates(dir)
 		if err == nil {
 			t.Errorf("%s: broken template accepted", name)
 			continue
@@ -772,7 +679,7 @@ func TestTemplatesBrokenFileNamed(t *testing.T) {
 			t.Errorf("%s: error does not name the file: %v", name, err)
 		}
 	}
-	if _, err := grants.LoadTemplates(filepath.Join(t.TempDir(), "missing")); err == nil {
+	if _, err := mail.LoadTemplates(filepath.Join(t.TempDir(), "missing")); err == nil {
 		t.Error("a missing template directory was accepted")
 	}
 }

@@ -1,4 +1,4 @@
-package grants
+package auth0
 
 import (
 	"context"

@@ -1,15 +1,15 @@
-package grants
+package mail
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"net"
 	"net/mail"
 	"strings"
 	"time"
+
+	"github.com/usher-oidc/usher/grants/outbox"
 
 	gomail "github.com/wneessen/go-mail"
 )
@@ -123,7 +123,7 @@ func (s *SMTPSender) Send(ctx context.Context, m Message) error {
 	}
 	msg.Subject(m.Subject)
 	msg.SetDateWithValue(time.Now())
-	msg.SetMessageIDWithValue(randomHex(16) + "@" + s.msgIDDom)
+	msg.SetMessageIDWithValue(outbox.RandomHex(16) + "@" + s.msgIDDom)
 	// Tell vacation responders and the like not to answer a robot.
 	msg.SetGenHeader(gomail.Header("Auto-Submitted"), "auto-generated")
 	msg.SetGenHeader(gomail.HeaderXAutoResponseSuppress, "All")
@@ -165,10 +165,4 @@ func (s *SMTPSender) Send(ctx context.Context, m Message) error {
 		return fmt.Errorf("smtp %s:%d: %w", s.cfg.Host, s.cfg.Port, err)
 	}
 	return nil
-}
-
-func randomHex(n int) string {
-	b := make([]byte, n)
-	_, _ = rand.Read(b) // crypto/rand.Read never fails (Go ≥ 1.24)
-	return hex.EncodeToString(b)
 }

@@ -1,9 +1,11 @@
-package grants
+package webhooks
 
 import (
 	"context"
 	"errors"
 	"fmt"
+
+	"github.com/usher-oidc/usher/grants"
 )
 
 // ExpireSweep finds pending invitations past their expiry without an
@@ -15,7 +17,7 @@ func (w *Webhooks) ExpireSweep(ctx context.Context) error {
 	now := w.o.Now()
 	cursor := ""
 	for {
-		invs, next, err := w.o.Store.ListInvitations(ctx, InvitationFilter{Status: StatusExpired, Limit: 500, Cursor: cursor}, now)
+		invs, next, err := w.o.Store.ListInvitations(ctx, grants.InvitationFilter{Status: grants.StatusExpired, Limit: 500, Cursor: cursor}, now)
 		if err != nil {
 			return fmt.Errorf("webhooks: expiry sweep: %w", err)
 		}
@@ -24,7 +26,7 @@ func (w *Webhooks) ExpireSweep(ctx context.Context) error {
 				return err
 			}
 			inv := &invs[i]
-			if expiryNoted(inv) || inv.EffectiveStatus(now) != StatusExpired {
+			if expiryNoted(inv) || inv.EffectiveStatus(now) != grants.StatusExpired {
 				continue
 			}
 			if err := w.Emit(ctx, InvitationExpiredEvent(inv)); err != nil {
@@ -32,14 +34,14 @@ func (w *Webhooks) ExpireSweep(ctx context.Context) error {
 				continue // not marked: the next sweep tries again
 			}
 			expiresAt := inv.ExpiresAt
-			_, err := w.o.Store.UpdateInvitation(ctx, inv.ID, func(i *Invitation) error {
-				if expiryNoted(i) || !i.ExpiresAt.Equal(expiresAt) || i.EffectiveStatus(now) != StatusExpired {
-					return errSkipUpdate
+			_, err := w.o.Store.UpdateInvitation(ctx, inv.ID, func(i *grants.Invitation) error {
+				if expiryNoted(i) || !i.ExpiresAt.Equal(expiresAt) || i.EffectiveStatus(now) != grants.StatusExpired {
+					return grants.ErrSkipUpdate
 				}
-				i.Events = append(i.Events, Event{Type: "expired", At: i.ExpiresAt})
+				i.Events = append(i.Events, grants.Event{Type: "expired", At: i.ExpiresAt})
 				return nil
 			})
-			if err != nil && !errors.Is(err, errSkipUpdate) && !errors.Is(err, ErrNotFound) {
+			if err != nil && !errors.Is(err, grants.ErrSkipUpdate) && !errors.Is(err, grants.ErrNotFound) {
 				w.log.ErrorContext(ctx, "note invitation expiry", "invitation_id", inv.ID, "error", err)
 			}
 		}
@@ -52,7 +54,7 @@ func (w *Webhooks) ExpireSweep(ctx context.Context) error {
 
 // expiryNoted: the timeline already has the "expired" event of the current
 // expiry (a resend gives a new expiry, which expires anew).
-func expiryNoted(inv *Invitation) bool {
+func expiryNoted(inv *grants.Invitation) bool {
 	for _, e := range inv.Events {
 		if e.Type == "expired" && e.At.Equal(inv.ExpiresAt) {
 			return true

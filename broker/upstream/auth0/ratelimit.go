@@ -1,4 +1,4 @@
-package grants
+package auth0
 
 import (
 	"net/http"
@@ -6,6 +6,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/usher-oidc/usher/grants/outbox"
 )
 
 // rateNote receives what the last 429 of one logical call asked for.
@@ -55,7 +57,7 @@ func retryAfter(h http.Header, now time.Time) time.Duration {
 			wait = max(wait, time.Unix(epoch, 0).Sub(now))
 		}
 	}
-	return min(max(wait, 0), maxBackoff)
+	return min(max(wait, 0), outbox.MaxBackoff)
 }
 
 func (m *Mirror) pause(until time.Time) {

@@ -1,4 +1,4 @@
-package grants
+package webhooks
 
 import (
 	"context"
@@ -19,6 +19,9 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/usher-oidc/usher/grants"
+	"github.com/usher-oidc/usher/grants/outbox"
 )
 
 // Webhooks follow the Standard Webhooks specification
@@ -111,7 +114,7 @@ type WebhookEvent struct {
 
 // WebhooksOptions configures NewWebhooks.
 type WebhooksOptions struct {
-	Store     Store
+	Store     grants.Store
 	Endpoints []WebhookEndpoint
 	// HTTPClient sends the deliveries; by default one that does not follow
 	// redirects (a 3xx is a failed delivery).
@@ -425,7 +428,7 @@ func eventIDOf(e WebhookEvent) string {
 	if e.ID != "" {
 		return e.ID
 	}
-	return randomHex(16)
+	return outbox.RandomHex(16)
 }
 
 // Emit stores one delivery per subscribed endpoint and wakes the worker. The
@@ -507,9 +510,9 @@ func (w *Webhooks) Emit(ctx context.Context, e WebhookEvent) error {
 func (w *Webhooks) queue(ctx context.Context, rec logRecord, logID string, ev laneEvent, eventJobID, lane string, idempotent bool) (bool, error) {
 	if rec.Body != nil {
 		payload, _ := json.Marshal(rec)
-		err := w.o.Store.EnqueueJob(ctx, &Job{ID: logID, Kind: logKindPrefix + rec.Endpoint, Payload: payload,
+		err := w.o.Store.EnqueueJob(ctx, &grants.Job{ID: logID, Kind: logKindPrefix + rec.Endpoint, Payload: payload,
 			RunAt: parkedAt, CreatedAt: rec.CreatedAt, LastError: webhookState{Status: DeliveryPending}.encode()})
-		if errors.Is(err, ErrConflict) && idempotent {
+		if errors.Is(err, grants.ErrConflict) && idempotent {
 			return false, nil
 		}
 		if err != nil {
@@ -517,8 +520,8 @@ func (w *Webhooks) queue(ctx context.Context, rec logRecord, logID string, ev la
 		}
 	}
 	payload, _ := json.Marshal(ev)
-	if err := w.o.Store.EnqueueJob(ctx, &Job{ID: eventJobID, Kind: laneKindPrefix + lane, Payload: payload,
-		RunAt: parkedAt, CreatedAt: ev.QueuedAt}); err != nil && !errors.Is(err, ErrConflict) {
+	if err := w.o.Store.EnqueueJob(ctx, &grants.Job{ID: eventJobID, Kind: laneKindPrefix + lane, Payload: payload,
+		RunAt: parkedAt, CreatedAt: ev.QueuedAt}); err != nil && !errors.Is(err, grants.ErrConflict) {
 		return false, fmt.Errorf("store event: %w", err)
 	}
 	if err := w.enqueueLane(ctx, lane, ev.Endpoint); err != nil {
@@ -530,8 +533,8 @@ func (w *Webhooks) queue(ctx context.Context, rec logRecord, logID string, ev la
 func (w *Webhooks) enqueueLane(ctx context.Context, lane, endpoint string) error {
 	payload, _ := json.Marshal(lanePayload{Lane: lane, Endpoint: endpoint})
 	now := w.o.Now()
-	err := w.o.Store.EnqueueJob(ctx, &Job{ID: "whlane_" + lane, Kind: JobKindWebhook, Payload: payload, RunAt: now, CreatedAt: now})
-	if err != nil && !errors.Is(err, ErrConflict) { // conflict: the lane is already queued
+	err := w.o.Store.EnqueueJob(ctx, &grants.Job{ID: "whlane_" + lane, Kind: JobKindWebhook, Payload: payload, RunAt: now, CreatedAt: now})
+	if err != nil && !errors.Is(err, grants.ErrConflict) { // conflict: the lane is already queued
 		return fmt.Errorf("store lane: %w", err)
 	}
 	return nil
@@ -545,7 +548,7 @@ func (w *Webhooks) poke() {
 }
 
 // peek reads parked jobs of kind in ID order.
-func (w *Webhooks) peek(ctx context.Context, kind string, limit int) ([]Job, error) {
+func (w *Webhooks) peek(ctx context.Context, kind string, limit int) ([]grants.Job, error) {
 	return w.o.Store.PeekJobs(ctx, kind, limit)
 }
 

@@ -1,17 +1,20 @@
-package grants
+package webhooks
 
 import (
 	"context"
 	"encoding/json"
 	"fmt"
 	"strings"
+
+	"github.com/usher-oidc/usher/grants"
+	"github.com/usher-oidc/usher/grants/outbox"
 )
 
 // Deliveries lists an endpoint's deliveries, newest event first (limit:
 // default 50, at most 1000). ErrNotFound for an endpoint that is not configured.
 func (w *Webhooks) Deliveries(ctx context.Context, endpointID string, limit int) ([]WebhookDelivery, error) {
 	if w.endpoints[endpointID] == nil {
-		return nil, fmt.Errorf("webhooks: endpoint %q: %w", endpointID, ErrNotFound)
+		return nil, fmt.Errorf("webhooks: endpoint %q: %w", endpointID, grants.ErrNotFound)
 	}
 	if limit <= 0 {
 		limit = 50
@@ -30,7 +33,7 @@ func (w *Webhooks) Deliveries(ctx context.Context, endpointID string, limit int)
 	return out, nil
 }
 
-func deliveryOf(j *Job) (WebhookDelivery, bool) {
+func deliveryOf(j *grants.Job) (WebhookDelivery, bool) {
 	var rec logRecord
 	if json.Unmarshal(j.Payload, &rec) != nil || rec.WebhookID == "" {
 		return WebhookDelivery{}, false
@@ -48,7 +51,7 @@ func deliveryOf(j *Job) (WebhookDelivery, bool) {
 // does not (or no longer) hold it, ErrDeliveryPending while it is still tried.
 func (w *Webhooks) Redeliver(ctx context.Context, deliveryID string) error {
 	if !webhookIDRe.MatchString(deliveryID) {
-		return fmt.Errorf("webhooks: redeliver %q: %w", clipStr(deliveryID, 80), ErrNotFound)
+		return fmt.Errorf("webhooks: redeliver %q: %w", grants.ClipStr(deliveryID, 80), grants.ErrNotFound)
 	}
 	for _, id := range w.order {
 		jobs, err := w.peek(ctx, logKindPrefix+id, w.o.LogRetain+logPruneSlack)
@@ -66,10 +69,10 @@ func (w *Webhooks) Redeliver(ctx context.Context, deliveryID string) error {
 			return w.redeliver(ctx, &jobs[i], d)
 		}
 	}
-	return fmt.Errorf("webhooks: redeliver %s: %w", deliveryID, ErrNotFound)
+	return fmt.Errorf("webhooks: redeliver %s: %w", deliveryID, grants.ErrNotFound)
 }
 
-func (w *Webhooks) redeliver(ctx context.Context, logJob *Job, d WebhookDelivery) error {
+func (w *Webhooks) redeliver(ctx context.Context, logJob *grants.Job, d WebhookDelivery) error {
 	st, _ := decodeState(logJob.LastError)
 	if st.Status == DeliveryPending {
 		return fmt.Errorf("webhooks: redeliver %s: %w", d.ID, ErrDeliveryPending)
@@ -85,7 +88,7 @@ func (w *Webhooks) redeliver(ctx context.Context, logJob *Job, d WebhookDelivery
 	key := orderingKey(WebhookEvent{Data: data}, d.ID)
 	ev := laneEvent{WebhookID: d.ID, Endpoint: d.Endpoint, EventType: d.EventType, LogID: logJob.ID, Body: d.Payload,
 		QueuedAt: now, Prior: st}
-	eventJobID := fmt.Sprintf("whevt_%016x_%s_%s", uint64(w.stamp(now, false)), d.ID, randomHex(4))
+	eventJobID := fmt.Sprintf("whevt_%016x_%s_%s", uint64(w.stamp(now, false)), d.ID, outbox.RandomHex(4))
 	if _, err := w.queue(ctx, logRecord{Endpoint: d.Endpoint}, "", ev, eventJobID, hash32(d.Endpoint, key), false); err != nil {
 		return fmt.Errorf("webhooks: redeliver %s: %w", d.ID, err)
 	}

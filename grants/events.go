@@ -1,0 +1,74 @@
+package grants
+
+import (
+	"context"
+	"slices"
+	"time"
+)
+
+// Grant events. A use case of Service records them in the same atomic store
+// write as the state change they describe: they travel inside the
+// invitation's record (Invitation.Outbox) until the outbox runner has handed
+// them to every consumer (audit log, mail, webhooks, the Auth0 mirror). So no
+// state change is stored without its events, and no event without its
+// state change.
+const (
+	EventInvitationCreated  = "invitation.created"
+	EventInvitationResent   = "invitation.resent"
+	EventInvitationRevoked  = "invitation.revoked"
+	EventInvitationDeclined = "invitation.declined"
+	EventInvitationRedeemed = "invitation.redeemed"
+)
+
+// OutboxEvent is one recorded happening, waiting for its consumers. Its ID is
+// unique and stable: consumers are idempotent by it, so an event handed over
+// twice (a runner that crashed before its acknowledgement) is delivered once.
+type OutboxEvent struct {
+	ID   string    `json:"id"`
+	Type string    `json:"type"`
+	At   time.Time `json:"at"`
+	// Actor is who did it: "client:<id>", a user ID, or "config:…".
+	Actor string `json:"actor,omitempty"`
+	// Detail is the audit log's detail (email, roles, connection…).
+	Detail map[string]string `json:"detail,omitempty"`
+	// SealedLink, on created/resent events of a mailed invitation: the
+	// invitation link, sealed (the token is never stored in clear).
+	SealedLink string `json:"sealed_link,omitempty"`
+	// UpstreamUser, on redeemed events: the upstream account's subject (the
+	// Auth0 user ID a grant mirror writes to).
+	UpstreamUser string `json:"upstream_user,omitempty"`
+	// Signup, on redeemed events: this sign-in created the usher user.
+	Signup bool `json:"signup,omitempty"`
+	// Email and EmailVerified, on redeemed events: what the upstream said.
+	Email         string `json:"email,omitempty"`
+	EmailVerified bool   `json:"email_verified,omitempty"`
+}
+
+// OutboxStore is the part of Store the outbox runner uses.
+type OutboxStore interface {
+	// ClaimOutbox leases up to limit invitations that hold events not yet
+	// acknowledged and whose lease has lapsed (no other runner works on
+	// them), for lease; it returns their IDs.
+	ClaimOutbox(ctx context.Context, now time.Time, limit int, lease time.Duration) ([]string, error)
+	// AckOutbox removes the events with these IDs from the invitation's
+	// outbox in one atomic write; once none is left the invitation leaves
+	// the outbox index. Unknown IDs are ignored.
+	AckOutbox(ctx context.Context, invitationID string, eventIDs []string) error
+}
+
+// record appends events to the invitation's outbox.
+func (inv *Invitation) record(events []OutboxEvent) {
+	inv.Outbox = append(inv.Outbox, events...)
+}
+
+// AckEvents removes the events with these IDs from inv's outbox (the
+// backends' AckOutbox applies it inside their atomic step); it reports
+// whether anything changed.
+func (inv *Invitation) AckEvents(ids []string) bool {
+	n := len(inv.Outbox)
+	inv.Outbox = slices.DeleteFunc(inv.Outbox, func(e OutboxEvent) bool { return slices.Contains(ids, e.ID) })
+	if len(inv.Outbox) == 0 {
+		inv.Outbox = nil
+	}
+	return len(inv.Outbox) != n
+}

@@ -1,0 +1,102 @@
+package boltstore
+
+import (
+	"context"
+	"encoding/binary"
+	"fmt"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+
+	"github.com/usher-oidc/usher/grants"
+)
+
+// The outbox index: one entry per invitation whose record holds events not
+// yet acknowledged, written by putInvitation in the same transaction as the
+// record, so the index and the events never disagree.
+
+// indexOutbox brings inv's outbox entry in line with its record: due now
+// when it holds events (a write that adds events makes them due again), gone
+// when it holds none.
+func indexOutbox(tx *bolt.Tx, inv *grants.Invitation) error {
+	b := tx.Bucket(bOutbox)
+	if len(inv.Outbox) == 0 {
+		return b.Delete([]byte(inv.ID))
+	}
+	return b.Put([]byte(inv.ID), leaseValue(time.Time{}))
+}
+
+func leaseValue(until time.Time) []byte {
+	v := make([]byte, 8)
+	if !until.IsZero() {
+		binary.BigEndian.PutUint64(v, uint64(until.UnixMicro()))
+	}
+	return v
+}
+
+func leaseOf(v []byte) time.Time {
+	if len(v) != 8 {
+		return time.Time{}
+	}
+	n := binary.BigEndian.Uint64(v)
+	if n == 0 {
+		return time.Time{}
+	}
+	return time.UnixMicro(int64(n))
+}
+
+// ClaimOutbox leases up to limit invitations whose events are due.
+func (s *Store) ClaimOutbox(ctx context.Context, now time.Time, limit int, lease time.Duration) ([]string, error) {
+	if limit <= 0 {
+		return nil, nil
+	}
+	var ids []string
+	err := s.batch(func(tx *bolt.Tx) error {
+		ids = ids[:0]
+		b := tx.Bucket(bOutbox)
+		c := b.Cursor()
+		var claimed [][]byte
+		for k, v := c.First(); k != nil && len(claimed) < limit; k, v = c.Next() {
+			if until := leaseOf(v); until.IsZero() || !until.After(now) {
+				claimed = append(claimed, append([]byte(nil), k...))
+			}
+		}
+		for _, k := range claimed {
+			if err := b.Put(k, leaseValue(now.Add(lease))); err != nil {
+				return err
+			}
+			ids = append(ids, string(k))
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("boltstore: claim outbox: %w", err)
+	}
+	return ids, nil
+}
+
+// AckOutbox drops the acknowledged events from the invitation's record;
+// putInvitation keeps the index in step.
+func (s *Store) AckOutbox(ctx context.Context, invitationID string, eventIDs []string) error {
+	if err := checkKeys("boltstore: ack outbox", invitationID); err != nil {
+		return err
+	}
+	err := s.batch(func(tx *bolt.Tx) error {
+		inv, err := loadInvitation(tx, []byte(invitationID))
+		if err != nil {
+			return err
+		}
+		if inv == nil {
+			return tx.Bucket(bOutbox).Delete([]byte(invitationID))
+		}
+		old := *inv
+		if !inv.AckEvents(eventIDs) && len(inv.Outbox) > 0 {
+			return nil // nothing acknowledged; keep the lease
+		}
+		return putInvitation(tx, &old, inv)
+	})
+	if err != nil {
+		return fmt.Errorf("boltstore: ack outbox %s: %w", invitationID, err)
+	}
+	return nil
+}

@@ -1,0 +1,87 @@
+package redisstore
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/usher-oidc/usher/grants"
+)
+
+// The outbox index.
+//
+//	{prefix}{outbox}:due   sorted set of invitation IDs whose record holds
+//	                       events not yet acknowledged; score 0: due now,
+//	                       otherwise the end of a runner's lease (µs)
+//
+// The events themselves live in the invitation's record, written by the same
+// CAS as the state change. The index lives in another slot, so it follows the
+// rule of the other indexes: the entry is added (score 0) before the CAS that
+// needs it, and removed only by an acknowledgement that emptied the record,
+// and only while the entry still carries that runner's lease — a writer that
+// added events in between has set it back to 0, and it stays.
+
+func (s *Store) outboxKey() string { return s.prefix + "{outbox}:due" }
+
+// markOutbox makes inv due in the outbox index when its record will hold events.
+func (s *Store) markOutbox(ctx context.Context, inv *grants.Invitation) error {
+	if len(inv.Outbox) == 0 {
+		return nil
+	}
+	return s.rdb.ZAdd(ctx, s.outboxKey(), redis.Z{Score: 0, Member: inv.ID}).Err()
+}
+
+// claimOutbox: KEYS[1] index; ARGV now µs, lease end µs, limit.
+var claimOutbox = redis.NewScript(`
+local ids = redis.call('ZRANGE', KEYS[1], '-inf', ARGV[1], 'BYSCORE', 'LIMIT', 0, tonumber(ARGV[3]))
+for _, id in ipairs(ids) do
+  redis.call('ZADD', KEYS[1], ARGV[2], id)
+end
+return ids
+`)
+
+// dropOutbox: KEYS[1] index; ARGV id. Removes the entry only while it is
+// leased (score > 0): a 0 means a writer has added events since.
+var dropOutbox = redis.NewScript(`
+local score = redis.call('ZSCORE', KEYS[1], ARGV[1])
+if score and tonumber(score) > 0 then
+  return redis.call('ZREM', KEYS[1], ARGV[1])
+end
+return 0
+`)
+
+// ClaimOutbox leases up to limit due invitations in one script.
+func (s *Store) ClaimOutbox(ctx context.Context, now time.Time, limit int, lease time.Duration) ([]string, error) {
+	if limit <= 0 {
+		return nil, nil
+	}
+	res, err := claimOutbox.Run(ctx, s.rdb, []string{s.outboxKey()}, micros(now), micros(now.Add(lease)), limit).StringSlice()
+	if err != nil {
+		return nil, fmt.Errorf("redisstore: claim outbox: %w", err)
+	}
+	return res, nil
+}
+
+// AckOutbox removes the events with a CAS on the invitation, then its index
+// entry once the record holds none.
+func (s *Store) AckOutbox(ctx context.Context, invitationID string, eventIDs []string) error {
+	if err := checkKeys("redisstore: ack outbox", invitationID); err != nil {
+		return err
+	}
+	inv, err := s.transition(ctx, "ack outbox", invitationID, func(inv *grants.Invitation) (bool, error) {
+		return inv.AckEvents(eventIDs), nil
+	}, nil)
+	if err != nil && !errors.Is(err, grants.ErrNotFound) {
+		return err
+	}
+	if inv != nil && len(inv.Outbox) > 0 {
+		return nil
+	}
+	if err := dropOutbox.Run(ctx, s.rdb, []string{s.outboxKey()}, invitationID).Err(); err != nil {
+		return fmt.Errorf("redisstore: ack outbox %s: %w", invitationID, err)
+	}
+	return nil
+}

@@ -19,6 +19,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/usher-oidc/usher/grants/outbox"
+
 	"github.com/usher-oidc/usher/broker/upstream/auth0"
 	"github.com/usher-oidc/usher/notify/mail"
 	"github.com/usher-oidc/usher/notify/webhooks"
@@ -72,9 +74,12 @@ type App struct {
 	Mailer   *mail.Mailer
 	Mirror   *auth0.Mirror
 	Webhooks *webhooks.Webhooks
-	log      *slog.Logger
-	owned    bool
-	stop     context.CancelFunc
+	// Outbox hands recorded invitation events to the consumers above.
+	Outbox *outbox.Relay
+	log    *slog.Logger
+	now    func() time.Time
+	owned  bool
+	stop   context.CancelFunc
 	// workers are the background loops (mail, mirror, webhooks, key
 	// rotation): Close waits for them before it closes the store they use.
 	workers sync.WaitGroup
@@ -88,7 +93,7 @@ func New(ctx context.Context, cfg *config.Config, o Options) (*App, error) {
 	if o.Now == nil {
 		o.Now = time.Now
 	}
-	a := &App{Config: cfg, log: o.Logger, Store: o.Store}
+	a := &App{Config: cfg, log: o.Logger, Store: o.Store, now: o.Now}
 	bg, cancel := context.WithCancel(context.Background())
 	a.stop = cancel
 	if a.Store == nil {
@@ -148,6 +153,7 @@ func New(ctx context.Context, cfg *config.Config, o Options) (*App, error) {
 		a.Metrics.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "usher_mail_queue_depth",
 			Help: "Invitation mails waiting to be sent (including retries)."}, queueDepth(bg, a.Mailer.QueueDepth)))
 	}
+	a.startOutbox(bg, &bo)
 	a.Broker, err = broker.New(ctx, bo)
 	if err != nil {
 		a.Close()
@@ -155,6 +161,22 @@ func New(ctx context.Context, cfg *config.Config, o Options) (*App, error) {
 	}
 	a.workers.Go(func() { a.Broker.Run(bg) })
 	return a, nil
+}
+
+// startOutbox runs the one runner that hands the events invitation use cases
+// record to their consumers: the audit log first, then webhooks, mail and
+// the Auth0 mirror when configured.
+func (a *App) startOutbox(ctx context.Context, bo *broker.Options) {
+	consumers := []outbox.Consumer{outbox.Audit(a.Store), a.Webhooks}
+	if a.Mailer != nil {
+		consumers = append(consumers, a.Mailer)
+	}
+	if a.Mirror != nil {
+		consumers = append(consumers, a.Mirror)
+	}
+	a.Outbox = outbox.NewRelay(outbox.RelayOptions{Store: a.Store, Consumers: consumers, Now: a.now, Logger: a.log})
+	bo.EventsRecorded = a.Outbox.Poke
+	a.workers.Go(func() { a.Outbox.Run(ctx) })
 }
 
 // startMirror starts the Auth0 Management API mirror when configured.

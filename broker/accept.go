@@ -8,8 +8,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/usher-oidc/usher/notify/webhooks"
-
 	gsessions "github.com/gorilla/sessions"
 
 	"github.com/usher-oidc/usher/grants"
@@ -272,15 +270,12 @@ func (b *Broker) answerLink(w http.ResponseWriter, r *http.Request, sess *gsessi
 // logged.
 func (b *Broker) decline(r *http.Request, hash string, acct signedInAccount) {
 	ctx := r.Context()
-	inv, err := b.invitations.Decline(ctx, hash, acct.UserID)
+	inv, err := b.invitations.Decline(ctx, hash, acct.UserID, map[string]string{"email": acct.Email, "connection": acct.Connection})
 	if err != nil {
 		b.log.WarnContext(ctx, "invitation not declined", "user_id", acct.UserID, "err", err)
 		return
 	}
 	b.log.InfoContext(ctx, "invitation declined", "invitation_id", inv.ID, "user_id", acct.UserID)
-	b.audit(ctx, AuditEvent{Action: "invitation.declined", Actor: acct.UserID, Target: inv.ID,
-		Detail: map[string]string{"email": acct.Email, "connection": acct.Connection}})
-	b.emit(ctx, webhooks.InvitationDeclinedEvent(inv))
 }
 
 // renderRefusal says in plain words why an invitation was not applied and

@@ -13,8 +13,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/usher-oidc/usher/notify/webhooks"
-
 	gsessions "github.com/gorilla/sessions"
 
 	"github.com/usher-oidc/usher/grants"
@@ -402,7 +400,7 @@ func (b *Broker) adminCreate(w http.ResponseWriter, r *http.Request, a *adminReq
 		b.renderDashboard(w, r, a, http.StatusUnprocessableEntity, f, errs, "")
 		return
 	}
-	inv, token, existed, err := b.invitations.Create(ctx, req)
+	inv, token, existed, err := b.invitations.Create(ctx, req, a.user.ID)
 	var ve *grants.ValidationError
 	switch {
 	case errors.As(err, &ve):
@@ -418,12 +416,9 @@ func (b *Broker) adminCreate(w http.ResponseWriter, r *http.Request, a *adminReq
 		return
 	}
 	b.log.InfoContext(ctx, "invitation created", "invitation_id", inv.ID, "admin_user_id", a.user.ID, "send_email", inv.SendEmail)
-	b.auditAdmin(ctx, "invitation.created", a.user, inv.ID, map[string]string{"email": inv.Email, "via": "admin_page"})
 	b.metrics.invitationsMade.Inc()
-	b.emit(ctx, webhooks.InvitationCreatedEvent(inv))
 	fl := adminFlash{Invitation: inv.ID}
 	if inv.SendEmail {
-		b.mailInvitation(ctx, inv, token)
 		fl.Notice = "Invitation created; the email to " + inv.Email + " is on its way."
 	} else {
 		fl.Link = b.inviteLink(inv, token)

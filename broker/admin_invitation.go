@@ -8,8 +8,6 @@ import (
 	"slices"
 	"strings"
 
-	"github.com/usher-oidc/usher/notify/webhooks"
-
 	"github.com/usher-oidc/usher/grants"
 )
 
@@ -125,11 +123,9 @@ func (b *Broker) timelineEntry(inv *grants.Invitation, e grants.Event) timelineE
 func (b *Broker) adminRevoke(w http.ResponseWriter, r *http.Request, a *adminRequest) {
 	ctx := r.Context()
 	id := r.PathValue("id")
-	inv, err := b.invitations.Revoke(ctx, id)
+	_, err := b.invitations.Revoke(ctx, id, a.user.ID)
 	if !b.invitationActionFailed(w, r, a, id, err) {
 		b.log.InfoContext(ctx, "invitation revoked", "invitation_id", id, "admin_user_id", a.user.ID)
-		b.auditAdmin(ctx, "invitation.revoked", a.user, inv.ID, map[string]string{"email": inv.Email, "via": "admin_page"})
-		b.emit(ctx, webhooks.InvitationRevokedEvent(inv))
 		b.setFlash(a.sess, adminFlash{Invitation: id, Notice: "Invitation revoked: its link no longer works."})
 	}
 	b.saveAndRedirect(w, r, a.sess, "/admin/invitations/"+url.PathEscape(id))
@@ -138,13 +134,11 @@ func (b *Broker) adminRevoke(w http.ResponseWriter, r *http.Request, a *adminReq
 func (b *Broker) adminResend(w http.ResponseWriter, r *http.Request, a *adminRequest) {
 	ctx := r.Context()
 	id := r.PathValue("id")
-	inv, token, err := b.invitations.Resend(ctx, id)
+	inv, token, err := b.invitations.Resend(ctx, id, a.user.ID)
 	if !b.invitationActionFailed(w, r, a, id, err) {
 		b.log.InfoContext(ctx, "invitation resent", "invitation_id", id, "admin_user_id", a.user.ID)
-		b.auditAdmin(ctx, "invitation.resent", a.user, inv.ID, map[string]string{"email": inv.Email, "via": "admin_page"})
 		fl := adminFlash{Invitation: id}
 		if inv.SendEmail {
-			b.mailInvitation(ctx, inv, token)
 			fl.Notice = "A new invitation email is on its way to " + inv.Email + "; the previous link no longer works."
 		} else {
 			fl.Link = b.inviteLink(inv, token)

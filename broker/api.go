@@ -344,7 +344,7 @@ func (b *Broker) createInvitation(w http.ResponseWriter, r *http.Request, c call
 	req.MayGrantPrivileged = slices.Contains(c.Scopes, grants.ScopeAdmin)
 	// No default inviter: a client ID is not a person to name in the mail
 	// ("funnel invited you"); the audit log records which client created it.
-	inv, token, existed, err := b.invitations.Create(ctx, req)
+	inv, token, existed, err := b.invitations.Create(ctx, req, c.actor())
 	var ve *grants.ValidationError
 	switch {
 	case errors.As(err, &ve):
@@ -360,35 +360,7 @@ func (b *Broker) createInvitation(w http.ResponseWriter, r *http.Request, c call
 	}
 	b.log.InfoContext(ctx, "invitation created", "invitation_id", inv.ID, "client_id", c.ClientID, "send_email", inv.SendEmail)
 	b.metrics.invitationsMade.Inc()
-	b.emit(ctx, webhooks.InvitationCreatedEvent(inv))
-	b.audit(ctx, AuditEvent{Action: "invitation.created", Actor: c.actor(), Target: inv.ID,
-		Detail: map[string]string{"email": inv.Email, "roles": strings.Join(inv.Roles, " ")}})
-	if inv.SendEmail {
-		inv = b.mailInvitation(ctx, inv, token)
-	}
 	writeJSON(w, http.StatusCreated, b.view(inv, token))
-}
-
-// mailInvitation queues the invitation mail; failures show in email_status.
-func (b *Broker) mailInvitation(ctx context.Context, inv *grants.Invitation, token string) *grants.Invitation {
-	if b.opts.Mailer == nil {
-		updated, err := b.grants.UpdateInvitation(ctx, inv.ID, func(i *grants.Invitation) error {
-			i.EmailStatus, i.EmailError = "failed", "mail is not configured on this usher (mail.smtp.host)"
-			return nil
-		})
-		if err == nil {
-			return updated
-		}
-		return inv
-	}
-	if err := b.opts.Mailer.EnqueueInvitation(ctx, inv, b.inviteLink(inv, token)); err != nil {
-		b.log.ErrorContext(ctx, "queueing invitation mail", "invitation_id", inv.ID, "err", err)
-		return inv
-	}
-	if fresh, err := b.grants.GetInvitation(ctx, inv.ID); err == nil {
-		return fresh
-	}
-	return inv
 }
 
 func jsonErrorDetail(err error) string {
@@ -443,30 +415,24 @@ func (b *Broker) apiGetInvitation(w http.ResponseWriter, r *http.Request, _ call
 
 func (b *Broker) apiRevokeInvitation(w http.ResponseWriter, r *http.Request, c caller) {
 	id := r.PathValue("id")
-	inv, err := b.invitations.Revoke(r.Context(), id)
+	inv, err := b.invitations.Revoke(r.Context(), id, c.actor())
 	if err != nil {
 		b.invitationProblem(w, r, id, err)
 		return
 	}
 	b.log.InfoContext(r.Context(), "invitation revoked", "invitation_id", id, "client_id", c.ClientID)
-	b.audit(r.Context(), AuditEvent{Action: "invitation.revoked", Actor: c.actor(), Target: id})
-	b.emit(r.Context(), webhooks.InvitationRevokedEvent(inv))
 	writeJSON(w, http.StatusOK, b.view(inv, ""))
 }
 
 func (b *Broker) apiResendInvitation(w http.ResponseWriter, r *http.Request, c caller) {
 	ctx := r.Context()
 	id := r.PathValue("id")
-	inv, token, err := b.invitations.Resend(ctx, id)
+	inv, token, err := b.invitations.Resend(ctx, id, c.actor())
 	if err != nil {
 		b.invitationProblem(w, r, id, err)
 		return
 	}
 	b.log.InfoContext(ctx, "invitation resent", "invitation_id", id, "client_id", c.ClientID)
-	b.audit(ctx, AuditEvent{Action: "invitation.resent", Actor: c.actor(), Target: id})
-	if inv.SendEmail {
-		inv = b.mailInvitation(ctx, inv, token)
-	}
 	writeJSON(w, http.StatusOK, b.view(inv, token))
 }
 

@@ -105,8 +105,12 @@ type Options struct {
 	// Mirror, when set, mirrors grants to the Auth0 tenant and answers
 	// "does this email have an account" for invitees.
 	Mirror AccountMirror
-	// Webhooks, when set, receives invitation and user events.
+	// Webhooks, when set, receives user and grant events (invitation events
+	// reach it through the outbox runner).
 	Webhooks WebhookSender
+	// EventsRecorded, when set, is called after an invitation use case
+	// recorded events: it wakes this process's outbox runner.
+	EventsRecorded func()
 
 	Now    func() time.Time
 	Logger *slog.Logger
@@ -116,7 +120,6 @@ type Options struct {
 // it tells whether an email has an upstream account, and copies grants there.
 type AccountMirror interface {
 	HasAccount(ctx context.Context, email string) (bool, error)
-	EnqueueRedemption(ctx context.Context, upstreamUserID string, inv *grants.Invitation) error
 	EnqueueRevocation(ctx context.Context, upstreamUserID, role, claimKey string) error
 }
 
@@ -126,14 +129,15 @@ type WebhookSender interface {
 	Emit(ctx context.Context, e webhooks.WebhookEvent) error
 }
 
-// InvitationMailer sends invitation links (mail.Mailer in production).
+// InvitationMailer seals invitation links for the mail queue (mail.Mailer
+// in production); the outbox runner queues the mails themselves.
 type InvitationMailer interface {
-	EnqueueInvitation(ctx context.Context, inv *grants.Invitation, link string) error
+	SealLink(invitationID, link string) (string, error)
 }
 
 // Broker is the OpenID Provider plus the upstream client.
 type Broker struct {
-	invitations *grants.Invitations
+	invitations *grants.Service
 	audit       func(ctx context.Context, e AuditEvent)
 	metrics     *metrics
 	limits      *limiters
@@ -181,10 +185,16 @@ func New(ctx context.Context, o Options) (*Broker, error) {
 	if b.audit == nil {
 		b.audit = b.recordAudit
 	}
-	b.invitations = grants.NewInvitations(grants.InvitationsOptions{
+	var sealLink func(*grants.Invitation, string) (string, error)
+	if o.Mailer != nil {
+		sealLink = func(inv *grants.Invitation, token string) (string, error) {
+			return o.Mailer.SealLink(inv.ID, b.inviteLink(inv, token))
+		}
+	}
+	b.invitations = grants.NewService(grants.ServiceOptions{
 		Store: o.Grants, DefaultTTL: o.InvitationDefaultTTL, MaxTTL: o.InvitationMaxTTL,
 		DefaultEmailMatch: o.InvitationEmailMatch, RoleCatalog: o.RoleCatalog, PrivilegedRoles: o.PrivilegedRoles,
-		ClaimsNamespace: o.ClaimsNamespace, Now: o.Now,
+		ClaimsNamespace: o.ClaimsNamespace, Now: o.Now, SealLink: sealLink, Recorded: o.EventsRecorded,
 		KnownClient: func(id string) bool { _, ok := b.clients[id]; return ok },
 	})
 	for i := range o.Clients {

@@ -9,8 +9,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/usher-oidc/usher/notify/webhooks"
-
 	"github.com/zitadel/oidc/v3/pkg/oidc"
 	"github.com/zitadel/oidc/v3/pkg/op"
 
@@ -286,9 +284,14 @@ func (b *Broker) redeem(r *http.Request, hash string, acct signedInAccount) (*gr
 	ctx := r.Context()
 	start := time.Now()
 	id := acct.identity()
-	inv, grant, conflicts, err := b.invitations.Redeem(ctx, hash, grants.Redeemer{
+	upstreamUser := ""
+	if b.opts.Mirror != nil && acct.Issuer == b.upstream.cfg.Issuer {
+		upstreamUser = acct.Subject // the Auth0 user the grant is mirrored to
+	}
+	inv, _, conflicts, err := b.invitations.Redeem(ctx, hash, grants.Redeemer{
 		UserID: acct.UserID, Identity: acct.Issuer + "|" + acct.Subject, Connection: acct.Connection,
 		Email: acct.Email, EmailVerified: acct.EmailVerified, Approve: b.approver(acct.UserID, acct.New, id),
+		UpstreamUser: upstreamUser, Signup: acct.New,
 	})
 	b.metrics.redemptionSeconds.Observe(time.Since(start).Seconds())
 	if err != nil {
@@ -297,34 +300,10 @@ func (b *Broker) redeem(r *http.Request, hash string, acct signedInAccount) (*gr
 	}
 	b.metrics.redemptions.WithLabelValues(redemptionResult(nil)).Inc()
 	b.log.InfoContext(ctx, "invitation redeemed", "invitation_id", inv.ID, "user_id", acct.UserID, "connection", acct.Connection, "claims_kept", len(conflicts))
-	detail := map[string]string{"connection": acct.Connection}
 	if len(conflicts) > 0 {
-		kept := conflictNames(conflicts)
-		detail["claims_kept"] = kept
-		b.invitationNotice(r, inv, "claims_kept", map[string]string{"user_id": acct.UserID, "claims": kept})
-	}
-	b.audit(ctx, AuditEvent{Action: "invitation.redeemed", Actor: acct.UserID, Target: inv.ID, Detail: detail})
-	ev := webhooks.InvitationRedeemedEvent(inv, acct.New, acct.Email, acct.EmailVerified)
-	if len(conflicts) > 0 {
-		ev.Data["claim_conflicts"] = conflicts
-	}
-	b.emit(ctx, ev)
-	b.emit(ctx, webhooks.GrantChangedEvent(grant, "invitation_redeemed"))
-	if b.opts.Mirror != nil && acct.Issuer == b.upstream.cfg.Issuer {
-		// Never blocks the login: the mirror queues the work durably.
-		if err := b.opts.Mirror.EnqueueRedemption(ctx, acct.Subject, inv); err != nil {
-			b.log.ErrorContext(ctx, "queueing the Auth0 mirror", "invitation_id", inv.ID, "err", err)
-		}
+		b.invitationNotice(r, inv, "claims_kept", map[string]string{"user_id": acct.UserID, "claims": grants.ConflictNames(conflicts)})
 	}
 	return inv, nil
-}
-
-func conflictNames(cs []grants.ClaimConflict) string {
-	names := make([]string, len(cs))
-	for i, c := range cs {
-		names[i] = c.Claim
-	}
-	return strings.Join(names, ",")
 }
 
 // handleContinue finishes a sign-in whose invitation failed, for the browser

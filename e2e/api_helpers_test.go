@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/base64"
 	"encoding/json"
+	"github.com/usher-oidc/usher/internal/testkit"
 	"io"
 	"net/http"
 	"net/url"
@@ -158,4 +159,16 @@ func withProvisioner(c *config.Config) {
 func provisionerToken(t testing.TB, d *app.Dev) string {
 	t.Helper()
 	return clientToken(t, d, provisionerID, provisionerSecret, "invitations:write invitations:read invitations:admin")
+}
+
+// auditWhen reads GET path (an /api/audit query) until ok holds: the audit
+// log is written by the outbox runner, moments after the change it records.
+func auditWhen(t *testing.T, d *app.Dev, path, token string, ok func(apiResult) bool) apiResult {
+	t.Helper()
+	var last apiResult
+	testkit.Eventually(t, "audit "+path, func() bool {
+		last = apiCall(t, d, http.MethodGet, path, token, nil)
+		return last.status == http.StatusOK && ok(last)
+	})
+	return last
 }

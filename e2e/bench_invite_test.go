@@ -75,11 +75,11 @@ func benchmarkInvitationRedeem(b *testing.B, store string) {
 		defer rs.Close()
 		st = rs
 	}
-	svc := grants.NewInvitations(grants.InvitationsOptions{Store: st})
+	svc := grants.NewService(grants.ServiceOptions{Store: st})
 	ctx := context.Background()
 	hashes := make([]string, b.N)
 	for i := range b.N {
-		inv, tok, _, err := svc.Create(ctx, grants.CreateRequest{Email: fmt.Sprintf("r%d@example.com", i), Roles: []string{"customer"}, Claims: map[string]any{"crm_id": i}})
+		inv, tok, _, err := svc.Create(ctx, grants.CreateRequest{Email: fmt.Sprintf("r%d@example.com", i), Roles: []string{"customer"}, Claims: map[string]any{"crm_id": i}}, "client:bench")
 		if err != nil {
 			b.Fatal(err)
 		}

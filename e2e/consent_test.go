@@ -179,7 +179,9 @@ func TestInvitationKeepsHeldClaims(t *testing.T) {
 	if st, events := invitationStatus(t, d, api, inv["id"].(string)); st != "redeemed" || !slices.Contains(events, "claims_kept") {
 		t.Fatalf("invitation: %s %v", st, events)
 	}
-	audit := apiCall(t, d, http.MethodGet, "/api/audit?action=invitation.redeemed&target="+inv["id"].(string), api, nil)
+	audit := auditWhen(t, d, "/api/audit?action=invitation.redeemed&target="+inv["id"].(string), api, func(a apiResult) bool {
+		return len(a.body["records"].([]any)) > 0
+	})
 	if !strings.Contains(audit.raw, `"claims_kept":"crm_id"`) {
 		t.Fatalf("audit: %s", audit.raw)
 	}

@@ -37,6 +37,12 @@ type OutboxEvent struct {
 	// UpstreamUser, on redeemed events: the upstream account's subject (the
 	// Auth0 user ID a grant mirror writes to).
 	UpstreamUser string `json:"upstream_user,omitempty"`
+	// TokenHash, with SealedLink: the token the link holds (a mail whose
+	// token was replaced by a resend is not sent).
+	TokenHash string `json:"token_hash,omitempty"`
+	// Conflicts, on redeemed events: offered claims the user already held
+	// with another value (kept).
+	Conflicts []ClaimConflict `json:"claim_conflicts,omitempty"`
 	// Signup, on redeemed events: this sign-in created the usher user.
 	Signup bool `json:"signup,omitempty"`
 	// Email and EmailVerified, on redeemed events: what the upstream said.
@@ -56,9 +62,16 @@ type OutboxStore interface {
 	AckOutbox(ctx context.Context, invitationID string, eventIDs []string) error
 }
 
-// record appends events to the invitation's outbox.
+// record appends events to the invitation's outbox. An event carrying a
+// sealed link puts a mail in the queue, which the stored status says in the
+// same write.
 func (inv *Invitation) record(events []OutboxEvent) {
 	inv.Outbox = append(inv.Outbox, events...)
+	for _, e := range events {
+		if e.SealedLink != "" {
+			inv.EmailStatus, inv.EmailError = "queued", ""
+		}
+	}
 }
 
 // AckEvents removes the events with these IDs from inv's outbox (the

@@ -1,7 +1,6 @@
 package grants
 
 import (
-	"context"
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/base64"
@@ -79,43 +78,6 @@ type CreateRequest struct {
 	MayGrantPrivileged bool `json:"-"`
 }
 
-// InvitationsOptions configure the invitation service.
-type InvitationsOptions struct {
-	Store             Store
-	DefaultTTL        time.Duration
-	MaxTTL            time.Duration
-	DefaultEmailMatch string
-	// RoleCatalog, when not empty, is the set of roles an invitation may grant.
-	RoleCatalog []string
-	// PrivilegedRoles need CreateRequest.MayGrantPrivileged.
-	PrivilegedRoles []string
-	// ClaimsNamespace prefixes claim names in tokens; claim names are checked
-	// as they appear there (ValidateClaimName).
-	ClaimsNamespace string
-	// KnownClient reports whether client_id names a registered client.
-	KnownClient func(string) bool
-	Now         func() time.Time
-}
-
-// Invitations mints, checks, redeems, revokes and re-sends invitations.
-type Invitations struct{ o InvitationsOptions }
-
-func NewInvitations(o InvitationsOptions) *Invitations {
-	if o.Now == nil {
-		o.Now = time.Now
-	}
-	if o.DefaultTTL <= 0 {
-		o.DefaultTTL = 7 * 24 * time.Hour
-	}
-	if o.MaxTTL <= 0 {
-		o.MaxTTL = 30 * 24 * time.Hour
-	}
-	if o.DefaultEmailMatch == "" {
-		o.DefaultEmailMatch = MatchAny
-	}
-	return &Invitations{o: o}
-}
-
 // NewToken returns a fresh invitation token and the hash that is stored.
 // 256 bits from crypto/rand: unguessable; the data it grants lives server-side.
 func NewToken() (token, hash string) {
@@ -146,7 +108,7 @@ func ParseToken(token string) (string, bool) {
 
 // Validate checks a create request; on success it returns the invitation to
 // store (without token) and whether to send mail.
-func (s *Invitations) Validate(req CreateRequest) (*Invitation, bool, error) {
+func (s *Service) Validate(req CreateRequest) (*Invitation, bool, error) {
 	v := &ValidationError{}
 	email := strings.TrimSpace(req.Email)
 	if email == "" {
@@ -248,97 +210,6 @@ func linkForm(s string) string {
 	return s
 }
 
-// Create validates and stores an invitation. When a pending invitation with
-// the same external_id exists, it returns that one with existed=true and no
-// token (its link was shown when it was created).
-func (s *Invitations) Create(ctx context.Context, req CreateRequest) (inv *Invitation, token string, existed bool, err error) {
-	inv, _, err = s.Validate(req)
-	if err != nil {
-		return nil, "", false, err
-	}
-	token, inv.TokenHash = NewToken()
-	stored, err := s.o.Store.CreateInvitation(ctx, inv)
-	if errors.Is(err, ErrConflict) && stored != nil {
-		return stored, "", true, nil
-	}
-	if err != nil {
-		return nil, "", false, fmt.Errorf("storing the invitation: %w", err)
-	}
-	return stored, token, false, nil
-}
-
-// Check looks a token up without consuming it and says why it is unusable:
-// ErrNotFound (unknown, malformed, or replaced by a resend),
-// ErrInvitationRedeemed, ErrInvitationRevoked, ErrInvitationDeclined or
-// ErrInvitationExpired.
-func (s *Invitations) Check(ctx context.Context, token string) (*Invitation, error) {
-	hash, ok := ParseToken(token)
-	if !ok {
-		return nil, ErrNotFound
-	}
-	return s.CheckHash(ctx, hash)
-}
-
-// CheckHash is Check for a stored hash.
-func (s *Invitations) CheckHash(ctx context.Context, hash string) (*Invitation, error) {
-	inv, err := s.o.Store.GetInvitationByTokenHash(ctx, hash)
-	if err != nil {
-		return nil, err
-	}
-	switch inv.EffectiveStatus(s.o.Now()) {
-	case StatusRedeemed:
-		return inv, ErrInvitationRedeemed
-	case StatusRevoked:
-		return inv, ErrInvitationRevoked
-	case StatusDeclined:
-		return inv, ErrInvitationDeclined
-	case StatusExpired:
-		return inv, ErrInvitationExpired
-	}
-	return inv, nil
-}
-
-// Redeemer is the person signing in.
-type Redeemer struct {
-	UserID        string
-	Identity      string // iss|sub
-	Connection    string
-	Email         string
-	EmailVerified bool
-	// Approve, when set, is asked last, before the redemption commits (the
-	// redemption hook): it may refuse (*DeniedError) or add claims.
-	Approve func(ctx context.Context, inv *Invitation) (map[string]any, error)
-}
-
-// DeniedError is a refusal by the redemption hook, with the reason to show.
-type DeniedError struct{ Reason string }
-
-func (e *DeniedError) Error() string { return "redemption denied: " + e.Reason }
-
-// Redeem applies the invitation's email policy, then redeems it atomically
-// (single use under concurrency is the store's guarantee). conflicts are the
-// offered claims the user already held with another value: they were kept.
-func (s *Invitations) Redeem(ctx context.Context, hash string, who Redeemer) (inv *Invitation, g *Grant, conflicts []ClaimConflict, err error) {
-	inv, err = s.CheckHash(ctx, hash)
-	if err != nil {
-		return inv, nil, nil, err
-	}
-	if err := EmailMatches(inv.EmailMatch, inv.Email, who.Email, who.EmailVerified); err != nil {
-		return inv, nil, nil, err
-	}
-	var extra map[string]any
-	if who.Approve != nil {
-		if extra, err = who.Approve(ctx, inv); err != nil {
-			return inv, nil, nil, err
-		}
-	}
-	inv, g, err = s.o.Store.RedeemInvitation(ctx, hash, Redemption{UserID: who.UserID, Identity: who.Identity, Connection: who.Connection, At: s.o.Now(), Claims: extra})
-	if err != nil {
-		return inv, nil, nil, err
-	}
-	return inv, g, ClaimConflicts(g, RedemptionClaims(inv, extra)), nil
-}
-
 // EmailMatches applies an email_match policy. An account without a verified
 // email can only redeem "any". Emails compare by EmailKey (ASCII case only).
 func EmailMatches(policy, invited, got string, verified bool) error {
@@ -355,41 +226,6 @@ func EmailMatches(policy, invited, got string, verified bool) error {
 		}
 	}
 	return ErrEmailMismatch
-}
-
-// Revoke revokes an invitation; ErrInvitationRedeemed once it was used.
-func (s *Invitations) Revoke(ctx context.Context, id string) (*Invitation, error) {
-	return s.o.Store.RevokeInvitation(ctx, id, s.o.Now())
-}
-
-// Decline records the invitee's Decline of the invitation with this token
-// hash (userID: the account signed in); it stays declined for good.
-func (s *Invitations) Decline(ctx context.Context, hash, userID string) (*Invitation, error) {
-	inv, err := s.o.Store.GetInvitationByTokenHash(ctx, hash)
-	if err != nil {
-		return nil, err
-	}
-	return s.o.Store.DeclineInvitation(ctx, inv.ID, userID, s.o.Now())
-}
-
-// Resend gives a pending (or expired) invitation a new token and a new
-// expiry of the default lifetime; the old link dies at once.
-func (s *Invitations) Resend(ctx context.Context, id string) (*Invitation, string, error) {
-	cur, err := s.o.Store.GetInvitation(ctx, id)
-	if err != nil {
-		return nil, "", err
-	}
-	ttl := s.o.DefaultTTL
-	if orig := cur.ExpiresAt.Sub(cur.CreatedAt); orig > 0 && orig < ttl {
-		ttl = orig // keep a deliberately short lifetime short
-	}
-	token, hash := NewToken()
-	now := s.o.Now()
-	inv, err := s.o.Store.ReplaceInvitationToken(ctx, id, hash, now.Add(ttl), now)
-	if err != nil {
-		return nil, "", err
-	}
-	return inv, token, nil
 }
 
 func randomID() string {

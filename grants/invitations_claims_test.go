@@ -13,7 +13,7 @@ func TestInvitationValidateRefusesFoldedClaimNames(t *testing.T) {
 		"sub", "SUB", "Scope", "\u017fub", "\u017fcope", "role\u017f", "nic\u212aname", "\uff53\uff55\uff42", "e m a i l", "",
 	} {
 		t.Run(name, func(t *testing.T) {
-			s := NewInvitations(InvitationsOptions{})
+			s := NewService(ServiceOptions{})
 			_, _, err := s.Validate(CreateRequest{Email: "a@example.com", Claims: map[string]any{name: "x"}})
 			var ve *ValidationError
 			if !errors.As(err, &ve) {
@@ -25,13 +25,13 @@ func TestInvitationValidateRefusesFoldedClaimNames(t *testing.T) {
 		})
 	}
 	for _, name := range []string{"crm_id", "https://app.example.com/plan", "app:plan", "org_id", "subscription", "scopes_note"} {
-		s := NewInvitations(InvitationsOptions{})
+		s := NewService(ServiceOptions{})
 		if _, _, err := s.Validate(CreateRequest{Email: "a@example.com", Claims: map[string]any{name: "x"}}); err != nil {
 			t.Errorf("claim %q refused: %v", name, err)
 		}
 	}
 	// With a namespace, the name as it appears in the token is what counts.
-	s := NewInvitations(InvitationsOptions{ClaimsNamespace: "https://app.example.com/"})
+	s := NewService(ServiceOptions{ClaimsNamespace: "https://app.example.com/"})
 	if _, _, err := s.Validate(CreateRequest{Email: "a@example.com", Claims: map[string]any{"sub": "x"}}); err != nil {
 		t.Errorf("namespaced sub refused: %v", err)
 	}

@@ -20,7 +20,7 @@ func TestInvitationLinkForm(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.link, func(t *testing.T) {
-			s := NewInvitations(InvitationsOptions{})
+			s := NewService(ServiceOptions{})
 			inv, _, err := s.Validate(CreateRequest{Email: "a@example.com", Link: tt.link})
 			var ve *ValidationError
 			switch {

@@ -1,0 +1,50 @@
+package auth0
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"slices"
+
+	"github.com/usher-oidc/usher/grants"
+)
+
+// Consume queues the mirroring of a redemption onto the Auth0 user that
+// redeemed (events whose redeemer is not an Auth0 identity carry no
+// UpstreamUser). The job's ID is the event's, and the timeline's "queued"
+// entry names the event, so an event handed over twice queues one job.
+func (m *Mirror) Consume(ctx context.Context, inv *grants.Invitation, ev grants.OutboxEvent) error {
+	if ev.Type != grants.EventInvitationRedeemed || ev.UpstreamUser == "" {
+		return nil
+	}
+	p := mirrorPayload{
+		Op: opRedeem, UpstreamUser: ev.UpstreamUser, InvitationID: inv.ID, UsherUser: inv.RedeemedBy,
+		Roles: slices.Clone(inv.Roles), Claims: inv.Claims,
+	}
+	now := m.o.Now()
+	// Queued before the job exists: another replica's worker may finish it
+	// the moment it is stored, and its "mirrored" must come last.
+	_, err := m.o.Store.UpdateInvitation(ctx, inv.ID, func(i *grants.Invitation) error {
+		if slices.ContainsFunc(i.Events, func(e grants.Event) bool { return e.Type == EventMirrorQueued && e.Detail["event_id"] == ev.ID }) {
+			return grants.ErrSkipUpdate
+		}
+		i.Events = append(i.Events, grants.Event{Type: EventMirrorQueued, At: now,
+			Detail: map[string]string{"upstream_user": ev.UpstreamUser, "event_id": ev.ID}})
+		return nil
+	})
+	if err != nil && !errors.Is(err, grants.ErrSkipUpdate) {
+		return fmt.Errorf("auth0 mirror: queue redemption of %s: %w", inv.ID, err)
+	}
+	payload, err := json.Marshal(p)
+	if err != nil {
+		return err
+	}
+	job := &grants.Job{ID: "auth0_" + ev.ID, Kind: JobKindMirror, Payload: payload, RunAt: now, CreatedAt: now}
+	if err := m.o.Store.EnqueueJob(ctx, job); err != nil && !errors.Is(err, grants.ErrConflict) {
+		return fmt.Errorf("auth0 mirror: queue redemption of %s: %w", inv.ID, err)
+	}
+	m.log.Info("auth0 update queued", "job_id", job.ID, "op", p.Op, "upstream_user", p.UpstreamUser, "invitation_id", p.InvitationID)
+	m.loop.Poke()
+	return nil
+}

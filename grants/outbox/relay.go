@@ -1,0 +1,141 @@
+package outbox
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"time"
+
+	"github.com/usher-oidc/usher/grants"
+)
+
+// Consumer is one side effect of grant events: the audit log, mail,
+// webhooks, the Auth0 mirror. Consume must be idempotent by ev.ID: after a
+// crash between a hand-over and its acknowledgement the event comes again.
+// It should be quick (a consumer with slow work queues it durably, as mail
+// and webhooks do); an error leaves the event to be handed over again.
+type Consumer interface {
+	Consume(ctx context.Context, inv *grants.Invitation, ev grants.OutboxEvent) error
+}
+
+// ConsumerFunc adapts a function to Consumer.
+type ConsumerFunc func(ctx context.Context, inv *grants.Invitation, ev grants.OutboxEvent) error
+
+func (f ConsumerFunc) Consume(ctx context.Context, inv *grants.Invitation, ev grants.OutboxEvent) error {
+	return f(ctx, inv, ev)
+}
+
+// RelayOptions configure NewRelay.
+type RelayOptions struct {
+	Store grants.Store
+	// Consumers get every event, in this order.
+	Consumers []Consumer
+	// Lease is how long a claimed invitation is this runner's (default 30 s);
+	// an event a consumer refused is handed over again after it.
+	Lease        time.Duration
+	PollInterval time.Duration // default 1 s: events recorded by other replicas
+	Batch        int           // invitations per claim, default 50
+	Now          func() time.Time
+	Logger       *slog.Logger
+}
+
+// Relay is the one runner that hands recorded events to their consumers:
+// it claims invitations holding events (a lease, so one runner at a time
+// works on an invitation, across replicas), hands each event to every
+// consumer in order, and acknowledges what all of them took.
+type Relay struct {
+	o    RelayOptions
+	log  *slog.Logger
+	loop *WakeLoop
+}
+
+func NewRelay(o RelayOptions) *Relay {
+	if o.Lease <= 0 {
+		o.Lease = 30 * time.Second
+	}
+	if o.PollInterval <= 0 {
+		o.PollInterval = time.Second
+	}
+	if o.Batch <= 0 {
+		o.Batch = 50
+	}
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	if o.Logger == nil {
+		o.Logger = slog.Default()
+	}
+	return &Relay{o: o, log: o.Logger.With("component", "outbox"), loop: NewWakeLoop(o.PollInterval, o.Now)}
+}
+
+// Poke wakes the runner (an event was just recorded in this process).
+func (r *Relay) Poke() { r.loop.Poke() }
+
+// Run delivers until ctx ends.
+func (r *Relay) Run(ctx context.Context) { r.loop.Run(ctx, func(ctx context.Context) { r.Drain(ctx) }) }
+
+// Drain hands over every event that is due now and returns how many were
+// acknowledged (tests and `usher` shutdown call it directly).
+func (r *Relay) Drain(ctx context.Context) int {
+	acked := 0
+	for ctx.Err() == nil {
+		ids, err := r.o.Store.ClaimOutbox(ctx, r.o.Now(), r.o.Batch, r.o.Lease)
+		if err != nil {
+			r.log.ErrorContext(ctx, "claiming recorded events", "err", err)
+			return acked
+		}
+		for _, id := range ids {
+			acked += r.deliver(ctx, id)
+		}
+		if len(ids) < r.o.Batch {
+			return acked
+		}
+	}
+	return acked
+}
+
+// deliver hands the events of one invitation over in order and stops at the
+// first refusal, so consumers see an invitation's events in order.
+func (r *Relay) deliver(ctx context.Context, id string) int {
+	inv, err := r.o.Store.GetInvitation(ctx, id)
+	if errors.Is(err, grants.ErrNotFound) {
+		inv = &grants.Invitation{ID: id}
+	} else if err != nil {
+		r.log.ErrorContext(ctx, "reading an invitation's events", "invitation_id", id, "err", err)
+		r.loop.NoteRetry(r.o.Now().Add(r.o.Lease))
+		return 0
+	}
+	var done []string
+	for _, ev := range inv.Outbox {
+		if err := r.handOver(ctx, inv, ev); err != nil {
+			r.log.WarnContext(ctx, "event not delivered; it will be handed over again", "invitation_id", id,
+				"event_id", ev.ID, "type", ev.Type, "err", err)
+			r.loop.NoteRetry(r.o.Now().Add(r.o.Lease))
+			break
+		}
+		done = append(done, ev.ID)
+	}
+	if err := r.o.Store.AckOutbox(ctx, id, done); err != nil {
+		r.log.ErrorContext(ctx, "acknowledging delivered events", "invitation_id", id, "err", err)
+		return 0
+	}
+	return len(done)
+}
+
+func (r *Relay) handOver(ctx context.Context, inv *grants.Invitation, ev grants.OutboxEvent) error {
+	for _, c := range r.o.Consumers {
+		if err := c.Consume(ctx, inv, ev); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Audit is the consumer that writes the audit log: one record per event,
+// with the event's ID, so a repeated hand-over writes it once.
+func Audit(st grants.Store) Consumer {
+	return ConsumerFunc(func(ctx context.Context, inv *grants.Invitation, ev grants.OutboxEvent) error {
+		return st.AppendAudit(ctx, &grants.AuditRecord{ID: ev.ID, At: ev.At, Action: ev.Type, Actor: ev.Actor,
+			Target: inv.ID, Detail: ev.Detail})
+	})
+}

@@ -1,0 +1,42 @@
+package webhooks
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/usher-oidc/usher/grants"
+)
+
+// Consume turns a recorded grant event into its webhooks. Every webhook it
+// emits has an ID derived from the event, so an event handed over twice is
+// delivered once.
+func (w *Webhooks) Consume(ctx context.Context, inv *grants.Invitation, ev grants.OutboxEvent) error {
+	switch ev.Type {
+	case grants.EventInvitationCreated:
+		return w.Emit(ctx, InvitationCreatedEvent(inv))
+	case grants.EventInvitationRevoked:
+		return w.Emit(ctx, InvitationRevokedEvent(inv))
+	case grants.EventInvitationDeclined:
+		return w.Emit(ctx, InvitationDeclinedEvent(inv))
+	case grants.EventInvitationRedeemed:
+		return w.redeemed(ctx, inv, ev)
+	}
+	return nil // e.g. resent: no webhook
+}
+
+func (w *Webhooks) redeemed(ctx context.Context, inv *grants.Invitation, ev grants.OutboxEvent) error {
+	e := InvitationRedeemedEvent(inv, ev.Signup, ev.Email, ev.EmailVerified)
+	if len(ev.Conflicts) > 0 {
+		e.Data["claim_conflicts"] = ev.Conflicts
+	}
+	if err := w.Emit(ctx, e); err != nil {
+		return err
+	}
+	g, err := w.o.Store.GetGrant(ctx, inv.RedeemedBy)
+	if err != nil {
+		return fmt.Errorf("webhooks: grant of %s: %w", inv.RedeemedBy, err)
+	}
+	gc := GrantChangedEvent(g, "invitation_redeemed")
+	gc.ID, gc.Timestamp = "grant.changed:"+ev.ID, ev.At
+	return w.Emit(ctx, gc)
+}

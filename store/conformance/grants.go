@@ -47,6 +47,14 @@ func RunGrants(t *testing.T, newStore func(t *testing.T, clock *Clock) grants.St
 		{"Invitations/RedeemExtraClaims", testInvitationRedeemExtraClaims},
 		{"Audit", testAudit},
 		{"Jobs/Peek", testJobsPeek},
+		{"Audit/Idempotent", testAuditIdempotent},
+		{"Outbox/Claim", testOutboxClaim},
+		{"Outbox/ConcurrentClaim", testOutboxConcurrentClaim},
+		{"Outbox/Ack", testOutboxAck},
+		{"Outbox/AckUnknown", testOutboxAckUnknown},
+		{"Outbox/Transitions", testOutboxTransitions},
+		{"Outbox/WriterDuringLease", testOutboxWriterDuringLease},
+		{"Outbox/RoundTrip", testOutboxRoundTrip},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

@@ -16,6 +16,7 @@ import (
 	gsessions "github.com/gorilla/sessions"
 
 	"github.com/usher-oidc/usher/grants"
+	storeerrs "github.com/usher-oidc/usher/store/errs"
 )
 
 // The admin page: server-rendered HTML (html/template), no script at all.
@@ -302,7 +303,7 @@ func (b *Broker) renderDashboard(w http.ResponseWriter, r *http.Request, a *admi
 		}
 		var err error
 		list, next, err = b.grants.ListInvitations(ctx, fl, b.now())
-		if err != nil && cursor != "" && strings.Contains(err.Error(), "cursor") {
+		if cursor != "" && errors.Is(err, storeerrs.ErrBadCursor) {
 			notice = "That page link is no longer valid; showing the first page."
 			cursor, fl.Cursor = "", ""
 			list, next, err = b.grants.ListInvitations(ctx, fl, b.now())

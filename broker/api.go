@@ -21,6 +21,7 @@ import (
 	"github.com/zitadel/oidc/v3/pkg/op"
 
 	"github.com/usher-oidc/usher/grants"
+	storeerrs "github.com/usher-oidc/usher/store/errs"
 )
 
 // The admin API: JSON in and out, errors as RFC 9457 problem details. Callers
@@ -97,7 +98,7 @@ func (b *Broker) apiAudit(w http.ResponseWriter, r *http.Request, _ caller) {
 	}
 	recs, next, err := b.grants.ListAudit(r.Context(), f)
 	if err != nil {
-		if strings.Contains(err.Error(), "cursor") {
+		if errors.Is(err, storeerrs.ErrBadCursor) {
 			writeProblem(w, http.StatusBadRequest, "invalid-query", "Invalid cursor", "cursor must be a value returned as next_cursor.",
 				grants.FieldError{Field: "cursor", Message: "not a cursor usher issued"})
 			return
@@ -335,9 +336,7 @@ func (b *Broker) apiCreateInvitation(w http.ResponseWriter, r *http.Request, c c
 func (b *Broker) createInvitation(w http.ResponseWriter, r *http.Request, c caller, body []byte) {
 	ctx := r.Context()
 	var req grants.CreateRequest
-	dec := json.NewDecoder(strings.NewReader(string(body)))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&req); err != nil {
+	if err := decodeStrict(body, &req); err != nil {
 		writeProblem(w, http.StatusBadRequest, "invalid-json", "Invalid JSON body", jsonErrorDetail(err))
 		return
 	}
@@ -366,13 +365,14 @@ func (b *Broker) createInvitation(w http.ResponseWriter, r *http.Request, c call
 func jsonErrorDetail(err error) string {
 	var se *json.SyntaxError
 	var te *json.UnmarshalTypeError
+	var ue *unknownFieldError
 	switch {
 	case errors.As(err, &se):
 		return fmt.Sprintf("The body is not valid JSON (at byte %d).", se.Offset)
 	case errors.As(err, &te):
 		return fmt.Sprintf("Field %q must be a JSON %s.", te.Field, te.Type.Kind())
-	case strings.HasPrefix(err.Error(), "json: unknown field"):
-		return "Unknown " + strings.TrimPrefix(err.Error(), "json: unknown ") + "; see the API reference for the accepted fields."
+	case errors.As(err, &ue):
+		return fmt.Sprintf("Unknown field %q; see the API reference for the accepted fields.", ue.Field)
 	case errors.Is(err, io.EOF):
 		return "The body is empty; send a JSON object."
 	}
@@ -454,7 +454,7 @@ func (b *Broker) apiListInvitations(w http.ResponseWriter, r *http.Request, _ ca
 	}
 	list, next, err := b.grants.ListInvitations(r.Context(), f, b.now())
 	if err != nil {
-		if strings.Contains(err.Error(), "cursor") {
+		if errors.Is(err, storeerrs.ErrBadCursor) {
 			writeProblem(w, http.StatusBadRequest, "invalid-query", "Invalid cursor", "cursor must be a value returned as next_cursor.",
 				grants.FieldError{Field: "cursor", Message: "not a cursor usher issued"})
 			return

@@ -12,11 +12,15 @@ import (
 	"errors"
 	"fmt"
 	"time"
+
+	"github.com/usher-oidc/usher/store/errs"
 )
 
 var (
-	ErrNotFound = errors.New("not found")
-	ErrConflict = errors.New("already exists")
+	// ErrNotFound and ErrConflict are the store-wide sentinels (store/errs),
+	// the same values as sessions.ErrNotFound and sessions.ErrConflict.
+	ErrNotFound = errs.ErrNotFound
+	ErrConflict = errs.ErrConflict
 	// Redemption outcomes. RedeemInvitation returns exactly one of these (or
 	// nil) so the caller can tell the person which.
 	ErrInvitationRedeemed = errors.New("invitation already used")

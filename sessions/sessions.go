@@ -10,11 +10,15 @@ import (
 	"context"
 	"errors"
 	"time"
+
+	"github.com/usher-oidc/usher/store/errs"
 )
 
 // Errors every Store returns (wrapped or not) so callers can branch with errors.Is.
 var (
-	ErrNotFound = errors.New("not found")
+	// ErrNotFound is the store-wide sentinel (store/errs), the same value as
+	// grants.ErrNotFound.
+	ErrNotFound = errs.ErrNotFound
 	// ErrCodeReplayed: the authorization code was already exchanged once.
 	ErrCodeReplayed = errors.New("authorization code already used")
 	// ErrRefreshReused: a rotated refresh token was presented again; its whole
@@ -22,8 +26,9 @@ var (
 	ErrRefreshReused = errors.New("refresh token reused")
 	// ErrRevoked: the refresh token's family was revoked.
 	ErrRevoked = errors.New("revoked")
-	// ErrConflict: a create found a record already there.
-	ErrConflict = errors.New("already exists")
+	// ErrConflict: a create found a record already there. The store-wide
+	// sentinel (store/errs), the same value as grants.ErrConflict.
+	ErrConflict = errs.ErrConflict
 )
 
 // AuthRequest is one OIDC authorization request from a relying party (the SPA),

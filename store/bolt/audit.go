@@ -10,6 +10,7 @@ import (
 	bolt "go.etcd.io/bbolt"
 
 	"github.com/usher-oidc/usher/grants"
+	"github.com/usher-oidc/usher/store/errs"
 )
 
 // AppendAudit keys records by time then ID, so the log reads newest first
@@ -37,7 +38,7 @@ func (s *Store) ListAudit(ctx context.Context, f grants.AuditFilter) ([]grants.A
 	if f.Cursor != "" {
 		c, err := base64.RawURLEncoding.DecodeString(f.Cursor)
 		if err != nil || len(c) <= 12 {
-			return nil, "", fmt.Errorf("boltstore: list audit: bad cursor: %w", ErrInvalid)
+			return nil, "", fmt.Errorf("boltstore: list audit: %w: %w", errs.ErrBadCursor, ErrInvalid)
 		}
 		before = c
 	}

@@ -24,6 +24,7 @@ import (
 
 	"github.com/usher-oidc/usher/grants"
 	"github.com/usher-oidc/usher/sessions"
+	"github.com/usher-oidc/usher/store/errs"
 )
 
 var (
@@ -32,8 +33,9 @@ var (
 )
 
 // ErrInvalid is wrapped by every error about bad input (empty IDs, missing
-// expiry), so callers can tell a bug in the request from a storage failure.
-var ErrInvalid = errors.New("invalid input")
+// expiry, bad cursors), so callers can tell a bug in the request from a
+// storage failure. It is the store-wide errs.ErrInvalid.
+var ErrInvalid = errs.ErrInvalid
 
 // Options tunes Open.
 type Options struct {

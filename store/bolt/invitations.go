@@ -11,6 +11,7 @@ import (
 	bolt "go.etcd.io/bbolt"
 
 	"github.com/usher-oidc/usher/grants"
+	"github.com/usher-oidc/usher/store/errs"
 )
 
 const (
@@ -189,7 +190,7 @@ func (s *Store) ListInvitations(ctx context.Context, f grants.InvitationFilter, 
 	if f.Cursor != "" {
 		c, err := base64.RawURLEncoding.DecodeString(f.Cursor)
 		if err != nil || len(c) <= 12 {
-			return nil, "", fmt.Errorf("boltstore: list invitations: bad cursor: %w", ErrInvalid)
+			return nil, "", fmt.Errorf("boltstore: list invitations: %w: %w", errs.ErrBadCursor, ErrInvalid)
 		}
 		before = c
 	}

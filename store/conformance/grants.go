@@ -2,6 +2,7 @@ package conformance
 
 import (
 	"context"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -11,6 +12,7 @@ import (
 	"time"
 
 	"github.com/usher-oidc/usher/grants"
+	"github.com/usher-oidc/usher/store/errs"
 )
 
 // RunGrants runs the grants.Store suite. newStore must return a fresh, empty
@@ -37,6 +39,7 @@ func RunGrants(t *testing.T, newStore func(t *testing.T, clock *Clock) grants.St
 		{"Invitations/Update", testInvitationUpdate},
 		{"Invitations/ListFilters", testInvitationListFilters},
 		{"Invitations/ListPagination", testInvitationListPagination},
+		{"Lists/BadCursor", testListBadCursor},
 		{"Idempotency", testIdempotency},
 		{"Idempotency/Concurrent", testIdempotencyConcurrent},
 		{"Idempotency/Expiry", testIdempotencyExpiry},
@@ -769,6 +772,58 @@ func testInvitationListFilters(t *testing.T, ctx context.Context, s grants.Store
 	_, _, err = s.ListInvitations(ctx, grants.InvitationFilter{Cursor: "!!not a cursor!!"}, now)
 	if err == nil {
 		t.Error("ListInvitations accepted a garbage cursor")
+	}
+}
+
+// A cursor the store did not issue is refused with errs.ErrBadCursor (and
+// errs.ErrInvalid), never read as a storage failure: the API answers 400 and
+// the admin page falls back to the first page on errors.Is alone.
+func testListBadCursor(t *testing.T, ctx context.Context, s grants.Store, clock *Clock) {
+	now := clock.Now()
+	for _, id := range []string{"inv-1", "inv-2"} {
+		inv := invitation(id, now)
+		inv.ExternalID = "crm-" + id
+		_, err := s.CreateInvitation(ctx, inv)
+		must(t, "create "+id, err)
+	}
+	must(t, "append audit", s.AppendAudit(ctx, &grants.AuditRecord{ID: "a-1", At: now, Action: "invitation.created", Actor: "test", Target: "inv-1"}))
+	b64 := base64.RawURLEncoding.EncodeToString
+	for _, cursor := range []string{
+		"!!not a cursor!!", "!!", "%%%", "eA==", // not unpadded base64url
+		b64([]byte("x")), b64([]byte("NaN|inv-1")), b64([]byte("Inf|x")), // decodes, but to no position
+	} {
+		for _, c := range []struct {
+			name string
+			list func() error
+		}{
+			{"ListInvitations", func() error {
+				_, _, err := s.ListInvitations(ctx, grants.InvitationFilter{Cursor: cursor}, now)
+				return err
+			}},
+			{"ListInvitations(email)", func() error {
+				_, _, err := s.ListInvitations(ctx, grants.InvitationFilter{Email: "inv-1@example.com", Cursor: cursor}, now)
+				return err
+			}},
+			{"ListInvitations(external_id)", func() error {
+				_, _, err := s.ListInvitations(ctx, grants.InvitationFilter{ExternalID: "crm-inv-1", Cursor: cursor}, now)
+				return err
+			}},
+			{"ListAudit", func() error {
+				_, _, err := s.ListAudit(ctx, grants.AuditFilter{Cursor: cursor})
+				return err
+			}},
+		} {
+			err := noPanic(t, c.name, c.list)
+			if !errors.Is(err, errs.ErrBadCursor) || !errors.Is(err, errs.ErrInvalid) {
+				t.Errorf("%s(cursor %q) = %v, want errs.ErrBadCursor and errs.ErrInvalid", c.name, cursor, err)
+			}
+		}
+	}
+	// Not a cursor problem: a valid listing is no ErrBadCursor.
+	_, next, err := s.ListInvitations(ctx, grants.InvitationFilter{Limit: 1}, now)
+	must(t, "list first page", err)
+	if _, _, err := s.ListInvitations(ctx, grants.InvitationFilter{Limit: 1, Cursor: next}, now); err != nil {
+		t.Errorf("ListInvitations with the cursor it issued: %v", err)
 	}
 }
 

@@ -9,6 +9,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/usher-oidc/usher/grants"
+	"github.com/usher-oidc/usher/store/errs"
 )
 
 // The audit log: {prefix}{audit}:d (hash ID → JSON) and {prefix}{audit}:t
@@ -50,7 +51,7 @@ func (s *Store) ListAudit(ctx context.Context, f grants.AuditFilter) ([]grants.A
 	if f.Cursor != "" {
 		c, err := decodeCursor(f.Cursor)
 		if err != nil {
-			return nil, "", fmt.Errorf("redisstore: list audit: bad cursor: %w", ErrInvalid)
+			return nil, "", fmt.Errorf("redisstore: list audit: %w: %w", errs.ErrBadCursor, ErrInvalid)
 		}
 		after = c
 	}

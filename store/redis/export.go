@@ -407,7 +407,8 @@ func (s *Store) importRecord(ctx context.Context, kind store.Kind, rec json.RawM
 		// one may share it with the pending one issued after it).
 		pending := inv.EffectiveStatus(s.now()) == grants.StatusPending
 		_, err := s.createInvitation(ctx, &inv, pending)
-		if err != nil && errors.Is(err, grants.ErrConflict) && strings.HasPrefix(err.Error(), "id ") {
+		var taken idTakenError
+		if errors.As(err, &taken) {
 			return false, nil
 		}
 		return err == nil, err

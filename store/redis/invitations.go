@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
 	"slices"
 	"strconv"
 	"strings"
@@ -14,6 +15,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/usher-oidc/usher/grants"
+	"github.com/usher-oidc/usher/store/errs"
 )
 
 // Invitations.
@@ -262,6 +264,14 @@ func (s *Store) CreateInvitation(ctx context.Context, inv *grants.Invitation) (*
 	return &stored, nil
 }
 
+// idTakenError is createInvitation's ErrConflict for an ID already stored, as
+// opposed to a token hash or external_id another invitation holds: import
+// skips the first and fails on the others.
+type idTakenError struct{ id string }
+
+func (e idTakenError) Error() string { return "id " + e.id + ": " + grants.ErrConflict.Error() }
+func (e idTakenError) Unwrap() error { return grants.ErrConflict }
+
 // createInvitation stores inv with its indexes; claimExt makes it the holder
 // of its external_id (import leaves that to the pending one).
 func (s *Store) createInvitation(ctx context.Context, inv *grants.Invitation, claimExt bool) (*grants.Invitation, error) {
@@ -273,7 +283,7 @@ func (s *Store) createInvitation(ctx context.Context, inv *grants.Invitation, cl
 	if n, err := s.rdb.Exists(ctx, s.invKey(inv.ID)).Result(); err != nil {
 		return nil, err
 	} else if n > 0 {
-		return nil, fmt.Errorf("id %s: %w", inv.ID, grants.ErrConflict)
+		return nil, idTakenError{inv.ID}
 	}
 	var undo []func()
 	rollback := func() {
@@ -307,7 +317,7 @@ func (s *Store) createInvitation(ctx context.Context, inv *grants.Invitation, cl
 	}
 	res, err := s.runScript(ctx, invitationCAS, []string{s.invKey(inv.ID)}, "create", "", raw, string(inv.Status), "")
 	if err == nil && str(res, 0) == "conflict" {
-		err = fmt.Errorf("id %s: %w", inv.ID, grants.ErrConflict)
+		err = idTakenError{inv.ID}
 	}
 	if err != nil {
 		rollback()
@@ -386,6 +396,9 @@ func decodeCursor(s string) (*listCursor, error) {
 	if err != nil {
 		return nil, err
 	}
+	if math.IsNaN(f) || math.IsInf(f, 0) {
+		return nil, errors.New("score out of range")
+	}
 	return &listCursor{f, id}, nil
 }
 
@@ -402,7 +415,7 @@ func (s *Store) ListInvitations(ctx context.Context, f grants.InvitationFilter, 
 	if f.Cursor != "" {
 		c, err := decodeCursor(f.Cursor)
 		if err != nil {
-			return nil, "", fmt.Errorf("redisstore: list invitations: bad cursor: %w", ErrInvalid)
+			return nil, "", fmt.Errorf("redisstore: list invitations: %w: %w", errs.ErrBadCursor, ErrInvalid)
 		}
 		after = c
 	}

@@ -52,7 +52,6 @@ package redisstore
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"strconv"
@@ -64,6 +63,7 @@ import (
 
 	"github.com/usher-oidc/usher/grants"
 	"github.com/usher-oidc/usher/sessions"
+	"github.com/usher-oidc/usher/store/errs"
 )
 
 var (
@@ -72,8 +72,9 @@ var (
 )
 
 // ErrInvalid is wrapped by every error about bad input (empty IDs, missing
-// expiry), so callers can tell a bug in the request from a storage failure.
-var ErrInvalid = errors.New("invalid input")
+// expiry, bad cursors), so callers can tell a bug in the request from a
+// storage failure. It is the store-wide errs.ErrInvalid.
+var ErrInvalid = errs.ErrInvalid
 
 // ttlMargin is added to every Redis TTL: the clock of the replica that wrote a
 // record and Redis's clock may disagree, and reads check ExpiresAt anyway.

@@ -20,6 +20,17 @@ import (
 // added elsewhere is published within it.
 const keyReloadInterval = 30 * time.Second
 
+// expireSweepEvery is how often Run notes invitations that expired.
+const expireSweepEvery = time.Minute
+
+// expireInvitations records invitation.expired for the invitations that
+// expired since the last sweep (the outbox hands it to audit and webhooks).
+func (b *Broker) expireInvitations(ctx context.Context) {
+	if _, err := b.invitations.Expire(ctx); err != nil && ctx.Err() == nil {
+		b.log.ErrorContext(ctx, "invitation expiry sweep", "err", err)
+	}
+}
+
 // DefaultKeyActivationDelay is how long a new key is published before it
 // signs: longer than every replica's reload interval plus what a relying
 // party caches of the JWKS for (commonly 5 minutes).
@@ -176,10 +187,15 @@ func (kr *keyring) maybeRotate(ctx context.Context, period, maxTokenTTL time.Dur
 func (b *Broker) Run(ctx context.Context) {
 	t := time.NewTicker(keyReloadInterval)
 	defer t.Stop()
+	expire := time.NewTicker(expireSweepEvery)
+	defer expire.Stop()
+	b.expireInvitations(ctx)
 	for {
 		select {
 		case <-ctx.Done():
 			return
+		case <-expire.C:
+			b.expireInvitations(ctx)
 		case <-t.C:
 			if err := b.RotateKeysIfDue(ctx); err != nil {
 				b.log.ErrorContext(ctx, "key rotation", "err", err)

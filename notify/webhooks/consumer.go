@@ -20,6 +20,10 @@ func (w *Webhooks) Consume(ctx context.Context, inv *grants.Invitation, ev grant
 		return w.Emit(ctx, InvitationDeclinedEvent(inv))
 	case grants.EventInvitationRedeemed:
 		return w.redeemed(ctx, inv, ev)
+	case grants.EventInvitationExpired:
+		at := *inv
+		at.ExpiresAt = ev.At // the expiry this event is about (a resend may have moved it)
+		return w.Emit(ctx, InvitationExpiredEvent(&at))
 	}
 	return nil // e.g. resent: no webhook
 }

@@ -20,8 +20,8 @@ import (
 )
 
 // Run delivers until ctx ends. It wakes on Emit, for its own retries when they
-// fall due and otherwise every PollInterval; it runs ExpireSweep every minute
-// and trims the delivery log every hour.
+// fall due and otherwise every PollInterval; it trims the delivery log every
+// hour.
 func (w *Webhooks) Run(ctx context.Context) {
 	w.log.Info("webhook worker started", "endpoints", len(w.order))
 	defer w.log.Info("webhook worker stopped")
@@ -29,19 +29,13 @@ func (w *Webhooks) Run(ctx context.Context) {
 	defer lanes.Wait()
 	timer := time.NewTimer(0)
 	defer timer.Stop()
-	var lastSweep, lastPrune time.Time
+	var lastPrune time.Time
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-w.wake:
 		case <-timer.C:
-		}
-		if now := time.Now(); now.Sub(lastSweep) >= expireSweepEvery {
-			lastSweep = now
-			if err := w.ExpireSweep(ctx); err != nil && ctx.Err() == nil {
-				w.log.Error("invitation expiry sweep", "error", err)
-			}
 		}
 		if now := time.Now(); now.Sub(lastPrune) >= logPruneEvery {
 			lastPrune = now

@@ -195,7 +195,6 @@ const (
 	webhookHistory   = 20
 	webhookBodyLimit = 64 << 10
 	logPruneSlack    = 200
-	expireSweepEvery = time.Minute
 	logPruneEvery    = time.Hour
 )
 

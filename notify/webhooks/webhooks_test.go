@@ -17,8 +17,11 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/usher-oidc/usher/grants/outbox"
 
 	"github.com/usher-oidc/usher/internal/testkit"
 
@@ -622,31 +625,36 @@ func TestWebhooksExpireSweepOnce(t *testing.T) {
 	mk("inv-short", time.Hour)
 	mk("inv-long", 7*24*time.Hour)
 	eps := []webhooks.WebhookEndpoint{{ID: "crm", URL: rcv.srv.URL, Secrets: []string{secret}}}
-	opts := func(o *webhooks.WebhooksOptions) { o.Now = clock.Now }
-	w := newWebhooks(t, st, eps, opts)
-	other := newWebhooks(t, st, eps, opts) // a second replica sweeping too
+	w := newWebhooks(t, st, eps, func(o *webhooks.WebhooksOptions) { o.Now = clock.Now })
+	svc := grants.NewService(grants.ServiceOptions{Store: st, Now: clock.Now})
+	other := grants.NewService(grants.ServiceOptions{Store: st, Now: clock.Now}) // a second replica sweeping too
 
-	if err := w.ExpireSweep(t.Context()); err != nil { // nothing expired yet
-		t.Fatal(err)
+	if n, err := svc.Expire(t.Context()); err != nil || n != 0 { // nothing expired yet
+		t.Fatalf("sweep before expiry: noted %d, %v", n, err)
 	}
 	clock.Advance(2 * time.Hour)
 	var wg sync.WaitGroup
-	for _, x := range []*webhooks.Webhooks{w, other, w} {
+	var noted atomic.Int64
+	for _, x := range []*grants.Service{svc, other, svc} {
 		wg.Go(func() {
-			if err := x.ExpireSweep(t.Context()); err != nil {
+			n, err := x.Expire(t.Context())
+			if err != nil {
 				t.Error(err)
 			}
+			noted.Add(int64(n))
 		})
 	}
 	wg.Wait()
-	if err := w.ExpireSweep(t.Context()); err != nil {
-		t.Fatal(err)
+	if n, err := svc.Expire(t.Context()); err != nil || noted.Load()+int64(n) != 1 {
+		t.Fatalf("expiry noted %d times (+%d, %v), want once", noted.Load(), n, err)
 	}
-	runWebhooks(t, w) // sweeps once more as it starts
-	runWebhooks(t, other)
+	relay := outbox.NewRelay(outbox.RelayOptions{Store: st, Consumers: []outbox.Consumer{w}, Now: clock.Now, Logger: testkit.Logger(t)})
+	if n := relay.Drain(t.Context()); n != 1 {
+		t.Fatalf("outbox handed over %d events, want 1", n)
+	}
+	runWebhooks(t, w)
 	testkit.Eventually(t, "the expired event", func() bool { return len(rcv.processed()) >= 1 })
 	waitWebhooksIdle(t, w)
-	time.Sleep(100 * time.Millisecond)
 	got := rcv.processed()
 	if len(got) != 1 || got[0].Type != webhooks.WebhookInvitationExpired || got[0].Data["invitation_id"] != "inv-short" {
 		t.Fatalf("processed %+v, want one invitation.expired for inv-short", got)

@@ -194,7 +194,7 @@ func New(ctx context.Context, o Options) (*Broker, error) {
 	b.invitations = grants.NewService(grants.ServiceOptions{
 		Store: o.Grants, DefaultTTL: o.InvitationDefaultTTL, MaxTTL: o.InvitationMaxTTL,
 		DefaultEmailMatch: o.InvitationEmailMatch, RoleCatalog: o.RoleCatalog, PrivilegedRoles: o.PrivilegedRoles,
-		ClaimsNamespace: o.ClaimsNamespace, Now: o.Now, SealLink: sealLink, Recorded: o.EventsRecorded,
+		ClaimsNamespace: o.ClaimsNamespace, Now: o.Now, SealLink: sealLink, Recorded: o.EventsRecorded, UpstreamSubjects: b.upstreamSubjects,
 		KnownClient: func(id string) bool { _, ok := b.clients[id]; return ok },
 	})
 	for i := range o.Clients {

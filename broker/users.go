@@ -31,11 +31,8 @@ func (b *Broker) resolveUser(ctx context.Context, id *upstreamIdentity) (*grants
 	}
 	b.bootstrapAdmin(ctx, u, id)
 	if created && len(b.opts.DefaultRoles) > 0 {
-		g, err := b.grants.AddRoles(ctx, u.ID, b.opts.DefaultRoles, b.now())
-		if err != nil {
+		if _, err := b.invitations.ChangeGrant(ctx, u.ID, grants.GrantChange{AddRoles: b.opts.DefaultRoles, Reason: "default_roles"}, "config:default_roles"); err != nil {
 			b.log.ErrorContext(ctx, "adding default roles", "err", err)
-		} else {
-			b.emit(ctx, webhooks.GrantChangedEvent(g, "default_roles"))
 		}
 	}
 	return u, created, nil
@@ -86,14 +83,31 @@ func (b *Broker) bootstrapAdmin(ctx context.Context, u *grants.User, id *upstrea
 	if g, err := b.grants.GetGrant(ctx, u.ID); err == nil && slices.Contains(g.Roles, b.opts.AdminRole) {
 		return
 	}
-	g, err := b.grants.AddRoles(ctx, u.ID, []string{b.opts.AdminRole}, b.now())
-	if err != nil {
+	if _, err := b.invitations.ChangeGrant(ctx, u.ID, grants.GrantChange{AddRoles: []string{b.opts.AdminRole}, Reason: "admin_bootstrap"}, "config:admin.emails"); err != nil {
 		b.log.ErrorContext(ctx, "granting the bootstrap admin role", "user_id", u.ID, "err", err)
 		return
 	}
 	b.log.InfoContext(ctx, "admin role granted from admin.emails", "user_id", u.ID)
-	b.audit(ctx, AuditEvent{Action: "grant.changed", Actor: "config:admin.emails", Target: u.ID, Detail: map[string]string{"added_role": b.opts.AdminRole}})
-	b.emit(ctx, webhooks.GrantChangedEvent(g, "admin_bootstrap"))
+}
+
+// upstreamSubjects lists the user's accounts at the upstream whose grants
+// are mirrored (Auth0 user IDs), so that taking a grant back there too
+// is recorded with the change.
+func (b *Broker) upstreamSubjects(ctx context.Context, userID string) ([]string, error) {
+	if b.opts.Mirror == nil {
+		return nil, nil
+	}
+	ids, err := b.grants.Identities(ctx, userID)
+	if err != nil {
+		return nil, err
+	}
+	var subs []string
+	for _, id := range ids {
+		if id.Issuer == b.upstream.cfg.Issuer {
+			subs = append(subs, id.Subject)
+		}
+	}
+	return subs, nil
 }
 
 func newUserID() string { return "usr_" + randomToken(16) }

@@ -18,7 +18,27 @@ const (
 	EventInvitationRevoked  = "invitation.revoked"
 	EventInvitationDeclined = "invitation.declined"
 	EventInvitationRedeemed = "invitation.redeemed"
+	// EventGrantChanged: an operator or usher itself changed a user's grant
+	// (Detail says how: removed_role, removed_claim, set_claim, added_role,
+	// and the reason).
+	EventGrantChanged = "grant.changed"
 )
+
+// userOutboxPrefix marks a user's grant in the outbox index. Store keys
+// never hold NUL, so it cannot be read as an invitation ID.
+const userOutboxPrefix = "\x00user:"
+
+// UserOutboxID is the outbox index ID of userID's grant events.
+func UserOutboxID(userID string) string { return userOutboxPrefix + userID }
+
+// OutboxUser returns the user whose grant events id stands for, or false
+// when id is an invitation ID.
+func OutboxUser(id string) (string, bool) {
+	if len(id) > len(userOutboxPrefix) && id[:len(userOutboxPrefix)] == userOutboxPrefix {
+		return id[len(userOutboxPrefix):], true
+	}
+	return "", false
+}
 
 // OutboxEvent is one recorded happening, waiting for its consumers. Its ID is
 // unique and stable: consumers are idempotent by it, so an event handed over
@@ -43,6 +63,11 @@ type OutboxEvent struct {
 	// Conflicts, on redeemed events: offered claims the user already held
 	// with another value (kept).
 	Conflicts []ClaimConflict `json:"claim_conflicts,omitempty"`
+	// UserID, on grant events: whose grant changed.
+	UserID string `json:"user_id,omitempty"`
+	// UpstreamUsers, on grant events that take something back: the
+	// upstream accounts (Auth0 user IDs) of the user to take it back from.
+	UpstreamUsers []string `json:"upstream_users,omitempty"`
 	// Signup, on redeemed events: this sign-in created the usher user.
 	Signup bool `json:"signup,omitempty"`
 	// Email and EmailVerified, on redeemed events: what the upstream said.
@@ -52,13 +77,16 @@ type OutboxEvent struct {
 
 // OutboxStore is the part of Store the outbox runner uses.
 type OutboxStore interface {
-	// ClaimOutbox leases up to limit invitations that hold events not yet
-	// acknowledged and whose lease has lapsed (no other runner works on
-	// them), for lease; it returns their IDs.
+	// ClaimOutbox leases up to limit invitations (or users' grants) that
+	// hold events not yet acknowledged and whose lease has lapsed (no other
+	// runner works on them), for lease; it returns their IDs: an
+	// invitation's ID, or UserOutboxID of a user whose grant holds events.
 	ClaimOutbox(ctx context.Context, now time.Time, limit int, lease time.Duration) ([]string, error)
 	// AckOutbox removes the events with these IDs from the invitation's
-	// outbox in one atomic write; once none is left the invitation leaves
-	// the outbox index. Unknown IDs are ignored.
+	// (or grant's) outbox in one atomic write; once none is left the entry
+	// leaves the outbox index, if this runner still holds its lease (a
+	// writer that added events since made it due again). Unknown IDs are
+	// ignored.
 	AckOutbox(ctx context.Context, invitationID string, eventIDs []string) error
 }
 
@@ -78,10 +106,23 @@ func (inv *Invitation) record(events []OutboxEvent) {
 // backends' AckOutbox applies it inside their atomic step); it reports
 // whether anything changed.
 func (inv *Invitation) AckEvents(ids []string) bool {
-	n := len(inv.Outbox)
-	inv.Outbox = slices.DeleteFunc(inv.Outbox, func(e OutboxEvent) bool { return slices.Contains(ids, e.ID) })
-	if len(inv.Outbox) == 0 {
-		inv.Outbox = nil
+	var changed bool
+	inv.Outbox, changed = ackEvents(inv.Outbox, ids)
+	return changed
+}
+
+// AckEvents is Invitation.AckEvents for a grant's outbox.
+func (g *Grant) AckEvents(ids []string) bool {
+	var changed bool
+	g.Outbox, changed = ackEvents(g.Outbox, ids)
+	return changed
+}
+
+func ackEvents(events []OutboxEvent, ids []string) ([]OutboxEvent, bool) {
+	n := len(events)
+	events = slices.DeleteFunc(events, func(e OutboxEvent) bool { return slices.Contains(ids, e.ID) })
+	if len(events) == 0 {
+		events = nil
 	}
-	return len(inv.Outbox) != n
+	return events, len(events) != n
 }

@@ -26,6 +26,9 @@ type ServiceOptions struct {
 	// SealLink returns the invitation's link for token, sealed for the mail
 	// queue; nil when this usher sends no mail.
 	SealLink func(inv *Invitation, token string) (string, error)
+	// UpstreamSubjects lists a user's upstream accounts a grant is mirrored
+	// to (the Auth0 user IDs); nil when grants are not mirrored.
+	UpstreamSubjects func(ctx context.Context, userID string) ([]string, error)
 	// Recorded is called after a use case stored events (to wake this
 	// process's outbox runner at once); optional.
 	Recorded func()

@@ -76,6 +76,9 @@ type Grant struct {
 	Claims      map[string]any `json:"claims"`
 	Invitations []string       `json:"invitations"`
 	UpdatedAt   time.Time      `json:"updated_at"`
+	// Outbox holds the events of grant changes not yet handed to every
+	// consumer; the backends keep it with the grant (never in API answers).
+	Outbox []OutboxEvent `json:"-"`
 }
 
 // Status of an invitation as stored. "expired" is derived at read time from
@@ -264,12 +267,15 @@ type Store interface {
 	// GetGrant returns an empty grant (not ErrNotFound) for a user with none.
 	GetGrant(ctx context.Context, userID string) (*Grant, error)
 	// AddRoles adds roles to a user's grant (default roles at sign-up).
-	AddRoles(ctx context.Context, userID string, roles []string, now time.Time) (*Grant, error)
-	RemoveGrantRole(ctx context.Context, userID, role string, now time.Time) (*Grant, error)
-	RemoveGrantClaim(ctx context.Context, userID, key string, now time.Time) (*Grant, error)
+	// It and the three below record events with the change, in the same
+	// atomic write, when something changed (see OutboxStore for the IDs
+	// grant events are claimed under).
+	AddRoles(ctx context.Context, userID string, roles []string, now time.Time, events ...OutboxEvent) (*Grant, error)
+	RemoveGrantRole(ctx context.Context, userID, role string, now time.Time, events ...OutboxEvent) (*Grant, error)
+	RemoveGrantClaim(ctx context.Context, userID, key string, now time.Time, events ...OutboxEvent) (*Grant, error)
 	// SetGrantClaim sets (adds or changes) one claim of a user's grant: the
 	// operator's way to change a held claim, which redemptions never do.
-	SetGrantClaim(ctx context.Context, userID, key string, value any, now time.Time) (*Grant, error)
+	SetGrantClaim(ctx context.Context, userID, key string, value any, now time.Time, events ...OutboxEvent) (*Grant, error)
 
 	// CreateInvitation stores inv. If inv.ExternalID is set and a pending,
 	// unexpired invitation with that ExternalID exists, it stores nothing and

@@ -10,8 +10,10 @@ import (
 )
 
 // Consumer is one side effect of grant events: the audit log, mail,
-// webhooks, the Auth0 mirror. Consume must be idempotent by ev.ID: after a
-// crash between a hand-over and its acknowledgement the event comes again.
+// webhooks, the Auth0 mirror. inv is the invitation the event is about (as
+// it is now), nil for a grant event (ev.UserID says whose). Consume must be
+// idempotent by ev.ID: after a crash between a hand-over and its
+// acknowledgement the event comes again.
 // It should be quick (a consumer with slow work queues it durably, as mail
 // and webhooks do); an error leaves the event to be handed over again.
 type Consumer interface {
@@ -94,21 +96,19 @@ func (r *Relay) Drain(ctx context.Context) int {
 	return acked
 }
 
-// deliver hands the events of one invitation over in order and stops at the
-// first refusal, so consumers see an invitation's events in order.
+// deliver hands the events of one invitation (or one user's grant) over in
+// order and stops at the first refusal, so consumers see them in order.
 func (r *Relay) deliver(ctx context.Context, id string) int {
-	inv, err := r.o.Store.GetInvitation(ctx, id)
-	if errors.Is(err, grants.ErrNotFound) {
-		inv = &grants.Invitation{ID: id}
-	} else if err != nil {
-		r.log.ErrorContext(ctx, "reading an invitation's events", "invitation_id", id, "err", err)
+	inv, events, err := r.load(ctx, id)
+	if err != nil {
+		r.log.ErrorContext(ctx, "reading recorded events", "outbox_id", printable(id), "err", err)
 		r.loop.NoteRetry(r.o.Now().Add(r.o.Lease))
 		return 0
 	}
 	var done []string
-	for _, ev := range inv.Outbox {
+	for _, ev := range events {
 		if err := r.handOver(ctx, inv, ev); err != nil {
-			r.log.WarnContext(ctx, "event not delivered; it will be handed over again", "invitation_id", id,
+			r.log.WarnContext(ctx, "event not delivered; it will be handed over again", "outbox_id", printable(id),
 				"event_id", ev.ID, "type", ev.Type, "err", err)
 			r.loop.NoteRetry(r.o.Now().Add(r.o.Lease))
 			break
@@ -116,10 +116,38 @@ func (r *Relay) deliver(ctx context.Context, id string) int {
 		done = append(done, ev.ID)
 	}
 	if err := r.o.Store.AckOutbox(ctx, id, done); err != nil {
-		r.log.ErrorContext(ctx, "acknowledging delivered events", "invitation_id", id, "err", err)
+		r.log.ErrorContext(ctx, "acknowledging delivered events", "outbox_id", printable(id), "err", err)
 		return 0
 	}
 	return len(done)
+}
+
+// load reads what id holds: an invitation and its events, or (inv nil) a
+// user's grant events. A record that is gone holds none.
+func (r *Relay) load(ctx context.Context, id string) (*grants.Invitation, []grants.OutboxEvent, error) {
+	if userID, ok := grants.OutboxUser(id); ok {
+		g, err := r.o.Store.GetGrant(ctx, userID)
+		if err != nil {
+			return nil, nil, err
+		}
+		return nil, g.Outbox, nil
+	}
+	inv, err := r.o.Store.GetInvitation(ctx, id)
+	if errors.Is(err, grants.ErrNotFound) {
+		return &grants.Invitation{ID: id}, nil, nil
+	}
+	if err != nil {
+		return nil, nil, err
+	}
+	return inv, inv.Outbox, nil
+}
+
+// printable shows a user's outbox ID without its NUL marker.
+func printable(id string) string {
+	if u, ok := grants.OutboxUser(id); ok {
+		return "user:" + u
+	}
+	return id
 }
 
 func (r *Relay) handOver(ctx context.Context, inv *grants.Invitation, ev grants.OutboxEvent) error {
@@ -135,7 +163,11 @@ func (r *Relay) handOver(ctx context.Context, inv *grants.Invitation, ev grants.
 // with the event's ID, so a repeated hand-over writes it once.
 func Audit(st grants.Store) Consumer {
 	return ConsumerFunc(func(ctx context.Context, inv *grants.Invitation, ev grants.OutboxEvent) error {
+		target := ev.UserID
+		if inv != nil {
+			target = inv.ID
+		}
 		return st.AppendAudit(ctx, &grants.AuditRecord{ID: ev.ID, At: ev.At, Action: ev.Type, Actor: ev.Actor,
-			Target: inv.ID, Detail: ev.Detail})
+			Target: target, Detail: ev.Detail})
 	})
 }

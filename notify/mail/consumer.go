@@ -23,7 +23,7 @@ func (m *Mailer) SealLink(invitationID, link string) (string, error) {
 // or resent, for an invitation that is mailed). The job's ID is the event's,
 // so an event handed over twice queues one mail.
 func (m *Mailer) Consume(ctx context.Context, inv *grants.Invitation, ev grants.OutboxEvent) error {
-	if ev.SealedLink == "" {
+	if inv == nil || ev.SealedLink == "" {
 		return nil
 	}
 	payload, err := json.Marshal(mailPayload{InvitationID: inv.ID, TokenHash: ev.TokenHash, SealedLink: ev.SealedLink})

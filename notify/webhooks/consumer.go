@@ -11,6 +11,9 @@ import (
 // emits has an ID derived from the event, so an event handed over twice is
 // delivered once.
 func (w *Webhooks) Consume(ctx context.Context, inv *grants.Invitation, ev grants.OutboxEvent) error {
+	if inv == nil {
+		return w.grantEvent(ctx, ev)
+	}
 	switch ev.Type {
 	case grants.EventInvitationCreated:
 		return w.Emit(ctx, InvitationCreatedEvent(inv))
@@ -41,6 +44,20 @@ func (w *Webhooks) redeemed(ctx context.Context, inv *grants.Invitation, ev gran
 		return fmt.Errorf("webhooks: grant of %s: %w", inv.RedeemedBy, err)
 	}
 	gc := GrantChangedEvent(g, "invitation_redeemed")
+	gc.ID, gc.Timestamp = "grant.changed:"+ev.ID, ev.At
+	return w.Emit(ctx, gc)
+}
+
+// grantEvent sends grant.changed with the grant as it is now.
+func (w *Webhooks) grantEvent(ctx context.Context, ev grants.OutboxEvent) error {
+	if ev.Type != grants.EventGrantChanged {
+		return nil
+	}
+	g, err := w.o.Store.GetGrant(ctx, ev.UserID)
+	if err != nil {
+		return fmt.Errorf("webhooks: grant of %s: %w", ev.UserID, err)
+	}
+	gc := GrantChangedEvent(g, ev.Detail["reason"])
 	gc.ID, gc.Timestamp = "grant.changed:"+ev.ID, ev.At
 	return w.Emit(ctx, gc)
 }

@@ -99,16 +99,15 @@ func (s *Store) importRecord(ctx context.Context, kind store.Kind, rec json.RawM
 		}
 		return s.putIfAbsent(bIdentities, identityKey(id.Issuer, id.Subject), func(tx *bolt.Tx) error { return putIdentity(tx, &id) })
 	case store.Grants:
-		var g grants.Grant
+		var g grantRecord // with the events of a bolt export
 		if err := json.Unmarshal(rec, &g); err != nil {
 			return false, err
 		}
 		if err := checkKeys("grant", g.UserID); err != nil {
 			return false, err
 		}
-		return s.putIfAbsent(bGrants, []byte(g.UserID), func(tx *bolt.Tx) error {
-			return tx.Bucket(bGrants).Put([]byte(g.UserID), rec)
-		})
+		g.Grant.Outbox = g.Outbox
+		return s.putIfAbsent(bGrants, []byte(g.UserID), func(tx *bolt.Tx) error { return putGrant(tx, &g.Grant) })
 	case store.Invitations:
 		// Not CreateInvitation: it refuses a second invitation with the
 		// external_id of a pending one, which a redeemed one may well have.

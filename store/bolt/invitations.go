@@ -296,7 +296,7 @@ func (s *Store) RedeemInvitation(ctx context.Context, tokenHash string, r grants
 			return nil, err
 		}
 		g.MergeRedemption(inv, r.Claims, r.At)
-		if err := putJSON(tx.Bucket(bGrants), []byte(r.UserID), g); err != nil {
+		if err := putGrant(tx, g); err != nil {
 			return nil, err
 		}
 		return nil, putInvitation(tx, &old, inv)

@@ -19,11 +19,16 @@ import (
 // when it holds events (a write that adds events makes them due again), gone
 // when it holds none.
 func indexOutbox(tx *bolt.Tx, inv *grants.Invitation) error {
+	return indexOutboxEntry(tx, inv.ID, len(inv.Outbox) > 0)
+}
+
+// indexOutboxEntry makes id due (holding events) or drops it.
+func indexOutboxEntry(tx *bolt.Tx, id string, holds bool) error {
 	b := tx.Bucket(bOutbox)
-	if len(inv.Outbox) == 0 {
-		return b.Delete([]byte(inv.ID))
+	if !holds {
+		return b.Delete([]byte(id))
 	}
-	return b.Put([]byte(inv.ID), leaseValue(time.Time{}))
+	return b.Put([]byte(id), leaseValue(time.Time{}))
 }
 
 func leaseValue(until time.Time) []byte {
@@ -78,6 +83,9 @@ func (s *Store) ClaimOutbox(ctx context.Context, now time.Time, limit int, lease
 // AckOutbox drops the acknowledged events from the invitation's record;
 // putInvitation keeps the index in step.
 func (s *Store) AckOutbox(ctx context.Context, invitationID string, eventIDs []string) error {
+	if userID, ok := grants.OutboxUser(invitationID); ok {
+		return s.ackGrantOutbox(userID, eventIDs)
+	}
 	if err := checkKeys("boltstore: ack outbox", invitationID); err != nil {
 		return err
 	}
@@ -97,6 +105,30 @@ func (s *Store) AckOutbox(ctx context.Context, invitationID string, eventIDs []s
 	})
 	if err != nil {
 		return fmt.Errorf("boltstore: ack outbox %s: %w", invitationID, err)
+	}
+	return nil
+}
+
+// ackGrantOutbox is AckOutbox for a user's grant events.
+func (s *Store) ackGrantOutbox(userID string, eventIDs []string) error {
+	if err := checkKeys("boltstore: ack grant outbox", userID); err != nil {
+		return err
+	}
+	err := s.batch(func(tx *bolt.Tx) error {
+		g, err := loadGrant(tx, userID)
+		if err != nil {
+			return err
+		}
+		if !g.AckEvents(eventIDs) && len(g.Outbox) > 0 {
+			return nil // nothing acknowledged; keep the lease
+		}
+		if len(g.Outbox) == 0 && tx.Bucket(bGrants).Get([]byte(userID)) == nil {
+			return tx.Bucket(bOutbox).Delete([]byte(grants.UserOutboxID(userID)))
+		}
+		return putGrant(tx, g)
+	})
+	if err != nil {
+		return fmt.Errorf("boltstore: ack grant outbox of %s: %w", userID, err)
 	}
 	return nil
 }

@@ -222,12 +222,20 @@ func (s *Store) Identities(ctx context.Context, userID string) ([]grants.Identit
 }
 
 // loadGrant returns the stored grant or an empty one, never nil slices/maps.
+// grantRecord is a grant as bolt stores it: the grant and the events of its
+// changes not yet acknowledged (grants.Grant keeps those out of its JSON).
+type grantRecord struct {
+	grants.Grant
+	Outbox []grants.OutboxEvent `json:"outbox,omitempty"`
+}
+
 func loadGrant(tx *bolt.Tx, userID string) (*grants.Grant, error) {
-	g := &grants.Grant{}
-	if _, err := getJSON(tx.Bucket(bGrants), []byte(userID), g); err != nil {
+	rec := &grantRecord{}
+	if _, err := getJSON(tx.Bucket(bGrants), []byte(userID), rec); err != nil {
 		return nil, err
 	}
-	g.UserID = userID
+	g := &rec.Grant
+	g.UserID, g.Outbox = userID, rec.Outbox
 	if g.Roles == nil {
 		g.Roles = []string{}
 	}
@@ -265,9 +273,18 @@ func (s *Store) GetGrant(ctx context.Context, userID string) (*grants.Grant, err
 	return g, nil
 }
 
-// changeGrant applies change to the user's grant and stores it if change
-// reports a modification.
-func (s *Store) changeGrant(what, userID string, change func(g *grants.Grant) bool, now time.Time) (*grants.Grant, error) {
+// putGrant stores g with its events and keeps its outbox index entry in
+// step, in the caller's transaction.
+func putGrant(tx *bolt.Tx, g *grants.Grant) error {
+	if err := indexOutboxEntry(tx, grants.UserOutboxID(g.UserID), len(g.Outbox) > 0); err != nil {
+		return err
+	}
+	return putJSON(tx.Bucket(bGrants), []byte(g.UserID), grantRecord{Grant: *g, Outbox: g.Outbox})
+}
+
+// changeGrant applies change to the user's grant and stores it, with
+// events, if change reports a modification.
+func (s *Store) changeGrant(what, userID string, change func(g *grants.Grant) bool, now time.Time, events []grants.OutboxEvent) (*grants.Grant, error) {
 	if err := checkKeys("boltstore: "+what, userID); err != nil {
 		return nil, err
 	}
@@ -281,7 +298,8 @@ func (s *Store) changeGrant(what, userID string, change func(g *grants.Grant) bo
 			return nil
 		}
 		g.UpdatedAt = now
-		return putJSON(tx.Bucket(bGrants), []byte(userID), g)
+		g.Outbox = append(g.Outbox, events...)
+		return putGrant(tx, g)
 	})
 	if err != nil {
 		return nil, fmt.Errorf("boltstore: %s of %s: %w", what, userID, err)
@@ -289,15 +307,15 @@ func (s *Store) changeGrant(what, userID string, change func(g *grants.Grant) bo
 	return g, nil
 }
 
-func (s *Store) AddRoles(ctx context.Context, userID string, roles []string, now time.Time) (*grants.Grant, error) {
+func (s *Store) AddRoles(ctx context.Context, userID string, roles []string, now time.Time, events ...grants.OutboxEvent) (*grants.Grant, error) {
 	return s.changeGrant("add roles", userID, func(g *grants.Grant) bool {
 		n := len(g.Roles)
 		g.Roles = addRoles(g.Roles, roles)
 		return len(g.Roles) != n
-	}, now)
+	}, now, events)
 }
 
-func (s *Store) RemoveGrantRole(ctx context.Context, userID, role string, now time.Time) (*grants.Grant, error) {
+func (s *Store) RemoveGrantRole(ctx context.Context, userID, role string, now time.Time, events ...grants.OutboxEvent) (*grants.Grant, error) {
 	if role == "" {
 		return nil, fmt.Errorf("boltstore: remove grant role: empty role: %w", ErrInvalid)
 	}
@@ -305,10 +323,10 @@ func (s *Store) RemoveGrantRole(ctx context.Context, userID, role string, now ti
 		n := len(g.Roles)
 		g.Roles = slices.DeleteFunc(g.Roles, func(r string) bool { return r == role })
 		return len(g.Roles) != n
-	}, now)
+	}, now, events)
 }
 
-func (s *Store) RemoveGrantClaim(ctx context.Context, userID, key string, now time.Time) (*grants.Grant, error) {
+func (s *Store) RemoveGrantClaim(ctx context.Context, userID, key string, now time.Time, events ...grants.OutboxEvent) (*grants.Grant, error) {
 	if key == "" {
 		return nil, fmt.Errorf("boltstore: remove grant claim: empty key: %w", ErrInvalid)
 	}
@@ -316,15 +334,15 @@ func (s *Store) RemoveGrantClaim(ctx context.Context, userID, key string, now ti
 		_, ok := g.Claims[key]
 		delete(g.Claims, key)
 		return ok
-	}, now)
+	}, now, events)
 }
 
-func (s *Store) SetGrantClaim(ctx context.Context, userID, key string, value any, now time.Time) (*grants.Grant, error) {
+func (s *Store) SetGrantClaim(ctx context.Context, userID, key string, value any, now time.Time, events ...grants.OutboxEvent) (*grants.Grant, error) {
 	if key == "" {
 		return nil, fmt.Errorf("boltstore: set grant claim: empty key: %w", ErrInvalid)
 	}
 	return s.changeGrant("set grant claim", userID, func(g *grants.Grant) bool {
 		g.Claims[key] = value
 		return true
-	}, now)
+	}, now, events)
 }

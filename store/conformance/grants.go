@@ -58,6 +58,7 @@ func RunGrants(t *testing.T, newStore func(t *testing.T, clock *Clock) grants.St
 		{"Outbox/Transitions", testOutboxTransitions},
 		{"Outbox/WriterDuringLease", testOutboxWriterDuringLease},
 		{"Outbox/RoundTrip", testOutboxRoundTrip},
+		{"Outbox/Grants", testOutboxGrants},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

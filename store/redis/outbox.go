@@ -68,6 +68,9 @@ func (s *Store) ClaimOutbox(ctx context.Context, now time.Time, limit int, lease
 // AckOutbox removes the events with a CAS on the invitation, then its index
 // entry once the record holds none.
 func (s *Store) AckOutbox(ctx context.Context, invitationID string, eventIDs []string) error {
+	if userID, ok := grants.OutboxUser(invitationID); ok {
+		return s.ackGrantOutbox(ctx, userID, eventIDs)
+	}
 	if err := checkKeys("redisstore: ack outbox", invitationID); err != nil {
 		return err
 	}
@@ -82,6 +85,29 @@ func (s *Store) AckOutbox(ctx context.Context, invitationID string, eventIDs []s
 	}
 	if err := dropOutbox.Run(ctx, s.rdb, []string{s.outboxKey()}, invitationID).Err(); err != nil {
 		return fmt.Errorf("redisstore: ack outbox %s: %w", invitationID, err)
+	}
+	return nil
+}
+
+// ackGrantOutbox is AckOutbox for a user's grant events (kept in the
+// grant's hash), then the index entry once none is left.
+func (s *Store) ackGrantOutbox(ctx context.Context, userID string, eventIDs []string) error {
+	if err := checkKeys("redisstore: ack grant outbox", userID); err != nil {
+		return err
+	}
+	args := []any{"ack", ""}
+	for _, id := range eventIDs {
+		args = append(args, id)
+	}
+	g, _, err := s.grantOp(ctx, userID, args...)
+	if err != nil {
+		return fmt.Errorf("redisstore: ack grant outbox of %s: %w", userID, err)
+	}
+	if len(g.Outbox) > 0 {
+		return nil
+	}
+	if err := dropOutbox.Run(ctx, s.rdb, []string{s.outboxKey()}, grants.UserOutboxID(userID)).Err(); err != nil {
+		return fmt.Errorf("redisstore: ack grant outbox of %s: %w", userID, err)
 	}
 	return nil
 }

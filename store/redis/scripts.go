@@ -145,19 +145,24 @@ return {'ok'}
 
 // grantApply changes a grant and returns it: {claims hash, roles, invitation
 // IDs, pending merges}. Ops: 'get'; 'add' (roles, in order, no duplicates);
-// 'rmrole'; 'rmclaim'; 'setclaim' (ARGV[5] key, ARGV[6] raw JSON); 'merge' — an invitation's roles and the claims the
+// 'rmrole'; 'rmclaim'; 'setclaim' (ARGV[6] key, ARGV[7] raw JSON); 'merge' — an invitation's roles and the claims the
 // grant does not hold yet (a held claim is never overwritten), applied once per invitation ID: applying it again changes nothing,
 // which is what lets a redemption be re-applied after a crash. 'merge' also
-// clears the invitation's pending-merge entry.
-// KEYS[1] {g:u} claims ('c:'..key → raw JSON) + 'u' updated_at, KEYS[2] roles
-// list, KEYS[3] invitation IDs list, KEYS[4] pending merges hash.
-// ARGV: op, at RFC3339, invitation ID / role / claim key, n roles, roles…,
-// then claim key, raw JSON pairs.
+// clears the invitation's pending-merge entry. 'ack' drops the events whose
+// IDs follow (ARGV[4…]).
+// When an op changes the grant, the events of ARGV[2] (lines "id TAB JSON")
+// are stored with it ('o:'..id), in the same script: no change without its
+// events.
+// KEYS[1] {g:u} claims ('c:'..key → raw JSON) + 'u' updated_at + events
+// ('o:'..id → JSON), KEYS[2] roles list, KEYS[3] invitation IDs list,
+// KEYS[4] pending merges hash.
+// ARGV: op, events, at RFC3339, invitation ID / role / claim key, n roles,
+// roles…, then claim key, raw JSON pairs.
 var grantApply = redis.NewScript(`
 local op = ARGV[1]
 local changed = false
 local function addRoles(n)
-  for i = 5, 4 + n do
+  for i = 6, 5 + n do
     if ARGV[i] ~= '' and not redis.call('LPOS', KEYS[2], ARGV[i]) then
       redis.call('RPUSH', KEYS[2], ARGV[i])
       changed = true
@@ -165,27 +170,35 @@ local function addRoles(n)
   end
 end
 if op == 'merge' then
-  if not redis.call('LPOS', KEYS[3], ARGV[3]) then
-    local n = tonumber(ARGV[4])
+  if not redis.call('LPOS', KEYS[3], ARGV[4]) then
+    local n = tonumber(ARGV[5])
     addRoles(n)
-    for i = 5 + n, #ARGV, 2 do redis.call('HSETNX', KEYS[1], 'c:' .. ARGV[i], ARGV[i + 1]) end
-    redis.call('RPUSH', KEYS[3], ARGV[3])
+    for i = 6 + n, #ARGV, 2 do redis.call('HSETNX', KEYS[1], 'c:' .. ARGV[i], ARGV[i + 1]) end
+    redis.call('RPUSH', KEYS[3], ARGV[4])
     changed = true
   end
-  redis.call('HDEL', KEYS[4], ARGV[3])
+  redis.call('HDEL', KEYS[4], ARGV[4])
 elseif op == 'add' then
-  addRoles(tonumber(ARGV[4]))
+  addRoles(tonumber(ARGV[5]))
 elseif op == 'rmrole' then
-  changed = redis.call('LREM', KEYS[2], 0, ARGV[3]) > 0
+  changed = redis.call('LREM', KEYS[2], 0, ARGV[4]) > 0
 elseif op == 'rmclaim' then
-  changed = redis.call('HDEL', KEYS[1], 'c:' .. ARGV[3]) > 0
+  changed = redis.call('HDEL', KEYS[1], 'c:' .. ARGV[4]) > 0
 elseif op == 'setclaim' then
-  redis.call('HSET', KEYS[1], 'c:' .. ARGV[5], ARGV[6])
+  redis.call('HSET', KEYS[1], 'c:' .. ARGV[6], ARGV[7])
   changed = true
 elseif op == 'unpend' then
-  redis.call('HDEL', KEYS[4], ARGV[3])
+  redis.call('HDEL', KEYS[4], ARGV[4])
+elseif op == 'ack' then
+  for i = 4, #ARGV do redis.call('HDEL', KEYS[1], 'o:' .. ARGV[i]) end
 end
-if changed then redis.call('HSET', KEYS[1], 'u', ARGV[2]) end
+if changed then
+  redis.call('HSET', KEYS[1], 'u', ARGV[3])
+  for line in string.gmatch(ARGV[2], '[^\n]+') do
+    local tab = string.find(line, '\t', 1, true)
+    redis.call('HSET', KEYS[1], 'o:' .. string.sub(line, 1, tab - 1), string.sub(line, tab + 1))
+  end
+end
 return {redis.call('HGETALL', KEYS[1]), redis.call('LRANGE', KEYS[2], 0, -1),
   redis.call('LRANGE', KEYS[3], 0, -1), redis.call('HGETALL', KEYS[4])}
 `)

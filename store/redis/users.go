@@ -320,7 +320,31 @@ func (s *Store) grantKeys(userID string) []string {
 
 // grantOp runs grantApply and decodes the grant and the pending merges.
 func (s *Store) grantOp(ctx context.Context, userID string, args ...any) (*grants.Grant, map[string]string, error) {
-	res, err := s.runScript(ctx, grantApply, s.grantKeys(userID), args...)
+	return s.grantOpRecording(ctx, userID, nil, args...)
+}
+
+// grantOpRecording is grantOp with events stored with the change (if the op
+// changes the grant); the outbox index entry is made due first, as every
+// index entry is added before the record that needs it.
+func (s *Store) grantOpRecording(ctx context.Context, userID string, events []grants.OutboxEvent, args ...any) (*grants.Grant, map[string]string, error) {
+	var lines strings.Builder
+	for _, e := range events {
+		raw, err := json.Marshal(e)
+		if err != nil {
+			return nil, nil, err
+		}
+		if e.ID == "" || strings.ContainsAny(e.ID, "\t\n") {
+			return nil, nil, fmt.Errorf("event id %q: %w", e.ID, ErrInvalid)
+		}
+		lines.WriteString(e.ID + "\t" + string(raw) + "\n") // JSON holds no raw newline
+	}
+	if len(events) > 0 {
+		if err := s.rdb.ZAdd(ctx, s.outboxKey(), redis.Z{Score: 0, Member: grants.UserOutboxID(userID)}).Err(); err != nil {
+			return nil, nil, err
+		}
+	}
+	full := append([]any{args[0], lines.String()}, args[1:]...)
+	res, err := s.runScript(ctx, grantApply, s.grantKeys(userID), full...)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -342,8 +366,21 @@ func (s *Store) grantOp(ctx context.Context, userID string, args ...any) (*grant
 				return nil, nil, fmt.Errorf("decode claim %s: %w", k[2:], err)
 			}
 			g.Claims[k[2:]] = x
+		case strings.HasPrefix(k, "o:"):
+			var e grants.OutboxEvent
+			if err := json.Unmarshal([]byte(v), &e); err != nil {
+				return nil, nil, fmt.Errorf("decode grant event %s: %w", k[2:], err)
+			}
+			g.Outbox = append(g.Outbox, e)
 		}
 	}
+	// A hash has no order: events go in the order they happened.
+	slices.SortStableFunc(g.Outbox, func(a, b grants.OutboxEvent) int {
+		if c := a.At.Compare(b.At); c != 0 {
+			return c
+		}
+		return strings.Compare(a.ID, b.ID)
+	})
 	p, _ := res[3].([]any)
 	return g, pairs(p), nil
 }
@@ -446,40 +483,40 @@ func (s *Store) healGrant(ctx context.Context, userID string, g *grants.Grant, p
 	return g, nil
 }
 
-func (s *Store) changeGrant(ctx context.Context, what, userID string, args ...any) (*grants.Grant, error) {
+func (s *Store) changeGrant(ctx context.Context, what, userID string, events []grants.OutboxEvent, args ...any) (*grants.Grant, error) {
 	if err := checkKeys("redisstore: "+what, userID); err != nil {
 		return nil, err
 	}
-	g, _, err := s.grantOp(ctx, userID, args...)
+	g, _, err := s.grantOpRecording(ctx, userID, events, args...)
 	if err != nil {
 		return nil, fmt.Errorf("redisstore: %s of %s: %w", what, userID, err)
 	}
 	return g, nil
 }
 
-func (s *Store) AddRoles(ctx context.Context, userID string, roles []string, now time.Time) (*grants.Grant, error) {
+func (s *Store) AddRoles(ctx context.Context, userID string, roles []string, now time.Time, events ...grants.OutboxEvent) (*grants.Grant, error) {
 	args := []any{"add", fmtTime(now), "", len(roles)}
 	for _, r := range roles {
 		args = append(args, r)
 	}
-	return s.changeGrant(ctx, "add roles", userID, args...)
+	return s.changeGrant(ctx, "add roles", userID, events, args...)
 }
 
-func (s *Store) RemoveGrantRole(ctx context.Context, userID, role string, now time.Time) (*grants.Grant, error) {
+func (s *Store) RemoveGrantRole(ctx context.Context, userID, role string, now time.Time, events ...grants.OutboxEvent) (*grants.Grant, error) {
 	if role == "" {
 		return nil, fmt.Errorf("redisstore: remove grant role: empty role: %w", ErrInvalid)
 	}
-	return s.changeGrant(ctx, "remove grant role", userID, "rmrole", fmtTime(now), role, 0)
+	return s.changeGrant(ctx, "remove grant role", userID, events, "rmrole", fmtTime(now), role, 0)
 }
 
-func (s *Store) RemoveGrantClaim(ctx context.Context, userID, key string, now time.Time) (*grants.Grant, error) {
+func (s *Store) RemoveGrantClaim(ctx context.Context, userID, key string, now time.Time, events ...grants.OutboxEvent) (*grants.Grant, error) {
 	if key == "" {
 		return nil, fmt.Errorf("redisstore: remove grant claim: empty key: %w", ErrInvalid)
 	}
-	return s.changeGrant(ctx, "remove grant claim", userID, "rmclaim", fmtTime(now), key, 0)
+	return s.changeGrant(ctx, "remove grant claim", userID, events, "rmclaim", fmtTime(now), key, 0)
 }
 
-func (s *Store) SetGrantClaim(ctx context.Context, userID, key string, value any, now time.Time) (*grants.Grant, error) {
+func (s *Store) SetGrantClaim(ctx context.Context, userID, key string, value any, now time.Time, events ...grants.OutboxEvent) (*grants.Grant, error) {
 	if key == "" {
 		return nil, fmt.Errorf("redisstore: set grant claim: empty key: %w", ErrInvalid)
 	}
@@ -487,5 +524,5 @@ func (s *Store) SetGrantClaim(ctx context.Context, userID, key string, value any
 	if err != nil {
 		return nil, fmt.Errorf("redisstore: set grant claim %s: %w", key, err)
 	}
-	return s.changeGrant(ctx, "set grant claim", userID, "setclaim", fmtTime(now), key, 0, key, raw)
+	return s.changeGrant(ctx, "set grant claim", userID, events, "setclaim", fmtTime(now), key, 0, key, raw)
 }

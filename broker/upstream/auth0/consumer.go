@@ -15,6 +15,9 @@ import (
 // UpstreamUser). The job's ID is the event's, and the timeline's "queued"
 // entry names the event, so an event handed over twice queues one job.
 func (m *Mirror) Consume(ctx context.Context, inv *grants.Invitation, ev grants.OutboxEvent) error {
+	if inv == nil {
+		return m.revocations(ctx, ev)
+	}
 	if ev.Type != grants.EventInvitationRedeemed || ev.UpstreamUser == "" {
 		return nil
 	}
@@ -46,5 +49,30 @@ func (m *Mirror) Consume(ctx context.Context, inv *grants.Invitation, ev grants.
 	}
 	m.log.Info("auth0 update queued", "job_id", job.ID, "op", p.Op, "upstream_user", p.UpstreamUser, "invitation_id", p.InvitationID)
 	m.loop.Poke()
+	return nil
+}
+
+// revocations queues, for a grant change that took a role or a claim back,
+// its removal from each of the user's Auth0 accounts (job IDs derived from
+// the event, so a repeated hand-over queues each once).
+func (m *Mirror) revocations(ctx context.Context, ev grants.OutboxEvent) error {
+	role, claim := ev.Detail["removed_role"], ev.Detail["removed_claim"]
+	if ev.Type != grants.EventGrantChanged || (role == "" && claim == "") {
+		return nil
+	}
+	now := m.o.Now()
+	for i, sub := range ev.UpstreamUsers {
+		payload, err := json.Marshal(mirrorPayload{Op: opRevoke, UpstreamUser: sub, Role: role, ClaimKey: claim})
+		if err != nil {
+			return err
+		}
+		job := &grants.Job{ID: fmt.Sprintf("auth0_%s_%d", ev.ID, i), Kind: JobKindMirror, Payload: payload, RunAt: now, CreatedAt: now}
+		if err := m.o.Store.EnqueueJob(ctx, job); err != nil && !errors.Is(err, grants.ErrConflict) {
+			return fmt.Errorf("auth0 mirror: queue revocation for %s: %w", sub, err)
+		}
+	}
+	if len(ev.UpstreamUsers) > 0 {
+		m.loop.Poke()
+	}
 	return nil
 }

@@ -1,0 +1,58 @@
+package conformance
+
+import (
+	"context"
+	"slices"
+	"testing"
+
+	"github.com/usher-oidc/usher/grants"
+)
+
+// testOutboxGrants: a grant change records its events with the change, in
+// the grant's own write, under the user's outbox ID; a change that changes
+// nothing records nothing; acknowledging empties it and drops the entry.
+func testOutboxGrants(t *testing.T, ctx context.Context, s grants.Store, clock *Clock) {
+	now := clock.Now()
+	uid := "usr-outbox"
+	key := grants.UserOutboxID(uid)
+	ev := func(id string) grants.OutboxEvent {
+		e := outboxEvent(id, grants.EventGrantChanged, now)
+		e.UserID, e.UpstreamUsers = uid, []string{"auth0|1"}
+		return e
+	}
+	_, err := s.AddRoles(ctx, uid, []string{"viewer"}, now, ev("g-1"))
+	must(t, "add roles", err)
+	_, err = s.AddRoles(ctx, uid, []string{"viewer"}, now, ev("g-noop")) // already held: no change
+	must(t, "add held role", err)
+	_, err = s.SetGrantClaim(ctx, uid, "crm_id", "C-1", now, ev("g-2"))
+	must(t, "set claim", err)
+	_, err = s.RemoveGrantClaim(ctx, uid, "absent", now, ev("g-noop2"))
+	must(t, "remove absent claim", err)
+	g, err := s.GetGrant(ctx, uid)
+	must(t, "get grant", err)
+	if got := eventIDs(g.Outbox); !slices.Equal(got, []string{"g-1", "g-2"}) {
+		t.Fatalf("grant outbox = %v, want [g-1 g-2]", got)
+	}
+	sameEvents(t, "grant events", []grants.OutboxEvent{ev("g-1"), ev("g-2")}, g.Outbox)
+	if !slices.Equal(g.Roles, []string{"viewer"}) || g.Claims["crm_id"] != "C-1" {
+		t.Fatalf("grant = %+v", g)
+	}
+	if uid2, ok := grants.OutboxUser(key); !ok || uid2 != uid {
+		t.Fatalf("OutboxUser(%q) = %q, %v", key, uid2, ok)
+	}
+	wantClaim(t, ctx, s, "after the changes", now, key, true)
+	must(t, "ack one", s.AckOutbox(ctx, key, []string{"g-1"}))
+	wantClaim(t, ctx, s, "with an event left", now.Add(farFuture), key, true)
+	_, err = s.RemoveGrantRole(ctx, uid, "viewer", now, ev("g-3"))
+	must(t, "remove role", err)
+	later := now.Add(2 * farFuture) // the runner's next claim, after its lease
+	wantClaim(t, ctx, s, "after another change", later, key, true)
+	must(t, "ack the rest", s.AckOutbox(ctx, key, []string{"g-2", "g-3"}))
+	g, err = s.GetGrant(ctx, uid)
+	must(t, "get grant", err)
+	if len(g.Outbox) != 0 || len(g.Roles) != 0 {
+		t.Fatalf("after ack: outbox %v roles %v", eventIDs(g.Outbox), g.Roles)
+	}
+	wantClaim(t, ctx, s, "after the last ack", later.Add(farFuture), key, false)
+	must(t, "ack a user without events", s.AckOutbox(ctx, grants.UserOutboxID("usr-none"), []string{"x"}))
+}

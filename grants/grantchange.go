@@ -32,10 +32,14 @@ func (s *Service) ChangeGrant(ctx context.Context, userID string, c GrantChange,
 	switch {
 	case c.RemoveRole != "":
 		detail["removed_role"], c.Reason = c.RemoveRole, or(c.Reason, "role_removed")
-		change = func(ev OutboxEvent) (*Grant, error) { return s.o.Store.RemoveGrantRole(ctx, userID, c.RemoveRole, now, ev) }
+		change = func(ev OutboxEvent) (*Grant, error) {
+			return s.o.Store.RemoveGrantRole(ctx, userID, c.RemoveRole, now, ev)
+		}
 	case c.RemoveClaim != "":
 		detail["removed_claim"], c.Reason = c.RemoveClaim, or(c.Reason, "claim_removed")
-		change = func(ev OutboxEvent) (*Grant, error) { return s.o.Store.RemoveGrantClaim(ctx, userID, c.RemoveClaim, now, ev) }
+		change = func(ev OutboxEvent) (*Grant, error) {
+			return s.o.Store.RemoveGrantClaim(ctx, userID, c.RemoveClaim, now, ev)
+		}
 	case c.SetClaim != "":
 		detail["set_claim"], c.Reason = c.SetClaim, or(c.Reason, "claim_set")
 		change = func(ev OutboxEvent) (*Grant, error) {

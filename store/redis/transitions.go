@@ -1,0 +1,265 @@
+package redisstore
+
+// Invitation transitions: redemption (three steps across two slots, see
+// invitations.go), revocation, decline, a new token, and the caller's
+// updates; each is a compare-and-set on the invitation's version.
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"time"
+
+	"github.com/usher-oidc/usher/grants"
+)
+
+func (s *Store) RedeemInvitation(ctx context.Context, tokenHash string, r grants.Redemption) (*grants.Invitation, *grants.Grant, error) {
+	if err := checkKeys("redisstore: redeem invitation", tokenHash, r.UserID); err != nil {
+		return nil, nil, err
+	}
+	if r.At.IsZero() {
+		r.At = s.now()
+	}
+	inv, g, err := s.redeem(ctx, tokenHash, r)
+	if err != nil {
+		// The invitation comes back with refusals so the caller can explain them.
+		return inv, nil, fmt.Errorf("redisstore: redeem invitation: %w", err)
+	}
+	return inv, g, nil
+}
+
+func (s *Store) redeem(ctx context.Context, tokenHash string, r grants.Redemption) (*grants.Invitation, *grants.Grant, error) {
+	pendingKey := s.grantKeys(r.UserID)[3]
+	pending := "" // the invitation ID whose pending-merge entry we wrote
+	unpend := func() {
+		if pending != "" {
+			if _, _, err := s.grantOp(context.WithoutCancel(ctx), r.UserID, "unpend", "", pending, 0); err != nil {
+				s.log.Warn("redisstore: clearing pending merge", "invitation_id", pending, "err", err)
+			}
+		}
+	}
+	for range casRetries {
+		inv, version, err := s.invitationByHash(ctx, tokenHash)
+		if err != nil {
+			unpend()
+			return nil, nil, err
+		}
+		if inv == nil {
+			unpend()
+			return nil, nil, grants.ErrNotFound
+		}
+		refusal := inv.ApplyRedemption(r)
+		if errors.Is(refusal, grants.ErrInvitationRedeemed) {
+			if inv.RedeemedBy == r.UserID {
+				// A retry by the winner: make sure its grant merge ran.
+				at := r.At
+				if inv.RedeemedAt != nil {
+					at = *inv.RedeemedAt
+				}
+				if args, err := mergeArgs(inv, r.Claims, at); err == nil {
+					_, _, _ = s.grantOp(ctx, r.UserID, args...)
+				}
+				pending = ""
+			}
+		}
+		if refusal != nil {
+			unpend()
+			return inv, nil, refusal
+		}
+		if pending == "" {
+			pv, err := pendingValue(s.now(), r.Claims)
+			if err != nil {
+				return nil, nil, err
+			}
+			if err := s.rdb.HSet(ctx, pendingKey, inv.ID, pv).Err(); err != nil {
+				return nil, nil, err
+			}
+			pending = inv.ID
+		}
+		at := r.At
+		res, err := s.casInvitation(ctx, inv, version, grants.StatusPending)
+		if err != nil {
+			// Unknown outcome: leave the pending entry, GetGrant resolves it.
+			return nil, nil, err
+		}
+		switch res {
+		case "ok":
+			args, err := mergeArgs(inv, r.Claims, at)
+			if err != nil {
+				return nil, nil, err
+			}
+			g, _, err := s.grantOp(ctx, r.UserID, args...)
+			if err != nil {
+				return nil, nil, fmt.Errorf("invitation %s redeemed, grant merge pending: %w", inv.ID, err)
+			}
+			return inv, g, nil
+		case "notfound":
+			unpend()
+			return nil, nil, grants.ErrNotFound
+		}
+		// "status" or "retry": someone else changed it; read it again.
+	}
+	unpend()
+	return nil, nil, fmt.Errorf("invitation contended, try again")
+}
+
+// RevokeInvitation keeps the token lookup, so presenting the token later says
+// "revoked" rather than "unknown".
+func (s *Store) RevokeInvitation(ctx context.Context, id string, at time.Time, events ...grants.OutboxEvent) (*grants.Invitation, error) {
+	return s.transition(ctx, "revoke invitation", id, func(inv *grants.Invitation) (bool, error) {
+		return inv.ApplyRevocation(at, events)
+	}, nil)
+}
+
+// DeclineInvitation keeps the token lookup too, so the link later says
+// "declined".
+func (s *Store) DeclineInvitation(ctx context.Context, id, userID string, at time.Time, events ...grants.OutboxEvent) (*grants.Invitation, error) {
+	return s.transition(ctx, "decline invitation", id, func(inv *grants.Invitation) (bool, error) {
+		return inv.ApplyDecline(userID, at, events)
+	}, nil)
+}
+
+// ReplaceInvitationToken claims the new token's lookup first, then swaps the
+// hash with a CAS; the old lookup is removed after, and the new one again if
+// the swap was refused.
+func (s *Store) ReplaceInvitationToken(ctx context.Context, id, newHash string, expiresAt, at time.Time, events ...grants.OutboxEvent) (*grants.Invitation, error) {
+	if err := checkKeys("redisstore: replace invitation token", newHash); err != nil {
+		return nil, err
+	}
+	var oldHash string
+	return s.transition(ctx, "replace invitation token", id, func(inv *grants.Invitation) (bool, error) {
+		oldHash = inv.TokenHash
+		return true, inv.ApplyNewToken(newHash, expiresAt, at, events)
+	}, &tokenSwap{newHash: newHash, oldHash: &oldHash})
+}
+
+type tokenSwap struct {
+	newHash string
+	oldHash *string
+}
+
+// transition applies change to the stored invitation with a CAS, retrying
+// from a fresh read when another writer got there first; change returns
+// whether to store it and a refusal, which is returned with the invitation.
+func (s *Store) transition(ctx context.Context, what, id string, change func(inv *grants.Invitation) (bool, error), swap *tokenSwap) (*grants.Invitation, error) {
+	if err := checkKeys("redisstore: "+what, id); err != nil {
+		return nil, err
+	}
+	inv, err := func() (*grants.Invitation, error) {
+		claimed := false
+		defer func() {
+			if claimed {
+				s.release(ctx, s.key("it", swap.newHash), id)
+			}
+		}()
+		for range casRetries {
+			inv, version, err := s.loadInvitation(ctx, id)
+			if err != nil {
+				return nil, err
+			}
+			if inv == nil {
+				return nil, grants.ErrNotFound
+			}
+			write, refusal := change(inv)
+			if refusal != nil {
+				return inv, refusal
+			}
+			if !write {
+				return inv, nil
+			}
+			if swap != nil && !claimed && *swap.oldHash != swap.newHash {
+				created, err := s.claimToken(ctx, swap.newHash, id)
+				if err != nil {
+					return nil, err
+				}
+				claimed = created
+			}
+			res, err := s.casInvitation(ctx, inv, version, "")
+			if err != nil {
+				return nil, err
+			}
+			switch res {
+			case "ok":
+				claimed = false // the new lookup is the invitation's now
+				if swap != nil && *swap.oldHash != swap.newHash {
+					s.release(ctx, s.key("it", *swap.oldHash), id)
+				}
+				return inv, nil
+			case "notfound":
+				return nil, grants.ErrNotFound
+			}
+		}
+		return nil, errors.New("invitation contended, try again")
+	}()
+	if err != nil {
+		return inv, fmt.Errorf("redisstore: %s %s: %w", what, id, err)
+	}
+	return inv, nil
+}
+
+// UpdateInvitation applies fn with a compare-and-set; when another writer
+// changed the invitation in between, fn runs again on the fresh copy, so fn
+// must only edit the invitation (the callers' functions do).
+func (s *Store) UpdateInvitation(ctx context.Context, id string, fn func(*grants.Invitation) error) (*grants.Invitation, error) {
+	if err := checkKeys("redisstore: update invitation", id); err != nil {
+		return nil, err
+	}
+	if fn == nil {
+		return nil, fmt.Errorf("redisstore: update invitation %s: nil fn: %w", id, ErrInvalid)
+	}
+	inv, err := func() (*grants.Invitation, error) {
+		for range casRetries {
+			inv, version, err := s.loadInvitation(ctx, id)
+			if err != nil {
+				return nil, err
+			}
+			if inv == nil {
+				return nil, grants.ErrNotFound
+			}
+			old, _, err := s.loadInvitationCopy(inv)
+			if err != nil {
+				return nil, err
+			}
+			if err := fn(inv); err != nil {
+				return nil, err
+			}
+			if inv.ID != old.ID || inv.TokenHash != old.TokenHash || inv.Status != old.Status {
+				return nil, fmt.Errorf("fn changed id, token hash or status: %w", ErrInvalid)
+			}
+			oldKeys, newKeys := s.indexEntries(old), s.indexEntries(inv)
+			if !old.CreatedAt.Equal(inv.CreatedAt) {
+				s.removeIndexEntries(ctx, id, oldKeys) // re-scored below
+				oldKeys = nil
+			}
+			added, err := s.addIndexEntries(ctx, inv, newKeys)
+			if err != nil {
+				return nil, err
+			}
+			res, err := s.casInvitation(ctx, inv, version, "")
+			if err != nil {
+				return nil, err
+			}
+			switch res {
+			case "ok":
+				var gone []string
+				for _, k := range oldKeys {
+					if !slices.Contains(newKeys, k) {
+						gone = append(gone, k)
+					}
+				}
+				s.removeIndexEntries(ctx, id, gone)
+				return inv, nil
+			case "notfound":
+				s.removeIndexEntries(ctx, id, added)
+				return nil, grants.ErrNotFound
+			}
+			s.removeIndexEntries(ctx, id, added)
+		}
+		return nil, errors.New("invitation contended, try again")
+	}()
+	if err != nil {
+		return nil, fmt.Errorf("redisstore: update invitation %s: %w", id, err)
+	}
+	return inv, nil
+}

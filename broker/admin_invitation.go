@@ -8,6 +8,7 @@ import (
 	"slices"
 	"strings"
 
+	"github.com/usher-oidc/usher/broker/admin"
 	"github.com/usher-oidc/usher/grants"
 )
 
@@ -17,7 +18,7 @@ type timelineEntry struct {
 }
 
 type detailPage struct {
-	Inv               invitationView
+	Inv               admin.InvitationView
 	Link              string
 	Claims, Metadata  string
 	Timeline          []timelineEntry
@@ -44,7 +45,7 @@ func (b *Broker) adminInvitation(w http.ResponseWriter, r *http.Request, a *admi
 		return
 	}
 	fl := b.takeFlash(w, r, a.sess, inv.ID)
-	v := b.view(inv, "")
+	v := b.adminAPI().View(inv, "")
 	p := detailPage{
 		Inv: v, Link: fl.Link, Claims: prettyJSON(v.Claims), Metadata: prettyJSON(v.Metadata),
 		Created: fmtTime(inv.CreatedAt), Expires: fmtTime(inv.ExpiresAt), EmailStatus: emailStatusLabel(inv.EmailStatus),

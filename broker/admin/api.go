@@ -1,4 +1,4 @@
-package broker
+package admin
 
 import (
 	"context"
@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/http"
 	"net/url"
 	"slices"
@@ -18,7 +19,7 @@ import (
 	"github.com/usher-oidc/usher/broker/upstream/auth0"
 	"github.com/usher-oidc/usher/notify/webhooks"
 
-	"github.com/zitadel/oidc/v3/pkg/op"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/usher-oidc/usher/grants"
 	storeerrs "github.com/usher-oidc/usher/store/errs"
@@ -28,54 +29,149 @@ import (
 // authenticate with an access token usher issued (client_credentials) that
 // carries the scope the operation needs.
 const (
-	scopeWrite  = "invitations:write"
-	scopeRead   = "invitations:read"
-	maxAPIBody  = 64 << 10
-	idemKeyTTL  = 24 * time.Hour
-	problemType = "https://usher.dev/problems/"
+	scopeWrite = "invitations:write"
+	scopeRead  = "invitations:read"
+	maxAPIBody = 64 << 10
+	idemKeyTTL = 24 * time.Hour
 )
 
-// problem is an RFC 9457 problem details object.
-type problem struct {
-	Type   string              `json:"type"`
-	Title  string              `json:"title"`
-	Status int                 `json:"status"`
-	Detail string              `json:"detail,omitempty"`
-	Errors []grants.FieldError `json:"errors,omitempty"`
+// Errors Authenticate returns for a token the admin API refuses; any other
+// error means the token could not be checked (the store is unreachable).
+var (
+	// ErrInvalidToken: not a valid usher access token (bad signature,
+	// expired, revoked).
+	ErrInvalidToken = errors.New("invalid access token")
+	// ErrNotAPIToken: a valid usher access token that the admin API does
+	// not take (not a client_credentials token for {issuer}/api).
+	ErrNotAPIToken = errors.New("not a client_credentials token for the admin API")
+)
+
+// API is the admin JSON API (/api/...). Its fields are everything it uses;
+// Invitations, Store, Authenticate, Link, Sealer and Now are required.
+type API struct {
+	// Invitations changes invitations; each use case records its events in
+	// the same write (the outbox delivers audit, webhooks, mail, mirror).
+	Invitations Invitations
+	// Store is what the API reads, and the grant and idempotency writes.
+	Store APIStore
+	// Authenticate checks a bearer token: the caller it names, or
+	// ErrInvalidToken, ErrNotAPIToken, or another error when it could not
+	// be checked.
+	Authenticate func(ctx context.Context, token string) (Caller, error)
+	// RateLimit takes one request of key ("client:<id>"); when it answers
+	// false it has answered the request itself (429). Nil: no limit.
+	RateLimit func(w http.ResponseWriter, r *http.Request, key string) bool
+	// Link is an invitation's link with a freshly minted token.
+	Link func(inv *grants.Invitation, token string) string
+	// ClaimsNamespace prefixes invitation claims in tokens ("" = none).
+	ClaimsNamespace string
+	// Webhooks, when set, serves the delivery log and redelivery.
+	Webhooks WebhookAdmin
+	// Emit queues a webhook event (grant changes); nil: none.
+	Emit func(ctx context.Context, e webhooks.WebhookEvent)
+	// Audit records who changed a grant; nil: not recorded.
+	Audit func(ctx context.Context, action, actor, target string, detail map[string]string)
+	// Revoked is told a role or claim was taken from a user's grant (the
+	// Auth0 mirror removes it upstream too); nil: nobody to tell.
+	Revoked func(ctx context.Context, userID, role, claim string)
+	// Sealer seals the responses an Idempotency-Key replays (they may hold
+	// an invitation link).
+	Sealer  Sealer
+	Metrics Metrics
+	Logger  *slog.Logger
+	Now     func() time.Time
 }
 
-func writeProblem(w http.ResponseWriter, status int, slug, title, detail string, errs ...grants.FieldError) {
-	w.Header().Set("Content-Type", "application/problem+json")
-	w.Header().Set("Cache-Control", "no-store")
-	w.WriteHeader(status)
-	_ = json.NewEncoder(w).Encode(problem{Type: problemType + slug, Title: title, Status: status, Detail: detail, Errors: errs})
+// Invitations is the part of grants.Service the admin API and page use.
+type Invitations interface {
+	Create(ctx context.Context, req grants.CreateRequest, actor string) (inv *grants.Invitation, token string, existed bool, err error)
+	Revoke(ctx context.Context, id, actor string) (*grants.Invitation, error)
+	Resend(ctx context.Context, id, actor string) (*grants.Invitation, string, error)
 }
 
-func writeJSON(w http.ResponseWriter, status int, v any) {
-	w.Header().Set("Content-Type", "application/json")
-	w.Header().Set("Cache-Control", "no-store")
-	w.WriteHeader(status)
-	_ = json.NewEncoder(w).Encode(v)
+var _ Invitations = (*grants.Service)(nil)
+
+// APIStore is what the admin API needs of grants.Store.
+type APIStore interface {
+	GetInvitation(ctx context.Context, id string) (*grants.Invitation, error)
+	ListInvitations(ctx context.Context, f grants.InvitationFilter, now time.Time) ([]grants.Invitation, string, error)
+	ListAudit(ctx context.Context, f grants.AuditFilter) ([]grants.AuditRecord, string, error)
+	UsersByEmail(ctx context.Context, email string) ([]grants.User, error)
+	GetUser(ctx context.Context, id string) (*grants.User, error)
+	GetGrant(ctx context.Context, userID string) (*grants.Grant, error)
+	RemoveGrantRole(ctx context.Context, userID, role string, now time.Time) (*grants.Grant, error)
+	RemoveGrantClaim(ctx context.Context, userID, key string, now time.Time) (*grants.Grant, error)
+	SetGrantClaim(ctx context.Context, userID, key string, value any, now time.Time) (*grants.Grant, error)
+	ReserveIdempotencyKey(ctx context.Context, rec *grants.IdempotencyRecord) (*grants.IdempotencyRecord, error)
+	CompleteIdempotencyKey(ctx context.Context, key string, status int, response json.RawMessage) error
+	ReleaseIdempotencyKey(ctx context.Context, key string) error
 }
 
-// caller is who called the admin API.
-type caller struct {
+var _ APIStore = grants.Store(nil)
+
+// Sealer encrypts and authenticates values (securecookie.Codec).
+type Sealer interface {
+	Encode(name string, value any) (string, error)
+	Decode(name, value string, dst any) error
+}
+
+// Metrics are the series the admin handlers count into (nil: not counted).
+type Metrics struct {
+	// InvitationsCreated is usher_invitations_created_total.
+	InvitationsCreated prometheus.Counter
+	// StoreErrors is usher_store_errors_total, by what was being done.
+	StoreErrors *prometheus.CounterVec
+}
+
+func (m Metrics) invitationCreated() {
+	if m.InvitationsCreated != nil {
+		m.InvitationsCreated.Inc()
+	}
+}
+
+func (m Metrics) storeError(what string) {
+	if m.StoreErrors != nil {
+		m.StoreErrors.WithLabelValues(what).Inc()
+	}
+}
+
+func (h *API) emit(ctx context.Context, e webhooks.WebhookEvent) {
+	if h.Emit != nil {
+		h.Emit(ctx, e)
+	}
+}
+
+func (h *API) audit(ctx context.Context, action, actor, target string, detail map[string]string) {
+	if h.Audit != nil {
+		h.Audit(ctx, action, actor, target, detail)
+	}
+}
+
+func (h *API) revoked(ctx context.Context, userID, role, claim string) {
+	if h.Revoked != nil {
+		h.Revoked(ctx, userID, role, claim)
+	}
+}
+
+// Caller is who called the admin API: the client of a client_credentials
+// access token usher issued.
+type Caller struct {
 	ClientID string
 	Subject  string
 	Scopes   []string
 }
 
-type apiHandler func(w http.ResponseWriter, r *http.Request, c caller)
+type apiHandler func(w http.ResponseWriter, r *http.Request, c Caller)
 
-// actor names the caller in the audit log.
-func (c caller) actor() string {
+// actor names the Caller in the audit log.
+func (c Caller) actor() string {
 	if c.ClientID != "" {
 		return "client:" + c.ClientID
 	}
 	return c.Subject
 }
 
-func (b *Broker) apiAudit(w http.ResponseWriter, r *http.Request, _ caller) {
+func (h *API) apiAudit(w http.ResponseWriter, r *http.Request, _ Caller) {
 	q := r.URL.Query()
 	f := grants.AuditFilter{Action: q.Get("action"), Actor: q.Get("actor"), Target: q.Get("target"), Cursor: q.Get("cursor")}
 	for _, p := range []struct {
@@ -96,14 +192,14 @@ func (b *Broker) apiAudit(w http.ResponseWriter, r *http.Request, _ caller) {
 	if f.Limit, ok = queryLimit(w, q, 50); !ok {
 		return
 	}
-	recs, next, err := b.grants.ListAudit(r.Context(), f)
+	recs, next, err := h.Store.ListAudit(r.Context(), f)
 	if err != nil {
 		if errors.Is(err, storeerrs.ErrBadCursor) {
 			writeProblem(w, http.StatusBadRequest, "invalid-query", "Invalid cursor", "cursor must be a value returned as next_cursor.",
 				grants.FieldError{Field: "cursor", Message: "not a cursor usher issued"})
 			return
 		}
-		b.storeProblem(w, r, "reading the audit log", err)
+		h.storeProblem(w, r, "reading the audit log", err)
 		return
 	}
 	if recs == nil {
@@ -116,7 +212,7 @@ func (b *Broker) apiAudit(w http.ResponseWriter, r *http.Request, _ caller) {
 }
 
 // api checks the bearer token and its scope before h runs.
-func (b *Broker) api(scope string, h apiHandler) http.Handler {
+func (h *API) api(scope string, next apiHandler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		auth := r.Header.Get("Authorization")
 		token, ok := strings.CutPrefix(auth, "Bearer ")
@@ -126,63 +222,61 @@ func (b *Broker) api(scope string, h apiHandler) http.Handler {
 				"Send an access token from usher's token endpoint (client_credentials grant) as 'Authorization: Bearer <token>'.")
 			return
 		}
-		claims, err := b.verifyAccessToken(r.Context(), token)
-		var unavailable op.StatusError
-		if errors.As(err, &unavailable) {
-			// The token may be fine: the revocation check could not be made.
-			b.storeProblem(w, r, "checking the access token", err)
-			return
-		}
-		if err != nil {
+		c, err := h.Authenticate(r.Context(), token)
+		switch {
+		case errors.Is(err, ErrInvalidToken):
 			w.Header().Set("WWW-Authenticate", `Bearer realm="usher", error="invalid_token"`)
 			writeProblem(w, http.StatusUnauthorized, "invalid-token", "Invalid access token",
 				"The access token is invalid, expired or revoked; request a new one.")
 			return
-		}
-		if err := b.checkAPIToken(claims); err != nil {
+		case errors.Is(err, ErrNotAPIToken):
 			w.Header().Set("WWW-Authenticate", `Bearer realm="usher", error="invalid_token"`)
 			writeProblem(w, http.StatusUnauthorized, "invalid-token", "Not an admin API token",
 				"The admin API takes only access tokens from the client_credentials grant; a token issued to a person is never accepted.")
 			return
-		}
-		if ok, wait := b.limits.api.allow(r.Context(), "client:"+claims.ClientID); !ok {
-			b.tooMany(w, "api", wait, true)
+		case err != nil:
+			// The token may be fine: the revocation check could not be made.
+			h.storeProblem(w, r, "checking the access token", err)
 			return
 		}
-		if !slices.Contains(claims.Scopes, scope) {
+		if h.RateLimit != nil && !h.RateLimit(w, r, "client:"+c.ClientID) {
+			return
+		}
+		if !slices.Contains(c.Scopes, scope) {
 			w.Header().Set("WWW-Authenticate", fmt.Sprintf(`Bearer realm="usher", error="insufficient_scope", scope=%q`, scope))
 			writeProblem(w, http.StatusForbidden, "insufficient-scope", "Insufficient scope",
 				fmt.Sprintf("This operation needs the scope %q; ask for it in the token request (the client must be allowed it in usher's config).", scope))
 			return
 		}
-		h(w, r, caller{ClientID: claims.ClientID, Subject: claims.Subject, Scopes: claims.Scopes})
+		next(w, r, c)
 	})
 }
 
-func (b *Broker) apiRoutes(mux *http.ServeMux) {
-	mux.Handle("POST /api/invitations", b.api(scopeWrite, b.apiCreateInvitation))
-	mux.Handle("GET /api/invitations", b.api(scopeRead, b.apiListInvitations))
-	mux.Handle("GET /api/invitations/{id}", b.api(scopeRead, b.apiGetInvitation))
-	mux.Handle("DELETE /api/invitations/{id}", b.api(scopeWrite, b.apiRevokeInvitation))
-	mux.Handle("POST /api/invitations/{id}/resend", b.api(scopeWrite, b.apiResendInvitation))
-	mux.Handle("GET /api/users", b.api(scopeRead, b.apiFindUsers))
-	mux.Handle("GET /api/audit", b.api(scopeRead, b.apiAudit))
-	if b.opts.Webhooks != nil {
-		b.webhookRoutes(mux, b.opts.Webhooks)
+// Mount registers the admin API's routes (see the package documentation).
+func (h *API) Mount(mux *http.ServeMux) {
+	mux.Handle("POST /api/invitations", h.api(scopeWrite, h.apiCreateInvitation))
+	mux.Handle("GET /api/invitations", h.api(scopeRead, h.apiListInvitations))
+	mux.Handle("GET /api/invitations/{id}", h.api(scopeRead, h.apiGetInvitation))
+	mux.Handle("DELETE /api/invitations/{id}", h.api(scopeWrite, h.apiRevokeInvitation))
+	mux.Handle("POST /api/invitations/{id}/resend", h.api(scopeWrite, h.apiResendInvitation))
+	mux.Handle("GET /api/users", h.api(scopeRead, h.apiFindUsers))
+	mux.Handle("GET /api/audit", h.api(scopeRead, h.apiAudit))
+	if h.Webhooks != nil {
+		h.webhookRoutes(mux, h.Webhooks)
 	}
-	mux.Handle("GET /api/users/{id}/grants", b.api(scopeRead, b.apiGetGrant))
-	mux.Handle("DELETE /api/users/{id}/grants/roles/{role}", b.api(scopeWrite, b.apiRemoveRole))
-	mux.Handle("DELETE /api/users/{id}/grants/claims/{key}", b.api(scopeWrite, b.apiRemoveClaim))
-	mux.Handle("PUT /api/users/{id}/grants/claims/{key}", b.api(scopeWrite, b.apiSetClaim))
+	mux.Handle("GET /api/users/{id}/grants", h.api(scopeRead, h.apiGetGrant))
+	mux.Handle("DELETE /api/users/{id}/grants/roles/{role}", h.api(scopeWrite, h.apiRemoveRole))
+	mux.Handle("DELETE /api/users/{id}/grants/claims/{key}", h.api(scopeWrite, h.apiRemoveClaim))
+	mux.Handle("PUT /api/users/{id}/grants/claims/{key}", h.api(scopeWrite, h.apiSetClaim))
 	mux.HandleFunc("GET /api/openapi.json", serveOpenAPI) // every route above is described there
 	mux.Handle("/api/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		writeProblem(w, http.StatusNotFound, "not-found", "Not found", "No API operation at "+r.Method+" "+r.URL.Path+".")
 	}))
 }
 
-// invitationView is an invitation as the API shows it. URL is set only when
+// InvitationView is an invitation as the API shows it. URL is set only when
 // a token was just minted (create, resend): it is never stored in clear.
-type invitationView struct {
+type InvitationView struct {
 	ID                 string         `json:"id"`
 	Status             grants.Status  `json:"status"`
 	Email              string         `json:"email"`
@@ -212,16 +306,17 @@ type invitationView struct {
 	UnsafeClaims []string `json:"unsafe_claims,omitempty"`
 }
 
-func (b *Broker) view(inv *grants.Invitation, token string) invitationView {
-	v := invitationView{
-		ID: inv.ID, Status: inv.EffectiveStatus(b.now()), Email: inv.Email, Roles: inv.Roles,
+// View is inv as the API shows it; token, when just minted, gives its link.
+func (h *API) View(inv *grants.Invitation, token string) InvitationView {
+	v := InvitationView{
+		ID: inv.ID, Status: inv.EffectiveStatus(h.Now()), Email: inv.Email, Roles: inv.Roles,
 		Claims: inv.Claims, Metadata: inv.Metadata, ExternalID: inv.ExternalID, ClientID: inv.ClientID,
 		EmailMatch: inv.EmailMatch, Inviter: inv.Inviter, CreatedAt: inv.CreatedAt, ExpiresAt: inv.ExpiresAt,
 		EmailStatus: inv.EmailStatus, EmailError: inv.EmailError, RedeemedAt: inv.RedeemedAt,
 		RedeemedBy: inv.RedeemedBy, RedeemedConnection: inv.RedeemedConnection, RevokedAt: inv.RevokedAt,
 		DeclinedAt: inv.DeclinedAt, DeclinedBy: inv.DeclinedBy,
 		Events: inv.Events, MirrorStatus: auth0.MirrorStateOf(inv).String(), Link: linkOf(inv),
-		UnsafeClaims: grants.UnsafeClaimNames(b.opts.ClaimsNamespace, inv.Claims),
+		UnsafeClaims: grants.UnsafeClaimNames(h.ClaimsNamespace, inv.Claims),
 	}
 	if v.Roles == nil {
 		v.Roles = []string{}
@@ -236,22 +331,9 @@ func (b *Broker) view(inv *grants.Invitation, token string) invitationView {
 		v.Events = []grants.Event{}
 	}
 	if token != "" {
-		v.URL = b.inviteLink(inv, token)
+		v.URL = h.Link(inv, token)
 	}
 	return v
-}
-
-// inviteLink is the invitation's link in the form it chose: /invite/<token>
-// (the default), or /authorize?client_id=…&invitation=<token> for apps whose
-// links must start at the authorization endpoint. The latter needs an app:
-// without one usher can name, the link falls back to /invite/.
-func (b *Broker) inviteLink(inv *grants.Invitation, token string) string {
-	if inv.Link == grants.LinkAuthorize {
-		if c := b.invitationClient(inv, ""); c != nil {
-			return b.url("/authorize?" + url.Values{"client_id": {c.ID}, "invitation": {token}}.Encode())
-		}
-	}
-	return strings.TrimSuffix(b.opts.InvitationBaseURL, "/") + "/invite/" + token
 }
 
 func linkOf(inv *grants.Invitation) string {
@@ -268,7 +350,7 @@ type idemResponse struct {
 	Body   json.RawMessage `json:"body"`
 }
 
-func (b *Broker) apiCreateInvitation(w http.ResponseWriter, r *http.Request, c caller) {
+func (h *API) apiCreateInvitation(w http.ResponseWriter, r *http.Request, c Caller) {
 	ctx := r.Context()
 	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxAPIBody))
 	if err != nil {
@@ -285,8 +367,8 @@ func (b *Broker) apiCreateInvitation(w http.ResponseWriter, r *http.Request, c c
 		}
 		sum := sha256.Sum256(body)
 		scoped := c.ClientID + " " + key // the client scopes the key: one client cannot replay another's
-		now := b.now()
-		prev, err := b.grants.ReserveIdempotencyKey(ctx, &grants.IdempotencyRecord{Key: scoped, RequestHash: hex.EncodeToString(sum[:]), CreatedAt: now, ExpiresAt: now.Add(idemKeyTTL)})
+		now := h.Now()
+		prev, err := h.Store.ReserveIdempotencyKey(ctx, &grants.IdempotencyRecord{Key: scoped, RequestHash: hex.EncodeToString(sum[:]), CreatedAt: now, ExpiresAt: now.Add(idemKeyTTL)})
 		switch {
 		case errors.Is(err, grants.ErrIdempotencyMismatch):
 			writeProblem(w, http.StatusConflict, "idempotency-mismatch", "Idempotency-Key reused",
@@ -298,12 +380,12 @@ func (b *Broker) apiCreateInvitation(w http.ResponseWriter, r *http.Request, c c
 				"The first request with this Idempotency-Key has not finished yet; retry shortly.")
 			return
 		case err != nil:
-			b.storeProblem(w, r, "reserving the idempotency key", err)
+			h.storeProblem(w, r, "reserving the idempotency key", err)
 			return
 		case prev != nil:
 			var sealed string
 			var resp idemResponse
-			if json.Unmarshal(prev.Response, &sealed) == nil && b.browser.codec.Decode("idempotency", sealed, &resp) == nil {
+			if json.Unmarshal(prev.Response, &sealed) == nil && h.Sealer.Decode("idempotency", sealed, &resp) == nil {
 				w.Header().Set("Idempotent-Replayed", "true")
 				w.Header().Set("Content-Type", "application/json")
 				w.WriteHeader(resp.Status)
@@ -315,25 +397,25 @@ func (b *Broker) apiCreateInvitation(w http.ResponseWriter, r *http.Request, c c
 			return
 		}
 		rec := &recorder{ResponseWriter: w, status: http.StatusOK}
-		b.createInvitation(rec, r, c, body)
+		h.createInvitation(rec, r, c, body)
 		if rec.status >= 400 {
-			_ = b.grants.ReleaseIdempotencyKey(ctx, scoped) // a failed request may be retried with the same key
+			_ = h.Store.ReleaseIdempotencyKey(ctx, scoped) // a failed request may be retried with the same key
 			return
 		}
-		sealed, err := b.browser.codec.Encode("idempotency", idemResponse{Status: rec.status, Body: rec.body})
+		sealed, err := h.Sealer.Encode("idempotency", idemResponse{Status: rec.status, Body: rec.body})
 		if err == nil {
 			raw, _ := json.Marshal(sealed)
-			err = b.grants.CompleteIdempotencyKey(ctx, scoped, rec.status, raw)
+			err = h.Store.CompleteIdempotencyKey(ctx, scoped, rec.status, raw)
 		}
 		if err != nil {
-			b.log.ErrorContext(ctx, "completing idempotency key", "err", err)
+			h.Logger.ErrorContext(ctx, "completing idempotency key", "err", err)
 		}
 		return
 	}
-	b.createInvitation(w, r, c, body)
+	h.createInvitation(w, r, c, body)
 }
 
-func (b *Broker) createInvitation(w http.ResponseWriter, r *http.Request, c caller, body []byte) {
+func (h *API) createInvitation(w http.ResponseWriter, r *http.Request, c Caller, body []byte) {
 	ctx := r.Context()
 	var req grants.CreateRequest
 	if err := decodeStrict(body, &req); err != nil {
@@ -343,7 +425,7 @@ func (b *Broker) createInvitation(w http.ResponseWriter, r *http.Request, c call
 	req.MayGrantPrivileged = slices.Contains(c.Scopes, grants.ScopeAdmin)
 	// No default inviter: a client ID is not a person to name in the mail
 	// ("funnel invited you"); the audit log records which client created it.
-	inv, token, existed, err := b.invitations.Create(ctx, req, c.actor())
+	inv, token, existed, err := h.Invitations.Create(ctx, req, c.actor())
 	var ve *grants.ValidationError
 	switch {
 	case errors.As(err, &ve):
@@ -351,15 +433,15 @@ func (b *Broker) createInvitation(w http.ResponseWriter, r *http.Request, c call
 			"Fix the fields listed in errors; nothing was stored.", ve.Errors...)
 		return
 	case err != nil:
-		b.storeProblem(w, r, "storing the invitation", err)
+		h.storeProblem(w, r, "storing the invitation", err)
 		return
 	case existed:
-		writeJSON(w, http.StatusOK, b.view(inv, ""))
+		writeJSON(w, http.StatusOK, h.View(inv, ""))
 		return
 	}
-	b.log.InfoContext(ctx, "invitation created", "invitation_id", inv.ID, "client_id", c.ClientID, "send_email", inv.SendEmail)
-	b.metrics.invitationsMade.Inc()
-	writeJSON(w, http.StatusCreated, b.view(inv, token))
+	h.Logger.InfoContext(ctx, "invitation created", "invitation_id", inv.ID, "client_id", c.ClientID, "send_email", inv.SendEmail)
+	h.Metrics.invitationCreated()
+	writeJSON(w, http.StatusCreated, h.View(inv, token))
 }
 
 func jsonErrorDetail(err error) string {
@@ -379,15 +461,15 @@ func jsonErrorDetail(err error) string {
 	return "The body could not be read as an invitation: " + err.Error()
 }
 
-func (b *Broker) storeProblem(w http.ResponseWriter, r *http.Request, what string, err error) {
-	b.metrics.storeErrors.WithLabelValues(what).Inc()
-	b.log.ErrorContext(r.Context(), "admin API store failure", "what", what, "err", err)
+func (h *API) storeProblem(w http.ResponseWriter, r *http.Request, what string, err error) {
+	h.Metrics.storeError(what)
+	h.Logger.ErrorContext(r.Context(), "admin API store failure", "what", what, "err", err)
 	w.Header().Set("Retry-After", "5")
 	writeProblem(w, http.StatusServiceUnavailable, "unavailable", "Temporarily unavailable",
 		"usher could not reach its store while "+what+"; nothing was changed. Retry shortly.")
 }
 
-func (b *Broker) invitationProblem(w http.ResponseWriter, r *http.Request, id string, err error) {
+func (h *API) invitationProblem(w http.ResponseWriter, r *http.Request, id string, err error) {
 	switch {
 	case errors.Is(err, grants.ErrNotFound):
 		writeProblem(w, http.StatusNotFound, "not-found", "Invitation not found", fmt.Sprintf("No invitation has the id %q.", clip(id, 100)))
@@ -399,48 +481,48 @@ func (b *Broker) invitationProblem(w http.ResponseWriter, r *http.Request, id st
 	case errors.Is(err, grants.ErrInvitationDeclined):
 		writeProblem(w, http.StatusConflict, "declined", "Invitation declined", "The invitee declined this invitation; create a new one if they should still get it.")
 	default:
-		b.storeProblem(w, r, "updating the invitation", err)
+		h.storeProblem(w, r, "updating the invitation", err)
 	}
 }
 
-func (b *Broker) apiGetInvitation(w http.ResponseWriter, r *http.Request, _ caller) {
+func (h *API) apiGetInvitation(w http.ResponseWriter, r *http.Request, _ Caller) {
 	id := r.PathValue("id")
-	inv, err := b.grants.GetInvitation(r.Context(), id)
+	inv, err := h.Store.GetInvitation(r.Context(), id)
 	if err != nil {
-		b.invitationProblem(w, r, id, err)
+		h.invitationProblem(w, r, id, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, b.view(inv, ""))
+	writeJSON(w, http.StatusOK, h.View(inv, ""))
 }
 
-func (b *Broker) apiRevokeInvitation(w http.ResponseWriter, r *http.Request, c caller) {
+func (h *API) apiRevokeInvitation(w http.ResponseWriter, r *http.Request, c Caller) {
 	id := r.PathValue("id")
-	inv, err := b.invitations.Revoke(r.Context(), id, c.actor())
+	inv, err := h.Invitations.Revoke(r.Context(), id, c.actor())
 	if err != nil {
-		b.invitationProblem(w, r, id, err)
+		h.invitationProblem(w, r, id, err)
 		return
 	}
-	b.log.InfoContext(r.Context(), "invitation revoked", "invitation_id", id, "client_id", c.ClientID)
-	writeJSON(w, http.StatusOK, b.view(inv, ""))
+	h.Logger.InfoContext(r.Context(), "invitation revoked", "invitation_id", id, "client_id", c.ClientID)
+	writeJSON(w, http.StatusOK, h.View(inv, ""))
 }
 
-func (b *Broker) apiResendInvitation(w http.ResponseWriter, r *http.Request, c caller) {
+func (h *API) apiResendInvitation(w http.ResponseWriter, r *http.Request, c Caller) {
 	ctx := r.Context()
 	id := r.PathValue("id")
-	inv, token, err := b.invitations.Resend(ctx, id, c.actor())
+	inv, token, err := h.Invitations.Resend(ctx, id, c.actor())
 	if err != nil {
-		b.invitationProblem(w, r, id, err)
+		h.invitationProblem(w, r, id, err)
 		return
 	}
-	b.log.InfoContext(ctx, "invitation resent", "invitation_id", id, "client_id", c.ClientID)
-	writeJSON(w, http.StatusOK, b.view(inv, token))
+	h.Logger.InfoContext(ctx, "invitation resent", "invitation_id", id, "client_id", c.ClientID)
+	writeJSON(w, http.StatusOK, h.View(inv, token))
 }
 
-func (b *Broker) apiListInvitations(w http.ResponseWriter, r *http.Request, _ caller) {
+func (h *API) apiListInvitations(w http.ResponseWriter, r *http.Request, _ Caller) {
 	q := r.URL.Query()
 	f := grants.InvitationFilter{Status: grants.Status(q.Get("status")), Email: q.Get("email"),
 		ClientID: q.Get("client_id"), ExternalID: q.Get("external_id"), Cursor: q.Get("cursor"),
-		UnsafeClaims: q.Get("unsafe_claims") == "true", ClaimsNamespace: b.opts.ClaimsNamespace}
+		UnsafeClaims: q.Get("unsafe_claims") == "true", ClaimsNamespace: h.ClaimsNamespace}
 	switch f.Status {
 	case "", grants.StatusPending, grants.StatusRedeemed, grants.StatusRevoked, grants.StatusDeclined, grants.StatusExpired:
 	default:
@@ -452,36 +534,36 @@ func (b *Broker) apiListInvitations(w http.ResponseWriter, r *http.Request, _ ca
 	if f.Limit, ok = queryLimit(w, q, 50); !ok {
 		return
 	}
-	list, next, err := b.grants.ListInvitations(r.Context(), f, b.now())
+	list, next, err := h.Store.ListInvitations(r.Context(), f, h.Now())
 	if err != nil {
 		if errors.Is(err, storeerrs.ErrBadCursor) {
 			writeProblem(w, http.StatusBadRequest, "invalid-query", "Invalid cursor", "cursor must be a value returned as next_cursor.",
 				grants.FieldError{Field: "cursor", Message: "not a cursor usher issued"})
 			return
 		}
-		b.storeProblem(w, r, "listing invitations", err)
+		h.storeProblem(w, r, "listing invitations", err)
 		return
 	}
 	out := struct {
-		Invitations []invitationView `json:"invitations"`
+		Invitations []InvitationView `json:"invitations"`
 		NextCursor  string           `json:"next_cursor,omitempty"`
-	}{Invitations: make([]invitationView, 0, len(list)), NextCursor: next}
+	}{Invitations: make([]InvitationView, 0, len(list)), NextCursor: next}
 	for i := range list {
-		out.Invitations = append(out.Invitations, b.view(&list[i], ""))
+		out.Invitations = append(out.Invitations, h.View(&list[i], ""))
 	}
 	writeJSON(w, http.StatusOK, out)
 }
 
-func (b *Broker) apiFindUsers(w http.ResponseWriter, r *http.Request, _ caller) {
+func (h *API) apiFindUsers(w http.ResponseWriter, r *http.Request, _ Caller) {
 	email := r.URL.Query().Get("email")
 	if email == "" {
 		writeProblem(w, http.StatusBadRequest, "invalid-query", "email is required", "Search users by email: /api/users?email=name@example.com.",
 			grants.FieldError{Field: "email", Message: "is required"})
 		return
 	}
-	users, err := b.grants.UsersByEmail(r.Context(), email)
+	users, err := h.Store.UsersByEmail(r.Context(), email)
 	if err != nil {
-		b.storeProblem(w, r, "searching users", err)
+		h.storeProblem(w, r, "searching users", err)
 		return
 	}
 	if users == nil {
@@ -492,19 +574,19 @@ func (b *Broker) apiFindUsers(w http.ResponseWriter, r *http.Request, _ caller) 
 	}{users})
 }
 
-func (b *Broker) userGrant(w http.ResponseWriter, r *http.Request, change func(ctx context.Context, id string) (*grants.Grant, error)) {
+func (h *API) userGrant(w http.ResponseWriter, r *http.Request, change func(ctx context.Context, id string) (*grants.Grant, error)) {
 	id := r.PathValue("id")
-	if _, err := b.grants.GetUser(r.Context(), id); err != nil {
+	if _, err := h.Store.GetUser(r.Context(), id); err != nil {
 		if errors.Is(err, grants.ErrNotFound) {
 			writeProblem(w, http.StatusNotFound, "not-found", "User not found", fmt.Sprintf("No user has the id %q.", clip(id, 100)))
 			return
 		}
-		b.storeProblem(w, r, "loading the user", err)
+		h.storeProblem(w, r, "loading the user", err)
 		return
 	}
 	g, err := change(r.Context(), id)
 	if err != nil {
-		b.storeProblem(w, r, "updating the grant", err)
+		h.storeProblem(w, r, "updating the grant", err)
 		return
 	}
 	if g.Roles == nil {
@@ -517,34 +599,34 @@ func (b *Broker) userGrant(w http.ResponseWriter, r *http.Request, change func(c
 		*grants.Grant
 		// UnsafeClaims: claim names the grant holds but tokens never carry.
 		UnsafeClaims []string `json:"unsafe_claims,omitempty"`
-	}{g, grants.UnsafeClaimNames(b.opts.ClaimsNamespace, g.Claims)})
+	}{g, grants.UnsafeClaimNames(h.ClaimsNamespace, g.Claims)})
 }
 
-func (b *Broker) apiGetGrant(w http.ResponseWriter, r *http.Request, _ caller) {
-	b.userGrant(w, r, b.grants.GetGrant)
+func (h *API) apiGetGrant(w http.ResponseWriter, r *http.Request, _ Caller) {
+	h.userGrant(w, r, h.Store.GetGrant)
 }
 
-func (b *Broker) apiRemoveRole(w http.ResponseWriter, r *http.Request, c caller) {
-	b.userGrant(w, r, func(ctx context.Context, id string) (*grants.Grant, error) {
-		b.log.InfoContext(ctx, "grant role removed", "user_id", id, "role", r.PathValue("role"), "client_id", c.ClientID)
-		b.audit(ctx, AuditEvent{Action: "grant.changed", Actor: c.actor(), Target: id, Detail: map[string]string{"removed_role": r.PathValue("role")}})
-		g, err := b.grants.RemoveGrantRole(ctx, id, r.PathValue("role"), b.now())
+func (h *API) apiRemoveRole(w http.ResponseWriter, r *http.Request, c Caller) {
+	h.userGrant(w, r, func(ctx context.Context, id string) (*grants.Grant, error) {
+		h.Logger.InfoContext(ctx, "grant role removed", "user_id", id, "role", r.PathValue("role"), "client_id", c.ClientID)
+		h.audit(ctx, "grant.changed", c.actor(), id, map[string]string{"removed_role": r.PathValue("role")})
+		g, err := h.Store.RemoveGrantRole(ctx, id, r.PathValue("role"), h.Now())
 		if err == nil {
-			b.mirrorRevocation(ctx, id, r.PathValue("role"), "")
-			b.emit(ctx, webhooks.GrantChangedEvent(g, "role_removed"))
+			h.revoked(ctx, id, r.PathValue("role"), "")
+			h.emit(ctx, webhooks.GrantChangedEvent(g, "role_removed"))
 		}
 		return g, err
 	})
 }
 
-func (b *Broker) apiRemoveClaim(w http.ResponseWriter, r *http.Request, c caller) {
-	b.userGrant(w, r, func(ctx context.Context, id string) (*grants.Grant, error) {
-		b.log.InfoContext(ctx, "grant claim removed", "user_id", id, "claim", r.PathValue("key"), "client_id", c.ClientID)
-		b.audit(ctx, AuditEvent{Action: "grant.changed", Actor: c.actor(), Target: id, Detail: map[string]string{"removed_claim": r.PathValue("key")}})
-		g, err := b.grants.RemoveGrantClaim(ctx, id, r.PathValue("key"), b.now())
+func (h *API) apiRemoveClaim(w http.ResponseWriter, r *http.Request, c Caller) {
+	h.userGrant(w, r, func(ctx context.Context, id string) (*grants.Grant, error) {
+		h.Logger.InfoContext(ctx, "grant claim removed", "user_id", id, "claim", r.PathValue("key"), "client_id", c.ClientID)
+		h.audit(ctx, "grant.changed", c.actor(), id, map[string]string{"removed_claim": r.PathValue("key")})
+		g, err := h.Store.RemoveGrantClaim(ctx, id, r.PathValue("key"), h.Now())
 		if err == nil {
-			b.mirrorRevocation(ctx, id, "", r.PathValue("key"))
-			b.emit(ctx, webhooks.GrantChangedEvent(g, "claim_removed"))
+			h.revoked(ctx, id, "", r.PathValue("key"))
+			h.emit(ctx, webhooks.GrantChangedEvent(g, "claim_removed"))
 		}
 		return g, err
 	})
@@ -552,9 +634,9 @@ func (b *Broker) apiRemoveClaim(w http.ResponseWriter, r *http.Request, c caller
 
 // apiSetClaim sets one claim of a user's grant: the operator's way to change
 // a claim the user holds, which an invitation never does. Body: {"value": …}.
-func (b *Broker) apiSetClaim(w http.ResponseWriter, r *http.Request, c caller) {
+func (h *API) apiSetClaim(w http.ResponseWriter, r *http.Request, c Caller) {
 	key := r.PathValue("key")
-	if err := grants.ValidateClaimName(b.opts.ClaimsNamespace, key); err != nil {
+	if err := grants.ValidateClaimName(h.ClaimsNamespace, key); err != nil {
 		writeProblem(w, http.StatusBadRequest, "invalid-claim", "Invalid claim name", err.Error(),
 			grants.FieldError{Field: "key", Message: err.Error()})
 		return
@@ -571,12 +653,12 @@ func (b *Broker) apiSetClaim(w http.ResponseWriter, r *http.Request, c caller) {
 	}
 	var value any
 	_ = json.Unmarshal(*body.Value, &value)
-	b.userGrant(w, r, func(ctx context.Context, id string) (*grants.Grant, error) {
-		g, err := b.grants.SetGrantClaim(ctx, id, key, value, b.now())
+	h.userGrant(w, r, func(ctx context.Context, id string) (*grants.Grant, error) {
+		g, err := h.Store.SetGrantClaim(ctx, id, key, value, h.Now())
 		if err == nil {
-			b.log.InfoContext(ctx, "grant claim set", "user_id", id, "claim", key, "client_id", c.ClientID)
-			b.audit(ctx, AuditEvent{Action: "grant.changed", Actor: c.actor(), Target: id, Detail: map[string]string{"set_claim": key}})
-			b.emit(ctx, webhooks.GrantChangedEvent(g, "claim_set"))
+			h.Logger.InfoContext(ctx, "grant claim set", "user_id", id, "claim", key, "client_id", c.ClientID)
+			h.audit(ctx, "grant.changed", c.actor(), id, map[string]string{"set_claim": key})
+			h.emit(ctx, webhooks.GrantChangedEvent(g, "claim_set"))
 		}
 		return g, err
 	})
@@ -593,27 +675,6 @@ func (r *recorder) WriteHeader(s int) { r.status = s; r.ResponseWriter.WriteHead
 func (r *recorder) Write(p []byte) (int, error) {
 	r.body = append(r.body, p...)
 	return r.ResponseWriter.Write(p)
-}
-
-// mirrorRevocation removes a revoked role or claim from the user's accounts
-// at the upstream tenant too.
-func (b *Broker) mirrorRevocation(ctx context.Context, userID, role, claim string) {
-	if b.opts.Mirror == nil {
-		return
-	}
-	ids, err := b.grants.Identities(ctx, userID)
-	if err != nil {
-		b.log.ErrorContext(ctx, "listing identities for the Auth0 mirror", "user_id", userID, "err", err)
-		return
-	}
-	for _, id := range ids {
-		if id.Issuer != b.upstream.cfg.Issuer {
-			continue
-		}
-		if err := b.opts.Mirror.EnqueueRevocation(ctx, id.Subject, role, claim); err != nil {
-			b.log.ErrorContext(ctx, "queueing the Auth0 mirror revocation", "user_id", userID, "err", err)
-		}
-	}
 }
 
 // queryLimit reads ?limit= (1..1000, def when absent); a bad value has been

@@ -8,6 +8,7 @@ import (
 	"net/url"
 	"strings"
 
+	gsessions "github.com/gorilla/sessions"
 	"github.com/zitadel/oidc/v3/pkg/op"
 
 	"github.com/usher-oidc/usher/broker/admin"
@@ -26,19 +27,53 @@ func (b *Broker) adminAPI() *admin.API {
 		Link:            b.inviteLink,
 		ClaimsNamespace: b.opts.ClaimsNamespace,
 		Emit:            b.emit,
-		Audit: func(ctx context.Context, action, actor, target string, detail map[string]string) {
-			b.audit(ctx, AuditEvent{Action: action, Actor: actor, Target: target, Detail: detail})
-		},
-		Revoked: b.mirrorRevocation,
-		Sealer:  b.browser.codec,
-		Metrics: admin.Metrics{InvitationsCreated: b.metrics.invitationsMade, StoreErrors: b.metrics.storeErrors},
-		Logger:  b.log,
-		Now:     b.now,
+		Audit:           b.auditFunc,
+		Revoked:         b.mirrorRevocation,
+		Sealer:          b.browser.codec,
+		Metrics:         admin.Metrics{InvitationsCreated: b.metrics.invitationsMade, StoreErrors: b.metrics.storeErrors},
+		Logger:          b.log,
+		Now:             b.now,
 	}
 	if b.opts.Webhooks != nil {
 		h.Webhooks = b.opts.Webhooks
 	}
 	return h
+}
+
+// adminPage is the admin page (broker/admin) wired to this broker: the
+// browser session, the admin sign-in through the upstream (which stays
+// here, beside the other sign-ins) and the clients are handed over.
+func (b *Broker) adminPage() *admin.Page {
+	var clients []admin.Client
+	for _, c := range b.clients {
+		clients = append(clients, admin.Client{ID: c.ID, Name: c.Name, Interactive: len(c.RedirectURIs) > 0})
+	}
+	return &admin.Page{
+		Invitations: b.invitations,
+		Store:       b.grants,
+		Session:     func(r *http.Request) (*gsessions.Session, error) { return b.browser.Get(r, b.cookie) },
+		SignedIn:    adminSignedIn,
+		SignIn:      pageHeaders(http.HandlerFunc(b.handleAdminLogin)),
+		Link:        b.inviteLink,
+		Clients:     clients,
+		Issuer:      b.opts.Issuer,
+		AdminRole:   b.opts.AdminRole,
+		RoleCatalog: b.opts.RoleCatalog,
+		DefaultTTL:  b.opts.InvitationDefaultTTL, MaxTTL: b.opts.InvitationMaxTTL,
+		DefaultEmailMatch: b.opts.InvitationEmailMatch,
+		ClaimsNamespace:   b.opts.ClaimsNamespace,
+		Sealer:            b.browser.codec,
+		Emit:              b.emit,
+		Audit:             b.auditFunc,
+		Metrics:           admin.Metrics{InvitationsCreated: b.metrics.invitationsMade},
+		Logger:            b.log,
+		Now:               b.now,
+	}
+}
+
+// auditFunc is b.audit in the shape broker/admin takes.
+func (b *Broker) auditFunc(ctx context.Context, action, actor, target string, detail map[string]string) {
+	b.audit(ctx, AuditEvent{Action: action, Actor: actor, Target: target, Detail: detail})
 }
 
 // authenticateAPI checks an admin API bearer token: an access token usher

@@ -306,17 +306,21 @@ type InvitationView struct {
 	UnsafeClaims []string `json:"unsafe_claims,omitempty"`
 }
 
-// View is inv as the API shows it; token, when just minted, gives its link.
-func (h *API) View(inv *grants.Invitation, token string) InvitationView {
+func (h *API) view(inv *grants.Invitation, token string) InvitationView {
+	return newView(inv, token, h.Now(), h.ClaimsNamespace, h.Link)
+}
+
+// newView is inv as the API shows it at now; token, when just minted, gives its link.
+func newView(inv *grants.Invitation, token string, now time.Time, claimsNamespace string, link func(*grants.Invitation, string) string) InvitationView {
 	v := InvitationView{
-		ID: inv.ID, Status: inv.EffectiveStatus(h.Now()), Email: inv.Email, Roles: inv.Roles,
+		ID: inv.ID, Status: inv.EffectiveStatus(now), Email: inv.Email, Roles: inv.Roles,
 		Claims: inv.Claims, Metadata: inv.Metadata, ExternalID: inv.ExternalID, ClientID: inv.ClientID,
 		EmailMatch: inv.EmailMatch, Inviter: inv.Inviter, CreatedAt: inv.CreatedAt, ExpiresAt: inv.ExpiresAt,
 		EmailStatus: inv.EmailStatus, EmailError: inv.EmailError, RedeemedAt: inv.RedeemedAt,
 		RedeemedBy: inv.RedeemedBy, RedeemedConnection: inv.RedeemedConnection, RevokedAt: inv.RevokedAt,
 		DeclinedAt: inv.DeclinedAt, DeclinedBy: inv.DeclinedBy,
 		Events: inv.Events, MirrorStatus: auth0.MirrorStateOf(inv).String(), Link: linkOf(inv),
-		UnsafeClaims: grants.UnsafeClaimNames(h.ClaimsNamespace, inv.Claims),
+		UnsafeClaims: grants.UnsafeClaimNames(claimsNamespace, inv.Claims),
 	}
 	if v.Roles == nil {
 		v.Roles = []string{}
@@ -331,7 +335,7 @@ func (h *API) View(inv *grants.Invitation, token string) InvitationView {
 		v.Events = []grants.Event{}
 	}
 	if token != "" {
-		v.URL = h.Link(inv, token)
+		v.URL = link(inv, token)
 	}
 	return v
 }
@@ -436,12 +440,12 @@ func (h *API) createInvitation(w http.ResponseWriter, r *http.Request, c Caller,
 		h.storeProblem(w, r, "storing the invitation", err)
 		return
 	case existed:
-		writeJSON(w, http.StatusOK, h.View(inv, ""))
+		writeJSON(w, http.StatusOK, h.view(inv, ""))
 		return
 	}
 	h.Logger.InfoContext(ctx, "invitation created", "invitation_id", inv.ID, "client_id", c.ClientID, "send_email", inv.SendEmail)
 	h.Metrics.invitationCreated()
-	writeJSON(w, http.StatusCreated, h.View(inv, token))
+	writeJSON(w, http.StatusCreated, h.view(inv, token))
 }
 
 func jsonErrorDetail(err error) string {
@@ -492,7 +496,7 @@ func (h *API) apiGetInvitation(w http.ResponseWriter, r *http.Request, _ Caller)
 		h.invitationProblem(w, r, id, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, h.View(inv, ""))
+	writeJSON(w, http.StatusOK, h.view(inv, ""))
 }
 
 func (h *API) apiRevokeInvitation(w http.ResponseWriter, r *http.Request, c Caller) {
@@ -503,7 +507,7 @@ func (h *API) apiRevokeInvitation(w http.ResponseWriter, r *http.Request, c Call
 		return
 	}
 	h.Logger.InfoContext(r.Context(), "invitation revoked", "invitation_id", id, "client_id", c.ClientID)
-	writeJSON(w, http.StatusOK, h.View(inv, ""))
+	writeJSON(w, http.StatusOK, h.view(inv, ""))
 }
 
 func (h *API) apiResendInvitation(w http.ResponseWriter, r *http.Request, c Caller) {
@@ -515,7 +519,7 @@ func (h *API) apiResendInvitation(w http.ResponseWriter, r *http.Request, c Call
 		return
 	}
 	h.Logger.InfoContext(ctx, "invitation resent", "invitation_id", id, "client_id", c.ClientID)
-	writeJSON(w, http.StatusOK, h.View(inv, token))
+	writeJSON(w, http.StatusOK, h.view(inv, token))
 }
 
 func (h *API) apiListInvitations(w http.ResponseWriter, r *http.Request, _ Caller) {
@@ -549,7 +553,7 @@ func (h *API) apiListInvitations(w http.ResponseWriter, r *http.Request, _ Calle
 		NextCursor  string           `json:"next_cursor,omitempty"`
 	}{Invitations: make([]InvitationView, 0, len(list)), NextCursor: next}
 	for i := range list {
-		out.Invitations = append(out.Invitations, h.View(&list[i], ""))
+		out.Invitations = append(out.Invitations, h.view(&list[i], ""))
 	}
 	writeJSON(w, http.StatusOK, out)
 }

@@ -32,4 +32,22 @@
 //	POST   /api/webhooks/deliveries/{id}/redeliver    invitations:write  (only with webhooks)
 //	GET    /api/openapi.json                          no token
 //	       /api/...                                   anything else: 404 problem
+//
+// Admin page routes (Page.Mount): server-rendered HTML, no script; a strict
+// CSP with a nonce per response; every POST passes cross-origin protection
+// and the session's synchronizer token, then answers 303. Only a user
+// signed in through the admin sign-in who holds the admin role gets in.
+//
+//	GET  /admin/login                          Page.SignIn (the broker's upstream sign-in)
+//	GET  /admin                                dashboard: invite form, list, search, pages
+//	GET  /admin/                               303 to /admin
+//	GET  /admin/invitations/{id}               detail and timeline; a fresh link, once
+//	POST /admin/invitations                    create
+//	POST /admin/invitations/{id}/revoke
+//	POST /admin/invitations/{id}/resend
+//	GET  /admin/users/{id}                     a user, their identities and grant
+//	POST /admin/users/{id}/claims              set one claim of the grant
+//	POST /admin/logout                         end the browser session
+//	GET  /admin/signed-out
+//	     /admin/...                            anything else: 404 page
 package admin

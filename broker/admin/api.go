@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/usher-oidc/usher/broker/upstream/auth0"
+	"github.com/usher-oidc/usher/client"
 	"github.com/usher-oidc/usher/notify/webhooks"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -274,45 +275,13 @@ func (h *API) Mount(mux *http.ServeMux) {
 	}))
 }
 
-// InvitationView is an invitation as the API shows it. URL is set only when
-// a token was just minted (create, resend): it is never stored in clear.
-type InvitationView struct {
-	ID                 string         `json:"id"`
-	Status             grants.Status  `json:"status"`
-	Email              string         `json:"email"`
-	Roles              []string       `json:"roles"`
-	Claims             map[string]any `json:"claims"`
-	Metadata           map[string]any `json:"metadata"`
-	ExternalID         string         `json:"external_id,omitempty"`
-	ClientID           string         `json:"client_id,omitempty"`
-	EmailMatch         string         `json:"email_match"`
-	Inviter            string         `json:"inviter,omitempty"`
-	CreatedAt          time.Time      `json:"created_at"`
-	ExpiresAt          time.Time      `json:"expires_at"`
-	EmailStatus        string         `json:"email_status"`
-	EmailError         string         `json:"email_error,omitempty"`
-	RedeemedAt         *time.Time     `json:"redeemed_at,omitempty"`
-	RedeemedBy         string         `json:"redeemed_by,omitempty"`
-	RedeemedConnection string         `json:"redeemed_connection,omitempty"`
-	RevokedAt          *time.Time     `json:"revoked_at,omitempty"`
-	DeclinedAt         *time.Time     `json:"declined_at,omitempty"`
-	DeclinedBy         string         `json:"declined_by,omitempty"`
-	Events             []grants.Event `json:"events"`
-	MirrorStatus       string         `json:"mirror_status,omitempty"`
-	URL                string         `json:"url,omitempty"`
-	// Link is the form of url: invite or authorize.
-	Link string `json:"link"`
-	// UnsafeClaims: stored claim names never served (grants.ValidateClaimName).
-	UnsafeClaims []string `json:"unsafe_claims,omitempty"`
-}
-
-func (h *API) view(inv *grants.Invitation, token string) InvitationView {
+func (h *API) view(inv *grants.Invitation, token string) client.Invitation {
 	return newView(inv, token, h.Now(), h.ClaimsNamespace, h.Link)
 }
 
 // newView is inv as the API shows it at now; token, when just minted, gives its link.
-func newView(inv *grants.Invitation, token string, now time.Time, claimsNamespace string, link func(*grants.Invitation, string) string) InvitationView {
-	v := InvitationView{
+func newView(inv *grants.Invitation, token string, now time.Time, claimsNamespace string, link func(*grants.Invitation, string) string) client.Invitation {
+	v := client.Invitation{
 		ID: inv.ID, Status: inv.EffectiveStatus(now), Email: inv.Email, Roles: inv.Roles,
 		Claims: inv.Claims, Metadata: inv.Metadata, ExternalID: inv.ExternalID, ClientID: inv.ClientID,
 		EmailMatch: inv.EmailMatch, Inviter: inv.Inviter, CreatedAt: inv.CreatedAt, ExpiresAt: inv.ExpiresAt,
@@ -421,11 +390,12 @@ func (h *API) apiCreateInvitation(w http.ResponseWriter, r *http.Request, c Call
 
 func (h *API) createInvitation(w http.ResponseWriter, r *http.Request, c Caller, body []byte) {
 	ctx := r.Context()
-	var req grants.CreateRequest
-	if err := decodeStrict(body, &req); err != nil {
+	var wire client.CreateRequest
+	if err := decodeStrict(body, &wire); err != nil {
 		writeProblem(w, http.StatusBadRequest, "invalid-json", "Invalid JSON body", jsonErrorDetail(err))
 		return
 	}
+	req := wire.Grants()
 	req.MayGrantPrivileged = slices.Contains(c.Scopes, grants.ScopeAdmin)
 	// No default inviter: a client ID is not a person to name in the mail
 	// ("funnel invited you"); the audit log records which client created it.
@@ -548,10 +518,7 @@ func (h *API) apiListInvitations(w http.ResponseWriter, r *http.Request, _ Calle
 		h.storeProblem(w, r, "listing invitations", err)
 		return
 	}
-	out := struct {
-		Invitations []InvitationView `json:"invitations"`
-		NextCursor  string           `json:"next_cursor,omitempty"`
-	}{Invitations: make([]InvitationView, 0, len(list)), NextCursor: next}
+	out := client.InvitationList{Invitations: make([]client.Invitation, 0, len(list)), NextCursor: next}
 	for i := range list {
 		out.Invitations = append(out.Invitations, h.view(&list[i], ""))
 	}

@@ -18,6 +18,7 @@ import (
 
 	gsessions "github.com/gorilla/sessions"
 
+	"github.com/usher-oidc/usher/client"
 	"github.com/usher-oidc/usher/grants"
 	"github.com/usher-oidc/usher/notify/webhooks"
 	storeerrs "github.com/usher-oidc/usher/store/errs"
@@ -144,7 +145,7 @@ func (h *Page) audit(ctx context.Context, action, actor, target string, detail m
 	}
 }
 
-func (h *Page) view(inv *grants.Invitation) InvitationView {
+func (h *Page) view(inv *grants.Invitation) client.Invitation {
 	return newView(inv, "", h.Now(), h.ClaimsNamespace, h.Link)
 }
 

@@ -8,6 +8,7 @@ import (
 	"slices"
 	"strings"
 
+	"github.com/usher-oidc/usher/client"
 	"github.com/usher-oidc/usher/grants"
 )
 
@@ -17,7 +18,7 @@ type timelineEntry struct {
 }
 
 type detailPage struct {
-	Inv               InvitationView
+	Inv               client.Invitation
 	Link              string
 	Claims, Metadata  string
 	Timeline          []timelineEntry

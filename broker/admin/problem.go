@@ -4,20 +4,12 @@ import (
 	"encoding/json"
 	"net/http"
 
+	"github.com/usher-oidc/usher/client"
 	"github.com/usher-oidc/usher/grants"
 )
 
 // ProblemTypeBase prefixes every problem type URI usher answers.
-const ProblemTypeBase = "https://usher.dev/problems/"
-
-// problem is an RFC 9457 problem details object.
-type problem struct {
-	Type   string              `json:"type"`
-	Title  string              `json:"title"`
-	Status int                 `json:"status"`
-	Detail string              `json:"detail,omitempty"`
-	Errors []grants.FieldError `json:"errors,omitempty"`
-}
+const ProblemTypeBase = client.ProblemTypeBase
 
 // WriteProblem answers an RFC 9457 problem (application/problem+json) of
 // type ProblemTypeBase+slug. The broker's own /api/ answers (body too large,
@@ -26,7 +18,7 @@ func WriteProblem(w http.ResponseWriter, status int, slug, title, detail string,
 	w.Header().Set("Content-Type", "application/problem+json")
 	w.Header().Set("Cache-Control", "no-store")
 	w.WriteHeader(status)
-	_ = json.NewEncoder(w).Encode(problem{Type: ProblemTypeBase + slug, Title: title, Status: status, Detail: detail, Errors: errs})
+	_ = json.NewEncoder(w).Encode(client.Problem{Type: ProblemTypeBase + slug, Title: title, Status: status, Detail: detail, Errors: errs})
 }
 
 func writeProblem(w http.ResponseWriter, status int, slug, title, detail string, errs ...grants.FieldError) {

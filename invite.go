@@ -9,13 +9,15 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"net/url"
 	"os"
 	"slices"
 	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
+
+	"github.com/usher-oidc/usher/client"
+	"github.com/usher-oidc/usher/grants"
 )
 
 // `usher invite` is a thin client of the admin API: it gets a
@@ -56,8 +58,8 @@ Notes:
 
 const (
 	defaultIssuer = "http://127.0.0.1:8080"
-	scopeRead     = "invitations:read"
-	scopeWrite    = "invitations:write"
+	scopeRead     = client.ScopeRead
+	scopeWrite    = client.ScopeWrite
 )
 
 func cmdInvite(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -140,33 +142,6 @@ func (c *inviteCmd) usagef(format string, args ...any) error {
 	return flag.ErrHelp
 }
 
-// client builds the API client from flags, then the environment.
-func (c *inviteCmd) client(scope string) (*adminClient, error) {
-	pick := func(flagVal, env, def string) string {
-		if flagVal != "" {
-			return flagVal
-		}
-		if v := c.getenv(env); v != "" {
-			return v
-		}
-		return def
-	}
-	issuer := pick(c.issuer, "USHER_ISSUER", defaultIssuer)
-	u, err := url.Parse(issuer)
-	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-		return nil, c.usagef("--issuer %q is not an http(s) URL", issuer)
-	}
-	id := pick(c.clientID, "USHER_CLIENT_ID", "")
-	secret := pick(c.clientSecret, "USHER_CLIENT_SECRET", "")
-	if id == "" || secret == "" {
-		return nil, c.usagef("a client is required: set --client-id and --client-secret (or USHER_CLIENT_ID and USHER_CLIENT_SECRET) to a client allowed the client_credentials grant and the scope %s", scope)
-	}
-	return &adminClient{
-		base: strings.TrimRight(issuer, "/"), clientID: id, clientSecret: secret, scope: scope,
-		http: &http.Client{Timeout: time.Minute},
-	}, nil
-}
-
 // ---- create ----
 
 // createFlags are the invitation fields shared by create and import.
@@ -239,23 +214,8 @@ func parseLifetime(s string) (time.Duration, error) {
 	return d, nil
 }
 
-// createBody is the JSON of POST /api/invitations (grants.CreateRequest).
-type createBody struct {
-	Email      string         `json:"email"`
-	Roles      []string       `json:"roles,omitempty"`
-	Claims     map[string]any `json:"claims,omitempty"`
-	Metadata   map[string]any `json:"metadata,omitempty"`
-	ExternalID string         `json:"external_id,omitempty"`
-	ClientID   string         `json:"client_id,omitempty"`
-	ExpiresIn  *int64         `json:"expires_in,omitempty"`
-	SendEmail  *bool          `json:"send_email,omitempty"`
-	EmailMatch string         `json:"email_match,omitempty"`
-	Inviter    string         `json:"inviter,omitempty"`
-	Link       string         `json:"link,omitempty"`
-}
-
-func (f *createFlags) body(email string, roles []string) createBody {
-	b := createBody{
+func (f *createFlags) body(email string, roles []string) client.CreateRequest {
+	b := client.CreateRequest{
 		Email: email, ClientID: f.clientFor, ExpiresIn: f.expiresSecs,
 		EmailMatch: f.emailMatch, Inviter: f.inviter, Link: f.link,
 	}
@@ -306,25 +266,18 @@ func (c *inviteCmd) create(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	hdr := http.Header{}
-	if *idemKey != "" {
-		hdr.Set("Idempotency-Key", *idemKey)
-	}
-	rep, err := ac.do(ctx, http.MethodPost, "/api/invitations", body, hdr)
-	if err != nil {
-		return err
-	}
-	inv, err := c.invitationAnswer(rep)
+	inv, rep, err := ac.CreateInvitation(ctx, body, *idemKey)
+	inv, err = c.invitationAnswer(ac, inv, rep, err)
 	if err != nil || inv == nil {
 		return err // nil, nil: printed as JSON
 	}
 	switch {
-	case rep.status == http.StatusOK && inv.URL == "":
+	case rep.Status == http.StatusOK && inv.URL == "":
 		fmt.Fprintf(c.stdout, "already invited: invitation %s with external_id %q is still pending; nothing new was created.\n", inv.ID, inv.ExternalID)
 		c.printInvitation(inv)
 		fmt.Fprintf(c.stdout, "Its link was shown when it was created; 'usher invite resend %s' issues a new one.\n", inv.ID)
 	default:
-		if rep.replayed {
+		if rep.Replayed {
 			fmt.Fprintln(c.stdout, "replayed: this Idempotency-Key was already used; this is the first answer, nothing new was created.")
 		} else {
 			fmt.Fprintln(c.stdout, "created invitation")
@@ -383,26 +336,7 @@ func jsonKind(v any) string {
 	return fmt.Sprintf("%T", v)
 }
 
-// invitationJSON is the part of the API's invitation view the CLI shows.
-type invitationJSON struct {
-	ID          string         `json:"id"`
-	Status      string         `json:"status"`
-	Email       string         `json:"email"`
-	Roles       []string       `json:"roles"`
-	Claims      map[string]any `json:"claims"`
-	ExternalID  string         `json:"external_id"`
-	ClientID    string         `json:"client_id"`
-	EmailMatch  string         `json:"email_match"`
-	CreatedAt   time.Time      `json:"created_at"`
-	ExpiresAt   time.Time      `json:"expires_at"`
-	EmailStatus string         `json:"email_status"`
-	EmailError  string         `json:"email_error"`
-	URL         string         `json:"url"`
-	// UnsafeClaims: stored claim names usher never puts in tokens.
-	UnsafeClaims []string `json:"unsafe_claims"`
-}
-
-func (c *inviteCmd) printInvitation(inv *invitationJSON) {
+func (c *inviteCmd) printInvitation(inv *client.Invitation) {
 	tw := tabwriter.NewWriter(c.stdout, 0, 0, 2, ' ', 0)
 	row := func(k, v string) {
 		if v != "" {
@@ -410,7 +344,7 @@ func (c *inviteCmd) printInvitation(inv *invitationJSON) {
 		}
 	}
 	row("id", inv.ID)
-	row("status", inv.Status)
+	row("status", string(inv.Status))
 	row("email", inv.Email)
 	row("roles", strings.Join(inv.Roles, " "))
 	if len(inv.Claims) > 0 {
@@ -432,7 +366,7 @@ func (c *inviteCmd) printInvitation(inv *invitationJSON) {
 	tw.Flush()
 }
 
-func (c *inviteCmd) printLinkNote(inv *invitationJSON) {
+func (c *inviteCmd) printLinkNote(inv *client.Invitation) {
 	if inv.URL != "" {
 		fmt.Fprintln(c.stdout, "The url is shown only now (usher keeps only a hash of its token); keep it if you send it yourself.")
 	}
@@ -479,38 +413,36 @@ func (c *inviteCmd) list(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	q := url.Values{"limit": {strconv.Itoa(*limit)}}
-	for k, v := range map[string]string{"status": *status, "email": *email, "external_id": *externalID} {
-		if v != "" {
-			q.Set(k, v)
-		}
-	}
-	if *unsafe {
-		q.Set("unsafe_claims", "true")
-	}
-	type page struct {
+	q := client.ListQuery{Status: grants.Status(*status), Email: *email, ExternalID: *externalID, UnsafeClaims: *unsafe, Limit: *limit}
+	// Under --json the invitations are printed as usher sent them.
+	var out struct {
 		Invitations []json.RawMessage `json:"invitations"`
 		NextCursor  string            `json:"next_cursor,omitempty"`
 	}
-	var out page
+	var invs []client.Invitation
 	for {
-		rep, err := ac.do(ctx, http.MethodGet, "/api/invitations?"+q.Encode(), nil, nil)
+		list, rep, err := ac.ListInvitations(ctx, q)
+		if c.jsonOut && rep != nil && !*all {
+			return c.printJSON(rep.Body)
+		}
 		if err != nil {
-			return err
+			return ac.explain(err)
 		}
-		if c.jsonOut && !*all {
-			return c.printJSON(rep.body)
+		if c.jsonOut {
+			var raw struct {
+				Invitations []json.RawMessage `json:"invitations"`
+			}
+			if err := json.Unmarshal(rep.Body, &raw); err != nil {
+				return fmt.Errorf("unreadable answer from usher: %v", err)
+			}
+			out.Invitations = append(out.Invitations, raw.Invitations...)
 		}
-		var p page
-		if err := json.Unmarshal(rep.body, &p); err != nil {
-			return fmt.Errorf("unreadable answer from usher: %v", err)
-		}
-		out.Invitations = append(out.Invitations, p.Invitations...)
-		out.NextCursor = p.NextCursor
-		if !*all || p.NextCursor == "" {
+		invs = append(invs, list.Invitations...)
+		out.NextCursor = list.NextCursor
+		if !*all || list.NextCursor == "" {
 			break
 		}
-		q.Set("cursor", p.NextCursor)
+		q.Cursor = list.NextCursor
 	}
 	if out.Invitations == nil {
 		out.Invitations = []json.RawMessage{}
@@ -519,17 +451,13 @@ func (c *inviteCmd) list(ctx context.Context, args []string) error {
 		b, _ := json.Marshal(out)
 		return c.printJSON(b)
 	}
-	if len(out.Invitations) == 0 {
+	if len(invs) == 0 {
 		fmt.Fprintln(c.stdout, "no invitations")
 		return nil
 	}
 	tw := tabwriter.NewWriter(c.stdout, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "ID\tSTATUS\tEMAIL\tROLES\tEXTERNAL_ID\tEXPIRES_AT\tEMAIL_STATUS")
-	for _, raw := range out.Invitations {
-		var inv invitationJSON
-		if err := json.Unmarshal(raw, &inv); err != nil {
-			return fmt.Errorf("unreadable answer from usher: %v", err)
-		}
+	for _, inv := range invs {
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", inv.ID, inv.Status, inv.Email, dash(strings.Join(inv.Roles, " ")),
 			dash(inv.ExternalID), inv.ExpiresAt.Format(time.RFC3339), dash(inv.EmailStatus))
 		if *unsafe {
@@ -577,11 +505,8 @@ func (c *inviteCmd) revoke(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	rep, err := ac.do(ctx, http.MethodDelete, "/api/invitations/"+url.PathEscape(id), nil, nil)
-	if err != nil {
-		return err
-	}
-	inv, err := c.invitationAnswer(rep)
+	inv, rep, err := ac.RevokeInvitation(ctx, id)
+	inv, err = c.invitationAnswer(ac, inv, rep, err)
 	if err != nil || inv == nil {
 		return err // nil, nil: printed as JSON
 	}
@@ -598,11 +523,8 @@ func (c *inviteCmd) resend(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	rep, err := ac.do(ctx, http.MethodPost, "/api/invitations/"+url.PathEscape(id)+"/resend", nil, nil)
-	if err != nil {
-		return err
-	}
-	inv, err := c.invitationAnswer(rep)
+	inv, rep, err := ac.ResendInvitation(ctx, id)
+	inv, err = c.invitationAnswer(ac, inv, rep, err)
 	if err != nil || inv == nil {
 		return err // nil, nil: printed as JSON
 	}

@@ -15,6 +15,8 @@ import (
 	"slices"
 	"strings"
 	"unicode"
+
+	"github.com/usher-oidc/usher/client"
 )
 
 var importColumns = []string{"email", "roles", "claims", "external_id", "metadata"}
@@ -70,7 +72,7 @@ func (c *inviteCmd) importCSV(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	if _, err := ac.token(ctx); err != nil {
+	if err := ac.token(ctx); err != nil {
 		return err
 	}
 
@@ -124,34 +126,32 @@ func (c *inviteCmd) importCSV(ctx context.Context, args []string) error {
 			fail(line, "metadata: %v", err)
 			continue
 		}
-		hdr := http.Header{"Idempotency-Key": {rowKey(body, roles)}}
-		rep, err := ac.do(ctx, http.MethodPost, "/api/invitations", body, hdr)
-		if err != nil {
-			var pe *problemError
+		inv, rep, err := ac.CreateInvitation(ctx, body, rowKey(body, roles))
+		if err != nil && rep == nil {
+			var pe *client.Problem
 			switch {
-			case errors.As(err, &pe) && pe.slug() == "idempotency-mismatch":
+			case errors.As(err, &pe) && pe.Slug() == "idempotency-mismatch":
 				fail(line, "this row was already imported with other options (--role, --no-email, ...) in the last 24 hours; nothing was created")
 			case errors.As(err, &pe):
-				fail(line, "%s", pe.oneLine())
+				fail(line, "%s", pe.OneLine())
 			default:
-				fail(line, "%v", err)
+				fail(line, "%v", ac.explain(err))
 			}
 			if ctx.Err() != nil {
 				return ctx.Err()
 			}
 			continue
 		}
-		var inv invitationJSON
-		if err := json.Unmarshal(rep.body, &inv); err != nil {
-			fail(line, "unreadable answer from usher: %v", err)
+		if err != nil {
+			fail(line, "%v", err) // an answer that is not an invitation
 			continue
 		}
 		ok++
 		switch {
-		case rep.status == http.StatusOK && inv.URL == "":
+		case rep.Status == http.StatusOK && inv.URL == "":
 			existing++
 			fmt.Fprintf(c.stdout, "line %d: %s %s already invited (pending invitation with external_id %q; nothing new created)\n", line, inv.Email, inv.ID, inv.ExternalID)
-		case rep.replayed:
+		case rep.Replayed:
 			replayed++
 			fmt.Fprintf(c.stdout, "line %d: %s %s already imported (nothing new created) %s\n", line, inv.Email, inv.ID, inv.URL)
 		default:
@@ -180,7 +180,7 @@ func (c *inviteCmd) importCSV(ctx context.Context, args []string) error {
 // the same command again replays the rows imported before and creates only
 // the fixed ones. (Not the external_id alone: a changed row with a pending
 // external_id must reach the API, which answers "already invited".)
-func rowKey(b createBody, rowRoles []string) string {
+func rowKey(b client.CreateRequest, rowRoles []string) string {
 	// json.Marshal sorts map keys: the same claims give the same key.
 	content, _ := json.Marshal(struct {
 		Email      string         `json:"email"`

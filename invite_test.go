@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/usher-oidc/usher/app"
+	"github.com/usher-oidc/usher/client"
 )
 
 // startInviteDev starts a real usher (random ports, temporary store).
@@ -64,12 +65,12 @@ func mustSucceed(t *testing.T, r cliResult) {
 var invIDRe = regexp.MustCompile(`\binv-[A-Za-z0-9_-]{16}\b`)
 
 // listJSON lists invitations through the CLI's --json output.
-func listJSON(t *testing.T, d *app.Dev, args ...string) []invitationJSON {
+func listJSON(t *testing.T, d *app.Dev, args ...string) []client.Invitation {
 	t.Helper()
 	r := usherInvite(t, d, "list", append([]string{"--json", "--all"}, args...)...)
 	mustSucceed(t, r)
 	var out struct {
-		Invitations []invitationJSON `json:"invitations"`
+		Invitations []client.Invitation `json:"invitations"`
 	}
 	if err := json.Unmarshal([]byte(r.stdout), &out); err != nil {
 		t.Fatalf("list --json: %v\n%s", err, r.stdout)
@@ -100,7 +101,7 @@ func TestInviteLifecycle(t *testing.T) {
 		"--metadata", `{"source":"cli-test"}`, "--email-match", "exact", "--inviter", "Test Suite", "--no-email")
 	mustSucceed(t, r)
 	var created struct {
-		invitationJSON
+		client.Invitation
 		Metadata map[string]any `json:"metadata"`
 		Inviter  string         `json:"inviter"`
 	}
@@ -244,7 +245,7 @@ func TestInviteEnvironmentAndTrailingSlash(t *testing.T) {
 	if err != nil {
 		t.Fatalf("create from env: %v\n%s", err, stderr.String())
 	}
-	var inv invitationJSON
+	var inv client.Invitation
 	if err := json.Unmarshal(stdout.Bytes(), &inv); err != nil || inv.Email != "env@example.com" {
 		t.Fatalf("create from env: %v %s", err, stdout.String())
 	}
@@ -291,7 +292,7 @@ func TestInviteImport(t *testing.T) {
 	if len(list) != 2 {
 		t.Fatalf("after import: %d invitations, want 2: %+v", len(list), list)
 	}
-	byEmail := map[string]invitationJSON{}
+	byEmail := map[string]client.Invitation{}
 	for _, inv := range list {
 		byEmail[inv.Email] = inv
 	}
@@ -373,7 +374,7 @@ func TestInviteImportFixedRowOnly(t *testing.T) {
 	}
 	var created []string
 	for _, inv := range after {
-		if !slices.ContainsFunc(before, func(b invitationJSON) bool { return b.ID == inv.ID }) {
+		if !slices.ContainsFunc(before, func(b client.Invitation) bool { return b.ID == inv.ID }) {
 			created = append(created, inv.Email)
 		}
 	}
@@ -384,7 +385,7 @@ func TestInviteImportFixedRowOnly(t *testing.T) {
 
 func TestRowKey(t *testing.T) {
 	row := func(email string, roles []string, claims map[string]any, externalID string) string {
-		return rowKey(createBody{Email: email, Claims: claims, ExternalID: externalID, Roles: append(roles, "from-flag")}, roles)
+		return rowKey(client.CreateRequest{Email: email, Claims: claims, ExternalID: externalID, Roles: append(roles, "from-flag")}, roles)
 	}
 	claims := map[string]any{"k": "v", "j": 1}
 	base := row("a@example.com", []string{"x"}, claims, "")

@@ -2,9 +2,7 @@ package broker
 
 import (
 	"context"
-	"errors"
 	"net/http"
-	"slices"
 	"strconv"
 	"time"
 
@@ -79,33 +77,11 @@ func (b *Broker) finishAdminLogin(w http.ResponseWriter, r *http.Request, sess *
 	http.Redirect(w, r, b.url("/admin"), http.StatusSeeOther)
 }
 
-// adminUser returns the signed-in user of this browser and whether they
-// hold the admin role. A nil user means nobody signed in to the admin page.
-func (b *Broker) adminUser(r *http.Request) (*grants.User, bool, error) {
-	sess, err := b.browser.Get(r, b.cookie)
-	if err != nil {
-		return nil, false, err
-	}
+// adminSignedIn names the user sess is signed in as, and whether that
+// sign-in went through the admin sign-in (finishAdminLogin).
+func adminSignedIn(sess *gsessions.Session) (userID string, admin bool) {
 	uid, _ := sess.Values["uid"].(string)
-	if uid == "" || sess.Values[sessionAdminAt] == nil {
-		return nil, false, nil
-	}
-	return b.isAdmin(r.Context(), uid)
-}
-
-func (b *Broker) isAdmin(ctx context.Context, uid string) (*grants.User, bool, error) {
-	u, err := b.grants.GetUser(ctx, uid)
-	if errors.Is(err, grants.ErrNotFound) {
-		return nil, false, nil
-	}
-	if err != nil {
-		return nil, false, err
-	}
-	g, err := b.grants.GetGrant(ctx, uid)
-	if err != nil {
-		return u, false, err
-	}
-	return u, slices.Contains(g.Roles, b.opts.AdminRole), nil
+	return uid, sess.Values[sessionAdminAt] != nil
 }
 
 // recordAudit appends to the audit log in the store. A failure is logged,

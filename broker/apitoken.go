@@ -1,11 +1,12 @@
 package broker
 
 import (
-	"errors"
 	"slices"
 	"strings"
 
 	"github.com/zitadel/oidc/v3/pkg/oidc"
+
+	"github.com/usher-oidc/usher/broker/admin"
 )
 
 // Access tokens for the admin API are client_credentials tokens, marked so
@@ -17,9 +18,6 @@ const (
 	gtyClientCredential = "client-credentials"
 )
 
-// errNotAPIToken: a valid usher access token that the admin API does not take.
-var errNotAPIToken = errors.New("not a client_credentials token for the admin API")
-
 // apiAudience is the audience of client_credentials tokens.
 func (b *Broker) apiAudience() string { return strings.TrimSuffix(b.opts.Issuer, "/") + "/api" }
 
@@ -27,14 +25,14 @@ func (b *Broker) apiAudience() string { return strings.TrimSuffix(b.opts.Issuer,
 // configured for that grant: marker, audience, and subject = client.
 func (b *Broker) checkAPIToken(claims *oidc.AccessTokenClaims) error {
 	if gty, _ := claims.Claims[claimGrantType].(string); gty != gtyClientCredential {
-		return errNotAPIToken
+		return admin.ErrNotAPIToken
 	}
 	if !slices.Contains(claims.Audience, b.apiAudience()) {
-		return errNotAPIToken
+		return admin.ErrNotAPIToken
 	}
 	c, ok := b.clients[claims.ClientID]
 	if !ok || claims.Subject != claims.ClientID || !hasGrant(c, "client_credentials") {
-		return errNotAPIToken
+		return admin.ErrNotAPIToken
 	}
 	return nil
 }

@@ -13,6 +13,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/usher-oidc/usher/broker/admin"
 	"github.com/usher-oidc/usher/notify/webhooks"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -125,7 +126,7 @@ type AccountMirror interface {
 
 // WebhookSender emits events to the webhook outbox (webhooks.Webhooks).
 type WebhookSender interface {
-	WebhookAdmin
+	admin.WebhookAdmin
 	Emit(ctx context.Context, e webhooks.WebhookEvent) error
 }
 
@@ -364,9 +365,8 @@ func (b *Broker) Handler() http.Handler {
 	mux.Handle("POST "+pathProblem, pageHeaders(http.HandlerFunc(b.handleProblemAnswer)))
 	mux.Handle("GET /login/continue", pageHeaders(b.issRedirects(http.HandlerFunc(b.handleContinue))))
 	mux.Handle("GET /login", pageHeaders(b.issRedirects(http.HandlerFunc(b.handleLogin))))
-	mux.Handle("GET /admin/login", pageHeaders(http.HandlerFunc(b.handleAdminLogin)))
-	b.apiRoutes(mux)
-	b.adminRoutes(mux)
+	b.adminAPI().Mount(mux)
+	b.adminPage().Mount(mux)
 	mux.Handle(pathToken, b.instrumentToken(b.basicClientAuth(b.opServer)))
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { w.Write([]byte("ok\n")) })
 	mux.HandleFunc("GET /readyz", b.handleReady)

@@ -20,5 +20,10 @@
 //   - sign-out (signout.go): the session ends, its refresh tokens are
 //     revoked, the upstream's logout follows.
 //
-// The admin API (api*.go) and the admin page (admin*.go) sit beside it.
+// The admin API and the admin page live in broker/admin (admin.API,
+// admin.Page), which never sees a *Broker: admin_deps.go hands them the
+// service, the store and small functions for what only the OP knows (the
+// access-token check, apitoken.go; the browser session; the admin sign-in
+// through the upstream, adminauth.go; invitation links; the Auth0 mirror)
+// and mounts them.
 package broker

@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"strings"
 
+	"github.com/usher-oidc/usher/broker/admin"
 	"github.com/zitadel/oidc/v3/pkg/oidc"
 )
 
@@ -33,8 +34,8 @@ func (b *Broker) edge(next http.Handler) http.Handler {
 func limitBody(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.ContentLength > maxRequestBody {
-			if strings.HasPrefix(r.URL.Path, "/api/") { // the admin API answers problems (broker/openapi.json)
-				writeProblem(w, http.StatusRequestEntityTooLarge, "too-large", "Request body too large",
+			if strings.HasPrefix(r.URL.Path, "/api/") { // the admin API answers problems (broker/admin/openapi.json)
+				admin.WriteProblem(w, http.StatusRequestEntityTooLarge, "too-large", "Request body too large",
 					fmt.Sprintf("The request body must be at most %d bytes.", maxRequestBody))
 				return
 			}

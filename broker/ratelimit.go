@@ -11,6 +11,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/usher-oidc/usher/broker/admin"
 	"golang.org/x/time/rate"
 )
 
@@ -221,7 +222,7 @@ func (b *Broker) tooMany(w http.ResponseWriter, limit string, wait time.Duration
 	b.metrics.rateLimited.WithLabelValues(limit).Inc()
 	w.Header().Set("Retry-After", retryAfter(wait))
 	if problem {
-		writeProblem(w, http.StatusTooManyRequests, "rate-limited", "Too many requests",
+		admin.WriteProblem(w, http.StatusTooManyRequests, "rate-limited", "Too many requests",
 			"This client sent too many requests; retry after "+retryAfter(wait)+" seconds.")
 		return
 	}

@@ -18,6 +18,11 @@ func TestAPIInvalidCursorAndUnknownField(t *testing.T) {
 	for _, email := range []string{"cursor-1@example.com", "cursor-2@example.com"} {
 		invite(t, d, api, map[string]any{"email": email, "send_email": false})
 	}
+	// The outbox runner writes the audit log moments after the change.
+	auditWhen(t, d, "/api/audit?action=invitation.created", api, func(r apiResult) bool {
+		recs, _ := r.body["records"].([]any)
+		return len(recs) >= 2
+	})
 
 	for _, path := range []string{"/api/invitations", "/api/audit"} {
 		for _, cursor := range []string{"!!not a cursor!!", "eA", "TmFOfGludi0x"} {

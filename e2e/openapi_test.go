@@ -15,13 +15,13 @@ import (
 	"github.com/getkin/kin-openapi/routers/legacy"
 
 	"github.com/usher-oidc/usher/app"
-	"github.com/usher-oidc/usher/broker"
+	"github.com/usher-oidc/usher/broker/admin"
 )
 
-// The admin API's contract (broker/openapi.json), loaded once.
+// The admin API's contract (broker/admin/openapi.json), loaded once.
 var contract = sync.OnceValues(func() (routers.Router, error) {
 	loader := openapi3.NewLoader()
-	doc, err := loader.LoadFromData(broker.OpenAPIDocument())
+	doc, err := loader.LoadFromData(admin.OpenAPIDocument())
 	if err != nil {
 		return nil, err
 	}
@@ -39,7 +39,7 @@ func checkContract(t testing.TB, req *http.Request, reqBody []byte, resp *http.R
 	t.Helper()
 	router, err := contract()
 	if err != nil {
-		t.Fatalf("broker/openapi.json: %v", err)
+		t.Fatalf("broker/admin/openapi.json: %v", err)
 	}
 	req = req.Clone(context.Background())
 	req.Body = io.NopCloser(bytes.NewReader(reqBody))
@@ -47,20 +47,20 @@ func checkContract(t testing.TB, req *http.Request, reqBody []byte, resp *http.R
 	if err != nil {
 		// Only the catch-all answers there: 404, a problem document.
 		if resp.StatusCode != http.StatusNotFound || !strings.HasPrefix(resp.Header.Get("Content-Type"), "application/problem+json") {
-			t.Errorf("contract: %s %s is in no path of broker/openapi.json (%v), yet usher answered %d", req.Method, req.URL.Path, err, resp.StatusCode)
+			t.Errorf("contract: %s %s is in no path of broker/admin/openapi.json (%v), yet usher answered %d", req.Method, req.URL.Path, err, resp.StatusCode)
 		}
 		return
 	}
 	in := &openapi3filter.RequestValidationInput{Request: req, PathParams: params, Route: route,
 		Options: &openapi3filter.Options{AuthenticationFunc: openapi3filter.NoopAuthenticationFunc}}
 	if err := openapi3filter.ValidateRequest(context.Background(), in); err != nil && resp.StatusCode < 400 {
-		t.Errorf("contract: usher accepted (%d) a request broker/openapi.json refuses: %s %s: %v", resp.StatusCode, req.Method, req.URL, err)
+		t.Errorf("contract: usher accepted (%d) a request broker/admin/openapi.json refuses: %s %s: %v", resp.StatusCode, req.Method, req.URL, err)
 	}
 	out := &openapi3filter.ResponseValidationInput{RequestValidationInput: in, Status: resp.StatusCode, Header: resp.Header,
 		Options: &openapi3filter.Options{IncludeResponseStatus: true}}
 	out.SetBodyBytes(respBody)
 	if err := openapi3filter.ValidateResponse(context.Background(), out); err != nil {
-		t.Errorf("contract: usher's answer to %s %s does not match broker/openapi.json: %v\n%s", req.Method, req.URL, err, clipText(string(respBody)))
+		t.Errorf("contract: usher's answer to %s %s does not match broker/admin/openapi.json: %v\n%s", req.Method, req.URL, err, clipText(string(respBody)))
 	}
 }
 
@@ -70,10 +70,10 @@ func TestOpenAPIServed(t *testing.T) {
 	t.Parallel()
 	d := startDev(t, app.DevOptions{})
 	if _, err := contract(); err != nil {
-		t.Fatalf("broker/openapi.json: %v", err)
+		t.Fatalf("broker/admin/openapi.json: %v", err)
 	}
 	res := apiCall(t, d, http.MethodGet, "/api/openapi.json", "", nil)
-	if res.status != http.StatusOK || res.raw != string(broker.OpenAPIDocument()) || res.body["openapi"] != "3.1.0" {
+	if res.status != http.StatusOK || res.raw != string(admin.OpenAPIDocument()) || res.body["openapi"] != "3.1.0" {
 		t.Fatalf("GET /api/openapi.json: %d %.200s", res.status, res.raw)
 	}
 }

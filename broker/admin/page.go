@@ -1,11 +1,14 @@
-package broker
+package admin
 
 import (
 	"context"
+	"crypto/rand"
 	"crypto/subtle"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net/http"
 	"net/url"
 	"slices"
@@ -15,7 +18,9 @@ import (
 
 	gsessions "github.com/gorilla/sessions"
 
+	"github.com/usher-oidc/usher/client"
 	"github.com/usher-oidc/usher/grants"
+	"github.com/usher-oidc/usher/notify/webhooks"
 	storeerrs "github.com/usher-oidc/usher/store/errs"
 )
 
@@ -33,6 +38,124 @@ const (
 	csrfField     = "csrf"
 )
 
+// Page is the admin page (/admin/...). Its fields are everything it uses;
+// all but Emit, Audit, Metrics and the invitation settings are required.
+type Page struct {
+	// Invitations changes invitations (grants.Service), as the API does.
+	Invitations PageInvitations
+	// Store is what the page reads, and the grant claim it sets.
+	Store PageStore
+	// Session loads this browser's session (the OP's: the admin signs in
+	// through usher's own upstream sign-in); one object per request.
+	Session func(r *http.Request) (*gsessions.Session, error)
+	// SignedIn names the user the session is signed in as ("" nobody) and
+	// whether that sign-in went through the admin sign-in (SignIn).
+	SignedIn func(sess *gsessions.Session) (userID string, admin bool)
+	// SignIn serves GET /admin/login: it starts the upstream sign-in that
+	// comes back signed in to the admin page.
+	SignIn http.Handler
+	// Link is an invitation's link with a freshly minted token.
+	Link func(inv *grants.Invitation, token string) string
+	// Clients are the registered applications an invitation may name.
+	Clients []Client
+	// Issuer is usher's issuer URL: every link of the page starts there.
+	Issuer string
+	// AdminRole is the role that opens the page.
+	AdminRole string
+	// RoleCatalog, when not empty, is the roles the invite form offers.
+	RoleCatalog []string
+	// DefaultTTL and MaxTTL bound an invitation's life (0: 7 and 30 days).
+	DefaultTTL, MaxTTL time.Duration
+	// DefaultEmailMatch is the invite form's preselected email match.
+	DefaultEmailMatch string
+	// ClaimsNamespace prefixes invitation claims in tokens ("" = none).
+	ClaimsNamespace string
+	// Sealer seals the flash (which may carry a fresh invitation link).
+	Sealer Sealer
+	// Emit queues a webhook event (grant changes); nil: none.
+	Emit func(ctx context.Context, e webhooks.WebhookEvent)
+	// Audit records admin actions and sign-outs; nil: not recorded.
+	Audit   func(ctx context.Context, action, actor, target string, detail map[string]string)
+	Metrics Metrics
+	Logger  *slog.Logger
+	Now     func() time.Time
+}
+
+// Client is a registered application as the admin page shows it.
+type Client struct {
+	ID, Name string
+	// Interactive: it has redirect URIs, so people sign in to it (an
+	// invitation may send them there).
+	Interactive bool
+}
+
+// PageInvitations is what the admin page uses of grants.Service.
+type PageInvitations interface {
+	Invitations
+	Validate(req grants.CreateRequest) (*grants.Invitation, bool, error)
+}
+
+var _ PageInvitations = (*grants.Service)(nil)
+
+// PageStore is what the admin page needs of grants.Store.
+type PageStore interface {
+	GetInvitation(ctx context.Context, id string) (*grants.Invitation, error)
+	ListInvitations(ctx context.Context, f grants.InvitationFilter, now time.Time) ([]grants.Invitation, string, error)
+	GetUser(ctx context.Context, id string) (*grants.User, error)
+	GetGrant(ctx context.Context, userID string) (*grants.Grant, error)
+	Identities(ctx context.Context, userID string) ([]grants.Identity, error)
+	SetGrantClaim(ctx context.Context, userID, key string, value any, now time.Time) (*grants.Grant, error)
+}
+
+var _ PageStore = grants.Store(nil)
+
+// adminUser is the user signed in to the admin page in sess and whether
+// they hold the admin role. A nil user means nobody signed in to the admin page.
+func (h *Page) adminUser(ctx context.Context, sess *gsessions.Session) (*grants.User, bool, error) {
+	uid, admin := h.SignedIn(sess)
+	if uid == "" || !admin {
+		return nil, false, nil
+	}
+	u, err := h.Store.GetUser(ctx, uid)
+	if errors.Is(err, grants.ErrNotFound) {
+		return nil, false, nil
+	}
+	if err != nil {
+		return nil, false, err
+	}
+	g, err := h.Store.GetGrant(ctx, uid)
+	if err != nil {
+		return u, false, err
+	}
+	return u, slices.Contains(g.Roles, h.AdminRole), nil
+}
+
+// url joins a path to the issuer without a double slash.
+func (h *Page) url(path string) string { return strings.TrimSuffix(h.Issuer, "/") + path }
+
+func (h *Page) emit(ctx context.Context, e webhooks.WebhookEvent) {
+	if h.Emit != nil {
+		h.Emit(ctx, e)
+	}
+}
+
+func (h *Page) audit(ctx context.Context, action, actor, target string, detail map[string]string) {
+	if h.Audit != nil {
+		h.Audit(ctx, action, actor, target, detail)
+	}
+}
+
+func (h *Page) view(inv *grants.Invitation) client.Invitation {
+	return newView(inv, "", h.Now(), h.ClaimsNamespace, h.Link)
+}
+
+// randomToken returns n random bytes, base64url without padding.
+func randomToken(n int) string {
+	b := make([]byte, n)
+	_, _ = rand.Read(b) // crypto/rand.Read never fails (Go ≥ 1.24)
+	return base64.RawURLEncoding.EncodeToString(b)
+}
+
 // adminRequest is what every admin handler gets: the signed-in admin, the
 // browser session and its CSRF token.
 type adminRequest struct {
@@ -43,28 +166,30 @@ type adminRequest struct {
 
 type adminHandler func(w http.ResponseWriter, r *http.Request, a *adminRequest)
 
-func (b *Broker) adminRoutes(mux *http.ServeMux) {
+// Mount registers the admin page's routes (see the package documentation).
+func (h *Page) Mount(mux *http.ServeMux) {
 	cop := http.NewCrossOriginProtection()
 	cop.SetDenyHandler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		b.log.WarnContext(r.Context(), "admin page: cross-origin POST refused", "path", r.URL.Path)
-		b.adminError(w, r, nil, http.StatusForbidden, "Request refused",
+		h.Logger.WarnContext(r.Context(), "admin page: cross-origin POST refused", "path", r.URL.Path)
+		h.adminError(w, r, nil, http.StatusForbidden, "Request refused",
 			"This form was sent from another site, so usher refused it. Open the admin page and try again from there.")
 	}))
-	get := func(h adminHandler) http.Handler { return adminHeaders(b.requireAdmin(h, false)) }
-	post := func(h adminHandler) http.Handler { return adminHeaders(cop.Handler(b.requireAdmin(h, true))) }
+	get := func(next adminHandler) http.Handler { return adminHeaders(h.requireAdmin(next, false)) }
+	post := func(next adminHandler) http.Handler { return adminHeaders(cop.Handler(h.requireAdmin(next, true))) }
 
-	mux.Handle("GET /admin", get(b.adminDashboard))
-	mux.Handle("GET /admin/{$}", adminHeaders(http.RedirectHandler(b.url("/admin"), http.StatusSeeOther)))
-	mux.Handle("GET /admin/invitations/{id}", get(b.adminInvitation))
-	mux.Handle("GET /admin/users/{id}", get(b.adminUserPage))
-	mux.Handle("POST /admin/invitations", post(b.adminCreate))
-	mux.Handle("POST /admin/invitations/{id}/revoke", post(b.adminRevoke))
-	mux.Handle("POST /admin/invitations/{id}/resend", post(b.adminResend))
-	mux.Handle("POST /admin/users/{id}/claims", post(b.adminSetClaim))
-	mux.Handle("POST /admin/logout", adminHeaders(cop.Handler(http.HandlerFunc(b.adminLogout))))
-	mux.Handle("GET /admin/signed-out", adminHeaders(http.HandlerFunc(b.adminSignedOut)))
+	mux.Handle("GET /admin/login", h.SignIn)
+	mux.Handle("GET /admin", get(h.adminDashboard))
+	mux.Handle("GET /admin/{$}", adminHeaders(http.RedirectHandler(h.url("/admin"), http.StatusSeeOther)))
+	mux.Handle("GET /admin/invitations/{id}", get(h.adminInvitation))
+	mux.Handle("GET /admin/users/{id}", get(h.adminUserPage))
+	mux.Handle("POST /admin/invitations", post(h.adminCreate))
+	mux.Handle("POST /admin/invitations/{id}/revoke", post(h.adminRevoke))
+	mux.Handle("POST /admin/invitations/{id}/resend", post(h.adminResend))
+	mux.Handle("POST /admin/users/{id}/claims", post(h.adminSetClaim))
+	mux.Handle("POST /admin/logout", adminHeaders(cop.Handler(http.HandlerFunc(h.adminLogout))))
+	mux.Handle("GET /admin/signed-out", adminHeaders(http.HandlerFunc(h.adminSignedOut)))
 	mux.Handle("/admin/", adminHeaders(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		b.adminError(w, r, nil, http.StatusNotFound, "Not found", "There is no admin page at this address.")
+		h.adminError(w, r, nil, http.StatusNotFound, "Not found", "There is no admin page at this address.")
 	})))
 }
 
@@ -91,50 +216,50 @@ func adminHeaders(h http.Handler) http.Handler {
 // only admins through: nobody signed in goes to the admin sign-in (a GET) or
 // is told to sign in again (a POST: a redirect to the upstream would break
 // the form-action policy); a signed-in non-admin gets 403.
-func (b *Broker) requireAdmin(h adminHandler, isPost bool) http.Handler {
+func (h *Page) requireAdmin(next adminHandler, isPost bool) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		sess, err := b.browser.Get(r, b.cookie)
+		sess, err := h.Session(r)
 		if err != nil {
-			b.adminUnavailable(w, r, "loading the browser session", err)
+			h.adminUnavailable(w, r, "loading the browser session", err)
 			return
 		}
-		if isPost && !b.checkCSRF(w, r, sess) {
+		if isPost && !h.checkCSRF(w, r, sess) {
 			return
 		}
-		u, ok, err := b.adminUser(r)
+		u, ok, err := h.adminUser(r.Context(), sess)
 		if err != nil {
-			b.adminUnavailable(w, r, "loading the signed-in user", err)
+			h.adminUnavailable(w, r, "loading the signed-in user", err)
 			return
 		}
 		if u == nil {
 			if isPost {
-				b.adminError(w, r, nil, http.StatusUnauthorized, "Signed out",
+				h.adminError(w, r, nil, http.StatusUnauthorized, "Signed out",
 					"Your admin session has ended. Sign in again; nothing was changed.")
 				return
 			}
-			http.Redirect(w, r, b.url("/admin/login"), http.StatusSeeOther)
+			http.Redirect(w, r, h.url("/admin/login"), http.StatusSeeOther)
 			return
 		}
 		a := &adminRequest{user: u, sess: sess}
-		if a.csrf, err = b.ensureCSRF(w, r, sess); err != nil {
-			b.adminUnavailable(w, r, "saving the browser session", err)
+		if a.csrf, err = h.ensureCSRF(w, r, sess); err != nil {
+			h.adminUnavailable(w, r, "saving the browser session", err)
 			return
 		}
 		if !ok {
-			b.log.WarnContext(r.Context(), "admin page refused: not an admin", "user_id", u.ID)
-			b.render(w, r, http.StatusForbidden, "error", adminPage{Title: "Not an admin", User: u, CSRF: a.csrf, Page: errorPage{
+			h.Logger.WarnContext(r.Context(), "admin page refused: not an admin", "user_id", u.ID)
+			h.render(w, r, http.StatusForbidden, "error", adminPage{Title: "Not an admin", User: u, CSRF: a.csrf, Page: errorPage{
 				Heading: "You cannot use the admin page",
-				Message: fmt.Sprintf("You are signed in as %s, who does not hold the role %s.", userLabel(u), b.opts.AdminRole),
+				Message: fmt.Sprintf("You are signed in as %s, who does not hold the role %s.", userLabel(u), h.AdminRole),
 				Hint:    "Ask an admin to invite this account with that role, or sign out and sign in with another account.",
 			}})
 			return
 		}
-		h(w, r, a)
+		next(w, r, a)
 	})
 }
 
 // ensureCSRF returns the session's synchronizer token, minting one if needed.
-func (b *Broker) ensureCSRF(w http.ResponseWriter, r *http.Request, sess *gsessions.Session) (string, error) {
+func (h *Page) ensureCSRF(w http.ResponseWriter, r *http.Request, sess *gsessions.Session) (string, error) {
 	if tok, _ := sess.Values[sessionCSRF].(string); tok != "" {
 		return tok, nil
 	}
@@ -144,17 +269,17 @@ func (b *Broker) ensureCSRF(w http.ResponseWriter, r *http.Request, sess *gsessi
 }
 
 // checkCSRF compares the form's token with the session's in constant time.
-func (b *Broker) checkCSRF(w http.ResponseWriter, r *http.Request, sess *gsessions.Session) bool {
+func (h *Page) checkCSRF(w http.ResponseWriter, r *http.Request, sess *gsessions.Session) bool {
 	r.Body = http.MaxBytesReader(w, r.Body, maxAdminForm)
 	if err := r.ParseForm(); err != nil {
-		b.adminError(w, r, nil, http.StatusBadRequest, "Form not readable", "The form could not be read (it may be too large).")
+		h.adminError(w, r, nil, http.StatusBadRequest, "Form not readable", "The form could not be read (it may be too large).")
 		return false
 	}
 	want, _ := sess.Values[sessionCSRF].(string)
 	got := r.PostForm.Get(csrfField)
 	if want == "" || got == "" || subtle.ConstantTimeCompare([]byte(want), []byte(got)) != 1 {
-		b.log.WarnContext(r.Context(), "admin page: POST without a valid CSRF token", "path", r.URL.Path)
-		b.adminError(w, r, nil, http.StatusForbidden, "Form expired",
+		h.Logger.WarnContext(r.Context(), "admin page: POST without a valid CSRF token", "path", r.URL.Path)
+		h.adminError(w, r, nil, http.StatusForbidden, "Form expired",
 			"This form was not sent from the current admin session (its security token is missing or stale), so nothing was changed. Reload the admin page and try again.")
 		return false
 	}
@@ -197,42 +322,42 @@ type dashboardPage struct {
 	Searched          bool
 }
 
-func (b *Broker) adminDashboard(w http.ResponseWriter, r *http.Request, a *adminRequest) {
-	notice := b.takeFlash(w, r, a.sess, "").Notice
-	f := inviteForm{Days: strconv.Itoa(b.defaultDays()), Delivery: "email"}
-	b.renderDashboard(w, r, a, http.StatusOK, f, nil, notice)
+func (h *Page) adminDashboard(w http.ResponseWriter, r *http.Request, a *adminRequest) {
+	notice := h.takeFlash(w, r, a.sess, "").Notice
+	f := inviteForm{Days: strconv.Itoa(h.defaultDays()), Delivery: "email"}
+	h.renderDashboard(w, r, a, http.StatusOK, f, nil, notice)
 }
 
-func (b *Broker) defaultDays() int {
-	d := b.opts.InvitationDefaultTTL
+func (h *Page) defaultDays() int {
+	d := h.DefaultTTL
 	if d <= 0 {
 		d = 7 * 24 * time.Hour
 	}
 	return max(1, int(d/(24*time.Hour)))
 }
 
-func (b *Broker) maxDays() int {
-	d := b.opts.InvitationMaxTTL
+func (h *Page) maxDays() int {
+	d := h.MaxTTL
 	if d <= 0 {
 		d = 30 * 24 * time.Hour
 	}
 	return max(1, int(d/(24*time.Hour)))
 }
 
-func (b *Broker) renderDashboard(w http.ResponseWriter, r *http.Request, a *adminRequest, status int, f inviteForm, errs map[string][]string, notice string) {
+func (h *Page) renderDashboard(w http.ResponseWriter, r *http.Request, a *adminRequest, status int, f inviteForm, errs map[string][]string, notice string) {
 	ctx := r.Context()
-	p := dashboardPage{Form: f, Errors: errs, DefaultDays: b.defaultDays(), MaxDays: b.maxDays()}
-	for _, role := range b.opts.RoleCatalog {
+	p := dashboardPage{Form: f, Errors: errs, DefaultDays: h.defaultDays(), MaxDays: h.maxDays()}
+	for _, role := range h.RoleCatalog {
 		p.Catalog = append(p.Catalog, option{Value: role, Label: role, Selected: slices.Contains(f.Roles, role)})
 	}
-	var apps []*Client
-	for _, c := range b.clients {
-		if len(c.RedirectURIs) > 0 {
+	var apps []Client
+	for _, c := range h.Clients {
+		if c.Interactive {
 			apps = append(apps, c)
 		}
 	}
 	if len(apps) > 1 {
-		slices.SortFunc(apps, func(x, y *Client) int { return strings.Compare(x.ID, y.ID) })
+		slices.SortFunc(apps, func(x, y Client) int { return strings.Compare(x.ID, y.ID) })
 		p.Clients = append(p.Clients, option{Value: "", Label: "(the invitation's default)", Selected: f.ClientID == ""})
 		for _, c := range apps {
 			label := c.ID
@@ -242,7 +367,7 @@ func (b *Broker) renderDashboard(w http.ResponseWriter, r *http.Request, a *admi
 			p.Clients = append(p.Clients, option{Value: c.ID, Label: label, Selected: f.ClientID == c.ID})
 		}
 	}
-	def := b.opts.InvitationEmailMatch
+	def := h.DefaultEmailMatch
 	if def == "" {
 		def = grants.MatchAny
 	}
@@ -302,14 +427,14 @@ func (b *Broker) renderDashboard(w http.ResponseWriter, r *http.Request, a *admi
 			fl.ExternalID = p.Query
 		}
 		var err error
-		list, next, err = b.grants.ListInvitations(ctx, fl, b.now())
+		list, next, err = h.Store.ListInvitations(ctx, fl, h.Now())
 		if cursor != "" && errors.Is(err, storeerrs.ErrBadCursor) {
 			notice = "That page link is no longer valid; showing the first page."
 			cursor, fl.Cursor = "", ""
-			list, next, err = b.grants.ListInvitations(ctx, fl, b.now())
+			list, next, err = h.Store.ListInvitations(ctx, fl, h.Now())
 		}
 		if err != nil {
-			b.adminUnavailable(w, r, "listing invitations", err)
+			h.adminUnavailable(w, r, "listing invitations", err)
 			return
 		}
 		p.By = field
@@ -319,7 +444,7 @@ func (b *Broker) renderDashboard(w http.ResponseWriter, r *http.Request, a *admi
 	}
 	for i := range list {
 		inv := &list[i]
-		st := inv.EffectiveStatus(b.now())
+		st := inv.EffectiveStatus(h.Now())
 		p.Rows = append(p.Rows, invitationRow{
 			ID: inv.ID, Email: inv.Email, Roles: strings.Join(inv.Roles, ", "), ExternalID: inv.ExternalID,
 			Created: fmtTime(inv.CreatedAt), Expires: fmtTime(inv.ExpiresAt), EmailStatus: emailStatusLabel(inv.EmailStatus),
@@ -339,9 +464,9 @@ func (b *Broker) renderDashboard(w http.ResponseWriter, r *http.Request, a *admi
 			v.Set("cursor", cur)
 		}
 		if len(v) == 0 {
-			return b.url("/admin")
+			return h.url("/admin")
 		}
-		return b.url("/admin?" + v.Encode())
+		return h.url("/admin?" + v.Encode())
 	}
 	if next != "" {
 		p.NextURL = listURL(next)
@@ -349,12 +474,12 @@ func (b *Broker) renderDashboard(w http.ResponseWriter, r *http.Request, a *admi
 	if cursor != "" {
 		p.FirstURL = listURL("")
 	}
-	b.render(w, r, status, "dashboard", adminPage{Title: "Invitations", User: a.user, CSRF: a.csrf, Notice: notice, Page: p})
+	h.render(w, r, status, "dashboard", adminPage{Title: "Invitations", User: a.user, CSRF: a.csrf, Notice: notice, Page: p})
 }
 
 // --- create ----------------------------------------------------------------
 
-func (b *Broker) adminCreate(w http.ResponseWriter, r *http.Request, a *adminRequest) {
+func (h *Page) adminCreate(w http.ResponseWriter, r *http.Request, a *adminRequest) {
 	ctx := r.Context()
 	pf := r.PostForm
 	f := inviteForm{
@@ -367,7 +492,7 @@ func (b *Broker) adminCreate(w http.ResponseWriter, r *http.Request, a *adminReq
 		f.Delivery = "email"
 	}
 	errs := map[string][]string{}
-	if len(b.opts.RoleCatalog) > 0 {
+	if len(h.RoleCatalog) > 0 {
 		f.Roles = pf["roles"]
 	} else {
 		f.Roles = strings.FieldsFunc(f.RolesText, func(c rune) bool { return c == ',' || c == ' ' || c == '\n' || c == '\r' || c == '\t' })
@@ -387,8 +512,8 @@ func (b *Broker) adminCreate(w http.ResponseWriter, r *http.Request, a *adminReq
 	}
 	if f.Days != "" {
 		n, err := strconv.Atoi(f.Days)
-		if err != nil || n < 1 || n > b.maxDays() {
-			errs["expires"] = append(errs["expires"], fmt.Sprintf("must be a whole number of days from 1 to %d", b.maxDays()))
+		if err != nil || n < 1 || n > h.maxDays() {
+			errs["expires"] = append(errs["expires"], fmt.Sprintf("must be a whole number of days from 1 to %d", h.maxDays()))
 		} else {
 			secs := int64(n) * 86400
 			req.ExpiresIn = &secs
@@ -396,37 +521,37 @@ func (b *Broker) adminCreate(w http.ResponseWriter, r *http.Request, a *adminReq
 	}
 	if len(errs) > 0 {
 		// Report every other problem too, in one round trip.
-		_, _, verr := b.invitations.Validate(req)
+		_, _, verr := h.Invitations.Validate(req)
 		addFieldErrors(errs, verr)
-		b.renderDashboard(w, r, a, http.StatusUnprocessableEntity, f, errs, "")
+		h.renderDashboard(w, r, a, http.StatusUnprocessableEntity, f, errs, "")
 		return
 	}
-	inv, token, existed, err := b.invitations.Create(ctx, req, a.user.ID)
+	inv, token, existed, err := h.Invitations.Create(ctx, req, a.user.ID)
 	var ve *grants.ValidationError
 	switch {
 	case errors.As(err, &ve):
 		addFieldErrors(errs, ve)
-		b.renderDashboard(w, r, a, http.StatusUnprocessableEntity, f, errs, "")
+		h.renderDashboard(w, r, a, http.StatusUnprocessableEntity, f, errs, "")
 		return
 	case err != nil:
-		b.adminUnavailable(w, r, "storing the invitation", err)
+		h.adminUnavailable(w, r, "storing the invitation", err)
 		return
 	case existed:
-		b.setFlash(a.sess, adminFlash{Invitation: inv.ID, Notice: "A pending invitation with this external ID already exists: here it is. Nothing new was created."})
-		b.saveAndRedirect(w, r, a.sess, "/admin/invitations/"+url.PathEscape(inv.ID))
+		h.setFlash(a.sess, adminFlash{Invitation: inv.ID, Notice: "A pending invitation with this external ID already exists: here it is. Nothing new was created."})
+		h.saveAndRedirect(w, r, a.sess, "/admin/invitations/"+url.PathEscape(inv.ID))
 		return
 	}
-	b.log.InfoContext(ctx, "invitation created", "invitation_id", inv.ID, "admin_user_id", a.user.ID, "send_email", inv.SendEmail)
-	b.metrics.invitationsMade.Inc()
+	h.Logger.InfoContext(ctx, "invitation created", "invitation_id", inv.ID, "admin_user_id", a.user.ID, "send_email", inv.SendEmail)
+	h.Metrics.invitationCreated()
 	fl := adminFlash{Invitation: inv.ID}
 	if inv.SendEmail {
 		fl.Notice = "Invitation created; the email to " + inv.Email + " is on its way."
 	} else {
-		fl.Link = b.inviteLink(inv, token)
+		fl.Link = h.Link(inv, token)
 		fl.Notice = "Invitation created. Copy the link below now: usher keeps only a hash of it and cannot show it again."
 	}
-	b.setFlash(a.sess, fl)
-	b.saveAndRedirect(w, r, a.sess, "/admin/invitations/"+url.PathEscape(inv.ID))
+	h.setFlash(a.sess, fl)
+	h.saveAndRedirect(w, r, a.sess, "/admin/invitations/"+url.PathEscape(inv.ID))
 }
 
 // parseJSONObject reads a textarea of JSON: empty means none.
@@ -490,36 +615,34 @@ func addFieldErrors(errs map[string][]string, err error) {
 
 // --- sign out ----------------------------------------------------------------
 
-func (b *Broker) adminLogout(w http.ResponseWriter, r *http.Request) {
-	sess, err := b.browser.Get(r, b.cookie)
+func (h *Page) adminLogout(w http.ResponseWriter, r *http.Request) {
+	sess, err := h.Session(r)
 	if err != nil {
-		b.adminUnavailable(w, r, "loading the browser session", err)
+		h.adminUnavailable(w, r, "loading the browser session", err)
 		return
 	}
-	if !b.checkCSRF(w, r, sess) {
+	if !h.checkCSRF(w, r, sess) {
 		return
 	}
-	uid, _ := sess.Values["uid"].(string)
+	uid, _ := h.SignedIn(sess)
 	sess.Options.MaxAge = -1
 	if err := sess.Save(r, w); err != nil {
-		b.adminUnavailable(w, r, "ending the browser session", err)
+		h.adminUnavailable(w, r, "ending the browser session", err)
 		return
 	}
 	if uid != "" {
-		b.log.InfoContext(r.Context(), "admin page sign-out", "user_id", uid)
-		if b.audit != nil {
-			b.audit(r.Context(), AuditEvent{Action: "admin.signed_out", Actor: uid, Target: uid})
-		}
+		h.Logger.InfoContext(r.Context(), "admin page sign-out", "user_id", uid)
+		h.audit(r.Context(), "admin.signed_out", uid, uid, nil)
 	}
-	http.Redirect(w, r, b.url("/admin/signed-out"), http.StatusSeeOther)
+	http.Redirect(w, r, h.url("/admin/signed-out"), http.StatusSeeOther)
 }
 
-func (b *Broker) adminSignedOut(w http.ResponseWriter, r *http.Request) {
-	b.render(w, r, http.StatusOK, "error", adminPage{Title: "Signed out", Page: errorPage{
+func (h *Page) adminSignedOut(w http.ResponseWriter, r *http.Request) {
+	h.render(w, r, http.StatusOK, "error", adminPage{Title: "Signed out", Page: errorPage{
 		Heading: "You are signed out of usher",
 		Message: "Your usher session has ended.",
 		Hint:    "The sign-in service may still remember you: to use another account, sign out there too.",
-		LinkURL: b.url("/admin/login"), LinkText: "Sign in again",
+		LinkURL: h.url("/admin/login"), LinkText: "Sign in again",
 	}})
 }
 
@@ -536,11 +659,11 @@ type adminFlash struct {
 	Expires    time.Time `json:"e"`
 }
 
-func (b *Broker) setFlash(sess *gsessions.Session, f adminFlash) {
-	f.Expires = b.now().Add(adminFlashTTL)
-	enc, err := b.browser.codec.Encode(sessionFlash, f)
+func (h *Page) setFlash(sess *gsessions.Session, f adminFlash) {
+	f.Expires = h.Now().Add(adminFlashTTL)
+	enc, err := h.Sealer.Encode(sessionFlash, f)
 	if err != nil {
-		b.log.Error("admin page: sealing the flash", "err", err)
+		h.Logger.Error("admin page: sealing the flash", "err", err)
 		return
 	}
 	sess.Values[sessionFlash] = enc
@@ -548,20 +671,20 @@ func (b *Broker) setFlash(sess *gsessions.Session, f adminFlash) {
 
 // takeFlash returns the flash meant for this page (invitation id, or "" for
 // the dashboard) and deletes it from the session before the page is written.
-func (b *Broker) takeFlash(w http.ResponseWriter, r *http.Request, sess *gsessions.Session, invitation string) adminFlash {
+func (h *Page) takeFlash(w http.ResponseWriter, r *http.Request, sess *gsessions.Session, invitation string) adminFlash {
 	enc, _ := sess.Values[sessionFlash].(string)
 	if enc == "" {
 		return adminFlash{}
 	}
 	var f adminFlash
-	err := b.browser.codec.Decode(sessionFlash, enc, &f)
-	stale := err != nil || b.now().After(f.Expires)
+	err := h.Sealer.Decode(sessionFlash, enc, &f)
+	stale := err != nil || h.Now().After(f.Expires)
 	if !stale && f.Invitation != invitation {
 		return adminFlash{} // meant for another page: keep it for there
 	}
 	delete(sess.Values, sessionFlash)
 	if err := sess.Save(r, w); err != nil {
-		b.log.ErrorContext(r.Context(), "admin page: clearing the flash", "err", err)
+		h.Logger.ErrorContext(r.Context(), "admin page: clearing the flash", "err", err)
 		return adminFlash{} // not shown unless it is gone
 	}
 	if stale {
@@ -570,34 +693,32 @@ func (b *Broker) takeFlash(w http.ResponseWriter, r *http.Request, sess *gsessio
 	return f
 }
 
-func (b *Broker) saveAndRedirect(w http.ResponseWriter, r *http.Request, sess *gsessions.Session, path string) {
+func (h *Page) saveAndRedirect(w http.ResponseWriter, r *http.Request, sess *gsessions.Session, path string) {
 	if err := sess.Save(r, w); err != nil {
-		b.adminUnavailable(w, r, "saving the browser session", err)
+		h.adminUnavailable(w, r, "saving the browser session", err)
 		return
 	}
-	http.Redirect(w, r, b.url(path), http.StatusSeeOther)
+	http.Redirect(w, r, h.url(path), http.StatusSeeOther)
 }
 
 // --- helpers -----------------------------------------------------------------
 
-func (b *Broker) auditAdmin(ctx context.Context, action string, u *grants.User, target string, detail map[string]string) {
-	if b.audit != nil {
-		b.audit(ctx, AuditEvent{Action: action, Actor: u.ID, Target: target, Detail: detail})
-	}
+func (h *Page) auditAdmin(ctx context.Context, action string, u *grants.User, target string, detail map[string]string) {
+	h.audit(ctx, action, u.ID, target, detail)
 }
 
-func (b *Broker) adminError(w http.ResponseWriter, r *http.Request, a *adminRequest, status int, heading, msg string) {
-	p := adminPage{Title: heading, Page: errorPage{Heading: heading, Message: msg, LinkURL: b.url("/admin"), LinkText: "Back to the admin page"}}
+func (h *Page) adminError(w http.ResponseWriter, r *http.Request, a *adminRequest, status int, heading, msg string) {
+	p := adminPage{Title: heading, Page: errorPage{Heading: heading, Message: msg, LinkURL: h.url("/admin"), LinkText: "Back to the admin page"}}
 	if a != nil {
 		p.User, p.CSRF = a.user, a.csrf
 	}
-	b.render(w, r, status, "error", p)
+	h.render(w, r, status, "error", p)
 }
 
-func (b *Broker) adminUnavailable(w http.ResponseWriter, r *http.Request, what string, err error) {
-	b.log.ErrorContext(r.Context(), "admin page: request failed", "what", what, "err", err)
+func (h *Page) adminUnavailable(w http.ResponseWriter, r *http.Request, what string, err error) {
+	h.Logger.ErrorContext(r.Context(), "admin page: request failed", "what", what, "err", err)
 	w.Header().Set("Retry-After", "5")
-	b.adminError(w, r, nil, http.StatusServiceUnavailable, "Temporarily unavailable",
+	h.adminError(w, r, nil, http.StatusServiceUnavailable, "Temporarily unavailable",
 		"usher could not reach its store while "+what+". Try again in a moment.")
 }
 

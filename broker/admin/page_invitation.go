@@ -1,4 +1,4 @@
-package broker
+package admin
 
 import (
 	"errors"
@@ -8,6 +8,7 @@ import (
 	"slices"
 	"strings"
 
+	"github.com/usher-oidc/usher/client"
 	"github.com/usher-oidc/usher/grants"
 )
 
@@ -17,7 +18,7 @@ type timelineEntry struct {
 }
 
 type detailPage struct {
-	Inv               invitationView
+	Inv               client.Invitation
 	Link              string
 	Claims, Metadata  string
 	Timeline          []timelineEntry
@@ -31,20 +32,20 @@ type detailPage struct {
 	RedeemedUserEmail string
 }
 
-func (b *Broker) adminInvitation(w http.ResponseWriter, r *http.Request, a *adminRequest) {
+func (h *Page) adminInvitation(w http.ResponseWriter, r *http.Request, a *adminRequest) {
 	ctx := r.Context()
 	id := r.PathValue("id")
-	inv, err := b.grants.GetInvitation(ctx, id)
+	inv, err := h.Store.GetInvitation(ctx, id)
 	if errors.Is(err, grants.ErrNotFound) {
-		b.adminError(w, r, a, http.StatusNotFound, "Invitation not found", fmt.Sprintf("No invitation has the id %q.", clip(id, 100)))
+		h.adminError(w, r, a, http.StatusNotFound, "Invitation not found", fmt.Sprintf("No invitation has the id %q.", clip(id, 100)))
 		return
 	}
 	if err != nil {
-		b.adminUnavailable(w, r, "loading the invitation", err)
+		h.adminUnavailable(w, r, "loading the invitation", err)
 		return
 	}
-	fl := b.takeFlash(w, r, a.sess, inv.ID)
-	v := b.view(inv, "")
+	fl := h.takeFlash(w, r, a.sess, inv.ID)
+	v := h.view(inv)
 	p := detailPage{
 		Inv: v, Link: fl.Link, Claims: prettyJSON(v.Claims), Metadata: prettyJSON(v.Metadata),
 		Created: fmtTime(inv.CreatedAt), Expires: fmtTime(inv.ExpiresAt), EmailStatus: emailStatusLabel(inv.EmailStatus),
@@ -59,18 +60,20 @@ func (b *Broker) adminInvitation(w http.ResponseWriter, r *http.Request, a *admi
 	if inv.DeclinedAt != nil {
 		p.DeclinedAt = fmtTime(*inv.DeclinedAt)
 	}
-	if c, ok := b.clients[inv.ClientID]; ok && c.Name != "" {
-		p.ClientName = c.Name
+	for _, c := range h.Clients {
+		if c.ID == inv.ClientID && c.Name != "" {
+			p.ClientName = c.Name
+		}
 	}
 	if inv.RedeemedBy != "" {
-		if u, err := b.grants.GetUser(ctx, inv.RedeemedBy); err == nil {
+		if u, err := h.Store.GetUser(ctx, inv.RedeemedBy); err == nil {
 			p.RedeemedUserEmail = u.Email
 		}
 	}
 	for _, e := range inv.Events {
-		p.Timeline = append(p.Timeline, b.timelineEntry(inv, e))
+		p.Timeline = append(p.Timeline, h.timelineEntry(inv, e))
 	}
-	b.render(w, r, http.StatusOK, "invitation", adminPage{Title: inv.Email, User: a.user, CSRF: a.csrf, Notice: fl.Notice, Page: p})
+	h.render(w, r, http.StatusOK, "invitation", adminPage{Title: inv.Email, User: a.user, CSRF: a.csrf, Notice: fl.Notice, Page: p})
 }
 
 var eventLabels = map[string]string{
@@ -90,7 +93,7 @@ var eventLabels = map[string]string{
 	"mirror_failed":     "Copy to Auth0 failed",
 }
 
-func (b *Broker) timelineEntry(inv *grants.Invitation, e grants.Event) timelineEntry {
+func (h *Page) timelineEntry(inv *grants.Invitation, e grants.Event) timelineEntry {
 	t := timelineEntry{Type: e.Type, Label: eventLabels[e.Type], At: fmtTimeSeconds(e.At)}
 	if t.Label == "" {
 		t.Label = e.Type
@@ -120,39 +123,39 @@ func (b *Broker) timelineEntry(inv *grants.Invitation, e grants.Event) timelineE
 	return t
 }
 
-func (b *Broker) adminRevoke(w http.ResponseWriter, r *http.Request, a *adminRequest) {
+func (h *Page) adminRevoke(w http.ResponseWriter, r *http.Request, a *adminRequest) {
 	ctx := r.Context()
 	id := r.PathValue("id")
-	_, err := b.invitations.Revoke(ctx, id, a.user.ID)
-	if !b.invitationActionFailed(w, r, a, id, err) {
-		b.log.InfoContext(ctx, "invitation revoked", "invitation_id", id, "admin_user_id", a.user.ID)
-		b.setFlash(a.sess, adminFlash{Invitation: id, Notice: "Invitation revoked: its link no longer works."})
+	_, err := h.Invitations.Revoke(ctx, id, a.user.ID)
+	if !h.invitationActionFailed(w, r, a, id, err) {
+		h.Logger.InfoContext(ctx, "invitation revoked", "invitation_id", id, "admin_user_id", a.user.ID)
+		h.setFlash(a.sess, adminFlash{Invitation: id, Notice: "Invitation revoked: its link no longer works."})
 	}
-	b.saveAndRedirect(w, r, a.sess, "/admin/invitations/"+url.PathEscape(id))
+	h.saveAndRedirect(w, r, a.sess, "/admin/invitations/"+url.PathEscape(id))
 }
 
-func (b *Broker) adminResend(w http.ResponseWriter, r *http.Request, a *adminRequest) {
+func (h *Page) adminResend(w http.ResponseWriter, r *http.Request, a *adminRequest) {
 	ctx := r.Context()
 	id := r.PathValue("id")
-	inv, token, err := b.invitations.Resend(ctx, id, a.user.ID)
-	if !b.invitationActionFailed(w, r, a, id, err) {
-		b.log.InfoContext(ctx, "invitation resent", "invitation_id", id, "admin_user_id", a.user.ID)
+	inv, token, err := h.Invitations.Resend(ctx, id, a.user.ID)
+	if !h.invitationActionFailed(w, r, a, id, err) {
+		h.Logger.InfoContext(ctx, "invitation resent", "invitation_id", id, "admin_user_id", a.user.ID)
 		fl := adminFlash{Invitation: id}
 		if inv.SendEmail {
 			fl.Notice = "A new invitation email is on its way to " + inv.Email + "; the previous link no longer works."
 		} else {
-			fl.Link = b.inviteLink(inv, token)
+			fl.Link = h.Link(inv, token)
 			fl.Notice = "New link minted; the previous one no longer works. Copy it now: it cannot be shown again."
 		}
-		b.setFlash(a.sess, fl)
+		h.setFlash(a.sess, fl)
 	}
-	b.saveAndRedirect(w, r, a.sess, "/admin/invitations/"+url.PathEscape(id))
+	h.saveAndRedirect(w, r, a.sess, "/admin/invitations/"+url.PathEscape(id))
 }
 
 // invitationActionFailed turns a revoke/resend refusal into a notice on the
 // detail page. It answers itself (and returns true) only when there is no
 // detail page to go back to or the store failed.
-func (b *Broker) invitationActionFailed(w http.ResponseWriter, r *http.Request, a *adminRequest, id string, err error) bool {
+func (h *Page) invitationActionFailed(w http.ResponseWriter, r *http.Request, a *adminRequest, id string, err error) bool {
 	var notice string
 	switch {
 	case err == nil:
@@ -166,9 +169,9 @@ func (b *Broker) invitationActionFailed(w http.ResponseWriter, r *http.Request, 
 	case errors.Is(err, grants.ErrNotFound):
 		notice = "No invitation has this id."
 	default:
-		b.log.ErrorContext(r.Context(), "admin page: updating the invitation", "invitation_id", id, "err", err)
+		h.Logger.ErrorContext(r.Context(), "admin page: updating the invitation", "invitation_id", id, "err", err)
 		notice = "usher could not reach its store; nothing was changed. Try again in a moment."
 	}
-	b.setFlash(a.sess, adminFlash{Invitation: id, Notice: notice})
+	h.setFlash(a.sess, adminFlash{Invitation: id, Notice: notice})
 	return true
 }

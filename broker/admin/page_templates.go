@@ -1,4 +1,4 @@
-package broker
+package admin
 
 import (
 	"bytes"
@@ -48,16 +48,16 @@ type errorPage struct {
 	LinkURL, LinkText      string
 }
 
-func (b *Broker) render(w http.ResponseWriter, r *http.Request, status int, name string, p adminPage) {
-	p.Base = strings.TrimSuffix(b.opts.Issuer, "/")
+func (h *Page) render(w http.ResponseWriter, r *http.Request, status int, name string, p adminPage) {
+	p.Base = strings.TrimSuffix(h.Issuer, "/")
 	p.Nonce, _ = r.Context().Value(ctxKeyNonce{}).(string)
-	p.AdminRole = b.opts.AdminRole
+	p.AdminRole = h.AdminRole
 	if p.User != nil {
 		p.UserLabel = userLabel(p.User)
 	}
 	var buf bytes.Buffer
 	if err := adminTemplates[name].ExecuteTemplate(&buf, "layout", p); err != nil {
-		b.log.ErrorContext(r.Context(), "admin page: rendering", "page", name, "err", err)
+		h.Logger.ErrorContext(r.Context(), "admin page: rendering", "page", name, "err", err)
 		http.Error(w, "internal error rendering the page", http.StatusInternalServerError)
 		return
 	}

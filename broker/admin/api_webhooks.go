@@ -1,4 +1,4 @@
-package broker
+package admin
 
 import (
 	"context"
@@ -24,16 +24,16 @@ var _ WebhookAdmin = (*webhooks.Webhooks)(nil)
 //
 //	GET  /api/webhooks/{endpoint}/deliveries?limit=N   (invitations:read)  newest first, N 1..1000 (default 50)
 //	POST /api/webhooks/deliveries/{id}/redeliver       (invitations:write) 202; same webhook-id and body
-func (b *Broker) webhookRoutes(mux *http.ServeMux, wh WebhookAdmin) {
-	mux.Handle("GET /api/webhooks/{endpoint}/deliveries", b.api(scopeRead, func(w http.ResponseWriter, r *http.Request, _ caller) {
-		b.apiWebhookDeliveries(w, r, wh)
+func (h *API) webhookRoutes(mux *http.ServeMux, wh WebhookAdmin) {
+	mux.Handle("GET /api/webhooks/{endpoint}/deliveries", h.api(scopeRead, func(w http.ResponseWriter, r *http.Request, _ Caller) {
+		h.apiWebhookDeliveries(w, r, wh)
 	}))
-	mux.Handle("POST /api/webhooks/deliveries/{id}/redeliver", b.api(scopeWrite, func(w http.ResponseWriter, r *http.Request, c caller) {
-		b.apiWebhookRedeliver(w, r, c, wh)
+	mux.Handle("POST /api/webhooks/deliveries/{id}/redeliver", h.api(scopeWrite, func(w http.ResponseWriter, r *http.Request, c Caller) {
+		h.apiWebhookRedeliver(w, r, c, wh)
 	}))
 }
 
-func (b *Broker) apiWebhookDeliveries(w http.ResponseWriter, r *http.Request, wh WebhookAdmin) {
+func (h *API) apiWebhookDeliveries(w http.ResponseWriter, r *http.Request, wh WebhookAdmin) {
 	endpoint := r.PathValue("endpoint")
 	limit, ok := queryLimit(w, r.URL.Query(), 50)
 	if !ok {
@@ -46,7 +46,7 @@ func (b *Broker) apiWebhookDeliveries(w http.ResponseWriter, r *http.Request, wh
 			fmt.Sprintf("No webhook endpoint has the id %q; endpoints are configured under webhooks in usher's config.", clip(endpoint, 100)))
 		return
 	case err != nil:
-		b.storeProblem(w, r, "reading the webhook delivery log", err)
+		h.storeProblem(w, r, "reading the webhook delivery log", err)
 		return
 	}
 	if ds == nil {
@@ -57,7 +57,7 @@ func (b *Broker) apiWebhookDeliveries(w http.ResponseWriter, r *http.Request, wh
 	}{ds})
 }
 
-func (b *Broker) apiWebhookRedeliver(w http.ResponseWriter, r *http.Request, c caller, wh WebhookAdmin) {
+func (h *API) apiWebhookRedeliver(w http.ResponseWriter, r *http.Request, c Caller, wh WebhookAdmin) {
 	id := r.PathValue("id")
 	err := wh.Redeliver(r.Context(), id)
 	switch {
@@ -70,10 +70,10 @@ func (b *Broker) apiWebhookRedeliver(w http.ResponseWriter, r *http.Request, c c
 			"This delivery is still being tried; it can be redelivered once it is delivered or has failed.")
 		return
 	case err != nil:
-		b.storeProblem(w, r, "queueing the redelivery", err)
+		h.storeProblem(w, r, "queueing the redelivery", err)
 		return
 	}
-	b.log.InfoContext(r.Context(), "webhook redelivery requested", "webhook_id", id, "client_id", c.ClientID)
+	h.Logger.InfoContext(r.Context(), "webhook redelivery requested", "webhook_id", id, "client_id", c.ClientID)
 	writeJSON(w, http.StatusAccepted, struct {
 		ID     string `json:"id"`
 		Status string `json:"status"`

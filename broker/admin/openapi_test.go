@@ -1,4 +1,4 @@
-package broker
+package admin
 
 import (
 	"encoding/json"
@@ -52,12 +52,12 @@ func TestOpenAPIDescribesEveryRoute(t *testing.T) {
 	}
 	for _, r := range routes {
 		if !slices.Contains(documented, r) {
-			t.Errorf("route %s is not described in broker/openapi.json", r)
+			t.Errorf("route %s is not described in broker/admin/openapi.json", r)
 		}
 	}
 	for _, d := range documented {
 		if !slices.Contains(routes, d) {
-			t.Errorf("broker/openapi.json describes %s, which no route serves", d)
+			t.Errorf("broker/admin/openapi.json describes %s, which no route serves", d)
 		}
 	}
 }

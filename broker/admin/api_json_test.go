@@ -1,10 +1,11 @@
-package broker
+package admin
 
 import (
 	"reflect"
 	"slices"
 	"testing"
 
+	"github.com/usher-oidc/usher/client"
 	"github.com/usher-oidc/usher/grants"
 )
 
@@ -52,5 +53,21 @@ func TestJSONFieldNames(t *testing.T) {
 	got := jsonFieldNames(reflect.TypeFor[*outer]())
 	if want := []string{"a", "B", "c", "-"}; !slices.Equal(got, want) {
 		t.Fatalf("got %q, want %q", got, want)
+	}
+}
+
+// TestCreateRequestWireMatchesGrants: the API decodes client.CreateRequest
+// and hands grants.CreateRequest on; every member of one is a member of the
+// other (grants' "-" field is set by the server, never read).
+func TestCreateRequestWireMatchesGrants(t *testing.T) {
+	wire := jsonFieldNames(reflect.TypeFor[client.CreateRequest]())
+	var domain []string
+	for _, n := range jsonFieldNames(reflect.TypeFor[grants.CreateRequest]()) {
+		if n != "-" {
+			domain = append(domain, n)
+		}
+	}
+	if !slices.Equal(wire, domain) {
+		t.Fatalf("client.CreateRequest members %q, grants.CreateRequest members %q", wire, domain)
 	}
 }

@@ -1,0 +1,665 @@
+package admin
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/url"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/usher-oidc/usher/broker/upstream/auth0"
+	"github.com/usher-oidc/usher/client"
+	"github.com/usher-oidc/usher/notify/webhooks"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/usher-oidc/usher/grants"
+	storeerrs "github.com/usher-oidc/usher/store/errs"
+)
+
+// The admin API: JSON in and out, errors as RFC 9457 problem details. Callers
+// authenticate with an access token usher issued (client_credentials) that
+// carries the scope the operation needs.
+const (
+	scopeWrite = "invitations:write"
+	scopeRead  = "invitations:read"
+	maxAPIBody = 64 << 10
+	idemKeyTTL = 24 * time.Hour
+)
+
+// Errors Authenticate returns for a token the admin API refuses; any other
+// error means the token could not be checked (the store is unreachable).
+var (
+	// ErrInvalidToken: not a valid usher access token (bad signature,
+	// expired, revoked).
+	ErrInvalidToken = errors.New("invalid access token")
+	// ErrNotAPIToken: a valid usher access token that the admin API does
+	// not take (not a client_credentials token for {issuer}/api).
+	ErrNotAPIToken = errors.New("not a client_credentials token for the admin API")
+)
+
+// API is the admin JSON API (/api/...). Its fields are everything it uses;
+// Invitations, Store, Authenticate, Link, Sealer and Now are required.
+type API struct {
+	// Invitations changes invitations; each use case records its events in
+	// the same write (the outbox delivers audit, webhooks, mail, mirror).
+	Invitations Invitations
+	// Store is what the API reads, and the grant and idempotency writes.
+	Store APIStore
+	// Authenticate checks a bearer token: the caller it names, or
+	// ErrInvalidToken, ErrNotAPIToken, or another error when it could not
+	// be checked.
+	Authenticate func(ctx context.Context, token string) (Caller, error)
+	// RateLimit takes one request of key ("client:<id>"); when it answers
+	// false it has answered the request itself (429). Nil: no limit.
+	RateLimit func(w http.ResponseWriter, r *http.Request, key string) bool
+	// Link is an invitation's link with a freshly minted token.
+	Link func(inv *grants.Invitation, token string) string
+	// ClaimsNamespace prefixes invitation claims in tokens ("" = none).
+	ClaimsNamespace string
+	// Webhooks, when set, serves the delivery log and redelivery.
+	Webhooks WebhookAdmin
+	// Emit queues a webhook event (grant changes); nil: none.
+	Emit func(ctx context.Context, e webhooks.WebhookEvent)
+	// Audit records who changed a grant; nil: not recorded.
+	Audit func(ctx context.Context, action, actor, target string, detail map[string]string)
+	// Revoked is told a role or claim was taken from a user's grant (the
+	// Auth0 mirror removes it upstream too); nil: nobody to tell.
+	Revoked func(ctx context.Context, userID, role, claim string)
+	// Sealer seals the responses an Idempotency-Key replays (they may hold
+	// an invitation link).
+	Sealer  Sealer
+	Metrics Metrics
+	Logger  *slog.Logger
+	Now     func() time.Time
+}
+
+// Invitations is the part of grants.Service the admin API and page use.
+type Invitations interface {
+	Create(ctx context.Context, req grants.CreateRequest, actor string) (inv *grants.Invitation, token string, existed bool, err error)
+	Revoke(ctx context.Context, id, actor string) (*grants.Invitation, error)
+	Resend(ctx context.Context, id, actor string) (*grants.Invitation, string, error)
+}
+
+var _ Invitations = (*grants.Service)(nil)
+
+// APIStore is what the admin API needs of grants.Store.
+type APIStore interface {
+	GetInvitation(ctx context.Context, id string) (*grants.Invitation, error)
+	ListInvitations(ctx context.Context, f grants.InvitationFilter, now time.Time) ([]grants.Invitation, string, error)
+	ListAudit(ctx context.Context, f grants.AuditFilter) ([]grants.AuditRecord, string, error)
+	UsersByEmail(ctx context.Context, email string) ([]grants.User, error)
+	GetUser(ctx context.Context, id string) (*grants.User, error)
+	GetGrant(ctx context.Context, userID string) (*grants.Grant, error)
+	RemoveGrantRole(ctx context.Context, userID, role string, now time.Time) (*grants.Grant, error)
+	RemoveGrantClaim(ctx context.Context, userID, key string, now time.Time) (*grants.Grant, error)
+	SetGrantClaim(ctx context.Context, userID, key string, value any, now time.Time) (*grants.Grant, error)
+	ReserveIdempotencyKey(ctx context.Context, rec *grants.IdempotencyRecord) (*grants.IdempotencyRecord, error)
+	CompleteIdempotencyKey(ctx context.Context, key string, status int, response json.RawMessage) error
+	ReleaseIdempotencyKey(ctx context.Context, key string) error
+}
+
+var _ APIStore = grants.Store(nil)
+
+// Sealer encrypts and authenticates values (securecookie.Codec).
+type Sealer interface {
+	Encode(name string, value any) (string, error)
+	Decode(name, value string, dst any) error
+}
+
+// Metrics are the series the admin handlers count into (nil: not counted).
+type Metrics struct {
+	// InvitationsCreated is usher_invitations_created_total.
+	InvitationsCreated prometheus.Counter
+	// StoreErrors is usher_store_errors_total, by what was being done.
+	StoreErrors *prometheus.CounterVec
+}
+
+func (m Metrics) invitationCreated() {
+	if m.InvitationsCreated != nil {
+		m.InvitationsCreated.Inc()
+	}
+}
+
+func (m Metrics) storeError(what string) {
+	if m.StoreErrors != nil {
+		m.StoreErrors.WithLabelValues(what).Inc()
+	}
+}
+
+func (h *API) emit(ctx context.Context, e webhooks.WebhookEvent) {
+	if h.Emit != nil {
+		h.Emit(ctx, e)
+	}
+}
+
+func (h *API) audit(ctx context.Context, action, actor, target string, detail map[string]string) {
+	if h.Audit != nil {
+		h.Audit(ctx, action, actor, target, detail)
+	}
+}
+
+func (h *API) revoked(ctx context.Context, userID, role, claim string) {
+	if h.Revoked != nil {
+		h.Revoked(ctx, userID, role, claim)
+	}
+}
+
+// Caller is who called the admin API: the client of a client_credentials
+// access token usher issued.
+type Caller struct {
+	ClientID string
+	Subject  string
+	Scopes   []string
+}
+
+type apiHandler func(w http.ResponseWriter, r *http.Request, c Caller)
+
+// actor names the Caller in the audit log.
+func (c Caller) actor() string {
+	if c.ClientID != "" {
+		return "client:" + c.ClientID
+	}
+	return c.Subject
+}
+
+func (h *API) apiAudit(w http.ResponseWriter, r *http.Request, _ Caller) {
+	q := r.URL.Query()
+	f := grants.AuditFilter{Action: q.Get("action"), Actor: q.Get("actor"), Target: q.Get("target"), Cursor: q.Get("cursor")}
+	for _, p := range []struct {
+		name string
+		dst  *time.Time
+	}{{"since", &f.Since}, {"until", &f.Until}} {
+		if v := q.Get(p.name); v != "" {
+			t, err := time.Parse(time.RFC3339, v)
+			if err != nil {
+				writeProblem(w, http.StatusBadRequest, "invalid-query", "Invalid "+p.name, p.name+" must be an RFC 3339 time, e.g. 2026-11-26T12:00:00Z.",
+					grants.FieldError{Field: p.name, Message: "not an RFC 3339 time"})
+				return
+			}
+			*p.dst = t
+		}
+	}
+	var ok bool
+	if f.Limit, ok = queryLimit(w, q, 50); !ok {
+		return
+	}
+	recs, next, err := h.Store.ListAudit(r.Context(), f)
+	if err != nil {
+		if errors.Is(err, storeerrs.ErrBadCursor) {
+			writeProblem(w, http.StatusBadRequest, "invalid-query", "Invalid cursor", "cursor must be a value returned as next_cursor.",
+				grants.FieldError{Field: "cursor", Message: "not a cursor usher issued"})
+			return
+		}
+		h.storeProblem(w, r, "reading the audit log", err)
+		return
+	}
+	if recs == nil {
+		recs = []grants.AuditRecord{}
+	}
+	writeJSON(w, http.StatusOK, struct {
+		Records    []grants.AuditRecord `json:"records"`
+		NextCursor string               `json:"next_cursor,omitempty"`
+	}{recs, next})
+}
+
+// api checks the bearer token and its scope before h runs.
+func (h *API) api(scope string, next apiHandler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		auth := r.Header.Get("Authorization")
+		token, ok := strings.CutPrefix(auth, "Bearer ")
+		if !ok || token == "" {
+			w.Header().Set("WWW-Authenticate", `Bearer realm="usher"`)
+			writeProblem(w, http.StatusUnauthorized, "unauthorized", "Authentication required",
+				"Send an access token from usher's token endpoint (client_credentials grant) as 'Authorization: Bearer <token>'.")
+			return
+		}
+		c, err := h.Authenticate(r.Context(), token)
+		switch {
+		case errors.Is(err, ErrInvalidToken):
+			w.Header().Set("WWW-Authenticate", `Bearer realm="usher", error="invalid_token"`)
+			writeProblem(w, http.StatusUnauthorized, "invalid-token", "Invalid access token",
+				"The access token is invalid, expired or revoked; request a new one.")
+			return
+		case errors.Is(err, ErrNotAPIToken):
+			w.Header().Set("WWW-Authenticate", `Bearer realm="usher", error="invalid_token"`)
+			writeProblem(w, http.StatusUnauthorized, "invalid-token", "Not an admin API token",
+				"The admin API takes only access tokens from the client_credentials grant; a token issued to a person is never accepted.")
+			return
+		case err != nil:
+			// The token may be fine: the revocation check could not be made.
+			h.storeProblem(w, r, "checking the access token", err)
+			return
+		}
+		if h.RateLimit != nil && !h.RateLimit(w, r, "client:"+c.ClientID) {
+			return
+		}
+		if !slices.Contains(c.Scopes, scope) {
+			w.Header().Set("WWW-Authenticate", fmt.Sprintf(`Bearer realm="usher", error="insufficient_scope", scope=%q`, scope))
+			writeProblem(w, http.StatusForbidden, "insufficient-scope", "Insufficient scope",
+				fmt.Sprintf("This operation needs the scope %q; ask for it in the token request (the client must be allowed it in usher's config).", scope))
+			return
+		}
+		next(w, r, c)
+	})
+}
+
+// Mount registers the admin API's routes (see the package documentation).
+func (h *API) Mount(mux *http.ServeMux) {
+	mux.Handle("POST /api/invitations", h.api(scopeWrite, h.apiCreateInvitation))
+	mux.Handle("GET /api/invitations", h.api(scopeRead, h.apiListInvitations))
+	mux.Handle("GET /api/invitations/{id}", h.api(scopeRead, h.apiGetInvitation))
+	mux.Handle("DELETE /api/invitations/{id}", h.api(scopeWrite, h.apiRevokeInvitation))
+	mux.Handle("POST /api/invitations/{id}/resend", h.api(scopeWrite, h.apiResendInvitation))
+	mux.Handle("GET /api/users", h.api(scopeRead, h.apiFindUsers))
+	mux.Handle("GET /api/audit", h.api(scopeRead, h.apiAudit))
+	if h.Webhooks != nil {
+		h.webhookRoutes(mux, h.Webhooks)
+	}
+	mux.Handle("GET /api/users/{id}/grants", h.api(scopeRead, h.apiGetGrant))
+	mux.Handle("DELETE /api/users/{id}/grants/roles/{role}", h.api(scopeWrite, h.apiRemoveRole))
+	mux.Handle("DELETE /api/users/{id}/grants/claims/{key}", h.api(scopeWrite, h.apiRemoveClaim))
+	mux.Handle("PUT /api/users/{id}/grants/claims/{key}", h.api(scopeWrite, h.apiSetClaim))
+	mux.HandleFunc("GET /api/openapi.json", serveOpenAPI) // every route above is described there
+	mux.Handle("/api/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		writeProblem(w, http.StatusNotFound, "not-found", "Not found", "No API operation at "+r.Method+" "+r.URL.Path+".")
+	}))
+}
+
+func (h *API) view(inv *grants.Invitation, token string) client.Invitation {
+	return newView(inv, token, h.Now(), h.ClaimsNamespace, h.Link)
+}
+
+// newView is inv as the API shows it at now; token, when just minted, gives its link.
+func newView(inv *grants.Invitation, token string, now time.Time, claimsNamespace string, link func(*grants.Invitation, string) string) client.Invitation {
+	v := client.Invitation{
+		ID: inv.ID, Status: inv.EffectiveStatus(now), Email: inv.Email, Roles: inv.Roles,
+		Claims: inv.Claims, Metadata: inv.Metadata, ExternalID: inv.ExternalID, ClientID: inv.ClientID,
+		EmailMatch: inv.EmailMatch, Inviter: inv.Inviter, CreatedAt: inv.CreatedAt, ExpiresAt: inv.ExpiresAt,
+		EmailStatus: inv.EmailStatus, EmailError: inv.EmailError, RedeemedAt: inv.RedeemedAt,
+		RedeemedBy: inv.RedeemedBy, RedeemedConnection: inv.RedeemedConnection, RevokedAt: inv.RevokedAt,
+		DeclinedAt: inv.DeclinedAt, DeclinedBy: inv.DeclinedBy,
+		Events: inv.Events, MirrorStatus: auth0.MirrorStateOf(inv).String(), Link: linkOf(inv),
+		UnsafeClaims: grants.UnsafeClaimNames(claimsNamespace, inv.Claims),
+	}
+	if v.Roles == nil {
+		v.Roles = []string{}
+	}
+	if v.Claims == nil {
+		v.Claims = map[string]any{}
+	}
+	if v.Metadata == nil {
+		v.Metadata = map[string]any{}
+	}
+	if v.Events == nil {
+		v.Events = []grants.Event{}
+	}
+	if token != "" {
+		v.URL = link(inv, token)
+	}
+	return v
+}
+
+func linkOf(inv *grants.Invitation) string {
+	if inv.Link == "" {
+		return grants.LinkInvite
+	}
+	return inv.Link
+}
+
+// idemResponse is what an Idempotency-Key replays. It may hold a link with
+// a token, so it is stored sealed (encrypted and authenticated).
+type idemResponse struct {
+	Status int             `json:"status"`
+	Body   json.RawMessage `json:"body"`
+}
+
+func (h *API) apiCreateInvitation(w http.ResponseWriter, r *http.Request, c Caller) {
+	ctx := r.Context()
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxAPIBody))
+	if err != nil {
+		writeProblem(w, http.StatusRequestEntityTooLarge, "too-large", "Request body too large",
+			fmt.Sprintf("The request body must be at most %d bytes.", maxAPIBody))
+		return
+	}
+	key := r.Header.Get("Idempotency-Key")
+	if key != "" {
+		if len(key) > 255 {
+			writeProblem(w, http.StatusBadRequest, "invalid-request", "Invalid Idempotency-Key", "The Idempotency-Key header must be at most 255 characters.",
+				grants.FieldError{Field: "Idempotency-Key", Message: "too long"})
+			return
+		}
+		sum := sha256.Sum256(body)
+		scoped := c.ClientID + " " + key // the client scopes the key: one client cannot replay another's
+		now := h.Now()
+		prev, err := h.Store.ReserveIdempotencyKey(ctx, &grants.IdempotencyRecord{Key: scoped, RequestHash: hex.EncodeToString(sum[:]), CreatedAt: now, ExpiresAt: now.Add(idemKeyTTL)})
+		switch {
+		case errors.Is(err, grants.ErrIdempotencyMismatch):
+			writeProblem(w, http.StatusConflict, "idempotency-mismatch", "Idempotency-Key reused",
+				"This Idempotency-Key was already used with a different request body. Use a new key for a new request.")
+			return
+		case errors.Is(err, grants.ErrIdempotencyInProgress):
+			w.Header().Set("Retry-After", "1")
+			writeProblem(w, http.StatusConflict, "idempotency-in-progress", "Request in progress",
+				"The first request with this Idempotency-Key has not finished yet; retry shortly.")
+			return
+		case err != nil:
+			h.storeProblem(w, r, "reserving the idempotency key", err)
+			return
+		case prev != nil:
+			var sealed string
+			var resp idemResponse
+			if json.Unmarshal(prev.Response, &sealed) == nil && h.Sealer.Decode("idempotency", sealed, &resp) == nil {
+				w.Header().Set("Idempotent-Replayed", "true")
+				w.Header().Set("Content-Type", "application/json")
+				w.WriteHeader(resp.Status)
+				w.Write(resp.Body)
+				return
+			}
+			writeProblem(w, http.StatusConflict, "idempotency-unreadable", "Idempotency-Key unusable",
+				"The stored result for this Idempotency-Key cannot be read back; use a new key.")
+			return
+		}
+		rec := &recorder{ResponseWriter: w, status: http.StatusOK}
+		h.createInvitation(rec, r, c, body)
+		if rec.status >= 400 {
+			_ = h.Store.ReleaseIdempotencyKey(ctx, scoped) // a failed request may be retried with the same key
+			return
+		}
+		sealed, err := h.Sealer.Encode("idempotency", idemResponse{Status: rec.status, Body: rec.body})
+		if err == nil {
+			raw, _ := json.Marshal(sealed)
+			err = h.Store.CompleteIdempotencyKey(ctx, scoped, rec.status, raw)
+		}
+		if err != nil {
+			h.Logger.ErrorContext(ctx, "completing idempotency key", "err", err)
+		}
+		return
+	}
+	h.createInvitation(w, r, c, body)
+}
+
+func (h *API) createInvitation(w http.ResponseWriter, r *http.Request, c Caller, body []byte) {
+	ctx := r.Context()
+	var wire client.CreateRequest
+	if err := decodeStrict(body, &wire); err != nil {
+		writeProblem(w, http.StatusBadRequest, "invalid-json", "Invalid JSON body", jsonErrorDetail(err))
+		return
+	}
+	req := wire.Grants()
+	req.MayGrantPrivileged = slices.Contains(c.Scopes, grants.ScopeAdmin)
+	// No default inviter: a client ID is not a person to name in the mail
+	// ("funnel invited you"); the audit log records which client created it.
+	inv, token, existed, err := h.Invitations.Create(ctx, req, c.actor())
+	var ve *grants.ValidationError
+	switch {
+	case errors.As(err, &ve):
+		writeProblem(w, http.StatusBadRequest, "invalid-invitation", "Invalid invitation",
+			"Fix the fields listed in errors; nothing was stored.", ve.Errors...)
+		return
+	case err != nil:
+		h.storeProblem(w, r, "storing the invitation", err)
+		return
+	case existed:
+		writeJSON(w, http.StatusOK, h.view(inv, ""))
+		return
+	}
+	h.Logger.InfoContext(ctx, "invitation created", "invitation_id", inv.ID, "client_id", c.ClientID, "send_email", inv.SendEmail)
+	h.Metrics.invitationCreated()
+	writeJSON(w, http.StatusCreated, h.view(inv, token))
+}
+
+func jsonErrorDetail(err error) string {
+	var se *json.SyntaxError
+	var te *json.UnmarshalTypeError
+	var ue *unknownFieldError
+	switch {
+	case errors.As(err, &se):
+		return fmt.Sprintf("The body is not valid JSON (at byte %d).", se.Offset)
+	case errors.As(err, &te):
+		return fmt.Sprintf("Field %q must be a JSON %s.", te.Field, te.Type.Kind())
+	case errors.As(err, &ue):
+		return fmt.Sprintf("Unknown field %q; see the API reference for the accepted fields.", ue.Field)
+	case errors.Is(err, io.EOF):
+		return "The body is empty; send a JSON object."
+	}
+	return "The body could not be read as an invitation: " + err.Error()
+}
+
+func (h *API) storeProblem(w http.ResponseWriter, r *http.Request, what string, err error) {
+	h.Metrics.storeError(what)
+	h.Logger.ErrorContext(r.Context(), "admin API store failure", "what", what, "err", err)
+	w.Header().Set("Retry-After", "5")
+	writeProblem(w, http.StatusServiceUnavailable, "unavailable", "Temporarily unavailable",
+		"usher could not reach its store while "+what+"; nothing was changed. Retry shortly.")
+}
+
+func (h *API) invitationProblem(w http.ResponseWriter, r *http.Request, id string, err error) {
+	switch {
+	case errors.Is(err, grants.ErrNotFound):
+		writeProblem(w, http.StatusNotFound, "not-found", "Invitation not found", fmt.Sprintf("No invitation has the id %q.", clip(id, 100)))
+	case errors.Is(err, grants.ErrInvitationRedeemed):
+		writeProblem(w, http.StatusConflict, "already-redeemed", "Invitation already redeemed",
+			"This invitation was redeemed; to take back what it granted, remove the roles or claims from the user's grant.")
+	case errors.Is(err, grants.ErrInvitationRevoked):
+		writeProblem(w, http.StatusConflict, "revoked", "Invitation revoked", "This invitation was revoked; create a new one.")
+	case errors.Is(err, grants.ErrInvitationDeclined):
+		writeProblem(w, http.StatusConflict, "declined", "Invitation declined", "The invitee declined this invitation; create a new one if they should still get it.")
+	default:
+		h.storeProblem(w, r, "updating the invitation", err)
+	}
+}
+
+func (h *API) apiGetInvitation(w http.ResponseWriter, r *http.Request, _ Caller) {
+	id := r.PathValue("id")
+	inv, err := h.Store.GetInvitation(r.Context(), id)
+	if err != nil {
+		h.invitationProblem(w, r, id, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, h.view(inv, ""))
+}
+
+func (h *API) apiRevokeInvitation(w http.ResponseWriter, r *http.Request, c Caller) {
+	id := r.PathValue("id")
+	inv, err := h.Invitations.Revoke(r.Context(), id, c.actor())
+	if err != nil {
+		h.invitationProblem(w, r, id, err)
+		return
+	}
+	h.Logger.InfoContext(r.Context(), "invitation revoked", "invitation_id", id, "client_id", c.ClientID)
+	writeJSON(w, http.StatusOK, h.view(inv, ""))
+}
+
+func (h *API) apiResendInvitation(w http.ResponseWriter, r *http.Request, c Caller) {
+	ctx := r.Context()
+	id := r.PathValue("id")
+	inv, token, err := h.Invitations.Resend(ctx, id, c.actor())
+	if err != nil {
+		h.invitationProblem(w, r, id, err)
+		return
+	}
+	h.Logger.InfoContext(ctx, "invitation resent", "invitation_id", id, "client_id", c.ClientID)
+	writeJSON(w, http.StatusOK, h.view(inv, token))
+}
+
+func (h *API) apiListInvitations(w http.ResponseWriter, r *http.Request, _ Caller) {
+	q := r.URL.Query()
+	f := grants.InvitationFilter{Status: grants.Status(q.Get("status")), Email: q.Get("email"),
+		ClientID: q.Get("client_id"), ExternalID: q.Get("external_id"), Cursor: q.Get("cursor"),
+		UnsafeClaims: q.Get("unsafe_claims") == "true", ClaimsNamespace: h.ClaimsNamespace}
+	switch f.Status {
+	case "", grants.StatusPending, grants.StatusRedeemed, grants.StatusRevoked, grants.StatusDeclined, grants.StatusExpired:
+	default:
+		writeProblem(w, http.StatusBadRequest, "invalid-query", "Invalid status filter", "status must be one of pending, redeemed, revoked, declined, expired.",
+			grants.FieldError{Field: "status", Message: "unknown status"})
+		return
+	}
+	var ok bool
+	if f.Limit, ok = queryLimit(w, q, 50); !ok {
+		return
+	}
+	list, next, err := h.Store.ListInvitations(r.Context(), f, h.Now())
+	if err != nil {
+		if errors.Is(err, storeerrs.ErrBadCursor) {
+			writeProblem(w, http.StatusBadRequest, "invalid-query", "Invalid cursor", "cursor must be a value returned as next_cursor.",
+				grants.FieldError{Field: "cursor", Message: "not a cursor usher issued"})
+			return
+		}
+		h.storeProblem(w, r, "listing invitations", err)
+		return
+	}
+	out := client.InvitationList{Invitations: make([]client.Invitation, 0, len(list)), NextCursor: next}
+	for i := range list {
+		out.Invitations = append(out.Invitations, h.view(&list[i], ""))
+	}
+	writeJSON(w, http.StatusOK, out)
+}
+
+func (h *API) apiFindUsers(w http.ResponseWriter, r *http.Request, _ Caller) {
+	email := r.URL.Query().Get("email")
+	if email == "" {
+		writeProblem(w, http.StatusBadRequest, "invalid-query", "email is required", "Search users by email: /api/users?email=name@example.com.",
+			grants.FieldError{Field: "email", Message: "is required"})
+		return
+	}
+	users, err := h.Store.UsersByEmail(r.Context(), email)
+	if err != nil {
+		h.storeProblem(w, r, "searching users", err)
+		return
+	}
+	if users == nil {
+		users = []grants.User{}
+	}
+	writeJSON(w, http.StatusOK, struct {
+		Users []grants.User `json:"users"`
+	}{users})
+}
+
+func (h *API) userGrant(w http.ResponseWriter, r *http.Request, change func(ctx context.Context, id string) (*grants.Grant, error)) {
+	id := r.PathValue("id")
+	if _, err := h.Store.GetUser(r.Context(), id); err != nil {
+		if errors.Is(err, grants.ErrNotFound) {
+			writeProblem(w, http.StatusNotFound, "not-found", "User not found", fmt.Sprintf("No user has the id %q.", clip(id, 100)))
+			return
+		}
+		h.storeProblem(w, r, "loading the user", err)
+		return
+	}
+	g, err := change(r.Context(), id)
+	if err != nil {
+		h.storeProblem(w, r, "updating the grant", err)
+		return
+	}
+	if g.Roles == nil {
+		g.Roles = []string{}
+	}
+	if g.Claims == nil {
+		g.Claims = map[string]any{}
+	}
+	writeJSON(w, http.StatusOK, struct {
+		*grants.Grant
+		// UnsafeClaims: claim names the grant holds but tokens never carry.
+		UnsafeClaims []string `json:"unsafe_claims,omitempty"`
+	}{g, grants.UnsafeClaimNames(h.ClaimsNamespace, g.Claims)})
+}
+
+func (h *API) apiGetGrant(w http.ResponseWriter, r *http.Request, _ Caller) {
+	h.userGrant(w, r, h.Store.GetGrant)
+}
+
+func (h *API) apiRemoveRole(w http.ResponseWriter, r *http.Request, c Caller) {
+	h.userGrant(w, r, func(ctx context.Context, id string) (*grants.Grant, error) {
+		h.Logger.InfoContext(ctx, "grant role removed", "user_id", id, "role", r.PathValue("role"), "client_id", c.ClientID)
+		h.audit(ctx, "grant.changed", c.actor(), id, map[string]string{"removed_role": r.PathValue("role")})
+		g, err := h.Store.RemoveGrantRole(ctx, id, r.PathValue("role"), h.Now())
+		if err == nil {
+			h.revoked(ctx, id, r.PathValue("role"), "")
+			h.emit(ctx, webhooks.GrantChangedEvent(g, "role_removed"))
+		}
+		return g, err
+	})
+}
+
+func (h *API) apiRemoveClaim(w http.ResponseWriter, r *http.Request, c Caller) {
+	h.userGrant(w, r, func(ctx context.Context, id string) (*grants.Grant, error) {
+		h.Logger.InfoContext(ctx, "grant claim removed", "user_id", id, "claim", r.PathValue("key"), "client_id", c.ClientID)
+		h.audit(ctx, "grant.changed", c.actor(), id, map[string]string{"removed_claim": r.PathValue("key")})
+		g, err := h.Store.RemoveGrantClaim(ctx, id, r.PathValue("key"), h.Now())
+		if err == nil {
+			h.revoked(ctx, id, "", r.PathValue("key"))
+			h.emit(ctx, webhooks.GrantChangedEvent(g, "claim_removed"))
+		}
+		return g, err
+	})
+}
+
+// apiSetClaim sets one claim of a user's grant: the operator's way to change
+// a claim the user holds, which an invitation never does. Body: {"value": …}.
+func (h *API) apiSetClaim(w http.ResponseWriter, r *http.Request, c Caller) {
+	key := r.PathValue("key")
+	if err := grants.ValidateClaimName(h.ClaimsNamespace, key); err != nil {
+		writeProblem(w, http.StatusBadRequest, "invalid-claim", "Invalid claim name", err.Error(),
+			grants.FieldError{Field: "key", Message: err.Error()})
+		return
+	}
+	var body struct {
+		Value *json.RawMessage `json:"value"`
+	}
+	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, grants.MaxClaimsBytes))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&body); err != nil || body.Value == nil || string(*body.Value) == "null" {
+		writeProblem(w, http.StatusBadRequest, "invalid-json", "Invalid JSON body",
+			`Send {"value": <any JSON value but null>} (at most 8 KiB); to take a claim back, use DELETE.`)
+		return
+	}
+	var value any
+	_ = json.Unmarshal(*body.Value, &value)
+	h.userGrant(w, r, func(ctx context.Context, id string) (*grants.Grant, error) {
+		g, err := h.Store.SetGrantClaim(ctx, id, key, value, h.Now())
+		if err == nil {
+			h.Logger.InfoContext(ctx, "grant claim set", "user_id", id, "claim", key, "client_id", c.ClientID)
+			h.audit(ctx, "grant.changed", c.actor(), id, map[string]string{"set_claim": key})
+			h.emit(ctx, webhooks.GrantChangedEvent(g, "claim_set"))
+		}
+		return g, err
+	})
+}
+
+// recorder keeps a copy of a response so Idempotency-Key can replay it.
+type recorder struct {
+	http.ResponseWriter
+	status int
+	body   []byte
+}
+
+func (r *recorder) WriteHeader(s int) { r.status = s; r.ResponseWriter.WriteHeader(s) }
+func (r *recorder) Write(p []byte) (int, error) {
+	r.body = append(r.body, p...)
+	return r.ResponseWriter.Write(p)
+}
+
+// queryLimit reads ?limit= (1..1000, def when absent); a bad value has been
+// answered with a problem when ok is false.
+func queryLimit(w http.ResponseWriter, q url.Values, def int) (n int, ok bool) {
+	s := q.Get("limit")
+	if s == "" {
+		return def, true
+	}
+	n, err := strconv.Atoi(s)
+	if err != nil || n < 1 || n > 1000 {
+		writeProblem(w, http.StatusBadRequest, "invalid-query", "Invalid limit", "limit must be a number from 1 to 1000.",
+			grants.FieldError{Field: "limit", Message: "must be 1..1000"})
+		return 0, false
+	}
+	return n, true
+}

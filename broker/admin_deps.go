@@ -1,0 +1,137 @@
+package broker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"net/url"
+	"strings"
+
+	gsessions "github.com/gorilla/sessions"
+	"github.com/zitadel/oidc/v3/pkg/op"
+
+	"github.com/usher-oidc/usher/broker/admin"
+	"github.com/usher-oidc/usher/grants"
+)
+
+// adminAPI is the admin JSON API (broker/admin) wired to this broker: the
+// OP's access-token check, the API rate limit, the invitation links and
+// the Auth0 mirror are handed over as functions, never the Broker itself.
+func (b *Broker) adminAPI() *admin.API {
+	h := &admin.API{
+		Invitations:     b.invitations,
+		Store:           b.grants,
+		Authenticate:    b.authenticateAPI,
+		RateLimit:       b.limitAPI,
+		Link:            b.inviteLink,
+		ClaimsNamespace: b.opts.ClaimsNamespace,
+		Emit:            b.emit,
+		Audit:           b.auditFunc,
+		Revoked:         b.mirrorRevocation,
+		Sealer:          b.browser.codec,
+		Metrics:         admin.Metrics{InvitationsCreated: b.metrics.invitationsMade, StoreErrors: b.metrics.storeErrors},
+		Logger:          b.log,
+		Now:             b.now,
+	}
+	if b.opts.Webhooks != nil {
+		h.Webhooks = b.opts.Webhooks
+	}
+	return h
+}
+
+// adminPage is the admin page (broker/admin) wired to this broker: the
+// browser session, the admin sign-in through the upstream (which stays
+// here, beside the other sign-ins) and the clients are handed over.
+func (b *Broker) adminPage() *admin.Page {
+	var clients []admin.Client
+	for _, c := range b.clients {
+		clients = append(clients, admin.Client{ID: c.ID, Name: c.Name, Interactive: len(c.RedirectURIs) > 0})
+	}
+	return &admin.Page{
+		Invitations: b.invitations,
+		Store:       b.grants,
+		Session:     func(r *http.Request) (*gsessions.Session, error) { return b.browser.Get(r, b.cookie) },
+		SignedIn:    adminSignedIn,
+		SignIn:      pageHeaders(http.HandlerFunc(b.handleAdminLogin)),
+		Link:        b.inviteLink,
+		Clients:     clients,
+		Issuer:      b.opts.Issuer,
+		AdminRole:   b.opts.AdminRole,
+		RoleCatalog: b.opts.RoleCatalog,
+		DefaultTTL:  b.opts.InvitationDefaultTTL, MaxTTL: b.opts.InvitationMaxTTL,
+		DefaultEmailMatch: b.opts.InvitationEmailMatch,
+		ClaimsNamespace:   b.opts.ClaimsNamespace,
+		Sealer:            b.browser.codec,
+		Emit:              b.emit,
+		Audit:             b.auditFunc,
+		Metrics:           admin.Metrics{InvitationsCreated: b.metrics.invitationsMade},
+		Logger:            b.log,
+		Now:               b.now,
+	}
+}
+
+// auditFunc is b.audit in the shape broker/admin takes.
+func (b *Broker) auditFunc(ctx context.Context, action, actor, target string, detail map[string]string) {
+	b.audit(ctx, AuditEvent{Action: action, Actor: actor, Target: target, Detail: detail})
+}
+
+// authenticateAPI checks an admin API bearer token: an access token usher
+// issued, still valid, from the client_credentials grant (checkAPIToken).
+func (b *Broker) authenticateAPI(ctx context.Context, token string) (admin.Caller, error) {
+	claims, err := b.verifyAccessToken(ctx, token)
+	var unavailable op.StatusError
+	if errors.As(err, &unavailable) {
+		return admin.Caller{}, err // the token may be fine: the revocation check could not be made
+	}
+	if err != nil {
+		return admin.Caller{}, fmt.Errorf("%w: %w", admin.ErrInvalidToken, err)
+	}
+	if err := b.checkAPIToken(claims); err != nil {
+		return admin.Caller{}, err
+	}
+	return admin.Caller{ClientID: claims.ClientID, Subject: claims.Subject, Scopes: claims.Scopes}, nil
+}
+
+// limitAPI takes one admin API request of key, or answers 429.
+func (b *Broker) limitAPI(w http.ResponseWriter, r *http.Request, key string) bool {
+	if ok, wait := b.limits.api.allow(r.Context(), key); !ok {
+		b.tooMany(w, "api", wait, true)
+		return false
+	}
+	return true
+}
+
+// inviteLink is the invitation's link in the form it chose: /invite/<token>
+// (the default), or /authorize?client_id=…&invitation=<token> for apps whose
+// links must start at the authorization endpoint. The latter needs an app:
+// without one usher can name, the link falls back to /invite/.
+func (b *Broker) inviteLink(inv *grants.Invitation, token string) string {
+	if inv.Link == grants.LinkAuthorize {
+		if c := b.invitationClient(inv, ""); c != nil {
+			return b.url("/authorize?" + url.Values{"client_id": {c.ID}, "invitation": {token}}.Encode())
+		}
+	}
+	return strings.TrimSuffix(b.opts.InvitationBaseURL, "/") + "/invite/" + token
+}
+
+// mirrorRevocation removes a revoked role or claim from the user's accounts
+// at the upstream tenant too.
+func (b *Broker) mirrorRevocation(ctx context.Context, userID, role, claim string) {
+	if b.opts.Mirror == nil {
+		return
+	}
+	ids, err := b.grants.Identities(ctx, userID)
+	if err != nil {
+		b.log.ErrorContext(ctx, "listing identities for the Auth0 mirror", "user_id", userID, "err", err)
+		return
+	}
+	for _, id := range ids {
+		if id.Issuer != b.upstream.cfg.Issuer {
+			continue
+		}
+		if err := b.opts.Mirror.EnqueueRevocation(ctx, id.Subject, role, claim); err != nil {
+			b.log.ErrorContext(ctx, "queueing the Auth0 mirror revocation", "user_id", userID, "err", err)
+		}
+	}
+}

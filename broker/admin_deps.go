@@ -26,9 +26,6 @@ func (b *Broker) adminAPI() *admin.API {
 		RateLimit:       b.limitAPI,
 		Link:            b.inviteLink,
 		ClaimsNamespace: b.opts.ClaimsNamespace,
-		Emit:            b.emit,
-		Audit:           b.auditFunc,
-		Revoked:         b.mirrorRevocation,
 		Sealer:          b.browser.codec,
 		Metrics:         admin.Metrics{InvitationsCreated: b.metrics.invitationsMade, StoreErrors: b.metrics.storeErrors},
 		Logger:          b.log,
@@ -63,7 +60,6 @@ func (b *Broker) adminPage() *admin.Page {
 		DefaultEmailMatch: b.opts.InvitationEmailMatch,
 		ClaimsNamespace:   b.opts.ClaimsNamespace,
 		Sealer:            b.browser.codec,
-		Emit:              b.emit,
 		Audit:             b.auditFunc,
 		Metrics:           admin.Metrics{InvitationsCreated: b.metrics.invitationsMade},
 		Logger:            b.log,
@@ -113,25 +109,4 @@ func (b *Broker) inviteLink(inv *grants.Invitation, token string) string {
 		}
 	}
 	return strings.TrimSuffix(b.opts.InvitationBaseURL, "/") + "/invite/" + token
-}
-
-// mirrorRevocation removes a revoked role or claim from the user's accounts
-// at the upstream tenant too.
-func (b *Broker) mirrorRevocation(ctx context.Context, userID, role, claim string) {
-	if b.opts.Mirror == nil {
-		return
-	}
-	ids, err := b.grants.Identities(ctx, userID)
-	if err != nil {
-		b.log.ErrorContext(ctx, "listing identities for the Auth0 mirror", "user_id", userID, "err", err)
-		return
-	}
-	for _, id := range ids {
-		if id.Issuer != b.upstream.cfg.Issuer {
-			continue
-		}
-		if err := b.opts.Mirror.EnqueueRevocation(ctx, id.Subject, role, claim); err != nil {
-			b.log.ErrorContext(ctx, "queueing the Auth0 mirror revocation", "user_id", userID, "err", err)
-		}
-	}
 }

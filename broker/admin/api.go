@@ -18,7 +18,6 @@ import (
 
 	"github.com/usher-oidc/usher/broker/upstream/auth0"
 	"github.com/usher-oidc/usher/client"
-	"github.com/usher-oidc/usher/notify/webhooks"
 
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -68,13 +67,6 @@ type API struct {
 	ClaimsNamespace string
 	// Webhooks, when set, serves the delivery log and redelivery.
 	Webhooks WebhookAdmin
-	// Emit queues a webhook event (grant changes); nil: none.
-	Emit func(ctx context.Context, e webhooks.WebhookEvent)
-	// Audit records who changed a grant; nil: not recorded.
-	Audit func(ctx context.Context, action, actor, target string, detail map[string]string)
-	// Revoked is told a role or claim was taken from a user's grant (the
-	// Auth0 mirror removes it upstream too); nil: nobody to tell.
-	Revoked func(ctx context.Context, userID, role, claim string)
 	// Sealer seals the responses an Idempotency-Key replays (they may hold
 	// an invitation link).
 	Sealer  Sealer
@@ -88,6 +80,7 @@ type Invitations interface {
 	Create(ctx context.Context, req grants.CreateRequest, actor string) (inv *grants.Invitation, token string, existed bool, err error)
 	Revoke(ctx context.Context, id, actor string) (*grants.Invitation, error)
 	Resend(ctx context.Context, id, actor string) (*grants.Invitation, string, error)
+	ChangeGrant(ctx context.Context, userID string, c grants.GrantChange, actor string) (*grants.Grant, error)
 }
 
 var _ Invitations = (*grants.Service)(nil)
@@ -100,9 +93,6 @@ type APIStore interface {
 	UsersByEmail(ctx context.Context, email string) ([]grants.User, error)
 	GetUser(ctx context.Context, id string) (*grants.User, error)
 	GetGrant(ctx context.Context, userID string) (*grants.Grant, error)
-	RemoveGrantRole(ctx context.Context, userID, role string, now time.Time) (*grants.Grant, error)
-	RemoveGrantClaim(ctx context.Context, userID, key string, now time.Time) (*grants.Grant, error)
-	SetGrantClaim(ctx context.Context, userID, key string, value any, now time.Time) (*grants.Grant, error)
 	ReserveIdempotencyKey(ctx context.Context, rec *grants.IdempotencyRecord) (*grants.IdempotencyRecord, error)
 	CompleteIdempotencyKey(ctx context.Context, key string, status int, response json.RawMessage) error
 	ReleaseIdempotencyKey(ctx context.Context, key string) error
@@ -133,24 +123,6 @@ func (m Metrics) invitationCreated() {
 func (m Metrics) storeError(what string) {
 	if m.StoreErrors != nil {
 		m.StoreErrors.WithLabelValues(what).Inc()
-	}
-}
-
-func (h *API) emit(ctx context.Context, e webhooks.WebhookEvent) {
-	if h.Emit != nil {
-		h.Emit(ctx, e)
-	}
-}
-
-func (h *API) audit(ctx context.Context, action, actor, target string, detail map[string]string) {
-	if h.Audit != nil {
-		h.Audit(ctx, action, actor, target, detail)
-	}
-}
-
-func (h *API) revoked(ctx context.Context, userID, role, claim string) {
-	if h.Revoked != nil {
-		h.Revoked(ctx, userID, role, claim)
 	}
 }
 
@@ -579,12 +551,9 @@ func (h *API) apiGetGrant(w http.ResponseWriter, r *http.Request, _ Caller) {
 
 func (h *API) apiRemoveRole(w http.ResponseWriter, r *http.Request, c Caller) {
 	h.userGrant(w, r, func(ctx context.Context, id string) (*grants.Grant, error) {
-		h.Logger.InfoContext(ctx, "grant role removed", "user_id", id, "role", r.PathValue("role"), "client_id", c.ClientID)
-		h.audit(ctx, "grant.changed", c.actor(), id, map[string]string{"removed_role": r.PathValue("role")})
-		g, err := h.Store.RemoveGrantRole(ctx, id, r.PathValue("role"), h.Now())
+		g, err := h.Invitations.ChangeGrant(ctx, id, grants.GrantChange{RemoveRole: r.PathValue("role")}, c.actor())
 		if err == nil {
-			h.revoked(ctx, id, r.PathValue("role"), "")
-			h.emit(ctx, webhooks.GrantChangedEvent(g, "role_removed"))
+			h.Logger.InfoContext(ctx, "grant role removed", "user_id", id, "role", r.PathValue("role"), "client_id", c.ClientID)
 		}
 		return g, err
 	})
@@ -592,12 +561,9 @@ func (h *API) apiRemoveRole(w http.ResponseWriter, r *http.Request, c Caller) {
 
 func (h *API) apiRemoveClaim(w http.ResponseWriter, r *http.Request, c Caller) {
 	h.userGrant(w, r, func(ctx context.Context, id string) (*grants.Grant, error) {
-		h.Logger.InfoContext(ctx, "grant claim removed", "user_id", id, "claim", r.PathValue("key"), "client_id", c.ClientID)
-		h.audit(ctx, "grant.changed", c.actor(), id, map[string]string{"removed_claim": r.PathValue("key")})
-		g, err := h.Store.RemoveGrantClaim(ctx, id, r.PathValue("key"), h.Now())
+		g, err := h.Invitations.ChangeGrant(ctx, id, grants.GrantChange{RemoveClaim: r.PathValue("key")}, c.actor())
 		if err == nil {
-			h.revoked(ctx, id, "", r.PathValue("key"))
-			h.emit(ctx, webhooks.GrantChangedEvent(g, "claim_removed"))
+			h.Logger.InfoContext(ctx, "grant claim removed", "user_id", id, "claim", r.PathValue("key"), "client_id", c.ClientID)
 		}
 		return g, err
 	})
@@ -625,11 +591,9 @@ func (h *API) apiSetClaim(w http.ResponseWriter, r *http.Request, c Caller) {
 	var value any
 	_ = json.Unmarshal(*body.Value, &value)
 	h.userGrant(w, r, func(ctx context.Context, id string) (*grants.Grant, error) {
-		g, err := h.Store.SetGrantClaim(ctx, id, key, value, h.Now())
+		g, err := h.Invitations.ChangeGrant(ctx, id, grants.GrantChange{SetClaim: key, Value: value}, c.actor())
 		if err == nil {
 			h.Logger.InfoContext(ctx, "grant claim set", "user_id", id, "claim", key, "client_id", c.ClientID)
-			h.audit(ctx, "grant.changed", c.actor(), id, map[string]string{"set_claim": key})
-			h.emit(ctx, webhooks.GrantChangedEvent(g, "claim_set"))
 		}
 		return g, err
 	})

@@ -20,7 +20,6 @@ import (
 
 	"github.com/usher-oidc/usher/client"
 	"github.com/usher-oidc/usher/grants"
-	"github.com/usher-oidc/usher/notify/webhooks"
 	storeerrs "github.com/usher-oidc/usher/store/errs"
 )
 
@@ -72,8 +71,6 @@ type Page struct {
 	ClaimsNamespace string
 	// Sealer seals the flash (which may carry a fresh invitation link).
 	Sealer Sealer
-	// Emit queues a webhook event (grant changes); nil: none.
-	Emit func(ctx context.Context, e webhooks.WebhookEvent)
 	// Audit records admin actions and sign-outs; nil: not recorded.
 	Audit   func(ctx context.Context, action, actor, target string, detail map[string]string)
 	Metrics Metrics
@@ -104,7 +101,6 @@ type PageStore interface {
 	GetUser(ctx context.Context, id string) (*grants.User, error)
 	GetGrant(ctx context.Context, userID string) (*grants.Grant, error)
 	Identities(ctx context.Context, userID string) ([]grants.Identity, error)
-	SetGrantClaim(ctx context.Context, userID, key string, value any, now time.Time) (*grants.Grant, error)
 }
 
 var _ PageStore = grants.Store(nil)
@@ -132,12 +128,6 @@ func (h *Page) adminUser(ctx context.Context, sess *gsessions.Session) (*grants.
 
 // url joins a path to the issuer without a double slash.
 func (h *Page) url(path string) string { return strings.TrimSuffix(h.Issuer, "/") + path }
-
-func (h *Page) emit(ctx context.Context, e webhooks.WebhookEvent) {
-	if h.Emit != nil {
-		h.Emit(ctx, e)
-	}
-}
 
 func (h *Page) audit(ctx context.Context, action, actor, target string, detail map[string]string) {
 	if h.Audit != nil {

@@ -9,8 +9,6 @@ import (
 	"slices"
 	"strings"
 
-	"github.com/usher-oidc/usher/notify/webhooks"
-
 	"github.com/usher-oidc/usher/grants"
 )
 
@@ -38,14 +36,11 @@ func (h *Page) adminSetClaim(w http.ResponseWriter, r *http.Request, a *adminReq
 		h.adminError(w, r, a, http.StatusNotFound, "User not found", "No user has this id.")
 		return
 	}
-	g, err := h.Store.SetGrantClaim(ctx, id, key, value, h.Now())
-	if err != nil {
+	if _, err := h.Invitations.ChangeGrant(ctx, id, grants.GrantChange{SetClaim: key, Value: value}, a.user.ID); err != nil {
 		h.adminUnavailable(w, r, "setting the claim", err)
 		return
 	}
 	h.Logger.InfoContext(ctx, "grant claim set", "user_id", id, "claim", key, "admin_user_id", a.user.ID)
-	h.auditAdmin(ctx, "grant.changed", a.user, id, map[string]string{"set_claim": key, "via": "admin_page"})
-	h.emit(ctx, webhooks.GrantChangedEvent(g, "claim_set"))
 	h.saveAndRedirect(w, r, a.sess, "/admin/users/"+url.PathEscape(id))
 }
 

@@ -15,7 +15,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/usher-oidc/usher/broker/upstream/auth0"
+	"github.com/usher-oidc/usher/broker/upstream"
 	"github.com/usher-oidc/usher/notify/webhooks"
 
 	"github.com/zitadel/oidc/v3/pkg/op"
@@ -220,7 +220,7 @@ func (b *Broker) view(inv *grants.Invitation, token string) invitationView {
 		EmailStatus: inv.EmailStatus, EmailError: inv.EmailError, RedeemedAt: inv.RedeemedAt,
 		RedeemedBy: inv.RedeemedBy, RedeemedConnection: inv.RedeemedConnection, RevokedAt: inv.RevokedAt,
 		DeclinedAt: inv.DeclinedAt, DeclinedBy: inv.DeclinedBy,
-		Events: inv.Events, MirrorStatus: auth0.MirrorStateOf(inv).String(), Link: linkOf(inv),
+		Events: inv.Events, MirrorStatus: upstream.MirrorStateOf(inv).String(), Link: linkOf(inv),
 		UnsafeClaims: grants.UnsafeClaimNames(b.opts.ClaimsNamespace, inv.Claims),
 	}
 	if v.Roles == nil {
@@ -598,7 +598,7 @@ func (r *recorder) Write(p []byte) (int, error) {
 // mirrorRevocation removes a revoked role or claim from the user's accounts
 // at the upstream tenant too.
 func (b *Broker) mirrorRevocation(ctx context.Context, userID, role, claim string) {
-	if b.opts.Mirror == nil {
+	if b.caps.mirror == nil {
 		return
 	}
 	ids, err := b.grants.Identities(ctx, userID)
@@ -607,10 +607,10 @@ func (b *Broker) mirrorRevocation(ctx context.Context, userID, role, claim strin
 		return
 	}
 	for _, id := range ids {
-		if id.Issuer != b.upstream.cfg.Issuer {
+		if id.Issuer != b.upstream.Issuer() {
 			continue
 		}
-		if err := b.opts.Mirror.EnqueueRevocation(ctx, id.Subject, role, claim); err != nil {
+		if err := b.caps.mirror.EnqueueRevocation(ctx, id.Subject, role, claim); err != nil {
 			b.log.ErrorContext(ctx, "queueing the Auth0 mirror revocation", "user_id", userID, "err", err)
 		}
 	}

@@ -25,6 +25,10 @@ import (
 // JobKindMirror is the job kind of queued Auth0 Management API updates.
 const JobKindMirror = "auth0-mirror"
 
+// The mirror writes its progress on each invitation's timeline as the
+// upstream.EventMirror* events; the latest of them is the invitation's
+// mirror status (upstream.MirrorStateOf).
+
 // MirrorOptions configures NewMirror.
 type MirrorOptions struct {
 	Store grants.Store

@@ -119,7 +119,6 @@ func New(ctx context.Context, cfg *config.Config, o Options) (*App, error) {
 	a.Metrics = prometheus.NewRegistry()
 	a.Metrics.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	bo.Metrics = a.Metrics
-	bo.Upstream.HTTPClient = o.UpstreamHTTPClient
 	if err := a.startMailer(bg, cfg, o, bo.SessionSecret); err != nil {
 		a.Close()
 		return nil, err
@@ -128,6 +127,7 @@ func New(ctx context.Context, cfg *config.Config, o Options) (*App, error) {
 		a.Close()
 		return nil, err
 	}
+	bo.Upstream = NewUpstream(cfg, o.UpstreamHTTPClient, a.Mirror)
 	whEndpoints := make([]webhooks.WebhookEndpoint, 0, len(cfg.Webhooks))
 	for _, w := range cfg.Webhooks {
 		whEndpoints = append(whEndpoints, webhooks.WebhookEndpoint{ID: w.ID, URL: w.URL, Secrets: w.Secrets, Events: w.Events})
@@ -144,7 +144,6 @@ func New(ctx context.Context, cfg *config.Config, o Options) (*App, error) {
 	a.Metrics.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "usher_webhook_queue_depth",
 		Help: "Webhook lanes (endpoint × invitation) with undelivered events."}, queueDepth(bg, a.Webhooks.QueueDepth)))
 	if a.Mirror != nil {
-		bo.Mirror = a.Mirror
 		a.Metrics.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "usher_auth0_mirror_queue_depth",
 			Help: "Auth0 Management API updates waiting (including retries)."}, queueDepth(bg, a.Mirror.QueueDepth)))
 	}
@@ -271,8 +270,8 @@ func sharedLimiter(st Store) broker.NewLimiter {
 	}
 }
 
-// BrokerOptions maps the config onto broker.Options (stores, clock and logger
-// are the caller's).
+// BrokerOptions maps the config onto broker.Options (stores, clock, logger
+// and the upstream, see NewUpstream, are the caller's).
 func BrokerOptions(cfg *config.Config) (broker.Options, error) {
 	secret, err := cfg.Sessions.SecretBytes()
 	if err != nil {
@@ -318,17 +317,12 @@ func BrokerOptions(cfg *config.Config) (broker.Options, error) {
 		RedemptionHook: hook,
 		Issuer:         cfg.Issuer,
 		Clients:        clients,
-		Upstream: broker.Upstream{
-			Issuer: cfg.Upstream.EffectiveIssuer(), ClientID: cfg.Upstream.EffectiveClientID(),
-			ClientSecret: cfg.Upstream.EffectiveClientSecret(), Scopes: cfg.Upstream.Scopes,
-			Auth0: cfg.Upstream.IsAuth0(), LinkByVerifiedEmail: cfg.Upstream.LinkByVerifiedEmail,
-			IdentityIssuer: cfg.Upstream.IdentityIssuer(),
-			UserIDClaim:    cfg.Upstream.Auth0.UserIDClaim, PassThroughClaims: cfg.Upstream.PassThroughClaims,
-		},
-		SigningAlgorithm:  cfg.Signing.Algorithm,
-		SigningKeyPEMs:    pems,
-		KeyEncryptionKey:  kek,
-		KeyRotationPeriod: time.Duration(cfg.Signing.RotationPeriod),
+		// The upstream itself is NewUpstream's.
+		LinkByVerifiedEmail: cfg.Upstream.LinkByVerifiedEmail,
+		SigningAlgorithm:    cfg.Signing.Algorithm,
+		SigningKeyPEMs:      pems,
+		KeyEncryptionKey:    kek,
+		KeyRotationPeriod:   time.Duration(cfg.Signing.RotationPeriod),
 		Tokens: broker.TokenLifetimes{
 			Access: time.Duration(t.AccessTokenTTL), IDToken: time.Duration(t.IDTokenTTL),
 			RefreshIdle: time.Duration(t.RefreshTokenIdleTTL), RefreshAbsolute: time.Duration(t.RefreshTokenAbsoluteTTL),

@@ -95,7 +95,7 @@ func (b *Broker) acceptFormTargets(clientID string) []string {
 		}
 		add(c.InitiateLoginURI)
 	}
-	add(b.upstream.cfg.Issuer)
+	add(b.upstream.Issuer())
 	return out
 }
 

@@ -5,6 +5,7 @@ import (
 
 	gsessions "github.com/gorilla/sessions"
 
+	"github.com/usher-oidc/usher/broker/upstream"
 	"github.com/usher-oidc/usher/sessions"
 )
 
@@ -33,7 +34,7 @@ type signedInAccount struct {
 	Upstream *sessions.Upstream `json:"up,omitempty"`
 }
 
-func accountOf(userID string, created bool, id *upstreamIdentity, authTime time.Time) signedInAccount {
+func accountOf(userID string, created bool, id *upstream.Identity, authTime time.Time) signedInAccount {
 	return signedInAccount{UserID: userID, Issuer: id.Issuer, Subject: id.Subject, Connection: id.Connection,
 		Email: id.Email, EmailVerified: id.EmailVerified, New: created,
 		AuthTime: authTime.Unix(), AMR: id.AMR, UpstreamSID: id.SessionID,
@@ -41,8 +42,8 @@ func accountOf(userID string, created bool, id *upstreamIdentity, authTime time.
 }
 
 // identity is the account as the redemption hook and the mirror see it.
-func (a signedInAccount) identity() *upstreamIdentity {
-	return &upstreamIdentity{Issuer: a.Issuer, Subject: a.Subject, Connection: a.Connection, Email: a.Email, EmailVerified: a.EmailVerified}
+func (a signedInAccount) identity() *upstream.Identity {
+	return &upstream.Identity{Issuer: a.Issuer, Subject: a.Subject, Connection: a.Connection, Email: a.Email, EmailVerified: a.EmailVerified}
 }
 
 // rememberAccount writes the account into the session (the caller saves it).

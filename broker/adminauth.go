@@ -26,7 +26,7 @@ const (
 // handleAdminLogin starts an upstream sign-in for the admin page.
 func (b *Broker) handleAdminLogin(w http.ResponseWriter, r *http.Request) {
 	ctx := r.Context()
-	if err := b.upstream.ensure(ctx); err != nil {
+	if err := b.upstream.Ready(ctx); err != nil {
 		b.unavailable(w, r, "reaching the sign-in service", err)
 		return
 	}
@@ -43,7 +43,7 @@ func (b *Broker) handleAdminLogin(w http.ResponseWriter, r *http.Request) {
 		b.unavailable(w, r, "saving the browser session", err)
 		return
 	}
-	http.Redirect(w, r, b.upstream.authURL(&emptyAuthRequest, state, nonce, verifier, nil), http.StatusFound)
+	http.Redirect(w, r, b.upstreamLoginURL(&emptyAuthRequest, state, nonce, verifier, loginHints{}), http.StatusFound)
 }
 
 func (b *Broker) finishAdminLogin(w http.ResponseWriter, r *http.Request, sess *gsessions.Session, p pendingLogin) {

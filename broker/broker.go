@@ -11,9 +11,11 @@ import (
 	"net/url"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/usher-oidc/usher/broker/admin"
+	"github.com/usher-oidc/usher/broker/upstream"
 	"github.com/usher-oidc/usher/notify/webhooks"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -41,9 +43,16 @@ type Options struct {
 	// Issuer is usher's own issuer URL, exactly as tokens carry it.
 	Issuer   string
 	Clients  []Client
-	Upstream Upstream
 	Sessions sessions.Store
 	Grants   grants.Store
+
+	// Upstream is the identity provider sign-ins are delegated to
+	// (upstream/oidc or upstream/auth0, chosen by app); its optional
+	// capabilities (upstream.AccountFinder, GrantMirror, Organizations,
+	// LogoutRedirector) turn the matching features on.
+	Upstream upstream.Upstream
+	// LinkByVerifiedEmail maps identities with the same verified email to one user.
+	LinkByVerifiedEmail bool
 
 	// SigningAlgorithm: ES256 (default), RS256 or EdDSA. SigningKeyPEMs, when
 	// given, are used instead of keys generated and kept in the store; the
@@ -103,9 +112,6 @@ type Options struct {
 	ClientIP ClientIP
 	// RedemptionHook, when set, approves each redemption before it commits.
 	RedemptionHook *RedemptionHook
-	// Mirror, when set, mirrors grants to the Auth0 tenant and answers
-	// "does this email have an account" for invitees.
-	Mirror AccountMirror
 	// Webhooks, when set, receives user and grant events (invitation events
 	// reach it through the outbox runner).
 	Webhooks WebhookSender
@@ -115,13 +121,6 @@ type Options struct {
 
 	Now    func() time.Time
 	Logger *slog.Logger
-}
-
-// AccountMirror is the optional Auth0 Management API mirror (auth0.Mirror):
-// it tells whether an email has an upstream account, and copies grants there.
-type AccountMirror interface {
-	HasAccount(ctx context.Context, email string) (bool, error)
-	EnqueueRevocation(ctx context.Context, upstreamUserID, role, claimKey string) error
 }
 
 // WebhookSender emits events to the webhook outbox (webhooks.Webhooks).
@@ -150,12 +149,15 @@ type Broker struct {
 	storage     opStorage
 	provider    *op.Provider
 	opServer    http.Handler
-	upstream    *upstreamClient
+	upstream    upstream.Upstream
+	caps        upstreamCapabilities
 	browser     *browserStore
 	cookie      string
 	log         *slog.Logger
 	now         func() time.Time
 	insecure    bool
+	// hs256Once: the upstream's HS256 advice is logged once per process.
+	hs256Once sync.Once
 }
 
 // New builds the broker. It loads (or, the first time, generates and stores)
@@ -163,6 +165,9 @@ type Broker struct {
 func New(ctx context.Context, o Options) (*Broker, error) {
 	if o.Sessions == nil || o.Grants == nil {
 		return nil, errors.New("broker: Sessions and Grants stores are required")
+	}
+	if o.Upstream == nil {
+		return nil, errors.New("broker: Upstream is required")
 	}
 	iss, err := url.Parse(o.Issuer)
 	if err != nil || iss.Host == "" {
@@ -216,10 +221,7 @@ func New(ctx context.Context, o Options) (*Broker, error) {
 		b.cookie = "__Host-" + o.CookieName
 	}
 	b.browser = newBrowserStore(o.Sessions, o.SessionSecret, !insecure, o.SessionIdle, o.SessionAbsolute, o.Now)
-	b.upstream = &upstreamClient{cfg: o.Upstream, redirectURL: b.url("/callback")}
-	if b.upstream.cfg.HTTPClient == nil {
-		b.upstream.cfg.HTTPClient = &http.Client{Timeout: 15 * time.Second}
-	}
+	b.upstream, b.caps = o.Upstream, capabilitiesOf(o.Upstream)
 	if err := b.buildProvider(); err != nil {
 		return nil, err
 	}

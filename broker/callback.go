@@ -8,6 +8,7 @@ import (
 	"time"
 
 	gsessions "github.com/gorilla/sessions"
+	"github.com/usher-oidc/usher/broker/upstream"
 	"github.com/usher-oidc/usher/sessions"
 	"github.com/zitadel/oidc/v3/pkg/oidc"
 	"github.com/zitadel/oidc/v3/pkg/op"
@@ -110,7 +111,7 @@ func (b *Broker) completeAuthorization(w http.ResponseWriter, r *http.Request, s
 
 // verifyUpstream turns the upstream's answer into a verified identity, or the
 // OIDC error the client should get.
-func (b *Broker) verifyUpstream(ctx context.Context, q url.Values, p pendingLogin) (*upstreamIdentity, *oidc.Error) {
+func (b *Broker) verifyUpstream(ctx context.Context, q url.Values, p pendingLogin) (*upstream.Identity, *oidc.Error) {
 	if upErr := q.Get("error"); upErr != "" {
 		// e.g. login_required after prompt=none, or an Auth0 Action or Rule
 		// denying access: the SPA gets the same OIDC error.
@@ -119,24 +120,24 @@ func (b *Broker) verifyUpstream(ctx context.Context, q url.Values, p pendingLogi
 			"upstream_error_description", clip(q.Get("error_description"), 300), "error", oerr.ErrorType)
 		return nil, oerr
 	}
-	if err := b.upstream.ensure(ctx); err != nil {
+	if err := b.upstream.Ready(ctx); err != nil {
 		b.log.ErrorContext(ctx, "upstream discovery failed", "err", err)
 		b.metrics.upstreamErrors.WithLabelValues("discovery").Inc()
 		return nil, oidc.ErrServerError().WithDescription("the sign-in service is unreachable")
 	}
 	// RFC 9207: when the upstream names itself, it must be the one we asked.
-	if iss := q.Get("iss"); iss != "" && iss != b.upstream.cfg.Issuer {
+	if iss := q.Get("iss"); iss != "" && iss != b.upstream.Issuer() {
 		b.log.WarnContext(ctx, "upstream callback from an unexpected issuer", "iss", iss)
 		return nil, oidc.ErrAccessDenied().WithDescription("the sign-in response came from an unexpected issuer")
 	}
 	start := time.Now()
-	id, err := b.upstream.exchange(ctx, q.Get("code"), p)
+	id, err := b.upstream.Exchange(ctx, upstream.Callback{RedirectURL: b.callbackURL(), Code: q.Get("code"), Nonce: p.Nonce, CodeVerifier: p.Verifier})
 	b.metrics.upstreamSeconds.WithLabelValues("token").Observe(time.Since(start).Seconds())
 	if err != nil {
 		b.metrics.upstreamErrors.WithLabelValues("token").Inc()
 		b.log.WarnContext(ctx, "upstream sign-in rejected", "err", err)
-		if errors.Is(err, errHS256) {
-			b.upstream.hs256Once.Do(func() { b.log.ErrorContext(ctx, hs256Advice) })
+		if errors.Is(err, upstream.ErrHS256) {
+			b.hs256Once.Do(func() { b.log.ErrorContext(ctx, upstream.Advice(err)) })
 			return nil, oidc.ErrServerError().WithDescription("the sign-in service is misconfigured: its ID tokens are signed with HS256, usher needs RS256")
 		}
 		return nil, oidc.ErrAccessDenied().WithDescription("the sign-in could not be verified")

@@ -1,6 +1,8 @@
 // Package broker is usher's OpenID Provider: it serves the SPA with the
-// zitadel/oidc op library, delegates every sign-in to the upstream (Auth0 or
-// any OIDC issuer), and adds the roles and claims a user holds to the tokens.
+// zitadel/oidc op library, delegates every sign-in to the upstream (an
+// upstream.Upstream: Auth0 or any OIDC issuer, chosen by app; upstream.go
+// finds its optional capabilities), and adds the roles and claims a user
+// holds to the tokens.
 //
 // A sign-in, one file per step:
 //

@@ -16,6 +16,7 @@ import (
 	"testing"
 
 	"github.com/usher-oidc/usher/broker"
+	oidcupstream "github.com/usher-oidc/usher/broker/upstream/oidc"
 	"github.com/usher-oidc/usher/grants"
 	boltstore "github.com/usher-oidc/usher/store/bolt"
 )
@@ -52,7 +53,7 @@ func newTestBroker(t testing.TB, issuer string) *fuzzEnv {
 			{ID: "spa", Public: true, RedirectURIs: []string{fuzzSPA}, InitiateLoginURI: fuzzInitiate, GrantTypes: []string{"authorization_code", "refresh_token"}},
 			{ID: "funnel", SecretSHA256: hex.EncodeToString(sum[:]), GrantTypes: []string{"client_credentials"}, Scopes: []string{"invitations:write", "invitations:read"}},
 		},
-		Upstream:      broker.Upstream{Issuer: "http://127.0.0.1:8/", ClientID: "x", ClientSecret: "y"},
+		Upstream:      oidcupstream.New(oidcupstream.Options{Issuer: "http://127.0.0.1:8/", ClientID: "x", ClientSecret: "y"}),
 		Sessions:      st,
 		Grants:        st,
 		SessionSecret: bytes.Repeat([]byte{7}, 32),

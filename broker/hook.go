@@ -14,6 +14,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/usher-oidc/usher/broker/upstream"
 	"github.com/usher-oidc/usher/grants"
 )
 
@@ -71,7 +72,7 @@ type hookResponse struct {
 }
 
 // approver returns the Approve function of a redemption, or nil without a hook.
-func (b *Broker) approver(userID string, created bool, id *upstreamIdentity) func(context.Context, *grants.Invitation) (map[string]any, error) {
+func (b *Broker) approver(userID string, created bool, id *upstream.Identity) func(context.Context, *grants.Invitation) (map[string]any, error) {
 	h := b.opts.RedemptionHook
 	if h == nil || h.URL == "" {
 		return nil

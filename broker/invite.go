@@ -242,34 +242,28 @@ func (b *Broker) cookieName(base string) string {
 }
 
 // invitationHints steer the upstream for an invitee: their email as
-// login_hint, and the sign-up screen when usher knows no one with it.
-func (b *Broker) invitationHints(ctx context.Context, ar *sessions.AuthRequest) map[string]string {
+// login_hint, and the sign-up screen when the upstream knows no one with it.
+func (b *Broker) invitationHints(ctx context.Context, ar *sessions.AuthRequest) loginHints {
 	if ar.InvitationHash == "" {
-		return nil
+		return loginHints{}
 	}
 	inv, err := b.invitations.CheckHash(ctx, ar.InvitationHash)
 	if err != nil {
-		return nil // the callback will say what is wrong with it
+		return loginHints{} // the callback will say what is wrong with it
 	}
-	extra := map[string]string{}
-	if ar.LoginHint == "" {
-		extra["login_hint"] = inv.Email
-	}
-	if ar.ScreenHint == "" && b.knownWithoutAccount(ctx, inv.Email) {
-		extra["screen_hint"] = "signup"
-	}
-	return extra
+	return loginHints{loginHint: inv.Email, signup: ar.ScreenHint == "" && b.knownWithoutAccount(ctx, inv.Email)}
 }
 
 // knownWithoutAccount: does the upstream say the invitee has no account?
-// Only the Management API knows; usher's own users say nothing about the
-// tenant. When nobody knows (no Management API, a failed or rate-limited
-// lookup) usher sends no screen_hint: Auth0's login page offers sign-up.
+// Only the upstream knows (upstream.AccountFinder: Auth0's Management API);
+// usher's own users say nothing about the tenant. When nobody knows (no
+// AccountFinder, a failed or rate-limited lookup) usher asks for no sign-up
+// screen: Auth0's login page offers sign-up.
 func (b *Broker) knownWithoutAccount(ctx context.Context, email string) bool {
-	if b.opts.Mirror == nil {
+	if b.caps.accounts == nil {
 		return false
 	}
-	ok, err := b.opts.Mirror.HasAccount(ctx, email)
+	ok, err := b.caps.accounts.HasAccount(ctx, email)
 	if err != nil {
 		b.log.WarnContext(ctx, "upstream account lookup failed; no screen_hint", "err", err)
 		return false
@@ -285,7 +279,7 @@ func (b *Broker) redeem(r *http.Request, hash string, acct signedInAccount) (*gr
 	start := time.Now()
 	id := acct.identity()
 	upstreamUser := ""
-	if b.opts.Mirror != nil && acct.Issuer == b.upstream.cfg.Issuer {
+	if b.caps.mirror != nil && acct.Issuer == b.upstream.Issuer() { // an account of this tenant
 		upstreamUser = acct.Subject // the Auth0 user the grant is mirrored to
 	}
 	inv, _, conflicts, err := b.invitations.Redeem(ctx, hash, grants.Redeemer{

@@ -37,7 +37,7 @@ func (b *Broker) handleLogin(w http.ResponseWriter, r *http.Request) {
 	if b.answerFromSession(w, r, sess, ar) {
 		return
 	}
-	if err := b.upstream.ensure(ctx); err != nil {
+	if err := b.upstream.Ready(ctx); err != nil {
 		b.log.ErrorContext(ctx, "upstream discovery failed", "err", err)
 		b.authError(w, r, ar, oidc.ErrServerError().WithDescription("the sign-in service is unreachable; try again shortly"))
 		return
@@ -51,8 +51,8 @@ func (b *Broker) handleLogin(w http.ResponseWriter, r *http.Request) {
 		b.unavailable(w, r, "saving the browser session", err)
 		return
 	}
-	extra := b.invitationHints(ctx, ar)
-	http.Redirect(w, r, b.upstream.authURL(ar, state, nonce, verifier, extra), http.StatusFound)
+	hints := b.invitationHints(ctx, ar)
+	http.Redirect(w, r, b.upstreamLoginURL(ar, state, nonce, verifier, hints), http.StatusFound)
 }
 
 func prunePending(values map[any]any, now time.Time) {

@@ -5,6 +5,7 @@ import (
 
 	"github.com/zitadel/oidc/v3/pkg/oidc"
 
+	"github.com/usher-oidc/usher/broker/upstream"
 	"github.com/usher-oidc/usher/sessions"
 )
 
@@ -18,7 +19,7 @@ const maxAgeSkew = 30 * time.Second
 // could loop against such an upstream, and the client can start over.
 // OIDC Core §2 makes auth_time mandatory when max_age was asked, so its
 // absence fails too.
-func (b *Broker) checkMaxAge(ar *sessions.AuthRequest, id *upstreamIdentity) *oidc.Error {
+func (b *Broker) checkMaxAge(ar *sessions.AuthRequest, id *upstream.Identity) *oidc.Error {
 	if ar.MaxAge == nil {
 		return nil
 	}

@@ -16,6 +16,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/usher-oidc/usher/broker"
+	oidcupstream "github.com/usher-oidc/usher/broker/upstream/oidc"
 	boltstore "github.com/usher-oidc/usher/store/bolt"
 )
 
@@ -46,7 +47,7 @@ func newLimitedBroker(t *testing.T, lim fakeLimiter) (http.Handler, *prometheus.
 	built := map[string]string{}
 	b, err := broker.New(context.Background(), broker.Options{
 		Issuer:        "http://127.0.0.1:9",
-		Upstream:      broker.Upstream{Issuer: "http://127.0.0.1:8/", ClientID: "x", ClientSecret: "y"},
+		Upstream:      oidcupstream.New(oidcupstream.Options{Issuer: "http://127.0.0.1:8/", ClientID: "x", ClientSecret: "y"}),
 		Sessions:      st,
 		Grants:        st,
 		SessionSecret: bytes.Repeat([]byte{7}, 32),

@@ -42,7 +42,7 @@ func (b *Broker) answerFromSession(w http.ResponseWriter, r *http.Request, sess 
 		return false
 	case slices.Contains(ar.Prompt, oidc.PromptLogin) || slices.Contains(ar.Prompt, oidc.PromptSelectAccount):
 		return false
-	case ar.UpstreamInvitation != "" || !sameOrganization(ar.Organization, acct.Upstream):
+	case ar.UpstreamInvitation != "" || !b.sameOrganization(ar.Organization, acct.Upstream):
 		// An Auth0 organization invitation, or another organization than the
 		// session signed in to: only the upstream can answer.
 		return false

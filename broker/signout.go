@@ -90,7 +90,7 @@ func (b *Broker) endSession(ctx context.Context, req *op.EndSessionRequest) (str
 	if err != nil {
 		return "", oidc.ErrServerError().WithParent(err)
 	}
-	if up := b.upstream.logoutURL(ctx, b.url("/logout/done"), token, upstreamSID); up != "" {
+	if up := b.upstreamLogoutURL(ctx, token, upstreamSID); up != "" {
 		return up, nil
 	}
 	return b.url("/logout/done?state=" + url.QueryEscape(token)), nil

@@ -6,6 +6,7 @@ import (
 
 	"github.com/zitadel/oidc/v3/pkg/oidc"
 
+	"github.com/usher-oidc/usher/broker/upstream"
 	"github.com/usher-oidc/usher/sessions"
 )
 
@@ -15,6 +16,7 @@ import (
 //     `sub` of the identity that signed in;
 //   - upstream.pass_through_claims and, for Auth0, org_id and org_name are
 //     copied from the upstream ID token.
+// The upstream names them (upstream.TokenClaims).
 // They are stored per sign-in (sessions.Upstream on the auth request, the
 // browser session and the refresh token family), not per user: a user with
 // several identities (linked accounts) gets the sub of the identity that
@@ -29,7 +31,7 @@ func (b *Broker) upstreamTokenClaims(up *sessions.Upstream, own map[string]any) 
 	if up == nil {
 		return nil
 	}
-	cfg := b.opts.Upstream
+	tc := b.upstream.TokenClaims()
 	out := map[string]any{}
 	add := func(k string, v any) {
 		if _, taken := own[k]; !taken && v != nil {
@@ -38,11 +40,11 @@ func (b *Broker) upstreamTokenClaims(up *sessions.Upstream, own map[string]any) 
 	}
 	// Only names configured now: a claim dropped from the config stops at once,
 	// also for sign-ins made before.
-	for _, n := range cfg.copiedClaims() {
+	for _, n := range tc.Copied {
 		add(n, up.Claims[n])
 	}
-	if cfg.Auth0 && cfg.UserIDClaim != "" && up.Subject != "" {
-		add(cfg.UserIDClaim, up.Subject)
+	if tc.Subject != "" && up.Subject != "" {
+		add(tc.Subject, up.Subject)
 	}
 	return out
 }
@@ -82,21 +84,24 @@ func upstreamOf(req any) *sessions.Upstream {
 // fromAccessToken rebuilds, for /userinfo, the upstream claims an access
 // token carries: the same names, read back from the verified token.
 func (b *Broker) fromAccessToken(claims map[string]any) *sessions.Upstream {
+	tc := b.upstream.TokenClaims()
 	up := &sessions.Upstream{Claims: map[string]any{}}
-	for _, n := range b.opts.Upstream.copiedClaims() {
+	for _, n := range tc.Copied {
 		if v, ok := claims[n]; ok {
 			up.Claims[n] = v
 		}
 	}
-	if n := b.opts.Upstream.UserIDClaim; n != "" {
+	if n := tc.Subject; n != "" {
 		up.Subject, _ = claims[n].(string)
 	}
 	return up
 }
 
-// Auth0 Organizations (https://auth0.com/docs/manage-users/organizations/using-tokens):
-// usher forwards `organization`, and an `invitation` that is not usher's own
-// (inv_…, invref_…), to Auth0 and copies org_id/org_name into its tokens.
+// Organizations (upstream.Organizations; Auth0's:
+// https://auth0.com/docs/manage-users/organizations/using-tokens): usher
+// forwards `organization`, and an `invitation` that is not usher's own
+// (inv_…, invref_…), to the upstream, which copies its organization claims
+// into usher's tokens.
 
 // isUsherInvitation: usher's invitation tokens and references.
 func isUsherInvitation(tok string) bool {
@@ -112,7 +117,7 @@ func (b *Broker) checkOrganizationParam(org, upstreamInvitation string) *oidc.Er
 	if org == "" && upstreamInvitation == "" {
 		return nil
 	}
-	if !b.opts.Upstream.Auth0 {
+	if b.caps.orgs == nil {
 		return oidc.ErrInvalidRequest().WithDescription("organization and Auth0 invitations need an Auth0 upstream; this usher's upstream is not Auth0")
 	}
 	if org == "" {
@@ -133,36 +138,26 @@ func claimSafe(s string) bool {
 	return true
 }
 
-// orgMatches: the upstream's org claims name the requested organization,
-// by ID (org_…) or, with organization names enabled, by name.
-func orgMatches(requested string, up *sessions.Upstream) bool {
-	var id, name string
-	if up != nil {
-		id, _ = up.Claims[claimOrgID].(string)
-		name, _ = up.Claims[claimOrgName].(string)
-	}
-	if strings.HasPrefix(requested, "org_") {
-		return id == requested
-	}
-	return name != "" && strings.EqualFold(name, requested)
-}
-
 // sameOrganization: the session may answer a request for org (both without
-// an organization, or the session's sign-in went through org).
-func sameOrganization(org string, up *sessions.Upstream) bool {
-	if org == "" {
-		return up == nil || up.Claims[claimOrgID] == nil
+// an organization, or the session's sign-in went through org). An upstream
+// without organizations has none.
+func (b *Broker) sameOrganization(org string, up *sessions.Upstream) bool {
+	if b.caps.orgs == nil {
+		return org == ""
 	}
-	return orgMatches(org, up)
+	var claims map[string]any
+	if up != nil {
+		claims = up.Claims
+	}
+	return b.caps.orgs.InOrganization(org, claims)
 }
 
-// checkOrganization: Auth0's advice for organization logins is to check
-// that the ID token's org_id is the organization asked for.
-func (b *Broker) checkOrganization(ctx context.Context, ar *sessions.AuthRequest, id *upstreamIdentity) *oidc.Error {
+// checkOrganization: the sign-in went through the organization asked for.
+func (b *Broker) checkOrganization(ctx context.Context, ar *sessions.AuthRequest, id *upstream.Identity) *oidc.Error {
 	if ar.Organization == "" {
 		return nil
 	}
-	if !orgMatches(ar.Organization, &sessions.Upstream{Claims: id.Claims}) {
+	if b.caps.orgs == nil || !b.caps.orgs.InOrganization(ar.Organization, id.Claims) {
 		b.log.WarnContext(ctx, "upstream ID token is not for the requested organization", "organization", ar.Organization)
 		return oidc.ErrAccessDenied().WithDescription("the sign-in service did not sign in to the requested organization")
 	}

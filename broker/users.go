@@ -5,18 +5,19 @@ import (
 	"errors"
 	"slices"
 
+	"github.com/usher-oidc/usher/broker/upstream"
 	"github.com/usher-oidc/usher/notify/webhooks"
 
 	"github.com/usher-oidc/usher/grants"
 )
 
 // resolveUser finds or creates the usher user of an upstream identity.
-func (b *Broker) resolveUser(ctx context.Context, id *upstreamIdentity) (*grants.User, bool, error) {
+func (b *Broker) resolveUser(ctx context.Context, id *upstream.Identity) (*grants.User, bool, error) {
 	ident := grants.Identity{
-		Issuer: b.opts.Upstream.identityIssuer(id.Issuer), Subject: id.Subject, Connection: id.Connection,
+		Issuer: id.StoreIssuer, Subject: id.Subject, Connection: id.Connection,
 		Email: id.Email, EmailVerified: id.EmailVerified,
 	}
-	if b.opts.Upstream.LinkByVerifiedEmail {
+	if b.opts.LinkByVerifiedEmail {
 		b.linkByVerifiedEmail(ctx, ident)
 	}
 	u, created, err := b.grants.ResolveIdentity(ctx, ident,
@@ -76,7 +77,7 @@ func (b *Broker) linkByVerifiedEmail(ctx context.Context, ident grants.Identity)
 
 // bootstrapAdmin gives the admin role to a configured admin email, verified
 // by the upstream (an unverified email could be anyone's).
-func (b *Broker) bootstrapAdmin(ctx context.Context, u *grants.User, id *upstreamIdentity) {
+func (b *Broker) bootstrapAdmin(ctx context.Context, u *grants.User, id *upstream.Identity) {
 	if !id.EmailVerified || !slices.ContainsFunc(b.opts.AdminEmails, func(e string) bool { return grants.SameEmail(e, id.Email) }) {
 		return
 	}
@@ -94,7 +95,7 @@ func (b *Broker) bootstrapAdmin(ctx context.Context, u *grants.User, id *upstrea
 // are mirrored (Auth0 user IDs), so that taking a grant back there too
 // is recorded with the change.
 func (b *Broker) upstreamSubjects(ctx context.Context, userID string) ([]string, error) {
-	if b.opts.Mirror == nil {
+	if b.caps.mirror == nil {
 		return nil, nil
 	}
 	ids, err := b.grants.Identities(ctx, userID)
@@ -103,7 +104,7 @@ func (b *Broker) upstreamSubjects(ctx context.Context, userID string) ([]string,
 	}
 	var subs []string
 	for _, id := range ids {
-		if id.Issuer == b.upstream.cfg.Issuer {
+		if id.Issuer == b.upstream.StoreIssuer() {
 			subs = append(subs, id.Subject)
 		}
 	}

@@ -16,7 +16,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/usher-oidc/usher/broker/upstream/auth0"
+	"github.com/usher-oidc/usher/broker/upstream"
 	"github.com/usher-oidc/usher/client"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -260,7 +260,7 @@ func newView(inv *grants.Invitation, token string, now time.Time, claimsNamespac
 		EmailStatus: inv.EmailStatus, EmailError: inv.EmailError, RedeemedAt: inv.RedeemedAt,
 		RedeemedBy: inv.RedeemedBy, RedeemedConnection: inv.RedeemedConnection, RevokedAt: inv.RevokedAt,
 		DeclinedAt: inv.DeclinedAt, DeclinedBy: inv.DeclinedBy,
-		Events: inv.Events, MirrorStatus: auth0.MirrorStateOf(inv).String(), Link: linkOf(inv),
+		Events: inv.Events, MirrorStatus: upstream.MirrorStateOf(inv).String(), Link: linkOf(inv),
 		UnsafeClaims: grants.UnsafeClaimNames(claimsNamespace, inv.Claims),
 	}
 	if v.Roles == nil {

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"slices"
 
+	"github.com/usher-oidc/usher/broker/upstream"
 	"github.com/usher-oidc/usher/grants"
 )
 
@@ -29,10 +30,12 @@ func (m *Mirror) Consume(ctx context.Context, inv *grants.Invitation, ev grants.
 	// Queued before the job exists: another replica's worker may finish it
 	// the moment it is stored, and its "mirrored" must come last.
 	_, err := m.o.Store.UpdateInvitation(ctx, inv.ID, func(i *grants.Invitation) error {
-		if slices.ContainsFunc(i.Events, func(e grants.Event) bool { return e.Type == EventMirrorQueued && e.Detail["event_id"] == ev.ID }) {
+		if slices.ContainsFunc(i.Events, func(e grants.Event) bool {
+			return e.Type == upstream.EventMirrorQueued && e.Detail["event_id"] == ev.ID
+		}) {
 			return grants.ErrSkipUpdate
 		}
-		i.Events = append(i.Events, grants.Event{Type: EventMirrorQueued, At: now,
+		i.Events = append(i.Events, grants.Event{Type: upstream.EventMirrorQueued, At: now,
 			Detail: map[string]string{"upstream_user": ev.UpstreamUser, "event_id": ev.ID}})
 		return nil
 	})

@@ -14,6 +14,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/usher-oidc/usher/broker/upstream"
 	"github.com/usher-oidc/usher/grants"
 	"github.com/usher-oidc/usher/grants/outbox"
 
@@ -24,13 +25,9 @@ import (
 // JobKindMirror is the job kind of queued Auth0 Management API updates.
 const JobKindMirror = "auth0-mirror"
 
-// Invitation timeline events written by the mirror. The latest of them is the
-// invitation's mirror status (see MirrorStateOf).
-const (
-	EventMirrorQueued = "mirror_queued" // Detail: upstream_user; while retrying also attempts, last_error, retry_at
-	EventMirrored     = "mirrored"      // Detail: upstream_user, attempts
-	EventMirrorFailed = "mirror_failed" // Detail: upstream_user, reason, attempts
-)
+// The mirror writes its progress on each invitation's timeline as the
+// upstream.EventMirror* events; the latest of them is the invitation's
+// mirror status (upstream.MirrorStateOf).
 
 // MirrorOptions configures NewMirror.
 type MirrorOptions struct {
@@ -289,14 +286,14 @@ func (m *Mirror) EnqueueRedemption(ctx context.Context, upstreamUserID string, i
 	// Queued before the job exists: another replica's worker may finish it
 	// the moment it is stored, and its "mirrored" must come last.
 	if _, err := m.o.Store.UpdateInvitation(ctx, inv.ID, func(i *grants.Invitation) error {
-		i.Events = append(i.Events, grants.Event{Type: EventMirrorQueued, At: now, Detail: map[string]string{"upstream_user": upstreamUserID}})
+		i.Events = append(i.Events, grants.Event{Type: upstream.EventMirrorQueued, At: now, Detail: map[string]string{"upstream_user": upstreamUserID}})
 		return nil
 	}); err != nil {
 		return fmt.Errorf("auth0 mirror: enqueue redemption of %s: %w", inv.ID, err)
 	}
 	if err := m.enqueue(ctx, p, now); err != nil {
 		reason := outbox.ShortReason("could not queue the Auth0 update: " + err.Error())
-		m.finish(context.WithoutCancel(ctx), m.log, p, EventMirrorFailed, 0, reason)
+		m.finish(context.WithoutCancel(ctx), m.log, p, upstream.EventMirrorFailed, 0, reason)
 		return fmt.Errorf("auth0 mirror: enqueue redemption of %s: %w", inv.ID, err)
 	}
 	return nil
@@ -340,46 +337,6 @@ func (m *Mirror) QueueDepth(ctx context.Context) (int, error) {
 
 // --- status ---
 
-// MirrorState is an invitation's mirror status, derived from its timeline.
-type MirrorState struct {
-	// Status: "" (never mirrored), "pending", "synced" or "failed".
-	Status string
-	// Reason says why it failed.
-	Reason string
-	// LastError is the latest failed attempt while it is still pending.
-	LastError string
-	Attempts  int
-	At        time.Time // of the latest mirror event
-}
-
-// String is "", "pending", "synced" or "failed: reason" (mirror_status in the API).
-func (s MirrorState) String() string {
-	if s.Status == "failed" {
-		return "failed: " + s.Reason
-	}
-	return s.Status
-}
-
-// MirrorStateOf reads the latest mirror event of an invitation.
-func MirrorStateOf(inv *grants.Invitation) MirrorState {
-	if inv == nil {
-		return MirrorState{}
-	}
-	for i := len(inv.Events) - 1; i >= 0; i-- {
-		e := inv.Events[i]
-		attempts, _ := strconv.Atoi(e.Detail["attempts"])
-		switch e.Type {
-		case EventMirrorQueued:
-			return MirrorState{Status: "pending", LastError: e.Detail["last_error"], Attempts: attempts, At: e.At}
-		case EventMirrored:
-			return MirrorState{Status: "synced", Attempts: attempts, At: e.At}
-		case EventMirrorFailed:
-			return MirrorState{Status: "failed", Reason: e.Detail["reason"], Attempts: attempts, At: e.At}
-		}
-	}
-	return MirrorState{}
-}
-
 // Status is the mirror status of an invitation: "" when it was never
 // queued, "pending", "synced" or "failed: reason".
 func (m *Mirror) Status(ctx context.Context, invitationID string) (string, error) {
@@ -387,7 +344,7 @@ func (m *Mirror) Status(ctx context.Context, invitationID string) (string, error
 	if err != nil {
 		return "", err
 	}
-	return MirrorStateOf(inv).String(), nil
+	return upstream.MirrorStateOf(inv).String(), nil
 }
 
 // --- the worker ---
@@ -479,10 +436,10 @@ func (m *Mirror) process(ctx context.Context, job *grants.Job) {
 		if len(missing) > 0 {
 			reason := fmt.Sprintf("role(s) not found in Auth0: %s (create them there, or set create_roles: true); the other roles and app_metadata were synced",
 				strings.Join(missing, ", "))
-			m.finish(bg, log, p, EventMirrorFailed, job.Attempts, reason)
+			m.finish(bg, log, p, upstream.EventMirrorFailed, job.Attempts, reason)
 			log.Warn("auth0 roles missing", "roles", missing)
 		} else {
-			m.finish(bg, log, p, EventMirrored, job.Attempts, "")
+			m.finish(bg, log, p, upstream.EventMirrored, job.Attempts, "")
 		}
 	}
 	m.complete(bg, log, job)
@@ -529,7 +486,7 @@ func (m *Mirror) reschedule(ctx context.Context, log *slog.Logger, job *grants.J
 	}
 	_, err := m.o.Store.UpdateInvitation(ctx, p.InvitationID, func(i *grants.Invitation) error {
 		k := lastMirrorEvent(i)
-		if k < 0 || i.Events[k].Type != EventMirrorQueued {
+		if k < 0 || i.Events[k].Type != upstream.EventMirrorQueued {
 			return grants.ErrSkipUpdate
 		}
 		d := maps.Clone(i.Events[k].Detail)
@@ -550,7 +507,7 @@ func (m *Mirror) reschedule(ctx context.Context, log *slog.Logger, job *grants.J
 func lastMirrorEvent(inv *grants.Invitation) int {
 	for k := len(inv.Events) - 1; k >= 0; k-- {
 		switch inv.Events[k].Type {
-		case EventMirrorQueued, EventMirrored, EventMirrorFailed:
+		case upstream.EventMirrorQueued, upstream.EventMirrored, upstream.EventMirrorFailed:
 			return k
 		}
 	}
@@ -559,7 +516,7 @@ func lastMirrorEvent(inv *grants.Invitation) int {
 
 // giveUp deletes the job and marks the invitation's mirror as failed.
 func (m *Mirror) giveUp(ctx context.Context, log *slog.Logger, job *grants.Job, p mirrorPayload, reason string, cause error) {
-	m.finish(ctx, log, p, EventMirrorFailed, job.Attempts, reason)
+	m.finish(ctx, log, p, upstream.EventMirrorFailed, job.Attempts, reason)
 	m.complete(ctx, log, job)
 	log.Error("auth0 update given up", "error", cause)
 }

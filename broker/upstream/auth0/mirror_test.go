@@ -13,6 +13,7 @@ import (
 
 	"github.com/usher-oidc/usher/internal/testkit"
 
+	"github.com/usher-oidc/usher/broker/upstream"
 	"github.com/usher-oidc/usher/broker/upstream/auth0"
 
 	"github.com/usher-oidc/usher/devidp"
@@ -116,9 +117,9 @@ func redeem(t *testing.T, st grants.Store, usherUser, sub string, roles []string
 	return inv
 }
 
-func mirrorState(t *testing.T, st grants.Store, invID string) auth0.MirrorState {
+func mirrorState(t *testing.T, st grants.Store, invID string) upstream.MirrorState {
 	t.Helper()
-	return auth0.MirrorStateOf(testkit.Invitation(t, st, invID))
+	return upstream.MirrorStateOf(testkit.Invitation(t, st, invID))
 }
 
 func waitStatus(t *testing.T, m *auth0.Mirror, invID, want string) {
@@ -335,7 +336,7 @@ func TestMirrorDeliversAfterOutage(t *testing.T) {
 		t.Fatal(err)
 	}
 	enqueueTook := time.Since(start)
-	var s auth0.MirrorState
+	var s upstream.MirrorState
 	testkit.Eventually(t, "a failed attempt recorded on the pending status", func() bool {
 		s = mirrorState(t, st, inv.ID)
 		return s.Status == "pending" && s.LastError != "" && s.Attempts >= 2

@@ -550,20 +550,21 @@ func (h *API) apiGetGrant(w http.ResponseWriter, r *http.Request, _ Caller) {
 }
 
 func (h *API) apiRemoveRole(w http.ResponseWriter, r *http.Request, c Caller) {
-	h.userGrant(w, r, func(ctx context.Context, id string) (*grants.Grant, error) {
-		g, err := h.Invitations.ChangeGrant(ctx, id, grants.GrantChange{RemoveRole: r.PathValue("role")}, c.actor())
-		if err == nil {
-			h.Logger.InfoContext(ctx, "grant role removed", "user_id", id, "role", r.PathValue("role"), "client_id", c.ClientID)
-		}
-		return g, err
-	})
+	h.changeGrant(w, r, c, grants.GrantChange{RemoveRole: r.PathValue("role")})
 }
 
 func (h *API) apiRemoveClaim(w http.ResponseWriter, r *http.Request, c Caller) {
+	h.changeGrant(w, r, c, grants.GrantChange{RemoveClaim: r.PathValue("key")})
+}
+
+// changeGrant applies one grant change through the service (which records
+// its events) and answers with the grant.
+func (h *API) changeGrant(w http.ResponseWriter, r *http.Request, c Caller, change grants.GrantChange) {
 	h.userGrant(w, r, func(ctx context.Context, id string) (*grants.Grant, error) {
-		g, err := h.Invitations.ChangeGrant(ctx, id, grants.GrantChange{RemoveClaim: r.PathValue("key")}, c.actor())
+		g, err := h.Invitations.ChangeGrant(ctx, id, change, c.actor())
 		if err == nil {
-			h.Logger.InfoContext(ctx, "grant claim removed", "user_id", id, "claim", r.PathValue("key"), "client_id", c.ClientID)
+			h.Logger.InfoContext(ctx, "grant changed", "user_id", id, "removed_role", change.RemoveRole,
+				"removed_claim", change.RemoveClaim, "set_claim", change.SetClaim, "client_id", c.ClientID)
 		}
 		return g, err
 	})
@@ -590,13 +591,7 @@ func (h *API) apiSetClaim(w http.ResponseWriter, r *http.Request, c Caller) {
 	}
 	var value any
 	_ = json.Unmarshal(*body.Value, &value)
-	h.userGrant(w, r, func(ctx context.Context, id string) (*grants.Grant, error) {
-		g, err := h.Invitations.ChangeGrant(ctx, id, grants.GrantChange{SetClaim: key, Value: value}, c.actor())
-		if err == nil {
-			h.Logger.InfoContext(ctx, "grant claim set", "user_id", id, "claim", key, "client_id", c.ClientID)
-		}
-		return g, err
-	})
+	h.changeGrant(w, r, c, grants.GrantChange{SetClaim: key, Value: value})
 }
 
 // recorder keeps a copy of a response so Idempotency-Key can replay it.

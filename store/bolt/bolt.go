@@ -1,8 +1,8 @@
-// Package boltstore is the embedded backend: sessions.Store and grants.Store in
+// Package bolt (imported as boltstore beside go.etcd.io/bbolt) is the embedded backend: sessions.Store and grants.Store in
 // one bbolt file, plus a second file for the short-lived sign-in flow records
 // (see openFlow). Records are JSON in buckets; secondary indexes are buckets of
 // composite keys kept in step with the records inside the same transaction.
-package boltstore
+package bolt
 
 import (
 	"bytes"

@@ -1,4 +1,4 @@
-// Package redisstore is the shared backend: sessions.Store and grants.Store on
+// Package redis (imported as redisstore beside go-redis) is the shared backend: sessions.Store and grants.Store on
 // Redis (standalone, Sentinel or Cluster) through go-redis's UniversalClient,
 // so several usher replicas share one state. It passes store/conformance like
 // the bbolt store and follows its semantics (refusals, events, expiry rules,
@@ -48,7 +48,7 @@
 // Redis's own clock (TIME), which every replica then shares, and expire once
 // the limit is back to its full burst. Users, identities, grants, invitations, signing keys
 // and jobs have no TTL.
-package redisstore
+package redis
 
 import (
 	"context"

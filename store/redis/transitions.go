@@ -1,4 +1,4 @@
-package redisstore
+package redis
 
 // Invitation transitions: redemption (three steps across two slots, see
 // invitations.go), revocation, decline, a new token, and the caller's

@@ -212,7 +212,11 @@ func (b *Broker) signAccessToken(ctx context.Context, req op.TokenRequest, clien
 	if err != nil {
 		return "", err
 	}
-	signed, err := crypto.Sign(claims, key.atSigner)
+	payload, err := marshalAccessClaims(claims)
+	if err != nil {
+		return "", oidc.ErrServerError().WithParent(err)
+	}
+	signed, err := crypto.SignPayload(payload, key.atSigner)
 	if err != nil {
 		return "", oidc.ErrServerError().WithParent(errors.Join(errors.New("signing the access token"), err))
 	}

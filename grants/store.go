@@ -1,9 +1,3 @@
-// Package grants owns what a person is entitled to: users and their upstream
-// identities, invitations (mint, redeem, revoke, resend), the grants that
-// redeemed invitations leave on a user, and the durable job queue that mail,
-// webhooks and the Auth0 mirror drain.
-//
-// It defines the records and the Store interface; backends live under store/.
 package grants
 
 import (

@@ -1,7 +1,3 @@
-// Package outbox runs the durable queues that side effects of grant events
-// drain: one wake loop per queue (woken by an enqueue in this process, by its
-// own earliest retry, and by a poll for the jobs of other replicas) and one
-// retry schedule.
 package outbox
 
 import (

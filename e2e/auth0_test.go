@@ -12,6 +12,7 @@ import (
 
 	"github.com/usher-oidc/usher/app"
 	"github.com/usher-oidc/usher/devidp"
+	"github.com/usher-oidc/usher/internal/testkit"
 )
 
 // usher dev runs the Auth0 preset against devidp, which answers as a tenant
@@ -147,14 +148,8 @@ func TestAuth0MirrorNeverBlocksLogin(t *testing.T) {
 	if !ok {
 		t.Fatal("devidp does not know the new user")
 	}
-	deadline := time.Now().Add(60 * time.Second)
-	for time.Now().Before(deadline) {
-		if get()["mirror_status"] == "synced" {
-			break
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-	if st := get()["mirror_status"]; st != "synced" {
+	synced := testkit.Within(60*time.Second, func() bool { return get()["mirror_status"] == "synced" })
+	if st := get()["mirror_status"]; !synced || st != "synced" {
 		t.Fatalf("mirror_status after Auth0 came back: %v", st)
 	}
 	md, _ := d.IDP.AppMetadata(sub)["usher"].(map[string]any)

@@ -12,6 +12,7 @@ import (
 	"github.com/usher-oidc/usher/app"
 	"github.com/usher-oidc/usher/config"
 	"github.com/usher-oidc/usher/devidp"
+	"github.com/usher-oidc/usher/internal/testkit"
 )
 
 // With a custom login domain, the Management API mirror still works: usher
@@ -37,12 +38,11 @@ func TestAuth0CustomDomainMirror(t *testing.T) {
 		t.Fatal("devidp does not know the new user")
 	}
 	var st any
-	for deadline := time.Now().Add(20 * time.Second); time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
-		if st = apiCall(t, d, http.MethodGet, "/api/invitations/"+inv["id"].(string), api, nil).body["mirror_status"]; st == "synced" {
-			break
-		}
-	}
-	if st != "synced" || !slices.Contains(d.IDP.UserRoles(sub), "customer") {
+	synced := testkit.Within(20*time.Second, func() bool {
+		st = apiCall(t, d, http.MethodGet, "/api/invitations/"+inv["id"].(string), api, nil).body["mirror_status"]
+		return st == "synced"
+	})
+	if !synced || !slices.Contains(d.IDP.UserRoles(sub), "customer") {
 		t.Fatalf("mirror_status %v, Auth0 roles %v", st, d.IDP.UserRoles(sub))
 	}
 }

@@ -13,6 +13,7 @@ import (
 
 	"github.com/usher-oidc/usher/app"
 	"github.com/usher-oidc/usher/config"
+	"github.com/usher-oidc/usher/internal/testkit"
 )
 
 // redirector answers every request with a redirect to target, and target
@@ -64,7 +65,7 @@ func TestWebhookNoRedirect(t *testing.T) {
 	api := funnelToken(t, d, "invitations:write invitations:read")
 	invite(t, d, api, map[string]any{"email": "wh-redirect@example.com", "send_email": false})
 	var last map[string]any
-	for deadline := time.Now().Add(20 * time.Second); time.Now().Before(deadline) && last == nil; time.Sleep(50 * time.Millisecond) {
+	testkit.Eventually(t, "a second delivery attempt in the log of crm", func() bool {
 		log := apiCall(t, d, http.MethodGet, "/api/webhooks/crm/deliveries?limit=10", api, nil)
 		ds, _ := log.body["deliveries"].([]any)
 		for _, x := range ds {
@@ -72,10 +73,8 @@ func TestWebhookNoRedirect(t *testing.T) {
 				last = dl
 			}
 		}
-	}
-	if last == nil {
-		t.Fatal("no delivery attempt was recorded")
-	}
+		return last != nil
+	})
 	if last["status"] == "delivered" || last["last_status_code"] != float64(http.StatusTemporaryRedirect) {
 		t.Errorf("redirected delivery recorded as %v", last)
 	}
@@ -112,7 +111,7 @@ func TestInviterIsPlainName(t *testing.T) {
 	// A real name is fine, and the outbox links to the invitation only.
 	inv := invite(t, d, api, map[string]any{"email": "named@example.com", "inviter": "Ada Lovelace (Sales)", "send_email": true})
 	var link string
-	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline) && link == ""; time.Sleep(50 * time.Millisecond) {
+	if !testkit.Within(10*time.Second, func() bool {
 		resp, err := http.Get(d.OutboxURL + "messages.json")
 		if err != nil {
 			t.Fatal(err)
@@ -125,6 +124,9 @@ func TestInviterIsPlainName(t *testing.T) {
 		if len(msgs) > 0 {
 			link = msgs[0].Link
 		}
+		return link != ""
+	}) {
+		t.Fatal("no message in the dev outbox within 10s")
 	}
 	if link != inv["url"] {
 		t.Errorf("outbox link %q, want the invitation link %q", link, inv["url"])

@@ -18,6 +18,7 @@ import (
 	"github.com/chromedp/chromedp"
 
 	"github.com/usher-oidc/usher/app"
+	"github.com/usher-oidc/usher/internal/testkit"
 )
 
 func startDev(t testing.TB, opts app.DevOptions) *app.Dev {
@@ -122,25 +123,25 @@ func waitSignedIn(t *testing.T, ctx context.Context) demoState {
 // in a page that navigates away fails; the next one runs in the new page).
 func pollJS(t *testing.T, ctx context.Context, what string, timeout time.Duration, expr string) string {
 	t.Helper()
-	deadline := time.Now().Add(timeout)
 	var last error
-	for time.Now().Before(deadline) {
+	var got string
+	if testkit.Within(timeout, func() bool {
 		v, err := chromedp.Run(ctx, chromedp.Evaluate[any](expr))
-		if err == nil {
-			switch x := v.(type) {
-			case string:
-				if x != "" {
-					return x
-				}
-			case bool:
-				if x {
-					return "true"
-				}
-			}
-		} else {
+		if err != nil {
 			last = err
+			return false
 		}
-		time.Sleep(100 * time.Millisecond)
+		switch x := v.(type) {
+		case string:
+			got = x
+		case bool:
+			if x {
+				got = "true"
+			}
+		}
+		return got != ""
+	}) {
+		return got
 	}
 	failWithPage(t, ctx, what, fmt.Errorf("timed out after %s (last error: %v)", timeout, last))
 	return ""

@@ -53,6 +53,8 @@ func TestRedemptionHook(t *testing.T) {
 		case "claims":
 			json.NewEncoder(w).Encode(map[string]any{"allow": true, "claims": map[string]any{"tier": "gold", "crm_id": "OVERRIDDEN", "sub": "forged", "\u017fub": "forged", "SCOPE": "invitations:write", "role\u017f": []string{"usher:admin"}}})
 		case "slow":
+			// A slow hook server (the world, not usher): it answers after
+			// usher's hook timeout.
 			time.Sleep(2 * time.Second)
 			json.NewEncoder(w).Encode(map[string]any{"allow": true})
 		default:

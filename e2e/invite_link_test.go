@@ -11,6 +11,7 @@ import (
 	"github.com/usher-oidc/usher/notify/mail"
 
 	"github.com/usher-oidc/usher/app"
+	"github.com/usher-oidc/usher/internal/testkit"
 )
 
 // TestInvitationLinkForms: an invitation chooses its link's form, resend
@@ -60,19 +61,19 @@ func TestInvitationLinkForms(t *testing.T) {
 			t.Fatalf("url %q", link)
 		}
 		// The mailer runs in the background: wait for its message.
-		deadline := time.Now().Add(10 * time.Second)
-		for {
-			i := slices.IndexFunc(d.Outbox.Messages(), func(m mail.Message) bool { return m.To == email })
+		var m mail.Message
+		if !testkit.Within(10*time.Second, func() bool {
+			msgs := d.Outbox.Messages()
+			i := slices.IndexFunc(msgs, func(m mail.Message) bool { return m.To == email })
 			if i >= 0 {
-				if m := d.Outbox.Messages()[i]; m.Link != link || !strings.Contains(m.Text, link) {
-					t.Errorf("mailed link %q (text %q), want %q", m.Link, clipText(m.Text), link)
-				}
-				break
+				m = msgs[i]
 			}
-			if time.Now().After(deadline) {
-				t.Fatalf("no mail to %s in the outbox", email)
-			}
-			time.Sleep(20 * time.Millisecond)
+			return i >= 0
+		}) {
+			t.Fatalf("no mail to %s in the outbox", email)
+		}
+		if m.Link != link || !strings.Contains(m.Text, link) {
+			t.Errorf("mailed link %q (text %q), want %q", m.Link, clipText(m.Text), link)
 		}
 	})
 

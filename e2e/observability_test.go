@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/usher-oidc/usher/app"
+	"github.com/usher-oidc/usher/internal/testkit"
 )
 
 // syncBuffer is a log sink several goroutines write to.
@@ -48,9 +49,8 @@ func TestLogsHoldNoSecretsAndMetricsExposed(t *testing.T) {
 	inv := invite(t, d, api, map[string]any{"email": "quiet@example.com", "roles": []string{"customer"}, "claims": map[string]any{"crm_id": "C-9"}})
 	link := inv["url"].(string)
 	// Wait for the mail (dev outbox) so the mailer's logs are in.
-	deadline := time.Now().Add(10 * time.Second)
-	for len(d.Outbox.Messages()) == 0 && time.Now().Before(deadline) {
-		time.Sleep(20 * time.Millisecond)
+	if !testkit.Within(10*time.Second, func() bool { return len(d.Outbox.Messages()) > 0 }) {
+		t.Fatal("no mail in the dev outbox within 10s: the mailer's logs would be missing")
 	}
 	a := newAgent(t, d.SPAURL)
 	a.followInvite(link)

@@ -17,6 +17,7 @@ import (
 
 	"github.com/usher-oidc/usher/app"
 	"github.com/usher-oidc/usher/config"
+	"github.com/usher-oidc/usher/internal/testkit"
 )
 
 // redisProc is a private redis-server the test can stop and restart on the
@@ -96,16 +97,15 @@ func TestRedisOutage(t *testing.T) {
 	}
 
 	rp.start()
-	deadline := time.Now().Add(15 * time.Second)
-	for {
+	if !testkit.Within(15*time.Second, func() bool {
 		resp, err := http.Get(base + "/readyz")
-		if err == nil && resp.StatusCode == http.StatusOK {
-			break
+		if err != nil {
+			return false
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("usher did not recover after Redis came back")
-		}
-		time.Sleep(100 * time.Millisecond)
+		resp.Body.Close()
+		return resp.StatusCode == http.StatusOK
+	}) {
+		t.Fatalf("usher did not recover after Redis came back")
 	}
 	if r := refresh(t, d, tr.RefreshToken); r.RefreshToken == "" {
 		t.Fatalf("refresh after recovery (token kept by the AOF): %+v", r)
@@ -134,17 +134,16 @@ func startRedisCluster(t *testing.T) []string {
 	deadline := time.Now().Add(20 * time.Second)
 	for _, a := range addrs {
 		c := redis.NewClient(&redis.Options{Addr: a})
-		for {
-			info, err := c.ClusterInfo(context.Background()).Result()
-			if err == nil && strings.Contains(info, "cluster_state:ok") {
-				break
-			}
-			if time.Now().After(deadline) {
-				t.Fatalf("cluster node %s not ok: %v", a, err)
-			}
-			time.Sleep(50 * time.Millisecond)
-		}
+		var err error
+		ok := testkit.Within(time.Until(deadline), func() bool {
+			var info string
+			info, err = c.ClusterInfo(context.Background()).Result()
+			return err == nil && strings.Contains(info, "cluster_state:ok")
+		})
 		c.Close()
+		if !ok {
+			t.Fatalf("cluster node %s not ok: %v", a, err)
+		}
 	}
 	return addrs
 }
@@ -202,15 +201,11 @@ func startSentinel(t *testing.T) string {
 	// Wait until the Sentinel names the master.
 	c := redis.NewSentinelClient(&redis.Options{Addr: addr})
 	defer c.Close()
-	deadline := time.Now().Add(20 * time.Second)
-	for {
-		if a, err := c.GetMasterAddrByName(context.Background(), "usher-master").Result(); err == nil && len(a) == 2 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("sentinel never reported the master")
-		}
-		time.Sleep(50 * time.Millisecond)
+	if !testkit.Within(20*time.Second, func() bool {
+		a, err := c.GetMasterAddrByName(context.Background(), "usher-master").Result()
+		return err == nil && len(a) == 2
+	}) {
+		t.Fatal("sentinel never reported the master")
 	}
 	return addr
 }

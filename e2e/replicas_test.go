@@ -29,6 +29,7 @@ import (
 	"github.com/usher-oidc/usher/app"
 	"github.com/usher-oidc/usher/demo"
 	"github.com/usher-oidc/usher/devidp"
+	"github.com/usher-oidc/usher/internal/testkit"
 )
 
 var (
@@ -86,15 +87,15 @@ func startRedis(t testing.TB, extra ...string) string {
 
 func waitTCP(t testing.TB, addr string) {
 	t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
-	for time.Now().Before(deadline) {
-		if c, err := net.DialTimeout("tcp", addr, 200*time.Millisecond); err == nil {
+	if !testkit.Within(20*time.Second, func() bool {
+		c, err := net.DialTimeout("tcp", addr, 200*time.Millisecond)
+		if err == nil {
 			c.Close()
-			return
 		}
-		time.Sleep(50 * time.Millisecond)
+		return err == nil
+	}) {
+		t.Fatalf("%s never accepted connections", addr)
 	}
-	t.Fatalf("%s never accepted connections", addr)
 }
 
 // roundRobin is the load balancer in front of the replicas: consecutive
@@ -225,17 +226,16 @@ mail: {from: "usher <no-reply@example.com>", smtp: {host: "%s", port: %s, tls: n
 
 func waitReady(t *testing.T, u string) {
 	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for time.Now().Before(deadline) {
-		if resp, err := http.Get(u); err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				return
-			}
+	if !testkit.Within(30*time.Second, func() bool {
+		resp, err := http.Get(u)
+		if err != nil {
+			return false
 		}
-		time.Sleep(100 * time.Millisecond)
+		resp.Body.Close()
+		return resp.StatusCode == http.StatusOK
+	}) {
+		t.Fatalf("%s never became ready", u)
 	}
-	t.Fatalf("%s never became ready", u)
 }
 
 func (rs *replicaSet) funnelToken(t *testing.T) string {

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/emersion/go-smtp"
+	"github.com/usher-oidc/usher/internal/testkit"
 )
 
 // mailbox is a real SMTP server on loopback that keeps what it receives.
@@ -106,20 +107,21 @@ func decodePart(p *multipart.Part) io.Reader {
 // waitFor returns the first message to `to`, polling until the deadline.
 func (mb *mailbox) waitFor(t *testing.T, to string, timeout time.Duration) receivedMail {
 	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for time.Now().Before(deadline) {
+	var got receivedMail
+	if !testkit.Within(timeout, func() bool {
 		mb.mu.Lock()
+		defer mb.mu.Unlock()
 		for _, m := range mb.msgs {
 			if strings.EqualFold(strings.Trim(m.To, "<>"), to) {
-				mb.mu.Unlock()
-				return m
+				got = m
+				return true
 			}
 		}
-		mb.mu.Unlock()
-		time.Sleep(50 * time.Millisecond)
+		return false
+	}) {
+		t.Fatalf("no mail to %s within %s", to, timeout)
 	}
-	t.Fatalf("no mail to %s within %s", to, timeout)
-	return receivedMail{}
+	return got
 }
 
 var inviteLinkRE = regexp.MustCompile(`https?://[^\s"<>]+/invite/inv_[A-Za-z0-9_-]{43}`)

@@ -16,6 +16,7 @@ import (
 
 	"github.com/usher-oidc/usher/app"
 	"github.com/usher-oidc/usher/config"
+	"github.com/usher-oidc/usher/internal/testkit"
 )
 
 // receiver verifies Standard Webhooks signatures on its own (not with
@@ -90,9 +91,8 @@ func TestWebhooksFromUsher(t *testing.T) {
 	apiCall(t, d, http.MethodDelete, "/api/invitations/"+other["id"].(string), api, nil)
 
 	want := []string{"invitation.created", "user.created", "invitation.redeemed", "grant.changed", "invitation.created", "invitation.revoked"}
-	deadline := time.Now().Add(30 * time.Second)
-	for time.Now().Before(deadline) && len(rc.types()) < len(want) {
-		time.Sleep(50 * time.Millisecond)
+	if !testkit.Within(30*time.Second, func() bool { return len(rc.types()) >= len(want) }) {
+		t.Errorf("%d webhooks within 30s, want %d", len(rc.types()), len(want)) // which are missing: below
 	}
 	got := rc.types()
 	for _, w := range want {
@@ -138,17 +138,16 @@ func TestWebhooksFromUsher(t *testing.T) {
 	}
 	// Wait until the log shows the redelivery made, then check the receiver
 	// recognised it by its webhook-id.
-	redelivered := false
-	for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline) && !redelivered; time.Sleep(50 * time.Millisecond) {
+	if !testkit.Within(30*time.Second, func() bool {
 		log := apiCall(t, d, http.MethodGet, "/api/webhooks/crm/deliveries?limit=50", api, nil)
 		for _, x := range log.body["deliveries"].([]any) {
 			dl := x.(map[string]any)
 			if dl["id"] == first["id"] && dl["status"] == "delivered" && dl["attempts"].(float64) > attempts {
-				redelivered = true
+				return true
 			}
 		}
-	}
-	if !redelivered {
+		return false
+	}) {
 		t.Fatal("the redelivery was never made")
 	}
 	if after := len(rc.types()); after != before {

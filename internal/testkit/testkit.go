@@ -24,13 +24,25 @@ import (
 // on conditions with it instead of sleeping and then asserting.
 func Eventually(t testing.TB, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
+	if !Within(20*time.Second, cond) {
+		t.Fatalf("timed out waiting for %s", what)
+	}
+}
+
+// Within is the polling loop itself, for the waits Eventually does not fit:
+// another deadline, a failure report of the caller's own (what it last saw,
+// a screenshot), or no test to fail (TestMain). It calls cond until it holds
+// or d has passed, every 5 ms, and reports whether it held; the caller must
+// act on false.
+func Within(d time.Duration, cond func() bool) bool {
+	deadline := time.Now().Add(d)
 	for !cond() {
 		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
+			return false
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
+	return true
 }
 
 // Logger collects the workers' logs and hands them to t's log at the test's

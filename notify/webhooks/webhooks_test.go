@@ -54,7 +54,7 @@ type receiver struct {
 	fail      int               // answer 500 to this many valid deliveries
 	failEvery int               // if > 0: answer 500 to every failEvery-th valid delivery
 	failAll   bool              // answer 500 to every valid delivery
-	hang      int               // answer this many valid deliveries only after 500ms
+	hang      int               // never answer this many valid deliveries: hold them until the sender hangs up
 	seen      map[string]bool   // webhook-ids processed
 	events    []receivedEvent   // processed, in arrival order
 	arrivals  []string          // webhook-id of every request, valid or not
@@ -158,11 +158,12 @@ func (r *receiver) serve(w http.ResponseWriter, req *http.Request) {
 	}
 	r.valid++
 	if r.hang > 0 {
+		// A receiver that does not answer in time (the world, not the
+		// worker): it holds the request until the sender gives up on it.
 		r.hang--
 		r.mu.Unlock()
-		time.Sleep(500 * time.Millisecond) // longer than the sender's timeout
+		<-req.Context().Done()
 		r.mu.Lock()
-		http.Error(w, "too late", http.StatusInternalServerError)
 		return
 	}
 	if r.failAll || r.fail > 0 || (r.failEvery > 0 && r.valid%r.failEvery == 0) {
@@ -257,10 +258,106 @@ func openStoreAt(t *testing.T, now func() time.Time) *boltstore.Store {
 	return s
 }
 
-func newWebhooks(t *testing.T, st grants.Store, eps []webhooks.WebhookEndpoint, mod func(*webhooks.WebhooksOptions)) *webhooks.Webhooks {
+// watchedStore is the store as one worker sees it, with what the worker does
+// with its lanes made observable: each look for due lanes (a ClaimJobs of
+// JobKindWebhook), where it falls among the other events and how many lanes
+// it found, and which lanes it holds (handed out by a look and not yet
+// handed back with RetryJob or CompleteJob). A test that must show nothing
+// more happened hinges on these events, not on time.
+type watchedStore struct {
+	grants.Store
+	mu    sync.Mutex
+	seq   int // events so far (looks begun and ended, hand-backs): their order
+	looks []look
+	held  map[string]bool // lane job IDs handed out and not handed back since
+}
+
+type look struct {
+	began, ended int  // seq at its start and its end (0: not ended)
+	idle         bool // no lane was held when it began
+	found        int  // lanes it handed out
+	failed       bool
+}
+
+func watch(st grants.Store) *watchedStore { return &watchedStore{Store: st, held: map[string]bool{}} }
+
+func (s *watchedStore) ClaimJobs(ctx context.Context, kind string, now time.Time, limit int, lease time.Duration) ([]grants.Job, error) {
+	if kind != webhooks.JobKindWebhook {
+		return s.Store.ClaimJobs(ctx, kind, now, limit, lease)
+	}
+	s.mu.Lock()
+	s.seq++
+	i := len(s.looks)
+	s.looks = append(s.looks, look{began: s.seq, idle: len(s.held) == 0})
+	s.mu.Unlock()
+	jobs, err := s.Store.ClaimJobs(ctx, kind, now, limit, lease)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.seq++
+	s.looks[i].ended, s.looks[i].found, s.looks[i].failed = s.seq, len(jobs), err != nil
+	for _, j := range jobs {
+		s.held[j.ID] = true
+	}
+	return jobs, err
+}
+
+func (s *watchedStore) RetryJob(ctx context.Context, id string, runAt time.Time, lastErr string) error {
+	err := s.Store.RetryJob(ctx, id, runAt, lastErr)
+	s.handedBack(id)
+	return err
+}
+
+func (s *watchedStore) CompleteJob(ctx context.Context, id string) error {
+	err := s.Store.CompleteJob(ctx, id)
+	s.handedBack(id)
+	return err
+}
+
+func (s *watchedStore) handedBack(id string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.held[id] {
+		delete(s.held, id)
+		s.seq++
+	}
+}
+
+func (s *watchedStore) inFlight() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.held)
+}
+
+func (s *watchedStore) mark() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.seq
+}
+
+// idleLookSince returns what the first look that began after mark, with no
+// lane held, found; ok is false until such a look has ended.
+func (s *watchedStore) idleLookSince(mark int) (found int, ok bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, l := range s.looks {
+		if l.began > mark && l.idle && l.ended != 0 && !l.failed {
+			return l.found, true
+		}
+	}
+	return 0, false
+}
+
+// worker is a Webhooks with the store it was given, watched.
+type worker struct {
+	*webhooks.Webhooks
+	store *watchedStore
+}
+
+func newWebhooks(t *testing.T, st grants.Store, eps []webhooks.WebhookEndpoint, mod func(*webhooks.WebhooksOptions)) *worker {
 	t.Helper()
+	ws := watch(st)
 	o := webhooks.WebhooksOptions{
-		Store: st, Endpoints: eps, Logger: testkit.Logger(t),
+		Store: ws, Endpoints: eps, Logger: testkit.Logger(t),
 		PollInterval: 20 * time.Millisecond, BaseBackoff: 5 * time.Millisecond, Timeout: 5 * time.Second,
 	}
 	if mod != nil {
@@ -270,10 +367,10 @@ func newWebhooks(t *testing.T, st grants.Store, eps []webhooks.WebhookEndpoint, 
 	if err != nil {
 		t.Fatal(err)
 	}
-	return w
+	return &worker{Webhooks: w, store: ws}
 }
 
-func runWebhooks(t *testing.T, w *webhooks.Webhooks) {
+func runWebhooks(t *testing.T, w *worker) {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
@@ -281,15 +378,33 @@ func runWebhooks(t *testing.T, w *webhooks.Webhooks) {
 	t.Cleanup(func() { cancel(); <-done })
 }
 
-func waitWebhooksIdle(t *testing.T, w *webhooks.Webhooks) {
+// waitWebhooksIdle waits until the worker has nothing left to do: no lane
+// queued and none held (being worked).
+func waitWebhooksIdle(t *testing.T, w *worker) {
 	t.Helper()
-	testkit.Eventually(t, "the webhook queue to drain", func() bool {
+	testkit.Eventually(t, "the webhook worker to go idle (queue drained, no lane held)", func() bool {
 		n, err := w.QueueDepth(context.Background())
-		return err == nil && n == 0
+		return err == nil && n == 0 && w.store.inFlight() == 0
 	})
 }
 
-func delivery(t *testing.T, w *webhooks.Webhooks, endpoint, id string) webhooks.WebhookDelivery {
+// nextIdleLook waits for the worker's next look for due lanes that begins
+// after the call with no lane held, and returns how many lanes it found. Zero
+// means that, with everything before the call done, nothing was due: the
+// deterministic form of "nothing more happens".
+func nextIdleLook(t *testing.T, w *worker) int {
+	t.Helper()
+	mark := w.store.mark()
+	var found int
+	testkit.Eventually(t, "the webhook worker to look for due lanes with none held", func() bool {
+		var ok bool
+		found, ok = w.store.idleLookSince(mark)
+		return ok
+	})
+	return found
+}
+
+func delivery(t *testing.T, w *worker, endpoint, id string) webhooks.WebhookDelivery {
 	t.Helper()
 	ds, err := w.Deliveries(context.Background(), endpoint, 1000)
 	if err != nil {
@@ -349,6 +464,7 @@ func TestWebhooksEveryEventOnceInOrder(t *testing.T) {
 	want := invitations*len(steps) + 5
 	testkit.Eventually(t, "every event delivered", func() bool { return len(rcv.processed()) >= want })
 	waitWebhooksIdle(t, w1)
+	waitWebhooksIdle(t, w2)
 	got := rcv.processed()
 	if len(got) != want {
 		t.Fatalf("processed %d events, want %d", len(got), want)
@@ -559,7 +675,11 @@ func TestWebhooksGiveUpThenRedeliver(t *testing.T) {
 	if err := w.Redeliver(t.Context(), id); !errors.Is(err, webhooks.ErrDeliveryPending) {
 		t.Fatalf("redeliver while pending: %v", err)
 	}
-	time.Sleep(100 * time.Millisecond)
+	// Once the failed attempt's lane is handed back, the worker's next look
+	// finds nothing due: the clock has not moved, so the backoff has not elapsed.
+	if found := nextIdleLook(t, w); found != 0 {
+		t.Fatalf("the worker found %d lanes due before the backoff elapsed", found)
+	}
 	if n := attempts(); n != 1 {
 		t.Fatalf("%d attempts before the backoff elapsed", n)
 	}
@@ -578,7 +698,9 @@ func TestWebhooksGiveUpThenRedeliver(t *testing.T) {
 		t.Fatalf("given up: %+v after %d requests", d, attempts())
 	}
 	clock.Advance(time.Hour)
-	time.Sleep(100 * time.Millisecond)
+	if found := nextIdleLook(t, w); found != 0 {
+		t.Fatalf("the worker found %d lanes due an hour after giving up", found)
+	}
 	if n := attempts(); n != 3 {
 		t.Fatalf("still trying after giving up: %d attempts", n)
 	}
@@ -687,8 +809,8 @@ func TestWebhooksIdempotentEmit(t *testing.T) {
 	}
 	runWebhooks(t, w)
 	testkit.Eventually(t, "the delivery", func() bool { return len(rcv.processed()) == 1 })
+	// Idle (queue drained, no lane held): every delivery queued has been made.
 	waitWebhooksIdle(t, w)
-	time.Sleep(50 * time.Millisecond)
 	if got := rcv.processed(); len(got) != 1 || got[0].Data["email"] != "ada@example.com" {
 		t.Fatalf("processed %+v", got)
 	}
@@ -731,10 +853,12 @@ func TestWebhooksTimeoutIsRetried(t *testing.T) {
 	t.Parallel()
 	secret := newSecret(t)
 	rcv := newReceiver(t, []string{secret}, nil)
-	rcv.hang = 1
+	rcv.hang = 1 // the first attempt gets no answer at all
 	st, _ := testkit.OpenBolt(t)
+	// A timeout the answered attempt meets even on a loaded machine (-race,
+	// many tests at once): 100ms was missed there.
 	w := newWebhooks(t, st, []webhooks.WebhookEndpoint{{ID: "crm", URL: rcv.srv.URL, Secrets: []string{secret}}},
-		func(o *webhooks.WebhooksOptions) { o.Timeout = 100 * time.Millisecond })
+		func(o *webhooks.WebhooksOptions) { o.Timeout = time.Second })
 	runWebhooks(t, w)
 	if err := w.Emit(t.Context(), webhooks.WebhookEvent{Type: webhooks.WebhookUserCreated, Data: map[string]any{"user_id": "u1"}}); err != nil {
 		t.Fatal(err)
@@ -744,7 +868,7 @@ func TestWebhooksTimeoutIsRetried(t *testing.T) {
 		return delivery(t, w, "crm", rcv.processed()[0].ID).Status == webhooks.DeliveryDelivered
 	})
 	d := delivery(t, w, "crm", rcv.processed()[0].ID)
-	if d.Attempts != 2 || !strings.Contains(d.History[0].Error, "no answer within 100ms") || d.History[0].StatusCode != 0 {
+	if d.Attempts != 2 || !strings.Contains(d.History[0].Error, "no answer within 1s") || d.History[0].StatusCode != 0 {
 		t.Fatalf("delivery %+v", d)
 	}
 }

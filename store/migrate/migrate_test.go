@@ -18,6 +18,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/usher-oidc/usher/grants"
+	"github.com/usher-oidc/usher/internal/testkit"
 	"github.com/usher-oidc/usher/sessions"
 	"github.com/usher-oidc/usher/store"
 	boltstore "github.com/usher-oidc/usher/store/bolt"
@@ -46,11 +47,8 @@ func startRedis(t *testing.T) string {
 	addr := "127.0.0.1:" + strconv.Itoa(port)
 	c := redis.NewClient(&redis.Options{Addr: addr})
 	defer c.Close()
-	for deadline := time.Now().Add(10 * time.Second); c.Ping(context.Background()).Err() != nil; {
-		if time.Now().After(deadline) {
-			t.Fatal("redis-server did not answer")
-		}
-		time.Sleep(50 * time.Millisecond)
+	if !testkit.Within(10*time.Second, func() bool { return c.Ping(context.Background()).Err() == nil }) {
+		t.Fatal("redis-server did not answer")
 	}
 	return addr
 }

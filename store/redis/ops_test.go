@@ -14,6 +14,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/usher-oidc/usher/grants"
+	"github.com/usher-oidc/usher/internal/testkit"
 	"github.com/usher-oidc/usher/sessions"
 	redisstore "github.com/usher-oidc/usher/store/redis"
 )
@@ -180,12 +181,9 @@ func TestOutage(t *testing.T) {
 
 	must(t, "restart", srv.start())
 	ctx = ctxT(t)
-	deadline := time.Now().Add(5 * time.Second)
-	for s.Ping(ctx) != nil {
-		if time.Now().After(deadline) {
-			t.Fatalf("store did not recover after Redis came back: %v (server %s)", s.Ping(ctx), srv.addr())
-		}
-		time.Sleep(20 * time.Millisecond)
+	var pingErr error
+	if !testkit.Within(5*time.Second, func() bool { pingErr = s.Ping(ctx); return pingErr == nil }) {
+		t.Fatalf("store did not recover after Redis came back: %v (server %s)", pingErr, srv.addr())
 	}
 	// Scripts were flushed with the restart (no AOF here): EVALSHA falls back to EVAL.
 	must(t, "create after outage", s.CreateRefreshToken(ctx, refresh("rt-c", "fam-c", now)))

@@ -15,6 +15,8 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/usher-oidc/usher/internal/testkit"
 )
 
 // server is a redis-server process the tests started themselves.
@@ -75,25 +77,29 @@ func (s *server) start() error {
 	go func() { _ = s.cmd.Wait(); close(s.done) }()
 	c := redis.NewClient(&redis.Options{Addr: s.addr(), MaxRetries: -1, DialTimeout: 200 * time.Millisecond})
 	defer c.Close()
-	deadline := time.Now().Add(10 * time.Second)
-	for {
+	var pingErr error
+	exited := false
+	// Within, not Eventually: TestMain starts the shared server, with no test to fail.
+	testkit.Within(10*time.Second, func() bool {
 		ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
-		err := c.Ping(ctx).Err()
+		pingErr = c.Ping(ctx).Err()
 		cancel()
-		if err == nil {
-			return nil
-		}
 		select {
 		case <-s.done:
-			raw, _ := os.ReadFile(log.Name())
-			return fmt.Errorf("redis-server on %d exited: %s", s.port, lastLines(string(raw), 5))
+			exited = true
 		default:
 		}
-		if time.Now().After(deadline) {
-			s.kill()
-			return fmt.Errorf("redis-server on %d: no PONG: %w", s.port, err)
-		}
-		time.Sleep(20 * time.Millisecond)
+		return pingErr == nil || exited
+	})
+	switch {
+	case pingErr == nil:
+		return nil
+	case exited:
+		raw, _ := os.ReadFile(log.Name())
+		return fmt.Errorf("redis-server on %d exited: %s", s.port, lastLines(string(raw), 5))
+	default:
+		s.kill()
+		return fmt.Errorf("redis-server on %d: no PONG: %w", s.port, pingErr)
 	}
 }
 
@@ -178,18 +184,16 @@ func startCluster(t testing.TB) []string {
 	deadline := time.Now().Add(20 * time.Second)
 	for _, a := range addrs {
 		c := redis.NewClient(&redis.Options{Addr: a})
-		for {
-			info, err := c.ClusterInfo(context.Background()).Result()
-			if err == nil && strings.Contains(info, "cluster_state:ok") {
-				break
-			}
-			if time.Now().After(deadline) {
-				c.Close()
-				t.Fatalf("cluster node %s not ok: %v %s", a, err, info)
-			}
-			time.Sleep(50 * time.Millisecond)
-		}
+		var info string
+		var err error
+		ok := testkit.Within(time.Until(deadline), func() bool {
+			info, err = c.ClusterInfo(context.Background()).Result()
+			return err == nil && strings.Contains(info, "cluster_state:ok")
+		})
 		c.Close()
+		if !ok {
+			t.Fatalf("cluster node %s not ok: %v %s", a, err, info)
+		}
 	}
 	return addrs
 }

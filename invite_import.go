@@ -42,31 +42,10 @@ func (c *inviteCmd) importCSV(ctx context.Context, args []string) error {
 	r := csv.NewReader(bytes.NewReader(bytes.TrimPrefix(data, []byte("\xef\xbb\xbf")))) // spreadsheets write a BOM
 	r.FieldsPerRecord = -1
 	r.TrimLeadingSpace = true
-	header, err := r.Read()
-	if err == io.EOF {
-		return fmt.Errorf("%s is empty: the first line must be a header naming the columns (%s)", pos[0], strings.Join(importColumns, ", "))
-	}
+	cols, err := readImportHeader(r, pos[0])
 	if err != nil {
-		return fmt.Errorf("%s: header: %v", pos[0], err)
+		return err
 	}
-	col := map[string]int{}
-	for i, h := range header {
-		name := strings.ToLower(strings.TrimSpace(h))
-		switch {
-		case name == "" && i == len(header)-1:
-			continue // a trailing separator
-		case !slices.Contains(importColumns, name):
-			return fmt.Errorf("%s line 1: unknown column %q; the columns are %s", pos[0], h, strings.Join(importColumns, ", "))
-		}
-		if _, dup := col[name]; dup {
-			return fmt.Errorf("%s line 1: column %q appears twice", pos[0], name)
-		}
-		col[name] = i
-	}
-	if _, ok := col["email"]; !ok {
-		return fmt.Errorf("%s line 1: no email column; the header must name the columns (%s), email is required", pos[0], strings.Join(importColumns, ", "))
-	}
-
 	// Get the token first: bad credentials fail once, not on every row.
 	ac, err := c.client(scopeWrite)
 	if err != nil {
@@ -75,102 +54,153 @@ func (c *inviteCmd) importCSV(ctx context.Context, args []string) error {
 	if err := ac.token(ctx); err != nil {
 		return err
 	}
-
-	var total, ok, failed, existing, replayed int
-	fail := func(line int, format string, args ...any) {
-		failed++
-		fmt.Fprintf(c.stdout, "line %d: %s\n", line, fmt.Sprintf(format, args...))
-	}
+	t := &importTally{out: c.stdout}
 	for {
 		rec, err := r.Read()
 		if err == io.EOF {
 			break
 		}
-		if err != nil {
-			var pe *csv.ParseError
-			if !errors.As(err, &pe) {
-				return err
-			}
-			total++
-			fail(pe.StartLine, "not valid CSV: %v", pe.Err)
+		var pe *csv.ParseError
+		switch {
+		case errors.As(err, &pe):
+			t.total++
+			t.fail(pe.StartLine, "not valid CSV: %v", pe.Err)
 			continue
-		}
-		if allBlank(rec) {
+		case err != nil:
+			return err
+		case allBlank(rec):
 			continue
 		}
 		line, _ := r.FieldPos(0)
-		total++
-		cell := func(name string) string {
-			if i, ok := col[name]; ok && i < len(rec) {
-				return strings.TrimSpace(rec[i])
-			}
-			return ""
-		}
-		if len(rec) > len(header) && !allBlank(rec[len(header):]) {
-			fail(line, "%d cells, but the header names %d columns", len(rec), len(header))
+		t.total++
+		body, roles, problem := cols.row(rec, &cf)
+		if problem != "" {
+			t.fail(line, "%s", problem)
 			continue
 		}
-		email := cell("email")
-		if email == "" {
-			fail(line, "email: is empty")
-			continue
+		c.importRow(ctx, ac, t, line, body, roles)
+		if ctx.Err() != nil {
+			return ctx.Err()
 		}
-		roles := strings.FieldsFunc(cell("roles"), func(r rune) bool { return r == ';' || r == ',' || unicode.IsSpace(r) })
-		body := cf.body(email, roles)
-		body.ExternalID = cell("external_id")
-		if body.Claims, err = parseJSONObjectCell(cell("claims")); err != nil {
-			fail(line, "claims: %v", err)
-			continue
-		}
-		if body.Metadata, err = parseJSONObjectCell(cell("metadata")); err != nil {
-			fail(line, "metadata: %v", err)
-			continue
-		}
-		inv, rep, err := ac.CreateInvitation(ctx, body, rowKey(body, roles))
-		if err != nil && rep == nil {
-			var pe *client.Problem
-			switch {
-			case errors.As(err, &pe) && pe.Slug() == "idempotency-mismatch":
-				fail(line, "this row was already imported with other options (--role, --no-email, ...) in the last 24 hours; nothing was created")
-			case errors.As(err, &pe):
-				fail(line, "%s", pe.OneLine())
-			default:
-				fail(line, "%v", ac.explain(err))
-			}
-			if ctx.Err() != nil {
-				return ctx.Err()
-			}
-			continue
-		}
-		if err != nil {
-			fail(line, "%v", err) // an answer that is not an invitation
-			continue
-		}
-		ok++
+	}
+	return t.summary()
+}
+
+// importColumnsOf maps the header's column names to their positions.
+type importColumnsOf struct {
+	col    map[string]int
+	header int // how many columns the header names
+}
+
+// readImportHeader reads and checks the first line: known column names,
+// each once, email among them.
+func readImportHeader(r *csv.Reader, file string) (*importColumnsOf, error) {
+	header, err := r.Read()
+	if err == io.EOF {
+		return nil, fmt.Errorf("%s is empty: the first line must be a header naming the columns (%s)", file, strings.Join(importColumns, ", "))
+	}
+	if err != nil {
+		return nil, fmt.Errorf("%s: header: %v", file, err)
+	}
+	col := map[string]int{}
+	for i, h := range header {
+		name := strings.ToLower(strings.TrimSpace(h))
 		switch {
-		case rep.Status == http.StatusOK && inv.URL == "":
-			existing++
-			fmt.Fprintf(c.stdout, "line %d: %s %s already invited (pending invitation with external_id %q; nothing new created)\n", line, inv.Email, inv.ID, inv.ExternalID)
-		case rep.Replayed:
-			replayed++
-			fmt.Fprintf(c.stdout, "line %d: %s %s already imported (nothing new created) %s\n", line, inv.Email, inv.ID, inv.URL)
-		default:
-			fmt.Fprintf(c.stdout, "line %d: %s %s %s\n", line, inv.Email, inv.ID, inv.URL)
+		case name == "" && i == len(header)-1:
+			continue // a trailing separator
+		case !slices.Contains(importColumns, name):
+			return nil, fmt.Errorf("%s line 1: unknown column %q; the columns are %s", file, h, strings.Join(importColumns, ", "))
 		}
+		if _, dup := col[name]; dup {
+			return nil, fmt.Errorf("%s line 1: column %q appears twice", file, name)
+		}
+		col[name] = i
 	}
-	summary := fmt.Sprintf("imported %d of %d; %d failed", ok, total, failed)
-	if existing > 0 {
-		summary += fmt.Sprintf("; %d already invited", existing)
+	if _, ok := col["email"]; !ok {
+		return nil, fmt.Errorf("%s line 1: no email column; the header must name the columns (%s), email is required", file, strings.Join(importColumns, ", "))
 	}
-	if replayed > 0 {
-		summary += fmt.Sprintf("; %d already imported by an earlier run", replayed)
+	return &importColumnsOf{col: col, header: len(header)}, nil
+}
+
+// row turns one record into a create request, or says what is wrong with it.
+func (cols *importColumnsOf) row(rec []string, cf *createFlags) (body client.CreateRequest, roles []string, problem string) {
+	cell := func(name string) string {
+		if i, ok := cols.col[name]; ok && i < len(rec) {
+			return strings.TrimSpace(rec[i])
+		}
+		return ""
 	}
-	fmt.Fprintln(c.stdout, summary)
-	if total == 0 {
-		fmt.Fprintln(c.stdout, "(the file has a header but no rows)")
+	if len(rec) > cols.header && !allBlank(rec[cols.header:]) {
+		return body, nil, fmt.Sprintf("%d cells, but the header names %d columns", len(rec), cols.header)
 	}
-	if failed > 0 {
-		return fmt.Errorf("%d of %d rows failed (see the lines above); fix them and run the same command again: rows already imported are not created twice", failed, total)
+	email := cell("email")
+	if email == "" {
+		return body, nil, "email: is empty"
+	}
+	roles = strings.FieldsFunc(cell("roles"), func(r rune) bool { return r == ';' || r == ',' || unicode.IsSpace(r) })
+	body = cf.body(email, roles)
+	body.ExternalID = cell("external_id")
+	var err error
+	if body.Claims, err = parseJSONObjectCell(cell("claims")); err != nil {
+		return body, nil, "claims: " + err.Error()
+	}
+	if body.Metadata, err = parseJSONObjectCell(cell("metadata")); err != nil {
+		return body, nil, "metadata: " + err.Error()
+	}
+	return body, roles, ""
+}
+
+// importRow creates one row's invitation (idempotently, by the row's own
+// content) and reports the outcome on its line.
+func (c *inviteCmd) importRow(ctx context.Context, ac apiClient, t *importTally, line int, body client.CreateRequest, roles []string) {
+	inv, rep, err := ac.CreateInvitation(ctx, body, rowKey(body, roles))
+	var pe *client.Problem
+	switch {
+	case err != nil && rep == nil && errors.As(err, &pe) && pe.Slug() == "idempotency-mismatch":
+		t.fail(line, "this row was already imported with other options (--role, --no-email, ...) in the last 24 hours; nothing was created")
+	case err != nil && rep == nil && errors.As(err, &pe):
+		t.fail(line, "%s", pe.OneLine())
+	case err != nil && rep == nil:
+		t.fail(line, "%v", ac.explain(err))
+	case err != nil:
+		t.fail(line, "%v", err) // an answer that is not an invitation
+	case rep.Status == http.StatusOK && inv.URL == "":
+		t.ok, t.existing = t.ok+1, t.existing+1
+		fmt.Fprintf(c.stdout, "line %d: %s %s already invited (pending invitation with external_id %q; nothing new created)\n", line, inv.Email, inv.ID, inv.ExternalID)
+	case rep.Replayed:
+		t.ok, t.replayed = t.ok+1, t.replayed+1
+		fmt.Fprintf(c.stdout, "line %d: %s %s already imported (nothing new created) %s\n", line, inv.Email, inv.ID, inv.URL)
+	default:
+		t.ok++
+		fmt.Fprintf(c.stdout, "line %d: %s %s %s\n", line, inv.Email, inv.ID, inv.URL)
+	}
+}
+
+// importTally counts the rows of an import and prints the summary.
+type importTally struct {
+	out                                   io.Writer
+	total, ok, failed, existing, replayed int
+}
+
+func (t *importTally) fail(line int, format string, args ...any) {
+	t.failed++
+	fmt.Fprintf(t.out, "line %d: %s\n", line, fmt.Sprintf(format, args...))
+}
+
+func (t *importTally) summary() error {
+	summary := fmt.Sprintf("imported %d of %d; %d failed", t.ok, t.total, t.failed)
+	if t.existing > 0 {
+		summary += fmt.Sprintf("; %d already invited", t.existing)
+	}
+	if t.replayed > 0 {
+		summary += fmt.Sprintf("; %d already imported by an earlier run", t.replayed)
+	}
+	fmt.Fprintln(t.out, summary)
+	if t.total == 0 {
+		fmt.Fprintln(t.out, "(the file has a header but no rows)")
+	}
+	if t.failed > 0 {
+		return fmt.Errorf("%d of %d rows failed (see the lines above); fix them and run the same command again: rows already imported are not created twice", t.failed, t.total)
 	}
 	return nil
 }

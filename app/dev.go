@@ -108,40 +108,105 @@ func StartDev(ctx context.Context, o DevOptions) (*Dev, error) {
 			d.Close()
 		}
 	}()
-	usherLn, err := listen(o.Addr)
+	lns, err := devListeners(o)
 	if err != nil {
-		return nil, fmt.Errorf("usher listener: %w", err)
+		return nil, err
 	}
-	idpLn, err := listen(o.DevIDPAddr)
-	if err != nil {
-		usherLn.Close()
-		return nil, fmt.Errorf("devidp listener: %w", err)
-	}
-	spaLn, err := listen(o.SPAAddr)
-	if err != nil {
-		usherLn.Close()
-		idpLn.Close()
-		return nil, fmt.Errorf("demo SPA listener: %w", err)
-	}
-	metricsLn, err := listen(o.MetricsAddr)
-	if err != nil {
-		usherLn.Close()
-		idpLn.Close()
-		spaLn.Close()
-		return nil, fmt.Errorf("metrics listener: %w", err)
-	}
+	defer func() {
+		if !ok {
+			lns.close()
+		}
+	}()
 	d.IssuerURL = o.Issuer
 	if d.IssuerURL == "" {
-		d.IssuerURL = "http://" + usherLn.Addr().String()
+		d.IssuerURL = "http://" + lns.usher.Addr().String()
 	}
-	d.IDPURL = "http://" + idpLn.Addr().String() + "/"
-	d.SPAURL = "http://" + spaLn.Addr().String()
+	d.IDPURL = "http://" + lns.idp.Addr().String() + "/"
+	d.SPAURL = "http://" + lns.spa.Addr().String()
 	if o.CustomDomain {
-		d.IDPCustomURL = "http://localhost:" + strconv.Itoa(idpLn.Addr().(*net.TCPAddr).Port) + "/"
+		d.IDPCustomURL = "http://localhost:" + strconv.Itoa(lns.idp.Addr().(*net.TCPAddr).Port) + "/"
 	}
 	usherBase := strings.TrimSuffix(d.IssuerURL, "/")
+	if d.IDP, err = d.startIDP(o, usherBase); err != nil {
+		return nil, err
+	}
+	cfg, err := d.devConfig(o, lns)
+	if err != nil {
+		return nil, err
+	}
+	d.Config = cfg
+	d.Outbox = mail.NewOutbox()
+	// Mail goes to the outbox page unless a test configured an SMTP server.
+	var sender mail.Sender
+	switch {
+	case o.MailSender != nil:
+		sender = o.MailSender
+	case !cfg.Mail.Enabled():
+		sender = d.Outbox
+	}
+	d.appOpts = Options{Logger: o.Logger, Now: o.Now, WrapStore: o.WrapStore, MailSender: sender, MailBackoff: o.MailBackoff, WebhookBackoff: o.WebhookBackoff, DemoURL: d.SPAURL}
+	d.App, err = New(ctx, cfg, d.appOpts)
+	if err != nil {
+		return nil, err
+	}
+	d.OutboxURL = usherBase + "/dev/outbox/"
+	d.MetricsURL = "http://" + lns.metrics.Addr().String() + "/metrics"
+	spa := demo.Handler(demo.Config{Issuer: d.IssuerURL, ClientID: DevSPAClientID, Origin: d.SPAURL})
+	for _, s := range []struct {
+		ln net.Listener
+		h  http.Handler
+	}{{lns.usher, d.usherMux()}, {lns.idp, d.IDP}, {lns.spa, spa}, {lns.metrics, d.App.MetricsHandler()}} {
+		srv := NewServer(s.h)
+		d.servers = append(d.servers, srv)
+		go srv.Serve(s.ln)
+	}
+	ok = true
+	return d, nil
+}
 
-	d.IDP, err = devidp.New(devidp.Config{
+// devListens are the four listeners of `usher dev`.
+type devListens struct{ usher, idp, spa, metrics net.Listener }
+
+func (l *devListens) close() {
+	for _, ln := range []net.Listener{l.usher, l.idp, l.spa, l.metrics} {
+		ln.Close()
+	}
+}
+
+// devListeners opens them all, or none.
+func devListeners(o DevOptions) (*devListens, error) {
+	var opened []net.Listener
+	open := func(addr, what string) (net.Listener, error) {
+		ln, err := listen(addr)
+		if err != nil {
+			for _, l := range opened {
+				l.Close()
+			}
+			return nil, fmt.Errorf("%s listener: %w", what, err)
+		}
+		opened = append(opened, ln)
+		return ln, nil
+	}
+	var l devListens
+	var err error
+	if l.usher, err = open(o.Addr, "usher"); err != nil {
+		return nil, err
+	}
+	if l.idp, err = open(o.DevIDPAddr, "devidp"); err != nil {
+		return nil, err
+	}
+	if l.spa, err = open(o.SPAAddr, "demo SPA"); err != nil {
+		return nil, err
+	}
+	if l.metrics, err = open(o.MetricsAddr, "metrics"); err != nil {
+		return nil, err
+	}
+	return &l, nil
+}
+
+// startIDP builds the stand-in Auth0 tenant with the dev fixtures.
+func (d *Dev) startIDP(o DevOptions, usherBase string) (*devidp.Server, error) {
+	idp, err := devidp.New(devidp.Config{
 		Issuer: d.IDPURL,
 		Clients: []devidp.Client{{
 			ID: devUpstreamClient, Secret: devUpstreamSecret,
@@ -160,20 +225,26 @@ func StartDev(ctx context.Context, o DevOptions) (*Dev, error) {
 	if err != nil {
 		return nil, fmt.Errorf("devidp: %w", err)
 	}
+	return idp, nil
+}
 
+// devConfig is `usher dev`'s configuration: the Auth0 preset against devidp,
+// the demo SPA and the funnel as clients, then the caller's changes.
+func (d *Dev) devConfig(o DevOptions, lns *devListens) (*config.Config, error) {
 	cfg := config.Default()
 	cfg.Dev = true
 	cfg.Admin.Emails = []string{DevAdminEmail}
 	cfg.Issuer = d.IssuerURL
-	cfg.Listen = usherLn.Addr().String()
-	cfg.Metrics.Listen = metricsLn.Addr().String()
+	cfg.Listen = lns.usher.Addr().String()
+	cfg.Metrics.Listen = lns.metrics.Addr().String()
 	cfg.Store.Path = o.StorePath
 	if cfg.Store.Path == "" {
-		d.tmpDir, err = os.MkdirTemp("", "usher-dev-")
+		dir, err := os.MkdirTemp("", "usher-dev-")
 		if err != nil {
 			return nil, err
 		}
-		cfg.Store.Path = filepath.Join(d.tmpDir, "usher.db")
+		d.tmpDir = dir
+		cfg.Store.Path = filepath.Join(dir, "usher.db")
 	}
 	// devidp answers as an Auth0 tenant does, so dev runs the Auth0 preset,
 	// Management API mirror included.
@@ -209,35 +280,7 @@ func StartDev(ctx context.Context, o DevOptions) (*Dev, error) {
 	if o.AfterValidate != nil {
 		o.AfterValidate(cfg)
 	}
-	d.Config = cfg
-	d.Outbox = mail.NewOutbox()
-	// Mail goes to the outbox page unless a test configured an SMTP server.
-	var sender mail.Sender
-	switch {
-	case o.MailSender != nil:
-		sender = o.MailSender
-	case !cfg.Mail.Enabled():
-		sender = d.Outbox
-	}
-	d.appOpts = Options{Logger: o.Logger, Now: o.Now, WrapStore: o.WrapStore, MailSender: sender, MailBackoff: o.MailBackoff, WebhookBackoff: o.WebhookBackoff, DemoURL: d.SPAURL}
-	d.App, err = New(ctx, cfg, d.appOpts)
-	if err != nil {
-		return nil, err
-	}
-	d.OutboxURL = usherBase + "/dev/outbox/"
-	d.MetricsURL = "http://" + metricsLn.Addr().String() + "/metrics"
-	usherMux := d.usherMux()
-	spa := demo.Handler(demo.Config{Issuer: d.IssuerURL, ClientID: DevSPAClientID, Origin: d.SPAURL})
-	for _, s := range []struct {
-		ln net.Listener
-		h  http.Handler
-	}{{usherLn, usherMux}, {idpLn, d.IDP}, {spaLn, spa}, {metricsLn, d.App.MetricsHandler()}} {
-		srv := NewServer(s.h)
-		d.servers = append(d.servers, srv)
-		go srv.Serve(s.ln)
-	}
-	ok = true
-	return d, nil
+	return cfg, nil
 }
 
 func (d *Dev) usherMux() *http.ServeMux {

@@ -335,8 +335,49 @@ func (h *Page) maxDays() int {
 }
 
 func (h *Page) renderDashboard(w http.ResponseWriter, r *http.Request, a *adminRequest, status int, f inviteForm, errs map[string][]string, notice string) {
-	ctx := r.Context()
 	p := dashboardPage{Form: f, Errors: errs, DefaultDays: h.defaultDays(), MaxDays: h.maxDays()}
+	h.formOptions(&p, f)
+	list, next, cursor, ok := h.listInvitations(w, r, &p, &notice)
+	if !ok {
+		return
+	}
+	for i := range list {
+		inv := &list[i]
+		st := inv.EffectiveStatus(h.Now())
+		p.Rows = append(p.Rows, invitationRow{
+			ID: inv.ID, Email: inv.Email, Roles: strings.Join(inv.Roles, ", "), ExternalID: inv.ExternalID,
+			Created: fmtTime(inv.CreatedAt), Expires: fmtTime(inv.ExpiresAt), EmailStatus: emailStatusLabel(inv.EmailStatus),
+			Status: st, Actionable: inv.Status == grants.StatusPending,
+		})
+	}
+	listURL := func(cur string) string {
+		v := url.Values{}
+		if p.Status != "" {
+			v.Set("status", p.Status)
+		}
+		if p.Query != "" {
+			v.Set("q", p.Query)
+			v.Set("by", p.By)
+		}
+		if cur != "" {
+			v.Set("cursor", cur)
+		}
+		if len(v) == 0 {
+			return h.url("/admin")
+		}
+		return h.url("/admin?" + v.Encode())
+	}
+	if next != "" {
+		p.NextURL = listURL(next)
+	}
+	if cursor != "" {
+		p.FirstURL = listURL("")
+	}
+	h.render(w, r, status, "dashboard", adminPage{Title: "Invitations", User: a.user, CSRF: a.csrf, Notice: notice, Page: p})
+}
+
+// formOptions fills the invite form's choices: roles, apps, email match, link form.
+func (h *Page) formOptions(p *dashboardPage, f inviteForm) {
 	for _, role := range h.RoleCatalog {
 		p.Catalog = append(p.Catalog, option{Value: role, Label: role, Selected: slices.Contains(f.Roles, role)})
 	}
@@ -376,7 +417,13 @@ func (h *Page) renderDashboard(w http.ResponseWriter, r *http.Request, a *adminR
 		p.Links = append(p.Links, option{Value: l.v, Label: l.l, Selected: f.Link == l.v || f.Link == "" && l.v == grants.LinkInvite})
 	}
 
-	// The list: filter, search, page.
+}
+
+// listInvitations reads the list's page: the status filter, the search
+// (email or external ID, whichever finds something first) and the cursor. It
+// has answered the request itself when ok is false.
+func (h *Page) listInvitations(w http.ResponseWriter, r *http.Request, p *dashboardPage, notice *string) (list []grants.Invitation, next, cursor string, ok bool) {
+	ctx := r.Context()
 	q := r.URL.Query()
 	p.Status = q.Get("status")
 	switch grants.Status(p.Status) {
@@ -393,7 +440,7 @@ func (h *Page) renderDashboard(w http.ResponseWriter, r *http.Request, a *adminR
 	}
 	p.Query = strings.TrimSpace(clip(q.Get("q"), 254))
 	p.Searched = p.Query != ""
-	cursor := q.Get("cursor")
+	cursor = q.Get("cursor")
 	by := q.Get("by")
 	var order []string
 	switch {
@@ -406,8 +453,6 @@ func (h *Page) renderDashboard(w http.ResponseWriter, r *http.Request, a *adminR
 	default:
 		order = []string{"external_id", "email"}
 	}
-	var list []grants.Invitation
-	var next string
 	for i, field := range order {
 		fl := grants.InvitationFilter{Status: grants.Status(p.Status), Cursor: cursor, Limit: adminPageSize}
 		switch field {
@@ -419,52 +464,20 @@ func (h *Page) renderDashboard(w http.ResponseWriter, r *http.Request, a *adminR
 		var err error
 		list, next, err = h.Store.ListInvitations(ctx, fl, h.Now())
 		if cursor != "" && errors.Is(err, storeerrs.ErrBadCursor) {
-			notice = "That page link is no longer valid; showing the first page."
+			*notice = "That page link is no longer valid; showing the first page."
 			cursor, fl.Cursor = "", ""
 			list, next, err = h.Store.ListInvitations(ctx, fl, h.Now())
 		}
 		if err != nil {
 			h.adminUnavailable(w, r, "listing invitations", err)
-			return
+			return nil, "", "", false
 		}
 		p.By = field
 		if len(list) > 0 || cursor != "" || i == len(order)-1 {
 			break
 		}
 	}
-	for i := range list {
-		inv := &list[i]
-		st := inv.EffectiveStatus(h.Now())
-		p.Rows = append(p.Rows, invitationRow{
-			ID: inv.ID, Email: inv.Email, Roles: strings.Join(inv.Roles, ", "), ExternalID: inv.ExternalID,
-			Created: fmtTime(inv.CreatedAt), Expires: fmtTime(inv.ExpiresAt), EmailStatus: emailStatusLabel(inv.EmailStatus),
-			Status: st, Actionable: inv.Status == grants.StatusPending,
-		})
-	}
-	listURL := func(cur string) string {
-		v := url.Values{}
-		if p.Status != "" {
-			v.Set("status", p.Status)
-		}
-		if p.Query != "" {
-			v.Set("q", p.Query)
-			v.Set("by", p.By)
-		}
-		if cur != "" {
-			v.Set("cursor", cur)
-		}
-		if len(v) == 0 {
-			return h.url("/admin")
-		}
-		return h.url("/admin?" + v.Encode())
-	}
-	if next != "" {
-		p.NextURL = listURL(next)
-	}
-	if cursor != "" {
-		p.FirstURL = listURL("")
-	}
-	h.render(w, r, status, "dashboard", adminPage{Title: "Invitations", User: a.user, CSRF: a.csrf, Notice: notice, Page: p})
+	return list, next, cursor, true
 }
 
 // --- create ----------------------------------------------------------------

@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/usher-oidc/usher/grants"
@@ -36,9 +38,14 @@ type RelayOptions struct {
 	// an event a consumer refused is handed over again after it.
 	Lease        time.Duration
 	PollInterval time.Duration // default 1 s: events recorded by other replicas
-	Batch        int           // invitations per claim, default 50
-	Now          func() time.Time
-	Logger       *slog.Logger
+	Batch        int           // invitations per claim, default 64
+	// Parallel is how many claimed records are handed over at once (default
+	// 16): the stores group concurrent writes into one commit (bbolt's
+	// Batch, Redis pipelines), so one record at a time would cost one fsync
+	// per event on bbolt. Events of one record stay in order.
+	Parallel int
+	Now      func() time.Time
+	Logger   *slog.Logger
 }
 
 // Relay is the one runner that hands recorded events to their consumers:
@@ -59,7 +66,10 @@ func NewRelay(o RelayOptions) *Relay {
 		o.PollInterval = time.Second
 	}
 	if o.Batch <= 0 {
-		o.Batch = 50
+		o.Batch = 64
+	}
+	if o.Parallel <= 0 {
+		o.Parallel = 16
 	}
 	if o.Now == nil {
 		o.Now = time.Now
@@ -86,14 +96,29 @@ func (r *Relay) Drain(ctx context.Context) int {
 			r.log.ErrorContext(ctx, "claiming recorded events", "err", err)
 			return acked
 		}
-		for _, id := range ids {
-			acked += r.deliver(ctx, id)
-		}
+		acked += r.deliverAll(ctx, ids)
 		if len(ids) < r.o.Batch {
 			return acked
 		}
 	}
 	return acked
+}
+
+// deliverAll hands over the claimed records, Parallel at a time, and
+// returns how many events were acknowledged.
+func (r *Relay) deliverAll(ctx context.Context, ids []string) int {
+	var acked atomic.Int64
+	sem := make(chan struct{}, r.o.Parallel)
+	var wg sync.WaitGroup
+	for _, id := range ids {
+		sem <- struct{}{}
+		wg.Go(func() {
+			defer func() { <-sem }()
+			acked.Add(int64(r.deliver(ctx, id)))
+		})
+	}
+	wg.Wait()
+	return int(acked.Load())
 }
 
 // deliver hands the events of one invitation (or one user's grant) over in

@@ -1,6 +1,7 @@
 package admin
 
 import (
+	"context"
 	"net/http"
 	"strconv"
 	"time"
@@ -51,7 +52,8 @@ func (h *API) apiStoreBackup(w http.ResponseWriter, r *http.Request, c Caller) {
 	h.Logger.InfoContext(ctx, "store backup served", "client_id", c.ClientID, "bytes", n, "file", name)
 	rec := &grants.AuditRecord{ID: randomToken(12), At: h.Now(), Action: "store.backup", Actor: c.actor(), Target: name,
 		Detail: map[string]string{"bytes": strconv.FormatInt(n, 10)}}
-	if err := h.Store.AppendAudit(ctx, rec); err != nil {
+	// Recorded even when the caller hangs up after the last byte: it has the backup.
+	if err := h.Store.AppendAudit(context.WithoutCancel(ctx), rec); err != nil {
 		// The backup was served; only its record is missing.
 		h.Metrics.storeError("writing the audit log")
 		h.Logger.ErrorContext(ctx, "writing the audit log", "action", rec.Action, "err", err)

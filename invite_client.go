@@ -18,24 +18,41 @@ type apiClient struct{ *client.Client }
 
 // client builds the API client from flags, then the environment.
 func (c *inviteCmd) client(scope string) (apiClient, error) {
+	ac, err := newAPIClient(c.issuer, c.clientID, c.clientSecret, c.getenv, scope)
+	var ue usageError
+	if errors.As(err, &ue) {
+		return apiClient{}, c.usagef("%s", string(ue))
+	}
+	return ac, err
+}
+
+// usageError is a connection setting the command line got wrong.
+type usageError string
+
+func (e usageError) Error() string { return string(e) }
+
+// newAPIClient builds the API client of the commands that call the admin API
+// (usher invite, usher store backup) from their connection flags, then the
+// environment: USHER_ISSUER, USHER_CLIENT_ID, USHER_CLIENT_SECRET.
+func newAPIClient(issuerFlag, idFlag, secretFlag string, getenv func(string) string, scope string) (apiClient, error) {
 	pick := func(flagVal, env, def string) string {
 		if flagVal != "" {
 			return flagVal
 		}
-		if v := c.getenv(env); v != "" {
+		if v := getenv(env); v != "" {
 			return v
 		}
 		return def
 	}
-	issuer := pick(c.issuer, "USHER_ISSUER", defaultIssuer)
+	issuer := pick(issuerFlag, "USHER_ISSUER", defaultIssuer)
 	u, err := url.Parse(issuer)
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-		return apiClient{}, c.usagef("--issuer %q is not an http(s) URL", issuer)
+		return apiClient{}, usageError(fmt.Sprintf("--issuer %q is not an http(s) URL", issuer))
 	}
-	id := pick(c.clientID, "USHER_CLIENT_ID", "")
-	secret := pick(c.clientSecret, "USHER_CLIENT_SECRET", "")
+	id := pick(idFlag, "USHER_CLIENT_ID", "")
+	secret := pick(secretFlag, "USHER_CLIENT_SECRET", "")
 	if id == "" || secret == "" {
-		return apiClient{}, c.usagef("a client is required: set --client-id and --client-secret (or USHER_CLIENT_ID and USHER_CLIENT_SECRET) to a client allowed the client_credentials grant and the scope %s", scope)
+		return apiClient{}, usageError(fmt.Sprintf("a client is required: set --client-id and --client-secret (or USHER_CLIENT_ID and USHER_CLIENT_SECRET) to a client allowed the client_credentials grant and the scope %s", scope))
 	}
 	return apiClient{&client.Client{
 		Issuer: strings.TrimRight(issuer, "/"), ClientID: id, ClientSecret: secret, Scope: scope,

@@ -37,6 +37,8 @@ Usage:
   usher keys list|rotate --config F   list or rotate the signing keys in the store
   usher store migrate --from bolt:PATH --to redis://HOST:PORT [--merge]
                                       copy the state between backends (and back), then verify
+  usher store backup --out FILE       a consistent snapshot of the running usher's bbolt store
+                                      (admin API, scope store:backup; usher store help)
   usher healthcheck [URL]             exit 0 when URL (default http://127.0.0.1:8080/readyz) answers 200
   usher invite create|list|revoke|resend|import ...
                                       manage invitations through the admin API (usher invite help)
@@ -64,7 +66,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	case "healthcheck":
 		err = cmdHealthcheck(ctx, args[1:])
 	case "store":
-		err = cmdStore(ctx, args[1:], stdout)
+		err = cmdStore(ctx, args[1:], stdout, stderr)
 	case "invite":
 		err = cmdInvite(ctx, args[1:], stdout, stderr)
 	case "help", "-h", "--help":

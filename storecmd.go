@@ -6,6 +6,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"os"
 	"strings"
 
 	boltstore "github.com/usher-oidc/usher/store/bolt"
@@ -14,17 +15,39 @@ import (
 )
 
 const storeUsage = `usage: usher store migrate --from SPEC --to SPEC [--merge] [--redis-prefix P]
+       usher store backup --out FILE [--force] [--issuer URL] [--client-id ID] [--client-secret S]
 
-SPEC is bolt:PATH (a bbolt file) or a redis:// or rediss:// URL. Stop every
-usher using either store first. Every durable record is copied, and the
+migrate: SPEC is bolt:PATH (a bbolt file) or a redis:// or rediss:// URL. Stop
+every usher using either store first. Every durable record is copied, and the
 refresh tokens, browser sessions, revocations and idempotency keys that are
 still live; a record already in the target is left alone, so a rerun after an
 interruption copies the rest. A target holding records the source does not
 have is refused unless --merge. The run ends with a verification table.
+
+backup: asks the running usher (store.driver bolt) for a consistent snapshot
+of its bbolt file through the admin API (GET /api/store/backup) while it keeps
+serving. The bytes go to a temporary file beside FILE, which is synced and
+checked to open as a usher database before it is renamed to FILE: FILE is
+never a partial backup. An existing FILE is kept unless --force. The client
+needs the client_credentials grant and the scope store:backup, which usher
+gives to no client unless its scopes list it. Not included: the flow file
+(<store.path>.flow), which holds only sign-ins in flight. To restore, stop
+usher and put FILE at store.path. On Redis, use Redis's own persistence
+(RDB, AOF, a replica) or 'usher store migrate --from redis://… --to bolt:FILE'.
+  --issuer URL            usher's issuer (env USHER_ISSUER, default http://127.0.0.1:8080)
+  --client-id ID          a client holding store:backup (env USHER_CLIENT_ID)
+  --client-secret SECRET  its secret (env USHER_CLIENT_SECRET; prefer the environment)
 `
 
-// cmdStore: `usher store migrate`.
-func cmdStore(ctx context.Context, args []string, stdout io.Writer) error {
+// cmdStore: `usher store migrate` and `usher store backup`.
+func cmdStore(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	if len(args) > 0 && args[0] == "backup" {
+		return runStoreBackup(ctx, args[1:], stdout, stderr, os.Getenv)
+	}
+	if len(args) > 0 && (args[0] == "help" || args[0] == "-h" || args[0] == "--help") {
+		fmt.Fprint(stdout, storeUsage)
+		return nil
+	}
 	if len(args) == 0 || args[0] != "migrate" {
 		return fmt.Errorf("%s", storeUsage)
 	}

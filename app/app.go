@@ -10,6 +10,7 @@ import (
 	"crypto/sha256"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"math"
 	"net/http"
@@ -104,6 +105,7 @@ func New(ctx context.Context, cfg *config.Config, o Options) (*App, error) {
 		a.Store, a.owned = st, true
 	}
 	newLimiter := sharedLimiter(a.Store) // before WrapStore hides the backend
+	backup := backupFunc(a.Store)
 	if o.WrapStore != nil {
 		a.Store = o.WrapStore(a.Store)
 	}
@@ -113,6 +115,7 @@ func New(ctx context.Context, cfg *config.Config, o Options) (*App, error) {
 		return nil, err
 	}
 	bo.NewLimiter = newLimiter
+	bo.Backup = backup
 	bo.Sessions, bo.Grants = a.Store, a.Store
 	bo.Now, bo.Logger = o.Now, o.Logger
 	bo.DemoURL = o.DemoURL
@@ -268,6 +271,16 @@ func sharedLimiter(st Store) broker.NewLimiter {
 	return func(name string, perPeriod int, period time.Duration) broker.Limiter {
 		return rs.RateLimiter(name, perPeriod, period)
 	}
+}
+
+// backupFunc is what serves GET /api/store/backup on st: the bbolt file's
+// online snapshot (its flow file of sign-ins in flight is left out on
+// purpose), or nil on Redis, whose own persistence backs it up.
+func backupFunc(st Store) func(io.Writer) (int64, error) {
+	if bs, ok := st.(*boltstore.Store); ok {
+		return bs.Backup
+	}
+	return nil
 }
 
 // BrokerOptions maps the config onto broker.Options (stores, clock, logger

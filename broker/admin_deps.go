@@ -27,6 +27,7 @@ func (b *Broker) adminAPI() *admin.API {
 		Link:            b.inviteLink,
 		ClaimsNamespace: b.opts.ClaimsNamespace,
 		Sealer:          b.browser.codec,
+		Backup:          b.opts.Backup,
 		Metrics:         admin.Metrics{InvitationsCreated: b.metrics.invitationsMade, StoreErrors: b.metrics.storeErrors},
 		Logger:          b.log,
 		Now:             b.now,

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"maps"
 	"net"
@@ -118,6 +119,9 @@ type Options struct {
 	// EventsRecorded, when set, is called after an invitation use case
 	// recorded events: it wakes this process's outbox runner.
 	EventsRecorded func()
+	// Backup, when set, writes a consistent snapshot of the store to w
+	// (boltstore.Store.Backup) for GET /api/store/backup; nil (Redis): 501.
+	Backup func(w io.Writer) (int64, error)
 
 	Now    func() time.Time
 	Logger *slog.Logger

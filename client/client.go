@@ -305,3 +305,53 @@ func (c *Client) ListInvitations(ctx context.Context, q ListQuery) (*InvitationL
 	}
 	return &list, rep, nil
 }
+
+// Backup writes a consistent snapshot of usher's store (GET
+// /api/store/backup; the token needs ScopeStoreBackup) to w as it arrives,
+// and returns how many bytes it wrote. The snapshot is a bbolt database
+// file, taken while usher runs. An answer cut off half way is an error: the
+// bytes written so far are not a backup. A 4xx or 5xx is a *Problem (501:
+// usher runs on Redis, which has no online backup). c.HTTP's Timeout, when
+// set, bounds the whole download.
+func (c *Client) Backup(ctx context.Context, w io.Writer) (int64, error) {
+	const path = "/api/store/backup"
+	for attempt := 0; ; attempt++ {
+		tok, err := c.Token(ctx)
+		if err != nil {
+			return 0, err
+		}
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, c.base()+path, nil)
+		if err != nil {
+			return 0, err
+		}
+		req.Header.Set("Authorization", "Bearer "+tok)
+		req.Header.Set("Accept", "application/octet-stream, application/problem+json")
+		resp, err := c.httpClient().Do(req)
+		if err != nil {
+			return 0, c.unreachable(err)
+		}
+		if resp.StatusCode == http.StatusUnauthorized && attempt == 0 {
+			_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 1<<20))
+			resp.Body.Close()
+			c.accessToken = "" // expired: get a new one, once
+			continue
+		}
+		if resp.StatusCode >= 400 {
+			raw, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+			resp.Body.Close()
+			return 0, newProblem(resp, raw)
+		}
+		defer resp.Body.Close()
+		if ct := resp.Header.Get("Content-Type"); resp.StatusCode != http.StatusOK || !strings.HasPrefix(ct, "application/octet-stream") {
+			return 0, fmt.Errorf("usher answered %s (%s) to GET %s instead of a backup; is the issuer URL usher's?", resp.Status, ct, path)
+		}
+		n, err := io.Copy(w, resp.Body)
+		if err != nil {
+			return n, fmt.Errorf("the backup broke off after %d bytes: %w", n, err)
+		}
+		if resp.ContentLength >= 0 && n != resp.ContentLength {
+			return n, fmt.Errorf("the backup broke off after %d of %d bytes", n, resp.ContentLength)
+		}
+		return n, nil
+	}
+}

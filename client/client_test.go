@@ -3,8 +3,11 @@ package client_test
 import (
 	"context"
 	"errors"
+	"io"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -15,11 +18,18 @@ import (
 	"github.com/usher-oidc/usher/client"
 	"github.com/usher-oidc/usher/grants"
 	"github.com/usher-oidc/usher/internal/testkit"
+	boltstore "github.com/usher-oidc/usher/store/bolt"
 )
 
 // server is the real admin API (broker/admin) over a bolt store, behind a
 // token endpoint that knows one client: funnel / s3cret.
 func server(t *testing.T) *httptest.Server {
+	t.Helper()
+	return serverWith(t, nil)
+}
+
+// serverWith is server with the API adjusted by adjust.
+func serverWith(t *testing.T, adjust func(*admin.API, *boltstore.Store)) *httptest.Server {
 	t.Helper()
 	store, _ := testkit.OpenBolt(t)
 	api := &admin.API{
@@ -35,6 +45,9 @@ func server(t *testing.T) *httptest.Server {
 		Sealer: securecookie.New(securecookie.GenerateRandomKey(32), securecookie.GenerateRandomKey(32)),
 		Logger: testkit.Logger(t),
 		Now:    time.Now,
+	}
+	if adjust != nil {
+		adjust(api, store)
 	}
 	mux := http.NewServeMux()
 	api.Mount(mux)
@@ -108,5 +121,58 @@ func TestClientTokenErrors(t *testing.T) {
 	var ue *client.UnreachableError
 	if _, err := c.Token(t.Context()); !errors.As(err, &ue) || ue.Issuer != "http://127.0.0.1:1" {
 		t.Errorf("unreachable: %v", err)
+	}
+}
+
+// TestClientBackup: Backup streams the store's snapshot into w (a file that
+// opens as a usher database); a token without store:backup gets a 403
+// *Problem, and a store without backups (Redis) a 501 one.
+func TestClientBackup(t *testing.T) {
+	scopes := []string{client.ScopeStoreBackup}
+	srv := serverWith(t, func(api *admin.API, store *boltstore.Store) {
+		api.Backup = store.Backup
+		api.Authenticate = func(_ context.Context, token string) (admin.Caller, error) {
+			return admin.Caller{ClientID: "funnel", Subject: "funnel", Scopes: scopes}, nil
+		}
+		now := time.Now()
+		if _, err := store.CreateInvitation(t.Context(), &grants.Invitation{ID: "inv-1", TokenHash: "h", Email: "a@example.com", CreatedAt: now, ExpiresAt: now.Add(time.Hour)}); err != nil {
+			t.Fatal(err)
+		}
+	})
+	c := &client.Client{Issuer: srv.URL, ClientID: "funnel", ClientSecret: "s3cret", Scope: client.ScopeStoreBackup}
+	path := filepath.Join(t.TempDir(), "b.db")
+	f, err := os.Create(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n, err := c.Backup(t.Context(), f)
+	f.Close()
+	if err != nil || n == 0 {
+		t.Fatalf("Backup: %d, %v", n, err)
+	}
+	if fi, _ := os.Stat(path); fi.Size() != n {
+		t.Errorf("Backup reported %d bytes, the file has %d", n, fi.Size())
+	}
+	if invs, err := boltstore.CheckBackup(path); err != nil || invs != 1 {
+		t.Fatalf("CheckBackup: %d, %v", invs, err)
+	}
+
+	scopes = []string{client.ScopeRead}
+	var p *client.Problem
+	if _, err := c.Backup(t.Context(), io.Discard); !errors.As(err, &p) || p.Status != http.StatusForbidden || p.Slug() != "insufficient-scope" {
+		t.Fatalf("without store:backup: %v", err)
+	}
+}
+
+func TestClientBackupNotOnRedis(t *testing.T) {
+	srv := serverWith(t, func(api *admin.API, _ *boltstore.Store) {
+		api.Authenticate = func(context.Context, string) (admin.Caller, error) {
+			return admin.Caller{ClientID: "funnel", Scopes: []string{client.ScopeStoreBackup}}, nil
+		}
+	})
+	c := &client.Client{Issuer: srv.URL, ClientID: "funnel", ClientSecret: "s3cret", Scope: client.ScopeStoreBackup}
+	var p *client.Problem
+	if n, err := c.Backup(t.Context(), io.Discard); !errors.As(err, &p) || p.Status != http.StatusNotImplemented || n != 0 {
+		t.Fatalf("Backup against a store without backups: %d, %v", n, err)
 	}
 }

@@ -10,5 +10,9 @@
 // a *Problem; a refused token request as a *TokenError; a transport failure
 // as an *UnreachableError.
 //
-// `usher invite` (the root package) is a thin layer over this package.
+// Backup streams the store's online snapshot (scope ScopeStoreBackup) into
+// an io.Writer.
+//
+// `usher invite` and `usher store backup` (the root package) are thin
+// layers over this package.
 package client

@@ -12,6 +12,9 @@ import (
 const (
 	ScopeRead  = "invitations:read"
 	ScopeWrite = "invitations:write"
+	// ScopeStoreBackup allows GET /api/store/backup. usher grants it to no
+	// client unless the operator lists it in that client's scopes.
+	ScopeStoreBackup = "store:backup"
 )
 
 // CreateRequest is the body of POST /api/invitations. The server decodes it

@@ -456,6 +456,10 @@ func TestInvalid(t *testing.T) {
 			[]string{"clients[0].scopes[0]: \"invitations:read\" is for the admin API"}},
 		{"confidential client with code grant and admin scope", doc{clients: "clients:\n  - {id: a, type: confidential, secret_sha256: " + strings.Repeat("ab", 32) + ", grant_types: [authorization_code, client_credentials], scopes: [openid, invitations:write], redirect_uris: [https://a.example/cb]}"}.String(), nil,
 			[]string{"clients[0].scopes[1]: \"invitations:write\" is for the admin API"}},
+		{"person's client with the backup scope", doc{clients: "clients:\n  - {id: a, type: public, scopes: [store:backup], redirect_uris: [https://a.example/cb]}"}.String(), nil,
+			[]string{"clients[0].scopes[0]: \"store:backup\" is for the admin API"}},
+		{"confidential client with refresh grant and the backup scope", doc{clients: "clients:\n  - {id: a, type: confidential, secret_sha256: " + strings.Repeat("ab", 32) + ", grant_types: [authorization_code, refresh_token, client_credentials], scopes: [openid, store:backup], redirect_uris: [https://a.example/cb]}"}.String(), nil,
+			[]string{"clients[0].scopes[1]: \"store:backup\" is for the admin API"}},
 		{"unknown grant type", doc{clients: "clients:\n  - {id: a, type: public, grant_types: [implicit], redirect_uris: [https://a.example/cb]}"}.String(), nil,
 			[]string{`clients[0].grant_types[0]: "implicit"`}},
 		{"confidential without secret", doc{clients: "clients:\n  - {id: funnel, type: confidential}"}.String(), nil,
@@ -991,4 +995,16 @@ func FuzzParse(f *testing.F) {
 			_ = cl.Origins()
 		}
 	})
+}
+
+// TestBackupScopeOnMachineClient: a confidential client with only the
+// client_credentials grant may hold store:backup (no client has it unless
+// listed).
+func TestBackupScopeOnMachineClient(t *testing.T) {
+	var p problems
+	checkAdminScopes(&p, "clients[0]", &Client{ID: "ops", Type: ClientConfidential, GrantTypes: []string{GrantClientCredentials},
+		Scopes: []string{"store:backup", "invitations:read"}})
+	if len(p) != 0 {
+		t.Fatalf("a machine client with store:backup: %v", p)
+	}
 }

@@ -152,16 +152,17 @@ func checkOrigin(p *problems, path, raw string) {
 	}
 }
 
-// checkAdminScopes: the admin API's scopes belong to machine clients only. A
-// client that signs people in and may ask for them would hand a person a
-// token the admin API's scope check accepts (issue 10).
+// checkAdminScopes: the admin API's scopes (invitations:*, store:*) belong
+// to machine clients only. A client that signs people in and may ask for
+// them would hand a person a token the admin API's scope check accepts
+// (issue 10).
 func checkAdminScopes(p *problems, path string, cl *Client) {
 	interactive := cl.IsPublic() || cl.HasGrant(GrantAuthorizationCode) || cl.HasGrant(GrantRefreshToken)
 	if !interactive {
 		return
 	}
 	for j, s := range cl.Scopes {
-		if strings.HasPrefix(s, "invitations:") {
+		if strings.HasPrefix(s, "invitations:") || strings.HasPrefix(s, "store:") {
 			p.add(fmt.Sprintf("%s.scopes[%d]", path, j), "%q is for the admin API: give it to a separate confidential client with only the client_credentials grant, not to a client that signs people in", s)
 		}
 	}

@@ -67,6 +67,10 @@ type API struct {
 	ClaimsNamespace string
 	// Webhooks, when set, serves the delivery log and redelivery.
 	Webhooks WebhookAdmin
+	// Backup, when set, writes a consistent snapshot of the store to w and
+	// returns how many bytes it wrote (boltstore.Store.Backup); nil (Redis)
+	// answers GET /api/store/backup with 501.
+	Backup func(w io.Writer) (int64, error)
 	// Sealer seals the responses an Idempotency-Key replays (they may hold
 	// an invitation link).
 	Sealer  Sealer
@@ -96,6 +100,7 @@ type APIStore interface {
 	ReserveIdempotencyKey(ctx context.Context, rec *grants.IdempotencyRecord) (*grants.IdempotencyRecord, error)
 	CompleteIdempotencyKey(ctx context.Context, key string, status int, response json.RawMessage) error
 	ReleaseIdempotencyKey(ctx context.Context, key string) error
+	AppendAudit(ctx context.Context, rec *grants.AuditRecord) error
 }
 
 var _ APIStore = grants.Store(nil)
@@ -241,6 +246,7 @@ func (h *API) Mount(mux *http.ServeMux) {
 	mux.Handle("DELETE /api/users/{id}/grants/roles/{role}", h.api(scopeWrite, h.apiRemoveRole))
 	mux.Handle("DELETE /api/users/{id}/grants/claims/{key}", h.api(scopeWrite, h.apiRemoveClaim))
 	mux.Handle("PUT /api/users/{id}/grants/claims/{key}", h.api(scopeWrite, h.apiSetClaim))
+	mux.Handle("GET /api/store/backup", h.api(scopeStoreBackup, h.apiStoreBackup))
 	mux.HandleFunc("GET /api/openapi.json", serveOpenAPI) // every route above is described there
 	mux.Handle("/api/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		writeProblem(w, http.StatusNotFound, "not-found", "Not found", "No API operation at "+r.Method+" "+r.URL.Path+".")

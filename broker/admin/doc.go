@@ -30,6 +30,7 @@
 //	GET    /api/audit                                 invitations:read
 //	GET    /api/webhooks/{endpoint}/deliveries        invitations:read   (only with webhooks)
 //	POST   /api/webhooks/deliveries/{id}/redeliver    invitations:write  (only with webhooks)
+//	GET    /api/store/backup                          store:backup       the bbolt file, streamed (501 on Redis)
 //	GET    /api/openapi.json                          no token
 //	       /api/...                                   anything else: 404 problem
 //

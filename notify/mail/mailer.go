@@ -207,6 +207,14 @@ func (m *Mailer) process(ctx context.Context, job *grants.Job) {
 		m.complete(bg, log, job)
 		return
 	}
+	if inv.EmailStatus == "sent" {
+		// This token's mail went out (the status is only set for the
+		// current token): the job is a second copy, queued by an event
+		// handed over again after its runner died before acknowledging it.
+		log.Info("dropping mail job: the mail of this link was already sent")
+		m.complete(bg, log, job)
+		return
+	}
 	if st := inv.EffectiveStatus(m.o.Now()); st != grants.StatusPending {
 		log.Info("dropping mail job: invitation is no longer pending", "status", string(st))
 		m.update(bg, log, p, func(i *grants.Invitation) {

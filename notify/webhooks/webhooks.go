@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"net/http"
 	"net/url"
 	"regexp"
@@ -505,14 +506,25 @@ func (w *Webhooks) Emit(ctx context.Context, e WebhookEvent) error {
 
 // queue stores a delivery: its log record (if new), its lane event, then the
 // lane job. With idempotent set, an existing log record means an earlier
-// Emit of the same event already queued it: nothing more is stored.
+// Emit of the same event got at least that far; it may have failed or died
+// before the lane event or the lane job was stored (the outbox then hands
+// the event over again), so while the record is pending the rest is stored
+// again (both IDs are fixed: what exists stays as it is). A delivered or
+// given-up one is left alone.
 func (w *Webhooks) queue(ctx context.Context, rec logRecord, logID string, ev laneEvent, eventJobID, lane string, idempotent bool) (bool, error) {
 	if rec.Body != nil {
 		payload, _ := json.Marshal(rec)
 		err := w.o.Store.EnqueueJob(ctx, &grants.Job{ID: logID, Kind: logKindPrefix + rec.Endpoint, Payload: payload,
 			RunAt: parkedAt, CreatedAt: rec.CreatedAt, LastError: webhookState{Status: DeliveryPending}.encode()})
 		if errors.Is(err, grants.ErrConflict) && idempotent {
-			return false, nil
+			pending, perr := w.logPending(ctx, rec.Endpoint, logID)
+			if perr != nil {
+				return false, perr
+			}
+			if !pending {
+				return false, nil
+			}
+			err = nil
 		}
 		if err != nil {
 			return false, fmt.Errorf("store delivery log record: %w", err)
@@ -527,6 +539,23 @@ func (w *Webhooks) queue(ctx context.Context, rec logRecord, logID string, ev la
 		return false, err
 	}
 	return true, nil
+}
+
+// logPending reports whether the delivery log record logID of endpoint is
+// still pending. The log keeps pending records however old; a record no
+// longer there was finished and trimmed.
+func (w *Webhooks) logPending(ctx context.Context, endpoint, logID string) (bool, error) {
+	jobs, err := w.peek(ctx, logKindPrefix+endpoint, math.MaxInt32)
+	if err != nil {
+		return false, fmt.Errorf("read delivery log record: %w", err)
+	}
+	for i := range jobs {
+		if jobs[i].ID == logID {
+			st, _ := decodeState(jobs[i].LastError)
+			return st.Status == DeliveryPending, nil
+		}
+	}
+	return false, nil
 }
 
 func (w *Webhooks) enqueueLane(ctx context.Context, lane, endpoint string) error {

@@ -126,7 +126,22 @@ func (s *Store) casInvitation(ctx context.Context, inv *grants.Invitation, versi
 	if err != nil {
 		return "", err
 	}
+	if str(res, 0) == "ok" {
+		s.markOutboxAgain(ctx, inv)
+	}
 	return str(res, 0), nil
+}
+
+// markOutboxAgain marks inv's events due once more, after the write that
+// stored them. The entry went in before the write, so that a crash cannot
+// leave events without one; but a runner that claimed it in between read
+// the record as it was, found nothing to deliver (no record yet, or not
+// these events) and dropped the entry. A runner that already has the
+// events delivers them; the next claim finds nothing left and drops it.
+func (s *Store) markOutboxAgain(ctx context.Context, inv *grants.Invitation) {
+	if err := s.markOutbox(ctx, inv); err != nil {
+		s.log.Error("redisstore: marking an invitation's events due after its write", "invitation_id", inv.ID, "err", err)
+	}
 }
 
 // indexEntries are the listing sorted sets inv belongs to.
@@ -322,6 +337,7 @@ func (s *Store) createInvitation(ctx context.Context, inv *grants.Invitation, cl
 		rollback()
 		return nil, err
 	}
+	s.markOutboxAgain(ctx, inv)
 	return nil, nil
 }
 

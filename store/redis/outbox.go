@@ -22,7 +22,10 @@ import (
 // rule of the other indexes: the entry is added (score 0) before the CAS that
 // needs it, and removed only by an acknowledgement that emptied the record,
 // and only while the entry still carries that runner's lease — a writer that
-// added events in between has set it back to 0, and it stays.
+// added events in between has set it back to 0, and it stays. A runner may
+// also claim the entry between a writer's mark and its CAS, read the record
+// as it was (no record yet, or without the new events), acknowledge nothing
+// and drop the entry: so the writer marks it once more after its CAS.
 
 func (s *Store) outboxKey() string { return s.prefix + "{outbox}:due" }
 

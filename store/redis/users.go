@@ -344,6 +344,16 @@ func (s *Store) grantOpRecording(ctx context.Context, userID string, events []gr
 		}
 	}
 	full := append([]any{args[0], lines.String()}, args[1:]...)
+	if len(events) > 0 {
+		// Due again after the write, as for invitations (markOutboxAgain): a
+		// runner that claimed the entry between the mark above and the
+		// script read no events and dropped it.
+		defer func() {
+			if err := s.rdb.ZAdd(context.WithoutCancel(ctx), s.outboxKey(), redis.Z{Score: 0, Member: grants.UserOutboxID(userID)}).Err(); err != nil {
+				s.log.Error("redisstore: marking a grant's events due after its write", "user_id", userID, "err", err)
+			}
+		}()
+	}
 	res, err := s.runScript(ctx, grantApply, s.grantKeys(userID), full...)
 	if err != nil {
 		return nil, nil, err

@@ -2,11 +2,14 @@ package broker
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/http"
 	"strings"
 
 	"github.com/usher-oidc/usher/broker/admin"
+	"github.com/usher-oidc/usher/sessions"
+	"github.com/usher-oidc/usher/store/errs"
 	"github.com/zitadel/oidc/v3/pkg/oidc"
 )
 
@@ -39,6 +42,13 @@ func retryAfter503(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		next.ServeHTTP(&retryAfterWriter{ResponseWriter: w}, r)
 	})
+}
+
+// storeDown tells a store failure from a record that is missing (or an ID
+// that cannot exist): a person whose sign-in is stored but unreachable for a
+// moment should see "temporarily unavailable" (503), not "sign-in expired".
+func storeDown(err error) bool {
+	return err != nil && !errors.Is(err, sessions.ErrNotFound) && !errors.Is(err, errs.ErrInvalid)
 }
 
 type retryAfterWriter struct{ http.ResponseWriter }

@@ -43,6 +43,10 @@ func (b *Broker) offerInvitation(w http.ResponseWriter, r *http.Request, sess *g
 func (b *Broker) answerAuthorize(w http.ResponseWriter, r *http.Request, sess *gsessions.Session, arID string, acct signedInAccount, action string) {
 	ctx := r.Context()
 	ar, err := b.sessions.GetAuthRequest(ctx, arID)
+	if storeDown(err) {
+		b.unavailable(w, r, "loading the authorization request", err)
+		return
+	}
 	if err != nil || ar.Done || ar.Subject != acct.UserID || ar.InvitationHash == "" {
 		renderPage(w, http.StatusBadRequest, page{Title: "Sign-in expired",
 			Message: "This sign-in took too long or was already completed. Go back to the application and sign in again."})

@@ -151,6 +151,10 @@ func (b *Broker) handleProblemAnswer(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	ar, err := b.sessions.GetAuthRequest(r.Context(), id)
+	if storeDown(err) {
+		b.unavailable(w, r, "loading the authorization request", err)
+		return
+	}
 	if err != nil || !ar.Done || ar.Subject != acct.UserID {
 		renderPage(w, http.StatusBadRequest, page{Title: "Sign-in expired",
 			Message: "This sign-in took too long or was already completed. Go back to the application and sign in again."})

@@ -43,6 +43,10 @@ func (b *Broker) handleCallback(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	ar, err := b.sessions.GetAuthRequest(ctx, p.AuthRequestID)
+	if storeDown(err) {
+		b.unavailable(w, r, "loading the authorization request", err)
+		return
+	}
 	if err != nil {
 		renderPage(w, http.StatusBadRequest, page{Title: "Sign-in expired",
 			Message: "This sign-in took too long. Go back to the application and sign in again."})

@@ -2,11 +2,14 @@ package broker
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/http"
 	"strings"
 
 	"github.com/usher-oidc/usher/broker/admin"
+	"github.com/usher-oidc/usher/sessions"
+	"github.com/usher-oidc/usher/store/errs"
 	"github.com/zitadel/oidc/v3/pkg/oidc"
 )
 
@@ -24,10 +27,40 @@ const (
 
 var authorizeParamLimits = map[string]int{"state": maxStateNonce, "nonce": maxStateNonce, "login_hint": maxLoginHint}
 
-// edge wraps every route: one client address per request, bounded bodies.
+// edge wraps every route: one client address per request, bounded bodies,
+// Retry-After on every 503.
 func (b *Broker) edge(next http.Handler) http.Handler {
-	return b.withClientIP(limitBody(next))
+	return b.withClientIP(limitBody(retryAfter503(next)))
 }
+
+// retryAfter503 gives every 503 usher answers a Retry-After when its handler
+// set none. A 503 always means the store (or the signing key) is out for a
+// moment, e.g. during a Redis Sentinel failover: clients and load balancers
+// should retry, not give up. The OIDC library writes the token endpoint's
+// 503 itself, and the pages' 503 had none.
+func retryAfter503(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		next.ServeHTTP(&retryAfterWriter{ResponseWriter: w}, r)
+	})
+}
+
+// storeDown tells a store failure from a record that is missing (or an ID
+// that cannot exist): a person whose sign-in is stored but unreachable for a
+// moment should see "temporarily unavailable" (503), not "sign-in expired".
+func storeDown(err error) bool {
+	return err != nil && !errors.Is(err, sessions.ErrNotFound) && !errors.Is(err, errs.ErrInvalid)
+}
+
+type retryAfterWriter struct{ http.ResponseWriter }
+
+func (w *retryAfterWriter) WriteHeader(code int) {
+	if code == http.StatusServiceUnavailable && w.Header().Get("Retry-After") == "" {
+		w.Header().Set("Retry-After", "2")
+	}
+	w.ResponseWriter.WriteHeader(code)
+}
+
+func (w *retryAfterWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
 
 // limitBody refuses a body announced as too large before reading it, and
 // cuts off one that grows too large while being read (chunked).

@@ -321,6 +321,10 @@ func (b *Broker) handleContinue(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	ar, err := b.sessions.GetAuthRequest(ctx, id)
+	if storeDown(err) {
+		b.unavailable(w, r, "loading the authorization request", err)
+		return
+	}
 	if err != nil || !ar.Done {
 		renderPage(w, http.StatusBadRequest, page{Title: "Sign-in expired", Message: "Go back to the application and sign in again."})
 		return

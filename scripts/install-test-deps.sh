@@ -3,6 +3,9 @@
 set -euo pipefail
 need=()
 command -v chromium >/dev/null 2>&1 || need+=(chromium)
+# redis-server also runs Sentinel (`redis-server sentinel.conf --sentinel`;
+# Debian's separate redis-sentinel package only adds that name and a system
+# service): the Sentinel tests use redis-sentinel when it is there, else this.
 command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
 command -v redis-cli >/dev/null 2>&1 || need+=(redis-tools)
 command -v npm >/dev/null 2>&1 || need+=(nodejs npm)

@@ -27,10 +27,25 @@ func (b *Broker) privateClaims(ctx context.Context, subject, _ string) (map[stri
 	return claims, err
 }
 
-// claimsCache holds one subject's claims for the duration of a token response.
+// claimsCache holds one subject's claims (and user record) for the duration
+// of a token response.
 type claimsCache struct {
 	subject string
 	claims  map[string]any
+	user    *grants.User
+}
+
+// user reads the subject's user record once per token response.
+func (b *Broker) user(ctx context.Context, subject string) (*grants.User, error) {
+	cache, _ := ctx.Value(ctxClaimsCache).(*claimsCache)
+	if cache != nil && cache.user != nil && cache.user.ID == subject {
+		return cache.user, nil
+	}
+	u, err := b.grants.GetUser(ctx, subject)
+	if err == nil && cache != nil {
+		cache.user = u
+	}
+	return u, err
 }
 
 func (b *Broker) loadClaims(ctx context.Context, subject string) (map[string]any, error) {
@@ -71,7 +86,7 @@ func (b *Broker) loadClaims(ctx context.Context, subject string) (map[string]any
 // up: the sign-in's upstream claims (upstream_claims.go), nil for none.
 func (b *Broker) fillUserinfo(ctx context.Context, ui *oidc.UserInfo, subject string, scopes []string, up *sessions.Upstream) error {
 	ui.Subject = subject
-	u, err := b.grants.GetUser(ctx, subject)
+	u, err := b.user(ctx, subject)
 	if err != nil {
 		if errors.Is(err, grants.ErrNotFound) {
 			return oidc.ErrInvalidRequest().WithDescription("user no longer exists")

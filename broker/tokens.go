@@ -8,6 +8,7 @@ import (
 	"time"
 
 	jose "github.com/go-jose/go-jose/v4"
+	"github.com/usher-oidc/usher/grants"
 	"github.com/zitadel/oidc/v3/pkg/crypto"
 	"github.com/zitadel/oidc/v3/pkg/oidc"
 	"github.com/zitadel/oidc/v3/pkg/op"
@@ -163,6 +164,9 @@ func (b *Broker) tokenResponse(ctx context.Context, req op.IDTokenRequest, clien
 	case *refreshRequest:
 		wantsRefresh = true
 	}
+	if err := b.readClaimsFirst(ctx, req.GetSubject()); err != nil {
+		return nil, err
+	}
 	if wantsRefresh {
 		jti, refresh, exp, err = b.storage.CreateAccessAndRefreshTokens(ctx, tr, currentRefresh)
 	} else {
@@ -196,6 +200,21 @@ func (b *Broker) tokenResponse(ctx context.Context, req op.IDTokenRequest, clien
 		ExpiresIn:    uint64(exp.Sub(b.now()).Round(time.Second).Seconds()),
 		Scope:        req.GetScopes(),
 	}, nil
+}
+
+// readClaimsFirst reads what the tokens will carry (the user, the grant)
+// before the refresh token rotates: a store failure then answers 503 with
+// the old refresh token still valid, instead of after a rotation the client
+// never learnt of, whose retry would look like reuse and end the sign-in.
+func (b *Broker) readClaimsFirst(ctx context.Context, subject string) error {
+	if _, err := b.user(ctx, subject); err != nil {
+		if errors.Is(err, grants.ErrNotFound) {
+			return oidc.ErrInvalidGrant().WithDescription("user no longer exists")
+		}
+		return storeError("loading the user", err)
+	}
+	_, err := b.privateClaims(ctx, subject, "")
+	return err
 }
 
 func (b *Broker) signAccessToken(ctx context.Context, req op.TokenRequest, clientID, jti string, exp, authTime time.Time) (string, error) {

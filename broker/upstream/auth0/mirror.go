@@ -219,8 +219,9 @@ func NewMirror(ctx context.Context, o MirrorOptions) (*Mirror, error) {
 	if m.api, err = newAPI(jobs); err != nil { // go-auth0's default: 429 retried twice
 		return nil, err
 	}
-	// The lookup may take the whole burst, and waits within its deadline.
-	if m.lookup, err = newAPI(&pacer{base: base, m: m}, management.WithNoRetries()); err != nil {
+	// The lookup may take the whole burst; it waits for a permit up to
+	// maxLookupWait (a refill, not a pause: it is on the login path).
+	if m.lookup, err = newAPI(&pacer{base: base, m: m, maxWait: maxLookupWait}, management.WithNoRetries()); err != nil {
 		return nil, err
 	}
 	return m, nil

@@ -196,31 +196,32 @@ func TestMirrorLookupPriorityUnderLoad(t *testing.T) {
 }
 
 // A pause one replica learns (a 429's Retry-After) holds for the other: it
-// makes no call before then.
+// does not ask before then, and asks again after.
 func TestMirrorPauseSharedByReplicas(t *testing.T) {
 	t.Parallel()
 	r := startReplicas(t, 2, 1000, 100)
 	if _, err := r.tenant.AddUser(devidp.User{Email: "invitee@example.com", Password: "pw"}); err != nil {
 		t.Fatal(err)
 	}
+	ctx := context.Background()
 	r.tenant.ManagementRateLimit(1, time.Second)
-	if _, err := r.m[0].HasAccount(context.Background(), "invitee@example.com"); err == nil {
+	if _, err := r.m[0].HasAccount(ctx, "invitee@example.com"); err == nil {
 		t.Fatal("HasAccount answered through a 429")
 	}
-	found, err := r.m[1].HasAccount(context.Background(), "invitee@example.com")
-	if err != nil && !errors.Is(err, auth0.ErrMirrorRateLimited) {
-		t.Fatalf("HasAccount on the other replica: %v", err)
+	if found, err := r.m[1].HasAccount(ctx, "invitee@example.com"); !errors.Is(err, auth0.ErrMirrorRateLimited) {
+		t.Fatalf("HasAccount on the other replica = %v, %v; want ErrMirrorRateLimited", found, err)
 	}
+	if calls := apiCalls(r.tenant); len(calls) != 1 || calls[0].Status != 429 {
+		t.Fatalf("calls = %+v, want the one 429", calls)
+	}
+	testkit.Eventually(t, "the other replica to ask again", func() bool {
+		found, err := r.m[1].HasAccount(ctx, "invitee@example.com")
+		return err == nil && found
+	})
 	calls := apiCalls(r.tenant)
-	if len(calls) < 1 || calls[0].Status != 429 {
-		t.Fatalf("calls = %+v", calls)
+	if len(calls) != 2 || calls[1].At.Before(calls[0].At.Add(calls[0].RetryAfter)) {
+		t.Errorf("calls = %+v, want the second no earlier than Retry-After", calls)
 	}
-	for _, c := range calls[1:] {
-		if c.At.Before(calls[0].At.Add(calls[0].RetryAfter)) {
-			t.Errorf("a call at %v, %v after the 429 that asked for %v", c.At, c.At.Sub(calls[0].At), calls[0].RetryAfter)
-		}
-	}
-	t.Logf("other replica: %v, %v; calls %+v", found, err, calls)
 }
 
 // A positive answer is remembered (no second call); a negative one is not.
@@ -243,5 +244,36 @@ func TestMirrorHasAccountCache(t *testing.T) {
 	}
 	if n := len(apiCalls(tenant)); n != 3 {
 		t.Errorf("%d Management API calls, want 3 (bob once, nobody twice): %+v", n, apiCalls(tenant))
+	}
+}
+
+// A response with X-RateLimit-Remaining: 0 pauses the calls until its
+// X-RateLimit-Reset: the next lookup does not ask (no 429), and once the
+// reset has passed, lookups ask again.
+func TestMirrorPausesOnRemainingZero(t *testing.T) {
+	t.Parallel()
+	tenant, domain := startTenant(t)
+	st, _ := testkit.OpenBolt(t)
+	m := newTestMirror(t, st, domain, nil) // usher's own budget is generous: devidp's is not
+	tenant.ManagementBudget(1, 2)
+	ctx := context.Background()
+	for i := range 2 {
+		if found, err := m.HasAccount(ctx, fmt.Sprintf("nobody%d@example.com", i)); err != nil || found {
+			t.Fatalf("lookup %d: %v, %v", i+1, found, err)
+		}
+	}
+	calls := apiCalls(tenant)
+	if found, err := m.HasAccount(ctx, "nobody2@example.com"); !errors.Is(err, auth0.ErrMirrorRateLimited) {
+		t.Fatalf("lookup after Remaining: 0 = %v, %v; want ErrMirrorRateLimited", found, err)
+	}
+	if n := len(apiCalls(tenant)); n != len(calls) {
+		t.Errorf("the paused lookup made %d calls", n-len(calls))
+	}
+	testkit.Eventually(t, "lookups after the reset", func() bool {
+		_, err := m.HasAccount(ctx, "nobody2@example.com")
+		return err == nil
+	})
+	if n := count429(apiCalls(tenant)); n != 0 {
+		t.Errorf("%d calls answered 429", n)
 	}
 }

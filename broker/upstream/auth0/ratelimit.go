@@ -103,6 +103,10 @@ func (e errPaced) Error() string {
 // permit; past it the job goes back to the queue for when the budget allows.
 const maxPacedWait = 10 * time.Second
 
+// maxLookupWait is the longest HasAccount waits for a permit; past it the
+// answer is ErrMirrorRateLimited (the login carries on without it).
+const maxLookupWait = time.Second
+
 // budgetTimeout bounds one Take or Pause; past it the call goes ahead
 // unpaced (fail open, as the broker's own limiters).
 const budgetTimeout = time.Second

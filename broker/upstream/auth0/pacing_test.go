@@ -58,6 +58,13 @@ type replicas struct {
 
 func startReplicas(t *testing.T, n int, perSecond float64, burst int) *replicas {
 	t.Helper()
+	return startReplicasBudget(t, n, perSecond, burst, true)
+}
+
+// startReplicasBudget: shared false gives each replica its own in-process
+// budget (what usher would do without the shared one).
+func startReplicasBudget(t *testing.T, n int, perSecond float64, burst int, shared bool) *replicas {
+	t.Helper()
 	addr := startRedis(t)
 	tenant, domain := startTenant(t)
 	tenant.ManagementBudget(perSecond, burst)
@@ -73,7 +80,9 @@ func startReplicas(t *testing.T, n int, perSecond float64, burst int) *replicas 
 		}
 		r.m = append(r.m, newTestMirror(t, st, domain, func(o *auth0.MirrorOptions) {
 			o.RatePerSecond, o.RateBurst = perSecond, burst
-			o.Budget = st.Budget("auth0-management", perSecond, burst)
+			if shared {
+				o.Budget = st.Budget("auth0-management", perSecond, burst)
+			}
 		}))
 	}
 	return r
@@ -159,6 +168,25 @@ func TestMirrorPacingSharedByReplicas(t *testing.T) {
 	if span := calls[len(calls)-1].At.Sub(calls[0].At).Seconds(); float64(len(calls)) > burst+perSecond*span+1 {
 		t.Errorf("%d calls in %.2fs, want at most %d + %d/s", len(calls), span, burst, perSecond)
 	}
+}
+
+// The control: with a budget per replica instead, the same jobs on two
+// replicas spend the tenant's budget to nothing (X-RateLimit-Remaining: 0,
+// so everyone pauses) and a sign-in's lookup is refused (so the test below
+// can tell).
+func TestMirrorPacingPerReplicaStarvesLookups(t *testing.T) {
+	t.Parallel()
+	const perSecond, burst = 2, 5
+	r := startReplicasBudget(t, 2, perSecond, burst, false)
+	r.queueRedemptions(t, 10)
+	for _, m := range r.m {
+		runMirror(t, m)
+	}
+	var err error
+	testkit.Eventually(t, "a lookup refused for the rate limit", func() bool {
+		_, err = r.m[1].HasAccount(context.Background(), "nobody@example.com")
+		return errors.Is(err, auth0.ErrMirrorRateLimited)
+	})
 }
 
 // While mirror jobs on both replicas use the whole budget (a Free tenant's

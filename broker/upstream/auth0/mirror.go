@@ -185,7 +185,7 @@ func NewMirror(ctx context.Context, o MirrorOptions) (*Mirror, error) {
 		roleIDs: make(map[string]string), accounts: make(map[string]time.Time), budget: o.Budget,
 	}
 	m.loop = outbox.NewWakeLoop(o.PollInterval, o.Now)
-	m.loop.NotBefore = m.pausedUntil // never call before a 429's Retry-After
+	m.loop.NotBefore = m.pausedUntil // never call before the reset a 429 or Remaining: 0 named
 	// The token request does not see the calls' contexts (oauth2 asks its
 	// TokenSource without one), so its own client bounds it.
 	tokenTimeout := mirrorTokenTimeout

@@ -106,6 +106,7 @@ func New(ctx context.Context, cfg *config.Config, o Options) (*App, error) {
 	}
 	newLimiter := sharedLimiter(a.Store) // before WrapStore hides the backend
 	backup := backupFunc(a.Store)
+	budget := managementBudget(a.Store, cfg)
 	if o.WrapStore != nil {
 		a.Store = o.WrapStore(a.Store)
 	}
@@ -126,7 +127,7 @@ func New(ctx context.Context, cfg *config.Config, o Options) (*App, error) {
 		a.Close()
 		return nil, err
 	}
-	if err := a.startMirror(bg, cfg, o); err != nil {
+	if err := a.startMirror(bg, cfg, o, budget); err != nil {
 		a.Close()
 		return nil, err
 	}
@@ -182,7 +183,7 @@ func (a *App) startOutbox(ctx context.Context, bo *broker.Options) {
 }
 
 // startMirror starts the Auth0 Management API mirror when configured.
-func (a *App) startMirror(ctx context.Context, cfg *config.Config, o Options) error {
+func (a *App) startMirror(ctx context.Context, cfg *config.Config, o Options, budget auth0.Budget) error {
 	m := cfg.Upstream.Auth0.Management
 	if !cfg.Upstream.IsAuth0() || !m.Enabled() {
 		return nil
@@ -193,7 +194,8 @@ func (a *App) startMirror(ctx context.Context, cfg *config.Config, o Options) er
 	domain = strings.TrimPrefix(strings.TrimPrefix(domain, "https://"), "http://")
 	mirror, err := auth0.NewMirror(ctx, auth0.MirrorOptions{Store: a.Store, Domain: domain, ClientID: m.ClientID,
 		ClientSecret: m.ClientSecret, CreateRoles: m.CreateRoles, Insecure: insecure, HTTPClient: o.UpstreamHTTPClient,
-		Now: o.Now, Logger: a.log})
+		Now: o.Now, Logger: a.log, RatePerSecond: m.RateLimit.PerSecond, RateBurst: m.RateLimit.Burst,
+		Budget: budget})
 	if err != nil {
 		return fmt.Errorf("upstream.auth0.management: %w", err)
 	}
@@ -281,6 +283,18 @@ func backupFunc(st Store) func(io.Writer) (int64, error) {
 		return bs.Backup
 	}
 	return nil
+}
+
+// managementBudget is the Auth0 Management API budget on st: on Redis one
+// every replica shares (keyed by the tenant domain); elsewhere nil, the
+// mirror's own in-process budget (bbolt: one process).
+func managementBudget(st Store, cfg *config.Config) auth0.Budget {
+	rs, ok := st.(*redisstore.Store)
+	if !ok {
+		return nil
+	}
+	r := cfg.Upstream.Auth0.Management.RateLimit
+	return rs.Budget("auth0-management", r.PerSecond, r.Burst)
 }
 
 // BrokerOptions maps the config onto broker.Options (stores, clock, logger

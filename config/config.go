@@ -264,7 +264,25 @@ type Management struct {
 	ClientID     string `yaml:"client_id"`
 	ClientSecret string `yaml:"client_secret" usher:"secret"`
 	CreateRoles  bool   `yaml:"create_roles"`
+	// RateLimit is the tenant's Management API budget usher keeps to, all
+	// replicas together (on Redis; on bbolt the one process).
+	RateLimit ManagementRateLimit `yaml:"rate_limit"`
 }
+
+// ManagementRateLimit is a Management API budget: PerSecond calls a second,
+// Burst of them at once at most. The defaults are a Free or non-production
+// tenant's (about 2/s, small bursts); a paid tenant may raise them to its
+// plan's limits.
+type ManagementRateLimit struct {
+	PerSecond float64 `yaml:"per_second"`
+	Burst     int     `yaml:"burst"`
+}
+
+// Default management rate limit (a Free tenant's).
+const (
+	DefaultManagementPerSecond = 2
+	DefaultManagementBurst     = 5
+)
 
 // Enabled reports whether the Management API mirror is configured.
 func (m Management) Enabled() bool { return m.ClientID != "" }
@@ -529,7 +547,8 @@ func Default() *Config {
 			AbsoluteTimeout: Duration(24 * time.Hour),
 			CookieName:      "usher_session",
 		},
-		Upstream: Upstream{Scopes: defaultUpstreamScopes(), Auth0: Auth0{UserIDClaim: DefaultUserIDClaim}},
+		Upstream: Upstream{Scopes: defaultUpstreamScopes(), Auth0: Auth0{UserIDClaim: DefaultUserIDClaim,
+			Management: Management{RateLimit: ManagementRateLimit{PerSecond: DefaultManagementPerSecond, Burst: DefaultManagementBurst}}}},
 		Invitations: Invitations{
 			DefaultTTL:     Duration(168 * time.Hour),
 			MaxTTL:         Duration(720 * time.Hour),

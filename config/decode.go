@@ -380,6 +380,12 @@ func setFromEnv(fv reflect.Value, raw string) error {
 			return fmt.Errorf("invalid integer %q", raw)
 		}
 		*p = n
+	case *float64:
+		f, err := strconv.ParseFloat(strings.TrimSpace(raw), 64)
+		if err != nil {
+			return fmt.Errorf("invalid number %q", raw)
+		}
+		*p = f
 	case *[]string:
 		var out []string
 		for _, s := range strings.Split(raw, ",") {

@@ -67,6 +67,13 @@ func (c *Config) checkUpstream(p *problems) {
 			p.add("upstream.auth0.management.create_roles", "requires upstream.auth0.management.client_id")
 		}
 	}
+	// 0 is the default (as in a config built without Default).
+	if r := m.RateLimit.PerSecond; !(r >= 0 && r <= 1000) { // also NaN
+		p.add("upstream.auth0.management.rate_limit.per_second", "must be more than 0 and at most 1000, or 0 for the default %d (got %v)", DefaultManagementPerSecond, r)
+	}
+	if b := m.RateLimit.Burst; b < 0 || b > 1000 {
+		p.add("upstream.auth0.management.rate_limit.burst", "must be between 1 and 1000, or 0 for the default %d (got %d)", DefaultManagementBurst, b)
+	}
 	c.checkDomainsAndAliases(p)
 	hasOpenID := false
 	for i, s := range u.Scopes {

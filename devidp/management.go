@@ -85,6 +85,7 @@ type management struct {
 	updated      map[string]time.Time
 	limitLeft    int
 	retryAfter   time.Duration
+	budget       *tokenBucket // nil: no budget enforced
 	down         bool
 	calls        []ManagementCall
 }
@@ -125,6 +126,52 @@ func (s *Server) ManagementRateLimit(n int, retryAfter time.Duration) {
 	s.mgmt.mu.Lock()
 	s.mgmt.limitLeft, s.mgmt.retryAfter = max(n, 0), max(retryAfter, 0)
 	s.mgmt.mu.Unlock()
+}
+
+// ManagementBudget makes the Management API (/api/v2/…) enforce a tenant's
+// budget, as Auth0 does (a Free or non-production tenant: about 2 calls a
+// second, small bursts): a token bucket of burst calls refilled at
+// perSecond. Every answer then carries X-RateLimit-Limit (burst),
+// X-RateLimit-Remaining (calls left after this one) and X-RateLimit-Reset
+// (epoch seconds, rounded up, when the bucket is full again); a call with
+// the bucket empty answers 429 with Retry-After (whole seconds, rounded up,
+// until the next call is allowed) as well. perSecond <= 0 lifts the budget.
+// ManagementRateLimit's forced 429s come first.
+func (s *Server) ManagementBudget(perSecond float64, burst int) {
+	s.mgmt.mu.Lock()
+	defer s.mgmt.mu.Unlock()
+	if perSecond <= 0 {
+		s.mgmt.budget = nil
+		return
+	}
+	burst = max(burst, 1)
+	s.mgmt.budget = &tokenBucket{perSecond: perSecond, burst: burst, tokens: float64(burst), at: time.Now()}
+}
+
+// tokenBucket is ManagementBudget's bucket.
+type tokenBucket struct {
+	perSecond float64
+	burst     int
+	tokens    float64
+	at        time.Time
+}
+
+// take refills the bucket up to now and takes one call if it can; it
+// returns the calls left, when the bucket is full again, and (refused) how
+// long until one call is allowed.
+func (b *tokenBucket) take(now time.Time) (ok bool, remaining int, full time.Time, wait time.Duration) {
+	if now.After(b.at) {
+		b.tokens = min(float64(b.burst), b.tokens+now.Sub(b.at).Seconds()*b.perSecond)
+		b.at = now
+	}
+	if b.tokens >= 1 {
+		b.tokens--
+		ok = true
+	} else {
+		wait = time.Duration((1 - b.tokens) / b.perSecond * float64(time.Second))
+	}
+	full = now.Add(time.Duration((float64(b.burst) - b.tokens) / b.perSecond * float64(time.Second)))
+	return ok, int(math.Floor(b.tokens)), full, wait
 }
 
 // ManagementDown makes every Management API call, and every request for a
@@ -336,35 +383,43 @@ func (s *Server) managementAPI() http.Handler {
 		}
 		s.mgmt.mu.Lock()
 		limited := s.mgmt.limitLeft > 0
+		limit, remaining, reset := rateLimitLimit, rateLimitLimit-1, now.Add(time.Second)
 		if limited {
 			s.mgmt.limitLeft--
 			retryAfter = s.mgmt.retryAfter
+			remaining, reset = 0, now.Add(retryAfter)
+		} else if b := s.mgmt.budget; b != nil {
+			var ok bool
+			ok, remaining, reset, retryAfter = b.take(now)
+			limit, limited = b.burst, !ok
 		}
 		s.mgmt.mu.Unlock()
+		h := w.Header()
+		h.Set("X-RateLimit-Limit", strconv.Itoa(limit))
+		h.Set("X-RateLimit-Remaining", strconv.Itoa(remaining))
+		// Whole epoch seconds, never earlier than the instant they stand
+		// for (nor than Retry-After): a client honouring it waits long enough.
+		h.Set("X-RateLimit-Reset", strconv.FormatInt(ceilUnix(reset), 10))
 		if limited {
 			secs := int64(math.Ceil(retryAfter.Seconds()))
 			retryAfter = time.Duration(secs) * time.Second
-			// The reset instant, in whole epoch seconds, is never earlier
-			// than Retry-After: a client honouring either waits long enough.
-			reset := now.Add(retryAfter)
-			resetUnix := reset.Unix()
-			if reset.Nanosecond() != 0 {
-				resetUnix++
+			if ceilUnix(now.Add(retryAfter)) > ceilUnix(reset) {
+				h.Set("X-RateLimit-Reset", strconv.FormatInt(ceilUnix(now.Add(retryAfter)), 10))
 			}
-			h := w.Header()
 			h.Set("Retry-After", strconv.FormatInt(secs, 10))
-			h.Set("X-RateLimit-Limit", strconv.Itoa(rateLimitLimit))
-			h.Set("X-RateLimit-Remaining", "0")
-			h.Set("X-RateLimit-Reset", strconv.FormatInt(resetUnix, 10))
 			writeAPIError(w, http.StatusTooManyRequests, "Global limit has been reached", "too_many_requests")
 			return
 		}
-		h := w.Header()
-		h.Set("X-RateLimit-Limit", strconv.Itoa(rateLimitLimit))
-		h.Set("X-RateLimit-Remaining", strconv.Itoa(rateLimitLimit-1))
-		h.Set("X-RateLimit-Reset", strconv.FormatInt(now.Unix()+1, 10))
 		mux.ServeHTTP(w, r)
 	})
+}
+
+// ceilUnix is t in epoch seconds, rounded up.
+func ceilUnix(t time.Time) int64 {
+	if t.Nanosecond() != 0 {
+		return t.Unix() + 1
+	}
+	return t.Unix()
 }
 
 // checkBearer returns "" for a live Management API token, or Auth0's message.

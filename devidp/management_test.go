@@ -20,6 +20,7 @@ import (
 	"github.com/auth0/go-auth0/management"
 
 	"github.com/usher-oidc/usher/devidp"
+	"github.com/usher-oidc/usher/internal/testkit"
 )
 
 const (
@@ -402,6 +403,41 @@ func TestNewRejectsBadManagementClients(t *testing.T) {
 	} {
 		if _, err := devidp.New(devidp.Config{Issuer: "http://127.0.0.1:1/", ManagementClients: mc}); err == nil {
 			t.Errorf("ManagementClients %+v accepted", mc)
+		}
+	}
+}
+
+// ManagementBudget: a burst, each answer saying what is left, then 429 with
+// Retry-After until the bucket has a call again; lifting it lifts the 429s.
+func TestManagementBudget(t *testing.T) {
+	t.Parallel()
+	srv, domain := startTenant(t, seeded)
+	tok := goodToken(t, domain)
+	u := "http://" + domain + "/api/v2/users-by-email?email=" + url.QueryEscape(strings.ToLower(seeded.Email))
+
+	srv.ManagementBudget(2, 3)
+	for i := range 3 {
+		before := time.Now()
+		resp := call(t, http.MethodGet, u, tok, nil, nil)
+		reset, _ := strconv.ParseInt(resp.Header.Get("X-RateLimit-Reset"), 10, 64)
+		if resp.StatusCode != http.StatusOK || resp.Header.Get("X-RateLimit-Limit") != "3" ||
+			resp.Header.Get("X-RateLimit-Remaining") != strconv.Itoa(2-i) || reset < before.Unix() {
+			t.Fatalf("call %d of the burst: %d %v", i+1, resp.StatusCode, resp.Header)
+		}
+	}
+	var body map[string]any
+	resp := call(t, http.MethodGet, u, tok, nil, &body)
+	if resp.StatusCode != http.StatusTooManyRequests || resp.Header.Get("Retry-After") != "1" ||
+		resp.Header.Get("X-RateLimit-Remaining") != "0" || body["statusCode"] != float64(429) {
+		t.Fatalf("past the burst: %d %v %v", resp.StatusCode, resp.Header, body)
+	}
+	testkit.Eventually(t, "a call allowed again", func() bool {
+		return call(t, http.MethodGet, u, tok, nil, nil).StatusCode == http.StatusOK
+	})
+	srv.ManagementBudget(0, 0)
+	for range 5 {
+		if resp := call(t, http.MethodGet, u, tok, nil, nil); resp.StatusCode != http.StatusOK {
+			t.Fatalf("budget lifted: %d", resp.StatusCode)
 		}
 	}
 }

@@ -29,4 +29,7 @@
 // consumer.go) answers "has this email an account" (upstream.AccountFinder)
 // and copies what invitations grant onto the Auth0 users
 // (upstream.GrantMirror); New adds both capabilities when given a Mirror.
+// Its calls keep to the tenant's budget (a Budget, shared by every replica
+// on Redis), pause on Auth0's rate-limit headers, and give the login-path
+// lookup priority over queued updates (ratelimit.go, "Pacing").
 package auth0

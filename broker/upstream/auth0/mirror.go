@@ -57,6 +57,24 @@ type MirrorOptions struct {
 	// MaxAge is how long a job is retried before the mirror gives up on it;
 	// default 72h.
 	MaxAge time.Duration
+
+	// RatePerSecond and RateBurst are the tenant's Management API budget
+	// usher keeps to: calls a second, and at once at most; default 2 and 5
+	// (a Free or non-production tenant).
+	RatePerSecond float64
+	RateBurst     int
+	// LoginReserve is how many permits of the burst mirror jobs leave to
+	// HasAccount (see "Pacing" in ratelimit.go); default RateBurst/2 (a
+	// lookup asks at most twice), at most RateBurst-1.
+	LoginReserve int
+	// Budget is where the permits come from, keyed by Domain: a Redis
+	// store's Budget shares them (and pauses) between every replica;
+	// default NewLocalBudget(RatePerSecond, RateBurst), this process only.
+	Budget Budget
+	// AccountCacheTTL is how long a positive HasAccount answer is
+	// remembered (in this process); default 5m, negative = off. Negative
+	// answers are never remembered: the person may be signing up now.
+	AccountCacheTTL time.Duration
 }
 
 // Mirror copies what invitations grant into the Auth0 tenant through the
@@ -75,9 +93,12 @@ type Mirror struct {
 	lookup *management.Management
 	work   sync.Mutex // one job at a time
 
+	budget Budget
+
 	mu         sync.Mutex
-	pauseUntil time.Time // a 429 asked us not to call before then
+	pauseUntil time.Time // the tenant asked us not to call before then
 	roleIDs    map[string]string
+	accounts   map[string]time.Time // email → until when "has an account" holds
 }
 
 const (
@@ -139,16 +160,32 @@ func NewMirror(ctx context.Context, o MirrorOptions) (*Mirror, error) {
 	if o.HTTPClient == nil {
 		o.HTTPClient = &http.Client{Timeout: 30 * time.Second}
 	}
+	if o.RatePerSecond <= 0 {
+		o.RatePerSecond = 2
+	}
+	if o.RateBurst <= 0 {
+		o.RateBurst = 5
+	}
+	if o.LoginReserve <= 0 {
+		o.LoginReserve = o.RateBurst / 2
+	}
+	o.LoginReserve = min(o.LoginReserve, o.RateBurst-1)
+	if o.Budget == nil {
+		o.Budget = NewLocalBudget(o.RatePerSecond, o.RateBurst, o.Now)
+	}
+	if o.AccountCacheTTL == 0 {
+		o.AccountCacheTTL = 5 * time.Minute
+	}
 	base := o.HTTPClient.Transport
 	if base == nil {
 		base = http.DefaultTransport
 	}
 	m := &Mirror{
 		o: o, log: o.Logger.With("component", "auth0-mirror"),
-		roleIDs: make(map[string]string),
+		roleIDs: make(map[string]string), accounts: make(map[string]time.Time), budget: o.Budget,
 	}
 	m.loop = outbox.NewWakeLoop(o.PollInterval, o.Now)
-	m.loop.NotBefore = m.pausedUntil // never call before a 429's Retry-After
+	m.loop.NotBefore = m.pausedUntil // never call before the reset a 429 or Remaining: 0 named
 	// The token request does not see the calls' contexts (oauth2 asks its
 	// TokenSource without one), so its own client bounds it.
 	tokenTimeout := mirrorTokenTimeout
@@ -157,7 +194,7 @@ func NewMirror(ctx context.Context, o MirrorOptions) (*Mirror, error) {
 	}
 	tokenCtx := context.WithValue(context.WithoutCancel(ctx), oauth2.HTTPClient,
 		&http.Client{Transport: base, Timeout: tokenTimeout})
-	newAPI := func(extra ...management.Option) (*management.Management, error) {
+	newAPI := func(pace *pacer, extra ...management.Option) (*management.Management, error) {
 		var opts []management.Option
 		if o.Insecure {
 			opts = append(opts, management.WithInsecure()) // before the credentials: it sets a static token
@@ -165,7 +202,7 @@ func NewMirror(ctx context.Context, o MirrorOptions) (*Mirror, error) {
 		opts = append(opts,
 			management.WithClientCredentials(tokenCtx, o.ClientID, o.ClientSecret),
 			management.WithClient(&http.Client{
-				Transport: &rateLimitNoter{base: base, now: o.Now}, Timeout: o.HTTPClient.Timeout,
+				Transport: pace, Timeout: o.HTTPClient.Timeout,
 				CheckRedirect: o.HTTPClient.CheckRedirect,
 			}),
 		)
@@ -176,10 +213,15 @@ func NewMirror(ctx context.Context, o MirrorOptions) (*Mirror, error) {
 		return api, nil
 	}
 	var err error
-	if m.api, err = newAPI(); err != nil { // go-auth0's default: 429 retried twice
+	// Jobs leave LoginReserve permits; a job's call waits in line for a
+	// permit up to maxPacedWait, then the job goes back to the queue.
+	jobs := &pacer{base: base, m: m, reserve: o.LoginReserve, maxWait: maxPacedWait}
+	if m.api, err = newAPI(jobs); err != nil { // go-auth0's default: 429 retried twice
 		return nil, err
 	}
-	if m.lookup, err = newAPI(management.WithNoRetries()); err != nil {
+	// The lookup may take the whole burst; it waits for a permit up to
+	// maxLookupWait (a refill, not a pause: it is on the login path).
+	if m.lookup, err = newAPI(&pacer{base: base, m: m, maxWait: maxLookupWait}, management.WithNoRetries()); err != nil {
 		return nil, err
 	}
 	return m, nil
@@ -203,13 +245,49 @@ func (m *Mirror) HasAccount(ctx context.Context, email string) (bool, error) {
 	if email == "" {
 		return false, errors.New("auth0 mirror: has account: empty email")
 	}
+	if m.knownAccount(email) {
+		return true, nil
+	}
 	ctx, cancel := context.WithTimeout(ctx, mirrorLookupBudget)
 	defer cancel()
 	found, err := m.usersByEmail(ctx, email)
-	if err != nil || found || grants.EmailKey(email) == email {
-		return found, err
+	if err == nil && !found && grants.EmailKey(email) != email {
+		found, err = m.usersByEmail(ctx, grants.EmailKey(email))
 	}
-	return m.usersByEmail(ctx, grants.EmailKey(email))
+	if found {
+		m.rememberAccount(email)
+	}
+	return found, err
+}
+
+// maxCachedAccounts bounds the positive HasAccount cache.
+const maxCachedAccounts = 10000
+
+func (m *Mirror) knownAccount(email string) bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	until, ok := m.accounts[email]
+	return ok && m.o.Now().Before(until)
+}
+
+func (m *Mirror) rememberAccount(email string) {
+	if m.o.AccountCacheTTL <= 0 {
+		return
+	}
+	now := m.o.Now()
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if len(m.accounts) >= maxCachedAccounts {
+		for k, until := range m.accounts {
+			if !now.Before(until) {
+				delete(m.accounts, k)
+			}
+		}
+		if len(m.accounts) >= maxCachedAccounts {
+			clear(m.accounts) // all fresh: start over rather than grow
+		}
+	}
+	m.accounts[email] = now.Add(m.o.AccountCacheTTL)
 }
 
 // usersByEmail asks users-by-email for exactly this email.
@@ -217,8 +295,6 @@ func (m *Mirror) usersByEmail(ctx context.Context, email string) (bool, error) {
 	if m.o.Now().Before(m.pausedUntil()) {
 		return false, ErrMirrorRateLimited
 	}
-	note := &rateNote{}
-	callCtx := context.WithValue(ctx, rateNoteKey{}, note)
 	type result struct {
 		n   int
 		err error
@@ -226,14 +302,14 @@ func (m *Mirror) usersByEmail(ctx context.Context, email string) (bool, error) {
 	// The token fetch ignores ctx; never wait for it longer than the budget.
 	ch := make(chan result, 1)
 	go func() {
-		users, err := m.lookup.User.ListByEmail(callCtx, email, management.IncludeFields("user_id"))
+		users, err := m.lookup.User.ListByEmail(ctx, email, management.IncludeFields("user_id"))
 		ch <- result{len(users), err}
 	}()
 	select {
 	case r := <-ch:
 		if r.err != nil {
-			if statusOf(r.err) == http.StatusTooManyRequests {
-				m.notePause(note)
+			if _, paced := pacedUntil(r.err); paced {
+				return false, ErrMirrorRateLimited
 			}
 			return false, fmt.Errorf("auth0 mirror: users-by-email: %w", r.err)
 		}
@@ -460,6 +536,12 @@ func (m *Mirror) failed(ctx context.Context, log *slog.Logger, job *grants.Job, 
 		return
 	}
 	at := now.Add(outbox.Backoff(m.o.BaseBackoff, job.Attempts))
+	if until, paced := pacedUntil(cause); paced {
+		// Not a failure: the budget is spent; back when it allows.
+		m.reschedule(ctx, log, job, p, until, "waiting for the Auth0 rate limit to reset", false)
+		log.Info("auth0 update waits for the Management API budget", "retry_at", until)
+		return
+	}
 	if status == http.StatusTooManyRequests {
 		note.mu.Lock()
 		until := note.until

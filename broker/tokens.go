@@ -118,6 +118,30 @@ func (b *Broker) verifyAccessToken(ctx context.Context, token string) (*oidc.Acc
 	if token == "" {
 		return nil, oidc.ErrInvalidRequest().WithDescription("access token missing")
 	}
+	claims := b.verified.get(token, b.now())
+	if claims == nil {
+		var err error
+		if claims, err = b.verifyAccessTokenSignature(ctx, token); err != nil {
+			return nil, err
+		}
+		b.verified.put(token, claims, b.now())
+	}
+	if !b.now().Before(claims.Expiration.AsTime()) {
+		return nil, oidc.ErrInvalidRequest().WithDescription("access token invalid or expired")
+	}
+	revoked, err := b.sessions.TokenRevoked(ctx, familyFromJTI(claims.JWTID), claims.JWTID)
+	if err != nil {
+		return nil, storeError("checking token revocation", err)
+	}
+	if revoked {
+		return nil, oidc.ErrInvalidRequest().WithDescription("access token revoked")
+	}
+	return claims, nil
+}
+
+// verifyAccessTokenSignature checks what a token says of itself: its type,
+// usher's signature and issuer, and unambiguous claim keys.
+func (b *Broker) verifyAccessTokenSignature(ctx context.Context, token string) (*oidc.AccessTokenClaims, error) {
 	if typ, err := jwtType(token); err != nil || typ != "at+jwt" {
 		return nil, oidc.ErrInvalidRequest().WithDescription("not an usher access token")
 	}
@@ -134,13 +158,6 @@ func (b *Broker) verifyAccessToken(ctx context.Context, token string) (*oidc.Acc
 	if err := tokenClaimKeysCheck(token); err != nil {
 		b.log.WarnContext(ctx, "access token refused: its claims are ambiguous", "jti", claims.JWTID, "err", err)
 		return nil, oidc.ErrInvalidRequest().WithDescription("access token invalid or expired")
-	}
-	revoked, err := b.sessions.TokenRevoked(ctx, familyFromJTI(claims.JWTID), claims.JWTID)
-	if err != nil {
-		return nil, storeError("checking token revocation", err)
-	}
-	if revoked {
-		return nil, oidc.ErrInvalidRequest().WithDescription("access token revoked")
 	}
 	return claims, nil
 }

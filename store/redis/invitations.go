@@ -168,6 +168,9 @@ func (s *Store) addIndexEntries(ctx context.Context, inv *grants.Invitation, key
 		for i, k := range keys {
 			cmds[i] = p.ZAddNX(ctx, k, redis.Z{Score: score, Member: inv.ID})
 		}
+		if len(inv.Outbox) > 0 { // markOutbox, in the same round trip
+			p.ZAdd(ctx, s.outboxKey(), redis.Z{Score: 0, Member: inv.ID})
+		}
 		return nil
 	})
 	var added []string
@@ -319,13 +322,10 @@ func (s *Store) createInvitation(ctx context.Context, inv *grants.Invitation, cl
 	if created {
 		undo = append(undo, func() { s.release(ctx, s.key("it", inv.TokenHash), inv.ID) })
 	}
+	// The outbox entry goes with the other index entries, in one round trip.
 	added, err := s.addIndexEntries(ctx, inv, s.indexEntries(inv))
 	undo = append(undo, func() { s.removeIndexEntries(ctx, inv.ID, added) })
 	if err != nil {
-		rollback()
-		return nil, err
-	}
-	if err := s.markOutbox(ctx, inv); err != nil {
 		rollback()
 		return nil, err
 	}

@@ -90,6 +90,16 @@ type OutboxStore interface {
 	AckOutbox(ctx context.Context, invitationID string, eventIDs []string) error
 }
 
+// OutboxBatcher is an optional capability of an OutboxStore: reading and
+// acknowledging the invitations of one claim in a few round trips instead of
+// a few per invitation (Redis pipelines them; bbolt uses one transaction).
+type OutboxBatcher interface {
+	// GetInvitations reads the invitations with these IDs; a missing one is nil.
+	GetInvitations(ctx context.Context, ids []string) ([]*Invitation, error)
+	// AckOutboxBatch is AckOutbox for each invitation ID in acks.
+	AckOutboxBatch(ctx context.Context, acks map[string][]string) error
+}
+
 // record appends events to the invitation's outbox. An event carrying a
 // sealed link puts a mail in the queue, which the stored status says in the
 // same write.

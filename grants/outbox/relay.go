@@ -107,6 +107,9 @@ func (r *Relay) Drain(ctx context.Context) int {
 // deliverAll hands over the claimed records, Parallel at a time, and
 // returns how many events were acknowledged.
 func (r *Relay) deliverAll(ctx context.Context, ids []string) int {
+	if b, ok := r.o.Store.(grants.OutboxBatcher); ok {
+		return r.deliverBatch(ctx, b, ids)
+	}
 	var acked atomic.Int64
 	sem := make(chan struct{}, r.o.Parallel)
 	var wg sync.WaitGroup
@@ -121,6 +124,58 @@ func (r *Relay) deliverAll(ctx context.Context, ids []string) int {
 	return int(acked.Load())
 }
 
+// deliverBatch is deliverAll with the claim's invitations read in one go
+// and their events acknowledged in one go; users' grant events take the
+// one-by-one path.
+func (r *Relay) deliverBatch(ctx context.Context, b grants.OutboxBatcher, ids []string) int {
+	var invIDs, userIDs []string
+	for _, id := range ids {
+		if _, isUser := grants.OutboxUser(id); isUser {
+			userIDs = append(userIDs, id)
+		} else {
+			invIDs = append(invIDs, id)
+		}
+	}
+	acked := 0
+	for _, id := range userIDs {
+		acked += r.deliver(ctx, id)
+	}
+	if len(invIDs) == 0 {
+		return acked
+	}
+	invs, err := b.GetInvitations(ctx, invIDs)
+	if err != nil {
+		r.log.ErrorContext(ctx, "reading recorded events", "err", err)
+		r.loop.NoteRetry(r.o.Now().Add(r.o.Lease))
+		return acked
+	}
+	done := make([][]string, len(invIDs))
+	sem := make(chan struct{}, r.o.Parallel)
+	var wg sync.WaitGroup
+	for i, id := range invIDs {
+		inv := invs[i]
+		if inv == nil {
+			continue // gone: acknowledged below with nothing, which drops its entry
+		}
+		sem <- struct{}{}
+		wg.Go(func() {
+			defer func() { <-sem }()
+			done[i] = r.handOverAll(ctx, id, inv, inv.Outbox)
+		})
+	}
+	wg.Wait()
+	acks := make(map[string][]string, len(invIDs))
+	for i, id := range invIDs {
+		acks[id] = done[i]
+		acked += len(done[i])
+	}
+	if err := b.AckOutboxBatch(ctx, acks); err != nil {
+		r.log.ErrorContext(ctx, "acknowledging delivered events", "err", err)
+		return 0
+	}
+	return acked
+}
+
 // deliver hands the events of one invitation (or one user's grant) over in
 // order and stops at the first refusal, so consumers see them in order.
 func (r *Relay) deliver(ctx context.Context, id string) int {
@@ -130,16 +185,7 @@ func (r *Relay) deliver(ctx context.Context, id string) int {
 		r.loop.NoteRetry(r.o.Now().Add(r.o.Lease))
 		return 0
 	}
-	var done []string
-	for _, ev := range events {
-		if err := r.handOver(ctx, inv, ev); err != nil {
-			r.log.WarnContext(ctx, "event not delivered; it will be handed over again", "outbox_id", printable(id),
-				"event_id", ev.ID, "type", ev.Type, "err", err)
-			r.loop.NoteRetry(r.o.Now().Add(r.o.Lease))
-			break
-		}
-		done = append(done, ev.ID)
-	}
+	done := r.handOverAll(ctx, id, inv, events)
 	if err := r.o.Store.AckOutbox(ctx, id, done); err != nil {
 		r.log.ErrorContext(ctx, "acknowledging delivered events", "outbox_id", printable(id), "err", err)
 		return 0
@@ -173,6 +219,22 @@ func printable(id string) string {
 		return "user:" + u
 	}
 	return id
+}
+
+// handOverAll hands events over in order, stopping at the first refusal,
+// and returns the IDs of those every consumer took.
+func (r *Relay) handOverAll(ctx context.Context, id string, inv *grants.Invitation, events []grants.OutboxEvent) []string {
+	var done []string
+	for _, ev := range events {
+		if err := r.handOver(ctx, inv, ev); err != nil {
+			r.log.WarnContext(ctx, "event not delivered; it will be handed over again", "outbox_id", printable(id),
+				"event_id", ev.ID, "type", ev.Type, "err", err)
+			r.loop.NoteRetry(r.o.Now().Add(r.o.Lease))
+			break
+		}
+		done = append(done, ev.ID)
+	}
+	return done
 }
 
 func (r *Relay) handOver(ctx context.Context, inv *grants.Invitation, ev grants.OutboxEvent) error {

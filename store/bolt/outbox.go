@@ -132,3 +132,71 @@ func (s *Store) ackGrantOutbox(userID string, eventIDs []string) error {
 	}
 	return nil
 }
+
+var _ grants.OutboxBatcher = (*Store)(nil)
+
+// GetInvitations reads a claim's invitations in one read transaction.
+func (s *Store) GetInvitations(ctx context.Context, ids []string) ([]*grants.Invitation, error) {
+	if err := checkKeys("boltstore: get invitations", ids...); err != nil {
+		return nil, err
+	}
+	out := make([]*grants.Invitation, len(ids))
+	err := s.db.View(func(tx *bolt.Tx) error {
+		for i, id := range ids {
+			inv, err := loadInvitation(tx, []byte(id))
+			if err != nil {
+				return err
+			}
+			out[i] = inv
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("boltstore: get invitations: %w", err)
+	}
+	return out, nil
+}
+
+// AckOutboxBatch acknowledges a claim's events in one transaction (one
+// commit instead of one per invitation).
+func (s *Store) AckOutboxBatch(ctx context.Context, acks map[string][]string) error {
+	for id, events := range acks {
+		if _, isUser := grants.OutboxUser(id); isUser {
+			if err := s.AckOutbox(ctx, id, events); err != nil {
+				return err
+			}
+			delete(acks, id)
+		}
+	}
+	for id := range acks {
+		if err := checkKeys("boltstore: ack outbox", id); err != nil {
+			return err
+		}
+	}
+	err := s.batch(func(tx *bolt.Tx) error {
+		for id, events := range acks {
+			inv, err := loadInvitation(tx, []byte(id))
+			if err != nil {
+				return err
+			}
+			if inv == nil {
+				if err := tx.Bucket(bOutbox).Delete([]byte(id)); err != nil {
+					return err
+				}
+				continue
+			}
+			old := *inv
+			if !inv.AckEvents(events) && len(inv.Outbox) > 0 {
+				continue // nothing acknowledged; keep the lease
+			}
+			if err := putInvitation(tx, &old, inv); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("boltstore: ack outbox: %w", err)
+	}
+	return nil
+}

@@ -55,6 +55,7 @@ func RunGrants(t *testing.T, newStore func(t *testing.T, clock *Clock) grants.St
 		{"Outbox/WriterDuringLease", testOutboxWriterDuringLease},
 		{"Outbox/RoundTrip", testOutboxRoundTrip},
 		{"Outbox/Grants", testOutboxGrants},
+		{"Outbox/Batch", testOutboxBatch},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

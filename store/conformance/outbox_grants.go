@@ -56,3 +56,37 @@ func testOutboxGrants(t *testing.T, ctx context.Context, s grants.Store, clock *
 	wantClaim(t, ctx, s, "after the last ack", later.Add(farFuture), key, false)
 	must(t, "ack a user without events", s.AckOutbox(ctx, grants.UserOutboxID("usr-none"), []string{"x"}))
 }
+
+// testOutboxBatch: a backend that reads and acknowledges a claim in one go
+// does what GetInvitation and AckOutbox do one by one.
+func testOutboxBatch(t *testing.T, ctx context.Context, s grants.Store, clock *Clock) {
+	b, ok := s.(grants.OutboxBatcher)
+	if !ok {
+		t.Skip("no OutboxBatcher")
+	}
+	now := clock.Now()
+	for _, id := range []string{"inv-b1", "inv-b2", "inv-b3"} {
+		_, err := s.CreateInvitation(ctx, withOutbox(id, now, id+"-e1", id+"-e2"))
+		must(t, "create", err)
+	}
+	claimed := claimAll(t, ctx, s, now)
+	invs, err := b.GetInvitations(ctx, []string{"inv-b1", "nope", "inv-b3"})
+	must(t, "get invitations", err)
+	if len(invs) != 3 || invs[0] == nil || invs[0].ID != "inv-b1" || invs[1] != nil || invs[2] == nil || len(invs[2].Outbox) != 2 {
+		t.Fatalf("GetInvitations = %+v", invs)
+	}
+	must(t, "ack batch", b.AckOutboxBatch(ctx, map[string][]string{
+		"inv-b1": {"inv-b1-e1", "inv-b1-e2"}, // all
+		"inv-b2": {"inv-b2-e1"},              // some
+		"inv-b3": nil,                        // none (a refused first event)
+		"nope":   nil,                        // gone
+	}))
+	wantOutbox(t, ctx, s, "all acked", "inv-b1")
+	wantOutbox(t, ctx, s, "some acked", "inv-b2", "inv-b2-e2")
+	wantOutbox(t, ctx, s, "none acked", "inv-b3", "inv-b3-e1", "inv-b3-e2")
+	later := now.Add(farFuture)
+	got := claimAll(t, ctx, s, later)
+	if slices.Contains(got, "inv-b1") || !slices.Contains(got, "inv-b2") || !slices.Contains(got, "inv-b3") {
+		t.Fatalf("after the batch (claimed first %v): claim = %v; want inv-b2 and inv-b3, not inv-b1", claimed, got)
+	}
+}

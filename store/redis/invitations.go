@@ -85,6 +85,12 @@ func (s *Store) loadInvitation(ctx context.Context, id string) (*grants.Invitati
 // loadInvitations loads several invitations in one pipeline (the cluster
 // client splits it by node); missing ones come back nil.
 func (s *Store) loadInvitations(ctx context.Context, ids []string) ([]*grants.Invitation, error) {
+	invs, _, err := s.loadInvitationVersions(ctx, ids)
+	return invs, err
+}
+
+// loadInvitationVersions is loadInvitations with each record's version.
+func (s *Store) loadInvitationVersions(ctx context.Context, ids []string) ([]*grants.Invitation, []string, error) {
 	cmds := make([]*redis.StringCmd, len(ids))
 	_, err := s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
 		for i, id := range ids {
@@ -93,22 +99,22 @@ func (s *Store) loadInvitations(ctx context.Context, ids []string) ([]*grants.In
 		return nil
 	})
 	if err != nil && !errors.Is(err, redis.Nil) {
-		return nil, err
+		return nil, nil, err
 	}
-	out := make([]*grants.Invitation, len(ids))
+	out, versions := make([]*grants.Invitation, len(ids)), make([]string, len(ids))
 	for i, c := range cmds {
 		v, err := c.Result()
 		if errors.Is(err, redis.Nil) {
 			continue
 		}
 		if err != nil {
-			return nil, err
+			return nil, nil, err
 		}
-		if out[i], _, err = decodeInvitation(v); err != nil {
-			return nil, fmt.Errorf("invitation %s: %w", ids[i], err)
+		if out[i], versions[i], err = decodeInvitation(v); err != nil {
+			return nil, nil, fmt.Errorf("invitation %s: %w", ids[i], err)
 		}
 	}
-	return out, nil
+	return out, versions, nil
 }
 
 // casInvitation writes inv if the stored version is still version (and, when

@@ -2,7 +2,7 @@
 GO ?= go
 FUZZTIME ?= 10m
 
-.PHONY: test deps vet unit bench fuzz build test-artifacts
+.PHONY: test deps vet unit bench fuzz build test-artifacts soak
 
 test: deps vet unit
 
@@ -36,3 +36,10 @@ fuzz:
 
 bench:
 	$(GO) test -run '^$$' -bench . -benchtime 3s ./e2e/ ./store/...
+
+# The soak (not part of make test): three replicas on Redis under a fixed-rate
+# load mix with chaos, then the auditor (e2e/soak_test.go). SOAK is its
+# duration (default 10m), SOAK_RATE its requests per second (default 20).
+# The timeout is SOAK plus 10m (Go adds "90s10m" up).
+soak:
+	SOAK=$${SOAK:-10m}; SOAK=$$SOAK $(GO) test -count=1 -run '^TestSoak$$' -timeout $${SOAK}10m -v ./e2e/

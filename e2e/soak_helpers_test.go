@@ -1,0 +1,394 @@
+package e2e
+
+// Helpers of the soak test (soak_test.go): the rig (three `usher serve`
+// replicas on one Redis, reached through a TCP proxy that can add latency,
+// behind the round-robin proxy, with devidp upstream and a TLS webhook
+// receiver), replica restarts, /metrics sampling, and the per-path request
+// recorder the summary is built from.
+
+import (
+	"bufio"
+	"encoding/base64"
+	"encoding/pem"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/usher-oidc/usher/app"
+	"github.com/usher-oidc/usher/demo"
+	"github.com/usher-oidc/usher/devidp"
+)
+
+const (
+	soakClientID     = "funnel"
+	soakClientSecret = "soak-funnel-secret-0123456789abc"
+)
+
+// ---- the latency proxy between usher and Redis ------------------------------
+
+// latencyProxy forwards TCP connections to Redis; while delay is set, every
+// chunk read in either direction waits that long before it is written on.
+type latencyProxy struct {
+	addr   string
+	target string
+	delay  atomic.Int64 // nanoseconds
+	ln     net.Listener
+	conns  atomic.Int64 // connections accepted
+}
+
+func startLatencyProxy(t *testing.T, target string) *latencyProxy {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &latencyProxy{addr: ln.Addr().String(), target: target, ln: ln}
+	var mu sync.Mutex
+	var open []net.Conn
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			p.conns.Add(1)
+			up, err := net.Dial("tcp", target)
+			if err != nil {
+				c.Close()
+				continue
+			}
+			mu.Lock()
+			open = append(open, c, up)
+			mu.Unlock()
+			go p.pipe(c, up)
+			go p.pipe(up, c)
+		}
+	}()
+	t.Cleanup(func() {
+		ln.Close()
+		mu.Lock()
+		for _, c := range open {
+			c.Close()
+		}
+		mu.Unlock()
+	})
+	return p
+}
+
+func (p *latencyProxy) pipe(dst, src net.Conn) {
+	defer dst.Close()
+	defer src.Close()
+	buf := make([]byte, 32<<10)
+	for {
+		n, err := src.Read(buf)
+		if n > 0 {
+			if d := time.Duration(p.delay.Load()); d > 0 {
+				time.Sleep(d)
+			}
+			if _, werr := dst.Write(buf[:n]); werr != nil {
+				return
+			}
+		}
+		if err != nil {
+			return
+		}
+	}
+}
+
+// ---- the rig ----------------------------------------------------------------
+
+// soakReplica is one `usher serve` process the chaos loop may restart.
+type soakReplica struct {
+	name    string
+	cfgPath string
+	base    string // http://127.0.0.1:port
+	metrics string // http://127.0.0.1:port/metrics
+	mu      sync.Mutex
+	cmd     *exec.Cmd
+	done    chan struct{}
+	out     *procLog
+	starts  int
+}
+
+type soakRig struct {
+	t        *testing.T
+	proxyURL string
+	spaURL   string
+	rr       *roundRobin
+	replicas []*soakReplica
+	hooks    *hookLog
+	certFile string
+	redis    *redisProc
+	lat      *latencyProxy
+}
+
+func newSoakRig(t *testing.T) *soakRig {
+	t.Helper()
+	bin := usherBinary(t)
+	r := &soakRig{t: t, rr: &roundRobin{}, hooks: &hookLog{key: []byte("soak-tests-webhook-key-01234567!")}}
+	r.redis = newRedisProc(t, "--appendonly", "no")
+	r.lat = startLatencyProxy(t, r.redis.addr())
+
+	// `usher serve` posts webhooks over https only.
+	hookSrv := httptest.NewTLSServer(r.hooks)
+	t.Cleanup(hookSrv.Close)
+	dir := t.TempDir()
+	r.certFile = filepath.Join(dir, "receiver.pem")
+	if err := os.WriteFile(r.certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: hookSrv.Certificate().Raw}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+
+	proxyLn, _ := net.Listen("tcp", "127.0.0.1:0")
+	r.proxyURL = "http://" + proxyLn.Addr().String()
+	spa := httptest.NewServer(demo.Handler(demo.Config{Issuer: r.proxyURL, ClientID: "demo"}))
+	t.Cleanup(spa.Close)
+	r.spaURL = spa.URL
+	idpLn, _ := net.Listen("tcp", "127.0.0.1:0")
+	idpURL := "http://" + idpLn.Addr().String() + "/"
+	idp, err := devidp.New(devidp.Config{Issuer: idpURL,
+		Clients: []devidp.Client{{ID: "usher", Secret: "soak-upstream-secret", RedirectURIs: []string{r.proxyURL + "/callback"},
+			PostLogoutRedirectURIs: []string{r.proxyURL + "/logout/done"}}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	idpSrv := &http.Server{Handler: idp}
+	go idpSrv.Serve(idpLn)
+	t.Cleanup(func() { idpSrv.Close() })
+
+	secret := base64.StdEncoding.EncodeToString([]byte("soak-replicas-share-session-key!"))
+	for i := range 3 {
+		port, mport := freePort(t), freePort(t)
+		rep := &soakReplica{name: fmt.Sprintf("replica%d", i), cfgPath: filepath.Join(dir, fmt.Sprintf("usher%d.yaml", i)),
+			base: fmt.Sprintf("http://127.0.0.1:%d", port), metrics: fmt.Sprintf("http://127.0.0.1:%d/metrics", mport)}
+		cfg := fmt.Sprintf(`issuer: %s
+listen: 127.0.0.1:%d
+metrics: {listen: "127.0.0.1:%d"}
+rate_limits: {invite_per_minute: 1000000, api_per_minute: 1000000, authorize_per_minute: 1000000, failed_redemptions_per_hour: 1000000}
+log: {level: warn, format: json}
+store: {driver: redis, redis: {url: "redis://%s/0"}}
+sessions: {secret: "%s"}
+upstream: {issuer: "%s", client_id: usher, client_secret: soak-upstream-secret}
+clients:
+  - {id: demo, type: public, redirect_uris: ["%s/callback"], post_logout_redirect_uris: ["%s/"], initiate_login_uri: "%s/login"}
+  - {id: %s, type: confidential, secret: "%s", grant_types: [client_credentials], scopes: [invitations:write, invitations:read]}
+webhooks:
+  - {id: crm, url: "%s/hook", secrets: ["whsec_%s"]}
+`, r.proxyURL, port, mport, r.lat.addr, secret, idpURL, spa.URL, spa.URL, spa.URL, soakClientID, soakClientSecret,
+			hookSrv.URL, base64.StdEncoding.EncodeToString(r.hooks.key))
+		if err := os.WriteFile(rep.cfgPath, []byte(cfg), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		u, _ := url.Parse(rep.base)
+		r.rr.backends = append(r.rr.backends, u)
+		r.replicas = append(r.replicas, rep)
+		r.start(rep, bin)
+		t.Cleanup(func() { r.stop(rep) })
+	}
+	proxySrv := &http.Server{Handler: r.rr}
+	go proxySrv.Serve(proxyLn)
+	t.Cleanup(func() { proxySrv.Close() })
+	return r
+}
+
+func (r *soakRig) start(rep *soakReplica, bin string) {
+	r.t.Helper()
+	rep.mu.Lock()
+	defer rep.mu.Unlock()
+	cmd := exec.Command(bin, "serve", "--config", rep.cfgPath)
+	cmd.Env = append(os.Environ(), "SSL_CERT_FILE="+r.certFile)
+	if rep.out == nil {
+		rep.out = &procLog{w: newTestWriter(r.t), name: rep.name}
+	}
+	cmd.Stdout, cmd.Stderr = rep.out, rep.out
+	if err := cmd.Start(); err != nil {
+		r.t.Fatalf("starting %s: %v", rep.name, err)
+	}
+	done := make(chan struct{})
+	go func() { cmd.Wait(); close(done) }()
+	rep.cmd, rep.done = cmd, done
+	rep.starts++
+	waitReady(r.t, rep.base+"/readyz")
+}
+
+// stop ends a replica as an orchestrator does: SIGTERM, then SIGKILL after 20 s.
+func (r *soakRig) stop(rep *soakReplica) {
+	rep.mu.Lock()
+	cmd, done := rep.cmd, rep.done
+	rep.cmd = nil
+	rep.mu.Unlock()
+	if cmd == nil {
+		return
+	}
+	cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-done:
+	case <-time.After(20 * time.Second):
+		cmd.Process.Kill()
+		<-done
+	}
+}
+
+// restart stops a replica and starts it again on the same config.
+func (r *soakRig) restart(rep *soakReplica) time.Duration {
+	began := time.Now()
+	r.stop(rep)
+	r.start(rep, usherBinary(r.t))
+	return time.Since(began)
+}
+
+func (r *soakRig) dev() *app.Dev { return &app.Dev{IssuerURL: r.proxyURL, SPAURL: r.spaURL} }
+
+// ---- /metrics -----------------------------------------------------------------
+
+type procSample struct {
+	rss        float64 // bytes
+	goroutines float64
+}
+
+var metricLineRE = regexp.MustCompile(`^(process_resident_memory_bytes|go_goroutines) ([0-9.eE+-]+)$`)
+
+func scrapeProc(u string) (procSample, error) {
+	var s procSample
+	resp, err := http.Get(u)
+	if err != nil {
+		return s, err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return s, fmt.Errorf("%s: %d", u, resp.StatusCode)
+	}
+	found := 0
+	sc := bufio.NewScanner(resp.Body)
+	sc.Buffer(make([]byte, 1<<20), 1<<20)
+	for sc.Scan() {
+		m := metricLineRE.FindStringSubmatch(sc.Text())
+		if m == nil {
+			continue
+		}
+		v, _ := strconv.ParseFloat(m[2], 64)
+		found++
+		if m[1] == "go_goroutines" {
+			s.goroutines = v
+		} else {
+			s.rss = v
+		}
+	}
+	if found < 2 {
+		return s, fmt.Errorf("%s: process_resident_memory_bytes or go_goroutines missing", u)
+	}
+	return s, nil
+}
+
+// ---- the request recorder -------------------------------------------------------
+
+// soakStats keeps every exchange with usher (through the proxy) by path
+// pattern: outcomes and latencies.
+type soakStats struct {
+	host string
+	next http.RoundTripper
+	mu   sync.Mutex
+	lat  map[string][]time.Duration
+	outc map[string]map[string]int // path → outcome → count
+	errs map[string]int            // cause → count
+}
+
+var soakIDRE = regexp.MustCompile(`/(inv_[A-Za-z0-9_-]+|[A-Za-z0-9_-]{20,})`)
+
+func soakPath(p string) string { return soakIDRE.ReplaceAllString(p, "/{id}") }
+
+func newSoakStats(host string) *soakStats {
+	return &soakStats{host: host, next: &http.Transport{MaxIdleConnsPerHost: 64}, lat: map[string][]time.Duration{},
+		outc: map[string]map[string]int{}, errs: map[string]int{}}
+}
+
+func (s *soakStats) RoundTrip(req *http.Request) (*http.Response, error) {
+	began := time.Now()
+	resp, err := s.next.RoundTrip(req)
+	if req.URL.Host != s.host {
+		return resp, err
+	}
+	key := req.Method + " " + soakPath(req.URL.Path)
+	outcome := ""
+	if err != nil {
+		outcome = "no answer"
+	} else {
+		outcome = strconv.Itoa(resp.StatusCode)
+	}
+	s.mu.Lock()
+	s.lat[key] = append(s.lat[key], time.Since(began))
+	if s.outc[key] == nil {
+		s.outc[key] = map[string]int{}
+	}
+	s.outc[key][outcome]++
+	s.mu.Unlock()
+	return resp, err
+}
+
+// cause counts one failure by cause.
+func (s *soakStats) cause(c string) {
+	s.mu.Lock()
+	s.errs[c]++
+	s.mu.Unlock()
+}
+
+func (s *soakStats) summary() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var b strings.Builder
+	keys := make([]string, 0, len(s.lat))
+	for k := range s.lat {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	fmt.Fprintf(&b, "%-40s %7s %9s %9s  %s\n", "path", "count", "p50", "p99", "outcomes")
+	for _, k := range keys {
+		l := slices.Clone(s.lat[k])
+		slices.Sort(l)
+		q := func(p float64) time.Duration { return l[min(len(l)-1, int(p*float64(len(l))))] }
+		var oc []string
+		for o, n := range s.outc[k] {
+			oc = append(oc, fmt.Sprintf("%s:%d", o, n))
+		}
+		sort.Strings(oc)
+		fmt.Fprintf(&b, "%-40s %7d %9s %9s  %s\n", k, len(l), q(0.5).Round(100*time.Microsecond), q(0.99).Round(100*time.Microsecond), strings.Join(oc, " "))
+	}
+	var causes []string
+	for c, n := range s.errs {
+		causes = append(causes, fmt.Sprintf("  %6d  %s", n, c))
+	}
+	sort.Strings(causes)
+	if len(causes) == 0 {
+		causes = []string{"  none"}
+	}
+	fmt.Fprintf(&b, "errors by cause:\n%s\n", strings.Join(causes, "\n"))
+	return b.String()
+}
+
+// status500s counts answers 500 (usher must answer a store outage 503).
+func (s *soakStats) status500s() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	n := 0
+	for _, o := range s.outc {
+		n += o["500"]
+	}
+	return n
+}
+
+func drain(r io.ReadCloser) { io.Copy(io.Discard, r); r.Close() }

@@ -8,6 +8,7 @@ package e2e
 
 import (
 	"bufio"
+	"context"
 	"encoding/base64"
 	"encoding/pem"
 	"fmt"
@@ -30,9 +31,12 @@ import (
 	"testing"
 	"time"
 
+	"github.com/redis/go-redis/v9"
+
 	"github.com/usher-oidc/usher/app"
 	"github.com/usher-oidc/usher/demo"
 	"github.com/usher-oidc/usher/devidp"
+	"github.com/usher-oidc/usher/internal/testkit"
 )
 
 const (
@@ -47,18 +51,18 @@ const (
 type latencyProxy struct {
 	addr   string
 	target string
-	delay  atomic.Int64 // nanoseconds
+	delay  *atomic.Int64 // nanoseconds, shared by the rig's proxies
 	ln     net.Listener
 	conns  atomic.Int64 // connections accepted
 }
 
-func startLatencyProxy(t *testing.T, target string) *latencyProxy {
+func startLatencyProxy(t *testing.T, target string, delay *atomic.Int64) *latencyProxy {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	p := &latencyProxy{addr: ln.Addr().String(), target: target, ln: ln}
+	p := &latencyProxy{addr: ln.Addr().String(), target: target, ln: ln, delay: delay}
 	var mu sync.Mutex
 	var open []net.Conn
 	go func() {
@@ -111,6 +115,133 @@ func (p *latencyProxy) pipe(dst, src net.Conn) {
 	}
 }
 
+// ---- Redis: master, replica, three Sentinels, all behind latency proxies ----
+
+// soakRedis is a Redis master and replica, each reached only through its
+// latency proxy (they announce the proxy's port, so the Sentinels, the
+// replication link and usher all go through the proxies), and three
+// Sentinels (quorum 2) watching them as usher-master.
+type soakRedis struct {
+	t         *testing.T
+	delay     atomic.Int64
+	nodes     [2]*redisProc
+	proxies   [2]*latencyProxy
+	master    int // index of the current master in nodes
+	sentinels []string
+}
+
+func startSoakRedis(t *testing.T) *soakRedis {
+	t.Helper()
+	if _, ok := sentinelCommand(""); !ok {
+		t.Skip("neither redis-sentinel nor redis-server is installed")
+	}
+	sr := &soakRedis{t: t}
+	for i := range 2 {
+		rp := &redisProc{t: t, port: freePort(t), dir: t.TempDir()}
+		sr.proxies[i] = startLatencyProxy(t, rp.addr(), &sr.delay)
+		_, pport, _ := net.SplitHostPort(sr.proxies[i].addr)
+		rp.args = []string{"--appendonly", "no", "--replica-announce-ip", "127.0.0.1", "--replica-announce-port", pport}
+		if i == 1 {
+			_, mport, _ := net.SplitHostPort(sr.proxies[0].addr)
+			rp.args = append(rp.args, "--replicaof", "127.0.0.1", mport)
+		}
+		rp.start()
+		t.Cleanup(rp.stop)
+		sr.nodes[i] = rp
+	}
+	rc := redis.NewClient(&redis.Options{Addr: sr.nodes[1].addr()})
+	defer rc.Close()
+	testkit.Eventually(t, "the replica to sync with the master", func() bool {
+		info, err := rc.Info(context.Background(), "replication").Result()
+		return err == nil && strings.Contains(info, "master_link_status:up")
+	})
+	_, mport, _ := net.SplitHostPort(sr.proxies[0].addr)
+	for range 3 {
+		port := freePort(t)
+		dir := t.TempDir()
+		conf := filepath.Join(dir, "sentinel.conf")
+		content := fmt.Sprintf("port %d\nbind 127.0.0.1\ndir %s\n"+
+			"sentinel monitor usher-master 127.0.0.1 %s 2\n"+
+			"sentinel down-after-milliseconds usher-master 5000\n"+
+			"sentinel failover-timeout usher-master 10000\n"+
+			"sentinel parallel-syncs usher-master 1\n", port, dir, mport)
+		if err := writeFile(conf, content); err != nil {
+			t.Fatal(err)
+		}
+		cmd, _ := sentinelCommand(conf)
+		if err := cmd.Start(); err != nil {
+			t.Fatalf("redis sentinel: %v", err)
+		}
+		t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+		addr := "127.0.0.1:" + strconv.Itoa(port)
+		waitTCP(t, addr)
+		sr.sentinels = append(sr.sentinels, addr)
+	}
+	for _, addr := range sr.sentinels {
+		c := redis.NewSentinelClient(&redis.Options{Addr: addr})
+		testkit.Eventually(t, "Sentinel "+addr+" to see the replica and the two other Sentinels", func() bool {
+			m, err := c.Master(context.Background(), "usher-master").Result()
+			return err == nil && m["num-slaves"] == "1" && m["num-other-sentinels"] == "2" && m["flags"] == "master"
+		})
+		c.Close()
+	}
+	return sr
+}
+
+// failover moves the master to the replica as an operator would, without
+// losing an acknowledged write: writes paused on the master (CLIENT PAUSE
+// WRITE), the replica caught up, SENTINEL FAILOVER, the Sentinels agreeing
+// on the new master, writes resumed (the old master, now a replica, answers
+// them READONLY: usher's 503).
+func (sr *soakRedis) failover() error {
+	ctx := context.Background()
+	old, next := sr.master, 1-sr.master
+	mc := redis.NewClient(&redis.Options{Addr: sr.nodes[old].addr()})
+	defer mc.Close()
+	rc := redis.NewClient(&redis.Options{Addr: sr.nodes[next].addr()})
+	defer rc.Close()
+	if err := mc.Do(ctx, "CLIENT", "PAUSE", "15000", "WRITE").Err(); err != nil {
+		return fmt.Errorf("CLIENT PAUSE: %w", err)
+	}
+	defer mc.Do(ctx, "CLIENT", "UNPAUSE")
+	offset := func(c *redis.Client, field string) string {
+		info, _ := c.Info(ctx, "replication").Result()
+		for _, line := range strings.Split(info, "\r\n") {
+			if v, ok := strings.CutPrefix(line, field+":"); ok {
+				return v
+			}
+		}
+		return "?"
+	}
+	if !testkit.Within(10*time.Second, func() bool {
+		return offset(mc, "master_repl_offset") == offset(rc, "slave_repl_offset")
+	}) {
+		return fmt.Errorf("the replica never caught up")
+	}
+	sc := redis.NewSentinelClient(&redis.Options{Addr: sr.sentinels[0]})
+	defer sc.Close()
+	if err := sc.Failover(ctx, "usher-master").Err(); err != nil {
+		return fmt.Errorf("SENTINEL FAILOVER: %w", err)
+	}
+	_, want, _ := net.SplitHostPort(sr.proxies[next].addr)
+	for _, addr := range sr.sentinels {
+		c := redis.NewSentinelClient(&redis.Options{Addr: addr})
+		ok := testkit.Within(20*time.Second, func() bool {
+			a, err := c.GetMasterAddrByName(ctx, "usher-master").Result()
+			return err == nil && len(a) == 2 && a[1] == want
+		})
+		c.Close()
+		if !ok {
+			return fmt.Errorf("Sentinel %s never named the new master", addr)
+		}
+	}
+	if !testkit.Within(10*time.Second, func() bool { return strings.Contains(offset(rc, "role"), "master") }) {
+		return fmt.Errorf("the replica was never promoted")
+	}
+	sr.master = next
+	return nil
+}
+
 // ---- the rig ----------------------------------------------------------------
 
 // soakReplica is one `usher serve` process the chaos loop may restart.
@@ -134,16 +265,14 @@ type soakRig struct {
 	replicas []*soakReplica
 	hooks    *hookLog
 	certFile string
-	redis    *redisProc
-	lat      *latencyProxy
+	redis    *soakRedis
 }
 
 func newSoakRig(t *testing.T) *soakRig {
 	t.Helper()
 	bin := usherBinary(t)
 	r := &soakRig{t: t, rr: &roundRobin{}, hooks: &hookLog{key: []byte("soak-tests-webhook-key-01234567!")}}
-	r.redis = newRedisProc(t, "--appendonly", "no")
-	r.lat = startLatencyProxy(t, r.redis.addr())
+	r.redis = startSoakRedis(t)
 
 	// `usher serve` posts webhooks over https only.
 	hookSrv := httptest.NewTLSServer(r.hooks)
@@ -181,7 +310,7 @@ listen: 127.0.0.1:%d
 metrics: {listen: "127.0.0.1:%d"}
 rate_limits: {invite_per_minute: 1000000, api_per_minute: 1000000, authorize_per_minute: 1000000, failed_redemptions_per_hour: 1000000}
 log: {level: warn, format: json}
-store: {driver: redis, redis: {url: "redis://%s/0"}}
+store: {driver: redis, redis: {addrs: [%s], master_name: usher-master}}
 sessions: {secret: "%s"}
 upstream: {issuer: "%s", client_id: usher, client_secret: soak-upstream-secret}
 clients:
@@ -189,7 +318,7 @@ clients:
   - {id: %s, type: confidential, secret: "%s", grant_types: [client_credentials], scopes: [invitations:write, invitations:read]}
 webhooks:
   - {id: crm, url: "%s/hook", secrets: ["whsec_%s"]}
-`, r.proxyURL, port, mport, r.lat.addr, secret, idpURL, spa.URL, spa.URL, spa.URL, soakClientID, soakClientSecret,
+`, r.proxyURL, port, mport, `"`+strings.Join(r.redis.sentinels, `", "`)+`"`, secret, idpURL, spa.URL, spa.URL, spa.URL, soakClientID, soakClientSecret,
 			hookSrv.URL, base64.StdEncoding.EncodeToString(r.hooks.key))
 		if err := os.WriteFile(rep.cfgPath, []byte(cfg), 0o600); err != nil {
 			t.Fatal(err)
@@ -302,6 +431,7 @@ func scrapeProc(u string) (procSample, error) {
 type soakStats struct {
 	host string
 	next http.RoundTripper
+	off  atomic.Bool // set: record nothing more
 	mu   sync.Mutex
 	lat  map[string][]time.Duration
 	outc map[string]map[string]int // path → outcome → count
@@ -320,7 +450,7 @@ func newSoakStats(host string) *soakStats {
 func (s *soakStats) RoundTrip(req *http.Request) (*http.Response, error) {
 	began := time.Now()
 	resp, err := s.next.RoundTrip(req)
-	if req.URL.Host != s.host {
+	if req.URL.Host != s.host || s.off.Load() {
 		return resp, err
 	}
 	key := req.Method + " " + soakPath(req.URL.Path)

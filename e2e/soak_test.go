@@ -20,16 +20,19 @@ import (
 )
 
 // TestSoak is `make soak`: it runs only when SOAK is set to a duration
-// (SOAK=10m make soak). Three `usher serve` replicas on one Redis (reached
-// through a TCP proxy that can add latency) behind a round-robin proxy take
+// (SOAK=10m make soak). Three `usher serve` replicas on Redis Sentinel (a
+// master and a replica, each reached only through a TCP proxy that can add
+// latency, and three Sentinels) behind a round-robin proxy take
 // a fixed-rate mix of requests (SOAK_RATE per second, 20 by default):
 // invitation creates, redemptions (a scripted browser-less sign-up against
 // devidp, through the accept page), sign-ins of redeemed users,
 // client_credentials, refresh rotations, refresh token revocations,
 // invitation revocations and admin reads. Meanwhile a chaos loop restarts
-// one replica (SIGTERM, start again) every restartEvery and adds 50 ms to
+// one replica (SIGTERM, start again) every restartEvery, adds 50 ms to
 // every Redis read and write for a window (a minute, or a quarter of a short
-// run). Then an auditor reconciles:
+// run), then moves the master to the replica once (a Sentinel failover,
+// writes paused until the replica caught up: see soakRedis.failover). Then
+// an auditor reconciles:
 //
 //   - every invitation the load tried to create is in the store at most once
 //     (exactly once when its create was acknowledged), in one final state
@@ -51,10 +54,10 @@ import (
 // It logs a summary (requests by outcome, p50/p99 per path, errors by
 // cause, the reconciliation) and fails on any loss.
 //
-// Not covered: a Sentinel failover (the replicas run on standalone Redis,
-// so that the latency proxy can sit between them and it; the failover under
-// load is TestSentinelFailoverUnderLoad), SIGKILLed replicas (the outbox
-// crash tests), mail.
+// Not covered: an unplanned failover (the master killed: writes acknowledged
+// just before may be lost to asynchronous replication, see
+// TestSentinelFailoverUnderLoad), SIGKILLed replicas (the outbox crash
+// tests), mail.
 func TestSoak(t *testing.T) {
 	raw := os.Getenv("SOAK")
 	if raw == "" {
@@ -73,13 +76,15 @@ func TestSoak(t *testing.T) {
 	began := time.Now()
 	rig := newSoakRig(t)
 	l := newSoakLoad(t, rig)
-	t.Logf("soak: %s at %.0f requests/s (mix %v), three replicas on Redis behind the proxy", dur, rate, soakMix)
+	t.Logf("soak: %s at %.0f requests/s (mix %v), three replicas on Redis Sentinel behind the proxy", dur, rate, soakMix)
 
 	var (
 		warmup       = min(dur/10, 30*time.Second)
 		restartEvery = max(dur/6, 20*time.Second)
 		latAt        = dur / 3
 		latFor       = min(time.Minute, dur/4)
+		failAt       = dur * 2 / 3
+		failoverErr  error
 		stopLoad     = make(chan struct{})
 		chaosDone    = make(chan struct{})
 		timeline     []string
@@ -100,25 +105,37 @@ func TestSoak(t *testing.T) {
 		nextRestart := start.Add(restartEvery / 2)
 		latOn, latOff := start.Add(latAt), start.Add(latAt+latFor)
 		latState := 0
+		failoverAt, failedOver := start.Add(failAt), false
 		for {
 			select {
 			case <-stopLoad:
 				if latState == 1 {
-					rig.lat.delay.Store(0)
+					rig.redis.delay.Store(0)
 				}
 				return
 			case <-time.After(200 * time.Millisecond):
 			}
 			now := time.Now()
 			if latState == 0 && now.After(latOn) {
-				rig.lat.delay.Store(int64(50 * time.Millisecond))
+				rig.redis.delay.Store(int64(50 * time.Millisecond))
 				latState = 1
 				note("Redis latency +50 ms on (for %s)", latFor)
 			}
 			if latState == 1 && now.After(latOff) {
-				rig.lat.delay.Store(0)
+				rig.redis.delay.Store(0)
 				latState = 2
 				note("Redis latency off")
+			}
+			if !failedOver && now.After(failoverAt) {
+				failedOver = true
+				note("Sentinel failover begins (writes paused on the master, replica caught up, SENTINEL FAILOVER)")
+				t0 := time.Now()
+				if err := rig.redis.failover(); err != nil {
+					failoverErr = err
+					note("Sentinel failover failed: %v", err)
+				} else {
+					note("Sentinel failover done in %s: the master is now node %d", time.Since(t0).Round(time.Millisecond), rig.redis.master)
+				}
 			}
 			if now.After(nextRestart) {
 				rep := rig.replicas[0]
@@ -155,6 +172,10 @@ func TestSoak(t *testing.T) {
 
 	// ---- the auditor ----
 	rep := newSoakReport(t)
+	if failoverErr != nil {
+		rep.loss("the Sentinel failover failed: %v", failoverErr)
+	}
+	l.stats.off.Store(true) // the auditor's requests are not the load's
 	l.checkChains(rep)
 	rig.waitWebhooks(t, l, rep)
 	l.reconcile(rep)

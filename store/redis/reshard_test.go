@@ -1,0 +1,391 @@
+package redis_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"net"
+	"os/exec"
+	"slices"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/usher-oidc/usher/grants"
+	redisstore "github.com/usher-oidc/usher/store/redis"
+)
+
+// countingHook counts the redirects and retryable replies the cluster
+// client meets (it sees each attempt of a command, ASK and TRYAGAIN
+// included, since the cluster client runs every attempt on a node client).
+type countingHook struct{ ask, moved, tryagain, other atomic.Int64 }
+
+func (h *countingHook) DialHook(next redis.DialHook) redis.DialHook { return next }
+func (h *countingHook) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return func(ctx context.Context, cmds []redis.Cmder) error {
+		err := next(ctx, cmds)
+		for _, c := range cmds {
+			h.count(c.Err())
+		}
+		return err
+	}
+}
+
+func (h *countingHook) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error {
+		err := next(ctx, cmd)
+		h.count(err)
+		return err
+	}
+}
+
+func (h *countingHook) count(err error) {
+	if err == nil || errors.Is(err, redis.Nil) {
+		return
+	}
+	switch s := err.Error(); {
+	case strings.HasPrefix(s, "ASK "):
+		h.ask.Add(1)
+	case strings.HasPrefix(s, "MOVED "):
+		h.moved.Add(1)
+	case strings.HasPrefix(s, "TRYAGAIN"):
+		h.tryagain.Add(1)
+	case strings.HasPrefix(s, "NOSCRIPT"):
+	default:
+		h.other.Add(1)
+	}
+}
+
+// TestRedemptionsDuringReshard moves the hash slots holding invitations (and
+// the grants of the users redeeming them) from one master to another —
+// CLUSTER SETSLOT IMPORTING/MIGRATING, MIGRATE key by key, SETSLOT NODE —
+// while concurrent redeemers race for every invitation. Each script still
+// runs on one slot (the cluster client follows ASK to the importing node),
+// and every invitation is redeemed exactly once: one winner, the others
+// refused with ErrInvitationRedeemed, the winner's grant holding the role
+// and the invitation once, no other grant holding it, one redeemed event.
+func TestRedemptionsDuringReshard(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts a Redis Cluster")
+	}
+	if _, err := exec.LookPath("redis-cli"); err != nil {
+		t.Skip("redis-cli not on PATH (needed to create the cluster)")
+	}
+	t.Parallel()
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Second)
+	defer cancel()
+	addrs := startCluster(t)
+
+	const (
+		nInv      = 300 // invitations
+		nUsers    = 50  // the redeemers' pool
+		racers    = 3   // redeemers per invitation, each another user
+		redeemers = 24  // concurrent goroutines
+	)
+
+	// One plain client per node, by node ID, for the CLUSTER commands.
+	nodes := map[string]*redis.Client{}
+	addrOf := map[string]string{}
+	for _, a := range addrs {
+		c := redis.NewClient(&redis.Options{Addr: a})
+		t.Cleanup(func() { _ = c.Close() })
+		id, err := c.Do(ctx, "CLUSTER", "MYID").Text()
+		must(t, "cluster myid", err)
+		nodes[id], addrOf[id] = c, a
+	}
+	owner := func(slot int64) string {
+		t.Helper()
+		ss, err := nodes[anyKey(nodes)].ClusterSlots(ctx).Result()
+		must(t, "cluster slots", err)
+		for _, s := range ss {
+			if int64(s.Start) <= slot && slot <= int64(s.End) {
+				return s.Nodes[0].ID
+			}
+		}
+		t.Fatalf("nobody owns slot %d", slot)
+		return ""
+	}
+
+	hook := &countingHook{}
+	cc := redis.NewClusterClient(&redis.ClusterOptions{Addrs: addrs})
+	cc.OnNewNode(func(c *redis.Client) { c.AddHook(hook) })
+	prefix := uniquePrefix()
+	st := redisstore.New(cc, redisstore.Options{Prefix: prefix})
+	t.Cleanup(func() { _ = st.Close() })
+	svc := grants.NewService(grants.ServiceOptions{Store: st})
+
+	noMail := false
+	type invitation struct {
+		id, hash, role string
+		slot           int64
+	}
+	invs := make([]invitation, nInv)
+	for i := range invs {
+		role := fmt.Sprintf("role-%d", i)
+		inv, token, _, err := svc.Create(ctx, grants.CreateRequest{Email: fmt.Sprintf("inv%d@example.com", i),
+			Roles: []string{role}, SendEmail: &noMail}, "client:test")
+		must(t, "create", err)
+		invs[i] = invitation{id: inv.ID, hash: grants.HashToken(token), role: role}
+	}
+	users := make([]string, nUsers)
+	for i := range users {
+		users[i] = fmt.Sprintf("usr_reshard%d", i)
+	}
+
+	// The key layout: prefix{i:<id>} (store/redis/invitations.go) and
+	// prefix{g:<user>}… (users.go). The slot is the server's answer.
+	admin := nodes[anyKey(nodes)]
+	slotOf := func(key string) int64 {
+		n, err := admin.ClusterKeySlot(ctx, key).Result()
+		must(t, "cluster keyslot", err)
+		return n
+	}
+	for i := range invs {
+		invs[i].slot = slotOf(prefix + "{i:" + invs[i].id + "}")
+	}
+	if n, err := cc.Exists(ctx, prefix+"{i:"+invs[0].id+"}").Result(); err != nil || n != 1 {
+		t.Fatalf("the invitation key layout is not prefix{i:<id>}: %v %v", n, err)
+	}
+	src := owner(invs[0].slot)
+	var dst string
+	for id := range nodes {
+		if id != src {
+			dst = id
+			break
+		}
+	}
+	// Every slot of src holding an invitation or a redeemer's grant moves.
+	moving := map[int64]bool{}
+	movedInvs := 0
+	for _, inv := range invs {
+		if owner(inv.slot) == src {
+			moving[inv.slot] = true
+			movedInvs++
+		}
+	}
+	grantSlots := 0
+	for _, u := range users {
+		if s := slotOf(prefix + "{g:" + u + "}"); owner(s) == src && !moving[s] {
+			moving[s] = true
+			grantSlots++
+		}
+	}
+	slots := make([]int64, 0, len(moving))
+	for s := range moving {
+		slots = append(slots, s)
+	}
+	sort.Slice(slots, func(i, j int) bool { return slots[i] < slots[j] })
+	t.Logf("moving %d slots (%d holding %d invitations, %d more holding grants) from %s to %s",
+		len(slots), len(slots)-grantSlots, movedInvs, grantSlots, addrOf[src], addrOf[dst])
+
+	dstHost, dstPortStr, _ := net.SplitHostPort(addrOf[dst])
+	dstPort, _ := strconv.Atoi(dstPortStr)
+	migrateKeys := func(slot int64, every int) int {
+		keys, err := nodes[src].ClusterGetKeysInSlot(ctx, int(slot), 1000).Result()
+		must(t, "getkeysinslot", err)
+		var batch []any
+		for i, k := range keys {
+			if i%every == 0 {
+				batch = append(batch, k)
+			}
+		}
+		if len(batch) == 0 {
+			return 0
+		}
+		args := append([]any{"MIGRATE", dstHost, dstPort, "", 0, 5000, "KEYS"}, batch...)
+		must(t, "migrate", nodes[src].Do(ctx, args...).Err())
+		return len(batch)
+	}
+
+	// Open every migration and move half of each slot's keys: from here on
+	// the slots are split between the two masters until they are closed.
+	for _, s := range slots {
+		must(t, "setslot importing", nodes[dst].Do(ctx, "CLUSTER", "SETSLOT", s, "IMPORTING", src).Err())
+		must(t, "setslot migrating", nodes[src].Do(ctx, "CLUSTER", "SETSLOT", s, "MIGRATING", dst).Err())
+		migrateKeys(s, 2)
+	}
+
+	// The redemptions: every invitation raced by `racers` users.
+	type task struct{ inv, user int }
+	var tasks []task
+	for i := range invs {
+		for r := range racers {
+			tasks = append(tasks, task{i, (i*7 + r*13) % nUsers})
+		}
+	}
+	rand.Shuffle(len(tasks), func(i, j int) { tasks[i], tasks[j] = tasks[j], tasks[i] })
+	type outcome struct {
+		user   int
+		err    error
+		during bool
+	}
+	var mu sync.Mutex
+	outcomes := make([][]outcome, nInv)
+	var moveDone atomic.Bool
+	queue := make(chan task)
+	var wg sync.WaitGroup
+	start := time.Now()
+	for range redeemers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for tk := range queue {
+				during := !moveDone.Load()
+				_, _, _, err := svc.Redeem(ctx, invs[tk.inv].hash, grants.Redeemer{UserID: users[tk.user],
+					Identity: "test|" + users[tk.user], Connection: "test", Email: users[tk.user] + "@example.com"})
+				mu.Lock()
+				outcomes[tk.inv] = append(outcomes[tk.inv], outcome{tk.user, err, during})
+				mu.Unlock()
+			}
+		}()
+	}
+	// The rest of the move, while they run: slot by slot, a few keys per
+	// MIGRATE, then SETSLOT NODE on every master (target first).
+	moveErr := make(chan error, 1)
+	var moveTime time.Duration
+	go func() {
+		defer moveDone.Store(true)
+		for _, s := range slots {
+			for {
+				if migrateKeys(s, 1) == 0 {
+					break
+				}
+			}
+			for _, id := range append([]string{dst, src}, otherIDs(nodes, src, dst)...) {
+				if err := nodes[id].Do(ctx, "CLUSTER", "SETSLOT", s, "NODE", dst).Err(); err != nil {
+					moveErr <- fmt.Errorf("setslot %d node on %s: %w", s, addrOf[id], err)
+					return
+				}
+			}
+			time.Sleep(time.Millisecond) // spread the move over the redemptions
+		}
+		moveTime = time.Since(start)
+		moveErr <- nil
+	}()
+	for _, tk := range tasks {
+		queue <- tk
+	}
+	close(queue)
+	wg.Wait()
+	redeemTime := time.Since(start)
+	if err := <-moveErr; err != nil {
+		t.Fatal(err)
+	}
+
+	// Every invitation: one winner, the others refused as redeemed.
+	won := map[int][]int{} // user → invitations won
+	during, hard := 0, 0
+	for i, res := range outcomes {
+		winners := 0
+		for _, o := range res {
+			if o.during {
+				during++
+			}
+			switch {
+			case o.err == nil:
+				winners++
+				won[o.user] = append(won[o.user], i)
+			case errors.Is(o.err, grants.ErrInvitationRedeemed):
+			default:
+				hard++
+				t.Errorf("invitation %d (slot %d, moving %v), user %d: %v", i, invs[i].slot, moving[invs[i].slot], o.user, o.err)
+			}
+		}
+		if winners != 1 && hard == 0 {
+			t.Errorf("invitation %d: %d winners", i, winners)
+		}
+	}
+	t.Logf("%d redemptions (%d started during the move) in %v; move done after %v; redirects: %d ASK, %d MOVED, %d TRYAGAIN replies; %d other errors on the wire; %d hard errors",
+		len(tasks), during, redeemTime.Round(time.Millisecond), moveTime.Round(time.Millisecond),
+		hook.ask.Load(), hook.moved.Load(), hook.tryagain.Load(), hook.other.Load(), hard)
+
+	// The stored state agrees.
+	for i, inv := range invs {
+		got, err := st.GetInvitation(ctx, inv.id)
+		must(t, "get invitation", err)
+		var winner string
+		for _, o := range outcomes[i] {
+			if o.err == nil {
+				winner = users[o.user]
+			}
+		}
+		if got.Status != grants.StatusRedeemed || winner != "" && got.RedeemedBy != winner {
+			t.Errorf("invitation %d: status %s, redeemed by %q, winner %q", i, got.Status, got.RedeemedBy, winner)
+		}
+		redeemed := 0
+		for _, ev := range got.Outbox {
+			if ev.Type == grants.EventInvitationRedeemed {
+				redeemed++
+			}
+		}
+		if redeemed != 1 {
+			t.Errorf("invitation %d: %d %s events", i, redeemed, grants.EventInvitationRedeemed)
+		}
+	}
+	for u, user := range users {
+		g, err := st.GetGrant(ctx, user)
+		if errors.Is(err, grants.ErrNotFound) {
+			g, err = &grants.Grant{}, nil
+		}
+		must(t, "get grant", err)
+		var wantRoles, wantInvs []string
+		for _, i := range won[u] {
+			wantRoles = append(wantRoles, invs[i].role)
+			wantInvs = append(wantInvs, invs[i].id)
+		}
+		if !sameSet(g.Roles, wantRoles) || !sameSet(g.Invitations, wantInvs) {
+			t.Errorf("grant of %s: roles %v invitations %v, want roles %v invitations %v", user, g.Roles, g.Invitations, wantRoles, wantInvs)
+		}
+	}
+
+	// The keys now live on the target: it owns the slots and holds every
+	// moved invitation; the source holds nothing in them.
+	for _, s := range slots {
+		if o := owner(s); o != dst {
+			t.Errorf("slot %d is owned by %s, want %s", s, addrOf[o], addrOf[dst])
+		}
+		if n, err := nodes[src].ClusterCountKeysInSlot(ctx, int(s)).Result(); err != nil || n != 0 {
+			t.Errorf("slot %d: %d keys left on the source (%v)", s, n, err)
+		}
+	}
+	for _, inv := range invs {
+		if !moving[inv.slot] {
+			continue
+		}
+		if n, err := nodes[dst].Exists(ctx, prefix+"{i:"+inv.id+"}").Result(); err != nil || n != 1 {
+			t.Errorf("invitation %s (slot %d) not on the target: %d %v", inv.id, inv.slot, n, err)
+		}
+	}
+}
+
+// sameSet reports whether a and b hold the same strings, each once.
+func sameSet(a, b []string) bool {
+	a, b = slices.Clone(a), slices.Clone(b)
+	slices.Sort(a)
+	slices.Sort(b)
+	return slices.Equal(a, b) && len(slices.Compact(a)) == len(b)
+}
+
+func anyKey(m map[string]*redis.Client) string {
+	for k := range m {
+		return k
+	}
+	return ""
+}
+
+func otherIDs(m map[string]*redis.Client, skip ...string) []string {
+	var out []string
+	for k := range m {
+		if !slices.Contains(skip, k) {
+			out = append(out, k)
+		}
+	}
+	return out
+}

@@ -310,10 +310,41 @@ func str(v []any, i int) string {
 	return fmt.Sprint(v[i])
 }
 
+// While a slot migrates between cluster masters (CLUSTER SETSLOT MIGRATING/
+// IMPORTING), a script whose keys are split between the two, or absent from
+// both (a first grant), is refused with TRYAGAIN until the keys have moved or
+// the slot is handed over. Redis refuses it before running anything, so it is
+// safe to run again; go-redis retries only a few times within milliseconds,
+// so scripts wait out a migration here, for up to tryAgainBudget.
+const (
+	tryAgainBackoff    = 5 * time.Millisecond
+	tryAgainMaxBackoff = 100 * time.Millisecond
+	tryAgainBudget     = 3 * time.Second
+)
+
+// run runs sc (EVALSHA, EVAL after NOSCRIPT), again after TRYAGAIN.
+func (s *Store) run(ctx context.Context, sc *redis.Script, keys []string, args ...any) *redis.Cmd {
+	wait, deadline := tryAgainBackoff, time.Now().Add(tryAgainBudget)
+	for {
+		cmd := sc.Run(ctx, s.rdb, keys, args...)
+		if !redis.IsTryAgainError(cmd.Err()) || time.Now().Add(wait).After(deadline) {
+			return cmd
+		}
+		t := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return cmd
+		case <-t.C:
+		}
+		wait = min(2*wait, tryAgainMaxBackoff)
+	}
+}
+
 // runScript runs sc and returns its reply as an array (a single status string
 // becomes a one-element array).
 func (s *Store) runScript(ctx context.Context, sc *redis.Script, keys []string, args ...any) ([]any, error) {
-	res, err := sc.Run(ctx, s.rdb, keys, args...).Result()
+	res, err := s.run(ctx, sc, keys, args...).Result()
 	if err != nil {
 		return nil, err
 	}

@@ -314,8 +314,10 @@ func str(v []any, i int) string {
 // IMPORTING), a script whose keys are split between the two, or absent from
 // both (a first grant), is refused with TRYAGAIN until the keys have moved or
 // the slot is handed over. Redis refuses it before running anything, so it is
-// safe to run again; go-redis retries only a few times within milliseconds,
-// so scripts wait out a migration here, for up to tryAgainBudget.
+// safe to run again; go-redis retries only a few times within milliseconds
+// (ClusterOptions.MaxRedirects, 3 by default, shared with the ASK and MOVED
+// redirects, so the last reply can be a redirect it did not follow), so
+// scripts wait out a migration here, for up to tryAgainBudget.
 const (
 	tryAgainBackoff    = 5 * time.Millisecond
 	tryAgainMaxBackoff = 100 * time.Millisecond
@@ -327,7 +329,7 @@ func (s *Store) run(ctx context.Context, sc *redis.Script, keys []string, args .
 	wait, deadline := tryAgainBackoff, time.Now().Add(tryAgainBudget)
 	for {
 		cmd := sc.Run(ctx, s.rdb, keys, args...)
-		if !redis.IsTryAgainError(cmd.Err()) || time.Now().Add(wait).After(deadline) {
+		if !notRun(cmd.Err()) || time.Now().Add(wait).After(deadline) {
 			return cmd
 		}
 		t := time.NewTimer(wait)
@@ -339,6 +341,22 @@ func (s *Store) run(ctx context.Context, sc *redis.Script, keys []string, args .
 		}
 		wait = min(2*wait, tryAgainMaxBackoff)
 	}
+}
+
+// notRun reports whether err is a reply by which Redis refused to run a
+// command at all: TRYAGAIN, or a redirect go-redis gave up following.
+func notRun(err error) bool {
+	if err == nil {
+		return false
+	}
+	if redis.IsTryAgainError(err) {
+		return true
+	}
+	if _, ok := redis.IsMovedError(err); ok {
+		return true
+	}
+	_, ok := redis.IsAskError(err)
+	return ok
 }
 
 // runScript runs sc and returns its reply as an array (a single status string

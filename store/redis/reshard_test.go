@@ -90,6 +90,10 @@ func TestRedemptionsDuringReshard(t *testing.T) {
 	if _, err := exec.LookPath("redis-cli"); err != nil {
 		t.Skip("redis-cli not on PATH (needed to create the cluster)")
 	}
+	// Cluster mode came with 3.0, MIGRATE … KEYS with 3.0.6.
+	if out, err := exec.Command("redis-server", "--version").Output(); err != nil || !atLeast(string(out), 3, 0, 6) {
+		t.Skipf("redis-server lacks cluster support or MIGRATE KEYS: %q %v", strings.TrimSpace(string(out)), err)
+	}
 	t.Parallel()
 	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Second)
 	defer cancel()
@@ -455,4 +459,23 @@ func otherIDs(m map[string]*redis.Client, skip ...string) []string {
 		}
 	}
 	return out
+}
+
+// atLeast reports whether `redis-server --version` output ("… v=7.0.15 …")
+// names version major.minor.patch or later.
+func atLeast(version string, major, minor, patch int) bool {
+	_, v, ok := strings.Cut(version, "v=")
+	if !ok {
+		return false
+	}
+	v, _, _ = strings.Cut(v, " ")
+	var got [3]int
+	for i, p := range strings.SplitN(v, ".", 3) {
+		n, err := strconv.Atoi(p)
+		if err != nil {
+			return false
+		}
+		got[i] = n
+	}
+	return slices.Compare(got[:], []int{major, minor, patch}) >= 0
 }

@@ -479,3 +479,160 @@ func atLeast(version string, major, minor, patch int) bool {
 	}
 	return slices.Compare(got[:], []int{major, minor, patch}) >= 0
 }
+
+// While a grant's slot is MIGRATING, a script may only touch keys that
+// exist on the source: one that empties a key (the redemption's pending
+// entry, the last role) and touches it afterwards fails with "non local
+// key" after its writes. grantApply reads them before; the merge and the
+// role removal succeed, and the grants are whole once the slots have moved.
+func TestGrantScriptsOnAMigratingSlot(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts a Redis Cluster")
+	}
+	if _, err := exec.LookPath("redis-cli"); err != nil {
+		t.Skip("redis-cli not on PATH (needed to create the cluster)")
+	}
+	if out, err := exec.Command("redis-server", "--version").Output(); err != nil || !atLeast(string(out), 3, 0, 6) {
+		t.Skipf("redis-server lacks cluster support or MIGRATE KEYS: %q %v", strings.TrimSpace(string(out)), err)
+	}
+	t.Parallel()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	addrs := startCluster(t)
+	nodes := map[string]*redis.Client{}
+	for _, a := range addrs {
+		c := redis.NewClient(&redis.Options{Addr: a})
+		t.Cleanup(func() { _ = c.Close() })
+		id, err := c.Do(ctx, "CLUSTER", "MYID").Text()
+		must(t, "cluster myid", err)
+		nodes[id] = c
+	}
+	admin := nodes[anyKey(nodes)]
+	ownerOf := func(slot int64) string {
+		ss, err := admin.ClusterSlots(ctx).Result()
+		must(t, "cluster slots", err)
+		for _, s := range ss {
+			if int64(s.Start) <= slot && slot <= int64(s.End) {
+				return s.Nodes[0].ID
+			}
+		}
+		t.Fatalf("nobody owns slot %d", slot)
+		return ""
+	}
+	type move struct {
+		slot     int64
+		src, dst string
+	}
+	var moves []move
+	// open starts moving key's slot to another master; no key moves yet.
+	open := func(key string) {
+		slot, err := admin.ClusterKeySlot(ctx, key).Result()
+		must(t, "keyslot", err)
+		for _, m := range moves {
+			if m.slot == slot {
+				return
+			}
+		}
+		m := move{slot: slot, src: ownerOf(slot)}
+		m.dst = otherIDs(nodes, m.src)[0]
+		must(t, "importing", nodes[m.dst].Do(ctx, "CLUSTER", "SETSLOT", slot, "IMPORTING", m.src).Err())
+		must(t, "migrating", nodes[m.src].Do(ctx, "CLUSTER", "SETSLOT", slot, "MIGRATING", m.dst).Err())
+		moves = append(moves, m)
+	}
+
+	prefix := uniquePrefix()
+	const alice, bob = "usr_migrating_a", "usr_migrating_b"
+	ga, gb := prefix+"{g:"+alice+"}", prefix+"{g:"+bob+"}"
+	var second *beforeCAS // opens alice's move just before her second redemption's CAS
+	cc := redis.NewClusterClient(&redis.ClusterOptions{Addrs: addrs})
+	cc.AddHook(redis.Hook(hookFunc(func(next redis.ProcessHook) redis.ProcessHook {
+		return func(ctx context.Context, cmd redis.Cmder) error {
+			if second != nil {
+				return second.ProcessHook(next)(ctx, cmd)
+			}
+			return next(ctx, cmd)
+		}
+	})))
+	st := redisstore.New(cc, redisstore.Options{Prefix: prefix})
+	t.Cleanup(func() { _ = st.Close() })
+	svc := grants.NewService(grants.ServiceOptions{Store: st})
+	noMail := false
+	invite := func(role string) (id, hash string) {
+		inv, token, _, err := svc.Create(ctx, grants.CreateRequest{Email: role + "@example.com", Roles: []string{role}, SendEmail: &noMail}, "client:test")
+		must(t, "create", err)
+		return inv.ID, grants.HashToken(token)
+	}
+	a1, a1h := invite("a")
+	a2, a2h := invite("b")
+	b1, b1h := invite("c")
+	for _, r := range []struct{ user, hash string }{{alice, a1h}, {bob, b1h}} {
+		_, _, _, err := svc.Redeem(ctx, r.hash, grants.Redeemer{UserID: r.user, Email: "x@example.com"})
+		must(t, "redemption", err)
+	}
+
+	// Bob: removing his only role empties the role list. A pending entry
+	// keeps every key of the grant present, as a script's keys must be
+	// while its slot migrates; the next GetGrant drops it.
+	must(t, "pending entry", cc.HSet(ctx, gb+":p", "inv-none", "0").Err())
+	open(gb)
+	g, err := st.RemoveGrantRole(ctx, bob, "c", time.Now())
+	must(t, "remove the last role on a migrating slot", err)
+	if len(g.Roles) != 0 {
+		t.Fatalf("bob's roles after removing the last: %v", g.Roles)
+	}
+
+	// Alice: her second redemption writes its pending entry on the source,
+	// then the move opens; the merge clears the entry, emptying the hash.
+	second = &beforeCAS{mode: "update", id: a2, fn: func() { open(ga) }}
+	_, g, err = st.RedeemInvitation(ctx, a2h, grants.Redemption{UserID: alice, At: time.Now()})
+	must(t, "redemption on a migrating slot", err)
+	if !sameSet(g.Roles, []string{"a", "b"}) || !sameSet(g.Invitations, []string{a1, a2}) {
+		t.Fatalf("alice's grant after the redemption: %+v", g)
+	}
+	if len(moves) != 2 {
+		t.Fatalf("%d slots moving, want 2 (alice's and bob's grants share a slot?)", len(moves))
+	}
+
+	// Finish the moves: every key on the target, the grants whole.
+	for _, m := range moves {
+		keys, err := nodes[m.src].ClusterGetKeysInSlot(ctx, int(m.slot), 100).Result()
+		must(t, "getkeysinslot", err)
+		if len(keys) > 0 {
+			host, port, _ := net.SplitHostPort(nodes[m.dst].Options().Addr)
+			args := []any{"MIGRATE", host, port, "", 0, 5000, "KEYS"}
+			for _, k := range keys {
+				args = append(args, k)
+			}
+			must(t, "migrate", nodes[m.src].Do(ctx, args...).Err())
+		}
+		for _, id := range append([]string{m.dst, m.src}, otherIDs(nodes, m.src, m.dst)...) {
+			must(t, "setslot node", nodes[id].Do(ctx, "CLUSTER", "SETSLOT", m.slot, "NODE", m.dst).Err())
+		}
+	}
+	for _, want := range []struct {
+		user, key   string
+		roles, invs []string
+	}{{alice, ga, []string{"a", "b"}, []string{a1, a2}}, {bob, gb, nil, []string{b1}}} {
+		g, err := st.GetGrant(ctx, want.user)
+		must(t, "get grant", err)
+		if !sameSet(g.Roles, want.roles) || !sameSet(g.Invitations, want.invs) {
+			t.Errorf("grant of %s after the move: %+v", want.user, g)
+		}
+		dst := moves[0].dst
+		if want.user == alice {
+			dst = moves[1].dst
+		}
+		if n, err := nodes[dst].Exists(ctx, want.key, want.key+":i").Result(); err != nil || n != 2 {
+			t.Errorf("the grant keys of %s on the target: %d %v", want.user, n, err)
+		}
+	}
+}
+
+// hookFunc is a redis.Hook with only a ProcessHook.
+type hookFunc func(redis.ProcessHook) redis.ProcessHook
+
+func (h hookFunc) DialHook(next redis.DialHook) redis.DialHook          { return next }
+func (h hookFunc) ProcessHook(next redis.ProcessHook) redis.ProcessHook { return h(next) }
+func (h hookFunc) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return next
+}

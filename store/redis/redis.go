@@ -38,6 +38,13 @@
 // the record it points to, or a pending grant merge that the next read of the
 // grant applies (see RedeemInvitation).
 //
+// Resharding (a slot migrating between masters) is followed by go-redis (ASK,
+// MOVED); a script whose keys are split between the two masters, or partly
+// absent, is refused with TRYAGAIN, and runs again here after a short backoff
+// (see run). A script never touches a key again after it may have emptied
+// it: during a migration that key would be "non local" and fail the script
+// after its writes.
+//
 // # Expiry
 //
 // Ephemeral records (auth requests, codes, refresh tokens, browser sessions,

@@ -152,7 +152,7 @@ func (s *Store) importGrant(ctx context.Context, rec json.RawMessage) (bool, err
 		}
 		args = append(args, k, raw)
 	}
-	n, err := importGrant.Run(ctx, s.rdb, s.grantKeys(g.UserID)[:3], args...).Int()
+	n, err := s.run(ctx, importGrant, s.grantKeys(g.UserID)[:3], args...).Int()
 	return n == 1, err
 }
 

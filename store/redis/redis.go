@@ -38,6 +38,13 @@
 // the record it points to, or a pending grant merge that the next read of the
 // grant applies (see RedeemInvitation).
 //
+// Resharding (a slot migrating between masters) is followed by go-redis (ASK,
+// MOVED); a script whose keys are split between the two masters, or partly
+// absent, is refused with TRYAGAIN, and runs again here after a short backoff
+// (see run). A script never touches a key again after it may have emptied
+// it: during a migration that key would be "non local" and fail the script
+// after its writes.
+//
 // # Expiry
 //
 // Ephemeral records (auth requests, codes, refresh tokens, browser sessions,
@@ -310,10 +317,59 @@ func str(v []any, i int) string {
 	return fmt.Sprint(v[i])
 }
 
+// While a slot migrates between cluster masters (CLUSTER SETSLOT MIGRATING/
+// IMPORTING), a script whose keys are split between the two, or absent from
+// both (a first grant), is refused with TRYAGAIN until the keys have moved or
+// the slot is handed over. Redis refuses it before running anything, so it is
+// safe to run again; go-redis retries only a few times within milliseconds
+// (ClusterOptions.MaxRedirects, 3 by default, shared with the ASK and MOVED
+// redirects, so the last reply can be a redirect it did not follow), so
+// scripts wait out a migration here, for up to tryAgainBudget.
+const (
+	tryAgainBackoff    = 5 * time.Millisecond
+	tryAgainMaxBackoff = 100 * time.Millisecond
+	tryAgainBudget     = 3 * time.Second
+)
+
+// run runs sc (EVALSHA, EVAL after NOSCRIPT), again after TRYAGAIN.
+func (s *Store) run(ctx context.Context, sc *redis.Script, keys []string, args ...any) *redis.Cmd {
+	wait, deadline := tryAgainBackoff, time.Now().Add(tryAgainBudget)
+	for {
+		cmd := sc.Run(ctx, s.rdb, keys, args...)
+		if !notRun(cmd.Err()) || time.Now().Add(wait).After(deadline) {
+			return cmd
+		}
+		t := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return cmd
+		case <-t.C:
+		}
+		wait = min(2*wait, tryAgainMaxBackoff)
+	}
+}
+
+// notRun reports whether err is a reply by which Redis refused to run a
+// command at all: TRYAGAIN, or a redirect go-redis gave up following.
+func notRun(err error) bool {
+	if err == nil {
+		return false
+	}
+	if redis.IsTryAgainError(err) {
+		return true
+	}
+	if _, ok := redis.IsMovedError(err); ok {
+		return true
+	}
+	_, ok := redis.IsAskError(err)
+	return ok
+}
+
 // runScript runs sc and returns its reply as an array (a single status string
 // becomes a one-element array).
 func (s *Store) runScript(ctx context.Context, sc *redis.Script, keys []string, args ...any) ([]any, error) {
-	res, err := sc.Run(ctx, s.rdb, keys, args...).Result()
+	res, err := s.run(ctx, sc, keys, args...).Result()
 	if err != nil {
 		return nil, err
 	}

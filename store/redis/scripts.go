@@ -161,6 +161,16 @@ return {'ok'}
 var grantApply = redis.NewScript(`
 local op = ARGV[1]
 local changed = false
+local roles
+-- The pending merges and the roles are read before an HDEL or LREM may
+-- empty (delete) them: while the slot migrates, touching a key deleted
+-- during the script fails it ("non local key") after its writes.
+local pending = redis.call('HGETALL', KEYS[4])
+if op == 'merge' or op == 'unpend' then
+  for i = 1, #pending, 2 do
+    if pending[i] == ARGV[4] then table.remove(pending, i); table.remove(pending, i); break end
+  end
+end
 local function addRoles(n)
   for i = 6, 5 + n do
     if ARGV[i] ~= '' and not redis.call('LPOS', KEYS[2], ARGV[i]) then
@@ -181,6 +191,10 @@ if op == 'merge' then
 elseif op == 'add' then
   addRoles(tonumber(ARGV[5]))
 elseif op == 'rmrole' then
+  roles = {}
+  for _, r in ipairs(redis.call('LRANGE', KEYS[2], 0, -1)) do
+    if r ~= ARGV[4] then roles[#roles + 1] = r end
+  end
   changed = redis.call('LREM', KEYS[2], 0, ARGV[4]) > 0
 elseif op == 'rmclaim' then
   changed = redis.call('HDEL', KEYS[1], 'c:' .. ARGV[4]) > 0
@@ -199,8 +213,8 @@ if changed then
     redis.call('HSET', KEYS[1], 'o:' .. string.sub(line, 1, tab - 1), string.sub(line, tab + 1))
   end
 end
-return {redis.call('HGETALL', KEYS[1]), redis.call('LRANGE', KEYS[2], 0, -1),
-  redis.call('LRANGE', KEYS[3], 0, -1), redis.call('HGETALL', KEYS[4])}
+if not roles then roles = redis.call('LRANGE', KEYS[2], 0, -1) end
+return {redis.call('HGETALL', KEYS[1]), roles, redis.call('LRANGE', KEYS[3], 0, -1), pending}
 `)
 
 // invitationCAS creates an invitation ({'ok'} / {'conflict'}) or replaces it

@@ -118,6 +118,13 @@ func TestAdminPage(t *testing.T) {
 		t.Errorf("claims = %q", got)
 	}
 	adminScreenshot(t, admin, shots, "04-detail-pending.png")
+	// Revoke asks first: its summary opens a disclosure with the real submit.
+	if adminEval(t, admin, `document.querySelector('#revoke').parentElement.open || document.querySelector('#revoke-confirm').checkVisibility() ? "visible" : ""`) != "" {
+		t.Errorf("the revoke confirmation is visible before asking")
+	}
+	do(t, admin, "opening the revoke confirmation", chromedp.Click(chromedp.CSS(`#revoke`)))
+	pollJS(t, admin, "waiting for the revoke confirmation", 10*time.Second, `document.querySelector('#revoke').parentElement.open && document.querySelector('#revoke-confirm').checkVisibility()`)
+	adminScreenshot(t, admin, shots, "04b-revoke-confirm.png")
 	do(t, admin, "reloading the detail page", chromedp.Reload())
 	pollJS(t, admin, "waiting for the reloaded detail page", 20*time.Second, `!!document.querySelector('#timeline')`)
 	if adminEval(t, admin, `document.querySelector('#invite-link') ? document.querySelector('#invite-link').value : ""`) != "" {
@@ -134,6 +141,25 @@ func TestAdminPage(t *testing.T) {
 	if n := adminEval(t, admin, `String(document.querySelectorAll('#invitation-list tbody tr').length)`); n != "1" {
 		t.Errorf("search by email found %s rows", n)
 	}
+
+	// On a phone (390 px): the page does not scroll sideways; the list scrolls in its own box.
+	do(t, admin, "sizing the window as a phone", chromedp.EmulateViewport(390, 844, chromedp.EmulateMobile))
+	for _, page := range []struct{ url, shot string }{{issuer + "/admin", "07-phone-dashboard.png"}, {detailURL, "08-phone-detail.png"}} {
+		do(t, admin, "opening "+page.url+" on a phone", chromedp.Navigate(page.url))
+		pollJS(t, admin, "waiting for the page on a phone", 20*time.Second, `document.readyState === "complete" && !!document.querySelector('main')`)
+		if got := adminEval(t, admin, `document.documentElement.scrollWidth + " " + window.innerWidth`); !fitsWidth(got) {
+			t.Errorf("%s on a phone scrolls sideways: scrollWidth innerWidth = %s", page.url, got)
+		}
+		if got := adminEval(t, admin, `String(Math.round(document.querySelector('header.top').getBoundingClientRect().width) === window.innerWidth)`); got != "true" {
+			t.Errorf("%s on a phone: the header does not span the page", page.url)
+		}
+		adminScreenshot(t, admin, shots, page.shot)
+	}
+	do(t, admin, "back to the phone dashboard", chromedp.Navigate(issuer+"/admin"))
+	if got := adminEval(t, admin, `(() => { const w = document.querySelector('#invitation-scroll'); return String(getComputedStyle(w).overflowX === "auto" && w.scrollWidth > w.clientWidth) })()`); got != "true" {
+		t.Errorf("on a phone the invitation list does not scroll in its own box")
+	}
+	do(t, admin, "sizing the window back", chromedp.EmulateViewport(1360, 900))
 
 	// The invitee, in another browser, follows the link and signs up.
 	invitee := newBrowser(t)
@@ -312,6 +338,14 @@ func adminLocation(t *testing.T, ctx context.Context) string {
 		failWithPage(t, ctx, "reading the location", err)
 	}
 	return loc
+}
+
+// fitsWidth reads "scrollWidth innerWidth" and reports scrollWidth <= innerWidth.
+func fitsWidth(s string) bool {
+	w, iw, ok := strings.Cut(s, " ")
+	a, err1 := strconv.Atoi(w)
+	b, err2 := strconv.Atoi(iw)
+	return ok && err1 == nil && err2 == nil && a <= b
 }
 
 // adminArtifactsDir is the test's artifact directory (testing.T.ArtifactDir):

@@ -427,7 +427,7 @@ func emailStatusLabel(s string) string {
 	case "":
 		return "—"
 	case "not_requested":
-		return "not sent (link copied)"
+		return "not mailed (link only)"
 	}
 	return s
 }

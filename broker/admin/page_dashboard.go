@@ -29,7 +29,9 @@ type option struct {
 type invitationRow struct {
 	ID, Email, Roles, ExternalID, Created, Expires, EmailStatus string
 	Status                                                      grants.Status
-	Actionable                                                  bool
+	// CanRevoke: still pending (not expired); CanResend: pending or
+	// expired (a resend gives it a new link and a new expiry).
+	CanRevoke, CanResend bool
 }
 
 type dashboardPage struct {
@@ -84,7 +86,7 @@ func (h *Page) renderDashboard(w http.ResponseWriter, r *http.Request, a *adminR
 		p.Rows = append(p.Rows, invitationRow{
 			ID: inv.ID, Email: inv.Email, Roles: strings.Join(inv.Roles, ", "), ExternalID: inv.ExternalID,
 			Created: fmtTime(inv.CreatedAt), Expires: fmtTime(inv.ExpiresAt), EmailStatus: emailStatusLabel(inv.EmailStatus),
-			Status: st, Actionable: inv.Status == grants.StatusPending,
+			Status: st, CanRevoke: st == grants.StatusPending, CanResend: inv.Status == grants.StatusPending,
 		})
 	}
 	listURL := func(cur string) string {

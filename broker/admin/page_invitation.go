@@ -13,8 +13,8 @@ import (
 )
 
 type timelineEntry struct {
-	Type, Label, At, UserID, Connection, Reason string
-	Details                                     []option // Value = key, Label = value
+	Type, Label, At, UserID, UserEmail, Connection, Reason string
+	Details                                                []option // Value = key, Label = value
 }
 
 type detailPage struct {
@@ -27,7 +27,9 @@ type detailPage struct {
 	RevokedAt         string
 	DeclinedAt        string
 	EmailStatus       string
-	Actionable        bool
+	CanRevoke         bool
+	CanResend         bool
+	SendEmail         bool
 	ClientName        string
 	RedeemedUserEmail string
 }
@@ -49,7 +51,7 @@ func (h *Page) adminInvitation(w http.ResponseWriter, r *http.Request, a *adminR
 	p := detailPage{
 		Inv: v, Link: fl.Link, Claims: prettyJSON(v.Claims), Metadata: prettyJSON(v.Metadata),
 		Created: fmtTime(inv.CreatedAt), Expires: fmtTime(inv.ExpiresAt), EmailStatus: emailStatusLabel(inv.EmailStatus),
-		Actionable: inv.Status == grants.StatusPending,
+		CanRevoke: v.Status == grants.StatusPending, CanResend: inv.Status == grants.StatusPending, SendEmail: inv.SendEmail,
 	}
 	if inv.RedeemedAt != nil {
 		p.RedeemedAt = fmtTime(*inv.RedeemedAt)
@@ -71,7 +73,7 @@ func (h *Page) adminInvitation(w http.ResponseWriter, r *http.Request, a *adminR
 		}
 	}
 	for _, e := range inv.Events {
-		p.Timeline = append(p.Timeline, h.timelineEntry(inv, e))
+		p.Timeline = append(p.Timeline, h.timelineEntry(r, inv, e))
 	}
 	h.render(w, r, http.StatusOK, "invitation", adminPage{Title: inv.Email, User: a.user, CSRF: a.csrf, Notice: fl.Notice, Page: p})
 }
@@ -93,7 +95,30 @@ var eventLabels = map[string]string{
 	"mirror_failed":     "Copy to Auth0 failed",
 }
 
-func (h *Page) timelineEntry(inv *grants.Invitation, e grants.Event) timelineEntry {
+// detailLabels are the timeline's detail keys in words; other keys are
+// shown with their underscores as spaces.
+var detailLabels = map[string]string{
+	"email":     "Email",
+	"roles":     "Roles",
+	"claims":    "Claims kept as they were",
+	"client_id": "Application",
+	"actor":     "By",
+	"error":     "Error",
+	"ip":        "IP address",
+}
+
+func detailLabel(k string) string {
+	if l, ok := detailLabels[k]; ok {
+		return l
+	}
+	k = strings.ReplaceAll(k, "_", " ")
+	if k == "" {
+		return k
+	}
+	return strings.ToUpper(k[:1]) + k[1:]
+}
+
+func (h *Page) timelineEntry(r *http.Request, inv *grants.Invitation, e grants.Event) timelineEntry {
 	t := timelineEntry{Type: e.Type, Label: eventLabels[e.Type], At: fmtTimeSeconds(e.At)}
 	if t.Label == "" {
 		t.Label = e.Type
@@ -110,17 +135,54 @@ func (h *Page) timelineEntry(inv *grants.Invitation, e grants.Event) timelineEnt
 			t.Connection = inv.RedeemedConnection
 		}
 	}
+	if e.Type == "redemption_failed" || e.Type == "declined" || e.Type == "deferred" {
+		h.whoTried(r, &t, d)
+	}
 	keys := make([]string, 0, len(d))
 	for k := range d {
+		if k == "email" && t.UserEmail != "" {
+			continue // shown with the user
+		}
 		if k != "user_id" && k != "reason" && k != "connection" && d[k] != "" {
 			keys = append(keys, k)
 		}
 	}
 	slices.Sort(keys)
 	for _, k := range keys {
-		t.Details = append(t.Details, option{Value: strings.ReplaceAll(k, "_", " "), Label: d[k]})
+		t.Details = append(t.Details, option{Value: detailLabel(k), Label: d[k]})
 	}
 	return t
+}
+
+// whoTried fills in the email and connection of the user an event names
+// when its detail does not carry them: the user's email, and the connection
+// of their identities when they have only one (otherwise it is unknown).
+func (h *Page) whoTried(r *http.Request, t *timelineEntry, d map[string]string) {
+	t.UserEmail = d["email"]
+	if t.UserID == "" || t.UserEmail != "" && t.Connection != "" {
+		return
+	}
+	ctx := r.Context()
+	if t.UserEmail == "" {
+		if u, err := h.Store.GetUser(ctx, t.UserID); err == nil {
+			t.UserEmail = u.Email
+		}
+	}
+	if t.Connection == "" {
+		if ids, err := h.Store.Identities(ctx, t.UserID); err == nil {
+			conns := map[string]bool{}
+			for _, id := range ids {
+				if id.Connection != "" {
+					conns[id.Connection] = true
+				}
+			}
+			if len(conns) == 1 {
+				for c := range conns {
+					t.Connection = c
+				}
+			}
+		}
+	}
 }
 
 func (h *Page) adminRevoke(w http.ResponseWriter, r *http.Request, a *adminRequest) {

@@ -228,3 +228,163 @@ func TestPageSetClaimAndSignOut(t *testing.T) {
 		t.Errorf("after sign-out: %d", rec.Code)
 	}
 }
+
+// createByLink creates an invitation through the form (link only) and
+// returns its detail page's path and the CSRF token.
+func createByLink(t *testing.T, b *browser, email, days string) (path, csrf string) {
+	t.Helper()
+	csrf = b.csrf(b.do("GET", "/admin", nil).Body.String())
+	rec := b.do("POST", "/admin/invitations", url.Values{"csrf": {csrf}, "email": {email}, "delivery": {"link"}, "expires_days": {days}})
+	if rec.Code != http.StatusSeeOther {
+		t.Fatalf("create: %d\n%s", rec.Code, rec.Body)
+	}
+	return strings.TrimPrefix(rec.Header().Get("Location"), "https://usher.example.com"), csrf
+}
+
+var confirmRe = regexp.MustCompile(`(?s)<details class="confirm">.*?</details>`)
+
+// outsideConfirm is the page without its confirmation disclosures.
+func outsideConfirm(page string) string { return confirmRe.ReplaceAllString(page, "") }
+
+// Revoke and Resend (a new link) ask first: their forms sit inside a
+// <details> disclosure (no script: the CSP allows none), behind a summary
+// that posts nothing.
+func TestPageRevokeAndResendAskFirst(t *testing.T) {
+	h, _, signIn := testPage(t)
+	b := newBrowser(t, h, signIn("alice", true))
+	path, _ := createByLink(t, b, "confirm@example.com", "3")
+	for _, p := range []string{path, "/admin"} {
+		page := b.do("GET", p, nil).Body.String()
+		for _, action := range []string{"/revoke", "/resend"} {
+			if !strings.Contains(page, action+`"`) {
+				t.Errorf("%s: no %s form at all", p, action)
+			}
+			if strings.Contains(outsideConfirm(page), action+`"`) {
+				t.Errorf("%s: a %s form posts without a confirmation step", p, action)
+			}
+		}
+		for _, m := range confirmRe.FindAllString(page, -1) {
+			if !strings.Contains(m, "<summary") || !strings.Contains(m, `">Yes, `) {
+				t.Errorf("%s: confirmation without a summary or a Yes button:\n%s", p, m)
+			}
+		}
+		if strings.Contains(page, "<script") || strings.Contains(page, "onclick") {
+			t.Errorf("%s: script on the page", p)
+		}
+	}
+	page := b.do("GET", path, nil).Body.String()
+	if !strings.Contains(page, `<summary class="danger" id="revoke">Revoke</summary>`) || !strings.Contains(page, `id="revoke-confirm">Yes, revoke</button>`) {
+		t.Errorf("detail page revoke confirmation:\n%s", page)
+	}
+}
+
+// An expired invitation offers Resend (which gives it a new expiry) but no
+// Revoke, and shows "expired", in the list and on its page.
+func TestPageExpiredOffersNoRevoke(t *testing.T) {
+	h, _, signIn := testPage(t)
+	b := newBrowser(t, h, signIn("alice", true))
+	path, _ := createByLink(t, b, "late@example.com", "1")
+	later := h.Now().Add(48 * time.Hour)
+	h.Now = func() time.Time { return later }
+
+	list := b.do("GET", "/admin", nil).Body.String()
+	row := regexp.MustCompile(`(?s)<tr data-id="[^"]+" data-status="expired">.*?</tr>`).FindString(list)
+	if row == "" || !strings.Contains(row, `<span class="badge expired">expired</span>`) {
+		t.Fatalf("no expired row:\n%s", list)
+	}
+	if strings.Contains(row, "/revoke") || !strings.Contains(row, "/resend") {
+		t.Errorf("expired row actions:\n%s", row)
+	}
+	page := b.do("GET", path, nil).Body.String()
+	if !strings.Contains(page, `id="inv-status">expired</span>`) {
+		t.Errorf("detail status:\n%s", page)
+	}
+	if strings.Contains(page, "/revoke") || strings.Contains(page, `id="revoke"`) || !strings.Contains(page, `id="resend"`) {
+		t.Errorf("expired detail page actions:\n%s", page)
+	}
+}
+
+func TestPageLinkOnlyWording(t *testing.T) {
+	h, _, signIn := testPage(t)
+	b := newBrowser(t, h, signIn("alice", true))
+	path, _ := createByLink(t, b, "wording@example.com", "3")
+	for _, p := range []string{path, "/admin"} {
+		page := b.do("GET", p, nil).Body.String()
+		if !strings.Contains(page, "not mailed (link only)") || strings.Contains(page, "link copied") {
+			t.Errorf("%s: email status wording:\n%s", p, page)
+		}
+	}
+}
+
+// Each field's errors sit inside that field, one per line.
+func TestPageFormErrorsUnderTheirFields(t *testing.T) {
+	h, _, signIn := testPage(t)
+	b := newBrowser(t, h, signIn("alice", true))
+	csrf := b.csrf(b.do("GET", "/admin", nil).Body.String())
+	rec := b.do("POST", "/admin/invitations", url.Values{"csrf": {csrf}, "email": {"x@example.com"},
+		"claims": {`{"sub": "a", "iss": "b"}`}, "expires_days": {"999"}})
+	body := rec.Body.String()
+	if rec.Code != http.StatusUnprocessableEntity {
+		t.Fatalf("%d\n%s", rec.Code, body)
+	}
+	claims := regexp.MustCompile(`<p class="error" id="error-claims">(.*?)</p>`).FindStringSubmatch(body)
+	if claims == nil || strings.Count(claims[1], `<span class="error-line">`) != 2 {
+		t.Errorf("claims errors are not one per line:\n%s", body)
+	}
+	for _, f := range []struct{ input, err string }{{`id="claims"`, "error-claims"}, {`id="expires_days"`, "error-expires"}} {
+		field := regexp.MustCompile(`(?s)<div class="field invalid">\n<label[^\n]*\n[^\n]*` + f.input + `.*?</div>`).FindString(body)
+		if !strings.Contains(field, `id="`+f.err+`"`) {
+			t.Errorf("%s is not inside its field:\n%s", f.err, body)
+		}
+	}
+}
+
+// Dates do not wrap; the list scrolls inside its own box on a narrow screen.
+func TestPageDatesAndNarrowLayout(t *testing.T) {
+	h, _, signIn := testPage(t)
+	b := newBrowser(t, h, signIn("alice", true))
+	path, _ := createByLink(t, b, "dates@example.com", "3")
+	list := b.do("GET", "/admin", nil).Body.String()
+	if n := strings.Count(list, `<td class="date">`); n != 2 {
+		t.Errorf("%d date cells in the one row, want 2", n)
+	}
+	if !strings.Contains(list, "td.date,.date,.when{white-space:nowrap}") || !strings.Contains(list, ".table-wrap{overflow-x:auto") {
+		t.Errorf("stylesheet lacks nowrap dates or the scrolling table box")
+	}
+	if !regexp.MustCompile(`<div class="table-wrap" id="invitation-scroll">\s*<table id="invitation-list">`).MatchString(list) {
+		t.Errorf("the invitation table is not inside its scrolling box:\n%s", list)
+	}
+	if page := b.do("GET", path, nil).Body.String(); !strings.Contains(page, `<dd class="date">`) {
+		t.Errorf("detail page expiry is not a date cell:\n%s", page)
+	}
+}
+
+// A failed redemption names who tried (email, connection) and shows its
+// detail keys in words.
+func TestPageTimelineFailedRedemption(t *testing.T) {
+	h, store, signIn := testPage(t)
+	b := newBrowser(t, h, signIn("alice", true))
+	path, _ := createByLink(t, b, "tl@example.com", "3")
+	id, _ := url.PathUnescape(strings.TrimPrefix(path, "/admin/invitations/"))
+	if _, err := store.UpdateInvitation(t.Context(), id, func(i *grants.Invitation) error {
+		i.Events = append(i.Events, grants.Event{Type: "redemption_failed", At: h.Now(),
+			Detail: map[string]string{"user_id": "bob", "reason": "email does not match", "client_id": "spa"}})
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	page := b.do("GET", path, nil).Body.String()
+	li := regexp.MustCompile(`(?s)<li class="redemption_failed".*?</li>`).FindString(page)
+	for _, want := range []string{
+		`>bob</a> (<span class="user-email">bob@example.com</span>)`,
+		`email does not match`,
+		`<span class="muted detail-key">Application:</span> spa`,
+	} {
+		if !strings.Contains(li, want) {
+			t.Errorf("failed redemption lacks %q:\n%s", want, li)
+		}
+	}
+	if strings.Contains(li, "client id:") {
+		t.Errorf("raw detail key shown:\n%s", li)
+	}
+}

@@ -80,6 +80,7 @@ type leaseArrival struct {
 	Replica                     int  // which replica's socket sent it (-1: unknown)
 	Seq, AckSeq                 int  // arrival, and answer (0: never answered 2xx)
 	Held                        bool // the one delivery held until its sender died
+	At                          time.Time
 }
 
 // leaseHooks verifies Standard Webhooks signatures and keeps every
@@ -118,7 +119,7 @@ func (h *leaseHooks) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	json.Unmarshal(body, &e)
 	inv, _ := e.Data["invitation_id"].(string)
 	email, _ := e.Data["email"].(string)
-	a := &leaseArrival{ID: id, Type: e.Type, Invitation: inv, Email: email, Replica: h.sender(r.RemoteAddr)}
+	a := &leaseArrival{ID: id, Type: e.Type, Invitation: inv, Email: email, Replica: h.sender(r.RemoteAddr), At: time.Now()}
 	h.mu.Lock()
 	h.seq++
 	a.Seq = h.seq
@@ -437,7 +438,7 @@ webhooks:
 			if a.AckSeq > 0 {
 				acked[key{a.Invitation, a.Type}] = true
 				if a.ID == first.ID && handOver == 0 {
-					handOver = time.Since(killedAt)
+					handOver = a.At.Sub(killedAt)
 				}
 			}
 		}
@@ -458,6 +459,16 @@ webhooks:
 		return true
 	})
 	if !done {
+		got := map[string]bool{}
+		for _, m := range sink.snapshot() {
+			got[m.To] = true
+		}
+		for _, v := range invs {
+			if v.Mailed && !got[v.Email] {
+				_, out, err := callJSON(client, http.MethodGet, bases[live[0]]+"/api/invitations/"+v.ID, token, nil)
+				t.Logf("no mail to %s: %v %v", v.Email, out, err)
+			}
+		}
 		t.Fatalf("not everything delivered within the bound: %d arrivals, %d mails", len(hooks.snapshot()), len(sink.snapshot()))
 	}
 	time.Sleep(testLease + time.Second) // anything delivered twice arrives by now
@@ -534,6 +545,7 @@ webhooks:
 	for to, n := range perTo {
 		if n > 1 {
 			mailDup += n - 1
+			t.Logf("%s mailed %d times", to, n)
 			if n > 2 {
 				t.Errorf("%s mailed %d times", to, n)
 			}

@@ -62,6 +62,11 @@ type Options struct {
 	// MailBackoff and WebhookBackoff override retry backoffs (tests).
 	MailBackoff    time.Duration
 	WebhookBackoff time.Duration
+	// MailLease, WebhookLease, MirrorLease and OutboxLease override how long
+	// a claimed mail job, webhook lane, mirror job or outbox invitation is
+	// one replica's before another may take it over (tests make them short
+	// to see a killed replica's work handed over); zero keeps the defaults.
+	MailLease, WebhookLease, MirrorLease, OutboxLease time.Duration
 	// DemoURL: `usher dev`'s demo app, linked from the issuer root page.
 	DemoURL string
 }
@@ -138,7 +143,7 @@ func New(ctx context.Context, cfg *config.Config, o Options) (*App, error) {
 	}
 	// Built even without endpoints: its sweep marks expired invitations.
 	a.Webhooks, err = webhooks.NewWebhooks(webhooks.WebhooksOptions{Store: a.Store, Endpoints: whEndpoints, Now: o.Now,
-		Logger: a.log, BaseBackoff: o.WebhookBackoff})
+		Logger: a.log, BaseBackoff: o.WebhookBackoff, Lease: o.WebhookLease})
 	if err != nil {
 		a.Close()
 		return nil, err
@@ -156,7 +161,7 @@ func New(ctx context.Context, cfg *config.Config, o Options) (*App, error) {
 		a.Metrics.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "usher_mail_queue_depth",
 			Help: "Invitation mails waiting to be sent (including retries)."}, queueDepth(bg, a.Mailer.QueueDepth)))
 	}
-	a.startOutbox(bg, &bo)
+	a.startOutbox(bg, &bo, o.OutboxLease)
 	a.Broker, err = broker.New(ctx, bo)
 	if err != nil {
 		a.Close()
@@ -169,7 +174,7 @@ func New(ctx context.Context, cfg *config.Config, o Options) (*App, error) {
 // startOutbox runs the one runner that hands the events invitation use cases
 // record to their consumers: the audit log first, then webhooks, mail and
 // the Auth0 mirror when configured.
-func (a *App) startOutbox(ctx context.Context, bo *broker.Options) {
+func (a *App) startOutbox(ctx context.Context, bo *broker.Options, lease time.Duration) {
 	consumers := []outbox.Consumer{outbox.Audit(a.Store), a.Webhooks}
 	if a.Mailer != nil {
 		consumers = append(consumers, a.Mailer)
@@ -177,7 +182,7 @@ func (a *App) startOutbox(ctx context.Context, bo *broker.Options) {
 	if a.Mirror != nil {
 		consumers = append(consumers, a.Mirror)
 	}
-	a.Outbox = outbox.NewRelay(outbox.RelayOptions{Store: a.Store, Consumers: consumers, Now: a.now, Logger: a.log})
+	a.Outbox = outbox.NewRelay(outbox.RelayOptions{Store: a.Store, Consumers: consumers, Now: a.now, Logger: a.log, Lease: lease})
 	bo.EventsRecorded = a.Outbox.Poke
 	a.workers.Go(func() { a.Outbox.Run(ctx) })
 }
@@ -195,7 +200,7 @@ func (a *App) startMirror(ctx context.Context, cfg *config.Config, o Options, bu
 	mirror, err := auth0.NewMirror(ctx, auth0.MirrorOptions{Store: a.Store, Domain: domain, ClientID: m.ClientID,
 		ClientSecret: m.ClientSecret, CreateRoles: m.CreateRoles, Insecure: insecure, HTTPClient: o.UpstreamHTTPClient,
 		Now: o.Now, Logger: a.log, RatePerSecond: m.RateLimit.PerSecond, RateBurst: m.RateLimit.Burst,
-		Budget: budget})
+		Budget: budget, Lease: o.MirrorLease})
 	if err != nil {
 		return fmt.Errorf("upstream.auth0.management: %w", err)
 	}
@@ -235,7 +240,7 @@ func (a *App) startMailer(ctx context.Context, cfg *config.Config, o Options, se
 	sealer := securecookie.New(hashKey, blockKey)
 	sealer.MaxAge(int((7 * 24 * time.Hour).Seconds()))
 	a.Mailer = mail.NewMailer(mail.MailerOptions{Store: a.Store, Sender: sender, Templates: tpl, Sealer: sealer,
-		AppName: cfg.Invitations.AppName, Now: o.Now, Logger: a.log, BaseBackoff: o.MailBackoff})
+		AppName: cfg.Invitations.AppName, Now: o.Now, Logger: a.log, BaseBackoff: o.MailBackoff, Lease: o.MailLease})
 	a.workers.Go(func() { a.Mailer.Run(ctx) })
 	return nil
 }

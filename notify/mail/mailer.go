@@ -42,6 +42,10 @@ type MailerOptions struct {
 	// BaseBackoff is the wait after the first failure, doubled per attempt
 	// and capped at an hour; default 15s.
 	BaseBackoff time.Duration
+	// Lease is how long a claimed job is this process's before another
+	// replica may take it; default 2 min. Tests set it short to see a killed
+	// replica's job handed over; a send is then bounded by half of it.
+	Lease time.Duration
 }
 
 // Mailer queues invitation mails durably in the store and sends them in the
@@ -74,6 +78,9 @@ func NewMailer(o MailerOptions) *Mailer {
 	}
 	if o.BaseBackoff <= 0 {
 		o.BaseBackoff = 15 * time.Second
+	}
+	if o.Lease <= 0 {
+		o.Lease = mailLease
 	}
 	return &Mailer{o: o, log: o.Logger.With("component", "mailer"), loop: outbox.NewWakeLoop(o.PollInterval, o.Now)}
 }
@@ -155,7 +162,7 @@ func (m *Mailer) Run(ctx context.Context) {
 // drain claims and processes due jobs until fewer than a full batch are due.
 func (m *Mailer) drain(ctx context.Context) {
 	for ctx.Err() == nil {
-		jobs, err := m.o.Store.ClaimJobs(ctx, JobKindMail, m.o.Now(), mailBatch, mailLease)
+		jobs, err := m.o.Store.ClaimJobs(ctx, JobKindMail, m.o.Now(), mailBatch, m.o.Lease)
 		if err != nil {
 			if ctx.Err() == nil {
 				m.log.Error("claim mail jobs", "error", err)
@@ -241,7 +248,7 @@ func (m *Mailer) process(ctx context.Context, job *grants.Job) {
 		return
 	}
 
-	sendCtx, cancel := context.WithTimeout(ctx, mailSendBudget)
+	sendCtx, cancel := context.WithTimeout(ctx, min(mailSendBudget, m.o.Lease/2))
 	err = m.o.Sender.Send(sendCtx, msg)
 	cancel()
 	if err != nil {

@@ -73,7 +73,20 @@ func (w *Webhooks) noteRetry(at time.Time) {
 	w.mu.Unlock()
 }
 
-func (w *Webhooks) lease() time.Duration { return laneBudget + w.o.Timeout + time.Minute }
+func (w *Webhooks) lease() time.Duration {
+	if w.o.Lease > 0 {
+		return w.o.Lease
+	}
+	return laneBudget + w.o.Timeout + time.Minute
+}
+
+// laneBudget is how long a lane is worked before it is handed back.
+func (w *Webhooks) laneBudget() time.Duration {
+	if w.o.Lease > 0 {
+		return min(laneBudget, w.o.Lease/2)
+	}
+	return laneBudget
+}
 
 // drain claims due lanes while fewer than webhookWorkers are in flight and
 // works each in its own goroutine: a slow endpoint holds up its own lanes
@@ -131,7 +144,7 @@ func (w *Webhooks) runLane(ctx context.Context, lane *grants.Job) (handBack func
 		if ctx.Err() != nil {
 			return retry(w.o.Now(), "interrupted by shutdown")
 		}
-		if time.Since(started) > laneBudget {
+		if time.Since(started) > w.laneBudget() {
 			return func() { w.retryLane(bg, log, lane.ID, w.o.Now(), ""); w.poke() }
 		}
 		events, err := w.peek(ctx, kind, 1)

@@ -133,6 +133,11 @@ type WebhooksOptions struct {
 	MaxAge time.Duration
 	// Timeout bounds one delivery attempt; default 10s.
 	Timeout time.Duration
+	// Lease is how long a claimed lane is this process's before another
+	// replica may take it; default laneBudget + Timeout + 1 min. Tests set
+	// it short to see a killed replica's lane handed over: a lane is then
+	// worked for at most half of it (one delivery may still run Timeout).
+	Lease time.Duration
 	// LogRetain is how many deliveries per endpoint the log keeps (pending
 	// ones are always kept); default 1000.
 	LogRetain int

@@ -55,6 +55,10 @@ type MirrorOptions struct {
 	// MaxAge is how long a job is retried before the mirror gives up on it;
 	// default 72h.
 	MaxAge time.Duration
+	// Lease is how long a claimed job is this process's before another
+	// replica may take it; default 5 min. Tests set it short to see a killed
+	// replica's job handed over; a job's run is then bounded by half of it.
+	Lease time.Duration
 
 	// RatePerSecond and RateBurst are the tenant's Management API budget
 	// usher keeps to: calls a second, and at once at most; default 2 and 5
@@ -148,6 +152,9 @@ func NewMirror(ctx context.Context, o MirrorOptions) (*Mirror, error) {
 	}
 	if o.PollInterval <= 0 {
 		o.PollInterval = time.Second
+	}
+	if o.Lease <= 0 {
+		o.Lease = mirrorLease
 	}
 	if o.BaseBackoff <= 0 {
 		o.BaseBackoff = 10 * time.Second

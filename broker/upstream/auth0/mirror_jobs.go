@@ -40,7 +40,7 @@ func (m *Mirror) drain(ctx context.Context) {
 		if m.o.Now().Before(m.pausedUntil()) {
 			return
 		}
-		jobs, err := m.o.Store.ClaimJobs(ctx, JobKindMirror, m.o.Now(), mirrorBatch, mirrorLease)
+		jobs, err := m.o.Store.ClaimJobs(ctx, JobKindMirror, m.o.Now(), mirrorBatch, m.o.Lease)
 		if err != nil {
 			if ctx.Err() == nil {
 				m.log.Error("claim auth0 mirror jobs", "error", err)
@@ -83,7 +83,7 @@ func (m *Mirror) process(ctx context.Context, job *grants.Job) {
 	}
 
 	note := &rateNote{}
-	callCtx, cancel := context.WithTimeout(context.WithValue(ctx, rateNoteKey{}, note), mirrorJobBudget)
+	callCtx, cancel := context.WithTimeout(context.WithValue(ctx, rateNoteKey{}, note), min(mirrorJobBudget, m.o.Lease/2))
 	var missing []string
 	var err error
 	if p.Op == opRedeem {

@@ -41,8 +41,8 @@ const MaxFunnelDays = 800
 
 // FunnelDay is the counters of one UTC day and one client.
 type FunnelDay struct {
-	Day      time.Time // midnight UTC
-	ClientID string    // "": invitations that named no client
+	Day                                           time.Time // midnight UTC
+	ClientID                                      string    // "": invitations that named no client
 	Created, Redeemed, Declined, Expired, Revoked int64
 	// RedeemCount redemptions had a known time to redeem, RedeemSeconds in all.
 	RedeemCount, RedeemSeconds int64
@@ -201,3 +201,6 @@ func SortFunnel(days []FunnelDay) {
 		return days[i].ClientID < days[j].ClientID
 	})
 }
+
+// FunnelDayKeyTime is t's UTC midnight.
+func FunnelDayKeyTime(t time.Time) time.Time { return truncDay(t) }

@@ -89,7 +89,7 @@ func (h *Page) adminFunnel(w http.ResponseWriter, r *http.Request, a *adminReque
 	q := r.URL.Query()
 	today := h.Now().UTC().Truncate(24 * time.Hour)
 	p := funnelPage{Client: q.Get("client")}
-	to, from := today, today.AddDate(0, 0, -(funnelDefaultDays - 1))
+	to, from := today, today.AddDate(0, 0, -(funnelDefaultDays-1))
 	var bad []string
 	if v := q.Get("to"); v != "" {
 		if t, err := time.Parse(funnelDateLayout, v); err == nil {

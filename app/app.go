@@ -172,10 +172,10 @@ func New(ctx context.Context, cfg *config.Config, o Options) (*App, error) {
 }
 
 // startOutbox runs the one runner that hands the events invitation use cases
-// record to their consumers: the audit log first, then webhooks, mail and
-// the Auth0 mirror when configured.
+// record to their consumers: the audit log first, the funnel counters, then
+// webhooks, mail and the Auth0 mirror when configured.
 func (a *App) startOutbox(ctx context.Context, bo *broker.Options, lease time.Duration) {
-	consumers := []outbox.Consumer{outbox.Audit(a.Store), a.Webhooks}
+	consumers := []outbox.Consumer{outbox.Audit(a.Store), outbox.Funnel(a.Store), a.Webhooks}
 	if a.Mailer != nil {
 		consumers = append(consumers, a.Mailer)
 	}

@@ -324,6 +324,7 @@ type Store interface {
 	PeekJobs(ctx context.Context, kind string, limit int) ([]Job, error)
 
 	OutboxStore
+	FunnelStore
 
 	// AppendAudit stores an audit record (ID and At set by the caller);
 	// appending a record with an ID already stored changes nothing.

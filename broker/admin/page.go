@@ -169,6 +169,7 @@ func (h *Page) Mount(mux *http.ServeMux) {
 	mux.Handle("GET /admin/{$}", adminHeaders(http.RedirectHandler(h.url("/admin"), http.StatusSeeOther)))
 	mux.Handle("GET /admin/invitations/{id}", get(h.adminInvitation))
 	mux.Handle("GET /admin/users/{id}", get(h.adminUserPage))
+	mux.Handle("GET /admin/funnel", get(h.adminFunnel))
 	mux.Handle("POST /admin/invitations", post(h.adminCreate))
 	mux.Handle("POST /admin/invitations/{id}/revoke", post(h.adminRevoke))
 	mux.Handle("POST /admin/invitations/{id}/resend", post(h.adminResend))

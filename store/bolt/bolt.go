@@ -107,9 +107,11 @@ var (
 	bInvByTime    = []byte("invitations_by_time")        // timeKey(created) id
 	bIdempotency  = []byte("idempotency")
 	bJobs         = []byte("jobs")
-	bJobsDue      = []byte("jobs_due") // kind sep timeKey(visible from) id -> id
-	bAudit        = []byte("audit")    // timeKey(at) id -> AuditRecord
-	bOutbox       = []byte("outbox")   // invitation id -> lease end (unix µs, 0: due now) of an invitation holding events
+	bJobsDue      = []byte("jobs_due")      // kind sep timeKey(visible from) id -> id
+	bAudit        = []byte("audit")         // timeKey(at) id -> AuditRecord
+	bOutbox       = []byte("outbox")        // invitation id -> lease end (unix µs, 0: due now) of an invitation holding events
+	bFunnel       = []byte("funnel")        // day sep clientID sep field -> uint64 (funnel.go)
+	bFunnelEvents = []byte("funnel_events") // event id -> day: the events counted
 
 	// flowBuckets live in the flow file, allBuckets in the main one.
 	flowBuckets = [][]byte{bAuthReqs, bCodes}
@@ -117,7 +119,7 @@ var (
 		bRefresh, bRevFamily, bRevJTI, bSessionFams, bBrowser, bSigningKeys,
 		bUsers, bUsersByEmail, bIdentities, bIdentsByUser, bGrants,
 		bInvitations, bInvByToken, bInvByExt, bInvByEmail, bInvByTime,
-		bIdempotency, bJobs, bJobsDue, bAudit, bOutbox,
+		bIdempotency, bJobs, bJobsDue, bAudit, bOutbox, bFunnel, bFunnelEvents,
 	}
 )
 

@@ -47,6 +47,7 @@ func RunGrants(t *testing.T, newStore func(t *testing.T, clock *Clock) grants.St
 		{"Audit", testAudit},
 		{"Jobs/Peek", testJobsPeek},
 		{"Audit/Idempotent", testAuditIdempotent},
+		{"Funnel", testFunnel},
 		{"Outbox/Claim", testOutboxClaim},
 		{"Outbox/ConcurrentClaim", testOutboxConcurrentClaim},
 		{"Outbox/Ack", testOutboxAck},

@@ -15,13 +15,15 @@ const sessionAccountKey = "account"
 
 // signedInAccount is who signed in, as the upstream said at the callback.
 type signedInAccount struct {
-	UserID        string `json:"u"`
-	Issuer        string `json:"i"`
-	Subject       string `json:"s"`
-	Connection    string `json:"c,omitempty"`
-	Email         string `json:"e,omitempty"`
-	EmailVerified bool   `json:"v,omitempty"`
-	New           bool   `json:"n,omitempty"` // the usher user was created by that sign-in
+	UserID     string `json:"u"`
+	Issuer     string `json:"i"`
+	Subject    string `json:"s"`
+	Connection string `json:"c,omitempty"`
+	// ConnectionSource: where Connection came from (upstream.ConnectionFrom*).
+	ConnectionSource string `json:"cs,omitempty"`
+	Email            string `json:"e,omitempty"`
+	EmailVerified    bool   `json:"v,omitempty"`
+	New              bool   `json:"n,omitempty"` // the usher user was created by that sign-in
 	// AuthTime and AMR are the upstream's, for the ID tokens usher issues
 	// from this session without asking the upstream again.
 	AuthTime int64    `json:"t,omitempty"`
@@ -36,14 +38,14 @@ type signedInAccount struct {
 
 func accountOf(userID string, created bool, id *upstream.Identity, authTime time.Time) signedInAccount {
 	return signedInAccount{UserID: userID, Issuer: id.Issuer, Subject: id.Subject, Connection: id.Connection,
-		Email: id.Email, EmailVerified: id.EmailVerified, New: created,
+		ConnectionSource: id.ConnectionSource, Email: id.Email, EmailVerified: id.EmailVerified, New: created,
 		AuthTime: authTime.Unix(), AMR: id.AMR, UpstreamSID: id.SessionID,
 		Upstream: &sessions.Upstream{Subject: id.Subject, Claims: id.Claims}}
 }
 
 // identity is the account as the redemption hook and the mirror see it.
 func (a signedInAccount) identity() *upstream.Identity {
-	return &upstream.Identity{Issuer: a.Issuer, Subject: a.Subject, Connection: a.Connection, Email: a.Email, EmailVerified: a.EmailVerified}
+	return &upstream.Identity{Issuer: a.Issuer, Subject: a.Subject, Connection: a.Connection, ConnectionSource: a.ConnectionSource, Email: a.Email, EmailVerified: a.EmailVerified}
 }
 
 // rememberAccount writes the account into the session (the caller saves it).

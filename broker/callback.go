@@ -58,6 +58,7 @@ func (b *Broker) handleCallback(w http.ResponseWriter, r *http.Request) {
 	}
 	id, oerr := b.verifyUpstream(ctx, q, p)
 	if oerr == nil {
+		b.resolveConnection(ctx, id)
 		oerr = b.checkMaxAge(ar, id)
 	}
 	if oerr == nil {
@@ -73,7 +74,7 @@ func (b *Broker) handleCallback(w http.ResponseWriter, r *http.Request) {
 		fail(oidc.ErrServerError().WithDescription("temporarily unavailable: resolving the user"))
 		return
 	}
-	b.log.InfoContext(ctx, "sign-in", "user_id", u.ID, "new_user", created, "connection", id.Connection, "client_id", ar.ClientID)
+	b.log.InfoContext(ctx, "sign-in", "user_id", u.ID, "new_user", created, "connection", id.Connection, "connection_source", id.ConnectionSource, "client_id", ar.ClientID)
 	outcome := "sign_in"
 	if created {
 		outcome = "sign_up"

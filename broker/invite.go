@@ -284,7 +284,8 @@ func (b *Broker) redeem(r *http.Request, hash string, acct signedInAccount) (*gr
 	}
 	inv, _, conflicts, err := b.invitations.Redeem(ctx, hash, grants.Redeemer{
 		UserID: acct.UserID, Identity: acct.Issuer + "|" + acct.Subject, Connection: acct.Connection,
-		Email: acct.Email, EmailVerified: acct.EmailVerified, Approve: b.approver(acct.UserID, acct.New, id),
+		ConnectionSource: acct.ConnectionSource,
+		Email:            acct.Email, EmailVerified: acct.EmailVerified, Approve: b.approver(acct.UserID, acct.New, id),
 		UpstreamUser: upstreamUser, Signup: acct.New,
 	})
 	b.metrics.redemptionSeconds.Observe(time.Since(start).Seconds())
@@ -293,7 +294,7 @@ func (b *Broker) redeem(r *http.Request, hash string, acct signedInAccount) (*gr
 		return inv, err
 	}
 	b.metrics.redemptions.WithLabelValues(redemptionResult(nil)).Inc()
-	b.log.InfoContext(ctx, "invitation redeemed", "invitation_id", inv.ID, "user_id", acct.UserID, "connection", acct.Connection, "claims_kept", len(conflicts))
+	b.log.InfoContext(ctx, "invitation redeemed", "invitation_id", inv.ID, "user_id", acct.UserID, "connection", acct.Connection, "connection_source", acct.ConnectionSource, "claims_kept", len(conflicts))
 	if len(conflicts) > 0 {
 		b.invitationNotice(r, inv, "claims_kept", map[string]string{"user_id": acct.UserID, "claims": grants.ConflictNames(conflicts)})
 	}

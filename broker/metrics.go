@@ -12,6 +12,7 @@ import (
 // are outcomes, connections, grant types and reasons from fixed sets.
 type metrics struct {
 	logins            *prometheus.CounterVec
+	connectionSources *prometheus.CounterVec
 	invitationsMade   prometheus.Counter
 	redemptions       *prometheus.CounterVec
 	redemptionSeconds prometheus.Histogram
@@ -35,6 +36,8 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 	return &metrics{
 		logins: f(prometheus.NewCounterVec(prometheus.CounterOpts{Name: "usher_logins_total",
 			Help: "Sign-ins completed at the upstream callback, by outcome and connection."}, []string{"outcome", "connection"})).(*prometheus.CounterVec),
+		connectionSources: f(prometheus.NewCounterVec(prometheus.CounterOpts{Name: "usher_login_connection_source_total",
+			Help: "Sign-ins by where their connection name came from: management_api (asked of Auth0) or sub_prefix (the sub's prefix)."}, []string{"source"})).(*prometheus.CounterVec),
 		invitationsMade: f(prometheus.NewCounter(prometheus.CounterOpts{Name: "usher_invitations_created_total",
 			Help: "Invitations created."})).(prometheus.Counter),
 		redemptions: f(prometheus.NewCounterVec(prometheus.CounterOpts{Name: "usher_invitation_redemptions_total",

@@ -2,6 +2,7 @@ package broker
 
 import (
 	"context"
+	"errors"
 	"time"
 
 	"github.com/usher-oidc/usher/broker/upstream"
@@ -17,10 +18,11 @@ import (
 
 // upstreamCapabilities are the optional interfaces the upstream implements.
 type upstreamCapabilities struct {
-	accounts upstream.AccountFinder    // nil: nobody knows who has an account
-	mirror   upstream.GrantMirror      // nil: grants are not mirrored
-	orgs     upstream.Organizations    // nil: organization requests are refused
-	logout   upstream.LogoutRedirector // nil: no upstream logout
+	accounts upstream.AccountFinder      // nil: nobody knows who has an account
+	mirror   upstream.GrantMirror        // nil: grants are not mirrored
+	orgs     upstream.Organizations      // nil: organization requests are refused
+	logout   upstream.LogoutRedirector   // nil: no upstream logout
+	conns    upstream.ConnectionResolver // nil: the ID token's connection stands
 }
 
 func capabilitiesOf(u upstream.Upstream) upstreamCapabilities {
@@ -29,6 +31,7 @@ func capabilitiesOf(u upstream.Upstream) upstreamCapabilities {
 	c.mirror, _ = u.(upstream.GrantMirror)
 	c.orgs, _ = u.(upstream.Organizations)
 	c.logout, _ = u.(upstream.LogoutRedirector)
+	c.conns, _ = u.(upstream.ConnectionResolver)
 	return c
 }
 
@@ -43,6 +46,24 @@ type pendingLogin struct {
 }
 
 const pendingPrefix = "up:"
+
+// resolveConnection names id's connection through the upstream
+// (ConnectionResolver) when its sub leaves it ambiguous; on any failure the
+// connection Exchange derived from the sub stays.
+func (b *Broker) resolveConnection(ctx context.Context, id *upstream.Identity) {
+	if b.caps.conns != nil && id.Subject != "" {
+		name, err := b.caps.conns.Connection(ctx, id.Subject)
+		switch {
+		case err == nil && name != "":
+			id.Connection, id.ConnectionSource = name, upstream.ConnectionFromAPI
+		case err != nil && !errors.Is(err, upstream.ErrConnectionKnown):
+			b.log.WarnContext(ctx, "connection lookup failed; using the sub prefix", "connection", id.Connection, "err", err)
+		}
+	}
+	if id.ConnectionSource != "" {
+		b.metrics.connectionSources.WithLabelValues(id.ConnectionSource).Inc()
+	}
+}
 
 // loginHints steer the upstream beyond what the app asked for.
 type loginHints struct {

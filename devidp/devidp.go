@@ -54,10 +54,14 @@ type Client struct {
 	RedirectURIs, PostLogoutRedirectURIs []string
 }
 
-// User is a seeded email/password user of the Username-Password-Authentication connection.
+// User is a seeded email/password user of a database connection:
+// Username-Password-Authentication unless Connection names another (its
+// sub is auth0|… all the same, as in Auth0; only the Management API's
+// identities[0].connection tells them apart).
 type User struct {
 	Email, Password, Name string
 	EmailVerified         bool
+	Connection            string
 }
 
 // Config configures a Server.

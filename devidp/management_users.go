@@ -59,7 +59,7 @@ func (m *management) userJSON(u identity) apiUser {
 		Picture:       u.picture(),
 		Identities: []apiIdentity{{
 			Provider: provider, UserID: userID, Connection: u.connection,
-			IsSocial: u.connection != ConnectionPassword,
+			IsSocial: provider != "auth0",
 		}},
 		AppMetadata:  deepCopy(m.appMetadata[u.sub]),
 		UserMetadata: deepCopy(m.userMetadata[u.sub]),

@@ -189,23 +189,27 @@ func (s *store) addPasswordUser(u User) (string, error) {
 	if name == "" {
 		name = email // Auth0 defaults a database user's name to the email
 	}
+	conn := strings.TrimSpace(u.Connection)
+	if conn == "" {
+		conn = ConnectionPassword
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if _, ok := s.logins[loginKey(ConnectionPassword, email)]; ok {
+	if _, ok := s.logins[loginKey(conn, email)]; ok {
 		return "", errUserExists
 	}
 	b := make([]byte, 12)
 	rand.Read(b)
 	id := &identity{
 		sub:           "auth0|" + hex.EncodeToString(b),
-		connection:    ConnectionPassword,
+		connection:    conn,
 		email:         email,
 		password:      u.Password,
 		name:          name,
 		emailVerified: u.EmailVerified,
 	}
 	s.users[id.sub] = id
-	s.logins[loginKey(ConnectionPassword, email)] = id.sub
+	s.logins[loginKey(conn, email)] = id.sub
 	return id.sub, nil
 }
 
@@ -215,6 +219,15 @@ func (s *store) checkPassword(email, password string) (string, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	sub, ok := s.logins[loginKey(ConnectionPassword, email)]
+	if !ok {
+		// Another database connection's user (devidp has one login form).
+		for _, u := range s.users {
+			if u.password != "" && u.email == email {
+				sub, ok = u.sub, true
+				break
+			}
+		}
+	}
 	if !ok {
 		return "", errWrongPassword
 	}

@@ -70,6 +70,9 @@ type OutboxEvent struct {
 	UpstreamUsers []string `json:"upstream_users,omitempty"`
 	// Signup, on redeemed events: this sign-in created the usher user.
 	Signup bool `json:"signup,omitempty"`
+	// ConnectionSource, on redeemed events: where the redeemer's connection
+	// name came from ("management_api", "sub_prefix"; "" when unknown).
+	ConnectionSource string `json:"connection_source,omitempty"`
 	// Email and EmailVerified, on redeemed events: what the upstream said.
 	Email         string `json:"email,omitempty"`
 	EmailVerified bool   `json:"email_verified,omitempty"`

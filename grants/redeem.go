@@ -7,11 +7,14 @@ import (
 
 // Redeemer is the person signing in.
 type Redeemer struct {
-	UserID        string
-	Identity      string // iss|sub
-	Connection    string
-	Email         string
-	EmailVerified bool
+	UserID     string
+	Identity   string // iss|sub
+	Connection string
+	// ConnectionSource says where Connection came from ("management_api",
+	// "sub_prefix"; "" when unknown), for the redeemed event.
+	ConnectionSource string
+	Email            string
+	EmailVerified    bool
 	// UpstreamUser is the upstream account's subject when the grant is
 	// mirrored to it (the Auth0 user ID); "" when it is not.
 	UpstreamUser string
@@ -59,6 +62,7 @@ func (s *Service) Redeem(ctx context.Context, hash string, who Redeemer) (inv *I
 		detail["claims_kept"] = ConflictNames(conflicts)
 	}
 	ev := s.newEvent(EventInvitationRedeemed, who.UserID, now, detail)
+	ev.ConnectionSource = who.ConnectionSource
 	ev.UpstreamUser, ev.Signup, ev.Email, ev.EmailVerified, ev.Conflicts = who.UpstreamUser, who.Signup, who.Email, who.EmailVerified, conflicts
 	inv, g, err = s.o.Store.RedeemInvitation(ctx, hash, Redemption{UserID: who.UserID, Identity: who.Identity,
 		Connection: who.Connection, At: now, Claims: extra, Events: []OutboxEvent{ev}})

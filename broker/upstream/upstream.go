@@ -45,6 +45,26 @@ type GrantMirror interface {
 	EnqueueRevocation(ctx context.Context, upstreamUserID, role, claimKey string) error
 }
 
+// ConnectionResolver is an upstream that can name the connection an
+// account signed in through when its ID token leaves that ambiguous (an
+// Auth0 database sub is auth0|… whatever the database connection). The
+// broker asks it after Exchange; on any error the identity keeps the
+// connection Exchange derived (ConnectionFromSubject).
+type ConnectionResolver interface {
+	// Connection names sub's connection; ErrConnectionKnown when Exchange's
+	// answer is already exact (no lookup made).
+	Connection(ctx context.Context, sub string) (name string, err error)
+}
+
+// ErrConnectionKnown: the subject alone names its connection.
+var ErrConnectionKnown = errors.New("upstream: the subject names its connection")
+
+// Identity.ConnectionSource values: where its Connection came from.
+const (
+	ConnectionFromSubject = "sub_prefix"     // the upstream sub's prefix
+	ConnectionFromAPI     = "management_api" // asked of the upstream (ConnectionResolver)
+)
+
 // Organizations is an upstream whose sign-ins can go through an
 // organization the app asks for (LoginRequest.Organization, and the
 // upstream's own invitation to it). Without it, usher refuses an
@@ -126,9 +146,12 @@ type Identity struct {
 	// Connection is how the person signed in at the upstream (Auth0's
 	// connection name), "" when the upstream does not say.
 	Connection string
-	AuthTime   time.Time
-	AMR        []string
-	IDToken    string
+	// ConnectionSource says where Connection came from: ConnectionFromSubject,
+	// ConnectionFromAPI, or "" when there is none.
+	ConnectionSource string
+	AuthTime         time.Time
+	AMR              []string
+	IDToken          string
 	// SessionID is the upstream's session (its ID token's sid), if it names one.
 	SessionID string
 	// Claims are the upstream ID token's claims named by TokenClaims().Copied.

@@ -36,6 +36,9 @@ func (w *Webhooks) redeemed(ctx context.Context, inv *grants.Invitation, ev gran
 	if len(ev.Conflicts) > 0 {
 		e.Data["claim_conflicts"] = ev.Conflicts
 	}
+	if ev.ConnectionSource != "" {
+		e.Data["connection_source"] = ev.ConnectionSource
+	}
 	if err := w.Emit(ctx, e); err != nil {
 		return err
 	}

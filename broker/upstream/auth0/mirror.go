@@ -101,6 +101,8 @@ type Mirror struct {
 	pauseUntil time.Time // the tenant asked us not to call before then
 	roleIDs    map[string]string
 	accounts   map[string]time.Time // email → until when "has an account" holds
+	// connections: Auth0 user ID → its connection (Connection); never stale.
+	connections map[string]string
 }
 
 const (
@@ -188,6 +190,7 @@ func NewMirror(ctx context.Context, o MirrorOptions) (*Mirror, error) {
 	m := &Mirror{
 		o: o, log: o.Logger.With("component", "auth0-mirror"),
 		roleIDs: make(map[string]string), accounts: make(map[string]time.Time), budget: o.Budget,
+		connections: make(map[string]string),
 	}
 	m.loop = outbox.NewWakeLoop(o.PollInterval, o.Now)
 	m.loop.NotBefore = m.pausedUntil // never call before the reset a 429 or Remaining: 0 named

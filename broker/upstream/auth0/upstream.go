@@ -44,11 +44,12 @@ type Upstream struct {
 }
 
 var (
-	_ upstream.Upstream         = (*Upstream)(nil)
-	_ upstream.Organizations    = (*Upstream)(nil)
-	_ upstream.LogoutRedirector = (*Upstream)(nil)
-	_ upstream.AccountFinder    = managed{}
-	_ upstream.GrantMirror      = managed{}
+	_ upstream.Upstream           = (*Upstream)(nil)
+	_ upstream.Organizations      = (*Upstream)(nil)
+	_ upstream.LogoutRedirector   = (*Upstream)(nil)
+	_ upstream.AccountFinder      = managed{}
+	_ upstream.GrantMirror        = managed{}
+	_ upstream.ConnectionResolver = managed{}
 )
 
 // hs256Advice names the Auth0 setting to change
@@ -107,17 +108,46 @@ func (u *Upstream) LoginURL(r upstream.LoginRequest) string {
 	return u.AuthCodeURL(r, extra)
 }
 
-// ConnectionOf maps Auth0's `sub` prefix to its connection name ("" for a
-// sub without one).
+// ConnectionOf names the connection of an Auth0 `sub` as far as the sub
+// tells ("" for a sub without a prefix): the middle part of
+// strategy|connection|id (enterprise, custom social), else the prefix,
+// Username-Password-Authentication for auth0|… (Auth0's default database
+// connection: every database connection's subs are auth0|…). Where that is
+// a guess (ConnectionAmbiguous), the Management API knows
+// (Mirror.Connection).
 func ConnectionOf(sub string) string {
-	prefix, _, ok := strings.Cut(sub, "|")
+	prefix, rest, ok := strings.Cut(sub, "|")
 	if !ok {
 		return ""
+	}
+	if conn, _, ok := strings.Cut(rest, "|"); ok && conn != "" {
+		return conn
 	}
 	if prefix == "auth0" {
 		return "Username-Password-Authentication"
 	}
 	return prefix
+}
+
+// enterpriseStrategies are the Auth0 strategies whose subs name the
+// strategy, not the connection, when they have no middle part.
+var enterpriseStrategies = map[string]bool{
+	"samlp": true, "waad": true, "adfs": true, "ad": true, "auth0-adldap": true, "oidc": true,
+	"okta": true, "google-apps": true, "pingfederate": true, "ip": true, "office365": true, "sharepoint": true,
+}
+
+// ConnectionAmbiguous: ConnectionOf(sub) is a guess, the sub being a
+// database one (auth0|id) or an enterprise one without the connection
+// (samlp|id). Social subs (google-oauth2|id…) name their connection.
+func ConnectionAmbiguous(sub string) bool {
+	prefix, rest, ok := strings.Cut(sub, "|")
+	if !ok {
+		return false
+	}
+	if conn, _, ok := strings.Cut(rest, "|"); ok && conn != "" {
+		return false
+	}
+	return prefix == "auth0" || enterpriseStrategies[prefix]
 }
 
 // LogoutURL is the tenant's logout that returns to r.Done carrying r.State.
@@ -150,6 +180,15 @@ type managed struct {
 
 func (m managed) HasAccount(ctx context.Context, email string) (bool, error) {
 	return m.m.HasAccount(ctx, email)
+}
+
+// Connection asks the Management API for an ambiguous sub's connection
+// (see Mirror.Connection); upstream.ErrConnectionKnown for the others.
+func (m managed) Connection(ctx context.Context, sub string) (string, error) {
+	if !ConnectionAmbiguous(sub) {
+		return "", upstream.ErrConnectionKnown
+	}
+	return m.m.Connection(ctx, sub)
 }
 
 func (m managed) EnqueueRevocation(ctx context.Context, upstreamUserID, role, claimKey string) error {

@@ -254,6 +254,9 @@ func (u *Upstream) Exchange(ctx context.Context, cb upstream.Callback) (*upstrea
 	}
 	if u.o.Connection != nil {
 		id.Connection = u.o.Connection(idt.Subject)
+		if id.Connection != "" {
+			id.ConnectionSource = upstream.ConnectionFromSubject
+		}
 	}
 	return id, nil
 }

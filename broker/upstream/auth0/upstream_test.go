@@ -64,7 +64,7 @@ func TestOrganizationMatching(t *testing.T) {
 func TestConnectionOf(t *testing.T) {
 	t.Parallel()
 	for sub, want := range map[string]string{"auth0|1": "Username-Password-Authentication", "google-oauth2|2": "google-oauth2",
-		"samlp|corp|3": "samlp", "plain": ""} {
+		"samlp|corp|3": "corp", "samlp|4": "samlp", "plain": ""} {
 		if got := auth0.ConnectionOf(sub); got != want {
 			t.Errorf("ConnectionOf(%q) = %q, want %q", sub, got, want)
 		}

@@ -1,0 +1,60 @@
+package e2e
+
+import (
+	"encoding/base64"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"testing"
+	"time"
+
+	"github.com/usher-oidc/usher/app"
+	"github.com/usher-oidc/usher/config"
+	"github.com/usher-oidc/usher/devidp"
+	"github.com/usher-oidc/usher/internal/testkit"
+)
+
+// A user of a second database connection (auth0|… like every database
+// user) redeems an invitation: usher names the connection the Management
+// API gives, and the invitation.redeemed webhook says where it came from.
+func TestConnectionFromManagementAPIWebhook(t *testing.T) {
+	t.Parallel()
+	key := []byte("0123456789abcdef0123456789abcdef")
+	rc := &receiver{secret: key, ids: map[string]bool{}}
+	srv := httptest.NewServer(rc)
+	t.Cleanup(srv.Close)
+	d := startDev(t, app.DevOptions{WebhookBackoff: 20 * time.Millisecond, Configure: func(c *config.Config) {
+		c.Webhooks = []config.Webhook{{ID: "crm", URL: srv.URL, Secrets: []string{"whsec_" + base64.StdEncoding.EncodeToString(key)}}}
+	}})
+	if _, err := d.IDP.AddUser(devidp.User{Email: "partner@example.com", Password: "password-123456", EmailVerified: true, Connection: "Partners-DB"}); err != nil {
+		t.Fatal(err)
+	}
+	api := funnelToken(t, d, "invitations:write invitations:read")
+	inv := invite(t, d, api, map[string]any{"email": "partner@example.com", "roles": []string{"customer"}, "send_email": false})
+	a := newAgent(t, d.SPAURL)
+	resp, body, v := a.signInWithInvitation(d, tokenOf(inv["url"].(string)), "login",
+		url.Values{"email": {"partner@example.com"}, "password": {"password-123456"}})
+	subOf(t, d, a, resp, body, v)
+	got := apiCall(t, d, http.MethodGet, "/api/invitations/"+inv["id"].(string), api, nil).body
+	if got["status"] != "redeemed" || got["redeemed_connection"] != "Partners-DB" {
+		t.Fatalf("invitation %v: want redeemed through Partners-DB", got)
+	}
+	var redeemed map[string]any
+	testkit.Within(30*time.Second, func() bool {
+		rc.mu.Lock()
+		defer rc.mu.Unlock()
+		for _, e := range rc.events {
+			if e["type"] == "invitation.redeemed" {
+				redeemed, _ = e["data"].(map[string]any)
+				return true
+			}
+		}
+		return false
+	})
+	if redeemed == nil {
+		t.Fatalf("no invitation.redeemed webhook: %v", rc.types())
+	}
+	if redeemed["connection"] != "Partners-DB" || redeemed["connection_source"] != "management_api" {
+		t.Errorf("invitation.redeemed connection %v (source %v), want Partners-DB from the management_api", redeemed["connection"], redeemed["connection_source"])
+	}
+}

@@ -58,3 +58,23 @@ func TestConnectionFromManagementAPIWebhook(t *testing.T) {
 		t.Errorf("invitation.redeemed connection %v (source %v), want Partners-DB from the management_api", redeemed["connection"], redeemed["connection_source"])
 	}
 }
+
+// The Management API down: the sign-in goes on with the sub prefix's name.
+func TestConnectionFallsBackToSubPrefix(t *testing.T) {
+	t.Parallel()
+	d := startDev(t, app.DevOptions{})
+	if _, err := d.IDP.AddUser(devidp.User{Email: "offline@example.com", Password: "password-123456", EmailVerified: true, Connection: "Partners-DB"}); err != nil {
+		t.Fatal(err)
+	}
+	d.IDP.ManagementDown(true)
+	api := funnelToken(t, d, "invitations:write invitations:read")
+	inv := invite(t, d, api, map[string]any{"email": "offline@example.com", "send_email": false})
+	a := newAgent(t, d.SPAURL)
+	resp, body, v := a.signInWithInvitation(d, tokenOf(inv["url"].(string)), "login",
+		url.Values{"email": {"offline@example.com"}, "password": {"password-123456"}})
+	subOf(t, d, a, resp, body, v)
+	got := apiCall(t, d, http.MethodGet, "/api/invitations/"+inv["id"].(string), api, nil).body
+	if got["status"] != "redeemed" || got["redeemed_connection"] != devidp.ConnectionPassword {
+		t.Fatalf("invitation %v: want redeemed through %s (the prefix's name)", got, devidp.ConnectionPassword)
+	}
+}

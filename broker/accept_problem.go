@@ -191,6 +191,7 @@ var problemTmpl = template.Must(template.New("problem").Parse(`<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width,initial-scale=1">
 <title>Your invitation could not be used · usher</title>
 <style>body{font-family:system-ui,sans-serif;background:#f5f5f7;margin:0;display:flex;min-height:100vh;align-items:center;justify-content:center}
+:focus-visible{outline:3px solid #2d5be3;outline-offset:2px}
 main{background:#fff;max-width:34rem;padding:2rem;border-radius:12px;box-shadow:0 2px 12px rgba(0,0,0,.08)}
 h1{font-size:1.3rem;margin-top:0}form{display:inline}
 a.button,button{display:inline-block;font:inherit;margin:.8rem .4rem 0 0;padding:.6rem 1rem;border-radius:8px;border:1px solid #2d5be3;background:#fff;color:#2d5be3;cursor:pointer;text-decoration:none}

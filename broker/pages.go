@@ -34,6 +34,7 @@ var pageTmpl = template.Must(template.New("page").Parse(`<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width,initial-scale=1">
 <title>{{.Title}} · usher</title>
 <style>body{font-family:system-ui,sans-serif;background:#f5f5f7;margin:0;display:flex;min-height:100vh;align-items:center;justify-content:center}
+:focus-visible{outline:3px solid #2d5be3;outline-offset:2px}
 main{background:#fff;max-width:32rem;padding:2rem;border-radius:12px;box-shadow:0 2px 12px rgba(0,0,0,.08)}
 h1{font-size:1.3rem;margin-top:0}a.button{display:inline-block;margin-top:1rem;padding:.6rem 1rem;background:#2d5be3;color:#fff;border-radius:8px;text-decoration:none}</style>
 </head><body><main><h1 id="title">{{.Title}}</h1><p id="message">{{.Message}}</p>

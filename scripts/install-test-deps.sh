@@ -20,12 +20,14 @@ if [ ${#need[@]} -gt 0 ]; then
 fi
 
 # The interop matrix runs real client libraries (oidc-client-ts,
-# @auth0/auth0-spa-js, openid-client) pinned in e2e/interop/package-lock.json.
+# @auth0/auth0-spa-js, openid-client) pinned in e2e/interop/package-lock.json,
+# and the accessibility test injects axe-core from there. A node_modules from
+# before a lock change (or missing a package) is reinstalled.
 lock=e2e/interop/package-lock.json
 stamp=e2e/interop/node_modules/.usher-lock.sha256
 if [ -f "$lock" ]; then
   sum=$(sha256sum "$lock" | cut -d' ' -f1)
-  if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$sum" ]; then
+  if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$sum" ] || [ ! -f e2e/interop/node_modules/axe-core/axe.min.js ]; then
     echo "installing the interop test clients (npm ci)"
     npm ci --prefix e2e/interop --ignore-scripts --no-audit --no-fund >/dev/null
     echo "$sum" > "$stamp"

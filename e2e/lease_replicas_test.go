@@ -15,13 +15,11 @@ import (
 	"encoding/pem"
 	"fmt"
 	"io"
-	"log/slog"
 	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
 	"os/exec"
-	"os/signal"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -31,47 +29,26 @@ import (
 	"time"
 
 	"github.com/usher-oidc/usher/app"
-	"github.com/usher-oidc/usher/config"
 	"github.com/usher-oidc/usher/internal/testkit"
 )
 
 const (
-	leaseChildEnv = "USHER_E2E_LEASE_CHILD"
 	// testLease is every worker lease of the replicas: a killed replica's
 	// mail job, webhook lane or outbox claim goes to another after it.
 	testLease = 3 * time.Second
 )
 
-func init() {
-	if os.Getenv(leaseChildEnv) == "" {
-		return
-	}
-	if err := runLeaseChild(); err != nil {
-		fmt.Fprintln(os.Stderr, "lease child:", err)
-		os.Exit(1)
-	}
-	os.Exit(0)
-}
-
 // runLeaseChild runs usher as `usher serve` does, with short leases and
 // backoffs, which `usher serve` has no setting for.
-func runLeaseChild() error {
-	cfg, err := config.Load(os.Getenv("USHER_CONFIG"), os.LookupEnv)
-	if err != nil {
-		return err
-	}
-	log := app.NewLogger(os.Stderr, cfg.Log.Format, cfg.Log.Level)
-	slog.SetDefault(log)
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
-	defer stop()
-	a, err := app.New(ctx, cfg, app.Options{Logger: log, MailBackoff: 200 * time.Millisecond,
+func runLeaseChild(e childEnv) error {
+	a, err := app.New(e.ctx, e.cfg, app.Options{Logger: e.log, MailBackoff: 200 * time.Millisecond,
 		WebhookBackoff: 200 * time.Millisecond, MailLease: testLease, WebhookLease: testLease,
 		OutboxLease: testLease, MirrorLease: testLease})
 	if err != nil {
 		return err
 	}
 	defer a.Close()
-	return a.ServeAll(ctx, log)
+	return a.ServeAll(e.ctx, e.log)
 }
 
 // leaseArrival is one webhook request as the receiver saw it.
@@ -307,7 +284,7 @@ webhooks:
 		cmd := exec.Command(exe)
 		name := fmt.Sprintf("replica %d", i)
 		p := &usherProc{cmd: cmd, out: &procLog{w: newTestWriter(t), name: name}, done: make(chan struct{})}
-		cmd.Env = append(os.Environ(), "SSL_CERT_FILE="+certFile, leaseChildEnv+"=1", "USHER_CONFIG="+path)
+		cmd.Env = append(os.Environ(), "SSL_CERT_FILE="+certFile, usherChildEnv+"=lease", "USHER_CONFIG="+path)
 		cmd.Stdout, cmd.Stderr = p.out, p.out
 		if err := cmd.Start(); err != nil {
 			t.Fatal(err)

@@ -15,14 +15,12 @@ import (
 	"encoding/pem"
 	"fmt"
 	"io"
-	"log/slog"
 	"math/rand/v2"
 	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
 	"os/exec"
-	"os/signal"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -34,7 +32,6 @@ import (
 	"github.com/emersion/go-smtp"
 
 	"github.com/usher-oidc/usher/app"
-	"github.com/usher-oidc/usher/config"
 	"github.com/usher-oidc/usher/grants"
 	"github.com/usher-oidc/usher/notify/mail"
 	"github.com/usher-oidc/usher/notify/webhooks"
@@ -43,7 +40,7 @@ import (
 // ---- the restarted usher -----------------------------------------------
 
 // The last restart, after the kills, is this test binary run again in
-// child mode (outboxChildEnv set): it runs usher as `usher serve` does
+// child mode (usherChildEnv=outbox): it runs usher as `usher serve` does
 // (config.Load, app.New, then ServeAll until SIGTERM) on the same config
 // file and store, with two differences, which `usher serve` has no setting
 // for:
@@ -58,32 +55,13 @@ import (
 //     are queued, at its start (before any worker ran) and now. The admin
 //     API cannot tell "drained" from "not yet".
 const (
-	outboxChildEnv   = "USHER_E2E_OUTBOX_CHILD"
 	outboxProbeEnv   = "USHER_E2E_OUTBOX_PROBE"
 	outboxClockAhead = 5 * time.Minute
 )
 
-func init() {
-	if os.Getenv(outboxChildEnv) == "" {
-		return
-	}
-	if err := runOutboxChild(); err != nil {
-		fmt.Fprintln(os.Stderr, "outbox child:", err)
-		os.Exit(1)
-	}
-	os.Exit(0)
-}
-
-func runOutboxChild() error {
-	cfg, err := config.Load(os.Getenv("USHER_CONFIG"), os.LookupEnv)
-	if err != nil {
-		return err
-	}
-	log := app.NewLogger(os.Stderr, cfg.Log.Format, cfg.Log.Level)
-	slog.SetDefault(log)
+func runOutboxChild(e childEnv) error {
+	ctx, cfg, log := e.ctx, e.cfg, e.log
 	now := func() time.Time { return time.Now().Add(outboxClockAhead) }
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
-	defer stop()
 	st, err := app.OpenStore(cfg, now, log)
 	if err != nil {
 		return err
@@ -268,14 +246,14 @@ func (r *crashRig) startUsher() *usherProc {
 }
 
 // restart runs usher again on the same config and store: this test binary
-// in child mode, its clock ahead (see outboxChildEnv).
+// in child mode, its clock ahead (see runOutboxChild).
 func (r *crashRig) restart() *usherProc {
 	r.t.Helper()
 	exe, err := os.Executable()
 	if err != nil {
 		r.t.Fatal(err)
 	}
-	return r.start("restarted usher", exec.Command(exe), outboxChildEnv+"=1", "USHER_CONFIG="+r.cfgPath, outboxProbeEnv+"="+r.probe)
+	return r.start("restarted usher", exec.Command(exe), usherChildEnv+"=outbox", "USHER_CONFIG="+r.cfgPath, outboxProbeEnv+"="+r.probe)
 }
 
 // procLog keeps a process's output (to look for data races) and hands it

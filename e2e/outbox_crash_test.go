@@ -21,7 +21,7 @@ import (
 // requests in flight: once after crashLoadAcks acknowledged requests, and
 // again, restarted, while it delivers the backlog the first one left. It is
 // restarted once more on the same store and left to drain (see
-// outboxChildEnv); then, over everything the store holds (the admin API's
+// usherChildEnv=outbox); then, over everything the store holds (the admin API's
 // invitations and audit log), every webhook the receiver got and every mail
 // the SMTP server got:
 //

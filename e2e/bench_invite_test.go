@@ -10,6 +10,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/usher-oidc/usher/internal/testkit"
+
 	"github.com/usher-oidc/usher/grants"
 	boltstore "github.com/usher-oidc/usher/store/bolt"
 	redisstore "github.com/usher-oidc/usher/store/redis"
@@ -77,7 +79,7 @@ func benchmarkInvitationRedeem(b *testing.B, store string) {
 		defer bs.Close()
 		st = bs
 	} else {
-		rs, err := redisstore.Open(redisstore.Config{URL: "redis://" + startRedis(b) + "/0"}, redisstore.Options{})
+		rs, err := redisstore.Open(redisstore.Config{URL: "redis://" + testkit.StartRedis(b) + "/0"}, redisstore.Options{})
 		if err != nil {
 			b.Fatal(err)
 		}

@@ -15,6 +15,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/usher-oidc/usher/internal/testkit"
+
 	jose "github.com/go-jose/go-jose/v4"
 
 	"github.com/usher-oidc/usher/app"
@@ -68,7 +70,7 @@ func BenchmarkTokenRefresh(b *testing.B) {
 func devOn(b *testing.B, store string) *app.Dev {
 	var addr string
 	if store == "redis" {
-		addr = startRedis(b)
+		addr = testkit.StartRedis(b)
 	}
 	return startDev(b, app.DevOptions{Configure: func(c *config.Config) {
 		c.RateLimits.APIPerMinute = 1 << 30 // a benchmark is one very busy client

@@ -234,7 +234,7 @@ func TestLeaseReplicas(t *testing.T) {
 		t.Skip("needs Linux /proc to tell which replica sends a webhook")
 	}
 	started := time.Now()
-	redisAddr := startRedis(t)
+	redisAddr := testkit.StartRedis(t)
 	sink := startMailSink(t)
 	hooks := &leaseHooks{key: []byte("lease-tests-webhook-key-0123456!"), release: make(chan struct{})}
 	srv := httptest.NewUnstartedServer(hooks)

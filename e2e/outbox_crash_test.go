@@ -45,7 +45,7 @@ func TestOutboxCrashBolt(t *testing.T) {
 
 func TestOutboxCrashRedis(t *testing.T) {
 	t.Parallel()
-	runOutboxCrash(t, fmt.Sprintf(`{driver: redis, redis: {url: "redis://%s/0"}}`, startRedis(t)))
+	runOutboxCrash(t, fmt.Sprintf(`{driver: redis, redis: {url: "redis://%s/0"}}`, testkit.StartRedis(t)))
 }
 
 // On a Redis Cluster the invitation's record and the outbox index

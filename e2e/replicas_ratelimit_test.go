@@ -5,6 +5,8 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+
+	"github.com/usher-oidc/usher/internal/testkit"
 )
 
 // On Redis the rate limits hold across replicas: with invite_per_minute: 6,
@@ -12,7 +14,7 @@ import (
 // replica, and every later one is refused with 429 whichever replica serves it.
 func TestReplicasShareRateLimits(t *testing.T) {
 	t.Parallel()
-	redisAddr := startRedis(t)
+	redisAddr := testkit.StartRedis(t)
 	rs := startReplicasWith(t, "redis://"+redisAddr+"/0", "{invite_per_minute: 6, failed_redemptions_per_hour: 1000}")
 	client := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
 	var statuses []int

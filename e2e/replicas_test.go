@@ -16,7 +16,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"slices"
-	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -67,22 +66,6 @@ func freePort(t testing.TB) int {
 	}
 	defer ln.Close()
 	return ln.Addr().(*net.TCPAddr).Port
-}
-
-// startRedis runs a private redis-server for one test.
-func startRedis(t testing.TB, extra ...string) string {
-	t.Helper()
-	port := freePort(t)
-	args := append([]string{"--port", strconv.Itoa(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-		"--dir", t.TempDir()}, extra...)
-	cmd := exec.Command("redis-server", args...)
-	if err := cmd.Start(); err != nil {
-		t.Fatalf("redis-server: %v (make test installs it)", err)
-	}
-	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
-	addr := "127.0.0.1:" + strconv.Itoa(port)
-	waitTCP(t, addr)
-	return addr
 }
 
 func waitTCP(t testing.TB, addr string) {
@@ -262,7 +245,7 @@ func (rs *replicaSet) funnelToken(t *testing.T) string {
 // redemptions of one link through all replicas give exactly one grant.
 func TestReplicasShareRedis(t *testing.T) {
 	t.Parallel()
-	redisAddr := startRedis(t)
+	redisAddr := testkit.StartRedis(t)
 	rs := startReplicas(t, "redis://"+redisAddr+"/0")
 	api := rs.funnelToken(t)
 	dev := rs.asDev()

@@ -4,8 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"net"
-	"os/exec"
 	"path/filepath"
 	"reflect"
 	"strconv"
@@ -15,8 +13,6 @@ import (
 
 	"github.com/usher-oidc/usher/notify/webhooks"
 
-	"github.com/redis/go-redis/v9"
-
 	"github.com/usher-oidc/usher/grants"
 	"github.com/usher-oidc/usher/internal/testkit"
 	"github.com/usher-oidc/usher/sessions"
@@ -25,33 +21,6 @@ import (
 	"github.com/usher-oidc/usher/store/migrate"
 	redisstore "github.com/usher-oidc/usher/store/redis"
 )
-
-// startRedis runs a private redis-server on a free loopback port.
-func startRedis(t *testing.T) string {
-	t.Helper()
-	if _, err := exec.LookPath("redis-server"); err != nil {
-		t.Skip("redis-server not installed")
-	}
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	port := l.Addr().(*net.TCPAddr).Port
-	l.Close()
-	cmd := exec.Command("redis-server", "--port", strconv.Itoa(port), "--bind", "127.0.0.1", "--dir", t.TempDir(),
-		"--save", "", "--appendonly", "no", "--protected-mode", "no")
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
-	addr := "127.0.0.1:" + strconv.Itoa(port)
-	c := redis.NewClient(&redis.Options{Addr: addr})
-	defer c.Close()
-	if !testkit.Within(10*time.Second, func() bool { return c.Ping(context.Background()).Err() == nil }) {
-		t.Fatal("redis-server did not answer")
-	}
-	return addr
-}
 
 func openRedis(t *testing.T, addr, prefix string) *redisstore.Store {
 	t.Helper()
@@ -188,7 +157,7 @@ func TestRoundTripBoltRedisBolt(t *testing.T) {
 	dir := t.TempDir()
 	src := openBolt(t, filepath.Join(dir, "src.db"))
 	f := seed(t, ctx, src)
-	addr := startRedis(t)
+	addr := testkit.StartRedis(t)
 	rd := openRedis(t, addr, "mig:")
 
 	rep, err := migrate.Run(ctx, src, rd, migrate.Options{})
@@ -351,7 +320,7 @@ func TestRefusesForeignTarget(t *testing.T) {
 	dir := t.TempDir()
 	src := openBolt(t, filepath.Join(dir, "src.db"))
 	seed(t, ctx, src)
-	rd := openRedis(t, startRedis(t), "")
+	rd := openRedis(t, testkit.StartRedis(t), "")
 	must(t, rd.AppendAudit(ctx, &grants.AuditRecord{ID: "foreign", At: time.Now(), Action: "x"}))
 
 	_, err := migrate.Run(ctx, src, rd, migrate.Options{})

@@ -4,49 +4,15 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
-	"os/exec"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
-
-	"github.com/redis/go-redis/v9"
 
 	"github.com/usher-oidc/usher/broker/upstream/auth0"
 	"github.com/usher-oidc/usher/devidp"
 	"github.com/usher-oidc/usher/internal/testkit"
 	redisstore "github.com/usher-oidc/usher/store/redis"
 )
-
-// startRedis runs a private redis-server on a free loopback port.
-func startRedis(t *testing.T) string {
-	t.Helper()
-	if _, err := exec.LookPath("redis-server"); err != nil {
-		t.Skip("redis-server not installed")
-	}
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	port := l.Addr().(*net.TCPAddr).Port
-	l.Close()
-	cmd := exec.Command("redis-server", "--port", strconv.Itoa(port), "--bind", "127.0.0.1", "--dir", t.TempDir(),
-		"--save", "", "--appendonly", "no", "--protected-mode", "no")
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
-	addr := "127.0.0.1:" + strconv.Itoa(port)
-	c := redis.NewClient(&redis.Options{Addr: addr})
-	defer c.Close()
-	testkit.Eventually(t, "redis-server to answer", func() bool {
-		ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
-		defer cancel()
-		return c.Ping(ctx).Err() == nil
-	})
-	return addr
-}
 
 // replicas are usher replicas sharing one Redis (store and Management API
 // budget) in front of one devidp tenant that enforces perSecond/burst.
@@ -65,7 +31,7 @@ func startReplicas(t *testing.T, n int, perSecond float64, burst int) *replicas 
 // budget (what usher would do without the shared one).
 func startReplicasBudget(t *testing.T, n int, perSecond float64, burst int, shared bool) *replicas {
 	t.Helper()
-	addr := startRedis(t)
+	addr := testkit.StartRedis(t)
 	tenant, domain := startTenant(t)
 	tenant.ManagementBudget(perSecond, burst)
 	r := &replicas{tenant: tenant}

@@ -53,39 +53,56 @@ func startSentinelSet(t *testing.T) *sentinelSet {
 	ss := &sentinelSet{}
 	ss.master = newRedisProc(t, "--appendonly", "no")
 	ss.replica = newRedisProc(t, "--appendonly", "no", "--replicaof", "127.0.0.1", strconv.Itoa(ss.master.port))
-	rc := redis.NewClient(&redis.Options{Addr: ss.replica.addr()})
+	waitReplicaSynced(t, ss.replica.addr())
+	ss.sentinels = startSentinels(t, ss.master.port, 500*time.Millisecond, 2*time.Second, true)
+	return ss
+}
+
+// waitReplicaSynced waits until the replica at addr has synced with its master.
+func waitReplicaSynced(t *testing.T, addr string) {
+	t.Helper()
+	rc := redis.NewClient(&redis.Options{Addr: addr})
 	defer rc.Close()
 	testkit.Eventually(t, "the replica to sync with the master", func() bool {
 		info, err := rc.Info(context.Background(), "replication").Result()
 		return err == nil && strings.Contains(info, "master_link_status:up")
 	})
+}
+
+// startSentinels starts three Sentinels (quorum 2) watching the master on
+// masterPort as "usher-master" and waits until each sees the replica and
+// the two others (they find each other through the master's hello
+// channel), which a failover needs. logs: their output goes to the test log.
+func startSentinels(t *testing.T, masterPort int, downAfter, failoverTimeout time.Duration, logs bool) []string {
+	t.Helper()
+	var addrs []string
 	for range 3 {
 		port := freePort(t)
 		dir := t.TempDir()
 		conf := filepath.Join(dir, "sentinel.conf")
 		content := fmt.Sprintf("port %d\nbind 127.0.0.1\ndir %s\n"+
 			"sentinel monitor usher-master 127.0.0.1 %d 2\n"+
-			"sentinel down-after-milliseconds usher-master 500\n"+
-			"sentinel failover-timeout usher-master 2000\n"+
+			"sentinel down-after-milliseconds usher-master %d\n"+
+			"sentinel failover-timeout usher-master %d\n"+
 			"sentinel parallel-syncs usher-master 1\n",
-			port, dir, ss.master.port)
+			port, dir, masterPort, downAfter.Milliseconds(), failoverTimeout.Milliseconds())
 		if err := writeFile(conf, content); err != nil {
 			t.Fatal(err)
 		}
 		cmd, _ := sentinelCommand(conf)
-		w := newTestWriter(t)
-		cmd.Stdout, cmd.Stderr = w, w
+		if logs {
+			w := newTestWriter(t)
+			cmd.Stdout, cmd.Stderr = w, w
+		}
 		if err := cmd.Start(); err != nil {
 			t.Fatalf("redis sentinel: %v", err)
 		}
 		t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
 		addr := "127.0.0.1:" + strconv.Itoa(port)
 		waitTCP(t, addr)
-		ss.sentinels = append(ss.sentinels, addr)
+		addrs = append(addrs, addr)
 	}
-	// A failover needs every Sentinel to know the replica and a quorum of
-	// the others (they find each other through the master's hello channel).
-	for _, addr := range ss.sentinels {
+	for _, addr := range addrs {
 		c := redis.NewSentinelClient(&redis.Options{Addr: addr})
 		testkit.Eventually(t, "Sentinel "+addr+" to see the replica and the two other Sentinels", func() bool {
 			m, err := c.Master(context.Background(), "usher-master").Result()
@@ -93,7 +110,7 @@ func startSentinelSet(t *testing.T) *sentinelSet {
 		})
 		c.Close()
 	}
-	return ss
+	return addrs
 }
 
 // sample is one HTTP exchange with usher during the load.

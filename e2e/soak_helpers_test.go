@@ -149,42 +149,10 @@ func startSoakRedis(t *testing.T) *soakRedis {
 		t.Cleanup(rp.stop)
 		sr.nodes[i] = rp
 	}
-	rc := redis.NewClient(&redis.Options{Addr: sr.nodes[1].addr()})
-	defer rc.Close()
-	testkit.Eventually(t, "the replica to sync with the master", func() bool {
-		info, err := rc.Info(context.Background(), "replication").Result()
-		return err == nil && strings.Contains(info, "master_link_status:up")
-	})
+	waitReplicaSynced(t, sr.nodes[1].addr())
 	_, mport, _ := net.SplitHostPort(sr.proxies[0].addr)
-	for range 3 {
-		port := freePort(t)
-		dir := t.TempDir()
-		conf := filepath.Join(dir, "sentinel.conf")
-		content := fmt.Sprintf("port %d\nbind 127.0.0.1\ndir %s\n"+
-			"sentinel monitor usher-master 127.0.0.1 %s 2\n"+
-			"sentinel down-after-milliseconds usher-master 5000\n"+
-			"sentinel failover-timeout usher-master 10000\n"+
-			"sentinel parallel-syncs usher-master 1\n", port, dir, mport)
-		if err := writeFile(conf, content); err != nil {
-			t.Fatal(err)
-		}
-		cmd, _ := sentinelCommand(conf)
-		if err := cmd.Start(); err != nil {
-			t.Fatalf("redis sentinel: %v", err)
-		}
-		t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
-		addr := "127.0.0.1:" + strconv.Itoa(port)
-		waitTCP(t, addr)
-		sr.sentinels = append(sr.sentinels, addr)
-	}
-	for _, addr := range sr.sentinels {
-		c := redis.NewSentinelClient(&redis.Options{Addr: addr})
-		testkit.Eventually(t, "Sentinel "+addr+" to see the replica and the two other Sentinels", func() bool {
-			m, err := c.Master(context.Background(), "usher-master").Result()
-			return err == nil && m["num-slaves"] == "1" && m["num-other-sentinels"] == "2" && m["flags"] == "master"
-		})
-		c.Close()
-	}
+	masterPort, _ := strconv.Atoi(mport)
+	sr.sentinels = startSentinels(t, masterPort, 5*time.Second, 10*time.Second, false)
 	return sr
 }
 

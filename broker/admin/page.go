@@ -372,6 +372,22 @@ func (h *Page) auditAdmin(ctx context.Context, action string, u *grants.User, ta
 	h.audit(ctx, action, u.ID, target, detail)
 }
 
+// loadFailed answers a failed read of the record (kind, id) a page shows:
+// 404 when there is none, 503 when the store failed. It reports whether it
+// answered.
+func (h *Page) loadFailed(w http.ResponseWriter, r *http.Request, a *adminRequest, err error, kind, id string) bool {
+	switch {
+	case err == nil:
+		return false
+	case errors.Is(err, grants.ErrNotFound):
+		title := strings.ToUpper(kind[:1]) + kind[1:] + " not found"
+		h.adminError(w, r, a, http.StatusNotFound, title, fmt.Sprintf("No %s has the id %q.", kind, clip(id, 100)))
+	default:
+		h.adminUnavailable(w, r, "loading the "+kind, err)
+	}
+	return true
+}
+
 func (h *Page) adminError(w http.ResponseWriter, r *http.Request, a *adminRequest, status int, heading, msg string) {
 	p := adminPage{Title: heading, Page: errorPage{Heading: heading, Message: msg, LinkURL: h.url("/admin"), LinkText: "Back to the admin page"}}
 	if a != nil {

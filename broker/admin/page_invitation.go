@@ -2,7 +2,6 @@ package admin
 
 import (
 	"errors"
-	"fmt"
 	"net/http"
 	"net/url"
 	"slices"
@@ -38,12 +37,7 @@ func (h *Page) adminInvitation(w http.ResponseWriter, r *http.Request, a *adminR
 	ctx := r.Context()
 	id := r.PathValue("id")
 	inv, err := h.Store.GetInvitation(ctx, id)
-	if errors.Is(err, grants.ErrNotFound) {
-		h.adminError(w, r, a, http.StatusNotFound, "Invitation not found", fmt.Sprintf("No invitation has the id %q.", clip(id, 100)))
-		return
-	}
-	if err != nil {
-		h.adminUnavailable(w, r, "loading the invitation", err)
+	if h.loadFailed(w, r, a, err, "invitation", id) {
 		return
 	}
 	fl := h.takeFlash(w, r, a.sess, inv.ID)

@@ -2,8 +2,6 @@ package admin
 
 import (
 	"encoding/json"
-	"errors"
-	"fmt"
 	"net/http"
 	"net/url"
 	"slices"
@@ -59,12 +57,7 @@ func (h *Page) adminUserPage(w http.ResponseWriter, r *http.Request, a *adminReq
 	ctx := r.Context()
 	id := r.PathValue("id")
 	u, err := h.Store.GetUser(ctx, id)
-	if errors.Is(err, grants.ErrNotFound) {
-		h.adminError(w, r, a, http.StatusNotFound, "User not found", fmt.Sprintf("No user has the id %q.", clip(id, 100)))
-		return
-	}
-	if err != nil {
-		h.adminUnavailable(w, r, "loading the user", err)
+	if h.loadFailed(w, r, a, err, "user", id) {
 		return
 	}
 	ids, err := h.Store.Identities(ctx, id)

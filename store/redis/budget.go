@@ -10,30 +10,6 @@ import (
 	"github.com/redis/go-redis/v9"
 )
 
-// budgetTake is one attempt to take a call permit from a Budget: refused
-// while the pause key holds an instant still ahead (ms since the epoch),
-// otherwise the GCRA of gcra (above) with a threshold: it allows only while
-// more than ARGV[3] (the reserve) permits of the burst are left, so a caller
-// with a reserve leaves those for callers without one. All callers move the
-// same TAT, whatever their reserve. now is Redis's own clock (TIME).
-// KEYS[1] {budget:<name>:<key>} (TAT, µs), KEYS[2] its pause key (same slot).
-// ARGV: interval µs, burst, reserve. Reply {1, 0} taken, {0, wait µs} refused.
-var budgetTake = redis.NewScript(`
-if redis.replicate_commands then redis.replicate_commands() end
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
-local paused = tonumber(redis.call('GET', KEYS[2]) or '0') * 1000
-if paused > now then return {0, paused - now} end
-local interval = tonumber(ARGV[1])
-local tat = tonumber(redis.call('GET', KEYS[1]) or now)
-if tat < now then tat = now end
-local allowAt = tat + interval - (tonumber(ARGV[2]) - tonumber(ARGV[3])) * interval
-if now < allowAt then return {0, allowAt - now} end
-local next = tat + interval
-redis.call('SET', KEYS[1], string.format('%.0f', next), 'PX', string.format('%.0f', math.ceil((next - now) / 1000)))
-return {1, 0}
-`)
-
 // budgetPause moves the pause key (ms since the epoch) to ARGV[1] unless it
 // already holds a later instant; the key expires at that instant (PXAT).
 var budgetPause = redis.NewScript(`
@@ -71,7 +47,9 @@ func (b *Budget) keys(key string) []string {
 // how long to wait before asking again.
 func (b *Budget) Take(ctx context.Context, key string, reserve int) (bool, time.Duration, error) {
 	reserve = min(max(reserve, 0), b.burst-1)
-	v, err := b.s.runScript(ctx, budgetTake, b.keys(key), b.interval, b.burst, reserve)
+	// The rate limit's script with the pause key and a burst less the
+	// reserve: it allows only while more than reserve permits are left.
+	v, err := b.s.runScript(ctx, gcra, b.keys(key), b.interval, b.burst-reserve, "1")
 	if err != nil {
 		return false, 0, fmt.Errorf("redisstore: budget %s: %w", b.name, err)
 	}

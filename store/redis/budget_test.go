@@ -3,10 +3,6 @@ package redis_test
 import (
 	"testing"
 	"time"
-
-	"github.com/redis/go-redis/v9"
-
-	redisstore "github.com/usher-oidc/usher/store/redis"
 )
 
 // The shared budget against a real redis-server: two stores (two replicas)
@@ -17,13 +13,7 @@ import (
 func TestBudget(t *testing.T) {
 	t.Parallel()
 	ctx := ctxT(t)
-	prefix := uniquePrefix()
-	newStore := func() *redisstore.Store {
-		s := redisstore.New(redis.NewClient(&redis.Options{Addr: standalone.addr()}), redisstore.Options{Prefix: prefix})
-		t.Cleanup(func() { _ = s.Close() })
-		return s
-	}
-	a, b := newStore(), newStore()
+	a, b, prefix := twoReplicas(t)
 	const perSecond, burst, reserve = 2, 5, 2 // one permit every 500ms
 	ba, bb := a.Budget("auth0", perSecond, burst), b.Budget("auth0", perSecond, burst)
 	const tenant = "tenant.eu.auth0.com"

@@ -14,12 +14,21 @@ import (
 // '1') moves TAT on by one interval, and the key expires when TAT passes,
 // so an idle key lives at most one period. now is Redis's own clock (TIME):
 // every replica then measures against one clock, whatever their skew.
-// KEYS[1] {rl:<limit>:<key>}; ARGV: interval µs, burst, take ('1' or '0').
+// A Budget passes a pause key too (KEYS[2], same slot): while it holds an
+// instant still ahead (ms since the epoch) nothing is allowed; and a
+// smaller burst for a caller that must leave a reserve to others (all
+// callers move the same TAT).
+// KEYS[1] {rl:<limit>:<key>} or {budget:…}, [KEYS[2] pause key]; ARGV:
+// interval µs, burst, take ('1' or '0').
 // Reply {1, 0} allowed (or would be), {0, retry-after µs} refused.
 var gcra = redis.NewScript(`
 if redis.replicate_commands then redis.replicate_commands() end
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+if KEYS[2] then
+  local paused = tonumber(redis.call('GET', KEYS[2]) or '0') * 1000
+  if paused > now then return {0, paused - now} end
+end
 local interval = tonumber(ARGV[1])
 local tat = tonumber(redis.call('GET', KEYS[1]) or now)
 if tat < now then tat = now end

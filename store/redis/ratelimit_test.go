@@ -18,13 +18,7 @@ import (
 func TestRateLimiter(t *testing.T) {
 	t.Parallel()
 	ctx := ctxT(t)
-	prefix := uniquePrefix()
-	newStore := func() *redisstore.Store {
-		s := redisstore.New(redis.NewClient(&redis.Options{Addr: standalone.addr()}), redisstore.Options{Prefix: prefix})
-		t.Cleanup(func() { _ = s.Close() })
-		return s
-	}
-	a, b := newStore(), newStore()
+	a, b, prefix := twoReplicas(t)
 	const period, n = 2 * time.Second, 5 // one request every 400ms
 	interval := period / n
 	la, lb := a.RateLimiter("invite", n, period), b.RateLimiter("invite", n, period)
@@ -122,4 +116,16 @@ func TestRateLimiterCluster(t *testing.T) {
 			t.Fatalf("%s after its burst: blocked=%v wait=%v err=%v", key, blocked, wait, err)
 		}
 	}
+}
+
+// twoReplicas are two stores on the standalone server with one prefix
+// (returned too): what two usher replicas sharing a Redis see.
+func twoReplicas(t *testing.T) (a, b *redisstore.Store, prefix string) {
+	prefix = uniquePrefix()
+	newStore := func() *redisstore.Store {
+		s := redisstore.New(redis.NewClient(&redis.Options{Addr: standalone.addr()}), redisstore.Options{Prefix: prefix})
+		t.Cleanup(func() { _ = s.Close() })
+		return s
+	}
+	return newStore(), newStore(), prefix
 }

@@ -69,23 +69,22 @@ func (s *Service) recorded() {
 	}
 }
 
-// mailing fills in how inv's mail goes out with ev: queued with the sealed
-// link, or failed with the reason when this usher cannot send mail.
-func (s *Service) mailing(inv *Invitation, token string, ev *OutboxEvent) {
+// sealLink puts inv's link for token, sealed, on ev when inv is mailed
+// (Invitation.record then stores the status "queued" with the event), or
+// says why this usher cannot mail it.
+func (s *Service) sealLink(inv *Invitation, token, hash string, ev *OutboxEvent) (failure string) {
 	if !inv.SendEmail {
-		return
+		return ""
 	}
 	if s.o.SealLink == nil {
-		inv.EmailStatus, inv.EmailError = "failed", "mail is not configured on this usher (mail.smtp.host)"
-		return
+		return "mail is not configured on this usher (mail.smtp.host)"
 	}
 	sealed, err := s.o.SealLink(inv, token)
 	if err != nil {
-		inv.EmailStatus, inv.EmailError = "failed", "the link could not be sealed for the mail queue"
-		return
+		return "the link could not be sealed for the mail queue"
 	}
-	inv.EmailStatus, inv.EmailError = "queued", ""
-	ev.SealedLink, ev.TokenHash = sealed, inv.TokenHash
+	ev.SealedLink, ev.TokenHash = sealed, hash
+	return ""
 }
 
 // Create validates and stores an invitation with its created event (and its
@@ -100,8 +99,10 @@ func (s *Service) Create(ctx context.Context, req CreateRequest, actor string) (
 	token, inv.TokenHash = NewToken()
 	ev := s.newEvent(EventInvitationCreated, actor, inv.CreatedAt,
 		map[string]string{"email": inv.Email, "roles": strings.Join(inv.Roles, " ")})
-	s.mailing(inv, token, &ev)
-	inv.Outbox = []OutboxEvent{ev}
+	if failure := s.sealLink(inv, token, inv.TokenHash, &ev); failure != "" {
+		inv.EmailStatus, inv.EmailError = "failed", failure
+	}
+	inv.record([]OutboxEvent{ev})
 	stored, err := s.o.Store.CreateInvitation(ctx, inv)
 	if errors.Is(err, ErrConflict) && stored != nil {
 		return stored, "", true, nil
@@ -170,9 +171,7 @@ func (s *Service) Resend(ctx context.Context, id, actor string) (*Invitation, st
 	token, hash := NewToken()
 	now := s.o.Now()
 	ev := s.newEvent(EventInvitationResent, actor, now, nil)
-	next := *cur
-	next.TokenHash = hash
-	s.mailing(&next, token, &ev) // a sealed link makes the stored status "queued" (Invitation.record)
+	s.sealLink(cur, token, hash, &ev) // unmailable: the status stays what it was
 	inv, err := s.o.Store.ReplaceInvitationToken(ctx, id, hash, now.Add(ttl), now, ev)
 	if err != nil {
 		return nil, "", err

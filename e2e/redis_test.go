@@ -3,6 +3,7 @@ package e2e
 import (
 	"context"
 	"fmt"
+	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -116,11 +117,30 @@ func TestRedisOutage(t *testing.T) {
 }
 
 // startRedisCluster starts three masters and joins them.
+// freeClusterPort is a free port whose cluster bus port (port+10000, which a
+// cluster node listens on too) is free as well: a node whose bus port is
+// taken aborts.
+func freeClusterPort(t *testing.T) int {
+	t.Helper()
+	for range 50 {
+		port := freePort(t)
+		if port+10000 > 65535 {
+			continue
+		}
+		if bus, err := net.Listen("tcp", "127.0.0.1:"+strconv.Itoa(port+10000)); err == nil {
+			bus.Close()
+			return port
+		}
+	}
+	t.Fatal("no free port with a free cluster bus port")
+	return 0
+}
+
 func startRedisCluster(t *testing.T) []string {
 	t.Helper()
 	var addrs []string
 	for range 3 {
-		rp := &redisProc{t: t, port: freePort(t), dir: t.TempDir()}
+		rp := &redisProc{t: t, port: freeClusterPort(t), dir: t.TempDir()}
 		rp.args = []string{"--appendonly", "no", "--cluster-enabled", "yes",
 			"--cluster-config-file", filepath.Join(rp.dir, "nodes.conf"), "--cluster-node-timeout", "5000"}
 		rp.start()

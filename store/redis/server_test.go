@@ -41,6 +41,26 @@ func freePort() (int, error) {
 	return l.Addr().(*net.TCPAddr).Port, nil
 }
 
+// freeClusterPort is a free port whose cluster bus port (port+10000, which
+// a cluster node listens on too) is free as well: a node whose bus port is
+// taken aborts.
+func freeClusterPort() (int, error) {
+	for range 50 {
+		port, err := freePort()
+		if err != nil {
+			return 0, err
+		}
+		if port+10000 > 65535 {
+			continue
+		}
+		if bus, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", port+10000)); err == nil {
+			bus.Close()
+			return port, nil
+		}
+	}
+	return 0, fmt.Errorf("no free port with a free cluster bus port")
+}
+
 // startServer runs redis-server on a free port (or port, if non-zero) with
 // its files in dir and extra arguments, and waits until it answers PING.
 func startServer(dir string, port int, extra ...string) (*server, error) {
@@ -163,7 +183,7 @@ func startCluster(t testing.TB) []string {
 	dir := t.TempDir()
 	var addrs []string
 	for range 3 {
-		port, err := freePort()
+		port, err := freeClusterPort()
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -98,8 +98,9 @@ type mailPayload struct {
 // another invitation's job does not open.
 func sealName(invitationID string) string { return "usher-mail-link:" + invitationID }
 
-// EnqueueInvitation stores a job to mail invitation inv with its link, sets
-// the invitation's EmailStatus to "queued" and wakes the worker.
+// EnqueueInvitation queues inv's mail with link outside the outbox (for
+// tools and tests): it stores the status "queued", as a grants.Service
+// write does with its event, then hands Consume an event of its own.
 func (m *Mailer) EnqueueInvitation(ctx context.Context, inv *grants.Invitation, link string) error {
 	if inv == nil || inv.ID == "" || inv.TokenHash == "" {
 		return errors.New("mailer: enqueue: invitation without id or token hash")
@@ -107,43 +108,18 @@ func (m *Mailer) EnqueueInvitation(ctx context.Context, inv *grants.Invitation, 
 	if link == "" {
 		return fmt.Errorf("mailer: enqueue invitation %s: empty link", inv.ID)
 	}
-	if m.o.Sealer == nil || m.o.Store == nil {
-		return errors.New("mailer: enqueue: no sealer or store configured")
-	}
-	sealed, err := m.o.Sealer.Encode(sealName(inv.ID), link)
+	sealed, err := m.SealLink(inv.ID, link)
 	if err != nil {
 		return fmt.Errorf("mailer: enqueue invitation %s: seal link: %w", inv.ID, err)
 	}
-	payload, err := json.Marshal(mailPayload{InvitationID: inv.ID, TokenHash: inv.TokenHash, SealedLink: sealed})
-	if err != nil {
-		return fmt.Errorf("mailer: enqueue invitation %s: %w", inv.ID, err)
-	}
-	// Queued before the job exists: a worker of another replica may send it
-	// the moment it is stored, and its "sent" must not be overwritten.
 	if _, err := m.o.Store.UpdateInvitation(ctx, inv.ID, func(i *grants.Invitation) error {
 		i.EmailStatus, i.EmailError = "queued", ""
 		return nil
 	}); err != nil {
 		return fmt.Errorf("mailer: enqueue invitation %s: %w", inv.ID, err)
 	}
-	now := m.o.Now()
-	job := &grants.Job{ID: "mail_" + outbox.RandomHex(16), Kind: JobKindMail, Payload: payload, RunAt: now, CreatedAt: now}
-	if err := m.o.Store.EnqueueJob(ctx, job); err != nil {
-		reason := outbox.ShortReason("could not queue the mail: " + err.Error())
-		if _, uerr := m.o.Store.UpdateInvitation(context.WithoutCancel(ctx), inv.ID, func(i *grants.Invitation) error {
-			if i.TokenHash != inv.TokenHash {
-				return grants.ErrSkipUpdate
-			}
-			i.EmailStatus, i.EmailError = "failed", reason
-			return nil
-		}); uerr != nil && !errors.Is(uerr, grants.ErrSkipUpdate) {
-			m.log.Error("mail status not updated", "invitation_id", inv.ID, "error", uerr)
-		}
-		return fmt.Errorf("mailer: enqueue invitation %s: %w", inv.ID, err)
-	}
-	m.log.Info("invitation mail queued", "invitation_id", inv.ID, "job_id", job.ID)
-	m.loop.Poke()
-	return nil
+	return m.Consume(ctx, inv, grants.OutboxEvent{ID: "evt_" + outbox.RandomHex(12), Type: grants.EventInvitationCreated,
+		At: m.o.Now(), SealedLink: sealed, TokenHash: inv.TokenHash})
 }
 
 // QueueDepth counts queued mail jobs, for metrics.

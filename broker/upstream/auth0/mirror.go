@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
-	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -349,12 +348,9 @@ const (
 )
 
 // EnqueueRedemption queues the mirroring of a redeemed invitation onto the
-// Auth0 user upstreamUserID (the Auth0 sub of the identity that redeemed,
-// e.g. "auth0|…", "google-oauth2|…"): its roles become Auth0 roles of that
-// user and app_metadata.usher gets the union of roles, the merged claims
-// and the invitation ID. When inv.RedeemedBy names the usher user, the job
-// mirrors only what that user's grant still holds when it runs, so a grant
-// revoked while the job waited is not written back.
+// Auth0 user upstreamUserID outside the outbox (for tools and tests): it
+// hands Consume a redeemed event of its own. See Consume for what the job
+// writes.
 func (m *Mirror) EnqueueRedemption(ctx context.Context, upstreamUserID string, inv *grants.Invitation) error {
 	if inv == nil || inv.ID == "" {
 		return errors.New("auth0 mirror: enqueue redemption: invitation without id")
@@ -362,25 +358,8 @@ func (m *Mirror) EnqueueRedemption(ctx context.Context, upstreamUserID string, i
 	if upstreamUserID == "" {
 		return fmt.Errorf("auth0 mirror: enqueue redemption of %s: empty upstream user id", inv.ID)
 	}
-	p := mirrorPayload{
-		Op: opRedeem, UpstreamUser: upstreamUserID, InvitationID: inv.ID, UsherUser: inv.RedeemedBy,
-		Roles: slices.Clone(inv.Roles), Claims: inv.Claims,
-	}
-	now := m.o.Now()
-	// Queued before the job exists: another replica's worker may finish it
-	// the moment it is stored, and its "mirrored" must come last.
-	if _, err := m.o.Store.UpdateInvitation(ctx, inv.ID, func(i *grants.Invitation) error {
-		i.Events = append(i.Events, grants.Event{Type: upstream.EventMirrorQueued, At: now, Detail: map[string]string{"upstream_user": upstreamUserID}})
-		return nil
-	}); err != nil {
-		return fmt.Errorf("auth0 mirror: enqueue redemption of %s: %w", inv.ID, err)
-	}
-	if err := m.enqueue(ctx, p, now); err != nil {
-		reason := outbox.ShortReason("could not queue the Auth0 update: " + err.Error())
-		m.finish(context.WithoutCancel(ctx), m.log, p, upstream.EventMirrorFailed, 0, reason)
-		return fmt.Errorf("auth0 mirror: enqueue redemption of %s: %w", inv.ID, err)
-	}
-	return nil
+	return m.Consume(ctx, inv, grants.OutboxEvent{ID: "evt_" + outbox.RandomHex(12), Type: grants.EventInvitationRedeemed,
+		At: m.o.Now(), UpstreamUser: upstreamUserID})
 }
 
 // EnqueueRevocation queues the removal of a role (Auth0 role and

@@ -341,10 +341,29 @@ func (r *soakRig) stop(rep *soakReplica) {
 	}
 }
 
-// restart stops a replica and starts it again on the same config.
-func (r *soakRig) restart(rep *soakReplica) time.Duration {
+// kill ends a replica as a crash or the OOM killer does: SIGKILL.
+func (r *soakRig) kill(rep *soakReplica) {
+	rep.mu.Lock()
+	cmd, done := rep.cmd, rep.done
+	rep.cmd = nil
+	rep.mu.Unlock()
+	if cmd != nil {
+		cmd.Process.Kill()
+		<-done
+	}
+}
+
+// restart stops a replica and starts it again on the same config. With
+// crash, the replica is SIGKILLed instead: its requests in flight are cut,
+// and the outbox records, webhook lanes and mail jobs it had leased stay
+// its own until their leases lapse, then another replica takes them.
+func (r *soakRig) restart(rep *soakReplica, crash bool) time.Duration {
 	began := time.Now()
-	r.stop(rep)
+	if crash {
+		r.kill(rep)
+	} else {
+		r.stop(rep)
+	}
 	r.start(rep, usherBinary(r.t))
 	return time.Since(began)
 }

@@ -335,7 +335,7 @@ return out
 // changeJob completes (deletes) or reschedules a job of the expected kind:
 // 'ok', 'notfound', or 'retry' when the kind is not the expected one.
 // ARGV: id, op, expected kind, run_at, score, last_error, and the claim's
-// lease and attempt count as the fence (lease ” for none): 'leaselost' when
+// lease and attempt count as the fence (an empty lease for none): 'leaselost' when
 // the stored ones differ.
 var changeJob = redis.NewScript(`
 local k = redis.call('HGET', KEYS[6], ARGV[1])

@@ -15,6 +15,8 @@ var (
 	// the same values as sessions.ErrNotFound and sessions.ErrConflict.
 	ErrNotFound = errs.ErrNotFound
 	ErrConflict = errs.ErrConflict
+	// ErrLeaseLost: see CompleteClaimedJob.
+	ErrLeaseLost = errs.ErrLeaseLost
 	// Redemption outcomes. RedeemInvitation returns exactly one of these (or
 	// nil) so the caller can tell the person which.
 	ErrInvitationRedeemed = errors.New("invitation already used")
@@ -317,6 +319,14 @@ type Store interface {
 	CompleteJob(ctx context.Context, id string) error
 	// RetryJob clears the lease and schedules the job again at runAt.
 	RetryJob(ctx context.Context, id string, runAt time.Time, lastErr string) error
+	// CompleteClaimedJob and RetryClaimedJob are CompleteJob and RetryJob
+	// fenced by the claim: when the stored lease is no longer the one
+	// ClaimJobs gave claimed (it lapsed and another worker claimed the job,
+	// or the job was handed back), they change nothing and return
+	// ErrLeaseLost. A worker that stalled past its lease therefore cannot
+	// complete, or reschedule and so unlock, a job another worker now holds.
+	CompleteClaimedJob(ctx context.Context, claimed *Job) error
+	RetryClaimedJob(ctx context.Context, claimed *Job, runAt time.Time, lastErr string) error
 	// JobCount counts queued jobs of kind (for queue-depth metrics).
 	JobCount(ctx context.Context, kind string) (int, error)
 	// PeekJobs reads up to limit queued jobs of kind in ID order, without

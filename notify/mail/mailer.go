@@ -243,7 +243,11 @@ func (m *Mailer) process(ctx context.Context, job *grants.Job) {
 		i.EmailStatus, i.EmailError = "sent", ""
 		i.Events = append(i.Events, grants.Event{Type: "mailed", At: now})
 	})
-	if err := m.o.Store.CompleteJob(bg, job.ID); err != nil {
+	if err := m.o.Store.CompleteClaimedJob(bg, job); errors.Is(err, grants.ErrLeaseLost) {
+		// This send outlived its lease: another worker holds the job now
+		// and sends too (at least once).
+		log.Warn("mail sent after its job's lease lapsed; another worker holds the job")
+	} else if err != nil {
 		// The lease will lapse and the mail go out again: at least once.
 		log.Error("complete mail job", "error", err)
 	}
@@ -259,7 +263,9 @@ func (m *Mailer) retry(ctx context.Context, log *slog.Logger, job *grants.Job, p
 		return
 	}
 	at := m.o.Now().Add(outbox.Backoff(m.o.BaseBackoff, job.Attempts))
-	if err := m.o.Store.RetryJob(ctx, job.ID, at, reason); err != nil {
+	if err := m.o.Store.RetryClaimedJob(ctx, job, at, reason); err != nil {
+		// Lease lost: the job and the invitation's mail status are another
+		// worker's now.
 		log.Error("reschedule mail job", "error", err)
 		return
 	}
@@ -283,13 +289,13 @@ func (m *Mailer) giveUp(ctx context.Context, log *slog.Logger, job *grants.Job, 
 
 // release hands a job back at shutdown, due now rather than after its lease.
 func (m *Mailer) release(ctx context.Context, log *slog.Logger, job *grants.Job) {
-	if err := m.o.Store.RetryJob(ctx, job.ID, m.o.Now(), "interrupted by shutdown"); err != nil {
+	if err := m.o.Store.RetryClaimedJob(ctx, job, m.o.Now(), "interrupted by shutdown"); err != nil && !errors.Is(err, grants.ErrLeaseLost) {
 		log.Error("release mail job", "error", err)
 	}
 }
 
 func (m *Mailer) complete(ctx context.Context, log *slog.Logger, job *grants.Job) {
-	if err := m.o.Store.CompleteJob(ctx, job.ID); err != nil && !errors.Is(err, grants.ErrNotFound) {
+	if err := m.o.Store.CompleteClaimedJob(ctx, job); err != nil && !errors.Is(err, grants.ErrNotFound) && !errors.Is(err, grants.ErrLeaseLost) {
 		log.Error("delete mail job", "error", err)
 	}
 }

@@ -106,6 +106,9 @@ func (w *Webhooks) drain(ctx context.Context, wg *sync.WaitGroup) {
 		}
 		for i := range lanes {
 			if _, busy := w.running.LoadOrStore(lanes[i].ID, true); busy {
+				// Still worked here past its lease (a stall): that run stops at
+				// its next event and its fenced hand-back fails; this claim
+				// then lapses and the lane is claimed afresh.
 				continue
 			}
 			w.inflight.Add(1)
@@ -132,20 +135,27 @@ func (w *Webhooks) runLane(ctx context.Context, lane *grants.Job) (handBack func
 	var lp lanePayload
 	if err := json.Unmarshal(lane.Payload, &lp); err != nil || lp.Lane == "" {
 		w.log.Error("dropping malformed webhook lane", "job_id", lane.ID, "error", err)
-		return func() { w.completeJob(bg, lane.ID) }
+		return func() { w.completeLane(bg, w.log, lane) }
 	}
 	log := w.log.With("endpoint", lp.Endpoint, "lane", lp.Lane)
 	kind := laneKindPrefix + lp.Lane
 	retry := func(at time.Time, reason string) func() {
-		return func() { w.retryLane(bg, log, lane.ID, at, reason) }
+		return func() { w.retryLane(bg, log, lane, at, reason) }
 	}
 	started := time.Now()
 	for {
 		if ctx.Err() != nil {
 			return retry(w.o.Now(), "interrupted by shutdown")
 		}
+		if !w.o.Now().Before(lane.LeaseUntil) {
+			// The process stalled past the lease (a pause, a clock jump):
+			// another replica may work the lane now, so send nothing more;
+			// the fenced hand-back leaves its claim alone.
+			log.Warn("webhook lane lease lapsed while working it; stopping")
+			return retry(w.o.Now(), "")
+		}
 		if time.Since(started) > w.laneBudget() {
-			return func() { w.retryLane(bg, log, lane.ID, w.o.Now(), ""); w.poke() }
+			return func() { w.retryLane(bg, log, lane, w.o.Now(), ""); w.poke() }
 		}
 		events, err := w.peek(ctx, kind, 1)
 		if err != nil {
@@ -157,7 +167,7 @@ func (w *Webhooks) runLane(ctx context.Context, lane *grants.Job) (handBack func
 			return retry(at, outbox.ShortReason("read lane: "+err.Error()))
 		}
 		if len(events) == 0 {
-			return func() { w.finishLane(bg, log, lane.ID, lp) }
+			return func() { w.finishLane(bg, log, lane, lp) }
 		}
 		retryAt, done := w.deliver(ctx, log, &events[0])
 		if !done {
@@ -172,8 +182,10 @@ func (w *Webhooks) runLane(ctx context.Context, lane *grants.Job) (handBack func
 
 // finishLane completes an empty lane. An Emit may have stored an event after
 // the lane was read empty and found the lane job still there: look again.
-func (w *Webhooks) finishLane(ctx context.Context, log *slog.Logger, id string, lp lanePayload) {
-	w.completeJob(ctx, id)
+func (w *Webhooks) finishLane(ctx context.Context, log *slog.Logger, lane *grants.Job, lp lanePayload) {
+	if !w.completeLane(ctx, log, lane) {
+		return // another worker holds the lane now and looks for itself
+	}
 	if n, err := w.o.Store.JobCount(ctx, laneKindPrefix+lp.Lane); err != nil || n > 0 {
 		if err := w.enqueueLane(ctx, lp.Lane, lp.Endpoint); err != nil {
 			log.Error("requeue webhook lane", "error", err)
@@ -182,10 +194,28 @@ func (w *Webhooks) finishLane(ctx context.Context, log *slog.Logger, id string, 
 	}
 }
 
-func (w *Webhooks) retryLane(ctx context.Context, log *slog.Logger, id string, at time.Time, reason string) {
-	if err := w.o.Store.RetryJob(ctx, id, at, reason); err != nil {
+// retryLane and completeLane hand a lane back fenced by its claim: after a
+// lapsed lease they leave the lane to the worker that claimed it since.
+func (w *Webhooks) retryLane(ctx context.Context, log *slog.Logger, lane *grants.Job, at time.Time, reason string) {
+	err := w.o.Store.RetryClaimedJob(ctx, lane, at, reason)
+	switch {
+	case errors.Is(err, grants.ErrLeaseLost):
+		log.Warn("webhook lane claimed by another worker after this one's lease lapsed; left to it")
+	case err != nil:
 		log.Error("reschedule webhook lane", "error", err)
 	}
+}
+
+func (w *Webhooks) completeLane(ctx context.Context, log *slog.Logger, lane *grants.Job) bool {
+	err := w.o.Store.CompleteClaimedJob(ctx, lane)
+	switch {
+	case errors.Is(err, grants.ErrLeaseLost):
+		log.Warn("webhook lane claimed by another worker after this one's lease lapsed; left to it")
+		return false
+	case err != nil && !errors.Is(err, grants.ErrNotFound):
+		log.Error("complete webhook lane", "error", err)
+	}
+	return true
 }
 
 func (w *Webhooks) completeJob(ctx context.Context, id string) {

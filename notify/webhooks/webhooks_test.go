@@ -313,6 +313,18 @@ func (s *watchedStore) CompleteJob(ctx context.Context, id string) error {
 	return err
 }
 
+func (s *watchedStore) RetryClaimedJob(ctx context.Context, claimed *grants.Job, runAt time.Time, lastErr string) error {
+	err := s.Store.RetryClaimedJob(ctx, claimed, runAt, lastErr)
+	s.handedBack(claimed.ID)
+	return err
+}
+
+func (s *watchedStore) CompleteClaimedJob(ctx context.Context, claimed *grants.Job) error {
+	err := s.Store.CompleteClaimedJob(ctx, claimed)
+	s.handedBack(claimed.ID)
+	return err
+}
+
 func (s *watchedStore) handedBack(id string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()

@@ -105,7 +105,11 @@ func (s *Store) ClaimJobs(ctx context.Context, kind string, now time.Time, limit
 
 // changeJob loads job id, lets change edit it (nil job: delete) and keeps the
 // due index in step.
-func (s *Store) changeJob(what, id string, change func(j *grants.Job) *grants.Job) error {
+// changeJob applies change to the stored job. With fence set, it refuses
+// (ErrLeaseLost) unless the stored claim is still the fence's: the same
+// lease and the same attempt count (two claims at one instant have the same
+// lease but not the same count).
+func (s *Store) changeJob(what, id string, fence *grants.Job, change func(j *grants.Job) *grants.Job) error {
 	if err := checkKeys("boltstore: "+what, id); err != nil {
 		return err
 	}
@@ -117,6 +121,9 @@ func (s *Store) changeJob(what, id string, change func(j *grants.Job) *grants.Jo
 		}
 		if !found {
 			return grants.ErrNotFound, nil
+		}
+		if fence != nil && (fence.LeaseUntil.IsZero() || !j.LeaseUntil.Equal(fence.LeaseUntil) || j.Attempts != fence.Attempts) {
+			return grants.ErrLeaseLost, nil
 		}
 		if err := tx.Bucket(bJobsDue).Delete(jobDueKey(&j)); err != nil {
 			return nil, err
@@ -137,14 +144,28 @@ func (s *Store) changeJob(what, id string, change func(j *grants.Job) *grants.Jo
 }
 
 func (s *Store) CompleteJob(ctx context.Context, id string) error {
-	return s.changeJob("complete job", id, func(*grants.Job) *grants.Job { return nil })
+	return s.changeJob("complete job", id, nil, completeJob)
 }
 
 func (s *Store) RetryJob(ctx context.Context, id string, runAt time.Time, lastErr string) error {
-	return s.changeJob("retry job", id, func(j *grants.Job) *grants.Job {
+	return s.changeJob("retry job", id, nil, retryJob(runAt, lastErr))
+}
+
+func (s *Store) CompleteClaimedJob(ctx context.Context, claimed *grants.Job) error {
+	return s.changeJob("complete claimed job", claimed.ID, claimed, completeJob)
+}
+
+func (s *Store) RetryClaimedJob(ctx context.Context, claimed *grants.Job, runAt time.Time, lastErr string) error {
+	return s.changeJob("retry claimed job", claimed.ID, claimed, retryJob(runAt, lastErr))
+}
+
+func completeJob(*grants.Job) *grants.Job { return nil }
+
+func retryJob(runAt time.Time, lastErr string) func(j *grants.Job) *grants.Job {
+	return func(j *grants.Job) *grants.Job {
 		j.RunAt, j.LeaseUntil, j.LastError = runAt, time.Time{}, lastErr
 		return j
-	})
+	}
 }
 
 func (s *Store) JobCount(ctx context.Context, kind string) (int, error) {

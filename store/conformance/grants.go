@@ -46,6 +46,7 @@ func RunGrants(t *testing.T, newStore func(t *testing.T, clock *Clock) grants.St
 		{"Invitations/RedeemExtraClaims", testInvitationRedeemExtraClaims},
 		{"Audit", testAudit},
 		{"Jobs/Peek", testJobsPeek},
+		{"Jobs/Fenced", testJobsFenced},
 		{"Audit/Idempotent", testAuditIdempotent},
 		{"Funnel", testFunnel},
 		{"Outbox/Claim", testOutboxClaim},

@@ -221,3 +221,49 @@ func testJobsPeek(t *testing.T, ctx context.Context, s grants.Store, clock *Cloc
 		t.Fatal("limit 0 accepted")
 	}
 }
+
+// testJobsFenced: a worker whose lease lapsed while another worker claimed
+// the job can neither complete nor reschedule it; the current holder can.
+func testJobsFenced(t *testing.T, ctx context.Context, s grants.Store, clock *Clock) {
+	t0 := clock.Now()
+	lease := time.Minute
+	claimOne := func(what string) *grants.Job {
+		t.Helper()
+		got, err := s.ClaimJobs(ctx, "mail", clock.Now(), 10, lease)
+		must(t, what, err)
+		if len(got) != 1 || got[0].ID != "f1" {
+			t.Fatalf("%s: claimed %+v, want f1", what, got)
+		}
+		return &got[0]
+	}
+	leased := func(what string) {
+		t.Helper()
+		got, err := s.ClaimJobs(ctx, "mail", clock.Now(), 10, lease)
+		must(t, what, err)
+		if len(got) != 0 {
+			t.Fatalf("%s: claimed %+v while another worker holds the lease", what, got)
+		}
+	}
+	must(t, "enqueue f1", s.EnqueueJob(ctx, job("f1", "mail", t0)))
+	stale := claimOne("first claim")
+	clock.Advance(lease + time.Second)
+	current := claimOne("claim after the lease lapsed")
+
+	wantErr(t, "stale complete", s.CompleteClaimedJob(ctx, stale), grants.ErrLeaseLost)
+	wantErr(t, "stale retry", s.RetryClaimedJob(ctx, stale, clock.Now(), "late"), grants.ErrLeaseLost)
+	leased("after the stale hand-backs") // the current holder's lease stands
+
+	never := *current
+	never.LeaseUntil = time.Time{}
+	wantErr(t, "a never-claimed copy", s.CompleteClaimedJob(ctx, &never), grants.ErrLeaseLost)
+
+	must(t, "current retry", s.RetryClaimedJob(ctx, current, clock.Now(), "smtp down"))
+	wantErr(t, "retry again with the handed-back claim", s.RetryClaimedJob(ctx, current, clock.Now(), ""), grants.ErrLeaseLost)
+	again := claimOne("claim after the retry")
+	if again.LastError != "smtp down" || again.Attempts != 3 {
+		t.Fatalf("after the fenced retry: %+v", again)
+	}
+	wantErr(t, "complete with the earlier claim", s.CompleteClaimedJob(ctx, current), grants.ErrLeaseLost)
+	must(t, "complete", s.CompleteClaimedJob(ctx, again))
+	wantErr(t, "complete twice", s.CompleteClaimedJob(ctx, again), grants.ErrNotFound)
+}

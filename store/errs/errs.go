@@ -23,4 +23,7 @@ var (
 	// ErrBadCursor: a list cursor that cannot be decoded or does not belong
 	// to this listing. Backends wrap it together with ErrInvalid.
 	ErrBadCursor = errors.New("bad list cursor")
+	// ErrLeaseLost: a worker's lease on a job lapsed and another worker
+	// claimed the job since; the stale worker must leave it alone.
+	ErrLeaseLost = errors.New("job lease lost to another worker")
 )

@@ -112,7 +112,7 @@ func (s *Store) changeJob(ctx context.Context, what, id string, args func(kind s
 				return err
 			}
 			if st := str(res, 0); st != "retry" {
-				return outcome(st, map[string]error{"notfound": grants.ErrNotFound})
+				return outcome(st, map[string]error{"notfound": grants.ErrNotFound, "leaselost": grants.ErrLeaseLost})
 			}
 		}
 		return errors.New("job contended")
@@ -125,15 +125,39 @@ func (s *Store) changeJob(ctx context.Context, what, id string, args func(kind s
 
 func (s *Store) CompleteJob(ctx context.Context, id string) error {
 	return s.changeJob(ctx, "complete job", id, func(kind string) []any {
-		return []any{id, "complete", kind, "", 0, ""}
+		return []any{id, "complete", kind, "", 0, "", "", 0}
 	})
 }
 
 // RetryJob clears the lease and schedules the job again at runAt.
 func (s *Store) RetryJob(ctx context.Context, id string, runAt time.Time, lastErr string) error {
 	return s.changeJob(ctx, "retry job", id, func(kind string) []any {
-		return []any{id, "retry", kind, fmtTime(runAt), micros(runAt), lastErr}
+		return []any{id, "retry", kind, fmtTime(runAt), micros(runAt), lastErr, "", 0}
 	})
+}
+
+// CompleteClaimedJob and RetryClaimedJob pass the claim's lease and attempt
+// count as the fence: the script compares them with the stored ones, as
+// ClaimJobs wrote them (two claims at one instant differ in the count).
+func (s *Store) CompleteClaimedJob(ctx context.Context, claimed *grants.Job) error {
+	return s.changeJob(ctx, "complete claimed job", claimed.ID, func(kind string) []any {
+		return []any{claimed.ID, "complete", kind, "", 0, "", leaseFence(claimed), claimed.Attempts}
+	})
+}
+
+func (s *Store) RetryClaimedJob(ctx context.Context, claimed *grants.Job, runAt time.Time, lastErr string) error {
+	return s.changeJob(ctx, "retry claimed job", claimed.ID, func(kind string) []any {
+		return []any{claimed.ID, "retry", kind, fmtTime(runAt), micros(runAt), lastErr, leaseFence(claimed), claimed.Attempts}
+	})
+}
+
+// leaseFence is the stored form of the claim's lease ("-" for a job never
+// claimed, which no stored lease equals: a fenced change needs a claim).
+func leaseFence(claimed *grants.Job) string {
+	if claimed.LeaseUntil.IsZero() {
+		return "-"
+	}
+	return fmtTime(claimed.LeaseUntil)
 }
 
 func (s *Store) JobCount(ctx context.Context, kind string) (int, error) {

@@ -334,11 +334,15 @@ return out
 
 // changeJob completes (deletes) or reschedules a job of the expected kind:
 // 'ok', 'notfound', or 'retry' when the kind is not the expected one.
-// ARGV: id, op, expected kind, run_at, score, last_error.
+// ARGV: id, op, expected kind, run_at, score, last_error, and the claim's
+// lease and attempt count as the fence (an empty lease for none): 'leaselost' when
+// the stored ones differ.
 var changeJob = redis.NewScript(`
 local k = redis.call('HGET', KEYS[6], ARGV[1])
 if not k then return 'notfound' end
 if k ~= ARGV[3] then return 'retry' end
+if ARGV[7] ~= '' and (redis.call('HGET', KEYS[4], ARGV[1]) ~= ARGV[7] or
+    tostring(redis.call('HGET', KEYS[2], ARGV[1]) or '0') ~= ARGV[8]) then return 'leaselost' end
 if ARGV[2] == 'complete' then
   for i = 1, 6 do redis.call('HDEL', KEYS[i], ARGV[1]) end
   redis.call('ZREM', KEYS[7], ARGV[1])

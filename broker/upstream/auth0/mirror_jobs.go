@@ -153,7 +153,8 @@ func (m *Mirror) failed(ctx context.Context, log *slog.Logger, job *grants.Job, 
 // reschedule puts the job back at `at`; noteErr also records the error on
 // the invitation's pending status.
 func (m *Mirror) reschedule(ctx context.Context, log *slog.Logger, job *grants.Job, p mirrorPayload, at time.Time, reason string, noteErr bool) {
-	if err := m.o.Store.RetryJob(ctx, job.ID, at, reason); err != nil {
+	if err := m.o.Store.RetryClaimedJob(ctx, job, at, reason); err != nil {
+		// Lease lost: the job is another worker's now.
 		log.Error("reschedule auth0 mirror job", "error", err)
 		return
 	}
@@ -227,13 +228,13 @@ func (m *Mirror) release(ctx context.Context, log *slog.Logger, job *grants.Job)
 	if reason == "" {
 		reason = "interrupted by shutdown"
 	}
-	if err := m.o.Store.RetryJob(ctx, job.ID, m.o.Now(), reason); err != nil {
+	if err := m.o.Store.RetryClaimedJob(ctx, job, m.o.Now(), reason); err != nil && !errors.Is(err, grants.ErrLeaseLost) {
 		log.Error("release auth0 mirror job", "error", err)
 	}
 }
 
 func (m *Mirror) complete(ctx context.Context, log *slog.Logger, job *grants.Job) {
-	if err := m.o.Store.CompleteJob(ctx, job.ID); err != nil && !errors.Is(err, grants.ErrNotFound) {
+	if err := m.o.Store.CompleteClaimedJob(ctx, job); err != nil && !errors.Is(err, grants.ErrNotFound) && !errors.Is(err, grants.ErrLeaseLost) {
 		log.Error("delete auth0 mirror job", "error", err)
 	}
 }

@@ -65,7 +65,7 @@ func (m *Mirror) revocations(ctx context.Context, ev grants.OutboxEvent) error {
 	}
 	now := m.o.Now()
 	for i, sub := range ev.UpstreamUsers {
-		payload, err := json.Marshal(mirrorPayload{Op: opRevoke, UpstreamUser: sub, Role: role, ClaimKey: claim})
+		payload, err := json.Marshal(mirrorPayload{Op: opRevoke, UpstreamUser: sub, UsherUser: ev.UserID, Role: role, ClaimKey: claim})
 		if err != nil {
 			return err
 		}

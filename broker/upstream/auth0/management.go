@@ -10,6 +10,8 @@ import (
 	"reflect"
 	"slices"
 
+	"github.com/usher-oidc/usher/grants"
+
 	"github.com/auth0/go-auth0/management"
 )
 
@@ -75,8 +77,28 @@ func (m *Mirror) redeem(ctx context.Context, p mirrorPayload) (missing []string,
 }
 
 // revoke removes a role and/or a claim key from the Auth0 user. A user that
-// no longer exists has nothing left to remove.
+// no longer exists has nothing left to remove. What the usher user's grant
+// holds again by now (granted anew after the revocation, its job run
+// first) stays: the mirror follows the grant, not the order of its jobs.
 func (m *Mirror) revoke(ctx context.Context, p mirrorPayload) error {
+	if p.UsherUser != "" {
+		g, err := m.o.Store.GetGrant(ctx, p.UsherUser)
+		switch {
+		case errors.Is(err, grants.ErrNotFound): // no grant (erased): remove
+		case err != nil:
+			return fmt.Errorf("load the grant of %s: %w", p.UsherUser, err)
+		default:
+			if slices.Contains(g.Roles, p.Role) {
+				p.Role = ""
+			}
+			if _, held := g.Claims[p.ClaimKey]; held {
+				p.ClaimKey = ""
+			}
+			if p.Role == "" && p.ClaimKey == "" {
+				return nil
+			}
+		}
+	}
 	user, err := m.readUser(ctx, p.UpstreamUser)
 	var gone errUserGone
 	if errors.As(err, &gone) {

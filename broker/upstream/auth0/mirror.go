@@ -332,9 +332,11 @@ func (m *Mirror) usersByEmail(ctx context.Context, email string) (bool, error) {
 type mirrorPayload struct {
 	Op           string `json:"op"` // redeem, revoke
 	UpstreamUser string `json:"upstream_user"`
+	// UsherUser: whose grant the job follows; a redemption mirrors only what
+	// the grant still holds, a revocation leaves what it holds again.
+	UsherUser string `json:"usher_user,omitempty"`
 	// redeem
 	InvitationID string         `json:"invitation_id,omitempty"`
-	UsherUser    string         `json:"usher_user,omitempty"`
 	Roles        []string       `json:"roles,omitempty"`
 	Claims       map[string]any `json:"claims,omitempty"`
 	// revoke

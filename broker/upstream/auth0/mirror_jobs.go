@@ -82,10 +82,23 @@ func (m *Mirror) process(ctx context.Context, job *grants.Job) {
 		return
 	}
 
+	budget := min(mirrorJobBudget, m.o.Lease/2)
+	held, err := m.leaseUser(bg, p.UpstreamUser, m.o.Lease)
+	if errors.Is(err, errUserBusy) {
+		m.reschedule(bg, log, job, p, m.o.Now().Add(userBusyRetry), "", false)
+		return
+	}
+	if err != nil {
+		m.failed(bg, log, job, p, &rateNote{}, err)
+		return
+	}
+	// Released once the job's store writes are done (deferred: every
+	// return below has made them).
+	defer m.releaseUser(bg, held)
+
 	note := &rateNote{}
-	callCtx, cancel := context.WithTimeout(context.WithValue(ctx, rateNoteKey{}, note), min(mirrorJobBudget, m.o.Lease/2))
+	callCtx, cancel := context.WithTimeout(context.WithValue(ctx, rateNoteKey{}, note), budget)
 	var missing []string
-	var err error
 	if p.Op == opRedeem {
 		missing, err = m.redeem(callCtx, p)
 	} else {

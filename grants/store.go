@@ -194,6 +194,11 @@ type InvitationFilter struct {
 	// ValidateClaimName refuses under ClaimsNamespace (stored before the rule).
 	UnsafeClaims    bool
 	ClaimsNamespace string
+	// EmailPrefix and ExternalIDPrefix select by prefix (see search.go).
+	EmailPrefix, ExternalIDPrefix string
+	// CreatedSince (inclusive) and CreatedUntil (exclusive) bound CreatedAt;
+	// the zero time leaves that side open.
+	CreatedSince, CreatedUntil time.Time
 	// Limit is the page size (the backend caps it at 1000); Cursor is the
 	// opaque value NextCursor returned for the previous page.
 	Limit  int
@@ -214,7 +219,8 @@ func (f *InvitationFilter) Matches(inv *Invitation, now time.Time) bool {
 		f.Email != "" && !SameEmail(inv.Email, f.Email),
 		f.ClientID != "" && inv.ClientID != f.ClientID,
 		f.ExternalID != "" && inv.ExternalID != f.ExternalID,
-		f.UnsafeClaims && len(UnsafeClaimNames(f.ClaimsNamespace, inv.Claims)) == 0:
+		f.UnsafeClaims && len(UnsafeClaimNames(f.ClaimsNamespace, inv.Claims)) == 0,
+		!f.matchesSearch(inv):
 		return false
 	}
 	return true

@@ -142,6 +142,9 @@ func containsEntry(es []searchEntry, e searchEntry) bool {
 // cluster would have to visit every master); ZADD of an existing member is
 // a no-op, so replicas running it at once, or a run cut short, are harmless.
 func (s *Store) BackfillInvitationSearch(ctx context.Context) (int, error) {
+	if s.search.ready.Load() {
+		return 0, nil
+	}
 	s.search.mu.Lock()
 	defer s.search.mu.Unlock()
 	if s.search.ready.Load() {

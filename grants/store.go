@@ -283,7 +283,8 @@ type Store interface {
 	CreateInvitation(ctx context.Context, inv *Invitation) (*Invitation, error)
 	GetInvitation(ctx context.Context, id string) (*Invitation, error)
 	GetInvitationByTokenHash(ctx context.Context, hash string) (*Invitation, error)
-	// ListInvitations returns newest first and the cursor of the next page ("" at the end).
+	// ListInvitations returns newest first (by email or external ID under a
+	// prefix search, see search.go) and the cursor of the next page ("" at the end).
 	ListInvitations(ctx context.Context, f InvitationFilter, now time.Time) ([]Invitation, string, error)
 	// RedeemInvitation atomically moves the invitation with this token hash
 	// from pending to redeemed and merges its roles and claims into the

@@ -21,3 +21,8 @@ func SearchVisited(ctx context.Context, s *Store, f grants.InvitationFilter, now
 	}
 	return ids, visited, err
 }
+
+// DropInvitationSearch is dropInvitationSearch, for tests.
+func DropInvitationSearch(ctx context.Context, s *Store, inv *grants.Invitation) {
+	s.dropInvitationSearch(ctx, inv)
+}

@@ -82,9 +82,15 @@ func (s *Store) addSearchEntries(ctx context.Context, entries []searchEntry) ([]
 	return added, err
 }
 
+// dropInvitationSearch removes inv's search entries, for code that deletes
+// an invitation record outright (UpdateInvitation already moves them when
+// the email or external ID changes).
+func (s *Store) dropInvitationSearch(ctx context.Context, inv *grants.Invitation) {
+	s.dropSearchEntries(ctx, s.searchEntries(inv))
+}
+
 // dropSearchEntries removes entries, best effort: a leftover entry is
-// stale, and readers skip it. Erasing an invitation's personal data calls
-// it with the entries of the invitation as it was.
+// stale, and readers skip it.
 func (s *Store) dropSearchEntries(ctx context.Context, entries []searchEntry) {
 	if len(entries) == 0 {
 		return

@@ -144,3 +144,43 @@ func BenchmarkPrefixSearch(b *testing.B) {
 		})
 	}
 }
+
+// An entry that no longer matches its record (a crash between the index
+// write and the record's, or a dropped record) never shows; the drop helper
+// takes an invitation out of the search.
+func TestSearchSkipsStaleEntries(t *testing.T) {
+	t.Parallel()
+	ctx := t.Context()
+	s := newStandalone(t, time.Now)
+	now := time.Now()
+	inv := &grants.Invitation{ID: "inv-1", TokenHash: "h-1", Email: "grace@example.com", ExternalID: "crm-1",
+		Status: grants.StatusPending, CreatedAt: now, ExpiresAt: now.Add(time.Hour)}
+	if _, err := s.CreateInvitation(ctx, inv); err != nil {
+		t.Fatal(err)
+	}
+	for _, m := range []string{"zed@example.com\x00inv-1", "zed@example.com\x00inv-gone"} {
+		if err := s.Client().ZAdd(ctx, s.Prefix()+"inv:se", redis.Z{Member: m}).Err(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	search := func(f grants.InvitationFilter) []string {
+		t.Helper()
+		ids, _, err := redisstore.SearchVisited(ctx, s, f, now)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return ids
+	}
+	if got := search(grants.InvitationFilter{EmailPrefix: "zed"}); len(got) != 0 {
+		t.Errorf("stale entries showed: %v", got)
+	}
+	if got := search(grants.InvitationFilter{EmailPrefix: "grace"}); len(got) != 1 {
+		t.Errorf("grace: %v", got)
+	}
+	redisstore.DropInvitationSearch(ctx, s, inv)
+	for _, f := range []grants.InvitationFilter{{EmailPrefix: "grace"}, {ExternalIDPrefix: "crm"}} {
+		if got := search(f); len(got) != 0 {
+			t.Errorf("%+v after the drop: %v", f, got)
+		}
+	}
+}

@@ -11,6 +11,7 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/usher-oidc/usher/grants"
 )
@@ -273,8 +274,13 @@ type ListQuery struct {
 	ExternalID   string
 	ClientID     string
 	UnsafeClaims bool
-	Limit        int // 1..1000; 0: the server's default (50)
-	Cursor       string
+	// EmailPrefix (any case) and ExternalIDPrefix (as given) search by
+	// prefix; the list then comes by email or external ID, not newest first.
+	EmailPrefix, ExternalIDPrefix string
+	// CreatedSince and CreatedUntil (exclusive) bound the creation time.
+	CreatedSince, CreatedUntil time.Time
+	Limit                      int // 1..1000; 0: the server's default (50)
+	Cursor                     string
 }
 
 func (q ListQuery) values() url.Values {
@@ -289,6 +295,16 @@ func (q ListQuery) values() url.Values {
 	}
 	if q.UnsafeClaims {
 		v.Set("unsafe_claims", "true")
+	}
+	for k, s := range map[string]string{"email_prefix": q.EmailPrefix, "external_id_prefix": q.ExternalIDPrefix} {
+		if s != "" {
+			v.Set(k, s)
+		}
+	}
+	for k, t := range map[string]time.Time{"created_since": q.CreatedSince, "created_until": q.CreatedUntil} {
+		if !t.IsZero() {
+			v.Set(k, t.Format(time.RFC3339Nano))
+		}
 	}
 	return v
 }

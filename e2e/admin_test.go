@@ -141,6 +141,16 @@ func TestAdminPage(t *testing.T) {
 	if n := adminEval(t, admin, `String(document.querySelectorAll('#invitation-list tbody tr').length)`); n != "1" {
 		t.Errorf("search by email found %s rows", n)
 	}
+	// The filter form: the start of the email in any case, a status and a
+	// date, submitted as a GET whose URL keeps them.
+	do(t, admin, "searching by the start of the email", chromedp.Navigate(issuer+"/admin"),
+		chromedp.SetValue(chromedp.CSS(`#q`), "INVITEE"), chromedp.SetValue(chromedp.CSS(`#status`), "pending"),
+		chromedp.SetValue(chromedp.CSS(`#from`), time.Now().UTC().AddDate(0, 0, -1).Format(time.DateOnly)),
+		chromedp.Click(chromedp.CSS(`#filter`)))
+	pollJS(t, admin, "waiting for the filtered list", 20*time.Second, `location.search.includes("q=INVITEE") && !!document.querySelector('#invitation-list')`)
+	if got := adminEval(t, admin, `[...new URLSearchParams(location.search)].map(p => p[0] + "=" + (p[0] === "from" ? "date" : p[1])).join("&") + " " + document.querySelectorAll('#invitation-list tbody tr').length`); got != "status=pending&q=INVITEE&from=date&to= 1" {
+		t.Errorf("the filter form's URL and rows = %q", got)
+	}
 
 	// On a phone (390 px): the page does not scroll sideways; the list scrolls in its own box.
 	do(t, admin, "sizing the window as a phone", chromedp.EmulateViewport(390, 844, chromedp.EmulateMobile))

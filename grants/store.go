@@ -196,6 +196,11 @@ type InvitationFilter struct {
 	// ValidateClaimName refuses under ClaimsNamespace (stored before the rule).
 	UnsafeClaims    bool
 	ClaimsNamespace string
+	// EmailPrefix and ExternalIDPrefix select by prefix (see search.go).
+	EmailPrefix, ExternalIDPrefix string
+	// CreatedSince (inclusive) and CreatedUntil (exclusive) bound CreatedAt;
+	// the zero time leaves that side open.
+	CreatedSince, CreatedUntil time.Time
 	// Limit is the page size (the backend caps it at 1000); Cursor is the
 	// opaque value NextCursor returned for the previous page.
 	Limit  int
@@ -216,7 +221,8 @@ func (f *InvitationFilter) Matches(inv *Invitation, now time.Time) bool {
 		f.Email != "" && !SameEmail(inv.Email, f.Email),
 		f.ClientID != "" && inv.ClientID != f.ClientID,
 		f.ExternalID != "" && inv.ExternalID != f.ExternalID,
-		f.UnsafeClaims && len(UnsafeClaimNames(f.ClaimsNamespace, inv.Claims)) == 0:
+		f.UnsafeClaims && len(UnsafeClaimNames(f.ClaimsNamespace, inv.Claims)) == 0,
+		!f.matchesSearch(inv):
 		return false
 	}
 	return true
@@ -279,7 +285,8 @@ type Store interface {
 	CreateInvitation(ctx context.Context, inv *Invitation) (*Invitation, error)
 	GetInvitation(ctx context.Context, id string) (*Invitation, error)
 	GetInvitationByTokenHash(ctx context.Context, hash string) (*Invitation, error)
-	// ListInvitations returns newest first and the cursor of the next page ("" at the end).
+	// ListInvitations returns newest first (by email or external ID under a
+	// prefix search, see search.go) and the cursor of the next page ("" at the end).
 	ListInvitations(ctx context.Context, f InvitationFilter, now time.Time) ([]Invitation, string, error)
 	// RedeemInvitation atomically moves the invitation with this token hash
 	// from pending to redeemed and merges its roles and claims into the

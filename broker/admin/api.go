@@ -486,6 +486,9 @@ func (h *API) apiListInvitations(w http.ResponseWriter, r *http.Request, _ Calle
 	if f.Limit, ok = queryLimit(w, q, 50); !ok {
 		return
 	}
+	if !apiSearchFilter(w, &f, q) {
+		return
+	}
 	list, next, err := h.Store.ListInvitations(r.Context(), f, h.Now())
 	if err != nil {
 		if errors.Is(err, storeerrs.ErrBadCursor) {

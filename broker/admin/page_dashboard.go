@@ -45,6 +45,7 @@ type dashboardPage struct {
 	MaxDays     int
 
 	Status, Query, By string
+	From, To          string // the creation-date filter, YYYY-MM-DD
 	Statuses          []option
 	Rows              []invitationRow
 	NextURL, FirstURL string
@@ -97,6 +98,11 @@ func (h *Page) renderDashboard(w http.ResponseWriter, r *http.Request, a *adminR
 		if p.Query != "" {
 			v.Set("q", p.Query)
 			v.Set("by", p.By)
+		}
+		for k, d := range map[string]string{"from": p.From, "to": p.To} {
+			if d != "" {
+				v.Set(k, d)
+			}
 		}
 		if cur != "" {
 			v.Set("cursor", cur)
@@ -158,9 +164,9 @@ func (h *Page) formOptions(p *dashboardPage, f inviteForm) {
 
 }
 
-// listInvitations reads the list's page: the status filter, the search
-// (email or external ID, whichever finds something first) and the cursor. It
-// has answered the request itself when ok is false.
+// listInvitations reads the list's page: the status and date filters, the
+// prefix search (email or external ID, whichever finds something first) and
+// the cursor. It has answered the request itself when ok is false.
 func (h *Page) listInvitations(w http.ResponseWriter, r *http.Request, p *dashboardPage, notice *string) (list []grants.Invitation, next, cursor string, ok bool) {
 	ctx := r.Context()
 	q := r.URL.Query()
@@ -178,7 +184,12 @@ func (h *Page) listInvitations(w http.ResponseWriter, r *http.Request, p *dashbo
 		p.Statuses = append(p.Statuses, option{Value: s, Label: label, Selected: s == p.Status})
 	}
 	p.Query = strings.TrimSpace(clip(q.Get("q"), 254))
-	p.Searched = p.Query != ""
+	var window grants.InvitationFilter
+	var dateNotice string
+	if p.From, p.To, dateNotice = pageCreatedRange(q, &window); dateNotice != "" {
+		*notice = dateNotice
+	}
+	p.Searched = p.Query != "" || p.From != "" || p.To != ""
 	cursor = q.Get("cursor")
 	by := q.Get("by")
 	var order []string
@@ -193,12 +204,13 @@ func (h *Page) listInvitations(w http.ResponseWriter, r *http.Request, p *dashbo
 		order = []string{"external_id", "email"}
 	}
 	for i, field := range order {
-		fl := grants.InvitationFilter{Status: grants.Status(p.Status), Cursor: cursor, Limit: adminPageSize}
+		fl := grants.InvitationFilter{Status: grants.Status(p.Status), Cursor: cursor, Limit: adminPageSize,
+			CreatedSince: window.CreatedSince, CreatedUntil: window.CreatedUntil}
 		switch field {
 		case "email":
-			fl.Email = p.Query
+			fl.EmailPrefix = p.Query
 		case "external_id":
-			fl.ExternalID = p.Query
+			fl.ExternalIDPrefix = p.Query
 		}
 		var err error
 		list, next, err = h.Store.ListInvitations(ctx, fl, h.Now())

@@ -186,6 +186,9 @@ func (s *Store) ListInvitations(ctx context.Context, f grants.InvitationFilter, 
 		limit = defaultListLimit
 	}
 	limit = min(limit, maxListLimit)
+	if field, prefix := f.SearchIndex(); field != "" {
+		return s.searchInvitations(f, field, prefix, limit, now)
+	}
 	var before []byte // results have time keys strictly below this
 	if f.Cursor != "" {
 		c, err := base64.RawURLEncoding.DecodeString(f.Cursor)
@@ -194,6 +197,7 @@ func (s *Store) ListInvitations(ctx context.Context, f grants.InvitationFilter, 
 		}
 		before = c
 	}
+	before, since := createdBounds(f, before)
 	type item struct {
 		key []byte
 		inv *grants.Invitation
@@ -241,6 +245,9 @@ func (s *Store) ListInvitations(ctx context.Context, f grants.InvitationFilter, 
 		for ; k != nil && len(page) <= limit; k, _ = c.Prev() {
 			if before != nil && bytes.Compare(k, before) >= 0 {
 				continue
+			}
+			if since != nil && bytes.Compare(k, since) < 0 {
+				break
 			}
 			inv, err := loadInvitation(tx, k[12:])
 			if err != nil {

@@ -335,6 +335,12 @@ func (s *Store) createInvitation(ctx context.Context, inv *grants.Invitation, cl
 		rollback()
 		return nil, err
 	}
+	searchAdded, err := s.addSearchEntries(ctx, s.searchEntries(inv))
+	undo = append(undo, func() { s.dropSearchEntries(ctx, searchAdded) })
+	if err != nil {
+		rollback()
+		return nil, err
+	}
 	res, err := s.runScript(ctx, invitationCAS, []string{s.invKey(inv.ID)}, "create", "", raw, string(inv.Status), "")
 	if err == nil && str(res, 0) == "conflict" {
 		err = idTakenError{inv.ID}
@@ -432,6 +438,9 @@ func (s *Store) ListInvitations(ctx context.Context, f grants.InvitationFilter, 
 		limit = defaultListLimit
 	}
 	limit = min(limit, maxListLimit)
+	if field, prefix := f.SearchIndex(); field != "" {
+		return s.searchInvitations(ctx, f, field, prefix, limit, now)
+	}
 	var after *listCursor
 	if f.Cursor != "" {
 		c, err := decodeCursor(f.Cursor)
@@ -458,10 +467,11 @@ func (s *Store) ListInvitations(ctx context.Context, f grants.InvitationFilter, 
 	if after != nil {
 		start = strconv.FormatFloat(after.score, 'f', -1, 64)
 	}
+	start, stop := createdScores(f, start)
 	batch := int64(min(2*(limit+1), 1000))
 	for offset := int64(0); len(page) <= limit; {
 		zs, err := s.rdb.ZRangeArgsWithScores(ctx, redis.ZRangeArgs{
-			Key: key, Start: start, Stop: "-inf", ByScore: true, Rev: true, Offset: offset, Count: batch,
+			Key: key, Start: start, Stop: stop, ByScore: true, Rev: true, Offset: offset, Count: batch,
 		}).Result()
 		if err != nil {
 			return nil, "", fmt.Errorf("redisstore: list invitations: %w", err)

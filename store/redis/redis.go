@@ -130,6 +130,7 @@ type Store struct {
 
 	closeOnce sync.Once
 	closeErr  error
+	search    searchState // invitations_search.go
 }
 
 // New wraps an existing client. The store owns it from then on: Close closes it.
@@ -206,6 +207,7 @@ func Open(cfg Config, opts Options) (*Store, error) {
 		_ = client.Close()
 		return nil, err
 	}
+	go s.backfillSearch()
 	return s, nil
 }
 

@@ -236,10 +236,16 @@ func (s *Store) UpdateInvitation(ctx context.Context, id string, fn func(*grants
 			if err != nil {
 				return nil, err
 			}
-			res, err := s.casInvitation(ctx, inv, version, "")
+			finishSearch, err := s.stageSearchEntries(ctx, old, inv)
 			if err != nil {
+				s.removeIndexEntries(ctx, id, added)
 				return nil, err
 			}
+			res, err := s.casInvitation(ctx, inv, version, "")
+			if err != nil {
+				return nil, err // written or not: keep the entries
+			}
+			finishSearch(res == "ok")
 			switch res {
 			case "ok":
 				var gone []string

@@ -30,7 +30,8 @@ const inviteUsage = `Usage:
                       [--no-email] [--email-match any|exact|domain] [--inviter NAME]
                       [--link invite|authorize] [--idempotency-key K] [--json]
   usher invite list   [--status pending|redeemed|revoked|expired] [--email ADDR]
-                      [--external-id X] [--unsafe-claims] [--limit N] [--all] [--json]
+                      [--email-prefix P] [--external-id X] [--external-id-prefix P]
+                      [--since DATE] [--until DATE] [--unsafe-claims] [--limit N] [--all] [--json]
   usher invite revoke ID [--json]
   usher invite resend ID [--json]
   usher invite import people.csv [--no-email] [--role R]... [--client-id-for CLIENT]
@@ -390,6 +391,10 @@ func (c *inviteCmd) list(ctx context.Context, args []string) error {
 	status := fs.String("status", "", "only invitations in this status: pending, redeemed, revoked, declined, expired")
 	email := fs.String("email", "", "only invitations for this email address")
 	externalID := fs.String("external-id", "", "only invitations with this external_id")
+	emailPrefix := fs.String("email-prefix", "", "only invitations whose email starts with this (any case; listed by email)")
+	extPrefix := fs.String("external-id-prefix", "", "only invitations whose external_id starts with this (listed by external_id)")
+	since := fs.String("since", "", "only invitations created on or after this date (YYYY-MM-DD, UTC) or RFC 3339 time")
+	until := fs.String("until", "", "only invitations created before this date (YYYY-MM-DD: up to the end of that day, UTC) or RFC 3339 time")
 	unsafe := fs.Bool("unsafe-claims", false, "only invitations holding claim names that fold onto registered claims (never served)")
 	limit := fs.Int("limit", 50, "page size, 1 to 1000")
 	all := fs.Bool("all", false, "fetch every page")
@@ -409,11 +414,18 @@ func (c *inviteCmd) list(ctx context.Context, args []string) error {
 	if *limit < 1 || *limit > 1000 {
 		return c.usagef("--limit must be from 1 to 1000")
 	}
+	q := client.ListQuery{Status: grants.Status(*status), Email: *email, ExternalID: *externalID, UnsafeClaims: *unsafe, Limit: *limit,
+		EmailPrefix: *emailPrefix, ExternalIDPrefix: *extPrefix}
+	if q.CreatedSince, err = listDate("--since", *since, false); err != nil {
+		return c.usagef("%v", err)
+	}
+	if q.CreatedUntil, err = listDate("--until", *until, true); err != nil {
+		return c.usagef("%v", err)
+	}
 	ac, err := c.client(scopeRead)
 	if err != nil {
 		return err
 	}
-	q := client.ListQuery{Status: grants.Status(*status), Email: *email, ExternalID: *externalID, UnsafeClaims: *unsafe, Limit: *limit}
 	// Under --json the invitations are printed as usher sent them.
 	var out struct {
 		Invitations []json.RawMessage `json:"invitations"`
@@ -532,4 +544,23 @@ func (c *inviteCmd) resend(ctx context.Context, args []string) error {
 	c.printInvitation(inv)
 	c.printLinkNote(inv)
 	return nil
+}
+
+// listDate reads --since/--until: a UTC day (--until: up to that day's end)
+// or an RFC 3339 time; "" is no bound.
+func listDate(flag, v string, endOfDay bool) (time.Time, error) {
+	if v == "" {
+		return time.Time{}, nil
+	}
+	if d, err := time.Parse(time.DateOnly, v); err == nil {
+		if endOfDay {
+			d = d.AddDate(0, 0, 1)
+		}
+		return d, nil
+	}
+	t, err := time.Parse(time.RFC3339, v)
+	if err != nil {
+		return time.Time{}, fmt.Errorf("%s must be a date (YYYY-MM-DD) or an RFC 3339 time, not %q", flag, v)
+	}
+	return t, nil
 }

@@ -129,6 +129,16 @@ func TestInviteLifecycle(t *testing.T) {
 	if list := listJSON(t, d, "--email", "grace@example.com"); len(list) != 1 || list[0].ID != humanID || list[0].Claims["crm_id"] != "C-1" {
 		t.Errorf("list --email grace: %+v", list)
 	}
+	if list := listJSON(t, d, "--email-prefix", "GRA"); len(list) != 1 || list[0].ID != humanID {
+		t.Errorf("list --email-prefix GRA: %+v", list)
+	}
+	today := time.Now().UTC().Format(time.DateOnly)
+	if list := listJSON(t, d, "--since", today, "--until", today); len(list) != 2 {
+		t.Errorf("list --since/--until today: %d invitations, want 2", len(list))
+	}
+	if list := listJSON(t, d, "--until", "2000-01-01"); len(list) != 0 {
+		t.Errorf("list --until 2000-01-01: %+v", list)
+	}
 
 	// revoke (flags after the ID) → list --status revoked shows it
 	r = runCLI(t, "invite", "revoke", humanID, "--issuer", d.IssuerURL, "--client-id", app.DevFunnelClientID, "--client-secret", app.DevFunnelSecret)
@@ -202,6 +212,7 @@ func TestInviteErrors(t *testing.T) {
 		{name: "resend two ids", args: append([]string{"resend", "a", "b"}, conn...), code: 2, stderr: []string{"one invitation ID"}},
 		{name: "bad status", args: append([]string{"list", "--status", "gone"}, conn...), code: 2, stderr: []string{"--status"}},
 		{name: "bad limit", args: append([]string{"list", "--limit", "0"}, conn...), code: 2, stderr: []string{"--limit"}},
+		{name: "bad since", args: append([]string{"list", "--since", "yesterday"}, conn...), code: 2, stderr: []string{"--since", "YYYY-MM-DD"}},
 		{name: "unknown flag", args: append([]string{"list", "--colour"}, conn...), code: 2, stderr: []string{"-colour"}},
 		{name: "unknown subcommand", args: []string{"frobnicate"}, code: 2, stderr: []string{`unknown subcommand "frobnicate"`}},
 		{name: "no subcommand", args: nil, code: 2, stderr: []string{"usher invite create"}},

@@ -170,7 +170,9 @@ func UserIndexKey(email, userID string) string { return EmailKey(email) + "\x00"
 
 // EncodeUserCursor and DecodeUserCursor turn the last index entry of a page
 // into the opaque cursor of the next one, and back.
-func EncodeUserCursor(lastKey string) string { return base64.RawURLEncoding.EncodeToString([]byte(lastKey)) }
+func EncodeUserCursor(lastKey string) string {
+	return base64.RawURLEncoding.EncodeToString([]byte(lastKey))
+}
 
 func DecodeUserCursor(c string) (string, error) {
 	raw, err := base64.RawURLEncoding.DecodeString(c)

@@ -237,7 +237,7 @@ func (s opStorage) CreateAccessAndRefreshTokens(ctx context.Context, req op.Toke
 			// confidential client's offline_access is meant to outlive it.
 			next.SessionID = r.SessionID
 		}
-		next.FamilyExpiresAt = now.Add(b.opts.Tokens.RefreshAbsolute)
+		next.FamilyExpiresAt, next.FamilyCreatedAt = now.Add(b.opts.Tokens.RefreshAbsolute), now
 		next.ExpiresAt = minTime(now.Add(b.opts.Tokens.RefreshIdle), next.FamilyExpiresAt)
 		if err := b.sessions.CreateRefreshToken(ctx, next); err != nil {
 			return "", "", time.Time{}, storeError("saving the refresh token", err)
@@ -246,7 +246,7 @@ func (s opStorage) CreateAccessAndRefreshTokens(ctx context.Context, req op.Toke
 		next.ClientID, next.AMR, next.AuthTime, next.SessionID = r.rt.ClientID, r.rt.AMR, r.rt.AuthTime, r.rt.SessionID
 		next.Upstream = r.rt.Upstream
 		// Rotation never extends the family's absolute lifetime.
-		next.FamilyExpiresAt = r.rt.FamilyExpiresAt
+		next.FamilyExpiresAt, next.FamilyCreatedAt = r.rt.FamilyExpiresAt, r.rt.FamilyCreatedAt
 		next.ExpiresAt = minTime(now.Add(b.opts.Tokens.RefreshIdle), next.FamilyExpiresAt)
 		err := b.sessions.RotateRefreshToken(ctx, r.rt.Hash, next)
 		switch {

@@ -136,6 +136,16 @@ func (b *Broker) verifyAccessToken(ctx context.Context, token string) (*oidc.Acc
 	if revoked {
 		return nil, oidc.ErrInvalidRequest().WithDescription("access token revoked")
 	}
+	if _, isClient := b.clients[claims.Subject]; !isClient {
+		g, err := b.grant(ctx, claims.Subject)
+		if err != nil {
+			return nil, storeError("loading the user's grant", err)
+		}
+		// iat has whole seconds: a token of the sign-out's own second counts as before it.
+		if g.SignedOut(claims.IssuedAt.AsTime()) {
+			return nil, oidc.ErrInvalidRequest().WithDescription("access token revoked: the user was signed out everywhere")
+		}
+	}
 	return claims, nil
 }
 
@@ -181,7 +191,7 @@ func (b *Broker) tokenResponse(ctx context.Context, req op.IDTokenRequest, clien
 	case *refreshRequest:
 		wantsRefresh = true
 	}
-	if err := b.readClaimsFirst(ctx, req.GetSubject()); err != nil {
+	if err := b.readClaimsFirst(ctx, req.GetSubject(), issuedAt(req)); err != nil {
 		return nil, err
 	}
 	if wantsRefresh {
@@ -223,15 +233,38 @@ func (b *Broker) tokenResponse(ctx context.Context, req op.IDTokenRequest, clien
 // before the refresh token rotates: a store failure then answers 503 with
 // the old refresh token still valid, instead of after a rotation the client
 // never learnt of, whose retry would look like reuse and end the sign-in.
-func (b *Broker) readClaimsFirst(ctx context.Context, subject string) error {
+// It also refuses a sign-in (auth request, refresh token family) issued
+// before the user was signed out everywhere.
+func (b *Broker) readClaimsFirst(ctx context.Context, subject string, issued time.Time) error {
 	if _, err := b.user(ctx, subject); err != nil {
 		if errors.Is(err, grants.ErrNotFound) {
 			return oidc.ErrInvalidGrant().WithDescription("user no longer exists")
 		}
 		return storeError("loading the user", err)
 	}
-	_, err := b.privateClaims(ctx, subject, "")
-	return err
+	if _, err := b.privateClaims(ctx, subject, ""); err != nil {
+		return err
+	}
+	g, err := b.grant(ctx, subject)
+	if err != nil {
+		return storeError("loading the user's grant", err)
+	}
+	if g.SignedOut(issued) {
+		return oidc.ErrInvalidGrant().WithDescription("the user was signed out everywhere; sign in again")
+	}
+	return nil
+}
+
+// issuedAt is when the sign-in a token request continues began: the auth
+// request's creation, or the refresh token family's first token.
+func issuedAt(req op.TokenRequest) time.Time {
+	switch r := req.(type) {
+	case authRequest:
+		return r.CreatedAt
+	case *refreshRequest:
+		return r.rt.FamilyCreatedAt
+	}
+	return time.Time{}
 }
 
 func (b *Broker) signAccessToken(ctx context.Context, req op.TokenRequest, clientID, jti string, exp, authTime time.Time) (string, error) {

@@ -140,3 +140,31 @@ func signInAs(t *testing.T, d *app.Dev, a *agent, email, password string, signup
 	code, verifier := a.signIn(d, email, password, signup)
 	return exchangeCode(t, d, code, verifier)
 }
+
+// An admin page session ends too: signed out everywhere, the next admin
+// request goes back to the admin sign-in.
+func TestSignOutEverywhereEndsAdminSession(t *testing.T) {
+	t.Parallel()
+	d := startDev(t, app.DevOptions{})
+	base := strings.TrimSuffix(d.IssuerURL, "/")
+	a := newAgent(t, base+"/admin/login")
+	a.stopAt = "http://never.invalid" // follow the admin sign-in through
+	resp, body := a.get(base + "/admin/login")
+	resp, body = a.devidpForm(resp, body, "login", url.Values{"email": {app.DevAdminEmail}, "password": {app.DevAdminPassword}})
+	if resp.StatusCode != http.StatusOK || resp.Request.URL.Path != "/admin" {
+		t.Fatalf("admin sign-in: %d at %s\n%s", resp.StatusCode, resp.Request.URL, clipText(body))
+	}
+	api := funnelToken(t, d, "invitations:write invitations:read")
+	users, _ := apiCall(t, d, http.MethodGet, "/api/users?email="+url.QueryEscape(app.DevAdminEmail), api, nil).body["users"].([]any)
+	if len(users) != 1 {
+		t.Fatalf("users with %s: %v", app.DevAdminEmail, users)
+	}
+	id := users[0].(map[string]any)["id"].(string)
+	if res := apiCall(t, d, http.MethodPost, "/api/users/"+url.PathEscape(id)+"/sign-out", api, nil); res.status != http.StatusNoContent {
+		t.Fatalf("sign out everywhere: %d %s", res.status, res.raw)
+	}
+	a.stopAt = base + "/admin/login"
+	if resp, _ := a.get(base + "/admin"); resp.StatusCode != http.StatusSeeOther || resp.Header.Get("Location") != base+"/admin/login" {
+		t.Fatalf("GET /admin after sign-out: %d %s", resp.StatusCode, resp.Header.Get("Location"))
+	}
+}

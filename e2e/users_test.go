@@ -1,13 +1,17 @@
 package e2e
 
 import (
+	"encoding/base64"
 	"net/http"
+	"net/http/httptest"
 	"net/url"
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/usher-oidc/usher/app"
+	"github.com/usher-oidc/usher/config"
 	"github.com/usher-oidc/usher/devidp"
 	"github.com/usher-oidc/usher/grants"
 	"github.com/usher-oidc/usher/internal/testkit"
@@ -74,7 +78,14 @@ func TestSignOutEverywhere(t *testing.T) {
 // account signing in again is a new user without grants.
 func TestEraseUser(t *testing.T) {
 	t.Parallel()
-	d := startDev(t, app.DevOptions{})
+	key := []byte("0123456789abcdef0123456789abcdef")
+	rc := &receiver{secret: key, ids: map[string]bool{}}
+	srv := httptest.NewServer(rc)
+	t.Cleanup(srv.Close)
+	d := startDev(t, app.DevOptions{WebhookBackoff: 20 * time.Millisecond, Configure: func(c *config.Config) {
+		c.Webhooks = []config.Webhook{{ID: "crm", URL: srv.URL, Secrets: []string{"whsec_" + base64.StdEncoding.EncodeToString(key)},
+			Events: []string{"user.erased"}}}
+	}})
 	api := funnelToken(t, d, "invitations:write invitations:read")
 	const email = "erase-me@example.com"
 	inv := invite(t, d, api, map[string]any{"email": email, "roles": []string{"customer"},
@@ -119,6 +130,12 @@ func TestEraseUser(t *testing.T) {
 		recs, _ := r.body["records"].([]any)
 		return len(recs) == 1
 	})
+	testkit.Eventually(t, "the user.erased webhook", func() bool { return slices.Equal(rc.types(), []string{"user.erased"}) })
+	rc.mu.Lock()
+	if data, _ := rc.events[0]["data"].(map[string]any); data["user_id"] != sub || len(data) != 1 {
+		t.Errorf("user.erased data: %v", rc.events[0]["data"])
+	}
+	rc.mu.Unlock()
 	testkit.Eventually(t, "Auth0 loses usher's roles and app_metadata", func() bool {
 		return !slices.Contains(d.IDP.UserRoles(up), "customer") && d.IDP.AppMetadata(up)["usher"] == nil
 	})

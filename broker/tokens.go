@@ -97,6 +97,8 @@ func (s *server) ClientCredentialsExchange(ctx context.Context, r *op.ClientRequ
 // UserInfo verifies the access token itself so it can honour the token's
 // scopes (the library passes only its jti and subject to storage).
 func (s *server) UserInfo(ctx context.Context, r *op.Request[oidc.UserInfoRequest]) (*op.Response, error) {
+	// One read of the grant: the sign-out check and the claims share it.
+	ctx = context.WithValue(ctx, ctxClaimsCache, &claimsCache{})
 	claims, err := s.b.verifyAccessToken(ctx, r.Data.AccessToken)
 	if err != nil {
 		return nil, err
@@ -141,8 +143,13 @@ func (b *Broker) verifyAccessToken(ctx context.Context, token string) (*oidc.Acc
 		if err != nil {
 			return nil, storeError("loading the user's grant", err)
 		}
-		// iat has whole seconds: a token of the sign-out's own second counts as before it.
-		if g.SignedOut(claims.IssuedAt.AsTime()) {
+		// The jti holds the issue instant in ms; iat (whole seconds) only
+		// for older tokens, where one of the sign-out's second counts as before it.
+		issued, ok := issuedFromJTI(claims.JWTID)
+		if !ok {
+			issued = claims.IssuedAt.AsTime()
+		}
+		if g.SignedOut(issued) {
 			return nil, oidc.ErrInvalidRequest().WithDescription("access token revoked: the user was signed out everywhere")
 		}
 	}

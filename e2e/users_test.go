@@ -21,7 +21,7 @@ import (
 // refresh tokens and usher's silent sign-in; a new sign-in works.
 func TestSignOutEverywhere(t *testing.T) {
 	t.Parallel()
-	d := startDev(t, app.DevOptions{})
+	d := startDev(t, app.DevOptions{Configure: withResourceServer})
 	api := funnelToken(t, d, "invitations:write invitations:read")
 	const email, password = "everywhere@example.com", "password-123456"
 	a1, a2 := newAgent(t, d.SPAURL), newAgent(t, d.SPAURL)
@@ -52,6 +52,9 @@ func TestSignOutEverywhere(t *testing.T) {
 		if st := userinfoStatus(t, d, tr.AccessToken); st == http.StatusOK {
 			t.Errorf("userinfo %d after sign-out answered 200", i+1)
 		}
+		if got := introspect(t, d, rsClientID, rsSecret, tr.AccessToken); got["active"] != false {
+			t.Errorf("introspection %d after sign-out: %v", i+1, got)
+		}
 	}
 	for i, a := range []*agent{a1, a2} {
 		if body := silent(a); !strings.Contains(body, `"error":"login_required"`) {
@@ -60,8 +63,12 @@ func TestSignOutEverywhere(t *testing.T) {
 	}
 	// A new sign-in works, and so does its refresh token.
 	tr3 := signInAs(t, d, newAgent(t, d.SPAURL), email, password, false)
-	if r := refresh(t, d, tr3.RefreshToken); r.AccessToken == "" {
+	r := refresh(t, d, tr3.RefreshToken)
+	if r.AccessToken == "" {
 		t.Fatalf("refresh of a sign-in after the sign-out: %d %+v", r.status, r)
+	}
+	if userinfoStatus(t, d, r.AccessToken) != http.StatusOK {
+		t.Errorf("userinfo with a token issued after the sign-out refused")
 	}
 	auditWhen(t, d, "/api/audit?action="+grants.EventUserSignedOutEverywhere+"&target="+url.QueryEscape(sub), api, func(r apiResult) bool {
 		recs, _ := r.body["records"].([]any)

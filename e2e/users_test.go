@@ -192,3 +192,44 @@ func TestSignOutEverywhereEndsAdminSession(t *testing.T) {
 		t.Fatalf("GET /admin after sign-out: %d %s", resp.StatusCode, resp.Header.Get("Location"))
 	}
 }
+
+// The same on a Redis Cluster: the user list index, sign out everywhere and
+// erase (its grant script and the keys in other slots).
+func TestUsersOnRedisCluster(t *testing.T) {
+	t.Parallel()
+	addrs := startRedisCluster(t)
+	d := startDev(t, app.DevOptions{Configure: func(c *config.Config) {
+		c.Store.Driver = "redis"
+		c.Store.Redis.Addrs = addrs
+	}})
+	api := funnelToken(t, d, "invitations:write invitations:read")
+	const email, password = "Cluster.User@example.com", "password-123456"
+	tr := signInAs(t, d, newAgent(t, d.SPAURL), email, password, true)
+	sub, _ := jwtClaims(t, tr.IDToken)["sub"].(string)
+	listed := func(q string) []any {
+		users, _ := apiCall(t, d, http.MethodGet, "/api/users?q="+url.QueryEscape(q), api, nil).body["users"].([]any)
+		return users
+	}
+	if users := listed("cluster.u"); len(users) != 1 || users[0].(map[string]any)["id"] != sub {
+		t.Fatalf("list q=cluster.u: %v", users)
+	}
+	if res := apiCall(t, d, http.MethodPost, "/api/users/"+url.PathEscape(sub)+"/sign-out", api, nil); res.status != http.StatusNoContent {
+		t.Fatalf("sign out everywhere: %d %s", res.status, res.raw)
+	}
+	if r := refresh(t, d, tr.RefreshToken); r.Error != "invalid_grant" {
+		t.Errorf("refresh after sign-out: %+v", r)
+	}
+	if res := apiCall(t, d, http.MethodDelete, "/api/users/"+url.PathEscape(sub), api, nil); res.status != http.StatusNoContent {
+		t.Fatalf("erase: %d %s", res.status, res.raw)
+	}
+	if users := listed("cluster"); len(users) != 0 {
+		t.Errorf("listed after erase: %v", users)
+	}
+	tr2 := signInAs(t, d, newAgent(t, d.SPAURL), email, password, false)
+	if c := jwtClaims(t, tr2.IDToken); c["sub"] == sub {
+		t.Errorf("sign-in after erase reused the erased user %s", sub)
+	}
+	if users := listed("cluster"); len(users) != 1 {
+		t.Errorf("the new user is not listed: %v", users)
+	}
+}

@@ -11,6 +11,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/usher-oidc/usher/grants"
+	"github.com/usher-oidc/usher/store"
 )
 
 // The admin's user list, sign out everywhere and erase.
@@ -20,11 +21,36 @@ import (
 //	                    email order and a prefix of the email is a range.
 //
 // The index lives in its own slot, apart from the users: it is written
-// after the user (every sign-in re-adds the entry, which also indexes users
-// stored before the index existed) and an email change removes the old
-// entry; readers drop entries whose user is gone or carries another email.
+// after the user (every sign-in re-adds the entry) and an email change
+// removes the old entry; readers drop entries whose user is gone or carries
+// another email. Users stored before the index existed are indexed once,
+// by the first listing (ensureUsersIndexed).
 
 func (s *Store) usersIndexKey() string { return s.prefix + "users:idx" }
+
+// usersIndexBuiltKey marks that every user stored before the index existed
+// has been indexed.
+func (s *Store) usersIndexBuiltKey() string { return s.prefix + "users:idx:built" }
+
+// ensureUsersIndexed indexes, once per store, the users written before the
+// index existed: a one-time scan (as export does), never a listing's path
+// afterwards. Several replicas doing it at once write the same entries.
+func (s *Store) ensureUsersIndexed(ctx context.Context) error {
+	if n, err := s.rdb.Exists(ctx, s.usersIndexBuiltKey()).Result(); err != nil || n == 1 {
+		return err
+	}
+	err := s.Export(ctx, store.Users, func(rec json.RawMessage) error {
+		var u grants.User
+		if err := json.Unmarshal(rec, &u); err != nil {
+			return err
+		}
+		return s.indexUser(ctx, &u)
+	})
+	if err != nil {
+		return fmt.Errorf("indexing the users stored before the user list: %w", err)
+	}
+	return s.rdb.Set(ctx, s.usersIndexBuiltKey(), "1", 0).Err()
+}
 
 // indexUser adds u's entry (every sign-in: idempotent).
 func (s *Store) indexUser(ctx context.Context, u *grants.User) error {
@@ -53,6 +79,9 @@ func (s *Store) ListUsers(ctx context.Context, f grants.UserFilter) ([]grants.Us
 			return nil, "", fmt.Errorf("redisstore: list users: %w: %w", err, ErrInvalid)
 		}
 		lo = "(" + after
+	}
+	if err := s.ensureUsersIndexed(ctx); err != nil {
+		return nil, "", fmt.Errorf("redisstore: list users: %w", err)
 	}
 	limit := f.PageSize()
 	members, err := s.rdb.ZRangeByLex(ctx, s.usersIndexKey(), &redis.ZRangeBy{Min: lo, Max: hi, Count: int64(limit + 1)}).Result()

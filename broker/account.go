@@ -28,6 +28,9 @@ type signedInAccount struct {
 	// from this session without asking the upstream again.
 	AuthTime int64    `json:"t,omitempty"`
 	AMR      []string `json:"m,omitempty"`
+	// SignedInAt (unix ms) is when usher made this session: a sign out
+	// everywhere ends the sessions made up to then.
+	SignedInAt int64 `json:"at,omitempty"`
 	// UpstreamSID is the upstream's session (its ID token's sid), sent as
 	// logout_hint when the session ends.
 	UpstreamSID string `json:"us,omitempty"`
@@ -36,8 +39,8 @@ type signedInAccount struct {
 	Upstream *sessions.Upstream `json:"up,omitempty"`
 }
 
-func accountOf(userID string, created bool, id *upstream.Identity, authTime time.Time) signedInAccount {
-	return signedInAccount{UserID: userID, Issuer: id.Issuer, Subject: id.Subject, Connection: id.Connection,
+func accountOf(userID string, created bool, id *upstream.Identity, authTime, now time.Time) signedInAccount {
+	return signedInAccount{SignedInAt: now.UnixMilli(), UserID: userID, Issuer: id.Issuer, Subject: id.Subject, Connection: id.Connection,
 		ConnectionSource: id.ConnectionSource, Email: id.Email, EmailVerified: id.EmailVerified, New: created,
 		AuthTime: authTime.Unix(), AMR: id.AMR, UpstreamSID: id.SessionID,
 		Upstream: &sessions.Upstream{Subject: id.Subject, Claims: id.Claims}}

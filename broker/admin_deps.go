@@ -49,7 +49,7 @@ func (b *Broker) adminPage() *admin.Page {
 	return &admin.Page{
 		Invitations: b.invitations,
 		Store:       b.grants,
-		Session:     func(r *http.Request) (*gsessions.Session, error) { return b.browser.Get(r, b.cookie) },
+		Session:     b.adminSession,
 		SignedIn:    adminSignedIn,
 		SignIn:      pageHeaders(http.HandlerFunc(b.handleAdminLogin)),
 		Link:        b.inviteLink,
@@ -66,6 +66,21 @@ func (b *Broker) adminPage() *admin.Page {
 		Logger:            b.log,
 		Now:               b.now,
 	}
+}
+
+// adminSession is the browser session the admin page reads; one whose user
+// was signed out everywhere (or erased) since it signed in reads as signed
+// out (in memory: the next sign-in replaces it).
+func (b *Broker) adminSession(r *http.Request) (*gsessions.Session, error) {
+	sess, err := b.browser.Get(r, b.cookie)
+	if err != nil {
+		return nil, err
+	}
+	if acct, ok := sessionAccount(sess); ok && !b.sessionLive(r, acct) {
+		delete(sess.Values, "uid")
+		delete(sess.Values, sessionAccountKey)
+	}
+	return sess, nil
 }
 
 // auditFunc is b.audit in the shape broker/admin takes.

@@ -64,7 +64,7 @@ func (b *Broker) finishAdminLogin(w http.ResponseWriter, r *http.Request, sess *
 	if authTime.IsZero() {
 		authTime = b.now()
 	}
-	rememberAccount(sess, accountOf(u.ID, created, id, authTime))
+	rememberAccount(sess, accountOf(u.ID, created, id, authTime, b.now()))
 	sess.Values[sessionAdminAt] = strconv.FormatInt(b.now().Unix(), 10)
 	if err := sess.Save(r, w); err != nil {
 		b.unavailable(w, r, "saving the browser session", err)

@@ -33,6 +33,20 @@ type claimsCache struct {
 	subject string
 	claims  map[string]any
 	user    *grants.User
+	grant   *grants.Grant
+}
+
+// grant reads the subject's grant once per token response.
+func (b *Broker) grant(ctx context.Context, subject string) (*grants.Grant, error) {
+	cache, _ := ctx.Value(ctxClaimsCache).(*claimsCache)
+	if cache != nil && cache.grant != nil && cache.grant.UserID == subject {
+		return cache.grant, nil
+	}
+	g, err := b.grants.GetGrant(ctx, subject)
+	if err == nil && cache != nil {
+		cache.grant = g
+	}
+	return g, err
 }
 
 // user reads the subject's user record once per token response.
@@ -49,7 +63,7 @@ func (b *Broker) user(ctx context.Context, subject string) (*grants.User, error)
 }
 
 func (b *Broker) loadClaims(ctx context.Context, subject string) (map[string]any, error) {
-	g, err := b.grants.GetGrant(ctx, subject)
+	g, err := b.grant(ctx, subject)
 	if err != nil {
 		if errors.Is(err, grants.ErrNotFound) {
 			return map[string]any{"roles": []string{}}, nil

@@ -24,6 +24,8 @@ func (s *server) Introspect(ctx context.Context, r *op.Request[op.IntrospectionR
 		return nil, err
 	}
 	inactive := op.NewResponse(new(oidc.IntrospectionResponse))
+	// One read of the grant: the sign-out check and the claims share it.
+	ctx = context.WithValue(ctx, ctxClaimsCache, &claimsCache{})
 	if r.Data.IntrospectionRequest == nil || r.Data.Token == "" {
 		return inactive, nil
 	}

@@ -30,7 +30,7 @@ import (
 func (b *Broker) answerFromSession(w http.ResponseWriter, r *http.Request, sess *gsessions.Session, ar *sessions.AuthRequest) bool {
 	promptNone := slices.Contains(ar.Prompt, oidc.PromptNone)
 	acct, signedIn := sessionAccount(sess)
-	if signedIn && !b.userExists(r, acct.UserID) {
+	if signedIn && !b.sessionLive(r, acct) {
 		signedIn = false
 	}
 	switch {
@@ -80,13 +80,22 @@ func (b *Broker) sessionTooOld(ar *sessions.AuthRequest, acct signedInAccount) b
 	return acct.AuthTime == 0 || age > time.Duration(*ar.MaxAge)*time.Second+maxAgeSkew
 }
 
-// userExists: the session's user may have been removed since it signed in.
-func (b *Broker) userExists(r *http.Request, id string) bool {
-	_, err := b.grants.GetUser(r.Context(), id)
-	if err != nil && !isNotFound(err) {
-		b.log.WarnContext(r.Context(), "loading the session's user", "err", err)
+// sessionLive: the session's user may have been erased, or signed out
+// everywhere, since this session signed in.
+func (b *Broker) sessionLive(r *http.Request, acct signedInAccount) bool {
+	_, err := b.grants.GetUser(r.Context(), acct.UserID)
+	if err != nil {
+		if !isNotFound(err) {
+			b.log.WarnContext(r.Context(), "loading the session's user", "err", err)
+		}
+		return false
 	}
-	return err == nil
+	g, err := b.grants.GetGrant(r.Context(), acct.UserID)
+	if err != nil {
+		b.log.WarnContext(r.Context(), "loading the session's grant", "err", err)
+		return false
+	}
+	return !g.SignedOut(time.UnixMilli(acct.SignedInAt))
 }
 
 func isNotFound(err error) bool { return errors.Is(err, grants.ErrNotFound) }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"net/http"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -201,7 +202,23 @@ func familyOf(req op.TokenRequest) string {
 
 // accessTokenID is the jti; it names the family so /userinfo and introspection
 // can check revocation with one read.
-func accessTokenID(family string) string { return family + "." + randomToken(12) }
+// accessTokenID is an access token's jti: its family, the instant it was
+// issued (unix ms, base 36: a sign out everywhere compares it, as iat has
+// whole seconds only) and randomness.
+func accessTokenID(family string, at time.Time) string {
+	return family + "." + strconv.FormatInt(at.UnixMilli(), 36) + "." + randomToken(12)
+}
+
+// issuedFromJTI is the issue instant accessTokenID put in jti; false for a
+// jti without one (issued before it did).
+func issuedFromJTI(jti string) (time.Time, bool) {
+	parts := strings.Split(jti, ".")
+	if len(parts) != 3 {
+		return time.Time{}, false
+	}
+	ms, err := strconv.ParseInt(parts[1], 36, 64)
+	return time.UnixMilli(ms), err == nil
+}
 
 func familyFromJTI(jti string) string {
 	f, _, _ := strings.Cut(jti, ".")
@@ -213,7 +230,7 @@ func (s opStorage) CreateAccessToken(ctx context.Context, req op.TokenRequest) (
 	if _, ok := req.(*clientCredentialsRequest); ok {
 		ttl = s.b.opts.Tokens.ClientCredentials
 	}
-	return accessTokenID(familyOf(req)), s.b.now().Add(ttl), nil
+	return accessTokenID(familyOf(req), s.b.now()), s.b.now().Add(ttl), nil
 }
 
 func (s opStorage) CreateAccessAndRefreshTokens(ctx context.Context, req op.TokenRequest, current string) (string, string, time.Time, error) {
@@ -237,7 +254,7 @@ func (s opStorage) CreateAccessAndRefreshTokens(ctx context.Context, req op.Toke
 			// confidential client's offline_access is meant to outlive it.
 			next.SessionID = r.SessionID
 		}
-		next.FamilyExpiresAt = now.Add(b.opts.Tokens.RefreshAbsolute)
+		next.FamilyExpiresAt, next.FamilyCreatedAt = now.Add(b.opts.Tokens.RefreshAbsolute), now
 		next.ExpiresAt = minTime(now.Add(b.opts.Tokens.RefreshIdle), next.FamilyExpiresAt)
 		if err := b.sessions.CreateRefreshToken(ctx, next); err != nil {
 			return "", "", time.Time{}, storeError("saving the refresh token", err)
@@ -246,7 +263,7 @@ func (s opStorage) CreateAccessAndRefreshTokens(ctx context.Context, req op.Toke
 		next.ClientID, next.AMR, next.AuthTime, next.SessionID = r.rt.ClientID, r.rt.AMR, r.rt.AuthTime, r.rt.SessionID
 		next.Upstream = r.rt.Upstream
 		// Rotation never extends the family's absolute lifetime.
-		next.FamilyExpiresAt = r.rt.FamilyExpiresAt
+		next.FamilyExpiresAt, next.FamilyCreatedAt = r.rt.FamilyExpiresAt, r.rt.FamilyCreatedAt
 		next.ExpiresAt = minTime(now.Add(b.opts.Tokens.RefreshIdle), next.FamilyExpiresAt)
 		err := b.sessions.RotateRefreshToken(ctx, r.rt.Hash, next)
 		switch {
@@ -261,7 +278,7 @@ func (s opStorage) CreateAccessAndRefreshTokens(ctx context.Context, req op.Toke
 	default:
 		return "", "", time.Time{}, oidc.ErrInvalidRequest().WithDescription("refresh tokens are not issued for this grant")
 	}
-	return accessTokenID(family), token, now.Add(b.opts.Tokens.Access), nil
+	return accessTokenID(family, now), token, now.Add(b.opts.Tokens.Access), nil
 }
 
 func (s opStorage) TokenRequestByRefreshToken(ctx context.Context, token string) (op.RefreshTokenRequest, error) {

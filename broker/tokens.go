@@ -97,6 +97,8 @@ func (s *server) ClientCredentialsExchange(ctx context.Context, r *op.ClientRequ
 // UserInfo verifies the access token itself so it can honour the token's
 // scopes (the library passes only its jti and subject to storage).
 func (s *server) UserInfo(ctx context.Context, r *op.Request[oidc.UserInfoRequest]) (*op.Response, error) {
+	// One read of the grant: the sign-out check and the claims share it.
+	ctx = context.WithValue(ctx, ctxClaimsCache, &claimsCache{})
 	claims, err := s.b.verifyAccessToken(ctx, r.Data.AccessToken)
 	if err != nil {
 		return nil, err
@@ -135,6 +137,21 @@ func (b *Broker) verifyAccessToken(ctx context.Context, token string) (*oidc.Acc
 	}
 	if revoked {
 		return nil, oidc.ErrInvalidRequest().WithDescription("access token revoked")
+	}
+	if _, isClient := b.clients[claims.Subject]; !isClient {
+		g, err := b.grant(ctx, claims.Subject)
+		if err != nil {
+			return nil, storeError("loading the user's grant", err)
+		}
+		// The jti holds the issue instant in ms; iat (whole seconds) only
+		// for older tokens, where one of the sign-out's second counts as before it.
+		issued, ok := issuedFromJTI(claims.JWTID)
+		if !ok {
+			issued = claims.IssuedAt.AsTime()
+		}
+		if g.SignedOut(issued) {
+			return nil, oidc.ErrInvalidRequest().WithDescription("access token revoked: the user was signed out everywhere")
+		}
 	}
 	return claims, nil
 }
@@ -181,7 +198,7 @@ func (b *Broker) tokenResponse(ctx context.Context, req op.IDTokenRequest, clien
 	case *refreshRequest:
 		wantsRefresh = true
 	}
-	if err := b.readClaimsFirst(ctx, req.GetSubject()); err != nil {
+	if err := b.readClaimsFirst(ctx, req.GetSubject(), issuedAt(req)); err != nil {
 		return nil, err
 	}
 	if wantsRefresh {
@@ -223,15 +240,38 @@ func (b *Broker) tokenResponse(ctx context.Context, req op.IDTokenRequest, clien
 // before the refresh token rotates: a store failure then answers 503 with
 // the old refresh token still valid, instead of after a rotation the client
 // never learnt of, whose retry would look like reuse and end the sign-in.
-func (b *Broker) readClaimsFirst(ctx context.Context, subject string) error {
+// It also refuses a sign-in (auth request, refresh token family) issued
+// before the user was signed out everywhere.
+func (b *Broker) readClaimsFirst(ctx context.Context, subject string, issued time.Time) error {
 	if _, err := b.user(ctx, subject); err != nil {
 		if errors.Is(err, grants.ErrNotFound) {
 			return oidc.ErrInvalidGrant().WithDescription("user no longer exists")
 		}
 		return storeError("loading the user", err)
 	}
-	_, err := b.privateClaims(ctx, subject, "")
-	return err
+	if _, err := b.privateClaims(ctx, subject, ""); err != nil {
+		return err
+	}
+	g, err := b.grant(ctx, subject)
+	if err != nil {
+		return storeError("loading the user's grant", err)
+	}
+	if g.SignedOut(issued) {
+		return oidc.ErrInvalidGrant().WithDescription("the user was signed out everywhere; sign in again")
+	}
+	return nil
+}
+
+// issuedAt is when the sign-in a token request continues began: the auth
+// request's creation, or the refresh token family's first token.
+func issuedAt(req op.TokenRequest) time.Time {
+	switch r := req.(type) {
+	case authRequest:
+		return r.CreatedAt
+	case *refreshRequest:
+		return r.rt.FamilyCreatedAt
+	}
+	return time.Time{}
 }
 
 func (b *Broker) signAccessToken(ctx context.Context, req op.TokenRequest, clientID, jti string, exp, authTime time.Time) (string, error) {

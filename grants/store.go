@@ -72,6 +72,9 @@ type Grant struct {
 	Claims      map[string]any `json:"claims"`
 	Invitations []string       `json:"invitations"`
 	UpdatedAt   time.Time      `json:"updated_at"`
+	// SignedOutAt is the user's "not before": sessions and tokens usher
+	// issued to them up to this instant are dead (see SignOutEverywhere).
+	SignedOutAt *time.Time `json:"signed_out_at,omitempty"`
 	// Outbox holds the events of grant changes not yet handed to every
 	// consumer; the backends keep it with the grant (never in API answers).
 	Outbox []OutboxEvent `json:"-"`
@@ -342,6 +345,7 @@ type Store interface {
 
 	OutboxStore
 	FunnelStore
+	UserStore
 
 	// AppendAudit stores an audit record (ID and At set by the caller);
 	// appending a record with an ID already stored changes nothing.

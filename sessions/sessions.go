@@ -118,6 +118,9 @@ type RefreshToken struct {
 	FamilyExpiresAt time.Time `json:"family_expires_at"`
 	// RotatedAt is set when the token was exchanged for its successor.
 	RotatedAt *time.Time `json:"rotated_at,omitempty"`
+	// FamilyCreatedAt: when the family's first token was issued (every link
+	// carries it); a sign out everywhere ends families created up to then.
+	FamilyCreatedAt time.Time `json:"family_created_at,omitzero"`
 	// SessionID: the browser session the family was issued through (see
 	// AuthRequest.SessionID); every link of a family carries the first's.
 	SessionID string `json:"session_id,omitempty"`

@@ -85,6 +85,8 @@ type Invitations interface {
 	Revoke(ctx context.Context, id, actor string) (*grants.Invitation, error)
 	Resend(ctx context.Context, id, actor string) (*grants.Invitation, string, error)
 	ChangeGrant(ctx context.Context, userID string, c grants.GrantChange, actor string) (*grants.Grant, error)
+	SignOutEverywhere(ctx context.Context, userID, actor string) (*grants.Grant, error)
+	EraseUser(ctx context.Context, userID, actor string) error
 }
 
 var _ Invitations = (*grants.Service)(nil)
@@ -95,6 +97,7 @@ type APIStore interface {
 	ListInvitations(ctx context.Context, f grants.InvitationFilter, now time.Time) ([]grants.Invitation, string, error)
 	ListAudit(ctx context.Context, f grants.AuditFilter) ([]grants.AuditRecord, string, error)
 	UsersByEmail(ctx context.Context, email string) ([]grants.User, error)
+	ListUsers(ctx context.Context, f grants.UserFilter) ([]grants.User, string, error)
 	GetUser(ctx context.Context, id string) (*grants.User, error)
 	GetGrant(ctx context.Context, userID string) (*grants.Grant, error)
 	ReserveIdempotencyKey(ctx context.Context, rec *grants.IdempotencyRecord) (*grants.IdempotencyRecord, error)
@@ -237,7 +240,9 @@ func (h *API) Mount(mux *http.ServeMux) {
 	mux.Handle("GET /api/invitations/{id}", h.api(scopeRead, h.apiGetInvitation))
 	mux.Handle("DELETE /api/invitations/{id}", h.api(scopeWrite, h.apiRevokeInvitation))
 	mux.Handle("POST /api/invitations/{id}/resend", h.api(scopeWrite, h.apiResendInvitation))
-	mux.Handle("GET /api/users", h.api(scopeRead, h.apiFindUsers))
+	mux.Handle("GET /api/users", h.api(scopeRead, h.apiUsers))
+	mux.Handle("POST /api/users/{id}/sign-out", h.api(scopeWrite, h.apiSignOutUser))
+	mux.Handle("DELETE /api/users/{id}", h.api(scopeWrite, h.apiEraseUser))
 	mux.Handle("GET /api/audit", h.api(scopeRead, h.apiAudit))
 	if h.Webhooks != nil {
 		h.webhookRoutes(mux, h.Webhooks)

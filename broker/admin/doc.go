@@ -22,7 +22,9 @@
 //	GET    /api/invitations/{id}                      invitations:read
 //	DELETE /api/invitations/{id}                      invitations:write  revoke
 //	POST   /api/invitations/{id}/resend               invitations:write  new link, previous one dead
-//	GET    /api/users?email=                          invitations:read
+//	GET    /api/users?q=&limit=&cursor=               invitations:read   by email prefix, paged (or ?email= exact)
+//	POST   /api/users/{id}/sign-out                   invitations:write  sign out everywhere
+//	DELETE /api/users/{id}                            invitations:write  erase
 //	GET    /api/users/{id}/grants                     invitations:read
 //	DELETE /api/users/{id}/grants/roles/{role}        invitations:write
 //	DELETE /api/users/{id}/grants/claims/{key}        invitations:write
@@ -46,8 +48,14 @@
 //	POST /admin/invitations                    create
 //	POST /admin/invitations/{id}/revoke
 //	POST /admin/invitations/{id}/resend
+//	GET  /admin/users                          users by email prefix (?q=), pages
 //	GET  /admin/users/{id}                     a user, their identities and grant
 //	POST /admin/users/{id}/claims              set one claim of the grant
+//	POST /admin/users/{id}/roles/remove        take a role back
+//	POST /admin/users/{id}/claims/remove       take a claim back
+//	POST /admin/users/{id}/sign-out            sign out everywhere
+//	POST /admin/users/{id}/erase               erase the user
+//	GET  /admin/audit                          the audit log, filters in the URL
 //	POST /admin/logout                         end the browser session
 //	GET  /admin/signed-out
 //	     /admin/...                            anything else: 404 page

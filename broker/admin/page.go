@@ -98,6 +98,8 @@ type PageStore interface {
 	GetUser(ctx context.Context, id string) (*grants.User, error)
 	GetGrant(ctx context.Context, userID string) (*grants.Grant, error)
 	Identities(ctx context.Context, userID string) ([]grants.Identity, error)
+	ListUsers(ctx context.Context, f grants.UserFilter) ([]grants.User, string, error)
+	ListAudit(ctx context.Context, f grants.AuditFilter) ([]grants.AuditRecord, string, error)
 }
 
 var _ PageStore = grants.Store(nil)
@@ -174,6 +176,12 @@ func (h *Page) Mount(mux *http.ServeMux) {
 	mux.Handle("POST /admin/invitations/{id}/revoke", post(h.adminRevoke))
 	mux.Handle("POST /admin/invitations/{id}/resend", post(h.adminResend))
 	mux.Handle("POST /admin/users/{id}/claims", post(h.adminSetClaim))
+	mux.Handle("GET /admin/users", get(h.adminUsers))
+	mux.Handle("GET /admin/audit", get(h.adminAudit))
+	mux.Handle("POST /admin/users/{id}/roles/remove", post(h.adminRemoveRole))
+	mux.Handle("POST /admin/users/{id}/claims/remove", post(h.adminRemoveClaim))
+	mux.Handle("POST /admin/users/{id}/sign-out", post(h.adminSignOutUser))
+	mux.Handle("POST /admin/users/{id}/erase", post(h.adminEraseUser))
 	mux.Handle("POST /admin/logout", adminHeaders(cop.Handler(http.HandlerFunc(h.adminLogout))))
 	mux.Handle("GET /admin/signed-out", adminHeaders(http.HandlerFunc(h.adminSignedOut)))
 	mux.Handle("/admin/", adminHeaders(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {

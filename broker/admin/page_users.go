@@ -2,6 +2,7 @@ package admin
 
 import (
 	"encoding/json"
+	"maps"
 	"net/http"
 	"net/url"
 	"slices"
@@ -51,6 +52,10 @@ type userPage struct {
 	Claims      string
 	Invitations []string
 	IsAdmin     bool
+	// ClaimKeys name the claims, for their Remove buttons; SignedOut is
+	// the last sign out everywhere ("" never).
+	ClaimKeys []string
+	SignedOut string
 }
 
 func (h *Page) adminUserPage(w http.ResponseWriter, r *http.Request, a *adminRequest) {
@@ -75,5 +80,10 @@ func (h *Page) adminUserPage(w http.ResponseWriter, r *http.Request, a *adminReq
 	if !u.LastLoginAt.IsZero() {
 		p.LastLogin = fmtTime(u.LastLoginAt)
 	}
-	h.render(w, r, http.StatusOK, "user", adminPage{Title: userLabel(u), User: a.user, CSRF: a.csrf, Page: p})
+	p.ClaimKeys = slices.Sorted(maps.Keys(g.Claims))
+	if g.SignedOutAt != nil {
+		p.SignedOut = fmtTime(*g.SignedOutAt)
+	}
+	notice := h.takeFlash(w, r, a.sess, userFlash(id)).Notice
+	h.render(w, r, http.StatusOK, "user", adminPage{Title: userLabel(u), User: a.user, CSRF: a.csrf, Notice: notice, Page: p})
 }

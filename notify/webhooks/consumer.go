@@ -51,8 +51,13 @@ func (w *Webhooks) redeemed(ctx context.Context, inv *grants.Invitation, ev gran
 	return w.Emit(ctx, gc)
 }
 
-// grantEvent sends grant.changed with the grant as it is now.
+// grantEvent sends grant.changed with the grant as it is now, and
+// user.erased.
 func (w *Webhooks) grantEvent(ctx context.Context, ev grants.OutboxEvent) error {
+	if ev.Type == grants.EventUserErased {
+		return w.Emit(ctx, WebhookEvent{ID: "user.erased:" + ev.ID, Type: WebhookUserErased, Timestamp: ev.At,
+			Data: map[string]any{"user_id": ev.UserID}})
+	}
 	if ev.Type != grants.EventGrantChanged {
 		return nil
 	}

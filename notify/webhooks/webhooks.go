@@ -71,12 +71,15 @@ const (
 	WebhookInvitationExpired  = "invitation.expired"
 	WebhookUserCreated        = "user.created"
 	WebhookGrantChanged       = "grant.changed"
+	// WebhookUserErased: an operator erased the user; receivers erase
+	// their copy (data: user_id only).
+	WebhookUserErased = "user.erased"
 )
 
 // WebhookEventTypes lists every event type usher emits.
 var WebhookEventTypes = []string{
 	WebhookInvitationCreated, WebhookInvitationRedeemed, WebhookInvitationRevoked,
-	WebhookInvitationDeclined, WebhookInvitationExpired, WebhookUserCreated, WebhookGrantChanged,
+	WebhookInvitationDeclined, WebhookInvitationExpired, WebhookUserCreated, WebhookGrantChanged, WebhookUserErased,
 }
 
 // Delivery statuses.

@@ -16,16 +16,16 @@ func identityKey(iss, sub string) []byte { return compositeKey(iss, sub) }
 
 // putUser stores u and moves its email index entry if the email changed.
 func putUser(tx *bolt.Tx, old, u *grants.User) error {
+	// Every user has an entry, "" for no email: the admin's user list
+	// reads this index (users_index.go).
 	idx := tx.Bucket(bUsersByEmail)
-	if old != nil && old.Email != "" && lower(old.Email) != lower(u.Email) {
+	if old != nil && lower(old.Email) != lower(u.Email) {
 		if err := idx.Delete(compositeKey(lower(old.Email), old.ID)); err != nil {
 			return err
 		}
 	}
-	if u.Email != "" {
-		if err := idx.Put(compositeKey(lower(u.Email), u.ID), nil); err != nil {
-			return err
-		}
+	if err := idx.Put(compositeKey(lower(u.Email), u.ID), nil); err != nil {
+		return err
 	}
 	return putJSON(tx.Bucket(bUsers), []byte(u.ID), u)
 }

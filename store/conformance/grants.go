@@ -69,6 +69,7 @@ func RunGrants(t *testing.T, newStore func(t *testing.T, clock *Clock) grants.St
 			tc.fn(t, t.Context(), newStore(t, clock), clock)
 		})
 	}
+	runUsers(t, newStore)
 }
 
 func identity(sub string) grants.Identity {

@@ -78,6 +78,8 @@ func seed(t *testing.T, ctx context.Context, st interface {
 	must(t, err)
 	_, err = st.SetGrantClaim(ctx, f.userID, "https://x/plan", map[string]any{"tier": "pro", "seats": 3.0}, now)
 	must(t, err)
+	_, err = st.SignOutUser(ctx, f.userID, now) // the sign-out instant travels with the grant
+	must(t, err)
 
 	mk := func(id, hash, ext string) {
 		_, err := st.CreateInvitation(ctx, &grants.Invitation{ID: id, TokenHash: hash, Email: "bob@example.com", Roles: []string{"editor"},
@@ -213,9 +215,16 @@ func TestRoundTripBoltRedisBolt(t *testing.T) {
 	if len(ids) != 2 {
 		t.Errorf("%d identities", len(ids))
 	}
+	// The user list index is rebuilt by the import.
+	if listed, _, err := rd.ListUsers(ctx, grants.UserFilter{Query: "ALICE"}); err != nil || len(listed) != 1 || listed[0].ID != f.userID {
+		t.Errorf("user list on the target: %+v %v", listed, err)
+	}
 	g, _ := rd.GetGrant(ctx, f.userID)
 	bg, _ := src.GetGrant(ctx, f.userID)
 	jsonEq(t, "grant", bg.Claims, g.Claims)
+	if g.SignedOutAt == nil || !g.SignedOutAt.Equal(*bg.SignedOutAt) {
+		t.Errorf("signed_out_at %v, want %v", g.SignedOutAt, bg.SignedOutAt)
+	}
 	if !reflect.DeepEqual(g.Roles, bg.Roles) || !reflect.DeepEqual(g.Invitations, bg.Invitations) {
 		t.Errorf("grant %+v, want %+v", g, bg)
 	}

@@ -108,6 +108,9 @@ func (s *Store) importUserRecord(ctx context.Context, rec json.RawMessage) (bool
 			return false, err
 		}
 	}
+	if err := s.indexUser(ctx, &u); err != nil {
+		return false, err
+	}
 	n, err := importUser.Run(ctx, s.rdb, []string{s.key("u", u.ID)}, "id", u.ID, "email", u.Email,
 		"ev", boolStr(u.EmailVerified), "name", u.Name, "pic", u.Picture,
 		"ca", fmtTime(u.CreatedAt), "ua", fmtTime(u.UpdatedAt), "ll", fmtTime(u.LastLoginAt), "o", "import").Int()
@@ -153,6 +156,10 @@ func (s *Store) importGrant(ctx context.Context, rec json.RawMessage) (bool, err
 		args = append(args, k, raw)
 	}
 	n, err := s.run(ctx, importGrant, s.grantKeys(g.UserID)[:3], args...).Int()
+	if n == 1 && err == nil && g.SignedOutAt != nil {
+		// The sign-out instant, beside the script: only signed-out users have one.
+		err = s.rdb.HSet(ctx, s.grantKeys(g.UserID)[0], "so", fmtTime(*g.SignedOutAt)).Err()
+	}
 	return n == 1, err
 }
 

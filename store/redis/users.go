@@ -134,6 +134,9 @@ func (s *Store) resolveIdentity(ctx context.Context, id grants.Identity, p grant
 		if err := s.moveEmailIndex(ctx, userID, str(res, 1), email); err != nil {
 			return nil, false, err
 		}
+		if err := s.unindexOldEmail(ctx, userID, str(res, 1), u.Email); err != nil {
+			return nil, false, err
+		}
 		if email != "" && (ident.Email != p.Email || ident.EmailVerified != p.EmailVerified) {
 			ident.Email, ident.EmailVerified = p.Email, p.EmailVerified
 			if raw, err := json.Marshal(&ident); err == nil {
@@ -142,6 +145,9 @@ func (s *Store) resolveIdentity(ctx context.Context, id grants.Identity, p grant
 				}
 			}
 		}
+	}
+	if err := s.indexUser(ctx, u); err != nil {
+		return nil, false, err
 	}
 	return u, state == 1, nil
 }
@@ -370,6 +376,12 @@ func (s *Store) grantOpRecording(ctx context.Context, userID string, events []gr
 			if g.UpdatedAt, err = parseTime(v); err != nil {
 				return nil, nil, fmt.Errorf("decode grant updated_at: %w", err)
 			}
+		case k == "so":
+			t, err := parseTime(v)
+			if err != nil {
+				return nil, nil, fmt.Errorf("decode grant signed_out_at: %w", err)
+			}
+			g.SignedOutAt = &t
 		case strings.HasPrefix(k, "c:"):
 			var x any
 			if err := json.Unmarshal([]byte(v), &x); err != nil {

@@ -16,6 +16,9 @@ import (
 // UpstreamUser). The job's ID is the event's, and the timeline's "queued"
 // entry names the event, so an event handed over twice queues one job.
 func (m *Mirror) Consume(ctx context.Context, inv *grants.Invitation, ev grants.OutboxEvent) error {
+	if inv == nil && ev.Type == grants.EventUserErased {
+		return m.erasure(ctx, ev)
+	}
 	if inv == nil {
 		return m.revocations(ctx, ev)
 	}

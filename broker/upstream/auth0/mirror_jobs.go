@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"maps"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -67,7 +68,7 @@ func (m *Mirror) process(ctx context.Context, job *grants.Job) {
 	bg := context.WithoutCancel(ctx)
 
 	var p mirrorPayload
-	if err := json.Unmarshal(job.Payload, &p); err != nil || p.UpstreamUser == "" || (p.Op != opRedeem && p.Op != opRevoke) {
+	if err := json.Unmarshal(job.Payload, &p); err != nil || p.UpstreamUser == "" || !slices.Contains([]string{opRedeem, opRevoke, opErase}, p.Op) {
 		log.Error("dropping malformed auth0 mirror job", "error", err)
 		m.complete(bg, log, job)
 		return
@@ -99,9 +100,12 @@ func (m *Mirror) process(ctx context.Context, job *grants.Job) {
 	note := &rateNote{}
 	callCtx, cancel := context.WithTimeout(context.WithValue(ctx, rateNoteKey{}, note), budget)
 	var missing []string
-	if p.Op == opRedeem {
+	switch p.Op {
+	case opRedeem:
 		missing, err = m.redeem(callCtx, p)
-	} else {
+	case opErase:
+		err = m.erase(callCtx, p)
+	default:
 		err = m.revoke(callCtx, p)
 	}
 	cancel()

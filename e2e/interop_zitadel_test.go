@@ -3,6 +3,7 @@ package e2e
 import (
 	"bufio"
 	"context"
+	"fmt"
 	"net/url"
 	"os/exec"
 	"path/filepath"
@@ -171,12 +172,19 @@ func startZitadelUpstream(t *testing.T) (*app.Dev, string) {
 func signInAtZitadelOP(t *testing.T, ctx context.Context, link, username string) {
 	t.Helper()
 	form := `form[action="/login/username"] `
+	// Filled and submitted in one script: node IDs from a separate lookup
+	// go stale when the page is replaced between the steps under load
+	// ("Could not find node with given id").
+	fill := fmt.Sprintf(`(() => {
+		const f = document.querySelector('form[action="/login/username"]');
+		f.querySelector('input[name=username]').value = %q;
+		f.querySelector('input[name=password]').value = "verysecure";
+		f.querySelector('button[type=submit]').click();
+	})()`, username)
 	do(t, ctx, "following the invitation link and signing in at the example OP",
 		chromedp.Navigate(link),
 		chromedp.WaitVisible(chromedp.CSS(form+`input[name=username]`)),
-		chromedp.SetValue(chromedp.CSS(form+`input[name=username]`), username),
-		chromedp.SetValue(chromedp.CSS(form+`input[name=password]`), "verysecure"),
-		chromedp.Click(chromedp.CSS(form+`button[type=submit]`)),
+		chromedp.Evaluate[chromedp.Void](fill),
 	)
 }
 

@@ -127,6 +127,10 @@ type Invitation struct {
 	RevokedAt          *time.Time `json:"revoked_at,omitempty"`
 	DeclinedAt         *time.Time `json:"declined_at,omitempty"`
 	DeclinedBy         string     `json:"declined_by,omitempty"` // the signed-in user who declined
+	// AwaitingVerification: a person accepted it with an account whose
+	// email matches but is not verified yet (see Service.AwaitVerification);
+	// the redemption clears it.
+	AwaitingVerification *AwaitingVerification `json:"awaiting_verification,omitempty"`
 
 	Events []Event `json:"events,omitempty"`
 	// Outbox holds the events of this invitation's use cases that the
@@ -365,6 +369,7 @@ func (inv *Invitation) ApplyRedemption(r Redemption) error {
 	inv.RedeemedBy = r.UserID
 	inv.RedeemedIdentity = r.Identity
 	inv.RedeemedConnection = r.Connection
+	inv.AwaitingVerification = nil
 	inv.Events = append(inv.Events, Event{Type: "redeemed", At: at, Detail: map[string]string{"user_id": r.UserID, "connection": r.Connection}})
 	inv.record(r.Events)
 	return nil

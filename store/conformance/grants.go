@@ -33,6 +33,7 @@ func RunGrants(t *testing.T, newStore func(t *testing.T, clock *Clock) grants.St
 		{"Invitations/DeclineRacesRedeem", testInvitationDeclineRacesRedeem},
 		{"Invitations/ReplaceToken", testInvitationReplaceToken},
 		{"Invitations/Update", testInvitationUpdate},
+		{"Invitations/AwaitingVerification", testInvitationAwaitingVerification},
 		{"Invitations/ListFilters", testInvitationListFilters},
 		{"Invitations/ListPagination", testInvitationListPagination},
 		{"Lists/BadCursor", testListBadCursor},

@@ -139,7 +139,7 @@ type Server struct {
 	cookieName string
 	secure     bool // Secure cookies when the issuer is https
 	pages      *template.Template
-	mgmt       *management // the Management API subset (management.go)
+	mgmt       *management   // the Management API subset (management.go)
 	verify     verifications // verification mails and their tickets (verify.go)
 	// userinfoCalls counts /userinfo requests (UserinfoCalls).
 	userinfoCalls atomic.Int64

@@ -42,6 +42,11 @@ func (b *Broker) answerFromSession(w http.ResponseWriter, r *http.Request, sess 
 		return false
 	case slices.Contains(ar.Prompt, oidc.PromptLogin) || slices.Contains(ar.Prompt, oidc.PromptSelectAccount):
 		return false
+	case sess.Values[upstreamAgainPrefix+ar.ID] != nil:
+		// "Continue" on the verify page: only the upstream knows whether
+		// the email is verified now (the caller saves the session).
+		delete(sess.Values, upstreamAgainPrefix+ar.ID)
+		return false
 	case ar.UpstreamInvitation != "" || !b.sameOrganization(ar.Organization, acct.Upstream):
 		// An Auth0 organization invitation, or another organization than the
 		// session signed in to: only the upstream can answer.

@@ -1,9 +1,11 @@
 package e2e
 
 import (
+	"encoding/base64"
 	"html"
 	"io"
 	"net/http"
+	"net/http/httptest"
 	"net/url"
 	"slices"
 	"strconv"
@@ -14,6 +16,8 @@ import (
 	"github.com/chromedp/chromedp"
 
 	"github.com/usher-oidc/usher/app"
+	"github.com/usher-oidc/usher/config"
+	"github.com/usher-oidc/usher/internal/testkit"
 )
 
 // verificationLink is the newest verification mail devidp sent to email.
@@ -131,14 +135,25 @@ func signInOffered(t *testing.T, d *app.Dev, email string) (offered bool, roles 
 // Verifying takes days and happens elsewhere: the record is server-side.
 // Before verification a fresh sign-in in a new browser does not offer the
 // invitation; after it, one does (the accept page again: the invitation
-// binds only when the person accepts), and the grant follows.
+// binds only when the person accepts), and the grant follows. The wait is
+// announced once by an invitation.awaiting_verification webhook.
 func TestVerifiedLaterFreshSignInOffersInvitation(t *testing.T) {
 	t.Parallel()
-	d := startDev(t, app.DevOptions{})
+	key := []byte("0123456789abcdef0123456789abcdef")
+	rc := &receiver{secret: key, ids: map[string]bool{}}
+	srv := httptest.NewServer(rc)
+	t.Cleanup(srv.Close)
+	d := startDev(t, app.DevOptions{WebhookBackoff: 20 * time.Millisecond, Configure: func(c *config.Config) {
+		c.Webhooks = []config.Webhook{{ID: "crm", URL: srv.URL, Secrets: []string{"whsec_" + base64.StdEncoding.EncodeToString(key)},
+			Events: []string{"invitation.awaiting_verification"}}}
+	}})
 	api := funnelToken(t, d, "invitations:write invitations:read")
 	const email = "later@example.com"
 	inv := invite(t, d, api, map[string]any{"email": email, "roles": []string{"customer"}, "email_match": "exact", "send_email": false})
 	acceptUnverified(t, d, tokenOf(inv["url"].(string)), email)
+	testkit.Eventually(t, "the invitation.awaiting_verification webhook", func() bool {
+		return slices.Contains(rc.types(), "invitation.awaiting_verification")
+	})
 
 	if offered, roles := signInOffered(t, d, email); offered || len(roles) != 0 {
 		t.Fatalf("before verification a fresh sign-in: offered %v, roles %v", offered, roles)

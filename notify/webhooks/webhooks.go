@@ -69,14 +69,17 @@ const (
 	WebhookInvitationRevoked  = "invitation.revoked"
 	WebhookInvitationDeclined = "invitation.declined"
 	WebhookInvitationExpired  = "invitation.expired"
-	WebhookUserCreated        = "user.created"
-	WebhookGrantChanged       = "grant.changed"
+	// WebhookInvitationAwaitingVerification: accepted by an account whose
+	// email matches but is not verified yet; redeemed once it is.
+	WebhookInvitationAwaitingVerification = "invitation.awaiting_verification"
+	WebhookUserCreated                    = "user.created"
+	WebhookGrantChanged                   = "grant.changed"
 )
 
 // WebhookEventTypes lists every event type usher emits.
 var WebhookEventTypes = []string{
 	WebhookInvitationCreated, WebhookInvitationRedeemed, WebhookInvitationRevoked,
-	WebhookInvitationDeclined, WebhookInvitationExpired, WebhookUserCreated, WebhookGrantChanged,
+	WebhookInvitationDeclined, WebhookInvitationExpired, WebhookInvitationAwaitingVerification, WebhookUserCreated, WebhookGrantChanged,
 }
 
 // Delivery statuses.

@@ -257,6 +257,11 @@ type Store interface {
 	ResolveIdentity(ctx context.Context, id Identity, p Profile, newUserID string, now time.Time) (u *User, created bool, err error)
 	// LinkIdentity links an identity to an existing user (account linking).
 	LinkIdentity(ctx context.Context, id Identity) error
+	// RelinkIdentity moves the identity (id.Issuer, id.Subject) from the
+	// user fromUserID to id.UserID in one atomic step (account linking once
+	// an email is verified): ErrConflict when it is not linked to
+	// fromUserID (any more), ErrNotFound when it or id.UserID does not exist.
+	RelinkIdentity(ctx context.Context, id Identity, fromUserID string) error
 	GetUser(ctx context.Context, id string) (*User, error)
 	// UsersByEmail matches case-insensitively.
 	UsersByEmail(ctx context.Context, email string) ([]User, error)

@@ -99,9 +99,9 @@ func TestAccountLinkingOnceVerified(t *testing.T) {
 		return claimString(c, "sub"), rolesOf(c)
 	}
 	steps := []struct {
-		name      string
-		signup    bool
-		before    func()
+		name       string
+		signup     bool
+		before     func()
 		wantLinked bool
 	}{
 		{"sign-up, unverified", true, nil, false},

@@ -26,7 +26,9 @@ import (
 //     now — the Management API (upstream.EmailVerification) or, without
 //     it, a new upstream round trip (usher's own session would answer from
 //     the sign-in that showed the page) — and redeems once it is;
-//   - "Resend verification email" (upstream.EmailVerification only).
+//   - "Resend verification email" (upstream.EmailVerification only);
+//   - "Not now": the sign-in continues without the invitation, which stays
+//     pending and awaiting (never blocking).
 //
 // Any later sign-in of that user through the upstream, in any browser,
 // offers the invitation again once the email is verified (the accept page:
@@ -155,6 +157,10 @@ func (b *Broker) handleVerifyAnswer(w http.ResponseWriter, r *http.Request) {
 			Message: "Go back to the application and sign in again: once your email is verified, the invitation is offered again."})
 		return
 	}
+	if r.PostForm.Get("action") == actionLater {
+		b.verifyLater(w, r, sess, id, st, acct)
+		return
+	}
 	if r.PostForm.Get("action") == "resend" && b.canAskUpstream(acct) {
 		st.Message = noteResent
 		if err := b.caps.verify.ResendVerification(r.Context(), acct.Subject); err != nil {
@@ -199,6 +205,22 @@ func (b *Broker) continueVerified(w http.ResponseWriter, r *http.Request, sess *
 		return
 	}
 	http.Redirect(w, r, b.continueURL(st.ClientID, acct.Email), http.StatusSeeOther)
+}
+
+// verifyLater continues the sign-in without the invitation; it still
+// awaits the verification (a later sign-in offers it).
+func (b *Broker) verifyLater(w http.ResponseWriter, r *http.Request, sess *gsessions.Session, id string, st acceptState, acct signedInAccount) {
+	delete(sess.Values, verifyPrefix+id)
+	if ar := b.verifyAuthRequest(r.Context(), id, acct); ar != nil {
+		ar.InvitationHash = ""
+		b.completeAuthorization(w, r, sess, ar)
+		return
+	}
+	if err := sess.Save(r, w); err != nil {
+		b.unavailable(w, r, "saving the browser session", err)
+		return
+	}
+	http.Redirect(w, r, b.continueURL(st.ClientID, ""), http.StatusSeeOther)
 }
 
 // errNoFreshAnswer: the upstream cannot be asked directly.
@@ -322,5 +344,6 @@ button.primary{background:#2d5be3;color:#fff}</style>
 <input type="hidden" name="id" value="{{.ID}}"><input type="hidden" name="csrf" value="{{.CSRF}}">
 <button class="primary" id="continue" name="action" value="continue">Continue</button>
 {{if .CanResend}}<button id="resend" name="action" value="resend">Resend verification email</button>{{end}}
+<button id="later" name="action" value="later">Not now</button>
 </form>
 </main></body></html>`))

@@ -136,7 +136,8 @@ func signInOffered(t *testing.T, d *app.Dev, email string) (offered bool, roles 
 // Before verification a fresh sign-in in a new browser does not offer the
 // invitation; after it, one does (the accept page again: the invitation
 // binds only when the person accepts), and the grant follows. The wait is
-// announced once by an invitation.awaiting_verification webhook.
+// announced once by an invitation.awaiting_verification webhook; "Not now"
+// on the verify page leaves it waiting.
 func TestVerifiedLaterFreshSignInOffersInvitation(t *testing.T) {
 	t.Parallel()
 	key := []byte("0123456789abcdef0123456789abcdef")
@@ -150,7 +151,12 @@ func TestVerifiedLaterFreshSignInOffersInvitation(t *testing.T) {
 	api := funnelToken(t, d, "invitations:write invitations:read")
 	const email = "later@example.com"
 	inv := invite(t, d, api, map[string]any{"email": email, "roles": []string{"customer"}, "email_match": "exact", "send_email": false})
-	acceptUnverified(t, d, tokenOf(inv["url"].(string)), email)
+	p := acceptUnverified(t, d, tokenOf(inv["url"].(string)), email)
+	// "Not now": the sign-in goes on without the invitation (never blocking).
+	resp, body := p.answer("later")
+	if q := p.a.callbackOf(resp, body); q.Get("code") == "" {
+		t.Fatalf("Not now on the verify page: %v", q)
+	}
 	testkit.Eventually(t, "the invitation.awaiting_verification webhook", func() bool {
 		return slices.Contains(rc.types(), "invitation.awaiting_verification")
 	})
@@ -210,4 +216,34 @@ func (p verifyPageOf) answer(action string) (*http.Response, string) {
 	defer r.Body.Close()
 	b, _ := io.ReadAll(r.Body)
 	return r, string(b)
+}
+
+// Without an answer from the Management API (down here; absent for a
+// generic upstream), Continue asks through a new upstream round trip past
+// usher's own session: unverified, the verify page again; verified, the
+// accept page again, then the roles.
+func TestVerifyContinueThroughUpstreamRoundTrip(t *testing.T) {
+	t.Parallel()
+	d := startDev(t, app.DevOptions{})
+	api := funnelToken(t, d, "invitations:write invitations:read")
+	const email = "roundtrip@example.com"
+	inv := invite(t, d, api, map[string]any{"email": email, "roles": []string{"customer"}, "email_match": "exact", "send_email": false})
+	p := acceptUnverified(t, d, tokenOf(inv["url"].(string)), email)
+	d.IDP.ManagementDown(true)
+
+	resp, body := p.answer("continue")
+	if resp.Request.URL.Path != "/invitation/verify" || !strings.Contains(body, "not verified yet") {
+		t.Fatalf("Continue before verifying: %d at %s\n%s", resp.StatusCode, resp.Request.URL, clipText(body))
+	}
+	followVerificationLink(t, verificationLink(t, d, email, 1))
+	p.body = body
+	resp, body = p.answer("continue")
+	resp, body = p.a.answerAccept(resp, body, "accept")
+	q := p.a.callbackOf(resp, body)
+	if q.Get("code") == "" {
+		t.Fatalf("after the round trip: %v", q)
+	}
+	if r := apiCall(t, d, http.MethodGet, "/api/invitations/"+inv["id"].(string), api, nil); r.body["status"] != "redeemed" {
+		t.Fatalf("invitation: %s", r.raw)
+	}
 }

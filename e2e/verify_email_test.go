@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"os"
 	"slices"
 	"strconv"
 	"strings"
@@ -67,6 +68,9 @@ func TestBrowserVerifyEmailThenContinue(t *testing.T) {
 
 	pollJS(t, ctx, "waiting for the verify page", 20*time.Second,
 		`document.querySelector('#title') && document.querySelector('#title').textContent.includes('Verify your email') && !document.querySelector('#note')`)
+	if _, err := os.Stat(axePath); err == nil { // make test installs it
+		checkA11y(t, ctx, axeSource(t), "the verify page")
+	}
 	if s := status(); s != "pending" {
 		t.Fatalf("invitation %s before verification, want pending", s)
 	}

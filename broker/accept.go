@@ -57,8 +57,10 @@ type acceptState struct {
 	Invited  string `json:"ie,omitempty"`
 	Account  string `json:"ae,omitempty"`
 	Mismatch bool   `json:"mm,omitempty"`
-	// UserID: the account the page was shown to (the verify page).
-	UserID string `json:"u,omitempty"`
+	// UserID: the account the page was shown to (the verify page), and
+	// when it last asked for a new verification mail.
+	UserID string    `json:"u,omitempty"`
+	Resent time.Time `json:"rs,omitempty"`
 }
 
 // showAcceptPage remembers the page in the session (which the caller saves)

@@ -41,6 +41,7 @@ const (
 	// the upstream even though this browser has an usher session.
 	upstreamAgainPrefix = "upstream-again:"
 	verifyTTL           = time.Hour
+	resendInterval      = time.Minute
 
 	noteStillUnverified = "Your email address is not verified yet. Follow the link in the verification email, then press Continue."
 	noteResent          = "A new verification email is on its way."
@@ -163,6 +164,11 @@ func (b *Broker) handleVerifyAnswer(w http.ResponseWriter, r *http.Request) {
 	}
 	if r.PostForm.Get("action") == "resend" && b.canAskUpstream(acct) {
 		st.Message = noteResent
+		if b.now().Before(st.Resent.Add(resendInterval)) { // one mail a minute: each is an Auth0 mail
+			b.showVerify(w, r, sess, id, st)
+			return
+		}
+		st.Resent = b.now()
 		if err := b.caps.verify.ResendVerification(r.Context(), acct.Subject); err != nil {
 			b.log.WarnContext(r.Context(), "resending the verification email", "user_id", acct.UserID, "err", err)
 			st.Message = noteResendFailed
@@ -223,17 +229,26 @@ func (b *Broker) verifyLater(w http.ResponseWriter, r *http.Request, sess *gsess
 	http.Redirect(w, r, b.continueURL(st.ClientID, ""), http.StatusSeeOther)
 }
 
-// errNoFreshAnswer: the upstream cannot be asked directly.
-var errNoFreshAnswer = errors.New("the upstream cannot be asked whether the email is verified")
+var (
+	// errNoFreshAnswer: the upstream cannot be asked directly.
+	errNoFreshAnswer = errors.New("the upstream cannot be asked whether the email is verified")
+	// errEmailChanged: the upstream account has another email by now.
+	errEmailChanged = errors.New("the upstream account's email changed since the sign-in")
+)
 
 // freshEmailVerified is the upstream's email_verified for acct now.
 func (b *Broker) freshEmailVerified(ctx context.Context, acct signedInAccount) (bool, error) {
 	if !b.canAskUpstream(acct) {
 		return false, errNoFreshAnswer
 	}
-	verified, err := b.caps.verify.EmailVerified(ctx, acct.Subject)
+	email, verified, err := b.caps.verify.EmailVerified(ctx, acct.Subject)
 	if err != nil {
 		b.log.WarnContext(ctx, "reading email_verified from the upstream; asking through a sign-in", "user_id", acct.UserID, "err", err)
+	}
+	// Verified is about the account's email now: another address than the
+	// one accepted with verifies nothing here (a new sign-in tells).
+	if err == nil && !grants.SameEmail(email, acct.Email) {
+		return false, errEmailChanged
 	}
 	return verified, err
 }

@@ -61,8 +61,9 @@ type ConnectionResolver interface {
 // link again (Auth0's Management API). Without it, usher learns about a
 // verification only from a new upstream round trip.
 type EmailVerification interface {
-	// EmailVerified is the account's email_verified as the upstream holds it now.
-	EmailVerified(ctx context.Context, sub string) (bool, error)
+	// EmailVerified is the account's email and email_verified as the
+	// upstream holds them now (the email may have changed since the sign-in).
+	EmailVerified(ctx context.Context, sub string) (email string, verified bool, err error)
 	// ResendVerification asks the upstream to mail sub a new verification link.
 	ResendVerification(ctx context.Context, sub string) error
 }

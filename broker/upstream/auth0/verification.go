@@ -12,17 +12,17 @@ import (
 // (GET /api/v2/users/{id}, read:users): the ID token of the sign-in that
 // showed the accept page predates the person's click in the verification
 // mail. It takes a login-path permit, as Connection does.
-func (m *Mirror) EmailVerified(ctx context.Context, sub string) (bool, error) {
+func (m *Mirror) EmailVerified(ctx context.Context, sub string) (string, bool, error) {
 	if m.o.Now().Before(m.pausedUntil()) {
-		return false, ErrMirrorRateLimited
+		return "", false, ErrMirrorRateLimited
 	}
 	ctx, cancel := context.WithTimeout(ctx, mirrorLookupBudget)
 	defer cancel()
-	u, err := m.lookup.User.Read(ctx, sub, management.IncludeFields("user_id", "email_verified"))
+	u, err := m.lookup.User.Read(ctx, sub, management.IncludeFields("user_id", "email", "email_verified"))
 	if err != nil {
-		return false, m.lookupError("read user", sub, err)
+		return "", false, m.lookupError("read user", sub, err)
 	}
-	return u.GetEmailVerified(), nil
+	return u.GetEmail(), u.GetEmailVerified(), nil
 }
 
 // ResendVerification asks Auth0 to mail sub a new verification link
@@ -53,7 +53,7 @@ func (m *Mirror) lookupError(what, sub string, err error) error {
 	return fmt.Errorf("auth0 mirror: %s %s: %w", what, sub, err)
 }
 
-func (m managed) EmailVerified(ctx context.Context, sub string) (bool, error) {
+func (m managed) EmailVerified(ctx context.Context, sub string) (string, bool, error) {
 	return m.m.EmailVerified(ctx, sub)
 }
 

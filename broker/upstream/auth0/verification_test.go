@@ -53,11 +53,11 @@ func TestEmailVerificationThroughManagementAPI(t *testing.T) {
 		if err := s.act(); err != nil {
 			t.Fatalf("%s: %v", s.name, err)
 		}
-		if got, err := up.EmailVerified(ctx, sub); err != nil || got != s.verify {
-			t.Fatalf("%s: EmailVerified = %v, %v; want %v", s.name, got, err, s.verify)
+		if email, got, err := up.EmailVerified(ctx, sub); err != nil || got != s.verify || email != "unverified@example.com" {
+			t.Fatalf("%s: EmailVerified = %q, %v, %v; want %v", s.name, email, got, err, s.verify)
 		}
 	}
-	if _, err := up.EmailVerified(ctx, "auth0|nobody"); err == nil {
+	if _, _, err := up.EmailVerified(ctx, "auth0|nobody"); err == nil {
 		t.Fatal("EmailVerified of an unknown user: no error")
 	}
 	if err := up.ResendVerification(ctx, "auth0|nobody"); err == nil {

@@ -251,3 +251,43 @@ func TestVerifyContinueThroughUpstreamRoundTrip(t *testing.T) {
 		t.Fatalf("invitation: %s", r.raw)
 	}
 }
+
+// Resend asks Auth0 (devidp) for a new mail at most once a minute per page;
+// the page answers only the browser and account it was shown to.
+func TestVerifyPageResendAndBinding(t *testing.T) {
+	t.Parallel()
+	d := startDev(t, app.DevOptions{})
+	api := funnelToken(t, d, "invitations:write invitations:read")
+	const email = "resend@example.com"
+	inv := invite(t, d, api, map[string]any{"email": email, "roles": []string{"customer"}, "email_match": "exact", "send_email": false})
+	p := acceptUnverified(t, d, tokenOf(inv["url"].(string)), email)
+	other := p
+	other.a = newAgent(t, d.SPAURL) // another browser with the page's fields
+	steps := []struct {
+		name      string
+		page      *verifyPageOf
+		action    string
+		wantBody  string
+		wantMails int
+	}{
+		{"resend", &p, "resend", "on its way", 2},
+		{"resend again at once", &p, "resend", "on its way", 2},
+		{"another browser", &other, "continue", "This page expired", 2},
+		{"another browser resends", &other, "resend", "This page expired", 2},
+	}
+	for _, s := range steps {
+		resp, body := s.page.answer(s.action)
+		if !strings.Contains(body, s.wantBody) {
+			t.Fatalf("%s: %d at %s\n%s", s.name, resp.StatusCode, resp.Request.URL, clipText(body))
+		}
+		if s.page == &p {
+			p.body = body // each answer gives the page a new CSRF token
+		}
+		if n := len(d.IDP.VerificationMails(email)); n != s.wantMails {
+			t.Fatalf("%s: %d verification mails, want %d", s.name, n, s.wantMails)
+		}
+	}
+	if r := apiCall(t, d, http.MethodGet, "/api/invitations/"+inv["id"].(string), api, nil); r.body["status"] != "pending" {
+		t.Fatalf("invitation: %s", r.raw)
+	}
+}

@@ -341,6 +341,31 @@ func (b *Broker) awaitedInvitation(ctx context.Context, userID, email string, ve
 	return invs[0].TokenHash
 }
 
+// sessionAwaited is, for an authorization answered from usher's session
+// whose account was unverified at its sign-in, the token hash of an
+// invitation it accepted before verifying, once the upstream says now that
+// the email is verified ("" otherwise); askUpstream when only a new
+// upstream round trip can tell (the callback then looks again). Accounts
+// signed in verified never get here, so the common session answer costs
+// no lookup.
+func (b *Broker) sessionAwaited(ctx context.Context, sess *gsessions.Session, acct *signedInAccount) (hash string, askUpstream bool) {
+	invs, err := b.invitations.AwaitingVerificationOf(ctx, acct.UserID, acct.Email)
+	if err != nil || len(invs) == 0 {
+		return "", false
+	}
+	verified, err := b.freshEmailVerified(ctx, *acct)
+	switch {
+	case err != nil:
+		return "", true
+	case !verified:
+		return "", false
+	}
+	acct.EmailVerified = true
+	rememberAccount(sess, *acct)
+	b.refreshEmailVerified(ctx, *acct)
+	return invs[0].TokenHash, false
+}
+
 var verifyTmpl = template.Must(template.New("verify").Parse(`<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width,initial-scale=1">
 <title>Verify your email, then continue · usher</title>

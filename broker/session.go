@@ -59,6 +59,13 @@ func (b *Broker) answerFromSession(w http.ResponseWriter, r *http.Request, sess 
 		ar.Prompt = append(ar.Prompt, oidc.PromptLogin) // upstream: a fresh login, as max_age asks
 		return false
 	}
+	if ar.InvitationHash == "" && !promptNone && !acct.EmailVerified {
+		hash, askUpstream := b.sessionAwaited(r.Context(), sess, &acct)
+		if askUpstream {
+			return false
+		}
+		ar.InvitationHash = hash
+	}
 	ar.Subject, ar.AuthTime, ar.AMR = acct.UserID, time.Unix(acct.AuthTime, 0), acct.AMR
 	ar.Upstream = acct.Upstream
 	b.bindSignIn(sess, ar)

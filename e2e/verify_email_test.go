@@ -291,3 +291,40 @@ func TestVerifyPageResendAndBinding(t *testing.T) {
 		t.Fatalf("invitation: %s", r.raw)
 	}
 }
+
+// The same browser days later, still signed in to usher: a sign-in that
+// usher's own session would answer asks the upstream first (the Management
+// API, else a round trip), and offers the invitation once verified.
+func TestVerifiedLaterSameBrowserSession(t *testing.T) {
+	t.Parallel()
+	for _, managementDown := range []bool{false, true} {
+		t.Run(map[bool]string{false: "management API", true: "upstream round trip"}[managementDown], func(t *testing.T) {
+			t.Parallel()
+			d := startDev(t, app.DevOptions{})
+			api := funnelToken(t, d, "invitations:write invitations:read")
+			const email = "samebrowser@example.com"
+			inv := invite(t, d, api, map[string]any{"email": email, "roles": []string{"customer"}, "email_match": "exact", "send_email": false})
+			p := acceptUnverified(t, d, tokenOf(inv["url"].(string)), email)
+			p.answer("later") // into the app without it; usher's session stays
+			signIn := func() (offered bool, roles []string) {
+				u, verifier, _ := authorizeURL(d, nil)
+				resp, body := p.a.get(u)
+				if offered = isAcceptPage(resp, body); offered {
+					resp, body = p.a.answerAccept(resp, body, "accept")
+				}
+				return offered, rolesOf(jwtClaims(t, exchangeCode(t, d, p.a.callbackOf(resp, body).Get("code"), verifier).IDToken))
+			}
+			if offered, roles := signIn(); offered || len(roles) != 0 {
+				t.Fatalf("unverified, from the session: offered %v, roles %v", offered, roles)
+			}
+			followVerificationLink(t, verificationLink(t, d, email, 1))
+			d.IDP.ManagementDown(managementDown)
+			if offered, roles := signIn(); !offered || !slices.Equal(roles, []string{"customer"}) {
+				t.Fatalf("verified, same browser: offered %v, roles %v", offered, roles)
+			}
+			if offered, roles := signIn(); offered || !slices.Equal(roles, []string{"customer"}) {
+				t.Fatalf("after the redemption: offered %v, roles %v", offered, roles)
+			}
+		})
+	}
+}

@@ -133,6 +133,7 @@ func cmdDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
   usher issuer    %s   (discovery: %s/.well-known/openid-configuration)
   stand-in Auth0  %s
   mail outbox     %s
+  verify mails    %su/verification-mails   (devidp's: a sign-up's email is verified once its link is followed)
   metrics         %s
   admin page      %s/admin   (sign in as %s / %s)
 
@@ -144,7 +145,7 @@ Fixtures:
 To run 'usher invite' (and the README's examples) against this usher, in another shell:
 %s
 Press Ctrl-C to stop.
-`, d.SPAURL, d.IssuerURL, trimSlash(d.IssuerURL), d.IDPURL, d.OutboxURL, d.MetricsURL, trimSlash(d.IssuerURL),
+`, d.SPAURL, d.IssuerURL, trimSlash(d.IssuerURL), d.IDPURL, d.OutboxURL, d.IDPURL, d.MetricsURL, trimSlash(d.IssuerURL),
 		app.DevAdminEmail, app.DevAdminPassword, app.DevUserEmail, app.DevUserPassword, app.DevSPAClientID, app.DevFunnelClientID, app.DevFunnelSecret,
 		devExports(d.IssuerURL))
 	<-ctx.Done()

@@ -2,6 +2,7 @@ package broker
 
 import (
 	"crypto/subtle"
+	"errors"
 	"net/http"
 	"net/url"
 	"slices"
@@ -56,6 +57,10 @@ type acceptState struct {
 	Invited  string `json:"ie,omitempty"`
 	Account  string `json:"ae,omitempty"`
 	Mismatch bool   `json:"mm,omitempty"`
+	// UserID: the account the page was shown to (the verify page), and
+	// when it last asked for a new verification mail.
+	UserID string    `json:"u,omitempty"`
+	Resent time.Time `json:"rs,omitempty"`
 }
 
 // showAcceptPage remembers the page in the session (which the caller saves)
@@ -220,6 +225,10 @@ func (b *Broker) answerLink(w http.ResponseWriter, r *http.Request, sess *gsessi
 	case actionAccept:
 		_, err := b.redeem(r, st.Hash, acct)
 		b.clearInvitationCookie(w)
+		if errors.Is(err, grants.ErrEmailUnverified) {
+			b.awaitVerification(w, r, sess, verifyLinkID, st.Hash, st.ClientID, acct)
+			return
+		}
 		if err := sess.Save(r, w); err != nil {
 			b.unavailable(w, r, "saving the browser session", err)
 			return

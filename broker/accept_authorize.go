@@ -1,11 +1,13 @@
 package broker
 
 import (
+	"errors"
 	"net/http"
 
 	gsessions "github.com/gorilla/sessions"
 	"github.com/zitadel/oidc/v3/pkg/oidc"
 
+	"github.com/usher-oidc/usher/grants"
 	"github.com/usher-oidc/usher/sessions"
 )
 
@@ -16,7 +18,8 @@ import (
 func (b *Broker) offerInvitation(w http.ResponseWriter, r *http.Request, sess *gsessions.Session, ar *sessions.AuthRequest, acct signedInAccount) {
 	ctx := r.Context()
 	inv, err := b.acceptRefusal(r, ar.InvitationHash, acct)
-	if err != nil {
+	unverified := errors.Is(err, grants.ErrEmailUnverified)
+	if err != nil && !unverified {
 		b.recordRefusal(r, inv, acct, err)
 		b.showProblem(w, r, sess, ar, inv, acct, err)
 		return
@@ -26,12 +29,17 @@ func (b *Broker) offerInvitation(w http.ResponseWriter, r *http.Request, sess *g
 		b.unavailable(w, r, "saving the authorization request", err)
 		return
 	}
+	if unverified && awaitedBy(inv, acct.UserID) {
+		// Accepted already, still unverified: back to "verify, then continue".
+		b.showVerify(w, r, sess, ar.ID, verifyState(inv, ar.ClientID, acct, noteStillUnverified))
+		return
+	}
 	v, err := b.acceptViewOf(ctx, inv, acct, ar.ClientID)
 	if err != nil {
 		b.unavailable(w, r, "loading the account's grant", err)
 		return
 	}
-	v.Flow, v.ID = flowAuthorize, ar.ID
+	v.Flow, v.ID, v.Unverified = flowAuthorize, ar.ID, unverified
 	if err := b.showAcceptPage(w, r, sess, acceptPrefix+ar.ID, acceptState{}, v); err != nil {
 		b.unavailable(w, r, "saving the browser session", err)
 	}
@@ -56,6 +64,10 @@ func (b *Broker) answerAuthorize(w http.ResponseWriter, r *http.Request, sess *g
 	switch action {
 	case actionAccept:
 		if _, err := b.redeem(r, ar.InvitationHash, acct); err != nil {
+			if errors.Is(err, grants.ErrEmailUnverified) {
+				b.awaitVerification(w, r, sess, ar.ID, ar.InvitationHash, ar.ClientID, acct)
+				return
+			}
 			b.showProblem(w, r, sess, ar, inv, acct, err)
 			return
 		}

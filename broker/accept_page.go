@@ -18,12 +18,15 @@ type acceptView struct {
 	AccountEmail string
 	Connection   string
 	EmailDiffers bool
-	RolesAdded   []string
-	ClaimsAdded  []claimLine
-	ClaimsKept   []claimConflictLine
-	Flow, ID     string
-	CSRF         string
-	ClientID     string // the app the page answers for (not shown)
+	// Unverified: the account's email matches but is not verified yet;
+	// Accept leads to "verify your email, then continue".
+	Unverified  bool
+	RolesAdded  []string
+	ClaimsAdded []claimLine
+	ClaimsKept  []claimConflictLine
+	Flow, ID    string
+	CSRF        string
+	ClientID    string // the app the page answers for (not shown)
 }
 
 type claimLine struct{ Name, Value string }
@@ -122,6 +125,7 @@ button.primary{background:#2d5be3;color:#fff}code{background:#f0f0f3;padding:0 .
 <h1 id="title">Accept your invitation to {{.AppName}}</h1>
 <p id="invited">{{if .Inviter}}{{.Inviter}} invited{{else}}This invitation was sent to{{end}} <strong>{{.InvitedEmail}}</strong>.</p>
 <p id="account">You are signed in as <strong>{{if .AccountEmail}}{{.AccountEmail}}{{else}}an account without an email{{end}}</strong> ({{.Connection}}). Accepting adds the invitation to this account.</p>
+{{if .Unverified}}<p class="warn" id="unverified">Your email address <strong>{{.AccountEmail}}</strong> is not verified yet. After you accept, verify it through the email the sign-in service sent you; the invitation is added once it is verified.</p>{{end}}
 {{if .EmailDiffers}}<p class="warn" id="email-differs">The invitation was sent to <strong>{{.InvitedEmail}}</strong>, not to the account you are signed in with. Accept only if this account is really meant to receive it.</p>{{end}}
 <div id="changes">
 {{if .RolesAdded}}<p>Roles added: {{range $i, $r := .RolesAdded}}{{if $i}}, {{end}}<code class="role">{{$r}}</code>{{end}}</p>{{end}}

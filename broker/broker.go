@@ -371,6 +371,8 @@ func (b *Broker) Handler() http.Handler {
 	mux.Handle("POST "+pathAccept, pageHeaders(b.issRedirects(http.HandlerFunc(b.handleAccept))))
 	mux.Handle("GET "+pathProblem, pageHeaders(http.HandlerFunc(b.handleProblem)))
 	mux.Handle("POST "+pathProblem, pageHeaders(http.HandlerFunc(b.handleProblemAnswer)))
+	mux.Handle("GET "+pathVerify, pageHeaders(http.HandlerFunc(b.handleVerifyPage)))
+	mux.Handle("POST "+pathVerify, pageHeaders(b.issRedirects(http.HandlerFunc(b.handleVerifyAnswer))))
 	mux.Handle("GET /login/continue", pageHeaders(b.issRedirects(http.HandlerFunc(b.handleContinue))))
 	mux.Handle("GET /login", pageHeaders(b.issRedirects(http.HandlerFunc(b.handleLogin))))
 	b.adminAPI().Mount(mux)

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"net/http"
 	"net/url"
+	"slices"
 	"time"
 
 	gsessions "github.com/gorilla/sessions"
@@ -92,6 +93,11 @@ func (b *Broker) handleCallback(w http.ResponseWriter, r *http.Request) {
 	acct := accountOf(u.ID, created, id, ar.AuthTime, b.now())
 	rememberAccount(sess, acct)
 	b.bindSignIn(sess, ar)
+	if ar.InvitationHash == "" && !slices.Contains(ar.Prompt, oidc.PromptNone) {
+		// An invitation this user accepted before verifying the email:
+		// this fresh sign-in may say it is verified now.
+		ar.InvitationHash = b.awaitedInvitation(ctx, u.ID, id.Email, id.EmailVerified)
+	}
 	if ar.InvitationHash != "" {
 		b.clearInvitationCookie(w) // the auth request carries it from here on
 		b.offerInvitation(w, r, sess, ar, acct)

@@ -14,7 +14,9 @@
 //   - callback (callback.go): the upstream's answer is verified, the usher
 //     user resolved (users.go), the account remembered in the session;
 //   - accept (accept.go, accept_authorize.go, accept_page.go): an invitation
-//     binds only when the person presses Accept on usher's page;
+//     binds only when the person presses Accept on usher's page; with an
+//     email not verified yet, "verify your email, then continue"
+//     (accept_verify.go);
 //   - invite link (invite.go, invite_reference.go, invite_link.go): /invite/<token>
 //     and the authorize link form;
 //   - response: a code by redirect, form_post (formpost.go) or web_message

@@ -83,17 +83,23 @@ func (b *Broker) offerToSession(w http.ResponseWriter, r *http.Request, inv *gra
 	if !ok {
 		return false
 	}
-	if _, err := b.acceptRefusal(r, inv.TokenHash, acct); err != nil {
+	_, err = b.acceptRefusal(r, inv.TokenHash, acct)
+	unverified := errors.Is(err, grants.ErrEmailUnverified)
+	if err != nil && !unverified {
 		// Not for this account (email policy): the normal sign-in lets the
 		// person choose the account; the callback explains a refusal.
 		return false
+	}
+	if unverified && awaitedBy(inv, acct.UserID) {
+		b.showVerify(w, r, sess, verifyLinkID, verifyState(inv, client.ID, acct, noteStillUnverified))
+		return true
 	}
 	v, err := b.acceptViewOf(r.Context(), inv, acct, client.ID)
 	if err != nil {
 		b.unavailable(w, r, "loading the account's grant", err)
 		return true
 	}
-	v.Flow = flowLink
+	v.Flow, v.Unverified = flowLink, unverified
 	if err := b.showAcceptPage(w, r, sess, acceptLinkKey, acceptState{Hash: inv.TokenHash, ClientID: client.ID}, v); err != nil {
 		b.unavailable(w, r, "saving the browser session", err)
 	}
@@ -289,6 +295,11 @@ func (b *Broker) redeem(r *http.Request, hash string, acct signedInAccount) (*gr
 		UpstreamUser: upstreamUser, Signup: acct.New,
 	})
 	b.metrics.redemptionSeconds.Observe(time.Since(start).Seconds())
+	if errors.Is(err, grants.ErrEmailUnverified) {
+		// Not a failure: the caller records that it awaits verification.
+		b.metrics.redemptions.WithLabelValues(redemptionResult(err)).Inc()
+		return inv, err
+	}
 	if err != nil {
 		b.recordRefusal(r, inv, acct, err)
 		return inv, err

@@ -14,7 +14,8 @@ var refusals = []struct {
 	result  string
 	message string
 }{
-	{grants.ErrEmailMismatch, "email_mismatch", "This invitation was sent to another email address than the account you signed in with (or that account's email is not verified)."},
+	{grants.ErrEmailMismatch, "email_mismatch", "This invitation was sent to another email address than the account you signed in with."},
+	{grants.ErrEmailUnverified, "email_unverified", "This account's email address is not verified yet. Verify it through the email the sign-in service sent, then sign in again."},
 	{grants.ErrInvitationRedeemed, "already_used", "This invitation has already been used."},
 	{grants.ErrInvitationRevoked, "revoked", "This invitation was withdrawn by the sender."},
 	{grants.ErrInvitationDeclined, "declined", "This invitation was declined."},

@@ -42,6 +42,11 @@ func (b *Broker) answerFromSession(w http.ResponseWriter, r *http.Request, sess 
 		return false
 	case slices.Contains(ar.Prompt, oidc.PromptLogin) || slices.Contains(ar.Prompt, oidc.PromptSelectAccount):
 		return false
+	case sess.Values[upstreamAgainPrefix+ar.ID] != nil:
+		// "Continue" on the verify page: only the upstream knows whether
+		// the email is verified now (the caller saves the session).
+		delete(sess.Values, upstreamAgainPrefix+ar.ID)
+		return false
 	case ar.UpstreamInvitation != "" || !b.sameOrganization(ar.Organization, acct.Upstream):
 		// An Auth0 organization invitation, or another organization than the
 		// session signed in to: only the upstream can answer.
@@ -53,6 +58,13 @@ func (b *Broker) answerFromSession(w http.ResponseWriter, r *http.Request, sess 
 		}
 		ar.Prompt = append(ar.Prompt, oidc.PromptLogin) // upstream: a fresh login, as max_age asks
 		return false
+	}
+	if ar.InvitationHash == "" && !promptNone && !acct.EmailVerified {
+		hash, askUpstream := b.sessionAwaited(r.Context(), sess, &acct)
+		if askUpstream {
+			return false
+		}
+		ar.InvitationHash = hash
 	}
 	ar.Subject, ar.AuthTime, ar.AMR = acct.UserID, time.Unix(acct.AuthTime, 0), acct.AMR
 	ar.Upstream = acct.Upstream

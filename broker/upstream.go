@@ -23,6 +23,7 @@ type upstreamCapabilities struct {
 	orgs     upstream.Organizations      // nil: organization requests are refused
 	logout   upstream.LogoutRedirector   // nil: no upstream logout
 	conns    upstream.ConnectionResolver // nil: the ID token's connection stands
+	verify   upstream.EmailVerification  // nil: a new upstream round trip tells whether an email is verified
 }
 
 func capabilitiesOf(u upstream.Upstream) upstreamCapabilities {
@@ -32,6 +33,7 @@ func capabilitiesOf(u upstream.Upstream) upstreamCapabilities {
 	c.orgs, _ = u.(upstream.Organizations)
 	c.logout, _ = u.(upstream.LogoutRedirector)
 	c.conns, _ = u.(upstream.ConnectionResolver)
+	c.verify, _ = u.(upstream.EmailVerification)
 	return c
 }
 

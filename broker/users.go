@@ -69,10 +69,50 @@ func (b *Broker) linkByVerifiedEmail(ctx context.Context, ident grants.Identity)
 	case err == nil:
 		b.log.InfoContext(ctx, "identity linked by verified email", "user_id", target.ID, "connection", ident.Connection)
 	case errors.Is(err, grants.ErrConflict):
-		// Already linked to a user (maybe another): ResolveIdentity follows that link.
+		// Already linked to a user (maybe another): ResolveIdentity follows
+		// that link, unless it is the user of its unverified days.
+		b.relinkOnceVerified(ctx, ident, target)
 	default:
 		b.log.WarnContext(ctx, "account linking failed", "err", err)
 	}
+}
+
+// relinkOnceVerified links an identity that first signed in with its email
+// unverified (which never links, so it got a user of its own) to target,
+// now that its email is verified: the same path as a first sign-in, once
+// verified. Only when that user is a shell — no other identity, nothing
+// granted beyond the default roles — so nothing anyone was given is lost.
+func (b *Broker) relinkOnceVerified(ctx context.Context, ident grants.Identity, target *grants.User) {
+	owner, _, err := b.grants.ResolveIdentity(ctx, ident, grants.Profile{}, newUserID(), b.now())
+	if err != nil || owner.ID == target.ID || !b.shellUser(ctx, owner.ID) {
+		return
+	}
+	switch err := b.grants.RelinkIdentity(ctx, ident, owner.ID); {
+	case err == nil:
+		b.log.InfoContext(ctx, "identity linked by verified email, once verified", "user_id", target.ID, "from_user_id", owner.ID, "connection", ident.Connection)
+	case errors.Is(err, grants.ErrConflict): // moved meanwhile
+	default:
+		b.log.WarnContext(ctx, "account linking once verified failed", "err", err)
+	}
+}
+
+// shellUser: the user has one identity and holds nothing beyond the
+// default roles.
+func (b *Broker) shellUser(ctx context.Context, userID string) bool {
+	ids, err := b.grants.Identities(ctx, userID)
+	if err != nil || len(ids) != 1 {
+		return false
+	}
+	g, err := b.grants.GetGrant(ctx, userID)
+	if err != nil || len(g.Invitations) > 0 || len(g.Claims) > 0 {
+		return false
+	}
+	for _, r := range g.Roles {
+		if !slices.Contains(b.opts.DefaultRoles, r) {
+			return false
+		}
+	}
+	return true
 }
 
 // bootstrapAdmin gives the admin role to a configured admin email, verified

@@ -19,6 +19,8 @@
 //	POST /u/signup                      form: state, email, password, name
 //	GET  /u/social?state=ID&connection=google-oauth2|facebook
 //	POST /u/social                      form: state, connection, email, name, email_unverified (facebook only)
+//	GET  /u/email-verification?ticket=  a verification mail's link (verify.go)
+//	GET  /u/verification-mails          the verification mails devidp "sent"
 //
 // Successful posts answer 303 to /authorize/callback?id=ID, which the
 // library turns into the redirect (with code) to the client; that callback
@@ -137,7 +139,8 @@ type Server struct {
 	cookieName string
 	secure     bool // Secure cookies when the issuer is https
 	pages      *template.Template
-	mgmt       *management // the Management API subset (management.go)
+	mgmt       *management   // the Management API subset (management.go)
+	verify     verifications // verification mails and their tickets (verify.go)
 	// userinfoCalls counts /userinfo requests (UserinfoCalls).
 	userinfoCalls atomic.Int64
 }
@@ -224,6 +227,8 @@ func New(cfg Config) (*Server, error) {
 	mux.HandleFunc("GET "+socialPath, s.socialPage)
 	mux.HandleFunc("POST "+socialPath, s.socialSubmit)
 	mux.HandleFunc("GET "+loggedOutPath, s.loggedOutPage)
+	mux.HandleFunc("GET "+verifyPath, s.verifyEmail)
+	mux.HandleFunc("GET "+verifyMailsPath, s.verificationMailsPage)
 	mux.HandleFunc("GET /v2/logout", s.legacyLogout)
 	mux.HandleFunc("GET /{$}", s.indexPage)
 	mux.Handle("/authorize", s.captureAuthorizeExtras(s.provider))

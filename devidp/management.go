@@ -14,6 +14,7 @@ package devidp
 //	GET    /api/v2/users/{id}/roles?page=&per_page=&include_totals=
 //	POST   /api/v2/users/{id}/roles           {"roles":[role IDs]}
 //	DELETE /api/v2/users/{id}/roles           {"roles":[role IDs]}
+//	POST   /api/v2/jobs/verification-email    {"user_id"}: a new verification mail (verify.go)
 //
 // Every /api/v2 call needs a bearer token from the client-credentials grant
 // above (401 otherwise). Errors have Auth0's shape:
@@ -359,6 +360,7 @@ func (s *Server) managementAPI() http.Handler {
 	mux.HandleFunc("DELETE /api/v2/users/{id}/roles", s.apiRemoveRoles)
 	mux.HandleFunc("GET /api/v2/roles", s.apiListRoles)
 	mux.HandleFunc("POST /api/v2/roles", s.apiCreateRole)
+	mux.HandleFunc("POST /api/v2/jobs/verification-email", s.apiVerificationEmail)
 	mux.HandleFunc("/api/v2/", func(w http.ResponseWriter, r *http.Request) {
 		writeAPIError(w, http.StatusNotFound, "Not Found", "")
 	})

@@ -260,6 +260,10 @@ func (s *Server) signupSubmit(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s.log.Info("devidp: signed up", "sub", sub)
+	// Auth0 mails a database sign-up a verification link; email_verified
+	// stays false until it is followed (verify.go,
+	// https://auth0.com/docs/manage-users/user-accounts/verify-emails).
+	s.sendVerificationMail(sub)
 	s.complete(w, r, ar.id, browserSession{sub: sub, connection: ConnectionPassword, authTime: time.Now(), amr: []string{"pwd"}}, true)
 }
 

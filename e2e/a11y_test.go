@@ -20,13 +20,14 @@ import (
 // installed by make test (npm ci); without it the test is skipped.
 func axeSource(t *testing.T) string {
 	t.Helper()
-	p := filepath.Join("interop", "node_modules", "axe-core", "axe.min.js")
-	b, err := os.ReadFile(p)
+	b, err := os.ReadFile(axePath)
 	if err != nil {
 		t.Skipf("axe-core is not installed (%v): run `npm ci --prefix e2e/interop` (make test does)", err)
 	}
 	return string(b)
 }
+
+var axePath = filepath.Join("interop", "node_modules", "axe-core", "axe.min.js")
 
 type axeViolation struct {
 	ID     string `json:"id"`

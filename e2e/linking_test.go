@@ -74,3 +74,48 @@ func TestAccountLinkingByVerifiedEmail(t *testing.T) {
 		})
 	}
 }
+
+// An unverified email never links; the same account links once its email
+// is verified. A person with a (verified) Google account and a grant signs
+// up with a password: unverified, so a user of its own, which stays apart
+// while unverified; after the verification mail, the next password sign-in
+// is the Google user, grant included.
+func TestAccountLinkingOnceVerified(t *testing.T) {
+	t.Parallel()
+	d := startDev(t, app.DevOptions{Configure: func(c *config.Config) { c.Upstream.LinkByVerifiedEmail = true }})
+	api := funnelToken(t, d, "invitations:write invitations:read")
+	const email = "link-later@example.com"
+	inv := invite(t, d, api, map[string]any{"email": email, "roles": []string{"customer"}, "send_email": false})
+	a := newAgent(t, d.SPAURL)
+	u, verifier, _ := authorizeURL(d, url.Values{"invitation": {tokenOf(inv["url"].(string))}, "connection": {"google-oauth2"}})
+	resp, body := a.get(u)
+	resp, body = a.devidpForm(resp, body, "social", url.Values{"connection": {"google-oauth2"}, "email": {email}, "name": {"G"}})
+	resp, body = a.answerAccept(resp, body, "accept")
+	googleSub := claimString(jwtClaims(t, exchangeCode(t, d, a.callbackOf(resp, body).Get("code"), verifier).IDToken), "sub")
+
+	passwordSignIn := func(signup bool) (sub string, roles []string) {
+		code, v := newAgent(t, d.SPAURL).signIn(d, email, "password-123456", signup)
+		c := jwtClaims(t, exchangeCode(t, d, code, v).IDToken)
+		return claimString(c, "sub"), rolesOf(c)
+	}
+	steps := []struct {
+		name       string
+		signup     bool
+		before     func()
+		wantLinked bool
+	}{
+		{"sign-up, unverified", true, nil, false},
+		{"sign-in, still unverified", false, nil, false},
+		{"sign-in after the verification mail", false, func() { followVerificationLink(t, verificationLink(t, d, email, 1)) }, true},
+		{"and again", false, nil, true},
+	}
+	for _, s := range steps {
+		if s.before != nil {
+			s.before()
+		}
+		sub, roles := passwordSignIn(s.signup)
+		if (sub == googleSub) != s.wantLinked || s.wantLinked != slices.Contains(roles, "customer") {
+			t.Fatalf("%s: sub %s (Google user %s), roles %v; want linked %v", s.name, sub, googleSub, roles, s.wantLinked)
+		}
+	}
+}

@@ -11,6 +11,7 @@
 //	Create       pending invitation + invitation.created (+ its sealed mail link)
 //	Check        read-only: why a token is unusable, if it is
 //	Redeem       pending → redeemed, grant merge + invitation.redeemed
+//	AwaitVerification  accepted before the email was verified + invitation.awaiting_verification (verification.go)
 //	Decline      pending → declined + invitation.declined
 //	Revoke       pending → revoked + invitation.revoked
 //	Resend       new token and expiry + invitation.resent (+ mail link)

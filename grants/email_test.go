@@ -29,19 +29,25 @@ func TestEmailMatchesPolicies(t *testing.T) {
 	cases := []struct {
 		name, policy, invited, got string
 		verified                   bool
-		ok                         bool
+		want                       error
 	}{
-		{"any", MatchAny, "a@example.com", "b@other.org", false, true},
-		{"exact", MatchExact, "Ada@example.com", "ada@EXAMPLE.com", true, true},
-		{"exact unverified", MatchExact, "ada@example.com", "ada@example.com", false, false},
-		{"exact long s", MatchExact, "boss@example.com", "boſs@example.com", true, false},
-		{"domain", MatchDomain, "a@example.com", "b@Example.com", true, true},
-		{"domain kelvin", MatchDomain, "a@kexample.com", "b@\u212Aexample.com", true, false},
+		{"any", MatchAny, "a@example.com", "b@other.org", false, nil},
+		{"exact", MatchExact, "Ada@example.com", "ada@EXAMPLE.com", true, nil},
+		// The same address, not verified yet: curable, not "another address".
+		{"exact unverified", MatchExact, "ada@example.com", "Ada@example.com", false, ErrEmailUnverified},
+		{"exact other unverified", MatchExact, "ada@example.com", "eve@example.com", false, ErrEmailMismatch},
+		{"exact long s", MatchExact, "boss@example.com", "boſs@example.com", true, ErrEmailMismatch},
+		{"exact long s unverified", MatchExact, "boss@example.com", "boſs@example.com", false, ErrEmailMismatch},
+		{"domain", MatchDomain, "a@example.com", "b@Example.com", true, nil},
+		{"domain unverified", MatchDomain, "a@example.com", "b@example.com", false, ErrEmailUnverified},
+		{"domain other unverified", MatchDomain, "a@example.com", "b@other.org", false, ErrEmailMismatch},
+		{"domain kelvin", MatchDomain, "a@kexample.com", "b@\u212Aexample.com", true, ErrEmailMismatch},
+		{"exact no email", MatchExact, "a@example.com", "", false, ErrEmailMismatch},
 	}
 	for _, c := range cases {
 		err := EmailMatches(c.policy, c.invited, c.got, c.verified)
-		if (err == nil) != c.ok || err != nil && !errors.Is(err, ErrEmailMismatch) {
-			t.Errorf("%s: EmailMatches = %v, want ok=%v", c.name, err, c.ok)
+		if !errors.Is(err, c.want) || (err == nil) != (c.want == nil) {
+			t.Errorf("%s: EmailMatches = %v, want %v", c.name, err, c.want)
 		}
 	}
 }

@@ -36,6 +36,12 @@ const ScopeAdmin = "invitations:admin"
 // invitation's email_match policy.
 var ErrEmailMismatch = errors.New("the signed-in email does not match the invitation")
 
+// ErrEmailUnverified: the signed-in email satisfies the invitation's
+// email_match policy but the upstream has not verified it yet (an Auth0
+// database sign-up before its verification mail was followed). Unlike
+// ErrEmailMismatch it can be cured: see Service.AwaitVerification.
+var ErrEmailUnverified = errors.New("the signed-in email is not verified yet")
+
 // FieldError is one problem with one field of a request.
 type FieldError struct {
 	Field   string `json:"field"`
@@ -211,21 +217,26 @@ func linkForm(s string) string {
 }
 
 // EmailMatches applies an email_match policy. An account without a verified
-// email can only redeem "any". Emails compare by EmailKey (ASCII case only).
+// email can only redeem "any": an address that would match once verified
+// gets ErrEmailUnverified, any other ErrEmailMismatch. Emails compare by
+// EmailKey (ASCII case only).
 func EmailMatches(policy, invited, got string, verified bool) error {
+	var matches bool
 	switch policy {
 	case MatchAny, "":
 		return nil
 	case MatchExact:
-		if verified && SameEmail(invited, got) {
-			return nil
-		}
+		matches = SameEmail(invited, got)
 	case MatchDomain:
-		if verified && EmailDomain(got) != "" && EmailDomain(invited) == EmailDomain(got) {
-			return nil
-		}
+		matches = EmailDomain(got) != "" && EmailDomain(invited) == EmailDomain(got)
 	}
-	return ErrEmailMismatch
+	switch {
+	case !matches:
+		return ErrEmailMismatch
+	case !verified:
+		return ErrEmailUnverified
+	}
+	return nil
 }
 
 func randomID() string {

@@ -132,6 +132,10 @@ type Invitation struct {
 	RevokedAt          *time.Time `json:"revoked_at,omitempty"`
 	DeclinedAt         *time.Time `json:"declined_at,omitempty"`
 	DeclinedBy         string     `json:"declined_by,omitempty"` // the signed-in user who declined
+	// AwaitingVerification: a person accepted it with an account whose
+	// email matches but is not verified yet (see Service.AwaitVerification);
+	// the redemption clears it.
+	AwaitingVerification *AwaitingVerification `json:"awaiting_verification,omitempty"`
 
 	Events []Event `json:"events,omitempty"`
 	// Outbox holds the events of this invitation's use cases that the
@@ -264,6 +268,11 @@ type Store interface {
 	ResolveIdentity(ctx context.Context, id Identity, p Profile, newUserID string, now time.Time) (u *User, created bool, err error)
 	// LinkIdentity links an identity to an existing user (account linking).
 	LinkIdentity(ctx context.Context, id Identity) error
+	// RelinkIdentity moves the identity (id.Issuer, id.Subject) from the
+	// user fromUserID to id.UserID in one atomic step (account linking once
+	// an email is verified): ErrConflict when it is not linked to
+	// fromUserID (any more), ErrNotFound when it or id.UserID does not exist.
+	RelinkIdentity(ctx context.Context, id Identity, fromUserID string) error
 	GetUser(ctx context.Context, id string) (*User, error)
 	// UsersByEmail matches case-insensitively.
 	UsersByEmail(ctx context.Context, email string) ([]User, error)
@@ -386,6 +395,7 @@ func (inv *Invitation) ApplyRedemption(r Redemption) error {
 	inv.RedeemedBy = r.UserID
 	inv.RedeemedIdentity = r.Identity
 	inv.RedeemedConnection = r.Connection
+	inv.AwaitingVerification = nil
 	inv.Events = append(inv.Events, Event{Type: "redeemed", At: at, Detail: map[string]string{"user_id": r.UserID, "connection": r.Connection}})
 	inv.record(r.Events)
 	return nil

@@ -56,6 +56,18 @@ type ConnectionResolver interface {
 	Connection(ctx context.Context, sub string) (name string, err error)
 }
 
+// EmailVerification is an upstream that can say, fresh, whether an
+// account's email is verified now, and mail the person the verification
+// link again (Auth0's Management API). Without it, usher learns about a
+// verification only from a new upstream round trip.
+type EmailVerification interface {
+	// EmailVerified is the account's email and email_verified as the
+	// upstream holds them now (the email may have changed since the sign-in).
+	EmailVerified(ctx context.Context, sub string) (email string, verified bool, err error)
+	// ResendVerification asks the upstream to mail sub a new verification link.
+	ResendVerification(ctx context.Context, sub string) error
+}
+
 // ErrConnectionKnown: the subject alone names its connection.
 var ErrConnectionKnown = errors.New("upstream: the subject names its connection")
 

@@ -23,6 +23,8 @@ func (w *Webhooks) Consume(ctx context.Context, inv *grants.Invitation, ev grant
 		return w.Emit(ctx, InvitationDeclinedEvent(inv))
 	case grants.EventInvitationRedeemed:
 		return w.redeemed(ctx, inv, ev)
+	case grants.EventInvitationAwaitingVerification:
+		return w.Emit(ctx, InvitationAwaitingVerificationEvent(inv, ev))
 	case grants.EventInvitationExpired:
 		at := *inv
 		at.ExpiresAt = ev.At // the expiry this event is about (a resend may have moved it)

@@ -92,6 +92,16 @@ func InvitationDeclinedEvent(inv *grants.Invitation) WebhookEvent {
 	return idempotent(WebhookEvent{Type: WebhookInvitationDeclined, Timestamp: ts, Data: d}, "invitation.declined:"+inv.ID)
 }
 
+// InvitationAwaitingVerificationEvent is invitation.awaiting_verification:
+// the account user_id (email) accepted, and the invitation is redeemed once
+// the upstream says that email is verified. One per recorded event (an
+// invitation may wait for more than one account over its life).
+func InvitationAwaitingVerificationEvent(inv *grants.Invitation, ev grants.OutboxEvent) WebhookEvent {
+	d := invitationData(inv)
+	d["user_id"], d["account_email"] = ev.Detail["user_id"], ev.Detail["email"]
+	return idempotent(WebhookEvent{Type: WebhookInvitationAwaitingVerification, Timestamp: ev.At, Data: d}, "invitation.awaiting_verification:"+ev.ID)
+}
+
 // idempotent gives e the ID when it has the timestamp that must come with one.
 func idempotent(e WebhookEvent, id string) WebhookEvent {
 	if !e.Timestamp.IsZero() {

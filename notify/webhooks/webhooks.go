@@ -69,8 +69,11 @@ const (
 	WebhookInvitationRevoked  = "invitation.revoked"
 	WebhookInvitationDeclined = "invitation.declined"
 	WebhookInvitationExpired  = "invitation.expired"
-	WebhookUserCreated        = "user.created"
-	WebhookGrantChanged       = "grant.changed"
+	// WebhookInvitationAwaitingVerification: accepted by an account whose
+	// email matches but is not verified yet; redeemed once it is.
+	WebhookInvitationAwaitingVerification = "invitation.awaiting_verification"
+	WebhookUserCreated                    = "user.created"
+	WebhookGrantChanged                   = "grant.changed"
 	// WebhookUserErased: an operator erased the user; receivers erase
 	// their copy (data: user_id only).
 	WebhookUserErased = "user.erased"
@@ -79,7 +82,7 @@ const (
 // WebhookEventTypes lists every event type usher emits.
 var WebhookEventTypes = []string{
 	WebhookInvitationCreated, WebhookInvitationRedeemed, WebhookInvitationRevoked,
-	WebhookInvitationDeclined, WebhookInvitationExpired, WebhookUserCreated, WebhookGrantChanged, WebhookUserErased,
+	WebhookInvitationDeclined, WebhookInvitationExpired, WebhookInvitationAwaitingVerification, WebhookUserCreated, WebhookGrantChanged, WebhookUserErased,
 }
 
 // Delivery statuses.

@@ -33,6 +33,8 @@ func RunGrants(t *testing.T, newStore func(t *testing.T, clock *Clock) grants.St
 		{"Invitations/DeclineRacesRedeem", testInvitationDeclineRacesRedeem},
 		{"Invitations/ReplaceToken", testInvitationReplaceToken},
 		{"Invitations/Update", testInvitationUpdate},
+		{"Invitations/AwaitingVerification", testInvitationAwaitingVerification},
+		{"Users/RelinkIdentity", testRelinkIdentity},
 		{"Invitations/ListFilters", testInvitationListFilters},
 		{"Invitations/ListPagination", testInvitationListPagination},
 		{"Invitations/Search", testInvitationSearch},
@@ -352,5 +354,36 @@ func testGrantsBadInput(t *testing.T, ctx context.Context, s grants.Store, clock
 	must(t, "get valid after bad input", err)
 	if got.Status != grants.StatusPending || got.TokenHash != "hash-inv-ok" {
 		t.Fatalf("bad input changed a valid invitation: %+v", got)
+	}
+}
+
+// An identity moves from one user to another only from the user it is
+// linked to; the listings follow it.
+func testRelinkIdentity(t *testing.T, ctx context.Context, s grants.Store, clock *Clock) {
+	now := clock.Now()
+	x := grants.Identity{Issuer: "https://idp/", Subject: "auth0|x", Connection: "db", Email: "p@example.com"}
+	y := grants.Identity{Issuer: "https://idp/", Subject: "google|y", Connection: "google", Email: "p@example.com", EmailVerified: true}
+	target, _, err := s.ResolveIdentity(ctx, y, grants.Profile{Email: y.Email, EmailVerified: true}, "u-target", now)
+	must(t, "resolve y", err)
+	shell, _, err := s.ResolveIdentity(ctx, x, grants.Profile{Email: x.Email}, "u-shell", now)
+	must(t, "resolve x", err)
+	moved := x
+	moved.UserID, moved.EmailVerified = target.ID, true
+	wantErr(t, "relink to a missing user", s.RelinkIdentity(ctx, grants.Identity{Issuer: x.Issuer, Subject: x.Subject, UserID: "u-none"}, shell.ID), grants.ErrNotFound)
+	wantErr(t, "relink an unknown identity", s.RelinkIdentity(ctx, grants.Identity{Issuer: x.Issuer, Subject: "nope", UserID: target.ID}, shell.ID), grants.ErrNotFound)
+	wantErr(t, "relink from the wrong user", s.RelinkIdentity(ctx, moved, target.ID), grants.ErrConflict)
+	must(t, "relink", s.RelinkIdentity(ctx, moved, shell.ID))
+	wantErr(t, "relink again", s.RelinkIdentity(ctx, moved, shell.ID), grants.ErrConflict)
+	u, created, err := s.ResolveIdentity(ctx, x, grants.Profile{}, "u-new", now)
+	must(t, "resolve x after relink", err)
+	if created || u.ID != target.ID {
+		t.Fatalf("x resolves to %s (created %v), want %s", u.ID, created, target.ID)
+	}
+	ofTarget, err := s.Identities(ctx, target.ID)
+	must(t, "identities of target", err)
+	ofShell, err := s.Identities(ctx, shell.ID)
+	must(t, "identities of shell", err)
+	if len(ofTarget) != 2 || len(ofShell) != 0 {
+		t.Fatalf("identities: target %+v, shell %+v", ofTarget, ofShell)
 	}
 }

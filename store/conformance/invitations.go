@@ -455,3 +455,30 @@ func testInvitationRedeemExtraClaims(t *testing.T, ctx context.Context, s grants
 	must(t, "redeem", err)
 	same(t, "claims", map[string]any{"plan": "enterprise", "org": "acme", "hooked": true}, g.Claims)
 }
+
+// The record of a person awaiting email verification is stored with the
+// invitation, listed through the email index, and cleared by the redemption.
+func testInvitationAwaitingVerification(t *testing.T, ctx context.Context, s grants.Store, clock *Clock) {
+	now := clock.Now()
+	_, err := s.CreateInvitation(ctx, invitation("inv-av", now))
+	must(t, "create", err)
+	want := &grants.AwaitingVerification{UserID: "u-1", Identity: "iss|sub", Email: "inv-av@example.com", Since: now}
+	_, err = s.UpdateInvitation(ctx, "inv-av", func(inv *grants.Invitation) error {
+		inv.AwaitingVerification = want
+		return nil
+	})
+	must(t, "update", err)
+	listed, _, err := s.ListInvitations(ctx, grants.InvitationFilter{Status: grants.StatusPending, Email: "INV-AV@example.com"}, now)
+	must(t, "list by email", err)
+	if len(listed) != 1 || listed[0].AwaitingVerification == nil {
+		t.Fatalf("listed by email: %+v", listed)
+	}
+	same(t, "awaiting verification", want, listed[0].AwaitingVerification)
+	inv, _, err := s.RedeemInvitation(ctx, "hash-inv-av", grants.Redemption{UserID: "u-1", Identity: "iss|sub", At: now})
+	must(t, "redeem", err)
+	stored, err := s.GetInvitation(ctx, "inv-av")
+	must(t, "get", err)
+	if inv.AwaitingVerification != nil || stored.AwaitingVerification != nil {
+		t.Fatalf("the redemption kept the awaiting record: %+v", stored.AwaitingVerification)
+	}
+}

@@ -128,7 +128,7 @@ func (p Printer) lookup(key string) string {
 		return s
 	}
 	// A key without a text is a bug; showing the key makes it visible
-	// (TestCatalogHasEveryKey catches it first).
+	// rather than an empty gap.
 	return key
 }
 

@@ -31,7 +31,7 @@ func (b *Broker) offerInvitation(w http.ResponseWriter, r *http.Request, sess *g
 		b.unavailable(w, r, "loading the account's grant", err)
 		return
 	}
-	v.Flow, v.ID = flowAuthorize, ar.ID
+	v.Flow, v.ID, v.UILocales = flowAuthorize, ar.ID, ar.UILocales
 	if err := b.showAcceptPage(w, r, sess, acceptPrefix+ar.ID, acceptState{}, v); err != nil {
 		b.unavailable(w, r, "saving the browser session", err)
 	}
@@ -48,7 +48,7 @@ func (b *Broker) answerAuthorize(w http.ResponseWriter, r *http.Request, sess *g
 		return
 	}
 	if err != nil || ar.Done || ar.Subject != acct.UserID || ar.InvitationHash == "" {
-		renderPage(w, http.StatusBadRequest, page{Title: "Sign-in expired",
+		b.renderPage(w, r, http.StatusBadRequest, page{Title: "Sign-in expired",
 			Message: "This sign-in took too long or was already completed. Go back to the application and sign in again."})
 		return
 	}

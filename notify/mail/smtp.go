@@ -1,6 +1,7 @@
 package mail
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -130,6 +131,12 @@ func (s *SMTPSender) Send(ctx context.Context, m Message) error {
 	msg.SetBodyString(gomail.TypeTextPlain, m.Text)
 	if m.HTML != "" {
 		msg.AddAlternativeString(gomail.TypeTextHTML, m.HTML)
+	}
+	for _, in := range m.Inline {
+		if err := msg.EmbedReader(in.Name, bytes.NewReader(in.Data), gomail.WithFileContentID(in.Name),
+			gomail.WithFileContentType(gomail.ContentType(in.ContentType))); err != nil {
+			return fmt.Errorf("smtp: inline %s: %w", in.Name, err)
+		}
 	}
 
 	opts := []gomail.Option{

@@ -28,12 +28,21 @@ func loadBranding(cfg *config.Config) (broker.Branding, error) {
 }
 
 // clientNames maps client IDs to their display names (clients[].name).
+// An invitation without client_id continues to the only public client with
+// redirect URIs, as the broker's pages do: key "" names that one.
 func clientNames(cfg *config.Config) map[string]string {
 	names := map[string]string{}
+	only, public := "", 0
 	for _, c := range cfg.Clients {
 		if c.Name != "" {
 			names[c.ID] = c.Name
 		}
+		if c.IsPublic() && len(c.RedirectURIs) > 0 {
+			only, public = c.Name, public+1
+		}
+	}
+	if public == 1 && only != "" {
+		names[""] = only
 	}
 	return names
 }

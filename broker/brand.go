@@ -86,7 +86,7 @@ a.button,button{display:inline-block;font:inherit;margin:.8rem .4rem 0 0;padding
 .primary,a.button.primary,button.primary{background:var(--accent);border-color:var(--accent);color:var(--on-accent)}
 .warn{background:#fff4e5;border-left:4px solid #e69500;padding:.6rem .8rem}
 code{background:#f0f0f3;padding:0 .2rem;border-radius:4px}
-footer.usher{font-size:.75rem;color:#6b7280;margin:0 0 1rem}</style>
+footer.usher{font-size:.75rem;color:#52606d;margin:0 0 1rem}</style>
 </head><body><main>
 <div class="brand" id="brand">{{if .LogoURL}}<img id="brand-logo" src="{{.LogoURL}}" alt="">{{end}}<span id="app-name">{{.App}}</span></div>
 {{end}}{{define "bottom"}}</main><footer class="usher">{{.T.Text "page.footer"}}</footer></body></html>{{end}}`))

@@ -12,6 +12,7 @@ import (
 	"github.com/usher-oidc/usher/grants"
 	"github.com/usher-oidc/usher/grants/outbox"
 	"github.com/usher-oidc/usher/internal/brand"
+	"github.com/usher-oidc/usher/internal/messages"
 )
 
 // JobKindMail is the job kind of queued invitation mails.
@@ -224,6 +225,7 @@ func (m *Mailer) process(ctx context.Context, job *grants.Job) {
 	msg, err := m.o.Templates.Invitation(InvitationMail{
 		AppName: m.appName(inv.ClientID), Inviter: inv.Inviter, Email: inv.Email, Link: link,
 		ExpiresAt: inv.ExpiresAt, Roles: inv.Roles, Logo: m.o.Logo, Accent: m.o.Accent,
+		Lang: messages.Negotiate(inv.Locale, ""),
 	})
 	if err != nil {
 		m.giveUp(bg, log, job, p, outbox.ShortReason(err.Error()), err)

@@ -133,7 +133,7 @@ func (s *SMTPSender) Send(ctx context.Context, m Message) error {
 		msg.AddAlternativeString(gomail.TypeTextHTML, m.HTML)
 	}
 	for _, in := range m.Inline {
-		if err := msg.EmbedReader(in.Name, bytes.NewReader(in.Data), gomail.WithFileContentID(in.Name),
+		if err := msg.EmbedReader(in.Name, bytes.NewReader(in.Data), gomail.WithFileContentID("<"+in.Name+">"),
 			gomail.WithFileContentType(gomail.ContentType(in.ContentType))); err != nil {
 			return fmt.Errorf("smtp: inline %s: %w", in.Name, err)
 		}

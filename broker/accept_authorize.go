@@ -48,8 +48,7 @@ func (b *Broker) answerAuthorize(w http.ResponseWriter, r *http.Request, sess *g
 		return
 	}
 	if err != nil || ar.Done || ar.Subject != acct.UserID || ar.InvitationHash == "" {
-		b.renderPage(w, r, http.StatusBadRequest, page{Title: "Sign-in expired",
-			Message: "This sign-in took too long or was already completed. Go back to the application and sign in again."})
+		b.renderPage(w, r, http.StatusBadRequest, page{Key: "signin.stale"})
 		return
 	}
 	inv, _ := b.invitations.CheckHash(ctx, ar.InvitationHash)

@@ -37,7 +37,7 @@ const (
 // this browser only), remembers the problem in the session and redirects
 // the browser to the problem page.
 func (b *Broker) showProblem(w http.ResponseWriter, r *http.Request, sess *gsessions.Session, ar *sessions.AuthRequest, inv *grants.Invitation, acct signedInAccount, cause error) {
-	st := acceptState{Hash: ar.InvitationHash, ClientID: ar.ClientID, Message: refusalMessage(cause), Account: acct.Email}
+	st := acceptState{Hash: ar.InvitationHash, ClientID: ar.ClientID, Message: refusalMessage(b.chromeFor(r, ar.UILocales).T, cause), Account: acct.Email}
 	if inv != nil {
 		st.Invited = inv.Email
 		if st.ClientID == "" {
@@ -112,8 +112,7 @@ func (b *Broker) handleProblem(w http.ResponseWriter, r *http.Request) {
 	id := r.URL.Query().Get("id")
 	st, ok := b.problemState(sess, id)
 	if !ok || sess.Values[continuePrefix+id] != "1" {
-		b.renderPage(w, r, http.StatusBadRequest, page{Title: "Sign-in expired",
-			Message: "This sign-in took too long or was already completed. Go back to the application and sign in again."})
+		b.renderPage(w, r, http.StatusBadRequest, page{Key: "signin.stale"})
 		return
 	}
 	v := problemView{Message: st.Message, Invited: st.Invited, Account: st.Account, Mismatch: st.Mismatch,
@@ -133,8 +132,7 @@ func (b *Broker) handleProblem(w http.ResponseWriter, r *http.Request) {
 func (b *Broker) handleProblemAnswer(w http.ResponseWriter, r *http.Request) {
 	r.Body = http.MaxBytesReader(w, r.Body, 4<<10)
 	if err := r.ParseForm(); err != nil || !b.sameOrigin(r) {
-		b.renderPage(w, r, http.StatusForbidden, page{Title: "Request refused",
-			Message: "This answer did not come from usher's own page. Go back to the application and sign in again."})
+		b.renderPage(w, r, http.StatusForbidden, page{Key: "problem.refused"})
 		return
 	}
 	sess, err := b.browser.Get(r, b.cookie)
@@ -147,8 +145,7 @@ func (b *Broker) handleProblemAnswer(w http.ResponseWriter, r *http.Request) {
 	acct, signedIn := sessionAccount(sess)
 	if !ok || !signedIn || !st.Mismatch || r.PostForm.Get("action") != actionOther ||
 		subtle.ConstantTimeCompare([]byte(st.CSRF), []byte(r.PostForm.Get("csrf"))) != 1 {
-		b.renderPage(w, r, http.StatusBadRequest, page{Title: "This page expired",
-			Message: "This page expired or was opened in another browser. Go back to the application and sign in again."})
+		b.renderPage(w, r, http.StatusBadRequest, page{Key: "problem.expired"})
 		return
 	}
 	ar, err := b.sessions.GetAuthRequest(r.Context(), id)
@@ -157,8 +154,7 @@ func (b *Broker) handleProblemAnswer(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if err != nil || !ar.Done || ar.Subject != acct.UserID {
-		b.renderPage(w, r, http.StatusBadRequest, page{Title: "Sign-in expired",
-			Message: "This sign-in took too long or was already completed. Go back to the application and sign in again."})
+		b.renderPage(w, r, http.StatusBadRequest, page{Key: "signin.stale"})
 		return
 	}
 	delete(sess.Values, problemPrefix+id)

@@ -513,8 +513,7 @@ func (b *Broker) emit(ctx context.Context, e webhooks.WebhookEvent) {
 func (b *Broker) unavailable(w http.ResponseWriter, r *http.Request, what string, err error) {
 	b.metrics.storeErrors.WithLabelValues(what).Inc()
 	b.log.ErrorContext(r.Context(), "request failed", "what", what, "err", err)
-	b.renderPage(w, r, http.StatusServiceUnavailable, page{Title: "Temporarily unavailable",
-		Message: "usher could not reach its store. Try again in a moment."})
+	b.renderPage(w, r, http.StatusServiceUnavailable, page{Key: "unavailable"})
 }
 
 func isLoopback(host string) bool {

@@ -226,6 +226,5 @@ func (b *Broker) tooMany(w http.ResponseWriter, r *http.Request, limit string, w
 			"This client sent too many requests; retry after "+retryAfter(wait)+" seconds.")
 		return
 	}
-	b.renderPage(w, r, http.StatusTooManyRequests, page{Title: "Too many attempts",
-		Message: "Too many invitation attempts came from your network. Wait a few minutes and try again."})
+	b.renderPage(w, r, http.StatusTooManyRequests, page{Key: "ratelimit.invite"})
 }

@@ -216,9 +216,12 @@ func checkBrandedScreen(t *testing.T, ctx context.Context, what string, width in
 // (a test-only French catalog with two texts; the others fall back to
 // English), and ui_locales of the authorization request over it.
 func TestMessageCatalogLanguage(t *testing.T) {
+	// Not parallel: the catalog is global, and parallel tests wait until
+	// the sequential ones are done.
 	defer messages.Add("fr", messages.Catalog{
 		"invite.not_found.title": "Invitation introuvable",
 		"accept.other":           "Utiliser un autre compte",
+		"mail.subject":           "Vous êtes invité à {app}",
 	})()
 	d := startDev(t, app.DevOptions{Configure: withBrand(t)})
 	issuer := strings.TrimSuffix(d.IssuerURL, "/")
@@ -264,4 +267,21 @@ func TestMessageCatalogLanguage(t *testing.T) {
 	if got := adminEval(t, browser, `document.documentElement.lang`); got != "fr" {
 		t.Errorf("<html lang> = %q", got)
 	}
+
+	// The mail is written in the invitation's locale.
+	fr := invite(t, d, api, map[string]any{"email": "mail-fr@example.com", "client_id": app.DevSPAClientID, "locale": "fr-CA"})
+	if fr["locale"] != "fr-CA" {
+		t.Errorf("the invitation's locale = %v", fr["locale"])
+	}
+	testkit.Eventually(t, "the French invitation mail", func() bool {
+		for _, m := range d.Outbox.Messages() {
+			if m.To == "mail-fr@example.com" {
+				if m.Subject != "Vous êtes invité à "+brandName || !strings.Contains(m.Text, "If you did not expect this invitation") {
+					t.Errorf("mail in fr-CA: subject %q, text\n%s", m.Subject, m.Text)
+				}
+				return true
+			}
+		}
+		return false
+	})
 }

@@ -68,6 +68,8 @@ func TestTemplatesBranded(t *testing.T) {
 // The mailer names the invitation's client and writes in the invitation's
 // language (a test-only French catalog with one text; the rest English).
 func TestMailerClientNameAndLocale(t *testing.T) {
+	// Not parallel: the catalog is global, and parallel tests wait until
+	// the sequential ones are done.
 	defer messages.Add("fr", messages.Catalog{"mail.subject_by": "{inviter} vous invite à {app}"})()
 	st, _ := testkit.OpenBolt(t)
 	outbox := mail.NewOutbox()

@@ -184,7 +184,7 @@ func (b *Broker) signInAgain(w http.ResponseWriter, r *http.Request, sess *gsess
 	http.Redirect(w, r, b.loginURL(ar.ID), http.StatusSeeOther)
 }
 
-var problemTmpl = pageTemplate("problem", `{{define "title"}}{{.T.Text "problem.title"}}{{end}}{{template "top" .}}
+var problemTmpl = pageTemplate("problem", `{{define "title"}}{{.T.Text "problem.title"}} · {{.App}}{{end}}{{template "top" .}}
 <h1 id="title">{{.T.Text "problem.title"}}</h1>
 {{if .Mismatch}}<p id="invited">{{.T.HTML "problem.invited" "email" .Invited}}</p>
 <p id="account">{{.T.HTML "problem.account" "account" (or .Account (.T.Text "accept.no_email"))}}</p>{{end}}

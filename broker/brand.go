@@ -74,7 +74,7 @@ func (b *Broker) chromeFor(r *http.Request, uiLocales string, clientIDs ...strin
 // pageBase holds the parts every invitee page shares; each page clones it.
 var pageBase = template.Must(template.New("base").Parse(`{{define "top"}}<!doctype html>
 <html lang="{{.Lang}}"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width,initial-scale=1">
-<title>{{template "title" .}} · {{.App}}</title>
+<title>{{template "title" .}}</title>
 <style>:root{--accent:{{.Accent}};--on-accent:{{.OnAcc}};--ink:{{.Ink}}}
 body{font-family:system-ui,sans-serif;color:#1f2933;background:#f5f5f7;margin:0;display:flex;flex-direction:column;min-height:100vh;align-items:center;justify-content:center}
 :focus-visible{outline:3px solid var(--ink);outline-offset:2px}

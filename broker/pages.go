@@ -36,7 +36,7 @@ type page struct {
 	LinkKey        string // names LinkText in the catalog
 }
 
-var pageTmpl = pageTemplate("page", `{{define "title"}}{{.Title}}{{end}}{{template "top" .}}<h1 id="title">{{.Title}}</h1><p id="message">{{.Message}}</p>
+var pageTmpl = pageTemplate("page", `{{define "title"}}{{.Title}} · {{.App}}{{end}}{{template "top" .}}<h1 id="title">{{.Title}}</h1><p id="message">{{.Message}}</p>
 {{if .LinkURL}}<a class="button primary" id="continue" href="{{.LinkURL}}">{{.LinkText}}</a>{{end}}
 {{template "bottom" .}}`)
 

@@ -99,7 +99,7 @@ func TestBrandedInviteeScreens(t *testing.T) {
 		if src := adminEval(t, browser, `document.querySelector('#brand-logo').getAttribute('src')`); src != issuer+logoPath {
 			t.Errorf("accept page logo src = %q, want usher's own %q", src, issuer+logoPath)
 		}
-		if got := adminEval(t, browser, `document.title`); got != "Accept your invitation to "+brandName+" · "+brandName {
+		if got := adminEval(t, browser, `document.title`); got != "Accept your invitation to "+brandName {
 			t.Errorf("accept page title = %q", got)
 		}
 		if got := adminEval(t, browser, `getComputedStyle(document.querySelector('#accept')).backgroundColor`); got != "rgb(10, 125, 85)" {

@@ -19,13 +19,14 @@ type Branding struct {
 // a page tells no third party the invitee's address.
 const brandPrefix = "/brand/"
 
-// logoURL is the logo's path; its name carries a hash of the content, so it
-// may be cached for ever.
+// logoURL is the logo's path, on whichever of usher's origins served the
+// page (the issuer's or invitations.base_url's: img-src 'self'); its name
+// carries a hash of the content, so it may be cached for ever.
 func (b *Broker) logoURL() string {
 	if b.opts.Branding.Logo == nil {
 		return ""
 	}
-	return b.url(brandPrefix + b.opts.Branding.Logo.Name)
+	return brandPrefix + b.opts.Branding.Logo.Name
 }
 
 // handleLogo serves the configured logo under its content-hashed name.
@@ -86,10 +87,10 @@ a.button,button{display:inline-block;font:inherit;margin:.8rem .4rem 0 0;padding
 .primary,a.button.primary,button.primary{background:var(--accent);border-color:var(--accent);color:var(--on-accent)}
 .warn{background:#fff4e5;border-left:4px solid #e69500;padding:.6rem .8rem}
 code{background:#f0f0f3;padding:0 .2rem;border-radius:4px}
-footer.usher{font-size:.75rem;color:#52606d;margin:0 0 1rem}</style>
+footer.credit{font-size:.75rem;color:#52606d;margin:0 0 1rem}</style>
 </head><body><main>
 <div class="brand" id="brand">{{if .LogoURL}}<img id="brand-logo" src="{{.LogoURL}}" alt="">{{end}}<span id="app-name">{{.App}}</span></div>
-{{end}}{{define "bottom"}}</main><footer class="usher">{{.T.Text "page.footer"}}</footer></body></html>{{end}}`))
+{{end}}{{define "bottom"}}</main><footer class="credit">{{.T.Text "page.footer"}}</footer></body></html>{{end}}`))
 
 // pageTemplate is pageBase with a page's "title" and "content" templates.
 func pageTemplate(name, src string) *template.Template {

@@ -96,7 +96,7 @@ func TestBrandedInviteeScreens(t *testing.T) {
 	}{{"desktop", 1280, false}, {"phone", 390, true}} {
 		do(t, browser, "sizing the window for the accept page", viewport(w.width, w.mobile))
 		checkBrandedScreen(t, browser, "the accept page at "+w.name, w.width)
-		if src := adminEval(t, browser, `document.querySelector('#brand-logo').getAttribute('src')`); src != issuer+logoPath {
+		if src := adminEval(t, browser, `document.querySelector('#brand-logo').src`); src != issuer+logoPath {
 			t.Errorf("accept page logo src = %q, want usher's own %q", src, issuer+logoPath)
 		}
 		if got := adminEval(t, browser, `document.title`); got != "Accept your invitation to "+brandName {
@@ -242,6 +242,11 @@ func TestMessageCatalogLanguage(t *testing.T) {
 		if !strings.Contains(page, `<h1 id="title">`+tc.title+`</h1>`) || !strings.Contains(page, `<html lang="`+tc.lang+`">`) ||
 			!strings.Contains(page, "This invitation link is not valid.") {
 			t.Errorf("Accept-Language %q: want title %q in %s (message in English):\n%s", tc.accept, tc.title, tc.lang, page)
+		}
+		// The refusal of a link is branded too: name, logo from usher, no "usher" but the footer.
+		if !strings.Contains(page, `<span id="app-name">`+brandName+`</span>`) || !strings.Contains(page, `<img id="brand-logo" src="/brand/logo-`) ||
+			strings.Count(strings.ToLower(page), "usher") != 1 {
+			t.Errorf("the refusal page is not branded:\n%s", page)
 		}
 	}
 

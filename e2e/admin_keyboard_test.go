@@ -42,11 +42,7 @@ func TestAdminScreenshots(t *testing.T) {
 	ctx := newBrowser(t)
 	do(t, ctx, "sizing the window", viewport(1280, false))
 	signInFirstAdmin(t, ctx, d, "shots-admin@example.com", "admin-password-1")
-	for _, w := range []struct {
-		name   string
-		width  int64
-		mobile bool
-	}{{"desktop", 1280, false}, {"phone", 390, true}} {
+	for _, w := range screenWidths {
 		do(t, ctx, "sizing the window", viewport(w.width, w.mobile))
 		for _, p := range []struct{ path, ready, shot string }{
 			{"/admin", `!!document.querySelector('#invite-form') && document.querySelectorAll('#invitation-list tbody tr').length > 0`, "dashboard"},

@@ -74,11 +74,7 @@ func TestBrandedInviteeScreens(t *testing.T) {
 
 	mailSrv := serveMail(t, msg)
 	browser := newBrowser(t)
-	for _, w := range []struct {
-		name   string
-		width  int64
-		mobile bool
-	}{{"desktop", 1280, false}, {"phone", 390, true}} {
+	for _, w := range screenWidths {
 		do(t, browser, "sizing the window for the mail", viewport(w.width, w.mobile))
 		do(t, browser, "opening the mail's HTML", chromedp.Navigate(mailSrv))
 		checkBrandedScreen(t, browser, "the mail at "+w.name, w.width)
@@ -89,11 +85,7 @@ func TestBrandedInviteeScreens(t *testing.T) {
 	do(t, browser, "following the mailed link", chromedp.Navigate(msg.Link))
 	signUpAtDevIDP(t, browser, email, "branded-password-1", "Bran Ded")
 	pollJS(t, browser, "waiting for usher's accept page", 20*time.Second, `!!document.querySelector('#accept')`)
-	for _, w := range []struct {
-		name   string
-		width  int64
-		mobile bool
-	}{{"desktop", 1280, false}, {"phone", 390, true}} {
+	for _, w := range screenWidths {
 		do(t, browser, "sizing the window for the accept page", viewport(w.width, w.mobile))
 		checkBrandedScreen(t, browser, "the accept page at "+w.name, w.width)
 		if src := adminEval(t, browser, `document.querySelector('#brand-logo').src`); src != issuer+logoPath {
@@ -113,6 +105,13 @@ func TestBrandedInviteeScreens(t *testing.T) {
 	acceptInBrowser(t, browser, brandName, email)
 	waitSignedIn(t, browser)
 }
+
+// screenWidths are the widths screenshots are taken at.
+var screenWidths = []struct {
+	name   string
+	width  int64
+	mobile bool
+}{{"desktop", 1280, false}, {"phone", 390, true}}
 
 func viewport(width int64, mobile bool) chromedp.Action[chromedp.Void] {
 	if mobile {
@@ -213,8 +212,9 @@ func checkBrandedScreen(t *testing.T, ctx context.Context, what string, width in
 }
 
 // The invitee's language decides the texts: Accept-Language on the pages
-// (a test-only French catalog with two texts; the others fall back to
-// English), and ui_locales of the authorization request over it.
+// (a test-only French catalog with a few texts; the others fall back to
+// English), ui_locales of the authorization request over it, and the
+// invitation's locale in the mail.
 func TestMessageCatalogLanguage(t *testing.T) {
 	// Not parallel: the catalog is global, and parallel tests wait until
 	// the sequential ones are done.
@@ -224,6 +224,14 @@ func TestMessageCatalogLanguage(t *testing.T) {
 		"mail.subject":           "Vous êtes invité à {app}",
 	})()
 	d := startDev(t, app.DevOptions{Configure: withBrand(t)})
+	api := funnelToken(t, d, "invitations:write invitations:read")
+	t.Run("Accept-Language", func(t *testing.T) { checkAcceptLanguage(t, d) })
+	t.Run("ui_locales", func(t *testing.T) { checkUILocales(t, d, api) })
+	t.Run("mail locale", func(t *testing.T) { checkMailLocale(t, d, api) })
+}
+
+// checkAcceptLanguage: a refused link's page in the browser's language.
+func checkAcceptLanguage(t *testing.T, d *app.Dev) {
 	issuer := strings.TrimSuffix(d.IssuerURL, "/")
 	for _, tc := range []struct{ accept, title, lang string }{
 		{"fr-CH, fr;q=0.9, en;q=0.5", "Invitation introuvable", "fr"},
@@ -249,10 +257,13 @@ func TestMessageCatalogLanguage(t *testing.T) {
 			t.Errorf("the refusal page is not branded:\n%s", page)
 		}
 	}
+}
 
-	// ui_locales=fr on the authorization request, in a browser that asks for
-	// English: the accept page is French where the catalog has a text.
-	api := funnelToken(t, d, "invitations:write invitations:read")
+// checkUILocales: ui_locales=fr on the authorization request, in a browser
+// that asks for English: the accept page is French where the catalog has a
+// text.
+func checkUILocales(t *testing.T, d *app.Dev, api string) {
+	issuer := strings.TrimSuffix(d.IssuerURL, "/")
 	const email = "francophone@example.com"
 	inv := invite(t, d, api, map[string]any{"email": email, "client_id": app.DevSPAClientID, "send_email": false})
 	token := strings.TrimPrefix(inv["url"].(string), issuer+"/invite/")
@@ -272,15 +283,18 @@ func TestMessageCatalogLanguage(t *testing.T) {
 	if got := adminEval(t, browser, `document.documentElement.lang`); got != "fr" {
 		t.Errorf("<html lang> = %q", got)
 	}
+}
 
-	// The mail is written in the invitation's locale.
-	fr := invite(t, d, api, map[string]any{"email": "mail-fr@example.com", "client_id": app.DevSPAClientID, "locale": "fr-CA"})
+// checkMailLocale: the mail is written in the invitation's locale.
+func checkMailLocale(t *testing.T, d *app.Dev, api string) {
+	const email = "mail-fr@example.com"
+	fr := invite(t, d, api, map[string]any{"email": email, "client_id": app.DevSPAClientID, "locale": "fr-CA"})
 	if fr["locale"] != "fr-CA" {
 		t.Errorf("the invitation's locale = %v", fr["locale"])
 	}
 	testkit.Eventually(t, "the French invitation mail", func() bool {
 		for _, m := range d.Outbox.Messages() {
-			if m.To == "mail-fr@example.com" {
+			if m.To == email {
 				if m.Subject != "Vous êtes invité à "+brandName || !strings.Contains(m.Text, "If you did not expect this invitation") {
 					t.Errorf("mail in fr-CA: subject %q, text\n%s", m.Subject, m.Text)
 				}

@@ -48,11 +48,11 @@ func (b *Broker) handleLogo(w http.ResponseWriter, r *http.Request) {
 // chrome is what every invitee page shares: the language, the app's name,
 // logo and colours.
 type chrome struct {
-	T             messages.Printer
-	Lang          string
-	App, LogoURL  string
-	Accent, OnAcc string
-	Ink           string
+	T                messages.Printer
+	Lang             string
+	App, LogoURL     string
+	Accent, OnAccent string
+	Ink              string
 }
 
 // chromeFor is the chrome of a page for the app clientID ("" or unknown:
@@ -69,14 +69,14 @@ func (b *Broker) chromeFor(r *http.Request, uiLocales string, clientIDs ...strin
 		c, _ = brand.ParseAccent("")
 	}
 	return chrome{T: p, Lang: p.Lang(), App: b.appName(clientIDs...), LogoURL: b.logoURL(),
-		Accent: c.Accent, OnAcc: c.OnAccent, Ink: c.Ink}
+		Accent: c.Accent, OnAccent: c.OnAccent, Ink: c.Ink}
 }
 
 // pageBase holds the parts every invitee page shares; each page clones it.
 var pageBase = template.Must(template.New("base").Parse(`{{define "top"}}<!doctype html>
 <html lang="{{.Lang}}"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width,initial-scale=1">
 <title>{{template "title" .}}</title>
-<style>:root{--accent:{{.Accent}};--on-accent:{{.OnAcc}};--ink:{{.Ink}}}
+<style>:root{--accent:{{.Accent}};--on-accent:{{.OnAccent}};--ink:{{.Ink}}}
 body{font-family:system-ui,sans-serif;color:#1f2933;background:#f5f5f7;margin:0;display:flex;flex-direction:column;min-height:100vh;align-items:center;justify-content:center}
 :focus-visible{outline:3px solid var(--ink);outline-offset:2px}
 main{box-sizing:border-box;background:#fff;max-width:34rem;width:calc(100% - 2rem);margin:1rem;padding:2rem;border-radius:12px;border-top:4px solid var(--accent);box-shadow:0 2px 12px rgba(0,0,0,.08);overflow-wrap:anywhere}

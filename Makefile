@@ -18,8 +18,9 @@ vet:
 unit:
 	$(GO) test -race -timeout 45m ./...
 
-# The same tests, keeping their artifacts (admin page screenshots, failure
-# screenshots) under test-artifacts/.
+# The same tests, keeping their artifacts (screenshots of the admin pages,
+# the funnel, the accept page and the mail; failure screenshots) under
+# test-artifacts/.
 test-artifacts: deps vet
 	mkdir -p test-artifacts
 	$(GO) test -race -timeout 45m -artifacts -outputdir $(CURDIR)/test-artifacts ./...

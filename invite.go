@@ -154,6 +154,7 @@ type createFlags struct {
 	emailMatch  string
 	inviter     string
 	link        string
+	locale      string
 	expiresSecs *int64
 }
 
@@ -165,6 +166,7 @@ func (f *createFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&f.emailMatch, "email-match", "", "who may redeem it: any, exact or domain")
 	fs.StringVar(&f.inviter, "inviter", "", "who invites (shown in the mail; default: the client ID)")
 	fs.StringVar(&f.link, "link", "", "the link's form: invite (/invite/<token>, default) or authorize (/authorize?client_id=…&invitation=<token>)")
+	fs.StringVar(&f.locale, "locale", "", "the language of the invitation mail, a BCP 47 tag such as fr or pt-BR (default: English)")
 }
 
 func (c *inviteCmd) checkCreateFlags(f *createFlags) error {
@@ -218,7 +220,7 @@ func parseLifetime(s string) (time.Duration, error) {
 func (f *createFlags) body(email string, roles []string) client.CreateRequest {
 	b := client.CreateRequest{
 		Email: email, ClientID: f.clientFor, ExpiresIn: f.expiresSecs,
-		EmailMatch: f.emailMatch, Inviter: f.inviter, Link: f.link,
+		EmailMatch: f.emailMatch, Inviter: f.inviter, Link: f.link, Locale: f.locale,
 	}
 	for _, r := range append(slices.Clone(roles), f.roles...) {
 		if !slices.Contains(b.Roles, r) {

@@ -491,3 +491,18 @@ func TestInviteLinkFlag(t *testing.T) {
 		})
 	}
 }
+
+// --locale reaches the invitation (the mail's language); a malformed tag is
+// refused by usher under its field.
+func TestInviteLocaleFlag(t *testing.T) {
+	t.Parallel()
+	d := startInviteDev(t)
+	r := usherInvite(t, d, "create", "--email", "locale@example.com", "--no-email", "--locale", "pt-BR")
+	mustSucceed(t, r)
+	if invs := listJSON(t, d); len(invs) != 1 || invs[0].Locale != "pt-BR" {
+		t.Errorf("invitations after --locale pt-BR: %+v", invs)
+	}
+	if r := usherInvite(t, d, "create", "--email", "bad-locale@example.com", "--no-email", "--locale", "not a tag"); r.code == 0 || !strings.Contains(r.stderr, "locale") {
+		t.Errorf("--locale 'not a tag': %s", r)
+	}
+}

@@ -239,8 +239,12 @@ func (a *App) startMailer(ctx context.Context, cfg *config.Config, o Options, se
 	}
 	sealer := securecookie.New(hashKey, blockKey)
 	sealer.MaxAge(int((7 * 24 * time.Hour).Seconds()))
+	br, err := loadBranding(cfg)
+	if err != nil {
+		return err
+	}
 	a.Mailer = mail.NewMailer(mail.MailerOptions{Store: a.Store, Sender: sender, Templates: tpl, Sealer: sealer,
-		AppName: cfg.Invitations.AppName, Now: o.Now, Logger: a.log, BaseBackoff: o.MailBackoff, Lease: o.MailLease})
+		AppName: cfg.Invitations.AppName, AppNames: clientNames(cfg), Logo: br.Logo, Accent: br.Accent, Now: o.Now, Logger: a.log, BaseBackoff: o.MailBackoff, Lease: o.MailLease})
 	a.workers.Go(func() { a.Mailer.Run(ctx) })
 	return nil
 }
@@ -341,6 +345,10 @@ func BrokerOptions(cfg *config.Config) (broker.Options, error) {
 		return broker.Options{}, err
 	}
 	t := cfg.Tokens
+	br, err := loadBranding(cfg)
+	if err != nil {
+		return broker.Options{}, err
+	}
 	var hook *broker.RedemptionHook
 	if h := cfg.Invitations.RedemptionHook; h.URL != "" {
 		hook = &broker.RedemptionHook{URL: h.URL, Timeout: time.Duration(h.Timeout), FailOpen: h.Policy == "fail_open", Secret: []byte(h.Secret)}
@@ -376,6 +384,7 @@ func BrokerOptions(cfg *config.Config) (broker.Options, error) {
 		AdminRole:            cfg.Admin.Role,
 		PrivilegedRoles:      cfg.Invitations.PrivilegedRoles,
 		AppName:              cfg.Invitations.AppName,
+		Branding:             br,
 		AdminEmails:          cfg.Admin.Emails,
 		RateLimits: broker.RateLimits{InvitePerMinute: cfg.RateLimits.InvitePerMinute,
 			FailedRedemptionsPerHour: cfg.RateLimits.FailedRedemptionsPerHour, APIPerMinute: cfg.RateLimits.APIPerMinute,

@@ -79,9 +79,9 @@ func (b *Broker) showAcceptPage(w http.ResponseWriter, r *http.Request, sess *gs
 	v.CSRF = st.CSRF
 	// Chromium applies form-action to the redirects that follow the post:
 	// to the app (its code or its sign-in page) and to the upstream.
-	w.Header().Set("Content-Security-Policy", "default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'none'; base-uri 'none'; form-action 'self' "+
+	w.Header().Set("Content-Security-Policy", "default-src 'none'; style-src 'unsafe-inline'; img-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self' "+
 		strings.Join(b.acceptFormTargets(v.ClientID), " "))
-	renderAccept(w, v)
+	b.renderAccept(w, r, v)
 	return nil
 }
 
@@ -126,8 +126,7 @@ func pruneAcceptPages(values map[any]any, now time.Time) {
 func (b *Broker) handleAccept(w http.ResponseWriter, r *http.Request) {
 	r.Body = http.MaxBytesReader(w, r.Body, 4<<10)
 	if err := r.ParseForm(); err != nil || !b.sameOrigin(r) {
-		renderPage(w, http.StatusForbidden, page{Title: "Request refused",
-			Message: "This answer to an invitation did not come from usher's own page. Open the invitation link again."})
+		b.renderPage(w, r, http.StatusForbidden, page{Key: "accept.refused"})
 		return
 	}
 	sess, err := b.browser.Get(r, b.cookie)
@@ -145,8 +144,7 @@ func (b *Broker) handleAccept(w http.ResponseWriter, r *http.Request) {
 	var st acceptState
 	if raw == "" || !signedIn || jsonParse(raw, &st) != nil || b.now().After(st.Expires) ||
 		subtle.ConstantTimeCompare([]byte(st.CSRF), []byte(r.PostForm.Get("csrf"))) != 1 {
-		renderPage(w, http.StatusBadRequest, page{Title: "This page expired",
-			Message: "The invitation page expired or was opened in another browser. Open the invitation link again, or go back to the application and sign in."})
+		b.renderPage(w, r, http.StatusBadRequest, page{Key: "accept.expired"})
 		return
 	}
 	delete(sess.Values, key) // one answer per page
@@ -234,7 +232,7 @@ func (b *Broker) answerLink(w http.ResponseWriter, r *http.Request, sess *gsessi
 			return
 		}
 		if err != nil {
-			b.renderRefusal(w, err, b.continueURL(st.ClientID, ""), "Continue without the invitation")
+			b.renderRefusal(w, r, err, b.continueURL(st.ClientID, ""), "problem.continue")
 			return
 		}
 		http.Redirect(w, r, b.continueURL(st.ClientID, acct.Email), http.StatusSeeOther)
@@ -289,9 +287,10 @@ func (b *Broker) decline(r *http.Request, hash string, acct signedInAccount) {
 
 // renderRefusal says in plain words why an invitation was not applied and
 // offers to continue without it. Never silent, never blocking.
-func (b *Broker) renderRefusal(w http.ResponseWriter, err error, link, linkText string) {
-	renderPage(w, http.StatusOK, page{Title: "Your invitation could not be used",
-		Message: refusalMessage(err) + " You can continue without the invitation.", LinkURL: link, LinkText: linkText})
+func (b *Broker) renderRefusal(w http.ResponseWriter, r *http.Request, err error, link, linkKey string) {
+	t := b.chromeFor(r, "").T
+	b.renderPage(w, r, http.StatusOK, page{Title: t.Text("problem.title"),
+		Message: refusalMessage(t, err) + " " + t.Text("refusal.continue"), LinkURL: link, LinkKey: linkKey})
 }
 
 // loginURL is the login step of an auth request (after "Use another account").

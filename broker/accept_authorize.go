@@ -39,7 +39,7 @@ func (b *Broker) offerInvitation(w http.ResponseWriter, r *http.Request, sess *g
 		b.unavailable(w, r, "loading the account's grant", err)
 		return
 	}
-	v.Flow, v.ID, v.Unverified = flowAuthorize, ar.ID, unverified
+	v.Flow, v.ID, v.Unverified, v.UILocales = flowAuthorize, ar.ID, unverified, ar.UILocales
 	if err := b.showAcceptPage(w, r, sess, acceptPrefix+ar.ID, acceptState{}, v); err != nil {
 		b.unavailable(w, r, "saving the browser session", err)
 	}
@@ -56,8 +56,7 @@ func (b *Broker) answerAuthorize(w http.ResponseWriter, r *http.Request, sess *g
 		return
 	}
 	if err != nil || ar.Done || ar.Subject != acct.UserID || ar.InvitationHash == "" {
-		renderPage(w, http.StatusBadRequest, page{Title: "Sign-in expired",
-			Message: "This sign-in took too long or was already completed. Go back to the application and sign in again."})
+		b.renderPage(w, r, http.StatusBadRequest, page{Key: "signin.stale"})
 		return
 	}
 	inv, _ := b.invitations.CheckHash(ctx, ar.InvitationHash)

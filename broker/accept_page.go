@@ -3,7 +3,6 @@ package broker
 import (
 	"context"
 	"encoding/json"
-	"html/template"
 	"net/http"
 
 	"github.com/usher-oidc/usher/grants"
@@ -12,6 +11,8 @@ import (
 // acceptView is what the accept page shows: which app, which invitation,
 // which account receives it and what changes for that account.
 type acceptView struct {
+	chrome
+	UILocales    string // the authorization request's, when there is one
 	AppName      string
 	Inviter      string
 	InvitedEmail string
@@ -106,38 +107,31 @@ func connectionName(c string) string {
 	return c
 }
 
-func renderAccept(w http.ResponseWriter, v acceptView) {
+func (b *Broker) renderAccept(w http.ResponseWriter, r *http.Request, v acceptView) {
+	v.chrome = b.chromeFor(r, v.UILocales, v.ClientID)
+	v.chrome.App = v.AppName
 	w.Header().Set("Content-Type", "text/html; charset=utf-8")
 	w.WriteHeader(http.StatusOK)
 	_ = acceptTmpl.Execute(w, v)
 }
 
-var acceptTmpl = template.Must(template.New("accept").Parse(`<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width,initial-scale=1">
-<title>Accept your invitation to {{.AppName}} · usher</title>
-<style>body{font-family:system-ui,sans-serif;background:#f5f5f7;margin:0;display:flex;min-height:100vh;align-items:center;justify-content:center}
-:focus-visible{outline:3px solid #2d5be3;outline-offset:2px}
-main{background:#fff;max-width:34rem;padding:2rem;border-radius:12px;box-shadow:0 2px 12px rgba(0,0,0,.08)}
-h1{font-size:1.3rem;margin-top:0}.warn{background:#fff4e5;border-left:4px solid #e69500;padding:.6rem .8rem}
-button{font:inherit;margin:.8rem .4rem 0 0;padding:.6rem 1rem;border-radius:8px;border:1px solid #2d5be3;background:#fff;color:#2d5be3;cursor:pointer}
-button.primary{background:#2d5be3;color:#fff}code{background:#f0f0f3;padding:0 .2rem;border-radius:4px}</style>
-</head><body><main>
-<h1 id="title">Accept your invitation to {{.AppName}}</h1>
-<p id="invited">{{if .Inviter}}{{.Inviter}} invited{{else}}This invitation was sent to{{end}} <strong>{{.InvitedEmail}}</strong>.</p>
-<p id="account">You are signed in as <strong>{{if .AccountEmail}}{{.AccountEmail}}{{else}}an account without an email{{end}}</strong> ({{.Connection}}). Accepting adds the invitation to this account.</p>
-{{if .Unverified}}<p class="warn" id="unverified">Your email address <strong>{{.AccountEmail}}</strong> is not verified yet. After you accept, verify it through the email the sign-in service sent you; the invitation is added once it is verified.</p>{{end}}
-{{if .EmailDiffers}}<p class="warn" id="email-differs">The invitation was sent to <strong>{{.InvitedEmail}}</strong>, not to the account you are signed in with. Accept only if this account is really meant to receive it.</p>{{end}}
+var acceptTmpl = pageTemplate("accept", `{{define "title"}}{{.T.Text "accept.title" "app" .AppName}}{{end}}{{template "top" .}}
+<h1 id="title">{{.T.Text "accept.title" "app" .AppName}}</h1>
+<p id="invited">{{if .Inviter}}{{.T.HTML "accept.invited_by" "inviter" .Inviter "email" .InvitedEmail}}{{else}}{{.T.HTML "accept.invited" "email" .InvitedEmail}}{{end}}</p>
+<p id="account">{{.T.HTML "accept.account" "account" (or .AccountEmail (.T.Text "accept.no_email")) "connection" .Connection}}</p>
+{{if .Unverified}}<p class="warn" id="unverified">{{.T.HTML "accept.unverified" "email" .AccountEmail}}</p>{{end}}
+{{if .EmailDiffers}}<p class="warn" id="email-differs">{{.T.HTML "accept.email_differs" "email" .InvitedEmail}}</p>{{end}}
 <div id="changes">
-{{if .RolesAdded}}<p>Roles added: {{range $i, $r := .RolesAdded}}{{if $i}}, {{end}}<code class="role">{{$r}}</code>{{end}}</p>{{end}}
-{{if .ClaimsAdded}}<p>Details added:</p><ul>{{range .ClaimsAdded}}<li class="claim-added"><code>{{.Name}}</code>: {{.Value}}</li>{{end}}</ul>{{end}}
-{{if .ClaimsKept}}<p class="warn">Your account already holds these details; they are kept as they are:</p><ul>{{range .ClaimsKept}}<li class="claim-kept"><code>{{.Name}}</code> stays {{.Kept}} (the invitation says {{.Offered}})</li>{{end}}</ul>{{end}}
-{{if not (or .RolesAdded .ClaimsAdded)}}<p id="nothing-new">Your account already holds everything this invitation grants.</p>{{end}}
+{{if .RolesAdded}}<p>{{.T.Text "accept.roles_added"}} {{range $i, $r := .RolesAdded}}{{if $i}}, {{end}}<code class="role">{{$r}}</code>{{end}}</p>{{end}}
+{{if .ClaimsAdded}}<p>{{.T.Text "accept.claims_added"}}</p><ul>{{range .ClaimsAdded}}<li class="claim-added"><code>{{.Name}}</code>: {{.Value}}</li>{{end}}</ul>{{end}}
+{{if .ClaimsKept}}<p class="warn">{{.T.Text "accept.claims_kept"}}</p><ul>{{range .ClaimsKept}}<li class="claim-kept"><code>{{.Name}}</code> {{$.T.Text "accept.claim_kept" "kept" .Kept "offered" .Offered}}</li>{{end}}</ul>{{end}}
+{{if not (or .RolesAdded .ClaimsAdded)}}<p id="nothing-new">{{.T.Text "accept.nothing_new"}}</p>{{end}}
 </div>
 <form method="post" action="/accept">
 <input type="hidden" name="flow" value="{{.Flow}}"><input type="hidden" name="id" value="{{.ID}}"><input type="hidden" name="csrf" value="{{.CSRF}}">
-<button class="primary" id="accept" name="action" value="accept">Accept as {{if .AccountEmail}}{{.AccountEmail}}{{else}}this account{{end}}</button>
-<button id="other" name="action" value="other">Use another account</button>
-<button id="later" name="action" value="later">Not now</button>
-<button id="decline" name="action" value="decline">Decline</button>
+<button class="primary" id="accept" name="action" value="accept">{{if .AccountEmail}}{{.T.Text "accept.accept_as" "account" .AccountEmail}}{{else}}{{.T.Text "accept.accept_this"}}{{end}}</button>
+<button id="other" name="action" value="other">{{.T.Text "accept.other"}}</button>
+<button id="later" name="action" value="later">{{.T.Text "accept.later"}}</button>
+<button id="decline" name="action" value="decline">{{.T.Text "accept.decline"}}</button>
 </form>
-</main></body></html>`))
+{{template "bottom" .}}`)

@@ -3,7 +3,6 @@ package broker
 import (
 	"crypto/subtle"
 	"errors"
-	"html/template"
 	"net/http"
 	"net/url"
 	"strings"
@@ -38,7 +37,7 @@ const (
 // this browser only), remembers the problem in the session and redirects
 // the browser to the problem page.
 func (b *Broker) showProblem(w http.ResponseWriter, r *http.Request, sess *gsessions.Session, ar *sessions.AuthRequest, inv *grants.Invitation, acct signedInAccount, cause error) {
-	st := acceptState{Hash: ar.InvitationHash, ClientID: ar.ClientID, Message: refusalMessage(cause), Account: acct.Email}
+	st := acceptState{Hash: ar.InvitationHash, ClientID: ar.ClientID, Message: refusalMessage(b.chromeFor(r, ar.UILocales).T, cause), Account: acct.Email}
 	if inv != nil {
 		st.Invited = inv.Email
 		if st.ClientID == "" {
@@ -92,6 +91,7 @@ func (b *Broker) problemState(sess *gsessions.Session, id string) (acceptState, 
 }
 
 type problemView struct {
+	chrome
 	Message          string
 	Invited, Account string
 	Mismatch         bool
@@ -110,15 +110,15 @@ func (b *Broker) handleProblem(w http.ResponseWriter, r *http.Request) {
 	id := r.URL.Query().Get("id")
 	st, ok := b.problemState(sess, id)
 	if !ok || sess.Values[continuePrefix+id] != "1" {
-		renderPage(w, http.StatusBadRequest, page{Title: "Sign-in expired",
-			Message: "This sign-in took too long or was already completed. Go back to the application and sign in again."})
+		b.renderPage(w, r, http.StatusBadRequest, page{Key: "signin.stale"})
 		return
 	}
 	v := problemView{Message: st.Message, Invited: st.Invited, Account: st.Account, Mismatch: st.Mismatch,
 		ID: id, CSRF: st.CSRF, ContinueURL: b.url("/login/continue?id=" + url.QueryEscape(id)),
 		AppName: b.appName(st.ClientID), BackURL: b.continueURL(st.ClientID, "")}
+	v.chrome = b.chromeFor(r, "", st.ClientID)
 	// "Use another account" posts here and is redirected to the upstream.
-	w.Header().Set("Content-Security-Policy", "default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'none'; base-uri 'none'; form-action 'self' "+
+	w.Header().Set("Content-Security-Policy", "default-src 'none'; style-src 'unsafe-inline'; img-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self' "+
 		strings.Join(b.acceptFormTargets(st.ClientID), " "))
 	w.Header().Set("Content-Type", "text/html; charset=utf-8")
 	w.WriteHeader(http.StatusOK)
@@ -130,8 +130,7 @@ func (b *Broker) handleProblem(w http.ResponseWriter, r *http.Request) {
 func (b *Broker) handleProblemAnswer(w http.ResponseWriter, r *http.Request) {
 	r.Body = http.MaxBytesReader(w, r.Body, 4<<10)
 	if err := r.ParseForm(); err != nil || !b.sameOrigin(r) {
-		renderPage(w, http.StatusForbidden, page{Title: "Request refused",
-			Message: "This answer did not come from usher's own page. Go back to the application and sign in again."})
+		b.renderPage(w, r, http.StatusForbidden, page{Key: "problem.refused"})
 		return
 	}
 	sess, err := b.browser.Get(r, b.cookie)
@@ -144,8 +143,7 @@ func (b *Broker) handleProblemAnswer(w http.ResponseWriter, r *http.Request) {
 	acct, signedIn := sessionAccount(sess)
 	if !ok || !signedIn || !st.Mismatch || r.PostForm.Get("action") != actionOther ||
 		subtle.ConstantTimeCompare([]byte(st.CSRF), []byte(r.PostForm.Get("csrf"))) != 1 {
-		renderPage(w, http.StatusBadRequest, page{Title: "This page expired",
-			Message: "This page expired or was opened in another browser. Go back to the application and sign in again."})
+		b.renderPage(w, r, http.StatusBadRequest, page{Key: "problem.expired"})
 		return
 	}
 	ar, err := b.sessions.GetAuthRequest(r.Context(), id)
@@ -154,8 +152,7 @@ func (b *Broker) handleProblemAnswer(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if err != nil || !ar.Done || ar.Subject != acct.UserID {
-		renderPage(w, http.StatusBadRequest, page{Title: "Sign-in expired",
-			Message: "This sign-in took too long or was already completed. Go back to the application and sign in again."})
+		b.renderPage(w, r, http.StatusBadRequest, page{Key: "signin.stale"})
 		return
 	}
 	delete(sess.Values, problemPrefix+id)
@@ -185,23 +182,14 @@ func (b *Broker) signInAgain(w http.ResponseWriter, r *http.Request, sess *gsess
 	http.Redirect(w, r, b.loginURL(ar.ID), http.StatusSeeOther)
 }
 
-var problemTmpl = template.Must(template.New("problem").Parse(`<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width,initial-scale=1">
-<title>Your invitation could not be used · usher</title>
-<style>body{font-family:system-ui,sans-serif;background:#f5f5f7;margin:0;display:flex;min-height:100vh;align-items:center;justify-content:center}
-:focus-visible{outline:3px solid #2d5be3;outline-offset:2px}
-main{background:#fff;max-width:34rem;padding:2rem;border-radius:12px;box-shadow:0 2px 12px rgba(0,0,0,.08)}
-h1{font-size:1.3rem;margin-top:0}form{display:inline}
-a.button,button{display:inline-block;font:inherit;margin:.8rem .4rem 0 0;padding:.6rem 1rem;border-radius:8px;border:1px solid #2d5be3;background:#fff;color:#2d5be3;cursor:pointer;text-decoration:none}
-.primary{background:#2d5be3!important;color:#fff!important}</style>
-</head><body><main>
-<h1 id="title">Your invitation could not be used</h1>
-{{if .Mismatch}}<p id="invited">This invitation was sent to <strong>{{.Invited}}</strong>.</p>
-<p id="account">You signed in as <strong>{{if .Account}}{{.Account}}{{else}}an account without an email{{end}}</strong>.</p>{{end}}
+var problemTmpl = pageTemplate("problem", `{{define "title"}}{{.T.Text "problem.title"}} · {{.App}}{{end}}{{template "top" .}}
+<h1 id="title">{{.T.Text "problem.title"}}</h1>
+{{if .Mismatch}}<p id="invited">{{.T.HTML "problem.invited" "email" .Invited}}</p>
+<p id="account">{{.T.HTML "problem.account" "account" (or .Account (.T.Text "accept.no_email"))}}</p>{{end}}
 <p id="message">{{.Message}}</p>
 {{if .Mismatch}}<form method="post" action="/invitation/problem">
 <input type="hidden" name="id" value="{{.ID}}"><input type="hidden" name="csrf" value="{{.CSRF}}">
-<button class="primary" id="other" name="action" value="other">Use another account</button></form>{{end}}
-<a class="button{{if not .Mismatch}} primary{{end}}" id="continue" href="{{.ContinueURL}}">Continue without the invitation</a>
-<a class="button" id="back" href="{{.BackURL}}">Back to {{.AppName}}</a>
-</main></body></html>`))
+<button class="primary" id="other" name="action" value="other">{{.T.Text "accept.other"}}</button></form>{{end}}
+<a class="button{{if not .Mismatch}} primary{{end}}" id="continue" href="{{.ContinueURL}}">{{.T.Text "problem.continue"}}</a>
+<a class="button" id="back" href="{{.BackURL}}">{{.T.Text "problem.back" "app" .AppName}}</a>
+{{template "bottom" .}}`)

@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/subtle"
 	"errors"
-	"html/template"
 	"net/http"
 	"net/url"
 	"strings"
@@ -43,9 +42,10 @@ const (
 	verifyTTL           = time.Hour
 	resendInterval      = time.Minute
 
-	noteStillUnverified = "Your email address is not verified yet. Follow the link in the verification email, then press Continue."
-	noteResent          = "A new verification email is on its way."
-	noteResendFailed    = "A new verification email could not be requested right now; use the one you already have, or try again later."
+	// The verify page's notes: message catalog keys.
+	noteStillUnverified = "verify.note.still_unverified"
+	noteResent          = "verify.note.resent"
+	noteResendFailed    = "verify.note.resend_failed"
 )
 
 // awaitedBy: the invitation awaits the verification of userID's email.
@@ -105,7 +105,8 @@ func (b *Broker) verifyPage(sess *gsessions.Session, id string) (acceptState, si
 }
 
 type verifyView struct {
-	Invited, Account, Note string
+	chrome
+	Invited, Account, Note string // Note: a catalog key
 	AppName                string
 	ID, CSRF               string
 	CanResend              bool
@@ -120,13 +121,12 @@ func (b *Broker) handleVerifyPage(w http.ResponseWriter, r *http.Request) {
 	id := r.URL.Query().Get("id")
 	st, acct, ok := b.verifyPage(sess, id)
 	if !ok {
-		renderPage(w, http.StatusBadRequest, page{Title: "This page expired",
-			Message: "Go back to the application and sign in again: once your email is verified, the invitation is offered again."})
+		b.renderPage(w, r, http.StatusBadRequest, page{Key: "verify.expired"})
 		return
 	}
-	v := verifyView{Invited: st.Invited, Account: st.Account, Note: st.Message, AppName: b.appName(st.ClientID),
+	v := verifyView{chrome: b.chromeFor(r, "", st.ClientID), Invited: st.Invited, Account: st.Account, Note: st.Message, AppName: b.appName(st.ClientID),
 		ID: id, CSRF: st.CSRF, CanResend: b.canAskUpstream(acct)}
-	w.Header().Set("Content-Security-Policy", "default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'none'; base-uri 'none'; form-action 'self' "+
+	w.Header().Set("Content-Security-Policy", "default-src 'none'; style-src 'unsafe-inline'; img-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self' "+
 		strings.Join(b.acceptFormTargets(st.ClientID), " "))
 	w.Header().Set("Content-Type", "text/html; charset=utf-8")
 	w.WriteHeader(http.StatusOK)
@@ -142,8 +142,7 @@ func (b *Broker) canAskUpstream(acct signedInAccount) bool {
 func (b *Broker) handleVerifyAnswer(w http.ResponseWriter, r *http.Request) {
 	r.Body = http.MaxBytesReader(w, r.Body, 4<<10)
 	if err := r.ParseForm(); err != nil || !b.sameOrigin(r) {
-		renderPage(w, http.StatusForbidden, page{Title: "Request refused",
-			Message: "This answer did not come from usher's own page. Go back to the application and sign in again."})
+		b.renderPage(w, r, http.StatusForbidden, page{Key: "accept.refused"})
 		return
 	}
 	sess, err := b.browser.Get(r, b.cookie)
@@ -154,8 +153,7 @@ func (b *Broker) handleVerifyAnswer(w http.ResponseWriter, r *http.Request) {
 	id := r.PostForm.Get("id")
 	st, acct, ok := b.verifyPage(sess, id)
 	if !ok || subtle.ConstantTimeCompare([]byte(st.CSRF), []byte(r.PostForm.Get("csrf"))) != 1 {
-		renderPage(w, http.StatusBadRequest, page{Title: "This page expired",
-			Message: "Go back to the application and sign in again: once your email is verified, the invitation is offered again."})
+		b.renderPage(w, r, http.StatusBadRequest, page{Key: "verify.expired"})
 		return
 	}
 	if r.PostForm.Get("action") == actionLater {
@@ -320,7 +318,7 @@ func (b *Broker) verifyRefused(w http.ResponseWriter, r *http.Request, sess *gse
 		b.unavailable(w, r, "saving the browser session", err)
 		return
 	}
-	b.renderRefusal(w, cause, b.continueURL(clientID, ""), "Continue without the invitation")
+	b.renderRefusal(w, r, cause, b.continueURL(clientID, ""), "problem.continue")
 }
 
 // awaitedInvitation is, for a sign-in through the upstream whose email is
@@ -366,24 +364,15 @@ func (b *Broker) sessionAwaited(ctx context.Context, sess *gsessions.Session, ac
 	return invs[0].TokenHash, false
 }
 
-var verifyTmpl = template.Must(template.New("verify").Parse(`<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width,initial-scale=1">
-<title>Verify your email, then continue · usher</title>
-<style>body{font-family:system-ui,sans-serif;background:#f5f5f7;margin:0;display:flex;min-height:100vh;align-items:center;justify-content:center}
-:focus-visible{outline:3px solid #2d5be3;outline-offset:2px}
-main{background:#fff;max-width:34rem;padding:2rem;border-radius:12px;box-shadow:0 2px 12px rgba(0,0,0,.08)}
-h1{font-size:1.3rem;margin-top:0}.note{background:#fff4e5;border-left:4px solid #e69500;padding:.6rem .8rem}
-button{font:inherit;margin:.8rem .4rem 0 0;padding:.6rem 1rem;border-radius:8px;border:1px solid #2d5be3;background:#fff;color:#2d5be3;cursor:pointer}
-button.primary{background:#2d5be3;color:#fff}</style>
-</head><body><main>
-<h1 id="title">Verify your email, then continue</h1>
-<p id="invited">You accepted the invitation to {{.AppName}} sent to <strong>{{.Invited}}</strong>.</p>
-<p id="account">It is added to your account once its email address, <strong>{{.Account}}</strong>, is verified. Open the verification email the sign-in service sent to that address and follow its link, then press Continue here (or sign in again later, from any browser).</p>
-{{if .Note}}<p class="note" id="note" role="status">{{.Note}}</p>{{end}}
+var verifyTmpl = pageTemplate("verify", `{{define "title"}}{{.T.Text "verify.title"}}{{end}}{{template "top" .}}
+<h1 id="title">{{.T.Text "verify.title"}}</h1>
+<p id="invited">{{.T.HTML "verify.invited" "app" .AppName "email" .Invited}}</p>
+<p id="account">{{.T.HTML "verify.account" "email" .Account}}</p>
+{{if .Note}}<p class="warn" id="note" role="status">{{.T.Text .Note}}</p>{{end}}
 <form method="post" action="/invitation/verify">
 <input type="hidden" name="id" value="{{.ID}}"><input type="hidden" name="csrf" value="{{.CSRF}}">
-<button class="primary" id="continue" name="action" value="continue">Continue</button>
-{{if .CanResend}}<button id="resend" name="action" value="resend">Resend verification email</button>{{end}}
-<button id="later" name="action" value="later">Not now</button>
+<button class="primary" id="continue" name="action" value="continue">{{.T.Text "verify.continue"}}</button>
+{{if .CanResend}}<button id="resend" name="action" value="resend">{{.T.Text "verify.resend"}}</button>{{end}}
+<button id="later" name="action" value="later">{{.T.Text "accept.later"}}</button>
 </form>
-</main></body></html>`))
+{{template "bottom" .}}`)

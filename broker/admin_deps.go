@@ -108,7 +108,7 @@ func (b *Broker) authenticateAPI(ctx context.Context, token string) (admin.Calle
 // limitAPI takes one admin API request of key, or answers 429.
 func (b *Broker) limitAPI(w http.ResponseWriter, r *http.Request, key string) bool {
 	if ok, wait := b.limits.api.allow(r.Context(), key); !ok {
-		b.tooMany(w, "api", wait, true)
+		b.tooMany(w, r, "api", wait, true)
 		return false
 	}
 	return true

@@ -50,7 +50,7 @@ func (b *Broker) finishAdminLogin(w http.ResponseWriter, r *http.Request, sess *
 	ctx := r.Context()
 	id, oerr := b.verifyUpstream(ctx, r.URL.Query(), p)
 	if oerr != nil {
-		renderPage(w, http.StatusForbidden, page{Title: "Sign-in failed", Message: "The sign-in could not be completed: " + oerr.Description,
+		b.renderPage(w, r, http.StatusForbidden, page{Title: "Sign-in failed", Message: "The sign-in could not be completed: " + oerr.Description,
 			LinkURL: b.url("/admin/login"), LinkText: "Try again"})
 		return
 	}

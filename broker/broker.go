@@ -92,6 +92,8 @@ type Options struct {
 	PrivilegedRoles []string
 	// AppName names the app on the accept page when the client has no name.
 	AppName string
+	// Branding is the logo and accent colour of usher's invitee pages.
+	Branding Branding
 	// InvitationBaseURL prefixes /invite/<token> links (default: the issuer).
 	InvitationBaseURL string
 	// Mailer queues invitation mails; nil = mail not configured.
@@ -367,6 +369,7 @@ func (b *Broker) Handler() http.Handler {
 	mux.Handle("GET /v2/logout", pageHeaders(http.HandlerFunc(b.handleAuth0Logout)))
 	mux.Handle(pathAuthorize, pageHeaders(b.issRedirects(http.HandlerFunc(b.handleAuthorize))))
 	mux.Handle(pathEndSession, pageHeaders(http.HandlerFunc(b.handleEndSession)))
+	mux.HandleFunc("GET "+brandPrefix+"{name}", b.handleLogo)
 	mux.Handle("GET /invite/{token}", pageHeaders(b.limitInvites(http.HandlerFunc(b.handleInvite))))
 	mux.Handle("POST "+pathAccept, pageHeaders(b.issRedirects(http.HandlerFunc(b.handleAccept))))
 	mux.Handle("GET "+pathProblem, pageHeaders(http.HandlerFunc(b.handleProblem)))
@@ -412,7 +415,7 @@ func (b *Broker) handleAuthorize(w http.ResponseWriter, r *http.Request) {
 	// An unknown client has no redirect URI to trust: answer on a page.
 	c, ok := b.clients[r.Form.Get("client_id")]
 	if !ok {
-		renderPage(w, http.StatusBadRequest, page{Title: "Unknown application",
+		b.renderPage(w, r, http.StatusBadRequest, page{Title: "Unknown application",
 			Message: "This sign-in link names an application usher does not know (client_id). Check the application's configuration." +
 				b.loopbackHint(r.Form.Get("redirect_uri"))})
 		return
@@ -428,7 +431,7 @@ func (b *Broker) handleAuthorize(w http.ResponseWriter, r *http.Request) {
 		} else if origins := clientOrigins(c); len(origins) > 0 {
 			msg += " This application is configured for " + strings.Join(origins, ", ") + "."
 		}
-		renderPage(w, http.StatusBadRequest, page{Title: "Application address not configured", Message: msg})
+		b.renderPage(w, r, http.StatusBadRequest, page{Title: "Application address not configured", Message: msg})
 		return
 	}
 	// {issuer}/authorize?client_id=…&invitation=… (or token=inv_…) alone is an invitation link.
@@ -512,8 +515,7 @@ func (b *Broker) emit(ctx context.Context, e webhooks.WebhookEvent) {
 func (b *Broker) unavailable(w http.ResponseWriter, r *http.Request, what string, err error) {
 	b.metrics.storeErrors.WithLabelValues(what).Inc()
 	b.log.ErrorContext(r.Context(), "request failed", "what", what, "err", err)
-	renderPage(w, http.StatusServiceUnavailable, page{Title: "Temporarily unavailable",
-		Message: "usher could not reach its store. Try again in a moment."})
+	b.renderPage(w, r, http.StatusServiceUnavailable, page{Key: "unavailable"})
 }
 
 func isLoopback(host string) bool {

@@ -30,8 +30,7 @@ func (b *Broker) handleCallback(w http.ResponseWriter, r *http.Request) {
 	if q.Get("state") == "" || raw == "" || jsonParse(raw, &p) != nil || b.now().After(p.Expires) {
 		// State not issued to this browser: a forged, replayed or foreign response.
 		b.log.WarnContext(ctx, "upstream callback with a state this browser did not start")
-		renderPage(w, http.StatusBadRequest, page{Title: "Sign-in could not be completed",
-			Message: "This sign-in response does not belong to this browser session, or it expired. Go back to the application and sign in again."})
+		b.renderPage(w, r, http.StatusBadRequest, page{Key: "callback.foreign"})
 		return
 	}
 	delete(sess.Values, key) // single use
@@ -49,8 +48,7 @@ func (b *Broker) handleCallback(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if err != nil {
-		renderPage(w, http.StatusBadRequest, page{Title: "Sign-in expired",
-			Message: "This sign-in took too long. Go back to the application and sign in again."})
+		b.renderPage(w, r, http.StatusBadRequest, page{Key: "callback.expired"})
 		return
 	}
 	fail := func(e *oidc.Error) {

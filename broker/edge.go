@@ -88,7 +88,7 @@ func limitBody(next http.Handler) http.Handler {
 // request that carries an invitation as /invite/ is. r.Form must be parsed.
 func (b *Broker) authorizeWithinLimits(w http.ResponseWriter, r *http.Request) bool {
 	if msg := authorizeParamsProblem(r); msg != "" {
-		renderPage(w, http.StatusBadRequest, page{Title: "Invalid sign-in request",
+		b.renderPage(w, r, http.StatusBadRequest, page{Title: "Invalid sign-in request",
 			Message: "The application sent a sign-in request usher cannot accept (invalid_request: " + msg + ")."})
 		return false
 	}

@@ -30,9 +30,11 @@ func (b *Broker) authResponse(w http.ResponseWriter, r *http.Request, ar *sessio
 		return
 	}
 	nonce := randomToken(18)
-	p := formPost{Action: ar.RedirectURI, Nonce: nonce, Fields: []formField{
-		{"code", resp.Code}, {"state", resp.State}, {"iss", b.opts.Issuer},
-	}}
+	c := b.chromeFor(r, ar.UILocales, ar.ClientID)
+	p := formPost{Action: ar.RedirectURI, Nonce: nonce, Lang: c.Lang, Title: c.T.Text("signin.interstitial.title"),
+		Continue: c.T.Text("signin.interstitial.continue"), App: c.App, Fields: []formField{
+			{"code", resp.Code}, {"state", resp.State}, {"iss", b.opts.Issuer},
+		}}
 	var buf bytes.Buffer
 	if err := formPostTmpl.Execute(&buf, p); err != nil {
 		op.AuthRequestError(w, r, authRequest{ar}, oidc.ErrServerError().WithParent(err), b.provider)
@@ -51,15 +53,16 @@ func (b *Broker) authResponse(w http.ResponseWriter, r *http.Request, ar *sessio
 type formField struct{ Name, Value string }
 
 type formPost struct {
-	Action, Nonce string
-	Fields        []formField
+	Action, Nonce              string
+	Lang, Title, Continue, App string
+	Fields                     []formField
 }
 
 var formPostTmpl = template.Must(template.New("form_post").Parse(`<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>Signing in · usher</title></head>
+<html lang="{{.Lang}}"><head><meta charset="utf-8"><title>{{.Title}} · {{.App}}</title></head>
 <body><form method="post" action="{{.Action}}">
 {{range .Fields}}{{if .Value}}<input type="hidden" name="{{.Name}}" value="{{.Value}}">
-{{end}}{{end}}<noscript><button type="submit">Continue</button></noscript>
+{{end}}{{end}}<noscript><button type="submit">{{.Continue}}</button></noscript>
 </form>
 <script nonce="{{.Nonce}}">document.forms[0].submit()</script>
 </body></html>`))

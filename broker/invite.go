@@ -39,8 +39,7 @@ func (b *Broker) serveInvitation(w http.ResponseWriter, r *http.Request, token, 
 	}
 	client := b.invitationClient(inv, clientID)
 	if client == nil {
-		renderPage(w, http.StatusBadRequest, page{Title: "No application to sign in to",
-			Message: "This invitation is valid, but usher has no application configured to sign in to. Ask the sender to check usher's clients."})
+		b.renderPage(w, r, http.StatusBadRequest, page{Key: "invite.no_client", ClientID: clientID})
 		return
 	}
 	name := b.cookieName(invitationCookie)
@@ -156,31 +155,29 @@ func (b *Broker) initiateLoginURL(c *Client, email, ref string) string {
 // renderInvitationProblem says plainly why a link cannot be used, with the
 // right status (404 unknown, 410 gone), and offers to sign in anyway.
 func (b *Broker) renderInvitationProblem(w http.ResponseWriter, r *http.Request, inv *grants.Invitation, clientID string, err error) {
-	status, title, msg := http.StatusGone, "", ""
+	status, key := http.StatusGone, ""
 	// Unknown, used, expired or withdrawn links count as failed attempts:
 	// guessing tokens from one address soon stops.
 	defer func() {
-		if title != "" {
+		if key != "" {
 			b.limits.failedRedemption.allow(r.Context(), clientIP(r))
 		}
 	}()
 	switch {
 	case errors.Is(err, grants.ErrNotFound):
-		status, title, msg = http.StatusNotFound, "Invitation not found",
-			"This invitation link is not valid. It may have been mistyped, or replaced by a newer invitation email."
+		status, key = http.StatusNotFound, "invite.not_found"
 	case errors.Is(err, grants.ErrInvitationRedeemed):
-		title, msg = "Invitation already used", "This invitation has already been used. If it was you, just sign in."
+		key = "invite.redeemed"
 	case errors.Is(err, grants.ErrInvitationRevoked):
-		title, msg = "Invitation withdrawn", "This invitation was withdrawn by the sender. You can still sign in or sign up."
+		key = "invite.revoked"
 	case errors.Is(err, grants.ErrInvitationDeclined):
-		title, msg = "Invitation declined", "This invitation was declined. If that was a mistake, ask the sender for a new one. You can still sign in or sign up."
+		key = "invite.declined"
 	case errors.Is(err, grants.ErrInvitationExpired):
-		title, msg = "Invitation expired", "This invitation has expired. Ask the sender for a new one, or sign in anyway."
+		key = "invite.expired"
 	default:
 		b.unavailable(w, r, "checking the invitation", err)
 		return
 	}
-	p := page{Title: title, Message: msg}
 	var c *Client
 	if inv != nil {
 		c = b.invitationClient(inv, clientID)
@@ -189,10 +186,12 @@ func (b *Broker) renderInvitationProblem(w http.ResponseWriter, r *http.Request,
 	} else {
 		c = b.invitationClient(&grants.Invitation{}, "")
 	}
+	p := page{Key: key}
 	if c != nil {
-		p.LinkURL, p.LinkText = b.initiateLoginURL(c, "", ""), "Sign in without the invitation"
+		p.ClientID = c.ID
+		p.LinkURL, p.LinkKey = b.initiateLoginURL(c, "", ""), "invite.sign_in_anyway"
 	}
-	renderPage(w, status, p)
+	b.renderPage(w, r, status, p)
 }
 
 // authorizeInvitation decides which invitation an authorization carries.
@@ -323,7 +322,7 @@ func (b *Broker) handleContinue(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if id == "" || sess.Values[continuePrefix+id] != "1" {
-		renderPage(w, http.StatusBadRequest, page{Title: "Sign-in expired", Message: "Go back to the application and sign in again."})
+		b.renderPage(w, r, http.StatusBadRequest, page{Key: "signin.expired"})
 		return
 	}
 	delete(sess.Values, continuePrefix+id)
@@ -338,7 +337,7 @@ func (b *Broker) handleContinue(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if err != nil || !ar.Done {
-		renderPage(w, http.StatusBadRequest, page{Title: "Sign-in expired", Message: "Go back to the application and sign in again."})
+		b.renderPage(w, r, http.StatusBadRequest, page{Key: "signin.expired"})
 		return
 	}
 	b.authResponse(w, r.WithContext(op.ContextWithIssuer(ctx, b.opts.Issuer)), ar)

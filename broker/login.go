@@ -17,16 +17,14 @@ func (b *Broker) handleLogin(w http.ResponseWriter, r *http.Request) {
 	ar, err := b.sessions.GetAuthRequest(ctx, r.URL.Query().Get("id"))
 	if err != nil {
 		if errors.Is(err, sessions.ErrNotFound) {
-			renderPage(w, http.StatusBadRequest, page{Title: "Sign-in expired",
-				Message: "This sign-in took too long or was already completed. Go back to the application and sign in again."})
+			b.renderPage(w, r, http.StatusBadRequest, page{Key: "signin.stale"})
 			return
 		}
 		b.unavailable(w, r, "loading the authorization request", err)
 		return
 	}
 	if ar.Done {
-		renderPage(w, http.StatusBadRequest, page{Title: "Sign-in already completed",
-			Message: "Go back to the application and sign in again."})
+		b.renderPage(w, r, http.StatusBadRequest, page{Key: "login.done"})
 		return
 	}
 	sess, err := b.browser.Get(r, b.cookie)

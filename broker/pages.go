@@ -2,7 +2,6 @@ package broker
 
 import (
 	"encoding/json"
-	"html/template"
 	"net/http"
 	"net/url"
 	"slices"
@@ -14,7 +13,7 @@ import (
 func pageHeaders(h http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		hd := w.Header()
-		hd.Set("Content-Security-Policy", "default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'none'; form-action 'self'; base-uri 'none'")
+		hd.Set("Content-Security-Policy", "default-src 'none'; style-src 'unsafe-inline'; img-src 'self'; frame-ancestors 'none'; form-action 'self'; base-uri 'none'")
 		hd.Set("X-Frame-Options", "DENY")
 		hd.Set("Referrer-Policy", "no-referrer")
 		hd.Set("X-Content-Type-Options", "nosniff")
@@ -23,25 +22,33 @@ func pageHeaders(h http.Handler) http.Handler {
 	})
 }
 
+// page is a message page: an error or a notice, with at most one link.
 type page struct {
-	Title    string
-	Message  string
-	LinkURL  string
-	LinkText string
+	chrome
+	// Key names the title and message in the catalog (Key+".title",
+	// Key+".message"); without it, Title and Message are shown as given.
+	Key            string
+	ClientID       string // whose name and brand the page shows ("": app_name)
+	UILocales      string // from the authorization request, when there is one
+	Title, Message string
+	LinkURL        string
+	LinkText       string
+	LinkKey        string // names LinkText in the catalog
 }
 
-var pageTmpl = template.Must(template.New("page").Parse(`<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width,initial-scale=1">
-<title>{{.Title}} · usher</title>
-<style>body{font-family:system-ui,sans-serif;background:#f5f5f7;margin:0;display:flex;min-height:100vh;align-items:center;justify-content:center}
-:focus-visible{outline:3px solid #2d5be3;outline-offset:2px}
-main{background:#fff;max-width:32rem;padding:2rem;border-radius:12px;box-shadow:0 2px 12px rgba(0,0,0,.08)}
-h1{font-size:1.3rem;margin-top:0}a.button{display:inline-block;margin-top:1rem;padding:.6rem 1rem;background:#2d5be3;color:#fff;border-radius:8px;text-decoration:none}</style>
-</head><body><main><h1 id="title">{{.Title}}</h1><p id="message">{{.Message}}</p>
-{{if .LinkURL}}<a class="button" id="continue" href="{{.LinkURL}}">{{.LinkText}}</a>{{end}}
-</main></body></html>`))
+var pageTmpl = pageTemplate("page", `{{define "title"}}{{.Title}} · {{.App}}{{end}}{{template "top" .}}<h1 id="title">{{.Title}}</h1><p id="message">{{.Message}}</p>
+{{if .LinkURL}}<a class="button primary" id="continue" href="{{.LinkURL}}">{{.LinkText}}</a>{{end}}
+{{template "bottom" .}}`)
 
-func renderPage(w http.ResponseWriter, status int, p page) {
+// renderPage shows p in the app's brand and the person's language.
+func (b *Broker) renderPage(w http.ResponseWriter, r *http.Request, status int, p page) {
+	p.chrome = b.chromeFor(r, p.UILocales, p.ClientID)
+	if p.Key != "" {
+		p.Title, p.Message = p.T.Text(p.Key+".title"), p.T.Text(p.Key+".message")
+	}
+	if p.LinkKey != "" {
+		p.LinkText = p.T.Text(p.LinkKey)
+	}
 	w.Header().Set("Content-Type", "text/html; charset=utf-8")
 	w.WriteHeader(status)
 	_ = pageTmpl.Execute(w, p)

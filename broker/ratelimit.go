@@ -208,17 +208,17 @@ func (b *Broker) limitInvites(next http.Handler) http.Handler {
 func (b *Broker) inviteAllowed(w http.ResponseWriter, r *http.Request) bool {
 	ip := clientIP(r)
 	if blocked, wait := b.limits.failedRedemption.blocked(r.Context(), ip); blocked {
-		b.tooMany(w, "failed_redemptions", wait, false)
+		b.tooMany(w, r, "failed_redemptions", wait, false)
 		return false
 	}
 	if ok, wait := b.limits.invite.allow(r.Context(), ip); !ok {
-		b.tooMany(w, "invite", wait, false)
+		b.tooMany(w, r, "invite", wait, false)
 		return false
 	}
 	return true
 }
 
-func (b *Broker) tooMany(w http.ResponseWriter, limit string, wait time.Duration, problem bool) {
+func (b *Broker) tooMany(w http.ResponseWriter, r *http.Request, limit string, wait time.Duration, problem bool) {
 	b.metrics.rateLimited.WithLabelValues(limit).Inc()
 	w.Header().Set("Retry-After", retryAfter(wait))
 	if problem {
@@ -226,6 +226,5 @@ func (b *Broker) tooMany(w http.ResponseWriter, limit string, wait time.Duration
 			"This client sent too many requests; retry after "+retryAfter(wait)+" seconds.")
 		return
 	}
-	renderPage(w, http.StatusTooManyRequests, page{Title: "Too many attempts",
-		Message: "Too many invitation attempts came from your network. Wait a few minutes and try again."})
+	b.renderPage(w, r, http.StatusTooManyRequests, page{Key: "ratelimit.invite"})
 }

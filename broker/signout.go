@@ -103,5 +103,5 @@ func (b *Broker) handleLogoutDone(w http.ResponseWriter, r *http.Request) {
 		http.Redirect(w, r, final, http.StatusFound)
 		return
 	}
-	renderPage(w, http.StatusOK, page{Title: "Signed out", Message: "You are signed out."})
+	b.renderPage(w, r, http.StatusOK, page{Key: "signout.done"})
 }

@@ -34,6 +34,8 @@ type CreateRequest struct {
 	Inviter    string `json:"inviter,omitempty"`
 	// Link: "invite" (default) or "authorize", the link's form.
 	Link string `json:"link,omitempty"`
+	// Locale: the BCP 47 language of the invitation mail (default English).
+	Locale string `json:"locale,omitempty"`
 }
 
 // Grants is r as grants.Service takes it; whether the caller may grant
@@ -43,7 +45,7 @@ func (r CreateRequest) Grants() grants.CreateRequest {
 	return grants.CreateRequest{
 		Email: r.Email, Roles: r.Roles, Claims: r.Claims, Metadata: r.Metadata, ExternalID: r.ExternalID,
 		ClientID: r.ClientID, ExpiresIn: r.ExpiresIn, SendEmail: r.SendEmail, EmailMatch: r.EmailMatch,
-		Inviter: r.Inviter, Link: r.Link,
+		Inviter: r.Inviter, Link: r.Link, Locale: r.Locale,
 	}
 }
 
@@ -75,6 +77,8 @@ type Invitation struct {
 	URL                string         `json:"url,omitempty"`
 	// Link is the form of url: invite or authorize.
 	Link string `json:"link"`
+	// Locale is the language of the invitation mail, when one was asked for.
+	Locale string `json:"locale,omitempty"`
 	// UnsafeClaims: stored claim names never served (grants.ValidateClaimName).
 	UnsafeClaims []string `json:"unsafe_claims,omitempty"`
 }

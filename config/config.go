@@ -67,6 +67,7 @@ type Config struct {
 	Clients     []Client    `yaml:"clients"`
 	Invitations Invitations `yaml:"invitations"`
 	Mail        Mail        `yaml:"mail"`
+	Branding    Branding    `yaml:"branding"`
 	RateLimits  RateLimits  `yaml:"rate_limits"`
 	Admin       Admin       `yaml:"admin"`
 	Webhooks    []Webhook   `yaml:"webhooks"`

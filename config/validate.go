@@ -50,6 +50,7 @@ func (c *Config) Validate() error {
 	c.checkClients(&p)
 	c.checkInvitations(&p)
 	c.checkMail(&p)
+	c.checkBranding(&p)
 	c.checkRateLimits(&p)
 	c.checkWebhooks(&p)
 	c.checkEdge(&p)

@@ -78,6 +78,8 @@ type CreateRequest struct {
 	Inviter    string `json:"inviter"`
 	// Link: "invite" (default) or "authorize", the link's form (Invitation.Link).
 	Link string `json:"link"`
+	// Locale: the BCP 47 language of the invitation mail (Invitation.Locale).
+	Locale string `json:"locale"`
 	// MayGrantPrivileged: the caller may put PrivilegedRoles on the
 	// invitation (scope invitations:admin, or an admin on the admin page).
 	// Set by the server from who calls, never read from the request body.
@@ -185,6 +187,9 @@ func (s *Service) Validate(req CreateRequest) (*Invitation, bool, error) {
 	if req.Link != "" && req.Link != LinkInvite && req.Link != LinkAuthorize {
 		v.add("link", "must be invite (/invite/<token>, the default) or authorize (/authorize?client_id=…&invitation=<token>)")
 	}
+	if msg := checkLocale(req.Locale); msg != "" {
+		v.add("locale", "%s", msg)
+	}
 	if len(v.Errors) > 0 {
 		return nil, false, v
 	}
@@ -193,7 +198,7 @@ func (s *Service) Validate(req CreateRequest) (*Invitation, bool, error) {
 	inv := &Invitation{
 		ID: "inv-" + randomID(), Email: email, Roles: roles, Claims: req.Claims, Metadata: req.Metadata,
 		ExternalID: req.ExternalID, ClientID: req.ClientID, EmailMatch: match, Inviter: req.Inviter,
-		Link: linkForm(req.Link), Status: StatusPending, CreatedAt: now, ExpiresAt: now.Add(ttl), SendEmail: send,
+		Link: linkForm(req.Link), Locale: req.Locale, Status: StatusPending, CreatedAt: now, ExpiresAt: now.Add(ttl), SendEmail: send,
 		Events: []Event{{Type: "created", At: now, Detail: map[string]string{"inviter": req.Inviter}}},
 	}
 	if !send {

@@ -116,7 +116,10 @@ type Invitation struct {
 	Inviter    string         `json:"inviter,omitempty"`
 	// Link is the form of the link usher mails and shows: LinkInvite ("",
 	// /invite/<token>) or LinkAuthorize. Kept so that resend keeps it.
-	Link      string    `json:"link,omitempty"`
+	Link string `json:"link,omitempty"`
+	// Locale is the BCP 47 language the invitation mail is written in
+	// (when usher has its catalog; else English).
+	Locale    string    `json:"locale,omitempty"`
 	Status    Status    `json:"status"`
 	CreatedAt time.Time `json:"created_at"`
 	ExpiresAt time.Time `json:"expires_at"`

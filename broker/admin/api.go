@@ -271,7 +271,7 @@ func newView(inv *grants.Invitation, token string, now time.Time, claimsNamespac
 		EmailStatus: inv.EmailStatus, EmailError: inv.EmailError, RedeemedAt: inv.RedeemedAt,
 		RedeemedBy: inv.RedeemedBy, RedeemedConnection: inv.RedeemedConnection, RevokedAt: inv.RevokedAt,
 		DeclinedAt: inv.DeclinedAt, DeclinedBy: inv.DeclinedBy,
-		Events: inv.Events, MirrorStatus: upstream.MirrorStateOf(inv).String(), Link: linkOf(inv),
+		Events: inv.Events, MirrorStatus: upstream.MirrorStateOf(inv).String(), Link: linkOf(inv), Locale: inv.Locale,
 		UnsafeClaims: grants.UnsafeClaimNames(claimsNamespace, inv.Claims),
 	}
 	if v.Roles == nil {

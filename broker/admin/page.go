@@ -192,13 +192,14 @@ func (h *Page) Mount(mux *http.ServeMux) {
 type ctxKeyNonce struct{}
 
 // adminHeaders: a fresh CSP nonce per response for the one inline
-// stylesheet; no script may run, nothing may frame the page, no URL leaks
-// through Referer, nothing is cached.
+// stylesheet and the one script (the one-time link's Copy button); no other
+// script may run, nothing may frame the page, no URL leaks through Referer,
+// nothing is cached.
 func adminHeaders(h http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		nonce := randomToken(16)
 		hd := w.Header()
-		hd.Set("Content-Security-Policy", "default-src 'none'; style-src 'nonce-"+nonce+"'; img-src 'self'; "+
+		hd.Set("Content-Security-Policy", "default-src 'none'; style-src 'nonce-"+nonce+"'; script-src 'nonce-"+nonce+"'; img-src 'self'; "+
 			"form-action 'self'; frame-ancestors 'none'; base-uri 'none'")
 		hd.Set("X-Frame-Options", "DENY")
 		hd.Set("Referrer-Policy", "no-referrer")

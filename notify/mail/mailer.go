@@ -11,6 +11,8 @@ import (
 
 	"github.com/usher-oidc/usher/grants"
 	"github.com/usher-oidc/usher/grants/outbox"
+	"github.com/usher-oidc/usher/internal/brand"
+	"github.com/usher-oidc/usher/internal/messages"
 )
 
 // JobKindMail is the job kind of queued invitation mails.
@@ -30,10 +32,15 @@ type MailerOptions struct {
 	Sender    Sender
 	Templates *Templates
 	Sealer    Sealer
-	// AppName is shown in the mail ("… invited you to AppName").
-	AppName string
-	Now     func() time.Time
-	Logger  *slog.Logger
+	// AppName is shown in the mail ("… invited you to AppName") when the
+	// invitation's client has no name in AppNames (client ID → name).
+	AppName  string
+	AppNames map[string]string
+	// Logo (optional) is embedded in the mail; Accent colours its button.
+	Logo   *brand.Logo
+	Accent brand.Colours
+	Now    func() time.Time
+	Logger *slog.Logger
 	// PollInterval is how often the worker looks for due jobs when nothing
 	// wakes it (another replica's jobs, retries); default 1s.
 	PollInterval time.Duration
@@ -216,8 +223,9 @@ func (m *Mailer) process(ctx context.Context, job *grants.Job) {
 		return
 	}
 	msg, err := m.o.Templates.Invitation(InvitationMail{
-		AppName: m.o.AppName, Inviter: inv.Inviter, Email: inv.Email, Link: link,
-		ExpiresAt: inv.ExpiresAt, Roles: inv.Roles,
+		AppName: m.appName(inv.ClientID), Inviter: inv.Inviter, Email: inv.Email, Link: link,
+		ExpiresAt: inv.ExpiresAt, Roles: inv.Roles, Logo: m.o.Logo, Accent: m.o.Accent,
+		Lang: messages.Negotiate(inv.Locale, ""),
 	})
 	if err != nil {
 		m.giveUp(bg, log, job, p, outbox.ShortReason(err.Error()), err)
@@ -252,6 +260,14 @@ func (m *Mailer) process(ctx context.Context, job *grants.Job) {
 		log.Error("complete mail job", "error", err)
 	}
 	log.Info("invitation mail sent")
+}
+
+// appName is the display name of the invitation's client, else AppName.
+func (m *Mailer) appName(clientID string) string {
+	if n := m.o.AppNames[clientID]; n != "" {
+		return n
+	}
+	return m.o.AppName
 }
 
 // retry schedules the job again with exponential backoff and records the

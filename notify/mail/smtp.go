@@ -1,6 +1,7 @@
 package mail
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -131,6 +132,9 @@ func (s *SMTPSender) Send(ctx context.Context, m Message) error {
 	if m.HTML != "" {
 		msg.AddAlternativeString(gomail.TypeTextHTML, m.HTML)
 	}
+	if err := embedInline(msg, m.Inline); err != nil {
+		return err
+	}
 
 	opts := []gomail.Option{
 		gomail.WithPort(s.cfg.Port),
@@ -163,6 +167,18 @@ func (s *SMTPSender) Send(ctx context.Context, m Message) error {
 	}
 	if err := client.DialAndSendWithContext(ctx, msg); err != nil {
 		return fmt.Errorf("smtp %s:%d: %w", s.cfg.Host, s.cfg.Port, err)
+	}
+	return nil
+}
+
+// embedInline adds the inline parts (multipart/related), each with the
+// Content-ID the HTML names it by (cid:<name>, RFC 2392).
+func embedInline(msg *gomail.Msg, parts []Inline) error {
+	for _, in := range parts {
+		if err := msg.EmbedReader(in.Name, bytes.NewReader(in.Data), gomail.WithFileContentID("<"+in.Name+">"),
+			gomail.WithFileContentType(gomail.ContentType(in.ContentType))); err != nil {
+			return fmt.Errorf("smtp: inline %s: %w", in.Name, err)
+		}
 	}
 	return nil
 }

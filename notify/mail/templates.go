@@ -13,6 +13,9 @@ import (
 	"strings"
 	texttemplate "text/template"
 	"time"
+
+	"github.com/usher-oidc/usher/internal/brand"
+	"github.com/usher-oidc/usher/internal/messages"
 )
 
 // Message is one email.
@@ -24,6 +27,16 @@ type Message struct {
 	// Link is the invitation link the message was rendered with (not sent
 	// as such): the dev outbox links to it and to nothing else.
 	Link string `json:"-"`
+	// Inline parts of the HTML (the logo), referred to as cid:<Name>: the
+	// mail carries them, so opening it fetches nothing from anywhere.
+	Inline []Inline `json:"-"`
+}
+
+// Inline is a file embedded in a message.
+type Inline struct {
+	Name        string // also its Content-ID
+	ContentType string
+	Data        []byte
 }
 
 // Sender delivers a message (SMTP in production, the Outbox in `usher dev`).
@@ -40,6 +53,12 @@ type InvitationMail struct {
 	// ExpiresAt is shown in UTC; the zero time leaves the expiry sentence out.
 	ExpiresAt time.Time
 	Roles     []string
+	// Logo, when set, is embedded and shown above the text.
+	Logo *brand.Logo
+	// Accent colours the button; zero: brand.DefaultAccent.
+	Accent brand.Colours
+	// Lang picks the message catalog ("": messages.Default).
+	Lang string
 }
 
 // invitationView is the data the templates see: every InvitationMail field
@@ -47,6 +66,31 @@ type InvitationMail struct {
 type invitationView struct {
 	InvitationMail
 	Expires string
+	p       messages.Printer
+}
+
+// T is the catalog text of key (see internal/messages), for the subject and
+// the text part: {{.T "mail.hello"}}, {{.T "mail.invited" "app" .AppName}}.
+func (v invitationView) T(key string, args ...string) string { return v.p.Text(key, args...) }
+
+// H is T for the HTML part: escaped, {*name} arguments in bold.
+func (v invitationView) H(key string, args ...string) htmltemplate.HTML {
+	return v.p.HTML(key, args...)
+}
+
+// LogoSrc is the logo's cid: URL ("" without a logo).
+func (v invitationView) LogoSrc() htmltemplate.URL {
+	if v.Logo == nil {
+		return ""
+	}
+	return htmltemplate.URL("cid:" + v.Logo.Name)
+}
+
+func newView(d InvitationMail) invitationView {
+	if d.Accent.Accent == "" {
+		d.Accent, _ = brand.ParseAccent("")
+	}
+	return invitationView{InvitationMail: d, Expires: ExpiryWords(d.ExpiresAt), p: messages.For(d.Lang)}
 }
 
 // ExpiryWords formats t as the templates show it: "Monday 2 March 2026 at 14:00 UTC".
@@ -83,7 +127,8 @@ var templateFuncs = map[string]any{
 // LoadTemplates loads the invitation templates. Each of invitation.subject.txt,
 // invitation.txt and invitation.html is read from dir when a file of that name
 // exists there and from the embedded defaults otherwise; dir "" means the
-// defaults only. Templates see the InvitationMail fields and Expires, plus
+// defaults only. Templates see the InvitationMail fields and Expires, the
+// catalog texts through .T and .H, the logo's cid: URL as .LogoSrc, plus
 // the functions join, upper and lower. A template that does not parse, or
 // fails on sample data, is an error naming its file.
 func LoadTemplates(dir string) (*Templates, error) {
@@ -140,14 +185,11 @@ func LoadTemplates(dir string) (*Templates, error) {
 
 	// Execution errors (an unknown field, a bad pipeline) would otherwise only
 	// show when the first invitation is mailed: try every template now.
-	sample := invitationView{
-		InvitationMail: InvitationMail{
-			AppName: "App", Inviter: "Inviter", Email: "invitee@example.com",
-			Link: "https://usher.example.com/invite/sample", ExpiresAt: time.Unix(0, 0),
-			Roles: []string{"member"},
-		},
-		Expires: ExpiryWords(time.Unix(0, 0)),
-	}
+	sample := newView(InvitationMail{
+		AppName: "App", Inviter: "Inviter", Email: "invitee@example.com",
+		Link: "https://usher.example.com/invite/sample", ExpiresAt: time.Unix(0, 0),
+		Roles: []string{"member"}, Logo: &brand.Logo{Name: "logo-sample.png"},
+	})
 	var buf bytes.Buffer
 	if err := t.subject.Execute(&buf, sample); err != nil {
 		return nil, fmt.Errorf("mail template %s: %w", subjectOrigin, err)
@@ -170,7 +212,7 @@ func (t *Templates) Invitation(d InvitationMail) (Message, error) {
 	if t == nil {
 		return Message{}, errors.New("mail templates: not loaded")
 	}
-	view := invitationView{InvitationMail: d, Expires: ExpiryWords(d.ExpiresAt)}
+	view := newView(d)
 	var subject, text, html bytes.Buffer
 	if err := t.subject.Execute(&subject, view); err != nil {
 		return Message{}, fmt.Errorf("render %s: %w", InvitationSubjectFile, err)
@@ -181,6 +223,10 @@ func (t *Templates) Invitation(d InvitationMail) (Message, error) {
 	if err := t.html.Execute(&html, view); err != nil {
 		return Message{}, fmt.Errorf("render %s: %w", InvitationHTMLFile, err)
 	}
+	var inline []Inline
+	if d.Logo != nil && strings.Contains(html.String(), "cid:"+d.Logo.Name) {
+		inline = []Inline{{Name: d.Logo.Name, ContentType: d.Logo.ContentType, Data: d.Logo.Data}}
+	}
 	return Message{
 		To: d.Email,
 		// One line: no header folding surprises, no CR/LF from an Inviter
@@ -189,5 +235,6 @@ func (t *Templates) Invitation(d InvitationMail) (Message, error) {
 		Text:    text.String(),
 		HTML:    html.String(),
 		Link:    d.Link,
+		Inline:  inline,
 	}, nil
 }

@@ -23,7 +23,7 @@ func invitation(id string, now time.Time) *grants.Invitation {
 
 func testInvitationCreateGet(t *testing.T, ctx context.Context, s grants.Store, clock *Clock) {
 	inv := invitation("inv-1", clock.Now())
-	inv.ExternalID = "crm-1"
+	inv.ExternalID, inv.Locale = "crm-1", "fr-CA"
 	created, err := s.CreateInvitation(ctx, inv)
 	must(t, "create", err)
 	same(t, "created", inv, created)

@@ -38,10 +38,11 @@ const migrUser = "kept@example.com"
 
 // A team outgrows one process: usher on bbolt is used through its real flows
 // (a pending, a redeemed and a revoked invitation, a user with a grant and a
-// refresh token, signing keys rotated with `usher keys rotate`), stopped,
-// copied with `usher store migrate` to Redis, and restarted as three replicas
-// under the same issuer. Every link, token and grant still works, the
-// redeemed link stays spent, and the keys (same kids) verify old tokens.
+// refresh token, signing keys rotated with `usher keys rotate`, an invitation
+// mail waiting for its retry), stopped, copied with `usher store migrate` to
+// Redis, and restarted as three replicas under the same issuer. Every link, token and grant still works, the
+// redeemed link stays spent, the keys (same kids) verify old tokens and the
+// replicas send the mail.
 func TestMigrateBoltToRedisReplicas(t *testing.T) {
 	t.Parallel()
 	kek := base64.StdEncoding.EncodeToString([]byte("migrate-keeps-this-kek-32-bytes!"))
@@ -66,18 +67,7 @@ func TestMigrateBoltToRedisReplicas(t *testing.T) {
 			}
 		}
 	})
-	t.Run("refresh token rotates through the replicas", func(t *testing.T) {
-		rt := seed.refreshToken
-		for i := range 3 {
-			tr := refresh(t, dev, rt)
-			if tr.status != http.StatusOK || tr.RefreshToken == "" || tr.RefreshToken == rt {
-				t.Fatalf("refresh %d: %d %s %s", i, tr.status, tr.Error, tr.Description)
-			}
-			checkGrantClaims(t, "refreshed ID token", jwtClaims(t, tr.IDToken), seed.sub)
-			checkGrantClaims(t, "refreshed access token", jwtClaims(t, tr.AccessToken), seed.sub)
-			rt = tr.RefreshToken
-		}
-	})
+	t.Run("refresh token rotates through the replicas", func(t *testing.T) { checkRefreshRotates(t, rs, seed) })
 	t.Run("the user signs in again as the same user", func(t *testing.T) {
 		a := newAgent(t, rs.spaURL)
 		code, v := a.signIn(dev, seed.email, seed.password, false)
@@ -288,6 +278,30 @@ func verifyWithJWKS(backend, public, jwt string) error {
 	return err
 }
 
+// checkRefreshRotates: the refresh token issued on bbolt rotates three times,
+// once on each replica, and every answer carries the grant.
+func checkRefreshRotates(t *testing.T, rs *replicaSet, seed migrSeed) {
+	dev := rs.asDev()
+	rt := seed.refreshToken
+	rs.rr.mu.Lock()
+	rs.rr.served = nil
+	rs.rr.mu.Unlock()
+	for i := range 3 {
+		tr := refresh(t, dev, rt)
+		if tr.status != http.StatusOK || tr.RefreshToken == "" || tr.RefreshToken == rt {
+			t.Fatalf("refresh %d: %d %s %s", i, tr.status, tr.Error, tr.Description)
+		}
+		checkGrantClaims(t, "refreshed ID token", jwtClaims(t, tr.IDToken), seed.sub)
+		checkGrantClaims(t, "refreshed access token", jwtClaims(t, tr.AccessToken), seed.sub)
+		rt = tr.RefreshToken
+	}
+	rs.rr.mu.Lock()
+	defer rs.rr.mu.Unlock()
+	if slices.Sort(rs.rr.served); !slices.Equal(rs.rr.served, []int{0, 1, 2}) {
+		t.Errorf("the refreshes went to replicas %v, want each once", rs.rr.served)
+	}
+}
+
 // checkGrantClaims: the token is the invitee's and carries its grant.
 func checkGrantClaims(t *testing.T, what string, c map[string]any, sub string) {
 	t.Helper()
@@ -301,12 +315,13 @@ func checkGrantClaims(t *testing.T, what string, c map[string]any, sub string) {
 func checkRefusedLinks(t *testing.T, rs *replicaSet, s migrSeed, api string) {
 	dev := rs.asDev()
 	for _, tc := range []struct {
+		name string
 		inv  map[string]any
 		text string
-	}{{s.redeemed, "already been used"}, {s.revoked, "withdrawn"}} {
+	}{{"redeemed", s.redeemed, "already been used"}, {"revoked", s.revoked, "withdrawn"}} {
 		resp, body := newAgent(t, rs.spaURL).get(tc.inv["url"].(string))
 		if resp.StatusCode != http.StatusGone || !strings.Contains(body, tc.text) {
-			t.Errorf("%s link: %d, want 410 with %q\n%s", tc.inv["status"], resp.StatusCode, tc.text, clipText(body))
+			t.Errorf("%s link: %d, want 410 with %q\n%s", tc.name, resp.StatusCode, tc.text, clipText(body))
 		}
 	}
 	a := newAgent(t, rs.spaURL)

@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"bytes"
+	"cmp"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
@@ -85,9 +86,9 @@ func waitTCP(t testing.TB, addr string) {
 // requests go to consecutive live backends; a dead one is skipped (idempotent
 // requests are retried on the next).
 type roundRobin struct {
-	backends []*url.URL
 	next     atomic.Int64
 	mu       sync.Mutex
+	backends []*url.URL
 	served   []int // backend index per request
 }
 
@@ -95,10 +96,13 @@ func (rr *roundRobin) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	// Buffer the (small) body so a request refused by a dead backend can be
 	// replayed on the next one: a refused connection never reached usher.
 	body, _ := io.ReadAll(io.LimitReader(r.Body, 1<<20))
+	rr.mu.Lock()
+	backends := rr.backends // replaced, never modified, when the set restarts
+	rr.mu.Unlock()
 	start := int(rr.next.Add(1))
-	for i := range rr.backends {
-		idx := (start + i) % len(rr.backends)
-		target := rr.backends[idx]
+	for i := range backends {
+		idx := (start + i) % len(backends)
+		target := backends[idx]
 		var proxyErr error
 		proxy := &httputil.ReverseProxy{
 			Rewrite: func(pr *httputil.ProxyRequest) {
@@ -124,12 +128,20 @@ func (rr *roundRobin) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 }
 
 type replicaSet struct {
-	proxyURL string
-	idp      *devidp.Server
-	spaURL   string
-	procs    []*exec.Cmd
-	rr       *roundRobin
-	mailbox  *mailbox
+	t          *testing.T
+	proxyURL   string
+	idp        *devidp.Server
+	idpURL     string
+	spaURL     string
+	secret     string
+	rateLimits string
+	dir        string
+	started    int // processes started so far, for config file names
+	cfgPaths   []string
+	procs      []*exec.Cmd
+	rr         *roundRobin
+	mailbox    *mailbox
+	mailAddr   string // SMTP host:port of the next start; "" means the mailbox
 }
 
 // startReplicas runs three `usher serve` processes sharing one Redis, behind
@@ -144,17 +156,28 @@ func startReplicas(t *testing.T, redisURL string) *replicaSet {
 // startReplicasWith is startReplicas with the replicas' rate_limits (YAML flow mapping).
 func startReplicasWith(t *testing.T, redisURL, rateLimits string) *replicaSet {
 	t.Helper()
-	bin := usherBinary(t)
-	rs := &replicaSet{rr: &roundRobin{}, mailbox: startMailbox(t)}
+	rs := newReplicaSet(t, rateLimits)
+	rs.start(fmt.Sprintf(`{driver: redis, redis: {url: "%s"}}`, redisURL), 3)
+	return rs
+}
+
+// newReplicaSet starts what outlives the usher processes: the round-robin
+// proxy (the issuer), devidp, the demo SPA and the mailbox. start and stop
+// then run sets of `usher serve` behind them, so a test can change the store
+// under one issuer.
+func newReplicaSet(t *testing.T, rateLimits string) *replicaSet {
+	t.Helper()
+	rs := &replicaSet{t: t, rr: &roundRobin{}, mailbox: startMailbox(t), rateLimits: rateLimits, dir: t.TempDir(),
+		secret: base64.StdEncoding.EncodeToString([]byte("replicas-share-this-session-key!"))}
 	proxyLn, _ := net.Listen("tcp", "127.0.0.1:0")
 	rs.proxyURL = "http://" + proxyLn.Addr().String()
 	spa := httptest.NewServer(demo.Handler(demo.Config{Issuer: rs.proxyURL, ClientID: "demo"}))
 	t.Cleanup(spa.Close)
 	rs.spaURL = spa.URL
 	idpLn, _ := net.Listen("tcp", "127.0.0.1:0")
-	idpURL := "http://" + idpLn.Addr().String() + "/"
+	rs.idpURL = "http://" + idpLn.Addr().String() + "/"
 	var err error
-	rs.idp, err = devidp.New(devidp.Config{Issuer: idpURL,
+	rs.idp, err = devidp.New(devidp.Config{Issuer: rs.idpURL,
 		Clients: []devidp.Client{{ID: "usher", Secret: "replica-upstream-secret", RedirectURIs: []string{rs.proxyURL + "/callback"},
 			PostLogoutRedirectURIs: []string{rs.proxyURL + "/logout/done"}}}})
 	if err != nil {
@@ -163,26 +186,39 @@ func startReplicasWith(t *testing.T, redisURL, rateLimits string) *replicaSet {
 	idpSrv := &http.Server{Handler: rs.idp}
 	go idpSrv.Serve(idpLn)
 	t.Cleanup(func() { idpSrv.Close() })
+	proxySrv := &http.Server{Handler: rs.rr}
+	go proxySrv.Serve(proxyLn)
+	t.Cleanup(func() { proxySrv.Close() })
+	return rs
+}
 
-	mbHost, mbPort, _ := strings.Cut(rs.mailbox.addr, ":")
-	secret := base64.StdEncoding.EncodeToString([]byte("replicas-share-this-session-key!"))
-	dir := t.TempDir()
-	for i := range 3 {
+// start runs n `usher serve` processes on the store (a YAML flow mapping for
+// the config's store key) and puts them behind the proxy once all are ready;
+// rs.cfgPaths names their config files.
+func (rs *replicaSet) start(store string, n int) {
+	t := rs.t
+	t.Helper()
+	bin := usherBinary(t)
+	mbHost, mbPort, _ := strings.Cut(cmp.Or(rs.mailAddr, rs.mailbox.addr), ":")
+	rs.procs, rs.cfgPaths = nil, nil
+	var backends []*url.URL
+	for range n {
 		port := freePort(t)
-		cfgPath := filepath.Join(dir, fmt.Sprintf("usher%d.yaml", i))
+		cfgPath := filepath.Join(rs.dir, fmt.Sprintf("usher%d.yaml", rs.started))
+		rs.started++
 		cfg := fmt.Sprintf(`issuer: %s
 listen: 127.0.0.1:%d
 metrics: {listen: "127.0.0.1:0"}
 rate_limits: %s
 log: {level: warn, format: json}
-store: {driver: redis, redis: {url: "%s"}}
+store: %s
 sessions: {secret: "%s"}
 upstream: {issuer: "%s", client_id: usher, client_secret: replica-upstream-secret}
 clients:
   - {id: demo, type: public, redirect_uris: ["%s/callback"], post_logout_redirect_uris: ["%s/"], initiate_login_uri: "%s/login"}
   - {id: funnel, type: confidential, secret: "replica-funnel-secret-0123456789", grant_types: [client_credentials], scopes: [invitations:write, invitations:read]}
 mail: {from: "usher <no-reply@example.com>", smtp: {host: "%s", port: %s, tls: none}}
-`, rs.proxyURL, port, rateLimits, redisURL, secret, idpURL, spa.URL, spa.URL, spa.URL, mbHost, mbPort)
+`, rs.proxyURL, port, rs.rateLimits, store, rs.secret, rs.idpURL, rs.spaURL, rs.spaURL, rs.spaURL, mbHost, mbPort)
 		if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
 			t.Fatal(err)
 		}
@@ -193,18 +229,39 @@ mail: {from: "usher <no-reply@example.com>", smtp: {host: "%s", port: %s, tls: n
 			t.Fatal(err)
 		}
 		rs.procs = append(rs.procs, cmd)
+		rs.cfgPaths = append(rs.cfgPaths, cfgPath)
 		t.Cleanup(func() { cmd.Process.Signal(syscall.SIGTERM); cmd.Wait() })
-		addr := fmt.Sprintf("127.0.0.1:%d", port)
-		u, _ := url.Parse("http://" + addr)
-		rs.rr.backends = append(rs.rr.backends, u)
+		u, _ := url.Parse(fmt.Sprintf("http://127.0.0.1:%d", port))
+		backends = append(backends, u)
 	}
-	for _, b := range rs.rr.backends {
+	for _, b := range backends {
 		waitReady(t, b.String()+"/readyz")
 	}
-	proxySrv := &http.Server{Handler: rs.rr}
-	go proxySrv.Serve(proxyLn)
-	t.Cleanup(func() { proxySrv.Close() })
-	return rs
+	rs.rr.mu.Lock()
+	rs.rr.backends = backends
+	rs.rr.mu.Unlock()
+}
+
+// backends lists the running processes' base URLs.
+func (rs *replicaSet) backends() []*url.URL {
+	rs.rr.mu.Lock()
+	defer rs.rr.mu.Unlock()
+	return rs.rr.backends
+}
+
+// stop ends every process of the set (SIGTERM, as an orchestrator would) and
+// waits for them: a bbolt file is free again afterwards.
+func (rs *replicaSet) stop() {
+	rs.rr.mu.Lock()
+	rs.rr.backends = nil
+	rs.rr.mu.Unlock()
+	for _, cmd := range rs.procs {
+		cmd.Process.Signal(syscall.SIGTERM)
+	}
+	for _, cmd := range rs.procs {
+		cmd.Wait()
+	}
+	rs.procs = nil
 }
 
 func waitReady(t *testing.T, u string) {

@@ -354,6 +354,9 @@ type Store interface {
 	// PeekJobs reads up to limit queued jobs of kind in ID order, without
 	// claiming or changing them (delivery logs, ordered lanes).
 	PeekJobs(ctx context.Context, kind string, limit int) ([]Job, error)
+	// GetJob reads one queued job by ID without claiming it; ErrNotFound
+	// once it is completed.
+	GetJob(ctx context.Context, id string) (*Job, error)
 
 	OutboxStore
 	FunnelStore

@@ -70,3 +70,64 @@ func TestWebhooksEmitResumesAHalfQueuedEmit(t *testing.T) {
 		t.Fatalf("an event already delivered was queued again: %d lanes (%v)", n, err)
 	}
 }
+
+// staleLogRead answers the first read of a delivery log record with what it
+// held, but only after the test has let the delivery finish: the second
+// hand-over of an event reads "pending", the first copy is delivered and
+// its job completed, then the second queues its copy.
+type staleLogRead struct {
+	grants.Store
+	once    sync.Once
+	reading chan struct{} // closed when the stale read has read
+	release chan struct{} // closed by the test once the first copy is delivered
+}
+
+func (s *staleLogRead) GetJob(ctx context.Context, id string) (*grants.Job, error) {
+	stale := false
+	s.once.Do(func() { stale = true })
+	j, err := s.Store.GetJob(ctx, id)
+	if stale {
+		close(s.reading)
+		<-s.release
+	}
+	return j, err
+}
+
+// An event handed over twice whose first copy is delivered between the
+// second hand-over's look at the delivery log and its queueing: the second
+// copy finds the log delivered before sending and is dropped, so the
+// receiver gets it once (it got it twice before the lane looked again).
+func TestWebhooksSecondHandOverAfterDelivery(t *testing.T) {
+	t.Parallel()
+	secret := newSecret(t)
+	rcv := newReceiver(t, []string{secret}, nil)
+	bolt, _ := testkit.OpenBolt(t)
+	st := &staleLogRead{Store: bolt, reading: make(chan struct{}), release: make(chan struct{})}
+	w := newWebhooks(t, st, []webhooks.WebhookEndpoint{{ID: "crm", URL: rcv.srv.URL, Secrets: []string{secret}}}, nil)
+	inv, _, _ := testkit.PendingInvitation(t, bolt, "ada@example.com")
+	ev := webhooks.InvitationCreatedEvent(inv)
+	if err := w.Emit(t.Context(), ev); err != nil {
+		t.Fatal(err)
+	}
+	second := make(chan error, 1)
+	go func() { second <- w.Emit(context.Background(), ev) }()
+	<-st.reading // the second hand-over has read the log: pending
+	runWebhooks(t, w)
+	testkit.Eventually(t, "the first copy's delivery", func() bool { return len(rcv.processed()) == 1 })
+	waitWebhooksIdle(t, w)
+	close(st.release)
+	if err := <-second; err != nil {
+		t.Fatal(err)
+	}
+	waitWebhooksIdle(t, w)
+	rcv.mu.Lock()
+	arrivals := len(rcv.arrivals)
+	rcv.mu.Unlock()
+	if arrivals != 1 {
+		t.Fatalf("the event reached the receiver %d times, want once", arrivals)
+	}
+	ds, err := w.Deliveries(t.Context(), "crm", 10)
+	if err != nil || len(ds) != 1 || ds[0].Status != webhooks.DeliveryDelivered {
+		t.Fatalf("delivery log: %+v %v", ds, err)
+	}
+}

@@ -241,6 +241,15 @@ func (w *Webhooks) deliver(ctx context.Context, log *slog.Logger, job *grants.Jo
 		st = ev.Prior
 		st.Status = DeliveryPending
 	}
+	if ev.Recheck {
+		if pending, err := w.logPending(bg, ev.Endpoint, ev.LogID); err != nil {
+			return w.o.Now().Add(w.o.BaseBackoff), false
+		} else if !pending {
+			w.completeJob(bg, job.ID)
+			log.Info("webhook already delivered; its second hand-over dropped")
+			return time.Time{}, true
+		}
+	}
 	ep := w.endpoints[ev.Endpoint]
 	if ep == nil {
 		st.Status, st.LastError = DeliveryFailed, "endpoint no longer configured"

@@ -10,7 +10,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"math"
 	"net/http"
 	"net/url"
 	"regexp"
@@ -364,6 +363,11 @@ type laneEvent struct {
 	Body      json.RawMessage `json:"body"`
 	QueuedAt  time.Time       `json:"queued_at"` // MaxAge counts from here
 	Prior     webhookState    `json:"prior"`     // the delivery's state when queued (redelivery)
+	// Recheck: queued again for a log record that already existed (the
+	// outbox handed the event over twice). Its first copy may have been
+	// delivered, and its job completed, between the check here and this
+	// copy's queueing; the lane looks at the log once more before sending.
+	Recheck bool `json:"recheck,omitempty"`
 }
 
 // logRecord is a delivery log entry's fixed part; webhookState the rest.
@@ -535,7 +539,7 @@ func (w *Webhooks) queue(ctx context.Context, rec logRecord, logID string, ev la
 			if !pending {
 				return false, nil
 			}
-			err = nil
+			ev.Recheck, err = true, nil
 		}
 		if err != nil {
 			return false, fmt.Errorf("store delivery log record: %w", err)
@@ -556,17 +560,15 @@ func (w *Webhooks) queue(ctx context.Context, rec logRecord, logID string, ev la
 // still pending. The log keeps pending records however old; a record no
 // longer there was finished and trimmed.
 func (w *Webhooks) logPending(ctx context.Context, endpoint, logID string) (bool, error) {
-	jobs, err := w.peek(ctx, logKindPrefix+endpoint, math.MaxInt32)
+	j, err := w.o.Store.GetJob(ctx, logID)
+	if errors.Is(err, grants.ErrNotFound) {
+		return false, nil
+	}
 	if err != nil {
 		return false, fmt.Errorf("read delivery log record: %w", err)
 	}
-	for i := range jobs {
-		if jobs[i].ID == logID {
-			st, _ := decodeState(jobs[i].LastError)
-			return st.Status == DeliveryPending, nil
-		}
-	}
-	return false, nil
+	st, _ := decodeState(j.LastError)
+	return st.Status == DeliveryPending, nil
 }
 
 func (w *Webhooks) enqueueLane(ctx context.Context, lane, endpoint string) error {

@@ -42,3 +42,24 @@ func (s *Store) PeekJobs(ctx context.Context, kind string, limit int) ([]grants.
 	slices.SortFunc(out, func(a, b grants.Job) int { return strings.Compare(a.ID, b.ID) })
 	return out[:min(len(out), limit)], nil
 }
+
+// GetJob reads one job by ID (ErrNotFound once completed).
+func (s *Store) GetJob(ctx context.Context, id string) (*grants.Job, error) {
+	if err := checkKeys("boltstore: get job", id); err != nil {
+		return nil, err
+	}
+	var j grants.Job
+	var found bool
+	err := s.db.View(func(tx *bolt.Tx) error {
+		var err error
+		found, err = getJSON(tx.Bucket(bJobs), []byte(id), &j)
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("boltstore: get job %s: %w", id, err)
+	}
+	if !found {
+		return nil, fmt.Errorf("boltstore: get job %s: %w", id, grants.ErrNotFound)
+	}
+	return &j, nil
+}

@@ -143,8 +143,13 @@ func testJobs(t *testing.T, ctx context.Context, s grants.Store, clock *Clock) {
 		t.Fatalf("retried job: %+v", got[0])
 	}
 	count("mail", 2)
+	if j, err := s.GetJob(ctx, "j1"); err != nil || j.Attempts != 3 || j.LastError != "smtp down" || j.Kind != "mail" || !j.LeaseUntil.Equal(got[0].LeaseUntil) {
+		t.Fatalf("GetJob(j1) = %+v, %v; want the claimed job", j, err)
+	}
 	must(t, "complete j1", s.CompleteJob(ctx, "j1"))
 	count("mail", 1)
+	_, err := s.GetJob(ctx, "j1")
+	wantErr(t, "GetJob after complete", err, grants.ErrNotFound)
 	wantErr(t, "complete j1 again", s.CompleteJob(ctx, "j1"), grants.ErrNotFound)
 	wantErr(t, "retry completed", s.RetryJob(ctx, "j1", t0, ""), grants.ErrNotFound)
 	claim(t0.Add(time.Hour), "j2")

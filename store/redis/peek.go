@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/redis/go-redis/v9"
 	"github.com/usher-oidc/usher/grants"
 )
 
@@ -65,4 +66,38 @@ func (s *Store) PeekJobs(ctx context.Context, kind string, limit int) ([]grants.
 	}
 	slices.SortFunc(out, func(a, b grants.Job) int { return strings.Compare(a.ID, b.ID) })
 	return out, nil
+}
+
+// GetJob reads one job by ID (ErrNotFound once completed): one pipeline
+// over the job hashes every kind shares.
+func (s *Store) GetJob(ctx context.Context, id string) (*grants.Job, error) {
+	if err := checkKeys("redisstore: get job", id); err != nil {
+		return nil, err
+	}
+	keys := s.jobKeys("")
+	pipe := s.rdb.Pipeline()
+	data := pipe.HGet(ctx, keys[0], id)
+	attempts := pipe.HGet(ctx, keys[1], id)
+	run := pipe.HGet(ctx, keys[2], id)
+	lease := pipe.HGet(ctx, keys[3], id)
+	lastErr := pipe.HGet(ctx, keys[4], id)
+	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
+		return nil, fmt.Errorf("redisstore: get job %s: %w", id, err)
+	}
+	if data.Val() == "" {
+		return nil, fmt.Errorf("redisstore: get job %s: %w", id, grants.ErrNotFound)
+	}
+	var j grants.Job
+	if err := json.Unmarshal([]byte(data.Val()), &j); err != nil {
+		return nil, fmt.Errorf("redisstore: get job %s: decode: %w", id, err)
+	}
+	j.Attempts, _ = strconv.Atoi(attempts.Val())
+	var err1, err2 error
+	j.RunAt, err1 = parseTime(run.Val())
+	j.LeaseUntil, err2 = parseTime(lease.Val())
+	if err := errors.Join(err1, err2); err != nil {
+		return nil, fmt.Errorf("redisstore: get job %s: decode: %w", id, err)
+	}
+	j.LastError = lastErr.Val()
+	return &j, nil
 }

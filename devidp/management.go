@@ -8,7 +8,8 @@ package devidp
 //	       (a configured ManagementClients entry; client_secret_basic or _post)
 //	GET    /api/v2/users-by-email?email=      case-sensitive (as Auth0), every connection
 //	GET    /api/v2/users/{id}
-//	PATCH  /api/v2/users/{id}                 app_metadata / user_metadata merge, name
+//	PATCH  /api/v2/users/{id}                 app_metadata / user_metadata merge, name;
+//	                                          no "." nor leading "$" in field names (400)
 //	GET    /api/v2/roles?name_filter=&page=&per_page=&include_totals=
 //	POST   /api/v2/roles                      {"name","description"}
 //	GET    /api/v2/users/{id}/roles?page=&per_page=&include_totals=
@@ -211,10 +212,13 @@ func (s *Server) AppMetadata(userID string) map[string]any {
 // PatchAppMetadata applies patch to a user's app_metadata with the merge
 // semantics of PATCH /api/v2/users/{id}: top-level keys are merged, a key
 // set to nil is deleted, nested objects are replaced, an empty patch clears
-// everything.
+// everything; field names Auth0 refuses are refused.
 func (s *Server) PatchAppMetadata(userID string, patch map[string]any) error {
 	if _, ok := s.store.user(userID); !ok {
 		return fmt.Errorf("devidp: unknown user %q", userID)
+	}
+	if msg := metadataNameError("app_metadata", deepCopy(patch)); msg != "" {
+		return fmt.Errorf("devidp: %s", msg)
 	}
 	s.mgmt.mu.Lock()
 	defer s.mgmt.mu.Unlock()

@@ -117,7 +117,7 @@ func (s *Server) apiGetUser(w http.ResponseWriter, r *http.Request) {
 
 // apiPatchUser supports app_metadata and user_metadata (Auth0's merge:
 // top-level keys merged, null deletes a key, nested values replaced, {}
-// clears all) and name. Other properties are refused, as Auth0 refuses
+// clears all; field names as Auth0 allows them, see metadataNameError) and name. Other properties are refused, as Auth0 refuses
 // unknown ones.
 func (s *Server) apiPatchUser(w http.ResponseWriter, r *http.Request) {
 	u, ok := s.apiUser(w, r)
@@ -148,6 +148,12 @@ func (s *Server) apiPatchUser(w http.ResponseWriter, r *http.Request) {
 		}
 		if err != nil {
 			writeAPIError(w, http.StatusBadRequest, fmt.Sprintf("Payload validation error: %s: %v", k, err), "invalid_body")
+			return
+		}
+	}
+	for field, md := range map[string]map[string]any{"app_metadata": app, "user_metadata": usr} {
+		if msg := metadataNameError(field, md); msg != "" {
+			writeAPIError(w, http.StatusBadRequest, msg, "invalid_body")
 			return
 		}
 	}

@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"maps"
 	"net/http"
 	"reflect"
 	"slices"
@@ -131,10 +130,9 @@ func (m *Mirror) revoke(ctx context.Context, p mirrorPayload) error {
 	if p.Role != "" {
 		next["roles"] = slices.DeleteFunc(stringList(old["roles"]), func(r string) bool { return r == p.Role })
 	}
-	if p.ClaimKey != "" {
-		c, _ := next["claims"].(map[string]any)
-		delete(c, p.ClaimKey)
-	}
+	// Always rewritten: this also converts claims an older usher stored
+	// as an object (claimsOf).
+	next["claims"] = withoutClaim(old["claims"], p.ClaimKey)
 	next = normalizeJSON(next)
 	if reflect.DeepEqual(old, next) {
 		return nil
@@ -266,16 +264,6 @@ func appendUnique(l []string, s string) []string {
 		return l
 	}
 	return append(l, s)
-}
-
-func mergeClaims(old any, add map[string]any) map[string]any {
-	out, _ := old.(map[string]any)
-	out = maps.Clone(out)
-	if out == nil {
-		out = make(map[string]any, len(add))
-	}
-	maps.Copy(out, add)
-	return out
 }
 
 func ptr[T any](v T) *T { return &v }

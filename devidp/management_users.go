@@ -17,6 +17,8 @@ type apiIdentity struct {
 	UserID     string `json:"user_id"`
 	Connection string `json:"connection"`
 	IsSocial   bool   `json:"isSocial"`
+	// ProfileData: a linked (secondary) identity's profile.
+	ProfileData map[string]any `json:"profileData,omitempty"`
 }
 
 type apiUser struct {
@@ -57,10 +59,10 @@ func (m *management) userJSON(u identity) apiUser {
 		Name:          u.name,
 		Nickname:      u.nickname(),
 		Picture:       u.picture(),
-		Identities: []apiIdentity{{
+		Identities: append([]apiIdentity{{
 			Provider: provider, UserID: userID, Connection: u.connection,
 			IsSocial: provider != "auth0",
-		}},
+		}}, m.linkedIDs[u.sub]...),
 		AppMetadata:  deepCopy(m.appMetadata[u.sub]),
 		UserMetadata: deepCopy(m.userMetadata[u.sub]),
 		CreatedAt:    auth0Time(m.created[u.sub]),
@@ -95,6 +97,9 @@ func (s *Server) apiUsersByEmail(w http.ResponseWriter, r *http.Request) {
 	}
 	users := []apiUser{}
 	for _, u := range s.store.usersByEmail(email) {
+		if s.mgmt.primaryOf(u.sub) != "" {
+			continue // linked into another user: no longer a user itself
+		}
 		users = append(users, s.mgmt.userJSON(u))
 	}
 	writeJSON(w, http.StatusOK, users)
@@ -103,6 +108,9 @@ func (s *Server) apiUsersByEmail(w http.ResponseWriter, r *http.Request) {
 // apiUser looks the path's user up, answering 404 itself when there is none.
 func (s *Server) apiUser(w http.ResponseWriter, r *http.Request) (identity, bool) {
 	u, ok := s.store.user(r.PathValue("id"))
+	if ok && s.mgmt.primaryOf(u.sub) != "" {
+		ok = false // linked into another user (management_linking.go)
+	}
 	if !ok {
 		writeAPIError(w, http.StatusNotFound, "The user does not exist.", "inexistent_user")
 	}

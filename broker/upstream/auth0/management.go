@@ -16,7 +16,7 @@ import (
 
 // redeem mirrors one redemption; it returns the roles it could not find
 // (CreateRoles off). Every step is idempotent, so a retry repeats them all.
-func (m *Mirror) redeem(ctx context.Context, p mirrorPayload) (missing []string, err error) {
+func (m *Mirror) redeem(ctx context.Context, p *mirrorPayload) (missing []string, err error) {
 	roles, claims := p.Roles, p.Claims
 	if p.UsherUser != "" {
 		g, err := m.o.Store.GetGrant(ctx, p.UsherUser)
@@ -33,10 +33,11 @@ func (m *Mirror) redeem(ctx context.Context, p mirrorPayload) (missing []string,
 		claims = kept
 	}
 
-	user, err := m.readUser(ctx, p.UpstreamUser)
+	user, err := m.readTarget(ctx, p)
 	if err != nil {
 		return nil, err
 	}
+	target := user.GetID()
 
 	var assign []*management.Role
 	for _, name := range roles {
@@ -51,7 +52,7 @@ func (m *Mirror) redeem(ctx context.Context, p mirrorPayload) (missing []string,
 		assign = append(assign, &management.Role{ID: &id})
 	}
 	if len(assign) > 0 {
-		if err := m.api.User.AssignRoles(ctx, p.UpstreamUser, assign); err != nil {
+		if err := m.api.User.AssignRoles(ctx, target, assign); err != nil {
 			if statusOf(err) == http.StatusNotFound {
 				// The user exists (just read), so a cached role was deleted.
 				m.forgetRoles()
@@ -68,7 +69,7 @@ func (m *Mirror) redeem(ctx context.Context, p mirrorPayload) (missing []string,
 		"invitations": appendUnique(stringList(old["invitations"]), p.InvitationID),
 	})
 	if !reflect.DeepEqual(old, next) {
-		if err := m.writeUsherMetadata(ctx, p.UpstreamUser, next); err != nil {
+		if err := m.writeUsherMetadata(ctx, target, next); err != nil {
 			return nil, err
 		}
 	}
@@ -79,7 +80,7 @@ func (m *Mirror) redeem(ctx context.Context, p mirrorPayload) (missing []string,
 // no longer exists has nothing left to remove. What the usher user's grant
 // holds again by now (granted anew after the revocation, its job run
 // first) stays: the mirror follows the grant, not the order of its jobs.
-func (m *Mirror) revoke(ctx context.Context, p mirrorPayload) error {
+func (m *Mirror) revoke(ctx context.Context, p *mirrorPayload) error {
 	if p.UsherUser != "" {
 		g, err := m.o.Store.GetGrant(ctx, p.UsherUser)
 		switch {
@@ -98,7 +99,7 @@ func (m *Mirror) revoke(ctx context.Context, p mirrorPayload) error {
 			}
 		}
 	}
-	user, err := m.readUser(ctx, p.UpstreamUser)
+	user, err := m.readTarget(ctx, p)
 	var gone errUserGone
 	if errors.As(err, &gone) {
 		m.log.Info("auth0 user gone; nothing to revoke", "upstream_user", p.UpstreamUser)
@@ -107,13 +108,14 @@ func (m *Mirror) revoke(ctx context.Context, p mirrorPayload) error {
 	if err != nil {
 		return err
 	}
+	target := user.GetID()
 	if p.Role != "" {
 		id, err := m.roleID(ctx, p.Role, false)
 		if err != nil {
 			return err
 		}
 		if id != "" {
-			if err := m.api.User.RemoveRoles(ctx, p.UpstreamUser, []*management.Role{{ID: &id}}); err != nil {
+			if err := m.api.User.RemoveRoles(ctx, target, []*management.Role{{ID: &id}}); err != nil {
 				if statusOf(err) == http.StatusNotFound {
 					m.forgetRoles()
 					return fmt.Errorf("remove role: a role changed in Auth0, retrying: %w", retryable{err})
@@ -137,7 +139,7 @@ func (m *Mirror) revoke(ctx context.Context, p mirrorPayload) error {
 	if reflect.DeepEqual(old, next) {
 		return nil
 	}
-	return m.writeUsherMetadata(ctx, p.UpstreamUser, next)
+	return m.writeUsherMetadata(ctx, target, next)
 }
 
 func (m *Mirror) readUser(ctx context.Context, id string) (*management.User, error) {

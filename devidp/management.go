@@ -8,7 +8,10 @@ package devidp
 //	       (a configured ManagementClients entry; client_secret_basic or _post)
 //	GET    /api/v2/users-by-email?email=      case-sensitive (as Auth0), every connection
 //	GET    /api/v2/users/{id}
-//	PATCH  /api/v2/users/{id}                 app_metadata / user_metadata merge, name
+//	GET    /api/v2/users?q=identities.user_id:"…"&search_engine=v3   (that query only)
+//	POST   /api/v2/users/{id}/identities      {"provider","user_id"}: link (management_linking.go)
+//	PATCH  /api/v2/users/{id}                 app_metadata / user_metadata merge, name;
+//	                                          no "." nor leading "$" in field names (400)
 //	GET    /api/v2/roles?name_filter=&page=&per_page=&include_totals=
 //	POST   /api/v2/roles                      {"name","description"}
 //	GET    /api/v2/users/{id}/roles?page=&per_page=&include_totals=
@@ -82,7 +85,9 @@ type management struct {
 	userRoles    map[string]map[string]bool
 	appMetadata  map[string]map[string]any
 	userMetadata map[string]map[string]any
-	created      map[string]time.Time // first time the API saw the user
+	created      map[string]time.Time     // first time the API saw the user
+	linkedTo     map[string]string        // secondary sub → primary sub (management_linking.go)
+	linkedIDs    map[string][]apiIdentity // primary sub → its linked identities, in link order
 	updated      map[string]time.Time
 	limitLeft    int
 	retryAfter   time.Duration
@@ -100,6 +105,8 @@ func newManagement(clients []Client) (*management, error) {
 		appMetadata:  make(map[string]map[string]any),
 		userMetadata: make(map[string]map[string]any),
 		created:      make(map[string]time.Time),
+		linkedTo:     make(map[string]string),
+		linkedIDs:    make(map[string][]apiIdentity),
 		updated:      make(map[string]time.Time),
 	}
 	for i, c := range clients {
@@ -211,10 +218,13 @@ func (s *Server) AppMetadata(userID string) map[string]any {
 // PatchAppMetadata applies patch to a user's app_metadata with the merge
 // semantics of PATCH /api/v2/users/{id}: top-level keys are merged, a key
 // set to nil is deleted, nested objects are replaced, an empty patch clears
-// everything.
+// everything; field names Auth0 refuses are refused.
 func (s *Server) PatchAppMetadata(userID string, patch map[string]any) error {
 	if _, ok := s.store.user(userID); !ok {
 		return fmt.Errorf("devidp: unknown user %q", userID)
+	}
+	if msg := metadataNameError("app_metadata", deepCopy(patch)); msg != "" {
+		return fmt.Errorf("devidp: %s", msg)
 	}
 	s.mgmt.mu.Lock()
 	defer s.mgmt.mu.Unlock()
@@ -354,6 +364,8 @@ func (s *Server) managementAPI() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /api/v2/users-by-email", s.apiUsersByEmail)
 	mux.HandleFunc("GET /api/v2/users/{id}", s.apiGetUser)
+	mux.HandleFunc("GET /api/v2/users", s.apiSearchUsers)
+	mux.HandleFunc("POST /api/v2/users/{id}/identities", s.apiLinkUser)
 	mux.HandleFunc("PATCH /api/v2/users/{id}", s.apiPatchUser)
 	mux.HandleFunc("GET /api/v2/users/{id}/roles", s.apiUserRoles)
 	mux.HandleFunc("POST /api/v2/users/{id}/roles", s.apiAssignRoles)

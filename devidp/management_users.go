@@ -17,6 +17,8 @@ type apiIdentity struct {
 	UserID     string `json:"user_id"`
 	Connection string `json:"connection"`
 	IsSocial   bool   `json:"isSocial"`
+	// ProfileData: a linked (secondary) identity's profile.
+	ProfileData map[string]any `json:"profileData,omitempty"`
 }
 
 type apiUser struct {
@@ -57,10 +59,10 @@ func (m *management) userJSON(u identity) apiUser {
 		Name:          u.name,
 		Nickname:      u.nickname(),
 		Picture:       u.picture(),
-		Identities: []apiIdentity{{
+		Identities: append([]apiIdentity{{
 			Provider: provider, UserID: userID, Connection: u.connection,
 			IsSocial: provider != "auth0",
-		}},
+		}}, m.linkedIDs[u.sub]...),
 		AppMetadata:  deepCopy(m.appMetadata[u.sub]),
 		UserMetadata: deepCopy(m.userMetadata[u.sub]),
 		CreatedAt:    auth0Time(m.created[u.sub]),
@@ -95,6 +97,9 @@ func (s *Server) apiUsersByEmail(w http.ResponseWriter, r *http.Request) {
 	}
 	users := []apiUser{}
 	for _, u := range s.store.usersByEmail(email) {
+		if s.mgmt.primaryOf(u.sub) != "" {
+			continue // linked into another user: no longer a user itself
+		}
 		users = append(users, s.mgmt.userJSON(u))
 	}
 	writeJSON(w, http.StatusOK, users)
@@ -103,6 +108,9 @@ func (s *Server) apiUsersByEmail(w http.ResponseWriter, r *http.Request) {
 // apiUser looks the path's user up, answering 404 itself when there is none.
 func (s *Server) apiUser(w http.ResponseWriter, r *http.Request) (identity, bool) {
 	u, ok := s.store.user(r.PathValue("id"))
+	if ok && s.mgmt.primaryOf(u.sub) != "" {
+		ok = false // linked into another user (management_linking.go)
+	}
 	if !ok {
 		writeAPIError(w, http.StatusNotFound, "The user does not exist.", "inexistent_user")
 	}
@@ -117,7 +125,7 @@ func (s *Server) apiGetUser(w http.ResponseWriter, r *http.Request) {
 
 // apiPatchUser supports app_metadata and user_metadata (Auth0's merge:
 // top-level keys merged, null deletes a key, nested values replaced, {}
-// clears all) and name. Other properties are refused, as Auth0 refuses
+// clears all; field names as Auth0 allows them, see metadataNameError) and name. Other properties are refused, as Auth0 refuses
 // unknown ones.
 func (s *Server) apiPatchUser(w http.ResponseWriter, r *http.Request) {
 	u, ok := s.apiUser(w, r)
@@ -148,6 +156,12 @@ func (s *Server) apiPatchUser(w http.ResponseWriter, r *http.Request) {
 		}
 		if err != nil {
 			writeAPIError(w, http.StatusBadRequest, fmt.Sprintf("Payload validation error: %s: %v", k, err), "invalid_body")
+			return
+		}
+	}
+	for field, md := range map[string]map[string]any{"app_metadata": app, "user_metadata": usr} {
+		if msg := metadataNameError(field, md); msg != "" {
+			writeAPIError(w, http.StatusBadRequest, msg, "invalid_body")
 			return
 		}
 	}

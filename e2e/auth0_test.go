@@ -156,7 +156,11 @@ func TestAuth0MirrorNeverBlocksLogin(t *testing.T) {
 	if md == nil || !slices.Contains(d.IDP.UserRoles(sub), "customer") {
 		t.Fatalf("Auth0 app_metadata %v, roles %v", d.IDP.AppMetadata(sub), d.IDP.UserRoles(sub))
 	}
-	if claims, _ := md["claims"].(map[string]any); claims["crm_id"] != "C-77" {
+	// claims are a list of {name, value} (Auth0 refuses "." in field names).
+	if claims, _ := md["claims"].([]any); !slices.ContainsFunc(claims, func(c any) bool {
+		e, _ := c.(map[string]any)
+		return e["name"] == "crm_id" && e["value"] == "C-77"
+	}) {
 		t.Fatalf("app_metadata.usher = %v", md)
 	}
 }

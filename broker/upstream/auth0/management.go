@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"maps"
 	"net/http"
 	"reflect"
 	"slices"
@@ -17,7 +16,7 @@ import (
 
 // redeem mirrors one redemption; it returns the roles it could not find
 // (CreateRoles off). Every step is idempotent, so a retry repeats them all.
-func (m *Mirror) redeem(ctx context.Context, p mirrorPayload) (missing []string, err error) {
+func (m *Mirror) redeem(ctx context.Context, p *mirrorPayload) (missing []string, err error) {
 	roles, claims := p.Roles, p.Claims
 	if p.UsherUser != "" {
 		g, err := m.o.Store.GetGrant(ctx, p.UsherUser)
@@ -34,10 +33,11 @@ func (m *Mirror) redeem(ctx context.Context, p mirrorPayload) (missing []string,
 		claims = kept
 	}
 
-	user, err := m.readUser(ctx, p.UpstreamUser)
+	user, err := m.readTarget(ctx, p)
 	if err != nil {
 		return nil, err
 	}
+	target := user.GetID()
 
 	var assign []*management.Role
 	for _, name := range roles {
@@ -52,7 +52,7 @@ func (m *Mirror) redeem(ctx context.Context, p mirrorPayload) (missing []string,
 		assign = append(assign, &management.Role{ID: &id})
 	}
 	if len(assign) > 0 {
-		if err := m.api.User.AssignRoles(ctx, p.UpstreamUser, assign); err != nil {
+		if err := m.api.User.AssignRoles(ctx, target, assign); err != nil {
 			if statusOf(err) == http.StatusNotFound {
 				// The user exists (just read), so a cached role was deleted.
 				m.forgetRoles()
@@ -69,7 +69,7 @@ func (m *Mirror) redeem(ctx context.Context, p mirrorPayload) (missing []string,
 		"invitations": appendUnique(stringList(old["invitations"]), p.InvitationID),
 	})
 	if !reflect.DeepEqual(old, next) {
-		if err := m.writeUsherMetadata(ctx, p.UpstreamUser, next); err != nil {
+		if err := m.writeUsherMetadata(ctx, target, next); err != nil {
 			return nil, err
 		}
 	}
@@ -80,7 +80,7 @@ func (m *Mirror) redeem(ctx context.Context, p mirrorPayload) (missing []string,
 // no longer exists has nothing left to remove. What the usher user's grant
 // holds again by now (granted anew after the revocation, its job run
 // first) stays: the mirror follows the grant, not the order of its jobs.
-func (m *Mirror) revoke(ctx context.Context, p mirrorPayload) error {
+func (m *Mirror) revoke(ctx context.Context, p *mirrorPayload) error {
 	if p.UsherUser != "" {
 		g, err := m.o.Store.GetGrant(ctx, p.UsherUser)
 		switch {
@@ -99,7 +99,7 @@ func (m *Mirror) revoke(ctx context.Context, p mirrorPayload) error {
 			}
 		}
 	}
-	user, err := m.readUser(ctx, p.UpstreamUser)
+	user, err := m.readTarget(ctx, p)
 	var gone errUserGone
 	if errors.As(err, &gone) {
 		m.log.Info("auth0 user gone; nothing to revoke", "upstream_user", p.UpstreamUser)
@@ -108,13 +108,14 @@ func (m *Mirror) revoke(ctx context.Context, p mirrorPayload) error {
 	if err != nil {
 		return err
 	}
+	target := user.GetID()
 	if p.Role != "" {
 		id, err := m.roleID(ctx, p.Role, false)
 		if err != nil {
 			return err
 		}
 		if id != "" {
-			if err := m.api.User.RemoveRoles(ctx, p.UpstreamUser, []*management.Role{{ID: &id}}); err != nil {
+			if err := m.api.User.RemoveRoles(ctx, target, []*management.Role{{ID: &id}}); err != nil {
 				if statusOf(err) == http.StatusNotFound {
 					m.forgetRoles()
 					return fmt.Errorf("remove role: a role changed in Auth0, retrying: %w", retryable{err})
@@ -131,15 +132,14 @@ func (m *Mirror) revoke(ctx context.Context, p mirrorPayload) error {
 	if p.Role != "" {
 		next["roles"] = slices.DeleteFunc(stringList(old["roles"]), func(r string) bool { return r == p.Role })
 	}
-	if p.ClaimKey != "" {
-		c, _ := next["claims"].(map[string]any)
-		delete(c, p.ClaimKey)
-	}
+	// Always rewritten: this also converts claims an older usher stored
+	// as an object (claimsOf).
+	next["claims"] = withoutClaim(old["claims"], p.ClaimKey)
 	next = normalizeJSON(next)
 	if reflect.DeepEqual(old, next) {
 		return nil
 	}
-	return m.writeUsherMetadata(ctx, p.UpstreamUser, next)
+	return m.writeUsherMetadata(ctx, target, next)
 }
 
 func (m *Mirror) readUser(ctx context.Context, id string) (*management.User, error) {
@@ -266,16 +266,6 @@ func appendUnique(l []string, s string) []string {
 		return l
 	}
 	return append(l, s)
-}
-
-func mergeClaims(old any, add map[string]any) map[string]any {
-	out, _ := old.(map[string]any)
-	out = maps.Clone(out)
-	if out == nil {
-		out = make(map[string]any, len(add))
-	}
-	maps.Copy(out, add)
-	return out
 }
 
 func ptr[T any](v T) *T { return &v }

@@ -342,6 +342,11 @@ type mirrorPayload struct {
 	// revoke
 	Role     string `json:"role,omitempty"`
 	ClaimKey string `json:"claim_key,omitempty"`
+
+	// Set while a job runs (linked.go): the primary Auth0 user UpstreamUser
+	// was linked into, and the lease held on it.
+	linkedTo     string
+	primaryLease *grants.Job
 }
 
 const (

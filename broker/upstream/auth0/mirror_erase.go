@@ -44,8 +44,8 @@ func (m *Mirror) erasure(ctx context.Context, ev grants.OutboxEvent) error {
 // erase removes from one Auth0 user the roles usher mirrored there (those
 // app_metadata.usher lists, else the roles the erased grant held) and
 // app_metadata.usher. Repeating it changes nothing.
-func (m *Mirror) erase(ctx context.Context, p mirrorPayload) error {
-	user, err := m.readUser(ctx, p.UpstreamUser)
+func (m *Mirror) erase(ctx context.Context, p *mirrorPayload) error {
+	user, err := m.readTarget(ctx, p)
 	var gone errUserGone
 	if errors.As(err, &gone) {
 		m.log.Info("auth0 user gone; nothing to erase", "upstream_user", p.UpstreamUser)
@@ -54,6 +54,7 @@ func (m *Mirror) erase(ctx context.Context, p mirrorPayload) error {
 	if err != nil {
 		return err
 	}
+	target := user.GetID()
 	md := usherMetadata(user.GetAppMetadata())
 	roles := p.Roles
 	if md != nil {
@@ -70,7 +71,7 @@ func (m *Mirror) erase(ctx context.Context, p mirrorPayload) error {
 		}
 	}
 	if len(ids) > 0 {
-		if err := m.api.User.RemoveRoles(ctx, p.UpstreamUser, ids); err != nil {
+		if err := m.api.User.RemoveRoles(ctx, target, ids); err != nil {
 			if statusOf(err) == http.StatusNotFound {
 				m.forgetRoles()
 				return fmt.Errorf("remove roles: a role changed in Auth0, retrying: %w", retryable{err})
@@ -81,5 +82,5 @@ func (m *Mirror) erase(ctx context.Context, p mirrorPayload) error {
 	if md == nil {
 		return nil
 	}
-	return m.writeUsherMetadata(ctx, p.UpstreamUser, nil) // null deletes the key
+	return m.writeUsherMetadata(ctx, target, nil) // null deletes the key
 }

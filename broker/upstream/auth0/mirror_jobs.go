@@ -100,15 +100,20 @@ func (m *Mirror) process(ctx context.Context, job *grants.Job) {
 	note := &rateNote{}
 	callCtx, cancel := context.WithTimeout(context.WithValue(ctx, rateNoteKey{}, note), budget)
 	var missing []string
+	defer m.releasePrimary(bg, &p) // a linked account's primary (linked.go)
 	switch p.Op {
 	case opRedeem:
-		missing, err = m.redeem(callCtx, p)
+		missing, err = m.redeem(callCtx, &p)
 	case opErase:
-		err = m.erase(callCtx, p)
+		err = m.erase(callCtx, &p)
 	default:
-		err = m.revoke(callCtx, p)
+		err = m.revoke(callCtx, &p)
 	}
 	cancel()
+	if errors.Is(err, errUserBusy) { // the primary a linked account moved into
+		m.reschedule(bg, log, job, p, m.o.Now().Add(userBusyRetry), "", false)
+		return
+	}
 	if err != nil {
 		if ctx.Err() != nil {
 			m.release(bg, log, job)
@@ -223,6 +228,9 @@ func (m *Mirror) finish(ctx context.Context, log *slog.Logger, p mirrorPayload, 
 	}
 	now := m.o.Now()
 	d := map[string]string{"upstream_user": p.UpstreamUser}
+	if p.linkedTo != "" {
+		d["linked_to"] = p.linkedTo // the Auth0 primary account that was updated
+	}
 	if attempts > 0 {
 		d["attempts"] = strconv.Itoa(attempts)
 	}

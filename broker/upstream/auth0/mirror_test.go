@@ -147,6 +147,29 @@ func usherMD(t *testing.T, tenant *devidp.Server, sub string) map[string]any {
 	return u
 }
 
+// claimList is app_metadata.usher.claims as stored: name, value pairs in
+// name order.
+func claimList(nameValues ...any) []any {
+	out := []any{}
+	for i := 0; i+1 < len(nameValues); i += 2 {
+		out = append(out, map[string]any{"name": nameValues[i], "value": nameValues[i+1]})
+	}
+	return out
+}
+
+// storedClaims reads app_metadata.usher.claims (the list) into a map.
+func storedClaims(t *testing.T, tenant *devidp.Server, sub string) map[string]any {
+	t.Helper()
+	l, _ := usherMD(t, tenant, sub)["claims"].([]any)
+	out := make(map[string]any, len(l))
+	for _, e := range l {
+		c, _ := e.(map[string]any)
+		name, _ := c["name"].(string)
+		out[name] = c["value"]
+	}
+	return out
+}
+
 func TestMirrorHasAccount(t *testing.T) {
 	t.Parallel()
 	tenant, domain := startTenant(t)
@@ -211,7 +234,7 @@ func TestMirrorRedemptionsAndRevocation(t *testing.T) {
 	}
 	want := map[string]any{
 		"roles":       []any{"editor", "viewer"},
-		"claims":      map[string]any{"tenant": "acme", "tier": float64(1)},
+		"claims":      claimList("tenant", "acme", "tier", float64(1)),
 		"invitations": []any{inv1.ID},
 	}
 	if got := usherMD(t, tenant, sub); !reflect.DeepEqual(got, want) {
@@ -233,7 +256,7 @@ func TestMirrorRedemptionsAndRevocation(t *testing.T) {
 	}
 	want = map[string]any{
 		"roles":       []any{"admin", "editor", "viewer"},
-		"claims":      map[string]any{"tenant": "acme", "tier": float64(1), "region": "eu"},
+		"claims":      claimList("region", "eu", "tenant", "acme", "tier", float64(1)),
 		"invitations": []any{inv1.ID, inv2.ID},
 	}
 	if got := usherMD(t, tenant, sub); !reflect.DeepEqual(got, want) {
@@ -259,7 +282,7 @@ func TestMirrorRedemptionsAndRevocation(t *testing.T) {
 	}
 	want = map[string]any{
 		"roles":       []any{"admin", "viewer"},
-		"claims":      map[string]any{"tenant": "acme", "tier": float64(1)},
+		"claims":      claimList("tenant", "acme", "tier", float64(1)),
 		"invitations": []any{inv1.ID, inv2.ID},
 	}
 	if got := usherMD(t, tenant, sub); !reflect.DeepEqual(got, want) {
@@ -382,7 +405,7 @@ func TestMirrorDeliversAfterOutage(t *testing.T) {
 	if got := tenant.UserRoles(sub); !slices.Equal(got, []string{"editor"}) {
 		t.Errorf("Auth0 roles = %v", got)
 	}
-	want := map[string]any{"roles": []any{"editor"}, "claims": map[string]any{"team": "red"}, "invitations": []any{inv.ID}}
+	want := map[string]any{"roles": []any{"editor"}, "claims": claimList("team", "red"), "invitations": []any{inv.ID}}
 	if got := usherMD(t, tenant, sub); !reflect.DeepEqual(got, want) {
 		t.Errorf("app_metadata.usher = %v, want %v", got, want)
 	}

@@ -36,7 +36,7 @@ func TestMirrorOneUserAcrossReplicas(t *testing.T) {
 	}
 	md := usherMD(t, r.tenant, sub)
 	got, _ := md["invitations"].([]any)
-	claims, _ := md["claims"].(map[string]any)
+	claims := storedClaims(t, r.tenant, sub)
 	var missing []string
 	for i, id := range ids {
 		if !slices.Contains(got, any(id)) {
@@ -93,7 +93,7 @@ func TestMirrorRevocationAfterRegrant(t *testing.T) {
 	if got := tenant.UserRoles(sub); !slices.Equal(got, []string{"editor"}) {
 		t.Errorf("Auth0 roles = %v, want [editor]: the grant holds it again", got)
 	}
-	if c, _ := usherMD(t, tenant, sub)["claims"].(map[string]any); c["region"] != "us" {
+	if c := storedClaims(t, tenant, sub); c["region"] != "us" {
 		t.Errorf("app_metadata.usher claims = %v, want region us", c)
 	}
 }

@@ -234,6 +234,34 @@ func (s *Server) PatchAppMetadata(userID string, patch map[string]any) error {
 	return nil
 }
 
+// AssignRole gives a user a role by name, creating the role if needed, as
+// a tenant administrator does in the Auth0 dashboard (outside usher).
+func (s *Server) AssignRole(userID, name string) error {
+	s.mgmt.mu.Lock()
+	var id string
+	for rid, r := range s.mgmt.roles {
+		if r.name == name {
+			id = rid
+		}
+	}
+	s.mgmt.mu.Unlock()
+	if id == "" {
+		var err error
+		if id, err = s.CreateRole(name, "assigned by an administrator"); err != nil {
+			return err
+		}
+	}
+	s.mgmt.mu.Lock()
+	defer s.mgmt.mu.Unlock()
+	set := s.mgmt.userRoles[userID]
+	if set == nil {
+		set = make(map[string]bool)
+		s.mgmt.userRoles[userID] = set
+	}
+	set[id] = true
+	return nil
+}
+
 // UserRoles returns the names of the roles assigned to a user, sorted.
 func (s *Server) UserRoles(userID string) []string {
 	s.mgmt.mu.Lock()

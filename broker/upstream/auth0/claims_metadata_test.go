@@ -28,9 +28,10 @@ func TestMirrorNamespacedClaims(t *testing.T) {
 	}
 	waitStatus(t, m, inv.ID, "synced")
 	want := map[string]any{
-		"roles":       []any{"viewer"},
-		"claims":      claimList("$tier", float64(2), plan, "gold", "team", "red"),
-		"invitations": []any{inv.ID},
+		"roles":          []any{"viewer"},
+		"assigned_roles": []any{"viewer"},
+		"claims":         claimList("$tier", float64(2), plan, "gold", "team", "red"),
+		"invitations":    []any{inv.ID},
 	}
 	if got := usherMD(t, tenant, sub); !reflect.DeepEqual(got, want) {
 		t.Errorf("app_metadata.usher = %v, want %v", got, want)
@@ -77,9 +78,10 @@ func TestMirrorConvertsOldClaimsObject(t *testing.T) {
 	}
 	waitStatus(t, m, inv.ID, "synced")
 	want := map[string]any{
-		"roles":       []any{"editor", "viewer"},
-		"claims":      claimList("region", "eu", "team", "red", "tier", float64(3)),
-		"invitations": []any{"inv-old", inv.ID},
+		"roles":          []any{"editor", "viewer"},
+		"assigned_roles": []any{"editor", "viewer"},
+		"claims":         claimList("region", "eu", "team", "red", "tier", float64(3)),
+		"invitations":    []any{"inv-old", inv.ID},
 	}
 	if got := usherMD(t, tenant, sub); !reflect.DeepEqual(got, want) {
 		t.Errorf("after a redemption: app_metadata.usher = %v, want %v", got, want)

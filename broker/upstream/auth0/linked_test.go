@@ -36,9 +36,10 @@ func TestMirrorFollowsLinkedAccount(t *testing.T) {
 		t.Errorf("the primary's roles = %v", got)
 	}
 	want := map[string]any{
-		"roles":       []any{"editor", "viewer"},
-		"claims":      claimList("https://app.example.com/plan", "gold"),
-		"invitations": []any{inv.ID},
+		"roles":          []any{"editor", "viewer"},
+		"assigned_roles": []any{"editor", "viewer"},
+		"claims":         claimList("https://app.example.com/plan", "gold"),
+		"invitations":    []any{inv.ID},
 	}
 	if got := usherMD(t, tenant, primary); !reflect.DeepEqual(got, want) {
 		t.Errorf("the primary's app_metadata.usher = %v, want %v", got, want)

@@ -38,8 +38,15 @@ func (m *Mirror) redeem(ctx context.Context, p *mirrorPayload) (missing []string
 		return nil, err
 	}
 	target := user.GetID()
+	held := map[string]bool{}
+	if len(roles) > 0 {
+		if held, err = m.heldRoles(ctx, target); err != nil {
+			return nil, err
+		}
+	}
 
 	var assign []*management.Role
+	var assignNames []string
 	for _, name := range roles {
 		id, err := m.roleID(ctx, name, m.o.CreateRoles)
 		if err != nil {
@@ -49,7 +56,26 @@ func (m *Mirror) redeem(ctx context.Context, p *mirrorPayload) (missing []string
 			missing = append(missing, name)
 			continue
 		}
-		assign = append(assign, &management.Role{ID: &id})
+		if !held[name] { // held already: someone else's to take back
+			assign = append(assign, &management.Role{ID: &id})
+			assignNames = append(assignNames, name)
+		}
+	}
+
+	// The metadata first: a retry after a crash between the two steps
+	// finds the roles not held yet and assigns them, already recorded as
+	// usher's; the other order would take them for someone else's.
+	old := usherMetadata(user.GetAppMetadata())
+	next := normalizeJSON(map[string]any{
+		"roles":          unionSorted(stringList(old["roles"]), roles),
+		assignedRolesKey: ownedAfterAssign(old, assignNames),
+		"claims":         mergeClaims(old["claims"], claims),
+		"invitations":    appendUnique(stringList(old["invitations"]), p.InvitationID),
+	})
+	if !reflect.DeepEqual(old, next) {
+		if err := m.writeUsherMetadata(ctx, target, next); err != nil {
+			return nil, err
+		}
 	}
 	if len(assign) > 0 {
 		if err := m.api.User.AssignRoles(ctx, target, assign); err != nil {
@@ -59,18 +85,6 @@ func (m *Mirror) redeem(ctx context.Context, p *mirrorPayload) (missing []string
 				return nil, fmt.Errorf("assign roles: a role changed in Auth0, retrying: %w", retryable{err})
 			}
 			return nil, fmt.Errorf("assign roles: %w", err)
-		}
-	}
-
-	old := usherMetadata(user.GetAppMetadata())
-	next := normalizeJSON(map[string]any{
-		"roles":       unionSorted(stringList(old["roles"]), roles),
-		"claims":      mergeClaims(old["claims"], claims),
-		"invitations": appendUnique(stringList(old["invitations"]), p.InvitationID),
-	})
-	if !reflect.DeepEqual(old, next) {
-		if err := m.writeUsherMetadata(ctx, target, next); err != nil {
-			return nil, err
 		}
 	}
 	return missing, nil
@@ -109,7 +123,8 @@ func (m *Mirror) revoke(ctx context.Context, p *mirrorPayload) error {
 		return err
 	}
 	target := user.GetID()
-	if p.Role != "" {
+	old := usherMetadata(user.GetAppMetadata())
+	if p.Role != "" && slices.Contains(assignedRoles(old), p.Role) { // else not usher's to remove
 		id, err := m.roleID(ctx, p.Role, false)
 		if err != nil {
 			return err
@@ -124,13 +139,13 @@ func (m *Mirror) revoke(ctx context.Context, p *mirrorPayload) error {
 			}
 		}
 	}
-	old := usherMetadata(user.GetAppMetadata())
 	if old == nil {
 		return nil
 	}
 	next := normalizeJSON(old)
 	if p.Role != "" {
-		next["roles"] = slices.DeleteFunc(stringList(old["roles"]), func(r string) bool { return r == p.Role })
+		next["roles"] = withoutRole(stringList(old["roles"]), p.Role)
+		next[assignedRolesKey] = withoutRole(assignedRoles(old), p.Role)
 	}
 	// Always rewritten: this also converts claims an older usher stored
 	// as an object (claimsOf).

@@ -58,7 +58,7 @@ func (m *Mirror) erase(ctx context.Context, p *mirrorPayload) error {
 	md := usherMetadata(user.GetAppMetadata())
 	roles := p.Roles
 	if md != nil {
-		roles = stringList(md["roles"])
+		roles = assignedRoles(md) // not the roles someone else gave the user
 	}
 	var ids []*management.Role
 	for _, name := range slices.Compact(slices.Sorted(slices.Values(roles))) {

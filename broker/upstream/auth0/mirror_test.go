@@ -233,9 +233,10 @@ func TestMirrorRedemptionsAndRevocation(t *testing.T) {
 		t.Errorf("Auth0 roles = %v", got)
 	}
 	want := map[string]any{
-		"roles":       []any{"editor", "viewer"},
-		"claims":      claimList("tenant", "acme", "tier", float64(1)),
-		"invitations": []any{inv1.ID},
+		"roles":          []any{"editor", "viewer"},
+		"assigned_roles": []any{"editor", "viewer"},
+		"claims":         claimList("tenant", "acme", "tier", float64(1)),
+		"invitations":    []any{inv1.ID},
 	}
 	if got := usherMD(t, tenant, sub); !reflect.DeepEqual(got, want) {
 		t.Errorf("app_metadata.usher = %v, want %v", got, want)
@@ -255,9 +256,10 @@ func TestMirrorRedemptionsAndRevocation(t *testing.T) {
 		t.Errorf("Auth0 roles after the second = %v", got)
 	}
 	want = map[string]any{
-		"roles":       []any{"admin", "editor", "viewer"},
-		"claims":      claimList("region", "eu", "tenant", "acme", "tier", float64(1)),
-		"invitations": []any{inv1.ID, inv2.ID},
+		"roles":          []any{"admin", "editor", "viewer"},
+		"assigned_roles": []any{"admin", "editor", "viewer"},
+		"claims":         claimList("region", "eu", "tenant", "acme", "tier", float64(1)),
+		"invitations":    []any{inv1.ID, inv2.ID},
 	}
 	if got := usherMD(t, tenant, sub); !reflect.DeepEqual(got, want) {
 		t.Errorf("app_metadata.usher after the second = %v, want %v", got, want)
@@ -281,9 +283,10 @@ func TestMirrorRedemptionsAndRevocation(t *testing.T) {
 		t.Errorf("Auth0 roles after revocation = %v", got)
 	}
 	want = map[string]any{
-		"roles":       []any{"admin", "viewer"},
-		"claims":      claimList("tenant", "acme", "tier", float64(1)),
-		"invitations": []any{inv1.ID, inv2.ID},
+		"roles":          []any{"admin", "viewer"},
+		"assigned_roles": []any{"admin", "viewer"},
+		"claims":         claimList("tenant", "acme", "tier", float64(1)),
+		"invitations":    []any{inv1.ID, inv2.ID},
 	}
 	if got := usherMD(t, tenant, sub); !reflect.DeepEqual(got, want) {
 		t.Errorf("app_metadata.usher after revocation = %v, want %v", got, want)
@@ -405,7 +408,7 @@ func TestMirrorDeliversAfterOutage(t *testing.T) {
 	if got := tenant.UserRoles(sub); !slices.Equal(got, []string{"editor"}) {
 		t.Errorf("Auth0 roles = %v", got)
 	}
-	want := map[string]any{"roles": []any{"editor"}, "claims": claimList("team", "red"), "invitations": []any{inv.ID}}
+	want := map[string]any{"roles": []any{"editor"}, "assigned_roles": []any{"editor"}, "claims": claimList("team", "red"), "invitations": []any{inv.ID}}
 	if got := usherMD(t, tenant, sub); !reflect.DeepEqual(got, want) {
 		t.Errorf("app_metadata.usher = %v, want %v", got, want)
 	}

@@ -122,16 +122,27 @@ func pruneAcceptPages(values map[any]any, now time.Time) {
 	}
 }
 
-// handleAccept is the form the accept page posts.
-func (b *Broker) handleAccept(w http.ResponseWriter, r *http.Request) {
+// pageForm reads the form one of usher's own pages posted, and the
+// browser session; it has answered the request itself when ok is false (a
+// form from elsewhere: refusedKey's page).
+func (b *Broker) pageForm(w http.ResponseWriter, r *http.Request, refusedKey string) (sess *gsessions.Session, ok bool) {
 	r.Body = http.MaxBytesReader(w, r.Body, 4<<10)
 	if err := r.ParseForm(); err != nil || !b.sameOrigin(r) {
-		b.renderPage(w, r, http.StatusForbidden, page{Key: "accept.refused"})
-		return
+		b.renderPage(w, r, http.StatusForbidden, page{Key: refusedKey})
+		return nil, false
 	}
 	sess, err := b.browser.Get(r, b.cookie)
 	if err != nil {
 		b.unavailable(w, r, "loading the browser session", err)
+		return nil, false
+	}
+	return sess, true
+}
+
+// handleAccept is the form the accept page posts.
+func (b *Broker) handleAccept(w http.ResponseWriter, r *http.Request) {
+	sess, ok := b.pageForm(w, r, "accept.refused")
+	if !ok {
 		return
 	}
 	flow, id := r.PostForm.Get("flow"), r.PostForm.Get("id")

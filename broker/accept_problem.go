@@ -128,14 +128,8 @@ func (b *Broker) handleProblem(w http.ResponseWriter, r *http.Request) {
 // handleProblemAnswer is "Use another account" on the problem page of an
 // email mismatch: the authorization goes upstream again with the invitation.
 func (b *Broker) handleProblemAnswer(w http.ResponseWriter, r *http.Request) {
-	r.Body = http.MaxBytesReader(w, r.Body, 4<<10)
-	if err := r.ParseForm(); err != nil || !b.sameOrigin(r) {
-		b.renderPage(w, r, http.StatusForbidden, page{Key: "problem.refused"})
-		return
-	}
-	sess, err := b.browser.Get(r, b.cookie)
-	if err != nil {
-		b.unavailable(w, r, "loading the browser session", err)
+	sess, ok := b.pageForm(w, r, "problem.refused")
+	if !ok {
 		return
 	}
 	id := r.PostForm.Get("id")

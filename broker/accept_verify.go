@@ -140,14 +140,8 @@ func (b *Broker) canAskUpstream(acct signedInAccount) bool {
 
 // handleVerifyAnswer is the verify page's form: continue or resend.
 func (b *Broker) handleVerifyAnswer(w http.ResponseWriter, r *http.Request) {
-	r.Body = http.MaxBytesReader(w, r.Body, 4<<10)
-	if err := r.ParseForm(); err != nil || !b.sameOrigin(r) {
-		b.renderPage(w, r, http.StatusForbidden, page{Key: "accept.refused"})
-		return
-	}
-	sess, err := b.browser.Get(r, b.cookie)
-	if err != nil {
-		b.unavailable(w, r, "loading the browser session", err)
+	sess, ok := b.pageForm(w, r, "accept.refused")
+	if !ok {
 		return
 	}
 	id := r.PostForm.Get("id")

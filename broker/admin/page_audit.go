@@ -27,8 +27,8 @@ type auditPage struct {
 	Action, Actor, Target, Since, Until string
 	Errors                              map[string][]string
 	Rows                                []auditRow
-	NextURL, FirstURL                   string
-	Filtered                            bool
+	pager
+	Filtered bool
 }
 
 func (h *Page) adminAudit(w http.ResponseWriter, r *http.Request, a *adminRequest) {
@@ -66,24 +66,7 @@ func (h *Page) adminAudit(w http.ResponseWriter, r *http.Request, a *adminReques
 		p.Rows = append(p.Rows, auditRow{At: fmtTimeSeconds(rec.At), Action: rec.Action, Actor: rec.Actor,
 			Target: rec.Target, Detail: auditDetail(rec.Detail), TargetURL: h.auditTargetURL(rec)})
 	}
-	pageURL := func(cur string) string {
-		v := url.Values{}
-		for _, kv := range [][2]string{{"action", p.Action}, {"actor", p.Actor}, {"target", p.Target}, {"since", p.Since}, {"until", p.Until}, {"cursor", cur}} {
-			if kv[1] != "" {
-				v.Set(kv[0], kv[1])
-			}
-		}
-		if len(v) == 0 {
-			return h.url("/admin/audit")
-		}
-		return h.url("/admin/audit?" + v.Encode())
-	}
-	if next != "" {
-		p.NextURL = pageURL(next)
-	}
-	if f.Cursor != "" {
-		p.FirstURL = pageURL("")
-	}
+	p.pager = h.pages("/admin/audit", [][2]string{{"action", p.Action}, {"actor", p.Actor}, {"target", p.Target}, {"since", p.Since}, {"until", p.Until}}, next, f.Cursor)
 	h.render(w, r, http.StatusOK, "audit", adminPage{Title: "Audit log", User: a.user, CSRF: a.csrf, Notice: notice, Page: p})
 }
 

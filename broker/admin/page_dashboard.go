@@ -48,8 +48,8 @@ type dashboardPage struct {
 	From, To          string // the creation-date filter, YYYY-MM-DD
 	Statuses          []option
 	Rows              []invitationRow
-	NextURL, FirstURL string
-	Searched          bool
+	pager
+	Searched bool
 }
 
 func (h *Page) adminDashboard(w http.ResponseWriter, r *http.Request, a *adminRequest) {
@@ -90,34 +90,11 @@ func (h *Page) renderDashboard(w http.ResponseWriter, r *http.Request, a *adminR
 			Status: st, CanRevoke: st == grants.StatusPending, CanResend: inv.Status == grants.StatusPending,
 		})
 	}
-	listURL := func(cur string) string {
-		v := url.Values{}
-		if p.Status != "" {
-			v.Set("status", p.Status)
-		}
-		if p.Query != "" {
-			v.Set("q", p.Query)
-			v.Set("by", p.By)
-		}
-		for k, d := range map[string]string{"from": p.From, "to": p.To} {
-			if d != "" {
-				v.Set(k, d)
-			}
-		}
-		if cur != "" {
-			v.Set("cursor", cur)
-		}
-		if len(v) == 0 {
-			return h.url("/admin")
-		}
-		return h.url("/admin?" + v.Encode())
+	by := ""
+	if p.Query != "" {
+		by = p.By
 	}
-	if next != "" {
-		p.NextURL = listURL(next)
-	}
-	if cursor != "" {
-		p.FirstURL = listURL("")
-	}
+	p.pager = h.pages("/admin", [][2]string{{"status", p.Status}, {"q", p.Query}, {"by", by}, {"from", p.From}, {"to", p.To}}, next, cursor)
 	h.render(w, r, status, "dashboard", adminPage{Title: "Invitations", User: a.user, CSRF: a.csrf, Notice: notice, Page: p})
 }
 

@@ -32,9 +32,9 @@ type userRow struct {
 }
 
 type usersPage struct {
-	Query             string
-	Rows              []userRow
-	NextURL, FirstURL string
+	Query string
+	Rows  []userRow
+	pager
 }
 
 // flashUsers is the flash key of the user list (the erase lands there).
@@ -61,25 +61,7 @@ func (h *Page) adminUsers(w http.ResponseWriter, r *http.Request, a *adminReques
 		}
 		p.Rows = append(p.Rows, row)
 	}
-	listURL := func(cur string) string {
-		v := url.Values{}
-		if q != "" {
-			v.Set("q", q)
-		}
-		if cur != "" {
-			v.Set("cursor", cur)
-		}
-		if len(v) == 0 {
-			return h.url("/admin/users")
-		}
-		return h.url("/admin/users?" + v.Encode())
-	}
-	if next != "" {
-		p.NextURL = listURL(next)
-	}
-	if cursor != "" {
-		p.FirstURL = listURL("")
-	}
+	p.pager = h.pages("/admin/users", [][2]string{{"q", q}}, next, cursor)
 	h.render(w, r, http.StatusOK, "users", adminPage{Title: "Users", User: a.user, CSRF: a.csrf, Notice: notice, Page: p})
 }
 

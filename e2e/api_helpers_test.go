@@ -4,12 +4,13 @@ import (
 	"bytes"
 	"encoding/base64"
 	"encoding/json"
-	"github.com/usher-oidc/usher/internal/testkit"
 	"io"
 	"net/http"
 	"net/url"
 	"strings"
 	"testing"
+
+	"github.com/usher-oidc/usher/internal/testkit"
 
 	"github.com/usher-oidc/usher/app"
 	"github.com/usher-oidc/usher/config"

@@ -1,15 +1,12 @@
 package e2e
 
 import (
-	"encoding/base64"
 	"net/http"
-	"net/http/httptest"
 	"net/url"
 	"testing"
 	"time"
 
 	"github.com/usher-oidc/usher/app"
-	"github.com/usher-oidc/usher/config"
 	"github.com/usher-oidc/usher/devidp"
 	"github.com/usher-oidc/usher/internal/testkit"
 )
@@ -19,13 +16,7 @@ import (
 // API gives, and the invitation.redeemed webhook says where it came from.
 func TestConnectionFromManagementAPIWebhook(t *testing.T) {
 	t.Parallel()
-	key := []byte("0123456789abcdef0123456789abcdef")
-	rc := &receiver{secret: key, ids: map[string]bool{}}
-	srv := httptest.NewServer(rc)
-	t.Cleanup(srv.Close)
-	d := startDev(t, app.DevOptions{WebhookBackoff: 20 * time.Millisecond, Configure: func(c *config.Config) {
-		c.Webhooks = []config.Webhook{{ID: "crm", URL: srv.URL, Secrets: []string{"whsec_" + base64.StdEncoding.EncodeToString(key)}}}
-	}})
+	d, rc := startDevWithWebhooks(t)
 	if _, err := d.IDP.AddUser(devidp.User{Email: "partner@example.com", Password: "password-123456", EmailVerified: true, Connection: "Partners-DB"}); err != nil {
 		t.Fatal(err)
 	}

@@ -1,17 +1,13 @@
 package e2e
 
 import (
-	"encoding/base64"
 	"net/http"
-	"net/http/httptest"
 	"net/url"
 	"slices"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/usher-oidc/usher/app"
-	"github.com/usher-oidc/usher/config"
 	"github.com/usher-oidc/usher/internal/testkit"
 )
 
@@ -22,13 +18,7 @@ import (
 // and resend, and listable with status=declined.
 func TestAcceptPageDecline(t *testing.T) {
 	t.Parallel()
-	key := []byte("0123456789abcdef0123456789abcdef")
-	rc := &receiver{secret: key, ids: map[string]bool{}}
-	srv := httptest.NewServer(rc)
-	t.Cleanup(srv.Close)
-	d := startDev(t, app.DevOptions{WebhookBackoff: 20 * time.Millisecond, Configure: func(c *config.Config) {
-		c.Webhooks = []config.Webhook{{ID: "crm", URL: srv.URL, Secrets: []string{"whsec_" + base64.StdEncoding.EncodeToString(key)}}}
-	}})
+	d, rc := startDevWithWebhooks(t)
 	api := funnelToken(t, d, "invitations:write invitations:read")
 
 	// During a sign-in that carries the invitation.

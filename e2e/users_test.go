@@ -1,14 +1,11 @@
 package e2e
 
 import (
-	"encoding/base64"
 	"net/http"
-	"net/http/httptest"
 	"net/url"
 	"slices"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/usher-oidc/usher/app"
 	"github.com/usher-oidc/usher/config"
@@ -85,14 +82,7 @@ func TestSignOutEverywhere(t *testing.T) {
 // account signing in again is a new user without grants.
 func TestEraseUser(t *testing.T) {
 	t.Parallel()
-	key := []byte("0123456789abcdef0123456789abcdef")
-	rc := &receiver{secret: key, ids: map[string]bool{}}
-	srv := httptest.NewServer(rc)
-	t.Cleanup(srv.Close)
-	d := startDev(t, app.DevOptions{WebhookBackoff: 20 * time.Millisecond, Configure: func(c *config.Config) {
-		c.Webhooks = []config.Webhook{{ID: "crm", URL: srv.URL, Secrets: []string{"whsec_" + base64.StdEncoding.EncodeToString(key)},
-			Events: []string{"user.erased"}}}
-	}})
+	d, rc := startDevWithWebhooks(t, "user.erased")
 	api := funnelToken(t, d, "invitations:write invitations:read")
 	const email = "erase-me@example.com"
 	inv := invite(t, d, api, map[string]any{"email": email, "roles": []string{"customer"},

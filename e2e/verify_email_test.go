@@ -1,11 +1,9 @@
 package e2e
 
 import (
-	"encoding/base64"
 	"html"
 	"io"
 	"net/http"
-	"net/http/httptest"
 	"net/url"
 	"os"
 	"slices"
@@ -17,7 +15,6 @@ import (
 	"github.com/chromedp/chromedp"
 
 	"github.com/usher-oidc/usher/app"
-	"github.com/usher-oidc/usher/config"
 	"github.com/usher-oidc/usher/internal/testkit"
 )
 
@@ -144,14 +141,7 @@ func signInOffered(t *testing.T, d *app.Dev, email string) (offered bool, roles 
 // on the verify page leaves it waiting.
 func TestVerifiedLaterFreshSignInOffersInvitation(t *testing.T) {
 	t.Parallel()
-	key := []byte("0123456789abcdef0123456789abcdef")
-	rc := &receiver{secret: key, ids: map[string]bool{}}
-	srv := httptest.NewServer(rc)
-	t.Cleanup(srv.Close)
-	d := startDev(t, app.DevOptions{WebhookBackoff: 20 * time.Millisecond, Configure: func(c *config.Config) {
-		c.Webhooks = []config.Webhook{{ID: "crm", URL: srv.URL, Secrets: []string{"whsec_" + base64.StdEncoding.EncodeToString(key)},
-			Events: []string{"invitation.awaiting_verification"}}}
-	}})
+	d, rc := startDevWithWebhooks(t, "invitation.awaiting_verification")
 	api := funnelToken(t, d, "invitations:write invitations:read")
 	const email = "later@example.com"
 	inv := invite(t, d, api, map[string]any{"email": email, "roles": []string{"customer"}, "email_match": "exact", "send_email": false})

@@ -154,3 +154,19 @@ func TestWebhooksFromUsher(t *testing.T) {
 		t.Errorf("a redelivery with the same webhook-id was not deduplicated by the receiver")
 	}
 }
+
+// startDevWithWebhooks runs usher dev with one webhook endpoint, "crm", at
+// a receiver of the test's own (only the given event types, when any),
+// retrying fast.
+func startDevWithWebhooks(t *testing.T, events ...string) (*app.Dev, *receiver) {
+	t.Helper()
+	key := []byte("0123456789abcdef0123456789abcdef")
+	rc := &receiver{secret: key, ids: map[string]bool{}}
+	srv := httptest.NewServer(rc)
+	t.Cleanup(srv.Close)
+	d := startDev(t, app.DevOptions{WebhookBackoff: 20 * time.Millisecond, Configure: func(c *config.Config) {
+		c.Webhooks = []config.Webhook{{ID: "crm", URL: srv.URL, Secrets: []string{"whsec_" + base64.StdEncoding.EncodeToString(key)},
+			Events: events}}
+	}})
+	return d, rc
+}

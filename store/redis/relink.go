@@ -30,12 +30,8 @@ func (s *Store) RelinkIdentity(ctx context.Context, id grants.Identity, fromUser
 		return err
 	}
 	err := func() error {
-		n, err := s.rdb.Exists(ctx, s.key("u", id.UserID)).Result()
-		if err != nil {
+		if err := s.requireUser(ctx, id.UserID); err != nil {
 			return err
-		}
-		if n == 0 {
-			return fmt.Errorf("user %s: %w", id.UserID, grants.ErrNotFound)
 		}
 		var old grants.Identity
 		switch raw, err := s.rdb.Get(ctx, s.identityKey(id.Issuer, id.Subject)).Bytes(); {

@@ -185,12 +185,8 @@ func (s *Store) LinkIdentity(ctx context.Context, id grants.Identity) error {
 		return err
 	}
 	err := func() error {
-		n, err := s.rdb.Exists(ctx, s.key("u", id.UserID)).Result()
-		if err != nil {
+		if err := s.requireUser(ctx, id.UserID); err != nil {
 			return err
-		}
-		if n == 0 {
-			return fmt.Errorf("user %s: %w", id.UserID, grants.ErrNotFound)
 		}
 		ident := id
 		if ident.CreatedAt.IsZero() {
@@ -547,4 +543,16 @@ func (s *Store) SetGrantClaim(ctx context.Context, userID, key string, value any
 		return nil, fmt.Errorf("redisstore: set grant claim %s: %w", key, err)
 	}
 	return s.changeGrant(ctx, "set grant claim", userID, events, "setclaim", fmtTime(now), key, 0, key, raw)
+}
+
+// requireUser is ErrNotFound unless the user exists.
+func (s *Store) requireUser(ctx context.Context, userID string) error {
+	n, err := s.rdb.Exists(ctx, s.key("u", userID)).Result()
+	if err != nil {
+		return err
+	}
+	if n == 0 {
+		return fmt.Errorf("user %s: %w", userID, grants.ErrNotFound)
+	}
+	return nil
 }

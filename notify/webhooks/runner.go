@@ -224,6 +224,25 @@ func (w *Webhooks) completeJob(ctx context.Context, id string) {
 	}
 }
 
+// dropIfDelivered: a copy queued by a second hand-over (Recheck) whose
+// first copy was delivered meanwhile is dropped unsent; dropped is false
+// when the copy is to be sent.
+func (w *Webhooks) dropIfDelivered(ctx context.Context, log *slog.Logger, job *grants.Job, ev *laneEvent) (retryAt time.Time, done, dropped bool) {
+	if !ev.Recheck {
+		return time.Time{}, false, false
+	}
+	pending, err := w.logPending(ctx, ev.Endpoint, ev.LogID)
+	switch {
+	case err != nil:
+		return w.o.Now().Add(w.o.BaseBackoff), false, true
+	case !pending:
+		w.completeJob(ctx, job.ID)
+		log.Info("webhook already delivered; its second hand-over dropped")
+		return time.Time{}, true, true
+	}
+	return time.Time{}, false, false
+}
+
 // deliver makes one attempt at a lane's head event. done: the event is
 // finished (delivered or given up) and the next one may go; otherwise the
 // lane waits until retryAt.
@@ -241,14 +260,8 @@ func (w *Webhooks) deliver(ctx context.Context, log *slog.Logger, job *grants.Jo
 		st = ev.Prior
 		st.Status = DeliveryPending
 	}
-	if ev.Recheck {
-		if pending, err := w.logPending(bg, ev.Endpoint, ev.LogID); err != nil {
-			return w.o.Now().Add(w.o.BaseBackoff), false
-		} else if !pending {
-			w.completeJob(bg, job.ID)
-			log.Info("webhook already delivered; its second hand-over dropped")
-			return time.Time{}, true
-		}
+	if retryAt, done, dropped := w.dropIfDelivered(bg, log, job, &ev); dropped {
+		return retryAt, done
 	}
 	ep := w.endpoints[ev.Endpoint]
 	if ep == nil {

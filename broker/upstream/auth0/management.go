@@ -45,21 +45,9 @@ func (m *Mirror) redeem(ctx context.Context, p *mirrorPayload) (missing []string
 		}
 	}
 
-	var assign []*management.Role
-	var assignNames []string
-	for _, name := range roles {
-		id, err := m.roleID(ctx, name, m.o.CreateRoles)
-		if err != nil {
-			return nil, err
-		}
-		if id == "" {
-			missing = append(missing, name)
-			continue
-		}
-		if !held[name] { // held already: someone else's to take back
-			assign = append(assign, &management.Role{ID: &id})
-			assignNames = append(assignNames, name)
-		}
+	assign, assignNames, missing, err := m.rolesToAssign(ctx, roles, held)
+	if err != nil {
+		return nil, err
 	}
 
 	// The metadata first: a retry after a crash between the two steps
@@ -88,6 +76,27 @@ func (m *Mirror) redeem(ctx context.Context, p *mirrorPayload) (missing []string
 		}
 	}
 	return missing, nil
+}
+
+// rolesToAssign resolves roles to Auth0 role IDs: those to assign (not
+// held yet; a held one is someone else's to take back, so not usher's),
+// their names, and the roles Auth0 does not have.
+func (m *Mirror) rolesToAssign(ctx context.Context, roles []string, held map[string]bool) (assign []*management.Role, names, missing []string, err error) {
+	for _, name := range roles {
+		id, err := m.roleID(ctx, name, m.o.CreateRoles)
+		if err != nil {
+			return nil, nil, nil, err
+		}
+		if id == "" {
+			missing = append(missing, name)
+			continue
+		}
+		if !held[name] {
+			assign = append(assign, &management.Role{ID: &id})
+			names = append(names, name)
+		}
+	}
+	return assign, names, missing, nil
 }
 
 // revoke removes a role and/or a claim key from the Auth0 user. A user that

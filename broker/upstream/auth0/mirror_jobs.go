@@ -83,7 +83,6 @@ func (m *Mirror) process(ctx context.Context, job *grants.Job) {
 		return
 	}
 
-	budget := min(mirrorJobBudget, m.o.Lease/2)
 	held, err := m.leaseUser(bg, p.UpstreamUser, m.o.Lease)
 	if errors.Is(err, errUserBusy) {
 		m.reschedule(bg, log, job, p, m.o.Now().Add(userBusyRetry), "", false)
@@ -96,20 +95,10 @@ func (m *Mirror) process(ctx context.Context, job *grants.Job) {
 	// Released once the job's store writes are done (deferred: every
 	// return below has made them).
 	defer m.releaseUser(bg, held)
+	defer m.releasePrimary(bg, &p) // a linked account's primary (linked.go)
 
 	note := &rateNote{}
-	callCtx, cancel := context.WithTimeout(context.WithValue(ctx, rateNoteKey{}, note), budget)
-	var missing []string
-	defer m.releasePrimary(bg, &p) // a linked account's primary (linked.go)
-	switch p.Op {
-	case opRedeem:
-		missing, err = m.redeem(callCtx, &p)
-	case opErase:
-		err = m.erase(callCtx, &p)
-	default:
-		err = m.revoke(callCtx, &p)
-	}
-	cancel()
+	missing, err := m.run(ctx, note, &p)
 	if errors.Is(err, errUserBusy) { // the primary a linked account moved into
 		m.reschedule(bg, log, job, p, m.o.Now().Add(userBusyRetry), "", false)
 		return
@@ -137,6 +126,20 @@ func (m *Mirror) process(ctx context.Context, job *grants.Job) {
 	}
 	m.complete(bg, log, job)
 	log.Info("auth0 updated")
+}
+
+// run makes the job's Management API calls within the job's budget.
+func (m *Mirror) run(ctx context.Context, note *rateNote, p *mirrorPayload) (missing []string, err error) {
+	callCtx, cancel := context.WithTimeout(context.WithValue(ctx, rateNoteKey{}, note), min(mirrorJobBudget, m.o.Lease/2))
+	defer cancel()
+	switch p.Op {
+	case opRedeem:
+		return m.redeem(callCtx, p)
+	case opErase:
+		return nil, m.erase(callCtx, p)
+	default:
+		return nil, m.revoke(callCtx, p)
+	}
 }
 
 // failed decides between a retry and giving up.

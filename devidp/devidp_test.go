@@ -41,6 +41,12 @@ type idp struct {
 // the issuer before the port is known do.
 func startIDP(t *testing.T, trailingSlash bool, users ...devidp.User) *idp {
 	t.Helper()
+	return startIDPWith(t, trailingSlash, nil, users...)
+}
+
+// startIDPWith is startIDP with mod applied to the config.
+func startIDPWith(t *testing.T, trailingSlash bool, mod func(*devidp.Config), users ...devidp.User) *idp {
+	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -50,7 +56,7 @@ func startIDP(t *testing.T, trailingSlash bool, users ...devidp.User) *idp {
 	if trailingSlash {
 		issuer += "/"
 	}
-	srv, err := devidp.New(devidp.Config{
+	cfg := devidp.Config{
 		Issuer: issuer,
 		Clients: []devidp.Client{{
 			ID: clientID, Secret: clientSecret,
@@ -58,7 +64,11 @@ func startIDP(t *testing.T, trailingSlash bool, users ...devidp.User) *idp {
 			PostLogoutRedirectURIs: []string{logoutURI},
 		}},
 		Users: users,
-	})
+	}
+	if mod != nil {
+		mod(&cfg)
+	}
+	srv, err := devidp.New(cfg)
 	if err != nil {
 		ln.Close()
 		t.Fatal(err)

@@ -39,7 +39,7 @@ var (
 )
 
 // usherBinary builds the usher command once per test run.
-func usherBinary(t *testing.T) string {
+func usherBinary(t testing.TB) string {
 	t.Helper()
 	buildOnce.Do(func() {
 		dir, err := os.MkdirTemp("", "usher-bin-")

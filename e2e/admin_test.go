@@ -143,10 +143,9 @@ func TestAdminPage(t *testing.T) {
 	}
 	// The filter form: the start of the email in any case, a status and a
 	// date, submitted as a GET whose URL keeps them.
-	do(t, admin, "searching by the start of the email", chromedp.Navigate(issuer+"/admin"),
-		chromedp.SetValue(chromedp.CSS(`#q`), "INVITEE"), chromedp.SetValue(chromedp.CSS(`#status`), "pending"),
-		chromedp.SetValue(chromedp.CSS(`#from`), time.Now().UTC().AddDate(0, 0, -1).Format(time.DateOnly)),
-		chromedp.Click(chromedp.CSS(`#filter`)))
+	do(t, admin, "opening the dashboard", chromedp.Navigate(issuer+"/admin"))
+	fillAndSubmit(t, admin, "searching by the start of the email", `form:has(#filter)`, map[string]string{
+		"q": "INVITEE", "status": "pending", "from": time.Now().UTC().AddDate(0, 0, -1).Format(time.DateOnly)})
 	pollJS(t, admin, "waiting for the filtered list", 20*time.Second, `location.search.includes("q=INVITEE") && !!document.querySelector('#invitation-list')`)
 	if got := adminEval(t, admin, `[...new URLSearchParams(location.search)].map(p => p[0] + "=" + (p[0] === "from" ? "date" : p[1])).join("&") + " " + document.querySelectorAll('#invitation-list tbody tr').length`); got != "status=pending&q=INVITEE&from=date&to= 1" {
 		t.Errorf("the filter form's URL and rows = %q", got)
@@ -209,10 +208,15 @@ func TestAdminPage(t *testing.T) {
 	do(t, admin, "opening the redeemer", chromedp.Click(chromedp.CSS(`#timeline li[data-type="redeemed"] a.user`)))
 	pollJS(t, admin, "waiting for the user page", 20*time.Second, `(document.querySelector('#user-roles') || {}).textContent === "customer, beta"`)
 	// Changing a held claim is the operator's action (an invitation never does it).
-	do(t, admin, "setting crm_id on the user page",
-		chromedp.SetValue(chromedp.CSS(`#set-claim input[name=claim]`), "crm_id"),
-		chromedp.SetValue(chromedp.CSS(`#set-claim input[name=value]`), "CRM-43"),
-		chromedp.Click(chromedp.CSS(`#set-claim-submit`)))
+	// Filled and submitted in one script: node IDs looked up step by step
+	// went stale under load right after the navigation ("No node with
+	// given id found").
+	do(t, admin, "setting crm_id on the user page", chromedp.Evaluate[chromedp.Void](`(() => {
+		const f = document.querySelector('#set-claim');
+		f.querySelector('input[name=claim]').value = 'crm_id';
+		f.querySelector('input[name=value]').value = 'CRM-43';
+		document.querySelector('#set-claim-submit').click();
+	})()`))
 	pollJS(t, admin, "waiting for the changed claim", 20*time.Second, `(document.querySelector('#user-claims') || {}).textContent.includes('"CRM-43"')`)
 	if g := apiCall(t, d, http.MethodGet, "/api/users/"+sub+"/grants", api, nil); !strings.Contains(g.raw, `"crm_id":"CRM-43"`) {
 		t.Errorf("grant after the admin set crm_id: %s", g.raw)

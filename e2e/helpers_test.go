@@ -171,26 +171,40 @@ func do(t *testing.T, ctx context.Context, what string, steps ...chromedp.Action
 	}
 }
 
+// fillAndSubmit sets the fields of the form formSel (name → value) and
+// presses its submit button, once it is visible, in one script: node IDs
+// looked up step by step (chromedp.SetValue, Click) can go stale when the
+// page is replaced between the steps under load ("No node with given id").
+func fillAndSubmit(t *testing.T, ctx context.Context, what, formSel string, fields map[string]string) {
+	t.Helper()
+	js, err := json.Marshal(struct {
+		Form   string            `json:"form"`
+		Fields map[string]string `json:"fields"`
+	}{formSel, fields})
+	if err != nil {
+		t.Fatal(err)
+	}
+	do(t, ctx, what,
+		chromedp.WaitVisible(chromedp.CSS(formSel)),
+		chromedp.Evaluate[chromedp.Void](`(() => {
+			const a = `+string(js)+`;
+			const f = document.querySelector(a.form);
+			for (const [name, value] of Object.entries(a.fields)) f.querySelector('[name="' + name + '"]').value = value;
+			f.querySelector('button[type=submit]').click();
+		})()`))
+}
+
 // devidp form helpers.
 func signUpAtDevIDP(t *testing.T, ctx context.Context, email, password, name string) {
 	t.Helper()
-	do(t, ctx, "filling the devidp sign-up form",
-		chromedp.WaitVisible(chromedp.CSS(`form[action="/u/signup"] input[name=email]`)),
-		chromedp.SetValue(chromedp.CSS(`form[action="/u/signup"] input[name=email]`), email),
-		chromedp.SetValue(chromedp.CSS(`form[action="/u/signup"] input[name=password]`), password),
-		chromedp.SetValue(chromedp.CSS(`form[action="/u/signup"] input[name=name]`), name),
-		chromedp.Click(chromedp.CSS(`form[action="/u/signup"] button[type=submit]`)),
-	)
+	fillAndSubmit(t, ctx, "filling the devidp sign-up form", `form[action="/u/signup"]`,
+		map[string]string{"email": email, "password": password, "name": name})
 }
 
 func signInAtDevIDP(t *testing.T, ctx context.Context, email, password string) {
 	t.Helper()
-	do(t, ctx, "filling the devidp login form",
-		chromedp.WaitVisible(chromedp.CSS(`form[action="/u/login"] input[name=email]`)),
-		chromedp.SetValue(chromedp.CSS(`form[action="/u/login"] input[name=email]`), email),
-		chromedp.SetValue(chromedp.CSS(`form[action="/u/login"] input[name=password]`), password),
-		chromedp.Click(chromedp.CSS(`form[action="/u/login"] button[type=submit]`)),
-	)
+	fillAndSubmit(t, ctx, "filling the devidp login form", `form[action="/u/login"]`,
+		map[string]string{"email": email, "password": password})
 }
 
 func claimString(m map[string]any, k string) string {

@@ -134,6 +134,13 @@ redis.call('HSET', KEYS[1], 'ua', ARGV[8], 'll', ARGV[8])
 return {0, old, redis.call('HGETALL', KEYS[1])}
 `)
 
+// delUserIfOrigin deletes the user hash KEYS[1] if the identity ARGV[1]
+// created it (its 'o' field).
+var delUserIfOrigin = redis.NewScript(`
+if redis.call('HGET', KEYS[1], 'o') == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+`)
+
 // claimIdentity links (iss, sub) to a user unless it is linked already:
 // {'ok'} or {'exists', JSON}. KEYS[1] identity; ARGV: JSON.
 var claimIdentity = redis.NewScript(`

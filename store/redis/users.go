@@ -62,6 +62,11 @@ func (s *Store) ResolveIdentity(ctx context.Context, id grants.Identity, p grant
 		return nil, false, err
 	}
 	u, created, err := s.resolveIdentity(ctx, id, p, newUserID, now)
+	if errors.Is(err, errErasedMeanwhile) {
+		// The identity is gone with its user: this sign-in starts afresh,
+		// as a new user without grants.
+		u, created, err = s.resolveIdentity(ctx, id, p, newUserID, now)
+	}
 	if err != nil {
 		return nil, false, fmt.Errorf("redisstore: resolve identity: %w", err)
 	}
@@ -125,7 +130,10 @@ func (s *Store) resolveIdentity(ctx context.Context, id grants.Identity, p grant
 	}
 	if state == 1 && mode == "existing" {
 		// We created the user of an identity linked earlier (the linker
-		// crashed, or is still on its way): index it too.
+		// crashed, or is still on its way), or of one erased meanwhile.
+		if erased, err := s.erasedUnderUs(ctx, idKey, userID, suffix); err != nil || erased {
+			return nil, false, errors.Join(err, errErasedMeanwhile)
+		}
 		if err := s.rdb.SAdd(ctx, s.key("ui", userID), suffix).Err(); err != nil {
 			return nil, false, err
 		}
@@ -555,4 +563,28 @@ func (s *Store) requireUser(ctx context.Context, userID string) error {
 		return fmt.Errorf("user %s: %w", userID, grants.ErrNotFound)
 	}
 	return nil
+}
+
+// errErasedMeanwhile: the user resolveIdentity found through the identity
+// was erased between the identity's lookup and the user's creation.
+var errErasedMeanwhile = errors.New("the user was erased during the sign-in")
+
+// erasedUnderUs reports whether the identity was erased after this sign-in
+// read it and before it re-created the user hash (an erase removes the
+// identities before the user hash, so a hash re-created after the erase
+// removed it finds the identity gone); if so it deletes the hash it
+// created, which would otherwise outlive the erase with the person's email.
+func (s *Store) erasedUnderUs(ctx context.Context, idKey, userID, suffix string) (bool, error) {
+	raw, err := s.rdb.Get(ctx, idKey).Result()
+	if err != nil && !errors.Is(err, redis.Nil) {
+		return false, err
+	}
+	var cur grants.Identity
+	if err == nil && json.Unmarshal([]byte(raw), &cur) == nil && cur.UserID == userID {
+		return false, nil
+	}
+	if err := delUserIfOrigin.Run(context.WithoutCancel(ctx), s.rdb, []string{s.key("u", userID)}, suffix).Err(); err != nil {
+		return true, err
+	}
+	return true, nil
 }

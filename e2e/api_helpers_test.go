@@ -25,8 +25,19 @@ func funnelToken(t testing.TB, d *app.Dev, scope string) string {
 // clientToken is a client_credentials access token of a confidential client.
 func clientToken(t testing.TB, d *app.Dev, id, secret, scope string) string {
 	t.Helper()
-	req, _ := http.NewRequest(http.MethodPost, strings.TrimSuffix(d.IssuerURL, "/")+"/oauth/token",
-		strings.NewReader(url.Values{"grant_type": {"client_credentials"}, "scope": {scope}}.Encode()))
+	return clientTokenAt(t, d.IssuerURL, id, secret, scope)
+}
+
+// clientTokenAt is clientToken against the usher at issuer ("" scope: the
+// client's default scopes).
+func clientTokenAt(t testing.TB, issuer, id, secret, scope string) string {
+	t.Helper()
+	form := url.Values{"grant_type": {"client_credentials"}}
+	if scope != "" {
+		form.Set("scope", scope)
+	}
+	req, _ := http.NewRequest(http.MethodPost, strings.TrimSuffix(issuer, "/")+"/oauth/token",
+		strings.NewReader(form.Encode()))
 	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
 	req.SetBasicAuth(id, secret)
 	resp, err := http.DefaultClient.Do(req)

@@ -186,20 +186,7 @@ func (p *servedProcess) exercise(b *testing.B) {
 }
 
 func (p *servedProcess) funnelToken(b *testing.B) string {
-	req, _ := http.NewRequest(http.MethodPost, p.base+"/oauth/token", strings.NewReader("grant_type=client_credentials"))
-	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
-	req.SetBasicAuth("funnel", "memory-funnel-secret-0123456789ab")
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer resp.Body.Close()
-	var tr tokenResponse
-	jsonDecode(resp.Body, &tr)
-	if tr.AccessToken == "" {
-		b.Fatalf("funnel token: %d", resp.StatusCode)
-	}
-	return tr.AccessToken
+	return clientTokenAt(b, p.base, "funnel", "memory-funnel-secret-0123456789ab", "")
 }
 
 // metric reads one unlabelled sample from the process's /metrics.

@@ -8,13 +8,10 @@ package e2e
 
 import (
 	"context"
-	"crypto/hmac"
-	"crypto/sha256"
 	"encoding/base64"
 	"encoding/json"
 	"encoding/pem"
 	"fmt"
-	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -76,15 +73,7 @@ type leaseHooks struct {
 }
 
 func (h *leaseHooks) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	body, _ := io.ReadAll(r.Body)
-	id, ts := r.Header.Get("webhook-id"), r.Header.Get("webhook-timestamp")
-	mac := hmac.New(sha256.New, h.key)
-	mac.Write([]byte(id + "." + ts + "." + string(body)))
-	want := "v1," + base64.StdEncoding.EncodeToString(mac.Sum(nil))
-	ok := false
-	for _, sig := range strings.Fields(r.Header.Get("webhook-signature")) {
-		ok = ok || hmac.Equal([]byte(sig), []byte(want))
-	}
+	id, body, ok := verifiedWebhook(r, h.key)
 	if !ok || id == "" {
 		http.Error(w, "bad signature", http.StatusUnauthorized)
 		return

@@ -8,8 +8,6 @@ package e2e
 import (
 	"bytes"
 	"context"
-	"crypto/hmac"
-	"crypto/sha256"
 	"encoding/base64"
 	"encoding/json"
 	"encoding/pem"
@@ -352,15 +350,7 @@ type hookDelivery struct {
 }
 
 func (h *hookLog) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	body, _ := io.ReadAll(r.Body)
-	id, ts := r.Header.Get("webhook-id"), r.Header.Get("webhook-timestamp")
-	mac := hmac.New(sha256.New, h.key)
-	mac.Write([]byte(id + "." + ts + "." + string(body)))
-	want := "v1," + base64.StdEncoding.EncodeToString(mac.Sum(nil))
-	ok := false
-	for _, sig := range strings.Fields(r.Header.Get("webhook-signature")) {
-		ok = ok || hmac.Equal([]byte(sig), []byte(want))
-	}
+	id, body, ok := verifiedWebhook(r, h.key)
 	if !ok || id == "" {
 		http.Error(w, "bad signature", http.StatusUnauthorized)
 		return

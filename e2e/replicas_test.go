@@ -280,20 +280,7 @@ func waitReady(t *testing.T, u string) {
 
 func (rs *replicaSet) funnelToken(t *testing.T) string {
 	t.Helper()
-	req, _ := http.NewRequest(http.MethodPost, rs.proxyURL+"/oauth/token", strings.NewReader("grant_type=client_credentials"))
-	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
-	req.SetBasicAuth("funnel", "replica-funnel-secret-0123456789")
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	var tr tokenResponse
-	jsonDecode(resp.Body, &tr)
-	if tr.AccessToken == "" {
-		t.Fatalf("funnel token via the proxy: %d %+v", resp.StatusCode, tr)
-	}
-	return tr.AccessToken
+	return clientTokenAt(t, rs.proxyURL, "funnel", "replica-funnel-secret-0123456789", "")
 }
 
 // Three replicas, one Redis, a round-robin proxy: the invite flow works in a

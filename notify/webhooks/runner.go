@@ -231,7 +231,7 @@ func (w *Webhooks) dropIfDelivered(ctx context.Context, log *slog.Logger, job *g
 	if !ev.Recheck {
 		return time.Time{}, false, false
 	}
-	pending, err := w.logPending(ctx, ev.Endpoint, ev.LogID)
+	pending, err := w.logPending(ctx, ev.LogID)
 	switch {
 	case err != nil:
 		return w.o.Now().Add(w.o.BaseBackoff), false, true

@@ -532,7 +532,7 @@ func (w *Webhooks) queue(ctx context.Context, rec logRecord, logID string, ev la
 		err := w.o.Store.EnqueueJob(ctx, &grants.Job{ID: logID, Kind: logKindPrefix + rec.Endpoint, Payload: payload,
 			RunAt: parkedAt, CreatedAt: rec.CreatedAt, LastError: webhookState{Status: DeliveryPending}.encode()})
 		if errors.Is(err, grants.ErrConflict) && idempotent {
-			pending, perr := w.logPending(ctx, rec.Endpoint, logID)
+			pending, perr := w.logPending(ctx, logID)
 			if perr != nil {
 				return false, perr
 			}
@@ -556,10 +556,10 @@ func (w *Webhooks) queue(ctx context.Context, rec logRecord, logID string, ev la
 	return true, nil
 }
 
-// logPending reports whether the delivery log record logID of endpoint is
+// logPending reports whether the delivery log record logID is
 // still pending. The log keeps pending records however old; a record no
 // longer there was finished and trimmed.
-func (w *Webhooks) logPending(ctx context.Context, endpoint, logID string) (bool, error) {
+func (w *Webhooks) logPending(ctx context.Context, logID string) (bool, error) {
 	j, err := w.o.Store.GetJob(ctx, logID)
 	if errors.Is(err, grants.ErrNotFound) {
 		return false, nil

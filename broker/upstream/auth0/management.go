@@ -56,7 +56,7 @@ func (m *Mirror) redeem(ctx context.Context, p *mirrorPayload) (missing []string
 	old := usherMetadata(user.GetAppMetadata())
 	next := normalizeJSON(map[string]any{
 		"roles":          unionSorted(stringList(old["roles"]), roles),
-		assignedRolesKey: ownedAfterAssign(old, assignNames),
+		assignedRolesKey: unionSorted(assignedRoles(old), assignNames), // usher's before, and those it assigns now
 		"claims":         mergeClaims(old["claims"], claims),
 		"invitations":    appendUnique(stringList(old["invitations"]), p.InvitationID),
 	})

@@ -43,13 +43,6 @@ func (m *Mirror) heldRoles(ctx context.Context, userID string) (map[string]bool,
 	}
 }
 
-// ownedAfterAssign is the assigned_roles list once usher assigns the roles
-// in assign (those the user does not hold yet): what usher assigned
-// before, plus those.
-func ownedAfterAssign(md map[string]any, assign []string) []string {
-	return unionSorted(assignedRoles(md), assign)
-}
-
 // withoutRole is list without role.
 func withoutRole(list []string, role string) []string {
 	return slices.DeleteFunc(slices.Clone(list), func(r string) bool { return r == role })

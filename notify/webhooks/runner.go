@@ -105,10 +105,7 @@ func (w *Webhooks) drain(ctx context.Context, wg *sync.WaitGroup) {
 			return
 		}
 		for i := range lanes {
-			if _, busy := w.running.LoadOrStore(lanes[i].ID, true); busy {
-				// Still worked here past its lease (a stall): that run stops at
-				// its next event and its fenced hand-back fails; this claim
-				// then lapses and the lane is claimed afresh.
+			if !w.startRunning(&lanes[i]) {
 				continue
 			}
 			w.inflight.Add(1)
@@ -117,8 +114,7 @@ func (w *Webhooks) drain(ctx context.Context, wg *sync.WaitGroup) {
 				handBack := w.runLane(ctx, &lanes[i])
 				// Not running any more before the lane is handed back: a
 				// claim after the hand-back is the lane's next turn.
-				w.running.Delete(lanes[i].ID)
-				handBack()
+				handBack(w.stopRunning(lanes[i].ID))
 			})
 		}
 		if len(lanes) < free {
@@ -127,20 +123,45 @@ func (w *Webhooks) drain(ctx context.Context, wg *sync.WaitGroup) {
 	}
 }
 
+// startRunning marks a claimed lane as worked here. A lane already worked
+// here was claimed again because its lease lapsed mid-run (a stall, a clock
+// jump): that run stops at its next event and hands the lane back with this
+// newer claim, the one the store's fence now accepts.
+func (w *Webhooks) startRunning(claim *grants.Job) bool {
+	w.runningMu.Lock()
+	defer w.runningMu.Unlock()
+	if _, busy := w.running[claim.ID]; busy {
+		w.running[claim.ID] = claim
+		return false
+	}
+	w.running[claim.ID] = claim
+	return true
+}
+
+// stopRunning unmarks a lane and returns its newest claim by this process.
+func (w *Webhooks) stopRunning(id string) *grants.Job {
+	w.runningMu.Lock()
+	defer w.runningMu.Unlock()
+	claim := w.running[id]
+	delete(w.running, id)
+	return claim
+}
+
 // runLane delivers a lane's events in order while it holds the lane's
 // lease; it returns the hand-back (reschedule or complete the lane), which
-// the caller runs once the lane is no longer marked running.
-func (w *Webhooks) runLane(ctx context.Context, lane *grants.Job) (handBack func()) {
+// the caller runs, with the newest claim, once the lane is no longer marked
+// running.
+func (w *Webhooks) runLane(ctx context.Context, lane *grants.Job) (handBack func(claim *grants.Job)) {
 	bg := context.WithoutCancel(ctx)
 	var lp lanePayload
 	if err := json.Unmarshal(lane.Payload, &lp); err != nil || lp.Lane == "" {
 		w.log.Error("dropping malformed webhook lane", "job_id", lane.ID, "error", err)
-		return func() { w.completeLane(bg, w.log, lane) }
+		return func(claim *grants.Job) { w.completeLane(bg, w.log, claim) }
 	}
 	log := w.log.With("endpoint", lp.Endpoint, "lane", lp.Lane)
 	kind := laneKindPrefix + lp.Lane
-	retry := func(at time.Time, reason string) func() {
-		return func() { w.retryLane(bg, log, lane, at, reason) }
+	retry := func(at time.Time, reason string) func(*grants.Job) {
+		return func(claim *grants.Job) { w.retryLane(bg, log, claim, at, reason) }
 	}
 	started := time.Now()
 	for {
@@ -155,7 +176,7 @@ func (w *Webhooks) runLane(ctx context.Context, lane *grants.Job) (handBack func
 			return retry(w.o.Now(), "")
 		}
 		if time.Since(started) > w.laneBudget() {
-			return func() { w.retryLane(bg, log, lane, w.o.Now(), ""); w.poke() }
+			return func(claim *grants.Job) { w.retryLane(bg, log, claim, w.o.Now(), ""); w.poke() }
 		}
 		events, err := w.peek(ctx, kind, 1)
 		if err != nil {
@@ -167,7 +188,7 @@ func (w *Webhooks) runLane(ctx context.Context, lane *grants.Job) (handBack func
 			return retry(at, outbox.ShortReason("read lane: "+err.Error()))
 		}
 		if len(events) == 0 {
-			return func() { w.finishLane(bg, log, lane, lp) }
+			return func(claim *grants.Job) { w.finishLane(bg, log, claim, lp) }
 		}
 		retryAt, done := w.deliver(ctx, log, &events[0])
 		if !done {

@@ -184,8 +184,10 @@ type Webhooks struct {
 	// while its lane is still worked (a slow endpoint, a clock that jumps),
 	// and the store then hands the same lane out again: within this process
 	// that second claim is dropped, so one lane (and so one event) never has
-	// two attempts at once. Its runner reschedules or completes the lane.
-	running sync.Map
+	// two attempts at once, and its runner hands the lane back with that
+	// newest claim.
+	runningMu sync.Mutex
+	running   map[string]*grants.Job
 
 	mu        sync.Mutex
 	nextRetry time.Time
@@ -247,7 +249,7 @@ func NewWebhooks(o WebhooksOptions) (*Webhooks, error) {
 	if o.HTTPClient == nil {
 		o.HTTPClient = &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
 	}
-	w := &Webhooks{o: o, log: o.Logger.With("component", "webhooks"), endpoints: map[string]*webhookEndpoint{}, wake: make(chan struct{}, 1)}
+	w := &Webhooks{o: o, log: o.Logger.With("component", "webhooks"), endpoints: map[string]*webhookEndpoint{}, wake: make(chan struct{}, 1), running: map[string]*grants.Job{}}
 	for i, e := range o.Endpoints {
 		ep, err := checkEndpoint(e)
 		if err != nil {

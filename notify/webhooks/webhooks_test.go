@@ -55,6 +55,7 @@ type receiver struct {
 	failEvery int               // if > 0: answer 500 to every failEvery-th valid delivery
 	failAll   bool              // answer 500 to every valid delivery
 	hang      int               // never answer this many valid deliveries: hold them until the sender hangs up
+	gate      chan struct{}     // if set: answer valid deliveries only once it is closed
 	seen      map[string]bool   // webhook-ids processed
 	events    []receivedEvent   // processed, in arrival order
 	arrivals  []string          // webhook-id of every request, valid or not
@@ -165,6 +166,11 @@ func (r *receiver) serve(w http.ResponseWriter, req *http.Request) {
 		<-req.Context().Done()
 		r.mu.Lock()
 		return
+	}
+	if gate := r.gate; gate != nil {
+		r.mu.Unlock()
+		<-gate
+		r.mu.Lock()
 	}
 	if r.failAll || r.fail > 0 || (r.failEvery > 0 && r.valid%r.failEvery == 0) {
 		if r.fail > 0 {
@@ -357,6 +363,18 @@ func (s *watchedStore) idleLookSince(mark int) (found int, ok bool) {
 		}
 	}
 	return 0, false
+}
+
+// claimedSince reports whether a look that began after mark handed out a lane.
+func (s *watchedStore) claimedSince(mark int) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, l := range s.looks {
+		if l.began > mark && l.found > 0 {
+			return true
+		}
+	}
+	return false
 }
 
 // worker is a Webhooks with the store it was given, watched.
@@ -652,6 +670,46 @@ func TestWebhooksSecretRotation(t *testing.T) {
 	if knowsOld.processed()[0].ID == knowsNew.processed()[0].ID {
 		t.Fatal("two endpoints got the same webhook-id for one event")
 	}
+}
+
+// A lane whose lease lapses while its attempt is in flight (a stall, a clock
+// jump) is claimed again by the same worker, which skips that claim so one
+// event never has two attempts at once. The run then hands the lane back with
+// that newer claim: with its own, lapsed one the store's fence refuses the
+// hand-back and the lane stays leased to nobody until the new claim lapses.
+func TestLeaseLapsingMidAttemptHandsBackTheNewerClaim(t *testing.T) {
+	t.Parallel()
+	clock := &testClock{now: time.Date(2030, 1, 1, 12, 0, 0, 0, time.UTC)}
+	secret := newSecret(t)
+	rcv := newReceiver(t, []string{secret}, clock.Now)
+	release := make(chan struct{})
+	rcv.failAll, rcv.gate = true, release
+	st := openStoreAt(t, clock.Now)
+	w := newWebhooks(t, st, []webhooks.WebhookEndpoint{{ID: "crm", URL: rcv.srv.URL, Secrets: []string{secret}}}, func(o *webhooks.WebhooksOptions) {
+		o.Now = clock.Now
+		o.BaseBackoff = time.Minute
+	})
+	runWebhooks(t, w)
+	if err := w.Emit(t.Context(), webhooks.WebhookEvent{Type: webhooks.WebhookInvitationRevoked, Data: map[string]any{"invitation_id": "inv-7"}}); err != nil {
+		t.Fatal(err)
+	}
+	attempts := func() int {
+		rcv.mu.Lock()
+		defer rcv.mu.Unlock()
+		return len(rcv.arrivals)
+	}
+	testkit.Eventually(t, "the first attempt to arrive (and be held)", func() bool { return attempts() == 1 })
+	mark := w.store.mark()
+	clock.Advance(time.Hour) // past the lane's lease, the attempt still in flight
+	testkit.Eventually(t, "the worker to claim the lane again", func() bool { return w.store.claimedSince(mark) })
+	rcv.set(func(r *receiver) { r.gate = nil })
+	close(release)
+	rcv.mu.Lock()
+	id := rcv.arrivals[0]
+	rcv.mu.Unlock()
+	testkit.Eventually(t, "the failed attempt logged", func() bool { return delivery(t, w, "crm", id).Attempts == 1 })
+	clock.Advance(time.Minute) // the backoff, well short of a fresh lease
+	testkit.Eventually(t, "the second attempt", func() bool { return attempts() == 2 })
 }
 
 func TestWebhooksGiveUpThenRedeliver(t *testing.T) {

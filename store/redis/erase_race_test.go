@@ -26,15 +26,27 @@ type eraseFirst struct {
 
 func (h *eraseFirst) DialHook(next redis.DialHook) redis.DialHook { return next }
 func (h *eraseFirst) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
-	return next
+	return func(ctx context.Context, cmds []redis.Cmder) error {
+		for _, cmd := range cmds {
+			h.before(cmd)
+		}
+		return next(ctx, cmds)
+	}
 }
+
 func (h *eraseFirst) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
 	return func(ctx context.Context, cmd redis.Cmder) error {
-		a := cmd.Args()
-		if len(a) > 3 && fmt.Sprint(a[0]) == "evalsha" && fmt.Sprint(a[1]) == redisstore.EnsureUserHash() && fmt.Sprint(a[3]) == h.key {
-			h.once.Do(func() { h.err = h.erase() })
-		}
+		h.before(cmd)
 		return next(ctx, cmd)
+	}
+}
+
+// before erases once, before the first command that would run ensureUser on
+// the key (sent alone or in a pipeline).
+func (h *eraseFirst) before(cmd redis.Cmder) {
+	a := cmd.Args()
+	if len(a) > 3 && fmt.Sprint(a[0]) == "evalsha" && fmt.Sprint(a[1]) == redisstore.EnsureUserHash() && fmt.Sprint(a[3]) == h.key {
+		h.once.Do(func() { h.err = h.erase() })
 	}
 }
 

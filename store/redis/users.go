@@ -98,19 +98,10 @@ func (s *Store) resolveIdentity(ctx context.Context, id grants.Identity, p grant
 		if err := json.Unmarshal([]byte(str(res, 1)), &ident); err != nil {
 			return nil, false, fmt.Errorf("decode identity: %w", err)
 		}
-	} else if err := s.rdb.SAdd(ctx, s.key("ui", newUserID), suffix).Err(); err != nil {
-		return nil, false, err
 	}
 	userID := ident.UserID
 	email := p.Email
-	if email != "" {
-		// Indexed before the user carries it, so a reader never misses it.
-		if err := s.rdb.SAdd(ctx, s.key("ue", lower(email)), userID).Err(); err != nil {
-			return nil, false, err
-		}
-	}
-	res, err = s.runScript(ctx, ensureUser, []string{s.key("u", userID)},
-		mode, suffix, userID, p.Email, boolStr(p.EmailVerified), p.Name, p.Picture, fmtTime(now))
+	res, err = s.ensureIndexedUser(ctx, mode, suffix, userID, p, now)
 	if err != nil {
 		return nil, false, err
 	}
@@ -138,14 +129,16 @@ func (s *Store) resolveIdentity(ctx context.Context, id grants.Identity, p grant
 			return nil, false, err
 		}
 	}
-	if state == 0 {
-		if err := s.moveEmailIndex(ctx, userID, str(res, 1), email); err != nil {
-			return nil, false, err
+	if state == 0 && email != "" {
+		if old := str(res, 1); lower(old) != lower(email) {
+			if err := s.moveEmailIndex(ctx, userID, old, email); err != nil {
+				return nil, false, err
+			}
+			if err := s.unindexOldEmail(ctx, userID, old, u.Email); err != nil {
+				return nil, false, err
+			}
 		}
-		if err := s.unindexOldEmail(ctx, userID, str(res, 1), u.Email); err != nil {
-			return nil, false, err
-		}
-		if email != "" && (ident.Email != p.Email || ident.EmailVerified != p.EmailVerified) {
+		if ident.Email != p.Email || ident.EmailVerified != p.EmailVerified {
 			ident.Email, ident.EmailVerified = p.Email, p.EmailVerified
 			if raw, err := json.Marshal(&ident); err == nil {
 				if err := s.rdb.SetArgs(ctx, idKey, raw, redis.SetArgs{Mode: "XX"}).Err(); err != nil && !errors.Is(err, redis.Nil) {
@@ -154,10 +147,33 @@ func (s *Store) resolveIdentity(ctx context.Context, id grants.Identity, p grant
 			}
 		}
 	}
-	if err := s.indexUser(ctx, u); err != nil {
-		return nil, false, err
+	if email == "" {
+		// Listed under the email it had, or none (ensureIndexedUser lists
+		// the users whose sign-in gives one).
+		if err := s.indexUser(ctx, u); err != nil {
+			return nil, false, err
+		}
 	}
 	return u, state == 1, nil
+}
+
+// ensureIndexedUser runs ensureUser on userID with the index entries the
+// user needs sent before it (a new identity in the user's identity set, the
+// email in the email index) and the user list's entry after it, in one
+// round trip on one master (aroundScript). The entries are written whatever
+// the script decides: every reader of these indexes re-checks the user.
+func (s *Store) ensureIndexedUser(ctx context.Context, mode, suffix, userID string, p grants.Profile, now time.Time) ([]any, error) {
+	var before, after []redis.Cmder
+	if mode == "new" {
+		before = append(before, redis.NewIntCmd(ctx, "sadd", s.key("ui", userID), suffix))
+	}
+	if p.Email != "" {
+		// Indexed before the user carries it, so a reader never misses it.
+		before = append(before, redis.NewIntCmd(ctx, "sadd", s.key("ue", lower(p.Email)), userID))
+		after = append(after, redis.NewIntCmd(ctx, "zadd", s.usersIndexKey(), 0, grants.UserIndexKey(p.Email, userID)))
+	}
+	return s.aroundScript(ctx, before, ensureUser, []string{s.key("u", userID)},
+		[]any{mode, suffix, userID, p.Email, boolStr(p.EmailVerified), p.Name, p.Picture, fmtTime(now)}, after)
 }
 
 // moveEmailIndex runs after a profile refresh that changed old to email (the

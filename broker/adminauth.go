@@ -59,7 +59,7 @@ func (b *Broker) finishAdminLogin(w http.ResponseWriter, r *http.Request, sess *
 		b.unavailable(w, r, "resolving the user", err)
 		return
 	}
-	b.browser.renew(ctx, sess)
+	b.browser.renew(sess)
 	authTime := id.AuthTime
 	if authTime.IsZero() {
 		authTime = b.now()

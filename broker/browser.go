@@ -1,10 +1,10 @@
 package broker
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"net/http"
+	"strings"
 	"time"
 
 	"github.com/gorilla/securecookie"
@@ -89,15 +89,17 @@ func (s *browserStore) New(r *http.Request, name string) (*gsessions.Session, er
 	return sess, nil
 }
 
-const createdKey = "\x00created"
-
 // Save writes the session server-side and (re)sets the cookie. MaxAge < 0
 // deletes it.
 func (s *browserStore) Save(r *http.Request, w http.ResponseWriter, sess *gsessions.Session) error {
 	ctx := r.Context()
+	replaces, _ := sess.Values[replacesKey].(string)
 	if sess.Options.MaxAge < 0 {
-		if sess.ID != "" {
-			if err := s.st.DeleteBrowserSession(ctx, sess.ID); err != nil && !errors.Is(err, sessions.ErrNotFound) {
+		for _, id := range []string{sess.ID, replaces} {
+			if id == "" {
+				continue
+			}
+			if err := s.st.DeleteBrowserSession(ctx, id); err != nil && !errors.Is(err, sessions.ErrNotFound) {
 				return fmt.Errorf("deleting browser session: %w", err)
 			}
 		}
@@ -119,11 +121,16 @@ func (s *browserStore) Save(r *http.Request, w http.ResponseWriter, sess *gsessi
 	for k, v := range sess.Values {
 		ks, ok1 := k.(string)
 		vs, ok2 := v.(string)
-		if ok1 && ok2 && ks != createdKey {
+		if ok1 && ok2 && !strings.HasPrefix(ks, "\x00") {
 			rec.Values[ks] = vs
 		}
 	}
-	if err := s.st.SaveBrowserSession(ctx, rec); err != nil {
+	if replaces != "" {
+		if err := s.st.ReplaceBrowserSession(ctx, rec, replaces); err != nil {
+			return fmt.Errorf("saving browser session: %w", err)
+		}
+		delete(sess.Values, replacesKey)
+	} else if err := s.st.SaveBrowserSession(ctx, rec); err != nil {
 		return fmt.Errorf("saving browser session: %w", err)
 	}
 	encoded, err := s.codec.Encode(sess.Name(), sess.ID)
@@ -134,11 +141,22 @@ func (s *browserStore) Save(r *http.Request, w http.ResponseWriter, sess *gsessi
 	return nil
 }
 
-// renew gives the session a new ID (after sign-in), dropping the old record,
-// so a session ID fixed before sign-in is worthless after it.
-func (s *browserStore) renew(ctx context.Context, sess *gsessions.Session) {
+// Values under keys starting with a NUL byte are the store's own
+// bookkeeping, never saved as session values.
+const (
+	createdKey  = "\x00created"
+	replacesKey = "\x00replaces" // the ID renew dropped, deleted by the next Save
+)
+
+// renew gives the session a new ID (after sign-in), so a session ID fixed
+// before sign-in is worthless after it: the next Save stores the session
+// under the new ID and deletes the old record in the same write (one round
+// trip, one durable commit). Nothing signed in is ever saved under the old ID.
+func (s *browserStore) renew(sess *gsessions.Session) {
 	if sess.ID != "" {
-		_ = s.st.DeleteBrowserSession(ctx, sess.ID)
+		if _, pending := sess.Values[replacesKey]; !pending {
+			sess.Values[replacesKey] = sess.ID
+		}
 	}
 	sess.ID = ""
 	delete(sess.Values, createdKey)

@@ -87,7 +87,7 @@ func (b *Broker) handleCallback(w http.ResponseWriter, r *http.Request) {
 	ar.AMR = id.AMR
 	ar.Upstream = &sessions.Upstream{Subject: id.Subject, Claims: id.Claims}
 	// New session ID after sign-in (session fixation), then remember the account.
-	b.browser.renew(ctx, sess)
+	b.browser.renew(sess)
 	acct := accountOf(u.ID, created, id, ar.AuthTime, b.now())
 	rememberAccount(sess, acct)
 	b.bindSignIn(sess, ar)

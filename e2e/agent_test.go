@@ -250,12 +250,21 @@ type sessionRecorder struct {
 }
 
 func (s *sessionRecorder) SaveBrowserSession(ctx context.Context, bs *sessions.BrowserSession) error {
-	s.mu.Lock()
-	if len(s.ids) == 0 || s.ids[len(s.ids)-1] != bs.ID {
-		s.ids = append(s.ids, bs.ID)
-	}
-	s.mu.Unlock()
+	s.record(bs.ID)
 	return s.Store.SaveBrowserSession(ctx, bs)
+}
+
+func (s *sessionRecorder) ReplaceBrowserSession(ctx context.Context, bs *sessions.BrowserSession, oldID string) error {
+	s.record(bs.ID)
+	return s.Store.ReplaceBrowserSession(ctx, bs, oldID)
+}
+
+func (s *sessionRecorder) record(id string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if len(s.ids) == 0 || s.ids[len(s.ids)-1] != id {
+		s.ids = append(s.ids, id)
+	}
 }
 
 // distinct counts the session IDs saved so far.

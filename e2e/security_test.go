@@ -5,6 +5,7 @@ import (
 	"crypto/elliptic"
 	"crypto/rand"
 	"encoding/json"
+	"errors"
 	"net/http"
 	"net/url"
 	"strings"
@@ -15,6 +16,7 @@ import (
 
 	"github.com/usher-oidc/usher/app"
 	"github.com/usher-oidc/usher/config"
+	"github.com/usher-oidc/usher/sessions"
 )
 
 // RFC 9700 §2.1.1 / §4.8: a code_verifier sent for an authorization that had
@@ -139,6 +141,12 @@ func TestBrowserSessionCookie(t *testing.T) {
 	a.callbackOf(resp, body)
 	if rec.distinct() != 2 {
 		t.Fatalf("session ID not renewed at sign-in: %d distinct session IDs saved, want 2", rec.distinct())
+	}
+	rec.mu.Lock()
+	before := rec.ids[0]
+	rec.mu.Unlock()
+	if _, err := rec.Store.GetBrowserSession(t.Context(), before); !errors.Is(err, sessions.ErrNotFound) {
+		t.Fatalf("the session from before sign-in is still stored: %v", err)
 	}
 
 	// Attributes, read from a fresh /login response.

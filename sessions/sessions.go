@@ -189,6 +189,9 @@ type Store interface {
 	GetBrowserSession(ctx context.Context, id string) (*BrowserSession, error)
 	SaveBrowserSession(ctx context.Context, s *BrowserSession) error
 	DeleteBrowserSession(ctx context.Context, id string) error
+	// ReplaceBrowserSession saves s and deletes the session oldID (gone
+	// already is fine) in one write: a sign-in's new session ID.
+	ReplaceBrowserSession(ctx context.Context, s *BrowserSession, oldID string) error
 
 	// SigningKeys lists all stored keys, oldest first.
 	SigningKeys(ctx context.Context) ([]SigningKey, error)

@@ -466,6 +466,28 @@ func (s *Store) SaveBrowserSession(ctx context.Context, bs *sessions.BrowserSess
 	return nil
 }
 
+// ReplaceBrowserSession: one transaction, one durable commit.
+func (s *Store) ReplaceBrowserSession(ctx context.Context, bs *sessions.BrowserSession, oldID string) error {
+	if bs == nil {
+		return fmt.Errorf("boltstore: replace browser session: nil: %w", ErrInvalid)
+	}
+	if err := checkKeys("boltstore: replace browser session", bs.ID, oldID); err != nil {
+		return err
+	}
+	if bs.ExpiresAt.IsZero() {
+		return fmt.Errorf("boltstore: replace browser session: no expiry: %w", ErrInvalid)
+	}
+	if err := s.batch(func(tx *bolt.Tx) error {
+		if err := tx.Bucket(bBrowser).Delete([]byte(oldID)); err != nil {
+			return err
+		}
+		return putJSON(tx.Bucket(bBrowser), []byte(bs.ID), bs)
+	}); err != nil {
+		return fmt.Errorf("boltstore: replace browser session: %w", err)
+	}
+	return nil
+}
+
 // DeleteBrowserSession is idempotent.
 func (s *Store) DeleteBrowserSession(ctx context.Context, id string) error {
 	if err := checkKeys("boltstore: delete browser session", id); err != nil {

@@ -348,6 +348,21 @@ func testBrowserSession(t *testing.T, ctx context.Context, s sessions.Store, clo
 	wantErr(t, "get after delete", err, sessions.ErrNotFound)
 	must(t, "delete again", s.DeleteBrowserSession(ctx, "bs-1"))
 
+	// A sign-in's new ID: the new record in, the old one out, in one write.
+	must(t, "save before sign-in", s.SaveBrowserSession(ctx, bs))
+	signedIn := &sessions.BrowserSession{ID: "bs-3", Values: map[string]string{"account": "u1"}, CreatedAt: clock.Now(), ExpiresAt: clock.Now().Add(time.Hour)}
+	must(t, "replace", s.ReplaceBrowserSession(ctx, signedIn, "bs-1"))
+	_, err = s.GetBrowserSession(ctx, "bs-1")
+	wantErr(t, "the replaced session", err, sessions.ErrNotFound)
+	got, err = s.GetBrowserSession(ctx, "bs-3")
+	must(t, "get the replacement", err)
+	same(t, "the replacement", signedIn, got)
+	signedIn.ID = "bs-4"
+	must(t, "replace a session that is gone", s.ReplaceBrowserSession(ctx, signedIn, "bs-1"))
+	got, err = s.GetBrowserSession(ctx, "bs-4")
+	must(t, "get the second replacement", err)
+	same(t, "the second replacement", signedIn, got)
+
 	must(t, "save short", s.SaveBrowserSession(ctx, &sessions.BrowserSession{ID: "bs-2", CreatedAt: clock.Now(), ExpiresAt: clock.Now().Add(time.Minute)}))
 	clock.Advance(time.Minute)
 	_, err = s.GetBrowserSession(ctx, "bs-2")
@@ -445,9 +460,13 @@ func testSessionsBadInput(t *testing.T, ctx context.Context, s sessions.Store, c
 			return s.SaveBrowserSession(ctx, &sessions.BrowserSession{ExpiresAt: now.Add(time.Hour)})
 		},
 		"DeleteBrowserSession(\"\")": func() error { return s.DeleteBrowserSession(ctx, "") },
-		"AddSigningKey(nil)":         func() error { return s.AddSigningKey(ctx, nil, false) },
-		"AddSigningKey(no id)":       func() error { return s.AddSigningKey(ctx, signingKey("", now), false) },
-		"DeleteSigningKey(\"\")":     func() error { return s.DeleteSigningKey(ctx, "") },
+		"ReplaceBrowserSession(nil)": func() error { return s.ReplaceBrowserSession(ctx, nil, "bs-x") },
+		"ReplaceBrowserSession(no old id)": func() error {
+			return s.ReplaceBrowserSession(ctx, &sessions.BrowserSession{ID: "bs-y", ExpiresAt: now.Add(time.Hour)}, "")
+		},
+		"AddSigningKey(nil)":     func() error { return s.AddSigningKey(ctx, nil, false) },
+		"AddSigningKey(no id)":   func() error { return s.AddSigningKey(ctx, signingKey("", now), false) },
+		"DeleteSigningKey(\"\")": func() error { return s.DeleteSigningKey(ctx, "") },
 	})
 	// The valid token survived the bad calls.
 	got, err := s.GetRefreshToken(ctx, "rt-valid")

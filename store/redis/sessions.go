@@ -501,12 +501,41 @@ func (s *Store) SaveBrowserSession(ctx context.Context, bs *sessions.BrowserSess
 	if bs.ExpiresAt.IsZero() {
 		return fmt.Errorf("redisstore: save browser session: no expiry: %w", ErrInvalid)
 	}
-	raw, err := json.Marshal(bs)
-	if err == nil {
-		err = s.rdb.SetArgs(ctx, s.key("bs", bs.ID), raw, redis.SetArgs{ExpireAt: time.UnixMilli(expireAtMS(bs.ExpiresAt))}).Err()
-	}
-	if err != nil {
+	if err := s.saveBrowserSession(ctx, s.rdb, bs); err != nil {
 		return fmt.Errorf("redisstore: save browser session: %w", err)
+	}
+	return nil
+}
+
+func (s *Store) saveBrowserSession(ctx context.Context, c redis.Cmdable, bs *sessions.BrowserSession) error {
+	raw, err := json.Marshal(bs)
+	if err != nil {
+		return err
+	}
+	return c.SetArgs(ctx, s.key("bs", bs.ID), raw, redis.SetArgs{ExpireAt: time.UnixMilli(expireAtMS(bs.ExpiresAt))}).Err()
+}
+
+// ReplaceBrowserSession: the new session's SET and the old one's DEL in one
+// pipeline (other slots on a cluster, so not one transaction: should the
+// DEL fail, the error says so and the old session expires on its own).
+func (s *Store) ReplaceBrowserSession(ctx context.Context, bs *sessions.BrowserSession, oldID string) error {
+	if bs == nil {
+		return fmt.Errorf("redisstore: replace browser session: nil: %w", ErrInvalid)
+	}
+	if err := checkKeys("redisstore: replace browser session", bs.ID, oldID); err != nil {
+		return err
+	}
+	if bs.ExpiresAt.IsZero() {
+		return fmt.Errorf("redisstore: replace browser session: no expiry: %w", ErrInvalid)
+	}
+	var save error
+	_, err := s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+		save = s.saveBrowserSession(ctx, p, bs)
+		p.Del(ctx, s.key("bs", oldID))
+		return nil
+	})
+	if err = errors.Join(save, err); err != nil {
+		return fmt.Errorf("redisstore: replace browser session: %w", err)
 	}
 	return nil
 }

@@ -1,6 +1,7 @@
 package broker
 
 import (
+	"context"
 	"bytes"
 	"html/template"
 	"net/http"
@@ -16,6 +17,7 @@ import (
 // inline onload handler, which usher's CSP (rightly) blocks, and carries no
 // `iss` (RFC 9207).
 func (b *Broker) authResponse(w http.ResponseWriter, r *http.Request, ar *sessions.AuthRequest) {
+	r = r.WithContext(context.WithValue(r.Context(), ctxCodeFor{}, ar))
 	if ar.ResponseMode == responseModeWebMessage {
 		b.webMessageCode(w, r, ar)
 		return

@@ -160,12 +160,15 @@ func (s opStorage) AuthRequestByCode(ctx context.Context, code string) (op.AuthR
 	case err != nil:
 		return nil, storeError("consuming the authorization code", err)
 	}
-	ar, err := b.sessions.GetAuthRequest(ctx, c.AuthRequestID)
-	if err != nil {
-		if errors.Is(err, sessions.ErrNotFound) {
-			return nil, oidc.ErrInvalidGrant().WithDescription("authorization code invalid or expired")
+	ar := c.AuthRequest
+	if ar == nil || ar.ID != c.AuthRequestID {
+		ar, err = b.sessions.GetAuthRequest(ctx, c.AuthRequestID)
+		if err != nil {
+			if errors.Is(err, sessions.ErrNotFound) {
+				return nil, oidc.ErrInvalidGrant().WithDescription("authorization code invalid or expired")
+			}
+			return nil, storeError("loading the authorization request", err)
 		}
-		return nil, storeError("loading the authorization request", err)
 	}
 	if !ar.Done {
 		return nil, oidc.ErrInvalidGrant()
@@ -173,9 +176,18 @@ func (s opStorage) AuthRequestByCode(ctx context.Context, code string) (op.AuthR
 	return authRequest{ar}, nil
 }
 
+// ctxCodeFor carries the completed auth request from authResponse to
+// SaveAuthCode, which zitadel's op calls with the request's context and
+// only the auth request's ID.
+type ctxCodeFor struct{}
+
 func (s opStorage) SaveAuthCode(ctx context.Context, id, code string) error {
 	b := s.b
-	err := b.sessions.SaveCode(ctx, &sessions.Code{Hash: hashToken(code), AuthRequestID: id, ExpiresAt: b.now().Add(b.opts.Tokens.Code)})
+	c := &sessions.Code{Hash: hashToken(code), AuthRequestID: id, ExpiresAt: b.now().Add(b.opts.Tokens.Code)}
+	if ar, _ := ctx.Value(ctxCodeFor{}).(*sessions.AuthRequest); ar != nil && ar.ID == id && ar.Done {
+		c.AuthRequest = ar
+	}
+	err := b.sessions.SaveCode(ctx, c)
 	return storeError("saving the authorization code", err)
 }
 

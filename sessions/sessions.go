@@ -97,6 +97,12 @@ type Code struct {
 	// is recognised (and the tokens issued from it revoked) instead of looking
 	// like an unknown code.
 	Used bool `json:"used,omitempty"`
+	// AuthRequest is the completed authorization request the code was
+	// issued for, as it was then (nothing changes it after): the token
+	// request reads it with the code instead of reading it again. Codes
+	// saved without it (before this field existed) are answered from
+	// the auth request's own record.
+	AuthRequest *AuthRequest `json:"auth_request,omitempty"`
 }
 
 // RefreshToken is one link of a refresh-token family. Every token issued from

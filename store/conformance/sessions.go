@@ -108,6 +108,14 @@ func testCodeConsumeOnce(t *testing.T, ctx context.Context, s sessions.Store, cl
 	}
 	_, err = s.ConsumeCode(ctx, "unknown")
 	wantErr(t, "consume unknown", err, sessions.ErrNotFound)
+
+	// The completed auth request travels with its code.
+	ar := authRequest("ar-2", clock.Now())
+	ar.Done, ar.Subject = true, "usr_1"
+	must(t, "save with its auth request", s.SaveCode(ctx, &sessions.Code{Hash: "code-2", AuthRequestID: "ar-2", ExpiresAt: clock.Now().Add(time.Minute), AuthRequest: ar}))
+	got, err = s.ConsumeCode(ctx, "code-2")
+	must(t, "consume with its auth request", err)
+	same(t, "the code's auth request", ar, got.AuthRequest)
 }
 
 func testCodeExpiry(t *testing.T, ctx context.Context, s sessions.Store, clock *Clock) {

@@ -42,6 +42,9 @@ func (b *Broker) grant(ctx context.Context, subject string) (*grants.Grant, erro
 	if cache != nil && cache.grant != nil && cache.grant.UserID == subject {
 		return cache.grant, nil
 	}
+	if b.readUserAndGrant(ctx, cache, subject) {
+		return cache.grant, nil
+	}
 	g, err := b.grants.GetGrant(ctx, subject)
 	if err == nil && cache != nil {
 		cache.grant = g
@@ -55,11 +58,48 @@ func (b *Broker) user(ctx context.Context, subject string) (*grants.User, error)
 	if cache != nil && cache.user != nil && cache.user.ID == subject {
 		return cache.user, nil
 	}
+	if b.readUserAndGrant(ctx, cache, subject) {
+		return cache.user, nil
+	}
 	u, err := b.grants.GetUser(ctx, subject)
 	if err == nil && cache != nil {
 		cache.user = u
 	}
 	return u, err
+}
+
+// readUserAndGrant fills the token response's cache with the subject's
+// user and grant in one store read where the store can (UserGrantReader);
+// false leaves the caller to read what it needs on its own (no cache, no
+// such store, no such user, or a failure the single reads report).
+func (b *Broker) readUserAndGrant(ctx context.Context, cache *claimsCache, subject string) bool {
+	r, ok := b.grants.(grants.UserGrantReader)
+	if cache == nil || !ok {
+		return false
+	}
+	u, g, err := r.UserAndGrant(ctx, subject)
+	if err != nil {
+		return false
+	}
+	cache.user, cache.grant = u, g
+	return true
+}
+
+// userAndGrant reads a user (ErrNotFound if absent) and its grant, in one
+// store read where the store can (UserGrantReader).
+func (b *Broker) userAndGrant(ctx context.Context, userID string) (*grants.User, *grants.Grant, error) {
+	if r, ok := b.grants.(grants.UserGrantReader); ok {
+		return r.UserAndGrant(ctx, userID)
+	}
+	u, err := b.grants.GetUser(ctx, userID)
+	if err != nil {
+		return nil, nil, err
+	}
+	g, err := b.grants.GetGrant(ctx, userID)
+	if err != nil {
+		return nil, nil, err
+	}
+	return u, g, nil
 }
 
 func (b *Broker) loadClaims(ctx context.Context, subject string) (map[string]any, error) {

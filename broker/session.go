@@ -95,16 +95,11 @@ func (b *Broker) sessionTooOld(ar *sessions.AuthRequest, acct signedInAccount) b
 // sessionLive: the session's user may have been erased, or signed out
 // everywhere, since this session signed in.
 func (b *Broker) sessionLive(r *http.Request, acct signedInAccount) bool {
-	_, err := b.grants.GetUser(r.Context(), acct.UserID)
+	_, g, err := b.userAndGrant(r.Context(), acct.UserID)
 	if err != nil {
 		if !isNotFound(err) {
-			b.log.WarnContext(r.Context(), "loading the session's user", "err", err)
+			b.log.WarnContext(r.Context(), "loading the session's user and grant", "err", err)
 		}
-		return false
-	}
-	g, err := b.grants.GetGrant(r.Context(), acct.UserID)
-	if err != nil {
-		b.log.WarnContext(r.Context(), "loading the session's grant", "err", err)
 		return false
 	}
 	return !g.SignedOut(time.UnixMilli(acct.SignedInAt))

@@ -262,6 +262,14 @@ type Job struct {
 	LeaseUntil time.Time `json:"lease_until,omitempty"`
 }
 
+// UserGrantReader is an optional capability of a Store: UserAndGrant reads a
+// user (ErrNotFound if absent) and its grant (as GetGrant) together, where
+// the backend can do it in one round trip (Redis: one pipeline). A token
+// response needs both.
+type UserGrantReader interface {
+	UserAndGrant(ctx context.Context, userID string) (*User, *Grant, error)
+}
+
 // Store keeps users, invitations, grants and jobs. Implementations must be safe
 // for concurrent use by several processes sharing the backend.
 type Store interface {

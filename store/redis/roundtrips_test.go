@@ -2,6 +2,8 @@ package redis_test
 
 import (
 	"context"
+	"errors"
+	"reflect"
 	"slices"
 	"sync/atomic"
 	"testing"
@@ -72,5 +74,54 @@ func TestResolveIdentityRoundTrips(t *testing.T) {
 	listed, _, err := st.ListUsers(ctx, grants.UserFilter{Query: "trips"})
 	if err != nil || !slices.ContainsFunc(listed, func(u grants.User) bool { return u.ID == "usr_trips" }) {
 		t.Errorf("listed: %+v %v", listed, err)
+	}
+}
+
+// UserAndGrant answers what GetUser and GetGrant answer, in one round trip
+// on one master, also after the master lost its scripts; an unknown user is
+// ErrNotFound.
+func TestUserAndGrant(t *testing.T) {
+	t.Parallel()
+	ctx := ctxT(t)
+	hook := &countTrips{}
+	rdb := redis.NewClient(&redis.Options{Addr: standalone.addr()})
+	rdb.AddHook(hook)
+	st := redisstore.New(rdb, redisstore.Options{Prefix: uniquePrefix()})
+	t.Cleanup(func() { _ = st.Close() })
+	id := grants.Identity{Issuer: "https://idp.example/", Subject: "auth0|ug"}
+	if _, _, err := st.ResolveIdentity(ctx, id, grants.Profile{Email: "ug@example.com"}, "usr_ug", time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := st.AddRoles(ctx, "usr_ug", []string{"member"}, time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	wantUser, err := st.GetUser(ctx, "usr_ug")
+	if err != nil {
+		t.Fatal(err)
+	}
+	wantGrant, err := st.GetGrant(ctx, "usr_ug")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, flush := range []bool{false, true} {
+		if flush {
+			if err := rdb.ScriptFlush(ctx).Err(); err != nil {
+				t.Fatal(err)
+			}
+		}
+		before := hook.n.Load()
+		u, g, err := st.UserAndGrant(ctx, "usr_ug")
+		if err != nil {
+			t.Fatalf("flush=%v: %v", flush, err)
+		}
+		if n := hook.n.Load() - before; !flush && n != 1 {
+			t.Errorf("%d round trips, want 1", n)
+		}
+		if !reflect.DeepEqual(u, wantUser) || !reflect.DeepEqual(g, wantGrant) {
+			t.Errorf("flush=%v: %+v %+v, want %+v %+v", flush, u, g, wantUser, wantGrant)
+		}
+	}
+	if _, _, err := st.UserAndGrant(ctx, "usr_nobody"); !errors.Is(err, grants.ErrNotFound) {
+		t.Errorf("unknown user: %v", err)
 	}
 }

@@ -384,6 +384,13 @@ func (s *Store) grantOpRecording(ctx context.Context, userID string, events []gr
 	if err != nil {
 		return nil, nil, err
 	}
+	return grantFromReply(userID, res)
+}
+
+// grantFromReply decodes grantApply's reply: the grant and its pending
+// merges (invitation ID → entry).
+func grantFromReply(userID string, res []any) (*grants.Grant, map[string]string, error) {
+	var err error
 	if len(res) != 4 {
 		return nil, nil, fmt.Errorf("unexpected grant reply %v", res)
 	}

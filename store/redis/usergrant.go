@@ -1,0 +1,68 @@
+package redis
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/usher-oidc/usher/grants"
+)
+
+// UserAndGrant reads a user and its grant (grants.UserGrantReader) in one
+// pipeline on one master; on a cluster, where the two live in other slots,
+// as GetUser and GetGrant. A grant with pending merges is healed as GetGrant
+// heals it.
+func (s *Store) UserAndGrant(ctx context.Context, userID string) (*grants.User, *grants.Grant, error) {
+	if err := checkKeys("redisstore: user and grant", userID); err != nil {
+		return nil, nil, err
+	}
+	if _, cluster := s.rdb.(*redis.ClusterClient); cluster {
+		return s.userThenGrant(ctx, userID)
+	}
+	var user *redis.MapStringStringCmd
+	grant := evalSha(ctx, grantApply, s.grantKeys(userID), "get", "", "", "", 0)
+	_, _ = s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+		user = p.HGetAll(ctx, s.key("u", userID))
+		_ = p.Process(ctx, grant)
+		return nil
+	})
+	if err := user.Err(); err != nil {
+		return nil, nil, fmt.Errorf("redisstore: get user %s: %w", userID, err)
+	}
+	if len(user.Val()) == 0 {
+		return nil, nil, fmt.Errorf("redisstore: get user %s: %w", userID, grants.ErrNotFound)
+	}
+	u, err := userFromHash(user.Val())
+	if err != nil {
+		return nil, nil, fmt.Errorf("redisstore: get user %s: %w", userID, err)
+	}
+	res, err := grant.Slice()
+	if redis.HasErrorPrefix(err, "NOSCRIPT") {
+		g, err := s.GetGrant(ctx, userID)
+		return u, g, err
+	}
+	if err != nil {
+		return nil, nil, fmt.Errorf("redisstore: get grant of %s: %w", userID, err)
+	}
+	g, pending, err := grantFromReply(userID, res)
+	if err == nil && len(pending) > 0 {
+		g, err = s.healGrant(ctx, userID, g, pending)
+	}
+	if err != nil {
+		return nil, nil, fmt.Errorf("redisstore: get grant of %s: %w", userID, err)
+	}
+	return u, g, nil
+}
+
+func (s *Store) userThenGrant(ctx context.Context, userID string) (*grants.User, *grants.Grant, error) {
+	u, err := s.GetUser(ctx, userID)
+	if err != nil {
+		return nil, nil, err
+	}
+	g, err := s.GetGrant(ctx, userID)
+	if err != nil {
+		return nil, nil, err
+	}
+	return u, g, nil
+}

@@ -81,3 +81,51 @@ func evalSha(ctx context.Context, sc *redis.Script, keys []string, args ...any) 
 	}
 	return redis.NewCmd(ctx, append(cmdArgs, args...)...)
 }
+
+// scriptCall is one script with its keys and arguments.
+type scriptCall struct {
+	sc   *redis.Script
+	keys []string
+	args []any
+}
+
+// runTogether runs independent scripts, in order, in one pipeline on one
+// master (each sent again with its source after NOSCRIPT), one by one
+// through run on a cluster. It returns each script's reply, or the first
+// error.
+func (s *Store) runTogether(ctx context.Context, calls ...scriptCall) ([][]any, error) {
+	out := make([][]any, len(calls))
+	if _, cluster := s.rdb.(*redis.ClusterClient); cluster {
+		for i, c := range calls {
+			res, err := s.runScript(ctx, c.sc, c.keys, c.args...)
+			if err != nil {
+				return nil, err
+			}
+			out[i] = res
+		}
+		return out, nil
+	}
+	cmds := make([]*redis.Cmd, len(calls))
+	_, _ = s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+		for i, c := range calls {
+			cmds[i] = evalSha(ctx, c.sc, c.keys, c.args...)
+			_ = p.Process(ctx, cmds[i])
+		}
+		return nil
+	})
+	for i, c := range calls {
+		v, err := cmds[i].Result()
+		if redis.HasErrorPrefix(err, "NOSCRIPT") {
+			v, err = c.sc.Eval(ctx, s.rdb, c.keys, c.args...).Result()
+		}
+		if err != nil {
+			return nil, err
+		}
+		if arr, ok := v.([]any); ok {
+			out[i] = arr
+		} else {
+			out[i] = []any{v}
+		}
+	}
+	return out, nil
+}

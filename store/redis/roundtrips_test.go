@@ -12,6 +12,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/usher-oidc/usher/grants"
+	"github.com/usher-oidc/usher/sessions"
 	redisstore "github.com/usher-oidc/usher/store/redis"
 )
 
@@ -35,7 +36,8 @@ func TestResolveIdentityRoundTrips(t *testing.T) {
 	t.Parallel()
 	ctx := ctxT(t)
 	hook := &countTrips{}
-	rdb := redis.NewClient(&redis.Options{Addr: standalone.addr()})
+	// A server of its own: SCRIPT FLUSH would make other tests' scripts miss.
+	rdb := redis.NewClient(&redis.Options{Addr: startServerT(t, 0).addr()})
 	rdb.AddHook(hook)
 	st := redisstore.New(rdb, redisstore.Options{Prefix: uniquePrefix()})
 	t.Cleanup(func() { _ = st.Close() })
@@ -84,7 +86,8 @@ func TestUserAndGrant(t *testing.T) {
 	t.Parallel()
 	ctx := ctxT(t)
 	hook := &countTrips{}
-	rdb := redis.NewClient(&redis.Options{Addr: standalone.addr()})
+	// A server of its own: SCRIPT FLUSH would make other tests' scripts miss.
+	rdb := redis.NewClient(&redis.Options{Addr: startServerT(t, 0).addr()})
 	rdb.AddHook(hook)
 	st := redisstore.New(rdb, redisstore.Options{Prefix: uniquePrefix()})
 	t.Cleanup(func() { _ = st.Close() })
@@ -123,5 +126,61 @@ func TestUserAndGrant(t *testing.T) {
 	}
 	if _, _, err := st.UserAndGrant(ctx, "usr_nobody"); !errors.Is(err, grants.ErrNotFound) {
 		t.Errorf("unknown user: %v", err)
+	}
+}
+
+// A refresh token is created in two round trips (its session link and index
+// entry together, then the token) and rotated in two (the next token's
+// index entry, then the rotation), also after SCRIPT FLUSH; a rotation that
+// names another family than the old token's is still refused as invalid.
+func TestRefreshRoundTrips(t *testing.T) {
+	t.Parallel()
+	ctx := ctxT(t)
+	hook := &countTrips{}
+	// A server of its own: SCRIPT FLUSH would make other tests' scripts miss.
+	rdb := redis.NewClient(&redis.Options{Addr: startServerT(t, 0).addr()})
+	rdb.AddHook(hook)
+	st := redisstore.New(rdb, redisstore.Options{Prefix: uniquePrefix()})
+	t.Cleanup(func() { _ = st.Close() })
+	now := time.Now()
+	token := func(hash, family string) *sessions.RefreshToken {
+		return &sessions.RefreshToken{Hash: hash, FamilyID: family, ClientID: "spa", Subject: "usr_1", SessionID: "sess-1",
+			AuthTime: now, CreatedAt: now, ExpiresAt: now.Add(time.Hour), FamilyExpiresAt: now.Add(24 * time.Hour)}
+	}
+	if err := st.CreateRefreshToken(ctx, token("warm", "fam-0")); err != nil { // connections dialled, scripts loaded
+		t.Fatal(err)
+	}
+	if err := st.RotateRefreshToken(ctx, "warm", token("warm-2", "fam-0")); err != nil {
+		t.Fatal(err)
+	}
+	counted := func(what string, want int64, f func() error) {
+		t.Helper()
+		before := hook.n.Load()
+		if err := f(); err != nil {
+			t.Fatalf("%s: %v", what, err)
+		}
+		if n := hook.n.Load() - before; n != want {
+			t.Errorf("%s: %d round trips, want %d", what, n, want)
+		}
+	}
+	counted("create", 2, func() error { return st.CreateRefreshToken(ctx, token("rt-1", "fam-1")) })
+	counted("rotate", 2, func() error { return st.RotateRefreshToken(ctx, "rt-1", token("rt-2", "fam-1")) })
+	if err := rdb.ScriptFlush(ctx).Err(); err != nil {
+		t.Fatal(err)
+	}
+	if err := st.CreateRefreshToken(ctx, token("rt-3", "fam-3")); err != nil {
+		t.Fatalf("create after SCRIPT FLUSH: %v", err)
+	}
+	if err := st.RotateRefreshToken(ctx, "rt-3", token("rt-4", "fam-3")); err != nil {
+		t.Fatalf("rotate after SCRIPT FLUSH: %v", err)
+	}
+	if got, err := st.GetRefreshToken(ctx, "rt-4"); err != nil || got.FamilyID != "fam-3" {
+		t.Fatalf("the rotated token: %+v %v", got, err)
+	}
+	if err := st.RotateRefreshToken(ctx, "rt-4", token("rt-5", "fam-other")); !errors.Is(err, redisstore.ErrInvalid) {
+		t.Errorf("rotation into another family: %v, want ErrInvalid", err)
+	}
+	if err := st.RotateRefreshToken(ctx, "rt-unknown", token("rt-6", "fam-3")); !errors.Is(err, sessions.ErrNotFound) {
+		t.Errorf("rotating an unknown token: %v, want ErrNotFound", err)
 	}
 }

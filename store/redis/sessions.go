@@ -205,15 +205,43 @@ func refreshArgs(rt *sessions.RefreshToken) (string, string, int64, []byte, erro
 	return microsStr(rt.ExpiresAt), fe, expireAtMS(refreshDeadline(rt)), raw, err
 }
 
+// linkAndClaim links rt's family to its session (linkSessionFamily) and
+// claims rt's index entry (claimRefreshIndex), both before the token is
+// stored, in one round trip where they can share one.
+func (s *Store) linkAndClaim(ctx context.Context, rt *sessions.RefreshToken, expireAt int64) (bool, error) {
+	claim := scriptCall{claimIndex, []string{s.key("rth", rt.Hash)}, []any{rt.FamilyID, "0", expireAt}}
+	if rt.SessionID == "" {
+		return s.claimRefreshIndex(ctx, rt.Hash, rt.FamilyID, expireAt)
+	}
+	if err := checkKeys("redisstore: link session family", rt.SessionID); err != nil {
+		return false, err
+	}
+	link := scriptCall{addSessionFamily, []string{s.sessionFamilies(rt.SessionID)}, []any{rt.FamilyID, expireAtMS(rt.FamilyExpiresAt)}}
+	res, err := s.runTogether(ctx, link, claim)
+	if err != nil {
+		return false, err
+	}
+	return s.claimRefreshIndexFrom(ctx, rt.Hash, rt.FamilyID, expireAt, res[1])
+}
+
 // claimRefreshIndex points rth:<hash> at family. It reports whether it
 // created the entry, and ErrConflict when a live token of another family has
 // this hash.
 func (s *Store) claimRefreshIndex(ctx context.Context, hash, family string, expireAt int64) (bool, error) {
+	return s.claimRefreshIndexFrom(ctx, hash, family, expireAt, nil)
+}
+
+// claimRefreshIndexFrom is claimRefreshIndex given the reply of its first
+// claimIndex run, if it ran already (nil: not yet).
+func (s *Store) claimRefreshIndexFrom(ctx context.Context, hash, family string, expireAt int64, first []any) (bool, error) {
 	k := s.key("rth", hash)
-	for range 3 {
-		res, err := s.runScript(ctx, claimIndex, []string{k}, family, "0", expireAt)
-		if err != nil {
-			return false, err
+	for i := range 3 {
+		res := first
+		if i > 0 || res == nil {
+			var err error
+			if res, err = s.runScript(ctx, claimIndex, []string{k}, family, "0", expireAt); err != nil {
+				return false, err
+			}
 		}
 		switch str(res, 0) {
 		case "created":
@@ -283,10 +311,7 @@ func (s *Store) CreateRefreshToken(ctx context.Context, rt *sessions.RefreshToke
 	if err != nil {
 		return fmt.Errorf("redisstore: create refresh token: %w", err)
 	}
-	if err := s.linkSessionFamily(ctx, rt); err != nil {
-		return err
-	}
-	created, err := s.claimRefreshIndex(ctx, rt.Hash, rt.FamilyID, at)
+	created, err := s.linkAndClaim(ctx, rt, at)
 	if err != nil {
 		return fmt.Errorf("redisstore: create refresh token: %w", err)
 	}
@@ -378,23 +403,50 @@ func (s *Store) RotateRefreshToken(ctx context.Context, oldHash string, next *se
 	if err != nil {
 		return fmt.Errorf("redisstore: rotate refresh token: %w", err)
 	}
-	family, err := s.rdb.Get(ctx, s.key("rth", oldHash)).Result()
-	if errors.Is(err, redis.Nil) {
-		return fmt.Errorf("redisstore: rotate refresh token: %w", sessions.ErrNotFound)
+	r := rotation{oldHash: oldHash, next: next, e: e, fe: fe, expireAt: at, raw: raw}
+	// Every rotation usher makes keeps the family (the broker read the old
+	// token's just before): try it without looking the family up. Not
+	// found there, the old token's own family is looked up and decides.
+	err = s.rotateIn(ctx, next.FamilyID, r)
+	if errors.Is(err, sessions.ErrNotFound) {
+		family, gerr := s.rdb.Get(ctx, s.key("rth", oldHash)).Result()
+		switch {
+		case errors.Is(gerr, redis.Nil):
+		case gerr != nil:
+			err = gerr
+		case family != next.FamilyID:
+			err = s.rotateIn(ctx, family, r)
+		}
 	}
 	if err != nil {
 		return fmt.Errorf("redisstore: rotate refresh token: %w", err)
 	}
+	return nil
+}
+
+type rotation struct {
+	oldHash  string
+	next     *sessions.RefreshToken
+	e, fe    string // refreshArgs of next
+	expireAt int64
+	raw      []byte
+}
+
+// rotateIn runs the rotation script on family's keys, with next's index
+// entry claimed first when next stays in family.
+func (s *Store) rotateIn(ctx context.Context, family string, r rotation) error {
+	next := r.next
 	created := false
+	var err error
 	if next.FamilyID == family {
-		if created, err = s.claimRefreshIndex(ctx, next.Hash, family, at); err != nil {
-			return fmt.Errorf("redisstore: rotate refresh token: %w", err)
+		if created, err = s.claimRefreshIndex(ctx, next.Hash, family, r.expireAt); err != nil {
+			return err
 		}
 	}
 	now := s.now()
 	res, err := s.runScript(ctx, rotateRefresh,
-		[]string{s.refreshKey(family, oldHash), s.refreshKey(family, next.Hash), s.familyMarker(family)},
-		microsStr(now), fmtTime(now), next.FamilyID, family, e, fe, at, raw,
+		[]string{s.refreshKey(family, r.oldHash), s.refreshKey(family, next.Hash), s.familyMarker(family)},
+		microsStr(now), fmtTime(now), next.FamilyID, family, r.e, r.fe, r.expireAt, r.raw,
 		reuseRevocationMargin.Microseconds(), ttlMargin.Milliseconds())
 	if err == nil {
 		err = outcome(str(res, 0), map[string]error{
@@ -405,13 +457,10 @@ func (s *Store) RotateRefreshToken(ctx context.Context, oldHash string, next *se
 			"invalid":  fmt.Errorf("next token is in family %s, not %s: %w", next.FamilyID, family, ErrInvalid),
 		})
 	}
-	if err != nil {
-		if created {
-			s.release(ctx, s.key("rth", next.Hash), family)
-		}
-		return fmt.Errorf("redisstore: rotate refresh token: %w", err)
+	if err != nil && created {
+		s.release(ctx, s.key("rth", next.Hash), family)
 	}
-	return nil
+	return err
 }
 
 func (s *Store) putMarker(ctx context.Context, what, key string, until time.Time) error {

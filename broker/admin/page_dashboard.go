@@ -17,8 +17,8 @@ import (
 
 // inviteForm is the invite form as typed, kept on errors.
 type inviteForm struct {
-	Email, RolesText, Claims, Metadata, ExternalID, ClientID, EmailMatch, Days, Delivery, Link string
-	Roles                                                                                      []string
+	Email, RolesText, Claims, Metadata, ExternalID, ClientID, EmailMatch, Days, Delivery, Link, Locale string
+	Roles                                                                                              []string
 }
 
 type option struct {
@@ -215,7 +215,7 @@ func (h *Page) adminCreate(w http.ResponseWriter, r *http.Request, a *adminReque
 		Email: strings.TrimSpace(pf.Get("email")), RolesText: pf.Get("roles_text"), Claims: pf.Get("claims"),
 		Metadata: pf.Get("metadata"), ExternalID: strings.TrimSpace(pf.Get("external_id")), ClientID: pf.Get("client_id"),
 		EmailMatch: pf.Get("email_match"), Days: strings.TrimSpace(pf.Get("expires_days")), Delivery: pf.Get("delivery"),
-		Link: pf.Get("link"),
+		Link: pf.Get("link"), Locale: strings.TrimSpace(pf.Get("locale")),
 	}
 	if f.Delivery != "link" {
 		f.Delivery = "email"
@@ -229,7 +229,7 @@ func (h *Page) adminCreate(w http.ResponseWriter, r *http.Request, a *adminReque
 	send := f.Delivery == "email"
 	req := grants.CreateRequest{
 		Email: f.Email, Roles: f.Roles, ExternalID: f.ExternalID, ClientID: f.ClientID,
-		EmailMatch: f.EmailMatch, SendEmail: &send, Inviter: grants.DisplayName(inviterName(a.user)), Link: f.Link,
+		EmailMatch: f.EmailMatch, SendEmail: &send, Inviter: grants.DisplayName(inviterName(a.user)), Link: f.Link, Locale: f.Locale,
 		MayGrantPrivileged: true, // an admin, signed in on the admin page
 	}
 	var err error
@@ -331,7 +331,7 @@ func addFieldErrors(errs map[string][]string, err error) {
 			field = "claims"
 		case field == "expires_in":
 			field = "expires"
-		case field == "email", field == "claims", field == "metadata", field == "external_id", field == "client_id", field == "email_match":
+		case field == "email", field == "claims", field == "metadata", field == "external_id", field == "client_id", field == "email_match", field == "locale":
 		default:
 			fe.Message = fe.Field + ": " + fe.Message
 			field = "form"

@@ -149,7 +149,7 @@ func TestPageCreateShowsTheLinkOnce(t *testing.T) {
 	}
 	csrf := b.csrf(rec.Body.String())
 
-	form := url.Values{"csrf": {csrf}, "email": {"new@example.com"}, "roles_text": {"editor"}, "delivery": {"link"}, "expires_days": {"3"}}
+	form := url.Values{"csrf": {csrf}, "email": {"new@example.com"}, "roles_text": {"editor"}, "delivery": {"link"}, "expires_days": {"3"}, "locale": {"pt-BR"}}
 	if rec := b.do("POST", "/admin/invitations", url.Values{"email": {"x@example.com"}}); rec.Code != http.StatusForbidden {
 		t.Errorf("POST without CSRF token: %d", rec.Code)
 	}
@@ -160,11 +160,14 @@ func TestPageCreateShowsTheLinkOnce(t *testing.T) {
 	}
 	id, _ := url.PathUnescape(strings.TrimPrefix(loc, "https://usher.example.com/admin/invitations/"))
 	inv := testkit.Invitation(t, store, id)
-	if inv.Email != "new@example.com" || inv.Inviter != "alice@example.com" || inv.SendEmail || inv.ExpiresAt.Sub(inv.CreatedAt) != 72*time.Hour {
+	if inv.Email != "new@example.com" || inv.Inviter != "alice@example.com" || inv.SendEmail || inv.ExpiresAt.Sub(inv.CreatedAt) != 72*time.Hour || inv.Locale != "pt-BR" {
 		t.Errorf("stored: %+v", inv)
 	}
 	path := "/admin/invitations/" + url.PathEscape(id)
 	page := b.do("GET", path, nil).Body.String()
+	if !strings.Contains(page, "<dt>Mail language</dt><dd>pt-BR</dd>") {
+		t.Errorf("the mail language is not shown:\n%s", page)
+	}
 	if !strings.Contains(page, "https://usher.example.com/invite/inv_") {
 		t.Fatalf("the fresh link is not shown:\n%s", page)
 	}
@@ -189,6 +192,11 @@ func TestPageCreateKeepsTheFormOnErrors(t *testing.T) {
 	body := rec.Body.String()
 	if rec.Code != http.StatusUnprocessableEntity || !strings.Contains(body, "not valid JSON") || !strings.Contains(body, "CRM-7") {
 		t.Fatalf("%d\n%s", rec.Code, body)
+	}
+	rec = b.do("POST", "/admin/invitations", url.Values{"csrf": {csrf}, "email": {"x@example.com"}, "locale": {"not a language"}})
+	body = rec.Body.String()
+	if rec.Code != http.StatusUnprocessableEntity || !strings.Contains(body, `id="error-locale"`) || !strings.Contains(body, "BCP 47") || !strings.Contains(body, `value="not a language"`) {
+		t.Fatalf("a bad mail language: %d\n%s", rec.Code, body)
 	}
 }
 

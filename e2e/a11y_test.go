@@ -137,4 +137,16 @@ func TestA11yPages(t *testing.T) {
 	if where != "login" {
 		checkA11y(t, ctx, axe, "the invitation landing ("+where+")")
 	}
+
+	// The email-mismatch page: an invitation only another address may
+	// redeem, opened by the signed-in admin.
+	other := invite(t, d, provisionerToken(t, d), map[string]any{"email": "someone-else@example.com", "email_match": "exact", "send_email": false})
+	do(t, ctx, "following an invitation for another address", chromedp.Navigate(other["url"].(string)))
+	landing := pollJS(t, ctx, "waiting for the accept or problem page", 20*time.Second,
+		`location.pathname === "/invitation/problem" && document.readyState === "complete" ? "problem" : document.querySelector('#accept') ? "accept" : ""`)
+	if landing == "accept" {
+		do(t, ctx, "accepting with the wrong account", chromedp.Click(chromedp.CSS(`#accept`)))
+		pollJS(t, ctx, "waiting for the problem page", 20*time.Second, `location.pathname === "/invitation/problem" && document.readyState === "complete"`)
+	}
+	checkA11y(t, ctx, axe, "the email-mismatch page")
 }

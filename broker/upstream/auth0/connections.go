@@ -50,6 +50,9 @@ func (m *Mirror) Connection(ctx context.Context, sub string) (string, error) {
 	ch := make(chan result, 1)
 	go func() {
 		u, err := m.lookup.User.Read(ctx, sub, management.IncludeFields("identities"))
+		if statusOf(err) == http.StatusNotFound {
+			u, err = linkedConnection(ctx, m.lookup, sub, err)
+		}
 		ch <- result{u, err}
 	}()
 	var r result
@@ -78,4 +81,19 @@ func (m *Mirror) Connection(ctx context.Context, sub string) (string, error) {
 	m.connections[sub] = name
 	m.mu.Unlock()
 	return name, nil
+}
+
+// linkedConnection answers for a sub Auth0 no longer knows as a user (a
+// 404: linked into another account) with its identity as the primary
+// lists it, whose connection is the one the person signed in with; the
+// 404 notFound stands when no user holds the identity.
+func linkedConnection(ctx context.Context, api *management.Management, sub string, notFound error) (*management.User, error) {
+	_, id, err := linkedIdentity(ctx, api, sub)
+	if err != nil {
+		return nil, err
+	}
+	if id == nil {
+		return nil, notFound
+	}
+	return &management.User{Identities: []*management.UserIdentity{id}}, nil
 }

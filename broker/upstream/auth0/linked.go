@@ -52,15 +52,23 @@ func (m *Mirror) readTarget(ctx context.Context, p *mirrorPayload) (*management.
 // = sub up to the first "|", user_id = the rest), other than sub itself;
 // "" when there is none.
 func (m *Mirror) primaryOf(ctx context.Context, sub string) (string, error) {
+	primary, _, err := linkedIdentity(ctx, m.api, sub)
+	return primary, err
+}
+
+// linkedIdentity searches, through api, the user sub was linked into and
+// sub's identity among its identities[] (which carries the secondary
+// account's connection and profileData); "" and nil when no user holds it.
+func linkedIdentity(ctx context.Context, api *management.Management, sub string) (string, *management.UserIdentity, error) {
 	provider, userID, ok := strings.Cut(sub, "|")
 	if !ok || userID == "" {
-		return "", nil
+		return "", nil, nil
 	}
 	q := `identities.user_id:"` + strings.NewReplacer(`\`, `\\`, `"`, `\"`).Replace(userID) + `"`
-	list, err := m.api.User.Search(ctx, management.Query(q), management.Parameter("search_engine", "v3"),
+	list, err := api.User.Search(ctx, management.Query(q), management.Parameter("search_engine", "v3"),
 		management.IncludeFields("user_id", "identities"))
 	if err != nil {
-		return "", fmt.Errorf("search users: %w", err)
+		return "", nil, fmt.Errorf("search users: %w", err)
 	}
 	for _, u := range list.Users {
 		if u.GetID() == sub {
@@ -68,11 +76,11 @@ func (m *Mirror) primaryOf(ctx context.Context, sub string) (string, error) {
 		}
 		for _, id := range u.Identities {
 			if id.GetProvider() == provider && id.GetUserID() == userID {
-				return u.GetID(), nil
+				return u.GetID(), id, nil
 			}
 		}
 	}
-	return "", nil
+	return "", nil, nil
 }
 
 // releasePrimary ends the lease readTarget took on a primary user.

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/usher-oidc/usher/broker/upstream"
+	"github.com/usher-oidc/usher/devidp"
 	"github.com/usher-oidc/usher/internal/testkit"
 )
 
@@ -62,5 +63,40 @@ func TestMirrorFollowsLinkedAccount(t *testing.T) {
 	}
 	if got := usherMD(t, tenant, primary)["roles"]; !reflect.DeepEqual(got, []any{"viewer"}) {
 		t.Errorf("app_metadata.usher.roles after revocation = %v", got)
+	}
+}
+
+// The sign-in lookups follow account linking as the mirror does: a sub
+// linked into another account (its own read answers 404) gets its
+// connection and its email's verification from its identity as the
+// primary lists it, not "user gone"; a sub nobody holds stays an error.
+func TestLookupsFollowLinkedAccount(t *testing.T) {
+	t.Parallel()
+	tenant, domain := startTenant(t)
+	st, _ := testkit.OpenBolt(t)
+	m := newTestMirror(t, st, domain, nil)
+	ctx := t.Context()
+	primary, err := tenant.AddUser(devidp.User{Email: "lee@example.com", Password: "pw", EmailVerified: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	secondary, err := tenant.AddUser(devidp.User{Email: "lee@partner.example", Password: "pw", EmailVerified: true, Connection: "Partners-DB"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := tenant.LinkUser(primary, secondary); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := m.Connection(ctx, secondary); err != nil || got != "Partners-DB" {
+		t.Errorf("Connection(linked secondary) = %q, %v; want Partners-DB", got, err)
+	}
+	if email, verified, err := m.EmailVerified(ctx, secondary); err != nil || email != "lee@partner.example" || !verified {
+		t.Errorf("EmailVerified(linked secondary) = %q, %v, %v; want lee@partner.example, true", email, verified, err)
+	}
+	if _, err := m.Connection(ctx, "auth0|nobody-holds-this"); err == nil {
+		t.Error("Connection of an unknown sub: no error")
+	}
+	if _, _, err := m.EmailVerified(ctx, "auth0|nobody-holds-this"); err == nil {
+		t.Error("EmailVerified of an unknown sub: no error")
 	}
 }

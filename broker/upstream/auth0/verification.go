@@ -19,10 +19,34 @@ func (m *Mirror) EmailVerified(ctx context.Context, sub string) (string, bool, e
 	ctx, cancel := context.WithTimeout(ctx, mirrorLookupBudget)
 	defer cancel()
 	u, err := m.lookup.User.Read(ctx, sub, management.IncludeFields("user_id", "email", "email_verified"))
+	if statusOf(err) == http.StatusNotFound {
+		return m.linkedEmailVerified(ctx, sub, err)
+	}
 	if err != nil {
 		return "", false, m.lookupError("read user", sub, err)
 	}
 	return u.GetEmail(), u.GetEmailVerified(), nil
+}
+
+// linkedEmailVerified answers for a sub linked into another account (its
+// read answered 404): the secondary identity's profileData, as the primary
+// lists it, holds the email and email_verified of the account the person
+// signs in with. Without a holder, or without that profile, the 404 stands.
+func (m *Mirror) linkedEmailVerified(ctx context.Context, sub string, notFound error) (string, bool, error) {
+	_, id, err := linkedIdentity(ctx, m.lookup, sub)
+	if err != nil {
+		return "", false, m.lookupError("search linked user", sub, err)
+	}
+	if id == nil || id.ProfileData == nil {
+		return "", false, m.lookupError("read user", sub, notFound)
+	}
+	profile := *id.ProfileData
+	email, _ := profile["email"].(string)
+	verified, _ := profile["email_verified"].(bool)
+	if email == "" {
+		return "", false, m.lookupError("read user", sub, notFound)
+	}
+	return email, verified, nil
 }
 
 // ResendVerification asks Auth0 to mail sub a new verification link

@@ -230,8 +230,9 @@ return {redis.call('HGETALL', KEYS[1]), roles, redis.call('LRANGE', KEYS[3], 0, 
 // This is the single-winner step of redemption: of N callers that read
 // version v of a pending invitation, one moves it to redeemed; the others find
 // the status changed.
-// KEYS[1] {i:id} hash {d, s, v}; ARGV: mode, expected version, d, status,
-// required status (” for any).
+// KEYS[1] {i:id} string "v|s|payload"; ARGV: mode, expected version,
+// payload, status, required status (” for any). The script reads only v
+// and s, never the payload, so it serves both record formats (recordformat.go).
 var invitationCAS = redis.NewScript(`
 if ARGV[1] == 'create' then
   if redis.call('EXISTS', KEYS[1]) == 1 then return {'conflict'} end

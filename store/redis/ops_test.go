@@ -323,22 +323,22 @@ func BenchmarkMemoryPerRecord(b *testing.B) {
 			_, err := s.CreateInvitation(ctx, pendingInvitation(fmt.Sprintf("inv_%022d", i), now))
 			return err
 		})
-	}
-	measure("invitation+extid", func(s *redisstore.Store, i int) error {
-		inv := pendingInvitation(fmt.Sprintf("inv_%022d", i), now)
-		inv.ExternalID = fmt.Sprintf("crm-%08d", i)
-		_, err := s.CreateInvitation(ctx, inv)
-		return err
-	})
-	measure("browser session", func(s *redisstore.Store, i int) error {
-		return s.SaveBrowserSession(ctx, &sessions.BrowserSession{
-			ID: fmt.Sprintf("%043d", i), CreatedAt: now, ExpiresAt: now.Add(24 * time.Hour),
-			Values: map[string]string{"user": "usr_0123456789abcdef", "state": strings.Repeat("s", 43), "nonce": strings.Repeat("n", 43)},
+		measureIn(f, "invitation+extid "+f, func(s *redisstore.Store, i int) error {
+			inv := pendingInvitation(fmt.Sprintf("inv_%022d", i), now)
+			inv.ExternalID = fmt.Sprintf("crm-%08d", i)
+			_, err := s.CreateInvitation(ctx, inv)
+			return err
 		})
-	})
-	measure("refresh token", func(s *redisstore.Store, i int) error {
-		return s.CreateRefreshToken(ctx, refresh(fmt.Sprintf("%064x", i), fmt.Sprintf("fam_%022d", i), now))
-	})
+		measureIn(f, "browser session "+f, func(s *redisstore.Store, i int) error {
+			return s.SaveBrowserSession(ctx, &sessions.BrowserSession{
+				ID: fmt.Sprintf("%043d", i), CreatedAt: now, ExpiresAt: now.Add(24 * time.Hour),
+				Values: map[string]string{"user": "usr_0123456789abcdef", "state": strings.Repeat("s", 43), "nonce": strings.Repeat("n", 43)},
+			})
+		})
+		measureIn(f, "refresh token "+f, func(s *redisstore.Store, i int) error {
+			return s.CreateRefreshToken(ctx, refresh(fmt.Sprintf("%064x", i), fmt.Sprintf("fam_%022d", i), now))
+		})
+	}
 	measure("user+grant", func(s *redisstore.Store, i int) error {
 		u, _, err := s.ResolveIdentity(ctx, grants.Identity{Issuer: "https://tenant.eu.auth0.com/", Subject: fmt.Sprintf("auth0|%024d", i)},
 			grants.Profile{Email: fmt.Sprintf("user%d@example.com", i), EmailVerified: true, Name: "Some Body"}, fmt.Sprintf("usr_%022d", i), now)

@@ -2,6 +2,7 @@ package redis_test
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"slices"
@@ -14,6 +15,7 @@ import (
 
 	"github.com/usher-oidc/usher/grants"
 	"github.com/usher-oidc/usher/sessions"
+	"github.com/usher-oidc/usher/store"
 	"github.com/usher-oidc/usher/store/conformance"
 	redisstore "github.com/usher-oidc/usher/store/redis"
 )
@@ -33,18 +35,27 @@ func TestRecordFormatRollout(t *testing.T) {
 			t.Parallel()
 			checkRollout(t, tc.writer, tc.reader)
 		})
+		t.Run(tc.writer+" then "+tc.reader+"/sessions", func(t *testing.T) {
+			t.Parallel()
+			checkSessionsRollout(t, tc.writer, tc.reader)
+		})
 	}
 }
 
-func checkRollout(t *testing.T, writerFormat, readerFormat string) {
-	ctx := ctxT(t)
+// replicas opens two stores on one prefix, writing the two formats.
+func replicas(t *testing.T, writerFormat, readerFormat string) (*redisstore.Store, *redisstore.Store) {
 	prefix := uniquePrefix()
 	open := func(format string) *redisstore.Store {
 		s := redisstore.New(redis.NewClient(&redis.Options{Addr: standalone.addr()}), redisstore.Options{Prefix: prefix, RecordFormat: format})
 		t.Cleanup(func() { _ = s.Close() })
 		return s
 	}
-	writer, reader := open(writerFormat), open(readerFormat)
+	return open(writerFormat), open(readerFormat)
+}
+
+func checkRollout(t *testing.T, writerFormat, readerFormat string) {
+	ctx := ctxT(t)
+	writer, reader := replicas(t, writerFormat, readerFormat)
 	now := time.Now().UTC()
 	invs := map[string]*grants.Invitation{}
 	for _, name := range []string{"get", "redeem", "revoke", "retoken", "update"} {
@@ -126,6 +137,89 @@ func checkRollout(t *testing.T, writerFormat, readerFormat string) {
 	}
 }
 
+// checkSessionsRollout: refresh tokens rotate and browser sessions change
+// hands between replicas writing different formats, and export reads both.
+func checkSessionsRollout(t *testing.T, writerFormat, readerFormat string) {
+	ctx := ctxT(t)
+	writer, reader := replicas(t, writerFormat, readerFormat)
+	now := time.Now().UTC()
+	first := refresh(strings.Repeat("1", 64), "fam_1", now)
+	must(t, "create refresh token", writer.CreateRefreshToken(ctx, first))
+	checkPayloadFormat(t, writer, "{f:fam_1}:t:"+first.Hash, 3, writerFormat)
+	got, err := reader.GetRefreshToken(ctx, first.Hash)
+	must(t, "get refresh token", err)
+	if got.Hash != first.Hash || got.FamilyID != "fam_1" || got.Subject != first.Subject || !slices.Equal(got.Scopes, first.Scopes) ||
+		!got.ExpiresAt.Equal(first.ExpiresAt) || !got.FamilyExpiresAt.Equal(first.FamilyExpiresAt) || !got.AuthTime.Equal(first.AuthTime) {
+		t.Errorf("reader got %+v\nwant %+v", got, first)
+	}
+	second := refresh(strings.Repeat("2", 64), "fam_1", now.Add(time.Minute))
+	must(t, "rotate on the reader", reader.RotateRefreshToken(ctx, first.Hash, second))
+	checkPayloadFormat(t, writer, "{f:fam_1}:t:"+second.Hash, 3, readerFormat)
+	if got, err := writer.GetRefreshToken(ctx, second.Hash); err != nil || got.Subject != second.Subject {
+		t.Errorf("writer reads the successor: %+v, %v", got, err)
+	}
+	third := refresh(strings.Repeat("3", 64), "fam_1", now.Add(2*time.Minute))
+	if err := writer.RotateRefreshToken(ctx, first.Hash, third); !errors.Is(err, sessions.ErrRefreshReused) {
+		t.Errorf("rotating the first token again, on the writer: %v, want ErrRefreshReused", err)
+	}
+
+	bs := &sessions.BrowserSession{ID: "bs_1", Values: map[string]string{"user": "usr_1"}, CreatedAt: now, ExpiresAt: now.Add(time.Hour)}
+	must(t, "save session", writer.SaveBrowserSession(ctx, bs))
+	checkPayloadFormat(t, writer, "bs:bs_1", 0, writerFormat)
+	gotBS, err := reader.GetBrowserSession(ctx, "bs_1")
+	must(t, "get session", err)
+	if gotBS.ID != "bs_1" || gotBS.Values["user"] != "usr_1" || !gotBS.ExpiresAt.Equal(bs.ExpiresAt) {
+		t.Errorf("reader got session %+v", gotBS)
+	}
+	gotBS.Values["user"] = "usr_2"
+	must(t, "save session on the reader", reader.SaveBrowserSession(ctx, gotBS))
+	checkPayloadFormat(t, writer, "bs:bs_1", 0, readerFormat)
+	if got, err := writer.GetBrowserSession(ctx, "bs_1"); err != nil || got.Values["user"] != "usr_2" {
+		t.Errorf("writer reads the session back: %+v, %v", got, err)
+	}
+	must(t, "save a second session", writer.SaveBrowserSession(ctx, &sessions.BrowserSession{ID: "bs:2{x}", CreatedAt: now, ExpiresAt: now.Add(time.Hour)}))
+
+	// Export reads both formats: a store holding both exports every record
+	// with its ID, hash and family.
+	var hashes, ids []string
+	must(t, "export refresh tokens", writer.Export(ctx, store.RefreshTokens, func(rec json.RawMessage) error {
+		var rt sessions.RefreshToken
+		err := json.Unmarshal(rec, &rt)
+		if rt.FamilyID != "fam_1" {
+			t.Errorf("exported token %s of family %q", rt.Hash, rt.FamilyID)
+		}
+		hashes = append(hashes, rt.Hash)
+		return err
+	}))
+	must(t, "export browser sessions", writer.Export(ctx, store.BrowserSessions, func(rec json.RawMessage) error {
+		var bs sessions.BrowserSession
+		err := json.Unmarshal(rec, &bs)
+		ids = append(ids, bs.ID)
+		return err
+	}))
+	slices.Sort(hashes)
+	slices.Sort(ids)
+	if !slices.Equal(hashes, []string{first.Hash, second.Hash}) || !slices.Equal(ids, []string{"bs:2{x}", "bs_1"}) {
+		t.Errorf("exported tokens %v, sessions %v", hashes, ids)
+	}
+}
+
+// checkPayloadFormat checks the format of the record at key (after the
+// store's prefix), whose payload follows `fields` '|'-separated fields.
+func checkPayloadFormat(t *testing.T, s *redisstore.Store, key string, fields int, want string) {
+	t.Helper()
+	v, err := s.Client().Get(ctxT(t), s.Prefix()+key).Result()
+	must(t, "get "+key, err)
+	parts := strings.SplitN(v, "|", fields+1)
+	got := redisstore.RecordFormatV1
+	if strings.HasPrefix(parts[len(parts)-1], "\x02") {
+		got = redisstore.RecordFormatV2
+	}
+	if got != want {
+		t.Errorf("%s stored in %s, want %s", key, got, want)
+	}
+}
+
 // storedFormat is the record format of the invitation as it is in Redis.
 func storedFormat(t *testing.T, s *redisstore.Store, id string) string {
 	t.Helper()
@@ -151,10 +245,10 @@ func equalInvitations(a, b *grants.Invitation) bool {
 		a.CreatedAt.Equal(b.CreatedAt) && a.ExpiresAt.Equal(b.ExpiresAt) && a.Events[0].At.Equal(b.Events[0].At)
 }
 
-// TestGrantsConformanceRecordFormatV2 runs both suites on stores writing
+// TestConformanceRecordFormatV2 runs both suites on stores writing
 // v2, and checks that they did write v2 records (a fallback to v1 for
 // every record would make the run prove nothing).
-func TestGrantsConformanceRecordFormatV2(t *testing.T) {
+func TestConformanceRecordFormatV2(t *testing.T) {
 	t.Parallel()
 	var v1, v2 atomic.Int64
 	newV2 := func(t *testing.T, clock *conformance.Clock) *redisstore.Store {

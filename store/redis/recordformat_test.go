@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/usher-oidc/usher/grants"
+	"github.com/usher-oidc/usher/sessions"
 )
 
 // TestRecordFormatsReadBackAlike: every invitation reads back from a v2
@@ -31,14 +32,7 @@ func TestRecordFormatsReadBackAlike(t *testing.T) {
 				Conflicts: []grants.ClaimConflict{{Claim: "org", Kept: "a", Offered: "b"}}}},
 		}
 	}
-	// A field added to grants.Invitation must be mapped in invitationV2 too;
-	// full sets every field, so that the comparison below covers it.
-	rv := reflect.ValueOf(full()).Elem()
-	for i := range rv.NumField() {
-		if rv.Field(i).IsZero() {
-			t.Errorf("full() leaves Invitation.%s unset: set it here and map it in invitationV2", rv.Type().Field(i).Name)
-		}
-	}
+	everyFieldSet(t, full())
 	minimal := &grants.Invitation{ID: "inv_2", TokenHash: "ff", Status: grants.StatusPending, CreatedAt: now}
 	tests := []struct {
 		name   string
@@ -79,9 +73,9 @@ func TestRecordFormatsReadBackAlike(t *testing.T) {
 	}
 }
 
-func with(inv *grants.Invitation, f func(*grants.Invitation)) *grants.Invitation {
-	f(inv)
-	return inv
+func with[T any](v *T, f func(*T)) *T {
+	f(v)
+	return v
 }
 
 func mustEncode(t *testing.T, s *Store, inv *grants.Invitation) []byte {
@@ -113,4 +107,112 @@ func TestDecodeInvitationRefusesMalformed(t *testing.T) {
 			t.Errorf("decodeInvitation(%q) succeeded", v)
 		}
 	}
+}
+
+// TestSessionRecordFormatsReadBackAlike: refresh tokens and browser
+// sessions read back from v2 exactly as from v1.
+func TestSessionRecordFormatsReadBackAlike(t *testing.T) {
+	t.Parallel()
+	now := time.Date(2026, 12, 2, 0, 30, 1, 123456789, time.UTC)
+	fullRT := func() *sessions.RefreshToken {
+		return &sessions.RefreshToken{
+			Hash: strings.Repeat("0a", 32), FamilyID: "fam_1", ClientID: "spa", Subject: "usr_1",
+			Scopes: []string{"openid", "offline_access"}, Audience: []string{"api"}, AMR: []string{"pwd", "mfa"},
+			AuthTime: now.Add(-time.Minute), CreatedAt: now, ExpiresAt: now.Add(24 * time.Hour),
+			FamilyExpiresAt: now.Add(30 * 24 * time.Hour), FamilyCreatedAt: now.Add(-time.Hour),
+			RotatedAt: new(time.Time), SessionID: "bs_1", Upstream: &sessions.Upstream{Subject: "auth0|1", Claims: map[string]any{"x": "y"}},
+		}
+	}
+	everyFieldSet(t, fullRT())
+	v1, v2 := &Store{format: RecordFormatV1}, &Store{format: RecordFormatV2}
+	rts := []struct {
+		name   string
+		rt     *sessions.RefreshToken
+		wantV2 bool
+	}{
+		{"full", fullRT(), true},
+		{"minimal", &sessions.RefreshToken{Hash: "h", FamilyID: "f", CreatedAt: now, ExpiresAt: now}, true},
+		{"no auth time, empty AMR", with(fullRT(), func(r *sessions.RefreshToken) { r.AuthTime, r.AMR = time.Time{}, []string{} }), true},
+		{"empty scopes, not nil", with(fullRT(), func(r *sessions.RefreshToken) { r.Scopes = []string{} }), false},
+		{"not UTC", with(fullRT(), func(r *sessions.RefreshToken) { r.AuthTime = r.AuthTime.In(time.FixedZone("x", 60)) }), false},
+		{"zero created_at", with(fullRT(), func(r *sessions.RefreshToken) { r.CreatedAt = time.Time{} }), false},
+	}
+	for _, tt := range rts {
+		t.Run("refresh/"+tt.name, func(t *testing.T) {
+			want := readBackRefresh(t, v1, tt.rt)
+			if raw, _ := v2.encodeRefresh(tt.rt); (raw[0] == v2Marker) != tt.wantV2 {
+				t.Errorf("written as v2: %v, want %v", raw[0] == v2Marker, tt.wantV2)
+			}
+			if got := readBackRefresh(t, v2, tt.rt); !reflect.DeepEqual(got, want) {
+				t.Errorf("v2 reads back\n%+v\nv1 reads back\n%+v", got, want)
+			}
+		})
+	}
+	fullBS := func() *sessions.BrowserSession {
+		return &sessions.BrowserSession{ID: "bs_1", Values: map[string]string{"user": "usr_1"}, CreatedAt: now, ExpiresAt: now.Add(time.Hour)}
+	}
+	everyFieldSet(t, fullBS())
+	bss := []struct {
+		name   string
+		bs     *sessions.BrowserSession
+		wantV2 bool
+	}{
+		{"full", fullBS(), true},
+		{"nil values", with(fullBS(), func(b *sessions.BrowserSession) { b.Values = nil }), true},
+		{"empty values, not nil", with(fullBS(), func(b *sessions.BrowserSession) { b.Values = map[string]string{} }), false},
+		{"not UTC", with(fullBS(), func(b *sessions.BrowserSession) { b.CreatedAt = b.CreatedAt.In(time.FixedZone("x", -60)) }), false},
+	}
+	for _, tt := range bss {
+		t.Run("browser session/"+tt.name, func(t *testing.T) {
+			want := readBackBrowserSession(t, v1, tt.bs)
+			if raw, _ := v2.encodeBrowserSession(tt.bs); (raw[0] == v2Marker) != tt.wantV2 {
+				t.Errorf("written as v2: %v, want %v", raw[0] == v2Marker, tt.wantV2)
+			}
+			if got := readBackBrowserSession(t, v2, tt.bs); !reflect.DeepEqual(got, want) {
+				t.Errorf("v2 reads back\n%+v\nv1 reads back\n%+v", got, want)
+			}
+		})
+	}
+}
+
+// everyFieldSet fails when v (a pointer to a struct) leaves a field zero: a
+// field added to the record must be mapped in its v2 form too.
+func everyFieldSet(t *testing.T, v any) {
+	t.Helper()
+	rv := reflect.ValueOf(v).Elem()
+	for i := range rv.NumField() {
+		if rv.Field(i).IsZero() {
+			t.Errorf("%s.%s unset: set it in the test and map it in the v2 form", rv.Type().Name(), rv.Type().Field(i).Name)
+		}
+	}
+}
+
+func readBackRefresh(t *testing.T, s *Store, rt *sessions.RefreshToken) *sessions.RefreshToken {
+	t.Helper()
+	e, fe, _, raw, err := s.refreshArgs(rt)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := ""
+	if rt.RotatedAt != nil {
+		r = fmtTime(*rt.RotatedAt)
+	}
+	got, err := decodeRefresh(rt.FamilyID, rt.Hash, e+"|"+fe+"|"+r+"|"+string(raw))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return got
+}
+
+func readBackBrowserSession(t *testing.T, s *Store, bs *sessions.BrowserSession) *sessions.BrowserSession {
+	t.Helper()
+	raw, err := s.encodeBrowserSession(bs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := decodeBrowserSession(bs.ID, raw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return got
 }

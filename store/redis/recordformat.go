@@ -1,7 +1,7 @@
 package redis
 
 import (
-	"encoding/base64"
+	"encoding/binary"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -17,10 +17,11 @@ import (
 // go through the same scripts. The payload is either
 //
 //	v1: grants.Invitation as JSON (starts with '{')
-//	v2: the byte 0x02, then invitationV2 as JSON: short keys, empty fields
-//	    left out, times as unix nanoseconds (later ones relative to
-//	    created_at), the token hash as base64url bytes, and neither the ID
-//	    (it is in the key) nor the status (it is in the prefix).
+//	v2: the byte 0x02, then tagged binary fields (recordcodec.go): empty
+//	    fields left out, times as unix nanoseconds (later ones relative to
+//	    created_at), the token hash as its bytes, and neither the ID (it is
+//	    in the key) nor the status (it is in the prefix); maps of arbitrary
+//	    JSON (claims, metadata) and rare parts stay JSON inside.
 //
 // Every Store reads both; Options.RecordFormat only chooses what it writes,
 // so a rollout upgrades every replica first and then switches writing to v2
@@ -41,45 +42,6 @@ func ValidRecordFormat(f string) bool {
 	return f == "" || f == RecordFormatV1 || f == RecordFormatV2
 }
 
-// invitationV2 is the wire form of grants.Invitation in the v2 payload.
-// Times: CA is unix ns; the others are ns after CA (pointers: present
-// when set, even if 0).
-type invitationV2 struct {
-	H  string                       `json:"h,omitempty"`  // token hash: base64url of its bytes
-	HX string                       `json:"hx,omitempty"` // token hash as is, when not lowercase hex
-	E  string                       `json:"e,omitempty"`
-	R  []string                     `json:"r,omitempty"`
-	C  map[string]any               `json:"c,omitempty"`
-	M  map[string]any               `json:"m,omitempty"`
-	X  string                       `json:"x,omitempty"`
-	CI string                       `json:"ci,omitempty"`
-	EM string                       `json:"em,omitempty"`
-	IV string                       `json:"iv,omitempty"`
-	L  string                       `json:"l,omitempty"`
-	LC string                       `json:"lc,omitempty"`
-	CA int64                        `json:"ca"`
-	EA *int64                       `json:"ea,omitempty"`
-	SE bool                         `json:"se,omitempty"`
-	ES string                       `json:"es,omitempty"`
-	ER string                       `json:"er,omitempty"`
-	RA *int64                       `json:"ra,omitempty"`
-	RB string                       `json:"rb,omitempty"`
-	RI string                       `json:"ri,omitempty"`
-	RC string                       `json:"rc,omitempty"`
-	VA *int64                       `json:"va,omitempty"` // revoked_at
-	DA *int64                       `json:"da,omitempty"`
-	DB string                       `json:"db,omitempty"`
-	AV *grants.AwaitingVerification `json:"av,omitempty"` // rare: as in v1
-	EV []eventV2                    `json:"ev,omitempty"`
-	O  []grants.OutboxEvent         `json:"o,omitempty"` // short-lived: as in v1
-}
-
-type eventV2 struct {
-	T string            `json:"t"`
-	A int64             `json:"a,omitempty"` // ns after created_at
-	D map[string]string `json:"d,omitempty"`
-}
-
 // encodeInvitation is the payload of inv in the format s writes. A record v2
 // cannot hold exactly (see compactable) is written in v1, which every
 // version reads.
@@ -87,12 +49,7 @@ func (s *Store) encodeInvitation(inv *grants.Invitation) ([]byte, error) {
 	if s.format != RecordFormatV2 || !compactable(inv) {
 		return json.Marshal(inv)
 	}
-	w := toV2(inv)
-	raw, err := json.Marshal(&w)
-	if err != nil {
-		return nil, err
-	}
-	return append([]byte{v2Marker}, raw...), nil
+	return encodeInvitationV2(inv)
 }
 
 // decodeInvitation parses a stored invitation "version|status|payload" of
@@ -110,13 +67,9 @@ func decodeInvitation(id, v string) (*grants.Invitation, string, error) {
 		}
 		return inv, version, nil
 	}
-	var w invitationV2
-	if err := json.Unmarshal([]byte(payload[1:]), &w); err != nil {
-		return nil, "", fmt.Errorf("decode invitation (v2): %w", err)
-	}
-	inv, err := fromV2(&w, id, grants.Status(status))
+	inv, err := decodeInvitationV2(id, grants.Status(status), payload[1:])
 	if err != nil {
-		return nil, "", fmt.Errorf("decode invitation (v2): %w", err)
+		return nil, "", fmt.Errorf("decode invitation: %w", err)
 	}
 	return inv, version, nil
 }
@@ -156,70 +109,136 @@ func nanoTime(t time.Time) bool {
 	return off == 0 && t.Year() >= 1970 && t.Year() < 2200
 }
 
-func toV2(inv *grants.Invitation) invitationV2 {
-	ca := inv.CreatedAt.UnixNano()
-	after := func(t *time.Time) *int64 {
-		if t == nil {
-			return nil
-		}
-		d := t.UnixNano() - ca
-		return &d
+// The v2 fields of an invitation (tags):
+//
+//	a created_at (unix ns), first; relative to it: E expires_at, the
+//	  optional times (invTimes) and each event's time
+//	h token hash bytes (H: as is, when not lowercase hex)   r roles
+//	s send_email (flag)   t events   the strings (invStrings)
+//	the JSON parts (invJSON)
+type (
+	strField struct {
+		tag byte
+		p   *string
 	}
-	w := invitationV2{
-		E: inv.Email, R: inv.Roles, C: inv.Claims, M: inv.Metadata, X: inv.ExternalID, CI: inv.ClientID,
-		EM: inv.EmailMatch, IV: inv.Inviter, L: inv.Link, LC: inv.Locale, CA: ca, SE: inv.SendEmail,
-		ES: inv.EmailStatus, ER: inv.EmailError, RA: after(inv.RedeemedAt), RB: inv.RedeemedBy,
-		RI: inv.RedeemedIdentity, RC: inv.RedeemedConnection, VA: after(inv.RevokedAt),
-		DA: after(inv.DeclinedAt), DB: inv.DeclinedBy, AV: inv.AwaitingVerification, O: inv.Outbox,
+	timeField struct {
+		tag byte
+		p   **time.Time
 	}
-	if !inv.ExpiresAt.IsZero() {
-		w.EA = after(&inv.ExpiresAt)
+	jsonField struct {
+		tag     byte
+		p       any // a pointer to the field
+		present bool
 	}
-	if b, err := hex.DecodeString(inv.TokenHash); err == nil && hex.EncodeToString(b) == inv.TokenHash && len(b) > 0 {
-		w.H = base64.RawURLEncoding.EncodeToString(b)
-	} else {
-		w.HX = inv.TokenHash
-	}
-	if len(inv.Events) > 0 {
-		w.EV = make([]eventV2, len(inv.Events))
-		for i, e := range inv.Events {
-			w.EV[i] = eventV2{T: e.Type, A: e.At.UnixNano() - ca, D: e.Detail}
-		}
-	}
-	return w
+)
+
+func invStrings(inv *grants.Invitation) []strField {
+	return []strField{{'e', &inv.Email}, {'x', &inv.ExternalID}, {'C', &inv.ClientID}, {'M', &inv.EmailMatch},
+		{'I', &inv.Inviter}, {'L', &inv.Link}, {'l', &inv.Locale}, {'S', &inv.EmailStatus}, {'F', &inv.EmailError},
+		{'b', &inv.RedeemedBy}, {'i', &inv.RedeemedIdentity}, {'n', &inv.RedeemedConnection}, {'B', &inv.DeclinedBy}}
 }
 
-func fromV2(w *invitationV2, id string, status grants.Status) (*grants.Invitation, error) {
-	ca := time.Unix(0, w.CA).UTC()
-	at := func(d *int64) *time.Time {
-		if d == nil {
-			return nil
+func invTimes(inv *grants.Invitation) []timeField {
+	return []timeField{{'d', &inv.RedeemedAt}, {'v', &inv.RevokedAt}, {'D', &inv.DeclinedAt}}
+}
+
+func invJSON(inv *grants.Invitation) []jsonField {
+	return []jsonField{{'c', &inv.Claims, inv.Claims != nil}, {'m', &inv.Metadata, inv.Metadata != nil},
+		{'w', &inv.AwaitingVerification, inv.AwaitingVerification != nil}, {'o', &inv.Outbox, inv.Outbox != nil}}
+}
+
+func encodeInvitationV2(inv *grants.Invitation) ([]byte, error) {
+	ca := inv.CreatedAt.UnixNano()
+	w := newWbuf()
+	w.int('a', ca)
+	w.optInt('E', after(ca, inv.ExpiresAt))
+	for _, f := range invTimes(inv) {
+		if *f.p != nil {
+			w.optInt(f.tag, after(ca, **f.p))
 		}
-		t := ca.Add(time.Duration(*d))
-		return &t
 	}
-	inv := &grants.Invitation{
-		ID: id, TokenHash: w.HX, Email: w.E, Roles: w.R, Claims: w.C, Metadata: w.M, ExternalID: w.X,
-		ClientID: w.CI, EmailMatch: w.EM, Inviter: w.IV, Link: w.L, Locale: w.LC, Status: status,
-		CreatedAt: ca, SendEmail: w.SE, EmailStatus: w.ES, EmailError: w.ER, RedeemedAt: at(w.RA),
-		RedeemedBy: w.RB, RedeemedIdentity: w.RI, RedeemedConnection: w.RC, RevokedAt: at(w.VA),
-		DeclinedAt: at(w.DA), DeclinedBy: w.DB, AwaitingVerification: w.AV, Outbox: w.O,
+	if b, err := hex.DecodeString(inv.TokenHash); err == nil && len(b) > 0 && hex.EncodeToString(b) == inv.TokenHash {
+		w.str('h', string(b))
+	} else {
+		w.str('H', inv.TokenHash)
 	}
-	if w.EA != nil {
-		inv.ExpiresAt = *at(w.EA)
+	w.strs('r', inv.Roles)
+	w.flag('s', inv.SendEmail)
+	for _, f := range invStrings(inv) {
+		w.str(f.tag, *f.p)
 	}
-	if w.H != "" {
-		b, err := base64.RawURLEncoding.DecodeString(w.H)
-		if err != nil {
-			return nil, fmt.Errorf("token hash: %w", err)
+	for _, f := range invJSON(inv) {
+		if err := w.json(f.tag, f.p, f.present); err != nil {
+			return nil, err
 		}
-		inv.TokenHash = hex.EncodeToString(b)
 	}
-	if len(w.EV) > 0 {
-		inv.Events = make([]grants.Event, len(w.EV))
-		for i, e := range w.EV {
-			inv.Events[i] = grants.Event{Type: e.T, At: ca.Add(time.Duration(e.A)), Detail: e.D}
+	if len(inv.Events) > 0 {
+		w.b = append(w.b, 't')
+		w.b = binary.AppendUvarint(w.b, uint64(len(inv.Events)))
+		for _, e := range inv.Events {
+			w.raw(e.Type)
+			w.b = binary.AppendVarint(w.b, e.At.UnixNano()-ca)
+			w.pairs(e.Detail)
 		}
+	}
+	return w.done(), nil
+}
+
+func decodeInvitationV2(id string, status grants.Status, body string) (*grants.Invitation, error) {
+	inv := &grants.Invitation{ID: id, Status: status}
+	strs, times, docs := invStrings(inv), invTimes(inv), invJSON(inv)
+	r := &rbuf{b: []byte(body)}
+	seenCA := false
+	err := r.fields(func(tag byte) error {
+		if tag != 'a' && !seenCA {
+			return errors.New("record format v2: created_at is not first")
+		}
+		for _, f := range strs {
+			if f.tag == tag {
+				*f.p = r.str()
+				return nil
+			}
+		}
+		for _, f := range times {
+			if f.tag == tag {
+				t := at(inv.CreatedAt, r.optInt())
+				*f.p = &t
+				return nil
+			}
+		}
+		for _, f := range docs {
+			if f.tag == tag {
+				return r.json(f.p)
+			}
+		}
+		switch tag {
+		case 'a':
+			inv.CreatedAt, seenCA = time.Unix(0, r.int()).UTC(), true
+		case 'E':
+			inv.ExpiresAt = at(inv.CreatedAt, r.optInt())
+		case 'h':
+			inv.TokenHash = hex.EncodeToString([]byte(r.str()))
+		case 'H':
+			inv.TokenHash = r.str()
+		case 'r':
+			inv.Roles = r.strs()
+		case 's':
+			inv.SendEmail = true
+		case 't':
+			inv.Events = make([]grants.Event, r.count())
+			for i := range inv.Events {
+				e := &inv.Events[i]
+				e.Type = r.str()
+				e.At = at(inv.CreatedAt, r.optInt())
+				e.Detail = r.pairs()
+			}
+		default:
+			return unknownTag(tag)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
 	}
 	return inv, nil
 }

@@ -12,33 +12,13 @@ import (
 
 // Record format v2 (recordformat.go) for refresh tokens and browser
 // sessions, with the same rules: a payload starting with v2Marker is the
-// short-key form, anything else the v1 JSON; both are always read.
+// tagged binary form (recordcodec.go), anything else the v1 JSON; both are
+// always read.
 //
 //	{f:<family>}:t:<hash>  "e|fe|r|payload": the scripts read e, fe and r,
 //	                       never the payload; v2 leaves out the hash and the
 //	                       family (both in the key)
 //	bs:<id>                payload; v2 leaves out the ID (in the key)
-
-type refreshV2 struct {
-	CI string             `json:"ci,omitempty"`
-	S  string             `json:"s,omitempty"`
-	SC []string           `json:"sc,omitempty"`
-	AU []string           `json:"au,omitempty"`
-	AM []string           `json:"am,omitempty"`
-	CA int64              `json:"ca"`           // unix ns; the others ns after it
-	AT *int64             `json:"at,omitempty"` // auth_time
-	EA *int64             `json:"ea,omitempty"`
-	FE *int64             `json:"fe,omitempty"`
-	FC *int64             `json:"fc,omitempty"` // family_created_at
-	SI string             `json:"si,omitempty"`
-	UP *sessions.Upstream `json:"up,omitempty"` // as in v1
-}
-
-type browserSessionV2 struct {
-	V  map[string]string `json:"v,omitempty"`
-	CA int64             `json:"ca"`
-	EA *int64            `json:"ea,omitempty"`
-}
 
 // after is t as ns after ca; nil for the zero time.
 func after(ca int64, t time.Time) *int64 {
@@ -76,16 +56,26 @@ func (s *Store) encodeRefresh(rt *sessions.RefreshToken) ([]byte, error) {
 		stored.RotatedAt = nil
 		return json.Marshal(&stored)
 	}
+	// Tags: C client_id, s subject, S scopes, A audience, M amr, a created_at
+	// (unix ns); relative to it: t auth_time, E expires_at, F
+	// family_expires_at, f family_created_at; i session_id, u upstream (JSON).
 	ca := rt.CreatedAt.UnixNano()
-	raw, err := json.Marshal(&refreshV2{
-		CI: rt.ClientID, S: rt.Subject, SC: rt.Scopes, AU: rt.Audience, AM: rt.AMR, CA: ca,
-		AT: after(ca, rt.AuthTime), EA: after(ca, rt.ExpiresAt), FE: after(ca, rt.FamilyExpiresAt),
-		FC: after(ca, rt.FamilyCreatedAt), SI: rt.SessionID, UP: rt.Upstream,
-	})
-	if err != nil {
+	w := newWbuf()
+	w.str('C', rt.ClientID)
+	w.str('s', rt.Subject)
+	w.strs('S', rt.Scopes)
+	w.strs('A', rt.Audience)
+	w.strs('M', rt.AMR)
+	w.int('a', ca)
+	w.optInt('t', after(ca, rt.AuthTime))
+	w.optInt('E', after(ca, rt.ExpiresAt))
+	w.optInt('F', after(ca, rt.FamilyExpiresAt))
+	w.optInt('f', after(ca, rt.FamilyCreatedAt))
+	w.str('i', rt.SessionID)
+	if err := w.json('u', rt.Upstream, rt.Upstream != nil); err != nil {
 		return nil, err
 	}
-	return append([]byte{v2Marker}, raw...), nil
+	return w.done(), nil
 }
 
 // decodeRefreshPayload reads either format; family and hash come from the key.
@@ -97,16 +87,48 @@ func decodeRefreshPayload(family, hash, payload string) (*sessions.RefreshToken,
 		}
 		return &rt, nil
 	}
-	var w refreshV2
-	if err := json.Unmarshal([]byte(payload[1:]), &w); err != nil {
-		return nil, fmt.Errorf("decode refresh token (v2): %w", err)
+	rt := &sessions.RefreshToken{Hash: hash, FamilyID: family}
+	var ca int64
+	var auth, exp, fexp, fcre *int64
+	r := &rbuf{b: []byte(payload[1:])}
+	err := r.fields(func(tag byte) error {
+		switch tag {
+		case 'C':
+			rt.ClientID = r.str()
+		case 's':
+			rt.Subject = r.str()
+		case 'S':
+			rt.Scopes = r.strs()
+		case 'A':
+			rt.Audience = r.strs()
+		case 'M':
+			rt.AMR = r.strs()
+		case 'a':
+			ca = r.int()
+		case 't':
+			auth = r.optInt()
+		case 'E':
+			exp = r.optInt()
+		case 'F':
+			fexp = r.optInt()
+		case 'f':
+			fcre = r.optInt()
+		case 'i':
+			rt.SessionID = r.str()
+		case 'u':
+			return r.json(&rt.Upstream)
+		default:
+			return unknownTag(tag)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("decode refresh token: %w", err)
 	}
-	ca := time.Unix(0, w.CA).UTC()
-	return &sessions.RefreshToken{
-		Hash: hash, FamilyID: family, ClientID: w.CI, Subject: w.S, Scopes: w.SC, Audience: w.AU, AMR: w.AM,
-		AuthTime: at(ca, w.AT), CreatedAt: ca, ExpiresAt: at(ca, w.EA), FamilyExpiresAt: at(ca, w.FE),
-		FamilyCreatedAt: at(ca, w.FC), SessionID: w.SI, Upstream: w.UP,
-	}, nil
+	rt.CreatedAt = time.Unix(0, ca).UTC()
+	rt.AuthTime, rt.ExpiresAt = at(rt.CreatedAt, auth), at(rt.CreatedAt, exp)
+	rt.FamilyExpiresAt, rt.FamilyCreatedAt = at(rt.CreatedAt, fexp), at(rt.CreatedAt, fcre)
+	return rt, nil
 }
 
 func (s *Store) encodeBrowserSession(bs *sessions.BrowserSession) ([]byte, error) {
@@ -114,12 +136,13 @@ func (s *Store) encodeBrowserSession(bs *sessions.BrowserSession) ([]byte, error
 		emptyNotNil(bs.Values == nil, len(bs.Values)) {
 		return json.Marshal(bs)
 	}
+	// Tags: v values, a created_at (unix ns), E expires_at (relative).
 	ca := bs.CreatedAt.UnixNano()
-	raw, err := json.Marshal(&browserSessionV2{V: bs.Values, CA: ca, EA: after(ca, bs.ExpiresAt)})
-	if err != nil {
-		return nil, err
-	}
-	return append([]byte{v2Marker}, raw...), nil
+	w := newWbuf()
+	w.strMap('v', bs.Values)
+	w.int('a', ca)
+	w.optInt('E', after(ca, bs.ExpiresAt))
+	return w.done(), nil
 }
 
 // decodeBrowserSession reads either format; id comes from the key.
@@ -131,12 +154,29 @@ func decodeBrowserSession(id string, v []byte) (*sessions.BrowserSession, error)
 		}
 		return &bs, nil
 	}
-	var w browserSessionV2
-	if err := json.Unmarshal(v[1:], &w); err != nil {
-		return nil, fmt.Errorf("decode browser session (v2): %w", err)
+	bs := &sessions.BrowserSession{ID: id}
+	var ca int64
+	var exp *int64
+	r := &rbuf{b: v[1:]}
+	err := r.fields(func(tag byte) error {
+		switch tag {
+		case 'v':
+			bs.Values = r.pairs()
+		case 'a':
+			ca = r.int()
+		case 'E':
+			exp = r.optInt()
+		default:
+			return unknownTag(tag)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("decode browser session: %w", err)
 	}
-	ca := time.Unix(0, w.CA).UTC()
-	return &sessions.BrowserSession{ID: id, Values: w.V, CreatedAt: ca, ExpiresAt: at(ca, w.EA)}, nil
+	bs.CreatedAt = time.Unix(0, ca).UTC()
+	bs.ExpiresAt = at(bs.CreatedAt, exp)
+	return bs, nil
 }
 
 // refreshKeyParts is the family and hash of a refreshKey.

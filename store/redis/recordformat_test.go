@@ -2,6 +2,7 @@ package redis
 
 import (
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -100,11 +101,55 @@ func readBack(t *testing.T, s *Store, inv *grants.Invitation) *grants.Invitation
 	return got
 }
 
-func TestDecodeInvitationRefusesMalformed(t *testing.T) {
+// TestDecodeRefusesMalformed: a record cut short anywhere, with bytes after
+// its end, or with a field this version does not know is an error, never a
+// record with fewer fields.
+func TestDecodeRefusesMalformed(t *testing.T) {
 	t.Parallel()
-	for _, v := range []string{"", "1", "1|pending", "1|pending|", "1|pending|{", "1|pending|\x02{", "1|pending|\x02{\"h\":\"!!\"}"} {
+	for _, v := range []string{"", "1", "1|pending", "1|pending|", "1|pending|{", "1|pending|\x02", "1|pending|\x02{}"} {
 		if _, _, err := decodeInvitation("inv_1", v); err == nil {
 			t.Errorf("decodeInvitation(%q) succeeded", v)
+		}
+	}
+	now := time.Date(2026, 12, 2, 0, 30, 1, 123456789, time.UTC)
+	v2 := &Store{format: RecordFormatV2}
+	inv, err := v2.encodeInvitation(&grants.Invitation{ID: "inv_1", TokenHash: "ab", Email: "a@b", Roles: []string{"r"},
+		Claims: map[string]any{"c": 1.0}, CreatedAt: now, Events: []grants.Event{{Type: "created", At: now, Detail: map[string]string{"k": "v"}}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rt, err := v2.encodeRefresh(&sessions.RefreshToken{Hash: "h", FamilyID: "f", Scopes: []string{"openid"}, CreatedAt: now, ExpiresAt: now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	bs, err := v2.encodeBrowserSession(&sessions.BrowserSession{ID: "b", Values: map[string]string{"k": "v"}, CreatedAt: now, ExpiresAt: now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	decoders := []struct {
+		name   string
+		valid  []byte
+		decode func([]byte) error
+	}{
+		{"invitation", inv, func(b []byte) error { _, _, err := decodeInvitation("inv_1", "1|pending|"+string(b)); return err }},
+		{"refresh token", rt, func(b []byte) error { _, err := decodeRefreshPayload("f", "h", string(b)); return err }},
+		{"browser session", bs, func(b []byte) error { _, err := decodeBrowserSession("b", b); return err }},
+	}
+	for _, d := range decoders {
+		if err := d.decode(d.valid); err != nil {
+			t.Fatalf("%s: the valid record: %v", d.name, err)
+		}
+		for n := 1; n < len(d.valid); n++ {
+			if err := d.decode(d.valid[:n]); err == nil {
+				t.Errorf("%s cut to %d of %d bytes: decoded", d.name, n, len(d.valid))
+			}
+		}
+		if err := d.decode(append(slices.Clone(d.valid), 'x')); err == nil {
+			t.Errorf("%s with a byte after its end: decoded", d.name)
+		}
+		unknown := append(slices.Clone(d.valid[:len(d.valid)-1]), '~', 1, 'x', 0) // a string field this version does not know
+		if err := d.decode(unknown); err == nil {
+			t.Errorf("%s with an unknown field: decoded", d.name)
 		}
 	}
 }

@@ -158,6 +158,12 @@ func checkSessionsRollout(t *testing.T, writerFormat, readerFormat string) {
 	if got, err := writer.GetRefreshToken(ctx, second.Hash); err != nil || got.Subject != second.Subject {
 		t.Errorf("writer reads the successor: %+v, %v", got, err)
 	}
+	// The rotation script rewrote the first token's r field around its
+	// payload: the payload must come through intact.
+	if got, err := writer.GetRefreshToken(ctx, first.Hash); err != nil || got.RotatedAt == nil || got.Subject != first.Subject ||
+		!slices.Equal(got.AMR, first.AMR) || !got.FamilyExpiresAt.Equal(first.FamilyExpiresAt) {
+		t.Errorf("the rotated token read back: %+v, %v", got, err)
+	}
 	third := refresh(strings.Repeat("3", 64), "fam_1", now.Add(2*time.Minute))
 	if err := writer.RotateRefreshToken(ctx, first.Hash, third); !errors.Is(err, sessions.ErrRefreshReused) {
 		t.Errorf("rotating the first token again, on the writer: %v, want ErrRefreshReused", err)

@@ -153,7 +153,7 @@ func (s *Store) ConsumeCode(ctx context.Context, hash string) (*sessions.Code, e
 
 // --- refresh tokens ---
 //
-// {prefix}{f:<family>}:t:<hash> = "e|fe|rotated_at|JSON": the token, in its family's
+// {prefix}{f:<family>}:t:<hash> = "e|fe|rotated_at|payload" (v1 JSON or v2, recordformat_sessions.go): the token, in its family's
 // slot with the family's revocation marker {prefix}{f:<family>}:rev, so the
 // rotation script sees old token, next token and marker together.
 // {prefix}rth:<hash> = family: the lookup from the hash (all the broker

@@ -11,7 +11,7 @@
 // claims, one user per upstream identity) is taken inside Redis by a Lua script
 // (EVALSHA, falling back to EVAL after a restart flushed the script cache).
 // Go never reads a value and writes a decision based on it unchecked: where Go
-// computes a new JSON document (invitations), the script writes it only if the
+// computes a new record (invitations), the script writes it only if the
 // record's version is still the one Go read (compare-and-set), and Go retries
 // from a fresh read otherwise.
 //

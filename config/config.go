@@ -141,9 +141,19 @@ type Store struct {
 	Driver string `yaml:"driver"` // bolt|redis
 	Path   string `yaml:"path"`   // bolt file
 	Redis  Redis  `yaml:"redis"`
+	// RecordFormat is the encoding the Redis store writes records in
+	// (RecordFormats; "" is v1). Every version that knows v2 reads both, so
+	// it is switched to v2 once every replica runs such a version. bbolt
+	// ignores it.
+	RecordFormat string `yaml:"record_format"`
 	// KeyEncryptionKey is base64 (std or URL) of exactly 32 bytes; optional.
 	KeyEncryptionKey string `yaml:"key_encryption_key" usher:"secret"`
 }
+
+// RecordFormats are the values store.record_format accepts: v1 (JSON, what
+// every version reads; the default) and v2 (compact, read by this version
+// and later ones).
+var RecordFormats = []string{"v1", "v2"}
 
 // KeyEncryptionKeyBytes decodes KeyEncryptionKey; nil, nil when unset.
 func (s Store) KeyEncryptionKeyBytes() ([]byte, error) {

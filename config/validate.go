@@ -10,6 +10,7 @@ import (
 	"net/mail"
 	"net/url"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -163,6 +164,10 @@ func (c *Config) checkStore(p *problems) {
 		}
 	default:
 		p.add("store.driver", "%q must be one of bolt, redis", s.Driver)
+	}
+	if s.RecordFormat != "" && !slices.Contains(RecordFormats, s.RecordFormat) {
+		p.add("store.record_format", "%q must be one of %s (set v2 only once every replica runs a version that reads it)",
+			s.RecordFormat, strings.Join(RecordFormats, ", "))
 	}
 	if s.KeyEncryptionKey != "" {
 		if _, err := s.KeyEncryptionKeyBytes(); err != nil {

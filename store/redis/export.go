@@ -277,7 +277,11 @@ func (s *Store) exportRefreshTokens(ctx context.Context, fn func(json.RawMessage
 		if err != nil || v == "" {
 			return err
 		}
-		rt, err := decodeRefresh(v)
+		family, hash, err := s.refreshKeyParts(k)
+		if err != nil {
+			return fmt.Errorf("%s: %w", k, err)
+		}
+		rt, err := decodeRefresh(family, hash, v)
 		if err != nil {
 			return fmt.Errorf("%s: %w", k, err)
 		}
@@ -292,7 +296,14 @@ func (s *Store) exportBrowserSessions(ctx context.Context, fn func(json.RawMessa
 		if err != nil || v == "" {
 			return err
 		}
-		return fn(json.RawMessage(v))
+		if v[0] != v2Marker {
+			return fn(json.RawMessage(v)) // v1 is the export's JSON already
+		}
+		bs, err := decodeBrowserSession(unesc(strings.TrimPrefix(k, s.prefix+"bs:")), []byte(v))
+		if err != nil {
+			return fmt.Errorf("%s: %w", k, err)
+		}
+		return emit(fn, bs)
 	})
 }
 

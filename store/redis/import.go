@@ -225,7 +225,7 @@ func (s *Store) importRefreshToken(ctx context.Context, rec json.RawMessage) (bo
 	if err := checkRefresh("refresh token", &rt); err != nil {
 		return false, err
 	}
-	e, fe, at, raw, err := refreshArgs(&rt)
+	e, fe, at, raw, err := s.refreshArgs(&rt)
 	if err != nil {
 		return false, err
 	}

@@ -19,7 +19,7 @@ import (
 
 // Invitations.
 //
-//	{prefix}{i:<id>}          "version|status|JSON" — no TTL: kept for audit
+//	{prefix}{i:<id>}          "version|status|payload" (recordformat.go) — no TTL: kept for audit
 //	{prefix}it:<token hash>   invitation ID (lookup; readers re-check the invitation's TokenHash)
 //	{prefix}{x:<external_id>} ID of the pending invitation holding the external_id (dedupe lock)
 //	{prefix}inv:t             sorted set of every invitation ID, scored by created_at µs
@@ -57,19 +57,6 @@ const (
 
 func (s *Store) invKey(id string) string { return s.tagged("i", id) }
 
-// decodeInvitation parses a stored invitation "version|status|JSON".
-func decodeInvitation(v string) (*grants.Invitation, string, error) {
-	parts := strings.SplitN(v, "|", 3)
-	if len(parts) != 3 {
-		return nil, "", errors.New("malformed invitation record")
-	}
-	inv := &grants.Invitation{}
-	if err := json.Unmarshal([]byte(parts[2]), inv); err != nil {
-		return nil, "", fmt.Errorf("decode invitation: %w", err)
-	}
-	return inv, parts[0], nil
-}
-
 // loadInvitation returns the invitation and its version; nil when absent.
 func (s *Store) loadInvitation(ctx context.Context, id string) (*grants.Invitation, string, error) {
 	v, err := s.rdb.Get(ctx, s.invKey(id)).Result()
@@ -79,7 +66,7 @@ func (s *Store) loadInvitation(ctx context.Context, id string) (*grants.Invitati
 	if err != nil {
 		return nil, "", err
 	}
-	return decodeInvitation(v)
+	return decodeInvitation(id, v)
 }
 
 // loadInvitations loads several invitations in one pipeline (the cluster
@@ -110,7 +97,7 @@ func (s *Store) loadInvitationVersions(ctx context.Context, ids []string) ([]*gr
 		if err != nil {
 			return nil, nil, err
 		}
-		if out[i], versions[i], err = decodeInvitation(v); err != nil {
+		if out[i], versions[i], err = decodeInvitation(ids[i], v); err != nil {
 			return nil, nil, fmt.Errorf("invitation %s: %w", ids[i], err)
 		}
 	}
@@ -121,7 +108,7 @@ func (s *Store) loadInvitationVersions(ctx context.Context, ids []string) ([]*gr
 // required is set, the stored status is required). It answers "ok", "retry",
 // "notfound" or "status".
 func (s *Store) casInvitation(ctx context.Context, inv *grants.Invitation, version string, required grants.Status) (string, error) {
-	raw, err := json.Marshal(inv)
+	raw, err := s.encodeInvitation(inv)
 	if err != nil {
 		return "", err
 	}
@@ -298,7 +285,7 @@ func (e idTakenError) Unwrap() error { return grants.ErrConflict }
 // createInvitation stores inv with its indexes; claimExt makes it the holder
 // of its external_id (import leaves that to the pending one).
 func (s *Store) createInvitation(ctx context.Context, inv *grants.Invitation, claimExt bool) (*grants.Invitation, error) {
-	raw, err := json.Marshal(inv)
+	raw, err := s.encodeInvitation(inv)
 	if err != nil {
 		return nil, err
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
 	"strconv"
 	"strings"
@@ -283,9 +284,9 @@ func BenchmarkMemoryPerRecord(b *testing.B) {
 	ctx := ctxT(t)
 	const n = 2000
 	now := time.Now().UTC()
-	measure := func(name string, fill func(s *redisstore.Store, i int) error) {
+	measureIn := func(format, name string, fill func(s *redisstore.Store, i int) error) {
 		prefix := "m" + name + ":"
-		s := redisstore.New(redis.NewClient(&redis.Options{Addr: srv.addr()}), redisstore.Options{Prefix: prefix})
+		s := redisstore.New(redis.NewClient(&redis.Options{Addr: srv.addr()}), redisstore.Options{Prefix: prefix, RecordFormat: format})
 		defer s.Close()
 		before := usedMemory(t, rdb)
 		for i := range n {
@@ -294,38 +295,50 @@ func BenchmarkMemoryPerRecord(b *testing.B) {
 		after := usedMemory(t, rdb)
 		var total int64
 		var keys int
+		byKind := map[string]int64{}
 		iter := rdb.Scan(ctx, 0, prefix+"*", 1000).Iterator()
 		for iter.Next(ctx) {
 			m, err := rdb.MemoryUsage(ctx, iter.Val(), 0).Result()
 			must(t, "memory usage", err)
 			total += m
 			keys++
+			byKind[keyKind(strings.TrimPrefix(iter.Val(), prefix))] += m
 		}
 		must(t, "scan", iter.Err())
 		per := float64(total) / n
 		t.Logf("%-18s %6.0f B/record by MEMORY USAGE (%d keys for %d records), %6.0f B/record by used_memory; 1M records ≈ %.0f MB",
 			name, per, keys, n, float64(after-before)/n, per*1e6/1e6)
+		kinds := slices.Sorted(maps.Keys(byKind))
+		parts := make([]string, len(kinds))
+		for i, k := range kinds {
+			parts[i] = fmt.Sprintf("%s %.0f", k, float64(byKind[k])/n)
+		}
+		t.Logf("%-18s B/record by key: %s", "", strings.Join(parts, ", "))
 		b.ReportMetric(per, strings.ReplaceAll(name, " ", "_")+"_B/record")
 	}
-	measure("invitation", func(s *redisstore.Store, i int) error {
-		_, err := s.CreateInvitation(ctx, pendingInvitation(fmt.Sprintf("inv_%022d", i), now))
-		return err
-	})
-	measure("invitation+extid", func(s *redisstore.Store, i int) error {
-		inv := pendingInvitation(fmt.Sprintf("inv_%022d", i), now)
-		inv.ExternalID = fmt.Sprintf("crm-%08d", i)
-		_, err := s.CreateInvitation(ctx, inv)
-		return err
-	})
-	measure("browser session", func(s *redisstore.Store, i int) error {
-		return s.SaveBrowserSession(ctx, &sessions.BrowserSession{
-			ID: fmt.Sprintf("%043d", i), CreatedAt: now, ExpiresAt: now.Add(24 * time.Hour),
-			Values: map[string]string{"user": "usr_0123456789abcdef", "state": strings.Repeat("s", 43), "nonce": strings.Repeat("n", 43)},
+	measure := func(name string, fill func(s *redisstore.Store, i int) error) { measureIn("", name, fill) }
+	// The same records written in each record format, side by side.
+	for _, f := range redisstore.RecordFormats {
+		measureIn(f, "invitation "+f, func(s *redisstore.Store, i int) error {
+			_, err := s.CreateInvitation(ctx, pendingInvitation(fmt.Sprintf("inv_%022d", i), now))
+			return err
 		})
-	})
-	measure("refresh token", func(s *redisstore.Store, i int) error {
-		return s.CreateRefreshToken(ctx, refresh(fmt.Sprintf("%064x", i), fmt.Sprintf("fam_%022d", i), now))
-	})
+		measureIn(f, "invitation+extid "+f, func(s *redisstore.Store, i int) error {
+			inv := pendingInvitation(fmt.Sprintf("inv_%022d", i), now)
+			inv.ExternalID = fmt.Sprintf("crm-%08d", i)
+			_, err := s.CreateInvitation(ctx, inv)
+			return err
+		})
+		measureIn(f, "browser session "+f, func(s *redisstore.Store, i int) error {
+			return s.SaveBrowserSession(ctx, &sessions.BrowserSession{
+				ID: fmt.Sprintf("%043d", i), CreatedAt: now, ExpiresAt: now.Add(24 * time.Hour),
+				Values: map[string]string{"user": "usr_0123456789abcdef", "state": strings.Repeat("s", 43), "nonce": strings.Repeat("n", 43)},
+			})
+		})
+		measureIn(f, "refresh token "+f, func(s *redisstore.Store, i int) error {
+			return s.CreateRefreshToken(ctx, refresh(fmt.Sprintf("%064x", i), fmt.Sprintf("fam_%022d", i), now))
+		})
+	}
 	measure("user+grant", func(s *redisstore.Store, i int) error {
 		u, _, err := s.ResolveIdentity(ctx, grants.Identity{Issuer: "https://tenant.eu.auth0.com/", Subject: fmt.Sprintf("auth0|%024d", i)},
 			grants.Profile{Email: fmt.Sprintf("user%d@example.com", i), EmailVerified: true, Name: "Some Body"}, fmt.Sprintf("usr_%022d", i), now)
@@ -334,6 +347,16 @@ func BenchmarkMemoryPerRecord(b *testing.B) {
 		}
 		return err
 	})
+}
+
+// keyKind names a key's kind for the memory breakdown: "{i:", "it:", or
+// the whole key for the shared ones ("inv:t", "inv:se").
+func keyKind(k string) string {
+	i := strings.IndexByte(k, ':')
+	if i < 0 || k[:i] == "inv" {
+		return k
+	}
+	return k[:i+1]
 }
 
 func usedMemory(t testing.TB, rdb *redis.Client) int64 {

@@ -2,7 +2,6 @@ package redis
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 
 	"github.com/redis/go-redis/v9"
@@ -68,7 +67,7 @@ func (s *Store) AckOutboxBatch(ctx context.Context, acks map[string][]string) er
 				}
 				continue
 			}
-			raw, err := json.Marshal(inv)
+			raw, err := s.encodeInvitation(inv)
 			if err != nil {
 				slow = append(slow, id)
 				continue

@@ -11,7 +11,7 @@
 // claims, one user per upstream identity) is taken inside Redis by a Lua script
 // (EVALSHA, falling back to EVAL after a restart flushed the script cache).
 // Go never reads a value and writes a decision based on it unchecked: where Go
-// computes a new JSON document (invitations), the script writes it only if the
+// computes a new record (invitations), the script writes it only if the
 // record's version is still the one Go read (compare-and-set), and Go retries
 // from a fresh read otherwise.
 //
@@ -106,6 +106,11 @@ type Options struct {
 	// Prefix starts every key; "" means "usher:". Braces in it are escaped
 	// (they would change the keys' hash slots); Open refuses them.
 	Prefix string
+	// RecordFormat is the encoding new invitation records are written in:
+	// "" or RecordFormatV1 (JSON, what every earlier version reads) or
+	// RecordFormatV2 (compact; see recordformat.go). Both are always read.
+	// Open refuses other values; New writes v1 for them.
+	RecordFormat string
 }
 
 // Config says where Redis is. Exactly one of URL and Addrs is set.
@@ -125,6 +130,7 @@ type Config struct {
 type Store struct {
 	rdb    redis.UniversalClient
 	prefix string
+	format string // RecordFormatV1 or RecordFormatV2: what invitations are written in
 	now    func() time.Time
 	log    *slog.Logger
 
@@ -135,7 +141,10 @@ type Store struct {
 
 // New wraps an existing client. The store owns it from then on: Close closes it.
 func New(client redis.UniversalClient, opts Options) *Store {
-	s := &Store{rdb: client, prefix: opts.Prefix, now: opts.Now, log: opts.Logger}
+	s := &Store{rdb: client, prefix: opts.Prefix, now: opts.Now, log: opts.Logger, format: RecordFormatV1}
+	if opts.RecordFormat == RecordFormatV2 {
+		s.format = RecordFormatV2
+	}
 	if s.prefix == "" {
 		s.prefix = "usher:"
 	}
@@ -163,6 +172,9 @@ const (
 func Open(cfg Config, opts Options) (*Store, error) {
 	if strings.ContainsAny(opts.Prefix, "{}") {
 		return nil, fmt.Errorf("redisstore: prefix %q contains a brace: %w", opts.Prefix, ErrInvalid)
+	}
+	if !ValidRecordFormat(opts.RecordFormat) {
+		return nil, fmt.Errorf("redisstore: record format %q: want %s or %s: %w", opts.RecordFormat, RecordFormatV1, RecordFormatV2, ErrInvalid)
 	}
 	var client redis.UniversalClient
 	switch {

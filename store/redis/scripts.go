@@ -40,10 +40,12 @@ end
 `
 
 // createRefresh stores a refresh token unless a live one has its hash.
-// A token is one string "e|fe|r|JSON" (e, fe: expiries µs, fe ” if none;
+// A token is one string "e|fe|r|payload" (e, fe: expiries µs, fe ” if none;
 // r: rotated_at RFC3339 or ”): a string costs far less memory than a hash
-// whose JSON field is too long for the compact listpack encoding.
-// KEYS[1] {f:fam}:t:<hash>; ARGV: now µs, e µs, fe µs or ”, expire-at ms, JSON.
+// whose payload is too long for the compact listpack encoding. The scripts
+// read e, fe and r and pass the payload through untouched, so they serve
+// both record formats (recordformat_sessions.go).
+// KEYS[1] {f:fam}:t:<hash>; ARGV: now µs, e µs, fe µs or ”, expire-at ms, payload.
 var createRefresh = redis.NewScript(luaRefreshDead + `
 local now = tonumber(ARGV[1])
 local cur = redis.call('GET', KEYS[1])
@@ -61,7 +63,7 @@ return 'ok'
 // family → invalid; next exists → conflict; else mark old rotated, store next.
 // KEYS[1] old token, KEYS[2] next token, KEYS[3] family marker — all {f:fam}.
 // ARGV: now µs, now RFC3339, next family, this family, next e µs, next fe µs
-// or ”, next expire-at ms, next d, reuse margin µs, ttl margin ms.
+// or ”, next expire-at ms, next payload, reuse margin µs, ttl margin ms.
 var rotateRefresh = redis.NewScript(luaRefreshDead + `
 local now = tonumber(ARGV[1])
 local cur = redis.call('GET', KEYS[1])
@@ -230,8 +232,9 @@ return {redis.call('HGETALL', KEYS[1]), roles, redis.call('LRANGE', KEYS[3], 0, 
 // This is the single-winner step of redemption: of N callers that read
 // version v of a pending invitation, one moves it to redeemed; the others find
 // the status changed.
-// KEYS[1] {i:id} hash {d, s, v}; ARGV: mode, expected version, d, status,
-// required status (” for any).
+// KEYS[1] {i:id} string "v|s|payload"; ARGV: mode, expected version,
+// payload, status, required status (” for any). The script reads only v
+// and s, never the payload, so it serves both record formats (recordformat.go).
 var invitationCAS = redis.NewScript(`
 if ARGV[1] == 'create' then
   if redis.call('EXISTS', KEYS[1]) == 1 then return {'conflict'} end

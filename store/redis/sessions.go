@@ -153,7 +153,7 @@ func (s *Store) ConsumeCode(ctx context.Context, hash string) (*sessions.Code, e
 
 // --- refresh tokens ---
 //
-// {prefix}{f:<family>}:t:<hash> = "e|fe|rotated_at|JSON": the token, in its family's
+// {prefix}{f:<family>}:t:<hash> = "e|fe|rotated_at|payload" (v1 JSON or v2, recordformat_sessions.go): the token, in its family's
 // slot with the family's revocation marker {prefix}{f:<family>}:rev, so the
 // rotation script sees old token, next token and marker together.
 // {prefix}rth:<hash> = family: the lookup from the hash (all the broker
@@ -193,11 +193,10 @@ func checkRefresh(what string, rt *sessions.RefreshToken) error {
 	return nil
 }
 
-// refreshArgs returns the stored form of rt: e, fe, expire-at, JSON.
-func refreshArgs(rt *sessions.RefreshToken) (string, string, int64, []byte, error) {
-	stored := *rt
-	stored.RotatedAt = nil // lives in field r
-	raw, err := json.Marshal(&stored)
+// refreshArgs returns the stored form of rt: e, fe, expire-at, payload
+// (RotatedAt lives in field r).
+func (s *Store) refreshArgs(rt *sessions.RefreshToken) (string, string, int64, []byte, error) {
+	raw, err := s.encodeRefresh(rt)
 	fe := ""
 	if !rt.FamilyExpiresAt.IsZero() {
 		fe = microsStr(rt.FamilyExpiresAt)
@@ -266,15 +265,16 @@ func (s *Store) claimRefreshIndexFrom(ctx context.Context, hash, family string, 
 	return false, sessions.ErrConflict
 }
 
-// decodeRefresh parses a stored token "e|fe|r|JSON".
-func decodeRefresh(v string) (*sessions.RefreshToken, error) {
+// decodeRefresh parses a stored token "e|fe|r|payload" (either record
+// format) of family with this hash.
+func decodeRefresh(family, hash, v string) (*sessions.RefreshToken, error) {
 	parts := strings.SplitN(v, "|", 4)
 	if len(parts) != 4 {
 		return nil, errors.New("malformed refresh token record")
 	}
-	var rt sessions.RefreshToken
-	if err := json.Unmarshal([]byte(parts[3]), &rt); err != nil {
-		return nil, fmt.Errorf("decode refresh token: %w", err)
+	rt, err := decodeRefreshPayload(family, hash, parts[3])
+	if err != nil {
+		return nil, err
 	}
 	if parts[2] != "" {
 		at, err := parseTime(parts[2])
@@ -283,7 +283,7 @@ func decodeRefresh(v string) (*sessions.RefreshToken, error) {
 		}
 		rt.RotatedAt = &at
 	}
-	return &rt, nil
+	return rt, nil
 }
 
 // loadRefresh reads a token of family; live reports whether it exists and is
@@ -296,7 +296,7 @@ func (s *Store) loadRefresh(ctx context.Context, family, hash string) (*sessions
 	if err != nil {
 		return nil, false, err
 	}
-	rt, err := decodeRefresh(v)
+	rt, err := decodeRefresh(family, hash, v)
 	if err != nil {
 		return nil, false, err
 	}
@@ -307,7 +307,7 @@ func (s *Store) CreateRefreshToken(ctx context.Context, rt *sessions.RefreshToke
 	if err := checkRefresh("redisstore: create refresh token", rt); err != nil {
 		return err
 	}
-	e, fe, at, raw, err := refreshArgs(rt)
+	e, fe, at, raw, err := s.refreshArgs(rt)
 	if err != nil {
 		return fmt.Errorf("redisstore: create refresh token: %w", err)
 	}
@@ -363,7 +363,7 @@ func (s *Store) GetRefreshToken(ctx context.Context, hash string) (*sessions.Ref
 	if errors.Is(tok.Err(), redis.Nil) {
 		return nil, fmt.Errorf("redisstore: get refresh token: %w", sessions.ErrNotFound)
 	}
-	rt, err := decodeRefresh(tok.Val())
+	rt, err := decodeRefresh(family, hash, tok.Val())
 	if err != nil {
 		return nil, fmt.Errorf("redisstore: get refresh token: %w", err)
 	}
@@ -399,7 +399,7 @@ func (s *Store) RotateRefreshToken(ctx context.Context, oldHash string, next *se
 	if next.Hash == oldHash {
 		return fmt.Errorf("redisstore: rotate refresh token: next has the old hash: %w", ErrInvalid)
 	}
-	e, fe, at, raw, err := refreshArgs(next)
+	e, fe, at, raw, err := s.refreshArgs(next)
 	if err != nil {
 		return fmt.Errorf("redisstore: rotate refresh token: %w", err)
 	}
@@ -516,7 +516,7 @@ func (s *Store) TokenRevoked(ctx context.Context, familyID, jti string) (bool, e
 	return false, nil
 }
 
-// --- browser sessions: {prefix}bs:<id> = JSON ---
+// --- browser sessions: {prefix}bs:<id> = payload (recordformat_sessions.go) ---
 
 func (s *Store) GetBrowserSession(ctx context.Context, id string) (*sessions.BrowserSession, error) {
 	if err := checkKeys("redisstore: get browser session", id); err != nil {
@@ -526,9 +526,9 @@ func (s *Store) GetBrowserSession(ctx context.Context, id string) (*sessions.Bro
 	if errors.Is(err, redis.Nil) {
 		err = sessions.ErrNotFound
 	}
-	var bs sessions.BrowserSession
+	var bs *sessions.BrowserSession
 	if err == nil {
-		err = json.Unmarshal(raw, &bs)
+		bs, err = decodeBrowserSession(id, raw)
 	}
 	if err == nil && expired(bs.ExpiresAt, s.now()) {
 		err = sessions.ErrNotFound
@@ -536,7 +536,7 @@ func (s *Store) GetBrowserSession(ctx context.Context, id string) (*sessions.Bro
 	if err != nil {
 		return nil, fmt.Errorf("redisstore: get browser session: %w", err)
 	}
-	return &bs, nil
+	return bs, nil
 }
 
 // SaveBrowserSession creates or replaces the session.
@@ -557,7 +557,7 @@ func (s *Store) SaveBrowserSession(ctx context.Context, bs *sessions.BrowserSess
 }
 
 func (s *Store) saveBrowserSession(ctx context.Context, c redis.Cmdable, bs *sessions.BrowserSession) error {
-	raw, err := json.Marshal(bs)
+	raw, err := s.encodeBrowserSession(bs)
 	if err != nil {
 		return err
 	}

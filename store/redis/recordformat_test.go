@@ -1,0 +1,263 @@
+package redis
+
+import (
+	"reflect"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/usher-oidc/usher/grants"
+	"github.com/usher-oidc/usher/sessions"
+)
+
+// TestRecordFormatsReadBackAlike: every invitation reads back from a v2
+// record exactly as from a v1 record (reflect.DeepEqual), and v2 is used
+// whenever it can be, falling back to v1 for what it cannot hold exactly.
+func TestRecordFormatsReadBackAlike(t *testing.T) {
+	t.Parallel()
+	now := time.Date(2026, 12, 2, 0, 30, 1, 123456789, time.UTC)
+	later := now.Add(90 * time.Minute)
+	full := func() *grants.Invitation {
+		return &grants.Invitation{
+			ID: "inv_1", TokenHash: strings.Repeat("0a", 32), Email: "Ann@Example.com",
+			Roles: []string{"member", "admin"}, Claims: map[string]any{"org": "acme", "seats": 3.0, "tags": []any{"a"}},
+			Metadata: map[string]any{"source": "crm"}, ExternalID: "crm-1", ClientID: "spa", EmailMatch: "domain",
+			Inviter: "client:backend", Link: grants.LinkAuthorize, Locale: "de", Status: grants.StatusRedeemed,
+			CreatedAt: now, ExpiresAt: now.Add(7 * 24 * time.Hour), SendEmail: true, EmailStatus: "failed", EmailError: "550",
+			RedeemedAt: &later, RedeemedBy: "usr_1", RedeemedIdentity: "https://iss|sub", RedeemedConnection: "google",
+			RevokedAt: &now, DeclinedAt: &later, DeclinedBy: "usr_2",
+			AwaitingVerification: &grants.AwaitingVerification{UserID: "usr_1", Identity: "i|s", Email: "a@b", Since: later},
+			Events:               []grants.Event{{Type: "created", At: now, Detail: map[string]string{"by": "x"}}, {Type: "redeemed", At: later}},
+			Outbox: []grants.OutboxEvent{{ID: "evt_1", Type: "invitation.redeemed", At: later, Actor: "usr_1",
+				Conflicts: []grants.ClaimConflict{{Claim: "org", Kept: "a", Offered: "b"}}}},
+		}
+	}
+	everyFieldSet(t, full())
+	minimal := &grants.Invitation{ID: "inv_2", TokenHash: "ff", Status: grants.StatusPending, CreatedAt: now}
+	tests := []struct {
+		name   string
+		inv    *grants.Invitation
+		wantV2 bool
+	}{
+		{"full", full(), true},
+		{"minimal", minimal, true},
+		{"token hash not lowercase hex", with(full(), func(i *grants.Invitation) { i.TokenHash = "ABC-not hex" }), true},
+		{"token hash upper-case hex", with(full(), func(i *grants.Invitation) { i.TokenHash = "0A0B" }), true},
+		{"zero revocation delta", with(full(), func(i *grants.Invitation) { c := i.CreatedAt; i.RevokedAt = &c }), true},
+		{"empty roles, not nil", with(full(), func(i *grants.Invitation) { i.Roles = []string{} }), false},
+		{"empty claims, not nil", with(full(), func(i *grants.Invitation) { i.Claims = map[string]any{} }), false},
+		{"empty event detail", with(full(), func(i *grants.Invitation) { i.Events[0].Detail = map[string]string{} }), false},
+		{"zero created_at", with(full(), func(i *grants.Invitation) { i.CreatedAt = time.Time{} }), false},
+		{"not UTC", with(full(), func(i *grants.Invitation) { i.ExpiresAt = i.ExpiresAt.In(time.FixedZone("x", 3600)) }), false},
+		{"zero event time", with(full(), func(i *grants.Invitation) { i.Events[1].At = time.Time{} }), false},
+		{"far future", with(full(), func(i *grants.Invitation) { i.ExpiresAt = time.Date(9999, 1, 1, 0, 0, 0, 0, time.UTC) }), false},
+	}
+	v1, v2 := &Store{format: RecordFormatV1}, &Store{format: RecordFormatV2}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			want := readBack(t, v1, tt.inv)
+			raw, err := v2.encodeInvitation(tt.inv)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := raw[0] == v2Marker; got != tt.wantV2 {
+				t.Errorf("written as v2: %v, want %v", got, tt.wantV2)
+			}
+			if got := readBack(t, v2, tt.inv); !reflect.DeepEqual(got, want) {
+				t.Errorf("v2 reads back\n%+v\nv1 reads back\n%+v", got, want)
+			}
+		})
+	}
+	if a, b := mustEncode(t, v1, full()), mustEncode(t, v2, full()); len(b) >= len(a)*2/3 {
+		t.Errorf("v2 record %d B, v1 %d B: want at least a third smaller", len(b), len(a))
+	}
+}
+
+func with[T any](v *T, f func(*T)) *T {
+	f(v)
+	return v
+}
+
+func mustEncode(t *testing.T, s *Store, inv *grants.Invitation) []byte {
+	t.Helper()
+	raw, err := s.encodeInvitation(inv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return raw
+}
+
+// readBack is inv stored by s as the CAS script stores it, then decoded.
+func readBack(t *testing.T, s *Store, inv *grants.Invitation) *grants.Invitation {
+	t.Helper()
+	got, version, err := decodeInvitation(inv.ID, "3|"+string(inv.Status)+"|"+string(mustEncode(t, s, inv)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if version != "3" {
+		t.Fatalf("version %q, want 3", version)
+	}
+	return got
+}
+
+// TestDecodeRefusesMalformed: a record cut short anywhere, with bytes after
+// its end, or with a field this version does not know is an error, never a
+// record with fewer fields.
+func TestDecodeRefusesMalformed(t *testing.T) {
+	t.Parallel()
+	for _, v := range []string{"", "1", "1|pending", "1|pending|", "1|pending|{", "1|pending|\x02", "1|pending|\x02{}"} {
+		if _, _, err := decodeInvitation("inv_1", v); err == nil {
+			t.Errorf("decodeInvitation(%q) succeeded", v)
+		}
+	}
+	now := time.Date(2026, 12, 2, 0, 30, 1, 123456789, time.UTC)
+	v2 := &Store{format: RecordFormatV2}
+	inv, err := v2.encodeInvitation(&grants.Invitation{ID: "inv_1", TokenHash: "ab", Email: "a@b", Roles: []string{"r"},
+		Claims: map[string]any{"c": 1.0}, CreatedAt: now, Events: []grants.Event{{Type: "created", At: now, Detail: map[string]string{"k": "v"}}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rt, err := v2.encodeRefresh(&sessions.RefreshToken{Hash: "h", FamilyID: "f", Scopes: []string{"openid"}, CreatedAt: now, ExpiresAt: now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	bs, err := v2.encodeBrowserSession(&sessions.BrowserSession{ID: "b", Values: map[string]string{"k": "v"}, CreatedAt: now, ExpiresAt: now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	decoders := []struct {
+		name   string
+		valid  []byte
+		decode func([]byte) error
+	}{
+		{"invitation", inv, func(b []byte) error { _, _, err := decodeInvitation("inv_1", "1|pending|"+string(b)); return err }},
+		{"refresh token", rt, func(b []byte) error { _, err := decodeRefreshPayload("f", "h", string(b)); return err }},
+		{"browser session", bs, func(b []byte) error { _, err := decodeBrowserSession("b", b); return err }},
+	}
+	for _, d := range decoders {
+		if err := d.decode(d.valid); err != nil {
+			t.Fatalf("%s: the valid record: %v", d.name, err)
+		}
+		for n := 1; n < len(d.valid); n++ {
+			if err := d.decode(d.valid[:n]); err == nil {
+				t.Errorf("%s cut to %d of %d bytes: decoded", d.name, n, len(d.valid))
+			}
+		}
+		if err := d.decode(append(slices.Clone(d.valid), 'x')); err == nil {
+			t.Errorf("%s with a byte after its end: decoded", d.name)
+		}
+		unknown := append(slices.Clone(d.valid[:len(d.valid)-1]), '~', 1, 'x', 0) // a string field this version does not know
+		if err := d.decode(unknown); err == nil {
+			t.Errorf("%s with an unknown field: decoded", d.name)
+		}
+	}
+}
+
+// TestSessionRecordFormatsReadBackAlike: refresh tokens and browser
+// sessions read back from v2 exactly as from v1.
+func TestSessionRecordFormatsReadBackAlike(t *testing.T) {
+	t.Parallel()
+	now := time.Date(2026, 12, 2, 0, 30, 1, 123456789, time.UTC)
+	fullRT := func() *sessions.RefreshToken {
+		return &sessions.RefreshToken{
+			Hash: strings.Repeat("0a", 32), FamilyID: "fam_1", ClientID: "spa", Subject: "usr_1",
+			Scopes: []string{"openid", "offline_access"}, Audience: []string{"api"}, AMR: []string{"pwd", "mfa"},
+			AuthTime: now.Add(-time.Minute), CreatedAt: now, ExpiresAt: now.Add(24 * time.Hour),
+			FamilyExpiresAt: now.Add(30 * 24 * time.Hour), FamilyCreatedAt: now.Add(-time.Hour),
+			RotatedAt: new(time.Time), SessionID: "bs_1", Upstream: &sessions.Upstream{Subject: "auth0|1", Claims: map[string]any{"x": "y"}},
+		}
+	}
+	everyFieldSet(t, fullRT())
+	v1, v2 := &Store{format: RecordFormatV1}, &Store{format: RecordFormatV2}
+	rts := []struct {
+		name   string
+		rt     *sessions.RefreshToken
+		wantV2 bool
+	}{
+		{"full", fullRT(), true},
+		{"minimal", &sessions.RefreshToken{Hash: "h", FamilyID: "f", CreatedAt: now, ExpiresAt: now}, true},
+		{"no auth time, empty AMR", with(fullRT(), func(r *sessions.RefreshToken) { r.AuthTime, r.AMR = time.Time{}, []string{} }), true},
+		{"empty scopes, not nil", with(fullRT(), func(r *sessions.RefreshToken) { r.Scopes = []string{} }), false},
+		{"not UTC", with(fullRT(), func(r *sessions.RefreshToken) { r.AuthTime = r.AuthTime.In(time.FixedZone("x", 60)) }), false},
+		{"zero created_at", with(fullRT(), func(r *sessions.RefreshToken) { r.CreatedAt = time.Time{} }), false},
+	}
+	for _, tt := range rts {
+		t.Run("refresh/"+tt.name, func(t *testing.T) {
+			want := readBackRefresh(t, v1, tt.rt)
+			if raw, _ := v2.encodeRefresh(tt.rt); (raw[0] == v2Marker) != tt.wantV2 {
+				t.Errorf("written as v2: %v, want %v", raw[0] == v2Marker, tt.wantV2)
+			}
+			if got := readBackRefresh(t, v2, tt.rt); !reflect.DeepEqual(got, want) {
+				t.Errorf("v2 reads back\n%+v\nv1 reads back\n%+v", got, want)
+			}
+		})
+	}
+	fullBS := func() *sessions.BrowserSession {
+		return &sessions.BrowserSession{ID: "bs_1", Values: map[string]string{"user": "usr_1"}, CreatedAt: now, ExpiresAt: now.Add(time.Hour)}
+	}
+	everyFieldSet(t, fullBS())
+	bss := []struct {
+		name   string
+		bs     *sessions.BrowserSession
+		wantV2 bool
+	}{
+		{"full", fullBS(), true},
+		{"nil values", with(fullBS(), func(b *sessions.BrowserSession) { b.Values = nil }), true},
+		{"empty values, not nil", with(fullBS(), func(b *sessions.BrowserSession) { b.Values = map[string]string{} }), false},
+		{"not UTC", with(fullBS(), func(b *sessions.BrowserSession) { b.CreatedAt = b.CreatedAt.In(time.FixedZone("x", -60)) }), false},
+	}
+	for _, tt := range bss {
+		t.Run("browser session/"+tt.name, func(t *testing.T) {
+			want := readBackBrowserSession(t, v1, tt.bs)
+			if raw, _ := v2.encodeBrowserSession(tt.bs); (raw[0] == v2Marker) != tt.wantV2 {
+				t.Errorf("written as v2: %v, want %v", raw[0] == v2Marker, tt.wantV2)
+			}
+			if got := readBackBrowserSession(t, v2, tt.bs); !reflect.DeepEqual(got, want) {
+				t.Errorf("v2 reads back\n%+v\nv1 reads back\n%+v", got, want)
+			}
+		})
+	}
+}
+
+// everyFieldSet fails when v (a pointer to a struct) leaves a field zero: a
+// field added to the record must be mapped in its v2 form too.
+func everyFieldSet(t *testing.T, v any) {
+	t.Helper()
+	rv := reflect.ValueOf(v).Elem()
+	for i := range rv.NumField() {
+		if rv.Field(i).IsZero() {
+			t.Errorf("%s.%s unset: set it in the test and map it in the v2 form", rv.Type().Name(), rv.Type().Field(i).Name)
+		}
+	}
+}
+
+func readBackRefresh(t *testing.T, s *Store, rt *sessions.RefreshToken) *sessions.RefreshToken {
+	t.Helper()
+	e, fe, _, raw, err := s.refreshArgs(rt)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := ""
+	if rt.RotatedAt != nil {
+		r = fmtTime(*rt.RotatedAt)
+	}
+	got, err := decodeRefresh(rt.FamilyID, rt.Hash, e+"|"+fe+"|"+r+"|"+string(raw))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return got
+}
+
+func readBackBrowserSession(t *testing.T, s *Store, bs *sessions.BrowserSession) *sessions.BrowserSession {
+	t.Helper()
+	raw, err := s.encodeBrowserSession(bs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := decodeBrowserSession(bs.ID, raw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return got
+}

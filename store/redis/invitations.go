@@ -194,11 +194,20 @@ func (s *Store) removeIndexEntries(ctx context.Context, id string, keys []string
 // claimToken points it:<hash> at id. It reports whether it created the
 // entry; ErrConflict when another invitation holds that hash.
 func (s *Store) claimToken(ctx context.Context, hash, id string) (bool, error) {
+	return s.claimTokenFrom(ctx, hash, id, nil)
+}
+
+// claimTokenFrom is claimToken given the reply of its first claimIndex run,
+// if it ran already (nil: not yet).
+func (s *Store) claimTokenFrom(ctx context.Context, hash, id string, first []any) (bool, error) {
 	k := s.key("it", hash)
-	for range 3 {
-		res, err := s.runScript(ctx, claimIndex, []string{k}, id, "0")
-		if err != nil {
-			return false, err
+	for i := range 3 {
+		res := first
+		if i > 0 || res == nil {
+			var err error
+			if res, err = s.runScript(ctx, claimIndex, []string{k}, id, "0"); err != nil {
+				return false, err
+			}
 		}
 		switch str(res, 0) {
 		case "created":
@@ -289,41 +298,30 @@ func (s *Store) createInvitation(ctx context.Context, inv *grants.Invitation, cl
 	if err != nil {
 		return nil, err
 	}
-	// A cheap early answer for a taken ID; the create script checks again.
-	if n, err := s.rdb.Exists(ctx, s.invKey(inv.ID)).Result(); err != nil {
-		return nil, err
-	} else if n > 0 {
-		return nil, idTakenError{inv.ID}
-	}
 	var undo []func()
 	rollback := func() {
 		for i := len(undo) - 1; i >= 0; i-- {
 			undo[i]()
 		}
 	}
+	checked := false
 	if inv.ExternalID != "" && claimExt {
+		// A taken ID is answered before the external_id is claimed: its
+		// holder may be that very invitation, whose claim an undo would take.
+		if err := s.idFree(ctx, inv.ID); err != nil {
+			return nil, err
+		}
+		checked = true
 		if existing, err := s.claimExternalID(ctx, inv.ExternalID, inv.ID); err != nil {
 			return existing, err
 		}
 		undo = append(undo, func() { s.release(ctx, s.tagged("x", inv.ExternalID), inv.ID) })
 	}
-	created, err := s.claimToken(ctx, inv.TokenHash, inv.ID)
-	if err != nil {
-		rollback()
-		return nil, err
-	}
-	if created {
+	ix, err := s.indexNewInvitation(ctx, inv, !checked)
+	if ix.tokenCreated {
 		undo = append(undo, func() { s.release(ctx, s.key("it", inv.TokenHash), inv.ID) })
 	}
-	// The outbox entry goes with the other index entries, in one round trip.
-	added, err := s.addIndexEntries(ctx, inv, s.indexEntries(inv))
-	undo = append(undo, func() { s.removeIndexEntries(ctx, inv.ID, added) })
-	if err != nil {
-		rollback()
-		return nil, err
-	}
-	searchAdded, err := s.addSearchEntries(ctx, s.searchEntries(inv))
-	undo = append(undo, func() { s.dropSearchEntries(ctx, searchAdded) })
+	undo = append(undo, func() { s.removeIndexEntries(ctx, inv.ID, ix.added) }, func() { s.dropSearchEntries(ctx, ix.searchAdded) })
 	if err != nil {
 		rollback()
 		return nil, err

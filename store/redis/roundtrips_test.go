@@ -3,8 +3,10 @@ package redis_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"reflect"
 	"slices"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -182,5 +184,73 @@ func TestRefreshRoundTrips(t *testing.T) {
 	}
 	if err := st.RotateRefreshToken(ctx, "rt-unknown", token("rt-6", "fam-3")); !errors.Is(err, sessions.ErrNotFound) {
 		t.Errorf("rotating an unknown token: %v, want ErrNotFound", err)
+	}
+}
+
+// An invitation without external_id is created in three round trips (every
+// index entry and the ID check in one pipeline, the record, its outbox mark
+// after the write); a taken ID or token hash is still refused, leaving no
+// index entry behind.
+func TestCreateInvitationRoundTrips(t *testing.T) {
+	t.Parallel()
+	ctx := ctxT(t)
+	hook := &countTrips{}
+	rdb := redis.NewClient(&redis.Options{Addr: startServerT(t, 0).addr()})
+	rdb.AddHook(hook)
+	st := redisstore.New(rdb, redisstore.Options{Prefix: "ct:"})
+	t.Cleanup(func() { _ = st.Close() })
+	now := time.Now().UTC()
+	withEvent := func(inv *grants.Invitation) *grants.Invitation {
+		inv.Outbox = []grants.OutboxEvent{{ID: "evt-" + inv.ID, Type: "invitation.created", At: now}}
+		return inv
+	}
+	if _, err := st.CreateInvitation(ctx, withEvent(pendingInvitation("inv-warm", now))); err != nil {
+		t.Fatal(err)
+	}
+	before := hook.n.Load()
+	if _, err := st.CreateInvitation(ctx, withEvent(pendingInvitation("inv-1", now))); err != nil {
+		t.Fatal(err)
+	}
+	if n := hook.n.Load() - before; n != 3 {
+		t.Errorf("create: %d round trips, want 3", n)
+	}
+	keysBefore, err := rdb.Keys(ctx, "ct:*").Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	sameID := pendingInvitation("inv-1", now)
+	sameID.TokenHash = fmt.Sprintf("%064x", "another token")
+	sameID.Email = "someone-else@example.com"
+	if _, err := st.CreateInvitation(ctx, sameID); !errors.Is(err, grants.ErrConflict) {
+		t.Errorf("a taken ID: %v, want ErrConflict", err)
+	}
+	sameToken := pendingInvitation("inv-2", now)
+	sameToken.TokenHash = pendingInvitation("inv-1", now).TokenHash
+	sameToken.Email = "third@example.com"
+	if _, err := st.CreateInvitation(ctx, sameToken); !errors.Is(err, grants.ErrConflict) {
+		t.Errorf("a taken token hash: %v, want ErrConflict", err)
+	}
+	keysAfter, err := rdb.Keys(ctx, "ct:*").Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	slices.Sort(keysBefore)
+	slices.Sort(keysAfter)
+	if !slices.Equal(keysBefore, keysAfter) {
+		t.Errorf("refused creates left keys behind:\nbefore %v\nafter  %v", keysBefore, keysAfter)
+	}
+	for _, key := range []string{"ct:inv:se", "ct:inv:t"} {
+		members, err := rdb.ZRange(ctx, key, 0, -1).Result()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, m := range members {
+			if strings.Contains(m, "inv-2") || strings.Contains(m, "someone-else") || strings.Contains(m, "third@") {
+				t.Errorf("%s keeps %q from a refused create", key, m)
+			}
+		}
+	}
+	if got, err := st.GetInvitation(ctx, "inv-1"); err != nil || got.Email != "inv-1@example.com" {
+		t.Errorf("the first invitation after the refusals: %+v %v", got, err)
 	}
 }

@@ -157,10 +157,15 @@ func sessionLogin(d *app.Dev, client *http.Client) (string, error) {
 	if err != nil || tr.IDToken == "" || tr.AccessToken == "" {
 		return "", fmt.Errorf("token: %d %v %s %s", resp.StatusCode, err, tr.Error, tr.Description)
 	}
+	return tokenAlg(tr.IDToken), nil
+}
+
+// tokenAlg is the alg of a JWT's header ("" if it has none).
+func tokenAlg(jwt string) string {
 	var h struct {
 		Alg string `json:"alg"`
 	}
-	raw, _ := base64.RawURLEncoding.DecodeString(strings.SplitN(tr.IDToken, ".", 2)[0])
+	raw, _ := base64.RawURLEncoding.DecodeString(strings.SplitN(jwt, ".", 2)[0])
 	json.Unmarshal(raw, &h)
-	return h.Alg, nil
+	return h.Alg
 }

@@ -67,19 +67,32 @@ func BenchmarkTokenRefresh(b *testing.B) {
 }
 
 // devOn starts usher dev on the named store (redis: a private redis-server).
-func devOn(b *testing.B, store string) *app.Dev {
+func devOn(b *testing.B, store string) *app.Dev { return devOnWith(b, store, app.DevOptions{}) }
+
+// devOnWith is devOn with opts; opts.Configure runs after devOn's settings.
+func devOnWith(b *testing.B, store string, opts app.DevOptions) *app.Dev {
 	var addr string
 	if store == "redis" {
 		addr = testkit.StartRedis(b)
 	}
-	return startDev(b, app.DevOptions{Configure: func(c *config.Config) {
+	more := opts.Configure
+	opts.Configure = func(c *config.Config) {
 		c.RateLimits.APIPerMinute = 1 << 30 // a benchmark is one very busy client
 		c.RateLimits.AuthorizePerMinute = 1 << 30
 		if addr != "" {
 			c.Store.Driver = "redis"
 			c.Store.Redis.URL = "redis://" + addr + "/0"
 		}
-	}})
+		if more != nil {
+			more(c)
+		}
+	}
+	return startDev(b, opts)
+}
+
+// idTokenAlg makes the dev SPA client's ID tokens alg-signed.
+func idTokenAlg(alg string) func(*config.Config) {
+	return func(c *config.Config) { c.Clients[0].IDTokenSignedResponseAlg = alg }
 }
 
 func benchmarkTokenRefresh(b *testing.B, store string) {

@@ -18,7 +18,13 @@ import (
 // loopback, the load generator sharing the machine, next to the ES256
 // 1-signature ceiling of all cores measured in the same run.
 func BenchmarkClientCredentials(b *testing.B) {
-	d := devOn(b, "bolt")
+	for _, store := range []string{"bolt", "redis"} {
+		b.Run(store, func(b *testing.B) { benchmarkClientCredentials(b, store) })
+	}
+}
+
+func benchmarkClientCredentials(b *testing.B, store string) {
+	d := devOn(b, store)
 	tokenURL := strings.TrimSuffix(d.IssuerURL, "/") + "/oauth/token"
 	body := url.Values{"grant_type": {"client_credentials"}, "scope": {"invitations:write"}}.Encode()
 	signRate := es256SignsPerSecond(b)

@@ -50,7 +50,7 @@ func benchmarkLogin(b *testing.B, store string) {
 	if _, err := login(d, transport); err != nil { // untimed: keys, clients and the user exist
 		b.Fatal(err)
 	}
-	es256, rs256 := es256SignsPerSecond(b), rs256SignsPerSecond(b)
+	es256 := es256SignsPerSecond(b)
 	var failures atomic.Int64
 	var mu sync.Mutex
 	var latencies []time.Duration
@@ -86,7 +86,6 @@ func benchmarkLogin(b *testing.B, store string) {
 	b.ReportMetric(p50ms(usher), "usher_p50_ms")
 	b.ReportMetric(p50ms(upstream), "upstream_p50_ms")
 	b.ReportMetric(es256, "es256_signs/s/core")
-	b.ReportMetric(rs256, "rs256_signs/s/core")
 	b.ReportMetric(perSec/ceiling, "ratio_to_ceiling")
 }
 

@@ -17,28 +17,27 @@ import (
 	"time"
 
 	"github.com/usher-oidc/usher/app"
-	"github.com/usher-oidc/usher/config"
 )
 
 // BenchmarkSessionLogin measures a login of a browser already signed in to
 // usher (its cookie jar holds a usher session) for the dev SPA client:
 // /authorize answered from the session (no upstream) → code → token
-// exchange, through the real HTTP stack on loopback (bolt). Per login usher
-// signs the ID token (the client's algorithm) and the access token (ES256);
-// the ceiling is those two signatures at go-jose's one-core rates measured
-// in the same run, times the cores.
+// exchange, through the real HTTP stack on loopback, on bolt and Redis. Per
+// login usher signs the ID token (the client's algorithm) and the access
+// token (ES256); ceiling_logins/s is those two signatures at go-jose's
+// one-core rates measured in the same run, times the cores;
+// ratio_to_ceiling is against issue 14's ceilings (ES256: the 2-signature
+// ES256 ceiling; RS256: the 1-signature RS256 ceiling).
 func BenchmarkSessionLogin(b *testing.B) {
-	for _, alg := range []string{"RS256", "ES256"} {
-		b.Run(alg, func(b *testing.B) { benchmarkSessionLogin(b, alg) })
+	for _, store := range []string{"bolt", "redis"} {
+		for _, alg := range []string{"ES256", "RS256"} {
+			b.Run(store+"/"+alg, func(b *testing.B) { benchmarkSessionLogin(b, store, alg) })
+		}
 	}
 }
 
-func benchmarkSessionLogin(b *testing.B, alg string) {
-	d := startDev(b, app.DevOptions{Configure: func(c *config.Config) {
-		c.RateLimits.APIPerMinute = 1 << 30 // a benchmark is one very busy client
-		c.RateLimits.AuthorizePerMinute = 1 << 30
-		c.Clients[0].IDTokenSignedResponseAlg = alg
-	}})
+func benchmarkSessionLogin(b *testing.B, store, alg string) {
+	d := devOnWith(b, store, app.DevOptions{Configure: idTokenAlg(alg)})
 	const perProc = 4 // in flight per GOMAXPROCS: enough to keep the cores busy, few enough that p50 is not mostly queueing
 	workers := runtime.GOMAXPROCS(0) * perProc
 	jars := make(chan http.CookieJar, workers)
@@ -54,10 +53,12 @@ func benchmarkSessionLogin(b *testing.B, alg string) {
 	}
 	jars <- jar
 
-	es256, rs256 := es256SignsPerSecond(b), rs256SignsPerSecond(b)
-	idRate := es256
+	// RS256 signing is slow (≈ 1 ms): measured only where the figure needs it.
+	es256, idRate := es256SignsPerSecond(b), 0.0
 	if alg == "RS256" {
-		idRate = rs256
+		idRate = rs256SignsPerSecond(b)
+	} else {
+		idRate = es256
 	}
 	stats, _ := d.App.Store.(interface {
 		WriteStats() (writes, commits uint64)
@@ -98,12 +99,21 @@ func benchmarkSessionLogin(b *testing.B, alg string) {
 	perSec := float64(b.N) / elapsed.Seconds()
 	// Two signatures per login: the ID token (alg) and the access token (ES256).
 	ceiling := float64(runtime.GOMAXPROCS(0)) / (1/idRate + 1/es256)
+	// Issue 14's targets: ES256 against the 2-signature ES256 ceiling, RS256
+	// against the 1-signature RS256 ceiling.
+	target := es256 * float64(runtime.GOMAXPROCS(0)) / 2
+	if alg == "RS256" {
+		target = idRate * float64(runtime.GOMAXPROCS(0))
+	}
 	b.ReportMetric(perSec, "logins/s")
 	b.ReportMetric(float64(latencies[len(latencies)/2].Microseconds())/1000, "p50_ms")
 	b.ReportMetric(es256, "es256_signs/s/core")
-	b.ReportMetric(rs256, "rs256_signs/s/core")
+	if alg == "RS256" {
+		b.ReportMetric(idRate, "rs256_signs/s/core")
+	}
 	b.ReportMetric(ceiling, "ceiling_logins/s")
 	b.ReportMetric(100*perSec/ceiling, "%_of_ceiling")
+	b.ReportMetric(perSec/target, "ratio_to_ceiling")
 	if stats != nil {
 		// Store writes and durable bbolt commits per login (the sweeper may add a few).
 		writes, commits := stats.WriteStats()

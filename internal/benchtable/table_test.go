@@ -1,0 +1,166 @@
+package main
+
+import (
+	"bytes"
+	"os"
+	"strings"
+	"testing"
+)
+
+// sample is captured `go test -bench` output of e2e, store/bolt and
+// store/redis (short -benchtime, so the figures are noisy; the structure is
+// what counts).
+func sample(t *testing.T) ([]byte, results) {
+	t.Helper()
+	in, err := os.ReadFile("testdata/sample.txt")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out bytes.Buffer
+	res, err := scan(bytes.NewReader(in), &out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(out.Bytes(), in) {
+		t.Errorf("scan did not pass its input through unchanged:\n%s", out.String())
+	}
+	return in, res
+}
+
+func TestScanSample(t *testing.T) {
+	_, res := sample(t)
+	for _, c := range []struct {
+		key, metric string
+		want        float64
+		procs       int
+	}{
+		{"e2e.BenchmarkClientCredentials/bolt", "responses/s", 6733, 2},
+		{"e2e.BenchmarkTokenRefresh/redis/RS256", "rs256_signs/s/core", 949.5, 2},
+		{"e2e.BenchmarkTokenRefresh/bolt/ES256", "ratio_to_ceiling", 0.07047, 2},
+		{"e2e.BenchmarkLogin/redis", "usher_p50_ms", 3.531, 2},
+		{"e2e.BenchmarkLoginRedisRoundTrips", "store_round_trips/login", 24.02, 2},
+		// Same benchmark name in two packages: told apart by the pkg: line.
+		{"bolt.BenchmarkRotateRefreshToken", "ops/s", 7829, 2},
+		{"redis.BenchmarkRotateRefreshToken", "ops/s", 8921, 2},
+		{"redis.BenchmarkMemoryPerRecord", "user+grant_B/record", 1734, 2},
+	} {
+		r, ok := res[c.key]
+		if !ok {
+			t.Errorf("%s: not parsed", c.key)
+			continue
+		}
+		if got := r.metrics[c.metric]; got != c.want || r.procs != c.procs {
+			t.Errorf("%s %s = %v (procs %d), want %v (procs %d)", c.key, c.metric, got, r.procs, c.want, c.procs)
+		}
+	}
+	if len(res) != 16 {
+		t.Errorf("parsed %d benchmark lines, want the sample's 16", len(res))
+	}
+}
+
+func TestParseLine(t *testing.T) {
+	for _, c := range []struct {
+		name, in string
+		ok       bool
+		key      string
+	}{
+		{"plain", "BenchmarkX-8 \t 100 \t 12.5 ns/op \t 3 logins/s", true, "p.BenchmarkX"},
+		{"sub-benchmark", "BenchmarkX/bolt/ES256-2 1 5 ns/op", true, "p.BenchmarkX/bolt/ES256"},
+		{"no procs suffix", "BenchmarkX 1 5 ns/op", true, "p.BenchmarkX"},
+		{"failure line", "--- FAIL: BenchmarkX/bolt-2", false, ""},
+		{"log line", "    bench_test.go:12: BenchmarkX 1 2 3", false, ""},
+		{"value not a number", "BenchmarkX-2 1 fast ns/op", false, ""},
+		{"unit missing", "BenchmarkX-2 1 5 ns/op 7", false, ""},
+		{"name alone", "BenchmarkX-2", false, ""},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			r, ok := parseLine("p", strings.Fields(c.in))
+			if ok != c.ok || r.key != c.key {
+				t.Errorf("parseLine(%q) = %q, %v; want %q, %v", c.in, r.key, ok, c.key, c.ok)
+			}
+		})
+	}
+}
+
+// A benchmark writing to stdout splits its result line: name first, figures
+// after what it wrote.
+func TestScanSplitLine(t *testing.T) {
+	in := "pkg: example.com/m/e2e\nBenchmarkLogin/bolt-2   \nsome output\n     50\t  100 ns/op\t  321.5 logins/s\n"
+	res, err := scan(strings.NewReader(in), &bytes.Buffer{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := res["e2e.BenchmarkLogin/bolt"].metrics["logins/s"]; got != 321.5 {
+		t.Errorf("logins/s = %v, want 321.5 (results %v)", got, res)
+	}
+}
+
+func TestBuildSample(t *testing.T) {
+	_, res := sample(t)
+	lines := build(res)
+	byRow := map[string]line{}
+	for _, l := range lines {
+		byRow[l.path+"|"+l.backend] = l
+	}
+	for _, c := range []struct {
+		row  string
+		want line
+	}{
+		{"client_credentials, ES256 access token|bolt", line{figure: "6,733 responses/s", es256: "0.124"}},
+		{"refresh grant, RS256 ID token|Redis", line{figure: "416 responses/s", rs256: "0.219"}},
+		{"login through usher (devidp in process), ES256|Redis", line{figure: "216 logins/s", es256: "0.011", trips: "24.0 store + 1.00 rate-limit"}},
+		{"login through usher: usher's own p50 (upstream excluded)|bolt", line{figure: "12.5 ms"}},
+		{"login answered from usher's session, RS256|bolt", line{figure: "167 logins/s", rs256: "0.100"}},
+		{"refresh-token rotation in the store alone|Redis", line{figure: "8,921 rotations/s"}},
+		{"Redis memory: pending invitation|Redis", line{figure: "1,449 B"}},
+	} {
+		got, ok := byRow[c.row]
+		if !ok {
+			t.Errorf("%s: no row", c.row)
+			continue
+		}
+		if got.figure != c.want.figure || got.es256 != c.want.es256 || got.rs256 != c.want.rs256 || got.trips != c.want.trips {
+			t.Errorf("%s: figure %q es256 %q rs256 %q trips %q; want %q %q %q %q", c.row,
+				got.figure, got.es256, got.rs256, got.trips, c.want.figure, c.want.es256, c.want.rs256, c.want.trips)
+		}
+	}
+	// Benchmarks the sample lacks (invitations, process memory) leave no row.
+	if _, ok := byRow["invitation create (API, until its outbox events are handled)|bolt"]; ok {
+		t.Error("a row for a benchmark that did not run")
+	}
+}
+
+func TestReportOneTable(t *testing.T) {
+	_, res := sample(t)
+	var out bytes.Buffer
+	if err := report(&out, res); err != nil {
+		t.Fatal(err)
+	}
+	s := out.String()
+	if n := strings.Count(s, "| path | backend | figure |"); n != 1 {
+		t.Errorf("%d table headers, want 1:\n%s", n, s)
+	}
+	if !strings.Contains(s, "ES256 signing (go-jose, one core), measured by the benchmarks in this run: 16,827–27,613 signatures/s.") {
+		t.Errorf("no ES256 signing span:\n%s", s)
+	}
+	// Every table line has the header's seven columns.
+	for _, l := range strings.Split(strings.TrimSpace(s[strings.Index(s, "| path"):]), "\n") {
+		if n := strings.Count(l, "|"); n != 8 {
+			t.Errorf("%d separators, want 8: %s", n, l)
+		}
+	}
+}
+
+func TestNumber(t *testing.T) {
+	for _, c := range []struct {
+		v    float64
+		want string
+	}{
+		{18062.4, "18,062"}, {1234567, "1,234,567"}, {100, "100"}, {99.94, "99.9"},
+		{3.531, "3.53"}, {0.07047, "0.070"}, {0.2888, "0.289"}, {0, "0.000"}, {-1500, "-1,500"},
+	} {
+		if got := number(c.v); got != c.want {
+			t.Errorf("number(%v) = %q, want %q", c.v, got, c.want)
+		}
+	}
+}

@@ -30,8 +30,10 @@ func benchmarkClientCredentials(b *testing.B, store string) {
 	signRate := es256SignsPerSecond(b)
 	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 256}}
 	var failures atomic.Int64
+	trips := countRedisRoundTrips(d)
 	b.SetParallelism(32)
 	b.ResetTimer()
+	trips.reset()
 	start := time.Now()
 	b.RunParallel(func(pb *testing.PB) {
 		for pb.Next() {
@@ -53,6 +55,7 @@ func benchmarkClientCredentials(b *testing.B, store string) {
 	})
 	elapsed := time.Since(start)
 	b.StopTimer()
+	trips.report(b, b.N, "response")
 	perSec := float64(b.N) / elapsed.Seconds()
 	ceiling := signRate * float64(runtime.GOMAXPROCS(0))
 	b.ReportMetric(perSec, "responses/s")

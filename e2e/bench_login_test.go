@@ -54,8 +54,10 @@ func benchmarkLogin(b *testing.B, store string) {
 	var failures atomic.Int64
 	var mu sync.Mutex
 	var latencies []time.Duration
+	trips := countRedisRoundTrips(d)
 	b.SetParallelism(perProc)
 	b.ResetTimer()
+	trips.reset()
 	start := time.Now()
 	b.RunParallel(func(pb *testing.PB) {
 		var mine []time.Duration
@@ -75,6 +77,7 @@ func benchmarkLogin(b *testing.B, store string) {
 	})
 	elapsed := time.Since(start)
 	b.StopTimer()
+	trips.report(b, b.N, "login")
 	if n := failures.Load(); n > 0 {
 		b.Fatalf("%d failed logins", n)
 	}

@@ -70,8 +70,10 @@ func benchmarkSessionLogin(b *testing.B, store, alg string) {
 	var failures atomic.Int64
 	var mu sync.Mutex
 	var latencies []time.Duration
+	trips := countRedisRoundTrips(d)
 	b.SetParallelism(perProc)
 	b.ResetTimer()
+	trips.reset()
 	start := time.Now()
 	b.RunParallel(func(pb *testing.PB) {
 		client := newSessionClient(d, <-jars, 1)
@@ -92,6 +94,7 @@ func benchmarkSessionLogin(b *testing.B, store, alg string) {
 	})
 	elapsed := time.Since(start)
 	b.StopTimer()
+	trips.report(b, b.N, "login")
 	if n := failures.Load(); n > 0 {
 		b.Fatalf("%d failed logins", n)
 	}

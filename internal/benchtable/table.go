@@ -17,45 +17,44 @@ type row struct {
 	// ceiling names the column ratio_to_ceiling (reported by the benchmark
 	// against the ceiling it measured in the same run) goes to: ES256, RS256 or "".
 	ceiling string
-	trips   string // benchmark whose store_round_trips/… and ratelimit_round_trips/… fill the round-trips column
 	target  string // issue 14's target for the row
 }
 
 // rows is the whole metric → row mapping, in the table's order.
 var rows = []row{
-	{"client_credentials, ES256 access token", "bolt", "e2e.BenchmarkClientCredentials/bolt", "responses/s", "responses/s", "ES256", "", "≥ 14,000/s (ES256 1-signature ceiling, 2 cores)"},
-	{"client_credentials, ES256 access token", "Redis", "e2e.BenchmarkClientCredentials/redis", "responses/s", "responses/s", "ES256", "", "≥ 14,000/s (ES256 1-signature ceiling, 2 cores)"},
-	{"refresh grant, ES256 ID + access token", "bolt", "e2e.BenchmarkTokenRefresh/bolt/ES256", "responses/s", "responses/s", "ES256", "", "≥ 4,500/s; ≥ 0.35 of the ES256 2-signature ceiling"},
-	{"refresh grant, ES256 ID + access token", "Redis", "e2e.BenchmarkTokenRefresh/redis/ES256", "responses/s", "responses/s", "ES256", "", "≥ 6,000/s; ≥ 0.35 of the ES256 2-signature ceiling"},
-	{"refresh grant, RS256 ID token", "bolt", "e2e.BenchmarkTokenRefresh/bolt/RS256", "responses/s", "responses/s", "RS256", "", "≥ 0.7 × RS256 1-signature ceiling"},
-	{"refresh grant, RS256 ID token", "Redis", "e2e.BenchmarkTokenRefresh/redis/RS256", "responses/s", "responses/s", "RS256", "", "≥ 0.7 × RS256 1-signature ceiling"},
-	{"login through usher (devidp in process), ES256", "bolt", "e2e.BenchmarkLogin/bolt", "logins/s", "logins/s", "ES256", "", "≥ 1,000/s"},
-	{"login through usher (devidp in process), ES256", "Redis", "e2e.BenchmarkLogin/redis", "logins/s", "logins/s", "ES256", "e2e.BenchmarkLoginRedisRoundTrips", "≥ 1,000/s"},
-	{"login through usher: p50, 8 in flight", "bolt", "e2e.BenchmarkLogin/bolt", "p50_ms", "ms", "", "", ""},
-	{"login through usher: p50, 8 in flight", "Redis", "e2e.BenchmarkLogin/redis", "p50_ms", "ms", "", "", ""},
-	{"login through usher: usher's own p50 (upstream excluded)", "bolt", "e2e.BenchmarkLogin/bolt", "usher_p50_ms", "ms", "", "", "< 3 ms"},
-	{"login through usher: usher's own p50 (upstream excluded)", "Redis", "e2e.BenchmarkLogin/redis", "usher_p50_ms", "ms", "", "", "< 3 ms"},
-	{"Redis round trips per login (authorize → callback → token)", "Redis", "e2e.BenchmarkLoginRedisRoundTrips", "store_round_trips/login", "store round trips", "", "e2e.BenchmarkLoginRedisRoundTrips", "≤ 8 store round trips; rate-limit checks apart"},
-	{"login answered from usher's session, ES256", "bolt", "e2e.BenchmarkSessionLogin/bolt/ES256", "logins/s", "logins/s", "ES256", "", "≥ 3,000/s"},
-	{"login answered from usher's session, ES256", "Redis", "e2e.BenchmarkSessionLogin/redis/ES256", "logins/s", "logins/s", "ES256", "", "≥ 3,000/s"},
-	{"login answered from usher's session, RS256", "bolt", "e2e.BenchmarkSessionLogin/bolt/RS256", "logins/s", "logins/s", "RS256", "", "≥ 0.7 × RS256 1-signature ceiling"},
-	{"login answered from usher's session, RS256", "Redis", "e2e.BenchmarkSessionLogin/redis/RS256", "logins/s", "logins/s", "RS256", "", "≥ 0.7 × RS256 1-signature ceiling"},
-	{"invitation create (API, until its outbox events are handled)", "bolt", "e2e.BenchmarkInvitationCreate/bolt", "creates/s", "creates/s", "", "", "≥ 3,000/s"},
-	{"invitation create (API, until its outbox events are handled)", "Redis", "e2e.BenchmarkInvitationCreate/redis", "creates/s", "creates/s", "", "", "≥ 5,000/s"},
-	{"redemption (store, 8 in flight)", "bolt", "e2e.BenchmarkInvitationRedeem/bolt", "redemptions/s", "redemptions/s", "", "", ""},
-	{"redemption (store, 8 in flight)", "Redis", "e2e.BenchmarkInvitationRedeem/redis", "redemptions/s", "redemptions/s", "", "", ""},
-	{"redemption, 16 in flight: p99", "bolt", "e2e.BenchmarkInvitationRedeemConcurrency/bolt", "p99_ms_16", "ms", "", "", ""},
-	{"redemption, 16 in flight: p99", "Redis", "e2e.BenchmarkInvitationRedeemConcurrency/redis", "p99_ms_16", "ms", "", "", "< 10 ms"},
-	{"redemption: throughput 200 in flight / 16 in flight", "bolt", "e2e.BenchmarkInvitationRedeemConcurrency/bolt", "ratio_200/16", "×", "", "", "≥ 0.9 (no collapse), exactly once"},
-	{"redemption: throughput 200 in flight / 16 in flight", "Redis", "e2e.BenchmarkInvitationRedeemConcurrency/redis", "ratio_200/16", "×", "", "", "≥ 0.9 (no collapse), exactly once"},
-	{"refresh-token rotation in the store alone", "bolt", "bolt.BenchmarkRotateRefreshToken", "ops/s", "rotations/s", "", "", ""},
-	{"refresh-token rotation in the store alone", "Redis", "redis.BenchmarkRotateRefreshToken", "ops/s", "rotations/s", "", "", ""},
-	{"Redis memory: pending invitation", "Redis", "redis.BenchmarkMemoryPerRecord", "invitation_B/record", "B", "", "", "≤ 600 B"},
-	{"Redis memory: pending invitation with external_id", "Redis", "redis.BenchmarkMemoryPerRecord", "invitation+extid_B/record", "B", "", "", ""},
-	{"Redis memory: user with identity and grant", "Redis", "redis.BenchmarkMemoryPerRecord", "user+grant_B/record", "B", "", "", "≤ 800 B"},
-	{"Redis memory: refresh token", "Redis", "redis.BenchmarkMemoryPerRecord", "refresh_token_B/record", "B", "", "", "≤ 400 B"},
-	{"Redis memory: browser session", "Redis", "redis.BenchmarkMemoryPerRecord", "browser_session_B/record", "B", "", "", "≤ 400 B"},
-	{"process RSS, 100,000 pending invitations + 10,000 sessions", "Redis", "e2e.BenchmarkProcessMemory", "rss_MiB", "MiB", "", "", "< 100 MiB"},
+	{"client_credentials, ES256 access token", "bolt", "e2e.BenchmarkClientCredentials/bolt", "responses/s", "responses/s", "ES256", "≥ 14,000/s (ES256 1-signature ceiling, 2 cores)"},
+	{"client_credentials, ES256 access token", "Redis", "e2e.BenchmarkClientCredentials/redis", "responses/s", "responses/s", "ES256", "≥ 14,000/s (ES256 1-signature ceiling, 2 cores)"},
+	{"refresh grant, ES256 ID + access token", "bolt", "e2e.BenchmarkTokenRefresh/bolt/ES256", "responses/s", "responses/s", "ES256", "≥ 4,500/s; ≥ 0.35 of the ES256 2-signature ceiling"},
+	{"refresh grant, ES256 ID + access token", "Redis", "e2e.BenchmarkTokenRefresh/redis/ES256", "responses/s", "responses/s", "ES256", "≥ 6,000/s; ≥ 0.35 of the ES256 2-signature ceiling"},
+	{"refresh grant, RS256 ID token", "bolt", "e2e.BenchmarkTokenRefresh/bolt/RS256", "responses/s", "responses/s", "RS256", "≥ 0.7 × RS256 1-signature ceiling"},
+	{"refresh grant, RS256 ID token", "Redis", "e2e.BenchmarkTokenRefresh/redis/RS256", "responses/s", "responses/s", "RS256", "≥ 0.7 × RS256 1-signature ceiling"},
+	{"login through usher (devidp in process), ES256", "bolt", "e2e.BenchmarkLogin/bolt", "logins/s", "logins/s", "ES256", "≥ 1,000/s"},
+	{"login through usher (devidp in process), ES256", "Redis", "e2e.BenchmarkLogin/redis", "logins/s", "logins/s", "ES256", "≥ 1,000/s"},
+	{"login through usher: p50, 8 in flight", "bolt", "e2e.BenchmarkLogin/bolt", "p50_ms", "ms", "", ""},
+	{"login through usher: p50, 8 in flight", "Redis", "e2e.BenchmarkLogin/redis", "p50_ms", "ms", "", ""},
+	{"login through usher: usher's own p50 (upstream excluded)", "bolt", "e2e.BenchmarkLogin/bolt", "usher_p50_ms", "ms", "", "< 3 ms"},
+	{"login through usher: usher's own p50 (upstream excluded)", "Redis", "e2e.BenchmarkLogin/redis", "usher_p50_ms", "ms", "", "< 3 ms"},
+	{"Redis round trips per login (authorize → callback → token)", "Redis", "e2e.BenchmarkLoginRedisRoundTrips", "store_round_trips/login", "store round trips", "", "≤ 8 store round trips; rate-limit checks apart"},
+	{"login answered from usher's session, ES256", "bolt", "e2e.BenchmarkSessionLogin/bolt/ES256", "logins/s", "logins/s", "ES256", "≥ 3,000/s"},
+	{"login answered from usher's session, ES256", "Redis", "e2e.BenchmarkSessionLogin/redis/ES256", "logins/s", "logins/s", "ES256", "≥ 3,000/s"},
+	{"login answered from usher's session, RS256", "bolt", "e2e.BenchmarkSessionLogin/bolt/RS256", "logins/s", "logins/s", "RS256", "≥ 0.7 × RS256 1-signature ceiling"},
+	{"login answered from usher's session, RS256", "Redis", "e2e.BenchmarkSessionLogin/redis/RS256", "logins/s", "logins/s", "RS256", "≥ 0.7 × RS256 1-signature ceiling"},
+	{"invitation create (API, until its outbox events are handled)", "bolt", "e2e.BenchmarkInvitationCreate/bolt", "creates/s", "creates/s", "", "≥ 3,000/s"},
+	{"invitation create (API, until its outbox events are handled)", "Redis", "e2e.BenchmarkInvitationCreate/redis", "creates/s", "creates/s", "", "≥ 5,000/s"},
+	{"redemption (store, 8 in flight)", "bolt", "e2e.BenchmarkInvitationRedeem/bolt", "redemptions/s", "redemptions/s", "", ""},
+	{"redemption (store, 8 in flight)", "Redis", "e2e.BenchmarkInvitationRedeem/redis", "redemptions/s", "redemptions/s", "", ""},
+	{"redemption, 16 in flight: p99", "bolt", "e2e.BenchmarkInvitationRedeemConcurrency/bolt", "p99_ms_16", "ms", "", ""},
+	{"redemption, 16 in flight: p99", "Redis", "e2e.BenchmarkInvitationRedeemConcurrency/redis", "p99_ms_16", "ms", "", "< 10 ms"},
+	{"redemption: throughput 200 in flight / 16 in flight", "bolt", "e2e.BenchmarkInvitationRedeemConcurrency/bolt", "ratio_200/16", "×", "", "≥ 0.9 (no collapse), exactly once"},
+	{"redemption: throughput 200 in flight / 16 in flight", "Redis", "e2e.BenchmarkInvitationRedeemConcurrency/redis", "ratio_200/16", "×", "", "≥ 0.9 (no collapse), exactly once"},
+	{"refresh-token rotation in the store alone", "bolt", "bolt.BenchmarkRotateRefreshToken", "ops/s", "rotations/s", "", ""},
+	{"refresh-token rotation in the store alone", "Redis", "redis.BenchmarkRotateRefreshToken", "ops/s", "rotations/s", "", ""},
+	{"Redis memory: pending invitation", "Redis", "redis.BenchmarkMemoryPerRecord", "invitation_B/record", "B", "", "≤ 600 B"},
+	{"Redis memory: pending invitation with external_id", "Redis", "redis.BenchmarkMemoryPerRecord", "invitation+extid_B/record", "B", "", ""},
+	{"Redis memory: user with identity and grant", "Redis", "redis.BenchmarkMemoryPerRecord", "user+grant_B/record", "B", "", "≤ 800 B"},
+	{"Redis memory: refresh token", "Redis", "redis.BenchmarkMemoryPerRecord", "refresh_token_B/record", "B", "", "≤ 400 B"},
+	{"Redis memory: browser session", "Redis", "redis.BenchmarkMemoryPerRecord", "browser_session_B/record", "B", "", "≤ 400 B"},
+	{"process RSS, 100,000 pending invitations + 10,000 sessions", "Redis", "e2e.BenchmarkProcessMemory", "rss_MiB", "MiB", "", "< 100 MiB"},
 }
 
 // line is one built row of the table.
@@ -82,23 +81,26 @@ func build(res results) []line {
 				l.rs256 = number(ratio)
 			}
 		}
-		if t, ok := res[r.trips]; ok && r.trips != "" {
-			l.trips = roundTrips(t.metrics)
+		// Round trips belong to the operation: shown on its throughput row
+		// (and the round-trip row itself), not on its latency rows.
+		if strings.HasSuffix(r.metric, "/s") || strings.HasPrefix(r.metric, "store_round_trips/") {
+			l.trips = roundTrips(b.metrics)
 		}
 		out = append(out, l)
 	}
 	return out
 }
 
-// roundTrips reads store_round_trips/<op> and ratelimit_round_trips/<op>.
+// roundTrips reads store_round_trips/<op> and ratelimit_round_trips/<op>
+// (benchmarks on Redis count them with a go-redis hook); "" if neither.
 func roundTrips(m map[string]float64) string {
 	var store, rl string
 	for unit, v := range m {
 		switch {
 		case strings.HasPrefix(unit, "store_round_trips/"):
-			store = number(v) + " store"
+			store = strconv.FormatFloat(v, 'f', 1, 64) + " store"
 		case strings.HasPrefix(unit, "ratelimit_round_trips/"):
-			rl = number(v) + " rate-limit"
+			rl = strconv.FormatFloat(v, 'f', 1, 64) + " rate-limit"
 		}
 	}
 	return strings.TrimPrefix(store+" + "+rl, " + ")
@@ -124,7 +126,7 @@ func dash(s string) string {
 }
 
 // number prints a figure for reading: integers with thousands separators
-// from 100 up, a ratio below 1 with three decimals.
+// from 100 up, below 1 two significant digits (ratios).
 func number(v float64) string {
 	switch a := math.Abs(v); {
 	case a >= 100:
@@ -133,8 +135,10 @@ func number(v float64) string {
 		return strconv.FormatFloat(v, 'f', 1, 64)
 	case a >= 1:
 		return strconv.FormatFloat(v, 'f', 2, 64)
+	case a == 0:
+		return "0"
 	default:
-		return strconv.FormatFloat(v, 'f', 3, 64)
+		return strconv.FormatFloat(v, 'f', max(2, 1-int(math.Floor(math.Log10(a)))), 64)
 	}
 }
 

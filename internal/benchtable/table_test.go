@@ -106,9 +106,10 @@ func TestBuildSample(t *testing.T) {
 		row  string
 		want line
 	}{
-		{"client_credentials, ES256 access token|bolt", line{figure: "6,733 responses/s", es256: "0.124"}},
-		{"refresh grant, RS256 ID token|Redis", line{figure: "416 responses/s", rs256: "0.219"}},
-		{"login through usher (devidp in process), ES256|Redis", line{figure: "216 logins/s", es256: "0.011", trips: "24.0 store + 1.00 rate-limit"}},
+		{"client_credentials, ES256 access token|bolt", line{figure: "6,733 responses/s", es256: "0.12"}},
+		{"refresh grant, RS256 ID token|Redis", line{figure: "416 responses/s", rs256: "0.22"}},
+		{"login through usher (devidp in process), ES256|Redis", line{figure: "216 logins/s", es256: "0.011"}},
+		{"Redis round trips per login (authorize → callback → token)|Redis", line{figure: "24.0 store round trips", trips: "24.0 store + 1.0 rate-limit"}},
 		{"login through usher: usher's own p50 (upstream excluded)|bolt", line{figure: "12.5 ms"}},
 		{"login answered from usher's session, RS256|bolt", line{figure: "167 logins/s", rs256: "0.100"}},
 		{"refresh-token rotation in the store alone|Redis", line{figure: "8,921 rotations/s"}},
@@ -157,7 +158,7 @@ func TestNumber(t *testing.T) {
 		want string
 	}{
 		{18062.4, "18,062"}, {1234567, "1,234,567"}, {100, "100"}, {99.94, "99.9"},
-		{3.531, "3.53"}, {0.07047, "0.070"}, {0.2888, "0.289"}, {0, "0.000"}, {-1500, "-1,500"},
+		{3.531, "3.53"}, {0.07047, "0.070"}, {0.2888, "0.29"}, {0.007071, "0.0071"}, {0, "0"}, {-1500, "-1,500"},
 	} {
 		if got := number(c.v); got != c.want {
 			t.Errorf("number(%v) = %q, want %q", c.v, got, c.want)

@@ -54,10 +54,11 @@ func benchmarkLogin(b *testing.B, store string) {
 	var failures atomic.Int64
 	var mu sync.Mutex
 	var latencies []time.Duration
-	trips := countRedisRoundTrips(d)
+	trips, writes := countRedisRoundTrips(d), countBoltWrites(d)
 	b.SetParallelism(perProc)
 	b.ResetTimer()
 	trips.reset()
+	writes.reset()
 	start := time.Now()
 	b.RunParallel(func(pb *testing.PB) {
 		var mine []time.Duration
@@ -78,6 +79,7 @@ func benchmarkLogin(b *testing.B, store string) {
 	elapsed := time.Since(start)
 	b.StopTimer()
 	trips.report(b, b.N, "login")
+	writes.report(b, b.N, "login")
 	if n := failures.Load(); n > 0 {
 		b.Fatalf("%d failed logins", n)
 	}

@@ -80,6 +80,42 @@ func (h *roundTrips) report(b *testing.B, n int, op string) {
 	b.ReportMetric(float64(h.commands.Load())/float64(n), "redis_commands/"+op)
 }
 
+// boltWrites counts store writes and durable bbolt commits (the main file's
+// fsynced commits; the flow file's are not) from reset; nil off bolt.
+type boltWrites struct {
+	stats interface {
+		WriteStats() (writes, commits uint64)
+	}
+	writes0, commits0 uint64
+}
+
+func countBoltWrites(d *app.Dev) *boltWrites {
+	stats, ok := d.App.Store.(interface {
+		WriteStats() (writes, commits uint64)
+	})
+	if !ok {
+		return nil
+	}
+	return &boltWrites{stats: stats}
+}
+
+func (w *boltWrites) reset() {
+	if w != nil {
+		w.writes0, w.commits0 = w.stats.WriteStats()
+	}
+}
+
+// report reports the writes and commits since reset per op (the sweeper
+// may add a few).
+func (w *boltWrites) report(b *testing.B, n int, op string) {
+	if w == nil || n == 0 {
+		return
+	}
+	writes, commits := w.stats.WriteStats()
+	b.ReportMetric(float64(writes-w.writes0)/float64(n), "store_writes/"+op)
+	b.ReportMetric(float64(commits-w.commits0)/float64(n), "durable_commits/"+op)
+}
+
 // BenchmarkLoginRedisRoundTrips counts, per complete sign-in through usher
 // on Redis (authorize → devidp's login form → callback → code → tokens,
 // a fresh cookie jar each time, so no usher or devidp session helps), the

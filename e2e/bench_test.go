@@ -122,10 +122,11 @@ func benchmarkTokenRefresh(b *testing.B, store, alg string) {
 	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: workers}}
 	var failures atomic.Int64
 	var mu sync.Mutex
-	trips := countRedisRoundTrips(d)
+	trips, writes := countRedisRoundTrips(d), countBoltWrites(d)
 	b.SetParallelism(32) // many clients in flight, as under real load: bolt batches their writes into one fsync
 	b.ResetTimer()
 	trips.reset()
+	writes.reset()
 	start := time.Now()
 	b.RunParallel(func(pb *testing.PB) {
 		mu.Lock()
@@ -152,6 +153,7 @@ func benchmarkTokenRefresh(b *testing.B, store, alg string) {
 	elapsed := time.Since(start)
 	b.StopTimer()
 	trips.report(b, b.N, "refresh")
+	writes.report(b, b.N, "refresh")
 	perSec := float64(b.N) / elapsed.Seconds()
 	ceiling := es256 * float64(runtime.GOMAXPROCS(0)) / 2
 	if alg == "RS256" {

@@ -35,8 +35,19 @@ fuzz:
 	$(GO) test ./broker/ -run '^$$' -fuzz '^FuzzCreateInvitation$$' -fuzztime $(FUZZTIME)
 	$(GO) test ./config/ -run '^$$' -fuzz '^FuzzParse$$' -fuzztime $(FUZZTIME)
 
+# Every benchmark, on bbolt and Redis; the figures issue 14 sets targets for
+# end as one Markdown table (internal/benchtable reads the output). The
+# benchmarks doing a fixed amount of work whatever b.N run once (-benchtime
+# 1x). Fails when any benchmark fails: /bin/sh (dash) has no pipefail, so
+# each failing step leaves a line in a file.
+BENCHTIME ?= 3s
+BENCH_ONCE = BenchmarkInvitationRedeemConcurrency|BenchmarkProcessMemory|BenchmarkMemoryPerRecord
 bench:
-	$(GO) test -run '^$$' -bench . -benchtime 3s ./e2e/ ./store/...
+	@failed=$$(mktemp); \
+	{ $(GO) test -run '^$$' -bench . -skip '$(BENCH_ONCE)' -benchtime $(BENCHTIME) ./e2e/ ./store/... 2>&1 || echo go test >>$$failed; \
+	  $(GO) test -run '^$$' -bench '$(BENCH_ONCE)' -benchtime 1x ./e2e/ ./store/... 2>&1 || echo go test, once >>$$failed; } \
+	| $(GO) run ./internal/benchtable || echo benchtable >>$$failed; \
+	if [ -s $$failed ]; then echo "make bench: failed: $$(cat $$failed | tr '\n' ' ')"; rm -f $$failed; exit 1; fi; rm -f $$failed
 
 # The soak (not part of make test): three replicas on Redis under a fixed-rate
 # load mix with chaos, then the auditor (e2e/soak_test.go). SOAK is its

@@ -68,6 +68,9 @@ type DevOptions struct {
 	CustomDomain bool
 	// IDPOrganizations are devidp's Auth0 organizations (org_name in ID tokens too).
 	IDPOrganizations []devidp.Organization
+	// WrapIDP decorates devidp's handler (benchmarks time the upstream's
+	// share of a sign-in with it).
+	WrapIDP func(http.Handler) http.Handler
 }
 
 // Dev is a running `usher dev`: usher, devidp and the demo SPA.
@@ -152,10 +155,14 @@ func StartDev(ctx context.Context, o DevOptions) (*Dev, error) {
 	d.OutboxURL = usherBase + "/dev/outbox/"
 	d.MetricsURL = "http://" + lns.metrics.Addr().String() + "/metrics"
 	spa := demo.Handler(demo.Config{Issuer: d.IssuerURL, ClientID: DevSPAClientID, Origin: d.SPAURL})
+	var idp http.Handler = d.IDP
+	if o.WrapIDP != nil {
+		idp = o.WrapIDP(idp)
+	}
 	for _, s := range []struct {
 		ln net.Listener
 		h  http.Handler
-	}{{lns.usher, d.usherMux()}, {lns.idp, d.IDP}, {lns.spa, spa}, {lns.metrics, d.App.MetricsHandler()}} {
+	}{{lns.usher, d.usherMux()}, {lns.idp, idp}, {lns.spa, spa}, {lns.metrics, d.App.MetricsHandler()}} {
 		srv := NewServer(s.h)
 		d.servers = append(d.servers, srv)
 		go srv.Serve(s.ln)

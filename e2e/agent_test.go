@@ -69,24 +69,41 @@ func randomString() string {
 // get follows redirects from u and returns the last response (body read).
 func (a *agent) get(u string) (*http.Response, string) {
 	a.t.Helper()
-	resp, err := a.client.Get(u)
+	resp, body, err := a.send(http.MethodGet, u, nil)
 	if err != nil {
-		a.t.Fatalf("GET %s: %v", u, err)
+		a.t.Fatal(err)
 	}
-	defer resp.Body.Close()
-	body, _ := io.ReadAll(resp.Body)
-	return resp, string(body)
+	return resp, body
 }
 
 func (a *agent) postForm(u string, v url.Values) (*http.Response, string) {
 	a.t.Helper()
-	resp, err := a.client.PostForm(u, v)
+	resp, body, err := a.send(http.MethodPost, u, v)
 	if err != nil {
-		a.t.Fatalf("POST %s: %v", u, err)
+		a.t.Fatal(err)
+	}
+	return resp, body
+}
+
+// send is get (v nil) or postForm returning the error: benchmarks sign in
+// on RunParallel's goroutines, where t.Fatal may not be called.
+func (a *agent) send(method, u string, v url.Values) (*http.Response, string, error) {
+	var resp *http.Response
+	var err error
+	if v == nil {
+		resp, err = a.client.Get(u)
+	} else {
+		resp, err = a.client.PostForm(u, v)
+	}
+	if err != nil {
+		return nil, "", fmt.Errorf("%s %s: %w", method, u, err)
 	}
 	defer resp.Body.Close()
-	body, _ := io.ReadAll(resp.Body)
-	return resp, string(body)
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return nil, "", fmt.Errorf("%s %s: reading the body: %w", method, u, err)
+	}
+	return resp, string(body), nil
 }
 
 // callbackOf returns the redirect to the client's redirect URI, or fails.
@@ -100,17 +117,25 @@ func (a *agent) callbackOf(resp *http.Response, body string) url.Values {
 	return u.Query()
 }
 
-// devidpLogin submits the devidp page the last response shows (login or
+// devidpForm submits the devidp page the last response shows (login or
 // sign-up) and returns the final redirect to the client.
 func (a *agent) devidpForm(resp *http.Response, body, form string, values url.Values) (*http.Response, string) {
 	a.t.Helper()
+	resp, body, err := a.tryDevidpForm(resp, body, form, values)
+	if err != nil {
+		a.t.Fatal(err)
+	}
+	return resp, body
+}
+
+func (a *agent) tryDevidpForm(resp *http.Response, body, form string, values url.Values) (*http.Response, string, error) {
 	if resp.StatusCode != http.StatusOK || !strings.Contains(body, `action="/u/`+form+`"`) {
-		a.t.Fatalf("expected the devidp %s page, got %d at %s\n%s", form, resp.StatusCode, resp.Request.URL, clipText(body))
+		return nil, "", fmt.Errorf("expected the devidp %s page, got %d at %s\n%s", form, resp.StatusCode, resp.Request.URL, clipText(body))
 	}
 	values.Set("state", resp.Request.URL.Query().Get("state"))
 	u := *resp.Request.URL
 	u.Path, u.RawQuery = "/u/"+form, ""
-	return a.postForm(u.String(), values)
+	return a.send(http.MethodPost, u.String(), values)
 }
 
 func clipText(s string) string {
@@ -144,12 +169,24 @@ func authorizeURL(d *app.Dev, extra url.Values) (string, string, string) {
 // up first when signup is true) and returns the code and PKCE verifier.
 func (a *agent) signIn(d *app.Dev, email, password string, signup bool) (code, verifier string) {
 	a.t.Helper()
+	code, verifier, err := a.trySignIn(d, email, password, signup)
+	if err != nil {
+		a.t.Fatal(err)
+	}
+	return code, verifier
+}
+
+// trySignIn is signIn returning its failure.
+func (a *agent) trySignIn(d *app.Dev, email, password string, signup bool) (code, verifier string, err error) {
 	extra := url.Values{}
 	if signup {
 		extra.Set("screen_hint", "signup")
 	}
 	u, verifier, state := authorizeURL(d, extra)
-	resp, body := a.get(u)
+	resp, body, err := a.send(http.MethodGet, u, nil)
+	if err != nil {
+		return "", "", err
+	}
 	form, vals := "login", url.Values{"email": {email}, "password": {password}}
 	if signup {
 		form = "signup"
@@ -157,16 +194,23 @@ func (a *agent) signIn(d *app.Dev, email, password string, signup bool) (code, v
 	}
 	// With a live upstream session devidp completes without a form.
 	if !strings.HasPrefix(resp.Header.Get("Location"), a.stopAt) {
-		resp, body = a.devidpForm(resp, body, form, vals)
+		if resp, body, err = a.tryDevidpForm(resp, body, form, vals); err != nil {
+			return "", "", err
+		}
 	}
-	q := a.callbackOf(resp, body)
+	loc := resp.Header.Get("Location")
+	if !strings.HasPrefix(loc, a.stopAt) {
+		return "", "", fmt.Errorf("expected a redirect to %s, got %d %s\n%s", a.stopAt, resp.StatusCode, loc, clipText(body))
+	}
+	lu, _ := url.Parse(loc)
+	q := lu.Query()
 	if q.Get("error") != "" {
-		a.t.Fatalf("sign-in failed: %s: %s", q.Get("error"), q.Get("error_description"))
+		return "", "", fmt.Errorf("sign-in failed: %s: %s", q.Get("error"), q.Get("error_description"))
 	}
 	if q.Get("state") != state {
-		a.t.Fatalf("state = %q, want %q", q.Get("state"), state)
+		return "", "", fmt.Errorf("state = %q, want %q", q.Get("state"), state)
 	}
-	return q.Get("code"), verifier
+	return q.Get("code"), verifier, nil
 }
 
 // tokenResponse is the token endpoint's answer (success or error).
@@ -181,25 +225,39 @@ type tokenResponse struct {
 
 func postToken(t testing.TB, d *app.Dev, form url.Values) tokenResponse {
 	t.Helper()
-	resp, err := http.PostForm(strings.TrimSuffix(d.IssuerURL, "/")+"/oauth/token", form)
+	tr, err := tryPostToken(http.DefaultClient, d, form)
 	if err != nil {
-		t.Fatalf("token endpoint: %v", err)
+		t.Fatal(err)
+	}
+	return tr
+}
+
+// tryPostToken is postToken through client, returning its failure (for
+// RunParallel).
+func tryPostToken(client *http.Client, d *app.Dev, form url.Values) (tokenResponse, error) {
+	var tr tokenResponse
+	resp, err := client.PostForm(strings.TrimSuffix(d.IssuerURL, "/")+"/oauth/token", form)
+	if err != nil {
+		return tr, fmt.Errorf("token endpoint: %w", err)
 	}
 	defer resp.Body.Close()
-	var tr tokenResponse
 	if err := json.NewDecoder(resp.Body).Decode(&tr); err != nil {
-		t.Fatalf("decoding token response (%d): %v", resp.StatusCode, err)
+		return tr, fmt.Errorf("decoding token response (%d): %w", resp.StatusCode, err)
 	}
 	tr.status = resp.StatusCode
-	return tr
+	return tr, nil
 }
 
 func exchangeCode(t testing.TB, d *app.Dev, code, verifier string) tokenResponse {
 	t.Helper()
-	return postToken(t, d, url.Values{
+	return postToken(t, d, codeForm(d, code, verifier))
+}
+
+func codeForm(d *app.Dev, code, verifier string) url.Values {
+	return url.Values{
 		"grant_type": {"authorization_code"}, "code": {code}, "code_verifier": {verifier},
 		"client_id": {app.DevSPAClientID}, "redirect_uri": {d.SPAURL + "/callback"},
-	})
+	}
 }
 
 func refresh(t testing.TB, d *app.Dev, rt string) tokenResponse {

@@ -18,14 +18,22 @@ import (
 // loopback, the load generator sharing the machine, next to the ES256
 // 1-signature ceiling of all cores measured in the same run.
 func BenchmarkClientCredentials(b *testing.B) {
-	d := devOn(b, "bolt")
+	for _, store := range []string{"bolt", "redis"} {
+		b.Run(store, func(b *testing.B) { benchmarkClientCredentials(b, store) })
+	}
+}
+
+func benchmarkClientCredentials(b *testing.B, store string) {
+	d := devOn(b, store)
 	tokenURL := strings.TrimSuffix(d.IssuerURL, "/") + "/oauth/token"
 	body := url.Values{"grant_type": {"client_credentials"}, "scope": {"invitations:write"}}.Encode()
 	signRate := es256SignsPerSecond(b)
 	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 256}}
 	var failures atomic.Int64
+	trips := countRedisRoundTrips(d)
 	b.SetParallelism(32)
 	b.ResetTimer()
+	trips.reset()
 	start := time.Now()
 	b.RunParallel(func(pb *testing.PB) {
 		for pb.Next() {
@@ -47,6 +55,7 @@ func BenchmarkClientCredentials(b *testing.B) {
 	})
 	elapsed := time.Since(start)
 	b.StopTimer()
+	trips.report(b, b.N, "response")
 	perSec := float64(b.N) / elapsed.Seconds()
 	ceiling := signRate * float64(runtime.GOMAXPROCS(0))
 	b.ReportMetric(perSec, "responses/s")

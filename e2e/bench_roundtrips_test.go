@@ -49,6 +49,73 @@ func (h *roundTrips) count(cmds []redis.Cmder) {
 	h.store.Add(1)
 }
 
+// countRedisRoundTrips hooks a round-trip counter into d's store when it is
+// on Redis; nil otherwise (reset and report do nothing then). The store's
+// background work (outbox runner, sweeper) is counted too.
+func countRedisRoundTrips(d *app.Dev) *roundTrips {
+	c, ok := d.App.Store.(interface{ Client() redis.UniversalClient })
+	if !ok {
+		return nil
+	}
+	h := &roundTrips{}
+	c.Client().AddHook(h)
+	return h
+}
+
+func (h *roundTrips) reset() {
+	if h != nil {
+		h.store.Store(0)
+		h.rateLimit.Store(0)
+		h.commands.Store(0)
+	}
+}
+
+// report reports the round trips counted since reset per op, n ops.
+func (h *roundTrips) report(b *testing.B, n int, op string) {
+	if h == nil || n == 0 {
+		return
+	}
+	b.ReportMetric(float64(h.store.Load())/float64(n), "store_round_trips/"+op)
+	b.ReportMetric(float64(h.rateLimit.Load())/float64(n), "ratelimit_round_trips/"+op)
+	b.ReportMetric(float64(h.commands.Load())/float64(n), "redis_commands/"+op)
+}
+
+// boltWrites counts store writes and durable bbolt commits (the main file's
+// fsynced commits; the flow file's are not) from reset; nil off bolt.
+type boltWrites struct {
+	stats interface {
+		WriteStats() (writes, commits uint64)
+	}
+	writes0, commits0 uint64
+}
+
+func countBoltWrites(d *app.Dev) *boltWrites {
+	stats, ok := d.App.Store.(interface {
+		WriteStats() (writes, commits uint64)
+	})
+	if !ok {
+		return nil
+	}
+	return &boltWrites{stats: stats}
+}
+
+func (w *boltWrites) reset() {
+	if w != nil {
+		w.writes0, w.commits0 = w.stats.WriteStats()
+	}
+}
+
+// report reports the writes and commits since reset per op (the sweeper
+// may add a few).
+func (w *boltWrites) report(b *testing.B, n int, op string) {
+	if w == nil || n == 0 {
+		return
+	}
+	writes, commits := w.stats.WriteStats()
+	b.ReportMetric(float64(writes-w.writes0)/float64(n), "store_writes/"+op)
+	b.ReportMetric(float64(commits-w.commits0)/float64(n), "durable_commits/"+op)
+}
+
 // BenchmarkLoginRedisRoundTrips counts, per complete sign-in through usher
 // on Redis (authorize → devidp's login form → callback → code → tokens,
 // a fresh cookie jar each time, so no usher or devidp session helps), the
@@ -61,12 +128,10 @@ func BenchmarkLoginRedisRoundTrips(b *testing.B) {
 		c.Store.Redis.URL = "redis://" + addr + "/0"
 		c.RateLimits.AuthorizePerMinute = 1 << 30
 	}})
-	client, ok := d.App.Store.(interface{ Client() redis.UniversalClient })
-	if !ok {
+	hook := countRedisRoundTrips(d)
+	if hook == nil {
 		b.Fatalf("store %T is not on Redis", d.App.Store)
 	}
-	hook := &roundTrips{}
-	client.Client().AddHook(hook)
 	login := func() {
 		a := newAgent(b, d.SPAURL)
 		code, verifier := a.signIn(d, app.DevUserEmail, app.DevUserPassword, false)
@@ -75,16 +140,11 @@ func BenchmarkLoginRedisRoundTrips(b *testing.B) {
 		}
 	}
 	login() // untimed: keys, clients and the user exist
-	hook.store.Store(0)
-	hook.rateLimit.Store(0)
-	hook.commands.Store(0)
+	hook.reset()
 	b.ResetTimer()
 	for range b.N {
 		login()
 	}
 	b.StopTimer()
-	n := float64(b.N)
-	b.ReportMetric(float64(hook.store.Load())/n, "store_round_trips/login")
-	b.ReportMetric(float64(hook.rateLimit.Load())/n, "ratelimit_round_trips/login")
-	b.ReportMetric(float64(hook.commands.Load())/n, "redis_commands/login")
+	hook.report(b, b.N, "login")
 }

@@ -17,28 +17,27 @@ import (
 	"time"
 
 	"github.com/usher-oidc/usher/app"
-	"github.com/usher-oidc/usher/config"
 )
 
 // BenchmarkSessionLogin measures a login of a browser already signed in to
 // usher (its cookie jar holds a usher session) for the dev SPA client:
 // /authorize answered from the session (no upstream) → code → token
-// exchange, through the real HTTP stack on loopback (bolt). Per login usher
-// signs the ID token (the client's algorithm) and the access token (ES256);
-// the ceiling is those two signatures at go-jose's one-core rates measured
-// in the same run, times the cores.
+// exchange, through the real HTTP stack on loopback, on bolt and Redis. Per
+// login usher signs the ID token (the client's algorithm) and the access
+// token (ES256); ceiling_logins/s is those two signatures at go-jose's
+// one-core rates measured in the same run, times the cores;
+// ratio_to_ceiling is against issue 14's ceilings (ES256: the 2-signature
+// ES256 ceiling; RS256: the 1-signature RS256 ceiling).
 func BenchmarkSessionLogin(b *testing.B) {
-	for _, alg := range []string{"RS256", "ES256"} {
-		b.Run(alg, func(b *testing.B) { benchmarkSessionLogin(b, alg) })
+	for _, store := range []string{"bolt", "redis"} {
+		for _, alg := range []string{"ES256", "RS256"} {
+			b.Run(store+"/"+alg, func(b *testing.B) { benchmarkSessionLogin(b, store, alg) })
+		}
 	}
 }
 
-func benchmarkSessionLogin(b *testing.B, alg string) {
-	d := startDev(b, app.DevOptions{Configure: func(c *config.Config) {
-		c.RateLimits.APIPerMinute = 1 << 30 // a benchmark is one very busy client
-		c.RateLimits.AuthorizePerMinute = 1 << 30
-		c.Clients[0].IDTokenSignedResponseAlg = alg
-	}})
+func benchmarkSessionLogin(b *testing.B, store, alg string) {
+	d := devOnWith(b, store, app.DevOptions{Configure: idTokenAlg(alg)})
 	const perProc = 4 // in flight per GOMAXPROCS: enough to keep the cores busy, few enough that p50 is not mostly queueing
 	workers := runtime.GOMAXPROCS(0) * perProc
 	jars := make(chan http.CookieJar, workers)
@@ -54,23 +53,21 @@ func benchmarkSessionLogin(b *testing.B, alg string) {
 	}
 	jars <- jar
 
-	es256, rs256 := es256SignsPerSecond(b), rs256SignsPerSecond(b)
-	idRate := es256
+	// RS256 signing is slow (≈ 1 ms): measured only where the figure needs it.
+	es256, idRate := es256SignsPerSecond(b), 0.0
 	if alg == "RS256" {
-		idRate = rs256
-	}
-	stats, _ := d.App.Store.(interface {
-		WriteStats() (writes, commits uint64)
-	})
-	var writes0, commits0 uint64
-	if stats != nil {
-		writes0, commits0 = stats.WriteStats()
+		idRate = rs256SignsPerSecond(b)
+	} else {
+		idRate = es256
 	}
 	var failures atomic.Int64
 	var mu sync.Mutex
 	var latencies []time.Duration
+	trips, writes := countRedisRoundTrips(d), countBoltWrites(d)
 	b.SetParallelism(perProc)
 	b.ResetTimer()
+	trips.reset()
+	writes.reset()
 	start := time.Now()
 	b.RunParallel(func(pb *testing.PB) {
 		client := newSessionClient(d, <-jars, 1)
@@ -91,6 +88,8 @@ func benchmarkSessionLogin(b *testing.B, alg string) {
 	})
 	elapsed := time.Since(start)
 	b.StopTimer()
+	trips.report(b, b.N, "login")
+	writes.report(b, b.N, "login")
 	if n := failures.Load(); n > 0 {
 		b.Fatalf("%d failed logins", n)
 	}
@@ -98,18 +97,21 @@ func benchmarkSessionLogin(b *testing.B, alg string) {
 	perSec := float64(b.N) / elapsed.Seconds()
 	// Two signatures per login: the ID token (alg) and the access token (ES256).
 	ceiling := float64(runtime.GOMAXPROCS(0)) / (1/idRate + 1/es256)
+	// Issue 14's targets: ES256 against the 2-signature ES256 ceiling, RS256
+	// against the 1-signature RS256 ceiling.
+	target := es256 * float64(runtime.GOMAXPROCS(0)) / 2
+	if alg == "RS256" {
+		target = idRate * float64(runtime.GOMAXPROCS(0))
+	}
 	b.ReportMetric(perSec, "logins/s")
 	b.ReportMetric(float64(latencies[len(latencies)/2].Microseconds())/1000, "p50_ms")
 	b.ReportMetric(es256, "es256_signs/s/core")
-	b.ReportMetric(rs256, "rs256_signs/s/core")
+	if alg == "RS256" {
+		b.ReportMetric(idRate, "rs256_signs/s/core")
+	}
 	b.ReportMetric(ceiling, "ceiling_logins/s")
 	b.ReportMetric(100*perSec/ceiling, "%_of_ceiling")
-	if stats != nil {
-		// Store writes and durable bbolt commits per login (the sweeper may add a few).
-		writes, commits := stats.WriteStats()
-		b.ReportMetric(float64(writes-writes0)/float64(b.N), "store_writes/login")
-		b.ReportMetric(float64(commits-commits0)/float64(b.N), "durable_commits/login")
-	}
+	b.ReportMetric(perSec/target, "ratio_to_ceiling")
 }
 
 // newSessionClient follows usher's redirects with the session's cookie jar
@@ -157,10 +159,15 @@ func sessionLogin(d *app.Dev, client *http.Client) (string, error) {
 	if err != nil || tr.IDToken == "" || tr.AccessToken == "" {
 		return "", fmt.Errorf("token: %d %v %s %s", resp.StatusCode, err, tr.Error, tr.Description)
 	}
+	return tokenAlg(tr.IDToken), nil
+}
+
+// tokenAlg is the alg of a JWT's header ("" if it has none).
+func tokenAlg(jwt string) string {
 	var h struct {
 		Alg string `json:"alg"`
 	}
-	raw, _ := base64.RawURLEncoding.DecodeString(strings.SplitN(tr.IDToken, ".", 2)[0])
+	raw, _ := base64.RawURLEncoding.DecodeString(strings.SplitN(jwt, ".", 2)[0])
 	json.Unmarshal(raw, &h)
-	return h.Alg, nil
+	return h.Alg
 }

@@ -58,32 +58,50 @@ func signsPerSecond(b *testing.B, alg jose.SignatureAlgorithm, key any) float64 
 }
 
 // BenchmarkTokenRefresh measures the refresh_token grant through usher's real
-// HTTP stack on loopback (bolt store, ES256), next to the ES256 signing rate
-// measured in the same run, so the distance to the signing ceiling shows.
+// HTTP stack on loopback, on bolt and Redis, with ES256 and with RS256 ID
+// tokens (the access token is ES256 either way), next to the signing rates
+// measured in the same run. ratio_to_ceiling is as issue 14 states its
+// targets: with ES256 the 2-signature ceiling (every core signing ID and
+// access token), with RS256 the 1-signature RS256 ceiling of every core.
 func BenchmarkTokenRefresh(b *testing.B) {
 	for _, store := range []string{"bolt", "redis"} {
-		b.Run(store, func(b *testing.B) { benchmarkTokenRefresh(b, store) })
+		for _, alg := range []string{"ES256", "RS256"} {
+			b.Run(store+"/"+alg, func(b *testing.B) { benchmarkTokenRefresh(b, store, alg) })
+		}
 	}
 }
 
 // devOn starts usher dev on the named store (redis: a private redis-server).
-func devOn(b *testing.B, store string) *app.Dev {
+func devOn(b *testing.B, store string) *app.Dev { return devOnWith(b, store, app.DevOptions{}) }
+
+// devOnWith is devOn with opts; opts.Configure runs after devOn's settings.
+func devOnWith(b *testing.B, store string, opts app.DevOptions) *app.Dev {
 	var addr string
 	if store == "redis" {
 		addr = testkit.StartRedis(b)
 	}
-	return startDev(b, app.DevOptions{Configure: func(c *config.Config) {
+	more := opts.Configure
+	opts.Configure = func(c *config.Config) {
 		c.RateLimits.APIPerMinute = 1 << 30 // a benchmark is one very busy client
 		c.RateLimits.AuthorizePerMinute = 1 << 30
 		if addr != "" {
 			c.Store.Driver = "redis"
 			c.Store.Redis.URL = "redis://" + addr + "/0"
 		}
-	}})
+		if more != nil {
+			more(c)
+		}
+	}
+	return startDev(b, opts)
 }
 
-func benchmarkTokenRefresh(b *testing.B, store string) {
-	d := devOn(b, store)
+// idTokenAlg makes the dev SPA client's ID tokens alg-signed.
+func idTokenAlg(alg string) func(*config.Config) {
+	return func(c *config.Config) { c.Clients[0].IDTokenSignedResponseAlg = alg }
+}
+
+func benchmarkTokenRefresh(b *testing.B, store, alg string) {
+	d := devOnWith(b, store, app.DevOptions{Configure: idTokenAlg(alg)})
 	tokenURL := strings.TrimSuffix(d.IssuerURL, "/") + "/oauth/token"
 	// One refresh family per parallel worker: a family is a chain.
 	workers := runtime.GOMAXPROCS(0) * 32
@@ -92,14 +110,23 @@ func benchmarkTokenRefresh(b *testing.B, store string) {
 		a := newAgent(b, d.SPAURL)
 		code, verifier := a.signIn(d, app.DevUserEmail, app.DevUserPassword, false)
 		tr := exchangeCode(b, d, code, verifier)
+		if got := tokenAlg(tr.IDToken); got != alg {
+			b.Fatalf("ID token alg %q, want %q", got, alg)
+		}
 		families <- tr.RefreshToken
 	}
-	signRate := es256SignsPerSecond(b)
+	es256, rs256 := es256SignsPerSecond(b), 0.0
+	if alg == "RS256" { // slow (≈ 1 ms a signature): only where the figure needs it
+		rs256 = rs256SignsPerSecond(b)
+	}
 	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: workers}}
 	var failures atomic.Int64
 	var mu sync.Mutex
+	trips, writes := countRedisRoundTrips(d), countBoltWrites(d)
 	b.SetParallelism(32) // many clients in flight, as under real load: bolt batches their writes into one fsync
 	b.ResetTimer()
+	trips.reset()
+	writes.reset()
 	start := time.Now()
 	b.RunParallel(func(pb *testing.PB) {
 		mu.Lock()
@@ -125,12 +152,19 @@ func benchmarkTokenRefresh(b *testing.B, store string) {
 	})
 	elapsed := time.Since(start)
 	b.StopTimer()
+	trips.report(b, b.N, "refresh")
+	writes.report(b, b.N, "refresh")
 	perSec := float64(b.N) / elapsed.Seconds()
-	ceiling := signRate * float64(runtime.GOMAXPROCS(0)) / 2
+	ceiling := es256 * float64(runtime.GOMAXPROCS(0)) / 2
+	if alg == "RS256" {
+		ceiling = rs256 * float64(runtime.GOMAXPROCS(0))
+	}
 	b.ReportMetric(perSec, "responses/s")
-	b.ReportMetric(signRate, "es256_signs/s/core")
-	b.ReportMetric(ceiling, "ceiling_responses/s")
-	b.ReportMetric(100*perSec/ceiling, "%_of_ceiling")
+	b.ReportMetric(es256, "es256_signs/s/core")
+	if alg == "RS256" {
+		b.ReportMetric(rs256, "rs256_signs/s/core")
+	}
+	b.ReportMetric(perSec/ceiling, "ratio_to_ceiling")
 	if n := failures.Load(); n > 0 {
 		b.Fatalf("%d failed refreshes", n)
 	}

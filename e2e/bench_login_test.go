@@ -1,0 +1,177 @@
+package e2e
+
+import (
+	"fmt"
+	"net/http"
+	"net/url"
+	"runtime"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/usher-oidc/usher/app"
+)
+
+// overheadLogins is how many logins, one at a time, the usher-overhead
+// figure is taken from: enough for a stable p50, about a second.
+const overheadLogins = 100
+
+// BenchmarkLogin (issue 14) measures a complete sign-in through usher:
+// authorize → devidp's login form → usher's callback (its code exchange at
+// devidp) → code → tokens, a fresh cookie jar per login (neither usher's nor
+// devidp's session helps), ES256 ID tokens, devidp in the same process as
+// the upstream, on bolt and on Redis.
+//
+// logins/s and p50_ms are taken with 4 logins in flight per core. Then
+// usher_p50_ms: usher's own share of a login, from logins run one at a
+// time. devidp's handler is wrapped to sum the time spent inside it, and
+// the browser's transport times each request to usher's host minus the
+// devidp handler time that passed meanwhile (usher's back-channel calls to
+// the upstream), so the figure is the time the browser waited on usher's
+// handlers (loopback included, upstream excluded); one login at a time so
+// that the devidp time that passes is this login's. upstream_p50_ms is the
+// rest of the login's devidp handler time. The ceiling is usher's two
+// ES256 signatures per login (ID and access token) on every core, at the
+// go-jose rate measured in the same run.
+func BenchmarkLogin(b *testing.B) {
+	for _, store := range []string{"bolt", "redis"} {
+		b.Run(store, func(b *testing.B) { benchmarkLogin(b, store) })
+	}
+}
+
+func benchmarkLogin(b *testing.B, store string) {
+	clock := &upstreamClock{}
+	d := devOnWith(b, store, app.DevOptions{Configure: idTokenAlg("ES256"), WrapIDP: clock.wrap})
+	const perProc = 4
+	workers := runtime.GOMAXPROCS(0) * perProc
+	transport := &http.Transport{MaxIdleConnsPerHost: workers}
+	if _, err := login(d, transport); err != nil { // untimed: keys, clients and the user exist
+		b.Fatal(err)
+	}
+	es256 := es256SignsPerSecond(b)
+	var failures atomic.Int64
+	var mu sync.Mutex
+	var latencies []time.Duration
+	trips, writes := countRedisRoundTrips(d), countBoltWrites(d)
+	b.SetParallelism(perProc)
+	b.ResetTimer()
+	trips.reset()
+	writes.reset()
+	start := time.Now()
+	b.RunParallel(func(pb *testing.PB) {
+		var mine []time.Duration
+		for pb.Next() {
+			t0 := time.Now()
+			if _, err := login(d, transport); err != nil {
+				if failures.Add(1) == 1 {
+					b.Errorf("login: %v", err)
+				}
+				continue
+			}
+			mine = append(mine, time.Since(t0))
+		}
+		mu.Lock()
+		latencies = append(latencies, mine...)
+		mu.Unlock()
+	})
+	elapsed := time.Since(start)
+	b.StopTimer()
+	trips.report(b, b.N, "login")
+	writes.report(b, b.N, "login")
+	if n := failures.Load(); n > 0 {
+		b.Fatalf("%d failed logins", n)
+	}
+	usher, upstream := loginOverhead(b, d, clock, transport)
+	perSec := float64(b.N) / elapsed.Seconds()
+	ceiling := es256 * float64(runtime.GOMAXPROCS(0)) / 2
+	b.ReportMetric(perSec, "logins/s")
+	b.ReportMetric(p50ms(latencies), "p50_ms")
+	b.ReportMetric(p50ms(usher), "usher_p50_ms")
+	b.ReportMetric(p50ms(upstream), "upstream_p50_ms")
+	b.ReportMetric(es256, "es256_signs/s/core")
+	b.ReportMetric(perSec/ceiling, "ratio_to_ceiling")
+}
+
+// loginOverhead runs overheadLogins logins one at a time and returns, per
+// login, the time spent in usher's handlers and in devidp's.
+func loginOverhead(b *testing.B, d *app.Dev, clock *upstreamClock, transport http.RoundTripper) (usher, upstream []time.Duration) {
+	for range overheadLogins {
+		timer := &usherTimer{next: transport, host: hostOf(d.IssuerURL), clock: clock}
+		up0 := clock.nanos.Load()
+		if _, err := login(d, timer); err != nil {
+			b.Fatal(err)
+		}
+		usher = append(usher, timer.usher)
+		upstream = append(upstream, time.Duration(clock.nanos.Load()-up0))
+	}
+	return usher, upstream
+}
+
+// login signs the dev user in with a fresh cookie jar and exchanges the code,
+// checking the ID token is ES256. Errors, not b.Fatal: RunParallel calls it.
+func login(d *app.Dev, transport http.RoundTripper) (tokenResponse, error) {
+	a := newAgent(nil, d.SPAURL) // no t: trySignIn and tryPostToken return their errors
+	a.client.Transport = transport
+	code, verifier, err := a.trySignIn(d, app.DevUserEmail, app.DevUserPassword, false)
+	if err != nil {
+		return tokenResponse{}, err
+	}
+	tr, err := tryPostToken(a.client, d, codeForm(d, code, verifier))
+	if err != nil {
+		return tr, err
+	}
+	if tr.IDToken == "" || tr.AccessToken == "" {
+		return tr, fmt.Errorf("token exchange: %d %s %s", tr.status, tr.Error, tr.Description)
+	}
+	if alg := tokenAlg(tr.IDToken); alg != "ES256" {
+		return tr, fmt.Errorf("ID token signed with %q, want ES256", alg)
+	}
+	return tr, nil
+}
+
+func p50ms(d []time.Duration) float64 {
+	if len(d) == 0 {
+		return 0
+	}
+	d = slices.Clone(d)
+	slices.Sort(d)
+	return ms(d[len(d)/2])
+}
+
+func hostOf(u string) string {
+	p, _ := url.Parse(u)
+	return p.Host
+}
+
+// upstreamClock sums the time spent inside devidp's handlers.
+type upstreamClock struct{ nanos atomic.Int64 }
+
+func (c *upstreamClock) wrap(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		t0 := time.Now()
+		h.ServeHTTP(w, r)
+		c.nanos.Add(int64(time.Since(t0)))
+	})
+}
+
+// usherTimer is the browser's transport: it sums the time of its requests to
+// usher's host, less the devidp handler time that passed meanwhile (usher's
+// calls to the upstream). Meaningful with one login in flight.
+type usherTimer struct {
+	next  http.RoundTripper
+	host  string
+	clock *upstreamClock
+	usher time.Duration
+}
+
+func (t *usherTimer) RoundTrip(req *http.Request) (*http.Response, error) {
+	if req.URL.Host != t.host {
+		return t.next.RoundTrip(req)
+	}
+	up0, t0 := t.clock.nanos.Load(), time.Now()
+	resp, err := t.next.RoundTrip(req)
+	t.usher += time.Since(t0) - time.Duration(t.clock.nanos.Load()-up0)
+	return resp, err
+}

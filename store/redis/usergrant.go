@@ -12,7 +12,8 @@ import (
 // UserAndGrant reads a user and its grant (grants.UserGrantReader) in one
 // pipeline on one master; on a cluster, where the two live in other slots,
 // as GetUser and GetGrant. A grant with pending merges is healed as GetGrant
-// heals it.
+// heals it. A master that lost its scripts answers NOSCRIPT: the grant's
+// script then runs with its source (EVAL, which also caches it).
 func (s *Store) UserAndGrant(ctx context.Context, userID string) (*grants.User, *grants.Grant, error) {
 	if err := checkKeys("redisstore: user and grant", userID); err != nil {
 		return nil, nil, err
@@ -21,7 +22,8 @@ func (s *Store) UserAndGrant(ctx context.Context, userID string) (*grants.User, 
 		return s.userThenGrant(ctx, userID)
 	}
 	var user *redis.MapStringStringCmd
-	grant := evalSha(ctx, grantApply, s.grantKeys(userID), "get", "", "", "", 0)
+	keys, args := s.grantKeys(userID), []any{"get", "", "", "", 0}
+	grant := evalSha(ctx, grantApply, keys, args...)
 	_, _ = s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
 		user = p.HGetAll(ctx, s.key("u", userID))
 		_ = p.Process(ctx, grant)
@@ -39,8 +41,7 @@ func (s *Store) UserAndGrant(ctx context.Context, userID string) (*grants.User, 
 	}
 	res, err := grant.Slice()
 	if redis.HasErrorPrefix(err, "NOSCRIPT") {
-		g, err := s.GetGrant(ctx, userID)
-		return u, g, err
+		res, err = grantApply.Eval(ctx, s.rdb, keys, args...).Slice()
 	}
 	if err != nil {
 		return nil, nil, fmt.Errorf("redisstore: get grant of %s: %w", userID, err)

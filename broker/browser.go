@@ -125,6 +125,7 @@ func (s *browserStore) Save(r *http.Request, w http.ResponseWriter, sess *gsessi
 			rec.Values[ks] = vs
 		}
 	}
+	rec.Transient = onlySignInsInFlight(rec.Values)
 	if replaces != "" {
 		if err := s.st.ReplaceBrowserSession(ctx, rec, replaces); err != nil {
 			return fmt.Errorf("saving browser session: %w", err)
@@ -139,6 +140,18 @@ func (s *browserStore) Save(r *http.Request, w http.ResponseWriter, sess *gsessi
 	}
 	http.SetCookie(w, gsessions.NewCookie(sess.Name(), encoded, sess.Options))
 	return nil
+}
+
+// onlySignInsInFlight: every value is an upstream sign-in's pending state
+// (pendingPrefix), so losing the session in a crash loses only what the
+// lost auth requests lose too (see sessions.BrowserSession.Transient).
+func onlySignInsInFlight(values map[string]string) bool {
+	for k := range values {
+		if !strings.HasPrefix(k, pendingPrefix) {
+			return false
+		}
+	}
+	return true
 }
 
 // Values under keys starting with a NUL byte are the store's own

@@ -155,6 +155,11 @@ type BrowserSession struct {
 	Values    map[string]string `json:"values"`
 	CreatedAt time.Time         `json:"created_at"`
 	ExpiresAt time.Time         `json:"expires_at"`
+	// Transient: the session holds nothing but the state of sign-ins in
+	// flight (no account): a store may keep it as it keeps auth requests
+	// (bbolt: in the flow file, without fdatasync, discarded after a
+	// crash with the auth requests it points at). Not stored.
+	Transient bool `json:"-"`
 }
 
 // Store is what the broker needs to keep sign-in state. Implementations must be

@@ -15,6 +15,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -87,8 +88,9 @@ func lastTxID(db *bolt.DB) uint64 {
 // Bucket names. Index buckets hold composite keys (parts joined by sep) and
 // either no value or the primary key of the record.
 var (
-	bAuthReqs     = []byte("auth_requests") // in the flow file
-	bCodes        = []byte("codes")         // in the flow file
+	bAuthReqs     = []byte("auth_requests")              // in the flow file
+	bCodes        = []byte("codes")                      // in the flow file
+	bBrowserFlow  = []byte("transient_browser_sessions") // in the flow file (browser.go)
 	bRefresh      = []byte("refresh_tokens")
 	bRevFamily    = []byte("revoked_families")
 	bRevJTI       = []byte("revoked_jtis")
@@ -114,7 +116,7 @@ var (
 	bFunnelEvents = []byte("funnel_events") // event id -> day: the events counted
 
 	// flowBuckets live in the flow file, allBuckets in the main one.
-	flowBuckets = [][]byte{bAuthReqs, bCodes}
+	flowBuckets = [][]byte{bAuthReqs, bCodes, bBrowserFlow}
 	allBuckets  = [][]byte{
 		bRefresh, bRevFamily, bRevJTI, bSessionFams, bBrowser, bSigningKeys,
 		bUsers, bUsersByEmail, bIdentities, bIdentsByUser, bGrants,
@@ -507,6 +509,7 @@ func (s *Store) Sweep(ctx context.Context) (int, error) {
 		string(bAuthReqs):    func(e *expiring, now time.Time) bool { return expired(e.ExpiresAt, now) },
 		string(bCodes):       func(e *expiring, now time.Time) bool { return expired(e.ExpiresAt, now) },
 		string(bBrowser):     func(e *expiring, now time.Time) bool { return expired(e.ExpiresAt, now) },
+		string(bBrowserFlow): func(e *expiring, now time.Time) bool { return expired(e.ExpiresAt, now) },
 		string(bIdempotency): func(e *expiring, now time.Time) bool { return expired(e.ExpiresAt, now) },
 		string(bRefresh): func(e *expiring, now time.Time) bool {
 			return refreshExpired(e.ExpiresAt, e.FamilyExpiresAt, now)
@@ -517,10 +520,10 @@ func (s *Store) Sweep(ctx context.Context) (int, error) {
 		string(bSessionFams): func(e *expiring, now time.Time) bool { return expired(e.Until, now) },
 	}
 	total := 0
-	for _, name := range [][]byte{bAuthReqs, bCodes, bRefresh, bRevFamily, bRevJTI, bSessionFams, bBrowser, bIdempotency} {
+	for _, name := range [][]byte{bAuthReqs, bCodes, bBrowserFlow, bRefresh, bRevFamily, bRevJTI, bSessionFams, bBrowser, bIdempotency} {
 		check := isExpired[string(name)]
 		db := s.db
-		if bytes.Equal(name, bAuthReqs) || bytes.Equal(name, bCodes) {
+		if slices.ContainsFunc(flowBuckets, func(b []byte) bool { return bytes.Equal(b, name) }) {
 			db = s.flow
 		}
 		var from []byte

@@ -276,3 +276,81 @@ func TestFlowFileCleanAndUnclean(t *testing.T) {
 		t.Fatalf("code after an unclean end: %v, want ErrNotFound", err)
 	}
 }
+
+// A transient browser session (sign-ins in flight only) is kept in the flow
+// file: saving it makes no durable commit, it reads back, and it is gone
+// after an unclean end with the auth requests it points at. Saved again
+// with an account, or replaced by the signed-in session, it lives in the
+// main file only, durably, and survives the crash.
+func TestTransientBrowserSessions(t *testing.T) {
+	ctx := t.Context()
+	clock := conformance.NewClock(time.Now())
+	path := filepath.Join(t.TempDir(), "usher.db")
+	s := open(t, path, clock.Now)
+	exp := clock.Now().Add(time.Hour)
+	session := func(id string, transient bool, kv ...string) *sessions.BrowserSession {
+		v := map[string]string{}
+		for i := 0; i+1 < len(kv); i += 2 {
+			v[kv[i]] = kv[i+1]
+		}
+		return &sessions.BrowserSession{ID: id, Values: v, CreatedAt: clock.Now(), ExpiresAt: exp, Transient: transient}
+	}
+	commitsOf := func(what string, f func() error) uint64 {
+		t.Helper()
+		_, before := s.WriteStats()
+		if err := f(); err != nil {
+			t.Fatalf("%s: %v", what, err)
+		}
+		_, after := s.WriteStats()
+		return after - before
+	}
+	if n := commitsOf("save transient", func() error { return s.SaveBrowserSession(ctx, session("visitor", true, "up:s1", "{}")) }); n != 0 {
+		t.Errorf("a transient save made %d durable commits, want 0", n)
+	}
+	if got, err := s.GetBrowserSession(ctx, "visitor"); err != nil || got.Values["up:s1"] != "{}" || !got.Transient {
+		t.Fatalf("the transient session: %+v %v", got, err)
+	}
+	if n := commitsOf("save transient again", func() error { return s.SaveBrowserSession(ctx, session("visitor", true)) }); n != 0 {
+		t.Errorf("a second transient save made %d durable commits, want 0", n)
+	}
+	// Signed in: replaced by a durable session under a new ID.
+	if n := commitsOf("replace", func() error {
+		return s.ReplaceBrowserSession(ctx, session("signed-in", false, "account", "u1"), "visitor")
+	}); n != 1 {
+		t.Errorf("the replacement made %d durable commits, want 1", n)
+	}
+	if _, err := s.GetBrowserSession(ctx, "visitor"); !errors.Is(err, sessions.ErrNotFound) {
+		t.Errorf("the replaced transient session: %v, want ErrNotFound", err)
+	}
+	// A transient session that gains an account moves to the main file, and
+	// back: one file at a time, the newest values read.
+	must := func(err error) {
+		t.Helper()
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	must(s.SaveBrowserSession(ctx, session("mover", true, "up:a", "1")))
+	must(s.SaveBrowserSession(ctx, session("mover", false, "up:a", "1", "account", "u2")))
+	must(s.SaveBrowserSession(ctx, session("mover", true, "up:b", "2")))
+	if got, err := s.GetBrowserSession(ctx, "mover"); err != nil || got.Values["up:b"] != "2" || got.Values["account"] != "" {
+		t.Fatalf("the moved session: %+v %v", got, err)
+	}
+	must(s.SaveBrowserSession(ctx, session("leaver", true, "up:c", "3")))
+	must(s.DeleteBrowserSession(ctx, "leaver"))
+	if _, err := s.GetBrowserSession(ctx, "leaver"); !errors.Is(err, sessions.ErrNotFound) {
+		t.Errorf("a deleted transient session: %v", err)
+	}
+	must(s.SaveBrowserSession(ctx, session("in-flight", true, "up:d", "4")))
+	must(s.Close())
+	if err := os.Remove(path + ".flow.clean"); err != nil { // as after a crash
+		t.Fatal(err)
+	}
+	s = open(t, path, clock.Now)
+	if _, err := s.GetBrowserSession(ctx, "in-flight"); !errors.Is(err, sessions.ErrNotFound) {
+		t.Errorf("a transient session after an unclean end: %v, want ErrNotFound", err)
+	}
+	if got, err := s.GetBrowserSession(ctx, "signed-in"); err != nil || got.Values["account"] != "u1" || got.Transient {
+		t.Errorf("the signed-in session after an unclean end: %+v %v", got, err)
+	}
+}

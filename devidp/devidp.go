@@ -54,6 +54,10 @@ import (
 type Client struct {
 	ID, Secret                           string
 	RedirectURIs, PostLogoutRedirectURIs []string
+	// Scopes: for ManagementClients, the Management API scopes the
+	// application is granted (Auth0's APIs tab); none grants every scope
+	// devidp serves (management_scopes.go).
+	Scopes []string
 }
 
 // User is a seeded email/password user of a database connection:
@@ -77,7 +81,7 @@ type Config struct {
 	Logger  *slog.Logger // may be nil
 	// ManagementClients are machine-to-machine applications allowed to get
 	// a Management API token (client_credentials, audience
-	// Issuer+"api/v2/"); only ID and Secret are used. See management.go.
+	// Issuer+"api/v2/"); ID, Secret and Scopes are used. See management.go.
 	ManagementClients []Client
 	// CustomDomain is a second name of this server, e.g.
 	// "http://localhost:8081/" next to Issuer "http://127.0.0.1:8081/",

@@ -44,9 +44,6 @@ import (
 const (
 	// managementTokenLifetime is Auth0's default for a Management API token.
 	managementTokenLifetime = 24 * time.Hour
-	// managementScopes are what usher's machine-to-machine application is
-	// granted (see the set-up guide); devidp grants them all.
-	managementScopes = "read:users update:users read:roles create:roles create:role_members delete:role_members"
 	// rateLimitLimit is the X-RateLimit-Limit devidp advertises.
 	rateLimitLimit = 50
 	// maxManagementCalls bounds the call log of a long-running `usher dev`.
@@ -72,13 +69,15 @@ type mgmtRole struct {
 type mgmtToken struct {
 	clientID string
 	expires  time.Time
+	scopes   map[string]bool
 }
 
 // management is the Management API state. It has its own mutex; it reads
 // users from the OIDC store (under the store's mutex) but never holds both.
 type management struct {
 	mu           sync.Mutex
-	clients      map[string]string // client ID → secret
+	clients      map[string]string          // client ID → secret
+	scopes       map[string]map[string]bool // client ID → granted scopes
 	tokens       map[string]mgmtToken
 	roles        map[string]*mgmtRole // by ID
 	roleOrder    []string             // role IDs in creation order
@@ -99,6 +98,7 @@ type management struct {
 func newManagement(clients []Client) (*management, error) {
 	m := &management{
 		clients:      make(map[string]string, len(clients)),
+		scopes:       make(map[string]map[string]bool, len(clients)),
 		tokens:       make(map[string]mgmtToken),
 		roles:        make(map[string]*mgmtRole),
 		userRoles:    make(map[string]map[string]bool),
@@ -120,6 +120,7 @@ func newManagement(clients []Client) (*management, error) {
 			return nil, fmt.Errorf("devidp: ManagementClients[%d].ID %q is a duplicate", i, c.ID)
 		}
 		m.clients[c.ID] = c.Secret
+		m.scopes[c.ID] = grantedScopes(c)
 	}
 	return m, nil
 }
@@ -370,13 +371,14 @@ func (s *Server) managementToken(w http.ResponseWriter, r *http.Request, params 
 			delete(s.mgmt.tokens, t)
 		}
 	}
-	s.mgmt.tokens[token] = mgmtToken{clientID: id, expires: now.Add(managementTokenLifetime)}
+	scopes := s.mgmt.scopes[id]
+	s.mgmt.tokens[token] = mgmtToken{clientID: id, expires: now.Add(managementTokenLifetime), scopes: scopes}
 	s.mgmt.mu.Unlock()
 	writeJSON(w, http.StatusOK, map[string]any{
 		"access_token": token,
 		"token_type":   "Bearer",
 		"expires_in":   int(managementTokenLifetime.Seconds()),
-		"scope":        managementScopes,
+		"scope":        scopeString(scopes),
 	})
 }
 
@@ -390,17 +392,19 @@ func writeOAuthError(w http.ResponseWriter, status int, code, description string
 // rate limited → 429, then the route.
 func (s *Server) managementAPI() http.Handler {
 	mux := http.NewServeMux()
-	mux.HandleFunc("GET /api/v2/users-by-email", s.apiUsersByEmail)
-	mux.HandleFunc("GET /api/v2/users/{id}", s.apiGetUser)
-	mux.HandleFunc("GET /api/v2/users", s.apiSearchUsers)
-	mux.HandleFunc("POST /api/v2/users/{id}/identities", s.apiLinkUser)
+	// The scopes each endpoint accepts (management_scopes.go); PATCH
+	// decides from its body.
+	mux.HandleFunc("GET /api/v2/users-by-email", needs(s.apiUsersByEmail, "read:users"))
+	mux.HandleFunc("GET /api/v2/users/{id}", needs(s.apiGetUser, "read:users"))
+	mux.HandleFunc("GET /api/v2/users", needs(s.apiSearchUsers, "read:users"))
+	mux.HandleFunc("POST /api/v2/users/{id}/identities", needs(s.apiLinkUser, "update:users"))
 	mux.HandleFunc("PATCH /api/v2/users/{id}", s.apiPatchUser)
-	mux.HandleFunc("GET /api/v2/users/{id}/roles", s.apiUserRoles)
-	mux.HandleFunc("POST /api/v2/users/{id}/roles", s.apiAssignRoles)
-	mux.HandleFunc("DELETE /api/v2/users/{id}/roles", s.apiRemoveRoles)
-	mux.HandleFunc("GET /api/v2/roles", s.apiListRoles)
-	mux.HandleFunc("POST /api/v2/roles", s.apiCreateRole)
-	mux.HandleFunc("POST /api/v2/jobs/verification-email", s.apiVerificationEmail)
+	mux.HandleFunc("GET /api/v2/users/{id}/roles", needs(needs(s.apiUserRoles, "read:users"), "read:roles"))
+	mux.HandleFunc("POST /api/v2/users/{id}/roles", needs(s.apiAssignRoles, "create:role_members"))
+	mux.HandleFunc("DELETE /api/v2/users/{id}/roles", needs(s.apiRemoveRoles, "delete:role_members"))
+	mux.HandleFunc("GET /api/v2/roles", needs(s.apiListRoles, "read:roles"))
+	mux.HandleFunc("POST /api/v2/roles", needs(s.apiCreateRole, "create:roles"))
+	mux.HandleFunc("POST /api/v2/jobs/verification-email", needs(s.apiVerificationEmail, "update:users"))
 	mux.HandleFunc("/api/v2/", func(w http.ResponseWriter, r *http.Request) {
 		writeAPIError(w, http.StatusNotFound, "Not Found", "")
 	})
@@ -418,11 +422,13 @@ func (s *Server) managementAPI() http.Handler {
 			writeAPIError(w, http.StatusServiceUnavailable, "devidp: the Management API is down (ManagementDown)", "")
 			return
 		}
-		if msg := s.mgmt.checkBearer(r, now); msg != "" {
+		scopes, msg := s.mgmt.checkBearer(r, now)
+		if msg != "" {
 			w.Header().Set("WWW-Authenticate", `Bearer realm="`+s.issuer+`api/v2/"`)
 			writeAPIError(w, http.StatusUnauthorized, msg, "")
 			return
 		}
+		r = withScopes(r, scopes)
 		s.mgmt.mu.Lock()
 		limited := s.mgmt.limitLeft > 0
 		limit, remaining, reset := rateLimitLimit, rateLimitLimit-1, now.Add(time.Second)
@@ -464,26 +470,27 @@ func ceilUnix(t time.Time) int64 {
 	return t.Unix()
 }
 
-// checkBearer returns "" for a live Management API token, or Auth0's message.
-func (m *management) checkBearer(r *http.Request, now time.Time) string {
+// checkBearer returns a live Management API token's scopes, or Auth0's
+// message for why it is refused.
+func (m *management) checkBearer(r *http.Request, now time.Time) (map[string]bool, string) {
 	auth := r.Header.Get("Authorization")
 	if auth == "" {
-		return "Missing authentication"
+		return nil, "Missing authentication"
 	}
 	scheme, token, ok := strings.Cut(auth, " ")
 	if !ok || !strings.EqualFold(scheme, "Bearer") || token == "" {
-		return "Bad HTTP authentication header format"
+		return nil, "Bad HTTP authentication header format"
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	t, ok := m.tokens[token]
 	if !ok {
-		return "Invalid token"
+		return nil, "Invalid token"
 	}
 	if now.After(t.expires) {
-		return "Expired token received for JSON Web Token validation"
+		return nil, "Expired token received for JSON Web Token validation"
 	}
-	return ""
+	return t.scopes, ""
 }
 
 func (m *management) record(r *http.Request, status int, retryAfter time.Duration) {

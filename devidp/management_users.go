@@ -159,6 +159,15 @@ func (s *Server) apiPatchUser(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
+	// Auth0: update:users_app_metadata suffices for a body that changes
+	// app_metadata only; anything else needs update:users.
+	if _, appOnly := body["app_metadata"]; appOnly && len(body) == 1 {
+		if !hasScope(w, r, "update:users", "update:users_app_metadata") {
+			return
+		}
+	} else if !hasScope(w, r, "update:users") {
+		return
+	}
 	for field, md := range map[string]map[string]any{"app_metadata": app, "user_metadata": usr} {
 		if msg := metadataNameError(field, md); msg != "" {
 			writeAPIError(w, http.StatusBadRequest, msg, "invalid_body")

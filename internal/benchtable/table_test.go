@@ -118,7 +118,8 @@ func TestBuildSample(t *testing.T) {
 		{"Redis round trips per login (authorize → callback → token)|Redis", line{figure: "24.0 store round trips", trips: "24.0 store + 1.0 rate-limit"}},
 		{"login answered from usher's session, RS256|bolt", line{figure: "737 logins/s", rs256: "0.32"}},
 		{"refresh-token rotation in the store alone|Redis", line{figure: "15,830 rotations/s"}},
-		{"Redis memory: pending invitation|Redis", line{figure: "1,450 B"}},
+		{"Redis memory: pending invitation, record_format v1|Redis", line{figure: "1,466 B"}},
+		{"Redis memory: pending invitation, record_format v2|Redis", line{figure: "1,082 B"}},
 		{"redemption: throughput 200 in flight / 16 in flight|Redis", line{figure: "0.96 ×"}},
 	} {
 		got, ok := byRow[c.row]

@@ -30,6 +30,13 @@ const (
 // loopback; it returns the domain (host:port) the mirror is configured with.
 func startTenant(t *testing.T) (*devidp.Server, string) {
 	t.Helper()
+	return startTenantGranting(t, nil)
+}
+
+// startTenantGranting is startTenant with the mirror's application granted
+// only scopes (nil: every scope).
+func startTenantGranting(t *testing.T, scopes []string) (*devidp.Server, string) {
+	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -37,7 +44,7 @@ func startTenant(t *testing.T) (*devidp.Server, string) {
 	domain := ln.Addr().String()
 	srv, err := devidp.New(devidp.Config{
 		Issuer:            "http://" + domain + "/",
-		ManagementClients: []devidp.Client{{ID: mirrorClientID, Secret: mirrorClientSecret}},
+		ManagementClients: []devidp.Client{{ID: mirrorClientID, Secret: mirrorClientSecret, Scopes: scopes}},
 	})
 	if err != nil {
 		ln.Close()

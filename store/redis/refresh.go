@@ -1,0 +1,379 @@
+package redis
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/usher-oidc/usher/sessions"
+)
+
+// --- refresh tokens ---
+//
+// {prefix}{f:<family>}:t:<hash> = "e|fe|rotated_at|payload" (v1 JSON or v2, recordformat_sessions.go): the token, in its family's
+// slot with the family's revocation marker {prefix}{f:<family>}:rev, so the
+// rotation script sees old token, next token and marker together.
+// {prefix}rth:<hash> = family: the lookup from the hash (all the broker
+// presents) to the family, in its own slot. It is written before the token
+// and re-checked by every reader (a token key that is missing means the token
+// is), so a crash between the two leaves only a dangling lookup.
+
+func (s *Store) refreshKey(family, hash string) string {
+	return s.tagged("f", family) + ":t:" + esc(hash)
+}
+
+func (s *Store) familyMarker(family string) string { return s.tagged("f", family) + ":rev" }
+
+// refreshDeadline is when a link is dead: its idle expiry or, if earlier, its
+// family's absolute one.
+func refreshDeadline(rt *sessions.RefreshToken) time.Time {
+	if !rt.FamilyExpiresAt.IsZero() && rt.FamilyExpiresAt.Before(rt.ExpiresAt) {
+		return rt.FamilyExpiresAt
+	}
+	return rt.ExpiresAt
+}
+
+func refreshExpired(expiresAt, familyExpiresAt, now time.Time) bool {
+	return expired(expiresAt, now) || (!familyExpiresAt.IsZero() && expired(familyExpiresAt, now))
+}
+
+func checkRefresh(what string, rt *sessions.RefreshToken) error {
+	if rt == nil {
+		return fmt.Errorf("%s: nil: %w", what, ErrInvalid)
+	}
+	if err := checkKeys(what, rt.Hash, rt.FamilyID); err != nil {
+		return err
+	}
+	if rt.ExpiresAt.IsZero() {
+		return fmt.Errorf("%s: no expiry: %w", what, ErrInvalid)
+	}
+	return nil
+}
+
+// refreshArgs returns the stored form of rt: e, fe, expire-at, payload
+// (RotatedAt lives in field r).
+func (s *Store) refreshArgs(rt *sessions.RefreshToken) (string, string, int64, []byte, error) {
+	raw, err := s.encodeRefresh(rt)
+	fe := ""
+	if !rt.FamilyExpiresAt.IsZero() {
+		fe = microsStr(rt.FamilyExpiresAt)
+	}
+	return microsStr(rt.ExpiresAt), fe, expireAtMS(refreshDeadline(rt)), raw, err
+}
+
+// linkAndClaim links rt's family to its session (linkSessionFamily) and
+// claims rt's index entry (claimRefreshIndex), both before the token is
+// stored, in one round trip where they can share one.
+func (s *Store) linkAndClaim(ctx context.Context, rt *sessions.RefreshToken, expireAt int64) (bool, error) {
+	claim := scriptCall{claimIndex, []string{s.key("rth", rt.Hash)}, []any{rt.FamilyID, "0", expireAt}}
+	if rt.SessionID == "" {
+		return s.claimRefreshIndex(ctx, rt.Hash, rt.FamilyID, expireAt)
+	}
+	if err := checkKeys("redisstore: link session family", rt.SessionID); err != nil {
+		return false, err
+	}
+	link := scriptCall{addSessionFamily, []string{s.sessionFamilies(rt.SessionID)}, []any{rt.FamilyID, expireAtMS(rt.FamilyExpiresAt)}}
+	res, err := s.runTogether(ctx, link, claim)
+	if err != nil {
+		return false, err
+	}
+	return s.claimRefreshIndexFrom(ctx, rt.Hash, rt.FamilyID, expireAt, res[1])
+}
+
+// claimRefreshIndex points rth:<hash> at family. It reports whether it
+// created the entry, and ErrConflict when a live token of another family has
+// this hash.
+func (s *Store) claimRefreshIndex(ctx context.Context, hash, family string, expireAt int64) (bool, error) {
+	return s.claimRefreshIndexFrom(ctx, hash, family, expireAt, nil)
+}
+
+// claimRefreshIndexFrom is claimRefreshIndex given the reply of its first
+// claimIndex run, if it ran already (nil: not yet).
+func (s *Store) claimRefreshIndexFrom(ctx context.Context, hash, family string, expireAt int64, first []any) (bool, error) {
+	k := s.key("rth", hash)
+	for i := range 3 {
+		res := first
+		if i > 0 || res == nil {
+			var err error
+			if res, err = s.runScript(ctx, claimIndex, []string{k}, family, "0", expireAt); err != nil {
+				return false, err
+			}
+		}
+		switch str(res, 0) {
+		case "created":
+			return true, nil
+		case "same":
+			return false, nil
+		}
+		other := str(res, 1)
+		_, live, err := s.loadRefresh(ctx, other, hash)
+		if err != nil {
+			return false, err
+		}
+		if live {
+			return false, sessions.ErrConflict
+		}
+		// The other family's token is gone or dead: take the hash over,
+		// unless the entry changed meanwhile (then look again).
+		if _, err := s.runScript(ctx, delIfEq, []string{k}, other); err != nil {
+			return false, err
+		}
+	}
+	return false, sessions.ErrConflict
+}
+
+// decodeRefresh parses a stored token "e|fe|r|payload" (either record
+// format) of family with this hash.
+func decodeRefresh(family, hash, v string) (*sessions.RefreshToken, error) {
+	parts := strings.SplitN(v, "|", 4)
+	if len(parts) != 4 {
+		return nil, errors.New("malformed refresh token record")
+	}
+	rt, err := decodeRefreshPayload(family, hash, parts[3])
+	if err != nil {
+		return nil, err
+	}
+	if parts[2] != "" {
+		at, err := parseTime(parts[2])
+		if err != nil {
+			return nil, fmt.Errorf("decode rotated_at: %w", err)
+		}
+		rt.RotatedAt = &at
+	}
+	return rt, nil
+}
+
+// loadRefresh reads a token of family; live reports whether it exists and is
+// unexpired at s.now() (revocation aside).
+func (s *Store) loadRefresh(ctx context.Context, family, hash string) (*sessions.RefreshToken, bool, error) {
+	v, err := s.rdb.Get(ctx, s.refreshKey(family, hash)).Result()
+	if errors.Is(err, redis.Nil) {
+		return nil, false, nil
+	}
+	if err != nil {
+		return nil, false, err
+	}
+	rt, err := decodeRefresh(family, hash, v)
+	if err != nil {
+		return nil, false, err
+	}
+	return rt, !refreshExpired(rt.ExpiresAt, rt.FamilyExpiresAt, s.now()), nil
+}
+
+func (s *Store) CreateRefreshToken(ctx context.Context, rt *sessions.RefreshToken) error {
+	if err := checkRefresh("redisstore: create refresh token", rt); err != nil {
+		return err
+	}
+	e, fe, at, raw, err := s.refreshArgs(rt)
+	if err != nil {
+		return fmt.Errorf("redisstore: create refresh token: %w", err)
+	}
+	created, err := s.linkAndClaim(ctx, rt, at)
+	if err != nil {
+		return fmt.Errorf("redisstore: create refresh token: %w", err)
+	}
+	res, err := s.runScript(ctx, createRefresh, []string{s.refreshKey(rt.FamilyID, rt.Hash)},
+		microsStr(s.now()), e, fe, at, raw)
+	if err == nil {
+		err = outcome(str(res, 0), map[string]error{"conflict": sessions.ErrConflict})
+	}
+	if err != nil {
+		if created && errors.Is(err, sessions.ErrConflict) {
+			s.release(ctx, s.key("rth", rt.Hash), rt.FamilyID)
+		}
+		return fmt.Errorf("redisstore: create refresh token: %w", err)
+	}
+	return nil
+}
+
+// release deletes an index entry or claim if it is still value; failures are
+// only logged: a dangling entry is re-checked by every reader.
+func (s *Store) release(ctx context.Context, key, value string) {
+	if err := delIfEq.Run(context.WithoutCancel(ctx), s.rdb, []string{key}, value).Err(); err != nil {
+		s.log.Warn("redisstore: releasing index entry", "key", key, "err", err)
+	}
+}
+
+// GetRefreshToken returns the record alongside ErrRevoked, for logging.
+func (s *Store) GetRefreshToken(ctx context.Context, hash string) (*sessions.RefreshToken, error) {
+	if err := checkKeys("redisstore: get refresh token", hash); err != nil {
+		return nil, err
+	}
+	family, err := s.rdb.Get(ctx, s.key("rth", hash)).Result()
+	if errors.Is(err, redis.Nil) {
+		return nil, fmt.Errorf("redisstore: get refresh token: %w", sessions.ErrNotFound)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("redisstore: get refresh token: %w", err)
+	}
+	// One round trip for the token and its family's marker (same slot).
+	var tok, mark *redis.StringCmd
+	_, err = s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+		tok = p.Get(ctx, s.refreshKey(family, hash))
+		mark = p.Get(ctx, s.familyMarker(family))
+		return nil
+	})
+	if err != nil && !errors.Is(err, redis.Nil) {
+		return nil, fmt.Errorf("redisstore: get refresh token: %w", err)
+	}
+	now := s.now()
+	if errors.Is(tok.Err(), redis.Nil) {
+		return nil, fmt.Errorf("redisstore: get refresh token: %w", sessions.ErrNotFound)
+	}
+	rt, err := decodeRefresh(family, hash, tok.Val())
+	if err != nil {
+		return nil, fmt.Errorf("redisstore: get refresh token: %w", err)
+	}
+	if refreshExpired(rt.ExpiresAt, rt.FamilyExpiresAt, now) {
+		return nil, fmt.Errorf("redisstore: get refresh token: %w", sessions.ErrNotFound)
+	}
+	if markerLive(mark.Val(), now) {
+		return rt, fmt.Errorf("redisstore: get refresh token: family %s: %w", rt.FamilyID, sessions.ErrRevoked)
+	}
+	return rt, nil
+}
+
+func markerLive(v string, now time.Time) bool {
+	if v == "" {
+		return false
+	}
+	until, err := strconv.ParseInt(v, 10, 64)
+	return err == nil && until > micros(now)
+}
+
+// RotateRefreshToken: the hash → family lookup is read first (the store sees
+// only hashes; families are the slots), then the rotation script on the
+// family's slot re-validates everything atomically. The successor's lookup is
+// written before the script so a successor handed out is always findable; a
+// refused rotation removes it again.
+func (s *Store) RotateRefreshToken(ctx context.Context, oldHash string, next *sessions.RefreshToken) error {
+	if err := checkKeys("redisstore: rotate refresh token", oldHash); err != nil {
+		return err
+	}
+	if err := checkRefresh("redisstore: rotate refresh token: next", next); err != nil {
+		return err
+	}
+	if next.Hash == oldHash {
+		return fmt.Errorf("redisstore: rotate refresh token: next has the old hash: %w", ErrInvalid)
+	}
+	e, fe, at, raw, err := s.refreshArgs(next)
+	if err != nil {
+		return fmt.Errorf("redisstore: rotate refresh token: %w", err)
+	}
+	r := rotation{oldHash: oldHash, next: next, e: e, fe: fe, expireAt: at, raw: raw}
+	// Every rotation usher makes keeps the family (the broker read the old
+	// token's just before): try it without looking the family up. Not
+	// found there, the old token's own family is looked up and decides.
+	err = s.rotateIn(ctx, next.FamilyID, r)
+	if errors.Is(err, sessions.ErrNotFound) {
+		family, gerr := s.rdb.Get(ctx, s.key("rth", oldHash)).Result()
+		switch {
+		case errors.Is(gerr, redis.Nil):
+		case gerr != nil:
+			err = gerr
+		case family != next.FamilyID:
+			err = s.rotateIn(ctx, family, r)
+		}
+	}
+	if err != nil {
+		return fmt.Errorf("redisstore: rotate refresh token: %w", err)
+	}
+	return nil
+}
+
+type rotation struct {
+	oldHash  string
+	next     *sessions.RefreshToken
+	e, fe    string // refreshArgs of next
+	expireAt int64
+	raw      []byte
+}
+
+// rotateIn runs the rotation script on family's keys, with next's index
+// entry claimed first when next stays in family.
+func (s *Store) rotateIn(ctx context.Context, family string, r rotation) error {
+	next := r.next
+	created := false
+	var err error
+	if next.FamilyID == family {
+		if created, err = s.claimRefreshIndex(ctx, next.Hash, family, r.expireAt); err != nil {
+			return err
+		}
+	}
+	now := s.now()
+	res, err := s.runScript(ctx, rotateRefresh,
+		[]string{s.refreshKey(family, r.oldHash), s.refreshKey(family, next.Hash), s.familyMarker(family)},
+		microsStr(now), fmtTime(now), next.FamilyID, family, r.e, r.fe, r.expireAt, r.raw,
+		reuseRevocationMargin.Microseconds(), ttlMargin.Milliseconds())
+	if err == nil {
+		err = outcome(str(res, 0), map[string]error{
+			"notfound": sessions.ErrNotFound,
+			"revoked":  sessions.ErrRevoked,
+			"reused":   sessions.ErrRefreshReused,
+			"conflict": sessions.ErrConflict,
+			"invalid":  fmt.Errorf("next token is in family %s, not %s: %w", next.FamilyID, family, ErrInvalid),
+		})
+	}
+	if err != nil && created {
+		s.release(ctx, s.key("rth", next.Hash), family)
+	}
+	return err
+}
+
+func (s *Store) putMarker(ctx context.Context, what, key string, until time.Time) error {
+	if err := putMarker.Run(ctx, s.rdb, []string{key}, microsStr(until), expireAtMS(until)).Err(); err != nil {
+		return fmt.Errorf("redisstore: %s: %w", what, err)
+	}
+	return nil
+}
+
+func (s *Store) RevokeFamily(ctx context.Context, familyID string, until time.Time) error {
+	if err := checkKeys("redisstore: revoke family", familyID); err != nil {
+		return err
+	}
+	return s.putMarker(ctx, "revoke family "+familyID, s.familyMarker(familyID), until)
+}
+
+func (s *Store) RevokeAccessToken(ctx context.Context, jti string, until time.Time) error {
+	if err := checkKeys("redisstore: revoke access token", jti); err != nil {
+		return err
+	}
+	return s.putMarker(ctx, "revoke access token "+jti, s.key("jti", jti), until)
+}
+
+// TokenRevoked accepts an empty familyID or jti (not both) to check only the other.
+func (s *Store) TokenRevoked(ctx context.Context, familyID, jti string) (bool, error) {
+	if familyID == "" && jti == "" {
+		return false, fmt.Errorf("redisstore: token revoked: no family and no jti: %w", ErrInvalid)
+	}
+	var keys []string
+	if familyID != "" {
+		keys = append(keys, s.familyMarker(familyID))
+	}
+	if jti != "" {
+		keys = append(keys, s.key("jti", jti))
+	}
+	// Separate GETs, pipelined: the keys live in different slots.
+	cmds := make([]*redis.StringCmd, len(keys))
+	_, err := s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+		for i, k := range keys {
+			cmds[i] = p.Get(ctx, k)
+		}
+		return nil
+	})
+	if err != nil && !errors.Is(err, redis.Nil) {
+		return false, fmt.Errorf("redisstore: token revoked: %w", err)
+	}
+	now := s.now()
+	for _, c := range cmds {
+		if markerLive(c.Val(), now) {
+			return true, nil
+		}
+	}
+	return false, nil
+}

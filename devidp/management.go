@@ -388,12 +388,10 @@ func writeOAuthError(w http.ResponseWriter, status int, code, description string
 
 // --- /api/v2 ---
 
-// managementAPI serves /api/v2/: down → 503, no valid bearer token → 401,
-// rate limited → 429, then the route.
-func (s *Server) managementAPI() http.Handler {
+// managementRoutes maps each /api/v2 endpoint to its handler, behind the
+// scopes it accepts (management_scopes.go; PATCH decides from its body).
+func (s *Server) managementRoutes() *http.ServeMux {
 	mux := http.NewServeMux()
-	// The scopes each endpoint accepts (management_scopes.go); PATCH
-	// decides from its body.
 	mux.HandleFunc("GET /api/v2/users-by-email", needs(s.apiUsersByEmail, "read:users"))
 	mux.HandleFunc("GET /api/v2/users/{id}", needs(s.apiGetUser, "read:users"))
 	mux.HandleFunc("GET /api/v2/users", needs(s.apiSearchUsers, "read:users"))
@@ -408,6 +406,13 @@ func (s *Server) managementAPI() http.Handler {
 	mux.HandleFunc("/api/v2/", func(w http.ResponseWriter, r *http.Request) {
 		writeAPIError(w, http.StatusNotFound, "Not Found", "")
 	})
+	return mux
+}
+
+// managementAPI serves /api/v2/: down → 503, no valid bearer token → 401,
+// rate limited → 429, then the route.
+func (s *Server) managementAPI() http.Handler {
+	mux := s.managementRoutes()
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		rec := &statusRecorder{ResponseWriter: w}
 		var retryAfter time.Duration

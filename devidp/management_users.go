@@ -159,13 +159,7 @@ func (s *Server) apiPatchUser(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	// Auth0: update:users_app_metadata suffices for a body that changes
-	// app_metadata only; anything else needs update:users.
-	if _, appOnly := body["app_metadata"]; appOnly && len(body) == 1 {
-		if !hasScope(w, r, "update:users", "update:users_app_metadata") {
-			return
-		}
-	} else if !hasScope(w, r, "update:users") {
+	if !patchScope(w, r, body) {
 		return
 	}
 	for field, md := range map[string]map[string]any{"app_metadata": app, "user_metadata": usr} {
@@ -254,4 +248,13 @@ func decodeAPIBody(w http.ResponseWriter, r *http.Request, dst any) bool {
 		return false
 	}
 	return true
+}
+
+// patchScope: Auth0 lets update:users_app_metadata change app_metadata
+// alone; any other field needs update:users.
+func patchScope(w http.ResponseWriter, r *http.Request, body map[string]json.RawMessage) bool {
+	if _, appOnly := body["app_metadata"]; appOnly && len(body) == 1 {
+		return hasScope(w, r, "update:users", "update:users_app_metadata")
+	}
+	return hasScope(w, r, "update:users")
 }

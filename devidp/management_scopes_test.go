@@ -3,9 +3,7 @@ package devidp_test
 import (
 	"context"
 	"errors"
-	"net"
 	"net/http"
-	"net/http/httptest"
 	"strings"
 	"testing"
 
@@ -20,26 +18,12 @@ import (
 // update:users_app_metadata; any other field needs update:users.
 func TestManagementScopes(t *testing.T) {
 	t.Parallel()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	domain := ln.Addr().String()
-	srv, err := devidp.New(devidp.Config{
-		Issuer: "http://" + domain + "/",
-		ManagementClients: []devidp.Client{
+	srv, domain := startTenantWith(t, func(c *devidp.Config) {
+		c.ManagementClients = []devidp.Client{
 			{ID: "narrow", Secret: "narrow-secret", Scopes: []string{"read:users", "update:users_app_metadata"}},
 			{ID: "all", Secret: "all-secret"},
-		},
+		}
 	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	hs := httptest.NewUnstartedServer(srv)
-	hs.Listener.Close()
-	hs.Listener = ln
-	hs.Start()
-	t.Cleanup(hs.Close)
 	sub, err := srv.AddUser(devidp.User{Email: "sam@example.com", Password: "pw", EmailVerified: true})
 	if err != nil {
 		t.Fatal(err)

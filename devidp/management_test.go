@@ -32,19 +32,26 @@ const (
 // https://{domain}/ would (issuer with a trailing slash).
 func startTenant(t *testing.T, users ...devidp.User) (srv *devidp.Server, domain string) {
 	t.Helper()
+	return startTenantWith(t, func(c *devidp.Config) { c.Users = users })
+}
+
+// startTenantWith is startTenant with its configuration changed by mod.
+func startTenantWith(t *testing.T, mod func(*devidp.Config)) (srv *devidp.Server, domain string) {
+	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
 	domain = ln.Addr().String()
-	srv, err = devidp.New(devidp.Config{
+	cfg := devidp.Config{
 		Issuer: "http://" + domain + "/",
 		Clients: []devidp.Client{{
 			ID: clientID, Secret: clientSecret, RedirectURIs: []string{redirectURI},
 		}},
 		ManagementClients: []devidp.Client{{ID: m2mID, Secret: m2mSecret}},
-		Users:             users,
-	})
+	}
+	mod(&cfg)
+	srv, err = devidp.New(cfg)
 	if err != nil {
 		ln.Close()
 		t.Fatal(err)

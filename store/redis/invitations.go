@@ -200,36 +200,15 @@ func (s *Store) claimToken(ctx context.Context, hash, id string) (bool, error) {
 // claimTokenFrom is claimToken given the reply of its first claimIndex run,
 // if it ran already (nil: not yet).
 func (s *Store) claimTokenFrom(ctx context.Context, hash, id string, first []any) (bool, error) {
-	k := s.key("it", hash)
-	for i := range 3 {
-		res := first
-		if i > 0 || res == nil {
-			var err error
-			if res, err = s.runScript(ctx, claimIndex, []string{k}, id, "0"); err != nil {
-				return false, err
-			}
-		}
-		switch str(res, 0) {
-		case "created":
-			return true, nil
-		case "same":
-			return false, nil
-		}
-		other := str(res, 1)
+	held := func(other string) (bool, error) {
 		inv, _, err := s.loadInvitation(ctx, other)
-		if err != nil {
-			return false, err
-		}
-		if inv != nil && inv.TokenHash == hash {
-			return false, fmt.Errorf("token hash: %w", grants.ErrConflict)
-		}
-		// A stale entry (the other invitation has another token now): drop
-		// it unless it changed meanwhile, and try again.
-		if _, err := s.runScript(ctx, delIfEq, []string{k}, other); err != nil {
-			return false, err
-		}
+		return inv != nil && inv.TokenHash == hash, err
 	}
-	return false, fmt.Errorf("token hash: contended: %w", grants.ErrConflict)
+	created, err := s.claimLookup(ctx, s.key("it", hash), []any{id, "0"}, first, held)
+	if errors.Is(err, errLookupHeld) {
+		err = fmt.Errorf("token hash: %w", grants.ErrConflict)
+	}
+	return created, err
 }
 
 // claimExternalID makes id the pending holder of ext. If a live pending

@@ -95,36 +95,15 @@ func (s *Store) claimRefreshIndex(ctx context.Context, hash, family string, expi
 // claimRefreshIndexFrom is claimRefreshIndex given the reply of its first
 // claimIndex run, if it ran already (nil: not yet).
 func (s *Store) claimRefreshIndexFrom(ctx context.Context, hash, family string, expireAt int64, first []any) (bool, error) {
-	k := s.key("rth", hash)
-	for i := range 3 {
-		res := first
-		if i > 0 || res == nil {
-			var err error
-			if res, err = s.runScript(ctx, claimIndex, []string{k}, family, "0", expireAt); err != nil {
-				return false, err
-			}
-		}
-		switch str(res, 0) {
-		case "created":
-			return true, nil
-		case "same":
-			return false, nil
-		}
-		other := str(res, 1)
+	held := func(other string) (bool, error) {
 		_, live, err := s.loadRefresh(ctx, other, hash)
-		if err != nil {
-			return false, err
-		}
-		if live {
-			return false, sessions.ErrConflict
-		}
-		// The other family's token is gone or dead: take the hash over,
-		// unless the entry changed meanwhile (then look again).
-		if _, err := s.runScript(ctx, delIfEq, []string{k}, other); err != nil {
-			return false, err
-		}
+		return live, err
 	}
-	return false, sessions.ErrConflict
+	created, err := s.claimLookup(ctx, s.key("rth", hash), []any{family, "0", expireAt}, first, held)
+	if errors.Is(err, errLookupHeld) {
+		err = sessions.ErrConflict
+	}
+	return created, err
 }
 
 // decodeRefresh parses a stored token "e|fe|r|payload" (either record

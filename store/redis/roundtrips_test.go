@@ -29,6 +29,18 @@ func (h *countTrips) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.P
 	return func(ctx context.Context, cmds []redis.Cmder) error { h.n.Add(1); return next(ctx, cmds) }
 }
 
+// countedStore is a store on a Redis server of its own (a test's SCRIPT
+// FLUSH would make other tests' scripts miss), its round trips counted.
+func countedStore(t *testing.T, prefix string) (*redisstore.Store, *redis.Client, *countTrips) {
+	t.Helper()
+	hook := &countTrips{}
+	rdb := redis.NewClient(&redis.Options{Addr: startServerT(t, 0).addr()})
+	rdb.AddHook(hook)
+	st := redisstore.New(rdb, redisstore.Options{Prefix: prefix})
+	t.Cleanup(func() { _ = st.Close() })
+	return st, rdb, hook
+}
+
 // A sign-in resolves its identity in two round trips on one master (the
 // identity, then the user with its index entries in one pipeline), also
 // right after the master lost its scripts (a restart or failover: NOSCRIPT,
@@ -37,12 +49,7 @@ func (h *countTrips) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.P
 func TestResolveIdentityRoundTrips(t *testing.T) {
 	t.Parallel()
 	ctx := ctxT(t)
-	hook := &countTrips{}
-	// A server of its own: SCRIPT FLUSH would make other tests' scripts miss.
-	rdb := redis.NewClient(&redis.Options{Addr: startServerT(t, 0).addr()})
-	rdb.AddHook(hook)
-	st := redisstore.New(rdb, redisstore.Options{Prefix: uniquePrefix()})
-	t.Cleanup(func() { _ = st.Close() })
+	st, rdb, hook := countedStore(t, uniquePrefix())
 	id := grants.Identity{Issuer: "https://idp.example/", Subject: "auth0|trips"}
 	steps := []struct {
 		name        string
@@ -87,12 +94,7 @@ func TestResolveIdentityRoundTrips(t *testing.T) {
 func TestUserAndGrant(t *testing.T) {
 	t.Parallel()
 	ctx := ctxT(t)
-	hook := &countTrips{}
-	// A server of its own: SCRIPT FLUSH would make other tests' scripts miss.
-	rdb := redis.NewClient(&redis.Options{Addr: startServerT(t, 0).addr()})
-	rdb.AddHook(hook)
-	st := redisstore.New(rdb, redisstore.Options{Prefix: uniquePrefix()})
-	t.Cleanup(func() { _ = st.Close() })
+	st, rdb, hook := countedStore(t, uniquePrefix())
 	id := grants.Identity{Issuer: "https://idp.example/", Subject: "auth0|ug"}
 	if _, _, err := st.ResolveIdentity(ctx, id, grants.Profile{Email: "ug@example.com"}, "usr_ug", time.Now()); err != nil {
 		t.Fatal(err)
@@ -138,12 +140,7 @@ func TestUserAndGrant(t *testing.T) {
 func TestRefreshRoundTrips(t *testing.T) {
 	t.Parallel()
 	ctx := ctxT(t)
-	hook := &countTrips{}
-	// A server of its own: SCRIPT FLUSH would make other tests' scripts miss.
-	rdb := redis.NewClient(&redis.Options{Addr: startServerT(t, 0).addr()})
-	rdb.AddHook(hook)
-	st := redisstore.New(rdb, redisstore.Options{Prefix: uniquePrefix()})
-	t.Cleanup(func() { _ = st.Close() })
+	st, rdb, hook := countedStore(t, uniquePrefix())
 	now := time.Now()
 	token := func(hash, family string) *sessions.RefreshToken {
 		return &sessions.RefreshToken{Hash: hash, FamilyID: family, ClientID: "spa", Subject: "usr_1", SessionID: "sess-1",
@@ -194,11 +191,7 @@ func TestRefreshRoundTrips(t *testing.T) {
 func TestCreateInvitationRoundTrips(t *testing.T) {
 	t.Parallel()
 	ctx := ctxT(t)
-	hook := &countTrips{}
-	rdb := redis.NewClient(&redis.Options{Addr: startServerT(t, 0).addr()})
-	rdb.AddHook(hook)
-	st := redisstore.New(rdb, redisstore.Options{Prefix: "ct:"})
-	t.Cleanup(func() { _ = st.Close() })
+	st, rdb, hook := countedStore(t, "ct:")
 	now := time.Now().UTC()
 	withEvent := func(inv *grants.Invitation) *grants.Invitation {
 		inv.Outbox = []grants.OutboxEvent{{ID: "evt-" + inv.ID, Type: "invitation.created", At: now}}

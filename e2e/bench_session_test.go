@@ -11,8 +11,6 @@ import (
 	"runtime"
 	"slices"
 	"strings"
-	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -60,39 +58,10 @@ func benchmarkSessionLogin(b *testing.B, store, alg string) {
 	} else {
 		idRate = es256
 	}
-	var failures atomic.Int64
-	var mu sync.Mutex
-	var latencies []time.Duration
-	trips, writes := countRedisRoundTrips(d), countBoltWrites(d)
-	b.SetParallelism(perProc)
-	b.ResetTimer()
-	trips.reset()
-	writes.reset()
-	start := time.Now()
-	b.RunParallel(func(pb *testing.PB) {
+	latencies, elapsed := timedParallel(b, d, perProc, "login", func() func() error {
 		client := newSessionClient(d, <-jars, 1)
-		var mine []time.Duration
-		for pb.Next() {
-			t0 := time.Now()
-			if _, err := sessionLogin(d, client); err != nil {
-				if failures.Add(1) == 1 {
-					b.Errorf("session login: %v", err)
-				}
-				continue
-			}
-			mine = append(mine, time.Since(t0))
-		}
-		mu.Lock()
-		latencies = append(latencies, mine...)
-		mu.Unlock()
+		return func() error { _, err := sessionLogin(d, client); return err }
 	})
-	elapsed := time.Since(start)
-	b.StopTimer()
-	trips.report(b, b.N, "login")
-	writes.report(b, b.N, "login")
-	if n := failures.Load(); n > 0 {
-		b.Fatalf("%d failed logins", n)
-	}
 	slices.Sort(latencies)
 	perSec := float64(b.N) / elapsed.Seconds()
 	// Two signatures per login: the ID token (alg) and the access token (ES256).

@@ -104,13 +104,10 @@ func (b *Broker) handleCallback(w http.ResponseWriter, r *http.Request) {
 	b.completeAuthorization(w, r, sess, ar)
 }
 
-// completeAuthorization marks the auth request done and answers the client.
+// completeAuthorization marks the auth request done and answers the client:
+// the code's save stores the completed request (SaveAuthCode, one write).
 func (b *Broker) completeAuthorization(w http.ResponseWriter, r *http.Request, sess *gsessions.Session, ar *sessions.AuthRequest) {
 	ar.Done = true
-	if err := b.sessions.UpdateAuthRequest(r.Context(), ar); err != nil {
-		b.unavailable(w, r, "completing the authorization request", err)
-		return
-	}
 	if err := sess.Save(r, w); err != nil {
 		b.unavailable(w, r, "saving the browser session", err)
 		return

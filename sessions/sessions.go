@@ -172,6 +172,10 @@ type Store interface {
 	UpdateAuthRequest(ctx context.Context, ar *AuthRequest) error
 	DeleteAuthRequest(ctx context.Context, id string) error
 
+	// SaveCode stores a new code (ErrConflict over a live one). A code with
+	// its AuthRequest also replaces that auth request, as UpdateAuthRequest
+	// does (ErrNotFound if gone), in the same write: issuing the code
+	// completes the request.
 	SaveCode(ctx context.Context, c *Code) error
 	// ConsumeCode atomically marks the code used and returns it. A second call
 	// returns the record and ErrCodeReplayed; an unknown or expired code ErrNotFound.

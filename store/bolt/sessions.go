@@ -126,6 +126,9 @@ func (s *Store) SaveCode(ctx context.Context, c *sessions.Code) error {
 	if c.ExpiresAt.IsZero() {
 		return fmt.Errorf("boltstore: save code: no expiry: %w", ErrInvalid)
 	}
+	if ar := c.AuthRequest; ar != nil && (ar.ID != c.AuthRequestID || ar.ExpiresAt.IsZero()) {
+		return fmt.Errorf("boltstore: save code: its auth request is not %s or has no expiry: %w", c.AuthRequestID, ErrInvalid)
+	}
 	err := s.flowUpdate(func(tx *bolt.Tx) (error, error) {
 		b := tx.Bucket(bCodes)
 		var old sessions.Code
@@ -135,6 +138,19 @@ func (s *Store) SaveCode(ctx context.Context, c *sessions.Code) error {
 		}
 		if found && !expired(old.ExpiresAt, s.now()) {
 			return sessions.ErrConflict, nil
+		}
+		if ar := c.AuthRequest; ar != nil {
+			var cur sessions.AuthRequest
+			found, err := getJSON(tx.Bucket(bAuthReqs), []byte(ar.ID), &cur)
+			if err != nil {
+				return nil, err
+			}
+			if !found || expired(cur.ExpiresAt, s.now()) {
+				return sessions.ErrNotFound, nil
+			}
+			if err := putJSON(tx.Bucket(bAuthReqs), []byte(ar.ID), ar); err != nil {
+				return nil, err
+			}
 		}
 		return nil, putJSON(b, []byte(c.Hash), c)
 	})

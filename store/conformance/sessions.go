@@ -109,13 +109,22 @@ func testCodeConsumeOnce(t *testing.T, ctx context.Context, s sessions.Store, cl
 	_, err = s.ConsumeCode(ctx, "unknown")
 	wantErr(t, "consume unknown", err, sessions.ErrNotFound)
 
-	// The completed auth request travels with its code.
+	// The completed auth request travels with its code, and the code's
+	// save stores it completed.
 	ar := authRequest("ar-2", clock.Now())
+	must(t, "create the auth request", s.CreateAuthRequest(ctx, ar))
 	ar.Done, ar.Subject = true, "usr_1"
 	must(t, "save with its auth request", s.SaveCode(ctx, &sessions.Code{Hash: "code-2", AuthRequestID: "ar-2", ExpiresAt: clock.Now().Add(time.Minute), AuthRequest: ar}))
+	stored, err := s.GetAuthRequest(ctx, "ar-2")
+	must(t, "the completed auth request", err)
+	same(t, "the auth request completed by its code", ar, stored)
 	got, err = s.ConsumeCode(ctx, "code-2")
 	must(t, "consume with its auth request", err)
 	same(t, "the code's auth request", ar, got.AuthRequest)
+	gone := authRequest("ar-gone", clock.Now())
+	gone.Done = true
+	err = s.SaveCode(ctx, &sessions.Code{Hash: "code-3", AuthRequestID: "ar-gone", ExpiresAt: clock.Now().Add(time.Minute), AuthRequest: gone})
+	wantErr(t, "a code completing an auth request that is gone", err, sessions.ErrNotFound)
 }
 
 func testCodeExpiry(t *testing.T, ctx context.Context, s sessions.Store, clock *Clock) {

@@ -34,15 +34,11 @@ func (s *Store) putAuthRequest(ctx context.Context, what, mode string, ar *sessi
 	if err := checkKeys("redisstore: "+what, ar.ID); err != nil {
 		return err
 	}
-	if ar.ExpiresAt.IsZero() {
-		return fmt.Errorf("redisstore: %s %s: no expiry: %w", what, ar.ID, ErrInvalid)
-	}
-	raw, err := json.Marshal(ar)
+	call, err := s.authRequestCall(mode, ar)
 	if err != nil {
 		return fmt.Errorf("redisstore: %s %s: %w", what, ar.ID, err)
 	}
-	res, err := s.runScript(ctx, putRecord, []string{s.key("ar", ar.ID)},
-		microsStr(s.now()), mode, microsStr(ar.ExpiresAt), expireAtMS(ar.ExpiresAt), raw)
+	res, err := s.runScript(ctx, call.sc, call.keys, call.args...)
 	if err == nil {
 		err = outcome(str(res, 0), map[string]error{"conflict": sessions.ErrConflict, "notfound": sessions.ErrNotFound})
 	}
@@ -50,6 +46,20 @@ func (s *Store) putAuthRequest(ctx context.Context, what, mode string, ar *sessi
 		return fmt.Errorf("redisstore: %s %s: %w", what, ar.ID, err)
 	}
 	return nil
+}
+
+// authRequestCall is the putRecord call that stores ar (mode "create" or
+// "update").
+func (s *Store) authRequestCall(mode string, ar *sessions.AuthRequest) (scriptCall, error) {
+	if ar.ExpiresAt.IsZero() {
+		return scriptCall{}, fmt.Errorf("no expiry: %w", ErrInvalid)
+	}
+	raw, err := json.Marshal(ar)
+	if err != nil {
+		return scriptCall{}, err
+	}
+	return scriptCall{putRecord, []string{s.key("ar", ar.ID)},
+		[]any{microsStr(s.now()), mode, microsStr(ar.ExpiresAt), expireAtMS(ar.ExpiresAt), raw}}, nil
 }
 
 func (s *Store) CreateAuthRequest(ctx context.Context, ar *sessions.AuthRequest) error {
@@ -113,10 +123,24 @@ func (s *Store) SaveCode(ctx context.Context, c *sessions.Code) error {
 	if err != nil {
 		return fmt.Errorf("redisstore: save code: %w", err)
 	}
-	res, err := s.runScript(ctx, putRecord, []string{s.key("c", c.Hash)},
-		microsStr(s.now()), "create", microsStr(c.ExpiresAt), expireAtMS(c.ExpiresAt), raw)
-	if err == nil {
-		err = outcome(str(res, 0), map[string]error{"conflict": sessions.ErrConflict})
+	calls := []scriptCall{{putRecord, []string{s.key("c", c.Hash)},
+		[]any{microsStr(s.now()), "create", microsStr(c.ExpiresAt), expireAtMS(c.ExpiresAt), raw}}}
+	if ar := c.AuthRequest; ar != nil {
+		// The auth request the code completes, in the same round trip (other
+		// slots: an update that finds the request gone fails the save, and
+		// the code, never handed out, expires unused).
+		if err := checkKeys("redisstore: save code: its auth request", ar.ID); err != nil {
+			return err
+		}
+		call, err := s.authRequestCall("update", ar)
+		if err != nil || ar.ID != c.AuthRequestID {
+			return fmt.Errorf("redisstore: save code: its auth request: %w", errors.Join(err, ErrInvalid))
+		}
+		calls = append([]scriptCall{call}, calls...)
+	}
+	res, err := s.runTogether(ctx, calls...)
+	for i := 0; err == nil && i < len(res); i++ {
+		err = outcome(str(res[i], 0), map[string]error{"conflict": sessions.ErrConflict, "notfound": sessions.ErrNotFound})
 	}
 	if err != nil {
 		return fmt.Errorf("redisstore: save code: %w", err)

@@ -141,11 +141,26 @@ func signInOffered(t *testing.T, d *app.Dev, email string) (offered bool, roles 
 // on the verify page leaves it waiting.
 func TestVerifiedLaterFreshSignInOffersInvitation(t *testing.T) {
 	t.Parallel()
+	for _, tc := range []struct {
+		policy, invited, person string
+	}{
+		{"exact", "later@example.com", "later@example.com"},
+		// A domain policy: sent to one address, accepted with another of the
+		// domain; the next sign-in finds it by who accepted, not by address.
+		{"domain", "boss@later.example", "dev@later.example"},
+	} {
+		t.Run(tc.policy, func(t *testing.T) {
+			t.Parallel()
+			verifiedLaterFreshSignIn(t, tc.policy, tc.invited, tc.person)
+		})
+	}
+}
+
+func verifiedLaterFreshSignIn(t *testing.T, policy, invited, person string) {
 	d, rc := startDevWithWebhooks(t, "invitation.awaiting_verification")
 	api := funnelToken(t, d, "invitations:write invitations:read")
-	const email = "later@example.com"
-	inv := invite(t, d, api, map[string]any{"email": email, "roles": []string{"customer"}, "email_match": "exact", "send_email": false})
-	p := acceptUnverified(t, d, tokenOf(inv["url"].(string)), email)
+	inv := invite(t, d, api, map[string]any{"email": invited, "roles": []string{"customer"}, "email_match": policy, "send_email": false})
+	p := acceptUnverified(t, d, tokenOf(inv["url"].(string)), person)
 	// "Not now": the sign-in goes on without the invitation (never blocking).
 	resp, body := p.answer("later")
 	if q := p.a.callbackOf(resp, body); q.Get("code") == "" {
@@ -155,11 +170,11 @@ func TestVerifiedLaterFreshSignInOffersInvitation(t *testing.T) {
 		return slices.Contains(rc.types(), "invitation.awaiting_verification")
 	})
 
-	if offered, roles := signInOffered(t, d, email); offered || len(roles) != 0 {
+	if offered, roles := signInOffered(t, d, person); offered || len(roles) != 0 {
 		t.Fatalf("before verification a fresh sign-in: offered %v, roles %v", offered, roles)
 	}
-	followVerificationLink(t, verificationLink(t, d, email, 1))
-	if offered, roles := signInOffered(t, d, email); !offered || !slices.Equal(roles, []string{"customer"}) {
+	followVerificationLink(t, verificationLink(t, d, person, 1))
+	if offered, roles := signInOffered(t, d, person); !offered || !slices.Equal(roles, []string{"customer"}) {
 		t.Fatalf("after verification a fresh sign-in: offered %v, roles %v", offered, roles)
 	}
 	if r := apiCall(t, d, http.MethodGet, "/api/invitations/"+inv["id"].(string), api, nil); r.body["status"] != "redeemed" {

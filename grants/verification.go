@@ -66,24 +66,21 @@ func (s *Service) AwaitVerification(ctx context.Context, hash string, who Redeem
 	return updated, nil
 }
 
-// AwaitingVerificationOf lists the pending invitations sent to email that
-// userID accepted before verifying it (found through the email index, not a
-// scan of every invitation). An invitation whose domain policy matched
-// another address of that domain is not found here; the accept page's
-// Continue still reaches it.
+// AwaitsVerificationBy: inv is pending and userID accepted it before its
+// email was verified. The stores' AwaitingVerification re-checks every
+// index entry with it.
+func (inv *Invitation) AwaitsVerificationBy(userID string, now time.Time) bool {
+	a := inv.AwaitingVerification
+	return a != nil && a.UserID == userID && inv.EffectiveStatus(now) == StatusPending
+}
+
+// AwaitingVerificationOf lists the pending invitations userID accepted
+// before verifying its email (email: its address, for records written
+// before the store kept a per-user index of them), whatever address they
+// were sent to.
 func (s *Service) AwaitingVerificationOf(ctx context.Context, userID, email string) ([]Invitation, error) {
-	if userID == "" || email == "" {
+	if userID == "" {
 		return nil, nil
 	}
-	invs, _, err := s.o.Store.ListInvitations(ctx, InvitationFilter{Status: StatusPending, Email: email, Limit: 50}, s.o.Now())
-	if err != nil {
-		return nil, err
-	}
-	var out []Invitation
-	for _, inv := range invs {
-		if a := inv.AwaitingVerification; a != nil && a.UserID == userID {
-			out = append(out, inv)
-		}
-	}
-	return out, nil
+	return s.o.Store.AwaitingVerification(ctx, userID, email, s.o.Now())
 }

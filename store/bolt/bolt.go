@@ -107,6 +107,7 @@ var (
 	bInvByExt     = []byte("invitations_by_external_id") // ext sep id
 	bInvByEmail   = []byte("invitations_by_email")       // lower(email) sep id
 	bInvByTime    = []byte("invitations_by_time")        // timeKey(created) id
+	bInvAwaiting  = []byte("invitations_awaiting")       // userID sep id: AwaitingVerification.UserID
 	bIdempotency  = []byte("idempotency")
 	bJobs         = []byte("jobs")
 	bJobsDue      = []byte("jobs_due")      // kind sep timeKey(visible from) id -> id
@@ -120,7 +121,7 @@ var (
 	allBuckets  = [][]byte{
 		bRefresh, bRevFamily, bRevJTI, bSessionFams, bBrowser, bSigningKeys,
 		bUsers, bUsersByEmail, bIdentities, bIdentsByUser, bGrants,
-		bInvitations, bInvByToken, bInvByExt, bInvByEmail, bInvByTime,
+		bInvitations, bInvByToken, bInvByExt, bInvByEmail, bInvByTime, bInvAwaiting,
 		bIdempotency, bJobs, bJobsDue, bAudit, bOutbox, bFunnel, bFunnelEvents,
 	}
 )

@@ -43,6 +43,9 @@ func putInvitation(tx *bolt.Tx, old, inv *grants.Invitation) error {
 		if e := lower(i.Email); e != "" {
 			es = append(es, entry{bInvByEmail, compositeKey(e, i.ID), nil})
 		}
+		if a := i.AwaitingVerification; a != nil {
+			es = append(es, entry{bInvAwaiting, compositeKey(a.UserID, i.ID), nil})
+		}
 		return es
 	}
 	next := entries(inv)
@@ -413,4 +416,45 @@ func (s *Store) UpdateInvitation(ctx context.Context, id string, fn func(*grants
 		return nil, fmt.Errorf("boltstore: update invitation %s: %w", id, err)
 	}
 	return inv, nil
+}
+
+// AwaitingVerification: see grants.InvitationStore. The per-user index
+// (bInvAwaiting) and, for records written before it existed, the email
+// index, every entry re-checked.
+func (s *Store) AwaitingVerification(ctx context.Context, userID, email string, now time.Time) ([]grants.Invitation, error) {
+	if err := checkKeys("boltstore: awaiting verification", userID); err != nil {
+		return nil, err
+	}
+	var out []grants.Invitation
+	err := s.db.View(func(tx *bolt.Tx) error {
+		seen := map[string]bool{}
+		scan := func(bucket []byte, prefix string) error {
+			p := append([]byte(prefix), sep)
+			c := tx.Bucket(bucket).Cursor()
+			for k, _ := c.Seek(p); k != nil && bytes.HasPrefix(k, p); k, _ = c.Next() {
+				id := string(k[len(p):])
+				if seen[id] {
+					continue
+				}
+				seen[id] = true
+				inv, err := loadInvitation(tx, []byte(id))
+				if err != nil {
+					return err
+				}
+				if inv != nil && inv.AwaitsVerificationBy(userID, now) {
+					out = append(out, *inv)
+				}
+			}
+			return nil
+		}
+		if err := scan(bInvAwaiting, userID); err != nil || email == "" {
+			return err
+		}
+		return scan(bInvByEmail, lower(email))
+	})
+	if err != nil {
+		return nil, fmt.Errorf("boltstore: awaiting verification of %s: %w", userID, err)
+	}
+	slices.SortFunc(out, func(a, b grants.Invitation) int { return b.CreatedAt.Compare(a.CreatedAt) })
+	return out, nil
 }

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/usher-oidc/usher/grants"
+	"github.com/usher-oidc/usher/store/errs"
 )
 
 func invitation(id string, now time.Time) *grants.Invitation {
@@ -474,6 +475,34 @@ func testInvitationAwaitingVerification(t *testing.T, ctx context.Context, s gra
 		t.Fatalf("listed by email: %+v", listed)
 	}
 	same(t, "awaiting verification", want, listed[0].AwaitingVerification)
+	awaiting, err := s.AwaitingVerification(ctx, "u-1", "inv-av@example.com", now)
+	must(t, "awaiting verification of u-1", err)
+	if len(awaiting) != 1 || awaiting[0].ID != "inv-av" {
+		t.Fatalf("awaiting verification of u-1: %+v", awaiting)
+	}
+	// A domain policy: sent to one address, accepted by another of the
+	// domain; found by the user, whatever address is asked with.
+	domain := invitation("inv-av-domain", now)
+	domain.Email, domain.EmailMatch = "boss@acme.example", "domain"
+	_, err = s.CreateInvitation(ctx, domain)
+	must(t, "create (domain policy)", err)
+	_, err = s.UpdateInvitation(ctx, "inv-av-domain", func(inv *grants.Invitation) error {
+		inv.AwaitingVerification = &grants.AwaitingVerification{UserID: "u-2", Identity: "iss|dev", Email: "dev@acme.example", Since: now}
+		return nil
+	})
+	must(t, "update (domain policy)", err)
+	for _, email := range []string{"dev@acme.example", ""} {
+		awaiting, err = s.AwaitingVerification(ctx, "u-2", email, now)
+		must(t, "awaiting verification of u-2", err)
+		if len(awaiting) != 1 || awaiting[0].ID != "inv-av-domain" {
+			t.Fatalf("awaiting verification of u-2 (asked with %q): %+v", email, awaiting)
+		}
+	}
+	awaiting, err = s.AwaitingVerification(ctx, "u-3", "inv-av@example.com", now)
+	must(t, "awaiting verification of u-3", err)
+	if len(awaiting) != 0 {
+		t.Fatalf("another user's invitations: %+v", awaiting)
+	}
 	inv, _, err := s.RedeemInvitation(ctx, "hash-inv-av", grants.Redemption{UserID: "u-1", Identity: "iss|sub", At: now})
 	must(t, "redeem", err)
 	stored, err := s.GetInvitation(ctx, "inv-av")
@@ -481,4 +510,17 @@ func testInvitationAwaitingVerification(t *testing.T, ctx context.Context, s gra
 	if inv.AwaitingVerification != nil || stored.AwaitingVerification != nil {
 		t.Fatalf("the redemption kept the awaiting record: %+v", stored.AwaitingVerification)
 	}
+	awaiting, err = s.AwaitingVerification(ctx, "u-1", "inv-av@example.com", now)
+	must(t, "awaiting verification after the redemption", err)
+	if len(awaiting) != 0 {
+		t.Fatalf("a redeemed invitation still awaits: %+v", awaiting)
+	}
+	clock.Advance(8 * 24 * time.Hour)
+	awaiting, err = s.AwaitingVerification(ctx, "u-2", "", clock.Now())
+	must(t, "awaiting verification after expiry", err)
+	if len(awaiting) != 0 {
+		t.Fatalf("an expired invitation still awaits: %+v", awaiting)
+	}
+	_, err = s.AwaitingVerification(ctx, "", "x@example.com", now)
+	wantErr(t, "no user", err, errs.ErrInvalid)
 }

@@ -23,8 +23,9 @@ import (
 //	{prefix}it:<token hash>   invitation ID (lookup; readers re-check the invitation's TokenHash)
 //	{prefix}{x:<external_id>} ID of the pending invitation holding the external_id (dedupe lock)
 //	{prefix}inv:t             sorted set of every invitation ID, scored by created_at µs
-//	{prefix}ie:<lower email>, ic:<client_id>, ix:<external_id>
-//	                          the same, per email / client / external_id
+//	{prefix}ie:<lower email>, ic:<client_id>, ix:<external_id>, iaw:<user>
+//	                          the same, per email / client / external_id /
+//	                          user awaiting its email's verification
 //
 // Every change of an invitation is a compare-and-set on its version inside
 // Redis (invitationCAS), so it is atomic whatever Go computed in between.
@@ -148,6 +149,10 @@ func (s *Store) indexEntries(inv *grants.Invitation) []string {
 	}
 	if inv.ExternalID != "" {
 		keys = append(keys, s.key("ix", inv.ExternalID))
+	}
+	if a := inv.AwaitingVerification; a != nil {
+		// Left behind when a redemption clears the record: readers re-check.
+		keys = append(keys, s.key("iaw", a.UserID))
 	}
 	return keys
 }

@@ -157,27 +157,60 @@ func (s *Store) indexEntries(inv *grants.Invitation) []string {
 	return keys
 }
 
-// addIndexEntries adds inv to each key (never moving an existing member) and
-// returns the keys where it was new.
+// addIndexEntries adds inv to each key (never moving an existing member),
+// and to the outbox when it holds events, and returns the keys where it
+// was new.
 func (s *Store) addIndexEntries(ctx context.Context, inv *grants.Invitation, keys []string) ([]string, error) {
-	score := float64(micros(inv.CreatedAt))
-	cmds := make([]*redis.IntCmd, len(keys))
+	var q queuedAdds[string]
 	_, err := s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
-		for i, k := range keys {
-			cmds[i] = p.ZAddNX(ctx, k, redis.Z{Score: score, Member: inv.ID})
-		}
-		if len(inv.Outbox) > 0 { // markOutbox, in the same round trip
-			p.ZAdd(ctx, s.outboxKey(), redis.Z{Score: 0, Member: inv.ID})
-		}
+		q = s.queueListings(ctx, p, inv, keys)
 		return nil
 	})
-	var added []string
-	for i, c := range cmds {
+	return q.added(), err
+}
+
+// queueListings queues addIndexEntries' commands in p.
+func (s *Store) queueListings(ctx context.Context, p redis.Pipeliner, inv *grants.Invitation, keys []string) queuedAdds[string] {
+	q := queuedAdds[string]{entries: keys, cmds: make([]*redis.IntCmd, len(keys))}
+	score := float64(micros(inv.CreatedAt))
+	for i, k := range keys {
+		q.cmds[i] = p.ZAddNX(ctx, k, redis.Z{Score: score, Member: inv.ID})
+	}
+	if len(inv.Outbox) > 0 { // markOutbox, in the same round trip
+		q.also = p.ZAdd(ctx, s.outboxKey(), redis.Z{Score: 0, Member: inv.ID})
+	}
+	return q
+}
+
+// queuedAdds are ZADDs of entries queued in a pipeline (and also, one more
+// whose answer only counts for errors). Once it ran, added lists the
+// entries each one added: what an undo may take back without taking
+// another writer's.
+type queuedAdds[E any] struct {
+	entries []E
+	cmds    []*redis.IntCmd
+	also    *redis.IntCmd
+}
+
+func (q queuedAdds[E]) added() []E {
+	var out []E
+	for i, c := range q.cmds {
 		if c.Val() > 0 {
-			added = append(added, keys[i])
+			out = append(out, q.entries[i])
 		}
 	}
-	return added, err
+	return out
+}
+
+func (q queuedAdds[E]) err() error {
+	cmds := make([]redis.Cmder, 0, len(q.cmds)+1)
+	for _, c := range q.cmds {
+		cmds = append(cmds, c)
+	}
+	if q.also != nil {
+		cmds = append(cmds, q.also)
+	}
+	return firstErr(cmds)
 }
 
 func (s *Store) removeIndexEntries(ctx context.Context, id string, keys []string) {

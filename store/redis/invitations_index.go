@@ -25,41 +25,23 @@ type newIndexes struct {
 // was written already reported for the undo.
 func (s *Store) indexNewInvitation(ctx context.Context, inv *grants.Invitation, checkID bool) (newIndexes, error) {
 	var ix newIndexes
-	keys, search := s.indexEntries(inv), s.searchEntries(inv)
-	var exists, outbox *redis.IntCmd
-	claim := evalSha(ctx, claimIndex, []string{s.key("it", inv.TokenHash)}, inv.ID, "0")
-	listed := make([]*redis.IntCmd, len(keys))
-	searched := make([]*redis.IntCmd, len(search))
-	score := float64(micros(inv.CreatedAt))
+	var exists *redis.IntCmd
+	var claim *pipedScript
+	var listed queuedAdds[string]
+	var searched queuedAdds[searchEntry]
 	_, _ = s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
 		if checkID {
 			exists = p.Exists(ctx, s.invKey(inv.ID))
 		}
-		_ = p.Process(ctx, claim)
-		for i, k := range keys {
-			listed[i] = p.ZAddNX(ctx, k, redis.Z{Score: score, Member: inv.ID})
-		}
-		if len(inv.Outbox) > 0 {
-			outbox = p.ZAdd(ctx, s.outboxKey(), redis.Z{Score: 0, Member: inv.ID})
-		}
-		for i, e := range search {
-			searched[i] = p.ZAdd(ctx, e.key, redis.Z{Member: e.member})
-		}
+		claim = scriptCall{claimIndex, []string{s.key("it", inv.TokenHash)}, []any{inv.ID, "0"}}.queue(ctx, p)
+		listed = s.queueListings(ctx, p, inv, s.indexEntries(inv))
+		searched = queueSearch(ctx, p, s.searchEntries(inv))
 		return nil
 	})
-	for i, c := range listed {
-		if c.Val() > 0 {
-			ix.added = append(ix.added, keys[i])
-		}
-	}
-	for i, c := range searched {
-		if c.Val() > 0 {
-			ix.searchAdded = append(ix.searchAdded, search[i])
-		}
-	}
-	first, err := claim.Slice()
+	ix.added, ix.searchAdded = listed.added(), searched.added()
+	first, err := claim.reply(ctx, s.rdb)
 	if err != nil {
-		first = nil // NOSCRIPT, a redirect: claimTokenFrom runs it again
+		first = nil // a redirect, TRYAGAIN: claimTokenFrom runs it again
 	}
 	if exists != nil {
 		n, err := exists.Result()
@@ -74,19 +56,10 @@ func (s *Store) indexNewInvitation(ctx context.Context, inv *grants.Invitation, 
 	if ix.tokenCreated, err = s.claimTokenFrom(ctx, inv.TokenHash, inv.ID, first); err != nil {
 		return ix, err
 	}
-	written := append(cmdsOf(listed), cmdsOf(searched)...)
-	if outbox != nil {
-		written = append(written, outbox)
+	if err := listed.err(); err != nil {
+		return ix, err
 	}
-	return ix, firstErr(written)
-}
-
-func cmdsOf(cmds []*redis.IntCmd) []redis.Cmder {
-	out := make([]redis.Cmder, len(cmds))
-	for i, c := range cmds {
-		out[i] = c
-	}
-	return out
+	return ix, searched.err()
 }
 
 // idFree is idTakenError when an invitation with this ID is stored (the

@@ -66,20 +66,21 @@ func (s *Store) searchEntries(inv *grants.Invitation) []searchEntry {
 // addSearchEntries adds entries and returns those that were new (what an
 // undo may remove without taking another writer's entry).
 func (s *Store) addSearchEntries(ctx context.Context, entries []searchEntry) ([]searchEntry, error) {
-	cmds := make([]*redis.IntCmd, len(entries))
+	var q queuedAdds[searchEntry]
 	_, err := s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
-		for i, e := range entries {
-			cmds[i] = p.ZAdd(ctx, e.key, redis.Z{Member: e.member})
-		}
+		q = queueSearch(ctx, p, entries)
 		return nil
 	})
-	var added []searchEntry
-	for i, c := range cmds {
-		if c.Val() > 0 {
-			added = append(added, entries[i])
-		}
+	return q.added(), err
+}
+
+// queueSearch queues addSearchEntries' commands in p.
+func queueSearch(ctx context.Context, p redis.Pipeliner, entries []searchEntry) queuedAdds[searchEntry] {
+	q := queuedAdds[searchEntry]{entries: entries, cmds: make([]*redis.IntCmd, len(entries))}
+	for i, e := range entries {
+		q.cmds[i] = p.ZAdd(ctx, e.key, redis.Z{Member: e.member})
 	}
-	return added, err
+	return q
 }
 
 // dropInvitationSearch removes inv's search entries, for code that deletes

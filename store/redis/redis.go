@@ -387,12 +387,7 @@ func (s *Store) runScript(ctx context.Context, sc *redis.Script, keys []string, 
 	if err != nil {
 		return nil, err
 	}
-	switch v := res.(type) {
-	case []any:
-		return v, nil
-	default:
-		return []any{v}, nil
-	}
+	return asSlice(res), nil
 }
 
 // pairs turns an HGETALL-style flat reply into a map.

@@ -187,7 +187,7 @@ func TestRefreshRoundTrips(t *testing.T) {
 // An invitation without external_id is created in three round trips (every
 // index entry and the ID check in one pipeline, the record, its outbox mark
 // after the write); a taken ID or token hash is still refused, leaving no
-// index entry behind.
+// index entry behind; and a create still works after SCRIPT FLUSH.
 func TestCreateInvitationRoundTrips(t *testing.T) {
 	t.Parallel()
 	ctx := ctxT(t)
@@ -245,5 +245,17 @@ func TestCreateInvitationRoundTrips(t *testing.T) {
 	}
 	if got, err := st.GetInvitation(ctx, "inv-1"); err != nil || got.Email != "inv-1@example.com" {
 		t.Errorf("the first invitation after the refusals: %+v %v", got, err)
+	}
+	// A master that lost its scripts: the claim in the pipeline answers
+	// NOSCRIPT and runs again with its source.
+	if err := rdb.ScriptFlush(ctx).Err(); err != nil {
+		t.Fatal(err)
+	}
+	after := pendingInvitation("inv-3", now)
+	if _, err := st.CreateInvitation(ctx, withEvent(after)); err != nil {
+		t.Fatalf("create after SCRIPT FLUSH: %v", err)
+	}
+	if got, err := st.GetInvitationByTokenHash(ctx, after.TokenHash); err != nil || got.ID != "inv-3" {
+		t.Errorf("found by its token after SCRIPT FLUSH: %+v %v", got, err)
 	}
 }

@@ -12,21 +12,19 @@ import (
 // UserAndGrant reads a user and its grant (grants.UserGrantReader) in one
 // pipeline on one master; on a cluster, where the two live in other slots,
 // as GetUser and GetGrant. A grant with pending merges is healed as GetGrant
-// heals it. A master that lost its scripts answers NOSCRIPT: the grant's
-// script then runs with its source (EVAL, which also caches it).
+// heals it.
 func (s *Store) UserAndGrant(ctx context.Context, userID string) (*grants.User, *grants.Grant, error) {
 	if err := checkKeys("redisstore: user and grant", userID); err != nil {
 		return nil, nil, err
 	}
-	if _, cluster := s.rdb.(*redis.ClusterClient); cluster {
+	if !s.oneMaster() {
 		return s.userThenGrant(ctx, userID)
 	}
 	var user *redis.MapStringStringCmd
-	keys, args := s.grantKeys(userID), []any{"get", "", "", "", 0}
-	grant := evalSha(ctx, grantApply, keys, args...)
+	var grant *pipedScript
 	_, _ = s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
 		user = p.HGetAll(ctx, s.key("u", userID))
-		_ = p.Process(ctx, grant)
+		grant = scriptCall{grantApply, s.grantKeys(userID), []any{"get", "", "", "", 0}}.queue(ctx, p)
 		return nil
 	})
 	if err := user.Err(); err != nil {
@@ -39,10 +37,7 @@ func (s *Store) UserAndGrant(ctx context.Context, userID string) (*grants.User, 
 	if err != nil {
 		return nil, nil, fmt.Errorf("redisstore: get user %s: %w", userID, err)
 	}
-	res, err := grant.Slice()
-	if redis.HasErrorPrefix(err, "NOSCRIPT") {
-		res, err = grantApply.Eval(ctx, s.rdb, keys, args...).Slice()
-	}
+	res, err := grant.reply(ctx, s.rdb)
 	if err != nil {
 		return nil, nil, fmt.Errorf("redisstore: get grant of %s: %w", userID, err)
 	}

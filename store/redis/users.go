@@ -170,8 +170,8 @@ func (s *Store) ensureIndexedUser(ctx context.Context, mode, suffix, userID stri
 		before = append(before, redis.NewIntCmd(ctx, "sadd", s.key("ue", lower(p.Email)), userID))
 		after = append(after, redis.NewIntCmd(ctx, "zadd", s.usersIndexKey(), 0, grants.UserIndexKey(p.Email, userID)))
 	}
-	return s.aroundScript(ctx, before, ensureUser, []string{s.key("u", userID)},
-		[]any{mode, suffix, userID, p.Email, boolStr(p.EmailVerified), p.Name, p.Picture, fmtTime(now)}, after)
+	return s.aroundScript(ctx, before, scriptCall{ensureUser, []string{s.key("u", userID)},
+		[]any{mode, suffix, userID, p.Email, boolStr(p.EmailVerified), p.Name, p.Picture, fmtTime(now)}}, after)
 }
 
 // moveEmailIndex runs after a profile refresh that changed old to email (the

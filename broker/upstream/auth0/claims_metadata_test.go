@@ -4,8 +4,6 @@ import (
 	"reflect"
 	"testing"
 	"time"
-
-	"github.com/usher-oidc/usher/internal/testkit"
 )
 
 // Auth0 refuses app_metadata field names with "." or a leading "$" (devidp
@@ -14,9 +12,7 @@ import (
 // the invitation's mirror failed.
 func TestMirrorNamespacedClaims(t *testing.T) {
 	t.Parallel()
-	tenant, domain := startTenant(t)
-	st, _ := testkit.OpenBolt(t)
-	m := newTestMirror(t, st, domain, nil)
+	tenant, _, st, m := startMirror(t, nil, nil)
 	runMirror(t, m)
 	ctx := t.Context()
 
@@ -56,9 +52,7 @@ func TestMirrorNamespacedClaims(t *testing.T) {
 // redemption and on a revocation alike.
 func TestMirrorConvertsOldClaimsObject(t *testing.T) {
 	t.Parallel()
-	tenant, domain := startTenant(t)
-	st, _ := testkit.OpenBolt(t)
-	m := newTestMirror(t, st, domain, nil)
+	tenant, _, st, m := startMirror(t, nil, nil)
 	runMirror(t, m)
 	ctx := t.Context()
 	old := func(sub string) {

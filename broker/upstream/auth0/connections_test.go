@@ -9,7 +9,6 @@ import (
 	"github.com/usher-oidc/usher/broker/upstream"
 	"github.com/usher-oidc/usher/broker/upstream/auth0"
 	"github.com/usher-oidc/usher/devidp"
-	"github.com/usher-oidc/usher/internal/testkit"
 )
 
 func TestConnectionAmbiguous(t *testing.T) {
@@ -40,9 +39,7 @@ func userReads(tenant *devidp.Server, sub string) int {
 // names the second one, and the answer is remembered.
 func TestMirrorConnectionOfSecondDatabase(t *testing.T) {
 	t.Parallel()
-	tenant, domain := startTenant(t)
-	st, _ := testkit.OpenBolt(t)
-	m := newTestMirror(t, st, domain, nil)
+	tenant, domain, _, m := startMirror(t, nil, nil)
 	ctx := context.Background()
 	first, err := tenant.AddUser(devidp.User{Email: "ann@example.com", Password: "pw", EmailVerified: true})
 	if err != nil {
@@ -87,9 +84,7 @@ func TestMirrorConnectionOfSecondDatabase(t *testing.T) {
 // The Management API down: an error, on which the caller keeps the prefix.
 func TestMirrorConnectionFailsFast(t *testing.T) {
 	t.Parallel()
-	tenant, domain := startTenant(t)
-	st, _ := testkit.OpenBolt(t)
-	m := newTestMirror(t, st, domain, nil)
+	tenant, _, _, m := startMirror(t, nil, nil)
 	sub, err := tenant.AddUser(devidp.User{Email: "cy@example.com", Password: "pw", Connection: "Partners-DB"})
 	if err != nil {
 		t.Fatal(err)

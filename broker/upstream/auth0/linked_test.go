@@ -17,9 +17,7 @@ import (
 // is still gone (TestMirrorUnknownUserFails).
 func TestMirrorFollowsLinkedAccount(t *testing.T) {
 	t.Parallel()
-	tenant, domain := startTenant(t)
-	st, _ := testkit.OpenBolt(t)
-	m := newTestMirror(t, st, domain, nil)
+	tenant, _, st, m := startMirror(t, nil, nil)
 	ctx := t.Context()
 
 	primary, _ := signUp(t, tenant, st, "pia@example.com")
@@ -72,9 +70,7 @@ func TestMirrorFollowsLinkedAccount(t *testing.T) {
 // primary lists it, not "user gone"; a sub nobody holds stays an error.
 func TestLookupsFollowLinkedAccount(t *testing.T) {
 	t.Parallel()
-	tenant, domain := startTenant(t)
-	st, _ := testkit.OpenBolt(t)
-	m := newTestMirror(t, st, domain, nil)
+	tenant, _, _, m := startMirror(t, nil, nil)
 	ctx := t.Context()
 	primary, err := tenant.AddUser(devidp.User{Email: "lee@example.com", Password: "pw", EmailVerified: true})
 	if err != nil {

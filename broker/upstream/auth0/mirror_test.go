@@ -58,6 +58,15 @@ func startTenantGranting(t *testing.T, scopes []string) (*devidp.Server, string)
 	return srv, domain
 }
 
+// startMirror starts a tenant whose mirror application holds scopes (nil:
+// every scope) and a mirror on a bolt store of its own, changed by mod.
+func startMirror(t *testing.T, scopes []string, mod func(*auth0.MirrorOptions)) (*devidp.Server, string, grants.Store, *auth0.Mirror) {
+	t.Helper()
+	tenant, domain := startTenantGranting(t, scopes)
+	st, _ := testkit.OpenBolt(t)
+	return tenant, domain, st, newTestMirror(t, st, domain, mod)
+}
+
 func newTestMirror(t *testing.T, st grants.Store, domain string, mod func(*auth0.MirrorOptions)) *auth0.Mirror {
 	t.Helper()
 	o := auth0.MirrorOptions{
@@ -179,9 +188,7 @@ func storedClaims(t *testing.T, tenant *devidp.Server, sub string) map[string]an
 
 func TestMirrorHasAccount(t *testing.T) {
 	t.Parallel()
-	tenant, domain := startTenant(t)
-	st, _ := testkit.OpenBolt(t)
-	m := newTestMirror(t, st, domain, nil)
+	tenant, _, _, m := startMirror(t, nil, nil)
 	ctx := context.Background()
 	if _, err := tenant.AddUser(devidp.User{Email: "bob@example.com", Password: "pw"}); err != nil {
 		t.Fatal(err)
@@ -221,9 +228,7 @@ func TestMirrorHasAccount(t *testing.T) {
 
 func TestMirrorRedemptionsAndRevocation(t *testing.T) {
 	t.Parallel()
-	tenant, domain := startTenant(t)
-	st, _ := testkit.OpenBolt(t)
-	m := newTestMirror(t, st, domain, nil)
+	tenant, _, st, m := startMirror(t, nil, nil)
 	runMirror(t, m)
 	ctx := context.Background()
 
@@ -308,9 +313,7 @@ func TestMirrorRedemptionsAndRevocation(t *testing.T) {
 
 func TestMirrorHonoursRetryAfter(t *testing.T) {
 	t.Parallel()
-	tenant, domain := startTenant(t)
-	st, _ := testkit.OpenBolt(t)
-	m := newTestMirror(t, st, domain, nil)
+	tenant, _, st, m := startMirror(t, nil, nil)
 	runMirror(t, m)
 
 	sub, usr := signUp(t, tenant, st, "dave@example.com")
@@ -360,9 +363,7 @@ func TestMirrorHonoursRetryAfter(t *testing.T) {
 
 func TestMirrorDeliversAfterOutage(t *testing.T) {
 	t.Parallel()
-	tenant, domain := startTenant(t)
-	st, _ := testkit.OpenBolt(t)
-	m := newTestMirror(t, st, domain, nil)
+	tenant, _, st, m := startMirror(t, nil, nil)
 	stop := runMirror(t, m)
 	ctx := context.Background()
 
@@ -424,9 +425,7 @@ func TestMirrorDeliversAfterOutage(t *testing.T) {
 
 func TestMirrorReportsMissingRoles(t *testing.T) {
 	t.Parallel()
-	tenant, domain := startTenant(t)
-	st, _ := testkit.OpenBolt(t)
-	m := newTestMirror(t, st, domain, func(o *auth0.MirrorOptions) { o.CreateRoles = false })
+	tenant, _, st, m := startMirror(t, nil, func(o *auth0.MirrorOptions) { o.CreateRoles = false })
 	runMirror(t, m)
 	if _, err := tenant.CreateRole("viewer", ""); err != nil {
 		t.Fatal(err)
@@ -455,9 +454,7 @@ func TestMirrorReportsMissingRoles(t *testing.T) {
 
 func TestMirrorUnknownUserFails(t *testing.T) {
 	t.Parallel()
-	tenant, domain := startTenant(t)
-	st, _ := testkit.OpenBolt(t)
-	m := newTestMirror(t, st, domain, nil)
+	tenant, _, st, m := startMirror(t, nil, nil)
 	runMirror(t, m)
 	_, usr := signUp(t, tenant, st, "gail@example.com")
 	ghost := "auth0|ffffffffffffffffffffffff"

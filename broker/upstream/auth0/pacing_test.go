@@ -221,9 +221,7 @@ func TestMirrorPauseSharedByReplicas(t *testing.T) {
 // A positive answer is remembered (no second call); a negative one is not.
 func TestMirrorHasAccountCache(t *testing.T) {
 	t.Parallel()
-	tenant, domain := startTenant(t)
-	st, _ := testkit.OpenBolt(t)
-	m := newTestMirror(t, st, domain, nil)
+	tenant, _, _, m := startMirror(t, nil, nil)
 	if _, err := tenant.AddUser(devidp.User{Email: "bob@example.com", Password: "pw"}); err != nil {
 		t.Fatal(err)
 	}

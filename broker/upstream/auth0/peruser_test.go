@@ -7,7 +7,6 @@ import (
 	"time"
 
 	"github.com/usher-oidc/usher/grants"
-	"github.com/usher-oidc/usher/internal/testkit"
 )
 
 // Three replicas share one Redis and one Auth0 tenant, and one Auth0 user
@@ -56,9 +55,7 @@ func TestMirrorOneUserAcrossReplicas(t *testing.T) {
 // follows the grant, not the order its jobs ran in.
 func TestMirrorRevocationAfterRegrant(t *testing.T) {
 	t.Parallel()
-	tenant, domain := startTenant(t)
-	st, _ := testkit.OpenBolt(t)
-	m := newTestMirror(t, st, domain, nil)
+	tenant, _, st, m := startMirror(t, nil, nil)
 	ctx := t.Context()
 	sub, usr := signUp(t, tenant, st, "dora@example.com")
 	inv1 := redeem(t, st, usr, sub, []string{"editor"}, map[string]any{"region": "eu"})

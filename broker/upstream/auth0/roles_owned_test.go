@@ -7,7 +7,6 @@ import (
 	"time"
 
 	"github.com/usher-oidc/usher/grants"
-	"github.com/usher-oidc/usher/internal/testkit"
 )
 
 // A role the user already held in Auth0 (an administrator gave it there)
@@ -16,9 +15,7 @@ import (
 // user, removes from Auth0 only what usher assigned.
 func TestMirrorTakesBackOnlyWhatItAssigned(t *testing.T) {
 	t.Parallel()
-	tenant, domain := startTenant(t)
-	st, _ := testkit.OpenBolt(t)
-	m := newTestMirror(t, st, domain, nil)
+	tenant, _, st, m := startMirror(t, nil, nil)
 	runMirror(t, m)
 	ctx := t.Context()
 	sub, usr := signUp(t, tenant, st, "ines@example.com")

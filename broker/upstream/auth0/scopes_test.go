@@ -7,7 +7,6 @@ import (
 
 	"github.com/usher-oidc/usher/broker/upstream/auth0"
 	"github.com/usher-oidc/usher/grants"
-	"github.com/usher-oidc/usher/internal/testkit"
 )
 
 // readmeScopes are the scopes the README's set-up guide grants usher's
@@ -22,9 +21,7 @@ var readmeScopes = []string{"read:users", "update:users_app_metadata", "read:rol
 // refused, as the guide says.
 func TestLeastPrivilegeScopesSuffice(t *testing.T) {
 	t.Parallel()
-	tenant, domain := startTenantGranting(t, readmeScopes)
-	st, _ := testkit.OpenBolt(t)
-	m := newTestMirror(t, st, domain, func(o *auth0.MirrorOptions) { o.CreateRoles = false })
+	tenant, _, st, m := startMirror(t, readmeScopes, func(o *auth0.MirrorOptions) { o.CreateRoles = false })
 	runMirror(t, m)
 	ctx := t.Context()
 	for _, role := range []string{"editor", "viewer"} {

@@ -8,16 +8,13 @@ import (
 	"github.com/usher-oidc/usher/broker/upstream"
 	"github.com/usher-oidc/usher/broker/upstream/auth0"
 	"github.com/usher-oidc/usher/devidp"
-	"github.com/usher-oidc/usher/internal/testkit"
 )
 
 // With the Management API, the Auth0 upstream reads email_verified fresh
 // and asks Auth0 to resend the verification mail; without it, it cannot.
 func TestEmailVerificationThroughManagementAPI(t *testing.T) {
 	t.Parallel()
-	tenant, domain := startTenant(t)
-	st, _ := testkit.OpenBolt(t)
-	m := newTestMirror(t, st, domain, nil)
+	tenant, domain, _, m := startMirror(t, nil, nil)
 	ctx := context.Background()
 	sub, err := tenant.AddUser(devidp.User{Email: "unverified@example.com", Password: "pw"})
 	if err != nil {

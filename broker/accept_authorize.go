@@ -29,7 +29,7 @@ func (b *Broker) offerInvitation(w http.ResponseWriter, r *http.Request, sess *g
 		b.unavailable(w, r, "saving the authorization request", err)
 		return
 	}
-	if unverified && awaitedBy(inv, acct.UserID) {
+	if unverified && inv != nil && inv.AwaitsVerificationBy(acct.UserID, b.now()) {
 		// Accepted already, still unverified: back to "verify, then continue".
 		b.showVerify(w, r, sess, ar.ID, verifyState(inv, ar.ClientID, acct, noteStillUnverified))
 		return

@@ -48,11 +48,6 @@ const (
 	noteResendFailed    = "verify.note.resend_failed"
 )
 
-// awaitedBy: the invitation awaits the verification of userID's email.
-func awaitedBy(inv *grants.Invitation, userID string) bool {
-	return inv != nil && inv.AwaitingVerification != nil && inv.AwaitingVerification.UserID == userID
-}
-
 func verifyState(inv *grants.Invitation, clientID string, acct signedInAccount, note string) acceptState {
 	return acceptState{Hash: inv.TokenHash, ClientID: clientID, Invited: inv.Email, Account: acct.Email, UserID: acct.UserID, Message: note}
 }
@@ -63,7 +58,7 @@ func verifyState(inv *grants.Invitation, clientID string, acct signedInAccount, 
 func (b *Broker) awaitVerification(w http.ResponseWriter, r *http.Request, sess *gsessions.Session, id, hash, clientID string, acct signedInAccount) {
 	inv, err := b.invitations.AwaitVerification(r.Context(), hash, grants.Redeemer{UserID: acct.UserID,
 		Identity: acct.Issuer + "|" + acct.Subject, Email: acct.Email, EmailVerified: acct.EmailVerified})
-	if err == nil && !awaitedBy(inv, acct.UserID) {
+	if err == nil && !(inv != nil && inv.AwaitsVerificationBy(acct.UserID, b.now())) {
 		err = grants.ErrInvitationRedeemed // moved on meanwhile (CheckHash said nothing else)
 	}
 	if err != nil {
@@ -318,11 +313,11 @@ func (b *Broker) verifyRefused(w http.ResponseWriter, r *http.Request, sess *gse
 // awaitedInvitation is, for a sign-in through the upstream whose email is
 // verified, the token hash of an invitation this user accepted before
 // verifying it ("" when none): the callback offers it again.
-func (b *Broker) awaitedInvitation(ctx context.Context, userID, email string, verified bool) string {
+func (b *Broker) awaitedInvitation(ctx context.Context, userID string, verified bool) string {
 	if !verified {
 		return ""
 	}
-	invs, err := b.invitations.AwaitingVerificationOf(ctx, userID, email)
+	invs, err := b.invitations.AwaitingVerificationOf(ctx, userID)
 	if err != nil {
 		b.log.WarnContext(ctx, "looking up invitations awaiting verification", "user_id", userID, "err", err)
 		return ""
@@ -341,8 +336,8 @@ func (b *Broker) awaitedInvitation(ctx context.Context, userID, email string, ve
 // signed in verified never get here, so the common session answer costs
 // no lookup.
 func (b *Broker) sessionAwaited(ctx context.Context, sess *gsessions.Session, acct *signedInAccount) (hash string, askUpstream bool) {
-	invs, err := b.invitations.AwaitingVerificationOf(ctx, acct.UserID, acct.Email)
-	if err != nil || len(invs) == 0 {
+	hash = b.awaitedInvitation(ctx, acct.UserID, true)
+	if hash == "" {
 		return "", false
 	}
 	verified, err := b.freshEmailVerified(ctx, *acct)
@@ -355,7 +350,7 @@ func (b *Broker) sessionAwaited(ctx context.Context, sess *gsessions.Session, ac
 	acct.EmailVerified = true
 	rememberAccount(sess, *acct)
 	b.refreshEmailVerified(ctx, *acct)
-	return invs[0].TokenHash, false
+	return hash, false
 }
 
 var verifyTmpl = pageTemplate("verify", `{{define "title"}}{{.T.Text "verify.title"}}{{end}}{{template "top" .}}

@@ -94,7 +94,7 @@ func (b *Broker) handleCallback(w http.ResponseWriter, r *http.Request) {
 	if ar.InvitationHash == "" && !slices.Contains(ar.Prompt, oidc.PromptNone) {
 		// An invitation this user accepted before verifying the email:
 		// this fresh sign-in may say it is verified now.
-		ar.InvitationHash = b.awaitedInvitation(ctx, u.ID, id.Email, id.EmailVerified)
+		ar.InvitationHash = b.awaitedInvitation(ctx, u.ID, id.EmailVerified)
 	}
 	if ar.InvitationHash != "" {
 		b.clearInvitationCookie(w) // the auth request carries it from here on

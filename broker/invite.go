@@ -89,7 +89,7 @@ func (b *Broker) offerToSession(w http.ResponseWriter, r *http.Request, inv *gra
 		// person choose the account; the callback explains a refusal.
 		return false
 	}
-	if unverified && awaitedBy(inv, acct.UserID) {
+	if unverified && inv != nil && inv.AwaitsVerificationBy(acct.UserID, b.now()) {
 		b.showVerify(w, r, sess, verifyLinkID, verifyState(inv, client.ID, acct, noteStillUnverified))
 		return true
 	}

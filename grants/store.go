@@ -314,10 +314,8 @@ type Store interface {
 	// AwaitingVerification lists the pending invitations userID accepted
 	// before its email was verified (AwaitingVerification.UserID), found
 	// through an index kept with the invitation, whatever address it was
-	// sent to (a domain policy matches others); and, for records written
-	// before that index existed, through the email index of email ("" for
-	// none). Never a scan of every invitation.
-	AwaitingVerification(ctx context.Context, userID, email string, now time.Time) ([]Invitation, error)
+	// sent to (a domain policy matches others). Never a scan.
+	AwaitingVerification(ctx context.Context, userID string, now time.Time) ([]Invitation, error)
 	// RedeemInvitation atomically moves the invitation with this token hash
 	// from pending to redeemed and merges its roles and claims into the
 	// redeemer's grant, in one step: of N concurrent calls exactly one

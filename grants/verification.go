@@ -75,12 +75,10 @@ func (inv *Invitation) AwaitsVerificationBy(userID string, now time.Time) bool {
 }
 
 // AwaitingVerificationOf lists the pending invitations userID accepted
-// before verifying its email (email: its address, for records written
-// before the store kept a per-user index of them), whatever address they
-// were sent to.
-func (s *Service) AwaitingVerificationOf(ctx context.Context, userID, email string) ([]Invitation, error) {
+// before verifying its email, whatever address they were sent to.
+func (s *Service) AwaitingVerificationOf(ctx context.Context, userID string) ([]Invitation, error) {
 	if userID == "" {
 		return nil, nil
 	}
-	return s.o.Store.AwaitingVerification(ctx, userID, email, s.o.Now())
+	return s.o.Store.AwaitingVerification(ctx, userID, s.o.Now())
 }

@@ -419,38 +419,25 @@ func (s *Store) UpdateInvitation(ctx context.Context, id string, fn func(*grants
 }
 
 // AwaitingVerification: see grants.InvitationStore. The per-user index
-// (bInvAwaiting) and, for records written before it existed, the email
-// index, every entry re-checked.
-func (s *Store) AwaitingVerification(ctx context.Context, userID, email string, now time.Time) ([]grants.Invitation, error) {
+// (bInvAwaiting), every entry re-checked.
+func (s *Store) AwaitingVerification(ctx context.Context, userID string, now time.Time) ([]grants.Invitation, error) {
 	if err := checkKeys("boltstore: awaiting verification", userID); err != nil {
 		return nil, err
 	}
 	var out []grants.Invitation
 	err := s.db.View(func(tx *bolt.Tx) error {
-		seen := map[string]bool{}
-		scan := func(bucket []byte, prefix string) error {
-			p := append([]byte(prefix), sep)
-			c := tx.Bucket(bucket).Cursor()
-			for k, _ := c.Seek(p); k != nil && bytes.HasPrefix(k, p); k, _ = c.Next() {
-				id := string(k[len(p):])
-				if seen[id] {
-					continue
-				}
-				seen[id] = true
-				inv, err := loadInvitation(tx, []byte(id))
-				if err != nil {
-					return err
-				}
-				if inv != nil && inv.AwaitsVerificationBy(userID, now) {
-					out = append(out, *inv)
-				}
+		p := append([]byte(userID), sep)
+		c := tx.Bucket(bInvAwaiting).Cursor()
+		for k, _ := c.Seek(p); k != nil && bytes.HasPrefix(k, p); k, _ = c.Next() {
+			inv, err := loadInvitation(tx, k[len(p):])
+			if err != nil {
+				return err
 			}
-			return nil
+			if inv != nil && inv.AwaitsVerificationBy(userID, now) {
+				out = append(out, *inv)
+			}
 		}
-		if err := scan(bInvAwaiting, userID); err != nil || email == "" {
-			return err
-		}
-		return scan(bInvByEmail, lower(email))
+		return nil
 	})
 	if err != nil {
 		return nil, fmt.Errorf("boltstore: awaiting verification of %s: %w", userID, err)

@@ -22,7 +22,7 @@ func SearchVisited(ctx context.Context, s *Store, f grants.InvitationFilter, now
 	return ids, visited, err
 }
 
-// DropInvitationSearch is dropInvitationSearch, for tests.
+// DropInvitationSearch removes inv's search entries, for tests.
 func DropInvitationSearch(ctx context.Context, s *Store, inv *grants.Invitation) {
-	s.dropInvitationSearch(ctx, inv)
+	s.dropSearchEntries(ctx, s.searchEntries(inv))
 }

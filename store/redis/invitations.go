@@ -157,35 +157,21 @@ func (s *Store) indexEntries(inv *grants.Invitation) []string {
 	return keys
 }
 
-// addIndexEntries adds inv to each key (never moving an existing member),
-// and to the outbox when it holds events, and returns the keys where it
-// was new.
-func (s *Store) addIndexEntries(ctx context.Context, inv *grants.Invitation, keys []string) ([]string, error) {
-	var q queuedAdds[string]
-	_, err := s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
-		q = s.queueListings(ctx, p, inv, keys)
-		return nil
-	})
-	return q.added(), err
-}
-
-// queueListings queues addIndexEntries' commands in p.
-func (s *Store) queueListings(ctx context.Context, p redis.Pipeliner, inv *grants.Invitation, keys []string) queuedAdds[string] {
+// queueListings queues, in p, inv's addition to each listing key, scored by
+// its creation time (never moving an existing member).
+func queueListings(ctx context.Context, p redis.Pipeliner, inv *grants.Invitation, keys []string) queuedAdds[string] {
 	q := queuedAdds[string]{entries: keys, cmds: make([]*redis.IntCmd, len(keys))}
 	score := float64(micros(inv.CreatedAt))
 	for i, k := range keys {
 		q.cmds[i] = p.ZAddNX(ctx, k, redis.Z{Score: score, Member: inv.ID})
 	}
-	if len(inv.Outbox) > 0 { // markOutbox, in the same round trip
-		q.also = p.ZAdd(ctx, s.outboxKey(), redis.Z{Score: 0, Member: inv.ID})
-	}
 	return q
 }
 
 // queuedAdds are ZADDs of entries queued in a pipeline (and also, one more
-// whose answer only counts for errors). Once it ran, added lists the
-// entries each one added: what an undo may take back without taking
-// another writer's.
+// whose answer only counts for errors: the outbox mark of a create). Once it
+// ran, added lists the entries each one added: what an undo may take back
+// without taking another writer's.
 type queuedAdds[E any] struct {
 	entries []E
 	cmds    []*redis.IntCmd

@@ -34,7 +34,10 @@ func (s *Store) indexNewInvitation(ctx context.Context, inv *grants.Invitation, 
 			exists = p.Exists(ctx, s.invKey(inv.ID))
 		}
 		claim = scriptCall{claimIndex, []string{s.key("it", inv.TokenHash)}, []any{inv.ID, "0"}}.queue(ctx, p)
-		listed = s.queueListings(ctx, p, inv, s.indexEntries(inv))
+		listed = queueListings(ctx, p, inv, s.indexEntries(inv))
+		if len(inv.Outbox) > 0 { // markOutbox, in the same round trip
+			listed.also = p.ZAdd(ctx, s.outboxKey(), redis.Z{Score: 0, Member: inv.ID})
+		}
 		searched = queueSearch(ctx, p, s.searchEntries(inv))
 		return nil
 	})

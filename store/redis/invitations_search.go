@@ -83,13 +83,6 @@ func queueSearch(ctx context.Context, p redis.Pipeliner, entries []searchEntry) 
 	return q
 }
 
-// dropInvitationSearch removes inv's search entries, for code that deletes
-// an invitation record outright (UpdateInvitation already moves them when
-// the email or external ID changes).
-func (s *Store) dropInvitationSearch(ctx context.Context, inv *grants.Invitation) {
-	s.dropSearchEntries(ctx, s.searchEntries(inv))
-}
-
 // dropSearchEntries removes entries, best effort: a leftover entry is
 // stale, and readers skip it.
 func (s *Store) dropSearchEntries(ctx context.Context, entries []searchEntry) {
@@ -106,41 +99,6 @@ func (s *Store) dropSearchEntries(ctx context.Context, entries []searchEntry) {
 	if err != nil {
 		s.log.Warn("redisstore: removing invitation search entries", "err", err)
 	}
-}
-
-// stageSearchEntries adds the entries inv needs before a write that turns
-// old into inv; finish, called with whether that write happened, drops the
-// entries it no longer needs (old's, or the staged ones after a failure).
-func (s *Store) stageSearchEntries(ctx context.Context, old, inv *grants.Invitation) (finish func(written bool), err error) {
-	before, after := s.searchEntries(old), s.searchEntries(inv)
-	added, err := s.addSearchEntries(ctx, after)
-	finish = func(written bool) {
-		if !written {
-			s.dropSearchEntries(ctx, added)
-			return
-		}
-		var gone []searchEntry
-		for _, e := range before {
-			if !containsEntry(after, e) {
-				gone = append(gone, e)
-			}
-		}
-		s.dropSearchEntries(ctx, gone)
-	}
-	if err != nil {
-		finish(false)
-		return nil, err
-	}
-	return finish, nil
-}
-
-func containsEntry(es []searchEntry, e searchEntry) bool {
-	for _, x := range es {
-		if x == e {
-			return true
-		}
-	}
-	return false
 }
 
 // BackfillInvitationSearch adds every stored invitation to the prefix

@@ -259,3 +259,43 @@ func TestCreateInvitationRoundTrips(t *testing.T) {
 		t.Errorf("found by its token after SCRIPT FLUSH: %+v %v", got, err)
 	}
 }
+
+// An update that changes no indexed field reads and writes the record only
+// (two round trips): the entries it had are there already. One that
+// changes the email adds the new entries in one more round trip and takes
+// the old ones out after the write.
+func TestUpdateInvitationRoundTrips(t *testing.T) {
+	t.Parallel()
+	ctx := ctxT(t)
+	st, _, hook := countedStore(t, uniquePrefix())
+	now := time.Now().UTC()
+	if _, err := st.CreateInvitation(ctx, pendingInvitation("inv-up", now)); err != nil {
+		t.Fatal(err)
+	}
+	update := func(what string, want int64, fn func(*grants.Invitation)) {
+		t.Helper()
+		before := hook.n.Load()
+		if _, err := st.UpdateInvitation(ctx, "inv-up", func(inv *grants.Invitation) error { fn(inv); return nil }); err != nil {
+			t.Fatalf("%s: %v", what, err)
+		}
+		if n := hook.n.Load() - before; n != want {
+			t.Errorf("%s: %d round trips, want %d", what, n, want)
+		}
+	}
+	update("warm", 2, func(inv *grants.Invitation) { inv.EmailStatus = "sending" }) // scripts loaded by the create
+	update("mail status", 2, func(inv *grants.Invitation) { inv.EmailStatus = "sent" })
+	update("email", 4, func(inv *grants.Invitation) { inv.Email = "moved@example.com" })
+	for _, c := range []struct {
+		email string
+		want  int
+	}{{"moved@example.com", 1}, {"inv-up@example.com", 0}} {
+		got, _, err := st.ListInvitations(ctx, grants.InvitationFilter{Email: c.email}, now)
+		if err != nil || len(got) != c.want {
+			t.Errorf("listed under %s: %d, %v; want %d", c.email, len(got), err, c.want)
+		}
+		found, _, err := st.ListInvitations(ctx, grants.InvitationFilter{EmailPrefix: strings.Split(c.email, "@")[0]}, now)
+		if err != nil || len(found) != c.want {
+			t.Errorf("found by prefix %s: %d, %v; want %d", c.email, len(found), err, c.want)
+		}
+	}
+}

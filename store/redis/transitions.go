@@ -8,7 +8,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"slices"
 	"time"
 
 	"github.com/usher-oidc/usher/grants"
@@ -227,40 +226,23 @@ func (s *Store) UpdateInvitation(ctx context.Context, id string, fn func(*grants
 			if inv.ID != old.ID || inv.TokenHash != old.TokenHash || inv.Status != old.Status {
 				return nil, fmt.Errorf("fn changed id, token hash or status: %w", ErrInvalid)
 			}
-			oldKeys, newKeys := s.indexEntries(old), s.indexEntries(inv)
-			if !old.CreatedAt.Equal(inv.CreatedAt) {
-				s.removeIndexEntries(ctx, id, oldKeys) // re-scored below
-				oldKeys = nil
-			}
-			added, err := s.addIndexEntries(ctx, inv, newKeys)
+			staged, err := s.stageIndexes(ctx, old, inv)
 			if err != nil {
-				return nil, err
-			}
-			finishSearch, err := s.stageSearchEntries(ctx, old, inv)
-			if err != nil {
-				s.removeIndexEntries(ctx, id, added)
 				return nil, err
 			}
 			res, err := s.casInvitation(ctx, inv, version, "")
 			if err != nil {
 				return nil, err // written or not: keep the entries
 			}
-			finishSearch(res == "ok")
 			switch res {
 			case "ok":
-				var gone []string
-				for _, k := range oldKeys {
-					if !slices.Contains(newKeys, k) {
-						gone = append(gone, k)
-					}
-				}
-				s.removeIndexEntries(ctx, id, gone)
+				s.dropIndexesLeft(ctx, old, inv)
 				return inv, nil
 			case "notfound":
-				s.removeIndexEntries(ctx, id, added)
+				staged.undo(ctx, s, id)
 				return nil, grants.ErrNotFound
 			}
-			s.removeIndexEntries(ctx, id, added)
+			staged.undo(ctx, s, id)
 		}
 		return nil, errors.New("invitation contended, try again")
 	}()

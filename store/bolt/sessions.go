@@ -73,6 +73,21 @@ func (s *Store) GetAuthRequest(ctx context.Context, id string) (*sessions.AuthRe
 	return &ar, nil
 }
 
+// replaceAuthRequest replaces a stored, unexpired auth request in tx
+// (ErrNotFound as the refusal otherwise).
+func (s *Store) replaceAuthRequest(tx *bolt.Tx, ar *sessions.AuthRequest) (refusal, err error) {
+	b := tx.Bucket(bAuthReqs)
+	var old sessions.AuthRequest
+	found, err := getJSON(b, []byte(ar.ID), &old)
+	if err != nil {
+		return nil, err
+	}
+	if !found || expired(old.ExpiresAt, s.now()) {
+		return sessions.ErrNotFound, nil
+	}
+	return nil, putJSON(b, []byte(ar.ID), ar)
+}
+
 func (s *Store) UpdateAuthRequest(ctx context.Context, ar *sessions.AuthRequest) error {
 	if ar == nil {
 		return fmt.Errorf("boltstore: update auth request: nil: %w", ErrInvalid)
@@ -83,18 +98,7 @@ func (s *Store) UpdateAuthRequest(ctx context.Context, ar *sessions.AuthRequest)
 	if ar.ExpiresAt.IsZero() {
 		return fmt.Errorf("boltstore: update auth request %s: no expiry: %w", ar.ID, ErrInvalid)
 	}
-	err := s.flowUpdate(func(tx *bolt.Tx) (error, error) {
-		b := tx.Bucket(bAuthReqs)
-		var old sessions.AuthRequest
-		found, err := getJSON(b, []byte(ar.ID), &old)
-		if err != nil {
-			return nil, err
-		}
-		if !found || expired(old.ExpiresAt, s.now()) {
-			return sessions.ErrNotFound, nil
-		}
-		return nil, putJSON(b, []byte(ar.ID), ar)
-	})
+	err := s.flowUpdate(func(tx *bolt.Tx) (error, error) { return s.replaceAuthRequest(tx, ar) })
 	if err != nil {
 		return fmt.Errorf("boltstore: update auth request %s: %w", ar.ID, err)
 	}
@@ -140,16 +144,8 @@ func (s *Store) SaveCode(ctx context.Context, c *sessions.Code) error {
 			return sessions.ErrConflict, nil
 		}
 		if ar := c.AuthRequest; ar != nil {
-			var cur sessions.AuthRequest
-			found, err := getJSON(tx.Bucket(bAuthReqs), []byte(ar.ID), &cur)
-			if err != nil {
-				return nil, err
-			}
-			if !found || expired(cur.ExpiresAt, s.now()) {
-				return sessions.ErrNotFound, nil
-			}
-			if err := putJSON(tx.Bucket(bAuthReqs), []byte(ar.ID), ar); err != nil {
-				return nil, err
+			if refusal, err := s.replaceAuthRequest(tx, ar); refusal != nil || err != nil {
+				return refusal, err
 			}
 		}
 		return nil, putJSON(b, []byte(c.Hash), c)

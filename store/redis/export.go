@@ -173,7 +173,7 @@ func (s *Store) exportGrants(ctx context.Context, fn func(json.RawMessage) error
 	}
 	for _, id := range slices.Sorted(maps.Keys(users)) {
 		// The plain read, not GetGrant: exporting must not change the source.
-		g, _, err := s.grantOp(ctx, id, "get", "", "", 0)
+		g, _, err := s.grantOp(ctx, id, grantRead...)
 		if err != nil {
 			return err
 		}

@@ -27,6 +27,15 @@ func (s *Store) grantKeys(userID string) []string {
 	return []string{g, g + ":r", g + ":i", g + ":p"}
 }
 
+// grantRead are grantOp's arguments that read a grant, changing nothing.
+var grantRead = []any{"get", "", "", 0}
+
+// grantArgs are grantApply's arguments for op args[0] with the events of
+// lines (see grantApply): the events go second.
+func grantArgs(lines string, args ...any) []any {
+	return append([]any{args[0], lines}, args[1:]...)
+}
+
 // grantOp runs grantApply and decodes the grant and the pending merges.
 func (s *Store) grantOp(ctx context.Context, userID string, args ...any) (*grants.Grant, map[string]string, error) {
 	return s.grantOpRecording(ctx, userID, nil, args...)
@@ -52,7 +61,7 @@ func (s *Store) grantOpRecording(ctx context.Context, userID string, events []gr
 			return nil, nil, err
 		}
 	}
-	full := append([]any{args[0], lines.String()}, args[1:]...)
+	full := grantArgs(lines.String(), args...)
 	if len(events) > 0 {
 		// Due again after the write, as for invitations (markOutboxAgain): a
 		// runner that claimed the entry between the mark above and the
@@ -171,7 +180,7 @@ func (s *Store) GetGrant(ctx context.Context, userID string) (*grants.Grant, err
 	if err := checkKeys("redisstore: get grant", userID); err != nil {
 		return nil, err
 	}
-	g, pending, err := s.grantOp(ctx, userID, "get", "", "", 0)
+	g, pending, err := s.grantOp(ctx, userID, grantRead...)
 	if err == nil && len(pending) > 0 {
 		g, err = s.healGrant(ctx, userID, g, pending)
 	}

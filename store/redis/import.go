@@ -229,10 +229,7 @@ func (s *Store) importRefreshToken(ctx context.Context, rec json.RawMessage) (bo
 	if err != nil {
 		return false, err
 	}
-	if err := s.linkSessionFamily(ctx, &rt); err != nil {
-		return false, err
-	}
-	if _, err := s.claimRefreshIndex(ctx, rt.Hash, rt.FamilyID, at); err != nil {
+	if _, err := s.linkAndClaim(ctx, &rt, at); err != nil {
 		return false, err
 	}
 	r := ""

@@ -79,11 +79,11 @@ func decodeInvitation(id, v string) (*grants.Invitation, string, error) {
 // no empty-but-present slices or maps (v2 leaves empty ones out, which reads
 // back as nil).
 func compactable(inv *grants.Invitation) bool {
-	if !nanoTime(inv.CreatedAt) || (!inv.ExpiresAt.IsZero() && !nanoTime(inv.ExpiresAt)) {
+	if !nanoTime(inv.CreatedAt) || !zeroOrNano(inv.ExpiresAt) {
 		return false
 	}
 	for _, t := range []*time.Time{inv.RedeemedAt, inv.RevokedAt, inv.DeclinedAt} {
-		if t != nil && !nanoTime(*t) {
+		if t != nil && !zeroOrNano(*t) {
 			return false
 		}
 	}

@@ -66,18 +66,21 @@ func (s *Store) refreshArgs(rt *sessions.RefreshToken) (string, string, int64, [
 	return microsStr(rt.ExpiresAt), fe, expireAtMS(refreshDeadline(rt)), raw, err
 }
 
-// linkAndClaim links rt's family to its session (linkSessionFamily) and
+// linkAndClaim links rt's family to its session (addSessionFamily) and
 // claims rt's index entry (claimRefreshIndex), both before the token is
 // stored, in one round trip where they can share one.
 func (s *Store) linkAndClaim(ctx context.Context, rt *sessions.RefreshToken, expireAt int64) (bool, error) {
-	claim := scriptCall{claimIndex, []string{s.key("rth", rt.Hash)}, []any{rt.FamilyID, "0", expireAt}}
 	if rt.SessionID == "" {
 		return s.claimRefreshIndex(ctx, rt.Hash, rt.FamilyID, expireAt)
 	}
 	if err := checkKeys("redisstore: link session family", rt.SessionID); err != nil {
 		return false, err
 	}
+	// The session's link to the family first: a crash before the token is
+	// stored leaves a link to a family with no token, which is harmless,
+	// never a token sign-out cannot reach.
 	link := scriptCall{addSessionFamily, []string{s.sessionFamilies(rt.SessionID)}, []any{rt.FamilyID, expireAtMS(rt.FamilyExpiresAt)}}
+	claim := scriptCall{claimIndex, []string{s.key("rth", rt.Hash)}, []any{rt.FamilyID, "0", expireAt}}
 	res, err := s.runTogether(ctx, link, claim)
 	if err != nil {
 		return false, err

@@ -6,8 +6,6 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
-
-	"github.com/usher-oidc/usher/sessions"
 )
 
 // A browser session's refresh-token families, for sign-out, are a set under
@@ -28,23 +26,6 @@ local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 if pttl < 0 or now + pttl < at then redis.call('PEXPIREAT', KEYS[1], at) end
 return 'ok'
 `)
-
-// linkSessionFamily records rt's family under its session. It runs before
-// the token is stored: a crash in between leaves a link to a family with
-// no token, which is harmless, never a token sign-out cannot reach.
-func (s *Store) linkSessionFamily(ctx context.Context, rt *sessions.RefreshToken) error {
-	if rt.SessionID == "" {
-		return nil
-	}
-	if err := checkKeys("redisstore: link session family", rt.SessionID); err != nil {
-		return err
-	}
-	err := addSessionFamily.Run(ctx, s.rdb, []string{s.sessionFamilies(rt.SessionID)}, rt.FamilyID, expireAtMS(rt.FamilyExpiresAt)).Err()
-	if err != nil {
-		return fmt.Errorf("redisstore: link session family: %w", err)
-	}
-	return nil
-}
 
 func (s *Store) RevokeSessionFamilies(ctx context.Context, sessionID string, until time.Time) error {
 	if err := checkKeys("redisstore: revoke session families", sessionID); err != nil {

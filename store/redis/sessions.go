@@ -199,17 +199,24 @@ func (s *Store) GetBrowserSession(ctx context.Context, id string) (*sessions.Bro
 
 // SaveBrowserSession creates or replaces the session.
 func (s *Store) SaveBrowserSession(ctx context.Context, bs *sessions.BrowserSession) error {
-	if bs == nil {
-		return fmt.Errorf("redisstore: save browser session: nil: %w", ErrInvalid)
-	}
-	if err := checkKeys("redisstore: save browser session", bs.ID); err != nil {
+	if err := checkBrowserSession("redisstore: save browser session", bs); err != nil {
 		return err
-	}
-	if bs.ExpiresAt.IsZero() {
-		return fmt.Errorf("redisstore: save browser session: no expiry: %w", ErrInvalid)
 	}
 	if err := s.saveBrowserSession(ctx, s.rdb, bs); err != nil {
 		return fmt.Errorf("redisstore: save browser session: %w", err)
+	}
+	return nil
+}
+
+func checkBrowserSession(op string, bs *sessions.BrowserSession) error {
+	if bs == nil {
+		return fmt.Errorf("%s: nil: %w", op, ErrInvalid)
+	}
+	if err := checkKeys(op, bs.ID); err != nil {
+		return err
+	}
+	if bs.ExpiresAt.IsZero() {
+		return fmt.Errorf("%s: no expiry: %w", op, ErrInvalid)
 	}
 	return nil
 }
@@ -226,14 +233,11 @@ func (s *Store) saveBrowserSession(ctx context.Context, c redis.Cmdable, bs *ses
 // pipeline (other slots on a cluster, so not one transaction: should the
 // DEL fail, the error says so and the old session expires on its own).
 func (s *Store) ReplaceBrowserSession(ctx context.Context, bs *sessions.BrowserSession, oldID string) error {
-	if bs == nil {
-		return fmt.Errorf("redisstore: replace browser session: nil: %w", ErrInvalid)
-	}
-	if err := checkKeys("redisstore: replace browser session", bs.ID, oldID); err != nil {
+	if err := checkBrowserSession("redisstore: replace browser session", bs); err != nil {
 		return err
 	}
-	if bs.ExpiresAt.IsZero() {
-		return fmt.Errorf("redisstore: replace browser session: no expiry: %w", ErrInvalid)
+	if err := checkKeys("redisstore: replace browser session", oldID); err != nil {
+		return err
 	}
 	var save error
 	_, err := s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {

@@ -24,7 +24,7 @@ func (s *Store) UserAndGrant(ctx context.Context, userID string) (*grants.User, 
 	var grant *pipedScript
 	_, _ = s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
 		user = p.HGetAll(ctx, s.key("u", userID))
-		grant = scriptCall{grantApply, s.grantKeys(userID), []any{"get", "", "", "", 0}}.queue(ctx, p)
+		grant = scriptCall{grantApply, s.grantKeys(userID), grantArgs("", grantRead...)}.queue(ctx, p)
 		return nil
 	})
 	if err := user.Err(); err != nil {

@@ -145,9 +145,10 @@ func (s *Store) resolveIdentity(ctx context.Context, id grants.Identity, p grant
 			}
 		}
 	}
-	if email == "" {
-		// Listed under the email it had, or none (ensureIndexedUser lists
-		// the users whose sign-in gives one).
+	if email == "" && state == 1 {
+		// A new user without an email, listed under none (ensureIndexedUser
+		// lists the users whose sign-in gives one; a returning user's entry
+		// is there since it was created, or since the list's backfill).
 		if err := s.indexUser(ctx, u); err != nil {
 			return nil, false, err
 		}

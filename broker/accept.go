@@ -79,10 +79,17 @@ func (b *Broker) showAcceptPage(w http.ResponseWriter, r *http.Request, sess *gs
 	v.CSRF = st.CSRF
 	// Chromium applies form-action to the redirects that follow the post:
 	// to the app (its code or its sign-in page) and to the upstream.
-	w.Header().Set("Content-Security-Policy", "default-src 'none'; style-src 'unsafe-inline'; img-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self' "+
-		strings.Join(b.acceptFormTargets(v.ClientID), " "))
+	b.setFormCSP(w, v.ClientID)
 	b.renderAccept(w, r, v)
 	return nil
+}
+
+// setFormCSP is the policy of the invitee's pages that post a form (accept,
+// verify, problem): their own inline styles and logo, and form-action for
+// the places the post is redirected to (acceptFormTargets).
+func (b *Broker) setFormCSP(w http.ResponseWriter, clientID string) {
+	w.Header().Set("Content-Security-Policy", "default-src 'none'; style-src 'unsafe-inline'; img-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self' "+
+		strings.Join(b.acceptFormTargets(clientID), " "))
 }
 
 // acceptFormTargets are the origins an answer to the accept page may
@@ -251,8 +258,7 @@ func (b *Broker) answerLink(w http.ResponseWriter, r *http.Request, sess *gsessi
 		// The invitation cookie stays; the next sign-in of this browser asks
 		// the upstream for a fresh login with the invited email.
 		sess.Values[reloginKey] = st.Hash
-		delete(sess.Values, sessionAccountKey)
-		delete(sess.Values, "uid")
+		forgetAccount(sess)
 		if err := sess.Save(r, w); err != nil {
 			b.unavailable(w, r, "saving the browser session", err)
 			return

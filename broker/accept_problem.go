@@ -118,8 +118,7 @@ func (b *Broker) handleProblem(w http.ResponseWriter, r *http.Request) {
 		AppName: b.appName(st.ClientID), BackURL: b.continueURL(st.ClientID, "")}
 	v.chrome = b.chromeFor(r, "", st.ClientID)
 	// "Use another account" posts here and is redirected to the upstream.
-	w.Header().Set("Content-Security-Policy", "default-src 'none'; style-src 'unsafe-inline'; img-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self' "+
-		strings.Join(b.acceptFormTargets(st.ClientID), " "))
+	b.setFormCSP(w, st.ClientID)
 	w.Header().Set("Content-Type", "text/html; charset=utf-8")
 	w.WriteHeader(http.StatusOK)
 	_ = problemTmpl.Execute(w, v)

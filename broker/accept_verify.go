@@ -6,7 +6,6 @@ import (
 	"errors"
 	"net/http"
 	"net/url"
-	"strings"
 	"time"
 
 	gsessions "github.com/gorilla/sessions"
@@ -121,8 +120,7 @@ func (b *Broker) handleVerifyPage(w http.ResponseWriter, r *http.Request) {
 	}
 	v := verifyView{chrome: b.chromeFor(r, "", st.ClientID), Invited: st.Invited, Account: st.Account, Note: st.Message, AppName: b.appName(st.ClientID),
 		ID: id, CSRF: st.CSRF, CanResend: b.canAskUpstream(acct)}
-	w.Header().Set("Content-Security-Policy", "default-src 'none'; style-src 'unsafe-inline'; img-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self' "+
-		strings.Join(b.acceptFormTargets(st.ClientID), " "))
+	b.setFormCSP(w, st.ClientID)
 	w.Header().Set("Content-Type", "text/html; charset=utf-8")
 	w.WriteHeader(http.StatusOK)
 	_ = verifyTmpl.Execute(w, v)
@@ -286,8 +284,7 @@ func (b *Broker) upstreamAgain(w http.ResponseWriter, r *http.Request, sess *gse
 		http.Redirect(w, r, b.loginURL(ar.ID), http.StatusSeeOther)
 		return
 	}
-	delete(sess.Values, sessionAccountKey)
-	delete(sess.Values, "uid")
+	forgetAccount(sess)
 	if err := sess.Save(r, w); err != nil {
 		b.unavailable(w, r, "saving the browser session", err)
 		return

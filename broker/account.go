@@ -59,6 +59,12 @@ func rememberAccount(sess *gsessions.Session, a signedInAccount) {
 	delete(sess.Values, reloginKey) // that fresh login happened
 }
 
+// forgetAccount takes the account out of the session (the caller saves it).
+func forgetAccount(sess *gsessions.Session) {
+	delete(sess.Values, "uid")
+	delete(sess.Values, sessionAccountKey)
+}
+
 // sessionAccount is the account of a signed-in browser session.
 func sessionAccount(sess *gsessions.Session) (signedInAccount, bool) {
 	var a signedInAccount

@@ -77,8 +77,7 @@ func (b *Broker) adminSession(r *http.Request) (*gsessions.Session, error) {
 		return nil, err
 	}
 	if acct, ok := sessionAccount(sess); ok && !b.sessionLive(r, acct) {
-		delete(sess.Values, "uid")
-		delete(sess.Values, sessionAccountKey)
+		forgetAccount(sess)
 	}
 	return sess, nil
 }

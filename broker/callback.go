@@ -9,10 +9,11 @@ import (
 	"time"
 
 	gsessions "github.com/gorilla/sessions"
-	"github.com/usher-oidc/usher/broker/upstream"
-	"github.com/usher-oidc/usher/sessions"
 	"github.com/zitadel/oidc/v3/pkg/oidc"
 	"github.com/zitadel/oidc/v3/pkg/op"
+
+	"github.com/usher-oidc/usher/broker/upstream"
+	"github.com/usher-oidc/usher/sessions"
 )
 
 // handleCallback is the upstream's redirect back to usher.

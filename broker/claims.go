@@ -73,11 +73,10 @@ func (b *Broker) user(ctx context.Context, subject string) (*grants.User, error)
 // false leaves the caller to read what it needs on its own (no cache, no
 // such store, no such user, or a failure the single reads report).
 func (b *Broker) readUserAndGrant(ctx context.Context, cache *claimsCache, subject string) bool {
-	r, ok := b.grants.(grants.UserGrantReader)
-	if cache == nil || !ok {
+	if _, ok := b.grants.(grants.UserGrantReader); cache == nil || !ok {
 		return false
 	}
-	u, g, err := r.UserAndGrant(ctx, subject)
+	u, g, err := b.userAndGrant(ctx, subject)
 	if err != nil {
 		return false
 	}

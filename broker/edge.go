@@ -7,10 +7,11 @@ import (
 	"net/http"
 	"strings"
 
+	"github.com/zitadel/oidc/v3/pkg/oidc"
+
 	"github.com/usher-oidc/usher/broker/admin"
 	"github.com/usher-oidc/usher/sessions"
 	"github.com/usher-oidc/usher/store/errs"
-	"github.com/zitadel/oidc/v3/pkg/oidc"
 )
 
 // Request size limits. Every body usher reads is a small form or JSON

@@ -6,8 +6,9 @@ import (
 	"strings"
 	"time"
 
-	"github.com/usher-oidc/usher/sessions"
 	"github.com/zitadel/oidc/v3/pkg/oidc"
+
+	"github.com/usher-oidc/usher/sessions"
 )
 
 // handleLogin is the login step of the authorization request `id`: answered

@@ -11,8 +11,9 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/usher-oidc/usher/broker/admin"
 	"golang.org/x/time/rate"
+
+	"github.com/usher-oidc/usher/broker/admin"
 )
 
 // RateLimits per key (client IP, API client). Zero values take the defaults.

@@ -8,10 +8,11 @@ import (
 	"time"
 
 	jose "github.com/go-jose/go-jose/v4"
-	"github.com/usher-oidc/usher/grants"
 	"github.com/zitadel/oidc/v3/pkg/crypto"
 	"github.com/zitadel/oidc/v3/pkg/oidc"
 	"github.com/zitadel/oidc/v3/pkg/op"
+
+	"github.com/usher-oidc/usher/grants"
 )
 
 // server overrides the token and userinfo endpoints of the library's

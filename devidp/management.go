@@ -69,7 +69,6 @@ type mgmtRole struct {
 type mgmtToken struct {
 	clientID string
 	expires  time.Time
-	scopes   map[string]bool
 }
 
 // management is the Management API state. It has its own mutex; it reads
@@ -372,7 +371,7 @@ func (s *Server) managementToken(w http.ResponseWriter, r *http.Request, params 
 		}
 	}
 	scopes := s.mgmt.scopes[id]
-	s.mgmt.tokens[token] = mgmtToken{clientID: id, expires: now.Add(managementTokenLifetime), scopes: scopes}
+	s.mgmt.tokens[token] = mgmtToken{clientID: id, expires: now.Add(managementTokenLifetime)}
 	s.mgmt.mu.Unlock()
 	writeJSON(w, http.StatusOK, map[string]any{
 		"access_token": token,
@@ -495,7 +494,7 @@ func (m *management) checkBearer(r *http.Request, now time.Time) (map[string]boo
 	if now.After(t.expires) {
 		return nil, "Expired token received for JSON Web Token validation"
 	}
-	return t.scopes, ""
+	return m.scopes[t.clientID], ""
 }
 
 func (m *management) record(r *http.Request, status int, retryAfter time.Duration) {

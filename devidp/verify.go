@@ -124,8 +124,7 @@ func (s *Server) verifyEmail(w http.ResponseWriter, r *http.Request) {
 // {"user_id", "client_id"?}: Auth0 answers 201 with a pending job of type
 // verification_email
 // (https://auth0.com/docs/api/management/v2/jobs/post-verification-email;
-// the token needs update:users, which devidp's Management tokens always
-// carry).
+// the token needs update:users, checked by managementRoutes).
 func (s *Server) apiVerificationEmail(w http.ResponseWriter, r *http.Request) {
 	var body struct {
 		UserID   string `json:"user_id"`

@@ -62,13 +62,7 @@ func (m *Mirror) Connection(ctx context.Context, sub string) (string, error) {
 		return "", fmt.Errorf("auth0 mirror: read user %s: %w", sub, ctx.Err())
 	}
 	if r.err != nil {
-		if _, paced := pacedUntil(r.err); paced {
-			return "", ErrMirrorRateLimited
-		}
-		if statusOf(r.err) == http.StatusNotFound {
-			return "", fmt.Errorf("auth0 mirror: read user %s: %w", sub, errUserGone{sub})
-		}
-		return "", fmt.Errorf("auth0 mirror: read user %s: %w", sub, r.err)
+		return "", m.lookupError("read user", sub, r.err)
 	}
 	if r.u == nil || len(r.u.Identities) == 0 || r.u.Identities[0].GetConnection() == "" {
 		return "", errUnknownConnection

@@ -17,12 +17,19 @@ func (b *Broker) resolveUser(ctx context.Context, id *upstream.Identity) (*grant
 		Issuer: id.StoreIssuer, Subject: id.Subject, Connection: id.Connection,
 		Email: id.Email, EmailVerified: id.EmailVerified,
 	}
+	var linkedElsewhere *grants.User
 	if b.opts.LinkByVerifiedEmail {
-		b.linkByVerifiedEmail(ctx, ident)
+		linkedElsewhere = b.linkByVerifiedEmail(ctx, ident)
 	}
-	u, created, err := b.grants.ResolveIdentity(ctx, ident,
-		grants.Profile{Email: id.Email, EmailVerified: id.EmailVerified, Name: id.Name, Picture: id.Picture},
-		newUserID(), b.now())
+	resolve := func() (*grants.User, bool, error) {
+		return b.grants.ResolveIdentity(ctx, ident,
+			grants.Profile{Email: id.Email, EmailVerified: id.EmailVerified, Name: id.Name, Picture: id.Picture},
+			newUserID(), b.now())
+	}
+	u, created, err := resolve()
+	if err == nil && linkedElsewhere != nil && u.ID != linkedElsewhere.ID && b.relinkOnceVerified(ctx, ident, u.ID, linkedElsewhere) {
+		u, created, err = resolve() // the identity is the target's now: its profile, refreshed
+	}
 	if err != nil {
 		b.log.ErrorContext(ctx, "resolving the user", "err", err)
 		return nil, false, err
@@ -44,15 +51,17 @@ func (b *Broker) resolveUser(ctx context.Context, id *upstream.Identity) (*grant
 // (password, Google, Facebook). Only verified emails on both sides link: an
 // unverified email would let anyone claim someone else's account. Off by
 // default (upstream.link_by_verified_email): it trusts every connection's
-// email verification.
-func (b *Broker) linkByVerifiedEmail(ctx context.Context, ident grants.Identity) {
+// email verification. It returns the user the identity should have been
+// linked to when the identity is already another user's (relinkOnceVerified
+// decides, once the sign-in has resolved that user).
+func (b *Broker) linkByVerifiedEmail(ctx context.Context, ident grants.Identity) (linkedElsewhere *grants.User) {
 	if !ident.EmailVerified || ident.Email == "" {
-		return
+		return nil
 	}
 	users, err := b.grants.UsersByEmail(ctx, ident.Email)
 	if err != nil {
 		b.log.WarnContext(ctx, "account linking: looking up the email", "err", err)
-		return
+		return nil
 	}
 	var target *grants.User
 	for i := range users {
@@ -61,7 +70,7 @@ func (b *Broker) linkByVerifiedEmail(ctx context.Context, ident grants.Identity)
 		}
 	}
 	if target == nil {
-		return
+		return nil
 	}
 	ident.UserID = target.ID
 	ident.CreatedAt = b.now()
@@ -69,31 +78,35 @@ func (b *Broker) linkByVerifiedEmail(ctx context.Context, ident grants.Identity)
 	case err == nil:
 		b.log.InfoContext(ctx, "identity linked by verified email", "user_id", target.ID, "connection", ident.Connection)
 	case errors.Is(err, grants.ErrConflict):
-		// Already linked to a user (maybe another): ResolveIdentity follows
-		// that link, unless it is the user of its unverified days.
-		b.relinkOnceVerified(ctx, ident, target)
+		// Already linked to another user: ResolveIdentity follows that
+		// link, unless it is the user of its unverified days.
+		return target
 	default:
 		b.log.WarnContext(ctx, "account linking failed", "err", err)
 	}
+	return nil
 }
 
 // relinkOnceVerified links an identity that first signed in with its email
 // unverified (which never links, so it got a user of its own) to target,
 // now that its email is verified: the same path as a first sign-in, once
-// verified. Only when that user is a shell — no other identity, nothing
-// granted beyond the default roles — so nothing anyone was given is lost.
-func (b *Broker) relinkOnceVerified(ctx context.Context, ident grants.Identity, target *grants.User) {
-	owner, _, err := b.grants.ResolveIdentity(ctx, ident, grants.Profile{}, newUserID(), b.now())
-	if err != nil || owner.ID == target.ID || !b.shellUser(ctx, owner.ID) {
-		return
+// verified. Only when that user (ownerID, whom the sign-in resolved) is a
+// shell — no other identity, nothing granted beyond the default roles — so
+// nothing anyone was given is lost. It reports whether it relinked.
+func (b *Broker) relinkOnceVerified(ctx context.Context, ident grants.Identity, ownerID string, target *grants.User) bool {
+	if !b.shellUser(ctx, ownerID) {
+		return false
 	}
-	switch err := b.grants.RelinkIdentity(ctx, ident, owner.ID); {
+	ident.UserID = target.ID
+	switch err := b.grants.RelinkIdentity(ctx, ident, ownerID); {
 	case err == nil:
-		b.log.InfoContext(ctx, "identity linked by verified email, once verified", "user_id", target.ID, "from_user_id", owner.ID, "connection", ident.Connection)
+		b.log.InfoContext(ctx, "identity linked by verified email, once verified", "user_id", target.ID, "from_user_id", ownerID, "connection", ident.Connection)
+		return true
 	case errors.Is(err, grants.ErrConflict): // moved meanwhile
 	default:
 		b.log.WarnContext(ctx, "account linking once verified failed", "err", err)
 	}
+	return false
 }
 
 // shellUser: the user has one identity and holds nothing beyond the

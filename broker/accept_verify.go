@@ -62,7 +62,7 @@ func (b *Broker) awaitVerification(w http.ResponseWriter, r *http.Request, sess 
 	}
 	if err != nil {
 		b.log.WarnContext(r.Context(), "invitation cannot await verification", "user_id", acct.UserID, "err", err)
-		b.verifyRefused(w, r, sess, id, clientID, acct, inv, err)
+		b.verifyRefused(w, r, sess, b.verifyAuthRequest(r.Context(), id, acct), clientID, acct, inv, err)
 		return
 	}
 	b.log.InfoContext(r.Context(), "invitation awaits email verification", "invitation_id", inv.ID, "user_id", acct.UserID)
@@ -168,15 +168,15 @@ func (b *Broker) handleVerifyAnswer(w http.ResponseWriter, r *http.Request) {
 // verified; otherwise the page again, with a note.
 func (b *Broker) continueVerified(w http.ResponseWriter, r *http.Request, sess *gsessions.Session, id string, st acceptState, acct signedInAccount) {
 	ctx := r.Context()
-	ar := b.verifyAuthRequest(ctx, id, acct)
 	verified, err := b.freshEmailVerified(ctx, acct)
-	if err != nil { // the upstream itself must say: a new round trip
-		b.upstreamAgain(w, r, sess, id, st, ar)
-		return
-	}
-	if !verified {
+	if err == nil && !verified { // the commonest click: nothing more to read
 		st.Message = noteStillUnverified
 		b.showVerify(w, r, sess, id, st)
+		return
+	}
+	ar := b.verifyAuthRequest(ctx, id, acct)
+	if err != nil { // the upstream itself must say: a new round trip
+		b.upstreamAgain(w, r, sess, id, st, ar)
 		return
 	}
 	delete(sess.Values, verifyPrefix+id)
@@ -184,7 +184,7 @@ func (b *Broker) continueVerified(w http.ResponseWriter, r *http.Request, sess *
 	rememberAccount(sess, acct)
 	b.refreshEmailVerified(ctx, acct)
 	if _, err := b.redeem(r, st.Hash, acct); err != nil {
-		b.verifyRefused(w, r, sess, id, st.ClientID, acct, nil, err)
+		b.verifyRefused(w, r, sess, ar, st.ClientID, acct, nil, err)
 		return
 	}
 	if ar != nil {
@@ -293,10 +293,10 @@ func (b *Broker) upstreamAgain(w http.ResponseWriter, r *http.Request, sess *gse
 }
 
 // verifyRefused explains an invitation that can no longer be redeemed
-// (expired, withdrawn meanwhile…): the problem page of a pending
-// authorization, else the refusal page.
-func (b *Broker) verifyRefused(w http.ResponseWriter, r *http.Request, sess *gsessions.Session, id, clientID string, acct signedInAccount, inv *grants.Invitation, cause error) {
-	if ar := b.verifyAuthRequest(r.Context(), id, acct); ar != nil {
+// (expired, withdrawn meanwhile…): the problem page of the pending
+// authorization ar (verifyAuthRequest), else, nil, the refusal page.
+func (b *Broker) verifyRefused(w http.ResponseWriter, r *http.Request, sess *gsessions.Session, ar *sessions.AuthRequest, clientID string, acct signedInAccount, inv *grants.Invitation, cause error) {
+	if ar != nil {
 		b.showProblem(w, r, sess, ar, inv, acct, cause)
 		return
 	}

@@ -64,6 +64,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -137,6 +138,9 @@ type Store struct {
 	closeOnce sync.Once
 	closeErr  error
 	search    searchState // invitations_search.go
+	// usersIndexed: this process saw the user list's backfill done
+	// (users_index.go).
+	usersIndexed atomic.Bool
 }
 
 // New wraps an existing client. The store owns it from then on: Close closes it.

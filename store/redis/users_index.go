@@ -35,8 +35,13 @@ func (s *Store) usersIndexBuiltKey() string { return s.prefix + "users:idx:built
 // ensureUsersIndexed indexes, once per store, the users written before the
 // index existed: a one-time scan (as export does), never a listing's path
 // afterwards. Several replicas doing it at once write the same entries.
+// Once this process knows it done, a listing asks Redis no more.
 func (s *Store) ensureUsersIndexed(ctx context.Context) error {
+	if s.usersIndexed.Load() {
+		return nil
+	}
 	if n, err := s.rdb.Exists(ctx, s.usersIndexBuiltKey()).Result(); err != nil || n == 1 {
+		s.usersIndexed.Store(err == nil)
 		return err
 	}
 	err := s.Export(ctx, store.Users, func(rec json.RawMessage) error {
@@ -49,10 +54,14 @@ func (s *Store) ensureUsersIndexed(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("indexing the users stored before the user list: %w", err)
 	}
-	return s.rdb.Set(ctx, s.usersIndexBuiltKey(), "1", 0).Err()
+	if err := s.rdb.Set(ctx, s.usersIndexBuiltKey(), "1", 0).Err(); err != nil {
+		return err
+	}
+	s.usersIndexed.Store(true)
+	return nil
 }
 
-// indexUser adds u's entry (every sign-in: idempotent).
+// indexUser adds u's entry (idempotent).
 func (s *Store) indexUser(ctx context.Context, u *grants.User) error {
 	return s.rdb.ZAdd(ctx, s.usersIndexKey(), redis.Z{Score: 0, Member: grants.UserIndexKey(u.Email, u.ID)}).Err()
 }

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -23,30 +24,43 @@ import (
 //	    in the key) nor the status (it is in the prefix); maps of arbitrary
 //	    JSON (claims, metadata) and rare parts stay JSON inside.
 //
-// Every Store reads both; Options.RecordFormat only chooses what it writes,
-// so a rollout upgrades every replica first and then switches writing to v2
-// (and back to v1, if need be, without losing any record).
+// v3 writes the v2 payloads and stops writing the lookups a v3 reader no
+// longer needs (each is named where it is skipped, with the reader that makes
+// it unneeded); see formatV3.
+//
+// Every Store reads every format; Options.RecordFormat only chooses what it
+// writes, so a rollout upgrades every replica first and then switches writing
+// to the next format (and back, if need be, without losing any record).
 const (
 	RecordFormatV1 = "v1"
 	RecordFormatV2 = "v2"
+	RecordFormatV3 = "v3"
 )
 
 // v2Marker starts a v2 payload: a v1 payload is JSON and starts with '{'.
 const v2Marker = '\x02'
 
-// RecordFormats lists the values Options.RecordFormat accepts ("" is v1).
-var RecordFormats = []string{RecordFormatV1, RecordFormatV2}
+// RecordFormats lists the values Options.RecordFormat accepts ("" is v1),
+// oldest first.
+var RecordFormats = []string{RecordFormatV1, RecordFormatV2, RecordFormatV3}
 
 // ValidRecordFormat reports whether f is a format this version can write.
 func ValidRecordFormat(f string) bool {
-	return f == "" || f == RecordFormatV1 || f == RecordFormatV2
+	return f == "" || slices.Contains(RecordFormats, f)
 }
+
+// formatV2 reports whether s writes compact payloads (v2 and later).
+func (s *Store) formatV2() bool { return s.format == RecordFormatV2 || s.format == RecordFormatV3 }
+
+// formatV3 reports whether s may leave out the lookups only older readers
+// use: every replica reads v3.
+func (s *Store) formatV3() bool { return s.format == RecordFormatV3 }
 
 // encodeInvitation is the payload of inv in the format s writes. A record v2
 // cannot hold exactly (see compactable) is written in v1, which every
 // version reads.
 func (s *Store) encodeInvitation(inv *grants.Invitation) ([]byte, error) {
-	if s.format != RecordFormatV2 || !compactable(inv) {
+	if !s.formatV2() || !compactable(inv) {
 		return json.Marshal(inv)
 	}
 	return encodeInvitationV2(inv)

@@ -23,13 +23,16 @@ import (
 // TestRecordFormatRollout is a rollout with mixed replicas: one replica
 // writes invitations in one record format, another (configured for the
 // other) reads, lists, updates, redeems, revokes and re-tokens them, and the
-// first reads the result back. Both directions: v1 → v2 is the upgrade, v2 →
-// v1 a replica not switched yet, or an operator going back to v1.
+// first reads the result back. Both directions: v1 → v2 and v2 → v3 are
+// the upgrades, v2 → v1 and v3 → v2 a replica not switched yet, or an
+// operator going back.
 func TestRecordFormatRollout(t *testing.T) {
 	t.Parallel()
 	for _, tc := range []struct{ writer, reader string }{
 		{redisstore.RecordFormatV1, redisstore.RecordFormatV2},
 		{redisstore.RecordFormatV2, redisstore.RecordFormatV1},
+		{redisstore.RecordFormatV2, redisstore.RecordFormatV3},
+		{redisstore.RecordFormatV3, redisstore.RecordFormatV2},
 	} {
 		t.Run(tc.writer+" then "+tc.reader, func(t *testing.T) {
 			t.Parallel()
@@ -65,7 +68,7 @@ func checkRollout(t *testing.T, writerFormat, readerFormat string) {
 			t.Fatalf("create %s: %v", name, err)
 		}
 		invs[name] = inv
-		if got := storedFormat(t, writer, inv.ID); got != writerFormat {
+		if got := storedFormat(t, writer, inv.ID); got != payloadFormat(writerFormat) {
 			t.Fatalf("%s written in %s by a %s store", name, got, writerFormat)
 		}
 	}
@@ -106,7 +109,7 @@ func checkRollout(t *testing.T, writerFormat, readerFormat string) {
 	})
 	must(t, "update", err)
 	for _, id := range []string{"inv_redeem", "inv_revoke", "inv_retoken", "inv_update"} {
-		if got := storedFormat(t, reader, id); got != readerFormat {
+		if got := storedFormat(t, reader, id); got != payloadFormat(readerFormat) {
 			t.Errorf("%s rewritten in %s by a %s store", id, got, readerFormat)
 		}
 	}
@@ -221,9 +224,18 @@ func checkPayloadFormat(t *testing.T, s *redisstore.Store, key string, fields in
 	if strings.HasPrefix(parts[len(parts)-1], "\x02") {
 		got = redisstore.RecordFormatV2
 	}
-	if got != want {
-		t.Errorf("%s stored in %s, want %s", key, got, want)
+	if got != payloadFormat(want) {
+		t.Errorf("%s stored in %s, want %s", key, got, payloadFormat(want))
 	}
+}
+
+// payloadFormat is the payload a store writing format writes: v3 writes
+// v2's.
+func payloadFormat(format string) string {
+	if format == redisstore.RecordFormatV3 {
+		return redisstore.RecordFormatV2
+	}
+	return format
 }
 
 // storedFormat is the record format of the invitation as it is in Redis.
@@ -251,28 +263,33 @@ func equalInvitations(a, b *grants.Invitation) bool {
 		a.CreatedAt.Equal(b.CreatedAt) && a.ExpiresAt.Equal(b.ExpiresAt) && a.Events[0].At.Equal(b.Events[0].At)
 }
 
-// TestConformanceRecordFormatV2 runs both suites on stores writing
-// v2, and checks that they did write v2 records (a fallback to v1 for
+// TestConformanceRecordFormats runs both suites on stores writing v2 and
+// v3, and checks that they did write compact records (a fallback to v1 for
 // every record would make the run prove nothing).
-func TestConformanceRecordFormatV2(t *testing.T) {
+func TestConformanceRecordFormats(t *testing.T) {
 	t.Parallel()
-	var v1, v2 atomic.Int64
-	newV2 := func(t *testing.T, clock *conformance.Clock) *redisstore.Store {
-		c := redis.NewClient(&redis.Options{Addr: standalone.addr()})
-		s := redisstore.New(c, redisstore.Options{Now: clock.Now, Prefix: uniquePrefix(), RecordFormat: redisstore.RecordFormatV2})
-		t.Cleanup(func() { _ = s.Close() })
-		t.Cleanup(func() { countFormats(t, s, &v1, &v2) }) // before Close
-		return s
-	}
-	t.Run("Grants", func(t *testing.T) {
-		conformance.RunGrants(t, func(t *testing.T, clock *conformance.Clock) grants.Store { return newV2(t, clock) })
-	})
-	t.Run("Sessions", func(t *testing.T) {
-		conformance.RunSessions(t, func(t *testing.T, clock *conformance.Clock) sessions.Store { return newV2(t, clock) })
-	})
-	t.Logf("invitation records left by the suites: %d in v2, %d in v1", v2.Load(), v1.Load())
-	if v2.Load() == 0 || v1.Load() > v2.Load()/4 {
-		t.Errorf("the suites left %d invitations in v2 and %d in v1: want nearly all in v2", v2.Load(), v1.Load())
+	for _, format := range []string{redisstore.RecordFormatV2, redisstore.RecordFormatV3} {
+		t.Run(format, func(t *testing.T) {
+			t.Parallel()
+			var v1, v2 atomic.Int64
+			open := func(t *testing.T, clock *conformance.Clock) *redisstore.Store {
+				c := redis.NewClient(&redis.Options{Addr: standalone.addr()})
+				s := redisstore.New(c, redisstore.Options{Now: clock.Now, Prefix: uniquePrefix(), RecordFormat: format})
+				t.Cleanup(func() { _ = s.Close() })
+				t.Cleanup(func() { countFormats(t, s, &v1, &v2) }) // before Close
+				return s
+			}
+			t.Run("Grants", func(t *testing.T) {
+				conformance.RunGrants(t, func(t *testing.T, clock *conformance.Clock) grants.Store { return open(t, clock) })
+			})
+			t.Run("Sessions", func(t *testing.T) {
+				conformance.RunSessions(t, func(t *testing.T, clock *conformance.Clock) sessions.Store { return open(t, clock) })
+			})
+			t.Logf("invitation records left by the suites: %d compact, %d in v1", v2.Load(), v1.Load())
+			if v2.Load() == 0 || v1.Load() > v2.Load()/4 {
+				t.Errorf("the suites left %d invitations compact and %d in v1: want nearly all compact", v2.Load(), v1.Load())
+			}
+		})
 	}
 }
 

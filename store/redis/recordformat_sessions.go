@@ -49,7 +49,7 @@ func zeroOrNano(ts ...time.Time) bool {
 
 // encodeRefresh is the payload of rt (without RotatedAt, which lives in r).
 func (s *Store) encodeRefresh(rt *sessions.RefreshToken) ([]byte, error) {
-	if s.format != RecordFormatV2 || !nanoTime(rt.CreatedAt) ||
+	if !s.formatV2() || !nanoTime(rt.CreatedAt) ||
 		!zeroOrNano(rt.AuthTime, rt.ExpiresAt, rt.FamilyExpiresAt, rt.FamilyCreatedAt) ||
 		emptyNotNil(rt.Scopes == nil, len(rt.Scopes)) || emptyNotNil(rt.Audience == nil, len(rt.Audience)) {
 		stored := *rt
@@ -132,7 +132,7 @@ func decodeRefreshPayload(family, hash, payload string) (*sessions.RefreshToken,
 }
 
 func (s *Store) encodeBrowserSession(bs *sessions.BrowserSession) ([]byte, error) {
-	if s.format != RecordFormatV2 || !nanoTime(bs.CreatedAt) || !zeroOrNano(bs.ExpiresAt) ||
+	if !s.formatV2() || !nanoTime(bs.CreatedAt) || !zeroOrNano(bs.ExpiresAt) ||
 		emptyNotNil(bs.Values == nil, len(bs.Values)) {
 		return json.Marshal(bs)
 	}

@@ -107,10 +107,11 @@ type Options struct {
 	// Prefix starts every key; "" means "usher:". Braces in it are escaped
 	// (they would change the keys' hash slots); Open refuses them.
 	Prefix string
-	// RecordFormat is the encoding new invitation records are written in:
-	// "" or RecordFormatV1 (JSON, what every earlier version reads) or
-	// RecordFormatV2 (compact; see recordformat.go). Both are always read.
-	// Open refuses other values; New writes v1 for them.
+	// RecordFormat is the encoding new records are written in: "" or
+	// RecordFormatV1 (JSON, what every earlier version reads),
+	// RecordFormatV2 (compact) or RecordFormatV3 (compact, without the
+	// lookups older versions need); see recordformat.go. All are always
+	// read. Open refuses other values; New writes v1 for them.
 	RecordFormat string
 }
 
@@ -131,7 +132,7 @@ type Config struct {
 type Store struct {
 	rdb    redis.UniversalClient
 	prefix string
-	format string // RecordFormatV1 or RecordFormatV2: what invitations are written in
+	format string // one of RecordFormats: what records are written in
 	now    func() time.Time
 	log    *slog.Logger
 
@@ -146,8 +147,8 @@ type Store struct {
 // New wraps an existing client. The store owns it from then on: Close closes it.
 func New(client redis.UniversalClient, opts Options) *Store {
 	s := &Store{rdb: client, prefix: opts.Prefix, now: opts.Now, log: opts.Logger, format: RecordFormatV1}
-	if opts.RecordFormat == RecordFormatV2 {
-		s.format = RecordFormatV2
+	if opts.RecordFormat != "" && ValidRecordFormat(opts.RecordFormat) {
+		s.format = opts.RecordFormat
 	}
 	if s.prefix == "" {
 		s.prefix = "usher:"
@@ -178,7 +179,7 @@ func Open(cfg Config, opts Options) (*Store, error) {
 		return nil, fmt.Errorf("redisstore: prefix %q contains a brace: %w", opts.Prefix, ErrInvalid)
 	}
 	if !ValidRecordFormat(opts.RecordFormat) {
-		return nil, fmt.Errorf("redisstore: record format %q: want %s or %s: %w", opts.RecordFormat, RecordFormatV1, RecordFormatV2, ErrInvalid)
+		return nil, fmt.Errorf("redisstore: record format %q: want one of %s: %w", opts.RecordFormat, strings.Join(RecordFormats, ", "), ErrInvalid)
 	}
 	var client redis.UniversalClient
 	switch {

@@ -105,7 +105,7 @@ func (s *server) Revocation(ctx context.Context, r *op.ClientRequest[oidc.Revoca
 // revokeRefreshToken revokes the token's whole family when it is a refresh
 // token of client; done reports that token was a refresh token (of anyone).
 func (b *Broker) revokeRefreshToken(ctx context.Context, client, token string) (done bool, err error) {
-	rt, err := b.sessions.GetRefreshToken(ctx, hashToken(token))
+	rt, err := b.loadRefreshToken(ctx, token)
 	switch {
 	case errors.Is(err, sessions.ErrRevoked):
 		return true, nil

@@ -249,7 +249,7 @@ func (s opStorage) CreateAccessAndRefreshTokens(ctx context.Context, req op.Toke
 	b := s.b
 	now := b.now()
 	family := familyOf(req)
-	token := "rt_" + family + "." + randomToken(32)
+	token := refreshTokenPrefix + family + "." + randomToken(32)
 	next := &sessions.RefreshToken{
 		Hash:      hashToken(token),
 		FamilyID:  family,
@@ -293,9 +293,25 @@ func (s opStorage) CreateAccessAndRefreshTokens(ctx context.Context, req op.Toke
 	return accessTokenID(family, now), token, now.Add(b.opts.Tokens.Access), nil
 }
 
+// refreshTokenPrefix starts every refresh token: "rt_<family>.<secret>".
+// The token names its family, so the store reads it from the family and
+// its hash with no hash → family lookup.
+const refreshTokenPrefix = "rt_"
+
+// loadRefreshToken reads the refresh token a client presented; a value not
+// shaped like one is ErrNotFound, without a store call.
+func (b *Broker) loadRefreshToken(ctx context.Context, token string) (*sessions.RefreshToken, error) {
+	rest, ok := strings.CutPrefix(token, refreshTokenPrefix)
+	family, secret, ok2 := strings.Cut(rest, ".")
+	if !ok || !ok2 || family == "" || secret == "" {
+		return nil, sessions.ErrNotFound
+	}
+	return b.sessions.GetRefreshToken(ctx, family, hashToken(token))
+}
+
 func (s opStorage) TokenRequestByRefreshToken(ctx context.Context, token string) (op.RefreshTokenRequest, error) {
 	b := s.b
-	rt, err := b.sessions.GetRefreshToken(ctx, hashToken(token))
+	rt, err := b.loadRefreshToken(ctx, token)
 	switch {
 	case errors.Is(err, sessions.ErrNotFound), errors.Is(err, sessions.ErrRevoked):
 		return nil, oidc.ErrInvalidGrant().WithDescription("refresh token invalid, expired or revoked")
@@ -321,24 +337,29 @@ func (s opStorage) TerminateSessionFromRequest(ctx context.Context, req *op.EndS
 	return s.b.endSession(ctx, req)
 }
 
-// refreshTokenRef marks the token ID GetRefreshTokenInfo hands the library,
-// so RevokeToken can tell a refresh token's hash from an access token's jti
-// (the library passes both with a user ID).
+// refreshTokenRef marks the token ID GetRefreshTokenInfo hands the library
+// ("rt:<family>.<hash>"), so RevokeToken can tell a refresh token from an
+// access token's jti (the library passes both with a user ID).
 const refreshTokenRef = "rt:"
 
 func (s opStorage) RevokeToken(ctx context.Context, tokenOrID, userID, clientID string) *oidc.Error {
 	b := s.b
-	hash, isRefresh := strings.CutPrefix(tokenOrID, refreshTokenRef)
+	ref, isRefresh := strings.CutPrefix(tokenOrID, refreshTokenRef)
 	if !isRefresh && userID != "" { // an access token: tokenOrID is its jti
 		if err := b.sessions.RevokeAccessToken(ctx, tokenOrID, b.now().Add(b.opts.Tokens.Access)); err != nil {
 			return oidc.ErrServerError().WithParent(err)
 		}
 		return nil
 	}
-	if !isRefresh {
-		hash = hashToken(tokenOrID)
+	var (
+		rt  *sessions.RefreshToken
+		err error
+	)
+	if family, hash, ok := strings.Cut(ref, "."); isRefresh && ok {
+		rt, err = b.sessions.GetRefreshToken(ctx, family, hash)
+	} else {
+		rt, err = b.loadRefreshToken(ctx, tokenOrID)
 	}
-	rt, err := b.sessions.GetRefreshToken(ctx, hash)
 	if err != nil {
 		// RFC 7009 §2.2: an invalid token is not an error.
 		if errors.Is(err, sessions.ErrNotFound) || errors.Is(err, sessions.ErrRevoked) {
@@ -357,11 +378,11 @@ func (s opStorage) RevokeToken(ctx context.Context, tokenOrID, userID, clientID 
 }
 
 func (s opStorage) GetRefreshTokenInfo(ctx context.Context, clientID, token string) (string, string, error) {
-	rt, err := s.b.sessions.GetRefreshToken(ctx, hashToken(token))
+	rt, err := s.b.loadRefreshToken(ctx, token)
 	if err != nil || rt.ClientID != clientID {
 		return "", "", op.ErrInvalidRefreshToken
 	}
-	return rt.Subject, refreshTokenRef + rt.Hash, nil
+	return rt.Subject, refreshTokenRef + rt.FamilyID + "." + rt.Hash, nil
 }
 
 // SigningKey is the access-token key; ID tokens are signed with the

@@ -71,7 +71,8 @@ func BenchmarkTokenRefresh(b *testing.B) {
 	}
 }
 
-// devOn starts usher dev on the named store (redis: a private redis-server).
+// devOn starts usher dev on the named store (redis: a private redis-server,
+// record format v3).
 func devOn(b *testing.B, store string) *app.Dev { return devOnWith(b, store, app.DevOptions{}) }
 
 // devOnWith is devOn with opts; opts.Configure runs after devOn's settings.
@@ -87,6 +88,7 @@ func devOnWith(b *testing.B, store string, opts app.DevOptions) *app.Dev {
 		if addr != "" {
 			c.Store.Driver = "redis"
 			c.Store.Redis.URL = "redis://" + addr + "/0"
+			c.Store.RecordFormat = "v3" // what a store runs once rolled out
 		}
 		if more != nil {
 			more(c)

@@ -181,14 +181,20 @@ type Store interface {
 	// returns the record and ErrCodeReplayed; an unknown or expired code ErrNotFound.
 	ConsumeCode(ctx context.Context, hash string) (*Code, error)
 
+	// CreateRefreshToken stores rt; ErrConflict over a live token of rt's
+	// family with its hash.
 	CreateRefreshToken(ctx context.Context, rt *RefreshToken) error
-	// GetRefreshToken returns ErrNotFound for unknown or expired tokens,
-	// ErrRevoked if the family was revoked. A rotated token is returned with
-	// RotatedAt set.
-	GetRefreshToken(ctx context.Context, hash string) (*RefreshToken, error)
-	// RotateRefreshToken atomically marks oldHash rotated and stores next. If
-	// oldHash was already rotated, it revokes the family and returns
-	// ErrRefreshReused; ErrRevoked if the family is revoked; ErrNotFound if gone.
+	// GetRefreshToken returns the token with this hash in family familyID
+	// (the token value names its family, so no store needs a hash → family
+	// lookup): ErrNotFound for unknown or expired tokens and for a hash of
+	// another family, ErrRevoked if the family was revoked. A rotated token
+	// is returned with RotatedAt set.
+	GetRefreshToken(ctx context.Context, familyID, hash string) (*RefreshToken, error)
+	// RotateRefreshToken atomically marks oldHash, a token of next's family
+	// (rotation keeps the family), rotated and stores next. If oldHash was
+	// already rotated, it revokes the family and returns ErrRefreshReused;
+	// ErrRevoked if the family is revoked; ErrNotFound if gone or not in
+	// next's family.
 	RotateRefreshToken(ctx context.Context, oldHash string, next *RefreshToken) error
 	// RevokeFamily revokes every refresh and access token of a family until `until`.
 	RevokeFamily(ctx context.Context, familyID string, until time.Time) error

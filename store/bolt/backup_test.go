@@ -74,7 +74,7 @@ func TestBackupRestores(t *testing.T) {
 	if list, _, err := r.ListInvitations(ctx, grants.InvitationFilter{ExternalID: "ext-1"}, now); err != nil || len(list) != 1 {
 		t.Fatalf("external_id index in the restored store: %v, %v", list, err)
 	}
-	if _, err := r.GetRefreshToken(ctx, "rt"); err != nil {
+	if _, err := r.GetRefreshToken(ctx, "fam", "rt"); err != nil {
 		t.Fatalf("refresh token in the restored store: %v", err)
 	}
 	if _, err := r.GetAuthRequest(ctx, "ar"); err == nil {

@@ -74,7 +74,7 @@ func TestReopenKeepsData(t *testing.T) {
 	}
 
 	s = open(t, path, clock.Now)
-	if _, err := s.GetRefreshToken(ctx, "rt"); err != nil {
+	if _, err := s.GetRefreshToken(ctx, "fam", "rt"); err != nil {
 		t.Fatalf("refresh token after reopen: %v", err)
 	}
 	if inv, err := s.GetInvitationByTokenHash(ctx, "h"); err != nil || inv.ID != "inv" {

@@ -157,27 +157,37 @@ func refreshToken(hash, family string, now time.Time) *sessions.RefreshToken {
 func testRefreshRoundTrip(t *testing.T, ctx context.Context, s sessions.Store, clock *Clock) {
 	rt := refreshToken("rt-1", "fam-1", clock.Now())
 	must(t, "create", s.CreateRefreshToken(ctx, rt))
-	got, err := s.GetRefreshToken(ctx, "rt-1")
+	got, err := s.GetRefreshToken(ctx, "fam-1", "rt-1")
 	must(t, "get", err)
 	same(t, "get after create", rt, got)
 	if got.RotatedAt != nil {
 		t.Fatalf("fresh token has RotatedAt %v", got.RotatedAt)
 	}
 	wantErr(t, "create twice", s.CreateRefreshToken(ctx, refreshToken("rt-1", "fam-1", clock.Now())), sessions.ErrConflict)
-	_, err = s.GetRefreshToken(ctx, "unknown")
+	_, err = s.GetRefreshToken(ctx, "fam-1", "unknown")
 	wantErr(t, "get unknown", err, sessions.ErrNotFound)
+	// A hash is found only in its own family: the token value names the
+	// family, so a hash given with another family is nobody's token.
+	_, err = s.GetRefreshToken(ctx, "fam-2", "rt-1")
+	wantErr(t, "get in another family", err, sessions.ErrNotFound)
+	wantErr(t, "rotate from another family", s.RotateRefreshToken(ctx, "rt-1", refreshToken("rt-2", "fam-2", clock.Now())), sessions.ErrNotFound)
+	if got, err := s.GetRefreshToken(ctx, "fam-1", "rt-1"); err != nil || got.RotatedAt != nil {
+		t.Fatalf("after a rotation asked from another family: %+v, %v; want the token unrotated", got, err)
+	}
+	_, err = s.GetRefreshToken(ctx, "fam-2", "rt-2")
+	wantErr(t, "successor of a rotation from another family", err, sessions.ErrNotFound)
 }
 
 func testRefreshRotateAndReuse(t *testing.T, ctx context.Context, s sessions.Store, clock *Clock) {
 	must(t, "create a", s.CreateRefreshToken(ctx, refreshToken("rt-a", "fam", clock.Now())))
 	clock.Advance(time.Minute)
 	must(t, "rotate a→b", s.RotateRefreshToken(ctx, "rt-a", refreshToken("rt-b", "fam", clock.Now())))
-	a, err := s.GetRefreshToken(ctx, "rt-a")
+	a, err := s.GetRefreshToken(ctx, "fam", "rt-a")
 	must(t, "get rotated a", err)
 	if a.RotatedAt == nil || !a.RotatedAt.Equal(clock.Now()) {
 		t.Fatalf("rotated token: RotatedAt = %v, want %v", a.RotatedAt, clock.Now())
 	}
-	b, err := s.GetRefreshToken(ctx, "rt-b")
+	b, err := s.GetRefreshToken(ctx, "fam", "rt-b")
 	must(t, "get b", err)
 	if b.RotatedAt != nil || b.FamilyID != "fam" {
 		t.Fatalf("successor: %+v", b)
@@ -191,10 +201,10 @@ func testRefreshRotateAndReuse(t *testing.T, ctx context.Context, s sessions.Sto
 	err = s.RotateRefreshToken(ctx, "rt-a", refreshToken("rt-d", "fam", clock.Now()))
 	wantErr(t, "reuse a", err, sessions.ErrRefreshReused)
 	for _, h := range []string{"rt-a", "rt-b", "rt-c"} {
-		_, err := s.GetRefreshToken(ctx, h)
+		_, err := s.GetRefreshToken(ctx, "fam", h)
 		wantErr(t, "get "+h+" after reuse", err, sessions.ErrRevoked)
 	}
-	_, err = s.GetRefreshToken(ctx, "rt-d")
+	_, err = s.GetRefreshToken(ctx, "fam", "rt-d")
 	wantErr(t, "successor offered with the reused token", err, sessions.ErrNotFound)
 	revoked, err := s.TokenRevoked(ctx, "fam", "")
 	must(t, "token revoked", err)
@@ -207,7 +217,7 @@ func testRefreshRotateAndReuse(t *testing.T, ctx context.Context, s sessions.Sto
 	wantErr(t, "rotate c after revocation", s.RotateRefreshToken(ctx, "rt-c", refreshToken("rt-e", "fam", clock.Now())), sessions.ErrRevoked)
 	// Other families are untouched.
 	must(t, "create other family", s.CreateRefreshToken(ctx, refreshToken("rt-x", "fam-other", clock.Now())))
-	_, err = s.GetRefreshToken(ctx, "rt-x")
+	_, err = s.GetRefreshToken(ctx, "fam-other", "rt-x")
 	must(t, "get other family", err)
 }
 
@@ -216,7 +226,7 @@ func testRefreshRotateRefusals(t *testing.T, ctx context.Context, s sessions.Sto
 	must(t, "create", s.CreateRefreshToken(ctx, refreshToken("rt-1", "fam-r", clock.Now())))
 	must(t, "revoke family", s.RevokeFamily(ctx, "fam-r", clock.Now().Add(time.Hour)))
 	wantErr(t, "rotate in revoked family", s.RotateRefreshToken(ctx, "rt-1", refreshToken("rt-2", "fam-r", clock.Now())), sessions.ErrRevoked)
-	_, err := s.GetRefreshToken(ctx, "rt-2")
+	_, err := s.GetRefreshToken(ctx, "fam-r", "rt-2")
 	wantErr(t, "successor of a refused rotation", err, sessions.ErrNotFound)
 }
 
@@ -230,7 +240,7 @@ func testRefreshExpiry(t *testing.T, ctx context.Context, s sessions.Store, cloc
 	must(t, "create absolute", s.CreateRefreshToken(ctx, absolute))
 	clock.Advance(time.Hour)
 	for _, rt := range []*sessions.RefreshToken{idle, absolute} {
-		_, err := s.GetRefreshToken(ctx, rt.Hash)
+		_, err := s.GetRefreshToken(ctx, rt.FamilyID, rt.Hash)
 		wantErr(t, "get expired "+rt.Hash, err, sessions.ErrNotFound)
 		next := refreshToken(rt.Hash+"-next", rt.FamilyID, clock.Now())
 		wantErr(t, "rotate expired "+rt.Hash, s.RotateRefreshToken(ctx, rt.Hash, next), sessions.ErrNotFound)
@@ -254,7 +264,7 @@ func testRefreshConcurrentRotate(t *testing.T, ctx context.Context, s sessions.S
 func testRevokeFamily(t *testing.T, ctx context.Context, s sessions.Store, clock *Clock) {
 	must(t, "create", s.CreateRefreshToken(ctx, refreshToken("rt-f", "fam-f", clock.Now())))
 	must(t, "revoke", s.RevokeFamily(ctx, "fam-f", clock.Now().Add(time.Hour)))
-	_, err := s.GetRefreshToken(ctx, "rt-f")
+	_, err := s.GetRefreshToken(ctx, "fam-f", "rt-f")
 	wantErr(t, "get revoked", err, sessions.ErrRevoked)
 	for _, c := range []struct {
 		family, jti string
@@ -298,7 +308,7 @@ func testRevokeSessionFamilies(t *testing.T, ctx context.Context, s sessions.Sto
 	} {
 		must(t, "create "+rt.Hash, s.CreateRefreshToken(ctx, rt))
 	}
-	got, err := s.GetRefreshToken(ctx, "rt-a1")
+	got, err := s.GetRefreshToken(ctx, "fam-a1", "rt-a1")
 	must(t, "get", err)
 	if got.SessionID != "sess-a" {
 		t.Fatalf("SessionID = %q, want sess-a", got.SessionID)
@@ -307,10 +317,10 @@ func testRevokeSessionFamilies(t *testing.T, ctx context.Context, s sessions.Sto
 	must(t, "revoke unknown session", s.RevokeSessionFamilies(ctx, "sess-unknown", now.Add(time.Hour)))
 	must(t, "revoke session", s.RevokeSessionFamilies(ctx, "sess-a", now.Add(time.Hour)))
 	for _, c := range []struct {
-		hash    string
-		revoked bool
-	}{{"rt-a1-next", true}, {"rt-a2", true}, {"rt-b", false}, {"rt-none", false}} {
-		_, err := s.GetRefreshToken(ctx, c.hash)
+		family, hash string
+		revoked      bool
+	}{{"fam-a1", "rt-a1-next", true}, {"fam-a2", "rt-a2", true}, {"fam-b", "rt-b", false}, {"fam-none", "rt-none", false}} {
+		_, err := s.GetRefreshToken(ctx, c.family, c.hash)
 		if c.revoked {
 			wantErr(t, "get "+c.hash+" after sign-out", err, sessions.ErrRevoked)
 		} else {
@@ -322,7 +332,7 @@ func testRevokeSessionFamilies(t *testing.T, ctx context.Context, s sessions.Sto
 	}
 	// A family created through the session after sign-out is a new sign-in.
 	must(t, "create after sign-out", s.CreateRefreshToken(ctx, mk("rt-a3", "fam-a3", "sess-a")))
-	_, err = s.GetRefreshToken(ctx, "rt-a3")
+	_, err = s.GetRefreshToken(ctx, "fam-a3", "rt-a3")
 	must(t, "get family created after sign-out", err)
 }
 
@@ -459,7 +469,8 @@ func testSessionsBadInput(t *testing.T, ctx context.Context, s sessions.Store, c
 		"CreateRefreshToken(nil)":      func() error { return s.CreateRefreshToken(ctx, nil) },
 		"CreateRefreshToken(no hash)":  func() error { return s.CreateRefreshToken(ctx, refreshToken("", "fam", now)) },
 		"CreateRefreshToken(no fam)":   func() error { return s.CreateRefreshToken(ctx, refreshToken("rt-nofam", "", now)) },
-		"GetRefreshToken(\"\")":        func() error { _, err := s.GetRefreshToken(ctx, ""); return err },
+		"GetRefreshToken(fam, \"\")":   func() error { _, err := s.GetRefreshToken(ctx, "fam", ""); return err },
+		"GetRefreshToken(\"\", hash)":  func() error { _, err := s.GetRefreshToken(ctx, "", "rt-valid"); return err },
 		"RotateRefreshToken(\"\", ok)": func() error { return s.RotateRefreshToken(ctx, "", refreshToken("rt-n1", "fam", now)) },
 		"RotateRefreshToken(ok, nil)":  func() error { return s.RotateRefreshToken(ctx, "rt-valid", nil) },
 		"RotateRefreshToken(ok, no hash)": func() error {
@@ -486,7 +497,7 @@ func testSessionsBadInput(t *testing.T, ctx context.Context, s sessions.Store, c
 		"DeleteSigningKey(\"\")": func() error { return s.DeleteSigningKey(ctx, "") },
 	})
 	// The valid token survived the bad calls.
-	got, err := s.GetRefreshToken(ctx, "rt-valid")
+	got, err := s.GetRefreshToken(ctx, "fam", "rt-valid")
 	must(t, "get valid after bad input", err)
 	if got.RotatedAt != nil {
 		t.Fatal("a refused rotation marked the token rotated")

@@ -255,10 +255,10 @@ func TestRoundTripBoltRedisBolt(t *testing.T) {
 	if rev, _ := rd.TokenRevoked(ctx, "", f.jti); !rev {
 		t.Error("revoked jti is not revoked")
 	}
-	if _, err := rd.GetRefreshToken(ctx, f.revokedRT); !errors.Is(err, sessions.ErrRevoked) {
+	if _, err := rd.GetRefreshToken(ctx, f.revokedFamily, f.revokedRT); !errors.Is(err, sessions.ErrRevoked) {
 		t.Errorf("token of the revoked family: %v", err)
 	}
-	if got, err := rd.GetRefreshToken(ctx, f.rt1); err != nil || got.RotatedAt == nil {
+	if got, err := rd.GetRefreshToken(ctx, f.family, f.rt1); err != nil || got.RotatedAt == nil {
 		t.Errorf("rotated token: %+v %v", got, err)
 	}
 
@@ -307,7 +307,7 @@ func TestRoundTripBoltRedisBolt(t *testing.T) {
 		if err := st.RotateRefreshToken(ctx, f.rt1, next("rt-5")); !errors.Is(err, sessions.ErrRefreshReused) {
 			t.Errorf("%s: reuse of the rotated token: %v", name, err)
 		}
-		if _, err := st.GetRefreshToken(ctx, f.rt2); !errors.Is(err, sessions.ErrRevoked) {
+		if _, err := st.GetRefreshToken(ctx, f.family, f.rt2); !errors.Is(err, sessions.ErrRevoked) {
 			t.Errorf("%s: after reuse: %v", name, err)
 		}
 	}
@@ -317,7 +317,7 @@ func TestRoundTripBoltRedisBolt(t *testing.T) {
 	_, err = migrate.Run(ctx, src, back2, migrate.Options{})
 	must(t, err)
 	must(t, back2.RevokeSessionFamilies(ctx, "sess-1", time.Now().Add(time.Hour)))
-	if _, err := back2.GetRefreshToken(ctx, f.rt2); !errors.Is(err, sessions.ErrRevoked) {
+	if _, err := back2.GetRefreshToken(ctx, f.family, f.rt2); !errors.Is(err, sessions.ErrRevoked) {
 		t.Errorf("sign-out after migration: %v", err)
 	}
 }

@@ -99,7 +99,7 @@ func TestPersistence(t *testing.T) {
 	if !slices.Equal(g.Roles, []string{"member", "beta"}) {
 		t.Fatalf("grant after restart: %+v", g)
 	}
-	rt, err := s.GetRefreshToken(ctx, "rt-1")
+	rt, err := s.GetRefreshToken(ctx, "fam-1", "rt-1")
 	must(t, "refresh token after restart", err)
 	if rt.FamilyID != "fam-1" {
 		t.Fatalf("refresh token after restart: %+v", rt)
@@ -127,7 +127,7 @@ func TestOutage(t *testing.T) {
 	must(t, "stop", srv.stop())
 	calls := map[string]func(ctx context.Context) error{
 		"Ping":            s.Ping,
-		"GetRefreshToken": func(ctx context.Context) error { _, err := s.GetRefreshToken(ctx, "rt-a"); return err },
+		"GetRefreshToken": func(ctx context.Context) error { _, err := s.GetRefreshToken(ctx, "fam-a", "rt-a"); return err },
 		"RotateRefresh": func(ctx context.Context) error {
 			return s.RotateRefreshToken(ctx, "rt-a", refresh("rt-b", "fam-a", now))
 		},

@@ -149,7 +149,14 @@ func checkSessionsRollout(t *testing.T, writerFormat, readerFormat string) {
 	first := refresh(strings.Repeat("1", 64), "fam_1", now)
 	must(t, "create refresh token", writer.CreateRefreshToken(ctx, first))
 	checkPayloadFormat(t, writer, "{f:fam_1}:t:"+first.Hash, 3, writerFormat)
-	got, err := reader.GetRefreshToken(ctx, first.Hash)
+	// Versions before v3 find a token through its rth: lookup: written
+	// until the store writes v3.
+	n, err := writer.Client().Exists(ctx, writer.Prefix()+"rth:"+first.Hash).Result()
+	must(t, "exists rth", err)
+	if want := writerFormat != redisstore.RecordFormatV3; (n == 1) != want {
+		t.Errorf("a %s store wrote the rth: lookup: %v, want %v", writerFormat, n == 1, want)
+	}
+	got, err := reader.GetRefreshToken(ctx, "fam_1", first.Hash)
 	must(t, "get refresh token", err)
 	if got.Hash != first.Hash || got.FamilyID != "fam_1" || got.Subject != first.Subject || !slices.Equal(got.Scopes, first.Scopes) ||
 		!got.ExpiresAt.Equal(first.ExpiresAt) || !got.FamilyExpiresAt.Equal(first.FamilyExpiresAt) || !got.AuthTime.Equal(first.AuthTime) {
@@ -158,12 +165,12 @@ func checkSessionsRollout(t *testing.T, writerFormat, readerFormat string) {
 	second := refresh(strings.Repeat("2", 64), "fam_1", now.Add(time.Minute))
 	must(t, "rotate on the reader", reader.RotateRefreshToken(ctx, first.Hash, second))
 	checkPayloadFormat(t, writer, "{f:fam_1}:t:"+second.Hash, 3, readerFormat)
-	if got, err := writer.GetRefreshToken(ctx, second.Hash); err != nil || got.Subject != second.Subject {
+	if got, err := writer.GetRefreshToken(ctx, "fam_1", second.Hash); err != nil || got.Subject != second.Subject {
 		t.Errorf("writer reads the successor: %+v, %v", got, err)
 	}
 	// The rotation script rewrote the first token's r field around its
 	// payload: the payload must come through intact.
-	if got, err := writer.GetRefreshToken(ctx, first.Hash); err != nil || got.RotatedAt == nil || got.Subject != first.Subject ||
+	if got, err := writer.GetRefreshToken(ctx, "fam_1", first.Hash); err != nil || got.RotatedAt == nil || got.Subject != first.Subject ||
 		!slices.Equal(got.AMR, first.AMR) || !got.FamilyExpiresAt.Equal(first.FamilyExpiresAt) {
 		t.Errorf("the rotated token read back: %+v, %v", got, err)
 	}

@@ -18,10 +18,12 @@ import (
 // {prefix}{f:<family>}:t:<hash> = "e|fe|rotated_at|payload" (v1 JSON or v2, recordformat_sessions.go): the token, in its family's
 // slot with the family's revocation marker {prefix}{f:<family>}:rev, so the
 // rotation script sees old token, next token and marker together.
-// {prefix}rth:<hash> = family: the lookup from the hash (all the broker
-// presents) to the family, in its own slot. It is written before the token
-// and re-checked by every reader (a token key that is missing means the token
-// is), so a crash between the two leaves only a dangling lookup.
+// {prefix}rth:<hash> = family: the lookup from the hash to the family, in
+// its own slot, which versions before record format v3 read (they were
+// given only the hash). This version is given the family with the hash (the
+// token value names it) and never reads it; it writes it below v3, for the
+// older replicas of a rollout, before the token, so a crash between the two
+// leaves only a dangling lookup.
 
 func (s *Store) refreshKey(family, hash string) string {
 	return s.tagged("f", family) + ":t:" + esc(hash)
@@ -155,22 +157,63 @@ func (s *Store) CreateRefreshToken(ctx context.Context, rt *sessions.RefreshToke
 	if err != nil {
 		return fmt.Errorf("redisstore: create refresh token: %w", err)
 	}
-	created, err := s.linkAndClaim(ctx, rt, at)
-	if err != nil {
-		return fmt.Errorf("redisstore: create refresh token: %w", err)
+	create := scriptCall{createRefresh, []string{s.refreshKey(rt.FamilyID, rt.Hash)}, []any{microsStr(s.now()), e, fe, at, raw}}
+	var (
+		res     []any
+		claimed bool
+	)
+	if s.formatV3() {
+		res, err = s.linkThenCreate(ctx, rt, create, e+"|"+fe+"||"+string(raw))
+	} else if claimed, err = s.linkAndClaim(ctx, rt, at); err == nil {
+		res, err = s.runScript(ctx, create.sc, create.keys, create.args...)
 	}
-	res, err := s.runScript(ctx, createRefresh, []string{s.refreshKey(rt.FamilyID, rt.Hash)},
-		microsStr(s.now()), e, fe, at, raw)
 	if err == nil {
 		err = outcome(str(res, 0), map[string]error{"conflict": sessions.ErrConflict})
 	}
 	if err != nil {
-		if created && errors.Is(err, sessions.ErrConflict) {
+		if claimed && errors.Is(err, sessions.ErrConflict) {
 			s.release(ctx, s.key("rth", rt.Hash), rt.FamilyID)
 		}
 		return fmt.Errorf("redisstore: create refresh token: %w", err)
 	}
 	return nil
+}
+
+// linkThenCreate runs create (createRefresh) after linking rt's family to
+// its session, in one round trip on one master, where Redis applies the
+// link first. Record format v3 writes no rth: lookup (every v3 reader is
+// told the family), so nothing else has to come first. Should the link fail
+// while the token was stored, the token is deleted again: a token that
+// sign-out cannot reach must not outlive the refusal (stored: the value
+// create stores).
+func (s *Store) linkThenCreate(ctx context.Context, rt *sessions.RefreshToken, create scriptCall, stored string) ([]any, error) {
+	if rt.SessionID == "" {
+		return s.runScript(ctx, create.sc, create.keys, create.args...)
+	}
+	if err := checkKeys("redisstore: link session family", rt.SessionID); err != nil {
+		return nil, err
+	}
+	link := scriptCall{addSessionFamily, []string{s.sessionFamilies(rt.SessionID)}, []any{rt.FamilyID, expireAtMS(rt.FamilyExpiresAt)}}
+	if !s.oneMaster() {
+		res, err := s.runTogether(ctx, link, create)
+		if err != nil {
+			return nil, err
+		}
+		return res[1], nil
+	}
+	var linked, created *pipedScript
+	_, _ = s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+		linked, created = link.queue(ctx, p), create.queue(ctx, p)
+		return nil
+	})
+	res, err := created.reply(ctx, s.rdb)
+	if _, lerr := linked.reply(ctx, s.rdb); lerr != nil {
+		if err == nil && str(res, 0) == "ok" {
+			s.release(ctx, create.keys[0], stored)
+		}
+		return nil, lerr
+	}
+	return res, err
 }
 
 // release deletes an index entry or claim if it is still value; failures are
@@ -181,21 +224,14 @@ func (s *Store) release(ctx context.Context, key, value string) {
 	}
 }
 
-// GetRefreshToken returns the record alongside ErrRevoked, for logging.
-func (s *Store) GetRefreshToken(ctx context.Context, hash string) (*sessions.RefreshToken, error) {
-	if err := checkKeys("redisstore: get refresh token", hash); err != nil {
+// GetRefreshToken returns the record alongside ErrRevoked, for logging. The
+// token and its family's marker share a slot: one round trip.
+func (s *Store) GetRefreshToken(ctx context.Context, family, hash string) (*sessions.RefreshToken, error) {
+	if err := checkKeys("redisstore: get refresh token", family, hash); err != nil {
 		return nil, err
 	}
-	family, err := s.rdb.Get(ctx, s.key("rth", hash)).Result()
-	if errors.Is(err, redis.Nil) {
-		return nil, fmt.Errorf("redisstore: get refresh token: %w", sessions.ErrNotFound)
-	}
-	if err != nil {
-		return nil, fmt.Errorf("redisstore: get refresh token: %w", err)
-	}
-	// One round trip for the token and its family's marker (same slot).
 	var tok, mark *redis.StringCmd
-	_, err = s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+	_, err := s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
 		tok = p.Get(ctx, s.refreshKey(family, hash))
 		mark = p.Get(ctx, s.familyMarker(family))
 		return nil
@@ -228,11 +264,12 @@ func markerLive(v string, now time.Time) bool {
 	return err == nil && until > micros(now)
 }
 
-// RotateRefreshToken: the hash → family lookup is read first (the store sees
-// only hashes; families are the slots), then the rotation script on the
-// family's slot re-validates everything atomically. The successor's lookup is
-// written before the script so a successor handed out is always findable; a
-// refused rotation removes it again.
+// RotateRefreshToken runs the rotation script on the family's slot, which
+// re-validates everything atomically. The old token is looked for in next's
+// family only (rotation keeps the family). Below record format v3 the
+// successor's rth: lookup, which older replicas read, is written before the
+// script, so a successor handed out is always findable by them; a refused
+// rotation removes it again.
 func (s *Store) RotateRefreshToken(ctx context.Context, oldHash string, next *sessions.RefreshToken) error {
 	if err := checkKeys("redisstore: rotate refresh token", oldHash); err != nil {
 		return err
@@ -247,50 +284,17 @@ func (s *Store) RotateRefreshToken(ctx context.Context, oldHash string, next *se
 	if err != nil {
 		return fmt.Errorf("redisstore: rotate refresh token: %w", err)
 	}
-	r := rotation{oldHash: oldHash, next: next, e: e, fe: fe, expireAt: at, raw: raw}
-	// Every rotation usher makes keeps the family (the broker read the old
-	// token's just before): try it without looking the family up. Not
-	// found there, the old token's own family is looked up and decides.
-	err = s.rotateIn(ctx, next.FamilyID, r)
-	if errors.Is(err, sessions.ErrNotFound) {
-		family, gerr := s.rdb.Get(ctx, s.key("rth", oldHash)).Result()
-		switch {
-		case errors.Is(gerr, redis.Nil):
-		case gerr != nil:
-			err = gerr
-		case family != next.FamilyID:
-			err = s.rotateIn(ctx, family, r)
-		}
-	}
-	if err != nil {
-		return fmt.Errorf("redisstore: rotate refresh token: %w", err)
-	}
-	return nil
-}
-
-type rotation struct {
-	oldHash  string
-	next     *sessions.RefreshToken
-	e, fe    string // refreshArgs of next
-	expireAt int64
-	raw      []byte
-}
-
-// rotateIn runs the rotation script on family's keys, with next's index
-// entry claimed first when next stays in family.
-func (s *Store) rotateIn(ctx context.Context, family string, r rotation) error {
-	next := r.next
-	created := false
-	var err error
-	if next.FamilyID == family {
-		if created, err = s.claimRefreshIndex(ctx, next.Hash, family, r.expireAt); err != nil {
-			return err
+	family := next.FamilyID
+	claimed := false
+	if !s.formatV3() {
+		if claimed, err = s.claimRefreshIndex(ctx, next.Hash, family, at); err != nil {
+			return fmt.Errorf("redisstore: rotate refresh token: %w", err)
 		}
 	}
 	now := s.now()
 	res, err := s.runScript(ctx, rotateRefresh,
-		[]string{s.refreshKey(family, r.oldHash), s.refreshKey(family, next.Hash), s.familyMarker(family)},
-		microsStr(now), fmtTime(now), next.FamilyID, family, r.e, r.fe, r.expireAt, r.raw,
+		[]string{s.refreshKey(family, oldHash), s.refreshKey(family, next.Hash), s.familyMarker(family)},
+		microsStr(now), fmtTime(now), family, family, e, fe, at, raw,
 		reuseRevocationMargin.Microseconds(), ttlMargin.Milliseconds())
 	if err == nil {
 		err = outcome(str(res, 0), map[string]error{
@@ -298,13 +302,15 @@ func (s *Store) rotateIn(ctx context.Context, family string, r rotation) error {
 			"revoked":  sessions.ErrRevoked,
 			"reused":   sessions.ErrRefreshReused,
 			"conflict": sessions.ErrConflict,
-			"invalid":  fmt.Errorf("next token is in family %s, not %s: %w", next.FamilyID, family, ErrInvalid),
 		})
 	}
-	if err != nil && created {
-		s.release(ctx, s.key("rth", next.Hash), family)
+	if err != nil {
+		if claimed {
+			s.release(ctx, s.key("rth", next.Hash), family)
+		}
+		return fmt.Errorf("redisstore: rotate refresh token: %w", err)
 	}
-	return err
+	return nil
 }
 
 func (s *Store) putMarker(ctx context.Context, what, key string, until time.Time) error {

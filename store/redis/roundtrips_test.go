@@ -33,10 +33,16 @@ func (h *countTrips) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.P
 // FLUSH would make other tests' scripts miss), its round trips counted.
 func countedStore(t *testing.T, prefix string) (*redisstore.Store, *redis.Client, *countTrips) {
 	t.Helper()
+	return countedStoreFormat(t, prefix, "")
+}
+
+// countedStoreFormat is countedStore writing record format format.
+func countedStoreFormat(t *testing.T, prefix, format string) (*redisstore.Store, *redis.Client, *countTrips) {
+	t.Helper()
 	hook := &countTrips{}
 	rdb := redis.NewClient(&redis.Options{Addr: startServerT(t, 0).addr()})
 	rdb.AddHook(hook)
-	st := redisstore.New(rdb, redisstore.Options{Prefix: prefix})
+	st := redisstore.New(rdb, redisstore.Options{Prefix: prefix, RecordFormat: format})
 	t.Cleanup(func() { _ = st.Close() })
 	return st, rdb, hook
 }
@@ -133,14 +139,33 @@ func TestUserAndGrant(t *testing.T) {
 	}
 }
 
-// A refresh token is created in two round trips (its session link and index
-// entry together, then the token) and rotated in two (the next token's
-// index entry, then the rotation), also after SCRIPT FLUSH; a rotation that
-// names another family than the old token's is still refused as invalid.
+// Refresh-token round trips, by record format. Below v3 a token is created
+// in two (its session link and rth: entry together, then the token) and
+// rotated in two (the next token's rth: entry, then the rotation); at v3,
+// which writes no rth:, in one each (the session link rides in the
+// creation's pipeline). Reading a token is one round trip in every format,
+// and so is each of them after SCRIPT FLUSH (NOSCRIPT answered from the
+// source). A rotation naming another family than the old token's finds no
+// old token.
 func TestRefreshRoundTrips(t *testing.T) {
 	t.Parallel()
+	for _, tc := range []struct {
+		format                  string
+		create, rotate, readOne int64
+	}{
+		{redisstore.RecordFormatV2, 2, 2, 1},
+		{redisstore.RecordFormatV3, 1, 1, 1},
+	} {
+		t.Run(tc.format, func(t *testing.T) {
+			t.Parallel()
+			checkRefreshRoundTrips(t, tc.format, tc.create, tc.rotate, tc.readOne)
+		})
+	}
+}
+
+func checkRefreshRoundTrips(t *testing.T, format string, create, rotate, readOne int64) {
 	ctx := ctxT(t)
-	st, rdb, hook := countedStore(t, uniquePrefix())
+	st, rdb, hook := countedStoreFormat(t, uniquePrefix(), format)
 	now := time.Now()
 	token := func(hash, family string) *sessions.RefreshToken {
 		return &sessions.RefreshToken{Hash: hash, FamilyID: family, ClientID: "spa", Subject: "usr_1", SessionID: "sess-1",
@@ -162,8 +187,9 @@ func TestRefreshRoundTrips(t *testing.T) {
 			t.Errorf("%s: %d round trips, want %d", what, n, want)
 		}
 	}
-	counted("create", 2, func() error { return st.CreateRefreshToken(ctx, token("rt-1", "fam-1")) })
-	counted("rotate", 2, func() error { return st.RotateRefreshToken(ctx, "rt-1", token("rt-2", "fam-1")) })
+	counted("create", create, func() error { return st.CreateRefreshToken(ctx, token("rt-1", "fam-1")) })
+	counted("rotate", rotate, func() error { return st.RotateRefreshToken(ctx, "rt-1", token("rt-2", "fam-1")) })
+	counted("read", readOne, func() error { _, err := st.GetRefreshToken(ctx, "fam-1", "rt-2"); return err })
 	if err := rdb.ScriptFlush(ctx).Err(); err != nil {
 		t.Fatal(err)
 	}
@@ -173,14 +199,18 @@ func TestRefreshRoundTrips(t *testing.T) {
 	if err := st.RotateRefreshToken(ctx, "rt-3", token("rt-4", "fam-3")); err != nil {
 		t.Fatalf("rotate after SCRIPT FLUSH: %v", err)
 	}
-	if got, err := st.GetRefreshToken(ctx, "rt-4"); err != nil || got.FamilyID != "fam-3" {
+	if got, err := st.GetRefreshToken(ctx, "fam-3", "rt-4"); err != nil || got.FamilyID != "fam-3" {
 		t.Fatalf("the rotated token: %+v %v", got, err)
 	}
-	if err := st.RotateRefreshToken(ctx, "rt-4", token("rt-5", "fam-other")); !errors.Is(err, redisstore.ErrInvalid) {
-		t.Errorf("rotation into another family: %v, want ErrInvalid", err)
+	if err := st.RotateRefreshToken(ctx, "rt-4", token("rt-5", "fam-other")); !errors.Is(err, sessions.ErrNotFound) {
+		t.Errorf("rotation into another family: %v, want ErrNotFound", err)
 	}
-	if err := st.RotateRefreshToken(ctx, "rt-unknown", token("rt-6", "fam-3")); !errors.Is(err, sessions.ErrNotFound) {
-		t.Errorf("rotating an unknown token: %v, want ErrNotFound", err)
+	// The session link was written: sign-out reaches the tokens.
+	if err := st.RevokeSessionFamilies(ctx, "sess-1", now.Add(time.Hour)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := st.GetRefreshToken(ctx, "fam-3", "rt-4"); !errors.Is(err, sessions.ErrRevoked) {
+		t.Errorf("after sign-out: %v, want ErrRevoked", err)
 	}
 }
 

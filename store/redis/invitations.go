@@ -15,7 +15,7 @@ import (
 //
 //	{prefix}{i:<id>}          "version|status|payload" (recordformat.go) — no TTL: kept for audit
 //	{prefix}it:<token hash>   invitation ID (lookup; readers re-check the invitation's TokenHash);
-//	                          from v3 {prefix}ib:<hash bytes> (invitations_token.go)
+//	                          from v3 a field of {prefix}ib:<bucket> (invitations_token.go)
 //	{prefix}{x:<external_id>} ID of the pending invitation holding the external_id (dedupe lock)
 //	{prefix}inv:t             sorted set of every invitation ID, scored by created_at µs
 //	{prefix}ie:<lower email>, ic:<client_id>, ix:<external_id>, iaw:<user>
@@ -235,12 +235,12 @@ func (s *Store) claimTokenFrom(ctx context.Context, hash, id string, first []any
 		inv, _, err := s.loadInvitation(ctx, other)
 		return inv != nil && inv.TokenHash == hash, err
 	}
-	mine, otherKey := s.tokenKeys(hash)
-	created, err := s.claimLookup(ctx, mine, []any{id, "0"}, first, held)
+	mine, _, twoForms := s.tokenKeys(hash)
+	created, err := s.claimEntry(ctx, mine, []any{id, "0"}, first, held)
 	if errors.Is(err, errLookupHeld) {
 		err = fmt.Errorf("token hash: %w", grants.ErrConflict)
 	}
-	if err != nil || otherKey == "" {
+	if err != nil || !twoForms {
 		return created, err
 	}
 	if !otherRead {
@@ -252,7 +252,7 @@ func (s *Store) claimTokenFrom(ctx context.Context, hash, id string, first []any
 	}
 	if err := s.heldElsewhere(ctx, hash, id, otherHolder); err != nil {
 		if created {
-			s.release(ctx, mine, id)
+			s.releaseEntry(ctx, mine, id)
 		}
 		return false, err
 	}
@@ -346,7 +346,7 @@ func (s *Store) createInvitation(ctx context.Context, inv *grants.Invitation, cl
 	}
 	ix, err := s.indexNewInvitation(ctx, inv, !checked)
 	if ix.tokenCreated {
-		undo = append(undo, func() { s.release(ctx, s.tokenKey(inv.TokenHash), inv.ID) })
+		undo = append(undo, func() { s.releaseEntry(ctx, s.tokenKey(inv.TokenHash), inv.ID) })
 	}
 	undo = append(undo, func() { s.removeIndexEntries(ctx, inv.ID, ix.added) }, func() { s.dropSearchEntries(ctx, ix.searchAdded) })
 	if err != nil {

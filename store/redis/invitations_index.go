@@ -35,10 +35,10 @@ func (s *Store) indexNewInvitation(ctx context.Context, inv *grants.Invitation, 
 		if checkID {
 			exists = p.Exists(ctx, s.invKey(inv.ID))
 		}
-		mine, other := s.tokenKeys(inv.TokenHash)
-		claim = scriptCall{claimIndex, []string{mine}, []any{inv.ID, "0"}}.queue(ctx, p)
-		if other != "" {
-			otherHolder = p.Get(ctx, other)
+		mine, other, twoForms := s.tokenKeys(inv.TokenHash)
+		claim = mine.claimCall([]any{inv.ID, "0"}).queue(ctx, p)
+		if twoForms {
+			otherHolder = queueGet(ctx, p, other)
 		}
 		listed = queueListings(ctx, p, inv, s.indexEntries(inv))
 		if len(inv.Outbox) > 0 { // markOutbox, in the same round trip

@@ -13,8 +13,8 @@ import (
 	redisstore "github.com/usher-oidc/usher/store/redis"
 )
 
-// At v3 an invitation has no per-email set ie: and its token lookup is the
-// short ib: key; below v3 both older forms are written. Either way the
+// At v3 an invitation has no per-email set ie: and its token lookup is a
+// field of a shared bucket ib:; below v3 both older forms are written. Either way the
 // invitation is found by token hash and by email.
 func TestV3InvitationKeys(t *testing.T) {
 	t.Parallel()
@@ -39,12 +39,18 @@ func TestV3InvitationKeys(t *testing.T) {
 			raw, err := hex.DecodeString(inv.TokenHash)
 			must(t, "hash", err)
 			for key, want := range map[string]bool{
-				"ie:keys@example.com": c.perEmail, "it:" + inv.TokenHash: c.hexForm, "ib:" + string(raw): !c.hexForm,
+				"ie:keys@example.com": c.perEmail, "it:" + inv.TokenHash: c.hexForm, "ib:" + redisstore.TokenBucket(raw): !c.hexForm,
 			} {
 				n, err := s.Client().Exists(ctx, s.Prefix()+key).Result()
 				must(t, "exists", err)
 				if (n == 1) != want {
 					t.Errorf("%q exists: %v, want %v", key, n == 1, want)
+				}
+			}
+			if !c.hexForm {
+				id, err := s.Client().HGet(ctx, s.Prefix()+"ib:"+redisstore.TokenBucket(raw), string(raw)).Result()
+				if err != nil || id != inv.ID {
+					t.Errorf("token bucket field: %q, %v; want %s", id, err, inv.ID)
 				}
 			}
 			got, err := s.GetInvitationByTokenHash(ctx, inv.TokenHash)

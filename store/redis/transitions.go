@@ -149,7 +149,7 @@ func (s *Store) transition(ctx context.Context, what, id string, change func(inv
 		claimed := false
 		defer func() {
 			if claimed {
-				s.release(ctx, s.tokenKey(swap.newHash), id)
+				s.releaseEntry(ctx, s.tokenKey(swap.newHash), id)
 			}
 		}()
 		for range casRetries {

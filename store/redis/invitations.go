@@ -221,8 +221,9 @@ func (s *Store) removeIndexEntries(ctx context.Context, id string, keys []string
 	}
 }
 
-// claimToken points it:<hash> at id. It reports whether it created the
-// entry; ErrConflict when another invitation holds that hash.
+// claimToken points the token lookup of hash (tokenKeys: the form s writes)
+// at id. It reports whether it created the entry; ErrConflict when another
+// invitation holds that hash, in either form.
 func (s *Store) claimToken(ctx context.Context, hash, id string) (bool, error) {
 	return s.claimTokenFrom(ctx, hash, id, nil, "", false)
 }

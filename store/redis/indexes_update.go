@@ -24,7 +24,7 @@ type stagedIndexes struct {
 func (s *Store) stageIndexes(ctx context.Context, old, inv *grants.Invitation) (stagedIndexes, error) {
 	oldKeys := s.indexEntries(old)
 	if !old.CreatedAt.Equal(inv.CreatedAt) {
-		s.removeIndexEntries(ctx, inv.ID, oldKeys) // re-scored below
+		s.removeIndexEntries(ctx, inv.ID, s.allIndexEntries(old)) // re-scored below
 		oldKeys = nil
 	}
 	keys := without(s.indexEntries(inv), oldKeys)
@@ -62,7 +62,7 @@ func (st stagedIndexes) undo(ctx context.Context, s *Store, id string) {
 // in one round trip, best effort: a leftover entry is stale, and readers
 // re-check.
 func (s *Store) dropIndexesLeft(ctx context.Context, old, inv *grants.Invitation) {
-	keys := without(s.indexEntries(old), s.indexEntries(inv))
+	keys := without(s.allIndexEntries(old), s.allIndexEntries(inv))
 	search := without(s.searchEntries(old), s.searchEntries(inv))
 	if len(keys) == 0 && len(search) == 0 {
 		return

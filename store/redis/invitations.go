@@ -2,30 +2,26 @@ package redis
 
 import (
 	"context"
-	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"math"
-	"strconv"
-	"strings"
-	"time"
 
 	"github.com/redis/go-redis/v9"
 
 	"github.com/usher-oidc/usher/grants"
-	"github.com/usher-oidc/usher/store/errs"
 )
 
 // Invitations.
 //
 //	{prefix}{i:<id>}          "version|status|payload" (recordformat.go) — no TTL: kept for audit
-//	{prefix}it:<token hash>   invitation ID (lookup; readers re-check the invitation's TokenHash)
+//	{prefix}it:<token hash>   invitation ID (lookup; readers re-check the invitation's TokenHash);
+//	                          from v3 a field of {prefix}ib:<bucket> (invitations_token.go)
 //	{prefix}{x:<external_id>} ID of the pending invitation holding the external_id (dedupe lock)
 //	{prefix}inv:t             sorted set of every invitation ID, scored by created_at µs
 //	{prefix}ie:<lower email>, ic:<client_id>, ix:<external_id>, iaw:<user>
-//	                          the same, per email / client / external_id /
-//	                          user awaiting its email's verification
+//	                          the same, per email (below v3 only: emailSource) /
+//	                          client / external_id / user awaiting its
+//	                          email's verification
 //
 // Every change of an invitation is a compare-and-set on its version inside
 // Redis (invitationCAS), so it is atomic whatever Go computed in between.
@@ -138,10 +134,20 @@ func (s *Store) markOutboxAgain(ctx context.Context, inv *grants.Invitation) {
 	}
 }
 
-// indexEntries are the listing sorted sets inv belongs to.
+// indexEntries are the listing sorted sets s puts inv in. From v3 on that
+// leaves out the per-email set ie:, which only older versions read: listing
+// by email reads the search index (emailSource).
 func (s *Store) indexEntries(inv *grants.Invitation) []string {
+	return s.listingKeys(inv, !s.formatV3())
+}
+
+// allIndexEntries are the listing sets inv may be in, whichever version
+// wrote it: what a removal takes it out of.
+func (s *Store) allIndexEntries(inv *grants.Invitation) []string { return s.listingKeys(inv, true) }
+
+func (s *Store) listingKeys(inv *grants.Invitation, perEmail bool) []string {
 	keys := []string{s.prefix + "inv:t"}
-	if e := lower(inv.Email); e != "" {
+	if e := lower(inv.Email); e != "" && perEmail {
 		keys = append(keys, s.key("ie", e))
 	}
 	if inv.ClientID != "" {
@@ -215,24 +221,43 @@ func (s *Store) removeIndexEntries(ctx context.Context, id string, keys []string
 	}
 }
 
-// claimToken points it:<hash> at id. It reports whether it created the
-// entry; ErrConflict when another invitation holds that hash.
+// claimToken points the token lookup of hash (tokenKeys: the form s writes)
+// at id. It reports whether it created the entry; ErrConflict when another
+// invitation holds that hash, in either form.
 func (s *Store) claimToken(ctx context.Context, hash, id string) (bool, error) {
-	return s.claimTokenFrom(ctx, hash, id, nil)
+	return s.claimTokenFrom(ctx, hash, id, nil, "", false)
 }
 
 // claimTokenFrom is claimToken given the reply of its first claimIndex run,
-// if it ran already (nil: not yet).
-func (s *Store) claimTokenFrom(ctx context.Context, hash, id string, first []any) (bool, error) {
+// if it ran already (nil: not yet), and, when otherRead, what the other
+// lookup form of hash held then (tokenKeys).
+func (s *Store) claimTokenFrom(ctx context.Context, hash, id string, first []any, otherHolder string, otherRead bool) (bool, error) {
 	held := func(other string) (bool, error) {
 		inv, _, err := s.loadInvitation(ctx, other)
 		return inv != nil && inv.TokenHash == hash, err
 	}
-	created, err := s.claimLookup(ctx, s.key("it", hash), []any{id, "0"}, first, held)
+	mine, _, twoForms := s.tokenKeys(hash)
+	created, err := s.claimEntry(ctx, mine, []any{id, "0"}, first, held)
 	if errors.Is(err, errLookupHeld) {
 		err = fmt.Errorf("token hash: %w", grants.ErrConflict)
 	}
-	return created, err
+	if err != nil || !twoForms {
+		return created, err
+	}
+	if !otherRead {
+		ids, err := s.tokenHolders(ctx, hash)
+		if err != nil {
+			return created, err
+		}
+		otherHolder = ids[1]
+	}
+	if err := s.heldElsewhere(ctx, hash, id, otherHolder); err != nil {
+		if created {
+			s.releaseEntry(ctx, mine, id)
+		}
+		return false, err
+	}
+	return created, nil
 }
 
 // claimExternalID makes id the pending holder of ext. If a live pending
@@ -322,7 +347,7 @@ func (s *Store) createInvitation(ctx context.Context, inv *grants.Invitation, cl
 	}
 	ix, err := s.indexNewInvitation(ctx, inv, !checked)
 	if ix.tokenCreated {
-		undo = append(undo, func() { s.release(ctx, s.key("it", inv.TokenHash), inv.ID) })
+		undo = append(undo, func() { s.releaseEntry(ctx, s.tokenKey(inv.TokenHash), inv.ID) })
 	}
 	undo = append(undo, func() { s.removeIndexEntries(ctx, inv.ID, ix.added) }, func() { s.dropSearchEntries(ctx, ix.searchAdded) })
 	if err != nil {
@@ -355,23 +380,6 @@ func (s *Store) GetInvitation(ctx context.Context, id string) (*grants.Invitatio
 	return inv, nil
 }
 
-// invitationByHash follows the token lookup; nil when the hash is unknown or
-// no longer the invitation's token.
-func (s *Store) invitationByHash(ctx context.Context, hash string) (*grants.Invitation, string, error) {
-	id, err := s.rdb.Get(ctx, s.key("it", hash)).Result()
-	if errors.Is(err, redis.Nil) {
-		return nil, "", nil
-	}
-	if err != nil {
-		return nil, "", err
-	}
-	inv, v, err := s.loadInvitation(ctx, id)
-	if err != nil || inv == nil || inv.TokenHash != hash {
-		return nil, "", err
-	}
-	return inv, v, nil
-}
-
 // GetInvitationByTokenHash returns the invitation whatever its status, so the
 // caller can say why it cannot be used.
 func (s *Store) GetInvitationByTokenHash(ctx context.Context, hash string) (*grants.Invitation, error) {
@@ -386,121 +394,6 @@ func (s *Store) GetInvitationByTokenHash(ctx context.Context, hash string) (*gra
 		return nil, fmt.Errorf("redisstore: get invitation by token: %w", err)
 	}
 	return inv, nil
-}
-
-// listCursor is a position in an index: (score, id), exclusive.
-type listCursor struct {
-	score float64
-	id    string
-}
-
-func (c listCursor) encode() string {
-	return base64.RawURLEncoding.EncodeToString([]byte(strconv.FormatFloat(c.score, 'f', -1, 64) + "|" + c.id))
-}
-
-func decodeCursor(s string) (*listCursor, error) {
-	raw, err := base64.RawURLEncoding.DecodeString(s)
-	if err != nil {
-		return nil, err
-	}
-	score, id, ok := strings.Cut(string(raw), "|")
-	if !ok || id == "" {
-		return nil, errors.New("malformed")
-	}
-	f, err := strconv.ParseFloat(score, 64)
-	if err != nil {
-		return nil, err
-	}
-	if math.IsNaN(f) || math.IsInf(f, 0) {
-		return nil, errors.New("score out of range")
-	}
-	return &listCursor{f, id}, nil
-}
-
-// ListInvitations walks the narrowest index newest first (ties by ID, as
-// bbolt orders them), loading invitations in batches and re-checking every
-// filter on the record, so stale index entries never show.
-func (s *Store) ListInvitations(ctx context.Context, f grants.InvitationFilter, now time.Time) ([]grants.Invitation, string, error) {
-	limit := f.Limit
-	if limit <= 0 {
-		limit = defaultListLimit
-	}
-	limit = min(limit, maxListLimit)
-	if field, prefix := f.SearchIndex(); field != "" {
-		return s.searchInvitations(ctx, f, field, prefix, limit, now)
-	}
-	var after *listCursor
-	if f.Cursor != "" {
-		c, err := decodeCursor(f.Cursor)
-		if err != nil {
-			return nil, "", fmt.Errorf("redisstore: list invitations: %w: %w", errs.ErrBadCursor, ErrInvalid)
-		}
-		after = c
-	}
-	key := s.prefix + "inv:t"
-	switch {
-	case f.Email != "":
-		key = s.key("ie", lower(f.Email))
-	case f.ExternalID != "":
-		key = s.key("ix", f.ExternalID)
-	case f.ClientID != "":
-		key = s.key("ic", f.ClientID)
-	}
-	type item struct {
-		pos listCursor
-		inv *grants.Invitation
-	}
-	var page []item
-	start := "+inf"
-	if after != nil {
-		start = strconv.FormatFloat(after.score, 'f', -1, 64)
-	}
-	start, stop := createdScores(f, start)
-	batch := int64(min(2*(limit+1), 1000))
-	for offset := int64(0); len(page) <= limit; {
-		zs, err := s.rdb.ZRangeArgsWithScores(ctx, redis.ZRangeArgs{
-			Key: key, Start: start, Stop: stop, ByScore: true, Rev: true, Offset: offset, Count: batch,
-		}).Result()
-		if err != nil {
-			return nil, "", fmt.Errorf("redisstore: list invitations: %w", err)
-		}
-		if len(zs) == 0 {
-			break
-		}
-		offset += int64(len(zs))
-		var ids []string
-		var pos []listCursor
-		for _, z := range zs {
-			id, _ := z.Member.(string)
-			if after != nil && z.Score == after.score && id >= after.id {
-				continue
-			}
-			ids = append(ids, id)
-			pos = append(pos, listCursor{z.Score, id})
-		}
-		invs, err := s.loadInvitations(ctx, ids)
-		if err != nil {
-			return nil, "", fmt.Errorf("redisstore: list invitations: %w", err)
-		}
-		for i, inv := range invs {
-			if inv != nil && f.Matches(inv, now) && len(page) <= limit {
-				page = append(page, item{pos[i], inv})
-			}
-		}
-		if int64(len(zs)) < batch {
-			break
-		}
-	}
-	next := ""
-	if len(page) > limit {
-		page = page[:limit]
-		next = page[limit-1].pos.encode()
-	}
-	out := make([]grants.Invitation, len(page))
-	for i, it := range page {
-		out[i] = *it.inv
-	}
-	return out, next, nil
 }
 
 // loadInvitationCopy deep-copies inv through JSON (fn may alias its slices and maps).

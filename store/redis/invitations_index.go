@@ -2,6 +2,7 @@ package redis
 
 import (
 	"context"
+	"errors"
 	"fmt"
 
 	"github.com/redis/go-redis/v9"
@@ -27,13 +28,18 @@ func (s *Store) indexNewInvitation(ctx context.Context, inv *grants.Invitation, 
 	var ix newIndexes
 	var exists *redis.IntCmd
 	var claim *pipedScript
+	var otherHolder *redis.StringCmd
 	var listed queuedAdds[string]
 	var searched queuedAdds[searchEntry]
 	_, _ = s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
 		if checkID {
 			exists = p.Exists(ctx, s.invKey(inv.ID))
 		}
-		claim = scriptCall{claimIndex, []string{s.key("it", inv.TokenHash)}, []any{inv.ID, "0"}}.queue(ctx, p)
+		mine, other, twoForms := s.tokenKeys(inv.TokenHash)
+		claim = mine.claimCall([]any{inv.ID, "0"}).queue(ctx, p)
+		if twoForms {
+			otherHolder = queueGet(ctx, p, other)
+		}
 		listed = queueListings(ctx, p, inv, s.indexEntries(inv))
 		if len(inv.Outbox) > 0 { // markOutbox, in the same round trip
 			listed.also = p.ZAdd(ctx, s.outboxKey(), redis.Z{Score: 0, Member: inv.ID})
@@ -56,7 +62,12 @@ func (s *Store) indexNewInvitation(ctx context.Context, inv *grants.Invitation, 
 			return ix, idTakenError{inv.ID}
 		}
 	}
-	if ix.tokenCreated, err = s.claimTokenFrom(ctx, inv.TokenHash, inv.ID, first); err != nil {
+	held, heldRead := "", false
+	if otherHolder != nil {
+		v, err := otherHolder.Result()
+		held, heldRead = v, err == nil || errors.Is(err, redis.Nil)
+	}
+	if ix.tokenCreated, err = s.claimTokenFrom(ctx, inv.TokenHash, inv.ID, first, held, heldRead); err != nil {
 		return ix, err
 	}
 	if err := listed.err(); err != nil {

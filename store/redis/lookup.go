@@ -17,11 +17,41 @@ var errLookupHeld = errors.New("lookup entry held by another record")
 // unless it changed meanwhile, and the claim tried again; first is the
 // reply of a claimIndex run already made (nil: none).
 func (s *Store) claimLookup(ctx context.Context, key string, args, first []any, held func(other string) (bool, error)) (bool, error) {
+	return s.claimEntry(ctx, lookupEntry{key: key}, args, first, held)
+}
+
+// lookupEntry is where a lookup entry lives: a key of its own, or a field
+// of a hash shared with other entries (inHash).
+type lookupEntry struct {
+	key, field string
+	inHash     bool
+}
+
+// claimCall is the script that claims e for args (claimIndex's; a field
+// takes only the value, args[0]).
+func (e lookupEntry) claimCall(args []any) scriptCall {
+	if e.inHash {
+		return scriptCall{claimField, []string{e.key}, []any{e.field, args[0]}}
+	}
+	return scriptCall{claimIndex, []string{e.key}, args}
+}
+
+// dropCall is the script that removes e if it still holds value.
+func (e lookupEntry) dropCall(value string) scriptCall {
+	if e.inHash {
+		return scriptCall{delFieldIfEq, []string{e.key}, []any{e.field, value}}
+	}
+	return scriptCall{delIfEq, []string{e.key}, []any{value}}
+}
+
+// claimEntry is claimLookup for an entry of either form.
+func (s *Store) claimEntry(ctx context.Context, e lookupEntry, args, first []any, held func(other string) (bool, error)) (bool, error) {
+	claim := e.claimCall(args)
 	for i := range 3 {
 		res := first
 		if i > 0 || res == nil {
 			var err error
-			if res, err = s.runScript(ctx, claimIndex, []string{key}, args...); err != nil {
+			if res, err = s.runScript(ctx, claim.sc, claim.keys, claim.args...); err != nil {
 				return false, err
 			}
 		}
@@ -39,9 +69,19 @@ func (s *Store) claimLookup(ctx context.Context, key string, args, first []any, 
 		if still {
 			return false, errLookupHeld
 		}
-		if _, err := s.runScript(ctx, delIfEq, []string{key}, other); err != nil {
+		drop := e.dropCall(other)
+		if _, err := s.runScript(ctx, drop.sc, drop.keys, drop.args...); err != nil {
 			return false, err
 		}
 	}
 	return false, fmt.Errorf("contended: %w", errLookupHeld)
+}
+
+// releaseEntry removes e if it still holds value, best effort (a leftover
+// entry is stale: readers re-check).
+func (s *Store) releaseEntry(ctx context.Context, e lookupEntry, value string) {
+	drop := e.dropCall(value)
+	if _, err := s.runScript(context.WithoutCancel(ctx), drop.sc, drop.keys, drop.args...); err != nil {
+		s.log.Warn("redisstore: releasing index entry", "key", e.key, "err", err)
+	}
 }

@@ -24,7 +24,8 @@ import (
 //	    in the key) nor the status (it is in the prefix); maps of arbitrary
 //	    JSON (claims, metadata) and rare parts stay JSON inside.
 //
-// v3 writes the v2 payloads and stops writing the lookups a v3 reader no
+// v3 writes v2 payloads that may also use fields older versions cannot
+// read (recordformat_v3.go), and stops writing the lookups a v3 reader no
 // longer needs (each is named where it is skipped, with the reader that makes
 // it unneeded); see formatV3.
 //
@@ -63,7 +64,7 @@ func (s *Store) encodeInvitation(inv *grants.Invitation) ([]byte, error) {
 	if !s.formatV2() || !compactable(inv) {
 		return json.Marshal(inv)
 	}
-	return encodeInvitationV2(inv)
+	return encodeInvitationV2(inv, s.formatV3())
 }
 
 // decodeInvitation parses a stored invitation "version|status|payload" of
@@ -161,11 +162,15 @@ func invJSON(inv *grants.Invitation) []jsonField {
 		{'w', &inv.AwaitingVerification, inv.AwaitingVerification != nil}, {'o', &inv.Outbox, inv.Outbox != nil}}
 }
 
-func encodeInvitationV2(inv *grants.Invitation) ([]byte, error) {
+// encodeInvitationV2 writes the v2 payload, with the v3 fields
+// (recordformat_v3.go) when v3.
+func encodeInvitationV2(inv *grants.Invitation, v3 bool) ([]byte, error) {
 	ca := inv.CreatedAt.UnixNano()
 	w := newWbuf()
 	w.int('a', ca)
-	w.optInt('E', after(ca, inv.ExpiresAt))
+	if exp := after(ca, inv.ExpiresAt); !v3 || !w.v3Expiry(exp) {
+		w.optInt('E', exp)
+	}
 	for _, f := range invTimes(inv) {
 		if *f.p != nil {
 			w.optInt(f.tag, after(ca, **f.p))
@@ -178,15 +183,24 @@ func encodeInvitationV2(inv *grants.Invitation) ([]byte, error) {
 	}
 	w.strs('r', inv.Roles)
 	w.flag('s', inv.SendEmail)
-	for _, f := range invStrings(inv) {
-		w.str(f.tag, *f.p)
+	if v3 {
+		w.v3Strings(inv)
+	} else {
+		for _, f := range invStrings(inv) {
+			w.str(f.tag, *f.p)
+		}
 	}
 	for _, f := range invJSON(inv) {
+		if v3 && (f.tag == 'c' && w.v3StrMap('k', inv.Claims) || f.tag == 'm' && w.v3StrMap('q', inv.Metadata)) {
+			continue
+		}
 		if err := w.json(f.tag, f.p, f.present); err != nil {
 			return nil, err
 		}
 	}
-	if len(inv.Events) > 0 {
+	if v3 && len(inv.Events) > 0 {
+		w.v3Events(inv, ca)
+	} else if len(inv.Events) > 0 {
 		w.b = append(w.b, 't')
 		w.b = binary.AppendUvarint(w.b, uint64(len(inv.Events)))
 		for _, e := range inv.Events {
@@ -202,10 +216,14 @@ func decodeInvitationV2(id string, status grants.Status, body string) (*grants.I
 	inv := &grants.Invitation{ID: id, Status: status}
 	strs, times, docs := invStrings(inv), invTimes(inv), invJSON(inv)
 	r := &rbuf{b: []byte(body)}
+	v3 := &v3Decoder{r: r, inv: inv}
 	seenCA := false
 	err := r.fields(func(tag byte) error {
 		if tag != 'a' && !seenCA {
 			return errors.New("record format v2: created_at is not first")
+		}
+		if ok, err := v3.field(tag); ok {
+			return err
 		}
 		for _, f := range strs {
 			if f.tag == tag {
@@ -254,5 +272,6 @@ func decodeInvitationV2(id string, status grants.Status, body string) (*grants.I
 	if err != nil {
 		return nil, err
 	}
+	v3.done()
 	return inv, nil
 }

@@ -90,6 +90,13 @@ func checkRollout(t *testing.T, writerFormat, readerFormat string) {
 		t.Errorf("list by external_id: %+v", list)
 	}
 
+	checkListings(t, reader, now, want.Email, []string{"inv_update", "inv_revoke", "inv_retoken", "inv_redeem", "inv_get"})
+	dup := pendingInvitation("inv_dup", now)
+	dup.TokenHash = want.TokenHash
+	if _, err := reader.CreateInvitation(ctx, dup); !errors.Is(err, grants.ErrConflict) {
+		t.Errorf("a second invitation with the other replica's token hash: %v, want ErrConflict", err)
+	}
+
 	redeemed, g, err := reader.RedeemInvitation(ctx, invs["redeem"].TokenHash, grants.Redemption{UserID: "usr_1", Identity: "iss|sub", At: now.Add(time.Minute)})
 	must(t, "redeem", err)
 	if redeemed.Status != grants.StatusRedeemed || !slices.Contains(g.Roles, "member") || g.Claims["org"] != "acme" {
@@ -105,9 +112,17 @@ func checkRollout(t *testing.T, writerFormat, readerFormat string) {
 	must(t, "replace token", err)
 	_, err = reader.UpdateInvitation(ctx, "inv_update", func(inv *grants.Invitation) error {
 		inv.Roles = append(inv.Roles, "admin")
+		inv.Email = "Moved@example.com"
 		return nil
 	})
 	must(t, "update", err)
+	for email, want := range map[string][]string{"moved@example.com": {"inv_update"}, invs["update"].Email: nil} {
+		list, _, err := writer.ListInvitations(ctx, grants.InvitationFilter{Email: email}, now)
+		must(t, "list by email after the update", err)
+		if !slices.Equal(ids(list), want) {
+			t.Errorf("by email %s after the other replica changed it: %v, want %v", email, ids(list), want)
+		}
+	}
 	for _, id := range []string{"inv_redeem", "inv_revoke", "inv_retoken", "inv_update"} {
 		if got := storedFormat(t, reader, id); got != payloadFormat(readerFormat) {
 			t.Errorf("%s rewritten in %s by a %s store", id, got, readerFormat)
@@ -137,6 +152,36 @@ func checkRollout(t *testing.T, writerFormat, readerFormat string) {
 	must(t, "get updated", err)
 	if !slices.Equal(upd.Roles, []string{"member", "admin"}) {
 		t.Errorf("updated roles %v", upd.Roles)
+	}
+}
+
+// checkListings: s lists by email, by client and by email prefix what the
+// other replica created (all, newest first: ties by ID descending).
+func checkListings(t *testing.T, s *redisstore.Store, now time.Time, email string, all []string) {
+	t.Helper()
+	for _, c := range []struct {
+		name string
+		f    grants.InvitationFilter
+		want []string
+	}{
+		{"email", grants.InvitationFilter{Email: strings.ToUpper(email)}, []string{"inv_get"}},
+		{"client", grants.InvitationFilter{ClientID: "spa"}, all},
+		{"client, pages of 2", grants.InvitationFilter{ClientID: "spa", Limit: 2}, all},
+		{"email prefix", grants.InvitationFilter{EmailPrefix: "inv_"}, []string{"inv_get", "inv_redeem", "inv_retoken", "inv_revoke", "inv_update"}},
+	} {
+		var got []string
+		f := c.f
+		for range len(all) + 1 {
+			list, next, err := s.ListInvitations(ctxT(t), f, now)
+			must(t, "list by "+c.name, err)
+			got = append(got, ids(list)...)
+			if f.Cursor = next; next == "" {
+				break
+			}
+		}
+		if !slices.Equal(got, c.want) {
+			t.Errorf("list by %s: %v, want %v", c.name, got, c.want)
+		}
 	}
 }
 

@@ -52,25 +52,64 @@ func TestRecordFormatsReadBackAlike(t *testing.T) {
 		{"not UTC", with(full(), func(i *grants.Invitation) { i.ExpiresAt = i.ExpiresAt.In(time.FixedZone("x", 3600)) }), false},
 		{"zero event time", with(full(), func(i *grants.Invitation) { i.Events[1].At = time.Time{} }), false},
 		{"far future", with(full(), func(i *grants.Invitation) { i.ExpiresAt = time.Date(9999, 1, 1, 0, 0, 0, 0, time.UTC) }), false},
+		// What v3 writes in its own fields, and the cases next to them it must not.
+		{"string maps", with(full(), func(i *grants.Invitation) {
+			i.Claims, i.Metadata = map[string]any{"org": "acme", "": ""}, map[string]any{"s": "crm"}
+		}), true},
+		{"string claim not UTF-8", with(full(), func(i *grants.Invitation) { i.Claims = map[string]any{"org": "\xff"} }), true},
+		{"claim key not UTF-8", with(full(), func(i *grants.Invitation) { i.Claims = map[string]any{"\xff": "x"} }), true},
+		{"expiry not whole seconds", with(full(), func(i *grants.Invitation) { i.ExpiresAt = i.ExpiresAt.Add(time.Nanosecond) }), true},
+		{"expiry before creation", with(full(), func(i *grants.Invitation) { i.ExpiresAt = i.CreatedAt.Add(-time.Hour) }), true},
+		{"created by the inviter", with(full(), func(i *grants.Invitation) {
+			i.Events[0].Detail = map[string]string{"inviter": i.Inviter, "by": i.Inviter, i.Inviter: "created"}
+		}), true},
+		{"no inviter", with(full(), func(i *grants.Invitation) {
+			i.Inviter, i.Events[0].Detail = "", map[string]string{"inviter": "", "x": "redeemed"}
+		}), true},
+		{"words as other fields", with(full(), func(i *grants.Invitation) { i.Email, i.Locale, i.EmailError = "created", "sent", "any" }), true},
+		{"event type unknown", with(full(), func(i *grants.Invitation) { i.Events[1].Type = "something_new" }), true},
 	}
-	v1, v2 := &Store{format: RecordFormatV1}, &Store{format: RecordFormatV2}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			want := readBack(t, v1, tt.inv)
-			raw, err := v2.encodeInvitation(tt.inv)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if got := raw[0] == v2Marker; got != tt.wantV2 {
-				t.Errorf("written as v2: %v, want %v", got, tt.wantV2)
-			}
-			if got := readBack(t, v2, tt.inv); !reflect.DeepEqual(got, want) {
-				t.Errorf("v2 reads back\n%+v\nv1 reads back\n%+v", got, want)
-			}
-		})
+	v1 := &Store{format: RecordFormatV1}
+	for _, format := range []string{RecordFormatV2, RecordFormatV3} {
+		compact := &Store{format: format}
+		for _, tt := range tests {
+			t.Run(format+"/"+tt.name, func(t *testing.T) {
+				want := readBack(t, v1, tt.inv)
+				raw, err := compact.encodeInvitation(tt.inv)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if got := raw[0] == v2Marker; got != tt.wantV2 {
+					t.Errorf("written compact: %v, want %v", got, tt.wantV2)
+				}
+				if got := readBack(t, compact, tt.inv); !reflect.DeepEqual(got, want) {
+					t.Errorf("%s reads back\n%+v\nv1 reads back\n%+v", format, got, want)
+				}
+			})
+		}
 	}
-	if a, b := mustEncode(t, v1, full()), mustEncode(t, v2, full()); len(b) >= len(a)*2/3 {
+	if a, b := mustEncode(t, v1, full()), mustEncode(t, &Store{format: RecordFormatV2}, full()); len(b) >= len(a)*2/3 {
 		t.Errorf("v2 record %d B, v1 %d B: want at least a third smaller", len(b), len(a))
+	}
+}
+
+// TestV3RecordSmaller: an invitation as the service creates it (string
+// claims, a TTL in seconds, the created event naming the inviter) takes at
+// least a fifth fewer bytes in v3 than in v2.
+func TestV3RecordSmaller(t *testing.T) {
+	t.Parallel()
+	now := time.Date(2026, 12, 2, 0, 30, 1, 123456789, time.UTC)
+	inv := &grants.Invitation{
+		ID: "inv_1", TokenHash: strings.Repeat("0a", 32), Email: "ann@example.com", Roles: []string{"member"},
+		Claims: map[string]any{"org": "acme", "plan": "pro"}, Metadata: map[string]any{"source": "funnel"},
+		ClientID: "spa", EmailMatch: grants.MatchExact, Inviter: "funnel-backend", Status: grants.StatusPending,
+		CreatedAt: now, ExpiresAt: now.Add(7 * 24 * time.Hour), SendEmail: true, EmailStatus: "queued",
+		Events: []grants.Event{{Type: "created", At: now, Detail: map[string]string{"inviter": "funnel-backend"}}},
+	}
+	v2, v3 := mustEncode(t, &Store{format: RecordFormatV2}, inv), mustEncode(t, &Store{format: RecordFormatV3}, inv)
+	t.Logf("v2 %d B, v3 %d B", len(v2), len(v3))
+	if len(v3) > len(v2)*4/5 {
+		t.Errorf("v3 record %d B, v2 %d B: want at least a fifth smaller", len(v3), len(v2))
 	}
 }
 
@@ -126,12 +165,24 @@ func TestDecodeRefusesMalformed(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	inv3, err := (&Store{format: RecordFormatV3}).encodeInvitation(&grants.Invitation{ID: "inv_1", TokenHash: "ab", Email: "a@b",
+		Claims: map[string]any{"c": "d"}, EmailMatch: grants.MatchExact, Inviter: "me", CreatedAt: now, ExpiresAt: now.Add(time.Hour),
+		Events: []grants.Event{{Type: "created", At: now, Detail: map[string]string{"inviter": "me", "k": "v"}}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, body := range []string{"a\x00KM\xc8\x01\x00", "a\x00KZ\x00\x00", "a\x00T\x01\xc8\x01\x00\x00\x00", "a\x00T\x01\x02\x00\x01\x01\x00\x00"} {
+		if _, _, err := decodeInvitation("inv_1", "1|pending|\x02"+body); err == nil { // no such word, field; a key naming the inviter
+			t.Errorf("v3 body %q: decoded", body)
+		}
+	}
 	decoders := []struct {
 		name   string
 		valid  []byte
 		decode func([]byte) error
 	}{
 		{"invitation", inv, func(b []byte) error { _, _, err := decodeInvitation("inv_1", "1|pending|"+string(b)); return err }},
+		{"invitation v3", inv3, func(b []byte) error { _, _, err := decodeInvitation("inv_1", "1|pending|"+string(b)); return err }},
 		{"refresh token", rt, func(b []byte) error { _, err := decodeRefreshPayload("f", "h", string(b)); return err }},
 		{"browser session", bs, func(b []byte) error { _, err := decodeBrowserSession("b", b); return err }},
 	}

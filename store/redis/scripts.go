@@ -275,6 +275,23 @@ end
 return {'created'}
 `)
 
+// claimField is claimIndex for a field of a shared hash: KEYS[1] the hash;
+// ARGV: the field, the value.
+var claimField = redis.NewScript(`
+local cur = redis.call('HGET', KEYS[1], ARGV[1])
+if cur == ARGV[2] then return {'same'} end
+if cur then return {'other', cur} end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+return {'created'}
+`)
+
+// delFieldIfEq is delIfEq for a field: KEYS[1] the hash; ARGV: the field,
+// the value.
+var delFieldIfEq = redis.NewScript(`
+if redis.call('HGET', KEYS[1], ARGV[1]) == ARGV[2] then return redis.call('HDEL', KEYS[1], ARGV[1]) end
+return 0
+`)
+
 // reserveIdem: {'ok'} or {'exists', d, status, response}.
 // KEYS[1] {e, d, s, r}; ARGV: now µs, e µs, expire-at ms, d.
 var reserveIdem = redis.NewScript(`

@@ -149,7 +149,7 @@ func (s *Store) transition(ctx context.Context, what, id string, change func(inv
 		claimed := false
 		defer func() {
 			if claimed {
-				s.release(ctx, s.key("it", swap.newHash), id)
+				s.releaseEntry(ctx, s.tokenKey(swap.newHash), id)
 			}
 		}()
 		for range casRetries {
@@ -182,7 +182,7 @@ func (s *Store) transition(ctx context.Context, what, id string, change func(inv
 			case "ok":
 				claimed = false // the new lookup is the invitation's now
 				if swap != nil && *swap.oldHash != swap.newHash {
-					s.release(ctx, s.key("it", *swap.oldHash), id)
+					s.releaseToken(ctx, *swap.oldHash, id)
 				}
 				return inv, nil
 			case "notfound":

@@ -23,7 +23,8 @@ import (
 // TestRecordFormatRollout is a rollout with mixed replicas: one replica
 // writes invitations in one record format, another (configured for the
 // other) reads, lists, updates, redeems, revokes and re-tokens them, and the
-// first reads the result back. Both directions: v1 → v2 and v2 → v3 are
+// first reads the result back; the same for users, identities and grants
+// (checkUsersRollout). Both directions: v1 → v2 and v2 → v3 are
 // the upgrades, v2 → v1 and v3 → v2 a replica not switched yet, or an
 // operator going back.
 func TestRecordFormatRollout(t *testing.T) {
@@ -41,6 +42,10 @@ func TestRecordFormatRollout(t *testing.T) {
 		t.Run(tc.writer+" then "+tc.reader+"/sessions", func(t *testing.T) {
 			t.Parallel()
 			checkSessionsRollout(t, tc.writer, tc.reader)
+		})
+		t.Run(tc.writer+" then "+tc.reader+"/users", func(t *testing.T) {
+			t.Parallel()
+			checkUsersRollout(t, tc.writer, tc.reader)
 		})
 	}
 }

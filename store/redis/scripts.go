@@ -116,7 +116,7 @@ if redis.call('HSETNX', KEYS[1], ARGV[1], ARGV[2]) == 0 then return 'conflict' e
 return 'ok'
 `)
 
-// ensureUser creates the user if absent ({1, '', form, record}), else
+// ensureUser creates the user if absent ({1, ”, form, record}), else
 // refreshes the profile from the non-empty arguments ({0, old email, form,
 // record}); form is 's' (a v2 record) or 'h' (a v1 hash, record its
 // fields), as getUser answers. In mode 'new' an existing user created for
@@ -125,7 +125,7 @@ return 'ok'
 // linked to the identity it is resolved through (healing a link whose list
 // entry is missing).
 // KEYS[1] user; ARGV: mode, identity suffix, id, email, email_verified,
-// name, picture, now RFC3339, the new v2 record ('' to create a hash), now
+// name, picture, now RFC3339, the new v2 record (” to create a hash), now
 // as a v2 record holds it.
 var ensureUser = redis.NewScript(luaUserRecord + `
 local t = redis.call('TYPE', KEYS[1]).ok

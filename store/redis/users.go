@@ -218,7 +218,8 @@ func (s *Store) moveEmailIndex(ctx context.Context, userID, old, email string) e
 			return errors.Join(rmUE(e), s.rdb.ZRem(ctx, s.usersIndexKey(), grants.UserIndexKey(e, userID)).Err())
 		}
 	}
-	if old != "" && lower(old) != lower(email) {
+	// The user list has an entry for a user without an email; ue: has none.
+	if (old != "" || s.formatV3()) && lower(old) != lower(email) {
 		if err := rm(old); err != nil {
 			return err
 		}
@@ -226,7 +227,7 @@ func (s *Store) moveEmailIndex(ctx context.Context, userID, old, email string) e
 		if err != nil {
 			return err
 		}
-		if cur != nil && cur.Email != "" && lower(cur.Email) == lower(old) {
+		if cur != nil && (cur.Email != "" || s.formatV3()) && lower(cur.Email) == lower(old) {
 			if err := add(old); err != nil {
 				return err
 			}

@@ -76,34 +76,13 @@ func (s *Store) ResolveIdentity(ctx context.Context, id grants.Identity, p grant
 func (s *Store) resolveIdentity(ctx context.Context, id grants.Identity, p grants.Profile, newUserID string, now time.Time) (*grants.User, bool, error) {
 	idKey := s.identityKey(id.Issuer, id.Subject)
 	suffix := identitySuffix(id.Issuer, id.Subject)
-	ident := id
-	ident.UserID = newUserID
-	if ident.Email == "" {
-		ident.Email, ident.EmailVerified = p.Email, p.EmailVerified
-	}
-	if ident.CreatedAt.IsZero() {
-		ident.CreatedAt = now
-	}
-	raw, err := s.encodeIdentity(&ident)
+	ident, raw, mode, err := s.claimOrRead(ctx, id, p, newUserID, now)
 	if err != nil {
 		return nil, false, err
-	}
-	res, err := s.runScript(ctx, claimIdentity, []string{idKey}, raw)
-	if err != nil {
-		return nil, false, err
-	}
-	mode := "new"
-	if str(res, 0) == "exists" {
-		mode = "existing"
-		cur, err := decodeIdentity(id.Issuer, id.Subject, []byte(str(res, 1)))
-		if err != nil {
-			return nil, false, err
-		}
-		ident = *cur
 	}
 	userID := ident.UserID
 	email := p.Email
-	res, err = s.ensureIndexedUser(ctx, mode, suffix, userID, p, now)
+	res, err := s.ensureIndexedUser(ctx, mode, suffix, userID, p, now)
 	if err != nil {
 		return nil, false, err
 	}
@@ -134,23 +113,8 @@ func (s *Store) resolveIdentity(ctx context.Context, id grants.Identity, p grant
 		}
 	}
 	if state == 0 && email != "" {
-		if old := str(res, 1); lower(old) != lower(email) {
-			if err := s.moveEmailIndex(ctx, userID, old, email); err != nil {
-				return nil, false, err
-			}
-			if !s.formatV3() { // at v3 moveEmailIndex moved the user list's entry
-				if err := s.unindexOldEmail(ctx, userID, old, u.Email); err != nil {
-					return nil, false, err
-				}
-			}
-		}
-		if ident.Email != p.Email || ident.EmailVerified != p.EmailVerified {
-			ident.Email, ident.EmailVerified = p.Email, p.EmailVerified
-			if raw, err := s.encodeIdentity(&ident); err == nil {
-				if err := s.rdb.SetArgs(ctx, idKey, raw, redis.SetArgs{Mode: "XX"}).Err(); err != nil && !errors.Is(err, redis.Nil) {
-					return nil, false, err
-				}
-			}
+		if err := s.refreshEmail(ctx, idKey, str(res, 1), u, ident, p); err != nil {
+			return nil, false, err
 		}
 	}
 	if email == "" && state == 1 {
@@ -162,6 +126,59 @@ func (s *Store) resolveIdentity(ctx context.Context, id grants.Identity, p grant
 		}
 	}
 	return u, state == 1, nil
+}
+
+// claimOrRead links the identity to newUserID if it is linked to no one
+// (mode "new", raw the record written) or reads the link (mode "existing").
+func (s *Store) claimOrRead(ctx context.Context, id grants.Identity, p grants.Profile, newUserID string, now time.Time) (grants.Identity, []byte, string, error) {
+	ident := id
+	ident.UserID = newUserID
+	if ident.Email == "" {
+		ident.Email, ident.EmailVerified = p.Email, p.EmailVerified
+	}
+	if ident.CreatedAt.IsZero() {
+		ident.CreatedAt = now
+	}
+	raw, err := s.encodeIdentity(&ident)
+	if err != nil {
+		return ident, nil, "", err
+	}
+	res, err := s.runScript(ctx, claimIdentity, []string{s.identityKey(id.Issuer, id.Subject)}, raw)
+	if err != nil || str(res, 0) != "exists" {
+		return ident, raw, "new", err
+	}
+	cur, err := decodeIdentity(id.Issuer, id.Subject, []byte(str(res, 1)))
+	if err != nil {
+		return ident, nil, "", err
+	}
+	return *cur, raw, "existing", nil
+}
+
+// refreshEmail follows a returning user's profile refresh that gave email
+// p.Email (the user was old): the email index, then the identity's copy.
+func (s *Store) refreshEmail(ctx context.Context, idKey, old string, u *grants.User, ident grants.Identity, p grants.Profile) error {
+	if lower(old) != lower(p.Email) {
+		if err := s.moveEmailIndex(ctx, u.ID, old, p.Email); err != nil {
+			return err
+		}
+		if !s.formatV3() { // at v3 moveEmailIndex moved the user list's entry
+			if err := s.unindexOldEmail(ctx, u.ID, old, u.Email); err != nil {
+				return err
+			}
+		}
+	}
+	if ident.Email == p.Email && ident.EmailVerified == p.EmailVerified {
+		return nil
+	}
+	ident.Email, ident.EmailVerified = p.Email, p.EmailVerified
+	raw, err := s.encodeIdentity(&ident)
+	if err != nil {
+		return err
+	}
+	if err := s.rdb.SetArgs(ctx, idKey, raw, redis.SetArgs{Mode: "XX"}).Err(); err != nil && !errors.Is(err, redis.Nil) {
+		return err
+	}
+	return nil
 }
 
 // ensureIndexedUser runs ensureUser on userID with the index entries the
@@ -352,91 +369,6 @@ func (s *Store) UsersByEmail(ctx context.Context, email string) ([]grants.User, 
 		return strings.Compare(a.ID, b.ID)
 	})
 	return users, nil
-}
-
-// Identities returns the user's identities, oldest first; none is not an
-// error. They are those of the ui: set and of a v2 record's list, each
-// re-checked.
-func (s *Store) Identities(ctx context.Context, userID string) ([]grants.Identity, error) {
-	if err := checkKeys("redisstore: identities", userID); err != nil {
-		return nil, err
-	}
-	suffixes, err := s.identitySuffixes(ctx, userID)
-	if err != nil {
-		return nil, fmt.Errorf("redisstore: identities of %s: %w", userID, err)
-	}
-	ids := []grants.Identity{}
-	for _, suf := range suffixes {
-		raw, err := s.rdb.Get(ctx, s.prefix+"id:"+suf).Bytes()
-		if errors.Is(err, redis.Nil) {
-			continue
-		}
-		if err != nil {
-			return nil, fmt.Errorf("redisstore: identities of %s: %w", userID, err)
-		}
-		id, err := decodeIdentityAt(suf, raw)
-		if err != nil {
-			return nil, fmt.Errorf("redisstore: identities of %s: %w", userID, err)
-		}
-		if id.UserID == userID {
-			ids = append(ids, *id)
-		}
-	}
-	slices.SortStableFunc(ids, func(a, b grants.Identity) int { return a.CreatedAt.Compare(b.CreatedAt) })
-	return ids, nil
-}
-
-// identitySuffixes are the identities listed for the user: its ui: set and
-// a v2 record's list, without repeats (unchecked: entries may be stale).
-func (s *Store) identitySuffixes(ctx context.Context, userID string) ([]string, error) {
-	var set *redis.StringSliceCmd
-	var rec *pipedScript
-	_, _ = s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
-		set = p.SMembers(ctx, s.key("ui", userID))
-		rec = scriptCall{getUser, []string{s.key("u", userID)}, nil}.queue(ctx, p)
-		return nil
-	})
-	if err := set.Err(); err != nil {
-		return nil, err
-	}
-	res, err := rec.reply(ctx, s.rdb)
-	if err != nil {
-		return nil, err
-	}
-	_, listed, err := userFromReply(userID, res)
-	if err != nil {
-		return nil, err
-	}
-	out := set.Val()
-	for _, suf := range listed {
-		if !slices.Contains(out, suf) {
-			out = append(out, suf)
-		}
-	}
-	return out, nil
-}
-
-// listIdentity lists the identity for the user: in a v2 record's list, and
-// in the ui: set below v3 or for a v1 user.
-func (s *Store) listIdentity(ctx context.Context, userID, suffix string) error {
-	res, err := s.runScript(ctx, userIdentity, []string{s.key("u", userID)}, "add", suffix)
-	if err != nil {
-		return err
-	}
-	if str(res, 0) == "hash" || !s.formatV3() {
-		return s.rdb.SAdd(ctx, s.key("ui", userID), suffix).Err()
-	}
-	return nil
-}
-
-// unlistIdentity takes the identity off the user's lists (best effort: a
-// stale entry is filtered by its readers).
-func (s *Store) unlistIdentity(ctx context.Context, userID, suffix string) {
-	_, err1 := s.runScript(ctx, userIdentity, []string{s.key("u", userID)}, "rm", suffix)
-	err2 := s.rdb.SRem(ctx, s.key("ui", userID), suffix).Err()
-	if err := errors.Join(err1, err2); err != nil {
-		s.log.Warn("redisstore: unlisting an identity", "user_id", userID, "err", err)
-	}
 }
 
 func (s *Store) requireUser(ctx context.Context, userID string) error {

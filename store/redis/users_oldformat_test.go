@@ -99,6 +99,13 @@ func checkOldUser(t *testing.T, format string) {
 	checkIdentities(t, s, "usr_old", "g-1")
 	checkIdentities(t, s, fresh.ID, "sub-old", "sub-new")
 
+	checkOldUserGone(t, s, later)
+}
+
+// checkOldUserGone: checkOldUser's identities export, and its user erases.
+func checkOldUserGone(t *testing.T, s *redisstore.Store, later time.Time) {
+	ctx := ctxT(t)
+	rdb, prefix := s.Client(), s.Prefix()
 	var exported []string
 	must(t, "export identities", s.Export(ctx, store.Identities, func(rec json.RawMessage) error {
 		var id grants.Identity

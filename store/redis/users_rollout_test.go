@@ -49,36 +49,9 @@ func checkUsersRollout(t *testing.T, writerFormat, readerFormat string) {
 
 	// The first replica reads it all back.
 	for _, s := range []*redisstore.Store{writer, reader} {
-		u, g, err := s.UserAndGrant(ctx, "usr_ann")
-		must(t, "user and grant", err)
-		if u.Email != "ann@new.example" || u.Picture != pic || !slices.Equal(g.Roles, []string{"member", "admin"}) {
-			t.Errorf("user %+v, roles %v", u, g.Roles)
-		}
-		checkIdentities(t, s, "usr_ann", first.Subject)
-		checkIdentities(t, s, bob.ID, "auth0|bob", "1234")
-		for email, want := range map[string]string{"ann@new.example": "usr_ann", "ANN@example.com": "", "bob@example.com": bob.ID} {
-			us, err := s.UsersByEmail(ctx, email)
-			must(t, "users by email", err)
-			if got := userIDs(us); !slices.Equal(got, nonEmpty(want)) {
-				t.Errorf("users by email %s: %v, want %v", email, got, nonEmpty(want))
-			}
-		}
-		list, _, err := s.ListUsers(ctx, grants.UserFilter{})
-		must(t, "list users", err)
-		if got := userIDs(list); !slices.Equal(got, []string{"usr_ann", bob.ID}) {
-			t.Errorf("listed %v", got)
-		}
+		checkUsersReadBack(t, s, pic, bob.ID, first.Subject)
 	}
-	// A user without an email gets one on the other replica: its list entry
-	// moves (none is left under no email).
-	noEmail := grants.Identity{Issuer: first.Issuer, Subject: "auth0|none"}
-	_, _, err = writer.ResolveIdentity(ctx, noEmail, grants.Profile{Name: "No Mail"}, "usr_none", now)
-	must(t, "create a user without email", err)
-	_, _, err = reader.ResolveIdentity(ctx, noEmail, grants.Profile{Email: "late@example.com"}, "usr_x", later)
-	must(t, "sign in with an email", err)
-	if n, err := writer.Client().ZCard(ctx, writer.Prefix()+"users:idx").Result(); err != nil || n != 3 {
-		t.Errorf("user list entries: %d, %v; want 3 (ann, bob, late)", n, err)
-	}
+	checkNoEmailUser(t, writer, reader, now)
 
 	// Removing a role on the writer keeps the order the reader wrote.
 	g, err := writer.RemoveGrantRole(ctx, "usr_ann", "member", later)
@@ -92,6 +65,46 @@ func checkUsersRollout(t *testing.T, writerFormat, readerFormat string) {
 	}
 	if _, _, err := reader.ResolveIdentity(ctx, second, grants.Profile{}, "usr_fresh", later); err != nil {
 		t.Errorf("the erased user's identity signs in afresh: %v", err)
+	}
+}
+
+// checkNoEmailUser: a user without an email gets one on the other replica;
+// its list entry moves (none is left under no email).
+func checkNoEmailUser(t *testing.T, writer, reader *redisstore.Store, now time.Time) {
+	t.Helper()
+	ctx := ctxT(t)
+	noEmail := grants.Identity{Issuer: "https://tenant.eu.auth0.com/", Subject: "auth0|none"}
+	_, _, err := writer.ResolveIdentity(ctx, noEmail, grants.Profile{Name: "No Mail"}, "usr_none", now)
+	must(t, "create a user without email", err)
+	_, _, err = reader.ResolveIdentity(ctx, noEmail, grants.Profile{Email: "late@example.com"}, "usr_x", now.Add(time.Minute))
+	must(t, "sign in with an email", err)
+	if n, err := writer.Client().ZCard(ctx, writer.Prefix()+"users:idx").Result(); err != nil || n != 3 {
+		t.Errorf("user list entries: %d, %v; want 3 (ann, bob, late)", n, err)
+	}
+}
+
+// checkUsersReadBack: what checkUsersRollout did reads back on s.
+func checkUsersReadBack(t *testing.T, s *redisstore.Store, pic, bobID, firstSubject string) {
+	t.Helper()
+	ctx := ctxT(t)
+	u, g, err := s.UserAndGrant(ctx, "usr_ann")
+	must(t, "user and grant", err)
+	if u.Email != "ann@new.example" || u.Picture != pic || !slices.Equal(g.Roles, []string{"member", "admin"}) {
+		t.Errorf("user %+v, roles %v", u, g.Roles)
+	}
+	checkIdentities(t, s, "usr_ann", firstSubject)
+	checkIdentities(t, s, bobID, "auth0|bob", "1234")
+	for email, want := range map[string]string{"ann@new.example": "usr_ann", "ANN@example.com": "", "bob@example.com": bobID} {
+		us, err := s.UsersByEmail(ctx, email)
+		must(t, "users by email", err)
+		if got := userIDs(us); !slices.Equal(got, nonEmpty(want)) {
+			t.Errorf("users by email %s: %v, want %v", email, got, nonEmpty(want))
+		}
+	}
+	list, _, err := s.ListUsers(ctx, grants.UserFilter{})
+	must(t, "list users", err)
+	if got := userIDs(list); !slices.Equal(got, []string{"usr_ann", bobID}) {
+		t.Errorf("listed %v", got)
 	}
 }
 

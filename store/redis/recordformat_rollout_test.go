@@ -276,12 +276,12 @@ func TestConformanceRecordFormats(t *testing.T) {
 	for _, format := range []string{redisstore.RecordFormatV2, redisstore.RecordFormatV3} {
 		t.Run(format, func(t *testing.T) {
 			t.Parallel()
-			var v1, v2 atomic.Int64
+			var v1, v2, userHashes, userRecords atomic.Int64
 			open := func(t *testing.T, clock *conformance.Clock) *redisstore.Store {
 				c := redis.NewClient(&redis.Options{Addr: standalone.addr()})
 				s := redisstore.New(c, redisstore.Options{Now: clock.Now, Prefix: uniquePrefix(), RecordFormat: format})
 				t.Cleanup(func() { _ = s.Close() })
-				t.Cleanup(func() { countFormats(t, s, &v1, &v2) }) // before Close
+				t.Cleanup(func() { countFormats(t, s, &v1, &v2); countUserForms(t, s, &userHashes, &userRecords) }) // before Close
 				return s
 			}
 			t.Run("Grants", func(t *testing.T) {
@@ -294,8 +294,28 @@ func TestConformanceRecordFormats(t *testing.T) {
 			if v2.Load() == 0 || v1.Load() > v2.Load()/4 {
 				t.Errorf("the suites left %d invitations compact and %d in v1: want nearly all compact", v2.Load(), v1.Load())
 			}
+			t.Logf("users left by the suites: %d v2 records, %d hashes", userRecords.Load(), userHashes.Load())
+			if userRecords.Load() == 0 || userHashes.Load() > userRecords.Load()/4 {
+				t.Errorf("the suites left %d users as v2 records and %d as hashes: want nearly all records", userRecords.Load(), userHashes.Load())
+			}
 		})
 	}
+}
+
+// countUserForms counts s's users by form: a hash (v1) or a record (v2).
+func countUserForms(t *testing.T, s *redisstore.Store, hashes, records *atomic.Int64) {
+	ctx := context.Background()
+	iter := s.Client().Scan(ctx, 0, s.Prefix()+"u:*", 100).Iterator()
+	for iter.Next(ctx) {
+		typ, err := s.Client().Type(ctx, iter.Val()).Result()
+		must(t, "type", err)
+		if typ == "string" {
+			records.Add(1)
+		} else {
+			hashes.Add(1)
+		}
+	}
+	must(t, "scan", iter.Err())
 }
 
 // countFormats counts s's invitation records by format.

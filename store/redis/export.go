@@ -135,12 +135,8 @@ func (s *Store) exportSigningKeys(ctx context.Context, fn func(json.RawMessage) 
 func (s *Store) exportUsers(ctx context.Context, fn func(json.RawMessage) error) error {
 	p := glob(s.prefix)
 	return s.scanKeys(ctx, p+"u:*", func(k string) error {
-		m, err := s.rdb.HGetAll(ctx, k).Result()
-		if err != nil || len(m) == 0 {
-			return err
-		}
-		u, err := userFromHash(m)
-		if err != nil {
+		u, err := s.loadUser(ctx, unesc(strings.TrimPrefix(k, s.prefix+"u:")))
+		if err != nil || u == nil {
 			return err
 		}
 		return emit(fn, u)
@@ -154,7 +150,14 @@ func (s *Store) exportIdentities(ctx context.Context, fn func(json.RawMessage) e
 		if err != nil || v == "" {
 			return err
 		}
-		return fn(json.RawMessage(v))
+		if v[0] != v2Marker {
+			return fn(json.RawMessage(v)) // v1 is the export's JSON already
+		}
+		id, err := decodeIdentityAt(strings.TrimPrefix(k, s.prefix+"id:"), []byte(v))
+		if err != nil {
+			return fmt.Errorf("%s: %w", k, err)
+		}
+		return emit(fn, id)
 	})
 }
 

@@ -17,8 +17,9 @@ import (
 
 // --- grants ---
 //
-//	{prefix}{g:<user>}    hash: 'c:'<claim> → raw JSON value, 'u' → updated_at
-//	{prefix}{g:<user>}:r  list of roles, in the order first granted
+//	{prefix}{g:<user>}    hash: 'c:'<claim> → raw JSON value, 'u' → updated_at,
+//	                      'r' → the roles as a JSON list (record format v2)
+//	{prefix}{g:<user>}:r  list of roles, in the order first granted (v1)
 //	{prefix}{g:<user>}:i  list of redeemed invitation IDs (the merge's idempotency record)
 //	{prefix}{g:<user>}:p  hash invitation ID → unix ms: redemptions whose merge may not have run
 
@@ -62,6 +63,9 @@ func (s *Store) grantOpRecording(ctx context.Context, userID string, events []gr
 		}
 	}
 	full := grantArgs(lines.String(), args...)
+	if s.compactUsers() {
+		full[0] = fmt.Sprint(full[0], "/2") // a grant without roles keeps them in its hash
+	}
 	if len(events) > 0 {
 		// Due again after the write, as for invitations (markOutboxAgain): a
 		// runner that claimed the entry between the mark above and the

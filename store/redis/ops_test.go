@@ -316,7 +316,6 @@ func BenchmarkMemoryPerRecord(b *testing.B) {
 		t.Logf("%-18s B/record by key: %s", "", strings.Join(parts, ", "))
 		b.ReportMetric(per, strings.ReplaceAll(name, " ", "_")+"_B/record")
 	}
-	measure := func(name string, fill func(s *redisstore.Store, i int) error) { measureIn("", name, fill) }
 	// The same records written in each record format, side by side.
 	for _, f := range redisstore.RecordFormats {
 		measureIn(f, "invitation "+f, func(s *redisstore.Store, i int) error {
@@ -338,15 +337,15 @@ func BenchmarkMemoryPerRecord(b *testing.B) {
 		measureIn(f, "refresh token "+f, func(s *redisstore.Store, i int) error {
 			return s.CreateRefreshToken(ctx, refresh(fmt.Sprintf("%064x", i), fmt.Sprintf("fam_%022d", i), now))
 		})
+		measureIn(f, "user+grant "+f, func(s *redisstore.Store, i int) error {
+			u, _, err := s.ResolveIdentity(ctx, grants.Identity{Issuer: "https://tenant.eu.auth0.com/", Subject: fmt.Sprintf("auth0|%024d", i)},
+				grants.Profile{Email: fmt.Sprintf("user%d@example.com", i), EmailVerified: true, Name: "Some Body"}, fmt.Sprintf("usr_%022d", i), now)
+			if err == nil {
+				_, err = s.AddRoles(ctx, u.ID, []string{"member"}, now)
+			}
+			return err
+		})
 	}
-	measure("user+grant", func(s *redisstore.Store, i int) error {
-		u, _, err := s.ResolveIdentity(ctx, grants.Identity{Issuer: "https://tenant.eu.auth0.com/", Subject: fmt.Sprintf("auth0|%024d", i)},
-			grants.Profile{Email: fmt.Sprintf("user%d@example.com", i), EmailVerified: true, Name: "Some Body"}, fmt.Sprintf("usr_%022d", i), now)
-		if err == nil {
-			_, err = s.AddRoles(ctx, u.ID, []string{"member"}, now)
-		}
-		return err
-	})
 }
 
 // keyKind names a key's kind for the memory breakdown: "{i:", "it:", or

@@ -53,6 +53,11 @@ func ValidRecordFormat(f string) bool {
 // formatV2 reports whether s writes compact payloads (v2 and later).
 func (s *Store) formatV2() bool { return s.format == RecordFormatV2 || s.format == RecordFormatV3 }
 
+// compactUsers reports whether s writes users, identities and grants in
+// the compact encoding: from v3 only, since versions that already wrote v2
+// (for invitations, refresh tokens and browser sessions) cannot read them.
+func (s *Store) compactUsers() bool { return s.formatV3() }
+
 // formatV3 reports whether s may leave out the lookups only older readers
 // use: every replica reads v3.
 func (s *Store) formatV3() bool { return s.format == RecordFormatV3 }

@@ -23,7 +23,8 @@ import (
 // TestRecordFormatRollout is a rollout with mixed replicas: one replica
 // writes invitations in one record format, another (configured for the
 // other) reads, lists, updates, redeems, revokes and re-tokens them, and the
-// first reads the result back. Both directions: v1 → v2 and v2 → v3 are
+// first reads the result back; the same for users, identities and grants
+// (checkUsersRollout). Both directions: v1 → v2 and v2 → v3 are
 // the upgrades, v2 → v1 and v3 → v2 a replica not switched yet, or an
 // operator going back.
 func TestRecordFormatRollout(t *testing.T) {
@@ -41,6 +42,10 @@ func TestRecordFormatRollout(t *testing.T) {
 		t.Run(tc.writer+" then "+tc.reader+"/sessions", func(t *testing.T) {
 			t.Parallel()
 			checkSessionsRollout(t, tc.writer, tc.reader)
+		})
+		t.Run(tc.writer+" then "+tc.reader+"/users", func(t *testing.T) {
+			t.Parallel()
+			checkUsersRollout(t, tc.writer, tc.reader)
 		})
 	}
 }
@@ -323,12 +328,12 @@ func TestConformanceRecordFormats(t *testing.T) {
 	for _, format := range []string{redisstore.RecordFormatV2, redisstore.RecordFormatV3} {
 		t.Run(format, func(t *testing.T) {
 			t.Parallel()
-			var v1, v2 atomic.Int64
+			var v1, v2, userHashes, userRecords atomic.Int64
 			open := func(t *testing.T, clock *conformance.Clock) *redisstore.Store {
 				c := redis.NewClient(&redis.Options{Addr: standalone.addr()})
 				s := redisstore.New(c, redisstore.Options{Now: clock.Now, Prefix: uniquePrefix(), RecordFormat: format})
 				t.Cleanup(func() { _ = s.Close() })
-				t.Cleanup(func() { countFormats(t, s, &v1, &v2) }) // before Close
+				t.Cleanup(func() { countFormats(t, s, &v1, &v2); countUserForms(t, s, &userHashes, &userRecords) }) // before Close
 				return s
 			}
 			t.Run("Grants", func(t *testing.T) {
@@ -341,8 +346,33 @@ func TestConformanceRecordFormats(t *testing.T) {
 			if v2.Load() == 0 || v1.Load() > v2.Load()/4 {
 				t.Errorf("the suites left %d invitations compact and %d in v1: want nearly all compact", v2.Load(), v1.Load())
 			}
+			// Users are compact from v3 on: versions that already wrote v2
+			// read users only as hashes.
+			t.Logf("users left by the suites: %d compact records, %d hashes", userRecords.Load(), userHashes.Load())
+			if format == redisstore.RecordFormatV2 && userRecords.Load() > 0 {
+				t.Errorf("a v2 store left %d users as compact records: older v2 replicas cannot read them", userRecords.Load())
+			}
+			if format == redisstore.RecordFormatV3 && (userRecords.Load() == 0 || userHashes.Load() > userRecords.Load()/4) {
+				t.Errorf("the suites left %d users as compact records and %d as hashes: want nearly all records", userRecords.Load(), userHashes.Load())
+			}
 		})
 	}
+}
+
+// countUserForms counts s's users by form: a hash (v1, v2) or a compact record (v3).
+func countUserForms(t *testing.T, s *redisstore.Store, hashes, records *atomic.Int64) {
+	ctx := context.Background()
+	iter := s.Client().Scan(ctx, 0, s.Prefix()+"u:*", 100).Iterator()
+	for iter.Next(ctx) {
+		typ, err := s.Client().Type(ctx, iter.Val()).Result()
+		must(t, "type", err)
+		if typ == "string" {
+			records.Add(1)
+		} else {
+			hashes.Add(1)
+		}
+	}
+	must(t, "scan", iter.Err())
 }
 
 // countFormats counts s's invitation records by format.

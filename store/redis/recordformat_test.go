@@ -176,6 +176,11 @@ func TestDecodeRefusesMalformed(t *testing.T) {
 			t.Errorf("v3 body %q: decoded", body)
 		}
 	}
+	user := encodeUserCompact(grants.Profile{Email: "a@b", EmailVerified: true, Name: "n", Picture: strings.Repeat("p", 200)}, "i%3As:sub", now)
+	ident, err := v2.encodeIdentity(&grants.Identity{Issuer: "i", Subject: "s", UserID: "u", Connection: "c", Email: "e", EmailVerified: true, CreatedAt: now})
+	if err != nil {
+		t.Fatal(err)
+	}
 	decoders := []struct {
 		name   string
 		valid  []byte
@@ -185,6 +190,8 @@ func TestDecodeRefusesMalformed(t *testing.T) {
 		{"invitation v3", inv3, func(b []byte) error { _, _, err := decodeInvitation("inv_1", "1|pending|"+string(b)); return err }},
 		{"refresh token", rt, func(b []byte) error { _, err := decodeRefreshPayload("f", "h", string(b)); return err }},
 		{"browser session", bs, func(b []byte) error { _, err := decodeBrowserSession("b", b); return err }},
+		{"user", []byte(user), func(b []byte) error { _, _, err := decodeUserCompact("u", string(b)); return err }},
+		{"identity", ident, func(b []byte) error { _, err := decodeIdentity("i", "s", b); return err }},
 	}
 	for _, d := range decoders {
 		if err := d.decode(d.valid); err != nil {
@@ -314,4 +321,51 @@ func readBackBrowserSession(t *testing.T, s *Store, bs *sessions.BrowserSession)
 		t.Fatal(err)
 	}
 	return got
+}
+
+// TestUserRecordFormatsReadBackAlike: an identity and a new user read back
+// from the compact form (v3) exactly as from v1, and a v2 store still writes
+// identities as v1 did.
+func TestUserRecordFormatsReadBackAlike(t *testing.T) {
+	t.Parallel()
+	now := time.Date(2026, 12, 2, 0, 30, 1, 123456789, time.UTC)
+	full := grants.Identity{Issuer: "https://i:x{y}/", Subject: "auth0|1", UserID: "usr_1", Connection: "google",
+		Email: "a@b", EmailVerified: true, CreatedAt: now}
+	everyFieldSet(t, &full)
+	v1, v2, v3 := &Store{format: RecordFormatV1}, &Store{format: RecordFormatV2}, &Store{format: RecordFormatV3}
+	for _, id := range []grants.Identity{full, {Issuer: "i", Subject: "s", UserID: "u"}} {
+		var want, got *grants.Identity
+		for _, s := range []*Store{v1, v2, v3} {
+			raw, err := s.encodeIdentity(&id)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if (raw[0] == v2Marker) != (s == v3) {
+				t.Errorf("identity written compact: %v by a %s store", raw[0] == v2Marker, s.format)
+			}
+			got, err = decodeIdentityAt(identitySuffix(id.Issuer, id.Subject), raw)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if want == nil {
+				want = got
+			}
+		}
+		if !reflect.DeepEqual(got, want) {
+			t.Errorf("identity: v3 reads back\n%+v\nv1 reads back\n%+v", got, want)
+		}
+	}
+	p := grants.Profile{Email: "Ann@Example.com", EmailVerified: true, Name: "Ann", Picture: strings.Repeat("p", 300)}
+	want, err := userFromHash(map[string]string{"id": "usr_1", "email": p.Email, "ev": "1", "name": p.Name, "pic": p.Picture,
+		"ca": fmtTime(now), "ua": fmtTime(now), "ll": fmtTime(now), "o": "i:s"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, suffixes, err := decodeUserCompact("usr_1", encodeUserCompact(p, "i:s", now))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(got, want) || !slices.Equal(suffixes, []string{"i:s"}) {
+		t.Errorf("user: the compact form reads back\n%+v %v\nv1 reads back\n%+v", got, suffixes, want)
+	}
 }

@@ -11,7 +11,7 @@
 // claims, one user per upstream identity) is taken inside Redis by a Lua script
 // (EVALSHA, falling back to EVAL after a restart flushed the script cache).
 // Go never reads a value and writes a decision based on it unchecked: where Go
-// computes a new record (invitations), the script writes it only if the
+// computes a new record (invitations, a relinked identity), the script writes it only if the
 // record's version is still the one Go read (compare-and-set), and Go retries
 // from a fresh read otherwise.
 //
@@ -22,8 +22,8 @@
 //
 //	{f:<family>}:t:<hash>   refresh token      (rotation script: old, next, marker)
 //	{f:<family>}:rev        family revocation marker
-//	{g:<user>}              grant claims + updated_at   (merge script: all four)
-//	{g:<user>}:r, :i, :p    grant roles, redeemed invitation IDs, pending merges
+//	{g:<user>}              grant claims + updated_at (+ roles from record format v2)   (merge script: all four)
+//	{g:<user>}:r, :i, :p    grant roles (v1), redeemed invitation IDs, pending merges
 //	{i:<id>}                invitation (CAS script)
 //	{x:<external_id>}       the pending invitation holding an external_id
 //	{jobs}:…                every job and every queue (claim script)

@@ -116,30 +116,69 @@ if redis.call('HSETNX', KEYS[1], ARGV[1], ARGV[2]) == 0 then return 'conflict' e
 return 'ok'
 `)
 
-// ensureUser creates the user if absent ({1, ”, fields}), else refreshes the
-// profile from the non-empty arguments ({0, old email, fields}). In mode 'new'
-// an existing user created for another identity is a conflict ({-1}).
-// KEYS[1] user hash; ARGV: mode, origin identity, id, email, email_verified,
-// name, picture, now RFC3339.
-var ensureUser = redis.NewScript(`
-if redis.call('EXISTS', KEYS[1]) == 0 then
+// ensureUser creates the user if absent ({1, ”, form, record}), else
+// refreshes the profile from the non-empty arguments ({0, old email, form,
+// record}); form is 's' (a v2 record) or 'h' (a v1 hash, record its
+// fields), as getUser answers. In mode 'new' an existing user created for
+// another identity is a conflict ({-1}): a hash's 'o' names the identity it
+// was created for, a v2 record's identity list holds it. A v2 user is also
+// linked to the identity it is resolved through (healing a link whose list
+// entry is missing).
+// KEYS[1] user; ARGV: mode, identity suffix, id, email, email_verified,
+// name, picture, now RFC3339, the new v2 record (” to create a hash), now
+// as a v2 record holds it.
+var ensureUser = redis.NewScript(luaUserRecord + `
+local t = redis.call('TYPE', KEYS[1]).ok
+if t == 'none' then
+  if ARGV[9] ~= '' then
+    redis.call('SET', KEYS[1], ARGV[9])
+    return {1, '', 's', ARGV[9]}
+  end
   redis.call('HSET', KEYS[1], 'id', ARGV[3], 'email', ARGV[4], 'ev', ARGV[5], 'name', ARGV[6],
     'pic', ARGV[7], 'ca', ARGV[8], 'ua', ARGV[8], 'll', ARGV[8], 'o', ARGV[2])
-  return {1, '', redis.call('HGETALL', KEYS[1])}
+  return {1, '', 'h', redis.call('HGETALL', KEYS[1])}
 end
-if ARGV[1] == 'new' and redis.call('HGET', KEYS[1], 'o') ~= ARGV[2] then return {-1, '', {}} end
-local old = redis.call('HGET', KEYS[1], 'email') or ''
-if ARGV[4] ~= '' then redis.call('HSET', KEYS[1], 'email', ARGV[4], 'ev', ARGV[5]) end
-if ARGV[6] ~= '' then redis.call('HSET', KEYS[1], 'name', ARGV[6]) end
-if ARGV[7] ~= '' then redis.call('HSET', KEYS[1], 'pic', ARGV[7]) end
-redis.call('HSET', KEYS[1], 'ua', ARGV[8], 'll', ARGV[8])
-return {0, old, redis.call('HGETALL', KEYS[1])}
+if t == 'hash' then
+  if ARGV[1] == 'new' and redis.call('HGET', KEYS[1], 'o') ~= ARGV[2] then return {-1, '', 'h', {}} end
+  local old = redis.call('HGET', KEYS[1], 'email') or ''
+  if ARGV[4] ~= '' then redis.call('HSET', KEYS[1], 'email', ARGV[4], 'ev', ARGV[5]) end
+  if ARGV[6] ~= '' then redis.call('HSET', KEYS[1], 'name', ARGV[6]) end
+  if ARGV[7] ~= '' then redis.call('HSET', KEYS[1], 'pic', ARGV[7]) end
+  redis.call('HSET', KEYS[1], 'ua', ARGV[8], 'll', ARGV[8])
+  return {0, old, 'h', redis.call('HGETALL', KEYS[1])}
+end
+local f, order = dec(redis.call('GET', KEYS[1]))
+local list = ids(f.i)
+local linked = has(list, ARGV[2])
+if ARGV[1] == 'new' and not linked then return {-1, '', 's', ''} end
+local old = f.e or ''
+if ARGV[4] ~= '' then
+  f.e = ARGV[4]
+  if ARGV[5] == '1' then f.v = '1' else f.v = nil end
+end
+if ARGV[6] ~= '' then f.n = ARGV[6] end
+if ARGV[7] ~= '' then f.p = ARGV[7] end
+f.U, f.L = ARGV[10], nil -- last_login is updated_at
+if not linked then
+  list[#list + 1] = ARGV[2]
+  f.i = encIDs(list)
+end
+local rec = enc(f, order)
+redis.call('SET', KEYS[1], rec)
+return {0, old, 's', rec}
 `)
 
-// delUserIfOrigin deletes the user hash KEYS[1] if the identity ARGV[1]
-// created it (its 'o' field).
-var delUserIfOrigin = redis.NewScript(`
-if redis.call('HGET', KEYS[1], 'o') == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+// delUserIfOrigin deletes the user KEYS[1] if the identity ARGV[1] created
+// it: a hash's 'o' field, a v2 record linked to that identity alone.
+var delUserIfOrigin = redis.NewScript(luaUserRecord + `
+local t = redis.call('TYPE', KEYS[1]).ok
+if t == 'hash' then
+  if redis.call('HGET', KEYS[1], 'o') == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+elseif t == 'string' then
+  local f = dec(redis.call('GET', KEYS[1]))
+  local list = ids(f.i)
+  if #list == 1 and list[1] == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+end
 return 0
 `)
 
@@ -163,14 +202,32 @@ return {'ok'}
 // are stored with it ('o:'..id), in the same script: no change without its
 // events.
 // KEYS[1] {g:u} claims ('c:'..key → raw JSON) + 'u' updated_at + events
-// ('o:'..id → JSON), KEYS[2] roles list, KEYS[3] invitation IDs list,
-// KEYS[4] pending merges hash.
+// ('o:'..id → JSON) + 'r' the roles as a JSON list (record format v2),
+// KEYS[2] roles list (v1), KEYS[3] invitation IDs list, KEYS[4] pending
+// merges hash. A grant keeps its roles where it has them; a grant without
+// roles starts the list, or the 'r' field when the op ends in '/2' (a store
+// writing v2).
 // ARGV: op, events, at RFC3339, invitation ID / role / claim key, n roles,
 // roles…, then claim key, raw JSON pairs.
 var grantApply = redis.NewScript(`
 local op = ARGV[1]
+local v2 = string.sub(op, -2) == '/2'
+if v2 then op = string.sub(op, 1, -3) end
 local changed = false
 local roles
+local rf = redis.call('HGET', KEYS[1], 'r')
+local inField = rf or (v2 and redis.call('EXISTS', KEYS[2]) == 0)
+local fieldRoles = rf and cjson.decode(rf) or {}
+local function hasRole(r)
+  if not inField then return redis.call('LPOS', KEYS[2], r) end
+  for _, x in ipairs(fieldRoles) do if x == r then return true end end
+  return false
+end
+local function pushRole(r)
+  if not inField then return redis.call('RPUSH', KEYS[2], r) end
+  fieldRoles[#fieldRoles + 1] = r
+  redis.call('HSET', KEYS[1], 'r', cjson.encode(fieldRoles))
+end
 -- The pending merges and the roles are read before an HDEL or LREM may
 -- empty (delete) them: while the slot migrates, touching a key deleted
 -- during the script fails it ("non local key") after its writes.
@@ -182,8 +239,8 @@ if op == 'merge' or op == 'unpend' then
 end
 local function addRoles(n)
   for i = 6, 5 + n do
-    if ARGV[i] ~= '' and not redis.call('LPOS', KEYS[2], ARGV[i]) then
-      redis.call('RPUSH', KEYS[2], ARGV[i])
+    if ARGV[i] ~= '' and not hasRole(ARGV[i]) then
+      pushRole(ARGV[i])
       changed = true
     end
   end
@@ -199,6 +256,14 @@ if op == 'merge' then
   redis.call('HDEL', KEYS[4], ARGV[4])
 elseif op == 'add' then
   addRoles(tonumber(ARGV[5]))
+elseif op == 'rmrole' and inField then
+  roles = {}
+  for _, r in ipairs(fieldRoles) do
+    if r ~= ARGV[4] then roles[#roles + 1] = r end
+  end
+  changed = #roles < #fieldRoles
+  if #roles == 0 then redis.call('HDEL', KEYS[1], 'r') elseif changed then redis.call('HSET', KEYS[1], 'r', cjson.encode(roles)) end
+  fieldRoles = roles
 elseif op == 'rmrole' then
   roles = {}
   for _, r in ipairs(redis.call('LRANGE', KEYS[2], 0, -1)) do
@@ -222,7 +287,9 @@ if changed then
     redis.call('HSET', KEYS[1], 'o:' .. string.sub(line, 1, tab - 1), string.sub(line, tab + 1))
   end
 end
-if not roles then roles = redis.call('LRANGE', KEYS[2], 0, -1) end
+if not roles then
+  if inField then roles = fieldRoles else roles = redis.call('LRANGE', KEYS[2], 0, -1) end
+end
 return {redis.call('HGETALL', KEYS[1]), roles, redis.call('LRANGE', KEYS[3], 0, -1), pending}
 `)
 

@@ -20,20 +20,20 @@ func (s *Store) UserAndGrant(ctx context.Context, userID string) (*grants.User, 
 	if !s.oneMaster() {
 		return s.userThenGrant(ctx, userID)
 	}
-	var user *redis.MapStringStringCmd
-	var grant *pipedScript
+	var user, grant *pipedScript
 	_, _ = s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
-		user = p.HGetAll(ctx, s.key("u", userID))
+		user = scriptCall{getUser, []string{s.key("u", userID)}, nil}.queue(ctx, p)
 		grant = scriptCall{grantApply, s.grantKeys(userID), grantArgs("", grantRead...)}.queue(ctx, p)
 		return nil
 	})
-	if err := user.Err(); err != nil {
-		return nil, nil, fmt.Errorf("redisstore: get user %s: %w", userID, err)
+	ures, err := user.reply(ctx, s.rdb)
+	var u *grants.User
+	if err == nil {
+		u, _, err = userFromReply(userID, ures)
 	}
-	if len(user.Val()) == 0 {
-		return nil, nil, fmt.Errorf("redisstore: get user %s: %w", userID, grants.ErrNotFound)
+	if err == nil && u == nil {
+		err = grants.ErrNotFound
 	}
-	u, err := userFromHash(user.Val())
 	if err != nil {
 		return nil, nil, fmt.Errorf("redisstore: get user %s: %w", userID, err)
 	}

@@ -2,7 +2,6 @@ package redis
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"slices"
@@ -16,10 +15,13 @@ import (
 
 // Users and identities.
 //
-//	{prefix}u:<id>            hash: id email ev name pic ca ua ll, o = the identity it was created for
-//	{prefix}ue:<lower email>  set of user IDs (index; readers re-check the email)
-//	{prefix}id:<iss>:<sub>    identity JSON; SET-if-absent is the "one user per identity" lock
-//	{prefix}ui:<user>         set of "<iss>:<sub>" (index; readers re-check the owner)
+//	{prefix}u:<id>            v1: hash: id email ev name pic ca ua ll, o = the identity it was
+//	                          created for; v2: a record with the user's identities (users_format.go)
+//	{prefix}ue:<lower email>  set of user IDs (index; readers re-check the email); not written
+//	                          at v3, where users:idx (users_index.go) is the email index
+//	{prefix}id:<iss>:<sub>    identity record; SET-if-absent is the "one user per identity" lock
+//	{prefix}ui:<user>         set of "<iss>:<sub>" (index; readers re-check the owner); not
+//	                          written at v3 for a v2 user, whose record lists its identities
 
 func (s *Store) identityKey(iss, sub string) string {
 	return s.prefix + "id:" + identitySuffix(iss, sub)
@@ -74,32 +76,13 @@ func (s *Store) ResolveIdentity(ctx context.Context, id grants.Identity, p grant
 func (s *Store) resolveIdentity(ctx context.Context, id grants.Identity, p grants.Profile, newUserID string, now time.Time) (*grants.User, bool, error) {
 	idKey := s.identityKey(id.Issuer, id.Subject)
 	suffix := identitySuffix(id.Issuer, id.Subject)
-	ident := id
-	ident.UserID = newUserID
-	if ident.Email == "" {
-		ident.Email, ident.EmailVerified = p.Email, p.EmailVerified
-	}
-	if ident.CreatedAt.IsZero() {
-		ident.CreatedAt = now
-	}
-	raw, err := json.Marshal(&ident)
+	ident, raw, mode, err := s.claimOrRead(ctx, id, p, newUserID, now)
 	if err != nil {
 		return nil, false, err
-	}
-	res, err := s.runScript(ctx, claimIdentity, []string{idKey}, raw)
-	if err != nil {
-		return nil, false, err
-	}
-	mode := "new"
-	if str(res, 0) == "exists" {
-		mode = "existing"
-		if err := json.Unmarshal([]byte(str(res, 1)), &ident); err != nil {
-			return nil, false, fmt.Errorf("decode identity: %w", err)
-		}
 	}
 	userID := ident.UserID
 	email := p.Email
-	res, err = s.ensureIndexedUser(ctx, mode, suffix, userID, p, now)
+	res, err := s.ensureIndexedUser(ctx, mode, suffix, userID, p, now)
 	if err != nil {
 		return nil, false, err
 	}
@@ -112,8 +95,7 @@ func (s *Store) resolveIdentity(ctx context.Context, id grants.Identity, p grant
 		}
 		return nil, false, fmt.Errorf("user %s exists: %w", newUserID, grants.ErrConflict)
 	}
-	fields, _ := res[2].([]any)
-	u, err := userFromHash(pairs(fields))
+	u, _, err := userFromReply(userID, res[2:])
 	if err != nil {
 		return nil, false, err
 	}
@@ -123,26 +105,16 @@ func (s *Store) resolveIdentity(ctx context.Context, id grants.Identity, p grant
 		if erased, err := s.erasedUnderUs(ctx, idKey, userID, suffix); err != nil || erased {
 			return nil, false, errors.Join(err, errErasedMeanwhile)
 		}
-		if err := s.rdb.SAdd(ctx, s.key("ui", userID), suffix).Err(); err != nil {
-			return nil, false, err
+		// A v2 record was created listing the identity; v3 writes no ui: for it.
+		if str(res, 2) == "h" || !s.formatV3() {
+			if err := s.rdb.SAdd(ctx, s.key("ui", userID), suffix).Err(); err != nil {
+				return nil, false, err
+			}
 		}
 	}
 	if state == 0 && email != "" {
-		if old := str(res, 1); lower(old) != lower(email) {
-			if err := s.moveEmailIndex(ctx, userID, old, email); err != nil {
-				return nil, false, err
-			}
-			if err := s.unindexOldEmail(ctx, userID, old, u.Email); err != nil {
-				return nil, false, err
-			}
-		}
-		if ident.Email != p.Email || ident.EmailVerified != p.EmailVerified {
-			ident.Email, ident.EmailVerified = p.Email, p.EmailVerified
-			if raw, err := json.Marshal(&ident); err == nil {
-				if err := s.rdb.SetArgs(ctx, idKey, raw, redis.SetArgs{Mode: "XX"}).Err(); err != nil && !errors.Is(err, redis.Nil) {
-					return nil, false, err
-				}
-			}
+		if err := s.refreshEmail(ctx, idKey, str(res, 1), u, ident, p); err != nil {
+			return nil, false, err
 		}
 	}
 	if email == "" && state == 1 {
@@ -156,49 +128,129 @@ func (s *Store) resolveIdentity(ctx context.Context, id grants.Identity, p grant
 	return u, state == 1, nil
 }
 
+// claimOrRead links the identity to newUserID if it is linked to no one
+// (mode "new", raw the record written) or reads the link (mode "existing").
+func (s *Store) claimOrRead(ctx context.Context, id grants.Identity, p grants.Profile, newUserID string, now time.Time) (grants.Identity, []byte, string, error) {
+	ident := id
+	ident.UserID = newUserID
+	if ident.Email == "" {
+		ident.Email, ident.EmailVerified = p.Email, p.EmailVerified
+	}
+	if ident.CreatedAt.IsZero() {
+		ident.CreatedAt = now
+	}
+	raw, err := s.encodeIdentity(&ident)
+	if err != nil {
+		return ident, nil, "", err
+	}
+	res, err := s.runScript(ctx, claimIdentity, []string{s.identityKey(id.Issuer, id.Subject)}, raw)
+	if err != nil || str(res, 0) != "exists" {
+		return ident, raw, "new", err
+	}
+	cur, err := decodeIdentity(id.Issuer, id.Subject, []byte(str(res, 1)))
+	if err != nil {
+		return ident, nil, "", err
+	}
+	return *cur, raw, "existing", nil
+}
+
+// refreshEmail follows a returning user's profile refresh that gave email
+// p.Email (the user was old): the email index, then the identity's copy.
+func (s *Store) refreshEmail(ctx context.Context, idKey, old string, u *grants.User, ident grants.Identity, p grants.Profile) error {
+	if lower(old) != lower(p.Email) {
+		if err := s.moveEmailIndex(ctx, u.ID, old, p.Email); err != nil {
+			return err
+		}
+		if !s.formatV3() { // at v3 moveEmailIndex moved the user list's entry
+			if err := s.unindexOldEmail(ctx, u.ID, old, u.Email); err != nil {
+				return err
+			}
+		}
+	}
+	if ident.Email == p.Email && ident.EmailVerified == p.EmailVerified {
+		return nil
+	}
+	ident.Email, ident.EmailVerified = p.Email, p.EmailVerified
+	raw, err := s.encodeIdentity(&ident)
+	if err != nil {
+		return err
+	}
+	if err := s.rdb.SetArgs(ctx, idKey, raw, redis.SetArgs{Mode: "XX"}).Err(); err != nil && !errors.Is(err, redis.Nil) {
+		return err
+	}
+	return nil
+}
+
 // ensureIndexedUser runs ensureUser on userID with the index entries the
 // user needs sent before it (a new identity in the user's identity set, the
 // email in the email index) and the user list's entry after it, in one
 // round trip on one master (aroundScript). The entries are written whatever
 // the script decides: every reader of these indexes re-checks the user.
+//
+// At v3 the user list's entry is the email index (UsersByEmail reads it),
+// so it goes before instead, and neither ue: nor ui: is written: a v2
+// record lists its identities itself.
 func (s *Store) ensureIndexedUser(ctx context.Context, mode, suffix, userID string, p grants.Profile, now time.Time) ([]any, error) {
 	var before, after []redis.Cmder
-	if mode == "new" {
+	if mode == "new" && !s.formatV3() {
 		before = append(before, redis.NewIntCmd(ctx, "sadd", s.key("ui", userID), suffix))
 	}
 	if p.Email != "" {
 		// Indexed before the user carries it, so a reader never misses it.
-		before = append(before, redis.NewIntCmd(ctx, "sadd", s.key("ue", lower(p.Email)), userID))
-		after = append(after, redis.NewIntCmd(ctx, "zadd", s.usersIndexKey(), 0, grants.UserIndexKey(p.Email, userID)))
+		entry := redis.NewIntCmd(ctx, "zadd", s.usersIndexKey(), 0, grants.UserIndexKey(p.Email, userID))
+		if s.formatV3() {
+			before = append(before, entry)
+		} else {
+			before = append(before, redis.NewIntCmd(ctx, "sadd", s.key("ue", lower(p.Email)), userID))
+			after = append(after, entry)
+		}
+	}
+	record := ""
+	if s.compactUsers() && nanoTime(now) {
+		record = encodeUserCompact(p, suffix, now)
 	}
 	return s.aroundScript(ctx, before, scriptCall{ensureUser, []string{s.key("u", userID)},
-		[]any{mode, suffix, userID, p.Email, boolStr(p.EmailVerified), p.Name, p.Picture, fmtTime(now)}}, after)
+		[]any{mode, suffix, userID, p.Email, boolStr(p.EmailVerified), p.Name, p.Picture, fmtTime(now), record, userTime(now)}}, after)
 }
 
 // moveEmailIndex runs after a profile refresh that changed old to email (the
 // new entry was added before). Index entries live in other slots than the
 // user, so concurrent email changes are reconciled by re-reading: whoever
 // removes an entry re-adds it if the user turns out to carry that email
-// after all, and the new email is re-asserted last.
+// after all, and the new email is re-asserted last. The index is ue: below
+// v3 and the user list at v3 (whose entry of the old email unindexOldEmail
+// then finds gone); a ue: entry left from before v3 is dropped there too.
 func (s *Store) moveEmailIndex(ctx context.Context, userID, old, email string) error {
 	if email == "" {
 		return nil
 	}
-	if old != "" && lower(old) != lower(email) {
-		if err := s.rdb.SRem(ctx, s.key("ue", lower(old)), userID).Err(); err != nil {
+	add := func(e string) error { return s.rdb.SAdd(ctx, s.key("ue", lower(e)), userID).Err() }
+	rm := func(e string) error { return s.rdb.SRem(ctx, s.key("ue", lower(e)), userID).Err() }
+	if s.formatV3() {
+		add = func(e string) error {
+			return s.rdb.ZAdd(ctx, s.usersIndexKey(), redis.Z{Member: grants.UserIndexKey(e, userID)}).Err()
+		}
+		rmUE := rm
+		rm = func(e string) error {
+			return errors.Join(rmUE(e), s.rdb.ZRem(ctx, s.usersIndexKey(), grants.UserIndexKey(e, userID)).Err())
+		}
+	}
+	// The user list has an entry for a user without an email; ue: has none.
+	if (old != "" || s.formatV3()) && lower(old) != lower(email) {
+		if err := rm(old); err != nil {
 			return err
 		}
-		cur, err := s.rdb.HGet(ctx, s.key("u", userID), "email").Result()
-		if err != nil && !errors.Is(err, redis.Nil) {
+		cur, err := s.loadUser(ctx, userID)
+		if err != nil {
 			return err
 		}
-		if cur != "" && lower(cur) == lower(old) {
-			if err := s.rdb.SAdd(ctx, s.key("ue", lower(old)), userID).Err(); err != nil {
+		if cur != nil && (cur.Email != "" || s.formatV3()) && lower(cur.Email) == lower(old) {
+			if err := add(old); err != nil {
 				return err
 			}
 		}
 	}
-	return s.rdb.SAdd(ctx, s.key("ue", lower(email)), userID).Err()
+	return add(email)
 }
 
 // LinkIdentity is idempotent for the same user; ErrConflict if the identity
@@ -215,13 +267,13 @@ func (s *Store) LinkIdentity(ctx context.Context, id grants.Identity) error {
 		if ident.CreatedAt.IsZero() {
 			ident.CreatedAt = s.now()
 		}
-		raw, err := json.Marshal(&ident)
+		raw, err := s.encodeIdentity(&ident)
 		if err != nil {
 			return err
 		}
 		suffix := identitySuffix(id.Issuer, id.Subject)
 		// Index first: a stale entry is filtered by Identities, a missing one is not.
-		if err := s.rdb.SAdd(ctx, s.key("ui", id.UserID), suffix).Err(); err != nil {
+		if err := s.listIdentity(ctx, id.UserID, suffix); err != nil {
 			return err
 		}
 		res, err := s.runScript(ctx, claimIdentity, []string{s.identityKey(id.Issuer, id.Subject)}, raw)
@@ -229,12 +281,12 @@ func (s *Store) LinkIdentity(ctx context.Context, id grants.Identity) error {
 			return err
 		}
 		if str(res, 0) == "exists" {
-			var old grants.Identity
-			if err := json.Unmarshal([]byte(str(res, 1)), &old); err != nil {
-				return fmt.Errorf("decode identity: %w", err)
+			old, err := decodeIdentity(id.Issuer, id.Subject, []byte(str(res, 1)))
+			if err != nil {
+				return err
 			}
 			if old.UserID != id.UserID {
-				_ = s.rdb.SRem(context.WithoutCancel(ctx), s.key("ui", id.UserID), suffix).Err()
+				s.unlistIdentity(context.WithoutCancel(ctx), id.UserID, suffix)
 				return fmt.Errorf("identity is linked to another user: %w", grants.ErrConflict)
 			}
 		}
@@ -247,14 +299,18 @@ func (s *Store) LinkIdentity(ctx context.Context, id grants.Identity) error {
 }
 
 func (s *Store) loadUser(ctx context.Context, id string) (*grants.User, error) {
-	m, err := s.rdb.HGetAll(ctx, s.key("u", id)).Result()
+	u, _, err := s.loadUserRecord(ctx, id)
+	return u, err
+}
+
+// loadUserRecord reads a user of either form with the identities a v2
+// record lists (nil, nil for none).
+func (s *Store) loadUserRecord(ctx context.Context, id string) (*grants.User, []string, error) {
+	res, err := s.runScript(ctx, getUser, []string{s.key("u", id)})
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	if len(m) == 0 {
-		return nil, nil
-	}
-	return userFromHash(m)
+	return userFromReply(id, res)
 }
 
 func (s *Store) GetUser(ctx context.Context, id string) (*grants.User, error) {
@@ -272,15 +328,29 @@ func (s *Store) GetUser(ctx context.Context, id string) (*grants.User, error) {
 }
 
 // UsersByEmail returns every user with that email (several may share one),
-// oldest first; none is not an error.
+// oldest first; none is not an error. The users are those of the ue: set
+// (written below v3) and of the user list's entries for the email (its
+// email index at v3), each re-checked.
 func (s *Store) UsersByEmail(ctx context.Context, email string) ([]grants.User, error) {
 	e := lower(email)
 	if err := checkKeys("redisstore: users by email", e); err != nil {
 		return nil, err
 	}
-	ids, err := s.rdb.SMembers(ctx, s.key("ue", e)).Result()
+	var set *redis.StringSliceCmd
+	var listed *redis.StringSliceCmd
+	_, err := s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+		set = p.SMembers(ctx, s.key("ue", e))
+		listed = p.ZRangeByLex(ctx, s.usersIndexKey(), &redis.ZRangeBy{Min: "[" + e + "\x00", Max: "[" + e + "\x00\xff"})
+		return nil
+	})
 	if err != nil {
 		return nil, fmt.Errorf("redisstore: users by email: %w", err)
+	}
+	ids := set.Val()
+	for _, m := range listed.Val() {
+		if id := m[len(e)+1:]; !slices.Contains(ids, id) {
+			ids = append(ids, id)
+		}
 	}
 	users := []grants.User{}
 	for _, id := range ids {
@@ -299,36 +369,6 @@ func (s *Store) UsersByEmail(ctx context.Context, email string) ([]grants.User, 
 		return strings.Compare(a.ID, b.ID)
 	})
 	return users, nil
-}
-
-// Identities returns the user's identities, oldest first; none is not an error.
-func (s *Store) Identities(ctx context.Context, userID string) ([]grants.Identity, error) {
-	if err := checkKeys("redisstore: identities", userID); err != nil {
-		return nil, err
-	}
-	suffixes, err := s.rdb.SMembers(ctx, s.key("ui", userID)).Result()
-	if err != nil {
-		return nil, fmt.Errorf("redisstore: identities of %s: %w", userID, err)
-	}
-	ids := []grants.Identity{}
-	for _, suf := range suffixes {
-		raw, err := s.rdb.Get(ctx, s.prefix+"id:"+suf).Bytes()
-		if errors.Is(err, redis.Nil) {
-			continue
-		}
-		if err != nil {
-			return nil, fmt.Errorf("redisstore: identities of %s: %w", userID, err)
-		}
-		var id grants.Identity
-		if err := json.Unmarshal(raw, &id); err != nil {
-			return nil, fmt.Errorf("redisstore: identities of %s: decode: %w", userID, err)
-		}
-		if id.UserID == userID {
-			ids = append(ids, id)
-		}
-	}
-	slices.SortStableFunc(ids, func(a, b grants.Identity) int { return a.CreatedAt.Compare(b.CreatedAt) })
-	return ids, nil
 }
 
 func (s *Store) requireUser(ctx context.Context, userID string) error {
@@ -356,9 +396,10 @@ func (s *Store) erasedUnderUs(ctx context.Context, idKey, userID, suffix string)
 	if err != nil && !errors.Is(err, redis.Nil) {
 		return false, err
 	}
-	var cur grants.Identity
-	if err == nil && json.Unmarshal([]byte(raw), &cur) == nil && cur.UserID == userID {
-		return false, nil
+	if err == nil {
+		if cur, err := decodeIdentityAt(suffix, []byte(raw)); err == nil && cur.UserID == userID {
+			return false, nil
+		}
 	}
 	if err := delUserIfOrigin.Run(context.WithoutCancel(ctx), s.rdb, []string{s.key("u", userID)}, suffix).Err(); err != nil {
 		return true, err

@@ -102,24 +102,25 @@ func (s *Store) ListUsers(ctx context.Context, f grants.UserFilter) ([]grants.Us
 		members = members[:limit]
 		next = grants.EncodeUserCursor(members[limit-1])
 	}
-	cmds := make([]*redis.MapStringStringCmd, len(members))
-	_, err = s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+	cmds := make([]*pipedScript, len(members))
+	_, _ = s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
 		for i, m := range members {
-			cmds[i] = p.HGetAll(ctx, s.key("u", m[strings.LastIndexByte(m, 0)+1:]))
+			cmds[i] = scriptCall{getUser, []string{s.key("u", m[strings.LastIndexByte(m, 0)+1:])}, nil}.queue(ctx, p)
 		}
 		return nil
 	})
-	if err != nil {
-		return nil, "", fmt.Errorf("redisstore: list users: %w", err)
-	}
 	users := []grants.User{}
 	for i, c := range cmds {
-		if len(c.Val()) == 0 {
-			continue // erased, or an entry written before a failed creation
-		}
-		u, err := userFromHash(c.Val())
+		res, err := c.reply(ctx, s.rdb)
 		if err != nil {
 			return nil, "", fmt.Errorf("redisstore: list users: %w", err)
+		}
+		u, _, err := userFromReply(members[i][strings.LastIndexByte(members[i], 0)+1:], res)
+		if err != nil {
+			return nil, "", fmt.Errorf("redisstore: list users: %w", err)
+		}
+		if u == nil {
+			continue // erased, or an entry written before a failed creation
 		}
 		if grants.UserIndexKey(u.Email, u.ID) == members[i] {
 			users = append(users, *u)
@@ -152,7 +153,7 @@ for line in string.gmatch(ARGV[1], '[^\n]+') do
 end
 redis.call('HSET', KEYS[1], 'so', ARGV[2], 'u', ARGV[2], 'e', ARGV[2])
 for _, f in ipairs(redis.call('HKEYS', KEYS[1])) do
-  if string.sub(f, 1, 2) == 'c:' then redis.call('HDEL', KEYS[1], f) end
+  if string.sub(f, 1, 2) == 'c:' or f == 'r' then redis.call('HDEL', KEYS[1], f) end
 end
 redis.call('DEL', KEYS[2], KEYS[3], KEYS[4])
 return {'ok'}
@@ -221,7 +222,7 @@ func (s *Store) EraseUser(ctx context.Context, userID string, at time.Time, even
 		if _, err := s.grantScript(ctx, grantErase, userID, at, events); err != nil {
 			return err
 		}
-		suffixes, err := s.rdb.SMembers(ctx, s.key("ui", userID)).Result()
+		suffixes, err := s.identitySuffixes(ctx, userID)
 		if err != nil {
 			return err
 		}
@@ -234,8 +235,7 @@ func (s *Store) EraseUser(ctx context.Context, userID string, at time.Time, even
 			if err != nil {
 				return err
 			}
-			var id grants.Identity
-			if json.Unmarshal([]byte(raw), &id) == nil && id.UserID == userID {
+			if id, err := decodeIdentityAt(suf, []byte(raw)); err == nil && id.UserID == userID {
 				if err := delIfEq.Run(ctx, s.rdb, []string{key}, raw).Err(); err != nil {
 					return err
 				}

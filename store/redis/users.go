@@ -59,11 +59,17 @@ func (s *Store) ResolveIdentity(ctx context.Context, id grants.Identity, p grant
 	if err := checkKeys("redisstore: resolve identity", id.Issuer, id.Subject, newUserID); err != nil {
 		return nil, false, err
 	}
-	u, created, err := s.resolveIdentity(ctx, id, p, newUserID, now)
+	return s.resolveIdentityProbing(ctx, id, p, newUserID, now, nil)
+}
+
+// resolveIdentityProbing is ResolveIdentity, also probing, when probe is
+// not nil, the user's invitations awaiting verification (ResolveSignIn).
+func (s *Store) resolveIdentityProbing(ctx context.Context, id grants.Identity, p grants.Profile, newUserID string, now time.Time, probe *awaitProbe) (*grants.User, bool, error) {
+	u, created, err := s.resolveIdentity(ctx, id, p, newUserID, now, probe)
 	if errors.Is(err, errErasedMeanwhile) {
 		// The identity is gone with its user: this sign-in starts afresh,
 		// as a new user without grants.
-		u, created, err = s.resolveIdentity(ctx, id, p, newUserID, now)
+		u, created, err = s.resolveIdentity(ctx, id, p, newUserID, now, probe)
 	}
 	if err != nil {
 		return nil, false, fmt.Errorf("redisstore: resolve identity: %w", err)
@@ -71,7 +77,7 @@ func (s *Store) ResolveIdentity(ctx context.Context, id grants.Identity, p grant
 	return u, created, nil
 }
 
-func (s *Store) resolveIdentity(ctx context.Context, id grants.Identity, p grants.Profile, newUserID string, now time.Time) (*grants.User, bool, error) {
+func (s *Store) resolveIdentity(ctx context.Context, id grants.Identity, p grants.Profile, newUserID string, now time.Time, probe *awaitProbe) (*grants.User, bool, error) {
 	idKey := s.identityKey(id.Issuer, id.Subject)
 	suffix := identitySuffix(id.Issuer, id.Subject)
 	ident := id
@@ -99,7 +105,7 @@ func (s *Store) resolveIdentity(ctx context.Context, id grants.Identity, p grant
 	}
 	userID := ident.UserID
 	email := p.Email
-	res, err = s.ensureIndexedUser(ctx, mode, suffix, userID, p, now)
+	res, err = s.ensureIndexedUser(ctx, mode, suffix, userID, p, now, probe)
 	if err != nil {
 		return nil, false, err
 	}
@@ -161,7 +167,7 @@ func (s *Store) resolveIdentity(ctx context.Context, id grants.Identity, p grant
 // email in the email index) and the user list's entry after it, in one
 // round trip on one master (aroundScript). The entries are written whatever
 // the script decides: every reader of these indexes re-checks the user.
-func (s *Store) ensureIndexedUser(ctx context.Context, mode, suffix, userID string, p grants.Profile, now time.Time) ([]any, error) {
+func (s *Store) ensureIndexedUser(ctx context.Context, mode, suffix, userID string, p grants.Profile, now time.Time, probe *awaitProbe) ([]any, error) {
 	var before, after []redis.Cmder
 	if mode == "new" {
 		before = append(before, redis.NewIntCmd(ctx, "sadd", s.key("ui", userID), suffix))
@@ -170,6 +176,9 @@ func (s *Store) ensureIndexedUser(ctx context.Context, mode, suffix, userID stri
 		// Indexed before the user carries it, so a reader never misses it.
 		before = append(before, redis.NewIntCmd(ctx, "sadd", s.key("ue", lower(p.Email)), userID))
 		after = append(after, redis.NewIntCmd(ctx, "zadd", s.usersIndexKey(), 0, grants.UserIndexKey(p.Email, userID)))
+	}
+	if probe != nil {
+		after = append(after, probe.queue(ctx, s, userID))
 	}
 	return s.aroundScript(ctx, before, scriptCall{ensureUser, []string{s.key("u", userID)},
 		[]any{mode, suffix, userID, p.Email, boolStr(p.EmailVerified), p.Name, p.Picture, fmtTime(now)}}, after)

@@ -1,6 +1,7 @@
 package broker
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"net/http"
@@ -54,7 +55,8 @@ func (s *browserStore) Get(r *http.Request, name string) (*gsessions.Session, er
 
 // New loads the session named by the cookie, or starts an empty one. A bad,
 // expired or unknown cookie is not an error for the caller: it just gets a
-// fresh session.
+// fresh session. A read made already in this request (preloadSession) is
+// used instead of reading again.
 func (s *browserStore) New(r *http.Request, name string) (*gsessions.Session, error) {
 	sess := gsessions.NewSession(s, name)
 	opts := s.options
@@ -65,10 +67,14 @@ func (s *browserStore) New(r *http.Request, name string) (*gsessions.Session, er
 		return sess, nil
 	}
 	var id string
-	if err := s.codec.Decode(name, c.Value, &id); err != nil {
+	var rec *sessions.BrowserSession
+	if pre, _ := r.Context().Value(ctxPreloadedSession{}).(*preloadedSession); pre != nil && pre.cookie == c.Value {
+		id, rec, err = pre.id, pre.rec, pre.err
+	} else if s.codec.Decode(name, c.Value, &id) != nil {
 		return sess, nil
+	} else {
+		rec, err = s.st.GetBrowserSession(r.Context(), id)
 	}
-	rec, err := s.st.GetBrowserSession(r.Context(), id)
 	if errors.Is(err, sessions.ErrNotFound) {
 		return sess, nil
 	}
@@ -89,9 +95,52 @@ func (s *browserStore) New(r *http.Request, name string) (*gsessions.Session, er
 	return sess, nil
 }
 
+// ctxPreloadedSession carries a browser session read together with
+// something else (preloadSession) to New.
+type ctxPreloadedSession struct{}
+
+type preloadedSession struct {
+	cookie, id string
+	rec        *sessions.BrowserSession
+	err        error
+}
+
+// cookieSession is the session ID r's cookie names ("" for none or a bad
+// cookie) and the cookie's value.
+func (s *browserStore) cookieSession(r *http.Request, name string) (id, cookie string) {
+	c, err := r.Cookie(name)
+	if err != nil || s.codec.Decode(name, c.Value, &id) != nil {
+		return "", ""
+	}
+	return id, c.Value
+}
+
+// preloadSession hands New the session the cookie value names, read
+// already (rec, err as GetBrowserSession answered).
+func preloadSession(r *http.Request, cookie, id string, rec *sessions.BrowserSession, err error) *http.Request {
+	return r.WithContext(context.WithValue(r.Context(), ctxPreloadedSession{}, &preloadedSession{cookie: cookie, id: id, rec: rec, err: err}))
+}
+
 // Save writes the session server-side and (re)sets the cookie. MaxAge < 0
 // deletes it.
 func (s *browserStore) Save(r *http.Request, w http.ResponseWriter, sess *gsessions.Session) error {
+	return s.saveWith(r, w, sess, func(rec *sessions.BrowserSession, replaces string) error {
+		return s.write(r.Context(), rec, replaces)
+	})
+}
+
+// write stores rec, replacing the session replaces when that is set.
+func (s *browserStore) write(ctx context.Context, rec *sessions.BrowserSession, replaces string) error {
+	if replaces != "" {
+		return s.st.ReplaceBrowserSession(ctx, rec, replaces)
+	}
+	return s.st.SaveBrowserSession(ctx, rec)
+}
+
+// saveWith is Save with the session's record handed to write, which stores
+// it, maybe with other operations in the same round trip
+// (sessions.RunTogether), or leaves it to a later write (sessionWrite).
+func (s *browserStore) saveWith(r *http.Request, w http.ResponseWriter, sess *gsessions.Session, write func(rec *sessions.BrowserSession, replaces string) error) error {
 	ctx := r.Context()
 	replaces, _ := sess.Values[replacesKey].(string)
 	if sess.Options.MaxAge < 0 {
@@ -106,6 +155,20 @@ func (s *browserStore) Save(r *http.Request, w http.ResponseWriter, sess *gsessi
 		http.SetCookie(w, gsessions.NewCookie(sess.Name(), "", sess.Options))
 		return nil
 	}
+	if err := write(s.record(sess), replaces); err != nil {
+		return fmt.Errorf("saving browser session: %w", err)
+	}
+	delete(sess.Values, replacesKey)
+	encoded, err := s.codec.Encode(sess.Name(), sess.ID)
+	if err != nil {
+		return fmt.Errorf("encoding session cookie: %w", err)
+	}
+	http.SetCookie(w, gsessions.NewCookie(sess.Name(), encoded, sess.Options))
+	return nil
+}
+
+// record is what the store keeps of sess (giving it an ID if it has none).
+func (s *browserStore) record(sess *gsessions.Session) *sessions.BrowserSession {
 	now := s.now()
 	created := now
 	if v, ok := sess.Values[createdKey].(string); ok {
@@ -126,21 +189,18 @@ func (s *browserStore) Save(r *http.Request, w http.ResponseWriter, sess *gsessi
 		}
 	}
 	rec.Transient = onlySignInsInFlight(rec.Values)
-	if replaces != "" {
-		if err := s.st.ReplaceBrowserSession(ctx, rec, replaces); err != nil {
-			return fmt.Errorf("saving browser session: %w", err)
-		}
-		delete(sess.Values, replacesKey)
-	} else if err := s.st.SaveBrowserSession(ctx, rec); err != nil {
-		return fmt.Errorf("saving browser session: %w", err)
-	}
-	encoded, err := s.codec.Encode(sess.Name(), sess.ID)
-	if err != nil {
-		return fmt.Errorf("encoding session cookie: %w", err)
-	}
-	http.SetCookie(w, gsessions.NewCookie(sess.Name(), encoded, sess.Options))
-	return nil
+	return rec
 }
+
+// sessionWrite is a session save left for the code's save to carry
+// (completeAuthorization → SaveAuthCode): one round trip for both.
+type sessionWrite struct {
+	rec      *sessions.BrowserSession
+	replaces string
+	taken    bool // by SaveAuthCode: written, or failed with the code
+}
+
+type ctxSessionWrite struct{}
 
 // onlySignInsInFlight: every value is an upstream sign-in's pending state
 // (pendingPrefix), so losing the session in a crash loses only what the

@@ -3,6 +3,7 @@ package broker
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net/http"
 	"net/url"
 	"slices"
@@ -35,7 +36,8 @@ func (b *Broker) handleCallback(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	delete(sess.Values, key) // single use
-	if err := sess.Save(r, w); err != nil {
+	ar, err := b.consumeState(w, r, sess, p)
+	if errors.Is(err, errSessionSave) {
 		b.unavailable(w, r, "saving the browser session", err)
 		return
 	}
@@ -43,7 +45,6 @@ func (b *Broker) handleCallback(w http.ResponseWriter, r *http.Request) {
 		b.finishAdminLogin(w, r, sess, p)
 		return
 	}
-	ar, err := b.sessions.GetAuthRequest(ctx, p.AuthRequestID)
 	if storeDown(err) {
 		b.unavailable(w, r, "loading the authorization request", err)
 		return
@@ -69,7 +70,7 @@ func (b *Broker) handleCallback(w http.ResponseWriter, r *http.Request) {
 		fail(oerr)
 		return
 	}
-	u, created, err := b.resolveUser(ctx, id)
+	u, created, mayAwait, err := b.resolveSignIn(ctx, id)
 	if err != nil {
 		fail(oidc.ErrServerError().WithDescription("temporarily unavailable: resolving the user"))
 		return
@@ -92,7 +93,7 @@ func (b *Broker) handleCallback(w http.ResponseWriter, r *http.Request) {
 	acct := accountOf(u.ID, created, id, ar.AuthTime, b.now())
 	rememberAccount(sess, acct)
 	b.bindSignIn(sess, ar)
-	if ar.InvitationHash == "" && !slices.Contains(ar.Prompt, oidc.PromptNone) {
+	if ar.InvitationHash == "" && !slices.Contains(ar.Prompt, oidc.PromptNone) && mayAwait {
 		// An invitation this user accepted before verifying the email:
 		// this fresh sign-in may say it is verified now.
 		ar.InvitationHash = b.awaitedInvitation(ctx, u.ID, id.EmailVerified)
@@ -105,15 +106,54 @@ func (b *Broker) handleCallback(w http.ResponseWriter, r *http.Request) {
 	b.completeAuthorization(w, r, sess, ar)
 }
 
+// errSessionSave: consumeState could not save the browser session.
+var errSessionSave = errors.New("saving the browser session")
+
+// consumeState saves sess, its sign-in state taken out (single use), and
+// reads the auth request that state was for in the same round trip.
+func (b *Broker) consumeState(w http.ResponseWriter, r *http.Request, sess *gsessions.Session, p pendingLogin) (*sessions.AuthRequest, error) {
+	t := sessions.Together{GetAuthRequest: p.AuthRequestID}
+	if p.Purpose == purposeAdmin {
+		t.GetAuthRequest = ""
+	}
+	var read sessions.Read
+	err := b.browser.saveWith(r, w, sess, func(rec *sessions.BrowserSession, replaces string) error {
+		t.SaveSession, t.ReplacesSession = rec, replaces
+		var err error
+		read, err = sessions.RunTogether(r.Context(), b.sessions, t)
+		return err
+	})
+	switch {
+	case err != nil:
+		return nil, fmt.Errorf("%w: %w", errSessionSave, err)
+	case t.GetAuthRequest == "":
+		return nil, sessions.ErrNotFound
+	}
+	return read.AuthRequest, read.AuthRequestErr
+}
+
 // completeAuthorization marks the auth request done and answers the client:
-// the code's save stores the completed request (SaveAuthCode, one write).
+// the code's save stores the completed request and the browser session
+// (SaveAuthCode, one round trip).
 func (b *Broker) completeAuthorization(w http.ResponseWriter, r *http.Request, sess *gsessions.Session, ar *sessions.AuthRequest) {
 	ar.Done = true
-	if err := sess.Save(r, w); err != nil {
+	later := &sessionWrite{}
+	err := b.browser.saveWith(r, w, sess, func(rec *sessions.BrowserSession, replaces string) error {
+		later.rec, later.replaces = rec, replaces
+		return nil
+	})
+	if err != nil {
 		b.unavailable(w, r, "saving the browser session", err)
 		return
 	}
-	b.authResponse(w, r.WithContext(op.ContextWithIssuer(r.Context(), b.opts.Issuer)), ar)
+	ctx := context.WithValue(op.ContextWithIssuer(r.Context(), b.opts.Issuer), ctxSessionWrite{}, later)
+	b.authResponse(w, r.WithContext(ctx), ar)
+	if !later.taken {
+		// The answer saved no code (an error answered): the session alone.
+		if err := b.browser.write(ctx, later.rec, later.replaces); err != nil {
+			b.log.ErrorContext(ctx, "saving the browser session", "err", err)
+		}
+	}
 }
 
 // verifyUpstream turns the upstream's answer into a verified identity, or the

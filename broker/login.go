@@ -14,8 +14,8 @@ import (
 // handleLogin is the login step of the authorization request `id`: answered
 // from usher's own session when it can (session.go), else the upstream leg.
 func (b *Broker) handleLogin(w http.ResponseWriter, r *http.Request) {
+	r, ar, err := b.loginReads(r)
 	ctx := r.Context()
-	ar, err := b.sessions.GetAuthRequest(ctx, r.URL.Query().Get("id"))
 	if err != nil {
 		if errors.Is(err, sessions.ErrNotFound) {
 			b.renderPage(w, r, http.StatusBadRequest, page{Key: "signin.stale"})
@@ -52,6 +52,22 @@ func (b *Broker) handleLogin(w http.ResponseWriter, r *http.Request) {
 	}
 	hints := b.invitationHints(ctx, ar)
 	http.Redirect(w, r, b.upstreamLoginURL(ar, state, nonce, verifier, hints), http.StatusFound)
+}
+
+// loginReads reads the auth request and, when the browser has one, its
+// session in one round trip; New finds the session read (preloadSession).
+func (b *Broker) loginReads(r *http.Request) (*http.Request, *sessions.AuthRequest, error) {
+	arID := r.URL.Query().Get("id")
+	sid, cookie := b.browser.cookieSession(r, b.cookie)
+	if arID == "" || sid == "" {
+		ar, err := b.sessions.GetAuthRequest(r.Context(), arID)
+		return r, ar, err
+	}
+	read, err := sessions.RunTogether(r.Context(), b.sessions, sessions.Together{GetAuthRequest: arID, GetSession: sid})
+	if err != nil {
+		return r, nil, err
+	}
+	return preloadSession(r, cookie, sid, read.Session, read.SessionErr), read.AuthRequest, read.AuthRequestErr
 }
 
 func prunePending(values map[any]any, now time.Time) {

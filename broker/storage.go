@@ -146,32 +146,9 @@ func (s opStorage) AuthRequestByID(ctx context.Context, id string) (op.AuthReque
 // store, atomically. A replayed code revokes everything issued from it
 // (RFC 9700 §4.5.3.1 / RFC 6749 §4.1.2).
 func (s opStorage) AuthRequestByCode(ctx context.Context, code string) (op.AuthRequest, error) {
-	b := s.b
-	c, err := b.sessions.ConsumeCode(ctx, hashToken(code))
-	switch {
-	case errors.Is(err, sessions.ErrCodeReplayed):
-		if rerr := b.sessions.RevokeFamily(ctx, c.AuthRequestID, b.now().Add(b.opts.Tokens.RefreshAbsolute)); rerr != nil {
-			b.log.ErrorContext(ctx, "revoking tokens of a replayed code", "err", rerr)
-		}
-		b.log.WarnContext(ctx, "authorization code replayed; tokens issued from it revoked", "family", c.AuthRequestID)
-		return nil, oidc.ErrInvalidGrant().WithDescription("authorization code already used")
-	case errors.Is(err, sessions.ErrNotFound):
-		return nil, oidc.ErrInvalidGrant().WithDescription("authorization code invalid or expired")
-	case err != nil:
-		return nil, storeError("consuming the authorization code", err)
-	}
-	ar := c.AuthRequest
-	if ar == nil || ar.ID != c.AuthRequestID {
-		ar, err = b.sessions.GetAuthRequest(ctx, c.AuthRequestID)
-		if err != nil {
-			if errors.Is(err, sessions.ErrNotFound) {
-				return nil, oidc.ErrInvalidGrant().WithDescription("authorization code invalid or expired")
-			}
-			return nil, storeError("loading the authorization request", err)
-		}
-	}
-	if !ar.Done {
-		return nil, oidc.ErrInvalidGrant()
+	ar, _, err := s.b.authRequestByCode(ctx, code)
+	if err != nil {
+		return nil, err
 	}
 	return authRequest{ar}, nil
 }
@@ -186,6 +163,12 @@ func (s opStorage) SaveAuthCode(ctx context.Context, id, code string) error {
 	c := &sessions.Code{Hash: hashToken(code), AuthRequestID: id, ExpiresAt: b.now().Add(b.opts.Tokens.Code)}
 	if ar, _ := ctx.Value(ctxCodeFor{}).(*sessions.AuthRequest); ar != nil && ar.ID == id && ar.Done {
 		c.AuthRequest = ar
+	}
+	if later, _ := ctx.Value(ctxSessionWrite{}).(*sessionWrite); later != nil && !later.taken {
+		// The browser session completeAuthorization saves rides along.
+		later.taken = true
+		_, err := sessions.RunTogether(ctx, b.sessions, sessions.Together{SaveSession: later.rec, ReplacesSession: later.replaces, SaveCode: c})
+		return storeError("saving the authorization code", err)
 	}
 	err := b.sessions.SaveCode(ctx, c)
 	return storeError("saving the authorization code", err)

@@ -13,6 +13,7 @@ import (
 	"github.com/zitadel/oidc/v3/pkg/op"
 
 	"github.com/usher-oidc/usher/grants"
+	"github.com/usher-oidc/usher/sessions"
 )
 
 // server overrides the token and userinfo endpoints of the library's
@@ -25,11 +26,11 @@ type server struct {
 }
 
 func (s *server) CodeExchange(ctx context.Context, r *op.ClientRequest[oidc.AccessTokenRequest]) (*op.Response, error) {
-	storage := s.b.storage
-	authReq, err := storage.AuthRequestByCode(ctx, r.Data.Code)
+	ar, carried, err := s.b.authRequestByCode(ctx, r.Data.Code)
 	if err != nil {
 		return nil, err
 	}
+	authReq := authRequest{ar}
 	// The library's rule: public clients always prove PKCE; anyone who sends a
 	// verifier must match a challenge (a verifier without challenge = downgrade).
 	if r.Client.AuthMethod() == oidc.AuthMethodNone || r.Data.CodeVerifier != "" || authReq.GetCodeChallenge() != nil {
@@ -47,7 +48,48 @@ func (s *server) CodeExchange(ctx context.Context, r *op.ClientRequest[oidc.Acce
 	if err != nil {
 		return nil, err
 	}
+	// A request its code carried expires with the code: deleting it now
+	// would cost a store write for nothing.
+	if !carried {
+		if err := s.b.storage.DeleteAuthRequest(ctx, ar.ID); err != nil {
+			return nil, err
+		}
+	}
 	return op.NewResponse(resp), nil
+}
+
+// authRequestByCode is AuthRequestByCode, also saying whether the code
+// carried its auth request: the request's record then expires with the
+// code (sessions.Code.StoredAuthRequest) and needs no deleting.
+func (b *Broker) authRequestByCode(ctx context.Context, code string) (*sessions.AuthRequest, bool, error) {
+	c, err := b.sessions.ConsumeCode(ctx, hashToken(code))
+	switch {
+	case errors.Is(err, sessions.ErrCodeReplayed):
+		if rerr := b.sessions.RevokeFamily(ctx, c.AuthRequestID, b.now().Add(b.opts.Tokens.RefreshAbsolute)); rerr != nil {
+			b.log.ErrorContext(ctx, "revoking tokens of a replayed code", "err", rerr)
+		}
+		b.log.WarnContext(ctx, "authorization code replayed; tokens issued from it revoked", "family", c.AuthRequestID)
+		return nil, false, oidc.ErrInvalidGrant().WithDescription("authorization code already used")
+	case errors.Is(err, sessions.ErrNotFound):
+		return nil, false, oidc.ErrInvalidGrant().WithDescription("authorization code invalid or expired")
+	case err != nil:
+		return nil, false, storeError("consuming the authorization code", err)
+	}
+	ar, carried := c.AuthRequest, true
+	if ar == nil || ar.ID != c.AuthRequestID {
+		carried = false // saved by a version before Code.AuthRequest
+		ar, err = b.sessions.GetAuthRequest(ctx, c.AuthRequestID)
+		if err != nil {
+			if errors.Is(err, sessions.ErrNotFound) {
+				return nil, false, oidc.ErrInvalidGrant().WithDescription("authorization code invalid or expired")
+			}
+			return nil, false, storeError("loading the authorization request", err)
+		}
+	}
+	if !ar.Done {
+		return nil, false, oidc.ErrInvalidGrant()
+	}
+	return ar, carried, nil
 }
 
 func (s *server) RefreshToken(ctx context.Context, r *op.ClientRequest[oidc.RefreshTokenRequest]) (*op.Response, error) {
@@ -221,11 +263,6 @@ func (b *Broker) tokenResponse(ctx context.Context, req op.IDTokenRequest, clien
 	idToken, err := op.CreateIDToken(ctx, op.IssuerFromContext(ctx), idTokenView(req), client.IDTokenLifetime(), at, code, idTokenStorage{b.storage, idKey}, client)
 	if err != nil {
 		return nil, err
-	}
-	if ar, ok := req.(authRequest); ok {
-		if err := b.storage.DeleteAuthRequest(ctx, ar.ID); err != nil {
-			return nil, err
-		}
 	}
 	return &oidc.AccessTokenResponse{
 		AccessToken:  at,

@@ -13,6 +13,14 @@ import (
 
 // resolveUser finds or creates the usher user of an upstream identity.
 func (b *Broker) resolveUser(ctx context.Context, id *upstream.Identity) (*grants.User, bool, error) {
+	u, created, _, err := b.resolveSignIn(ctx, id)
+	return u, created, err
+}
+
+// resolveSignIn is resolveUser also saying whether the user may have
+// invitations awaiting verification (false only where the store knows it
+// has none: grants.SignInResolver, the same round trip).
+func (b *Broker) resolveSignIn(ctx context.Context, id *upstream.Identity) (*grants.User, bool, bool, error) {
 	ident := grants.Identity{
 		Issuer: id.StoreIssuer, Subject: id.Subject, Connection: id.Connection,
 		Email: id.Email, EmailVerified: id.EmailVerified,
@@ -21,18 +29,26 @@ func (b *Broker) resolveUser(ctx context.Context, id *upstream.Identity) (*grant
 	if b.opts.LinkByVerifiedEmail {
 		linkedElsewhere = b.linkByVerifiedEmail(ctx, ident)
 	}
+	profile := grants.Profile{Email: id.Email, EmailVerified: id.EmailVerified, Name: id.Name, Picture: id.Picture}
 	resolve := func() (*grants.User, bool, error) {
-		return b.grants.ResolveIdentity(ctx, ident,
-			grants.Profile{Email: id.Email, EmailVerified: id.EmailVerified, Name: id.Name, Picture: id.Picture},
-			newUserID(), b.now())
+		return b.grants.ResolveIdentity(ctx, ident, profile, newUserID(), b.now())
 	}
-	u, created, err := resolve()
+	var u *grants.User
+	var created bool
+	var err error
+	mayAwait := true
+	if r, ok := b.grants.(grants.SignInResolver); ok {
+		u, created, mayAwait, err = r.ResolveSignIn(ctx, ident, profile, newUserID(), b.now())
+	} else {
+		u, created, err = resolve()
+	}
 	if err == nil && linkedElsewhere != nil && u.ID != linkedElsewhere.ID && b.relinkOnceVerified(ctx, ident, u.ID, linkedElsewhere) {
 		u, created, err = resolve() // the identity is the target's now: its profile, refreshed
+		mayAwait = true
 	}
 	if err != nil {
 		b.log.ErrorContext(ctx, "resolving the user", "err", err)
-		return nil, false, err
+		return nil, false, false, err
 	}
 	if created {
 		b.emit(ctx, webhooks.UserCreatedEvent(u, id.Connection))
@@ -43,7 +59,7 @@ func (b *Broker) resolveUser(ctx context.Context, id *upstream.Identity) (*grant
 			b.log.ErrorContext(ctx, "adding default roles", "err", err)
 		}
 	}
-	return u, created, nil
+	return u, created, mayAwait, nil
 }
 
 // linkByVerifiedEmail attaches a new identity to the existing user with the

@@ -270,6 +270,15 @@ type UserGrantReader interface {
 	UserAndGrant(ctx context.Context, userID string) (*User, *Grant, error)
 }
 
+// SignInResolver is an optional capability of a Store: ResolveSignIn is
+// ResolveIdentity that also says whether the user may have invitations
+// awaiting its verified email (false: AwaitingVerification would list
+// none), learnt in the same round trip as the user (Redis: its pipeline).
+// A sign-in with a verified email asks.
+type SignInResolver interface {
+	ResolveSignIn(ctx context.Context, id Identity, p Profile, newUserID string, now time.Time) (u *User, created, mayAwait bool, err error)
+}
+
 // Store keeps users, invitations, grants and jobs. Implementations must be safe
 // for concurrent use by several processes sharing the backend.
 type Store interface {

@@ -105,6 +105,20 @@ type Code struct {
 	AuthRequest *AuthRequest `json:"auth_request,omitempty"`
 }
 
+// StoredAuthRequest is c's AuthRequest as SaveCode stores it: expiring
+// with the code at the latest. The code carries the request from then on,
+// so the request's own record outlives the code for nothing, and the
+// code's exchange need not delete it (one write less per login).
+func (c *Code) StoredAuthRequest() *AuthRequest {
+	ar := c.AuthRequest
+	if ar == nil || !c.ExpiresAt.Before(ar.ExpiresAt) {
+		return ar
+	}
+	bounded := *ar
+	bounded.ExpiresAt = c.ExpiresAt
+	return &bounded
+}
+
 // RefreshToken is one link of a refresh-token family. Every token issued from
 // one authorization shares FamilyID; rotation creates the next link.
 type RefreshToken struct {
@@ -175,7 +189,8 @@ type Store interface {
 	// SaveCode stores a new code (ErrConflict over a live one). A code with
 	// its AuthRequest also replaces that auth request, as UpdateAuthRequest
 	// does (ErrNotFound if gone), in the same write: issuing the code
-	// completes the request.
+	// completes the request, which then expires with the code at the latest
+	// (Code.StoredAuthRequest), so its exchange need not delete it.
 	SaveCode(ctx context.Context, c *Code) error
 	// ConsumeCode atomically marks the code used and returns it. A second call
 	// returns the record and ErrCodeReplayed; an unknown or expired code ErrNotFound.

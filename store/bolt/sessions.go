@@ -143,7 +143,7 @@ func (s *Store) SaveCode(ctx context.Context, c *sessions.Code) error {
 		if found && !expired(old.ExpiresAt, s.now()) {
 			return sessions.ErrConflict, nil
 		}
-		if ar := c.AuthRequest; ar != nil {
+		if ar := c.StoredAuthRequest(); ar != nil {
 			if refusal, err := s.replaceAuthRequest(tx, ar); refusal != nil || err != nil {
 				return refusal, err
 			}

@@ -30,6 +30,7 @@ func RunSessions(t *testing.T, newStore func(t *testing.T, clock *Clock) session
 		{"Revocation/AccessToken", testRevokeAccessToken},
 		{"Revocation/SessionFamilies", testRevokeSessionFamilies},
 		{"BrowserSession", testBrowserSession},
+		{"Together", testTogether},
 		{"SigningKeys", testSigningKeys},
 		{"SigningKeys/ConcurrentFirst", testSigningKeysConcurrentFirst},
 		{"Ping", func(t *testing.T, ctx context.Context, s sessions.Store, _ *Clock) { must(t, "ping", s.Ping(ctx)) }},
@@ -114,13 +115,20 @@ func testCodeConsumeOnce(t *testing.T, ctx context.Context, s sessions.Store, cl
 	ar := authRequest("ar-2", clock.Now())
 	must(t, "create the auth request", s.CreateAuthRequest(ctx, ar))
 	ar.Done, ar.Subject = true, "usr_1"
-	must(t, "save with its auth request", s.SaveCode(ctx, &sessions.Code{Hash: "code-2", AuthRequestID: "ar-2", ExpiresAt: clock.Now().Add(time.Minute), AuthRequest: ar}))
+	codeExpiry := clock.Now().Add(time.Minute)
+	must(t, "save with its auth request", s.SaveCode(ctx, &sessions.Code{Hash: "code-2", AuthRequestID: "ar-2", ExpiresAt: codeExpiry, AuthRequest: ar}))
 	stored, err := s.GetAuthRequest(ctx, "ar-2")
 	must(t, "the completed auth request", err)
-	same(t, "the auth request completed by its code", ar, stored)
+	// Stored completed, expiring with its code (which carries it from then on).
+	completed := *ar
+	completed.ExpiresAt = codeExpiry
+	same(t, "the auth request completed by its code", &completed, stored)
 	got, err = s.ConsumeCode(ctx, "code-2")
 	must(t, "consume with its auth request", err)
 	same(t, "the code's auth request", ar, got.AuthRequest)
+	clock.Advance(time.Minute)
+	_, err = s.GetAuthRequest(ctx, "ar-2")
+	wantErr(t, "the completed auth request once its code expired", err, sessions.ErrNotFound)
 	gone := authRequest("ar-gone", clock.Now())
 	gone.Done = true
 	err = s.SaveCode(ctx, &sessions.Code{Hash: "code-3", AuthRequestID: "ar-gone", ExpiresAt: clock.Now().Add(time.Minute), AuthRequest: gone})

@@ -6,6 +6,8 @@ import (
 	"slices"
 	"time"
 
+	"github.com/redis/go-redis/v9"
+
 	"github.com/usher-oidc/usher/grants"
 )
 
@@ -34,4 +36,37 @@ func (s *Store) AwaitingVerification(ctx context.Context, userID string, now tim
 	}
 	slices.SortFunc(out, func(a, b grants.Invitation) int { return b.CreatedAt.Compare(a.CreatedAt) })
 	return out, nil
+}
+
+// ResolveSignIn (grants.SignInResolver) is ResolveIdentity with the size of
+// the user's awaiting-verification set read in the same pipeline as the
+// user: a sign-in then looks the invitations up (AwaitingVerification)
+// only when there are entries. On any doubt (the probe failed, or ran for
+// another user than the one resolved) it says look.
+func (s *Store) ResolveSignIn(ctx context.Context, id grants.Identity, p grants.Profile, newUserID string, now time.Time) (*grants.User, bool, bool, error) {
+	if err := checkKeys("redisstore: resolve identity", id.Issuer, id.Subject, newUserID); err != nil {
+		return nil, false, false, err
+	}
+	probe := &awaitProbe{}
+	u, created, err := s.resolveIdentityProbing(ctx, id, p, newUserID, now, probe)
+	if err != nil {
+		return nil, false, false, err
+	}
+	return u, created, probe.mayAwait(u.ID), nil
+}
+
+// awaitProbe counts a user's awaiting-verification entries (ZCARD
+// iaw:<user>) beside the user's resolution.
+type awaitProbe struct {
+	userID string
+	cmd    *redis.IntCmd
+}
+
+func (q *awaitProbe) queue(ctx context.Context, s *Store, userID string) redis.Cmder {
+	q.userID, q.cmd = userID, redis.NewIntCmd(ctx, "zcard", s.key("iaw", userID))
+	return q.cmd
+}
+
+func (q *awaitProbe) mayAwait(userID string) bool {
+	return q.cmd == nil || q.userID != userID || q.cmd.Err() != nil || q.cmd.Val() > 0
 }

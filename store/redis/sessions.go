@@ -76,6 +76,11 @@ func (s *Store) GetAuthRequest(ctx context.Context, id string) (*sessions.AuthRe
 		return nil, err
 	}
 	raw, err := s.rdb.HGet(ctx, s.key("ar", id), "d").Result()
+	return s.authRequestFrom(id, raw, err)
+}
+
+// authRequestFrom is GetAuthRequest's answer from its HGET's reply.
+func (s *Store) authRequestFrom(id, raw string, err error) (*sessions.AuthRequest, error) {
 	if errors.Is(err, redis.Nil) {
 		err = sessions.ErrNotFound
 	}
@@ -108,20 +113,35 @@ func (s *Store) DeleteAuthRequest(ctx context.Context, id string) error {
 // SaveCode refuses to overwrite a live code (ErrConflict): overwriting would
 // clear Used and let a spent code be exchanged again.
 func (s *Store) SaveCode(ctx context.Context, c *sessions.Code) error {
-	if c == nil {
-		return fmt.Errorf("redisstore: save code: nil: %w", ErrInvalid)
+	calls, err := s.codeCalls(c)
+	if err == nil {
+		var res [][]any
+		res, err = s.runTogether(ctx, calls...)
+		err = codeSaved(res, err)
 	}
-	if err := checkKeys("redisstore: save code", c.Hash); err != nil {
-		return err
+	if err != nil {
+		return fmt.Errorf("redisstore: save code: %w", err)
+	}
+	return nil
+}
+
+// codeCalls are the scripts that save c: the auth request it completes
+// (when it carries it), then the code.
+func (s *Store) codeCalls(c *sessions.Code) ([]scriptCall, error) {
+	if c == nil {
+		return nil, fmt.Errorf("nil: %w", ErrInvalid)
+	}
+	if err := checkKeys("code", c.Hash); err != nil {
+		return nil, err
 	}
 	if c.ExpiresAt.IsZero() {
-		return fmt.Errorf("redisstore: save code: no expiry: %w", ErrInvalid)
+		return nil, fmt.Errorf("no expiry: %w", ErrInvalid)
 	}
 	stored := *c
 	stored.Used = false // Used lives in its own field, set by ConsumeCode
 	raw, err := json.Marshal(&stored)
 	if err != nil {
-		return fmt.Errorf("redisstore: save code: %w", err)
+		return nil, err
 	}
 	calls := []scriptCall{{putRecord, []string{s.key("c", c.Hash)},
 		[]any{microsStr(s.now()), "create", microsStr(c.ExpiresAt), expireAtMS(c.ExpiresAt), raw}}}
@@ -129,23 +149,24 @@ func (s *Store) SaveCode(ctx context.Context, c *sessions.Code) error {
 		// The auth request the code completes, in the same round trip (other
 		// slots: an update that finds the request gone fails the save, and
 		// the code, never handed out, expires unused).
-		if err := checkKeys("redisstore: save code: its auth request", ar.ID); err != nil {
-			return err
+		if err := checkKeys("its auth request", ar.ID); err != nil {
+			return nil, err
 		}
-		call, err := s.authRequestCall("update", ar)
+		call, err := s.authRequestCall("update", c.StoredAuthRequest())
 		if err != nil || ar.ID != c.AuthRequestID {
-			return fmt.Errorf("redisstore: save code: its auth request: %w", errors.Join(err, ErrInvalid))
+			return nil, fmt.Errorf("its auth request: %w", errors.Join(err, ErrInvalid))
 		}
 		calls = append([]scriptCall{call}, calls...)
 	}
-	res, err := s.runTogether(ctx, calls...)
+	return calls, nil
+}
+
+// codeSaved is the save's outcome from its scripts' replies.
+func codeSaved(res [][]any, err error) error {
 	for i := 0; err == nil && i < len(res); i++ {
 		err = outcome(str(res[i], 0), map[string]error{"conflict": sessions.ErrConflict, "notfound": sessions.ErrNotFound})
 	}
-	if err != nil {
-		return fmt.Errorf("redisstore: save code: %w", err)
-	}
-	return nil
+	return err
 }
 
 func (s *Store) ConsumeCode(ctx context.Context, hash string) (*sessions.Code, error) {
@@ -181,6 +202,11 @@ func (s *Store) GetBrowserSession(ctx context.Context, id string) (*sessions.Bro
 		return nil, err
 	}
 	raw, err := s.rdb.Get(ctx, s.key("bs", id)).Bytes()
+	return s.browserSessionFrom(id, raw, err)
+}
+
+// browserSessionFrom is GetBrowserSession's answer from its GET's reply.
+func (s *Store) browserSessionFrom(id string, raw []byte, err error) (*sessions.BrowserSession, error) {
 	if errors.Is(err, redis.Nil) {
 		err = sessions.ErrNotFound
 	}

@@ -61,11 +61,17 @@ func (s *Store) ResolveIdentity(ctx context.Context, id grants.Identity, p grant
 	if err := checkKeys("redisstore: resolve identity", id.Issuer, id.Subject, newUserID); err != nil {
 		return nil, false, err
 	}
-	u, created, err := s.resolveIdentity(ctx, id, p, newUserID, now)
+	return s.resolveIdentityProbing(ctx, id, p, newUserID, now, nil)
+}
+
+// resolveIdentityProbing is ResolveIdentity, also probing, when probe is
+// not nil, the user's invitations awaiting verification (ResolveSignIn).
+func (s *Store) resolveIdentityProbing(ctx context.Context, id grants.Identity, p grants.Profile, newUserID string, now time.Time, probe *awaitProbe) (*grants.User, bool, error) {
+	u, created, err := s.resolveIdentity(ctx, id, p, newUserID, now, probe)
 	if errors.Is(err, errErasedMeanwhile) {
 		// The identity is gone with its user: this sign-in starts afresh,
 		// as a new user without grants.
-		u, created, err = s.resolveIdentity(ctx, id, p, newUserID, now)
+		u, created, err = s.resolveIdentity(ctx, id, p, newUserID, now, probe)
 	}
 	if err != nil {
 		return nil, false, fmt.Errorf("redisstore: resolve identity: %w", err)
@@ -73,7 +79,7 @@ func (s *Store) ResolveIdentity(ctx context.Context, id grants.Identity, p grant
 	return u, created, nil
 }
 
-func (s *Store) resolveIdentity(ctx context.Context, id grants.Identity, p grants.Profile, newUserID string, now time.Time) (*grants.User, bool, error) {
+func (s *Store) resolveIdentity(ctx context.Context, id grants.Identity, p grants.Profile, newUserID string, now time.Time, probe *awaitProbe) (*grants.User, bool, error) {
 	idKey := s.identityKey(id.Issuer, id.Subject)
 	suffix := identitySuffix(id.Issuer, id.Subject)
 	ident, raw, mode, err := s.claimOrRead(ctx, id, p, newUserID, now)
@@ -82,7 +88,7 @@ func (s *Store) resolveIdentity(ctx context.Context, id grants.Identity, p grant
 	}
 	userID := ident.UserID
 	email := p.Email
-	res, err := s.ensureIndexedUser(ctx, mode, suffix, userID, p, now)
+	res, err := s.ensureIndexedUser(ctx, mode, suffix, userID, p, now, probe)
 	if err != nil {
 		return nil, false, err
 	}
@@ -188,9 +194,9 @@ func (s *Store) refreshEmail(ctx context.Context, idKey, old string, u *grants.U
 // the script decides: every reader of these indexes re-checks the user.
 //
 // At v3 the user list's entry is the email index (UsersByEmail reads it),
-// so it goes before instead, and neither ue: nor ui: is written: a v2
-// record lists its identities itself.
-func (s *Store) ensureIndexedUser(ctx context.Context, mode, suffix, userID string, p grants.Profile, now time.Time) ([]any, error) {
+// so it goes before instead, and neither ue: nor ui: is written: a compact
+// record lists its identities itself. probe, when set, rides after them.
+func (s *Store) ensureIndexedUser(ctx context.Context, mode, suffix, userID string, p grants.Profile, now time.Time, probe *awaitProbe) ([]any, error) {
 	var before, after []redis.Cmder
 	if mode == "new" && !s.formatV3() {
 		before = append(before, redis.NewIntCmd(ctx, "sadd", s.key("ui", userID), suffix))
@@ -208,6 +214,9 @@ func (s *Store) ensureIndexedUser(ctx context.Context, mode, suffix, userID stri
 	record := ""
 	if s.compactUsers() && nanoTime(now) {
 		record = encodeUserCompact(p, suffix, now)
+	}
+	if probe != nil {
+		after = append(after, probe.queue(ctx, s, userID))
 	}
 	return s.aroundScript(ctx, before, scriptCall{ensureUser, []string{s.key("u", userID)},
 		[]any{mode, suffix, userID, p.Email, boolStr(p.EmailVerified), p.Name, p.Picture, fmtTime(now), record, userTime(now)}}, after)

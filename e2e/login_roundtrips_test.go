@@ -1,0 +1,144 @@
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/usher-oidc/usher/app"
+	"github.com/usher-oidc/usher/config"
+	"github.com/usher-oidc/usher/internal/testkit"
+)
+
+// tripLog records usher's store round trips to Redis (rate-limit checks
+// left out), each as the commands it carried, so a failure shows them.
+type tripLog struct {
+	mu    sync.Mutex
+	trips []string
+}
+
+func (h *tripLog) DialHook(next redis.DialHook) redis.DialHook { return next }
+
+func (h *tripLog) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error {
+		h.add([]redis.Cmder{cmd})
+		return next(ctx, cmd)
+	}
+}
+
+func (h *tripLog) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return func(ctx context.Context, cmds []redis.Cmder) error {
+		h.add(cmds)
+		return next(ctx, cmds)
+	}
+}
+
+func (h *tripLog) add(cmds []redis.Cmder) {
+	var names []string
+	for _, c := range cmds {
+		args := c.Args()
+		name := fmt.Sprint(args[0])
+		if len(args) > 1 {
+			key := fmt.Sprint(args[1])
+			if strings.EqualFold(name, "evalsha") && len(args) > 3 {
+				key = fmt.Sprint(args[3])
+			}
+			if strings.Contains(key, "{rl:") {
+				return
+			}
+			name += " " + clip(key, 40)
+		}
+		names = append(names, name)
+	}
+	h.mu.Lock()
+	h.trips = append(h.trips, strings.Join(names, " | "))
+	h.mu.Unlock()
+}
+
+func (h *tripLog) take() []string {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	t := h.trips
+	h.trips = nil
+	return t
+}
+
+func clip(s string, n int) string {
+	if len(s) > n {
+		return s[:n]
+	}
+	return s
+}
+
+// TestLoginRedisRoundTrips (issue 14) holds the store round trips of a
+// login on Redis to their ceilings: a complete sign-in (authorize →
+// devidp → callback → code → tokens, a fresh cookie jar) and a login
+// answered from usher's own session (authorize → code → tokens). Each is
+// the fewest of a few logins, so that the store's background work (outbox,
+// sweeper) cannot fail it; a login that needs more trips fails it, listing
+// them. Rate-limit checks are not counted. Both at record_format v1 and at
+// v3, which writes no refresh-token lookup.
+func TestLoginRedisRoundTrips(t *testing.T) {
+	for _, tc := range []struct {
+		format          string
+		signIn, session int
+	}{
+		{"v1", 12, 9},
+		{"v3", 11, 8}, // no rth: lookup written: a refresh token is created in one round trip
+	} {
+		t.Run(tc.format, func(t *testing.T) { checkLoginRedisRoundTrips(t, tc.format, tc.signIn, tc.session) })
+	}
+}
+
+func checkLoginRedisRoundTrips(t *testing.T, format string, signInMax, sessionMax int) {
+	addr := testkit.StartRedis(t)
+	d := startDev(t, app.DevOptions{Configure: func(c *config.Config) {
+		c.Store.Driver = "redis"
+		c.Store.Redis.URL = "redis://" + addr + "/0"
+		c.Store.RecordFormat = format
+		c.RateLimits.AuthorizePerMinute = 1 << 30
+		idTokenAlg("ES256")(c) // login checks it
+	}})
+	rc, ok := d.App.Store.(interface{ Client() redis.UniversalClient })
+	if !ok {
+		t.Fatalf("store %T is not on Redis", d.App.Store)
+	}
+	signedIn := newAgent(t, d.SPAURL)
+	code, verifier := signedIn.signIn(d, app.DevUserEmail, app.DevUserPassword, false) // untimed: keys, clients and the user exist
+	exchangeCode(t, d, code, verifier)
+	hook := &tripLog{}
+	rc.Client().AddHook(hook)
+	session := newSessionClient(d, signedIn.client.Jar, 1)
+	logins := []struct {
+		name  string
+		max   int
+		login func() error
+	}{
+		{name: "sign-in", max: signInMax, login: func() error {
+			_, err := login(d, http.DefaultTransport)
+			return err
+		}},
+		{name: "answered from usher's session", max: sessionMax, login: func() error { _, err := sessionLogin(d, session); return err }},
+	}
+	for _, l := range logins {
+		var fewest []string
+		for i := range 3 {
+			hook.take()
+			if err := l.login(); err != nil {
+				t.Fatalf("%s: %v", l.name, err)
+			}
+			if trips := hook.take(); i == 0 || len(trips) < len(fewest) {
+				fewest = trips
+			}
+		}
+		t.Logf("%s: %d store round trips", l.name, len(fewest))
+		if len(fewest) > l.max {
+			t.Errorf("%s: %d store round trips, want at most %d:\n%s", l.name, len(fewest), l.max, strings.Join(fewest, "\n"))
+		}
+	}
+}

@@ -1,0 +1,76 @@
+package sessions
+
+import "context"
+
+// Together is a few independent operations on different records that one
+// step of a sign-in needs at once: a browser session's save, a code's
+// save, a browser session's and an auth request's read. A backend that
+// can sends them in one round trip (Batcher); RunTogether runs them one
+// after the other elsewhere. None sees another's effect, so they must
+// name different records.
+type Together struct {
+	// SaveSession is saved as SaveBrowserSession saves it, or, with
+	// ReplacesSession, as ReplaceBrowserSession replaces that session.
+	SaveSession     *BrowserSession
+	ReplacesSession string
+	// SaveCode is saved as SaveCode saves it.
+	SaveCode *Code
+	// GetSession and GetAuthRequest name the records to read ("" for none).
+	GetSession     string
+	GetAuthRequest string
+}
+
+// Read is what a Together read: each record with the error its own Get
+// would have returned (ErrNotFound for an absent one).
+type Read struct {
+	Session        *BrowserSession
+	SessionErr     error
+	AuthRequest    *AuthRequest
+	AuthRequestErr error
+}
+
+// Batcher is a Store that runs a Together in one round trip. Its error is
+// the first write's failure (the other operations may have been done or
+// not); the reads' errors are in Read.
+type Batcher interface {
+	RunTogether(ctx context.Context, t Together) (Read, error)
+}
+
+// RunTogether runs t through st: in one round trip where st is a Batcher,
+// else as RunApart.
+func RunTogether(ctx context.Context, st Store, t Together) (Read, error) {
+	if b, ok := st.(Batcher); ok {
+		return b.RunTogether(ctx, t)
+	}
+	return RunApart(ctx, st, t)
+}
+
+// RunApart runs t's operations one by one: the writes (the session's
+// first, stopping at a failure), then the reads.
+func RunApart(ctx context.Context, st Store, t Together) (Read, error) {
+	if err := t.write(ctx, st); err != nil {
+		return Read{}, err
+	}
+	var r Read
+	if t.GetSession != "" {
+		r.Session, r.SessionErr = st.GetBrowserSession(ctx, t.GetSession)
+	}
+	if t.GetAuthRequest != "" {
+		r.AuthRequest, r.AuthRequestErr = st.GetAuthRequest(ctx, t.GetAuthRequest)
+	}
+	return r, nil
+}
+
+func (t Together) write(ctx context.Context, st Store) error {
+	var err error
+	switch {
+	case t.SaveSession != nil && t.ReplacesSession != "":
+		err = st.ReplaceBrowserSession(ctx, t.SaveSession, t.ReplacesSession)
+	case t.SaveSession != nil:
+		err = st.SaveBrowserSession(ctx, t.SaveSession)
+	}
+	if err == nil && t.SaveCode != nil {
+		err = st.SaveCode(ctx, t.SaveCode)
+	}
+	return err
+}

@@ -144,7 +144,9 @@ type InvitationMailer interface {
 // Broker is the OpenID Provider plus the upstream client.
 type Broker struct {
 	// verified caches access tokens whose signature was checked (tokencache.go).
-	verified    verifiedTokens
+	verified verifiedTokens
+	// fresh: auth requests just created, for their first /login (freshauth.go).
+	fresh       freshAuthRequests
 	invitations *grants.Service
 	audit       func(ctx context.Context, e AuditEvent)
 	metrics     *metrics

@@ -56,8 +56,13 @@ func (b *Broker) handleLogin(w http.ResponseWriter, r *http.Request) {
 
 // loginReads reads the auth request and, when the browser has one, its
 // session in one round trip; New finds the session read (preloadSession).
+// An auth request this process just created comes from b.fresh, and the
+// session, if any, is read by New.
 func (b *Broker) loginReads(r *http.Request) (*http.Request, *sessions.AuthRequest, error) {
 	arID := r.URL.Query().Get("id")
+	if ar := b.fresh.take(arID, b.now()); ar != nil {
+		return r, ar, nil
+	}
 	sid, cookie := b.browser.cookieSession(r, b.cookie)
 	if arID == "" || sid == "" {
 		ar, err := b.sessions.GetAuthRequest(r.Context(), arID)

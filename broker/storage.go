@@ -123,6 +123,7 @@ func (s opStorage) CreateAuthRequest(ctx context.Context, req *oidc.AuthRequest,
 	if err := b.sessions.CreateAuthRequest(ctx, ar); err != nil {
 		return nil, storeError("saving the authorization request", err)
 	}
+	b.fresh.put(ar, now)
 	return authRequest{ar}, nil
 }
 

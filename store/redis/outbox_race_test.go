@@ -25,19 +25,31 @@ type beforeCAS struct {
 }
 
 func (h *beforeCAS) DialHook(next redis.DialHook) redis.DialHook { return next }
+
+// ProcessPipelineHook runs fn before a pipeline that carries the script
+// (with what the store sends after it in the same pipeline).
 func (h *beforeCAS) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
-	return next
+	return func(ctx context.Context, cmds []redis.Cmder) error {
+		for _, cmd := range cmds {
+			h.check(cmd)
+		}
+		return next(ctx, cmds)
+	}
 }
 
 func (h *beforeCAS) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
 	return func(ctx context.Context, cmd redis.Cmder) error {
-		args := cmd.Args()
-		if name := cmd.Name(); (name == "evalsha" || name == "eval") && len(args) > 4 && args[4] == h.mode {
-			if key, _ := args[3].(string); strings.Contains(key, h.id) {
-				h.once.Do(h.fn)
-			}
-		}
+		h.check(cmd)
 		return next(ctx, cmd)
+	}
+}
+
+func (h *beforeCAS) check(cmd redis.Cmder) {
+	args := cmd.Args()
+	if name := cmd.Name(); (name == "evalsha" || name == "eval") && len(args) > 4 && args[4] == h.mode {
+		if key, _ := args[3].(string); strings.Contains(key, h.id) {
+			h.once.Do(h.fn)
+		}
 	}
 }
 

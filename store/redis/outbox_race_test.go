@@ -94,7 +94,11 @@ func TestOutboxWriteRacingARunner(t *testing.T) {
 			ctx := ctxT(t)
 			now := time.Now().UTC().Truncate(time.Millisecond)
 			prefix := uniquePrefix()
-			runner := redisstore.New(redis.NewClient(&redis.Options{Addr: standalone.addr()}), redisstore.Options{Prefix: prefix})
+			addr := standalone.addr()
+			if tc.flush { // its own server: no parallel test loads the script again in between
+				addr = startServerT(t, 0).addr()
+			}
+			runner := redisstore.New(redis.NewClient(&redis.Options{Addr: addr}), redisstore.Options{Prefix: prefix})
 			t.Cleanup(func() { _ = runner.Close() })
 			inv := pendingInvitation("inv-race-"+tc.name, now)
 			raced := false
@@ -113,7 +117,7 @@ func TestOutboxWriteRacingARunner(t *testing.T) {
 					must(t, "ack", runner.AckOutbox(ctx, id, nil)) // nothing to deliver
 				}
 			}}
-			c := redis.NewClient(&redis.Options{Addr: standalone.addr()})
+			c := redis.NewClient(&redis.Options{Addr: addr})
 			c.AddHook(hook)
 			s := redisstore.New(c, redisstore.Options{Prefix: prefix})
 			t.Cleanup(func() { _ = s.Close() })

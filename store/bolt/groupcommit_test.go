@@ -23,14 +23,7 @@ func TestCommitterSharesCommits(t *testing.T) {
 		{"panicking member", func(tx *bolt.Tx) error { panic("boom") }},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			db, err := bolt.Open(filepath.Join(t.TempDir(), "g.db"), 0o600, nil)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer db.Close()
-			if err := db.Update(func(tx *bolt.Tx) error { _, err := tx.CreateBucket([]byte("b")); return err }); err != nil {
-				t.Fatal(err)
-			}
+			db := openWithBucket(t)
 			tx0 := lastTxID(db)
 			c := &committer{db: db}
 			const n = 64
@@ -75,4 +68,18 @@ func TestCommitterSharesCommits(t *testing.T) {
 			}
 		})
 	}
+}
+
+// openWithBucket opens a bbolt file with bucket "b".
+func openWithBucket(t *testing.T) *bolt.DB {
+	t.Helper()
+	db, err := bolt.Open(filepath.Join(t.TempDir(), "g.db"), 0o600, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = db.Close() })
+	if err := db.Update(func(tx *bolt.Tx) error { _, err := tx.CreateBucket([]byte("b")); return err }); err != nil {
+		t.Fatal(err)
+	}
+	return db
 }

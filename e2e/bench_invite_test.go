@@ -33,9 +33,11 @@ func benchmarkInvitationCreate(b *testing.B, store string) {
 	url := strings.TrimSuffix(d.IssuerURL, "/") + "/api/invitations"
 	var n atomic.Int64
 	trips := countRedisRoundTrips(d)
+	writes := countBoltWrites(d)
 	b.SetParallelism(8)
 	b.ResetTimer()
 	trips.reset()
+	writes.reset()
 	start := time.Now()
 	b.RunParallel(func(pb *testing.PB) {
 		client := &http.Client{}
@@ -60,6 +62,7 @@ func benchmarkInvitationCreate(b *testing.B, store string) {
 	for d.App.Outbox.Drain(context.Background()) > 0 {
 	}
 	trips.report(b, b.N, "create") // outbox handling included
+	writes.report(b, b.N, "create")
 	b.ReportMetric(float64(b.N)/answered.Seconds(), "answers/s")
 	b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "creates/s")
 }

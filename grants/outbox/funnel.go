@@ -1,10 +1,6 @@
 package outbox
 
-import (
-	"context"
-
-	"github.com/usher-oidc/usher/grants"
-)
+import "github.com/usher-oidc/usher/grants"
 
 // funnelStages maps the invitation events the funnel counts to its stages.
 // Resends are not a stage; "opened" has no event (it is a timeline entry).
@@ -20,16 +16,4 @@ var funnelStages = map[string]string{
 // UTC day of the event and inviting client, one count per stage, and for a
 // redemption its time since the invitation was created. The store counts an
 // event ID once, so a repeated hand-over changes nothing.
-func Funnel(st grants.FunnelStore) Consumer {
-	return ConsumerFunc(func(ctx context.Context, inv *grants.Invitation, ev grants.OutboxEvent) error {
-		stage, ok := funnelStages[ev.Type]
-		if !ok || inv == nil {
-			return nil
-		}
-		secs := int64(-1)
-		if stage == grants.FunnelRedeemed && !inv.CreatedAt.IsZero() && !ev.At.Before(inv.CreatedAt) {
-			secs = int64(ev.At.Sub(inv.CreatedAt).Seconds())
-		}
-		return st.AddFunnel(ctx, ev.ID, ev.At, inv.ClientID, stage, secs)
-	})
-}
+func Funnel(st grants.FunnelStore) Consumer { return funnelConsumer{st} }

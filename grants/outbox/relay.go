@@ -124,9 +124,10 @@ func (r *Relay) deliverAll(ctx context.Context, ids []string) int {
 	return int(acked.Load())
 }
 
-// deliverBatch is deliverAll with the claim's invitations read in one go
-// and their events acknowledged in one go; users' grant events take the
-// one-by-one path.
+// deliverBatch is deliverAll with the claim's invitations read in one go,
+// their events handed over in rounds (handOverRounds) and acknowledged in
+// one go; users' grant events take the one-by-one path. A missing
+// invitation is acknowledged with nothing, which drops its entry.
 func (r *Relay) deliverBatch(ctx context.Context, b grants.OutboxBatcher, ids []string) int {
 	var invIDs, userIDs []string
 	for _, id := range ids {
@@ -149,21 +150,7 @@ func (r *Relay) deliverBatch(ctx context.Context, b grants.OutboxBatcher, ids []
 		r.loop.NoteRetry(r.o.Now().Add(r.o.Lease))
 		return acked
 	}
-	done := make([][]string, len(invIDs))
-	sem := make(chan struct{}, r.o.Parallel)
-	var wg sync.WaitGroup
-	for i, id := range invIDs {
-		inv := invs[i]
-		if inv == nil {
-			continue // gone: acknowledged below with nothing, which drops its entry
-		}
-		sem <- struct{}{}
-		wg.Go(func() {
-			defer func() { <-sem }()
-			done[i] = r.handOverAll(ctx, id, inv, inv.Outbox)
-		})
-	}
-	wg.Wait()
+	done := r.handOverRounds(ctx, invIDs, invs)
 	acks := make(map[string][]string, len(invIDs))
 	for i, id := range invIDs {
 		acks[id] = done[i]
@@ -248,13 +235,4 @@ func (r *Relay) handOver(ctx context.Context, inv *grants.Invitation, ev grants.
 
 // Audit is the consumer that writes the audit log: one record per event,
 // with the event's ID, so a repeated hand-over writes it once.
-func Audit(st grants.Store) Consumer {
-	return ConsumerFunc(func(ctx context.Context, inv *grants.Invitation, ev grants.OutboxEvent) error {
-		target := ev.UserID
-		if inv != nil {
-			target = inv.ID
-		}
-		return st.AppendAudit(ctx, &grants.AuditRecord{ID: ev.ID, At: ev.At, Action: ev.Type, Actor: ev.Actor,
-			Target: target, Detail: ev.Detail})
-	})
-}
+func Audit(st grants.Store) Consumer { return auditConsumer{st} }

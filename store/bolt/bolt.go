@@ -52,6 +52,8 @@ type Options struct {
 // Store implements sessions.Store and grants.Store on one bbolt database.
 type Store struct {
 	db *bolt.DB
+	// group shares the main file's commits among concurrent writes (batch).
+	group *committer
 	// flow holds the sign-in flow records (auth requests, codes) with
 	// unsynced commits; flowPath is its file.
 	flow     *bolt.DB
@@ -71,7 +73,7 @@ type Store struct {
 
 // WriteStats reports, since Open, how many writes were asked of the store
 // and how many durable bbolt commits (each a data and a meta fdatasync) the
-// main file made for them. Concurrent writes share commits through db.Batch,
+// main file made for them. Concurrent writes share commits (committer),
 // so commits ≤ writes under load; writes to the flow file commit without
 // fdatasync and are not counted as commits. For tests and benchmarks.
 func (s *Store) WriteStats() (writes, commits uint64) {
@@ -138,11 +140,6 @@ func Open(path string, opts Options) (*Store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("boltstore: open %s (is another process using it?): %w", path, err)
 	}
-	// bbolt's default 10 ms batch delay is what a lone writer waits for company
-	// before committing: it capped a single caller at ~90 rotations/s. Writers
-	// arriving while a commit (two fsyncs, ~1 ms) is in flight queue into the
-	// next batch anyway, so a short delay loses nothing under load.
-	db.MaxBatchDelay = 250 * time.Microsecond
 	if err := db.Update(func(tx *bolt.Tx) error {
 		for _, name := range allBuckets {
 			if _, err := tx.CreateBucketIfNotExists(name); err != nil {
@@ -172,6 +169,7 @@ func Open(path string, opts Options) (*Store, error) {
 	}
 	s := &Store{db: db, flow: flow, flowPath: flowPath, now: opts.Now, log: opts.Logger, stop: make(chan struct{}), done: make(chan struct{})}
 	s.txid0 = lastTxID(db)
+	s.group = &committer{db: db}
 	if s.now == nil {
 		s.now = time.Now
 	}
@@ -317,10 +315,11 @@ func (s *Store) Ping(ctx context.Context) error {
 	return nil
 }
 
-// batch runs fn in a write transaction that concurrent callers share, so N
-// writers pay for one fsync instead of N: that is what lets refresh rotation
-// keep up with the token endpoint. bbolt may run fn more than once (the whole
-// batch re-runs when one member fails, and the failing member re-runs alone),
+// batch runs fn in a write transaction that concurrent callers share
+// (committer: group commit), so N writers pay for one fsync instead of N:
+// that is what lets refresh rotation keep up with the token endpoint. fn may
+// run more than once (the whole group re-runs when one member fails, and
+// the failing member re-runs alone),
 // so every fn given here
 //   - resets whatever it reports at its start, so the caller sees the final run;
 //   - reports refusals (not found, replayed, conflict…) through a variable and
@@ -334,7 +333,7 @@ func (s *Store) Ping(ctx context.Context) error {
 // the writes of those before it: single-use checks stay exact.
 func (s *Store) batch(fn func(tx *bolt.Tx) error) error {
 	s.writes.Add(1)
-	return s.db.Batch(fn)
+	return s.group.run(fn)
 }
 
 // batchRefusable runs fn in a shared write transaction (see batch). fn returns

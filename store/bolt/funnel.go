@@ -28,31 +28,34 @@ func (s *Store) AddFunnel(ctx context.Context, eventID string, day time.Time, cl
 	if err := checkNoNUL("boltstore: add funnel", clientID); err != nil {
 		return err
 	}
-	dk := grants.FunnelDayKey(day)
-	inc := grants.FunnelIncrements(stage, redeemSeconds)
 	return s.batch(func(tx *bolt.Tx) error {
-		marks := tx.Bucket(bFunnelEvents)
-		if marks.Get([]byte(eventID)) != nil {
-			return nil
+		return addFunnelTx(tx, eventID, grants.FunnelDayKey(day), clientID, grants.FunnelIncrements(stage, redeemSeconds))
+	})
+}
+
+// addFunnelTx counts one event in tx unless its marker says it was counted.
+func addFunnelTx(tx *bolt.Tx, eventID, dk, clientID string, inc map[string]int64) error {
+	marks := tx.Bucket(bFunnelEvents)
+	if marks.Get([]byte(eventID)) != nil {
+		return nil
+	}
+	if err := marks.Put([]byte(eventID), []byte(dk)); err != nil {
+		return err
+	}
+	b := tx.Bucket(bFunnel)
+	for field, delta := range inc {
+		key := funnelKey(dk, clientID, field)
+		var n uint64
+		if v := b.Get(key); len(v) == 8 {
+			n = binary.BigEndian.Uint64(v)
 		}
-		if err := marks.Put([]byte(eventID), []byte(dk)); err != nil {
+		var out [8]byte
+		binary.BigEndian.PutUint64(out[:], uint64(int64(n)+delta))
+		if err := b.Put(key, out[:]); err != nil {
 			return err
 		}
-		b := tx.Bucket(bFunnel)
-		for field, delta := range inc {
-			key := funnelKey(dk, clientID, field)
-			var n uint64
-			if v := b.Get(key); len(v) == 8 {
-				n = binary.BigEndian.Uint64(v)
-			}
-			var out [8]byte
-			binary.BigEndian.PutUint64(out[:], uint64(int64(n)+delta))
-			if err := b.Put(key, out[:]); err != nil {
-				return err
-			}
-		}
-		return nil
-	})
+	}
+	return nil
 }
 
 func funnelKey(day, clientID, field string) []byte {

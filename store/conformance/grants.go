@@ -54,6 +54,7 @@ func RunGrants(t *testing.T, newStore func(t *testing.T, clock *Clock) grants.St
 		{"Jobs/Fenced", testJobsFenced},
 		{"Audit/Idempotent", testAuditIdempotent},
 		{"Funnel", testFunnel},
+		{"SinkBatch", testSinkBatch},
 		{"Outbox/Claim", testOutboxClaim},
 		{"Outbox/ConcurrentClaim", testOutboxConcurrentClaim},
 		{"Outbox/Ack", testOutboxAck},

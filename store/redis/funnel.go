@@ -39,15 +39,20 @@ func (s *Store) AddFunnel(ctx context.Context, eventID string, day time.Time, cl
 	if eventID == "" || day.IsZero() || !grants.ValidFunnelStage(stage) {
 		return fmt.Errorf("redisstore: add funnel: event id, day and a known stage are required: %w", ErrInvalid)
 	}
-	args := []any{funnelMarkerTTL.Milliseconds()}
-	for field, delta := range grants.FunnelIncrements(stage, redeemSeconds) {
-		args = append(args, field+"|"+clientID, delta)
-	}
-	keys := []string{s.prefix + "{funnel}:e:" + eventID, s.funnelDayKey(grants.FunnelDayKey(day))}
+	keys, args := s.funnelCall(eventID, day, clientID, stage, redeemSeconds)
 	if err := addFunnel.Run(ctx, s.rdb, keys, args...).Err(); err != nil {
 		return fmt.Errorf("redisstore: add funnel: %w", err)
 	}
 	return nil
+}
+
+// funnelCall is addFunnel's keys and arguments for one event.
+func (s *Store) funnelCall(eventID string, day time.Time, clientID, stage string, redeemSeconds int64) ([]string, []any) {
+	args := []any{funnelMarkerTTL.Milliseconds()}
+	for field, delta := range grants.FunnelIncrements(stage, redeemSeconds) {
+		args = append(args, field+"|"+clientID, delta)
+	}
+	return []string{s.prefix + "{funnel}:e:" + eventID, s.funnelDayKey(grants.FunnelDayKey(day))}, args
 }
 
 // Funnel reads the day hashes of from..to in one pipeline.

@@ -354,7 +354,7 @@ func (s *Store) createInvitation(ctx context.Context, inv *grants.Invitation, cl
 		rollback()
 		return nil, err
 	}
-	res, err := s.runScript(ctx, invitationCAS, []string{s.invKey(inv.ID)}, "create", "", raw, string(inv.Status), "")
+	res, err := s.casThenMark(ctx, inv, "create", "", raw, string(inv.Status), "")
 	if err == nil && str(res, 0) == "conflict" {
 		err = idTakenError{inv.ID}
 	}
@@ -362,7 +362,6 @@ func (s *Store) createInvitation(ctx context.Context, inv *grants.Invitation, cl
 		rollback()
 		return nil, err
 	}
-	s.markOutboxAgain(ctx, inv)
 	return nil, nil
 }
 

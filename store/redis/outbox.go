@@ -37,6 +37,40 @@ func (s *Store) markOutbox(ctx context.Context, inv *grants.Invitation) error {
 	return s.rdb.ZAdd(ctx, s.outboxKey(), redis.Z{Score: 0, Member: inv.ID}).Err()
 }
 
+// casThenMark runs the invitation script (args after the key) and then
+// marks inv's events due again (markOutboxAgain): in one round trip on one
+// master, which runs a connection's commands in order, so the mark still
+// lands after the write. On a cluster, or when the master had lost the
+// script (it then ran again after the mark), the mark is sent after the
+// reply. A mark after a refused write only makes a runner look at the
+// record once more.
+func (s *Store) casThenMark(ctx context.Context, inv *grants.Invitation, args ...any) ([]any, error) {
+	keys := []string{s.invKey(inv.ID)}
+	if !s.oneMaster() || len(inv.Outbox) == 0 {
+		res, err := s.runScript(ctx, invitationCAS, keys, args...)
+		if err == nil && str(res, 0) == "ok" {
+			s.markOutboxAgain(ctx, inv)
+		}
+		return res, err
+	}
+	var piped *pipedScript
+	var mark *redis.IntCmd
+	_, _ = s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+		piped = scriptCall{sc: invitationCAS, keys: keys, args: args}.queue(ctx, p)
+		mark = p.ZAdd(ctx, s.outboxKey(), redis.Z{Score: 0, Member: inv.ID})
+		return nil
+	})
+	rerun := redis.HasErrorPrefix(piped.cmd.Err(), "NOSCRIPT")
+	res, err := piped.reply(ctx, s.rdb)
+	if err != nil {
+		return nil, err
+	}
+	if rerun || mark.Err() != nil {
+		s.markOutboxAgain(ctx, inv)
+	}
+	return res, nil
+}
+
 // claimOutbox: KEYS[1] index; ARGV now µs, lease end µs, limit.
 var claimOutbox = redis.NewScript(`
 local ids = redis.call('ZRANGE', KEYS[1], '-inf', ARGV[1], 'BYSCORE', 'LIMIT', 0, tonumber(ARGV[3]))

@@ -20,24 +20,41 @@ import (
 // outbox index entry, before the record holds its events.
 type beforeCAS struct {
 	mode, id string
+	only     string // "eval": only the script sent with its source
 	once     sync.Once
 	fn       func()
 }
 
 func (h *beforeCAS) DialHook(next redis.DialHook) redis.DialHook { return next }
+
+// ProcessPipelineHook runs fn before a pipeline that carries the script
+// (with what the store sends after it in the same pipeline).
 func (h *beforeCAS) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
-	return next
+	return func(ctx context.Context, cmds []redis.Cmder) error {
+		for _, cmd := range cmds {
+			h.check(cmd)
+		}
+		return next(ctx, cmds)
+	}
 }
 
 func (h *beforeCAS) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
 	return func(ctx context.Context, cmd redis.Cmder) error {
-		args := cmd.Args()
-		if name := cmd.Name(); (name == "evalsha" || name == "eval") && len(args) > 4 && args[4] == h.mode {
-			if key, _ := args[3].(string); strings.Contains(key, h.id) {
-				h.once.Do(h.fn)
-			}
-		}
+		h.check(cmd)
 		return next(ctx, cmd)
+	}
+}
+
+func (h *beforeCAS) check(cmd redis.Cmder) {
+	args := cmd.Args()
+	name := cmd.Name()
+	if h.only != "" && name != h.only {
+		return
+	}
+	if (name == "evalsha" || name == "eval") && len(args) > 4 && args[4] == h.mode {
+		if key, _ := args[3].(string); strings.Contains(key, h.id) {
+			h.once.Do(h.fn)
+		}
 	}
 }
 
@@ -50,15 +67,21 @@ func (h *beforeCAS) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
 func TestOutboxWriteRacingARunner(t *testing.T) {
 	t.Parallel()
 	for _, tc := range []struct {
-		name, mode string
-		write      func(ctx context.Context, s *redisstore.Store, inv *grants.Invitation, ev grants.OutboxEvent) error
+		name, mode, only string
+		flush            bool // the master lost its scripts: the write's script goes again as EVAL
+		write            func(ctx context.Context, s *redisstore.Store, inv *grants.Invitation, ev grants.OutboxEvent) error
 	}{
-		{"create", "create", func(ctx context.Context, s *redisstore.Store, inv *grants.Invitation, ev grants.OutboxEvent) error {
+		{"create", "create", "", false, func(ctx context.Context, s *redisstore.Store, inv *grants.Invitation, ev grants.OutboxEvent) error {
 			inv.Outbox = []grants.OutboxEvent{ev}
 			_, err := s.CreateInvitation(ctx, inv)
 			return err
 		}},
-		{"resend", "update", func(ctx context.Context, s *redisstore.Store, inv *grants.Invitation, ev grants.OutboxEvent) error {
+		{"create after SCRIPT FLUSH", "create", "eval", true, func(ctx context.Context, s *redisstore.Store, inv *grants.Invitation, ev grants.OutboxEvent) error {
+			inv.Outbox = []grants.OutboxEvent{ev}
+			_, err := s.CreateInvitation(ctx, inv)
+			return err
+		}},
+		{"resend", "update", "", false, func(ctx context.Context, s *redisstore.Store, inv *grants.Invitation, ev grants.OutboxEvent) error {
 			if _, err := s.CreateInvitation(ctx, inv); err != nil { // no events: no entry
 				return err
 			}
@@ -71,11 +94,15 @@ func TestOutboxWriteRacingARunner(t *testing.T) {
 			ctx := ctxT(t)
 			now := time.Now().UTC().Truncate(time.Millisecond)
 			prefix := uniquePrefix()
-			runner := redisstore.New(redis.NewClient(&redis.Options{Addr: standalone.addr()}), redisstore.Options{Prefix: prefix})
+			addr := standalone.addr()
+			if tc.flush { // its own server: no parallel test loads the script again in between
+				addr = startServerT(t, 0).addr()
+			}
+			runner := redisstore.New(redis.NewClient(&redis.Options{Addr: addr}), redisstore.Options{Prefix: prefix})
 			t.Cleanup(func() { _ = runner.Close() })
 			inv := pendingInvitation("inv-race-"+tc.name, now)
 			raced := false
-			hook := &beforeCAS{mode: tc.mode, id: inv.ID, fn: func() {
+			hook := &beforeCAS{mode: tc.mode, id: inv.ID, only: tc.only, fn: func() {
 				ids, err := runner.ClaimOutbox(ctx, now, 10, 30*time.Second)
 				must(t, "claim", err)
 				raced = slices.Contains(ids, inv.ID)
@@ -90,12 +117,15 @@ func TestOutboxWriteRacingARunner(t *testing.T) {
 					must(t, "ack", runner.AckOutbox(ctx, id, nil)) // nothing to deliver
 				}
 			}}
-			c := redis.NewClient(&redis.Options{Addr: standalone.addr()})
+			c := redis.NewClient(&redis.Options{Addr: addr})
 			c.AddHook(hook)
 			s := redisstore.New(c, redisstore.Options{Prefix: prefix})
 			t.Cleanup(func() { _ = s.Close() })
 
-			ev := grants.OutboxEvent{ID: "evt_" + tc.name, Type: grants.EventInvitationCreated, At: now}
+			if tc.flush {
+				must(t, "script flush", c.ScriptFlush(ctx).Err())
+			}
+			ev := grants.OutboxEvent{ID: "evt_" + strings.ReplaceAll(tc.name, " ", "_"), Type: grants.EventInvitationCreated, At: now}
 			if err := tc.write(ctx, s, inv, ev); err != nil {
 				t.Fatal(err)
 			}

@@ -14,6 +14,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"runtime/debug"
 	"syscall"
 
 	"gopkg.in/yaml.v3"
@@ -23,9 +24,27 @@ import (
 )
 
 func main() {
+	tuneGC(os.Getenv)
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	os.Exit(run(ctx, os.Args[1:], os.Stdout, os.Stderr))
+}
+
+// defaultGCPercent is the garbage collector's target when GOGC is not set.
+// usher's live heap is a few MiB, so with Go's default (100) it collects
+// every few hundred requests under load and the collections took 7–13 % of
+// the CPU of a token benchmark; 400 trades about 12 MiB of RSS (measured
+// with 100,000 invitations and 10,000 sessions on Redis: 36 → 48 MiB) for
+// that CPU. GOGC (e.g. GOGC=100) overrides it.
+const defaultGCPercent = 400
+
+// tuneGC sets defaultGCPercent unless GOGC is set, and reports whether it did.
+func tuneGC(getenv func(string) string) bool {
+	if getenv("GOGC") != "" {
+		return false
+	}
+	debug.SetGCPercent(defaultGCPercent)
+	return true
 }
 
 const usage = `usher — an OpenID Connect broker with invitations, in front of Auth0

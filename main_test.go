@@ -4,6 +4,7 @@ import (
 	"context"
 	"os"
 	"path/filepath"
+	"runtime/debug"
 	"strings"
 	"testing"
 )
@@ -66,5 +67,31 @@ func TestStoreMigrateCommand(t *testing.T) {
 	errb.Reset()
 	if code := run(context.Background(), []string{"store", "migrate", "--from", from, "--to", from}, &out, &errb); code == 0 {
 		t.Error("the same store on both sides was accepted")
+	}
+}
+
+// TestTuneGC: without GOGC usher raises the GC target to defaultGCPercent;
+// an operator's GOGC is left alone.
+func TestTuneGC(t *testing.T) {
+	orig := debug.SetGCPercent(100)
+	defer debug.SetGCPercent(orig)
+	for _, tc := range []struct {
+		env  string
+		want int
+	}{
+		{"", defaultGCPercent},
+		{"100", 100},
+		{"off", 100},
+	} {
+		debug.SetGCPercent(100)
+		tuned := tuneGC(func(k string) string {
+			if k == "GOGC" {
+				return tc.env
+			}
+			return ""
+		})
+		if got := debug.SetGCPercent(100); got != tc.want || tuned != (tc.env == "") {
+			t.Errorf("GOGC=%q: GC percent %d (tuned %v), want %d", tc.env, got, tuned, tc.want)
+		}
 	}
 }

@@ -31,8 +31,12 @@ import (
 
 const (
 	// testLease is every worker lease of the replicas: a killed replica's
-	// mail job, webhook lane or outbox claim goes to another after it.
-	testLease = 3 * time.Second
+	// mail job, webhook lane or outbox claim goes to another after it. Under
+	// make test's load (-race, every package at once) a live replica was
+	// seen stalled long enough for 3 s leases to lapse mid-delivery, which
+	// redelivers (at least once, as promised) what this test counts as
+	// once; production leases are 30 s.
+	testLease = 5 * time.Second
 )
 
 // runLeaseChild runs usher as `usher serve` does, with short leases and

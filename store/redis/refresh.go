@@ -294,7 +294,7 @@ func (s *Store) RotateRefreshToken(ctx context.Context, oldHash string, next *se
 	now := s.now()
 	res, err := s.runScript(ctx, rotateRefresh,
 		[]string{s.refreshKey(family, oldHash), s.refreshKey(family, next.Hash), s.familyMarker(family)},
-		microsStr(now), fmtTime(now), family, family, e, fe, at, raw,
+		microsStr(now), fmtTime(now), e, fe, at, raw,
 		reuseRevocationMargin.Microseconds(), ttlMargin.Milliseconds())
 	if err == nil {
 		err = outcome(str(res, 0), map[string]error{

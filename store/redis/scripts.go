@@ -59,11 +59,12 @@ return 'ok'
 
 // rotateRefresh is the whole rotation decision, in bbolt's order: unknown or
 // expired → notfound; family revoked → revoked; already rotated → revoke the
-// family (never shortening a revocation) and answer reused; next in another
-// family → invalid; next exists → conflict; else mark old rotated, store next.
+// family (never shortening a revocation) and answer reused; next exists →
+// conflict; else mark old rotated, store next. Old and next are keys of one
+// family (rotation keeps it), so the script never sees two families.
 // KEYS[1] old token, KEYS[2] next token, KEYS[3] family marker — all {f:fam}.
-// ARGV: now µs, now RFC3339, next family, this family, next e µs, next fe µs
-// or ”, next expire-at ms, next payload, reuse margin µs, ttl margin ms.
+// ARGV: now µs, now RFC3339, next e µs, next fe µs or ”, next expire-at ms,
+// next payload, reuse margin µs, ttl margin ms.
 var rotateRefresh = redis.NewScript(luaRefreshDead + `
 local now = tonumber(ARGV[1])
 local cur = redis.call('GET', KEYS[1])
@@ -75,16 +76,15 @@ if rev and tonumber(rev) > now then return 'revoked' end
 if r ~= '' then
   local u = math.max(tonumber(e), now)
   if fe ~= '' then u = math.max(u, tonumber(fe)) end
-  u = u + tonumber(ARGV[9])
+  u = u + tonumber(ARGV[7])
   if not rev or tonumber(rev) < u then
-    redis.call('SET', KEYS[3], string.format('%.0f', u), 'PXAT', string.format('%.0f', math.floor(u / 1000) + tonumber(ARGV[10])))
+    redis.call('SET', KEYS[3], string.format('%.0f', u), 'PXAT', string.format('%.0f', math.floor(u / 1000) + tonumber(ARGV[8])))
   end
   return 'reused'
 end
-if ARGV[3] ~= ARGV[4] then return 'invalid' end
 if redis.call('EXISTS', KEYS[2]) == 1 then return 'conflict' end
 redis.call('SET', KEYS[1], e .. '|' .. fe .. '|' .. ARGV[2] .. '|' .. d, 'KEEPTTL')
-redis.call('SET', KEYS[2], ARGV[5] .. '|' .. ARGV[6] .. '||' .. ARGV[8], 'PXAT', ARGV[7])
+redis.call('SET', KEYS[2], ARGV[3] .. '|' .. ARGV[4] .. '||' .. ARGV[6], 'PXAT', ARGV[5])
 return 'ok'
 `)
 

@@ -13,38 +13,50 @@ import (
 	"github.com/usher-oidc/usher/internal/testkit"
 )
 
-// roundTrips is a go-redis hook that counts round trips to Redis: one per
-// command sent alone, one per pipeline or transaction however many commands
-// it holds. Rate-limit checks (keys {rl:…}) are counted apart.
-type roundTrips struct {
-	store, rateLimit, commands atomic.Int64
-}
+// tripHook is a go-redis hook that hands each round trip to Redis to its
+// func: one per command sent alone, one per pipeline or transaction with
+// all the commands it holds.
+type tripHook func(cmds []redis.Cmder)
 
-func (h *roundTrips) DialHook(next redis.DialHook) redis.DialHook { return next }
+func (h tripHook) DialHook(next redis.DialHook) redis.DialHook { return next }
 
-func (h *roundTrips) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+func (h tripHook) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
 	return func(ctx context.Context, cmd redis.Cmder) error {
-		h.count([]redis.Cmder{cmd})
+		h([]redis.Cmder{cmd})
 		return next(ctx, cmd)
 	}
 }
 
-func (h *roundTrips) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+func (h tripHook) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
 	return func(ctx context.Context, cmds []redis.Cmder) error {
-		h.count(cmds)
+		h(cmds)
 		return next(ctx, cmds)
 	}
 }
 
-func (h *roundTrips) count(cmds []redis.Cmder) {
-	h.commands.Add(int64(len(cmds)))
+// rateLimitTrip: the round trip is a rate-limit check (a key {rl:…}).
+func rateLimitTrip(cmds []redis.Cmder) bool {
 	for _, c := range cmds {
 		for _, a := range c.Args() {
 			if s, ok := a.(string); ok && strings.Contains(s, "{rl:") {
-				h.rateLimit.Add(1)
-				return
+				return true
 			}
 		}
+	}
+	return false
+}
+
+// roundTrips counts round trips to Redis (tripHook); rate-limit checks are
+// counted apart.
+type roundTrips struct {
+	store, rateLimit, commands atomic.Int64
+}
+
+func (h *roundTrips) count(cmds []redis.Cmder) {
+	h.commands.Add(int64(len(cmds)))
+	if rateLimitTrip(cmds) {
+		h.rateLimit.Add(1)
+		return
 	}
 	h.store.Add(1)
 }
@@ -58,7 +70,7 @@ func countRedisRoundTrips(d *app.Dev) *roundTrips {
 		return nil
 	}
 	h := &roundTrips{}
-	c.Client().AddHook(h)
+	c.Client().AddHook(tripHook(h.count))
 	return h
 }
 

@@ -1,7 +1,6 @@
 package e2e
 
 import (
-	"context"
 	"fmt"
 	"net/http"
 	"strings"
@@ -15,31 +14,18 @@ import (
 	"github.com/usher-oidc/usher/internal/testkit"
 )
 
-// tripLog records usher's store round trips to Redis (rate-limit checks
-// left out), each as the commands it carried, so a failure shows them.
+// tripLog records usher's store round trips to Redis (tripHook; rate-limit
+// checks left out), each as the commands it carried, so a failure shows them.
 type tripLog struct {
 	mu    sync.Mutex
 	trips []string
 }
 
-func (h *tripLog) DialHook(next redis.DialHook) redis.DialHook { return next }
-
-func (h *tripLog) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
-	return func(ctx context.Context, cmd redis.Cmder) error {
-		h.add([]redis.Cmder{cmd})
-		return next(ctx, cmd)
-	}
-}
-
-func (h *tripLog) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
-	return func(ctx context.Context, cmds []redis.Cmder) error {
-		h.add(cmds)
-		return next(ctx, cmds)
-	}
-}
-
 func (h *tripLog) add(cmds []redis.Cmder) {
-	var names []string
+	if rateLimitTrip(cmds) {
+		return
+	}
+	names := make([]string, 0, len(cmds))
 	for _, c := range cmds {
 		args := c.Args()
 		name := fmt.Sprint(args[0])
@@ -47,9 +33,6 @@ func (h *tripLog) add(cmds []redis.Cmder) {
 			key := fmt.Sprint(args[1])
 			if strings.EqualFold(name, "evalsha") && len(args) > 3 {
 				key = fmt.Sprint(args[3])
-			}
-			if strings.Contains(key, "{rl:") {
-				return
 			}
 			name += " " + clip(key, 40)
 		}
@@ -115,7 +98,7 @@ func checkLoginRedisRoundTrips(t *testing.T, format string, signInMax, sessionMa
 	code, verifier := signedIn.signIn(d, app.DevUserEmail, app.DevUserPassword, false) // untimed: keys, clients and the user exist
 	exchangeCode(t, d, code, verifier)
 	hook := &tripLog{}
-	rc.Client().AddHook(hook)
+	rc.Client().AddHook(tripHook(hook.add))
 	session := newSessionClient(d, signedIn.client.Jar, 1)
 	logins := []struct {
 		name  string

@@ -8,6 +8,7 @@ import (
 	bolt "go.etcd.io/bbolt"
 
 	"github.com/usher-oidc/usher/sessions"
+	"github.com/usher-oidc/usher/store"
 )
 
 // Browser sessions live in the main file, durably, except transient ones
@@ -130,16 +131,7 @@ func (s *Store) flowWrite(fn func(*bolt.Tx) error) error {
 }
 
 func checkBrowserSession(op string, bs *sessions.BrowserSession) error {
-	if bs == nil {
-		return fmt.Errorf("%s: nil: %w", op, ErrInvalid)
-	}
-	if err := checkKeys(op, bs.ID); err != nil {
-		return err
-	}
-	if bs.ExpiresAt.IsZero() {
-		return fmt.Errorf("%s: no expiry: %w", op, ErrInvalid)
-	}
-	return nil
+	return store.CheckBrowserSession(op, bs, checkKeys)
 }
 
 // DeleteBrowserSession is idempotent.

@@ -12,6 +12,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/usher-oidc/usher/sessions"
+	"github.com/usher-oidc/usher/store"
 )
 
 // outcome maps a script's status reply to the sentinel error it stands for.
@@ -235,16 +236,7 @@ func (s *Store) SaveBrowserSession(ctx context.Context, bs *sessions.BrowserSess
 }
 
 func checkBrowserSession(op string, bs *sessions.BrowserSession) error {
-	if bs == nil {
-		return fmt.Errorf("%s: nil: %w", op, ErrInvalid)
-	}
-	if err := checkKeys(op, bs.ID); err != nil {
-		return err
-	}
-	if bs.ExpiresAt.IsZero() {
-		return fmt.Errorf("%s: no expiry: %w", op, ErrInvalid)
-	}
-	return nil
+	return store.CheckBrowserSession(op, bs, checkKeys)
 }
 
 func (s *Store) saveBrowserSession(ctx context.Context, c redis.Cmdable, bs *sessions.BrowserSession) error {

@@ -147,7 +147,7 @@ func (s opStorage) AuthRequestByID(ctx context.Context, id string) (op.AuthReque
 // store, atomically. A replayed code revokes everything issued from it
 // (RFC 9700 §4.5.3.1 / RFC 6749 §4.1.2).
 func (s opStorage) AuthRequestByCode(ctx context.Context, code string) (op.AuthRequest, error) {
-	ar, _, err := s.b.authRequestByCode(ctx, code)
+	ar, _, _, err := s.b.authRequestByCode(ctx, code)
 	if err != nil {
 		return nil, err
 	}

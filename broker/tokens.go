@@ -26,9 +26,12 @@ type server struct {
 }
 
 func (s *server) CodeExchange(ctx context.Context, r *op.ClientRequest[oidc.AccessTokenRequest]) (*op.Response, error) {
-	ar, carried, err := s.b.authRequestByCode(ctx, r.Data.Code)
+	ar, carried, cache, err := s.b.authRequestByCode(ctx, r.Data.Code)
 	if err != nil {
 		return nil, err
+	}
+	if cache != nil {
+		ctx = context.WithValue(ctx, ctxClaimsCache, cache) // tokenResponse uses it
 	}
 	authReq := authRequest{ar}
 	// The library's rule: public clients always prove PKCE; anyone who sends a
@@ -60,36 +63,37 @@ func (s *server) CodeExchange(ctx context.Context, r *op.ClientRequest[oidc.Acce
 
 // authRequestByCode is AuthRequestByCode, also saying whether the code
 // carried its auth request: the request's record then expires with the
-// code (sessions.Code.StoredAuthRequest) and needs no deleting.
-func (b *Broker) authRequestByCode(ctx context.Context, code string) (*sessions.AuthRequest, bool, error) {
-	c, err := b.sessions.ConsumeCode(ctx, hashToken(code))
+// code (sessions.Code.StoredAuthRequest) and needs no deleting. cache, when
+// not nil, holds the user and grant read with the code (consumeCode).
+func (b *Broker) authRequestByCode(ctx context.Context, code string) (ar *sessions.AuthRequest, carried bool, cache *claimsCache, err error) {
+	c, cache, err := b.consumeCode(ctx, code)
 	switch {
 	case errors.Is(err, sessions.ErrCodeReplayed):
 		if rerr := b.sessions.RevokeFamily(ctx, c.AuthRequestID, b.now().Add(b.opts.Tokens.RefreshAbsolute)); rerr != nil {
 			b.log.ErrorContext(ctx, "revoking tokens of a replayed code", "err", rerr)
 		}
 		b.log.WarnContext(ctx, "authorization code replayed; tokens issued from it revoked", "family", c.AuthRequestID)
-		return nil, false, oidc.ErrInvalidGrant().WithDescription("authorization code already used")
+		return nil, false, nil, oidc.ErrInvalidGrant().WithDescription("authorization code already used")
 	case errors.Is(err, sessions.ErrNotFound):
-		return nil, false, oidc.ErrInvalidGrant().WithDescription("authorization code invalid or expired")
+		return nil, false, nil, oidc.ErrInvalidGrant().WithDescription("authorization code invalid or expired")
 	case err != nil:
-		return nil, false, storeError("consuming the authorization code", err)
+		return nil, false, nil, storeError("consuming the authorization code", err)
 	}
-	ar, carried := c.AuthRequest, true
+	ar, carried = c.AuthRequest, true
 	if ar == nil || ar.ID != c.AuthRequestID {
 		carried = false // saved by a version before Code.AuthRequest
 		ar, err = b.sessions.GetAuthRequest(ctx, c.AuthRequestID)
 		if err != nil {
 			if errors.Is(err, sessions.ErrNotFound) {
-				return nil, false, oidc.ErrInvalidGrant().WithDescription("authorization code invalid or expired")
+				return nil, false, nil, oidc.ErrInvalidGrant().WithDescription("authorization code invalid or expired")
 			}
-			return nil, false, storeError("loading the authorization request", err)
+			return nil, false, nil, storeError("loading the authorization request", err)
 		}
 	}
 	if !ar.Done {
-		return nil, false, oidc.ErrInvalidGrant()
+		return nil, false, nil, oidc.ErrInvalidGrant()
 	}
-	return ar, carried, nil
+	return ar, carried, cache, nil
 }
 
 func (s *server) RefreshToken(ctx context.Context, r *op.ClientRequest[oidc.RefreshTokenRequest]) (*op.Response, error) {
@@ -228,7 +232,9 @@ func (b *Broker) tokenResponse(ctx context.Context, req op.IDTokenRequest, clien
 	if !ok {
 		return nil, oidc.ErrServerError()
 	}
-	ctx = context.WithValue(ctx, ctxClaimsCache, &claimsCache{})
+	if c, _ := ctx.Value(ctxClaimsCache).(*claimsCache); c == nil {
+		ctx = context.WithValue(ctx, ctxClaimsCache, &claimsCache{})
+	}
 	var (
 		jti, refresh string
 		exp          time.Time

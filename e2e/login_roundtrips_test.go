@@ -65,17 +65,18 @@ func clip(s string, n int) string {
 // the fewest of a few logins, so that the store's background work (outbox,
 // sweeper) cannot fail it; a login that needs more trips fails it, listing
 // them. Rate-limit checks are not counted. Both at record_format v1 and at
-// v3, which writes no refresh-token lookup. One replica: /login takes the
-// auth request /authorize just created from memory (broker/freshauth.go);
-// behind a load balancer that sends it to another replica, a sign-in costs
-// that read more.
+// v3, which writes no refresh-token lookup. The code exchange reads the
+// user and grant with the code (broker/codes.go). One replica: /login
+// takes the auth request /authorize just created from memory
+// (broker/freshauth.go); behind a load balancer that sends it to another
+// replica, a sign-in costs that read more.
 func TestLoginRedisRoundTrips(t *testing.T) {
 	for _, tc := range []struct {
 		format          string
 		signIn, session int
 	}{
-		{"v1", 11, 9},
-		{"v3", 10, 8}, // no rth: lookup written: a refresh token is created in one round trip
+		{"v1", 10, 8},
+		{"v3", 9, 7}, // no rth: lookup written: a refresh token is created in one round trip
 	} {
 		t.Run(tc.format, func(t *testing.T) { checkLoginRedisRoundTrips(t, tc.format, tc.signIn, tc.session) })
 	}

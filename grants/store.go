@@ -270,6 +270,14 @@ type UserGrantReader interface {
 	UserAndGrant(ctx context.Context, userID string) (*User, *Grant, error)
 }
 
+// UserGrant is a user with its grant as UserAndGrant answers, Err
+// included: what a store read beside something else.
+type UserGrant struct {
+	User  *User
+	Grant *Grant
+	Err   error
+}
+
 // SignInResolver is an optional capability of a Store: ResolveSignIn is
 // ResolveIdentity that also says whether the user may have invitations
 // awaiting its verified email (false: AwaitingVerification would list

@@ -139,6 +139,73 @@ func TestUserAndGrant(t *testing.T) {
 	}
 }
 
+// ConsumeCodeWithUser consumes a code and reads a user with its grant in
+// one round trip (also after SCRIPT FLUSH, the scripts then sent again),
+// answering each as ConsumeCode and UserAndGrant would: a replayed code is
+// ErrCodeReplayed with its record, an unknown code ErrNotFound, an unknown
+// user ErrNotFound in the read beside it.
+func TestConsumeCodeWithUser(t *testing.T) {
+	t.Parallel()
+	ctx := ctxT(t)
+	st, rdb, hook := countedStore(t, uniquePrefix())
+	id := grants.Identity{Issuer: "https://idp.example/", Subject: "auth0|cwu"}
+	if _, _, err := st.ResolveIdentity(ctx, id, grants.Profile{Email: "cwu@example.com"}, "usr_cwu", time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := st.AddRoles(ctx, "usr_cwu", []string{"member"}, time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	wantUser, wantGrant, err := st.UserAndGrant(ctx, "usr_cwu")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, h := range []string{"code-warm", "code-1", "code-2"} {
+		if err := st.SaveCode(ctx, &sessions.Code{Hash: h, AuthRequestID: "ar-" + h, ExpiresAt: time.Now().Add(time.Minute)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := st.ConsumeCode(ctx, "code-warm"); err != nil { // the script loaded
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name, hash, user string
+		flush            bool
+		codeErr, userErr error
+	}{
+		{name: "a fresh code", hash: "code-1", user: "usr_cwu"},
+		{name: "the code again", hash: "code-1", user: "usr_cwu", codeErr: sessions.ErrCodeReplayed},
+		{name: "after SCRIPT FLUSH", hash: "code-2", user: "usr_cwu", flush: true},
+		{name: "an unknown code", hash: "code-none", user: "usr_cwu", codeErr: sessions.ErrNotFound},
+		{name: "an unknown user", hash: "code-2", user: "usr_nobody", codeErr: sessions.ErrCodeReplayed, userErr: grants.ErrNotFound},
+	} {
+		if tc.flush {
+			if err := rdb.ScriptFlush(ctx).Err(); err != nil {
+				t.Fatal(err)
+			}
+		}
+		before := hook.n.Load()
+		c, ug, err := st.ConsumeCodeWithUser(ctx, tc.hash, tc.user)
+		if n := hook.n.Load() - before; !tc.flush && n != 1 {
+			t.Errorf("%s: %d round trips, want 1", tc.name, n)
+		}
+		if !errors.Is(err, tc.codeErr) || (tc.codeErr == nil) != (err == nil) {
+			t.Errorf("%s: code: %v, want %v", tc.name, err, tc.codeErr)
+		}
+		if (tc.codeErr == nil || errors.Is(tc.codeErr, sessions.ErrCodeReplayed)) && (c == nil || c.Hash != tc.hash || !c.Used) {
+			t.Errorf("%s: code %+v", tc.name, c)
+		}
+		if tc.userErr != nil {
+			if !errors.Is(ug.Err, tc.userErr) || ug.User != nil {
+				t.Errorf("%s: user read %+v, want %v", tc.name, ug, tc.userErr)
+			}
+			continue
+		}
+		if ug.Err != nil || !reflect.DeepEqual(ug.User, wantUser) || !reflect.DeepEqual(ug.Grant, wantGrant) {
+			t.Errorf("%s: user read %+v %+v (%v), want %+v %+v", tc.name, ug.User, ug.Grant, ug.Err, wantUser, wantGrant)
+		}
+	}
+}
+
 // Refresh-token round trips, by record format. Below v3 a token is created
 // in two (its session link and rth: entry together, then the token) and
 // rotated in two (the next token's rth: entry, then the rotation); at v3,

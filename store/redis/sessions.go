@@ -175,6 +175,16 @@ func (s *Store) ConsumeCode(ctx context.Context, hash string) (*sessions.Code, e
 		return nil, err
 	}
 	res, err := s.runScript(ctx, consumeCode, []string{s.key("c", hash)}, microsStr(s.now()))
+	return codeConsumed(res, err)
+}
+
+// consumeCodeCall is ConsumeCode's script call.
+func (s *Store) consumeCodeCall(hash string) scriptCall {
+	return scriptCall{consumeCode, []string{s.key("c", hash)}, []any{microsStr(s.now())}}
+}
+
+// codeConsumed is ConsumeCode's answer from its script's reply.
+func codeConsumed(res []any, err error) (*sessions.Code, error) {
 	if err != nil {
 		return nil, fmt.Errorf("redisstore: consume code: %w", err)
 	}

@@ -1,0 +1,92 @@
+package broker
+
+import (
+	"context"
+	"strings"
+
+	"github.com/zitadel/oidc/v3/pkg/op"
+
+	"github.com/usher-oidc/usher/grants"
+	"github.com/usher-oidc/usher/sessions"
+)
+
+// An authorization code is what the library makes it: its Crypto's
+// encryption (AES-256-GCM, authenticated) of the auth request's ID, with
+// the subject the request completed beside the ID. The token exchange
+// reads the subject back and, where the store can (codeUserTaker), reads
+// the user and grant its tokens carry in the same round trip as it
+// consumes the code. The subject is a hint, never trusted: the consumed
+// code's own record says whose sign-in it was, and the prefetched user
+// serves only a token response for that same subject (claimsCache).
+
+// codeSubjectSep separates the ID and the subject inside a code: neither
+// holds a newline.
+const codeSubjectSep = "\n"
+
+// codeAuthorizer is the library's Authorizer for answering ar: its Crypto
+// puts ar's subject in the code.
+func (b *Broker) codeAuthorizer(ar *sessions.AuthRequest) op.Authorizer {
+	if ar.Subject == "" || strings.Contains(ar.Subject, codeSubjectSep) {
+		return b.provider
+	}
+	return codeAuthorizer{Authorizer: b.provider, subject: ar.Subject}
+}
+
+type codeAuthorizer struct {
+	op.Authorizer
+	subject string
+}
+
+func (a codeAuthorizer) Crypto() op.Crypto {
+	return subjectCrypto{Crypto: a.Authorizer.Crypto(), subject: a.subject}
+}
+
+// subjectCrypto encrypts a code's auth request ID with the subject.
+type subjectCrypto struct {
+	op.Crypto
+	subject string
+}
+
+func (c subjectCrypto) Encrypt(id string) (string, error) {
+	return c.Crypto.Encrypt(id + codeSubjectSep + c.subject)
+}
+
+// codeSubject is the subject code names, "" for a code without one (issued
+// by a version before codes named it) or one c does not decrypt.
+func codeSubject(c op.Crypto, code string) string {
+	plain, err := c.Decrypt(code)
+	if err != nil {
+		return ""
+	}
+	_, sub, _ := strings.Cut(plain, codeSubjectSep)
+	return sub
+}
+
+// codeUserTaker is a store that consumes a code and reads a user with
+// its grant in one round trip (Redis on one master).
+type codeUserTaker interface {
+	ConsumeCodeWithUser(ctx context.Context, hash, userID string) (*sessions.Code, grants.UserGrant, error)
+}
+
+// consumeCode consumes code (sessions.Store.ConsumeCode). When the code
+// names its subject and the store is a codeUserTaker, the user and grant
+// are read with it and come back as a token response's claims cache; nil
+// otherwise, or when that read failed (the response then reads them
+// itself, and reports what it finds).
+func (b *Broker) consumeCode(ctx context.Context, code string) (*sessions.Code, *claimsCache, error) {
+	hash := hashToken(code)
+	taker, ok := b.sessions.(codeUserTaker)
+	sub := ""
+	if ok {
+		sub = codeSubject(b.provider.Crypto(), code)
+	}
+	if sub == "" {
+		c, err := b.sessions.ConsumeCode(ctx, hash)
+		return c, nil, err
+	}
+	c, ug, err := taker.ConsumeCodeWithUser(ctx, hash, sub)
+	if err != nil || ug.Err != nil {
+		return c, nil, err
+	}
+	return c, &claimsCache{user: ug.User, grant: ug.Grant}, nil
+}

@@ -529,10 +529,10 @@ func TestInvalid(t *testing.T) {
 		{"redis bad url", doc{extra: "store:\n  driver: redis\n  redis:\n    url: http://r:6379\n"}.String(), nil,
 			[]string{"store.redis.url: must be a redis://"}},
 		{"bad driver", doc{extra: "store:\n  driver: sqlite\n"}.String(), nil, []string{"store.driver: "}},
-		{"unknown record format", doc{extra: "store:\n  record_format: v4\n"}.String(), nil,
-			[]string{`store.record_format: "v4" must be one of v1, v2, v3`}},
+		{"unknown record format", doc{extra: "store:\n  record_format: v5\n"}.String(), nil,
+			[]string{`store.record_format: "v5" must be one of v1, v2, v3, v4`}},
 		{"unknown record format from env", doc{}.String(), map[string]string{"USHER_STORE_RECORD_FORMAT": "V2"},
-			[]string{`store.record_format: "V2" must be one of v1, v2, v3`}},
+			[]string{`store.record_format: "V2" must be one of v1, v2, v3, v4`}},
 		{"bad key_encryption_key length", doc{}.String(),
 			map[string]string{"USHER_STORE_KEY_ENCRYPTION_KEY": base64.StdEncoding.EncodeToString(make([]byte, 16))},
 			[]string{"store.key_encryption_key: decodes to 16 bytes, want exactly 32"}},
@@ -596,7 +596,7 @@ func TestInvalid(t *testing.T) {
 	}
 }
 
-// TestRecordFormat: store.record_format takes v1, v2 and v3, from YAML or the
+// TestRecordFormat: store.record_format takes v1, v2, v3 and v4, from YAML or the
 // environment, and is empty (v1) when unset.
 func TestRecordFormat(t *testing.T) {
 	t.Parallel()
@@ -607,6 +607,8 @@ func TestRecordFormat(t *testing.T) {
 		{"store:\n  record_format: v1\n", "v2", "v2"},
 		{"store:\n  record_format: v3\n", "", "v3"},
 		{"store:\n  record_format: v2\n", "v3", "v3"},
+		{"store:\n  record_format: v4\n", "", "v4"},
+		{"store:\n  record_format: v3\n", "v4", "v4"},
 	} {
 		env := baseEnv()
 		if tc.env != "" {

@@ -166,7 +166,7 @@ func (c *Config) checkStore(p *problems) {
 		p.add("store.driver", "%q must be one of bolt, redis", s.Driver)
 	}
 	if s.RecordFormat != "" && !slices.Contains(RecordFormats, s.RecordFormat) {
-		p.add("store.record_format", "%q must be one of %s (set v2 only once every replica runs a version that reads it)",
+		p.add("store.record_format", "%q must be one of %s (set a newer one only once every replica runs a version that reads it)",
 			s.RecordFormat, strings.Join(RecordFormats, ", "))
 	}
 	if s.KeyEncryptionKey != "" {

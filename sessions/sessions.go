@@ -176,6 +176,19 @@ type BrowserSession struct {
 	Transient bool `json:"-"`
 }
 
+// LoginState is what usher keeps of an upstream sign-in it started for an
+// auth request until the upstream answers (the callback): the nonce and PKCE
+// verifier it sent. It lives with its auth request.
+type LoginState struct {
+	Nonce    string `json:"nonce"`
+	Verifier string `json:"verifier"`
+}
+
+// MaxLoginStates bounds the login states one auth request holds: saving one
+// more drops the others (a person retrying the upstream again and again
+// keeps only the newest sign-in).
+const MaxLoginStates = 8
+
 // Store is what the broker needs to keep sign-in state. Implementations must be
 // safe for concurrent use by several processes sharing the same backend, and
 // must treat a record whose ExpiresAt has passed as absent.
@@ -185,6 +198,19 @@ type Store interface {
 	// UpdateAuthRequest replaces an existing auth request (ErrNotFound if gone).
 	UpdateAuthRequest(ctx context.Context, ar *AuthRequest) error
 	DeleteAuthRequest(ctx context.Context, id string) error
+	// SaveLoginState keeps ls under key with the live auth request arID
+	// (ErrNotFound if it is gone or expired). Login states go with their
+	// request: when it expires or is deleted, and when it is replaced
+	// (UpdateAuthRequest, and SaveCode completing it). At MaxLoginStates
+	// already, the others are dropped first. errors.ErrUnsupported (stdlib):
+	// the store writes a record format some replicas may not read yet; the
+	// caller keeps the state elsewhere (the browser session, as before).
+	SaveLoginState(ctx context.Context, arID, key string, ls *LoginState) error
+	// TakeLoginState atomically removes the login state key of auth request
+	// arID and returns it with the request: of concurrent takes exactly one
+	// gets it. ErrNotFound with a nil request when the request is gone or
+	// expired; ErrNotFound with the (live) request when it holds no such state.
+	TakeLoginState(ctx context.Context, arID, key string) (*AuthRequest, *LoginState, error)
 
 	// SaveCode stores a new code (ErrConflict over a live one). A code with
 	// its AuthRequest also replaces that auth request, as UpdateAuthRequest

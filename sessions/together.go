@@ -1,10 +1,16 @@
 package sessions
 
-import "context"
+import (
+	"context"
+	"fmt"
+
+	"github.com/usher-oidc/usher/store/errs"
+)
 
 // Together is a few independent operations on different records that one
 // step of a sign-in needs at once: a browser session's save, a code's
-// save, a browser session's and an auth request's read. A backend that
+// save, a browser session's and an auth request's read (or take of a
+// login state with its auth request). A backend that
 // can sends them in one round trip (Batcher); RunTogether runs them one
 // after the other elsewhere. None sees another's effect, so they must
 // name different records.
@@ -18,15 +24,35 @@ type Together struct {
 	// GetSession and GetAuthRequest name the records to read ("" for none).
 	GetSession     string
 	GetAuthRequest string
+	// TakeLoginState: the auth request and login state to take, as
+	// Store.TakeLoginState takes them (nil for none). Not with GetAuthRequest.
+	TakeLoginState *LoginStateKey
+}
+
+// LoginStateKey names a login state: its auth request and its key.
+type LoginStateKey struct{ AuthRequestID, Key string }
+
+// Check refuses, with errs.ErrInvalid, a Together whose operations clash:
+// a take answers with the auth request, so a read of it too would be a
+// second answer for the same field of Read.
+func (t Together) Check() error {
+	if t.TakeLoginState != nil && t.GetAuthRequest != "" {
+		return fmt.Errorf("together: a login state's take with an auth request's read: %w", errs.ErrInvalid)
+	}
+	return nil
 }
 
 // Read is what a Together read: each record with the error its own Get
-// would have returned (ErrNotFound for an absent one).
+// would have returned (ErrNotFound for an absent one). A take's auth
+// request and error go in AuthRequest and AuthRequestErr, as
+// TakeLoginState returns them (the request with ErrNotFound when it
+// holds no such state), its login state in LoginState.
 type Read struct {
 	Session        *BrowserSession
 	SessionErr     error
 	AuthRequest    *AuthRequest
 	AuthRequestErr error
+	LoginState     *LoginState
 }
 
 // Batcher is a Store that runs a Together in one round trip. Its error is
@@ -48,6 +74,9 @@ func RunTogether(ctx context.Context, st Store, t Together) (Read, error) {
 // RunApart runs t's operations one by one: the writes (the session's
 // first, stopping at a failure), then the reads.
 func RunApart(ctx context.Context, st Store, t Together) (Read, error) {
+	if err := t.Check(); err != nil {
+		return Read{}, err
+	}
 	if err := t.write(ctx, st); err != nil {
 		return Read{}, err
 	}
@@ -57,6 +86,9 @@ func RunApart(ctx context.Context, st Store, t Together) (Read, error) {
 	}
 	if t.GetAuthRequest != "" {
 		r.AuthRequest, r.AuthRequestErr = st.GetAuthRequest(ctx, t.GetAuthRequest)
+	}
+	if k := t.TakeLoginState; k != nil {
+		r.AuthRequest, r.LoginState, r.AuthRequestErr = st.TakeLoginState(ctx, k.AuthRequestID, k.Key)
 	}
 	return r, nil
 }

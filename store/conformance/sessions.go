@@ -31,6 +31,8 @@ func RunSessions(t *testing.T, newStore func(t *testing.T, clock *Clock) session
 		{"Revocation/SessionFamilies", testRevokeSessionFamilies},
 		{"BrowserSession", testBrowserSession},
 		{"Together", testTogether},
+		{"Together/LoginState", testTogetherLoginState},
+		{"LoginState", testLoginStates},
 		{"SigningKeys", testSigningKeys},
 		{"SigningKeys/ConcurrentFirst", testSigningKeysConcurrentFirst},
 		{"Ping", func(t *testing.T, ctx context.Context, s sessions.Store, _ *Clock) { must(t, "ping", s.Ping(ctx)) }},

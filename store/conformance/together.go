@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/usher-oidc/usher/sessions"
+	"github.com/usher-oidc/usher/store/errs"
 )
 
 // testTogether: sessions.RunTogether does what its operations do one by
@@ -76,4 +77,63 @@ func testTogether(t *testing.T, ctx context.Context, s sessions.Store, clock *Cl
 	if !stored.Done || stored.Subject != "usr_tg" {
 		t.Errorf("the auth request the code completed: %+v", stored)
 	}
+}
+
+// testTogetherLoginState: a Together's take of a login state answers as
+// TakeLoginState (in Read.AuthRequest, AuthRequestErr and LoginState), with
+// or without the session's read and save beside it; with the auth
+// request's read as well it is refused.
+func testTogetherLoginState(t *testing.T, ctx context.Context, s sessions.Store, clock *Clock) {
+	take := func(key string) *sessions.LoginStateKey {
+		return &sessions.LoginStateKey{AuthRequestID: "tl-ar", Key: key}
+	}
+	_, err := sessions.RunTogether(ctx, s, sessions.Together{GetAuthRequest: "tl-ar", TakeLoginState: take("k1")})
+	wantErr(t, "a take with the auth request's read", err, errs.ErrInvalid)
+	if !loginStatesKept(t, ctx, s, clock) {
+		t.Skip("the store keeps no login states (errors.ErrUnsupported)")
+	}
+	now := clock.Now()
+	ar := authRequest("tl-ar", now)
+	must(t, "auth request", s.CreateAuthRequest(ctx, ar))
+	for i, k := range []string{"k1", "k2", "k3"} {
+		must(t, "save "+k, s.SaveLoginState(ctx, ar.ID, k, loginState(i+1)))
+	}
+	bs := &sessions.BrowserSession{ID: "tl-bs", Values: map[string]string{"k": "v"}, CreatedAt: now, ExpiresAt: now.Add(time.Hour)}
+	must(t, "session", s.SaveBrowserSession(ctx, bs))
+	saved := &sessions.BrowserSession{ID: "tl-bs-2", Values: map[string]string{"k": "w"}, CreatedAt: now, ExpiresAt: now.Add(time.Hour)}
+	steps := []struct {
+		name        string
+		t           sessions.Together
+		wantSession string // "" for none
+		wantAR      bool
+		want        *sessions.LoginState
+		arErr       error
+	}{
+		{name: "with the session's read", t: sessions.Together{GetSession: "tl-bs", TakeLoginState: take("k1")},
+			wantSession: "tl-bs", wantAR: true, want: loginState(1)},
+		{name: "alone", t: sessions.Together{TakeLoginState: take("k2")}, wantAR: true, want: loginState(2)},
+		{name: "with a session's save", t: sessions.Together{SaveSession: saved, TakeLoginState: take("k3")}, wantAR: true, want: loginState(3)},
+		{name: "taken already", t: sessions.Together{GetSession: "tl-bs", TakeLoginState: take("k1")},
+			wantSession: "tl-bs", wantAR: true, arErr: sessions.ErrNotFound},
+		{name: "of a request gone", t: sessions.Together{GetSession: "tl-bs", TakeLoginState: &sessions.LoginStateKey{AuthRequestID: "tl-gone", Key: "k1"}},
+			wantSession: "tl-bs", arErr: sessions.ErrNotFound},
+	}
+	for _, st := range steps {
+		r, err := sessions.RunTogether(ctx, s, st.t)
+		must(t, st.name, err)
+		wantErr(t, st.name+": session read", r.SessionErr, nil)
+		wantErr(t, st.name+": take", r.AuthRequestErr, st.arErr)
+		if (r.Session != nil || st.wantSession != "") && (r.Session == nil || r.Session.ID != st.wantSession) {
+			t.Errorf("%s: session %+v, want %q", st.name, r.Session, st.wantSession)
+		}
+		if st.wantAR {
+			same(t, st.name+": auth request", ar, r.AuthRequest)
+		} else if r.AuthRequest != nil {
+			t.Errorf("%s: auth request %+v, want none", st.name, r.AuthRequest)
+		}
+		same(t, st.name+": login state", st.want, r.LoginState)
+	}
+	got, err := s.GetBrowserSession(ctx, saved.ID)
+	must(t, "the session saved with a take", err)
+	same(t, "the session saved with a take", saved.Values, got.Values)
 }

@@ -29,6 +29,10 @@ import (
 // longer needs (each is named where it is skipped, with the reader that makes
 // it unneeded); see formatV3.
 //
+// v4 writes what v3 writes, plus a sign-in's upstream state (nonce, PKCE
+// verifier) in fields of its auth request's hash (loginstates.go), which
+// versions before v4 do not look for.
+//
 // Every Store reads every format; Options.RecordFormat only chooses what it
 // writes, so a rollout upgrades every replica first and then switches writing
 // to the next format (and back, if need be, without losing any record).
@@ -36,6 +40,7 @@ const (
 	RecordFormatV1 = "v1"
 	RecordFormatV2 = "v2"
 	RecordFormatV3 = "v3"
+	RecordFormatV4 = "v4"
 )
 
 // v2Marker starts a v2 payload: a v1 payload is JSON and starts with '{'.
@@ -43,15 +48,21 @@ const v2Marker = '\x02'
 
 // RecordFormats lists the values Options.RecordFormat accepts ("" is v1),
 // oldest first.
-var RecordFormats = []string{RecordFormatV1, RecordFormatV2, RecordFormatV3}
+var RecordFormats = []string{RecordFormatV1, RecordFormatV2, RecordFormatV3, RecordFormatV4}
 
 // ValidRecordFormat reports whether f is a format this version can write.
 func ValidRecordFormat(f string) bool {
 	return f == "" || slices.Contains(RecordFormats, f)
 }
 
+// atLeast reports whether s writes format f or a later one (RecordFormats
+// order; "" is v1): each format writes everything the one before it does.
+func (s *Store) atLeast(f string) bool {
+	return max(0, slices.Index(RecordFormats, s.format)) >= slices.Index(RecordFormats, f)
+}
+
 // formatV2 reports whether s writes compact payloads (v2 and later).
-func (s *Store) formatV2() bool { return s.format == RecordFormatV2 || s.format == RecordFormatV3 }
+func (s *Store) formatV2() bool { return s.atLeast(RecordFormatV2) }
 
 // compactUsers reports whether s writes users, identities and grants in
 // the compact encoding: from v3 only, since versions that already wrote v2
@@ -59,8 +70,12 @@ func (s *Store) formatV2() bool { return s.format == RecordFormatV2 || s.format 
 func (s *Store) compactUsers() bool { return s.formatV3() }
 
 // formatV3 reports whether s may leave out the lookups only older readers
-// use: every replica reads v3.
-func (s *Store) formatV3() bool { return s.format == RecordFormatV3 }
+// use: every replica reads v3 (v3 and later).
+func (s *Store) formatV3() bool { return s.atLeast(RecordFormatV3) }
+
+// formatV4 reports whether s may keep login states with their auth
+// requests: every replica looks for them there (v4 and later).
+func (s *Store) formatV4() bool { return s.atLeast(RecordFormatV4) }
 
 // encodeInvitation is the payload of inv in the format s writes. A record v2
 // cannot hold exactly (see compactable) is written in v1, which every

@@ -24,9 +24,9 @@ import (
 // writes invitations in one record format, another (configured for the
 // other) reads, lists, updates, redeems, revokes and re-tokens them, and the
 // first reads the result back; the same for users, identities and grants
-// (checkUsersRollout). Both directions: v1 → v2 and v2 → v3 are
-// the upgrades, v2 → v1 and v3 → v2 a replica not switched yet, or an
-// operator going back.
+// (checkUsersRollout). Both directions: v1 → v2, v2 → v3 and v3 → v4
+// are the upgrades, v2 → v1, v3 → v2 and v4 → v3 a replica not switched
+// yet, or an operator going back.
 func TestRecordFormatRollout(t *testing.T) {
 	t.Parallel()
 	for _, tc := range []struct{ writer, reader string }{
@@ -34,6 +34,8 @@ func TestRecordFormatRollout(t *testing.T) {
 		{redisstore.RecordFormatV2, redisstore.RecordFormatV1},
 		{redisstore.RecordFormatV2, redisstore.RecordFormatV3},
 		{redisstore.RecordFormatV3, redisstore.RecordFormatV2},
+		{redisstore.RecordFormatV3, redisstore.RecordFormatV4},
+		{redisstore.RecordFormatV4, redisstore.RecordFormatV3},
 	} {
 		t.Run(tc.writer+" then "+tc.reader, func(t *testing.T) {
 			t.Parallel()
@@ -203,7 +205,7 @@ func checkSessionsRollout(t *testing.T, writerFormat, readerFormat string) {
 	// until the store writes v3.
 	n, err := writer.Client().Exists(ctx, writer.Prefix()+"rth:"+first.Hash).Result()
 	must(t, "exists rth", err)
-	if want := writerFormat != redisstore.RecordFormatV3; (n == 1) != want {
+	if want := !fromV3(writerFormat); (n == 1) != want {
 		t.Errorf("a %s store wrote the rth: lookup: %v, want %v", writerFormat, n == 1, want)
 	}
 	got, err := reader.GetRefreshToken(ctx, "fam_1", first.Hash)
@@ -286,10 +288,16 @@ func checkPayloadFormat(t *testing.T, s *redisstore.Store, key string, fields in
 	}
 }
 
-// payloadFormat is the payload a store writing format writes: v3 writes
-// v2's.
+// fromV3 reports whether format is v3 or a later one, which writes all v3
+// writes.
+func fromV3(format string) bool {
+	return slices.Index(redisstore.RecordFormats, format) >= slices.Index(redisstore.RecordFormats, redisstore.RecordFormatV3)
+}
+
+// payloadFormat is the payload a store writing format writes: v3 and later
+// write v2's.
 func payloadFormat(format string) string {
-	if format == redisstore.RecordFormatV3 {
+	if fromV3(format) {
 		return redisstore.RecordFormatV2
 	}
 	return format
@@ -320,15 +328,17 @@ func equalInvitations(a, b *grants.Invitation) bool {
 		a.CreatedAt.Equal(b.CreatedAt) && a.ExpiresAt.Equal(b.ExpiresAt) && a.Events[0].At.Equal(b.Events[0].At)
 }
 
-// TestConformanceRecordFormats runs both suites on stores writing v2 and
-// v3, and checks that they did write compact records (a fallback to v1 for
-// every record would make the run prove nothing).
+// TestConformanceRecordFormats runs both suites on stores writing v2, v3
+// and v4, and checks that they did write compact records (a fallback to v1
+// for every record would make the run prove nothing), and login states
+// from v4 on only (the suite skips its login-state cases below, where the
+// store refuses them).
 func TestConformanceRecordFormats(t *testing.T) {
 	t.Parallel()
-	for _, format := range []string{redisstore.RecordFormatV2, redisstore.RecordFormatV3} {
+	for _, format := range []string{redisstore.RecordFormatV2, redisstore.RecordFormatV3, redisstore.RecordFormatV4} {
 		t.Run(format, func(t *testing.T) {
 			t.Parallel()
-			var v1, v2, userHashes, userRecords atomic.Int64
+			var v1, v2, userHashes, userRecords, loginStates atomic.Int64
 			open := func(t *testing.T, clock *conformance.Clock) *redisstore.Store {
 				c := redis.NewClient(&redis.Options{Addr: standalone.addr()})
 				s := redisstore.New(c, redisstore.Options{Now: clock.Now, Prefix: uniquePrefix(), RecordFormat: format})
@@ -340,8 +350,14 @@ func TestConformanceRecordFormats(t *testing.T) {
 				conformance.RunGrants(t, func(t *testing.T, clock *conformance.Clock) grants.Store { return open(t, clock) })
 			})
 			t.Run("Sessions", func(t *testing.T) {
-				conformance.RunSessions(t, func(t *testing.T, clock *conformance.Clock) sessions.Store { return open(t, clock) })
+				conformance.RunSessions(t, func(t *testing.T, clock *conformance.Clock) sessions.Store {
+					return savesCounted{open(t, clock), &loginStates}
+				})
 			})
+			t.Logf("login states saved by the suite: %d", loginStates.Load())
+			if v4 := format == redisstore.RecordFormatV4; (loginStates.Load() > 0) != v4 {
+				t.Errorf("a %s store saved %d login states: want some at v4, none below", format, loginStates.Load())
+			}
 			t.Logf("invitation records left by the suites: %d compact, %d in v1", v2.Load(), v1.Load())
 			if v2.Load() == 0 || v1.Load() > v2.Load()/4 {
 				t.Errorf("the suites left %d invitations compact and %d in v1: want nearly all compact", v2.Load(), v1.Load())
@@ -352,11 +368,25 @@ func TestConformanceRecordFormats(t *testing.T) {
 			if format == redisstore.RecordFormatV2 && userRecords.Load() > 0 {
 				t.Errorf("a v2 store left %d users as compact records: older v2 replicas cannot read them", userRecords.Load())
 			}
-			if format == redisstore.RecordFormatV3 && (userRecords.Load() == 0 || userHashes.Load() > userRecords.Load()/4) {
+			if format != redisstore.RecordFormatV2 && (userRecords.Load() == 0 || userHashes.Load() > userRecords.Load()/4) {
 				t.Errorf("the suites left %d users as compact records and %d as hashes: want nearly all records", userRecords.Load(), userHashes.Load())
 			}
 		})
 	}
+}
+
+// savesCounted counts the login states a store saved.
+type savesCounted struct {
+	*redisstore.Store
+	saved *atomic.Int64
+}
+
+func (s savesCounted) SaveLoginState(ctx context.Context, arID, key string, ls *sessions.LoginState) error {
+	err := s.Store.SaveLoginState(ctx, arID, key, ls)
+	if err == nil {
+		s.saved.Add(1)
+	}
+	return err
 }
 
 // countUserForms counts s's users by form: a hash (v1, v2) or a compact record (v3).

@@ -25,6 +25,7 @@ func TestV3InvitationKeys(t *testing.T) {
 		{redisstore.RecordFormatV1, true, true},
 		{redisstore.RecordFormatV2, true, true},
 		{redisstore.RecordFormatV3, false, false},
+		{redisstore.RecordFormatV4, false, false},
 	} {
 		t.Run(c.format, func(t *testing.T) {
 			t.Parallel()

@@ -109,9 +109,10 @@ type Options struct {
 	Prefix string
 	// RecordFormat is the encoding new records are written in: "" or
 	// RecordFormatV1 (JSON, what every earlier version reads),
-	// RecordFormatV2 (compact) or RecordFormatV3 (compact, without the
-	// lookups older versions need); see recordformat.go. All are always
-	// read. Open refuses other values; New writes v1 for them.
+	// RecordFormatV2 (compact), RecordFormatV3 (compact, without the
+	// lookups older versions need) or RecordFormatV4 (v3, plus login
+	// states kept with their auth requests); see recordformat.go. All
+	// are always read. Open refuses other values; New writes v1 for them.
 	RecordFormat string
 }
 

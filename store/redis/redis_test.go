@@ -82,10 +82,14 @@ func TestClusterConformance(t *testing.T) {
 		t.Cleanup(func() { _ = s.Close() })
 		return s
 	}
-	t.Run("Sessions", func(t *testing.T) {
-		t.Parallel()
-		conformance.RunSessions(t, func(t *testing.T, clock *conformance.Clock) sessions.Store { return newStore(t, clock, "") })
-	})
+	// Sessions at v1 and v4, which keeps login states (in the auth
+	// request's hash: one key, one slot).
+	for _, format := range []string{redisstore.RecordFormatV1, redisstore.RecordFormatV4} {
+		t.Run("Sessions/"+format, func(t *testing.T) {
+			t.Parallel()
+			conformance.RunSessions(t, func(t *testing.T, clock *conformance.Clock) sessions.Store { return newStore(t, clock, format) })
+		})
+	}
 	for _, format := range []string{redisstore.RecordFormatV1, redisstore.RecordFormatV3} {
 		t.Run("Grants/"+format, func(t *testing.T) {
 			t.Parallel()

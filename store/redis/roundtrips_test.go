@@ -222,6 +222,7 @@ func TestRefreshRoundTrips(t *testing.T) {
 	}{
 		{redisstore.RecordFormatV2, 2, 2, 1},
 		{redisstore.RecordFormatV3, 1, 1, 1},
+		{redisstore.RecordFormatV4, 1, 1, 1},
 	} {
 		t.Run(tc.format, func(t *testing.T) {
 			t.Parallel()

@@ -13,7 +13,8 @@ import (
 
 // RunTogether (sessions.Batcher) sends a sign-in step's independent
 // operations in one pipeline on one master: the session's SET (and the
-// replaced one's DEL), the code's scripts, the reads. Their keys are in
+// replaced one's DEL), the code's scripts, the reads and a login state's
+// take (its script). Their keys are in
 // other slots, so they are not one transaction, as ReplaceBrowserSession
 // and SaveCode are not. On a cluster they go one by one (sessions.RunApart).
 func (s *Store) RunTogether(ctx context.Context, t sessions.Together) (sessions.Read, error) {
@@ -41,6 +42,7 @@ func (s *Store) RunTogether(ctx context.Context, t sessions.Together) (sessions.
 	var piped []*pipedScript
 	var getSession *redis.StringCmd
 	var getAR *redis.StringCmd
+	var take *pipedScript
 	_, _ = s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
 		if t.SaveSession != nil {
 			bs := t.SaveSession
@@ -58,6 +60,9 @@ func (s *Store) RunTogether(ctx context.Context, t sessions.Together) (sessions.
 		if t.GetAuthRequest != "" {
 			getAR = p.HGet(ctx, s.key("ar", t.GetAuthRequest), "d")
 		}
+		if k := t.TakeLoginState; k != nil {
+			take = s.takeLoginStateCall(k.AuthRequestID, k.Key).queue(ctx, p)
+		}
 		return nil
 	})
 	if err := firstErr(writes); err != nil {
@@ -74,12 +79,17 @@ func (s *Store) RunTogether(ctx context.Context, t sessions.Together) (sessions.
 	if getAR != nil {
 		r.AuthRequest, r.AuthRequestErr = s.authRequestFrom(t.GetAuthRequest, getAR.Val(), getAR.Err())
 	}
+	if take != nil {
+		res, err := take.reply(ctx, s.rdb)
+		r.AuthRequest, r.LoginState, r.AuthRequestErr = s.loginStateTaken(t.TakeLoginState.AuthRequestID, res, err)
+	}
 	return r, nil
 }
 
-// checkTogether refuses what the single operations refuse.
+// checkTogether refuses what the single operations refuse, and what
+// Together.Check refuses.
 func (s *Store) checkTogether(t sessions.Together) error {
-	var errs []error
+	errs := []error{t.Check()}
 	if t.SaveSession != nil {
 		errs = append(errs, checkBrowserSession("redisstore: save browser session", t.SaveSession))
 	}
@@ -91,6 +101,9 @@ func (s *Store) checkTogether(t sessions.Together) error {
 	}
 	if t.GetAuthRequest != "" {
 		errs = append(errs, checkKeys("redisstore: get auth request", t.GetAuthRequest))
+	}
+	if k := t.TakeLoginState; k != nil {
+		errs = append(errs, checkKeys("redisstore: take login state", k.AuthRequestID, k.Key))
 	}
 	return errors.Join(errs...)
 }

@@ -109,13 +109,13 @@ func checkUsersReadBack(t *testing.T, s *redisstore.Store, pic, bobID, firstSubj
 }
 
 // checkUserForm checks the form the user was written in: a v2 record (a
-// string) by a store writing v2 or v3, a hash by one writing v1.
+// string) by a store writing v3 or later, a hash by one writing v1 or v2.
 func checkUserForm(t *testing.T, s *redisstore.Store, userID, format string) {
 	t.Helper()
 	typ, err := s.Client().Type(ctxT(t), s.Prefix()+"u:"+userID).Result()
 	must(t, "type", err)
 	want := "hash" // v1 and v2: versions that wrote v2 before users had a compact form read only hashes
-	if format == redisstore.RecordFormatV3 {
+	if fromV3(format) {
 		want = "string"
 	}
 	if typ != want {
@@ -124,7 +124,7 @@ func checkUserForm(t *testing.T, s *redisstore.Store, userID, format string) {
 	for _, k := range []string{"ui:" + userID} {
 		n, err := s.Client().Exists(ctxT(t), s.Prefix()+k).Result()
 		must(t, "exists", err)
-		if (n == 1) == (format == redisstore.RecordFormatV3) {
+		if (n == 1) == fromV3(format) {
 			t.Errorf("%s written: %v by a %s store", k, n == 1, format)
 		}
 	}

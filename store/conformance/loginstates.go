@@ -85,10 +85,23 @@ func testLoginStates(t *testing.T, ctx context.Context, s sessions.Store, clock 
 	if !loginStatesKept(t, ctx, s, clock) {
 		t.Skip("the store keeps no login states (errors.ErrUnsupported)")
 	}
-	cases := []struct {
-		name string
-		fn   func(t *testing.T, ar *sessions.AuthRequest)
-	}{
+	for i, tc := range loginStateCases(ctx, s, clock) {
+		t.Run(tc.name, func(t *testing.T) {
+			ar := authRequest(fmt.Sprint("ls-ar-", i), clock.Now())
+			must(t, "create the auth request", s.CreateAuthRequest(ctx, ar))
+			tc.fn(t, ar)
+		})
+	}
+}
+
+// loginStateCase is one case of testLoginStates, given a fresh auth request.
+type loginStateCase struct {
+	name string
+	fn   func(t *testing.T, ar *sessions.AuthRequest)
+}
+
+func loginStateCases(ctx context.Context, s sessions.Store, clock *Clock) []loginStateCase {
+	return []loginStateCase{
 		{"taken once", func(t *testing.T, ar *sessions.AuthRequest) {
 			must(t, "save", s.SaveLoginState(ctx, ar.ID, "k", loginState(1)))
 			wantTaken(t, ctx, s, ar.ID, "k", loginState(1))
@@ -158,13 +171,6 @@ func testLoginStates(t *testing.T, ctx context.Context, s sessions.Store, clock 
 		}},
 		{"concurrent takes", func(t *testing.T, ar *sessions.AuthRequest) { concurrentTakes(t, ctx, s, ar) }},
 		{"odd keys", func(t *testing.T, ar *sessions.AuthRequest) { oddKeys(t, ctx, s, ar) }},
-	}
-	for i, tc := range cases {
-		t.Run(tc.name, func(t *testing.T) {
-			ar := authRequest(fmt.Sprint("ls-ar-", i), clock.Now())
-			must(t, "create the auth request", s.CreateAuthRequest(ctx, ar))
-			tc.fn(t, ar)
-		})
 	}
 }
 

@@ -19,7 +19,26 @@ import (
 
 // handleCallback is the upstream's redirect back to usher.
 func (b *Broker) handleCallback(w http.ResponseWriter, r *http.Request) {
-	ctx := r.Context()
+	r, ar, p, handled := b.takeLoginState(w, r, r.URL.Query().Get("state"))
+	if handled {
+		if ar == nil {
+			return // answered
+		}
+		sess, err := b.browser.Get(r, b.cookie)
+		if err != nil {
+			b.unavailable(w, r, "loading the browser session", err)
+			return
+		}
+		b.finishSignIn(w, r, sess, p, ar)
+		return
+	}
+	b.callbackFromSession(w, r)
+}
+
+// callbackFromSession is the callback of a sign-in whose state the browser
+// session holds (see loginstate.go): taken out of the session, which is
+// saved, in the round trip that reads the auth request.
+func (b *Broker) callbackFromSession(w http.ResponseWriter, r *http.Request) {
 	q := r.URL.Query()
 	sess, err := b.browser.Get(r, b.cookie)
 	if err != nil {
@@ -30,9 +49,7 @@ func (b *Broker) handleCallback(w http.ResponseWriter, r *http.Request) {
 	raw, _ := sess.Values[key].(string)
 	var p pendingLogin
 	if q.Get("state") == "" || raw == "" || jsonParse(raw, &p) != nil || b.now().After(p.Expires) {
-		// State not issued to this browser: a forged, replayed or foreign response.
-		b.log.WarnContext(ctx, "upstream callback with a state this browser did not start")
-		b.renderPage(w, r, http.StatusBadRequest, page{Key: "callback.foreign"})
+		b.foreignCallback(w, r)
 		return
 	}
 	delete(sess.Values, key) // single use
@@ -53,6 +70,15 @@ func (b *Broker) handleCallback(w http.ResponseWriter, r *http.Request) {
 		b.renderPage(w, r, http.StatusBadRequest, page{Key: "callback.expired"})
 		return
 	}
+	b.finishSignIn(w, r, sess, p, ar)
+}
+
+// finishSignIn verifies the upstream's answer to the sign-in p started for
+// ar, resolves the user and answers: the accept page for an invitation,
+// else the code.
+func (b *Broker) finishSignIn(w http.ResponseWriter, r *http.Request, sess *gsessions.Session, p pendingLogin, ar *sessions.AuthRequest) {
+	ctx := r.Context()
+	q := r.URL.Query()
 	fail := func(e *oidc.Error) {
 		_ = b.sessions.DeleteAuthRequest(ctx, ar.ID)
 		op.AuthRequestError(w, r, authRequest{ar}, e, b.provider)

@@ -33,6 +33,7 @@ func (b *Broker) handleLogin(w http.ResponseWriter, r *http.Request) {
 		b.unavailable(w, r, "loading the browser session", err)
 		return
 	}
+	_, again := sess.Values[upstreamAgainPrefix+ar.ID] // answerFromSession drops it
 	if b.answerFromSession(w, r, sess, ar) {
 		return
 	}
@@ -41,13 +42,9 @@ func (b *Broker) handleLogin(w http.ResponseWriter, r *http.Request) {
 		b.authError(w, r, ar, oidc.ErrServerError().WithDescription("the sign-in service is unreachable; try again shortly"))
 		return
 	}
-	prunePending(sess.Values, b.now())
-	state, nonce, verifier := randomToken(24), randomToken(24), randomToken(32)
-	p := pendingLogin{AuthRequestID: ar.ID, Nonce: nonce, Verifier: verifier, Expires: ar.ExpiresAt}
-	enc, _ := jsonString(p)
-	sess.Values[pendingPrefix+state] = enc
-	if err := sess.Save(r, w); err != nil {
-		b.unavailable(w, r, "saving the browser session", err)
+	nonce, verifier := randomToken(24), randomToken(32)
+	state, ok := b.keepLoginState(w, r, sess, ar, nonce, verifier, again)
+	if !ok {
 		return
 	}
 	hints := b.invitationHints(ctx, ar)

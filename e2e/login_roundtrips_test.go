@@ -77,6 +77,7 @@ func TestLoginRedisRoundTrips(t *testing.T) {
 	}{
 		{"v1", 10, 8},
 		{"v3", 9, 7}, // no rth: lookup written: a refresh token is created in one round trip
+		{"v4", 8, 7}, // the sign-in's upstream state kept with its auth request (broker/loginstate.go)
 	} {
 		t.Run(tc.format, func(t *testing.T) { checkLoginRedisRoundTrips(t, tc.format, tc.signIn, tc.session) })
 	}

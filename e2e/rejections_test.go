@@ -4,10 +4,14 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 
 	"github.com/usher-oidc/usher/app"
+	"github.com/usher-oidc/usher/config"
 	"github.com/usher-oidc/usher/devidp"
+	"github.com/usher-oidc/usher/internal/testkit"
 )
 
 func startCountingDev(t *testing.T) (*app.Dev, *countingStore) {
@@ -170,28 +174,92 @@ func TestCallbackForeignState(t *testing.T) {
 	attacker := newAgent(t, d.SPAURL)
 
 	// The attacker starts a login and captures usher's callback URL.
-	u, _, _ := authorizeURL(d, nil)
-	resp, body := attacker.get(u)
-	attacker.client.CheckRedirect = func(req *http.Request, _ []*http.Request) error {
-		if strings.HasSuffix(req.URL.Path, "/callback") && strings.HasPrefix(req.URL.String(), d.IssuerURL) {
-			return http.ErrUseLastResponse
-		}
-		return nil
-	}
-	resp, body = attacker.devidpForm(resp, body, "login", url.Values{"email": {app.DevUserEmail}, "password": {app.DevUserPassword}})
-	cb := resp.Header.Get("Location")
-	if !strings.HasPrefix(cb, strings.TrimSuffix(d.IssuerURL, "/")+"/callback") {
-		t.Fatalf("no usher callback captured: %d %s", resp.StatusCode, cb)
-	}
+	cb := attacker.upstreamCallback(d)
 	before := cs.identities.Load()
 	// …and makes the victim's browser load it (login CSRF).
-	resp, body = victim.get(cb)
+	resp, body := victim.get(cb)
 	if resp.StatusCode != http.StatusBadRequest || !strings.Contains(body, "does not belong to this browser") {
 		t.Fatalf("foreign state: %d\n%s", resp.StatusCode, clipText(body))
 	}
 	if cs.identities.Load() != before {
 		t.Errorf("a user was resolved from a foreign callback")
 	}
+}
+
+// The upstream's answer is taken once: the same callback loaded again and
+// again at once, from the browser that started the sign-in, signs in once
+// (a code for the client) and every other load gets the page. The state is
+// taken from its auth request atomically (broker/loginstate.go); record
+// format v3, which keeps it in the browser session, reads the session and
+// saves it without it in two round trips, so concurrent loads could each
+// find it: that format is not in the table.
+func TestCallbackStateUsedOnce(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct{ name, format string }{{"bolt", ""}, {"redis", "v4"}} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			var opts app.DevOptions
+			if tc.format != "" {
+				addr := testkit.StartRedis(t)
+				opts.Configure = func(c *config.Config) {
+					c.Store.Driver, c.Store.Redis.URL, c.Store.RecordFormat = "redis", "redis://"+addr+"/0", tc.format
+				}
+			}
+			d := startDev(t, opts)
+			a := newAgent(t, d.SPAURL)
+			cb := a.upstreamCallback(d)
+			a.client.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
+			const loads = 8
+			var codes, pages, other atomic.Int32
+			var wg sync.WaitGroup
+			for range loads {
+				wg.Go(func() {
+					resp, body, err := a.send(http.MethodGet, cb, nil)
+					loc := ""
+					if err == nil {
+						loc = resp.Header.Get("Location")
+					}
+					switch {
+					case err != nil:
+						other.Add(1)
+					case strings.HasPrefix(loc, d.SPAURL+"/callback") && strings.Contains(loc, "code="):
+						codes.Add(1)
+					case resp.StatusCode == http.StatusBadRequest && strings.Contains(body, "does not belong to this browser"):
+						pages.Add(1)
+					default:
+						t.Logf("load answered %d %s %s", resp.StatusCode, loc, clipText(body))
+						other.Add(1)
+					}
+				})
+			}
+			wg.Wait()
+			if codes.Load() != 1 || pages.Load() != loads-1 {
+				t.Errorf("%d loads of one callback: %d codes, %d refusal pages, %d other answers; want 1 code", loads, codes.Load(), pages.Load(), other.Load())
+			}
+		})
+	}
+}
+
+// upstreamCallback signs in as the dev user at the stand-in upstream and
+// returns usher's callback URL it redirects to, not loaded.
+func (a *agent) upstreamCallback(d *app.Dev) string {
+	a.t.Helper()
+	u, _, _ := authorizeURL(d, nil)
+	resp, body := a.get(u)
+	saved := a.client.CheckRedirect
+	a.client.CheckRedirect = func(req *http.Request, _ []*http.Request) error {
+		if strings.HasSuffix(req.URL.Path, "/callback") && strings.HasPrefix(req.URL.String(), d.IssuerURL) {
+			return http.ErrUseLastResponse
+		}
+		return nil
+	}
+	defer func() { a.client.CheckRedirect = saved }()
+	resp, _ = a.devidpForm(resp, body, "login", url.Values{"email": {app.DevUserEmail}, "password": {app.DevUserPassword}})
+	cb := resp.Header.Get("Location")
+	if !strings.HasPrefix(cb, strings.TrimSuffix(d.IssuerURL, "/")+"/callback") {
+		a.t.Fatalf("no usher callback captured: %d %s", resp.StatusCode, cb)
+	}
+	return cb
 }
 
 // An upstream ID token that fails verification ends the sign-in with an

@@ -123,8 +123,9 @@ func TestTokenValidation(t *testing.T) {
 	}
 }
 
-// Browser session: HttpOnly, SameSite=Lax, a new ID after sign-in, and it
-// ends after the idle timeout.
+// Browser session: none before sign-in (the sign-in in flight is bound to
+// the browser by its sign-in cookie), HttpOnly, SameSite=Lax, a new ID at
+// every sign-in, and a sign-in left open too long cannot complete.
 func TestBrowserSessionCookie(t *testing.T) {
 	t.Parallel()
 	clock := &testClock{}
@@ -134,9 +135,18 @@ func TestBrowserSessionCookie(t *testing.T) {
 	u, _, _ := authorizeURL(d, nil)
 	usher, _ := url.Parse(d.IssuerURL)
 	resp, body := a.get(u)
-	if sessionCookie(a, usher) == "" || rec.distinct() != 1 {
-		t.Fatalf("no usher session after /login (%d sessions saved)", rec.distinct())
+	if sessionCookie(a, usher) != "" || rec.distinct() != 0 || cookieNamed(a, usher, "usher_signin") == "" {
+		t.Fatalf("after /login: session cookie %q, %d sessions saved, sign-in cookie %q; want only the sign-in cookie",
+			sessionCookie(a, usher), rec.distinct(), cookieNamed(a, usher, "usher_signin"))
 	}
+	resp, body = a.devidpForm(resp, body, "login", url.Values{"email": {app.DevUserEmail}, "password": {app.DevUserPassword}})
+	a.callbackOf(resp, body)
+	if rec.distinct() != 1 || sessionCookie(a, usher) == "" {
+		t.Fatalf("no usher session after sign-in: %d session IDs saved", rec.distinct())
+	}
+	// Signing in again in a browser with a session renews its ID.
+	u, _, _ = authorizeURL(d, url.Values{"prompt": {"login"}})
+	resp, body = a.get(u)
 	resp, body = a.devidpForm(resp, body, "login", url.Values{"email": {app.DevUserEmail}, "password": {app.DevUserPassword}})
 	a.callbackOf(resp, body)
 	if rec.distinct() != 2 {
@@ -148,7 +158,6 @@ func TestBrowserSessionCookie(t *testing.T) {
 	if _, err := rec.Store.GetBrowserSession(t.Context(), before); !errors.Is(err, sessions.ErrNotFound) {
 		t.Fatalf("the session from before sign-in is still stored: %v", err)
 	}
-
 	// Attributes, read from a fresh /login response.
 	noRedirect := &http.Client{Jar: a.client.Jar, CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
 	u2, _, _ := authorizeURL(d, nil)
@@ -167,20 +176,22 @@ func TestBrowserSessionCookie(t *testing.T) {
 		t.Fatalf("session cookie attributes: %s", setCookie)
 	}
 
-	// Idle timeout: a sign-in left open past it cannot complete.
+	// A sign-in left open past its auth request's lifetime cannot complete.
 	idle := newAgent(t, d.SPAURL)
 	u3, _, _ := authorizeURL(d, nil)
 	resp, body = idle.get(u3)
 	clock.Advance(31 * time.Minute)
 	resp, body = idle.devidpForm(resp, body, "login", url.Values{"email": {app.DevUserEmail}, "password": {app.DevUserPassword}})
-	if resp.StatusCode != http.StatusBadRequest || !strings.Contains(body, "does not belong to this browser session") {
-		t.Fatalf("callback after the idle timeout: %d\n%s", resp.StatusCode, clipText(body))
+	if resp.StatusCode != http.StatusBadRequest || !strings.Contains(body, "took too long") {
+		t.Fatalf("callback of a sign-in left open 31 min: %d\n%s", resp.StatusCode, clipText(body))
 	}
 }
 
-func sessionCookie(a *agent, u *url.URL) string {
+func sessionCookie(a *agent, u *url.URL) string { return cookieNamed(a, u, "usher_session") }
+
+func cookieNamed(a *agent, u *url.URL, name string) string {
 	for _, c := range a.client.Jar.Cookies(u) {
-		if c.Name == "usher_session" {
+		if c.Name == name {
 			return c.Value
 		}
 	}
@@ -230,7 +241,8 @@ func TestPageSecurityHeaders(t *testing.T) {
 }
 
 // The browser session ends at its absolute timeout even when kept busy:
-// activity every 20 minutes keeps it past the idle timeout, not past 24 h.
+// logins answered from it every 20 minutes keep it past the idle timeout,
+// not past its absolute lifetime (2 h here).
 func TestBrowserSessionAbsoluteTimeout(t *testing.T) {
 	t.Parallel()
 	clock := &testClock{}
@@ -241,24 +253,25 @@ func TestBrowserSessionAbsoluteTimeout(t *testing.T) {
 			c.Sessions.AbsoluteTimeout = config.Duration(2 * time.Hour)
 		}})
 	a := newAgent(t, d.SPAURL)
-	u, _, _ := authorizeURL(d, nil)
-	a.get(u)
+	a.signIn(d, app.DevUserEmail, app.DevUserPassword, false)
 	var resp *http.Response
 	var body string
 	for i := range 7 { // 7 × 20 min = 2 h 20 min of activity
 		clock.Advance(20 * time.Minute)
-		u, _, _ = authorizeURL(d, nil)
+		u, _, _ := authorizeURL(d, nil)
 		resp, body = a.get(u)
-		if i == 4 && rec.distinct() != 1 {
+		if i == 4 && (rec.distinct() != 1 || a.callbackOf(resp, body).Get("code") == "") {
 			t.Fatalf("activity every 20 min did not keep the session alive past the 30 min idle timeout")
 		}
 	}
-	if rec.distinct() != 2 {
-		t.Fatalf("after 2 h 20 min of activity: %d session IDs, want a new one after the 2 h absolute timeout", rec.distinct())
+	// Past 2 h the login went upstream: the session is gone.
+	if resp.StatusCode == http.StatusOK && strings.Contains(body, `action="/u/login"`) {
+		resp, body = a.devidpForm(resp, body, "login", url.Values{"email": {app.DevUserEmail}, "password": {app.DevUserPassword}})
 	}
-	// The sign-in started in the new session still completes.
-	resp, body = a.devidpForm(resp, body, "login", url.Values{"email": {app.DevUserEmail}, "password": {app.DevUserPassword}})
 	if q := a.callbackOf(resp, body); q.Get("code") == "" {
 		t.Fatalf("sign-in after the absolute timeout: %v", q)
+	}
+	if rec.distinct() != 2 {
+		t.Fatalf("after 2 h 20 min of activity: %d session IDs, want a new one after the 2 h absolute timeout", rec.distinct())
 	}
 }

@@ -14,9 +14,8 @@ import (
 // RunTogether (sessions.Batcher) sends a sign-in step's independent
 // operations in one pipeline on one master: the session's SET (and the
 // replaced one's DEL), the code's scripts, the reads and a login state's
-// take (its script). Their keys are in
-// other slots, so they are not one transaction, as ReplaceBrowserSession
-// and SaveCode are not. On a cluster they go one by one (sessions.RunApart).
+// take (its script). Their keys are in other slots, so they are not one
+// transaction, as ReplaceBrowserSession and SaveCode are not. On a cluster they go one by one (sessions.RunApart).
 func (s *Store) RunTogether(ctx context.Context, t sessions.Together) (sessions.Read, error) {
 	if !s.oneMaster() {
 		return sessions.RunApart(ctx, s, t)
@@ -40,9 +39,7 @@ func (s *Store) RunTogether(ctx context.Context, t sessions.Together) (sessions.
 	}
 	var writes []redis.Cmder
 	var piped []*pipedScript
-	var getSession *redis.StringCmd
-	var getAR *redis.StringCmd
-	var take *pipedScript
+	var reads togetherReads
 	_, _ = s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
 		if t.SaveSession != nil {
 			bs := t.SaveSession
@@ -54,15 +51,7 @@ func (s *Store) RunTogether(ctx context.Context, t sessions.Together) (sessions.
 		for _, c := range calls {
 			piped = append(piped, c.queue(ctx, p))
 		}
-		if t.GetSession != "" {
-			getSession = p.Get(ctx, s.key("bs", t.GetSession))
-		}
-		if t.GetAuthRequest != "" {
-			getAR = p.HGet(ctx, s.key("ar", t.GetAuthRequest), "d")
-		}
-		if k := t.TakeLoginState; k != nil {
-			take = s.takeLoginStateCall(k.AuthRequestID, k.Key).queue(ctx, p)
-		}
+		reads = s.queueTogetherReads(ctx, p, t)
 		return nil
 	})
 	if err := firstErr(writes); err != nil {
@@ -71,19 +60,44 @@ func (s *Store) RunTogether(ctx context.Context, t sessions.Together) (sessions.
 	if err := s.codeReplies(ctx, piped); err != nil {
 		return sessions.Read{}, fmt.Errorf("redisstore: save code: %w", err)
 	}
+	return reads.result(ctx, s, t), nil
+}
+
+// togetherReads are a Together's reads (and login state take), queued.
+type togetherReads struct {
+	getSession, getAR *redis.StringCmd
+	take              *pipedScript
+}
+
+func (s *Store) queueTogetherReads(ctx context.Context, p redis.Pipeliner, t sessions.Together) togetherReads {
+	var q togetherReads
+	if t.GetSession != "" {
+		q.getSession = p.Get(ctx, s.key("bs", t.GetSession))
+	}
+	if t.GetAuthRequest != "" {
+		q.getAR = p.HGet(ctx, s.key("ar", t.GetAuthRequest), "d")
+	}
+	if k := t.TakeLoginState; k != nil {
+		q.take = s.takeLoginStateCall(k.AuthRequestID, k.Key).queue(ctx, p)
+	}
+	return q
+}
+
+// result is what the reads found, once the pipeline ran.
+func (q togetherReads) result(ctx context.Context, s *Store, t sessions.Together) sessions.Read {
 	var r sessions.Read
-	if getSession != nil {
-		raw, err := getSession.Bytes()
+	if q.getSession != nil {
+		raw, err := q.getSession.Bytes()
 		r.Session, r.SessionErr = s.browserSessionFrom(t.GetSession, raw, err)
 	}
-	if getAR != nil {
-		r.AuthRequest, r.AuthRequestErr = s.authRequestFrom(t.GetAuthRequest, getAR.Val(), getAR.Err())
+	if q.getAR != nil {
+		r.AuthRequest, r.AuthRequestErr = s.authRequestFrom(t.GetAuthRequest, q.getAR.Val(), q.getAR.Err())
 	}
-	if take != nil {
-		res, err := take.reply(ctx, s.rdb)
+	if q.take != nil {
+		res, err := q.take.reply(ctx, s.rdb)
 		r.AuthRequest, r.LoginState, r.AuthRequestErr = s.loginStateTaken(t.TakeLoginState.AuthRequestID, res, err)
 	}
-	return r, nil
+	return r
 }
 
 // checkTogether refuses what the single operations refuse, and what

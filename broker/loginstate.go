@@ -1,0 +1,133 @@
+package broker
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"net/http"
+	"strings"
+
+	gsessions "github.com/gorilla/sessions"
+
+	"github.com/usher-oidc/usher/sessions"
+)
+
+// An upstream sign-in is bound to the browser that started it and used
+// once. Its state (the nonce and PKCE verifier sent upstream) is kept with
+// its auth request (sessions.Store.SaveLoginState) under a key only that
+// browser can name: a hash of the state sent upstream and the browser's
+// sign-in cookie, a random value (signinCookie). The state names the auth
+// request ("<id>.<random>"), so the callback takes the login state and
+// reads the request (and the browser session) in one round trip, and the
+// take is atomic: of two callbacks with one state, one proceeds.
+//
+// Where the store cannot keep it (errors.ErrUnsupported: a Redis record
+// format some replicas do not read yet), the state goes in the browser
+// session as before (pendingLogin), and so do the admin page's sign-ins,
+// which have no auth request; the callback finds either.
+
+const (
+	signinCookie  = "usher_signin"
+	loginStateSep = "." // neither auth request IDs nor session states hold one
+)
+
+// loginStateKey is the key the login state for state is kept under, for
+// the browser whose sign-in cookie holds binding.
+func loginStateKey(state, binding string) string {
+	h := sha256.New()
+	h.Write([]byte("usher login state\x00" + state + "\x00" + binding))
+	return hex.EncodeToString(h.Sum(nil))
+}
+
+// signinBinding is the browser's sign-in cookie value, a new one when it
+// has none (set by setSigninBinding once the state is kept).
+func (b *Broker) signinBinding(r *http.Request) (value string, isNew bool) {
+	if c, err := r.Cookie(b.cookieName(signinCookie)); err == nil && len(c.Value) >= 43 {
+		return c.Value, false
+	}
+	return randomToken(32), true
+}
+
+func (b *Broker) setSigninBinding(w http.ResponseWriter, value string) {
+	http.SetCookie(w, &http.Cookie{Name: b.cookieName(signinCookie), Value: value, Path: "/", MaxAge: b.browser.options.MaxAge,
+		HttpOnly: true, Secure: !b.insecure, SameSite: http.SameSiteLaxMode})
+}
+
+// keepLoginState keeps the state of the upstream sign-in /login starts for
+// ar and returns the state to send upstream: with ar where the store can,
+// else in sess (saved). saveSession: sess changed and must be saved either
+// way. false: the person got an answer already (a stale request, a store
+// failure).
+func (b *Broker) keepLoginState(w http.ResponseWriter, r *http.Request, sess *gsessions.Session, ar *sessions.AuthRequest, nonce, verifier string, saveSession bool) (string, bool) {
+	binding, isNew := b.signinBinding(r)
+	state := ar.ID + loginStateSep + randomToken(24)
+	err := b.sessions.SaveLoginState(r.Context(), ar.ID, loginStateKey(state, binding), &sessions.LoginState{Nonce: nonce, Verifier: verifier})
+	switch {
+	case errors.Is(err, errors.ErrUnsupported):
+		state = randomToken(24)
+		prunePending(sess.Values, b.now())
+		enc, _ := jsonString(pendingLogin{AuthRequestID: ar.ID, Nonce: nonce, Verifier: verifier, Expires: ar.ExpiresAt})
+		sess.Values[pendingPrefix+state] = enc
+		saveSession = true
+	case errors.Is(err, sessions.ErrNotFound):
+		b.renderPage(w, r, http.StatusBadRequest, page{Key: "signin.stale"})
+		return "", false
+	case err != nil:
+		b.unavailable(w, r, "keeping the sign-in's state", err)
+		return "", false
+	case isNew:
+		b.setSigninBinding(w, binding)
+	}
+	if saveSession {
+		if err := sess.Save(r, w); err != nil {
+			b.unavailable(w, r, "saving the browser session", err)
+			return "", false
+		}
+	}
+	return state, true
+}
+
+// takeLoginState takes the login state the upstream's answer names, with
+// its auth request and the browser session, in one round trip. ok false:
+// the state names no auth request (a state kept in the session: the
+// caller looks there). Otherwise a page answered already when err is set.
+func (b *Broker) takeLoginState(w http.ResponseWriter, r *http.Request, state string) (*http.Request, *sessions.AuthRequest, pendingLogin, bool) {
+	arID, _, ok := strings.Cut(state, loginStateSep)
+	if !ok || arID == "" {
+		return r, nil, pendingLogin{}, false
+	}
+	c, err := r.Cookie(b.cookieName(signinCookie))
+	if err != nil {
+		b.foreignCallback(w, r)
+		return r, nil, pendingLogin{}, true
+	}
+	sid, cookie := b.browser.cookieSession(r, b.cookie)
+	read, err := sessions.RunTogether(r.Context(), b.sessions, sessions.Together{
+		TakeLoginState: &sessions.LoginStateKey{AuthRequestID: arID, Key: loginStateKey(state, c.Value)}, GetSession: sid})
+	if err == nil && read.AuthRequestErr != nil && !errors.Is(read.AuthRequestErr, sessions.ErrNotFound) {
+		err = read.AuthRequestErr
+	}
+	switch {
+	case err != nil:
+		b.unavailable(w, r, "taking the sign-in's state", err)
+	case read.AuthRequest == nil:
+		b.renderPage(w, r, http.StatusBadRequest, page{Key: "callback.expired"})
+	case read.LoginState == nil:
+		b.foreignCallback(w, r) // another browser's, or used already
+	case read.AuthRequest.Done:
+		b.renderPage(w, r, http.StatusBadRequest, page{Key: "login.done"})
+	default:
+		if sid != "" {
+			r = preloadSession(r, cookie, sid, read.Session, read.SessionErr)
+		}
+		return r, read.AuthRequest, pendingLogin{AuthRequestID: arID, Nonce: read.LoginState.Nonce, Verifier: read.LoginState.Verifier}, true
+	}
+	return r, nil, pendingLogin{}, true
+}
+
+// foreignCallback: the upstream's answer carries a state this browser did
+// not start (a forged, replayed or foreign response).
+func (b *Broker) foreignCallback(w http.ResponseWriter, r *http.Request) {
+	b.log.WarnContext(r.Context(), "upstream callback with a state this browser did not start")
+	b.renderPage(w, r, http.StatusBadRequest, page{Key: "callback.foreign"})
+}

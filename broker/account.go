@@ -67,9 +67,21 @@ func forgetAccount(sess *gsessions.Session) {
 
 // sessionAccount is the account of a signed-in browser session.
 func sessionAccount(sess *gsessions.Session) (signedInAccount, bool) {
-	var a signedInAccount
 	raw, _ := sess.Values[sessionAccountKey].(string)
 	uid, _ := sess.Values["uid"].(string)
+	return accountFrom(raw, uid)
+}
+
+// recordAccount is sessionAccount of a stored session record (nil: none).
+func recordAccount(rec *sessions.BrowserSession) (signedInAccount, bool) {
+	if rec == nil {
+		return signedInAccount{}, false
+	}
+	return accountFrom(rec.Values[sessionAccountKey], rec.Values["uid"])
+}
+
+func accountFrom(raw, uid string) (signedInAccount, bool) {
+	var a signedInAccount
 	if raw == "" || jsonParse(raw, &a) != nil || a.UserID == "" || a.UserID != uid {
 		return signedInAccount{}, false
 	}

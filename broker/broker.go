@@ -455,9 +455,7 @@ func (b *Broker) handleAuthorize(w http.ResponseWriter, r *http.Request) {
 		r.Form.Del("invitation")
 	}
 	b.authorizeInvitation(r, &ex)
-	if sess, err := b.browser.Get(r, b.cookie); err == nil {
-		_, ex.signedIn = sessionAccount(sess)
-	}
+	ex.sessionID, _ = b.browser.cookieSession(r, b.cookie)
 	ctx := context.WithValue(r.Context(), ctxAuthorizeExtras, ex)
 	b.opServer.ServeHTTP(w, r.WithContext(ctx))
 }

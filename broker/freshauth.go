@@ -19,8 +19,11 @@ type freshAuthRequests struct {
 }
 
 type freshAuthRequest struct {
-	ar    sessions.AuthRequest
-	until time.Time
+	ar sessions.AuthRequest
+	// sessionUser: the user the browser's session signed in when the
+	// request was created ("" for none), a hint for /login's reads.
+	sessionUser string
+	until       time.Time
 }
 
 const (
@@ -30,7 +33,7 @@ const (
 	maxFreshAuthRequest = 10_000
 )
 
-func (f *freshAuthRequests) put(ar *sessions.AuthRequest, now time.Time) {
+func (f *freshAuthRequests) put(ar *sessions.AuthRequest, sessionUser string, now time.Time) {
 	until := now.Add(freshAuthRequestTTL)
 	if ar.ExpiresAt.Before(until) {
 		until = ar.ExpiresAt
@@ -40,21 +43,21 @@ func (f *freshAuthRequests) put(ar *sessions.AuthRequest, now time.Time) {
 	if f.entries == nil || len(f.entries) >= maxFreshAuthRequest {
 		f.entries = make(map[string]freshAuthRequest) // simplest bound: start over
 	}
-	f.entries[ar.ID] = freshAuthRequest{ar: *ar, until: until}
+	f.entries[ar.ID] = freshAuthRequest{ar: *ar, sessionUser: sessionUser, until: until}
 }
 
-// take returns the copy of auth request id and forgets it; nil when there
-// is none or it expired.
-func (f *freshAuthRequests) take(id string, now time.Time) *sessions.AuthRequest {
+// take returns the copy of auth request id, with its session user hint,
+// and forgets it; nil when there is none or it expired.
+func (f *freshAuthRequests) take(id string, now time.Time) (*sessions.AuthRequest, string) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	e, ok := f.entries[id]
 	if !ok {
-		return nil
+		return nil, ""
 	}
 	delete(f.entries, id)
 	if !now.Before(e.until) {
-		return nil
+		return nil, ""
 	}
-	return &e.ar
+	return &e.ar, e.sessionUser
 }

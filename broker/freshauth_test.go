@@ -25,22 +25,22 @@ func TestFreshAuthRequests(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			var f freshAuthRequests
 			ar := &sessions.AuthRequest{ID: "ar-1", ClientID: "spa", ExpiresAt: now.Add(tc.expiresIn)}
-			f.put(ar, now)
+			f.put(ar, "usr_1", now)
 			ar.ClientID = "changed after put"
-			got := f.take("ar-1", now.Add(tc.after))
+			got, user := f.take("ar-1", now.Add(tc.after))
 			if (got != nil) != tc.want {
 				t.Fatalf("take after %v: %+v, want found %v", tc.after, got, tc.want)
 			}
-			if got != nil && got.ClientID != "spa" {
-				t.Errorf("took %q: not a copy", got.ClientID)
+			if got != nil && (got.ClientID != "spa" || user != "usr_1") {
+				t.Errorf("took %q for %q: not a copy, or not its session's user", got.ClientID, user)
 			}
-			if again := f.take("ar-1", now.Add(tc.after)); again != nil {
+			if again, _ := f.take("ar-1", now.Add(tc.after)); again != nil {
 				t.Errorf("taken twice: %+v", again)
 			}
 		})
 	}
 	var f freshAuthRequests
-	if got := f.take("unknown", now); got != nil {
+	if got, _ := f.take("unknown", now); got != nil {
 		t.Errorf("unknown: %+v", got)
 	}
 }

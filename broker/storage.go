@@ -46,9 +46,9 @@ type authorizeExtras struct {
 	invitationNeedsInteraction bool
 	// freshLogin: the person chose "Use another account" for this invitation.
 	freshLogin bool
-	// signedIn: the browser has a usher session, which will most likely
-	// answer the request at once (session.go).
-	signedIn bool
+	// sessionID: the browser session the request's cookie names ("" for
+	// none), read with the request's creation (storeAuthRequest).
+	sessionID string
 }
 
 func (s opStorage) CreateAuthRequest(ctx context.Context, req *oidc.AuthRequest, _ string) (op.AuthRequest, error) {
@@ -112,19 +112,43 @@ func (s opStorage) CreateAuthRequest(ctx context.Context, req *oidc.AuthRequest,
 			ar.Prompt = append(ar.Prompt, oidc.PromptLogin)
 		}
 	}
-	// Requests a session answers at once are not limited: people behind one
-	// NAT renewing silently must not lock each other out.
 	ex, _ := ctx.Value(ctxAuthorizeExtras).(authorizeExtras)
-	if !ex.signedIn || slices.Contains(ar.Prompt, oidc.PromptLogin) {
-		if err := b.allowAuthRequest(ctx); err != nil {
-			return nil, err
-		}
+	sessionUser, err := b.storeAuthRequest(ctx, ar, ex)
+	if err != nil {
+		return nil, err
 	}
-	if err := b.sessions.CreateAuthRequest(ctx, ar); err != nil {
-		return nil, storeError("saving the authorization request", err)
-	}
-	b.fresh.put(ar, now)
+	b.fresh.put(ar, sessionUser, now)
 	return authRequest{ar}, nil
+}
+
+// storeAuthRequest stores ar. Requests a session answers at once are not
+// limited (allowAuthRequest): people behind one NAT renewing silently must
+// not lock each other out. So a browser with a session cookie has its
+// session read in the round trip that creates the request, and the limit
+// applies after that when the session signs no one in (the request is
+// deleted again when over it). sessionUser: the user the session signed
+// in, "" for none.
+func (b *Broker) storeAuthRequest(ctx context.Context, ar *sessions.AuthRequest, ex authorizeExtras) (sessionUser string, err error) {
+	if ex.sessionID == "" || slices.Contains(ar.Prompt, oidc.PromptLogin) {
+		if err := b.allowAuthRequest(ctx); err != nil {
+			return "", err
+		}
+		return "", storeError("saving the authorization request", b.sessions.CreateAuthRequest(ctx, ar))
+	}
+	read, err := sessions.RunTogether(ctx, b.sessions, sessions.Together{CreateAuthRequest: ar, GetSession: ex.sessionID})
+	if err != nil {
+		return "", storeError("saving the authorization request", err)
+	}
+	if acct, ok := recordAccount(read.Session); ok && read.SessionErr == nil {
+		return acct.UserID, nil
+	}
+	if err := b.allowAuthRequest(ctx); err != nil {
+		if derr := b.sessions.DeleteAuthRequest(ctx, ar.ID); derr != nil {
+			b.log.WarnContext(ctx, "deleting an authorization request over the limit", "err", derr)
+		}
+		return "", err
+	}
+	return "", nil
 }
 
 func localeStrings(l oidc.Locales) []string {

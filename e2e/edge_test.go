@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"bufio"
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -11,11 +12,13 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/usher-oidc/usher/app"
 	"github.com/usher-oidc/usher/config"
+	"github.com/usher-oidc/usher/sessions"
 )
 
 // noRedirects is an HTTP client that shows usher's own answer.
@@ -303,4 +306,66 @@ func TestMetricsNotPublic(t *testing.T) {
 	if strings.HasPrefix(d.MetricsURL, strings.TrimSuffix(d.IssuerURL, "/")) {
 		t.Errorf("metrics URL %s is on the public listener", d.MetricsURL)
 	}
+}
+
+// Requests a usher session answers are not limited: silent renewals of
+// people behind one NAT must not lock each other out. The session is read
+// in the round trip that stores the request; a browser whose cookie names a
+// session that ended is limited again, and a request it made beyond the
+// limit is not kept.
+func TestAuthorizeRateLimitSparesSessions(t *testing.T) {
+	t.Parallel()
+	rec := &authRequestRecorder{}
+	d := startDev(t, app.DevOptions{WrapStore: func(s app.Store) app.Store { rec.Store = s; return rec },
+		Configure: func(c *config.Config) { c.RateLimits.AuthorizePerMinute = 1 }})
+	a := newAgent(t, d.SPAURL)
+	a.signIn(d, app.DevUserEmail, app.DevUserPassword, false) // the one request the limit lets through
+	usher, _ := url.Parse(d.IssuerURL)
+	cookie := sessionCookie(a, usher)
+	client := newSessionClient(d, a.client.Jar, 1)
+	for i := range 3 {
+		if _, err := sessionLogin(d, client); err != nil {
+			t.Fatalf("login %d answered from the session: %v", i+1, err)
+		}
+	}
+	if resp, _ := a.get(strings.TrimSuffix(d.IssuerURL, "/") + "/oidc/logout?client_id=" + app.DevSPAClientID); resp.StatusCode != http.StatusOK {
+		t.Fatalf("logout: %d", resp.StatusCode)
+	}
+	ended := newSessionClient(d, nil, 1)
+	ended.Jar.SetCookies(usher, []*http.Cookie{{Name: "usher_session", Value: cookie, Path: "/"}})
+	u, _, _ := authorizeURL(d, nil)
+	resp, err := ended.Get(u)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if loc, _ := url.Parse(resp.Header.Get("Location")); resp.StatusCode != http.StatusFound || loc.Query().Get("error") != "temporarily_unavailable" {
+		t.Fatalf("a browser whose session ended, over the limit: %d %s", resp.StatusCode, resp.Header.Get("Location"))
+	}
+	if _, err := rec.Store.GetAuthRequest(t.Context(), rec.last()); !errors.Is(err, sessions.ErrNotFound) {
+		t.Errorf("the request refused over the limit is kept: %v", err)
+	}
+}
+
+// authRequestRecorder remembers the IDs of the auth requests usher creates.
+type authRequestRecorder struct {
+	app.Store
+	mu  sync.Mutex
+	ids []string
+}
+
+func (r *authRequestRecorder) CreateAuthRequest(ctx context.Context, ar *sessions.AuthRequest) error {
+	r.mu.Lock()
+	r.ids = append(r.ids, ar.ID)
+	r.mu.Unlock()
+	return r.Store.CreateAuthRequest(ctx, ar)
+}
+
+func (r *authRequestRecorder) last() string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if len(r.ids) == 0 {
+		return ""
+	}
+	return r.ids[len(r.ids)-1]
 }

@@ -64,20 +64,22 @@ func clip(s string, n int) string {
 // answered from usher's own session (authorize → code → tokens). Each is
 // the fewest of a few logins, so that the store's background work (outbox,
 // sweeper) cannot fail it; a login that needs more trips fails it, listing
-// them. Rate-limit checks are not counted. Both at record_format v1 and at
-// v3, which writes no refresh-token lookup. The code exchange reads the
-// user and grant with the code (broker/codes.go). One replica: /login
-// takes the auth request /authorize just created from memory
-// (broker/freshauth.go); behind a load balancer that sends it to another
-// replica, a sign-in costs that read more.
+// them. Rate-limit checks are not counted. At record_format v1, v3 (which
+// writes no refresh-token lookup) and v4 (the upstream state kept with the
+// auth request). The code exchange reads the user and grant with the code
+// (broker/codes.go); /authorize reads the browser session with the auth
+// request's creation. One replica: /login takes the auth request
+// /authorize just created from memory, with the user its session signed in,
+// read with the session (broker/freshauth.go, login.go); behind a load
+// balancer that sends it to another replica, a login costs a read more.
 func TestLoginRedisRoundTrips(t *testing.T) {
 	for _, tc := range []struct {
 		format          string
 		signIn, session int
 	}{
-		{"v1", 10, 8},
-		{"v3", 9, 7}, // no rth: lookup written: a refresh token is created in one round trip
-		{"v4", 8, 7}, // the sign-in's upstream state kept with its auth request (broker/loginstate.go)
+		{"v1", 10, 6},
+		{"v3", 9, 5}, // no rth: lookup written: a refresh token is created in one round trip
+		{"v4", 8, 5}, // the sign-in's upstream state kept with its auth request (broker/loginstate.go)
 	} {
 		t.Run(tc.format, func(t *testing.T) { checkLoginRedisRoundTrips(t, tc.format, tc.signIn, tc.session) })
 	}

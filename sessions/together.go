@@ -8,13 +8,15 @@ import (
 )
 
 // Together is a few independent operations on different records that one
-// step of a sign-in needs at once: a browser session's save, a code's
-// save, a browser session's and an auth request's read (or take of a
-// login state with its auth request). A backend that
+// step of a sign-in needs at once: an auth request's creation, a browser
+// session's save, a code's save, a browser session's and an auth
+// request's read (or take of a login state with its auth request). A backend that
 // can sends them in one round trip (Batcher); RunTogether runs them one
 // after the other elsewhere. None sees another's effect, so they must
 // name different records.
 type Together struct {
+	// CreateAuthRequest is created as CreateAuthRequest creates it.
+	CreateAuthRequest *AuthRequest
 	// SaveSession is saved as SaveBrowserSession saves it, or, with
 	// ReplacesSession, as ReplaceBrowserSession replaces that session.
 	SaveSession     *BrowserSession
@@ -71,8 +73,9 @@ func RunTogether(ctx context.Context, st Store, t Together) (Read, error) {
 	return RunApart(ctx, st, t)
 }
 
-// RunApart runs t's operations one by one: the writes (the session's
-// first, stopping at a failure), then the reads.
+// RunApart runs t's operations one by one: the writes (the auth request's
+// creation, the session's, the code's, stopping at a failure), then the
+// reads.
 func RunApart(ctx context.Context, st Store, t Together) (Read, error) {
 	if err := t.Check(); err != nil {
 		return Read{}, err
@@ -94,6 +97,11 @@ func RunApart(ctx context.Context, st Store, t Together) (Read, error) {
 }
 
 func (t Together) write(ctx context.Context, st Store) error {
+	if t.CreateAuthRequest != nil {
+		if err := st.CreateAuthRequest(ctx, t.CreateAuthRequest); err != nil {
+			return err
+		}
+	}
 	var err error
 	switch {
 	case t.SaveSession != nil && t.ReplacesSession != "":

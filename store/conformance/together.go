@@ -10,7 +10,8 @@ import (
 )
 
 // testTogether: sessions.RunTogether does what its operations do one by
-// one (in one round trip where the store is a Batcher): the writes are
+// one (in one round trip where the store is a Batcher): the writes (an
+// auth request's creation among them, refused over a live one) are
 // stored, the reads answer as GetBrowserSession and GetAuthRequest, a
 // refused code save is the error, and an absent record is ErrNotFound in
 // Read, not an error of the whole.
@@ -42,6 +43,10 @@ func testTogether(t *testing.T, ctx context.Context, s sessions.Store, clock *Cl
 		{name: "read absent ones", t: sessions.Together{GetSession: "tg-none", GetAuthRequest: "tg-none"}, sessionErr: sessions.ErrNotFound, arErr: sessions.ErrNotFound},
 		{name: "replace and save a code", t: sessions.Together{SaveSession: session("tg-signed", "in"), ReplacesSession: "tg-old", SaveCode: code("tg-code", completed)}},
 		{name: "a code taken already", t: sessions.Together{SaveCode: code("tg-code", nil)}, wantErr: sessions.ErrConflict},
+		{name: "create an auth request and read a session", t: sessions.Together{CreateAuthRequest: authRequest("tg-created", now), GetSession: "tg-other"},
+			wantSession: "tg-other"},
+		{name: "create an auth request that exists", t: sessions.Together{CreateAuthRequest: authRequest("tg-ar", now), GetSession: "tg-other"},
+			wantErr: sessions.ErrConflict},
 		{name: "a code for an auth request gone", t: sessions.Together{SaveCode: &sessions.Code{Hash: "tg-code-2", AuthRequestID: "tg-gone",
 			ExpiresAt: now.Add(time.Minute), AuthRequest: func() *sessions.AuthRequest { ar := authRequest("tg-gone", now); ar.Done = true; return ar }()}}, wantErr: sessions.ErrNotFound},
 	}
@@ -69,6 +74,9 @@ func testTogether(t *testing.T, ctx context.Context, s sessions.Store, clock *Cl
 	}
 	_, err := s.GetBrowserSession(ctx, "tg-old")
 	wantErr(t, "the replaced session", err, sessions.ErrNotFound)
+	created, err := s.GetAuthRequest(ctx, "tg-created")
+	must(t, "the auth request created together", err)
+	same(t, "the auth request created together", authRequest("tg-created", now), created)
 	got, err := s.ConsumeCode(ctx, "tg-code")
 	must(t, "consume the code saved together", err)
 	same(t, "its auth request", completed, got.AuthRequest)

@@ -12,10 +12,12 @@ import (
 )
 
 // RunTogether (sessions.Batcher) sends a sign-in step's independent
-// operations in one pipeline on one master: the session's SET (and the
-// replaced one's DEL), the code's scripts, the reads and a login state's
-// take (its script). Their keys are in other slots, so they are not one
-// transaction, as ReplaceBrowserSession and SaveCode are not. On a cluster they go one by one (sessions.RunApart).
+// operations in one pipeline on one master: an auth request's creation
+// (its script), the session's SET (and the replaced one's DEL), the code's
+// scripts, the reads and a login state's take (its script). Their keys are
+// in other slots, so they are not one transaction, as ReplaceBrowserSession
+// and SaveCode are not. On a cluster they go one by one
+// (sessions.RunApart).
 func (s *Store) RunTogether(ctx context.Context, t sessions.Together) (sessions.Read, error) {
 	if !s.oneMaster() {
 		return sessions.RunApart(ctx, s, t)
@@ -23,44 +25,88 @@ func (s *Store) RunTogether(ctx context.Context, t sessions.Together) (sessions.
 	if err := s.checkTogether(t); err != nil {
 		return sessions.Read{}, err
 	}
-	var calls []scriptCall
-	if t.SaveCode != nil {
-		var err error
-		if calls, err = s.codeCalls(t.SaveCode); err != nil {
-			return sessions.Read{}, fmt.Errorf("redisstore: save code: %w", err)
-		}
+	w, err := s.prepareWrites(t)
+	if err != nil {
+		return sessions.Read{}, err
 	}
-	var session []byte
-	if t.SaveSession != nil {
-		var err error
-		if session, err = s.encodeBrowserSession(t.SaveSession); err != nil {
-			return sessions.Read{}, fmt.Errorf("redisstore: save browser session: %w", err)
-		}
-	}
-	var writes []redis.Cmder
-	var piped []*pipedScript
 	var reads togetherReads
 	_, _ = s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
-		if t.SaveSession != nil {
-			bs := t.SaveSession
-			writes = append(writes, p.SetArgs(ctx, s.key("bs", bs.ID), session, redis.SetArgs{ExpireAt: time.UnixMilli(expireAtMS(bs.ExpiresAt))}))
-			if t.ReplacesSession != "" {
-				writes = append(writes, p.Del(ctx, s.key("bs", t.ReplacesSession)))
-			}
-		}
-		for _, c := range calls {
-			piped = append(piped, c.queue(ctx, p))
-		}
+		w.queue(ctx, p, s, t)
 		reads = s.queueTogetherReads(ctx, p, t)
 		return nil
 	})
-	if err := firstErr(writes); err != nil {
-		return sessions.Read{}, fmt.Errorf("redisstore: save browser session: %w", err)
-	}
-	if err := s.codeReplies(ctx, piped); err != nil {
-		return sessions.Read{}, fmt.Errorf("redisstore: save code: %w", err)
+	if err := w.outcome(ctx, s, t); err != nil {
+		return sessions.Read{}, err
 	}
 	return reads.result(ctx, s, t), nil
+}
+
+// togetherWrites are a Together's writes, encoded, then queued.
+type togetherWrites struct {
+	create  *scriptCall    // the auth request's creation
+	calls   []scriptCall   // the code's save
+	session []byte         // the session's payload
+	created *pipedScript   // queued create
+	piped   []*pipedScript // queued code save
+	writes  []redis.Cmder  // queued session SET and DEL
+}
+
+func (s *Store) prepareWrites(t sessions.Together) (togetherWrites, error) {
+	var w togetherWrites
+	if ar := t.CreateAuthRequest; ar != nil {
+		call, err := s.authRequestCall("create", ar)
+		if err != nil {
+			return w, fmt.Errorf("redisstore: create auth request %s: %w", ar.ID, err)
+		}
+		w.create = &call
+	}
+	var err error
+	if t.SaveCode != nil {
+		if w.calls, err = s.codeCalls(t.SaveCode); err != nil {
+			return w, fmt.Errorf("redisstore: save code: %w", err)
+		}
+	}
+	if t.SaveSession != nil {
+		if w.session, err = s.encodeBrowserSession(t.SaveSession); err != nil {
+			return w, fmt.Errorf("redisstore: save browser session: %w", err)
+		}
+	}
+	return w, nil
+}
+
+func (w *togetherWrites) queue(ctx context.Context, p redis.Pipeliner, s *Store, t sessions.Together) {
+	if w.create != nil {
+		w.created = w.create.queue(ctx, p)
+	}
+	if bs := t.SaveSession; bs != nil {
+		w.writes = append(w.writes, p.SetArgs(ctx, s.key("bs", bs.ID), w.session, redis.SetArgs{ExpireAt: time.UnixMilli(expireAtMS(bs.ExpiresAt))}))
+		if t.ReplacesSession != "" {
+			w.writes = append(w.writes, p.Del(ctx, s.key("bs", t.ReplacesSession)))
+		}
+	}
+	for _, c := range w.calls {
+		w.piped = append(w.piped, c.queue(ctx, p))
+	}
+}
+
+// outcome is the first write's failure, once the pipeline ran.
+func (w *togetherWrites) outcome(ctx context.Context, s *Store, t sessions.Together) error {
+	if w.created != nil {
+		res, err := w.created.reply(ctx, s.rdb)
+		if err == nil {
+			err = outcome(str(res, 0), map[string]error{"conflict": sessions.ErrConflict})
+		}
+		if err != nil {
+			return fmt.Errorf("redisstore: create auth request %s: %w", t.CreateAuthRequest.ID, err)
+		}
+	}
+	if err := firstErr(w.writes); err != nil {
+		return fmt.Errorf("redisstore: save browser session: %w", err)
+	}
+	if err := s.codeReplies(ctx, w.piped); err != nil {
+		return fmt.Errorf("redisstore: save code: %w", err)
+	}
+	return nil
 }
 
 // togetherReads are a Together's reads (and login state take), queued.
@@ -104,6 +150,9 @@ func (q togetherReads) result(ctx context.Context, s *Store, t sessions.Together
 // Together.Check refuses.
 func (s *Store) checkTogether(t sessions.Together) error {
 	errs := []error{t.Check()}
+	if ar := t.CreateAuthRequest; ar != nil {
+		errs = append(errs, checkKeys("redisstore: create auth request", ar.ID))
+	}
 	if t.SaveSession != nil {
 		errs = append(errs, checkBrowserSession("redisstore: save browser session", t.SaveSession))
 	}

@@ -188,7 +188,7 @@ func (s *Store) exportGrants(ctx context.Context, fn func(json.RawMessage) error
 }
 
 func (s *Store) exportInvitations(ctx context.Context, fn func(json.RawMessage) error) error {
-	ids, err := s.rdb.ZRange(ctx, s.prefix+"inv:t", 0, -1).Result()
+	ids, err := s.allInvitationIDs(ctx)
 	if err != nil {
 		return err
 	}

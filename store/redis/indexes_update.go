@@ -28,6 +28,13 @@ func (s *Store) stageIndexes(ctx context.Context, old, inv *grants.Invitation) (
 		oldKeys = nil
 	}
 	keys := without(s.indexEntries(inv), oldKeys)
+	if len(keys) > 0 || len(without(s.allIndexEntries(old), s.allIndexEntries(inv))) > 0 {
+		// All of them (ZADD NX keeps what is there): old may have been
+		// written at another format, in inv:t or not, and dropIndexesLeft
+		// takes it out of the sets it leaves, which may be the ones that
+		// had it in the full listing (ic:, inv:nc).
+		keys = s.indexEntries(inv)
+	}
 	search := without(s.searchEntries(inv), s.searchEntries(old))
 	if len(keys) == 0 && len(search) == 0 {
 		return stagedIndexes{}, nil
@@ -35,7 +42,7 @@ func (s *Store) stageIndexes(ctx context.Context, old, inv *grants.Invitation) (
 	var listed queuedAdds[string]
 	var searched queuedAdds[searchEntry]
 	_, _ = s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
-		listed = queueListings(ctx, p, inv, keys)
+		listed = s.queueListings(ctx, p, inv, keys)
 		searched = queueSearch(ctx, p, search)
 		return nil
 	})

@@ -17,11 +17,16 @@ import (
 //	{prefix}it:<token hash>   invitation ID (lookup; readers re-check the invitation's TokenHash);
 //	                          from v3 a field of {prefix}ib:<bucket> (invitations_token.go)
 //	{prefix}{x:<external_id>} ID of the pending invitation holding the external_id (dedupe lock)
-//	{prefix}inv:t             sorted set of every invitation ID, scored by created_at µs
+//	{prefix}inv:t             sorted set of invitation IDs, scored by created_at µs:
+//	                          every invitation written below v4 (v4 stops writing it)
 //	{prefix}ie:<lower email>, ic:<client_id>, ix:<external_id>, iaw:<user>
 //	                          the same, per email (below v3 only: emailSource) /
 //	                          client / external_id / user awaiting its
 //	                          email's verification
+//	{prefix}inv:nc            from v4, the same for invitations without a client
+//	{prefix}inv:clients       from v4, a set of the client IDs with an ic: set;
+//	                          inv:t, inv:nc and those ic: sets together hold every
+//	                          invitation (invitations_union.go)
 //
 // Every change of an invitation is a compare-and-set on its version inside
 // Redis (invitationCAS), so it is atomic whatever Go computed in between.
@@ -136,17 +141,33 @@ func (s *Store) markOutboxAgain(ctx context.Context, inv *grants.Invitation) {
 
 // indexEntries are the listing sorted sets s puts inv in. From v3 on that
 // leaves out the per-email set ie:, which only older versions read: listing
-// by email reads the search index (emailSource).
+// by email reads the search index (emailSource). From v4 on it leaves out
+// inv:t: an invitation goes to its client's set, or to inv:nc without one,
+// and every version reads their union as the full listing (unionKeys).
 func (s *Store) indexEntries(inv *grants.Invitation) []string {
-	return s.listingKeys(inv, !s.formatV3())
+	keys := s.listingKeys(inv, !s.formatV3())
+	switch {
+	case !s.formatV4():
+		keys = append(keys, s.allInvKey())
+	case inv.ClientID == "":
+		keys = append(keys, s.noClientKey())
+	}
+	return keys
 }
 
 // allIndexEntries are the listing sets inv may be in, whichever version
 // wrote it: what a removal takes it out of.
-func (s *Store) allIndexEntries(inv *grants.Invitation) []string { return s.listingKeys(inv, true) }
+func (s *Store) allIndexEntries(inv *grants.Invitation) []string {
+	keys := append(s.listingKeys(inv, true), s.allInvKey())
+	if inv.ClientID == "" {
+		keys = append(keys, s.noClientKey())
+	}
+	return keys
+}
 
+// listingKeys are the per-field listing sets of inv.
 func (s *Store) listingKeys(inv *grants.Invitation, perEmail bool) []string {
-	keys := []string{s.prefix + "inv:t"}
+	var keys []string
 	if e := lower(inv.Email); e != "" && perEmail {
 		keys = append(keys, s.key("ie", e))
 	}
@@ -165,23 +186,28 @@ func (s *Store) listingKeys(inv *grants.Invitation, perEmail bool) []string {
 
 // queueListings queues, in p, inv's addition to each listing key, scored by
 // its creation time (never moving an existing member).
-func queueListings(ctx context.Context, p redis.Pipeliner, inv *grants.Invitation, keys []string) queuedAdds[string] {
+// From v4, adding it to its client's set also records the client in
+// inv:clients (never taken back: an empty ic: set costs a read, not a miss).
+func (s *Store) queueListings(ctx context.Context, p redis.Pipeliner, inv *grants.Invitation, keys []string) queuedAdds[string] {
 	q := queuedAdds[string]{entries: keys, cmds: make([]*redis.IntCmd, len(keys))}
 	score := float64(micros(inv.CreatedAt))
 	for i, k := range keys {
 		q.cmds[i] = p.ZAddNX(ctx, k, redis.Z{Score: score, Member: inv.ID})
+		if s.formatV4() && inv.ClientID != "" && k == s.key("ic", inv.ClientID) {
+			q.also = append(q.also, p.SAdd(ctx, s.clientsKey(), inv.ClientID))
+		}
 	}
 	return q
 }
 
-// queuedAdds are ZADDs of entries queued in a pipeline (and also, one more
-// whose answer only counts for errors: the outbox mark of a create). Once it
-// ran, added lists the entries each one added: what an undo may take back
-// without taking another writer's.
+// queuedAdds are ZADDs of entries queued in a pipeline (and also, more
+// whose answers only count for errors: the outbox mark of a create, the
+// client's entry in inv:clients). Once it ran, added lists the entries each
+// ZADD added: what an undo may take back without taking another writer's.
 type queuedAdds[E any] struct {
 	entries []E
 	cmds    []*redis.IntCmd
-	also    *redis.IntCmd
+	also    []*redis.IntCmd
 }
 
 func (q queuedAdds[E]) added() []E {
@@ -195,12 +221,12 @@ func (q queuedAdds[E]) added() []E {
 }
 
 func (q queuedAdds[E]) err() error {
-	cmds := make([]redis.Cmder, 0, len(q.cmds)+1)
+	cmds := make([]redis.Cmder, 0, len(q.cmds)+len(q.also))
 	for _, c := range q.cmds {
 		cmds = append(cmds, c)
 	}
-	if q.also != nil {
-		cmds = append(cmds, q.also)
+	for _, c := range q.also {
+		cmds = append(cmds, c)
 	}
 	return firstErr(cmds)
 }

@@ -40,9 +40,9 @@ func (s *Store) indexNewInvitation(ctx context.Context, inv *grants.Invitation, 
 		if twoForms {
 			otherHolder = queueGet(ctx, p, other)
 		}
-		listed = queueListings(ctx, p, inv, s.indexEntries(inv))
+		listed = s.queueListings(ctx, p, inv, s.indexEntries(inv))
 		if len(inv.Outbox) > 0 { // markOutbox, in the same round trip
-			listed.also = p.ZAdd(ctx, s.outboxKey(), redis.Z{Score: 0, Member: inv.ID})
+			listed.also = append(listed.also, p.ZAdd(ctx, s.outboxKey(), redis.Z{Score: 0, Member: inv.ID}))
 		}
 		searched = queueSearch(ctx, p, s.searchEntries(inv))
 		return nil

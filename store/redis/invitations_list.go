@@ -87,7 +87,7 @@ func (s *Store) ListInvitations(ctx context.Context, f grants.InvitationFilter, 
 	case f.ClientID != "":
 		next = s.scoreSource(s.key("ic", f.ClientID), f, after, batch)
 	default:
-		next = s.scoreSource(s.prefix+"inv:t", f, after, batch)
+		next = s.mergedSource(s.unionKeys, f, after, batch)
 	}
 	out, cursor, err := s.listPage(ctx, f, limit, now, next)
 	if err != nil {
@@ -132,29 +132,7 @@ func (s *Store) listPage(ctx context.Context, f grants.InvitationFilter, limit i
 // scoreSource walks a creation-time sorted set newest first, from just after
 // the cursor, within the filter's creation window.
 func (s *Store) scoreSource(key string, f grants.InvitationFilter, after *listCursor, batch int) listSource {
-	start := "+inf"
-	if after != nil {
-		start = strconv.FormatFloat(after.score, 'f', -1, 64)
-	}
-	start, stop := createdScores(f, start)
-	offset := int64(0)
-	return func(ctx context.Context) ([]listCursor, bool, error) {
-		zs, err := s.rdb.ZRangeArgsWithScores(ctx, redis.ZRangeArgs{
-			Key: key, Start: start, Stop: stop, ByScore: true, Rev: true, Offset: offset, Count: int64(batch),
-		}).Result()
-		if err != nil {
-			return nil, false, err
-		}
-		offset += int64(len(zs))
-		var out []listCursor
-		for _, z := range zs {
-			id, _ := z.Member.(string)
-			if c := (listCursor{z.Score, id}); c.before(after) {
-				out = append(out, c)
-			}
-		}
-		return out, len(zs) == batch, nil
-	}
+	return s.mergedSource(func(context.Context) ([]string, error) { return []string{key}, nil }, f, after, batch)
 }
 
 // emailSource lists the invitations of one email, newest first, from the
@@ -162,8 +140,9 @@ func (s *Store) scoreSource(key string, f grants.InvitationFilter, after *listCu
 // the per-email set ie: that stores below v3 write, and that holds the
 // invitations written before the search index existed (until its backfill
 // ran). The creation times, which order the listing, are the invitations'
-// scores in inv:t. One email has few invitations: this reads all of their
-// IDs (not records) for every page.
+// scores in inv:t, or their records' (creationScores). One email has few
+// invitations: this reads all of their IDs for every page (and, from v4,
+// their records, which inv:t no longer scores).
 func (s *Store) emailSource(f grants.InvitationFilter, after *listCursor, batch int) listSource {
 	var all []listCursor
 	read := false
@@ -227,19 +206,29 @@ func (s *Store) emailCandidates(ctx context.Context, f grants.InvitationFilter, 
 	return out, nil
 }
 
-// creationScores adds to scores the creation-time score in inv:t of each of
-// ids; one that has none is left out: its record is gone, or an update is
-// moving its creation time (and re-adds it right after).
+// creationScores adds to scores the creation-time score of each of ids:
+// its score in inv:t, which stores below v4 wrote, or else its record's
+// creation time (v4 writes no inv:t entry), both read in one pipeline. One
+// whose record is gone is left out.
 func (s *Store) creationScores(ctx context.Context, ids []string, scores map[string]float64) error {
 	if len(ids) == 0 {
 		return nil
 	}
 	args := make([]any, 0, len(ids)+2)
-	args = append(args, "zmscore", s.prefix+"inv:t")
+	args = append(args, "zmscore", s.allInvKey())
 	for _, id := range ids {
 		args = append(args, id)
 	}
-	res, err := s.rdb.Do(ctx, args...).Slice()
+	var zm *redis.Cmd
+	recs := make([]*redis.StringCmd, len(ids))
+	_, _ = s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+		zm = p.Do(ctx, args...)
+		for i, id := range ids {
+			recs[i] = p.Get(ctx, s.invKey(id))
+		}
+		return nil
+	})
+	res, err := zm.Slice()
 	if err != nil {
 		return err
 	}
@@ -247,11 +236,25 @@ func (s *Store) creationScores(ctx context.Context, ids []string, scores map[str
 		switch v := v.(type) {
 		case float64:
 			scores[ids[i]] = v
+			continue
 		case string: // RESP2
 			if f, err := strconv.ParseFloat(v, 64); err == nil {
 				scores[ids[i]] = f
+				continue
 			}
 		}
+		raw, err := recs[i].Result()
+		if errors.Is(err, redis.Nil) {
+			continue
+		}
+		if err != nil {
+			return err
+		}
+		inv, _, err := decodeInvitation(ids[i], raw)
+		if err != nil {
+			return fmt.Errorf("invitation %s: %w", ids[i], err)
+		}
+		scores[ids[i]] = float64(micros(inv.CreatedAt))
 	}
 	return nil
 }

@@ -103,9 +103,10 @@ func (s *Store) dropSearchEntries(ctx context.Context, entries []searchEntry) {
 
 // BackfillInvitationSearch adds every stored invitation to the prefix
 // indexes unless the marker says that was done, and returns how many it
-// read. It walks the creation-time set in batches (never SCAN, which on a
-// cluster would have to visit every master); ZADD of an existing member is
-// a no-op, so replicas running it at once, or a run cut short, are harmless.
+// read. It walks the creation-time sets (mergedSource) in batches (never
+// SCAN, which on a cluster would have to visit every master); ZADD of an
+// existing member is a no-op, so replicas running it at once, or a run cut
+// short, are harmless.
 func (s *Store) BackfillInvitationSearch(ctx context.Context) (int, error) {
 	if s.search.ready.Load() {
 		return 0, nil
@@ -125,10 +126,16 @@ func (s *Store) BackfillInvitationSearch(ctx context.Context) (int, error) {
 	}
 	const batch = 500
 	n := 0
-	for start := int64(0); ; start += batch {
-		ids, err := s.rdb.ZRange(ctx, s.prefix+"inv:t", start, start+batch-1).Result()
+	next := s.mergedSource(s.unionKeys, grants.InvitationFilter{}, nil, batch)
+	for more := true; more; {
+		cands, m, err := next(ctx)
 		if err != nil {
 			return n, fmt.Errorf("redisstore: search backfill: %w", err)
+		}
+		more = m
+		ids := make([]string, len(cands))
+		for i, c := range cands {
+			ids[i] = c.id
 		}
 		invs, err := s.loadInvitations(ctx, ids)
 		if err != nil {
@@ -143,9 +150,6 @@ func (s *Store) BackfillInvitationSearch(ctx context.Context) (int, error) {
 		}
 		if _, err := s.addSearchEntries(ctx, entries); err != nil {
 			return n, fmt.Errorf("redisstore: search backfill: %w", err)
-		}
-		if len(ids) < batch {
-			break
 		}
 	}
 	if err := s.rdb.Set(ctx, s.prefix+"inv:s:ready", searchIndexVersion, 0).Err(); err != nil {

@@ -31,7 +31,9 @@ import (
 //
 // v4 writes what v3 writes, plus a sign-in's upstream state (nonce, PKCE
 // verifier) in fields of its auth request's hash (loginstates.go), which
-// versions before v4 do not look for.
+// versions before v4 do not look for; and it stops writing the
+// all-invitations index inv:t: the per-client sets (and inv:nc) serve the
+// full listing (invitations_union.go).
 //
 // Every Store reads every format; Options.RecordFormat only chooses what it
 // writes, so a rollout upgrades every replica first and then switches writing
@@ -74,7 +76,8 @@ func (s *Store) compactUsers() bool { return s.formatV3() }
 func (s *Store) formatV3() bool { return s.atLeast(RecordFormatV3) }
 
 // formatV4 reports whether s may keep login states with their auth
-// requests: every replica looks for them there (v4 and later).
+// requests and leave invitations out of inv:t: every replica looks for
+// them there, and lists the union of the per-client sets (v4 and later).
 func (s *Store) formatV4() bool { return s.atLeast(RecordFormatV4) }
 
 // encodeInvitation is the payload of inv in the format s writes. A record v2

@@ -26,7 +26,8 @@ import (
 // first reads the result back; the same for users, identities and grants
 // (checkUsersRollout). Both directions: v1 → v2, v2 → v3 and v3 → v4
 // are the upgrades, v2 → v1, v3 → v2 and v4 → v3 a replica not switched
-// yet, or an operator going back.
+// yet, or an operator going back. The full invitation listing across
+// v3 → v4 → v3 is TestInvitationListingRollout's.
 func TestRecordFormatRollout(t *testing.T) {
 	t.Parallel()
 	for _, tc := range []struct{ writer, reader string }{

@@ -14,18 +14,19 @@ import (
 )
 
 // At v3 an invitation has no per-email set ie: and its token lookup is a
-// field of a shared bucket ib:; below v3 both older forms are written. Either way the
-// invitation is found by token hash and by email.
+// field of a shared bucket ib:; below v3 both older forms are written. At
+// v4 it is not in inv:t either, its client is in inv:clients instead.
+// Either way the invitation is found by token hash and by email.
 func TestV3InvitationKeys(t *testing.T) {
 	t.Parallel()
 	for _, c := range []struct {
-		format            string
-		perEmail, hexForm bool
+		format                    string
+		perEmail, hexForm, allSet bool
 	}{
-		{redisstore.RecordFormatV1, true, true},
-		{redisstore.RecordFormatV2, true, true},
-		{redisstore.RecordFormatV3, false, false},
-		{redisstore.RecordFormatV4, false, false},
+		{redisstore.RecordFormatV1, true, true, true},
+		{redisstore.RecordFormatV2, true, true, true},
+		{redisstore.RecordFormatV3, false, false, true},
+		{redisstore.RecordFormatV4, false, false, false},
 	} {
 		t.Run(c.format, func(t *testing.T) {
 			t.Parallel()
@@ -41,6 +42,7 @@ func TestV3InvitationKeys(t *testing.T) {
 			must(t, "hash", err)
 			for key, want := range map[string]bool{
 				"ie:keys@example.com": c.perEmail, "it:" + inv.TokenHash: c.hexForm, "ib:" + redisstore.TokenBucket(raw): !c.hexForm,
+				"inv:t": c.allSet, "inv:clients": !c.allSet,
 			} {
 				n, err := s.Client().Exists(ctx, s.Prefix()+key).Result()
 				must(t, "exists", err)

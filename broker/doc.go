@@ -10,9 +10,11 @@
 //     the SPA's request is checked and stored, with the invitation it
 //     carries (invite.go authorizeInvitation);
 //   - login (login.go): answered from usher's own session when it can
-//     (session.go), else the upstream leg starts with state, nonce and PKCE;
-//   - callback (callback.go): the upstream's answer is verified, the usher
-//     user resolved (users.go), the account remembered in the session;
+//     (session.go), else the upstream leg starts with state, nonce and PKCE,
+//     kept with the auth request and bound to the browser (loginstate.go);
+//   - callback (callback.go): the state taken once (loginstate.go), the
+//     upstream's answer verified, the usher user resolved (users.go), the
+//     account remembered in the session;
 //   - accept (accept.go, accept_authorize.go, accept_page.go): an invitation
 //     binds only when the person presses Accept on usher's page; with an
 //     email not verified yet, "verify your email, then continue"
@@ -20,7 +22,8 @@
 //   - invite link (invite.go, invite_reference.go, invite_link.go): /invite/<token>
 //     and the authorize link form;
 //   - response: a code by redirect, form_post (formpost.go) or web_message
-//     (webmessage.go); tokens (tokens.go), claims (claims.go), keys (keyset.go);
+//     (webmessage.go), naming its subject (codes.go); tokens (tokens.go),
+//     claims (claims.go), keys (keyset.go);
 //   - sign-out (signout.go): the session ends, its refresh tokens are
 //     revoked, the upstream's logout follows.
 //

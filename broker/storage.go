@@ -257,7 +257,7 @@ func (s opStorage) CreateAccessAndRefreshTokens(ctx context.Context, req op.Toke
 	b := s.b
 	now := b.now()
 	family := familyOf(req)
-	token := refreshTokenPrefix + family + "." + randomToken(32)
+	token := newRefreshToken(family, req.GetSubject())
 	next := &sessions.RefreshToken{
 		Hash:      hashToken(token),
 		FamilyID:  family,
@@ -301,40 +301,12 @@ func (s opStorage) CreateAccessAndRefreshTokens(ctx context.Context, req op.Toke
 	return accessTokenID(family, now), token, now.Add(b.opts.Tokens.Access), nil
 }
 
-// refreshTokenPrefix starts every refresh token: "rt_<family>.<secret>".
-// The token names its family, so the store reads it from the family and
-// its hash with no hash → family lookup.
-const refreshTokenPrefix = "rt_"
-
-// loadRefreshToken reads the refresh token a client presented; a value not
-// shaped like one is ErrNotFound, without a store call.
-func (b *Broker) loadRefreshToken(ctx context.Context, token string) (*sessions.RefreshToken, error) {
-	rest, ok := strings.CutPrefix(token, refreshTokenPrefix)
-	family, secret, ok2 := strings.Cut(rest, ".")
-	if !ok || !ok2 || family == "" || secret == "" {
-		return nil, sessions.ErrNotFound
-	}
-	return b.sessions.GetRefreshToken(ctx, family, hashToken(token))
-}
-
 func (s opStorage) TokenRequestByRefreshToken(ctx context.Context, token string) (op.RefreshTokenRequest, error) {
-	b := s.b
-	rt, err := b.loadRefreshToken(ctx, token)
-	switch {
-	case errors.Is(err, sessions.ErrNotFound), errors.Is(err, sessions.ErrRevoked):
-		return nil, oidc.ErrInvalidGrant().WithDescription("refresh token invalid, expired or revoked")
-	case err != nil:
-		return nil, storeError("loading the refresh token", err)
+	req, _, err := s.b.refreshGrantRequest(ctx, token)
+	if err != nil {
+		return nil, err
 	}
-	if rt.RotatedAt != nil {
-		// Reuse of a rotated token: someone holds a copy. Revoke the family.
-		if rerr := b.sessions.RevokeFamily(ctx, rt.FamilyID, rt.FamilyExpiresAt); rerr != nil {
-			b.log.ErrorContext(ctx, "revoking a refresh family", "err", rerr)
-		}
-		b.log.WarnContext(ctx, "rotated refresh token reused; family revoked", "family", rt.FamilyID, "client_id", rt.ClientID)
-		return nil, oidc.ErrInvalidGrant().WithDescription("refresh token already used; every token of this sign-in is revoked")
-	}
-	return &refreshRequest{rt: rt, scopes: rt.Scopes}, nil
+	return req, nil
 }
 
 func (s opStorage) TerminateSession(context.Context, string, string) error { return nil }

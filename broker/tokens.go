@@ -100,9 +100,12 @@ func (s *server) RefreshToken(ctx context.Context, r *op.ClientRequest[oidc.Refr
 	if !slices.Contains(r.Client.GrantTypes(), oidc.GrantTypeRefreshToken) {
 		return nil, oidc.ErrUnauthorizedClient().WithDescription("this client may not use refresh tokens")
 	}
-	req, err := s.b.storage.TokenRequestByRefreshToken(ctx, r.Data.RefreshToken)
+	req, cache, err := s.b.refreshGrantRequest(ctx, r.Data.RefreshToken)
 	if err != nil {
 		return nil, err
+	}
+	if cache != nil {
+		ctx = context.WithValue(ctx, ctxClaimsCache, cache) // tokenResponse uses it
 	}
 	if r.Client.GetID() != req.GetClientID() {
 		return nil, oidc.ErrInvalidGrant().WithDescription("refresh token was issued to another client")

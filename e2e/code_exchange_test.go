@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"net/url"
 	"reflect"
+	"strings"
 	"testing"
 
 	"github.com/redis/go-redis/v9"
@@ -64,6 +65,57 @@ func TestCodeExchangeOnRedis(t *testing.T) {
 	}
 	if r := exchangeCode(t, d, code, verifier); r.Error != "invalid_grant" {
 		t.Errorf("a code issued before a sign-out everywhere: %d %+v", r.status, r)
+	}
+}
+
+// The same for refresh tokens: a token names its subject, and on Redis a
+// refresh reads the user and grant with the token. A token issued by an
+// older version ("rt_<family>.<secret>") still refreshes, to the same
+// claims; a sign-out everywhere still ends both forms.
+func TestRefreshTokenFormsOnRedis(t *testing.T) {
+	t.Parallel()
+	addr := testkit.StartRedis(t)
+	d := startDev(t, app.DevOptions{Configure: func(c *config.Config) {
+		c.Store.Driver = "redis"
+		c.Store.Redis.URL = "redis://" + addr + "/0"
+		c.Store.RecordFormat = "v4"
+	}})
+	rdb := redis.NewClient(&redis.Options{Addr: addr})
+	t.Cleanup(func() { _ = rdb.Close() })
+	tr := signInAs(t, d, newAgent(t, d.SPAURL), app.DevUserEmail, app.DevUserPassword, false)
+	want := jwtClaims(t, tr.AccessToken)
+	sub, _ := want["sub"].(string)
+	family, _, _ := strings.Cut(strings.TrimPrefix(tr.RefreshToken, "rt_"), ".")
+	if !strings.HasPrefix(tr.RefreshToken, "rt_"+family+"."+sub+".") {
+		t.Fatalf("refresh token %q does not name its subject %q", tr.RefreshToken, sub)
+	}
+	fresh := refresh(t, d, tr.RefreshToken)
+	if fresh.AccessToken == "" {
+		t.Fatalf("refresh with a token naming its subject: %d %+v", fresh.status, fresh)
+	}
+
+	// An older version's token: the current link under a value without the subject.
+	legacy := "rt_" + family + ".token-of-an-older-version"
+	if err := rdb.Rename(t.Context(), "usher:{f:"+family+"}:t:"+sha256Hex(fresh.RefreshToken), "usher:{f:"+family+"}:t:"+sha256Hex(legacy)).Err(); err != nil {
+		t.Fatal(err)
+	}
+	old := refresh(t, d, legacy)
+	if old.AccessToken == "" {
+		t.Fatalf("refresh with an older version's token: %d %+v", old.status, old)
+	}
+	got := jwtClaims(t, old.AccessToken)
+	for _, claim := range []string{"sub", "roles"} {
+		if !reflect.DeepEqual(got[claim], want[claim]) {
+			t.Errorf("%s: %v, want %v", claim, got[claim], want[claim])
+		}
+	}
+
+	api := funnelToken(t, d, "invitations:write invitations:read")
+	if res := apiCall(t, d, http.MethodPost, "/api/users/"+url.PathEscape(sub)+"/sign-out", api, nil); res.status != http.StatusNoContent {
+		t.Fatalf("sign out everywhere: %d %s", res.status, res.raw)
+	}
+	if r := refresh(t, d, old.RefreshToken); r.Error != "invalid_grant" {
+		t.Errorf("refresh after a sign-out everywhere: %d %+v", r.status, r)
 	}
 }
 

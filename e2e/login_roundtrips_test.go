@@ -74,18 +74,23 @@ func clip(s string, n int) string {
 // balancer that sends it to another replica, a login costs a read more.
 func TestLoginRedisRoundTrips(t *testing.T) {
 	for _, tc := range []struct {
-		format          string
-		signIn, session int
+		format string
+		max    loginTrips
 	}{
-		{"v1", 10, 6},
-		{"v3", 9, 5}, // no rth: lookup written: a refresh token is created in one round trip
-		{"v4", 8, 5}, // the sign-in's upstream state kept with its auth request (broker/loginstate.go)
+		{"v1", loginTrips{signIn: 10, session: 6, refresh: 3}},
+		{"v3", loginTrips{signIn: 9, session: 5, refresh: 2}}, // no rth: lookup written: a refresh token is created and rotated in one round trip
+		{"v4", loginTrips{signIn: 8, session: 5, refresh: 2}}, // the sign-in's upstream state kept with its auth request (broker/loginstate.go)
 	} {
-		t.Run(tc.format, func(t *testing.T) { checkLoginRedisRoundTrips(t, tc.format, tc.signIn, tc.session) })
+		t.Run(tc.format, func(t *testing.T) { checkLoginRedisRoundTrips(t, tc.format, tc.max) })
 	}
 }
 
-func checkLoginRedisRoundTrips(t *testing.T, format string, signInMax, sessionMax int) {
+// loginTrips are the most store round trips a sign-in, a session-answered
+// login and a refresh (the token read with its user and grant, then the
+// rotation) may take.
+type loginTrips struct{ signIn, session, refresh int }
+
+func checkLoginRedisRoundTrips(t *testing.T, format string, max loginTrips) {
 	addr := testkit.StartRedis(t)
 	d := startDev(t, app.DevOptions{Configure: func(c *config.Config) {
 		c.Store.Driver = "redis"
@@ -100,7 +105,7 @@ func checkLoginRedisRoundTrips(t *testing.T, format string, signInMax, sessionMa
 	}
 	signedIn := newAgent(t, d.SPAURL)
 	code, verifier := signedIn.signIn(d, app.DevUserEmail, app.DevUserPassword, false) // untimed: keys, clients and the user exist
-	exchangeCode(t, d, code, verifier)
+	current := exchangeCode(t, d, code, verifier).RefreshToken
 	hook := &tripLog{}
 	rc.Client().AddHook(tripHook(hook.add))
 	session := newSessionClient(d, signedIn.client.Jar, 1)
@@ -109,11 +114,19 @@ func checkLoginRedisRoundTrips(t *testing.T, format string, signInMax, sessionMa
 		max   int
 		login func() error
 	}{
-		{name: "sign-in", max: signInMax, login: func() error {
+		{name: "sign-in", max: max.signIn, login: func() error {
 			_, err := login(d, http.DefaultTransport)
 			return err
 		}},
-		{name: "answered from usher's session", max: sessionMax, login: func() error { _, err := sessionLogin(d, session); return err }},
+		{name: "answered from usher's session", max: max.session, login: func() error { _, err := sessionLogin(d, session); return err }},
+		{name: "refresh", max: max.refresh, login: func() error {
+			r := refresh(t, d, current)
+			if r.RefreshToken == "" {
+				return fmt.Errorf("refresh: %d %+v", r.status, r)
+			}
+			current = r.RefreshToken
+			return nil
+		}},
 	}
 	for _, l := range logins {
 		var fewest []string

@@ -10,6 +10,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/usher-oidc/usher/grants"
 	"github.com/usher-oidc/usher/sessions"
 )
 
@@ -230,30 +231,77 @@ func (s *Store) GetRefreshToken(ctx context.Context, family, hash string) (*sess
 	if err := checkKeys("redisstore: get refresh token", family, hash); err != nil {
 		return nil, err
 	}
-	var tok, mark *redis.StringCmd
-	_, err := s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
-		tok = p.Get(ctx, s.refreshKey(family, hash))
-		mark = p.Get(ctx, s.familyMarker(family))
+	var read refreshRead
+	_, _ = s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+		read = s.queueRefreshRead(ctx, p, family, hash)
 		return nil
 	})
-	if err != nil && !errors.Is(err, redis.Nil) {
-		return nil, fmt.Errorf("redisstore: get refresh token: %w", err)
+	return read.result(s)
+}
+
+// refreshRead is GetRefreshToken's reads (the token, its family's
+// revocation marker: one slot), queued in a pipeline.
+type refreshRead struct {
+	family, hash string
+	tok, mark    *redis.StringCmd
+}
+
+func (s *Store) queueRefreshRead(ctx context.Context, p redis.Pipeliner, family, hash string) refreshRead {
+	return refreshRead{family: family, hash: hash,
+		tok: p.Get(ctx, s.refreshKey(family, hash)), mark: p.Get(ctx, s.familyMarker(family))}
+}
+
+// result is GetRefreshToken's answer once the pipeline ran.
+func (q refreshRead) result(s *Store) (*sessions.RefreshToken, error) {
+	for _, c := range []*redis.StringCmd{q.tok, q.mark} {
+		if err := c.Err(); err != nil && !errors.Is(err, redis.Nil) {
+			return nil, fmt.Errorf("redisstore: get refresh token: %w", err)
+		}
 	}
 	now := s.now()
-	if errors.Is(tok.Err(), redis.Nil) {
+	if errors.Is(q.tok.Err(), redis.Nil) {
 		return nil, fmt.Errorf("redisstore: get refresh token: %w", sessions.ErrNotFound)
 	}
-	rt, err := decodeRefresh(family, hash, tok.Val())
+	rt, err := decodeRefresh(q.family, q.hash, q.tok.Val())
 	if err != nil {
 		return nil, fmt.Errorf("redisstore: get refresh token: %w", err)
 	}
 	if refreshExpired(rt.ExpiresAt, rt.FamilyExpiresAt, now) {
 		return nil, fmt.Errorf("redisstore: get refresh token: %w", sessions.ErrNotFound)
 	}
-	if markerLive(mark.Val(), now) {
+	if markerLive(q.mark.Val(), now) {
 		return rt, fmt.Errorf("redisstore: get refresh token: family %s: %w", rt.FamilyID, sessions.ErrRevoked)
 	}
 	return rt, nil
+}
+
+// GetRefreshTokenWithUser is GetRefreshToken with UserAndGrant of userID
+// in the same round trip (on one master; one after the other on a
+// cluster): a refresh whose token names its subject reads what its tokens
+// carry without a second trip. err is the token read's; ug is what
+// UserAndGrant would have answered.
+func (s *Store) GetRefreshTokenWithUser(ctx context.Context, family, hash, userID string) (*sessions.RefreshToken, grants.UserGrant, error) {
+	var ug grants.UserGrant
+	if err := checkKeys("redisstore: get refresh token", family, hash, userID); err != nil {
+		return nil, ug, err
+	}
+	if !s.oneMaster() {
+		rt, err := s.GetRefreshToken(ctx, family, hash)
+		if err == nil {
+			ug.User, ug.Grant, ug.Err = s.UserAndGrant(ctx, userID)
+		}
+		return rt, ug, err
+	}
+	var read refreshRead
+	var user *userGrantRead
+	_, _ = s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+		read = s.queueRefreshRead(ctx, p, family, hash)
+		user = s.queueUserAndGrant(ctx, p, userID)
+		return nil
+	})
+	rt, err := read.result(s)
+	ug.User, ug.Grant, ug.Err = user.result(ctx, s)
+	return rt, ug, err
 }
 
 func markerLive(v string, now time.Time) bool {

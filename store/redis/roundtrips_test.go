@@ -256,6 +256,55 @@ func TestGetBrowserSessionWithUser(t *testing.T) {
 	}
 }
 
+// GetRefreshTokenWithUser reads a refresh token and a user with its grant
+// in one round trip, each answered as GetRefreshToken and UserAndGrant
+// would (a revoked family's token with ErrRevoked).
+func TestGetRefreshTokenWithUser(t *testing.T) {
+	t.Parallel()
+	ctx := ctxT(t)
+	st, _, hook := countedStoreFormat(t, uniquePrefix(), "v3")
+	id := grants.Identity{Issuer: "https://idp.example/", Subject: "auth0|rtu"}
+	if _, _, err := st.ResolveIdentity(ctx, id, grants.Profile{Email: "rtu@example.com"}, "usr_rtu", time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	wantUser, wantGrant, err := st.UserAndGrant(ctx, "usr_rtu")
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now()
+	for _, fam := range []string{"fam-rtu", "fam-rtu-revoked"} {
+		if err := st.CreateRefreshToken(ctx, refresh("h-"+fam, fam, now)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := st.RevokeFamily(ctx, "fam-rtu-revoked", now.Add(time.Hour)); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name, family, hash string
+		tokenErr           error
+	}{
+		{name: "a live token", family: "fam-rtu", hash: "h-fam-rtu"},
+		{name: "a revoked family's token", family: "fam-rtu-revoked", hash: "h-fam-rtu-revoked", tokenErr: sessions.ErrRevoked},
+		{name: "an unknown token", family: "fam-rtu", hash: "h-none", tokenErr: sessions.ErrNotFound},
+	} {
+		before := hook.n.Load()
+		rt, ug, err := st.GetRefreshTokenWithUser(ctx, tc.family, tc.hash, "usr_rtu")
+		if n := hook.n.Load() - before; n != 1 {
+			t.Errorf("%s: %d round trips, want 1", tc.name, n)
+		}
+		if !errors.Is(err, tc.tokenErr) || (tc.tokenErr == nil) != (err == nil) {
+			t.Errorf("%s: token: %v, want %v", tc.name, err, tc.tokenErr)
+		}
+		if !errors.Is(tc.tokenErr, sessions.ErrNotFound) && (rt == nil || rt.Hash != tc.hash) {
+			t.Errorf("%s: token %+v", tc.name, rt)
+		}
+		if ug.Err != nil || !reflect.DeepEqual(ug.User, wantUser) || !reflect.DeepEqual(ug.Grant, wantGrant) {
+			t.Errorf("%s: user read %+v %+v (%v)", tc.name, ug.User, ug.Grant, ug.Err)
+		}
+	}
+}
+
 // Refresh-token round trips, by record format. Below v3 a token is created
 // in two (its session link and rth: entry together, then the token) and
 // rotated in two (the next token's rth: entry, then the rotation); at v3,

@@ -119,12 +119,25 @@ func (rr *roundRobin) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			rr.mu.Unlock()
 			return
 		}
-		if !errors.Is(proxyErr, syscall.ECONNREFUSED) {
+		if !nextBackend(r.Method, proxyErr) {
 			http.Error(w, proxyErr.Error(), http.StatusBadGateway)
 			return
 		}
 	}
 	http.Error(w, "no live backend", http.StatusBadGateway)
+}
+
+// nextBackend: the request may go to the next backend after err, as a
+// load balancer retries (nginx's proxy_next_upstream error): a refused
+// connection never reached usher; a GET or HEAD whose connection was reset
+// or closed (a pooled connection to a backend just killed) is safe to send
+// again.
+func nextBackend(method string, err error) bool {
+	if errors.Is(err, syscall.ECONNREFUSED) {
+		return true
+	}
+	idempotent := method == http.MethodGet || method == http.MethodHead
+	return idempotent && (errors.Is(err, syscall.ECONNRESET) || errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF))
 }
 
 type replicaSet struct {

@@ -349,9 +349,13 @@ func (b *Broker) corsAllowed(origin string) bool {
 }
 
 func (b *Broker) opClient(c *Client) *opClient {
-	return &opClient{c: c, idTTL: b.opts.Tokens.IDToken, loginURL: func(id string) string {
-		return b.url("/login?id=" + url.QueryEscape(id))
-	}}
+	return &opClient{c: c, idTTL: b.opts.Tokens.IDToken, loginURL: b.opClientLoginURL}
+}
+
+// opClientLoginURL is where the op sends the browser once it stored auth
+// request id: its login step (authorize_inline.go runs it at once).
+func (b *Broker) opClientLoginURL(id string) string {
+	return b.url("/login?id=" + url.QueryEscape(id))
 }
 
 // url joins a path to the issuer without a double slash.
@@ -457,7 +461,7 @@ func (b *Broker) handleAuthorize(w http.ResponseWriter, r *http.Request) {
 	b.authorizeInvitation(r, &ex)
 	ex.sessionID, _ = b.browser.cookieSession(r, b.cookie)
 	ctx := context.WithValue(r.Context(), ctxAuthorizeExtras, ex)
-	b.opServer.ServeHTTP(w, r.WithContext(ctx))
+	b.serveAuthorize(w, r.WithContext(ctx))
 }
 
 // loopbackHint: when redirectURI is a registered redirect URI of some

@@ -118,6 +118,7 @@ func (s opStorage) CreateAuthRequest(ctx context.Context, req *oidc.AuthRequest,
 		return nil, err
 	}
 	b.fresh.put(ar, sessionUser, now)
+	noteCreated(ctx, ar.ID)
 	return authRequest{ar}, nil
 }
 

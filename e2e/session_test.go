@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"io"
 	"net/http"
 	"net/url"
 	"strings"
@@ -125,5 +126,41 @@ func TestWebMessageSilentAuthentication(t *testing.T) {
 	resp, _ = a.get(strings.TrimSuffix(d.IssuerURL, "/") + "/login?id=unknown")
 	if resp.Header.Get("X-Frame-Options") != "DENY" || !strings.Contains(resp.Header.Get("Content-Security-Policy"), "frame-ancestors 'none'") {
 		t.Fatalf("error page headers: %v", resp.Header)
+	}
+}
+
+// /authorize answers at once: it runs the login step of the request it
+// stored in the same HTTP request, so the browser goes straight from
+// /authorize to the client (a session answered) or to the upstream (a
+// sign-in), not through /login. /login itself still answers a reload.
+func TestAuthorizeAnswersAtOnce(t *testing.T) {
+	t.Parallel()
+	d := startDev(t, app.DevOptions{})
+	noRedirect := func(jar http.CookieJar) *http.Client {
+		return &http.Client{Jar: jar, CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	}
+	first := func(c *http.Client) *url.URL {
+		u, _, _ := authorizeURL(d, nil)
+		resp, err := c.Get(u)
+		if err != nil {
+			t.Fatal(err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		loc, err := url.Parse(resp.Header.Get("Location"))
+		if resp.StatusCode != http.StatusFound || err != nil {
+			t.Fatalf("authorize: %d %q", resp.StatusCode, resp.Header.Get("Location"))
+		}
+		return loc
+	}
+	stranger := newAgent(t, d.SPAURL)
+	if loc := first(noRedirect(stranger.client.Jar)); !strings.HasPrefix(loc.String(), d.IDPURL) || loc.Query().Get("client_id") != "usher" {
+		t.Errorf("a sign-in's /authorize sends the browser to %s, want the upstream's authorize endpoint", loc)
+	}
+	signedIn := newAgent(t, d.SPAURL)
+	signedIn.signIn(d, app.DevUserEmail, app.DevUserPassword, false)
+	loc := first(noRedirect(signedIn.client.Jar))
+	if !strings.HasPrefix(loc.String(), d.SPAURL+"/callback") || loc.Query().Get("code") == "" || loc.Query().Get("iss") == "" {
+		t.Errorf("a session's /authorize sends the browser to %s, want the client's callback with a code and iss", loc)
 	}
 }

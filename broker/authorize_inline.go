@@ -1,0 +1,115 @@
+package broker
+
+import (
+	"context"
+	"net/http"
+	"net/url"
+)
+
+// The op library answers a valid authorization request by storing it and
+// redirecting the browser to the client's login URL (/login?id=…), which
+// the browser then loads: one more HTTP round trip in every sign-in and
+// in every silent renewal a usher session answers. handleAuthorize follows
+// that redirect itself, in the same request: the browser gets /login's
+// answer (the code, the upstream's sign-in page, one of usher's pages)
+// straight from /authorize. The route /login stays for what links to it
+// (a reload, the accept and verify pages).
+
+// ctxCreatedAuthRequest carries, from CreateAuthRequest back to
+// handleAuthorize, the ID of the auth request this request stored.
+type ctxCreatedAuthRequest struct{}
+
+type createdAuthRequest struct{ id string }
+
+// noteCreated records id as this request's auth request, when
+// handleAuthorize asked for it.
+func noteCreated(ctx context.Context, id string) {
+	if c, _ := ctx.Value(ctxCreatedAuthRequest{}).(*createdAuthRequest); c != nil {
+		c.id = id
+	}
+}
+
+// loginRedirectCatcher passes the op's answer through, except the redirect
+// to the login URL of the auth request it stored: that one it keeps back
+// (status, Location and body), for handleAuthorize to answer instead.
+type loginRedirectCatcher struct {
+	http.ResponseWriter
+	b       *Broker
+	created *createdAuthRequest
+	caught  string // the login URL kept back
+}
+
+func (c *loginRedirectCatcher) WriteHeader(code int) {
+	if c.caught == "" && code == http.StatusFound && c.created.id != "" {
+		if loc := c.Header().Get("Location"); loc == c.b.opClientLoginURL(c.created.id) {
+			c.caught = loc
+			c.Header().Del("Location")
+			c.Header().Del("Content-Type")
+			return
+		}
+	}
+	c.ResponseWriter.WriteHeader(code)
+}
+
+func (c *loginRedirectCatcher) Write(p []byte) (int, error) {
+	if c.caught != "" {
+		return len(p), nil // the redirect's own little page
+	}
+	return c.ResponseWriter.Write(p)
+}
+
+func (c *loginRedirectCatcher) Unwrap() http.ResponseWriter { return c.ResponseWriter }
+
+// serveAuthorize runs the op's authorize endpoint and, when it redirects
+// to the login step of the request it stored, runs that step at once.
+func (b *Broker) serveAuthorize(w http.ResponseWriter, r *http.Request) {
+	created := &createdAuthRequest{}
+	r = r.WithContext(context.WithValue(r.Context(), ctxCreatedAuthRequest{}, created))
+	catcher := &loginRedirectCatcher{ResponseWriter: w, b: b, created: created}
+	b.opServer.ServeHTTP(catcher, r)
+	if catcher.caught == "" {
+		return
+	}
+	u, err := url.Parse(catcher.caught)
+	if err != nil {
+		http.Redirect(w, r, catcher.caught, http.StatusFound)
+		return
+	}
+	login := r.Clone(r.Context())
+	login.Method, login.URL, login.RequestURI = http.MethodGet, u, u.RequestURI()
+	login.Body, login.ContentLength, login.Form, login.PostForm = http.NoBody, 0, nil, nil
+	withResponseCookies(login, w.Header())
+	b.handleLogin(w, login)
+}
+
+// withResponseCookies gives r the cookies the response being written sets
+// (or deletes), as the browser would have sent them to /login.
+func withResponseCookies(r *http.Request, h http.Header) {
+	set := (&http.Response{Header: h}).Cookies()
+	if len(set) == 0 {
+		return
+	}
+	jar := map[string]*http.Cookie{}
+	var order []string
+	for _, c := range r.Cookies() {
+		if _, ok := jar[c.Name]; !ok {
+			order = append(order, c.Name)
+		}
+		jar[c.Name] = c
+	}
+	for _, c := range set {
+		if _, ok := jar[c.Name]; !ok {
+			order = append(order, c.Name)
+		}
+		jar[c.Name] = &http.Cookie{Name: c.Name, Value: c.Value}
+		if c.MaxAge < 0 {
+			delete(jar, c.Name)
+		}
+	}
+	r.Header.Del("Cookie")
+	for _, name := range order {
+		if c, ok := jar[name]; ok {
+			r.AddCookie(c)
+		}
+	}
+}

@@ -9,7 +9,8 @@
 //   - authorize (broker.go handleAuthorize, storage.go CreateAuthRequest):
 //     the SPA's request is checked and stored, with the invitation it
 //     carries (invite.go authorizeInvitation);
-//   - login (login.go): answered from usher's own session when it can
+//   - login (login.go), run by /authorize itself once it stored the request
+//     (authorize_inline.go): answered from usher's own session when it can
 //     (session.go), else the upstream leg starts with state, nonce and PKCE,
 //     kept with the auth request and bound to the browser (loginstate.go);
 //   - callback (callback.go): the state taken once (loginstate.go), the

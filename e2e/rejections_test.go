@@ -176,13 +176,25 @@ func TestCallbackForeignState(t *testing.T) {
 	// The attacker starts a login and captures usher's callback URL.
 	cb := attacker.upstreamCallback(d)
 	before := cs.identities.Load()
-	// …and makes the victim's browser load it (login CSRF).
-	resp, body := victim.get(cb)
-	if resp.StatusCode != http.StatusBadRequest || !strings.Contains(body, "does not belong to this browser") {
-		t.Fatalf("foreign state: %d\n%s", resp.StatusCode, clipText(body))
+	// …and makes the victim's browser load it (login CSRF): one that never
+	// started a sign-in, and one with a sign-in of its own in flight (its
+	// own sign-in cookie).
+	busy := newAgent(t, d.SPAURL)
+	u, _, _ := authorizeURL(d, nil)
+	busy.get(u)
+	for name, browser := range map[string]*agent{"a browser without a sign-in": victim, "a browser with its own sign-in": busy} {
+		resp, body := browser.get(cb)
+		if resp.StatusCode != http.StatusBadRequest || !strings.Contains(body, "does not belong to this browser") {
+			t.Fatalf("%s loads a foreign callback: %d\n%s", name, resp.StatusCode, clipText(body))
+		}
 	}
 	if cs.identities.Load() != before {
 		t.Errorf("a user was resolved from a foreign callback")
+	}
+	// Those loads did not use up the state: the browser that started the
+	// sign-in still completes it.
+	if q := attacker.callbackOf(attacker.get(cb)); q.Get("code") == "" {
+		t.Errorf("the sign-in's own browser, after foreign loads of its callback: %v", q)
 	}
 }
 

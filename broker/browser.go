@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"net/http"
 	"strings"
 	"time"
@@ -92,6 +93,7 @@ func (s *browserStore) New(r *http.Request, name string) (*gsessions.Session, er
 		sess.Values[k] = v
 	}
 	sess.Values[createdKey] = rec.CreatedAt.Format(time.RFC3339Nano)
+	sess.Values[loadedKey] = rec
 	return sess, nil
 }
 
@@ -192,6 +194,28 @@ func (s *browserStore) record(sess *gsessions.Session) *sessions.BrowserSession 
 	return rec
 }
 
+// touchInterval is how stale a session's stored idle expiry may be: a
+// save that would change nothing but slide the expiry by less than this is
+// skipped (unchanged), so a login answered from the session writes it at
+// most once a minute, not every time (on bbolt, a durable commit each).
+// The idle timeout is therefore kept to within this.
+func (s *browserStore) touchInterval() time.Duration { return min(time.Minute, s.idle/10) }
+
+// unchanged: saving sess now would store the values it was loaded with
+// under the same ID, and the stored idle expiry is at most touchInterval
+// older than a save now would make it.
+func (s *browserStore) unchanged(sess *gsessions.Session) bool {
+	loaded, _ := sess.Values[loadedKey].(*sessions.BrowserSession)
+	if loaded == nil || sess.ID != loaded.ID || sess.Options.MaxAge < 0 {
+		return false
+	}
+	if _, renewing := sess.Values[replacesKey]; renewing {
+		return false
+	}
+	rec := s.record(sess)
+	return maps.Equal(rec.Values, loaded.Values) && !loaded.ExpiresAt.Before(rec.ExpiresAt.Add(-s.touchInterval()))
+}
+
 // sessionWrite is a session save left for the code's save to carry
 // (completeAuthorization → SaveAuthCode): one round trip for both.
 type sessionWrite struct {
@@ -219,6 +243,7 @@ func onlySignInsInFlight(values map[string]string) bool {
 const (
 	createdKey  = "\x00created"
 	replacesKey = "\x00replaces" // the ID renew dropped, deleted by the next Save
+	loadedKey   = "\x00loaded"   // the record New loaded (*sessions.BrowserSession)
 )
 
 // renew gives the session a new ID (after sign-in), so a session ID fixed

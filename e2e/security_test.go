@@ -159,7 +159,9 @@ func TestBrowserSessionCookie(t *testing.T) {
 		t.Fatalf("the session from before sign-in is still stored: %v", err)
 	}
 	// Attributes, read from a fresh /authorize answered from the session
-	// (it runs the login step at once and saves the session).
+	// (it runs the login step at once and, its idle expiry a minute old
+	// or more, saves the session).
+	clock.Advance(2 * time.Minute)
 	noRedirect := &http.Client{Jar: a.client.Jar, CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
 	u2, _, _ := authorizeURL(d, nil)
 	r1, err := noRedirect.Get(u2)

@@ -1,14 +1,19 @@
 package e2e
 
 import (
+	"context"
+	"fmt"
 	"io"
 	"net/http"
 	"net/url"
 	"strings"
+	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/usher-oidc/usher/app"
 	"github.com/usher-oidc/usher/config"
+	"github.com/usher-oidc/usher/sessions"
 )
 
 // secondSPA is a second app on the same usher, on another loopback origin
@@ -163,4 +168,60 @@ func TestAuthorizeAnswersAtOnce(t *testing.T) {
 	if !strings.HasPrefix(loc.String(), d.SPAURL+"/callback") || loc.Query().Get("code") == "" || loc.Query().Get("iss") == "" {
 		t.Errorf("a session's /authorize sends the browser to %s, want the client's callback with a code and iss", loc)
 	}
+}
+
+// A login answered from usher's session stores the session again only to
+// slide its idle expiry, so it does so at most once a minute: logins a
+// few seconds apart write nothing for the session (on bbolt, no durable
+// commit), the first one a minute later does, and the idle timeout still
+// ends a session left alone.
+func TestSessionWrittenAtMostOncePerMinute(t *testing.T) {
+	t.Parallel()
+	clock := &testClock{}
+	saves := &sessionSaveCounter{}
+	d := startDev(t, app.DevOptions{Now: clock.Now, WrapStore: func(s app.Store) app.Store { saves.Store = s; return saves },
+		Configure: func(c *config.Config) { c.Sessions.IdleTimeout = config.Duration(30 * time.Minute) }})
+	a := newAgent(t, d.SPAURL)
+	a.signIn(d, app.DevUserEmail, app.DevUserPassword, false)
+	client := newSessionClient(d, a.client.Jar, 1)
+	login := func(when string) {
+		t.Helper()
+		if _, err := sessionLogin(d, client); err != nil {
+			t.Fatalf("%s: %v", when, err)
+		}
+	}
+	before := saves.n.Load()
+	for i := range 3 {
+		clock.Advance(10 * time.Second)
+		login(fmt.Sprintf("login %d", i+1))
+	}
+	if n := saves.n.Load() - before; n != 0 {
+		t.Errorf("3 logins within a minute of the sign-in saved the session %d times, want 0", n)
+	}
+	clock.Advance(time.Minute)
+	login("a minute later")
+	if n := saves.n.Load() - before; n != 1 {
+		t.Errorf("a login a minute later: %d session saves in all, want 1", n)
+	}
+	clock.Advance(31 * time.Minute)
+	u, _, _ := authorizeURL(d, nil)
+	if resp, _ := a.get(u); upstreamAuthorize(resp) == nil {
+		t.Errorf("after 31 idle minutes the session still answered")
+	}
+}
+
+// sessionSaveCounter counts browser-session writes.
+type sessionSaveCounter struct {
+	app.Store
+	n atomic.Int64
+}
+
+func (s *sessionSaveCounter) SaveBrowserSession(ctx context.Context, bs *sessions.BrowserSession) error {
+	s.n.Add(1)
+	return s.Store.SaveBrowserSession(ctx, bs)
+}
+
+func (s *sessionSaveCounter) ReplaceBrowserSession(ctx context.Context, bs *sessions.BrowserSession, oldID string) error {
+	s.n.Add(1)
+	return s.Store.ReplaceBrowserSession(ctx, bs, oldID)
 }

@@ -50,7 +50,7 @@ func (b *Broker) offerInvitation(w http.ResponseWriter, r *http.Request, sess *g
 // upstream leg).
 func (b *Broker) answerAuthorize(w http.ResponseWriter, r *http.Request, sess *gsessions.Session, arID string, acct signedInAccount, action string) {
 	ctx := r.Context()
-	ar, err := b.sessions.GetAuthRequest(ctx, arID)
+	ar, err := b.clientAuthRequest(ctx, arID)
 	if storeDown(err) {
 		b.unavailable(w, r, "loading the authorization request", err)
 		return

@@ -139,7 +139,7 @@ func (b *Broker) handleProblemAnswer(w http.ResponseWriter, r *http.Request) {
 		b.renderPage(w, r, http.StatusBadRequest, page{Key: "problem.expired"})
 		return
 	}
-	ar, err := b.sessions.GetAuthRequest(r.Context(), id)
+	ar, err := b.clientAuthRequest(r.Context(), id)
 	if storeDown(err) {
 		b.unavailable(w, r, "loading the authorization request", err)
 		return

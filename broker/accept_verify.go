@@ -256,7 +256,7 @@ func (b *Broker) verifyAuthRequest(ctx context.Context, id string, acct signedIn
 	if id == verifyLinkID {
 		return nil
 	}
-	ar, err := b.sessions.GetAuthRequest(ctx, id)
+	ar, err := b.clientAuthRequest(ctx, id)
 	if err != nil || ar.Done || ar.Subject != acct.UserID || ar.InvitationHash == "" {
 		return nil
 	}

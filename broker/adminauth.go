@@ -2,6 +2,7 @@ package broker
 
 import (
 	"context"
+	"errors"
 	"net/http"
 	"strconv"
 	"time"
@@ -35,15 +36,51 @@ func (b *Broker) handleAdminLogin(w http.ResponseWriter, r *http.Request) {
 		b.unavailable(w, r, "loading the browser session", err)
 		return
 	}
-	prunePending(sess.Values, b.now())
-	state, nonce, verifier := randomToken(24), randomToken(24), randomToken(32)
-	enc, _ := jsonString(pendingLogin{Purpose: purposeAdmin, Nonce: nonce, Verifier: verifier, Expires: b.now().Add(adminLoginTTL)})
-	sess.Values[pendingPrefix+state] = enc
-	if err := sess.Save(r, w); err != nil {
-		b.unavailable(w, r, "saving the browser session", err)
+	nonce, verifier := randomToken(24), randomToken(32)
+	state, ok := b.keepAdminLoginState(w, r, nonce, verifier)
+	if !ok {
 		return
 	}
+	if state == "" { // the store keeps no login states: the session does
+		prunePending(sess.Values, b.now())
+		state = randomToken(24)
+		enc, _ := jsonString(pendingLogin{Purpose: purposeAdmin, Nonce: nonce, Verifier: verifier, Expires: b.now().Add(adminLoginTTL)})
+		sess.Values[pendingPrefix+state] = enc
+		if err := sess.Save(r, w); err != nil {
+			b.unavailable(w, r, "saving the browser session", err)
+			return
+		}
+	}
 	http.Redirect(w, r, b.upstreamLoginURL(&emptyAuthRequest, state, nonce, verifier, loginHints{}), http.StatusFound)
+}
+
+// keepAdminLoginState keeps the admin sign-in's state as an SPA sign-in's
+// is kept (loginstate.go): with an auth request of its own, of purpose
+// admin, which no client's flow accepts (clientAuthRequest), taken once
+// at the callback. "" when the store keeps no login states (the caller
+// keeps it in the session); false when a page answered already.
+func (b *Broker) keepAdminLoginState(w http.ResponseWriter, r *http.Request, nonce, verifier string) (string, bool) {
+	ctx := r.Context()
+	now := b.now()
+	ar := &sessions.AuthRequest{ID: randomToken(16), Purpose: purposeAdmin, CreatedAt: now, ExpiresAt: now.Add(adminLoginTTL)}
+	if err := b.sessions.CreateAuthRequest(ctx, ar); err != nil {
+		b.unavailable(w, r, "saving the sign-in", err)
+		return "", false
+	}
+	binding, isNew := b.signinBinding(r)
+	state := ar.ID + loginStateSep + randomToken(24)
+	err := b.sessions.SaveLoginState(ctx, ar.ID, loginStateKey(state, binding), &sessions.LoginState{Nonce: nonce, Verifier: verifier})
+	switch {
+	case errors.Is(err, errors.ErrUnsupported):
+		_ = b.sessions.DeleteAuthRequest(ctx, ar.ID)
+		return "", true
+	case err != nil:
+		b.unavailable(w, r, "keeping the sign-in's state", err)
+		return "", false
+	case isNew:
+		b.setSigninBinding(w, binding)
+	}
+	return state, true
 }
 
 func (b *Broker) finishAdminLogin(w http.ResponseWriter, r *http.Request, sess *gsessions.Session, p pendingLogin) {

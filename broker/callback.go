@@ -29,6 +29,12 @@ func (b *Broker) handleCallback(w http.ResponseWriter, r *http.Request) {
 			b.unavailable(w, r, "loading the browser session", err)
 			return
 		}
+		if ar.Purpose == purposeAdmin {
+			// Its request held the state only; left to expire, so that a
+			// replay reads as one (no such state), not as a stale sign-in.
+			b.finishAdminLogin(w, r, sess, p)
+			return
+		}
 		b.finishSignIn(w, r, sess, p, ar)
 		return
 	}

@@ -331,7 +331,7 @@ func (b *Broker) handleContinue(w http.ResponseWriter, r *http.Request) {
 		b.unavailable(w, r, "saving the browser session", err)
 		return
 	}
-	ar, err := b.sessions.GetAuthRequest(ctx, id)
+	ar, err := b.clientAuthRequest(ctx, id)
 	if storeDown(err) {
 		b.unavailable(w, r, "loading the authorization request", err)
 		return

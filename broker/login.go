@@ -64,14 +64,15 @@ func (b *Broker) loginReads(r *http.Request) (*http.Request, *sessions.AuthReque
 		return b.readSessionExpecting(r, sid, cookie, user), ar, nil
 	}
 	if arID == "" || sid == "" {
-		ar, err := b.sessions.GetAuthRequest(r.Context(), arID)
+		ar, err := b.clientAuthRequest(r.Context(), arID)
 		return r, ar, err
 	}
 	read, err := sessions.RunTogether(r.Context(), b.sessions, sessions.Together{GetAuthRequest: arID, GetSession: sid})
 	if err != nil {
 		return r, nil, err
 	}
-	return preloadSession(r, cookie, sid, read.Session, read.SessionErr), read.AuthRequest, read.AuthRequestErr
+	ar, err := clientOnly(read.AuthRequest, read.AuthRequestErr)
+	return preloadSession(r, cookie, sid, read.Session, read.SessionErr), ar, err
 }
 
 // sessionUserReader is a store that reads a browser session and a user

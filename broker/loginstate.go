@@ -1,9 +1,11 @@
 package broker
 
 import (
+	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
+	"fmt"
 	"net/http"
 	"strings"
 
@@ -130,4 +132,20 @@ func (b *Broker) takeLoginState(w http.ResponseWriter, r *http.Request, state st
 func (b *Broker) foreignCallback(w http.ResponseWriter, r *http.Request) {
 	b.log.WarnContext(r.Context(), "upstream callback with a state this browser did not start")
 	b.renderPage(w, r, http.StatusBadRequest, page{Key: "callback.foreign"})
+}
+
+// clientAuthRequest is sessions.Store.GetAuthRequest for a client's
+// authorization request, the only kind a browser may name: another
+// purpose's (an admin sign-in's) is ErrNotFound.
+func (b *Broker) clientAuthRequest(ctx context.Context, id string) (*sessions.AuthRequest, error) {
+	ar, err := b.sessions.GetAuthRequest(ctx, id)
+	return clientOnly(ar, err)
+}
+
+// clientOnly is ar, err, with a request of another purpose as ErrNotFound.
+func clientOnly(ar *sessions.AuthRequest, err error) (*sessions.AuthRequest, error) {
+	if err == nil && ar.Purpose != "" {
+		return nil, fmt.Errorf("auth request %s is an %s sign-in's: %w", ar.ID, ar.Purpose, sessions.ErrNotFound)
+	}
+	return ar, err
 }

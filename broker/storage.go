@@ -161,7 +161,7 @@ func localeStrings(l oidc.Locales) []string {
 }
 
 func (s opStorage) AuthRequestByID(ctx context.Context, id string) (op.AuthRequest, error) {
-	ar, err := s.b.sessions.GetAuthRequest(ctx, id)
+	ar, err := s.b.clientAuthRequest(ctx, id)
 	if err != nil {
 		return nil, storeError("loading the authorization request", err)
 	}

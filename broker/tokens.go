@@ -82,7 +82,7 @@ func (b *Broker) authRequestByCode(ctx context.Context, code string) (ar *sessio
 	ar, carried = c.AuthRequest, true
 	if ar == nil || ar.ID != c.AuthRequestID {
 		carried = false // saved by a version before Code.AuthRequest
-		ar, err = b.sessions.GetAuthRequest(ctx, c.AuthRequestID)
+		ar, err = b.clientAuthRequest(ctx, c.AuthRequestID)
 		if err != nil {
 			if errors.Is(err, sessions.ErrNotFound) {
 				return nil, false, nil, oidc.ErrInvalidGrant().WithDescription("authorization code invalid or expired")

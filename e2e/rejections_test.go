@@ -326,3 +326,68 @@ func TestPromptNoneLoginRequired(t *testing.T) {
 		t.Fatalf("prompt=none with a session: %v", q)
 	}
 }
+
+// The admin page's sign-in keeps its state as an SPA sign-in does, with an
+// auth request of its own: taken once (of 8 concurrent loads of its
+// callback one signs in to the admin page), and that request is no
+// client's, so /login refuses it.
+func TestAdminCallbackUsedOnce(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct{ name, format string }{{"bolt", ""}, {"redis", "v4"}} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			var opts app.DevOptions
+			if tc.format != "" {
+				addr := testkit.StartRedis(t)
+				opts.Configure = func(c *config.Config) {
+					c.Store.Driver, c.Store.Redis.URL, c.Store.RecordFormat = "redis", "redis://"+addr+"/0", tc.format
+				}
+			}
+			checkAdminCallbackUsedOnce(t, startDev(t, opts))
+		})
+	}
+}
+
+func checkAdminCallbackUsedOnce(t *testing.T, d *app.Dev) {
+	base := strings.TrimSuffix(d.IssuerURL, "/")
+	a := newAgent(t, base+"/admin/login")
+	a.client.CheckRedirect = func(req *http.Request, _ []*http.Request) error {
+		if strings.HasPrefix(req.URL.String(), base+"/callback") {
+			return http.ErrUseLastResponse
+		}
+		return nil
+	}
+	resp, body := a.get(base + "/admin/login")
+	resp, _ = a.devidpForm(resp, body, "login", url.Values{"email": {app.DevAdminEmail}, "password": {app.DevAdminPassword}})
+	cb := resp.Header.Get("Location")
+	u, err := url.Parse(cb)
+	if err != nil || !strings.HasPrefix(cb, base+"/callback") {
+		t.Fatalf("no admin callback captured: %d %q", resp.StatusCode, cb)
+	}
+	arID, _, found := strings.Cut(u.Query().Get("state"), ".")
+	if !found {
+		t.Fatalf("the admin sign-in's state %q names no auth request", u.Query().Get("state"))
+	}
+	if resp, body := a.get(base + "/login?id=" + url.QueryEscape(arID)); resp.StatusCode != http.StatusBadRequest {
+		t.Errorf("/login with the admin sign-in's request: %d\n%s", resp.StatusCode, clipText(body))
+	}
+	a.client.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
+	var admin, pages atomic.Int32
+	var wg sync.WaitGroup
+	for range 8 {
+		wg.Go(func() {
+			resp, body, err := a.send(http.MethodGet, cb, nil)
+			switch {
+			case err != nil:
+			case resp.StatusCode == http.StatusSeeOther && resp.Header.Get("Location") == base+"/admin":
+				admin.Add(1)
+			case resp.StatusCode == http.StatusBadRequest && strings.Contains(body, "does not belong to this browser"):
+				pages.Add(1)
+			}
+		})
+	}
+	wg.Wait()
+	if admin.Load() != 1 || pages.Load() != 7 {
+		t.Errorf("8 loads of one admin callback: %d admin sign-ins, %d refusal pages; want 1 and 7", admin.Load(), pages.Load())
+	}
+}

@@ -76,6 +76,10 @@ type AuthRequest struct {
 	// Upstream is what this sign-in's upstream ID token said that tokens
 	// carry on (see Upstream); set with Subject.
 	Upstream *Upstream `json:"upstream,omitempty"`
+	// Purpose names what a request that is no client's is for ("admin":
+	// the admin page's sign-in, stored only to hold its login state); ""
+	// for a client's authorization request.
+	Purpose string `json:"purpose,omitempty"`
 }
 
 // Upstream is the part of one upstream sign-in that usher's tokens repeat:

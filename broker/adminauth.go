@@ -67,9 +67,7 @@ func (b *Broker) keepAdminLoginState(w http.ResponseWriter, r *http.Request, non
 		b.unavailable(w, r, "saving the sign-in", err)
 		return "", false
 	}
-	binding, isNew := b.signinBinding(r)
-	state := ar.ID + loginStateSep + randomToken(24)
-	err := b.sessions.SaveLoginState(ctx, ar.ID, loginStateKey(state, binding), &sessions.LoginState{Nonce: nonce, Verifier: verifier})
+	state, err := b.saveLoginState(w, r, ar.ID, nonce, verifier)
 	switch {
 	case errors.Is(err, errors.ErrUnsupported):
 		_ = b.sessions.DeleteAuthRequest(ctx, ar.ID)
@@ -77,8 +75,6 @@ func (b *Broker) keepAdminLoginState(w http.ResponseWriter, r *http.Request, non
 	case err != nil:
 		b.unavailable(w, r, "keeping the sign-in's state", err)
 		return "", false
-	case isNew:
-		b.setSigninBinding(w, binding)
 	}
 	return state, true
 }

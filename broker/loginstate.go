@@ -61,9 +61,7 @@ func (b *Broker) setSigninBinding(w http.ResponseWriter, value string) {
 // way. false: the person got an answer already (a stale request, a store
 // failure).
 func (b *Broker) keepLoginState(w http.ResponseWriter, r *http.Request, sess *gsessions.Session, ar *sessions.AuthRequest, nonce, verifier string, saveSession bool) (string, bool) {
-	binding, isNew := b.signinBinding(r)
-	state := ar.ID + loginStateSep + randomToken(24)
-	err := b.sessions.SaveLoginState(r.Context(), ar.ID, loginStateKey(state, binding), &sessions.LoginState{Nonce: nonce, Verifier: verifier})
+	state, err := b.saveLoginState(w, r, ar.ID, nonce, verifier)
 	switch {
 	case errors.Is(err, errors.ErrUnsupported):
 		state = randomToken(24)
@@ -77,8 +75,6 @@ func (b *Broker) keepLoginState(w http.ResponseWriter, r *http.Request, sess *gs
 	case err != nil:
 		b.unavailable(w, r, "keeping the sign-in's state", err)
 		return "", false
-	case isNew:
-		b.setSigninBinding(w, binding)
 	}
 	if saveSession {
 		if err := sess.Save(r, w); err != nil {
@@ -87,6 +83,23 @@ func (b *Broker) keepLoginState(w http.ResponseWriter, r *http.Request, sess *gs
 		}
 	}
 	return state, true
+}
+
+// saveLoginState keeps the nonce and verifier of a sign-in started for
+// auth request arID with it, under the key of a new state and this
+// browser's sign-in cookie (set on w when new), and returns that state:
+// the store's error as SaveLoginState answers it otherwise.
+func (b *Broker) saveLoginState(w http.ResponseWriter, r *http.Request, arID, nonce, verifier string) (string, error) {
+	binding, isNew := b.signinBinding(r)
+	state := arID + loginStateSep + randomToken(24)
+	err := b.sessions.SaveLoginState(r.Context(), arID, loginStateKey(state, binding), &sessions.LoginState{Nonce: nonce, Verifier: verifier})
+	if err != nil {
+		return "", err
+	}
+	if isNew {
+		b.setSigninBinding(w, binding)
+	}
+	return state, nil
 }
 
 // takeLoginState takes the login state the upstream's answer names, with

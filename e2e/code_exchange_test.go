@@ -12,8 +12,6 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/usher-oidc/usher/app"
-	"github.com/usher-oidc/usher/config"
-	"github.com/usher-oidc/usher/internal/testkit"
 )
 
 // On Redis the code exchange reads the user and grant in the round trip
@@ -23,12 +21,7 @@ import (
 // everywhere between the code's issue and its exchange still refuses it.
 func TestCodeExchangeOnRedis(t *testing.T) {
 	t.Parallel()
-	addr := testkit.StartRedis(t)
-	d := startDev(t, app.DevOptions{Configure: func(c *config.Config) {
-		c.Store.Driver = "redis"
-		c.Store.Redis.URL = "redis://" + addr + "/0"
-		c.Store.RecordFormat = "v3"
-	}})
+	d, addr := startDevOnRedis(t, "v3")
 	rdb := redis.NewClient(&redis.Options{Addr: addr})
 	t.Cleanup(func() { _ = rdb.Close() })
 	a := newAgent(t, d.SPAURL)
@@ -74,12 +67,7 @@ func TestCodeExchangeOnRedis(t *testing.T) {
 // claims; a sign-out everywhere still ends both forms.
 func TestRefreshTokenFormsOnRedis(t *testing.T) {
 	t.Parallel()
-	addr := testkit.StartRedis(t)
-	d := startDev(t, app.DevOptions{Configure: func(c *config.Config) {
-		c.Store.Driver = "redis"
-		c.Store.Redis.URL = "redis://" + addr + "/0"
-		c.Store.RecordFormat = "v4"
-	}})
+	d, addr := startDevOnRedis(t, "v4")
 	rdb := redis.NewClient(&redis.Options{Addr: addr})
 	t.Cleanup(func() { _ = rdb.Close() })
 	tr := signInAs(t, d, newAgent(t, d.SPAURL), app.DevUserEmail, app.DevUserPassword, false)

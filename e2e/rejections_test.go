@@ -210,14 +210,7 @@ func TestCallbackStateUsedOnce(t *testing.T) {
 	for _, tc := range []struct{ name, format string }{{"bolt", ""}, {"redis", "v4"}} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			var opts app.DevOptions
-			if tc.format != "" {
-				addr := testkit.StartRedis(t)
-				opts.Configure = func(c *config.Config) {
-					c.Store.Driver, c.Store.Redis.URL, c.Store.RecordFormat = "redis", "redis://"+addr+"/0", tc.format
-				}
-			}
-			d := startDev(t, opts)
+			d := startDevOn(t, tc.format)
 			a := newAgent(t, d.SPAURL)
 			cb := a.upstreamCallback(d)
 			a.client.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
@@ -250,6 +243,25 @@ func TestCallbackStateUsedOnce(t *testing.T) {
 			}
 		})
 	}
+}
+
+// startDevOn starts usher dev on bbolt (format "") or on a Redis of its
+// own writing record format format.
+func startDevOn(t *testing.T, format string) *app.Dev {
+	d, _ := startDevOnRedis(t, format)
+	return d
+}
+
+// startDevOnRedis is startDevOn, also giving the Redis address ("" on bbolt).
+func startDevOnRedis(t *testing.T, format string) (*app.Dev, string) {
+	t.Helper()
+	if format == "" {
+		return startDev(t, app.DevOptions{}), ""
+	}
+	addr := testkit.StartRedis(t)
+	return startDev(t, app.DevOptions{Configure: func(c *config.Config) {
+		c.Store.Driver, c.Store.Redis.URL, c.Store.RecordFormat = "redis", "redis://"+addr+"/0", format
+	}}), addr
 }
 
 // upstreamCallback signs in as the dev user at the stand-in upstream and
@@ -336,14 +348,7 @@ func TestAdminCallbackUsedOnce(t *testing.T) {
 	for _, tc := range []struct{ name, format string }{{"bolt", ""}, {"redis", "v4"}} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			var opts app.DevOptions
-			if tc.format != "" {
-				addr := testkit.StartRedis(t)
-				opts.Configure = func(c *config.Config) {
-					c.Store.Driver, c.Store.Redis.URL, c.Store.RecordFormat = "redis", "redis://"+addr+"/0", tc.format
-				}
-			}
-			checkAdminCallbackUsedOnce(t, startDev(t, opts))
+			checkAdminCallbackUsedOnce(t, startDevOn(t, tc.format))
 		})
 	}
 }

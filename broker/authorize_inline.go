@@ -4,6 +4,8 @@ import (
 	"context"
 	"net/http"
 	"net/url"
+
+	"github.com/usher-oidc/usher/sessions"
 )
 
 // The op library answers a valid authorization request by storing it and
@@ -16,17 +18,46 @@ import (
 // (a reload, the accept and verify pages).
 
 // ctxCreatedAuthRequest carries, from CreateAuthRequest back to
-// handleAuthorize, the ID of the auth request this request stored.
+// serveAuthorize and on to the login step it runs, the auth request this
+// request stored and the browser session read with it: the login step
+// needs neither read again.
 type ctxCreatedAuthRequest struct{}
 
-type createdAuthRequest struct{ id string }
+type createdAuthRequest struct {
+	ar      *sessions.AuthRequest
+	sid     string       // the session the cookie names ("" for none)
+	session *sessionRead // read with the request's creation; nil when not read
+}
 
-// noteCreated records id as this request's auth request, when
-// handleAuthorize asked for it.
-func noteCreated(ctx context.Context, id string) {
+// sessionRead is one read of a browser session: the record, or the error
+// GetBrowserSession would have returned.
+type sessionRead struct {
+	rec *sessions.BrowserSession
+	err error
+}
+
+// noteCreated records ar, stored by this request, with the session read
+// beside it, when serveAuthorize asked for them.
+func noteCreated(ctx context.Context, ar *sessions.AuthRequest, sid string, session *sessionRead) {
 	if c, _ := ctx.Value(ctxCreatedAuthRequest{}).(*createdAuthRequest); c != nil {
-		c.id = id
+		stored := *ar
+		c.ar, c.sid, c.session = &stored, sid, session
 	}
+}
+
+// inlineLogin is the login step's reads when /authorize runs it for the
+// auth request id it just stored: the request, and the session read (r,
+// with it preloaded). false for any other /login.
+func (b *Broker) inlineLogin(r *http.Request, id string) (*http.Request, *sessions.AuthRequest, bool) {
+	c, _ := r.Context().Value(ctxCreatedAuthRequest{}).(*createdAuthRequest)
+	if c == nil || c.ar == nil || c.ar.ID != id {
+		return r, nil, false
+	}
+	if sid, cookie := b.browser.cookieSession(r, b.cookie); c.session != nil && sid == c.sid {
+		r = preloadSession(r, cookie, sid, c.session.rec, c.session.err)
+	}
+	ar := *c.ar
+	return r, &ar, true
 }
 
 // loginRedirectCatcher passes the op's answer through, except the redirect
@@ -40,8 +71,8 @@ type loginRedirectCatcher struct {
 }
 
 func (c *loginRedirectCatcher) WriteHeader(code int) {
-	if c.caught == "" && code == http.StatusFound && c.created.id != "" {
-		if loc := c.Header().Get("Location"); loc == c.b.opClientLoginURL(c.created.id) {
+	if c.caught == "" && code == http.StatusFound && c.created.ar != nil {
+		if loc := c.Header().Get("Location"); loc == c.b.opClientLoginURL(c.created.ar.ID) {
 			c.caught = loc
 			c.Header().Del("Location")
 			c.Header().Del("Content-Type")

@@ -145,8 +145,6 @@ type InvitationMailer interface {
 type Broker struct {
 	// verified caches access tokens whose signature was checked (tokencache.go).
 	verified verifiedTokens
-	// fresh: auth requests just created, for their first /login (freshauth.go).
-	fresh       freshAuthRequests
 	invitations *grants.Service
 	audit       func(ctx context.Context, e AuditEvent)
 	metrics     *metrics

@@ -85,12 +85,8 @@ func (b *Broker) readUserAndGrant(ctx context.Context, cache *claimsCache, subje
 }
 
 // userAndGrant reads a user (ErrNotFound if absent) and its grant, in one
-// store read where the store can (UserGrantReader), unless this request
-// read them already beside something else (prefetchedUser).
+// store read where the store can (UserGrantReader).
 func (b *Broker) userAndGrant(ctx context.Context, userID string) (*grants.User, *grants.Grant, error) {
-	if p, _ := ctx.Value(ctxPrefetchedUser{}).(*prefetchedUser); p != nil && p.id == userID && p.user != nil && p.user.ID == userID {
-		return p.user, p.grant, nil
-	}
 	if r, ok := b.grants.(grants.UserGrantReader); ok {
 		return r.UserAndGrant(ctx, userID)
 	}
@@ -103,16 +99,6 @@ func (b *Broker) userAndGrant(ctx context.Context, userID string) (*grants.User,
 		return nil, nil, err
 	}
 	return u, g, nil
-}
-
-// ctxPrefetchedUser carries a user and grant a request read beside
-// another record (readSessionExpecting), for userAndGrant.
-type ctxPrefetchedUser struct{}
-
-type prefetchedUser struct {
-	id    string
-	user  *grants.User
-	grant *grants.Grant
 }
 
 func (b *Broker) loadClaims(ctx context.Context, subject string) (map[string]any, error) {

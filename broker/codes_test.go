@@ -85,33 +85,3 @@ func TestClaimsCacheServesOnlyItsSubject(t *testing.T) {
 		t.Errorf("roles %v, want the holder's [member]", got)
 	}
 }
-
-// A user read beside /login's session read, as the one /authorize saw the
-// session sign in, serves only that user: a session that names another
-// user by then gets that user's own record.
-func TestPrefetchedUserServesOnlyItsUser(t *testing.T) {
-	st, err := boltstore.Open(filepath.Join(t.TempDir(), "usher.db"), boltstore.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = st.Close() })
-	ctx := context.Background()
-	for _, id := range []string{"usr_hinted", "usr_now"} {
-		ident := grants.Identity{Issuer: "https://idp.example/", Subject: "auth0|" + id}
-		if _, _, err := st.ResolveIdentity(ctx, ident, grants.Profile{Email: id + "@example.com"}, id, time.Now()); err != nil {
-			t.Fatal(err)
-		}
-	}
-	hinted, err := st.GetUser(ctx, "usr_hinted")
-	if err != nil {
-		t.Fatal(err)
-	}
-	b := &Broker{grants: st}
-	ctx = context.WithValue(ctx, ctxPrefetchedUser{}, &prefetchedUser{id: "usr_hinted", user: hinted, grant: &grants.Grant{UserID: "usr_hinted"}})
-	for _, id := range []string{"usr_now", "usr_hinted"} {
-		u, g, err := b.userAndGrant(ctx, id)
-		if err != nil || u.ID != id || g.UserID != id {
-			t.Errorf("userAndGrant(%s): %+v %+v %v", id, u, g, err)
-		}
-	}
-}

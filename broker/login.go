@@ -1,7 +1,6 @@
 package broker
 
 import (
-	"context"
 	"errors"
 	"net/http"
 	"strings"
@@ -9,7 +8,6 @@ import (
 
 	"github.com/zitadel/oidc/v3/pkg/oidc"
 
-	"github.com/usher-oidc/usher/grants"
 	"github.com/usher-oidc/usher/sessions"
 )
 
@@ -55,14 +53,14 @@ func (b *Broker) handleLogin(w http.ResponseWriter, r *http.Request) {
 
 // loginReads reads the auth request and, when the browser has one, its
 // session in one round trip; New finds the session read (preloadSession).
-// An auth request this process just created comes from b.fresh, and the
-// session, if any, with the user it signed in then (readSessionExpecting).
+// When /authorize runs this step for the request it just stored, both come
+// from that request instead (inlineLogin).
 func (b *Broker) loginReads(r *http.Request) (*http.Request, *sessions.AuthRequest, error) {
 	arID := r.URL.Query().Get("id")
-	sid, cookie := b.browser.cookieSession(r, b.cookie)
-	if ar, user := b.fresh.take(arID, b.now()); ar != nil {
-		return b.readSessionExpecting(r, sid, cookie, user), ar, nil
+	if r, ar, ok := b.inlineLogin(r, arID); ok {
+		return r, ar, nil
 	}
+	sid, cookie := b.browser.cookieSession(r, b.cookie)
 	if arID == "" || sid == "" {
 		ar, err := b.clientAuthRequest(r.Context(), arID)
 		return r, ar, err
@@ -73,31 +71,6 @@ func (b *Broker) loginReads(r *http.Request) (*http.Request, *sessions.AuthReque
 	}
 	ar, err := clientOnly(read.AuthRequest, read.AuthRequestErr)
 	return preloadSession(r, cookie, sid, read.Session, read.SessionErr), ar, err
-}
-
-// sessionUserReader is a store that reads a browser session and a user
-// with its grant in one round trip (Redis on one master).
-type sessionUserReader interface {
-	GetBrowserSessionWithUser(ctx context.Context, id, userID string) (*sessions.BrowserSession, grants.UserGrant, error)
-}
-
-// readSessionExpecting reads the browser session sid together with the
-// user and grant of user, the one it signed in when /authorize read it a
-// moment ago, so that answering from the session (sessionLive) needs no
-// second round trip. The user is a hint: what the session read now names
-// decides (prefetchedUser serves only that user). Without a hint, a
-// session or such a store, New reads the session on its own.
-func (b *Broker) readSessionExpecting(r *http.Request, sid, cookie, user string) *http.Request {
-	reader, ok := b.sessions.(sessionUserReader)
-	if !ok || sid == "" || user == "" {
-		return r
-	}
-	rec, ug, err := reader.GetBrowserSessionWithUser(r.Context(), sid, user)
-	r = preloadSession(r, cookie, sid, rec, err)
-	if ug.Err != nil {
-		return r
-	}
-	return r.WithContext(context.WithValue(r.Context(), ctxPrefetchedUser{}, &prefetchedUser{id: user, user: ug.User, grant: ug.Grant}))
 }
 
 func prunePending(values map[any]any, now time.Time) {

@@ -113,12 +113,11 @@ func (s opStorage) CreateAuthRequest(ctx context.Context, req *oidc.AuthRequest,
 		}
 	}
 	ex, _ := ctx.Value(ctxAuthorizeExtras).(authorizeExtras)
-	sessionUser, err := b.storeAuthRequest(ctx, ar, ex)
+	session, err := b.storeAuthRequest(ctx, ar, ex)
 	if err != nil {
 		return nil, err
 	}
-	b.fresh.put(ar, sessionUser, now)
-	noteCreated(ctx, ar.ID)
+	noteCreated(ctx, ar, ex.sessionID, session)
 	return authRequest{ar}, nil
 }
 
@@ -127,29 +126,30 @@ func (s opStorage) CreateAuthRequest(ctx context.Context, req *oidc.AuthRequest,
 // not lock each other out. So a browser with a session cookie has its
 // session read in the round trip that creates the request, and the limit
 // applies after that when the session signs no one in (the request is
-// deleted again when over it). sessionUser: the user the session signed
-// in, "" for none.
-func (b *Broker) storeAuthRequest(ctx context.Context, ar *sessions.AuthRequest, ex authorizeExtras) (sessionUser string, err error) {
+// deleted again when over it). session: that read (nil when none was
+// made), for the login step this request runs next (authorize_inline.go).
+func (b *Broker) storeAuthRequest(ctx context.Context, ar *sessions.AuthRequest, ex authorizeExtras) (*sessionRead, error) {
 	if ex.sessionID == "" || slices.Contains(ar.Prompt, oidc.PromptLogin) {
 		if err := b.allowAuthRequest(ctx); err != nil {
-			return "", err
+			return nil, err
 		}
-		return "", storeError("saving the authorization request", b.sessions.CreateAuthRequest(ctx, ar))
+		return nil, storeError("saving the authorization request", b.sessions.CreateAuthRequest(ctx, ar))
 	}
 	read, err := sessions.RunTogether(ctx, b.sessions, sessions.Together{CreateAuthRequest: ar, GetSession: ex.sessionID})
 	if err != nil {
-		return "", storeError("saving the authorization request", err)
+		return nil, storeError("saving the authorization request", err)
 	}
-	if acct, ok := recordAccount(read.Session); ok && read.SessionErr == nil {
-		return acct.UserID, nil
+	session := &sessionRead{rec: read.Session, err: read.SessionErr}
+	if _, ok := recordAccount(read.Session); ok && read.SessionErr == nil {
+		return session, nil
 	}
 	if err := b.allowAuthRequest(ctx); err != nil {
 		if derr := b.sessions.DeleteAuthRequest(ctx, ar.ID); derr != nil {
 			b.log.WarnContext(ctx, "deleting an authorization request over the limit", "err", derr)
 		}
-		return "", err
+		return nil, err
 	}
-	return "", nil
+	return session, nil
 }
 
 func localeStrings(l oidc.Locales) []string {

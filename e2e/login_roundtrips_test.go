@@ -68,10 +68,8 @@ func clip(s string, n int) string {
 // writes no refresh-token lookup) and v4 (the upstream state kept with the
 // auth request). The code exchange reads the user and grant with the code
 // (broker/codes.go); /authorize reads the browser session with the auth
-// request's creation. One replica: /login takes the auth request
-// /authorize just created from memory, with the user its session signed in,
-// read with the session (broker/freshauth.go, login.go); behind a load
-// balancer that sends it to another replica, a login costs a read more.
+// request's creation and runs the login step itself, handing it both
+// (broker/authorize_inline.go), so no replica reads them again.
 func TestLoginRedisRoundTrips(t *testing.T) {
 	for _, tc := range []struct {
 		format string

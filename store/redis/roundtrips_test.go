@@ -206,56 +206,6 @@ func TestConsumeCodeWithUser(t *testing.T) {
 	}
 }
 
-// GetBrowserSessionWithUser reads a browser session and a user with its
-// grant in one round trip, each answered as GetBrowserSession and
-// UserAndGrant would.
-func TestGetBrowserSessionWithUser(t *testing.T) {
-	t.Parallel()
-	ctx := ctxT(t)
-	st, _, hook := countedStore(t, uniquePrefix())
-	id := grants.Identity{Issuer: "https://idp.example/", Subject: "auth0|bsu"}
-	if _, _, err := st.ResolveIdentity(ctx, id, grants.Profile{Email: "bsu@example.com"}, "usr_bsu", time.Now()); err != nil {
-		t.Fatal(err)
-	}
-	wantUser, wantGrant, err := st.UserAndGrant(ctx, "usr_bsu")
-	if err != nil {
-		t.Fatal(err)
-	}
-	bs := &sessions.BrowserSession{ID: "bs-bsu", Values: map[string]string{"uid": "usr_bsu"}, CreatedAt: time.Now(), ExpiresAt: time.Now().Add(time.Hour)}
-	if err := st.SaveBrowserSession(ctx, bs); err != nil {
-		t.Fatal(err)
-	}
-	for _, tc := range []struct {
-		name, session, user string
-		sessionErr, userErr error
-	}{
-		{name: "both there", session: "bs-bsu", user: "usr_bsu"},
-		{name: "no such session", session: "bs-none", user: "usr_bsu", sessionErr: sessions.ErrNotFound},
-		{name: "no such user", session: "bs-bsu", user: "usr_none", userErr: grants.ErrNotFound},
-	} {
-		before := hook.n.Load()
-		got, ug, err := st.GetBrowserSessionWithUser(ctx, tc.session, tc.user)
-		if n := hook.n.Load() - before; n != 1 {
-			t.Errorf("%s: %d round trips, want 1", tc.name, n)
-		}
-		if !errors.Is(err, tc.sessionErr) || (tc.sessionErr == nil) != (err == nil) {
-			t.Errorf("%s: session: %v, want %v", tc.name, err, tc.sessionErr)
-		}
-		if tc.sessionErr == nil && (got == nil || got.Values["uid"] != "usr_bsu") {
-			t.Errorf("%s: session %+v", tc.name, got)
-		}
-		if tc.userErr != nil {
-			if !errors.Is(ug.Err, tc.userErr) {
-				t.Errorf("%s: user read %v, want %v", tc.name, ug.Err, tc.userErr)
-			}
-			continue
-		}
-		if ug.Err != nil || !reflect.DeepEqual(ug.User, wantUser) || !reflect.DeepEqual(ug.Grant, wantGrant) {
-			t.Errorf("%s: user read %+v %+v (%v)", tc.name, ug.User, ug.Grant, ug.Err)
-		}
-	}
-}
-
 // GetRefreshTokenWithUser reads a refresh token and a user with its grant
 // in one round trip, each answered as GetRefreshToken and UserAndGrant
 // would (a revoked family's token with ErrRevoked).

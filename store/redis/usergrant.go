@@ -109,31 +109,3 @@ func (s *Store) userThenGrant(ctx context.Context, userID string) (*grants.User,
 	}
 	return u, g, nil
 }
-
-// GetBrowserSessionWithUser is GetBrowserSession with UserAndGrant of
-// userID in the same round trip (on one master; one after the other on a
-// cluster): a login that expects the session to name userID checks the
-// user without a second trip. err is the session read's; ug is what
-// UserAndGrant would have answered.
-func (s *Store) GetBrowserSessionWithUser(ctx context.Context, id, userID string) (*sessions.BrowserSession, grants.UserGrant, error) {
-	if err := checkKeys("redisstore: get browser session", id, userID); err != nil {
-		return nil, grants.UserGrant{}, err
-	}
-	var ug grants.UserGrant
-	if !s.oneMaster() {
-		bs, err := s.GetBrowserSession(ctx, id)
-		ug.User, ug.Grant, ug.Err = s.UserAndGrant(ctx, userID)
-		return bs, ug, err
-	}
-	var get *redis.StringCmd
-	var read *userGrantRead
-	_, _ = s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
-		get = p.Get(ctx, s.key("bs", id))
-		read = s.queueUserAndGrant(ctx, p, userID)
-		return nil
-	})
-	raw, err := get.Bytes()
-	bs, err := s.browserSessionFrom(id, raw, err)
-	ug.User, ug.Grant, ug.Err = read.result(ctx, s)
-	return bs, ug, err
-}

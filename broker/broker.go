@@ -144,7 +144,7 @@ type InvitationMailer interface {
 // Broker is the OpenID Provider plus the upstream client.
 type Broker struct {
 	// verified caches access tokens whose signature was checked (tokencache.go).
-	verified verifiedTokens
+	verified    verifiedTokens
 	invitations *grants.Service
 	audit       func(ctx context.Context, e AuditEvent)
 	metrics     *metrics

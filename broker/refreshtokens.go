@@ -47,8 +47,11 @@ func refreshTokenParts(token string) (family, subject string, ok bool) {
 // loadRefreshToken reads the refresh token a client presented; a value not
 // shaped like one is ErrNotFound, without a store call.
 func (b *Broker) loadRefreshToken(ctx context.Context, token string) (*sessions.RefreshToken, error) {
-	rt, _, err := b.loadRefreshTokenWithUser(ctx, token)
-	return rt, err
+	family, _, ok := refreshTokenParts(token)
+	if !ok {
+		return nil, sessions.ErrNotFound
+	}
+	return b.sessions.GetRefreshToken(ctx, family, hashToken(token))
 }
 
 // refreshUserReader is a store that reads a refresh token and a user with
@@ -62,13 +65,10 @@ type refreshUserReader interface {
 // back as a token response's claims cache (nil otherwise, or when that
 // read failed: the response then reads them itself).
 func (b *Broker) loadRefreshTokenWithUser(ctx context.Context, token string) (*sessions.RefreshToken, *claimsCache, error) {
-	family, subject, ok := refreshTokenParts(token)
-	if !ok {
-		return nil, nil, sessions.ErrNotFound
-	}
+	family, subject, _ := refreshTokenParts(token)
 	reader, can := b.sessions.(refreshUserReader)
 	if subject == "" || !can {
-		rt, err := b.sessions.GetRefreshToken(ctx, family, hashToken(token))
+		rt, err := b.loadRefreshToken(ctx, token)
 		return rt, nil, err
 	}
 	rt, ug, err := reader.GetRefreshTokenWithUser(ctx, family, hashToken(token), subject)
@@ -82,11 +82,22 @@ func (b *Broker) loadRefreshTokenWithUser(ctx context.Context, token string) (*s
 // claims cache its user's read filled (loadRefreshTokenWithUser), if any.
 func (b *Broker) refreshGrantRequest(ctx context.Context, token string) (*refreshRequest, *claimsCache, error) {
 	rt, cache, err := b.loadRefreshTokenWithUser(ctx, token)
+	req, err := b.refreshRequestFor(ctx, rt, err)
+	if err != nil {
+		return nil, nil, err
+	}
+	return req, cache, nil
+}
+
+// refreshRequestFor is the refresh grant's request for rt, as the store
+// answered it (err): invalid_grant for an unknown, expired, revoked or
+// reused token (reuse revokes the family).
+func (b *Broker) refreshRequestFor(ctx context.Context, rt *sessions.RefreshToken, err error) (*refreshRequest, error) {
 	switch {
 	case errors.Is(err, sessions.ErrNotFound), errors.Is(err, sessions.ErrRevoked):
-		return nil, nil, oidc.ErrInvalidGrant().WithDescription("refresh token invalid, expired or revoked")
+		return nil, oidc.ErrInvalidGrant().WithDescription("refresh token invalid, expired or revoked")
 	case err != nil:
-		return nil, nil, storeError("loading the refresh token", err)
+		return nil, storeError("loading the refresh token", err)
 	}
 	if rt.RotatedAt != nil {
 		// Reuse of a rotated token: someone holds a copy. Revoke the family.
@@ -94,7 +105,7 @@ func (b *Broker) refreshGrantRequest(ctx context.Context, token string) (*refres
 			b.log.ErrorContext(ctx, "revoking a refresh family", "err", rerr)
 		}
 		b.log.WarnContext(ctx, "rotated refresh token reused; family revoked", "family", rt.FamilyID, "client_id", rt.ClientID)
-		return nil, nil, oidc.ErrInvalidGrant().WithDescription("refresh token already used; every token of this sign-in is revoked")
+		return nil, oidc.ErrInvalidGrant().WithDescription("refresh token already used; every token of this sign-in is revoked")
 	}
-	return &refreshRequest{rt: rt, scopes: rt.Scopes}, cache, nil
+	return &refreshRequest{rt: rt, scopes: rt.Scopes}, nil
 }

@@ -131,8 +131,12 @@ func (s *browserStore) Save(r *http.Request, w http.ResponseWriter, sess *gsessi
 	})
 }
 
-// write stores rec, replacing the session replaces when that is set.
+// write stores rec, replacing the session replaces when that is set; a
+// nil rec (a save skipped as unchanged) stores nothing.
 func (s *browserStore) write(ctx context.Context, rec *sessions.BrowserSession, replaces string) error {
+	if rec == nil {
+		return nil
+	}
 	if replaces != "" {
 		return s.st.ReplaceBrowserSession(ctx, rec, replaces)
 	}
@@ -157,7 +161,13 @@ func (s *browserStore) saveWith(r *http.Request, w http.ResponseWriter, sess *gs
 		http.SetCookie(w, gsessions.NewCookie(sess.Name(), "", sess.Options))
 		return nil
 	}
-	if err := write(s.record(sess), replaces); err != nil {
+	rec := s.record(sess)
+	if s.unchanged(sess, rec) {
+		// Nothing to store, and the cookie the browser holds names it:
+		// write gets nil, so what rides with the save still runs.
+		return write(nil, "")
+	}
+	if err := write(rec, replaces); err != nil {
 		return fmt.Errorf("saving browser session: %w", err)
 	}
 	delete(sess.Values, replacesKey)
@@ -195,24 +205,24 @@ func (s *browserStore) record(sess *gsessions.Session) *sessions.BrowserSession 
 }
 
 // touchInterval is how stale a session's stored idle expiry may be: a
-// save that would change nothing but slide the expiry by less than this is
-// skipped (unchanged), so a login answered from the session writes it at
-// most once a minute, not every time (on bbolt, a durable commit each).
+// save (saveWith) that would change nothing but slide the expiry by less
+// than this is skipped (unchanged), so a login answered from the session
+// writes it at most once a minute, not every time (on bbolt, a durable
+// commit each).
 // The idle timeout is therefore kept to within this.
 func (s *browserStore) touchInterval() time.Duration { return min(time.Minute, s.idle/10) }
 
-// unchanged: saving sess now would store the values it was loaded with
-// under the same ID, and the stored idle expiry is at most touchInterval
-// older than a save now would make it.
-func (s *browserStore) unchanged(sess *gsessions.Session) bool {
+// unchanged: rec, what saving sess now would store, holds the values sess
+// was loaded with under the same ID, and the stored idle expiry is at most
+// touchInterval older than rec's.
+func (s *browserStore) unchanged(sess *gsessions.Session, rec *sessions.BrowserSession) bool {
 	loaded, _ := sess.Values[loadedKey].(*sessions.BrowserSession)
-	if loaded == nil || sess.ID != loaded.ID || sess.Options.MaxAge < 0 {
+	if loaded == nil || rec.ID != loaded.ID {
 		return false
 	}
 	if _, renewing := sess.Values[replacesKey]; renewing {
 		return false
 	}
-	rec := s.record(sess)
 	return maps.Equal(rec.Values, loaded.Values) && !loaded.ExpiresAt.Before(rec.ExpiresAt.Add(-s.touchInterval()))
 }
 

@@ -170,19 +170,17 @@ func (b *Broker) consumeState(w http.ResponseWriter, r *http.Request, sess *gses
 func (b *Broker) completeAuthorization(w http.ResponseWriter, r *http.Request, sess *gsessions.Session, ar *sessions.AuthRequest) {
 	ar.Done = true
 	later := &sessionWrite{}
-	if !b.browser.unchanged(sess) {
-		err := b.browser.saveWith(r, w, sess, func(rec *sessions.BrowserSession, replaces string) error {
-			later.rec, later.replaces = rec, replaces
-			return nil
-		})
-		if err != nil {
-			b.unavailable(w, r, "saving the browser session", err)
-			return
-		}
+	err := b.browser.saveWith(r, w, sess, func(rec *sessions.BrowserSession, replaces string) error {
+		later.rec, later.replaces = rec, replaces
+		return nil
+	})
+	if err != nil {
+		b.unavailable(w, r, "saving the browser session", err)
+		return
 	}
 	ctx := context.WithValue(op.ContextWithIssuer(r.Context(), b.opts.Issuer), ctxSessionWrite{}, later)
 	b.authResponse(w, r.WithContext(ctx), ar)
-	if !later.taken && later.rec != nil {
+	if !later.taken {
 		// The answer saved no code (an error answered): the session alone.
 		if err := b.browser.write(ctx, later.rec, later.replaces); err != nil {
 			b.log.ErrorContext(ctx, "saving the browser session", "err", err)

@@ -184,3 +184,11 @@ func auditWhen(t *testing.T, d *app.Dev, path, token string, ok func(apiResult) 
 	})
 	return last
 }
+
+// signOutEverywhere signs user out everywhere through the admin API.
+func signOutEverywhere(t *testing.T, d *app.Dev, api, user string) {
+	t.Helper()
+	if res := apiCall(t, d, http.MethodPost, "/api/users/"+url.PathEscape(user)+"/sign-out", api, nil); res.status != http.StatusNoContent {
+		t.Fatalf("sign out everywhere: %d %s", res.status, res.raw)
+	}
+}

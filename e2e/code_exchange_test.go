@@ -3,8 +3,6 @@ package e2e
 import (
 	"crypto/sha256"
 	"encoding/hex"
-	"net/http"
-	"net/url"
 	"reflect"
 	"strings"
 	"testing"
@@ -42,20 +40,13 @@ func TestCodeExchangeOnRedis(t *testing.T) {
 	if old.AccessToken == "" {
 		t.Fatalf("an older version's code: %d %+v", old.status, old)
 	}
-	got := jwtClaims(t, old.AccessToken)
-	for _, claim := range []string{"sub", "roles"} {
-		if !reflect.DeepEqual(got[claim], want[claim]) {
-			t.Errorf("%s: %v, want %v", claim, got[claim], want[claim])
-		}
-	}
+	sameClaims(t, jwtClaims(t, old.AccessToken), want, "sub", "roles")
 
 	// Signed out everywhere after the code was issued, before its exchange.
 	code, verifier = a.signIn(d, app.DevUserEmail, app.DevUserPassword, false)
 	api := funnelToken(t, d, "invitations:write invitations:read")
 	sub, _ := want["sub"].(string)
-	if res := apiCall(t, d, http.MethodPost, "/api/users/"+url.PathEscape(sub)+"/sign-out", api, nil); res.status != http.StatusNoContent {
-		t.Fatalf("sign out everywhere: %d %s", res.status, res.raw)
-	}
+	signOutEverywhere(t, d, api, sub)
 	if r := exchangeCode(t, d, code, verifier); r.Error != "invalid_grant" {
 		t.Errorf("a code issued before a sign-out everywhere: %d %+v", r.status, r)
 	}
@@ -91,19 +82,22 @@ func TestRefreshTokenFormsOnRedis(t *testing.T) {
 	if old.AccessToken == "" {
 		t.Fatalf("refresh with an older version's token: %d %+v", old.status, old)
 	}
-	got := jwtClaims(t, old.AccessToken)
-	for _, claim := range []string{"sub", "roles"} {
+	sameClaims(t, jwtClaims(t, old.AccessToken), want, "sub", "roles")
+
+	api := funnelToken(t, d, "invitations:write invitations:read")
+	signOutEverywhere(t, d, api, sub)
+	if r := refresh(t, d, old.RefreshToken); r.Error != "invalid_grant" {
+		t.Errorf("refresh after a sign-out everywhere: %d %+v", r.status, r)
+	}
+}
+
+// sameClaims: got carries claims as want does.
+func sameClaims(t *testing.T, got, want map[string]any, claims ...string) {
+	t.Helper()
+	for _, claim := range claims {
 		if !reflect.DeepEqual(got[claim], want[claim]) {
 			t.Errorf("%s: %v, want %v", claim, got[claim], want[claim])
 		}
-	}
-
-	api := funnelToken(t, d, "invitations:write invitations:read")
-	if res := apiCall(t, d, http.MethodPost, "/api/users/"+url.PathEscape(sub)+"/sign-out", api, nil); res.status != http.StatusNoContent {
-		t.Fatalf("sign out everywhere: %d %s", res.status, res.raw)
-	}
-	if r := refresh(t, d, old.RefreshToken); r.Error != "invalid_grant" {
-		t.Errorf("refresh after a sign-out everywhere: %d %+v", r.status, r)
 	}
 }
 

@@ -39,9 +39,7 @@ func TestSignOutEverywhere(t *testing.T) {
 		t.Fatalf("silent sign-in before: %s", clipText(body))
 	}
 
-	if res := apiCall(t, d, http.MethodPost, "/api/users/"+url.PathEscape(sub)+"/sign-out", api, nil); res.status != http.StatusNoContent {
-		t.Fatalf("sign out everywhere: %d %s", res.status, res.raw)
-	}
+	signOutEverywhere(t, d, api, sub)
 	for i, tr := range []tokenResponse{tr1, tr2} {
 		if r := refresh(t, d, tr.RefreshToken); r.Error != "invalid_grant" {
 			t.Errorf("refresh %d after sign-out: %d %+v", i+1, r.status, r)
@@ -174,9 +172,7 @@ func TestSignOutEverywhereEndsAdminSession(t *testing.T) {
 		t.Fatalf("users with %s: %v", app.DevAdminEmail, users)
 	}
 	id := users[0].(map[string]any)["id"].(string)
-	if res := apiCall(t, d, http.MethodPost, "/api/users/"+url.PathEscape(id)+"/sign-out", api, nil); res.status != http.StatusNoContent {
-		t.Fatalf("sign out everywhere: %d %s", res.status, res.raw)
-	}
+	signOutEverywhere(t, d, api, id)
 	a.stopAt = base + "/admin/login"
 	if resp, _ := a.get(base + "/admin"); resp.StatusCode != http.StatusSeeOther || resp.Header.Get("Location") != base+"/admin/login" {
 		t.Fatalf("GET /admin after sign-out: %d %s", resp.StatusCode, resp.Header.Get("Location"))
@@ -203,9 +199,7 @@ func TestUsersOnRedisCluster(t *testing.T) {
 	if users := listed("cluster.u"); len(users) != 1 || users[0].(map[string]any)["id"] != sub {
 		t.Fatalf("list q=cluster.u: %v", users)
 	}
-	if res := apiCall(t, d, http.MethodPost, "/api/users/"+url.PathEscape(sub)+"/sign-out", api, nil); res.status != http.StatusNoContent {
-		t.Fatalf("sign out everywhere: %d %s", res.status, res.raw)
-	}
+	signOutEverywhere(t, d, api, sub)
 	if r := refresh(t, d, tr.RefreshToken); r.Error != "invalid_grant" {
 		t.Errorf("refresh after sign-out: %+v", r)
 	}

@@ -71,6 +71,9 @@ type DevOptions struct {
 	// WrapIDP decorates devidp's handler (benchmarks time the upstream's
 	// share of a sign-in with it).
 	WrapIDP func(http.Handler) http.Handler
+	// IDPSigningAlg is devidp's ID token algorithm (devidp.Config.SigningAlg):
+	// "" is RS256, as Auth0 signs.
+	IDPSigningAlg string
 }
 
 // Dev is a running `usher dev`: usher, devidp and the demo SPA.
@@ -228,6 +231,7 @@ func (d *Dev) startIDP(o DevOptions, usherBase string) (*devidp.Server, error) {
 		},
 		Logger:       o.Logger.With("component", "devidp"),
 		CustomDomain: d.IDPCustomURL,
+		SigningAlg:   o.IDPSigningAlg,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("devidp: %w", err)

@@ -32,6 +32,7 @@
 package devidp
 
 import (
+	"cmp"
 	"context"
 	"crypto/rand"
 	"crypto/sha256"
@@ -46,6 +47,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/go-jose/go-jose/v4"
 	"github.com/zitadel/oidc/v3/pkg/op"
 )
 
@@ -93,6 +95,10 @@ type Config struct {
 	// API": `organization` may be a name, and ID tokens carry org_name too.
 	Organizations     []Organization
 	OrganizationNames bool
+	// SigningAlg signs ID tokens: "RS256" (the default, Auth0's) or "ES256",
+	// which makes devidp a cheap stand-in where its signing cost would
+	// otherwise hide usher's (the login benchmarks).
+	SigningAlg string
 }
 
 // Misbehavior makes the ID tokens issued from now on bad, so tests can check
@@ -165,7 +171,8 @@ func New(cfg Config) (*Server, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	st, err := newStore(cfg.Clients)
+	alg := jose.SignatureAlgorithm(cmp.Or(cfg.SigningAlg, string(jose.RS256)))
+	st, err := newStore(cfg.Clients, alg)
 	if err != nil {
 		return nil, err
 	}

@@ -3,6 +3,7 @@ package devidp_test
 import (
 	jose "github.com/go-jose/go-jose/v4"
 
+	"cmp"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -603,18 +604,33 @@ func TestMisbehave(t *testing.T) {
 			}
 		}},
 	} {
-		t.Run(tc.name, func(t *testing.T) {
-			t.Parallel()
-			p := startIDP(t, true, seeded)
-			p.srv.Misbehave(tc.m)
-			f, tk := passwordLogin(t, p, newBrowser(t, p), "alice@example.com", seeded.Password)
-			tc.check(t, tk, f, p.srv.Issuer())
+		for _, alg := range []string{"", "RS256", "ES256"} { // "": the default, RS256
+			t.Run(tc.name+"/"+cmp.Or(alg, "default"), func(t *testing.T) {
+				t.Parallel()
+				p := startIDPWith(t, true, func(c *devidp.Config) { c.SigningAlg = alg }, seeded)
+				p.srv.Misbehave(tc.m)
+				f, tk := passwordLogin(t, p, newBrowser(t, p), "alice@example.com", seeded.Password)
+				tc.check(t, tk, f, p.srv.Issuer())
 
-			p.srv.Misbehave(devidp.Misbehavior{})
-			f, tk = passwordLogin(t, p, newBrowser(t, p), "alice@example.com", seeded.Password)
-			mustVerify(t, tk, f)
-		})
+				p.srv.Misbehave(devidp.Misbehavior{})
+				f, tk = passwordLogin(t, p, newBrowser(t, p), "alice@example.com", seeded.Password)
+				mustVerify(t, tk, f)
+				if got, want := signedWith(t, tk.rawID), cmp.Or(alg, "RS256"); got != want {
+					t.Errorf("ID token signed with %s, want %s", got, want)
+				}
+			})
+		}
 	}
+}
+
+// signedWith is the alg in a compact JWS's header.
+func signedWith(t *testing.T, raw string) string {
+	t.Helper()
+	jws, err := jose.ParseSigned(raw, []jose.SignatureAlgorithm{jose.RS256, jose.ES256})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return jws.Signatures[0].Header.Algorithm
 }
 
 // TestConcurrentFlows runs many sign-ups and sign-ins against one server
@@ -648,6 +664,7 @@ func TestNewRejectsBadConfig(t *testing.T) {
 		{"duplicate_client", devidp.Config{Issuer: "http://127.0.0.1:1/", Clients: []devidp.Client{good, good}}},
 		{"client_without_secret", devidp.Config{Issuer: "http://127.0.0.1:1/", Clients: []devidp.Client{{ID: "c", RedirectURIs: []string{redirectURI}}}}},
 		{"duplicate_user", devidp.Config{Issuer: "http://127.0.0.1:1/", Users: []devidp.User{seeded, seeded}}},
+		{"unknown_signing_alg", devidp.Config{Issuer: "http://127.0.0.1:1/", SigningAlg: "HS256"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()

@@ -65,7 +65,7 @@ func (s *Server) tamperTokenResponse(ctx context.Context, body []byte, m Misbeha
 	if err := json.Unmarshal(resp["id_token"], &raw); err != nil {
 		return nil, fmt.Errorf("no id_token: %w", err)
 	}
-	jws, err := jose.ParseSigned(raw, []jose.SignatureAlgorithm{jose.RS256})
+	jws, err := jose.ParseSigned(raw, []jose.SignatureAlgorithm{jose.RS256, jose.ES256})
 	if err != nil {
 		return nil, err
 	}

@@ -2,6 +2,9 @@ package devidp
 
 import (
 	"context"
+	"crypto"
+	"crypto/ecdsa"
+	"crypto/elliptic"
 	"crypto/md5"
 	"crypto/rand"
 	"crypto/rsa"
@@ -84,12 +87,13 @@ type store struct {
 	orgNames     bool // Config.OrganizationNames
 
 	keyID string
-	key   *rsa.PrivateKey
+	alg   jose.SignatureAlgorithm // RS256 (Auth0's) unless Config.SigningAlg says ES256
+	key   crypto.Signer
 	// rogueKey signs ID tokens under Misbehavior.BadSignature: same key ID
 	// as the published key, different key material, so verifiers find "the"
 	// key and the signature check itself fails. Generated on first use.
 	rogueOnce sync.Once
-	rogueKey  *rsa.PrivateKey
+	rogueKey  crypto.Signer
 	rogueErr  error
 }
 
@@ -98,8 +102,8 @@ var (
 	_ op.CanSetUserinfoFromRequest = (*store)(nil)
 )
 
-func newStore(clients []Client) (*store, error) {
-	key, err := rsa.GenerateKey(rand.Reader, 2048)
+func newStore(clients []Client, alg jose.SignatureAlgorithm) (*store, error) {
+	key, err := generateSigningKey(alg)
 	if err != nil {
 		return nil, fmt.Errorf("devidp: generate signing key: %w", err)
 	}
@@ -112,6 +116,7 @@ func newStore(clients []Client) (*store, error) {
 		tokens:       make(map[string]*accessToken),
 		sessions:     make(map[string]*browserSession),
 		keyID:        rand.Text(),
+		alg:          alg,
 		key:          key,
 	}
 	for i, c := range clients {
@@ -388,22 +393,36 @@ func (s *store) RevokeToken(_ context.Context, tokenID, _, clientID string) *oid
 
 // --- keys ---
 
-type signingKey struct {
-	id  string
-	key *rsa.PrivateKey
+// generateSigningKey makes a key for alg: RS256 (a 2048-bit RSA key, as
+// Auth0's) or ES256 (P-256).
+func generateSigningKey(alg jose.SignatureAlgorithm) (crypto.Signer, error) {
+	switch alg {
+	case jose.RS256:
+		return rsa.GenerateKey(rand.Reader, 2048)
+	case jose.ES256:
+		return ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	}
+	return nil, fmt.Errorf("devidp: signing algorithm %q: want RS256 or ES256", alg)
 }
 
-func (k signingKey) SignatureAlgorithm() jose.SignatureAlgorithm { return jose.RS256 }
+type signingKey struct {
+	id  string
+	alg jose.SignatureAlgorithm
+	key crypto.Signer
+}
+
+func (k signingKey) SignatureAlgorithm() jose.SignatureAlgorithm { return k.alg }
 func (k signingKey) Key() any                                    { return k.key }
 func (k signingKey) ID() string                                  { return k.id }
 
 type publicKey struct {
 	id  string
-	key *rsa.PublicKey
+	alg jose.SignatureAlgorithm
+	key crypto.PublicKey
 }
 
 func (k publicKey) ID() string                         { return k.id }
-func (k publicKey) Algorithm() jose.SignatureAlgorithm { return jose.RS256 }
+func (k publicKey) Algorithm() jose.SignatureAlgorithm { return k.alg }
 func (k publicKey) Use() string                        { return "sig" }
 func (k publicKey) Key() any                           { return k.key }
 
@@ -411,23 +430,23 @@ func (k publicKey) Key() any                           { return k.key }
 // Under Misbehavior.BadSignature the two differ.
 func (s *store) SigningKey(context.Context) (op.SigningKey, error) {
 	if !s.getMisbehavior().BadSignature {
-		return signingKey{id: s.keyID, key: s.key}, nil
+		return signingKey{id: s.keyID, alg: s.alg, key: s.key}, nil
 	}
 	s.rogueOnce.Do(func() {
-		s.rogueKey, s.rogueErr = rsa.GenerateKey(rand.Reader, 2048)
+		s.rogueKey, s.rogueErr = generateSigningKey(s.alg)
 	})
 	if s.rogueErr != nil {
 		return nil, s.rogueErr
 	}
-	return signingKey{id: s.keyID, key: s.rogueKey}, nil
+	return signingKey{id: s.keyID, alg: s.alg, key: s.rogueKey}, nil
 }
 
 func (s *store) SignatureAlgorithms(context.Context) ([]jose.SignatureAlgorithm, error) {
-	return []jose.SignatureAlgorithm{jose.RS256}, nil
+	return []jose.SignatureAlgorithm{s.alg}, nil
 }
 
 func (s *store) KeySet(context.Context) ([]op.Key, error) {
-	return []op.Key{publicKey{id: s.keyID, key: &s.key.PublicKey}}, nil
+	return []op.Key{publicKey{id: s.keyID, alg: s.alg, key: s.key.Public()}}, nil
 }
 
 // --- clients ---

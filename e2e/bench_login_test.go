@@ -24,6 +24,12 @@ const overheadLogins = 100
 // devidp's session helps), ES256 ID tokens, devidp in the same process as
 // the upstream, on bolt and on Redis.
 //
+// The issue measures usher with the upstream excluded, so devidp stands in
+// signing its ID tokens with ES256: with RS256, as Auth0 signs, devidp's
+// one RSA signature per login (about 1 ms of a core) costs more than all of
+// usher's work and the figure measured devidp. redis/upstream_RS256 keeps
+// that Auth0-like figure beside the others.
+//
 // logins/s and p50_ms are taken with 4 logins in flight per core. Then
 // usher_p50_ms: usher's own share of a login, from logins run one at a
 // time. devidp's handler is wrapped to sum the time spent inside it, and
@@ -37,13 +43,14 @@ const overheadLogins = 100
 // go-jose rate measured in the same run.
 func BenchmarkLogin(b *testing.B) {
 	for _, store := range []string{"bolt", "redis"} {
-		b.Run(store, func(b *testing.B) { benchmarkLogin(b, store) })
+		b.Run(store, func(b *testing.B) { benchmarkLogin(b, store, "ES256") })
 	}
+	b.Run("redis/upstream_RS256", func(b *testing.B) { benchmarkLogin(b, "redis", "RS256") })
 }
 
-func benchmarkLogin(b *testing.B, store string) {
+func benchmarkLogin(b *testing.B, store, upstreamAlg string) {
 	clock := &upstreamClock{}
-	d := devOnWith(b, store, app.DevOptions{Configure: idTokenAlg("ES256"), WrapIDP: clock.wrap})
+	d := devOnWith(b, store, app.DevOptions{Configure: idTokenAlg("ES256"), WrapIDP: clock.wrap, IDPSigningAlg: upstreamAlg})
 	const perProc = 4
 	workers := runtime.GOMAXPROCS(0) * perProc
 	transport := &http.Transport{MaxIdleConnsPerHost: workers}

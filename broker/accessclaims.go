@@ -15,10 +15,16 @@ import (
 // non-signing CPU. marshalAccessClaims writes the same JSON in one pass.
 type registeredAccessClaims oidc.AccessTokenClaims
 
-// registeredNames are the JSON names the registered claims may take; a
-// private claim by one of these names never reaches a token (usher refuses
-// such claim names upstream of here anyway: grants.ValidateClaimName).
-var registeredNames = sync.OnceValue(func() map[string]bool {
+// registeredAccessNames and registeredIDNames are the JSON names the
+// registered claims may take (usher refuses them as names of its own
+// claims: grants.ValidateClaimName).
+var (
+	registeredAccessNames = sync.OnceValue(func() map[string]bool { return jsonNames(reflect.TypeFor[oidc.AccessTokenClaims]()) })
+	registeredIDNames     = sync.OnceValue(func() map[string]bool { return jsonNames(reflect.TypeFor[oidc.IDTokenClaims]()) })
+)
+
+// jsonNames are the JSON names of t's fields, embedded structs' included.
+func jsonNames(t reflect.Type) map[string]bool {
 	names := map[string]bool{}
 	var walk func(t reflect.Type)
 	walk = func(t reflect.Type) {
@@ -33,9 +39,9 @@ var registeredNames = sync.OnceValue(func() map[string]bool {
 			}
 		}
 	}
-	walk(reflect.TypeFor[oidc.AccessTokenClaims]())
+	walk(t)
 	return names
-})
+}
 
 // marshalAccessClaims is the JWT payload of c: the registered claims, then
 // the private ones (c.Claims) whose names are not registered.
@@ -44,11 +50,27 @@ func marshalAccessClaims(c *oidc.AccessTokenClaims) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	private := make(map[string]any, len(c.Claims))
-	for k, v := range c.Claims {
-		if !registeredNames()[k] {
-			private[k] = v
+	return appendPrivateClaims(reg, c.Claims, registeredAccessNames())
+}
+
+// appendPrivateClaims adds the private claims to the JSON object reg, as the
+// library's merge does: a private claim by a registered name is left out
+// when reg holds that claim, and kept when reg omitted it as empty.
+func appendPrivateClaims(reg []byte, claims map[string]any, registered map[string]bool) ([]byte, error) {
+	private := make(map[string]any, len(claims))
+	var present map[string]json.RawMessage // read only for a clash, which usher's own claims never make
+	for k, v := range claims {
+		if registered[k] {
+			if present == nil {
+				if err := json.Unmarshal(reg, &present); err != nil {
+					return nil, err
+				}
+			}
+			if _, ok := present[k]; ok {
+				continue
+			}
 		}
+		private[k] = v
 	}
 	if len(private) == 0 {
 		return reg, nil

@@ -31,6 +31,7 @@ type signingKey struct {
 	notBefore time.Time
 	createdAt time.Time
 	atSigner  jose.Signer // typ at+jwt (RFC 9068)
+	idSigner  jose.Signer // typ JWT, as op.SignerFromKey makes it
 }
 
 func (k *signingKey) SignatureAlgorithm() jose.SignatureAlgorithm { return k.alg }
@@ -270,6 +271,9 @@ func parseSigningKey(pemBytes []byte, id string, alg jose.SignatureAlgorithm, no
 		(&jose.SignerOptions{}).WithType("at+jwt"))
 	if err != nil {
 		return nil, fmt.Errorf("access-token signer: %w", err)
+	}
+	if k.idSigner, err = op.SignerFromKey(k); err != nil {
+		return nil, fmt.Errorf("ID-token signer: %w", err)
 	}
 	return k, nil
 }

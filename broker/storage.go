@@ -369,7 +369,7 @@ func (s opStorage) GetRefreshTokenInfo(ctx context.Context, clientID, token stri
 }
 
 // SigningKey is the access-token key; ID tokens are signed with the
-// client's key (see idTokenStorage).
+// client's key (see createIDToken).
 func (s opStorage) SigningKey(context.Context) (op.SigningKey, error) {
 	return s.b.keys.accessKey()
 }

@@ -269,7 +269,7 @@ func (b *Broker) tokenResponse(ctx context.Context, req op.IDTokenRequest, clien
 	if err != nil {
 		return nil, oidc.ErrServerError().WithParent(err)
 	}
-	idToken, err := op.CreateIDToken(ctx, op.IssuerFromContext(ctx), idTokenView(req), client.IDTokenLifetime(), at, code, idTokenStorage{b.storage, idKey}, client)
+	idToken, err := b.createIDToken(ctx, idTokenView(req), client, idKey, at, code)
 	if err != nil {
 		return nil, err
 	}
@@ -345,17 +345,6 @@ func (b *Broker) signAccessToken(ctx context.Context, req op.TokenRequest, clien
 	}
 	return signed, nil
 }
-
-// idTokenStorage is the storage op.CreateIDToken reads its signing key from:
-// the client's ID token key instead of the access-token key. Everything
-// else (claims, at_hash with the ID token's algorithm, nonce, auth_time)
-// stays the library's.
-type idTokenStorage struct {
-	opStorage
-	key *signingKey
-}
-
-func (s idTokenStorage) SigningKey(context.Context) (op.SigningKey, error) { return s.key, nil }
 
 // jwtType reads the JOSE `typ` header (RFC 8725 §3.11: tokens of one kind must
 // not be accepted as another).

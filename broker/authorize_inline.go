@@ -4,7 +4,9 @@ import (
 	"context"
 	"net/http"
 	"net/url"
+	"sync/atomic"
 
+	"github.com/usher-oidc/usher/grants"
 	"github.com/usher-oidc/usher/sessions"
 )
 
@@ -34,6 +36,9 @@ type createdAuthRequest struct {
 type sessionRead struct {
 	rec *sessions.BrowserSession
 	err error
+	// userGrant: the user and grant the session ID names, read beside it
+	// (nil when not read).
+	userGrant *grants.UserGrant
 }
 
 // noteCreated records ar, stored by this request, with the session read
@@ -55,9 +60,34 @@ func (b *Broker) inlineLogin(r *http.Request, id string) (*http.Request, *sessio
 	}
 	if sid, cookie := b.browser.cookieSession(r, b.cookie); c.session != nil && sid == c.sid {
 		r = preloadSession(r, cookie, sid, c.session.rec, c.session.err)
+		if ug := c.session.userGrant; ug != nil {
+			r = r.WithContext(context.WithValue(r.Context(), ctxPreloadedUserGrant{}, &preloadedUserGrant{userID: sessionUserHint(sid), read: *ug}))
+		}
 	}
 	ar := *c.ar
 	return r, &ar, true
+}
+
+// ctxPreloadedUserGrant carries the user and grant read beside the browser
+// session (sessionRead.userGrant) to userAndGrant.
+type ctxPreloadedUserGrant struct{}
+
+type preloadedUserGrant struct {
+	userID string // the user the session ID named, and the read is of
+	read   grants.UserGrant
+	used   atomic.Bool
+}
+
+// preloadedFor is the user and grant of userID read already in this
+// request, if they were: only a read of that very user answers, and only
+// once (the session's check, sessionLive), so what the request does later
+// reads the store as before.
+func preloadedFor(ctx context.Context, userID string) (grants.UserGrant, bool) {
+	p, _ := ctx.Value(ctxPreloadedUserGrant{}).(*preloadedUserGrant)
+	if p == nil || userID == "" || p.userID != userID || !p.used.CompareAndSwap(false, true) {
+		return grants.UserGrant{}, false
+	}
+	return p.read, true
 }
 
 // loginRedirectCatcher passes the op's answer through, except the redirect

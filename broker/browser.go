@@ -189,7 +189,7 @@ func (s *browserStore) record(sess *gsessions.Session) *sessions.BrowserSession 
 		}
 	}
 	if sess.ID == "" {
-		sess.ID = randomToken(32)
+		sess.ID = newSessionID(sess)
 	}
 	rec := &sessions.BrowserSession{ID: sess.ID, Values: map[string]string{}, CreatedAt: created,
 		ExpiresAt: minTime(now.Add(s.idle), created.Add(s.absolute))}
@@ -202,6 +202,26 @@ func (s *browserStore) record(sess *gsessions.Session) *sessions.BrowserSession 
 	}
 	rec.Transient = onlySignInsInFlight(rec.Values)
 	return rec
+}
+
+// newSessionID is a random session ID that, for a signed-in session, also
+// names its user ("<random>.<user ID>"), as codes and refresh tokens name
+// their subject: /authorize then reads the user and grant in the round
+// trip that reads the session (sessionUserHint). A hint, never trusted:
+// it is used only where the session's record names the same user. Older
+// versions read such an ID as any other (they never look inside).
+func newSessionID(sess *gsessions.Session) string {
+	id := randomToken(32)
+	if uid, _ := sess.Values["uid"].(string); uid != "" && !strings.Contains(uid, ".") {
+		id += "." + uid
+	}
+	return id
+}
+
+// sessionUserHint is the user a session ID names ("" for none).
+func sessionUserHint(id string) string {
+	_, uid, _ := strings.Cut(id, ".")
+	return uid
 }
 
 // touchInterval is how stale a session's stored idle expiry may be: a

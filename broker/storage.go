@@ -135,11 +135,12 @@ func (b *Broker) storeAuthRequest(ctx context.Context, ar *sessions.AuthRequest,
 		}
 		return nil, storeError("saving the authorization request", b.sessions.CreateAuthRequest(ctx, ar))
 	}
-	read, err := sessions.RunTogether(ctx, b.sessions, sessions.Together{CreateAuthRequest: ar, GetSession: ex.sessionID})
+	read, err := sessions.RunTogether(ctx, b.sessions, sessions.Together{CreateAuthRequest: ar, GetSession: ex.sessionID,
+		GetUserAndGrant: sessionUserHint(ex.sessionID)})
 	if err != nil {
 		return nil, storeError("saving the authorization request", err)
 	}
-	session := &sessionRead{rec: read.Session, err: read.SessionErr}
+	session := &sessionRead{rec: read.Session, err: read.SessionErr, userGrant: read.UserGrant}
 	if _, ok := recordAccount(read.Session); ok && read.SessionErr == nil {
 		return session, nil
 	}

@@ -69,15 +69,17 @@ func clip(s string, n int) string {
 // auth request). The code exchange reads the user and grant with the code
 // (broker/codes.go); /authorize reads the browser session with the auth
 // request's creation and runs the login step itself, handing it both
-// (broker/authorize_inline.go), so no replica reads them again.
+// (broker/authorize_inline.go), so no replica reads them again; the
+// session's ID names its user, read in that same round trip
+// (broker/browser.go: newSessionID).
 func TestLoginRedisRoundTrips(t *testing.T) {
 	for _, tc := range []struct {
 		format string
 		max    loginTrips
 	}{
-		{"v1", loginTrips{signIn: 10, session: 6, refresh: 3}},
-		{"v3", loginTrips{signIn: 9, session: 5, refresh: 2}}, // no rth: lookup written: a refresh token is created and rotated in one round trip
-		{"v4", loginTrips{signIn: 8, session: 5, refresh: 2}}, // the sign-in's upstream state kept with its auth request (broker/loginstate.go)
+		{"v1", loginTrips{signIn: 10, session: 5, refresh: 3}},
+		{"v3", loginTrips{signIn: 9, session: 4, refresh: 2}}, // no rth: lookup written: a refresh token is created and rotated in one round trip
+		{"v4", loginTrips{signIn: 8, session: 4, refresh: 2}}, // the sign-in's upstream state kept with its auth request (broker/loginstate.go)
 	} {
 		t.Run(tc.format, func(t *testing.T) { checkLoginRedisRoundTrips(t, tc.format, tc.max) })
 	}

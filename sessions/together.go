@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 
+	"github.com/usher-oidc/usher/grants"
 	"github.com/usher-oidc/usher/store/errs"
 )
 
@@ -29,6 +30,11 @@ type Together struct {
 	// TakeLoginState: the auth request and login state to take, as
 	// Store.TakeLoginState takes them (nil for none). Not with GetAuthRequest.
 	TakeLoginState *LoginStateKey
+	// GetUserAndGrant names a user to read with its grant, as
+	// grants.UserGrantReader reads them, where that costs no round trip of
+	// its own: a Batcher reads it in its round trip, RunApart does not
+	// (Read.UserGrant stays nil and the caller reads the user itself).
+	GetUserAndGrant string
 }
 
 // LoginStateKey names a login state: its auth request and its key.
@@ -55,6 +61,8 @@ type Read struct {
 	AuthRequest    *AuthRequest
 	AuthRequestErr error
 	LoginState     *LoginState
+	// UserGrant is GetUserAndGrant's answer; nil when it was not read.
+	UserGrant *grants.UserGrant
 }
 
 // Batcher is a Store that runs a Together in one round trip. Its error is

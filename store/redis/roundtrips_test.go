@@ -446,3 +446,63 @@ func TestUpdateInvitationRoundTrips(t *testing.T) {
 		}
 	}
 }
+
+// TestTogetherReadsUserAndGrant: a Together's GetUserAndGrant is read in
+// the same round trip as the auth request's creation and the session's
+// read, answering as UserAndGrant does (ErrNotFound for an unknown user).
+func TestTogetherReadsUserAndGrant(t *testing.T) {
+	t.Parallel()
+	ctx := ctxT(t)
+	st, _, hook := countedStore(t, uniquePrefix())
+	id := grants.Identity{Issuer: "https://idp.example/", Subject: "auth0|tug"}
+	if _, _, err := st.ResolveIdentity(ctx, id, grants.Profile{Email: "tug@example.com"}, "usr_tug", time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := st.AddRoles(ctx, "usr_tug", []string{"member"}, time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	wantUser, wantGrant, err := st.UserAndGrant(ctx, "usr_tug")
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now()
+	warm := &sessions.AuthRequest{ID: "ar-tug-warm", ClientID: "spa", CreatedAt: now, ExpiresAt: now.Add(time.Minute)}
+	if err := st.CreateAuthRequest(ctx, warm); err != nil { // the script loaded
+		t.Fatal(err)
+	}
+	if err := st.SaveBrowserSession(ctx, &sessions.BrowserSession{ID: "bs-tug", Values: map[string]string{"uid": "usr_tug"}, CreatedAt: now, ExpiresAt: now.Add(time.Hour)}); err != nil {
+		t.Fatal(err)
+	}
+	for i, tc := range []struct {
+		user    string
+		userErr error
+	}{{"usr_tug", nil}, {"usr_nobody", grants.ErrNotFound}} {
+		ar := &sessions.AuthRequest{ID: fmt.Sprintf("ar-tug-%d", i), ClientID: "spa", CreatedAt: now, ExpiresAt: now.Add(time.Minute)}
+		before := hook.n.Load()
+		r, err := st.RunTogether(ctx, sessions.Together{CreateAuthRequest: ar, GetSession: "bs-tug", GetUserAndGrant: tc.user})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n := hook.n.Load() - before; n != 1 {
+			t.Errorf("%s: %d round trips, want 1", tc.user, n)
+		}
+		if r.SessionErr != nil || r.Session == nil || r.Session.ID != "bs-tug" {
+			t.Errorf("%s: session %+v (%v)", tc.user, r.Session, r.SessionErr)
+		}
+		ug := r.UserGrant
+		switch {
+		case ug == nil:
+			t.Errorf("%s: no user read", tc.user)
+		case tc.userErr != nil:
+			if !errors.Is(ug.Err, tc.userErr) || ug.User != nil {
+				t.Errorf("%s: user read %+v, want %v", tc.user, ug, tc.userErr)
+			}
+		case ug.Err != nil || !reflect.DeepEqual(ug.User, wantUser) || !reflect.DeepEqual(ug.Grant, wantGrant):
+			t.Errorf("%s: user read %+v %+v (%v), want %+v %+v", tc.user, ug.User, ug.Grant, ug.Err, wantUser, wantGrant)
+		}
+	}
+	r, err := st.RunTogether(ctx, sessions.Together{GetSession: "bs-tug"})
+	if err != nil || r.UserGrant != nil {
+		t.Errorf("without GetUserAndGrant: user read %+v (%v), want none", r.UserGrant, err)
+	}
+}

@@ -8,6 +8,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/usher-oidc/usher/grants"
 	"github.com/usher-oidc/usher/sessions"
 )
 
@@ -113,6 +114,7 @@ func (w *togetherWrites) outcome(ctx context.Context, s *Store, t sessions.Toget
 type togetherReads struct {
 	getSession, getAR *redis.StringCmd
 	take              *pipedScript
+	userGrant         *userGrantRead
 }
 
 func (s *Store) queueTogetherReads(ctx context.Context, p redis.Pipeliner, t sessions.Together) togetherReads {
@@ -125,6 +127,9 @@ func (s *Store) queueTogetherReads(ctx context.Context, p redis.Pipeliner, t ses
 	}
 	if k := t.TakeLoginState; k != nil {
 		q.take = s.takeLoginStateCall(k.AuthRequestID, k.Key).queue(ctx, p)
+	}
+	if t.GetUserAndGrant != "" {
+		q.userGrant = s.queueUserAndGrant(ctx, p, t.GetUserAndGrant)
 	}
 	return q
 }
@@ -142,6 +147,11 @@ func (q togetherReads) result(ctx context.Context, s *Store, t sessions.Together
 	if q.take != nil {
 		res, err := q.take.reply(ctx, s.rdb)
 		r.AuthRequest, r.LoginState, r.AuthRequestErr = s.loginStateTaken(t.TakeLoginState.AuthRequestID, res, err)
+	}
+	if q.userGrant != nil {
+		var ug grants.UserGrant
+		ug.User, ug.Grant, ug.Err = q.userGrant.result(ctx, s)
+		r.UserGrant = &ug
 	}
 	return r
 }
@@ -167,6 +177,9 @@ func (s *Store) checkTogether(t sessions.Together) error {
 	}
 	if k := t.TakeLoginState; k != nil {
 		errs = append(errs, checkKeys("redisstore: take login state", k.AuthRequestID, k.Key))
+	}
+	if t.GetUserAndGrant != "" {
+		errs = append(errs, checkKeys("redisstore: get user and grant", t.GetUserAndGrant))
 	}
 	return errors.Join(errs...)
 }

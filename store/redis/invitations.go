@@ -247,43 +247,60 @@ func (s *Store) removeIndexEntries(ctx context.Context, id string, keys []string
 	}
 }
 
-// claimToken points the token lookup of hash (tokenKeys: the form s writes)
-// at id. It reports whether it created the entry; ErrConflict when another
-// invitation holds that hash, in either form.
-func (s *Store) claimToken(ctx context.Context, hash, id string) (bool, error) {
-	return s.claimTokenFrom(ctx, hash, id, nil, "", false)
+// claimToken points the token lookup of hash (tokenWrite: the form s
+// writes) at id. It returns the entry it created (nil: it was there);
+// ErrConflict when another invitation holds that hash, in any form.
+func (s *Store) claimToken(ctx context.Context, hash, id string) (*lookupEntry, error) {
+	return s.claimTokenFrom(ctx, hash, id, nil, nil)
 }
 
-// claimTokenFrom is claimToken given the reply of its first claimIndex run,
-// if it ran already (nil: not yet), and, when otherRead, what the other
-// lookup form of hash held then (tokenKeys).
-func (s *Store) claimTokenFrom(ctx context.Context, hash, id string, first []any, otherHolder string, otherRead bool) (bool, error) {
-	held := func(other string) (bool, error) {
-		inv, _, err := s.loadInvitation(ctx, other)
-		return inv != nil && inv.TokenHash == hash, err
+// claimTokenFrom is claimToken given the reply of its first claimIndex run
+// on the form tokenWrite names, if it ran already (nil: not yet), and what
+// the other forms held then (nil: not read; tokenHolders' order).
+func (s *Store) claimTokenFrom(ctx context.Context, hash, id string, first []any, holders []string) (*lookupEntry, error) {
+	forms, mine := s.tokenWrite(hash, id)
+	collided := false
+	held := func(raw string) (bool, error) {
+		inv, _, err := s.loadInvitation(ctx, forms[mine].id(raw))
+		if err != nil || inv == nil || inv.TokenHash == hash {
+			return inv != nil, err
+		}
+		// Another hash with the same short field: live, but not this one's.
+		collided = forms[mine].short && s.tokenForms(inv.TokenHash)[0] == forms[mine]
+		return collided, nil
 	}
-	mine, _, twoForms := s.tokenKeys(hash)
-	created, err := s.claimEntry(ctx, mine, []any{id, "0"}, first, held)
+	created, err := s.claimEntry(ctx, forms[mine], []any{forms[mine].value(id), "0"}, first, held)
+	if collided && errors.Is(err, errLookupHeld) {
+		mine, holders = 1, nil // the exact form; what the others hold is read again
+		created, err = s.claimEntry(ctx, forms[mine], []any{id, "0"}, nil, held)
+	}
 	if errors.Is(err, errLookupHeld) {
 		err = fmt.Errorf("token hash: %w", grants.ErrConflict)
 	}
-	if err != nil || !twoForms {
-		return created, err
+	if err != nil {
+		return nil, err
 	}
-	if !otherRead {
-		ids, err := s.tokenHolders(ctx, hash)
-		if err != nil {
-			return created, err
+	var mineCreated *lookupEntry
+	if created {
+		mineCreated = &forms[mine]
+	}
+	if holders == nil {
+		if holders, err = s.tokenHolders(ctx, hash); err != nil {
+			return mineCreated, err
 		}
-		otherHolder = ids[1]
 	}
-	if err := s.heldElsewhere(ctx, hash, id, otherHolder); err != nil {
-		if created {
-			s.releaseEntry(ctx, mine, id)
+	for i, other := range holders {
+		if i == mine {
+			continue
 		}
-		return false, err
+		if err := s.heldElsewhere(ctx, hash, id, other); err != nil {
+			if created {
+				s.releaseEntry(ctx, forms[mine], id)
+			}
+			return nil, err
+		}
 	}
-	return created, nil
+	return mineCreated, nil
 }
 
 // claimExternalID makes id the pending holder of ext. If a live pending
@@ -372,8 +389,8 @@ func (s *Store) createInvitation(ctx context.Context, inv *grants.Invitation, cl
 		undo = append(undo, func() { s.release(ctx, s.tagged("x", inv.ExternalID), inv.ID) })
 	}
 	ix, err := s.indexNewInvitation(ctx, inv, !checked)
-	if ix.tokenCreated {
-		undo = append(undo, func() { s.releaseEntry(ctx, s.tokenKey(inv.TokenHash), inv.ID) })
+	if e := ix.tokenCreated; e != nil {
+		undo = append(undo, func() { s.releaseEntry(ctx, *e, inv.ID) })
 	}
 	undo = append(undo, func() { s.removeIndexEntries(ctx, inv.ID, ix.added) }, func() { s.dropSearchEntries(ctx, ix.searchAdded) })
 	if err != nil {

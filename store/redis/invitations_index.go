@@ -2,7 +2,6 @@ package redis
 
 import (
 	"context"
-	"errors"
 	"fmt"
 
 	"github.com/redis/go-redis/v9"
@@ -12,7 +11,7 @@ import (
 
 // newIndexes is what indexNewInvitation wrote, for an undo to take back.
 type newIndexes struct {
-	tokenCreated bool          // the token lookup entry is this create's
+	tokenCreated *lookupEntry  // the token lookup entry this create made
 	added        []string      // listing sets that did not hold the ID
 	searchAdded  []searchEntry // search entries that were new
 }
@@ -28,18 +27,16 @@ func (s *Store) indexNewInvitation(ctx context.Context, inv *grants.Invitation, 
 	var ix newIndexes
 	var exists *redis.IntCmd
 	var claim *pipedScript
-	var otherHolder *redis.StringCmd
+	var holders []*redis.StringCmd
+	forms, mine := s.tokenWrite(inv.TokenHash, inv.ID)
 	var listed queuedAdds[string]
 	var searched queuedAdds[searchEntry]
 	_, _ = s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
 		if checkID {
 			exists = p.Exists(ctx, s.invKey(inv.ID))
 		}
-		mine, other, twoForms := s.tokenKeys(inv.TokenHash)
-		claim = mine.claimCall([]any{inv.ID, "0"}).queue(ctx, p)
-		if twoForms {
-			otherHolder = queueGet(ctx, p, other)
-		}
+		claim = forms[mine].claimCall([]any{forms[mine].value(inv.ID), "0"}).queue(ctx, p)
+		holders = queueHolders(ctx, p, forms, mine)
 		listed = s.queueListings(ctx, p, inv, s.indexEntries(inv))
 		if len(inv.Outbox) > 0 { // markOutbox, in the same round trip
 			listed.also = append(listed.also, p.ZAdd(ctx, s.outboxKey(), redis.Z{Score: 0, Member: inv.ID}))
@@ -58,16 +55,17 @@ func (s *Store) indexNewInvitation(ctx context.Context, inv *grants.Invitation, 
 			return ix, fmt.Errorf("exists: %w", err)
 		}
 		if n > 0 {
-			ix.tokenCreated = first != nil && str(first, 0) == "created"
+			if first != nil && str(first, 0) == "created" {
+				ix.tokenCreated = &forms[mine]
+			}
 			return ix, idTakenError{inv.ID}
 		}
 	}
-	held, heldRead := "", false
-	if otherHolder != nil {
-		v, err := otherHolder.Result()
-		held, heldRead = v, err == nil || errors.Is(err, redis.Nil)
+	held, err := holdersOf(forms, holders)
+	if err != nil {
+		held = nil // read again by claimTokenFrom
 	}
-	if ix.tokenCreated, err = s.claimTokenFrom(ctx, inv.TokenHash, inv.ID, first, held, heldRead); err != nil {
+	if ix.tokenCreated, err = s.claimTokenFrom(ctx, inv.TokenHash, inv.ID, first, held); err != nil {
 		return ix, err
 	}
 	if err := listed.err(); err != nil {

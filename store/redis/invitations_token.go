@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"hash/fnv"
+	"slices"
 	"strconv"
 
 	"github.com/redis/go-redis/v9"
@@ -13,33 +14,73 @@ import (
 	"github.com/usher-oidc/usher/grants"
 )
 
-// The token lookup (token hash → invitation ID) has two forms:
+// The token lookup (token hash → invitation ID) has three forms:
 //
-//	{prefix}it:<token hash>        a key per hash, as the hash is written: every version
-//	{prefix}ib:<bucket>            one of 256 hashes, field: the hash's bytes: v3
+//	{prefix}it:<token hash>        a key per hash, as the hash is written: below v3
+//	{prefix}ib:<bucket>            one of 256 hashes, field: the hash's bytes: v3, v4
+//	{prefix}ih:<bucket>            one of 256 hashes, field: 5 bytes of the hash's
+//	                               FNV-1a (64 bits), value: the ID packed (idpack.go): v5
 //
-// A v3 store writes ib: for a hash that is lowercase hex of at least two
-// bytes (grants.HashToken's form: 32). Small hashes are stored compactly
-// by Redis (listpack, up to hash-max-listpack-entries), and a big one
-// costs a dict entry per field rather than a key with its own dict entry,
-// object and name: 136 → ~70 B per invitation at 2,000 invitations, ~110 B
-// at a million (hashtable buckets). 256 keys spread over a cluster's slots.
-// Older versions read only it:, so below v3 it: is written. Every store
-// reads both.
+// A v3 or v4 store writes ib: for a hash that is lowercase hex of at least
+// two bytes (grants.HashToken's form: 32), else it:. Small hashes are stored
+// compactly by Redis (listpack, up to hash-max-listpack-entries, 512 by
+// default), and a big one costs a dict entry per field rather than a key
+// with its own dict entry, object and name: 136 → ~70 B per invitation at
+// 2,000 invitations, ~110 B at a million (hashtable buckets). 256 keys
+// spread over a cluster's slots.
+//
+// A v5 store writes ih: for every hash: 5 + 18 bytes a field rather than
+// 32 + 26 (an ID like inv_ and 22 characters), ~39 B per invitation at
+// 2,000 and ~31 B at 100,000 (still listpack: 390 fields a hash) against
+// 75 and 66. Five bytes (and the bucket's one) of a 64-bit hash can be
+// alike for two token hashes: readers re-check the record's TokenHash, so
+// a reader that meets the other invitation reads on, and the writer that
+// finds the field held by an invitation with another hash (a collision,
+// not a stale entry) writes the exact form instead (ib:, or it:), as it
+// does for an ID that cannot be packed. Every store reads every form.
 
-// tokenKeys are the lookup entry s writes for hash and the other form,
-// which stores of another format write (ok false when hash has only one).
-func (s *Store) tokenKeys(hash string) (mine, other lookupEntry, ok bool) {
+// tokenForms are the lookup entries hash may have, the one s writes first
+// and, from v5, the one it writes when that one cannot take the ID.
+func (s *Store) tokenForms(hash string) []lookupEntry {
 	text := lookupEntry{key: s.key("it", hash)}
+	h := s.shortSum(hash)
+	field := []byte{byte(h >> 8), byte(h >> 16), byte(h >> 24), byte(h >> 32), byte(h >> 40)}
+	short := lookupEntry{key: s.key("ih", strconv.Itoa(int(h&0xff))), field: string(field), inHash: true, short: true}
 	b, err := hex.DecodeString(hash)
 	if err != nil || len(b) < 2 || hex.EncodeToString(b) != hash {
-		return text, lookupEntry{}, false
+		if s.formatV5() {
+			return []lookupEntry{short, text}
+		}
+		return []lookupEntry{text, short}
 	}
 	bucket := lookupEntry{key: s.key("ib", tokenBucket(b)), field: string(b), inHash: true}
-	if s.formatV3() {
-		return bucket, text, true
+	switch {
+	case s.formatV5():
+		return []lookupEntry{short, bucket, text}
+	case s.formatV3():
+		return []lookupEntry{bucket, text, short}
 	}
-	return text, bucket, true
+	return []lookupEntry{text, bucket, short}
+}
+
+// shortSum is the 64 bits of hash that pick its ih: bucket and field.
+func (s *Store) shortSum(hash string) uint64 {
+	if s.tokenSum != nil {
+		return s.tokenSum(hash)
+	}
+	sum := fnv.New64a()
+	_, _ = sum.Write([]byte(hash))
+	return sum.Sum64()
+}
+
+// tokenWrite is tokenForms and the index of the one s writes for id first:
+// not ih: when id cannot be packed.
+func (s *Store) tokenWrite(hash, id string) ([]lookupEntry, int) {
+	forms := s.tokenForms(hash)
+	if _, ok := packID(id); forms[0].short && !ok {
+		return forms, 1
+	}
+	return forms, 0
 }
 
 // tokenBucket is the bucket of the hash bytes b: FNV-1a of all of them, so
@@ -51,19 +92,15 @@ func tokenBucket(b []byte) string {
 	return strconv.Itoa(int(h.Sum32() & 0xff))
 }
 
-// tokenKey is the lookup entry s writes for hash.
-func (s *Store) tokenKey(hash string) lookupEntry {
-	e, _, _ := s.tokenKeys(hash)
-	return e
-}
-
-// releaseToken removes id's lookup entries for hash, in both forms: the
-// entry may have been written by a store of either format.
-func (s *Store) releaseToken(ctx context.Context, hash, id string) {
-	mine, other, ok := s.tokenKeys(hash)
-	s.releaseEntry(ctx, mine, id)
-	if ok {
-		s.releaseEntry(ctx, other, id)
+// releaseToken removes id's lookup entries for hash, in every form (the
+// entry may have been written by a store of any format), but those it
+// shares with keep, id's token hash now: an ih: field two hashes map to.
+func (s *Store) releaseToken(ctx context.Context, hash, keep, id string) {
+	kept := s.tokenForms(keep)
+	for _, e := range s.tokenForms(hash) {
+		if !slices.Contains(kept, e) {
+			s.releaseEntry(ctx, e, id)
+		}
 	}
 }
 
@@ -75,33 +112,47 @@ func queueGet(ctx context.Context, p redis.Pipeliner, e lookupEntry) *redis.Stri
 	return p.Get(ctx, e.key)
 }
 
-// tokenHolders reads, in one round trip, the IDs both lookup forms of hash
-// name ("" for none), this store's form first.
-func (s *Store) tokenHolders(ctx context.Context, hash string) ([2]string, error) {
-	mine, other, ok := s.tokenKeys(hash)
-	var cmds [2]*redis.StringCmd
-	_, err := s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
-		cmds[0] = queueGet(ctx, p, mine)
-		if ok {
-			cmds[1] = queueGet(ctx, p, other)
+// queueHolders queues the reads of forms, but for skip (-1: none).
+func queueHolders(ctx context.Context, p redis.Pipeliner, forms []lookupEntry, skip int) []*redis.StringCmd {
+	cmds := make([]*redis.StringCmd, len(forms))
+	for i, e := range forms {
+		if i != skip {
+			cmds[i] = queueGet(ctx, p, e)
 		}
-		return nil
-	})
-	if err != nil && !errors.Is(err, redis.Nil) {
-		return [2]string{}, err
 	}
-	var ids [2]string
+	return cmds
+}
+
+// holdersOf are the IDs the reads of queueHolders name, per form ("" for
+// none or not read).
+func holdersOf(forms []lookupEntry, cmds []*redis.StringCmd) ([]string, error) {
+	ids := make([]string, len(forms))
 	for i, c := range cmds {
 		if c == nil {
 			continue
 		}
 		v, err := c.Result()
 		if err != nil && !errors.Is(err, redis.Nil) {
-			return [2]string{}, err
+			return nil, err
 		}
-		ids[i] = v
+		ids[i] = forms[i].id(v)
 	}
 	return ids, nil
+}
+
+// tokenHolders reads, in one round trip, the IDs every lookup form of hash
+// names ("" for none), in tokenForms' order.
+func (s *Store) tokenHolders(ctx context.Context, hash string) ([]string, error) {
+	forms := s.tokenForms(hash)
+	var cmds []*redis.StringCmd
+	_, err := s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+		cmds = queueHolders(ctx, p, forms, -1)
+		return nil
+	})
+	if err != nil && !errors.Is(err, redis.Nil) {
+		return nil, err
+	}
+	return holdersOf(forms, cmds)
 }
 
 // heldElsewhere is ErrConflict when other (the ID the other lookup form
@@ -123,14 +174,16 @@ func (s *Store) heldElsewhere(ctx context.Context, hash, id, other string) error
 }
 
 // invitationByHash follows the token lookup; nil when the hash is unknown or
-// no longer the invitation's token.
+// no longer the invitation's token. An ih: field may name an invitation
+// whose hash only shares the field's bytes with this one: the next form
+// is read too.
 func (s *Store) invitationByHash(ctx context.Context, hash string) (*grants.Invitation, string, error) {
 	ids, err := s.tokenHolders(ctx, hash)
 	if err != nil {
 		return nil, "", err
 	}
 	for i, id := range ids {
-		if id == "" || i == 1 && id == ids[0] {
+		if id == "" || slices.Contains(ids[:i], id) {
 			continue
 		}
 		inv, v, err := s.loadInvitation(ctx, id)

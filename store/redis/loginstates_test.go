@@ -57,7 +57,7 @@ func TestLoginStateFormatGate(t *testing.T) {
 			ar := newAuthRequest(t, s, "ar-gate")
 			before := hook.n.Load()
 			err := s.SaveLoginState(ctx, ar.ID, "k", &sessions.LoginState{Nonce: "n", Verifier: "v"})
-			if format != redisstore.RecordFormatV4 {
+			if !fromV4(format) {
 				if !errors.Is(err, errors.ErrUnsupported) {
 					t.Fatalf("save at %s: %v, want errors.ErrUnsupported", format, err)
 				}

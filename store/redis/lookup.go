@@ -21,10 +21,27 @@ func (s *Store) claimLookup(ctx context.Context, key string, args, first []any, 
 }
 
 // lookupEntry is where a lookup entry lives: a key of its own, or a field
-// of a hash shared with other entries (inHash).
+// of a hash shared with other entries (inHash), whose value is the ID
+// packed when short (idpack.go).
 type lookupEntry struct {
-	key, field string
-	inHash     bool
+	key, field    string
+	inHash, short bool
+}
+
+// value is what e holds for id.
+func (e lookupEntry) value(id string) string {
+	if p, ok := packID(id); e.short && ok {
+		return p
+	}
+	return id
+}
+
+// id is the ID a value of e names.
+func (e lookupEntry) id(v string) string {
+	if e.short {
+		return unpackID(v)
+	}
+	return v
 }
 
 // claimCall is the script that claims e for args (claimIndex's; a field
@@ -77,10 +94,10 @@ func (s *Store) claimEntry(ctx context.Context, e lookupEntry, args, first []any
 	return false, fmt.Errorf("contended: %w", errLookupHeld)
 }
 
-// releaseEntry removes e if it still holds value, best effort (a leftover
+// releaseEntry removes e if it still holds value (as e holds it), best effort (a leftover
 // entry is stale: readers re-check).
 func (s *Store) releaseEntry(ctx context.Context, e lookupEntry, value string) {
-	drop := e.dropCall(value)
+	drop := e.dropCall(e.value(value))
 	if _, err := s.runScript(context.WithoutCancel(ctx), drop.sc, drop.keys, drop.args...); err != nil {
 		s.log.Warn("redisstore: releasing index entry", "key", e.key, "err", err)
 	}

@@ -35,6 +35,10 @@ import (
 // all-invitations index inv:t: the per-client sets (and inv:nc) serve the
 // full listing (invitations_union.go).
 //
+// v5 writes what v4 writes, but an invitation's token lookup in the short
+// form ih: (invitations_token.go), which versions before v5 do not look
+// for.
+//
 // Every Store reads every format; Options.RecordFormat only chooses what it
 // writes, so a rollout upgrades every replica first and then switches writing
 // to the next format (and back, if need be, without losing any record).
@@ -43,6 +47,7 @@ const (
 	RecordFormatV2 = "v2"
 	RecordFormatV3 = "v3"
 	RecordFormatV4 = "v4"
+	RecordFormatV5 = "v5"
 )
 
 // v2Marker starts a v2 payload: a v1 payload is JSON and starts with '{'.
@@ -50,7 +55,7 @@ const v2Marker = '\x02'
 
 // RecordFormats lists the values Options.RecordFormat accepts ("" is v1),
 // oldest first.
-var RecordFormats = []string{RecordFormatV1, RecordFormatV2, RecordFormatV3, RecordFormatV4}
+var RecordFormats = []string{RecordFormatV1, RecordFormatV2, RecordFormatV3, RecordFormatV4, RecordFormatV5}
 
 // ValidRecordFormat reports whether f is a format this version can write.
 func ValidRecordFormat(f string) bool {
@@ -79,6 +84,10 @@ func (s *Store) formatV3() bool { return s.atLeast(RecordFormatV3) }
 // requests and leave invitations out of inv:t: every replica looks for
 // them there, and lists the union of the per-client sets (v4 and later).
 func (s *Store) formatV4() bool { return s.atLeast(RecordFormatV4) }
+
+// formatV5 reports whether s may write token lookups in the short form
+// only: every replica looks for them there (v5 and later).
+func (s *Store) formatV5() bool { return s.atLeast(RecordFormatV5) }
 
 // encodeInvitation is the payload of inv in the format s writes. A record v2
 // cannot hold exactly (see compactable) is written in v1, which every

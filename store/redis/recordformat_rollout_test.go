@@ -24,9 +24,9 @@ import (
 // writes invitations in one record format, another (configured for the
 // other) reads, lists, updates, redeems, revokes and re-tokens them, and the
 // first reads the result back; the same for users, identities and grants
-// (checkUsersRollout). Both directions: v1 → v2, v2 → v3 and v3 → v4
-// are the upgrades, v2 → v1, v3 → v2 and v4 → v3 a replica not switched
-// yet, or an operator going back. The full invitation listing across
+// (checkUsersRollout). Both directions: v1 → v2, v2 → v3, v3 → v4 and
+// v4 → v5 are the upgrades, v2 → v1, v3 → v2, v4 → v3 and v5 → v4 a
+// replica not switched yet, or an operator going back. The full invitation listing across
 // v3 → v4 → v3 is TestInvitationListingRollout's.
 func TestRecordFormatRollout(t *testing.T) {
 	t.Parallel()
@@ -37,6 +37,8 @@ func TestRecordFormatRollout(t *testing.T) {
 		{redisstore.RecordFormatV3, redisstore.RecordFormatV2},
 		{redisstore.RecordFormatV3, redisstore.RecordFormatV4},
 		{redisstore.RecordFormatV4, redisstore.RecordFormatV3},
+		{redisstore.RecordFormatV4, redisstore.RecordFormatV5},
+		{redisstore.RecordFormatV5, redisstore.RecordFormatV4},
 	} {
 		t.Run(tc.writer+" then "+tc.reader, func(t *testing.T) {
 			t.Parallel()
@@ -295,6 +297,11 @@ func fromV3(format string) bool {
 	return slices.Index(redisstore.RecordFormats, format) >= slices.Index(redisstore.RecordFormats, redisstore.RecordFormatV3)
 }
 
+// fromV4 reports whether format is v4 or a later one.
+func fromV4(format string) bool {
+	return slices.Index(redisstore.RecordFormats, format) >= slices.Index(redisstore.RecordFormats, redisstore.RecordFormatV4)
+}
+
 // payloadFormat is the payload a store writing format writes: v3 and later
 // write v2's.
 func payloadFormat(format string) string {
@@ -329,14 +336,14 @@ func equalInvitations(a, b *grants.Invitation) bool {
 		a.CreatedAt.Equal(b.CreatedAt) && a.ExpiresAt.Equal(b.ExpiresAt) && a.Events[0].At.Equal(b.Events[0].At)
 }
 
-// TestConformanceRecordFormats runs both suites on stores writing v2, v3
-// and v4, and checks that they did write compact records (a fallback to v1
+// TestConformanceRecordFormats runs both suites on stores writing v2, v3,
+// v4 and v5, and checks that they did write compact records (a fallback to v1
 // for every record would make the run prove nothing), and login states
 // from v4 on only (the suite skips its login-state cases below, where the
 // store refuses them).
 func TestConformanceRecordFormats(t *testing.T) {
 	t.Parallel()
-	for _, format := range []string{redisstore.RecordFormatV2, redisstore.RecordFormatV3, redisstore.RecordFormatV4} {
+	for _, format := range []string{redisstore.RecordFormatV2, redisstore.RecordFormatV3, redisstore.RecordFormatV4, redisstore.RecordFormatV5} {
 		t.Run(format, func(t *testing.T) {
 			t.Parallel()
 			var v1, v2, userHashes, userRecords, loginStates atomic.Int64
@@ -356,7 +363,7 @@ func TestConformanceRecordFormats(t *testing.T) {
 				})
 			})
 			t.Logf("login states saved by the suite: %d", loginStates.Load())
-			if v4 := format == redisstore.RecordFormatV4; (loginStates.Load() > 0) != v4 {
+			if v4 := fromV4(format); (loginStates.Load() > 0) != v4 {
 				t.Errorf("a %s store saved %d login states: want some at v4, none below", format, loginStates.Load())
 			}
 			t.Logf("invitation records left by the suites: %d compact, %d in v1", v2.Load(), v1.Load())

@@ -15,18 +15,20 @@ import (
 
 // At v3 an invitation has no per-email set ie: and its token lookup is a
 // field of a shared bucket ib:; below v3 both older forms are written. At
-// v4 it is not in inv:t either, its client is in inv:clients instead.
+// v4 it is not in inv:t either, its client is in inv:clients instead. At
+// v5 its token lookup is the short form ih: instead of ib:.
 // Either way the invitation is found by token hash and by email.
 func TestV3InvitationKeys(t *testing.T) {
 	t.Parallel()
 	for _, c := range []struct {
-		format                    string
-		perEmail, hexForm, allSet bool
+		format                           string
+		perEmail, hexForm, allSet, short bool
 	}{
-		{redisstore.RecordFormatV1, true, true, true},
-		{redisstore.RecordFormatV2, true, true, true},
-		{redisstore.RecordFormatV3, false, false, true},
-		{redisstore.RecordFormatV4, false, false, false},
+		{redisstore.RecordFormatV1, true, true, true, false},
+		{redisstore.RecordFormatV2, true, true, true, false},
+		{redisstore.RecordFormatV3, false, false, true, false},
+		{redisstore.RecordFormatV4, false, false, false, false},
+		{redisstore.RecordFormatV5, false, false, false, true},
 	} {
 		t.Run(c.format, func(t *testing.T) {
 			t.Parallel()
@@ -41,7 +43,7 @@ func TestV3InvitationKeys(t *testing.T) {
 			raw, err := hex.DecodeString(inv.TokenHash)
 			must(t, "hash", err)
 			for key, want := range map[string]bool{
-				"ie:keys@example.com": c.perEmail, "it:" + inv.TokenHash: c.hexForm, "ib:" + redisstore.TokenBucket(raw): !c.hexForm,
+				"ie:keys@example.com": c.perEmail, "it:" + inv.TokenHash: c.hexForm, "ib:" + redisstore.TokenBucket(raw): !c.hexForm && !c.short,
 				"inv:t": c.allSet, "inv:clients": !c.allSet,
 			} {
 				n, err := s.Client().Exists(ctx, s.Prefix()+key).Result()
@@ -50,7 +52,12 @@ func TestV3InvitationKeys(t *testing.T) {
 					t.Errorf("%q exists: %v, want %v", key, n == 1, want)
 				}
 			}
-			if !c.hexForm {
+			if short, field := redisstore.ShortTokenEntry(s, inv.TokenHash); c.short {
+				id, err := s.Client().HGet(ctx, s.Prefix()+short, field).Result()
+				if err != nil || redisstore.UnpackID(id) != inv.ID || len(id) >= len(inv.ID) {
+					t.Errorf("short token field: %q, %v; want %s packed", id, err, inv.ID)
+				}
+			} else if !c.hexForm {
 				id, err := s.Client().HGet(ctx, s.Prefix()+"ib:"+redisstore.TokenBucket(raw), string(raw)).Result()
 				if err != nil || id != inv.ID {
 					t.Errorf("token bucket field: %q, %v; want %s", id, err, inv.ID)

@@ -143,6 +143,9 @@ type Store struct {
 	// usersIndexed: this process saw the user list's backfill done
 	// (users_index.go).
 	usersIndexed atomic.Bool
+	// tokenSum is the 64-bit hash of a token hash that picks its ih: field
+	// (invitations_token.go); nil: FNV-1a. Tests make it collide.
+	tokenSum func(hash string) uint64
 }
 
 // New wraps an existing client. The store owns it from then on: Close closes it.

@@ -90,7 +90,7 @@ func TestClusterConformance(t *testing.T) {
 			conformance.RunSessions(t, func(t *testing.T, clock *conformance.Clock) sessions.Store { return newStore(t, clock, format) })
 		})
 	}
-	for _, format := range []string{redisstore.RecordFormatV1, redisstore.RecordFormatV3} {
+	for _, format := range []string{redisstore.RecordFormatV1, redisstore.RecordFormatV3, redisstore.RecordFormatV5} {
 		t.Run("Grants/"+format, func(t *testing.T) {
 			t.Parallel()
 			conformance.RunGrants(t, func(t *testing.T, clock *conformance.Clock) grants.Store { return newStore(t, clock, format) })

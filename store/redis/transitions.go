@@ -146,10 +146,10 @@ func (s *Store) transition(ctx context.Context, what, id string, change func(inv
 		return nil, err
 	}
 	inv, err := func() (*grants.Invitation, error) {
-		claimed := false
+		var claimed *lookupEntry
 		defer func() {
-			if claimed {
-				s.releaseEntry(ctx, s.tokenKey(swap.newHash), id)
+			if claimed != nil {
+				s.releaseEntry(ctx, *claimed, id)
 			}
 		}()
 		for range casRetries {
@@ -167,7 +167,7 @@ func (s *Store) transition(ctx context.Context, what, id string, change func(inv
 			if !write {
 				return inv, nil
 			}
-			if swap != nil && !claimed && *swap.oldHash != swap.newHash {
+			if swap != nil && claimed == nil && *swap.oldHash != swap.newHash {
 				created, err := s.claimToken(ctx, swap.newHash, id)
 				if err != nil {
 					return nil, err
@@ -180,9 +180,9 @@ func (s *Store) transition(ctx context.Context, what, id string, change func(inv
 			}
 			switch res {
 			case "ok":
-				claimed = false // the new lookup is the invitation's now
+				claimed = nil // the new lookup is the invitation's now
 				if swap != nil && *swap.oldHash != swap.newHash {
-					s.releaseToken(ctx, *swap.oldHash, id)
+					s.releaseToken(ctx, *swap.oldHash, swap.newHash, id)
 				}
 				return inv, nil
 			case "notfound":

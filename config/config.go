@@ -152,10 +152,11 @@ type Store struct {
 
 // RecordFormats are the values store.record_format accepts: v1 (JSON, what
 // every version reads; the default), v2 (compact), v3 (compact, without
-// the lookups only versions before v3 read) and v4 (v3, plus a sign-in's
-// upstream state kept with its auth request), each read by the version
-// that introduced it and later ones.
-var RecordFormats = []string{"v1", "v2", "v3", "v4"}
+// the lookups only versions before v3 read), v4 (v3, plus a sign-in's
+// upstream state kept with its auth request) and v5 (v4, with invitation
+// token lookups in a shorter form), each read by the version that
+// introduced it and later ones.
+var RecordFormats = []string{"v1", "v2", "v3", "v4", "v5"}
 
 // KeyEncryptionKeyBytes decodes KeyEncryptionKey; nil, nil when unset.
 func (s Store) KeyEncryptionKeyBytes() ([]byte, error) {

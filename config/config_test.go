@@ -529,8 +529,8 @@ func TestInvalid(t *testing.T) {
 		{"redis bad url", doc{extra: "store:\n  driver: redis\n  redis:\n    url: http://r:6379\n"}.String(), nil,
 			[]string{"store.redis.url: must be a redis://"}},
 		{"bad driver", doc{extra: "store:\n  driver: sqlite\n"}.String(), nil, []string{"store.driver: "}},
-		{"unknown record format", doc{extra: "store:\n  record_format: v5\n"}.String(), nil,
-			[]string{`store.record_format: "v5" must be one of v1, v2, v3, v4`}},
+		{"unknown record format", doc{extra: "store:\n  record_format: v6\n"}.String(), nil,
+			[]string{`store.record_format: "v6" must be one of v1, v2, v3, v4, v5`}},
 		{"unknown record format from env", doc{}.String(), map[string]string{"USHER_STORE_RECORD_FORMAT": "V2"},
 			[]string{`store.record_format: "V2" must be one of v1, v2, v3, v4`}},
 		{"bad key_encryption_key length", doc{}.String(),
@@ -609,6 +609,8 @@ func TestRecordFormat(t *testing.T) {
 		{"store:\n  record_format: v2\n", "v3", "v3"},
 		{"store:\n  record_format: v4\n", "", "v4"},
 		{"store:\n  record_format: v3\n", "v4", "v4"},
+		{"store:\n  record_format: v5\n", "", "v5"},
+		{"store:\n  record_format: v4\n", "v5", "v5"},
 	} {
 		env := baseEnv()
 		if tc.env != "" {

@@ -70,7 +70,7 @@ func (st stagedIndexes) undo(ctx context.Context, s *Store, id string) {
 // re-check.
 func (s *Store) dropIndexesLeft(ctx context.Context, old, inv *grants.Invitation) {
 	keys := without(s.allIndexEntries(old), s.allIndexEntries(inv))
-	search := without(s.searchEntries(old), s.searchEntries(inv))
+	search := without(s.allSearchEntries(old), s.allSearchEntries(inv))
 	if len(keys) == 0 && len(search) == 0 {
 		return
 	}

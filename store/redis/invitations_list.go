@@ -136,7 +136,7 @@ func (s *Store) scoreSource(key string, f grants.InvitationFilter, after *listCu
 }
 
 // emailSource lists the invitations of one email, newest first, from the
-// search index's range for it ("email\x00" up to "email\x01") merged with
+// search index's range for it ("email\x00" up to "email\x02") merged with
 // the per-email set ie: that stores below v3 write, and that holds the
 // invitations written before the search index existed (until its backfill
 // ran). The creation times, which order the listing, are the invitations'
@@ -167,7 +167,7 @@ func (s *Store) emailCandidates(ctx context.Context, f grants.InvitationFilter, 
 	var se *redis.StringSliceCmd
 	var ie *redis.ZSliceCmd
 	_, err := s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
-		se = p.ZRangeByLex(ctx, s.searchSetKey(grants.SearchEmail), &redis.ZRangeBy{Min: "[" + email + "\x00", Max: "(" + email + "\x01"})
+		se = p.ZRangeByLex(ctx, s.searchSetKey(grants.SearchEmail), &redis.ZRangeBy{Min: "[" + email + "\x00", Max: "(" + email + "\x02"})
 		ie = p.ZRangeWithScores(ctx, s.key("ie", email), 0, -1)
 		return nil
 	})
@@ -181,7 +181,7 @@ func (s *Store) emailCandidates(ctx context.Context, f grants.InvitationFilter, 
 	}
 	var unscored []string
 	for _, m := range se.Val() {
-		if id := m[len(email)+1:]; id != "" {
+		if id := memberID(m); id != "" {
 			if _, ok := scores[id]; !ok {
 				unscored = append(unscored, id)
 			}

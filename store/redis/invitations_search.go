@@ -19,8 +19,10 @@ import (
 
 // Prefix search (grants/search.go).
 //
-//	{prefix}inv:se         sorted set, every score 0: "lower(email)\x00id"
-//	{prefix}inv:sx         the same for "external_id\x00id"
+//	{prefix}inv:se         sorted set, every score 0: "lower(email)\x00id", or
+//	                       from v5 "lower(email)\x01", the ID packed
+//	                       (idpack.go) and its length, a byte (searchMember)
+//	{prefix}inv:sx         the same for external_id
 //	{prefix}inv:s:ready    searchIndexVersion once the backfill has run
 //
 // With equal scores a sorted set orders its members bytewise, so a prefix
@@ -52,15 +54,65 @@ func (s *Store) searchSetKey(field grants.SearchField) string {
 	return s.prefix + "inv:sx"
 }
 
-// searchEntries are inv's members in the prefix indexes.
+// searchEntries are inv's members in the prefix indexes, in the form s
+// writes.
 func (s *Store) searchEntries(inv *grants.Invitation) []searchEntry {
+	return s.searchEntriesOf(inv, false)
+}
+
+// allSearchEntries are inv's members in either form: what a removal takes.
+func (s *Store) allSearchEntries(inv *grants.Invitation) []searchEntry {
+	return s.searchEntriesOf(inv, true)
+}
+
+func (s *Store) searchEntriesOf(inv *grants.Invitation, both bool) []searchEntry {
 	var out []searchEntry
 	for _, field := range []grants.SearchField{grants.SearchEmail, grants.SearchExternalID} {
-		if v := grants.SearchKey(inv, field); v != "" {
-			out = append(out, searchEntry{s.searchSetKey(field), v + "\x00" + inv.ID})
+		v := grants.SearchKey(inv, field)
+		if v == "" {
+			continue
+		}
+		text, packed := searchMembers(v, inv.ID)
+		if packed == "" || both || !s.formatV5() {
+			out = append(out, searchEntry{s.searchSetKey(field), text})
+		}
+		if packed != "" && (both || s.formatV5()) {
+			out = append(out, searchEntry{s.searchSetKey(field), packed})
 		}
 	}
 	return out
+}
+
+// searchMembers are the members of value and id in a prefix index: as text
+// ("value\x00id", every version) and packed ("value\x01", the packed ID
+// and its length; "" when id does not pack). The packed ID's bytes may be
+// any: its length, last, finds its start. 18 + 2 bytes rather than 26 + 1
+// for an ID like inv_ and 22 characters: at 38 bytes of email, 57 rather
+// than 65, in the allocator's 64-byte class rather than the 80-byte one.
+func searchMembers(value, id string) (text, packed string) {
+	text = value + "\x00" + id
+	if p, ok := packID(id); ok && len(p) <= 0xff {
+		packed = value + "\x01" + p + string([]byte{byte(len(p))})
+	}
+	return text, packed
+}
+
+// memberID is the ID a member of a prefix index names (either form; the
+// caller re-checks the record against searchMembers).
+func memberID(m string) string {
+	if n := len(m); n > 0 {
+		start := n - 1 - int(m[n-1])
+		if start >= 1 && m[start-1] == '\x01' && m[start] >= packMarker {
+			return unpackID(m[start : n-1])
+		}
+	}
+	return m[strings.LastIndexByte(m, 0)+1:]
+}
+
+// isMember reports whether m is one of inv's members for value.
+func isMember(m, value, id string) bool {
+	text, packed := searchMembers(value, id)
+	return m == text || packed != "" && m == packed
 }
 
 // addSearchEntries adds entries and returns those that were new (what an
@@ -148,6 +200,9 @@ func (s *Store) BackfillInvitationSearch(ctx context.Context) (int, error) {
 				n++
 			}
 		}
+		if entries, err = s.notIndexed(ctx, invs, entries); err != nil {
+			return n, fmt.Errorf("redisstore: search backfill: %w", err)
+		}
 		if _, err := s.addSearchEntries(ctx, entries); err != nil {
 			return n, fmt.Errorf("redisstore: search backfill: %w", err)
 		}
@@ -157,6 +212,41 @@ func (s *Store) BackfillInvitationSearch(ctx context.Context) (int, error) {
 	}
 	s.search.ready.Store(true)
 	return n, nil
+}
+
+// notIndexed are the entries of invs (entries: in searchEntries' order)
+// whose invitation has no member for that field in either form yet: one
+// written in the other form stays the only one.
+func (s *Store) notIndexed(ctx context.Context, invs []*grants.Invitation, entries []searchEntry) ([]searchEntry, error) {
+	var all []searchEntry
+	for _, inv := range invs {
+		if inv != nil {
+			all = append(all, s.allSearchEntries(inv)...)
+		}
+	}
+	cmds := make([]*redis.FloatCmd, len(all))
+	_, err := s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+		for i, e := range all {
+			cmds[i] = p.ZScore(ctx, e.key, e.member)
+		}
+		return nil
+	})
+	if err != nil && !errors.Is(err, redis.Nil) {
+		return nil, err
+	}
+	present := map[string]bool{} // key and ID
+	for i, c := range cmds {
+		if c.Err() == nil {
+			present[all[i].key+"\x00"+memberID(all[i].member)] = true
+		}
+	}
+	var out []searchEntry
+	for _, e := range entries {
+		if !present[e.key+"\x00"+memberID(e.member)] {
+			out = append(out, e)
+		}
+	}
+	return out, nil
 }
 
 // backfillSearch runs BackfillInvitationSearch for Open, in the background.
@@ -208,7 +298,7 @@ func (s *Store) searchPage(ctx context.Context, f grants.InvitationFilter, field
 	lo := "[" + prefix
 	if f.Cursor != "" {
 		c, err := base64.RawURLEncoding.DecodeString(f.Cursor)
-		if err != nil || !strings.HasPrefix(string(c), prefix) || !strings.Contains(string(c[len(prefix):]), "\x00") {
+		if err != nil || !strings.HasPrefix(string(c), prefix) || !strings.ContainsAny(string(c[len(prefix):]), "\x00\x01") {
 			return nil, "", 0, fmt.Errorf("%w: %w", errs.ErrBadCursor, ErrInvalid)
 		}
 		lo = "(" + string(c)
@@ -228,7 +318,7 @@ func (s *Store) searchPage(ctx context.Context, f grants.InvitationFilter, field
 		visited += len(members)
 		ids := make([]string, len(members))
 		for i, m := range members {
-			ids[i] = m[strings.LastIndexByte(m, 0)+1:]
+			ids[i] = memberID(m)
 		}
 		invs, err := s.loadInvitations(ctx, ids)
 		if err != nil {
@@ -236,7 +326,7 @@ func (s *Store) searchPage(ctx context.Context, f grants.InvitationFilter, field
 		}
 		for i, inv := range invs {
 			// The record decides: a stale entry never shows.
-			if inv == nil || grants.SearchKey(inv, field)+"\x00"+inv.ID != members[i] || !f.Matches(inv, now) {
+			if inv == nil || !isMember(members[i], grants.SearchKey(inv, field), inv.ID) || !f.Matches(inv, now) {
 				continue
 			}
 			if len(page) == limit {

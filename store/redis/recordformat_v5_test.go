@@ -3,9 +3,12 @@ package redis_test
 import (
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/redis/go-redis/v9"
 
 	"github.com/usher-oidc/usher/grants"
 	redisstore "github.com/usher-oidc/usher/store/redis"
@@ -61,6 +64,21 @@ func TestTokenLookupRollout(t *testing.T) {
 		return old
 	}
 	replaced := []string{retoken(v5, all[0]), retoken(v4, all[5]), retoken(v5, all[6])}
+	// Emails changed on the other side: each leaves its old members, in
+	// either form.
+	for _, c := range []struct {
+		s     *redisstore.Store
+		i     int
+		email string
+	}{{v5, 1, "P01b@example.com"}, {v4, 7, "p07b@example.com"}, {v5, 8, "p08b@example.com"}} {
+		_, err := c.s.UpdateInvitation(ctx, all[c.i].ID, func(inv *grants.Invitation) error { inv.Email = c.email; return nil })
+		must(t, "update email", err)
+		all[c.i].Email = c.email
+	}
+	byEmail := slices.Clone(all) // the search index orders them by lower(email)
+	slices.SortFunc(byEmail, func(a, b *grants.Invitation) int {
+		return strings.Compare(strings.ToLower(a.Email), strings.ToLower(b.Email))
+	})
 
 	for _, s := range []*redisstore.Store{v4, v5} {
 		for _, inv := range all {
@@ -84,13 +102,32 @@ func TestTokenLookupRollout(t *testing.T) {
 			}
 			checkPages(t, s, now, grants.InvitationFilter{ClientID: client}, newestFirst(want))
 		}
-		var byEmail, byExt []string
 		for _, inv := range all {
 			checkPages(t, s, now, grants.InvitationFilter{Email: strings.ToUpper(inv.Email)}, []string{inv.ID})
-			byEmail, byExt = append(byEmail, inv.ID), append(byExt, inv.ID) // p00…, crm-00…: creation order
 		}
-		checkPages(t, s, now, grants.InvitationFilter{EmailPrefix: "P"}, byEmail)
-		checkPages(t, s, now, grants.InvitationFilter{ExternalIDPrefix: "crm-"}, byExt)
+		checkPages(t, s, now, grants.InvitationFilter{EmailPrefix: "P"}, ids(deref(byEmail)))
+		checkPages(t, s, now, grants.InvitationFilter{ExternalIDPrefix: "crm-"}, ids(deref(all))) // crm-00…: creation order
+	}
+	// The search backfill, run again at v5 over members of both forms and
+	// some missing, adds the missing ones only.
+	must(t, "forget the backfill", v5.Client().Del(ctx, v5.Prefix()+"inv:s:ready").Err())
+	for _, inv := range []*grants.Invitation{all[2], all[5]} { // one of v4, one of v5
+		for _, k := range []string{"inv:se", "inv:sx"} {
+			must(t, "unindex", v5.Client().ZRemRangeByLex(ctx, v5.Prefix()+k, "["+strings.ToLower(inv.Email[:3]), "("+strings.ToLower(inv.Email[:3])+"\xff").Err())
+		}
+	}
+	must(t, "unindex external_id", v5.Client().Del(ctx, v5.Prefix()+"inv:sx").Err())
+	fresh := redisstore.New(redis.NewClient(&redis.Options{Addr: standalone.addr()}), redisstore.Options{Prefix: v5.Prefix(), RecordFormat: redisstore.RecordFormatV5})
+	t.Cleanup(func() { _ = fresh.Close() })
+	if n, err := fresh.BackfillInvitationSearch(ctx); err != nil || n != len(all) {
+		t.Errorf("backfill read %d, %v; want %d", n, err, len(all))
+	}
+	for _, s := range []*redisstore.Store{v4, fresh} {
+		checkPages(t, s, now, grants.InvitationFilter{EmailPrefix: "p"}, ids(deref(byEmail)))
+		checkPages(t, s, now, grants.InvitationFilter{ExternalIDPrefix: "crm-"}, ids(deref(all)))
+	}
+	if n, err := v5.Client().ZCard(ctx, v5.Prefix()+"inv:se").Result(); err != nil || n != int64(len(all)) {
+		t.Errorf("inv:se holds %d members, %v; want %d", n, err, len(all))
 	}
 	for _, pair := range [][2]*redisstore.Store{{v4, v5}, {v5, v4}} {
 		for _, inv := range all {

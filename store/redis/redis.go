@@ -110,8 +110,9 @@ type Options struct {
 	// RecordFormat is the encoding new records are written in: "" or
 	// RecordFormatV1 (JSON, what every earlier version reads),
 	// RecordFormatV2 (compact), RecordFormatV3 (compact, without the
-	// lookups older versions need) or RecordFormatV4 (v3, plus login
-	// states kept with their auth requests); see recordformat.go. All
+	// lookups older versions need), RecordFormatV4 (v3, plus login
+	// states kept with their auth requests) or RecordFormatV5 (v4, with
+	// invitation token lookups in a shorter form); see recordformat.go. All
 	// are always read. Open refuses other values; New writes v1 for them.
 	RecordFormat string
 }

@@ -45,7 +45,7 @@ fuzz:
 # default.
 BENCHTIME ?= 3s
 BENCH_GOGC ?= 400
-BENCH_ONCE = BenchmarkInvitationRedeemConcurrency|BenchmarkProcessMemory|BenchmarkMemoryPerRecord
+BENCH_ONCE = BenchmarkInvitationRedeemConcurrency|BenchmarkProcessMemory|BenchmarkMemoryPerRecord|BenchmarkMemoryPerInvitationAtScale
 bench:
 	@failed=$$(mktemp); \
 	{ GOGC=$(BENCH_GOGC) $(GO) test -run '^$$' -bench . -skip '$(BENCH_ONCE)' -benchtime $(BENCHTIME) ./e2e/ ./store/... 2>&1 || echo go test >>$$failed; \

@@ -15,7 +15,8 @@ import (
 //
 //	{prefix}{i:<id>}          "version|status|payload" (recordformat.go) — no TTL: kept for audit
 //	{prefix}it:<token hash>   invitation ID (lookup; readers re-check the invitation's TokenHash);
-//	                          from v3 a field of {prefix}ib:<bucket> (invitations_token.go)
+//	                          from v3 a field of {prefix}ib:<bucket>, from v5 a
+//	                          shorter one of {prefix}ih:<bucket> (invitations_token.go)
 //	{prefix}{x:<external_id>} ID of the pending invitation holding the external_id (dedupe lock)
 //	{prefix}inv:t             sorted set of invitation IDs, scored by created_at µs:
 //	                          every invitation written below v4 (v4 stops writing it)
@@ -27,6 +28,8 @@ import (
 //	{prefix}inv:clients       from v4, a set of the client IDs with an ic: set;
 //	                          inv:t, inv:nc and those ic: sets together hold every
 //	                          invitation (invitations_union.go)
+//	{prefix}inv:se, inv:sx    prefix search by email, external_id; from v5 the
+//	                          ID in their members packed (invitations_search.go)
 //
 // Every change of an invitation is a compare-and-set on its version inside
 // Redis (invitationCAS), so it is atomic whatever Go computed in between.

@@ -18,8 +18,9 @@ import (
 //
 //	{prefix}it:<token hash>        a key per hash, as the hash is written: below v3
 //	{prefix}ib:<bucket>            one of 256 hashes, field: the hash's bytes: v3, v4
-//	{prefix}ih:<bucket>            one of 256 hashes, field: 5 bytes of the hash's
-//	                               FNV-1a (64 bits), value: the ID packed (idpack.go): v5
+//	{prefix}ih:<bucket>            one of 256 hashes, field: 4 more bytes of the
+//	                               hash's FNV-1a (64 bits), value: the ID packed
+//	                               (idpack.go): v5
 //
 // A v3 or v4 store writes ib: for a hash that is lowercase hex of at least
 // two bytes (grants.HashToken's form: 32), else it:. Small hashes are stored
@@ -29,11 +30,13 @@ import (
 // 2,000 invitations, ~110 B at a million (hashtable buckets). 256 keys
 // spread over a cluster's slots.
 //
-// A v5 store writes ih: for every hash: 5 + 18 bytes a field rather than
-// 32 + 26 (an ID like inv_ and 22 characters), ~39 B per invitation at
-// 2,000 and ~31 B at 100,000 (still listpack: 390 fields a hash) against
-// 75 and 66. Five bytes (and the bucket's one) of a 64-bit hash can be
-// alike for two token hashes: readers re-check the record's TokenHash, so
+// A v5 store writes ih: for every hash: 4 + 18 bytes a field rather than
+// 32 + 26 (an ID like inv_ and 22 characters), 38 B per invitation at
+// 2,000 and ~30 B at 100,000 (still listpack: 390 fields a hash) against
+// 75 and 68 (BenchmarkMemoryPerRecord, BenchmarkMemoryPerInvitationAtScale).
+// Forty bits (the bucket's and the field's) of a 64-bit hash can be alike
+// for two token hashes (about one pair in two at a million invitations):
+// readers re-check the record's TokenHash, so
 // a reader that meets the other invitation reads on, and the writer that
 // finds the field held by an invitation with another hash (a collision,
 // not a stale entry) writes the exact form instead (ib:, or it:), as it
@@ -44,7 +47,7 @@ import (
 func (s *Store) tokenForms(hash string) []lookupEntry {
 	text := lookupEntry{key: s.key("it", hash)}
 	h := s.shortSum(hash)
-	field := []byte{byte(h >> 8), byte(h >> 16), byte(h >> 24), byte(h >> 32), byte(h >> 40)}
+	field := []byte{byte(h >> 8), byte(h >> 16), byte(h >> 24), byte(h >> 32)}
 	short := lookupEntry{key: s.key("ih", strconv.Itoa(int(h&0xff))), field: string(field), inHash: true, short: true}
 	b, err := hex.DecodeString(hash)
 	if err != nil || len(b) < 2 || hex.EncodeToString(b) != hash {

@@ -2,6 +2,8 @@ package redis_test
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"maps"
@@ -277,45 +279,10 @@ func BenchmarkRotateRefreshToken(b *testing.B) {
 // growth. A measurement, so a benchmark: `make bench` runs it, `make test`
 // does not.
 func BenchmarkMemoryPerRecord(b *testing.B) {
-	t := b
-	srv := startServerT(t, 0)
-	rdb := redis.NewClient(&redis.Options{Addr: srv.addr()})
-	t.Cleanup(func() { _ = rdb.Close() })
-	ctx := ctxT(t)
 	const n = 2000
+	measureIn := memoryMeter(b, n)
+	ctx := ctxT(b)
 	now := time.Now().UTC()
-	measureIn := func(format, name string, fill func(s *redisstore.Store, i int) error) {
-		prefix := "m" + name + ":"
-		s := redisstore.New(redis.NewClient(&redis.Options{Addr: srv.addr()}), redisstore.Options{Prefix: prefix, RecordFormat: format})
-		defer s.Close()
-		before := usedMemory(t, rdb)
-		for i := range n {
-			must(t, name, fill(s, i))
-		}
-		after := usedMemory(t, rdb)
-		var total int64
-		var keys int
-		byKind := map[string]int64{}
-		iter := rdb.Scan(ctx, 0, prefix+"*", 1000).Iterator()
-		for iter.Next(ctx) {
-			m, err := rdb.MemoryUsage(ctx, iter.Val(), 0).Result()
-			must(t, "memory usage", err)
-			total += m
-			keys++
-			byKind[keyKind(strings.TrimPrefix(iter.Val(), prefix))] += m
-		}
-		must(t, "scan", iter.Err())
-		per := float64(total) / n
-		t.Logf("%-18s %6.0f B/record by MEMORY USAGE (%d keys for %d records), %6.0f B/record by used_memory; 1M records ≈ %.0f MB",
-			name, per, keys, n, float64(after-before)/n, per*1e6/1e6)
-		kinds := slices.Sorted(maps.Keys(byKind))
-		parts := make([]string, len(kinds))
-		for i, k := range kinds {
-			parts[i] = fmt.Sprintf("%s %.0f", k, float64(byKind[k])/n)
-		}
-		t.Logf("%-18s B/record by key: %s", "", strings.Join(parts, ", "))
-		b.ReportMetric(per, strings.ReplaceAll(name, " ", "_")+"_B/record")
-	}
 	// The same records written in each record format, side by side.
 	for _, f := range redisstore.RecordFormats {
 		measureIn(f, "invitation "+f, func(s *redisstore.Store, i int) error {
@@ -345,6 +312,84 @@ func BenchmarkMemoryPerRecord(b *testing.B) {
 			}
 			return err
 		})
+	}
+	// IDs as grants makes them ("inv-" and 16 base64url characters, 12
+	// random bytes), and an email as long as the rows above: v4 and v5.
+	for _, f := range []string{redisstore.RecordFormatV4, redisstore.RecordFormatV5} {
+		measureIn(f, "invitation grants-id "+f, func(s *redisstore.Store, i int) error {
+			inv := pendingInvitation(grantsID(i), now)
+			inv.Email = fmt.Sprintf("inv_%022d@example.com", i)
+			_, err := s.CreateInvitation(ctx, inv)
+			return err
+		})
+	}
+}
+
+// BenchmarkMemoryPerInvitationAtScale is BenchmarkMemoryPerRecord's
+// pending invitation at 100,000 invitations, at v4 and v5: big enough for
+// the shared token-lookup hashes to hold hundreds of fields each (v5's ih:
+// stays in the listpack encoding until hash-max-listpack-entries, 512 by
+// default: ~131,000 invitations over its 256 hashes).
+func BenchmarkMemoryPerInvitationAtScale(b *testing.B) {
+	const n = 100_000
+	measureIn := memoryMeter(b, n)
+	ctx := ctxT(b)
+	now := time.Now().UTC()
+	for _, f := range []string{redisstore.RecordFormatV4, redisstore.RecordFormatV5} {
+		measureIn(f, "invitation "+f, func(s *redisstore.Store, i int) error {
+			_, err := s.CreateInvitation(ctx, pendingInvitation(fmt.Sprintf("inv_%022d", i), now))
+			return err
+		})
+	}
+}
+
+// grantsID is the i-th ID of grants' form: "inv-" and 16 base64url
+// characters.
+func grantsID(i int) string {
+	sum := sha256.Sum256([]byte(strconv.Itoa(i)))
+	return "inv-" + base64.RawURLEncoding.EncodeToString(sum[:12])
+}
+
+// memoryMeter returns measureIn: it writes n records with fill on a server
+// of the benchmark's own, under a prefix of the row's name, and logs and
+// reports the memory per record, by key kind too.
+func memoryMeter(b *testing.B, n int) func(format, name string, fill func(s *redisstore.Store, i int) error) {
+	t := b
+	srv := startServerT(t, 0)
+	rdb := redis.NewClient(&redis.Options{Addr: srv.addr()})
+	t.Cleanup(func() { _ = rdb.Close() })
+	ctx := ctxT(t)
+	return func(format, name string, fill func(s *redisstore.Store, i int) error) {
+		prefix := "m" + name + ":"
+		s := redisstore.New(redis.NewClient(&redis.Options{Addr: srv.addr()}), redisstore.Options{Prefix: prefix, RecordFormat: format})
+		defer s.Close()
+		before := usedMemory(t, rdb)
+		for i := range n {
+			must(t, name, fill(s, i))
+		}
+		after := usedMemory(t, rdb)
+		var total int64
+		var keys int
+		byKind := map[string]int64{}
+		iter := rdb.Scan(ctx, 0, prefix+"*", 1000).Iterator()
+		for iter.Next(ctx) {
+			m, err := rdb.MemoryUsage(ctx, iter.Val(), 0).Result()
+			must(t, "memory usage", err)
+			total += m
+			keys++
+			byKind[keyKind(strings.TrimPrefix(iter.Val(), prefix))] += m
+		}
+		must(t, "scan", iter.Err())
+		per := float64(total) / float64(n)
+		t.Logf("%-18s %6.0f B/record by MEMORY USAGE (%d keys for %d records), %6.0f B/record by used_memory; 1M records ≈ %.0f MB",
+			name, per, keys, n, float64(after-before)/float64(n), per*1e6/1e6)
+		kinds := slices.Sorted(maps.Keys(byKind))
+		parts := make([]string, len(kinds))
+		for i, k := range kinds {
+			parts[i] = fmt.Sprintf("%s %.0f", k, float64(byKind[k])/float64(n))
+		}
+		t.Logf("%-18s B/record by key: %s", "", strings.Join(parts, ", "))
+		b.ReportMetric(per, strings.ReplaceAll(name, " ", "_")+"_B/record")
 	}
 }
 

@@ -36,8 +36,8 @@ import (
 // full listing (invitations_union.go).
 //
 // v5 writes what v4 writes, but an invitation's token lookup in the short
-// form ih: (invitations_token.go), which versions before v5 do not look
-// for.
+// form ih: (invitations_token.go) and the ID in its prefix-search members
+// packed (invitations_search.go), which versions before v5 do not read.
 //
 // Every Store reads every format; Options.RecordFormat only chooses what it
 // writes, so a rollout upgrades every replica first and then switches writing

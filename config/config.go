@@ -154,8 +154,8 @@ type Store struct {
 // every version reads; the default), v2 (compact), v3 (compact, without
 // the lookups only versions before v3 read), v4 (v3, plus a sign-in's
 // upstream state kept with its auth request) and v5 (v4, with invitation
-// token lookups and search entries in shorter forms), each read by the version that
-// introduced it and later ones.
+// token lookups and search entries in shorter forms), each read by the
+// version that introduced it and later ones.
 var RecordFormats = []string{"v1", "v2", "v3", "v4", "v5"}
 
 // KeyEncryptionKeyBytes decodes KeyEncryptionKey; nil, nil when unset.

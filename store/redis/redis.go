@@ -112,8 +112,9 @@ type Options struct {
 	// RecordFormatV2 (compact), RecordFormatV3 (compact, without the
 	// lookups older versions need), RecordFormatV4 (v3, plus login
 	// states kept with their auth requests) or RecordFormatV5 (v4, with
-	// invitation token lookups and search members in shorter forms); see recordformat.go. All
-	// are always read. Open refuses other values; New writes v1 for them.
+	// invitation token lookups and search members in shorter forms); see
+	// recordformat.go. All are always read. Open refuses other values; New
+	// writes v1 for them.
 	RecordFormat string
 }
 

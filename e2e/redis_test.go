@@ -169,31 +169,36 @@ func startRedisCluster(t *testing.T) []string {
 }
 
 // The invite flow on a Redis Cluster of three masters: every multi-key step
-// of sign-in, redemption and refresh is slot-safe.
+// of sign-in, redemption and refresh is slot-safe, at record format v1 and
+// at v5 (token lookups in the shared ih: hashes), one after the other on
+// the same keys.
 func TestInviteFlowOnRedisCluster(t *testing.T) {
 	t.Parallel()
 	addrs := startRedisCluster(t)
-	d := startDev(t, app.DevOptions{Configure: func(c *config.Config) {
-		c.Store.Driver = "redis"
-		c.Store.Redis.Addrs = addrs
-	}})
-	api := funnelToken(t, d, "invitations:write invitations:read")
-	for i := range 3 {
-		email := fmt.Sprintf("cluster%d@example.com", i)
-		inv := invite(t, d, api, map[string]any{"email": email, "roles": []string{"customer"}, "claims": map[string]any{"n": i}, "send_email": false})
-		a := newAgent(t, d.SPAURL)
-		q := a.followInvite(inv["url"].(string))
-		resp, body, v := a.signInWithInvitation(d, q.Get("invitation"), "signup", urlValues("email", email, "password", "password-123456", "name", "C"))
-		cb := a.callbackOf(resp, body)
-		tr := exchangeCode(t, d, cb.Get("code"), v)
-		if c := jwtClaims(t, tr.IDToken); !slices.Equal(rolesOf(c), []string{"customer"}) {
-			t.Fatalf("cluster redemption %d: %v", i, c)
-		}
-		if r := refresh(t, d, tr.RefreshToken); r.RefreshToken == "" {
-			t.Fatalf("cluster refresh %d: %+v", i, r)
-		}
-		if r := refresh(t, d, tr.RefreshToken); r.Error != "invalid_grant" {
-			t.Fatalf("cluster reuse detection %d: %+v", i, r)
+	for _, format := range []string{"", "v5"} {
+		d := startDev(t, app.DevOptions{Configure: func(c *config.Config) {
+			c.Store.Driver = "redis"
+			c.Store.Redis.Addrs = addrs
+			c.Store.RecordFormat = format
+		}})
+		api := funnelToken(t, d, "invitations:write invitations:read")
+		for i := range 3 {
+			email := fmt.Sprintf("cluster%s-%d@example.com", format, i)
+			inv := invite(t, d, api, map[string]any{"email": email, "roles": []string{"customer"}, "claims": map[string]any{"n": i}, "send_email": false})
+			a := newAgent(t, d.SPAURL)
+			q := a.followInvite(inv["url"].(string))
+			resp, body, v := a.signInWithInvitation(d, q.Get("invitation"), "signup", urlValues("email", email, "password", "password-123456", "name", "C"))
+			cb := a.callbackOf(resp, body)
+			tr := exchangeCode(t, d, cb.Get("code"), v)
+			if c := jwtClaims(t, tr.IDToken); !slices.Equal(rolesOf(c), []string{"customer"}) {
+				t.Fatalf("cluster redemption %d at %q: %v", i, format, c)
+			}
+			if r := refresh(t, d, tr.RefreshToken); r.RefreshToken == "" {
+				t.Fatalf("cluster refresh %d at %q: %+v", i, format, r)
+			}
+			if r := refresh(t, d, tr.RefreshToken); r.Error != "invalid_grant" {
+				t.Fatalf("cluster reuse detection %d at %q: %+v", i, format, r)
+			}
 		}
 	}
 }

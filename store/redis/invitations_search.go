@@ -21,7 +21,7 @@ import (
 //
 //	{prefix}inv:se         sorted set, every score 0: "lower(email)\x00id", or
 //	                       from v5 "lower(email)\x01", the ID packed
-//	                       (idpack.go) and its length, a byte (searchMember)
+//	                       (idpack.go) and its length, a byte (searchMembers)
 //	{prefix}inv:sx         the same for external_id
 //	{prefix}inv:s:ready    searchIndexVersion once the backfill has run
 //

@@ -16,7 +16,8 @@ import (
 
 // The token lookup (token hash → invitation ID) has three forms:
 //
-//	{prefix}it:<token hash>        a key per hash, as the hash is written: below v3
+//	{prefix}it:<token hash>        a key per hash, as the hash is written: below v3,
+//	                               and for a hash not in hex
 //	{prefix}ib:<bucket>            one of 256 hashes, field: the hash's bytes: v3, v4
 //	{prefix}ih:<bucket>            one of 256 hashes, field: 4 more bytes of the
 //	                               hash's FNV-1a (64 bits), value: the ID packed
@@ -36,11 +37,11 @@ import (
 // 75 and 68 (BenchmarkMemoryPerRecord, BenchmarkMemoryPerInvitationAtScale).
 // Forty bits (the bucket's and the field's) of a 64-bit hash can be alike
 // for two token hashes (about one pair in two at a million invitations):
-// readers re-check the record's TokenHash, so
-// a reader that meets the other invitation reads on, and the writer that
-// finds the field held by an invitation with another hash (a collision,
-// not a stale entry) writes the exact form instead (ib:, or it:), as it
-// does for an ID that cannot be packed. Every store reads every form.
+// readers re-check the record's TokenHash, so a reader that meets the
+// other invitation reads on, and the writer that finds the field held by
+// an invitation with another hash (a collision, not a stale entry) writes
+// the exact form instead (ib:, or it:), as it does for an ID that cannot
+// be packed. Every store reads every form.
 
 // tokenForms are the lookup entries hash may have, the one s writes first
 // and, from v5, the one it writes when that one cannot take the ID.

@@ -45,6 +45,7 @@ func TestScanSample(t *testing.T) {
 		// From the second go test run (-benchtime 1x), after a log block.
 		{"redis.BenchmarkMemoryPerRecord", "user+grant_v3_B/record", 749.8, 2},
 		{"e2e.BenchmarkProcessMemory", "rss_MiB", 39.60, 2},
+		{"redis.BenchmarkMemoryPerInvitationAtScale", "invitation_v5_B/record", 598, 2},
 	} {
 		r, ok := res[c.key]
 		if !ok {
@@ -55,8 +56,8 @@ func TestScanSample(t *testing.T) {
 			t.Errorf("%s %s = %v (procs %d), want %v (procs %d)", c.key, c.metric, got, r.procs, c.want, c.procs)
 		}
 	}
-	if len(res) != 30 {
-		t.Errorf("parsed %d benchmark lines, want the sample's 30", len(res))
+	if len(res) != 31 {
+		t.Errorf("parsed %d benchmark lines, want the sample's 31", len(res))
 	}
 }
 

@@ -33,7 +33,7 @@ import (
 //
 // A v5 store writes ih: for every hash: 4 + 18 bytes a field rather than
 // 32 + 26 (an ID like inv_ and 22 characters), 38 B per invitation at
-// 2,000 and ~30 B at 100,000 (still listpack: 390 fields a hash) against
+// 2,000 and 29 B at 100,000 (still listpack: 390 fields a hash) against
 // 75 and 68 (BenchmarkMemoryPerRecord, BenchmarkMemoryPerInvitationAtScale).
 // Forty bits (the bucket's and the field's) of a 64-bit hash can be alike
 // for two token hashes (about one pair in two at a million invitations):

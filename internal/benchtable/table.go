@@ -56,6 +56,8 @@ var rows = []row{
 	{"Redis memory: pending invitation, record_format v3", "Redis", "redis.BenchmarkMemoryPerRecord", "invitation_v3_B/record", "B", "", "≤ 600 B"},
 	{"Redis memory: pending invitation, record_format v4", "Redis", "redis.BenchmarkMemoryPerRecord", "invitation_v4_B/record", "B", "", "≤ 600 B"},
 	{"Redis memory: pending invitation, record_format v5", "Redis", "redis.BenchmarkMemoryPerRecord", "invitation_v5_B/record", "B", "", "≤ 600 B"},
+	{"Redis memory: pending invitation with an ID as usher makes it (inv- and 16 characters), record_format v4", "Redis", "redis.BenchmarkMemoryPerRecord", "invitation_grants-id_v4_B/record", "B", "", "≤ 600 B"},
+	{"Redis memory: pending invitation with an ID as usher makes it (inv- and 16 characters), record_format v5", "Redis", "redis.BenchmarkMemoryPerRecord", "invitation_grants-id_v5_B/record", "B", "", "≤ 600 B"},
 	{"Redis memory: pending invitation at 100,000, record_format v4", "Redis", "redis.BenchmarkMemoryPerInvitationAtScale", "invitation_v4_B/record", "B", "", "≤ 600 B"},
 	{"Redis memory: pending invitation at 100,000, record_format v5", "Redis", "redis.BenchmarkMemoryPerInvitationAtScale", "invitation_v5_B/record", "B", "", "≤ 600 B"},
 	{"Redis memory: pending invitation with external_id, record_format v1", "Redis", "redis.BenchmarkMemoryPerRecord", "invitation+extid_v1_B/record", "B", "", ""},

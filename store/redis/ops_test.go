@@ -297,8 +297,9 @@ func BenchmarkMemoryPerRecord(b *testing.B) {
 		})
 		measureIn(f, "browser session "+f, func(s *redisstore.Store, i int) error {
 			return s.SaveBrowserSession(ctx, &sessions.BrowserSession{
-				ID: fmt.Sprintf("%043d", i), CreatedAt: now, ExpiresAt: now.Add(24 * time.Hour),
-				Values: map[string]string{"user": "usr_0123456789abcdef", "state": strings.Repeat("s", 43), "nonce": strings.Repeat("n", 43)},
+				// A signed-in session's ID names its user (broker/browser.go: newSessionID).
+				ID: fmt.Sprintf("%043d.usr_%022d", i, i), CreatedAt: now, ExpiresAt: now.Add(24 * time.Hour),
+				Values: map[string]string{"uid": fmt.Sprintf("usr_%022d", i), "state": strings.Repeat("s", 43), "nonce": strings.Repeat("n", 43)},
 			})
 		})
 		measureIn(f, "refresh token "+f, func(s *redisstore.Store, i int) error {

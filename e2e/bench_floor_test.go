@@ -6,6 +6,7 @@ import (
 	"crypto/rand"
 	"encoding/json"
 	"net/http"
+	"net/http/cookiejar"
 	"net/http/httptest"
 	"net/url"
 	"runtime"
@@ -14,6 +15,8 @@ import (
 	"time"
 
 	jose "github.com/go-jose/go-jose/v4"
+
+	"github.com/usher-oidc/usher/app"
 )
 
 // BenchmarkHTTPSigningFloor is the refresh benchmark's load generator
@@ -26,38 +29,9 @@ import (
 // refresh ratio reads against it: the ceiling counts every core signing,
 // while here HTTP on both sides and the load generator share the cores too.
 func BenchmarkHTTPSigningFloor(b *testing.B) {
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		b.Fatal(err)
-	}
-	signer, err := jose.NewSigner(jose.SigningKey{Algorithm: jose.ES256, Key: key}, (&jose.SignerOptions{}).WithType("JWT"))
-	if err != nil {
-		b.Fatal(err)
-	}
-	sign := func(claims map[string]any) (string, error) {
-		payload, err := json.Marshal(claims)
-		if err != nil {
-			return "", err
-		}
-		jws, err := signer.Sign(payload)
-		if err != nil {
-			return "", err
-		}
-		return jws.CompactSerialize()
-	}
+	tokens := newBareTokens(b)
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		rt := r.PostFormValue("refresh_token")
-		now := time.Now().Unix()
-		claims := map[string]any{"iss": "http://127.0.0.1/", "sub": "usr_0123456789abcdef", "aud": "spa", "iat": now, "exp": now + 300}
-		id, err1 := sign(claims)
-		claims["scope"] = "openid profile email offline_access"
-		access, err2 := sign(claims)
-		if err1 != nil || err2 != nil {
-			http.Error(w, "sign", http.StatusInternalServerError)
-			return
-		}
-		w.Header().Set("Content-Type", "application/json")
-		_ = json.NewEncoder(w).Encode(map[string]any{"access_token": access, "id_token": id, "refresh_token": rt, "token_type": "Bearer", "expires_in": 300})
+		tokens.answer(w, r.PostFormValue("refresh_token"))
 	}))
 	b.Cleanup(srv.Close)
 	es256 := es256SignsPerSecond(b)
@@ -90,6 +64,96 @@ func BenchmarkHTTPSigningFloor(b *testing.B) {
 	}
 	perSec := float64(b.N) / elapsed.Seconds()
 	b.ReportMetric(perSec, "responses/s")
+	b.ReportMetric(es256, "es256_signs/s/core")
+	b.ReportMetric(perSec/(es256*float64(runtime.GOMAXPROCS(0))/2), "ratio_to_ceiling")
+}
+
+// bareTokens is the least a token endpoint does: sign an ID and an access
+// token (ES256, go-jose, a signer made once) and write them as JSON.
+type bareTokens struct{ signer jose.Signer }
+
+func newBareTokens(b *testing.B) *bareTokens {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		b.Fatal(err)
+	}
+	signer, err := jose.NewSigner(jose.SigningKey{Algorithm: jose.ES256, Key: key}, (&jose.SignerOptions{}).WithType("JWT"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	return &bareTokens{signer: signer}
+}
+
+func (t *bareTokens) sign(claims map[string]any) (string, error) {
+	payload, err := json.Marshal(claims)
+	if err != nil {
+		return "", err
+	}
+	jws, err := t.signer.Sign(payload)
+	if err != nil {
+		return "", err
+	}
+	return jws.CompactSerialize()
+}
+
+// answer writes a token response carrying refresh (the refresh token the
+// client is to keep).
+func (t *bareTokens) answer(w http.ResponseWriter, refresh string) {
+	now := time.Now().Unix()
+	claims := map[string]any{"iss": "http://127.0.0.1/", "sub": "usr_0123456789abcdef", "aud": "spa", "iat": now, "exp": now + 300}
+	id, err1 := t.sign(claims)
+	claims["scope"] = "openid profile email offline_access"
+	access, err2 := t.sign(claims)
+	if err1 != nil || err2 != nil {
+		http.Error(w, "sign", http.StatusInternalServerError)
+		return
+	}
+	w.Header().Set("Content-Type", "application/json")
+	_ = json.NewEncoder(w).Encode(map[string]any{"access_token": access, "id_token": id, "refresh_token": refresh, "token_type": "Bearer", "expires_in": 300})
+}
+
+// BenchmarkSessionLoginFloor is BenchmarkSessionLogin's load generator
+// (sessionLogin: /authorize with a session cookie, the redirect to the
+// client read, the code exchanged) against the least an OP answering from
+// its session can do: /authorize checks the cookie is there and redirects
+// with a random code and the state, /oauth/token signs two ES256 JWTs; no
+// store, no PKCE check, no code kept. Its logins/s is what the harness
+// allows a session-answered login on this machine, to read usher's
+// against.
+func BenchmarkSessionLoginFloor(b *testing.B) {
+	tokens := newBareTokens(b)
+	mux := http.NewServeMux()
+	d := &app.Dev{SPAURL: "http://127.0.0.1:9/spa"}
+	mux.HandleFunc("GET /authorize", func(w http.ResponseWriter, r *http.Request) {
+		if _, err := r.Cookie("session"); err != nil {
+			http.Error(w, "no session", http.StatusUnauthorized)
+			return
+		}
+		q := url.Values{"code": {rand.Text()}, "state": {r.URL.Query().Get("state")}}
+		http.Redirect(w, r, r.URL.Query().Get("redirect_uri")+"?"+q.Encode(), http.StatusFound)
+	})
+	mux.HandleFunc("POST /oauth/token", func(w http.ResponseWriter, r *http.Request) {
+		if r.PostFormValue("code") == "" {
+			http.Error(w, "no code", http.StatusBadRequest)
+			return
+		}
+		tokens.answer(w, "rt_"+rand.Text())
+	})
+	srv := httptest.NewServer(mux)
+	b.Cleanup(srv.Close)
+	d.IssuerURL = srv.URL
+	es256 := es256SignsPerSecond(b)
+	const perProc = 4 // as BenchmarkSessionLogin
+	latencies, elapsed := timedParallel(b, d, perProc, "login", func() func() error {
+		jar, _ := cookiejar.New(nil)
+		u, _ := url.Parse(srv.URL)
+		jar.SetCookies(u, []*http.Cookie{{Name: "session", Value: rand.Text()}})
+		client := newSessionClient(d, jar, 1)
+		return func() error { _, err := sessionLogin(d, client); return err }
+	})
+	perSec := float64(b.N) / elapsed.Seconds()
+	b.ReportMetric(perSec, "logins/s")
+	b.ReportMetric(p50ms(latencies), "p50_ms")
 	b.ReportMetric(es256, "es256_signs/s/core")
 	b.ReportMetric(perSec/(es256*float64(runtime.GOMAXPROCS(0))/2), "ratio_to_ceiling")
 }

@@ -39,6 +39,7 @@ var rows = []row{
 	{"Redis round trips per login (authorize → callback → token)", "Redis", "e2e.BenchmarkLoginRedisRoundTrips", "store_round_trips/login", "store round trips", "", "≤ 8 store round trips; rate-limit checks apart"},
 	{"login answered from usher's session, ES256", "bolt", "e2e.BenchmarkSessionLogin/bolt/ES256", "logins/s", "logins/s", "ES256", "≥ 3,000/s"},
 	{"login answered from usher's session, ES256", "Redis", "e2e.BenchmarkSessionLogin/redis/ES256", "logins/s", "logins/s", "ES256", "≥ 3,000/s"},
+	{"harness floor: the session-login load generator against a bare /authorize and token endpoint (no store)", "none", "e2e.BenchmarkSessionLoginFloor", "logins/s", "logins/s", "ES256", "(the most the harness allows a session-answered login)"},
 	{"login answered from usher's session, RS256", "bolt", "e2e.BenchmarkSessionLogin/bolt/RS256", "logins/s", "logins/s", "RS256", "≥ 0.7 × RS256 1-signature ceiling"},
 	{"login answered from usher's session, RS256", "Redis", "e2e.BenchmarkSessionLogin/redis/RS256", "logins/s", "logins/s", "RS256", "≥ 0.7 × RS256 1-signature ceiling"},
 	{"invitation create (API, until its outbox events are handled)", "bolt", "e2e.BenchmarkInvitationCreate/bolt", "creates/s", "creates/s", "", "≥ 3,000/s"},

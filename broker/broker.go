@@ -156,6 +156,7 @@ type Broker struct {
 	keys        *keySet
 	storage     opStorage
 	provider    *op.Provider
+	codeCrypto  codeCrypto
 	opServer    http.Handler
 	upstream    upstream.Upstream
 	caps        upstreamCapabilities
@@ -312,6 +313,7 @@ func (b *Broker) buildProvider() error {
 		return fmt.Errorf("broker: building the OpenID Provider: %w", err)
 	}
 	b.provider = p
+	b.codeCrypto = newCodeCrypto(b.opts.SessionSecret, b.opts.Tokens.Code, p.Crypto())
 	endpoints := op.Endpoints{
 		Authorization: op.NewEndpoint(pathAuthorize),
 		Token:         op.NewEndpoint(pathToken),

@@ -13,13 +13,14 @@ import (
 	boltstore "github.com/usher-oidc/usher/store/bolt"
 )
 
-// A code names its subject only to whoever holds the OP's key: codes
-// encrypted without a subject (older versions), with another key, or not
-// codes at all name none.
+// A code names its subject only to whoever holds the OP's keys: codes of
+// this version and of the versions before (the library's JWE) name it;
+// codes without a subject (older versions), with other keys, altered, or
+// not codes at all name none.
 func TestCodeSubject(t *testing.T) {
-	key := [32]byte{1, 2, 3}
-	crypto := op.NewAES256GCMCrypto(key, "")
-	other := op.NewAES256GCMCrypto([32]byte{9}, "")
+	older := op.NewAES256GCMCrypto([32]byte{1, 2, 3}, "")
+	crypto := newCodeCrypto([]byte("01234567890123456789012345678901"), time.Minute, older)
+	other := newCodeCrypto([]byte("another secret, 32 bytes or more"), time.Minute, op.NewAES256GCMCrypto([32]byte{9}, ""))
 	encrypt := func(c op.Crypto, plain string) string {
 		s, err := c.Encrypt(plain)
 		if err != nil {
@@ -27,17 +28,26 @@ func TestCodeSubject(t *testing.T) {
 		}
 		return s
 	}
+	code := encrypt(subjectCrypto{Crypto: crypto, subject: "usr_1"}, "ar-1")
+	altered := []byte(code)
+	altered[len(altered)/2] ^= 1
 	for _, tc := range []struct {
 		name, code, want string
 	}{
-		{"a code naming its subject", encrypt(subjectCrypto{Crypto: crypto, subject: "usr_1"}, "ar-1"), "usr_1"},
-		{"an older version's code", encrypt(crypto, "ar-1"), ""},
+		{"a code naming its subject", code, "usr_1"},
+		{"an earlier version's code naming its subject", encrypt(subjectCrypto{Crypto: older, subject: "usr_1"}, "ar-1"), "usr_1"},
+		{"an older version's code", encrypt(older, "ar-1"), ""},
 		{"another key's code", encrypt(subjectCrypto{Crypto: other, subject: "usr_1"}, "ar-1"), ""},
+		{"another key's earlier code", encrypt(subjectCrypto{Crypto: other.older, subject: "usr_1"}, "ar-1"), ""},
+		{"an altered code", string(altered), ""},
 		{"not a code", "usr_1", ""},
 	} {
 		if got := codeSubject(crypto, tc.code); got != tc.want {
 			t.Errorf("%s: subject %q, want %q", tc.name, got, tc.want)
 		}
+	}
+	if a, b := encrypt(crypto, "ar-1"), encrypt(crypto, "ar-1"); a == b {
+		t.Error("two codes for the same request are the same")
 	}
 }
 
@@ -83,5 +93,28 @@ func TestClaimsCacheServesOnlyItsSubject(t *testing.T) {
 	}
 	if got := claims["roles"]; !reflect.DeepEqual(got, []string{"member"}) {
 		t.Errorf("roles %v, want the holder's [member]", got)
+	}
+}
+
+// BenchmarkCodeCrypto: one code made and opened, with the library's JWE
+// (what codes were before codeCrypto) and with codeCrypto.
+func BenchmarkCodeCrypto(b *testing.B) {
+	older := op.NewAES256GCMCrypto([32]byte{1, 2, 3}, "")
+	for _, c := range []struct {
+		name   string
+		crypto op.Crypto
+	}{
+		{"library_jwe", older},
+		{"securecookie", newCodeCrypto([]byte("01234567890123456789012345678901"), time.Minute, older)},
+	} {
+		b.Run(c.name, func(b *testing.B) {
+			sc := subjectCrypto{Crypto: c.crypto, subject: "usr_0123456789abcdefghij"}
+			for b.Loop() {
+				code, err := sc.Encrypt("ar_0123456789abcdefghijklmnopq")
+				if err != nil || codeSubject(c.crypto, code) != sc.subject {
+					b.Fatal("round trip", err)
+				}
+			}
+		})
 	}
 }

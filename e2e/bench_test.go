@@ -6,6 +6,8 @@ import (
 	"crypto/rand"
 	"crypto/rsa"
 	"encoding/json"
+	"errors"
+	"fmt"
 	"net/http"
 	"net/url"
 	"runtime"
@@ -135,20 +137,17 @@ func benchmarkTokenRefresh(b *testing.B, store, alg string) {
 		rt := <-families
 		mu.Unlock()
 		for pb.Next() {
-			resp, err := client.PostForm(tokenURL, url.Values{"grant_type": {"refresh_token"}, "refresh_token": {rt}, "client_id": {app.DevSPAClientID}})
+			next, err := postRefresh(client, tokenURL, rt)
+			if errors.Is(err, errRefreshRefused) {
+				failures.Add(1)
+				b.Error(err)
+				return
+			}
 			if err != nil {
 				failures.Add(1)
 				continue
 			}
-			var tr tokenResponse
-			_ = json.NewDecoder(resp.Body).Decode(&tr)
-			resp.Body.Close()
-			if tr.RefreshToken == "" {
-				failures.Add(1)
-				b.Errorf("refresh failed: %d %s %s", resp.StatusCode, tr.Error, tr.Description)
-				return
-			}
-			rt = tr.RefreshToken
+			rt = next
 		}
 		families <- rt
 	})
@@ -170,4 +169,23 @@ func benchmarkTokenRefresh(b *testing.B, store, alg string) {
 	if n := failures.Load(); n > 0 {
 		b.Fatalf("%d failed refreshes", n)
 	}
+}
+
+// errRefreshRefused: the token endpoint answered without a refresh token.
+var errRefreshRefused = errors.New("refresh refused")
+
+// postRefresh is the refresh benchmarks' load generator's request: the
+// refresh grant for rt, answered with the next refresh token.
+func postRefresh(client *http.Client, tokenURL, rt string) (string, error) {
+	resp, err := client.PostForm(tokenURL, url.Values{"grant_type": {"refresh_token"}, "refresh_token": {rt}, "client_id": {app.DevSPAClientID}})
+	if err != nil {
+		return "", err
+	}
+	var tr tokenResponse
+	_ = json.NewDecoder(resp.Body).Decode(&tr)
+	resp.Body.Close()
+	if tr.RefreshToken == "" {
+		return "", fmt.Errorf("%w: %d %s %s", errRefreshRefused, resp.StatusCode, tr.Error, tr.Description)
+	}
+	return tr.RefreshToken, nil
 }

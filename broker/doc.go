@@ -11,7 +11,8 @@
 //     carries (invite.go authorizeInvitation);
 //   - login (login.go), run by /authorize itself once it stored the request
 //     (authorize_inline.go): answered from usher's own session when it can
-//     (session.go), else the upstream leg starts with state, nonce and PKCE,
+//     (session.go; the session's ID names its user, read with the session,
+//     browser.go), else the upstream leg starts with state, nonce and PKCE,
 //     kept with the auth request and bound to the browser (loginstate.go);
 //   - callback (callback.go): the state taken once (loginstate.go), the
 //     upstream's answer verified, the usher user resolved (users.go), the
@@ -23,8 +24,9 @@
 //   - invite link (invite.go, invite_reference.go, invite_link.go): /invite/<token>
 //     and the authorize link form;
 //   - response: a code by redirect, form_post (formpost.go) or web_message
-//     (webmessage.go), naming its subject (codes.go); tokens (tokens.go),
-//     claims (claims.go), keys (keyset.go);
+//     (webmessage.go), naming its subject (codes.go); tokens (tokens.go; ID
+//     tokens written in one pass, idtoken.go), claims (claims.go), keys
+//     (keyset.go);
 //   - sign-out (signout.go): the session ends, its refresh tokens are
 //     revoked, the upstream's logout follows.
 //

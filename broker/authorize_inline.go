@@ -28,6 +28,7 @@ type ctxCreatedAuthRequest struct{}
 type createdAuthRequest struct {
 	ar      *sessions.AuthRequest
 	sid     string       // the session the cookie names ("" for none)
+	cookie  string       // the cookie's value, sid decoded from it
 	session *sessionRead // read with the request's creation; nil when not read
 }
 
@@ -43,10 +44,10 @@ type sessionRead struct {
 
 // noteCreated records ar, stored by this request, with the session read
 // beside it, when serveAuthorize asked for them.
-func noteCreated(ctx context.Context, ar *sessions.AuthRequest, sid string, session *sessionRead) {
+func noteCreated(ctx context.Context, ar *sessions.AuthRequest, sid, cookie string, session *sessionRead) {
 	if c, _ := ctx.Value(ctxCreatedAuthRequest{}).(*createdAuthRequest); c != nil {
 		stored := *ar
-		c.ar, c.sid, c.session = &stored, sid, session
+		c.ar, c.sid, c.cookie, c.session = &stored, sid, cookie, session
 	}
 }
 
@@ -58,10 +59,13 @@ func (b *Broker) inlineLogin(r *http.Request, id string) (*http.Request, *sessio
 	if c == nil || c.ar == nil || c.ar.ID != id {
 		return r, nil, false
 	}
-	if sid, cookie := b.browser.cookieSession(r, b.cookie); c.session != nil && sid == c.sid {
-		r = preloadSession(r, cookie, sid, c.session.rec, c.session.err)
+	// The same cookie as /authorize decoded (the login step's request holds
+	// the cookies the answer sets, withResponseCookies): its session was
+	// read, and decoding it again would only cost a securecookie decode.
+	if cur, err := r.Cookie(b.cookie); err == nil && c.session != nil && c.cookie != "" && cur.Value == c.cookie {
+		r = preloadSession(r, c.cookie, c.sid, c.session.rec, c.session.err)
 		if ug := c.session.userGrant; ug != nil {
-			r = r.WithContext(context.WithValue(r.Context(), ctxPreloadedUserGrant{}, &preloadedUserGrant{userID: sessionUserHint(sid), read: *ug}))
+			r = r.WithContext(context.WithValue(r.Context(), ctxPreloadedUserGrant{}, &preloadedUserGrant{userID: sessionUserHint(c.sid), read: *ug}))
 		}
 	}
 	ar := *c.ar

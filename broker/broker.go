@@ -459,7 +459,7 @@ func (b *Broker) handleAuthorize(w http.ResponseWriter, r *http.Request) {
 		r.Form.Del("invitation")
 	}
 	b.authorizeInvitation(r, &ex)
-	ex.sessionID, _ = b.browser.cookieSession(r, b.cookie)
+	ex.sessionID, ex.sessionCookie = b.browser.cookieSession(r, b.cookie)
 	ctx := context.WithValue(r.Context(), ctxAuthorizeExtras, ex)
 	b.serveAuthorize(w, r.WithContext(ctx))
 }

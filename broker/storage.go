@@ -47,8 +47,9 @@ type authorizeExtras struct {
 	// freshLogin: the person chose "Use another account" for this invitation.
 	freshLogin bool
 	// sessionID: the browser session the request's cookie names ("" for
-	// none), read with the request's creation (storeAuthRequest).
-	sessionID string
+	// none), read with the request's creation (storeAuthRequest);
+	// sessionCookie: that cookie's value, decoded once per request.
+	sessionID, sessionCookie string
 }
 
 func (s opStorage) CreateAuthRequest(ctx context.Context, req *oidc.AuthRequest, _ string) (op.AuthRequest, error) {
@@ -117,7 +118,7 @@ func (s opStorage) CreateAuthRequest(ctx context.Context, req *oidc.AuthRequest,
 	if err != nil {
 		return nil, err
 	}
-	noteCreated(ctx, ar, ex.sessionID, session)
+	noteCreated(ctx, ar, ex.sessionID, ex.sessionCookie, session)
 	return authRequest{ar}, nil
 }
 

@@ -4,7 +4,6 @@ import (
 	"context"
 	"net/http"
 	"net/url"
-	"sync/atomic"
 
 	"github.com/usher-oidc/usher/grants"
 	"github.com/usher-oidc/usher/sessions"
@@ -64,34 +63,15 @@ func (b *Broker) inlineLogin(r *http.Request, id string) (*http.Request, *sessio
 	// read, and decoding it again would only cost a securecookie decode.
 	if cur, err := r.Cookie(b.cookie); err == nil && c.session != nil && c.cookie != "" && cur.Value == c.cookie {
 		r = preloadSession(r, c.cookie, c.sid, c.session.rec, c.session.err)
-		if ug := c.session.userGrant; ug != nil {
-			r = r.WithContext(context.WithValue(r.Context(), ctxPreloadedUserGrant{}, &preloadedUserGrant{userID: sessionUserHint(c.sid), read: *ug}))
+		if ug := c.session.userGrant; ug != nil && ug.Err == nil {
+			// As a code's prefetched user (consumeCode): the claims cache
+			// serves only its own subject, so a hint that names another
+			// user than the session's record is read again.
+			r = r.WithContext(context.WithValue(r.Context(), ctxClaimsCache, &claimsCache{user: ug.User, grant: ug.Grant}))
 		}
 	}
 	ar := *c.ar
 	return r, &ar, true
-}
-
-// ctxPreloadedUserGrant carries the user and grant read beside the browser
-// session (sessionRead.userGrant) to userAndGrant.
-type ctxPreloadedUserGrant struct{}
-
-type preloadedUserGrant struct {
-	userID string // the user the session ID named, and the read is of
-	read   grants.UserGrant
-	used   atomic.Bool
-}
-
-// preloadedFor is the user and grant of userID read already in this
-// request, if they were: only a read of that very user answers, and only
-// once (the session's check, sessionLive), so what the request does later
-// reads the store as before.
-func preloadedFor(ctx context.Context, userID string) (grants.UserGrant, bool) {
-	p, _ := ctx.Value(ctxPreloadedUserGrant{}).(*preloadedUserGrant)
-	if p == nil || userID == "" || p.userID != userID || !p.used.CompareAndSwap(false, true) {
-		return grants.UserGrant{}, false
-	}
-	return p.read, true
 }
 
 // loginRedirectCatcher passes the op's answer through, except the redirect

@@ -2,33 +2,59 @@ package broker
 
 import (
 	"context"
+	"io"
+	"log/slog"
+	"net/http/httptest"
+	"path/filepath"
 	"testing"
+	"time"
 
 	"github.com/usher-oidc/usher/grants"
+	boltstore "github.com/usher-oidc/usher/store/bolt"
 )
 
-// The user and grant read beside the session answer only a read of the
-// user they are of, once; the session ID's hint names a user only after
-// its dot.
-func TestPreloadedUserGrant(t *testing.T) {
-	read := grants.UserGrant{User: &grants.User{ID: "usr_a"}, Grant: &grants.Grant{UserID: "usr_a"}}
-	ctx := context.WithValue(context.Background(), ctxPreloadedUserGrant{}, &preloadedUserGrant{userID: "usr_a", read: read})
-	if _, ok := preloadedFor(ctx, "usr_b"); ok {
-		t.Fatal("usr_a's read answered for usr_b")
+// The user and grant /authorize read beside the session (the claims cache
+// inlineLogin fills) answer the session's check only for the user they
+// are of: a session of another user, signed out everywhere, is not live
+// even though the cached grant (of the hinted user) has no sign-out.
+func TestSessionLiveReadsOnlyItsUser(t *testing.T) {
+	ctx := context.Background()
+	st, err := boltstore.Open(filepath.Join(t.TempDir(), "usher.db"), boltstore.Options{})
+	if err != nil {
+		t.Fatal(err)
 	}
-	if _, ok := preloadedFor(ctx, ""); ok {
-		t.Fatal("answered for no user")
+	t.Cleanup(func() { _ = st.Close() })
+	now := time.Now()
+	for _, id := range []string{"usr_a", "usr_b"} {
+		ident := grants.Identity{Issuer: "https://idp.example/", Subject: "auth0|" + id}
+		if _, _, err := st.ResolveIdentity(ctx, ident, grants.Profile{Email: id + "@example.com"}, id, now); err != nil {
+			t.Fatal(err)
+		}
 	}
-	got, ok := preloadedFor(ctx, "usr_a")
-	if !ok || got.User.ID != "usr_a" || got.Grant.UserID != "usr_a" {
-		t.Fatalf("usr_a: %+v, %v", got, ok)
+	if _, err := st.SignOutUser(ctx, "usr_b", now); err != nil {
+		t.Fatal(err)
 	}
-	if _, ok := preloadedFor(ctx, "usr_a"); ok {
-		t.Fatal("answered twice")
+	a, aGrant, err := (&Broker{grants: st}).userAndGrant(ctx, "usr_a")
+	if err != nil {
+		t.Fatal(err)
 	}
-	if _, ok := preloadedFor(context.Background(), "usr_a"); ok {
-		t.Fatal("answered with nothing read")
+	b := &Broker{grants: st, log: slog.New(slog.NewTextHandler(io.Discard, nil))}
+	r := httptest.NewRequest("GET", "/authorize", nil)
+	r = r.WithContext(context.WithValue(ctx, ctxClaimsCache, &claimsCache{user: a, grant: aGrant}))
+	signedIn := now.Add(-time.Minute).UnixMilli()
+	if !b.sessionLive(r, signedInAccount{UserID: "usr_a", SignedInAt: signedIn}) {
+		t.Error("usr_a's session not live with usr_a's own read")
 	}
+	if b.sessionLive(r, signedInAccount{UserID: "usr_b", SignedInAt: signedIn}) {
+		t.Error("usr_b's session, signed out everywhere, live on usr_a's cached read")
+	}
+	if b.sessionLive(r, signedInAccount{UserID: "usr_gone", SignedInAt: signedIn}) {
+		t.Error("a session of an erased user is live")
+	}
+}
+
+// The session ID's hint names a user only after its dot.
+func TestSessionUserHint(t *testing.T) {
 	for id, want := range map[string]string{"abc.usr_a": "usr_a", "abc": "", "": "", "abc.": ""} {
 		if got := sessionUserHint(id); got != want {
 			t.Errorf("sessionUserHint(%q) = %q, want %q", id, got, want)

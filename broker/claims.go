@@ -87,9 +87,6 @@ func (b *Broker) readUserAndGrant(ctx context.Context, cache *claimsCache, subje
 // userAndGrant reads a user (ErrNotFound if absent) and its grant, in one
 // store read where the store can (UserGrantReader).
 func (b *Broker) userAndGrant(ctx context.Context, userID string) (*grants.User, *grants.Grant, error) {
-	if ug, ok := preloadedFor(ctx, userID); ok {
-		return ug.User, ug.Grant, ug.Err
-	}
 	if r, ok := b.grants.(grants.UserGrantReader); ok {
 		return r.UserAndGrant(ctx, userID)
 	}

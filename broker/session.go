@@ -1,6 +1,7 @@
 package broker
 
 import (
+	"context"
 	"errors"
 	"net/http"
 	"slices"
@@ -93,9 +94,19 @@ func (b *Broker) sessionTooOld(ar *sessions.AuthRequest, acct signedInAccount) b
 }
 
 // sessionLive: the session's user may have been erased, or signed out
-// everywhere, since this session signed in.
+// everywhere, since this session signed in. The user and grant come from
+// the request's claims cache, which /authorize fills with what it read
+// beside the session (inlineLogin), else from one store read.
 func (b *Broker) sessionLive(r *http.Request, acct signedInAccount) bool {
-	_, g, err := b.userAndGrant(r.Context(), acct.UserID)
+	ctx := r.Context()
+	if c, _ := ctx.Value(ctxClaimsCache).(*claimsCache); c == nil {
+		ctx = context.WithValue(ctx, ctxClaimsCache, &claimsCache{})
+	}
+	_, err := b.user(ctx, acct.UserID)
+	var g *grants.Grant
+	if err == nil {
+		g, err = b.grant(ctx, acct.UserID)
+	}
 	if err != nil {
 		if !isNotFound(err) {
 			b.log.WarnContext(r.Context(), "loading the session's user and grant", "err", err)

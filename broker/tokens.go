@@ -8,7 +8,6 @@ import (
 	"time"
 
 	jose "github.com/go-jose/go-jose/v4"
-	"github.com/zitadel/oidc/v3/pkg/crypto"
 	"github.com/zitadel/oidc/v3/pkg/oidc"
 	"github.com/zitadel/oidc/v3/pkg/op"
 
@@ -336,14 +335,7 @@ func (b *Broker) signAccessToken(ctx context.Context, req op.TokenRequest, clien
 		return "", err
 	}
 	payload, err := marshalAccessClaims(claims)
-	if err != nil {
-		return "", oidc.ErrServerError().WithParent(err)
-	}
-	signed, err := crypto.SignPayload(payload, key.atSigner)
-	if err != nil {
-		return "", oidc.ErrServerError().WithParent(errors.Join(errors.New("signing the access token"), err))
-	}
-	return signed, nil
+	return signJWT(key.atSigner, "access token", payload, err)
 }
 
 // jwtType reads the JOSE `typ` header (RFC 8725 §3.11: tokens of one kind must

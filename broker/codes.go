@@ -23,10 +23,10 @@ import (
 
 // codeCrypto is the Crypto codes are made with: securecookie's
 // authenticated encryption (AES-256-CTR and HMAC-SHA256, as the session
-// cookie, with keys of its own) of the auth request's ID and the subject,
-// a few microseconds where the library's JWE (a fresh content key wrapped
-// with AES-GCM, a JSON header) took about 25 µs each way — 5 % of a login
-// answered from usher's session. Codes are found by their hash, so a
+// cookie, with keys of its own) of the auth request's ID and the subject:
+// a code made and opened in 3.8 µs where the library's JWE (a fresh
+// content key wrapped with AES-GCM, a JSON header) took 24 µs
+// (BenchmarkCodeCrypto). Codes are found by their hash, so a
 // version that cannot open a code still exchanges it (without the hint);
 // codes of versions before are opened with the library's Crypto (older).
 type codeCrypto struct {

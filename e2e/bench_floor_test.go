@@ -115,7 +115,7 @@ func (t *bareTokens) answer(w http.ResponseWriter, refresh string) {
 func BenchmarkSessionLoginFloor(b *testing.B) {
 	tokens := newBareTokens(b)
 	mux := http.NewServeMux()
-	d := &app.Dev{SPAURL: "http://127.0.0.1:9/spa"}
+	d := &app.Dev{SPAURL: "http://127.0.0.1:9/spa"} // the URLs sessionLogin uses; no usher behind them
 	mux.HandleFunc("GET /authorize", func(w http.ResponseWriter, r *http.Request) {
 		if _, err := r.Cookie("session"); err != nil {
 			http.Error(w, "no session", http.StatusUnauthorized)
@@ -136,13 +136,16 @@ func BenchmarkSessionLoginFloor(b *testing.B) {
 	d.IssuerURL = srv.URL
 	es256 := es256SignsPerSecond(b)
 	const perProc = 4 // as BenchmarkSessionLogin
-	latencies, elapsed := timedParallel(b, d, perProc, "login", func() func() error {
+	latencies, elapsed, failures := runTimed(b, perProc, "login", func() func() error {
 		jar, _ := cookiejar.New(nil)
 		u, _ := url.Parse(srv.URL)
 		jar.SetCookies(u, []*http.Cookie{{Name: "session", Value: rand.Text()}})
 		client := newSessionClient(d, jar, 1)
 		return func() error { _, err := sessionLogin(d, client); return err }
-	})
+	}, func() {})
+	if failures > 0 {
+		b.Fatalf("%d failed logins", failures)
+	}
 	perSec := float64(b.N) / elapsed.Seconds()
 	b.ReportMetric(perSec, "logins/s")
 	b.ReportMetric(p50ms(latencies), "p50_ms")

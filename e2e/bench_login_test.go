@@ -160,14 +160,29 @@ func (t *usherTimer) RoundTrip(req *http.Request) (*http.Response, error) {
 // trips and bbolt writes are counted over the run and reported per what;
 // a failed operation fails the benchmark once the run is over.
 func timedParallel(b *testing.B, d *app.Dev, perProc int, what string, newOp func() func() error) ([]time.Duration, time.Duration) {
+	trips, writes := countRedisRoundTrips(d), countBoltWrites(d)
+	latencies, elapsed, failures := runTimed(b, perProc, what, newOp, func() {
+		trips.reset()
+		writes.reset()
+	})
+	trips.report(b, b.N, what)
+	writes.report(b, b.N, what)
+	if failures > 0 {
+		b.Fatalf("%d failed: %s", failures, what)
+	}
+	return latencies, elapsed
+}
+
+// runTimed is timedParallel's run without a usher to count the store of
+// (the harness floors): started is called as the clock starts; the first
+// failure is reported as an error, the count returned.
+func runTimed(b *testing.B, perProc int, what string, newOp func() func() error, started func()) ([]time.Duration, time.Duration, int64) {
 	var failures atomic.Int64
 	var mu sync.Mutex
 	var latencies []time.Duration
-	trips, writes := countRedisRoundTrips(d), countBoltWrites(d)
 	b.SetParallelism(perProc)
 	b.ResetTimer()
-	trips.reset()
-	writes.reset()
+	started()
 	start := time.Now()
 	b.RunParallel(func(pb *testing.PB) {
 		op := newOp()
@@ -188,10 +203,5 @@ func timedParallel(b *testing.B, d *app.Dev, perProc int, what string, newOp fun
 	})
 	elapsed := time.Since(start)
 	b.StopTimer()
-	trips.report(b, b.N, what)
-	writes.report(b, b.N, what)
-	if n := failures.Load(); n > 0 {
-		b.Fatalf("%d failed: %s", n, what)
-	}
-	return latencies, elapsed
+	return latencies, elapsed, failures.Load()
 }

@@ -65,9 +65,6 @@ func (h *roundTrips) count(cmds []redis.Cmder) {
 // on Redis; nil otherwise (reset and report do nothing then). The store's
 // background work (outbox runner, sweeper) is counted too.
 func countRedisRoundTrips(d *app.Dev) *roundTrips {
-	if d.App == nil { // not usher (the harness floors)
-		return nil
-	}
 	c, ok := d.App.Store.(interface{ Client() redis.UniversalClient })
 	if !ok {
 		return nil
@@ -105,9 +102,6 @@ type boltWrites struct {
 }
 
 func countBoltWrites(d *app.Dev) *boltWrites {
-	if d.App == nil {
-		return nil
-	}
 	stats, ok := d.App.Store.(interface {
 		WriteStats() (writes, commits uint64)
 	})

@@ -42,10 +42,7 @@ func (b *Broker) handleAdminLogin(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if state == "" { // the store keeps no login states: the session does
-		prunePending(sess.Values, b.now())
-		state = randomToken(24)
-		enc, _ := jsonString(pendingLogin{Purpose: purposeAdmin, Nonce: nonce, Verifier: verifier, Expires: b.now().Add(adminLoginTTL)})
-		sess.Values[pendingPrefix+state] = enc
+		state = b.keepInSession(sess, pendingLogin{Purpose: purposeAdmin, Nonce: nonce, Verifier: verifier, Expires: b.now().Add(adminLoginTTL)})
 		if err := sess.Save(r, w); err != nil {
 			b.unavailable(w, r, "saving the browser session", err)
 			return

@@ -25,8 +25,9 @@ import (
 //
 // Where the store cannot keep it (errors.ErrUnsupported: a Redis record
 // format some replicas do not read yet), the state goes in the browser
-// session as before (pendingLogin), and so do the admin page's sign-ins,
-// which have no auth request; the callback finds either.
+// session as before (pendingLogin, keepInSession); the callback finds
+// either. The admin page's sign-in keeps its state the same way, with an
+// auth request of its own (adminauth.go).
 
 const (
 	signinCookie  = "usher_signin"
@@ -64,10 +65,7 @@ func (b *Broker) keepLoginState(w http.ResponseWriter, r *http.Request, sess *gs
 	state, err := b.saveLoginState(w, r, ar.ID, nonce, verifier)
 	switch {
 	case errors.Is(err, errors.ErrUnsupported):
-		state = randomToken(24)
-		prunePending(sess.Values, b.now())
-		enc, _ := jsonString(pendingLogin{AuthRequestID: ar.ID, Nonce: nonce, Verifier: verifier, Expires: ar.ExpiresAt})
-		sess.Values[pendingPrefix+state] = enc
+		state = b.keepInSession(sess, pendingLogin{AuthRequestID: ar.ID, Nonce: nonce, Verifier: verifier, Expires: ar.ExpiresAt})
 		saveSession = true
 	case errors.Is(err, sessions.ErrNotFound):
 		b.renderPage(w, r, http.StatusBadRequest, page{Key: "signin.stale"})
@@ -83,6 +81,17 @@ func (b *Broker) keepLoginState(w http.ResponseWriter, r *http.Request, sess *gs
 		}
 	}
 	return state, true
+}
+
+// keepInSession keeps a sign-in's state p in the browser session (the
+// caller saves it), where the store keeps no login states, and returns
+// the state to send upstream.
+func (b *Broker) keepInSession(sess *gsessions.Session, p pendingLogin) string {
+	state := randomToken(24)
+	prunePending(sess.Values, b.now())
+	enc, _ := jsonString(p)
+	sess.Values[pendingPrefix+state] = enc
+	return state
 }
 
 // saveLoginState keeps the nonce and verifier of a sign-in started for

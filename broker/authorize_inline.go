@@ -5,7 +5,6 @@ import (
 	"net/http"
 	"net/url"
 
-	"github.com/usher-oidc/usher/grants"
 	"github.com/usher-oidc/usher/sessions"
 )
 
@@ -36,9 +35,9 @@ type createdAuthRequest struct {
 type sessionRead struct {
 	rec *sessions.BrowserSession
 	err error
-	// userGrant: the user and grant the session ID names, read beside it
-	// (nil when not read).
-	userGrant *grants.UserGrant
+	// claims: the user and grant the session ID names, read beside it
+	// (prefetched; nil when not read).
+	claims *claimsCache
 }
 
 // noteCreated records ar, stored by this request, with the session read
@@ -63,11 +62,8 @@ func (b *Broker) inlineLogin(r *http.Request, id string) (*http.Request, *sessio
 	// read, and decoding it again would only cost a securecookie decode.
 	if cur, err := r.Cookie(b.cookie); err == nil && c.session != nil && c.cookie != "" && cur.Value == c.cookie {
 		r = preloadSession(r, c.cookie, c.sid, c.session.rec, c.session.err)
-		if ug := c.session.userGrant; ug != nil && ug.Err == nil {
-			// As a code's prefetched user (consumeCode): the claims cache
-			// serves only its own subject, so a hint that names another
-			// user than the session's record is read again.
-			r = r.WithContext(context.WithValue(r.Context(), ctxClaimsCache, &claimsCache{user: ug.User, grant: ug.Grant}))
+		if c.session.claims != nil {
+			r = r.WithContext(context.WithValue(r.Context(), ctxClaimsCache, c.session.claims))
 		}
 	}
 	ar := *c.ar

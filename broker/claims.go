@@ -36,6 +36,18 @@ type claimsCache struct {
 	grant   *grants.Grant
 }
 
+// prefetched is the claims cache of a user and grant read beside something
+// else (a code, a refresh token, a browser session) by the subject that
+// thing names as a hint: nil when that read failed (the caller reads what
+// it needs itself). The cache serves only its own subject, so a hint that
+// names another user than the record decides is read again.
+func prefetched(ug grants.UserGrant) *claimsCache {
+	if ug.Err != nil {
+		return nil
+	}
+	return &claimsCache{user: ug.User, grant: ug.Grant}
+}
+
 // grant reads the subject's grant once per token response.
 func (b *Broker) grant(ctx context.Context, subject string) (*grants.Grant, error) {
 	cache, _ := ctx.Value(ctxClaimsCache).(*claimsCache)

@@ -122,8 +122,8 @@ func (b *Broker) consumeCode(ctx context.Context, code string) (*sessions.Code, 
 		return c, nil, err
 	}
 	c, ug, err := taker.ConsumeCodeWithUser(ctx, hash, sub)
-	if err != nil || ug.Err != nil {
+	if err != nil {
 		return c, nil, err
 	}
-	return c, &claimsCache{user: ug.User, grant: ug.Grant}, nil
+	return c, prefetched(ug), nil
 }

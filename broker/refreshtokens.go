@@ -72,10 +72,10 @@ func (b *Broker) loadRefreshTokenWithUser(ctx context.Context, token string) (*s
 		return rt, nil, err
 	}
 	rt, ug, err := reader.GetRefreshTokenWithUser(ctx, family, hashToken(token), subject)
-	if err != nil || ug.Err != nil {
+	if err != nil {
 		return rt, nil, err
 	}
-	return rt, &claimsCache{user: ug.User, grant: ug.Grant}, nil
+	return rt, prefetched(ug), nil
 }
 
 // refreshGrantRequest is the refresh grant's request for token, with the

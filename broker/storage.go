@@ -141,7 +141,10 @@ func (b *Broker) storeAuthRequest(ctx context.Context, ar *sessions.AuthRequest,
 	if err != nil {
 		return nil, storeError("saving the authorization request", err)
 	}
-	session := &sessionRead{rec: read.Session, err: read.SessionErr, userGrant: read.UserGrant}
+	session := &sessionRead{rec: read.Session, err: read.SessionErr}
+	if read.UserGrant != nil {
+		session.claims = prefetched(*read.UserGrant)
+	}
 	if _, ok := recordAccount(read.Session); ok && read.SessionErr == nil {
 		return session, nil
 	}

@@ -281,16 +281,15 @@ func (q refreshRead) result(s *Store) (*sessions.RefreshToken, error) {
 // carry without a second trip. err is the token read's; ug is what
 // UserAndGrant would have answered.
 func (s *Store) GetRefreshTokenWithUser(ctx context.Context, family, hash, userID string) (*sessions.RefreshToken, grants.UserGrant, error) {
-	var ug grants.UserGrant
 	if err := checkKeys("redisstore: get refresh token", family, hash, userID); err != nil {
-		return nil, ug, err
+		return nil, grants.UserGrant{}, err
 	}
 	if !s.oneMaster() {
 		rt, err := s.GetRefreshToken(ctx, family, hash)
-		if err == nil {
-			ug.User, ug.Grant, ug.Err = s.UserAndGrant(ctx, userID)
+		if err != nil {
+			return rt, grants.UserGrant{}, err
 		}
-		return rt, ug, err
+		return rt, s.userGrant(ctx, userID), nil
 	}
 	var read refreshRead
 	var user *userGrantRead
@@ -300,8 +299,7 @@ func (s *Store) GetRefreshTokenWithUser(ctx context.Context, family, hash, userI
 		return nil
 	})
 	rt, err := read.result(s)
-	ug.User, ug.Grant, ug.Err = user.result(ctx, s)
-	return rt, ug, err
+	return rt, user.answer(ctx, s), err
 }
 
 func markerLive(v string, now time.Time) bool {

@@ -8,7 +8,6 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
-	"github.com/usher-oidc/usher/grants"
 	"github.com/usher-oidc/usher/sessions"
 )
 
@@ -149,8 +148,7 @@ func (q togetherReads) result(ctx context.Context, s *Store, t sessions.Together
 		r.AuthRequest, r.LoginState, r.AuthRequestErr = s.loginStateTaken(t.TakeLoginState.AuthRequestID, res, err)
 	}
 	if q.userGrant != nil {
-		var ug grants.UserGrant
-		ug.User, ug.Grant, ug.Err = q.userGrant.result(ctx, s)
+		ug := q.userGrant.answer(ctx, s)
 		r.UserGrant = &ug
 	}
 	return r

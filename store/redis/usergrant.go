@@ -41,6 +41,22 @@ func (s *Store) queueUserAndGrant(ctx context.Context, p redis.Pipeliner, userID
 		grant: scriptCall{grantApply, s.grantKeys(userID), grantArgs("", grantRead...)}.queue(ctx, p)}
 }
 
+// answer is result as a grants.UserGrant, for the reads done beside
+// another (a code's consumption, a refresh token's read, a Together).
+func (q *userGrantRead) answer(ctx context.Context, s *Store) grants.UserGrant {
+	var ug grants.UserGrant
+	ug.User, ug.Grant, ug.Err = q.result(ctx, s)
+	return ug
+}
+
+// userGrant is UserAndGrant as a grants.UserGrant (a cluster's fallback,
+// one read after the other).
+func (s *Store) userGrant(ctx context.Context, userID string) grants.UserGrant {
+	var ug grants.UserGrant
+	ug.User, ug.Grant, ug.Err = s.UserAndGrant(ctx, userID)
+	return ug
+}
+
 // result is UserAndGrant's answer once the pipeline ran.
 func (q *userGrantRead) result(ctx context.Context, s *Store) (*grants.User, *grants.Grant, error) {
 	userID := q.userID
@@ -79,11 +95,10 @@ func (s *Store) ConsumeCodeWithUser(ctx context.Context, hash, userID string) (*
 	}
 	if !s.oneMaster() {
 		c, err := s.ConsumeCode(ctx, hash)
-		var ug grants.UserGrant
-		if err == nil {
-			ug.User, ug.Grant, ug.Err = s.UserAndGrant(ctx, userID)
+		if err != nil {
+			return c, grants.UserGrant{}, err
 		}
-		return c, ug, err
+		return c, s.userGrant(ctx, userID), nil
 	}
 	var code *pipedScript
 	var read *userGrantRead
@@ -93,9 +108,7 @@ func (s *Store) ConsumeCodeWithUser(ctx context.Context, hash, userID string) (*
 		return nil
 	})
 	c, err := codeConsumed(code.reply(ctx, s.rdb))
-	var ug grants.UserGrant
-	ug.User, ug.Grant, ug.Err = read.result(ctx, s)
-	return c, ug, err
+	return c, read.answer(ctx, s), err
 }
 
 func (s *Store) userThenGrant(ctx context.Context, userID string) (*grants.User, *grants.Grant, error) {

@@ -17,6 +17,12 @@ import (
 // continue without it.
 func (b *Broker) offerInvitation(w http.ResponseWriter, r *http.Request, sess *gsessions.Session, ar *sessions.AuthRequest, acct signedInAccount) {
 	ctx := r.Context()
+	// The accept page's answer and the refusal page's links name the
+	// request: it needs its record.
+	if err := b.storeUnstored(ctx, ar.ID); err != nil {
+		b.unavailable(w, r, "saving the authorization request", err)
+		return
+	}
 	inv, err := b.acceptRefusal(r, ar.InvitationHash, acct)
 	unverified := errors.Is(err, grants.ErrEmailUnverified)
 	if err != nil && !unverified {

@@ -16,10 +16,17 @@ import (
 // answer (the code, the upstream's sign-in page, one of usher's pages)
 // straight from /authorize. The route /login stays for what links to it
 // (a reload, the accept and verify pages).
+//
+// A request whose browser has a signed-in session is not even stored
+// before that step (storeAuthRequest): the session answers most of them
+// at once with a code, and the code's record carries the request, so it
+// needs no record of its own (a write less per silent renewal). Any other
+// answer stores it first: the login step where a write needs the record
+// (storeUnstored), storeBeforeAnswer for the rest.
 
 // ctxCreatedAuthRequest carries, from CreateAuthRequest back to
 // serveAuthorize and on to the login step it runs, the auth request this
-// request stored and the browser session read with it: the login step
+// request created and the browser session read with it: the login step
 // needs neither read again.
 type ctxCreatedAuthRequest struct{}
 
@@ -28,6 +35,9 @@ type createdAuthRequest struct {
 	sid     string       // the session the cookie names ("" for none)
 	cookie  string       // the cookie's value, sid decoded from it
 	session *sessionRead // read with the request's creation; nil when not read
+	// unstored: ar (as created) is not stored yet (storeAuthRequest); the
+	// login step's code carries it, or storeUnstored stores it.
+	unstored bool
 }
 
 // sessionRead is one read of a browser session: the record, or the error
@@ -40,17 +50,54 @@ type sessionRead struct {
 	claims *claimsCache
 }
 
-// noteCreated records ar, stored by this request, with the session read
-// beside it, when serveAuthorize asked for them.
-func noteCreated(ctx context.Context, ar *sessions.AuthRequest, sid, cookie string, session *sessionRead) {
+// noteCreated records ar, created by this request (and stored, unless
+// not stored), with the session read beside it, when serveAuthorize asked
+// for them.
+func noteCreated(ctx context.Context, ar *sessions.AuthRequest, sid, cookie string, session *sessionRead, stored bool) {
 	if c, _ := ctx.Value(ctxCreatedAuthRequest{}).(*createdAuthRequest); c != nil {
-		stored := *ar
-		c.ar, c.sid, c.cookie, c.session = &stored, sid, cookie, session
+		created := *ar
+		c.ar, c.sid, c.cookie, c.session, c.unstored = &created, sid, cookie, session, !stored
+	}
+}
+
+// unstoredRequest is the auth request id when this /authorize created it
+// and has not stored it; nil otherwise.
+func unstoredRequest(ctx context.Context, id string) *createdAuthRequest {
+	c, _ := ctx.Value(ctxCreatedAuthRequest{}).(*createdAuthRequest)
+	if c == nil || !c.unstored || c.ar == nil || c.ar.ID != id {
+		return nil
+	}
+	return c
+}
+
+// unstored: the auth request id has no record yet (see storeAuthRequest).
+func unstored(ctx context.Context, id string) bool { return unstoredRequest(ctx, id) != nil }
+
+// storeUnstored stores the auth request id, as it was created, when it has
+// no record yet: before anything (a page, the upstream's sign-in, a login
+// state) can name it. A no-op for a stored request.
+func (b *Broker) storeUnstored(ctx context.Context, id string) error {
+	c := unstoredRequest(ctx, id)
+	if c == nil {
+		return nil
+	}
+	if err := b.sessions.CreateAuthRequest(ctx, c.ar); err != nil {
+		return storeError("saving the authorization request", err)
+	}
+	c.unstored = false
+	return nil
+}
+
+// keptByCode notes that the auth request id, never stored, is kept by the
+// code just saved (which carries it): it needs no record.
+func keptByCode(ctx context.Context, id string) {
+	if c := unstoredRequest(ctx, id); c != nil {
+		c.unstored = false
 	}
 }
 
 // inlineLogin is the login step's reads when /authorize runs it for the
-// auth request id it just stored: the request, and the session read (r,
+// auth request id it just created: the request, and the session read (r,
 // with it preloaded). false for any other /login.
 func (b *Broker) inlineLogin(r *http.Request, id string) (*http.Request, *sessions.AuthRequest, bool) {
 	c, _ := r.Context().Value(ctxCreatedAuthRequest{}).(*createdAuthRequest)
@@ -71,7 +118,7 @@ func (b *Broker) inlineLogin(r *http.Request, id string) (*http.Request, *sessio
 }
 
 // loginRedirectCatcher passes the op's answer through, except the redirect
-// to the login URL of the auth request it stored: that one it keeps back
+// to the login URL of the auth request it created: that one it keeps back
 // (status, Location and body), for handleAuthorize to answer instead.
 type loginRedirectCatcher struct {
 	http.ResponseWriter
@@ -102,10 +149,11 @@ func (c *loginRedirectCatcher) Write(p []byte) (int, error) {
 func (c *loginRedirectCatcher) Unwrap() http.ResponseWriter { return c.ResponseWriter }
 
 // serveAuthorize runs the op's authorize endpoint and, when it redirects
-// to the login step of the request it stored, runs that step at once.
+// to the login step of the request it created, runs that step at once.
 func (b *Broker) serveAuthorize(w http.ResponseWriter, r *http.Request) {
 	created := &createdAuthRequest{}
 	r = r.WithContext(context.WithValue(r.Context(), ctxCreatedAuthRequest{}, created))
+	w = &storeBeforeAnswer{ResponseWriter: w, b: b, ctx: r.Context(), created: created}
 	catcher := &loginRedirectCatcher{ResponseWriter: w, b: b, created: created}
 	b.opServer.ServeHTTP(catcher, r)
 	if catcher.caught == "" {
@@ -154,3 +202,35 @@ func withResponseCookies(r *http.Request, h http.Header) {
 		}
 	}
 }
+
+// storeBeforeAnswer stores the auth request /authorize left unstored
+// before any answer but the code's (whose save carries it and marks it
+// kept) goes out: whatever that answer names the request by then finds
+// it. The login step stores it itself where a write needs the record
+// first (storeUnstored); this covers every other answer.
+type storeBeforeAnswer struct {
+	http.ResponseWriter
+	b           *Broker
+	ctx         context.Context
+	created     *createdAuthRequest
+	wroteHeader bool
+}
+
+func (s *storeBeforeAnswer) WriteHeader(code int) {
+	if !s.wroteHeader && s.created.unstored {
+		if err := s.b.storeUnstored(s.ctx, s.created.ar.ID); err != nil {
+			s.b.log.ErrorContext(s.ctx, "saving the authorization request before answering", "err", err)
+		}
+	}
+	s.wroteHeader = true
+	s.ResponseWriter.WriteHeader(code)
+}
+
+func (s *storeBeforeAnswer) Write(p []byte) (int, error) {
+	if !s.wroteHeader {
+		s.WriteHeader(http.StatusOK)
+	}
+	return s.ResponseWriter.Write(p)
+}
+
+func (s *storeBeforeAnswer) Unwrap() http.ResponseWriter { return s.ResponseWriter }

@@ -114,47 +114,63 @@ func (s opStorage) CreateAuthRequest(ctx context.Context, req *oidc.AuthRequest,
 		}
 	}
 	ex, _ := ctx.Value(ctxAuthorizeExtras).(authorizeExtras)
-	session, err := b.storeAuthRequest(ctx, ar, ex)
+	session, stored, err := b.storeAuthRequest(ctx, ar, ex)
 	if err != nil {
 		return nil, err
 	}
-	noteCreated(ctx, ar, ex.sessionID, ex.sessionCookie, session)
+	noteCreated(ctx, ar, ex.sessionID, ex.sessionCookie, session, stored)
 	return authRequest{ar}, nil
 }
 
-// storeAuthRequest stores ar. Requests a session answers at once are not
-// limited (allowAuthRequest): people behind one NAT renewing silently must
-// not lock each other out. So a browser with a session cookie has its
-// session read in the round trip that creates the request, and the limit
-// applies after that when the session signs no one in (the request is
-// deleted again when over it). session: that read (nil when none was
-// made), for the login step this request runs next (authorize_inline.go).
-func (b *Broker) storeAuthRequest(ctx context.Context, ar *sessions.AuthRequest, ex authorizeExtras) (*sessionRead, error) {
+// storeAuthRequest stores ar, or, when the browser's session signs someone
+// in and /authorize runs the login step itself (serveAuthorize), leaves it
+// for that step to store (stored false): most such requests are answered
+// there at once with a code, whose save carries the request, and need no
+// record of their own (storeUnstored covers the others). Requests a
+// session answers at once are not limited (allowAuthRequest): people
+// behind one NAT renewing silently must not lock each other out. So a
+// browser with a session cookie has its session read first, and the limit
+// applies when the session signs no one in. session: that read (nil when
+// none was made), for the login step this request runs next
+// (authorize_inline.go).
+func (b *Broker) storeAuthRequest(ctx context.Context, ar *sessions.AuthRequest, ex authorizeExtras) (session *sessionRead, stored bool, err error) {
 	if ex.sessionID == "" || slices.Contains(ar.Prompt, oidc.PromptLogin) {
-		if err := b.allowAuthRequest(ctx); err != nil {
-			return nil, err
-		}
-		return nil, storeError("saving the authorization request", b.sessions.CreateAuthRequest(ctx, ar))
+		return nil, true, b.createAuthRequest(ctx, ar)
 	}
-	read, err := sessions.RunTogether(ctx, b.sessions, sessions.Together{CreateAuthRequest: ar, GetSession: ex.sessionID,
-		GetUserAndGrant: sessionUserHint(ex.sessionID)})
+	t := sessions.Together{GetSession: ex.sessionID, GetUserAndGrant: sessionUserHint(ex.sessionID)}
+	inline := ctx.Value(ctxCreatedAuthRequest{}) != nil
+	if !inline {
+		t.CreateAuthRequest = ar
+	}
+	read, err := sessions.RunTogether(ctx, b.sessions, t)
 	if err != nil {
-		return nil, storeError("saving the authorization request", err)
+		return nil, false, storeError("saving the authorization request", err)
 	}
-	session := &sessionRead{rec: read.Session, err: read.SessionErr}
+	session = &sessionRead{rec: read.Session, err: read.SessionErr}
 	if read.UserGrant != nil {
 		session.claims = prefetched(*read.UserGrant)
 	}
 	if _, ok := recordAccount(read.Session); ok && read.SessionErr == nil {
-		return session, nil
+		return session, !inline, nil
 	}
-	if err := b.allowAuthRequest(ctx); err != nil {
-		if derr := b.sessions.DeleteAuthRequest(ctx, ar.ID); derr != nil {
-			b.log.WarnContext(ctx, "deleting an authorization request over the limit", "err", derr)
+	if !inline {
+		if err := b.allowAuthRequest(ctx); err != nil {
+			if derr := b.sessions.DeleteAuthRequest(ctx, ar.ID); derr != nil {
+				b.log.WarnContext(ctx, "deleting an authorization request over the limit", "err", derr)
+			}
+			return nil, false, err
 		}
-		return nil, err
+		return session, true, nil
 	}
-	return session, nil
+	return session, true, b.createAuthRequest(ctx, ar)
+}
+
+// createAuthRequest stores ar, within the authorization request limit.
+func (b *Broker) createAuthRequest(ctx context.Context, ar *sessions.AuthRequest) error {
+	if err := b.allowAuthRequest(ctx); err != nil {
+		return err
+	}
+	return storeError("saving the authorization request", b.sessions.CreateAuthRequest(ctx, ar))
 }
 
 func localeStrings(l oidc.Locales) []string {
@@ -194,14 +210,21 @@ func (s opStorage) SaveAuthCode(ctx context.Context, id, code string) error {
 	c := &sessions.Code{Hash: hashToken(code), AuthRequestID: id, ExpiresAt: b.now().Add(b.opts.Tokens.Code)}
 	if ar, _ := ctx.Value(ctxCodeFor{}).(*sessions.AuthRequest); ar != nil && ar.ID == id && ar.Done {
 		c.AuthRequest = ar
+		c.AuthRequestNeverStored = unstored(ctx, id)
+	} else if err := b.storeUnstored(ctx, id); err != nil {
+		return err
 	}
+	var err error
 	if later, _ := ctx.Value(ctxSessionWrite{}).(*sessionWrite); later != nil && !later.taken {
 		// The browser session completeAuthorization saves rides along.
 		later.taken = true
-		_, err := sessions.RunTogether(ctx, b.sessions, sessions.Together{SaveSession: later.rec, ReplacesSession: later.replaces, SaveCode: c})
-		return storeError("saving the authorization code", err)
+		_, err = sessions.RunTogether(ctx, b.sessions, sessions.Together{SaveSession: later.rec, ReplacesSession: later.replaces, SaveCode: c})
+	} else {
+		err = b.sessions.SaveCode(ctx, c)
 	}
-	err := b.sessions.SaveCode(ctx, c)
+	if err == nil && c.AuthRequestNeverStored {
+		keptByCode(ctx, id)
+	}
 	return storeError("saving the authorization code", err)
 }
 

@@ -67,11 +67,12 @@ func clip(s string, n int) string {
 // them. Rate-limit checks are not counted. At record_format v1, v3 (which
 // writes no refresh-token lookup) and v4 (the upstream state kept with the
 // auth request). The code exchange reads the user and grant with the code
-// (broker/codes.go); /authorize reads the browser session with the auth
-// request's creation and runs the login step itself, handing it both
-// (broker/authorize_inline.go), so no replica reads them again; the
-// session's ID names its user, read in that same round trip
-// (broker/browser.go: newSessionID).
+// (broker/codes.go); /authorize reads the browser session first and runs
+// the login step itself, handing it the session and the request it made
+// (broker/authorize_inline.go), so no replica reads them again; a request
+// the session answers at once is stored only inside its code's record
+// (from v3: no auth request record written); the session's ID names its
+// user, read in that same round trip (broker/browser.go: newSessionID).
 func TestLoginRedisRoundTrips(t *testing.T) {
 	for _, tc := range []struct {
 		format string
@@ -141,6 +142,9 @@ func checkLoginRedisRoundTrips(t *testing.T, format string, max loginTrips) {
 			}
 		}
 		t.Logf("%s: %d store round trips", l.name, len(fewest))
+		if l.name == "answered from usher's session" && format >= "v3" && strings.Contains(strings.Join(fewest, "\n"), "ar:") {
+			t.Errorf("%s: an auth request record written, want none (the code carries the request):\n%s", l.name, strings.Join(fewest, "\n"))
+		}
 		if len(fewest) > l.max {
 			t.Errorf("%s: %d store round trips, want at most %d:\n%s", l.name, len(fewest), l.max, strings.Join(fewest, "\n"))
 		}

@@ -107,6 +107,12 @@ type Code struct {
 	// saved without it (before this field existed) are answered from
 	// the auth request's own record.
 	AuthRequest *AuthRequest `json:"auth_request,omitempty"`
+	// AuthRequestNeverStored: AuthRequest was answered in the HTTP request
+	// that made it (a login the browser session answered at once), so it
+	// has no record of its own and the code is the only place it is kept:
+	// SaveCode writes none for it (a store whose readers may predate
+	// AuthRequest creates one instead). Not part of the record.
+	AuthRequestNeverStored bool `json:"-"`
 }
 
 // StoredAuthRequest is c's AuthRequest as SaveCode stores it: expiring

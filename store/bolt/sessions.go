@@ -133,6 +133,9 @@ func (s *Store) SaveCode(ctx context.Context, c *sessions.Code) error {
 	if ar := c.AuthRequest; ar != nil && (ar.ID != c.AuthRequestID || ar.ExpiresAt.IsZero()) {
 		return fmt.Errorf("boltstore: save code: its auth request is not %s or has no expiry: %w", c.AuthRequestID, ErrInvalid)
 	}
+	if c.AuthRequestNeverStored && c.AuthRequest == nil {
+		return fmt.Errorf("boltstore: save code: an auth request never stored is carried by the code: %w", ErrInvalid)
+	}
 	err := s.flowUpdate(func(tx *bolt.Tx) (error, error) {
 		b := tx.Bucket(bCodes)
 		var old sessions.Code
@@ -143,7 +146,7 @@ func (s *Store) SaveCode(ctx context.Context, c *sessions.Code) error {
 		if found && !expired(old.ExpiresAt, s.now()) {
 			return sessions.ErrConflict, nil
 		}
-		if ar := c.StoredAuthRequest(); ar != nil {
+		if ar := c.StoredAuthRequest(); ar != nil && !c.AuthRequestNeverStored {
 			if refusal, err := s.replaceAuthRequest(tx, ar); refusal != nil || err != nil {
 				return refusal, err
 			}

@@ -135,6 +135,18 @@ func testCodeConsumeOnce(t *testing.T, ctx context.Context, s sessions.Store, cl
 	gone.Done = true
 	err = s.SaveCode(ctx, &sessions.Code{Hash: "code-3", AuthRequestID: "ar-gone", ExpiresAt: clock.Now().Add(time.Minute), AuthRequest: gone})
 	wantErr(t, "a code completing an auth request that is gone", err, sessions.ErrNotFound)
+
+	// A request answered where it was made is never stored alone: its code
+	// carries it, and is saved and exchanged as any other.
+	once := authRequest("ar-once", clock.Now())
+	once.Done, once.Subject = true, "usr_2"
+	must(t, "save a code carrying a request never stored", s.SaveCode(ctx, &sessions.Code{Hash: "code-once", AuthRequestID: "ar-once",
+		ExpiresAt: clock.Now().Add(time.Minute), AuthRequest: once, AuthRequestNeverStored: true}))
+	got, err = s.ConsumeCode(ctx, "code-once")
+	must(t, "consume the code carrying a request never stored", err)
+	same(t, "the request the code carries", once, got.AuthRequest)
+	_, err = s.ConsumeCode(ctx, "code-once")
+	wantErr(t, "consume it twice", err, sessions.ErrCodeReplayed)
 }
 
 func testCodeExpiry(t *testing.T, ctx context.Context, s sessions.Store, clock *Clock) {
@@ -467,14 +479,17 @@ func testSessionsBadInput(t *testing.T, ctx context.Context, s sessions.Store, c
 	valid := refreshToken("rt-valid", "fam", now)
 	must(t, "create valid", s.CreateRefreshToken(ctx, valid))
 	badInput(t, map[string]func() error{
-		"CreateAuthRequest(nil)":       func() error { return s.CreateAuthRequest(ctx, nil) },
-		"CreateAuthRequest(no id)":     func() error { return s.CreateAuthRequest(ctx, authRequest("", now)) },
-		"GetAuthRequest(\"\")":         func() error { _, err := s.GetAuthRequest(ctx, ""); return err },
-		"UpdateAuthRequest(nil)":       func() error { return s.UpdateAuthRequest(ctx, nil) },
-		"UpdateAuthRequest(no id)":     func() error { return s.UpdateAuthRequest(ctx, authRequest("", now)) },
-		"DeleteAuthRequest(\"\")":      func() error { return s.DeleteAuthRequest(ctx, "") },
-		"SaveCode(nil)":                func() error { return s.SaveCode(ctx, nil) },
-		"SaveCode(no hash)":            func() error { return s.SaveCode(ctx, &sessions.Code{ExpiresAt: now.Add(time.Minute)}) },
+		"CreateAuthRequest(nil)":   func() error { return s.CreateAuthRequest(ctx, nil) },
+		"CreateAuthRequest(no id)": func() error { return s.CreateAuthRequest(ctx, authRequest("", now)) },
+		"GetAuthRequest(\"\")":     func() error { _, err := s.GetAuthRequest(ctx, ""); return err },
+		"UpdateAuthRequest(nil)":   func() error { return s.UpdateAuthRequest(ctx, nil) },
+		"UpdateAuthRequest(no id)": func() error { return s.UpdateAuthRequest(ctx, authRequest("", now)) },
+		"DeleteAuthRequest(\"\")":  func() error { return s.DeleteAuthRequest(ctx, "") },
+		"SaveCode(nil)":            func() error { return s.SaveCode(ctx, nil) },
+		"SaveCode(no hash)":        func() error { return s.SaveCode(ctx, &sessions.Code{ExpiresAt: now.Add(time.Minute)}) },
+		"SaveCode(a request never stored, not carried)": func() error {
+			return s.SaveCode(ctx, &sessions.Code{Hash: "code-none", AuthRequestID: "ar-none", ExpiresAt: now.Add(time.Minute), AuthRequestNeverStored: true})
+		},
 		"ConsumeCode(\"\")":            func() error { _, err := s.ConsumeCode(ctx, ""); return err },
 		"CreateRefreshToken(nil)":      func() error { return s.CreateRefreshToken(ctx, nil) },
 		"CreateRefreshToken(no hash)":  func() error { return s.CreateRefreshToken(ctx, refreshToken("", "fam", now)) },
@@ -506,7 +521,9 @@ func testSessionsBadInput(t *testing.T, ctx context.Context, s sessions.Store, c
 		"AddSigningKey(no id)":   func() error { return s.AddSigningKey(ctx, signingKey("", now), false) },
 		"DeleteSigningKey(\"\")": func() error { return s.DeleteSigningKey(ctx, "") },
 	})
-	// The valid token survived the bad calls.
+	// The refused code was not saved, and the valid token survived the bad calls.
+	_, err := s.ConsumeCode(ctx, "code-none")
+	wantErr(t, "the code refused as bad input", err, sessions.ErrNotFound)
 	got, err := s.GetRefreshToken(ctx, "fam", "rt-valid")
 	must(t, "get valid after bad input", err)
 	if got.RotatedAt != nil {

@@ -146,14 +146,23 @@ func (s *Store) codeCalls(c *sessions.Code) ([]scriptCall, error) {
 	}
 	calls := []scriptCall{{putRecord, []string{s.key("c", c.Hash)},
 		[]any{microsStr(s.now()), "create", microsStr(c.ExpiresAt), expireAtMS(c.ExpiresAt), raw}}}
-	if ar := c.AuthRequest; ar != nil {
+	if c.AuthRequestNeverStored && c.AuthRequest == nil {
+		return nil, fmt.Errorf("an auth request never stored is carried by the code: %w", ErrInvalid)
+	}
+	// Versions before v3 may predate codes carrying their request: for
+	// them, a request never stored gets its record with the code.
+	if ar := c.AuthRequest; ar != nil && !(c.AuthRequestNeverStored && s.formatV3()) {
 		// The auth request the code completes, in the same round trip (other
 		// slots: an update that finds the request gone fails the save, and
 		// the code, never handed out, expires unused).
 		if err := checkKeys("its auth request", ar.ID); err != nil {
 			return nil, err
 		}
-		call, err := s.authRequestCall("update", c.StoredAuthRequest())
+		mode := "update"
+		if c.AuthRequestNeverStored {
+			mode = "create"
+		}
+		call, err := s.authRequestCall(mode, c.StoredAuthRequest())
 		if err != nil || ar.ID != c.AuthRequestID {
 			return nil, fmt.Errorf("its auth request: %w", errors.Join(err, ErrInvalid))
 		}

@@ -100,20 +100,10 @@ func (s opStorage) CreateAuthRequest(ctx context.Context, req *oidc.AuthRequest,
 		CreatedAt:           now,
 		ExpiresAt:           now.Add(b.opts.Tokens.AuthRequest),
 	}
-	if ex, ok := ctx.Value(ctxAuthorizeExtras).(authorizeExtras); ok {
-		if ex.invitationNeedsInteraction {
-			return nil, refuseInvitationWithoutInteraction()
-		}
-		ar.Connection, ar.ScreenHint, ar.InvitationHash = ex.connection, ex.screenHint, ex.invitationHash
-		if oerr := b.checkOrganizationParam(ex.organization, ex.upstreamInvitation); oerr != nil {
-			return nil, oerr
-		}
-		ar.Organization, ar.UpstreamInvitation = ex.organization, ex.upstreamInvitation
-		if ex.freshLogin && !slices.Contains(ar.Prompt, oidc.PromptLogin) {
-			ar.Prompt = append(ar.Prompt, oidc.PromptLogin)
-		}
-	}
 	ex, _ := ctx.Value(ctxAuthorizeExtras).(authorizeExtras)
+	if err := b.applyExtras(ar, ex); err != nil {
+		return nil, err
+	}
 	session, stored, err := b.storeAuthRequest(ctx, ar, ex)
 	if err != nil {
 		return nil, err
@@ -122,55 +112,21 @@ func (s opStorage) CreateAuthRequest(ctx context.Context, req *oidc.AuthRequest,
 	return authRequest{ar}, nil
 }
 
-// storeAuthRequest stores ar, or, when the browser's session signs someone
-// in and /authorize runs the login step itself (serveAuthorize), leaves it
-// for that step to store (stored false): most such requests are answered
-// there at once with a code, whose save carries the request, and need no
-// record of their own (storeUnstored covers the others). Requests a
-// session answers at once are not limited (allowAuthRequest): people
-// behind one NAT renewing silently must not lock each other out. So a
-// browser with a session cookie has its session read first, and the limit
-// applies when the session signs no one in. session: that read (nil when
-// none was made), for the login step this request runs next
-// (authorize_inline.go).
-func (b *Broker) storeAuthRequest(ctx context.Context, ar *sessions.AuthRequest, ex authorizeExtras) (session *sessionRead, stored bool, err error) {
-	if ex.sessionID == "" || slices.Contains(ar.Prompt, oidc.PromptLogin) {
-		return nil, true, b.createAuthRequest(ctx, ar)
+// applyExtras puts the /authorize parameters the op decoder drops on ar,
+// or refuses them.
+func (b *Broker) applyExtras(ar *sessions.AuthRequest, ex authorizeExtras) error {
+	if ex.invitationNeedsInteraction {
+		return refuseInvitationWithoutInteraction()
 	}
-	t := sessions.Together{GetSession: ex.sessionID, GetUserAndGrant: sessionUserHint(ex.sessionID)}
-	inline := ctx.Value(ctxCreatedAuthRequest{}) != nil
-	if !inline {
-		t.CreateAuthRequest = ar
+	ar.Connection, ar.ScreenHint, ar.InvitationHash = ex.connection, ex.screenHint, ex.invitationHash
+	if oerr := b.checkOrganizationParam(ex.organization, ex.upstreamInvitation); oerr != nil {
+		return oerr
 	}
-	read, err := sessions.RunTogether(ctx, b.sessions, t)
-	if err != nil {
-		return nil, false, storeError("saving the authorization request", err)
+	ar.Organization, ar.UpstreamInvitation = ex.organization, ex.upstreamInvitation
+	if ex.freshLogin && !slices.Contains(ar.Prompt, oidc.PromptLogin) {
+		ar.Prompt = append(ar.Prompt, oidc.PromptLogin)
 	}
-	session = &sessionRead{rec: read.Session, err: read.SessionErr}
-	if read.UserGrant != nil {
-		session.claims = prefetched(*read.UserGrant)
-	}
-	if _, ok := recordAccount(read.Session); ok && read.SessionErr == nil {
-		return session, !inline, nil
-	}
-	if !inline {
-		if err := b.allowAuthRequest(ctx); err != nil {
-			if derr := b.sessions.DeleteAuthRequest(ctx, ar.ID); derr != nil {
-				b.log.WarnContext(ctx, "deleting an authorization request over the limit", "err", derr)
-			}
-			return nil, false, err
-		}
-		return session, true, nil
-	}
-	return session, true, b.createAuthRequest(ctx, ar)
-}
-
-// createAuthRequest stores ar, within the authorization request limit.
-func (b *Broker) createAuthRequest(ctx context.Context, ar *sessions.AuthRequest) error {
-	if err := b.allowAuthRequest(ctx); err != nil {
-		return err
-	}
-	return storeError("saving the authorization request", b.sessions.CreateAuthRequest(ctx, ar))
+	return nil
 }
 
 func localeStrings(l oidc.Locales) []string {

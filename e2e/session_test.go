@@ -67,28 +67,8 @@ func TestSessionAnswersAuthorize(t *testing.T) {
 		t.Fatalf("second app's ID token %v, first %v", c, first)
 	}
 
-	for _, tc := range []struct {
-		name  string
-		extra url.Values
-	}{
-		{"prompt=login", url.Values{"prompt": {"login"}}},
-		{"max_age=0", url.Values{"max_age": {"0"}}},
-	} {
-		u, verifier, _ := authorizeURL(d, tc.extra)
-		resp, body := a.get(u)
-		up := upstreamAuthorize(resp)
-		if up == nil || up.Query().Get("prompt") != "login" || !strings.Contains(body, `action="/u/login"`) {
-			t.Fatalf("%s: want the upstream's login form with prompt=login, got %d at %s (upstream %v)", tc.name, resp.StatusCode, resp.Request.URL, up)
-		}
-		// The sign-in completes: its request was stored before the
-		// upstream was asked (max_age=0 finds that out only after reading
-		// the session, where a request a session answers is not stored).
-		resp, body = a.devidpForm(resp, body, "login", url.Values{"email": {"session@example.com"}, "password": {"password-123456"}})
-		tr := exchangeCode(t, d, a.callbackOf(resp, body).Get("code"), verifier)
-		if c := jwtClaims(t, tr.IDToken); c["sub"] != first["sub"] {
-			t.Errorf("%s: signed in again as %v, want %v", tc.name, c["sub"], first["sub"])
-		}
-	}
+	signInAgainUpstream(t, d, a, "prompt=login", url.Values{"prompt": {"login"}}, first["sub"])
+	signInAgainUpstream(t, d, a, "max_age=0", url.Values{"max_age": {"0"}}, first["sub"])
 
 	// Sign-out ends usher's session: the next authorization goes upstream.
 	resp, _ = a.get(strings.TrimSuffix(d.IssuerURL, "/") + "/oidc/logout?client_id=" + app.DevSPAClientID)
@@ -99,6 +79,26 @@ func TestSessionAnswersAuthorize(t *testing.T) {
 	resp, _ = a.get(u)
 	if upstreamAuthorize(resp) == nil {
 		t.Fatalf("after sign-out, usher answered from a session it should have ended")
+	}
+}
+
+// signInAgainUpstream authorizes with extra, which a usher session must
+// not answer: the upstream's login form with prompt=login, and the
+// sign-in completes as sub. Its request was stored before the upstream was
+// asked (max_age=0 tells only once the session was read, and a request the
+// session answers is not stored before).
+func signInAgainUpstream(t *testing.T, d *app.Dev, a *agent, name string, extra url.Values, sub any) {
+	t.Helper()
+	u, verifier, _ := authorizeURL(d, extra)
+	resp, body := a.get(u)
+	up := upstreamAuthorize(resp)
+	if up == nil || up.Query().Get("prompt") != "login" || !strings.Contains(body, `action="/u/login"`) {
+		t.Fatalf("%s: want the upstream's login form with prompt=login, got %d at %s (upstream %v)", name, resp.StatusCode, resp.Request.URL, up)
+	}
+	resp, body = a.devidpForm(resp, body, "login", url.Values{"email": {"session@example.com"}, "password": {"password-123456"}})
+	tr := exchangeCode(t, d, a.callbackOf(resp, body).Get("code"), verifier)
+	if c := jwtClaims(t, tr.IDToken); c["sub"] != sub {
+		t.Errorf("%s: signed in again as %v, want %v", name, c["sub"], sub)
 	}
 }
 

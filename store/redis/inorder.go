@@ -139,6 +139,24 @@ func (s *Store) runTogether(ctx context.Context, calls ...scriptCall) ([][]any, 
 	return out, nil
 }
 
+// processConfirmed runs cmds, independent writes, and returns once each
+// is answered: in one round trip on one master, one by one on a cluster.
+func (s *Store) processConfirmed(ctx context.Context, cmds []redis.Cmder) error {
+	switch {
+	case len(cmds) == 0:
+		return nil
+	case len(cmds) == 1 || !s.oneMaster():
+		return s.processEach(ctx, cmds)
+	}
+	_, _ = s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+		for _, c := range cmds {
+			_ = p.Process(ctx, c)
+		}
+		return nil
+	})
+	return firstErr(cmds)
+}
+
 func (s *Store) processEach(ctx context.Context, cmds []redis.Cmder) error {
 	for _, c := range cmds {
 		if err := s.rdb.Process(ctx, c); err != nil && !errors.Is(err, redis.Nil) {

@@ -506,3 +506,39 @@ func TestTogetherReadsUserAndGrant(t *testing.T) {
 		t.Errorf("without GetUserAndGrant: user read %+v (%v), want none", r.UserGrant, err)
 	}
 }
+
+// A redemption that records its event sends the writes that must precede
+// the invitation's (its pending-merge entry, its outbox entry) in one round
+// trip, confirmed before the invitation's write, which goes with the
+// outbox's second mark: 5 round trips on one master (6 the first time, a
+// script loaded), where each of those writes went alone before (7 and 8).
+// The grant holds the invitation's role after it, and no pending-merge
+// entry is left. A count, not a timing.
+func TestRedeemInvitationRoundTrips(t *testing.T) {
+	t.Parallel()
+	ctx := ctxT(t)
+	st, rdb, hook := countedStore(t, uniquePrefix())
+	now := time.Now().UTC()
+	for i, want := range []int64{6, 5} {
+		inv := pendingInvitation(fmt.Sprintf("inv-rt-%d", i), now)
+		if _, err := st.CreateInvitation(ctx, inv); err != nil {
+			t.Fatal(err)
+		}
+		user := fmt.Sprintf("usr_rt_%d", i)
+		ev := grants.OutboxEvent{ID: fmt.Sprintf("ev-rt-%d", i), Type: grants.EventInvitationRedeemed, At: now}
+		before := hook.n.Load()
+		_, g, err := st.RedeemInvitation(ctx, inv.TokenHash, grants.Redemption{UserID: user, At: now, Events: []grants.OutboxEvent{ev}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n := hook.n.Load() - before; n != want {
+			t.Errorf("redemption %d: %d round trips, want %d", i, n, want)
+		}
+		if g == nil || !slices.Contains(g.Roles, "member") {
+			t.Errorf("redemption %d: grant %+v, want the invitation's role", i, g)
+		}
+		if n, err := rdb.HLen(ctx, st.Prefix()+"{g:"+user+"}:p").Result(); err != nil || n != 0 {
+			t.Errorf("redemption %d: %d pending-merge entries left (%v), want none", i, n, err)
+		}
+	}
+}

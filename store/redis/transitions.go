@@ -10,6 +10,8 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/redis/go-redis/v9"
+
 	"github.com/usher-oidc/usher/grants"
 )
 
@@ -66,18 +68,21 @@ func (s *Store) redeem(ctx context.Context, tokenHash string, r grants.Redemptio
 			unpend()
 			return inv, nil, refusal
 		}
+		// The pending-merge entry goes before the redemption, confirmed
+		// (with the outbox entry) before it is sent.
+		var markPending []redis.Cmder
 		if pending == "" {
 			pv, err := pendingValue(s.now(), r.Claims)
 			if err != nil {
 				return nil, nil, err
 			}
-			if err := s.rdb.HSet(ctx, pendingKey, inv.ID, pv).Err(); err != nil {
-				return nil, nil, err
-			}
-			pending = inv.ID
+			markPending = append(markPending, redis.NewIntCmd(ctx, "hset", pendingKey, inv.ID, pv))
 		}
 		at := r.At
-		res, err := s.casInvitation(ctx, inv, version, grants.StatusPending)
+		res, err := s.casInvitation(ctx, inv, version, grants.StatusPending, markPending...)
+		if len(markPending) > 0 && markPending[0].Err() == nil {
+			pending = inv.ID
+		}
 		if err != nil {
 			// Unknown outcome: leave the pending entry, GetGrant resolves it.
 			return nil, nil, err

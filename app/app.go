@@ -261,7 +261,7 @@ func OpenStore(cfg *config.Config, now func() time.Time, log *slog.Logger) (Stor
 	case "redis":
 		r := cfg.Store.Redis
 		st, err := redisstore.Open(redisstore.Config{URL: r.URL, Addrs: r.Addrs, MasterName: r.MasterName,
-			Username: r.Username, Password: r.Password, DB: r.DB},
+			Username: r.Username, Password: r.Password, DB: r.DB, PoolSize: r.PoolSize},
 			redisstore.Options{Now: now, Logger: log, RecordFormat: cfg.Store.RecordFormat})
 		if err != nil {
 			return nil, fmt.Errorf("opening the Redis store: %w", err)

@@ -182,6 +182,9 @@ type Redis struct {
 	Username   string   `yaml:"username"`
 	Password   string   `yaml:"password" usher:"secret"`
 	DB         int      `yaml:"db"`
+	// PoolSize is the most connections a replica opens to Redis (to each
+	// node of a Cluster); 0 = 32 per CPU (redisstore.DefaultPoolSize).
+	PoolSize int `yaml:"pool_size"`
 }
 
 // Signing configures token signing keys.

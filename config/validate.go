@@ -162,6 +162,9 @@ func (c *Config) checkStore(p *problems) {
 		if r.DB < 0 {
 			p.add("store.redis.db", "must not be negative")
 		}
+		if r.PoolSize < 0 {
+			p.add("store.redis.pool_size", "must not be negative (0 is the default: 32 connections per CPU)")
+		}
 	default:
 		p.add("store.driver", "%q must be one of bolt, redis", s.Driver)
 	}

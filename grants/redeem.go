@@ -35,6 +35,8 @@ func (e *DeniedError) Error() string { return "redemption denied: " + e.Reason }
 // event. conflicts are the offered claims the user already held with another
 // value: they were kept.
 func (s *Service) Redeem(ctx context.Context, hash string, who Redeemer) (inv *Invitation, g *Grant, conflicts []ClaimConflict, err error) {
+	// The store may redeem from the record CheckHash read (ReadMemo).
+	ctx = WithReadMemo(ctx)
 	inv, err = s.CheckHash(ctx, hash)
 	if err != nil {
 		return inv, nil, nil, err

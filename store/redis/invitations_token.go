@@ -8,6 +8,7 @@ import (
 	"hash/fnv"
 	"slices"
 	"strconv"
+	"strings"
 
 	"github.com/redis/go-redis/v9"
 
@@ -190,13 +191,38 @@ func (s *Store) invitationByHash(ctx context.Context, hash string) (*grants.Invi
 		if id == "" || slices.Contains(ids[:i], id) {
 			continue
 		}
-		inv, v, err := s.loadInvitation(ctx, id)
+		raw, err := s.rdb.Get(ctx, s.invKey(id)).Result()
+		if errors.Is(err, redis.Nil) {
+			continue
+		}
 		if err != nil {
 			return nil, "", err
 		}
-		if inv != nil && inv.TokenHash == hash {
+		inv, v, err := decodeInvitation(id, raw)
+		if err != nil {
+			return nil, "", err
+		}
+		if inv.TokenHash == hash {
+			grants.ReadMemoOf(ctx).Keep(tokenMemoKey(hash), id+"\x00"+raw)
 			return inv, v, nil
 		}
 	}
 	return nil, "", nil
+}
+
+// tokenMemoKey names, in a use case's grants.ReadMemo, the invitation
+// record read for token hash.
+func tokenMemoKey(hash string) string { return "invitation by token " + hash }
+
+// keptInvitationByHash is invitationByHash answered from the use case's
+// memo when an earlier read there kept the record (once: a retry reads
+// again). Only for a write that checks the version it read.
+func (s *Store) keptInvitationByHash(ctx context.Context, hash string) (*grants.Invitation, string, error) {
+	if kept, ok := grants.ReadMemoOf(ctx).Take(tokenMemoKey(hash)); ok {
+		id, raw, _ := strings.Cut(kept, "\x00")
+		if inv, v, err := decodeInvitation(id, raw); err == nil && inv.TokenHash == hash {
+			return inv, v, nil
+		}
+	}
+	return s.invitationByHash(ctx, hash)
 }

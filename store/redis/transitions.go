@@ -41,7 +41,9 @@ func (s *Store) redeem(ctx context.Context, tokenHash string, r grants.Redemptio
 		}
 	}
 	for range casRetries {
-		inv, version, err := s.invitationByHash(ctx, tokenHash)
+		// The record the use case read to check it, on the first attempt:
+		// the compare-and-set below refuses it if it changed since.
+		inv, version, err := s.keptInvitationByHash(ctx, tokenHash)
 		if err != nil {
 			unpend()
 			return nil, nil, err

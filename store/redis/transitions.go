@@ -30,6 +30,42 @@ func (s *Store) RedeemInvitation(ctx context.Context, tokenHash string, r grants
 	return inv, g, nil
 }
 
+// pendingEntry is the command writing the pending-merge entry of the
+// invitation id into the user's key (GetGrant heals from it).
+func (s *Store) pendingEntry(ctx context.Context, key, id string, claims map[string]any) ([]redis.Cmder, error) {
+	pv, err := pendingValue(s.now(), claims)
+	if err != nil {
+		return nil, err
+	}
+	return []redis.Cmder{redis.NewIntCmd(ctx, "hset", key, id, pv)}, nil
+}
+
+// mergeRedeemed merges inv, just redeemed by r's user at at, into the
+// user's grant; a failure leaves the merge pending (GetGrant heals it).
+func (s *Store) mergeRedeemed(ctx context.Context, inv *grants.Invitation, r grants.Redemption, at time.Time) (*grants.Grant, error) {
+	args, err := mergeArgs(inv, r.Claims, at)
+	if err != nil {
+		return nil, err
+	}
+	g, _, err := s.grantOp(ctx, r.UserID, args...)
+	if err != nil {
+		return nil, fmt.Errorf("invitation %s redeemed, grant merge pending: %w", inv.ID, err)
+	}
+	return g, nil
+}
+
+// mergeAgain makes sure the grant merge of inv, which r's user redeemed
+// already (a retry by the winner), ran.
+func (s *Store) mergeAgain(ctx context.Context, inv *grants.Invitation, r grants.Redemption) {
+	at := r.At
+	if inv.RedeemedAt != nil {
+		at = *inv.RedeemedAt
+	}
+	if args, err := mergeArgs(inv, r.Claims, at); err == nil {
+		_, _, _ = s.grantOp(ctx, r.UserID, args...)
+	}
+}
+
 func (s *Store) redeem(ctx context.Context, tokenHash string, r grants.Redemption) (*grants.Invitation, *grants.Grant, error) {
 	pendingKey := s.grantKeys(r.UserID)[3]
 	pending := "" // the invitation ID whose pending-merge entry we wrote
@@ -53,18 +89,9 @@ func (s *Store) redeem(ctx context.Context, tokenHash string, r grants.Redemptio
 			return nil, nil, grants.ErrNotFound
 		}
 		refusal := inv.ApplyRedemption(r)
-		if errors.Is(refusal, grants.ErrInvitationRedeemed) {
-			if inv.RedeemedBy == r.UserID {
-				// A retry by the winner: make sure its grant merge ran.
-				at := r.At
-				if inv.RedeemedAt != nil {
-					at = *inv.RedeemedAt
-				}
-				if args, err := mergeArgs(inv, r.Claims, at); err == nil {
-					_, _, _ = s.grantOp(ctx, r.UserID, args...)
-				}
-				pending = ""
-			}
+		if errors.Is(refusal, grants.ErrInvitationRedeemed) && inv.RedeemedBy == r.UserID {
+			s.mergeAgain(ctx, inv, r)
+			pending = ""
 		}
 		if refusal != nil {
 			unpend()
@@ -74,11 +101,9 @@ func (s *Store) redeem(ctx context.Context, tokenHash string, r grants.Redemptio
 		// (with the outbox entry) before it is sent.
 		var markPending []redis.Cmder
 		if pending == "" {
-			pv, err := pendingValue(s.now(), r.Claims)
-			if err != nil {
+			if markPending, err = s.pendingEntry(ctx, pendingKey, inv.ID, r.Claims); err != nil {
 				return nil, nil, err
 			}
-			markPending = append(markPending, redis.NewIntCmd(ctx, "hset", pendingKey, inv.ID, pv))
 		}
 		at := r.At
 		res, err := s.casInvitation(ctx, inv, version, grants.StatusPending, markPending...)
@@ -91,13 +116,9 @@ func (s *Store) redeem(ctx context.Context, tokenHash string, r grants.Redemptio
 		}
 		switch res {
 		case "ok":
-			args, err := mergeArgs(inv, r.Claims, at)
+			g, err := s.mergeRedeemed(ctx, inv, r, at)
 			if err != nil {
 				return nil, nil, err
-			}
-			g, _, err := s.grantOp(ctx, r.UserID, args...)
-			if err != nil {
-				return nil, nil, fmt.Errorf("invitation %s redeemed, grant merge pending: %w", inv.ID, err)
 			}
 			return inv, g, nil
 		case "notfound":

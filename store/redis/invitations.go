@@ -64,14 +64,22 @@ func (s *Store) invKey(id string) string { return s.tagged("i", id) }
 
 // loadInvitation returns the invitation and its version; nil when absent.
 func (s *Store) loadInvitation(ctx context.Context, id string) (*grants.Invitation, string, error) {
-	v, err := s.rdb.Get(ctx, s.invKey(id)).Result()
+	inv, version, _, err := s.loadInvitationRecord(ctx, id)
+	return inv, version, err
+}
+
+// loadInvitationRecord is loadInvitation with the stored record itself
+// ("" when absent).
+func (s *Store) loadInvitationRecord(ctx context.Context, id string) (*grants.Invitation, string, string, error) {
+	raw, err := s.rdb.Get(ctx, s.invKey(id)).Result()
 	if errors.Is(err, redis.Nil) {
-		return nil, "", nil
+		return nil, "", "", nil
 	}
 	if err != nil {
-		return nil, "", err
+		return nil, "", "", err
 	}
-	return decodeInvitation(id, v)
+	inv, version, err := decodeInvitation(id, raw)
+	return inv, version, raw, err
 }
 
 // loadInvitations loads several invitations in one pipeline (the cluster
@@ -122,7 +130,7 @@ func (s *Store) casInvitation(ctx context.Context, inv *grants.Invitation, versi
 	// the second mark then share a round trip (casThenMark): two round
 	// trips where there were up to four.
 	if len(inv.Outbox) > 0 {
-		before = append(before, redis.NewIntCmd(ctx, "zadd", s.outboxKey(), 0, inv.ID))
+		before = append(before, s.outboxDue(ctx, inv.ID))
 	}
 	if err := s.processConfirmed(ctx, before); err != nil {
 		return "", err

@@ -191,19 +191,14 @@ func (s *Store) invitationByHash(ctx context.Context, hash string) (*grants.Invi
 		if id == "" || slices.Contains(ids[:i], id) {
 			continue
 		}
-		raw, err := s.rdb.Get(ctx, s.invKey(id)).Result()
-		if errors.Is(err, redis.Nil) {
-			continue
-		}
+		inv, v, raw, err := s.loadInvitationRecord(ctx, id)
 		if err != nil {
 			return nil, "", err
 		}
-		inv, v, err := decodeInvitation(id, raw)
-		if err != nil {
-			return nil, "", err
-		}
-		if inv.TokenHash == hash {
-			grants.ReadMemoOf(ctx).Keep(tokenMemoKey(hash), id+"\x00"+raw)
+		if inv != nil && inv.TokenHash == hash {
+			if memo := grants.ReadMemoOf(ctx); memo != nil {
+				memo.Keep(tokenMemoKey(hash), id+"\x00"+raw)
+			}
 			return inv, v, nil
 		}
 	}

@@ -29,12 +29,20 @@ import (
 
 func (s *Store) outboxKey() string { return s.prefix + "{outbox}:due" }
 
+// outboxDue is the command making the invitation id due in the outbox
+// index, to send alone or in a pipeline.
+func (s *Store) outboxDue(ctx context.Context, id string) *redis.IntCmd {
+	return redis.NewIntCmd(ctx, "zadd", s.outboxKey(), 0, id)
+}
+
 // markOutbox makes inv due in the outbox index when its record will hold events.
 func (s *Store) markOutbox(ctx context.Context, inv *grants.Invitation) error {
 	if len(inv.Outbox) == 0 {
 		return nil
 	}
-	return s.rdb.ZAdd(ctx, s.outboxKey(), redis.Z{Score: 0, Member: inv.ID}).Err()
+	cmd := s.outboxDue(ctx, inv.ID)
+	_ = s.rdb.Process(ctx, cmd)
+	return cmd.Err()
 }
 
 // casThenMark runs the invitation script (args after the key) and then
@@ -57,7 +65,8 @@ func (s *Store) casThenMark(ctx context.Context, inv *grants.Invitation, args ..
 	var mark *redis.IntCmd
 	_, _ = s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
 		piped = scriptCall{sc: invitationCAS, keys: keys, args: args}.queue(ctx, p)
-		mark = p.ZAdd(ctx, s.outboxKey(), redis.Z{Score: 0, Member: inv.ID})
+		mark = s.outboxDue(ctx, inv.ID)
+		_ = p.Process(ctx, mark)
 		return nil
 	})
 	rerun := redis.HasErrorPrefix(piped.cmd.Err(), "NOSCRIPT")

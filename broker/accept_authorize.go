@@ -17,12 +17,6 @@ import (
 // continue without it.
 func (b *Broker) offerInvitation(w http.ResponseWriter, r *http.Request, sess *gsessions.Session, ar *sessions.AuthRequest, acct signedInAccount) {
 	ctx := r.Context()
-	// The accept page's answer and the refusal page's links name the
-	// request: it needs its record.
-	if err := b.storeUnstored(ctx, ar.ID); err != nil {
-		b.unavailable(w, r, "saving the authorization request", err)
-		return
-	}
 	inv, err := b.acceptRefusal(r, ar.InvitationHash, acct)
 	unverified := errors.Is(err, grants.ErrEmailUnverified)
 	if err != nil && !unverified {
@@ -31,7 +25,7 @@ func (b *Broker) offerInvitation(w http.ResponseWriter, r *http.Request, sess *g
 		return
 	}
 	// Not done: no code can be issued for it until the person answers.
-	if err := b.sessions.UpdateAuthRequest(ctx, ar); err != nil {
+	if err := b.saveAuthRequest(ctx, ar); err != nil {
 		b.unavailable(w, r, "saving the authorization request", err)
 		return
 	}

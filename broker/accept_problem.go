@@ -49,7 +49,7 @@ func (b *Broker) showProblem(w http.ResponseWriter, r *http.Request, sess *gsess
 		st.Message = mismatchMessage(inv, acct)
 	}
 	ar.InvitationHash, ar.Done = "", true
-	if err := b.sessions.UpdateAuthRequest(r.Context(), ar); err != nil {
+	if err := b.saveAuthRequest(r.Context(), ar); err != nil {
 		b.unavailable(w, r, "completing the authorization request", err)
 		return
 	}
@@ -164,7 +164,7 @@ func (b *Broker) signInAgain(w http.ResponseWriter, r *http.Request, sess *gsess
 	if invitedEmail != "" {
 		ar.LoginHint = invitedEmail
 	}
-	if err := b.sessions.UpdateAuthRequest(r.Context(), ar); err != nil {
+	if err := b.saveAuthRequest(r.Context(), ar); err != nil {
 		b.unavailable(w, r, "saving the authorization request", err)
 		return
 	}

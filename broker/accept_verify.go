@@ -272,7 +272,7 @@ func (b *Broker) upstreamAgain(w http.ResponseWriter, r *http.Request, sess *gse
 	delete(sess.Values, verifyPrefix+id)
 	if ar != nil {
 		ar.Subject = ""
-		if err := b.sessions.UpdateAuthRequest(r.Context(), ar); err != nil {
+		if err := b.saveAuthRequest(r.Context(), ar); err != nil {
 			b.unavailable(w, r, "saving the authorization request", err)
 			return
 		}

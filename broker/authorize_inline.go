@@ -91,6 +91,21 @@ func (b *Broker) storeUnstored(ctx context.Context, id string) error {
 	return nil
 }
 
+// saveAuthRequest stores ar as it now is: created when /authorize left it
+// unstored (one write, not the request as created and then this), else
+// updated.
+func (b *Broker) saveAuthRequest(ctx context.Context, ar *sessions.AuthRequest) error {
+	c := unstoredRequest(ctx, ar.ID)
+	if c == nil {
+		return b.sessions.UpdateAuthRequest(ctx, ar)
+	}
+	if err := b.sessions.CreateAuthRequest(ctx, ar); err != nil {
+		return err
+	}
+	c.unstored = false
+	return nil
+}
+
 // keptByCode notes that the auth request id, never stored, is kept by the
 // code just saved (which carries it): it needs no record.
 func keptByCode(ctx context.Context, id string) {
@@ -100,44 +115,31 @@ func keptByCode(ctx context.Context, id string) {
 }
 
 // storeAuthRequest stores ar, or, when the browser's session signs someone
-// in and /authorize runs the login step itself (serveAuthorize), leaves it
-// for that step to store (stored false): most such requests are answered
-// there at once with a code, whose save carries the request, and need no
-// record of their own (storeUnstored covers the others). Requests a
-// session answers at once are not limited (allowAuthRequest): people
-// behind one NAT renewing silently must not lock each other out. So a
-// browser with a session cookie has its session read first, and the limit
-// applies when the session signs no one in. session: that read (nil when
-// none was made), for the login step this request runs next
-// (authorize_inline.go).
+// in, leaves it to the login step /authorize runs next (stored false):
+// most such requests are answered there at once with a code, whose save
+// carries the request, and need no record of their own (storeUnstored
+// covers the others). Requests a session answers at once are not limited
+// (allowAuthRequest): people behind one NAT renewing silently must not
+// lock each other out. So a browser with a session cookie has its session
+// read first, and the limit applies when the session signs no one in.
+// session: that read (nil when none was made), for the login step.
+// Without serveAuthorize around it no login step follows in this request,
+// and the request is stored as any other.
 func (b *Broker) storeAuthRequest(ctx context.Context, ar *sessions.AuthRequest, ex authorizeExtras) (session *sessionRead, stored bool, err error) {
-	if ex.sessionID == "" || slices.Contains(ar.Prompt, oidc.PromptLogin) {
+	inline := ctx.Value(ctxCreatedAuthRequest{}) != nil
+	if !inline || ex.sessionID == "" || slices.Contains(ar.Prompt, oidc.PromptLogin) {
 		return nil, true, b.createAuthRequest(ctx, ar)
 	}
-	t := sessions.Together{GetSession: ex.sessionID, GetUserAndGrant: sessionUserHint(ex.sessionID)}
-	inline := ctx.Value(ctxCreatedAuthRequest{}) != nil
-	if !inline {
-		t.CreateAuthRequest = ar
-	}
-	read, err := sessions.RunTogether(ctx, b.sessions, t)
+	read, err := sessions.RunTogether(ctx, b.sessions, sessions.Together{GetSession: ex.sessionID, GetUserAndGrant: sessionUserHint(ex.sessionID)})
 	if err != nil {
-		return nil, false, storeError("saving the authorization request", err)
+		return nil, false, storeError("reading the browser session", err)
 	}
 	session = &sessionRead{rec: read.Session, err: read.SessionErr}
 	if read.UserGrant != nil {
 		session.claims = prefetched(*read.UserGrant)
 	}
 	if _, ok := recordAccount(read.Session); ok && read.SessionErr == nil {
-		return session, !inline, nil
-	}
-	if !inline {
-		if err := b.allowAuthRequest(ctx); err != nil {
-			if derr := b.sessions.DeleteAuthRequest(ctx, ar.ID); derr != nil {
-				b.log.WarnContext(ctx, "deleting an authorization request over the limit", "err", derr)
-			}
-			return nil, false, err
-		}
-		return session, true, nil
+		return session, false, nil
 	}
 	return session, true, b.createAuthRequest(ctx, ar)
 }

@@ -10,7 +10,8 @@ import (
 
 // Open sizes the connection pool: store.redis.pool_size when set, else a
 // pool_size the URL names, else DefaultPoolSize (not go-redis's own 10 per
-// CPU, under which concurrent requests queued for a connection).
+// CPU, under which concurrent requests queued for a connection). The size
+// is a ceiling: connections open only as requests need them.
 func TestOpenPoolSize(t *testing.T) {
 	t.Parallel()
 	for _, c := range []struct {
@@ -37,6 +38,10 @@ func TestOpenPoolSize(t *testing.T) {
 			}
 			if got := client.Options().PoolSize; got != c.want {
 				t.Errorf("pool size %d, want %d", got, c.want)
+			}
+			// A pool's size is its ceiling: Open's ping opened one connection.
+			if n := client.PoolStats().TotalConns; n > 1 {
+				t.Errorf("%d connections open after Open, want the ping's one", n)
 			}
 		})
 	}

@@ -91,3 +91,28 @@ func TestServiceRedeemRoundTrips(t *testing.T) {
 		t.Errorf("the revoked invitation's role was granted: %+v", held)
 	}
 }
+
+// A revocation that records its event: the record's read, the outbox
+// entry (confirmed before the write), then the write with the outbox's
+// second mark, 3 round trips on one master. A count, not a timing.
+func TestRevokeInvitationRoundTrips(t *testing.T) {
+	t.Parallel()
+	ctx := ctxT(t)
+	st, _, hook := countedStore(t, uniquePrefix())
+	now := time.Now().UTC()
+	for i, want := range []int64{-1, 3} { // the first loads the script
+		inv := pendingInvitation(fmt.Sprintf("inv-rv-%d", i), now)
+		if _, err := st.CreateInvitation(ctx, inv); err != nil {
+			t.Fatal(err)
+		}
+		ev := grants.OutboxEvent{ID: fmt.Sprintf("ev-rv-%d", i), Type: grants.EventInvitationRevoked, At: now}
+		before := hook.n.Load()
+		got, err := st.RevokeInvitation(ctx, inv.ID, now, ev)
+		if err != nil || got.Status != grants.StatusRevoked {
+			t.Fatalf("revocation %d: %+v, %v", i, got, err)
+		}
+		if n := hook.n.Load() - before; want > 0 && n != want {
+			t.Errorf("revocation %d: %d round trips, want %d", i, n, want)
+		}
+	}
+}

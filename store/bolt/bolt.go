@@ -169,13 +169,15 @@ func Open(path string, opts Options) (*Store, error) {
 	}
 	s := &Store{db: db, flow: flow, flowPath: flowPath, now: opts.Now, log: opts.Logger, stop: make(chan struct{}), done: make(chan struct{})}
 	s.txid0 = lastTxID(db)
-	s.group = &committer{db: db}
 	if s.now == nil {
 		s.now = time.Now
 	}
 	if s.log == nil {
 		s.log = slog.Default()
 	}
+	s.group = &committer{db: db, rideFailed: func(err error) {
+		s.log.Error("boltstore: a deferred write was dropped", "err", err)
+	}}
 	interval := opts.SweepInterval
 	if interval == 0 {
 		interval = time.Minute
@@ -196,8 +198,11 @@ func (s *Store) Close() error {
 		close(s.stop)
 		<-s.done
 		ferr := closeFlow(s.flow, s.flowPath)
+		rerr := s.group.flush()
 		if err := s.db.Close(); err != nil {
 			s.err = fmt.Errorf("boltstore: close: %w", err)
+		} else if rerr != nil {
+			s.err = fmt.Errorf("boltstore: close: the last deferred writes: %w", rerr)
 		} else if ferr != nil {
 			s.err = fmt.Errorf("boltstore: close %s: %w", s.flowPath, ferr)
 		}

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"time"
 
 	bolt "go.etcd.io/bbolt"
 )
@@ -22,12 +23,24 @@ type committer struct {
 	mu      sync.Mutex
 	pending []groupCall
 	busy    bool // a commit is under way or about to start
+	// riders wait for the next commit without holding anyone up (ride);
+	// rideTimer starts one for them when no writer does; rideFailed hears
+	// of a rider that could not be written (nil: dropped silently).
+	riders     []groupCall
+	rideTimer  *time.Timer
+	rideFailed func(error)
+	rideDelay  time.Duration // 0: rideDelay
 }
 
+// groupCall is one writer's fn; err is nil for a rider (nobody waits).
 type groupCall struct {
 	fn  func(*bolt.Tx) error
 	err chan error
 }
+
+// rideDelay is how long a rider waits for a writer to take it along before
+// a commit starts for it alone.
+const rideDelay = 50 * time.Millisecond
 
 // maxGroup bounds the writers in one transaction (bbolt's MaxBatchSize).
 const maxGroup = 1000
@@ -53,9 +66,66 @@ func (c *committer) run(fn func(*bolt.Tx) error) error {
 	return err
 }
 
-// commitNext commits the queued writers, then hands the next commit to a
-// new goroutine if more queued meanwhile, so that no writer serves others
-// for long after its own write is durable.
+// ride queues fn for the next commit and returns at once: for a write whose
+// loss in a crash costs nothing that matters (a returning user's last
+// sign-in time), so that it goes with a durable write that follows (the
+// sign-in's session, moments later) instead of costing a commit that
+// someone waits on. If no writer comes within rideDelay, a commit starts
+// for it. fn may run more than once, as with run; a rider that fails is
+// dropped (rideFailed hears why) and the rest commit without it.
+func (c *committer) ride(fn func(*bolt.Tx) error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.riders = append(c.riders, groupCall{fn: fn})
+	if c.rideTimer == nil {
+		c.rideTimer = time.AfterFunc(c.delay(), c.rideAlone)
+	}
+}
+
+// rideAlone starts a commit for the riders no writer took along; if one is
+// under way, the riders go with the commit after it.
+func (c *committer) rideAlone() {
+	c.mu.Lock()
+	c.rideTimer = nil
+	if len(c.riders) == 0 {
+		c.mu.Unlock()
+		return
+	}
+	if c.busy {
+		c.rideTimer = time.AfterFunc(c.delay(), c.rideAlone)
+		c.mu.Unlock()
+		return
+	}
+	c.busy = true
+	c.mu.Unlock()
+	c.commitNext()
+}
+
+func (c *committer) delay() time.Duration {
+	if c.rideDelay > 0 {
+		return c.rideDelay
+	}
+	return rideDelay
+}
+
+// flush commits the riders still queued, before the file closes.
+func (c *committer) flush() error {
+	c.mu.Lock()
+	n := len(c.riders)
+	if c.rideTimer != nil {
+		c.rideTimer.Stop()
+		c.rideTimer = nil
+	}
+	c.mu.Unlock()
+	if n == 0 {
+		return nil
+	}
+	return c.run(func(*bolt.Tx) error { return nil })
+}
+
+// commitNext commits the queued writers (and the riders, first), then hands
+// the next commit to a new goroutine if more queued meanwhile, so that no
+// writer serves others for long after its own write is durable.
 func (c *committer) commitNext() {
 	c.mu.Lock()
 	calls := c.pending
@@ -64,8 +134,12 @@ func (c *committer) commitNext() {
 	} else {
 		c.pending = nil
 	}
+	if len(c.riders) > 0 {
+		calls = append(c.riders, calls...)
+		c.riders = nil
+	}
 	c.mu.Unlock()
-	commitGroup(c.db, calls)
+	c.commitGroup(calls)
 	c.mu.Lock()
 	more := len(c.pending) > 0
 	c.busy = more
@@ -76,28 +150,46 @@ func (c *committer) commitNext() {
 }
 
 // commitGroup runs calls in one transaction; a failing one leaves it (to
-// run alone) and the rest run again, as in bbolt's Batch.
-func commitGroup(db *bolt.DB, calls []groupCall) {
+// run alone, or dropped if a rider) and the rest run again, as in bbolt's
+// Batch.
+func (c *committer) commitGroup(calls []groupCall) {
 	for len(calls) > 0 {
 		failed := -1
-		err := db.Update(func(tx *bolt.Tx) error {
-			for i, c := range calls {
-				if err := safelyCall(c.fn, tx); err != nil {
-					failed = i
+		var failure error
+		err := c.db.Update(func(tx *bolt.Tx) error {
+			for i, call := range calls {
+				if err := safelyCall(call.fn, tx); err != nil {
+					failed, failure = i, err
 					return err
 				}
 			}
 			return nil
 		})
 		if failed >= 0 {
-			calls[failed].err <- errTrySolo
+			if calls[failed].err == nil {
+				c.dropRider(failure)
+			} else {
+				calls[failed].err <- errTrySolo
+			}
 			calls = append(calls[:failed:failed], calls[failed+1:]...)
 			continue
 		}
-		for _, c := range calls {
-			c.err <- err
+		for _, call := range calls {
+			if call.err == nil {
+				if err != nil {
+					c.dropRider(err)
+				}
+				continue
+			}
+			call.err <- err
 		}
 		return
+	}
+}
+
+func (c *committer) dropRider(err error) {
+	if c.rideFailed != nil {
+		c.rideFailed(err)
 	}
 }
 

@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"sync"
 	"testing"
+	"time"
 
 	bolt "go.etcd.io/bbolt"
 )
@@ -82,4 +83,71 @@ func openWithBucket(t *testing.T) *bolt.DB {
 		t.Fatal(err)
 	}
 	return db
+}
+
+// A rider goes with the next writer's commit (one commit for both, the
+// writer's outcome its own); alone, it gets a commit of its own soon after;
+// a failing rider is dropped, reported, and leaves the writer and the other
+// riders committed; flush commits what is still queued.
+func TestCommitterRiders(t *testing.T) {
+	db := openWithBucket(t)
+	var dropped []error
+	var mu sync.Mutex
+	c := &committer{db: db, rideFailed: func(err error) { mu.Lock(); dropped = append(dropped, err); mu.Unlock() }}
+	put := func(k string) func(*bolt.Tx) error {
+		return func(tx *bolt.Tx) error { return tx.Bucket([]byte("b")).Put([]byte(k), []byte("v")) }
+	}
+	has := func(k string) bool {
+		var v []byte
+		_ = db.View(func(tx *bolt.Tx) error { v = tx.Bucket([]byte("b")).Get([]byte(k)); return nil })
+		return v != nil
+	}
+
+	tx0 := lastTxID(db)
+	c.ride(put("rider-1"))
+	c.ride(func(*bolt.Tx) error { return errors.New("no room") })
+	c.ride(put("rider-2"))
+	if has("rider-1") {
+		t.Fatal("a rider was written before any commit")
+	}
+	if err := c.run(put("writer")); err != nil {
+		t.Fatalf("writer: %v", err)
+	}
+	for _, k := range []string{"writer", "rider-1", "rider-2"} {
+		if !has(k) {
+			t.Errorf("%s not written with the writer's commit", k)
+		}
+	}
+	// The failing rider cost one rolled-back transaction, not a commit.
+	if commits := lastTxID(db) - tx0; commits != 1 {
+		t.Errorf("%d commits for a writer and its riders, want 1", commits)
+	}
+	mu.Lock()
+	if len(dropped) != 1 {
+		t.Errorf("dropped riders reported: %v, want the failing one", dropped)
+	}
+	mu.Unlock()
+
+	// Alone: its commit starts without a writer (the rider runs), and a
+	// writer after it finds it written.
+	ran := make(chan struct{})
+	var once sync.Once
+	c.ride(func(tx *bolt.Tx) error { once.Do(func() { close(ran) }); return put("alone")(tx) })
+	select {
+	case <-ran:
+	case <-time.After(20 * time.Second):
+		t.Fatal("a rider without a writer was never committed")
+	}
+	if err := c.run(put("after")); err != nil || !has("alone") {
+		t.Errorf("the lone rider: written %v, the writer after it: %v", has("alone"), err)
+	}
+
+	// flush: no timer needed.
+	c.ride(put("at-close"))
+	if err := c.flush(); err != nil {
+		t.Fatal(err)
+	}
+	if !has("at-close") {
+		t.Error("flush left a rider unwritten")
+	}
 }

@@ -45,6 +45,12 @@ func (s *Store) ResolveIdentity(ctx context.Context, id grants.Identity, p grant
 	if err := checkKeys("boltstore: resolve identity", id.Issuer, id.Subject, newUserID); err != nil {
 		return nil, false, err
 	}
+	if u, ok, err := s.touchReturning(id, p, now); err != nil || ok {
+		if err != nil {
+			return nil, false, fmt.Errorf("boltstore: resolve identity: %w", err)
+		}
+		return u, false, nil
+	}
 	var (
 		user    grants.User
 		created bool
@@ -87,20 +93,10 @@ func (s *Store) ResolveIdentity(ctx context.Context, id grants.Identity, p grant
 			return fmt.Errorf("identity linked to missing user %s: %w", ident.UserID, grants.ErrNotFound), nil
 		}
 		old := user
-		if p.Email != "" {
-			user.Email, user.EmailVerified = p.Email, p.EmailVerified
-			if ident.Email != p.Email || ident.EmailVerified != p.EmailVerified {
-				ident.Email, ident.EmailVerified = p.Email, p.EmailVerified
-				if err := putIdentity(tx, &ident); err != nil {
-					return nil, err
-				}
+		if refreshProfile(&user, &ident, p) {
+			if err := putIdentity(tx, &ident); err != nil {
+				return nil, err
 			}
-		}
-		if p.Name != "" {
-			user.Name = p.Name
-		}
-		if p.Picture != "" {
-			user.Picture = p.Picture
 		}
 		user.UpdatedAt, user.LastLoginAt = now, now
 		return nil, putUser(tx, &old, &user)
@@ -109,6 +105,71 @@ func (s *Store) ResolveIdentity(ctx context.Context, id grants.Identity, p grant
 		return nil, false, fmt.Errorf("boltstore: resolve identity: %w", err)
 	}
 	return &user, created, nil
+}
+
+// refreshProfile sets the non-empty fields of p on the user (the email and
+// its verified flag go together, on the identity too) and says whether the
+// identity changed.
+func refreshProfile(user *grants.User, ident *grants.Identity, p grants.Profile) (identChanged bool) {
+	if p.Email != "" {
+		user.Email, user.EmailVerified = p.Email, p.EmailVerified
+		if ident.Email != p.Email || ident.EmailVerified != p.EmailVerified {
+			ident.Email, ident.EmailVerified = p.Email, p.EmailVerified
+			identChanged = true
+		}
+	}
+	if p.Name != "" {
+		user.Name = p.Name
+	}
+	if p.Picture != "" {
+		user.Picture = p.Picture
+	}
+	return identChanged
+}
+
+// touchReturning serves the sign-in of a known identity whose profile is
+// unchanged, the common case, without a durable commit of its own: the
+// user's sign-in times are the only change, and they ride with the next
+// commit (committer.ride), the sign-in's session save moments later. A
+// crash before it loses only that timestamp. ok is false when the identity
+// is new or the profile changed: ResolveIdentity then writes as it always
+// did, durably.
+func (s *Store) touchReturning(id grants.Identity, p grants.Profile, now time.Time) (*grants.User, bool, error) {
+	var user grants.User
+	same := false
+	err := s.db.View(func(tx *bolt.Tx) error {
+		var ident grants.Identity
+		found, err := getJSON(tx.Bucket(bIdentities), identityKey(id.Issuer, id.Subject), &ident)
+		if err != nil || !found {
+			return err
+		}
+		if found, err = getJSON(tx.Bucket(bUsers), []byte(ident.UserID), &user); err != nil || !found {
+			return err
+		}
+		old := user
+		same = !refreshProfile(&user, &ident, p) && user == old
+		return nil
+	})
+	if err != nil || !same {
+		return nil, false, err
+	}
+	s.writes.Add(1)
+	userID := user.ID
+	s.group.ride(func(tx *bolt.Tx) error {
+		var u grants.User
+		found, err := getJSON(tx.Bucket(bUsers), []byte(userID), &u)
+		if err != nil || !found { // erased since: nothing to touch
+			return err
+		}
+		if !now.After(u.LastLoginAt) {
+			return nil // a later sign-in got there first
+		}
+		old := u
+		u.UpdatedAt, u.LastLoginAt = now, now
+		return putUser(tx, &old, &u)
+	})
+	user.UpdatedAt, user.LastLoginAt = now, now
+	return &user, true, nil
 }
 
 // LinkIdentity is idempotent for the same user; ErrConflict if the identity

@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"context"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -47,9 +48,13 @@ func rateLimitTrip(cmds []redis.Cmder) bool {
 }
 
 // roundTrips counts round trips to Redis (tripHook); rate-limit checks are
-// counted apart.
+// counted apart. It also reads the Redis server's own CPU time (INFO cpu)
+// at reset and report: the one Redis every replica shares is what bounds
+// them together, so its CPU per operation is reported beside the trips.
 type roundTrips struct {
 	store, rateLimit, commands atomic.Int64
+	rdb                        redis.UniversalClient
+	cpu0                       float64
 }
 
 func (h *roundTrips) count(cmds []redis.Cmder) {
@@ -69,13 +74,32 @@ func countRedisRoundTrips(d *app.Dev) *roundTrips {
 	if !ok {
 		return nil
 	}
-	h := &roundTrips{}
+	h := &roundTrips{rdb: c.Client()}
 	c.Client().AddHook(tripHook(h.count))
 	return h
 }
 
+// serverCPU is the Redis server's CPU time so far, in seconds (user and
+// system, its main thread and the rest); 0 if INFO cannot be read.
+func (h *roundTrips) serverCPU() float64 {
+	info, err := h.rdb.Info(context.Background(), "cpu").Result()
+	if err != nil {
+		return 0
+	}
+	total := 0.0
+	for line := range strings.Lines(info) {
+		k, v, ok := strings.Cut(strings.TrimSpace(line), ":")
+		if ok && (k == "used_cpu_user" || k == "used_cpu_sys") {
+			f, _ := strconv.ParseFloat(v, 64)
+			total += f
+		}
+	}
+	return total
+}
+
 func (h *roundTrips) reset() {
 	if h != nil {
+		h.cpu0 = h.serverCPU() // before the counts start: INFO is no store trip
 		h.store.Store(0)
 		h.rateLimit.Store(0)
 		h.commands.Store(0)
@@ -90,6 +114,9 @@ func (h *roundTrips) report(b *testing.B, n int, op string) {
 	b.ReportMetric(float64(h.store.Load())/float64(n), "store_round_trips/"+op)
 	b.ReportMetric(float64(h.rateLimit.Load())/float64(n), "ratelimit_round_trips/"+op)
 	b.ReportMetric(float64(h.commands.Load())/float64(n), "redis_commands/"+op)
+	if cpu := h.serverCPU(); cpu > 0 && h.cpu0 > 0 {
+		b.ReportMetric((cpu-h.cpu0)*1e6/float64(n), "redis_cpu_us/"+op)
+	}
 }
 
 // boltWrites counts store writes and durable bbolt commits (the main file's

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"io"
 	"math"
+	"slices"
 	"strconv"
 	"strings"
 )
@@ -114,24 +115,31 @@ func build(res results) []line {
 }
 
 // roundTrips reads store_round_trips/<op> and ratelimit_round_trips/<op>
-// (benchmarks on Redis count them with a go-redis hook); "" if neither.
+// (benchmarks on Redis count them with a go-redis hook), and the Redis
+// server's CPU per op where measured (redis_cpu_us/<op>); "" if none.
 func roundTrips(m map[string]float64) string {
-	var store, rl string
+	var store, rl, cpu string
 	for unit, v := range m {
 		switch {
 		case strings.HasPrefix(unit, "store_round_trips/"):
 			store = strconv.FormatFloat(v, 'f', 1, 64) + " store"
 		case strings.HasPrefix(unit, "ratelimit_round_trips/"):
 			rl = strconv.FormatFloat(v, 'f', 1, 64) + " rate-limit"
+		case strings.HasPrefix(unit, "redis_cpu_us/"):
+			cpu = "; Redis CPU " + number(v) + " µs"
 		}
 	}
-	return strings.TrimPrefix(store+" + "+rl, " + ")
+	trips := strings.Join(slices.DeleteFunc([]string{store, rl}, func(s string) bool { return s == "" }), " + ")
+	if trips == "" {
+		return ""
+	}
+	return trips + cpu
 }
 
 // write prints the lines as one Markdown table.
 func write(w io.Writer, lines []line) error {
 	var sb strings.Builder
-	sb.WriteString("| path | backend | figure | ratio to ES256 ceiling | ratio to RS256 ceiling | Redis round trips / op | target (issue 14) |\n")
+	sb.WriteString("| path | backend | figure | ratio to ES256 ceiling | ratio to RS256 ceiling | Redis round trips / op; Redis server CPU / op | target (issue 14) |\n")
 	sb.WriteString("|---|---|---|---|---|---|---|\n")
 	for _, l := range lines {
 		fmt.Fprintf(&sb, "| %s | %s | %s | %s | %s | %s | %s |\n", l.path, l.backend, l.figure, dash(l.es256), dash(l.rs256), dash(l.trips), dash(l.target))

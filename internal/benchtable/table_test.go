@@ -169,6 +169,23 @@ func TestReportOneTable(t *testing.T) {
 	}
 }
 
+// The Redis server's CPU per operation follows the round trips it cost.
+func TestRoundTripsWithRedisCPU(t *testing.T) {
+	for _, c := range []struct {
+		m    map[string]float64
+		want string
+	}{
+		{map[string]float64{"store_round_trips/refresh": 2, "ratelimit_round_trips/refresh": 0, "redis_cpu_us/refresh": 46.08}, "2.0 store + 0.0 rate-limit; Redis CPU 46.1 µs"},
+		{map[string]float64{"store_round_trips/login": 8.02, "redis_cpu_us/login": 336.2}, "8.0 store; Redis CPU 336 µs"},
+		{map[string]float64{"redis_cpu_us/login": 336.2}, ""},
+		{map[string]float64{"responses/s": 5000}, ""},
+	} {
+		if got := roundTrips(c.m); got != c.want {
+			t.Errorf("roundTrips(%v) = %q, want %q", c.m, got, c.want)
+		}
+	}
+}
+
 func TestNumber(t *testing.T) {
 	for _, c := range []struct {
 		v    float64

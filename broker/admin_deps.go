@@ -7,8 +7,10 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
+	"time"
 
 	gsessions "github.com/gorilla/sessions"
+	"github.com/zitadel/oidc/v3/pkg/oidc"
 	"github.com/zitadel/oidc/v3/pkg/op"
 
 	"github.com/usher-oidc/usher/broker/admin"
@@ -24,6 +26,7 @@ func (b *Broker) adminAPI() *admin.API {
 		Store:           b.grants,
 		Authenticate:    b.authenticateAPI,
 		RateLimit:       b.limitAPI,
+		TooMany:         func(w http.ResponseWriter, r *http.Request, wait time.Duration) { b.tooMany(w, r, "api", wait, true) },
 		Link:            b.inviteLink,
 		ClaimsNamespace: b.opts.ClaimsNamespace,
 		Sealer:          b.browser.codec,
@@ -90,7 +93,13 @@ func (b *Broker) auditFunc(ctx context.Context, action, actor, target string, de
 // authenticateAPI checks an admin API bearer token: an access token usher
 // issued, still valid, from the client_credentials grant (checkAPIToken).
 func (b *Broker) authenticateAPI(ctx context.Context, token string) (admin.Caller, error) {
-	claims, err := b.verifyAccessToken(ctx, token)
+	var limit *admin.LimitOutcome
+	claims, err := b.verifyAccessTokenWith(ctx, token, func(ctx context.Context, claims *oidc.AccessTokenClaims) (bool, error) {
+		var revoked bool
+		var err error
+		limit, revoked, err = b.revokedTakingLimit(ctx, claims)
+		return revoked, err
+	})
 	var unavailable op.StatusError
 	if errors.As(err, &unavailable) {
 		return admin.Caller{}, err // the token may be fine: the revocation check could not be made
@@ -101,7 +110,29 @@ func (b *Broker) authenticateAPI(ctx context.Context, token string) (admin.Calle
 	if err := b.checkAPIToken(claims); err != nil {
 		return admin.Caller{}, err
 	}
-	return admin.Caller{ClientID: claims.ClientID, Subject: claims.Subject, Scopes: claims.Scopes}, nil
+	return admin.Caller{ClientID: claims.ClientID, Subject: claims.Subject, Scopes: claims.Scopes, Limit: limit}, nil
+}
+
+// revokedTakingLimit is the API token's revocation check; where the API
+// rate limit is shared through the store (revocationLimiter), the client's
+// request of it is taken in the same round trip and its outcome returned
+// (a request counts even when its token turns out revoked). Otherwise
+// limit is nil and RateLimit takes it, as for any limiter.
+func (b *Broker) revokedTakingLimit(ctx context.Context, claims *oidc.AccessTokenClaims) (limit *admin.LimitOutcome, revoked bool, err error) {
+	rl, shared := b.limits.api.l.(revocationLimiter)
+	if _, isClient := b.clients[claims.Subject]; !shared || !isClient {
+		revoked, err = b.tokenRevoked(ctx, claims)
+		return nil, revoked, err
+	}
+	ok, wait, limitErr, revoked, err := rl.AllowUnlessRevoked(ctx, admin.ClientLimitKey(claims.ClientID), familyFromJTI(claims.JWTID), claims.JWTID)
+	if err != nil {
+		return nil, false, err
+	}
+	if limitErr != nil { // as limit.allow: a limit that cannot be read lets requests through
+		b.limits.api.failOpen(limitErr)
+		ok, wait = true, 0
+	}
+	return &admin.LimitOutcome{Allowed: ok, RetryAfter: wait}, revoked, nil
 }
 
 // limitAPI takes one admin API request of key, or answers 429.

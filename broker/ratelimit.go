@@ -105,6 +105,14 @@ func (k *keyedLimiter) Blocked(_ context.Context, key string) (bool, time.Durati
 	return true, time.Duration(need / float64(k.every) * float64(time.Second)), nil
 }
 
+// revocationLimiter is a Limiter that also answers TokenRevoked for an
+// access token in the round trip that takes the request
+// (redisstore.RateLimiter): the admin API's token check and rate limit in
+// one trip to the shared store instead of two.
+type revocationLimiter interface {
+	AllowUnlessRevoked(ctx context.Context, key, familyID, jti string) (ok bool, retryAfter time.Duration, limitErr error, revoked bool, err error)
+}
+
 // limit is one Limiter as the handlers use it: an error of the limiter (a
 // shared one whose Redis is unreachable) lets the request through, with a
 // warning in the log (at most one per limit every logEvery) and
@@ -221,11 +229,10 @@ func (b *Broker) inviteAllowed(w http.ResponseWriter, r *http.Request) bool {
 
 func (b *Broker) tooMany(w http.ResponseWriter, r *http.Request, limit string, wait time.Duration, problem bool) {
 	b.metrics.rateLimited.WithLabelValues(limit).Inc()
-	w.Header().Set("Retry-After", retryAfter(wait))
 	if problem {
-		admin.WriteProblem(w, http.StatusTooManyRequests, "rate-limited", "Too many requests",
-			"This client sent too many requests; retry after "+retryAfter(wait)+" seconds.")
+		admin.WriteTooMany(w, wait)
 		return
 	}
+	w.Header().Set("Retry-After", retryAfter(wait))
 	b.renderPage(w, r, http.StatusTooManyRequests, page{Key: "ratelimit.invite"})
 }

@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"context"
+	"slices"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -35,16 +36,19 @@ func (h tripHook) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.Proc
 	}
 }
 
-// rateLimitTrip: the round trip is a rate-limit check (a key {rl:…}).
+// rateLimitTrip: the round trip is a rate-limit check alone (every command
+// names a key {rl:…}); one that carries a store read too (the admin API's
+// token check with its limit) is a store trip.
 func rateLimitTrip(cmds []redis.Cmder) bool {
 	for _, c := range cmds {
-		for _, a := range c.Args() {
-			if s, ok := a.(string); ok && strings.Contains(s, "{rl:") {
-				return true
-			}
+		if !slices.ContainsFunc(c.Args(), func(a any) bool {
+			s, ok := a.(string)
+			return ok && strings.Contains(s, "{rl:")
+		}) {
+			return false
 		}
 	}
-	return false
+	return len(cmds) > 0
 }
 
 // roundTrips counts round trips to Redis (tripHook); rate-limit checks are

@@ -58,9 +58,13 @@ type API struct {
 	// ErrInvalidToken, ErrNotAPIToken, or another error when it could not
 	// be checked.
 	Authenticate func(ctx context.Context, token string) (Caller, error)
-	// RateLimit takes one request of key ("client:<id>"); when it answers
-	// false it has answered the request itself (429). Nil: no limit.
+	// RateLimit takes one request of key (ClientLimitKey); when it answers
+	// false it has answered the request itself (429). Nil: no limit. It is
+	// not called for a Caller whose Limit Authenticate already took.
 	RateLimit func(w http.ResponseWriter, r *http.Request, key string) bool
+	// TooMany answers a request Caller.Limit refused (429 with
+	// Retry-After); nil writes the problem without counting it.
+	TooMany func(w http.ResponseWriter, r *http.Request, retryAfter time.Duration)
 	// Link is an invitation's link with a freshly minted token.
 	Link func(inv *grants.Invitation, token string) string
 	// ClaimsNamespace prefixes invitation claims in tokens ("" = none).
@@ -140,7 +144,21 @@ type Caller struct {
 	ClientID string
 	Subject  string
 	Scopes   []string
+	// Limit is set by an Authenticate that took the caller's request of
+	// the API rate limit (ClientLimitKey) itself, in the same store round
+	// trip as the token's revocation check; nil leaves it to RateLimit.
+	Limit *LimitOutcome
 }
+
+// LimitOutcome is one rate-limit decision: a refused request may come
+// back after RetryAfter.
+type LimitOutcome struct {
+	Allowed    bool
+	RetryAfter time.Duration
+}
+
+// ClientLimitKey is the API rate limit's key for a client.
+func ClientLimitKey(clientID string) string { return "client:" + clientID }
 
 type apiHandler func(w http.ResponseWriter, r *http.Request, c Caller)
 
@@ -220,7 +238,7 @@ func (h *API) api(scope string, next apiHandler) http.Handler {
 			h.storeProblem(w, r, "checking the access token", err)
 			return
 		}
-		if h.RateLimit != nil && !h.RateLimit(w, r, "client:"+c.ClientID) {
+		if !h.limit(w, r, c) {
 			return
 		}
 		if !slices.Contains(c.Scopes, scope) {
@@ -231,6 +249,22 @@ func (h *API) api(scope string, next apiHandler) http.Handler {
 		}
 		next(w, r, c)
 	})
+}
+
+// limit takes c's request of the API rate limit, unless Authenticate did;
+// refused, it has answered the request (429).
+func (h *API) limit(w http.ResponseWriter, r *http.Request, c Caller) bool {
+	switch {
+	case c.Limit == nil:
+		return h.RateLimit == nil || h.RateLimit(w, r, ClientLimitKey(c.ClientID))
+	case c.Limit.Allowed:
+		return true
+	case h.TooMany != nil:
+		h.TooMany(w, r, c.Limit.RetryAfter)
+	default:
+		WriteTooMany(w, c.Limit.RetryAfter)
+	}
+	return false
 }
 
 // Mount registers the admin API's routes (see the package documentation).

@@ -127,6 +127,55 @@ func TestAPIRateLimitAnswersItself(t *testing.T) {
 	}
 }
 
+// A limit Authenticate took (with its revocation check) decides the
+// request: refused, 429 with Retry-After through TooMany (or the problem
+// itself without one); allowed, on to the handler; RateLimit is never asked
+// to take a second one.
+func TestAPILimitTakenByAuthenticate(t *testing.T) {
+	for _, tc := range []struct {
+		name       string
+		limit      *LimitOutcome
+		tooMany    bool
+		wantStatus int
+		wantAfter  string
+	}{
+		{"refused, TooMany answers", &LimitOutcome{Allowed: false, RetryAfter: 1500 * time.Millisecond}, true, http.StatusTooManyRequests, "2"},
+		{"refused, no TooMany", &LimitOutcome{Allowed: false, RetryAfter: 0}, false, http.StatusTooManyRequests, "1"},
+		{"allowed", &LimitOutcome{Allowed: true}, true, http.StatusOK, ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			h, _ := testAPI(t)
+			authenticate := h.Authenticate
+			h.Authenticate = func(ctx context.Context, token string) (Caller, error) {
+				c, err := authenticate(ctx, token)
+				c.Limit = tc.limit
+				return c, err
+			}
+			h.RateLimit = func(http.ResponseWriter, *http.Request, string) bool {
+				t.Error("RateLimit took a second request")
+				return true
+			}
+			var answered []time.Duration
+			if tc.tooMany {
+				h.TooMany = func(w http.ResponseWriter, _ *http.Request, d time.Duration) {
+					answered = append(answered, d)
+					WriteTooMany(w, d)
+				}
+			}
+			a := call(t, mounted(h), "GET", "/api/invitations", "read", "")
+			if a.status != tc.wantStatus || a.header.Get("Retry-After") != tc.wantAfter {
+				t.Fatalf("status %d Retry-After %q, want %d %q", a.status, a.header.Get("Retry-After"), tc.wantStatus, tc.wantAfter)
+			}
+			if tc.wantStatus == http.StatusTooManyRequests {
+				wantProblem(t, a, http.StatusTooManyRequests, "rate-limited")
+				if tc.tooMany && len(answered) != 1 {
+					t.Errorf("TooMany called %d times", len(answered))
+				}
+			}
+		})
+	}
+}
+
 func TestAPICreateGetRevoke(t *testing.T) {
 	h, store := testAPI(t)
 	mux := mounted(h)

@@ -2,7 +2,10 @@ package admin
 
 import (
 	"encoding/json"
+	"math"
 	"net/http"
+	"strconv"
+	"time"
 
 	"github.com/usher-oidc/usher/client"
 	"github.com/usher-oidc/usher/grants"
@@ -37,4 +40,12 @@ func clip(s string, n int) string {
 		return s[:n]
 	}
 	return s
+}
+
+// WriteTooMany answers 429 with Retry-After (whole seconds, at least one).
+func WriteTooMany(w http.ResponseWriter, retryAfter time.Duration) {
+	secs := strconv.Itoa(int(math.Ceil(max(retryAfter, time.Second).Seconds())))
+	w.Header().Set("Retry-After", secs)
+	WriteProblem(w, http.StatusTooManyRequests, "rate-limited", "Too many requests",
+		"This client sent too many requests; retry after "+secs+" seconds.")
 }

@@ -75,6 +75,35 @@ func (l *RateLimiter) Blocked(ctx context.Context, key string) (bool, time.Durat
 
 func (l *RateLimiter) check(ctx context.Context, key, take string) (bool, time.Duration, error) {
 	v, err := l.s.runScript(ctx, gcra, []string{l.key(key)}, l.interval, l.burst, take)
+	return l.outcome(v, err)
+}
+
+// AllowUnlessRevoked is Allow for key and, in the same round trip,
+// Store.TokenRevoked for an access token (familyID, jti): the admin API
+// takes its client's request and checks its token with one trip to the
+// store. The request is taken whether or not the token is revoked. err is
+// the revocation check's failure; the limit's own is limitErr, so that a
+// caller can let requests through a failing limit as it would with Allow.
+func (l *RateLimiter) AllowUnlessRevoked(ctx context.Context, key, familyID, jti string) (ok bool, retryAfter time.Duration, limitErr error, revoked bool, err error) {
+	if familyID == "" && jti == "" {
+		return false, 0, nil, false, fmt.Errorf("redisstore: token revoked: no family and no jti: %w", ErrInvalid)
+	}
+	var take *pipedScript
+	var read revocationRead
+	_, _ = l.s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error { // each reply read below
+		take = scriptCall{gcra, []string{l.key(key)}, []any{l.interval, l.burst, "1"}}.queue(ctx, p)
+		read = l.s.queueRevocation(ctx, p, familyID, jti)
+		return nil
+	})
+	if err := read.err(); err != nil {
+		return false, 0, nil, false, fmt.Errorf("redisstore: token revoked: %w", err)
+	}
+	ok, retryAfter, limitErr = l.outcome(take.reply(ctx, l.s.rdb))
+	return ok, retryAfter, limitErr, read.revoked(l.s.now()), nil
+}
+
+// outcome reads gcra's reply: allowed, or how long until a request is.
+func (l *RateLimiter) outcome(v []any, err error) (bool, time.Duration, error) {
 	if err != nil {
 		return false, 0, fmt.Errorf("redisstore: rate limit %s: %w", l.name, err)
 	}

@@ -1,6 +1,8 @@
 package redis_test
 
 import (
+	"context"
+	"errors"
 	"strconv"
 	"testing"
 	"time"
@@ -131,4 +133,61 @@ func twoReplicas(t *testing.T) (a, b *redisstore.Store, prefix string) {
 		return s
 	}
 	return newStore(), newStore(), prefix
+}
+
+// AllowUnlessRevoked takes a request and reads the token's revocation in
+// one round trip: a live token is allowed until the burst is spent, a
+// revoked one (by jti or by family) reads revoked and its request still
+// counts, a token naming nothing is refused as invalid, and after SCRIPT
+// FLUSH the limit still answers (NOSCRIPT, then the source).
+func TestAllowUnlessRevoked(t *testing.T) {
+	t.Parallel()
+	ctx := ctxT(t)
+	st, rdb, hook := countedStore(t, uniquePrefix())
+	const n = 3
+	l := st.RateLimiter("api", n, time.Minute)
+	until := time.Now().Add(time.Hour)
+	if err := st.RevokeAccessToken(ctx, "jti-revoked", until); err != nil {
+		t.Fatal(err)
+	}
+	if err := st.RevokeFamily(ctx, "fam-revoked", until); err != nil {
+		t.Fatal(err)
+	}
+	for i, tc := range []struct {
+		family, jti string
+		allowed     bool
+		revoked     bool
+	}{
+		{"", "jti-live", true, false},
+		{"fam-revoked", "jti-live", true, true},
+		{"", "jti-revoked", true, true},
+		{"fam-live", "jti-live", false, false}, // the burst of 3 is spent: revoked tokens counted
+	} {
+		before := hook.n.Load()
+		ok, wait, limitErr, revoked, err := l.AllowUnlessRevoked(ctx, "client:funnel", tc.family, tc.jti)
+		if err != nil || limitErr != nil {
+			t.Fatalf("call %d: %v / %v", i+1, err, limitErr)
+		}
+		if ok != tc.allowed || revoked != tc.revoked || (!ok && wait <= 0) {
+			t.Errorf("call %d (%s, %s): allowed %v (retry after %v) revoked %v, want %v %v", i+1, tc.family, tc.jti, ok, wait, revoked, tc.allowed, tc.revoked)
+		}
+		if trips := hook.n.Load() - before; trips != 1 && i > 0 { // the first loads the script
+			t.Errorf("call %d: %d round trips, want 1", i+1, trips)
+		}
+	}
+	if _, _, _, _, err := l.AllowUnlessRevoked(ctx, "client:funnel", "", ""); !errors.Is(err, redisstore.ErrInvalid) {
+		t.Errorf("no family, no jti: %v, want ErrInvalid", err)
+	}
+	// A revocation that could not be read never passes for none.
+	cancelled, cancel := context.WithCancel(ctx)
+	cancel()
+	if _, _, _, revoked, err := l.AllowUnlessRevoked(cancelled, "client:funnel", "", "jti-live"); err == nil || revoked {
+		t.Errorf("unreadable revocation: revoked %v, err %v; want an error", revoked, err)
+	}
+	if err := rdb.ScriptFlush(ctx).Err(); err != nil {
+		t.Fatal(err)
+	}
+	if ok, _, limitErr, revoked, err := st.RateLimiter("api", n, time.Minute).AllowUnlessRevoked(ctx, "client:other", "", "jti-revoked"); err != nil || limitErr != nil || !ok || !revoked {
+		t.Errorf("after SCRIPT FLUSH: allowed %v revoked %v, %v / %v", ok, revoked, err, limitErr)
+	}
 }

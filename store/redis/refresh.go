@@ -385,29 +385,51 @@ func (s *Store) TokenRevoked(ctx context.Context, familyID, jti string) (bool, e
 	if familyID == "" && jti == "" {
 		return false, fmt.Errorf("redisstore: token revoked: no family and no jti: %w", ErrInvalid)
 	}
-	var keys []string
-	if familyID != "" {
-		keys = append(keys, s.familyMarker(familyID))
-	}
-	if jti != "" {
-		keys = append(keys, s.key("jti", jti))
-	}
+	var read revocationRead
 	// Separate GETs, pipelined: the keys live in different slots.
-	cmds := make([]*redis.StringCmd, len(keys))
 	_, err := s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
-		for i, k := range keys {
-			cmds[i] = p.Get(ctx, k)
-		}
+		read = s.queueRevocation(ctx, p, familyID, jti)
 		return nil
 	})
-	if err != nil && !errors.Is(err, redis.Nil) {
+	if err == nil || errors.Is(err, redis.Nil) {
+		err = read.err() // Pipelined names the first error only: a missing marker's
+	}
+	if err != nil {
 		return false, fmt.Errorf("redisstore: token revoked: %w", err)
 	}
-	now := s.now()
-	for _, c := range cmds {
-		if markerLive(c.Val(), now) {
-			return true, nil
+	return read.revoked(s.now()), nil
+}
+
+// revocationRead is TokenRevoked's marker reads, queued in a pipeline.
+type revocationRead []*redis.StringCmd
+
+func (s *Store) queueRevocation(ctx context.Context, p redis.Pipeliner, familyID, jti string) revocationRead {
+	var read revocationRead
+	if familyID != "" {
+		read = append(read, p.Get(ctx, s.familyMarker(familyID)))
+	}
+	if jti != "" {
+		read = append(read, p.Get(ctx, s.key("jti", jti)))
+	}
+	return read
+}
+
+// err is the first failure of a read (a missing marker is none): a marker
+// that could not be read must never pass for one that is not there.
+func (r revocationRead) err() error {
+	for _, c := range r {
+		if err := c.Err(); err != nil && !errors.Is(err, redis.Nil) {
+			return err
 		}
 	}
-	return false, nil
+	return nil
+}
+
+func (r revocationRead) revoked(now time.Time) bool {
+	for _, c := range r {
+		if markerLive(c.Val(), now) {
+			return true
+		}
+	}
+	return false
 }

@@ -191,3 +191,24 @@ func TestAllowUnlessRevoked(t *testing.T) {
 		t.Errorf("after SCRIPT FLUSH: allowed %v revoked %v, %v / %v", ok, revoked, err, limitErr)
 	}
 }
+
+// A marker read that fails after one that found nothing is still an error:
+// the pipeline's first error is then the absent family marker's nil reply,
+// and the jti marker's failure (here WRONGTYPE: a hash where its string
+// belongs) must not read as "not revoked".
+func TestTokenRevokedReadFailure(t *testing.T) {
+	t.Parallel()
+	ctx := ctxT(t)
+	prefix := uniquePrefix()
+	st, rdb, _ := countedStore(t, prefix)
+	if err := rdb.HSet(ctx, prefix+"jti:broken", "x", "1").Err(); err != nil {
+		t.Fatal(err)
+	}
+	if revoked, err := st.TokenRevoked(ctx, "fam-absent", "broken"); err == nil {
+		t.Errorf("TokenRevoked with an unreadable jti marker: revoked %v and no error", revoked)
+	}
+	ok, _, _, revoked, err := st.RateLimiter("api", 10, time.Minute).AllowUnlessRevoked(ctx, "client:x", "fam-absent", "broken")
+	if err == nil {
+		t.Errorf("AllowUnlessRevoked with an unreadable jti marker: allowed %v revoked %v and no error", ok, revoked)
+	}
+}

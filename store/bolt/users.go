@@ -63,27 +63,11 @@ func (s *Store) ResolveIdentity(ctx context.Context, id grants.Identity, p grant
 			return nil, err
 		}
 		if !found {
-			if tx.Bucket(bUsers).Get([]byte(newUserID)) != nil {
-				return fmt.Errorf("user %s exists: %w", newUserID, grants.ErrConflict), nil
+			var refusal, err error
+			if user, refusal, err = createForIdentity(tx, id, p, newUserID, now); refusal == nil && err == nil {
+				created = true
 			}
-			user = grants.User{
-				ID: newUserID, Email: p.Email, EmailVerified: p.EmailVerified,
-				Name: p.Name, Picture: p.Picture,
-				CreatedAt: now, UpdatedAt: now, LastLoginAt: now,
-			}
-			ident = id
-			ident.UserID = newUserID
-			if ident.Email == "" {
-				ident.Email, ident.EmailVerified = p.Email, p.EmailVerified
-			}
-			if ident.CreatedAt.IsZero() {
-				ident.CreatedAt = now
-			}
-			if err := putUser(tx, nil, &user); err != nil {
-				return nil, err
-			}
-			created = true
-			return nil, putIdentity(tx, &ident)
+			return refusal, err
 		}
 		found, err = getJSON(tx.Bucket(bUsers), []byte(ident.UserID), &user)
 		if err != nil {
@@ -105,6 +89,31 @@ func (s *Store) ResolveIdentity(ctx context.Context, id grants.Identity, p grant
 		return nil, false, fmt.Errorf("boltstore: resolve identity: %w", err)
 	}
 	return &user, created, nil
+}
+
+// createForIdentity makes the user newUserID of profile p for the new
+// identity id (a refusal if that ID is taken).
+func createForIdentity(tx *bolt.Tx, id grants.Identity, p grants.Profile, newUserID string, now time.Time) (user grants.User, refusal, err error) {
+	if tx.Bucket(bUsers).Get([]byte(newUserID)) != nil {
+		return user, fmt.Errorf("user %s exists: %w", newUserID, grants.ErrConflict), nil
+	}
+	user = grants.User{
+		ID: newUserID, Email: p.Email, EmailVerified: p.EmailVerified,
+		Name: p.Name, Picture: p.Picture,
+		CreatedAt: now, UpdatedAt: now, LastLoginAt: now,
+	}
+	ident := id
+	ident.UserID = newUserID
+	if ident.Email == "" {
+		ident.Email, ident.EmailVerified = p.Email, p.EmailVerified
+	}
+	if ident.CreatedAt.IsZero() {
+		ident.CreatedAt = now
+	}
+	if err := putUser(tx, nil, &user); err != nil {
+		return user, nil, err
+	}
+	return user, nil, putIdentity(tx, &ident)
 }
 
 // refreshProfile sets the non-empty fields of p on the user (the email and

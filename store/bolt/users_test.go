@@ -19,10 +19,7 @@ func TestReturningSignInRides(t *testing.T) {
 	ctx := t.Context()
 	clock := conformance.NewClock(time.Now())
 	path := filepath.Join(t.TempDir(), "usher.db")
-	s, err := boltstore.Open(path, boltstore.Options{Now: clock.Now, SweepInterval: -1})
-	if err != nil {
-		t.Fatal(err)
-	}
+	s := open(t, path, clock.Now)
 	boltstore.SetRideDelay(s, time.Hour) // riders go with a writer or at Close, never alone
 	id := grants.Identity{Issuer: "https://tenant.example.auth0.com/", Subject: "auth0|ada", Email: "ada@example.com", EmailVerified: true}
 	p := grants.Profile{Email: "ada@example.com", EmailVerified: true, Name: "Ada"}

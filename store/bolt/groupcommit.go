@@ -137,6 +137,10 @@ func (c *committer) commitNext() {
 	if len(c.riders) > 0 {
 		calls = append(c.riders, calls...)
 		c.riders = nil
+		if c.rideTimer != nil { // the next rider waits its own rideDelay
+			c.rideTimer.Stop()
+			c.rideTimer = nil
+		}
 	}
 	c.mu.Unlock()
 	c.commitGroup(calls)

@@ -38,8 +38,7 @@ func TestReturningSignInRides(t *testing.T) {
 	if n := commits() - before; n != 0 {
 		t.Errorf("the returning sign-in waited on %d commits, want 0", n)
 	}
-	exp := clock.Now().Add(time.Hour)
-	if err := s.SaveBrowserSession(ctx, &sessions.BrowserSession{ID: "bs-1", Values: map[string]string{"account": "user-1"}, CreatedAt: clock.Now(), ExpiresAt: exp}); err != nil {
+	if err := s.SaveBrowserSession(ctx, &sessions.BrowserSession{ID: "bs-1", Values: map[string]string{"account": "user-1"}, CreatedAt: clock.Now(), ExpiresAt: clock.Now().Add(time.Hour)}); err != nil {
 		t.Fatal(err)
 	}
 	if n := commits() - before; n != 1 {
@@ -51,9 +50,7 @@ func TestReturningSignInRides(t *testing.T) {
 
 	// A new name: written before ResolveIdentity returns.
 	clock.Advance(time.Hour)
-	renamed := p
-	renamed.Name = "Ada Lovelace"
-	before = commits()
+	renamed, before := grants.Profile{Email: p.Email, EmailVerified: true, Name: "Ada Lovelace"}, commits()
 	if _, _, err := s.ResolveIdentity(ctx, id, renamed, "user-2", clock.Now()); err != nil {
 		t.Fatal(err)
 	}

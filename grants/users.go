@@ -181,3 +181,17 @@ func DecodeUserCursor(c string) (string, error) {
 	}
 	return string(raw), nil
 }
+
+// LinkedIdentity is id as a new link to userID: the profile's email (and
+// its verified flag) where id carries none, and now as its creation time
+// where it has none. Both stores write a first sign-in's identity so.
+func LinkedIdentity(id Identity, p Profile, userID string, now time.Time) Identity {
+	id.UserID = userID
+	if id.Email == "" {
+		id.Email, id.EmailVerified = p.Email, p.EmailVerified
+	}
+	if id.CreatedAt.IsZero() {
+		id.CreatedAt = now
+	}
+	return id
+}

@@ -102,14 +102,7 @@ func createForIdentity(tx *bolt.Tx, id grants.Identity, p grants.Profile, newUse
 		Name: p.Name, Picture: p.Picture,
 		CreatedAt: now, UpdatedAt: now, LastLoginAt: now,
 	}
-	ident := id
-	ident.UserID = newUserID
-	if ident.Email == "" {
-		ident.Email, ident.EmailVerified = p.Email, p.EmailVerified
-	}
-	if ident.CreatedAt.IsZero() {
-		ident.CreatedAt = now
-	}
+	ident := grants.LinkedIdentity(id, p, newUserID, now)
 	if err := putUser(tx, nil, &user); err != nil {
 		return user, nil, err
 	}

@@ -137,14 +137,7 @@ func (s *Store) resolveIdentity(ctx context.Context, id grants.Identity, p grant
 // claimOrRead links the identity to newUserID if it is linked to no one
 // (mode "new", raw the record written) or reads the link (mode "existing").
 func (s *Store) claimOrRead(ctx context.Context, id grants.Identity, p grants.Profile, newUserID string, now time.Time) (grants.Identity, []byte, string, error) {
-	ident := id
-	ident.UserID = newUserID
-	if ident.Email == "" {
-		ident.Email, ident.EmailVerified = p.Email, p.EmailVerified
-	}
-	if ident.CreatedAt.IsZero() {
-		ident.CreatedAt = now
-	}
+	ident := grants.LinkedIdentity(id, p, newUserID, now)
 	raw, err := s.encodeIdentity(&ident)
 	if err != nil {
 		return ident, nil, "", err

@@ -80,14 +80,9 @@ func unstored(ctx context.Context, id string) bool { return unstoredRequest(ctx,
 // no record yet: before anything (a page, the upstream's sign-in, a login
 // state) can name it. A no-op for a stored request.
 func (b *Broker) storeUnstored(ctx context.Context, id string) error {
-	c := unstoredRequest(ctx, id)
-	if c == nil {
-		return nil
+	if c := unstoredRequest(ctx, id); c != nil {
+		return storeError("saving the authorization request", b.createUnstored(ctx, c, c.ar))
 	}
-	if err := b.sessions.CreateAuthRequest(ctx, c.ar); err != nil {
-		return storeError("saving the authorization request", err)
-	}
-	c.unstored = false
 	return nil
 }
 
@@ -95,10 +90,15 @@ func (b *Broker) storeUnstored(ctx context.Context, id string) error {
 // unstored (one write, not the request as created and then this), else
 // updated.
 func (b *Broker) saveAuthRequest(ctx context.Context, ar *sessions.AuthRequest) error {
-	c := unstoredRequest(ctx, ar.ID)
-	if c == nil {
-		return b.sessions.UpdateAuthRequest(ctx, ar)
+	if c := unstoredRequest(ctx, ar.ID); c != nil {
+		return b.createUnstored(ctx, c, ar)
 	}
+	return b.sessions.UpdateAuthRequest(ctx, ar)
+}
+
+// createUnstored creates ar, the request c left unstored, and notes it
+// stored.
+func (b *Broker) createUnstored(ctx context.Context, c *createdAuthRequest, ar *sessions.AuthRequest) error {
 	if err := b.sessions.CreateAuthRequest(ctx, ar); err != nil {
 		return err
 	}

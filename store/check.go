@@ -25,3 +25,26 @@ func CheckBrowserSession(op string, bs *sessions.BrowserSession, keys KeyCheck) 
 	}
 	return nil
 }
+
+// CheckCode refuses, with errs.ErrInvalid, an authorization code no backend
+// may store: nil, a hash keys refuses, no expiry, a carried auth request
+// that is another one or has no expiry, or a request never stored that
+// the code does not carry (it would be kept nowhere).
+func CheckCode(op string, c *sessions.Code, keys KeyCheck) error {
+	if c == nil {
+		return fmt.Errorf("%s: nil: %w", op, errs.ErrInvalid)
+	}
+	if err := keys(op, c.Hash); err != nil {
+		return err
+	}
+	if c.ExpiresAt.IsZero() {
+		return fmt.Errorf("%s: no expiry: %w", op, errs.ErrInvalid)
+	}
+	if ar := c.AuthRequest; ar != nil && (ar.ID != c.AuthRequestID || ar.ExpiresAt.IsZero()) {
+		return fmt.Errorf("%s: its auth request is not %s or has no expiry: %w", op, c.AuthRequestID, errs.ErrInvalid)
+	}
+	if c.AuthRequestNeverStored && c.AuthRequest == nil {
+		return fmt.Errorf("%s: an auth request never stored is carried by the code: %w", op, errs.ErrInvalid)
+	}
+	return nil
+}

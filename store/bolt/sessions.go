@@ -12,6 +12,7 @@ import (
 	bolt "go.etcd.io/bbolt"
 
 	"github.com/usher-oidc/usher/sessions"
+	"github.com/usher-oidc/usher/store"
 )
 
 // revocation is the value of a revoked family or access-token marker.
@@ -121,20 +122,8 @@ func (s *Store) DeleteAuthRequest(ctx context.Context, id string) error {
 // SaveCode refuses to overwrite a live code (ErrConflict): overwriting would
 // clear Used and let a spent code be exchanged again.
 func (s *Store) SaveCode(ctx context.Context, c *sessions.Code) error {
-	if c == nil {
-		return fmt.Errorf("boltstore: save code: nil: %w", ErrInvalid)
-	}
-	if err := checkKeys("boltstore: save code", c.Hash); err != nil {
+	if err := store.CheckCode("boltstore: save code", c, checkKeys); err != nil {
 		return err
-	}
-	if c.ExpiresAt.IsZero() {
-		return fmt.Errorf("boltstore: save code: no expiry: %w", ErrInvalid)
-	}
-	if ar := c.AuthRequest; ar != nil && (ar.ID != c.AuthRequestID || ar.ExpiresAt.IsZero()) {
-		return fmt.Errorf("boltstore: save code: its auth request is not %s or has no expiry: %w", c.AuthRequestID, ErrInvalid)
-	}
-	if c.AuthRequestNeverStored && c.AuthRequest == nil {
-		return fmt.Errorf("boltstore: save code: an auth request never stored is carried by the code: %w", ErrInvalid)
 	}
 	err := s.flowUpdate(func(tx *bolt.Tx) (error, error) {
 		b := tx.Bucket(bCodes)

@@ -85,8 +85,8 @@ func (l *RateLimiter) check(ctx context.Context, key, take string) (bool, time.D
 // the revocation check's failure; the limit's own is limitErr, so that a
 // caller can let requests through a failing limit as it would with Allow.
 func (l *RateLimiter) AllowUnlessRevoked(ctx context.Context, key, familyID, jti string) (ok bool, retryAfter time.Duration, limitErr error, revoked bool, err error) {
-	if familyID == "" && jti == "" {
-		return false, 0, nil, false, fmt.Errorf("redisstore: token revoked: no family and no jti: %w", ErrInvalid)
+	if err := checkRevocationRead(familyID, jti); err != nil {
+		return false, 0, nil, false, fmt.Errorf("redisstore: token revoked: %w", err)
 	}
 	var take *pipedScript
 	var read revocationRead

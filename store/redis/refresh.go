@@ -382,22 +382,28 @@ func (s *Store) RevokeAccessToken(ctx context.Context, jti string, until time.Ti
 
 // TokenRevoked accepts an empty familyID or jti (not both) to check only the other.
 func (s *Store) TokenRevoked(ctx context.Context, familyID, jti string) (bool, error) {
-	if familyID == "" && jti == "" {
-		return false, fmt.Errorf("redisstore: token revoked: no family and no jti: %w", ErrInvalid)
+	if err := checkRevocationRead(familyID, jti); err != nil {
+		return false, fmt.Errorf("redisstore: token revoked: %w", err)
 	}
 	var read revocationRead
 	// Separate GETs, pipelined: the keys live in different slots.
-	_, err := s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+	_, _ = s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error { // each reply read by read.err
 		read = s.queueRevocation(ctx, p, familyID, jti)
 		return nil
 	})
-	if err == nil || errors.Is(err, redis.Nil) {
-		err = read.err() // Pipelined names the first error only: a missing marker's
-	}
-	if err != nil {
+	if err := read.err(); err != nil {
 		return false, fmt.Errorf("redisstore: token revoked: %w", err)
 	}
 	return read.revoked(s.now()), nil
+}
+
+// checkRevocationRead refuses a token that names no family and no jti:
+// nothing could mark it revoked.
+func checkRevocationRead(familyID, jti string) error {
+	if familyID == "" && jti == "" {
+		return fmt.Errorf("no family and no jti: %w", ErrInvalid)
+	}
+	return nil
 }
 
 // revocationRead is TokenRevoked's marker reads, queued in a pipeline.
@@ -414,8 +420,10 @@ func (s *Store) queueRevocation(ctx context.Context, p redis.Pipeliner, familyID
 	return read
 }
 
-// err is the first failure of a read (a missing marker is none): a marker
-// that could not be read must never pass for one that is not there.
+// err is the first failure of a read (a missing marker is none), checked
+// read by read: Pipelined reports only the first error, which may be a
+// missing marker's ahead of a failed read, and a marker that could not be
+// read must never pass for one that is not there.
 func (r revocationRead) err() error {
 	for _, c := range r {
 		if err := c.Err(); err != nil && !errors.Is(err, redis.Nil) {

@@ -129,14 +129,8 @@ func (s *Store) SaveCode(ctx context.Context, c *sessions.Code) error {
 // codeCalls are the scripts that save c: the auth request it completes
 // (when it carries it), then the code.
 func (s *Store) codeCalls(c *sessions.Code) ([]scriptCall, error) {
-	if c == nil {
-		return nil, fmt.Errorf("nil: %w", ErrInvalid)
-	}
-	if err := checkKeys("code", c.Hash); err != nil {
+	if err := store.CheckCode("code", c, checkKeys); err != nil {
 		return nil, err
-	}
-	if c.ExpiresAt.IsZero() {
-		return nil, fmt.Errorf("no expiry: %w", ErrInvalid)
 	}
 	stored := *c
 	stored.Used = false // Used lives in its own field, set by ConsumeCode
@@ -146,9 +140,6 @@ func (s *Store) codeCalls(c *sessions.Code) ([]scriptCall, error) {
 	}
 	calls := []scriptCall{{putRecord, []string{s.key("c", c.Hash)},
 		[]any{microsStr(s.now()), "create", microsStr(c.ExpiresAt), expireAtMS(c.ExpiresAt), raw}}}
-	if c.AuthRequestNeverStored && c.AuthRequest == nil {
-		return nil, fmt.Errorf("an auth request never stored is carried by the code: %w", ErrInvalid)
-	}
 	// Versions before v3 may predate codes carrying their request: for
 	// them, a request never stored gets its record with the code.
 	if ar := c.AuthRequest; ar != nil && !(c.AuthRequestNeverStored && s.formatV3()) {
@@ -163,7 +154,7 @@ func (s *Store) codeCalls(c *sessions.Code) ([]scriptCall, error) {
 			mode = "create"
 		}
 		call, err := s.authRequestCall(mode, c.StoredAuthRequest())
-		if err != nil || ar.ID != c.AuthRequestID {
+		if err != nil {
 			return nil, fmt.Errorf("its auth request: %w", errors.Join(err, ErrInvalid))
 		}
 		calls = append([]scriptCall{call}, calls...)

@@ -61,9 +61,7 @@ func (s *Store) mergeAgain(ctx context.Context, inv *grants.Invitation, r grants
 	if inv.RedeemedAt != nil {
 		at = *inv.RedeemedAt
 	}
-	if args, err := mergeArgs(inv, r.Claims, at); err == nil {
-		_, _, _ = s.grantOp(ctx, r.UserID, args...)
-	}
+	_, _ = s.mergeRedeemed(ctx, inv, r, at) // a failure stays pending: GetGrant heals it
 }
 
 func (s *Store) redeem(ctx context.Context, tokenHash string, r grants.Redemption) (*grants.Invitation, *grants.Grant, error) {

@@ -87,7 +87,7 @@ func grantExecReply(exec *redis.Cmd) ([]any, error) {
 	}
 	hash := flatPairs(v[0])
 	roles := v[1]
-	if rf, ok := pairs(hash)["r"]; ok {
+	if rf, ok := pairField(hash, "r"); ok {
 		var inField []string
 		if err := json.Unmarshal([]byte(rf), &inField); err != nil {
 			return nil, fmt.Errorf("decode grant roles: %w", err)
@@ -99,6 +99,17 @@ func grantExecReply(exec *redis.Cmd) ([]any, error) {
 		roles = list
 	}
 	return []any{hash, roles, v[2], flatPairs(v[3])}, nil
+}
+
+// pairField is field name's value in a flat field, value list, without
+// the map grantFromReply builds from it afterwards.
+func pairField(flat []any, name string) (string, bool) {
+	for i := 0; i+1 < len(flat); i += 2 {
+		if str(flat, i) == name {
+			return str(flat, i+1), true
+		}
+	}
+	return "", false
 }
 
 // flatPairs is an HGETALL reply as a flat field, value list: RESP3 answers

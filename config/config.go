@@ -156,7 +156,7 @@ type Store struct {
 // upstream state kept with its auth request) and v5 (v4, with invitation
 // token lookups and search entries in shorter forms), each read by the
 // version that introduced it and later ones.
-var RecordFormats = []string{"v1", "v2", "v3", "v4", "v5"}
+var RecordFormats = []string{"v1", "v2", "v3", "v4", "v5", "v6"}
 
 // KeyEncryptionKeyBytes decodes KeyEncryptionKey; nil, nil when unset.
 func (s Store) KeyEncryptionKeyBytes() ([]byte, error) {

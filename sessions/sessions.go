@@ -129,6 +129,19 @@ func (c *Code) StoredAuthRequest() *AuthRequest {
 	return &bounded
 }
 
+// CodeSpend is the single use of a sealed authorization code: a code that
+// carries its completed auth request, encrypted and authenticated by the
+// broker, so that issuing it writes nothing. Spending it records the hash
+// until the code expires; a second spend is a replay.
+type CodeSpend struct {
+	Hash      string
+	Epoch     string // the CodeEpoch the code was issued in
+	ExpiresAt time.Time
+	// Refresh, when set, is the refresh token the exchange issues, created
+	// with the spend.
+	Refresh *RefreshToken
+}
+
 // RefreshToken is one link of a refresh-token family. Every token issued from
 // one authorization shares FamilyID; rotation creates the next link.
 type RefreshToken struct {
@@ -231,6 +244,20 @@ type Store interface {
 	// ConsumeCode atomically marks the code used and returns it. A second call
 	// returns the record and ErrCodeReplayed; an unknown or expired code ErrNotFound.
 	ConsumeCode(ctx context.Context, hash string) (*Code, error)
+	// CodeEpoch names the store's current flow state. A sealed code (one
+	// that carries its own request, so nothing of it is stored until it is
+	// spent) names the epoch it was issued in; when the store loses its
+	// flow state (bbolt's flow file after a crash, a Redis that lost its
+	// data), the epoch changes and codes of the old one are refused, so a
+	// spent code never comes back unspent.
+	CodeEpoch(ctx context.Context) (string, error)
+	// SpendCode marks the sealed code sp.Hash spent until sp.ExpiresAt and,
+	// when sp.Refresh is set, creates that refresh token as
+	// CreateRefreshToken does, both or neither where the store can (one
+	// Redis script; bbolt spends in its flow file first, as ConsumeCode,
+	// then creates durably). ErrCodeReplayed when already spent (nothing
+	// created); ErrNotFound when sp.Epoch is not the current one.
+	SpendCode(ctx context.Context, sp *CodeSpend) error
 
 	// CreateRefreshToken stores rt; ErrConflict over a live token of rt's
 	// family with its hash.

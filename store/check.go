@@ -48,3 +48,19 @@ func CheckCode(op string, c *sessions.Code, keys KeyCheck) error {
 	}
 	return nil
 }
+
+// CheckCodeSpend is what both stores check of a sealed code's spend
+// before any write: its hash, epoch and expiry (the refresh token it
+// carries is checked as CreateRefreshToken checks one).
+func CheckCodeSpend(op string, sp *sessions.CodeSpend, keys KeyCheck) error {
+	if sp == nil {
+		return fmt.Errorf("%s: nil: %w", op, errs.ErrInvalid)
+	}
+	if err := keys(op, sp.Hash, sp.Epoch); err != nil {
+		return err
+	}
+	if sp.ExpiresAt.IsZero() {
+		return fmt.Errorf("%s: no expiry: %w", op, errs.ErrInvalid)
+	}
+	return nil
+}

@@ -58,12 +58,16 @@ type Store struct {
 	// unsynced commits; flowPath is its file.
 	flow     *bolt.DB
 	flowPath string
-	now      func() time.Time
-	log      *slog.Logger
-	stop     chan struct{}
-	done     chan struct{}
-	closed   sync.Once
-	err      error
+	// epoch is the flow file's code epoch (CodeEpoch): new with every
+	// flow file, so a crash that discards the file refuses the sealed
+	// codes issued before it.
+	epoch  string
+	now    func() time.Time
+	log    *slog.Logger
+	stop   chan struct{}
+	done   chan struct{}
+	closed sync.Once
+	err    error
 	// writes counts write requests (batch calls), for WriteStats.
 	writes atomic.Uint64
 	// txid0 is the database's last committed transaction at Open, so that
@@ -93,6 +97,7 @@ var (
 	bAuthReqs     = []byte("auth_requests")              // in the flow file
 	bCodes        = []byte("codes")                      // in the flow file
 	bBrowserFlow  = []byte("transient_browser_sessions") // in the flow file (browser.go)
+	bFlowMeta     = []byte("flow_meta")                  // in the flow file: its code epoch (codespend.go)
 	bRefresh      = []byte("refresh_tokens")
 	bRevFamily    = []byte("revoked_families")
 	bRevJTI       = []byte("revoked_jtis")
@@ -119,7 +124,7 @@ var (
 	bFunnelEvents = []byte("funnel_events") // event id -> day: the events counted
 
 	// flowBuckets live in the flow file, allBuckets in the main one.
-	flowBuckets = [][]byte{bAuthReqs, bCodes, bBrowserFlow}
+	flowBuckets = [][]byte{bAuthReqs, bCodes, bBrowserFlow, bFlowMeta}
 	allBuckets  = [][]byte{
 		bRefresh, bRevFamily, bRevJTI, bSessionFams, bBrowser, bSigningKeys,
 		bUsers, bUsersByEmail, bIdentities, bIdentsByUser, bGrants,
@@ -167,7 +172,13 @@ func Open(path string, opts Options) (*Store, error) {
 		_ = db.Close()
 		return nil, fmt.Errorf("boltstore: open %s: %w", flowPath, err)
 	}
-	s := &Store{db: db, flow: flow, flowPath: flowPath, now: opts.Now, log: opts.Logger, stop: make(chan struct{}), done: make(chan struct{})}
+	epoch, err := flowEpoch(flow)
+	if err != nil {
+		_ = flow.Close()
+		_ = db.Close()
+		return nil, fmt.Errorf("boltstore: %s: code epoch: %w", flowPath, err)
+	}
+	s := &Store{db: db, flow: flow, flowPath: flowPath, epoch: epoch, now: opts.Now, log: opts.Logger, stop: make(chan struct{}), done: make(chan struct{})}
 	s.txid0 = lastTxID(db)
 	if s.now == nil {
 		s.now = time.Now

@@ -21,6 +21,8 @@ func RunSessions(t *testing.T, newStore func(t *testing.T, clock *Clock) session
 		{"Code/ConsumeOnce", testCodeConsumeOnce},
 		{"Code/Expiry", testCodeExpiry},
 		{"Code/ConcurrentConsume", testCodeConcurrentConsume},
+		{"Code/SealedSpendOnce", testCodeSpendOnce},
+		{"Code/SealedConcurrentSpend", testCodeSpendConcurrent},
 		{"RefreshToken/RoundTrip", testRefreshRoundTrip},
 		{"RefreshToken/RotateAndReuse", testRefreshRotateAndReuse},
 		{"RefreshToken/RotateRefusals", testRefreshRotateRefusals},

@@ -39,6 +39,10 @@ import (
 // form ih: (invitations_token.go) and the ID in its prefix-search members
 // packed (invitations_search.go), which versions before v5 do not read.
 //
+// v6 writes what v5 writes, and lets the broker issue sealed codes: codes
+// that carry their request, stored only when spent (codespend.go), which
+// versions before v6 cannot exchange.
+//
 // Every Store reads every format; Options.RecordFormat only chooses what it
 // writes, so a rollout upgrades every replica first and then switches writing
 // to the next format (and back, if need be, without losing any record).
@@ -48,6 +52,7 @@ const (
 	RecordFormatV3 = "v3"
 	RecordFormatV4 = "v4"
 	RecordFormatV5 = "v5"
+	RecordFormatV6 = "v6"
 )
 
 // v2Marker starts a v2 payload: a v1 payload is JSON and starts with '{'.
@@ -55,7 +60,7 @@ const v2Marker = '\x02'
 
 // RecordFormats lists the values Options.RecordFormat accepts ("" is v1),
 // oldest first.
-var RecordFormats = []string{RecordFormatV1, RecordFormatV2, RecordFormatV3, RecordFormatV4, RecordFormatV5}
+var RecordFormats = []string{RecordFormatV1, RecordFormatV2, RecordFormatV3, RecordFormatV4, RecordFormatV5, RecordFormatV6}
 
 // ValidRecordFormat reports whether f is a format this version can write.
 func ValidRecordFormat(f string) bool {
@@ -88,6 +93,10 @@ func (s *Store) formatV4() bool { return s.atLeast(RecordFormatV4) }
 // formatV5 reports whether s may write token lookups in the short form
 // only: every replica looks for them there (v5 and later).
 func (s *Store) formatV5() bool { return s.atLeast(RecordFormatV5) }
+
+// formatV6 reports whether every replica exchanges sealed codes (v6 and
+// later): codes that carry their request and are stored only once spent.
+func (s *Store) formatV6() bool { return s.atLeast(RecordFormatV6) }
 
 // encodeInvitation is the payload of inv in the format s writes. A record v2
 // cannot hold exactly (see compactable) is written in v1, which every

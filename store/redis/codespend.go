@@ -1,0 +1,197 @@
+package redis
+
+import (
+	"context"
+	"crypto/rand"
+	"errors"
+	"fmt"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/usher-oidc/usher/grants"
+	"github.com/usher-oidc/usher/sessions"
+	"github.com/usher-oidc/usher/store"
+)
+
+// --- sealed codes: {prefix}cs:<hash> = 1 until the code expires; {prefix}code-epoch:1 ---
+
+// codeEpochKey holds the epoch, with no expiry: a Redis that loses its data
+// loses it with the spends, and the next CodeEpoch makes a new one.
+func (s *Store) codeEpochKey() string { return s.key("code-epoch", "1") }
+
+// ensureCodeEpoch answers the epoch, making it when there is none.
+// KEYS[1] epoch; ARGV[1] a new epoch.
+var ensureCodeEpoch = redis.NewScript(`
+local v = redis.call('GET', KEYS[1])
+if v then return v end
+redis.call('SET', KEYS[1], ARGV[1])
+return ARGV[1]
+`)
+
+// spendCode marks a sealed code spent and, with KEYS[3], creates its
+// refresh token (createRefresh) and, with KEYS[4], links the token's family
+// to its session (addSessionFamily): all or nothing. 'stale' when the epoch
+// is not the code's, 'replayed' when already spent, 'conflict' when a live
+// token has the hash.
+// KEYS: epoch, spend marker, [token, [session families]]. ARGV: epoch, now
+// µs, spend expire-at ms, [token e µs, fe µs or ”, expire-at ms, payload,
+// [family, family expire-at ms]].
+var spendCode = redis.NewScript(luaRefreshDead + `
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 'stale' end
+if redis.call('EXISTS', KEYS[2]) == 1 then return 'replayed' end
+local now = tonumber(ARGV[2])
+if KEYS[3] then
+  local cur = redis.call('GET', KEYS[3])
+  if cur then
+    local e, fe = string.match(cur, '^([^|]*)|([^|]*)|')
+    if not dead(e, fe, now) then return 'conflict' end
+  end
+end
+redis.call('SET', KEYS[2], '1', 'PXAT', ARGV[3])
+if KEYS[3] then
+  redis.call('SET', KEYS[3], ARGV[4] .. '|' .. ARGV[5] .. '||' .. ARGV[7], 'PXAT', ARGV[6])
+end
+if KEYS[4] then
+  redis.call('SADD', KEYS[4], ARGV[8])
+  local at = tonumber(ARGV[9])
+  local pttl = redis.call('PTTL', KEYS[4])
+  local t = redis.call('TIME')
+  local ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+  if pttl < 0 or ms + pttl < at then redis.call('PEXPIREAT', KEYS[4], at) end
+end
+return 'ok'
+`)
+
+// CodeEpoch is the epoch stored in Redis, made by the first caller.
+func (s *Store) CodeEpoch(ctx context.Context) (string, error) {
+	v, err := ensureCodeEpoch.Run(ctx, s.rdb, []string{s.codeEpochKey()}, rand.Text()).Text()
+	if err != nil {
+		return "", fmt.Errorf("redisstore: code epoch: %w", err)
+	}
+	return v, nil
+}
+
+// SealsCodes: every replica reads sealed codes (record format v6) and the
+// spend, its refresh token and its session link can be one script (one
+// master: a cluster keeps stored codes).
+func (s *Store) SealsCodes() bool { return s.formatV6() && s.oneMaster() }
+
+func (s *Store) SpendCode(ctx context.Context, sp *sessions.CodeSpend) error {
+	call, together, err := s.spendCall(sp)
+	if err != nil {
+		return err
+	}
+	var res []any
+	if s.oneMaster() {
+		res, err = s.runScript(ctx, call.sc, call.keys, call.args...)
+	} else {
+		res, err = s.spendApart(ctx, sp)
+	}
+	return s.spent(ctx, sp, together, res, err)
+}
+
+// spendApart spends sp on a cluster, where its epoch and its marker are in
+// different slots: the epoch read, then the marker set only if absent.
+// (Clusters never issue sealed codes, see SealsCodes; this keeps
+// SpendCode's contract there.)
+func (s *Store) spendApart(ctx context.Context, sp *sessions.CodeSpend) ([]any, error) {
+	epoch, err := s.rdb.Get(ctx, s.codeEpochKey()).Result()
+	if errors.Is(err, redis.Nil) || (err == nil && epoch != sp.Epoch) {
+		return []any{"stale"}, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	err = s.rdb.Do(ctx, "SET", s.key("cs", sp.Hash), "1", "NX", "PXAT", expireAtMS(sp.ExpiresAt)).Err()
+	if errors.Is(err, redis.Nil) {
+		return []any{"replayed"}, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	return []any{"ok"}, nil
+}
+
+// SpendCodeWithUser is SpendCode with UserAndGrant of userID in the same
+// round trip (on one master): a sealed code's exchange in one trip.
+func (s *Store) SpendCodeWithUser(ctx context.Context, sp *sessions.CodeSpend, userID string) (grants.UserGrant, error) {
+	call, together, err := s.spendCall(sp)
+	if err == nil {
+		err = checkKeys("redisstore: spend code", userID)
+	}
+	if err != nil {
+		return grants.UserGrant{}, err
+	}
+	if !s.oneMaster() {
+		if err := s.SpendCode(ctx, sp); err != nil {
+			return grants.UserGrant{}, err
+		}
+		return s.userGrant(ctx, userID), nil
+	}
+	var spend *pipedScript
+	var read *userGrantRead
+	_, _ = s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+		spend = call.queue(ctx, p)
+		read = s.queueUserAndGrant(ctx, p, userID)
+		return nil
+	})
+	res, err := spend.reply(ctx, s.rdb)
+	if err := s.spent(ctx, sp, together, res, err); err != nil {
+		return grants.UserGrant{}, err
+	}
+	return read.answer(ctx, s), nil
+}
+
+// spendCall is the script call that spends sp; together says whether it
+// also creates sp.Refresh (record format v3 on one master), else spent
+// creates it after the spend, as CreateRefreshToken does.
+func (s *Store) spendCall(sp *sessions.CodeSpend) (scriptCall, bool, error) {
+	if err := store.CheckCodeSpend("redisstore: spend code", sp, checkKeys); err != nil {
+		return scriptCall{}, false, err
+	}
+	if expired(sp.ExpiresAt, s.now()) {
+		return scriptCall{}, false, fmt.Errorf("redisstore: spend code: expired: %w", sessions.ErrNotFound)
+	}
+	call := scriptCall{spendCode, []string{s.codeEpochKey(), s.key("cs", sp.Hash)},
+		[]any{sp.Epoch, microsStr(s.now()), expireAtMS(sp.ExpiresAt)}}
+	rt := sp.Refresh
+	if rt == nil {
+		return call, false, nil
+	}
+	if err := checkRefresh("redisstore: spend code: its refresh token", rt); err != nil {
+		return scriptCall{}, false, err
+	}
+	if !s.formatV3() || !s.oneMaster() {
+		return call, false, nil
+	}
+	e, fe, at, raw, err := s.refreshArgs(rt)
+	if err != nil {
+		return scriptCall{}, false, fmt.Errorf("redisstore: spend code: its refresh token: %w", err)
+	}
+	call.keys = append(call.keys, s.refreshKey(rt.FamilyID, rt.Hash))
+	call.args = append(call.args, e, fe, at, raw)
+	if rt.SessionID != "" {
+		if err := checkKeys("redisstore: spend code: its session", rt.SessionID); err != nil {
+			return scriptCall{}, false, err
+		}
+		call.keys = append(call.keys, s.sessionFamilies(rt.SessionID))
+		call.args = append(call.args, rt.FamilyID, expireAtMS(rt.FamilyExpiresAt))
+	}
+	return call, true, nil
+}
+
+// spent is the spend's outcome from its script's reply, creating the
+// refresh token after it when the script did not.
+func (s *Store) spent(ctx context.Context, sp *sessions.CodeSpend, together bool, res []any, err error) error {
+	if err == nil {
+		err = outcome(str(res, 0), map[string]error{
+			"stale": sessions.ErrNotFound, "replayed": sessions.ErrCodeReplayed, "conflict": sessions.ErrConflict})
+	}
+	if err != nil {
+		return fmt.Errorf("redisstore: spend code: %w", err)
+	}
+	if sp.Refresh != nil && !together {
+		return s.CreateRefreshToken(ctx, sp.Refresh)
+	}
+	return nil
+}

@@ -157,6 +157,7 @@ type Broker struct {
 	storage     opStorage
 	provider    *op.Provider
 	codeCrypto  codeCrypto
+	codeSeal    *codeSeal
 	opServer    http.Handler
 	upstream    upstream.Upstream
 	caps        upstreamCapabilities
@@ -314,6 +315,7 @@ func (b *Broker) buildProvider() error {
 	}
 	b.provider = p
 	b.codeCrypto = newCodeCrypto(b.opts.SessionSecret, b.opts.Tokens.Code, p.Crypto())
+	b.codeSeal = newCodeSeal(b.opts.SessionSecret, b.opts.Tokens.Code)
 	endpoints := op.Endpoints{
 		Authorization: op.NewEndpoint(pathAuthorize),
 		Token:         op.NewEndpoint(pathToken),

@@ -60,13 +60,23 @@ func (c codeCrypto) Decrypt(code string) (string, error) {
 const codeSubjectSep = "\n"
 
 // codeAuthorizer is the library's Authorizer for answering ar: its Crypto
-// puts ar's subject in the code.
-func (b *Broker) codeAuthorizer(ar *sessions.AuthRequest) op.Authorizer {
+// seals ar in the code (sealing) or puts ar's subject in it.
+func (b *Broker) codeAuthorizer(ctx context.Context, ar *sessions.AuthRequest) op.Authorizer {
+	if c := b.sealing(ctx, ar); c != nil {
+		return sealingAuthorizer{Authorizer: b.provider, crypto: c}
+	}
 	if ar.Subject == "" || strings.Contains(ar.Subject, codeSubjectSep) {
 		return b.provider
 	}
 	return codeAuthorizer{Authorizer: b.provider, crypto: b.codeCrypto, subject: ar.Subject}
 }
+
+type sealingAuthorizer struct {
+	op.Authorizer
+	crypto op.Crypto
+}
+
+func (a sealingAuthorizer) Crypto() op.Crypto { return a.crypto }
 
 type codeAuthorizer struct {
 	op.Authorizer

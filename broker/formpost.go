@@ -23,10 +23,10 @@ func (b *Broker) authResponse(w http.ResponseWriter, r *http.Request, ar *sessio
 		return
 	}
 	if oidc.ResponseMode(ar.ResponseMode) != oidc.ResponseModeFormPost {
-		op.AuthResponse(authRequest{ar}, b.codeAuthorizer(ar), w, r)
+		op.AuthResponse(authRequest{ar}, b.codeAuthorizer(r.Context(), ar), w, r)
 		return
 	}
-	resp, err := op.BuildAuthResponseCodeResponsePayload(r.Context(), authRequest{ar}, b.codeAuthorizer(ar))
+	resp, err := op.BuildAuthResponseCodeResponsePayload(r.Context(), authRequest{ar}, b.codeAuthorizer(r.Context(), ar))
 	if err != nil {
 		op.AuthRequestError(w, r, authRequest{ar}, err, b.provider)
 		return

@@ -149,6 +149,13 @@ func (s opStorage) AuthRequestByID(ctx context.Context, id string) (op.AuthReque
 // store, atomically. A replayed code revokes everything issued from it
 // (RFC 9700 §4.5.3.1 / RFC 6749 §4.1.2).
 func (s opStorage) AuthRequestByCode(ctx context.Context, code string) (op.AuthRequest, error) {
+	if isSealedCode(code) {
+		ar, err := s.b.spendSealedAlone(ctx, code)
+		if err != nil {
+			return nil, err
+		}
+		return authRequest{ar}, nil
+	}
 	ar, _, _, err := s.b.authRequestByCode(ctx, code)
 	if err != nil {
 		return nil, err
@@ -163,6 +170,9 @@ type ctxCodeFor struct{}
 
 func (s opStorage) SaveAuthCode(ctx context.Context, id, code string) error {
 	b := s.b
+	if isSealedCode(code) {
+		return b.sealedCodeIssued(ctx, id)
+	}
 	c := &sessions.Code{Hash: hashToken(code), AuthRequestID: id, ExpiresAt: b.now().Add(b.opts.Tokens.Code)}
 	if ar, _ := ctx.Value(ctxCodeFor{}).(*sessions.AuthRequest); ar != nil && ar.ID == id && ar.Done {
 		c.AuthRequest = ar
@@ -238,12 +248,12 @@ func (s opStorage) CreateAccessToken(ctx context.Context, req op.TokenRequest) (
 	return accessTokenID(familyOf(req), s.b.now()), s.b.now().Add(ttl), nil
 }
 
-func (s opStorage) CreateAccessAndRefreshTokens(ctx context.Context, req op.TokenRequest, current string) (string, string, time.Time, error) {
-	b := s.b
-	now := b.now()
+// newRefreshRecord is the refresh token a token response for req issues,
+// and its record (the value itself is never stored).
+func (b *Broker) newRefreshRecord(req op.TokenRequest, now time.Time) (string, *sessions.RefreshToken) {
 	family := familyOf(req)
 	token := newRefreshToken(family, req.GetSubject())
-	next := &sessions.RefreshToken{
+	return token, &sessions.RefreshToken{
 		Hash:      hashToken(token),
 		FamilyID:  family,
 		Subject:   req.GetSubject(),
@@ -251,16 +261,29 @@ func (s opStorage) CreateAccessAndRefreshTokens(ctx context.Context, req op.Toke
 		Audience:  req.GetAudience(),
 		CreatedAt: now,
 	}
+}
+
+// firstOfFamily completes next, the first refresh token of the sign-in r
+// completed.
+func (b *Broker) firstOfFamily(next *sessions.RefreshToken, r authRequest, now time.Time) {
+	next.ClientID, next.AMR, next.AuthTime, next.Upstream = r.ClientID, r.AMR, r.AuthTime, r.Upstream
+	if c, ok := b.clients[r.ClientID]; ok && c.Public {
+		// Only public clients' tokens end with the browser session: a
+		// confidential client's offline_access is meant to outlive it.
+		next.SessionID = r.SessionID
+	}
+	next.FamilyExpiresAt, next.FamilyCreatedAt = now.Add(b.opts.Tokens.RefreshAbsolute), now
+	next.ExpiresAt = minTime(now.Add(b.opts.Tokens.RefreshIdle), next.FamilyExpiresAt)
+}
+
+func (s opStorage) CreateAccessAndRefreshTokens(ctx context.Context, req op.TokenRequest, current string) (string, string, time.Time, error) {
+	b := s.b
+	now := b.now()
+	family := familyOf(req)
+	token, next := b.newRefreshRecord(req, now)
 	switch r := req.(type) {
 	case authRequest:
-		next.ClientID, next.AMR, next.AuthTime, next.Upstream = r.ClientID, r.AMR, r.AuthTime, r.Upstream
-		if c, ok := b.clients[r.ClientID]; ok && c.Public {
-			// Only public clients' tokens end with the browser session: a
-			// confidential client's offline_access is meant to outlive it.
-			next.SessionID = r.SessionID
-		}
-		next.FamilyExpiresAt, next.FamilyCreatedAt = now.Add(b.opts.Tokens.RefreshAbsolute), now
-		next.ExpiresAt = minTime(now.Add(b.opts.Tokens.RefreshIdle), next.FamilyExpiresAt)
+		b.firstOfFamily(next, r, now)
 		if err := b.sessions.CreateRefreshToken(ctx, next); err != nil {
 			return "", "", time.Time{}, storeError("saving the refresh token", err)
 		}

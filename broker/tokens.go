@@ -25,7 +25,20 @@ type server struct {
 }
 
 func (s *server) CodeExchange(ctx context.Context, r *op.ClientRequest[oidc.AccessTokenRequest]) (*op.Response, error) {
-	ar, carried, cache, err := s.b.authRequestByCode(ctx, r.Data.Code)
+	var (
+		ar      *sessions.AuthRequest
+		sp      *sessions.CodeSpend
+		carried bool
+		cache   *claimsCache
+		err     error
+	)
+	if isSealedCode(r.Data.Code) {
+		// Spent by tokenResponse, with the refresh token it issues.
+		ar, sp, err = s.b.openSealedCode(r.Data.Code)
+		ctx, carried = context.WithValue(ctx, ctxCodeSpend{}, sp), true
+	} else {
+		ar, carried, cache, err = s.b.authRequestByCode(ctx, r.Data.Code)
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -33,18 +46,13 @@ func (s *server) CodeExchange(ctx context.Context, r *op.ClientRequest[oidc.Acce
 		ctx = context.WithValue(ctx, ctxClaimsCache, cache) // tokenResponse uses it
 	}
 	authReq := authRequest{ar}
-	// The library's rule: public clients always prove PKCE; anyone who sends a
-	// verifier must match a challenge (a verifier without challenge = downgrade).
-	if r.Client.AuthMethod() == oidc.AuthMethodNone || r.Data.CodeVerifier != "" || authReq.GetCodeChallenge() != nil {
-		if err := op.AuthorizeCodeChallenge(r.Data.CodeVerifier, authReq.GetCodeChallenge()); err != nil {
-			return nil, err
+	if err := checkCodeRequest(r, authReq); err != nil {
+		if sp != nil {
+			// As a stored code is consumed before these checks: a code
+			// presented wrongly is spent all the same.
+			return nil, s.b.spendRefused(ctx, authReq, sp, err)
 		}
-	}
-	if r.Client.GetID() != authReq.GetClientID() {
-		return nil, oidc.ErrInvalidGrant().WithDescription("code was issued to another client")
-	}
-	if r.Data.RedirectURI != authReq.GetRedirectURI() {
-		return nil, oidc.ErrInvalidGrant().WithDescription("redirect_uri does not match the authorization request")
+		return nil, err
 	}
 	resp, err := s.b.tokenResponse(ctx, authReq, r.Client, r.Data.Code, "")
 	if err != nil {
@@ -58,6 +66,25 @@ func (s *server) CodeExchange(ctx context.Context, r *op.ClientRequest[oidc.Acce
 		}
 	}
 	return op.NewResponse(resp), nil
+}
+
+// checkCodeRequest: the code is the client's, for its redirect URI, and
+// PKCE holds. The library's rule: public clients always prove PKCE; anyone
+// who sends a verifier must match a challenge (a verifier without
+// challenge = downgrade).
+func checkCodeRequest(r *op.ClientRequest[oidc.AccessTokenRequest], authReq authRequest) error {
+	if r.Client.AuthMethod() == oidc.AuthMethodNone || r.Data.CodeVerifier != "" || authReq.GetCodeChallenge() != nil {
+		if err := op.AuthorizeCodeChallenge(r.Data.CodeVerifier, authReq.GetCodeChallenge()); err != nil {
+			return err
+		}
+	}
+	if r.Client.GetID() != authReq.GetClientID() {
+		return oidc.ErrInvalidGrant().WithDescription("code was issued to another client")
+	}
+	if r.Data.RedirectURI != authReq.GetRedirectURI() {
+		return oidc.ErrInvalidGrant().WithDescription("redirect_uri does not match the authorization request")
+	}
+	return nil
 }
 
 // authRequestByCode is AuthRequestByCode, also saying whether the code
@@ -263,13 +290,14 @@ func (b *Broker) tokenResponse(ctx context.Context, req op.IDTokenRequest, clien
 	case *refreshRequest:
 		wantsRefresh = true
 	}
-	if err := b.readClaimsFirst(ctx, req.GetSubject(), issuedAt(req)); err != nil {
-		return nil, err
-	}
-	if wantsRefresh {
-		jti, refresh, exp, err = b.storage.CreateAccessAndRefreshTokens(ctx, tr, currentRefresh)
+	if sp, _ := ctx.Value(ctxCodeSpend{}).(*sessions.CodeSpend); sp != nil {
+		ar, ok := req.(authRequest)
+		if !ok {
+			return nil, oidc.ErrServerError()
+		}
+		jti, refresh, exp, err = b.spendCode(ctx, ar, sp, wantsRefresh)
 	} else {
-		jti, exp, err = b.storage.CreateAccessToken(ctx, tr)
+		jti, refresh, exp, err = b.createTokens(ctx, tr, wantsRefresh, currentRefresh)
 	}
 	if err != nil {
 		return nil, err
@@ -294,6 +322,20 @@ func (b *Broker) tokenResponse(ctx context.Context, req op.IDTokenRequest, clien
 		ExpiresIn:    uint64(exp.Sub(b.now()).Round(time.Second).Seconds()),
 		Scope:        req.GetScopes(),
 	}, nil
+}
+
+// createTokens checks what the tokens will carry, then creates the access
+// token's ID and, when wanted, the refresh token (a new family's first, or
+// a rotation).
+func (b *Broker) createTokens(ctx context.Context, tr op.TokenRequest, wantsRefresh bool, currentRefresh string) (jti, refresh string, exp time.Time, err error) {
+	if err := b.readClaimsFirst(ctx, tr.GetSubject(), issuedAt(tr)); err != nil {
+		return "", "", time.Time{}, err
+	}
+	if wantsRefresh {
+		return b.storage.CreateAccessAndRefreshTokens(ctx, tr, currentRefresh)
+	}
+	jti, exp, err = b.storage.CreateAccessToken(ctx, tr)
+	return jti, "", exp, err
 }
 
 // readClaimsFirst reads what the tokens will carry (the user, the grant)

@@ -59,7 +59,7 @@ var webMessageTmpl = template.Must(template.New("web_message").Parse(`<!doctype 
 
 // webMessageCode posts a completed authorization's code.
 func (b *Broker) webMessageCode(w http.ResponseWriter, r *http.Request, ar *sessions.AuthRequest) {
-	resp, err := op.BuildAuthResponseCodeResponsePayload(r.Context(), authRequest{ar}, b.codeAuthorizer(ar))
+	resp, err := op.BuildAuthResponseCodeResponsePayload(r.Context(), authRequest{ar}, b.codeAuthorizer(r.Context(), ar))
 	if err != nil {
 		b.authError(w, r, ar, oidc.DefaultToServerError(err, "issuing the code"))
 		return

@@ -90,7 +90,7 @@ func devOnWith(b *testing.B, store string, opts app.DevOptions) *app.Dev {
 		if addr != "" {
 			c.Store.Driver = "redis"
 			c.Store.Redis.URL = "redis://" + addr + "/0"
-			c.Store.RecordFormat = "v5" // what a store runs once rolled out
+			c.Store.RecordFormat = "v6" // what a store runs once rolled out
 		}
 		if more != nil {
 			more(c)

@@ -277,6 +277,47 @@ func TestFlowFileCleanAndUnclean(t *testing.T) {
 	}
 }
 
+// A sealed code's spend lives in the flow file too: it survives a clean
+// Close with the epoch; an unclean end discards both, and the new epoch
+// refuses the code, so a spent code never opens again.
+func TestSealedCodeSpendCleanAndUnclean(t *testing.T) {
+	ctx := t.Context()
+	clock := conformance.NewClock(time.Now())
+	path := filepath.Join(t.TempDir(), "usher.db")
+	s := open(t, path, clock.Now)
+	epoch, err := s.CodeEpoch(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	spend := &sessions.CodeSpend{Hash: "sealed", Epoch: epoch, ExpiresAt: clock.Now().Add(time.Hour)}
+	if err := s.SpendCode(ctx, spend); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	s = open(t, path, clock.Now)
+	if again, _ := s.CodeEpoch(ctx); again != epoch {
+		t.Fatalf("epoch after a clean close: %q, want %q", again, epoch)
+	}
+	if err := s.SpendCode(ctx, spend); !errors.Is(err, sessions.ErrCodeReplayed) {
+		t.Fatalf("spent code after a clean close: %v, want ErrCodeReplayed", err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Remove(path + ".flow.clean"); err != nil { // as after a crash
+		t.Fatal(err)
+	}
+	s = open(t, path, clock.Now)
+	if again, _ := s.CodeEpoch(ctx); again == epoch || again == "" {
+		t.Fatalf("epoch after an unclean end: %q, want a new one", again)
+	}
+	if err := s.SpendCode(ctx, spend); !errors.Is(err, sessions.ErrNotFound) {
+		t.Fatalf("a code of the epoch before an unclean end: %v, want ErrNotFound", err)
+	}
+}
+
 // A transient browser session (sign-ins in flight only) is kept in the flow
 // file: saving it makes no durable commit, it reads back, and it is gone
 // after an unclean end with the auth requests it points at. Saved again

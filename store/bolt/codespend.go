@@ -71,3 +71,7 @@ func (s *Store) SpendCode(ctx context.Context, sp *sessions.CodeSpend) error {
 	}
 	return s.CreateRefreshToken(ctx, sp.Refresh)
 }
+
+// SealsCodes: one process owns a bbolt file, so it always reads the sealed
+// codes it issues.
+func (s *Store) SealsCodes() bool { return true }

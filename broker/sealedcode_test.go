@@ -1,0 +1,63 @@
+package broker
+
+import (
+	"testing"
+	"time"
+
+	"github.com/usher-oidc/usher/sessions"
+)
+
+// A sealed code opens only with usher's key, for its purpose, before its
+// expiry; it names its request, epoch and expiry, and its spend is keyed by
+// the hash of the code as presented.
+func TestOpenSealedCode(t *testing.T) {
+	secret := []byte("01234567890123456789012345678901")
+	now := time.Now()
+	b := &Broker{codeSeal: newCodeSeal(secret, time.Minute), now: func() time.Time { return now }, opts: Options{}}
+	b.opts.Tokens.Code = time.Minute
+	ar := &sessions.AuthRequest{ID: "ar-1", ClientID: "spa", Done: true, Subject: "usr_1", State: "client state"}
+	seal := func(b *Broker, epoch string) string {
+		b.codeSeal.epoch = epoch
+		c := sealCryptoFor(t, b, ar)
+		code, err := c.Encrypt(ar.ID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return code
+	}
+	code := seal(b, "epoch-1")
+	got, sp, err := b.openSealedCode(code)
+	if err != nil || got.ID != "ar-1" || got.Subject != "usr_1" || got.State != "" || sp.Epoch != "epoch-1" ||
+		sp.Hash != hashToken(code) || !sp.ExpiresAt.Equal(now.Add(time.Minute).Truncate(time.Millisecond)) {
+		t.Fatalf("open: %+v %+v %v", got, sp, err)
+	}
+	other := &Broker{codeSeal: newCodeSeal([]byte("another secret, 32 bytes or more"), time.Minute), now: b.now, opts: b.opts}
+	altered := []byte(code)
+	altered[len(altered)/2] ^= 1
+	cookieLike, _ := b.codeSeal.codec.Encode("usher session", []byte(`{"e":"epoch-1","x":1,"r":{"id":"ar-1","done":true}}`))
+	for name, c := range map[string]string{
+		"another key's code":                seal(other, "epoch-1"),
+		"an altered code":                   string(altered),
+		"a value sealed for something else": sealedCodePrefix + cookieLike,
+		"not a code":                        sealedCodePrefix + "usr_1",
+	} {
+		if _, _, err := b.openSealedCode(c); err == nil {
+			t.Errorf("%s opened", name)
+		}
+	}
+	now = now.Add(time.Minute)
+	if _, _, err := b.openSealedCode(code); err == nil {
+		t.Error("an expired code opened")
+	}
+}
+
+// sealCryptoFor is the Crypto sealing would return for ar, without the
+// checks that need a request context and a store.
+func sealCryptoFor(t *testing.T, b *Broker, ar *sessions.AuthRequest) sealCrypto {
+	t.Helper()
+	c, err := b.sealCrypto(ar, b.codeSeal.epoch)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}

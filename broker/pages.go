@@ -79,16 +79,37 @@ func (w *issWriter) WriteHeader(code int) {
 	if code == http.StatusFound || code == http.StatusSeeOther {
 		if loc := w.Header().Get("Location"); loc != "" {
 			if u, err := url.Parse(loc); err == nil && u.Fragment == "" {
-				q := u.Query()
-				if (q.Has("code") || q.Has("error")) && !q.Has("iss") && w.b.isRedirectURI(loc) {
-					q.Set("iss", w.b.opts.Issuer)
-					u.RawQuery = q.Encode()
+				answer, hasIss := queryAnswer(u.RawQuery)
+				if answer && !hasIss && w.b.isRedirectURI(loc) {
+					// Appended, not re-encoded: the code (a sealed one is
+					// long) is neither unescaped nor escaped again.
+					u.RawQuery += "&iss=" + url.QueryEscape(w.b.opts.Issuer)
 					w.Header().Set("Location", u.String())
 				}
 			}
 		}
 	}
 	w.ResponseWriter.WriteHeader(code)
+}
+
+// queryAnswer reports whether the raw query has a code or an error (an
+// authorization answer) and whether it has iss, reading only its names.
+func queryAnswer(raw string) (answer, hasIss bool) {
+	for raw != "" {
+		var pair string
+		pair, raw, _ = strings.Cut(raw, "&")
+		name, _, _ := strings.Cut(pair, "=")
+		if strings.Contains(name, "%") || strings.Contains(name, "+") {
+			name, _ = url.QueryUnescape(name)
+		}
+		switch name {
+		case "code", "error":
+			answer = true
+		case "iss":
+			hasIss = true
+		}
+	}
+	return answer, hasIss
 }
 
 func (w *issWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }

@@ -129,10 +129,7 @@ func (b *Broker) sealing(ctx context.Context, ar *sessions.AuthRequest) op.Crypt
 // sealCrypto is the Crypto sealing ar with epoch, an error when ar is too
 // large to carry.
 func (b *Broker) sealCrypto(ar *sessions.AuthRequest, epoch string) (sealCrypto, error) {
-	carried := *ar
-	// What only the authorization answer needs stays out of the code.
-	carried.State, carried.LoginHint, carried.UILocales, carried.ScreenHint = "", "", "", ""
-	plain, err := json.Marshal(sealedCode{Epoch: epoch, Expires: b.now().Add(b.opts.Tokens.Code).UnixMilli(), Request: &carried})
+	plain, err := json.Marshal(sealedCode{Epoch: epoch, Expires: b.now().Add(b.opts.Tokens.Code).UnixMilli(), Request: exchangeView(ar)})
 	if err == nil && len(plain) > maxSealedRequest {
 		err = errors.New("sealed code: the request is too large to carry")
 	}
@@ -145,6 +142,18 @@ type sealCrypto struct {
 	seal  *codeSeal
 	id    string
 	plain []byte
+}
+
+// exchangeView is ar without what only /authorize and the pages read (the
+// client's state, the hints for the sign-in page, prompt and max_age, the
+// upstream's parameters, the invitation, all settled before a code is
+// issued): the code carries what its exchange and tokens read, no more.
+func exchangeView(ar *sessions.AuthRequest) *sessions.AuthRequest {
+	v := *ar
+	v.State, v.LoginHint, v.UILocales, v.ScreenHint, v.Connection = "", "", "", "", ""
+	v.Prompt, v.MaxAge = nil, nil
+	v.Organization, v.UpstreamInvitation, v.InvitationHash = "", "", ""
+	return &v
 }
 
 func (c sealCrypto) Encrypt(id string) (string, error) {

@@ -112,12 +112,17 @@ func sessionLogin(d *app.Dev, client *http.Client) (string, error) {
 	if up := upstreamAuthorize(resp); up != nil {
 		return "", fmt.Errorf("authorize went upstream (%s), not answered from usher's session", up)
 	}
+	// The answer's query parsed once, as an SPA SDK does.
 	loc, _ := url.Parse(resp.Header.Get("Location"))
-	if loc == nil || !strings.HasPrefix(loc.String(), d.SPAURL) || loc.Query().Get("code") == "" || loc.Query().Get("state") != state {
+	var answer url.Values
+	if loc != nil {
+		answer = loc.Query()
+	}
+	if loc == nil || !strings.HasPrefix(loc.String(), d.SPAURL) || answer.Get("code") == "" || answer.Get("state") != state {
 		return "", fmt.Errorf("authorize: %d at %s, Location %q", resp.StatusCode, resp.Request.URL, resp.Header.Get("Location"))
 	}
 	resp, err = client.PostForm(strings.TrimSuffix(d.IssuerURL, "/")+"/oauth/token", url.Values{
-		"grant_type": {"authorization_code"}, "code": {loc.Query().Get("code")}, "code_verifier": {verifier},
+		"grant_type": {"authorization_code"}, "code": {answer.Get("code")}, "code_verifier": {verifier},
 		"client_id": {app.DevSPAClientID}, "redirect_uri": {d.SPAURL + "/callback"}})
 	if err != nil {
 		return "", err

@@ -24,8 +24,10 @@
 //   - invite link (invite.go, invite_reference.go, invite_link.go): /invite/<token>
 //     and the authorize link form;
 //   - response: a code by redirect, form_post (formpost.go) or web_message
-//     (webmessage.go), naming its subject (codes.go); tokens (tokens.go; ID
-//     tokens written in one pass, idtoken.go), claims (claims.go), keys
+//     (webmessage.go), naming its subject (codes.go), or, for a request the
+//     session answered, sealed: carrying the request, stored only when its
+//     exchange spends it (sealedcode.go); tokens (tokens.go; ID tokens
+//     written in one pass, idtoken.go), claims (claims.go), keys
 //     (keyset.go);
 //   - sign-out (signout.go): the session ends, its refresh tokens are
 //     revoked, the upstream's logout follows.

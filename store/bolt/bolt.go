@@ -167,16 +167,10 @@ func Open(path string, opts Options) (*Store, error) {
 	// After the main file's lock is ours: a second usher must not touch the
 	// flow file of the first.
 	flowPath := path + ".flow"
-	flow, err := openFlow(flowPath)
+	flow, epoch, err := openFlowWithEpoch(flowPath)
 	if err != nil {
 		_ = db.Close()
 		return nil, fmt.Errorf("boltstore: open %s: %w", flowPath, err)
-	}
-	epoch, err := flowEpoch(flow)
-	if err != nil {
-		_ = flow.Close()
-		_ = db.Close()
-		return nil, fmt.Errorf("boltstore: %s: code epoch: %w", flowPath, err)
 	}
 	s := &Store{db: db, flow: flow, flowPath: flowPath, epoch: epoch, now: opts.Now, log: opts.Logger, stop: make(chan struct{}), done: make(chan struct{})}
 	s.txid0 = lastTxID(db)

@@ -30,6 +30,20 @@ func flowEpoch(flow *bolt.DB) (string, error) {
 	return epoch, err
 }
 
+// openFlowWithEpoch is openFlow, with the file's code epoch.
+func openFlowWithEpoch(path string) (*bolt.DB, string, error) {
+	flow, err := openFlow(path)
+	if err != nil {
+		return nil, "", err
+	}
+	epoch, err := flowEpoch(flow)
+	if err != nil {
+		_ = flow.Close()
+		return nil, "", fmt.Errorf("code epoch: %w", err)
+	}
+	return flow, epoch, nil
+}
+
 // CodeEpoch is the flow file's epoch (flowEpoch); it changes only when the
 // file is started anew.
 func (s *Store) CodeEpoch(context.Context) (string, error) { return s.epoch, nil }

@@ -36,7 +36,7 @@ return ARGV[1]
 // KEYS: epoch, spend marker, [token, [session families]]. ARGV: epoch, now
 // µs, spend expire-at ms, [token e µs, fe µs or ”, expire-at ms, payload,
 // [family, family expire-at ms]].
-var spendCode = redis.NewScript(luaRefreshDead + `
+var spendCode = redis.NewScript(luaRefreshDead + luaAddFamily + `
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 'stale' end
 if redis.call('EXISTS', KEYS[2]) == 1 then return 'replayed' end
 local now = tonumber(ARGV[2])
@@ -51,14 +51,7 @@ redis.call('SET', KEYS[2], '1', 'PXAT', ARGV[3])
 if KEYS[3] then
   redis.call('SET', KEYS[3], ARGV[4] .. '|' .. ARGV[5] .. '||' .. ARGV[7], 'PXAT', ARGV[6])
 end
-if KEYS[4] then
-  redis.call('SADD', KEYS[4], ARGV[8])
-  local at = tonumber(ARGV[9])
-  local pttl = redis.call('PTTL', KEYS[4])
-  local t = redis.call('TIME')
-  local ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-  if pttl < 0 or ms + pttl < at then redis.call('PEXPIREAT', KEYS[4], at) end
-end
+if KEYS[4] then addFamily(KEYS[4], ARGV[8], tonumber(ARGV[9])) end
 return 'ok'
 `)
 

@@ -15,15 +15,22 @@ import (
 
 func (s *Store) sessionFamilies(sessionID string) string { return s.tagged("s", sessionID) + ":fam" }
 
-// addSessionFamily adds a family to the set and makes the set live at least
-// until ARGV[2] (ms since the epoch), never shortening it.
-var addSessionFamily = redis.NewScript(`
-redis.call('SADD', KEYS[1], ARGV[1])
-local at = tonumber(ARGV[2])
-local pttl = redis.call('PTTL', KEYS[1])
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-if pttl < 0 or now + pttl < at then redis.call('PEXPIREAT', KEYS[1], at) end
+// luaAddFamily adds a family to a session's set and makes the set live at
+// least until at (ms since the epoch), never shortening it.
+const luaAddFamily = `
+local function addFamily(key, family, at)
+  redis.call('SADD', key, family)
+  local pttl = redis.call('PTTL', key)
+  local t = redis.call('TIME')
+  local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+  if pttl < 0 or now + pttl < at then redis.call('PEXPIREAT', key, at) end
+end
+`
+
+// addSessionFamily: KEYS[1] the session's families; ARGV: family, until
+// (ms since the epoch).
+var addSessionFamily = redis.NewScript(luaAddFamily + `
+addFamily(KEYS[1], ARGV[1], tonumber(ARGV[2]))
 return 'ok'
 `)
 

@@ -35,9 +35,9 @@ import (
 //     store's epoch (CodeEpoch), which changes with that loss: a code of an
 //     older epoch is refused, and no spent code opens again.
 //
-// Only a request never stored is sealed (its code was its only record
-// already); a request that went upstream keeps a stored code. Stores whose
-// replicas may not all read sealed codes yet say so (codeSealer).
+// A request that went upstream has a record: the code's issue deletes it,
+// in the round trip that saves the browser session. Stores whose replicas
+// may not all read sealed codes yet say so (codeSealer).
 
 // sealedCodePrefix starts every sealed code: securecookie's output is
 // base64url, which has no '.', so no other code starts with it.
@@ -108,10 +108,10 @@ func (b *Broker) forgetEpoch(stale string) {
 }
 
 // sealing is the Crypto that seals ar's code, or nil when ar gets a stored
-// code: its store cannot take sealed codes yet, it was stored, or it is
-// too large to carry.
+// code: its store cannot take sealed codes yet, or it is too large to
+// carry.
 func (b *Broker) sealing(ctx context.Context, ar *sessions.AuthRequest) op.Crypto {
-	if sealer, ok := b.sessions.(codeSealer); !ok || !sealer.SealsCodes() || !ar.Done || !unstored(ctx, ar.ID) {
+	if sealer, ok := b.sessions.(codeSealer); !ok || !sealer.SealsCodes() || !ar.Done || ar.Purpose != "" {
 		return nil
 	}
 	epoch, err := b.currentEpoch(ctx)
@@ -247,13 +247,22 @@ func (b *Broker) revokeFamily(ctx context.Context, family, why string) {
 }
 
 // sealedCodeIssued is SaveAuthCode for a sealed code: nothing of the code is
-// stored; a browser session save left for the code's write goes alone.
-// The session is written before the code goes out, as a stored code's
-// save writes it: the code's tokens name the session.
+// stored. The browser session save left for the code's write is written
+// before the code goes out, as a stored code's save writes it (the code's
+// tokens name the session), and with it, in the same round trip, the
+// deletion of the request's record when it has one: the code carries the
+// request from now on, and no second code can be had for it.
 func (b *Broker) sealedCodeIssued(ctx context.Context, id string) error {
+	t := sessions.Together{}
+	if !unstored(ctx, id) {
+		t.DeleteAuthRequest = id
+	}
 	if later, _ := ctx.Value(ctxSessionWrite{}).(*sessionWrite); later != nil && !later.taken {
 		later.taken = true
-		if err := b.browser.write(ctx, later.rec, later.replaces); err != nil {
+		t.SaveSession, t.ReplacesSession = later.rec, later.replaces
+	}
+	if t.SaveSession != nil || t.DeleteAuthRequest != "" {
+		if _, err := sessions.RunTogether(ctx, b.sessions, t); err != nil {
 			return storeError("saving the browser session", err)
 		}
 	}

@@ -12,8 +12,9 @@ import (
 	"github.com/usher-oidc/usher/app"
 )
 
-// A login the browser session answers gets a sealed code (broker/
-// sealedcode.go): nothing is stored until its exchange spends it. It must
+// A sign-in's code and a login the browser session answers get a sealed
+// code (broker/sealedcode.go): nothing is stored until its exchange spends
+// it. It must
 // keep every promise of a stored code: one exchange, a replay revoking what
 // the first issued, a wrong verifier spending it, an altered code refused,
 // a sign-out everywhere before the exchange refused, and, on Redis, a code
@@ -29,8 +30,16 @@ func TestSealedCodes(t *testing.T) {
 			t.Parallel()
 			d, addr := startDevOnRedis(t, tc.format)
 			a := newAgent(t, d.SPAURL)
-			a.signIn(d, app.DevUserEmail, app.DevUserPassword, false)
-			code, verifier := sessionCode(t, d, a)
+			// A sign-in through the upstream: its request was stored, and
+			// its code is sealed all the same.
+			code, verifier := a.signIn(d, app.DevUserEmail, app.DevUserPassword, false)
+			if got := strings.HasPrefix(code, "s."); got != tc.sealed {
+				t.Fatalf("sign-in: sealed code %v, want %v", got, tc.sealed)
+			}
+			if r := exchangeCode(t, d, code, verifier); r.AccessToken == "" {
+				t.Fatalf("sign-in's code: %+v", r)
+			}
+			code, verifier = sessionCode(t, d, a)
 			if got := strings.HasPrefix(code, "s."); got != tc.sealed {
 				t.Fatalf("sealed code %v, want %v (%.12s…)", got, tc.sealed, code)
 			}

@@ -10,7 +10,8 @@ import (
 
 // Together is a few independent operations on different records that one
 // step of a sign-in needs at once: an auth request's creation, a browser
-// session's save, a code's save, a browser session's and an auth
+// session's save, a code's save, an auth request's deletion, a browser
+// session's and an auth
 // request's read (or take of a login state with its auth request). A backend that
 // can sends them in one round trip (Batcher); RunTogether runs them one
 // after the other elsewhere. None sees another's effect, so they must
@@ -24,6 +25,10 @@ type Together struct {
 	ReplacesSession string
 	// SaveCode is saved as SaveCode saves it.
 	SaveCode *Code
+	// DeleteAuthRequest names an auth request to delete as
+	// DeleteAuthRequest deletes it ("" for none): a stored request its
+	// sealed code answered, which nothing reads again.
+	DeleteAuthRequest string
 	// GetSession and GetAuthRequest name the records to read ("" for none).
 	GetSession     string
 	GetAuthRequest string
@@ -119,6 +124,9 @@ func (t Together) write(ctx context.Context, st Store) error {
 	}
 	if err == nil && t.SaveCode != nil {
 		err = st.SaveCode(ctx, t.SaveCode)
+	}
+	if err == nil && t.DeleteAuthRequest != "" {
+		err = st.DeleteAuthRequest(ctx, t.DeleteAuthRequest)
 	}
 	return err
 }

@@ -22,7 +22,7 @@ func testTogether(t *testing.T, ctx context.Context, s sessions.Store, clock *Cl
 	}
 	must(t, "old session", s.SaveBrowserSession(ctx, session("tg-old", "old")))
 	must(t, "other session", s.SaveBrowserSession(ctx, session("tg-other", "other")))
-	for _, id := range []string{"tg-ar", "tg-ar-2"} {
+	for _, id := range []string{"tg-ar", "tg-ar-2", "tg-del"} {
 		must(t, "auth request", s.CreateAuthRequest(ctx, authRequest(id, now)))
 	}
 	completed := authRequest("tg-ar-2", now)
@@ -47,6 +47,8 @@ func testTogether(t *testing.T, ctx context.Context, s sessions.Store, clock *Cl
 			wantSession: "tg-other"},
 		{name: "create an auth request that exists", t: sessions.Together{CreateAuthRequest: authRequest("tg-ar", now), GetSession: "tg-other"},
 			wantErr: sessions.ErrConflict},
+		{name: "save a session and delete an auth request", t: sessions.Together{SaveSession: session("tg-sealed", "in"), DeleteAuthRequest: "tg-del"}},
+		{name: "delete an auth request gone", t: sessions.Together{DeleteAuthRequest: "tg-del", GetAuthRequest: "tg-del"}, arErr: sessions.ErrNotFound},
 		{name: "a code for an auth request gone", t: sessions.Together{SaveCode: &sessions.Code{Hash: "tg-code-2", AuthRequestID: "tg-gone",
 			ExpiresAt: now.Add(time.Minute), AuthRequest: func() *sessions.AuthRequest { ar := authRequest("tg-gone", now); ar.Done = true; return ar }()}}, wantErr: sessions.ErrNotFound},
 	}
@@ -65,7 +67,7 @@ func testTogether(t *testing.T, ctx context.Context, s sessions.Store, clock *Cl
 			t.Errorf("%s: auth request %+v, want %q", st.name, r.AuthRequest, st.wantAR)
 		}
 	}
-	for id, want := range map[string]string{"tg-new": "new", "tg-signed": "in"} {
+	for id, want := range map[string]string{"tg-new": "new", "tg-signed": "in", "tg-sealed": "in"} {
 		got, err := s.GetBrowserSession(ctx, id)
 		must(t, "the saved session "+id, err)
 		if got.Values["k"] != want {

@@ -84,6 +84,9 @@ func (w *togetherWrites) queue(ctx context.Context, p redis.Pipeliner, s *Store,
 			w.writes = append(w.writes, p.Del(ctx, s.key("bs", t.ReplacesSession)))
 		}
 	}
+	if id := t.DeleteAuthRequest; id != "" {
+		w.writes = append(w.writes, p.Del(ctx, s.key("ar", id)))
+	}
 	for _, c := range w.calls {
 		w.piped = append(w.piped, c.queue(ctx, p))
 	}
@@ -101,7 +104,7 @@ func (w *togetherWrites) outcome(ctx context.Context, s *Store, t sessions.Toget
 		}
 	}
 	if err := firstErr(w.writes); err != nil {
-		return fmt.Errorf("redisstore: save browser session: %w", err)
+		return fmt.Errorf("redisstore: save browser session or delete auth request: %w", err)
 	}
 	if err := s.codeReplies(ctx, w.piped); err != nil {
 		return fmt.Errorf("redisstore: save code: %w", err)
@@ -166,6 +169,9 @@ func (s *Store) checkTogether(t sessions.Together) error {
 	}
 	if t.ReplacesSession != "" {
 		errs = append(errs, checkKeys("redisstore: replace browser session", t.ReplacesSession))
+	}
+	if t.DeleteAuthRequest != "" {
+		errs = append(errs, checkKeys("redisstore: delete auth request", t.DeleteAuthRequest))
 	}
 	if t.GetSession != "" {
 		errs = append(errs, checkKeys("redisstore: get browser session", t.GetSession))

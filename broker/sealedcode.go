@@ -186,8 +186,14 @@ func (b *Broker) openSealedCode(code string) (*sessions.AuthRequest, *sessions.C
 	if !b.now().Before(expires) {
 		return nil, nil, invalid
 	}
-	return sc.Request, &sessions.CodeSpend{Hash: hashToken(code), Epoch: sc.Epoch, ExpiresAt: expires}, nil
+	return sc.Request, &sessions.CodeSpend{Hash: sealedSpendKey(sc.Request.ID), Epoch: sc.Epoch, ExpiresAt: expires}, nil
 }
+
+// sealedSpendKey names a sealed code's spend by the request it answers,
+// not by the code's text: a request gets one code, and the same code
+// written otherwise (securecookie's base64 decoding skips line breaks, so
+// many texts open to one code) must not spend as another.
+func sealedSpendKey(requestID string) string { return hashToken("sealed code\n" + requestID) }
 
 // ctxCodeSpend carries a sealed code's spend from CodeExchange to
 // tokenResponse, which makes it with the refresh token.

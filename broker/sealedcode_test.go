@@ -9,7 +9,7 @@ import (
 
 // A sealed code opens only with usher's key, for its purpose, before its
 // expiry; it names its request, epoch and expiry, and its spend is keyed by
-// the hash of the code as presented.
+// the request, whatever text the code is presented in.
 func TestOpenSealedCode(t *testing.T) {
 	secret := []byte("01234567890123456789012345678901")
 	now := time.Now()
@@ -28,8 +28,12 @@ func TestOpenSealedCode(t *testing.T) {
 	code := seal(b, "epoch-1")
 	got, sp, err := b.openSealedCode(code)
 	if err != nil || got.ID != "ar-1" || got.Subject != "usr_1" || got.State != "" || sp.Epoch != "epoch-1" ||
-		sp.Hash != hashToken(code) || !sp.ExpiresAt.Equal(now.Add(time.Minute).Truncate(time.Millisecond)) {
+		sp.Hash != sealedSpendKey("ar-1") || !sp.ExpiresAt.Equal(now.Add(time.Minute).Truncate(time.Millisecond)) {
 		t.Fatalf("open: %+v %+v %v", got, sp, err)
+	}
+	// The same code written otherwise opens to the same spend.
+	if _, again, err := b.openSealedCode(code[:20] + "\r\n" + code[20:]); err != nil || again.Hash != sp.Hash {
+		t.Fatalf("the code with a line break: %+v %v, want the spend %s", again, err, sp.Hash)
 	}
 	other := &Broker{codeSeal: newCodeSeal([]byte("another secret, 32 bytes or more"), time.Minute), now: b.now, opts: b.opts}
 	altered := []byte(code)

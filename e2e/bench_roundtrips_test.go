@@ -169,7 +169,7 @@ func BenchmarkLoginRedisRoundTrips(b *testing.B) {
 	d := startDev(b, app.DevOptions{Configure: func(c *config.Config) {
 		c.Store.Driver = "redis"
 		c.Store.Redis.URL = "redis://" + addr + "/0"
-		c.Store.RecordFormat = "v5"
+		c.Store.RecordFormat = "v6" // what a store runs once rolled out
 		c.RateLimits.AuthorizePerMinute = 1 << 30
 	}})
 	hook := countRedisRoundTrips(d)

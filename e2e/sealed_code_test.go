@@ -66,6 +66,13 @@ func TestSealedCodes(t *testing.T) {
 // tokens (its refresh token was rotated once by then: the family goes).
 func checkSealedReplay(t *testing.T, d *app.Dev, a *agent, code, verifier string, first tokenResponse) {
 	t.Helper()
+	// The same code written otherwise (base64 decoders skip line breaks)
+	// is the same code: its replay too is refused.
+	for _, variant := range []string{code[:len(code)/2] + "\n" + code[len(code)/2:], code[:10] + "\r\n" + code[10:]} {
+		if r := exchangeCode(t, d, variant, verifier); r.AccessToken != "" {
+			t.Fatalf("a sealed code written otherwise exchanged again: %q", variant)
+		}
+	}
 	if r := exchangeCode(t, d, code, verifier); r.status != http.StatusBadRequest || r.Error != "invalid_grant" {
 		t.Fatalf("replayed sealed code: %+v, want invalid_grant", r)
 	}

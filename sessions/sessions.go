@@ -134,6 +134,8 @@ func (c *Code) StoredAuthRequest() *AuthRequest {
 // broker, so that issuing it writes nothing. Spending it records the hash
 // until the code expires; a second spend is a replay.
 type CodeSpend struct {
+	// Hash names the spend: the broker's hash of the request the code
+	// answers (one code per request), not of the code's text.
 	Hash      string
 	Epoch     string // the CodeEpoch the code was issued in
 	ExpiresAt time.Time

@@ -69,10 +69,16 @@ type sealedCode struct {
 
 // codeSeal makes and opens sealed codes and keeps the store's epoch.
 type codeSeal struct {
-	codec *securecookie.SecureCookie
-	mu    sync.Mutex
-	epoch string // "" until read from the store (and after it changed)
+	codec  *securecookie.SecureCookie
+	mu     sync.Mutex
+	epoch  string    // "" until read from the store (and after it changed)
+	readAt time.Time // when epoch was read
 }
+
+// epochRecheck is how long a replica trusts the epoch it read: a replica
+// that only issues codes never sees its own refused, so after Redis lost
+// its data its codes fail for at most this long (one read a minute).
+const epochRecheck = time.Minute
 
 func newCodeSeal(secret []byte, ttl time.Duration) *codeSeal {
 	codec := securecookie.New(deriveKey(secret, "usher sealed code hmac"), deriveKey(secret, "usher sealed code aes"))
@@ -82,18 +88,18 @@ func newCodeSeal(secret []byte, ttl time.Duration) *codeSeal {
 	return &codeSeal{codec: codec}
 }
 
-// currentEpoch is the store's epoch, read once and again after a spend
-// found it changed (forgetEpoch).
+// currentEpoch is the store's epoch, read again after epochRecheck and
+// after a spend found it changed (forgetEpoch).
 func (b *Broker) currentEpoch(ctx context.Context) (string, error) {
 	s := b.codeSeal
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.epoch == "" {
+	if now := b.now(); s.epoch == "" || now.Sub(s.readAt) >= epochRecheck {
 		e, err := b.sessions.CodeEpoch(ctx)
 		if err != nil {
 			return "", err
 		}
-		s.epoch = e
+		s.epoch, s.readAt = e, now
 	}
 	return s.epoch, nil
 }

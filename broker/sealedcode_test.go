@@ -1,10 +1,13 @@
 package broker
 
 import (
+	"os"
+	"path/filepath"
 	"testing"
 	"time"
 
 	"github.com/usher-oidc/usher/sessions"
+	boltstore "github.com/usher-oidc/usher/store/bolt"
 )
 
 // A sealed code opens only with usher's key, for its purpose, before its
@@ -64,4 +67,42 @@ func sealCryptoFor(t *testing.T, b *Broker, ar *sessions.AuthRequest) sealCrypto
 		t.Fatal(err)
 	}
 	return c
+}
+
+// A replica rereads the store's epoch a minute after it read it, so one
+// that only issues codes stops issuing codes of a lost epoch within that
+// minute; before, it keeps the one it read (no store trip per code).
+func TestCodeEpochReread(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "usher.db")
+	open := func() *boltstore.Store {
+		st, err := boltstore.Open(path, boltstore.Options{SweepInterval: -1})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = st.Close() })
+		return st
+	}
+	now := time.Now()
+	b := &Broker{codeSeal: newCodeSeal([]byte("01234567890123456789012345678901"), time.Minute),
+		now: func() time.Time { return now }, sessions: open()}
+	first, err := b.currentEpoch(t.Context())
+	if err != nil || first == "" {
+		t.Fatalf("epoch %q, %v", first, err)
+	}
+	// The flow file lost, as after a crash: the store's epoch changes.
+	if err := b.sessions.(*boltstore.Store).Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Remove(path + ".flow.clean"); err != nil {
+		t.Fatal(err)
+	}
+	b.sessions = open()
+	now = now.Add(time.Minute - time.Second)
+	if got, _ := b.currentEpoch(t.Context()); got != first {
+		t.Fatalf("within the minute: epoch %q, want the one read (%q)", got, first)
+	}
+	now = now.Add(time.Second)
+	if got, _ := b.currentEpoch(t.Context()); got == first || got == "" {
+		t.Fatalf("after the minute: epoch %q, want the store's new one", got)
+	}
 }

@@ -62,9 +62,9 @@ type codeSpenderWithUser interface {
 
 // sealedCode is what a sealed code carries.
 type sealedCode struct {
-	Epoch   string                `json:"e"`
-	Expires int64                 `json:"x"` // unix ms
-	Request *sessions.AuthRequest `json:"r"`
+	Epoch   string         `json:"e"`
+	Expires int64          `json:"x"` // unix ms
+	Request *sealedRequest `json:"r"`
 }
 
 // codeSeal makes and opens sealed codes and keeps the store's epoch.
@@ -135,7 +135,7 @@ func (b *Broker) sealing(ctx context.Context, ar *sessions.AuthRequest) op.Crypt
 // sealCrypto is the Crypto sealing ar with epoch, an error when ar is too
 // large to carry.
 func (b *Broker) sealCrypto(ar *sessions.AuthRequest, epoch string) (sealCrypto, error) {
-	plain, err := json.Marshal(sealedCode{Epoch: epoch, Expires: b.now().Add(b.opts.Tokens.Code).UnixMilli(), Request: exchangeView(ar)})
+	plain, err := json.Marshal(sealedCode{Epoch: epoch, Expires: b.now().Add(b.opts.Tokens.Code).UnixMilli(), Request: sealRequest(ar)})
 	if err == nil && len(plain) > maxSealedRequest {
 		err = errors.New("sealed code: the request is too large to carry")
 	}
@@ -148,18 +148,6 @@ type sealCrypto struct {
 	seal  *codeSeal
 	id    string
 	plain []byte
-}
-
-// exchangeView is ar without what only /authorize and the pages read (the
-// client's state, the hints for the sign-in page, prompt and max_age, the
-// upstream's parameters, the invitation, all settled before a code is
-// issued): the code carries what its exchange and tokens read, no more.
-func exchangeView(ar *sessions.AuthRequest) *sessions.AuthRequest {
-	v := *ar
-	v.State, v.LoginHint, v.UILocales, v.ScreenHint, v.Connection = "", "", "", "", ""
-	v.Prompt, v.MaxAge = nil, nil
-	v.Organization, v.UpstreamInvitation, v.InvitationHash = "", "", ""
-	return &v
 }
 
 func (c sealCrypto) Encrypt(id string) (string, error) {
@@ -185,14 +173,14 @@ func (b *Broker) openSealedCode(code string) (*sessions.AuthRequest, *sessions.C
 	if err := b.codeSeal.codec.Decode(sealedCodeName, strings.TrimPrefix(code, sealedCodePrefix), &plain); err != nil {
 		return nil, nil, invalid
 	}
-	if err := json.Unmarshal(plain, &sc); err != nil || sc.Request == nil || !sc.Request.Done || sc.Epoch == "" {
+	if err := json.Unmarshal(plain, &sc); err != nil || sc.Request == nil || sc.Request.ID == "" || sc.Epoch == "" {
 		return nil, nil, invalid
 	}
 	expires := time.UnixMilli(sc.Expires)
 	if !b.now().Before(expires) {
 		return nil, nil, invalid
 	}
-	return sc.Request, &sessions.CodeSpend{Hash: sealedSpendKey(sc.Request.ID), Epoch: sc.Epoch, ExpiresAt: expires}, nil
+	return sc.Request.authRequest(), &sessions.CodeSpend{Hash: sealedSpendKey(sc.Request.ID), Epoch: sc.Epoch, ExpiresAt: expires}, nil
 }
 
 // sealedSpendKey names a sealed code's spend by the request it answers,

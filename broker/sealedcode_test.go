@@ -3,6 +3,7 @@ package broker
 import (
 	"os"
 	"path/filepath"
+	"reflect"
 	"testing"
 	"time"
 
@@ -41,7 +42,7 @@ func TestOpenSealedCode(t *testing.T) {
 	other := &Broker{codeSeal: newCodeSeal([]byte("another secret, 32 bytes or more"), time.Minute), now: b.now, opts: b.opts}
 	altered := []byte(code)
 	altered[len(altered)/2] ^= 1
-	cookieLike, _ := b.codeSeal.codec.Encode("usher session", []byte(`{"e":"epoch-1","x":1,"r":{"id":"ar-1","done":true}}`))
+	cookieLike, _ := b.codeSeal.codec.Encode("usher session", []byte(`{"e":"epoch-1","x":99999999999999,"r":{"i":"ar-1","u":"usr_1"}}`))
 	for name, c := range map[string]string{
 		"another key's code":                seal(other, "epoch-1"),
 		"an altered code":                   string(altered),
@@ -104,5 +105,47 @@ func TestCodeEpochReread(t *testing.T) {
 	now = now.Add(time.Second)
 	if got, _ := b.currentEpoch(t.Context()); got == first || got == "" {
 		t.Fatalf("after the minute: epoch %q, want the store's new one", got)
+	}
+}
+
+// A sealed code carries every field of the request its exchange reads and
+// none of those only /authorize reads. Every field of sessions.AuthRequest
+// is set, sealed and read back: a field added to AuthRequest fails this
+// until it is either carried or listed as left out.
+func TestSealedRequest(t *testing.T) {
+	leftOut := map[string]bool{"State": true, "Prompt": true, "MaxAge": true, "LoginHint": true, "UILocales": true,
+		"Connection": true, "ScreenHint": true, "InvitationHash": true, "Organization": true, "UpstreamInvitation": true, "Purpose": true}
+	var ar sessions.AuthRequest
+	v := reflect.ValueOf(&ar).Elem()
+	for i := range v.NumField() {
+		f := v.Field(i)
+		switch f.Interface().(type) {
+		case string:
+			f.SetString("x-" + v.Type().Field(i).Name)
+		case []string:
+			f.Set(reflect.ValueOf([]string{"a", v.Type().Field(i).Name}))
+		case time.Time:
+			f.Set(reflect.ValueOf(time.Unix(1_800_000_000, int64(i)).UTC()))
+		case bool:
+			f.SetBool(true)
+		case *uint:
+			n := uint(7)
+			f.Set(reflect.ValueOf(&n))
+		case *sessions.Upstream:
+			f.Set(reflect.ValueOf(&sessions.Upstream{Subject: "auth0|1", Claims: map[string]any{"org_id": "org_1"}}))
+		default:
+			t.Fatalf("AuthRequest.%s: a type this test does not fill (%s)", v.Type().Field(i).Name, f.Type())
+		}
+	}
+	got := reflect.ValueOf(sealRequest(&ar).authRequest()).Elem()
+	for i := range v.NumField() {
+		name := v.Type().Field(i).Name
+		want := v.Field(i).Interface()
+		if leftOut[name] {
+			want = reflect.Zero(v.Field(i).Type()).Interface()
+		}
+		if !reflect.DeepEqual(got.Field(i).Interface(), want) {
+			t.Errorf("%s: carried %v, want %v", name, got.Field(i).Interface(), want)
+		}
 	}
 }

@@ -39,6 +39,7 @@ func TestSealedCodes(t *testing.T) {
 			if r := exchangeCode(t, d, code, verifier); r.AccessToken == "" {
 				t.Fatalf("sign-in's code: %+v", r)
 			}
+			t.Logf("a sign-in's code: %d characters", len(code))
 			code, verifier = sessionCode(t, d, a)
 			if got := strings.HasPrefix(code, "s."); got != tc.sealed {
 				t.Fatalf("sealed code %v, want %v (%.12s…)", got, tc.sealed, code)

@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"fmt"
 	"io"
 	"net/http"
 	"net/url"
@@ -10,6 +11,8 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/usher-oidc/usher/app"
+	"github.com/usher-oidc/usher/devidp"
+	"github.com/usher-oidc/usher/internal/testkit"
 )
 
 // A sign-in's code and a login the browser session answers get a sealed
@@ -152,4 +155,36 @@ func sessionCode(t *testing.T, d *app.Dev, a *agent) (string, string) {
 		t.Fatalf("authorize from the session: %d, Location %q", resp.StatusCode, resp.Header.Get("Location"))
 	}
 	return loc.Query().Get("code"), verifier
+}
+
+// Three `usher serve` replicas on one Redis at v6 behind the round-robin
+// proxy, so each request goes to the next replica: a sealed code made by
+// one is exchanged at another, its replay at the other two is refused, and
+// a login the session answers works the same.
+func TestSealedCodesAcrossReplicas(t *testing.T) {
+	t.Parallel()
+	rs := newReplicaSet(t, "{authorize_per_minute: 1000}")
+	rs.start(fmt.Sprintf(`{driver: redis, redis: {url: "redis://%s/0"}, record_format: v6}`, testkit.StartRedis(t)), 3)
+	const email, password = "sealed@example.com", "sealed-password-123"
+	if _, err := rs.idp.AddUser(devidp.User{Email: email, Password: password, EmailVerified: true}); err != nil {
+		t.Fatal(err)
+	}
+	dev := rs.asDev()
+	a := newAgent(t, rs.spaURL)
+	code, verifier := a.signIn(dev, email, password, false)
+	if !strings.HasPrefix(code, "s.") {
+		t.Fatalf("a replica at v6 issued a stored code (%.12s…)", code)
+	}
+	if r := exchangeCode(t, dev, code, verifier); r.AccessToken == "" || r.RefreshToken == "" {
+		t.Fatalf("exchange at another replica: %+v", r)
+	}
+	for i := range 2 {
+		if r := exchangeCode(t, dev, code, verifier); r.Error != "invalid_grant" {
+			t.Fatalf("replay %d at another replica: %+v, want invalid_grant", i+1, r)
+		}
+	}
+	code, verifier = sessionCode(t, dev, a)
+	if r := exchangeCode(t, dev, code, verifier); r.AccessToken == "" {
+		t.Errorf("a session login's sealed code across replicas: %+v", r)
+	}
 }

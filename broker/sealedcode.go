@@ -228,9 +228,7 @@ func (b *Broker) spendCode(ctx context.Context, req authRequest, sp *sessions.Co
 func (b *Broker) codeSpendRefused(ctx context.Context, req authRequest, sp *sessions.CodeSpend, err error) error {
 	switch {
 	case errors.Is(err, sessions.ErrCodeReplayed):
-		b.revokeFamily(ctx, req.ID, "a replayed code")
-		b.log.WarnContext(ctx, "authorization code replayed; tokens issued from it revoked", "family", req.ID)
-		return oidc.ErrInvalidGrant().WithDescription("authorization code already used")
+		return b.codeReplayed(ctx, req.ID)
 	case errors.Is(err, sessions.ErrNotFound):
 		// The store's epoch changed (it lost its flow state): codes made
 		// from now on name the new one.
@@ -238,6 +236,15 @@ func (b *Broker) codeSpendRefused(ctx context.Context, req authRequest, sp *sess
 		return oidc.ErrInvalidGrant().WithDescription("authorization code invalid or expired")
 	}
 	return storeError("spending the authorization code", err)
+}
+
+// codeReplayed revokes every token issued from the code of family, stored
+// or sealed, that was presented again (RFC 9700 §4.5.3.1), and is the
+// client's answer.
+func (b *Broker) codeReplayed(ctx context.Context, family string) error {
+	b.revokeFamily(ctx, family, "a replayed code")
+	b.log.WarnContext(ctx, "authorization code replayed; tokens issued from it revoked", "family", family)
+	return oidc.ErrInvalidGrant().WithDescription("authorization code already used")
 }
 
 func (b *Broker) revokeFamily(ctx context.Context, family, why string) {
@@ -263,24 +270,11 @@ func (b *Broker) sealedCodeIssued(ctx context.Context, id string) error {
 	}
 	if t.SaveSession != nil || t.DeleteAuthRequest != "" {
 		if _, err := sessions.RunTogether(ctx, b.sessions, t); err != nil {
-			return storeError("saving the browser session", err)
+			return storeError("saving the browser session with the code's request", err)
 		}
 	}
 	keptByCode(ctx, id)
 	return nil
-}
-
-// spendSealedAlone spends a sealed code for a caller that issues no refresh
-// token with it (the library's own AuthRequestByCode).
-func (b *Broker) spendSealedAlone(ctx context.Context, code string) (*sessions.AuthRequest, error) {
-	ar, sp, err := b.openSealedCode(code)
-	if err != nil {
-		return nil, err
-	}
-	if err := b.sessions.SpendCode(ctx, sp); err != nil {
-		return nil, b.codeSpendRefused(ctx, authRequest{ar}, sp, err)
-	}
-	return ar, nil
 }
 
 // spendRefused spends a sealed code whose exchange was refused (refusal):

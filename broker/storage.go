@@ -147,15 +147,10 @@ func (s opStorage) AuthRequestByID(ctx context.Context, id string) (op.AuthReque
 
 // AuthRequestByCode consumes the code: single use is enforced here, by the
 // store, atomically. A replayed code revokes everything issued from it
-// (RFC 9700 §4.5.3.1 / RFC 6749 §4.1.2).
+// (RFC 9700 §4.5.3.1 / RFC 6749 §4.1.2). Only the library's own code
+// exchange calls it, which usher replaces (server.CodeExchange): a sealed
+// code, found by no hash, is refused here.
 func (s opStorage) AuthRequestByCode(ctx context.Context, code string) (op.AuthRequest, error) {
-	if isSealedCode(code) {
-		ar, err := s.b.spendSealedAlone(ctx, code)
-		if err != nil {
-			return nil, err
-		}
-		return authRequest{ar}, nil
-	}
 	ar, _, _, err := s.b.authRequestByCode(ctx, code)
 	if err != nil {
 		return nil, err

@@ -95,11 +95,7 @@ func (b *Broker) authRequestByCode(ctx context.Context, code string) (ar *sessio
 	c, cache, err := b.consumeCode(ctx, code)
 	switch {
 	case errors.Is(err, sessions.ErrCodeReplayed):
-		if rerr := b.sessions.RevokeFamily(ctx, c.AuthRequestID, b.now().Add(b.opts.Tokens.RefreshAbsolute)); rerr != nil {
-			b.log.ErrorContext(ctx, "revoking tokens of a replayed code", "err", rerr)
-		}
-		b.log.WarnContext(ctx, "authorization code replayed; tokens issued from it revoked", "family", c.AuthRequestID)
-		return nil, false, nil, oidc.ErrInvalidGrant().WithDescription("authorization code already used")
+		return nil, false, nil, b.codeReplayed(ctx, c.AuthRequestID)
 	case errors.Is(err, sessions.ErrNotFound):
 		return nil, false, nil, oidc.ErrInvalidGrant().WithDescription("authorization code invalid or expired")
 	case err != nil:

@@ -144,7 +144,7 @@ func checkLoginRedisRoundTrips(t *testing.T, format string, max loginTrips) {
 				fewest = trips
 			}
 		}
-		t.Logf("%s: %d store round trips", l.name, len(fewest))
+		t.Logf("%s: %d store round trips, %d script calls", l.name, len(fewest), strings.Count(strings.Join(fewest, "\n"), "evalsha"))
 		fromV3 := slices.Index(redisstore.RecordFormats, format) >= slices.Index(redisstore.RecordFormats, redisstore.RecordFormatV3)
 		if l.name == "answered from usher's session" && fromV3 && strings.Contains(strings.Join(fewest, "\n"), "ar:") {
 			t.Errorf("%s: an auth request record written, want none (the code carries the request):\n%s", l.name, strings.Join(fewest, "\n"))

@@ -40,17 +40,9 @@ var spendCode = redis.NewScript(luaRefreshDead + luaAddFamily + `
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 'stale' end
 if redis.call('EXISTS', KEYS[2]) == 1 then return 'replayed' end
 local now = tonumber(ARGV[2])
-if KEYS[3] then
-  local cur = redis.call('GET', KEYS[3])
-  if cur then
-    local e, fe = string.match(cur, '^([^|]*)|([^|]*)|')
-    if not dead(e, fe, now) then return 'conflict' end
-  end
-end
+if KEYS[3] and liveToken(KEYS[3], now) then return 'conflict' end
 redis.call('SET', KEYS[2], '1', 'PXAT', ARGV[3])
-if KEYS[3] then
-  redis.call('SET', KEYS[3], ARGV[4] .. '|' .. ARGV[5] .. '||' .. ARGV[7], 'PXAT', ARGV[6])
-end
+if KEYS[3] then putToken(KEYS[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7]) end
 if KEYS[4] then addFamily(KEYS[4], ARGV[8], tonumber(ARGV[9])) end
 return 'ok'
 `)
@@ -70,16 +62,18 @@ func (s *Store) CodeEpoch(ctx context.Context) (string, error) {
 func (s *Store) SealsCodes() bool { return s.formatV6() && s.oneMaster() }
 
 func (s *Store) SpendCode(ctx context.Context, sp *sessions.CodeSpend) error {
+	if !s.oneMaster() {
+		if err := s.checkSpend(sp); err != nil {
+			return err
+		}
+		res, err := s.spendApart(ctx, sp)
+		return s.spent(ctx, sp, false, res, err)
+	}
 	call, together, err := s.spendCall(sp)
 	if err != nil {
 		return err
 	}
-	var res []any
-	if s.oneMaster() {
-		res, err = s.runScript(ctx, call.sc, call.keys, call.args...)
-	} else {
-		res, err = s.spendApart(ctx, sp)
-	}
+	res, err := s.runScript(ctx, call.sc, call.keys, call.args...)
 	return s.spent(ctx, sp, together, res, err)
 }
 
@@ -108,11 +102,7 @@ func (s *Store) spendApart(ctx context.Context, sp *sessions.CodeSpend) ([]any, 
 // SpendCodeWithUser is SpendCode with UserAndGrant of userID in the same
 // round trip (on one master): a sealed code's exchange in one trip.
 func (s *Store) SpendCodeWithUser(ctx context.Context, sp *sessions.CodeSpend, userID string) (grants.UserGrant, error) {
-	call, together, err := s.spendCall(sp)
-	if err == nil {
-		err = checkKeys("redisstore: spend code", userID)
-	}
-	if err != nil {
+	if err := checkKeys("redisstore: spend code", userID); err != nil {
 		return grants.UserGrant{}, err
 	}
 	if !s.oneMaster() {
@@ -120,6 +110,10 @@ func (s *Store) SpendCodeWithUser(ctx context.Context, sp *sessions.CodeSpend, u
 			return grants.UserGrant{}, err
 		}
 		return s.userGrant(ctx, userID), nil
+	}
+	call, together, err := s.spendCall(sp)
+	if err != nil {
+		return grants.UserGrant{}, err
 	}
 	var spend *pipedScript
 	var read *userGrantRead
@@ -135,26 +129,34 @@ func (s *Store) SpendCodeWithUser(ctx context.Context, sp *sessions.CodeSpend, u
 	return read.answer(ctx, s), nil
 }
 
-// spendCall is the script call that spends sp; together says whether it
-// also creates sp.Refresh (record format v3 on one master), else spent
-// creates it after the spend, as CreateRefreshToken does.
-func (s *Store) spendCall(sp *sessions.CodeSpend) (scriptCall, bool, error) {
+// checkSpend refuses a spend no write may make: bad keys, no expiry, an
+// invalid refresh token; and answers ErrNotFound for one expired.
+func (s *Store) checkSpend(sp *sessions.CodeSpend) error {
 	if err := store.CheckCodeSpend("redisstore: spend code", sp, checkKeys); err != nil {
-		return scriptCall{}, false, err
+		return err
+	}
+	if sp.Refresh != nil {
+		if err := checkRefresh("redisstore: spend code: its refresh token", sp.Refresh); err != nil {
+			return err
+		}
 	}
 	if expired(sp.ExpiresAt, s.now()) {
-		return scriptCall{}, false, fmt.Errorf("redisstore: spend code: expired: %w", sessions.ErrNotFound)
+		return fmt.Errorf("redisstore: spend code: expired: %w", sessions.ErrNotFound)
+	}
+	return nil
+}
+
+// spendCall is the script call (one master) that spends sp; together says
+// whether it also creates sp.Refresh (record format v3), else spent
+// creates it after the spend, as CreateRefreshToken does.
+func (s *Store) spendCall(sp *sessions.CodeSpend) (scriptCall, bool, error) {
+	if err := s.checkSpend(sp); err != nil {
+		return scriptCall{}, false, err
 	}
 	call := scriptCall{spendCode, []string{s.codeEpochKey(), s.key("cs", sp.Hash)},
 		[]any{sp.Epoch, microsStr(s.now()), expireAtMS(sp.ExpiresAt)}}
 	rt := sp.Refresh
-	if rt == nil {
-		return call, false, nil
-	}
-	if err := checkRefresh("redisstore: spend code: its refresh token", rt); err != nil {
-		return scriptCall{}, false, err
-	}
-	if !s.formatV3() || !s.oneMaster() {
+	if rt == nil || !s.formatV3() {
 		return call, false, nil
 	}
 	e, fe, at, raw, err := s.refreshArgs(rt)

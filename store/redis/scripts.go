@@ -33,9 +33,21 @@ redis.call('HSET', KEYS[1], 'u', '1')
 return {'ok', v[3]}
 `)
 
+// luaRefreshDead holds the refresh-token scripts' helpers: dead (past an
+// expiry), liveToken (a live token is stored under key), putToken (store
+// one as "e|fe||payload", not rotated).
 const luaRefreshDead = `
 local function dead(e, fe, now)
   return now >= tonumber(e) or (fe ~= '' and now >= tonumber(fe))
+end
+local function liveToken(key, now)
+  local cur = redis.call('GET', key)
+  if not cur then return false end
+  local e, fe = string.match(cur, '^([^|]*)|([^|]*)|')
+  return not dead(e, fe, now)
+end
+local function putToken(key, e, fe, at, payload)
+  redis.call('SET', key, e .. '|' .. fe .. '||' .. payload, 'PXAT', at)
 end
 `
 
@@ -47,13 +59,8 @@ end
 // both record formats (recordformat_sessions.go).
 // KEYS[1] {f:fam}:t:<hash>; ARGV: now µs, e µs, fe µs or ”, expire-at ms, payload.
 var createRefresh = redis.NewScript(luaRefreshDead + `
-local now = tonumber(ARGV[1])
-local cur = redis.call('GET', KEYS[1])
-if cur then
-  local e, fe = string.match(cur, '^([^|]*)|([^|]*)|')
-  if not dead(e, fe, now) then return 'conflict' end
-end
-redis.call('SET', KEYS[1], ARGV[2] .. '|' .. ARGV[3] .. '||' .. ARGV[5], 'PXAT', ARGV[4])
+if liveToken(KEYS[1], tonumber(ARGV[1])) then return 'conflict' end
+putToken(KEYS[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5])
 return 'ok'
 `)
 
@@ -84,7 +91,7 @@ if r ~= '' then
 end
 if redis.call('EXISTS', KEYS[2]) == 1 then return 'conflict' end
 redis.call('SET', KEYS[1], e .. '|' .. fe .. '|' .. ARGV[2] .. '|' .. d, 'KEEPTTL')
-redis.call('SET', KEYS[2], ARGV[3] .. '|' .. ARGV[4] .. '||' .. ARGV[6], 'PXAT', ARGV[5])
+putToken(KEYS[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6])
 return 'ok'
 `)
 

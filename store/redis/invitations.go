@@ -403,7 +403,11 @@ func (s *Store) createInvitation(ctx context.Context, inv *grants.Invitation, cl
 		}
 		undo = append(undo, func() { s.release(ctx, s.tagged("x", inv.ExternalID), inv.ID) })
 	}
-	ix, err := s.indexNewInvitation(ctx, inv, !checked)
+	var inPipeline []byte
+	if s.oneMaster() {
+		inPipeline = raw
+	}
+	ix, err := s.indexNewInvitation(ctx, inv, !checked, inPipeline)
 	if e := ix.tokenCreated; e != nil {
 		undo = append(undo, func() { s.releaseEntry(ctx, *e, inv.ID) })
 	}
@@ -411,6 +415,9 @@ func (s *Store) createInvitation(ctx context.Context, inv *grants.Invitation, cl
 	if err != nil {
 		rollback()
 		return nil, err
+	}
+	if ix.written {
+		return nil, nil
 	}
 	res, err := s.casThenMark(ctx, inv, "create", "", raw, string(inv.Status), "")
 	if err == nil && str(res, 0) == "conflict" {

@@ -14,6 +14,7 @@ type newIndexes struct {
 	tokenCreated *lookupEntry  // the token lookup entry this create made
 	added        []string      // listing sets that did not hold the ID
 	searchAdded  []searchEntry // search entries that were new
+	written      bool          // the record too, in the same pipeline
 }
 
 // indexNewInvitation writes, before the record, every index entry a new
@@ -22,9 +23,12 @@ type newIndexes struct {
 // and sent at once), and, when checkID, asks whether the ID is taken in
 // the same round trip. A token lookup held by another invitation is
 // settled as claimToken settles it; a taken ID is idTakenError, with what
-// was written already reported for the undo.
-func (s *Store) indexNewInvitation(ctx context.Context, inv *grants.Invitation, checkID bool) (newIndexes, error) {
+// was written already reported for the undo. With raw (one master only) the
+// record follows in the same pipeline (invitations_onetrip.go), and
+// ix.written says it was stored.
+func (s *Store) indexNewInvitation(ctx context.Context, inv *grants.Invitation, checkID bool, raw []byte) (newIndexes, error) {
 	var ix newIndexes
+	var create *queuedCreate
 	var exists *redis.IntCmd
 	var claim *pipedScript
 	var holders []*redis.StringCmd
@@ -42,12 +46,21 @@ func (s *Store) indexNewInvitation(ctx context.Context, inv *grants.Invitation, 
 			listed.also = append(listed.also, p.ZAdd(ctx, s.outboxKey(), redis.Z{Score: 0, Member: inv.ID}))
 		}
 		searched = queueSearch(ctx, p, s.searchEntries(inv))
+		if raw != nil {
+			create = s.queueCreate(ctx, p, inv, raw, forms, mine)
+		}
 		return nil
 	})
 	ix.added, ix.searchAdded = listed.added(), searched.added()
 	first, err := claim.reply(ctx, s.rdb)
 	if err != nil {
 		first = nil // a redirect, TRYAGAIN: claimTokenFrom runs it again
+	}
+	switch done, err := s.createOutcome(ctx, inv, create); {
+	case err != nil:
+		return ix, err
+	case done != createLeft:
+		return s.createdInPipeline(ctx, ix, inv, create.record, done == createWritten, forms, mine, first, listed, searched)
 	}
 	if exists != nil {
 		n, err := exists.Result()
@@ -85,4 +98,27 @@ func (s *Store) idFree(ctx context.Context, id string) error {
 		return idTakenError{id}
 	}
 	return nil
+}
+
+// createdInPipeline finishes a create whose guarded record write in the
+// index pipeline answered: written, or refused for a taken ID. A failed
+// index write takes the record back, so the create fails whole.
+func (s *Store) createdInPipeline(ctx context.Context, ix newIndexes, inv *grants.Invitation, record string, written bool,
+	forms []lookupEntry, mine int, first []any, listed queuedAdds[string], searched queuedAdds[searchEntry]) (newIndexes, error) {
+	if str(first, 0) == "created" {
+		ix.tokenCreated = &forms[mine]
+	}
+	if !written {
+		return ix, idTakenError{inv.ID}
+	}
+	err := listed.err()
+	if err == nil {
+		err = searched.err()
+	}
+	if err != nil {
+		s.unwrite(ctx, inv.ID, record)
+		return ix, err
+	}
+	ix.written = true
+	return ix, nil
 }

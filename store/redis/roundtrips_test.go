@@ -331,10 +331,11 @@ func checkRefreshRoundTrips(t *testing.T, format string, create, rotate, readOne
 	}
 }
 
-// An invitation without external_id is created in two round trips on one
-// master (every index entry and the ID check in one pipeline; the record
-// and, after it in the same pipeline, its outbox mark); a taken ID or token hash is still refused, leaving no
-// index entry behind; and a create still works after SCRIPT FLUSH.
+// An invitation without external_id is created in one round trip on one
+// master (every index entry, then the record guarded by its token lookup,
+// then its outbox mark, in one pipeline); a taken ID or token hash is still
+// refused, leaving no index entry behind; a create whose index write fails
+// leaves no record; and a create still works after SCRIPT FLUSH.
 func TestCreateInvitationRoundTrips(t *testing.T) {
 	t.Parallel()
 	ctx := ctxT(t)
@@ -351,8 +352,8 @@ func TestCreateInvitationRoundTrips(t *testing.T) {
 	if _, err := st.CreateInvitation(ctx, withEvent(pendingInvitation("inv-1", now))); err != nil {
 		t.Fatal(err)
 	}
-	if n := hook.n.Load() - before; n != 2 {
-		t.Errorf("create: %d round trips, want 2", n)
+	if n := hook.n.Load() - before; n != 1 {
+		t.Errorf("create: %d round trips, want 1", n)
 	}
 	keysBefore, err := rdb.Keys(ctx, "ct:*").Result()
 	if err != nil {
@@ -393,6 +394,7 @@ func TestCreateInvitationRoundTrips(t *testing.T) {
 	if got, err := st.GetInvitation(ctx, "inv-1"); err != nil || got.Email != "inv-1@example.com" {
 		t.Errorf("the first invitation after the refusals: %+v %v", got, err)
 	}
+	createFailingIndex(t, st, rdb, now)
 	// A master that lost its scripts: the claim in the pipeline answers
 	// NOSCRIPT and runs again with its source.
 	if err := rdb.ScriptFlush(ctx).Err(); err != nil {
@@ -429,7 +431,7 @@ func TestUpdateInvitationRoundTrips(t *testing.T) {
 			t.Errorf("%s: %d round trips, want %d", what, n, want)
 		}
 	}
-	update("warm", 2, func(inv *grants.Invitation) { inv.EmailStatus = "sending" }) // scripts loaded by the create
+	update("warm", 3, func(inv *grants.Invitation) { inv.EmailStatus = "sending" }) // loads the update's script (a create runs another)
 	update("mail status", 2, func(inv *grants.Invitation) { inv.EmailStatus = "sent" })
 	update("email", 4, func(inv *grants.Invitation) { inv.Email = "moved@example.com" })
 	for _, c := range []struct {
@@ -504,5 +506,36 @@ func TestTogetherReadsUserAndGrant(t *testing.T) {
 	r, err := st.RunTogether(ctx, sessions.Together{GetSession: "bs-tug"})
 	if err != nil || r.UserGrant != nil {
 		t.Errorf("without GetUserAndGrant: user read %+v (%v), want none", r.UserGrant, err)
+	}
+}
+
+// createFailingIndex: an index write that fails (its listing key made a
+// string, so ZADD answers WRONGTYPE) fails the create, and the record the
+// same pipeline wrote after it is taken back.
+func createFailingIndex(t *testing.T, st *redisstore.Store, rdb *redis.Client, now time.Time) {
+	t.Helper()
+	ctx := ctxT(t)
+	first := pendingInvitation("inv-broken-1", now)
+	first.ClientID = "broken-client"
+	if _, err := st.CreateInvitation(ctx, first); err != nil {
+		t.Fatal(err)
+	}
+	keys, err := rdb.Keys(ctx, "*broken-client*").Result()
+	if err != nil || len(keys) != 1 {
+		t.Fatalf("the client's listing key: %v %v", keys, err)
+	}
+	if err := rdb.Set(ctx, keys[0], "not a sorted set", 0).Err(); err != nil {
+		t.Fatal(err)
+	}
+	second := pendingInvitation("inv-broken-2", now)
+	second.ClientID = "broken-client"
+	if _, err := st.CreateInvitation(ctx, second); err == nil {
+		t.Fatal("a create whose listing write failed succeeded")
+	}
+	if got, err := st.GetInvitation(ctx, second.ID); !errors.Is(err, grants.ErrNotFound) {
+		t.Errorf("the record of a failed create: %+v %v, want ErrNotFound", got, err)
+	}
+	if got, err := st.GetInvitationByTokenHash(ctx, second.TokenHash); !errors.Is(err, grants.ErrNotFound) {
+		t.Errorf("the token of a failed create: %+v %v, want ErrNotFound", got, err)
 	}
 }

@@ -103,6 +103,27 @@ type OutboxBatcher interface {
 	AckOutboxBatch(ctx context.Context, acks map[string][]string) error
 }
 
+// OutboxReadAcker is an optional capability of an OutboxBatcher: a claim's
+// records are read once, and their acknowledgement is checked against that
+// read instead of reading them again (Redis compares each record's version
+// as read; a record written since takes AckOutbox's path).
+type OutboxReadAcker interface {
+	// ReadOutbox reads the invitations with these IDs for their events to
+	// be handed over.
+	ReadOutbox(ctx context.Context, ids []string) (*OutboxRead, error)
+	// AckOutboxRead is AckOutboxBatch for the invitations of read, which it
+	// may change (their acknowledged events are removed).
+	AckOutboxRead(ctx context.Context, read *OutboxRead, acks map[string][]string) error
+}
+
+// OutboxRead is what ReadOutbox read: per ID, the invitation (nil when
+// missing) and the store's own version of its record.
+type OutboxRead struct {
+	IDs         []string
+	Invitations []*Invitation
+	Versions    []string
+}
+
 // record appends events to the invitation's outbox. An event carrying a
 // sealed link puts a mail in the queue, which the stored status says in the
 // same write.

@@ -144,23 +144,44 @@ func (r *Relay) deliverBatch(ctx context.Context, b grants.OutboxBatcher, ids []
 	if len(invIDs) == 0 {
 		return acked
 	}
-	invs, err := b.GetInvitations(ctx, invIDs)
+	read, err := readOutbox(ctx, b, invIDs)
 	if err != nil {
 		r.log.ErrorContext(ctx, "reading recorded events", "err", err)
 		r.loop.NoteRetry(r.o.Now().Add(r.o.Lease))
 		return acked
 	}
-	done := r.handOverRounds(ctx, invIDs, invs)
+	done := r.handOverRounds(ctx, invIDs, read.Invitations)
 	acks := make(map[string][]string, len(invIDs))
 	for i, id := range invIDs {
 		acks[id] = done[i]
 		acked += len(done[i])
 	}
-	if err := b.AckOutboxBatch(ctx, acks); err != nil {
+	if err := ackOutboxRead(ctx, b, read, acks); err != nil {
 		r.log.ErrorContext(ctx, "acknowledging delivered events", "err", err)
 		return 0
 	}
 	return acked
+}
+
+// readOutbox reads a claim's invitations, with their versions when b can
+// acknowledge against them (grants.OutboxReadAcker).
+func readOutbox(ctx context.Context, b grants.OutboxBatcher, ids []string) (*grants.OutboxRead, error) {
+	if ra, ok := b.(grants.OutboxReadAcker); ok {
+		return ra.ReadOutbox(ctx, ids)
+	}
+	invs, err := b.GetInvitations(ctx, ids)
+	if err != nil {
+		return nil, err
+	}
+	return &grants.OutboxRead{IDs: ids, Invitations: invs}, nil
+}
+
+// ackOutboxRead acknowledges the events handed over from read.
+func ackOutboxRead(ctx context.Context, b grants.OutboxBatcher, read *grants.OutboxRead, acks map[string][]string) error {
+	if ra, ok := b.(grants.OutboxReadAcker); ok {
+		return ra.AckOutboxRead(ctx, read, acks)
+	}
+	return b.AckOutboxBatch(ctx, acks)
 }
 
 // deliver hands the events of one invitation (or one user's grant) over in

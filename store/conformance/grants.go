@@ -64,6 +64,7 @@ func RunGrants(t *testing.T, newStore func(t *testing.T, clock *Clock) grants.St
 		{"Outbox/RoundTrip", testOutboxRoundTrip},
 		{"Outbox/Grants", testOutboxGrants},
 		{"Outbox/Batch", testOutboxBatch},
+		{"Outbox/ReadAck", testOutboxReadAck},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

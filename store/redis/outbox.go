@@ -89,14 +89,21 @@ end
 return ids
 `)
 
-// dropOutbox: KEYS[1] index; ARGV id. Removes the entry only while it is
-// leased (score > 0): a 0 means a writer has added events since.
-var dropOutbox = redis.NewScript(`
-local score = redis.call('ZSCORE', KEYS[1], ARGV[1])
-if score and tonumber(score) > 0 then
-  return redis.call('ZREM', KEYS[1], ARGV[1])
+// luaDropLeased removes id from the outbox index only while it is leased
+// (score > 0): a 0 means a writer has added events since.
+const luaDropLeased = `
+local function dropLeased(key, id)
+  local score = redis.call('ZSCORE', key, id)
+  if score and tonumber(score) > 0 then
+    return redis.call('ZREM', key, id)
+  end
+  return 0
 end
-return 0
+`
+
+// dropOutbox: KEYS[1] index; ARGV id.
+var dropOutbox = redis.NewScript(luaDropLeased + `
+return dropLeased(KEYS[1], ARGV[1])
 `)
 
 // ClaimOutbox leases up to limit due invitations in one script.

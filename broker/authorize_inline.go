@@ -20,12 +20,14 @@ import (
 // straight from /authorize. The route /login stays for what links to it
 // (a reload, the accept and verify pages).
 //
-// A request whose browser has a signed-in session is not even stored
-// before that step (storeAuthRequest): the session answers most of them
-// at once with a code, and the code's record carries the request, so it
-// needs no record of its own (a write less per silent renewal). Any other
-// answer stores it first: the login step where a write needs the record
-// (storeUnstored), storeBeforeAnswer for the rest.
+// The request is not even stored before that step (storeAuthRequest): a
+// browser's signed-in session answers most of them at once with a code,
+// and the code's record carries the request, so it needs no record of its
+// own (a write less per silent renewal); one that goes upstream is stored
+// with the upstream sign-in's state, in the same round trip on Redis (a
+// trip less per sign-in). Any other answer stores it first: the login step
+// where a write needs the record (storeUnstored), storeBeforeAnswer for the
+// rest.
 
 // ctxCreatedAuthRequest carries, from CreateAuthRequest back to
 // serveAuthorize and on to the login step it runs, the auth request this
@@ -114,21 +116,25 @@ func keptByCode(ctx context.Context, id string) {
 	}
 }
 
-// storeAuthRequest stores ar, or, when the browser's session signs someone
-// in, leaves it to the login step /authorize runs next (stored false):
-// most such requests are answered there at once with a code, whose save
-// carries the request, and need no record of their own (storeUnstored
-// covers the others). Requests a session answers at once are not limited
+// storeAuthRequest leaves ar to the login step /authorize runs next
+// (stored false): when the browser's session signs someone in, most such
+// requests are answered there at once with a code, whose save carries the
+// request, and need no record of their own; the others go upstream, and
+// are stored with the upstream sign-in's state in one write
+// (saveLoginState); storeUnstored and storeBeforeAnswer cover the rest.
+// Requests a session answers at once are not limited
 // (allowAuthRequest): people behind one NAT renewing silently must not
 // lock each other out. So a browser with a session cookie has its session
 // read first, and the limit applies when the session signs no one in.
 // session: that read (nil when none was made), for the login step.
 // Without serveAuthorize around it no login step follows in this request,
-// and the request is stored as any other.
+// and the request is stored at once.
 func (b *Broker) storeAuthRequest(ctx context.Context, ar *sessions.AuthRequest, ex authorizeExtras) (session *sessionRead, stored bool, err error) {
-	inline := ctx.Value(ctxCreatedAuthRequest{}) != nil
-	if !inline || ex.sessionID == "" || slices.Contains(ar.Prompt, oidc.PromptLogin) {
+	if ctx.Value(ctxCreatedAuthRequest{}) == nil {
 		return nil, true, b.createAuthRequest(ctx, ar)
+	}
+	if ex.sessionID == "" || slices.Contains(ar.Prompt, oidc.PromptLogin) {
+		return nil, false, b.allowAuthRequest(ctx) // stored with its login state (saveLoginState)
 	}
 	read, err := sessions.RunTogether(ctx, b.sessions, sessions.Together{GetSession: ex.sessionID, GetUserAndGrant: sessionUserHint(ex.sessionID)})
 	if err != nil {
@@ -141,7 +147,7 @@ func (b *Broker) storeAuthRequest(ctx context.Context, ar *sessions.AuthRequest,
 	if _, ok := recordAccount(read.Session); ok && read.SessionErr == nil {
 		return session, false, nil
 	}
-	return session, true, b.createAuthRequest(ctx, ar)
+	return session, false, b.allowAuthRequest(ctx)
 }
 
 // createAuthRequest stores ar, within the authorization request limit.

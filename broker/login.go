@@ -37,11 +37,8 @@ func (b *Broker) handleLogin(w http.ResponseWriter, r *http.Request) {
 	if b.answerFromSession(w, r, sess, ar) {
 		return
 	}
-	// Upstream: the login state is kept with the request's record.
-	if err := b.storeUnstored(ctx, ar.ID); err != nil {
-		b.unavailable(w, r, "saving the authorization request", err)
-		return
-	}
+	// Upstream: the login state is kept with the request's record
+	// (keepLoginState stores the request if /authorize left it unstored).
 	if err := b.upstream.Ready(ctx); err != nil {
 		b.log.ErrorContext(ctx, "upstream discovery failed", "err", err)
 		b.authError(w, r, ar, oidc.ErrServerError().WithDescription("the sign-in service is unreachable; try again shortly"))

@@ -101,14 +101,39 @@ func (b *Broker) keepInSession(sess *gsessions.Session, p pendingLogin) string {
 func (b *Broker) saveLoginState(w http.ResponseWriter, r *http.Request, arID, nonce, verifier string) (string, error) {
 	binding, isNew := b.signinBinding(r)
 	state := arID + loginStateSep + randomToken(24)
-	err := b.sessions.SaveLoginState(r.Context(), arID, loginStateKey(state, binding), &sessions.LoginState{Nonce: nonce, Verifier: verifier})
-	if err != nil {
+	ls := &sessions.LoginState{Nonce: nonce, Verifier: verifier}
+	if err := b.keepWithRequest(r.Context(), arID, loginStateKey(state, binding), ls); err != nil {
 		return "", err
 	}
 	if isNew {
 		b.setSigninBinding(w, binding)
 	}
 	return state, nil
+}
+
+// keepWithRequest keeps ls under key with the auth request arID: where
+// /authorize left the request unstored and the store batches, the
+// request's creation and the state's save go in one round trip; else the
+// request is stored first (storeUnstored) and the state saved beside it.
+// errors.ErrUnsupported (a store that keeps no login states) leaves the
+// request stored either way, for the state the browser session keeps.
+func (b *Broker) keepWithRequest(ctx context.Context, arID, key string, ls *sessions.LoginState) error {
+	c := unstoredRequest(ctx, arID)
+	if _, batches := b.sessions.(sessions.Batcher); c != nil && batches {
+		_, err := sessions.RunTogether(ctx, b.sessions, sessions.Together{CreateAuthRequest: c.ar,
+			SaveLoginState: &sessions.LoginStateSave{LoginStateKey: sessions.LoginStateKey{AuthRequestID: arID, Key: key}, State: ls}})
+		if err == nil {
+			c.unstored = false
+			return nil
+		}
+		if !errors.Is(err, errors.ErrUnsupported) { // a Batcher refusing it wrote nothing
+			return err
+		}
+	}
+	if err := b.storeUnstored(ctx, arID); err != nil {
+		return err
+	}
+	return b.sessions.SaveLoginState(ctx, arID, key, ls)
 }
 
 // takeLoginState takes the login state the upstream's answer names, with

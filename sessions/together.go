@@ -19,6 +19,12 @@ import (
 type Together struct {
 	// CreateAuthRequest is created as CreateAuthRequest creates it.
 	CreateAuthRequest *AuthRequest
+	// SaveLoginState is saved as SaveLoginState saves it (nil for none),
+	// after CreateAuthRequest: a sign-in's request and the state of the
+	// upstream sign-in it starts, in one round trip. A store that keeps no
+	// login states refuses the whole with errors.ErrUnsupported, and a
+	// Batcher then wrote nothing.
+	SaveLoginState *LoginStateSave
 	// SaveSession is saved as SaveBrowserSession saves it, or, with
 	// ReplacesSession, as ReplaceBrowserSession replaces that session.
 	SaveSession     *BrowserSession
@@ -44,6 +50,12 @@ type Together struct {
 
 // LoginStateKey names a login state: its auth request and its key.
 type LoginStateKey struct{ AuthRequestID, Key string }
+
+// LoginStateSave is a login state to keep under its key.
+type LoginStateSave struct {
+	LoginStateKey
+	State *LoginState
+}
 
 // Check refuses, with errs.ErrInvalid, a Together whose operations clash:
 // a take answers with the auth request, so a read of it too would be a
@@ -87,8 +99,8 @@ func RunTogether(ctx context.Context, st Store, t Together) (Read, error) {
 }
 
 // RunApart runs t's operations one by one: the writes (the auth request's
-// creation, the session's, the code's, stopping at a failure), then the
-// reads.
+// creation, its login state, the session's, the code's, stopping at a
+// failure: what ran before it stays), then the reads.
 func RunApart(ctx context.Context, st Store, t Together) (Read, error) {
 	if err := t.Check(); err != nil {
 		return Read{}, err
@@ -112,6 +124,11 @@ func RunApart(ctx context.Context, st Store, t Together) (Read, error) {
 func (t Together) write(ctx context.Context, st Store) error {
 	if t.CreateAuthRequest != nil {
 		if err := st.CreateAuthRequest(ctx, t.CreateAuthRequest); err != nil {
+			return err
+		}
+	}
+	if ls := t.SaveLoginState; ls != nil {
+		if err := st.SaveLoginState(ctx, ls.AuthRequestID, ls.Key, ls.State); err != nil {
 			return err
 		}
 	}

@@ -34,6 +34,7 @@ func RunSessions(t *testing.T, newStore func(t *testing.T, clock *Clock) session
 		{"BrowserSession", testBrowserSession},
 		{"Together", testTogether},
 		{"Together/LoginState", testTogetherLoginState},
+		{"Together/CreateWithLoginState", testTogetherCreateWithLoginState},
 		{"LoginState", testLoginStates},
 		{"SigningKeys", testSigningKeys},
 		{"SigningKeys/ConcurrentFirst", testSigningKeysConcurrentFirst},

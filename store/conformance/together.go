@@ -2,6 +2,7 @@ package conformance
 
 import (
 	"context"
+	"errors"
 	"testing"
 	"time"
 
@@ -146,4 +147,37 @@ func testTogetherLoginState(t *testing.T, ctx context.Context, s sessions.Store,
 	got, err := s.GetBrowserSession(ctx, saved.ID)
 	must(t, "the session saved with a take", err)
 	same(t, "the session saved with a take", saved.Values, got.Values)
+}
+
+// testTogetherCreateWithLoginState: a Together creates an auth request and
+// keeps a login state with it in one go (a sign-in's /authorize): the take
+// finds both. A creation refused over a live request leaves no state in
+// that request, a state for a request gone is ErrNotFound, and a store
+// that keeps no login states refuses the whole (a Batcher writing nothing).
+func testTogetherCreateWithLoginState(t *testing.T, ctx context.Context, s sessions.Store, clock *Clock) {
+	now := clock.Now()
+	save := func(arID, key string, i int) *sessions.LoginStateSave {
+		return &sessions.LoginStateSave{LoginStateKey: sessions.LoginStateKey{AuthRequestID: arID, Key: key}, State: loginState(i)}
+	}
+	if !loginStatesKept(t, ctx, s, clock) {
+		_, err := sessions.RunTogether(ctx, s, sessions.Together{CreateAuthRequest: authRequest("tc-ar", now), SaveLoginState: save("tc-ar", "k1", 1)})
+		wantErr(t, "create with a login state the store keeps none of", err, errors.ErrUnsupported)
+		if _, ok := s.(sessions.Batcher); ok {
+			_, err := s.GetAuthRequest(ctx, "tc-ar")
+			wantErr(t, "the auth request of a refused Together", err, sessions.ErrNotFound)
+		}
+		return
+	}
+	_, err := sessions.RunTogether(ctx, s, sessions.Together{CreateAuthRequest: authRequest("tc-ar", now), SaveLoginState: save("tc-ar", "k1", 1)})
+	must(t, "create with a login state", err)
+	_, err = sessions.RunTogether(ctx, s, sessions.Together{CreateAuthRequest: authRequest("tc-ar", now), SaveLoginState: save("tc-ar", "k2", 2)})
+	wantErr(t, "create over a live request with a login state", err, sessions.ErrConflict)
+	_, err = sessions.RunTogether(ctx, s, sessions.Together{CreateAuthRequest: authRequest("tc-ar-2", now), SaveLoginState: save("tc-gone", "k3", 3)})
+	wantErr(t, "a login state for a request gone", err, sessions.ErrNotFound)
+	ar, ls, err := s.TakeLoginState(ctx, "tc-ar", "k1")
+	must(t, "take the state created with its request", err)
+	same(t, "the request created with a login state", authRequest("tc-ar", now), ar)
+	same(t, "the login state created with its request", loginState(1), ls)
+	_, _, err = s.TakeLoginState(ctx, "tc-ar", "k2")
+	wantErr(t, "the state a refused creation came with", err, sessions.ErrNotFound)
 }

@@ -63,12 +63,11 @@ func (s *Store) SaveLoginState(ctx context.Context, arID, key string, ls *sessio
 	if !s.formatV4() {
 		return fmt.Errorf("%s: record format %s keeps none (v4 does): %w", op, s.format, errors.ErrUnsupported)
 	}
-	raw, err := json.Marshal(ls)
+	call, err := s.saveLoginStateCall(arID, key, ls)
 	if err != nil {
 		return fmt.Errorf("%s: %w", op, err)
 	}
-	res, err := s.runScript(ctx, saveLoginState, []string{s.key("ar", arID)},
-		microsStr(s.now()), loginStateField+key, raw, sessions.MaxLoginStates)
+	res, err := s.runScript(ctx, call.sc, call.keys, call.args...)
 	if err == nil {
 		err = outcome(str(res, 0), map[string]error{"notfound": sessions.ErrNotFound})
 	}
@@ -76,6 +75,16 @@ func (s *Store) SaveLoginState(ctx context.Context, arID, key string, ls *sessio
 		return fmt.Errorf("%s for auth request %s: %w", op, arID, err)
 	}
 	return nil
+}
+
+// saveLoginStateCall is the script call that keeps ls under key with arID.
+func (s *Store) saveLoginStateCall(arID, key string, ls *sessions.LoginState) (scriptCall, error) {
+	raw, err := json.Marshal(ls)
+	if err != nil {
+		return scriptCall{}, err
+	}
+	return scriptCall{saveLoginState, []string{s.key("ar", arID)},
+		[]any{microsStr(s.now()), loginStateField + key, raw, sessions.MaxLoginStates}}, nil
 }
 
 // TakeLoginState works at every record format: reading is always allowed.

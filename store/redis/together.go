@@ -19,6 +19,9 @@ import (
 // and SaveCode are not. On a cluster they go one by one
 // (sessions.RunApart).
 func (s *Store) RunTogether(ctx context.Context, t sessions.Together) (sessions.Read, error) {
+	if t.SaveLoginState != nil && !s.formatV4() { // refused before anything is written
+		return sessions.Read{}, fmt.Errorf("redisstore: save login state: record format %s keeps none (v4 does): %w", s.format, errors.ErrUnsupported)
+	}
 	if !s.oneMaster() {
 		return sessions.RunApart(ctx, s, t)
 	}
@@ -44,6 +47,8 @@ func (s *Store) RunTogether(ctx context.Context, t sessions.Together) (sessions.
 // togetherWrites are a Together's writes, encoded, then queued.
 type togetherWrites struct {
 	create  *scriptCall    // the auth request's creation
+	state   *scriptCall    // the login state's save, after it
+	stated  *pipedScript   // queued login state save
 	calls   []scriptCall   // the code's save
 	session []byte         // the session's payload
 	created *pipedScript   // queued create
@@ -59,6 +64,13 @@ func (s *Store) prepareWrites(t sessions.Together) (togetherWrites, error) {
 			return w, fmt.Errorf("redisstore: create auth request %s: %w", ar.ID, err)
 		}
 		w.create = &call
+	}
+	if ls := t.SaveLoginState; ls != nil {
+		call, err := s.saveLoginStateCall(ls.AuthRequestID, ls.Key, ls.State)
+		if err != nil {
+			return w, fmt.Errorf("redisstore: save login state: %w", err)
+		}
+		w.state = &call
 	}
 	var err error
 	if t.SaveCode != nil {
@@ -77,6 +89,9 @@ func (s *Store) prepareWrites(t sessions.Together) (togetherWrites, error) {
 func (w *togetherWrites) queue(ctx context.Context, p redis.Pipeliner, s *Store, t sessions.Together) {
 	if w.create != nil {
 		w.created = w.create.queue(ctx, p)
+	}
+	if w.state != nil { // same key: Redis runs it after the creation
+		w.stated = w.state.queue(ctx, p)
 	}
 	if bs := t.SaveSession; bs != nil {
 		w.writes = append(w.writes, p.SetArgs(ctx, s.key("bs", bs.ID), w.session, redis.SetArgs{ExpireAt: time.UnixMilli(expireAtMS(bs.ExpiresAt))}))
@@ -100,7 +115,21 @@ func (w *togetherWrites) outcome(ctx context.Context, s *Store, t sessions.Toget
 			err = outcome(str(res, 0), map[string]error{"conflict": sessions.ErrConflict})
 		}
 		if err != nil {
+			if ls := t.SaveLoginState; w.stated != nil && ls.AuthRequestID == t.CreateAuthRequest.ID {
+				// The state went into the live request the creation ran into:
+				// not this sign-in's, so it goes (best effort; it expires with it).
+				s.rdb.HDel(ctx, s.key("ar", ls.AuthRequestID), loginStateField+ls.Key)
+			}
 			return fmt.Errorf("redisstore: create auth request %s: %w", t.CreateAuthRequest.ID, err)
+		}
+	}
+	if w.stated != nil {
+		res, err := w.stated.reply(ctx, s.rdb)
+		if err == nil {
+			err = outcome(str(res, 0), map[string]error{"notfound": sessions.ErrNotFound})
+		}
+		if err != nil {
+			return fmt.Errorf("redisstore: save login state for auth request %s: %w", t.SaveLoginState.AuthRequestID, err)
 		}
 	}
 	if err := firstErr(w.writes); err != nil {
@@ -163,6 +192,12 @@ func (s *Store) checkTogether(t sessions.Together) error {
 	errs := []error{t.Check()}
 	if ar := t.CreateAuthRequest; ar != nil {
 		errs = append(errs, checkKeys("redisstore: create auth request", ar.ID))
+	}
+	if ls := t.SaveLoginState; ls != nil {
+		errs = append(errs, checkKeys("redisstore: save login state", ls.AuthRequestID, ls.Key))
+		if ls.State == nil {
+			errs = append(errs, fmt.Errorf("redisstore: save login state: nil: %w", ErrInvalid))
+		}
 	}
 	if t.SaveSession != nil {
 		errs = append(errs, checkBrowserSession("redisstore: save browser session", t.SaveSession))

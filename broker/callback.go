@@ -86,7 +86,9 @@ func (b *Broker) finishSignIn(w http.ResponseWriter, r *http.Request, sess *gses
 	ctx := r.Context()
 	q := r.URL.Query()
 	fail := func(e *oidc.Error) {
-		_ = b.sessions.DeleteAuthRequest(ctx, ar.ID)
+		if !p.requestEnded {
+			_ = b.sessions.DeleteAuthRequest(ctx, ar.ID)
+		}
 		op.AuthRequestError(w, r, authRequest{ar}, e, b.provider)
 	}
 	id, oerr := b.verifyUpstream(ctx, q, p)

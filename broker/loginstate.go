@@ -151,8 +151,12 @@ func (b *Broker) takeLoginState(w http.ResponseWriter, r *http.Request, state st
 		return r, nil, pendingLogin{}, true
 	}
 	sid, cookie := b.browser.cookieSession(r, b.cookie)
+	// An upstream error (login_required for every signed-out silent renew)
+	// ends the request: the take deletes it, once its state is found.
+	ends := r.URL.Query().Get("error") != ""
 	read, err := sessions.RunTogether(r.Context(), b.sessions, sessions.Together{
-		TakeLoginState: &sessions.LoginStateKey{AuthRequestID: arID, Key: loginStateKey(state, c.Value)}, GetSession: sid})
+		TakeLoginState: &sessions.LoginStateKey{AuthRequestID: arID, Key: loginStateKey(state, c.Value)}, GetSession: sid,
+		EndTakenRequest: ends})
 	if err == nil && read.AuthRequestErr != nil && !errors.Is(read.AuthRequestErr, sessions.ErrNotFound) {
 		err = read.AuthRequestErr
 	}
@@ -169,7 +173,7 @@ func (b *Broker) takeLoginState(w http.ResponseWriter, r *http.Request, state st
 		if sid != "" {
 			r = preloadSession(r, cookie, sid, read.Session, read.SessionErr)
 		}
-		return r, read.AuthRequest, pendingLogin{AuthRequestID: arID, Nonce: read.LoginState.Nonce, Verifier: read.LoginState.Verifier}, true
+		return r, read.AuthRequest, pendingLogin{AuthRequestID: arID, Nonce: read.LoginState.Nonce, Verifier: read.LoginState.Verifier, requestEnded: ends}, true
 	}
 	return r, nil, pendingLogin{}, true
 }

@@ -45,6 +45,9 @@ type pendingLogin struct {
 	Nonce         string    `json:"n"`
 	Verifier      string    `json:"v"`
 	Expires       time.Time `json:"e"`
+	// requestEnded: the take deleted the auth request with its state (the
+	// upstream answered with an error, which ends the request).
+	requestEnded bool
 }
 
 const pendingPrefix = "up:"

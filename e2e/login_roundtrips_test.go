@@ -3,6 +3,8 @@ package e2e
 import (
 	"fmt"
 	"net/http"
+	"net/http/cookiejar"
+	"net/url"
 	"slices"
 	"strings"
 	"sync"
@@ -62,8 +64,9 @@ func clip(s string, n int) string {
 
 // TestLoginRedisRoundTrips (issue 14) holds the store round trips of a
 // login on Redis to their ceilings: a complete sign-in (authorize →
-// devidp → callback → code → tokens, a fresh cookie jar) and a login
-// answered from usher's own session (authorize → code → tokens). Each is
+// devidp → callback → code → tokens, a fresh cookie jar), a login
+// answered from usher's own session (authorize → code → tokens) and a
+// signed-out browser's silent renew (prompt=none through the upstream). Each is
 // the fewest of a few logins, so that the store's background work (outbox,
 // sweeper) cannot fail it; a login that needs more trips fails it, listing
 // them. Rate-limit checks are not counted. At record_format v1, v3 (which
@@ -80,20 +83,45 @@ func TestLoginRedisRoundTrips(t *testing.T) {
 		format string
 		max    loginTrips
 	}{
-		{"v1", loginTrips{signIn: 10, session: 5, refresh: 3}},
-		{"v3", loginTrips{signIn: 9, session: 4, refresh: 2}}, // no rth: lookup written: a refresh token is created and rotated in one round trip
-		{"v4", loginTrips{signIn: 7, session: 4, refresh: 2}}, // the sign-in's upstream state kept with its auth request, created with it in one trip (broker/loginstate.go)
-		{"v5", loginTrips{signIn: 7, session: 4, refresh: 2}},
-		{"v6", loginTrips{signIn: 6, session: 2, refresh: 2}}, // sealed codes (broker/sealedcode.go): no code written (a stored request deleted with the session's save); the spend, its refresh token and the user read in one trip
+		{"v1", loginTrips{signIn: 10, session: 5, refresh: 3, signedOut: 5}},
+		{"v3", loginTrips{signIn: 9, session: 4, refresh: 2, signedOut: 5}}, // no rth: lookup written: a refresh token is created and rotated in one round trip
+		{"v4", loginTrips{signIn: 7, session: 4, refresh: 2, signedOut: 2}}, // the sign-in's upstream state kept with its auth request, created with it in one trip (broker/loginstate.go); an upstream error ends the request with the take
+		{"v5", loginTrips{signIn: 7, session: 4, refresh: 2, signedOut: 2}},
+		{"v6", loginTrips{signIn: 6, session: 2, refresh: 2, signedOut: 2}}, // sealed codes (broker/sealedcode.go): no code written (a stored request deleted with the session's save); the spend, its refresh token and the user read in one trip
 	} {
 		t.Run(tc.format, func(t *testing.T) { checkLoginRedisRoundTrips(t, tc.format, tc.max) })
 	}
 }
 
+// signedOutSilentRenew is an SPA's silent renew in a browser signed in
+// neither at usher nor upstream: /authorize with prompt=none goes upstream
+// (an Auth0 session could sign the person in), devidp answers
+// login_required to usher's callback, and usher to the client.
+func signedOutSilentRenew(d *app.Dev) error {
+	u, _, _ := authorizeURL(d, url.Values{"prompt": {"none"}})
+	jar, _ := cookiejar.New(nil)
+	client := &http.Client{Jar: jar, CheckRedirect: func(req *http.Request, _ []*http.Request) error {
+		if strings.HasPrefix(req.URL.String(), d.SPAURL) {
+			return http.ErrUseLastResponse
+		}
+		return nil
+	}}
+	resp, err := client.Get(u)
+	if err != nil {
+		return err
+	}
+	resp.Body.Close()
+	loc, err := url.Parse(resp.Header.Get("Location"))
+	if err != nil || !strings.HasPrefix(loc.String(), d.SPAURL) || loc.Query().Get("error") != "login_required" {
+		return fmt.Errorf("prompt=none signed out: %d %s, want a redirect to the SPA with login_required", resp.StatusCode, resp.Header.Get("Location"))
+	}
+	return nil
+}
+
 // loginTrips are the most store round trips a sign-in, a session-answered
-// login and a refresh (the token read with its user and grant, then the
-// rotation) may take.
-type loginTrips struct{ signIn, session, refresh int }
+// login, a refresh (the token read with its user and grant, then the
+// rotation) and a signed-out silent renew may take.
+type loginTrips struct{ signIn, session, refresh, signedOut int }
 
 func checkLoginRedisRoundTrips(t *testing.T, format string, max loginTrips) {
 	addr := testkit.StartRedis(t)
@@ -124,6 +152,7 @@ func checkLoginRedisRoundTrips(t *testing.T, format string, max loginTrips) {
 			return err
 		}},
 		{name: "answered from usher's session", max: max.session, login: func() error { _, err := sessionLogin(d, session); return err }},
+		{name: "silent renew of a signed-out browser (prompt=none)", max: max.signedOut, login: func() error { return signedOutSilentRenew(d) }},
 		{name: "refresh", max: max.refresh, login: func() error {
 			r := refresh(t, d, current)
 			if r.RefreshToken == "" {

@@ -358,6 +358,51 @@ func TestPromptNoneLoginRequired(t *testing.T) {
 	}
 }
 
+// TestUpstreamErrorEndsRequest: the upstream's error (login_required) ends
+// the authorization request, taken with its state in the callback's one
+// round trip on Redis (broker/loginstate.go): replaying the callback gets
+// no second answer to the client, and the request's login step is stale.
+func TestUpstreamErrorEndsRequest(t *testing.T) {
+	t.Parallel()
+	for _, store := range []string{"bolt", "redis"} {
+		t.Run(store, func(t *testing.T) {
+			t.Parallel()
+			opts := app.DevOptions{}
+			if store == "redis" {
+				addr := testkit.StartRedis(t)
+				opts.Configure = func(c *config.Config) {
+					c.Store.Driver, c.Store.Redis.URL, c.Store.RecordFormat = "redis", "redis://"+addr+"/0", "v6"
+				}
+			}
+			d := startDev(t, opts)
+			a := newAgent(t, d.SPAURL)
+			var callback string
+			follow := a.client.CheckRedirect
+			a.client.CheckRedirect = func(req *http.Request, via []*http.Request) error {
+				if strings.HasPrefix(req.URL.String(), strings.TrimSuffix(d.IssuerURL, "/")+"/callback") {
+					callback = req.URL.String()
+				}
+				return follow(req, via)
+			}
+			u, _, _ := authorizeURL(d, url.Values{"prompt": {"none"}})
+			resp, body := a.get(u)
+			if q := a.callbackOf(resp, body); q.Get("error") != "login_required" || callback == "" {
+				t.Fatalf("prompt=none signed out: %v (callback %q), want login_required through usher's callback", q, callback)
+			}
+			resp, _ = a.get(callback)
+			if resp.StatusCode != http.StatusBadRequest {
+				t.Errorf("the callback replayed: %d %s, want 400 (no second answer to the client)", resp.StatusCode, resp.Header.Get("Location"))
+			}
+			cb, _ := url.Parse(callback)
+			arID, _, _ := strings.Cut(cb.Query().Get("state"), ".")
+			resp, _ = a.get(strings.TrimSuffix(d.IssuerURL, "/") + "/login?id=" + url.QueryEscape(arID))
+			if resp.StatusCode != http.StatusBadRequest {
+				t.Errorf("the ended request's login step: %d %s, want 400 (stale)", resp.StatusCode, resp.Header.Get("Location"))
+			}
+		})
+	}
+}
+
 // The admin page's sign-in keeps its state as an SPA sign-in does, with an
 // auth request of its own: taken once (of 8 concurrent loads of its
 // callback one signs in to the admin page), and that request is no

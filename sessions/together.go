@@ -41,6 +41,11 @@ type Together struct {
 	// TakeLoginState: the auth request and login state to take, as
 	// Store.TakeLoginState takes them (nil for none). Not with GetAuthRequest.
 	TakeLoginState *LoginStateKey
+	// EndTakenRequest: when the take finds its state, the auth request is
+	// deleted with it (the upstream answered with an error, which ends the
+	// request); a request whose state is not found stays. Only with
+	// TakeLoginState.
+	EndTakenRequest bool
 	// GetUserAndGrant names a user to read with its grant, as
 	// grants.UserGrantReader reads them, where that costs no round trip of
 	// its own: a Batcher reads it in its round trip, RunApart does not
@@ -63,6 +68,9 @@ type LoginStateSave struct {
 func (t Together) Check() error {
 	if t.TakeLoginState != nil && t.GetAuthRequest != "" {
 		return fmt.Errorf("together: a login state's take with an auth request's read: %w", errs.ErrInvalid)
+	}
+	if t.EndTakenRequest && t.TakeLoginState == nil {
+		return fmt.Errorf("together: an auth request ended with no take: %w", errs.ErrInvalid)
 	}
 	return nil
 }
@@ -117,6 +125,11 @@ func RunApart(ctx context.Context, st Store, t Together) (Read, error) {
 	}
 	if k := t.TakeLoginState; k != nil {
 		r.AuthRequest, r.LoginState, r.AuthRequestErr = st.TakeLoginState(ctx, k.AuthRequestID, k.Key)
+		if t.EndTakenRequest && r.LoginState != nil && r.AuthRequestErr == nil {
+			if err := st.DeleteAuthRequest(ctx, k.AuthRequestID); err != nil {
+				return Read{}, err
+			}
+		}
 	}
 	return r, nil
 }

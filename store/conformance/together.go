@@ -147,6 +147,32 @@ func testTogetherLoginState(t *testing.T, ctx context.Context, s sessions.Store,
 	got, err := s.GetBrowserSession(ctx, saved.ID)
 	must(t, "the session saved with a take", err)
 	same(t, "the session saved with a take", saved.Values, got.Values)
+	testEndTakenRequest(t, ctx, s, now)
+}
+
+// testEndTakenRequest: a take that ends its request deletes it once its
+// state is found, and leaves it when the state is not (another browser's).
+func testEndTakenRequest(t *testing.T, ctx context.Context, s sessions.Store, now time.Time) {
+	_, err := sessions.RunTogether(ctx, s, sessions.Together{EndTakenRequest: true})
+	wantErr(t, "an end with no take", err, errs.ErrInvalid)
+	ar := authRequest("tl-end", now)
+	must(t, "auth request to end", s.CreateAuthRequest(ctx, ar))
+	must(t, "its state", s.SaveLoginState(ctx, ar.ID, "e1", loginState(7)))
+	end := func(key string) sessions.Together {
+		return sessions.Together{TakeLoginState: &sessions.LoginStateKey{AuthRequestID: ar.ID, Key: key}, EndTakenRequest: true}
+	}
+	r, err := sessions.RunTogether(ctx, s, end("not-its"))
+	must(t, "end with another state", err)
+	wantErr(t, "end with another state", r.AuthRequestErr, sessions.ErrNotFound)
+	_, err = s.GetAuthRequest(ctx, ar.ID)
+	must(t, "the request another state did not end", err)
+	r, err = sessions.RunTogether(ctx, s, end("e1"))
+	must(t, "end with its state", err)
+	wantErr(t, "end with its state", r.AuthRequestErr, nil)
+	same(t, "the ended request's state", loginState(7), r.LoginState)
+	same(t, "the ended request", ar, r.AuthRequest)
+	_, err = s.GetAuthRequest(ctx, ar.ID)
+	wantErr(t, "the request its state ended", err, sessions.ErrNotFound)
 }
 
 // testTogetherCreateWithLoginState: a Together creates an auth request and

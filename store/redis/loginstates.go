@@ -38,15 +38,16 @@ redis.call('HSET', KEYS[1], ARGV[2], ARGV[3])
 return 'ok'
 `)
 
-// takeLoginState removes a login state of a live auth request and answers
-// {'ok', request, state}; {'nostate', request} without it, {'gone'} for a
-// request absent or expired.
-// KEYS[1] auth request; ARGV: now µs, field.
+// takeLoginState removes a login state of a live auth request (with
+// ARGV[3] 'end', the whole request with it) and answers {'ok', request,
+// state}; {'nostate', request} without it, {'gone'} for a request absent
+// or expired.
+// KEYS[1] auth request; ARGV: now µs, field[, 'end'].
 var takeLoginState = redis.NewScript(`
 local v = redis.call('HMGET', KEYS[1], 'e', 'd', ARGV[2])
 if not v[1] or tonumber(v[1]) <= tonumber(ARGV[1]) then return {'gone'} end
 if not v[3] then return {'nostate', v[2]} end
-redis.call('HDEL', KEYS[1], ARGV[2])
+if ARGV[3] == 'end' then redis.call('DEL', KEYS[1]) else redis.call('HDEL', KEYS[1], ARGV[2]) end
 return {'ok', v[2], v[3]}
 `)
 
@@ -92,14 +93,19 @@ func (s *Store) TakeLoginState(ctx context.Context, arID, key string) (*sessions
 	if err := checkKeys("redisstore: take login state", arID, key); err != nil {
 		return nil, nil, err
 	}
-	call := s.takeLoginStateCall(arID, key)
+	call := s.takeLoginStateCall(arID, key, false)
 	res, err := s.runScript(ctx, call.sc, call.keys, call.args...)
 	return s.loginStateTaken(arID, res, err)
 }
 
-// takeLoginStateCall is the script call that takes key of arID.
-func (s *Store) takeLoginStateCall(arID, key string) scriptCall {
-	return scriptCall{takeLoginState, []string{s.key("ar", arID)}, []any{microsStr(s.now()), loginStateField + key}}
+// takeLoginStateCall is the script call that takes key of arID (and,
+// with end, deletes arID when it held key).
+func (s *Store) takeLoginStateCall(arID, key string, end bool) scriptCall {
+	args := []any{microsStr(s.now()), loginStateField + key}
+	if end {
+		args = append(args, "end")
+	}
+	return scriptCall{takeLoginState, []string{s.key("ar", arID)}, args}
 }
 
 // loginStateTaken is TakeLoginState's answer from its script's reply.

@@ -157,7 +157,7 @@ func (s *Store) queueTogetherReads(ctx context.Context, p redis.Pipeliner, t ses
 		q.getAR = p.HGet(ctx, s.key("ar", t.GetAuthRequest), "d")
 	}
 	if k := t.TakeLoginState; k != nil {
-		q.take = s.takeLoginStateCall(k.AuthRequestID, k.Key).queue(ctx, p)
+		q.take = s.takeLoginStateCall(k.AuthRequestID, k.Key, t.EndTakenRequest).queue(ctx, p)
 	}
 	if t.GetUserAndGrant != "" {
 		q.userGrant = s.queueUserAndGrant(ctx, p, t.GetUserAndGrant)

@@ -19,7 +19,7 @@ import (
 
 // handleCallback is the upstream's redirect back to usher.
 func (b *Broker) handleCallback(w http.ResponseWriter, r *http.Request) {
-	r, ar, p, handled := b.takeLoginState(w, r, r.URL.Query().Get("state"))
+	r, ar, p, handled := b.takeLoginState(w, r, r.URL.Query())
 	if handled {
 		if ar == nil {
 			return // answered

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"net/url"
 	"strings"
 
 	gsessions "github.com/gorilla/sessions"
@@ -112,25 +113,23 @@ func (b *Broker) saveLoginState(w http.ResponseWriter, r *http.Request, arID, no
 }
 
 // keepWithRequest keeps ls under key with the auth request arID: where
-// /authorize left the request unstored and the store batches, the
-// request's creation and the state's save go in one round trip; else the
-// request is stored first (storeUnstored) and the state saved beside it.
-// errors.ErrUnsupported (a store that keeps no login states) leaves the
-// request stored either way, for the state the browser session keeps.
+// /authorize left the request unstored, the request's creation and the
+// state's save go together (one round trip on Redis). A store that keeps
+// no login states refuses that with errors.ErrUnsupported having written
+// nothing; the request is then stored alone, for the state the browser
+// session keeps, and the error returned.
 func (b *Broker) keepWithRequest(ctx context.Context, arID, key string, ls *sessions.LoginState) error {
-	c := unstoredRequest(ctx, arID)
-	if _, batches := b.sessions.(sessions.Batcher); c != nil && batches {
+	if c := unstoredRequest(ctx, arID); c != nil {
 		_, err := sessions.RunTogether(ctx, b.sessions, sessions.Together{CreateAuthRequest: c.ar,
 			SaveLoginState: &sessions.LoginStateSave{LoginStateKey: sessions.LoginStateKey{AuthRequestID: arID, Key: key}, State: ls}})
-		if err == nil {
+		switch {
+		case err == nil:
 			c.unstored = false
-			return nil
+		case errors.Is(err, errors.ErrUnsupported):
+			if serr := b.storeUnstored(ctx, arID); serr != nil {
+				return serr
+			}
 		}
-		if !errors.Is(err, errors.ErrUnsupported) { // a Batcher refusing it wrote nothing
-			return err
-		}
-	}
-	if err := b.storeUnstored(ctx, arID); err != nil {
 		return err
 	}
 	return b.sessions.SaveLoginState(ctx, arID, key, ls)
@@ -140,7 +139,8 @@ func (b *Broker) keepWithRequest(ctx context.Context, arID, key string, ls *sess
 // its auth request and the browser session, in one round trip. ok false:
 // the state names no auth request (a state kept in the session: the
 // caller looks there). Otherwise a page answered already when err is set.
-func (b *Broker) takeLoginState(w http.ResponseWriter, r *http.Request, state string) (*http.Request, *sessions.AuthRequest, pendingLogin, bool) {
+func (b *Broker) takeLoginState(w http.ResponseWriter, r *http.Request, q url.Values) (*http.Request, *sessions.AuthRequest, pendingLogin, bool) {
+	state := q.Get("state")
 	arID, _, ok := strings.Cut(state, loginStateSep)
 	if !ok || arID == "" {
 		return r, nil, pendingLogin{}, false
@@ -153,7 +153,7 @@ func (b *Broker) takeLoginState(w http.ResponseWriter, r *http.Request, state st
 	sid, cookie := b.browser.cookieSession(r, b.cookie)
 	// An upstream error (login_required for every signed-out silent renew)
 	// ends the request: the take deletes it, once its state is found.
-	ends := r.URL.Query().Get("error") != ""
+	ends := q.Get("error") != ""
 	read, err := sessions.RunTogether(r.Context(), b.sessions, sessions.Together{
 		TakeLoginState: &sessions.LoginStateKey{AuthRequestID: arID, Key: loginStateKey(state, c.Value)}, GetSession: sid,
 		EndTakenRequest: ends})

@@ -27,8 +27,8 @@ const overheadLogins = 100
 // OP: bolt and redis sign in through stubOP, which answers /authorize with a
 // code at once and its token endpoint with one ES256 signature. The
 // redis/devidp rows sign in through devidp's login form instead (a full OP:
-// its own authorize request, login page, form post and callback, four more
-// browser requests), signing ES256 and, as Auth0 signs, RS256: with RS256
+// its own authorize request, login page, form post and callback, four
+// browser requests where the stub takes one), signing ES256 and, as Auth0 signs, RS256: with RS256
 // devidp's one RSA signature per login (about 1 ms of a core) costs more
 // than all of usher's work.
 //

@@ -3,7 +3,6 @@ package e2e
 import (
 	"fmt"
 	"net/http"
-	"net/http/cookiejar"
 	"net/url"
 	"slices"
 	"strings"
@@ -99,18 +98,10 @@ func TestLoginRedisRoundTrips(t *testing.T) {
 // login_required to usher's callback, and usher to the client.
 func signedOutSilentRenew(d *app.Dev) error {
 	u, _, _ := authorizeURL(d, url.Values{"prompt": {"none"}})
-	jar, _ := cookiejar.New(nil)
-	client := &http.Client{Jar: jar, CheckRedirect: func(req *http.Request, _ []*http.Request) error {
-		if strings.HasPrefix(req.URL.String(), d.SPAURL) {
-			return http.ErrUseLastResponse
-		}
-		return nil
-	}}
-	resp, err := client.Get(u)
+	resp, _, err := newAgent(nil, d.SPAURL).send(http.MethodGet, u, nil)
 	if err != nil {
 		return err
 	}
-	resp.Body.Close()
 	loc, err := url.Parse(resp.Header.Get("Location"))
 	if err != nil || !strings.HasPrefix(loc.String(), d.SPAURL) || loc.Query().Get("error") != "login_required" {
 		return fmt.Errorf("prompt=none signed out: %d %s, want a redirect to the SPA with login_required", resp.StatusCode, resp.Header.Get("Location"))

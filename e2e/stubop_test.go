@@ -5,9 +5,7 @@ import (
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
-	"crypto/sha256"
 	"crypto/subtle"
-	"encoding/base64"
 	"encoding/json"
 	"io"
 	"net/http"
@@ -18,6 +16,7 @@ import (
 
 	"github.com/go-jose/go-jose/v4"
 	"github.com/go-jose/go-jose/v4/jwt"
+	"github.com/zitadel/oidc/v3/pkg/oidc"
 )
 
 // stubOP is the in-process stub upstream issue 14 measures a login with: it
@@ -121,9 +120,8 @@ func (s *stubOP) token(w http.ResponseWriter, r *http.Request) {
 	g, ok := s.pending[code]
 	delete(s.pending, code)
 	s.mu.Unlock()
-	verifier := sha256.Sum256([]byte(form.Get("code_verifier")))
 	if !ok || g.clientID != clientID || g.redirectURI != form.Get("redirect_uri") ||
-		subtle.ConstantTimeCompare([]byte(base64.RawURLEncoding.EncodeToString(verifier[:])), []byte(g.challenge)) != 1 {
+		subtle.ConstantTimeCompare([]byte(oidc.NewSHACodeChallenge(form.Get("code_verifier"))), []byte(g.challenge)) != 1 {
 		w.Header().Set("Content-Type", "application/json")
 		w.WriteHeader(http.StatusBadRequest)
 		w.Write([]byte(`{"error":"invalid_grant"}`))

@@ -22,8 +22,8 @@ type Together struct {
 	// SaveLoginState is saved as SaveLoginState saves it (nil for none),
 	// after CreateAuthRequest: a sign-in's request and the state of the
 	// upstream sign-in it starts, in one round trip. A store that keeps no
-	// login states refuses the whole with errors.ErrUnsupported, and a
-	// Batcher then wrote nothing.
+	// login states refuses the whole with errors.ErrUnsupported before
+	// writing anything.
 	SaveLoginState *LoginStateSave
 	// SaveSession is saved as SaveBrowserSession saves it, or, with
 	// ReplacesSession, as ReplaceBrowserSession replaces that session.

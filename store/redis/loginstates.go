@@ -61,8 +61,8 @@ func (s *Store) SaveLoginState(ctx context.Context, arID, key string, ls *sessio
 	if err := checkKeys(op, arID, key); err != nil {
 		return err
 	}
-	if !s.formatV4() {
-		return fmt.Errorf("%s: record format %s keeps none (v4 does): %w", op, s.format, errors.ErrUnsupported)
+	if err := s.keepsLoginStates(op); err != nil {
+		return err
 	}
 	call, err := s.saveLoginStateCall(arID, key, ls)
 	if err != nil {
@@ -74,6 +74,15 @@ func (s *Store) SaveLoginState(ctx context.Context, arID, key string, ls *sessio
 	}
 	if err != nil {
 		return fmt.Errorf("%s for auth request %s: %w", op, arID, err)
+	}
+	return nil
+}
+
+// keepsLoginStates: nil from record format v4, else the
+// errors.ErrUnsupported a save of a login state answers, before any write.
+func (s *Store) keepsLoginStates(op string) error {
+	if !s.formatV4() {
+		return fmt.Errorf("%s: record format %s keeps none (v4 does): %w", op, s.format, errors.ErrUnsupported)
 	}
 	return nil
 }

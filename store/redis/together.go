@@ -19,8 +19,10 @@ import (
 // and SaveCode are not. On a cluster they go one by one
 // (sessions.RunApart).
 func (s *Store) RunTogether(ctx context.Context, t sessions.Together) (sessions.Read, error) {
-	if t.SaveLoginState != nil && !s.formatV4() { // refused before anything is written
-		return sessions.Read{}, fmt.Errorf("redisstore: save login state: record format %s keeps none (v4 does): %w", s.format, errors.ErrUnsupported)
+	if t.SaveLoginState != nil { // refused before anything is written
+		if err := s.keepsLoginStates("redisstore: save login state"); err != nil {
+			return sessions.Read{}, err
+		}
 	}
 	if !s.oneMaster() {
 		return sessions.RunApart(ctx, s, t)

@@ -19,6 +19,7 @@ import (
 	"github.com/usher-oidc/usher/broker/upstream"
 	"github.com/usher-oidc/usher/notify/webhooks"
 
+	"github.com/gorilla/securecookie"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/cors"
 	"github.com/zitadel/oidc/v3/pkg/oidc"
@@ -158,6 +159,7 @@ type Broker struct {
 	provider    *op.Provider
 	codeCrypto  codeCrypto
 	codeSeal    *codeSeal
+	refreshSeal *securecookie.SecureCookie // seals refresh tokens' family data (refreshseal.go)
 	opServer    http.Handler
 	upstream    upstream.Upstream
 	caps        upstreamCapabilities
@@ -316,6 +318,7 @@ func (b *Broker) buildProvider() error {
 	b.provider = p
 	b.codeCrypto = newCodeCrypto(b.opts.SessionSecret, b.opts.Tokens.Code, p.Crypto())
 	b.codeSeal = newCodeSeal(b.opts.SessionSecret, b.opts.Tokens.Code)
+	b.refreshSeal = newRefreshSeal(b.opts.SessionSecret, b.opts.Tokens.RefreshAbsolute)
 	endpoints := op.Endpoints{
 		Authorization: op.NewEndpoint(pathAuthorize),
 		Token:         op.NewEndpoint(pathToken),

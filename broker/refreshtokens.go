@@ -79,8 +79,12 @@ func (b *Broker) loadRefreshTokenWithUser(ctx context.Context, token string) (*s
 }
 
 // refreshGrantRequest is the refresh grant's request for token, with the
-// claims cache its user's read filled (loadRefreshTokenWithUser), if any.
+// claims cache its user's read filled (loadRefreshTokenWithUser), if any;
+// for a sealed token, from its seal, nothing read yet (refreshseal.go).
 func (b *Broker) refreshGrantRequest(ctx context.Context, token string) (*refreshRequest, *claimsCache, error) {
+	if req := b.openSealedRefresh(token); req != nil {
+		return req, &claimsCache{}, nil // rotateSealed fills it
+	}
 	rt, cache, err := b.loadRefreshTokenWithUser(ctx, token)
 	req, err := b.refreshRequestFor(ctx, rt, err)
 	if err != nil {

@@ -16,6 +16,7 @@ func TestRefreshTokenParts(t *testing.T) {
 		ok              bool
 	}{
 		{"a new token", newRefreshToken("fam1", "usr_abc"), "fam1", "usr_abc", true},
+		{"a sealed token (refreshseal.go)", newRefreshToken("fam1", "usr_abc") + ".c2VhbA==", "fam1", "usr_abc", true},
 		{"an older version's token", "rt_fam1." + randomToken(32), "fam1", "", true},
 		{"a subject with a dot is left out", newRefreshToken("fam1", "usr.dotted"), "fam1", "", true},
 		{"no subject to name", newRefreshToken("fam1", ""), "fam1", "", true},

@@ -44,6 +44,9 @@ func (a authRequest) GetCodeChallenge() *oidc.CodeChallenge {
 type refreshRequest struct {
 	rt     *sessions.RefreshToken
 	scopes []string
+	// sealed: rt is what the token's seal carries, the store not read yet
+	// (openSealedRefresh); the rotation checks it (rotateSealed).
+	sealed bool
 }
 
 var _ op.RefreshTokenRequest = (*refreshRequest)(nil)

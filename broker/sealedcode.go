@@ -200,8 +200,9 @@ type ctxCodeSpend struct{}
 func (b *Broker) spendCode(ctx context.Context, req authRequest, sp *sessions.CodeSpend, wantsRefresh bool) (jti, refresh string, exp time.Time, err error) {
 	now := b.now()
 	if wantsRefresh {
-		refresh, sp.Refresh = b.newRefreshRecord(req, now)
+		sp.Refresh = b.newRefreshRecord(req, now)
 		b.firstOfFamily(sp.Refresh, req, now)
+		refresh = b.issueRefresh(sp.Refresh)
 	}
 	if taker, ok := b.sessions.(codeSpenderWithUser); ok {
 		var ug grants.UserGrant

@@ -292,6 +292,8 @@ func (b *Broker) tokenResponse(ctx context.Context, req op.IDTokenRequest, clien
 			return nil, oidc.ErrServerError()
 		}
 		jti, refresh, exp, err = b.spendCode(ctx, ar, sp, wantsRefresh)
+	} else if rr, ok := req.(*refreshRequest); ok && rr.sealed {
+		jti, refresh, exp, err = b.rotateSealed(ctx, rr)
 	} else {
 		jti, refresh, exp, err = b.createTokens(ctx, tr, wantsRefresh, currentRefresh)
 	}

@@ -83,10 +83,10 @@ func TestLoginRedisRoundTrips(t *testing.T) {
 		max    loginTrips
 	}{
 		{"v1", loginTrips{signIn: 10, session: 5, refresh: 3, signedOut: 5}},
-		{"v3", loginTrips{signIn: 9, session: 4, refresh: 2, signedOut: 5}}, // no rth: lookup written: a refresh token is created and rotated in one round trip
-		{"v4", loginTrips{signIn: 7, session: 4, refresh: 2, signedOut: 2}}, // the sign-in's upstream state kept with its auth request, created with it in one trip (broker/loginstate.go); an upstream error ends the request with the take
-		{"v5", loginTrips{signIn: 7, session: 4, refresh: 2, signedOut: 2}},
-		{"v6", loginTrips{signIn: 6, session: 2, refresh: 2, signedOut: 2}}, // sealed codes (broker/sealedcode.go): no code written (a stored request deleted with the session's save); the spend, its refresh token and the user read in one trip
+		{"v3", loginTrips{signIn: 9, session: 4, refresh: 1, signedOut: 5}}, // no rth: lookup written: a refresh token is created and rotated in one round trip, the sealed token's rotation reads the user with it
+		{"v4", loginTrips{signIn: 7, session: 4, refresh: 1, signedOut: 2}}, // the sign-in's upstream state kept with its auth request, created with it in one trip (broker/loginstate.go); an upstream error ends the request with the take
+		{"v5", loginTrips{signIn: 7, session: 4, refresh: 1, signedOut: 2}},
+		{"v6", loginTrips{signIn: 6, session: 2, refresh: 1, signedOut: 2}}, // sealed codes (broker/sealedcode.go): no code written (a stored request deleted with the session's save); the spend, its refresh token and the user read in one trip
 	} {
 		t.Run(tc.format, func(t *testing.T) { checkLoginRedisRoundTrips(t, tc.format, tc.max) })
 	}
@@ -110,7 +110,8 @@ func signedOutSilentRenew(d *app.Dev) error {
 }
 
 // loginTrips are the most store round trips a sign-in, a session-answered
-// login, a refresh (the token read with its user and grant, then the
+// login, a refresh (a sealed token: its rotation with the user and grant
+// read beside it; an unsealed one: the token read with them, then the
 // rotation) and a signed-out silent renew may take.
 type loginTrips struct{ signIn, session, refresh, signedOut int }
 

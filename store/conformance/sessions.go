@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/usher-oidc/usher/grants"
 	"github.com/usher-oidc/usher/sessions"
 )
 
@@ -28,6 +29,11 @@ func RunSessions(t *testing.T, newStore func(t *testing.T, clock *Clock) session
 		{"RefreshToken/RotateRefusals", testRefreshRotateRefusals},
 		{"RefreshToken/Expiry", testRefreshExpiry},
 		{"RefreshToken/ConcurrentRotate", testRefreshConcurrentRotate},
+		{"RefreshToken/WithUser/RoundTrip", viaUserRotation(testRefreshRoundTrip)},
+		{"RefreshToken/WithUser/RotateAndReuse", viaUserRotation(testRefreshRotateAndReuse)},
+		{"RefreshToken/WithUser/RotateRefusals", viaUserRotation(testRefreshRotateRefusals)},
+		{"RefreshToken/WithUser/Expiry", viaUserRotation(testRefreshExpiry)},
+		{"RefreshToken/WithUser/ConcurrentRotate", viaUserRotation(testRefreshConcurrentRotate)},
 		{"Revocation/Family", testRevokeFamily},
 		{"Revocation/AccessToken", testRevokeAccessToken},
 		{"Revocation/SessionFamilies", testRevokeSessionFamilies},
@@ -47,6 +53,37 @@ func RunSessions(t *testing.T, newStore func(t *testing.T, clock *Clock) session
 			clock := NewClock(start())
 			tc.fn(t, t.Context(), newStore(t, clock), clock)
 		})
+	}
+}
+
+// rotatorWithUser is the optional rotation that reads a user with its
+// grant in the same store trip (Redis; a sealed refresh token's).
+type rotatorWithUser interface {
+	RotateRefreshTokenWithUser(ctx context.Context, oldHash string, next *sessions.RefreshToken, userID string) (grants.UserGrant, error)
+}
+
+// withUserRotation is a store whose RotateRefreshToken goes through its
+// RotateRefreshTokenWithUser, so the rotation tests hold that one to the
+// same answers.
+type withUserRotation struct {
+	sessions.Store
+	r rotatorWithUser
+}
+
+func (w withUserRotation) RotateRefreshToken(ctx context.Context, oldHash string, next *sessions.RefreshToken) error {
+	_, err := w.r.RotateRefreshTokenWithUser(ctx, oldHash, next, next.Subject)
+	return err
+}
+
+// viaUserRotation runs a rotation test through RotateRefreshTokenWithUser;
+// skipped for a store without one.
+func viaUserRotation(fn func(t *testing.T, ctx context.Context, s sessions.Store, clock *Clock)) func(t *testing.T, ctx context.Context, s sessions.Store, clock *Clock) {
+	return func(t *testing.T, ctx context.Context, s sessions.Store, clock *Clock) {
+		r, ok := s.(rotatorWithUser)
+		if !ok {
+			t.Skip("the store has no RotateRefreshTokenWithUser")
+		}
+		fn(t, ctx, withUserRotation{s, r}, clock)
 	}
 }
 

@@ -317,31 +317,82 @@ func markerLive(v string, now time.Time) bool {
 // script, so a successor handed out is always findable by them; a refused
 // rotation removes it again.
 func (s *Store) RotateRefreshToken(ctx context.Context, oldHash string, next *sessions.RefreshToken) error {
-	if err := checkKeys("redisstore: rotate refresh token", oldHash); err != nil {
+	call, claimed, err := s.rotateCall(ctx, oldHash, next)
+	if err != nil {
 		return err
+	}
+	res, err := s.runScript(ctx, call.sc, call.keys, call.args...)
+	return s.rotated(ctx, next, claimed, res, err)
+}
+
+// RotateRefreshTokenWithUser is RotateRefreshToken with UserAndGrant of
+// userID in the same round trip (on one master at record format v3 and
+// later; one after the other otherwise): a refresh that knows its family's
+// data before reading the store (a sealed refresh token, broker
+// refreshseal.go) rotates and reads what its tokens carry in one trip. ug
+// is what UserAndGrant would have answered; it is read whatever the
+// rotation's outcome, and returned only when the rotation was made.
+func (s *Store) RotateRefreshTokenWithUser(ctx context.Context, oldHash string, next *sessions.RefreshToken, userID string) (grants.UserGrant, error) {
+	if err := checkKeys("redisstore: rotate refresh token", userID); err != nil {
+		return grants.UserGrant{}, err
+	}
+	if !s.oneMaster() || !s.formatV3() {
+		if err := s.RotateRefreshToken(ctx, oldHash, next); err != nil {
+			return grants.UserGrant{}, err
+		}
+		return s.userGrant(ctx, userID), nil
+	}
+	call, _, err := s.rotateCall(ctx, oldHash, next) // v3 claims no rth: entry
+	if err != nil {
+		return grants.UserGrant{}, err
+	}
+	var rotation *pipedScript
+	var read *userGrantRead
+	_, _ = s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+		rotation = call.queue(ctx, p)
+		read = s.queueUserAndGrant(ctx, p, userID)
+		return nil
+	})
+	res, err := rotation.reply(ctx, s.rdb)
+	if err := s.rotated(ctx, next, false, res, err); err != nil {
+		return grants.UserGrant{}, err
+	}
+	return read.answer(ctx, s), nil
+}
+
+// rotateCall checks a rotation of oldHash to next and is its script call;
+// below record format v3 it first claims next's rth: entry (claimed).
+func (s *Store) rotateCall(ctx context.Context, oldHash string, next *sessions.RefreshToken) (scriptCall, bool, error) {
+	if err := checkKeys("redisstore: rotate refresh token", oldHash); err != nil {
+		return scriptCall{}, false, err
 	}
 	if err := checkRefresh("redisstore: rotate refresh token: next", next); err != nil {
-		return err
+		return scriptCall{}, false, err
 	}
 	if next.Hash == oldHash {
-		return fmt.Errorf("redisstore: rotate refresh token: next has the old hash: %w", ErrInvalid)
+		return scriptCall{}, false, fmt.Errorf("redisstore: rotate refresh token: next has the old hash: %w", ErrInvalid)
 	}
 	e, fe, at, raw, err := s.refreshArgs(next)
 	if err != nil {
-		return fmt.Errorf("redisstore: rotate refresh token: %w", err)
+		return scriptCall{}, false, fmt.Errorf("redisstore: rotate refresh token: %w", err)
 	}
 	family := next.FamilyID
 	claimed := false
 	if !s.formatV3() {
 		if claimed, err = s.claimRefreshIndex(ctx, next.Hash, family, at); err != nil {
-			return fmt.Errorf("redisstore: rotate refresh token: %w", err)
+			return scriptCall{}, false, fmt.Errorf("redisstore: rotate refresh token: %w", err)
 		}
 	}
 	now := s.now()
-	res, err := s.runScript(ctx, rotateRefresh,
+	return scriptCall{rotateRefresh,
 		[]string{s.refreshKey(family, oldHash), s.refreshKey(family, next.Hash), s.familyMarker(family)},
-		microsStr(now), fmtTime(now), e, fe, at, raw,
-		reuseRevocationMargin.Microseconds(), ttlMargin.Milliseconds())
+		[]any{microsStr(now), fmtTime(now), e, fe, at, raw,
+			reuseRevocationMargin.Microseconds(), ttlMargin.Milliseconds()}}, claimed, nil
+}
+
+// rotated is the rotation's outcome from the script's reply (res, err),
+// releasing next's rth: entry (claimed) when it was refused.
+func (s *Store) rotated(ctx context.Context, next *sessions.RefreshToken, claimed bool, res []any, err error) error {
 	if err == nil {
 		err = outcome(str(res, 0), map[string]error{
 			"notfound": sessions.ErrNotFound,
@@ -352,7 +403,7 @@ func (s *Store) RotateRefreshToken(ctx context.Context, oldHash string, next *se
 	}
 	if err != nil {
 		if claimed {
-			s.release(ctx, s.key("rth", next.Hash), family)
+			s.release(ctx, s.key("rth", next.Hash), next.FamilyID)
 		}
 		return fmt.Errorf("redisstore: rotate refresh token: %w", err)
 	}

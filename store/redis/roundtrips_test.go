@@ -255,6 +255,67 @@ func TestGetRefreshTokenWithUser(t *testing.T) {
 	}
 }
 
+// RotateRefreshTokenWithUser rotates a refresh token and reads a user with
+// its grant in one round trip at record format v3 (a sealed refresh
+// token's refresh): the rotation answers as RotateRefreshToken would, and
+// the user read as UserAndGrant, only for a rotation made.
+func TestRotateRefreshTokenWithUser(t *testing.T) {
+	t.Parallel()
+	ctx := ctxT(t)
+	st, _, hook := countedStoreFormat(t, uniquePrefix(), "v3")
+	id := grants.Identity{Issuer: "https://idp.example/", Subject: "auth0|rot"}
+	if _, _, err := st.ResolveIdentity(ctx, id, grants.Profile{Email: "rot@example.com"}, "usr_rot", time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	wantUser, wantGrant, err := st.UserAndGrant(ctx, "usr_rot")
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now()
+	for _, fam := range []string{"fam-rot", "fam-rot-revoked", "fam-warm"} {
+		if err := st.CreateRefreshToken(ctx, refresh("h-"+fam, fam, now)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// The master learns the rotation script (a first EVALSHA answers NOSCRIPT).
+	if err := st.RotateRefreshToken(ctx, "h-fam-warm", refresh("h-fam-warm-2", "fam-warm", now)); err != nil {
+		t.Fatal(err)
+	}
+	if err := st.RevokeFamily(ctx, "fam-rot-revoked", now.Add(time.Hour)); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name, family, old, next string
+		want                    error
+	}{
+		{name: "a live token", family: "fam-rot", old: "h-fam-rot", next: "h-fam-rot-2"},
+		{name: "the rotated token again", family: "fam-rot", old: "h-fam-rot", next: "h-fam-rot-3", want: sessions.ErrRefreshReused},
+		{name: "a revoked family's token", family: "fam-rot-revoked", old: "h-fam-rot-revoked", next: "h-fam-rot-revoked-2", want: sessions.ErrRevoked},
+		{name: "an unknown token", family: "fam-rot", old: "h-none", next: "h-fam-rot-4", want: sessions.ErrNotFound},
+	} {
+		before := hook.n.Load()
+		ug, err := st.RotateRefreshTokenWithUser(ctx, tc.old, refresh(tc.next, tc.family, now), "usr_rot")
+		if n := hook.n.Load() - before; n != 1 {
+			t.Errorf("%s: %d round trips, want 1", tc.name, n)
+		}
+		if !errors.Is(err, tc.want) || (tc.want == nil) != (err == nil) {
+			t.Errorf("%s: rotation: %v, want %v", tc.name, err, tc.want)
+		}
+		if tc.want != nil {
+			if ug.User != nil || ug.Grant != nil {
+				t.Errorf("%s: a refused rotation answered the user read: %+v", tc.name, ug)
+			}
+			continue
+		}
+		if ug.Err != nil || !reflect.DeepEqual(ug.User, wantUser) || !reflect.DeepEqual(ug.Grant, wantGrant) {
+			t.Errorf("%s: user read %+v %+v (%v)", tc.name, ug.User, ug.Grant, ug.Err)
+		}
+		if next, err := st.GetRefreshToken(ctx, tc.family, tc.next); err != nil || next.Hash != tc.next {
+			t.Errorf("%s: the successor: %+v, %v", tc.name, next, err)
+		}
+	}
+}
+
 // Refresh-token round trips, by record format. Below v3 a token is created
 // in two (its session link and rth: entry together, then the token) and
 // rotated in two (the next token's rth: entry, then the rotation); at v3,

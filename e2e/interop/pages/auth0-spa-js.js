@@ -9,8 +9,9 @@
   window.doLogin = () => client.loginWithRedirect();
   window.doRefresh = async () => {
     try {
-      // cacheMode off: skip the in-memory cache; with the SDK's defaults (no
-      // refresh tokens) a new token comes through the hidden iframe.
+      // cacheMode off: skip the cache; with the SDK's defaults (no refresh
+      // tokens) a new token comes through the hidden iframe, with
+      // refreshTokens from the refresh_token grant.
       const r = await client.getTokenSilently({ cacheMode: "off", detailedResponse: true });
       state.refreshed = { atClaims: jwtClaims(r.access_token), idClaims: { ...(await client.getIdTokenClaims()) } };
       delete state.refreshed.idClaims.__raw;
@@ -22,14 +23,21 @@
   window.doLogout = () => client.logout({ logoutParams: { returnTo: self } });
 
   try {
-    client = await auth0.createAuth0Client({
+    const options = {
       domain: cfg.domain,
       clientId: cfg.clientId,
       authorizationParams: { redirect_uri: self },
       // Every other option at its default: no refresh tokens, an in-memory
       // cache, so a reload restores the session through the SDK's hidden
       // iframe (prompt=none, response_mode=web_message) from usher's session.
-    });
+    };
+    if (setting("refreshTokens") === "1") {
+      // An app on another site than usher, as the README advises it: refresh
+      // tokens (the SDK asks offline_access) kept in localStorage, and no
+      // iframe to fall back on.
+      Object.assign(options, { useRefreshTokens: true, useRefreshTokensFallback: false, cacheLocation: "localstorage" });
+    }
+    client = await auth0.createAuth0Client(options);
     const q = new URLSearchParams(location.search);
     if (q.has("code") || q.has("error")) {
       await client.handleRedirectCallback();

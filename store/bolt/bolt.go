@@ -68,6 +68,8 @@ type Store struct {
 	done   chan struct{}
 	closed sync.Once
 	err    error
+	// riding: new browser sessions until their write's commit (browser_ride.go).
+	riding ridingSessions
 	// writes counts write requests (batch calls), for WriteStats.
 	writes atomic.Uint64
 	// txid0 is the database's last committed transaction at Open, so that

@@ -322,7 +322,7 @@ func TestSealedCodeSpendCleanAndUnclean(t *testing.T) {
 // file: saving it makes no durable commit, it reads back, and it is gone
 // after an unclean end with the auth requests it points at. Saved again
 // with an account, or replaced by the signed-in session, it lives in the
-// main file only, durably, and survives the crash.
+// main file only (written with the next commit) and survives the crash.
 func TestTransientBrowserSessions(t *testing.T) {
 	ctx := t.Context()
 	clock := conformance.NewClock(time.Now())
@@ -354,11 +354,15 @@ func TestTransientBrowserSessions(t *testing.T) {
 	if n := commitsOf("save transient again", func() error { return s.SaveBrowserSession(ctx, session("visitor", true)) }); n != 0 {
 		t.Errorf("a second transient save made %d durable commits, want 0", n)
 	}
-	// Signed in: replaced by a durable session under a new ID.
+	// Signed in: replaced by a session under a new ID, in the main file
+	// with its next commit (browser_ride.go), read at once.
 	if n := commitsOf("replace", func() error {
 		return s.ReplaceBrowserSession(ctx, session("signed-in", false, "account", "u1"), "visitor")
-	}); n != 1 {
-		t.Errorf("the replacement made %d durable commits, want 1", n)
+	}); n != 0 {
+		t.Errorf("the replacement made %d durable commits, want 0 (it rides)", n)
+	}
+	if got, err := s.GetBrowserSession(ctx, "signed-in"); err != nil || got.Values["account"] != "u1" || got.Transient {
+		t.Errorf("the signed-in session on its ride: %+v %v", got, err)
 	}
 	if _, err := s.GetBrowserSession(ctx, "visitor"); !errors.Is(err, sessions.ErrNotFound) {
 		t.Errorf("the replaced transient session: %v, want ErrNotFound", err)

@@ -11,7 +11,8 @@ import (
 	"github.com/usher-oidc/usher/store"
 )
 
-// Browser sessions live in the main file, durably, except transient ones
+// Browser sessions live in the main file, durably (a new one written with
+// the next commit, browser_ride.go), except transient ones
 // (sessions.BrowserSession.Transient: only sign-ins in flight, no account),
 // which live in the flow file beside the auth requests they point at, with
 // its unsynced commits: a visitor's sign-in costs no fdatasync until it
@@ -21,6 +22,15 @@ import (
 func (s *Store) GetBrowserSession(ctx context.Context, id string) (*sessions.BrowserSession, error) {
 	if err := checkKeys("boltstore: get browser session", id); err != nil {
 		return nil, err
+	}
+	if bs, riding, err := s.ridingBrowserSession(id); err != nil || riding {
+		if err == nil && expired(bs.ExpiresAt, s.now()) {
+			err = sessions.ErrNotFound
+		}
+		if err != nil {
+			return nil, fmt.Errorf("boltstore: get browser session: %w", err)
+		}
+		return bs, nil
 	}
 	var bs sessions.BrowserSession
 	found := false
@@ -78,6 +88,21 @@ func (s *Store) ReplaceBrowserSession(ctx context.Context, bs *sessions.BrowserS
 // something to change: a transient session's save does not touch the
 // main file (and so costs no fdatasync) unless that file holds the ID.
 func (s *Store) putBrowserSession(bs *sessions.BrowserSession, oldID string) error {
+	if err := s.unride(bs.ID, oldID); err != nil {
+		return err
+	}
+	if !bs.Transient {
+		fresh, err := s.newToMain(bs.ID, oldID)
+		if err != nil {
+			return err
+		}
+		if fresh { // a new signed-in session: its write rides (browser_ride.go)
+			if err := s.dropBrowserSessions(bBrowserFlow, bs.ID, oldID); err != nil {
+				return err
+			}
+			return s.rideNewSession(bs)
+		}
+	}
 	into, intoBucket, otherBucket := s.mainWrite, bBrowser, bBrowserFlow
 	if bs.Transient {
 		into, intoBucket, otherBucket = s.flowWrite, bBrowserFlow, bBrowser
@@ -139,7 +164,10 @@ func (s *Store) DeleteBrowserSession(ctx context.Context, id string) error {
 	if err := checkKeys("boltstore: delete browser session", id); err != nil {
 		return err
 	}
-	err := s.dropBrowserSessions(bBrowserFlow, id)
+	err := s.unride(id)
+	if err == nil {
+		err = s.dropBrowserSessions(bBrowserFlow, id)
+	}
 	if err == nil {
 		err = s.dropBrowserSessions(bBrowser, id)
 	}

@@ -32,10 +32,13 @@ type committer struct {
 	rideDelay  time.Duration // 0: rideDelay
 }
 
-// groupCall is one writer's fn; err is nil for a rider (nobody waits).
+// groupCall is one writer's fn; err is nil for a rider (nobody waits),
+// whose done (if any) hears how its commit ended: nil once durable, else
+// why it was dropped.
 type groupCall struct {
-	fn  func(*bolt.Tx) error
-	err chan error
+	fn   func(*bolt.Tx) error
+	err  chan error
+	done func(error)
 }
 
 // rideDelay is how long a rider waits for a writer to take it along before
@@ -72,11 +75,12 @@ func (c *committer) run(fn func(*bolt.Tx) error) error {
 // sign-in's session, moments later) instead of costing a commit that
 // someone waits on. If no writer comes within rideDelay, a commit starts
 // for it. fn may run more than once, as with run; a rider that fails is
-// dropped (rideFailed hears why) and the rest commit without it.
-func (c *committer) ride(fn func(*bolt.Tx) error) {
+// dropped (rideFailed hears why) and the rest commit without it. done, if
+// not nil, hears how the rider's commit ended (nil: durable).
+func (c *committer) ride(fn func(*bolt.Tx) error, done func(error)) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	c.riders = append(c.riders, groupCall{fn: fn})
+	c.riders = append(c.riders, groupCall{fn: fn, done: done})
 	if c.rideTimer == nil {
 		c.rideTimer = time.AfterFunc(c.delay(), c.rideAlone)
 	}
@@ -171,7 +175,7 @@ func (c *committer) commitGroup(calls []groupCall) {
 		})
 		if failed >= 0 {
 			if calls[failed].err == nil {
-				c.dropRider(failure)
+				c.dropRider(calls[failed], failure)
 			} else {
 				calls[failed].err <- errTrySolo
 			}
@@ -179,21 +183,25 @@ func (c *committer) commitGroup(calls []groupCall) {
 			continue
 		}
 		for _, call := range calls {
-			if call.err == nil {
-				if err != nil {
-					c.dropRider(err)
-				}
-				continue
+			switch {
+			case call.err != nil:
+				call.err <- err
+			case err != nil:
+				c.dropRider(call, err)
+			case call.done != nil:
+				call.done(nil)
 			}
-			call.err <- err
 		}
 		return
 	}
 }
 
-func (c *committer) dropRider(err error) {
+func (c *committer) dropRider(call groupCall, err error) {
 	if c.rideFailed != nil {
 		c.rideFailed(err)
+	}
+	if call.done != nil {
+		call.done(err)
 	}
 }
 

@@ -104,9 +104,14 @@ func TestCommitterRiders(t *testing.T) {
 	}
 
 	tx0 := lastTxID(db)
-	c.ride(put("rider-1"))
-	c.ride(func(*bolt.Tx) error { return errors.New("no room") })
-	c.ride(put("rider-2"))
+	ended := map[string]error{}
+	var endedMu sync.Mutex
+	end := func(k string) func(error) {
+		return func(err error) { endedMu.Lock(); ended[k] = err; endedMu.Unlock() }
+	}
+	c.ride(put("rider-1"), end("rider-1"))
+	c.ride(func(*bolt.Tx) error { return errors.New("no room") }, end("failing"))
+	c.ride(put("rider-2"), end("rider-2"))
 	if has("rider-1") {
 		t.Fatal("a rider was written before any commit")
 	}
@@ -118,6 +123,12 @@ func TestCommitterRiders(t *testing.T) {
 			t.Errorf("%s not written with the writer's commit", k)
 		}
 	}
+	// Each rider heard how its commit ended by the time the writer's returned.
+	endedMu.Lock()
+	if len(ended) != 3 || ended["rider-1"] != nil || ended["rider-2"] != nil || ended["failing"] == nil {
+		t.Errorf("riders' ends: %v; want rider-1 and rider-2 durable (nil), failing dropped", ended)
+	}
+	endedMu.Unlock()
 	// The failing rider cost one rolled-back transaction, not a commit.
 	if commits := lastTxID(db) - tx0; commits != 1 || len(dropped) != 1 {
 		t.Errorf("%d commits for a writer and its riders, want 1; %d dropped riders reported, want 1", commits, len(dropped))
@@ -130,7 +141,7 @@ func TestCommitterRiders(t *testing.T) {
 	c.mu.Unlock()
 	ran := make(chan struct{})
 	var once sync.Once
-	c.ride(func(tx *bolt.Tx) error { once.Do(func() { close(ran) }); return put("alone")(tx) })
+	c.ride(func(tx *bolt.Tx) error { once.Do(func() { close(ran) }); return put("alone")(tx) }, nil)
 	select {
 	case <-ran:
 	case <-time.After(20 * time.Second):
@@ -140,7 +151,7 @@ func TestCommitterRiders(t *testing.T) {
 		t.Errorf("the lone rider: written %v, the writer after it: %v", has("alone"), err)
 	}
 
-	c.ride(put("at-close")) // flush: no timer needed
+	c.ride(put("at-close"), nil) // flush: no timer needed
 	if err := c.flush(); err != nil || !has("at-close") {
 		t.Errorf("flush: %v, the rider written %v", err, has("at-close"))
 	}

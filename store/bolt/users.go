@@ -169,7 +169,7 @@ func (s *Store) touchReturning(id grants.Identity, p grants.Profile, now time.Ti
 		old := u
 		u.UpdatedAt, u.LastLoginAt = now, now
 		return putUser(tx, &old, &u)
-	})
+	}, nil)
 	user.UpdatedAt, user.LastLoginAt = now, now
 	return &user, true, nil
 }

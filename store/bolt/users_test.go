@@ -12,8 +12,9 @@ import (
 )
 
 // A returning sign-in whose profile is unchanged costs no durable commit of
-// its own: its sign-in time rides with the next one (the sign-in's session
-// save), and a clean Close writes it if none came. A changed profile is
+// its own: its sign-in time rides with the next one (with the sign-in's new
+// session, which rides too, the code exchange's refresh token), and a clean
+// Close writes it if none came. A changed profile is
 // written at once, durably, as before.
 func TestReturningSignInRides(t *testing.T) {
 	ctx := t.Context()
@@ -41,11 +42,19 @@ func TestReturningSignInRides(t *testing.T) {
 	if err := s.SaveBrowserSession(ctx, &sessions.BrowserSession{ID: "bs-1", Values: map[string]string{"account": "user-1"}, CreatedAt: clock.Now(), ExpiresAt: clock.Now().Add(time.Hour)}); err != nil {
 		t.Fatal(err)
 	}
+	if n := commits() - before; n != 0 {
+		t.Errorf("the new session's save waited on %d commits, want 0 (it rides too)", n)
+	}
+	// The sign-in's refresh token, durable, takes both along.
+	if err := s.CreateRefreshToken(ctx, &sessions.RefreshToken{Hash: "rt-1", FamilyID: "fam-1", ClientID: "spa", Subject: "user-1",
+		CreatedAt: clock.Now(), ExpiresAt: clock.Now().Add(time.Hour)}); err != nil {
+		t.Fatal(err)
+	}
 	if n := commits() - before; n != 1 {
-		t.Errorf("the session save and the sign-in time: %d commits, want 1", n)
+		t.Errorf("the refresh token with the session and the sign-in time: %d commits, want 1", n)
 	}
 	if got, err := s.GetUser(ctx, "user-1"); err != nil || !got.LastLoginAt.Equal(clock.Now()) {
-		t.Fatalf("after the session's commit: %+v %v, want last login %v", got, err, clock.Now())
+		t.Fatalf("after the refresh token's commit: %+v %v, want last login %v", got, err, clock.Now())
 	}
 
 	// A new name: written before ResolveIdentity returns.

@@ -67,10 +67,26 @@ var (
 	_ upstream.LogoutRedirector = (*Upstream)(nil)
 )
 
+// idleConnsPerHost is how many connections to the upstream stay open
+// between uses: every sign-in makes a back-channel request to its token
+// endpoint, and http.DefaultTransport keeps 2 per host, so with more
+// sign-ins at once the others' connections were closed after each use and
+// the next sign-in dialled again (at Auth0, a TLS handshake each time).
+const idleConnsPerHost = 64
+
+// defaultHTTPClient is the client an upstream gets unless given one:
+// DefaultTransport's settings (proxy, timeouts, HTTP/2) with
+// idleConnsPerHost.
+func defaultHTTPClient() *http.Client {
+	t := http.DefaultTransport.(*http.Transport).Clone()
+	t.MaxIdleConnsPerHost = idleConnsPerHost
+	return &http.Client{Timeout: 15 * time.Second, Transport: t}
+}
+
 // New builds the upstream; it does not contact it (see Ready).
 func New(o Options) *Upstream {
 	if o.HTTPClient == nil {
-		o.HTTPClient = &http.Client{Timeout: 15 * time.Second}
+		o.HTTPClient = defaultHTTPClient()
 	}
 	if len(o.Scopes) == 0 {
 		o.Scopes = []string{gooidc.ScopeOpenID, "profile", "email"}

@@ -6,6 +6,7 @@ import (
 	"crypto/rsa"
 	"encoding/json"
 	"errors"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -34,7 +35,11 @@ type fakeOP struct {
 	tokenForm  url.Values
 }
 
-func newFakeOP(t *testing.T) *fakeOP {
+func newFakeOP(t *testing.T) *fakeOP { return newFakeOPWith(t, nil) }
+
+// newFakeOPWith is newFakeOP whose server reports its connections' states
+// to connState (nil: not at all).
+func newFakeOPWith(t *testing.T, connState func(net.Conn, http.ConnState)) *fakeOP {
 	t.Helper()
 	key, err := rsa.GenerateKey(rand.Reader, 2048)
 	if err != nil {
@@ -90,7 +95,9 @@ func newFakeOP(t *testing.T) *fakeOP {
 		}
 		_ = json.NewEncoder(w).Encode(op.userinfo)
 	})
-	op.Server = httptest.NewServer(mux)
+	op.Server = httptest.NewUnstartedServer(mux)
+	op.Config.ConnState = connState
+	op.Start()
 	t.Cleanup(op.Close)
 	return op
 }
@@ -284,5 +291,46 @@ func TestParseLooseBool(t *testing.T) {
 		if got := parseLooseBool(json.RawMessage(raw)); got != want {
 			t.Errorf("parseLooseBool(%s) = %v", raw, got)
 		}
+	}
+}
+
+// Sign-ins that come together reuse the connections to the upstream's
+// token endpoint when they come together again: the default client keeps
+// them open between uses (http.DefaultTransport keeps 2 per host, so the
+// others were closed and the next sign-ins dialled again: at Auth0, a TLS
+// handshake each).
+func TestConcurrentExchangesReuseConnections(t *testing.T) {
+	t.Parallel()
+	var mu sync.Mutex
+	dialled := 0
+	op := newFakeOPWith(t, func(_ net.Conn, st http.ConnState) {
+		if st == http.StateNew {
+			mu.Lock()
+			dialled++
+			mu.Unlock()
+		}
+	})
+	op.set(func(op *fakeOP) { op.claims = map[string]any{"sub": "auth0|1", "nonce": "n"} })
+	u := op.upstream(func(o *Options) { o.HTTPClient = nil }) // the default client
+	if err := u.Ready(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	const inFlight, rounds = 16, 5
+	for range rounds { // each round's connections all idle before the next
+		var wg sync.WaitGroup
+		for range inFlight {
+			wg.Go(func() {
+				if _, err := u.Exchange(context.Background(), upstream.Callback{RedirectURL: callback, Code: "c", Nonce: "n", CodeVerifier: "v"}); err != nil {
+					t.Error(err)
+				}
+			})
+		}
+		wg.Wait()
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	// Discovery and the key set may take one more each.
+	if dialled > inFlight+2 {
+		t.Errorf("%d connections dialled for %d exchanges, %d at a time; want at most %d", dialled, inFlight*rounds, inFlight, inFlight+2)
 	}
 }

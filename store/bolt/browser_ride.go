@@ -71,8 +71,8 @@ func (s *Store) ridingEntry(id string) *ridingSession {
 	return s.riding.m[id]
 }
 
-// ridingSession is the session id while it rides (nil, false if it does
-// not).
+// ridingBrowserSession is the session id while it rides (nil, false if it
+// does not).
 func (s *Store) ridingBrowserSession(id string) (*sessions.BrowserSession, bool, error) {
 	entry := s.ridingEntry(id)
 	if entry == nil {

@@ -115,14 +115,7 @@ func (s *Store) SpendCodeWithUser(ctx context.Context, sp *sessions.CodeSpend, u
 	if err != nil {
 		return grants.UserGrant{}, err
 	}
-	var spend *pipedScript
-	var read *userGrantRead
-	_, _ = s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
-		spend = call.queue(ctx, p)
-		read = s.queueUserAndGrant(ctx, p, userID)
-		return nil
-	})
-	res, err := spend.reply(ctx, s.rdb)
+	res, read, err := s.runWithUser(ctx, call, userID)
 	if err := s.spent(ctx, sp, together, res, err); err != nil {
 		return grants.UserGrant{}, err
 	}

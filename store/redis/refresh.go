@@ -346,14 +346,7 @@ func (s *Store) RotateRefreshTokenWithUser(ctx context.Context, oldHash string, 
 	if err != nil {
 		return grants.UserGrant{}, err
 	}
-	var rotation *pipedScript
-	var read *userGrantRead
-	_, _ = s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
-		rotation = call.queue(ctx, p)
-		read = s.queueUserAndGrant(ctx, p, userID)
-		return nil
-	})
-	res, err := rotation.reply(ctx, s.rdb)
+	res, read, err := s.runWithUser(ctx, call, userID)
 	if err := s.rotated(ctx, next, false, res, err); err != nil {
 		return grants.UserGrant{}, err
 	}

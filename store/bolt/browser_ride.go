@@ -22,9 +22,10 @@ import (
 // Only a new session rides. Replacing a session the main file holds (an
 // account switch), updating one there, and deleting one (sign-out) are
 // durable as before; and a write to the ID of a session still riding
-// first takes it off the ride, then writes the main file durably, in a
-// commit after the ride's, so the ride cannot bring back what a later
-// write changed or deleted.
+// first takes it off the ride and deletes the ID from the main file
+// durably, in a commit after the ride's (which may be under way), so the
+// ride cannot bring back what a later write changed or deleted; an update
+// then rides in its turn, a delete is done.
 
 // ridingSessions are the sessions waiting for their ride, by ID.
 type ridingSessions struct {

@@ -108,7 +108,8 @@ func TestNewSessionRides(t *testing.T) {
 		t.Errorf("a signed-out session came back with its ride's commit: %q", got)
 	}
 
-	// Updated while riding: the update is durable at once and stays.
+	// Updated while riding: the newest values are read, and they are what
+	// reaches the main file.
 	step("another new session", 0, func() error { return s.SaveBrowserSession(ctx, session("edited", "u4")) })
 	if err := s.SaveBrowserSession(ctx, session("edited", "u4b")); err != nil {
 		t.Fatal(err)

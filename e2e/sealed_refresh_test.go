@@ -105,6 +105,19 @@ func TestSealedRefreshOnRedis(t *testing.T) {
 			t.Errorf("the family's newest token after a reuse: %d %+v, want invalid_grant", r.status, r)
 		}
 	})
+	t.Run("signed out everywhere", func(t *testing.T) {
+		// The refusal comes after the rotation stored a successor, so the
+		// family is revoked too, not only refused by the sign-out's time.
+		tr := signInAs(t, d, newAgent(t, d.SPAURL), app.DevUserEmail, app.DevUserPassword, false)
+		fam, _ := sealedParts(t, tr.RefreshToken, sub)
+		signOutEverywhere(t, d, funnelToken(t, d, "invitations:write invitations:read"), sub)
+		if r := refresh(t, d, tr.RefreshToken); r.Error != "invalid_grant" {
+			t.Fatalf("a refresh after a sign-out everywhere: %d %+v, want invalid_grant", r.status, r)
+		}
+		if n, err := rdb.Exists(t.Context(), "usher:{f:"+fam+"}:rev").Result(); err != nil || n != 1 {
+			t.Errorf("the family's revocation marker after the refused refresh: %d, %v; want it set", n, err)
+		}
+	})
 }
 
 // sealedParts checks token is "rt_<family>.<subject>.<secret>.<seal>" for

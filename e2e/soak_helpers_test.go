@@ -56,7 +56,7 @@ type latencyProxy struct {
 	conns  atomic.Int64 // connections accepted
 }
 
-func startLatencyProxy(t *testing.T, target string, delay *atomic.Int64) *latencyProxy {
+func startLatencyProxy(t testing.TB, target string, delay *atomic.Int64) *latencyProxy {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {

@@ -30,6 +30,8 @@ var rows = []row{
 	{"harness floor: the refresh load generator against a bare handler signing two ES256 JWTs (no store)", "none", "e2e.BenchmarkHTTPSigningFloor", "responses/s", "responses/s", "ES256", "(the most the harness allows a token endpoint)"},
 	{"refresh grant, RS256 ID token", "bolt", "e2e.BenchmarkTokenRefresh/bolt/RS256", "responses/s", "responses/s", "RS256", "≥ 0.7 × RS256 1-signature ceiling"},
 	{"refresh grant, RS256 ID token", "Redis", "e2e.BenchmarkTokenRefresh/redis/RS256", "responses/s", "responses/s", "RS256", "≥ 0.7 × RS256 1-signature ceiling"},
+	{"refresh made alone, Redis behind a latency proxy (as on another host): p50", "Redis", "e2e.BenchmarkTokenRefreshRemoteRedis", "p50_ms", "ms", "", ""},
+	{"that latency proxy's own round trip (a PING's median through it)", "Redis", "e2e.BenchmarkTokenRefreshRemoteRedis", "redis_rtt_ms", "ms", "", ""},
 	{"login through usher (stub upstream OP in process, ES256), ES256", "bolt", "e2e.BenchmarkLogin/bolt", "logins/s", "logins/s", "ES256", "≥ 1,000/s"},
 	{"login through usher (stub upstream OP in process, ES256), ES256", "Redis", "e2e.BenchmarkLogin/redis", "logins/s", "logins/s", "ES256", "≥ 1,000/s"},
 	{"login through usher and devidp's login form (devidp in process signing ES256), ES256", "Redis", "e2e.BenchmarkLogin/redis/devidp_ES256", "logins/s", "logins/s", "ES256", ""},

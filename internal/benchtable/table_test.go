@@ -56,8 +56,8 @@ func TestScanSample(t *testing.T) {
 			t.Errorf("%s %s = %v (procs %d), want %v (procs %d)", c.key, c.metric, got, r.procs, c.want, c.procs)
 		}
 	}
-	if len(res) != 33 {
-		t.Errorf("parsed %d benchmark lines, want the sample's 33", len(res))
+	if len(res) != 34 {
+		t.Errorf("parsed %d benchmark lines, want the sample's 34", len(res))
 	}
 }
 
@@ -119,6 +119,8 @@ func TestBuildSample(t *testing.T) {
 		{"harness floor: the refresh load generator against a bare handler signing two ES256 JWTs (no store)|none", line{figure: "11,439 responses/s", es256: "0.45"}},
 		// Round trips on the throughput row only.
 		{"login through usher: p50, 8 in flight|Redis", line{figure: "16.9 ms"}},
+		{"refresh made alone, Redis behind a latency proxy (as on another host): p50|Redis", line{figure: "2.98 ms"}},
+		{"that latency proxy's own round trip (a PING's median through it)|Redis", line{figure: "2.31 ms"}},
 		{"login through usher: usher's own p50 (upstream excluded)|bolt", line{figure: "12.0 ms"}},
 		{"Redis round trips per login (authorize → callback → token)|Redis", line{figure: "24.0 store round trips", trips: "24.0 store + 1.0 rate-limit"}},
 		{"login answered from usher's session, RS256|bolt", line{figure: "737 logins/s", rs256: "0.32"}},

@@ -89,7 +89,7 @@ type roundRobin struct {
 	next     atomic.Int64
 	mu       sync.Mutex
 	backends []*url.URL
-	served   []int // backend index per request
+	served   []int // backend index per request, noted before its answer is sent
 }
 
 func (rr *roundRobin) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -109,14 +109,19 @@ func (rr *roundRobin) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 				pr.SetURL(target)
 				pr.Out.Host = pr.In.Host // usher sees the public host
 			},
+			// Noted before the answer goes on to the client, so a test that
+			// has its answer finds it in served.
+			ModifyResponse: func(*http.Response) error {
+				rr.mu.Lock()
+				rr.served = append(rr.served, idx)
+				rr.mu.Unlock()
+				return nil
+			},
 			ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) { proxyErr = err },
 		}
 		r.Body = io.NopCloser(bytes.NewReader(body))
 		proxy.ServeHTTP(w, r)
 		if proxyErr == nil {
-			rr.mu.Lock()
-			rr.served = append(rr.served, idx)
-			rr.mu.Unlock()
 			return
 		}
 		if !nextBackend(r.Method, proxyErr) {

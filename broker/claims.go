@@ -48,6 +48,15 @@ func prefetched(ug grants.UserGrant) *claimsCache {
 	return &claimsCache{user: ug.User, grant: ug.Grant}
 }
 
+// keepUserRead puts a user and grant read beside a store write (a code's
+// spend, a refresh token's rotation) into the token response's claims
+// cache, when it has one and the read succeeded.
+func keepUserRead(ctx context.Context, ug grants.UserGrant) {
+	if cache, _ := ctx.Value(ctxClaimsCache).(*claimsCache); cache != nil && ug.Err == nil {
+		cache.user, cache.grant = ug.User, ug.Grant
+	}
+}
+
 // grant reads the subject's grant once per token response.
 func (b *Broker) grant(ctx context.Context, subject string) (*grants.Grant, error) {
 	cache, _ := ctx.Value(ctxClaimsCache).(*claimsCache)

@@ -114,8 +114,9 @@ func (b *Broker) openSealedRefresh(token string) *refreshRequest {
 	if _, can := b.sessions.(refreshRotatorWithUser); !can {
 		return nil
 	}
-	parts := strings.Split(strings.TrimPrefix(token, refreshTokenPrefix), ".")
-	if !strings.HasPrefix(token, refreshTokenPrefix) || len(parts) != 4 || parts[2] == "" {
+	rest, ok := strings.CutPrefix(token, refreshTokenPrefix)
+	parts := strings.Split(rest, ".")
+	if !ok || len(parts) != 4 || parts[2] == "" {
 		return nil
 	}
 	var plain []byte
@@ -145,11 +146,8 @@ func (b *Broker) rotateSealed(ctx context.Context, r *refreshRequest) (jti, refr
 	if err := b.rotationRefused(ctx, next, err); err != nil {
 		return "", "", time.Time{}, err
 	}
-	if cache, _ := ctx.Value(ctxClaimsCache).(*claimsCache); cache != nil && ug.Err == nil {
-		cache.user, cache.grant = ug.User, ug.Grant
-	}
-	if err := b.readClaimsFirst(ctx, r.rt.Subject, issuedAt(r)); err != nil {
-		b.revokeFamily(ctx, next.FamilyID, "a refused refresh")
+	keepUserRead(ctx, ug)
+	if err := b.claimsAfterWrite(ctx, r.rt.Subject, issuedAt(r), next.FamilyID, "a refused refresh"); err != nil {
 		return "", "", time.Time{}, err
 	}
 	return accessTokenID(next.FamilyID, now), refresh, now.Add(b.opts.Tokens.Access), nil

@@ -206,9 +206,8 @@ func (b *Broker) spendCode(ctx context.Context, req authRequest, sp *sessions.Co
 	}
 	if taker, ok := b.sessions.(codeSpenderWithUser); ok {
 		var ug grants.UserGrant
-		ug, err = taker.SpendCodeWithUser(ctx, sp, req.Subject)
-		if cache, _ := ctx.Value(ctxClaimsCache).(*claimsCache); err == nil && cache != nil && ug.Err == nil {
-			cache.user, cache.grant = ug.User, ug.Grant
+		if ug, err = taker.SpendCodeWithUser(ctx, sp, req.Subject); err == nil {
+			keepUserRead(ctx, ug)
 		}
 	} else {
 		err = b.sessions.SpendCode(ctx, sp)
@@ -216,13 +215,25 @@ func (b *Broker) spendCode(ctx context.Context, req authRequest, sp *sessions.Co
 	if err != nil {
 		return "", "", time.Time{}, b.codeSpendRefused(ctx, req, sp, err)
 	}
-	if err := b.readClaimsFirst(ctx, req.Subject, issuedAt(req)); err != nil {
-		if sp.Refresh != nil {
-			b.revokeFamily(ctx, req.ID, "a refused code exchange")
-		}
+	family := "" // the spend wrote no refresh token
+	if sp.Refresh != nil {
+		family = req.ID
+	}
+	if err := b.claimsAfterWrite(ctx, req.Subject, issuedAt(req), family, "a refused code exchange"); err != nil {
 		return "", "", time.Time{}, err
 	}
 	return accessTokenID(req.ID, now), refresh, now.Add(b.opts.Tokens.Access), nil
+}
+
+// claimsAfterWrite checks what the tokens will carry (readClaimsFirst)
+// after a write that stored a refresh token of family ("" for none): a
+// refusal revokes that family, which nobody may use.
+func (b *Broker) claimsAfterWrite(ctx context.Context, subject string, issued time.Time, family, why string) error {
+	err := b.readClaimsFirst(ctx, subject, issued)
+	if err != nil && family != "" {
+		b.revokeFamily(ctx, family, why)
+	}
+	return err
 }
 
 // codeSpendRefused is the token error for a spend the store refused.

@@ -27,7 +27,7 @@ func BenchmarkTokenRefreshRemoteRedis(b *testing.B) {
 	delay.Store(int64(250 * time.Microsecond)) // per direction, as the soak's proxy sleeps it
 	proxy := startLatencyProxy(b, testkit.StartRedis(b), &delay)
 	d := startDev(b, app.DevOptions{Configure: func(c *config.Config) {
-		c.Store.Driver, c.Store.Redis.URL, c.Store.RecordFormat = "redis", "redis://"+proxy.addr+"/0", "v6"
+		onRedis(proxy.addr, "v6")(c)
 		idTokenAlg("ES256")(c)
 	}})
 	a := newAgent(b, d.SPAURL)

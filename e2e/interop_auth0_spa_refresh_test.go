@@ -2,13 +2,11 @@ package e2e
 
 import (
 	"context"
-	"strings"
 	"testing"
 
 	"github.com/chromedp/chromedp"
 
 	"github.com/usher-oidc/usher/app"
-	"github.com/usher-oidc/usher/config"
 	"github.com/usher-oidc/usher/internal/testkit"
 )
 
@@ -19,16 +17,7 @@ import (
 // with it, each refresh a rotation whose successor it keeps.
 func TestInteropAuth0SPARefreshTokens(t *testing.T) {
 	t.Parallel()
-	requireInteropModules(t, "@auth0/auth0-spa-js")
-	pages := startInteropPages(t)
-	pageURL := pages.page("auth0-spa-js.html")
-	addr, redisAddr := freeLoopbackAddr(t), testkit.StartRedis(t)
-	issuer := "http://" + addr + "/"
-	startDev(t, app.DevOptions{Addr: addr, Issuer: issuer, Configure: func(c *config.Config) {
-		c.Store.Driver, c.Store.Redis.URL, c.Store.RecordFormat = "redis", "redis://"+redisAddr+"/0", "v6"
-		c.Clients = append(c.Clients, spaClient("auth0-spa-js", pageURL))
-	}})
-	pages.configure(map[string]string{"domain": strings.TrimSuffix(issuer, "/"), "clientId": "auth0-spa-js"})
+	_, pageURL := startAuth0SPAPage(t, onRedis(testkit.StartRedis(t), "v6"))
 
 	ctx := newBrowser(t)
 	setPageSettings(t, ctx, pageURL, map[string]string{"refreshTokens": "1"})

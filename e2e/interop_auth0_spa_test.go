@@ -22,19 +22,8 @@ import (
 // defaults serve it (access tokens stay ES256).
 func TestInteropAuth0SPA(t *testing.T) {
 	t.Parallel()
-	requireInteropModules(t, "@auth0/auth0-spa-js")
-	pages := startInteropPages(t)
-	pageURL := pages.page("auth0-spa-js.html")
-	addr := freeLoopbackAddr(t)
-	issuer := "http://" + addr + "/"
-	d := startDev(t, app.DevOptions{Addr: addr, Issuer: issuer, Configure: func(c *config.Config) {
-		c.Clients = append(c.Clients, spaClient("auth0-spa-js", pageURL))
-	}})
-	if d.IssuerURL != issuer {
-		t.Fatalf("issuer %q", d.IssuerURL)
-	}
-	// domain keeps the http:// scheme; a bare host would become https://.
-	pages.configure(map[string]string{"domain": strings.TrimSuffix(issuer, "/"), "clientId": "auth0-spa-js"})
+	d, pageURL := startAuth0SPAPage(t, nil)
+	issuer := d.IssuerURL
 	api := funnelToken(t, d, "invitations:write invitations:read")
 
 	tests := []struct {
@@ -124,4 +113,29 @@ func TestInteropAuth0SPA(t *testing.T) {
 				`!!document.querySelector('form[action="/u/login"] input[name=password]')`)
 		})
 	}
+}
+
+// startAuth0SPAPage starts usher (more, if not nil, configures it further)
+// with the auth0-spa-js page as a client whose `domain` is usher, and
+// returns usher and the page's URL. usher's issuer ends with "/", as
+// Auth0's do.
+func startAuth0SPAPage(t *testing.T, more func(*config.Config)) (*app.Dev, string) {
+	t.Helper()
+	requireInteropModules(t, "@auth0/auth0-spa-js")
+	pages := startInteropPages(t)
+	pageURL := pages.page("auth0-spa-js.html")
+	addr := freeLoopbackAddr(t)
+	issuer := "http://" + addr + "/"
+	d := startDev(t, app.DevOptions{Addr: addr, Issuer: issuer, Configure: func(c *config.Config) {
+		c.Clients = append(c.Clients, spaClient("auth0-spa-js", pageURL))
+		if more != nil {
+			more(c)
+		}
+	}})
+	if d.IssuerURL != issuer {
+		t.Fatalf("issuer %q", d.IssuerURL)
+	}
+	// domain keeps the http:// scheme; a bare host would become https://.
+	pages.configure(map[string]string{"domain": strings.TrimSuffix(issuer, "/"), "clientId": "auth0-spa-js"})
+	return d, pageURL
 }

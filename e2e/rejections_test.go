@@ -267,9 +267,15 @@ func startDevOnRedis(t *testing.T, format string) (*app.Dev, string) {
 		return startDev(t, app.DevOptions{}), ""
 	}
 	addr := testkit.StartRedis(t)
-	return startDev(t, app.DevOptions{Configure: func(c *config.Config) {
+	return startDev(t, app.DevOptions{Configure: onRedis(addr, format)}), addr
+}
+
+// onRedis keeps usher's store in the Redis at addr, writing record format
+// format.
+func onRedis(addr, format string) func(*config.Config) {
+	return func(c *config.Config) {
 		c.Store.Driver, c.Store.Redis.URL, c.Store.RecordFormat = "redis", "redis://"+addr+"/0", format
-	}}), addr
+	}
 }
 
 // upstreamCallback signs in as the dev user at the stand-in upstream and
@@ -369,10 +375,7 @@ func TestUpstreamErrorEndsRequest(t *testing.T) {
 			t.Parallel()
 			opts := app.DevOptions{}
 			if store == "redis" {
-				addr := testkit.StartRedis(t)
-				opts.Configure = func(c *config.Config) {
-					c.Store.Driver, c.Store.Redis.URL, c.Store.RecordFormat = "redis", "redis://"+addr+"/0", "v6"
-				}
+				opts.Configure = onRedis(testkit.StartRedis(t), "v6")
 			}
 			d := startDev(t, opts)
 			a := newAgent(t, d.SPAURL)

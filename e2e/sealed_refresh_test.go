@@ -23,7 +23,7 @@ func TestSealedRefreshOnRedis(t *testing.T) {
 	const otherSPA = "other-spa"
 	addr := testkit.StartRedis(t)
 	d := startDev(t, app.DevOptions{Configure: func(c *config.Config) {
-		c.Store.Driver, c.Store.Redis.URL, c.Store.RecordFormat = "redis", "redis://"+addr+"/0", "v6"
+		onRedis(addr, "v6")(c)
 		c.Clients = append(c.Clients, spaClient(otherSPA, "http://127.0.0.1:9/other"))
 	}})
 	rdb := redis.NewClient(&redis.Options{Addr: addr})

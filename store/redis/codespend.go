@@ -115,11 +115,7 @@ func (s *Store) SpendCodeWithUser(ctx context.Context, sp *sessions.CodeSpend, u
 	if err != nil {
 		return grants.UserGrant{}, err
 	}
-	res, read, err := s.runWithUser(ctx, call, userID)
-	if err := s.spent(ctx, sp, together, res, err); err != nil {
-		return grants.UserGrant{}, err
-	}
-	return read.answer(ctx, s), nil
+	return s.runWithUser(ctx, call, userID, func(res []any, err error) error { return s.spent(ctx, sp, together, res, err) })
 }
 
 // checkSpend refuses a spend no write may make: bad keys, no expiry, an

@@ -60,21 +60,6 @@ func asSlice(v any) []any {
 	return []any{v}
 }
 
-// runWithUser runs call and reads UserAndGrant of userID in one pipeline
-// (one master only): the script's reply, and the read, to answer once the
-// caller has decided on the script's outcome.
-func (s *Store) runWithUser(ctx context.Context, call scriptCall, userID string) ([]any, *userGrantRead, error) {
-	var script *pipedScript
-	var read *userGrantRead
-	_, _ = s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error { // each reply read below
-		script = call.queue(ctx, p)
-		read = s.queueUserAndGrant(ctx, p, userID)
-		return nil
-	})
-	res, err := script.reply(ctx, s.rdb)
-	return res, read, err
-}
-
 // oneMaster: every key is on one master (standalone or Sentinel), so one
 // pipeline keeps the order its commands were queued in.
 func (s *Store) oneMaster() bool {

@@ -346,11 +346,7 @@ func (s *Store) RotateRefreshTokenWithUser(ctx context.Context, oldHash string, 
 	if err != nil {
 		return grants.UserGrant{}, err
 	}
-	res, read, err := s.runWithUser(ctx, call, userID)
-	if err := s.rotated(ctx, next, false, res, err); err != nil {
-		return grants.UserGrant{}, err
-	}
-	return read.answer(ctx, s), nil
+	return s.runWithUser(ctx, call, userID, func(res []any, err error) error { return s.rotated(ctx, next, false, res, err) })
 }
 
 // rotateCall checks a rotation of oldHash to next and is its script call;

@@ -206,6 +206,32 @@ func TestConsumeCodeWithUser(t *testing.T) {
 	}
 }
 
+// userWithFamilies makes the user usr_<name> (signed in as auth0|<name>)
+// with a live refresh token h-fam-<name> of family fam-<name> and one,
+// h-fam-<name>-revoked, of a revoked family fam-<name>-revoked; it returns
+// the user and grant as UserAndGrant reads them.
+func userWithFamilies(t *testing.T, st *redisstore.Store, name string, now time.Time) (*grants.User, *grants.Grant) {
+	t.Helper()
+	ctx := ctxT(t)
+	id := grants.Identity{Issuer: "https://idp.example/", Subject: "auth0|" + name}
+	if _, _, err := st.ResolveIdentity(ctx, id, grants.Profile{Email: name + "@example.com"}, "usr_"+name, now); err != nil {
+		t.Fatal(err)
+	}
+	user, grant, err := st.UserAndGrant(ctx, "usr_"+name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, fam := range []string{"fam-" + name, "fam-" + name + "-revoked"} {
+		if err := st.CreateRefreshToken(ctx, refresh("h-"+fam, fam, now)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := st.RevokeFamily(ctx, "fam-"+name+"-revoked", now.Add(time.Hour)); err != nil {
+		t.Fatal(err)
+	}
+	return user, grant
+}
+
 // GetRefreshTokenWithUser reads a refresh token and a user with its grant
 // in one round trip, each answered as GetRefreshToken and UserAndGrant
 // would (a revoked family's token with ErrRevoked).
@@ -213,23 +239,7 @@ func TestGetRefreshTokenWithUser(t *testing.T) {
 	t.Parallel()
 	ctx := ctxT(t)
 	st, _, hook := countedStoreFormat(t, uniquePrefix(), "v3")
-	id := grants.Identity{Issuer: "https://idp.example/", Subject: "auth0|rtu"}
-	if _, _, err := st.ResolveIdentity(ctx, id, grants.Profile{Email: "rtu@example.com"}, "usr_rtu", time.Now()); err != nil {
-		t.Fatal(err)
-	}
-	wantUser, wantGrant, err := st.UserAndGrant(ctx, "usr_rtu")
-	if err != nil {
-		t.Fatal(err)
-	}
-	now := time.Now()
-	for _, fam := range []string{"fam-rtu", "fam-rtu-revoked"} {
-		if err := st.CreateRefreshToken(ctx, refresh("h-"+fam, fam, now)); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if err := st.RevokeFamily(ctx, "fam-rtu-revoked", now.Add(time.Hour)); err != nil {
-		t.Fatal(err)
-	}
+	wantUser, wantGrant := userWithFamilies(t, st, "rtu", time.Now())
 	for _, tc := range []struct {
 		name, family, hash string
 		tokenErr           error
@@ -263,25 +273,13 @@ func TestRotateRefreshTokenWithUser(t *testing.T) {
 	t.Parallel()
 	ctx := ctxT(t)
 	st, _, hook := countedStoreFormat(t, uniquePrefix(), "v3")
-	id := grants.Identity{Issuer: "https://idp.example/", Subject: "auth0|rot"}
-	if _, _, err := st.ResolveIdentity(ctx, id, grants.Profile{Email: "rot@example.com"}, "usr_rot", time.Now()); err != nil {
-		t.Fatal(err)
-	}
-	wantUser, wantGrant, err := st.UserAndGrant(ctx, "usr_rot")
-	if err != nil {
-		t.Fatal(err)
-	}
 	now := time.Now()
-	for _, fam := range []string{"fam-rot", "fam-rot-revoked", "fam-warm"} {
-		if err := st.CreateRefreshToken(ctx, refresh("h-"+fam, fam, now)); err != nil {
-			t.Fatal(err)
-		}
-	}
+	wantUser, wantGrant := userWithFamilies(t, st, "rot", now)
 	// The master learns the rotation script (a first EVALSHA answers NOSCRIPT).
-	if err := st.RotateRefreshToken(ctx, "h-fam-warm", refresh("h-fam-warm-2", "fam-warm", now)); err != nil {
+	if err := st.CreateRefreshToken(ctx, refresh("h-fam-warm", "fam-warm", now)); err != nil {
 		t.Fatal(err)
 	}
-	if err := st.RevokeFamily(ctx, "fam-rot-revoked", now.Add(time.Hour)); err != nil {
+	if err := st.RotateRefreshToken(ctx, "h-fam-warm", refresh("h-fam-warm-2", "fam-warm", now)); err != nil {
 		t.Fatal(err)
 	}
 	for _, tc := range []struct {

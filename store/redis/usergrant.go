@@ -57,6 +57,23 @@ func (s *Store) queueUserAndGrant(ctx context.Context, p redis.Pipeliner, userID
 	return q
 }
 
+// runWithUser runs call and reads UserAndGrant of userID in one pipeline
+// (one master only). outcome turns the script's reply into the write's
+// result; the user read is answered only for a write it accepts.
+func (s *Store) runWithUser(ctx context.Context, call scriptCall, userID string, outcome func(res []any, err error) error) (grants.UserGrant, error) {
+	var script *pipedScript
+	var read *userGrantRead
+	_, _ = s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error { // each reply read below
+		script = call.queue(ctx, p)
+		read = s.queueUserAndGrant(ctx, p, userID)
+		return nil
+	})
+	if err := outcome(script.reply(ctx, s.rdb)); err != nil {
+		return grants.UserGrant{}, err
+	}
+	return read.answer(ctx, s), nil
+}
+
 // queueGrantRead queues a grant's keys (grantKeys) read in one transaction,
 // on one master only (MULTI names no key a cluster could route by); the
 // EXEC's reply is what grantExecReply reads.

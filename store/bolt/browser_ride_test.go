@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/usher-oidc/usher/internal/testkit"
 	"github.com/usher-oidc/usher/sessions"
 	"github.com/usher-oidc/usher/store"
 	boltstore "github.com/usher-oidc/usher/store/bolt"
@@ -124,4 +125,61 @@ func TestNewSessionRides(t *testing.T) {
 	step("a session about to expire", 0, func() error { return s.SaveBrowserSession(ctx, session("short", "u5")) })
 	clock.Advance(2 * time.Hour)
 	reads("short", "")
+}
+
+// A sign-out that comes while the commit carrying its session's ride is
+// under way (the session already written in that transaction) is written
+// after that commit: the session is not back once both are done.
+func TestSignOutDuringRideCommit(t *testing.T) {
+	ctx := t.Context()
+	clock := conformance.NewClock(time.Now())
+	s := open(t, filepath.Join(t.TempDir(), "usher.db"), clock.Now)
+	boltstore.SetRideDelay(s, time.Hour) // riders go with the writer below, together
+	bs := &sessions.BrowserSession{ID: "racing", Values: map[string]string{"account": "u1"},
+		CreatedAt: clock.Now(), ExpiresAt: clock.Now().Add(time.Hour)}
+	if err := s.SaveBrowserSession(ctx, bs); err != nil {
+		t.Fatal(err)
+	}
+	started, release := boltstore.HoldRide(s)
+	written := make(chan error, 1)
+	go func() { // the commit that takes both riders along, held by the second
+		written <- s.CreateRefreshToken(ctx, &sessions.RefreshToken{Hash: "rt-w", FamilyID: "fam-w", ClientID: "spa",
+			Subject: "u1", CreatedAt: clock.Now(), ExpiresAt: clock.Now().Add(time.Hour)})
+	}()
+	select {
+	case <-started:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the riders' commit never started")
+	}
+	deleted := make(chan error, 1)
+	go func() { deleted <- s.DeleteBrowserSession(ctx, "racing") }()
+	// The sign-out took the session off its ride (no read finds it) and
+	// waits for the held commit.
+	testkit.Eventually(t, "the sign-out to take the session off its ride", func() bool {
+		_, err := s.GetBrowserSession(ctx, "racing")
+		return errors.Is(err, sessions.ErrNotFound)
+	})
+	release()
+	for _, done := range []chan error{written, deleted} {
+		if err := <-done; err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := s.GetBrowserSession(ctx, "racing"); !errors.Is(err, sessions.ErrNotFound) {
+		t.Errorf("the signed-out session after its ride's commit: %v, want ErrNotFound", err)
+	}
+	found := false
+	if err := s.Export(ctx, store.BrowserSessions, func(raw json.RawMessage) error {
+		var got sessions.BrowserSession
+		if err := json.Unmarshal(raw, &got); err != nil {
+			return err
+		}
+		found = found || got.ID == "racing"
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if found {
+		t.Error("the signed-out session is in the main file after its ride's commit")
+	}
 }

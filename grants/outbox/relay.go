@@ -38,7 +38,12 @@ type RelayOptions struct {
 	// an event a consumer refused is handed over again after it.
 	Lease        time.Duration
 	PollInterval time.Duration // default 1 s: events recorded by other replicas
-	Batch        int           // invitations per claim, default 64
+	// Batch is invitations per claim, default 256: a claim costs three
+	// commits (the lease, the consumers' batched writes, the ack) whatever
+	// its size, so on bbolt a smaller claim made the runner, not the
+	// creates, what bounded invitation throughput (64: 1,877-2,153 creates/s
+	// with the answers at 3,900/s; 256: 2,767-3,237, the runner keeping up).
+	Batch int
 	// Parallel is how many claimed records are handed over at once (default
 	// 16): the stores group concurrent writes into one commit (bbolt's
 	// Batch, Redis pipelines), so one record at a time would cost one fsync
@@ -66,7 +71,7 @@ func NewRelay(o RelayOptions) *Relay {
 		o.PollInterval = time.Second
 	}
 	if o.Batch <= 0 {
-		o.Batch = 64
+		o.Batch = 256
 	}
 	if o.Parallel <= 0 {
 		o.Parallel = 16

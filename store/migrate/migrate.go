@@ -95,64 +95,21 @@ func Run(ctx context.Context, src, dst Backend, opts Options) (*Report, error) {
 	}
 	rep := &Report{Merge: opts.Merge}
 	// Pass 1: what the source holds.
-	source := map[store.Kind]digests{}
-	expired := map[store.Kind]int{}
-	for _, kind := range store.Kinds {
-		d, n, err := read(ctx, src, kind, now)
-		if err != nil {
-			return nil, fmt.Errorf("reading the source: %w", err)
-		}
-		source[kind], expired[kind] = d, n
+	source, expired, err := readAll(ctx, src, now)
+	if err != nil {
+		return nil, fmt.Errorf("reading the source: %w", err)
 	}
 	// A target holding only records identical to the source's is a previous
 	// (possibly interrupted) run of this migration: resuming is fine.
 	if !opts.Merge {
-		var foreign []string
-		for _, kind := range store.Kinds {
-			d, _, err := read(ctx, dst, kind, now)
-			if err != nil {
-				return nil, fmt.Errorf("reading the target: %w", err)
-			}
-			n := 0
-			for id, v := range d {
-				if sv, ok := source[kind][id]; !ok || sv != v {
-					n++
-				}
-			}
-			if n > 0 {
-				foreign = append(foreign, fmt.Sprintf("%d %s", n, kind))
-			}
-		}
-		if len(foreign) > 0 {
-			return nil, fmt.Errorf("%w: it holds records the source does not have (or has otherwise): %s; pass --merge to copy into it anyway", ErrNotEmpty, strings.Join(foreign, ", "))
+		if err := checkNoForeign(ctx, dst, source, now); err != nil {
+			return nil, err
 		}
 	}
 	// Pass 2: copy.
 	for _, kind := range store.Kinds {
 		row := Row{Kind: kind, Source: len(source[kind]), Expired: expired[kind]}
-		err := src.Export(ctx, kind, func(rec json.RawMessage) error {
-			id, _, live, err := canonical(kind, rec, now)
-			if err != nil {
-				return err
-			}
-			if !live {
-				return nil
-			}
-			if _, ok := source[kind][id]; !ok {
-				return nil // appeared after pass 1: the source is in use
-			}
-			created, err := dst.Import(ctx, kind, rec)
-			if err != nil {
-				return fmt.Errorf("%s %s: %w", kind, id, err)
-			}
-			if created {
-				row.Copied++
-			} else {
-				row.Present++
-			}
-			return nil
-		})
-		if err != nil {
+		if err := copyKind(ctx, src, dst, kind, source[kind], now, &row); err != nil {
 			return rep, fmt.Errorf("copying %s (rerun to resume: what was copied stays): %w", kind, err)
 		}
 		rep.Copied += row.Copied
@@ -162,21 +119,9 @@ func Run(ctx context.Context, src, dst Backend, opts Options) (*Report, error) {
 	failed := false
 	for i := range rep.Rows {
 		row := &rep.Rows[i]
-		d, _, err := read(ctx, dst, row.Kind, now)
-		if err != nil {
+		if err := verifyKind(ctx, dst, source[row.Kind], now, row); err != nil {
 			return rep, fmt.Errorf("verifying: %w", err)
 		}
-		row.Target = len(d)
-		ids := slices.Sorted(maps.Keys(source[row.Kind]))
-		for _, id := range ids {
-			if v, ok := d[id]; !ok {
-				row.Missing++
-			} else if v != source[row.Kind][id] {
-				row.Differ++
-			}
-		}
-		row.SourceHash = source[row.Kind].hash(ids)
-		row.TargetHash = d.hash(ids)
 		if !row.OK() && !(opts.Merge && row.Missing == 0) {
 			failed = true
 		}
@@ -185,6 +130,94 @@ func Run(ctx context.Context, src, dst Backend, opts Options) (*Report, error) {
 		return rep, ErrVerify
 	}
 	return rep, nil
+}
+
+// readAll is read for every kind of store.Kinds.
+func readAll(ctx context.Context, b store.Exporter, now time.Time) (map[store.Kind]digests, map[store.Kind]int, error) {
+	all := map[store.Kind]digests{}
+	expired := map[store.Kind]int{}
+	for _, kind := range store.Kinds {
+		d, n, err := read(ctx, b, kind, now)
+		if err != nil {
+			return nil, nil, err
+		}
+		all[kind], expired[kind] = d, n
+	}
+	return all, expired, nil
+}
+
+// checkNoForeign returns ErrNotEmpty when dst holds a live record that source
+// lacks or holds otherwise, naming how many of each kind.
+func checkNoForeign(ctx context.Context, dst store.Exporter, source map[store.Kind]digests, now time.Time) error {
+	var foreign []string
+	for _, kind := range store.Kinds {
+		d, _, err := read(ctx, dst, kind, now)
+		if err != nil {
+			return fmt.Errorf("reading the target: %w", err)
+		}
+		n := 0
+		for id, v := range d {
+			if sv, ok := source[kind][id]; !ok || sv != v {
+				n++
+			}
+		}
+		if n > 0 {
+			foreign = append(foreign, fmt.Sprintf("%d %s", n, kind))
+		}
+	}
+	if len(foreign) > 0 {
+		return fmt.Errorf("%w: it holds records the source does not have (or has otherwise): %s; pass --merge to copy into it anyway", ErrNotEmpty, strings.Join(foreign, ", "))
+	}
+	return nil
+}
+
+// copyKind imports into dst the live records of kind that pass 1 read from
+// src (source), counting them in row as copied or already present.
+func copyKind(ctx context.Context, src store.Exporter, dst store.Importer, kind store.Kind, source digests, now time.Time, row *Row) error {
+	return src.Export(ctx, kind, func(rec json.RawMessage) error {
+		id, _, live, err := canonical(kind, rec, now)
+		if err != nil {
+			return err
+		}
+		if !live {
+			return nil
+		}
+		if _, ok := source[id]; !ok {
+			return nil // appeared after pass 1: the source is in use
+		}
+		created, err := dst.Import(ctx, kind, rec)
+		if err != nil {
+			return fmt.Errorf("%s %s: %w", kind, id, err)
+		}
+		if created {
+			row.Copied++
+		} else {
+			row.Present++
+		}
+		return nil
+	})
+}
+
+// verifyKind reads row.Kind back from dst and fills in row's target count,
+// the source records dst lacks or holds otherwise, and both content hashes
+// (over source's IDs).
+func verifyKind(ctx context.Context, dst store.Exporter, source digests, now time.Time, row *Row) error {
+	d, _, err := read(ctx, dst, row.Kind, now)
+	if err != nil {
+		return err
+	}
+	row.Target = len(d)
+	ids := slices.Sorted(maps.Keys(source))
+	for _, id := range ids {
+		if v, ok := d[id]; !ok {
+			row.Missing++
+		} else if v != source[id] {
+			row.Differ++
+		}
+	}
+	row.SourceHash = source.hash(ids)
+	row.TargetHash = d.hash(ids)
+	return nil
 }
 
 // read digests the live records of kind and counts the expired ones.

@@ -242,70 +242,30 @@ func read(ctx context.Context, b store.Exporter, kind store.Kind, now time.Time)
 // canonical decodes rec and returns its ID, a canonical encoding (equal for
 // equal records whichever backend exported them) and whether it is live.
 func canonical(kind store.Kind, rec json.RawMessage, now time.Time) (string, []byte, bool, error) {
-	var (
-		id   string
-		v    any
-		live = true
-	)
+	id, v, live, err := decodeRecord(kind, rec, now)
+	if err != nil {
+		return "", nil, false, err
+	}
+	if id == "" {
+		return "", nil, false, fmt.Errorf("%s record without an ID", kind)
+	}
+	c, err := json.Marshal(v)
+	return id, c, live, err
+}
+
+// decodeRecord decodes rec into the value canonical encodes and returns it
+// with the record's ID and whether the record is live at now. The ephemeral
+// kinds, whose records expire, are decoded here; the durable ones, always
+// live, by decodeDurable.
+func decodeRecord(kind store.Kind, rec json.RawMessage, now time.Time) (id string, v any, live bool, err error) {
 	alive := func(t time.Time) bool { return now.Before(t) }
 	switch kind {
-	case store.SigningKeys:
-		var x sessions.SigningKey
-		if err := json.Unmarshal(rec, &x); err != nil {
-			return "", nil, false, err
-		}
-		v, id = &x, x.ID
-	case store.Users:
-		var x grants.User
-		if err := json.Unmarshal(rec, &x); err != nil {
-			return "", nil, false, err
-		}
-		v, id = &x, x.ID
-	case store.Identities:
-		var x grants.Identity
-		if err := json.Unmarshal(rec, &x); err != nil {
-			return "", nil, false, err
-		}
-		v, id = &x, x.Issuer+"\x00"+x.Subject
-	case store.Grants:
-		var x grants.Grant
-		if err := json.Unmarshal(rec, &x); err != nil {
-			return "", nil, false, err
-		}
-		if x.Roles == nil {
-			x.Roles = []string{}
-		}
-		if x.Claims == nil {
-			x.Claims = map[string]any{}
-		}
-		if x.Invitations == nil {
-			x.Invitations = []string{}
-		}
-		v, id = &x, x.UserID
-	case store.Invitations:
-		var x grants.Invitation
-		if err := json.Unmarshal(rec, &x); err != nil {
-			return "", nil, false, err
-		}
-		v, id = &x, x.ID
-	case store.Audit:
-		var x grants.AuditRecord
-		if err := json.Unmarshal(rec, &x); err != nil {
-			return "", nil, false, err
-		}
-		v, id = &x, x.ID
 	case store.Idempotency:
 		var x grants.IdempotencyRecord
 		if err := json.Unmarshal(rec, &x); err != nil {
 			return "", nil, false, err
 		}
-		v, id, live = &x, x.Key, alive(x.ExpiresAt)
-	case store.Jobs:
-		var x grants.Job
-		if err := json.Unmarshal(rec, &x); err != nil {
-			return "", nil, false, err
-		}
-		v, id = &x, x.ID
+		return x.Key, &x, alive(x.ExpiresAt), nil
 	case store.RevokedFamilies, store.RevokedTokens:
 		var x store.Revocation
 		if err := json.Unmarshal(rec, &x); err != nil {
@@ -313,28 +273,88 @@ func canonical(kind store.Kind, rec json.RawMessage, now time.Time) (string, []b
 		}
 		// Redis keeps revocations to the microsecond.
 		x.Until = x.Until.Truncate(time.Microsecond).UTC()
-		v, id, live = &x, x.ID, alive(x.Until)
+		return x.ID, &x, alive(x.Until), nil
 	case store.RefreshTokens:
 		var x sessions.RefreshToken
 		if err := json.Unmarshal(rec, &x); err != nil {
 			return "", nil, false, err
 		}
 		live = alive(x.ExpiresAt) && (x.FamilyExpiresAt.IsZero() || alive(x.FamilyExpiresAt))
-		v, id = &x, x.Hash
+		return x.Hash, &x, live, nil
 	case store.BrowserSessions:
 		var x sessions.BrowserSession
 		if err := json.Unmarshal(rec, &x); err != nil {
 			return "", nil, false, err
 		}
-		v, id, live = &x, x.ID, alive(x.ExpiresAt)
-	default:
-		return "", nil, false, fmt.Errorf("unknown kind %q", kind)
+		return x.ID, &x, alive(x.ExpiresAt), nil
 	}
-	if id == "" {
-		return "", nil, false, fmt.Errorf("%s record without an ID", kind)
+	id, v, err = decodeDurable(kind, rec)
+	return id, v, true, err
+}
+
+// decodeDurable is decodeRecord for the kinds whose records do not expire.
+func decodeDurable(kind store.Kind, rec json.RawMessage) (string, any, error) {
+	switch kind {
+	case store.SigningKeys:
+		var x sessions.SigningKey
+		if err := json.Unmarshal(rec, &x); err != nil {
+			return "", nil, err
+		}
+		return x.ID, &x, nil
+	case store.Users:
+		var x grants.User
+		if err := json.Unmarshal(rec, &x); err != nil {
+			return "", nil, err
+		}
+		return x.ID, &x, nil
+	case store.Identities:
+		var x grants.Identity
+		if err := json.Unmarshal(rec, &x); err != nil {
+			return "", nil, err
+		}
+		return x.Issuer + "\x00" + x.Subject, &x, nil
+	case store.Grants:
+		var x grants.Grant
+		if err := json.Unmarshal(rec, &x); err != nil {
+			return "", nil, err
+		}
+		emptyNotNil(&x)
+		return x.UserID, &x, nil
+	case store.Invitations:
+		var x grants.Invitation
+		if err := json.Unmarshal(rec, &x); err != nil {
+			return "", nil, err
+		}
+		return x.ID, &x, nil
+	case store.Audit:
+		var x grants.AuditRecord
+		if err := json.Unmarshal(rec, &x); err != nil {
+			return "", nil, err
+		}
+		return x.ID, &x, nil
+	case store.Jobs:
+		var x grants.Job
+		if err := json.Unmarshal(rec, &x); err != nil {
+			return "", nil, err
+		}
+		return x.ID, &x, nil
 	}
-	c, err := json.Marshal(v)
-	return id, c, live, err
+	return "", nil, fmt.Errorf("unknown kind %q", kind)
+}
+
+// emptyNotNil gives g empty collections where it has nil ones, so that a
+// grant without roles, claims or invitations encodes the same whether its
+// export had them empty, null or left out.
+func emptyNotNil(g *grants.Grant) {
+	if g.Roles == nil {
+		g.Roles = []string{}
+	}
+	if g.Claims == nil {
+		g.Claims = map[string]any{}
+	}
+	if g.Invitations == nil {
+		g.Invitations = []string{}
+	}
 }
 
 // Print writes the report as a table, then what was not copied and why.

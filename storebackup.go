@@ -21,6 +21,17 @@ import (
 
 // runStoreBackup: `usher store backup --out FILE [--force]`.
 func runStoreBackup(ctx context.Context, args []string, stdout, stderr io.Writer, getenv func(string) string) error {
+	ac, out, force, err := parseStoreBackupArgs(args, stderr, getenv)
+	if err != nil {
+		return err
+	}
+	return writeBackup(ctx, ac, out, force, stdout)
+}
+
+// parseStoreBackupArgs parses the command line of `usher store backup` and
+// builds its API client; a usage error has been printed to stderr and
+// wraps flag.ErrHelp.
+func parseStoreBackupArgs(args []string, stderr io.Writer, getenv func(string) string) (ac apiClient, out string, force bool, err error) {
 	fs := flag.NewFlagSet("store backup", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.Usage = func() { fmt.Fprint(stderr, storeUsage) }
@@ -28,42 +39,48 @@ func runStoreBackup(ctx context.Context, args []string, stdout, stderr io.Writer
 	fs.StringVar(&issuer, "issuer", "", "usher's issuer URL (env USHER_ISSUER)")
 	fs.StringVar(&clientID, "client-id", "", "client ID (env USHER_CLIENT_ID)")
 	fs.StringVar(&clientSecret, "client-secret", "", "client secret (env USHER_CLIENT_SECRET)")
-	out := fs.String("out", "", "the file to write the backup to (required)")
-	force := fs.Bool("force", false, "replace FILE when it exists")
-	usagef := func(format string, args ...any) error {
+	fs.StringVar(&out, "out", "", "the file to write the backup to (required)")
+	fs.BoolVar(&force, "force", false, "replace FILE when it exists")
+	usagef := func(format string, args ...any) (apiClient, string, bool, error) {
 		fmt.Fprintf(stderr, "usher store backup: %s\nRun 'usher store help' for usage.\n", fmt.Sprintf(format, args...))
-		return flag.ErrHelp
+		return apiClient{}, "", false, flag.ErrHelp
 	}
 	if err := fs.Parse(args); err != nil {
-		return fmt.Errorf("%w (%v)", flag.ErrHelp, err) // flag printed the error and the usage
+		return apiClient{}, "", false, fmt.Errorf("%w (%v)", flag.ErrHelp, err) // flag printed the error and the usage
 	}
 	if fs.NArg() > 0 {
 		return usagef("unexpected argument %q", fs.Arg(0))
 	}
-	if *out == "" {
+	if out == "" {
 		return usagef("--out FILE is required")
 	}
-	ac, err := newAPIClient(issuer, clientID, clientSecret, getenv, client.ScopeStoreBackup)
+	ac, err = newAPIClient(issuer, clientID, clientSecret, getenv, client.ScopeStoreBackup)
 	var ue usageError
 	if errors.As(err, &ue) {
 		return usagef("%s", string(ue))
 	}
 	if err != nil {
-		return err
+		return apiClient{}, "", false, err
 	}
 	// The download takes as long as the file needs: no overall timeout, but
 	// usher must start answering within a minute (ctx ends it on Ctrl-C).
 	tr := http.DefaultTransport.(*http.Transport).Clone()
 	tr.ResponseHeaderTimeout = time.Minute
 	ac.HTTP = &http.Client{Transport: tr}
+	return ac, out, force, nil
+}
 
-	if err := checkTarget(*out, *force); err != nil {
+// writeBackup streams the backup into a temporary file beside out, checks
+// that it is a usable bbolt backup, then renames it to out, so that out is
+// never left half written; it says what it wrote on stdout.
+func writeBackup(ctx context.Context, ac apiClient, out string, force bool, stdout io.Writer) error {
+	if err := checkTarget(out, force); err != nil {
 		return err
 	}
-	dir := filepath.Dir(*out)
-	tmp, err := os.CreateTemp(dir, "."+filepath.Base(*out)+".*.partial")
+	dir := filepath.Dir(out)
+	tmp, err := os.CreateTemp(dir, "."+filepath.Base(out)+".*.partial")
 	if err != nil {
-		return fmt.Errorf("cannot write beside %s: %w", *out, err)
+		return fmt.Errorf("cannot write beside %s: %w", out, err)
 	}
 	done := false
 	defer func() {
@@ -74,7 +91,7 @@ func runStoreBackup(ctx context.Context, args []string, stdout, stderr io.Writer
 	}()
 	n, err := ac.Backup(ctx, tmp)
 	if err != nil {
-		return explainBackup(ac, err, *out)
+		return explainBackup(ac, err, out)
 	}
 	if err := tmp.Sync(); err != nil {
 		return fmt.Errorf("syncing %s: %w", tmp.Name(), err)
@@ -84,23 +101,28 @@ func runStoreBackup(ctx context.Context, args []string, stdout, stderr io.Writer
 	}
 	invitations, err := boltstore.CheckBackup(tmp.Name())
 	if err != nil {
-		return fmt.Errorf("usher sent %d bytes that are not a usable backup (%v); %s was not written", n, err, *out)
+		return fmt.Errorf("usher sent %d bytes that are not a usable backup (%v); %s was not written", n, err, out)
 	}
-	if err := checkTarget(*out, *force); err != nil { // it may have appeared during the download
+	if err := checkTarget(out, force); err != nil { // it may have appeared during the download
 		return err
 	}
-	if err := os.Rename(tmp.Name(), *out); err != nil {
+	if err := os.Rename(tmp.Name(), out); err != nil {
 		return fmt.Errorf("moving the backup into place: %w", err)
 	}
 	done = true
 	syncDir(dir)
+	printBackupWritten(stdout, out, n, invitations)
+	return nil
+}
+
+// printBackupWritten tells what the backup file holds and what it does not.
+func printBackupWritten(stdout io.Writer, out string, n int64, invitations int) {
 	noun := "invitations"
 	if invitations == 1 {
 		noun = "invitation"
 	}
-	fmt.Fprintf(stdout, "backup written: %s (%s, %d bytes; %d %s)\n", *out, humanBytes(n), n, invitations, noun)
+	fmt.Fprintf(stdout, "backup written: %s (%s, %d bytes; %d %s)\n", out, humanBytes(n), n, invitations, noun)
 	fmt.Fprintln(stdout, "Not included: the flow file of sign-ins in flight (<store.path>.flow). To restore, stop usher and put this file at store.path.")
-	return nil
 }
 
 // checkTarget refuses an existing --out unless force, and a directory always.

@@ -72,6 +72,8 @@ func (s *Store) Import(ctx context.Context, kind store.Kind, rec json.RawMessage
 	return created, nil
 }
 
+// importRecord is Import for the kinds that store.ImportViaStore leaves to
+// the backend: it decodes rec and stores it create-if-absent.
 func (s *Store) importRecord(ctx context.Context, kind store.Kind, rec json.RawMessage) (bool, error) {
 	switch kind {
 	case store.SigningKeys:
@@ -81,83 +83,17 @@ func (s *Store) importRecord(ctx context.Context, kind store.Kind, rec json.RawM
 		}
 		return store.Absent(s.AddSigningKey(ctx, &k, false))
 	case store.Users:
-		var u grants.User
-		if err := json.Unmarshal(rec, &u); err != nil {
-			return false, err
-		}
-		if err := checkKeys("user", u.ID); err != nil {
-			return false, err
-		}
-		return s.putIfAbsent(bUsers, []byte(u.ID), func(tx *bolt.Tx) error { return putUser(tx, nil, &u) })
+		return s.importUser(rec)
 	case store.Identities:
-		var id grants.Identity
-		if err := json.Unmarshal(rec, &id); err != nil {
-			return false, err
-		}
-		if err := checkKeys("identity", id.Issuer, id.Subject, id.UserID); err != nil {
-			return false, err
-		}
-		return s.putIfAbsent(bIdentities, identityKey(id.Issuer, id.Subject), func(tx *bolt.Tx) error { return putIdentity(tx, &id) })
+		return s.importIdentity(rec)
 	case store.Grants:
-		var g grantRecord // with the events of a bolt export
-		if err := json.Unmarshal(rec, &g); err != nil {
-			return false, err
-		}
-		if err := checkKeys("grant", g.UserID); err != nil {
-			return false, err
-		}
-		g.Grant.Outbox = g.Outbox
-		return s.putIfAbsent(bGrants, []byte(g.UserID), func(tx *bolt.Tx) error { return putGrant(tx, &g.Grant) })
+		return s.importGrant(rec)
 	case store.Invitations:
-		// Not CreateInvitation: it refuses a second invitation with the
-		// external_id of a pending one, which a redeemed one may well have.
-		var inv grants.Invitation
-		if err := json.Unmarshal(rec, &inv); err != nil {
-			return false, err
-		}
-		if err := checkKeys("invitation", inv.ID, inv.TokenHash); err != nil {
-			return false, err
-		}
-		if err := checkNoNUL("invitation", inv.ExternalID, inv.Email); err != nil {
-			return false, err
-		}
-		return s.putIfAbsent(bInvitations, []byte(inv.ID), func(tx *bolt.Tx) error {
-			if owner := tx.Bucket(bInvByToken).Get([]byte(inv.TokenHash)); owner != nil {
-				return fmt.Errorf("invitation %s: token hash held by %s: %w", inv.ID, owner, grants.ErrConflict)
-			}
-			return putInvitation(tx, nil, &inv)
-		})
+		return s.importInvitation(rec)
 	case store.Audit:
-		var a grants.AuditRecord
-		if err := json.Unmarshal(rec, &a); err != nil {
-			return false, err
-		}
-		if a.ID == "" || a.At.IsZero() {
-			return false, fmt.Errorf("audit record without id or time: %w", ErrInvalid)
-		}
-		var there bool
-		if err := s.db.View(func(tx *bolt.Tx) error {
-			there = tx.Bucket(bAudit).Get(append(timeKey(a.At), a.ID...)) != nil
-			return nil
-		}); err != nil || there {
-			return false, err
-		}
-		return true, s.AppendAudit(ctx, &a)
+		return s.importAudit(ctx, rec)
 	case store.RevokedFamilies, store.RevokedTokens:
-		var r store.Revocation
-		if err := json.Unmarshal(rec, &r); err != nil {
-			return false, err
-		}
-		if err := checkKeys("revocation", r.ID); err != nil {
-			return false, err
-		}
-		b := bRevFamily
-		if kind == store.RevokedTokens {
-			b = bRevJTI
-		}
-		return s.putIfAbsent(b, []byte(r.ID), func(tx *bolt.Tx) error {
-			return putJSON(tx.Bucket(b), []byte(r.ID), revocation{Until: r.Until})
-		})
+		return s.importRevocation(kind, rec)
 	case store.RefreshTokens:
 		// CreateRefreshToken stores the record as given, RotatedAt included,
 		// and links it to its browser session.
@@ -167,18 +103,116 @@ func (s *Store) importRecord(ctx context.Context, kind store.Kind, rec json.RawM
 		}
 		return store.Absent(s.CreateRefreshToken(ctx, &rt))
 	case store.BrowserSessions:
-		var bs sessions.BrowserSession
-		if err := json.Unmarshal(rec, &bs); err != nil {
-			return false, err
-		}
-		if err := checkKeys("browser session", bs.ID); err != nil {
-			return false, err
-		}
-		return s.putIfAbsent(bBrowser, []byte(bs.ID), func(tx *bolt.Tx) error {
-			return putJSON(tx.Bucket(bBrowser), []byte(bs.ID), &bs)
-		})
+		return s.importBrowserSession(rec)
 	}
 	return false, fmt.Errorf("unknown kind %q: %w", kind, ErrInvalid)
+}
+
+func (s *Store) importUser(rec json.RawMessage) (bool, error) {
+	var u grants.User
+	if err := json.Unmarshal(rec, &u); err != nil {
+		return false, err
+	}
+	if err := checkKeys("user", u.ID); err != nil {
+		return false, err
+	}
+	return s.putIfAbsent(bUsers, []byte(u.ID), func(tx *bolt.Tx) error { return putUser(tx, nil, &u) })
+}
+
+func (s *Store) importIdentity(rec json.RawMessage) (bool, error) {
+	var id grants.Identity
+	if err := json.Unmarshal(rec, &id); err != nil {
+		return false, err
+	}
+	if err := checkKeys("identity", id.Issuer, id.Subject, id.UserID); err != nil {
+		return false, err
+	}
+	return s.putIfAbsent(bIdentities, identityKey(id.Issuer, id.Subject), func(tx *bolt.Tx) error { return putIdentity(tx, &id) })
+}
+
+func (s *Store) importGrant(rec json.RawMessage) (bool, error) {
+	var g grantRecord // with the events of a bolt export
+	if err := json.Unmarshal(rec, &g); err != nil {
+		return false, err
+	}
+	if err := checkKeys("grant", g.UserID); err != nil {
+		return false, err
+	}
+	g.Grant.Outbox = g.Outbox
+	return s.putIfAbsent(bGrants, []byte(g.UserID), func(tx *bolt.Tx) error { return putGrant(tx, &g.Grant) })
+}
+
+// importInvitation is not CreateInvitation: that refuses a second invitation
+// with the external_id of a pending one, which a redeemed one may well have.
+func (s *Store) importInvitation(rec json.RawMessage) (bool, error) {
+	var inv grants.Invitation
+	if err := json.Unmarshal(rec, &inv); err != nil {
+		return false, err
+	}
+	if err := checkKeys("invitation", inv.ID, inv.TokenHash); err != nil {
+		return false, err
+	}
+	if err := checkNoNUL("invitation", inv.ExternalID, inv.Email); err != nil {
+		return false, err
+	}
+	return s.putIfAbsent(bInvitations, []byte(inv.ID), func(tx *bolt.Tx) error {
+		if owner := tx.Bucket(bInvByToken).Get([]byte(inv.TokenHash)); owner != nil {
+			return fmt.Errorf("invitation %s: token hash held by %s: %w", inv.ID, owner, grants.ErrConflict)
+		}
+		return putInvitation(tx, nil, &inv)
+	})
+}
+
+// importAudit appends the record through AppendAudit unless the audit bucket
+// already holds its key (time, then ID).
+func (s *Store) importAudit(ctx context.Context, rec json.RawMessage) (bool, error) {
+	var a grants.AuditRecord
+	if err := json.Unmarshal(rec, &a); err != nil {
+		return false, err
+	}
+	if a.ID == "" || a.At.IsZero() {
+		return false, fmt.Errorf("audit record without id or time: %w", ErrInvalid)
+	}
+	var there bool
+	if err := s.db.View(func(tx *bolt.Tx) error {
+		there = tx.Bucket(bAudit).Get(append(timeKey(a.At), a.ID...)) != nil
+		return nil
+	}); err != nil || there {
+		return false, err
+	}
+	return true, s.AppendAudit(ctx, &a)
+}
+
+// importRevocation stores a revoked family or token (kind says which) as
+// the marker Export reads back.
+func (s *Store) importRevocation(kind store.Kind, rec json.RawMessage) (bool, error) {
+	var r store.Revocation
+	if err := json.Unmarshal(rec, &r); err != nil {
+		return false, err
+	}
+	if err := checkKeys("revocation", r.ID); err != nil {
+		return false, err
+	}
+	b := bRevFamily
+	if kind == store.RevokedTokens {
+		b = bRevJTI
+	}
+	return s.putIfAbsent(b, []byte(r.ID), func(tx *bolt.Tx) error {
+		return putJSON(tx.Bucket(b), []byte(r.ID), revocation{Until: r.Until})
+	})
+}
+
+func (s *Store) importBrowserSession(rec json.RawMessage) (bool, error) {
+	var bs sessions.BrowserSession
+	if err := json.Unmarshal(rec, &bs); err != nil {
+		return false, err
+	}
+	if err := checkKeys("browser session", bs.ID); err != nil {
+		return false, err
+	}
+	return s.putIfAbsent(bBrowser, []byte(bs.ID), func(tx *bolt.Tx) error {
+		return putJSON(tx.Bucket(bBrowser), []byte(bs.ID), &bs)
+	})
 }
 
 // putIfAbsent runs put in one write transaction unless bucket already holds key.

@@ -184,11 +184,7 @@ func (s *Store) GetInvitationByTokenHash(ctx context.Context, hash string) (*gra
 // ListInvitations walks the time index backwards from the cursor, or, when
 // filtering by email or external_id, reads that (small) index and sorts.
 func (s *Store) ListInvitations(ctx context.Context, f grants.InvitationFilter, now time.Time) ([]grants.Invitation, string, error) {
-	limit := f.Limit
-	if limit <= 0 {
-		limit = defaultListLimit
-	}
-	limit = min(limit, maxListLimit)
+	limit := listLimit(f.Limit)
 	if field, prefix := f.SearchIndex(); field != "" {
 		return s.searchInvitations(f, field, prefix, limit, now)
 	}
@@ -201,81 +197,118 @@ func (s *Store) ListInvitations(ctx context.Context, f grants.InvitationFilter, 
 		before = c
 	}
 	before, since := createdBounds(f, before)
-	type item struct {
-		key []byte
-		inv *grants.Invitation
-	}
-	var page []item
+	var page []listedInvitation
 	err := s.db.View(func(tx *bolt.Tx) error {
-		var (
-			idx    []byte
-			prefix []byte
-		)
-		switch {
-		case f.Email != "":
-			idx, prefix = bInvByEmail, append([]byte(lower(f.Email)), sep)
-		case f.ExternalID != "":
-			idx, prefix = bInvByExt, append([]byte(f.ExternalID), sep)
-		}
-		if idx != nil {
-			for _, k := range prefixKeys(tx.Bucket(idx), prefix) {
-				inv, err := loadInvitation(tx, k[len(prefix):])
-				if err != nil {
-					return err
-				}
-				if inv == nil || !f.Matches(inv, now) {
-					continue
-				}
-				key := invTimeKey(inv)
-				if before != nil && bytes.Compare(key, before) >= 0 {
-					continue
-				}
-				page = append(page, item{key, inv})
-			}
-			slices.SortFunc(page, func(a, b item) int { return bytes.Compare(b.key, a.key) })
-			page = page[:min(len(page), limit+1)]
-			return nil
-		}
-		c := tx.Bucket(bInvByTime).Cursor()
-		var k []byte
-		if before == nil {
-			k, _ = c.Last()
-		} else if k, _ = c.Seek(before); k == nil {
-			k, _ = c.Last()
+		var err error
+		if idx, prefix := invFilterIndex(f); idx != nil {
+			page, err = invPageByIndex(tx, f, idx, prefix, before, limit, now)
 		} else {
-			k, _ = c.Prev()
+			page, err = invPageByTime(tx, f, before, since, limit, now)
 		}
-		for ; k != nil && len(page) <= limit; k, _ = c.Prev() {
-			if before != nil && bytes.Compare(k, before) >= 0 {
-				continue
-			}
-			if since != nil && bytes.Compare(k, since) < 0 {
-				break
-			}
-			inv, err := loadInvitation(tx, k[12:])
-			if err != nil {
-				return err
-			}
-			if inv == nil || !f.Matches(inv, now) {
-				continue
-			}
-			page = append(page, item{bytes.Clone(k), inv})
-		}
-		return nil
+		return err
 	})
 	if err != nil {
 		return nil, "", fmt.Errorf("boltstore: list invitations: %w", err)
 	}
-	next := ""
+	out, next := cutInvPage(page, limit)
+	return out, next, nil
+}
+
+// listLimit is a list's page size: the default for none, capped at the maximum.
+func listLimit(limit int) int {
+	if limit <= 0 {
+		limit = defaultListLimit
+	}
+	return min(limit, maxListLimit)
+}
+
+// listedInvitation is an invitation on a list page with its time-index key
+// (invTimeKey), which the next page's cursor is made of.
+type listedInvitation struct {
+	key []byte
+	inv *grants.Invitation
+}
+
+// invFilterIndex is the index that an exact email or external_id filter reads
+// and the key prefix of that value there; nil when the filter has neither.
+func invFilterIndex(f grants.InvitationFilter) (idx, prefix []byte) {
+	switch {
+	case f.Email != "":
+		return bInvByEmail, append([]byte(lower(f.Email)), sep)
+	case f.ExternalID != "":
+		return bInvByExt, append([]byte(f.ExternalID), sep)
+	}
+	return nil, nil
+}
+
+// invPageByIndex reads every invitation under prefix in idx that matches f and
+// lies below before, newest first, and keeps up to limit+1 of them (the one
+// past the limit tells that there is a next page).
+func invPageByIndex(tx *bolt.Tx, f grants.InvitationFilter, idx, prefix, before []byte, limit int, now time.Time) ([]listedInvitation, error) {
+	var page []listedInvitation
+	for _, k := range prefixKeys(tx.Bucket(idx), prefix) {
+		inv, err := loadInvitation(tx, k[len(prefix):])
+		if err != nil {
+			return nil, err
+		}
+		if inv == nil || !f.Matches(inv, now) {
+			continue
+		}
+		key := invTimeKey(inv)
+		if before != nil && bytes.Compare(key, before) >= 0 {
+			continue
+		}
+		page = append(page, listedInvitation{key, inv})
+	}
+	slices.SortFunc(page, func(a, b listedInvitation) int { return bytes.Compare(b.key, a.key) })
+	return page[:min(len(page), limit+1)], nil
+}
+
+// invPageByTime walks the time index backwards from just below before (the
+// newest key when nil) down to since (nil: open), and collects up to
+// limit+1 invitations that match f.
+func invPageByTime(tx *bolt.Tx, f grants.InvitationFilter, before, since []byte, limit int, now time.Time) ([]listedInvitation, error) {
+	var page []listedInvitation
+	c := tx.Bucket(bInvByTime).Cursor()
+	var k []byte
+	if before == nil {
+		k, _ = c.Last()
+	} else if k, _ = c.Seek(before); k == nil {
+		k, _ = c.Last()
+	} else {
+		k, _ = c.Prev()
+	}
+	for ; k != nil && len(page) <= limit; k, _ = c.Prev() {
+		if before != nil && bytes.Compare(k, before) >= 0 {
+			continue
+		}
+		if since != nil && bytes.Compare(k, since) < 0 {
+			break
+		}
+		inv, err := loadInvitation(tx, k[12:])
+		if err != nil {
+			return nil, err
+		}
+		if inv == nil || !f.Matches(inv, now) {
+			continue
+		}
+		page = append(page, listedInvitation{bytes.Clone(k), inv})
+	}
+	return page, nil
+}
+
+// cutInvPage trims page to limit invitations; when it held more, next is the
+// cursor of the page after (the time key of the last one kept).
+func cutInvPage(page []listedInvitation, limit int) (out []grants.Invitation, next string) {
 	if len(page) > limit {
 		page = page[:limit]
 		next = base64.RawURLEncoding.EncodeToString(page[limit-1].key)
 	}
-	out := make([]grants.Invitation, len(page))
+	out = make([]grants.Invitation, len(page))
 	for i, it := range page {
 		out[i] = *it.inv
 	}
-	return out, next, nil
+	return out, next
 }
 
 func (s *Store) RedeemInvitation(ctx context.Context, tokenHash string, r grants.Redemption) (*grants.Invitation, *grants.Grant, error) {

@@ -95,64 +95,21 @@ func Run(ctx context.Context, src, dst Backend, opts Options) (*Report, error) {
 	}
 	rep := &Report{Merge: opts.Merge}
 	// Pass 1: what the source holds.
-	source := map[store.Kind]digests{}
-	expired := map[store.Kind]int{}
-	for _, kind := range store.Kinds {
-		d, n, err := read(ctx, src, kind, now)
-		if err != nil {
-			return nil, fmt.Errorf("reading the source: %w", err)
-		}
-		source[kind], expired[kind] = d, n
+	source, expired, err := readAll(ctx, src, now)
+	if err != nil {
+		return nil, fmt.Errorf("reading the source: %w", err)
 	}
 	// A target holding only records identical to the source's is a previous
 	// (possibly interrupted) run of this migration: resuming is fine.
 	if !opts.Merge {
-		var foreign []string
-		for _, kind := range store.Kinds {
-			d, _, err := read(ctx, dst, kind, now)
-			if err != nil {
-				return nil, fmt.Errorf("reading the target: %w", err)
-			}
-			n := 0
-			for id, v := range d {
-				if sv, ok := source[kind][id]; !ok || sv != v {
-					n++
-				}
-			}
-			if n > 0 {
-				foreign = append(foreign, fmt.Sprintf("%d %s", n, kind))
-			}
-		}
-		if len(foreign) > 0 {
-			return nil, fmt.Errorf("%w: it holds records the source does not have (or has otherwise): %s; pass --merge to copy into it anyway", ErrNotEmpty, strings.Join(foreign, ", "))
+		if err := checkNoForeign(ctx, dst, source, now); err != nil {
+			return nil, err
 		}
 	}
 	// Pass 2: copy.
 	for _, kind := range store.Kinds {
 		row := Row{Kind: kind, Source: len(source[kind]), Expired: expired[kind]}
-		err := src.Export(ctx, kind, func(rec json.RawMessage) error {
-			id, _, live, err := canonical(kind, rec, now)
-			if err != nil {
-				return err
-			}
-			if !live {
-				return nil
-			}
-			if _, ok := source[kind][id]; !ok {
-				return nil // appeared after pass 1: the source is in use
-			}
-			created, err := dst.Import(ctx, kind, rec)
-			if err != nil {
-				return fmt.Errorf("%s %s: %w", kind, id, err)
-			}
-			if created {
-				row.Copied++
-			} else {
-				row.Present++
-			}
-			return nil
-		})
-		if err != nil {
+		if err := copyKind(ctx, src, dst, kind, source[kind], now, &row); err != nil {
 			return rep, fmt.Errorf("copying %s (rerun to resume: what was copied stays): %w", kind, err)
 		}
 		rep.Copied += row.Copied
@@ -162,21 +119,9 @@ func Run(ctx context.Context, src, dst Backend, opts Options) (*Report, error) {
 	failed := false
 	for i := range rep.Rows {
 		row := &rep.Rows[i]
-		d, _, err := read(ctx, dst, row.Kind, now)
-		if err != nil {
+		if err := verifyKind(ctx, dst, source[row.Kind], now, row); err != nil {
 			return rep, fmt.Errorf("verifying: %w", err)
 		}
-		row.Target = len(d)
-		ids := slices.Sorted(maps.Keys(source[row.Kind]))
-		for _, id := range ids {
-			if v, ok := d[id]; !ok {
-				row.Missing++
-			} else if v != source[row.Kind][id] {
-				row.Differ++
-			}
-		}
-		row.SourceHash = source[row.Kind].hash(ids)
-		row.TargetHash = d.hash(ids)
 		if !row.OK() && !(opts.Merge && row.Missing == 0) {
 			failed = true
 		}
@@ -185,6 +130,94 @@ func Run(ctx context.Context, src, dst Backend, opts Options) (*Report, error) {
 		return rep, ErrVerify
 	}
 	return rep, nil
+}
+
+// readAll is read for every kind of store.Kinds.
+func readAll(ctx context.Context, b store.Exporter, now time.Time) (map[store.Kind]digests, map[store.Kind]int, error) {
+	all := map[store.Kind]digests{}
+	expired := map[store.Kind]int{}
+	for _, kind := range store.Kinds {
+		d, n, err := read(ctx, b, kind, now)
+		if err != nil {
+			return nil, nil, err
+		}
+		all[kind], expired[kind] = d, n
+	}
+	return all, expired, nil
+}
+
+// checkNoForeign returns ErrNotEmpty when dst holds a live record that source
+// lacks or holds otherwise, naming how many of each kind.
+func checkNoForeign(ctx context.Context, dst store.Exporter, source map[store.Kind]digests, now time.Time) error {
+	var foreign []string
+	for _, kind := range store.Kinds {
+		d, _, err := read(ctx, dst, kind, now)
+		if err != nil {
+			return fmt.Errorf("reading the target: %w", err)
+		}
+		n := 0
+		for id, v := range d {
+			if sv, ok := source[kind][id]; !ok || sv != v {
+				n++
+			}
+		}
+		if n > 0 {
+			foreign = append(foreign, fmt.Sprintf("%d %s", n, kind))
+		}
+	}
+	if len(foreign) > 0 {
+		return fmt.Errorf("%w: it holds records the source does not have (or has otherwise): %s; pass --merge to copy into it anyway", ErrNotEmpty, strings.Join(foreign, ", "))
+	}
+	return nil
+}
+
+// copyKind imports into dst the live records of kind that pass 1 read from
+// src (source), counting them in row as copied or already present.
+func copyKind(ctx context.Context, src store.Exporter, dst store.Importer, kind store.Kind, source digests, now time.Time, row *Row) error {
+	return src.Export(ctx, kind, func(rec json.RawMessage) error {
+		id, _, live, err := canonical(kind, rec, now)
+		if err != nil {
+			return err
+		}
+		if !live {
+			return nil
+		}
+		if _, ok := source[id]; !ok {
+			return nil // appeared after pass 1: the source is in use
+		}
+		created, err := dst.Import(ctx, kind, rec)
+		if err != nil {
+			return fmt.Errorf("%s %s: %w", kind, id, err)
+		}
+		if created {
+			row.Copied++
+		} else {
+			row.Present++
+		}
+		return nil
+	})
+}
+
+// verifyKind reads row.Kind back from dst and fills in row's target count,
+// the source records dst lacks or holds otherwise, and both content hashes
+// (over source's IDs).
+func verifyKind(ctx context.Context, dst store.Exporter, source digests, now time.Time, row *Row) error {
+	d, _, err := read(ctx, dst, row.Kind, now)
+	if err != nil {
+		return err
+	}
+	row.Target = len(d)
+	ids := slices.Sorted(maps.Keys(source))
+	for _, id := range ids {
+		if v, ok := d[id]; !ok {
+			row.Missing++
+		} else if v != source[id] {
+			row.Differ++
+		}
+	}
+	row.SourceHash = source.hash(ids)
+	row.TargetHash = d.hash(ids)
+	return nil
 }
 
 // read digests the live records of kind and counts the expired ones.
@@ -209,70 +242,30 @@ func read(ctx context.Context, b store.Exporter, kind store.Kind, now time.Time)
 // canonical decodes rec and returns its ID, a canonical encoding (equal for
 // equal records whichever backend exported them) and whether it is live.
 func canonical(kind store.Kind, rec json.RawMessage, now time.Time) (string, []byte, bool, error) {
-	var (
-		id   string
-		v    any
-		live = true
-	)
+	id, v, live, err := decodeRecord(kind, rec, now)
+	if err != nil {
+		return "", nil, false, err
+	}
+	if id == "" {
+		return "", nil, false, fmt.Errorf("%s record without an ID", kind)
+	}
+	c, err := json.Marshal(v)
+	return id, c, live, err
+}
+
+// decodeRecord decodes rec into the value canonical encodes and returns it
+// with the record's ID and whether the record is live at now. The ephemeral
+// kinds, whose records expire, are decoded here; the durable ones, always
+// live, by decodeDurable.
+func decodeRecord(kind store.Kind, rec json.RawMessage, now time.Time) (id string, v any, live bool, err error) {
 	alive := func(t time.Time) bool { return now.Before(t) }
 	switch kind {
-	case store.SigningKeys:
-		var x sessions.SigningKey
-		if err := json.Unmarshal(rec, &x); err != nil {
-			return "", nil, false, err
-		}
-		v, id = &x, x.ID
-	case store.Users:
-		var x grants.User
-		if err := json.Unmarshal(rec, &x); err != nil {
-			return "", nil, false, err
-		}
-		v, id = &x, x.ID
-	case store.Identities:
-		var x grants.Identity
-		if err := json.Unmarshal(rec, &x); err != nil {
-			return "", nil, false, err
-		}
-		v, id = &x, x.Issuer+"\x00"+x.Subject
-	case store.Grants:
-		var x grants.Grant
-		if err := json.Unmarshal(rec, &x); err != nil {
-			return "", nil, false, err
-		}
-		if x.Roles == nil {
-			x.Roles = []string{}
-		}
-		if x.Claims == nil {
-			x.Claims = map[string]any{}
-		}
-		if x.Invitations == nil {
-			x.Invitations = []string{}
-		}
-		v, id = &x, x.UserID
-	case store.Invitations:
-		var x grants.Invitation
-		if err := json.Unmarshal(rec, &x); err != nil {
-			return "", nil, false, err
-		}
-		v, id = &x, x.ID
-	case store.Audit:
-		var x grants.AuditRecord
-		if err := json.Unmarshal(rec, &x); err != nil {
-			return "", nil, false, err
-		}
-		v, id = &x, x.ID
 	case store.Idempotency:
 		var x grants.IdempotencyRecord
 		if err := json.Unmarshal(rec, &x); err != nil {
 			return "", nil, false, err
 		}
-		v, id, live = &x, x.Key, alive(x.ExpiresAt)
-	case store.Jobs:
-		var x grants.Job
-		if err := json.Unmarshal(rec, &x); err != nil {
-			return "", nil, false, err
-		}
-		v, id = &x, x.ID
+		return x.Key, &x, alive(x.ExpiresAt), nil
 	case store.RevokedFamilies, store.RevokedTokens:
 		var x store.Revocation
 		if err := json.Unmarshal(rec, &x); err != nil {
@@ -280,28 +273,88 @@ func canonical(kind store.Kind, rec json.RawMessage, now time.Time) (string, []b
 		}
 		// Redis keeps revocations to the microsecond.
 		x.Until = x.Until.Truncate(time.Microsecond).UTC()
-		v, id, live = &x, x.ID, alive(x.Until)
+		return x.ID, &x, alive(x.Until), nil
 	case store.RefreshTokens:
 		var x sessions.RefreshToken
 		if err := json.Unmarshal(rec, &x); err != nil {
 			return "", nil, false, err
 		}
 		live = alive(x.ExpiresAt) && (x.FamilyExpiresAt.IsZero() || alive(x.FamilyExpiresAt))
-		v, id = &x, x.Hash
+		return x.Hash, &x, live, nil
 	case store.BrowserSessions:
 		var x sessions.BrowserSession
 		if err := json.Unmarshal(rec, &x); err != nil {
 			return "", nil, false, err
 		}
-		v, id, live = &x, x.ID, alive(x.ExpiresAt)
-	default:
-		return "", nil, false, fmt.Errorf("unknown kind %q", kind)
+		return x.ID, &x, alive(x.ExpiresAt), nil
 	}
-	if id == "" {
-		return "", nil, false, fmt.Errorf("%s record without an ID", kind)
+	id, v, err = decodeDurable(kind, rec)
+	return id, v, true, err
+}
+
+// decodeDurable is decodeRecord for the kinds whose records do not expire.
+func decodeDurable(kind store.Kind, rec json.RawMessage) (string, any, error) {
+	switch kind {
+	case store.SigningKeys:
+		var x sessions.SigningKey
+		if err := json.Unmarshal(rec, &x); err != nil {
+			return "", nil, err
+		}
+		return x.ID, &x, nil
+	case store.Users:
+		var x grants.User
+		if err := json.Unmarshal(rec, &x); err != nil {
+			return "", nil, err
+		}
+		return x.ID, &x, nil
+	case store.Identities:
+		var x grants.Identity
+		if err := json.Unmarshal(rec, &x); err != nil {
+			return "", nil, err
+		}
+		return x.Issuer + "\x00" + x.Subject, &x, nil
+	case store.Grants:
+		var x grants.Grant
+		if err := json.Unmarshal(rec, &x); err != nil {
+			return "", nil, err
+		}
+		emptyNotNil(&x)
+		return x.UserID, &x, nil
+	case store.Invitations:
+		var x grants.Invitation
+		if err := json.Unmarshal(rec, &x); err != nil {
+			return "", nil, err
+		}
+		return x.ID, &x, nil
+	case store.Audit:
+		var x grants.AuditRecord
+		if err := json.Unmarshal(rec, &x); err != nil {
+			return "", nil, err
+		}
+		return x.ID, &x, nil
+	case store.Jobs:
+		var x grants.Job
+		if err := json.Unmarshal(rec, &x); err != nil {
+			return "", nil, err
+		}
+		return x.ID, &x, nil
 	}
-	c, err := json.Marshal(v)
-	return id, c, live, err
+	return "", nil, fmt.Errorf("unknown kind %q", kind)
+}
+
+// emptyNotNil gives g empty collections where it has nil ones, so that a
+// grant without roles, claims or invitations encodes the same whether its
+// export had them empty, null or left out.
+func emptyNotNil(g *grants.Grant) {
+	if g.Roles == nil {
+		g.Roles = []string{}
+	}
+	if g.Claims == nil {
+		g.Claims = map[string]any{}
+	}
+	if g.Invitations == nil {
+		g.Invitations = []string{}
+	}
 }
 
 // Print writes the report as a table, then what was not copied and why.

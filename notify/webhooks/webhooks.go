@@ -472,20 +472,9 @@ func (w *Webhooks) Emit(ctx context.Context, e WebhookEvent) error {
 	if !exact {
 		createdAt = time.Unix(0, stamp).UTC() // the log's order and created_at agree
 	}
-	data := e.Data
-	if data == nil {
-		data = map[string]any{}
-	}
-	body, err := json.Marshal(struct {
-		Type      string         `json:"type"`
-		Timestamp time.Time      `json:"timestamp"`
-		Data      map[string]any `json:"data"`
-	}{e.Type, e.Timestamp.UTC(), data})
+	body, err := eventBody(e)
 	if err != nil {
-		return fmt.Errorf("webhooks: emit %s: %w", e.Type, err)
-	}
-	if len(body) > webhookBodyLimit {
-		return fmt.Errorf("webhooks: emit %s: body of %d bytes is over %d", e.Type, len(body), webhookBodyLimit)
+		return err
 	}
 	eventID := eventIDOf(e)
 	key := orderingKey(e, eventID)
@@ -497,12 +486,7 @@ func (w *Webhooks) Emit(ctx context.Context, e WebhookEvent) error {
 			continue
 		}
 		webhookID := "msg_" + hash32(eventID, id)
-		rec := logRecord{WebhookID: webhookID, Endpoint: id, EventType: e.Type, CreatedAt: createdAt, Body: body}
-		logID := fmt.Sprintf("whlog_%016x_%s", ^uint64(stamp), webhookID) // newest first
-		ev := laneEvent{WebhookID: webhookID, Endpoint: id, EventType: e.Type, LogID: logID, Body: body, QueuedAt: now,
-			Prior: webhookState{Status: DeliveryPending}}
-		eventJobID := fmt.Sprintf("whevt_%016x_%s", uint64(stamp), webhookID) // oldest first
-		ok, err := w.queue(ctx, rec, logID, ev, eventJobID, hash32(id, key), e.ID != "")
+		ok, err := w.queueFor(ctx, id, webhookID, hash32(id, key), e, body, stamp, createdAt, now)
 		if err != nil {
 			errs = append(errs, fmt.Errorf("endpoint %q: %w", id, err))
 			continue
@@ -519,6 +503,39 @@ func (w *Webhooks) Emit(ctx context.Context, e WebhookEvent) error {
 		return fmt.Errorf("webhooks: emit %s: %w", e.Type, errors.Join(errs...))
 	}
 	return nil
+}
+
+// eventBody is the JSON body sent for e, {"type","timestamp","data"}, at
+// most webhookBodyLimit bytes.
+func eventBody(e WebhookEvent) ([]byte, error) {
+	data := e.Data
+	if data == nil {
+		data = map[string]any{}
+	}
+	body, err := json.Marshal(struct {
+		Type      string         `json:"type"`
+		Timestamp time.Time      `json:"timestamp"`
+		Data      map[string]any `json:"data"`
+	}{e.Type, e.Timestamp.UTC(), data})
+	if err != nil {
+		return nil, fmt.Errorf("webhooks: emit %s: %w", e.Type, err)
+	}
+	if len(body) > webhookBodyLimit {
+		return nil, fmt.Errorf("webhooks: emit %s: body of %d bytes is over %d", e.Type, len(body), webhookBodyLimit)
+	}
+	return body, nil
+}
+
+// queueFor queues Emit's delivery of e to the endpoint id in its lane: the
+// log record's ID sorts newest first, the lane event's oldest first, both
+// by stamp.
+func (w *Webhooks) queueFor(ctx context.Context, id, webhookID, lane string, e WebhookEvent, body []byte, stamp int64, createdAt, now time.Time) (bool, error) {
+	rec := logRecord{WebhookID: webhookID, Endpoint: id, EventType: e.Type, CreatedAt: createdAt, Body: body}
+	logID := fmt.Sprintf("whlog_%016x_%s", ^uint64(stamp), webhookID) // newest first
+	ev := laneEvent{WebhookID: webhookID, Endpoint: id, EventType: e.Type, LogID: logID, Body: body, QueuedAt: now,
+		Prior: webhookState{Status: DeliveryPending}}
+	eventJobID := fmt.Sprintf("whevt_%016x_%s", uint64(stamp), webhookID) // oldest first
+	return w.queue(ctx, rec, logID, ev, eventJobID, lane, e.ID != "")
 }
 
 // queue stores a delivery: its log record (if new), its lane event, then the

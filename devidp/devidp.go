@@ -157,33 +157,17 @@ type Server struct {
 
 // New builds a Server. It generates a fresh RSA signing key.
 func New(cfg Config) (*Server, error) {
-	u, err := url.Parse(cfg.Issuer)
+	u, err := parseIssuer(cfg.Issuer)
 	if err != nil {
-		return nil, fmt.Errorf("devidp: Issuer: %w", err)
-	}
-	if (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-		return nil, fmt.Errorf("devidp: Issuer %q must be an absolute http(s) URL", cfg.Issuer)
-	}
-	if (u.Path != "" && u.Path != "/") || u.RawQuery != "" || u.Fragment != "" {
-		return nil, fmt.Errorf("devidp: Issuer %q must have no path, query or fragment (devidp is served at the root)", cfg.Issuer)
+		return nil, err
 	}
 	log := cfg.Logger
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	alg := jose.SignatureAlgorithm(cmp.Or(cfg.SigningAlg, string(jose.RS256)))
-	st, err := newStore(cfg.Clients, alg)
+	st, err := newSeededStore(cfg)
 	if err != nil {
 		return nil, err
-	}
-	if err := validateOrganizations(cfg.Organizations); err != nil {
-		return nil, err
-	}
-	st.orgs, st.orgNames = slices.Clone(cfg.Organizations), cfg.OrganizationNames
-	for i, usr := range cfg.Users {
-		if _, err := st.addPasswordUser(usr); err != nil {
-			return nil, fmt.Errorf("devidp: Users[%d]: %w", i, err)
-		}
 	}
 
 	mgmt, err := newManagement(cfg.ManagementClients)
@@ -208,14 +192,58 @@ func New(cfg Config) (*Server, error) {
 		secure:     u.Scheme == "https",
 		pages:      template.Must(template.New("pages").Parse(pagesHTML)),
 	}
+	if s.provider, err = s.newProvider(); err != nil {
+		return nil, err
+	}
+	s.mux = s.routes()
+	return s, nil
+}
 
+// parseIssuer checks Config.Issuer: an absolute http(s) URL naming the
+// server's root.
+func parseIssuer(issuer string) (*url.URL, error) {
+	u, err := url.Parse(issuer)
+	if err != nil {
+		return nil, fmt.Errorf("devidp: Issuer: %w", err)
+	}
+	if (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return nil, fmt.Errorf("devidp: Issuer %q must be an absolute http(s) URL", issuer)
+	}
+	if (u.Path != "" && u.Path != "/") || u.RawQuery != "" || u.Fragment != "" {
+		return nil, fmt.Errorf("devidp: Issuer %q must have no path, query or fragment (devidp is served at the root)", issuer)
+	}
+	return u, nil
+}
+
+// newSeededStore builds the store with cfg's clients, signing algorithm,
+// organizations and seeded users.
+func newSeededStore(cfg Config) (*store, error) {
+	alg := jose.SignatureAlgorithm(cmp.Or(cfg.SigningAlg, string(jose.RS256)))
+	st, err := newStore(cfg.Clients, alg)
+	if err != nil {
+		return nil, err
+	}
+	if err := validateOrganizations(cfg.Organizations); err != nil {
+		return nil, err
+	}
+	st.orgs, st.orgNames = slices.Clone(cfg.Organizations), cfg.OrganizationNames
+	for i, usr := range cfg.Users {
+		if _, err := st.addPasswordUser(usr); err != nil {
+			return nil, fmt.Errorf("devidp: Users[%d]: %w", i, err)
+		}
+	}
+	return st, nil
+}
+
+// newProvider builds the OpenID Provider over s.store, at Auth0's paths.
+func (s *Server) newProvider() (*op.Provider, error) {
 	opConfig := &op.Config{
 		CryptoKey:                [32]byte(randomBytes(32)),
 		DefaultLogoutRedirectURI: loggedOutPath,
 		CodeMethodS256:           true,
 		AuthMethodPost:           true,
 	}
-	s.provider, err = op.NewProvider(opConfig, st, s.issuerFromHost,
+	provider, err := op.NewProvider(opConfig, s.store, s.issuerFromHost,
 		op.WithAllowInsecure(), // plain http on loopback
 		op.WithCustomEndpoints(
 			op.NewEndpoint("authorize"),
@@ -229,7 +257,13 @@ func New(cfg Config) (*Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("devidp: %w", err)
 	}
+	return provider, nil
+}
 
+// routes maps the login UI, the Management API and the provider's
+// endpoints (some behind devidp's own handling) onto one mux; s.provider
+// must be set.
+func (s *Server) routes() *http.ServeMux {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET "+loginPath, s.loginPage)
 	mux.HandleFunc("POST "+loginPath, s.loginSubmit)
@@ -249,8 +283,7 @@ func New(cfg Config) (*Server, error) {
 	mux.Handle("/oauth/token", s.routeTokenRequest(s.tamperIDTokens(s.provider)))
 	mux.Handle("/api/v2/", s.managementAPI())
 	mux.Handle("/", s.provider)
-	s.mux = mux
-	return s, nil
+	return mux
 }
 
 func randomBytes(n int) []byte {

@@ -136,58 +136,78 @@ func (s *Server) apiPatchUser(w http.ResponseWriter, r *http.Request) {
 	if !decodeAPIBody(w, r, &body) {
 		return
 	}
-	var app, usr map[string]any
-	var name *string
-	for k, raw := range body {
-		var err error
-		switch k {
-		case "app_metadata":
-			err = decodeMetadata(raw, &app)
-		case "user_metadata":
-			err = decodeMetadata(raw, &usr)
-		case "name":
-			err = json.Unmarshal(raw, &name)
-			if err == nil && (name == nil || strings.TrimSpace(*name) == "") {
-				err = errors.New("must be a non-empty string")
-			}
-		default:
-			writeAPIError(w, http.StatusBadRequest, fmt.Sprintf("Payload validation error: 'Additional properties not allowed: %s' (devidp supports app_metadata, user_metadata, name).", k), "invalid_body")
-			return
-		}
-		if err != nil {
-			writeAPIError(w, http.StatusBadRequest, fmt.Sprintf("Payload validation error: %s: %v", k, err), "invalid_body")
-			return
-		}
+	patch, ok := parseUserPatch(w, body)
+	if !ok {
+		return
 	}
 	if !patchScope(w, r, body) {
 		return
 	}
-	for field, md := range map[string]map[string]any{"app_metadata": app, "user_metadata": usr} {
+	for field, md := range map[string]map[string]any{"app_metadata": patch.app, "user_metadata": patch.usr} {
 		if msg := metadataNameError(field, md); msg != "" {
 			writeAPIError(w, http.StatusBadRequest, msg, "invalid_body")
 			return
 		}
 	}
-	if name != nil {
+	s.applyUserPatch(&u, patch)
+	writeJSON(w, http.StatusOK, s.mgmt.userJSON(u))
+}
+
+// userPatch is what a PATCH /api/v2/users/{id} body asks for; nil: leave as is.
+type userPatch struct {
+	app, usr map[string]any // app_metadata, user_metadata
+	name     *string
+}
+
+// parseUserPatch decodes a PATCH body's properties, answering 400 itself
+// (ok false) for one devidp does not support or whose value is wrong.
+func parseUserPatch(w http.ResponseWriter, body map[string]json.RawMessage) (p userPatch, ok bool) {
+	for k, raw := range body {
+		var err error
+		switch k {
+		case "app_metadata":
+			err = decodeMetadata(raw, &p.app)
+		case "user_metadata":
+			err = decodeMetadata(raw, &p.usr)
+		case "name":
+			err = json.Unmarshal(raw, &p.name)
+			if err == nil && (p.name == nil || strings.TrimSpace(*p.name) == "") {
+				err = errors.New("must be a non-empty string")
+			}
+		default:
+			writeAPIError(w, http.StatusBadRequest, fmt.Sprintf("Payload validation error: 'Additional properties not allowed: %s' (devidp supports app_metadata, user_metadata, name).", k), "invalid_body")
+			return userPatch{}, false
+		}
+		if err != nil {
+			writeAPIError(w, http.StatusBadRequest, fmt.Sprintf("Payload validation error: %s: %v", k, err), "invalid_body")
+			return userPatch{}, false
+		}
+	}
+	return p, true
+}
+
+// applyUserPatch writes a checked patch: the name to the store (and to u),
+// the metadata with Auth0's merge.
+func (s *Server) applyUserPatch(u *identity, p userPatch) {
+	if p.name != nil {
 		s.store.mu.Lock()
 		if id, ok := s.store.users[u.sub]; ok {
-			id.name = strings.TrimSpace(*name)
+			id.name = strings.TrimSpace(*p.name)
 		}
 		s.store.mu.Unlock()
-		u.name = strings.TrimSpace(*name)
+		u.name = strings.TrimSpace(*p.name)
 	}
 	now := time.Now()
 	s.mgmt.mu.Lock()
 	s.mgmt.seenLocked(u.sub, now)
-	if app != nil {
-		s.mgmt.appMetadata[u.sub] = mergeMetadata(s.mgmt.appMetadata[u.sub], app)
+	if p.app != nil {
+		s.mgmt.appMetadata[u.sub] = mergeMetadata(s.mgmt.appMetadata[u.sub], p.app)
 	}
-	if usr != nil {
-		s.mgmt.userMetadata[u.sub] = mergeMetadata(s.mgmt.userMetadata[u.sub], usr)
+	if p.usr != nil {
+		s.mgmt.userMetadata[u.sub] = mergeMetadata(s.mgmt.userMetadata[u.sub], p.usr)
 	}
 	s.mgmt.updated[u.sub] = now
 	s.mgmt.mu.Unlock()
-	writeJSON(w, http.StatusOK, s.mgmt.userJSON(u))
 }
 
 func decodeMetadata(raw json.RawMessage, dst *map[string]any) error {

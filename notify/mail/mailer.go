@@ -177,63 +177,17 @@ func (m *Mailer) process(ctx context.Context, job *grants.Job) {
 	}
 	log = log.With("invitation_id", p.InvitationID)
 
-	inv, err := m.o.Store.GetInvitation(ctx, p.InvitationID)
-	if errors.Is(err, grants.ErrNotFound) {
-		log.Warn("dropping mail job: invitation not found")
-		m.complete(bg, log, job)
+	inv, ok := m.pendingInvitation(ctx, log, job, p)
+	if !ok {
 		return
 	}
-	if err != nil {
-		if ctx.Err() != nil {
-			m.release(bg, log, job)
-			return
-		}
-		m.retry(bg, log, job, p, fmt.Errorf("load invitation: %w", err))
-		return
-	}
-	if inv.TokenHash != p.TokenHash {
-		// A resend gave the invitation a new token (and its own job).
-		log.Info("dropping mail job: invitation token was replaced")
-		m.complete(bg, log, job)
-		return
-	}
-	if inv.EmailStatus == "sent" {
-		// This token's mail went out (the status is only set for the
-		// current token): the job is a second copy, queued by an event
-		// handed over again after its runner died before acknowledging it.
-		log.Info("dropping mail job: the mail of this link was already sent")
-		m.complete(bg, log, job)
-		return
-	}
-	if st := inv.EffectiveStatus(m.o.Now()); st != grants.StatusPending {
-		log.Info("dropping mail job: invitation is no longer pending", "status", string(st))
-		m.update(bg, log, p, func(i *grants.Invitation) {
-			if i.EmailStatus == "queued" {
-				i.EmailStatus, i.EmailError = "failed", "not sent: invitation "+string(st)
-			}
-		})
-		m.complete(bg, log, job)
-		return
-	}
-
-	var link string
-	if err := m.o.Sealer.Decode(sealName(p.InvitationID), p.SealedLink, &link); err != nil {
-		// Permanent: the sealing keys changed (or the payload was altered).
-		m.giveUp(bg, log, job, p, "the queued link could not be unsealed (were the keys changed?)", err)
-		return
-	}
-	msg, err := m.o.Templates.Invitation(InvitationMail{
-		AppName: m.appName(inv.ClientID), Inviter: inv.Inviter, Email: inv.Email, Link: link,
-		ExpiresAt: inv.ExpiresAt, Roles: inv.Roles, Logo: m.o.Logo, Accent: m.o.Accent,
-		Lang: messages.Negotiate(inv.Locale, ""),
-	})
-	if err != nil {
-		m.giveUp(bg, log, job, p, outbox.ShortReason(err.Error()), err)
+	msg, ok := m.compose(bg, log, job, p, inv)
+	if !ok {
 		return
 	}
 
 	sendCtx, cancel := context.WithTimeout(ctx, min(mailSendBudget, m.o.Lease/2))
-	err = m.o.Sender.Send(sendCtx, msg)
+	err := m.o.Sender.Send(sendCtx, msg)
 	cancel()
 	if err != nil {
 		if ctx.Err() != nil {
@@ -243,15 +197,87 @@ func (m *Mailer) process(ctx context.Context, job *grants.Job) {
 		m.retry(bg, log, job, p, err)
 		return
 	}
+	m.sent(bg, log, job, p)
+}
 
+// pendingInvitation loads the job's invitation and checks that its mail is
+// still to be sent; when not (ok false), it has dealt with the job already
+// (dropped it, released it at shutdown, or handed it to retry).
+func (m *Mailer) pendingInvitation(ctx context.Context, log *slog.Logger, job *grants.Job, p mailPayload) (inv *grants.Invitation, ok bool) {
+	// Store writes about the outcome must happen even if ctx ends now.
+	bg := context.WithoutCancel(ctx)
+	inv, err := m.o.Store.GetInvitation(ctx, p.InvitationID)
+	if errors.Is(err, grants.ErrNotFound) {
+		log.Warn("dropping mail job: invitation not found")
+		m.complete(bg, log, job)
+		return nil, false
+	}
+	if err != nil {
+		if ctx.Err() != nil {
+			m.release(bg, log, job)
+			return nil, false
+		}
+		m.retry(bg, log, job, p, fmt.Errorf("load invitation: %w", err))
+		return nil, false
+	}
+	if inv.TokenHash != p.TokenHash {
+		// A resend gave the invitation a new token (and its own job).
+		log.Info("dropping mail job: invitation token was replaced")
+		m.complete(bg, log, job)
+		return nil, false
+	}
+	if inv.EmailStatus == "sent" {
+		// This token's mail went out (the status is only set for the
+		// current token): the job is a second copy, queued by an event
+		// handed over again after its runner died before acknowledging it.
+		log.Info("dropping mail job: the mail of this link was already sent")
+		m.complete(bg, log, job)
+		return nil, false
+	}
+	if st := inv.EffectiveStatus(m.o.Now()); st != grants.StatusPending {
+		log.Info("dropping mail job: invitation is no longer pending", "status", string(st))
+		m.update(bg, log, p, func(i *grants.Invitation) {
+			if i.EmailStatus == "queued" {
+				i.EmailStatus, i.EmailError = "failed", "not sent: invitation "+string(st)
+			}
+		})
+		m.complete(bg, log, job)
+		return nil, false
+	}
+	return inv, true
+}
+
+// compose unseals the job's link and renders the invitation mail; when it
+// cannot (ok false), it has given the job up.
+func (m *Mailer) compose(ctx context.Context, log *slog.Logger, job *grants.Job, p mailPayload, inv *grants.Invitation) (msg Message, ok bool) {
+	var link string
+	if err := m.o.Sealer.Decode(sealName(p.InvitationID), p.SealedLink, &link); err != nil {
+		// Permanent: the sealing keys changed (or the payload was altered).
+		m.giveUp(ctx, log, job, p, "the queued link could not be unsealed (were the keys changed?)", err)
+		return Message{}, false
+	}
+	msg, err := m.o.Templates.Invitation(InvitationMail{
+		AppName: m.appName(inv.ClientID), Inviter: inv.Inviter, Email: inv.Email, Link: link,
+		ExpiresAt: inv.ExpiresAt, Roles: inv.Roles, Logo: m.o.Logo, Accent: m.o.Accent,
+		Lang: messages.Negotiate(inv.Locale, ""),
+	})
+	if err != nil {
+		m.giveUp(ctx, log, job, p, outbox.ShortReason(err.Error()), err)
+		return Message{}, false
+	}
+	return msg, true
+}
+
+// sent records a delivered mail on the invitation and completes its job.
+func (m *Mailer) sent(ctx context.Context, log *slog.Logger, job *grants.Job, p mailPayload) {
 	// Status first, job last: once the queue is empty the invitation tells
 	// the outcome, and a crash in between at worst sends the mail twice.
 	now := m.o.Now()
-	m.update(bg, log, p, func(i *grants.Invitation) {
+	m.update(ctx, log, p, func(i *grants.Invitation) {
 		i.EmailStatus, i.EmailError = "sent", ""
 		i.Events = append(i.Events, grants.Event{Type: "mailed", At: now})
 	})
-	if err := m.o.Store.CompleteClaimedJob(bg, job); errors.Is(err, grants.ErrLeaseLost) {
+	if err := m.o.Store.CompleteClaimedJob(ctx, job); errors.Is(err, grants.ErrLeaseLost) {
 		// This send outlived its lease: another worker holds the job now
 		// and sends too (at least once).
 		log.Warn("mail sent after its job's lease lapsed; another worker holds the job")

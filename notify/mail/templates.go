@@ -132,35 +132,11 @@ var templateFuncs = map[string]any{
 // the functions join, upper and lower. A template that does not parse, or
 // fails on sample data, is an error naming its file.
 func LoadTemplates(dir string) (*Templates, error) {
-	if dir != "" {
-		st, err := os.Stat(dir)
-		if err != nil {
-			return nil, fmt.Errorf("mail templates: %w", err)
-		}
-		if !st.IsDir() {
-			return nil, fmt.Errorf("mail templates: %s is not a directory", dir)
-		}
+	if err := checkTemplateDir(dir); err != nil {
+		return nil, err
 	}
-	read := func(name string) (src, origin string, err error) {
-		if dir != "" {
-			p := filepath.Join(dir, name)
-			b, err := os.ReadFile(p)
-			if err == nil {
-				return string(b), p, nil
-			}
-			if !errors.Is(err, fs.ErrNotExist) {
-				return "", p, fmt.Errorf("mail template %s: %w", p, err)
-			}
-		}
-		b, err := defaultTemplates.ReadFile("templates/" + name)
-		if err != nil {
-			return "", "", fmt.Errorf("mail template %s (embedded): %w", name, err)
-		}
-		return string(b), "embedded " + name, nil
-	}
-
 	t := &Templates{}
-	src, origin, err := read(InvitationSubjectFile)
+	src, origin, err := readTemplate(dir, InvitationSubjectFile)
 	if err != nil {
 		return nil, err
 	}
@@ -168,14 +144,14 @@ func LoadTemplates(dir string) (*Templates, error) {
 		return nil, fmt.Errorf("mail template %s: %w", origin, err)
 	}
 	subjectOrigin := origin
-	if src, origin, err = read(InvitationTextFile); err != nil {
+	if src, origin, err = readTemplate(dir, InvitationTextFile); err != nil {
 		return nil, err
 	}
 	if t.text, err = texttemplate.New(InvitationTextFile).Funcs(templateFuncs).Option("missingkey=error").Parse(src); err != nil {
 		return nil, fmt.Errorf("mail template %s: %w", origin, err)
 	}
 	textOrigin := origin
-	if src, origin, err = read(InvitationHTMLFile); err != nil {
+	if src, origin, err = readTemplate(dir, InvitationHTMLFile); err != nil {
 		return nil, err
 	}
 	if t.html, err = htmltemplate.New(InvitationHTMLFile).Funcs(templateFuncs).Option("missingkey=error").Parse(src); err != nil {
@@ -183,6 +159,50 @@ func LoadTemplates(dir string) (*Templates, error) {
 	}
 	htmlOrigin := origin
 
+	if err := t.trySample(subjectOrigin, textOrigin, htmlOrigin); err != nil {
+		return nil, err
+	}
+	return t, nil
+}
+
+// checkTemplateDir: an override directory, when given, must exist.
+func checkTemplateDir(dir string) error {
+	if dir == "" {
+		return nil
+	}
+	st, err := os.Stat(dir)
+	if err != nil {
+		return fmt.Errorf("mail templates: %w", err)
+	}
+	if !st.IsDir() {
+		return fmt.Errorf("mail templates: %s is not a directory", dir)
+	}
+	return nil
+}
+
+// readTemplate returns the source of the template file name: dir's when
+// dir has one, else the embedded default's; origin names it for errors.
+func readTemplate(dir, name string) (src, origin string, err error) {
+	if dir != "" {
+		p := filepath.Join(dir, name)
+		b, err := os.ReadFile(p)
+		if err == nil {
+			return string(b), p, nil
+		}
+		if !errors.Is(err, fs.ErrNotExist) {
+			return "", p, fmt.Errorf("mail template %s: %w", p, err)
+		}
+	}
+	b, err := defaultTemplates.ReadFile("templates/" + name)
+	if err != nil {
+		return "", "", fmt.Errorf("mail template %s (embedded): %w", name, err)
+	}
+	return string(b), "embedded " + name, nil
+}
+
+// trySample executes every template on sample data; the origins name the
+// files in the error.
+func (t *Templates) trySample(subjectOrigin, textOrigin, htmlOrigin string) error {
 	// Execution errors (an unknown field, a bad pipeline) would otherwise only
 	// show when the first invitation is mailed: try every template now.
 	sample := newView(InvitationMail{
@@ -192,17 +212,17 @@ func LoadTemplates(dir string) (*Templates, error) {
 	})
 	var buf bytes.Buffer
 	if err := t.subject.Execute(&buf, sample); err != nil {
-		return nil, fmt.Errorf("mail template %s: %w", subjectOrigin, err)
+		return fmt.Errorf("mail template %s: %w", subjectOrigin, err)
 	}
 	buf.Reset()
 	if err := t.text.Execute(&buf, sample); err != nil {
-		return nil, fmt.Errorf("mail template %s: %w", textOrigin, err)
+		return fmt.Errorf("mail template %s: %w", textOrigin, err)
 	}
 	buf.Reset()
 	if err := t.html.Execute(&buf, sample); err != nil {
-		return nil, fmt.Errorf("mail template %s: %w", htmlOrigin, err)
+		return fmt.Errorf("mail template %s: %w", htmlOrigin, err)
 	}
-	return t, nil
+	return nil
 }
 
 // Invitation renders the invitation mail for d: text/template for the

@@ -304,37 +304,51 @@ func (w *Webhooks) deliver(ctx context.Context, log *slog.Logger, job *grants.Jo
 	if err != nil {
 		att.Error = outbox.ShortReason(err.Error())
 	}
-	st.Attempts++
-	st.LastAttemptAt, st.LastStatusCode, st.LastError = start, code, att.Error
-	st.History = append(st.History, att)
-	if n := len(st.History) - webhookHistory; n > 0 {
-		st.History = slices.Clone(st.History[n:])
+	st.addAttempt(att)
+	return w.settle(bg, log, job, &ev, st, now, err)
+}
+
+// addAttempt counts att and keeps it as the last attempt, and in the
+// history (its latest webhookHistory entries).
+func (s *webhookState) addAttempt(att WebhookAttempt) {
+	s.Attempts++
+	s.LastAttemptAt, s.LastStatusCode, s.LastError = att.At, att.StatusCode, att.Error
+	s.History = append(s.History, att)
+	if n := len(s.History) - webhookHistory; n > 0 {
+		s.History = slices.Clone(s.History[n:])
 	}
-	if err == nil {
+}
+
+// settle records the outcome of the attempt that ended at now: delivered
+// (cause nil) or, past the event's MaxAge deadline, given up, either of
+// which finishes the event (done); otherwise the event stays pending and
+// the lane retries it at retryAt (backoff, at the latest at the deadline).
+func (w *Webhooks) settle(ctx context.Context, log *slog.Logger, job *grants.Job, ev *laneEvent, st webhookState, now time.Time, cause error) (retryAt time.Time, done bool) {
+	if cause == nil {
 		st.Status = DeliveryDelivered
-		w.setLog(bg, log, ev.LogID, st)
-		w.completeJob(bg, job.ID)
-		log.Info("webhook delivered", "attempts", st.Attempts, "status_code", code)
+		w.setLog(ctx, log, ev.LogID, st)
+		w.completeJob(ctx, job.ID)
+		log.Info("webhook delivered", "attempts", st.Attempts, "status_code", st.LastStatusCode)
 		return time.Time{}, true
 	}
 	deadline := ev.QueuedAt.Add(w.o.MaxAge)
 	if !now.Before(deadline) {
 		st.Status = DeliveryFailed
-		w.setLog(bg, log, ev.LogID, st)
-		w.completeJob(bg, job.ID)
-		log.Error("webhook given up", "attempts", st.Attempts, "error", err, "queued_at", ev.QueuedAt)
+		w.setLog(ctx, log, ev.LogID, st)
+		w.completeJob(ctx, job.ID)
+		log.Error("webhook given up", "attempts", st.Attempts, "error", cause, "queued_at", ev.QueuedAt)
 		return time.Time{}, true
 	}
 	st.Status = DeliveryPending
-	w.setLog(bg, log, ev.LogID, st)
-	if err := w.o.Store.RetryJob(bg, job.ID, parkedAt, st.encode()); err != nil {
+	w.setLog(ctx, log, ev.LogID, st)
+	if err := w.o.Store.RetryJob(ctx, job.ID, parkedAt, st.encode()); err != nil {
 		log.Error("record webhook attempt", "error", err)
 	}
 	at := now.Add(outbox.Backoff(w.o.BaseBackoff, st.Attempts-ev.Prior.Attempts))
 	if at.After(deadline) {
 		at = deadline // one last try at the deadline
 	}
-	log.Warn("webhook failed; will retry", "attempts", st.Attempts, "error", err, "retry_at", at)
+	log.Warn("webhook failed; will retry", "attempts", st.Attempts, "error", cause, "retry_at", at)
 	return at, false
 }
 

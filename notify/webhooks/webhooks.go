@@ -2,9 +2,7 @@ package webhooks
 
 import (
 	"context"
-	"crypto/hmac"
 	"crypto/sha256"
-	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -21,7 +19,6 @@ import (
 	"time"
 
 	"github.com/usher-oidc/usher/grants"
-	"github.com/usher-oidc/usher/grants/outbox"
 )
 
 // Webhooks follow the Standard Webhooks specification
@@ -302,52 +299,6 @@ func checkEndpoint(e WebhookEndpoint) (*webhookEndpoint, error) {
 	return ep, nil
 }
 
-// decodeWebhookSecret returns the key bytes of a "whsec_<base64>" secret.
-func decodeWebhookSecret(s string) ([]byte, error) {
-	b64, ok := strings.CutPrefix(s, "whsec_")
-	if !ok {
-		return nil, errors.New(`must start with "whsec_"`)
-	}
-	key, err := base64.StdEncoding.DecodeString(b64)
-	if err != nil {
-		if key, err = base64.RawStdEncoding.DecodeString(b64); err != nil {
-			return nil, errors.New(`must be "whsec_" followed by base64`)
-		}
-	}
-	if len(key) < 24 || len(key) > 64 {
-		return nil, fmt.Errorf("must encode 24 to 64 bytes, not %d", len(key))
-	}
-	return key, nil
-}
-
-// SignWebhook returns the webhook-signature header value for a message: one
-// "v1,<base64>" per secret, space-separated.
-func SignWebhook(secrets []string, id string, ts time.Time, body []byte) (string, error) {
-	keys := make([][]byte, 0, len(secrets))
-	for i, s := range secrets {
-		k, err := decodeWebhookSecret(s)
-		if err != nil {
-			return "", fmt.Errorf("webhooks: secrets[%d]: %w", i, err)
-		}
-		keys = append(keys, k)
-	}
-	return signWebhook(keys, id, ts.Unix(), body), nil
-}
-
-func signWebhook(keys [][]byte, id string, ts int64, body []byte) string {
-	sigs := make([]string, len(keys))
-	for i, k := range keys {
-		m := hmac.New(sha256.New, k)
-		m.Write([]byte(id))
-		m.Write([]byte{'.'})
-		m.Write([]byte(strconv.FormatInt(ts, 10)))
-		m.Write([]byte{'.'})
-		m.Write(body)
-		sigs[i] = "v1," + base64.StdEncoding.EncodeToString(m.Sum(nil))
-	}
-	return strings.Join(sigs, " ")
-}
-
 // Stored records.
 
 type lanePayload struct {
@@ -410,184 +361,6 @@ func hash32(parts ...string) string {
 		h.Write([]byte{0})
 	}
 	return hex.EncodeToString(h.Sum(nil))[:32]
-}
-
-// stamp orders events: the emit time in ns, strictly increasing within this
-// process (for idempotent events, exactly their timestamp).
-// A zero t means now, read under the lock so stamps follow the clock.
-func (w *Webhooks) stamp(t time.Time, exact bool) int64 {
-	if exact {
-		return t.UnixNano()
-	}
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	if t.IsZero() {
-		t = w.o.Now()
-	}
-	n := t.UnixNano()
-	if n <= w.lastStamp {
-		n = w.lastStamp + 1
-	}
-	w.lastStamp = n
-	return n
-}
-
-func orderingKey(e WebhookEvent, eventID string) string {
-	for _, k := range []string{"invitation_id", "user_id"} {
-		if v, ok := e.Data[k].(string); ok && v != "" {
-			return k + ":" + v
-		}
-	}
-	return "event:" + eventID
-}
-
-func eventIDOf(e WebhookEvent) string {
-	if e.ID != "" {
-		return e.ID
-	}
-	return outbox.RandomHex(16)
-}
-
-// Emit stores one delivery per subscribed endpoint and wakes the worker. The
-// body is fixed now; the webhook-id is fixed per (event, endpoint). Events
-// with the same invitation id (else user id) reach an endpoint in emit order.
-func (w *Webhooks) Emit(ctx context.Context, e WebhookEvent) error {
-	if !slices.Contains(WebhookEventTypes, e.Type) {
-		return fmt.Errorf("webhooks: emit: unknown event type %q", e.Type)
-	}
-	if e.ID != "" && !eventIDRe.MatchString(e.ID) {
-		return fmt.Errorf("webhooks: emit %s: invalid event id", e.Type)
-	}
-	now := w.o.Now()
-	exact := e.ID != ""
-	if exact && e.Timestamp.IsZero() {
-		// The ordering stamp and the log record's ID derive from it.
-		return fmt.Errorf("webhooks: emit %s: an event with an ID needs its Timestamp", e.Type)
-	}
-	stamp := w.stamp(e.Timestamp, exact)
-	if e.Timestamp.IsZero() {
-		e.Timestamp = time.Unix(0, stamp)
-	}
-	createdAt := now
-	if !exact {
-		createdAt = time.Unix(0, stamp).UTC() // the log's order and created_at agree
-	}
-	data := e.Data
-	if data == nil {
-		data = map[string]any{}
-	}
-	body, err := json.Marshal(struct {
-		Type      string         `json:"type"`
-		Timestamp time.Time      `json:"timestamp"`
-		Data      map[string]any `json:"data"`
-	}{e.Type, e.Timestamp.UTC(), data})
-	if err != nil {
-		return fmt.Errorf("webhooks: emit %s: %w", e.Type, err)
-	}
-	if len(body) > webhookBodyLimit {
-		return fmt.Errorf("webhooks: emit %s: body of %d bytes is over %d", e.Type, len(body), webhookBodyLimit)
-	}
-	eventID := eventIDOf(e)
-	key := orderingKey(e, eventID)
-	var errs []error
-	queued := false
-	for _, id := range w.order {
-		ep := w.endpoints[id]
-		if ep.events != nil && !ep.events[e.Type] {
-			continue
-		}
-		webhookID := "msg_" + hash32(eventID, id)
-		rec := logRecord{WebhookID: webhookID, Endpoint: id, EventType: e.Type, CreatedAt: createdAt, Body: body}
-		logID := fmt.Sprintf("whlog_%016x_%s", ^uint64(stamp), webhookID) // newest first
-		ev := laneEvent{WebhookID: webhookID, Endpoint: id, EventType: e.Type, LogID: logID, Body: body, QueuedAt: now,
-			Prior: webhookState{Status: DeliveryPending}}
-		eventJobID := fmt.Sprintf("whevt_%016x_%s", uint64(stamp), webhookID) // oldest first
-		ok, err := w.queue(ctx, rec, logID, ev, eventJobID, hash32(id, key), e.ID != "")
-		if err != nil {
-			errs = append(errs, fmt.Errorf("endpoint %q: %w", id, err))
-			continue
-		}
-		if ok {
-			queued = true
-			w.log.DebugContext(ctx, "webhook queued", "endpoint", id, "webhook_id", webhookID, "event_type", e.Type)
-		}
-	}
-	if queued {
-		w.poke()
-	}
-	if len(errs) > 0 {
-		return fmt.Errorf("webhooks: emit %s: %w", e.Type, errors.Join(errs...))
-	}
-	return nil
-}
-
-// queue stores a delivery: its log record (if new), its lane event, then the
-// lane job. With idempotent set, an existing log record means an earlier
-// Emit of the same event got at least that far; it may have failed or died
-// before the lane event or the lane job was stored (the outbox then hands
-// the event over again), so while the record is pending the rest is stored
-// again (both IDs are fixed: what exists stays as it is). A delivered or
-// given-up one is left alone.
-func (w *Webhooks) queue(ctx context.Context, rec logRecord, logID string, ev laneEvent, eventJobID, lane string, idempotent bool) (bool, error) {
-	if rec.Body != nil {
-		payload, _ := json.Marshal(rec)
-		err := w.o.Store.EnqueueJob(ctx, &grants.Job{ID: logID, Kind: logKindPrefix + rec.Endpoint, Payload: payload,
-			RunAt: parkedAt, CreatedAt: rec.CreatedAt, LastError: webhookState{Status: DeliveryPending}.encode()})
-		if errors.Is(err, grants.ErrConflict) && idempotent {
-			pending, perr := w.logPending(ctx, logID)
-			if perr != nil {
-				return false, perr
-			}
-			if !pending {
-				return false, nil
-			}
-			ev.Recheck, err = true, nil
-		}
-		if err != nil {
-			return false, fmt.Errorf("store delivery log record: %w", err)
-		}
-	}
-	payload, _ := json.Marshal(ev)
-	if err := w.o.Store.EnqueueJob(ctx, &grants.Job{ID: eventJobID, Kind: laneKindPrefix + lane, Payload: payload,
-		RunAt: parkedAt, CreatedAt: ev.QueuedAt}); err != nil && !errors.Is(err, grants.ErrConflict) {
-		return false, fmt.Errorf("store event: %w", err)
-	}
-	if err := w.enqueueLane(ctx, lane, ev.Endpoint); err != nil {
-		return false, err
-	}
-	return true, nil
-}
-
-// logPending reports whether the delivery log record logID is
-// still pending. The log keeps pending records however old; a record no
-// longer there was finished and trimmed.
-func (w *Webhooks) logPending(ctx context.Context, logID string) (bool, error) {
-	j, err := w.o.Store.GetJob(ctx, logID)
-	if errors.Is(err, grants.ErrNotFound) {
-		return false, nil
-	}
-	if err != nil {
-		return false, fmt.Errorf("read delivery log record: %w", err)
-	}
-	st, _ := decodeState(j.LastError)
-	return st.Status == DeliveryPending, nil
-}
-
-func (w *Webhooks) enqueueLane(ctx context.Context, lane, endpoint string) error {
-	payload, _ := json.Marshal(lanePayload{Lane: lane, Endpoint: endpoint})
-	now := w.o.Now()
-	err := w.o.Store.EnqueueJob(ctx, &grants.Job{ID: "whlane_" + lane, Kind: JobKindWebhook, Payload: payload, RunAt: now, CreatedAt: now})
-	if err != nil && !errors.Is(err, grants.ErrConflict) { // conflict: the lane is already queued
-		return fmt.Errorf("store lane: %w", err)
-	}
-	return nil
-}
-
-func (w *Webhooks) poke() {
-	select {
-	case w.wake <- struct{}{}:
-	default:
-	}
 }
 
 // peek reads parked jobs of kind in ID order.

@@ -104,23 +104,8 @@ func (m *Mirror) rolesToAssign(ctx context.Context, roles []string, held map[str
 // holds again by now (granted anew after the revocation, its job run
 // first) stays: the mirror follows the grant, not the order of its jobs.
 func (m *Mirror) revoke(ctx context.Context, p *mirrorPayload) error {
-	if p.UsherUser != "" {
-		g, err := m.o.Store.GetGrant(ctx, p.UsherUser)
-		switch {
-		case errors.Is(err, grants.ErrNotFound): // no grant (erased): remove
-		case err != nil:
-			return fmt.Errorf("load the grant of %s: %w", p.UsherUser, err)
-		default:
-			if slices.Contains(g.Roles, p.Role) {
-				p.Role = ""
-			}
-			if _, held := g.Claims[p.ClaimKey]; held {
-				p.ClaimKey = ""
-			}
-			if p.Role == "" && p.ClaimKey == "" {
-				return nil
-			}
-		}
+	if nothingLeft, err := m.keepRegranted(ctx, p); err != nil || nothingLeft {
+		return err
 	}
 	user, err := m.readTarget(ctx, p)
 	var gone errUserGone
@@ -134,18 +119,8 @@ func (m *Mirror) revoke(ctx context.Context, p *mirrorPayload) error {
 	target := user.GetID()
 	old := usherMetadata(user.GetAppMetadata())
 	if p.Role != "" && slices.Contains(assignedRoles(old), p.Role) { // else not usher's to remove
-		id, err := m.roleID(ctx, p.Role, false)
-		if err != nil {
+		if err := m.removeRole(ctx, target, p.Role); err != nil {
 			return err
-		}
-		if id != "" {
-			if err := m.api.User.RemoveRoles(ctx, target, []*management.Role{{ID: &id}}); err != nil {
-				if statusOf(err) == http.StatusNotFound {
-					m.forgetRoles()
-					return fmt.Errorf("remove role: a role changed in Auth0, retrying: %w", retryable{err})
-				}
-				return fmt.Errorf("remove role %q: %w", p.Role, err)
-			}
 		}
 	}
 	if old == nil {
@@ -164,6 +139,49 @@ func (m *Mirror) revoke(ctx context.Context, p *mirrorPayload) error {
 		return nil
 	}
 	return m.writeUsherMetadata(ctx, target, next)
+}
+
+// keepRegranted clears from p the role and claim key that the usher user's
+// grant holds again, and reports whether that leaves nothing to revoke. A
+// job without a usher user, or whose grant is gone (erased), keeps both.
+func (m *Mirror) keepRegranted(ctx context.Context, p *mirrorPayload) (nothingLeft bool, err error) {
+	if p.UsherUser == "" {
+		return false, nil
+	}
+	g, err := m.o.Store.GetGrant(ctx, p.UsherUser)
+	switch {
+	case errors.Is(err, grants.ErrNotFound): // no grant (erased): remove
+		return false, nil
+	case err != nil:
+		return false, fmt.Errorf("load the grant of %s: %w", p.UsherUser, err)
+	}
+	if slices.Contains(g.Roles, p.Role) {
+		p.Role = ""
+	}
+	if _, held := g.Claims[p.ClaimKey]; held {
+		p.ClaimKey = ""
+	}
+	return p.Role == "" && p.ClaimKey == "", nil
+}
+
+// removeRole takes the Auth0 role named role away from the user target; a
+// role Auth0 does not have is nothing to remove.
+func (m *Mirror) removeRole(ctx context.Context, target, role string) error {
+	id, err := m.roleID(ctx, role, false)
+	if err != nil {
+		return err
+	}
+	if id == "" {
+		return nil
+	}
+	if err := m.api.User.RemoveRoles(ctx, target, []*management.Role{{ID: &id}}); err != nil {
+		if statusOf(err) == http.StatusNotFound {
+			m.forgetRoles()
+			return fmt.Errorf("remove role: a role changed in Auth0, retrying: %w", retryable{err})
+		}
+		return fmt.Errorf("remove role %q: %w", role, err)
+	}
+	return nil
 }
 
 func (m *Mirror) readUser(ctx context.Context, id string) (*management.User, error) {

@@ -118,6 +118,28 @@ const (
 // does not contact Auth0. ctx carries values only (its cancellation is
 // ignored): the client fetches and renews its token in the background.
 func NewMirror(ctx context.Context, o MirrorOptions) (*Mirror, error) {
+	domain, err := checkMirrorOptions(o)
+	if err != nil {
+		return nil, err
+	}
+	o.Domain = domain
+	o.setDefaults()
+	m := &Mirror{
+		o: o, log: o.Logger.With("component", "auth0-mirror"),
+		roleIDs: make(map[string]string), accounts: make(map[string]time.Time), budget: o.Budget,
+		connections: make(map[string]string),
+	}
+	m.loop = outbox.NewWakeLoop(o.PollInterval, o.Now)
+	m.loop.NotBefore = m.pausedUntil // never call before the reset a 429 or Remaining: 0 named
+	if err := m.newAPIs(ctx); err != nil {
+		return nil, err
+	}
+	return m, nil
+}
+
+// checkMirrorOptions reports what NewMirror cannot do without, and returns
+// the Domain as the client wants it: a bare host (or host:port).
+func checkMirrorOptions(o MirrorOptions) (domain string, err error) {
 	var missing []string
 	if o.Store == nil {
 		missing = append(missing, "Store")
@@ -128,10 +150,10 @@ func NewMirror(ctx context.Context, o MirrorOptions) (*Mirror, error) {
 	if o.ClientSecret == "" {
 		missing = append(missing, "ClientSecret")
 	}
-	domain := strings.TrimSpace(o.Domain)
+	domain = strings.TrimSpace(o.Domain)
 	if scheme, rest, ok := strings.Cut(domain, "://"); ok {
 		if scheme == "http" && !o.Insecure {
-			return nil, fmt.Errorf("auth0 mirror: Domain %q is plain http; only loopback tests may do that (Insecure)", o.Domain)
+			return "", fmt.Errorf("auth0 mirror: Domain %q is plain http; only loopback tests may do that (Insecure)", o.Domain)
 		}
 		domain = rest
 	}
@@ -139,12 +161,16 @@ func NewMirror(ctx context.Context, o MirrorOptions) (*Mirror, error) {
 	if domain == "" {
 		missing = append(missing, "Domain")
 	} else if strings.ContainsAny(domain, "/?#") {
-		return nil, fmt.Errorf("auth0 mirror: Domain %q must be a host name (or host:port), without a path", o.Domain)
+		return "", fmt.Errorf("auth0 mirror: Domain %q must be a host name (or host:port), without a path", o.Domain)
 	}
 	if len(missing) > 0 {
-		return nil, fmt.Errorf("auth0 mirror: missing %s", strings.Join(missing, ", "))
+		return "", fmt.Errorf("auth0 mirror: missing %s", strings.Join(missing, ", "))
 	}
-	o.Domain = domain
+	return domain, nil
+}
+
+// setDefaults fills in the defaults documented on MirrorOptions.
+func (o *MirrorOptions) setDefaults() {
 	if o.Now == nil {
 		o.Now = time.Now
 	}
@@ -182,17 +208,16 @@ func NewMirror(ctx context.Context, o MirrorOptions) (*Mirror, error) {
 	if o.AccountCacheTTL == 0 {
 		o.AccountCacheTTL = 5 * time.Minute
 	}
+}
+
+// newAPIs builds the two Management API clients, m.api for the jobs and
+// m.lookup for HasAccount, each behind its own pacer; ctx is NewMirror's.
+func (m *Mirror) newAPIs(ctx context.Context) error {
+	o := m.o
 	base := o.HTTPClient.Transport
 	if base == nil {
 		base = http.DefaultTransport
 	}
-	m := &Mirror{
-		o: o, log: o.Logger.With("component", "auth0-mirror"),
-		roleIDs: make(map[string]string), accounts: make(map[string]time.Time), budget: o.Budget,
-		connections: make(map[string]string),
-	}
-	m.loop = outbox.NewWakeLoop(o.PollInterval, o.Now)
-	m.loop.NotBefore = m.pausedUntil // never call before the reset a 429 or Remaining: 0 named
 	// The token request does not see the calls' contexts (oauth2 asks its
 	// TokenSource without one), so its own client bounds it.
 	tokenTimeout := mirrorTokenTimeout
@@ -201,37 +226,40 @@ func NewMirror(ctx context.Context, o MirrorOptions) (*Mirror, error) {
 	}
 	tokenCtx := context.WithValue(context.WithoutCancel(ctx), oauth2.HTTPClient,
 		&http.Client{Transport: base, Timeout: tokenTimeout})
-	newAPI := func(pace *pacer, extra ...management.Option) (*management.Management, error) {
-		var opts []management.Option
-		if o.Insecure {
-			opts = append(opts, management.WithInsecure()) // before the credentials: it sets a static token
-		}
-		opts = append(opts,
-			management.WithClientCredentials(tokenCtx, o.ClientID, o.ClientSecret),
-			management.WithClient(&http.Client{
-				Transport: pace, Timeout: o.HTTPClient.Timeout,
-				CheckRedirect: o.HTTPClient.CheckRedirect,
-			}),
-		)
-		api, err := management.New(domain, append(opts, extra...)...)
-		if err != nil {
-			return nil, fmt.Errorf("auth0 mirror: %w", err)
-		}
-		return api, nil
-	}
 	var err error
 	// Jobs leave LoginReserve permits; a job's call waits in line for a
 	// permit up to maxPacedWait, then the job goes back to the queue.
 	jobs := &pacer{base: base, m: m, reserve: o.LoginReserve, maxWait: maxPacedWait}
-	if m.api, err = newAPI(jobs); err != nil { // go-auth0's default: 429 retried twice
-		return nil, err
+	if m.api, err = newManagementAPI(tokenCtx, o, jobs); err != nil { // go-auth0's default: 429 retried twice
+		return err
 	}
 	// The lookup may take the whole burst; it waits for a permit up to
 	// maxLookupWait (a refill, not a pause: it is on the login path).
-	if m.lookup, err = newAPI(&pacer{base: base, m: m, maxWait: maxLookupWait}, management.WithNoRetries()); err != nil {
-		return nil, err
+	if m.lookup, err = newManagementAPI(tokenCtx, o, &pacer{base: base, m: m, maxWait: maxLookupWait}, management.WithNoRetries()); err != nil {
+		return err
 	}
-	return m, nil
+	return nil
+}
+
+// newManagementAPI builds one Management API client for o.Domain whose
+// calls go through pace and whose token is fetched within tokenCtx.
+func newManagementAPI(tokenCtx context.Context, o MirrorOptions, pace *pacer, extra ...management.Option) (*management.Management, error) {
+	var opts []management.Option
+	if o.Insecure {
+		opts = append(opts, management.WithInsecure()) // before the credentials: it sets a static token
+	}
+	opts = append(opts,
+		management.WithClientCredentials(tokenCtx, o.ClientID, o.ClientSecret),
+		management.WithClient(&http.Client{
+			Transport: pace, Timeout: o.HTTPClient.Timeout,
+			CheckRedirect: o.HTTPClient.CheckRedirect,
+		}),
+	)
+	api, err := management.New(o.Domain, append(opts, extra...)...)
+	if err != nil {
+		return nil, fmt.Errorf("auth0 mirror: %w", err)
+	}
+	return api, nil
 }
 
 // --- lookups on the login path ---

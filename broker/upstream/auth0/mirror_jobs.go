@@ -112,19 +112,25 @@ func (m *Mirror) process(ctx context.Context, job *grants.Job) {
 		return
 	}
 
+	m.succeeded(bg, log, job, p, missing)
+}
+
+// succeeded records a job that ran through: a redemption's final mirror
+// status (failed when roles were missing), then the job's completion.
+func (m *Mirror) succeeded(ctx context.Context, log *slog.Logger, job *grants.Job, p mirrorPayload, missing []string) {
 	// Status first, job last: once the queue is empty the invitation tells
 	// the outcome; a crash in between repeats an idempotent update.
 	if p.Op == opRedeem {
 		if len(missing) > 0 {
 			reason := fmt.Sprintf("role(s) not found in Auth0: %s (create them there, or set create_roles: true); the other roles and app_metadata were synced",
 				strings.Join(missing, ", "))
-			m.finish(bg, log, p, upstream.EventMirrorFailed, job.Attempts, reason)
+			m.finish(ctx, log, p, upstream.EventMirrorFailed, job.Attempts, reason)
 			log.Warn("auth0 roles missing", "roles", missing)
 		} else {
-			m.finish(bg, log, p, upstream.EventMirrored, job.Attempts, "")
+			m.finish(ctx, log, p, upstream.EventMirrored, job.Attempts, "")
 		}
 	}
-	m.complete(bg, log, job)
+	m.complete(ctx, log, job)
 	log.Info("auth0 updated")
 }
 

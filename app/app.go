@@ -6,7 +6,6 @@ package app
 import (
 	"context"
 	"crypto/hkdf"
-	"crypto/rand"
 	"crypto/sha256"
 	"errors"
 	"fmt"
@@ -14,7 +13,6 @@ import (
 	"log/slog"
 	"math"
 	"net/http"
-	"os"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -305,106 +303,6 @@ func managementBudget(st Store, cfg *config.Config) auth0.Budget {
 	}
 	r := cfg.Upstream.Auth0.Management.RateLimit
 	return rs.Budget("auth0-management", r.PerSecond, r.Burst)
-}
-
-// BrokerOptions maps the config onto broker.Options (stores, clock, logger
-// and the upstream, see NewUpstream, are the caller's).
-func BrokerOptions(cfg *config.Config) (broker.Options, error) {
-	secret, err := cfg.Sessions.SecretBytes()
-	if err != nil {
-		return broker.Options{}, fmt.Errorf("sessions.secret: %w", err)
-	}
-	if len(secret) == 0 && cfg.Dev {
-		secret = make([]byte, 32)
-		_, _ = rand.Read(secret)
-	}
-	var pems [][]byte
-	for _, f := range cfg.Signing.KeyFiles {
-		b, err := os.ReadFile(f)
-		if err != nil {
-			return broker.Options{}, fmt.Errorf("signing.key_files: %w", err)
-		}
-		pems = append(pems, b)
-	}
-	kek, err := cfg.Store.KeyEncryptionKeyBytes()
-	if err != nil {
-		return broker.Options{}, fmt.Errorf("store.key_encryption_key: %w", err)
-	}
-	clients := make([]broker.Client, 0, len(cfg.Clients))
-	for _, c := range cfg.Clients {
-		clients = append(clients, broker.Client{
-			ID: c.ID, Name: c.Name, Public: c.IsPublic(), SecretSHA256: c.SecretSHA256,
-			RedirectURIs: c.RedirectURIs, PostLogoutRedirectURIs: c.PostLogoutRedirectURIs,
-			InitiateLoginURI: c.InitiateLoginURI, AllowedOrigins: c.Origins(),
-			GrantTypes: c.GrantTypes, Scopes: c.Scopes, Audiences: c.Audiences,
-			ResourceServer: c.ResourceServer, ForwardInvitation: c.ForwardInvitation,
-			IDTokenSigningAlg: c.IDTokenSignedResponseAlg,
-		})
-	}
-	clientIP, err := clientIPOptions(cfg.Server)
-	if err != nil {
-		return broker.Options{}, err
-	}
-	t := cfg.Tokens
-	br, err := loadBranding(cfg)
-	if err != nil {
-		return broker.Options{}, err
-	}
-	var hook *broker.RedemptionHook
-	if h := cfg.Invitations.RedemptionHook; h.URL != "" {
-		hook = &broker.RedemptionHook{URL: h.URL, Timeout: time.Duration(h.Timeout), FailOpen: h.Policy == "fail_open", Secret: []byte(h.Secret)}
-	}
-	return broker.Options{
-		RedemptionHook: hook,
-		Issuer:         cfg.Issuer,
-		Clients:        clients,
-		// The upstream itself is NewUpstream's.
-		LinkByVerifiedEmail: cfg.Upstream.LinkByVerifiedEmail,
-		SigningAlgorithm:    cfg.Signing.Algorithm,
-		SigningKeyPEMs:      pems,
-		KeyEncryptionKey:    kek,
-		KeyRotationPeriod:   time.Duration(cfg.Signing.RotationPeriod),
-		Tokens: broker.TokenLifetimes{
-			Access: time.Duration(t.AccessTokenTTL), IDToken: time.Duration(t.IDTokenTTL),
-			RefreshIdle: time.Duration(t.RefreshTokenIdleTTL), RefreshAbsolute: time.Duration(t.RefreshTokenAbsoluteTTL),
-			AuthRequest: time.Duration(t.AuthRequestTTL), Code: time.Duration(t.CodeTTL),
-			ClientCredentials: time.Duration(t.ClientCredentialsTTL),
-		},
-		SessionSecret:   secret,
-		SessionIdle:     time.Duration(cfg.Sessions.IdleTimeout),
-		SessionAbsolute: time.Duration(cfg.Sessions.AbsoluteTimeout),
-		CookieName:      cfg.Sessions.CookieName,
-		ClaimsNamespace: cfg.Invitations.ClaimsNamespace,
-		DefaultRoles:    cfg.Invitations.DefaultRoles,
-
-		InvitationDefaultTTL: time.Duration(cfg.Invitations.DefaultTTL),
-		InvitationMaxTTL:     time.Duration(cfg.Invitations.MaxTTL),
-		InvitationEmailMatch: cfg.Invitations.EmailMatch,
-		RoleCatalog:          cfg.Invitations.Roles,
-		InvitationBaseURL:    cfg.InvitationBaseURL(),
-		AdminRole:            cfg.Admin.Role,
-		PrivilegedRoles:      cfg.Invitations.PrivilegedRoles,
-		AppName:              cfg.Invitations.AppName,
-		Branding:             br,
-		AdminEmails:          cfg.Admin.Emails,
-		RateLimits: broker.RateLimits{InvitePerMinute: cfg.RateLimits.InvitePerMinute,
-			FailedRedemptionsPerHour: cfg.RateLimits.FailedRedemptionsPerHour, APIPerMinute: cfg.RateLimits.APIPerMinute,
-			AuthorizePerMinute: cfg.RateLimits.AuthorizePerMinute},
-		ClientIP: clientIP,
-	}, nil
-}
-
-// clientIPOptions maps server.trusted_proxies and server.client_ip_header.
-func clientIPOptions(s config.Server) (broker.ClientIP, error) {
-	out := broker.ClientIP{Header: s.ClientIPHeader}
-	for _, raw := range s.TrustedProxies {
-		p, err := config.ParseProxy(raw)
-		if err != nil {
-			return broker.ClientIP{}, fmt.Errorf("server.trusted_proxies: %w", err)
-		}
-		out.TrustedProxies = append(out.TrustedProxies, p)
-	}
-	return out, nil
 }
 
 // Handler serves every public usher endpoint. /metrics is not among them:

@@ -126,40 +126,10 @@ func New(ctx context.Context, cfg *config.Config, o Options) (*App, error) {
 	a.Metrics = prometheus.NewRegistry()
 	a.Metrics.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	bo.Metrics = a.Metrics
-	if err := a.startMailer(bg, cfg, o, bo.SessionSecret); err != nil {
+	if err := a.startBackground(bg, cfg, o, &bo, budget); err != nil {
 		a.Close()
 		return nil, err
 	}
-	if err := a.startMirror(bg, cfg, o, budget); err != nil {
-		a.Close()
-		return nil, err
-	}
-	bo.Upstream = NewUpstream(cfg, o.UpstreamHTTPClient, a.Mirror)
-	whEndpoints := make([]webhooks.WebhookEndpoint, 0, len(cfg.Webhooks))
-	for _, w := range cfg.Webhooks {
-		whEndpoints = append(whEndpoints, webhooks.WebhookEndpoint{ID: w.ID, URL: w.URL, Secrets: w.Secrets, Events: w.Events})
-	}
-	// Built even without endpoints: its sweep marks expired invitations.
-	a.Webhooks, err = webhooks.NewWebhooks(webhooks.WebhooksOptions{Store: a.Store, Endpoints: whEndpoints, Now: o.Now,
-		Logger: a.log, BaseBackoff: o.WebhookBackoff, Lease: o.WebhookLease})
-	if err != nil {
-		a.Close()
-		return nil, err
-	}
-	bo.Webhooks = a.Webhooks
-	a.workers.Go(func() { a.Webhooks.Run(bg) })
-	a.Metrics.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "usher_webhook_queue_depth",
-		Help: "Webhook lanes (endpoint × invitation) with undelivered events."}, queueDepth(bg, a.Webhooks.QueueDepth)))
-	if a.Mirror != nil {
-		a.Metrics.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "usher_auth0_mirror_queue_depth",
-			Help: "Auth0 Management API updates waiting (including retries)."}, queueDepth(bg, a.Mirror.QueueDepth)))
-	}
-	if a.Mailer != nil {
-		bo.Mailer = a.Mailer
-		a.Metrics.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "usher_mail_queue_depth",
-			Help: "Invitation mails waiting to be sent (including retries)."}, queueDepth(bg, a.Mailer.QueueDepth)))
-	}
-	a.startOutbox(bg, &bo, o.OutboxLease)
 	a.Broker, err = broker.New(ctx, bo)
 	if err != nil {
 		a.Close()
@@ -167,6 +137,61 @@ func New(ctx context.Context, cfg *config.Config, o Options) (*App, error) {
 	}
 	a.workers.Go(func() { a.Broker.Run(bg) })
 	return a, nil
+}
+
+// startBackground starts the background workers (mail and the Auth0 mirror
+// when configured, webhooks, the outbox), registers their queue-depth
+// gauges, and hands the broker what it needs of them in bo.
+func (a *App) startBackground(ctx context.Context, cfg *config.Config, o Options, bo *broker.Options, budget auth0.Budget) error {
+	if err := a.startMailer(ctx, cfg, o, bo.SessionSecret); err != nil {
+		return err
+	}
+	if err := a.startMirror(ctx, cfg, o, budget); err != nil {
+		return err
+	}
+	bo.Upstream = NewUpstream(cfg, o.UpstreamHTTPClient, a.Mirror)
+	if err := a.startWebhooks(ctx, cfg, o); err != nil {
+		return err
+	}
+	bo.Webhooks = a.Webhooks
+	if a.Mailer != nil {
+		bo.Mailer = a.Mailer
+	}
+	a.registerQueueGauges(ctx)
+	a.startOutbox(ctx, bo, o.OutboxLease)
+	return nil
+}
+
+// startWebhooks starts the webhook worker. It runs even without endpoints:
+// its sweep marks expired invitations.
+func (a *App) startWebhooks(ctx context.Context, cfg *config.Config, o Options) error {
+	whEndpoints := make([]webhooks.WebhookEndpoint, 0, len(cfg.Webhooks))
+	for _, w := range cfg.Webhooks {
+		whEndpoints = append(whEndpoints, webhooks.WebhookEndpoint{ID: w.ID, URL: w.URL, Secrets: w.Secrets, Events: w.Events})
+	}
+	var err error
+	a.Webhooks, err = webhooks.NewWebhooks(webhooks.WebhooksOptions{Store: a.Store, Endpoints: whEndpoints, Now: o.Now,
+		Logger: a.log, BaseBackoff: o.WebhookBackoff, Lease: o.WebhookLease})
+	if err != nil {
+		return err
+	}
+	a.workers.Go(func() { a.Webhooks.Run(ctx) })
+	return nil
+}
+
+// registerQueueGauges registers the queue-depth gauges of the running
+// workers: webhooks, then the Auth0 mirror and mail when they run.
+func (a *App) registerQueueGauges(ctx context.Context) {
+	a.Metrics.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "usher_webhook_queue_depth",
+		Help: "Webhook lanes (endpoint × invitation) with undelivered events."}, queueDepth(ctx, a.Webhooks.QueueDepth)))
+	if a.Mirror != nil {
+		a.Metrics.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "usher_auth0_mirror_queue_depth",
+			Help: "Auth0 Management API updates waiting (including retries)."}, queueDepth(ctx, a.Mirror.QueueDepth)))
+	}
+	if a.Mailer != nil {
+		a.Metrics.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "usher_mail_queue_depth",
+			Help: "Invitation mails waiting to be sent (including retries)."}, queueDepth(ctx, a.Mailer.QueueDepth)))
+	}
 }
 
 // startOutbox runs the one runner that hands the events invitation use cases

@@ -69,68 +69,91 @@ type idemResponse struct {
 }
 
 func (h *API) apiCreateInvitation(w http.ResponseWriter, r *http.Request, c Caller) {
-	ctx := r.Context()
 	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxAPIBody))
 	if err != nil {
 		writeProblem(w, http.StatusRequestEntityTooLarge, "too-large", "Request body too large",
 			fmt.Sprintf("The request body must be at most %d bytes.", maxAPIBody))
 		return
 	}
-	key := r.Header.Get("Idempotency-Key")
-	if key != "" {
-		if len(key) > 255 {
-			writeProblem(w, http.StatusBadRequest, "invalid-request", "Invalid Idempotency-Key", "The Idempotency-Key header must be at most 255 characters.",
-				grants.FieldError{Field: "Idempotency-Key", Message: "too long"})
-			return
-		}
-		sum := sha256.Sum256(body)
-		scoped := c.ClientID + " " + key // the client scopes the key: one client cannot replay another's
-		now := h.Now()
-		prev, err := h.Store.ReserveIdempotencyKey(ctx, &grants.IdempotencyRecord{Key: scoped, RequestHash: hex.EncodeToString(sum[:]), CreatedAt: now, ExpiresAt: now.Add(idemKeyTTL)})
-		switch {
-		case errors.Is(err, grants.ErrIdempotencyMismatch):
-			writeProblem(w, http.StatusConflict, "idempotency-mismatch", "Idempotency-Key reused",
-				"This Idempotency-Key was already used with a different request body. Use a new key for a new request.")
-			return
-		case errors.Is(err, grants.ErrIdempotencyInProgress):
-			w.Header().Set("Retry-After", "1")
-			writeProblem(w, http.StatusConflict, "idempotency-in-progress", "Request in progress",
-				"The first request with this Idempotency-Key has not finished yet; retry shortly.")
-			return
-		case err != nil:
-			h.storeProblem(w, r, "reserving the idempotency key", err)
-			return
-		case prev != nil:
-			var sealed string
-			var resp idemResponse
-			if json.Unmarshal(prev.Response, &sealed) == nil && h.Sealer.Decode("idempotency", sealed, &resp) == nil {
-				w.Header().Set("Idempotent-Replayed", "true")
-				w.Header().Set("Content-Type", "application/json")
-				w.WriteHeader(resp.Status)
-				w.Write(resp.Body)
-				return
-			}
-			writeProblem(w, http.StatusConflict, "idempotency-unreadable", "Idempotency-Key unusable",
-				"The stored result for this Idempotency-Key cannot be read back; use a new key.")
-			return
-		}
-		rec := &recorder{ResponseWriter: w, status: http.StatusOK}
-		h.createInvitation(rec, r, c, body)
-		if rec.status >= 400 {
-			_ = h.Store.ReleaseIdempotencyKey(ctx, scoped) // a failed request may be retried with the same key
-			return
-		}
-		sealed, err := h.Sealer.Encode("idempotency", idemResponse{Status: rec.status, Body: rec.body})
-		if err == nil {
-			raw, _ := json.Marshal(sealed)
-			err = h.Store.CompleteIdempotencyKey(ctx, scoped, rec.status, raw)
-		}
-		if err != nil {
-			h.Logger.ErrorContext(ctx, "completing idempotency key", "err", err)
-		}
+	if key := r.Header.Get("Idempotency-Key"); key != "" {
+		h.createIdempotently(w, r, c, key, body)
 		return
 	}
 	h.createInvitation(w, r, c, body)
+}
+
+// createIdempotently creates the invitation under c's Idempotency-Key: the
+// first request with the key creates it and keeps its answer (sealed), a
+// retry with the same body replays that answer, and a failed request frees
+// the key for a retry.
+func (h *API) createIdempotently(w http.ResponseWriter, r *http.Request, c Caller, key string, body []byte) {
+	ctx := r.Context()
+	if len(key) > 255 {
+		writeProblem(w, http.StatusBadRequest, "invalid-request", "Invalid Idempotency-Key", "The Idempotency-Key header must be at most 255 characters.",
+			grants.FieldError{Field: "Idempotency-Key", Message: "too long"})
+		return
+	}
+	scoped, ok := h.reserveIdempotencyKey(w, r, c, key, body)
+	if !ok {
+		return
+	}
+	rec := &recorder{ResponseWriter: w, status: http.StatusOK}
+	h.createInvitation(rec, r, c, body)
+	if rec.status >= 400 {
+		_ = h.Store.ReleaseIdempotencyKey(ctx, scoped) // a failed request may be retried with the same key
+		return
+	}
+	sealed, err := h.Sealer.Encode("idempotency", idemResponse{Status: rec.status, Body: rec.body})
+	if err == nil {
+		raw, _ := json.Marshal(sealed)
+		err = h.Store.CompleteIdempotencyKey(ctx, scoped, rec.status, raw)
+	}
+	if err != nil {
+		h.Logger.ErrorContext(ctx, "completing idempotency key", "err", err)
+	}
+}
+
+// reserveIdempotencyKey reserves c's key for this body and returns the key
+// as stored. When ok is false it has answered the request: with the first
+// request's answer, or with a problem.
+func (h *API) reserveIdempotencyKey(w http.ResponseWriter, r *http.Request, c Caller, key string, body []byte) (scoped string, ok bool) {
+	sum := sha256.Sum256(body)
+	scoped = c.ClientID + " " + key // the client scopes the key: one client cannot replay another's
+	now := h.Now()
+	prev, err := h.Store.ReserveIdempotencyKey(r.Context(), &grants.IdempotencyRecord{Key: scoped, RequestHash: hex.EncodeToString(sum[:]), CreatedAt: now, ExpiresAt: now.Add(idemKeyTTL)})
+	switch {
+	case errors.Is(err, grants.ErrIdempotencyMismatch):
+		writeProblem(w, http.StatusConflict, "idempotency-mismatch", "Idempotency-Key reused",
+			"This Idempotency-Key was already used with a different request body. Use a new key for a new request.")
+		return "", false
+	case errors.Is(err, grants.ErrIdempotencyInProgress):
+		w.Header().Set("Retry-After", "1")
+		writeProblem(w, http.StatusConflict, "idempotency-in-progress", "Request in progress",
+			"The first request with this Idempotency-Key has not finished yet; retry shortly.")
+		return "", false
+	case err != nil:
+		h.storeProblem(w, r, "reserving the idempotency key", err)
+		return "", false
+	case prev != nil:
+		h.replayIdempotent(w, prev)
+		return "", false
+	}
+	return scoped, true
+}
+
+// replayIdempotent answers with the stored answer to the key's first request.
+func (h *API) replayIdempotent(w http.ResponseWriter, prev *grants.IdempotencyRecord) {
+	var sealed string
+	var resp idemResponse
+	if json.Unmarshal(prev.Response, &sealed) == nil && h.Sealer.Decode("idempotency", sealed, &resp) == nil {
+		w.Header().Set("Idempotent-Replayed", "true")
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(resp.Status)
+		w.Write(resp.Body)
+		return
+	}
+	writeProblem(w, http.StatusConflict, "idempotency-unreadable", "Idempotency-Key unusable",
+		"The stored result for this Idempotency-Key cannot be read back; use a new key.")
 }
 
 func (h *API) createInvitation(w http.ResponseWriter, r *http.Request, c Caller, body []byte) {

@@ -147,19 +147,7 @@ func (h *Page) formOptions(p *dashboardPage, f inviteForm) {
 func (h *Page) listInvitations(w http.ResponseWriter, r *http.Request, p *dashboardPage, notice *string) (list []grants.Invitation, next, cursor string, ok bool) {
 	ctx := r.Context()
 	q := r.URL.Query()
-	p.Status = q.Get("status")
-	switch grants.Status(p.Status) {
-	case grants.StatusPending, grants.StatusRedeemed, grants.StatusRevoked, grants.StatusDeclined, grants.StatusExpired:
-	default:
-		p.Status = ""
-	}
-	for _, s := range []string{"", "pending", "redeemed", "revoked", "declined", "expired"} {
-		label := s
-		if s == "" {
-			label = "all"
-		}
-		p.Statuses = append(p.Statuses, option{Value: s, Label: label, Selected: s == p.Status})
-	}
+	p.setStatus(q.Get("status"))
 	p.Query = strings.TrimSpace(clip(q.Get("q"), 254))
 	var window grants.InvitationFilter
 	var dateNotice string
@@ -168,18 +156,7 @@ func (h *Page) listInvitations(w http.ResponseWriter, r *http.Request, p *dashbo
 	}
 	p.Searched = p.Query != "" || p.From != "" || p.To != ""
 	cursor = q.Get("cursor")
-	by := q.Get("by")
-	var order []string
-	switch {
-	case p.Query == "":
-		order = []string{""}
-	case by == "email" || by == "external_id":
-		order = []string{by}
-	case strings.Contains(p.Query, "@"):
-		order = []string{"email", "external_id"}
-	default:
-		order = []string{"external_id", "email"}
-	}
+	order := searchOrder(p.Query, q.Get("by"))
 	for i, field := range order {
 		fl := grants.InvitationFilter{Status: grants.Status(p.Status), Cursor: cursor, Limit: adminPageSize,
 			CreatedSince: window.CreatedSince, CreatedUntil: window.CreatedUntil}
@@ -206,6 +183,40 @@ func (h *Page) listInvitations(w http.ResponseWriter, r *http.Request, p *dashbo
 		}
 	}
 	return list, next, cursor, true
+}
+
+// setStatus sets the status filter (an unknown status is none) and its
+// choices.
+func (p *dashboardPage) setStatus(status string) {
+	p.Status = status
+	switch grants.Status(p.Status) {
+	case grants.StatusPending, grants.StatusRedeemed, grants.StatusRevoked, grants.StatusDeclined, grants.StatusExpired:
+	default:
+		p.Status = ""
+	}
+	for _, s := range []string{"", "pending", "redeemed", "revoked", "declined", "expired"} {
+		label := s
+		if s == "" {
+			label = "all"
+		}
+		p.Statuses = append(p.Statuses, option{Value: s, Label: label, Selected: s == p.Status})
+	}
+}
+
+// searchOrder is the fields a search tries, in turn: by's when it names one,
+// else email first when the query looks like an email, else external ID
+// first. Without a query, one unfiltered listing ("").
+func searchOrder(query, by string) []string {
+	switch {
+	case query == "":
+		return []string{""}
+	case by == "email" || by == "external_id":
+		return []string{by}
+	case strings.Contains(query, "@"):
+		return []string{"email", "external_id"}
+	default:
+		return []string{"external_id", "email"}
+	}
 }
 
 func (h *Page) adminCreate(w http.ResponseWriter, r *http.Request, a *adminRequest) {

@@ -17,7 +17,6 @@ import (
 	"time"
 
 	"github.com/usher-oidc/usher/client"
-	"github.com/usher-oidc/usher/grants"
 )
 
 // `usher invite` is a thin client of the admin API: it gets a
@@ -386,112 +385,6 @@ func (c *inviteCmd) printJSON(raw []byte) error {
 	return err
 }
 
-// ---- list ----
-
-func (c *inviteCmd) list(ctx context.Context, args []string) error {
-	fs := c.flags()
-	status := fs.String("status", "", "only invitations in this status: pending, redeemed, revoked, declined, expired")
-	email := fs.String("email", "", "only invitations for this email address")
-	externalID := fs.String("external-id", "", "only invitations with this external_id")
-	emailPrefix := fs.String("email-prefix", "", "only invitations whose email starts with this (any case; listed by email)")
-	extPrefix := fs.String("external-id-prefix", "", "only invitations whose external_id starts with this (listed by external_id)")
-	since := fs.String("since", "", "only invitations created on or after this date (YYYY-MM-DD, UTC) or RFC 3339 time")
-	until := fs.String("until", "", "only invitations created before this date (YYYY-MM-DD: up to the end of that day, UTC) or RFC 3339 time")
-	unsafe := fs.Bool("unsafe-claims", false, "only invitations holding claim names that fold onto registered claims (never served)")
-	limit := fs.Int("limit", 50, "page size, 1 to 1000")
-	all := fs.Bool("all", false, "fetch every page")
-	fs.BoolVar(&c.jsonOut, "json", false, "print the API's JSON")
-	pos, err := c.parse(args)
-	if err != nil {
-		return err
-	}
-	if len(pos) > 0 {
-		return c.usagef("unexpected argument %q", pos[0])
-	}
-	switch *status {
-	case "", "pending", "redeemed", "revoked", "declined", "expired":
-	default:
-		return c.usagef("--status must be pending, redeemed, revoked, declined or expired, not %q", *status)
-	}
-	if *limit < 1 || *limit > 1000 {
-		return c.usagef("--limit must be from 1 to 1000")
-	}
-	q := client.ListQuery{Status: grants.Status(*status), Email: *email, ExternalID: *externalID, UnsafeClaims: *unsafe, Limit: *limit,
-		EmailPrefix: *emailPrefix, ExternalIDPrefix: *extPrefix}
-	if q.CreatedSince, err = listDate("--since", *since, false); err != nil {
-		return c.usagef("%v", err)
-	}
-	if q.CreatedUntil, err = listDate("--until", *until, true); err != nil {
-		return c.usagef("%v", err)
-	}
-	ac, err := c.client(scopeRead)
-	if err != nil {
-		return err
-	}
-	// Under --json the invitations are printed as usher sent them.
-	var out struct {
-		Invitations []json.RawMessage `json:"invitations"`
-		NextCursor  string            `json:"next_cursor,omitempty"`
-	}
-	var invs []client.Invitation
-	for {
-		list, rep, err := ac.ListInvitations(ctx, q)
-		if c.jsonOut && rep != nil && !*all {
-			return c.printJSON(rep.Body)
-		}
-		if err != nil {
-			return ac.explain(err)
-		}
-		if c.jsonOut {
-			var raw struct {
-				Invitations []json.RawMessage `json:"invitations"`
-			}
-			if err := json.Unmarshal(rep.Body, &raw); err != nil {
-				return fmt.Errorf("unreadable answer from usher: %v", err)
-			}
-			out.Invitations = append(out.Invitations, raw.Invitations...)
-		}
-		invs = append(invs, list.Invitations...)
-		out.NextCursor = list.NextCursor
-		if !*all || list.NextCursor == "" {
-			break
-		}
-		q.Cursor = list.NextCursor
-	}
-	if out.Invitations == nil {
-		out.Invitations = []json.RawMessage{}
-	}
-	if c.jsonOut {
-		b, _ := json.Marshal(out)
-		return c.printJSON(b)
-	}
-	if len(invs) == 0 {
-		fmt.Fprintln(c.stdout, "no invitations")
-		return nil
-	}
-	tw := tabwriter.NewWriter(c.stdout, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "ID\tSTATUS\tEMAIL\tROLES\tEXTERNAL_ID\tEXPIRES_AT\tEMAIL_STATUS")
-	for _, inv := range invs {
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", inv.ID, inv.Status, inv.Email, dash(strings.Join(inv.Roles, " ")),
-			dash(inv.ExternalID), inv.ExpiresAt.Format(time.RFC3339), dash(inv.EmailStatus))
-		if *unsafe {
-			fmt.Fprintf(tw, "\tunsafe claims (kept, never served): %s\n", strings.Join(inv.UnsafeClaims, " "))
-		}
-	}
-	tw.Flush()
-	if out.NextCursor != "" {
-		fmt.Fprintf(c.stdout, "(more invitations: use --all, or a larger --limit)\n")
-	}
-	return nil
-}
-
-func dash(s string) string {
-	if s == "" {
-		return "-"
-	}
-	return s
-}
-
 // ---- revoke, resend ----
 
 func (c *inviteCmd) oneID(args []string) (string, error) {
@@ -546,23 +439,4 @@ func (c *inviteCmd) resend(ctx context.Context, args []string) error {
 	c.printInvitation(inv)
 	c.printLinkNote(inv)
 	return nil
-}
-
-// listDate reads --since/--until: a UTC day (--until: up to that day's end)
-// or an RFC 3339 time; "" is no bound.
-func listDate(flag, v string, endOfDay bool) (time.Time, error) {
-	if v == "" {
-		return time.Time{}, nil
-	}
-	if d, err := time.Parse(time.DateOnly, v); err == nil {
-		if endOfDay {
-			d = d.AddDate(0, 0, 1)
-		}
-		return d, nil
-	}
-	t, err := time.Parse(time.RFC3339, v)
-	if err != nil {
-		return time.Time{}, fmt.Errorf("%s must be a date (YYYY-MM-DD) or an RFC 3339 time, not %q", flag, v)
-	}
-	return t, nil
 }

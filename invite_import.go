@@ -35,13 +35,10 @@ func (c *inviteCmd) importCSV(ctx context.Context, args []string) error {
 	if err := c.checkCreateFlags(&cf); err != nil {
 		return err
 	}
-	data, err := os.ReadFile(pos[0])
+	r, err := openImportCSV(pos[0])
 	if err != nil {
 		return err
 	}
-	r := csv.NewReader(bytes.NewReader(bytes.TrimPrefix(data, []byte("\xef\xbb\xbf")))) // spreadsheets write a BOM
-	r.FieldsPerRecord = -1
-	r.TrimLeadingSpace = true
 	cols, err := readImportHeader(r, pos[0])
 	if err != nil {
 		return err
@@ -54,6 +51,25 @@ func (c *inviteCmd) importCSV(ctx context.Context, args []string) error {
 	if err := ac.token(ctx); err != nil {
 		return err
 	}
+	return c.importRows(ctx, ac, r, cols, &cf)
+}
+
+// openImportCSV reads the file and returns a CSV reader over it.
+func openImportCSV(file string) (*csv.Reader, error) {
+	data, err := os.ReadFile(file)
+	if err != nil {
+		return nil, err
+	}
+	r := csv.NewReader(bytes.NewReader(bytes.TrimPrefix(data, []byte("\xef\xbb\xbf")))) // spreadsheets write a BOM
+	r.FieldsPerRecord = -1
+	r.TrimLeadingSpace = true
+	return r, nil
+}
+
+// importRows creates the invitation of each row after the header. Each row
+// succeeds or fails alone, reported on its line; blank rows are skipped. The
+// summary ends it (an error when a row failed).
+func (c *inviteCmd) importRows(ctx context.Context, ac apiClient, r *csv.Reader, cols *importColumnsOf, cf *createFlags) error {
 	t := &importTally{out: c.stdout}
 	for {
 		rec, err := r.Read()
@@ -73,7 +89,7 @@ func (c *inviteCmd) importCSV(ctx context.Context, args []string) error {
 		}
 		line, _ := r.FieldPos(0)
 		t.total++
-		body, roles, problem := cols.row(rec, &cf)
+		body, roles, problem := cols.row(rec, cf)
 		if problem != "" {
 			t.fail(line, "%s", problem)
 			continue

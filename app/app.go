@@ -6,7 +6,6 @@ package app
 import (
 	"context"
 	"crypto/hkdf"
-	"crypto/rand"
 	"crypto/sha256"
 	"errors"
 	"fmt"
@@ -14,7 +13,6 @@ import (
 	"log/slog"
 	"math"
 	"net/http"
-	"os"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -128,40 +126,10 @@ func New(ctx context.Context, cfg *config.Config, o Options) (*App, error) {
 	a.Metrics = prometheus.NewRegistry()
 	a.Metrics.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	bo.Metrics = a.Metrics
-	if err := a.startMailer(bg, cfg, o, bo.SessionSecret); err != nil {
+	if err := a.startBackground(bg, cfg, o, &bo, budget); err != nil {
 		a.Close()
 		return nil, err
 	}
-	if err := a.startMirror(bg, cfg, o, budget); err != nil {
-		a.Close()
-		return nil, err
-	}
-	bo.Upstream = NewUpstream(cfg, o.UpstreamHTTPClient, a.Mirror)
-	whEndpoints := make([]webhooks.WebhookEndpoint, 0, len(cfg.Webhooks))
-	for _, w := range cfg.Webhooks {
-		whEndpoints = append(whEndpoints, webhooks.WebhookEndpoint{ID: w.ID, URL: w.URL, Secrets: w.Secrets, Events: w.Events})
-	}
-	// Built even without endpoints: its sweep marks expired invitations.
-	a.Webhooks, err = webhooks.NewWebhooks(webhooks.WebhooksOptions{Store: a.Store, Endpoints: whEndpoints, Now: o.Now,
-		Logger: a.log, BaseBackoff: o.WebhookBackoff, Lease: o.WebhookLease})
-	if err != nil {
-		a.Close()
-		return nil, err
-	}
-	bo.Webhooks = a.Webhooks
-	a.workers.Go(func() { a.Webhooks.Run(bg) })
-	a.Metrics.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "usher_webhook_queue_depth",
-		Help: "Webhook lanes (endpoint × invitation) with undelivered events."}, queueDepth(bg, a.Webhooks.QueueDepth)))
-	if a.Mirror != nil {
-		a.Metrics.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "usher_auth0_mirror_queue_depth",
-			Help: "Auth0 Management API updates waiting (including retries)."}, queueDepth(bg, a.Mirror.QueueDepth)))
-	}
-	if a.Mailer != nil {
-		bo.Mailer = a.Mailer
-		a.Metrics.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "usher_mail_queue_depth",
-			Help: "Invitation mails waiting to be sent (including retries)."}, queueDepth(bg, a.Mailer.QueueDepth)))
-	}
-	a.startOutbox(bg, &bo, o.OutboxLease)
 	a.Broker, err = broker.New(ctx, bo)
 	if err != nil {
 		a.Close()
@@ -169,6 +137,61 @@ func New(ctx context.Context, cfg *config.Config, o Options) (*App, error) {
 	}
 	a.workers.Go(func() { a.Broker.Run(bg) })
 	return a, nil
+}
+
+// startBackground starts the background workers (mail and the Auth0 mirror
+// when configured, webhooks, the outbox), registers their queue-depth
+// gauges, and hands the broker what it needs of them in bo.
+func (a *App) startBackground(ctx context.Context, cfg *config.Config, o Options, bo *broker.Options, budget auth0.Budget) error {
+	if err := a.startMailer(ctx, cfg, o, bo.SessionSecret); err != nil {
+		return err
+	}
+	if err := a.startMirror(ctx, cfg, o, budget); err != nil {
+		return err
+	}
+	bo.Upstream = NewUpstream(cfg, o.UpstreamHTTPClient, a.Mirror)
+	if err := a.startWebhooks(ctx, cfg, o); err != nil {
+		return err
+	}
+	bo.Webhooks = a.Webhooks
+	if a.Mailer != nil {
+		bo.Mailer = a.Mailer
+	}
+	a.registerQueueGauges(ctx)
+	a.startOutbox(ctx, bo, o.OutboxLease)
+	return nil
+}
+
+// startWebhooks starts the webhook worker. It runs even without endpoints:
+// its sweep marks expired invitations.
+func (a *App) startWebhooks(ctx context.Context, cfg *config.Config, o Options) error {
+	whEndpoints := make([]webhooks.WebhookEndpoint, 0, len(cfg.Webhooks))
+	for _, w := range cfg.Webhooks {
+		whEndpoints = append(whEndpoints, webhooks.WebhookEndpoint{ID: w.ID, URL: w.URL, Secrets: w.Secrets, Events: w.Events})
+	}
+	var err error
+	a.Webhooks, err = webhooks.NewWebhooks(webhooks.WebhooksOptions{Store: a.Store, Endpoints: whEndpoints, Now: o.Now,
+		Logger: a.log, BaseBackoff: o.WebhookBackoff, Lease: o.WebhookLease})
+	if err != nil {
+		return err
+	}
+	a.workers.Go(func() { a.Webhooks.Run(ctx) })
+	return nil
+}
+
+// registerQueueGauges registers the queue-depth gauges of the running
+// workers: webhooks, then the Auth0 mirror and mail when they run.
+func (a *App) registerQueueGauges(ctx context.Context) {
+	a.Metrics.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "usher_webhook_queue_depth",
+		Help: "Webhook lanes (endpoint × invitation) with undelivered events."}, queueDepth(ctx, a.Webhooks.QueueDepth)))
+	if a.Mirror != nil {
+		a.Metrics.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "usher_auth0_mirror_queue_depth",
+			Help: "Auth0 Management API updates waiting (including retries)."}, queueDepth(ctx, a.Mirror.QueueDepth)))
+	}
+	if a.Mailer != nil {
+		a.Metrics.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "usher_mail_queue_depth",
+			Help: "Invitation mails waiting to be sent (including retries)."}, queueDepth(ctx, a.Mailer.QueueDepth)))
+	}
 }
 
 // startOutbox runs the one runner that hands the events invitation use cases
@@ -305,106 +328,6 @@ func managementBudget(st Store, cfg *config.Config) auth0.Budget {
 	}
 	r := cfg.Upstream.Auth0.Management.RateLimit
 	return rs.Budget("auth0-management", r.PerSecond, r.Burst)
-}
-
-// BrokerOptions maps the config onto broker.Options (stores, clock, logger
-// and the upstream, see NewUpstream, are the caller's).
-func BrokerOptions(cfg *config.Config) (broker.Options, error) {
-	secret, err := cfg.Sessions.SecretBytes()
-	if err != nil {
-		return broker.Options{}, fmt.Errorf("sessions.secret: %w", err)
-	}
-	if len(secret) == 0 && cfg.Dev {
-		secret = make([]byte, 32)
-		_, _ = rand.Read(secret)
-	}
-	var pems [][]byte
-	for _, f := range cfg.Signing.KeyFiles {
-		b, err := os.ReadFile(f)
-		if err != nil {
-			return broker.Options{}, fmt.Errorf("signing.key_files: %w", err)
-		}
-		pems = append(pems, b)
-	}
-	kek, err := cfg.Store.KeyEncryptionKeyBytes()
-	if err != nil {
-		return broker.Options{}, fmt.Errorf("store.key_encryption_key: %w", err)
-	}
-	clients := make([]broker.Client, 0, len(cfg.Clients))
-	for _, c := range cfg.Clients {
-		clients = append(clients, broker.Client{
-			ID: c.ID, Name: c.Name, Public: c.IsPublic(), SecretSHA256: c.SecretSHA256,
-			RedirectURIs: c.RedirectURIs, PostLogoutRedirectURIs: c.PostLogoutRedirectURIs,
-			InitiateLoginURI: c.InitiateLoginURI, AllowedOrigins: c.Origins(),
-			GrantTypes: c.GrantTypes, Scopes: c.Scopes, Audiences: c.Audiences,
-			ResourceServer: c.ResourceServer, ForwardInvitation: c.ForwardInvitation,
-			IDTokenSigningAlg: c.IDTokenSignedResponseAlg,
-		})
-	}
-	clientIP, err := clientIPOptions(cfg.Server)
-	if err != nil {
-		return broker.Options{}, err
-	}
-	t := cfg.Tokens
-	br, err := loadBranding(cfg)
-	if err != nil {
-		return broker.Options{}, err
-	}
-	var hook *broker.RedemptionHook
-	if h := cfg.Invitations.RedemptionHook; h.URL != "" {
-		hook = &broker.RedemptionHook{URL: h.URL, Timeout: time.Duration(h.Timeout), FailOpen: h.Policy == "fail_open", Secret: []byte(h.Secret)}
-	}
-	return broker.Options{
-		RedemptionHook: hook,
-		Issuer:         cfg.Issuer,
-		Clients:        clients,
-		// The upstream itself is NewUpstream's.
-		LinkByVerifiedEmail: cfg.Upstream.LinkByVerifiedEmail,
-		SigningAlgorithm:    cfg.Signing.Algorithm,
-		SigningKeyPEMs:      pems,
-		KeyEncryptionKey:    kek,
-		KeyRotationPeriod:   time.Duration(cfg.Signing.RotationPeriod),
-		Tokens: broker.TokenLifetimes{
-			Access: time.Duration(t.AccessTokenTTL), IDToken: time.Duration(t.IDTokenTTL),
-			RefreshIdle: time.Duration(t.RefreshTokenIdleTTL), RefreshAbsolute: time.Duration(t.RefreshTokenAbsoluteTTL),
-			AuthRequest: time.Duration(t.AuthRequestTTL), Code: time.Duration(t.CodeTTL),
-			ClientCredentials: time.Duration(t.ClientCredentialsTTL),
-		},
-		SessionSecret:   secret,
-		SessionIdle:     time.Duration(cfg.Sessions.IdleTimeout),
-		SessionAbsolute: time.Duration(cfg.Sessions.AbsoluteTimeout),
-		CookieName:      cfg.Sessions.CookieName,
-		ClaimsNamespace: cfg.Invitations.ClaimsNamespace,
-		DefaultRoles:    cfg.Invitations.DefaultRoles,
-
-		InvitationDefaultTTL: time.Duration(cfg.Invitations.DefaultTTL),
-		InvitationMaxTTL:     time.Duration(cfg.Invitations.MaxTTL),
-		InvitationEmailMatch: cfg.Invitations.EmailMatch,
-		RoleCatalog:          cfg.Invitations.Roles,
-		InvitationBaseURL:    cfg.InvitationBaseURL(),
-		AdminRole:            cfg.Admin.Role,
-		PrivilegedRoles:      cfg.Invitations.PrivilegedRoles,
-		AppName:              cfg.Invitations.AppName,
-		Branding:             br,
-		AdminEmails:          cfg.Admin.Emails,
-		RateLimits: broker.RateLimits{InvitePerMinute: cfg.RateLimits.InvitePerMinute,
-			FailedRedemptionsPerHour: cfg.RateLimits.FailedRedemptionsPerHour, APIPerMinute: cfg.RateLimits.APIPerMinute,
-			AuthorizePerMinute: cfg.RateLimits.AuthorizePerMinute},
-		ClientIP: clientIP,
-	}, nil
-}
-
-// clientIPOptions maps server.trusted_proxies and server.client_ip_header.
-func clientIPOptions(s config.Server) (broker.ClientIP, error) {
-	out := broker.ClientIP{Header: s.ClientIPHeader}
-	for _, raw := range s.TrustedProxies {
-		p, err := config.ParseProxy(raw)
-		if err != nil {
-			return broker.ClientIP{}, fmt.Errorf("server.trusted_proxies: %w", err)
-		}
-		out.TrustedProxies = append(out.TrustedProxies, p)
-	}
-	return out, nil
 }
 
 // Handler serves every public usher endpoint. /metrics is not among them:

@@ -123,6 +123,28 @@ func StartDev(ctx context.Context, o DevOptions) (*Dev, error) {
 			lns.close()
 		}
 	}()
+	d.setURLs(o, lns)
+	usherBase := strings.TrimSuffix(d.IssuerURL, "/")
+	if d.IDP, err = d.startIDP(o, usherBase); err != nil {
+		return nil, err
+	}
+	cfg, err := d.devConfig(o, lns)
+	if err != nil {
+		return nil, err
+	}
+	if err := d.startApp(ctx, o, cfg); err != nil {
+		return nil, err
+	}
+	d.OutboxURL = usherBase + "/dev/outbox/"
+	d.MetricsURL = "http://" + lns.metrics.Addr().String() + "/metrics"
+	d.serve(o, lns)
+	ok = true
+	return d, nil
+}
+
+// setURLs sets the URLs of usher (the issuer, unless DevOptions.Issuer
+// gives it), devidp and the demo SPA from their listeners.
+func (d *Dev) setURLs(o DevOptions, lns *devListens) {
 	d.IssuerURL = o.Issuer
 	if d.IssuerURL == "" {
 		d.IssuerURL = "http://" + lns.usher.Addr().String()
@@ -132,14 +154,10 @@ func StartDev(ctx context.Context, o DevOptions) (*Dev, error) {
 	if o.CustomDomain {
 		d.IDPCustomURL = "http://localhost:" + strconv.Itoa(lns.idp.Addr().(*net.TCPAddr).Port) + "/"
 	}
-	usherBase := strings.TrimSuffix(d.IssuerURL, "/")
-	if d.IDP, err = d.startIDP(o, usherBase); err != nil {
-		return nil, err
-	}
-	cfg, err := d.devConfig(o, lns)
-	if err != nil {
-		return nil, err
-	}
+}
+
+// startApp starts usher itself with cfg.
+func (d *Dev) startApp(ctx context.Context, o DevOptions, cfg *config.Config) error {
 	d.Config = cfg
 	d.Outbox = mail.NewOutbox()
 	// Mail goes to the outbox page unless a test configured an SMTP server.
@@ -151,12 +169,14 @@ func StartDev(ctx context.Context, o DevOptions) (*Dev, error) {
 		sender = d.Outbox
 	}
 	d.appOpts = Options{Logger: o.Logger, Now: o.Now, WrapStore: o.WrapStore, MailSender: sender, MailBackoff: o.MailBackoff, WebhookBackoff: o.WebhookBackoff, DemoURL: d.SPAURL}
+	var err error
 	d.App, err = New(ctx, cfg, d.appOpts)
-	if err != nil {
-		return nil, err
-	}
-	d.OutboxURL = usherBase + "/dev/outbox/"
-	d.MetricsURL = "http://" + lns.metrics.Addr().String() + "/metrics"
+	return err
+}
+
+// serve starts the servers of usher, devidp, the demo SPA and the metrics
+// on their listeners.
+func (d *Dev) serve(o DevOptions, lns *devListens) {
 	spa := demo.Handler(demo.Config{Issuer: d.IssuerURL, ClientID: DevSPAClientID, Origin: d.SPAURL})
 	var idp http.Handler = d.IDP
 	if o.WrapIDP != nil {
@@ -170,8 +190,6 @@ func StartDev(ctx context.Context, o DevOptions) (*Dev, error) {
 		d.servers = append(d.servers, srv)
 		go srv.Serve(s.ln)
 	}
-	ok = true
-	return d, nil
 }
 
 // devListens are the four listeners of `usher dev`.

@@ -19,33 +19,9 @@ func (c *Config) checkUpstream(p *problems) {
 	case generic && auth0:
 		p.add("upstream.auth0.domain", "set either upstream.issuer or upstream.auth0.domain, not both")
 	case generic:
-		checkBaseURL(p, "upstream.issuer", u.Issuer)
-		if u.ClientID == "" {
-			p.add("upstream.client_id", "required when upstream.issuer is set")
-		}
-		for _, f := range []struct {
-			path string
-			set  bool
-		}{
-			{"upstream.auth0.client_id", a.ClientID != ""},
-			{"upstream.auth0.client_secret", a.ClientSecret != ""},
-			{"upstream.auth0.connections", len(a.Connections) > 0},
-		} {
-			if f.set {
-				p.add(f.path, "only applies with upstream.auth0.domain")
-			}
-		}
+		checkGenericUpstream(p, u)
 	case auth0:
-		checkAuth0Domain(p, a.Domain)
-		if a.ClientID == "" {
-			p.add("upstream.auth0.client_id", "required when upstream.auth0.domain is set")
-		}
-		if u.ClientID != "" {
-			p.add("upstream.client_id", "only applies with upstream.issuer; for Auth0 use upstream.auth0.client_id")
-		}
-		if u.ClientSecret != "" {
-			p.add("upstream.client_secret", "only applies with upstream.issuer; for Auth0 use upstream.auth0.client_secret (USHER_UPSTREAM_AUTH0_CLIENT_SECRET)")
-		}
+		checkAuth0Upstream(p, u)
 	}
 	c.checkUpstreamClaims(p)
 	for i, conn := range a.Connections {
@@ -53,7 +29,52 @@ func (c *Config) checkUpstream(p *problems) {
 			p.add(fmt.Sprintf("upstream.auth0.connections[%d]", i), "must not be empty")
 		}
 	}
-	m := a.Management
+	checkManagement(p, a.Management, auth0)
+	c.checkDomainsAndAliases(p)
+	checkUpstreamScopes(p, u.Scopes)
+}
+
+// checkGenericUpstream checks an upstream given by its issuer (any OIDC
+// provider): it needs a client ID, and takes none of the Auth0 settings.
+func checkGenericUpstream(p *problems, u Upstream) {
+	a := u.Auth0
+	checkBaseURL(p, "upstream.issuer", u.Issuer)
+	if u.ClientID == "" {
+		p.add("upstream.client_id", "required when upstream.issuer is set")
+	}
+	for _, f := range []struct {
+		path string
+		set  bool
+	}{
+		{"upstream.auth0.client_id", a.ClientID != ""},
+		{"upstream.auth0.client_secret", a.ClientSecret != ""},
+		{"upstream.auth0.connections", len(a.Connections) > 0},
+	} {
+		if f.set {
+			p.add(f.path, "only applies with upstream.auth0.domain")
+		}
+	}
+}
+
+// checkAuth0Upstream checks an Auth0 upstream: its client is
+// upstream.auth0's, not upstream's.
+func checkAuth0Upstream(p *problems, u Upstream) {
+	a := u.Auth0
+	checkAuth0Domain(p, a.Domain)
+	if a.ClientID == "" {
+		p.add("upstream.auth0.client_id", "required when upstream.auth0.domain is set")
+	}
+	if u.ClientID != "" {
+		p.add("upstream.client_id", "only applies with upstream.issuer; for Auth0 use upstream.auth0.client_id")
+	}
+	if u.ClientSecret != "" {
+		p.add("upstream.client_secret", "only applies with upstream.issuer; for Auth0 use upstream.auth0.client_secret (USHER_UPSTREAM_AUTH0_CLIENT_SECRET)")
+	}
+}
+
+// checkManagement checks upstream.auth0.management, the Management API
+// mirror: Auth0 only, its client ID and secret together, and its budget.
+func checkManagement(p *problems, m Management, auth0 bool) {
 	if (m.ClientID != "" || m.ClientSecret != "" || m.CreateRoles) && !auth0 {
 		p.add("upstream.auth0.management", "the Management API mirror requires upstream.auth0.domain")
 	} else {
@@ -74,9 +95,13 @@ func (c *Config) checkUpstream(p *problems) {
 	if b := m.RateLimit.Burst; b < 0 || b > 1000 {
 		p.add("upstream.auth0.management.rate_limit.burst", "must be between 1 and 1000, or 0 for the default %d (got %d)", DefaultManagementBurst, b)
 	}
-	c.checkDomainsAndAliases(p)
+}
+
+// checkUpstreamScopes checks the scopes usher asks the upstream for, openid
+// among them.
+func checkUpstreamScopes(p *problems, scopes []string) {
 	hasOpenID := false
-	for i, s := range u.Scopes {
+	for i, s := range scopes {
 		if !scopeRe.MatchString(s) {
 			p.add(fmt.Sprintf("upstream.scopes[%d]", i), "%q is not a valid scope", s)
 		}

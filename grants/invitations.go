@@ -118,41 +118,9 @@ func ParseToken(token string) (string, bool) {
 // store (without token) and whether to send mail.
 func (s *Service) Validate(req CreateRequest) (*Invitation, bool, error) {
 	v := &ValidationError{}
-	email := strings.TrimSpace(req.Email)
-	if email == "" {
-		v.add("email", "is required")
-	} else if a, err := mail.ParseAddress(email); err != nil || a.Address != email || len(email) > 254 || !strings.Contains(email[strings.LastIndexByte(email, '@')+1:], ".") && !strings.HasSuffix(email, "@localhost") {
-		v.add("email", "%q is not a valid email address (expected name@domain, without a display name)", ClipStr(req.Email, 80))
-	}
-	roles := make([]string, 0, len(req.Roles))
-	for i, r := range req.Roles {
-		switch {
-		case strings.TrimSpace(r) == "" || len(r) > 100:
-			v.add(fmt.Sprintf("roles[%d]", i), "must be a non-empty name of at most 100 characters")
-		case !req.MayGrantPrivileged && slices.Contains(s.o.PrivilegedRoles, r):
-			v.add(fmt.Sprintf("roles[%d]", i), "role %q is privileged: only a client holding the scope %s (or an admin on the admin page) may invite to it", ClipStr(r, 100), ScopeAdmin)
-		case len(s.o.RoleCatalog) > 0 && !slices.Contains(s.o.RoleCatalog, r):
-			v.add(fmt.Sprintf("roles[%d]", i), "role %q is not in the configured catalog (%s)", ClipStr(r, 100), strings.Join(s.o.RoleCatalog, ", "))
-		case !slices.Contains(roles, r):
-			roles = append(roles, r)
-		}
-	}
-	if req.Claims != nil {
-		if b, _ := json.Marshal(req.Claims); len(b) > MaxClaimsBytes {
-			v.add("claims", "is %d bytes of JSON; the limit is %d", len(b), MaxClaimsBytes)
-		}
-		keys := make([]string, 0, len(req.Claims))
-		for k := range req.Claims {
-			keys = append(keys, k)
-		}
-		slices.Sort(keys)
-		for _, k := range keys {
-			var ce *ClaimNameError
-			if errors.As(ValidateClaimName(s.o.ClaimsNamespace, k), &ce) {
-				v.add("claims."+k, "%s", ce.Error())
-			}
-		}
-	}
+	email := checkEmail(v, req.Email)
+	roles := s.checkRoles(v, req.Roles, req.MayGrantPrivileged)
+	s.checkClaims(v, req.Claims)
 	if req.Metadata != nil {
 		if b, _ := json.Marshal(req.Metadata); len(b) > MaxMetadataBytes {
 			v.add("metadata", "is %d bytes of JSON; the limit is %d", len(b), MaxMetadataBytes)
@@ -167,23 +135,8 @@ func (s *Service) Validate(req CreateRequest) (*Invitation, bool, error) {
 	if req.ClientID != "" && s.o.KnownClient != nil && !s.o.KnownClient(req.ClientID) {
 		v.add("client_id", "%q is not a registered client", ClipStr(req.ClientID, 100))
 	}
-	ttl := s.o.DefaultTTL
-	if req.ExpiresIn != nil {
-		ttl = time.Duration(*req.ExpiresIn) * time.Second
-		switch {
-		case *req.ExpiresIn <= 0:
-			v.add("expires_in", "must be a positive number of seconds")
-		case *req.ExpiresIn > int64(s.o.MaxTTL/time.Second):
-			v.add("expires_in", "must be at most %d seconds (%s)", int64(s.o.MaxTTL/time.Second), s.o.MaxTTL)
-		}
-	}
-	match := req.EmailMatch
-	if match == "" {
-		match = s.o.DefaultEmailMatch
-	}
-	if match != MatchAny && match != MatchExact && match != MatchDomain {
-		v.add("email_match", "must be one of any, exact, domain")
-	}
+	ttl := s.checkExpiresIn(v, req.ExpiresIn)
+	match := s.checkEmailMatch(v, req.EmailMatch)
 	if req.Link != "" && req.Link != LinkInvite && req.Link != LinkAuthorize {
 		v.add("link", "must be invite (/invite/<token>, the default) or authorize (/authorize?client_id=…&invitation=<token>)")
 	}
@@ -193,6 +146,93 @@ func (s *Service) Validate(req CreateRequest) (*Invitation, bool, error) {
 	if len(v.Errors) > 0 {
 		return nil, false, v
 	}
+	inv := s.newInvitation(req, email, roles, ttl, match)
+	return inv, inv.SendEmail, nil
+}
+
+// checkEmail checks the invitee's address and returns it trimmed.
+func checkEmail(v *ValidationError, raw string) string {
+	email := strings.TrimSpace(raw)
+	if email == "" {
+		v.add("email", "is required")
+	} else if a, err := mail.ParseAddress(email); err != nil || a.Address != email || len(email) > 254 || !strings.Contains(email[strings.LastIndexByte(email, '@')+1:], ".") && !strings.HasSuffix(email, "@localhost") {
+		v.add("email", "%q is not a valid email address (expected name@domain, without a display name)", ClipStr(raw, 80))
+	}
+	return email
+}
+
+// checkRoles checks each role against the privileged roles and the catalog,
+// and returns the valid ones without duplicates, in order.
+func (s *Service) checkRoles(v *ValidationError, reqRoles []string, mayGrantPrivileged bool) []string {
+	roles := make([]string, 0, len(reqRoles))
+	for i, r := range reqRoles {
+		switch {
+		case strings.TrimSpace(r) == "" || len(r) > 100:
+			v.add(fmt.Sprintf("roles[%d]", i), "must be a non-empty name of at most 100 characters")
+		case !mayGrantPrivileged && slices.Contains(s.o.PrivilegedRoles, r):
+			v.add(fmt.Sprintf("roles[%d]", i), "role %q is privileged: only a client holding the scope %s (or an admin on the admin page) may invite to it", ClipStr(r, 100), ScopeAdmin)
+		case len(s.o.RoleCatalog) > 0 && !slices.Contains(s.o.RoleCatalog, r):
+			v.add(fmt.Sprintf("roles[%d]", i), "role %q is not in the configured catalog (%s)", ClipStr(r, 100), strings.Join(s.o.RoleCatalog, ", "))
+		case !slices.Contains(roles, r):
+			roles = append(roles, r)
+		}
+	}
+	return roles
+}
+
+// checkClaims checks the claims' size and each claim's name, in name order
+// so the errors come in a stable order.
+func (s *Service) checkClaims(v *ValidationError, claims map[string]any) {
+	if claims == nil {
+		return
+	}
+	if b, _ := json.Marshal(claims); len(b) > MaxClaimsBytes {
+		v.add("claims", "is %d bytes of JSON; the limit is %d", len(b), MaxClaimsBytes)
+	}
+	keys := make([]string, 0, len(claims))
+	for k := range claims {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	for _, k := range keys {
+		var ce *ClaimNameError
+		if errors.As(ValidateClaimName(s.o.ClaimsNamespace, k), &ce) {
+			v.add("claims."+k, "%s", ce.Error())
+		}
+	}
+}
+
+// checkExpiresIn checks the requested lifetime and returns it, or the
+// configured default when none was requested.
+func (s *Service) checkExpiresIn(v *ValidationError, expiresIn *int64) time.Duration {
+	if expiresIn == nil {
+		return s.o.DefaultTTL
+	}
+	switch {
+	case *expiresIn <= 0:
+		v.add("expires_in", "must be a positive number of seconds")
+	case *expiresIn > int64(s.o.MaxTTL/time.Second):
+		v.add("expires_in", "must be at most %d seconds (%s)", int64(s.o.MaxTTL/time.Second), s.o.MaxTTL)
+	}
+	return time.Duration(*expiresIn) * time.Second
+}
+
+// checkEmailMatch checks the email_match policy and returns it, or the
+// configured default when none was requested.
+func (s *Service) checkEmailMatch(v *ValidationError, requested string) string {
+	match := requested
+	if match == "" {
+		match = s.o.DefaultEmailMatch
+	}
+	if match != MatchAny && match != MatchExact && match != MatchDomain {
+		v.add("email_match", "must be one of any, exact, domain")
+	}
+	return match
+}
+
+// newInvitation is the pending invitation a valid request creates, with its
+// "created" event.
+func (s *Service) newInvitation(req CreateRequest, email string, roles []string, ttl time.Duration, match string) *Invitation {
 	now := s.o.Now()
 	send := req.SendEmail == nil || *req.SendEmail
 	inv := &Invitation{
@@ -204,7 +244,7 @@ func (s *Service) Validate(req CreateRequest) (*Invitation, bool, error) {
 	if !send {
 		inv.EmailStatus = "not_requested"
 	}
-	return inv, send, nil
+	return inv
 }
 
 // The forms of an invitation link.

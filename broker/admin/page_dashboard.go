@@ -147,19 +147,7 @@ func (h *Page) formOptions(p *dashboardPage, f inviteForm) {
 func (h *Page) listInvitations(w http.ResponseWriter, r *http.Request, p *dashboardPage, notice *string) (list []grants.Invitation, next, cursor string, ok bool) {
 	ctx := r.Context()
 	q := r.URL.Query()
-	p.Status = q.Get("status")
-	switch grants.Status(p.Status) {
-	case grants.StatusPending, grants.StatusRedeemed, grants.StatusRevoked, grants.StatusDeclined, grants.StatusExpired:
-	default:
-		p.Status = ""
-	}
-	for _, s := range []string{"", "pending", "redeemed", "revoked", "declined", "expired"} {
-		label := s
-		if s == "" {
-			label = "all"
-		}
-		p.Statuses = append(p.Statuses, option{Value: s, Label: label, Selected: s == p.Status})
-	}
+	p.setStatus(q.Get("status"))
 	p.Query = strings.TrimSpace(clip(q.Get("q"), 254))
 	var window grants.InvitationFilter
 	var dateNotice string
@@ -168,18 +156,7 @@ func (h *Page) listInvitations(w http.ResponseWriter, r *http.Request, p *dashbo
 	}
 	p.Searched = p.Query != "" || p.From != "" || p.To != ""
 	cursor = q.Get("cursor")
-	by := q.Get("by")
-	var order []string
-	switch {
-	case p.Query == "":
-		order = []string{""}
-	case by == "email" || by == "external_id":
-		order = []string{by}
-	case strings.Contains(p.Query, "@"):
-		order = []string{"email", "external_id"}
-	default:
-		order = []string{"external_id", "email"}
-	}
+	order := searchOrder(p.Query, q.Get("by"))
 	for i, field := range order {
 		fl := grants.InvitationFilter{Status: grants.Status(p.Status), Cursor: cursor, Limit: adminPageSize,
 			CreatedSince: window.CreatedSince, CreatedUntil: window.CreatedUntil}
@@ -208,46 +185,44 @@ func (h *Page) listInvitations(w http.ResponseWriter, r *http.Request, p *dashbo
 	return list, next, cursor, true
 }
 
+// setStatus sets the status filter (an unknown status is none) and its
+// choices.
+func (p *dashboardPage) setStatus(status string) {
+	p.Status = status
+	switch grants.Status(p.Status) {
+	case grants.StatusPending, grants.StatusRedeemed, grants.StatusRevoked, grants.StatusDeclined, grants.StatusExpired:
+	default:
+		p.Status = ""
+	}
+	for _, s := range []string{"", "pending", "redeemed", "revoked", "declined", "expired"} {
+		label := s
+		if s == "" {
+			label = "all"
+		}
+		p.Statuses = append(p.Statuses, option{Value: s, Label: label, Selected: s == p.Status})
+	}
+}
+
+// searchOrder is the fields a search tries, in turn: by's when it names one,
+// else email first when the query looks like an email, else external ID
+// first. Without a query, one unfiltered listing ("").
+func searchOrder(query, by string) []string {
+	switch {
+	case query == "":
+		return []string{""}
+	case by == "email" || by == "external_id":
+		return []string{by}
+	case strings.Contains(query, "@"):
+		return []string{"email", "external_id"}
+	default:
+		return []string{"external_id", "email"}
+	}
+}
+
 func (h *Page) adminCreate(w http.ResponseWriter, r *http.Request, a *adminRequest) {
 	ctx := r.Context()
-	pf := r.PostForm
-	f := inviteForm{
-		Email: strings.TrimSpace(pf.Get("email")), RolesText: pf.Get("roles_text"), Claims: pf.Get("claims"),
-		Metadata: pf.Get("metadata"), ExternalID: strings.TrimSpace(pf.Get("external_id")), ClientID: pf.Get("client_id"),
-		EmailMatch: pf.Get("email_match"), Days: strings.TrimSpace(pf.Get("expires_days")), Delivery: pf.Get("delivery"),
-		Link: pf.Get("link"), Locale: strings.TrimSpace(pf.Get("locale")),
-	}
-	if f.Delivery != "link" {
-		f.Delivery = "email"
-	}
-	errs := map[string][]string{}
-	if len(h.RoleCatalog) > 0 {
-		f.Roles = pf["roles"]
-	} else {
-		f.Roles = strings.FieldsFunc(f.RolesText, func(c rune) bool { return c == ',' || c == ' ' || c == '\n' || c == '\r' || c == '\t' })
-	}
-	send := f.Delivery == "email"
-	req := grants.CreateRequest{
-		Email: f.Email, Roles: f.Roles, ExternalID: f.ExternalID, ClientID: f.ClientID,
-		EmailMatch: f.EmailMatch, SendEmail: &send, Inviter: grants.DisplayName(inviterName(a.user)), Link: f.Link, Locale: f.Locale,
-		MayGrantPrivileged: true, // an admin, signed in on the admin page
-	}
-	var err error
-	if req.Claims, err = parseJSONObject(f.Claims); err != nil {
-		errs["claims"] = append(errs["claims"], err.Error())
-	}
-	if req.Metadata, err = parseJSONObject(f.Metadata); err != nil {
-		errs["metadata"] = append(errs["metadata"], err.Error())
-	}
-	if f.Days != "" {
-		n, err := strconv.Atoi(f.Days)
-		if err != nil || n < 1 || n > h.maxDays() {
-			errs["expires"] = append(errs["expires"], fmt.Sprintf("must be a whole number of days from 1 to %d", h.maxDays()))
-		} else {
-			secs := int64(n) * 86400
-			req.ExpiresIn = &secs
-		}
-	}
+	f := h.readInviteForm(r.PostForm)
+	req, errs := h.inviteRequest(f, a.user)
 	if len(errs) > 0 {
 		// Report every other problem too, in one round trip.
 		_, _, verr := h.Invitations.Validate(req)
@@ -272,6 +247,64 @@ func (h *Page) adminCreate(w http.ResponseWriter, r *http.Request, a *adminReque
 	}
 	h.Logger.InfoContext(ctx, "invitation created", "invitation_id", inv.ID, "admin_user_id", a.user.ID, "send_email", inv.SendEmail)
 	h.Metrics.invitationCreated()
+	h.setFlash(a.sess, h.createdFlash(inv, token))
+	h.saveAndRedirect(w, r, a.sess, "/admin/invitations/"+url.PathEscape(inv.ID))
+}
+
+// readInviteForm reads the invite form as typed. The roles are the
+// catalog's checked boxes, or the words of the roles field when there is no
+// catalog.
+func (h *Page) readInviteForm(pf url.Values) inviteForm {
+	f := inviteForm{
+		Email: strings.TrimSpace(pf.Get("email")), RolesText: pf.Get("roles_text"), Claims: pf.Get("claims"),
+		Metadata: pf.Get("metadata"), ExternalID: strings.TrimSpace(pf.Get("external_id")), ClientID: pf.Get("client_id"),
+		EmailMatch: pf.Get("email_match"), Days: strings.TrimSpace(pf.Get("expires_days")), Delivery: pf.Get("delivery"),
+		Link: pf.Get("link"), Locale: strings.TrimSpace(pf.Get("locale")),
+	}
+	if f.Delivery != "link" {
+		f.Delivery = "email"
+	}
+	if len(h.RoleCatalog) > 0 {
+		f.Roles = pf["roles"]
+	} else {
+		f.Roles = strings.FieldsFunc(f.RolesText, func(c rune) bool { return c == ',' || c == ' ' || c == '\n' || c == '\r' || c == '\t' })
+	}
+	return f
+}
+
+// inviteRequest is the create request of the form, by admin user u, with
+// the problems only the form can have (JSON that does not parse, a number of
+// days out of range) by form field.
+func (h *Page) inviteRequest(f inviteForm, u *grants.User) (grants.CreateRequest, map[string][]string) {
+	errs := map[string][]string{}
+	send := f.Delivery == "email"
+	req := grants.CreateRequest{
+		Email: f.Email, Roles: f.Roles, ExternalID: f.ExternalID, ClientID: f.ClientID,
+		EmailMatch: f.EmailMatch, SendEmail: &send, Inviter: grants.DisplayName(inviterName(u)), Link: f.Link, Locale: f.Locale,
+		MayGrantPrivileged: true, // an admin, signed in on the admin page
+	}
+	var err error
+	if req.Claims, err = parseJSONObject(f.Claims); err != nil {
+		errs["claims"] = append(errs["claims"], err.Error())
+	}
+	if req.Metadata, err = parseJSONObject(f.Metadata); err != nil {
+		errs["metadata"] = append(errs["metadata"], err.Error())
+	}
+	if f.Days != "" {
+		n, err := strconv.Atoi(f.Days)
+		if err != nil || n < 1 || n > h.maxDays() {
+			errs["expires"] = append(errs["expires"], fmt.Sprintf("must be a whole number of days from 1 to %d", h.maxDays()))
+		} else {
+			secs := int64(n) * 86400
+			req.ExpiresIn = &secs
+		}
+	}
+	return req, errs
+}
+
+// createdFlash is the notice after a create: the mail is on its way, or the
+// link to copy now (usher cannot show it again).
+func (h *Page) createdFlash(inv *grants.Invitation, token string) adminFlash {
 	fl := adminFlash{Invitation: inv.ID}
 	if inv.SendEmail {
 		fl.Notice = "Invitation created; the email to " + inv.Email + " is on its way."
@@ -279,8 +312,7 @@ func (h *Page) adminCreate(w http.ResponseWriter, r *http.Request, a *adminReque
 		fl.Link = h.Link(inv, token)
 		fl.Notice = "Invitation created. Copy the link below now: usher keeps only a hash of it and cannot show it again."
 	}
-	h.setFlash(a.sess, fl)
-	h.saveAndRedirect(w, r, a.sess, "/admin/invitations/"+url.PathEscape(inv.ID))
+	return fl
 }
 
 // parseJSONObject reads a textarea of JSON: empty means none.

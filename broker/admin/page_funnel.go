@@ -142,9 +142,16 @@ func (h *Page) adminFunnel(w http.ResponseWriter, r *http.Request, a *adminReque
 // buildFunnel lays out the chart (one group of bars per day of from..to,
 // empty days included) and the totals.
 func (h *Page) buildFunnel(p *funnelPage, from, to time.Time, rows []grants.FunnelDay) {
-	byDay := map[string]*grants.FunnelDay{}
-	byClient := map[string]*grants.FunnelDay{}
-	var total grants.FunnelDay
+	byDay, byClient, total := sumFunnel(rows)
+	layoutFunnelChart(p, funnelDays(from, to), byDay)
+	p.Total = funnelStatsOf("All", &total)
+	p.PerClient = funnelPerClient(byClient)
+}
+
+// sumFunnel adds the rows up per day, per client and in all.
+func sumFunnel(rows []grants.FunnelDay) (byDay, byClient map[string]*grants.FunnelDay, total grants.FunnelDay) {
+	byDay = map[string]*grants.FunnelDay{}
+	byClient = map[string]*grants.FunnelDay{}
 	for _, r := range rows {
 		k := grants.FunnelDayKey(r.Day)
 		if byDay[k] == nil {
@@ -157,10 +164,22 @@ func (h *Page) buildFunnel(p *funnelPage, from, to time.Time, rows []grants.Funn
 		byClient[r.ClientID].Merge(r)
 		total.Merge(r)
 	}
+	return byDay, byClient, total
+}
+
+// funnelDays are the keys of the days from..to, both included.
+func funnelDays(from, to time.Time) []string {
 	var days []string
 	for d := from; !d.After(to); d = d.AddDate(0, 0, 1) {
 		days = append(days, grants.FunnelDayKey(d))
 	}
+	return days
+}
+
+// layoutFunnelChart lays out the SVG: one group of bars per day (a day
+// without counters gets empty bars), scaled to the highest bar, with the
+// axis ticks and the legend.
+func layoutFunnelChart(p *funnelPage, days []string, byDay map[string]*grants.FunnelDay) {
 	var peak int64 = 1
 	for _, d := range byDay {
 		peak = max(peak, d.Created, d.Redeemed, d.Declined, d.Expired, d.Revoked)
@@ -201,19 +220,24 @@ func (h *Page) buildFunnel(p *funnelPage, from, to time.Time, rows []grants.Funn
 	for _, s := range funnelSeries {
 		p.Legend = append(p.Legend, funnelLegend{s.Label, s.Colour})
 	}
-	p.Total = funnelStatsOf("All", &total)
+}
+
+// funnelPerClient is each client's totals, in client ID order.
+func funnelPerClient(byClient map[string]*grants.FunnelDay) []funnelStats {
 	ids := make([]string, 0, len(byClient))
 	for id := range byClient {
 		ids = append(ids, id)
 	}
 	sort.Strings(ids)
+	var out []funnelStats
 	for _, id := range ids {
 		name := id
 		if name == "" {
 			name = "(no client)"
 		}
-		p.PerClient = append(p.PerClient, funnelStatsOf(name, byClient[id]))
+		out = append(out, funnelStatsOf(name, byClient[id]))
 	}
+	return out
 }
 
 func funnelCount(d *grants.FunnelDay, stage string) int64 {

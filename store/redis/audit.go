@@ -55,66 +55,10 @@ func (s *Store) ListAudit(ctx context.Context, f grants.AuditFilter) ([]grants.A
 		}
 		after = c
 	}
-	start, stop := "+inf", "-inf"
-	if !f.Until.IsZero() {
-		start = strconv.FormatInt(micros(f.Until), 10)
-	}
-	if after != nil && (f.Until.IsZero() || after.score < float64(micros(f.Until))) {
-		start = strconv.FormatFloat(after.score, 'f', -1, 64)
-	}
-	if !f.Since.IsZero() {
-		stop = strconv.FormatInt(micros(f.Since), 10)
-	}
-	data, byTime := s.auditKeys()
-	type item struct {
-		pos listCursor
-		rec grants.AuditRecord
-	}
-	var page []item
-	batch := int64(min(2*(limit+1), 1000))
-	for offset := int64(0); len(page) <= limit; {
-		zs, err := s.rdb.ZRangeArgsWithScores(ctx, redis.ZRangeArgs{
-			Key: byTime, Start: start, Stop: stop, ByScore: true, Rev: true, Offset: offset, Count: batch,
-		}).Result()
-		if err != nil {
-			return nil, "", fmt.Errorf("redisstore: list audit: %w", err)
-		}
-		if len(zs) == 0 {
-			break
-		}
-		offset += int64(len(zs))
-		var ids []string
-		var pos []listCursor
-		for _, z := range zs {
-			id, _ := z.Member.(string)
-			if after != nil && (z.Score > after.score || (z.Score == after.score && id >= after.id)) {
-				continue
-			}
-			ids = append(ids, id)
-			pos = append(pos, listCursor{z.Score, id})
-		}
-		if len(ids) > 0 {
-			raws, err := s.rdb.HMGet(ctx, data, ids...).Result()
-			if err != nil {
-				return nil, "", fmt.Errorf("redisstore: list audit: %w", err)
-			}
-			for i := range raws {
-				if raws[i] == nil || len(page) > limit {
-					continue
-				}
-				var rec grants.AuditRecord
-				if err := json.Unmarshal([]byte(str(raws, i)), &rec); err != nil {
-					return nil, "", fmt.Errorf("redisstore: list audit: decode: %w", err)
-				}
-				if !f.Matches(&rec) {
-					continue
-				}
-				page = append(page, item{pos[i], rec})
-			}
-		}
-		if int64(len(zs)) < batch {
-			break
-		}
+	start, stop := auditScoreRange(f, after)
+	page, err := s.scanAudit(ctx, f, after, start, stop, limit)
+	if err != nil {
+		return nil, "", err
 	}
 	next := ""
 	if len(page) > limit {
@@ -126,4 +70,91 @@ func (s *Store) ListAudit(ctx context.Context, f grants.AuditFilter) ([]grants.A
 		out[i] = it.rec
 	}
 	return out, next, nil
+}
+
+// auditScoreRange is the time index's score range to walk, newest first:
+// from the cursor or f.Until, whichever is older, down to f.Since.
+func auditScoreRange(f grants.AuditFilter, after *listCursor) (start, stop string) {
+	start, stop = "+inf", "-inf"
+	if !f.Until.IsZero() {
+		start = strconv.FormatInt(micros(f.Until), 10)
+	}
+	if after != nil && (f.Until.IsZero() || after.score < float64(micros(f.Until))) {
+		start = strconv.FormatFloat(after.score, 'f', -1, 64)
+	}
+	if !f.Since.IsZero() {
+		stop = strconv.FormatInt(micros(f.Since), 10)
+	}
+	return start, stop
+}
+
+// auditItem is a listed record and its position in the time index.
+type auditItem struct {
+	pos listCursor
+	rec grants.AuditRecord
+}
+
+// scanAudit walks the time index from start to stop in batches and keeps
+// the records after the cursor that match f, up to limit+1: the one past
+// the page tells that there is a next page.
+func (s *Store) scanAudit(ctx context.Context, f grants.AuditFilter, after *listCursor, start, stop string, limit int) ([]auditItem, error) {
+	_, byTime := s.auditKeys()
+	var page []auditItem
+	batch := int64(min(2*(limit+1), 1000))
+	for offset := int64(0); len(page) <= limit; {
+		zs, err := s.rdb.ZRangeArgsWithScores(ctx, redis.ZRangeArgs{
+			Key: byTime, Start: start, Stop: stop, ByScore: true, Rev: true, Offset: offset, Count: batch,
+		}).Result()
+		if err != nil {
+			return nil, fmt.Errorf("redisstore: list audit: %w", err)
+		}
+		if len(zs) == 0 {
+			break
+		}
+		offset += int64(len(zs))
+		if page, err = s.appendAuditBatch(ctx, page, zs, f, after, limit); err != nil {
+			return nil, err
+		}
+		if int64(len(zs)) < batch {
+			break
+		}
+	}
+	return page, nil
+}
+
+// appendAuditBatch loads the records of one batch of the time index and
+// appends those after the cursor that match f to page, up to limit+1 in all.
+func (s *Store) appendAuditBatch(ctx context.Context, page []auditItem, zs []redis.Z, f grants.AuditFilter, after *listCursor, limit int) ([]auditItem, error) {
+	data, _ := s.auditKeys()
+	var ids []string
+	var pos []listCursor
+	for _, z := range zs {
+		id, _ := z.Member.(string)
+		if after != nil && (z.Score > after.score || (z.Score == after.score && id >= after.id)) {
+			continue
+		}
+		ids = append(ids, id)
+		pos = append(pos, listCursor{z.Score, id})
+	}
+	if len(ids) == 0 {
+		return page, nil
+	}
+	raws, err := s.rdb.HMGet(ctx, data, ids...).Result()
+	if err != nil {
+		return nil, fmt.Errorf("redisstore: list audit: %w", err)
+	}
+	for i := range raws {
+		if raws[i] == nil || len(page) > limit {
+			continue
+		}
+		var rec grants.AuditRecord
+		if err := json.Unmarshal([]byte(str(raws, i)), &rec); err != nil {
+			return nil, fmt.Errorf("redisstore: list audit: decode: %w", err)
+		}
+		if !f.Matches(&rec) {
+			continue
+		}
+		page = append(page, auditItem{pos[i], rec})
+	}
+	return page, nil
 }

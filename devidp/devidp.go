@@ -155,7 +155,8 @@ type Server struct {
 	userinfoCalls atomic.Int64
 }
 
-// New builds a Server. It generates a fresh RSA signing key.
+// New builds a Server. It generates a fresh signing key (cfg.SigningAlg:
+// RS256 by default, as Auth0 signs, or ES256).
 func New(cfg Config) (*Server, error) {
 	u, err := parseIssuer(cfg.Issuer)
 	if err != nil {

@@ -6,7 +6,7 @@
 //
 // A sign-in, one file per step:
 //
-//   - authorize (broker.go handleAuthorize, storage.go CreateAuthRequest):
+//   - authorize (authorize.go handleAuthorize, storage.go CreateAuthRequest):
 //     the SPA's request is checked and stored, with the invitation it
 //     carries (invite.go authorizeInvitation);
 //   - login (login.go), run by /authorize itself once it stored the request

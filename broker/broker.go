@@ -173,22 +173,9 @@ type Broker struct {
 // New builds the broker. It loads (or, the first time, generates and stores)
 // the signing keys; it does not contact the upstream until the first sign-in.
 func New(ctx context.Context, o Options) (*Broker, error) {
-	if o.Sessions == nil || o.Grants == nil {
-		return nil, errors.New("broker: Sessions and Grants stores are required")
-	}
-	if o.Upstream == nil {
-		return nil, errors.New("broker: Upstream is required")
-	}
-	iss, err := url.Parse(o.Issuer)
-	if err != nil || iss.Host == "" {
-		return nil, fmt.Errorf("broker: issuer %q is not an absolute URL", o.Issuer)
-	}
-	insecure := iss.Scheme == "http"
-	if insecure && !isLoopback(iss.Hostname()) {
-		return nil, fmt.Errorf("broker: issuer %q: plain http is only allowed on loopback", o.Issuer)
-	}
-	if len(o.SessionSecret) < 32 {
-		return nil, errors.New("broker: session secret must be at least 32 bytes")
+	iss, insecure, err := checkOptions(&o)
+	if err != nil {
+		return nil, err
 	}
 	applyDefaults(&o)
 	b := &Broker{
@@ -201,24 +188,9 @@ func New(ctx context.Context, o Options) (*Broker, error) {
 	if b.audit == nil {
 		b.audit = b.recordAudit
 	}
-	var sealLink func(*grants.Invitation, string) (string, error)
-	if o.Mailer != nil {
-		sealLink = func(inv *grants.Invitation, token string) (string, error) {
-			return o.Mailer.SealLink(inv.ID, b.inviteLink(inv, token))
-		}
-	}
-	b.invitations = grants.NewService(grants.ServiceOptions{
-		Store: o.Grants, DefaultTTL: o.InvitationDefaultTTL, MaxTTL: o.InvitationMaxTTL,
-		DefaultEmailMatch: o.InvitationEmailMatch, RoleCatalog: o.RoleCatalog, PrivilegedRoles: o.PrivilegedRoles,
-		ClaimsNamespace: o.ClaimsNamespace, Now: o.Now, SealLink: sealLink, Recorded: o.EventsRecorded, UpstreamSubjects: b.upstreamSubjects,
-		KnownClient: func(id string) bool { _, ok := b.clients[id]; return ok },
-	})
-	for i := range o.Clients {
-		c := &o.Clients[i]
-		if _, dup := b.clients[c.ID]; dup {
-			return nil, fmt.Errorf("broker: client %q registered twice", c.ID)
-		}
-		b.clients[c.ID] = c
+	b.invitations = b.newInvitationService(o)
+	if err := b.registerClients(o.Clients); err != nil {
+		return nil, err
 	}
 	b.keys, err = newKeySet(ctx, o.Sessions, o.SigningAlgorithm, clientIDTokenAlgs(o.Clients), o.SigningKeyPEMs, o.KeyEncryptionKey, o.Now)
 	if err != nil {
@@ -236,6 +208,58 @@ func New(ctx context.Context, o Options) (*Broker, error) {
 		return nil, err
 	}
 	return b, nil
+}
+
+// checkOptions refuses the options New cannot start with. It returns the
+// issuer, parsed, and whether it is plain http (allowed on loopback only).
+func checkOptions(o *Options) (*url.URL, bool, error) {
+	if o.Sessions == nil || o.Grants == nil {
+		return nil, false, errors.New("broker: Sessions and Grants stores are required")
+	}
+	if o.Upstream == nil {
+		return nil, false, errors.New("broker: Upstream is required")
+	}
+	iss, err := url.Parse(o.Issuer)
+	if err != nil || iss.Host == "" {
+		return nil, false, fmt.Errorf("broker: issuer %q is not an absolute URL", o.Issuer)
+	}
+	insecure := iss.Scheme == "http"
+	if insecure && !isLoopback(iss.Hostname()) {
+		return nil, false, fmt.Errorf("broker: issuer %q: plain http is only allowed on loopback", o.Issuer)
+	}
+	if len(o.SessionSecret) < 32 {
+		return nil, false, errors.New("broker: session secret must be at least 32 bytes")
+	}
+	return iss, insecure, nil
+}
+
+// newInvitationService is the invitation use cases over o's grants store;
+// invitation mails' links are sealed only when o has a Mailer.
+func (b *Broker) newInvitationService(o Options) *grants.Service {
+	var sealLink func(*grants.Invitation, string) (string, error)
+	if o.Mailer != nil {
+		sealLink = func(inv *grants.Invitation, token string) (string, error) {
+			return o.Mailer.SealLink(inv.ID, b.inviteLink(inv, token))
+		}
+	}
+	return grants.NewService(grants.ServiceOptions{
+		Store: o.Grants, DefaultTTL: o.InvitationDefaultTTL, MaxTTL: o.InvitationMaxTTL,
+		DefaultEmailMatch: o.InvitationEmailMatch, RoleCatalog: o.RoleCatalog, PrivilegedRoles: o.PrivilegedRoles,
+		ClaimsNamespace: o.ClaimsNamespace, Now: o.Now, SealLink: sealLink, Recorded: o.EventsRecorded, UpstreamSubjects: b.upstreamSubjects,
+		KnownClient: func(id string) bool { _, ok := b.clients[id]; return ok },
+	})
+}
+
+// registerClients indexes clients by ID, refusing an ID registered twice.
+func (b *Broker) registerClients(clients []Client) error {
+	for i := range clients {
+		c := &clients[i]
+		if _, dup := b.clients[c.ID]; dup {
+			return fmt.Errorf("broker: client %q registered twice", c.ID)
+		}
+		b.clients[c.ID] = c
+	}
+	return nil
 }
 
 func applyDefaults(o *Options) {

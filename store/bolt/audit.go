@@ -29,11 +29,7 @@ func (s *Store) AppendAudit(ctx context.Context, rec *grants.AuditRecord) error 
 }
 
 func (s *Store) ListAudit(ctx context.Context, f grants.AuditFilter) ([]grants.AuditRecord, string, error) {
-	limit := f.Limit
-	if limit <= 0 {
-		limit = defaultListLimit
-	}
-	limit = min(limit, maxListLimit)
+	limit := listLimit(f.Limit)
 	var before []byte
 	if f.Cursor != "" {
 		c, err := base64.RawURLEncoding.DecodeString(f.Cursor)

@@ -214,15 +214,57 @@ func (u *Upstream) Exchange(ctx context.Context, cb upstream.Callback) (*upstrea
 	if err := u.Ready(ctx); err != nil {
 		return nil, err
 	}
+	tok, raw, err := u.redeemCode(ctx, cb)
+	if err != nil {
+		return nil, err
+	}
+	idt, err := u.verifyIDToken(ctx, raw)
+	if err != nil {
+		return nil, err
+	}
+	if subtle.ConstantTimeCompare([]byte(idt.Nonce), []byte(cb.Nonce)) != 1 {
+		return nil, errNonceMismatch
+	}
+	id, err := u.identityFromIDToken(idt, raw)
+	if err != nil {
+		return nil, err
+	}
+	// Some providers put email and profile only in userinfo when they also
+	// issue an access token (OIDC Core §5.4): ask there when the ID token
+	// lacks them (unless NoUserinfo). A failed userinfo call does not fail
+	// the sign-in: the ID token, verified, is enough (UserinfoErr is logged).
+	if id.Email == "" && !u.o.NoUserinfo && u.hasUserinfo() {
+		id.UserinfoErr = u.addUserinfo(ctx, tok, id)
+	}
+	if u.o.Connection != nil {
+		id.Connection = u.o.Connection(idt.Subject)
+		if id.Connection != "" {
+			id.ConnectionSource = upstream.ConnectionFromSubject
+		}
+	}
+	return id, nil
+}
+
+// redeemCode exchanges cb's code (with its PKCE verifier) at the upstream's
+// token endpoint and returns the tokens with the raw ID token, which the
+// response must carry.
+func (u *Upstream) redeemCode(ctx context.Context, cb upstream.Callback) (*oauth2.Token, string, error) {
 	c := u.config(cb.RedirectURL)
 	tok, err := c.Exchange(u.ctx(ctx), cb.Code, oauth2.VerifierOption(cb.CodeVerifier))
 	if err != nil {
-		return nil, fmt.Errorf("exchanging the upstream code: %w", err)
+		return nil, "", fmt.Errorf("exchanging the upstream code: %w", err)
 	}
 	raw, _ := tok.Extra("id_token").(string)
 	if raw == "" {
-		return nil, errors.New("upstream returned no ID token")
+		return nil, "", errors.New("upstream returned no ID token")
 	}
+	return tok, raw, nil
+}
+
+// verifyIDToken has go-oidc verify raw (signature, iss, aud, exp); when an
+// HS256-signed token fails, the error carries upstream.ErrHS256 and the
+// advice (upstream.Advice).
+func (u *Upstream) verifyIDToken(ctx context.Context, raw string) (*gooidc.IDToken, error) {
 	idt, err := u.verifier.Verify(u.ctx(ctx), raw)
 	if err != nil {
 		if signedWithHS256(raw) {
@@ -234,9 +276,12 @@ func (u *Upstream) Exchange(ctx context.Context, cb upstream.Callback) (*upstrea
 		}
 		return nil, fmt.Errorf("verifying the upstream ID token: %w", err)
 	}
-	if subtle.ConstantTimeCompare([]byte(idt.Nonce), []byte(cb.Nonce)) != 1 {
-		return nil, errNonceMismatch
-	}
+	return idt, nil
+}
+
+// identityFromIDToken is the identity the verified ID token idt (raw as
+// received) describes, before userinfo and the connection are added.
+func (u *Upstream) identityFromIDToken(idt *gooidc.IDToken, raw string) (*upstream.Identity, error) {
 	var cl struct {
 		Email         string          `json:"email"`
 		EmailVerified json.RawMessage `json:"email_verified"`
@@ -260,19 +305,6 @@ func (u *Upstream) Exchange(ctx context.Context, cb upstream.Callback) (*upstrea
 	}
 	if cl.AuthTime > 0 {
 		id.AuthTime = time.Unix(cl.AuthTime, 0)
-	}
-	// Some providers put email and profile only in userinfo when they also
-	// issue an access token (OIDC Core §5.4): ask there when the ID token
-	// lacks them (unless NoUserinfo). A failed userinfo call does not fail
-	// the sign-in: the ID token, verified, is enough (UserinfoErr is logged).
-	if id.Email == "" && !u.o.NoUserinfo && u.hasUserinfo() {
-		id.UserinfoErr = u.addUserinfo(ctx, tok, id)
-	}
-	if u.o.Connection != nil {
-		id.Connection = u.o.Connection(idt.Subject)
-		if id.Connection != "" {
-			id.ConnectionSource = upstream.ConnectionFromSubject
-		}
 	}
 	return id, nil
 }

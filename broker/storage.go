@@ -210,11 +210,10 @@ func familyOf(req op.TokenRequest) string {
 	}
 }
 
-// accessTokenID is the jti; it names the family so /userinfo and introspection
-// can check revocation with one read.
-// accessTokenID is an access token's jti: its family, the instant it was
-// issued (unix ms, base 36: a sign out everywhere compares it, as iat has
-// whole seconds only) and randomness.
+// accessTokenID is an access token's jti: its family (so /userinfo and
+// introspection check revocation with one read), the instant it was issued
+// (unix ms, base 36: a sign out everywhere compares it, as iat has whole
+// seconds only) and randomness.
 func accessTokenID(family string, at time.Time) string {
 	return family + "." + strconv.FormatInt(at.UnixMilli(), 36) + "." + randomToken(12)
 }

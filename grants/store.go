@@ -80,6 +80,21 @@ type Grant struct {
 	Outbox []OutboxEvent `json:"-"`
 }
 
+// FillEmpty gives g empty roles, claims and invitations where it has
+// none (nil), so a grant reads and encodes the same whether it was stored
+// with them empty, null or left out.
+func (g *Grant) FillEmpty() {
+	if g.Roles == nil {
+		g.Roles = []string{}
+	}
+	if g.Claims == nil {
+		g.Claims = map[string]any{}
+	}
+	if g.Invitations == nil {
+		g.Invitations = []string{}
+	}
+}
+
 // Status of an invitation as stored. "expired" is derived at read time from
 // ExpiresAt (see Invitation.EffectiveStatus); it is never written.
 type Status string

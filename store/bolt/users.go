@@ -299,15 +299,7 @@ func loadGrant(tx *bolt.Tx, userID string) (*grants.Grant, error) {
 	}
 	g := &rec.Grant
 	g.UserID, g.Outbox = userID, rec.Outbox
-	if g.Roles == nil {
-		g.Roles = []string{}
-	}
-	if g.Claims == nil {
-		g.Claims = map[string]any{}
-	}
-	if g.Invitations == nil {
-		g.Invitations = []string{}
-	}
+	g.FillEmpty()
 	return g, nil
 }
 

@@ -318,7 +318,7 @@ func decodeDurable(kind store.Kind, rec json.RawMessage) (string, any, error) {
 		if err := json.Unmarshal(rec, &x); err != nil {
 			return "", nil, err
 		}
-		emptyNotNil(&x)
+		x.FillEmpty() // empty, null and left out compare the same
 		return x.UserID, &x, nil
 	case store.Invitations:
 		var x grants.Invitation
@@ -340,21 +340,6 @@ func decodeDurable(kind store.Kind, rec json.RawMessage) (string, any, error) {
 		return x.ID, &x, nil
 	}
 	return "", nil, fmt.Errorf("unknown kind %q", kind)
-}
-
-// emptyNotNil gives g empty collections where it has nil ones, so that a
-// grant without roles, claims or invitations encodes the same whether its
-// export had them empty, null or left out.
-func emptyNotNil(g *grants.Grant) {
-	if g.Roles == nil {
-		g.Roles = []string{}
-	}
-	if g.Claims == nil {
-		g.Claims = map[string]any{}
-	}
-	if g.Invitations == nil {
-		g.Invitations = []string{}
-	}
 }
 
 // Print writes the report as a table, then what was not copied and why.

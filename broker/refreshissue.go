@@ -79,10 +79,9 @@ func (s opStorage) CreateAccessAndRefreshTokens(ctx context.Context, req op.Toke
 func (b *Broker) rotationRefused(ctx context.Context, next *sessions.RefreshToken, err error) error {
 	switch {
 	case errors.Is(err, sessions.ErrRefreshReused):
-		b.log.WarnContext(ctx, "rotated refresh token reused; family revoked", "family", next.FamilyID, "client_id", next.ClientID)
-		return oidc.ErrInvalidGrant().WithDescription("refresh token already used; every token of this sign-in is revoked")
+		return b.refreshReused(ctx, next.FamilyID, next.ClientID)
 	case errors.Is(err, sessions.ErrRevoked), errors.Is(err, sessions.ErrNotFound):
-		return oidc.ErrInvalidGrant().WithDescription("refresh token invalid, expired or revoked")
+		return refreshInvalid()
 	case err != nil:
 		return storeError("rotating the refresh token", err)
 	}

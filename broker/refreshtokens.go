@@ -99,7 +99,7 @@ func (b *Broker) refreshGrantRequest(ctx context.Context, token string) (*refres
 func (b *Broker) refreshRequestFor(ctx context.Context, rt *sessions.RefreshToken, err error) (*refreshRequest, error) {
 	switch {
 	case errors.Is(err, sessions.ErrNotFound), errors.Is(err, sessions.ErrRevoked):
-		return nil, oidc.ErrInvalidGrant().WithDescription("refresh token invalid, expired or revoked")
+		return nil, refreshInvalid()
 	case err != nil:
 		return nil, storeError("loading the refresh token", err)
 	}
@@ -108,8 +108,20 @@ func (b *Broker) refreshRequestFor(ctx context.Context, rt *sessions.RefreshToke
 		if rerr := b.sessions.RevokeFamily(ctx, rt.FamilyID, rt.FamilyExpiresAt); rerr != nil {
 			b.log.ErrorContext(ctx, "revoking a refresh family", "err", rerr)
 		}
-		b.log.WarnContext(ctx, "rotated refresh token reused; family revoked", "family", rt.FamilyID, "client_id", rt.ClientID)
-		return nil, oidc.ErrInvalidGrant().WithDescription("refresh token already used; every token of this sign-in is revoked")
+		return nil, b.refreshReused(ctx, rt.FamilyID, rt.ClientID)
 	}
 	return &refreshRequest{rt: rt, scopes: rt.Scopes}, nil
+}
+
+// refreshInvalid is the refusal of a refresh token unknown, expired or
+// revoked.
+func refreshInvalid() error {
+	return oidc.ErrInvalidGrant().WithDescription("refresh token invalid, expired or revoked")
+}
+
+// refreshReused logs the reuse of a rotated token of family (revoked by
+// then) and is its refusal.
+func (b *Broker) refreshReused(ctx context.Context, family, clientID string) error {
+	b.log.WarnContext(ctx, "rotated refresh token reused; family revoked", "family", family, "client_id", clientID)
+	return oidc.ErrInvalidGrant().WithDescription("refresh token already used; every token of this sign-in is revoked")
 }

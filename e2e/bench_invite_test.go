@@ -37,9 +37,11 @@ func benchmarkInvitationCreate(b *testing.B, store string) {
 	trips := countRedisRoundTrips(d)
 	writes := countBoltWrites(d)
 	// As many clients in flight as the refresh benchmark: a create waits on
-	// its store round trips, and at 8 per core the cores were a fifth idle
-	// on Redis (usher 1.09 cores, Redis 0.48 in a CPU profile), so the
-	// figure was the clients' latency, not the capacity the target asks for.
+	// its store round trips, and at 8 per core on Redis usher and Redis
+	// used 1.09 and 0.48 of the two cores (CPU per create times creates/s,
+	// scripts/cpubudget), so the figure was the clients' latency more than
+	// the capacity the target asks for (32: 5,183 / 5,153 against 4,880 /
+	// 3,818 creates/s in two runs each).
 	const perProc = 32
 	b.SetParallelism(perProc)
 	// One pool for every worker, big enough to keep each one's connection:

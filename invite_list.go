@@ -87,36 +87,32 @@ func (c *inviteCmd) listQuery(f *listFlags) (client.ListQuery, error) {
 }
 
 // listJSON prints the list under --json, the invitations as usher sent
-// them: one page as it came, or with all every page's invitations in one
-// object.
+// them: one page as it came (an error answer too), or with all every
+// page's invitations in one object.
 func (c *inviteCmd) listJSON(ctx context.Context, ac apiClient, q client.ListQuery, all bool) error {
-	var out struct {
-		Invitations []json.RawMessage `json:"invitations"`
-		NextCursor  string            `json:"next_cursor,omitempty"`
-	}
-	for {
-		list, rep, err := ac.ListInvitations(ctx, q)
-		if rep != nil && !all {
+	if !all {
+		_, rep, err := ac.ListInvitations(ctx, q)
+		if rep != nil {
 			return c.printJSON(rep.Body)
 		}
-		if err != nil {
-			return ac.explain(err)
-		}
+		return ac.explain(err)
+	}
+	// Every page was fetched, so there is no cursor to print.
+	out := struct {
+		Invitations []json.RawMessage `json:"invitations"`
+	}{Invitations: []json.RawMessage{}}
+	_, err := eachPage(ctx, ac, q, true, func(_ *client.InvitationList, body []byte) error {
 		var raw struct {
 			Invitations []json.RawMessage `json:"invitations"`
 		}
-		if err := json.Unmarshal(rep.Body, &raw); err != nil {
+		if err := json.Unmarshal(body, &raw); err != nil {
 			return fmt.Errorf("unreadable answer from usher: %v", err)
 		}
 		out.Invitations = append(out.Invitations, raw.Invitations...)
-		out.NextCursor = list.NextCursor
-		if !all || list.NextCursor == "" {
-			break
-		}
-		q.Cursor = list.NextCursor
-	}
-	if out.Invitations == nil {
-		out.Invitations = []json.RawMessage{}
+		return nil
+	})
+	if err != nil {
+		return err
 	}
 	b, _ := json.Marshal(out)
 	return c.printJSON(b)
@@ -126,14 +122,27 @@ func (c *inviteCmd) listJSON(ctx context.Context, ac apiClient, q client.ListQue
 // cursor of the page after the last one fetched ("" when there is none).
 func listInvitations(ctx context.Context, ac apiClient, q client.ListQuery, all bool) ([]client.Invitation, string, error) {
 	var invs []client.Invitation
-	for {
-		list, _, err := ac.ListInvitations(ctx, q)
-		if err != nil {
-			return nil, "", ac.explain(err)
-		}
+	next, err := eachPage(ctx, ac, q, all, func(list *client.InvitationList, _ []byte) error {
 		invs = append(invs, list.Invitations...)
+		return nil
+	})
+	return invs, next, err
+}
+
+// eachPage fetches the page q names, and with all the pages after it,
+// handing each to page (the list, and its body as usher sent it); it
+// returns the cursor after the last page fetched ("" when there is none).
+func eachPage(ctx context.Context, ac apiClient, q client.ListQuery, all bool, page func(*client.InvitationList, []byte) error) (string, error) {
+	for {
+		list, rep, err := ac.ListInvitations(ctx, q)
+		if err != nil {
+			return "", ac.explain(err)
+		}
+		if err := page(list, rep.Body); err != nil {
+			return "", err
+		}
 		if !all || list.NextCursor == "" {
-			return invs, list.NextCursor, nil
+			return list.NextCursor, nil
 		}
 		q.Cursor = list.NextCursor
 	}
